@@ -3878,6 +3878,582 @@ cost_orange = cost_watermelon - 5
 total_cost = cost_watermelon + cost_orange + cost_watermelon','stop',42,614,613,1.76944655930272265464e+00,49783226496.0,NULL);
 INSERT INTO "chains" VALUES(20,24,3,'ba42f98ea234aef2e362176eb14cdeb1b142ae362482b30aec7a3944e3255c16',3,'# Calculate the cost of each watermelon
 cost_per_watermelon = 3 * cost_per_pepper','stop',22,614,613,1.76944655930272265464e+00,49783226496.0,NULL);
+INSERT INTO "chains" VALUES(21,0,0,'a9b0ac8940034839c810396699cd3dbc1479656e2bf803daca03a3809c2d6ad7',0,'Let''s break down the problem step by step.','stop',10,120,119,6.4129878437051934803e-01,25364238816.0,19);
+INSERT INTO "chains" VALUES(21,0,1,'a9b0ac8940034839c810396699cd3dbc1479656e2bf803daca03a3809c2d6ad7',1,'Let''s break down the problem step-by-step:','stop',10,120,119,6.4129878437051934803e-01,25364238816.0,19);
+INSERT INTO "chains" VALUES(21,0,2,'a9b0ac8940034839c810396699cd3dbc1479656e2bf803daca03a3809c2d6ad7',2,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:','stop',37,120,119,6.4129878437051934803e-01,25364238816.0,19);
+INSERT INTO "chains" VALUES(21,0,3,'a9b0ac8940034839c810396699cd3dbc1479656e2bf803daca03a3809c2d6ad7',3,'To determine the total amount of money Dillon will spend, we need to follow these steps:','stop',18,120,119,6.4129878437051934803e-01,25364238816.0,19);
+INSERT INTO "chains" VALUES(21,1,0,'e5766b6f610dbd4672d39c90e33bce4074fb3e5b72581978616ec79924967947',0,'1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.','stop',19,157,156,1.26030321326734218168e+00,40960882560.0,NULL);
+INSERT INTO "chains" VALUES(21,1,1,'e5766b6f610dbd4672d39c90e33bce4074fb3e5b72581978616ec79924967947',1,'1. Calculate the cost of each watermelon.
+2. Calculate the cost of each pepper.
+3. Calculate the cost of each orange.
+4. Sum the costs of all the fruits.','stop',38,157,156,1.26030321326734218168e+00,40960882560.0,NULL);
+INSERT INTO "chains" VALUES(21,1,2,'e5766b6f610dbd4672d39c90e33bce4074fb3e5b72581978616ec79924967947',2,'1. Calculate the cost of each watermelon.
+2. Calculate the cost of each pepper.
+3. Calculate the cost of each orange.
+4. Sum the costs of all the fruits.','stop',38,157,156,1.26030321326734218168e+00,40960882560.0,NULL);
+INSERT INTO "chains" VALUES(21,1,3,'e5766b6f610dbd4672d39c90e33bce4074fb3e5b72581978616ec79924967947',3,'1. Calculate the cost of one watermelon.
+2. Calculate the cost of one pepper.
+3. Calculate the cost of one orange.
+4. Sum the costs of all the fruits.','stop',38,157,156,1.26030321326734218168e+00,40960882560.0,NULL);
+INSERT INTO "chains" VALUES(21,2,0,'15168048dfe683a61eb7fc4b1359f30234deb50b0c7668bac925a2ef2a3e4297',0,'2. **Calculate the cost of each watermelon**:
+   The cost of a watermelon is three times the cost of a pepper.
+   \[
+   \text{Cost of a watermelon} = 3 \times 15 = 45
+   \]','stop',57,176,175,4.81843082718860138413e+00,65222328384.0,NULL);
+INSERT INTO "chains" VALUES(21,2,1,'15168048dfe683a61eb7fc4b1359f30234deb50b0c7668bac925a2ef2a3e4297',1,'2. **Calculate the cost of each watermelon**:
+   Each watermelon costs three times what each pepper costs.
+   \[
+   \text{Cost of each watermelon} = 3 \times 15 = 45 \text{ dollars}
+   \]','stop',57,176,175,4.81843082718860138413e+00,65222328384.0,NULL);
+INSERT INTO "chains" VALUES(21,2,2,'15168048dfe683a61eb7fc4b1359f30234deb50b0c7668bac925a2ef2a3e4297',2,'2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.','stop',43,176,175,4.81843082718860138413e+00,65222328384.0,NULL);
+INSERT INTO "chains" VALUES(21,2,3,'15168048dfe683a61eb7fc4b1359f30234deb50b0c7668bac925a2ef2a3e4297',3,'2. **Calculate the cost of each watermelon**:
+   Since a watermelon costs three times what each pepper costs, we multiply $15 by 3:
+   \[
+   3 \times 15 = 45
+   \]','stop',53,176,175,4.81843082718860138413e+00,65222328384.0,NULL);
+INSERT INTO "chains" VALUES(21,3,0,'727d30abc24e01317626de3a014673bfa8512b5e2d56bd569c63a9822e11a66d',0,'3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(15 - 5 = 10\) dollars.','stop',42,219,218,1.97823563656655032616e+00,51988812480.0,NULL);
+INSERT INTO "chains" VALUES(21,3,1,'727d30abc24e01317626de3a014673bfa8512b5e2d56bd569c63a9822e11a66d',1,'3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.','stop',42,219,218,1.97823563656655032616e+00,51988812480.0,NULL);
+INSERT INTO "chains" VALUES(21,3,2,'727d30abc24e01317626de3a014673bfa8512b5e2d56bd569c63a9822e11a66d',2,'3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.','stop',42,219,218,1.97823563656655032616e+00,51988812480.0,NULL);
+INSERT INTO "chains" VALUES(21,3,3,'727d30abc24e01317626de3a014673bfa8512b5e2d56bd569c63a9822e11a66d',3,'3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.','stop',42,219,218,1.97823563656655032616e+00,51988812480.0,NULL);
+INSERT INTO "chains" VALUES(21,4,0,'87ff64806893bf563577b3b9beb9721bd71474789a465141b76839dc2f0be9f1',0,'4. **Calculate the total cost of the watermelons**:
+   Dillon buys 4 watermelons, so the total cost is \(4 \times 45 = 180\) dollars.','stop',43,261,260,2.86322255682600301796e+00,80976513984.0,NULL);
+INSERT INTO "chains" VALUES(21,4,1,'87ff64806893bf563577b3b9beb9721bd71474789a465141b76839dc2f0be9f1',1,'4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.','stop',32,261,260,2.86322255682600301796e+00,80976513984.0,NULL);
+INSERT INTO "chains" VALUES(21,4,2,'87ff64806893bf563577b3b9beb9721bd71474789a465141b76839dc2f0be9f1',2,'4. **Sum the costs of all the fruits**:
+   - Cost of 4 watermelons: \(4 \times 45 = 180\) dollars.
+   - Cost of 20 peppers: \(20 \times 15 = 300\) dollars.
+   - Cost of 10 oranges: \(10 \times 40 = 400\) dollars.','stop',87,261,260,2.86322255682600301796e+00,80976513984.0,NULL);
+INSERT INTO "chains" VALUES(21,4,3,'87ff64806893bf563577b3b9beb9721bd71474789a465141b76839dc2f0be9f1',3,'4. **Calculate the total cost for each type of fruit**:
+   - The total cost for the 4 watermelons is \(4 \times 45 = 180\) dollars.
+   - The total cost for the 20 peppers is \(20 \times 45 = 900\) dollars.
+   - The total cost for the 10 oranges is \(10 \times 40 = 400\) dollars.','stop',98,261,260,2.86322255682600301796e+00,80976513984.0,NULL);
+INSERT INTO "chains" VALUES(21,5,0,'afcc3a3b13ee411ad88b9ac049a92d357bf033d8bfaa2024d3747f381890a708',0,'5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.','stop',32,293,292,1.56078080876052771586e+00,39385464000.0,NULL);
+INSERT INTO "chains" VALUES(21,5,1,'afcc3a3b13ee411ad88b9ac049a92d357bf033d8bfaa2024d3747f381890a708',1,'5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.','stop',32,293,292,1.56078080876052771586e+00,39385464000.0,NULL);
+INSERT INTO "chains" VALUES(21,5,2,'afcc3a3b13ee411ad88b9ac049a92d357bf033d8bfaa2024d3747f381890a708',2,'5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.','stop',32,293,292,1.56078080876052771586e+00,39385464000.0,NULL);
+INSERT INTO "chains" VALUES(21,5,3,'afcc3a3b13ee411ad88b9ac049a92d357bf033d8bfaa2024d3747f381890a708',3,'5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.','stop',32,293,292,1.56078080876052771586e+00,39385464000.0,NULL);
+INSERT INTO "chains" VALUES(21,6,0,'750e5a6ef6064ca04e88912e8dbedb32f371b521bea38b72106c6cc1f43ec750',0,'6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.','stop',32,325,324,1.36960379024891087951e+00,39385464000.0,NULL);
+INSERT INTO "chains" VALUES(21,6,1,'750e5a6ef6064ca04e88912e8dbedb32f371b521bea38b72106c6cc1f43ec750',1,'6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.','stop',32,325,324,1.36960379024891087951e+00,39385464000.0,NULL);
+INSERT INTO "chains" VALUES(21,6,2,'750e5a6ef6064ca04e88912e8dbedb32f371b521bea38b72106c6cc1f43ec750',2,'6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.','stop',32,325,324,1.36960379024891087951e+00,39385464000.0,NULL);
+INSERT INTO "chains" VALUES(21,6,3,'750e5a6ef6064ca04e88912e8dbedb32f371b521bea38b72106c6cc1f43ec750',3,'6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.','stop',32,325,324,1.36960379024891087951e+00,39385464000.0,NULL);
+INSERT INTO "chains" VALUES(21,7,0,'30a17d2ca205e3f6b4bc999b042cdbfad48c3dfb78572f248352c79c8de965db',0,'7. **Sum the total costs**:
+   \(180 + 300 + 400 = 980\) dollars.','stop',32,357,356,1.27662702365718,41275966272.0,NULL);
+INSERT INTO "chains" VALUES(21,7,1,'30a17d2ca205e3f6b4bc999b042cdbfad48c3dfb78572f248352c79c8de965db',1,'7. **Sum the total costs**:
+   \(180 + 300 + 400 = 1080\) dollars.','stop',33,357,356,1.27662702365718,41275966272.0,NULL);
+INSERT INTO "chains" VALUES(21,7,2,'30a17d2ca205e3f6b4bc999b042cdbfad48c3dfb78572f248352c79c8de965db',2,'7. **Sum the costs of all the fruits**:
+   \(180 + 300 + 400 = 980\) dollars.','stop',35,357,356,1.27662702365718,41275966272.0,NULL);
+INSERT INTO "chains" VALUES(21,7,3,'30a17d2ca205e3f6b4bc999b042cdbfad48c3dfb78572f248352c79c8de965db',3,'7. **Sum all the total costs**:
+   \(180 + 300 + 400 = 1080\) dollars.','stop',34,357,356,1.27662702365718,41275966272.0,NULL);
+INSERT INTO "chains" VALUES(21,8,0,'9fc72700ccf2970c79f9d5a45103677d9db01dd2bc05aebc394c19513c798f97',0,'Therefore, the total amount of money Dillon will spend is \(\boxed{980}\).','stop',21,389,388,8.28669480502867372706e-01,25521780672.0,NULL);
+INSERT INTO "chains" VALUES(21,8,1,'9fc72700ccf2970c79f9d5a45103677d9db01dd2bc05aebc394c19513c798f97',1,'Thus, the total amount of money Dillon will spend is \(\boxed{980}\).','stop',21,389,388,8.28669480502867372706e-01,25521780672.0,NULL);
+INSERT INTO "chains" VALUES(21,8,2,'9fc72700ccf2970c79f9d5a45103677d9db01dd2bc05aebc394c19513c798f97',2,'Therefore, the total amount of money Dillon will spend is \(\boxed{980}\).','stop',21,389,388,8.28669480502867372706e-01,25521780672.0,NULL);
+INSERT INTO "chains" VALUES(21,8,3,'9fc72700ccf2970c79f9d5a45103677d9db01dd2bc05aebc394c19513c798f97',3,'Thus, the total amount of money Dillon will spend is \(\boxed{980}\).','stop',21,389,388,8.28669480502867372706e-01,25521780672.0,NULL);
+INSERT INTO "chains" VALUES(22,0,0,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',0,'Let''s define the variables:
+- \( B \) = the number of baby bees
+- \( W \) = the number of worker bees
+- \( Q \) = the number of queens','stop',41,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,1,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',1,'Let''s break down the problem step by step:','stop',10,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,2,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',2,'Let''s denote the number of bees as follows:
+- Let \( B \) be the number of bees.
+- Let \( W \) be the number of worker bees.
+- Let \( B \) be the number of baby bees.
+- Let \( Q \) be the number of queens.','stop',60,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,3,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',3,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.','stop',28,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,4,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',4,'To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.
+Let''s denote:
+- B as the number of worker bees.
+- Q as the number of queens.
+- B'' as the number of babies.
+- W as the number of worker bees.','stop',65,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,5,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',5,'To solve the problem, let''s define the variables and set up the equations step by step.','stop',19,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,6,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',6,'Let''s denote the number of worker bees as \( w \). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \( b \). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \( q \).','stop',68,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,7,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',7,'To solve this problem, we can follow these steps:','stop',11,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,8,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',8,'Let''s break down the problem step-by-step and then write the final answer using Python code.','stop',19,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,9,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',9,'To solve this problem, we''ll break it down into smaller steps and use Python to ensure our calculations are accurate. Here''s the step-by-step reasoning:','stop',31,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,10,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',10,'Let''s solve this step by step.','stop',8,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,11,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',11,'Let''s denote the number of worker bees by \( w \), the number of baby bees by \( b \), and the number of queens by \( q \).','stop',33,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,12,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',12,'To solve this problem, we can break it down into a few steps:','stop',15,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,13,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',13,'Let''s denote the number of queen bees as \( Q \). According to the problem, the number of baby bees is twice the number of queens, so we can represent the number of baby bees as \( B \). Let the number of worker bees be \( W \).','stop',55,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,14,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',14,'Let''s break down the problem step by step and then write the final answer.','stop',16,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,0,15,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',15,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.','stop',65,75,30,1.7469041374829927804e+00,45135741744.0,NULL);
+INSERT INTO "chains" VALUES(22,1,0,'28189cca68f91476cd08dade7452e7f81b36533acc577ba2784fb2470dd5dcbf',0,'1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.68479994960549,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(22,1,1,'28189cca68f91476cd08dade7452e7f81b36533acc577ba2784fb2470dd5dcbf',1,'1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.68479994960549,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(22,1,2,'28189cca68f91476cd08dade7452e7f81b36533acc577ba2784fb2470dd5dcbf',2,'1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.68479994960549,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(22,1,3,'28189cca68f91476cd08dade7452e7f81b36533acc577ba2784fb2470dd5dcbf',3,'1. Let \( b \) be the number of baby bees.
+2. Let \( w \) be the number of worker bees.
+3. Let \( q \) be the number of queens.','stop',41,103,102,1.68479994960549,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(22,2,0,'70ce4533dfb3c02f0eda63a6d8bdad6f110a61ae5a30a7b6733dbaedfa1fdb71',0,'1. Define the variables for the number of worker bees, baby bees, and queens.
+2. Set up the equations based on the problem statement.
+3. Solve the equations to find the number of worker bees.','stop',43,90,89,2.06736624318286921209e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(22,2,1,'70ce4533dfb3c02f0eda63a6d8bdad6f110a61ae5a30a7b6733dbaedfa1fdb71',1,'1. Identify the number of queens.
+2. Use the information about the number of worker bees to find the number of baby bees.
+3. Use the information about the number of baby bees to find the number of worker bees.','stop',46,90,89,2.06736624318286921209e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(22,2,2,'70ce4533dfb3c02f0eda63a6d8bdad6f110a61ae5a30a7b6733dbaedfa1fdb71',2,'1. Let \( B \) represent the number of baby bees.
+2. Let \( W \) represent the number of worker bees.
+3. Let \( Q \) represent the number of queens.','stop',41,90,89,2.06736624318286921209e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(22,2,3,'70ce4533dfb3c02f0eda63a6d8bdad6f110a61ae5a30a7b6733dbaedfa1fdb71',3,'1. Define the variables for the number of bees:
+   - Let \( B \) be the number of bees.
+   - Let \( W \) be the number of worker bees.
+   - Let \( B_c \) be the number of baby bees.
+   - Let \( Q \) be the number of queens.','stop',66,90,89,2.06736624318286921209e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(22,3,0,'107a80c154ac69d262bbecb3e3b7e8f2170a626bfd7d4fd264ac5f93b14d98cd',0,'From the problem, we have the following equations:
+1. \( w = 2b \)
+2. \( b = 2q \)
+3. \( q = 700 \)','stop',41,143,142,1.51052004250770455229e+00,46317305664.0,NULL);
+INSERT INTO "chains" VALUES(22,3,1,'107a80c154ac69d262bbecb3e3b7e8f2170a626bfd7d4fd264ac5f93b14d98cd',1,'From the problem, we can write the following equations:
+\[ w = 2b \]
+\[ b = 2q \]
+\[ q = 700 \]','stop',36,143,142,1.51052004250770455229e+00,46317305664.0,NULL);
+INSERT INTO "chains" VALUES(22,3,2,'107a80c154ac69d262bbecb3e3b7e8f2170a626bfd7d4fd264ac5f93b14d98cd',2,'From the problem, we can write the following equations:
+1. \( w = 2b \)
+2. \( b = 2q \)
+3. \( q = 700 \)','stop',42,143,142,1.51052004250770455229e+00,46317305664.0,NULL);
+INSERT INTO "chains" VALUES(22,3,3,'107a80c154ac69d262bbecb3e3b7e8f2170a626bfd7d4fd264ac5f93b14d98cd',3,'From the problem, we can write the following equations:
+1. \( w = 2b \)
+2. \( b = 2q \)','stop',31,143,142,1.51052004250770455229e+00,46317305664.0,NULL);
+INSERT INTO "chains" VALUES(22,4,0,'135babad1032ba2423d05cc3bd9ff0ab10425d3771c2eeb1ada267ddfa4786af',0,'From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]','stop',95,140,139,3.70604350183632558213e+00,99881536704.0,NULL);
+INSERT INTO "chains" VALUES(22,4,1,'135babad1032ba2423d05cc3bd9ff0ab10425d3771c2eeb1ada267ddfa4786af',1,'From the problem, we have the following information:
+1. There are 700 bees in the hive, so we can write: \( b + w + q = 700 \).
+2. There are twice as many worker bees as baby bees, so we can write: \( w = 2b \).
+3. There are twice as many babies as queens, so we can write: \( b = 2q \).','stop',91,140,139,3.70604350183632558213e+00,99881536704.0,NULL);
+INSERT INTO "chains" VALUES(22,4,2,'135babad1032ba2423d05cc3bd9ff0ab10425d3771c2eeb1ada267ddfa4786af',2,'From the problem, we have the following equations:
+1. \( b = 2w \) (number of baby bees)
+2. \( w = 2b \) (number of worker bees)
+3. \( q = 2b \) (number of queens)','stop',57,140,139,3.70604350183632558213e+00,99881536704.0,NULL);
+INSERT INTO "chains" VALUES(22,4,3,'135babad1032ba2423d05cc3bd9ff0ab10425d3771c2eeb1ada267ddfa4786af',3,'From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]','stop',77,140,139,3.70604350183632558213e+00,99881536704.0,NULL);
+INSERT INTO "chains" VALUES(22,5,0,'875843da7107b8744aab43d183a1d7f2ac56751f38f1623780730e50202f3e4a',0,'According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).','stop',77,144,143,2.51165962114487895107e+00,76250258304.0,NULL);
+INSERT INTO "chains" VALUES(22,5,1,'875843da7107b8744aab43d183a1d7f2ac56751f38f1623780730e50202f3e4a',1,'From the problem, we have the following relationships:
+1. \( B = 2B \)
+2. \( W = 2Q \)
+3. \( B + Q + W = 700 \)','stop',45,144,143,2.51165962114487895107e+00,76250258304.0,NULL);
+INSERT INTO "chains" VALUES(22,5,2,'875843da7107b8744aab43d183a1d7f2ac56751f38f1623780730e50202f3e4a',2,'From the problem, we know the following:
+1. The total number of bees in the hive is 700:
+\[ B + W + Q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ W = 2B \]
+3. There are twice as many babies as queens:
+\[ Q = 2B \]','stop',78,144,143,2.51165962114487895107e+00,76250258304.0,NULL);
+INSERT INTO "chains" VALUES(22,5,3,'875843da7107b8744aab43d183a1d7f2ac56751f38f1623780730e50202f3e4a',3,'From the problem, we have the following equations:
+1. \( B + W + Q = 700 \)
+2. \( W = 2B \)
+3. \( Q = 2B \)','stop',45,144,143,2.51165962114487895107e+00,76250258304.0,NULL);
+INSERT INTO "chains" VALUES(22,6,0,'28a2283eedf842a687161b3c54dddab6a4e795b3215d3717a01a1fb6b9657511',0,'2. According to the problem, we have the following relationships:
+   - \( B = 700 \)
+   - \( W = 2B \)
+   - \( B_c = 2B_c \)
+   - \( Q = 2Q \)','stop',56,156,155,2.61934499762087558139e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(22,6,1,'28a2283eedf842a687161b3c54dddab6a4e795b3215d3717a01a1fb6b9657511',1,'2. Given relationships:
+   - \( B = 700 \) (total number of bees)
+   - \( W = 2B \) (number of worker bees)
+   - \( B_c = 2B_c \) (number of baby bees)
+   - \( Q = 2Q \) (number of queens)','stop',71,156,155,2.61934499762087558139e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(22,6,2,'28a2283eedf842a687161b3c54dddab6a4e795b3215d3717a01a1fb6b9657511',2,'2. According to the problem:
+   - There are 700 bees in total: \( B + W + B_c + Q = 700 \).
+   - There are twice as many worker bees as baby bees: \( W = 2B_c \).
+   - There are twice as many babies as queens: \( B_c = 2Q \).','stop',77,156,155,2.61934499762087558139e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(22,6,3,'28a2283eedf842a687161b3c54dddab6a4e795b3215d3717a01a1fb6b9657511',3,'2. According to the problem, we know the following:
+   - \( B = 700 \)
+   - \( W = 2B \)
+   - \( B_c = 2B_c \)
+   - \( Q = 2Q \)','stop',55,156,155,2.61934499762087558139e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(22,7,0,'a198475fce93f04641031baaf77755cea58706aec6922165f14e63538d1c88fa',0,'Now we substitute the expressions for \( w \) and \( b \) in the first equation into the second and third equations:','stop',26,235,234,2.01251580634981630524e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(22,7,1,'a198475fce93f04641031baaf77755cea58706aec6922165f14e63538d1c88fa',1,'Now we can substitute \( w = 2b \) and \( b = 2q \) into the first equation:
+\[
+b + w + q = b + 2b + q = 5b = 700
+\]','stop',53,235,234,2.01251580634981630524e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(22,7,2,'a198475fce93f04641031baaf77755cea58706aec6922165f14e63538d1c88fa',2,'We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]','stop',52,235,234,2.01251580634981630524e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(22,7,3,'a198475fce93f04641031baaf77755cea58706aec6922165f14e63538d1c88fa',3,'Now we can substitute the expressions for \( w \) and \( b \) in terms of \( q \) into the first equation:
+\[
+b + 2b + q = 700
+\]
+Simplifying this, we get:
+\[
+5b + q = 700
+\]','stop',67,235,234,2.01251580634981630524e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(22,8,0,'86356ab55c21f41d9e5a178f1d520f0bf1e76429405ac98d5f9783aa9ee28a0e',0,'Now we can substitute the second and third equations into the first equation to solve for \( b \):
+\[ b + 2b + 2b = 700 \]
+\[ 7b = 700 \]
+\[ b = \frac{700}{7} \]
+\[ b = 100 \]','stop',71,217,216,2.53451623574182338671e+00,78140760576.0,NULL);
+INSERT INTO "chains" VALUES(22,8,1,'86356ab55c21f41d9e5a178f1d520f0bf1e76429405ac98d5f9783aa9ee28a0e',1,'We can substitute the expressions for \( w \) and \( q \) into the first equation:
+\[ b + (2b) + (2b) = 700 \]
+\[ 7b = 700 \]
+\[ b = \frac{700}{7} \]
+\[ b = 100 \]','stop',73,217,216,2.53451623574182338671e+00,78140760576.0,NULL);
+INSERT INTO "chains" VALUES(22,8,2,'86356ab55c21f41d9e5a178f1d520f0bf1e76429405ac98d5f9783aa9ee28a0e',2,'Now, we substitute the expressions for \( w \) and \( q \) in the first equation into it:
+\[ b + 2b + 2b = 700 \]
+\[ 6b = 700 \]','stop',51,217,216,2.53451623574182338671e+00,78140760576.0,NULL);
+INSERT INTO "chains" VALUES(22,8,3,'86356ab55c21f41d9e5a178f1d520f0bf1e76429405ac98d5f9783aa9ee28a0e',3,'Now, we substitute \( w = 2b \) and \( q = 2b \) into the first equation:
+\[ b + (2b) + (2b) = 700 \]
+\[ 7b = 700 \]','stop',56,217,216,2.53451623574182338671e+00,78140760576.0,NULL);
+INSERT INTO "chains" VALUES(22,9,0,'85174315b362f0eaa2652d91359200b487f2d67b34ecc5520d7597a20ac3933f',0,'Now we can substitute these expressions into the first equation:
+\[ B + 2B + 2B = 700 \]
+\[ 5B = 700 \]
+\[ B = \frac{700}{5} \]
+\[ B = 140 \]','stop',62,222,221,2.73658638469802717452e+00,82551932544.0,NULL);
+INSERT INTO "chains" VALUES(22,9,1,'85174315b362f0eaa2652d91359200b487f2d67b34ecc5520d7597a20ac3933f',1,'We can substitute the expressions for \( W \) and \( Q \) in the first equation into the second equation:
+\[ B + 2B + 2B = 700 \]
+\[ 6B = 700 \]','stop',52,222,221,2.73658638469802717452e+00,82551932544.0,NULL);
+INSERT INTO "chains" VALUES(22,9,2,'85174315b362f0eaa2652d91359200b487f2d67b34ecc5520d7597a20ac3933f',2,'Now, we can substitute the expressions for \( W \) and \( Q \) in the total number of bees equation:
+\[ B + 2B + 2B = 700 \]
+\[ 7B = 700 \]
+\[ B = \frac{700}{7} \]
+\[ B = 100 \]','stop',76,222,221,2.73658638469802717452e+00,82551932544.0,NULL);
+INSERT INTO "chains" VALUES(22,9,3,'85174315b362f0eaa2652d91359200b487f2d67b34ecc5520d7597a20ac3933f',3,'Now we substitute \( W \) and \( Q \) from equations 2 and 3 into equation 1:
+\[ B + 2B + 2B = 700 \]
+\[ 7B = 700 \]
+\[ B = \frac{700}{7} \]
+\[ B = 100 \]','stop',75,222,221,2.73658638469802717452e+00,82551932544.0,NULL);
+INSERT INTO "chains" VALUES(22,10,0,'c37b54c9cd1dfdc7dec61b85fcc2a0cdcc5ac8ffb1c485c8e287d5bf029d1cbb',0,'Solving for \( b \):
+\[ b = \frac{700}{6} \]
+\[ b = \frac{350}{3} \approx 116.67 \]','stop',44,268,267,2.73658016592271646771e+00,74044672320.0,NULL);
+INSERT INTO "chains" VALUES(22,10,1,'c37b54c9cd1dfdc7dec61b85fcc2a0cdcc5ac8ffb1c485c8e287d5bf029d1cbb',1,'Next, we solve for \( b \) by dividing both sides of the equation by 6:
+\[ b = \frac{700}{6} \]
+\[ b = 116.67 \]
+Since the number of bees must be a whole number, we check if there was a mistake in the interpretation or the problem constraints. However, based on the problem statement, it seems there might be an inconsistency or a different interpretation, but let''s assume the problem statement is correct and proceed with the solution.','stop',107,268,267,2.73658016592271646771e+00,74044672320.0,NULL);
+INSERT INTO "chains" VALUES(22,10,2,'c37b54c9cd1dfdc7dec61b85fcc2a0cdcc5ac8ffb1c485c8e287d5bf029d1cbb',2,'To find \( b \), we divide both sides of the equation by 6:
+\[ b = \frac{700}{6} \]
+\[ b = 116.67 \]','stop',43,268,267,2.73658016592271646771e+00,74044672320.0,NULL);
+INSERT INTO "chains" VALUES(22,10,3,'c37b54c9cd1dfdc7dec61b85fcc2a0cdcc5ac8ffb1c485c8e287d5bf029d1cbb',3,'To solve for \( b \), we divide both sides of the equation by 6:
+\[ b = \frac{700}{6} \]
+\[ b = 116.67 \]','stop',44,268,267,2.73658016592271646771e+00,74044672320.0,NULL);
+INSERT INTO "chains" VALUES(22,11,0,'856d60b25f81f4d460e3043231e76e5fda7342a7bac6f108dc3c5235ea4fb291',0,'Now we substitute these expressions for \( w \) and \( b \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]','stop',52,287,286,2.02904690724530878398e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(22,11,1,'856d60b25f81f4d460e3043231e76e5fda7342a7bac6f108dc3c5235ea4fb291',1,'Now we have two expressions for \( w \):
+\[
+w = 4q
+\]
+\[
+b = 2q
+\]','stop',30,287,286,2.02904690724530878398e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(22,11,2,'856d60b25f81f4d460e3043231e76e5fda7342a7bac6f108dc3c5235ea4fb291',2,'Now substitute \( w \) and \( b \) into the first equation:
+\[
+4q + w + q = 700
+\]
+\[
+4q + 4q + q = 700
+\]
+\[
+12q = 700
+\]','stop',63,287,286,2.02904690724530878398e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(22,11,3,'856d60b25f81f4d460e3043231e76e5fda7342a7bac6f108dc3c5235ea4fb291',3,'Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]','stop',51,287,286,2.02904690724530878398e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(22,12,0,'877c73feb1fe72e237d9d5f9962635a05df82c729f0fbe50fbd2141e7898bef0',0,'We can substitute the expressions for \( B \) and \( W \) from the first two equations into the third equation:
+\[ B + 2B + 2Q = 700 \]
+\[ 5B + 2Q = 700 \]','stop',57,221,144,2.22327016574112379387e+00,76565342016.0,NULL);
+INSERT INTO "chains" VALUES(22,12,1,'877c73feb1fe72e237d9d5f9962635a05df82c729f0fbe50fbd2141e7898bef0',1,'We can substitute the expressions for \( W \) and \( B \) from the second and third equations into the fourth equation:
+\[ B + (2B) + (2Q) = 700 \]
+\[ 5B + 2Q = 700 \]','stop',60,221,144,2.22327016574112379387e+00,76565342016.0,NULL);
+INSERT INTO "chains" VALUES(22,12,2,'877c73feb1fe72e237d9d5f9962635a05df82c729f0fbe50fbd2141e7898bef0',2,'We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):','stop',29,221,144,2.22327016574112379387e+00,76565342016.0,NULL);
+INSERT INTO "chains" VALUES(22,12,3,'877c73feb1fe72e237d9d5f9962635a05df82c729f0fbe50fbd2141e7898bef0',3,'We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:','stop',24,221,144,2.22327016574112379387e+00,76565342016.0,NULL);
+INSERT INTO "chains" VALUES(22,13,0,'f80919b2f5c067b9f3412a3e81d47d244b79aeb5ca8951033d826a17a7c014d6',0,'We can substitute these expressions for \( w \) and \( b \) into the first equation:
+\[
+b + w + q = 700
+\]
+\[
+(b + 4q) + (4q) + q = 700
+\]
+\[
+2b + 9q = 700
+\]','stop',74,317,316,2.44878793997419297312e+00,96100532160.0,NULL);
+INSERT INTO "chains" VALUES(22,13,1,'f80919b2f5c067b9f3412a3e81d47d244b79aeb5ca8951033d826a17a7c014d6',1,'Substituting \( w = 4q \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]','stop',48,317,316,2.44878793997419297312e+00,96100532160.0,NULL);
+INSERT INTO "chains" VALUES(22,13,2,'f80919b2f5c067b9f3412a3e81d47d244b79aeb5ca8951033d826a17a7c014d6',2,'We can now substitute these expressions for \( w \) and \( b \) into the first equation to express \( q \):
+\[
+4q + w + q = 700
+\]
+\[
+4q + 4q + q = 700
+\]
+\[
+12q = 700
+\]
+\[
+q = \frac{700}{12}
+\]
+\[
+q = 58.3333\ldots
+\]','stop',107,317,316,2.44878793997419297312e+00,96100532160.0,NULL);
+INSERT INTO "chains" VALUES(22,13,3,'f80919b2f5c067b9f3412a3e81d47d244b79aeb5ca8951033d826a17a7c014d6',3,'We can substitute these expressions into the first equation to solve for \( b \):
+\[
+b + w + q = 700
+\]
+\[
+b + (4q) + q = 700
+\]
+\[
+b + 5q = 700
+\]
+\[
+b = 700 - 5q
+\]','stop',79,317,316,2.44878793997419297312e+00,96100532160.0,NULL);
+INSERT INTO "chains" VALUES(22,14,0,'56ae47f0322863a8534a3d7e38754356b0cf2c5696b2b76ed577b43cb7f6e4e9',0,'Now we have a simplified equation:
+\[
+b + 5q = 700
+\]','stop',22,338,337,1.05238261135895050379e+00,44426803392.0,NULL);
+INSERT INTO "chains" VALUES(22,14,1,'56ae47f0322863a8534a3d7e38754356b0cf2c5696b2b76ed577b43cb7f6e4e9',1,'We can solve this equation for \( b \):
+\[
+b = 700 - 5q
+\]','stop',25,338,337,1.05238261135895050379e+00,44426803392.0,NULL);
+INSERT INTO "chains" VALUES(22,14,2,'56ae47f0322863a8534a3d7e38754356b0cf2c5696b2b76ed577b43cb7f6e4e9',2,'To find the value of \( q \), we need to isolate it on one side of the equation. We can do this by subtracting \( 5q \) from both sides:
+\[
+b = 700 - 5q
+\]','stop',53,338,337,1.05238261135895050379e+00,44426803392.0,NULL);
+INSERT INTO "chains" VALUES(22,14,3,'56ae47f0322863a8534a3d7e38754356b0cf2c5696b2b76ed577b43cb7f6e4e9',3,'Next, we need to find the value of \( q \). Since we have two equations:
+1. \( b + 5q = 700 \)
+2. \( w = 4q \)','stop',44,338,337,1.05238261135895050379e+00,44426803392.0,NULL);
+INSERT INTO "chains" VALUES(22,15,0,'5085cc82047f97300a5f0f91026a671bb3230880b277a5b6a64fda261b690d65',0,'\[ B + (2Q) + (2Q) = 700 \]','stop',19,245,244,4.4974265282885622641e-01,19535190144.0,NULL);
+INSERT INTO "chains" VALUES(22,15,1,'5085cc82047f97300a5f0f91026a671bb3230880b277a5b6a64fda261b690d65',1,'\[
+2Q = 2B + 700
+\]','stop',16,245,244,4.4974265282885622641e-01,19535190144.0,NULL);
+INSERT INTO "chains" VALUES(22,15,2,'5085cc82047f97300a5f0f91026a671bb3230880b277a5b6a64fda261b690d65',2,'\[ 2Q + 2B = 700 \]','stop',15,245,244,4.4974265282885622641e-01,19535190144.0,NULL);
+INSERT INTO "chains" VALUES(22,15,3,'5085cc82047f97300a5f0f91026a671bb3230880b277a5b6a64fda261b690d65',3,'\[ 2Q + B + Q = 700 \]','stop',15,245,244,4.4974265282885622641e-01,19535190144.0,NULL);
+INSERT INTO "chains" VALUES(22,16,0,'b9dec96dcea22b39438abc58018336ad9e6963e1c2d9c09942ad2643b03bb99a',0,'\[ B = 2Q \implies 700 = 2Q + 2B \implies 700 = 2Q + 4B \implies 700 = 4Q + B \implies B = 700 - 4Q \]','stop',64,250,249,9.63011959162381692145e-01,40645798848.0,NULL);
+INSERT INTO "chains" VALUES(22,16,1,'b9dec96dcea22b39438abc58018336ad9e6963e1c2d9c09942ad2643b03bb99a',1,'\[ 2Q = 2B \]','stop',10,250,249,9.63011959162381692145e-01,40645798848.0,NULL);
+INSERT INTO "chains" VALUES(22,16,2,'b9dec96dcea22b39438abc58018336ad9e6963e1c2d9c09942ad2643b03bb99a',2,'\[ B + (2B) + Q = 700 \]
+\[ 3B + Q = 700 \]','stop',29,250,249,9.63011959162381692145e-01,40645798848.0,NULL);
+INSERT INTO "chains" VALUES(22,16,3,'b9dec96dcea22b39438abc58018336ad9e6963e1c2d9c09942ad2643b03bb99a',3,'\[ B + (2B) + Q = 700 \]
+\[ 5B + Q = 700 \]','stop',29,250,249,9.63011959162381692145e-01,40645798848.0,NULL);
+INSERT INTO "chains" VALUES(22,17,0,'5981232b55a2fd7ee6a99f7d0fc007114c2b67b601164b04eb527127c6e9aaba',0,'Next, we substitute \( B = 2Q \) into the first equation:','stop',17,261,260,4.28740773765872051903e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(22,17,1,'5981232b55a2fd7ee6a99f7d0fc007114c2b67b601164b04eb527127c6e9aaba',1,'Now, we can solve for \( Q \):','stop',10,261,260,4.28740773765872051903e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(22,17,2,'5981232b55a2fd7ee6a99f7d0fc007114c2b67b601164b04eb527127c6e9aaba',2,'Dividing both sides of the equation by 2:','stop',11,261,260,4.28740773765872051903e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(22,17,3,'5981232b55a2fd7ee6a99f7d0fc007114c2b67b601164b04eb527127c6e9aaba',3,'Next, we substitute \( B = 2Q \) into the first equation:','stop',17,261,260,4.28740773765872051903e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(22,18,0,'ac7c873fd2c4eea342cd94451b3f7f3f0d391c44af26fbf7fe734fd544f78c4b',0,'Simplifying the left side, we get:','stop',10,264,263,0.243702015241688,9452511360.0,NULL);
+INSERT INTO "chains" VALUES(22,18,1,'ac7c873fd2c4eea342cd94451b3f7f3f0d391c44af26fbf7fe734fd544f78c4b',1,'Simplify the equation:','stop',5,264,263,0.243702015241688,9452511360.0,NULL);
+INSERT INTO "chains" VALUES(22,18,2,'ac7c873fd2c4eea342cd94451b3f7f3f0d391c44af26fbf7fe734fd544f78c4b',2,'Combining like terms, we get:','stop',8,264,263,0.243702015241688,9452511360.0,NULL);
+INSERT INTO "chains" VALUES(22,18,3,'ac7c873fd2c4eea342cd94451b3f7f3f0d391c44af26fbf7fe734fd544f78c4b',3,'Simplifying the left side of the equation:','stop',10,264,263,0.243702015241688,9452511360.0,NULL);
+INSERT INTO "chains" VALUES(22,19,0,'cc34bb51119321b94305b2826ab77482a80983a02d0318638f50088cac224544',0,'From the first equation, we know \( B = 2B \). So we can substitute \( B = 2B \) into the equation \( 2Q = 2B \):','stop',40,260,259,5.24134387691642777973e-01,19850273856.0,NULL);
+INSERT INTO "chains" VALUES(22,19,1,'cc34bb51119321b94305b2826ab77482a80983a02d0318638f50088cac224544',1,'\[ Q = B \]','stop',6,260,259,5.24134387691642777973e-01,19850273856.0,NULL);
+INSERT INTO "chains" VALUES(22,19,2,'cc34bb51119321b94305b2826ab77482a80983a02d0318638f50088cac224544',2,'Solving for \( Q \):','stop',7,260,259,5.24134387691642777973e-01,19850273856.0,NULL);
+INSERT INTO "chains" VALUES(22,19,3,'cc34bb51119321b94305b2826ab77482a80983a02d0318638f50088cac224544',3,'So, we can solve for \( Q \) as follows:','stop',13,260,259,5.24134387691642777973e-01,19850273856.0,NULL);
+INSERT INTO "chains" VALUES(22,20,0,'70f7c0ef0bd55247c2e948fca40d2d7fb73c5e7436ad48a1cb1b92cdb4903cc1',0,'We can substitute \( b = 700 - 5q \) into the first equation to express \( w \) in terms of \( q \):
+\[
+(700 - 5q) + 4q = 700
+\]
+\[
+700 - q = 700
+\]','stop',71,363,338,2.47476545581216544889e+00,84757518528.0,NULL);
+INSERT INTO "chains" VALUES(22,20,1,'70f7c0ef0bd55247c2e948fca40d2d7fb73c5e7436ad48a1cb1b92cdb4903cc1',1,'So the number of worker bees is \( 700 - 5q \).','stop',18,363,338,2.47476545581216544889e+00,84757518528.0,NULL);
+INSERT INTO "chains" VALUES(22,20,2,'70f7c0ef0bd55247c2e948fca40d2d7fb73c5e7436ad48a1cb1b92cdb4903cc1',2,'Since \( b \) must be a positive integer, \( 700 - 5q \) must also be a positive integer. The smallest positive integer that satisfies this equation is 701. Substituting \( b = 701 \) back into the equation for \( w \):
+\[
+w = 4q = 701
+\]','stop',79,363,338,2.47476545581216544889e+00,84757518528.0,NULL);
+INSERT INTO "chains" VALUES(22,20,3,'70f7c0ef0bd55247c2e948fca40d2d7fb73c5e7436ad48a1cb1b92cdb4903cc1',3,'To find the value of \( q \), we can substitute \( b = 700 - 5q \) back into the equation \( b + w = 700 \):
+\[
+(700 - 5q) + w = 700
+\]
+\[
+700 - 5q + w = 700
+\]','stop',80,363,338,2.47476545581216544889e+00,84757518528.0,NULL);
+INSERT INTO "chains" VALUES(22,21,0,'1a6ceb21bee1395896bcfb7aa0f18da95d4f3f9de6f6d0e2c4c25e35dff3bcd2',0,'\[
+Q = \frac{700 - 2B}{2}
+\]','stop',19,271,270,8.5841853264020173686e-01,33713957184.0,NULL);
+INSERT INTO "chains" VALUES(22,21,1,'1a6ceb21bee1395896bcfb7aa0f18da95d4f3f9de6f6d0e2c4c25e35dff3bcd2',1,'\[
+2Q = 2B + 700
+\]
+\[
+Q = B + 350
+\]','stop',29,271,270,8.5841853264020173686e-01,33713957184.0,NULL);
+INSERT INTO "chains" VALUES(22,21,2,'1a6ceb21bee1395896bcfb7aa0f18da95d4f3f9de6f6d0e2c4c25e35dff3bcd2',2,'\[
+Q = 700 - 2B
+\]','stop',15,271,270,8.5841853264020173686e-01,33713957184.0,NULL);
+INSERT INTO "chains" VALUES(22,21,3,'1a6ceb21bee1395896bcfb7aa0f18da95d4f3f9de6f6d0e2c4c25e35dff3bcd2',3,'\[
+2Q - 2B = 700
+\]
+\[
+Q = \frac{700}{2} - B
+\]
+\[
+Q = 350 - B
+\]','stop',47,271,270,8.5841853264020173686e-01,33713957184.0,NULL);
+INSERT INTO "chains" VALUES(22,22,0,'73af173f7f11425129363a79782be7fc2ecb8c2a2da3e509964d631f5b96d0db',0,'\[
+Q = B + 350
+\]','stop',13,272,271,3.74143227668052191781e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,22,1,'73af173f7f11425129363a79782be7fc2ecb8c2a2da3e509964d631f5b96d0db',1,'\[
+Q = B + 350
+\]','stop',13,272,271,3.74143227668052191781e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,22,2,'73af173f7f11425129363a79782be7fc2ecb8c2a2da3e509964d631f5b96d0db',2,'\[
+Q = B + 350
+\]','stop',13,272,271,3.74143227668052191781e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,22,3,'73af173f7f11425129363a79782be7fc2ecb8c2a2da3e509964d631f5b96d0db',3,'\[
+Q = B + 350
+\]','stop',13,272,271,3.74143227668052191781e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,23,0,'c5d48eef734efc82325042b6cea8d9739578935723ba543e0e43df5c36991d86',0,'\[ B + 4Q = 700 \]','stop',13,269,268,3.73859145917473711939e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,23,1,'c5d48eef734efc82325042b6cea8d9739578935723ba543e0e43df5c36991d86',1,'\[ B + 4Q = 700 \]','stop',13,269,268,3.73859145917473711939e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,23,2,'c5d48eef734efc82325042b6cea8d9739578935723ba543e0e43df5c36991d86',2,'\[ B + 4Q = 700 \]','stop',13,269,268,3.73859145917473711939e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,23,3,'c5d48eef734efc82325042b6cea8d9739578935723ba543e0e43df5c36991d86',3,'\[ B + 4Q = 700 \]','stop',13,269,268,3.73859145917473711939e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,24,0,'b579ec2496a5a41048e5a10768a642e0aafc6eb7de702c56d728aeab2980b1d0',0,'So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:','stop',26,266,265,6.37225169152034087716e-01,26151948096.0,NULL);
+INSERT INTO "chains" VALUES(22,24,1,'b579ec2496a5a41048e5a10768a642e0aafc6eb7de702c56d728aeab2980b1d0',1,'Now that we have the value of \( Q \), we can substitute it back into the first equation to find \( W \):','stop',26,266,265,6.37225169152034087716e-01,26151948096.0,NULL);
+INSERT INTO "chains" VALUES(22,24,2,'b579ec2496a5a41048e5a10768a642e0aafc6eb7de702c56d728aeab2980b1d0',2,'Now we can substitute \( Q = B \) into the first equation:','stop',15,266,265,6.37225169152034087716e-01,26151948096.0,NULL);
+INSERT INTO "chains" VALUES(22,24,3,'b579ec2496a5a41048e5a10768a642e0aafc6eb7de702c56d728aeab2980b1d0',3,'Now we can substitute \( Q \) back into the third equation to find \( W \):','stop',19,266,265,6.37225169152034087716e-01,26151948096.0,NULL);
+INSERT INTO "chains" VALUES(22,25,0,'8b21fc10f984da279f8591f3294b079f1820690f8ad2ec39195d6491ab05e9d7',0,'\[ W = 2B \]','stop',8,292,291,2.5868333852862029909e-01,9137427648.0,NULL);
+INSERT INTO "chains" VALUES(22,25,1,'8b21fc10f984da279f8591f3294b079f1820690f8ad2ec39195d6491ab05e9d7',1,'\[ W = 2B \]','stop',8,292,291,2.5868333852862029909e-01,9137427648.0,NULL);
+INSERT INTO "chains" VALUES(22,25,2,'8b21fc10f984da279f8591f3294b079f1820690f8ad2ec39195d6491ab05e9d7',2,'\[ W = 2B \]','stop',8,292,291,2.5868333852862029909e-01,9137427648.0,NULL);
+INSERT INTO "chains" VALUES(22,25,3,'8b21fc10f984da279f8591f3294b079f1820690f8ad2ec39195d6491ab05e9d7',3,'\[ W = 2B \]','stop',8,292,291,2.5868333852862029909e-01,9137427648.0,NULL);
+INSERT INTO "chains" VALUES(22,26,0,'c9b8725ab37aa00d4f77b1446d2a73103b0c8d5745408126d1dfc5b698de4610',0,'\[ W = 2B \]','stop',8,281,280,2.46254752779471619561e-01,9137427648.0,NULL);
+INSERT INTO "chains" VALUES(22,26,1,'c9b8725ab37aa00d4f77b1446d2a73103b0c8d5745408126d1dfc5b698de4610',1,'\[ W = 2B \]','stop',8,281,280,2.46254752779471619561e-01,9137427648.0,NULL);
+INSERT INTO "chains" VALUES(22,26,2,'c9b8725ab37aa00d4f77b1446d2a73103b0c8d5745408126d1dfc5b698de4610',2,'\[ W = 2B \]','stop',8,281,280,2.46254752779471619561e-01,9137427648.0,NULL);
+INSERT INTO "chains" VALUES(22,26,3,'c9b8725ab37aa00d4f77b1446d2a73103b0c8d5745408126d1dfc5b698de4610',3,'\[ W = 2B \]','stop',8,281,280,2.46254752779471619561e-01,9137427648.0,NULL);
+INSERT INTO "chains" VALUES(22,27,0,'4e0df017b66d8e470bb06de5d8e84810b6918912c5404d8f0871da889d10a8f5',0,'\[ B + 2B + B = 700 \]','stop',15,285,284,5.23928268153343146273e-01,17329604160.0,NULL);
+INSERT INTO "chains" VALUES(22,27,1,'4e0df017b66d8e470bb06de5d8e84810b6918912c5404d8f0871da889d10a8f5',1,'\[ B + W + B = 700 \]','stop',13,285,284,5.23928268153343146273e-01,17329604160.0,NULL);
+INSERT INTO "chains" VALUES(22,27,2,'4e0df017b66d8e470bb06de5d8e84810b6918912c5404d8f0871da889d10a8f5',2,'\[ B + 2B + B = 700 \]','stop',15,285,284,5.23928268153343146273e-01,17329604160.0,NULL);
+INSERT INTO "chains" VALUES(22,27,3,'4e0df017b66d8e470bb06de5d8e84810b6918912c5404d8f0871da889d10a8f5',3,'\[ B + 2B + B = 700 \]','stop',15,285,284,5.23928268153343146273e-01,17329604160.0,NULL);
+INSERT INTO "chains" VALUES(22,28,0,'46460ab023f3b846a4031e70bfd412d05826e38e6bbd5296669ec685efb48cb6',0,'Now we have two expressions for \( Q \):
+1. \( Q = B + 350 \)
+2. \( B = 2Q \)','stop',33,285,284,9.40731216322434504739e-01,31193287488.0,NULL);
+INSERT INTO "chains" VALUES(22,28,1,'46460ab023f3b846a4031e70bfd412d05826e38e6bbd5296669ec685efb48cb6',1,'Now we have a system of linear equations:
+\[
+W = 2B
+\]
+\[
+B = 2Q + 350
+\]','stop',34,285,284,9.40731216322434504739e-01,31193287488.0,NULL);
+INSERT INTO "chains" VALUES(22,28,2,'46460ab023f3b846a4031e70bfd412d05826e38e6bbd5296669ec685efb48cb6',2,'Now we have two equations:
+1. \( W = 2B \)
+2. \( Q = B + 350 \)','stop',29,285,284,9.40731216322434504739e-01,31193287488.0,NULL);
+INSERT INTO "chains" VALUES(22,28,3,'46460ab023f3b846a4031e70bfd412d05826e38e6bbd5296669ec685efb48cb6',3,'Now we have the equation:','stop',6,285,284,9.40731216322434504739e-01,31193287488.0,NULL);
+INSERT INTO "chains" VALUES(22,29,0,'a86d821b2e944f19427641546be1c68540dc8021473f0ce8b0a8416a6e452243',0,'\[ W = 2B \]','stop',8,300,299,5.34044709727186095449e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(22,29,1,'a86d821b2e944f19427641546be1c68540dc8021473f0ce8b0a8416a6e452243',1,'\[ W = 2(B) = 2 \times 700 = 1400 \]','stop',24,300,299,5.34044709727186095449e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(22,29,2,'a86d821b2e944f19427641546be1c68540dc8021473f0ce8b0a8416a6e452243',2,'\[ W = 700 \]','stop',9,300,299,5.34044709727186095449e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(22,29,3,'a86d821b2e944f19427641546be1c68540dc8021473f0ce8b0a8416a6e452243',3,'\[ W = 2 \times B \]','stop',10,300,299,5.34044709727186095449e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(22,30,0,'25cfae987a0bea5d3c3f56c24721e843824b8485051a84aa3a2089b9260580e1',0,'We can substitute the expression for \( B \) from the first equation into the second equation:','stop',19,318,317,7.86550910534503211479e-01,22055859840.0,NULL);
+INSERT INTO "chains" VALUES(22,30,1,'25cfae987a0bea5d3c3f56c24721e843824b8485051a84aa3a2089b9260580e1',1,'We can substitute the expression for \( B \) from the second equation into the first equation:','stop',19,318,317,7.86550910534503211479e-01,22055859840.0,NULL);
+INSERT INTO "chains" VALUES(22,30,2,'25cfae987a0bea5d3c3f56c24721e843824b8485051a84aa3a2089b9260580e1',2,'Substituting \( Q = B + 350 \) into the first equation:','stop',19,318,317,7.86550910534503211479e-01,22055859840.0,NULL);
+INSERT INTO "chains" VALUES(22,30,3,'25cfae987a0bea5d3c3f56c24721e843824b8485051a84aa3a2089b9260580e1',3,'We can substitute \( Q \) from the first expression into the second expression:','stop',16,318,317,7.86550910534503211479e-01,22055859840.0,NULL);
+INSERT INTO "chains" VALUES(22,31,0,'0100716de35194920e3511f7e144a279ff2784747674bc45a1c9b039bb3302c3',0,'We can substitute \( B = 2Q + 350 \) into the first equation \( W = 2B \):','stop',28,319,318,1.06422996678164660799e+00,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(22,31,1,'0100716de35194920e3511f7e144a279ff2784747674bc45a1c9b039bb3302c3',1,'We can substitute \( Q = B + 350 \) into \( W = 2B \):','stop',23,319,318,1.06422996678164660799e+00,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(22,31,2,'0100716de35194920e3511f7e144a279ff2784747674bc45a1c9b039bb3302c3',2,'We can solve these equations step by step. First, substitute \( Q = B + 350 \) into the first equation:','stop',28,319,318,1.06422996678164660799e+00,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(22,31,3,'0100716de35194920e3511f7e144a279ff2784747674bc45a1c9b039bb3302c3',3,'We can substitute \( Q \) from the first equation into the second equation:','stop',16,319,318,1.06422996678164660799e+00,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(22,32,0,'a197cf25b303ddf0e5dc269144adbbdb2abd5374aa837bdd78b6675e4d48fbb0',0,'\[ W = 2 \cdot B = 2B \]','stop',14,289,288,4.06842539641045941589e-01,12288264768.0,NULL);
+INSERT INTO "chains" VALUES(22,32,1,'a197cf25b303ddf0e5dc269144adbbdb2abd5374aa837bdd78b6675e4d48fbb0',1,'\[ W = 700 \]','stop',9,289,288,4.06842539641045941589e-01,12288264768.0,NULL);
+INSERT INTO "chains" VALUES(22,32,2,'a197cf25b303ddf0e5dc269144adbbdb2abd5374aa837bdd78b6675e4d48fbb0',2,'\[ W = 700 \]','stop',9,289,288,4.06842539641045941589e-01,12288264768.0,NULL);
+INSERT INTO "chains" VALUES(22,32,3,'a197cf25b303ddf0e5dc269144adbbdb2abd5374aa837bdd78b6675e4d48fbb0',3,'\[ W = 2 \times B \]','stop',10,289,288,4.06842539641045941589e-01,12288264768.0,NULL);
+INSERT INTO "chains" VALUES(22,33,0,'d310b19e5ea91eceaee626839e4ddc1de88e9fd18550ad47044ebdf6074f9b08',0,'\[ W = 2B \]','stop',8,310,309,2.48462669855403550656e-01,10712846208.0,NULL);
+INSERT INTO "chains" VALUES(22,33,1,'d310b19e5ea91eceaee626839e4ddc1de88e9fd18550ad47044ebdf6074f9b08',1,'\[ W = 2 \times 700 \]','stop',13,310,309,2.48462669855403550656e-01,10712846208.0,NULL);
+INSERT INTO "chains" VALUES(22,33,2,'d310b19e5ea91eceaee626839e4ddc1de88e9fd18550ad47044ebdf6074f9b08',2,'\[ W = 2B \]','stop',8,310,309,2.48462669855403550656e-01,10712846208.0,NULL);
+INSERT INTO "chains" VALUES(22,33,3,'d310b19e5ea91eceaee626839e4ddc1de88e9fd18550ad47044ebdf6074f9b08',3,'\[ W = 2B \]','stop',8,310,309,2.48462669855403550656e-01,10712846208.0,NULL);
+INSERT INTO "chains" VALUES(22,34,0,'eb9a7e950ae98d1a03064d207dded877b4e4037cea06940919aad3bb8fffb4f4',0,'Now we can solve for \( B \) by dividing both sides by 2:','stop',17,309,308,8.67207867795081632777e-01,28357534080.0,NULL);
+INSERT INTO "chains" VALUES(22,34,1,'eb9a7e950ae98d1a03064d207dded877b4e4037cea06940919aad3bb8fffb4f4',1,'So, the number of worker bees \( W \) is 700. Let''s write the final answer as \(\boxed{700}\).','stop',34,309,308,8.67207867795081632777e-01,28357534080.0,NULL);
+INSERT INTO "chains" VALUES(22,34,2,'eb9a7e950ae98d1a03064d207dded877b4e4037cea06940919aad3bb8fffb4f4',2,'Now we can solve for \( B \) and \( W \):','stop',14,309,308,8.67207867795081632777e-01,28357534080.0,NULL);
+INSERT INTO "chains" VALUES(22,34,3,'eb9a7e950ae98d1a03064d207dded877b4e4037cea06940919aad3bb8fffb4f4',3,'Now we have \( W = 700 \) and \( Q = B \), so we can solve for \( B \):','stop',28,309,308,8.67207867795081632777e-01,28357534080.0,NULL);
+INSERT INTO "chains" VALUES(22,35,0,'c38a431e7bb60f4f3da0f5e7b6d2065b1f4cde2b6474d5db445910136d23704a',0,'So, we know that \( W = 2B \). Now we can substitute \( W = 2B \) into the third equation:','stop',30,308,305,1.03237380494353381266e+00,33083789760.0,NULL);
+INSERT INTO "chains" VALUES(22,35,1,'c38a431e7bb60f4f3da0f5e7b6d2065b1f4cde2b6474d5db445910136d23704a',1,'Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:','stop',40,308,305,1.03237380494353381266e+00,33083789760.0,NULL);
+INSERT INTO "chains" VALUES(22,35,2,'c38a431e7bb60f4f3da0f5e7b6d2065b1f4cde2b6474d5db445910136d23704a',2,'From this, we can see that \( B \) must be equal to 350 because:','stop',21,308,305,1.03237380494353381266e+00,33083789760.0,NULL);
+INSERT INTO "chains" VALUES(22,35,3,'c38a431e7bb60f4f3da0f5e7b6d2065b1f4cde2b6474d5db445910136d23704a',3,'Thus, the number of worker bees is \( 700 \).','stop',15,308,305,1.03237380494353381266e+00,33083789760.0,NULL);
+INSERT INTO "chains" VALUES(22,36,0,'93ff47e16442aa833af32a2c70d9e42add269cb9abba439a6f7c584cbe01ea3c',0,'So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.
+```python
+# Define the number of bees
+total_bees = 700','stop',43,324,305,1.17929159713977171897e+00,38755296576.0,NULL);
+INSERT INTO "chains" VALUES(22,36,1,'93ff47e16442aa833af32a2c70d9e42add269cb9abba439a6f7c584cbe01ea3c',1,'So, there are 1400 worker bees in the hive.','stop',15,324,305,1.17929159713977171897e+00,38755296576.0,NULL);
+INSERT INTO "chains" VALUES(22,36,2,'93ff47e16442aa833af32a2c70d9e42add269cb9abba439a6f7c584cbe01ea3c',2,'So, the number of worker bees is 1400. We can write this final answer as \(\boxed{1400}\).','stop',32,324,305,1.17929159713977171897e+00,38755296576.0,NULL);
+INSERT INTO "chains" VALUES(22,36,3,'93ff47e16442aa833af32a2c70d9e42add269cb9abba439a6f7c584cbe01ea3c',3,'So, the number of worker bees is \( W = 1400 \).','stop',18,324,305,1.17929159713977171897e+00,38755296576.0,NULL);
+INSERT INTO "chains" VALUES(22,37,0,'2aadab7332d0ba4044e1163c2e37fbfd29aa69654427fda721c3e0d675f2104f',0,'# Define the equations
+# W = 2B
+# B = 2Q
+# Q = B','stop',24,367,366,9.09822958335867237877e-01,33713957184.0,NULL);
+INSERT INTO "chains" VALUES(22,37,1,'2aadab7332d0ba4044e1163c2e37fbfd29aa69654427fda721c3e0d675f2104f',1,'# Define the relationships
+# W = 2B
+# B = 2Q
+# Q = B','stop',24,367,366,9.09822958335867237877e-01,33713957184.0,NULL);
+INSERT INTO "chains" VALUES(22,37,2,'2aadab7332d0ba4044e1163c2e37fbfd29aa69654427fda721c3e0d675f2104f',2,'# Define the equations based on the relationships
+# W = 2B
+# B = 2Q
+# Q = B','stop',28,367,366,9.09822958335867237877e-01,33713957184.0,NULL);
+INSERT INTO "chains" VALUES(22,37,3,'2aadab7332d0ba4044e1163c2e37fbfd29aa69654427fda721c3e0d675f2104f',3,'# Define the equations
+# Let W be the number of worker bees
+# Let B be the number of baby bees
+# Let Q be the number of queens','stop',34,367,366,9.09822958335867237877e-01,33713957184.0,NULL);
+INSERT INTO "chains" VALUES(22,38,0,'be41930cc8fbf1149e8decbf8d5a835dbf75594a6a8c5c4902af51d6c221a704',0,'\[ B + B + B = 700 \]','stop',13,348,347,4.14095732963782159341e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,38,1,'be41930cc8fbf1149e8decbf8d5a835dbf75594a6a8c5c4902af51d6c221a704',1,'\[ B + W + Q = 700 \]','stop',13,348,347,4.14095732963782159341e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,38,2,'be41930cc8fbf1149e8decbf8d5a835dbf75594a6a8c5c4902af51d6c221a704',2,'\[ B + B + B = 700 \]','stop',13,348,347,4.14095732963782159341e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,38,3,'be41930cc8fbf1149e8decbf8d5a835dbf75594a6a8c5c4902af51d6c221a704',3,'\[ B + B + B = 700 \]','stop',13,348,347,4.14095732963782159341e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,39,0,'35016598cec9bc7ee054368c475cd14cfedf2b8f0a1dd74c011776073e1f46ae',0,'\[ B + 2B + B = 700 \]','stop',15,338,337,4.71137212767178958916e-01,17329604160.0,NULL);
+INSERT INTO "chains" VALUES(22,39,1,'35016598cec9bc7ee054368c475cd14cfedf2b8f0a1dd74c011776073e1f46ae',1,'\[ B + 2B + B = 700 \]','stop',15,338,337,4.71137212767178958916e-01,17329604160.0,NULL);
+INSERT INTO "chains" VALUES(22,39,2,'35016598cec9bc7ee054368c475cd14cfedf2b8f0a1dd74c011776073e1f46ae',2,'\[ B + 2B + B = 700 \]','stop',15,338,337,4.71137212767178958916e-01,17329604160.0,NULL);
+INSERT INTO "chains" VALUES(22,39,3,'35016598cec9bc7ee054368c475cd14cfedf2b8f0a1dd74c011776073e1f46ae',3,'\[ B + W + Q = 700 \]','stop',13,338,337,4.71137212767178958916e-01,17329604160.0,NULL);
+INSERT INTO "chains" VALUES(22,40,0,'3a29432236e644d6a13c68a7432dbb129337b5c3b18adffec32afe2b598576fe',0,'This gives us two equations:
+1. \( W = 2B \)
+2. \( B = 2Q \)','stop',26,318,317,6.81108926691466387559e-01,24576529536.0,NULL);
+INSERT INTO "chains" VALUES(22,40,1,'3a29432236e644d6a13c68a7432dbb129337b5c3b18adffec32afe2b598576fe',1,'So, the number of worker bees is \( 2B \).','stop',14,318,317,6.81108926691466387559e-01,24576529536.0,NULL);
+INSERT INTO "chains" VALUES(22,40,2,'3a29432236e644d6a13c68a7432dbb129337b5c3b18adffec32afe2b598576fe',2,'\[ W = 2B \]','stop',8,318,317,6.81108926691466387559e-01,24576529536.0,NULL);
+INSERT INTO "chains" VALUES(22,40,3,'3a29432236e644d6a13c68a7432dbb129337b5c3b18adffec32afe2b598576fe',3,'This simplifies to \( W = B \), which is consistent with our previous reasoning. Now we can substitute \( Q = B \) into the third equation:','stop',33,318,317,6.81108926691466387559e-01,24576529536.0,NULL);
+INSERT INTO "chains" VALUES(22,41,0,'2767922e63e0639163c5d909daeb777b753e11078514eed0da54083dd681587b',0,'\[ B + W + Q = 700 \]','stop',13,351,350,4.86149337962592353878e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,41,1,'2767922e63e0639163c5d909daeb777b753e11078514eed0da54083dd681587b',1,'\[ B + W + Q = 700 \]','stop',13,351,350,4.86149337962592353878e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,41,2,'2767922e63e0639163c5d909daeb777b753e11078514eed0da54083dd681587b',2,'\[ B + W + Q = 700 \]','stop',13,351,350,4.86149337962592353878e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,41,3,'2767922e63e0639163c5d909daeb777b753e11078514eed0da54083dd681587b',3,'\[ B + W + Q = 700 \]','stop',13,351,350,4.86149337962592353878e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,42,0,'173df16b7421863cc4163def3f9a7954c32aedcfbfc56fbce64bd004b568092f',0,'\[ B + B + B = 700 \]','stop',13,361,360,4.85652280463432062251e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,42,1,'173df16b7421863cc4163def3f9a7954c32aedcfbfc56fbce64bd004b568092f',1,'\[ B + B + B = 700 \]','stop',13,361,360,4.85652280463432062251e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,42,2,'173df16b7421863cc4163def3f9a7954c32aedcfbfc56fbce64bd004b568092f',2,'\[ B + B + B = 700 \]','stop',13,361,360,4.85652280463432062251e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,42,3,'173df16b7421863cc4163def3f9a7954c32aedcfbfc56fbce64bd004b568092f',3,'\[ B + B + B = 700 \]','stop',13,361,360,4.85652280463432062251e-01,15439101888.0,NULL);
+INSERT INTO "chains" VALUES(22,43,0,'6186ce2bc506187163250c5c5e8551c638132abf7d790af25bc8a25f23be62c0',0,'\[ 3B = 700 \]','stop',11,361,360,4.08452151907688298937e-01,12918432192.0,NULL);
+INSERT INTO "chains" VALUES(22,43,1,'6186ce2bc506187163250c5c5e8551c638132abf7d790af25bc8a25f23be62c0',1,'\[ 3B = 700 \]','stop',11,361,360,4.08452151907688298937e-01,12918432192.0,NULL);
+INSERT INTO "chains" VALUES(22,43,2,'6186ce2bc506187163250c5c5e8551c638132abf7d790af25bc8a25f23be62c0',2,'\[ 3B = 700 \]','stop',11,361,360,4.08452151907688298937e-01,12918432192.0,NULL);
+INSERT INTO "chains" VALUES(22,43,3,'6186ce2bc506187163250c5c5e8551c638132abf7d790af25bc8a25f23be62c0',3,'\[ 3B = 700 \]','stop',11,361,360,4.08452151907688298937e-01,12918432192.0,NULL);
+INSERT INTO "chains" VALUES(22,44,0,'fe44ef2d407cc7dae145668003f91bb6b3730987230d000469d65ff5917bf12b',0,'\[ W = 2B \]','stop',8,326,325,1.01712386474600147145e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(22,44,1,'fe44ef2d407cc7dae145668003f91bb6b3730987230d000469d65ff5917bf12b',1,'Now we have two expressions for \( W \): \( W = 2B \) and \( W = 2B \). So we can solve for \( B \):','stop',36,326,325,1.01712386474600147145e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(22,44,2,'fe44ef2d407cc7dae145668003f91bb6b3730987230d000469d65ff5917bf12b',2,'So, we know that \( W = 2B \). Now we can substitute \( Q = B \) and \( W = 2B \) into the third equation:','stop',37,326,325,1.01712386474600147145e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(22,44,3,'fe44ef2d407cc7dae145668003f91bb6b3730987230d000469d65ff5917bf12b',3,'Since \( B = Q \), we can also substitute \( Q = B \) into the third equation:','stop',22,326,325,1.01712386474600147145e+00,31508371200.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -3909,6 +4485,8 @@ INSERT INTO "jobs" VALUES(17,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_te
 INSERT INTO "jobs" VALUES(18,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-127',0,2,'beam:verifier=pyes,beam_width=2',0,'done','80','[{"event": "generate", "expand": [[0, 8]], "stop_at_step": true, "max_tokens": 256, "seeds": [1906119270], "usage": [{"prompt_tokens": 70, "cached_prompt_tokens": 69, "completion_tokens": 128, "calls": 1, "seconds": 3.1370458836744124, "flops": 152500516608.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 6, 7, 8], "scores": [[0.567908543154867], [0.567295466279739], [0.5709199162118187], [0.5976984556488083], [0.5849812260137386], [0.6198116206582677], [0.5873464670889846]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 6, 7, 8], "kept": [7, 4], "finished": [], "width": 2}, {"event": "generate", "expand": [[7, 4], [4, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [100273163, 706710881], "usage": [{"prompt_tokens": 98, "cached_prompt_tokens": 97, "completion_tokens": 359, "calls": 1, "seconds": 13.762740217704575, "flops": 448679205888.0}, {"prompt_tokens": 82, "cached_prompt_tokens": 81, "completion_tokens": 109, "calls": 1, "seconds": 2.896137239786758, "flops": 133595493888.0}]}, {"event": "score", "nodes": [9, 10, 11, 12, 13, 14, 15, 16], "scores": [[0.6198116206582677, 0.6678864489027049], [0.6198116206582677, 0.6053034361410133], [0.6198116206582677, 0.5982431604391253], [0.6198116206582677, 0.655357247291104], [0.5976984556488083, 0.5889630547181443], [0.5976984556488083, 0.5932635337090442], [0.5976984556488083, 0.6265052533089976], [0.5976984556488083, 0.5858723570305961]]}, {"event": "step", "step": 1, "children": [9, 10, 11, 12, 13, 14, 15, 16], "kept": [9, 12], "finished": [], "width": 2}, {"event": "generate", "expand": [[9, 4], [12, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1245510930, 1143568830], "usage": [{"prompt_tokens": 127, "cached_prompt_tokens": 126, "completion_tokens": 205, "calls": 1, "seconds": 7.344192250278036, "flops": 254587639296.0}, {"prompt_tokens": 118, "cached_prompt_tokens": 117, "completion_tokens": 249, "calls": 1, "seconds": 8.864635604985702, "flops": 310042372608.0}]}, {"event": "score", "nodes": [17, 19, 20, 21, 22, 23, 24], "scores": [[0.6198116206582677, 0.6678864489027049, 0.6501148380404037], [0.6198116206582677, 0.6678864489027049, 0.6245955303488093], [0.6198116206582677, 0.6678864489027049, 0.6403242725268472], [0.6198116206582677, 0.655357247291104, 0.6942563733164323], [0.6198116206582677, 0.655357247291104, 0.6416180529475477], [0.6198116206582677, 0.655357247291104, 0.6574712472250421], [0.6198116206582677, 0.655357247291104, 0.6355524123091119]]}, {"event": "step", "step": 2, "children": [17, 19, 20, 21, 22, 23, 24], "kept": [21, 23], "finished": [], "width": 2}, {"event": "generate", "expand": [[21, 4], [23, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1238477126, 18451142], "usage": [{"prompt_tokens": 155, "cached_prompt_tokens": 154, "completion_tokens": 174, "calls": 1, "seconds": 6.068594904874287, "flops": 215517259008.0}, {"prompt_tokens": 163, "cached_prompt_tokens": 162, "completion_tokens": 143, "calls": 1, "seconds": 4.868035878779969, "flops": 176446878720.0}]}, {"event": "score", "nodes": [25, 26, 27, 28, 29, 30, 31], "scores": [[0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.5809562277712411], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6059939755965228], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.594573290654073], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.6163213770375722], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.595980162003186]]}, {"event": "step", "step": 3, "children": [25, 26, 27, 28, 29, 30, 31], "kept": [28, 30], "finished": [], "width": 2}, {"event": "generate", "expand": [[28, 4], [30, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [348287044, 47933914], "usage": [{"prompt_tokens": 225, "cached_prompt_tokens": 224, "completion_tokens": 147, "calls": 1, "seconds": 4.992562397637984, "flops": 181488218112.0}, {"prompt_tokens": 206, "cached_prompt_tokens": 205, "completion_tokens": 70, "calls": 1, "seconds": 2.042138177341084, "flops": 84442434816.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39, 40], "scores": [[0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6382332353448372], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.5766742170982676], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6218202032487575], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6241718268965308], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6000679802822788], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6270545287924664], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899]]}, {"event": "step", "step": 4, "children": [33, 34, 35, 36, 37, 38, 39, 40], "kept": [40, 36], "finished": [], "width": 2}, {"event": "generate", "expand": [[40, 4], [36, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2131026849, 636598207], "usage": [{"prompt_tokens": 237, "cached_prompt_tokens": 236, "completion_tokens": 72, "calls": 1, "seconds": 2.1501509596516066, "flops": 86963104512.0}, {"prompt_tokens": 269, "cached_prompt_tokens": 268, "completion_tokens": 162, "calls": 1, "seconds": 4.958451736166193, "flops": 200393240832.0}]}, {"event": "score", "nodes": [41, 45, 46, 47, 48], "scores": [[0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899, 0.6344388876310965], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.6113366690240428], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.6328871371420335], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.6166208446317182]]}, {"event": "step", "step": 5, "children": [41, 45, 46, 47, 48], "kept": [45, 41], "finished": [], "width": 2}, {"event": "generate", "expand": [[45, 4], [41, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1136948249, 839476011], "usage": [{"prompt_tokens": 300, "cached_prompt_tokens": 299, "completion_tokens": 90, "calls": 1, "seconds": 2.942764153970148, "flops": 109649131776.0}, {"prompt_tokens": 255, "cached_prompt_tokens": 254, "completion_tokens": 201, "calls": 1, "seconds": 6.769989109811086, "flops": 249546299904.0}]}, {"event": "score", "nodes": [49, 50, 53, 55, 56], "scores": [[0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.6479099131924917], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.630432460291068], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899, 0.6344388876310965, 0.6473192983171262], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899, 0.6344388876310965, 0.6333540840873818], [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899, 0.6344388876310965, 0.6243097226582348]]}, {"event": "step", "step": 6, "children": [49, 50, 53, 55, 56], "kept": [49, 53], "finished": [53], "width": 1}, {"event": "generate", "expand": [[49, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2007928195], "usage": [{"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 210, "calls": 1, "seconds": 6.92189931170798, "flops": 260889313536.0}]}, {"event": "score", "nodes": [57, 59, 60], "scores": [[0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.6479099131924917, 0.647229347105666], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.6479099131924917, 0.6409876594240594], [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.6479099131924917, 0.6479843405084288]]}, {"event": "step", "step": 7, "children": [57, 59, 60], "kept": [60], "finished": [60], "width": 0}, {"event": "select", "how": "argmax", "pool": [53, 60], "scores": [0.6473192983171262, 0.6479843405084288], "tally": {"70": 0.6473192983171262, "80": 0.6479843405084288}, "tie_broken_by_rng": false, "chosen": 60}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "To determine how many friends Lily and Amy have together after transferring to a new school, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.567908543154867], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.567295466279739], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To solve this problem step by step, we''ll follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5709199162118187], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To solve this problem, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5976984556488083], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "To solve the problem, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5849812260137386], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "To solve this problem, we need to determine the number of friends Lily and Amy have together. Let''s break it down step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6198116206582677], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "To determine how many friends Lily and Amy have together, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5873464670889846], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 9, "parent": 7, "kind": "step", "step": "1. Identify the number of friends Lily made:\n   \\[\n   \\text{Friends of Lily} = 50\n   \\]", "depth": 2, "terminal": null, "answer": "50", "step_scores": [0.6198116206582677, 0.6678864489027049], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 10, "parent": 7, "kind": "step", "step": "1. First, we know that Lily made 50 friends.\n2. Then, Amy made 20 more friends than Lily. Therefore, we can calculate Amy''s number of friends as follows:\n\\[ \\text{Number of friends Amy made} = \\text{Number of friends Lily made} + 20 \\]\n\\[ \\text{Number of friends Amy made} = 50 + 20 \\]\n\\[ \\text{Number of friends Amy made} = 70 \\]", "depth": 2, "terminal": null, "answer": "70", "step_scores": [0.6198116206582677, 0.6053034361410133], "completion_tokens": 103, "finish_reason": "stop"}, {"index": 11, "parent": 7, "kind": "step", "step": "1. Identify the number of friends Lily made. According to the problem, Lily made 50 friends.\n2. Identify the number of friends Amy made. According to the problem, Amy made 20 more friends than Lily. So, we calculate the number of friends Amy made as follows:\n   \\[\n   \\text{Number of friends Amy made} = \\text{Number of friends Lily made} + 20\n   \\]\n   Substituting the value from step 1 into the equation:\n   \\[\n   \\text{Number of friends Amy made} = 50 + 20 = 70\n   \\]\n3. Add the number of friends Amy made to the number of friends Lily made to find the total number of friends:\n   \\[\n   \\text{Total number of friends} = \\text{Number of friends Lily made} + \\text{Number of friends Amy made} = 50 + 70 = 120\n   \\]", "depth": 2, "terminal": null, "answer": "120", "step_scores": [0.6198116206582677, 0.5982431604391253], "completion_tokens": 207, "finish_reason": "stop"}, {"index": 12, "parent": 7, "kind": "step", "step": "1. **Find out how many friends Lily made:**\n   Lily made 50 friends.", "depth": 2, "terminal": null, "answer": "50", "step_scores": [0.6198116206582677, 0.655357247291104], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 13, "parent": 4, "kind": "step", "step": "1. Determine the number of friends Lily made.\n2. Calculate the number of friends Amy made.\n3. Sum the number of friends Lily and Amy made together.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.5976984556488083, 0.5889630547181443], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 14, "parent": 4, "kind": "step", "step": "1. Determine how many friends Amy made.\n2. Add the number of friends Amy made to the number of friends Lily made.", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.5976984556488083, 0.5932635337090442], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 15, "parent": 4, "kind": "step", "step": "1. Determine how many friends Amy made.\n2. Find the total number of friends Amy and Lily have together.", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.5976984556488083, 0.6265052533089976], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 16, "parent": 4, "kind": "step", "step": "1. Determine the number of friends Amy made.\n2. Add the number of friends Amy made to the number of friends Lily made.", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.5976984556488083, 0.5858723570305961], "completion_tokens": 27, "finish_reason": "stop"}, {"index": 17, "parent": 9, "kind": "step", "step": "2. Determine the number of friends Amy made:\n   \\[\n   \\text{Friends of Amy} = \\text{Friends of Lily} + 20\n   \\]", "depth": 3, "terminal": null, "answer": "20", "step_scores": [0.6198116206582677, 0.6678864489027049, 0.6501148380404037], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 18, "parent": 9, "kind": "step", "step": "2. Determine the number of friends Amy made:\n   \\[\n   \\text{Friends of Amy} = \\text{Friends of Lily} + 20\n   \\]", "depth": 3, "terminal": null, "answer": "20", "step_scores": [], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 19, "parent": 9, "kind": "step", "step": "2. Determine the number of friends Amy made:\n   \\[\n   \\text{Friends of Amy} = \\text{Friends of Lily} + 20\n   \\]\n   Since Lily made 50 friends, we can substitute this value into the equation:\n   \\[\n   \\text{Friends of Amy} = 50 + 20 = 70\n   \\]", "depth": 3, "terminal": null, "answer": "70", "step_scores": [0.6198116206582677, 0.6678864489027049, 0.6245955303488093], "completion_tokens": 82, "finish_reason": "stop"}, {"index": 20, "parent": 9, "kind": "step", "step": "2. Determine the number of friends Amy made:\n   \\[\n   \\text{Friends of Amy} = \\text{Friends of Lily} + 20 = 50 + 20 = 70\n   \\]", "depth": 3, "terminal": null, "answer": "70", "step_scores": [0.6198116206582677, 0.6678864489027049, 0.6403242725268472], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 21, "parent": 12, "kind": "step", "step": "2. **Determine how many friends Amy made:**\n   Amy made 20 more friends than Lily. So, we need to calculate 20 + 50.", "depth": 3, "terminal": null, "answer": "50", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 22, "parent": 12, "kind": "step", "step": "2. **Determine how many friends Amy made:**\n   Amy made 20 more friends than Lily.\n   \\[\n   \\text{Number of friends Amy made} = 50 + 20 = 70\n   \\]", "depth": 3, "terminal": null, "answer": "70", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6416180529475477], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 23, "parent": 12, "kind": "step", "step": "2. **Determine how many friends Amy made:**\n   According to the problem, Amy made 20 more friends than Lily. So, we need to add 20 to the number of friends Lily made.", "depth": 3, "terminal": null, "answer": "20", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 24, "parent": 12, "kind": "step", "step": "2. **Determine how many friends Amy made:**\n   According to the problem, Amy made 20 more friends than Lily. Therefore, we can calculate Amy''s number of friends as follows:\n   \\[\n   \\text{Number of friends Amy made} = \\text{Number of friends Lily made} + 20\n   \\]\n   Substituting the number of friends Lily made into the equation:\n   \\[\n   \\text{Number of friends Amy made} = 50 + 20 = 70\n   \\]", "depth": 3, "terminal": null, "answer": "70", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6355524123091119], "completion_tokens": 115, "finish_reason": "stop"}, {"index": 25, "parent": 21, "kind": "step", "step": "3. **Add the number of friends Lily and Amy have together:**\n   Finally, we add the number of friends Lily made to the number of friends Amy made.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.5809562277712411], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 26, "parent": 21, "kind": "step", "step": "3. **Calculate the total number of friends Lily and Amy have together:**\n   We add the number of friends Lily made to the number of friends Amy made.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6059939755965228], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 27, "parent": 21, "kind": "step", "step": "3. **Add the number of friends Lily made and Amy made together:**\n   After calculating the number of friends Amy made, we add this to the number of friends Lily made.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.594573290654073], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 28, "parent": 21, "kind": "step", "step": "3. **Calculate the total number of friends:**\n   The total number of friends is the sum of the number of friends Lily made and Amy made. We can represent this as:\n   \\[\n   \\text{Total friends} = \\text{Number of friends Lily made} + \\text{Number of friends Amy made}\n   \\]", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723], "completion_tokens": 70, "finish_reason": "stop"}, {"index": 29, "parent": 23, "kind": "step", "step": "3. **Calculate the total number of friends Lily and Amy have together:**\n   We add the number of friends Lily made to the number of friends Amy made.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.6163213770375722], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 30, "parent": 23, "kind": "step", "step": "3. **Calculate the total number of friends:**\n   To find the total number of friends Lily and Amy have together, we need to add the number of friends Lily made to the number of friends Amy made.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 31, "parent": 23, "kind": "step", "step": "3. **Calculate the total number of friends both Amy and Lily have together:**\n   We add the number of friends Lily made to the number of friends Amy made.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.595980162003186], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 32, "parent": 23, "kind": "step", "step": "3. **Calculate the total number of friends Lily and Amy have together:**\n   We add the number of friends Lily made to the number of friends Amy made.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 33, "parent": 28, "kind": "step", "step": "Let''s use Python code to compute this accurately.\n```python\n# Number of friends Lily made\nlily_friends = 50", "depth": 5, "terminal": null, "answer": "50", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6382332353448372], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 34, "parent": 28, "kind": "step", "step": "Let''s implement this in Python using sympy to ensure the result is accurate.", "depth": 5, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.5766742170982676], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 35, "parent": 28, "kind": "step", "step": "4. **Substitute the given values into the equation:**\n   Substitute 50 for the number of friends Lily made and 20 for the number of friends Amy made.\n   \\[\n   \\text{Total friends} = 50 + 20\n   \\]", "depth": 5, "terminal": null, "answer": "20", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6218202032487575], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 36, "parent": 28, "kind": "step", "step": "4. **Calculate the total number of friends:**\n   Substitute the values we calculated:\n   \\[\n   \\text{Total friends} = 50 + (20 + 50)\n   \\]", "depth": 5, "terminal": null, "answer": "50", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 37, "parent": 30, "kind": "step", "step": "Let''s implement this in Python using sympy to ensure the result is accurate.", "depth": 5, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6241718268965308], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 38, "parent": 30, "kind": "step", "step": "Let''s implement this in Python using sympy:", "depth": 5, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6000679802822788], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 39, "parent": 30, "kind": "step", "step": "Let''s implement this in Python using sympy to ensure accuracy.", "depth": 5, "terminal": null, "answer": "3", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6270545287924664], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 40, "parent": 30, "kind": "step", "step": "Let''s implement this in Python to ensure the result is accurate.\n```python\n# Number of friends Lily made\nlily_friends = 50", "depth": 5, "terminal": null, "answer": "50", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 41, "parent": 40, "kind": "step", "step": "# Number of friends Amy made\namy_friends = lily_friends + 20", "depth": 6, "terminal": null, "answer": "20", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899, 0.6344388876310965], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 42, "parent": 40, "kind": "step", "step": "# Number of friends Amy made\namy_friends = lily_friends + 20", "depth": 6, "terminal": null, "answer": "20", "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 43, "parent": 40, "kind": "step", "step": "# Number of friends Amy made\namy_friends = lily_friends + 20", "depth": 6, "terminal": null, "answer": "20", "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 44, "parent": 40, "kind": "step", "step": "# Number of friends Amy made\namy_friends = lily_friends + 20", "depth": 6, "terminal": null, "answer": "20", "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 45, "parent": 36, "kind": "step", "step": "Let''s implement this in Python to ensure the result is accurate.\n```python\n# Number of friends Lily made\nlily_friends = 50", "depth": 6, "terminal": null, "answer": "50", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 46, "parent": 36, "kind": "step", "step": "5. **Perform the addition:**\n   \\[\n   \\text{Total friends} = 50 + 70 = 120\n   \\]", "depth": 6, "terminal": null, "answer": "120", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.6113366690240428], "completion_tokens": 35, "finish_reason": "stop"}, {"index": 47, "parent": 36, "kind": "step", "step": "5. **Simplify the expression:**\n   Simplify the expression inside the parentheses:\n   \\[\n   50 + (20 + 50) = 50 + 70\n   \\]", "depth": 6, "terminal": null, "answer": "70", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.6328871371420335], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 48, "parent": 36, "kind": "step", "step": "5. **Add the numbers inside the parentheses:**\n   \\[\n   \\text{Number of friends Lily made} + (20 + 50) = 50 + 70 = 120\n   \\]", "depth": 6, "terminal": null, "answer": "120", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.6166208446317182], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 49, "parent": 45, "kind": "step", "step": "# Number of friends Amy made\namy_friends = lily_friends + 20", "depth": 7, "terminal": null, "answer": "20", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.6479099131924917], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 50, "parent": 45, "kind": "step", "step": "# Number of friends Amy made (20 more than Lily)\namy_friends = lily_friends + 20", "depth": 7, "terminal": null, "answer": "20", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.630432460291068], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 51, "parent": 45, "kind": "step", "step": "# Number of friends Amy made (20 more than Lily)\namy_friends = lily_friends + 20", "depth": 7, "terminal": null, "answer": "20", "step_scores": [], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 52, "parent": 45, "kind": "step", "step": "# Number of friends Amy made (20 more than Lily)\namy_friends = lily_friends + 20", "depth": 7, "terminal": null, "answer": "20", "step_scores": [], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 53, "parent": 41, "kind": "step", "step": "# Total number of friends\ntotal_friends = lily_friends + amy_friends\nprint(total_friends)\n```\n```output\n70\n```\nThe total number of friends Lily and Amy have together is \\(\\boxed{70}\\).", "depth": 7, "terminal": "answer", "answer": "70", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899, 0.6344388876310965, 0.6473192983171262], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 54, "parent": 41, "kind": "step", "step": "# Total number of friends\ntotal_friends = lily_friends + amy_friends\nprint(total_friends)\n```\n```output\n70\n```\nThe total number of friends Lily and Amy have together is \\(\\boxed{70}\\).", "depth": 7, "terminal": "answer", "answer": "70", "step_scores": [], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 55, "parent": 41, "kind": "step", "step": "# Total number of friends\ntotal_friends = lily_friends + amy_friends\nprint(total_friends)\n```\n```output\n80\n```\nThe total number of friends Lily and Amy have together is \\(\\boxed{80}\\).", "depth": 7, "terminal": "answer", "answer": "80", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899, 0.6344388876310965, 0.6333540840873818], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 56, "parent": 41, "kind": "step", "step": "# Total number of friends\ntotal_friends = lily_friends + amy_friends\nprint(total_friends)\n```\n```output\n80\n```\nThe total number of friends that Lily and Amy have together is \\(\\boxed{80}\\).", "depth": 7, "terminal": "answer", "answer": "80", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6574712472250421, 0.638174041981564, 0.6531529891356899, 0.6344388876310965, 0.6243097226582348], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 57, "parent": 49, "kind": "step", "step": "# Total number of friends\ntotal_friends = lily_friends + amy_friends\nprint(total_friends)\n```\n```output\n120\n```\nThe total number of friends that Lily and Amy have together is \\(\\boxed{120}\\).", "depth": 8, "terminal": "answer", "answer": "120", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.6479099131924917, 0.647229347105666], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 58, "parent": 49, "kind": "step", "step": "# Total number of friends\ntotal_friends = lily_friends + amy_friends\nprint(total_friends)\n```\n```output\n120\n```\nThe total number of friends that Lily and Amy have together is \\(\\boxed{120}\\).", "depth": 8, "terminal": "answer", "answer": "120", "step_scores": [], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 59, "parent": 49, "kind": "step", "step": "# Total number of friends\ntotal_friends = lily_friends + amy_friends\nprint(total_friends)\n```\n```output\n100\n```\nThe total number of friends that Lily and Amy have together is \\(\\boxed{100}\\).", "depth": 8, "terminal": "answer", "answer": "100", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.6479099131924917, 0.6409876594240594], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 60, "parent": 49, "kind": "step", "step": "# Total number of friends\ntotal_friends = lily_friends + amy_friends\nprint(total_friends)\n```\n```output\n80\n```\nThe total number of friends that Lily and Amy have together is \\(\\boxed{80}\\).", "depth": 8, "terminal": "answer", "answer": "80", "step_scores": [0.6198116206582677, 0.655357247291104, 0.6942563733164323, 0.6434011342923723, 0.6478125785089409, 0.653280757781811, 0.6479099131924917, 0.6479843405084288], "completion_tokens": 51, "finish_reason": "stop"}]}]',2623,2609,2319,114,23200,23200,4399828954368.0,1535087844864.0,2.59496432168001774695e+02,1.05318346814420465311e+02,1.79632091189994025229e+09);
 INSERT INTO "jobs" VALUES(19,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-128',0,2,'beam:verifier=pyes,beam_width=2',0,'done','432','[{"event": "generate", "expand": [[0, 8]], "stop_at_step": true, "max_tokens": 256, "seeds": [34063174], "usage": [{"prompt_tokens": 120, "cached_prompt_tokens": 119, "completion_tokens": 168, "calls": 1, "seconds": 5.130390274964155, "flops": 202913910528.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8], "scores": [[0.5255386119541888], [0.5329304391353304], [0.6038556971074892], [0.5482366067342535], [0.5703906962415114], [0.4963646128649683], [0.5364178037508623], [0.4847054527910269]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8], "kept": [3, 5], "finished": [], "width": 2}, {"event": "generate", "expand": [[3, 4], [5, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1899266483, 653761228], "usage": [{"prompt_tokens": 157, "cached_prompt_tokens": 156, "completion_tokens": 162, "calls": 1, "seconds": 5.696416385420133, "flops": 200393240832.0}, {"prompt_tokens": 156, "cached_prompt_tokens": 155, "completion_tokens": 226, "calls": 1, "seconds": 7.887873387528666, "flops": 281054671104.0}]}, {"event": "score", "nodes": [9, 10, 12, 13, 14, 15, 16], "scores": [[0.6038556971074892, 0.5627134207365189], [0.6038556971074892, 0.5363123279873827], [0.6038556971074892, 0.5670734384843742], [0.5703906962415114, 0.6126688608990581], [0.5703906962415114, 0.5723741946669498], [0.5703906962415114, 0.5931463236586503], [0.5703906962415114, 0.6275883757025221]]}, {"event": "step", "step": 1, "children": [9, 10, 12, 13, 14, 15, 16], "kept": [16, 13], "finished": [], "width": 2}, {"event": "generate", "expand": [[16, 4], [13, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1030834474, 185133093], "usage": [{"prompt_tokens": 170, "cached_prompt_tokens": 169, "completion_tokens": 206, "calls": 1, "seconds": 7.1374898816436385, "flops": 255847974144.0}, {"prompt_tokens": 227, "cached_prompt_tokens": 226, "completion_tokens": 218, "calls": 1, "seconds": 7.408775636401771, "flops": 270971992320.0}]}, {"event": "score", "nodes": [17, 18, 19, 20, 21, 22, 23, 24], "scores": [[0.5703906962415114, 0.6275883757025221, 0.6014136282103445], [0.5703906962415114, 0.6275883757025221, 0.6236259465897002], [0.5703906962415114, 0.6275883757025221, 0.5977834285387688], [0.5703906962415114, 0.6275883757025221, 0.5887921851788072], [0.5703906962415114, 0.6126688608990581, 0.5932830077583288], [0.5703906962415114, 0.6126688608990581, 0.5895125314344664], [0.5703906962415114, 0.6126688608990581, 0.548762524880202], [0.5703906962415114, 0.6126688608990581, 0.5469461484368016]]}, {"event": "step", "step": 2, "children": [17, 18, 19, 20, 21, 22, 23, 24], "kept": [18, 17], "finished": [], "width": 2}, {"event": "generate", "expand": [[18, 4], [17, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1251094392, 1078427690], "usage": [{"prompt_tokens": 215, "cached_prompt_tokens": 174, "completion_tokens": 89, "calls": 1, "seconds": 4.0882607897952425, "flops": 158802190848.0}, {"prompt_tokens": 211, "cached_prompt_tokens": 172, "completion_tokens": 138, "calls": 1, "seconds": 6.219511950198123, "flops": 218037928704.0}]}, {"event": "score", "nodes": [25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.5703906962415114, 0.6275883757025221, 0.6236259465897002, 0.6011874538464508], [0.5703906962415114, 0.6275883757025221, 0.6236259465897002, 0.5927730766439895], [0.5703906962415114, 0.6275883757025221, 0.6236259465897002, 0.58568392385932], [0.5703906962415114, 0.6275883757025221, 0.6236259465897002, 0.5971664859796667], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.5664383292259185], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6090110696962684]]}, {"event": "step", "step": 3, "children": [25, 26, 27, 28, 29, 30, 31, 32], "kept": [29, 31], "finished": [], "width": 2}, {"event": "generate", "expand": [[29, 4], [31, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1715599820, 1604804911], "usage": [{"prompt_tokens": 225, "cached_prompt_tokens": 224, "completion_tokens": 363, "calls": 1, "seconds": 14.135092511592674, "flops": 453720545280.0}, {"prompt_tokens": 225, "cached_prompt_tokens": 224, "completion_tokens": 281, "calls": 1, "seconds": 10.039222000449088, "flops": 350373087744.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39, 40], "scores": [[0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5278295253896744], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5534263165999476], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549, 0.5368872616723914], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549, 0.553399329200324], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549, 0.5516795516548734], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549, 0.5461923682334043]]}, {"event": "step", "step": 4, "children": [33, 34, 35, 36, 37, 38, 39, 40], "kept": [35, 36], "finished": [], "width": 2}, {"event": "generate", "expand": [[35, 4], [36, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [712907674, 443631567], "usage": [{"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 48, "calls": 1, "seconds": 1.5628321830517546, "flops": 56715068160.0}, {"prompt_tokens": 305, "cached_prompt_tokens": 304, "completion_tokens": 37, "calls": 1, "seconds": 1.1599790520307343, "flops": 42851384832.0}]}, {"event": "score", "nodes": [41, 42, 43, 44, 45, 46], "scores": [[0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.5657793236526141], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.5894742362888323], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.5780356395130045], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5935858101524891], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5815747561095973]]}, {"event": "step", "step": 5, "children": [41, 42, 43, 44, 45, 46], "kept": [45, 42], "finished": [], "width": 2}, {"event": "generate", "expand": [[45, 4], [42, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [828021329, 162588870], "usage": [{"prompt_tokens": 314, "cached_prompt_tokens": 313, "completion_tokens": 139, "calls": 1, "seconds": 5.169784467421511, "flops": 171405539328.0}, {"prompt_tokens": 371, "cached_prompt_tokens": 370, "completion_tokens": 170, "calls": 1, "seconds": 6.410328381793134, "flops": 210475919616.0}]}, {"event": "score", "nodes": [49, 50, 51, 53, 54, 55, 56], "scores": [[0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5935858101524891, 0.5238407678908104], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5935858101524891, 0.5117705171506937], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5935858101524891, 0.508367383067746], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5404025836995504], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5602720961809823], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5237249356088433], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5538722111564339]]}, {"event": "step", "step": 6, "children": [49, 50, 51, 53, 54, 55, 56], "kept": [54, 56], "finished": [], "width": 2}, {"event": "generate", "expand": [[54, 4], [56, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [355509012, 1822867677], "usage": [{"prompt_tokens": 397, "cached_prompt_tokens": 396, "completion_tokens": 84, "calls": 1, "seconds": 2.8654664995773187, "flops": 102087122688.0}, {"prompt_tokens": 425, "cached_prompt_tokens": 424, "completion_tokens": 84, "calls": 1, "seconds": 2.862895986581729, "flops": 102087122688.0}]}, {"event": "score", "nodes": [57, 61], "scores": [[0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5602720961809823, 0.5400536812823501], [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5538722111564339, 0.550376997761113]]}, {"event": "step", "step": 7, "children": [57, 61], "kept": [61, 57], "finished": [61, 57], "width": 0}, {"event": "select", "how": "argmax", "pool": [61, 57], "scores": [0.550376997761113, 0.5400536812823501], "tally": {"432": 0.550376997761113, "372": 0.5400536812823501}, "tie_broken_by_rng": false, "chosen": 61}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5255386119541888], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step-by-step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5329304391353304], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6038556971074892], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5482366067342535], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum them up. Here''s a step-by-step approach:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5703906962415114], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then use Python code to ensure the result is accurate.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.4963646128649683], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then write the final answer.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5364178037508623], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and use Python code to ensure the result is accurate.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.4847054527910269], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 9, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum up the costs to get the total amount of money.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.6038556971074892, 0.5627134207365189], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 10, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.6038556971074892, 0.5363123279873827], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 11, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 12, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of the watermelons, peppers, and oranges.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.6038556971074892, 0.5670734384843742], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 13, "parent": 5, "kind": "step", "step": "1. **Calculate the cost of each watermelon:**\n   - Each watermelon costs three times the cost of a pepper.\n   - The cost of a pepper is $15.\n   \\[\n   \\text{Cost of a watermelon} = 3 \\times 15 = 45 \\text{ dollars}\n   \\]", "depth": 2, "terminal": null, "answer": "45", "step_scores": [0.5703906962415114, 0.6126688608990581], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 14, "parent": 5, "kind": "step", "step": "1. **Calculate the cost of the watermelons:**\n   - Each watermelon costs three times what each pepper costs.\n   - Let the cost of one pepper be \\( p \\) dollars.\n   - The cost of one watermelon is \\( 3p \\) dollars.\n   - Dillon buys 4 watermelons, so the total cost of the watermelons is:\n     \\[\n     4 \\times 3p = 12p \\text{ dollars}\n     \\]", "depth": 2, "terminal": null, "answer": "12", "step_scores": [0.5703906962415114, 0.5723741946669498], "completion_tokens": 103, "finish_reason": "stop"}, {"index": 15, "parent": 5, "kind": "step", "step": "1. Determine the cost of each pepper.\n2. Calculate the cost of each watermelon.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5703906962415114, 0.5931463236586503], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 16, "parent": 5, "kind": "step", "step": "1. **Determine the cost of each type of fruit:**", "depth": 2, "terminal": null, "answer": "1", "step_scores": [0.5703906962415114, 0.6275883757025221], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 17, "parent": 16, "kind": "step", "step": "   - Each pepper costs $15.\n   - Each orange costs $5 less than what a watermelon costs, so each orange costs \\(15 - 5 = 10\\) dollars.", "depth": 3, "terminal": null, "answer": "10", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 18, "parent": 16, "kind": "step", "step": "   - Let \\( P \\) be the cost of one pepper.\n   - Then the cost of one watermelon is \\( 3P \\).\n   - The cost of one orange is \\( P - 5 \\).", "depth": 3, "terminal": null, "answer": "5", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6236259465897002], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 19, "parent": 16, "kind": "step", "step": "   - Each pepper costs 15$.\n   - Each watermelon costs three times the cost of each pepper.\n   - Each orange costs 5 less than the cost of a watermelon.", "depth": 3, "terminal": null, "answer": "5", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.5977834285387688], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 20, "parent": 16, "kind": "step", "step": "   - Let \\( x \\) be the cost of a pepper.\n   - The cost of a watermelon is three times the cost of a pepper, so the cost of a watermelon is \\( 3x \\).\n   - The cost of an orange is 5 less than the cost of a watermelon, so the cost of an orange is \\( 3x - 5 \\).", "depth": 3, "terminal": null, "answer": "5", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.5887921851788072], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 21, "parent": 13, "kind": "step", "step": "2. **Calculate the cost of each pepper:**\n   - The cost of a pepper is $15.\n   \\[\n   \\text{Cost of a pepper} = 15 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "15", "step_scores": [0.5703906962415114, 0.6126688608990581, 0.5932830077583288], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 22, "parent": 13, "kind": "step", "step": "2. **Calculate the cost of each pepper:**\n   - Each pepper costs $15.\n   \\[\n   \\text{Cost of a pepper} = 15 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "15", "step_scores": [0.5703906962415114, 0.6126688608990581, 0.5895125314344664], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 23, "parent": 13, "kind": "step", "step": "2. **Calculate the cost of each orange:**\n   - An orange costs 5 less than what a watermelon costs.\n   \\[\n   \\text{Cost of an orange} = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "10", "step_scores": [0.5703906962415114, 0.6126688608990581, 0.548762524880202], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 24, "parent": 13, "kind": "step", "step": "2. **Calculate the cost of each orange:**\n   - An orange costs 5 less than what a watermelon costs.\n   - The cost of a watermelon is $45.\n   \\[\n   \\text{Cost of an orange} = 45 - 5 = 40 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "40", "step_scores": [0.5703906962415114, 0.6126688608990581, 0.5469461484368016], "completion_tokens": 70, "finish_reason": "stop"}, {"index": 25, "parent": 18, "kind": "step", "step": "2. **Calculate the total cost for each type of fruit:**", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6236259465897002, 0.6011874538464508], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 26, "parent": 18, "kind": "step", "step": "2. **Calculate the total cost of the watermelons:**", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6236259465897002, 0.5927730766439895], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 27, "parent": 18, "kind": "step", "step": "2. **Calculate the total cost of the watermelons:**\n   - Dillon buys 4 watermelons.\n   - Therefore, the total cost for the watermelons is \\( 4 \\times 3P \\).", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6236259465897002, 0.58568392385932], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 28, "parent": 18, "kind": "step", "step": "2. **Calculate the total cost of each type of fruit:**", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6236259465897002, 0.5971664859796667], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 29, "parent": 17, "kind": "step", "step": "2. **Calculate the total cost for each type of fruit:**", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 30, "parent": 17, "kind": "step", "step": "2. **Calculate the total cost for the watermelons:**\n   - Dillon buys 4 watermelons.\n   - The cost of 4 watermelons is \\(4 \\times 3 = 12\\) dollars.", "depth": 4, "terminal": null, "answer": "12", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.5664383292259185], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 31, "parent": 17, "kind": "step", "step": "2. **Calculate the total cost of each type of fruit:**", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 32, "parent": 17, "kind": "step", "step": "2. **Calculate the total cost of watermelons:**\n   - Dillon buys 4 watermelons.\n   - Each watermelon costs $3 times what each pepper costs.\n   - Therefore, the total cost of watermelons is \\(4 \\times 3 \\times 15\\).", "depth": 4, "terminal": null, "answer": "15", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6090110696962684], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 33, "parent": 29, "kind": "step", "step": "   - The total cost for the 4 watermelons: \\(4 \\times 35 = 140\\) dollars.\n   - The total cost for the 20 peppers: \\(20 \\times 10 = 200\\) dollars.\n   - The total cost for the 10 oranges: \\(10 \\times 10 = 100\\) dollars.", "depth": 5, "terminal": null, "answer": "100", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5278295253896744], "completion_tokens": 84, "finish_reason": "stop"}, {"index": 34, "parent": 29, "kind": "step", "step": "   - Total cost for the 4 watermelons: \\(4 \\times 15\\)\n   - Total cost for the 20 peppers: \\(20 \\times 10\\)\n   - Total cost for the 10 oranges: \\(10 \\times 10\\)", "depth": 5, "terminal": null, "answer": "10", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5534263165999476], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 35, "parent": 29, "kind": "step", "step": "   - For the watermelons, Dillon buys 4 watermelons. Since each watermelon costs $3 times what each pepper costs, the cost for the watermelons is \\(4 \\times 3 = 12\\) dollars.\n   - For the peppers, Dillon buys 20 peppers. Since each pepper costs $15, the cost for the peppers is \\(20 \\times 15 = 300\\) dollars.\n   - For the oranges, Dillon buys 10 oranges. Since each orange costs $10, the cost for the oranges is \\(10 \\times 10 = 100\\) dollars.", "depth": 5, "terminal": null, "answer": "100", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897], "completion_tokens": 136, "finish_reason": "stop"}, {"index": 36, "parent": 29, "kind": "step", "step": "   - The total cost for 4 watermelons is \\(4 \\times 15 = 60\\) dollars.\n   - The total cost for 20 peppers is \\(20 \\times 10 = 200\\) dollars.\n   - The total cost for 10 oranges is \\(10 \\times 10 = 100\\) dollars.", "depth": 5, "terminal": null, "answer": "100", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 37, "parent": 31, "kind": "step", "step": "   - Total cost of watermelons: \\(4 \\times 15 = 60\\) dollars.\n   - Total cost of peppers: \\(20 \\times 10 = 200\\) dollars.\n   - Total cost of oranges: \\(10 \\times 10 = 100\\) dollars.", "depth": 5, "terminal": null, "answer": "100", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549, 0.5368872616723914], "completion_tokens": 69, "finish_reason": "stop"}, {"index": 38, "parent": 31, "kind": "step", "step": "   - Total cost of watermelons: \\(4 \\times 15\\)\n   - Total cost of peppers: \\(20 \\times 10\\)\n   - Total cost of oranges: \\(10 \\times 10\\)", "depth": 5, "terminal": null, "answer": "10", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549, 0.553399329200324], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 39, "parent": 31, "kind": "step", "step": "   - For 4 watermelons, the cost is \\(4 \\times 15 = 60\\) dollars.\n   - For 20 peppers, the cost is \\(20 \\times 10 = 200\\) dollars.\n   - For 10 oranges, the cost is \\(10 \\times 10 = 100\\) dollars.", "depth": 5, "terminal": null, "answer": "100", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549, 0.5516795516548734], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 40, "parent": 31, "kind": "step", "step": "   - The total cost of 4 watermelons is \\(4 \\times 15 = 60\\) dollars.\n   - The total cost of 20 peppers is \\(20 \\times 10 = 200\\) dollars.\n   - The total cost of 10 oranges is \\(10 \\times 10 = 100\\) dollars.", "depth": 5, "terminal": null, "answer": "100", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6251351927451549, 0.5461923682334043], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 41, "parent": 35, "kind": "step", "step": "3. **Sum the total costs for all types of fruit:**", "depth": 6, "terminal": null, "answer": "3", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.5657793236526141], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 42, "parent": 35, "kind": "step", "step": "3. **Sum up the total costs:**", "depth": 6, "terminal": null, "answer": "3", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 43, "parent": 35, "kind": "step", "step": "3. **Sum the total cost:**", "depth": 6, "terminal": null, "answer": "3", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.5894742362888323], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 44, "parent": 35, "kind": "step", "step": "3. **Sum up the total cost for all types of fruit:**", "depth": 6, "terminal": null, "answer": "3", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.5780356395130045], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 45, "parent": 36, "kind": "step", "step": "3. **Sum the total costs:**", "depth": 6, "terminal": null, "answer": "3", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5935858101524891], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 46, "parent": 36, "kind": "step", "step": "3. **Sum up the total costs:**", "depth": 6, "terminal": null, "answer": "3", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5815747561095973], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 47, "parent": 36, "kind": "step", "step": "3. **Sum the total costs:**", "depth": 6, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 48, "parent": 36, "kind": "step", "step": "3. **Sum the total costs:**", "depth": 6, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 49, "parent": 45, "kind": "step", "step": "   - The total amount of money spent is \\(60 + 200 + 100 = 460\\) dollars.", "depth": 7, "terminal": null, "answer": "460", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5935858101524891, 0.5238407678908104], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 50, "parent": 45, "kind": "step", "step": "   - The total amount of money Dillon will spend is \\(60 + 200 + 100 = 460\\) dollars.", "depth": 7, "terminal": null, "answer": "460", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5935858101524891, 0.5117705171506937], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 51, "parent": 45, "kind": "step", "step": "   - The total amount of money spent is the sum of the costs for watermelons, peppers, and oranges, which is \\(60 + 200 + 100 = 460\\) dollars.", "depth": 7, "terminal": null, "answer": "460", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5656818116616648, 0.5935858101524891, 0.508367383067746], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 52, "parent": 45, "kind": "step", "step": "   - The total amount of money spent is \\(60 + 200 + 100 = 460\\) dollars.", "depth": 7, "terminal": null, "answer": "460", "step_scores": [], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 53, "parent": 42, "kind": "step", "step": "   The total amount of money Dillon will spend is the sum of the costs for each type of fruit:\n   \\[\n   12 + 300 + 100 = 352\n   \\]", "depth": 7, "terminal": null, "answer": "352", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5404025836995504], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 54, "parent": 42, "kind": "step", "step": "   \\[\n   12 + 300 + 100 = 372\n   \\]", "depth": 7, "terminal": null, "answer": "372", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5602720961809823], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 55, "parent": 42, "kind": "step", "step": "   - The total cost for the watermelons is $12.\n   - The total cost for the peppers is $300.\n   - The total cost for the oranges is $100.", "depth": 7, "terminal": null, "answer": "$100", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5237249356088433], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 56, "parent": 42, "kind": "step", "step": "   The total amount of money Dillon will spend is the sum of the costs of the watermelons, the peppers, and the oranges:\n   \\[\n   12 + 300 + 100 = 432\n   \\]", "depth": 7, "terminal": null, "answer": "432", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5538722111564339], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 57, "parent": 54, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{372}\\).", "depth": 8, "terminal": "answer", "answer": "372", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5602720961809823, 0.5400536812823501], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 58, "parent": 54, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{372}\\).", "depth": 8, "terminal": "answer", "answer": "372", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 59, "parent": 54, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{372}\\).", "depth": 8, "terminal": "answer", "answer": "372", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 60, "parent": 54, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{372}\\).", "depth": 8, "terminal": "answer", "answer": "372", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 61, "parent": 56, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{432}\\).", "depth": 8, "terminal": "answer", "answer": "432", "step_scores": [0.5703906962415114, 0.6275883757025221, 0.6014136282103445, 0.6383997277211985, 0.5773278185712897, 0.591781774003964, 0.5538722111564339, 0.550376997761113], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 62, "parent": 56, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{432}\\).", "depth": 8, "terminal": "answer", "answer": "432", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 63, "parent": 56, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{432}\\).", "depth": 8, "terminal": "answer", "answer": "432", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 64, "parent": 56, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{432}\\).", "depth": 8, "terminal": "answer", "answer": "432", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}]}]',3879,3786,2413,123,31536,31536,4707350657280.0,1629612958464.0,3.59277229265004280031e+02,1.1762998972146017706e+02,1.79632127119356632227e+09);
 INSERT INTO "jobs" VALUES(20,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-128',0,4,'beam:verifier=pyes,beam_width=4',0,'done','930','[{"event": "generate", "expand": [[0, 16]], "stop_at_step": true, "max_tokens": 256, "seeds": [34063174], "usage": [{"prompt_tokens": 120, "cached_prompt_tokens": 30, "completion_tokens": 416, "calls": 1, "seconds": 14.364873010335677, "flops": 617564075520.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 16], "scores": [[0.5436342391072811], [0.5562442196526648], [0.5852260349190817], [0.5551824645866622], [0.5760581504719379], [0.48409365600806564], [0.5347410029580781], [0.4938363277089287], [0.5896678356094675], [0.5641486331180557], [0.5907337550556424], [0.5642410948667054], [0.5826540660756848], [0.5084455324621513]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 16], "kept": [12, 9, 3, 15], "finished": [], "width": 4}, {"event": "generate", "expand": [[12, 4], [9, 4], [3, 4], [15, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2077532169, 449233944, 1812236941, 746054170], "usage": [{"prompt_tokens": 165, "cached_prompt_tokens": 164, "completion_tokens": 267, "calls": 1, "seconds": 8.947457565242264, "flops": 332728399872.0}, {"prompt_tokens": 192, "cached_prompt_tokens": 191, "completion_tokens": 214, "calls": 1, "seconds": 6.9844864728493175, "flops": 265930652928.0}, {"prompt_tokens": 157, "cached_prompt_tokens": 156, "completion_tokens": 164, "calls": 1, "seconds": 5.38061936109219, "flops": 202913910528.0}, {"prompt_tokens": 149, "cached_prompt_tokens": 148, "completion_tokens": 254, "calls": 1, "seconds": 8.250693377084318, "flops": 316344046848.0}]}, {"event": "score", "nodes": [17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.5907337550556424, 0.6495370200766141], [0.5907337550556424, 0.6723724302733367], [0.5907337550556424, 0.6228358298378422], [0.5907337550556424, 0.6470598199119902], [0.5896678356094675, 0.5288504510248875], [0.5896678356094675, 0.5868990185511155], [0.5896678356094675, 0.5319737936453892], [0.5896678356094675, 0.5782228366296517], [0.5852260349190817, 0.5599617569790293], [0.5852260349190817, 0.5520883704471443], [0.5852260349190817, 0.5934046492058332], [0.5852260349190817, 0.5624419059947214], [0.5826540660756848, 0.6620551732999207], [0.5826540660756848, 0.6181939782074161], [0.5826540660756848, 0.5890657883417781], [0.5826540660756848, 0.6081031598830794]]}, {"event": "step", "step": 1, "children": [17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "kept": [18, 29, 17, 20], "finished": [], "width": 4}, {"event": "generate", "expand": [[18, 4], [29, 4], [17, 4], [20, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1519429532, 1686641153, 1016994918, 188322474], "usage": [{"prompt_tokens": 269, "cached_prompt_tokens": 168, "completion_tokens": 307, "calls": 1, "seconds": 14.458221176230905, "flops": 509175278592.0}, {"prompt_tokens": 180, "cached_prompt_tokens": 179, "completion_tokens": 232, "calls": 1, "seconds": 8.417255337264011, "flops": 288616680192.0}, {"prompt_tokens": 224, "cached_prompt_tokens": 167, "completion_tokens": 165, "calls": 1, "seconds": 7.589367015379284, "flops": 274752996864.0}, {"prompt_tokens": 186, "cached_prompt_tokens": 185, "completion_tokens": 277, "calls": 1, "seconds": 9.80208576516321, "flops": 345331748352.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 44, 45, 46, 47, 48], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089], [0.5907337550556424, 0.6723724302733367, 0.6201660522689483], [0.5907337550556424, 0.6723724302733367, 0.6162753287050174], [0.5826540660756848, 0.6620551732999207, 0.6029104153222427], [0.5826540660756848, 0.6620551732999207, 0.6292096285758959], [0.5826540660756848, 0.6620551732999207, 0.6122493216091405], [0.5826540660756848, 0.6620551732999207, 0.6107221455859039], [0.5907337550556424, 0.6495370200766141, 0.5835486935381028], [0.5907337550556424, 0.6495370200766141, 0.5911007964550222], [0.5907337550556424, 0.6495370200766141, 0.6501453836040842], [0.5907337550556424, 0.6470598199119902, 0.5807203698484747], [0.5907337550556424, 0.6470598199119902, 0.6075772796765068], [0.5907337550556424, 0.6470598199119902, 0.5974001943889259], [0.5907337550556424, 0.6470598199119902, 0.6018614908050155]]}, {"event": "step", "step": 2, "children": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 44, 45, 46, 47, 48], "kept": [33, 44, 34, 38], "finished": [], "width": 4}, {"event": "generate", "expand": [[33, 4], [44, 4], [34, 4], [38, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1268102696, 1488583252, 10298258, 129569923], "usage": [{"prompt_tokens": 390, "cached_prompt_tokens": 274, "completion_tokens": 421, "calls": 1, "seconds": 18.709032804239012, "flops": 671758473984.0}, {"prompt_tokens": 245, "cached_prompt_tokens": 244, "completion_tokens": 164, "calls": 1, "seconds": 5.186674916438536, "flops": 202913910528.0}, {"prompt_tokens": 327, "cached_prompt_tokens": 274, "completion_tokens": 231, "calls": 1, "seconds": 8.660846849508651, "flops": 352893757440.0}, {"prompt_tokens": 246, "cached_prompt_tokens": 122, "completion_tokens": 256, "calls": 1, "seconds": 10.874141368866155, "flops": 473885902848.0}]}, {"event": "score", "nodes": [49, 50, 51, 52, 53, 54, 56, 57, 58, 59, 60, 61, 62], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6108610069561067], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.5815208998339277], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563], [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.5962395919012411], [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.6044457379887314], [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.6168525225255677], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.634560584463864], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6144861552197199], [0.5826540660756848, 0.6620551732999207, 0.6292096285758959, 0.5898773121540268], [0.5826540660756848, 0.6620551732999207, 0.6292096285758959, 0.5941759953249639]]}, {"event": "step", "step": 3, "children": [49, 50, 51, 52, 53, 54, 56, 57, 58, 59, 60, 61, 62], "kept": [51, 52, 57, 59], "finished": [], "width": 4}, {"event": "generate", "expand": [[51, 4], [52, 4], [57, 4], [59, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1822867677, 745761946, 1512147286, 1185004559], "usage": [{"prompt_tokens": 496, "cached_prompt_tokens": 495, "completion_tokens": 544, "calls": 1, "seconds": 22.916178091785618, "flops": 681841152768.0}, {"prompt_tokens": 508, "cached_prompt_tokens": 507, "completion_tokens": 546, "calls": 1, "seconds": 21.949853311688226, "flops": 684361822464.0}, {"prompt_tokens": 386, "cached_prompt_tokens": 385, "completion_tokens": 408, "calls": 1, "seconds": 16.3741061585119, "flops": 510435613440.0}, {"prompt_tokens": 389, "cached_prompt_tokens": 388, "completion_tokens": 469, "calls": 1, "seconds": 18.738184053941648, "flops": 587316039168.0}]}, {"event": "score", "nodes": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6193757751701954], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6069929962691456], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6269577175404465], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.5997664076745648], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6109286316002743], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.5936406222135349], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.5917541275222814], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6169962167453529], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.5798146895759574], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.628259318698161], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.5919071550251355], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.6130324961716294]]}, {"event": "step", "step": 4, "children": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "kept": [67, 68, 74, 71], "finished": [], "width": 4}, {"event": "generate", "expand": [[67, 4], [68, 4], [74, 4], [71, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1769286200, 684407041, 158426258, 1552326203], "usage": [{"prompt_tokens": 753, "cached_prompt_tokens": 752, "completion_tokens": 166, "calls": 1, "seconds": 6.069827994716782, "flops": 205434580224.0}, {"prompt_tokens": 589, "cached_prompt_tokens": 588, "completion_tokens": 213, "calls": 1, "seconds": 7.766447104105186, "flops": 264670318080.0}, {"prompt_tokens": 464, "cached_prompt_tokens": 463, "completion_tokens": 471, "calls": 1, "seconds": 19.29146669941174, "flops": 589836708864.0}, {"prompt_tokens": 704, "cached_prompt_tokens": 703, "completion_tokens": 107, "calls": 1, "seconds": 3.7980430712115956, "flops": 131074824192.0}]}, {"event": "score", "nodes": [81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6422878638669216], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6116542256973833], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6228875511179093], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6332350832201807], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.596964183112814], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.603353211981713], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.5952400663100125], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.6058679911429525], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.5971228534160664], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.5917581305383929], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.6024776425842976]]}, {"event": "step", "step": 5, "children": [81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95], "kept": [84, 82, 88, 86], "finished": [], "width": 4}, {"event": "generate", "expand": [[84, 4], [82, 4], [88, 4], [86, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1435926290, 135502861, 1620439888, 895982160], "usage": [{"prompt_tokens": 836, "cached_prompt_tokens": 835, "completion_tokens": 323, "calls": 1, "seconds": 19.60920129059979, "flops": 403307151360.0}, {"prompt_tokens": 815, "cached_prompt_tokens": 814, "completion_tokens": 118, "calls": 1, "seconds": 4.375296166992136, "flops": 144938507520.0}, {"prompt_tokens": 646, "cached_prompt_tokens": 645, "completion_tokens": 270, "calls": 1, "seconds": 15.115748437458999, "flops": 336509404416.0}, {"prompt_tokens": 614, "cached_prompt_tokens": 613, "completion_tokens": 161, "calls": 1, "seconds": 7.077786237210891, "flops": 199132905984.0}]}, {"event": "score", "nodes": [97, 98, 99, 100, 101, 102, 105, 106, 107, 108, 109, 110, 111, 112], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.6825912072699591], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.7060069119854935], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.6945534740679988], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.7014602159142871], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284, 0.6675766443734917], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284, 0.6862155647496027], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6772164371343754], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6845163927350608], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6908689050076583], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6774303596366138], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6421982426402537], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6579179904333258], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6322638667497088], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.655970059606065]]}, {"event": "step", "step": 6, "children": [97, 98, 99, 100, 101, 102, 105, 106, 107, 108, 109, 110, 111, 112], "kept": [98, 100, 99, 107], "finished": [98, 100, 99, 107], "width": 0}, {"event": "select", "how": "argmax", "pool": [98, 100, 99, 107], "scores": [0.7060069119854935, 0.7014602159142871, 0.6945534740679988, 0.6908689050076583], "tally": {"930": 0.7060069119854935, "1750": 0.6908689050076583}, "tie_broken_by_rng": false, "chosen": 98}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5436342391072811], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step-by-step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5562442196526648], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5852260349190817], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5551824645866622], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum them up. Here''s a step-by-step approach:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5760581504719379], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then use Python code to ensure the accuracy of our solution.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.48409365600806564], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then write the final answer.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5347410029580781], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and use Python code to ensure the result is accurate.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.4938363277089287], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 9, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step. First, we need to find out the cost of each watermelon and each orange. We know that each pepper costs 15$ and each orange costs 5 less than what a watermelon costs. Therefore, the cost of an orange is \\(15 - 5 = 10\\) dollars.", "depth": 1, "terminal": null, "answer": "10", "step_scores": [0.5896678356094675], "completion_tokens": 72, "finish_reason": "stop"}, {"index": 10, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll break it down into smaller steps and use Python code to ensure accuracy. Let''s define the cost of each pepper and then calculate the total cost for the watermelons, peppers, and oranges.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5641486331180557], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 11, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then write the final answer.", "depth": 1, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 12, "parent": 0, "kind": "step", "step": "To solve this problem, we need to calculate the cost of each pepper, the cost of the watermelons, and the cost of the oranges, and then sum these amounts. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5907337550556424], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 13, "parent": 0, "kind": "step", "step": "To solve this problem, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5642410948667054], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 14, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 15, "parent": 0, "kind": "step", "step": "To solve the problem, we need to determine the cost of each pepper and then use that to find the total amount of money Dillon will spend.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5826540660756848], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 16, "parent": 0, "kind": "step", "step": "Let''s solve the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5084455324621513], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 17, "parent": 12, "kind": "step", "step": "1. Calculate the cost of each pepper:\n   - Each pepper costs $15.\n   - The cost of each watermelon is three times the cost of each pepper.\n   - Therefore, the cost of each watermelon is \\(3 \\times 15 = 45\\).", "depth": 2, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6495370200766141], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 18, "parent": 12, "kind": "step", "step": "1. **Cost of Each Pepper:**\n   Let''s denote the cost of a pepper as \\( P \\). According to the problem, a watermelon costs three times the cost of a pepper:\n   \\[\n   \\text{Cost of a watermelon} = 3P\n   \\]\n   We are given that each pepper costs 15$:\n   \\[\n   P = 15\n   \\]\n   So, the cost of a pepper is \\( 15 \\) dollars.", "depth": 2, "terminal": null, "answer": "15", "step_scores": [0.5907337550556424, 0.6723724302733367], "completion_tokens": 104, "finish_reason": "stop"}, {"index": 19, "parent": 12, "kind": "step", "step": "1. **Calculate the cost of each watermelon:**\n   A watermelon costs three times what each pepper costs. Let \\( p \\) be the cost of one pepper. Then the cost of a watermelon is \\( 3p \\).\n   Since Dillon buys 4 watermelons, the total cost of watermelons is \\( 4 \\times 3p = 12p \\).", "depth": 2, "terminal": null, "answer": "12", "step_scores": [0.5907337550556424, 0.6228358298378422], "completion_tokens": 83, "finish_reason": "stop"}, {"index": 20, "parent": 12, "kind": "step", "step": "1. **Determine the cost of each pepper:**\n   - Each pepper costs $15.", "depth": 2, "terminal": null, "answer": "$15", "step_scores": [0.5907337550556424, 0.6470598199119902], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 21, "parent": 9, "kind": "step", "step": "Next, we need to calculate the total cost for each type of fruit Dillon buys:\n1. Total cost for 4 watermelons: \\(4 \\times 15 = 60\\) dollars.\n2. Total cost for 20 peppers: \\(20 \\times 15 = 300\\) dollars.\n3. Total cost for 10 oranges: \\(10 \\times 10 = 100\\) dollars.", "depth": 2, "terminal": null, "answer": "100", "step_scores": [0.5896678356094675, 0.5288504510248875], "completion_tokens": 94, "finish_reason": "stop"}, {"index": 22, "parent": 9, "kind": "step", "step": "Now, we can calculate the total cost for each type of item:", "depth": 2, "terminal": null, "answer": "10", "step_scores": [0.5896678356094675, 0.5868990185511155], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 23, "parent": 9, "kind": "step", "step": "Next, we calculate the total cost for each type of item:\n- The total cost of 4 watermelons is \\(4 \\times 15 = 60\\) dollars.\n- The total cost of 20 peppers is \\(20 \\times 15 = 300\\) dollars.\n- The total cost of 10 oranges is \\(10 \\times 10 = 100\\) dollars.", "depth": 2, "terminal": null, "answer": "100", "step_scores": [0.5896678356094675, 0.5319737936453892], "completion_tokens": 90, "finish_reason": "stop"}, {"index": 24, "parent": 9, "kind": "step", "step": "Next, we calculate the total cost of the watermelons and the oranges:", "depth": 2, "terminal": null, "answer": "10", "step_scores": [0.5896678356094675, 0.5782228366296517], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 25, "parent": 3, "kind": "step", "step": "1. Calculate the cost of one watermelon.\n2. Calculate the cost of one pepper.\n3. Calculate the cost of one orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5852260349190817, 0.5599617569790293], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 26, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of the watermelons, peppers, and oranges.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5852260349190817, 0.5520883704471443], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 27, "parent": 3, "kind": "step", "step": "1. **Determine the cost of each watermelon:**\n   - Each pepper costs $15.\n   - Therefore, each watermelon costs \\(3 \\times 15 = 45\\) dollars.", "depth": 2, "terminal": null, "answer": "45", "step_scores": [0.5852260349190817, 0.5934046492058332], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 28, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the items.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5852260349190817, 0.5624419059947214], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 29, "parent": 15, "kind": "step", "step": "First, let''s define the cost of one pepper:\n\\[ C_{\\text{pepper}} = 15 \\text{ dollars} \\]", "depth": 2, "terminal": null, "answer": "15", "step_scores": [0.5826540660756848, 0.6620551732999207], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 30, "parent": 15, "kind": "step", "step": "1. **Calculate the cost of each pepper:**\n   - A watermelon costs three times what each pepper costs.\n   - Let \\( p \\) be the cost of one pepper.\n   - Then, the cost of a watermelon is \\( 3p \\).", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.5826540660756848, 0.6181939782074161], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 31, "parent": 15, "kind": "step", "step": "1. Let the cost of a watermelon be \\( x \\) dollars. According to the problem, each watermelon costs three times what each pepper costs, so the cost of a pepper is \\( \\frac{x}{3} \\) dollars. Additionally, an orange costs 5 less than what a watermelon costs, so the cost of an orange is \\( \\frac{x}{3} - 5 \\) dollars.", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.5826540660756848, 0.5890657883417781], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 32, "parent": 15, "kind": "step", "step": "First, we need to find the cost of each pepper. Let''s denote the cost of one pepper as \\( p \\). According to the problem, a watermelon costs three times what each pepper costs, so the cost of a watermelon is \\( 3p \\). An orange costs 5 less than what a watermelon cost, so the cost of an orange is \\( p - 5 \\).", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.5826540660756848, 0.6081031598830794], "completion_tokens": 82, "finish_reason": "stop"}, {"index": 33, "parent": 18, "kind": "step", "step": "2. **Cost of the Watermelons:**\n   Let''s denote the cost of a watermelon as \\( W \\). According to the problem, an orange costs 5 less than what a watermelon cost:\n   \\[\n   \\text{Cost of an orange} = W - 5\n   \\]\n   We are given that each watermelon costs \\( 3P \\), so:\n   \\[\n   W = 3 \\times 15 = 45\n   \\]\n   So, the cost of a watermelon is \\( 45 \\) dollars.", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241], "completion_tokens": 121, "finish_reason": "stop"}, {"index": 34, "parent": 18, "kind": "step", "step": "2. **Cost of Each Watermelon:**\n   The cost of a watermelon is given as:\n   \\[\n   \\text{Cost of a watermelon} = 3P = 3 \\times 15 = 45 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 35, "parent": 18, "kind": "step", "step": "2. **Cost of Each Watermelon:**\n   The cost of a watermelon is \\( 3P \\):\n   \\[\n   \\text{Cost of a watermelon} = 3 \\times 15 = 45 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6201660522689483], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 36, "parent": 18, "kind": "step", "step": "2. **Cost of Watermelons:**\n   Dillon is sent to the store to buy 4 watermelons.\n   \\[\n   \\text{Cost of watermelons} = 4 \\times 3P = 4 \\times 3 \\times 15 = 360 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "360", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6162753287050174], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 37, "parent": 29, "kind": "step", "step": "Since a watermelon costs three times what each pepper costs, the cost of a watermelon is:\n\\[ C_{\\text{watermelon}} = 3 \\times C_{\\text{pepper}} = 3 \\times 15 = 45 \\text{ dollars} \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6029104153222427], "completion_tokens": 61, "finish_reason": "stop"}, {"index": 38, "parent": 29, "kind": "step", "step": "Next, we need to find the cost of one watermelon. The watermelon costs three times the cost of one pepper:\n\\[ C_{\\text{watermelon}} = 3 \\times C_{\\text{pepper}} = 3 \\times 15 = 45 \\text{ dollars} \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6292096285758959], "completion_tokens": 66, "finish_reason": "stop"}, {"index": 39, "parent": 29, "kind": "step", "step": "Next, let''s find the cost of one watermelon:\n\\[ C_{\\text{watermelon}} = 3 \\times C_{\\text{pepper}} = 3 \\times 15 = 45 \\text{ dollars} \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6122493216091405], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 40, "parent": 29, "kind": "step", "step": "Next, we calculate the cost of each watermelon:\n\\[ C_{\\text{watermelon}} = 3 \\times C_{\\text{pepper}} = 3 \\times 15 = 45 \\text{ dollars} \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6107221455859039], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 41, "parent": 17, "kind": "step", "step": "2. Calculate the cost of the watermelons:\n   - Dillon buys 4 watermelons.\n   - Therefore, the total cost of the watermelons is \\(4 \\times 45 = 180\\).", "depth": 3, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.5835486935381028], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 42, "parent": 17, "kind": "step", "step": "2. Calculate the cost of the watermelons:\n   - Dillon bought 4 watermelons.\n   - Therefore, the total cost of the watermelons is \\(4 \\times 45 = 180\\).", "depth": 3, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.5911007964550222], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 43, "parent": 17, "kind": "step", "step": "2. Calculate the cost of the watermelons:\n   - Dillon buys 4 watermelons.\n   - Therefore, the total cost of the watermelons is \\(4 \\times 45 = 180\\).", "depth": 3, "terminal": null, "answer": "180", "step_scores": [], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 44, "parent": 17, "kind": "step", "step": "2. Calculate the cost of the watermelons:\n   - Dillon buys 4 watermelons.", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.6501453836040842], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 45, "parent": 20, "kind": "step", "step": "2. **Calculate the cost of the watermelons:**\n   - The cost of a watermelon is three times the cost of each pepper.\n   - Therefore, the cost of a watermelon is $3 \\times 15 = $45.\n   - Dillon buys 4 watermelons, so the total cost for the watermelons is $45 \\times 4 = $180.", "depth": 3, "terminal": null, "answer": "$180", "step_scores": [0.5907337550556424, 0.6470598199119902, 0.5807203698484747], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 46, "parent": 20, "kind": "step", "step": "2. **Calculate the cost of the watermelons:**\n   - A watermelon costs three times what each pepper costs. So, for 4 watermelons, the cost is \\(3 \\times 15 = 45\\) dollars.", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6470598199119902, 0.6075772796765068], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 47, "parent": 20, "kind": "step", "step": "2. **Calculate the cost of the watermelons:**\n   - Each watermelon costs three times what each pepper costs.\n   - Therefore, the cost of one watermelon is \\(3 \\times 15 = 45\\) dollars.\n   - Dillon buys 4 watermelons, so the total cost for the watermelons is \\(4 \\times 45 = 180\\) dollars.", "depth": 3, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6470598199119902, 0.5974001943889259], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 48, "parent": 20, "kind": "step", "step": "2. **Calculate the cost of the watermelons:**\n   - Each watermelon costs three times what each pepper costs.\n   - Therefore, the cost of 4 watermelons is \\(3 \\times 15 = 45\\) dollars.", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6470598199119902, 0.6018614908050155], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 49, "parent": 33, "kind": "step", "step": "3. **Total Cost of the Watermelons:**\n   The total cost of 4 watermelons is:\n   \\[\n   \\text{Total cost of watermelons} = 4 \\times 45 = 180\n   \\]", "depth": 4, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6108610069561067], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 50, "parent": 33, "kind": "step", "step": "3. **Total Cost of the Peppers and Watermelons:**\n   Now we need to calculate the total cost of the watermelons and the oranges:\n   \\[\n   \\text{Total cost of watermelons} = 4 \\times 45 = 180\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10 \\times (45 - 5) = 10 \\times 40 = 400\n   \\]\n   So, the total amount of money Dillon will spend is:\n   \\[\n   180 + 400 = 580\n   \\]", "depth": 4, "terminal": null, "answer": "580", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.5815208998339277], "completion_tokens": 142, "finish_reason": "stop"}, {"index": 51, "parent": 33, "kind": "step", "step": "3. **Cost of the Oranges:**\n   Let''s denote the cost of an orange as \\( O \\). According to the problem, the cost of a watermelon costs three times the cost of a pepper:\n   \\[\n   \\text{Cost of a watermelon} = 3P = 3 \\times 15 = 45\n   \\]\n   Since each watermelon costs \\( 45 \\) dollars, the cost of an orange is also \\( 45 \\) dollars.", "depth": 4, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434], "completion_tokens": 106, "finish_reason": "stop"}, {"index": 52, "parent": 33, "kind": "step", "step": "3. **Cost of the Oranges:**\n   Let''s denote the cost of an orange as \\( O \\). According to the problem, an orange costs 5 less than what a watermelon cost:\n   \\[\n   \\text{Cost of an orange} = O - 5\n   \\]\n   We are given that each watermelon costs \\( 3P \\), so:\n   \\[\n   O = 3 \\times 15 = 45\n   \\]\n   So, the cost of an orange is \\( 45 \\) dollars.", "depth": 4, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563], "completion_tokens": 118, "finish_reason": "stop"}, {"index": 53, "parent": 44, "kind": "step", "step": "3. Calculate the cost of the oranges:\n   - The cost of each orange is 5 less than the cost of each watermelon.\n   - Therefore, the cost of each orange is \\(45 - 5 = 40\\).", "depth": 4, "terminal": null, "answer": "40", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.5962395919012411], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 54, "parent": 44, "kind": "step", "step": "3. Calculate the cost of the oranges:\n   - Dillon buys 20 oranges.", "depth": 4, "terminal": null, "answer": "20", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.6044457379887314], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 55, "parent": 44, "kind": "step", "step": "3. Calculate the cost of the oranges:\n   - The cost of each orange is 5 less than the cost of each watermelon.\n   - Therefore, the cost of each orange is \\(45 - 5 = 40\\).", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 56, "parent": 44, "kind": "step", "step": "3. Calculate the cost of the oranges:\n   - Each orange costs 5 less than what a watermelon costs.\n   - Therefore, the cost of each orange is \\(15 - 5 = 10\\).", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.6168525225255677], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 57, "parent": 34, "kind": "step", "step": "3. **Cost of Each Orange:**\n   An orange costs 5 less than what a watermelon cost:\n   \\[\n   \\text{Cost of an orange} = P - 5 = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 58, "parent": 34, "kind": "step", "step": "3. **Cost of Each Orange:**\n   The cost of an orange is given as:\n   \\[\n   \\text{Cost of a orange} = P - 5 = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.634560584463864], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 59, "parent": 34, "kind": "step", "step": "3. **Cost of Each Orange:**\n   The cost of an orange is 5 less than what a watermelon cost:\n   \\[\n   \\text{Cost of an orange} = P - 5 = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 60, "parent": 34, "kind": "step", "step": "3. **Cost of Each Orange:**\n   The cost of an orange is given as:\n   \\[\n   \\text{Cost of an orange} = P - 5 = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6144861552197199], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 61, "parent": 38, "kind": "step", "step": "Then, we need to find the cost of one orange. The orange costs 5 less than the cost of one watermelon:\n\\[ C_{\\text{orange}} = C_{\\text{watermelon}} - 5 = 45 - 5 = 40 \\text{ dollars} \\]", "depth": 4, "terminal": null, "answer": "40", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6292096285758959, 0.5898773121540268], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 62, "parent": 38, "kind": "step", "step": "Now, we need to find the cost of one orange. The orange costs 5 less than the cost of one watermelon:\n\\[ C_{\\text{orange}} = C_{\\text{watermelon}} - 5 = 45 - 5 = 40 \\text{ dollars} \\]", "depth": 4, "terminal": null, "answer": "40", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6292096285758959, 0.5941759953249639], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 63, "parent": 38, "kind": "step", "step": "Now, we need to find the cost of one orange. The orange costs 5 less than the cost of one watermelon:\n\\[ C_{\\text{orange}} = C_{\\text{watermelon}} - 5 = 45 - 5 = 40 \\text{ dollars} \\]", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 64, "parent": 38, "kind": "step", "step": "Then, we need to find the cost of one orange. The orange costs 5 less than the cost of one watermelon:\n\\[ C_{\\text{orange}} = C_{\\text{watermelon}} - 5 = 45 - 5 = 40 \\text{ dollars} \\]", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 65, "parent": 51, "kind": "step", "step": "4. **Total Cost:**\n   Now we can sum the costs of all the peppers, watermelons, and oranges:\n   \\[\n   \\text{Total cost} = \\text{Cost of a watermelon} + \\text{Cost of a pepper} + \\text{Cost of an orange}\n   \\]\n   \\[\n   \\text{Total cost} = 45 + 15 + 45 = 145\n   \\]", "depth": 5, "terminal": null, "answer": "145", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6193757751701954], "completion_tokens": 98, "finish_reason": "stop"}, {"index": 66, "parent": 51, "kind": "step", "step": "4. **Total Amount of Money:**\n   Dillon will buy 4 watermelons, 20 peppers, and 10 oranges. Therefore, the total cost is:\n   \\[\n   \\text{Total cost} = 4 \\times 45 + 20 \\times 15 + 10 \\times 45 = 180 + 300 + 450 = 930\n   \\]", "depth": 5, "terminal": null, "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6069929962691456], "completion_tokens": 97, "finish_reason": "stop"}, {"index": 67, "parent": 51, "kind": "step", "step": "4. **Total Amount of Money:**\n   Now, we need to calculate the total amount of money Dillon will spend by buying 4 watermelons, 20 peppers, and 10 oranges. We will sum the amounts of money for each item:\n   \\[\n   \\text{Total cost} = 4W + 20P + 10O\n   \\]\n   Substituting the values of \\( W \\), \\( P \\), and \\( O \\):\n   \\[\n   \\text{Total cost} = 4 \\times 45 + 20 \\times 15 + 10 \\times 45\n   \\]\n   Calculate each term:\n   \\[\n   4 \\times 45 = 180\n   \\]\n   \\[\n   20 \\times 15 = 300\n   \\]\n   \\[\n   10 \\times 45 = 450\n   \\]\n   Add these amounts together:\n   \\[\n   180 + 300 + 450 = 930\n   \\]\n   Therefore, the total amount of money Dillon will spend is \\(\\", "depth": 5, "terminal": null, "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632], "completion_tokens": 256, "finish_reason": "length"}, {"index": 68, "parent": 51, "kind": "step", "step": "4. **Total Amount of Money:**\n   We are told that Dillon is sent to the store to buy 4 watermelons, 20 peppers, and 10 oranges. So, the total cost is:\n   \\[\n   4W + 20P + 10O = 4 \\times 45 + 20 \\times 15 + 10 \\times 45\n   \\]", "depth": 5, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644], "completion_tokens": 93, "finish_reason": "stop"}, {"index": 69, "parent": 52, "kind": "step", "step": "4. **Total Cost:**\n   Now, we need to calculate the total amount of money spent by Dillon. The total cost is the sum of the costs of the watermelons, peppers, and oranges:\n   \\[\n   \\text{Total cost} = W + P + O = 45 + 15 + 45 = 105\n   \\]", "depth": 5, "terminal": null, "answer": "105", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6269577175404465], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 70, "parent": 52, "kind": "step", "step": "4. **Total Cost:**\n   Now, let''s calculate the total cost of the watermelons, peppers, and oranges:\n   \\[\n   \\text{Total cost of watermelons} = 4W = 4 \\times 45 = 180\n   \\]\n   \\[\n   \\text{Total cost of peppers} = 20P = 20 \\times 15 = 300\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10O = 10 \\times 45 = 450\n   \\]\n   Finally, we sum these amounts:\n   \\[\n   \\text{Total cost} = 180 + 300 + 450 = 1030\n   \\]", "depth": 5, "terminal": null, "answer": "1030", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.5997664076745648], "completion_tokens": 175, "finish_reason": "stop"}, {"index": 71, "parent": 52, "kind": "step", "step": "4. **Total Cost:**\n   We need to find the total cost of the 4 watermelons, 20 peppers, and 10 oranges. Since each watermelon costs \\( 3P \\), the total cost is:\n   \\[\n   \\text{Total cost} = 4 \\times 3P + 20 \\times W + 10 \\times O\n   \\]\n   Substituting the values of \\( P \\) and \\( W \\):\n   \\[\n   \\text{Total cost} = 4 \\times 3 \\times 15 + 20 \\times 45 + 10 \\times 45\n   \\]\n   \\[\n   \\text{Total cost} = 120 + 900 + 450\n   \\]\n   \\[\n   \\text{Total cost} = 1,450\n   \\]", "depth": 5, "terminal": null, "answer": "1,450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544], "completion_tokens": 196, "finish_reason": "stop"}, {"index": 72, "parent": 52, "kind": "step", "step": "4. **Total Amount of Money:**\n   Now, we add the costs of all the items to find the total amount of money Dillon will spend:\n   \\[\n   \\text{Total amount of money} = W + O + P\n   \\]\n   Substituting the values we calculated:\n   \\[\n   \\text{Total amount of money} = 45 + 45 + 15 = 135\n   \\]", "depth": 5, "terminal": null, "answer": "135", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6109286316002743], "completion_tokens": 95, "finish_reason": "stop"}, {"index": 73, "parent": 57, "kind": "step", "step": "4. **Total Cost:**\n   Let''s calculate the total cost of the watermelons, peppers, and oranges:\n   \\[\n   \\text{Total cost of watermelons} = 4 \\times 45 = 180 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of peppers} = 20 \\times 15 = 300 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10 \\times 10 = 100 \\text{ dollars}\n   \\]\n   Adding these amounts together gives the total cost:\n   \\[\n   \\text{Total cost} = 180 + 300 + 100 = 780 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "780", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.5936406222135349], "completion_tokens": 176, "finish_reason": "stop"}, {"index": 74, "parent": 57, "kind": "step", "step": "4. **Total Cost for Each Item:**\n   We are given the quantities of each item:\n   \\[\n   \\text{Quantity of watermelons} = 4\n   \\]\n   \\[\n   \\text{Quantity of peppers} = 20\n   \\]\n   \\[\n   \\text{Quantity of oranges} = 10\n   \\]", "depth": 5, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863], "completion_tokens": 78, "finish_reason": "stop"}, {"index": 75, "parent": 57, "kind": "step", "step": "4. **Total Cost of 4 Watermelons:**\n   The total cost of 4 watermelons is:\n   \\[\n   \\text{Total cost of 4 watermelons} = 4 \\times 45 = 180 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.5917541275222814], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 76, "parent": 57, "kind": "step", "step": "4. **Total Cost of Watermelons:**\n   Number of watermelons Dillon is sent to the store:\n   \\[\n   \\text{Number of watermelons} = 4\n   \\]\n   So, the total cost of the watermelons is:\n   \\[\n   \\text{Total cost of watermelons} = 45 \\times 4 = 180 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6169962167453529], "completion_tokens": 92, "finish_reason": "stop"}, {"index": 77, "parent": 59, "kind": "step", "step": "4. **Total Cost:**\n   Now, we calculate the total amount of money Dillon will spend by summing the costs of the watermelons, peppers, and oranges:\n   \\[\n   \\text{Total cost} = \\text{Cost of watermelons} + \\text{Cost of peppers} + \\text{Cost of oranges} = 45 + 20 + 10 = 75 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.5798146895759574], "completion_tokens": 96, "finish_reason": "stop"}, {"index": 78, "parent": 59, "kind": "step", "step": "4. **Total Amount of Money:**\n   We need to find the total amount of money Dillon will spend. We have:\n   - 4 watermelons\n   - 20 peppers\n   - 10 oranges", "depth": 5, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.628259318698161], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 79, "parent": 59, "kind": "step", "step": "4. **Total Cost Calculation:**\n   Now, we sum the costs of the watermelons, the peppers, and the oranges:\n   \\[\n   \\text{Total cost of watermelons} = 4 \\times 45 = 180 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of peppers} = 20 \\times 15 = 300 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10 \\times 10 = 100 \\text{ dollars}\n   \\]\n   Adding these amounts together gives the total cost:\n   \\[\n   \\text{Total cost} = 180 + 300 + 100 = 780 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "780", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.5919071550251355], "completion_tokens": 179, "finish_reason": "stop"}, {"index": 80, "parent": 59, "kind": "step", "step": "4. **Total Cost for Each Quantity:**\n   - Cost of 4 watermelons:\n     \\[\n     \\text{Cost of 4 watermelons} = 4 \\times 45 = 180 \\text{ dollars}\n     \\]\n   - Cost of 20 peppers:\n     \\[\n     \\text{Cost of 20 peppers} = 20 \\times 15 = 300 \\text{ dollars}\n     \\]\n   - Cost of 10 oranges:\n     \\[\n     \\text{Cost of 10 oranges} = 10 \\times 10 = 100 \\text{ dollars}\n     \\]", "depth": 5, "terminal": null, "answer": "100", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.6130324961716294], "completion_tokens": 146, "finish_reason": "stop"}, {"index": 81, "parent": 67, "kind": "step", "step": "\\[\n\\boxed{930}\n\\]", "depth": 6, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6422878638669216], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 82, "parent": 67, "kind": "step", "step": "Let''s write the Python code to verify this calculation.\n```python\n# Given data\ncost_per_pepper = 15  # dollars\ncost_of_wmelon = 3 * cost_per_pepper  # dollars\ncost_of_orange = cost_of_wmelon - 5  # dollars", "depth": 6, "terminal": null, "answer": "5", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 83, "parent": 67, "kind": "step", "step": "\\boxed{930}\\)", "depth": 6, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6116542256973833], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 84, "parent": 67, "kind": "step", "step": "Let''s write the final answer using Python code to verify our calculations.\n```python\n# Given data\ncost_per_pepper = 15\ncost_per_watermelon = 3 * cost_per_pepper\ncost_per_orange = cost_per_watermelon - 5\nnumber_of_watermelons = 4\nnumber_of_peppers = 20\nnumber_of_oranges = 10", "depth": 6, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405], "completion_tokens": 83, "finish_reason": "stop"}, {"index": 85, "parent": 68, "kind": "step", "step": "Now we perform the calculations inside the equation:\n\\[\n4W + 20P + 10O = 180 + 300 + 450 = 930\n\\]", "depth": 6, "terminal": null, "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6228875511179093], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 86, "parent": 68, "kind": "step", "step": "Let''s calculate the total cost using Python.\n```python\n# Given data\ncost_per_pepper = 15", "depth": 6, "terminal": null, "answer": "15", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 87, "parent": 68, "kind": "step", "step": "Now, let''s calculate each term separately:\n   \\[\n   4W = 4 \\times 45 = 180\n   \\]\n   \\[\n   20P = 20 \\times 15 = 300\n   \\]\n   \\[\n   10O = 10 \\times 45 = 450\n   \\]", "depth": 6, "terminal": null, "answer": "450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6332350832201807], "completion_tokens": 85, "finish_reason": "stop"}, {"index": 88, "parent": 68, "kind": "step", "step": "Let''s calculate this step by step using Python code.\n```python\n# Given data\nP = 15  # Cost of a pepper\nW = 3 * P  # Cost of a watermelon\nO = 3 * P  # Cost of an orange", "depth": 6, "terminal": null, "answer": "3", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 89, "parent": 74, "kind": "step", "step": "5. **Total Cost:**\n   We can calculate the total cost by multiplying the cost of each item by the respective quantity:\n   \\[\n   \\text{Total cost} = (45 \\text{ dollars/watermelon}) \\times 4 \\text{ watermelons} + (10 \\text{ dollars/pepper}) \\times 20 \\text{ peppers} + (10 \\text{ dollars/orange}) \\times 10 \\text{ oranges}\n   \\]\n   Simplifying the expression, we get:\n   \\[\n   \\text{Total cost} = 180 \\text{ dollars} + 200 \\text{ dollars} + 100 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost} = 680 \\text{ dollars}\n   \\]", "depth": 6, "terminal": null, "answer": "680", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.596964183112814], "completion_tokens": 180, "finish_reason": "stop"}, {"index": 90, "parent": 74, "kind": "step", "step": "5. **Total Cost:**\n   Now, we can calculate the total cost for each item by multiplying the cost of each item by its respective quantity:\n   \\[\n   \\text{Total cost of watermelons} = 45 \\times 4 = 180 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of peppers} = 10 \\times 20 = 200 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10 \\times 10 = 100 \\text{ dollars}\n   \\]", "depth": 6, "terminal": null, "answer": "100", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.603353211981713], "completion_tokens": 134, "finish_reason": "stop"}, {"index": 91, "parent": 74, "kind": "step", "step": "5. **Total Cost:**\n   Now, we can calculate the total cost by multiplying the quantity of each item by its cost:\n   \\[\n   \\text{Total cost} = (4 \\times 45) + (20 \\times 10) + (10 \\times 10) = 180 + 200 + 100 = 580 \\text{ dollars}\n   \\]", "depth": 6, "terminal": null, "answer": "580", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.5952400663100125], "completion_tokens": 94, "finish_reason": "stop"}, {"index": 92, "parent": 74, "kind": "step", "step": "5. **Total Cost:**\n   The total cost is the sum of the costs of each item:\n   \\[\n   \\text{Total cost} = (4 \\times 45) + (20 \\times 10) + (10 \\times 10)\n   \\]", "depth": 6, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.6058679911429525], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 93, "parent": 71, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend if each pepper costs \\( 15 \\) dollars is \\(\\boxed{1450}\\).", "depth": 6, "terminal": "answer", "answer": "1450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.5971228534160664], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 94, "parent": 71, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend if each pepper costs 15 dollars is \\(\\boxed{1450}\\).", "depth": 6, "terminal": "answer", "answer": "1450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.5917581305383929], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 95, "parent": 71, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{1450}\\).", "depth": 6, "terminal": "answer", "answer": "1450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.6024776425842976], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 96, "parent": 71, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{1450}\\).", "depth": 6, "terminal": "answer", "answer": "1450", "step_scores": [], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 97, "parent": 84, "kind": "step", "step": "# Total cost calculation\ntotal_cost = (number_of_watermelons * cost_per_watermelon) + (number_of_peppers * cost_per_pepper) + (number_of_oranges * cost_per_orange)\nprint(total_cost)\n```\n```output\n930\n```\nThe total amount of money Dillon will spend if each pepper costs 15 dollars is \\(\\boxed{930}\\).", "depth": 7, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.6825912072699591], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 98, "parent": 84, "kind": "step", "step": "# Total cost calculation\ntotal_cost = (cost_per_watermelon * number_of_watermelons) + (cost_per_pepper * number_of_peppers) + (cost_per_orange * number_of_oranges)\nprint(total_cost)\n```\n```output\n930\n```\nThe total amount of money Dillon will spend is \\(\\boxed{930}\\).", "depth": 7, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.7060069119854935], "completion_tokens": 78, "finish_reason": "stop"}, {"index": 99, "parent": 84, "kind": "step", "step": "# Calculate the total cost\ntotal_cost = (number_of_watermelons * cost_per_watermelon) + (number_of_peppers * cost_per_pepper) + (number_of_oranges * cost_per_orange)\nprint(total_cost)\n```\n```output\n930\n```\nThe total amount of money Dillon will spend is \\(\\boxed{930}\\).", "depth": 7, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.6945534740679988], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 100, "parent": 84, "kind": "step", "step": "# Total cost calculation\ntotal_cost = (number_of_watermelons * cost_per_watermelon) + (number_of_peppers * cost_per_pepper) + (number_of_oranges * cost_per_orange)\nprint(total_cost)\n```\n```output\n930\n```\nThe total amount of money Dillon will spend is \\(\\boxed{930}\\) dollars.", "depth": 7, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.7014602159142871], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 101, "parent": 82, "kind": "step", "step": "# Number of items\nnum_watermelons = 4\nnum_peppers = 20\nnum_oranges = 10", "depth": 7, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284, 0.6675766443734917], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 102, "parent": 82, "kind": "step", "step": "# Number of each item\nnum_watermelons = 4\nnum_peppers = 20\nnum_oranges = 10", "depth": 7, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284, 0.6862155647496027], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 103, "parent": 82, "kind": "step", "step": "# Number of each item\nnum_watermelons = 4\nnum_peppers = 20\nnum_oranges = 10", "depth": 7, "terminal": null, "answer": "10", "step_scores": [], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 104, "parent": 82, "kind": "step", "step": "# Number of items\nnum_watermelons = 4\nnum_peppers = 20\nnum_oranges = 10", "depth": 7, "terminal": null, "answer": "10", "step_scores": [], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 105, "parent": 88, "kind": "step", "step": "# Total cost calculation\ntotal_cost = 4 * W + 20 * P + 10 * O\nprint(total_cost)\n```\n```output\n1650\n```\nThe total amount of money Dillon will spend is \\(\\boxed{1650}\\) dollars.", "depth": 7, "terminal": "answer", "answer": "1650", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6772164371343754], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 106, "parent": 88, "kind": "step", "step": "# Total cost\ntotal_cost = 4 * W + 20 * P + 10 * O\nprint(total_cost)\n```\n```output\n140\n```\nThe total amount of money Dillon will spend if each pepper costs 15$ is \\(\\boxed{140}\\).", "depth": 7, "terminal": "answer", "answer": "140", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6845163927350608], "completion_tokens": 66, "finish_reason": "stop"}, {"index": 107, "parent": 88, "kind": "step", "step": "# Total amount of money\ntotal_cost = 4 * W + 20 * P + 10 * O\nprint(total_cost)\n```\n```output\n1750\n```\nThe total amount of money Dillon will spend if each pepper costs \\( 15 \\) dollars is \\(\\boxed{1750}\\).", "depth": 7, "terminal": "answer", "answer": "1750", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6908689050076583], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 108, "parent": 88, "kind": "step", "step": "# Total cost\ntotal_cost = 4 * W + 20 * P + 10 * O\nprint(total_cost)\n```\n```output\n1440\n```\nThe total amount of money Dillon will spend if each pepper costs 15$ is \\(\\boxed{1440}\\).", "depth": 7, "terminal": "answer", "answer": "1440", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6774303596366138], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 109, "parent": 86, "kind": "step", "step": "# Calculating the cost of watermelons, peppers, and oranges\ncost_watermelon = 3 * cost_per_pepper\ncost_pepper = cost_per_pepper\ncost_orange = cost_per_pepper - 5", "depth": 7, "terminal": null, "answer": "5", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6421982426402537], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 110, "parent": 86, "kind": "step", "step": "# Calculating the cost of each item\ncost_watermelon = 3 * cost_per_pepper\ncost_orange = cost_per_pepper - 5\ncost_total = cost_watermelon + cost_orange + cost_total_oranges", "depth": 7, "terminal": null, "answer": "5", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6579179904333258], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 111, "parent": 86, "kind": "step", "step": "# Cost calculations\ncost_watermelon = 3 * cost_per_pepper\ncost_orange = cost_watermelon - 5\ntotal_cost = cost_watermelon + cost_orange + cost_watermelon", "depth": 7, "terminal": null, "answer": "5", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6322638667497088], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 112, "parent": 86, "kind": "step", "step": "# Calculate the cost of each watermelon\ncost_per_watermelon = 3 * cost_per_pepper", "depth": 7, "terminal": null, "answer": "3", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.655970059606065], "completion_tokens": 22, "finish_reason": "stop"}]}]',10050,9490,7164,231,94134,94134,13288970637312.0,3695301774336.0,5.57227364934995421201e+02,3.78341053894254230271e+02,1.79632138860187745088e+09);
+INSERT INTO "jobs" VALUES(21,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-128',0,1,'beam:verifier=pyes,beam_width=1',0,'done','980','[{"event": "generate", "expand": [[0, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [34063174], "usage": [{"prompt_tokens": 120, "cached_prompt_tokens": 119, "completion_tokens": 75, "calls": 1, "seconds": 2.5651951374820774, "flops": 101456955264.0}]}, {"event": "score", "nodes": [1, 2, 3, 4], "scores": [[0.5513392680933497], [0.533019976502684], [0.5716461082072182], [0.5277425485299605]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4], "kept": [3], "finished": [], "width": 1}, {"event": "generate", "expand": [[3, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1125696814], "usage": [{"prompt_tokens": 157, "cached_prompt_tokens": 156, "completion_tokens": 133, "calls": 1, "seconds": 5.041212853069369, "flops": 163843530240.0}]}, {"event": "score", "nodes": [5, 6, 8], "scores": [[0.5716461082072182, 0.622473940717864], [0.5716461082072182, 0.562162592980568], [0.5716461082072182, 0.5525893257809192]]}, {"event": "step", "step": 1, "children": [5, 6, 8], "kept": [5], "finished": [], "width": 1}, {"event": "generate", "expand": [[5, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [271520665], "usage": [{"prompt_tokens": 176, "cached_prompt_tokens": 175, "completion_tokens": 210, "calls": 1, "seconds": 19.273723308754406, "flops": 260889313536.0}]}, {"event": "score", "nodes": [9, 10, 11, 12], "scores": [[0.5716461082072182, 0.622473940717864, 0.5966272157110093], [0.5716461082072182, 0.622473940717864, 0.589195565010886], [0.5716461082072182, 0.622473940717864, 0.603968944937118], [0.5716461082072182, 0.622473940717864, 0.6029113999459618]]}, {"event": "step", "step": 2, "children": [9, 10, 11, 12], "kept": [11], "finished": [], "width": 1}, {"event": "generate", "expand": [[11, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1941647613], "usage": [{"prompt_tokens": 219, "cached_prompt_tokens": 218, "completion_tokens": 168, "calls": 1, "seconds": 7.912942546266201, "flops": 207955249920.0}]}, {"event": "score", "nodes": [13, 14], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5590017331134719], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308]]}, {"event": "step", "step": 3, "children": [13, 14], "kept": [14], "finished": [], "width": 1}, {"event": "generate", "expand": [[14, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1875488636], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 260, "calls": 1, "seconds": 11.452890227304012, "flops": 323906055936.0}]}, {"event": "score", "nodes": [17, 18, 19, 20], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5226832388037962], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5069363137412021], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5187112142992081]]}, {"event": "step", "step": 4, "children": [17, 18, 19, 20], "kept": [18], "finished": [], "width": 1}, {"event": "generate", "expand": [[18, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1812236941], "usage": [{"prompt_tokens": 293, "cached_prompt_tokens": 292, "completion_tokens": 128, "calls": 1, "seconds": 6.243123235042111, "flops": 157541856000.0}]}, {"event": "score", "nodes": [21], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227]]}, {"event": "step", "step": 5, "children": [21], "kept": [21], "finished": [], "width": 1}, {"event": "generate", "expand": [[21, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [746054170], "usage": [{"prompt_tokens": 325, "cached_prompt_tokens": 324, "completion_tokens": 128, "calls": 1, "seconds": 5.4784151609956435, "flops": 157541856000.0}]}, {"event": "score", "nodes": [25], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664]]}, {"event": "step", "step": 6, "children": [25], "kept": [25], "finished": [], "width": 1}, {"event": "generate", "expand": [[25, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1030834474], "usage": [{"prompt_tokens": 357, "cached_prompt_tokens": 356, "completion_tokens": 134, "calls": 1, "seconds": 5.10650809462872, "flops": 165103865088.0}]}, {"event": "score", "nodes": [29, 30, 31, 32], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5182440015149536], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5368330642812993], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.517229780523986]]}, {"event": "step", "step": 7, "children": [29, 30, 31, 32], "kept": [29], "finished": [], "width": 1}, {"event": "generate", "expand": [[29, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1289671008], "usage": [{"prompt_tokens": 389, "cached_prompt_tokens": 388, "completion_tokens": 84, "calls": 1, "seconds": 3.3146779220114695, "flops": 102087122688.0}]}, {"event": "score", "nodes": [33, 34], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.5141802540635921], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.4999973326921463]]}, {"event": "step", "step": 8, "children": [33, 34], "kept": [33], "finished": [33], "width": 0}, {"event": "select", "how": "argmax", "pool": [33], "scores": [0.5141802540635921], "tally": {"980": 0.5141802540635921}, "tie_broken_by_rng": false, "chosen": 33}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5513392680933497], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step-by-step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.533019976502684], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5716461082072182], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5277425485299605], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 5, "parent": 3, "kind": "step", "step": "1. **Calculate the cost of each pepper**:\n   Each pepper costs $15.", "depth": 2, "terminal": null, "answer": "$15", "step_scores": [0.5716461082072182, 0.622473940717864], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 6, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5716461082072182, 0.562162592980568], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 7, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 8, "parent": 3, "kind": "step", "step": "1. Calculate the cost of one watermelon.\n2. Calculate the cost of one pepper.\n3. Calculate the cost of one orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5716461082072182, 0.5525893257809192], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 9, "parent": 5, "kind": "step", "step": "2. **Calculate the cost of each watermelon**:\n   The cost of a watermelon is three times the cost of a pepper.\n   \\[\n   \\text{Cost of a watermelon} = 3 \\times 15 = 45\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5716461082072182, 0.622473940717864, 0.5966272157110093], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 10, "parent": 5, "kind": "step", "step": "2. **Calculate the cost of each watermelon**:\n   Each watermelon costs three times what each pepper costs.\n   \\[\n   \\text{Cost of each watermelon} = 3 \\times 15 = 45 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5716461082072182, 0.622473940717864, 0.589195565010886], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 11, "parent": 5, "kind": "step", "step": "2. **Calculate the cost of each watermelon**:\n   A watermelon costs three times what each pepper costs, so each watermelon costs \\(3 \\times 15 = 45\\) dollars.", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 12, "parent": 5, "kind": "step", "step": "2. **Calculate the cost of each watermelon**:\n   Since a watermelon costs three times what each pepper costs, we multiply $15 by 3:\n   \\[\n   3 \\times 15 = 45\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5716461082072182, 0.622473940717864, 0.6029113999459618], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 13, "parent": 11, "kind": "step", "step": "3. **Calculate the cost of each orange**:\n   An orange costs 5 less than what a watermelon costs, so each orange costs \\(15 - 5 = 10\\) dollars.", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5590017331134719], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 14, "parent": 11, "kind": "step", "step": "3. **Calculate the cost of each orange**:\n   An orange costs 5 less than what a watermelon costs, so each orange costs \\(45 - 5 = 40\\) dollars.", "depth": 4, "terminal": null, "answer": "40", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 15, "parent": 11, "kind": "step", "step": "3. **Calculate the cost of each orange**:\n   An orange costs 5 less than what a watermelon costs, so each orange costs \\(45 - 5 = 40\\) dollars.", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 16, "parent": 11, "kind": "step", "step": "3. **Calculate the cost of each orange**:\n   An orange costs 5 less than what a watermelon costs, so each orange costs \\(45 - 5 = 40\\) dollars.", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 17, "parent": 14, "kind": "step", "step": "4. **Calculate the total cost of the watermelons**:\n   Dillon buys 4 watermelons, so the total cost is \\(4 \\times 45 = 180\\) dollars.", "depth": 5, "terminal": null, "answer": "180", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5226832388037962], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 18, "parent": 14, "kind": "step", "step": "4. **Calculate the total cost of the 4 watermelons**:\n   \\(4 \\times 45 = 180\\) dollars.", "depth": 5, "terminal": null, "answer": "180", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 19, "parent": 14, "kind": "step", "step": "4. **Sum the costs of all the fruits**:\n   - Cost of 4 watermelons: \\(4 \\times 45 = 180\\) dollars.\n   - Cost of 20 peppers: \\(20 \\times 15 = 300\\) dollars.\n   - Cost of 10 oranges: \\(10 \\times 40 = 400\\) dollars.", "depth": 5, "terminal": null, "answer": "400", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5069363137412021], "completion_tokens": 87, "finish_reason": "stop"}, {"index": 20, "parent": 14, "kind": "step", "step": "4. **Calculate the total cost for each type of fruit**:\n   - The total cost for the 4 watermelons is \\(4 \\times 45 = 180\\) dollars.\n   - The total cost for the 20 peppers is \\(20 \\times 45 = 900\\) dollars.\n   - The total cost for the 10 oranges is \\(10 \\times 40 = 400\\) dollars.", "depth": 5, "terminal": null, "answer": "400", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5187112142992081], "completion_tokens": 98, "finish_reason": "stop"}, {"index": 21, "parent": 18, "kind": "step", "step": "5. **Calculate the total cost of the 20 peppers**:\n   \\(20 \\times 15 = 300\\) dollars.", "depth": 6, "terminal": null, "answer": "300", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 22, "parent": 18, "kind": "step", "step": "5. **Calculate the total cost of the 20 peppers**:\n   \\(20 \\times 15 = 300\\) dollars.", "depth": 6, "terminal": null, "answer": "300", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 23, "parent": 18, "kind": "step", "step": "5. **Calculate the total cost of the 20 peppers**:\n   \\(20 \\times 15 = 300\\) dollars.", "depth": 6, "terminal": null, "answer": "300", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 24, "parent": 18, "kind": "step", "step": "5. **Calculate the total cost of the 20 peppers**:\n   \\(20 \\times 15 = 300\\) dollars.", "depth": 6, "terminal": null, "answer": "300", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 25, "parent": 21, "kind": "step", "step": "6. **Calculate the total cost of the 10 oranges**:\n   \\(10 \\times 40 = 400\\) dollars.", "depth": 7, "terminal": null, "answer": "400", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 26, "parent": 21, "kind": "step", "step": "6. **Calculate the total cost of the 10 oranges**:\n   \\(10 \\times 40 = 400\\) dollars.", "depth": 7, "terminal": null, "answer": "400", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 27, "parent": 21, "kind": "step", "step": "6. **Calculate the total cost of the 10 oranges**:\n   \\(10 \\times 40 = 400\\) dollars.", "depth": 7, "terminal": null, "answer": "400", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 28, "parent": 21, "kind": "step", "step": "6. **Calculate the total cost of the 10 oranges**:\n   \\(10 \\times 40 = 400\\) dollars.", "depth": 7, "terminal": null, "answer": "400", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 29, "parent": 25, "kind": "step", "step": "7. **Sum the total costs**:\n   \\(180 + 300 + 400 = 980\\) dollars.", "depth": 8, "terminal": null, "answer": "980", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 30, "parent": 25, "kind": "step", "step": "7. **Sum the total costs**:\n   \\(180 + 300 + 400 = 1080\\) dollars.", "depth": 8, "terminal": null, "answer": "1080", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5182440015149536], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 31, "parent": 25, "kind": "step", "step": "7. **Sum the costs of all the fruits**:\n   \\(180 + 300 + 400 = 980\\) dollars.", "depth": 8, "terminal": null, "answer": "980", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5368330642812993], "completion_tokens": 35, "finish_reason": "stop"}, {"index": 32, "parent": 25, "kind": "step", "step": "7. **Sum all the total costs**:\n   \\(180 + 300 + 400 = 1080\\) dollars.", "depth": 8, "terminal": null, "answer": "1080", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.517229780523986], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 33, "parent": 29, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{980}\\).", "depth": 9, "terminal": "answer", "answer": "980", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.5141802540635921], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 34, "parent": 29, "kind": "step", "step": "Thus, the total amount of money Dillon will spend is \\(\\boxed{980}\\).", "depth": 9, "terminal": "answer", "answer": "980", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.4999973326921463], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 35, "parent": 29, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{980}\\).", "depth": 9, "terminal": "answer", "answer": "980", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 36, "parent": 29, "kind": "step", "step": "Thus, the total amount of money Dillon will spend is \\(\\boxed{980}\\).", "depth": 9, "terminal": "answer", "answer": "980", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}]}]',2297,2288,1320,59,14896,14896,2425514414976.0,785188610304.0,3.28295527312002377584e+02,88.4643413035458,1.7963215995058817863e+09);
+INSERT INTO "jobs" VALUES(22,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-141',0,4,'beam:verifier=pyes,beam_width=4',0,'done','700','[{"event": "generate", "expand": [[0, 16]], "stop_at_step": true, "max_tokens": 256, "seeds": [1739500214], "usage": [{"prompt_tokens": 75, "cached_prompt_tokens": 30, "completion_tokens": 544, "calls": 1, "seconds": 27.950466199727884, "flops": 722171867904.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "scores": [[0.5665181488603069], [0.592373988876335], [0.5973808123650293], [0.6481750667726868], [0.5820540390046364], [0.603643300678203], [0.6338271995832074], [0.6032622866734415], [0.5998439682785583], [0.5564623379106742], [0.5752604247571231], [0.572145555781756], [0.6341001500073473], [0.6078027910634289], [0.5545972082960382], [0.6216814007155171]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "kept": [4, 13, 7, 16], "finished": [], "width": 4}, {"event": "generate", "expand": [[4, 4], [13, 4], [7, 4], [16, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1760744649, 7565410, 783571854, 264137913], "usage": [{"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 164, "calls": 1, "seconds": 6.73919979842196, "flops": 202913910528.0}, {"prompt_tokens": 90, "cached_prompt_tokens": 89, "completion_tokens": 196, "calls": 1, "seconds": 8.269464972731477, "flops": 243244625664.0}, {"prompt_tokens": 143, "cached_prompt_tokens": 142, "completion_tokens": 150, "calls": 1, "seconds": 6.042080170030818, "flops": 185269222656.0}, {"prompt_tokens": 140, "cached_prompt_tokens": 139, "completion_tokens": 320, "calls": 1, "seconds": 14.824174007345302, "flops": 399526146816.0}]}, {"event": "score", "nodes": [17, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.6481750667726868, 0.6584484527632904], [0.6481750667726868, 0.6435606836192449], [0.6341001500073473, 0.6435238621112422], [0.6341001500073473, 0.6202263402238204], [0.6341001500073473, 0.630875349754807], [0.6341001500073473, 0.6519938434708074], [0.6338271995832074, 0.6031806275549262], [0.6338271995832074, 0.6047427459897712], [0.6338271995832074, 0.595444816195232], [0.6338271995832074, 0.6344491172400819], [0.6216814007155171, 0.6509409365734209], [0.6216814007155171, 0.6239489253290385], [0.6216814007155171, 0.6326033332358497], [0.6216814007155171, 0.6460858970378444]]}, {"event": "step", "step": 1, "children": [17, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "kept": [17, 24, 29, 32], "finished": [], "width": 4}, {"event": "generate", "expand": [[17, 4], [24, 4], [29, 4], [32, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1001456805, 324432423, 1376224879, 17119164], "usage": [{"prompt_tokens": 144, "cached_prompt_tokens": 143, "completion_tokens": 245, "calls": 1, "seconds": 10.046638484579516, "flops": 305001033216.0}, {"prompt_tokens": 156, "cached_prompt_tokens": 155, "completion_tokens": 259, "calls": 1, "seconds": 10.477379990483502, "flops": 322645721088.0}, {"prompt_tokens": 235, "cached_prompt_tokens": 234, "completion_tokens": 198, "calls": 1, "seconds": 8.050063225399265, "flops": 245765295360.0}, {"prompt_tokens": 217, "cached_prompt_tokens": 216, "completion_tokens": 251, "calls": 1, "seconds": 10.138064942967294, "flops": 312563042304.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692], [0.6481750667726868, 0.6584484527632904, 0.5994792712029529], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534], [0.6481750667726868, 0.6584484527632904, 0.6090538319297927], [0.6341001500073473, 0.6519938434708074, 0.6188816058712462], [0.6341001500073473, 0.6519938434708074, 0.6216549471927103], [0.6341001500073473, 0.6519938434708074, 0.6292057209662618], [0.6341001500073473, 0.6519938434708074, 0.6137202198970557], [0.6216814007155171, 0.6509409365734209, 0.6088789546191383], [0.6216814007155171, 0.6509409365734209, 0.6311316667971414], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157], [0.6216814007155171, 0.6509409365734209, 0.628641721733054], [0.6216814007155171, 0.6460858970378444, 0.602503380509949], [0.6216814007155171, 0.6460858970378444, 0.6007013073357436], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915], [0.6216814007155171, 0.6460858970378444, 0.6331485596508472]]}, {"event": "step", "step": 2, "children": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48], "kept": [35, 47, 43, 33], "finished": [], "width": 4}, {"event": "generate", "expand": [[35, 4], [47, 4], [43, 4], [33, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [18688146, 797615773, 1877391543, 1863685370], "usage": [{"prompt_tokens": 222, "cached_prompt_tokens": 221, "completion_tokens": 265, "calls": 1, "seconds": 10.946345538792109, "flops": 330207730176.0}, {"prompt_tokens": 268, "cached_prompt_tokens": 267, "completion_tokens": 238, "calls": 1, "seconds": 10.946320663690866, "flops": 296178689280.0}, {"prompt_tokens": 287, "cached_prompt_tokens": 286, "completion_tokens": 196, "calls": 1, "seconds": 8.116187628981235, "flops": 243244625664.0}, {"prompt_tokens": 221, "cached_prompt_tokens": 144, "completion_tokens": 170, "calls": 1, "seconds": 8.893080662964495, "flops": 306261368064.0}]}, {"event": "score", "nodes": [49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64], "scores": [[0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6349456048572428], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.635350600604111], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6273515760581646], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6191534934714402], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.6039209553377121], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5290221909196704], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5693475583481895], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5845171475331525], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6251393132438738], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6228141127868784], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.5922198355004349], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6049629442530982], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045]]}, {"event": "step", "step": 3, "children": [49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64], "kept": [58, 60, 64, 63], "finished": [], "width": 4}, {"event": "generate", "expand": [[58, 4], [60, 4], [64, 4], [63, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1447521972, 544979794, 1801094280, 2091187969], "usage": [{"prompt_tokens": 317, "cached_prompt_tokens": 316, "completion_tokens": 308, "calls": 1, "seconds": 9.795151759896772, "flops": 384402128640.0}, {"prompt_tokens": 338, "cached_prompt_tokens": 337, "completion_tokens": 144, "calls": 1, "seconds": 4.209530445435802, "flops": 177707213568.0}, {"prompt_tokens": 245, "cached_prompt_tokens": 244, "completion_tokens": 65, "calls": 1, "seconds": 1.798970611315425, "flops": 78140760576.0}, {"prompt_tokens": 250, "cached_prompt_tokens": 249, "completion_tokens": 132, "calls": 1, "seconds": 3.8520478366495268, "flops": 162583195392.0}]}, {"event": "score", "nodes": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "scores": [[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6336028162956532], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6376023580244263], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.5231828347614814], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6032623437358038], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6123984536477872], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.564033624937786], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6200796714475237], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6387558978858596], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6380937574651689], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6466132891588667], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6117306907922699], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6273637686365022]]}, {"event": "step", "step": 4, "children": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "kept": [74, 73, 78, 70], "finished": [], "width": 4}, {"event": "generate", "expand": [[74, 4], [73, 4], [78, 4], [70, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1529129924, 1077873120, 1419337931, 1007476112], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 55, "calls": 1, "seconds": 1.7149630950634882, "flops": 65537412096.0}, {"prompt_tokens": 264, "cached_prompt_tokens": 263, "completion_tokens": 33, "calls": 1, "seconds": 0.974808060966752, "flops": 37810045440.0}, {"prompt_tokens": 260, "cached_prompt_tokens": 259, "completion_tokens": 66, "calls": 1, "seconds": 2.096537550766571, "flops": 79401095424.0}, {"prompt_tokens": 363, "cached_prompt_tokens": 338, "completion_tokens": 248, "calls": 1, "seconds": 9.899061823248662, "flops": 339030074112.0}]}, {"event": "score", "nodes": [81, 82, 83, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6417409293988889], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6283054087631187], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.611069605266977], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6449888032394101], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.5925626760673082], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6286456456931643], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6456018315609836], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6150788098862788], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5931373767690981], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6241900174835262], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5999932808803228]]}, {"event": "step", "step": 5, "children": [81, 82, 83, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96], "kept": [82, 83, 86, 90], "finished": [], "width": 4}, {"event": "generate", "expand": [[82, 4], [83, 4], [86, 4], [90, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1614906830, 1319889245, 2122913517, 165097610], "usage": [{"prompt_tokens": 271, "cached_prompt_tokens": 270, "completion_tokens": 110, "calls": 1, "seconds": 3.433674130560807, "flops": 134855828736.0}, {"prompt_tokens": 272, "cached_prompt_tokens": 271, "completion_tokens": 52, "calls": 1, "seconds": 1.4965729106722088, "flops": 61756407552.0}, {"prompt_tokens": 269, "cached_prompt_tokens": 268, "completion_tokens": 52, "calls": 1, "seconds": 1.4954365836698948, "flops": 61756407552.0}, {"prompt_tokens": 266, "cached_prompt_tokens": 265, "completion_tokens": 86, "calls": 1, "seconds": 2.5489006766081364, "flops": 104607792384.0}]}, {"event": "score", "nodes": [97, 98, 99, 100, 101, 105, 109, 110, 111, 112], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6368693925484941], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6147810641186207], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6302346162310284], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6203521130428811], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854, 0.6242400153241014], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.632866959494186], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029]]}, {"event": "step", "step": 6, "children": [97, 98, 99, 100, 101, 105, 109, 110, 111, 112], "kept": [109, 111, 112, 101], "finished": [], "width": 4}, {"event": "generate", "expand": [[109, 4], [111, 4], [112, 4], [101, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [638015442, 1903301964, 1028044881, 1543550390], "usage": [{"prompt_tokens": 292, "cached_prompt_tokens": 291, "completion_tokens": 32, "calls": 1, "seconds": 1.0347333541144812, "flops": 36549710592.0}, {"prompt_tokens": 281, "cached_prompt_tokens": 280, "completion_tokens": 32, "calls": 1, "seconds": 0.9850190111178865, "flops": 36549710592.0}, {"prompt_tokens": 285, "cached_prompt_tokens": 284, "completion_tokens": 58, "calls": 1, "seconds": 2.0957130726133726, "flops": 69318416640.0}, {"prompt_tokens": 285, "cached_prompt_tokens": 284, "completion_tokens": 102, "calls": 1, "seconds": 3.762924865289738, "flops": 124773149952.0}]}, {"event": "score", "nodes": [113, 117, 121, 122, 125, 126, 127, 128], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.607871430047396], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.6151361022349792], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6270013500775186], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.5926684417870361]]}, {"event": "step", "step": 7, "children": [113, 117, 121, 122, 125, 126, 127, 128], "kept": [113, 125, 126, 117], "finished": [], "width": 4}, {"event": "generate", "expand": [[113, 4], [125, 4], [126, 4], [117, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2033828409, 178515590, 912648947, 1225191988], "usage": [{"prompt_tokens": 300, "cached_prompt_tokens": 299, "completion_tokens": 51, "calls": 1, "seconds": 2.1361788389087444, "flops": 60496072704.0}, {"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 73, "calls": 1, "seconds": 3.146203642138013, "flops": 88223439360.0}, {"prompt_tokens": 319, "cached_prompt_tokens": 318, "completion_tokens": 95, "calls": 1, "seconds": 4.256919867126586, "flops": 115950806016.0}, {"prompt_tokens": 289, "cached_prompt_tokens": 288, "completion_tokens": 42, "calls": 1, "seconds": 1.6273701585641838, "flops": 49153059072.0}]}, {"event": "score", "nodes": [129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 140, 141, 142, 144], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6294730403081443], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6304026996765002], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6427706939099982], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6394605246947914], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6101189248882197], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6307408262649877], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6448029069831442], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6314990332230094], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6493541242625427], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6205459419482787], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6508907438799914]]}, {"event": "step", "step": 8, "children": [129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 140, 141, 142, 144], "kept": [132, 131, 129, 130], "finished": [], "width": 4}, {"event": "generate", "expand": [[132, 4], [131, 4], [129, 4], [130, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [305068212, 1800205451, 1337000738, 295057080], "usage": [{"prompt_tokens": 310, "cached_prompt_tokens": 309, "completion_tokens": 37, "calls": 1, "seconds": 0.9938506794216142, "flops": 42851384832.0}, {"prompt_tokens": 309, "cached_prompt_tokens": 308, "completion_tokens": 93, "calls": 1, "seconds": 3.4688314711803265, "flops": 113430136320.0}, {"prompt_tokens": 308, "cached_prompt_tokens": 305, "completion_tokens": 106, "calls": 1, "seconds": 4.129495219774135, "flops": 132335159040.0}, {"prompt_tokens": 324, "cached_prompt_tokens": 305, "completion_tokens": 108, "calls": 1, "seconds": 4.717166388559087, "flops": 155021186304.0}]}, {"event": "score", "nodes": [145, 146, 149, 150, 151, 152, 153, 154, 155, 156, 157, 158, 159, 160], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6863435406016235], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.679740962195443], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6040969929439698], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6576326153393791], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6491021941201306], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.6519044839516328], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.679081648431082], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.64820154448867], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6214820912884029], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6334279237213618]]}, {"event": "step", "step": 9, "children": [145, 146, 149, 150, 151, 152, 153, 154, 155, 156, 157, 158, 159, 160], "kept": [157, 154, 153, 145], "finished": [], "width": 4}, {"event": "generate", "expand": [[157, 4], [154, 4], [153, 4], [145, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [51232392, 982931736, 1946586338, 1528427222], "usage": [{"prompt_tokens": 367, "cached_prompt_tokens": 366, "completion_tokens": 110, "calls": 1, "seconds": 3.639291833343469, "flops": 134855828736.0}, {"prompt_tokens": 348, "cached_prompt_tokens": 347, "completion_tokens": 52, "calls": 1, "seconds": 1.6563829318551286, "flops": 61756407552.0}, {"prompt_tokens": 338, "cached_prompt_tokens": 337, "completion_tokens": 58, "calls": 1, "seconds": 1.8845488510687158, "flops": 69318416640.0}, {"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 81, "calls": 1, "seconds": 2.7244357067658656, "flops": 98306118144.0}]}, {"event": "score", "nodes": [161, 162, 163, 164, 165, 166, 169, 172, 173, 174, 175, 176], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6738188341520737], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6678674101679984], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.683776399847096], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6910988771689698], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6828101232037597], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6832965097578715], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6598288509881537], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6862793027688244], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196]]}, {"event": "step", "step": 10, "children": [161, 162, 163, 164, 165, 166, 169, 172, 173, 174, 175, 176], "kept": [176, 166, 165, 175], "finished": [], "width": 4}, {"event": "generate", "expand": [[176, 4], [166, 4], [165, 4], [175, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [539127628, 2098254078, 1056709811, 711685138], "usage": [{"prompt_tokens": 351, "cached_prompt_tokens": 350, "completion_tokens": 52, "calls": 1, "seconds": 1.9445973518503694, "flops": 61756407552.0}, {"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 52, "calls": 1, "seconds": 1.9426091218537282, "flops": 61756407552.0}, {"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 44, "calls": 1, "seconds": 1.6338086076307532, "flops": 51673728768.0}, {"prompt_tokens": 326, "cached_prompt_tokens": 325, "completion_tokens": 103, "calls": 1, "seconds": 4.068495458984006, "flops": 126033484800.0}]}, {"event": "score", "nodes": [177, 181, 185, 189, 190, 191, 192], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196, 0.73627241414955], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675, 0.6917174904881551], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573, 0.6940558790891681], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.677316467506649], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7140720077049493], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7129580013991459], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.6686971209041677]]}, {"event": "step", "step": 11, "children": [177, 181, 185, 189, 190, 191, 192], "kept": [177, 190, 191, 185], "finished": [177, 190, 191, 185], "width": 0}, {"event": "select", "how": "argmax", "pool": [177, 190, 191, 185], "scores": [0.73627241414955, 0.7140720077049493, 0.7129580013991459, 0.6940558790891681], "tally": {"700": 0.73627241414955, "2": 0.7140720077049493}, "tie_broken_by_rng": false, "chosen": 177}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s define the variables:\n- \\( B \\) = the number of baby bees\n- \\( W \\) = the number of worker bees\n- \\( Q \\) = the number of queens", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5665181488603069], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.592373988876335], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "Let''s denote the number of bees as follows:\n- Let \\( B \\) be the number of bees.\n- Let \\( W \\) be the number of worker bees.\n- Let \\( B \\) be the number of baby bees.\n- Let \\( Q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5973808123650293], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6481750667726868], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.\nLet''s denote:\n- B as the number of worker bees.\n- Q as the number of queens.\n- B'' as the number of babies.\n- W as the number of worker bees.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5820540390046364], "completion_tokens": 65, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "To solve the problem, let''s define the variables and set up the equations step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.603643300678203], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "Let''s denote the number of worker bees as \\( w \\). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \\( b \\). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \\( q \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6338271995832074], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "To solve this problem, we can follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6032622866734415], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 9, "parent": 0, "kind": "step", "step": "Let''s break down the problem step-by-step and then write the final answer using Python code.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5998439682785583], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 10, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll break it down into smaller steps and use Python to ensure our calculations are accurate. Here''s the step-by-step reasoning:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5564623379106742], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 11, "parent": 0, "kind": "step", "step": "Let''s solve this step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5752604247571231], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 12, "parent": 0, "kind": "step", "step": "Let''s denote the number of worker bees by \\( w \\), the number of baby bees by \\( b \\), and the number of queens by \\( q \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.572145555781756], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 13, "parent": 0, "kind": "step", "step": "To solve this problem, we can break it down into a few steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6341001500073473], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 14, "parent": 0, "kind": "step", "step": "Let''s denote the number of queen bees as \\( Q \\). According to the problem, the number of baby bees is twice the number of queens, so we can represent the number of baby bees as \\( B \\). Let the number of worker bees be \\( W \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6078027910634289], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 15, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then write the final answer.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5545972082960382], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 16, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:\n- Let \\( b \\) be the number of baby bees.\n- Let \\( w \\) be the number of worker bees.\n- Let \\( q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6216814007155171], "completion_tokens": 65, "finish_reason": "stop"}, {"index": 17, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6481750667726868, 0.6584484527632904], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 18, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 19, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 20, "parent": 4, "kind": "step", "step": "1. Let \\( b \\) be the number of baby bees.\n2. Let \\( w \\) be the number of worker bees.\n3. Let \\( q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6481750667726868, 0.6435606836192449], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 21, "parent": 13, "kind": "step", "step": "1. Define the variables for the number of worker bees, baby bees, and queens.\n2. Set up the equations based on the problem statement.\n3. Solve the equations to find the number of worker bees.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.6435238621112422], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 22, "parent": 13, "kind": "step", "step": "1. Identify the number of queens.\n2. Use the information about the number of worker bees to find the number of baby bees.\n3. Use the information about the number of baby bees to find the number of worker bees.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.6202263402238204], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 23, "parent": 13, "kind": "step", "step": "1. Let \\( B \\) represent the number of baby bees.\n2. Let \\( W \\) represent the number of worker bees.\n3. Let \\( Q \\) represent the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.630875349754807], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 24, "parent": 13, "kind": "step", "step": "1. Define the variables for the number of bees:\n   - Let \\( B \\) be the number of bees.\n   - Let \\( W \\) be the number of worker bees.\n   - Let \\( B_c \\) be the number of baby bees.\n   - Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "1", "step_scores": [0.6341001500073473, 0.6519938434708074], "completion_tokens": 66, "finish_reason": "stop"}, {"index": 25, "parent": 7, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)\n3. \\( q = 700 \\)", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.6031806275549262], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 26, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n\\[ w = 2b \\]\n\\[ b = 2q \\]\n\\[ q = 700 \\]", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.6047427459897712], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 27, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)\n3. \\( q = 700 \\)", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.595444816195232], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 28, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6338271995832074, 0.6344491172400819], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 29, "parent": 16, "kind": "step", "step": "From the problem, we can derive the following equations:\n1. The total number of bees in the hive is 700:\n   \\[\n   b + w + q = 700\n   \\]\n2. There are twice as many worker bees as baby bees:\n   \\[\n   w = 2b\n   \\]\n3. There are twice as many babies as queens:\n   \\[\n   b = 2q\n   \\]", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209], "completion_tokens": 95, "finish_reason": "stop"}, {"index": 30, "parent": 16, "kind": "step", "step": "From the problem, we have the following information:\n1. There are 700 bees in the hive, so we can write: \\( b + w + q = 700 \\).\n2. There are twice as many worker bees as baby bees, so we can write: \\( w = 2b \\).\n3. There are twice as many babies as queens, so we can write: \\( b = 2q \\).", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6239489253290385], "completion_tokens": 91, "finish_reason": "stop"}, {"index": 31, "parent": 16, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( b = 2w \\) (number of baby bees)\n2. \\( w = 2b \\) (number of worker bees)\n3. \\( q = 2b \\) (number of queens)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6326033332358497], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 32, "parent": 16, "kind": "step", "step": "From the problem, we can write the following equations:\n1. The total number of bees is 700:\n\\[ b + w + q = 700 \\]\n2. There are twice as many worker bees as baby bees:\n\\[ w = 2b \\]\n3. There are twice as many babies as queens:\n\\[ q = 2b \\]", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6460858970378444], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 33, "parent": 17, "kind": "step", "step": "According to the problem, we have the following relationships:\n1. There are twice as many worker bees as baby bees: \\( W = 2B \\).\n2. There are twice as many babies as queens: \\( B = 2Q \\).\n3. There are 700 bees in the hive: \\( B + W + Q = 700 \\).", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 34, "parent": 17, "kind": "step", "step": "From the problem, we have the following relationships:\n1. \\( B = 2B \\)\n2. \\( W = 2Q \\)\n3. \\( B + Q + W = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.5994792712029529], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 35, "parent": 17, "kind": "step", "step": "From the problem, we know the following:\n1. The total number of bees in the hive is 700:\n\\[ B + W + Q = 700 \\]\n2. There are twice as many worker bees as baby bees:\n\\[ W = 2B \\]\n3. There are twice as many babies as queens:\n\\[ Q = 2B \\]", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534], "completion_tokens": 78, "finish_reason": "stop"}, {"index": 36, "parent": 17, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( B + W + Q = 700 \\)\n2. \\( W = 2B \\)\n3. \\( Q = 2B \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6090538319297927], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 37, "parent": 24, "kind": "step", "step": "2. According to the problem, we have the following relationships:\n   - \\( B = 700 \\)\n   - \\( W = 2B \\)\n   - \\( B_c = 2B_c \\)\n   - \\( Q = 2Q \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6188816058712462], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 38, "parent": 24, "kind": "step", "step": "2. Given relationships:\n   - \\( B = 700 \\) (total number of bees)\n   - \\( W = 2B \\) (number of worker bees)\n   - \\( B_c = 2B_c \\) (number of baby bees)\n   - \\( Q = 2Q \\) (number of queens)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6216549471927103], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 39, "parent": 24, "kind": "step", "step": "2. According to the problem:\n   - There are 700 bees in total: \\( B + W + B_c + Q = 700 \\).\n   - There are twice as many worker bees as baby bees: \\( W = 2B_c \\).\n   - There are twice as many babies as queens: \\( B_c = 2Q \\).", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6292057209662618], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 40, "parent": 24, "kind": "step", "step": "2. According to the problem, we know the following:\n   - \\( B = 700 \\)\n   - \\( W = 2B \\)\n   - \\( B_c = 2B_c \\)\n   - \\( Q = 2Q \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6137202198970557], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 41, "parent": 29, "kind": "step", "step": "Now we substitute the expressions for \\( w \\) and \\( b \\) in the first equation into the second and third equations:", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6088789546191383], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 42, "parent": 29, "kind": "step", "step": "Now we can substitute \\( w = 2b \\) and \\( b = 2q \\) into the first equation:\n\\[\nb + w + q = b + 2b + q = 5b = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6311316667971414], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 43, "parent": 29, "kind": "step", "step": "We can substitute the expression for \\( b \\) from the third equation into the second equation to express \\( w \\) in terms of \\( q \\):\n\\[\nw = 2b = 2(2q) = 4q\n\\]", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 44, "parent": 29, "kind": "step", "step": "Now we can substitute the expressions for \\( w \\) and \\( b \\) in terms of \\( q \\) into the first equation:\n\\[\nb + 2b + q = 700\n\\]\nSimplifying this, we get:\n\\[\n5b + q = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.628641721733054], "completion_tokens": 67, "finish_reason": "stop"}, {"index": 45, "parent": 32, "kind": "step", "step": "Now we can substitute the second and third equations into the first equation to solve for \\( b \\):\n\\[ b + 2b + 2b = 700 \\]\n\\[ 7b = 700 \\]\n\\[ b = \\frac{700}{7} \\]\n\\[ b = 100 \\]", "depth": 3, "terminal": null, "answer": "100", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.602503380509949], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 46, "parent": 32, "kind": "step", "step": "We can substitute the expressions for \\( w \\) and \\( q \\) into the first equation:\n\\[ b + (2b) + (2b) = 700 \\]\n\\[ 7b = 700 \\]\n\\[ b = \\frac{700}{7} \\]\n\\[ b = 100 \\]", "depth": 3, "terminal": null, "answer": "100", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6007013073357436], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 47, "parent": 32, "kind": "step", "step": "Now, we substitute the expressions for \\( w \\) and \\( q \\) in the first equation into it:\n\\[ b + 2b + 2b = 700 \\]\n\\[ 6b = 700 \\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 48, "parent": 32, "kind": "step", "step": "Now, we substitute \\( w = 2b \\) and \\( q = 2b \\) into the first equation:\n\\[ b + (2b) + (2b) = 700 \\]\n\\[ 7b = 700 \\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6331485596508472], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 49, "parent": 35, "kind": "step", "step": "Now we can substitute these expressions into the first equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 5B = 700 \\]\n\\[ B = \\frac{700}{5} \\]\n\\[ B = 140 \\]", "depth": 4, "terminal": null, "answer": "140", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6349456048572428], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 50, "parent": 35, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( Q \\) in the first equation into the second equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 6B = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.635350600604111], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 51, "parent": 35, "kind": "step", "step": "Now, we can substitute the expressions for \\( W \\) and \\( Q \\) in the total number of bees equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 7B = 700 \\]\n\\[ B = \\frac{700}{7} \\]\n\\[ B = 100 \\]", "depth": 4, "terminal": null, "answer": "100", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6273515760581646], "completion_tokens": 76, "finish_reason": "stop"}, {"index": 52, "parent": 35, "kind": "step", "step": "Now we substitute \\( W \\) and \\( Q \\) from equations 2 and 3 into equation 1:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 7B = 700 \\]\n\\[ B = \\frac{700}{7} \\]\n\\[ B = 100 \\]", "depth": 4, "terminal": null, "answer": "100", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6191534934714402], "completion_tokens": 75, "finish_reason": "stop"}, {"index": 53, "parent": 47, "kind": "step", "step": "Solving for \\( b \\):\n\\[ b = \\frac{700}{6} \\]\n\\[ b = \\frac{350}{3} \\approx 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.6039209553377121], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 54, "parent": 47, "kind": "step", "step": "Next, we solve for \\( b \\) by dividing both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]\nSince the number of bees must be a whole number, we check if there was a mistake in the interpretation or the problem constraints. However, based on the problem statement, it seems there might be an inconsistency or a different interpretation, but let''s assume the problem statement is correct and proceed with the solution.", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5290221909196704], "completion_tokens": 107, "finish_reason": "stop"}, {"index": 55, "parent": 47, "kind": "step", "step": "To find \\( b \\), we divide both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5693475583481895], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 56, "parent": 47, "kind": "step", "step": "To solve for \\( b \\), we divide both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5845171475331525], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 57, "parent": 43, "kind": "step", "step": "Now we substitute these expressions for \\( w \\) and \\( b \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6251393132438738], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 58, "parent": 43, "kind": "step", "step": "Now we have two expressions for \\( w \\):\n\\[\nw = 4q\n\\]\n\\[\nb = 2q\n\\]", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 59, "parent": 43, "kind": "step", "step": "Now substitute \\( w \\) and \\( b \\) into the first equation:\n\\[\n4q + w + q = 700\n\\]\n\\[\n4q + 4q + q = 700\n\\]\n\\[\n12q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6228141127868784], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 60, "parent": 43, "kind": "step", "step": "Now substitute the expressions for \\( b \\) and \\( w \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 61, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( B \\) and \\( W \\) from the first two equations into the third equation:\n\\[ B + 2B + 2Q = 700 \\]\n\\[ 5B + 2Q = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.5922198355004349], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 62, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the second and third equations into the fourth equation:\n\\[ B + (2B) + (2Q) = 700 \\]\n\\[ 5B + 2Q = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6049629442530982], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 63, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( B \\) and \\( W \\) in the third equation into the second equation to find \\( Q \\):", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 64, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the third equation into the second equation:", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 65, "parent": 58, "kind": "step", "step": "We can substitute these expressions for \\( w \\) and \\( b \\) into the first equation:\n\\[\nb + w + q = 700\n\\]\n\\[\n(b + 4q) + (4q) + q = 700\n\\]\n\\[\n2b + 9q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6336028162956532], "completion_tokens": 74, "finish_reason": "stop"}, {"index": 66, "parent": 58, "kind": "step", "step": "Substituting \\( w = 4q \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6376023580244263], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 67, "parent": 58, "kind": "step", "step": "We can now substitute these expressions for \\( w \\) and \\( b \\) into the first equation to express \\( q \\):\n\\[\n4q + w + q = 700\n\\]\n\\[\n4q + 4q + q = 700\n\\]\n\\[\n12q = 700\n\\]\n\\[\nq = \\frac{700}{12}\n\\]\n\\[\nq = 58.3333\\ldots\n\\]", "depth": 5, "terminal": null, "answer": "58.3333", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.5231828347614814], "completion_tokens": 107, "finish_reason": "stop"}, {"index": 68, "parent": 58, "kind": "step", "step": "We can substitute these expressions into the first equation to solve for \\( b \\):\n\\[\nb + w + q = 700\n\\]\n\\[\nb + (4q) + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6032623437358038], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 69, "parent": 60, "kind": "step", "step": "Now we have a simplified equation:\n\\[\nb + 5q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6123984536477872], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 70, "parent": 60, "kind": "step", "step": "We can solve this equation for \\( b \\):\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 71, "parent": 60, "kind": "step", "step": "To find the value of \\( q \\), we need to isolate it on one side of the equation. We can do this by subtracting \\( 5q \\) from both sides:\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.564033624937786], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 72, "parent": 60, "kind": "step", "step": "Next, we need to find the value of \\( q \\). Since we have two equations:\n1. \\( b + 5q = 700 \\)\n2. \\( w = 4q \\)", "depth": 5, "terminal": null, "answer": "4", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6200796714475237], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 73, "parent": 64, "kind": "step", "step": "\\[ B + (2Q) + (2Q) = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 74, "parent": 64, "kind": "step", "step": "\\[\n2Q = 2B + 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 75, "parent": 64, "kind": "step", "step": "\\[ 2Q + 2B = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6387558978858596], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 76, "parent": 64, "kind": "step", "step": "\\[ 2Q + B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6380937574651689], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 77, "parent": 63, "kind": "step", "step": "\\[ B = 2Q \\implies 700 = 2Q + 2B \\implies 700 = 2Q + 4B \\implies 700 = 4Q + B \\implies B = 700 - 4Q \\]", "depth": 5, "terminal": null, "answer": "4", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6466132891588667], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 78, "parent": 63, "kind": "step", "step": "\\[ 2Q = 2B \\]", "depth": 5, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 79, "parent": 63, "kind": "step", "step": "\\[ B + (2B) + Q = 700 \\]\n\\[ 3B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6117306907922699], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 80, "parent": 63, "kind": "step", "step": "\\[ B + (2B) + Q = 700 \\]\n\\[ 5B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6273637686365022], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 81, "parent": 74, "kind": "step", "step": "Next, we substitute \\( B = 2Q \\) into the first equation:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6417409293988889], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 82, "parent": 74, "kind": "step", "step": "Now, we can solve for \\( Q \\):", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 83, "parent": 74, "kind": "step", "step": "Dividing both sides of the equation by 2:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 84, "parent": 74, "kind": "step", "step": "Next, we substitute \\( B = 2Q \\) into the first equation:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 85, "parent": 73, "kind": "step", "step": "Simplifying the left side, we get:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6283054087631187], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 86, "parent": 73, "kind": "step", "step": "Simplify the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854], "completion_tokens": 5, "finish_reason": "stop"}, {"index": 87, "parent": 73, "kind": "step", "step": "Combining like terms, we get:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.611069605266977], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 88, "parent": 73, "kind": "step", "step": "Simplifying the left side of the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6449888032394101], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 89, "parent": 78, "kind": "step", "step": "From the first equation, we know \\( B = 2B \\). So we can substitute \\( B = 2B \\) into the equation \\( 2Q = 2B \\):", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.5925626760673082], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 90, "parent": 78, "kind": "step", "step": "\\[ Q = B \\]", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 91, "parent": 78, "kind": "step", "step": "Solving for \\( Q \\):", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6286456456931643], "completion_tokens": 7, "finish_reason": "stop"}, {"index": 92, "parent": 78, "kind": "step", "step": "So, we can solve for \\( Q \\) as follows:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6456018315609836], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 93, "parent": 70, "kind": "step", "step": "We can substitute \\( b = 700 - 5q \\) into the first equation to express \\( w \\) in terms of \\( q \\):\n\\[\n(700 - 5q) + 4q = 700\n\\]\n\\[\n700 - q = 700\n\\]", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6150788098862788], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 94, "parent": 70, "kind": "step", "step": "So the number of worker bees is \\( 700 - 5q \\).", "depth": 6, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5931373767690981], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 95, "parent": 70, "kind": "step", "step": "Since \\( b \\) must be a positive integer, \\( 700 - 5q \\) must also be a positive integer. The smallest positive integer that satisfies this equation is 701. Substituting \\( b = 701 \\) back into the equation for \\( w \\):\n\\[\nw = 4q = 701\n\\]", "depth": 6, "terminal": null, "answer": "701", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6241900174835262], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 96, "parent": 70, "kind": "step", "step": "To find the value of \\( q \\), we can substitute \\( b = 700 - 5q \\) back into the equation \\( b + w = 700 \\):\n\\[\n(700 - 5q) + w = 700\n\\]\n\\[\n700 - 5q + w = 700\n\\]", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5999932808803228], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 97, "parent": 82, "kind": "step", "step": "\\[\nQ = \\frac{700 - 2B}{2}\n\\]", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6368693925484941], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 98, "parent": 82, "kind": "step", "step": "\\[\n2Q = 2B + 700\n\\]\n\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6147810641186207], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 99, "parent": 82, "kind": "step", "step": "\\[\nQ = 700 - 2B\n\\]", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6302346162310284], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 100, "parent": 82, "kind": "step", "step": "\\[\n2Q - 2B = 700\n\\]\n\\[\nQ = \\frac{700}{2} - B\n\\]\n\\[\nQ = 350 - B\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6203521130428811], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 101, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 102, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 103, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 104, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 105, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854, 0.6242400153241014], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 106, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 107, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 108, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 109, "parent": 90, "kind": "step", "step": "So, we know that \\( Q = B \\). Now we can substitute \\( Q = B \\) into the first equation:", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 110, "parent": 90, "kind": "step", "step": "Now that we have the value of \\( Q \\), we can substitute it back into the first equation to find \\( W \\):", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.632866959494186], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 111, "parent": 90, "kind": "step", "step": "Now we can substitute \\( Q = B \\) into the first equation:", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 112, "parent": 90, "kind": "step", "step": "Now we can substitute \\( Q \\) back into the third equation to find \\( W \\):", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 113, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 114, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 115, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 116, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 117, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 118, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 119, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 120, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 121, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.607871430047396], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 122, "parent": 112, "kind": "step", "step": "\\[ B + W + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.6151361022349792], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 123, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 124, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 125, "parent": 101, "kind": "step", "step": "Now we have two expressions for \\( Q \\):\n1. \\( Q = B + 350 \\)\n2. \\( B = 2Q \\)", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 126, "parent": 101, "kind": "step", "step": "Now we have a system of linear equations:\n\\[\nW = 2B\n\\]\n\\[\nB = 2Q + 350\n\\]", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 127, "parent": 101, "kind": "step", "step": "Now we have two equations:\n1. \\( W = 2B \\)\n2. \\( Q = B + 350 \\)", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6270013500775186], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 128, "parent": 101, "kind": "step", "step": "Now we have the equation:", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.5926684417870361], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 129, "parent": 113, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 130, "parent": 113, "kind": "step", "step": "\\[ W = 2(B) = 2 \\times 700 = 1400 \\]", "depth": 9, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 131, "parent": 113, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 132, "parent": 113, "kind": "step", "step": "\\[ W = 2 \\times B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 133, "parent": 125, "kind": "step", "step": "We can substitute the expression for \\( B \\) from the first equation into the second equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6294730403081443], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 134, "parent": 125, "kind": "step", "step": "We can substitute the expression for \\( B \\) from the second equation into the first equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6304026996765002], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 135, "parent": 125, "kind": "step", "step": "Substituting \\( Q = B + 350 \\) into the first equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6427706939099982], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 136, "parent": 125, "kind": "step", "step": "We can substitute \\( Q \\) from the first expression into the second expression:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6394605246947914], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 137, "parent": 126, "kind": "step", "step": "We can substitute \\( B = 2Q + 350 \\) into the first equation \\( W = 2B \\):", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6101189248882197], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 138, "parent": 126, "kind": "step", "step": "We can substitute \\( Q = B + 350 \\) into \\( W = 2B \\):", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6307408262649877], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 139, "parent": 126, "kind": "step", "step": "We can solve these equations step by step. First, substitute \\( Q = B + 350 \\) into the first equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6448029069831442], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 140, "parent": 126, "kind": "step", "step": "We can substitute \\( Q \\) from the first equation into the second equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6314990332230094], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 141, "parent": 117, "kind": "step", "step": "\\[ W = 2 \\cdot B = 2B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6493541242625427], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 142, "parent": 117, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6205459419482787], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 143, "parent": 117, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 144, "parent": 117, "kind": "step", "step": "\\[ W = 2 \\times B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6508907438799914], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 145, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 146, "parent": 132, "kind": "step", "step": "\\[ W = 2 \\times 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6863435406016235], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 147, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 148, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 149, "parent": 131, "kind": "step", "step": "Now we can solve for \\( B \\) by dividing both sides by 2:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.679740962195443], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 150, "parent": 131, "kind": "step", "step": "So, the number of worker bees \\( W \\) is 700. Let''s write the final answer as \\(\\boxed{700}\\).", "depth": 10, "terminal": "answer", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6040969929439698], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 151, "parent": 131, "kind": "step", "step": "Now we can solve for \\( B \\) and \\( W \\):", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6576326153393791], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 152, "parent": 131, "kind": "step", "step": "Now we have \\( W = 700 \\) and \\( Q = B \\), so we can solve for \\( B \\):", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6491021941201306], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 153, "parent": 129, "kind": "step", "step": "So, we know that \\( W = 2B \\). Now we can substitute \\( W = 2B \\) into the third equation:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 154, "parent": 129, "kind": "step", "step": "Since both expressions equal \\( W \\), we can conclude that \\( W = B \\). Now we can substitute \\( W = B \\) and \\( Q = B \\) into the third equation:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 155, "parent": 129, "kind": "step", "step": "From this, we can see that \\( B \\) must be equal to 350 because:", "depth": 10, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.6519044839516328], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 156, "parent": 129, "kind": "step", "step": "Thus, the number of worker bees is \\( 700 \\).", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.679081648431082], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 157, "parent": 130, "kind": "step", "step": "So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.\n```python\n# Define the number of bees\ntotal_bees = 700", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 158, "parent": 130, "kind": "step", "step": "So, there are 1400 worker bees in the hive.", "depth": 10, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.64820154448867], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 159, "parent": 130, "kind": "step", "step": "So, the number of worker bees is 1400. We can write this final answer as \\(\\boxed{1400}\\).", "depth": 10, "terminal": "answer", "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6214820912884029], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 160, "parent": 130, "kind": "step", "step": "So, the number of worker bees is \\( W = 1400 \\).", "depth": 10, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6334279237213618], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 161, "parent": 157, "kind": "step", "step": "# Define the equations\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6738188341520737], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 162, "parent": 157, "kind": "step", "step": "# Define the relationships\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6678674101679984], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 163, "parent": 157, "kind": "step", "step": "# Define the equations based on the relationships\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.683776399847096], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 164, "parent": 157, "kind": "step", "step": "# Define the equations\n# Let W be the number of worker bees\n# Let B be the number of baby bees\n# Let Q be the number of queens", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6910988771689698], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 165, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 166, "parent": 154, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 167, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 168, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 169, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6828101232037597], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 170, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 171, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 172, "parent": 153, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6832965097578715], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 173, "parent": 145, "kind": "step", "step": "This gives us two equations:\n1. \\( W = 2B \\)\n2. \\( B = 2Q \\)", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6598288509881537], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 174, "parent": 145, "kind": "step", "step": "So, the number of worker bees is \\( 2B \\).", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6862793027688244], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 175, "parent": 145, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 176, "parent": 145, "kind": "step", "step": "This simplifies to \\( W = B \\), which is consistent with our previous reasoning. Now we can substitute \\( Q = B \\) into the third equation:", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 177, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196, 0.73627241414955], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 178, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 179, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 180, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 181, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675, 0.6917174904881551], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 182, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 183, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 184, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 185, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573, 0.6940558790891681], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 186, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 187, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 188, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 189, "parent": 175, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.677316467506649], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 190, "parent": 175, "kind": "step", "step": "Now we have two expressions for \\( W \\): \\( W = 2B \\) and \\( W = 2B \\). So we can solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7140720077049493], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 191, "parent": 175, "kind": "step", "step": "So, we know that \\( W = 2B \\). Now we can substitute \\( Q = B \\) and \\( W = 2B \\) into the third equation:", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7129580013991459], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 192, "parent": 175, "kind": "step", "step": "Since \\( B = Q \\), we can also substitute \\( Q = B \\) into the third equation:", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.6686971209041677], "completion_tokens": 22, "finish_reason": "stop"}]}]',12067,11858,5928,363,96202,96202,12292045772544.0,4799355101184.0,5.44214480281996657159e+02,3.50855921596165785556e+02,1.79632193285257577898e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "beam_width", "budgets": [1, 2, 4], "overrides": {}, "reuse": false, "spec": "beam:verifier=pyes"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -22858,12 +23436,4396 @@ cost_per_pepper = 15
 
 # Calculate the cost of each watermelon
 cost_per_watermelon = 3 * cost_per_pepper','3',0,'not_equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.655970059606065]',0);
+INSERT INTO "samples" VALUES(21,0,'Let''s break down the problem step by step.',NULL,0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.5513392680933497]',0);
+INSERT INTO "samples" VALUES(21,1,'Let''s break down the problem step-by-step:',NULL,0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.533019976502684]',0);
+INSERT INTO "samples" VALUES(21,2,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:',NULL,0,'not_equivalent',37,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182]',0);
+INSERT INTO "samples" VALUES(21,3,'To determine the total amount of money Dillon will spend, we need to follow these steps:',NULL,0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.5277425485299605]',0);
+INSERT INTO "samples" VALUES(21,4,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.','$15',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864]',0);
+INSERT INTO "samples" VALUES(21,5,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. Calculate the cost of each watermelon.
+2. Calculate the cost of each pepper.
+3. Calculate the cost of each orange.
+4. Sum the costs of all the fruits.','4',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.562162592980568]',0);
+INSERT INTO "samples" VALUES(21,6,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. Calculate the cost of each watermelon.
+2. Calculate the cost of each pepper.
+3. Calculate the cost of each orange.
+4. Sum the costs of all the fruits.','4',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,7,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. Calculate the cost of one watermelon.
+2. Calculate the cost of one pepper.
+3. Calculate the cost of one orange.
+4. Sum the costs of all the fruits.','4',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.5525893257809192]',0);
+INSERT INTO "samples" VALUES(21,8,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   The cost of a watermelon is three times the cost of a pepper.
+   \[
+   \text{Cost of a watermelon} = 3 \times 15 = 45
+   \]','45',0,'not_equivalent',57,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.5966272157110093]',0);
+INSERT INTO "samples" VALUES(21,9,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   Each watermelon costs three times what each pepper costs.
+   \[
+   \text{Cost of each watermelon} = 3 \times 15 = 45 \text{ dollars}
+   \]','45',0,'not_equivalent',57,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.589195565010886]',0);
+INSERT INTO "samples" VALUES(21,10,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.','45',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118]',0);
+INSERT INTO "samples" VALUES(21,11,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   Since a watermelon costs three times what each pepper costs, we multiply $15 by 3:
+   \[
+   3 \times 15 = 45
+   \]','45',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.6029113999459618]',0);
+INSERT INTO "samples" VALUES(21,12,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(15 - 5 = 10\) dollars.','10',0,'not_equivalent',42,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5590017331134719]',0);
+INSERT INTO "samples" VALUES(21,13,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.','40',0,'not_equivalent',42,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308]',0);
+INSERT INTO "samples" VALUES(21,14,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.','40',0,'not_equivalent',42,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,15,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.','40',0,'not_equivalent',42,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,16,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the watermelons**:
+   Dillon buys 4 watermelons, so the total cost is \(4 \times 45 = 180\) dollars.','180',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5226832388037962]',0);
+INSERT INTO "samples" VALUES(21,17,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.','180',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573]',0);
+INSERT INTO "samples" VALUES(21,18,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Sum the costs of all the fruits**:
+   - Cost of 4 watermelons: \(4 \times 45 = 180\) dollars.
+   - Cost of 20 peppers: \(20 \times 15 = 300\) dollars.
+   - Cost of 10 oranges: \(10 \times 40 = 400\) dollars.','400',0,'not_equivalent',87,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5069363137412021]',0);
+INSERT INTO "samples" VALUES(21,19,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost for each type of fruit**:
+   - The total cost for the 4 watermelons is \(4 \times 45 = 180\) dollars.
+   - The total cost for the 20 peppers is \(20 \times 45 = 900\) dollars.
+   - The total cost for the 10 oranges is \(10 \times 40 = 400\) dollars.','400',0,'not_equivalent',98,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5187112142992081]',0);
+INSERT INTO "samples" VALUES(21,20,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.','300',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227]',0);
+INSERT INTO "samples" VALUES(21,21,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.','300',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,22,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.','300',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,23,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.','300',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,24,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.','400',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664]',0);
+INSERT INTO "samples" VALUES(21,25,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.','400',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,26,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.','400',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,27,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.','400',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,28,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.
+
+7. **Sum the total costs**:
+   \(180 + 300 + 400 = 980\) dollars.','980',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283]',0);
+INSERT INTO "samples" VALUES(21,29,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.
+
+7. **Sum the total costs**:
+   \(180 + 300 + 400 = 1080\) dollars.','1080',0,'not_equivalent',33,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5182440015149536]',0);
+INSERT INTO "samples" VALUES(21,30,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.
+
+7. **Sum the costs of all the fruits**:
+   \(180 + 300 + 400 = 980\) dollars.','980',0,'not_equivalent',35,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5368330642812993]',0);
+INSERT INTO "samples" VALUES(21,31,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.
+
+7. **Sum all the total costs**:
+   \(180 + 300 + 400 = 1080\) dollars.','1080',0,'not_equivalent',34,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.517229780523986]',0);
+INSERT INTO "samples" VALUES(21,32,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.
+
+7. **Sum the total costs**:
+   \(180 + 300 + 400 = 980\) dollars.
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{980}\).','980',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.5141802540635921]',0);
+INSERT INTO "samples" VALUES(21,33,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.
+
+7. **Sum the total costs**:
+   \(180 + 300 + 400 = 980\) dollars.
+
+Thus, the total amount of money Dillon will spend is \(\boxed{980}\).','980',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.4999973326921463]',0);
+INSERT INTO "samples" VALUES(21,34,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.
+
+7. **Sum the total costs**:
+   \(180 + 300 + 400 = 980\) dollars.
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{980}\).','980',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,35,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:
+
+1. **Calculate the cost of each pepper**:
+   Each pepper costs $15.
+
+2. **Calculate the cost of each watermelon**:
+   A watermelon costs three times what each pepper costs, so each watermelon costs \(3 \times 15 = 45\) dollars.
+
+3. **Calculate the cost of each orange**:
+   An orange costs 5 less than what a watermelon costs, so each orange costs \(45 - 5 = 40\) dollars.
+
+4. **Calculate the total cost of the 4 watermelons**:
+   \(4 \times 45 = 180\) dollars.
+
+5. **Calculate the total cost of the 20 peppers**:
+   \(20 \times 15 = 300\) dollars.
+
+6. **Calculate the total cost of the 10 oranges**:
+   \(10 \times 40 = 400\) dollars.
+
+7. **Sum the total costs**:
+   \(180 + 300 + 400 = 980\) dollars.
+
+Thus, the total amount of money Dillon will spend is \(\boxed{980}\).','980',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,0,'Let''s define the variables:
+- \( B \) = the number of baby bees
+- \( W \) = the number of worker bees
+- \( Q \) = the number of queens',NULL,0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.5665181488603069]',0);
+INSERT INTO "samples" VALUES(22,1,'Let''s break down the problem step by step:',NULL,0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.592373988876335]',0);
+INSERT INTO "samples" VALUES(22,2,'Let''s denote the number of bees as follows:
+- Let \( B \) be the number of bees.
+- Let \( W \) be the number of worker bees.
+- Let \( B \) be the number of baby bees.
+- Let \( Q \) be the number of queens.',NULL,0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.5973808123650293]',0);
+INSERT INTO "samples" VALUES(22,3,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.',NULL,0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868]',0);
+INSERT INTO "samples" VALUES(22,4,'To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.
+Let''s denote:
+- B as the number of worker bees.
+- Q as the number of queens.
+- B'' as the number of babies.
+- W as the number of worker bees.',NULL,0,'not_equivalent',65,'stop',NULL,NULL,NULL,NULL,'[0.5820540390046364]',0);
+INSERT INTO "samples" VALUES(22,5,'To solve the problem, let''s define the variables and set up the equations step by step.',NULL,0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.603643300678203]',0);
+INSERT INTO "samples" VALUES(22,6,'Let''s denote the number of worker bees as \( w \). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \( b \). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \( q \).',NULL,0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[0.6338271995832074]',0);
+INSERT INTO "samples" VALUES(22,7,'To solve this problem, we can follow these steps:',NULL,0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[0.6032622866734415]',0);
+INSERT INTO "samples" VALUES(22,8,'Let''s break down the problem step-by-step and then write the final answer using Python code.',NULL,0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.5998439682785583]',0);
+INSERT INTO "samples" VALUES(22,9,'To solve this problem, we''ll break it down into smaller steps and use Python to ensure our calculations are accurate. Here''s the step-by-step reasoning:',NULL,0,'not_equivalent',31,'stop',NULL,NULL,NULL,NULL,'[0.5564623379106742]',0);
+INSERT INTO "samples" VALUES(22,10,'Let''s solve this step by step.',NULL,0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.5752604247571231]',0);
+INSERT INTO "samples" VALUES(22,11,'Let''s denote the number of worker bees by \( w \), the number of baby bees by \( b \), and the number of queens by \( q \).',NULL,0,'not_equivalent',33,'stop',NULL,NULL,NULL,NULL,'[0.572145555781756]',0);
+INSERT INTO "samples" VALUES(22,12,'To solve this problem, we can break it down into a few steps:',NULL,0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473]',0);
+INSERT INTO "samples" VALUES(22,13,'Let''s denote the number of queen bees as \( Q \). According to the problem, the number of baby bees is twice the number of queens, so we can represent the number of baby bees as \( B \). Let the number of worker bees be \( W \).',NULL,0,'not_equivalent',55,'stop',NULL,NULL,NULL,NULL,'[0.6078027910634289]',0);
+INSERT INTO "samples" VALUES(22,14,'Let''s break down the problem step by step and then write the final answer.',NULL,0,'not_equivalent',16,'stop',NULL,NULL,NULL,NULL,'[0.5545972082960382]',0);
+INSERT INTO "samples" VALUES(22,15,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.',NULL,0,'not_equivalent',65,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171]',0);
+INSERT INTO "samples" VALUES(22,16,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904]',0);
+INSERT INTO "samples" VALUES(22,17,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,18,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,19,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( b \) be the number of baby bees.
+2. Let \( w \) be the number of worker bees.
+3. Let \( q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6435606836192449]',0);
+INSERT INTO "samples" VALUES(22,20,'To solve this problem, we can break it down into a few steps:
+
+1. Define the variables for the number of worker bees, baby bees, and queens.
+2. Set up the equations based on the problem statement.
+3. Solve the equations to find the number of worker bees.','3',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473, 0.6435238621112422]',0);
+INSERT INTO "samples" VALUES(22,21,'To solve this problem, we can break it down into a few steps:
+
+1. Identify the number of queens.
+2. Use the information about the number of worker bees to find the number of baby bees.
+3. Use the information about the number of baby bees to find the number of worker bees.','3',0,'not_equivalent',46,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473, 0.6202263402238204]',0);
+INSERT INTO "samples" VALUES(22,22,'To solve this problem, we can break it down into a few steps:
+
+1. Let \( B \) represent the number of baby bees.
+2. Let \( W \) represent the number of worker bees.
+3. Let \( Q \) represent the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473, 0.630875349754807]',0);
+INSERT INTO "samples" VALUES(22,23,'To solve this problem, we can break it down into a few steps:
+
+1. Define the variables for the number of bees:
+   - Let \( B \) be the number of bees.
+   - Let \( W \) be the number of worker bees.
+   - Let \( B_c \) be the number of baby bees.
+   - Let \( Q \) be the number of queens.','1',0,'not_equivalent',66,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473, 0.6519938434708074]',0);
+INSERT INTO "samples" VALUES(22,24,'Let''s denote the number of worker bees as \( w \). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \( b \). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \( q \).
+
+From the problem, we have the following equations:
+1. \( w = 2b \)
+2. \( b = 2q \)
+3. \( q = 700 \)','700',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6338271995832074, 0.6031806275549262]',0);
+INSERT INTO "samples" VALUES(22,25,'Let''s denote the number of worker bees as \( w \). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \( b \). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \( q \).
+
+From the problem, we can write the following equations:
+\[ w = 2b \]
+\[ b = 2q \]
+\[ q = 700 \]','700',0,'not_equivalent',36,'stop',NULL,NULL,NULL,NULL,'[0.6338271995832074, 0.6047427459897712]',0);
+INSERT INTO "samples" VALUES(22,26,'Let''s denote the number of worker bees as \( w \). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \( b \). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \( q \).
+
+From the problem, we can write the following equations:
+1. \( w = 2b \)
+2. \( b = 2q \)
+3. \( q = 700 \)','700',0,'not_equivalent',42,'stop',NULL,NULL,NULL,NULL,'[0.6338271995832074, 0.595444816195232]',0);
+INSERT INTO "samples" VALUES(22,27,'Let''s denote the number of worker bees as \( w \). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \( b \). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \( q \).
+
+From the problem, we can write the following equations:
+1. \( w = 2b \)
+2. \( b = 2q \)','2',0,'not_equivalent',31,'stop',NULL,NULL,NULL,NULL,'[0.6338271995832074, 0.6344491172400819]',0);
+INSERT INTO "samples" VALUES(22,28,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]','2',0,'not_equivalent',95,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209]',0);
+INSERT INTO "samples" VALUES(22,29,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we have the following information:
+1. There are 700 bees in the hive, so we can write: \( b + w + q = 700 \).
+2. There are twice as many worker bees as baby bees, so we can write: \( w = 2b \).
+3. There are twice as many babies as queens, so we can write: \( b = 2q \).','2',0,'not_equivalent',91,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6239489253290385]',0);
+INSERT INTO "samples" VALUES(22,30,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we have the following equations:
+1. \( b = 2w \) (number of baby bees)
+2. \( w = 2b \) (number of worker bees)
+3. \( q = 2b \) (number of queens)','2',0,'not_equivalent',57,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6326033332358497]',0);
+INSERT INTO "samples" VALUES(22,31,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]','2',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444]',0);
+INSERT INTO "samples" VALUES(22,32,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).','700',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692]',0);
+INSERT INTO "samples" VALUES(22,33,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we have the following relationships:
+1. \( B = 2B \)
+2. \( W = 2Q \)
+3. \( B + Q + W = 700 \)','700',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.5994792712029529]',0);
+INSERT INTO "samples" VALUES(22,34,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we know the following:
+1. The total number of bees in the hive is 700:
+\[ B + W + Q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ W = 2B \]
+3. There are twice as many babies as queens:
+\[ Q = 2B \]','2',0,'not_equivalent',78,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.6779749943493534]',0);
+INSERT INTO "samples" VALUES(22,35,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we have the following equations:
+1. \( B + W + Q = 700 \)
+2. \( W = 2B \)
+3. \( Q = 2B \)','2',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.6090538319297927]',0);
+INSERT INTO "samples" VALUES(22,36,'To solve this problem, we can break it down into a few steps:
+
+1. Define the variables for the number of bees:
+   - Let \( B \) be the number of bees.
+   - Let \( W \) be the number of worker bees.
+   - Let \( B_c \) be the number of baby bees.
+   - Let \( Q \) be the number of queens.
+
+2. According to the problem, we have the following relationships:
+   - \( B = 700 \)
+   - \( W = 2B \)
+   - \( B_c = 2B_c \)
+   - \( Q = 2Q \)','2',0,'not_equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473, 0.6519938434708074, 0.6188816058712462]',0);
+INSERT INTO "samples" VALUES(22,37,'To solve this problem, we can break it down into a few steps:
+
+1. Define the variables for the number of bees:
+   - Let \( B \) be the number of bees.
+   - Let \( W \) be the number of worker bees.
+   - Let \( B_c \) be the number of baby bees.
+   - Let \( Q \) be the number of queens.
+
+2. Given relationships:
+   - \( B = 700 \) (total number of bees)
+   - \( W = 2B \) (number of worker bees)
+   - \( B_c = 2B_c \) (number of baby bees)
+   - \( Q = 2Q \) (number of queens)','2',0,'not_equivalent',71,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473, 0.6519938434708074, 0.6216549471927103]',0);
+INSERT INTO "samples" VALUES(22,38,'To solve this problem, we can break it down into a few steps:
+
+1. Define the variables for the number of bees:
+   - Let \( B \) be the number of bees.
+   - Let \( W \) be the number of worker bees.
+   - Let \( B_c \) be the number of baby bees.
+   - Let \( Q \) be the number of queens.
+
+2. According to the problem:
+   - There are 700 bees in total: \( B + W + B_c + Q = 700 \).
+   - There are twice as many worker bees as baby bees: \( W = 2B_c \).
+   - There are twice as many babies as queens: \( B_c = 2Q \).','2',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473, 0.6519938434708074, 0.6292057209662618]',0);
+INSERT INTO "samples" VALUES(22,39,'To solve this problem, we can break it down into a few steps:
+
+1. Define the variables for the number of bees:
+   - Let \( B \) be the number of bees.
+   - Let \( W \) be the number of worker bees.
+   - Let \( B_c \) be the number of baby bees.
+   - Let \( Q \) be the number of queens.
+
+2. According to the problem, we know the following:
+   - \( B = 700 \)
+   - \( W = 2B \)
+   - \( B_c = 2B_c \)
+   - \( Q = 2Q \)','2',0,'not_equivalent',55,'stop',NULL,NULL,NULL,NULL,'[0.6341001500073473, 0.6519938434708074, 0.6137202198970557]',0);
+INSERT INTO "samples" VALUES(22,40,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+Now we substitute the expressions for \( w \) and \( b \) in the first equation into the second and third equations:','2',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6088789546191383]',0);
+INSERT INTO "samples" VALUES(22,41,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+Now we can substitute \( w = 2b \) and \( b = 2q \) into the first equation:
+\[
+b + w + q = b + 2b + q = 5b = 700
+\]','700',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6311316667971414]',0);
+INSERT INTO "samples" VALUES(22,42,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]','4',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157]',0);
+INSERT INTO "samples" VALUES(22,43,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+Now we can substitute the expressions for \( w \) and \( b \) in terms of \( q \) into the first equation:
+\[
+b + 2b + q = 700
+\]
+Simplifying this, we get:
+\[
+5b + q = 700
+\]','700',0,'not_equivalent',67,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.628641721733054]',0);
+INSERT INTO "samples" VALUES(22,44,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]
+
+Now we can substitute the second and third equations into the first equation to solve for \( b \):
+\[ b + 2b + 2b = 700 \]
+\[ 7b = 700 \]
+\[ b = \frac{700}{7} \]
+\[ b = 100 \]','100',0,'not_equivalent',71,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444, 0.602503380509949]',0);
+INSERT INTO "samples" VALUES(22,45,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]
+
+We can substitute the expressions for \( w \) and \( q \) into the first equation:
+\[ b + (2b) + (2b) = 700 \]
+\[ 7b = 700 \]
+\[ b = \frac{700}{7} \]
+\[ b = 100 \]','100',0,'not_equivalent',73,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444, 0.6007013073357436]',0);
+INSERT INTO "samples" VALUES(22,46,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]
+
+Now, we substitute the expressions for \( w \) and \( q \) in the first equation into it:
+\[ b + 2b + 2b = 700 \]
+\[ 6b = 700 \]','700',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444, 0.6467121772098915]',0);
+INSERT INTO "samples" VALUES(22,47,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]
+
+Now, we substitute \( w = 2b \) and \( q = 2b \) into the first equation:
+\[ b + (2b) + (2b) = 700 \]
+\[ 7b = 700 \]','700',0,'not_equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444, 0.6331485596508472]',0);
+INSERT INTO "samples" VALUES(22,48,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we know the following:
+1. The total number of bees in the hive is 700:
+\[ B + W + Q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ W = 2B \]
+3. There are twice as many babies as queens:
+\[ Q = 2B \]
+
+Now we can substitute these expressions into the first equation:
+\[ B + 2B + 2B = 700 \]
+\[ 5B = 700 \]
+\[ B = \frac{700}{5} \]
+\[ B = 140 \]','140',0,'not_equivalent',62,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6349456048572428]',0);
+INSERT INTO "samples" VALUES(22,49,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we know the following:
+1. The total number of bees in the hive is 700:
+\[ B + W + Q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ W = 2B \]
+3. There are twice as many babies as queens:
+\[ Q = 2B \]
+
+We can substitute the expressions for \( W \) and \( Q \) in the first equation into the second equation:
+\[ B + 2B + 2B = 700 \]
+\[ 6B = 700 \]','700',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.635350600604111]',0);
+INSERT INTO "samples" VALUES(22,50,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we know the following:
+1. The total number of bees in the hive is 700:
+\[ B + W + Q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ W = 2B \]
+3. There are twice as many babies as queens:
+\[ Q = 2B \]
+
+Now, we can substitute the expressions for \( W \) and \( Q \) in the total number of bees equation:
+\[ B + 2B + 2B = 700 \]
+\[ 7B = 700 \]
+\[ B = \frac{700}{7} \]
+\[ B = 100 \]','100',0,'not_equivalent',76,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6273515760581646]',0);
+INSERT INTO "samples" VALUES(22,51,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we know the following:
+1. The total number of bees in the hive is 700:
+\[ B + W + Q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ W = 2B \]
+3. There are twice as many babies as queens:
+\[ Q = 2B \]
+
+Now we substitute \( W \) and \( Q \) from equations 2 and 3 into equation 1:
+\[ B + 2B + 2B = 700 \]
+\[ 7B = 700 \]
+\[ B = \frac{700}{7} \]
+\[ B = 100 \]','100',0,'not_equivalent',75,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6191534934714402]',0);
+INSERT INTO "samples" VALUES(22,52,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]
+
+Now, we substitute the expressions for \( w \) and \( q \) in the first equation into it:
+\[ b + 2b + 2b = 700 \]
+\[ 6b = 700 \]
+
+Solving for \( b \):
+\[ b = \frac{700}{6} \]
+\[ b = \frac{350}{3} \approx 116.67 \]','116.67',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.6039209553377121]',0);
+INSERT INTO "samples" VALUES(22,53,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]
+
+Now, we substitute the expressions for \( w \) and \( q \) in the first equation into it:
+\[ b + 2b + 2b = 700 \]
+\[ 6b = 700 \]
+
+Next, we solve for \( b \) by dividing both sides of the equation by 6:
+\[ b = \frac{700}{6} \]
+\[ b = 116.67 \]
+Since the number of bees must be a whole number, we check if there was a mistake in the interpretation or the problem constraints. However, based on the problem statement, it seems there might be an inconsistency or a different interpretation, but let''s assume the problem statement is correct and proceed with the solution.','116.67',0,'not_equivalent',107,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5290221909196704]',0);
+INSERT INTO "samples" VALUES(22,54,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]
+
+Now, we substitute the expressions for \( w \) and \( q \) in the first equation into it:
+\[ b + 2b + 2b = 700 \]
+\[ 6b = 700 \]
+
+To find \( b \), we divide both sides of the equation by 6:
+\[ b = \frac{700}{6} \]
+\[ b = 116.67 \]','116.67',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5693475583481895]',0);
+INSERT INTO "samples" VALUES(22,55,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can write the following equations:
+1. The total number of bees is 700:
+\[ b + w + q = 700 \]
+2. There are twice as many worker bees as baby bees:
+\[ w = 2b \]
+3. There are twice as many babies as queens:
+\[ q = 2b \]
+
+Now, we substitute the expressions for \( w \) and \( q \) in the first equation into it:
+\[ b + 2b + 2b = 700 \]
+\[ 6b = 700 \]
+
+To solve for \( b \), we divide both sides of the equation by 6:
+\[ b = \frac{700}{6} \]
+\[ b = 116.67 \]','116.67',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5845171475331525]',0);
+INSERT INTO "samples" VALUES(22,56,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now we substitute these expressions for \( w \) and \( b \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]','700',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6251393132438738]',0);
+INSERT INTO "samples" VALUES(22,57,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now we have two expressions for \( w \):
+\[
+w = 4q
+\]
+\[
+b = 2q
+\]','2',0,'not_equivalent',30,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161]',0);
+INSERT INTO "samples" VALUES(22,58,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute \( w \) and \( b \) into the first equation:
+\[
+4q + w + q = 700
+\]
+\[
+4q + 4q + q = 700
+\]
+\[
+12q = 700
+\]','700',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6228141127868784]',0);
+INSERT INTO "samples" VALUES(22,59,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]','700',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542]',0);
+INSERT INTO "samples" VALUES(22,60,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) from the first two equations into the third equation:
+\[ B + 2B + 2Q = 700 \]
+\[ 5B + 2Q = 700 \]','700',0,'not_equivalent',57,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.5922198355004349]',0);
+INSERT INTO "samples" VALUES(22,61,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the second and third equations into the fourth equation:
+\[ B + (2B) + (2Q) = 700 \]
+\[ 5B + 2Q = 700 \]','700',0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6049629442530982]',0);
+INSERT INTO "samples" VALUES(22,62,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):','700',0,'not_equivalent',29,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241]',0);
+INSERT INTO "samples" VALUES(22,63,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:','700',0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045]',0);
+INSERT INTO "samples" VALUES(22,64,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now we have two expressions for \( w \):
+\[
+w = 4q
+\]
+\[
+b = 2q
+\]
+
+We can substitute these expressions for \( w \) and \( b \) into the first equation:
+\[
+b + w + q = 700
+\]
+\[
+(b + 4q) + (4q) + q = 700
+\]
+\[
+2b + 9q = 700
+\]','700',0,'not_equivalent',74,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6336028162956532]',0);
+INSERT INTO "samples" VALUES(22,65,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now we have two expressions for \( w \):
+\[
+w = 4q
+\]
+\[
+b = 2q
+\]
+
+Substituting \( w = 4q \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]','700',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6376023580244263]',0);
+INSERT INTO "samples" VALUES(22,66,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now we have two expressions for \( w \):
+\[
+w = 4q
+\]
+\[
+b = 2q
+\]
+
+We can now substitute these expressions for \( w \) and \( b \) into the first equation to express \( q \):
+\[
+4q + w + q = 700
+\]
+\[
+4q + 4q + q = 700
+\]
+\[
+12q = 700
+\]
+\[
+q = \frac{700}{12}
+\]
+\[
+q = 58.3333\ldots
+\]','58.3333',0,'not_equivalent',107,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.5231828347614814]',0);
+INSERT INTO "samples" VALUES(22,67,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now we have two expressions for \( w \):
+\[
+w = 4q
+\]
+\[
+b = 2q
+\]
+
+We can substitute these expressions into the first equation to solve for \( b \):
+\[
+b + w + q = 700
+\]
+\[
+b + (4q) + q = 700
+\]
+\[
+b + 5q = 700
+\]
+\[
+b = 700 - 5q
+\]','5',0,'not_equivalent',79,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6032623437358038]',0);
+INSERT INTO "samples" VALUES(22,68,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]
+
+Now we have a simplified equation:
+\[
+b + 5q = 700
+\]','700',0,'not_equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6123984536477872]',0);
+INSERT INTO "samples" VALUES(22,69,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]
+
+We can solve this equation for \( b \):
+\[
+b = 700 - 5q
+\]','5',0,'not_equivalent',25,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977]',0);
+INSERT INTO "samples" VALUES(22,70,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]
+
+To find the value of \( q \), we need to isolate it on one side of the equation. We can do this by subtracting \( 5q \) from both sides:
+\[
+b = 700 - 5q
+\]','5',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.564033624937786]',0);
+INSERT INTO "samples" VALUES(22,71,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]
+
+Next, we need to find the value of \( q \). Since we have two equations:
+1. \( b + 5q = 700 \)
+2. \( w = 4q \)','4',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6200796714475237]',0);
+INSERT INTO "samples" VALUES(22,72,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]','700',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199]',0);
+INSERT INTO "samples" VALUES(22,73,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]','700',0,'not_equivalent',16,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475]',0);
+INSERT INTO "samples" VALUES(22,74,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ 2Q + 2B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6387558978858596]',0);
+INSERT INTO "samples" VALUES(22,75,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ 2Q + B + Q = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6380937574651689]',0);
+INSERT INTO "samples" VALUES(22,76,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ B = 2Q \implies 700 = 2Q + 2B \implies 700 = 2Q + 4B \implies 700 = 4Q + B \implies B = 700 - 4Q \]','4',0,'not_equivalent',64,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6466132891588667]',0);
+INSERT INTO "samples" VALUES(22,77,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]','2',0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961]',0);
+INSERT INTO "samples" VALUES(22,78,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ B + (2B) + Q = 700 \]
+\[ 3B + Q = 700 \]','700',0,'not_equivalent',29,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6117306907922699]',0);
+INSERT INTO "samples" VALUES(22,79,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ B + (2B) + Q = 700 \]
+\[ 5B + Q = 700 \]','700',0,'not_equivalent',29,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6273637686365022]',0);
+INSERT INTO "samples" VALUES(22,80,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Next, we substitute \( B = 2Q \) into the first equation:','2',0,'not_equivalent',17,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6417409293988889]',0);
+INSERT INTO "samples" VALUES(22,81,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Now, we can solve for \( Q \):','700',0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731]',0);
+INSERT INTO "samples" VALUES(22,82,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:','2',0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662]',0);
+INSERT INTO "samples" VALUES(22,83,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Next, we substitute \( B = 2Q \) into the first equation:','2',0,'not_equivalent',17,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,84,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]
+
+Simplifying the left side, we get:','700',0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6283054087631187]',0);
+INSERT INTO "samples" VALUES(22,85,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]
+
+Simplify the equation:','700',0,'not_equivalent',5,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854]',0);
+INSERT INTO "samples" VALUES(22,86,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]
+
+Combining like terms, we get:','700',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.611069605266977]',0);
+INSERT INTO "samples" VALUES(22,87,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]
+
+Simplifying the left side of the equation:','700',0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6449888032394101]',0);
+INSERT INTO "samples" VALUES(22,88,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+From the first equation, we know \( B = 2B \). So we can substitute \( B = 2B \) into the equation \( 2Q = 2B \):','2',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.5925626760673082]',0);
+INSERT INTO "samples" VALUES(22,89,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]','2',0,'not_equivalent',6,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544]',0);
+INSERT INTO "samples" VALUES(22,90,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+Solving for \( Q \):','2',0,'not_equivalent',7,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6286456456931643]',0);
+INSERT INTO "samples" VALUES(22,91,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+So, we can solve for \( Q \) as follows:','2',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6456018315609836]',0);
+INSERT INTO "samples" VALUES(22,92,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]
+
+We can solve this equation for \( b \):
+\[
+b = 700 - 5q
+\]
+
+We can substitute \( b = 700 - 5q \) into the first equation to express \( w \) in terms of \( q \):
+\[
+(700 - 5q) + 4q = 700
+\]
+\[
+700 - q = 700
+\]','700',0,'not_equivalent',71,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6150788098862788]',0);
+INSERT INTO "samples" VALUES(22,93,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]
+
+We can solve this equation for \( b \):
+\[
+b = 700 - 5q
+\]
+
+So the number of worker bees is \( 700 - 5q \).','5',0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5931373767690981]',0);
+INSERT INTO "samples" VALUES(22,94,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]
+
+We can solve this equation for \( b \):
+\[
+b = 700 - 5q
+\]
+
+Since \( b \) must be a positive integer, \( 700 - 5q \) must also be a positive integer. The smallest positive integer that satisfies this equation is 701. Substituting \( b = 701 \) back into the equation for \( w \):
+\[
+w = 4q = 701
+\]','701',0,'not_equivalent',79,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6241900174835262]',0);
+INSERT INTO "samples" VALUES(22,95,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:
+- Let \( b \) be the number of baby bees.
+- Let \( w \) be the number of worker bees.
+- Let \( q \) be the number of queens.
+
+From the problem, we can derive the following equations:
+1. The total number of bees in the hive is 700:
+   \[
+   b + w + q = 700
+   \]
+2. There are twice as many worker bees as baby bees:
+   \[
+   w = 2b
+   \]
+3. There are twice as many babies as queens:
+   \[
+   b = 2q
+   \]
+
+We can substitute the expression for \( b \) from the third equation into the second equation to express \( w \) in terms of \( q \):
+\[
+w = 2b = 2(2q) = 4q
+\]
+
+Now substitute the expressions for \( b \) and \( w \) into the first equation:
+\[
+b + 4q + q = 700
+\]
+\[
+b + 5q = 700
+\]
+
+We can solve this equation for \( b \):
+\[
+b = 700 - 5q
+\]
+
+To find the value of \( q \), we can substitute \( b = 700 - 5q \) back into the equation \( b + w = 700 \):
+\[
+(700 - 5q) + w = 700
+\]
+\[
+700 - 5q + w = 700
+\]','700',0,'not_equivalent',80,'stop',NULL,NULL,NULL,NULL,'[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5999932808803228]',0);
+INSERT INTO "samples" VALUES(22,96,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Now, we can solve for \( Q \):
+
+\[
+Q = \frac{700 - 2B}{2}
+\]','2',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6368693925484941]',0);
+INSERT INTO "samples" VALUES(22,97,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Now, we can solve for \( Q \):
+
+\[
+2Q = 2B + 700
+\]
+\[
+Q = B + 350
+\]','350',0,'not_equivalent',29,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6147810641186207]',0);
+INSERT INTO "samples" VALUES(22,98,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Now, we can solve for \( Q \):
+
+\[
+Q = 700 - 2B
+\]','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6302346162310284]',0);
+INSERT INTO "samples" VALUES(22,99,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Now, we can solve for \( Q \):
+
+\[
+2Q - 2B = 700
+\]
+\[
+Q = \frac{700}{2} - B
+\]
+\[
+Q = 350 - B
+\]','350',0,'not_equivalent',47,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6203521130428811]',0);
+INSERT INTO "samples" VALUES(22,100,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]','350',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946]',0);
+INSERT INTO "samples" VALUES(22,101,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]','350',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,102,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]','350',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,103,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]','350',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,104,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]
+
+Simplify the equation:
+
+\[ B + 4Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854, 0.6242400153241014]',0);
+INSERT INTO "samples" VALUES(22,105,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]
+
+Simplify the equation:
+
+\[ B + 4Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,106,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]
+
+Simplify the equation:
+
+\[ B + 4Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,107,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[ B + (2Q) + (2Q) = 700 \]
+
+Simplify the equation:
+
+\[ B + 4Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,108,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:','2',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539]',0);
+INSERT INTO "samples" VALUES(22,109,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now that we have the value of \( Q \), we can substitute it back into the first equation to find \( W \):','2',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.632866959494186]',0);
+INSERT INTO "samples" VALUES(22,110,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156]',0);
+INSERT INTO "samples" VALUES(22,111,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q \) back into the third equation to find \( W \):','2',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029]',0);
+INSERT INTO "samples" VALUES(22,112,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413]',0);
+INSERT INTO "samples" VALUES(22,113,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,114,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,115,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,116,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052]',0);
+INSERT INTO "samples" VALUES(22,117,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,118,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,119,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,120,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q \) back into the third equation to find \( W \):
+
+\[ B + 2B + B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.607871430047396]',0);
+INSERT INTO "samples" VALUES(22,121,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q \) back into the third equation to find \( W \):
+
+\[ B + W + B = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.6151361022349792]',0);
+INSERT INTO "samples" VALUES(22,122,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q \) back into the third equation to find \( W \):
+
+\[ B + 2B + B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,123,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q \) back into the third equation to find \( W \):
+
+\[ B + 2B + B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,124,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have two expressions for \( Q \):
+1. \( Q = B + 350 \)
+2. \( B = 2Q \)','2',0,'not_equivalent',33,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043]',0);
+INSERT INTO "samples" VALUES(22,125,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have a system of linear equations:
+\[
+W = 2B
+\]
+\[
+B = 2Q + 350
+\]','350',0,'not_equivalent',34,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681]',0);
+INSERT INTO "samples" VALUES(22,126,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have two equations:
+1. \( W = 2B \)
+2. \( Q = B + 350 \)','350',0,'not_equivalent',29,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6270013500775186]',0);
+INSERT INTO "samples" VALUES(22,127,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have the equation:','350',0,'not_equivalent',6,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.5926684417870361]',0);
+INSERT INTO "samples" VALUES(22,128,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233]',0);
+INSERT INTO "samples" VALUES(22,129,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]','1400',0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746]',0);
+INSERT INTO "samples" VALUES(22,130,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 700 \]','700',0,'not_equivalent',9,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262]',0);
+INSERT INTO "samples" VALUES(22,131,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]','2',0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043]',0);
+INSERT INTO "samples" VALUES(22,132,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have two expressions for \( Q \):
+1. \( Q = B + 350 \)
+2. \( B = 2Q \)
+
+We can substitute the expression for \( B \) from the first equation into the second equation:','2',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6294730403081443]',0);
+INSERT INTO "samples" VALUES(22,133,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have two expressions for \( Q \):
+1. \( Q = B + 350 \)
+2. \( B = 2Q \)
+
+We can substitute the expression for \( B \) from the second equation into the first equation:','2',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6304026996765002]',0);
+INSERT INTO "samples" VALUES(22,134,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have two expressions for \( Q \):
+1. \( Q = B + 350 \)
+2. \( B = 2Q \)
+
+Substituting \( Q = B + 350 \) into the first equation:','350',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6427706939099982]',0);
+INSERT INTO "samples" VALUES(22,135,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have two expressions for \( Q \):
+1. \( Q = B + 350 \)
+2. \( B = 2Q \)
+
+We can substitute \( Q \) from the first expression into the second expression:','2',0,'not_equivalent',16,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6394605246947914]',0);
+INSERT INTO "samples" VALUES(22,136,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have a system of linear equations:
+\[
+W = 2B
+\]
+\[
+B = 2Q + 350
+\]
+
+We can substitute \( B = 2Q + 350 \) into the first equation \( W = 2B \):','2',0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6101189248882197]',0);
+INSERT INTO "samples" VALUES(22,137,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have a system of linear equations:
+\[
+W = 2B
+\]
+\[
+B = 2Q + 350
+\]
+
+We can substitute \( Q = B + 350 \) into \( W = 2B \):','2',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6307408262649877]',0);
+INSERT INTO "samples" VALUES(22,138,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have a system of linear equations:
+\[
+W = 2B
+\]
+\[
+B = 2Q + 350
+\]
+
+We can solve these equations step by step. First, substitute \( Q = B + 350 \) into the first equation:','350',0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6448029069831442]',0);
+INSERT INTO "samples" VALUES(22,139,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( W \) and \( B \) from the third equation into the second equation:
+
+\[
+2Q = 2B + 700
+\]
+
+Dividing both sides of the equation by 2:
+
+\[
+Q = B + 350
+\]
+
+Now we have a system of linear equations:
+\[
+W = 2B
+\]
+\[
+B = 2Q + 350
+\]
+
+We can substitute \( Q \) from the first equation into the second equation:','350',0,'not_equivalent',16,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6314990332230094]',0);
+INSERT INTO "samples" VALUES(22,140,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \cdot B = 2B \]','2',0,'not_equivalent',14,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6493541242625427]',0);
+INSERT INTO "samples" VALUES(22,141,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 700 \]','700',0,'not_equivalent',9,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6205459419482787]',0);
+INSERT INTO "samples" VALUES(22,142,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 700 \]','700',0,'not_equivalent',9,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,143,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]','2',0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6508907438799914]',0);
+INSERT INTO "samples" VALUES(22,144,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092]',0);
+INSERT INTO "samples" VALUES(22,145,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2 \times 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6863435406016235]',0);
+INSERT INTO "samples" VALUES(22,146,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,147,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,148,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 700 \]
+
+Now we can solve for \( B \) by dividing both sides by 2:','2',0,'not_equivalent',17,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.679740962195443]',0);
+INSERT INTO "samples" VALUES(22,149,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 700 \]
+
+So, the number of worker bees \( W \) is 700. Let''s write the final answer as \(\boxed{700}\).','700',0,'not_equivalent',34,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6040969929439698]',0);
+INSERT INTO "samples" VALUES(22,150,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 700 \]
+
+Now we can solve for \( B \) and \( W \):','700',0,'not_equivalent',14,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6576326153393791]',0);
+INSERT INTO "samples" VALUES(22,151,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 700 \]
+
+Now we have \( W = 700 \) and \( Q = B \), so we can solve for \( B \):','700',0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6491021941201306]',0);
+INSERT INTO "samples" VALUES(22,152,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+So, we know that \( W = 2B \). Now we can substitute \( W = 2B \) into the third equation:','2',0,'not_equivalent',30,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432]',0);
+INSERT INTO "samples" VALUES(22,153,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:','2',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043]',0);
+INSERT INTO "samples" VALUES(22,154,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+From this, we can see that \( B \) must be equal to 350 because:','350',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.6519044839516328]',0);
+INSERT INTO "samples" VALUES(22,155,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Thus, the number of worker bees is \( 700 \).','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.679081648431082]',0);
+INSERT INTO "samples" VALUES(22,156,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]
+
+So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.
+```python
+# Define the number of bees
+total_bees = 700','700',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795]',0);
+INSERT INTO "samples" VALUES(22,157,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]
+
+So, there are 1400 worker bees in the hive.','1400',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.64820154448867]',0);
+INSERT INTO "samples" VALUES(22,158,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]
+
+So, the number of worker bees is 1400. We can write this final answer as \(\boxed{1400}\).','1400',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6214820912884029]',0);
+INSERT INTO "samples" VALUES(22,159,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]
+
+So, the number of worker bees is \( W = 1400 \).','1400',0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6334279237213618]',0);
+INSERT INTO "samples" VALUES(22,160,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]
+
+So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.
+```python
+# Define the number of bees
+total_bees = 700
+
+# Define the equations
+# W = 2B
+# B = 2Q
+# Q = B','2',0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6738188341520737]',0);
+INSERT INTO "samples" VALUES(22,161,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]
+
+So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.
+```python
+# Define the number of bees
+total_bees = 700
+
+# Define the relationships
+# W = 2B
+# B = 2Q
+# Q = B','2',0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6678674101679984]',0);
+INSERT INTO "samples" VALUES(22,162,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]
+
+So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.
+```python
+# Define the number of bees
+total_bees = 700
+
+# Define the equations based on the relationships
+# W = 2B
+# B = 2Q
+# Q = B','2',0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.683776399847096]',0);
+INSERT INTO "samples" VALUES(22,163,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2(B) = 2 \times 700 = 1400 \]
+
+So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.
+```python
+# Define the number of bees
+total_bees = 700
+
+# Define the equations
+# Let W be the number of worker bees
+# Let B be the number of baby bees
+# Let Q be the number of queens','700',0,'not_equivalent',34,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6910988771689698]',0);
+INSERT INTO "samples" VALUES(22,164,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + B + B = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573]',0);
+INSERT INTO "samples" VALUES(22,165,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675]',0);
+INSERT INTO "samples" VALUES(22,166,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + B + B = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,167,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + B + B = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,168,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+So, we know that \( W = 2B \). Now we can substitute \( W = 2B \) into the third equation:
+
+\[ B + 2B + B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6828101232037597]',0);
+INSERT INTO "samples" VALUES(22,169,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+So, we know that \( W = 2B \). Now we can substitute \( W = 2B \) into the third equation:
+
+\[ B + 2B + B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,170,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+So, we know that \( W = 2B \). Now we can substitute \( W = 2B \) into the third equation:
+
+\[ B + 2B + B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,171,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+So, we know that \( W = 2B \). Now we can substitute \( W = 2B \) into the third equation:
+
+\[ B + W + Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6832965097578715]',0);
+INSERT INTO "samples" VALUES(22,172,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+This gives us two equations:
+1. \( W = 2B \)
+2. \( B = 2Q \)','2',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6598288509881537]',0);
+INSERT INTO "samples" VALUES(22,173,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+So, the number of worker bees is \( 2B \).','2',0,'not_equivalent',14,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6862793027688244]',0);
+INSERT INTO "samples" VALUES(22,174,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425]',0);
+INSERT INTO "samples" VALUES(22,175,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+This simplifies to \( W = B \), which is consistent with our previous reasoning. Now we can substitute \( Q = B \) into the third equation:','2',0,'not_equivalent',33,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196]',0);
+INSERT INTO "samples" VALUES(22,176,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+This simplifies to \( W = B \), which is consistent with our previous reasoning. Now we can substitute \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196, 0.73627241414955]',0);
+INSERT INTO "samples" VALUES(22,177,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+This simplifies to \( W = B \), which is consistent with our previous reasoning. Now we can substitute \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,178,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+This simplifies to \( W = B \), which is consistent with our previous reasoning. Now we can substitute \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,179,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+This simplifies to \( W = B \), which is consistent with our previous reasoning. Now we can substitute \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,180,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]
+
+\[ B + B + B = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675, 0.6917174904881551]',0);
+INSERT INTO "samples" VALUES(22,181,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]
+
+\[ B + B + B = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,182,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]
+
+\[ B + B + B = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,183,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + W + Q = 700 \]
+
+\[ B + B + B = 700 \]','700',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,184,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + B + B = 700 \]
+
+\[ 3B = 700 \]','700',0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573, 0.6940558790891681]',0);
+INSERT INTO "samples" VALUES(22,185,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + B + B = 700 \]
+
+\[ 3B = 700 \]','700',0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,186,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + B + B = 700 \]
+
+\[ 3B = 700 \]','700',0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,187,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since both expressions equal \( W \), we can conclude that \( W = B \). Now we can substitute \( W = B \) and \( Q = B \) into the third equation:
+
+\[ B + B + B = 700 \]
+
+\[ 3B = 700 \]','700',0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,188,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+\[ W = 2B \]','2',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.677316467506649]',0);
+INSERT INTO "samples" VALUES(22,189,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Now we have two expressions for \( W \): \( W = 2B \) and \( W = 2B \). So we can solve for \( B \):','2',0,'not_equivalent',36,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7140720077049493]',0);
+INSERT INTO "samples" VALUES(22,190,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+So, we know that \( W = 2B \). Now we can substitute \( Q = B \) and \( W = 2B \) into the third equation:','2',0,'not_equivalent',37,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7129580013991459]',0);
+INSERT INTO "samples" VALUES(22,191,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( W = 2B \).
+2. There are twice as many babies as queens: \( B = 2Q \).
+3. There are 700 bees in the hive: \( B + W + Q = 700 \).
+
+We can substitute the expressions for \( B \) and \( W \) in the third equation into the second equation to find \( Q \):
+
+\[ 2Q = 2B \]
+
+\[ Q = B \]
+
+So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first equation:
+
+\[ W = 2B \]
+
+\[ W = 2 \times B \]
+
+\[ W = 2B \]
+
+\[ W = 2B \]
+
+Since \( B = Q \), we can also substitute \( Q = B \) into the third equation:','2',0,'not_equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.6686971209041677]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.7962984196630115509e+09,1.79629902666085243222e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','interrupted',6,604.946992954996,6.04936577101005241259e+02);
 INSERT INTO "sessions" VALUES(2,1.7963188985371553898e+09,NULL,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','killed',0,NULL,NULL);
-INSERT INTO "sessions" VALUES(3,1.79631964182784366603e+09,1.79632138860856986044e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','running',14,1.74607391393500438426e+03,1.74607162133700330747e+03);
+INSERT INTO "sessions" VALUES(3,1.79631964182784366603e+09,1.79632193286937403677e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','running',16,2.29031896144499478402e+03,2.29031666227799723858e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -22895,5 +27857,7 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',1,'gsm8k_te
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',2,'gsm8k_test-127',0,18,'80',0.0,0,1,0,2623.0,2609.0,2319.0,23200.0,2.59496432168001774695e+02,4399828954368.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',2,'gsm8k_test-128',0,19,'432',0.0,0,1,0,3879.0,3786.0,2413.0,31536.0,3.59277229265004280031e+02,4707350657280.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',4,'gsm8k_test-128',0,20,'930',0.0,0,1,0,10050.0,9490.0,7164.0,94134.0,5.57227364934995421201e+02,13288970637312.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',1,'gsm8k_test-128',0,21,'980',0.0,0,1,0,2297.0,2288.0,1320.0,14896.0,3.30860722449484455864e+02,2425514414976.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',4,'gsm8k_test-141',0,22,'700',0.0,0,1,0,12067.0,11858.0,5928.0,96202.0,5.44214480281996657159e+02,12292045772544.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
