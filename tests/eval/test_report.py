@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -81,6 +82,38 @@ def test_a_config_stored_for_fewer_problems_says_so(table: Path, run_dir: Path, 
     lines = [ln for ln in r.output.splitlines() if "weighted-sc" in ln and "] " in ln]  # the accuracy table
     assert lines and all("n=3" in ln for ln in lines)
     assert not any("n=" in ln for ln in r.output.splitlines() if "self-consistency" in ln)
+
+
+def test_a_config_short_of_problems_is_left_out_of_the_comparisons(table: Path, run_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """A config stored for 3 of 6 problems, made right on all of them and cheaper than anything: compared as it is,
+    it would top the Pareto frontier; it is left out of the frontier and the compute-optimal table, and the
+    report says so (terminal and page)."""
+    part = tmp_path / "part"
+    run_sweep(SweepConfig(dataset="gsm8k", limit=6, models=["fake-small"], backend=f"scripted:{table}",
+                          budgets=[1, 2], strategies=["weighted-sc:verifier=confidence-mean"]), part,
+              **stop_after(3))
+    db = sqlite3.connect(part / "results.sqlite")
+    with db:
+        db.execute("UPDATE units SET correct = 1, completion_tokens = 0.5")
+    db.close()
+    stores = [open_existing(run_dir), open_existing(part)]
+    a = analyze(stores, reps=50)
+    for st in stores:
+        st.close()
+    wsc = "weighted-sc:verifier=confidence-mean"
+    short, cross = a.not_compared()
+    assert {(r.model, r.strategy, r.budget, r.accuracy.n) for r in short} == {("fake-small", wsc, 1, 3),
+                                                                               ("fake-small", wsc, 2, 3)}
+    assert cross == [] and a.model_problems == {"fake-small": 6, "fake-large": 6}
+    assert any(s == wsc for (m, s, _, _) in a.by_bin if m == "fake-small")  # measured per bin, not a candidate
+    assert all(p.label != wsc for p in a.frontier["fake-small"]) and a.frontier["fake-small"]
+    assert not any(name.startswith(wsc) for name, _ in a.optimal["fake-small"].values())
+    r = CliRunner().invoke(app, ["report", str(run_dir), str(part), "--reps", "50", "--out", str(tmp_path / "rep")],
+                           terminal_width=250)
+    assert r.exit_code == 0, r.output
+    said = f"fake-small {wsc}@1,2 (3 of 6 problems)"
+    assert said in r.output and said in (tmp_path / "rep" / "report.html").read_text()
 
 
 def _png(data: bytes, path: Path) -> Path:
@@ -167,8 +200,8 @@ def test_several_runs_share_a_report(table: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "model small with strategy greedy is in both" in r.output
 
 
-def _row(model: str, strategy: str, budget: int, acc: float, flops: float | None) -> ConfigRow:
-    return ConfigRow(model, strategy, budget, Estimate(acc, acc, acc, 100), {"flops": flops}, False)
+def _row(model: str, strategy: str, budget: int, acc: float, flops: float | None, n: int = 100) -> ConfigRow:
+    return ConfigRow(model, strategy, budget, Estimate(acc, acc, acc, n), {"flops": flops}, False)
 
 
 def test_crossover_picks_the_cheapest_config_that_reaches_each_larger_one() -> None:
@@ -189,3 +222,15 @@ def test_crossover_picks_the_cheapest_config_that_reaches_each_larger_one() -> N
         ("1.5b", "greedy@1", "0.5b", "sc@8", "sc@16", 0.6),
         ("1.5b", "sc@4", "0.1b", None, "greedy@1", None),
         ("1.5b", "sc@4", "0.5b", None, "sc@16", None)]
+
+
+def test_crossovers_compare_only_configs_with_every_problem() -> None:
+    """A smaller model's config finished on 50 of the report's 100 problems (right on all, and cheap) does not
+    count as reaching the larger model: it has not been measured on the problems the larger one was."""
+    rows = [_row("1.5b", "greedy", 1, 0.60, 10.0), _row("0.5b", "greedy", 1, 0.30, 2.0),
+            _row("0.5b", "beam", 4, 0.90, 3.0, n=50)]
+    a = Analysis({}, {}, "d", rows, {}, {}, {}, "", {}, {}, {}, n_problems=100, n_params={"1.5b": 15, "0.5b": 5},
+                 model_problems={"1.5b": 100, "0.5b": 100})
+    (c,) = crossovers(a)
+    assert (c.match, c.best.label) == (None, "greedy@1")
+    assert [r.label for r in a.not_compared()[0]] == ["beam@4"]

@@ -2,7 +2,10 @@
 curves, difficulty bins, the Pareto frontier and the compute-optimal table. Reads the store; computes with
 ``thinkscale.eval.metrics``.
 
-Each problem counts once per (model, strategy config, budget): its units over seeds are averaged first.
+Each problem counts once per (model, strategy config, budget): its units over seeds are averaged first. The views
+that compare configs (the Pareto frontier, the compute-optimal table, the cross-model crossovers) take only configs
+with every problem finished: a config stored for a few problems so far (a sweep in progress) would otherwise win or
+lose on other problems than the ones it is compared with. Such configs are listed by ``Analysis.not_compared``.
 """
 
 from __future__ import annotations
@@ -73,10 +76,22 @@ class Analysis:
     n_problems: int = 0
     sharing: Sharing | None = None  # None: the runs stored no chains (made before sample sharing existed)
     n_params: dict[str, int | None] = field(default_factory=dict)  # model -> parameters, as its backend reported
+    model_problems: dict[str, int] = field(default_factory=dict)  # model -> problems any of its configs finished
 
     @property
     def models(self) -> list[str]:
         return sorted({r.model for r in self.rows})
+
+    def complete(self, r: ConfigRow) -> bool:
+        """Whether ``r`` has every problem its model's configs finished (so it can be compared with them)."""
+        return r.accuracy.n >= self.model_problems.get(r.model, 0)
+
+    def not_compared(self) -> tuple[list[ConfigRow], list[ConfigRow]]:
+        """(configs left out of every comparison: fewer problems finished than their model's other configs;
+        configs left out of the cross-model crossovers only: all their model's problems, fewer than the report's)."""
+        short = [r for r in self.rows if not self.complete(r)]
+        cross = [r for r in self.rows if self.complete(r) and r.accuracy.n < self.n_problems]
+        return short, cross
 
     def overhead(self) -> tuple[float, float, float | None]:
         """(wall seconds, seconds inside backend calls, overhead share) over every session that ran jobs."""
@@ -147,21 +162,26 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
         for b, accs in split.items():
             by_bin[(model, strat, budget, b)] = metrics.bootstrap_ci(accs, reps=reps)
 
+    model_problems = {m: len({pid for (mm, _, _), by_problem in per.items() if mm == m for pid in by_problem})
+                      for m in {r.model for r in rows}}
+    whole = {(r.model, r.strategy, r.budget) for r in rows if r.accuracy.n >= model_problems[r.model]}
     frontier = {}
     optimal = {}
     for model in sorted({r.model for r in rows}):
         pts = [Point(r.strategy, r.budget, r.costs["completion_tokens"], r.accuracy.mean)  # type: ignore[arg-type]
-               for r in rows if r.model == model and r.costs["completion_tokens"] is not None]
+               for r in rows if r.model == model and r.costs["completion_tokens"] is not None
+               and (r.model, r.strategy, r.budget) in whole]
         frontier[model] = metrics.pareto_frontier(pts)
         optimal[model] = metrics.compute_optimal({(b, budget, strat): e.mean
-                                                  for (m, strat, budget, b), e in by_bin.items() if m == model})
+                                                  for (m, strat, budget, b), e in by_bin.items()
+                                                  if m == model and (m, strat, budget) in whole})
     sessions = [dict(r) | {"run": str(s.dir)} for s in stores
                 for r in s.rows("SELECT * FROM sessions ORDER BY session_id")]
     dataset = next(iter(problems.values()))["dataset"]
     info = stores[0].info() if len(stores) == 1 else {str(s.dir): s.info() for s in stores}
     n_params = {m: ident.get("n_params") for s in stores for m, ident in (s.info().get("models") or {}).items()}
     return Analysis(cfg, info, dataset, rows, pass_at, maj_at, bins, source, by_bin, frontier, optimal,
-                    sessions, len({u["problem_id"] for u in units}), _sharing(stores), n_params)
+                    sessions, len({u["problem_id"] for u in units}), _sharing(stores), n_params, model_problems)
 
 
 @dataclass(frozen=True)
@@ -185,9 +205,11 @@ class Crossover:
 
 def crossovers(a: Analysis) -> list[Crossover]:
     """For every config of every model with a known parameter count, and every model with fewer parameters: the
-    :class:`Crossover`. Configs whose FLOPs are unknown take no part."""
+    :class:`Crossover`. Configs whose FLOPs are unknown, and configs without every problem of the report finished,
+    take no part (a model would otherwise be compared on other problems than the one it is compared with)."""
     sized = {m: n for m, n in a.n_params.items() if n}
-    with_flops = [r for r in a.rows if r.model in sized and r.costs["flops"] is not None]
+    with_flops = [r for r in a.rows if r.model in sized and r.costs["flops"] is not None
+                  and r.accuracy.n >= a.n_problems]
     out = []
     for large in sorted(with_flops, key=lambda r: (r.model, r.strategy, r.budget)):
         for small in sorted(m for m in sized if sized[m] < sized[large.model]):

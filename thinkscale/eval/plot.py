@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from thinkscale.eval.analysis import Analysis  # noqa: E402
+from thinkscale.eval.analysis import Analysis, ConfigRow  # noqa: E402
 
 DPI = 110
 
@@ -50,8 +50,11 @@ def _series(a: Analysis) -> dict[tuple[str, str], list]:  # type: ignore[type-ar
     return {k: sorted(v, key=lambda r: r.budget) for k, v in out.items()}
 
 
-def _name(a: Analysis, model: str, strategy: str) -> str:
-    return strategy if len(a.models) == 1 else f"{model} {strategy}"
+def _name(a: Analysis, model: str, strategy: str, rows: list[ConfigRow] | None = None) -> str:
+    """A line's legend label; with ``rows``, a config short of its model's problems says on how many it stands."""
+    name = strategy if len(a.models) == 1 else f"{model} {strategy}"
+    short = [r.accuracy.n for r in rows or [] if not a.complete(r)]
+    return name + (f" (n={min(short)} of {a.model_problems[model]})" if short else "")
 
 
 def accuracy_vs_tokens(a: Analysis, path: Path) -> Path:
@@ -65,7 +68,7 @@ def accuracy_vs_tokens(a: Analysis, path: Path) -> Path:
         x = [r.costs["completion_tokens"] for r in pts]
         y = [r.accuracy.mean for r in pts]
         err = [[r.accuracy.mean - r.accuracy.low for r in pts], [r.accuracy.high - r.accuracy.mean for r in pts]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=_name(a, model, strat))
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=_name(a, model, strat, pts))
         below = False  # a point close (in log x) to the previous one gets its label on the other side
         for i, r in enumerate(pts):
             below = i > 0 and not below and x[i] < x[i - 1] * 1.15
@@ -162,7 +165,7 @@ def accuracy_vs_flops(a: Analysis, path: Path) -> Path | None:
         pts = [r for r in rs if r.costs["flops"] is not None]
         if pts:
             ax.plot([r.costs["flops"] for r in pts], [r.accuracy.mean for r in pts], marker="o",
-                    label=f"{model} {strat}")
+                    label=_name(a, model, strat, pts))
     return _finish(fig, ax, path, title=f"{a.dataset}: accuracy vs compute across models",
                    xlabel="FLOPs per problem (mean)")
 

@@ -7,12 +7,13 @@ import base64
 import datetime as dt
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from thinkscale.eval.analysis import Analysis, crossovers
+from thinkscale.eval.analysis import Analysis, ConfigRow, crossovers
 from thinkscale.eval.plot import all_plots
 
 
@@ -75,6 +76,29 @@ def frontier_rows(a: Analysis) -> list[list[str]]:
             for m, front in sorted(a.frontier.items()) for p in front]
 
 
+def not_compared_lines(a: Analysis) -> list[str]:
+    """What the comparisons leave out and why: configs with fewer problems finished than the others (a sweep in
+    progress), one phrase per model, strategy and problem count."""
+    short, cross = a.not_compared()
+
+    def grouped(rows: list[ConfigRow], total: Callable[[str], int]) -> str:
+        groups: dict[tuple[str, str, int], list[int]] = {}
+        for r in sorted(rows, key=lambda r: (r.model, r.strategy, r.budget)):
+            groups.setdefault((r.model, r.strategy, r.accuracy.n), []).append(r.budget)
+        return "; ".join(f"{m} {s}@{','.join(map(str, bs))} ({n} of {total(m)} problems)"
+                         for (m, s, n), bs in groups.items())
+
+    out = []
+    if short:
+        out.append("Left out of the Pareto frontier, the compute-optimal table and the crossovers until their model's "
+                   "other problems are finished (compared on fewer problems they would win or lose on others): "
+                   + grouped(short, lambda m: a.model_problems[m]) + ".")
+    if cross:
+        out.append(f"Left out of the crossovers until all {a.n_problems} problems of the report are finished: "
+                   + grouped(cross, lambda m: a.n_problems) + ".")
+    return out
+
+
 def print_tables(a: Analysis, console: Console) -> None:
     """The report's tables, narrower than the HTML's: prompt and cached tokens are in the page and the export."""
     t = Table(title=f"{a.dataset}: {a.n_problems} problems (accuracy: mean over problems; costs: mean per problem; "
@@ -89,6 +113,8 @@ def print_tables(a: Analysis, console: Console) -> None:
                   _num(r.costs["completion_tokens"], "{:.0f}"), _num(r.costs["verifier_tokens"], "{:.0f}"),
                   _num(r.costs["wall_seconds"], "{:.1f}"), _num(r.costs["flops"], "{:.2g}"))
     console.print(t)
+    for line in not_compared_lines(a):
+        console.print(line, highlight=False)
     heads, rows = optimal_rows(a)
     t = Table(title="compute-optimal strategy per difficulty and budget", header_style="bold")
     for h in heads:
@@ -144,7 +170,8 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
         data = base64.b64encode(img.read_bytes()).decode("ascii")
         parts.append(f"<figure><img alt='{html.escape(img.stem)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{html.escape(img.stem.replace('_', ' '))}</figcaption></figure>")
-    parts += ["<h2>Every strategy config</h2>", _table_html(CONFIG_HEADERS, config_table_rows(a))]
+    parts += ["<h2>Every strategy config</h2>", _table_html(CONFIG_HEADERS, config_table_rows(a)),
+              *[f"<p>{html.escape(line)}</p>" for line in not_compared_lines(a)]]
     heads, rows = optimal_rows(a)
     parts += ["<h2>Compute-optimal strategy per difficulty and budget</h2>", _table_html(heads, rows),
               "<h2>Pareto frontier</h2>",
