@@ -234,3 +234,30 @@ def test_crossovers_compare_only_configs_with_every_problem() -> None:
     (c,) = crossovers(a)
     assert (c.match, c.best.label) == (None, "greedy@1")
     assert [r.label for r in a.not_compared()[0]] == ["beam@4"]
+
+
+def test_per_difficulty_keeps_each_line_in_one_colour_and_names_every_line(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strategy "a" has no problem in bin 1, so bin 1's panel draws "b" alone: "b" must keep its colour from bin
+    2's panel (where "a" is drawn first), and the one legend lists both."""
+    from matplotlib import pyplot
+    from matplotlib.colors import to_rgba
+
+    from thinkscale.eval import plot
+
+    est = Estimate(0.5, 0.4, 0.6, 2)
+    rows = [ConfigRow("m", "a", 1, est, {}, False), ConfigRow("m", "b", 1, est, {}, False)]
+    by_bin = {("m", "b", 1, "1"): est, ("m", "a", 1, "2"): est, ("m", "b", 1, "2"): est}
+    a = Analysis({}, {}, "d", rows, {}, {}, {"m": {}}, "pass rate", by_bin, {}, {}, model_problems={"m": 2})
+    monkeypatch.setattr(plot.plt, "close", lambda fig: None)  # keep the figure to look at it
+    plot.per_difficulty(a, tmp_path / "p.png")
+    fig = pyplot.gcf()
+    colours: dict[str, set[tuple[float, ...]]] = {}
+    for ax in fig.axes:
+        for c in ax.containers:
+            colours.setdefault(c.get_label(), set()).add(to_rgba(c.lines[0].get_color()))
+    pyplot.close(fig)
+    assert set(colours) == {"a", "b"} and all(len(v) == 1 for v in colours.values())
+    assert colours["a"] != colours["b"]
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    assert [[t.get_text() for t in leg.get_texts()] for leg in legends] == [["a", "b"]]

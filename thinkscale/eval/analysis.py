@@ -86,6 +86,11 @@ class Analysis:
         """Whether ``r`` has every problem its model's configs finished (so it can be compared with them)."""
         return r.accuracy.n >= self.model_problems.get(r.model, 0)
 
+    def bin_size(self, model: str, b: str) -> int:
+        """Problems of ``model`` in difficulty bin ``b`` (0 if none): its configs' largest count there (a config
+        short of problems has fewer)."""
+        return max((e.n for (m, _, _, bb), e in self.by_bin.items() if m == model and bb == b), default=0)
+
     def not_compared(self) -> tuple[list[ConfigRow], list[ConfigRow]]:
         """(configs left out of every comparison: fewer problems finished than their model's other configs;
         configs left out of the cross-model crossovers only: all their model's problems, fewer than the report's)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -105,28 +106,42 @@ def _bins(a: Analysis) -> list[str]:
 
 
 def per_difficulty(a: Analysis, path: Path) -> Path:
-    """Accuracy against budget, one panel per difficulty bin, one line per (model, strategy)."""
+    """Accuracy against budget, one panel per difficulty bin, one line per (model, strategy): each line keeps its
+    colour in every panel, and one legend names them all (a spare panel holds it, else it sits right of them)."""
     bins = _bins(a)
     cols = min(3, len(bins))
     rows = math.ceil(len(bins) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    series = _series(a)
+    palette = plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors  # type: ignore[attr-defined]
+    handles: dict[str, Any] = {}
     for i, b in enumerate(bins):
         ax = axes[i // cols][i % cols]
-        for (model, strat) in _series(a):
+        for j, ((model, strat), rs) in enumerate(series.items()):
             pts = sorted((bud, e) for (m, s, bud, bb), e in a.by_bin.items() if (m, s, bb) == (model, strat, b))
             if pts:
-                ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts],
-                            yerr=[[p[1].mean - p[1].low for p in pts], [p[1].high - p[1].mean for p in pts]],
-                            marker="o", capsize=2, label=_name(a, model, strat))
-        n = next((e.n for (_, _, _, bb), e in a.by_bin.items() if bb == b), 0)
-        ax.set_title(f"{a.bin_source} {b} (n={n})", fontsize=9)
+                name = _name(a, model, strat, rs)
+                handles[name] = ax.errorbar(
+                    [p[0] for p in pts], [p[1].mean for p in pts],
+                    yerr=[[p[1].mean - p[1].low for p in pts], [p[1].high - p[1].mean for p in pts]],
+                    marker="o", capsize=2, color=palette[j % len(palette)], label=name)
+        # bins are the models' own pass rates, so each model has its own count in a bin
+        ax.set_title(f"{a.bin_source} {b} (n={'/'.join(str(a.bin_size(m, b)) for m in a.models)})", fontsize=9)
         _fraction_axes(ax, xlabel="budget", log_base=2)
     for j in range(len(bins), rows * cols):
         axes[j // cols][j % cols].axis("off")
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{a.dataset}: accuracy by difficulty ({a.bin_source}; bin 1 easiest)")
-    return _save(fig, path)
+    order = [_name(a, m, s, rs) for (m, s), rs in series.items() if _name(a, m, s, rs) in handles]
+    per_model = "" if len(a.models) == 1 else f"; n per model: {'/'.join(a.models)}"
+    fig.suptitle(f"{a.dataset}: accuracy by difficulty ({a.bin_source}; bin 1 easiest{per_model})")
+    if len(bins) < rows * cols:
+        axes[-1][-1].legend([handles[n] for n in order], order, loc="center", fontsize=7)
+        return _save(fig, path)
+    fig.legend([handles[n] for n in order], order, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def compute_optimal_heatmap(a: Analysis, path: Path) -> Path:

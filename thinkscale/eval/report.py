@@ -46,8 +46,7 @@ def optimal_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
             for bud in budgets:
                 hit = table.get((b, bud))
                 cells.append("" if hit is None else f"{hit[0]} ({hit[1]:.2f})")
-            n = next((e.n for (m, _, _, bb), e in a.by_bin.items() if m == model and bb == b), 0)
-            rows.append([model, f"{b} (n={n})", *cells])
+            rows.append([model, f"{b} (n={a.bin_size(model, b)})", *cells])
     return ["model", f"difficulty ({a.bin_source})", *[f"budget {x}" for x in budgets]], rows
 
 
