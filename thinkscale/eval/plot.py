@@ -21,9 +21,13 @@ DPI = 110
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight": a legend placed outside the axes is kept
     plt.close(fig)
     return path
+
+
+# More legend entries than this go right of the axes: inside, they would cover the points.
+LEGEND_INSIDE_MAX = 6
 
 
 def _fraction_axes(ax: Axes, *, xlabel: str, log_base: float = 10) -> None:
@@ -40,7 +44,12 @@ def _finish(fig: Figure, ax: Axes, path: Path, *, title: str, xlabel: str, ylabe
     _fraction_axes(ax, xlabel=xlabel, log_base=log_base)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    if len(ax.get_legend_handles_labels()[1]) > LEGEND_INSIDE_MAX:
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w + 4.5, h)  # room for the legend beside the axes, which keep their width
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -56,6 +65,9 @@ def _name(a: Analysis, model: str, strategy: str, rows: list[ConfigRow] | None =
     name = strategy if len(a.models) == 1 else f"{model} {strategy}"
     short = [r.accuracy.n for r in rows or [] if not a.complete(r)]
     return name + (f" (n={min(short)} of {a.model_problems[model]})" if short else "")
+
+
+FRONTIER_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 
 
 def accuracy_vs_tokens(a: Analysis, path: Path) -> Path:
@@ -75,11 +87,11 @@ def accuracy_vs_tokens(a: Analysis, path: Path) -> Path:
             below = i > 0 and not below and x[i] < x[i - 1] * 1.15
             ax.annotate(str(r.budget), (x[i], y[i]), textcoords="offset points", xytext=(4, -11 if below else 4),
                         fontsize=7)
-    for model, front in a.frontier.items():
-        if front:
+    for i, (model, front) in enumerate(sorted(a.frontier.items())):
+        if front:  # one black line per model, told apart by its dashes
             name = "Pareto frontier" + ("" if len(a.models) == 1 else f" {model}")
             ax.step([p.cost for p in front], [p.accuracy for p in front], where="post", color="black",
-                    linestyle="--", linewidth=1, alpha=0.7, label=name)
+                    linestyle=FRONTIER_STYLES[i % len(FRONTIER_STYLES)], linewidth=1, alpha=0.7, label=name)
     return _finish(fig, ax, path, title=f"{a.dataset}: accuracy vs generated tokens (numbers: budget)",
                    xlabel="generated tokens per problem (mean)")
 
@@ -138,10 +150,7 @@ def per_difficulty(a: Analysis, path: Path) -> Path:
         axes[-1][-1].legend([handles[n] for n in order], order, loc="center", fontsize=7)
         return _save(fig, path)
     fig.legend([handles[n] for n in order], order, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def compute_optimal_heatmap(a: Analysis, path: Path) -> Path:
