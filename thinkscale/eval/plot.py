@@ -156,9 +156,12 @@ def per_difficulty(a: Analysis, path: Path) -> Path:
 def compute_optimal_heatmap(a: Analysis, path: Path) -> Path:
     """Per model: difficulty bin x budget, colour = accuracy of the best strategy config there, text = its name."""
     models = sorted(a.optimal)
-    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 1.6 * len(a.config.get("budgets", [1])) + 2)
-                                                      * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
+    # one model per row: side by side, several models' panels shrink their cell text out of legibility
+    width = max(6.0, 1.6 * len(a.config.get("budgets", [1])) + 2)
+    heights = [max(1, len({b for b, _ in a.optimal[m]})) for m in models]  # a panel's height: its bins
+    fig, axes = plt.subplots(len(models), 1, figsize=(width, 1.4 * len(models) + 0.7 * sum(heights)), squeeze=False,
+                             height_ratios=heights)
+    for ax, model in zip(axes[:, 0], models, strict=True):
         table = a.optimal[model]
         bins = sorted({b for b, _ in table})
         budgets = sorted({bud for _, bud in table})
@@ -171,7 +174,7 @@ def compute_optimal_heatmap(a: Analysis, path: Path) -> Path:
                     ax.text(j, i, f"{name}\n{acc:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if acc < 0.6 else "black")
         ax.set_xticks(range(len(budgets)), [str(x) for x in budgets])
-        ax.set_yticks(range(len(bins)), bins)
+        ax.set_yticks(range(len(bins)), [f"{b} (n={a.bin_size(model, b)})" for b in bins])
         ax.set_xlabel("budget")
         ax.set_ylabel(f"difficulty ({a.bin_source})")
         ax.set_title(f"compute-optimal strategy: {model}", fontsize=10)
