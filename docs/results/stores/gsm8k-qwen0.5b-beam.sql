@@ -4454,6 +4454,380 @@ INSERT INTO "chains" VALUES(22,44,0,'fe44ef2d407cc7dae145668003f91bb6b3730987230
 INSERT INTO "chains" VALUES(22,44,1,'fe44ef2d407cc7dae145668003f91bb6b3730987230d000469d65ff5917bf12b',1,'Now we have two expressions for \( W \): \( W = 2B \) and \( W = 2B \). So we can solve for \( B \):','stop',36,326,325,1.01712386474600147145e+00,31508371200.0,NULL);
 INSERT INTO "chains" VALUES(22,44,2,'fe44ef2d407cc7dae145668003f91bb6b3730987230d000469d65ff5917bf12b',2,'So, we know that \( W = 2B \). Now we can substitute \( Q = B \) and \( W = 2B \) into the third equation:','stop',37,326,325,1.01712386474600147145e+00,31508371200.0,NULL);
 INSERT INTO "chains" VALUES(22,44,3,'fe44ef2d407cc7dae145668003f91bb6b3730987230d000469d65ff5917bf12b',3,'Since \( B = Q \), we can also substitute \( Q = B \) into the third equation:','stop',22,326,325,1.01712386474600147145e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(23,0,0,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',0,'Let''s define the variables step by step:','stop',9,75,74,3.39672464670858786917e+00,76722883872.0,NULL);
+INSERT INTO "chains" VALUES(23,0,1,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',1,'Let''s break down the problem step by step:','stop',10,75,74,3.39672464670858786917e+00,76722883872.0,NULL);
+INSERT INTO "chains" VALUES(23,0,2,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',2,'Let''s denote the number of bees as follows:
+- Let \( B \) be the number of bees.
+- Let \( W \) be the number of worker bees.
+- Let \( B \) be the number of baby bees.
+- Let \( Q \) be the number of queens.','stop',60,75,74,3.39672464670858786917e+00,76722883872.0,NULL);
+INSERT INTO "chains" VALUES(23,0,3,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',3,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.','stop',28,75,74,3.39672464670858786917e+00,76722883872.0,NULL);
+INSERT INTO "chains" VALUES(23,0,4,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',4,'To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.
+Let''s denote:
+- B as the number of worker bees.
+- Q as the number of queens.
+- B'' as the number of babies.
+- W as the number of worker bees.','stop',65,75,74,3.39672464670858786917e+00,76722883872.0,NULL);
+INSERT INTO "chains" VALUES(23,0,5,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',5,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees','stop',55,75,74,3.39672464670858786917e+00,76722883872.0,NULL);
+INSERT INTO "chains" VALUES(23,0,6,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',6,'Let''s denote the number of worker bees as \( w \). According to the problem, there are twice as many worker bees as baby bees, so we can write the equation:
+\[ w = 2b \]
+Next, we are given that there are twice as many babies as queens, so we can write the equation:
+\[ b = 2q \]
+We also know that the total number of bees in the hive is 700. Therefore, we can write the equation:
+\[ w + b + q = 700 \]
+Substituting the expressions for \( w \) and \( b \) from the two equations, we get:
+\[ w + 2b + 2q = 700 \]
+Simplifying the left side, we have:
+\[ 4w + 2q = 700 \]
+We can solve this equation for \( q \) by dividing every term by 2:
+\[ w + q = 350 \]
+Now we have a system of linear equations:
+1. \( 4w + 2q = 700 \)
+2. \( w + q = 350 \)
+To eliminate \( q \), we can subtract the','length',256,75,74,3.39672464670858786917e+00,76722883872.0,NULL);
+INSERT INTO "chains" VALUES(23,0,7,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',7,'To solve this problem, we can follow these steps:','stop',11,75,74,3.39672464670858786917e+00,76722883872.0,NULL);
+INSERT INTO "chains" VALUES(23,1,0,'6d138f1efb1f5e98ac0e2a0a131ac5d9b20bb3fa5949381b29413503f5419a0a',0,'1. Let \( w \) be the number of worker bees.
+2. Let \( b \) be the number of baby bees.
+3. Let \( q \) be the number of queens.
+4. Let \( t_b \) be the number of baby bees that are non-aggressive (i.e., not the mother).
+5. Let \( t_q \) be the number of queen bees that are non-aggressive (i.e., not the mother).','stop',95,103,102,1.73235041866370353957e+00,67742998080.0,NULL);
+INSERT INTO "chains" VALUES(23,1,1,'6d138f1efb1f5e98ac0e2a0a131ac5d9b20bb3fa5949381b29413503f5419a0a',1,'1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.73235041866370353957e+00,67742998080.0,NULL);
+INSERT INTO "chains" VALUES(23,1,2,'6d138f1efb1f5e98ac0e2a0a131ac5d9b20bb3fa5949381b29413503f5419a0a',2,'1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.73235041866370353957e+00,67742998080.0,NULL);
+INSERT INTO "chains" VALUES(23,1,3,'6d138f1efb1f5e98ac0e2a0a131ac5d9b20bb3fa5949381b29413503f5419a0a',3,'1. Let \( w \) be the number of worker bees.
+2. Let \( b \) be the number of baby bees.
+3. Let \( q \) be the number of queens.','stop',41,103,102,1.73235041866370353957e+00,67742998080.0,NULL);
+INSERT INTO "chains" VALUES(23,2,0,'f41090d4fb9a8c5452fd2949c41455186c6a118686baa759999f51cbc5f6cd75',0,'From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]','stop',91,130,129,1.97180930553112876424e+00,76880425728.0,NULL);
+INSERT INTO "chains" VALUES(23,2,1,'f41090d4fb9a8c5452fd2949c41455186c6a118686baa759999f51cbc5f6cd75',1,'From the problem statement, we have the following equations:
+1. \( Q = 700 \) (number of queens)
+2. \( B = 2Q \) (number of babies)
+3. \( W = 2B \) (number of worker bees)','stop',58,130,129,1.97180930553112876424e+00,76880425728.0,NULL);
+INSERT INTO "chains" VALUES(23,2,2,'f41090d4fb9a8c5452fd2949c41455186c6a118686baa759999f51cbc5f6cd75',2,'From the problem statement, we have the following relationships:
+1. \( Q = B \)
+2. \( B = 2Q \)
+3. \( W = 2B \)','stop',39,130,129,1.97180930553112876424e+00,76880425728.0,NULL);
+INSERT INTO "chains" VALUES(23,2,3,'f41090d4fb9a8c5452fd2949c41455186c6a118686baa759999f51cbc5f6cd75',3,'According to the problem:
+1. There are 700 bees in total.
+2. There are twice as many worker bees as baby bees, so \( W = 2B \).
+3. There are twice as many babies as queens, so \( B = 2Q \).','stop',59,130,129,1.97180930553112876424e+00,76880425728.0,NULL);
+INSERT INTO "chains" VALUES(23,3,0,'13ce7a3f292b37926469d0f112c6b2d2c26bc8fcd04b26cc57d943490276cae1',0,'We can substitute the expressions for \( B \) and \( W \) from the second and third equations into the first equation:
+\[
+Q + 2B + 2Q = 700
+\]
+Simplifying the left side:
+\[
+4Q + 2B = 700
+\]','stop',68,221,220,2.00525046558362962656e+00,69633500352.0,NULL);
+INSERT INTO "chains" VALUES(23,3,1,'13ce7a3f292b37926469d0f112c6b2d2c26bc8fcd04b26cc57d943490276cae1',1,'We can substitute the expressions for \( W \) and \( B \) from the second and third relationships into the first equation:
+\[
+Q + 2B + 2Q = 700
+\]
+Combining like terms, we get:
+\[
+4Q + 2B = 700
+\]','stop',69,221,220,2.00525046558362962656e+00,69633500352.0,NULL);
+INSERT INTO "chains" VALUES(23,3,2,'13ce7a3f292b37926469d0f112c6b2d2c26bc8fcd04b26cc57d943490276cae1',2,'We can substitute the expressions for \( W \) and \( B \) from the second and third equations into the first equation:
+\[
+Q + (2B) + (2Q) = 700
+\]','stop',47,221,220,2.00525046558362962656e+00,69633500352.0,NULL);
+INSERT INTO "chains" VALUES(23,3,3,'13ce7a3f292b37926469d0f112c6b2d2c26bc8fcd04b26cc57d943490276cae1',3,'We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]','stop',40,221,220,2.00525046558362962656e+00,69633500352.0,NULL);
+INSERT INTO "chains" VALUES(23,4,0,'d21c62e1dc0576dbf4a98edf3d0eccbcfa213b88cbd26a3a3198712cbd9266af',0,'From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)','stop',73,144,143,1.73318276904294532592e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(23,4,1,'d21c62e1dc0576dbf4a98edf3d0eccbcfa213b88cbd26a3a3198712cbd9266af',1,'We are given the following information:
+1. \( B = 700 \)
+2. \( W = 2B \)
+3. \( Q = 2Q \)','stop',38,144,143,1.73318276904294532592e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(23,4,2,'d21c62e1dc0576dbf4a98edf3d0eccbcfa213b88cbd26a3a3198712cbd9266af',2,'According to the problem:
+- There are 700 bees in total.
+- There are twice as many worker bees as baby bees.
+- There are twice as many babies as queens.','stop',38,144,143,1.73318276904294532592e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(23,4,3,'d21c62e1dc0576dbf4a98edf3d0eccbcfa213b88cbd26a3a3198712cbd9266af',3,'From the problem, we have the following equations:
+1. \( B = 2 \times Q \)
+2. \( W = 2 \times B \)
+3. \( B + W + Q = 700 \)','stop',49,144,143,1.73318276904294532592e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(23,5,0,'5bdb1b41089d345fcd7e24a88a7b169cb5fc53ccd36c2840a4280c16dcae6711',0,'Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]','stop',56,261,260,2.9161226440131993165e+00,83812267392.0,NULL);
+INSERT INTO "chains" VALUES(23,5,1,'5bdb1b41089d345fcd7e24a88a7b169cb5fc53ccd36c2840a4280c16dcae6711',1,'Now we have a system of three equations:
+1. \( Q + B + W = 700 \)
+2. \( W = 4Q \)
+3. \( B = 2Q \)','stop',44,261,260,2.9161226440131993165e+00,83812267392.0,NULL);
+INSERT INTO "chains" VALUES(23,5,2,'5bdb1b41089d345fcd7e24a88a7b169cb5fc53ccd36c2840a4280c16dcae6711',2,'Now we substitute \( W = 4Q \) into the first equation:
+\[
+Q + B + W = 700
+\]
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+\[
+Q = \frac{700}{9}
+\]
+\[
+Q = \frac{700}{9} \approx 77.78
+\]','stop',101,261,260,2.9161226440131993165e+00,83812267392.0,NULL);
+INSERT INTO "chains" VALUES(23,5,3,'5bdb1b41089d345fcd7e24a88a7b169cb5fc53ccd36c2840a4280c16dcae6711',3,'Now we can substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+10Q = 700
+\]
+\[
+Q = 70
+\]','stop',68,261,260,2.9161226440131993165e+00,83812267392.0,NULL);
+INSERT INTO "chains" VALUES(23,6,0,'865d3f08d2e558b0daf940184ef132f329522a4d2af2ca4c9113da73da0ebadb',0,'We can substitute \( W \) and \( Q \) from the second two equations into the first equation:
+\[ B + 2B + 2W = 700 \]
+\[ 5B + 2W = 700 \]','stop',54,217,216,1.30500629276837987191e+00,41906133696.0,NULL);
+INSERT INTO "chains" VALUES(23,6,1,'865d3f08d2e558b0daf940184ef132f329522a4d2af2ca4c9113da73da0ebadb',1,'Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:','stop',22,217,216,1.30500629276837987191e+00,41906133696.0,NULL);
+INSERT INTO "chains" VALUES(23,6,2,'865d3f08d2e558b0daf940184ef132f329522a4d2af2ca4c9113da73da0ebadb',2,'We can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+\[ B + 2B + 2W = 700 \]','stop',38,217,216,1.30500629276837987191e+00,41906133696.0,NULL);
+INSERT INTO "chains" VALUES(23,6,3,'865d3f08d2e558b0daf940184ef132f329522a4d2af2ca4c9113da73da0ebadb',3,'We can substitute the expressions for \( W \) and \( Q \) into the total bee count equation:','stop',22,217,216,1.30500629276837987191e+00,41906133696.0,NULL);
+INSERT INTO "chains" VALUES(23,7,0,'12fa792c7fcf3b8eb30768cd7980990b1252362f13deb28b96261e7e174477ee',0,'Solving for \( Q \):
+\[
+Q = \frac{700}{9}
+\]','stop',22,317,316,1.47850632023397743353e+00,42536301120.0,NULL);
+INSERT INTO "chains" VALUES(23,7,1,'12fa792c7fcf3b8eb30768cd7980990b1252362f13deb28b96261e7e174477ee',1,'Solving for \( Q \):
+\[
+Q = \frac{700}{9} = 83.33
+\]','stop',30,317,316,1.47850632023397743353e+00,42536301120.0,NULL);
+INSERT INTO "chains" VALUES(23,7,2,'12fa792c7fcf3b8eb30768cd7980990b1252362f13deb28b96261e7e174477ee',2,'Solving for \( Q \):
+\[
+Q = \frac{700}{9} = \frac{280}{3} \approx 93.33
+\]','stop',41,317,316,1.47850632023397743353e+00,42536301120.0,NULL);
+INSERT INTO "chains" VALUES(23,7,3,'12fa792c7fcf3b8eb30768cd7980990b1252362f13deb28b96261e7e174477ee',3,'To find \( Q \), we divide both sides of the equation by 9:
+\[
+Q = \frac{700}{9} = 83.3333\ldots
+\]','stop',45,317,316,1.47850632023397743353e+00,42536301120.0,NULL);
+INSERT INTO "chains" VALUES(23,8,0,'14b2e128f51f389eff3bb3a100c176d02b97417d7b5ad649cc4c55405825f732',0,'\[ B + 2B + 2W = 700 \]
+\[ 5B + 2W = 700 \]','stop',32,239,238,7.55751493274279484424e-01,25836864384.0,NULL);
+INSERT INTO "chains" VALUES(23,8,1,'14b2e128f51f389eff3bb3a100c176d02b97417d7b5ad649cc4c55405825f732',1,'\[ B + (2B) + (2W) = 700 \]','stop',19,239,238,7.55751493274279484424e-01,25836864384.0,NULL);
+INSERT INTO "chains" VALUES(23,8,2,'14b2e128f51f389eff3bb3a100c176d02b97417d7b5ad649cc4c55405825f732',2,'\[ B + 2B + 2W = 700 \]','stop',17,239,238,7.55751493274279484424e-01,25836864384.0,NULL);
+INSERT INTO "chains" VALUES(23,8,3,'14b2e128f51f389eff3bb3a100c176d02b97417d7b5ad649cc4c55405825f732',3,'\[ B + 2B + 2W = 700 \]','stop',17,239,238,7.55751493274279484424e-01,25836864384.0,NULL);
+INSERT INTO "chains" VALUES(23,9,0,'e12c9041abeabc548124c2381feb457299944fcfbc93cc49a45c541cb2b8bbec',0,'Since the number of queens must be a whole number, we need to check if our calculation is correct. Let''s check if \( Q = \frac{700}{9} \) is a whole number. If it is, we can substitute it back into the equations to find \( B \) and \( W \) and then confirm the number of worker bees. If not, we need to re-evaluate our approach.','stop',88,339,338,2.73567765187279920979e+00,86017853376.0,NULL);
+INSERT INTO "chains" VALUES(23,9,1,'e12c9041abeabc548124c2381feb457299944fcfbc93cc49a45c541cb2b8bbec',1,'Since \( Q \) must be a whole number, we can see that there is a small discrepancy in the division. However, we can simplify the division:
+\[
+Q = \frac{700}{9} \approx 77.77
+\]','stop',56,339,338,2.73567765187279920979e+00,86017853376.0,NULL);
+INSERT INTO "chains" VALUES(23,9,2,'e12c9041abeabc548124c2381feb457299944fcfbc93cc49a45c541cb2b8bbec',2,'Next, we substitute \( Q = \frac{700}{9} \) back into the equation \( W = 2B \):
+\[
+W = 2 \left( \frac{700}{9} \right)
+\]
+\[
+W = \frac{1400}{9}
+\]','stop',69,339,338,2.73567765187279920979e+00,86017853376.0,NULL);
+INSERT INTO "chains" VALUES(23,9,3,'e12c9041abeabc548124c2381feb457299944fcfbc93cc49a45c541cb2b8bbec',3,'Since \( Q \) must be a whole number, we check if \(\frac{700}{9}\) is an integer. We do this by dividing both sides by 9:
+\[
+Q = \frac{700}{9} = 76.67
+\]','stop',63,339,338,2.73567765187279920979e+00,86017853376.0,NULL);
+INSERT INTO "chains" VALUES(23,10,0,'8c790bac9dd93eedbbd5f16e6c8acfe65a62d249dd6012e68e55bf6b19dea451',0,'This simplifies to:','stop',5,258,257,2.04157195664801227596e-01,7562009088.0,NULL);
+INSERT INTO "chains" VALUES(23,10,1,'8c790bac9dd93eedbbd5f16e6c8acfe65a62d249dd6012e68e55bf6b19dea451',1,'Combine like terms:','stop',4,258,257,2.04157195664801227596e-01,7562009088.0,NULL);
+INSERT INTO "chains" VALUES(23,10,2,'8c790bac9dd93eedbbd5f16e6c8acfe65a62d249dd6012e68e55bf6b19dea451',2,'Simplify the left side of the equation:','stop',9,258,257,2.04157195664801227596e-01,7562009088.0,NULL);
+INSERT INTO "chains" VALUES(23,10,3,'8c790bac9dd93eedbbd5f16e6c8acfe65a62d249dd6012e68e55bf6b19dea451',3,'Simplify the left side of the equation:','stop',9,258,257,2.04157195664801227596e-01,7562009088.0,NULL);
+INSERT INTO "chains" VALUES(23,11,0,'e71f3556900d1bac93330ea40486d3e5b39b130b264a19b75304269f1187ea2a',0,'\[ 5B + 2W = 700 \]','stop',15,267,266,5.65936287613700073073e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(23,11,1,'e71f3556900d1bac93330ea40486d3e5b39b130b264a19b75304269f1187ea2a',1,'\[ 5B + 2W = 700 \]','stop',15,267,266,5.65936287613700073073e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(23,11,2,'e71f3556900d1bac93330ea40486d3e5b39b130b264a19b75304269f1187ea2a',2,'\[ 5B + 2W = 700 \]','stop',15,267,266,5.65936287613700073073e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(23,11,3,'e71f3556900d1bac93330ea40486d3e5b39b130b264a19b75304269f1187ea2a',3,'\[ 7B + 2W = 700 \]','stop',15,267,266,5.65936287613700073073e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(23,12,0,'9b837b056307ffa54c15125616366cf351954f6beca70469153a323cd26f682d',0,'\[ 5B + 2W = 700 \]','stop',15,262,261,5.65137967365122562135e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(23,12,1,'9b837b056307ffa54c15125616366cf351954f6beca70469153a323cd26f682d',1,'\[ 5B + 2W = 700 \]','stop',15,262,261,5.65137967365122562135e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(23,12,2,'9b837b056307ffa54c15125616366cf351954f6beca70469153a323cd26f682d',2,'\[ 5B + 2W = 700 \]','stop',15,262,261,5.65137967365122562135e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(23,12,3,'9b837b056307ffa54c15125616366cf351954f6beca70469153a323cd26f682d',3,'\[ 7B + 2W = 700 \]','stop',15,262,261,5.65137967365122562135e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(23,13,0,'a290489d2b7468f0ba2b3f82a66e3ec0cbabd43a782c4f89e6eafe4d4a8dbe5f',0,'Next, we substitute the expressions for \( W \) and \( Q \) into the equation:','stop',20,282,281,8.19595534068686681905e-01,25521780672.0,NULL);
+INSERT INTO "chains" VALUES(23,13,1,'a290489d2b7468f0ba2b3f82a66e3ec0cbabd43a782c4f89e6eafe4d4a8dbe5f',1,'We can now substitute \( W = 2B \) into the equation:','stop',16,282,281,8.19595534068686681905e-01,25521780672.0,NULL);
+INSERT INTO "chains" VALUES(23,13,2,'a290489d2b7468f0ba2b3f82a66e3ec0cbabd43a782c4f89e6eafe4d4a8dbe5f',2,'Now substitute \( W = 2B \) and \( Q = 2W \) back into the equation:','stop',24,282,281,8.19595534068686681905e-01,25521780672.0,NULL);
+INSERT INTO "chains" VALUES(23,13,3,'a290489d2b7468f0ba2b3f82a66e3ec0cbabd43a782c4f89e6eafe4d4a8dbe5f',3,'Next, substitute \( W = 2B \) and \( Q = 2W \) into the equation:','stop',24,282,281,8.19595534068686681905e-01,25521780672.0,NULL);
+INSERT INTO "chains" VALUES(23,14,0,'e5a905e63c61bfbf98c95e9dc9fdbfd49378b6f75045adb4170d310cafd83784',0,'Substitute \( W = 2B \) into the equation:','stop',14,282,281,1.00893763191476137919e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(23,14,1,'e5a905e63c61bfbf98c95e9dc9fdbfd49378b6f75045adb4170d310cafd83784',1,'Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)','stop',36,282,281,1.00893763191476137919e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(23,14,2,'e5a905e63c61bfbf98c95e9dc9fdbfd49378b6f75045adb4170d310cafd83784',2,'We can now substitute the expressions for \( W \) and \( Q \) into this equation:','stop',20,282,281,1.00893763191476137919e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(23,14,3,'e5a905e63c61bfbf98c95e9dc9fdbfd49378b6f75045adb4170d310cafd83784',3,'We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:','stop',33,282,281,1.00893763191476137919e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(23,15,0,'afae157ce0af11d8d45edd09ffdb7787402c733187a91bf785178dc2c080787f',0,'\[ 5B + 2(2B) = 700 \]','stop',18,315,314,1.1365048972058076071e+00,29932952640.0,NULL);
+INSERT INTO "chains" VALUES(23,15,1,'afae157ce0af11d8d45edd09ffdb7787402c733187a91bf785178dc2c080787f',1,'\[ 5B + 2(2B) = 700 \]','stop',18,315,314,1.1365048972058076071e+00,29932952640.0,NULL);
+INSERT INTO "chains" VALUES(23,15,2,'afae157ce0af11d8d45edd09ffdb7787402c733187a91bf785178dc2c080787f',2,'\[ 5B + 2(2B) = 700 \]
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','stop',44,315,314,1.1365048972058076071e+00,29932952640.0,NULL);
+INSERT INTO "chains" VALUES(23,15,3,'afae157ce0af11d8d45edd09ffdb7787402c733187a91bf785178dc2c080787f',3,'\[ 5B + 2(2B) = 700 \]','stop',18,315,314,1.1365048972058076071e+00,29932952640.0,NULL);
+INSERT INTO "chains" VALUES(23,16,0,'3f40acebc0330f6cdfff9609a05a46bedbd3b081395f0098517f07c3468f6e8f',0,'We can solve this system by substituting \( W \) from the second equation into the first equation:','stop',21,318,317,1.18112022319677523185e+00,28672617792.0,NULL);
+INSERT INTO "chains" VALUES(23,16,1,'3f40acebc0330f6cdfff9609a05a46bedbd3b081395f0098517f07c3468f6e8f',1,'We can solve this system of equations by isolating \( W \). First, we''ll express \( W \) in terms of \( B \) from the second equation:','stop',35,318,317,1.18112022319677523185e+00,28672617792.0,NULL);
+INSERT INTO "chains" VALUES(23,16,2,'3f40acebc0330f6cdfff9609a05a46bedbd3b081395f0098517f07c3468f6e8f',2,'We can express \( W \) in terms of \( B \) from the second equation:
+\[ W = 2B \]','stop',27,318,317,1.18112022319677523185e+00,28672617792.0,NULL);
+INSERT INTO "chains" VALUES(23,16,3,'3f40acebc0330f6cdfff9609a05a46bedbd3b081395f0098517f07c3468f6e8f',3,'We can substitute the second equation into the first equation:','stop',11,318,317,1.18112022319677523185e+00,28672617792.0,NULL);
+INSERT INTO "chains" VALUES(23,17,0,'c17325a1b102c3c610a6c09aacf76d60445d21763a82095cae533aef826fbf7b',0,'\[ 5B + 2(2B) = 700 \]
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]
+\[ B = \frac{700}{9} \]','stop',58,339,338,1.74734958745635804433e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(23,17,1,'c17325a1b102c3c610a6c09aacf76d60445d21763a82095cae533aef826fbf7b',1,'\[ 5B + 2(2B) = 700 \]
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','stop',44,339,338,1.74734958745635804433e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(23,17,2,'c17325a1b102c3c610a6c09aacf76d60445d21763a82095cae533aef826fbf7b',2,'\[ 5B + 2(2B) = 700 \]
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','stop',44,339,338,1.74734958745635804433e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(23,17,3,'c17325a1b102c3c610a6c09aacf76d60445d21763a82095cae533aef826fbf7b',3,'\[ 5B + 2(2B) = 700 \]','stop',18,339,338,1.74734958745635804433e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(23,18,0,'ee2eb1fc208e57f2254d7de01d0c6159e67ab1925dfe8d3f743e00edd6a2f88c',0,'Simplify the left side:','stop',6,333,332,2.91285246612656589793e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(23,18,1,'ee2eb1fc208e57f2254d7de01d0c6159e67ab1925dfe8d3f743e00edd6a2f88c',1,'\[ 5B + 4B = 700 \]','stop',15,333,332,2.91285246612656589793e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(23,18,2,'ee2eb1fc208e57f2254d7de01d0c6159e67ab1925dfe8d3f743e00edd6a2f88c',2,'Simplify further:','stop',4,333,332,2.91285246612656589793e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(23,18,3,'ee2eb1fc208e57f2254d7de01d0c6159e67ab1925dfe8d3f743e00edd6a2f88c',3,'Simplify the left side:','stop',6,333,332,2.91285246612656589793e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(23,19,0,'c9a5ad38c76ae21452664a8e7ace0edda4931f35ce3c669a315acf9f13ddb132',0,'\[ 5B + 4B = 700 \]','stop',15,337,336,6.92342094530547402797e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(23,19,1,'c9a5ad38c76ae21452664a8e7ace0edda4931f35ce3c669a315acf9f13ddb132',1,'\[ 5B + 4B = 700 \]','stop',15,337,336,6.92342094530547402797e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(23,19,2,'c9a5ad38c76ae21452664a8e7ace0edda4931f35ce3c669a315acf9f13ddb132',2,'\[ 5B + 4B = 700 \]','stop',15,337,336,6.92342094530547402797e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(23,19,3,'c9a5ad38c76ae21452664a8e7ace0edda4931f35ce3c669a315acf9f13ddb132',3,'\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','stop',26,337,336,6.92342094530547402797e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(23,20,0,'4e655c126dc8dc8a7d7a5184cb7ab29c3e7d1fc7b583b86810e5afae80f64707',0,'\[ 5B + 4B = 700 \]','stop',15,339,338,6.9300093378399418853e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(23,20,1,'4e655c126dc8dc8a7d7a5184cb7ab29c3e7d1fc7b583b86810e5afae80f64707',1,'\[ 5B + 4B = 700 \]','stop',15,339,338,6.9300093378399418853e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(23,20,2,'4e655c126dc8dc8a7d7a5184cb7ab29c3e7d1fc7b583b86810e5afae80f64707',2,'\[ 5B + 4B = 700 \]','stop',15,339,338,6.9300093378399418853e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(23,20,3,'4e655c126dc8dc8a7d7a5184cb7ab29c3e7d1fc7b583b86810e5afae80f64707',3,'\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','stop',26,339,338,6.9300093378399418853e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(23,21,0,'0da7f66df8f6b1026a41f17db117d2c9687d607ef207b97f670825e219beed98',0,'\[ 9B = 700 \]','stop',11,352,351,2.87324455585638349752e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(23,21,1,'0da7f66df8f6b1026a41f17db117d2c9687d607ef207b97f670825e219beed98',1,'Combine like terms:','stop',4,352,351,2.87324455585638349752e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(23,21,2,'0da7f66df8f6b1026a41f17db117d2c9687d607ef207b97f670825e219beed98',2,'Combine the like terms:','stop',5,352,351,2.87324455585638349752e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(23,21,3,'0da7f66df8f6b1026a41f17db117d2c9687d607ef207b97f670825e219beed98',3,'\[ 9B = 700 \]','stop',11,352,351,2.87324455585638349752e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(23,22,0,'1a6ce46efc4eff6062141feeea114ab83fc33c797ce968cdec62459df0224847',0,'Divide both sides by 9:','stop',8,365,364,2.86059930194456635277e-01,8507260224.0,NULL);
+INSERT INTO "chains" VALUES(23,22,1,'1a6ce46efc4eff6062141feeea114ab83fc33c797ce968cdec62459df0224847',1,'Now solve for \( B \):','stop',7,365,364,2.86059930194456635277e-01,8507260224.0,NULL);
+INSERT INTO "chains" VALUES(23,22,2,'1a6ce46efc4eff6062141feeea114ab83fc33c797ce968cdec62459df0224847',2,'Now we solve for \( B \):','stop',8,365,364,2.86059930194456635277e-01,8507260224.0,NULL);
+INSERT INTO "chains" VALUES(23,22,3,'1a6ce46efc4eff6062141feeea114ab83fc33c797ce968cdec62459df0224847',3,'Solve for \( B \):','stop',7,365,364,2.86059930194456635277e-01,8507260224.0,NULL);
+INSERT INTO "chains" VALUES(24,0,0,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',0,'Let''s define the variables:
+- \( B \) = the number of baby bees
+- \( W \) = the number of worker bees
+- \( Q \) = the number of queens','stop',41,75,30,1.7469041374829927804e+00,45135741744.0,22);
+INSERT INTO "chains" VALUES(24,0,1,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',1,'Let''s break down the problem step by step:','stop',10,75,30,1.7469041374829927804e+00,45135741744.0,22);
+INSERT INTO "chains" VALUES(24,0,2,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',2,'Let''s denote the number of bees as follows:
+- Let \( B \) be the number of bees.
+- Let \( W \) be the number of worker bees.
+- Let \( B \) be the number of baby bees.
+- Let \( Q \) be the number of queens.','stop',60,75,30,1.7469041374829927804e+00,45135741744.0,22);
+INSERT INTO "chains" VALUES(24,0,3,'eaf81477810845978e5f337e86a7cefc921f2cb62d2270e1dac4862f460186f4',3,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.','stop',28,75,30,1.7469041374829927804e+00,45135741744.0,22);
+INSERT INTO "chains" VALUES(24,1,0,'6d5747f2d90a66f461071bc3ff1eb93ba539e25345a196ec499c5dbacc51aa13',0,'1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.66688991764945670936e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(24,1,1,'6d5747f2d90a66f461071bc3ff1eb93ba539e25345a196ec499c5dbacc51aa13',1,'1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.66688991764945670936e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(24,1,2,'6d5747f2d90a66f461071bc3ff1eb93ba539e25345a196ec499c5dbacc51aa13',2,'1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.66688991764945670936e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(24,1,3,'6d5747f2d90a66f461071bc3ff1eb93ba539e25345a196ec499c5dbacc51aa13',3,'1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.','stop',41,103,102,1.66688991764945670936e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(24,2,0,'83d12868917921ee7eabc1f2df19dad9791bb8fb3471e07a36f74057c8be6733',0,'From the problem statement:
+1. We know there are 700 bees in the hive: \( W + B + Q = 700 \).
+2. There are twice as many worker bees as baby bees: \( W = 2B \).
+3. There are twice as many babies as queens: \( B = 2Q \).','stop',73,144,143,2.83138486158442814755e+00,65537412096.0,NULL);
+INSERT INTO "chains" VALUES(24,2,1,'83d12868917921ee7eabc1f2df19dad9791bb8fb3471e07a36f74057c8be6733',1,'From the problem, we have the following equations:
+1. \( W = 2B \)
+2. \( B = 2Q \)
+3. \( W + B + Q = 700 \)','stop',45,144,143,2.83138486158442814755e+00,65537412096.0,NULL);
+INSERT INTO "chains" VALUES(24,2,2,'83d12868917921ee7eabc1f2df19dad9791bb8fb3471e07a36f74057c8be6733',2,'From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)','stop',33,144,143,2.83138486158442814755e+00,65537412096.0,NULL);
+INSERT INTO "chains" VALUES(24,2,3,'83d12868917921ee7eabc1f2df19dad9791bb8fb3471e07a36f74057c8be6733',3,'From the problem, we have the following relationships:
+1. \( W = 2B \)
+2. \( B = 2Q \)
+3. The total number of bees in the hive is 700, so \( W + B + Q = 700 \)','stop',60,144,143,2.83138486158442814755e+00,65537412096.0,NULL);
+INSERT INTO "chains" VALUES(24,3,0,'953238775dc3a32811a599d9fc9f88a54bb957dfcc5cb88956123db0653b47ab',0,'Substitute the values of \( W \) and \( B \) into the equation for \( Q \):','stop',22,177,176,1.10848840888137933902e+00,30878203776.0,NULL);
+INSERT INTO "chains" VALUES(24,3,1,'953238775dc3a32811a599d9fc9f88a54bb957dfcc5cb88956123db0653b47ab',1,'Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]','stop',28,177,176,1.10848840888137933902e+00,30878203776.0,NULL);
+INSERT INTO "chains" VALUES(24,3,2,'953238775dc3a32811a599d9fc9f88a54bb957dfcc5cb88956123db0653b47ab',2,'We can substitute these expressions for \( B \) and \( Q \) into the second equation to solve for \( W \).','stop',26,177,176,1.10848840888137933902e+00,30878203776.0,NULL);
+INSERT INTO "chains" VALUES(24,3,3,'953238775dc3a32811a599d9fc9f88a54bb957dfcc5cb88956123db0653b47ab',3,'We can substitute these expressions for \( B \) and \( Q \) into the second equation to find \( W \).','stop',25,177,176,1.10848840888137933902e+00,30878203776.0,NULL);
+INSERT INTO "chains" VALUES(24,4,0,'564b487d31b43eee0cc5303ed0957400d2a3563bab56a5b929f717a8cfbd0823',0,'Next, substituting \( B \) into the equation for \( Q \):
+\[ Q = 2 \times (2 \times 700) = 2 \times 1400 = 2800 \]','stop',50,205,204,1.26826904148934094251e+00,38440212864.0,NULL);
+INSERT INTO "chains" VALUES(24,4,1,'564b487d31b43eee0cc5303ed0957400d2a3563bab56a5b929f717a8cfbd0823',1,'We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]','stop',25,205,204,1.26826904148934094251e+00,38440212864.0,NULL);
+INSERT INTO "chains" VALUES(24,4,2,'564b487d31b43eee0cc5303ed0957400d2a3563bab56a5b929f717a8cfbd0823',2,'Now, we can substitute the value of \( B \) into the equation for \( Q \):
+\[ Q = 2 \times (2 \times 700) \]','stop',38,205,204,1.26826904148934094251e+00,38440212864.0,NULL);
+INSERT INTO "chains" VALUES(24,4,3,'564b487d31b43eee0cc5303ed0957400d2a3563bab56a5b929f717a8cfbd0823',3,'Now we need to calculate the value of \( B \):','stop',12,205,204,1.26826904148934094251e+00,38440212864.0,NULL);
+INSERT INTO "chains" VALUES(24,5,0,'66cdeaa738adb090022bf14b1fc5e04146e2b3ff47d2f732e4f9614c912c41f3',0,'Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]','stop',31,230,229,9.4311665750612050374e-01,35919543168.0,NULL);
+INSERT INTO "chains" VALUES(24,5,1,'66cdeaa738adb090022bf14b1fc5e04146e2b3ff47d2f732e4f9614c912c41f3',1,'Now, substituting \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]','stop',30,230,229,9.4311665750612050374e-01,35919543168.0,NULL);
+INSERT INTO "chains" VALUES(24,5,2,'66cdeaa738adb090022bf14b1fc5e04146e2b3ff47d2f732e4f9614c912c41f3',2,'Now substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]','stop',28,230,229,9.4311665750612050374e-01,35919543168.0,NULL);
+INSERT INTO "chains" VALUES(24,5,3,'66cdeaa738adb090022bf14b1fc5e04146e2b3ff47d2f732e4f9614c912c41f3',3,'Now substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]','stop',28,230,229,9.4311665750612050374e-01,35919543168.0,NULL);
+INSERT INTO "chains" VALUES(24,6,0,'3a02990e7bcd19a64051ae1ccfb37faba3981a5f51e10a5c909290bf084f70d9',0,'We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]','stop',26,261,260,9.32306422026939696223e-01,29932952640.0,NULL);
+INSERT INTO "chains" VALUES(24,6,1,'3a02990e7bcd19a64051ae1ccfb37faba3981a5f51e10a5c909290bf084f70d9',1,'Finally, we can solve for \( Q \):
+\[ Q = 2800 \]','stop',20,261,260,9.32306422026939696223e-01,29932952640.0,NULL);
+INSERT INTO "chains" VALUES(24,6,2,'3a02990e7bcd19a64051ae1ccfb37faba3981a5f51e10a5c909290bf084f70d9',2,'We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]','stop',26,261,260,9.32306422026939696223e-01,29932952640.0,NULL);
+INSERT INTO "chains" VALUES(24,6,3,'3a02990e7bcd19a64051ae1ccfb37faba3981a5f51e10a5c909290bf084f70d9',3,'We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]','stop',26,261,260,9.32306422026939696223e-01,29932952640.0,NULL);
+INSERT INTO "chains" VALUES(24,7,0,'b10279c2ef3386c38103efe135e34a46223a1b487291feca2b296f9796f6fe77',0,'So, the number of worker bees is \( 700 \). Let''s write the final answer as \( \boxed{700} \).','stop',33,287,286,1.11571658614791080488e+00,34344124608.0,NULL);
+INSERT INTO "chains" VALUES(24,7,1,'b10279c2ef3386c38103efe135e34a46223a1b487291feca2b296f9796f6fe77',1,'So, the number of worker bees is \( \boxed{1400} \).','stop',20,287,286,1.11571658614791080488e+00,34344124608.0,NULL);
+INSERT INTO "chains" VALUES(24,7,2,'b10279c2ef3386c38103efe135e34a46223a1b487291feca2b296f9796f6fe77',2,'Therefore, the number of worker bees is \(\boxed{1400}\).','stop',19,287,286,1.11571658614791080488e+00,34344124608.0,NULL);
+INSERT INTO "chains" VALUES(24,7,3,'b10279c2ef3386c38103efe135e34a46223a1b487291feca2b296f9796f6fe77',3,'So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700','stop',40,287,286,1.11571658614791080488e+00,34344124608.0,NULL);
+INSERT INTO "chains" VALUES(24,8,0,'909a3dd49d2d182536d845268d405a4f888d667aaacc15682c21264a4a627c48',0,'# Calculate the number of baby bees
+B = 2 * W','stop',15,327,326,7.79115385742639388055e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(24,8,1,'909a3dd49d2d182536d845268d405a4f888d667aaacc15682c21264a4a627c48',1,'# Calculating the number of baby bees and queens
+B = 2 * W
+Q = 2 * B','stop',25,327,326,7.79115385742639388055e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(24,8,2,'909a3dd49d2d182536d845268d405a4f888d667aaacc15682c21264a4a627c48',2,'# Calculating the number of worker bees
+B = 2 * W
+Q = 2 * B','stop',23,327,326,7.79115385742639388055e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(24,8,3,'909a3dd49d2d182536d845268d405a4f888d667aaacc15682c21264a4a627c48',3,'# Calculating the number of baby bees
+B = 2 * W','stop',16,327,326,7.79115385742639388055e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(24,9,0,'0b4f4a27ed196e8cf7e4b131cb9c9598251de1f643f4dab3112db7916eb10cd2',0,'# Final answer
+final_answer = Q
+print(final_answer)
+```
+```output
+2800
+```
+The number of worker bees is \(\boxed{2800}\).','stop',42,350,349,1.43783256592728059253e+00,49468142784.0,NULL);
+INSERT INTO "chains" VALUES(24,9,1,'0b4f4a27ed196e8cf7e4b131cb9c9598251de1f643f4dab3112db7916eb10cd2',1,'# Final answer
+print(Q)
+```
+```output
+2800
+```
+The number of worker bees in the hive is \(\boxed{2800}\).','stop',39,350,349,1.43783256592728059253e+00,49468142784.0,NULL);
+INSERT INTO "chains" VALUES(24,9,2,'0b4f4a27ed196e8cf7e4b131cb9c9598251de1f643f4dab3112db7916eb10cd2',2,'# Final answer
+print(Q)
+```
+```output
+2800
+```
+The number of worker bees in the hive is \(\boxed{2800}\).','stop',39,350,349,1.43783256592728059253e+00,49468142784.0,NULL);
+INSERT INTO "chains" VALUES(24,9,3,'0b4f4a27ed196e8cf7e4b131cb9c9598251de1f643f4dab3112db7916eb10cd2',3,'# Output the result
+print(Q)
+```
+```output
+2800
+```
+The number of worker bees in the hive is \(\boxed{2800}\).','stop',40,350,349,1.43783256592728059253e+00,49468142784.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -4487,6 +4861,8 @@ INSERT INTO "jobs" VALUES(19,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_te
 INSERT INTO "jobs" VALUES(20,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-128',0,4,'beam:verifier=pyes,beam_width=4',0,'done','930','[{"event": "generate", "expand": [[0, 16]], "stop_at_step": true, "max_tokens": 256, "seeds": [34063174], "usage": [{"prompt_tokens": 120, "cached_prompt_tokens": 30, "completion_tokens": 416, "calls": 1, "seconds": 14.364873010335677, "flops": 617564075520.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 16], "scores": [[0.5436342391072811], [0.5562442196526648], [0.5852260349190817], [0.5551824645866622], [0.5760581504719379], [0.48409365600806564], [0.5347410029580781], [0.4938363277089287], [0.5896678356094675], [0.5641486331180557], [0.5907337550556424], [0.5642410948667054], [0.5826540660756848], [0.5084455324621513]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 16], "kept": [12, 9, 3, 15], "finished": [], "width": 4}, {"event": "generate", "expand": [[12, 4], [9, 4], [3, 4], [15, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2077532169, 449233944, 1812236941, 746054170], "usage": [{"prompt_tokens": 165, "cached_prompt_tokens": 164, "completion_tokens": 267, "calls": 1, "seconds": 8.947457565242264, "flops": 332728399872.0}, {"prompt_tokens": 192, "cached_prompt_tokens": 191, "completion_tokens": 214, "calls": 1, "seconds": 6.9844864728493175, "flops": 265930652928.0}, {"prompt_tokens": 157, "cached_prompt_tokens": 156, "completion_tokens": 164, "calls": 1, "seconds": 5.38061936109219, "flops": 202913910528.0}, {"prompt_tokens": 149, "cached_prompt_tokens": 148, "completion_tokens": 254, "calls": 1, "seconds": 8.250693377084318, "flops": 316344046848.0}]}, {"event": "score", "nodes": [17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.5907337550556424, 0.6495370200766141], [0.5907337550556424, 0.6723724302733367], [0.5907337550556424, 0.6228358298378422], [0.5907337550556424, 0.6470598199119902], [0.5896678356094675, 0.5288504510248875], [0.5896678356094675, 0.5868990185511155], [0.5896678356094675, 0.5319737936453892], [0.5896678356094675, 0.5782228366296517], [0.5852260349190817, 0.5599617569790293], [0.5852260349190817, 0.5520883704471443], [0.5852260349190817, 0.5934046492058332], [0.5852260349190817, 0.5624419059947214], [0.5826540660756848, 0.6620551732999207], [0.5826540660756848, 0.6181939782074161], [0.5826540660756848, 0.5890657883417781], [0.5826540660756848, 0.6081031598830794]]}, {"event": "step", "step": 1, "children": [17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "kept": [18, 29, 17, 20], "finished": [], "width": 4}, {"event": "generate", "expand": [[18, 4], [29, 4], [17, 4], [20, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1519429532, 1686641153, 1016994918, 188322474], "usage": [{"prompt_tokens": 269, "cached_prompt_tokens": 168, "completion_tokens": 307, "calls": 1, "seconds": 14.458221176230905, "flops": 509175278592.0}, {"prompt_tokens": 180, "cached_prompt_tokens": 179, "completion_tokens": 232, "calls": 1, "seconds": 8.417255337264011, "flops": 288616680192.0}, {"prompt_tokens": 224, "cached_prompt_tokens": 167, "completion_tokens": 165, "calls": 1, "seconds": 7.589367015379284, "flops": 274752996864.0}, {"prompt_tokens": 186, "cached_prompt_tokens": 185, "completion_tokens": 277, "calls": 1, "seconds": 9.80208576516321, "flops": 345331748352.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 44, 45, 46, 47, 48], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089], [0.5907337550556424, 0.6723724302733367, 0.6201660522689483], [0.5907337550556424, 0.6723724302733367, 0.6162753287050174], [0.5826540660756848, 0.6620551732999207, 0.6029104153222427], [0.5826540660756848, 0.6620551732999207, 0.6292096285758959], [0.5826540660756848, 0.6620551732999207, 0.6122493216091405], [0.5826540660756848, 0.6620551732999207, 0.6107221455859039], [0.5907337550556424, 0.6495370200766141, 0.5835486935381028], [0.5907337550556424, 0.6495370200766141, 0.5911007964550222], [0.5907337550556424, 0.6495370200766141, 0.6501453836040842], [0.5907337550556424, 0.6470598199119902, 0.5807203698484747], [0.5907337550556424, 0.6470598199119902, 0.6075772796765068], [0.5907337550556424, 0.6470598199119902, 0.5974001943889259], [0.5907337550556424, 0.6470598199119902, 0.6018614908050155]]}, {"event": "step", "step": 2, "children": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 44, 45, 46, 47, 48], "kept": [33, 44, 34, 38], "finished": [], "width": 4}, {"event": "generate", "expand": [[33, 4], [44, 4], [34, 4], [38, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1268102696, 1488583252, 10298258, 129569923], "usage": [{"prompt_tokens": 390, "cached_prompt_tokens": 274, "completion_tokens": 421, "calls": 1, "seconds": 18.709032804239012, "flops": 671758473984.0}, {"prompt_tokens": 245, "cached_prompt_tokens": 244, "completion_tokens": 164, "calls": 1, "seconds": 5.186674916438536, "flops": 202913910528.0}, {"prompt_tokens": 327, "cached_prompt_tokens": 274, "completion_tokens": 231, "calls": 1, "seconds": 8.660846849508651, "flops": 352893757440.0}, {"prompt_tokens": 246, "cached_prompt_tokens": 122, "completion_tokens": 256, "calls": 1, "seconds": 10.874141368866155, "flops": 473885902848.0}]}, {"event": "score", "nodes": [49, 50, 51, 52, 53, 54, 56, 57, 58, 59, 60, 61, 62], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6108610069561067], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.5815208998339277], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563], [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.5962395919012411], [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.6044457379887314], [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.6168525225255677], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.634560584463864], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6144861552197199], [0.5826540660756848, 0.6620551732999207, 0.6292096285758959, 0.5898773121540268], [0.5826540660756848, 0.6620551732999207, 0.6292096285758959, 0.5941759953249639]]}, {"event": "step", "step": 3, "children": [49, 50, 51, 52, 53, 54, 56, 57, 58, 59, 60, 61, 62], "kept": [51, 52, 57, 59], "finished": [], "width": 4}, {"event": "generate", "expand": [[51, 4], [52, 4], [57, 4], [59, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1822867677, 745761946, 1512147286, 1185004559], "usage": [{"prompt_tokens": 496, "cached_prompt_tokens": 495, "completion_tokens": 544, "calls": 1, "seconds": 22.916178091785618, "flops": 681841152768.0}, {"prompt_tokens": 508, "cached_prompt_tokens": 507, "completion_tokens": 546, "calls": 1, "seconds": 21.949853311688226, "flops": 684361822464.0}, {"prompt_tokens": 386, "cached_prompt_tokens": 385, "completion_tokens": 408, "calls": 1, "seconds": 16.3741061585119, "flops": 510435613440.0}, {"prompt_tokens": 389, "cached_prompt_tokens": 388, "completion_tokens": 469, "calls": 1, "seconds": 18.738184053941648, "flops": 587316039168.0}]}, {"event": "score", "nodes": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6193757751701954], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6069929962691456], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6269577175404465], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.5997664076745648], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6109286316002743], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.5936406222135349], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.5917541275222814], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6169962167453529], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.5798146895759574], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.628259318698161], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.5919071550251355], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.6130324961716294]]}, {"event": "step", "step": 4, "children": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "kept": [67, 68, 74, 71], "finished": [], "width": 4}, {"event": "generate", "expand": [[67, 4], [68, 4], [74, 4], [71, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1769286200, 684407041, 158426258, 1552326203], "usage": [{"prompt_tokens": 753, "cached_prompt_tokens": 752, "completion_tokens": 166, "calls": 1, "seconds": 6.069827994716782, "flops": 205434580224.0}, {"prompt_tokens": 589, "cached_prompt_tokens": 588, "completion_tokens": 213, "calls": 1, "seconds": 7.766447104105186, "flops": 264670318080.0}, {"prompt_tokens": 464, "cached_prompt_tokens": 463, "completion_tokens": 471, "calls": 1, "seconds": 19.29146669941174, "flops": 589836708864.0}, {"prompt_tokens": 704, "cached_prompt_tokens": 703, "completion_tokens": 107, "calls": 1, "seconds": 3.7980430712115956, "flops": 131074824192.0}]}, {"event": "score", "nodes": [81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6422878638669216], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6116542256973833], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6228875511179093], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6332350832201807], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.596964183112814], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.603353211981713], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.5952400663100125], [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.6058679911429525], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.5971228534160664], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.5917581305383929], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.6024776425842976]]}, {"event": "step", "step": 5, "children": [81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95], "kept": [84, 82, 88, 86], "finished": [], "width": 4}, {"event": "generate", "expand": [[84, 4], [82, 4], [88, 4], [86, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1435926290, 135502861, 1620439888, 895982160], "usage": [{"prompt_tokens": 836, "cached_prompt_tokens": 835, "completion_tokens": 323, "calls": 1, "seconds": 19.60920129059979, "flops": 403307151360.0}, {"prompt_tokens": 815, "cached_prompt_tokens": 814, "completion_tokens": 118, "calls": 1, "seconds": 4.375296166992136, "flops": 144938507520.0}, {"prompt_tokens": 646, "cached_prompt_tokens": 645, "completion_tokens": 270, "calls": 1, "seconds": 15.115748437458999, "flops": 336509404416.0}, {"prompt_tokens": 614, "cached_prompt_tokens": 613, "completion_tokens": 161, "calls": 1, "seconds": 7.077786237210891, "flops": 199132905984.0}]}, {"event": "score", "nodes": [97, 98, 99, 100, 101, 102, 105, 106, 107, 108, 109, 110, 111, 112], "scores": [[0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.6825912072699591], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.7060069119854935], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.6945534740679988], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.7014602159142871], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284, 0.6675766443734917], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284, 0.6862155647496027], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6772164371343754], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6845163927350608], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6908689050076583], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6774303596366138], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6421982426402537], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6579179904333258], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6322638667497088], [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.655970059606065]]}, {"event": "step", "step": 6, "children": [97, 98, 99, 100, 101, 102, 105, 106, 107, 108, 109, 110, 111, 112], "kept": [98, 100, 99, 107], "finished": [98, 100, 99, 107], "width": 0}, {"event": "select", "how": "argmax", "pool": [98, 100, 99, 107], "scores": [0.7060069119854935, 0.7014602159142871, 0.6945534740679988, 0.6908689050076583], "tally": {"930": 0.7060069119854935, "1750": 0.6908689050076583}, "tie_broken_by_rng": false, "chosen": 98}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5436342391072811], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step-by-step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5562442196526648], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5852260349190817], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5551824645866622], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum them up. Here''s a step-by-step approach:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5760581504719379], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then use Python code to ensure the accuracy of our solution.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.48409365600806564], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then write the final answer.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5347410029580781], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and use Python code to ensure the result is accurate.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.4938363277089287], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 9, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step. First, we need to find out the cost of each watermelon and each orange. We know that each pepper costs 15$ and each orange costs 5 less than what a watermelon costs. Therefore, the cost of an orange is \\(15 - 5 = 10\\) dollars.", "depth": 1, "terminal": null, "answer": "10", "step_scores": [0.5896678356094675], "completion_tokens": 72, "finish_reason": "stop"}, {"index": 10, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll break it down into smaller steps and use Python code to ensure accuracy. Let''s define the cost of each pepper and then calculate the total cost for the watermelons, peppers, and oranges.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5641486331180557], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 11, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then write the final answer.", "depth": 1, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 12, "parent": 0, "kind": "step", "step": "To solve this problem, we need to calculate the cost of each pepper, the cost of the watermelons, and the cost of the oranges, and then sum these amounts. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5907337550556424], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 13, "parent": 0, "kind": "step", "step": "To solve this problem, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5642410948667054], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 14, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 15, "parent": 0, "kind": "step", "step": "To solve the problem, we need to determine the cost of each pepper and then use that to find the total amount of money Dillon will spend.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5826540660756848], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 16, "parent": 0, "kind": "step", "step": "Let''s solve the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5084455324621513], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 17, "parent": 12, "kind": "step", "step": "1. Calculate the cost of each pepper:\n   - Each pepper costs $15.\n   - The cost of each watermelon is three times the cost of each pepper.\n   - Therefore, the cost of each watermelon is \\(3 \\times 15 = 45\\).", "depth": 2, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6495370200766141], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 18, "parent": 12, "kind": "step", "step": "1. **Cost of Each Pepper:**\n   Let''s denote the cost of a pepper as \\( P \\). According to the problem, a watermelon costs three times the cost of a pepper:\n   \\[\n   \\text{Cost of a watermelon} = 3P\n   \\]\n   We are given that each pepper costs 15$:\n   \\[\n   P = 15\n   \\]\n   So, the cost of a pepper is \\( 15 \\) dollars.", "depth": 2, "terminal": null, "answer": "15", "step_scores": [0.5907337550556424, 0.6723724302733367], "completion_tokens": 104, "finish_reason": "stop"}, {"index": 19, "parent": 12, "kind": "step", "step": "1. **Calculate the cost of each watermelon:**\n   A watermelon costs three times what each pepper costs. Let \\( p \\) be the cost of one pepper. Then the cost of a watermelon is \\( 3p \\).\n   Since Dillon buys 4 watermelons, the total cost of watermelons is \\( 4 \\times 3p = 12p \\).", "depth": 2, "terminal": null, "answer": "12", "step_scores": [0.5907337550556424, 0.6228358298378422], "completion_tokens": 83, "finish_reason": "stop"}, {"index": 20, "parent": 12, "kind": "step", "step": "1. **Determine the cost of each pepper:**\n   - Each pepper costs $15.", "depth": 2, "terminal": null, "answer": "$15", "step_scores": [0.5907337550556424, 0.6470598199119902], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 21, "parent": 9, "kind": "step", "step": "Next, we need to calculate the total cost for each type of fruit Dillon buys:\n1. Total cost for 4 watermelons: \\(4 \\times 15 = 60\\) dollars.\n2. Total cost for 20 peppers: \\(20 \\times 15 = 300\\) dollars.\n3. Total cost for 10 oranges: \\(10 \\times 10 = 100\\) dollars.", "depth": 2, "terminal": null, "answer": "100", "step_scores": [0.5896678356094675, 0.5288504510248875], "completion_tokens": 94, "finish_reason": "stop"}, {"index": 22, "parent": 9, "kind": "step", "step": "Now, we can calculate the total cost for each type of item:", "depth": 2, "terminal": null, "answer": "10", "step_scores": [0.5896678356094675, 0.5868990185511155], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 23, "parent": 9, "kind": "step", "step": "Next, we calculate the total cost for each type of item:\n- The total cost of 4 watermelons is \\(4 \\times 15 = 60\\) dollars.\n- The total cost of 20 peppers is \\(20 \\times 15 = 300\\) dollars.\n- The total cost of 10 oranges is \\(10 \\times 10 = 100\\) dollars.", "depth": 2, "terminal": null, "answer": "100", "step_scores": [0.5896678356094675, 0.5319737936453892], "completion_tokens": 90, "finish_reason": "stop"}, {"index": 24, "parent": 9, "kind": "step", "step": "Next, we calculate the total cost of the watermelons and the oranges:", "depth": 2, "terminal": null, "answer": "10", "step_scores": [0.5896678356094675, 0.5782228366296517], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 25, "parent": 3, "kind": "step", "step": "1. Calculate the cost of one watermelon.\n2. Calculate the cost of one pepper.\n3. Calculate the cost of one orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5852260349190817, 0.5599617569790293], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 26, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of the watermelons, peppers, and oranges.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5852260349190817, 0.5520883704471443], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 27, "parent": 3, "kind": "step", "step": "1. **Determine the cost of each watermelon:**\n   - Each pepper costs $15.\n   - Therefore, each watermelon costs \\(3 \\times 15 = 45\\) dollars.", "depth": 2, "terminal": null, "answer": "45", "step_scores": [0.5852260349190817, 0.5934046492058332], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 28, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the items.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5852260349190817, 0.5624419059947214], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 29, "parent": 15, "kind": "step", "step": "First, let''s define the cost of one pepper:\n\\[ C_{\\text{pepper}} = 15 \\text{ dollars} \\]", "depth": 2, "terminal": null, "answer": "15", "step_scores": [0.5826540660756848, 0.6620551732999207], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 30, "parent": 15, "kind": "step", "step": "1. **Calculate the cost of each pepper:**\n   - A watermelon costs three times what each pepper costs.\n   - Let \\( p \\) be the cost of one pepper.\n   - Then, the cost of a watermelon is \\( 3p \\).", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.5826540660756848, 0.6181939782074161], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 31, "parent": 15, "kind": "step", "step": "1. Let the cost of a watermelon be \\( x \\) dollars. According to the problem, each watermelon costs three times what each pepper costs, so the cost of a pepper is \\( \\frac{x}{3} \\) dollars. Additionally, an orange costs 5 less than what a watermelon costs, so the cost of an orange is \\( \\frac{x}{3} - 5 \\) dollars.", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.5826540660756848, 0.5890657883417781], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 32, "parent": 15, "kind": "step", "step": "First, we need to find the cost of each pepper. Let''s denote the cost of one pepper as \\( p \\). According to the problem, a watermelon costs three times what each pepper costs, so the cost of a watermelon is \\( 3p \\). An orange costs 5 less than what a watermelon cost, so the cost of an orange is \\( p - 5 \\).", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.5826540660756848, 0.6081031598830794], "completion_tokens": 82, "finish_reason": "stop"}, {"index": 33, "parent": 18, "kind": "step", "step": "2. **Cost of the Watermelons:**\n   Let''s denote the cost of a watermelon as \\( W \\). According to the problem, an orange costs 5 less than what a watermelon cost:\n   \\[\n   \\text{Cost of an orange} = W - 5\n   \\]\n   We are given that each watermelon costs \\( 3P \\), so:\n   \\[\n   W = 3 \\times 15 = 45\n   \\]\n   So, the cost of a watermelon is \\( 45 \\) dollars.", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241], "completion_tokens": 121, "finish_reason": "stop"}, {"index": 34, "parent": 18, "kind": "step", "step": "2. **Cost of Each Watermelon:**\n   The cost of a watermelon is given as:\n   \\[\n   \\text{Cost of a watermelon} = 3P = 3 \\times 15 = 45 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 35, "parent": 18, "kind": "step", "step": "2. **Cost of Each Watermelon:**\n   The cost of a watermelon is \\( 3P \\):\n   \\[\n   \\text{Cost of a watermelon} = 3 \\times 15 = 45 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6201660522689483], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 36, "parent": 18, "kind": "step", "step": "2. **Cost of Watermelons:**\n   Dillon is sent to the store to buy 4 watermelons.\n   \\[\n   \\text{Cost of watermelons} = 4 \\times 3P = 4 \\times 3 \\times 15 = 360 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "360", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6162753287050174], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 37, "parent": 29, "kind": "step", "step": "Since a watermelon costs three times what each pepper costs, the cost of a watermelon is:\n\\[ C_{\\text{watermelon}} = 3 \\times C_{\\text{pepper}} = 3 \\times 15 = 45 \\text{ dollars} \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6029104153222427], "completion_tokens": 61, "finish_reason": "stop"}, {"index": 38, "parent": 29, "kind": "step", "step": "Next, we need to find the cost of one watermelon. The watermelon costs three times the cost of one pepper:\n\\[ C_{\\text{watermelon}} = 3 \\times C_{\\text{pepper}} = 3 \\times 15 = 45 \\text{ dollars} \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6292096285758959], "completion_tokens": 66, "finish_reason": "stop"}, {"index": 39, "parent": 29, "kind": "step", "step": "Next, let''s find the cost of one watermelon:\n\\[ C_{\\text{watermelon}} = 3 \\times C_{\\text{pepper}} = 3 \\times 15 = 45 \\text{ dollars} \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6122493216091405], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 40, "parent": 29, "kind": "step", "step": "Next, we calculate the cost of each watermelon:\n\\[ C_{\\text{watermelon}} = 3 \\times C_{\\text{pepper}} = 3 \\times 15 = 45 \\text{ dollars} \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6107221455859039], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 41, "parent": 17, "kind": "step", "step": "2. Calculate the cost of the watermelons:\n   - Dillon buys 4 watermelons.\n   - Therefore, the total cost of the watermelons is \\(4 \\times 45 = 180\\).", "depth": 3, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.5835486935381028], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 42, "parent": 17, "kind": "step", "step": "2. Calculate the cost of the watermelons:\n   - Dillon bought 4 watermelons.\n   - Therefore, the total cost of the watermelons is \\(4 \\times 45 = 180\\).", "depth": 3, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.5911007964550222], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 43, "parent": 17, "kind": "step", "step": "2. Calculate the cost of the watermelons:\n   - Dillon buys 4 watermelons.\n   - Therefore, the total cost of the watermelons is \\(4 \\times 45 = 180\\).", "depth": 3, "terminal": null, "answer": "180", "step_scores": [], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 44, "parent": 17, "kind": "step", "step": "2. Calculate the cost of the watermelons:\n   - Dillon buys 4 watermelons.", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.6501453836040842], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 45, "parent": 20, "kind": "step", "step": "2. **Calculate the cost of the watermelons:**\n   - The cost of a watermelon is three times the cost of each pepper.\n   - Therefore, the cost of a watermelon is $3 \\times 15 = $45.\n   - Dillon buys 4 watermelons, so the total cost for the watermelons is $45 \\times 4 = $180.", "depth": 3, "terminal": null, "answer": "$180", "step_scores": [0.5907337550556424, 0.6470598199119902, 0.5807203698484747], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 46, "parent": 20, "kind": "step", "step": "2. **Calculate the cost of the watermelons:**\n   - A watermelon costs three times what each pepper costs. So, for 4 watermelons, the cost is \\(3 \\times 15 = 45\\) dollars.", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6470598199119902, 0.6075772796765068], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 47, "parent": 20, "kind": "step", "step": "2. **Calculate the cost of the watermelons:**\n   - Each watermelon costs three times what each pepper costs.\n   - Therefore, the cost of one watermelon is \\(3 \\times 15 = 45\\) dollars.\n   - Dillon buys 4 watermelons, so the total cost for the watermelons is \\(4 \\times 45 = 180\\) dollars.", "depth": 3, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6470598199119902, 0.5974001943889259], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 48, "parent": 20, "kind": "step", "step": "2. **Calculate the cost of the watermelons:**\n   - Each watermelon costs three times what each pepper costs.\n   - Therefore, the cost of 4 watermelons is \\(3 \\times 15 = 45\\) dollars.", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6470598199119902, 0.6018614908050155], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 49, "parent": 33, "kind": "step", "step": "3. **Total Cost of the Watermelons:**\n   The total cost of 4 watermelons is:\n   \\[\n   \\text{Total cost of watermelons} = 4 \\times 45 = 180\n   \\]", "depth": 4, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6108610069561067], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 50, "parent": 33, "kind": "step", "step": "3. **Total Cost of the Peppers and Watermelons:**\n   Now we need to calculate the total cost of the watermelons and the oranges:\n   \\[\n   \\text{Total cost of watermelons} = 4 \\times 45 = 180\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10 \\times (45 - 5) = 10 \\times 40 = 400\n   \\]\n   So, the total amount of money Dillon will spend is:\n   \\[\n   180 + 400 = 580\n   \\]", "depth": 4, "terminal": null, "answer": "580", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.5815208998339277], "completion_tokens": 142, "finish_reason": "stop"}, {"index": 51, "parent": 33, "kind": "step", "step": "3. **Cost of the Oranges:**\n   Let''s denote the cost of an orange as \\( O \\). According to the problem, the cost of a watermelon costs three times the cost of a pepper:\n   \\[\n   \\text{Cost of a watermelon} = 3P = 3 \\times 15 = 45\n   \\]\n   Since each watermelon costs \\( 45 \\) dollars, the cost of an orange is also \\( 45 \\) dollars.", "depth": 4, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434], "completion_tokens": 106, "finish_reason": "stop"}, {"index": 52, "parent": 33, "kind": "step", "step": "3. **Cost of the Oranges:**\n   Let''s denote the cost of an orange as \\( O \\). According to the problem, an orange costs 5 less than what a watermelon cost:\n   \\[\n   \\text{Cost of an orange} = O - 5\n   \\]\n   We are given that each watermelon costs \\( 3P \\), so:\n   \\[\n   O = 3 \\times 15 = 45\n   \\]\n   So, the cost of an orange is \\( 45 \\) dollars.", "depth": 4, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563], "completion_tokens": 118, "finish_reason": "stop"}, {"index": 53, "parent": 44, "kind": "step", "step": "3. Calculate the cost of the oranges:\n   - The cost of each orange is 5 less than the cost of each watermelon.\n   - Therefore, the cost of each orange is \\(45 - 5 = 40\\).", "depth": 4, "terminal": null, "answer": "40", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.5962395919012411], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 54, "parent": 44, "kind": "step", "step": "3. Calculate the cost of the oranges:\n   - Dillon buys 20 oranges.", "depth": 4, "terminal": null, "answer": "20", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.6044457379887314], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 55, "parent": 44, "kind": "step", "step": "3. Calculate the cost of the oranges:\n   - The cost of each orange is 5 less than the cost of each watermelon.\n   - Therefore, the cost of each orange is \\(45 - 5 = 40\\).", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 56, "parent": 44, "kind": "step", "step": "3. Calculate the cost of the oranges:\n   - Each orange costs 5 less than what a watermelon costs.\n   - Therefore, the cost of each orange is \\(15 - 5 = 10\\).", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6495370200766141, 0.6501453836040842, 0.6168525225255677], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 57, "parent": 34, "kind": "step", "step": "3. **Cost of Each Orange:**\n   An orange costs 5 less than what a watermelon cost:\n   \\[\n   \\text{Cost of an orange} = P - 5 = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 58, "parent": 34, "kind": "step", "step": "3. **Cost of Each Orange:**\n   The cost of an orange is given as:\n   \\[\n   \\text{Cost of a orange} = P - 5 = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.634560584463864], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 59, "parent": 34, "kind": "step", "step": "3. **Cost of Each Orange:**\n   The cost of an orange is 5 less than what a watermelon cost:\n   \\[\n   \\text{Cost of an orange} = P - 5 = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 60, "parent": 34, "kind": "step", "step": "3. **Cost of Each Orange:**\n   The cost of an orange is given as:\n   \\[\n   \\text{Cost of an orange} = P - 5 = 15 - 5 = 10 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6144861552197199], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 61, "parent": 38, "kind": "step", "step": "Then, we need to find the cost of one orange. The orange costs 5 less than the cost of one watermelon:\n\\[ C_{\\text{orange}} = C_{\\text{watermelon}} - 5 = 45 - 5 = 40 \\text{ dollars} \\]", "depth": 4, "terminal": null, "answer": "40", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6292096285758959, 0.5898773121540268], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 62, "parent": 38, "kind": "step", "step": "Now, we need to find the cost of one orange. The orange costs 5 less than the cost of one watermelon:\n\\[ C_{\\text{orange}} = C_{\\text{watermelon}} - 5 = 45 - 5 = 40 \\text{ dollars} \\]", "depth": 4, "terminal": null, "answer": "40", "step_scores": [0.5826540660756848, 0.6620551732999207, 0.6292096285758959, 0.5941759953249639], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 63, "parent": 38, "kind": "step", "step": "Now, we need to find the cost of one orange. The orange costs 5 less than the cost of one watermelon:\n\\[ C_{\\text{orange}} = C_{\\text{watermelon}} - 5 = 45 - 5 = 40 \\text{ dollars} \\]", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 64, "parent": 38, "kind": "step", "step": "Then, we need to find the cost of one orange. The orange costs 5 less than the cost of one watermelon:\n\\[ C_{\\text{orange}} = C_{\\text{watermelon}} - 5 = 45 - 5 = 40 \\text{ dollars} \\]", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 65, "parent": 51, "kind": "step", "step": "4. **Total Cost:**\n   Now we can sum the costs of all the peppers, watermelons, and oranges:\n   \\[\n   \\text{Total cost} = \\text{Cost of a watermelon} + \\text{Cost of a pepper} + \\text{Cost of an orange}\n   \\]\n   \\[\n   \\text{Total cost} = 45 + 15 + 45 = 145\n   \\]", "depth": 5, "terminal": null, "answer": "145", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6193757751701954], "completion_tokens": 98, "finish_reason": "stop"}, {"index": 66, "parent": 51, "kind": "step", "step": "4. **Total Amount of Money:**\n   Dillon will buy 4 watermelons, 20 peppers, and 10 oranges. Therefore, the total cost is:\n   \\[\n   \\text{Total cost} = 4 \\times 45 + 20 \\times 15 + 10 \\times 45 = 180 + 300 + 450 = 930\n   \\]", "depth": 5, "terminal": null, "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6069929962691456], "completion_tokens": 97, "finish_reason": "stop"}, {"index": 67, "parent": 51, "kind": "step", "step": "4. **Total Amount of Money:**\n   Now, we need to calculate the total amount of money Dillon will spend by buying 4 watermelons, 20 peppers, and 10 oranges. We will sum the amounts of money for each item:\n   \\[\n   \\text{Total cost} = 4W + 20P + 10O\n   \\]\n   Substituting the values of \\( W \\), \\( P \\), and \\( O \\):\n   \\[\n   \\text{Total cost} = 4 \\times 45 + 20 \\times 15 + 10 \\times 45\n   \\]\n   Calculate each term:\n   \\[\n   4 \\times 45 = 180\n   \\]\n   \\[\n   20 \\times 15 = 300\n   \\]\n   \\[\n   10 \\times 45 = 450\n   \\]\n   Add these amounts together:\n   \\[\n   180 + 300 + 450 = 930\n   \\]\n   Therefore, the total amount of money Dillon will spend is \\(\\", "depth": 5, "terminal": null, "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632], "completion_tokens": 256, "finish_reason": "length"}, {"index": 68, "parent": 51, "kind": "step", "step": "4. **Total Amount of Money:**\n   We are told that Dillon is sent to the store to buy 4 watermelons, 20 peppers, and 10 oranges. So, the total cost is:\n   \\[\n   4W + 20P + 10O = 4 \\times 45 + 20 \\times 15 + 10 \\times 45\n   \\]", "depth": 5, "terminal": null, "answer": "45", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644], "completion_tokens": 93, "finish_reason": "stop"}, {"index": 69, "parent": 52, "kind": "step", "step": "4. **Total Cost:**\n   Now, we need to calculate the total amount of money spent by Dillon. The total cost is the sum of the costs of the watermelons, peppers, and oranges:\n   \\[\n   \\text{Total cost} = W + P + O = 45 + 15 + 45 = 105\n   \\]", "depth": 5, "terminal": null, "answer": "105", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6269577175404465], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 70, "parent": 52, "kind": "step", "step": "4. **Total Cost:**\n   Now, let''s calculate the total cost of the watermelons, peppers, and oranges:\n   \\[\n   \\text{Total cost of watermelons} = 4W = 4 \\times 45 = 180\n   \\]\n   \\[\n   \\text{Total cost of peppers} = 20P = 20 \\times 15 = 300\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10O = 10 \\times 45 = 450\n   \\]\n   Finally, we sum these amounts:\n   \\[\n   \\text{Total cost} = 180 + 300 + 450 = 1030\n   \\]", "depth": 5, "terminal": null, "answer": "1030", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.5997664076745648], "completion_tokens": 175, "finish_reason": "stop"}, {"index": 71, "parent": 52, "kind": "step", "step": "4. **Total Cost:**\n   We need to find the total cost of the 4 watermelons, 20 peppers, and 10 oranges. Since each watermelon costs \\( 3P \\), the total cost is:\n   \\[\n   \\text{Total cost} = 4 \\times 3P + 20 \\times W + 10 \\times O\n   \\]\n   Substituting the values of \\( P \\) and \\( W \\):\n   \\[\n   \\text{Total cost} = 4 \\times 3 \\times 15 + 20 \\times 45 + 10 \\times 45\n   \\]\n   \\[\n   \\text{Total cost} = 120 + 900 + 450\n   \\]\n   \\[\n   \\text{Total cost} = 1,450\n   \\]", "depth": 5, "terminal": null, "answer": "1,450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544], "completion_tokens": 196, "finish_reason": "stop"}, {"index": 72, "parent": 52, "kind": "step", "step": "4. **Total Amount of Money:**\n   Now, we add the costs of all the items to find the total amount of money Dillon will spend:\n   \\[\n   \\text{Total amount of money} = W + O + P\n   \\]\n   Substituting the values we calculated:\n   \\[\n   \\text{Total amount of money} = 45 + 45 + 15 = 135\n   \\]", "depth": 5, "terminal": null, "answer": "135", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6109286316002743], "completion_tokens": 95, "finish_reason": "stop"}, {"index": 73, "parent": 57, "kind": "step", "step": "4. **Total Cost:**\n   Let''s calculate the total cost of the watermelons, peppers, and oranges:\n   \\[\n   \\text{Total cost of watermelons} = 4 \\times 45 = 180 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of peppers} = 20 \\times 15 = 300 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10 \\times 10 = 100 \\text{ dollars}\n   \\]\n   Adding these amounts together gives the total cost:\n   \\[\n   \\text{Total cost} = 180 + 300 + 100 = 780 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "780", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.5936406222135349], "completion_tokens": 176, "finish_reason": "stop"}, {"index": 74, "parent": 57, "kind": "step", "step": "4. **Total Cost for Each Item:**\n   We are given the quantities of each item:\n   \\[\n   \\text{Quantity of watermelons} = 4\n   \\]\n   \\[\n   \\text{Quantity of peppers} = 20\n   \\]\n   \\[\n   \\text{Quantity of oranges} = 10\n   \\]", "depth": 5, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863], "completion_tokens": 78, "finish_reason": "stop"}, {"index": 75, "parent": 57, "kind": "step", "step": "4. **Total Cost of 4 Watermelons:**\n   The total cost of 4 watermelons is:\n   \\[\n   \\text{Total cost of 4 watermelons} = 4 \\times 45 = 180 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.5917541275222814], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 76, "parent": 57, "kind": "step", "step": "4. **Total Cost of Watermelons:**\n   Number of watermelons Dillon is sent to the store:\n   \\[\n   \\text{Number of watermelons} = 4\n   \\]\n   So, the total cost of the watermelons is:\n   \\[\n   \\text{Total cost of watermelons} = 45 \\times 4 = 180 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "180", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6169962167453529], "completion_tokens": 92, "finish_reason": "stop"}, {"index": 77, "parent": 59, "kind": "step", "step": "4. **Total Cost:**\n   Now, we calculate the total amount of money Dillon will spend by summing the costs of the watermelons, peppers, and oranges:\n   \\[\n   \\text{Total cost} = \\text{Cost of watermelons} + \\text{Cost of peppers} + \\text{Cost of oranges} = 45 + 20 + 10 = 75 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.5798146895759574], "completion_tokens": 96, "finish_reason": "stop"}, {"index": 78, "parent": 59, "kind": "step", "step": "4. **Total Amount of Money:**\n   We need to find the total amount of money Dillon will spend. We have:\n   - 4 watermelons\n   - 20 peppers\n   - 10 oranges", "depth": 5, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.628259318698161], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 79, "parent": 59, "kind": "step", "step": "4. **Total Cost Calculation:**\n   Now, we sum the costs of the watermelons, the peppers, and the oranges:\n   \\[\n   \\text{Total cost of watermelons} = 4 \\times 45 = 180 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of peppers} = 20 \\times 15 = 300 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10 \\times 10 = 100 \\text{ dollars}\n   \\]\n   Adding these amounts together gives the total cost:\n   \\[\n   \\text{Total cost} = 180 + 300 + 100 = 780 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "780", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.5919071550251355], "completion_tokens": 179, "finish_reason": "stop"}, {"index": 80, "parent": 59, "kind": "step", "step": "4. **Total Cost for Each Quantity:**\n   - Cost of 4 watermelons:\n     \\[\n     \\text{Cost of 4 watermelons} = 4 \\times 45 = 180 \\text{ dollars}\n     \\]\n   - Cost of 20 peppers:\n     \\[\n     \\text{Cost of 20 peppers} = 20 \\times 15 = 300 \\text{ dollars}\n     \\]\n   - Cost of 10 oranges:\n     \\[\n     \\text{Cost of 10 oranges} = 10 \\times 10 = 100 \\text{ dollars}\n     \\]", "depth": 5, "terminal": null, "answer": "100", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6354949637857973, 0.6130324961716294], "completion_tokens": 146, "finish_reason": "stop"}, {"index": 81, "parent": 67, "kind": "step", "step": "\\[\n\\boxed{930}\n\\]", "depth": 6, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6422878638669216], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 82, "parent": 67, "kind": "step", "step": "Let''s write the Python code to verify this calculation.\n```python\n# Given data\ncost_per_pepper = 15  # dollars\ncost_of_wmelon = 3 * cost_per_pepper  # dollars\ncost_of_orange = cost_of_wmelon - 5  # dollars", "depth": 6, "terminal": null, "answer": "5", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 83, "parent": 67, "kind": "step", "step": "\\boxed{930}\\)", "depth": 6, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6116542256973833], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 84, "parent": 67, "kind": "step", "step": "Let''s write the final answer using Python code to verify our calculations.\n```python\n# Given data\ncost_per_pepper = 15\ncost_per_watermelon = 3 * cost_per_pepper\ncost_per_orange = cost_per_watermelon - 5\nnumber_of_watermelons = 4\nnumber_of_peppers = 20\nnumber_of_oranges = 10", "depth": 6, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405], "completion_tokens": 83, "finish_reason": "stop"}, {"index": 85, "parent": 68, "kind": "step", "step": "Now we perform the calculations inside the equation:\n\\[\n4W + 20P + 10O = 180 + 300 + 450 = 930\n\\]", "depth": 6, "terminal": null, "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6228875511179093], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 86, "parent": 68, "kind": "step", "step": "Let''s calculate the total cost using Python.\n```python\n# Given data\ncost_per_pepper = 15", "depth": 6, "terminal": null, "answer": "15", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 87, "parent": 68, "kind": "step", "step": "Now, let''s calculate each term separately:\n   \\[\n   4W = 4 \\times 45 = 180\n   \\]\n   \\[\n   20P = 20 \\times 15 = 300\n   \\]\n   \\[\n   10O = 10 \\times 45 = 450\n   \\]", "depth": 6, "terminal": null, "answer": "450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6332350832201807], "completion_tokens": 85, "finish_reason": "stop"}, {"index": 88, "parent": 68, "kind": "step", "step": "Let''s calculate this step by step using Python code.\n```python\n# Given data\nP = 15  # Cost of a pepper\nW = 3 * P  # Cost of a watermelon\nO = 3 * P  # Cost of an orange", "depth": 6, "terminal": null, "answer": "3", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 89, "parent": 74, "kind": "step", "step": "5. **Total Cost:**\n   We can calculate the total cost by multiplying the cost of each item by the respective quantity:\n   \\[\n   \\text{Total cost} = (45 \\text{ dollars/watermelon}) \\times 4 \\text{ watermelons} + (10 \\text{ dollars/pepper}) \\times 20 \\text{ peppers} + (10 \\text{ dollars/orange}) \\times 10 \\text{ oranges}\n   \\]\n   Simplifying the expression, we get:\n   \\[\n   \\text{Total cost} = 180 \\text{ dollars} + 200 \\text{ dollars} + 100 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost} = 680 \\text{ dollars}\n   \\]", "depth": 6, "terminal": null, "answer": "680", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.596964183112814], "completion_tokens": 180, "finish_reason": "stop"}, {"index": 90, "parent": 74, "kind": "step", "step": "5. **Total Cost:**\n   Now, we can calculate the total cost for each item by multiplying the cost of each item by its respective quantity:\n   \\[\n   \\text{Total cost of watermelons} = 45 \\times 4 = 180 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of peppers} = 10 \\times 20 = 200 \\text{ dollars}\n   \\]\n   \\[\n   \\text{Total cost of oranges} = 10 \\times 10 = 100 \\text{ dollars}\n   \\]", "depth": 6, "terminal": null, "answer": "100", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.603353211981713], "completion_tokens": 134, "finish_reason": "stop"}, {"index": 91, "parent": 74, "kind": "step", "step": "5. **Total Cost:**\n   Now, we can calculate the total cost by multiplying the quantity of each item by its cost:\n   \\[\n   \\text{Total cost} = (4 \\times 45) + (20 \\times 10) + (10 \\times 10) = 180 + 200 + 100 = 580 \\text{ dollars}\n   \\]", "depth": 6, "terminal": null, "answer": "580", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.5952400663100125], "completion_tokens": 94, "finish_reason": "stop"}, {"index": 92, "parent": 74, "kind": "step", "step": "5. **Total Cost:**\n   The total cost is the sum of the costs of each item:\n   \\[\n   \\text{Total cost} = (4 \\times 45) + (20 \\times 10) + (10 \\times 10)\n   \\]", "depth": 6, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6337753771493089, 0.6365587828478814, 0.6386876498161863, 0.6058679911429525], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 93, "parent": 71, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend if each pepper costs \\( 15 \\) dollars is \\(\\boxed{1450}\\).", "depth": 6, "terminal": "answer", "answer": "1450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.5971228534160664], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 94, "parent": 71, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend if each pepper costs 15 dollars is \\(\\boxed{1450}\\).", "depth": 6, "terminal": "answer", "answer": "1450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.5917581305383929], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 95, "parent": 71, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{1450}\\).", "depth": 6, "terminal": "answer", "answer": "1450", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6588896394407563, 0.6319415709586544, 0.6024776425842976], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 96, "parent": 71, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{1450}\\).", "depth": 6, "terminal": "answer", "answer": "1450", "step_scores": [], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 97, "parent": 84, "kind": "step", "step": "# Total cost calculation\ntotal_cost = (number_of_watermelons * cost_per_watermelon) + (number_of_peppers * cost_per_pepper) + (number_of_oranges * cost_per_orange)\nprint(total_cost)\n```\n```output\n930\n```\nThe total amount of money Dillon will spend if each pepper costs 15 dollars is \\(\\boxed{930}\\).", "depth": 7, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.6825912072699591], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 98, "parent": 84, "kind": "step", "step": "# Total cost calculation\ntotal_cost = (cost_per_watermelon * number_of_watermelons) + (cost_per_pepper * number_of_peppers) + (cost_per_orange * number_of_oranges)\nprint(total_cost)\n```\n```output\n930\n```\nThe total amount of money Dillon will spend is \\(\\boxed{930}\\).", "depth": 7, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.7060069119854935], "completion_tokens": 78, "finish_reason": "stop"}, {"index": 99, "parent": 84, "kind": "step", "step": "# Calculate the total cost\ntotal_cost = (number_of_watermelons * cost_per_watermelon) + (number_of_peppers * cost_per_pepper) + (number_of_oranges * cost_per_orange)\nprint(total_cost)\n```\n```output\n930\n```\nThe total amount of money Dillon will spend is \\(\\boxed{930}\\).", "depth": 7, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.6945534740679988], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 100, "parent": 84, "kind": "step", "step": "# Total cost calculation\ntotal_cost = (number_of_watermelons * cost_per_watermelon) + (number_of_peppers * cost_per_pepper) + (number_of_oranges * cost_per_orange)\nprint(total_cost)\n```\n```output\n930\n```\nThe total amount of money Dillon will spend is \\(\\boxed{930}\\) dollars.", "depth": 7, "terminal": "answer", "answer": "930", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.7020248455678405, 0.7014602159142871], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 101, "parent": 82, "kind": "step", "step": "# Number of items\nnum_watermelons = 4\nnum_peppers = 20\nnum_oranges = 10", "depth": 7, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284, 0.6675766443734917], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 102, "parent": 82, "kind": "step", "step": "# Number of each item\nnum_watermelons = 4\nnum_peppers = 20\nnum_oranges = 10", "depth": 7, "terminal": null, "answer": "10", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.642733562360632, 0.6945249081234284, 0.6862155647496027], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 103, "parent": 82, "kind": "step", "step": "# Number of each item\nnum_watermelons = 4\nnum_peppers = 20\nnum_oranges = 10", "depth": 7, "terminal": null, "answer": "10", "step_scores": [], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 104, "parent": 82, "kind": "step", "step": "# Number of items\nnum_watermelons = 4\nnum_peppers = 20\nnum_oranges = 10", "depth": 7, "terminal": null, "answer": "10", "step_scores": [], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 105, "parent": 88, "kind": "step", "step": "# Total cost calculation\ntotal_cost = 4 * W + 20 * P + 10 * O\nprint(total_cost)\n```\n```output\n1650\n```\nThe total amount of money Dillon will spend is \\(\\boxed{1650}\\) dollars.", "depth": 7, "terminal": "answer", "answer": "1650", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6772164371343754], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 106, "parent": 88, "kind": "step", "step": "# Total cost\ntotal_cost = 4 * W + 20 * P + 10 * O\nprint(total_cost)\n```\n```output\n140\n```\nThe total amount of money Dillon will spend if each pepper costs 15$ is \\(\\boxed{140}\\).", "depth": 7, "terminal": "answer", "answer": "140", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6845163927350608], "completion_tokens": 66, "finish_reason": "stop"}, {"index": 107, "parent": 88, "kind": "step", "step": "# Total amount of money\ntotal_cost = 4 * W + 20 * P + 10 * O\nprint(total_cost)\n```\n```output\n1750\n```\nThe total amount of money Dillon will spend if each pepper costs \\( 15 \\) dollars is \\(\\boxed{1750}\\).", "depth": 7, "terminal": "answer", "answer": "1750", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6908689050076583], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 108, "parent": 88, "kind": "step", "step": "# Total cost\ntotal_cost = 4 * W + 20 * P + 10 * O\nprint(total_cost)\n```\n```output\n1440\n```\nThe total amount of money Dillon will spend if each pepper costs 15$ is \\(\\boxed{1440}\\).", "depth": 7, "terminal": "answer", "answer": "1440", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6896838869840783, 0.6774303596366138], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 109, "parent": 86, "kind": "step", "step": "# Calculating the cost of watermelons, peppers, and oranges\ncost_watermelon = 3 * cost_per_pepper\ncost_pepper = cost_per_pepper\ncost_orange = cost_per_pepper - 5", "depth": 7, "terminal": null, "answer": "5", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6421982426402537], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 110, "parent": 86, "kind": "step", "step": "# Calculating the cost of each item\ncost_watermelon = 3 * cost_per_pepper\ncost_orange = cost_per_pepper - 5\ncost_total = cost_watermelon + cost_orange + cost_total_oranges", "depth": 7, "terminal": null, "answer": "5", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6579179904333258], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 111, "parent": 86, "kind": "step", "step": "# Cost calculations\ncost_watermelon = 3 * cost_per_pepper\ncost_orange = cost_watermelon - 5\ntotal_cost = cost_watermelon + cost_orange + cost_watermelon", "depth": 7, "terminal": null, "answer": "5", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.6322638667497088], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 112, "parent": 86, "kind": "step", "step": "# Calculate the cost of each watermelon\ncost_per_watermelon = 3 * cost_per_pepper", "depth": 7, "terminal": null, "answer": "3", "step_scores": [0.5907337550556424, 0.6723724302733367, 0.6550133998139241, 0.6725738284966434, 0.6395661656403644, 0.6853952512745751, 0.655970059606065], "completion_tokens": 22, "finish_reason": "stop"}]}]',10050,9490,7164,231,94134,94134,13288970637312.0,3695301774336.0,5.57227364934995421201e+02,3.78341053894254230271e+02,1.79632138860187745088e+09);
 INSERT INTO "jobs" VALUES(21,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-128',0,1,'beam:verifier=pyes,beam_width=1',0,'done','980','[{"event": "generate", "expand": [[0, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [34063174], "usage": [{"prompt_tokens": 120, "cached_prompt_tokens": 119, "completion_tokens": 75, "calls": 1, "seconds": 2.5651951374820774, "flops": 101456955264.0}]}, {"event": "score", "nodes": [1, 2, 3, 4], "scores": [[0.5513392680933497], [0.533019976502684], [0.5716461082072182], [0.5277425485299605]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4], "kept": [3], "finished": [], "width": 1}, {"event": "generate", "expand": [[3, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1125696814], "usage": [{"prompt_tokens": 157, "cached_prompt_tokens": 156, "completion_tokens": 133, "calls": 1, "seconds": 5.041212853069369, "flops": 163843530240.0}]}, {"event": "score", "nodes": [5, 6, 8], "scores": [[0.5716461082072182, 0.622473940717864], [0.5716461082072182, 0.562162592980568], [0.5716461082072182, 0.5525893257809192]]}, {"event": "step", "step": 1, "children": [5, 6, 8], "kept": [5], "finished": [], "width": 1}, {"event": "generate", "expand": [[5, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [271520665], "usage": [{"prompt_tokens": 176, "cached_prompt_tokens": 175, "completion_tokens": 210, "calls": 1, "seconds": 19.273723308754406, "flops": 260889313536.0}]}, {"event": "score", "nodes": [9, 10, 11, 12], "scores": [[0.5716461082072182, 0.622473940717864, 0.5966272157110093], [0.5716461082072182, 0.622473940717864, 0.589195565010886], [0.5716461082072182, 0.622473940717864, 0.603968944937118], [0.5716461082072182, 0.622473940717864, 0.6029113999459618]]}, {"event": "step", "step": 2, "children": [9, 10, 11, 12], "kept": [11], "finished": [], "width": 1}, {"event": "generate", "expand": [[11, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1941647613], "usage": [{"prompt_tokens": 219, "cached_prompt_tokens": 218, "completion_tokens": 168, "calls": 1, "seconds": 7.912942546266201, "flops": 207955249920.0}]}, {"event": "score", "nodes": [13, 14], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5590017331134719], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308]]}, {"event": "step", "step": 3, "children": [13, 14], "kept": [14], "finished": [], "width": 1}, {"event": "generate", "expand": [[14, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1875488636], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 260, "calls": 1, "seconds": 11.452890227304012, "flops": 323906055936.0}]}, {"event": "score", "nodes": [17, 18, 19, 20], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5226832388037962], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5069363137412021], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5187112142992081]]}, {"event": "step", "step": 4, "children": [17, 18, 19, 20], "kept": [18], "finished": [], "width": 1}, {"event": "generate", "expand": [[18, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1812236941], "usage": [{"prompt_tokens": 293, "cached_prompt_tokens": 292, "completion_tokens": 128, "calls": 1, "seconds": 6.243123235042111, "flops": 157541856000.0}]}, {"event": "score", "nodes": [21], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227]]}, {"event": "step", "step": 5, "children": [21], "kept": [21], "finished": [], "width": 1}, {"event": "generate", "expand": [[21, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [746054170], "usage": [{"prompt_tokens": 325, "cached_prompt_tokens": 324, "completion_tokens": 128, "calls": 1, "seconds": 5.4784151609956435, "flops": 157541856000.0}]}, {"event": "score", "nodes": [25], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664]]}, {"event": "step", "step": 6, "children": [25], "kept": [25], "finished": [], "width": 1}, {"event": "generate", "expand": [[25, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1030834474], "usage": [{"prompt_tokens": 357, "cached_prompt_tokens": 356, "completion_tokens": 134, "calls": 1, "seconds": 5.10650809462872, "flops": 165103865088.0}]}, {"event": "score", "nodes": [29, 30, 31, 32], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5182440015149536], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5368330642812993], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.517229780523986]]}, {"event": "step", "step": 7, "children": [29, 30, 31, 32], "kept": [29], "finished": [], "width": 1}, {"event": "generate", "expand": [[29, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1289671008], "usage": [{"prompt_tokens": 389, "cached_prompt_tokens": 388, "completion_tokens": 84, "calls": 1, "seconds": 3.3146779220114695, "flops": 102087122688.0}]}, {"event": "score", "nodes": [33, 34], "scores": [[0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.5141802540635921], [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.4999973326921463]]}, {"event": "step", "step": 8, "children": [33, 34], "kept": [33], "finished": [33], "width": 0}, {"event": "select", "how": "argmax", "pool": [33], "scores": [0.5141802540635921], "tally": {"980": 0.5141802540635921}, "tie_broken_by_rng": false, "chosen": 33}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5513392680933497], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step-by-step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.533019976502684], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We''ll break down the problem into steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5716461082072182], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To determine the total amount of money Dillon will spend, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5277425485299605], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 5, "parent": 3, "kind": "step", "step": "1. **Calculate the cost of each pepper**:\n   Each pepper costs $15.", "depth": 2, "terminal": null, "answer": "$15", "step_scores": [0.5716461082072182, 0.622473940717864], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 6, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5716461082072182, 0.562162592980568], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 7, "parent": 3, "kind": "step", "step": "1. Calculate the cost of each watermelon.\n2. Calculate the cost of each pepper.\n3. Calculate the cost of each orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 8, "parent": 3, "kind": "step", "step": "1. Calculate the cost of one watermelon.\n2. Calculate the cost of one pepper.\n3. Calculate the cost of one orange.\n4. Sum the costs of all the fruits.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5716461082072182, 0.5525893257809192], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 9, "parent": 5, "kind": "step", "step": "2. **Calculate the cost of each watermelon**:\n   The cost of a watermelon is three times the cost of a pepper.\n   \\[\n   \\text{Cost of a watermelon} = 3 \\times 15 = 45\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5716461082072182, 0.622473940717864, 0.5966272157110093], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 10, "parent": 5, "kind": "step", "step": "2. **Calculate the cost of each watermelon**:\n   Each watermelon costs three times what each pepper costs.\n   \\[\n   \\text{Cost of each watermelon} = 3 \\times 15 = 45 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5716461082072182, 0.622473940717864, 0.589195565010886], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 11, "parent": 5, "kind": "step", "step": "2. **Calculate the cost of each watermelon**:\n   A watermelon costs three times what each pepper costs, so each watermelon costs \\(3 \\times 15 = 45\\) dollars.", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 12, "parent": 5, "kind": "step", "step": "2. **Calculate the cost of each watermelon**:\n   Since a watermelon costs three times what each pepper costs, we multiply $15 by 3:\n   \\[\n   3 \\times 15 = 45\n   \\]", "depth": 3, "terminal": null, "answer": "45", "step_scores": [0.5716461082072182, 0.622473940717864, 0.6029113999459618], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 13, "parent": 11, "kind": "step", "step": "3. **Calculate the cost of each orange**:\n   An orange costs 5 less than what a watermelon costs, so each orange costs \\(15 - 5 = 10\\) dollars.", "depth": 4, "terminal": null, "answer": "10", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5590017331134719], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 14, "parent": 11, "kind": "step", "step": "3. **Calculate the cost of each orange**:\n   An orange costs 5 less than what a watermelon costs, so each orange costs \\(45 - 5 = 40\\) dollars.", "depth": 4, "terminal": null, "answer": "40", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 15, "parent": 11, "kind": "step", "step": "3. **Calculate the cost of each orange**:\n   An orange costs 5 less than what a watermelon costs, so each orange costs \\(45 - 5 = 40\\) dollars.", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 16, "parent": 11, "kind": "step", "step": "3. **Calculate the cost of each orange**:\n   An orange costs 5 less than what a watermelon costs, so each orange costs \\(45 - 5 = 40\\) dollars.", "depth": 4, "terminal": null, "answer": "40", "step_scores": [], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 17, "parent": 14, "kind": "step", "step": "4. **Calculate the total cost of the watermelons**:\n   Dillon buys 4 watermelons, so the total cost is \\(4 \\times 45 = 180\\) dollars.", "depth": 5, "terminal": null, "answer": "180", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5226832388037962], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 18, "parent": 14, "kind": "step", "step": "4. **Calculate the total cost of the 4 watermelons**:\n   \\(4 \\times 45 = 180\\) dollars.", "depth": 5, "terminal": null, "answer": "180", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 19, "parent": 14, "kind": "step", "step": "4. **Sum the costs of all the fruits**:\n   - Cost of 4 watermelons: \\(4 \\times 45 = 180\\) dollars.\n   - Cost of 20 peppers: \\(20 \\times 15 = 300\\) dollars.\n   - Cost of 10 oranges: \\(10 \\times 40 = 400\\) dollars.", "depth": 5, "terminal": null, "answer": "400", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5069363137412021], "completion_tokens": 87, "finish_reason": "stop"}, {"index": 20, "parent": 14, "kind": "step", "step": "4. **Calculate the total cost for each type of fruit**:\n   - The total cost for the 4 watermelons is \\(4 \\times 45 = 180\\) dollars.\n   - The total cost for the 20 peppers is \\(20 \\times 45 = 900\\) dollars.\n   - The total cost for the 10 oranges is \\(10 \\times 40 = 400\\) dollars.", "depth": 5, "terminal": null, "answer": "400", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5187112142992081], "completion_tokens": 98, "finish_reason": "stop"}, {"index": 21, "parent": 18, "kind": "step", "step": "5. **Calculate the total cost of the 20 peppers**:\n   \\(20 \\times 15 = 300\\) dollars.", "depth": 6, "terminal": null, "answer": "300", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 22, "parent": 18, "kind": "step", "step": "5. **Calculate the total cost of the 20 peppers**:\n   \\(20 \\times 15 = 300\\) dollars.", "depth": 6, "terminal": null, "answer": "300", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 23, "parent": 18, "kind": "step", "step": "5. **Calculate the total cost of the 20 peppers**:\n   \\(20 \\times 15 = 300\\) dollars.", "depth": 6, "terminal": null, "answer": "300", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 24, "parent": 18, "kind": "step", "step": "5. **Calculate the total cost of the 20 peppers**:\n   \\(20 \\times 15 = 300\\) dollars.", "depth": 6, "terminal": null, "answer": "300", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 25, "parent": 21, "kind": "step", "step": "6. **Calculate the total cost of the 10 oranges**:\n   \\(10 \\times 40 = 400\\) dollars.", "depth": 7, "terminal": null, "answer": "400", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 26, "parent": 21, "kind": "step", "step": "6. **Calculate the total cost of the 10 oranges**:\n   \\(10 \\times 40 = 400\\) dollars.", "depth": 7, "terminal": null, "answer": "400", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 27, "parent": 21, "kind": "step", "step": "6. **Calculate the total cost of the 10 oranges**:\n   \\(10 \\times 40 = 400\\) dollars.", "depth": 7, "terminal": null, "answer": "400", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 28, "parent": 21, "kind": "step", "step": "6. **Calculate the total cost of the 10 oranges**:\n   \\(10 \\times 40 = 400\\) dollars.", "depth": 7, "terminal": null, "answer": "400", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 29, "parent": 25, "kind": "step", "step": "7. **Sum the total costs**:\n   \\(180 + 300 + 400 = 980\\) dollars.", "depth": 8, "terminal": null, "answer": "980", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 30, "parent": 25, "kind": "step", "step": "7. **Sum the total costs**:\n   \\(180 + 300 + 400 = 1080\\) dollars.", "depth": 8, "terminal": null, "answer": "1080", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5182440015149536], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 31, "parent": 25, "kind": "step", "step": "7. **Sum the costs of all the fruits**:\n   \\(180 + 300 + 400 = 980\\) dollars.", "depth": 8, "terminal": null, "answer": "980", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5368330642812993], "completion_tokens": 35, "finish_reason": "stop"}, {"index": 32, "parent": 25, "kind": "step", "step": "7. **Sum all the total costs**:\n   \\(180 + 300 + 400 = 1080\\) dollars.", "depth": 8, "terminal": null, "answer": "1080", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.517229780523986], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 33, "parent": 29, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{980}\\).", "depth": 9, "terminal": "answer", "answer": "980", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.5141802540635921], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 34, "parent": 29, "kind": "step", "step": "Thus, the total amount of money Dillon will spend is \\(\\boxed{980}\\).", "depth": 9, "terminal": "answer", "answer": "980", "step_scores": [0.5716461082072182, 0.622473940717864, 0.603968944937118, 0.5759383617378308, 0.5620762092048573, 0.5528261559083227, 0.5200754008352664, 0.5372962407505283, 0.4999973326921463], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 35, "parent": 29, "kind": "step", "step": "Therefore, the total amount of money Dillon will spend is \\(\\boxed{980}\\).", "depth": 9, "terminal": "answer", "answer": "980", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 36, "parent": 29, "kind": "step", "step": "Thus, the total amount of money Dillon will spend is \\(\\boxed{980}\\).", "depth": 9, "terminal": "answer", "answer": "980", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}]}]',2297,2288,1320,59,14896,14896,2425514414976.0,785188610304.0,3.28295527312002377584e+02,88.4643413035458,1.7963215995058817863e+09);
 INSERT INTO "jobs" VALUES(22,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-141',0,4,'beam:verifier=pyes,beam_width=4',0,'done','700','[{"event": "generate", "expand": [[0, 16]], "stop_at_step": true, "max_tokens": 256, "seeds": [1739500214], "usage": [{"prompt_tokens": 75, "cached_prompt_tokens": 30, "completion_tokens": 544, "calls": 1, "seconds": 27.950466199727884, "flops": 722171867904.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "scores": [[0.5665181488603069], [0.592373988876335], [0.5973808123650293], [0.6481750667726868], [0.5820540390046364], [0.603643300678203], [0.6338271995832074], [0.6032622866734415], [0.5998439682785583], [0.5564623379106742], [0.5752604247571231], [0.572145555781756], [0.6341001500073473], [0.6078027910634289], [0.5545972082960382], [0.6216814007155171]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "kept": [4, 13, 7, 16], "finished": [], "width": 4}, {"event": "generate", "expand": [[4, 4], [13, 4], [7, 4], [16, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1760744649, 7565410, 783571854, 264137913], "usage": [{"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 164, "calls": 1, "seconds": 6.73919979842196, "flops": 202913910528.0}, {"prompt_tokens": 90, "cached_prompt_tokens": 89, "completion_tokens": 196, "calls": 1, "seconds": 8.269464972731477, "flops": 243244625664.0}, {"prompt_tokens": 143, "cached_prompt_tokens": 142, "completion_tokens": 150, "calls": 1, "seconds": 6.042080170030818, "flops": 185269222656.0}, {"prompt_tokens": 140, "cached_prompt_tokens": 139, "completion_tokens": 320, "calls": 1, "seconds": 14.824174007345302, "flops": 399526146816.0}]}, {"event": "score", "nodes": [17, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.6481750667726868, 0.6584484527632904], [0.6481750667726868, 0.6435606836192449], [0.6341001500073473, 0.6435238621112422], [0.6341001500073473, 0.6202263402238204], [0.6341001500073473, 0.630875349754807], [0.6341001500073473, 0.6519938434708074], [0.6338271995832074, 0.6031806275549262], [0.6338271995832074, 0.6047427459897712], [0.6338271995832074, 0.595444816195232], [0.6338271995832074, 0.6344491172400819], [0.6216814007155171, 0.6509409365734209], [0.6216814007155171, 0.6239489253290385], [0.6216814007155171, 0.6326033332358497], [0.6216814007155171, 0.6460858970378444]]}, {"event": "step", "step": 1, "children": [17, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "kept": [17, 24, 29, 32], "finished": [], "width": 4}, {"event": "generate", "expand": [[17, 4], [24, 4], [29, 4], [32, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1001456805, 324432423, 1376224879, 17119164], "usage": [{"prompt_tokens": 144, "cached_prompt_tokens": 143, "completion_tokens": 245, "calls": 1, "seconds": 10.046638484579516, "flops": 305001033216.0}, {"prompt_tokens": 156, "cached_prompt_tokens": 155, "completion_tokens": 259, "calls": 1, "seconds": 10.477379990483502, "flops": 322645721088.0}, {"prompt_tokens": 235, "cached_prompt_tokens": 234, "completion_tokens": 198, "calls": 1, "seconds": 8.050063225399265, "flops": 245765295360.0}, {"prompt_tokens": 217, "cached_prompt_tokens": 216, "completion_tokens": 251, "calls": 1, "seconds": 10.138064942967294, "flops": 312563042304.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692], [0.6481750667726868, 0.6584484527632904, 0.5994792712029529], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534], [0.6481750667726868, 0.6584484527632904, 0.6090538319297927], [0.6341001500073473, 0.6519938434708074, 0.6188816058712462], [0.6341001500073473, 0.6519938434708074, 0.6216549471927103], [0.6341001500073473, 0.6519938434708074, 0.6292057209662618], [0.6341001500073473, 0.6519938434708074, 0.6137202198970557], [0.6216814007155171, 0.6509409365734209, 0.6088789546191383], [0.6216814007155171, 0.6509409365734209, 0.6311316667971414], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157], [0.6216814007155171, 0.6509409365734209, 0.628641721733054], [0.6216814007155171, 0.6460858970378444, 0.602503380509949], [0.6216814007155171, 0.6460858970378444, 0.6007013073357436], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915], [0.6216814007155171, 0.6460858970378444, 0.6331485596508472]]}, {"event": "step", "step": 2, "children": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48], "kept": [35, 47, 43, 33], "finished": [], "width": 4}, {"event": "generate", "expand": [[35, 4], [47, 4], [43, 4], [33, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [18688146, 797615773, 1877391543, 1863685370], "usage": [{"prompt_tokens": 222, "cached_prompt_tokens": 221, "completion_tokens": 265, "calls": 1, "seconds": 10.946345538792109, "flops": 330207730176.0}, {"prompt_tokens": 268, "cached_prompt_tokens": 267, "completion_tokens": 238, "calls": 1, "seconds": 10.946320663690866, "flops": 296178689280.0}, {"prompt_tokens": 287, "cached_prompt_tokens": 286, "completion_tokens": 196, "calls": 1, "seconds": 8.116187628981235, "flops": 243244625664.0}, {"prompt_tokens": 221, "cached_prompt_tokens": 144, "completion_tokens": 170, "calls": 1, "seconds": 8.893080662964495, "flops": 306261368064.0}]}, {"event": "score", "nodes": [49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64], "scores": [[0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6349456048572428], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.635350600604111], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6273515760581646], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6191534934714402], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.6039209553377121], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5290221909196704], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5693475583481895], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5845171475331525], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6251393132438738], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6228141127868784], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.5922198355004349], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6049629442530982], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045]]}, {"event": "step", "step": 3, "children": [49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64], "kept": [58, 60, 64, 63], "finished": [], "width": 4}, {"event": "generate", "expand": [[58, 4], [60, 4], [64, 4], [63, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1447521972, 544979794, 1801094280, 2091187969], "usage": [{"prompt_tokens": 317, "cached_prompt_tokens": 316, "completion_tokens": 308, "calls": 1, "seconds": 9.795151759896772, "flops": 384402128640.0}, {"prompt_tokens": 338, "cached_prompt_tokens": 337, "completion_tokens": 144, "calls": 1, "seconds": 4.209530445435802, "flops": 177707213568.0}, {"prompt_tokens": 245, "cached_prompt_tokens": 244, "completion_tokens": 65, "calls": 1, "seconds": 1.798970611315425, "flops": 78140760576.0}, {"prompt_tokens": 250, "cached_prompt_tokens": 249, "completion_tokens": 132, "calls": 1, "seconds": 3.8520478366495268, "flops": 162583195392.0}]}, {"event": "score", "nodes": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "scores": [[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6336028162956532], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6376023580244263], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.5231828347614814], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6032623437358038], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6123984536477872], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.564033624937786], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6200796714475237], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6387558978858596], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6380937574651689], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6466132891588667], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6117306907922699], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6273637686365022]]}, {"event": "step", "step": 4, "children": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "kept": [74, 73, 78, 70], "finished": [], "width": 4}, {"event": "generate", "expand": [[74, 4], [73, 4], [78, 4], [70, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1529129924, 1077873120, 1419337931, 1007476112], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 55, "calls": 1, "seconds": 1.7149630950634882, "flops": 65537412096.0}, {"prompt_tokens": 264, "cached_prompt_tokens": 263, "completion_tokens": 33, "calls": 1, "seconds": 0.974808060966752, "flops": 37810045440.0}, {"prompt_tokens": 260, "cached_prompt_tokens": 259, "completion_tokens": 66, "calls": 1, "seconds": 2.096537550766571, "flops": 79401095424.0}, {"prompt_tokens": 363, "cached_prompt_tokens": 338, "completion_tokens": 248, "calls": 1, "seconds": 9.899061823248662, "flops": 339030074112.0}]}, {"event": "score", "nodes": [81, 82, 83, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6417409293988889], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6283054087631187], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.611069605266977], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6449888032394101], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.5925626760673082], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6286456456931643], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6456018315609836], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6150788098862788], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5931373767690981], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6241900174835262], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5999932808803228]]}, {"event": "step", "step": 5, "children": [81, 82, 83, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96], "kept": [82, 83, 86, 90], "finished": [], "width": 4}, {"event": "generate", "expand": [[82, 4], [83, 4], [86, 4], [90, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1614906830, 1319889245, 2122913517, 165097610], "usage": [{"prompt_tokens": 271, "cached_prompt_tokens": 270, "completion_tokens": 110, "calls": 1, "seconds": 3.433674130560807, "flops": 134855828736.0}, {"prompt_tokens": 272, "cached_prompt_tokens": 271, "completion_tokens": 52, "calls": 1, "seconds": 1.4965729106722088, "flops": 61756407552.0}, {"prompt_tokens": 269, "cached_prompt_tokens": 268, "completion_tokens": 52, "calls": 1, "seconds": 1.4954365836698948, "flops": 61756407552.0}, {"prompt_tokens": 266, "cached_prompt_tokens": 265, "completion_tokens": 86, "calls": 1, "seconds": 2.5489006766081364, "flops": 104607792384.0}]}, {"event": "score", "nodes": [97, 98, 99, 100, 101, 105, 109, 110, 111, 112], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6368693925484941], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6147810641186207], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6302346162310284], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6203521130428811], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854, 0.6242400153241014], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.632866959494186], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029]]}, {"event": "step", "step": 6, "children": [97, 98, 99, 100, 101, 105, 109, 110, 111, 112], "kept": [109, 111, 112, 101], "finished": [], "width": 4}, {"event": "generate", "expand": [[109, 4], [111, 4], [112, 4], [101, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [638015442, 1903301964, 1028044881, 1543550390], "usage": [{"prompt_tokens": 292, "cached_prompt_tokens": 291, "completion_tokens": 32, "calls": 1, "seconds": 1.0347333541144812, "flops": 36549710592.0}, {"prompt_tokens": 281, "cached_prompt_tokens": 280, "completion_tokens": 32, "calls": 1, "seconds": 0.9850190111178865, "flops": 36549710592.0}, {"prompt_tokens": 285, "cached_prompt_tokens": 284, "completion_tokens": 58, "calls": 1, "seconds": 2.0957130726133726, "flops": 69318416640.0}, {"prompt_tokens": 285, "cached_prompt_tokens": 284, "completion_tokens": 102, "calls": 1, "seconds": 3.762924865289738, "flops": 124773149952.0}]}, {"event": "score", "nodes": [113, 117, 121, 122, 125, 126, 127, 128], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.607871430047396], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.6151361022349792], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6270013500775186], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.5926684417870361]]}, {"event": "step", "step": 7, "children": [113, 117, 121, 122, 125, 126, 127, 128], "kept": [113, 125, 126, 117], "finished": [], "width": 4}, {"event": "generate", "expand": [[113, 4], [125, 4], [126, 4], [117, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2033828409, 178515590, 912648947, 1225191988], "usage": [{"prompt_tokens": 300, "cached_prompt_tokens": 299, "completion_tokens": 51, "calls": 1, "seconds": 2.1361788389087444, "flops": 60496072704.0}, {"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 73, "calls": 1, "seconds": 3.146203642138013, "flops": 88223439360.0}, {"prompt_tokens": 319, "cached_prompt_tokens": 318, "completion_tokens": 95, "calls": 1, "seconds": 4.256919867126586, "flops": 115950806016.0}, {"prompt_tokens": 289, "cached_prompt_tokens": 288, "completion_tokens": 42, "calls": 1, "seconds": 1.6273701585641838, "flops": 49153059072.0}]}, {"event": "score", "nodes": [129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 140, 141, 142, 144], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6294730403081443], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6304026996765002], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6427706939099982], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6394605246947914], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6101189248882197], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6307408262649877], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6448029069831442], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6314990332230094], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6493541242625427], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6205459419482787], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6508907438799914]]}, {"event": "step", "step": 8, "children": [129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 140, 141, 142, 144], "kept": [132, 131, 129, 130], "finished": [], "width": 4}, {"event": "generate", "expand": [[132, 4], [131, 4], [129, 4], [130, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [305068212, 1800205451, 1337000738, 295057080], "usage": [{"prompt_tokens": 310, "cached_prompt_tokens": 309, "completion_tokens": 37, "calls": 1, "seconds": 0.9938506794216142, "flops": 42851384832.0}, {"prompt_tokens": 309, "cached_prompt_tokens": 308, "completion_tokens": 93, "calls": 1, "seconds": 3.4688314711803265, "flops": 113430136320.0}, {"prompt_tokens": 308, "cached_prompt_tokens": 305, "completion_tokens": 106, "calls": 1, "seconds": 4.129495219774135, "flops": 132335159040.0}, {"prompt_tokens": 324, "cached_prompt_tokens": 305, "completion_tokens": 108, "calls": 1, "seconds": 4.717166388559087, "flops": 155021186304.0}]}, {"event": "score", "nodes": [145, 146, 149, 150, 151, 152, 153, 154, 155, 156, 157, 158, 159, 160], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6863435406016235], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.679740962195443], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6040969929439698], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6576326153393791], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6491021941201306], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.6519044839516328], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.679081648431082], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.64820154448867], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6214820912884029], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6334279237213618]]}, {"event": "step", "step": 9, "children": [145, 146, 149, 150, 151, 152, 153, 154, 155, 156, 157, 158, 159, 160], "kept": [157, 154, 153, 145], "finished": [], "width": 4}, {"event": "generate", "expand": [[157, 4], [154, 4], [153, 4], [145, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [51232392, 982931736, 1946586338, 1528427222], "usage": [{"prompt_tokens": 367, "cached_prompt_tokens": 366, "completion_tokens": 110, "calls": 1, "seconds": 3.639291833343469, "flops": 134855828736.0}, {"prompt_tokens": 348, "cached_prompt_tokens": 347, "completion_tokens": 52, "calls": 1, "seconds": 1.6563829318551286, "flops": 61756407552.0}, {"prompt_tokens": 338, "cached_prompt_tokens": 337, "completion_tokens": 58, "calls": 1, "seconds": 1.8845488510687158, "flops": 69318416640.0}, {"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 81, "calls": 1, "seconds": 2.7244357067658656, "flops": 98306118144.0}]}, {"event": "score", "nodes": [161, 162, 163, 164, 165, 166, 169, 172, 173, 174, 175, 176], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6738188341520737], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6678674101679984], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.683776399847096], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6910988771689698], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6828101232037597], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6832965097578715], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6598288509881537], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6862793027688244], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196]]}, {"event": "step", "step": 10, "children": [161, 162, 163, 164, 165, 166, 169, 172, 173, 174, 175, 176], "kept": [176, 166, 165, 175], "finished": [], "width": 4}, {"event": "generate", "expand": [[176, 4], [166, 4], [165, 4], [175, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [539127628, 2098254078, 1056709811, 711685138], "usage": [{"prompt_tokens": 351, "cached_prompt_tokens": 350, "completion_tokens": 52, "calls": 1, "seconds": 1.9445973518503694, "flops": 61756407552.0}, {"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 52, "calls": 1, "seconds": 1.9426091218537282, "flops": 61756407552.0}, {"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 44, "calls": 1, "seconds": 1.6338086076307532, "flops": 51673728768.0}, {"prompt_tokens": 326, "cached_prompt_tokens": 325, "completion_tokens": 103, "calls": 1, "seconds": 4.068495458984006, "flops": 126033484800.0}]}, {"event": "score", "nodes": [177, 181, 185, 189, 190, 191, 192], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196, 0.73627241414955], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675, 0.6917174904881551], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573, 0.6940558790891681], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.677316467506649], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7140720077049493], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7129580013991459], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.6686971209041677]]}, {"event": "step", "step": 11, "children": [177, 181, 185, 189, 190, 191, 192], "kept": [177, 190, 191, 185], "finished": [177, 190, 191, 185], "width": 0}, {"event": "select", "how": "argmax", "pool": [177, 190, 191, 185], "scores": [0.73627241414955, 0.7140720077049493, 0.7129580013991459, 0.6940558790891681], "tally": {"700": 0.73627241414955, "2": 0.7140720077049493}, "tie_broken_by_rng": false, "chosen": 177}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s define the variables:\n- \\( B \\) = the number of baby bees\n- \\( W \\) = the number of worker bees\n- \\( Q \\) = the number of queens", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5665181488603069], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.592373988876335], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "Let''s denote the number of bees as follows:\n- Let \\( B \\) be the number of bees.\n- Let \\( W \\) be the number of worker bees.\n- Let \\( B \\) be the number of baby bees.\n- Let \\( Q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5973808123650293], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6481750667726868], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.\nLet''s denote:\n- B as the number of worker bees.\n- Q as the number of queens.\n- B'' as the number of babies.\n- W as the number of worker bees.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5820540390046364], "completion_tokens": 65, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "To solve the problem, let''s define the variables and set up the equations step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.603643300678203], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "Let''s denote the number of worker bees as \\( w \\). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \\( b \\). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \\( q \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6338271995832074], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "To solve this problem, we can follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6032622866734415], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 9, "parent": 0, "kind": "step", "step": "Let''s break down the problem step-by-step and then write the final answer using Python code.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5998439682785583], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 10, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll break it down into smaller steps and use Python to ensure our calculations are accurate. Here''s the step-by-step reasoning:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5564623379106742], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 11, "parent": 0, "kind": "step", "step": "Let''s solve this step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5752604247571231], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 12, "parent": 0, "kind": "step", "step": "Let''s denote the number of worker bees by \\( w \\), the number of baby bees by \\( b \\), and the number of queens by \\( q \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.572145555781756], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 13, "parent": 0, "kind": "step", "step": "To solve this problem, we can break it down into a few steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6341001500073473], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 14, "parent": 0, "kind": "step", "step": "Let''s denote the number of queen bees as \\( Q \\). According to the problem, the number of baby bees is twice the number of queens, so we can represent the number of baby bees as \\( B \\). Let the number of worker bees be \\( W \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6078027910634289], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 15, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then write the final answer.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5545972082960382], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 16, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:\n- Let \\( b \\) be the number of baby bees.\n- Let \\( w \\) be the number of worker bees.\n- Let \\( q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6216814007155171], "completion_tokens": 65, "finish_reason": "stop"}, {"index": 17, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6481750667726868, 0.6584484527632904], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 18, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 19, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 20, "parent": 4, "kind": "step", "step": "1. Let \\( b \\) be the number of baby bees.\n2. Let \\( w \\) be the number of worker bees.\n3. Let \\( q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6481750667726868, 0.6435606836192449], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 21, "parent": 13, "kind": "step", "step": "1. Define the variables for the number of worker bees, baby bees, and queens.\n2. Set up the equations based on the problem statement.\n3. Solve the equations to find the number of worker bees.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.6435238621112422], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 22, "parent": 13, "kind": "step", "step": "1. Identify the number of queens.\n2. Use the information about the number of worker bees to find the number of baby bees.\n3. Use the information about the number of baby bees to find the number of worker bees.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.6202263402238204], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 23, "parent": 13, "kind": "step", "step": "1. Let \\( B \\) represent the number of baby bees.\n2. Let \\( W \\) represent the number of worker bees.\n3. Let \\( Q \\) represent the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.630875349754807], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 24, "parent": 13, "kind": "step", "step": "1. Define the variables for the number of bees:\n   - Let \\( B \\) be the number of bees.\n   - Let \\( W \\) be the number of worker bees.\n   - Let \\( B_c \\) be the number of baby bees.\n   - Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "1", "step_scores": [0.6341001500073473, 0.6519938434708074], "completion_tokens": 66, "finish_reason": "stop"}, {"index": 25, "parent": 7, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)\n3. \\( q = 700 \\)", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.6031806275549262], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 26, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n\\[ w = 2b \\]\n\\[ b = 2q \\]\n\\[ q = 700 \\]", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.6047427459897712], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 27, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)\n3. \\( q = 700 \\)", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.595444816195232], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 28, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6338271995832074, 0.6344491172400819], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 29, "parent": 16, "kind": "step", "step": "From the problem, we can derive the following equations:\n1. The total number of bees in the hive is 700:\n   \\[\n   b + w + q = 700\n   \\]\n2. There are twice as many worker bees as baby bees:\n   \\[\n   w = 2b\n   \\]\n3. There are twice as many babies as queens:\n   \\[\n   b = 2q\n   \\]", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209], "completion_tokens": 95, "finish_reason": "stop"}, {"index": 30, "parent": 16, "kind": "step", "step": "From the problem, we have the following information:\n1. There are 700 bees in the hive, so we can write: \\( b + w + q = 700 \\).\n2. There are twice as many worker bees as baby bees, so we can write: \\( w = 2b \\).\n3. There are twice as many babies as queens, so we can write: \\( b = 2q \\).", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6239489253290385], "completion_tokens": 91, "finish_reason": "stop"}, {"index": 31, "parent": 16, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( b = 2w \\) (number of baby bees)\n2. \\( w = 2b \\) (number of worker bees)\n3. \\( q = 2b \\) (number of queens)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6326033332358497], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 32, "parent": 16, "kind": "step", "step": "From the problem, we can write the following equations:\n1. The total number of bees is 700:\n\\[ b + w + q = 700 \\]\n2. There are twice as many worker bees as baby bees:\n\\[ w = 2b \\]\n3. There are twice as many babies as queens:\n\\[ q = 2b \\]", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6460858970378444], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 33, "parent": 17, "kind": "step", "step": "According to the problem, we have the following relationships:\n1. There are twice as many worker bees as baby bees: \\( W = 2B \\).\n2. There are twice as many babies as queens: \\( B = 2Q \\).\n3. There are 700 bees in the hive: \\( B + W + Q = 700 \\).", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 34, "parent": 17, "kind": "step", "step": "From the problem, we have the following relationships:\n1. \\( B = 2B \\)\n2. \\( W = 2Q \\)\n3. \\( B + Q + W = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.5994792712029529], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 35, "parent": 17, "kind": "step", "step": "From the problem, we know the following:\n1. The total number of bees in the hive is 700:\n\\[ B + W + Q = 700 \\]\n2. There are twice as many worker bees as baby bees:\n\\[ W = 2B \\]\n3. There are twice as many babies as queens:\n\\[ Q = 2B \\]", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534], "completion_tokens": 78, "finish_reason": "stop"}, {"index": 36, "parent": 17, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( B + W + Q = 700 \\)\n2. \\( W = 2B \\)\n3. \\( Q = 2B \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6090538319297927], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 37, "parent": 24, "kind": "step", "step": "2. According to the problem, we have the following relationships:\n   - \\( B = 700 \\)\n   - \\( W = 2B \\)\n   - \\( B_c = 2B_c \\)\n   - \\( Q = 2Q \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6188816058712462], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 38, "parent": 24, "kind": "step", "step": "2. Given relationships:\n   - \\( B = 700 \\) (total number of bees)\n   - \\( W = 2B \\) (number of worker bees)\n   - \\( B_c = 2B_c \\) (number of baby bees)\n   - \\( Q = 2Q \\) (number of queens)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6216549471927103], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 39, "parent": 24, "kind": "step", "step": "2. According to the problem:\n   - There are 700 bees in total: \\( B + W + B_c + Q = 700 \\).\n   - There are twice as many worker bees as baby bees: \\( W = 2B_c \\).\n   - There are twice as many babies as queens: \\( B_c = 2Q \\).", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6292057209662618], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 40, "parent": 24, "kind": "step", "step": "2. According to the problem, we know the following:\n   - \\( B = 700 \\)\n   - \\( W = 2B \\)\n   - \\( B_c = 2B_c \\)\n   - \\( Q = 2Q \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6137202198970557], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 41, "parent": 29, "kind": "step", "step": "Now we substitute the expressions for \\( w \\) and \\( b \\) in the first equation into the second and third equations:", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6088789546191383], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 42, "parent": 29, "kind": "step", "step": "Now we can substitute \\( w = 2b \\) and \\( b = 2q \\) into the first equation:\n\\[\nb + w + q = b + 2b + q = 5b = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6311316667971414], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 43, "parent": 29, "kind": "step", "step": "We can substitute the expression for \\( b \\) from the third equation into the second equation to express \\( w \\) in terms of \\( q \\):\n\\[\nw = 2b = 2(2q) = 4q\n\\]", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 44, "parent": 29, "kind": "step", "step": "Now we can substitute the expressions for \\( w \\) and \\( b \\) in terms of \\( q \\) into the first equation:\n\\[\nb + 2b + q = 700\n\\]\nSimplifying this, we get:\n\\[\n5b + q = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.628641721733054], "completion_tokens": 67, "finish_reason": "stop"}, {"index": 45, "parent": 32, "kind": "step", "step": "Now we can substitute the second and third equations into the first equation to solve for \\( b \\):\n\\[ b + 2b + 2b = 700 \\]\n\\[ 7b = 700 \\]\n\\[ b = \\frac{700}{7} \\]\n\\[ b = 100 \\]", "depth": 3, "terminal": null, "answer": "100", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.602503380509949], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 46, "parent": 32, "kind": "step", "step": "We can substitute the expressions for \\( w \\) and \\( q \\) into the first equation:\n\\[ b + (2b) + (2b) = 700 \\]\n\\[ 7b = 700 \\]\n\\[ b = \\frac{700}{7} \\]\n\\[ b = 100 \\]", "depth": 3, "terminal": null, "answer": "100", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6007013073357436], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 47, "parent": 32, "kind": "step", "step": "Now, we substitute the expressions for \\( w \\) and \\( q \\) in the first equation into it:\n\\[ b + 2b + 2b = 700 \\]\n\\[ 6b = 700 \\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 48, "parent": 32, "kind": "step", "step": "Now, we substitute \\( w = 2b \\) and \\( q = 2b \\) into the first equation:\n\\[ b + (2b) + (2b) = 700 \\]\n\\[ 7b = 700 \\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6331485596508472], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 49, "parent": 35, "kind": "step", "step": "Now we can substitute these expressions into the first equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 5B = 700 \\]\n\\[ B = \\frac{700}{5} \\]\n\\[ B = 140 \\]", "depth": 4, "terminal": null, "answer": "140", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6349456048572428], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 50, "parent": 35, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( Q \\) in the first equation into the second equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 6B = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.635350600604111], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 51, "parent": 35, "kind": "step", "step": "Now, we can substitute the expressions for \\( W \\) and \\( Q \\) in the total number of bees equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 7B = 700 \\]\n\\[ B = \\frac{700}{7} \\]\n\\[ B = 100 \\]", "depth": 4, "terminal": null, "answer": "100", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6273515760581646], "completion_tokens": 76, "finish_reason": "stop"}, {"index": 52, "parent": 35, "kind": "step", "step": "Now we substitute \\( W \\) and \\( Q \\) from equations 2 and 3 into equation 1:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 7B = 700 \\]\n\\[ B = \\frac{700}{7} \\]\n\\[ B = 100 \\]", "depth": 4, "terminal": null, "answer": "100", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6191534934714402], "completion_tokens": 75, "finish_reason": "stop"}, {"index": 53, "parent": 47, "kind": "step", "step": "Solving for \\( b \\):\n\\[ b = \\frac{700}{6} \\]\n\\[ b = \\frac{350}{3} \\approx 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.6039209553377121], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 54, "parent": 47, "kind": "step", "step": "Next, we solve for \\( b \\) by dividing both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]\nSince the number of bees must be a whole number, we check if there was a mistake in the interpretation or the problem constraints. However, based on the problem statement, it seems there might be an inconsistency or a different interpretation, but let''s assume the problem statement is correct and proceed with the solution.", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5290221909196704], "completion_tokens": 107, "finish_reason": "stop"}, {"index": 55, "parent": 47, "kind": "step", "step": "To find \\( b \\), we divide both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5693475583481895], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 56, "parent": 47, "kind": "step", "step": "To solve for \\( b \\), we divide both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5845171475331525], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 57, "parent": 43, "kind": "step", "step": "Now we substitute these expressions for \\( w \\) and \\( b \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6251393132438738], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 58, "parent": 43, "kind": "step", "step": "Now we have two expressions for \\( w \\):\n\\[\nw = 4q\n\\]\n\\[\nb = 2q\n\\]", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 59, "parent": 43, "kind": "step", "step": "Now substitute \\( w \\) and \\( b \\) into the first equation:\n\\[\n4q + w + q = 700\n\\]\n\\[\n4q + 4q + q = 700\n\\]\n\\[\n12q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6228141127868784], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 60, "parent": 43, "kind": "step", "step": "Now substitute the expressions for \\( b \\) and \\( w \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 61, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( B \\) and \\( W \\) from the first two equations into the third equation:\n\\[ B + 2B + 2Q = 700 \\]\n\\[ 5B + 2Q = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.5922198355004349], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 62, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the second and third equations into the fourth equation:\n\\[ B + (2B) + (2Q) = 700 \\]\n\\[ 5B + 2Q = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6049629442530982], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 63, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( B \\) and \\( W \\) in the third equation into the second equation to find \\( Q \\):", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 64, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the third equation into the second equation:", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 65, "parent": 58, "kind": "step", "step": "We can substitute these expressions for \\( w \\) and \\( b \\) into the first equation:\n\\[\nb + w + q = 700\n\\]\n\\[\n(b + 4q) + (4q) + q = 700\n\\]\n\\[\n2b + 9q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6336028162956532], "completion_tokens": 74, "finish_reason": "stop"}, {"index": 66, "parent": 58, "kind": "step", "step": "Substituting \\( w = 4q \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6376023580244263], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 67, "parent": 58, "kind": "step", "step": "We can now substitute these expressions for \\( w \\) and \\( b \\) into the first equation to express \\( q \\):\n\\[\n4q + w + q = 700\n\\]\n\\[\n4q + 4q + q = 700\n\\]\n\\[\n12q = 700\n\\]\n\\[\nq = \\frac{700}{12}\n\\]\n\\[\nq = 58.3333\\ldots\n\\]", "depth": 5, "terminal": null, "answer": "58.3333", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.5231828347614814], "completion_tokens": 107, "finish_reason": "stop"}, {"index": 68, "parent": 58, "kind": "step", "step": "We can substitute these expressions into the first equation to solve for \\( b \\):\n\\[\nb + w + q = 700\n\\]\n\\[\nb + (4q) + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6032623437358038], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 69, "parent": 60, "kind": "step", "step": "Now we have a simplified equation:\n\\[\nb + 5q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6123984536477872], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 70, "parent": 60, "kind": "step", "step": "We can solve this equation for \\( b \\):\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 71, "parent": 60, "kind": "step", "step": "To find the value of \\( q \\), we need to isolate it on one side of the equation. We can do this by subtracting \\( 5q \\) from both sides:\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.564033624937786], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 72, "parent": 60, "kind": "step", "step": "Next, we need to find the value of \\( q \\). Since we have two equations:\n1. \\( b + 5q = 700 \\)\n2. \\( w = 4q \\)", "depth": 5, "terminal": null, "answer": "4", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6200796714475237], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 73, "parent": 64, "kind": "step", "step": "\\[ B + (2Q) + (2Q) = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 74, "parent": 64, "kind": "step", "step": "\\[\n2Q = 2B + 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 75, "parent": 64, "kind": "step", "step": "\\[ 2Q + 2B = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6387558978858596], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 76, "parent": 64, "kind": "step", "step": "\\[ 2Q + B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6380937574651689], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 77, "parent": 63, "kind": "step", "step": "\\[ B = 2Q \\implies 700 = 2Q + 2B \\implies 700 = 2Q + 4B \\implies 700 = 4Q + B \\implies B = 700 - 4Q \\]", "depth": 5, "terminal": null, "answer": "4", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6466132891588667], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 78, "parent": 63, "kind": "step", "step": "\\[ 2Q = 2B \\]", "depth": 5, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 79, "parent": 63, "kind": "step", "step": "\\[ B + (2B) + Q = 700 \\]\n\\[ 3B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6117306907922699], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 80, "parent": 63, "kind": "step", "step": "\\[ B + (2B) + Q = 700 \\]\n\\[ 5B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6273637686365022], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 81, "parent": 74, "kind": "step", "step": "Next, we substitute \\( B = 2Q \\) into the first equation:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6417409293988889], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 82, "parent": 74, "kind": "step", "step": "Now, we can solve for \\( Q \\):", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 83, "parent": 74, "kind": "step", "step": "Dividing both sides of the equation by 2:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 84, "parent": 74, "kind": "step", "step": "Next, we substitute \\( B = 2Q \\) into the first equation:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 85, "parent": 73, "kind": "step", "step": "Simplifying the left side, we get:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6283054087631187], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 86, "parent": 73, "kind": "step", "step": "Simplify the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854], "completion_tokens": 5, "finish_reason": "stop"}, {"index": 87, "parent": 73, "kind": "step", "step": "Combining like terms, we get:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.611069605266977], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 88, "parent": 73, "kind": "step", "step": "Simplifying the left side of the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6449888032394101], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 89, "parent": 78, "kind": "step", "step": "From the first equation, we know \\( B = 2B \\). So we can substitute \\( B = 2B \\) into the equation \\( 2Q = 2B \\):", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.5925626760673082], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 90, "parent": 78, "kind": "step", "step": "\\[ Q = B \\]", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 91, "parent": 78, "kind": "step", "step": "Solving for \\( Q \\):", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6286456456931643], "completion_tokens": 7, "finish_reason": "stop"}, {"index": 92, "parent": 78, "kind": "step", "step": "So, we can solve for \\( Q \\) as follows:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6456018315609836], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 93, "parent": 70, "kind": "step", "step": "We can substitute \\( b = 700 - 5q \\) into the first equation to express \\( w \\) in terms of \\( q \\):\n\\[\n(700 - 5q) + 4q = 700\n\\]\n\\[\n700 - q = 700\n\\]", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6150788098862788], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 94, "parent": 70, "kind": "step", "step": "So the number of worker bees is \\( 700 - 5q \\).", "depth": 6, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5931373767690981], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 95, "parent": 70, "kind": "step", "step": "Since \\( b \\) must be a positive integer, \\( 700 - 5q \\) must also be a positive integer. The smallest positive integer that satisfies this equation is 701. Substituting \\( b = 701 \\) back into the equation for \\( w \\):\n\\[\nw = 4q = 701\n\\]", "depth": 6, "terminal": null, "answer": "701", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6241900174835262], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 96, "parent": 70, "kind": "step", "step": "To find the value of \\( q \\), we can substitute \\( b = 700 - 5q \\) back into the equation \\( b + w = 700 \\):\n\\[\n(700 - 5q) + w = 700\n\\]\n\\[\n700 - 5q + w = 700\n\\]", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5999932808803228], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 97, "parent": 82, "kind": "step", "step": "\\[\nQ = \\frac{700 - 2B}{2}\n\\]", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6368693925484941], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 98, "parent": 82, "kind": "step", "step": "\\[\n2Q = 2B + 700\n\\]\n\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6147810641186207], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 99, "parent": 82, "kind": "step", "step": "\\[\nQ = 700 - 2B\n\\]", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6302346162310284], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 100, "parent": 82, "kind": "step", "step": "\\[\n2Q - 2B = 700\n\\]\n\\[\nQ = \\frac{700}{2} - B\n\\]\n\\[\nQ = 350 - B\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6203521130428811], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 101, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 102, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 103, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 104, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 105, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854, 0.6242400153241014], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 106, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 107, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 108, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 109, "parent": 90, "kind": "step", "step": "So, we know that \\( Q = B \\). Now we can substitute \\( Q = B \\) into the first equation:", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 110, "parent": 90, "kind": "step", "step": "Now that we have the value of \\( Q \\), we can substitute it back into the first equation to find \\( W \\):", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.632866959494186], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 111, "parent": 90, "kind": "step", "step": "Now we can substitute \\( Q = B \\) into the first equation:", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 112, "parent": 90, "kind": "step", "step": "Now we can substitute \\( Q \\) back into the third equation to find \\( W \\):", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 113, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 114, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 115, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 116, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 117, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 118, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 119, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 120, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 121, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.607871430047396], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 122, "parent": 112, "kind": "step", "step": "\\[ B + W + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.6151361022349792], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 123, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 124, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 125, "parent": 101, "kind": "step", "step": "Now we have two expressions for \\( Q \\):\n1. \\( Q = B + 350 \\)\n2. \\( B = 2Q \\)", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 126, "parent": 101, "kind": "step", "step": "Now we have a system of linear equations:\n\\[\nW = 2B\n\\]\n\\[\nB = 2Q + 350\n\\]", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 127, "parent": 101, "kind": "step", "step": "Now we have two equations:\n1. \\( W = 2B \\)\n2. \\( Q = B + 350 \\)", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6270013500775186], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 128, "parent": 101, "kind": "step", "step": "Now we have the equation:", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.5926684417870361], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 129, "parent": 113, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 130, "parent": 113, "kind": "step", "step": "\\[ W = 2(B) = 2 \\times 700 = 1400 \\]", "depth": 9, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 131, "parent": 113, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 132, "parent": 113, "kind": "step", "step": "\\[ W = 2 \\times B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 133, "parent": 125, "kind": "step", "step": "We can substitute the expression for \\( B \\) from the first equation into the second equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6294730403081443], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 134, "parent": 125, "kind": "step", "step": "We can substitute the expression for \\( B \\) from the second equation into the first equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6304026996765002], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 135, "parent": 125, "kind": "step", "step": "Substituting \\( Q = B + 350 \\) into the first equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6427706939099982], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 136, "parent": 125, "kind": "step", "step": "We can substitute \\( Q \\) from the first expression into the second expression:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6394605246947914], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 137, "parent": 126, "kind": "step", "step": "We can substitute \\( B = 2Q + 350 \\) into the first equation \\( W = 2B \\):", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6101189248882197], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 138, "parent": 126, "kind": "step", "step": "We can substitute \\( Q = B + 350 \\) into \\( W = 2B \\):", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6307408262649877], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 139, "parent": 126, "kind": "step", "step": "We can solve these equations step by step. First, substitute \\( Q = B + 350 \\) into the first equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6448029069831442], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 140, "parent": 126, "kind": "step", "step": "We can substitute \\( Q \\) from the first equation into the second equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6314990332230094], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 141, "parent": 117, "kind": "step", "step": "\\[ W = 2 \\cdot B = 2B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6493541242625427], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 142, "parent": 117, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6205459419482787], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 143, "parent": 117, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 144, "parent": 117, "kind": "step", "step": "\\[ W = 2 \\times B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6508907438799914], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 145, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 146, "parent": 132, "kind": "step", "step": "\\[ W = 2 \\times 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6863435406016235], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 147, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 148, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 149, "parent": 131, "kind": "step", "step": "Now we can solve for \\( B \\) by dividing both sides by 2:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.679740962195443], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 150, "parent": 131, "kind": "step", "step": "So, the number of worker bees \\( W \\) is 700. Let''s write the final answer as \\(\\boxed{700}\\).", "depth": 10, "terminal": "answer", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6040969929439698], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 151, "parent": 131, "kind": "step", "step": "Now we can solve for \\( B \\) and \\( W \\):", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6576326153393791], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 152, "parent": 131, "kind": "step", "step": "Now we have \\( W = 700 \\) and \\( Q = B \\), so we can solve for \\( B \\):", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6491021941201306], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 153, "parent": 129, "kind": "step", "step": "So, we know that \\( W = 2B \\). Now we can substitute \\( W = 2B \\) into the third equation:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 154, "parent": 129, "kind": "step", "step": "Since both expressions equal \\( W \\), we can conclude that \\( W = B \\). Now we can substitute \\( W = B \\) and \\( Q = B \\) into the third equation:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 155, "parent": 129, "kind": "step", "step": "From this, we can see that \\( B \\) must be equal to 350 because:", "depth": 10, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.6519044839516328], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 156, "parent": 129, "kind": "step", "step": "Thus, the number of worker bees is \\( 700 \\).", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.679081648431082], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 157, "parent": 130, "kind": "step", "step": "So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.\n```python\n# Define the number of bees\ntotal_bees = 700", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 158, "parent": 130, "kind": "step", "step": "So, there are 1400 worker bees in the hive.", "depth": 10, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.64820154448867], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 159, "parent": 130, "kind": "step", "step": "So, the number of worker bees is 1400. We can write this final answer as \\(\\boxed{1400}\\).", "depth": 10, "terminal": "answer", "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6214820912884029], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 160, "parent": 130, "kind": "step", "step": "So, the number of worker bees is \\( W = 1400 \\).", "depth": 10, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6334279237213618], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 161, "parent": 157, "kind": "step", "step": "# Define the equations\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6738188341520737], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 162, "parent": 157, "kind": "step", "step": "# Define the relationships\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6678674101679984], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 163, "parent": 157, "kind": "step", "step": "# Define the equations based on the relationships\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.683776399847096], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 164, "parent": 157, "kind": "step", "step": "# Define the equations\n# Let W be the number of worker bees\n# Let B be the number of baby bees\n# Let Q be the number of queens", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6910988771689698], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 165, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 166, "parent": 154, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 167, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 168, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 169, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6828101232037597], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 170, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 171, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 172, "parent": 153, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6832965097578715], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 173, "parent": 145, "kind": "step", "step": "This gives us two equations:\n1. \\( W = 2B \\)\n2. \\( B = 2Q \\)", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6598288509881537], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 174, "parent": 145, "kind": "step", "step": "So, the number of worker bees is \\( 2B \\).", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6862793027688244], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 175, "parent": 145, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 176, "parent": 145, "kind": "step", "step": "This simplifies to \\( W = B \\), which is consistent with our previous reasoning. Now we can substitute \\( Q = B \\) into the third equation:", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 177, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196, 0.73627241414955], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 178, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 179, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 180, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 181, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675, 0.6917174904881551], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 182, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 183, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 184, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 185, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573, 0.6940558790891681], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 186, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 187, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 188, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 189, "parent": 175, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.677316467506649], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 190, "parent": 175, "kind": "step", "step": "Now we have two expressions for \\( W \\): \\( W = 2B \\) and \\( W = 2B \\). So we can solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7140720077049493], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 191, "parent": 175, "kind": "step", "step": "So, we know that \\( W = 2B \\). Now we can substitute \\( Q = B \\) and \\( W = 2B \\) into the third equation:", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7129580013991459], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 192, "parent": 175, "kind": "step", "step": "Since \\( B = Q \\), we can also substitute \\( Q = B \\) into the third equation:", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.6686971209041677], "completion_tokens": 22, "finish_reason": "stop"}]}]',12067,11858,5928,363,96202,96202,12292045772544.0,4799355101184.0,5.44214480281996657159e+02,3.50855921596165785556e+02,1.79632193285257577898e+09);
+INSERT INTO "jobs" VALUES(23,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-141',0,2,'beam:verifier=pyes,beam_width=2',0,'done','700','[{"event": "generate", "expand": [[0, 8]], "stop_at_step": true, "max_tokens": 256, "seeds": [1739500214], "usage": [{"prompt_tokens": 75, "cached_prompt_tokens": 74, "completion_tokens": 494, "calls": 1, "seconds": 27.173797173668703, "flops": 613783070976.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8], "scores": [[0.5711787499069838], [0.573404690530456], [0.6227945656191272], [0.6589290773051331], [0.586049732275418], [0.6286257195923673], [0.5419253268362452], [0.6165411032831841]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8], "kept": [4, 6], "finished": [], "width": 2}, {"event": "generate", "expand": [[4, 4], [6, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1439964863, 584297730], "usage": [{"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 218, "calls": 1, "seconds": 6.929401674654814, "flops": 270971992320.0}, {"prompt_tokens": 130, "cached_prompt_tokens": 129, "completion_tokens": 247, "calls": 1, "seconds": 7.887237222124515, "flops": 307521702912.0}]}, {"event": "score", "nodes": [9, 10, 11, 12, 13, 14, 15, 16], "scores": [[0.6589290773051331, 0.6150837913427892], [0.6589290773051331, 0.6536066479618595], [0.6589290773051331, 0.6341593650420493], [0.6589290773051331, 0.6410044480866158], [0.6286257195923673, 0.6565810630471206], [0.6286257195923673, 0.5868705641231642], [0.6286257195923673, 0.6344585173143427], [0.6286257195923673, 0.6098572736714171]]}, {"event": "step", "step": 1, "children": [9, 10, 11, 12, 13, 14, 15, 16], "kept": [13, 10], "finished": [], "width": 2}, {"event": "generate", "expand": [[13, 4], [10, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1760744649, 7565410], "usage": [{"prompt_tokens": 221, "cached_prompt_tokens": 220, "completion_tokens": 224, "calls": 1, "seconds": 8.021001862334519, "flops": 278534001408.0}, {"prompt_tokens": 144, "cached_prompt_tokens": 143, "completion_tokens": 198, "calls": 1, "seconds": 6.932731076171781, "flops": 245765295360.0}]}, {"event": "score", "nodes": [17, 18, 19, 20, 21, 22, 23, 24], "scores": [[0.6286257195923673, 0.6565810630471206, 0.6374521545836299], [0.6286257195923673, 0.6565810630471206, 0.6249045416336138], [0.6286257195923673, 0.6565810630471206, 0.6522889905813698], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989], [0.6589290773051331, 0.6536066479618595, 0.6134956929438046], [0.6589290773051331, 0.6536066479618595, 0.6217109235059932], [0.6589290773051331, 0.6536066479618595, 0.6146036545053059]]}, {"event": "step", "step": 2, "children": [17, 18, 19, 20, 21, 22, 23, 24], "kept": [20, 21], "finished": [], "width": 2}, {"event": "generate", "expand": [[20, 4], [21, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2047230733, 157877894], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 269, "calls": 1, "seconds": 11.664490576052797, "flops": 335249069568.0}, {"prompt_tokens": 217, "cached_prompt_tokens": 216, "completion_tokens": 136, "calls": 1, "seconds": 5.2200251710735195, "flops": 167624534784.0}]}, {"event": "score", "nodes": [25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6395431231052698], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.5913083487836329], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6234522423604326], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6474898911531367], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6487445984694813], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6447009792282846]]}, {"event": "step", "step": 3, "children": [25, 26, 27, 28, 29, 30, 31, 32], "kept": [25, 30], "finished": [], "width": 2}, {"event": "generate", "expand": [[25, 4], [30, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1001456805, 324432423], "usage": [{"prompt_tokens": 317, "cached_prompt_tokens": 316, "completion_tokens": 138, "calls": 1, "seconds": 5.91402528093591, "flops": 170145204480.0}, {"prompt_tokens": 239, "cached_prompt_tokens": 238, "completion_tokens": 85, "calls": 1, "seconds": 3.023005973097118, "flops": 103347457536.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39], "scores": [[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.49135112612789705], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5544813020284061], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5164122756204887], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6370131947611887], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6223361149705193]]}, {"event": "step", "step": 4, "children": [33, 34, 35, 36, 37, 38, 39], "kept": [33, 38], "finished": [], "width": 2}, {"event": "generate", "expand": [[33, 4], [38, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [532980518, 1551813540], "usage": [{"prompt_tokens": 339, "cached_prompt_tokens": 338, "completion_tokens": 276, "calls": 1, "seconds": 10.942710607491197, "flops": 344071413504.0}, {"prompt_tokens": 258, "cached_prompt_tokens": 257, "completion_tokens": 27, "calls": 1, "seconds": 0.8166287826592049, "flops": 30248036352.0}]}, {"event": "score", "nodes": [41, 42, 43, 44, 45, 46, 47], "scores": [[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5412874007965729], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5405386874122949], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.6112091297974114], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5266631096883881], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6377102592723571], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742]]}, {"event": "step", "step": 5, "children": [41, 42, 43, 44, 45, 46, 47], "kept": [47, 46], "finished": [], "width": 2}, {"event": "generate", "expand": [[47, 4], [46, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [169518128, 1454688375], "usage": [{"prompt_tokens": 267, "cached_prompt_tokens": 266, "completion_tokens": 60, "calls": 1, "seconds": 2.2637451504548003, "flops": 71839086336.0}, {"prompt_tokens": 262, "cached_prompt_tokens": 261, "completion_tokens": 60, "calls": 1, "seconds": 2.2605518694604902, "flops": 71839086336.0}]}, {"event": "score", "nodes": [49, 52, 53, 56], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.59820177228925], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.6020297006163685]]}, {"event": "step", "step": 6, "children": [49, 52, 53, 56], "kept": [52, 49], "finished": [], "width": 2}, {"event": "generate", "expand": [[52, 4], [49, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [18688146, 797615773], "usage": [{"prompt_tokens": 282, "cached_prompt_tokens": 281, "completion_tokens": 84, "calls": 1, "seconds": 3.2783821362747467, "flops": 102087122688.0}, {"prompt_tokens": 282, "cached_prompt_tokens": 281, "completion_tokens": 103, "calls": 1, "seconds": 4.0357505276590455, "flops": 126033484800.0}]}, {"event": "score", "nodes": [57, 58, 59, 60, 61, 62, 63, 64], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6140059526234095], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6076683565665221], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6043028349036582], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.589522137504197], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.5906701457708995], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6098392200699957], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104]]}, {"event": "step", "step": 7, "children": [57, 58, 59, 60, 61, 62, 63, 64], "kept": [64, 62], "finished": [], "width": 2}, {"event": "generate", "expand": [[64, 4], [62, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [692217008, 965008932], "usage": [{"prompt_tokens": 315, "cached_prompt_tokens": 314, "completion_tokens": 98, "calls": 1, "seconds": 4.54601958882323, "flops": 119731810560.0}, {"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 94, "calls": 1, "seconds": 4.724480892787101, "flops": 114690471168.0}]}, {"event": "score", "nodes": [65, 67, 69, 70, 71, 72], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.605515467372039], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6204724658199433], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6133852064909934], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6136201581814642]]}, {"event": "step", "step": 8, "children": [65, 67, 69, 70, 71, 72], "kept": [69, 65], "finished": [], "width": 2}, {"event": "generate", "expand": [[69, 4], [65, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [870047387, 1447521972], "usage": [{"prompt_tokens": 339, "cached_prompt_tokens": 338, "completion_tokens": 164, "calls": 1, "seconds": 6.989398349825432, "flops": 202913910528.0}, {"prompt_tokens": 333, "cached_prompt_tokens": 332, "completion_tokens": 31, "calls": 1, "seconds": 1.1651409864506264, "flops": 35289375744.0}]}, {"event": "score", "nodes": [73, 74, 76, 77, 78, 79], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5854365175440138], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5946256754906436], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5895647870522475], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6067170598420817], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279]]}, {"event": "step", "step": 9, "children": [73, 74, 76, 77, 78, 79], "kept": [79, 77], "finished": [], "width": 2}, {"event": "generate", "expand": [[79, 4], [77, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [376551558, 151701066], "usage": [{"prompt_tokens": 337, "cached_prompt_tokens": 336, "completion_tokens": 71, "calls": 1, "seconds": 2.7693683781221896, "flops": 85702769664.0}, {"prompt_tokens": 339, "cached_prompt_tokens": 338, "completion_tokens": 71, "calls": 1, "seconds": 2.7720037351359768, "flops": 85702769664.0}]}, {"event": "score", "nodes": [81, 84, 85, 88], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.5986968911725672], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6064716262445673], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877]]}, {"event": "step", "step": 10, "children": [81, 84, 85, 88], "kept": [81, 88], "finished": [], "width": 2}, {"event": "generate", "expand": [[81, 4], [88, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [649897891, 781493025], "usage": [{"prompt_tokens": 352, "cached_prompt_tokens": 351, "completion_tokens": 31, "calls": 1, "seconds": 1.1492978223425534, "flops": 35289375744.0}, {"prompt_tokens": 365, "cached_prompt_tokens": 364, "completion_tokens": 30, "calls": 1, "seconds": 1.1442397207778265, "flops": 34029040896.0}]}, {"event": "score", "nodes": [89, 90, 91, 93, 94, 95, 96], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6001695508421299], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6380582442819307], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6288451191224396], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6215566829108776], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6329933771687183], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6113847914705806], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6014540343904019]]}, {"event": "step", "step": 11, "children": [89, 90, 91, 93, 94, 95, 96], "kept": [90, 94], "finished": [90, 94], "width": 0}, {"event": "select", "how": "argmax", "pool": [90, 94], "scores": [0.6380582442819307, 0.6329933771687183], "tally": {"700": 0.6380582442819307}, "tie_broken_by_rng": false, "chosen": 90}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s define the variables step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5711787499069838], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.573404690530456], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "Let''s denote the number of bees as follows:\n- Let \\( B \\) be the number of bees.\n- Let \\( W \\) be the number of worker bees.\n- Let \\( B \\) be the number of baby bees.\n- Let \\( Q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6227945656191272], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6589290773051331], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.\nLet''s denote:\n- B as the number of worker bees.\n- Q as the number of queens.\n- B'' as the number of babies.\n- W as the number of worker bees.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.586049732275418], "completion_tokens": 65, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:\n- \\( Q \\) = number of queens\n- \\( B \\) = number of babies\n- \\( W \\) = number of worker bees", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6286257195923673], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "Let''s denote the number of worker bees as \\( w \\). According to the problem, there are twice as many worker bees as baby bees, so we can write the equation:\n\\[ w = 2b \\]\nNext, we are given that there are twice as many babies as queens, so we can write the equation:\n\\[ b = 2q \\]\nWe also know that the total number of bees in the hive is 700. Therefore, we can write the equation:\n\\[ w + b + q = 700 \\]\nSubstituting the expressions for \\( w \\) and \\( b \\) from the two equations, we get:\n\\[ w + 2b + 2q = 700 \\]\nSimplifying the left side, we have:\n\\[ 4w + 2q = 700 \\]\nWe can solve this equation for \\( q \\) by dividing every term by 2:\n\\[ w + q = 350 \\]\nNow we have a system of linear equations:\n1. \\( 4w + 2q = 700 \\)\n2. \\( w + q = 350 \\)\nTo eliminate \\( q \\), we can subtract the", "depth": 1, "terminal": null, "answer": "350", "step_scores": [0.5419253268362452], "completion_tokens": 256, "finish_reason": "length"}, {"index": 8, "parent": 0, "kind": "step", "step": "To solve this problem, we can follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6165411032831841], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 9, "parent": 4, "kind": "step", "step": "1. Let \\( w \\) be the number of worker bees.\n2. Let \\( b \\) be the number of baby bees.\n3. Let \\( q \\) be the number of queens.\n4. Let \\( t_b \\) be the number of baby bees that are non-aggressive (i.e., not the mother).\n5. Let \\( t_q \\) be the number of queen bees that are non-aggressive (i.e., not the mother).", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.6589290773051331, 0.6150837913427892], "completion_tokens": 95, "finish_reason": "stop"}, {"index": 10, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6589290773051331, 0.6536066479618595], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 11, "parent": 4, "kind": "step", "step": "1. Let \\( W \\) be the number of worker bees.\n2. Let \\( B \\) be the number of baby bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6589290773051331, 0.6341593650420493], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 12, "parent": 4, "kind": "step", "step": "1. Let \\( w \\) be the number of worker bees.\n2. Let \\( b \\) be the number of baby bees.\n3. Let \\( q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6589290773051331, 0.6410044480866158], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 13, "parent": 6, "kind": "step", "step": "From the problem, we have the following relationships:\n1. There are 700 bees in the hive.\n   \\[\n   Q + B + W = 700\n   \\]\n2. There are twice as many worker bees as baby bees.\n   \\[\n   W = 2B\n   \\]\n3. There are twice as many babies as queens.\n   \\[\n   B = 2Q\n   \\]", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.6565810630471206], "completion_tokens": 91, "finish_reason": "stop"}, {"index": 14, "parent": 6, "kind": "step", "step": "From the problem statement, we have the following equations:\n1. \\( Q = 700 \\) (number of queens)\n2. \\( B = 2Q \\) (number of babies)\n3. \\( W = 2B \\) (number of worker bees)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.5868705641231642], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 15, "parent": 6, "kind": "step", "step": "From the problem statement, we have the following relationships:\n1. \\( Q = B \\)\n2. \\( B = 2Q \\)\n3. \\( W = 2B \\)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.6344585173143427], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 16, "parent": 6, "kind": "step", "step": "According to the problem:\n1. There are 700 bees in total.\n2. There are twice as many worker bees as baby bees, so \\( W = 2B \\).\n3. There are twice as many babies as queens, so \\( B = 2Q \\).", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.6098572736714171], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 17, "parent": 13, "kind": "step", "step": "We can substitute the expressions for \\( B \\) and \\( W \\) from the second and third equations into the first equation:\n\\[\nQ + 2B + 2Q = 700\n\\]\nSimplifying the left side:\n\\[\n4Q + 2B = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6374521545836299], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 18, "parent": 13, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the second and third relationships into the first equation:\n\\[\nQ + 2B + 2Q = 700\n\\]\nCombining like terms, we get:\n\\[\n4Q + 2B = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6249045416336138], "completion_tokens": 69, "finish_reason": "stop"}, {"index": 19, "parent": 13, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the second and third equations into the first equation:\n\\[\nQ + (2B) + (2Q) = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6522889905813698], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 20, "parent": 13, "kind": "step", "step": "We can substitute \\( B = 2Q \\) into the second equation to find \\( W \\):\n\\[\nW = 2 \\cdot (2Q) = 4Q\n\\]", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 21, "parent": 10, "kind": "step", "step": "From the problem statement, we have the following relationships:\n- There are 700 bees in total: \\( B + W + Q = 700 \\)\n- There are twice as many worker bees as baby bees: \\( W = 2B \\)\n- There are twice as many babies as queens: \\( Q = 2W \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 22, "parent": 10, "kind": "step", "step": "We are given the following information:\n1. \\( B = 700 \\)\n2. \\( W = 2B \\)\n3. \\( Q = 2Q \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6134956929438046], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 23, "parent": 10, "kind": "step", "step": "According to the problem:\n- There are 700 bees in total.\n- There are twice as many worker bees as baby bees.\n- There are twice as many babies as queens.", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6217109235059932], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 24, "parent": 10, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( B = 2 \\times Q \\)\n2. \\( W = 2 \\times B \\)\n3. \\( B + W + Q = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6146036545053059], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 25, "parent": 20, "kind": "step", "step": "Now we substitute \\( W = 4Q \\) and \\( B = 2Q \\) into the first equation:\n\\[\nQ + 2Q + 4Q = 700\n\\]\n\\[\n9Q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 26, "parent": 20, "kind": "step", "step": "Now we have a system of three equations:\n1. \\( Q + B + W = 700 \\)\n2. \\( W = 4Q \\)\n3. \\( B = 2Q \\)", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6395431231052698], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 27, "parent": 20, "kind": "step", "step": "Now we substitute \\( W = 4Q \\) into the first equation:\n\\[\nQ + B + W = 700\n\\]\n\\[\nQ + 2Q + 4Q = 700\n\\]\n\\[\n9Q = 700\n\\]\n\\[\nQ = \\frac{700}{9}\n\\]\n\\[\nQ = \\frac{700}{9} \\approx 77.78\n\\]", "depth": 4, "terminal": null, "answer": "77.78", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.5913083487836329], "completion_tokens": 101, "finish_reason": "stop"}, {"index": 28, "parent": 20, "kind": "step", "step": "Now we can substitute \\( W = 4Q \\) and \\( B = 2Q \\) into the first equation:\n\\[\nQ + 2Q + 4Q = 700\n\\]\n\\[\n10Q = 700\n\\]\n\\[\nQ = 70\n\\]", "depth": 4, "terminal": null, "answer": "70", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6234522423604326], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 29, "parent": 21, "kind": "step", "step": "We can substitute \\( W \\) and \\( Q \\) from the second two equations into the first equation:\n\\[ B + 2B + 2W = 700 \\]\n\\[ 5B + 2W = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6474898911531367], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 30, "parent": 21, "kind": "step", "step": "Now we can substitute the expressions for \\( W \\) and \\( Q \\) into the total bee equation:", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 31, "parent": 21, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( Q \\) into the total bee equation:\n\\[ B + 2B + 2W = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6487445984694813], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 32, "parent": 21, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( Q \\) into the total bee count equation:", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6447009792282846], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 33, "parent": 25, "kind": "step", "step": "Solving for \\( Q \\):\n\\[\nQ = \\frac{700}{9}\n\\]", "depth": 5, "terminal": null, "answer": "9", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 34, "parent": 25, "kind": "step", "step": "Solving for \\( Q \\):\n\\[\nQ = \\frac{700}{9} = 83.33\n\\]", "depth": 5, "terminal": null, "answer": "83.33", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.49135112612789705], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 35, "parent": 25, "kind": "step", "step": "Solving for \\( Q \\):\n\\[\nQ = \\frac{700}{9} = \\frac{280}{3} \\approx 93.33\n\\]", "depth": 5, "terminal": null, "answer": "93.33", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5544813020284061], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 36, "parent": 25, "kind": "step", "step": "To find \\( Q \\), we divide both sides of the equation by 9:\n\\[\nQ = \\frac{700}{9} = 83.3333\\ldots\n\\]", "depth": 5, "terminal": null, "answer": "83.3333", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5164122756204887], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 37, "parent": 30, "kind": "step", "step": "\\[ B + 2B + 2W = 700 \\]\n\\[ 5B + 2W = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6370131947611887], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 38, "parent": 30, "kind": "step", "step": "\\[ B + (2B) + (2W) = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 39, "parent": 30, "kind": "step", "step": "\\[ B + 2B + 2W = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6223361149705193], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 40, "parent": 30, "kind": "step", "step": "\\[ B + 2B + 2W = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 41, "parent": 33, "kind": "step", "step": "Since the number of queens must be a whole number, we need to check if our calculation is correct. Let''s check if \\( Q = \\frac{700}{9} \\) is a whole number. If it is, we can substitute it back into the equations to find \\( B \\) and \\( W \\) and then confirm the number of worker bees. If not, we need to re-evaluate our approach.", "depth": 6, "terminal": null, "answer": "9", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5412874007965729], "completion_tokens": 88, "finish_reason": "stop"}, {"index": 42, "parent": 33, "kind": "step", "step": "Since \\( Q \\) must be a whole number, we can see that there is a small discrepancy in the division. However, we can simplify the division:\n\\[\nQ = \\frac{700}{9} \\approx 77.77\n\\]", "depth": 6, "terminal": null, "answer": "77.77", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5405386874122949], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 43, "parent": 33, "kind": "step", "step": "Next, we substitute \\( Q = \\frac{700}{9} \\) back into the equation \\( W = 2B \\):\n\\[\nW = 2 \\left( \\frac{700}{9} \\right)\n\\]\n\\[\nW = \\frac{1400}{9}\n\\]", "depth": 6, "terminal": null, "answer": "9", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.6112091297974114], "completion_tokens": 69, "finish_reason": "stop"}, {"index": 44, "parent": 33, "kind": "step", "step": "Since \\( Q \\) must be a whole number, we check if \\(\\frac{700}{9}\\) is an integer. We do this by dividing both sides by 9:\n\\[\nQ = \\frac{700}{9} = 76.67\n\\]", "depth": 6, "terminal": null, "answer": "76.67", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5266631096883881], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 45, "parent": 38, "kind": "step", "step": "This simplifies to:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6377102592723571], "completion_tokens": 5, "finish_reason": "stop"}, {"index": 46, "parent": 38, "kind": "step", "step": "Combine like terms:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759], "completion_tokens": 4, "finish_reason": "stop"}, {"index": 47, "parent": 38, "kind": "step", "step": "Simplify the left side of the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 48, "parent": 38, "kind": "step", "step": "Simplify the left side of the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 49, "parent": 47, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 50, "parent": 47, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 51, "parent": 47, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 52, "parent": 47, "kind": "step", "step": "\\[ 7B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 53, "parent": 46, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.59820177228925], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 54, "parent": 46, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 55, "parent": 46, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 56, "parent": 46, "kind": "step", "step": "\\[ 7B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.6020297006163685], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 57, "parent": 52, "kind": "step", "step": "Next, we substitute the expressions for \\( W \\) and \\( Q \\) into the equation:", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6140059526234095], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 58, "parent": 52, "kind": "step", "step": "We can now substitute \\( W = 2B \\) into the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6076683565665221], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 59, "parent": 52, "kind": "step", "step": "Now substitute \\( W = 2B \\) and \\( Q = 2W \\) back into the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6043028349036582], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 60, "parent": 52, "kind": "step", "step": "Next, substitute \\( W = 2B \\) and \\( Q = 2W \\) into the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.589522137504197], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 61, "parent": 49, "kind": "step", "step": "Substitute \\( W = 2B \\) into the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.5906701457708995], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 62, "parent": 49, "kind": "step", "step": "Now we have a system of linear equations:\n1. \\( 5B + 2W = 700 \\)\n2. \\( W = 2B \\)", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 63, "parent": 49, "kind": "step", "step": "We can now substitute the expressions for \\( W \\) and \\( Q \\) into this equation:", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6098392200699957], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 64, "parent": 49, "kind": "step", "step": "We already know from the first two equations that \\( W = 2B \\). Substitute \\( W \\) with \\( 2B \\) in the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 65, "parent": 64, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 66, "parent": 64, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 67, "parent": 64, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]\n\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.605515467372039], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 68, "parent": 64, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 69, "parent": 62, "kind": "step", "step": "We can solve this system by substituting \\( W \\) from the second equation into the first equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 70, "parent": 62, "kind": "step", "step": "We can solve this system of equations by isolating \\( W \\). First, we''ll express \\( W \\) in terms of \\( B \\) from the second equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6204724658199433], "completion_tokens": 35, "finish_reason": "stop"}, {"index": 71, "parent": 62, "kind": "step", "step": "We can express \\( W \\) in terms of \\( B \\) from the second equation:\n\\[ W = 2B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6133852064909934], "completion_tokens": 27, "finish_reason": "stop"}, {"index": 72, "parent": 62, "kind": "step", "step": "We can substitute the second equation into the first equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6136201581814642], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 73, "parent": 69, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]\n\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]\n\\[ B = \\frac{700}{9} \\]", "depth": 10, "terminal": null, "answer": "9", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5854365175440138], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 74, "parent": 69, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]\n\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5946256754906436], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 75, "parent": 69, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]\n\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 76, "parent": 69, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5895647870522475], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 77, "parent": 65, "kind": "step", "step": "Simplify the left side:", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 78, "parent": 65, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6067170598420817], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 79, "parent": 65, "kind": "step", "step": "Simplify further:", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279], "completion_tokens": 4, "finish_reason": "stop"}, {"index": 80, "parent": 65, "kind": "step", "step": "Simplify the left side:", "depth": 10, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 81, "parent": 79, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 82, "parent": 79, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 83, "parent": 79, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 84, "parent": 79, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.5986968911725672], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 85, "parent": 77, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6064716262445673], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 86, "parent": 77, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 87, "parent": 77, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 88, "parent": 77, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 89, "parent": 81, "kind": "step", "step": "\\[ 9B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6001695508421299], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 90, "parent": 81, "kind": "step", "step": "Combine like terms:", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6380582442819307], "completion_tokens": 4, "finish_reason": "stop"}, {"index": 91, "parent": 81, "kind": "step", "step": "Combine the like terms:", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6288451191224396], "completion_tokens": 5, "finish_reason": "stop"}, {"index": 92, "parent": 81, "kind": "step", "step": "\\[ 9B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 93, "parent": 88, "kind": "step", "step": "Divide both sides by 9:", "depth": 12, "terminal": "max_steps", "answer": "9", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6215566829108776], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 94, "parent": 88, "kind": "step", "step": "Now solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6329933771687183], "completion_tokens": 7, "finish_reason": "stop"}, {"index": 95, "parent": 88, "kind": "step", "step": "Now we solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6113847914705806], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 96, "parent": 88, "kind": "step", "step": "Solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6014540343904019], "completion_tokens": 7, "finish_reason": "stop"}]}]',6095,6072,3209,185,49570,49570,7004941085184.0,3052531001856.0,4.23521144365993677631e+02,1.91577859432434820519e+02,1.79632202304575967787e+09);
+INSERT INTO "jobs" VALUES(24,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-141',0,1,'beam:verifier=pyes,beam_width=1',0,'done','2800','[{"event": "generate", "expand": [[0, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1739500214], "usage": [{"prompt_tokens": 75, "cached_prompt_tokens": 30, "completion_tokens": 139, "calls": 1, "seconds": 6.987616549931971, "flops": 180542966976.0}]}, {"event": "score", "nodes": [1, 2, 3, 4], "scores": [[0.5653156167875203], [0.5638223947071073], [0.5930051943832376], [0.6240838332017317]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4], "kept": [4], "finished": [], "width": 1}, {"event": "generate", "expand": [[4, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [889042996], "usage": [{"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 164, "calls": 1, "seconds": 6.667559670597827, "flops": 202913910528.0}]}, {"event": "score", "nodes": [5, 8], "scores": [[0.6240838332017317, 0.6397670357731503], [0.6240838332017317, 0.64256529240241]]}, {"event": "step", "step": 1, "children": [5, 8], "kept": [8], "finished": [], "width": 1}, {"event": "generate", "expand": [[8, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1946919897], "usage": [{"prompt_tokens": 144, "cached_prompt_tokens": 143, "completion_tokens": 211, "calls": 1, "seconds": 11.325539446337713, "flops": 262149648384.0}]}, {"event": "score", "nodes": [9, 10, 11, 12], "scores": [[0.6240838332017317, 0.64256529240241, 0.6433188995371263], [0.6240838332017317, 0.64256529240241, 0.6039935235051325], [0.6240838332017317, 0.64256529240241, 0.6511485925542896], [0.6240838332017317, 0.64256529240241, 0.6096740433078197]]}, {"event": "step", "step": 2, "children": [9, 10, 11, 12], "kept": [11], "finished": [], "width": 1}, {"event": "generate", "expand": [[11, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [87419267], "usage": [{"prompt_tokens": 177, "cached_prompt_tokens": 176, "completion_tokens": 101, "calls": 1, "seconds": 4.433953635525517, "flops": 123512815104.0}]}, {"event": "score", "nodes": [13, 14, 15, 16], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6477699176257726], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6406364311752067], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6304185452787933]]}, {"event": "step", "step": 3, "children": [13, 14, 15, 16], "kept": [14], "finished": [], "width": 1}, {"event": "generate", "expand": [[14, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [494424498], "usage": [{"prompt_tokens": 205, "cached_prompt_tokens": 204, "completion_tokens": 125, "calls": 1, "seconds": 5.073076165957364, "flops": 153760851456.0}]}, {"event": "score", "nodes": [17, 18, 19, 20], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6360558084822444], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6283879363028031], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531719742285296]]}, {"event": "step", "step": 4, "children": [17, 18, 19, 20], "kept": [18], "finished": [], "width": 1}, {"event": "generate", "expand": [[18, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [783571854], "usage": [{"prompt_tokens": 230, "cached_prompt_tokens": 229, "completion_tokens": 117, "calls": 1, "seconds": 3.772466630024482, "flops": 143678172672.0}]}, {"event": "score", "nodes": [21, 22, 23], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.614073715034721], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.626074712483619]]}, {"event": "step", "step": 5, "children": [21, 22, 23], "kept": [21], "finished": [], "width": 1}, {"event": "generate", "expand": [[21, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1836495615], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 98, "calls": 1, "seconds": 3.729225688107759, "flops": 119731810560.0}]}, {"event": "score", "nodes": [25, 26], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6044684680112907]]}, {"event": "step", "step": 6, "children": [25, 26], "kept": [25], "finished": [], "width": 1}, {"event": "generate", "expand": [[25, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1057637673], "usage": [{"prompt_tokens": 287, "cached_prompt_tokens": 286, "completion_tokens": 112, "calls": 1, "seconds": 4.462866344591643, "flops": 137376498432.0}]}, {"event": "score", "nodes": [29, 30, 31, 32], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.5999682322227683], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6132360022822699], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6024142589197546], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529]]}, {"event": "step", "step": 7, "children": [29, 30, 31, 32], "kept": [32], "finished": [], "width": 1}, {"event": "generate", "expand": [[32, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2146230395], "usage": [{"prompt_tokens": 327, "cached_prompt_tokens": 326, "completion_tokens": 79, "calls": 1, "seconds": 3.1164615429705576, "flops": 95785448448.0}]}, {"event": "score", "nodes": [33, 34, 35, 36], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6263443854200916], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6428971445595052], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6476682536457448]]}, {"event": "step", "step": 8, "children": [33, 34, 35, 36], "kept": [35], "finished": [], "width": 1}, {"event": "generate", "expand": [[35, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1365842078], "usage": [{"prompt_tokens": 350, "cached_prompt_tokens": 349, "completion_tokens": 160, "calls": 1, "seconds": 5.751330263709122, "flops": 197872571136.0}]}, {"event": "score", "nodes": [37, 38, 40], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6290317109061523], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6531384731776264], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6561796255093523]]}, {"event": "step", "step": 9, "children": [37, 38, 40], "kept": [40], "finished": [40], "width": 0}, {"event": "select", "how": "argmax", "pool": [40], "scores": [0.6561796255093523], "tally": {"2800": 0.6561796255093523}, "tie_broken_by_rng": false, "chosen": 40}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s define the variables:\n- \\( B \\) = the number of baby bees\n- \\( W \\) = the number of worker bees\n- \\( Q \\) = the number of queens", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5653156167875203], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5638223947071073], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "Let''s denote the number of bees as follows:\n- Let \\( B \\) be the number of bees.\n- Let \\( W \\) be the number of worker bees.\n- Let \\( B \\) be the number of baby bees.\n- Let \\( Q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5930051943832376], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6240838332017317], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 5, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6240838332017317, 0.6397670357731503], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 6, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 7, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 8, "parent": 4, "kind": "step", "step": "1. Let \\( W \\) be the number of worker bees.\n2. Let \\( B \\) be the number of baby bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6240838332017317, 0.64256529240241], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 9, "parent": 8, "kind": "step", "step": "From the problem statement:\n1. We know there are 700 bees in the hive: \\( W + B + Q = 700 \\).\n2. There are twice as many worker bees as baby bees: \\( W = 2B \\).\n3. There are twice as many babies as queens: \\( B = 2Q \\).", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6433188995371263], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 10, "parent": 8, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( W = 2B \\)\n2. \\( B = 2Q \\)\n3. \\( W + B + Q = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6039935235051325], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 11, "parent": 8, "kind": "step", "step": "From the problem statement:\n- \\( W = 700 \\)\n- \\( B = 2W \\)\n- \\( Q = 2B \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 12, "parent": 8, "kind": "step", "step": "From the problem, we have the following relationships:\n1. \\( W = 2B \\)\n2. \\( B = 2Q \\)\n3. The total number of bees in the hive is 700, so \\( W + B + Q = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6096740433078197], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 13, "parent": 11, "kind": "step", "step": "Substitute the values of \\( W \\) and \\( B \\) into the equation for \\( Q \\):", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6477699176257726], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 14, "parent": 11, "kind": "step", "step": "Substituting \\( W \\) into the equation for \\( B \\):\n\\[ B = 2 \\times 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 15, "parent": 11, "kind": "step", "step": "We can substitute these expressions for \\( B \\) and \\( Q \\) into the second equation to solve for \\( W \\).", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6406364311752067], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 16, "parent": 11, "kind": "step", "step": "We can substitute these expressions for \\( B \\) and \\( Q \\) into the second equation to find \\( W \\).", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6304185452787933], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 17, "parent": 14, "kind": "step", "step": "Next, substituting \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times (2 \\times 700) = 2 \\times 1400 = 2800 \\]", "depth": 5, "terminal": null, "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6360558084822444], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 18, "parent": 14, "kind": "step", "step": "We need to calculate \\( 2 \\times 700 \\):\n\\[ B = 1400 \\]", "depth": 5, "terminal": null, "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 19, "parent": 14, "kind": "step", "step": "Now, we can substitute the value of \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times (2 \\times 700) \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6283879363028031], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 20, "parent": 14, "kind": "step", "step": "Now we need to calculate the value of \\( B \\):", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531719742285296], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 21, "parent": 18, "kind": "step", "step": "Now, we can substitute \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times 1400 \\]", "depth": 6, "terminal": null, "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 22, "parent": 18, "kind": "step", "step": "Now, substituting \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times 1400 \\]", "depth": 6, "terminal": null, "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.614073715034721], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 23, "parent": 18, "kind": "step", "step": "Now substitute \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times 1400 \\]", "depth": 6, "terminal": null, "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.626074712483619], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 24, "parent": 18, "kind": "step", "step": "Now substitute \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times 1400 \\]", "depth": 6, "terminal": null, "answer": "1400", "step_scores": [], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 25, "parent": 21, "kind": "step", "step": "We need to calculate \\( 2 \\times 1400 \\):\n\\[ Q = 2800 \\]", "depth": 7, "terminal": null, "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 26, "parent": 21, "kind": "step", "step": "Finally, we can solve for \\( Q \\):\n\\[ Q = 2800 \\]", "depth": 7, "terminal": null, "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6044684680112907], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 27, "parent": 21, "kind": "step", "step": "We need to calculate \\( 2 \\times 1400 \\):\n\\[ Q = 2800 \\]", "depth": 7, "terminal": null, "answer": "2800", "step_scores": [], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 28, "parent": 21, "kind": "step", "step": "We need to calculate \\( 2 \\times 1400 \\):\n\\[ Q = 2800 \\]", "depth": 7, "terminal": null, "answer": "2800", "step_scores": [], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 29, "parent": 25, "kind": "step", "step": "So, the number of worker bees is \\( 700 \\). Let''s write the final answer as \\( \\boxed{700} \\).", "depth": 8, "terminal": "answer", "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.5999682322227683], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 30, "parent": 25, "kind": "step", "step": "So, the number of worker bees is \\( \\boxed{1400} \\).", "depth": 8, "terminal": "answer", "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6132360022822699], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 31, "parent": 25, "kind": "step", "step": "Therefore, the number of worker bees is \\(\\boxed{1400}\\).", "depth": 8, "terminal": "answer", "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6024142589197546], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 32, "parent": 25, "kind": "step", "step": "So, the number of worker bees is \\( 700 \\). Let''s write the final answer in the required format.\n```python\n# Given values\nW = 700", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 33, "parent": 32, "kind": "step", "step": "# Calculate the number of baby bees\nB = 2 * W", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6263443854200916], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 34, "parent": 32, "kind": "step", "step": "# Calculating the number of baby bees and queens\nB = 2 * W\nQ = 2 * B", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6428971445595052], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 35, "parent": 32, "kind": "step", "step": "# Calculating the number of worker bees\nB = 2 * W\nQ = 2 * B", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 36, "parent": 32, "kind": "step", "step": "# Calculating the number of baby bees\nB = 2 * W", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6476682536457448], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 37, "parent": 35, "kind": "step", "step": "# Final answer\nfinal_answer = Q\nprint(final_answer)\n```\n```output\n2800\n```\nThe number of worker bees is \\(\\boxed{2800}\\).", "depth": 10, "terminal": "answer", "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6290317109061523], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 38, "parent": 35, "kind": "step", "step": "# Final answer\nprint(Q)\n```\n```output\n2800\n```\nThe number of worker bees in the hive is \\(\\boxed{2800}\\).", "depth": 10, "terminal": "answer", "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6531384731776264], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 39, "parent": 35, "kind": "step", "step": "# Final answer\nprint(Q)\n```\n```output\n2800\n```\nThe number of worker bees in the hive is \\(\\boxed{2800}\\).", "depth": 10, "terminal": "answer", "answer": "2800", "step_scores": [], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 40, "parent": 35, "kind": "step", "step": "# Output the result\nprint(Q)\n```\n```output\n2800\n```\nThe number of worker bees in the hive is \\(\\boxed{2800}\\).", "depth": 10, "terminal": "answer", "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6561796255093523], "completion_tokens": 40, "finish_reason": "stop"}]}]',2159,2105,1306,78,18270,18270,2761708735680.0,1144384041984.0,2.2138895232899812981e+02,8.03235588257196866414e+01,1.79632215427284836761e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "beam_width", "budgets": [1, 2, 4], "overrides": {}, "reuse": false, "spec": "beam:verifier=pyes"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -27820,12 +28196,2730 @@ So, we know that \( Q = B \). Now we can substitute \( Q = B \) into the first e
 \[ W = 2B \]
 
 Since \( B = Q \), we can also substitute \( Q = B \) into the third equation:','2',0,'not_equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.6686971209041677]',0);
+INSERT INTO "samples" VALUES(23,0,'Let''s define the variables step by step:',NULL,0,'not_equivalent',9,'stop',NULL,NULL,NULL,NULL,'[0.5711787499069838]',0);
+INSERT INTO "samples" VALUES(23,1,'Let''s break down the problem step by step:',NULL,0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.573404690530456]',0);
+INSERT INTO "samples" VALUES(23,2,'Let''s denote the number of bees as follows:
+- Let \( B \) be the number of bees.
+- Let \( W \) be the number of worker bees.
+- Let \( B \) be the number of baby bees.
+- Let \( Q \) be the number of queens.',NULL,0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.6227945656191272]',0);
+INSERT INTO "samples" VALUES(23,3,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.',NULL,0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331]',0);
+INSERT INTO "samples" VALUES(23,4,'To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.
+Let''s denote:
+- B as the number of worker bees.
+- Q as the number of queens.
+- B'' as the number of babies.
+- W as the number of worker bees.',NULL,0,'not_equivalent',65,'stop',NULL,NULL,NULL,NULL,'[0.586049732275418]',0);
+INSERT INTO "samples" VALUES(23,5,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees',NULL,0,'not_equivalent',55,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673]',0);
+INSERT INTO "samples" VALUES(23,6,'Let''s denote the number of worker bees as \( w \). According to the problem, there are twice as many worker bees as baby bees, so we can write the equation:
+\[ w = 2b \]
+Next, we are given that there are twice as many babies as queens, so we can write the equation:
+\[ b = 2q \]
+We also know that the total number of bees in the hive is 700. Therefore, we can write the equation:
+\[ w + b + q = 700 \]
+Substituting the expressions for \( w \) and \( b \) from the two equations, we get:
+\[ w + 2b + 2q = 700 \]
+Simplifying the left side, we have:
+\[ 4w + 2q = 700 \]
+We can solve this equation for \( q \) by dividing every term by 2:
+\[ w + q = 350 \]
+Now we have a system of linear equations:
+1. \( 4w + 2q = 700 \)
+2. \( w + q = 350 \)
+To eliminate \( q \), we can subtract the','350',0,'not_equivalent',256,'length',NULL,NULL,NULL,NULL,'[0.5419253268362452]',0);
+INSERT INTO "samples" VALUES(23,7,'To solve this problem, we can follow these steps:',NULL,0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[0.6165411032831841]',0);
+INSERT INTO "samples" VALUES(23,8,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( w \) be the number of worker bees.
+2. Let \( b \) be the number of baby bees.
+3. Let \( q \) be the number of queens.
+4. Let \( t_b \) be the number of baby bees that are non-aggressive (i.e., not the mother).
+5. Let \( t_q \) be the number of queen bees that are non-aggressive (i.e., not the mother).','5',0,'not_equivalent',95,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6150837913427892]',0);
+INSERT INTO "samples" VALUES(23,9,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595]',0);
+INSERT INTO "samples" VALUES(23,10,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6341593650420493]',0);
+INSERT INTO "samples" VALUES(23,11,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( w \) be the number of worker bees.
+2. Let \( b \) be the number of baby bees.
+3. Let \( q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6410044480866158]',0);
+INSERT INTO "samples" VALUES(23,12,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]','2',0,'not_equivalent',91,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206]',0);
+INSERT INTO "samples" VALUES(23,13,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem statement, we have the following equations:
+1. \( Q = 700 \) (number of queens)
+2. \( B = 2Q \) (number of babies)
+3. \( W = 2B \) (number of worker bees)','2',0,'not_equivalent',58,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.5868705641231642]',0);
+INSERT INTO "samples" VALUES(23,14,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem statement, we have the following relationships:
+1. \( Q = B \)
+2. \( B = 2Q \)
+3. \( W = 2B \)','2',0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6344585173143427]',0);
+INSERT INTO "samples" VALUES(23,15,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+According to the problem:
+1. There are 700 bees in total.
+2. There are twice as many worker bees as baby bees, so \( W = 2B \).
+3. There are twice as many babies as queens, so \( B = 2Q \).','2',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6098572736714171]',0);
+INSERT INTO "samples" VALUES(23,16,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute the expressions for \( B \) and \( W \) from the second and third equations into the first equation:
+\[
+Q + 2B + 2Q = 700
+\]
+Simplifying the left side:
+\[
+4Q + 2B = 700
+\]','700',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6374521545836299]',0);
+INSERT INTO "samples" VALUES(23,17,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute the expressions for \( W \) and \( B \) from the second and third relationships into the first equation:
+\[
+Q + 2B + 2Q = 700
+\]
+Combining like terms, we get:
+\[
+4Q + 2B = 700
+\]','700',0,'not_equivalent',69,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6249045416336138]',0);
+INSERT INTO "samples" VALUES(23,18,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute the expressions for \( W \) and \( B \) from the second and third equations into the first equation:
+\[
+Q + (2B) + (2Q) = 700
+\]','700',0,'not_equivalent',47,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6522889905813698]',0);
+INSERT INTO "samples" VALUES(23,19,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]','4',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875]',0);
+INSERT INTO "samples" VALUES(23,20,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)','2',0,'not_equivalent',73,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989]',0);
+INSERT INTO "samples" VALUES(23,21,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+We are given the following information:
+1. \( B = 700 \)
+2. \( W = 2B \)
+3. \( Q = 2Q \)','2',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6134956929438046]',0);
+INSERT INTO "samples" VALUES(23,22,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+According to the problem:
+- There are 700 bees in total.
+- There are twice as many worker bees as baby bees.
+- There are twice as many babies as queens.','700',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6217109235059932]',0);
+INSERT INTO "samples" VALUES(23,23,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we have the following equations:
+1. \( B = 2 \times Q \)
+2. \( W = 2 \times B \)
+3. \( B + W + Q = 700 \)','700',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6146036545053059]',0);
+INSERT INTO "samples" VALUES(23,24,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]','700',0,'not_equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309]',0);
+INSERT INTO "samples" VALUES(23,25,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we have a system of three equations:
+1. \( Q + B + W = 700 \)
+2. \( W = 4Q \)
+3. \( B = 2Q \)','2',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6395431231052698]',0);
+INSERT INTO "samples" VALUES(23,26,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) into the first equation:
+\[
+Q + B + W = 700
+\]
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+\[
+Q = \frac{700}{9}
+\]
+\[
+Q = \frac{700}{9} \approx 77.78
+\]','77.78',0,'not_equivalent',101,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.5913083487836329]',0);
+INSERT INTO "samples" VALUES(23,27,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we can substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+10Q = 700
+\]
+\[
+Q = 70
+\]','70',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6234522423604326]',0);
+INSERT INTO "samples" VALUES(23,28,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+We can substitute \( W \) and \( Q \) from the second two equations into the first equation:
+\[ B + 2B + 2W = 700 \]
+\[ 5B + 2W = 700 \]','700',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6474898911531367]',0);
+INSERT INTO "samples" VALUES(23,29,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:','2',0,'not_equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702]',0);
+INSERT INTO "samples" VALUES(23,30,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+We can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+\[ B + 2B + 2W = 700 \]','700',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6487445984694813]',0);
+INSERT INTO "samples" VALUES(23,31,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+We can substitute the expressions for \( W \) and \( Q \) into the total bee count equation:','2',0,'not_equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6447009792282846]',0);
+INSERT INTO "samples" VALUES(23,32,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+
+Solving for \( Q \):
+\[
+Q = \frac{700}{9}
+\]','9',0,'not_equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279]',0);
+INSERT INTO "samples" VALUES(23,33,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+
+Solving for \( Q \):
+\[
+Q = \frac{700}{9} = 83.33
+\]','83.33',0,'not_equivalent',30,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.49135112612789705]',0);
+INSERT INTO "samples" VALUES(23,34,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+
+Solving for \( Q \):
+\[
+Q = \frac{700}{9} = \frac{280}{3} \approx 93.33
+\]','93.33',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5544813020284061]',0);
+INSERT INTO "samples" VALUES(23,35,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+
+To find \( Q \), we divide both sides of the equation by 9:
+\[
+Q = \frac{700}{9} = 83.3333\ldots
+\]','83.3333',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5164122756204887]',0);
+INSERT INTO "samples" VALUES(23,36,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + 2B + 2W = 700 \]
+\[ 5B + 2W = 700 \]','700',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6370131947611887]',0);
+INSERT INTO "samples" VALUES(23,37,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]','700',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195]',0);
+INSERT INTO "samples" VALUES(23,38,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + 2B + 2W = 700 \]','700',0,'not_equivalent',17,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6223361149705193]',0);
+INSERT INTO "samples" VALUES(23,39,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + 2B + 2W = 700 \]','700',0,'not_equivalent',17,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,40,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+
+Solving for \( Q \):
+\[
+Q = \frac{700}{9}
+\]
+
+Since the number of queens must be a whole number, we need to check if our calculation is correct. Let''s check if \( Q = \frac{700}{9} \) is a whole number. If it is, we can substitute it back into the equations to find \( B \) and \( W \) and then confirm the number of worker bees. If not, we need to re-evaluate our approach.','9',0,'not_equivalent',88,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5412874007965729]',0);
+INSERT INTO "samples" VALUES(23,41,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+
+Solving for \( Q \):
+\[
+Q = \frac{700}{9}
+\]
+
+Since \( Q \) must be a whole number, we can see that there is a small discrepancy in the division. However, we can simplify the division:
+\[
+Q = \frac{700}{9} \approx 77.77
+\]','77.77',0,'not_equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5405386874122949]',0);
+INSERT INTO "samples" VALUES(23,42,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+
+Solving for \( Q \):
+\[
+Q = \frac{700}{9}
+\]
+
+Next, we substitute \( Q = \frac{700}{9} \) back into the equation \( W = 2B \):
+\[
+W = 2 \left( \frac{700}{9} \right)
+\]
+\[
+W = \frac{1400}{9}
+\]','9',0,'not_equivalent',69,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.6112091297974114]',0);
+INSERT INTO "samples" VALUES(23,43,'To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:
+- \( Q \) = number of queens
+- \( B \) = number of babies
+- \( W \) = number of worker bees
+
+From the problem, we have the following relationships:
+1. There are 700 bees in the hive.
+   \[
+   Q + B + W = 700
+   \]
+2. There are twice as many worker bees as baby bees.
+   \[
+   W = 2B
+   \]
+3. There are twice as many babies as queens.
+   \[
+   B = 2Q
+   \]
+
+We can substitute \( B = 2Q \) into the second equation to find \( W \):
+\[
+W = 2 \cdot (2Q) = 4Q
+\]
+
+Now we substitute \( W = 4Q \) and \( B = 2Q \) into the first equation:
+\[
+Q + 2Q + 4Q = 700
+\]
+\[
+9Q = 700
+\]
+
+Solving for \( Q \):
+\[
+Q = \frac{700}{9}
+\]
+
+Since \( Q \) must be a whole number, we check if \(\frac{700}{9}\) is an integer. We do this by dividing both sides by 9:
+\[
+Q = \frac{700}{9} = 76.67
+\]','76.67',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5266631096883881]',0);
+INSERT INTO "samples" VALUES(23,44,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+This simplifies to:','700',0,'not_equivalent',5,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6377102592723571]',0);
+INSERT INTO "samples" VALUES(23,45,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Combine like terms:','700',0,'not_equivalent',4,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759]',0);
+INSERT INTO "samples" VALUES(23,46,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:','700',0,'not_equivalent',9,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742]',0);
+INSERT INTO "samples" VALUES(23,47,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:','700',0,'not_equivalent',9,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,48,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537]',0);
+INSERT INTO "samples" VALUES(23,49,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,50,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,51,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 7B + 2W = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367]',0);
+INSERT INTO "samples" VALUES(23,52,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Combine like terms:
+
+\[ 5B + 2W = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.59820177228925]',0);
+INSERT INTO "samples" VALUES(23,53,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Combine like terms:
+
+\[ 5B + 2W = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,54,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Combine like terms:
+
+\[ 5B + 2W = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,55,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Combine like terms:
+
+\[ 7B + 2W = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.6020297006163685]',0);
+INSERT INTO "samples" VALUES(23,56,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 7B + 2W = 700 \]
+
+Next, we substitute the expressions for \( W \) and \( Q \) into the equation:','700',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6140059526234095]',0);
+INSERT INTO "samples" VALUES(23,57,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 7B + 2W = 700 \]
+
+We can now substitute \( W = 2B \) into the equation:','2',0,'not_equivalent',16,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6076683565665221]',0);
+INSERT INTO "samples" VALUES(23,58,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 7B + 2W = 700 \]
+
+Now substitute \( W = 2B \) and \( Q = 2W \) back into the equation:','2',0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6043028349036582]',0);
+INSERT INTO "samples" VALUES(23,59,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 7B + 2W = 700 \]
+
+Next, substitute \( W = 2B \) and \( Q = 2W \) into the equation:','2',0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.589522137504197]',0);
+INSERT INTO "samples" VALUES(23,60,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Substitute \( W = 2B \) into the equation:','2',0,'not_equivalent',14,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.5906701457708995]',0);
+INSERT INTO "samples" VALUES(23,61,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)','2',0,'not_equivalent',36,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497]',0);
+INSERT INTO "samples" VALUES(23,62,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We can now substitute the expressions for \( W \) and \( Q \) into this equation:','700',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6098392200699957]',0);
+INSERT INTO "samples" VALUES(23,63,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:','2',0,'not_equivalent',33,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104]',0);
+INSERT INTO "samples" VALUES(23,64,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]','700',0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983]',0);
+INSERT INTO "samples" VALUES(23,65,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]','700',0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,66,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','700',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.605515467372039]',0);
+INSERT INTO "samples" VALUES(23,67,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]','700',0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,68,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)
+
+We can solve this system by substituting \( W \) from the second equation into the first equation:','2',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485]',0);
+INSERT INTO "samples" VALUES(23,69,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)
+
+We can solve this system of equations by isolating \( W \). First, we''ll express \( W \) in terms of \( B \) from the second equation:','2',0,'not_equivalent',35,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6204724658199433]',0);
+INSERT INTO "samples" VALUES(23,70,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)
+
+We can express \( W \) in terms of \( B \) from the second equation:
+\[ W = 2B \]','2',0,'not_equivalent',27,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6133852064909934]',0);
+INSERT INTO "samples" VALUES(23,71,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)
+
+We can substitute the second equation into the first equation:','2',0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6136201581814642]',0);
+INSERT INTO "samples" VALUES(23,72,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)
+
+We can solve this system by substituting \( W \) from the second equation into the first equation:
+
+\[ 5B + 2(2B) = 700 \]
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]
+\[ B = \frac{700}{9} \]','9',0,'not_equivalent',58,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5854365175440138]',0);
+INSERT INTO "samples" VALUES(23,73,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)
+
+We can solve this system by substituting \( W \) from the second equation into the first equation:
+
+\[ 5B + 2(2B) = 700 \]
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','700',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5946256754906436]',0);
+INSERT INTO "samples" VALUES(23,74,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)
+
+We can solve this system by substituting \( W \) from the second equation into the first equation:
+
+\[ 5B + 2(2B) = 700 \]
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','700',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,75,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+Now we have a system of linear equations:
+1. \( 5B + 2W = 700 \)
+2. \( W = 2B \)
+
+We can solve this system by substituting \( W \) from the second equation into the first equation:
+
+\[ 5B + 2(2B) = 700 \]','700',0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5895647870522475]',0);
+INSERT INTO "samples" VALUES(23,76,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:','700',0,'not_equivalent',6,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875]',0);
+INSERT INTO "samples" VALUES(23,77,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+\[ 5B + 4B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6067170598420817]',0);
+INSERT INTO "samples" VALUES(23,78,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:','700',0,'not_equivalent',4,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279]',0);
+INSERT INTO "samples" VALUES(23,79,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:','700',0,'not_equivalent',6,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,80,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:
+
+\[ 5B + 4B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708]',0);
+INSERT INTO "samples" VALUES(23,81,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:
+
+\[ 5B + 4B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,82,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:
+
+\[ 5B + 4B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,83,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:
+
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','700',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.5986968911725672]',0);
+INSERT INTO "samples" VALUES(23,84,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:
+
+\[ 5B + 4B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6064716262445673]',0);
+INSERT INTO "samples" VALUES(23,85,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:
+
+\[ 5B + 4B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,86,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:
+
+\[ 5B + 4B = 700 \]','700',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,87,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:
+
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]','700',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877]',0);
+INSERT INTO "samples" VALUES(23,88,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:
+
+\[ 5B + 4B = 700 \]
+
+\[ 9B = 700 \]','700',0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6001695508421299]',0);
+INSERT INTO "samples" VALUES(23,89,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:
+
+\[ 5B + 4B = 700 \]
+
+Combine like terms:','700',0,'not_equivalent',4,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6380582442819307]',0);
+INSERT INTO "samples" VALUES(23,90,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:
+
+\[ 5B + 4B = 700 \]
+
+Combine the like terms:','700',0,'not_equivalent',5,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6288451191224396]',0);
+INSERT INTO "samples" VALUES(23,91,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify further:
+
+\[ 5B + 4B = 700 \]
+
+\[ 9B = 700 \]','700',0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,92,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:
+
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]
+
+Divide both sides by 9:','9',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6215566829108776]',0);
+INSERT INTO "samples" VALUES(23,93,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:
+
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]
+
+Now solve for \( B \):','700',0,'not_equivalent',7,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6329933771687183]',0);
+INSERT INTO "samples" VALUES(23,94,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:
+
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]
+
+Now we solve for \( B \):','700',0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6113847914705806]',0);
+INSERT INTO "samples" VALUES(23,95,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement, we have the following relationships:
+- There are 700 bees in total: \( B + W + Q = 700 \)
+- There are twice as many worker bees as baby bees: \( W = 2B \)
+- There are twice as many babies as queens: \( Q = 2W \)
+
+Now we can substitute the expressions for \( W \) and \( Q \) into the total bee equation:
+
+\[ B + (2B) + (2W) = 700 \]
+
+Simplify the left side of the equation:
+
+\[ 5B + 2W = 700 \]
+
+We already know from the first two equations that \( W = 2B \). Substitute \( W \) with \( 2B \) in the equation:
+
+\[ 5B + 2(2B) = 700 \]
+
+Simplify the left side:
+
+\[ 5B + 4B = 700 \]
+\[ 9B = 700 \]
+
+Solve for \( B \):','700',0,'not_equivalent',7,'stop',NULL,NULL,NULL,NULL,'[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6014540343904019]',0);
+INSERT INTO "samples" VALUES(24,0,'Let''s define the variables:
+- \( B \) = the number of baby bees
+- \( W \) = the number of worker bees
+- \( Q \) = the number of queens',NULL,0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.5653156167875203]',0);
+INSERT INTO "samples" VALUES(24,1,'Let''s break down the problem step by step:',NULL,0,'not_equivalent',10,'stop',NULL,NULL,NULL,NULL,'[0.5638223947071073]',0);
+INSERT INTO "samples" VALUES(24,2,'Let''s denote the number of bees as follows:
+- Let \( B \) be the number of bees.
+- Let \( W \) be the number of worker bees.
+- Let \( B \) be the number of baby bees.
+- Let \( Q \) be the number of queens.',NULL,0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.5930051943832376]',0);
+INSERT INTO "samples" VALUES(24,3,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.',NULL,0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317]',0);
+INSERT INTO "samples" VALUES(24,4,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.6397670357731503]',0);
+INSERT INTO "samples" VALUES(24,5,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,6,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( B \) be the number of baby bees.
+2. Let \( W \) be the number of worker bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,7,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241]',0);
+INSERT INTO "samples" VALUES(24,8,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+1. We know there are 700 bees in the hive: \( W + B + Q = 700 \).
+2. There are twice as many worker bees as baby bees: \( W = 2B \).
+3. There are twice as many babies as queens: \( B = 2Q \).','2',0,'not_equivalent',73,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6433188995371263]',0);
+INSERT INTO "samples" VALUES(24,9,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we have the following equations:
+1. \( W = 2B \)
+2. \( B = 2Q \)
+3. \( W + B + Q = 700 \)','700',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6039935235051325]',0);
+INSERT INTO "samples" VALUES(24,10,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)','2',0,'not_equivalent',33,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896]',0);
+INSERT INTO "samples" VALUES(24,11,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we have the following relationships:
+1. \( W = 2B \)
+2. \( B = 2Q \)
+3. The total number of bees in the hive is 700, so \( W + B + Q = 700 \)','700',0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6096740433078197]',0);
+INSERT INTO "samples" VALUES(24,12,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substitute the values of \( W \) and \( B \) into the equation for \( Q \):','2',0,'not_equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6477699176257726]',0);
+INSERT INTO "samples" VALUES(24,13,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]','700',0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097]',0);
+INSERT INTO "samples" VALUES(24,14,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+We can substitute these expressions for \( B \) and \( Q \) into the second equation to solve for \( W \).','2',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6406364311752067]',0);
+INSERT INTO "samples" VALUES(24,15,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+We can substitute these expressions for \( B \) and \( Q \) into the second equation to find \( W \).','2',0,'not_equivalent',25,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6304185452787933]',0);
+INSERT INTO "samples" VALUES(24,16,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+Next, substituting \( B \) into the equation for \( Q \):
+\[ Q = 2 \times (2 \times 700) = 2 \times 1400 = 2800 \]','2800',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6360558084822444]',0);
+INSERT INTO "samples" VALUES(24,17,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]','1400',0,'not_equivalent',25,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037]',0);
+INSERT INTO "samples" VALUES(24,18,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+Now, we can substitute the value of \( B \) into the equation for \( Q \):
+\[ Q = 2 \times (2 \times 700) \]','700',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6283879363028031]',0);
+INSERT INTO "samples" VALUES(24,19,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+Now we need to calculate the value of \( B \):','700',0,'not_equivalent',12,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531719742285296]',0);
+INSERT INTO "samples" VALUES(24,20,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]','1400',0,'not_equivalent',31,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717]',0);
+INSERT INTO "samples" VALUES(24,21,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, substituting \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]','1400',0,'not_equivalent',30,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.614073715034721]',0);
+INSERT INTO "samples" VALUES(24,22,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]','1400',0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.626074712483619]',0);
+INSERT INTO "samples" VALUES(24,23,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]','1400',0,'not_equivalent',28,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,24,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]','2800',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712]',0);
+INSERT INTO "samples" VALUES(24,25,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+Finally, we can solve for \( Q \):
+\[ Q = 2800 \]','2800',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6044684680112907]',0);
+INSERT INTO "samples" VALUES(24,26,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]','2800',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,27,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]','2800',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,28,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer as \( \boxed{700} \).','700',0,'not_equivalent',33,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.5999682322227683]',0);
+INSERT INTO "samples" VALUES(24,29,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( \boxed{1400} \).','1400',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6132360022822699]',0);
+INSERT INTO "samples" VALUES(24,30,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+Therefore, the number of worker bees is \(\boxed{1400}\).','1400',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6024142589197546]',0);
+INSERT INTO "samples" VALUES(24,31,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700','700',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529]',0);
+INSERT INTO "samples" VALUES(24,32,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700
+
+# Calculate the number of baby bees
+B = 2 * W','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6263443854200916]',0);
+INSERT INTO "samples" VALUES(24,33,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700
+
+# Calculating the number of baby bees and queens
+B = 2 * W
+Q = 2 * B','2',0,'not_equivalent',25,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6428971445595052]',0);
+INSERT INTO "samples" VALUES(24,34,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700
+
+# Calculating the number of worker bees
+B = 2 * W
+Q = 2 * B','2',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664]',0);
+INSERT INTO "samples" VALUES(24,35,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700
+
+# Calculating the number of baby bees
+B = 2 * W','2',0,'not_equivalent',16,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6476682536457448]',0);
+INSERT INTO "samples" VALUES(24,36,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700
+
+# Calculating the number of worker bees
+B = 2 * W
+Q = 2 * B
+
+# Final answer
+final_answer = Q
+print(final_answer)
+```
+```output
+2800
+```
+The number of worker bees is \(\boxed{2800}\).','2800',0,'not_equivalent',42,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6290317109061523]',0);
+INSERT INTO "samples" VALUES(24,37,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700
+
+# Calculating the number of worker bees
+B = 2 * W
+Q = 2 * B
+
+# Final answer
+print(Q)
+```
+```output
+2800
+```
+The number of worker bees in the hive is \(\boxed{2800}\).','2800',0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6531384731776264]',0);
+INSERT INTO "samples" VALUES(24,38,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700
+
+# Calculating the number of worker bees
+B = 2 * W
+Q = 2 * B
+
+# Final answer
+print(Q)
+```
+```output
+2800
+```
+The number of worker bees in the hive is \(\boxed{2800}\).','2800',0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,39,'To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem statement:
+- \( W = 700 \)
+- \( B = 2W \)
+- \( Q = 2B \)
+
+Substituting \( W \) into the equation for \( B \):
+\[ B = 2 \times 700 \]
+
+We need to calculate \( 2 \times 700 \):
+\[ B = 1400 \]
+
+Now, we can substitute \( B \) into the equation for \( Q \):
+\[ Q = 2 \times 1400 \]
+
+We need to calculate \( 2 \times 1400 \):
+\[ Q = 2800 \]
+
+So, the number of worker bees is \( 700 \). Let''s write the final answer in the required format.
+```python
+# Given values
+W = 700
+
+# Calculating the number of worker bees
+B = 2 * W
+Q = 2 * B
+
+# Output the result
+print(Q)
+```
+```output
+2800
+```
+The number of worker bees in the hive is \(\boxed{2800}\).','2800',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6561796255093523]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.7962984196630115509e+09,1.79629902666085243222e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','interrupted',6,604.946992954996,6.04936577101005241259e+02);
 INSERT INTO "sessions" VALUES(2,1.7963188985371553898e+09,NULL,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','killed',0,NULL,NULL);
-INSERT INTO "sessions" VALUES(3,1.79631964182784366603e+09,1.79632193286937403677e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','running',16,2.29031896144499478402e+03,2.29031666227799723858e+03);
+INSERT INTO "sessions" VALUES(3,1.79631964182784366603e+09,1.79632215427560830121e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','running',18,2.51174532068299595261e+03,2.51174302245100261642e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -27859,5 +30953,7 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',2,'gsm8k_te
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',4,'gsm8k_test-128',0,20,'930',0.0,0,1,0,10050.0,9490.0,7164.0,94134.0,5.57227364934995421201e+02,13288970637312.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',1,'gsm8k_test-128',0,21,'980',0.0,0,1,0,2297.0,2288.0,1320.0,14896.0,3.30860722449484455864e+02,2425514414976.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',4,'gsm8k_test-141',0,22,'700',0.0,0,1,0,12067.0,11858.0,5928.0,96202.0,5.44214480281996657159e+02,12292045772544.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',2,'gsm8k_test-141',0,23,'700',0.0,0,1,0,6095.0,6072.0,3209.0,49570.0,4.23521144365993677631e+02,7004941085184.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',1,'gsm8k_test-141',0,24,'2800',0.0,0,1,0,2159.0,2105.0,1306.0,18270.0,2.28376568878930100939e+02,2761708735680.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
