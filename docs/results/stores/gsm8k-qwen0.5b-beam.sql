@@ -4828,6 +4828,916 @@ print(Q)
 2800
 ```
 The number of worker bees in the hive is \(\boxed{2800}\).','stop',40,350,349,1.43783256592728059253e+00,49468142784.0,NULL);
+INSERT INTO "chains" VALUES(25,0,0,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',0,'To solve this problem, let''s break it down step-by-step:','stop',14,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,1,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',1,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:','stop',39,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,2,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',2,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:','stop',32,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,3,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',3,'Let''s solve this step by step:','stop',8,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,4,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',4,'To determine how many dollars Shawnda made, we need to follow these steps:','stop',16,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,5,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',5,'To determine how much money Shawnda made on that day, we need to calculate the total cost of the tires and the tricycle tires, and then sum these amounts.','stop',34,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,6,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',6,'To determine how much money Shawnda made that day, we need to follow these steps:','stop',18,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,7,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',7,'Let''s break down the problem step by step and then use Python to ensure our result is accurate.','stop',20,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,8,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',8,'To determine how much money Shawnda made that day, we need to calculate the cost of the tires and the cost of the tricycle tires, then sum these amounts.','stop',34,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,9,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',9,'To solve this problem, we need to calculate the total amount of money Shawnnda made from the tire inflation service. Here''s the step-by-step reasoning:','stop',31,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,10,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',10,'To solve this problem, we need to calculate the total cost for each day and then sum them up.','stop',21,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,11,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',11,'To determine how much money Shawnda made that day, we need to calculate the total cost of the tires inflated and the costs of the tricycle tires. Here''s the step-by-step reasoning:','stop',39,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,12,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',12,'To determine how much money Shawnda made that day, we need to follow these steps:','stop',18,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,13,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',13,'Let''s break down the problem step by step and use Python to ensure the result is accurate.','stop',19,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,14,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',14,'To solve this problem, we need to follow these steps:','stop',12,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,0,15,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',15,'To solve this problem, we need to calculate the total cost of the bike inflation services for Shawnda''s neighborhood kids.','stop',24,126,30,7.95768831123494613244e-01,36155855952.0,NULL);
+INSERT INTO "chains" VALUES(25,1,0,'9ecc50130318e48355424bc17ad62bef5bf6acbe3e21da59025df5a04a8d34da',0,'1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.','stop',76,147,146,2.42140143996596801656e+00,90429025344.0,NULL);
+INSERT INTO "chains" VALUES(25,1,1,'9ecc50130318e48355424bc17ad62bef5bf6acbe3e21da59025df5a04a8d34da',1,'1. Calculate the cost of the tires for the first day:
+   - Each tire costs 25 cents.
+   - 5 people got the tires inflated.
+   - Total cost for the tires on the first day = \(5 \times 0.25 = 1.25\) dollars.','stop',63,147,146,2.42140143996596801656e+00,90429025344.0,NULL);
+INSERT INTO "chains" VALUES(25,1,2,'9ecc50130318e48355424bc17ad62bef5bf6acbe3e21da59025df5a04a8d34da',2,'1. Calculate the cost of inflating the tires:
+   \[
+   \text{Cost of tires} = 5 \times 25 \text{ cents} = 125 \text{ cents}
+   \]
+   Since there are 100 cents in a dollar, we convert the cost to dollars:
+   \[
+   125 \text{ cents} = 1.25 \text{ dollars}
+   \]','stop',95,147,146,2.42140143996596801656e+00,90429025344.0,NULL);
+INSERT INTO "chains" VALUES(25,1,3,'9ecc50130318e48355424bc17ad62bef5bf6acbe3e21da59025df5a04a8d34da',3,'First, let''s calculate the total cost for the tires that were inflated:
+- 5 people came by to get both tires inflated, each costing 25 cents.
+- 3 people came by to get all their tricycle tires inflated, each costing 25 cents.','stop',56,147,146,2.42140143996596801656e+00,90429025344.0,NULL);
+INSERT INTO "chains" VALUES(25,2,0,'e4f194e97e20816798889a57bb1a94304d617178d9fa359eb94a148012795f30',0,'Here''s the breakdown of the costs:','stop',8,150,149,1.26817594726376592362e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(25,2,1,'e4f194e97e20816798889a57bb1a94304d617178d9fa359eb94a148012795f30',1,'Here''s a step-by-step breakdown of the solution:','stop',11,150,149,1.26817594726376592362e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(25,2,2,'e4f194e97e20816798889a57bb1a94304d617178d9fa359eb94a148012795f30',2,'1. Calculate the total number of tires inflated:
+   - 5 people came by to get both tires inflated.
+   - 3 people came by to get all their tricycle tires inflated.
+   - 1 person actually came by on a unicycle.
+   - Therefore, the total number of tires inflated is \(5 + 3 + 1 = 9\).','stop',76,150,149,1.26817594726376592362e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(25,2,3,'e4f194e97e20816798889a57bb1a94304d617178d9fa359eb94a148012795f30',3,'First, let''s calculate the cost of the tires:
+- Each tire costs 25 cents to inflate.
+- 5 people came by to get both tires inflated.
+- 3 people came by to get all their tricycle tires inflated.
+- 1 person came by on a unicycle.','stop',60,150,149,1.26817594726376592362e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(25,3,0,'a239b1ebda9ace53282bfe18d692de27127549c174fdf458947d91f4c0cfae61',0,'1. **Calculate the total cost of inflating the tires:**
+   - Each tire costs 25 cents.
+   - 5 people came by, so they get 5 * 25 cents.
+   - 3 people came by, so they get 3 * 25 cents.
+   - 1 person came by, so they get 1 * 25 cents.
+   - Therefore, the total cost of inflating the tires is \(5 \times 25 + 3 \times 25 + 1 \times 25 = 125 + 75 + 25 = 235\) dollars.','stop',138,158,157,3.22230757709467319216e+00,114060303744.0,NULL);
+INSERT INTO "chains" VALUES(25,3,1,'a239b1ebda9ace53282bfe18d692de27127549c174fdf458947d91f4c0cfae61',1,'1. Calculate the cost of inflating the tires on the first day.
+2. Calculate the cost of inflating the tricycle tires on the first day.
+3. Calculate the cost of inflating the tires on the second day.
+4. Calculate the cost of inflating the tricycle tires on the second day.
+5. Calculate the cost of inflating the tires on the third day.
+6. Calculate the cost of inflating the tricycle tires on the third day.
+7. Calculate the total cost of inflating the tires and the tricycle tires.
+8. Add up all the individual costs to get the final amount made.','stop',128,158,157,3.22230757709467319216e+00,114060303744.0,NULL);
+INSERT INTO "chains" VALUES(25,3,2,'a239b1ebda9ace53282bfe18d692de27127549c174fdf458947d91f4c0cfae61',2,'1. Calculate the cost of inflating the tires:
+   - 5 people came by to get both tires inflated.
+   - 3 people came by to get all their tricycle tires inflated.
+   - One person came by on a unicycle.','stop',51,158,157,3.22230757709467319216e+00,114060303744.0,NULL);
+INSERT INTO "chains" VALUES(25,3,3,'a239b1ebda9ace53282bfe18d692de27127549c174fdf458947d91f4c0cfae61',3,'1. Calculate the cost of inflating the tires.
+2. Calculate the cost of inflating the tricycle tires.
+3. Add the costs of the tires and tricycle tires.
+4. Calculate the total amount made by Shawnda.','stop',48,158,157,3.22230757709467319216e+00,114060303744.0,NULL);
+INSERT INTO "chains" VALUES(25,4,0,'849e3c4758c6346b359853ea351ca5645142f10d0d33af62b14a29599447b742',0,'1. Calculate the cost of the tires:
+   Each tire costs 25 cents to inflate.
+   5 people came by to get both tires inflated.
+   \[
+   \text{Total cost of tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]','stop',68,165,164,2.18399281648540943834e+00,82236848832.0,NULL);
+INSERT INTO "chains" VALUES(25,4,1,'849e3c4758c6346b359853ea351ca5645142f10d0d33af62b14a29599447b742',1,'1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.','stop',50,165,164,2.18399281648540943834e+00,82236848832.0,NULL);
+INSERT INTO "chains" VALUES(25,4,2,'849e3c4758c6346b359853ea351ca5645142f10d0d33af62b14a29599447b742',2,'1. Calculate the total cost of the tires:
+   - Each tire costs 25 cents.
+   - Shawnda inflated 5 tires on the first day.
+   - Shawnda inflated all the tires on the second day.
+   - One person actually inflated a unicycle.','stop',56,165,164,2.18399281648540943834e+00,82236848832.0,NULL);
+INSERT INTO "chains" VALUES(25,4,3,'849e3c4758c6346b359853ea351ca5645142f10d0d33af62b14a29599447b742',3,'1. Calculate the total cost of the tires:
+   Each tire costs 25 cents to inflate, and there are 5 people on bicycles.
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+   Since 125 cents is equal to $1.25, Shawnda made $1.25.','stop',90,165,164,2.18399281648540943834e+00,82236848832.0,NULL);
+INSERT INTO "chains" VALUES(25,5,0,'beab0a307d945df3c96bad090b4485fea5bb57dc8dc083e351540267d32aa905',0,'2. **Calculate the cost of the tricycle tires inflated by the people who actually came by on a unicycle:**
+   Since only one person actually came by on a unicycle, the total cost for the tricycle tires inflated by that person is \(1\) cent.','stop',56,223,222,3.24788499304511324439e+00,103032373824.0,NULL);
+INSERT INTO "chains" VALUES(25,5,1,'beab0a307d945df3c96bad090b4485fea5bb57dc8dc083e351540267d32aa905',1,'2. **Calculate the cost of the tires inflated by the tires that came by the first day and the tricycle tires inflated by the tricycle:**
+   Each tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day and the tricycle tires inflated by the tricycle is \(3 \times 25 = 75\) cents.','stop',98,223,222,3.24788499304511324439e+00,103032373824.0,NULL);
+INSERT INTO "chains" VALUES(25,5,2,'beab0a307d945df3c96bad090b4485fea5bb57dc8dc083e351540267d32aa905',2,'2. **Calculate the cost of the tires inflated by the tires that came by the tires that got all their tricycle tires inflated:**
+   Each tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tires inflated by the tires that got all their tricycle tires inflated is \(3 \times 25 = 75\) cents.','stop',92,223,222,3.24788499304511324439e+00,103032373824.0,NULL);
+INSERT INTO "chains" VALUES(25,5,3,'beab0a307d945df3c96bad090b4485fea5bb57dc8dc083e351540267d32aa905',3,'2. **Calculate the cost of the tricycle tires inflated by the tires that came by the second day:**
+   Each tricycle tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tricycle tires inflated by the second day is \(3 \times 25 = 75\) cents.','stop',84,223,222,3.24788499304511324439e+00,103032373824.0,NULL);
+INSERT INTO "chains" VALUES(25,6,0,'ec88f04df531d625786d5df9dcb8b9f27b7753c55e63325487531aa6aa7b6b9d',0,'Let''s break it down step-by-step using Python code.
+```python
+# Constants
+cost_per_tire_cents = 25
+people_first_day = 5
+people_second_day = 3
+people_unicycle = 1
+total_cost_cents = cost_per_tire_cents * (people_first_day + people_second_day + people_unicycle)','stop',75,215,214,1.5515899557435106626e+00,48837975360.0,NULL);
+INSERT INTO "chains" VALUES(25,6,1,'ec88f04df531d625786d5df9dcb8b9f27b7753c55e63325487531aa6aa7b6b9d',1,'**Step 1: Calculate the cost of the tires.**','stop',13,215,214,1.5515899557435106626e+00,48837975360.0,NULL);
+INSERT INTO "chains" VALUES(25,6,2,'ec88f04df531d625786d5df9dcb8b9f27b7753c55e63325487531aa6aa7b6b9d',2,'First, let''s calculate the cost of the tires. Each tire costs 25 cents to inflate, and 5 people came by to get both tires inflated. Therefore, the total cost of the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]','stop',63,215,214,1.5515899557435106626e+00,48837975360.0,NULL);
+INSERT INTO "chains" VALUES(25,6,3,'ec88f04df531d625786d5df9dcb8b9f27b7753c55e63325487531aa6aa7b6b9d',3,'Let''s start with the calculations:','stop',7,215,214,1.5515899557435106626e+00,48837975360.0,NULL);
+INSERT INTO "chains" VALUES(25,7,0,'37faae3e0c60b854d2d887fc9e90a49f93e94405c33027759bb443adbc21e807',0,'2. Calculate the cost of the tricycle tires:
+   Each tricycle tire costs 25 cents to inflate.
+   3 people came by to get all their tricycle tires inflated.
+   \[
+   \text{Total cost of tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','stop',77,233,232,3.02341114226136253861e+00,96100532160.0,NULL);
+INSERT INTO "chains" VALUES(25,7,1,'37faae3e0c60b854d2d887fc9e90a49f93e94405c33027759bb443adbc21e807',1,'2. Calculate the cost of the tricycle tires:
+   Each tricycle tire costs 25 cents to inflate.
+   3 people came by to get all their tricycle tires inflated.
+   \[
+   \text{Total cost of tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','stop',77,233,232,3.02341114226136253861e+00,96100532160.0,NULL);
+INSERT INTO "chains" VALUES(25,7,2,'37faae3e0c60b854d2d887fc9e90a49f93e94405c33027759bb443adbc21e807',2,'2. Calculate the cost of the tricycle tires:
+   Each tricycle tire costs 25 cents to inflate.
+   3 people came by to get all their tricycle tires inflated.
+   \[
+   \text{Total cost of tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','stop',77,233,232,3.02341114226136253861e+00,96100532160.0,NULL);
+INSERT INTO "chains" VALUES(25,7,3,'37faae3e0c60b854d2d887fc9e90a49f93e94405c33027759bb443adbc21e807',3,'2. Calculate the cost of the tricycle tires:
+   Each tricycle tire costs 25 cents to inflate.
+   3 people came by to get all their tricycle tires inflated.
+   \[
+   \text{Total cost of tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','stop',77,233,232,3.02341114226136253861e+00,96100532160.0,NULL);
+INSERT INTO "chains" VALUES(25,8,0,'fa764a10a4975693c4f4ef0c537bd26ad7c3ac79ccef79c8b19bbfa8e5f52562',0,'The total cost for the tires inflated is:
+\[ 5 \times 25 \text{ cents} + 3 \times 25 \text{ cents} = 125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents} \]','stop',66,203,202,2.27042661765767039838e+00,73729588608.0,NULL);
+INSERT INTO "chains" VALUES(25,8,1,'fa764a10a4975693c4f4ef0c537bd26ad7c3ac79ccef79c8b19bbfa8e5f52562',1,'The total cost for the tires is:
+\[ 5 \times 25 + 3 \times 25 = 125 + 75 = 200 \text{ cents} \]','stop',45,203,202,2.27042661765767039838e+00,73729588608.0,NULL);
+INSERT INTO "chains" VALUES(25,8,2,'fa764a10a4975693c4f4ef0c537bd26ad7c3ac79ccef79c8b19bbfa8e5f52562',2,'So, the total cost for the tires is:
+\[ (5 \times 25) + (3 \times 25) = 125 + 75 = 200 \text{ cents} \]','stop',49,203,202,2.27042661765767039838e+00,73729588608.0,NULL);
+INSERT INTO "chains" VALUES(25,8,3,'fa764a10a4975693c4f4ef0c537bd26ad7c3ac79ccef79c8b19bbfa8e5f52562',3,'The total cost for the tires is:
+\[ 25 \text{ cents/person} \times 5 \text{ people} + 25 \text{ cents/person} \times 3 \text{ people} = 125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents} \]','stop',77,203,202,2.27042661765767039838e+00,73729588608.0,NULL);
+INSERT INTO "chains" VALUES(25,9,0,'b773746aa34079535ed028bf61df46dacfee9bc2e89c3bf3a2345f141a87171c',0,'Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]','stop',51,228,227,2.42046193381884622297e+00,68058081792.0,NULL);
+INSERT INTO "chains" VALUES(25,9,1,'b773746aa34079535ed028bf61df46dacfee9bc2e89c3bf3a2345f141a87171c',1,'Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]','stop',55,228,227,2.42046193381884622297e+00,68058081792.0,NULL);
+INSERT INTO "chains" VALUES(25,9,2,'b773746aa34079535ed028bf61df46dacfee9bc2e89c3bf3a2345f141a87171c',2,'Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]','stop',50,228,227,2.42046193381884622297e+00,68058081792.0,NULL);
+INSERT INTO "chains" VALUES(25,9,3,'b773746aa34079535ed028bf61df46dacfee9bc2e89c3bf3a2345f141a87171c',3,'Each tire costs 25 cents to inflate, and 5 people came by to get both tires inflated. So, the total cost of the tires is:
+\[ 25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents} \]','stop',63,228,227,2.42046193381884622297e+00,68058081792.0,NULL);
+INSERT INTO "chains" VALUES(25,10,0,'d6798a32a059b8bc9848baa6b8e072acc243235750243fdbcced117563da3514',0,'1. The cost of the tires is:
+\[ \text{Tires} = 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]','stop',46,222,221,4.0486808813473889046e+00,115320638592.0,NULL);
+INSERT INTO "chains" VALUES(25,10,1,'d6798a32a059b8bc9848baa6b8e072acc243235750243fdbcced117563da3514',1,'1. The cost of the tires is $25 per tire. Since 5 people came by, the cost of the tires is \(25 \times 5 = 125\) cents.
+2. The cost of the tricycle tires is $25 per tire. Since 3 people came by, the cost of the tricycle tires is \(25 \times 3 = 75\) cents.
+3. The cost of the unicycle is not specified in the problem, so we assume that it''s not included in the total cost calculation.','stop',116,222,221,4.0486808813473889046e+00,115320638592.0,NULL);
+INSERT INTO "chains" VALUES(25,10,2,'d6798a32a059b8bc9848baa6b8e072acc243235750243fdbcced117563da3514',2,'1. The cost of each tire to inflate is $0.25.
+2. Shawnda inflated 5 tires on the first day.
+3. Shawnda inflated 3 tires on the second day.
+4. Shawnda inflated 1 person on a unicycle.
+5. The total number of tires is \(5 + 3 + 1 = 9\).
+6. The total cost of the tires is \(9 \times 0.25 = 2.25\) cents.
+7. Since 2.25 cents is equal to 2.25 dollars, the total cost is \(\boxed{2.25}\) dollars.','stop',139,222,221,4.0486808813473889046e+00,115320638592.0,NULL);
+INSERT INTO "chains" VALUES(25,10,3,'d6798a32a059b8bc9848baa6b8e072acc243235750243fdbcced117563da3514',3,'1. The cost of the tires is calculated by multiplying the number of people who got the tires by the cost per tire.
+   \[
+   \text{Cost of tires} = 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]','stop',68,222,221,4.0486808813473889046e+00,115320638592.0,NULL);
+INSERT INTO "chains" VALUES(25,11,0,'6fd9f247d772c77a002bbec5bd83b04fc160ba4df1e9b99251a00d7459b8a47b',0,'3. **Calculate the cost of the tires inflated by the tires that came by the tires that actually got on a unicycle:**
+   Each tire costs 25 cents to inflate.
+   - 1 person actually got on a unicycle.
+   - Therefore, the total cost for the tires inflated by the tires that actually got on a unicycle is \(1 \times 25 = 25\) cents.','stop',86,315,314,2.86976118995193107963e+00,82867016256.0,NULL);
+INSERT INTO "chains" VALUES(25,11,1,'6fd9f247d772c77a002bbec5bd83b04fc160ba4df1e9b99251a00d7459b8a47b',1,'3. **Calculate the cost of the tires inflated by the unicycle:**
+   Since one person came by on a unicycle.
+   - The cost of the tires inflated by the unicycle is 0 cents (no inflation needed).','stop',48,315,314,2.86976118995193107963e+00,82867016256.0,NULL);
+INSERT INTO "chains" VALUES(25,11,2,'6fd9f247d772c77a002bbec5bd83b04fc160ba4df1e9b99251a00d7459b8a47b',2,'3. **Calculate the cost of the unicycle:**
+   Each unicycle costs 25 cents.
+   - 1 person actually came by on a unicycle.
+   - Therefore, the total cost for the unicycle is \(1 \times 25 = 25\) cents.','stop',61,315,314,2.86976118995193107963e+00,82867016256.0,NULL);
+INSERT INTO "chains" VALUES(25,11,3,'6fd9f247d772c77a002bbec5bd83b04fc160ba4df1e9b99251a00d7459b8a47b',3,'3. **Add the cost of the tires inflated by the tires that got both tires inflated and the tires that got all their tricycle tires inflated to get the total cost for the day:**
+   - 125 cents (from the first day) + 75 cents (from the second day) = \(200\) cents.','stop',71,315,314,2.86976118995193107963e+00,82867016256.0,NULL);
+INSERT INTO "chains" VALUES(25,12,0,'8909a78d77c37cdbb255f934906715cc75472f88e2631a0a5e57b0d83303e7bf',0,'3. **Calculate the cost of the unicycle inflated by the person who actually came by:**
+   The person actually came by on a unicycle.
+   - Therefore, the total cost for the unicycle is \(1\) dollar.','stop',48,307,231,2.99710585161093723272e+00,97045783296.0,NULL);
+INSERT INTO "chains" VALUES(25,12,1,'8909a78d77c37cdbb255f934906715cc75472f88e2631a0a5e57b0d83303e7bf',1,'3. **Calculate the cost of the unicycle inflated by the person who actually came by:**
+   There is one person who actually came by on a unicycle.
+   - Therefore, the total cost for the unicycle inflated by the person is \(1 \times 25 = 25\) cents.','stop',64,307,231,2.99710585161093723272e+00,97045783296.0,NULL);
+INSERT INTO "chains" VALUES(25,12,2,'8909a78d77c37cdbb255f934906715cc75472f88e2631a0a5e57b0d83303e7bf',2,'3. **Calculate the cost of the unicycle:**
+   Since one person actually came by on a unicycle, the cost of the unicycle is \(1 \times 25 = 25\) cents.','stop',45,307,231,2.99710585161093723272e+00,97045783296.0,NULL);
+INSERT INTO "chains" VALUES(25,12,3,'8909a78d77c37cdbb255f934906715cc75472f88e2631a0a5e57b0d83303e7bf',3,'3. **Calculate the cost of the unicycle inflated by the person who actually came by on a unicycle:**
+   The cost of each unicycle is 25 cents.
+   - 1 person came by on a unicycle.
+   - Therefore, the total cost for the unicycle inflated by the person is \(1 \times 25 = 25\) cents.','stop',79,307,231,2.99710585161093723272e+00,97045783296.0,NULL);
+INSERT INTO "chains" VALUES(25,13,0,'ba462bbbf936159b10c14877b3c51e624f8b0059da67d32b9db8efb8ac2faa42',0,'On the second day, 3 people got the tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','stop',47,283,215,1.9512815067289590587e+00,68688249216.0,NULL);
+INSERT INTO "chains" VALUES(25,13,1,'ba462bbbf936159b10c14877b3c51e624f8b0059da67d32b9db8efb8ac2faa42',1,'There are 3 people getting the tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','stop',44,283,215,1.9512815067289590587e+00,68688249216.0,NULL);
+INSERT INTO "chains" VALUES(25,13,2,'ba462bbbf936159b10c14877b3c51e624f8b0059da67d32b9db8efb8ac2faa42',2,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,283,215,1.9512815067289590587e+00,68688249216.0,NULL);
+INSERT INTO "chains" VALUES(25,13,3,'ba462bbbf936159b10c14877b3c51e624f8b0059da67d32b9db8efb8ac2faa42',3,'Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','stop',48,283,215,1.9512815067289590587e+00,68688249216.0,NULL);
+INSERT INTO "chains" VALUES(25,14,0,'a547f9f1890c0237e4bc77ce22adeb979e5ae2421a346caf12d30fbe56b51d24',0,'2. The cost of the tricycle tires is:
+\[ \text{Tricycle tires} = 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','stop',49,268,230,2.15300996174138,72154170048.0,NULL);
+INSERT INTO "chains" VALUES(25,14,1,'a547f9f1890c0237e4bc77ce22adeb979e5ae2421a346caf12d30fbe56b51d24',1,'2. The cost of the tricycle tires is:
+\[ \text{Tricycle tires} = 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','stop',49,268,230,2.15300996174138,72154170048.0,NULL);
+INSERT INTO "chains" VALUES(25,14,2,'a547f9f1890c0237e4bc77ce22adeb979e5ae2421a346caf12d30fbe56b51d24',2,'2. The cost of the tricycle tires is:
+\[ \text{Tricycle tires} = 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','stop',49,268,230,2.15300996174138,72154170048.0,NULL);
+INSERT INTO "chains" VALUES(25,14,3,'a547f9f1890c0237e4bc77ce22adeb979e5ae2421a346caf12d30fbe56b51d24',3,'2. The cost of the tricycle tires is:
+\[ \text{Tire tires} = 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','stop',48,268,230,2.15300996174138,72154170048.0,NULL);
+INSERT INTO "chains" VALUES(25,15,0,'48f94fc8fcd2df2205602be7eb5edfc371bfe9cf50fcfc15c5edee649639c11d',0,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,279,238,0.756802178859181,30563120064.0,NULL);
+INSERT INTO "chains" VALUES(25,15,1,'48f94fc8fcd2df2205602be7eb5edfc371bfe9cf50fcfc15c5edee649639c11d',1,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,279,238,0.756802178859181,30563120064.0,NULL);
+INSERT INTO "chains" VALUES(25,15,2,'48f94fc8fcd2df2205602be7eb5edfc371bfe9cf50fcfc15c5edee649639c11d',2,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,279,238,0.756802178859181,30563120064.0,NULL);
+INSERT INTO "chains" VALUES(25,15,3,'48f94fc8fcd2df2205602be7eb5edfc371bfe9cf50fcfc15c5edee649639c11d',3,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,279,238,0.756802178859181,30563120064.0,NULL);
+INSERT INTO "chains" VALUES(25,16,0,'a4616c63a9b97bd7d88132395bd529cc67c7cbf9a8eef229a6c7b32c1526f78a',0,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,278,235,7.46545246854913413514e-01,31193287488.0,NULL);
+INSERT INTO "chains" VALUES(25,16,1,'a4616c63a9b97bd7d88132395bd529cc67c7cbf9a8eef229a6c7b32c1526f78a',1,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,278,235,7.46545246854913413514e-01,31193287488.0,NULL);
+INSERT INTO "chains" VALUES(25,16,2,'a4616c63a9b97bd7d88132395bd529cc67c7cbf9a8eef229a6c7b32c1526f78a',2,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,278,235,7.46545246854913413514e-01,31193287488.0,NULL);
+INSERT INTO "chains" VALUES(25,16,3,'a4616c63a9b97bd7d88132395bd529cc67c7cbf9a8eef229a6c7b32c1526f78a',3,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,278,235,7.46545246854913413514e-01,31193287488.0,NULL);
+INSERT INTO "chains" VALUES(25,17,0,'340f9359ca137dd34ae1a5807b0b8ebdedadbe103360535df1884499188ed624',0,'Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','stop',42,331,330,1.81354586085836677611e+00,56715068160.0,NULL);
+INSERT INTO "chains" VALUES(25,17,1,'340f9359ca137dd34ae1a5807b0b8ebdedadbe103360535df1884499188ed624',1,'There is one person getting the unicycle on the third day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','stop',43,331,330,1.81354586085836677611e+00,56715068160.0,NULL);
+INSERT INTO "chains" VALUES(25,17,2,'340f9359ca137dd34ae1a5807b0b8ebdedadbe103360535df1884499188ed624',2,'Finally, one person actually came by on a unicycle, so there is 1 person getting the tricycle tires inflated on the third day:
+\[
+75 \text{ cents/person} \times 1 \text{ person} = 75 \text{ cents}
+\]','stop',59,331,330,1.81354586085836677611e+00,56715068160.0,NULL);
+INSERT INTO "chains" VALUES(25,17,3,'340f9359ca137dd34ae1a5807b0b8ebdedadbe103360535df1884499188ed624',3,'The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]','stop',39,331,330,1.81354586085836677611e+00,56715068160.0,NULL);
+INSERT INTO "chains" VALUES(25,18,0,'84e4cafa23951bf71ced5d4815f0ecdce3c79a4e6a829bf8438040b1ffefb39b',0,'Each tricycle tire costs 25 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','stop',58,298,297,2.15272863817878379322e+00,68373165504.0,NULL);
+INSERT INTO "chains" VALUES(25,18,1,'84e4cafa23951bf71ced5d4815f0ecdce3c79a4e6a829bf8438040b1ffefb39b',1,'There are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','stop',46,298,297,2.15272863817878379322e+00,68373165504.0,NULL);
+INSERT INTO "chains" VALUES(25,18,2,'84e4cafa23951bf71ced5d4815f0ecdce3c79a4e6a829bf8438040b1ffefb39b',2,'All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]','stop',70,298,297,2.15272863817878379322e+00,68373165504.0,NULL);
+INSERT INTO "chains" VALUES(25,18,3,'84e4cafa23951bf71ced5d4815f0ecdce3c79a4e6a829bf8438040b1ffefb39b',3,'There are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','stop',46,298,297,2.15272863817878379322e+00,68373165504.0,NULL);
+INSERT INTO "chains" VALUES(25,19,0,'deac1110e7adea08f10663b4a3edd7e71a34c3e2e60d1e7d27b21898ea02ea3b',0,'Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:
+\[ 3 \times 25 = 75 \text{ cents} \]','stop',47,293,292,1.95544013917159875681e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(25,19,1,'deac1110e7adea08f10663b4a3edd7e71a34c3e2e60d1e7d27b21898ea02ea3b',1,'Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:
+\[ 3 \times 25 = 75 \text{ cents} \]','stop',47,293,292,1.95544013917159875681e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(25,19,2,'deac1110e7adea08f10663b4a3edd7e71a34c3e2e60d1e7d27b21898ea02ea3b',2,'Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:
+\[ 3 \times 25 = 75 \text{ cents} \]','stop',47,293,292,1.95544013917159875681e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(25,19,3,'deac1110e7adea08f10663b4a3edd7e71a34c3e2e60d1e7d27b21898ea02ea3b',3,'Each tricycle tire costs 50 cents. Shawnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:
+\[ 3 \times 50 = 150 \text{ cents} \]','stop',57,293,292,1.95544013917159875681e+00,61441323840.0,NULL);
+INSERT INTO "chains" VALUES(25,20,0,'149b28747de80f792152c923d7c34c866039ab26e67f7f5d1f768dc0efd84435',0,'Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:
+\[ 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','stop',54,294,293,2.12494737016632972981e+00,67112830656.0,NULL);
+INSERT INTO "chains" VALUES(25,20,1,'149b28747de80f792152c923d7c34c866039ab26e67f7f5d1f768dc0efd84435',1,'Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:
+\[ 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','stop',54,294,293,2.12494737016632972981e+00,67112830656.0,NULL);
+INSERT INTO "chains" VALUES(25,20,2,'149b28747de80f792152c923d7c34c866039ab26e67f7f5d1f768dc0efd84435',2,'Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:
+\[ 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','stop',54,294,293,2.12494737016632972981e+00,67112830656.0,NULL);
+INSERT INTO "chains" VALUES(25,20,3,'149b28747de80f792152c923d7c34c866039ab26e67f7f5d1f768dc0efd84435',3,'Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:
+\[ 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','stop',54,294,293,2.12494737016632972981e+00,67112830656.0,NULL);
+INSERT INTO "chains" VALUES(25,21,0,'bb636934b32fa0c4e3707215899554e818cedfd910b27264bf4c609d3b8242b1',0,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,370,369,0.617295545722299,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,21,1,'bb636934b32fa0c4e3707215899554e818cedfd910b27264bf4c609d3b8242b1',1,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,370,369,0.617295545722299,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,21,2,'bb636934b32fa0c4e3707215899554e818cedfd910b27264bf4c609d3b8242b1',2,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,370,369,0.617295545722299,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,21,3,'bb636934b32fa0c4e3707215899554e818cedfd910b27264bf4c609d3b8242b1',3,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,370,369,0.617295545722299,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,22,0,'bc89aed904249afe7dc737a38852585f5e24c8c144e20ae3cb64334e3b97c382',0,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,368,367,9.80880912615248456987e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,22,1,'bc89aed904249afe7dc737a38852585f5e24c8c144e20ae3cb64334e3b97c382',1,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,368,367,9.80880912615248456987e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,22,2,'bc89aed904249afe7dc737a38852585f5e24c8c144e20ae3cb64334e3b97c382',2,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,368,367,9.80880912615248456987e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,22,3,'bc89aed904249afe7dc737a38852585f5e24c8c144e20ae3cb64334e3b97c382',3,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,368,367,9.80880912615248456987e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,23,0,'21e9c40bb3b7f84e63a8f7b1c41720401972ab5477244c538e8198ce1fc5883c',0,'Adding these amounts together gives the total cost in cents:
+\[
+125 \text{ cents} + 75 \text{ cents} + 75 \text{ cents} = 325 \text{ cents}
+\]','stop',51,390,389,2.36713744172193596426e+00,65852495808.0,NULL);
+INSERT INTO "chains" VALUES(25,23,1,'21e9c40bb3b7f84e63a8f7b1c41720401972ab5477244c538e8198ce1fc5883c',1,'Adding these amounts together gives the total cost in cents:
+\[
+125 \text{ cents} + 75 \text{ cents} + 75 \text{ cents} = 335 \text{ cents}
+\]','stop',51,390,389,2.36713744172193596426e+00,65852495808.0,NULL);
+INSERT INTO "chains" VALUES(25,23,2,'21e9c40bb3b7f84e63a8f7b1c41720401972ab5477244c538e8198ce1fc5883c',2,'Adding these amounts together gives the total cost of the tires and the tricycle tires:
+\[
+125 \text{ cents} + 75 \text{ cents} + 75 \text{ cents} = 335 \text{ cents}
+\]','stop',57,390,389,2.36713744172193596426e+00,65852495808.0,NULL);
+INSERT INTO "chains" VALUES(25,23,3,'21e9c40bb3b7f84e63a8f7b1c41720401972ab5477244c538e8198ce1fc5883c',3,'Adding the costs of the tires and the tricycle tires gives:
+\[
+125 \text{ cents} + 75 \text{ cents} + 75 \text{ cents} = 325 \text{ cents}
+\]','stop',53,390,389,2.36713744172193596426e+00,65852495808.0,NULL);
+INSERT INTO "chains" VALUES(25,24,0,'52237b135b64f87e78427e3a37cfdb5d3f6824bc6fccea04c0f53c9ccb7e4bf6',0,'Add these amounts together to get the total cost of the tires:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 255 \text{ cents}
+\]','stop',53,373,372,2.14231558375971431473e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(25,24,1,'52237b135b64f87e78427e3a37cfdb5d3f6824bc6fccea04c0f53c9ccb7e4bf6',1,'Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]','stop',53,373,372,2.14231558375971431473e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(25,24,2,'52237b135b64f87e78427e3a37cfdb5d3f6824bc6fccea04c0f53c9ccb7e4bf6',2,'Adding these amounts together:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 215 \text{ cents}
+\]','stop',45,373,372,2.14231558375971431473e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(25,24,3,'52237b135b64f87e78427e3a37cfdb5d3f6824bc6fccea04c0f53c9ccb7e4bf6',3,'Adding these amounts together:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','stop',45,373,372,2.14231558375971431473e+00,60811156416.0,NULL);
+INSERT INTO "chains" VALUES(25,25,0,'480b4c7aaa459620ba9ac62f2dcf779a1b611f5e22028a044b95fdaaec8903d6',0,'Each tricycle tire costs 50 cents to inflate. One person actually came by on a unicycle:
+\[
+50 \text{ cents/person} = 50 \text{ cents}
+\]','stop',43,385,384,3.08721791830708758297e+00,63961993536.0,NULL);
+INSERT INTO "chains" VALUES(25,25,1,'480b4c7aaa459620ba9ac62f2dcf779a1b611f5e22028a044b95fdaaec8903d6',1,'Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on the last day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','stop',59,385,384,3.08721791830708758297e+00,63961993536.0,NULL);
+INSERT INTO "chains" VALUES(25,25,2,'480b4c7aaa459620ba9ac62f2dcf779a1b611f5e22028a044b95fdaaec8903d6',2,'There is 1 person actually getting the unicycle on the third day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','stop',45,385,384,3.08721791830708758297e+00,63961993536.0,NULL);
+INSERT INTO "chains" VALUES(25,25,3,'480b4c7aaa459620ba9ac62f2dcf779a1b611f5e22028a044b95fdaaec8903d6',3,'Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','stop',59,385,384,3.08721791830708758297e+00,63961993536.0,NULL);
+INSERT INTO "chains" VALUES(25,26,0,'da499561aba5b9c406b4e4082fa84f88c49e353025f052d099c9c1b8e060d6c8',0,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,426,425,6.62971124611633766399e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,26,1,'da499561aba5b9c406b4e4082fa84f88c49e353025f052d099c9c1b8e060d6c8',1,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,426,425,6.62971124611633766399e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,26,2,'da499561aba5b9c406b4e4082fa84f88c49e353025f052d099c9c1b8e060d6c8',2,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,426,425,6.62971124611633766399e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,26,3,'da499561aba5b9c406b4e4082fa84f88c49e353025f052d099c9c1b8e060d6c8',3,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,426,425,6.62971124611633766399e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,27,0,'eb954c90ba906876205c382d56cfa7cd8c5c62acbab96256b6ac67602b06771b',0,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,418,417,6.64481079364325322167e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,27,1,'eb954c90ba906876205c382d56cfa7cd8c5c62acbab96256b6ac67602b06771b',1,'**Step 2: Convert the total cost from cents to dollars.**','stop',15,418,417,6.64481079364325322167e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,27,2,'eb954c90ba906876205c382d56cfa7cd8c5c62acbab96256b6ac67602b06771b',2,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,418,417,6.64481079364325322167e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,27,3,'eb954c90ba906876205c382d56cfa7cd8c5c62acbab96256b6ac67602b06771b',3,'**Step 2: Calculate the cost of the tricycle tires.**','stop',15,418,417,6.64481079364325322167e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,28,0,'5cff656133531dfd6ea36e907df7902349bd5c4be09a7292fd860aa86fe607fc',0,'\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]','stop',32,391,390,1.93572689478693482634e+00,43166468544.0,NULL);
+INSERT INTO "chains" VALUES(25,28,1,'5cff656133531dfd6ea36e907df7902349bd5c4be09a7292fd860aa86fe607fc',1,'Combine the costs of the tires and the tricycle tires:
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]','stop',44,391,390,1.93572689478693482634e+00,43166468544.0,NULL);
+INSERT INTO "chains" VALUES(25,28,2,'5cff656133531dfd6ea36e907df7902349bd5c4be09a7292fd860aa86fe607fc',2,'\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]','stop',32,391,390,1.93572689478693482634e+00,43166468544.0,NULL);
+INSERT INTO "chains" VALUES(25,28,3,'5cff656133531dfd6ea36e907df7902349bd5c4be09a7292fd860aa86fe607fc',3,'\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]','stop',32,391,390,1.93572689478693482634e+00,43166468544.0,NULL);
+INSERT INTO "chains" VALUES(25,29,0,'150cd49dbd8c5cc67fd16c994d29ea393f4d73ba0fb2f2fb91e79a4ce42ccbf7',0,'Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]','stop',58,441,440,3.34287329944084410371e+00,68373165504.0,NULL);
+INSERT INTO "chains" VALUES(25,29,1,'150cd49dbd8c5cc67fd16c994d29ea393f4d73ba0fb2f2fb91e79a4ce42ccbf7',1,'Each tire costs 25 cents to inflate. There are 5 people getting the tricycle tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]','stop',57,441,440,3.34287329944084410371e+00,68373165504.0,NULL);
+INSERT INTO "chains" VALUES(25,29,2,'150cd49dbd8c5cc67fd16c994d29ea393f4d73ba0fb2f2fb91e79a4ce42ccbf7',2,'There are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','stop',46,441,440,3.34287329944084410371e+00,68373165504.0,NULL);
+INSERT INTO "chains" VALUES(25,29,3,'150cd49dbd8c5cc67fd16c994d29ea393f4d73ba0fb2f2fb91e79a4ce42ccbf7',3,'Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]','stop',59,441,440,3.34287329944084410371e+00,68373165504.0,NULL);
+INSERT INTO "chains" VALUES(25,30,0,'a6ed33b66d953fe0be753e11ae848625bcb64c0e0bb249c23ee71d12fd5a6a3a',0,'Adding the cost of the tricycle tires to the total cost of the tires gives:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','stop',48,444,443,2.0314443659322307667e+00,42536301120.0,NULL);
+INSERT INTO "chains" VALUES(25,30,1,'a6ed33b66d953fe0be753e11ae848625bcb64c0e0bb249c23ee71d12fd5a6a3a',1,'The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]','stop',21,444,443,2.0314443659322307667e+00,42536301120.0,NULL);
+INSERT INTO "chains" VALUES(25,30,2,'a6ed33b66d953fe0be753e11ae848625bcb64c0e0bb249c23ee71d12fd5a6a3a',2,'The total cost of the tricycle tires is:
+\[
+25 \text{ cents} = 25 \text{ cents}
+\]','stop',30,444,443,2.0314443659322307667e+00,42536301120.0,NULL);
+INSERT INTO "chains" VALUES(25,30,3,'a6ed33b66d953fe0be753e11ae848625bcb64c0e0bb249c23ee71d12fd5a6a3a',3,'The total cost of the tricycle tires is:
+\[
+25 \text{ cents} + 25 \text{ cents} = 50 \text{ cents}
+\]','stop',39,444,443,2.0314443659322307667e+00,42536301120.0,NULL);
+INSERT INTO "chains" VALUES(25,31,0,'49bbbc363574e32e496cfcd4eca20d5906df8f929ee326af3cb974313d97035e',0,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,423,422,7.10368491928153544812e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,31,1,'49bbbc363574e32e496cfcd4eca20d5906df8f929ee326af3cb974313d97035e',1,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,423,422,7.10368491928153544812e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,31,2,'49bbbc363574e32e496cfcd4eca20d5906df8f929ee326af3cb974313d97035e',2,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,423,422,7.10368491928153544812e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,31,3,'49bbbc363574e32e496cfcd4eca20d5906df8f929ee326af3cb974313d97035e',3,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,423,422,7.10368491928153544812e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,32,0,'44b01016677763465938cd4f1602f76446324c39716e8aa1f611d55fa4b49b79',0,'The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]','stop',21,444,443,1.70634416737654159845e+00,36864794304.0,NULL);
+INSERT INTO "chains" VALUES(25,32,1,'44b01016677763465938cd4f1602f76446324c39716e8aa1f611d55fa4b49b79',1,'The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]','stop',21,444,443,1.70634416737654159845e+00,36864794304.0,NULL);
+INSERT INTO "chains" VALUES(25,32,2,'44b01016677763465938cd4f1602f76446324c39716e8aa1f611d55fa4b49b79',2,'The total cost of the tricycle tires is:
+\[
+25 \text{ cents} + 25 \text{ cents} = 50 \text{ cents}
+\]','stop',39,444,443,1.70634416737654159845e+00,36864794304.0,NULL);
+INSERT INTO "chains" VALUES(25,32,3,'44b01016677763465938cd4f1602f76446324c39716e8aa1f611d55fa4b49b79',3,'The total cost of the tricycle tires is:
+\[
+25 \text{ cents} + 25 \text{ cents} = 50 \text{ cents}
+\]','stop',39,444,443,1.70634416737654159845e+00,36864794304.0,NULL);
+INSERT INTO "chains" VALUES(25,33,0,'0d596d7c3ba9488837a01918a1d7ee339ca9788b11f7fd9433c0a9ab0ff44ed7',0,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,465,464,7.89634035119888721965e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,33,1,'0d596d7c3ba9488837a01918a1d7ee339ca9788b11f7fd9433c0a9ab0ff44ed7',1,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,465,464,7.89634035119888721965e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,33,2,'0d596d7c3ba9488837a01918a1d7ee339ca9788b11f7fd9433c0a9ab0ff44ed7',2,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,465,464,7.89634035119888721965e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,33,3,'0d596d7c3ba9488837a01918a1d7ee339ca9788b11f7fd9433c0a9ab0ff44ed7',3,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,465,464,7.89634035119888721965e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,34,0,'249868d5f300c9c8380bd1134792b6ac21ebe4f10ac0d38c2b9da03dfd6402e0',0,'There are 100 cents in a dollar. Therefore, 500 cents is equivalent to:
+\[
+\frac{500 \text{ cents}}{100 \text{ cents/dollar}} = 5 \text{ dollars}
+\]','stop',56,438,437,2.2551501320285756158e+00,72469253760.0,NULL);
+INSERT INTO "chains" VALUES(25,34,1,'249868d5f300c9c8380bd1134792b6ac21ebe4f10ac0d38c2b9da03dfd6402e0',1,'1 dollar is equal to 100 cents. Therefore, to convert 500 cents to dollars:
+\[
+500 \text{ cents} \div 100 \text{ cents/dollar} = 5 \text{ dollars}
+\]','stop',56,438,437,2.2551501320285756158e+00,72469253760.0,NULL);
+INSERT INTO "chains" VALUES(25,34,2,'249868d5f300c9c8380bd1134792b6ac21ebe4f10ac0d38c2b9da03dfd6402e0',2,'There are 100 cents in a dollar. To find the total cost in dollars, we divide the total cost in cents by 100:
+\[
+500 \text{ cents} \div 100 = 5 \text{ dollars}
+\]','stop',58,438,437,2.2551501320285756158e+00,72469253760.0,NULL);
+INSERT INTO "chains" VALUES(25,34,3,'249868d5f300c9c8380bd1134792b6ac21ebe4f10ac0d38c2b9da03dfd6402e0',3,'There are 100 cents in a dollar. To convert 500 cents to dollars, we divide by 100:
+\[
+\frac{500 \text{ cents}}{100 \text{ cents/dollar}} = 5 \text{ dollars}
+\]','stop',63,438,437,2.2551501320285756158e+00,72469253760.0,NULL);
+INSERT INTO "chains" VALUES(25,35,0,'eae84111f63657d18b5ed406087bbea8a08c6a50430ff326a3e05bfef668bec8',0,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,499,498,7.88059297623476595617e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,35,1,'eae84111f63657d18b5ed406087bbea8a08c6a50430ff326a3e05bfef668bec8',1,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,499,498,7.88059297623476595617e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,35,2,'eae84111f63657d18b5ed406087bbea8a08c6a50430ff326a3e05bfef668bec8',2,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,499,498,7.88059297623476595617e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,35,3,'eae84111f63657d18b5ed406087bbea8a08c6a50430ff326a3e05bfef668bec8',3,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,499,498,7.88059297623476595617e-01,28042450368.0,NULL);
+INSERT INTO "chains" VALUES(25,36,0,'64e845aab61f66ac8bd55dbd4009989cd5025babf28ad1134076364e8f8c27f4',0,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,500,499,1.08694934272534715624e+00,37179878016.0,NULL);
+INSERT INTO "chains" VALUES(25,36,1,'64e845aab61f66ac8bd55dbd4009989cd5025babf28ad1134076364e8f8c27f4',1,'Adding this amount to the cost of the tires, the total cost of the tricycle tires is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','stop',52,500,499,1.08694934272534715624e+00,37179878016.0,NULL);
+INSERT INTO "chains" VALUES(25,36,2,'64e845aab61f66ac8bd55dbd4009989cd5025babf28ad1134076364e8f8c27f4',2,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,500,499,1.08694934272534715624e+00,37179878016.0,NULL);
+INSERT INTO "chains" VALUES(25,36,3,'64e845aab61f66ac8bd55dbd4009989cd5025babf28ad1134076364e8f8c27f4',3,'**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','stop',23,500,499,1.08694934272534715624e+00,37179878016.0,NULL);
+INSERT INTO "chains" VALUES(25,37,0,'c6221b03b48b37ca98ea5e3b3b159d2e2ac6d522fbea3493d2538e16a50ebd7c',0,'The total cost is:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','stop',36,488,487,1.18204879067222279331e+00,44426803392.0,NULL);
+INSERT INTO "chains" VALUES(25,37,1,'c6221b03b48b37ca98ea5e3b3b159d2e2ac6d522fbea3493d2538e16a50ebd7c',1,'The total cost is:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','stop',36,488,487,1.18204879067222279331e+00,44426803392.0,NULL);
+INSERT INTO "chains" VALUES(25,37,2,'c6221b03b48b37ca98ea5e3b3b159d2e2ac6d522fbea3493d2538e16a50ebd7c',2,'The total cost is:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','stop',36,488,487,1.18204879067222279331e+00,44426803392.0,NULL);
+INSERT INTO "chains" VALUES(25,37,3,'c6221b03b48b37ca98ea5e3b3b159d2e2ac6d522fbea3493d2538e16a50ebd7c',3,'The total cost is:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','stop',36,488,487,1.18204879067222279331e+00,44426803392.0,NULL);
+INSERT INTO "chains" VALUES(25,38,0,'7328385e27a9089609b08a649a822b08a7de722a84c4c9fee56805c982c251dc',0,'The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','stop',45,523,522,1.55452518915526227694e+00,57345235584.0,NULL);
+INSERT INTO "chains" VALUES(25,38,1,'7328385e27a9089609b08a649a822b08a7de722a84c4c9fee56805c982c251dc',1,'The total cost is the sum of the cost of the tires and the cost of the tricycle tires:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','stop',53,523,522,1.55452518915526227694e+00,57345235584.0,NULL);
+INSERT INTO "chains" VALUES(25,38,2,'7328385e27a9089609b08a649a822b08a7de722a84c4c9fee56805c982c251dc',2,'Adding the cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','stop',50,523,522,1.55452518915526227694e+00,57345235584.0,NULL);
+INSERT INTO "chains" VALUES(25,38,3,'7328385e27a9089609b08a649a822b08a7de722a84c4c9fee56805c982c251dc',3,'The total cost is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','stop',37,523,522,1.55452518915526227694e+00,57345235584.0,NULL);
+INSERT INTO "chains" VALUES(25,39,0,'182495e8706022ef9a4b53f97b211ce95d872e255c94f98f38b889501aa01d24',0,'Therefore, Shawnda made \(\boxed{5}\) dollars that day.','stop',17,496,495,4.95624863226112266634e-01,19850273856.0,NULL);
+INSERT INTO "chains" VALUES(25,39,1,'182495e8706022ef9a4b53f97b211ce95d872e255c94f98f38b889501aa01d24',1,'Therefore, Shawnda made \boxed{5} dollars that day.','stop',15,496,495,4.95624863226112266634e-01,19850273856.0,NULL);
+INSERT INTO "chains" VALUES(25,39,2,'182495e8706022ef9a4b53f97b211ce95d872e255c94f98f38b889501aa01d24',2,'Therefore, Shawnda made \(\boxed{5}\) dollars that day.','stop',17,496,495,4.95624863226112266634e-01,19850273856.0,NULL);
+INSERT INTO "chains" VALUES(25,39,3,'182495e8706022ef9a4b53f97b211ce95d872e255c94f98f38b889501aa01d24',3,'Therefore, Shawnda made \(\boxed{5}\) dollars that day.','stop',17,496,495,4.95624863226112266634e-01,19850273856.0,NULL);
+INSERT INTO "chains" VALUES(25,40,0,'969ade70fbe91d3c80d6356810f2fb2ec0ec08a26fdd5e8ed3b00977c94b3292',0,'Adding the total cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]','stop',50,522,521,1.55998830793982,57975403008.0,NULL);
+INSERT INTO "chains" VALUES(25,40,1,'969ade70fbe91d3c80d6356810f2fb2ec0ec08a26fdd5e8ed3b00977c94b3292',1,'Adding the cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]','stop',49,522,521,1.55998830793982,57975403008.0,NULL);
+INSERT INTO "chains" VALUES(25,40,2,'969ade70fbe91d3c80d6356810f2fb2ec0ec08a26fdd5e8ed3b00977c94b3292',2,'The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]','stop',44,522,521,1.55998830793982,57975403008.0,NULL);
+INSERT INTO "chains" VALUES(25,40,3,'969ade70fbe91d3c80d6356810f2fb2ec0ec08a26fdd5e8ed3b00977c94b3292',3,'The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]','stop',44,522,521,1.55998830793982,57975403008.0,NULL);
+INSERT INTO "chains" VALUES(25,41,0,'19b69974143fed41577a5963d5212f2824656eac589728f270d58995df2202d6',0,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,566,565,0.5074018178806,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,41,1,'19b69974143fed41577a5963d5212f2824656eac589728f270d58995df2202d6',1,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,566,565,0.5074018178806,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,41,2,'19b69974143fed41577a5963d5212f2824656eac589728f270d58995df2202d6',2,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,566,565,0.5074018178806,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,41,3,'19b69974143fed41577a5963d5212f2824656eac589728f270d58995df2202d6',3,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,566,565,0.5074018178806,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,42,0,'9356395add03ecd5d3db133037490f7bd7d36dce02a97e84b8d81f9d0e299240',0,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,560,559,5.07194721131236314626e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,42,1,'9356395add03ecd5d3db133037490f7bd7d36dce02a97e84b8d81f9d0e299240',1,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,560,559,5.07194721131236314626e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,42,2,'9356395add03ecd5d3db133037490f7bd7d36dce02a97e84b8d81f9d0e299240',2,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,560,559,5.07194721131236314626e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,42,3,'9356395add03ecd5d3db133037490f7bd7d36dce02a97e84b8d81f9d0e299240',3,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,560,559,5.07194721131236314626e-01,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,43,0,'ed6ac44484996cfc13ca8405ef3863bd1e14070c988ddb93650de52c3e0271ad',0,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,572,571,0.507416192880919,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,43,1,'ed6ac44484996cfc13ca8405ef3863bd1e14070c988ddb93650de52c3e0271ad',1,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,572,571,0.507416192880919,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,43,2,'ed6ac44484996cfc13ca8405ef3863bd1e14070c988ddb93650de52c3e0271ad',2,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,572,571,0.507416192880919,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(25,43,3,'ed6ac44484996cfc13ca8405ef3863bd1e14070c988ddb93650de52c3e0271ad',3,'**Step 4: Convert the total cost from cents to dollars.**','stop',15,572,571,0.507416192880919,17959771584.0,NULL);
+INSERT INTO "chains" VALUES(26,0,0,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',0,'To solve this problem, let''s break it down step-by-step:','stop',14,126,125,8.98825132808904081471e-01,27569824800.0,NULL);
+INSERT INTO "chains" VALUES(26,0,1,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',1,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:','stop',39,126,125,8.98825132808904081471e-01,27569824800.0,NULL);
+INSERT INTO "chains" VALUES(26,0,2,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',2,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:','stop',32,126,125,8.98825132808904081471e-01,27569824800.0,NULL);
+INSERT INTO "chains" VALUES(26,0,3,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',3,'Let''s solve this step by step:','stop',8,126,125,8.98825132808904081471e-01,27569824800.0,NULL);
+INSERT INTO "chains" VALUES(26,0,4,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',4,'To determine how many dollars Shawnda made, we need to follow these steps:','stop',16,126,125,8.98825132808904081471e-01,27569824800.0,NULL);
+INSERT INTO "chains" VALUES(26,0,5,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',5,'To determine how much money Shawnda made on that day, we need to calculate the total cost of the tires and the tricycle tires, and then sum these amounts.','stop',34,126,125,8.98825132808904081471e-01,27569824800.0,NULL);
+INSERT INTO "chains" VALUES(26,0,6,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',6,'To determine how much money Shawnda made that day, we need to follow these steps:','stop',18,126,125,8.98825132808904081471e-01,27569824800.0,NULL);
+INSERT INTO "chains" VALUES(26,0,7,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',7,'Let''s break down the problem step by step and then use Python code to ensure our calculations are accurate.','stop',21,126,125,8.98825132808904081471e-01,27569824800.0,NULL);
+INSERT INTO "chains" VALUES(26,1,0,'478c8d4acff0e704040b43565580fb8fdb65d379f8d9c7532b16906502a36f33',0,'1. Calculate the cost of inflating 5 tires.
+2. Calculate the cost of inflating all 3 tires.
+3. Calculate the cost of inflating 1 unicycle.','stop',38,158,157,2.06070440194314796755e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(26,1,1,'478c8d4acff0e704040b43565580fb8fdb65d379f8d9c7532b16906502a36f33',1,'1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.','stop',56,158,157,2.06070440194314796755e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(26,1,2,'478c8d4acff0e704040b43565580fb8fdb65d379f8d9c7532b16906502a36f33',2,'1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.','stop',61,158,157,2.06070440194314796755e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(26,1,3,'478c8d4acff0e704040b43565580fb8fdb65d379f8d9c7532b16906502a36f33',3,'1. Calculate the total cost for the tires.
+2. Calculate the total cost for the tricycle tires.
+3. Add the costs of the tires and tricycle tires to find the total cost.','stop',40,158,157,2.06070440194314796755e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(26,2,0,'84cc171fe9c626de7de6c32b5ef9a9ba30a11802203a0f398288e1e1dbf2c3f8',0,'1. Calculate the total number of people who came by to get both tires inflated.
+2. Calculate the total number of people who came by to get all their tricycle tires inflated.
+3. Calculate the number of people who came by on a unicycle.
+4. Determine the total cost of these inflated tires.
+5. Add the cost of the unicycle to the total cost of the tires to get the final amount made.','stop',86,140,139,4.21200304408312753423e+00,112799968896.0,NULL);
+INSERT INTO "chains" VALUES(26,2,1,'84cc171fe9c626de7de6c32b5ef9a9ba30a11802203a0f398288e1e1dbf2c3f8',1,'1. Calculate the number of tires inflated by each type of vehicle:
+   - 5 people came by to get both tires inflated.
+   - 3 people came by to get all their tricycle tires inflated.
+   - One person came by on a unicycle.','stop',54,140,139,4.21200304408312753423e+00,112799968896.0,NULL);
+INSERT INTO "chains" VALUES(26,2,2,'84cc171fe9c626de7de6c32b5ef9a9ba30a11802203a0f398288e1e1dbf2c3f8',2,'1. Calculate the number of tires inflated on the first day.
+2. Calculate the number of tires inflated on the second day.
+3. Calculate the number of tires inflated on the third day.
+4. Calculate the total number of tires inflated.
+5. Calculate the total cost of the tires inflated.','stop',60,140,139,4.21200304408312753423e+00,112799968896.0,NULL);
+INSERT INTO "chains" VALUES(26,2,3,'84cc171fe9c626de7de6c32b5ef9a9ba30a11802203a0f398288e1e1dbf2c3f8',3,'1. Calculate the total number of people who came by to get tires inflated on the first day.
+2. Calculate the total number of people who came by to get all their tricycle tires inflated on the first day.
+3. Calculate the total number of people who came by on a unicycle.
+4. Sum up all the people who came by to get tires inflated.
+5. Add the number of people who came by to get all their tricycle tires inflated.
+6. Calculate the total revenue from the tires inflated by the people who came by.
+7. Calculate the total revenue from the unicycle by the person who came by.
+8. Sum up all the revenue from both tires inflated and the unicycle.
+9. Divide the total revenue by the number of days to get the daily revenue.','stop',161,140,139,4.21200304408312753423e+00,112799968896.0,NULL);
+INSERT INTO "chains" VALUES(26,3,0,'fe51fc935a0c84383916f159ad3d709ada0226284c759550386e15d63d223cfd',0,'2. Calculate the total cost of the tires:
+   - Total cost of tires = Number of tires * Cost per tire','stop',25,214,213,2.539301168420663668e+00,75305007168.0,NULL);
+INSERT INTO "chains" VALUES(26,3,1,'fe51fc935a0c84383916f159ad3d709ada0226284c759550386e15d63d223cfd',1,'2. Sum up the total number of tires inflated to get both tires inflated and all tricycle tires inflated.
+3. Calculate the total cost of inflating the tires.
+4. Add the cost of the tricycle tires to the cost of the tires inflated to get the total amount made.','stop',58,214,213,2.539301168420663668e+00,75305007168.0,NULL);
+INSERT INTO "chains" VALUES(26,3,2,'fe51fc935a0c84383916f159ad3d709ada0226284c759550386e15d63d223cfd',2,'2. Convert all the costs to dollars (since there are 100 cents in a dollar):
+   - Each tire costs $0.25.
+   - 5 tires cost $1.25.
+   - 3 tires cost $1.50.
+   - 1 tire cost $2.00.
+   - 1 unicycle cost $2.00.','stop',81,214,213,2.539301168420663668e+00,75305007168.0,NULL);
+INSERT INTO "chains" VALUES(26,3,3,'fe51fc935a0c84383916f159ad3d709ada0226284c759550386e15d63d223cfd',3,'2. Calculate the total cost of inflating the tires:
+   \[
+   \text{Total cost of tires} = \left(5 \times 25 \text{ cents}\right) + \left(3 \times 25 \text{ cents}\right) + \left(1 \times 25 \text{ cents}\right)
+   \]','stop',78,214,213,2.539301168420663668e+00,75305007168.0,NULL);
+INSERT INTO "chains" VALUES(26,4,0,'e469477772d8d9564f7f6a81ef8a10193519fe45e37257c6ed1d147ac5252487',0,'Let''s calculate this step-by-step using Python code.
+```python
+# Constants
+cost_per_tire = 25  # in cents
+number_of_bicycles = 5
+number_of_tricycle_tires = 3
+number_of_unicycles = 1','stop',58,219,218,1.57431957651954,47262556800.0,NULL);
+INSERT INTO "chains" VALUES(26,4,1,'e469477772d8d9564f7f6a81ef8a10193519fe45e37257c6ed1d147ac5252487',1,'Let''s go through each step in detail:','stop',9,219,218,1.57431957651954,47262556800.0,NULL);
+INSERT INTO "chains" VALUES(26,4,2,'e469477772d8d9564f7f6a81ef8a10193519fe45e37257c6ed1d147ac5252487',2,'Let''s implement this in Python:','stop',7,219,218,1.57431957651954,47262556800.0,NULL);
+INSERT INTO "chains" VALUES(26,4,3,'e469477772d8d9564f7f6a81ef8a10193519fe45e37257c6ed1d147ac5252487',3,'Let''s do this using Python code.
+```python
+# Constants
+cost_per_tire = 0.25  # dollars
+number_of_tires_tire_1 = 5
+number_of_tires_tire_2 = 3
+number_of_people_1 = 5
+number_of_people_2 = 3
+number_of_unicycles = 1','stop',79,219,218,1.57431957651954,47262556800.0,NULL);
+INSERT INTO "chains" VALUES(26,5,0,'a0f2a4c46a3a9eb0c81371d9ad7649965c4c9f3c0edeb610693c45392a0dac6a',0,'1. Each tire costs 25 cents to inflate. Since 25 cents is the equivalent of $0.25, 5 people came by on bicycles who got both tires inflated. So, the total number of people who got both tires inflated is \(5 \times 0.25 = 1.25\).
+2. Each tire costs 25 cents to inflate. Since 25 cents is the equivalent of $0.25, 3 people came by on tricycle tires who got all their tricycle tires inflated. So, the total number of people who got all their tricycle tires inflated is \(3 \times 0.25 = 0.75\).
+3. The total number of people who used the bike inflation service is \(1.25 + 0.75 = 2.00\).
+4. The total cost of inflating the tires is \(5 \times 0.25 = 1.25\) dollars.
+5. The total cost of inflating the tricycle tires is \(0.75 \times 0.25 = 0.2125\) dollars.
+6. The total amount made is \(1.','length',256,228,227,6.5558731260832825427e+00,167624534784.0,NULL);
+INSERT INTO "chains" VALUES(26,5,1,'a0f2a4c46a3a9eb0c81371d9ad7649965c4c9f3c0edeb610693c45392a0dac6a',1,'1. The number of people who got both tires inflated is 5.
+2. The number of people who got all their tricycle tires inflated is 3.
+3. The total number of people who used the bike inflation service is \(5 + 3 = 8\).
+4. Each tire costs 25 cents to inflate, so the total cost of inflating the tires is \(8 \times 25 = 200\) cents.
+5. Each tricycle tire costs 25 cents to inflate, so the total cost of inflating the tricycle tires is \(3 \times 25 = 75\) cents.
+6. The total cost is the sum of the costs of the tires and the tricycle tires, which is \(200 + 75 = 275\) cents.','stop',172,228,227,6.5558731260832825427e+00,167624534784.0,NULL);
+INSERT INTO "chains" VALUES(26,5,2,'a0f2a4c46a3a9eb0c81371d9ad7649965c4c9f3c0edeb610693c45392a0dac6a',2,'1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]','stop',59,228,227,6.5558731260832825427e+00,167624534784.0,NULL);
+INSERT INTO "chains" VALUES(26,5,3,'a0f2a4c46a3a9eb0c81371d9ad7649965c4c9f3c0edeb610693c45392a0dac6a',3,'1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]','stop',48,228,227,6.5558731260832825427e+00,167624534784.0,NULL);
+INSERT INTO "chains" VALUES(26,6,0,'283437d962bd36e3c8f4fe38bde3cfe194321e5fa7cf18e1bf7077f2fa23b26f',0,'3. Calculate the total cost of the tricycle tires:
+   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire','stop',31,239,238,1.26947947561397933569e+00,37494961728.0,NULL);
+INSERT INTO "chains" VALUES(26,6,1,'283437d962bd36e3c8f4fe38bde3cfe194321e5fa7cf18e1bf7077f2fa23b26f',1,'3. Calculate the total cost of the tricycle tires:
+   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire','stop',31,239,238,1.26947947561397933569e+00,37494961728.0,NULL);
+INSERT INTO "chains" VALUES(26,6,2,'283437d962bd36e3c8f4fe38bde3cfe194321e5fa7cf18e1bf7077f2fa23b26f',2,'3. Calculate the total cost of the tricycle tires:
+   - Total cost of tricycle tires = Number of tires * Cost per tire','stop',29,239,238,1.26947947561397933569e+00,37494961728.0,NULL);
+INSERT INTO "chains" VALUES(26,6,3,'283437d962bd36e3c8f4fe38bde3cfe194321e5fa7cf18e1bf7077f2fa23b26f',3,'3. Calculate the total cost of the tricycle tires:
+   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire','stop',31,239,238,1.26947947561397933569e+00,37494961728.0,NULL);
+INSERT INTO "chains" VALUES(26,7,0,'3994cd698e78c28119ee5e4c85e67907249b90ac572472ec64271680c49bddf3',0,'2. Each tire costs 25 cents to inflate, and 3 people got the tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','stop',63,287,286,2.10142081399135305375e+00,74989923456.0,NULL);
+INSERT INTO "chains" VALUES(26,7,1,'3994cd698e78c28119ee5e4c85e67907249b90ac572472ec64271680c49bddf3',1,'2. Each tire costs 25 cents to inflate, and 3 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','stop',61,287,286,2.10142081399135305375e+00,74989923456.0,NULL);
+INSERT INTO "chains" VALUES(26,7,2,'3994cd698e78c28119ee5e4c85e67907249b90ac572472ec64271680c49bddf3',2,'2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','stop',54,287,286,2.10142081399135305375e+00,74989923456.0,NULL);
+INSERT INTO "chains" VALUES(26,7,3,'3994cd698e78c28119ee5e4c85e67907249b90ac572472ec64271680c49bddf3',3,'2. Each tricycle tire costs 25 cents to inflate, and 3 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','stop',63,287,286,2.10142081399135305375e+00,74989923456.0,NULL);
+INSERT INTO "chains" VALUES(26,8,0,'8c3efb1f0c346fda30003df2a0bc1f5b2d933af3e05e306fce3e0510eb8f7569',0,'2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]','stop',50,276,275,1.69663957649936492089e+00,62071491264.0,NULL);
+INSERT INTO "chains" VALUES(26,8,1,'8c3efb1f0c346fda30003df2a0bc1f5b2d933af3e05e306fce3e0510eb8f7569',1,'2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]','stop',50,276,275,1.69663957649936492089e+00,62071491264.0,NULL);
+INSERT INTO "chains" VALUES(26,8,2,'8c3efb1f0c346fda30003df2a0bc1f5b2d933af3e05e306fce3e0510eb8f7569',2,'2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]','stop',50,276,275,1.69663957649936492089e+00,62071491264.0,NULL);
+INSERT INTO "chains" VALUES(26,8,3,'8c3efb1f0c346fda30003df2a0bc1f5b2d933af3e05e306fce3e0510eb8f7569',3,'2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]','stop',50,276,275,1.69663957649936492089e+00,62071491264.0,NULL);
+INSERT INTO "chains" VALUES(26,9,0,'b26460fff0a383fa8527a3aebd0c59989d952cbbd6e4fe574c560c6acc87f3e0',0,'3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]','stop',50,326,325,1.65861261434389795077e+00,61126240128.0,NULL);
+INSERT INTO "chains" VALUES(26,9,1,'b26460fff0a383fa8527a3aebd0c59989d952cbbd6e4fe574c560c6acc87f3e0',1,'3. For the one person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]','stop',49,326,325,1.65861261434389795077e+00,61126240128.0,NULL);
+INSERT INTO "chains" VALUES(26,9,2,'b26460fff0a383fa8527a3aebd0c59989d952cbbd6e4fe574c560c6acc87f3e0',2,'3. For the one person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]','stop',49,326,325,1.65861261434389795077e+00,61126240128.0,NULL);
+INSERT INTO "chains" VALUES(26,9,3,'b26460fff0a383fa8527a3aebd0c59989d952cbbd6e4fe574c560c6acc87f3e0',3,'3. For the 1 person who actually used the bike inflation service:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]','stop',49,326,325,1.65861261434389795077e+00,61126240128.0,NULL);
+INSERT INTO "chains" VALUES(26,10,0,'53024adb9fbc9720034bdd066543326dbd3c69c6648da3e3559a720f8af19356',0,'3. One person used the bike inflation service.
+   \[
+   \text{Total number of people} = 5 + 3 + 1 = 9 \text{ people}
+   \]
+   \[
+   \text{Total cost of inflating unicycle} = 1 \text{ dollar}
+   \]','stop',68,341,340,2.00252938550487069591e+00,67742998080.0,NULL);
+INSERT INTO "chains" VALUES(26,10,1,'53024adb9fbc9720034bdd066543326dbd3c69c6648da3e3559a720f8af19356',1,'3. One person actually came by on a unicycle.
+   \[
+   \text{Total number of people who used the bike inflation service} = 1
+   \]','stop',37,341,340,2.00252938550487069591e+00,67742998080.0,NULL);
+INSERT INTO "chains" VALUES(26,10,2,'53024adb9fbc9720034bdd066543326dbd3c69c6648da3e3559a720f8af19356',2,'3. One person actually used the bike inflation service.
+   \[
+   \text{Total number of people using the service} = 1 \text{ person}
+   \]','stop',37,341,340,2.00252938550487069591e+00,67742998080.0,NULL);
+INSERT INTO "chains" VALUES(26,10,3,'53024adb9fbc9720034bdd066543326dbd3c69c6648da3e3559a720f8af19356',3,'3. One person actually used the bike inflation service.
+   \[
+   \text{Total number of people} = 5 + 3 + 1 = 9
+   \]
+   \[
+   \text{Total cost of inflating} = 9 \times 0.25 = 2.25 \text{ dollars}
+   \]','stop',76,341,340,2.00252938550487069591e+00,67742998080.0,NULL);
+INSERT INTO "chains" VALUES(26,11,0,'4bd1db0004dfc8c7e304848202e367b6a5800fb3a81da13619a75625fed9654e',0,'4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 335 \text{ cents}
+   \]','stop',59,376,375,2.11752955625020344854e+00,73729588608.0,NULL);
+INSERT INTO "chains" VALUES(26,11,1,'4bd1db0004dfc8c7e304848202e367b6a5800fb3a81da13619a75625fed9654e',1,'4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]','stop',59,376,375,2.11752955625020344854e+00,73729588608.0,NULL);
+INSERT INTO "chains" VALUES(26,11,2,'4bd1db0004dfc8c7e304848202e367b6a5800fb3a81da13619a75625fed9654e',2,'4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]','stop',59,376,375,2.11752955625020344854e+00,73729588608.0,NULL);
+INSERT INTO "chains" VALUES(26,11,3,'4bd1db0004dfc8c7e304848202e367b6a5800fb3a81da13619a75625fed9654e',3,'Now, we add the costs of the tires and the tricycle tires to get the total cost:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+\]','stop',60,376,375,2.11752955625020344854e+00,73729588608.0,NULL);
+INSERT INTO "chains" VALUES(26,12,0,'b76a74a474c629700bbb6fb1d463a878be42099bd12a3788a06912a2887e5617',0,'4. Calculate the total cost of inflating the tires and the tricycle tires.
+   \[
+   \text{Total cost} = 1.25 + 0.75 = 2.00 \text{ dollars}
+   \]','stop',53,378,377,2.14810990260868717172e+00,73414504896.0,NULL);
+INSERT INTO "chains" VALUES(26,12,1,'b76a74a474c629700bbb6fb1d463a878be42099bd12a3788a06912a2887e5617',1,'4. Calculate the total cost of inflating the tires and the tricycle tires.
+   \[
+   \text{Total cost} = 1.25 + 0.75 = 2.00 \text{ dollars}
+   \]','stop',53,378,377,2.14810990260868717172e+00,73414504896.0,NULL);
+INSERT INTO "chains" VALUES(26,12,2,'b76a74a474c629700bbb6fb1d463a878be42099bd12a3788a06912a2887e5617',2,'4. Calculate the total cost of inflating both tires and the tricycle tires.
+   \[
+   \text{Total cost} = \text{Total cost of inflating tires} + \text{Total cost of inflating tricycle tires} = 1.25 + 0.75 = 2.00 \text{ dollars}
+   \]','stop',77,378,377,2.14810990260868717172e+00,73414504896.0,NULL);
+INSERT INTO "chains" VALUES(26,12,3,'b76a74a474c629700bbb6fb1d463a878be42099bd12a3788a06912a2887e5617',3,'4. Calculate the total cost of inflating the tires and the tricycle tires.
+   \[
+   \text{Total cost} = 1.25 + 0.75 = 2.00 \text{ dollars}
+   \]','stop',53,378,377,2.14810990260868717172e+00,73414504896.0,NULL);
+INSERT INTO "chains" VALUES(26,13,0,'b957e5764221d83ff916093ce48d62802e31b548b73c53cd5fe141bbe6070df7',0,'5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]','stop',51,435,434,1.77041969005614907572e+00,64277077248.0,NULL);
+INSERT INTO "chains" VALUES(26,13,1,'b957e5764221d83ff916093ce48d62802e31b548b73c53cd5fe141bbe6070df7',1,'5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 25 \text{ cents} = 260 \text{ cents}
+   \]','stop',52,435,434,1.77041969005614907572e+00,64277077248.0,NULL);
+INSERT INTO "chains" VALUES(26,13,2,'b957e5764221d83ff916093ce48d62802e31b548b73c53cd5fe141bbe6070df7',2,'5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 25 \text{ cents} = 260 \text{ cents}
+   \]','stop',52,435,434,1.77041969005614907572e+00,64277077248.0,NULL);
+INSERT INTO "chains" VALUES(26,13,3,'b957e5764221d83ff916093ce48d62802e31b548b73c53cd5fe141bbe6070df7',3,'5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 25 \text{ cents} = 260 \text{ cents}
+   \]','stop',52,435,434,1.77041969005614907572e+00,64277077248.0,NULL);
+INSERT INTO "chains" VALUES(26,14,0,'2fe7551dc126b21570a1ee4400aa07a83e3f591d24c4ea071e30a1c977607fd0',0,'5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+   \]','stop',52,435,434,1.7919656354074147142e+00,64907244672.0,NULL);
+INSERT INTO "chains" VALUES(26,14,1,'2fe7551dc126b21570a1ee4400aa07a83e3f591d24c4ea071e30a1c977607fd0',1,'5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   275 \text{ cents} + 275 \text{ cents} = 550 \text{ cents}
+   \]','stop',53,435,434,1.7919656354074147142e+00,64907244672.0,NULL);
+INSERT INTO "chains" VALUES(26,14,2,'2fe7551dc126b21570a1ee4400aa07a83e3f591d24c4ea071e30a1c977607fd0',2,'5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} = 125 \text{ cents}
+   \]','stop',52,435,434,1.7919656354074147142e+00,64907244672.0,NULL);
+INSERT INTO "chains" VALUES(26,14,3,'2fe7551dc126b21570a1ee4400aa07a83e3f591d24c4ea071e30a1c977607fd0',3,'5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   275 \text{ cents} + 25 \text{ cents} = 300 \text{ cents}
+   \]','stop',52,435,434,1.7919656354074147142e+00,64907244672.0,NULL);
+INSERT INTO "chains" VALUES(26,15,0,'deef562ffc536d1d1c45eec68843a57ab0582269957ace2bd790bb0b6699569f',0,'Therefore, the total amount Shawnda made that day is \(\boxed{125}\) dollars.','stop',23,487,486,9.84471778960031684846e-01,26782115520.0,NULL);
+INSERT INTO "chains" VALUES(26,15,1,'deef562ffc536d1d1c45eec68843a57ab0582269957ace2bd790bb0b6699569f',1,'Therefore, Shawnda made \(\boxed{125}\) dollars that day.','stop',19,487,486,9.84471778960031684846e-01,26782115520.0,NULL);
+INSERT INTO "chains" VALUES(26,15,2,'deef562ffc536d1d1c45eec68843a57ab0582269957ace2bd790bb0b6699569f',2,'So, the total amount Shawnda made that day is \(\boxed{125}\) dollars.','stop',23,487,486,9.84471778960031684846e-01,26782115520.0,NULL);
+INSERT INTO "chains" VALUES(26,15,3,'deef562ffc536d1d1c45eec68843a57ab0582269957ace2bd790bb0b6699569f',3,'Therefore, the total amount Shawnda made that day is \(\boxed{125}\) dollars.','stop',23,487,486,9.84471778960031684846e-01,26782115520.0,NULL);
+INSERT INTO "chains" VALUES(26,16,0,'c6efb8f3dda6dadea319f1130422e9e3b6b71a4d2baab07453283ff0f9f5e6dc',0,'Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one tire and one tricycle tire
+cost_per_tire = 25
+cost_per_tricycle_tire = 25','stop',49,486,485,1.50553401683456145043e+00,43166468544.0,NULL);
+INSERT INTO "chains" VALUES(26,16,1,'c6efb8f3dda6dadea319f1130422e9e3b6b71a4d2baab07453283ff0f9f5e6dc',1,'Therefore, the total amount of money Shawnda made that day is \(\boxed{310}\).','stop',23,486,485,1.50553401683456145043e+00,43166468544.0,NULL);
+INSERT INTO "chains" VALUES(26,16,2,'c6efb8f3dda6dadea319f1130422e9e3b6b71a4d2baab07453283ff0f9f5e6dc',2,'Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents','stop',43,486,485,1.50553401683456145043e+00,43166468544.0,NULL);
+INSERT INTO "chains" VALUES(26,16,3,'c6efb8f3dda6dadea319f1130422e9e3b6b71a4d2baab07453283ff0f9f5e6dc',3,'Now, we can write the final answer in the required format:
+\[
+\boxed{310}
+\]','stop',25,486,485,1.50553401683456145043e+00,43166468544.0,NULL);
+INSERT INTO "chains" VALUES(26,17,0,'8762a9a4cec6804423a85f4feced6c6b6e1a1fb0be4a0d9a5c37b1d817b2dcd9',0,'# Number of people who got both tires inflated
+num_people_tire_inflation = 5
+total_cost_tire_inflation = num_people_tire_inflation * cost_per_person_tire','stop',40,529,528,1.06984129553986218041e+00,40960882560.0,NULL);
+INSERT INTO "chains" VALUES(26,17,1,'8762a9a4cec6804423a85f4feced6c6b6e1a1fb0be4a0d9a5c37b1d817b2dcd9',1,'# Calculate the total cost for each type of tire
+total_cost_tire = 5 * cost_per_person_tire
+total_cost_tricycle_tire = 3 * cost_per_person_tire
+total_cost_unicycle = 1 * cost_per_person_tire','stop',55,529,528,1.06984129553986218041e+00,40960882560.0,NULL);
+INSERT INTO "chains" VALUES(26,17,2,'8762a9a4cec6804423a85f4feced6c6b6e1a1fb0be4a0d9a5c37b1d817b2dcd9',2,'# Number of people who got both tires inflated
+people_both_tires = 5','stop',18,529,528,1.06984129553986218041e+00,40960882560.0,NULL);
+INSERT INTO "chains" VALUES(26,17,3,'8762a9a4cec6804423a85f4feced6c6b6e1a1fb0be4a0d9a5c37b1d817b2dcd9',3,'# Number of people who got both tires inflated
+people_tire_inflated = 5','stop',20,529,528,1.06984129553986218041e+00,40960882560.0,NULL);
+INSERT INTO "chains" VALUES(26,18,0,'8e764881647086eb7222a9c54beb0744914a356489bba4a5203f52e12e1fd5ef',0,'# Number of people who got both tires inflated
+people_with_both_tires = 5','stop',19,535,534,6.50016262169132219561e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,18,1,'8e764881647086eb7222a9c54beb0744914a356489bba4a5203f52e12e1fd5ef',1,'# Number of people who got both tires inflated
+num_people_both_tires_inflated = 5','stop',22,535,534,6.50016262169132219561e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,18,2,'8e764881647086eb7222a9c54beb0744914a356489bba4a5203f52e12e1fd5ef',2,'# Number of people who got both tires inflated
+people_both_tires = 5','stop',18,535,534,6.50016262169132219561e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,18,3,'8e764881647086eb7222a9c54beb0744914a356489bba4a5203f52e12e1fd5ef',3,'# Calculate the number of people who got both tires inflated
+people_with_both_tires = 5','stop',21,535,534,6.50016262169132219561e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,19,0,'50f3e99b282bdfe4e571f1acc19de56ac2c7e2923358bba5e5dc52a27cc4183e',0,'# Calculate the total number of people who used the bike inflation service
+total_people_used = total_cost_tire + total_cost_tricycle_tire + total_cost_unicycle','stop',35,584,583,1.17044936592647,37494961728.0,NULL);
+INSERT INTO "chains" VALUES(26,19,1,'50f3e99b282bdfe4e571f1acc19de56ac2c7e2923358bba5e5dc52a27cc4183e',1,'# Calculate the total number of people who used the bike inflation service
+total_people = 5 + 3 + 1','stop',26,584,583,1.17044936592647,37494961728.0,NULL);
+INSERT INTO "chains" VALUES(26,19,2,'50f3e99b282bdfe4e571f1acc19de56ac2c7e2923358bba5e5dc52a27cc4183e',2,'# Calculate the total number of people who used the bike inflation service
+total_people = 5 + 3 + 1','stop',26,584,583,1.17044936592647,37494961728.0,NULL);
+INSERT INTO "chains" VALUES(26,19,3,'50f3e99b282bdfe4e571f1acc19de56ac2c7e2923358bba5e5dc52a27cc4183e',3,'# Calculate the total number of people who used the bike inflation service
+total_people_used = total_cost_tire + total_cost_tricycle_tire + total_cost_unicycle','stop',35,584,583,1.17044936592647,37494961728.0,NULL);
+INSERT INTO "chains" VALUES(26,20,0,'5df0e005a4171ab6441c0458562e8fd05cd9d6a3a7f5471574ab5cd31d81ac6b',0,'# Number of people who got all tricycle tires inflated
+people_tricycle_tires_inflated = 3','stop',24,549,548,8.89769055070064540657e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(26,20,1,'5df0e005a4171ab6441c0458562e8fd05cd9d6a3a7f5471574ab5cd31d81ac6b',1,'# Number of people who got all their tricycle tires inflated
+people_tricycle_inflated = 3','stop',23,549,548,8.89769055070064540657e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(26,20,2,'5df0e005a4171ab6441c0458562e8fd05cd9d6a3a7f5471574ab5cd31d81ac6b',2,'# Number of people who got all their tricycle tires inflated
+people_tricycle_inflated = 3','stop',23,549,548,8.89769055070064540657e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(26,20,3,'5df0e005a4171ab6441c0458562e8fd05cd9d6a3a7f5471574ab5cd31d81ac6b',3,'# Number of people who got all their tricycle tires inflated
+people_tricycle_tire_inflated = 3','stop',25,549,548,8.89769055070064540657e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(26,21,0,'cd2e919f0e0cad14cf045fe8e2b7e1aad068334e139b6b445c1c3c8f1f36e037',0,'# Number of people who actually came by on a unicycle
+people_unicycle = 1','stop',20,572,571,8.33034857933738104307e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,21,1,'cd2e919f0e0cad14cf045fe8e2b7e1aad068334e139b6b445c1c3c8f1f36e037',1,'# Number of people who actually came by on a unicycle
+people_unicycle = 1','stop',20,572,571,8.33034857933738104307e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,21,2,'cd2e919f0e0cad14cf045fe8e2b7e1aad068334e139b6b445c1c3c8f1f36e037',2,'# Number of people who actually came by on a unicycle
+people_unicycle = 1','stop',20,572,571,8.33034857933738104307e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,21,3,'cd2e919f0e0cad14cf045fe8e2b7e1aad068334e139b6b445c1c3c8f1f36e037',3,'# Number of people who actually came by on a unicycle
+people_unicycle = 1','stop',20,572,571,8.33034857933738104307e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,22,0,'38d5c78f657005416fabb87251db57232fe6b183a9720c3cb29d5b032f50c758',0,'# Number of people who actually came by on a unicycle
+people_unicycle = 1','stop',20,574,573,8.39809558933550914794e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,22,1,'38d5c78f657005416fabb87251db57232fe6b183a9720c3cb29d5b032f50c758',1,'# Number of people who actually came by on a unicycle
+people_unicycle = 1','stop',20,574,573,8.39809558933550914794e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,22,2,'38d5c78f657005416fabb87251db57232fe6b183a9720c3cb29d5b032f50c758',2,'# Number of people who actually came by on a unicycle
+people_unicycle = 1','stop',20,574,573,8.39809558933550914794e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(26,22,3,'38d5c78f657005416fabb87251db57232fe6b183a9720c3cb29d5b032f50c758',3,'# Number of people who actually came by on a unicycle
+people_unicycle = 1','stop',20,574,573,8.39809558933550914794e-01,24261445824.0,NULL);
+INSERT INTO "chains" VALUES(27,0,0,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',0,'To solve this problem, let''s break it down step-by-step:','stop',14,126,30,7.95768831123494613244e-01,36155855952.0,25);
+INSERT INTO "chains" VALUES(27,0,1,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',1,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:','stop',39,126,30,7.95768831123494613244e-01,36155855952.0,25);
+INSERT INTO "chains" VALUES(27,0,2,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',2,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:','stop',32,126,30,7.95768831123494613244e-01,36155855952.0,25);
+INSERT INTO "chains" VALUES(27,0,3,'587c40b216b57c543cd8c26e3d693fd91137c4d4cb6f955b413ceeffebb1e51b',3,'Let''s solve this step by step:','stop',8,126,30,7.95768831123494613244e-01,36155855952.0,25);
+INSERT INTO "chains" VALUES(27,1,0,'3bef90f04f69721cdda0eae4e4dbed11ebb22deb0231e1728d1a7119e9c6b3af',0,'1. Calculate the cost of inflating the tires. Each tire costs 25 cents to inflate, so we need to multiply 5 by 0.25.
+2. Calculate the cost of inflating the tricycle tires. Each tricycle tire costs 25 cents to inflate, so we need to multiply 3 by 0.25.
+3. Add the costs from steps 1 and 2 to get the total cost.
+4. Add the cost of the unicycle to the total cost to get the final amount made.','stop',112,158,157,2.4418197924376281449e+00,83497183680.0,NULL);
+INSERT INTO "chains" VALUES(27,1,1,'3bef90f04f69721cdda0eae4e4dbed11ebb22deb0231e1728d1a7119e9c6b3af',1,'1. Determine the cost of the tires.
+2. Determine the cost of the tricycle tires.
+3. Add the cost of the tires and tricycle tires to get the total cost.
+4. Subtract the cost of the unicycle from the total cost to get the amount she made that day.','stop',60,158,157,2.4418197924376281449e+00,83497183680.0,NULL);
+INSERT INTO "chains" VALUES(27,1,2,'3bef90f04f69721cdda0eae4e4dbed11ebb22deb0231e1728d1a7119e9c6b3af',2,'1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.','stop',50,158,157,2.4418197924376281449e+00,83497183680.0,NULL);
+INSERT INTO "chains" VALUES(27,1,3,'3bef90f04f69721cdda0eae4e4dbed11ebb22deb0231e1728d1a7119e9c6b3af',3,'1. Calculate the cost of inflating the tires.
+2. Calculate the cost of inflating the tricycle tires.
+3. Sum these amounts to get the total cost.
+4. Convert the total cost from cents to dollars.','stop',46,158,157,2.4418197924376281449e+00,83497183680.0,NULL);
+INSERT INTO "chains" VALUES(27,2,0,'025a7df9a82f88e64d2251b2c00fecb13e2091e4e2b9aaced9fcef7a379ba7ad',0,'2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.','stop',54,208,207,2.58759369044329590181e+00,72784337472.0,NULL);
+INSERT INTO "chains" VALUES(27,2,1,'025a7df9a82f88e64d2251b2c00fecb13e2091e4e2b9aaced9fcef7a379ba7ad',1,'2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 25 cents to inflate.
+   - Therefore, the cost of 3 tricycle tires is \(3 \times 0.25 = 0.75\) dollars.','stop',56,208,207,2.58759369044329590181e+00,72784337472.0,NULL);
+INSERT INTO "chains" VALUES(27,2,2,'025a7df9a82f88e64d2251b2c00fecb13e2091e4e2b9aaced9fcef7a379ba7ad',2,'2. Calculate the cost of the tricycle tires:
+   - There are 3 tires that need to be inflated, which are \(3 \times 25 = 75\) cents.
+   - Therefore, the cost of 75 tires is \(75 \times 0.25 = 18.75\) dollars.','stop',72,208,207,2.58759369044329590181e+00,72784337472.0,NULL);
+INSERT INTO "chains" VALUES(27,2,3,'025a7df9a82f88e64d2251b2c00fecb13e2091e4e2b9aaced9fcef7a379ba7ad',3,'2. Calculate the cost of the tricycle tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.25 = 0.75\) dollars.','stop',52,208,207,2.58759369044329590181e+00,72784337472.0,NULL);
+INSERT INTO "chains" VALUES(27,3,0,'5755b1f07b31eb71d519d493893758950ef2e611d0afc0af3cf42703bdddd569',0,'3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.','stop',40,262,261,1.32521964703530659157e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(27,3,1,'5755b1f07b31eb71d519d493893758950ef2e611d0afc0af3cf42703bdddd569',1,'3. Calculate the cost of the unicycle:
+   - The cost of a unicycle is not specified in the problem, so we will assume that the unicycle is not charged and proceed to the final step.','stop',43,262,261,1.32521964703530659157e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(27,3,2,'5755b1f07b31eb71d519d493893758950ef2e611d0afc0af3cf42703bdddd569',2,'3. Calculate the total cost of inflating both tires:
+   - The total cost of the tires is \(1.25 + 0.45 = 1.70\) dollars.','stop',41,262,261,1.32521964703530659157e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(27,3,3,'5755b1f07b31eb71d519d493893758950ef2e611d0afc0af3cf42703bdddd569',3,'3. Add the cost of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 1.70\) dollars.','stop',40,262,261,1.32521964703530659157e+00,50728477632.0,NULL);
+INSERT INTO "chains" VALUES(27,4,0,'58e389f009a222e482df66b23896e0a4163b693ef2947846a284be48479ac725',0,'Now, let''s write the final answer in the box:
+\boxed{2.70}','stop',21,302,301,1.83859974061693187685e+00,47577640512.0,NULL);
+INSERT INTO "chains" VALUES(27,4,1,'58e389f009a222e482df66b23896e0a4163b693ef2947846a284be48479ac725',1,'Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one tire in cents
+cost_per_tire = 0.25','stop',37,302,301,1.83859974061693187685e+00,47577640512.0,NULL);
+INSERT INTO "chains" VALUES(27,4,2,'58e389f009a222e482df66b23896e0a4163b693ef2947846a284be48479ac725',2,'Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1','stop',72,302,301,1.83859974061693187685e+00,47577640512.0,NULL);
+INSERT INTO "chains" VALUES(27,4,3,'58e389f009a222e482df66b23896e0a4163b693ef2947846a284be48479ac725',3,'Thus, the total amount Shawnda made that day is \(\boxed{2.70}\) dollars.','stop',24,302,301,1.83859974061693187685e+00,47577640512.0,NULL);
+INSERT INTO "chains" VALUES(27,5,0,'c76954fc27eb518426fa345134ccad6f37f002f0629077cc396c7854f2c09bf9',0,'# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire
+total_cost = total_cost_tire + total_cost_tricycle','stop',51,374,373,4.03372267181442190064e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(27,5,1,'c76954fc27eb518426fa345134ccad6f37f002f0629077cc396c7854f2c09bf9',1,'# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire
+total_cost = total_cost_tire + total_cost_tricycle','stop',51,374,373,4.03372267181442190064e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(27,5,2,'c76954fc27eb518426fa345134ccad6f37f002f0629077cc396c7854f2c09bf9',2,'# Calculate the total cost
+total_tire_cost = num_tires_tire * cost_per_tire
+total_tricycle_cost = num_tires_tricycle * cost_per_tire
+total_cost = total_tire_cost + total_tricycle_cost','stop',51,374,373,4.03372267181442190064e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(27,5,3,'c76954fc27eb518426fa345134ccad6f37f002f0629077cc396c7854f2c09bf9',3,'# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire','stop',38,374,373,4.03372267181442190064e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(27,6,0,'1d2f782bd212d39973a93800d3bdba10fefd1fca106130867effb9803a67468f',0,'# Calculate the total cost
+total_cost = total_cost_tire + total_cost_tricycle
+print(total_cost)
+```
+```output
+2.7
+```
+The total cost for the day is \(\boxed{2.70}\) dollars.','stop',54,412,411,2.97140269727888028938e+00,66482663232.0,NULL);
+INSERT INTO "chains" VALUES(27,6,1,'1d2f782bd212d39973a93800d3bdba10fefd1fca106130867effb9803a67468f',1,'# Calculate the total cost
+total_cost = total_cost_tire + total_cost_tricycle
+print(total_cost)
+```
+```output
+2.7
+```
+The final answer is \(\boxed{2.70}\) dollars.','stop',51,412,411,2.97140269727888028938e+00,66482663232.0,NULL);
+INSERT INTO "chains" VALUES(27,6,2,'1d2f782bd212d39973a93800d3bdba10fefd1fca106130867effb9803a67468f',2,'# Calculate the total cost
+total_cost = total_cost_tire + total_cost_tricycle
+print(total_cost)
+```
+```output
+2.7
+```
+The final answer is \(\boxed{2.70}\) dollars.','stop',51,412,411,2.97140269727888028938e+00,66482663232.0,NULL);
+INSERT INTO "chains" VALUES(27,6,3,'1d2f782bd212d39973a93800d3bdba10fefd1fca106130867effb9803a67468f',3,'# Calculate the total cost
+total_cost = total_cost_tire + total_cost_tricycle
+print(total_cost)
+```
+```output
+2.70
+```
+The total cost that Shawnda made that day is \(\boxed{2.70}\) dollars.','stop',58,412,411,2.97140269727888028938e+00,66482663232.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -4863,6 +5773,9 @@ INSERT INTO "jobs" VALUES(21,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_te
 INSERT INTO "jobs" VALUES(22,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-141',0,4,'beam:verifier=pyes,beam_width=4',0,'done','700','[{"event": "generate", "expand": [[0, 16]], "stop_at_step": true, "max_tokens": 256, "seeds": [1739500214], "usage": [{"prompt_tokens": 75, "cached_prompt_tokens": 30, "completion_tokens": 544, "calls": 1, "seconds": 27.950466199727884, "flops": 722171867904.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "scores": [[0.5665181488603069], [0.592373988876335], [0.5973808123650293], [0.6481750667726868], [0.5820540390046364], [0.603643300678203], [0.6338271995832074], [0.6032622866734415], [0.5998439682785583], [0.5564623379106742], [0.5752604247571231], [0.572145555781756], [0.6341001500073473], [0.6078027910634289], [0.5545972082960382], [0.6216814007155171]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "kept": [4, 13, 7, 16], "finished": [], "width": 4}, {"event": "generate", "expand": [[4, 4], [13, 4], [7, 4], [16, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1760744649, 7565410, 783571854, 264137913], "usage": [{"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 164, "calls": 1, "seconds": 6.73919979842196, "flops": 202913910528.0}, {"prompt_tokens": 90, "cached_prompt_tokens": 89, "completion_tokens": 196, "calls": 1, "seconds": 8.269464972731477, "flops": 243244625664.0}, {"prompt_tokens": 143, "cached_prompt_tokens": 142, "completion_tokens": 150, "calls": 1, "seconds": 6.042080170030818, "flops": 185269222656.0}, {"prompt_tokens": 140, "cached_prompt_tokens": 139, "completion_tokens": 320, "calls": 1, "seconds": 14.824174007345302, "flops": 399526146816.0}]}, {"event": "score", "nodes": [17, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.6481750667726868, 0.6584484527632904], [0.6481750667726868, 0.6435606836192449], [0.6341001500073473, 0.6435238621112422], [0.6341001500073473, 0.6202263402238204], [0.6341001500073473, 0.630875349754807], [0.6341001500073473, 0.6519938434708074], [0.6338271995832074, 0.6031806275549262], [0.6338271995832074, 0.6047427459897712], [0.6338271995832074, 0.595444816195232], [0.6338271995832074, 0.6344491172400819], [0.6216814007155171, 0.6509409365734209], [0.6216814007155171, 0.6239489253290385], [0.6216814007155171, 0.6326033332358497], [0.6216814007155171, 0.6460858970378444]]}, {"event": "step", "step": 1, "children": [17, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "kept": [17, 24, 29, 32], "finished": [], "width": 4}, {"event": "generate", "expand": [[17, 4], [24, 4], [29, 4], [32, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1001456805, 324432423, 1376224879, 17119164], "usage": [{"prompt_tokens": 144, "cached_prompt_tokens": 143, "completion_tokens": 245, "calls": 1, "seconds": 10.046638484579516, "flops": 305001033216.0}, {"prompt_tokens": 156, "cached_prompt_tokens": 155, "completion_tokens": 259, "calls": 1, "seconds": 10.477379990483502, "flops": 322645721088.0}, {"prompt_tokens": 235, "cached_prompt_tokens": 234, "completion_tokens": 198, "calls": 1, "seconds": 8.050063225399265, "flops": 245765295360.0}, {"prompt_tokens": 217, "cached_prompt_tokens": 216, "completion_tokens": 251, "calls": 1, "seconds": 10.138064942967294, "flops": 312563042304.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692], [0.6481750667726868, 0.6584484527632904, 0.5994792712029529], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534], [0.6481750667726868, 0.6584484527632904, 0.6090538319297927], [0.6341001500073473, 0.6519938434708074, 0.6188816058712462], [0.6341001500073473, 0.6519938434708074, 0.6216549471927103], [0.6341001500073473, 0.6519938434708074, 0.6292057209662618], [0.6341001500073473, 0.6519938434708074, 0.6137202198970557], [0.6216814007155171, 0.6509409365734209, 0.6088789546191383], [0.6216814007155171, 0.6509409365734209, 0.6311316667971414], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157], [0.6216814007155171, 0.6509409365734209, 0.628641721733054], [0.6216814007155171, 0.6460858970378444, 0.602503380509949], [0.6216814007155171, 0.6460858970378444, 0.6007013073357436], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915], [0.6216814007155171, 0.6460858970378444, 0.6331485596508472]]}, {"event": "step", "step": 2, "children": [33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48], "kept": [35, 47, 43, 33], "finished": [], "width": 4}, {"event": "generate", "expand": [[35, 4], [47, 4], [43, 4], [33, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [18688146, 797615773, 1877391543, 1863685370], "usage": [{"prompt_tokens": 222, "cached_prompt_tokens": 221, "completion_tokens": 265, "calls": 1, "seconds": 10.946345538792109, "flops": 330207730176.0}, {"prompt_tokens": 268, "cached_prompt_tokens": 267, "completion_tokens": 238, "calls": 1, "seconds": 10.946320663690866, "flops": 296178689280.0}, {"prompt_tokens": 287, "cached_prompt_tokens": 286, "completion_tokens": 196, "calls": 1, "seconds": 8.116187628981235, "flops": 243244625664.0}, {"prompt_tokens": 221, "cached_prompt_tokens": 144, "completion_tokens": 170, "calls": 1, "seconds": 8.893080662964495, "flops": 306261368064.0}]}, {"event": "score", "nodes": [49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64], "scores": [[0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6349456048572428], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.635350600604111], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6273515760581646], [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6191534934714402], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.6039209553377121], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5290221909196704], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5693475583481895], [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5845171475331525], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6251393132438738], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6228141127868784], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.5922198355004349], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6049629442530982], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045]]}, {"event": "step", "step": 3, "children": [49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64], "kept": [58, 60, 64, 63], "finished": [], "width": 4}, {"event": "generate", "expand": [[58, 4], [60, 4], [64, 4], [63, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1447521972, 544979794, 1801094280, 2091187969], "usage": [{"prompt_tokens": 317, "cached_prompt_tokens": 316, "completion_tokens": 308, "calls": 1, "seconds": 9.795151759896772, "flops": 384402128640.0}, {"prompt_tokens": 338, "cached_prompt_tokens": 337, "completion_tokens": 144, "calls": 1, "seconds": 4.209530445435802, "flops": 177707213568.0}, {"prompt_tokens": 245, "cached_prompt_tokens": 244, "completion_tokens": 65, "calls": 1, "seconds": 1.798970611315425, "flops": 78140760576.0}, {"prompt_tokens": 250, "cached_prompt_tokens": 249, "completion_tokens": 132, "calls": 1, "seconds": 3.8520478366495268, "flops": 162583195392.0}]}, {"event": "score", "nodes": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "scores": [[0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6336028162956532], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6376023580244263], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.5231828347614814], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6032623437358038], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6123984536477872], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.564033624937786], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6200796714475237], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6387558978858596], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6380937574651689], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6466132891588667], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6117306907922699], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6273637686365022]]}, {"event": "step", "step": 4, "children": [65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80], "kept": [74, 73, 78, 70], "finished": [], "width": 4}, {"event": "generate", "expand": [[74, 4], [73, 4], [78, 4], [70, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1529129924, 1077873120, 1419337931, 1007476112], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 55, "calls": 1, "seconds": 1.7149630950634882, "flops": 65537412096.0}, {"prompt_tokens": 264, "cached_prompt_tokens": 263, "completion_tokens": 33, "calls": 1, "seconds": 0.974808060966752, "flops": 37810045440.0}, {"prompt_tokens": 260, "cached_prompt_tokens": 259, "completion_tokens": 66, "calls": 1, "seconds": 2.096537550766571, "flops": 79401095424.0}, {"prompt_tokens": 363, "cached_prompt_tokens": 338, "completion_tokens": 248, "calls": 1, "seconds": 9.899061823248662, "flops": 339030074112.0}]}, {"event": "score", "nodes": [81, 82, 83, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6417409293988889], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6283054087631187], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.611069605266977], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6449888032394101], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.5925626760673082], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6286456456931643], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6456018315609836], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6150788098862788], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5931373767690981], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6241900174835262], [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5999932808803228]]}, {"event": "step", "step": 5, "children": [81, 82, 83, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96], "kept": [82, 83, 86, 90], "finished": [], "width": 4}, {"event": "generate", "expand": [[82, 4], [83, 4], [86, 4], [90, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1614906830, 1319889245, 2122913517, 165097610], "usage": [{"prompt_tokens": 271, "cached_prompt_tokens": 270, "completion_tokens": 110, "calls": 1, "seconds": 3.433674130560807, "flops": 134855828736.0}, {"prompt_tokens": 272, "cached_prompt_tokens": 271, "completion_tokens": 52, "calls": 1, "seconds": 1.4965729106722088, "flops": 61756407552.0}, {"prompt_tokens": 269, "cached_prompt_tokens": 268, "completion_tokens": 52, "calls": 1, "seconds": 1.4954365836698948, "flops": 61756407552.0}, {"prompt_tokens": 266, "cached_prompt_tokens": 265, "completion_tokens": 86, "calls": 1, "seconds": 2.5489006766081364, "flops": 104607792384.0}]}, {"event": "score", "nodes": [97, 98, 99, 100, 101, 105, 109, 110, 111, 112], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6368693925484941], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6147810641186207], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6302346162310284], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6203521130428811], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854, 0.6242400153241014], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.632866959494186], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029]]}, {"event": "step", "step": 6, "children": [97, 98, 99, 100, 101, 105, 109, 110, 111, 112], "kept": [109, 111, 112, 101], "finished": [], "width": 4}, {"event": "generate", "expand": [[109, 4], [111, 4], [112, 4], [101, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [638015442, 1903301964, 1028044881, 1543550390], "usage": [{"prompt_tokens": 292, "cached_prompt_tokens": 291, "completion_tokens": 32, "calls": 1, "seconds": 1.0347333541144812, "flops": 36549710592.0}, {"prompt_tokens": 281, "cached_prompt_tokens": 280, "completion_tokens": 32, "calls": 1, "seconds": 0.9850190111178865, "flops": 36549710592.0}, {"prompt_tokens": 285, "cached_prompt_tokens": 284, "completion_tokens": 58, "calls": 1, "seconds": 2.0957130726133726, "flops": 69318416640.0}, {"prompt_tokens": 285, "cached_prompt_tokens": 284, "completion_tokens": 102, "calls": 1, "seconds": 3.762924865289738, "flops": 124773149952.0}]}, {"event": "score", "nodes": [113, 117, 121, 122, 125, 126, 127, 128], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.607871430047396], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.6151361022349792], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6270013500775186], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.5926684417870361]]}, {"event": "step", "step": 7, "children": [113, 117, 121, 122, 125, 126, 127, 128], "kept": [113, 125, 126, 117], "finished": [], "width": 4}, {"event": "generate", "expand": [[113, 4], [125, 4], [126, 4], [117, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2033828409, 178515590, 912648947, 1225191988], "usage": [{"prompt_tokens": 300, "cached_prompt_tokens": 299, "completion_tokens": 51, "calls": 1, "seconds": 2.1361788389087444, "flops": 60496072704.0}, {"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 73, "calls": 1, "seconds": 3.146203642138013, "flops": 88223439360.0}, {"prompt_tokens": 319, "cached_prompt_tokens": 318, "completion_tokens": 95, "calls": 1, "seconds": 4.256919867126586, "flops": 115950806016.0}, {"prompt_tokens": 289, "cached_prompt_tokens": 288, "completion_tokens": 42, "calls": 1, "seconds": 1.6273701585641838, "flops": 49153059072.0}]}, {"event": "score", "nodes": [129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 140, 141, 142, 144], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6294730403081443], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6304026996765002], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6427706939099982], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6394605246947914], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6101189248882197], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6307408262649877], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6448029069831442], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6314990332230094], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6493541242625427], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6205459419482787], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6508907438799914]]}, {"event": "step", "step": 8, "children": [129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 140, 141, 142, 144], "kept": [132, 131, 129, 130], "finished": [], "width": 4}, {"event": "generate", "expand": [[132, 4], [131, 4], [129, 4], [130, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [305068212, 1800205451, 1337000738, 295057080], "usage": [{"prompt_tokens": 310, "cached_prompt_tokens": 309, "completion_tokens": 37, "calls": 1, "seconds": 0.9938506794216142, "flops": 42851384832.0}, {"prompt_tokens": 309, "cached_prompt_tokens": 308, "completion_tokens": 93, "calls": 1, "seconds": 3.4688314711803265, "flops": 113430136320.0}, {"prompt_tokens": 308, "cached_prompt_tokens": 305, "completion_tokens": 106, "calls": 1, "seconds": 4.129495219774135, "flops": 132335159040.0}, {"prompt_tokens": 324, "cached_prompt_tokens": 305, "completion_tokens": 108, "calls": 1, "seconds": 4.717166388559087, "flops": 155021186304.0}]}, {"event": "score", "nodes": [145, 146, 149, 150, 151, 152, 153, 154, 155, 156, 157, 158, 159, 160], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6863435406016235], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.679740962195443], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6040969929439698], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6576326153393791], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6491021941201306], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.6519044839516328], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.679081648431082], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.64820154448867], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6214820912884029], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6334279237213618]]}, {"event": "step", "step": 9, "children": [145, 146, 149, 150, 151, 152, 153, 154, 155, 156, 157, 158, 159, 160], "kept": [157, 154, 153, 145], "finished": [], "width": 4}, {"event": "generate", "expand": [[157, 4], [154, 4], [153, 4], [145, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [51232392, 982931736, 1946586338, 1528427222], "usage": [{"prompt_tokens": 367, "cached_prompt_tokens": 366, "completion_tokens": 110, "calls": 1, "seconds": 3.639291833343469, "flops": 134855828736.0}, {"prompt_tokens": 348, "cached_prompt_tokens": 347, "completion_tokens": 52, "calls": 1, "seconds": 1.6563829318551286, "flops": 61756407552.0}, {"prompt_tokens": 338, "cached_prompt_tokens": 337, "completion_tokens": 58, "calls": 1, "seconds": 1.8845488510687158, "flops": 69318416640.0}, {"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 81, "calls": 1, "seconds": 2.7244357067658656, "flops": 98306118144.0}]}, {"event": "score", "nodes": [161, 162, 163, 164, 165, 166, 169, 172, 173, 174, 175, 176], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6738188341520737], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6678674101679984], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.683776399847096], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6910988771689698], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6828101232037597], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6832965097578715], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6598288509881537], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6862793027688244], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196]]}, {"event": "step", "step": 10, "children": [161, 162, 163, 164, 165, 166, 169, 172, 173, 174, 175, 176], "kept": [176, 166, 165, 175], "finished": [], "width": 4}, {"event": "generate", "expand": [[176, 4], [166, 4], [165, 4], [175, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [539127628, 2098254078, 1056709811, 711685138], "usage": [{"prompt_tokens": 351, "cached_prompt_tokens": 350, "completion_tokens": 52, "calls": 1, "seconds": 1.9445973518503694, "flops": 61756407552.0}, {"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 52, "calls": 1, "seconds": 1.9426091218537282, "flops": 61756407552.0}, {"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 44, "calls": 1, "seconds": 1.6338086076307532, "flops": 51673728768.0}, {"prompt_tokens": 326, "cached_prompt_tokens": 325, "completion_tokens": 103, "calls": 1, "seconds": 4.068495458984006, "flops": 126033484800.0}]}, {"event": "score", "nodes": [177, 181, 185, 189, 190, 191, 192], "scores": [[0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196, 0.73627241414955], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675, 0.6917174904881551], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573, 0.6940558790891681], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.677316467506649], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7140720077049493], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7129580013991459], [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.6686971209041677]]}, {"event": "step", "step": 11, "children": [177, 181, 185, 189, 190, 191, 192], "kept": [177, 190, 191, 185], "finished": [177, 190, 191, 185], "width": 0}, {"event": "select", "how": "argmax", "pool": [177, 190, 191, 185], "scores": [0.73627241414955, 0.7140720077049493, 0.7129580013991459, 0.6940558790891681], "tally": {"700": 0.73627241414955, "2": 0.7140720077049493}, "tie_broken_by_rng": false, "chosen": 177}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s define the variables:\n- \\( B \\) = the number of baby bees\n- \\( W \\) = the number of worker bees\n- \\( Q \\) = the number of queens", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5665181488603069], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.592373988876335], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "Let''s denote the number of bees as follows:\n- Let \\( B \\) be the number of bees.\n- Let \\( W \\) be the number of worker bees.\n- Let \\( B \\) be the number of baby bees.\n- Let \\( Q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5973808123650293], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6481750667726868], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.\nLet''s denote:\n- B as the number of worker bees.\n- Q as the number of queens.\n- B'' as the number of babies.\n- W as the number of worker bees.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5820540390046364], "completion_tokens": 65, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "To solve the problem, let''s define the variables and set up the equations step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.603643300678203], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "Let''s denote the number of worker bees as \\( w \\). According to the problem, there are twice as many worker bees as baby bees. Let''s denote the number of baby bees as \\( b \\). According to the problem, there are twice as many babies as queens. Let''s denote the number of queens as \\( q \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6338271995832074], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "To solve this problem, we can follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6032622866734415], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 9, "parent": 0, "kind": "step", "step": "Let''s break down the problem step-by-step and then write the final answer using Python code.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5998439682785583], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 10, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll break it down into smaller steps and use Python to ensure our calculations are accurate. Here''s the step-by-step reasoning:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5564623379106742], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 11, "parent": 0, "kind": "step", "step": "Let''s solve this step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5752604247571231], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 12, "parent": 0, "kind": "step", "step": "Let''s denote the number of worker bees by \\( w \\), the number of baby bees by \\( b \\), and the number of queens by \\( q \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.572145555781756], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 13, "parent": 0, "kind": "step", "step": "To solve this problem, we can break it down into a few steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6341001500073473], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 14, "parent": 0, "kind": "step", "step": "Let''s denote the number of queen bees as \\( Q \\). According to the problem, the number of baby bees is twice the number of queens, so we can represent the number of baby bees as \\( B \\). Let the number of worker bees be \\( W \\).", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6078027910634289], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 15, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then write the final answer.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5545972082960382], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 16, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables as follows:\n- Let \\( b \\) be the number of baby bees.\n- Let \\( w \\) be the number of worker bees.\n- Let \\( q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6216814007155171], "completion_tokens": 65, "finish_reason": "stop"}, {"index": 17, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6481750667726868, 0.6584484527632904], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 18, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 19, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 20, "parent": 4, "kind": "step", "step": "1. Let \\( b \\) be the number of baby bees.\n2. Let \\( w \\) be the number of worker bees.\n3. Let \\( q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6481750667726868, 0.6435606836192449], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 21, "parent": 13, "kind": "step", "step": "1. Define the variables for the number of worker bees, baby bees, and queens.\n2. Set up the equations based on the problem statement.\n3. Solve the equations to find the number of worker bees.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.6435238621112422], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 22, "parent": 13, "kind": "step", "step": "1. Identify the number of queens.\n2. Use the information about the number of worker bees to find the number of baby bees.\n3. Use the information about the number of baby bees to find the number of worker bees.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.6202263402238204], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 23, "parent": 13, "kind": "step", "step": "1. Let \\( B \\) represent the number of baby bees.\n2. Let \\( W \\) represent the number of worker bees.\n3. Let \\( Q \\) represent the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6341001500073473, 0.630875349754807], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 24, "parent": 13, "kind": "step", "step": "1. Define the variables for the number of bees:\n   - Let \\( B \\) be the number of bees.\n   - Let \\( W \\) be the number of worker bees.\n   - Let \\( B_c \\) be the number of baby bees.\n   - Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "1", "step_scores": [0.6341001500073473, 0.6519938434708074], "completion_tokens": 66, "finish_reason": "stop"}, {"index": 25, "parent": 7, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)\n3. \\( q = 700 \\)", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.6031806275549262], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 26, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n\\[ w = 2b \\]\n\\[ b = 2q \\]\n\\[ q = 700 \\]", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.6047427459897712], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 27, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)\n3. \\( q = 700 \\)", "depth": 2, "terminal": null, "answer": "700", "step_scores": [0.6338271995832074, 0.595444816195232], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 28, "parent": 7, "kind": "step", "step": "From the problem, we can write the following equations:\n1. \\( w = 2b \\)\n2. \\( b = 2q \\)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6338271995832074, 0.6344491172400819], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 29, "parent": 16, "kind": "step", "step": "From the problem, we can derive the following equations:\n1. The total number of bees in the hive is 700:\n   \\[\n   b + w + q = 700\n   \\]\n2. There are twice as many worker bees as baby bees:\n   \\[\n   w = 2b\n   \\]\n3. There are twice as many babies as queens:\n   \\[\n   b = 2q\n   \\]", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209], "completion_tokens": 95, "finish_reason": "stop"}, {"index": 30, "parent": 16, "kind": "step", "step": "From the problem, we have the following information:\n1. There are 700 bees in the hive, so we can write: \\( b + w + q = 700 \\).\n2. There are twice as many worker bees as baby bees, so we can write: \\( w = 2b \\).\n3. There are twice as many babies as queens, so we can write: \\( b = 2q \\).", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6239489253290385], "completion_tokens": 91, "finish_reason": "stop"}, {"index": 31, "parent": 16, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( b = 2w \\) (number of baby bees)\n2. \\( w = 2b \\) (number of worker bees)\n3. \\( q = 2b \\) (number of queens)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6326033332358497], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 32, "parent": 16, "kind": "step", "step": "From the problem, we can write the following equations:\n1. The total number of bees is 700:\n\\[ b + w + q = 700 \\]\n2. There are twice as many worker bees as baby bees:\n\\[ w = 2b \\]\n3. There are twice as many babies as queens:\n\\[ q = 2b \\]", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6460858970378444], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 33, "parent": 17, "kind": "step", "step": "According to the problem, we have the following relationships:\n1. There are twice as many worker bees as baby bees: \\( W = 2B \\).\n2. There are twice as many babies as queens: \\( B = 2Q \\).\n3. There are 700 bees in the hive: \\( B + W + Q = 700 \\).", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 34, "parent": 17, "kind": "step", "step": "From the problem, we have the following relationships:\n1. \\( B = 2B \\)\n2. \\( W = 2Q \\)\n3. \\( B + Q + W = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.5994792712029529], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 35, "parent": 17, "kind": "step", "step": "From the problem, we know the following:\n1. The total number of bees in the hive is 700:\n\\[ B + W + Q = 700 \\]\n2. There are twice as many worker bees as baby bees:\n\\[ W = 2B \\]\n3. There are twice as many babies as queens:\n\\[ Q = 2B \\]", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534], "completion_tokens": 78, "finish_reason": "stop"}, {"index": 36, "parent": 17, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( B + W + Q = 700 \\)\n2. \\( W = 2B \\)\n3. \\( Q = 2B \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6090538319297927], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 37, "parent": 24, "kind": "step", "step": "2. According to the problem, we have the following relationships:\n   - \\( B = 700 \\)\n   - \\( W = 2B \\)\n   - \\( B_c = 2B_c \\)\n   - \\( Q = 2Q \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6188816058712462], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 38, "parent": 24, "kind": "step", "step": "2. Given relationships:\n   - \\( B = 700 \\) (total number of bees)\n   - \\( W = 2B \\) (number of worker bees)\n   - \\( B_c = 2B_c \\) (number of baby bees)\n   - \\( Q = 2Q \\) (number of queens)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6216549471927103], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 39, "parent": 24, "kind": "step", "step": "2. According to the problem:\n   - There are 700 bees in total: \\( B + W + B_c + Q = 700 \\).\n   - There are twice as many worker bees as baby bees: \\( W = 2B_c \\).\n   - There are twice as many babies as queens: \\( B_c = 2Q \\).", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6292057209662618], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 40, "parent": 24, "kind": "step", "step": "2. According to the problem, we know the following:\n   - \\( B = 700 \\)\n   - \\( W = 2B \\)\n   - \\( B_c = 2B_c \\)\n   - \\( Q = 2Q \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6341001500073473, 0.6519938434708074, 0.6137202198970557], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 41, "parent": 29, "kind": "step", "step": "Now we substitute the expressions for \\( w \\) and \\( b \\) in the first equation into the second and third equations:", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6088789546191383], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 42, "parent": 29, "kind": "step", "step": "Now we can substitute \\( w = 2b \\) and \\( b = 2q \\) into the first equation:\n\\[\nb + w + q = b + 2b + q = 5b = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6311316667971414], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 43, "parent": 29, "kind": "step", "step": "We can substitute the expression for \\( b \\) from the third equation into the second equation to express \\( w \\) in terms of \\( q \\):\n\\[\nw = 2b = 2(2q) = 4q\n\\]", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 44, "parent": 29, "kind": "step", "step": "Now we can substitute the expressions for \\( w \\) and \\( b \\) in terms of \\( q \\) into the first equation:\n\\[\nb + 2b + q = 700\n\\]\nSimplifying this, we get:\n\\[\n5b + q = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.628641721733054], "completion_tokens": 67, "finish_reason": "stop"}, {"index": 45, "parent": 32, "kind": "step", "step": "Now we can substitute the second and third equations into the first equation to solve for \\( b \\):\n\\[ b + 2b + 2b = 700 \\]\n\\[ 7b = 700 \\]\n\\[ b = \\frac{700}{7} \\]\n\\[ b = 100 \\]", "depth": 3, "terminal": null, "answer": "100", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.602503380509949], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 46, "parent": 32, "kind": "step", "step": "We can substitute the expressions for \\( w \\) and \\( q \\) into the first equation:\n\\[ b + (2b) + (2b) = 700 \\]\n\\[ 7b = 700 \\]\n\\[ b = \\frac{700}{7} \\]\n\\[ b = 100 \\]", "depth": 3, "terminal": null, "answer": "100", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6007013073357436], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 47, "parent": 32, "kind": "step", "step": "Now, we substitute the expressions for \\( w \\) and \\( q \\) in the first equation into it:\n\\[ b + 2b + 2b = 700 \\]\n\\[ 6b = 700 \\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 48, "parent": 32, "kind": "step", "step": "Now, we substitute \\( w = 2b \\) and \\( q = 2b \\) into the first equation:\n\\[ b + (2b) + (2b) = 700 \\]\n\\[ 7b = 700 \\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6331485596508472], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 49, "parent": 35, "kind": "step", "step": "Now we can substitute these expressions into the first equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 5B = 700 \\]\n\\[ B = \\frac{700}{5} \\]\n\\[ B = 140 \\]", "depth": 4, "terminal": null, "answer": "140", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6349456048572428], "completion_tokens": 62, "finish_reason": "stop"}, {"index": 50, "parent": 35, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( Q \\) in the first equation into the second equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 6B = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.635350600604111], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 51, "parent": 35, "kind": "step", "step": "Now, we can substitute the expressions for \\( W \\) and \\( Q \\) in the total number of bees equation:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 7B = 700 \\]\n\\[ B = \\frac{700}{7} \\]\n\\[ B = 100 \\]", "depth": 4, "terminal": null, "answer": "100", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6273515760581646], "completion_tokens": 76, "finish_reason": "stop"}, {"index": 52, "parent": 35, "kind": "step", "step": "Now we substitute \\( W \\) and \\( Q \\) from equations 2 and 3 into equation 1:\n\\[ B + 2B + 2B = 700 \\]\n\\[ 7B = 700 \\]\n\\[ B = \\frac{700}{7} \\]\n\\[ B = 100 \\]", "depth": 4, "terminal": null, "answer": "100", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.6779749943493534, 0.6191534934714402], "completion_tokens": 75, "finish_reason": "stop"}, {"index": 53, "parent": 47, "kind": "step", "step": "Solving for \\( b \\):\n\\[ b = \\frac{700}{6} \\]\n\\[ b = \\frac{350}{3} \\approx 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.6039209553377121], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 54, "parent": 47, "kind": "step", "step": "Next, we solve for \\( b \\) by dividing both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]\nSince the number of bees must be a whole number, we check if there was a mistake in the interpretation or the problem constraints. However, based on the problem statement, it seems there might be an inconsistency or a different interpretation, but let''s assume the problem statement is correct and proceed with the solution.", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5290221909196704], "completion_tokens": 107, "finish_reason": "stop"}, {"index": 55, "parent": 47, "kind": "step", "step": "To find \\( b \\), we divide both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5693475583481895], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 56, "parent": 47, "kind": "step", "step": "To solve for \\( b \\), we divide both sides of the equation by 6:\n\\[ b = \\frac{700}{6} \\]\n\\[ b = 116.67 \\]", "depth": 4, "terminal": null, "answer": "116.67", "step_scores": [0.6216814007155171, 0.6460858970378444, 0.6467121772098915, 0.5845171475331525], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 57, "parent": 43, "kind": "step", "step": "Now we substitute these expressions for \\( w \\) and \\( b \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6251393132438738], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 58, "parent": 43, "kind": "step", "step": "Now we have two expressions for \\( w \\):\n\\[\nw = 4q\n\\]\n\\[\nb = 2q\n\\]", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 59, "parent": 43, "kind": "step", "step": "Now substitute \\( w \\) and \\( b \\) into the first equation:\n\\[\n4q + w + q = 700\n\\]\n\\[\n4q + 4q + q = 700\n\\]\n\\[\n12q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6228141127868784], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 60, "parent": 43, "kind": "step", "step": "Now substitute the expressions for \\( b \\) and \\( w \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 61, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( B \\) and \\( W \\) from the first two equations into the third equation:\n\\[ B + 2B + 2Q = 700 \\]\n\\[ 5B + 2Q = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.5922198355004349], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 62, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the second and third equations into the fourth equation:\n\\[ B + (2B) + (2Q) = 700 \\]\n\\[ 5B + 2Q = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6049629442530982], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 63, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( B \\) and \\( W \\) in the third equation into the second equation to find \\( Q \\):", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 64, "parent": 33, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the third equation into the second equation:", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 65, "parent": 58, "kind": "step", "step": "We can substitute these expressions for \\( w \\) and \\( b \\) into the first equation:\n\\[\nb + w + q = 700\n\\]\n\\[\n(b + 4q) + (4q) + q = 700\n\\]\n\\[\n2b + 9q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6336028162956532], "completion_tokens": 74, "finish_reason": "stop"}, {"index": 66, "parent": 58, "kind": "step", "step": "Substituting \\( w = 4q \\) into the first equation:\n\\[\nb + 4q + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6376023580244263], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 67, "parent": 58, "kind": "step", "step": "We can now substitute these expressions for \\( w \\) and \\( b \\) into the first equation to express \\( q \\):\n\\[\n4q + w + q = 700\n\\]\n\\[\n4q + 4q + q = 700\n\\]\n\\[\n12q = 700\n\\]\n\\[\nq = \\frac{700}{12}\n\\]\n\\[\nq = 58.3333\\ldots\n\\]", "depth": 5, "terminal": null, "answer": "58.3333", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.5231828347614814], "completion_tokens": 107, "finish_reason": "stop"}, {"index": 68, "parent": 58, "kind": "step", "step": "We can substitute these expressions into the first equation to solve for \\( b \\):\n\\[\nb + w + q = 700\n\\]\n\\[\nb + (4q) + q = 700\n\\]\n\\[\nb + 5q = 700\n\\]\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6644521313250161, 0.6032623437358038], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 69, "parent": 60, "kind": "step", "step": "Now we have a simplified equation:\n\\[\nb + 5q = 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6123984536477872], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 70, "parent": 60, "kind": "step", "step": "We can solve this equation for \\( b \\):\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 71, "parent": 60, "kind": "step", "step": "To find the value of \\( q \\), we need to isolate it on one side of the equation. We can do this by subtracting \\( 5q \\) from both sides:\n\\[\nb = 700 - 5q\n\\]", "depth": 5, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.564033624937786], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 72, "parent": 60, "kind": "step", "step": "Next, we need to find the value of \\( q \\). Since we have two equations:\n1. \\( b + 5q = 700 \\)\n2. \\( w = 4q \\)", "depth": 5, "terminal": null, "answer": "4", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6200796714475237], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 73, "parent": 64, "kind": "step", "step": "\\[ B + (2Q) + (2Q) = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 74, "parent": 64, "kind": "step", "step": "\\[\n2Q = 2B + 700\n\\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 75, "parent": 64, "kind": "step", "step": "\\[ 2Q + 2B = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6387558978858596], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 76, "parent": 64, "kind": "step", "step": "\\[ 2Q + B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6380937574651689], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 77, "parent": 63, "kind": "step", "step": "\\[ B = 2Q \\implies 700 = 2Q + 2B \\implies 700 = 2Q + 4B \\implies 700 = 4Q + B \\implies B = 700 - 4Q \\]", "depth": 5, "terminal": null, "answer": "4", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6466132891588667], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 78, "parent": 63, "kind": "step", "step": "\\[ 2Q = 2B \\]", "depth": 5, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 79, "parent": 63, "kind": "step", "step": "\\[ B + (2B) + Q = 700 \\]\n\\[ 3B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6117306907922699], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 80, "parent": 63, "kind": "step", "step": "\\[ B + (2B) + Q = 700 \\]\n\\[ 5B + Q = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.6273637686365022], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 81, "parent": 74, "kind": "step", "step": "Next, we substitute \\( B = 2Q \\) into the first equation:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6417409293988889], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 82, "parent": 74, "kind": "step", "step": "Now, we can solve for \\( Q \\):", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 83, "parent": 74, "kind": "step", "step": "Dividing both sides of the equation by 2:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 84, "parent": 74, "kind": "step", "step": "Next, we substitute \\( B = 2Q \\) into the first equation:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 85, "parent": 73, "kind": "step", "step": "Simplifying the left side, we get:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6283054087631187], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 86, "parent": 73, "kind": "step", "step": "Simplify the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854], "completion_tokens": 5, "finish_reason": "stop"}, {"index": 87, "parent": 73, "kind": "step", "step": "Combining like terms, we get:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.611069605266977], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 88, "parent": 73, "kind": "step", "step": "Simplifying the left side of the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6449888032394101], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 89, "parent": 78, "kind": "step", "step": "From the first equation, we know \\( B = 2B \\). So we can substitute \\( B = 2B \\) into the equation \\( 2Q = 2B \\):", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.5925626760673082], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 90, "parent": 78, "kind": "step", "step": "\\[ Q = B \\]", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 91, "parent": 78, "kind": "step", "step": "Solving for \\( Q \\):", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6286456456931643], "completion_tokens": 7, "finish_reason": "stop"}, {"index": 92, "parent": 78, "kind": "step", "step": "So, we can solve for \\( Q \\) as follows:", "depth": 6, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.6456018315609836], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 93, "parent": 70, "kind": "step", "step": "We can substitute \\( b = 700 - 5q \\) into the first equation to express \\( w \\) in terms of \\( q \\):\n\\[\n(700 - 5q) + 4q = 700\n\\]\n\\[\n700 - q = 700\n\\]", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6150788098862788], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 94, "parent": 70, "kind": "step", "step": "So the number of worker bees is \\( 700 - 5q \\).", "depth": 6, "terminal": null, "answer": "5", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5931373767690981], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 95, "parent": 70, "kind": "step", "step": "Since \\( b \\) must be a positive integer, \\( 700 - 5q \\) must also be a positive integer. The smallest positive integer that satisfies this equation is 701. Substituting \\( b = 701 \\) back into the equation for \\( w \\):\n\\[\nw = 4q = 701\n\\]", "depth": 6, "terminal": null, "answer": "701", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.6241900174835262], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 96, "parent": 70, "kind": "step", "step": "To find the value of \\( q \\), we can substitute \\( b = 700 - 5q \\) back into the equation \\( b + w = 700 \\):\n\\[\n(700 - 5q) + w = 700\n\\]\n\\[\n700 - 5q + w = 700\n\\]", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6216814007155171, 0.6509409365734209, 0.6425971203376157, 0.6501833299721542, 0.6478666865777977, 0.5999932808803228], "completion_tokens": 80, "finish_reason": "stop"}, {"index": 97, "parent": 82, "kind": "step", "step": "\\[\nQ = \\frac{700 - 2B}{2}\n\\]", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6368693925484941], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 98, "parent": 82, "kind": "step", "step": "\\[\n2Q = 2B + 700\n\\]\n\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6147810641186207], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 99, "parent": 82, "kind": "step", "step": "\\[\nQ = 700 - 2B\n\\]", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6302346162310284], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 100, "parent": 82, "kind": "step", "step": "\\[\n2Q - 2B = 700\n\\]\n\\[\nQ = \\frac{700}{2} - B\n\\]\n\\[\nQ = 350 - B\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6708033741646731, 0.6203521130428811], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 101, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 102, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 103, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 104, "parent": 83, "kind": "step", "step": "\\[\nQ = B + 350\n\\]", "depth": 7, "terminal": null, "answer": "350", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 105, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6540005364457199, 0.6604987691096854, 0.6242400153241014], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 106, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 107, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 108, "parent": 86, "kind": "step", "step": "\\[ B + 4Q = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 109, "parent": 90, "kind": "step", "step": "So, we know that \\( Q = B \\). Now we can substitute \\( Q = B \\) into the first equation:", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 110, "parent": 90, "kind": "step", "step": "Now that we have the value of \\( Q \\), we can substitute it back into the first equation to find \\( W \\):", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.632866959494186], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 111, "parent": 90, "kind": "step", "step": "Now we can substitute \\( Q = B \\) into the first equation:", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 112, "parent": 90, "kind": "step", "step": "Now we can substitute \\( Q \\) back into the third equation to find \\( W \\):", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 113, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 114, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 115, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 116, "parent": 109, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 117, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 118, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 119, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 120, "parent": 111, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 121, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.607871430047396], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 122, "parent": 112, "kind": "step", "step": "\\[ B + W + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6424368727371029, 0.6151361022349792], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 123, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 124, "parent": 112, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 8, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 125, "parent": 101, "kind": "step", "step": "Now we have two expressions for \\( Q \\):\n1. \\( Q = B + 350 \\)\n2. \\( B = 2Q \\)", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 126, "parent": 101, "kind": "step", "step": "Now we have a system of linear equations:\n\\[\nW = 2B\n\\]\n\\[\nB = 2Q + 350\n\\]", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 127, "parent": 101, "kind": "step", "step": "Now we have two equations:\n1. \\( W = 2B \\)\n2. \\( Q = B + 350 \\)", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6270013500775186], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 128, "parent": 101, "kind": "step", "step": "Now we have the equation:", "depth": 8, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.5926684417870361], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 129, "parent": 113, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 130, "parent": 113, "kind": "step", "step": "\\[ W = 2(B) = 2 \\times 700 = 1400 \\]", "depth": 9, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 131, "parent": 113, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 132, "parent": 113, "kind": "step", "step": "\\[ W = 2 \\times B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 133, "parent": 125, "kind": "step", "step": "We can substitute the expression for \\( B \\) from the first equation into the second equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6294730403081443], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 134, "parent": 125, "kind": "step", "step": "We can substitute the expression for \\( B \\) from the second equation into the first equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6304026996765002], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 135, "parent": 125, "kind": "step", "step": "Substituting \\( Q = B + 350 \\) into the first equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6427706939099982], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 136, "parent": 125, "kind": "step", "step": "We can substitute \\( Q \\) from the first expression into the second expression:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6635014627703043, 0.6394605246947914], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 137, "parent": 126, "kind": "step", "step": "We can substitute \\( B = 2Q + 350 \\) into the first equation \\( W = 2B \\):", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6101189248882197], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 138, "parent": 126, "kind": "step", "step": "We can substitute \\( Q = B + 350 \\) into \\( W = 2B \\):", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6307408262649877], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 139, "parent": 126, "kind": "step", "step": "We can solve these equations step by step. First, substitute \\( Q = B + 350 \\) into the first equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6448029069831442], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 140, "parent": 126, "kind": "step", "step": "We can substitute \\( Q \\) from the first equation into the second equation:", "depth": 9, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6464449558660045, 0.6553829199224475, 0.6631704450735662, 0.6389800510221946, 0.6531755929533681, 0.6314990332230094], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 141, "parent": 117, "kind": "step", "step": "\\[ W = 2 \\cdot B = 2B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6493541242625427], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 142, "parent": 117, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6205459419482787], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 143, "parent": 117, "kind": "step", "step": "\\[ W = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 144, "parent": 117, "kind": "step", "step": "\\[ W = 2 \\times B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6489501406665156, 0.6445343524689052, 0.6508907438799914], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 145, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 146, "parent": 132, "kind": "step", "step": "\\[ W = 2 \\times 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6863435406016235], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 147, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 148, "parent": 132, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 10, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 149, "parent": 131, "kind": "step", "step": "Now we can solve for \\( B \\) by dividing both sides by 2:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.679740962195443], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 150, "parent": 131, "kind": "step", "step": "So, the number of worker bees \\( W \\) is 700. Let''s write the final answer as \\(\\boxed{700}\\).", "depth": 10, "terminal": "answer", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6040969929439698], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 151, "parent": 131, "kind": "step", "step": "Now we can solve for \\( B \\) and \\( W \\):", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6576326153393791], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 152, "parent": 131, "kind": "step", "step": "Now we have \\( W = 700 \\) and \\( Q = B \\), so we can solve for \\( B \\):", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6701268356798262, 0.6491021941201306], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 153, "parent": 129, "kind": "step", "step": "So, we know that \\( W = 2B \\). Now we can substitute \\( W = 2B \\) into the third equation:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 154, "parent": 129, "kind": "step", "step": "Since both expressions equal \\( W \\), we can conclude that \\( W = B \\). Now we can substitute \\( W = B \\) and \\( Q = B \\) into the third equation:", "depth": 10, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 155, "parent": 129, "kind": "step", "step": "From this, we can see that \\( B \\) must be equal to 350 because:", "depth": 10, "terminal": null, "answer": "350", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.6519044839516328], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 156, "parent": 129, "kind": "step", "step": "Thus, the number of worker bees is \\( 700 \\).", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.679081648431082], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 157, "parent": 130, "kind": "step", "step": "So, the number of worker bees is 1400. Let''s confirm this by writing the Python code.\n```python\n# Define the number of bees\ntotal_bees = 700", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 158, "parent": 130, "kind": "step", "step": "So, there are 1400 worker bees in the hive.", "depth": 10, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.64820154448867], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 159, "parent": 130, "kind": "step", "step": "So, the number of worker bees is 1400. We can write this final answer as \\(\\boxed{1400}\\).", "depth": 10, "terminal": "answer", "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6214820912884029], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 160, "parent": 130, "kind": "step", "step": "So, the number of worker bees is \\( W = 1400 \\).", "depth": 10, "terminal": null, "answer": "1400", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.6334279237213618], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 161, "parent": 157, "kind": "step", "step": "# Define the equations\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6738188341520737], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 162, "parent": 157, "kind": "step", "step": "# Define the relationships\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6678674101679984], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 163, "parent": 157, "kind": "step", "step": "# Define the equations based on the relationships\n# W = 2B\n# B = 2Q\n# Q = B", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.683776399847096], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 164, "parent": 157, "kind": "step", "step": "# Define the equations\n# Let W be the number of worker bees\n# Let B be the number of baby bees\n# Let Q be the number of queens", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6641477806370746, 0.7103577804291795, 0.6910988771689698], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 165, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 166, "parent": 154, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 167, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 168, "parent": 154, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 169, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6828101232037597], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 170, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 171, "parent": 153, "kind": "step", "step": "\\[ B + 2B + B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 172, "parent": 153, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7020991646923432, 0.6832965097578715], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 173, "parent": 145, "kind": "step", "step": "This gives us two equations:\n1. \\( W = 2B \\)\n2. \\( B = 2Q \\)", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6598288509881537], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 174, "parent": 145, "kind": "step", "step": "So, the number of worker bees is \\( 2B \\).", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.6862793027688244], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 175, "parent": 145, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 176, "parent": 145, "kind": "step", "step": "This simplifies to \\( W = B \\), which is consistent with our previous reasoning. Now we can substitute \\( Q = B \\) into the third equation:", "depth": 11, "terminal": null, "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 177, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7385682527646196, 0.73627241414955], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 178, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 179, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 180, "parent": 176, "kind": "step", "step": "\\[ B + W + Q = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 181, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.7258376940500675, 0.6917174904881551], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 182, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 183, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 184, "parent": 166, "kind": "step", "step": "\\[ B + B + B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 185, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6681498806955233, 0.7073587182541043, 0.700955016298573, 0.6940558790891681], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 186, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 187, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 188, "parent": 165, "kind": "step", "step": "\\[ 3B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 189, "parent": 175, "kind": "step", "step": "\\[ W = 2B \\]", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.677316467506649], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 190, "parent": 175, "kind": "step", "step": "Now we have two expressions for \\( W \\): \\( W = 2B \\) and \\( W = 2B \\). So we can solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7140720077049493], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 191, "parent": 175, "kind": "step", "step": "So, we know that \\( W = 2B \\). Now we can substitute \\( Q = B \\) and \\( W = 2B \\) into the third equation:", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.7129580013991459], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 192, "parent": 175, "kind": "step", "step": "Since \\( B = Q \\), we can also substitute \\( Q = B \\) into the third equation:", "depth": 12, "terminal": "max_steps", "answer": "2", "step_scores": [0.6481750667726868, 0.6584484527632904, 0.638277231971692, 0.6358241807535241, 0.648740401492961, 0.654080270617544, 0.6793353088950539, 0.6880287784197413, 0.6798686214134043, 0.6946133388295092, 0.7007908360579425, 0.6686971209041677], "completion_tokens": 22, "finish_reason": "stop"}]}]',12067,11858,5928,363,96202,96202,12292045772544.0,4799355101184.0,5.44214480281996657159e+02,3.50855921596165785556e+02,1.79632193285257577898e+09);
 INSERT INTO "jobs" VALUES(23,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-141',0,2,'beam:verifier=pyes,beam_width=2',0,'done','700','[{"event": "generate", "expand": [[0, 8]], "stop_at_step": true, "max_tokens": 256, "seeds": [1739500214], "usage": [{"prompt_tokens": 75, "cached_prompt_tokens": 74, "completion_tokens": 494, "calls": 1, "seconds": 27.173797173668703, "flops": 613783070976.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8], "scores": [[0.5711787499069838], [0.573404690530456], [0.6227945656191272], [0.6589290773051331], [0.586049732275418], [0.6286257195923673], [0.5419253268362452], [0.6165411032831841]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8], "kept": [4, 6], "finished": [], "width": 2}, {"event": "generate", "expand": [[4, 4], [6, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1439964863, 584297730], "usage": [{"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 218, "calls": 1, "seconds": 6.929401674654814, "flops": 270971992320.0}, {"prompt_tokens": 130, "cached_prompt_tokens": 129, "completion_tokens": 247, "calls": 1, "seconds": 7.887237222124515, "flops": 307521702912.0}]}, {"event": "score", "nodes": [9, 10, 11, 12, 13, 14, 15, 16], "scores": [[0.6589290773051331, 0.6150837913427892], [0.6589290773051331, 0.6536066479618595], [0.6589290773051331, 0.6341593650420493], [0.6589290773051331, 0.6410044480866158], [0.6286257195923673, 0.6565810630471206], [0.6286257195923673, 0.5868705641231642], [0.6286257195923673, 0.6344585173143427], [0.6286257195923673, 0.6098572736714171]]}, {"event": "step", "step": 1, "children": [9, 10, 11, 12, 13, 14, 15, 16], "kept": [13, 10], "finished": [], "width": 2}, {"event": "generate", "expand": [[13, 4], [10, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1760744649, 7565410], "usage": [{"prompt_tokens": 221, "cached_prompt_tokens": 220, "completion_tokens": 224, "calls": 1, "seconds": 8.021001862334519, "flops": 278534001408.0}, {"prompt_tokens": 144, "cached_prompt_tokens": 143, "completion_tokens": 198, "calls": 1, "seconds": 6.932731076171781, "flops": 245765295360.0}]}, {"event": "score", "nodes": [17, 18, 19, 20, 21, 22, 23, 24], "scores": [[0.6286257195923673, 0.6565810630471206, 0.6374521545836299], [0.6286257195923673, 0.6565810630471206, 0.6249045416336138], [0.6286257195923673, 0.6565810630471206, 0.6522889905813698], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989], [0.6589290773051331, 0.6536066479618595, 0.6134956929438046], [0.6589290773051331, 0.6536066479618595, 0.6217109235059932], [0.6589290773051331, 0.6536066479618595, 0.6146036545053059]]}, {"event": "step", "step": 2, "children": [17, 18, 19, 20, 21, 22, 23, 24], "kept": [20, 21], "finished": [], "width": 2}, {"event": "generate", "expand": [[20, 4], [21, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2047230733, 157877894], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 269, "calls": 1, "seconds": 11.664490576052797, "flops": 335249069568.0}, {"prompt_tokens": 217, "cached_prompt_tokens": 216, "completion_tokens": 136, "calls": 1, "seconds": 5.2200251710735195, "flops": 167624534784.0}]}, {"event": "score", "nodes": [25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6395431231052698], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.5913083487836329], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6234522423604326], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6474898911531367], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6487445984694813], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6447009792282846]]}, {"event": "step", "step": 3, "children": [25, 26, 27, 28, 29, 30, 31, 32], "kept": [25, 30], "finished": [], "width": 2}, {"event": "generate", "expand": [[25, 4], [30, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1001456805, 324432423], "usage": [{"prompt_tokens": 317, "cached_prompt_tokens": 316, "completion_tokens": 138, "calls": 1, "seconds": 5.91402528093591, "flops": 170145204480.0}, {"prompt_tokens": 239, "cached_prompt_tokens": 238, "completion_tokens": 85, "calls": 1, "seconds": 3.023005973097118, "flops": 103347457536.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39], "scores": [[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.49135112612789705], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5544813020284061], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5164122756204887], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6370131947611887], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6223361149705193]]}, {"event": "step", "step": 4, "children": [33, 34, 35, 36, 37, 38, 39], "kept": [33, 38], "finished": [], "width": 2}, {"event": "generate", "expand": [[33, 4], [38, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [532980518, 1551813540], "usage": [{"prompt_tokens": 339, "cached_prompt_tokens": 338, "completion_tokens": 276, "calls": 1, "seconds": 10.942710607491197, "flops": 344071413504.0}, {"prompt_tokens": 258, "cached_prompt_tokens": 257, "completion_tokens": 27, "calls": 1, "seconds": 0.8166287826592049, "flops": 30248036352.0}]}, {"event": "score", "nodes": [41, 42, 43, 44, 45, 46, 47], "scores": [[0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5412874007965729], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5405386874122949], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.6112091297974114], [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5266631096883881], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6377102592723571], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742]]}, {"event": "step", "step": 5, "children": [41, 42, 43, 44, 45, 46, 47], "kept": [47, 46], "finished": [], "width": 2}, {"event": "generate", "expand": [[47, 4], [46, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [169518128, 1454688375], "usage": [{"prompt_tokens": 267, "cached_prompt_tokens": 266, "completion_tokens": 60, "calls": 1, "seconds": 2.2637451504548003, "flops": 71839086336.0}, {"prompt_tokens": 262, "cached_prompt_tokens": 261, "completion_tokens": 60, "calls": 1, "seconds": 2.2605518694604902, "flops": 71839086336.0}]}, {"event": "score", "nodes": [49, 52, 53, 56], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.59820177228925], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.6020297006163685]]}, {"event": "step", "step": 6, "children": [49, 52, 53, 56], "kept": [52, 49], "finished": [], "width": 2}, {"event": "generate", "expand": [[52, 4], [49, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [18688146, 797615773], "usage": [{"prompt_tokens": 282, "cached_prompt_tokens": 281, "completion_tokens": 84, "calls": 1, "seconds": 3.2783821362747467, "flops": 102087122688.0}, {"prompt_tokens": 282, "cached_prompt_tokens": 281, "completion_tokens": 103, "calls": 1, "seconds": 4.0357505276590455, "flops": 126033484800.0}]}, {"event": "score", "nodes": [57, 58, 59, 60, 61, 62, 63, 64], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6140059526234095], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6076683565665221], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6043028349036582], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.589522137504197], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.5906701457708995], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6098392200699957], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104]]}, {"event": "step", "step": 7, "children": [57, 58, 59, 60, 61, 62, 63, 64], "kept": [64, 62], "finished": [], "width": 2}, {"event": "generate", "expand": [[64, 4], [62, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [692217008, 965008932], "usage": [{"prompt_tokens": 315, "cached_prompt_tokens": 314, "completion_tokens": 98, "calls": 1, "seconds": 4.54601958882323, "flops": 119731810560.0}, {"prompt_tokens": 318, "cached_prompt_tokens": 317, "completion_tokens": 94, "calls": 1, "seconds": 4.724480892787101, "flops": 114690471168.0}]}, {"event": "score", "nodes": [65, 67, 69, 70, 71, 72], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.605515467372039], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6204724658199433], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6133852064909934], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6136201581814642]]}, {"event": "step", "step": 8, "children": [65, 67, 69, 70, 71, 72], "kept": [69, 65], "finished": [], "width": 2}, {"event": "generate", "expand": [[69, 4], [65, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [870047387, 1447521972], "usage": [{"prompt_tokens": 339, "cached_prompt_tokens": 338, "completion_tokens": 164, "calls": 1, "seconds": 6.989398349825432, "flops": 202913910528.0}, {"prompt_tokens": 333, "cached_prompt_tokens": 332, "completion_tokens": 31, "calls": 1, "seconds": 1.1651409864506264, "flops": 35289375744.0}]}, {"event": "score", "nodes": [73, 74, 76, 77, 78, 79], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5854365175440138], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5946256754906436], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5895647870522475], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6067170598420817], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279]]}, {"event": "step", "step": 9, "children": [73, 74, 76, 77, 78, 79], "kept": [79, 77], "finished": [], "width": 2}, {"event": "generate", "expand": [[79, 4], [77, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [376551558, 151701066], "usage": [{"prompt_tokens": 337, "cached_prompt_tokens": 336, "completion_tokens": 71, "calls": 1, "seconds": 2.7693683781221896, "flops": 85702769664.0}, {"prompt_tokens": 339, "cached_prompt_tokens": 338, "completion_tokens": 71, "calls": 1, "seconds": 2.7720037351359768, "flops": 85702769664.0}]}, {"event": "score", "nodes": [81, 84, 85, 88], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.5986968911725672], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6064716262445673], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877]]}, {"event": "step", "step": 10, "children": [81, 84, 85, 88], "kept": [81, 88], "finished": [], "width": 2}, {"event": "generate", "expand": [[81, 4], [88, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [649897891, 781493025], "usage": [{"prompt_tokens": 352, "cached_prompt_tokens": 351, "completion_tokens": 31, "calls": 1, "seconds": 1.1492978223425534, "flops": 35289375744.0}, {"prompt_tokens": 365, "cached_prompt_tokens": 364, "completion_tokens": 30, "calls": 1, "seconds": 1.1442397207778265, "flops": 34029040896.0}]}, {"event": "score", "nodes": [89, 90, 91, 93, 94, 95, 96], "scores": [[0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6001695508421299], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6380582442819307], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6288451191224396], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6215566829108776], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6329933771687183], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6113847914705806], [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6014540343904019]]}, {"event": "step", "step": 11, "children": [89, 90, 91, 93, 94, 95, 96], "kept": [90, 94], "finished": [90, 94], "width": 0}, {"event": "select", "how": "argmax", "pool": [90, 94], "scores": [0.6380582442819307, 0.6329933771687183], "tally": {"700": 0.6380582442819307}, "tie_broken_by_rng": false, "chosen": 90}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s define the variables step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5711787499069838], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.573404690530456], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "Let''s denote the number of bees as follows:\n- Let \\( B \\) be the number of bees.\n- Let \\( W \\) be the number of worker bees.\n- Let \\( B \\) be the number of baby bees.\n- Let \\( Q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6227945656191272], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6589290773051331], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To solve this problem, we''ll set up the equations based on the information given and then use Python code to verify our solution.\nLet''s denote:\n- B as the number of worker bees.\n- Q as the number of queens.\n- B'' as the number of babies.\n- W as the number of worker bees.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.586049732275418], "completion_tokens": 65, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "To solve the problem, let''s define the variables step by step. Let''s denote the number of bees as follows:\n- \\( Q \\) = number of queens\n- \\( B \\) = number of babies\n- \\( W \\) = number of worker bees", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6286257195923673], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "Let''s denote the number of worker bees as \\( w \\). According to the problem, there are twice as many worker bees as baby bees, so we can write the equation:\n\\[ w = 2b \\]\nNext, we are given that there are twice as many babies as queens, so we can write the equation:\n\\[ b = 2q \\]\nWe also know that the total number of bees in the hive is 700. Therefore, we can write the equation:\n\\[ w + b + q = 700 \\]\nSubstituting the expressions for \\( w \\) and \\( b \\) from the two equations, we get:\n\\[ w + 2b + 2q = 700 \\]\nSimplifying the left side, we have:\n\\[ 4w + 2q = 700 \\]\nWe can solve this equation for \\( q \\) by dividing every term by 2:\n\\[ w + q = 350 \\]\nNow we have a system of linear equations:\n1. \\( 4w + 2q = 700 \\)\n2. \\( w + q = 350 \\)\nTo eliminate \\( q \\), we can subtract the", "depth": 1, "terminal": null, "answer": "350", "step_scores": [0.5419253268362452], "completion_tokens": 256, "finish_reason": "length"}, {"index": 8, "parent": 0, "kind": "step", "step": "To solve this problem, we can follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6165411032831841], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 9, "parent": 4, "kind": "step", "step": "1. Let \\( w \\) be the number of worker bees.\n2. Let \\( b \\) be the number of baby bees.\n3. Let \\( q \\) be the number of queens.\n4. Let \\( t_b \\) be the number of baby bees that are non-aggressive (i.e., not the mother).\n5. Let \\( t_q \\) be the number of queen bees that are non-aggressive (i.e., not the mother).", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.6589290773051331, 0.6150837913427892], "completion_tokens": 95, "finish_reason": "stop"}, {"index": 10, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6589290773051331, 0.6536066479618595], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 11, "parent": 4, "kind": "step", "step": "1. Let \\( W \\) be the number of worker bees.\n2. Let \\( B \\) be the number of baby bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6589290773051331, 0.6341593650420493], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 12, "parent": 4, "kind": "step", "step": "1. Let \\( w \\) be the number of worker bees.\n2. Let \\( b \\) be the number of baby bees.\n3. Let \\( q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6589290773051331, 0.6410044480866158], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 13, "parent": 6, "kind": "step", "step": "From the problem, we have the following relationships:\n1. There are 700 bees in the hive.\n   \\[\n   Q + B + W = 700\n   \\]\n2. There are twice as many worker bees as baby bees.\n   \\[\n   W = 2B\n   \\]\n3. There are twice as many babies as queens.\n   \\[\n   B = 2Q\n   \\]", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.6565810630471206], "completion_tokens": 91, "finish_reason": "stop"}, {"index": 14, "parent": 6, "kind": "step", "step": "From the problem statement, we have the following equations:\n1. \\( Q = 700 \\) (number of queens)\n2. \\( B = 2Q \\) (number of babies)\n3. \\( W = 2B \\) (number of worker bees)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.5868705641231642], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 15, "parent": 6, "kind": "step", "step": "From the problem statement, we have the following relationships:\n1. \\( Q = B \\)\n2. \\( B = 2Q \\)\n3. \\( W = 2B \\)", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.6344585173143427], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 16, "parent": 6, "kind": "step", "step": "According to the problem:\n1. There are 700 bees in total.\n2. There are twice as many worker bees as baby bees, so \\( W = 2B \\).\n3. There are twice as many babies as queens, so \\( B = 2Q \\).", "depth": 2, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.6098572736714171], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 17, "parent": 13, "kind": "step", "step": "We can substitute the expressions for \\( B \\) and \\( W \\) from the second and third equations into the first equation:\n\\[\nQ + 2B + 2Q = 700\n\\]\nSimplifying the left side:\n\\[\n4Q + 2B = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6374521545836299], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 18, "parent": 13, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the second and third relationships into the first equation:\n\\[\nQ + 2B + 2Q = 700\n\\]\nCombining like terms, we get:\n\\[\n4Q + 2B = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6249045416336138], "completion_tokens": 69, "finish_reason": "stop"}, {"index": 19, "parent": 13, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( B \\) from the second and third equations into the first equation:\n\\[\nQ + (2B) + (2Q) = 700\n\\]", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6522889905813698], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 20, "parent": 13, "kind": "step", "step": "We can substitute \\( B = 2Q \\) into the second equation to find \\( W \\):\n\\[\nW = 2 \\cdot (2Q) = 4Q\n\\]", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 21, "parent": 10, "kind": "step", "step": "From the problem statement, we have the following relationships:\n- There are 700 bees in total: \\( B + W + Q = 700 \\)\n- There are twice as many worker bees as baby bees: \\( W = 2B \\)\n- There are twice as many babies as queens: \\( Q = 2W \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 22, "parent": 10, "kind": "step", "step": "We are given the following information:\n1. \\( B = 700 \\)\n2. \\( W = 2B \\)\n3. \\( Q = 2Q \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6134956929438046], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 23, "parent": 10, "kind": "step", "step": "According to the problem:\n- There are 700 bees in total.\n- There are twice as many worker bees as baby bees.\n- There are twice as many babies as queens.", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6217109235059932], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 24, "parent": 10, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( B = 2 \\times Q \\)\n2. \\( W = 2 \\times B \\)\n3. \\( B + W + Q = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6146036545053059], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 25, "parent": 20, "kind": "step", "step": "Now we substitute \\( W = 4Q \\) and \\( B = 2Q \\) into the first equation:\n\\[\nQ + 2Q + 4Q = 700\n\\]\n\\[\n9Q = 700\n\\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 26, "parent": 20, "kind": "step", "step": "Now we have a system of three equations:\n1. \\( Q + B + W = 700 \\)\n2. \\( W = 4Q \\)\n3. \\( B = 2Q \\)", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6395431231052698], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 27, "parent": 20, "kind": "step", "step": "Now we substitute \\( W = 4Q \\) into the first equation:\n\\[\nQ + B + W = 700\n\\]\n\\[\nQ + 2Q + 4Q = 700\n\\]\n\\[\n9Q = 700\n\\]\n\\[\nQ = \\frac{700}{9}\n\\]\n\\[\nQ = \\frac{700}{9} \\approx 77.78\n\\]", "depth": 4, "terminal": null, "answer": "77.78", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.5913083487836329], "completion_tokens": 101, "finish_reason": "stop"}, {"index": 28, "parent": 20, "kind": "step", "step": "Now we can substitute \\( W = 4Q \\) and \\( B = 2Q \\) into the first equation:\n\\[\nQ + 2Q + 4Q = 700\n\\]\n\\[\n10Q = 700\n\\]\n\\[\nQ = 70\n\\]", "depth": 4, "terminal": null, "answer": "70", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6234522423604326], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 29, "parent": 21, "kind": "step", "step": "We can substitute \\( W \\) and \\( Q \\) from the second two equations into the first equation:\n\\[ B + 2B + 2W = 700 \\]\n\\[ 5B + 2W = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6474898911531367], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 30, "parent": 21, "kind": "step", "step": "Now we can substitute the expressions for \\( W \\) and \\( Q \\) into the total bee equation:", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 31, "parent": 21, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( Q \\) into the total bee equation:\n\\[ B + 2B + 2W = 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6487445984694813], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 32, "parent": 21, "kind": "step", "step": "We can substitute the expressions for \\( W \\) and \\( Q \\) into the total bee count equation:", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6447009792282846], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 33, "parent": 25, "kind": "step", "step": "Solving for \\( Q \\):\n\\[\nQ = \\frac{700}{9}\n\\]", "depth": 5, "terminal": null, "answer": "9", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 34, "parent": 25, "kind": "step", "step": "Solving for \\( Q \\):\n\\[\nQ = \\frac{700}{9} = 83.33\n\\]", "depth": 5, "terminal": null, "answer": "83.33", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.49135112612789705], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 35, "parent": 25, "kind": "step", "step": "Solving for \\( Q \\):\n\\[\nQ = \\frac{700}{9} = \\frac{280}{3} \\approx 93.33\n\\]", "depth": 5, "terminal": null, "answer": "93.33", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5544813020284061], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 36, "parent": 25, "kind": "step", "step": "To find \\( Q \\), we divide both sides of the equation by 9:\n\\[\nQ = \\frac{700}{9} = 83.3333\\ldots\n\\]", "depth": 5, "terminal": null, "answer": "83.3333", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.5164122756204887], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 37, "parent": 30, "kind": "step", "step": "\\[ B + 2B + 2W = 700 \\]\n\\[ 5B + 2W = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6370131947611887], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 38, "parent": 30, "kind": "step", "step": "\\[ B + (2B) + (2W) = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 39, "parent": 30, "kind": "step", "step": "\\[ B + 2B + 2W = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6223361149705193], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 40, "parent": 30, "kind": "step", "step": "\\[ B + 2B + 2W = 700 \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 41, "parent": 33, "kind": "step", "step": "Since the number of queens must be a whole number, we need to check if our calculation is correct. Let''s check if \\( Q = \\frac{700}{9} \\) is a whole number. If it is, we can substitute it back into the equations to find \\( B \\) and \\( W \\) and then confirm the number of worker bees. If not, we need to re-evaluate our approach.", "depth": 6, "terminal": null, "answer": "9", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5412874007965729], "completion_tokens": 88, "finish_reason": "stop"}, {"index": 42, "parent": 33, "kind": "step", "step": "Since \\( Q \\) must be a whole number, we can see that there is a small discrepancy in the division. However, we can simplify the division:\n\\[\nQ = \\frac{700}{9} \\approx 77.77\n\\]", "depth": 6, "terminal": null, "answer": "77.77", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5405386874122949], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 43, "parent": 33, "kind": "step", "step": "Next, we substitute \\( Q = \\frac{700}{9} \\) back into the equation \\( W = 2B \\):\n\\[\nW = 2 \\left( \\frac{700}{9} \\right)\n\\]\n\\[\nW = \\frac{1400}{9}\n\\]", "depth": 6, "terminal": null, "answer": "9", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.6112091297974114], "completion_tokens": 69, "finish_reason": "stop"}, {"index": 44, "parent": 33, "kind": "step", "step": "Since \\( Q \\) must be a whole number, we check if \\(\\frac{700}{9}\\) is an integer. We do this by dividing both sides by 9:\n\\[\nQ = \\frac{700}{9} = 76.67\n\\]", "depth": 6, "terminal": null, "answer": "76.67", "step_scores": [0.6286257195923673, 0.6565810630471206, 0.6923288905788875, 0.6642076194456309, 0.6505993137044279, 0.5266631096883881], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 45, "parent": 38, "kind": "step", "step": "This simplifies to:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6377102592723571], "completion_tokens": 5, "finish_reason": "stop"}, {"index": 46, "parent": 38, "kind": "step", "step": "Combine like terms:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759], "completion_tokens": 4, "finish_reason": "stop"}, {"index": 47, "parent": 38, "kind": "step", "step": "Simplify the left side of the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 48, "parent": 38, "kind": "step", "step": "Simplify the left side of the equation:", "depth": 6, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 49, "parent": 47, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 50, "parent": 47, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 51, "parent": 47, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 52, "parent": 47, "kind": "step", "step": "\\[ 7B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 53, "parent": 46, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.59820177228925], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 54, "parent": 46, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 55, "parent": 46, "kind": "step", "step": "\\[ 5B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 56, "parent": 46, "kind": "step", "step": "\\[ 7B + 2W = 700 \\]", "depth": 7, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6476872954095759, 0.6020297006163685], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 57, "parent": 52, "kind": "step", "step": "Next, we substitute the expressions for \\( W \\) and \\( Q \\) into the equation:", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6140059526234095], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 58, "parent": 52, "kind": "step", "step": "We can now substitute \\( W = 2B \\) into the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6076683565665221], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 59, "parent": 52, "kind": "step", "step": "Now substitute \\( W = 2B \\) and \\( Q = 2W \\) back into the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.6043028349036582], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 60, "parent": 52, "kind": "step", "step": "Next, substitute \\( W = 2B \\) and \\( Q = 2W \\) into the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6258572456647367, 0.589522137504197], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 61, "parent": 49, "kind": "step", "step": "Substitute \\( W = 2B \\) into the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.5906701457708995], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 62, "parent": 49, "kind": "step", "step": "Now we have a system of linear equations:\n1. \\( 5B + 2W = 700 \\)\n2. \\( W = 2B \\)", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 63, "parent": 49, "kind": "step", "step": "We can now substitute the expressions for \\( W \\) and \\( Q \\) into this equation:", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6098392200699957], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 64, "parent": 49, "kind": "step", "step": "We already know from the first two equations that \\( W = 2B \\). Substitute \\( W \\) with \\( 2B \\) in the equation:", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 65, "parent": 64, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 66, "parent": 64, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 67, "parent": 64, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]\n\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.605515467372039], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 68, "parent": 64, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]", "depth": 9, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 69, "parent": 62, "kind": "step", "step": "We can solve this system by substituting \\( W \\) from the second equation into the first equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 70, "parent": 62, "kind": "step", "step": "We can solve this system of equations by isolating \\( W \\). First, we''ll express \\( W \\) in terms of \\( B \\) from the second equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6204724658199433], "completion_tokens": 35, "finish_reason": "stop"}, {"index": 71, "parent": 62, "kind": "step", "step": "We can express \\( W \\) in terms of \\( B \\) from the second equation:\n\\[ W = 2B \\]", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6133852064909934], "completion_tokens": 27, "finish_reason": "stop"}, {"index": 72, "parent": 62, "kind": "step", "step": "We can substitute the second equation into the first equation:", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6136201581814642], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 73, "parent": 69, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]\n\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]\n\\[ B = \\frac{700}{9} \\]", "depth": 10, "terminal": null, "answer": "9", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5854365175440138], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 74, "parent": 69, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]\n\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5946256754906436], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 75, "parent": 69, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]\n\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 76, "parent": 69, "kind": "step", "step": "\\[ 5B + 2(2B) = 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6141347920612497, 0.6296066563455485, 0.5895647870522475], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 77, "parent": 65, "kind": "step", "step": "Simplify the left side:", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 78, "parent": 65, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6067170598420817], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 79, "parent": 65, "kind": "step", "step": "Simplify further:", "depth": 10, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279], "completion_tokens": 4, "finish_reason": "stop"}, {"index": 80, "parent": 65, "kind": "step", "step": "Simplify the left side:", "depth": 10, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 6, "finish_reason": "stop"}, {"index": 81, "parent": 79, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 82, "parent": 79, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 83, "parent": 79, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 84, "parent": 79, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.5986968911725672], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 85, "parent": 77, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6064716262445673], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 86, "parent": 77, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 87, "parent": 77, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 88, "parent": 77, "kind": "step", "step": "\\[ 5B + 4B = 700 \\]\n\\[ 9B = 700 \\]", "depth": 11, "terminal": null, "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 89, "parent": 81, "kind": "step", "step": "\\[ 9B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6001695508421299], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 90, "parent": 81, "kind": "step", "step": "Combine like terms:", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6380582442819307], "completion_tokens": 4, "finish_reason": "stop"}, {"index": 91, "parent": 81, "kind": "step", "step": "Combine the like terms:", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6757320029476279, 0.6265410273736708, 0.6288451191224396], "completion_tokens": 5, "finish_reason": "stop"}, {"index": 92, "parent": 81, "kind": "step", "step": "\\[ 9B = 700 \\]", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 93, "parent": 88, "kind": "step", "step": "Divide both sides by 9:", "depth": 12, "terminal": "max_steps", "answer": "9", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6215566829108776], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 94, "parent": 88, "kind": "step", "step": "Now solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6329933771687183], "completion_tokens": 7, "finish_reason": "stop"}, {"index": 95, "parent": 88, "kind": "step", "step": "Now we solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6113847914705806], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 96, "parent": 88, "kind": "step", "step": "Solve for \\( B \\):", "depth": 12, "terminal": "max_steps", "answer": "700", "step_scores": [0.6589290773051331, 0.6536066479618595, 0.6781748051618989, 0.6616428731239702, 0.6378336779759195, 0.6589111269194742, 0.6139651122301537, 0.6404397537887104, 0.6225154148428983, 0.6530235372451875, 0.6188029720073877, 0.6014540343904019], "completion_tokens": 7, "finish_reason": "stop"}]}]',6095,6072,3209,185,49570,49570,7004941085184.0,3052531001856.0,4.23521144365993677631e+02,1.91577859432434820519e+02,1.79632202304575967787e+09);
 INSERT INTO "jobs" VALUES(24,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-141',0,1,'beam:verifier=pyes,beam_width=1',0,'done','2800','[{"event": "generate", "expand": [[0, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1739500214], "usage": [{"prompt_tokens": 75, "cached_prompt_tokens": 30, "completion_tokens": 139, "calls": 1, "seconds": 6.987616549931971, "flops": 180542966976.0}]}, {"event": "score", "nodes": [1, 2, 3, 4], "scores": [[0.5653156167875203], [0.5638223947071073], [0.5930051943832376], [0.6240838332017317]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4], "kept": [4], "finished": [], "width": 1}, {"event": "generate", "expand": [[4, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [889042996], "usage": [{"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 164, "calls": 1, "seconds": 6.667559670597827, "flops": 202913910528.0}]}, {"event": "score", "nodes": [5, 8], "scores": [[0.6240838332017317, 0.6397670357731503], [0.6240838332017317, 0.64256529240241]]}, {"event": "step", "step": 1, "children": [5, 8], "kept": [8], "finished": [], "width": 1}, {"event": "generate", "expand": [[8, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1946919897], "usage": [{"prompt_tokens": 144, "cached_prompt_tokens": 143, "completion_tokens": 211, "calls": 1, "seconds": 11.325539446337713, "flops": 262149648384.0}]}, {"event": "score", "nodes": [9, 10, 11, 12], "scores": [[0.6240838332017317, 0.64256529240241, 0.6433188995371263], [0.6240838332017317, 0.64256529240241, 0.6039935235051325], [0.6240838332017317, 0.64256529240241, 0.6511485925542896], [0.6240838332017317, 0.64256529240241, 0.6096740433078197]]}, {"event": "step", "step": 2, "children": [9, 10, 11, 12], "kept": [11], "finished": [], "width": 1}, {"event": "generate", "expand": [[11, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [87419267], "usage": [{"prompt_tokens": 177, "cached_prompt_tokens": 176, "completion_tokens": 101, "calls": 1, "seconds": 4.433953635525517, "flops": 123512815104.0}]}, {"event": "score", "nodes": [13, 14, 15, 16], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6477699176257726], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6406364311752067], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6304185452787933]]}, {"event": "step", "step": 3, "children": [13, 14, 15, 16], "kept": [14], "finished": [], "width": 1}, {"event": "generate", "expand": [[14, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [494424498], "usage": [{"prompt_tokens": 205, "cached_prompt_tokens": 204, "completion_tokens": 125, "calls": 1, "seconds": 5.073076165957364, "flops": 153760851456.0}]}, {"event": "score", "nodes": [17, 18, 19, 20], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6360558084822444], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6283879363028031], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531719742285296]]}, {"event": "step", "step": 4, "children": [17, 18, 19, 20], "kept": [18], "finished": [], "width": 1}, {"event": "generate", "expand": [[18, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [783571854], "usage": [{"prompt_tokens": 230, "cached_prompt_tokens": 229, "completion_tokens": 117, "calls": 1, "seconds": 3.772466630024482, "flops": 143678172672.0}]}, {"event": "score", "nodes": [21, 22, 23], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.614073715034721], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.626074712483619]]}, {"event": "step", "step": 5, "children": [21, 22, 23], "kept": [21], "finished": [], "width": 1}, {"event": "generate", "expand": [[21, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1836495615], "usage": [{"prompt_tokens": 261, "cached_prompt_tokens": 260, "completion_tokens": 98, "calls": 1, "seconds": 3.729225688107759, "flops": 119731810560.0}]}, {"event": "score", "nodes": [25, 26], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6044684680112907]]}, {"event": "step", "step": 6, "children": [25, 26], "kept": [25], "finished": [], "width": 1}, {"event": "generate", "expand": [[25, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1057637673], "usage": [{"prompt_tokens": 287, "cached_prompt_tokens": 286, "completion_tokens": 112, "calls": 1, "seconds": 4.462866344591643, "flops": 137376498432.0}]}, {"event": "score", "nodes": [29, 30, 31, 32], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.5999682322227683], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6132360022822699], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6024142589197546], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529]]}, {"event": "step", "step": 7, "children": [29, 30, 31, 32], "kept": [32], "finished": [], "width": 1}, {"event": "generate", "expand": [[32, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2146230395], "usage": [{"prompt_tokens": 327, "cached_prompt_tokens": 326, "completion_tokens": 79, "calls": 1, "seconds": 3.1164615429705576, "flops": 95785448448.0}]}, {"event": "score", "nodes": [33, 34, 35, 36], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6263443854200916], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6428971445595052], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6476682536457448]]}, {"event": "step", "step": 8, "children": [33, 34, 35, 36], "kept": [35], "finished": [], "width": 1}, {"event": "generate", "expand": [[35, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1365842078], "usage": [{"prompt_tokens": 350, "cached_prompt_tokens": 349, "completion_tokens": 160, "calls": 1, "seconds": 5.751330263709122, "flops": 197872571136.0}]}, {"event": "score", "nodes": [37, 38, 40], "scores": [[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6290317109061523], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6531384731776264], [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6561796255093523]]}, {"event": "step", "step": 9, "children": [37, 38, 40], "kept": [40], "finished": [40], "width": 0}, {"event": "select", "how": "argmax", "pool": [40], "scores": [0.6561796255093523], "tally": {"2800": 0.6561796255093523}, "tie_broken_by_rng": false, "chosen": 40}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "Let''s define the variables:\n- \\( B \\) = the number of baby bees\n- \\( W \\) = the number of worker bees\n- \\( Q \\) = the number of queens", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5653156167875203], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5638223947071073], "completion_tokens": 10, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "Let''s denote the number of bees as follows:\n- Let \\( B \\) be the number of bees.\n- Let \\( W \\) be the number of worker bees.\n- Let \\( B \\) be the number of baby bees.\n- Let \\( Q \\) be the number of queens.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5930051943832376], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "To solve this problem, we can set up a system of equations based on the information given. Let''s break it down step by step.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.6240838332017317], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 5, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6240838332017317, 0.6397670357731503], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 6, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 7, "parent": 4, "kind": "step", "step": "1. Let \\( B \\) be the number of baby bees.\n2. Let \\( W \\) be the number of worker bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 8, "parent": 4, "kind": "step", "step": "1. Let \\( W \\) be the number of worker bees.\n2. Let \\( B \\) be the number of baby bees.\n3. Let \\( Q \\) be the number of queens.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.6240838332017317, 0.64256529240241], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 9, "parent": 8, "kind": "step", "step": "From the problem statement:\n1. We know there are 700 bees in the hive: \\( W + B + Q = 700 \\).\n2. There are twice as many worker bees as baby bees: \\( W = 2B \\).\n3. There are twice as many babies as queens: \\( B = 2Q \\).", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6433188995371263], "completion_tokens": 73, "finish_reason": "stop"}, {"index": 10, "parent": 8, "kind": "step", "step": "From the problem, we have the following equations:\n1. \\( W = 2B \\)\n2. \\( B = 2Q \\)\n3. \\( W + B + Q = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6039935235051325], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 11, "parent": 8, "kind": "step", "step": "From the problem statement:\n- \\( W = 700 \\)\n- \\( B = 2W \\)\n- \\( Q = 2B \\)", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 12, "parent": 8, "kind": "step", "step": "From the problem, we have the following relationships:\n1. \\( W = 2B \\)\n2. \\( B = 2Q \\)\n3. The total number of bees in the hive is 700, so \\( W + B + Q = 700 \\)", "depth": 3, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6096740433078197], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 13, "parent": 11, "kind": "step", "step": "Substitute the values of \\( W \\) and \\( B \\) into the equation for \\( Q \\):", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6477699176257726], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 14, "parent": 11, "kind": "step", "step": "Substituting \\( W \\) into the equation for \\( B \\):\n\\[ B = 2 \\times 700 \\]", "depth": 4, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 15, "parent": 11, "kind": "step", "step": "We can substitute these expressions for \\( B \\) and \\( Q \\) into the second equation to solve for \\( W \\).", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6406364311752067], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 16, "parent": 11, "kind": "step", "step": "We can substitute these expressions for \\( B \\) and \\( Q \\) into the second equation to find \\( W \\).", "depth": 4, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6304185452787933], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 17, "parent": 14, "kind": "step", "step": "Next, substituting \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times (2 \\times 700) = 2 \\times 1400 = 2800 \\]", "depth": 5, "terminal": null, "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6360558084822444], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 18, "parent": 14, "kind": "step", "step": "We need to calculate \\( 2 \\times 700 \\):\n\\[ B = 1400 \\]", "depth": 5, "terminal": null, "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 19, "parent": 14, "kind": "step", "step": "Now, we can substitute the value of \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times (2 \\times 700) \\]", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6283879363028031], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 20, "parent": 14, "kind": "step", "step": "Now we need to calculate the value of \\( B \\):", "depth": 5, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531719742285296], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 21, "parent": 18, "kind": "step", "step": "Now, we can substitute \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times 1400 \\]", "depth": 6, "terminal": null, "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 22, "parent": 18, "kind": "step", "step": "Now, substituting \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times 1400 \\]", "depth": 6, "terminal": null, "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.614073715034721], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 23, "parent": 18, "kind": "step", "step": "Now substitute \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times 1400 \\]", "depth": 6, "terminal": null, "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.626074712483619], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 24, "parent": 18, "kind": "step", "step": "Now substitute \\( B \\) into the equation for \\( Q \\):\n\\[ Q = 2 \\times 1400 \\]", "depth": 6, "terminal": null, "answer": "1400", "step_scores": [], "completion_tokens": 28, "finish_reason": "stop"}, {"index": 25, "parent": 21, "kind": "step", "step": "We need to calculate \\( 2 \\times 1400 \\):\n\\[ Q = 2800 \\]", "depth": 7, "terminal": null, "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 26, "parent": 21, "kind": "step", "step": "Finally, we can solve for \\( Q \\):\n\\[ Q = 2800 \\]", "depth": 7, "terminal": null, "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6044684680112907], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 27, "parent": 21, "kind": "step", "step": "We need to calculate \\( 2 \\times 1400 \\):\n\\[ Q = 2800 \\]", "depth": 7, "terminal": null, "answer": "2800", "step_scores": [], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 28, "parent": 21, "kind": "step", "step": "We need to calculate \\( 2 \\times 1400 \\):\n\\[ Q = 2800 \\]", "depth": 7, "terminal": null, "answer": "2800", "step_scores": [], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 29, "parent": 25, "kind": "step", "step": "So, the number of worker bees is \\( 700 \\). Let''s write the final answer as \\( \\boxed{700} \\).", "depth": 8, "terminal": "answer", "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.5999682322227683], "completion_tokens": 33, "finish_reason": "stop"}, {"index": 30, "parent": 25, "kind": "step", "step": "So, the number of worker bees is \\( \\boxed{1400} \\).", "depth": 8, "terminal": "answer", "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6132360022822699], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 31, "parent": 25, "kind": "step", "step": "Therefore, the number of worker bees is \\(\\boxed{1400}\\).", "depth": 8, "terminal": "answer", "answer": "1400", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6024142589197546], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 32, "parent": 25, "kind": "step", "step": "So, the number of worker bees is \\( 700 \\). Let''s write the final answer in the required format.\n```python\n# Given values\nW = 700", "depth": 8, "terminal": null, "answer": "700", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 33, "parent": 32, "kind": "step", "step": "# Calculate the number of baby bees\nB = 2 * W", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6263443854200916], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 34, "parent": 32, "kind": "step", "step": "# Calculating the number of baby bees and queens\nB = 2 * W\nQ = 2 * B", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6428971445595052], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 35, "parent": 32, "kind": "step", "step": "# Calculating the number of worker bees\nB = 2 * W\nQ = 2 * B", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 36, "parent": 32, "kind": "step", "step": "# Calculating the number of baby bees\nB = 2 * W", "depth": 9, "terminal": null, "answer": "2", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6476682536457448], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 37, "parent": 35, "kind": "step", "step": "# Final answer\nfinal_answer = Q\nprint(final_answer)\n```\n```output\n2800\n```\nThe number of worker bees is \\(\\boxed{2800}\\).", "depth": 10, "terminal": "answer", "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6290317109061523], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 38, "parent": 35, "kind": "step", "step": "# Final answer\nprint(Q)\n```\n```output\n2800\n```\nThe number of worker bees in the hive is \\(\\boxed{2800}\\).", "depth": 10, "terminal": "answer", "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6531384731776264], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 39, "parent": 35, "kind": "step", "step": "# Final answer\nprint(Q)\n```\n```output\n2800\n```\nThe number of worker bees in the hive is \\(\\boxed{2800}\\).", "depth": 10, "terminal": "answer", "answer": "2800", "step_scores": [], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 40, "parent": 35, "kind": "step", "step": "# Output the result\nprint(Q)\n```\n```output\n2800\n```\nThe number of worker bees in the hive is \\(\\boxed{2800}\\).", "depth": 10, "terminal": "answer", "answer": "2800", "step_scores": [0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6561796255093523], "completion_tokens": 40, "finish_reason": "stop"}]}]',2159,2105,1306,78,18270,18270,2761708735680.0,1144384041984.0,2.2138895232899812981e+02,8.03235588257196866414e+01,1.79632215427284836761e+09);
+INSERT INTO "jobs" VALUES(25,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-151',0,4,'beam:verifier=pyes,beam_width=4',0,'done','4','[{"event": "generate", "expand": [[0, 16]], "stop_at_step": true, "max_tokens": 256, "seeds": [640836148], "usage": [{"prompt_tokens": 126, "cached_prompt_tokens": 30, "completion_tokens": 379, "calls": 1, "seconds": 12.732301297975914, "flops": 578493695232.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 16], "scores": [[0.5491159739080644], [0.5536504677667305], [0.5612084958076027], [0.4695031884836469], [0.5329575453694447], [0.5092424354119299], [0.5421239025446819], [0.4854930686323505], [0.5390316657282151], [0.5444457589873196], [0.5626266944003374], [0.5255390875473116], [0.4919788566874915], [0.5368900330222733], [0.5621462789418988]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 16], "kept": [11, 16, 3, 2], "finished": [], "width": 4}, {"event": "generate", "expand": [[11, 4], [16, 4], [3, 4], [2, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1726228623, 1787136823, 1300965229, 2041786942], "usage": [{"prompt_tokens": 147, "cached_prompt_tokens": 146, "completion_tokens": 290, "calls": 1, "seconds": 9.685605759863872, "flops": 361716101376.0}, {"prompt_tokens": 150, "cached_prompt_tokens": 149, "completion_tokens": 155, "calls": 1, "seconds": 5.072703789055064, "flops": 191570896896.0}, {"prompt_tokens": 158, "cached_prompt_tokens": 157, "completion_tokens": 365, "calls": 1, "seconds": 12.889230308378693, "flops": 456241214976.0}, {"prompt_tokens": 165, "cached_prompt_tokens": 164, "completion_tokens": 264, "calls": 1, "seconds": 8.735971265941638, "flops": 328947395328.0}]}, {"event": "score", "nodes": [17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "scores": [[0.5626266944003374, 0.6326936923105114], [0.5626266944003374, 0.5902455114712551], [0.5626266944003374, 0.5338328807229639], [0.5626266944003374, 0.5949047902558361], [0.5621462789418988, 0.587721748513385], [0.5621462789418988, 0.5733858968089204], [0.5621462789418988, 0.5743114059786866], [0.5621462789418988, 0.5915565102788977], [0.5612084958076027, 0.5336877969387833], [0.5612084958076027, 0.5206808557421795], [0.5612084958076027, 0.5801637744508762], [0.5612084958076027, 0.581030244099442], [0.5536504677667305, 0.5984548928418416], [0.5536504677667305, 0.6029359011112235], [0.5536504677667305, 0.5740726553785084], [0.5536504677667305, 0.5135133132426993]]}, {"event": "step", "step": 1, "children": [17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32], "kept": [17, 30, 29, 20], "finished": [], "width": 4}, {"event": "generate", "expand": [[17, 4], [30, 4], [29, 4], [20, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [452654250, 1896969704, 1300445294, 328776771], "usage": [{"prompt_tokens": 223, "cached_prompt_tokens": 222, "completion_tokens": 330, "calls": 1, "seconds": 12.991539972180453, "flops": 412129495296.0}, {"prompt_tokens": 215, "cached_prompt_tokens": 214, "completion_tokens": 158, "calls": 1, "seconds": 6.206359822974043, "flops": 195351901440.0}, {"prompt_tokens": 233, "cached_prompt_tokens": 232, "completion_tokens": 308, "calls": 1, "seconds": 12.09364456904545, "flops": 384402128640.0}, {"prompt_tokens": 203, "cached_prompt_tokens": 202, "completion_tokens": 237, "calls": 1, "seconds": 9.081706470630682, "flops": 294918354432.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37, 38, 39, 40, 41, 45, 46, 47, 48], "scores": [[0.5626266944003374, 0.6326936923105114, 0.5334083080855411], [0.5626266944003374, 0.6326936923105114, 0.5523771869476104], [0.5626266944003374, 0.6326936923105114, 0.572385063400238], [0.5626266944003374, 0.6326936923105114, 0.5692683897351493], [0.5536504677667305, 0.6029359011112235, 0.5523421110952418], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657], [0.5536504677667305, 0.6029359011112235, 0.5579565920790949], [0.5536504677667305, 0.6029359011112235, 0.6140921204465284], [0.5536504677667305, 0.5984548928418416, 0.5409502480581555], [0.5626266944003374, 0.5949047902558361, 0.5528247855688887], [0.5626266944003374, 0.5949047902558361, 0.5640350173298576], [0.5626266944003374, 0.5949047902558361, 0.5677232039350317], [0.5626266944003374, 0.5949047902558361, 0.543898837462497]]}, {"event": "step", "step": 2, "children": [33, 34, 35, 36, 37, 38, 39, 40, 41, 45, 46, 47, 48], "kept": [38, 40, 35, 36], "finished": [], "width": 4}, {"event": "generate", "expand": [[38, 4], [40, 4], [35, 4], [36, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1471598897, 1425906070, 2117864592, 723236959], "usage": [{"prompt_tokens": 228, "cached_prompt_tokens": 227, "completion_tokens": 219, "calls": 1, "seconds": 9.681847735275385, "flops": 272232327168.0}, {"prompt_tokens": 222, "cached_prompt_tokens": 221, "completion_tokens": 369, "calls": 1, "seconds": 16.194723525389556, "flops": 461282554368.0}, {"prompt_tokens": 315, "cached_prompt_tokens": 314, "completion_tokens": 266, "calls": 1, "seconds": 11.479044759807724, "flops": 331468065024.0}, {"prompt_tokens": 307, "cached_prompt_tokens": 231, "completion_tokens": 236, "calls": 1, "seconds": 11.988423406443749, "flops": 388183133184.0}]}, {"event": "score", "nodes": [49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5628496113322389], [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596], [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5537436158521336], [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5332858906638486], [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5619011267429047], [0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5593130833290141], [0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5021938242796561], [0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5104939128484743], [0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5164644923926752], [0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.4923960320044002], [0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5360750401251299], [0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5194225283024432], [0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5442616106813267]]}, {"event": "step", "step": 3, "children": [49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64], "kept": [50, 53, 49, 51], "finished": [], "width": 4}, {"event": "generate", "expand": [[50, 4], [53, 4], [49, 4], [51, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [193234688, 1369675259, 576941873, 569820230], "usage": [{"prompt_tokens": 283, "cached_prompt_tokens": 215, "completion_tokens": 154, "calls": 1, "seconds": 7.805126026915836, "flops": 274752996864.0}, {"prompt_tokens": 268, "cached_prompt_tokens": 230, "completion_tokens": 195, "calls": 1, "seconds": 8.61203984696552, "flops": 288616680192.0}, {"prompt_tokens": 279, "cached_prompt_tokens": 238, "completion_tokens": 60, "calls": 1, "seconds": 3.027208715436724, "flops": 122252480256.0}, {"prompt_tokens": 278, "cached_prompt_tokens": 235, "completion_tokens": 60, "calls": 1, "seconds": 2.9861809874196537, "flops": 124773149952.0}]}, {"event": "score", "nodes": [65, 66, 67, 68, 69, 72, 73, 77], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5721624519831311], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5744705975152249], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452], [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596, 0.5423517872206614], [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596, 0.5219562769700756], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523, 0.5798819514806854], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403]]}, {"event": "step", "step": 4, "children": [65, 66, 67, 68, 69, 72, 73, 77], "kept": [68, 67, 77, 73], "finished": [], "width": 4}, {"event": "generate", "expand": [[68, 4], [67, 4], [77, 4], [73, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [515029135, 246437574, 387349825, 326492309], "usage": [{"prompt_tokens": 331, "cached_prompt_tokens": 330, "completion_tokens": 183, "calls": 1, "seconds": 7.254183443433467, "flops": 226860272640.0}, {"prompt_tokens": 298, "cached_prompt_tokens": 297, "completion_tokens": 220, "calls": 1, "seconds": 8.610914552715135, "flops": 273492662016.0}, {"prompt_tokens": 293, "cached_prompt_tokens": 292, "completion_tokens": 198, "calls": 1, "seconds": 7.821760556686395, "flops": 245765295360.0}, {"prompt_tokens": 294, "cached_prompt_tokens": 293, "completion_tokens": 216, "calls": 1, "seconds": 8.499789480665319, "flops": 268451322624.0}]}, {"event": "score", "nodes": [81, 82, 83, 84, 85, 86, 87, 89, 92, 93], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5514572324270929], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5466859656781917], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5429390154390141], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403, 0.54178136924121], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403, 0.5503737380323696], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523, 0.5798819514806854, 0.5471612026617323]]}, {"event": "step", "step": 5, "children": [81, 82, 83, 84, 85, 86, 87, 89, 92, 93], "kept": [84, 87, 83, 81], "finished": [], "width": 4}, {"event": "generate", "expand": [[84, 4], [87, 4], [83, 4], [81, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1497516573, 939600068, 1907602667, 632491614], "usage": [{"prompt_tokens": 370, "cached_prompt_tokens": 369, "completion_tokens": 60, "calls": 1, "seconds": 2.469182182889196, "flops": 71839086336.0}, {"prompt_tokens": 368, "cached_prompt_tokens": 367, "completion_tokens": 92, "calls": 1, "seconds": 3.923523650460994, "flops": 112169801472.0}, {"prompt_tokens": 390, "cached_prompt_tokens": 389, "completion_tokens": 212, "calls": 1, "seconds": 9.468549766887744, "flops": 263409983232.0}, {"prompt_tokens": 373, "cached_prompt_tokens": 372, "completion_tokens": 196, "calls": 1, "seconds": 8.569262335038857, "flops": 243244625664.0}]}, {"event": "score", "nodes": [97, 101, 105, 106, 107, 108, 109, 110, 111, 112], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5518422974692218], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5405140251688345], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5398815621375417], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.543432483680614], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5415127451786708], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5540500764290274], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027]]}, {"event": "step", "step": 6, "children": [97, 101, 105, 106, 107, 108, 109, 110, 111, 112], "kept": [97, 110, 112, 101], "finished": [], "width": 4}, {"event": "generate", "expand": [[97, 4], [110, 4], [112, 4], [101, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1693404151, 1954520646, 1749068500, 273671370], "usage": [{"prompt_tokens": 385, "cached_prompt_tokens": 384, "completion_tokens": 206, "calls": 1, "seconds": 12.34887167322835, "flops": 255847974144.0}, {"prompt_tokens": 426, "cached_prompt_tokens": 425, "completion_tokens": 60, "calls": 1, "seconds": 2.651884498446535, "flops": 71839086336.0}, {"prompt_tokens": 418, "cached_prompt_tokens": 417, "completion_tokens": 60, "calls": 1, "seconds": 2.6579243174573013, "flops": 71839086336.0}, {"prompt_tokens": 391, "cached_prompt_tokens": 390, "completion_tokens": 140, "calls": 1, "seconds": 7.742907579147739, "flops": 172665874176.0}]}, {"event": "score", "nodes": [113, 114, 115, 116, 117, 121, 122, 125, 126], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5453883370957692], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5392699257875728], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027, 0.5561803071568948], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027, 0.5622166102676227], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5653678761294006]]}, {"event": "step", "step": 7, "children": [113, 114, 115, 116, 117, 121, 122, 125, 126], "kept": [117, 114, 125, 116], "finished": [], "width": 4}, {"event": "generate", "expand": [[117, 4], [114, 4], [125, 4], [116, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1425644521, 1358622030, 1843922271, 1317465644], "usage": [{"prompt_tokens": 441, "cached_prompt_tokens": 440, "completion_tokens": 220, "calls": 1, "seconds": 13.371493197763376, "flops": 273492662016.0}, {"prompt_tokens": 444, "cached_prompt_tokens": 443, "completion_tokens": 138, "calls": 1, "seconds": 8.125777463728923, "flops": 170145204480.0}, {"prompt_tokens": 423, "cached_prompt_tokens": 422, "completion_tokens": 60, "calls": 1, "seconds": 2.841473967712614, "flops": 71839086336.0}, {"prompt_tokens": 444, "cached_prompt_tokens": 443, "completion_tokens": 120, "calls": 1, "seconds": 6.825376669506166, "flops": 147459177216.0}]}, {"event": "score", "nodes": [129, 130, 131, 132, 133, 134, 135, 136, 137, 141, 143], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5656291510218036], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5661436269171612], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.5588093401055385], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.565005223834782], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.5622120477563975], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.551364465560116], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5308394215895096]]}, {"event": "step", "step": 8, "children": [129, 130, 131, 132, 133, 134, 135, 136, 137, 141, 143], "kept": [141, 137, 129, 132], "finished": [], "width": 4}, {"event": "generate", "expand": [[141, 4], [137, 4], [129, 4], [132, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [386258783, 578380716, 641920823, 1294309354], "usage": [{"prompt_tokens": 465, "cached_prompt_tokens": 464, "completion_tokens": 92, "calls": 1, "seconds": 3.158536140479555, "flops": 112169801472.0}, {"prompt_tokens": 438, "cached_prompt_tokens": 437, "completion_tokens": 233, "calls": 1, "seconds": 9.020600528114302, "flops": 289877015040.0}, {"prompt_tokens": 499, "cached_prompt_tokens": 498, "completion_tokens": 92, "calls": 1, "seconds": 3.1522371904939064, "flops": 112169801472.0}, {"prompt_tokens": 500, "cached_prompt_tokens": 499, "completion_tokens": 121, "calls": 1, "seconds": 4.347797370901389, "flops": 148719512064.0}]}, {"event": "score", "nodes": [145, 149, 150, 151, 152, 153, 157, 158], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455, 0.5738310132935907], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5249456750590767], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5245357221536435], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5205967630034194], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5374790484858825]]}, {"event": "step", "step": 9, "children": [145, 149, 150, 151, 152, 153, 157, 158], "kept": [145, 157, 151, 153], "finished": [], "width": 4}, {"event": "generate", "expand": [[145, 4], [157, 4], [151, 4], [153, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1571293278, 1390917038, 475022166, 784628863], "usage": [{"prompt_tokens": 488, "cached_prompt_tokens": 487, "completion_tokens": 144, "calls": 1, "seconds": 4.728195162688891, "flops": 177707213568.0}, {"prompt_tokens": 523, "cached_prompt_tokens": 522, "completion_tokens": 185, "calls": 1, "seconds": 6.218100756621049, "flops": 229380942336.0}, {"prompt_tokens": 496, "cached_prompt_tokens": 495, "completion_tokens": 66, "calls": 1, "seconds": 1.982499452904449, "flops": 79401095424.0}, {"prompt_tokens": 522, "cached_prompt_tokens": 521, "completion_tokens": 187, "calls": 1, "seconds": 6.23995323175928, "flops": 231901612032.0}]}, {"event": "score", "nodes": [161, 165, 166, 167, 168, 169, 170, 173, 174, 175], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455, 0.5738310132935907, 0.5100143270900576], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5309685961244894], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5324911338842518], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5311350384130628], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5469422492077555], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017, 0.5431187089173364], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017, 0.5255222634124282], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5449588587976144], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5199447484286025], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5584683439636855]]}, {"event": "step", "step": 10, "children": [161, 165, 166, 167, 168, 169, 170, 173, 174, 175], "kept": [175, 168, 173, 169], "finished": [169], "width": 3}, {"event": "generate", "expand": [[175, 4], [168, 4], [173, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1630755664, 2138516378, 2060960696], "usage": [{"prompt_tokens": 566, "cached_prompt_tokens": 565, "completion_tokens": 60, "calls": 1, "seconds": 2.0296072715224, "flops": 71839086336.0}, {"prompt_tokens": 560, "cached_prompt_tokens": 559, "completion_tokens": 60, "calls": 1, "seconds": 2.0287788845249453, "flops": 71839086336.0}, {"prompt_tokens": 572, "cached_prompt_tokens": 571, "completion_tokens": 60, "calls": 1, "seconds": 2.029664771523676, "flops": 71839086336.0}]}, {"event": "score", "nodes": [177, 181, 185], "scores": [[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5584683439636855, 0.5916594195233978], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5469422492077555, 0.5675079578840104], [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5449588587976144, 0.5743413803369393]]}, {"event": "step", "step": 11, "children": [177, 181, 185], "kept": [177, 185, 181], "finished": [177, 185, 181], "width": 0}, {"event": "select", "how": "argmax", "pool": [169, 177, 185, 181], "scores": [0.5431187089173364, 0.5916594195233978, 0.5743413803369393, 0.5675079578840104], "tally": {"5": 0.5431187089173364, "4": 0.5916594195233978}, "tie_broken_by_rng": false, "chosen": 177}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "To solve this problem, let''s break it down step-by-step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5491159739080644], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5536504677667305], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5612084958076027], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "Let''s solve this step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.4695031884836469], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To determine how many dollars Shawnda made, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5329575453694447], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "To determine how much money Shawnda made on that day, we need to calculate the total cost of the tires and the tricycle tires, and then sum these amounts.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5092424354119299], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "To determine how much money Shawnda made that day, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5421239025446819], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then use Python to ensure our result is accurate.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.4854930686323505], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 9, "parent": 0, "kind": "step", "step": "To determine how much money Shawnda made that day, we need to calculate the cost of the tires and the cost of the tricycle tires, then sum these amounts.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5390316657282151], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 10, "parent": 0, "kind": "step", "step": "To solve this problem, we need to calculate the total amount of money Shawnnda made from the tire inflation service. Here''s the step-by-step reasoning:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5444457589873196], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 11, "parent": 0, "kind": "step", "step": "To solve this problem, we need to calculate the total cost for each day and then sum them up.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5626266944003374], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 12, "parent": 0, "kind": "step", "step": "To determine how much money Shawnda made that day, we need to calculate the total cost of the tires inflated and the costs of the tricycle tires. Here''s the step-by-step reasoning:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5255390875473116], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 13, "parent": 0, "kind": "step", "step": "To determine how much money Shawnda made that day, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 14, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and use Python to ensure the result is accurate.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.4919788566874915], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 15, "parent": 0, "kind": "step", "step": "To solve this problem, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5368900330222733], "completion_tokens": 12, "finish_reason": "stop"}, {"index": 16, "parent": 0, "kind": "step", "step": "To solve this problem, we need to calculate the total cost of the bike inflation services for Shawnda''s neighborhood kids.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5621462789418988], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 17, "parent": 11, "kind": "step", "step": "1. **Calculate the cost of the tires inflated by the tires that came by the first day:**\n   Each tire costs 25 cents to inflate.\n   - 5 people came by to get both tires inflated.\n   - Therefore, the total cost for the tires inflated by the first day is \\(5 \\times 25 = 125\\) cents.", "depth": 2, "terminal": null, "answer": "125", "step_scores": [0.5626266944003374, 0.6326936923105114], "completion_tokens": 76, "finish_reason": "stop"}, {"index": 18, "parent": 11, "kind": "step", "step": "1. Calculate the cost of the tires for the first day:\n   - Each tire costs 25 cents.\n   - 5 people got the tires inflated.\n   - Total cost for the tires on the first day = \\(5 \\times 0.25 = 1.25\\) dollars.", "depth": 2, "terminal": null, "answer": "1.25", "step_scores": [0.5626266944003374, 0.5902455114712551], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 19, "parent": 11, "kind": "step", "step": "1. Calculate the cost of inflating the tires:\n   \\[\n   \\text{Cost of tires} = 5 \\times 25 \\text{ cents} = 125 \\text{ cents}\n   \\]\n   Since there are 100 cents in a dollar, we convert the cost to dollars:\n   \\[\n   125 \\text{ cents} = 1.25 \\text{ dollars}\n   \\]", "depth": 2, "terminal": null, "answer": "1.25", "step_scores": [0.5626266944003374, 0.5338328807229639], "completion_tokens": 95, "finish_reason": "stop"}, {"index": 20, "parent": 11, "kind": "step", "step": "First, let''s calculate the total cost for the tires that were inflated:\n- 5 people came by to get both tires inflated, each costing 25 cents.\n- 3 people came by to get all their tricycle tires inflated, each costing 25 cents.", "depth": 2, "terminal": null, "answer": "25", "step_scores": [0.5626266944003374, 0.5949047902558361], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 21, "parent": 16, "kind": "step", "step": "Here''s the breakdown of the costs:", "depth": 2, "terminal": null, "answer": null, "step_scores": [0.5621462789418988, 0.587721748513385], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 22, "parent": 16, "kind": "step", "step": "Here''s a step-by-step breakdown of the solution:", "depth": 2, "terminal": null, "answer": null, "step_scores": [0.5621462789418988, 0.5733858968089204], "completion_tokens": 11, "finish_reason": "stop"}, {"index": 23, "parent": 16, "kind": "step", "step": "1. Calculate the total number of tires inflated:\n   - 5 people came by to get both tires inflated.\n   - 3 people came by to get all their tricycle tires inflated.\n   - 1 person actually came by on a unicycle.\n   - Therefore, the total number of tires inflated is \\(5 + 3 + 1 = 9\\).", "depth": 2, "terminal": null, "answer": "9", "step_scores": [0.5621462789418988, 0.5743114059786866], "completion_tokens": 76, "finish_reason": "stop"}, {"index": 24, "parent": 16, "kind": "step", "step": "First, let''s calculate the cost of the tires:\n- Each tire costs 25 cents to inflate.\n- 5 people came by to get both tires inflated.\n- 3 people came by to get all their tricycle tires inflated.\n- 1 person came by on a unicycle.", "depth": 2, "terminal": null, "answer": "1", "step_scores": [0.5621462789418988, 0.5915565102788977], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 25, "parent": 3, "kind": "step", "step": "1. **Calculate the total cost of inflating the tires:**\n   - Each tire costs 25 cents.\n   - 5 people came by, so they get 5 * 25 cents.\n   - 3 people came by, so they get 3 * 25 cents.\n   - 1 person came by, so they get 1 * 25 cents.\n   - Therefore, the total cost of inflating the tires is \\(5 \\times 25 + 3 \\times 25 + 1 \\times 25 = 125 + 75 + 25 = 235\\) dollars.", "depth": 2, "terminal": null, "answer": "235", "step_scores": [0.5612084958076027, 0.5336877969387833], "completion_tokens": 138, "finish_reason": "stop"}, {"index": 26, "parent": 3, "kind": "step", "step": "1. Calculate the cost of inflating the tires on the first day.\n2. Calculate the cost of inflating the tricycle tires on the first day.\n3. Calculate the cost of inflating the tires on the second day.\n4. Calculate the cost of inflating the tricycle tires on the second day.\n5. Calculate the cost of inflating the tires on the third day.\n6. Calculate the cost of inflating the tricycle tires on the third day.\n7. Calculate the total cost of inflating the tires and the tricycle tires.\n8. Add up all the individual costs to get the final amount made.", "depth": 2, "terminal": null, "answer": "8", "step_scores": [0.5612084958076027, 0.5206808557421795], "completion_tokens": 128, "finish_reason": "stop"}, {"index": 27, "parent": 3, "kind": "step", "step": "1. Calculate the cost of inflating the tires:\n   - 5 people came by to get both tires inflated.\n   - 3 people came by to get all their tricycle tires inflated.\n   - One person came by on a unicycle.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.5612084958076027, 0.5801637744508762], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 28, "parent": 3, "kind": "step", "step": "1. Calculate the cost of inflating the tires.\n2. Calculate the cost of inflating the tricycle tires.\n3. Add the costs of the tires and tricycle tires.\n4. Calculate the total amount made by Shawnda.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5612084958076027, 0.581030244099442], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 29, "parent": 2, "kind": "step", "step": "1. Calculate the cost of the tires:\n   Each tire costs 25 cents to inflate.\n   5 people came by to get both tires inflated.\n   \\[\n   \\text{Total cost of tires} = 5 \\times 0.25 = 1.25 \\text{ dollars}\n   \\]", "depth": 2, "terminal": null, "answer": "1.25", "step_scores": [0.5536504677667305, 0.5984548928418416], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 30, "parent": 2, "kind": "step", "step": "1. Calculate the cost of the tires.\n2. Calculate the cost of the tricycle tires.\n3. Add the cost of the tires and the tricycle tires to get the total cost.\n4. Convert the total cost from cents to dollars.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5536504677667305, 0.6029359011112235], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 31, "parent": 2, "kind": "step", "step": "1. Calculate the total cost of the tires:\n   - Each tire costs 25 cents.\n   - Shawnda inflated 5 tires on the first day.\n   - Shawnda inflated all the tires on the second day.\n   - One person actually inflated a unicycle.", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.5536504677667305, 0.5740726553785084], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 32, "parent": 2, "kind": "step", "step": "1. Calculate the total cost of the tires:\n   Each tire costs 25 cents to inflate, and there are 5 people on bicycles.\n   \\[\n   5 \\text{ people} \\times 25 \\text{ cents/person} = 125 \\text{ cents}\n   \\]\n   Since 125 cents is equal to $1.25, Shawnda made $1.25.", "depth": 2, "terminal": null, "answer": "$1.25", "step_scores": [0.5536504677667305, 0.5135133132426993], "completion_tokens": 90, "finish_reason": "stop"}, {"index": 33, "parent": 17, "kind": "step", "step": "2. **Calculate the cost of the tricycle tires inflated by the people who actually came by on a unicycle:**\n   Since only one person actually came by on a unicycle, the total cost for the tricycle tires inflated by that person is \\(1\\) cent.", "depth": 3, "terminal": null, "answer": "1", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.5334083080855411], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 34, "parent": 17, "kind": "step", "step": "2. **Calculate the cost of the tires inflated by the tires that came by the first day and the tricycle tires inflated by the tricycle:**\n   Each tire costs 25 cents to inflate.\n   - 3 people came by to get all their tricycle tires inflated.\n   - Therefore, the total cost for the tires inflated by the first day and the tricycle tires inflated by the tricycle is \\(3 \\times 25 = 75\\) cents.", "depth": 3, "terminal": null, "answer": "75", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.5523771869476104], "completion_tokens": 98, "finish_reason": "stop"}, {"index": 35, "parent": 17, "kind": "step", "step": "2. **Calculate the cost of the tires inflated by the tires that came by the tires that got all their tricycle tires inflated:**\n   Each tire costs 25 cents to inflate.\n   - 3 people came by to get all their tricycle tires inflated.\n   - Therefore, the total cost for the tires inflated by the tires that got all their tricycle tires inflated is \\(3 \\times 25 = 75\\) cents.", "depth": 3, "terminal": null, "answer": "75", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.572385063400238], "completion_tokens": 92, "finish_reason": "stop"}, {"index": 36, "parent": 17, "kind": "step", "step": "2. **Calculate the cost of the tricycle tires inflated by the tires that came by the second day:**\n   Each tricycle tire costs 25 cents to inflate.\n   - 3 people came by to get all their tricycle tires inflated.\n   - Therefore, the total cost for the tricycle tires inflated by the second day is \\(3 \\times 25 = 75\\) cents.", "depth": 3, "terminal": null, "answer": "75", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.5692683897351493], "completion_tokens": 84, "finish_reason": "stop"}, {"index": 37, "parent": 30, "kind": "step", "step": "Let''s break it down step-by-step using Python code.\n```python\n# Constants\ncost_per_tire_cents = 25\npeople_first_day = 5\npeople_second_day = 3\npeople_unicycle = 1\ntotal_cost_cents = cost_per_tire_cents * (people_first_day + people_second_day + people_unicycle)", "depth": 3, "terminal": null, "answer": "1", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.5523421110952418], "completion_tokens": 75, "finish_reason": "stop"}, {"index": 38, "parent": 30, "kind": "step", "step": "**Step 1: Calculate the cost of the tires.**", "depth": 3, "terminal": null, "answer": "1", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657], "completion_tokens": 13, "finish_reason": "stop"}, {"index": 39, "parent": 30, "kind": "step", "step": "First, let''s calculate the cost of the tires. Each tire costs 25 cents to inflate, and 5 people came by to get both tires inflated. Therefore, the total cost of the tires is:\n\\[ 5 \\times 25 = 125 \\text{ cents} \\]", "depth": 3, "terminal": null, "answer": "125", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.5579565920790949], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 40, "parent": 30, "kind": "step", "step": "Let''s start with the calculations:", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6140921204465284], "completion_tokens": 7, "finish_reason": "stop"}, {"index": 41, "parent": 29, "kind": "step", "step": "2. Calculate the cost of the tricycle tires:\n   Each tricycle tire costs 25 cents to inflate.\n   3 people came by to get all their tricycle tires inflated.\n   \\[\n   \\text{Total cost of tricycle tires} = 3 \\times 0.25 = 0.75 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "0.75", "step_scores": [0.5536504677667305, 0.5984548928418416, 0.5409502480581555], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 42, "parent": 29, "kind": "step", "step": "2. Calculate the cost of the tricycle tires:\n   Each tricycle tire costs 25 cents to inflate.\n   3 people came by to get all their tricycle tires inflated.\n   \\[\n   \\text{Total cost of tricycle tires} = 3 \\times 0.25 = 0.75 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "0.75", "step_scores": [], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 43, "parent": 29, "kind": "step", "step": "2. Calculate the cost of the tricycle tires:\n   Each tricycle tire costs 25 cents to inflate.\n   3 people came by to get all their tricycle tires inflated.\n   \\[\n   \\text{Total cost of tricycle tires} = 3 \\times 0.25 = 0.75 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "0.75", "step_scores": [], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 44, "parent": 29, "kind": "step", "step": "2. Calculate the cost of the tricycle tires:\n   Each tricycle tire costs 25 cents to inflate.\n   3 people came by to get all their tricycle tires inflated.\n   \\[\n   \\text{Total cost of tricycle tires} = 3 \\times 0.25 = 0.75 \\text{ dollars}\n   \\]", "depth": 3, "terminal": null, "answer": "0.75", "step_scores": [], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 45, "parent": 20, "kind": "step", "step": "The total cost for the tires inflated is:\n\\[ 5 \\times 25 \\text{ cents} + 3 \\times 25 \\text{ cents} = 125 \\text{ cents} + 75 \\text{ cents} = 200 \\text{ cents} \\]", "depth": 3, "terminal": null, "answer": "200", "step_scores": [0.5626266944003374, 0.5949047902558361, 0.5528247855688887], "completion_tokens": 66, "finish_reason": "stop"}, {"index": 46, "parent": 20, "kind": "step", "step": "The total cost for the tires is:\n\\[ 5 \\times 25 + 3 \\times 25 = 125 + 75 = 200 \\text{ cents} \\]", "depth": 3, "terminal": null, "answer": "200", "step_scores": [0.5626266944003374, 0.5949047902558361, 0.5640350173298576], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 47, "parent": 20, "kind": "step", "step": "So, the total cost for the tires is:\n\\[ (5 \\times 25) + (3 \\times 25) = 125 + 75 = 200 \\text{ cents} \\]", "depth": 3, "terminal": null, "answer": "200", "step_scores": [0.5626266944003374, 0.5949047902558361, 0.5677232039350317], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 48, "parent": 20, "kind": "step", "step": "The total cost for the tires is:\n\\[ 25 \\text{ cents/person} \\times 5 \\text{ people} + 25 \\text{ cents/person} \\times 3 \\text{ people} = 125 \\text{ cents} + 75 \\text{ cents} = 200 \\text{ cents} \\]", "depth": 3, "terminal": null, "answer": "200", "step_scores": [0.5626266944003374, 0.5949047902558361, 0.543898837462497], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 49, "parent": 38, "kind": "step", "step": "Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:\n\\[ 5 \\text{ people} \\times 25 \\text{ cents/person} = 125 \\text{ cents} \\]", "depth": 4, "terminal": null, "answer": "125", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 50, "parent": 38, "kind": "step", "step": "Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:\n\\[\n25 \\text{ cents/person} \\times 5 \\text{ people} = 125 \\text{ cents}\n\\]", "depth": 4, "terminal": null, "answer": "125", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 51, "parent": 38, "kind": "step", "step": "Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:\n\\[ 5 \\times 25 = 125 \\text{ cents} \\]", "depth": 4, "terminal": null, "answer": "125", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 52, "parent": 38, "kind": "step", "step": "Each tire costs 25 cents to inflate, and 5 people came by to get both tires inflated. So, the total cost of the tires is:\n\\[ 25 \\text{ cents/person} \\times 5 \\text{ people} = 125 \\text{ cents} \\]", "depth": 4, "terminal": null, "answer": "125", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5628496113322389], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 53, "parent": 40, "kind": "step", "step": "1. The cost of the tires is:\n\\[ \\text{Tires} = 5 \\text{ people} \\times 25 \\text{ cents/person} = 125 \\text{ cents} \\]", "depth": 4, "terminal": null, "answer": "125", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 54, "parent": 40, "kind": "step", "step": "1. The cost of the tires is $25 per tire. Since 5 people came by, the cost of the tires is \\(25 \\times 5 = 125\\) cents.\n2. The cost of the tricycle tires is $25 per tire. Since 3 people came by, the cost of the tricycle tires is \\(25 \\times 3 = 75\\) cents.\n3. The cost of the unicycle is not specified in the problem, so we assume that it''s not included in the total cost calculation.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5537436158521336], "completion_tokens": 116, "finish_reason": "stop"}, {"index": 55, "parent": 40, "kind": "step", "step": "1. The cost of each tire to inflate is $0.25.\n2. Shawnda inflated 5 tires on the first day.\n3. Shawnda inflated 3 tires on the second day.\n4. Shawnda inflated 1 person on a unicycle.\n5. The total number of tires is \\(5 + 3 + 1 = 9\\).\n6. The total cost of the tires is \\(9 \\times 0.25 = 2.25\\) cents.\n7. Since 2.25 cents is equal to 2.25 dollars, the total cost is \\(\\boxed{2.25}\\) dollars.", "depth": 4, "terminal": "answer", "answer": "2.25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5332858906638486], "completion_tokens": 139, "finish_reason": "stop"}, {"index": 56, "parent": 40, "kind": "step", "step": "1. The cost of the tires is calculated by multiplying the number of people who got the tires by the cost per tire.\n   \\[\n   \\text{Cost of tires} = 5 \\text{ people} \\times 25 \\text{ cents/person} = 125 \\text{ cents}\n   \\]", "depth": 4, "terminal": null, "answer": "125", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5619011267429047], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 57, "parent": 35, "kind": "step", "step": "3. **Calculate the cost of the tires inflated by the tires that came by the tires that actually got on a unicycle:**\n   Each tire costs 25 cents to inflate.\n   - 1 person actually got on a unicycle.\n   - Therefore, the total cost for the tires inflated by the tires that actually got on a unicycle is \\(1 \\times 25 = 25\\) cents.", "depth": 4, "terminal": null, "answer": "25", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5593130833290141], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 58, "parent": 35, "kind": "step", "step": "3. **Calculate the cost of the tires inflated by the unicycle:**\n   Since one person came by on a unicycle.\n   - The cost of the tires inflated by the unicycle is 0 cents (no inflation needed).", "depth": 4, "terminal": null, "answer": "0", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5021938242796561], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 59, "parent": 35, "kind": "step", "step": "3. **Calculate the cost of the unicycle:**\n   Each unicycle costs 25 cents.\n   - 1 person actually came by on a unicycle.\n   - Therefore, the total cost for the unicycle is \\(1 \\times 25 = 25\\) cents.", "depth": 4, "terminal": null, "answer": "25", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5104939128484743], "completion_tokens": 61, "finish_reason": "stop"}, {"index": 60, "parent": 35, "kind": "step", "step": "3. **Add the cost of the tires inflated by the tires that got both tires inflated and the tires that got all their tricycle tires inflated to get the total cost for the day:**\n   - 125 cents (from the first day) + 75 cents (from the second day) = \\(200\\) cents.", "depth": 4, "terminal": null, "answer": "200", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5164644923926752], "completion_tokens": 71, "finish_reason": "stop"}, {"index": 61, "parent": 36, "kind": "step", "step": "3. **Calculate the cost of the unicycle inflated by the person who actually came by:**\n   The person actually came by on a unicycle.\n   - Therefore, the total cost for the unicycle is \\(1\\) dollar.", "depth": 4, "terminal": null, "answer": "1", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.4923960320044002], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 62, "parent": 36, "kind": "step", "step": "3. **Calculate the cost of the unicycle inflated by the person who actually came by:**\n   There is one person who actually came by on a unicycle.\n   - Therefore, the total cost for the unicycle inflated by the person is \\(1 \\times 25 = 25\\) cents.", "depth": 4, "terminal": null, "answer": "25", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5360750401251299], "completion_tokens": 64, "finish_reason": "stop"}, {"index": 63, "parent": 36, "kind": "step", "step": "3. **Calculate the cost of the unicycle:**\n   Since one person actually came by on a unicycle, the cost of the unicycle is \\(1 \\times 25 = 25\\) cents.", "depth": 4, "terminal": null, "answer": "25", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5194225283024432], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 64, "parent": 36, "kind": "step", "step": "3. **Calculate the cost of the unicycle inflated by the person who actually came by on a unicycle:**\n   The cost of each unicycle is 25 cents.\n   - 1 person came by on a unicycle.\n   - Therefore, the total cost for the unicycle inflated by the person is \\(1 \\times 25 = 25\\) cents.", "depth": 4, "terminal": null, "answer": "25", "step_scores": [0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5442616106813267], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 65, "parent": 50, "kind": "step", "step": "On the second day, 3 people got the tires inflated on the second day:\n\\[\n25 \\text{ cents/person} \\times 3 \\text{ people} = 75 \\text{ cents}\n\\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5721624519831311], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 66, "parent": 50, "kind": "step", "step": "There are 3 people getting the tires inflated on the second day:\n\\[\n25 \\text{ cents/person} \\times 3 \\text{ people} = 75 \\text{ cents}\n\\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5744705975152249], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 67, "parent": 50, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 68, "parent": 50, "kind": "step", "step": "Next, there are 3 people getting the tricycle tires inflated on the second day:\n\\[\n25 \\text{ cents/person} \\times 3 \\text{ people} = 75 \\text{ cents}\n\\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 69, "parent": 53, "kind": "step", "step": "2. The cost of the tricycle tires is:\n\\[ \\text{Tricycle tires} = 3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents} \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596, 0.5423517872206614], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 70, "parent": 53, "kind": "step", "step": "2. The cost of the tricycle tires is:\n\\[ \\text{Tricycle tires} = 3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents} \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 71, "parent": 53, "kind": "step", "step": "2. The cost of the tricycle tires is:\n\\[ \\text{Tricycle tires} = 3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents} \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 72, "parent": 53, "kind": "step", "step": "2. The cost of the tricycle tires is:\n\\[ \\text{Tire tires} = 3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents} \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596, 0.5219562769700756], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 73, "parent": 49, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523, 0.5798819514806854], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 74, "parent": 49, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 75, "parent": 49, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 76, "parent": 49, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 77, "parent": 51, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 78, "parent": 51, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 79, "parent": 51, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 80, "parent": 51, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 5, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 81, "parent": 68, "kind": "step", "step": "Finally, there is 1 person getting a unicycle:\n\\[\n25 \\text{ cents/person} \\times 1 \\text{ person} = 25 \\text{ cents}\n\\]", "depth": 6, "terminal": null, "answer": "25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977], "completion_tokens": 42, "finish_reason": "stop"}, {"index": 82, "parent": 68, "kind": "step", "step": "There is one person getting the unicycle on the third day:\n\\[\n25 \\text{ cents/person} \\times 1 \\text{ person} = 25 \\text{ cents}\n\\]", "depth": 6, "terminal": null, "answer": "25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5514572324270929], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 83, "parent": 68, "kind": "step", "step": "Finally, one person actually came by on a unicycle, so there is 1 person getting the tricycle tires inflated on the third day:\n\\[\n75 \\text{ cents/person} \\times 1 \\text{ person} = 75 \\text{ cents}\n\\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 84, "parent": 68, "kind": "step", "step": "The total cost of the tires is:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} = 200 \\text{ cents}\n\\]", "depth": 6, "terminal": null, "answer": "200", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 85, "parent": 67, "kind": "step", "step": "Each tricycle tire costs 25 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:\n\\[\n25 \\text{ cents/person} \\times 3 \\text{ people} = 75 \\text{ cents}\n\\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5466859656781917], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 86, "parent": 67, "kind": "step", "step": "There are 3 people getting the tricycle tires inflated on the second day:\n\\[\n25 \\text{ cents/person} \\times 3 \\text{ people} = 75 \\text{ cents}\n\\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5429390154390141], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 87, "parent": 67, "kind": "step", "step": "All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:\n\\[\n125 \\text{ cents/tricycle} \\times 3 \\text{ tricycle} = 375 \\text{ cents}\n\\]", "depth": 6, "terminal": null, "answer": "375", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332], "completion_tokens": 70, "finish_reason": "stop"}, {"index": 88, "parent": 67, "kind": "step", "step": "There are 3 people getting the tricycle tires inflated on the second day:\n\\[\n25 \\text{ cents/person} \\times 3 \\text{ people} = 75 \\text{ cents}\n\\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 89, "parent": 77, "kind": "step", "step": "Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:\n\\[ 3 \\times 25 = 75 \\text{ cents} \\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403, 0.54178136924121], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 90, "parent": 77, "kind": "step", "step": "Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:\n\\[ 3 \\times 25 = 75 \\text{ cents} \\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 91, "parent": 77, "kind": "step", "step": "Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:\n\\[ 3 \\times 25 = 75 \\text{ cents} \\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 47, "finish_reason": "stop"}, {"index": 92, "parent": 77, "kind": "step", "step": "Each tricycle tire costs 50 cents. Shawnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:\n\\[ 3 \\times 50 = 150 \\text{ cents} \\]", "depth": 6, "terminal": null, "answer": "150", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403, 0.5503737380323696], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 93, "parent": 73, "kind": "step", "step": "Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:\n\\[ 3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents} \\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523, 0.5798819514806854, 0.5471612026617323], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 94, "parent": 73, "kind": "step", "step": "Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:\n\\[ 3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents} \\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 95, "parent": 73, "kind": "step", "step": "Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:\n\\[ 3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents} \\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 96, "parent": 73, "kind": "step", "step": "Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:\n\\[ 3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents} \\]", "depth": 6, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 97, "parent": 84, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 7, "terminal": null, "answer": "2", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 98, "parent": 84, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 7, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 99, "parent": 84, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 7, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 100, "parent": 84, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 7, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 101, "parent": 87, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 7, "terminal": null, "answer": "3", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 102, "parent": 87, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 7, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 103, "parent": 87, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 7, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 104, "parent": 87, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 7, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 105, "parent": 83, "kind": "step", "step": "Adding these amounts together gives the total cost in cents:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 75 \\text{ cents} = 325 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "325", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5518422974692218], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 106, "parent": 83, "kind": "step", "step": "Adding these amounts together gives the total cost in cents:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 75 \\text{ cents} = 335 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "335", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5405140251688345], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 107, "parent": 83, "kind": "step", "step": "Adding these amounts together gives the total cost of the tires and the tricycle tires:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 75 \\text{ cents} = 335 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "335", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5398815621375417], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 108, "parent": 83, "kind": "step", "step": "Adding the costs of the tires and the tricycle tires gives:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 75 \\text{ cents} = 325 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "325", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.543432483680614], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 109, "parent": 81, "kind": "step", "step": "Add these amounts together to get the total cost of the tires:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 25 \\text{ cents} = 255 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "255", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5415127451786708], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 110, "parent": 81, "kind": "step", "step": "Adding these amounts together, the total cost of the tires is:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 25 \\text{ cents} = 265 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "265", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 111, "parent": 81, "kind": "step", "step": "Adding these amounts together:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 25 \\text{ cents} = 215 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "215", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5540500764290274], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 112, "parent": 81, "kind": "step", "step": "Adding these amounts together:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 25 \\text{ cents} = 225 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "225", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 113, "parent": 97, "kind": "step", "step": "Each tricycle tire costs 50 cents to inflate. One person actually came by on a unicycle:\n\\[\n50 \\text{ cents/person} = 50 \\text{ cents}\n\\]", "depth": 8, "terminal": null, "answer": "50", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5453883370957692], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 114, "parent": 97, "kind": "step", "step": "Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on the last day:\n\\[\n25 \\text{ cents/person} \\times 1 \\text{ person} = 25 \\text{ cents}\n\\]", "depth": 8, "terminal": null, "answer": "25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 115, "parent": 97, "kind": "step", "step": "There is 1 person actually getting the unicycle on the third day:\n\\[\n25 \\text{ cents/person} \\times 1 \\text{ person} = 25 \\text{ cents}\n\\]", "depth": 8, "terminal": null, "answer": "25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5392699257875728], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 116, "parent": 97, "kind": "step", "step": "Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:\n\\[\n25 \\text{ cents/person} \\times 1 \\text{ person} = 25 \\text{ cents}\n\\]", "depth": 8, "terminal": null, "answer": "25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 117, "parent": 110, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 118, "parent": 110, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 119, "parent": 110, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 120, "parent": 110, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 121, "parent": 112, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027, 0.5561803071568948], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 122, "parent": 112, "kind": "step", "step": "**Step 2: Convert the total cost from cents to dollars.**", "depth": 8, "terminal": null, "answer": "2", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027, 0.5622166102676227], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 123, "parent": 112, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 124, "parent": 112, "kind": "step", "step": "**Step 2: Calculate the cost of the tricycle tires.**", "depth": 8, "terminal": null, "answer": "2", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 125, "parent": 101, "kind": "step", "step": "\\[\n125 \\text{ cents} + 375 \\text{ cents} = 500 \\text{ cents}\n\\]", "depth": 8, "terminal": null, "answer": "500", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 126, "parent": 101, "kind": "step", "step": "Combine the costs of the tires and the tricycle tires:\n\\[\n125 \\text{ cents} + 375 \\text{ cents} = 500 \\text{ cents}\n\\]", "depth": 8, "terminal": null, "answer": "500", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5653678761294006], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 127, "parent": 101, "kind": "step", "step": "\\[\n125 \\text{ cents} + 375 \\text{ cents} = 500 \\text{ cents}\n\\]", "depth": 8, "terminal": null, "answer": "500", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 128, "parent": 101, "kind": "step", "step": "\\[\n125 \\text{ cents} + 375 \\text{ cents} = 500 \\text{ cents}\n\\]", "depth": 8, "terminal": null, "answer": "500", "step_scores": [], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 129, "parent": 117, "kind": "step", "step": "Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:\n\\[\n50 \\text{ cents/person} \\times 1 \\text{ person} = 50 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "50", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 130, "parent": 117, "kind": "step", "step": "Each tire costs 25 cents to inflate. There are 5 people getting the tricycle tires inflated on the first day:\n\\[\n25 \\text{ cents/person} \\times 5 \\text{ people} = 125 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "125", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5656291510218036], "completion_tokens": 57, "finish_reason": "stop"}, {"index": 131, "parent": 117, "kind": "step", "step": "There are 3 people getting the tricycle tires inflated on the second day:\n\\[\n25 \\text{ cents/person} \\times 3 \\text{ people} = 75 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "75", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5661436269171612], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 132, "parent": 117, "kind": "step", "step": "Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:\n\\[\n50 \\text{ cents/person} \\times 3 \\text{ people} = 150 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "150", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 133, "parent": 114, "kind": "step", "step": "Adding the cost of the tricycle tires to the total cost of the tires gives:\n\\[\n200 \\text{ cents} + 25 \\text{ cents} = 225 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "225", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.5588093401055385], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 134, "parent": 114, "kind": "step", "step": "The total cost of the tricycle tires is:\n\\[\n25 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.565005223834782], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 135, "parent": 114, "kind": "step", "step": "The total cost of the tricycle tires is:\n\\[\n25 \\text{ cents} = 25 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.5622120477563975], "completion_tokens": 30, "finish_reason": "stop"}, {"index": 136, "parent": 114, "kind": "step", "step": "The total cost of the tricycle tires is:\n\\[\n25 \\text{ cents} + 25 \\text{ cents} = 50 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "50", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.551364465560116], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 137, "parent": 125, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 9, "terminal": null, "answer": "4", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 138, "parent": 125, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 9, "terminal": null, "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 139, "parent": 125, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 9, "terminal": null, "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 140, "parent": 125, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 9, "terminal": null, "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 141, "parent": 116, "kind": "step", "step": "The total cost of the tricycle tires is:\n\\[\n25 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "25", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 142, "parent": 116, "kind": "step", "step": "The total cost of the tricycle tires is:\n\\[\n25 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "25", "step_scores": [], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 143, "parent": 116, "kind": "step", "step": "The total cost of the tricycle tires is:\n\\[\n25 \\text{ cents} + 25 \\text{ cents} = 50 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "50", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5308394215895096], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 144, "parent": 116, "kind": "step", "step": "The total cost of the tricycle tires is:\n\\[\n25 \\text{ cents} + 25 \\text{ cents} = 50 \\text{ cents}\n\\]", "depth": 9, "terminal": null, "answer": "50", "step_scores": [], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 145, "parent": 141, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455, 0.5738310132935907], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 146, "parent": 141, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 147, "parent": 141, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 148, "parent": 141, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 149, "parent": 137, "kind": "step", "step": "There are 100 cents in a dollar. Therefore, 500 cents is equivalent to:\n\\[\n\\frac{500 \\text{ cents}}{100 \\text{ cents/dollar}} = 5 \\text{ dollars}\n\\]", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5249456750590767], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 150, "parent": 137, "kind": "step", "step": "1 dollar is equal to 100 cents. Therefore, to convert 500 cents to dollars:\n\\[\n500 \\text{ cents} \\div 100 \\text{ cents/dollar} = 5 \\text{ dollars}\n\\]", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5245357221536435], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 151, "parent": 137, "kind": "step", "step": "There are 100 cents in a dollar. To find the total cost in dollars, we divide the total cost in cents by 100:\n\\[\n500 \\text{ cents} \\div 100 = 5 \\text{ dollars}\n\\]", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 152, "parent": 137, "kind": "step", "step": "There are 100 cents in a dollar. To convert 500 cents to dollars, we divide by 100:\n\\[\n\\frac{500 \\text{ cents}}{100 \\text{ cents/dollar}} = 5 \\text{ dollars}\n\\]", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5205967630034194], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 153, "parent": 129, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 154, "parent": 129, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 155, "parent": 129, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 156, "parent": 129, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 157, "parent": 132, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 158, "parent": 132, "kind": "step", "step": "Adding this amount to the cost of the tires, the total cost of the tricycle tires is:\n\\[\n265 \\text{ cents} + 150 \\text{ cents} = 415 \\text{ cents}\n\\]", "depth": 10, "terminal": null, "answer": "415", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5374790484858825], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 159, "parent": 132, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 160, "parent": 132, "kind": "step", "step": "**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**", "depth": 10, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 161, "parent": 145, "kind": "step", "step": "The total cost is:\n\\[\n200 \\text{ cents} + 25 \\text{ cents} = 225 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "225", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455, 0.5738310132935907, 0.5100143270900576], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 162, "parent": 145, "kind": "step", "step": "The total cost is:\n\\[\n200 \\text{ cents} + 25 \\text{ cents} = 225 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "225", "step_scores": [], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 163, "parent": 145, "kind": "step", "step": "The total cost is:\n\\[\n200 \\text{ cents} + 25 \\text{ cents} = 225 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "225", "step_scores": [], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 164, "parent": 145, "kind": "step", "step": "The total cost is:\n\\[\n200 \\text{ cents} + 25 \\text{ cents} = 225 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "225", "step_scores": [], "completion_tokens": 36, "finish_reason": "stop"}, {"index": 165, "parent": 157, "kind": "step", "step": "The total cost of the tires and the tricycle tires is:\n\\[\n265 \\text{ cents} + 150 \\text{ cents} = 415 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "415", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5309685961244894], "completion_tokens": 45, "finish_reason": "stop"}, {"index": 166, "parent": 157, "kind": "step", "step": "The total cost is the sum of the cost of the tires and the cost of the tricycle tires:\n\\[\n265 \\text{ cents} + 150 \\text{ cents} = 415 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "415", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5324911338842518], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 167, "parent": 157, "kind": "step", "step": "Adding the cost of the tires and the tricycle tires together, the total cost is:\n\\[\n265 \\text{ cents} + 150 \\text{ cents} = 415 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "415", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5311350384130628], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 168, "parent": 157, "kind": "step", "step": "The total cost is:\n\\[\n265 \\text{ cents} + 150 \\text{ cents} = 415 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "415", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5469422492077555], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 169, "parent": 151, "kind": "step", "step": "Therefore, Shawnda made \\(\\boxed{5}\\) dollars that day.", "depth": 11, "terminal": "answer", "answer": "5", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017, 0.5431187089173364], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 170, "parent": 151, "kind": "step", "step": "Therefore, Shawnda made \\boxed{5} dollars that day.", "depth": 11, "terminal": "answer", "answer": "5", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017, 0.5255222634124282], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 171, "parent": 151, "kind": "step", "step": "Therefore, Shawnda made \\(\\boxed{5}\\) dollars that day.", "depth": 11, "terminal": "answer", "answer": "5", "step_scores": [], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 172, "parent": 151, "kind": "step", "step": "Therefore, Shawnda made \\(\\boxed{5}\\) dollars that day.", "depth": 11, "terminal": "answer", "answer": "5", "step_scores": [], "completion_tokens": 17, "finish_reason": "stop"}, {"index": 173, "parent": 153, "kind": "step", "step": "Adding the total cost of the tires and the tricycle tires together, the total cost is:\n\\[\n265 \\text{ cents} + 50 \\text{ cents} = 315 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "315", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5449588587976144], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 174, "parent": 153, "kind": "step", "step": "Adding the cost of the tires and the tricycle tires together, the total cost is:\n\\[\n265 \\text{ cents} + 50 \\text{ cents} = 315 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "315", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5199447484286025], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 175, "parent": 153, "kind": "step", "step": "The total cost of the tires and the tricycle tires is:\n\\[\n265 \\text{ cents} + 50 \\text{ cents} = 315 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "315", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5584683439636855], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 176, "parent": 153, "kind": "step", "step": "The total cost of the tires and the tricycle tires is:\n\\[\n265 \\text{ cents} + 50 \\text{ cents} = 315 \\text{ cents}\n\\]", "depth": 11, "terminal": null, "answer": "315", "step_scores": [], "completion_tokens": 44, "finish_reason": "stop"}, {"index": 177, "parent": 175, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5584683439636855, 0.5916594195233978], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 178, "parent": 175, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 179, "parent": 175, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 180, "parent": 175, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 181, "parent": 168, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5469422492077555, 0.5675079578840104], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 182, "parent": 168, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 183, "parent": 168, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 184, "parent": 168, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 185, "parent": 173, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5449588587976144, 0.5743413803369393], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 186, "parent": 173, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 187, "parent": 173, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}, {"index": 188, "parent": 173, "kind": "step", "step": "**Step 4: Convert the total cost from cents to dollars.**", "depth": 12, "terminal": "max_steps", "answer": "4", "step_scores": [], "completion_tokens": 15, "finish_reason": "stop"}]}]',15518,15118,7726,302,96770,96770,14051473220352.0,4046935196928.0,5.94288977288000751274e+02,4.12799997173139331628e+02,1.79632261736911892895e+09);
+INSERT INTO "jobs" VALUES(26,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-151',0,2,'beam:verifier=pyes,beam_width=2',0,'done','1','[{"event": "generate", "expand": [[0, 8]], "stop_at_step": true, "max_tokens": 256, "seeds": [640836148], "usage": [{"prompt_tokens": 126, "cached_prompt_tokens": 125, "completion_tokens": 182, "calls": 1, "seconds": 7.190601062471233, "flops": 220558598400.0}]}, {"event": "score", "nodes": [1, 2, 3, 4, 5, 6, 7, 8], "scores": [[0.5549888927105998], [0.5495367156399743], [0.5774999608314458], [0.49870997953552587], [0.5285480777826443], [0.5265136130467494], [0.5494007898242492], [0.5001645684182822]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4, 5, 6, 7, 8], "kept": [3, 1], "finished": [], "width": 2}, {"event": "generate", "expand": [[3, 4], [1, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1580215272, 166406215], "usage": [{"prompt_tokens": 158, "cached_prompt_tokens": 157, "completion_tokens": 195, "calls": 1, "seconds": 8.242817607772592, "flops": 241984290816.0}, {"prompt_tokens": 140, "cached_prompt_tokens": 139, "completion_tokens": 361, "calls": 1, "seconds": 16.84801217633251, "flops": 451199875584.0}]}, {"event": "score", "nodes": [9, 10, 11, 12, 13, 14, 15, 16], "scores": [[0.5774999608314458, 0.5506289425063525], [0.5774999608314458, 0.5947894970958161], [0.5774999608314458, 0.5906070090417492], [0.5774999608314458, 0.5526230864392293], [0.5549888927105998, 0.548569995530584], [0.5549888927105998, 0.5583892998662381], [0.5549888927105998, 0.5614584734553051], [0.5549888927105998, 0.52466674303175]]}, {"event": "step", "step": 1, "children": [9, 10, 11, 12, 13, 14, 15, 16], "kept": [10, 11], "finished": [], "width": 2}, {"event": "generate", "expand": [[10, 4], [11, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [761899643, 1407171823], "usage": [{"prompt_tokens": 214, "cached_prompt_tokens": 213, "completion_tokens": 242, "calls": 1, "seconds": 10.157204673682655, "flops": 301220028672.0}, {"prompt_tokens": 219, "cached_prompt_tokens": 218, "completion_tokens": 153, "calls": 1, "seconds": 6.29727830607816, "flops": 189050227200.0}]}, {"event": "score", "nodes": [17, 18, 19, 20, 21, 22, 23, 24], "scores": [[0.5774999608314458, 0.5947894970958161, 0.5880173403159578], [0.5774999608314458, 0.5947894970958161, 0.5379119411438498], [0.5774999608314458, 0.5947894970958161, 0.5186400861197772], [0.5774999608314458, 0.5947894970958161, 0.5379098817900198], [0.5774999608314458, 0.5906070090417492, 0.5828050853862918], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106], [0.5774999608314458, 0.5906070090417492, 0.5849163234149887], [0.5774999608314458, 0.5906070090417492, 0.564065253973865]]}, {"event": "step", "step": 2, "children": [17, 18, 19, 20, 21, 22, 23, 24], "kept": [22, 17], "finished": [], "width": 2}, {"event": "generate", "expand": [[22, 4], [17, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [847422515, 69445299], "usage": [{"prompt_tokens": 228, "cached_prompt_tokens": 227, "completion_tokens": 535, "calls": 1, "seconds": 26.22349250433313, "flops": 670498139136.0}, {"prompt_tokens": 239, "cached_prompt_tokens": 238, "completion_tokens": 122, "calls": 1, "seconds": 5.077917902455917, "flops": 149979846912.0}]}, {"event": "score", "nodes": [25, 26, 27, 28, 29, 31], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5496879340106287], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5340820210540247], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476], [0.5774999608314458, 0.5947894970958161, 0.5880173403159578, 0.5500684253853795], [0.5774999608314458, 0.5947894970958161, 0.5880173403159578, 0.5284136449791402]]}, {"event": "step", "step": 3, "children": [25, 26, 27, 28, 29, 31], "kept": [27, 28], "finished": [], "width": 2}, {"event": "generate", "expand": [[27, 4], [28, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [452654250, 1896969704], "usage": [{"prompt_tokens": 287, "cached_prompt_tokens": 286, "completion_tokens": 241, "calls": 1, "seconds": 8.405683255965412, "flops": 299959693824.0}, {"prompt_tokens": 276, "cached_prompt_tokens": 275, "completion_tokens": 200, "calls": 1, "seconds": 6.78655830599746, "flops": 248285965056.0}]}, {"event": "score", "nodes": [33, 34, 35, 36, 37], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5635161569838167], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5642511629472966], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.526485424944505], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643]]}, {"event": "step", "step": 4, "children": [33, 34, 35, 36, 37], "kept": [37, 35], "finished": [], "width": 2}, {"event": "generate", "expand": [[37, 4], [35, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [978366291, 208313376], "usage": [{"prompt_tokens": 326, "cached_prompt_tokens": 325, "completion_tokens": 197, "calls": 1, "seconds": 6.634450457375592, "flops": 244504960512.0}, {"prompt_tokens": 341, "cached_prompt_tokens": 340, "completion_tokens": 218, "calls": 1, "seconds": 8.010117542019483, "flops": 270971992320.0}]}, {"event": "score", "nodes": [41, 42, 44, 45, 46, 47, 48], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.524557365953911], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5357398476584649], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5163232323967463], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5291928992685625], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5259468023389481]]}, {"event": "step", "step": 5, "children": [41, 42, 44, 45, 46, 47, 48], "kept": [41, 47], "finished": [], "width": 2}, {"event": "generate", "expand": [[41, 4], [47, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1773753283, 656887248], "usage": [{"prompt_tokens": 376, "cached_prompt_tokens": 375, "completion_tokens": 237, "calls": 1, "seconds": 8.470118225000814, "flops": 294918354432.0}, {"prompt_tokens": 378, "cached_prompt_tokens": 377, "completion_tokens": 236, "calls": 1, "seconds": 8.592439610434749, "flops": 293658019584.0}]}, {"event": "score", "nodes": [49, 50, 51, 52, 53, 55], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5345682383594925], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5385877389241844], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479, 0.5301025049372057], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479, 0.523855322940589]]}, {"event": "step", "step": 6, "children": [49, 50, 51, 52, 53, 55], "kept": [51, 50], "finished": [], "width": 2}, {"event": "generate", "expand": [[51, 4], [50, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [155238075, 1718838652], "usage": [{"prompt_tokens": 435, "cached_prompt_tokens": 434, "completion_tokens": 207, "calls": 1, "seconds": 7.081678760224596, "flops": 257108308992.0}, {"prompt_tokens": 435, "cached_prompt_tokens": 434, "completion_tokens": 209, "calls": 1, "seconds": 7.167862541629659, "flops": 259628978688.0}]}, {"event": "score", "nodes": [57, 58, 61, 62, 63, 64], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5350895319748951], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5180057622989971], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5008372209592207], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5011867858533937]]}, {"event": "step", "step": 7, "children": [57, 58, 61, 62, 63, 64], "kept": [63, 57], "finished": [], "width": 2}, {"event": "generate", "expand": [[63, 4], [57, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [608545760, 227038082], "usage": [{"prompt_tokens": 487, "cached_prompt_tokens": 486, "completion_tokens": 88, "calls": 1, "seconds": 3.9378871158401267, "flops": 107128462080.0}, {"prompt_tokens": 486, "cached_prompt_tokens": 485, "completion_tokens": 140, "calls": 1, "seconds": 6.022136067338246, "flops": 172665874176.0}]}, {"event": "score", "nodes": [65, 66, 67, 69, 70, 71, 72], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5296442966523023], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5272030317558446], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5217786230587176], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5195368401534094], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5478723611818387]]}, {"event": "step", "step": 8, "children": [65, 66, 67, 69, 70, 71, 72], "kept": [71, 69], "finished": [], "width": 2}, {"event": "generate", "expand": [[71, 4], [69, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1369675259, 576941873], "usage": [{"prompt_tokens": 529, "cached_prompt_tokens": 528, "completion_tokens": 133, "calls": 1, "seconds": 4.279365182159449, "flops": 163843530240.0}, {"prompt_tokens": 535, "cached_prompt_tokens": 534, "completion_tokens": 80, "calls": 1, "seconds": 2.600065048676529, "flops": 97045783296.0}]}, {"event": "score", "nodes": [73, 74, 75, 76, 77, 78, 79, 80], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6269270480665023], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.627180612094126], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6000010056606748], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.5826579504519597], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6002637759036293], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6073060368374056]]}, {"event": "step", "step": 9, "children": [73, 74, 75, 76, 77, 78, 79, 80], "kept": [74, 76], "finished": [], "width": 2}, {"event": "generate", "expand": [[74, 4], [76, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [515029135, 246437574], "usage": [{"prompt_tokens": 584, "cached_prompt_tokens": 583, "completion_tokens": 122, "calls": 1, "seconds": 4.68179746370588, "flops": 149979846912.0}, {"prompt_tokens": 549, "cached_prompt_tokens": 548, "completion_tokens": 95, "calls": 1, "seconds": 3.559076220280258, "flops": 115950806016.0}]}, {"event": "score", "nodes": [81, 82, 85, 86, 88], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093, 0.6155739726609755], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093, 0.5959547585789046], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6100769560542816], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6233151174294521], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6182967292079027]]}, {"event": "step", "step": 10, "children": [81, 82, 85, 86, 88], "kept": [86, 88], "finished": [], "width": 2}, {"event": "generate", "expand": [[86, 4], [88, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [2054475677, 1790814333], "usage": [{"prompt_tokens": 572, "cached_prompt_tokens": 571, "completion_tokens": 80, "calls": 1, "seconds": 3.3321394317349524, "flops": 97045783296.0}, {"prompt_tokens": 574, "cached_prompt_tokens": 573, "completion_tokens": 80, "calls": 1, "seconds": 3.3592382357342037, "flops": 97045783296.0}]}, {"event": "score", "nodes": [89, 93], "scores": [[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6233151174294521, 0.5979906408722815], [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6182967292079027, 0.591228719835734]]}, {"event": "step", "step": 11, "children": [89, 93], "kept": [89, 93], "finished": [89, 93], "width": 0}, {"event": "select", "how": "argmax", "pool": [89, 93], "scores": [0.5979906408722815, 0.591228719835734], "tally": {"1": 0.5979906408722815}, "tie_broken_by_rng": false, "chosen": 89}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "To solve this problem, let''s break it down step-by-step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5549888927105998], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5495367156399743], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5774999608314458], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "Let''s solve this step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.49870997953552587], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 5, "parent": 0, "kind": "step", "step": "To determine how many dollars Shawnda made, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5285480777826443], "completion_tokens": 16, "finish_reason": "stop"}, {"index": 6, "parent": 0, "kind": "step", "step": "To determine how much money Shawnda made on that day, we need to calculate the total cost of the tires and the tricycle tires, and then sum these amounts.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5265136130467494], "completion_tokens": 34, "finish_reason": "stop"}, {"index": 7, "parent": 0, "kind": "step", "step": "To determine how much money Shawnda made that day, we need to follow these steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5494007898242492], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 8, "parent": 0, "kind": "step", "step": "Let''s break down the problem step by step and then use Python code to ensure our calculations are accurate.", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5001645684182822], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 9, "parent": 3, "kind": "step", "step": "1. Calculate the cost of inflating 5 tires.\n2. Calculate the cost of inflating all 3 tires.\n3. Calculate the cost of inflating 1 unicycle.", "depth": 2, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5506289425063525], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 10, "parent": 3, "kind": "step", "step": "1. Calculate the number of tires inflated on each day:\n   - Each tire costs 25 cents.\n   - 5 people got both tires inflated.\n   - 3 people got all their tricycle tires inflated.\n   - 1 person got on a unicycle.", "depth": 2, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5947894970958161], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 11, "parent": 3, "kind": "step", "step": "1. Calculate the number of people who got both tires inflated.\n2. Calculate the number of people who got all their tricycle tires inflated.\n3. Determine the total number of people who used the bike inflation service.\n4. Calculate the total cost of inflating the tires and the tricycle tires.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5774999608314458, 0.5906070090417492], "completion_tokens": 61, "finish_reason": "stop"}, {"index": 12, "parent": 3, "kind": "step", "step": "1. Calculate the total cost for the tires.\n2. Calculate the total cost for the tricycle tires.\n3. Add the costs of the tires and tricycle tires to find the total cost.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.5774999608314458, 0.5526230864392293], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 13, "parent": 1, "kind": "step", "step": "1. Calculate the total number of people who came by to get both tires inflated.\n2. Calculate the total number of people who came by to get all their tricycle tires inflated.\n3. Calculate the number of people who came by on a unicycle.\n4. Determine the total cost of these inflated tires.\n5. Add the cost of the unicycle to the total cost of the tires to get the final amount made.", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.5549888927105998, 0.548569995530584], "completion_tokens": 86, "finish_reason": "stop"}, {"index": 14, "parent": 1, "kind": "step", "step": "1. Calculate the number of tires inflated by each type of vehicle:\n   - 5 people came by to get both tires inflated.\n   - 3 people came by to get all their tricycle tires inflated.\n   - One person came by on a unicycle.", "depth": 2, "terminal": null, "answer": "3", "step_scores": [0.5549888927105998, 0.5583892998662381], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 15, "parent": 1, "kind": "step", "step": "1. Calculate the number of tires inflated on the first day.\n2. Calculate the number of tires inflated on the second day.\n3. Calculate the number of tires inflated on the third day.\n4. Calculate the total number of tires inflated.\n5. Calculate the total cost of the tires inflated.", "depth": 2, "terminal": null, "answer": "5", "step_scores": [0.5549888927105998, 0.5614584734553051], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 16, "parent": 1, "kind": "step", "step": "1. Calculate the total number of people who came by to get tires inflated on the first day.\n2. Calculate the total number of people who came by to get all their tricycle tires inflated on the first day.\n3. Calculate the total number of people who came by on a unicycle.\n4. Sum up all the people who came by to get tires inflated.\n5. Add the number of people who came by to get all their tricycle tires inflated.\n6. Calculate the total revenue from the tires inflated by the people who came by.\n7. Calculate the total revenue from the unicycle by the person who came by.\n8. Sum up all the revenue from both tires inflated and the unicycle.\n9. Divide the total revenue by the number of days to get the daily revenue.", "depth": 2, "terminal": null, "answer": "9", "step_scores": [0.5549888927105998, 0.52466674303175], "completion_tokens": 161, "finish_reason": "stop"}, {"index": 17, "parent": 10, "kind": "step", "step": "2. Calculate the total cost of the tires:\n   - Total cost of tires = Number of tires * Cost per tire", "depth": 3, "terminal": null, "answer": "2", "step_scores": [0.5774999608314458, 0.5947894970958161, 0.5880173403159578], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 18, "parent": 10, "kind": "step", "step": "2. Sum up the total number of tires inflated to get both tires inflated and all tricycle tires inflated.\n3. Calculate the total cost of inflating the tires.\n4. Add the cost of the tricycle tires to the cost of the tires inflated to get the total amount made.", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.5774999608314458, 0.5947894970958161, 0.5379119411438498], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 19, "parent": 10, "kind": "step", "step": "2. Convert all the costs to dollars (since there are 100 cents in a dollar):\n   - Each tire costs $0.25.\n   - 5 tires cost $1.25.\n   - 3 tires cost $1.50.\n   - 1 tire cost $2.00.\n   - 1 unicycle cost $2.00.", "depth": 3, "terminal": null, "answer": "$2.00", "step_scores": [0.5774999608314458, 0.5947894970958161, 0.5186400861197772], "completion_tokens": 81, "finish_reason": "stop"}, {"index": 20, "parent": 10, "kind": "step", "step": "2. Calculate the total cost of inflating the tires:\n   \\[\n   \\text{Total cost of tires} = \\left(5 \\times 25 \\text{ cents}\\right) + \\left(3 \\times 25 \\text{ cents}\\right) + \\left(1 \\times 25 \\text{ cents}\\right)\n   \\]", "depth": 3, "terminal": null, "answer": "25", "step_scores": [0.5774999608314458, 0.5947894970958161, 0.5379098817900198], "completion_tokens": 78, "finish_reason": "stop"}, {"index": 21, "parent": 11, "kind": "step", "step": "Let''s calculate this step-by-step using Python code.\n```python\n# Constants\ncost_per_tire = 25  # in cents\nnumber_of_bicycles = 5\nnumber_of_tricycle_tires = 3\nnumber_of_unicycles = 1", "depth": 3, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.5828050853862918], "completion_tokens": 58, "finish_reason": "stop"}, {"index": 22, "parent": 11, "kind": "step", "step": "Let''s go through each step in detail:", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106], "completion_tokens": 9, "finish_reason": "stop"}, {"index": 23, "parent": 11, "kind": "step", "step": "Let''s implement this in Python:", "depth": 3, "terminal": null, "answer": "4", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.5849163234149887], "completion_tokens": 7, "finish_reason": "stop"}, {"index": 24, "parent": 11, "kind": "step", "step": "Let''s do this using Python code.\n```python\n# Constants\ncost_per_tire = 0.25  # dollars\nnumber_of_tires_tire_1 = 5\nnumber_of_tires_tire_2 = 3\nnumber_of_people_1 = 5\nnumber_of_people_2 = 3\nnumber_of_unicycles = 1", "depth": 3, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.564065253973865], "completion_tokens": 79, "finish_reason": "stop"}, {"index": 25, "parent": 22, "kind": "step", "step": "1. Each tire costs 25 cents to inflate. Since 25 cents is the equivalent of $0.25, 5 people came by on bicycles who got both tires inflated. So, the total number of people who got both tires inflated is \\(5 \\times 0.25 = 1.25\\).\n2. Each tire costs 25 cents to inflate. Since 25 cents is the equivalent of $0.25, 3 people came by on tricycle tires who got all their tricycle tires inflated. So, the total number of people who got all their tricycle tires inflated is \\(3 \\times 0.25 = 0.75\\).\n3. The total number of people who used the bike inflation service is \\(1.25 + 0.75 = 2.00\\).\n4. The total cost of inflating the tires is \\(5 \\times 0.25 = 1.25\\) dollars.\n5. The total cost of inflating the tricycle tires is \\(0.75 \\times 0.25 = 0.2125\\) dollars.\n6. The total amount made is \\(1.", "depth": 4, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5496879340106287], "completion_tokens": 256, "finish_reason": "length"}, {"index": 26, "parent": 22, "kind": "step", "step": "1. The number of people who got both tires inflated is 5.\n2. The number of people who got all their tricycle tires inflated is 3.\n3. The total number of people who used the bike inflation service is \\(5 + 3 = 8\\).\n4. Each tire costs 25 cents to inflate, so the total cost of inflating the tires is \\(8 \\times 25 = 200\\) cents.\n5. Each tricycle tire costs 25 cents to inflate, so the total cost of inflating the tricycle tires is \\(3 \\times 25 = 75\\) cents.\n6. The total cost is the sum of the costs of the tires and the tricycle tires, which is \\(200 + 75 = 275\\) cents.", "depth": 4, "terminal": null, "answer": "275", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5340820210540247], "completion_tokens": 172, "finish_reason": "stop"}, {"index": 27, "parent": 22, "kind": "step", "step": "1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.\n   \\[\n   \\text{Total cost of inflating tires} = 5 \\times 0.25 = 1.25 \\text{ dollars}\n   \\]", "depth": 4, "terminal": null, "answer": "1.25", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 28, "parent": 22, "kind": "step", "step": "1. For the 5 people who got both tires inflated:\n   \\[\n   5 \\text{ people} \\times 25 \\text{ cents/person} = 125 \\text{ cents}\n   \\]", "depth": 4, "terminal": null, "answer": "125", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476], "completion_tokens": 48, "finish_reason": "stop"}, {"index": 29, "parent": 17, "kind": "step", "step": "3. Calculate the total cost of the tricycle tires:\n   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.5774999608314458, 0.5947894970958161, 0.5880173403159578, 0.5500684253853795], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 30, "parent": 17, "kind": "step", "step": "3. Calculate the total cost of the tricycle tires:\n   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire", "depth": 4, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 31, "parent": 17, "kind": "step", "step": "3. Calculate the total cost of the tricycle tires:\n   - Total cost of tricycle tires = Number of tires * Cost per tire", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.5774999608314458, 0.5947894970958161, 0.5880173403159578, 0.5284136449791402], "completion_tokens": 29, "finish_reason": "stop"}, {"index": 32, "parent": 17, "kind": "step", "step": "3. Calculate the total cost of the tricycle tires:\n   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire", "depth": 4, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 31, "finish_reason": "stop"}, {"index": 33, "parent": 27, "kind": "step", "step": "2. Each tire costs 25 cents to inflate, and 3 people got the tricycle tires inflated.\n   \\[\n   \\text{Total cost of inflating tricycle tires} = 3 \\times 0.25 = 0.75 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "0.75", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5635161569838167], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 34, "parent": 27, "kind": "step", "step": "2. Each tire costs 25 cents to inflate, and 3 people got the tires inflated.\n   \\[\n   \\text{Total cost of inflating tricycle tires} = 3 \\times 0.25 = 0.75 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "0.75", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5642511629472966], "completion_tokens": 61, "finish_reason": "stop"}, {"index": 35, "parent": 27, "kind": "step", "step": "2. All 3 people got all their tricycle tires inflated.\n   \\[\n   \\text{Total cost of inflating tricycle tires} = 3 \\times 0.25 = 0.75 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "0.75", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 36, "parent": 27, "kind": "step", "step": "2. Each tricycle tire costs 25 cents to inflate, and 3 people got the tires inflated.\n   \\[\n   \\text{Total cost of inflating tricycle tires} = 3 \\times 0.25 = 0.75 \\text{ dollars}\n   \\]", "depth": 5, "terminal": null, "answer": "0.75", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.526485424944505], "completion_tokens": 63, "finish_reason": "stop"}, {"index": 37, "parent": 28, "kind": "step", "step": "2. For the 3 people who got all their tricycle tires inflated:\n   \\[\n   3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents}\n   \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 38, "parent": 28, "kind": "step", "step": "2. For the 3 people who got all their tricycle tires inflated:\n   \\[\n   3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents}\n   \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 39, "parent": 28, "kind": "step", "step": "2. For the 3 people who got all their tricycle tires inflated:\n   \\[\n   3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents}\n   \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 40, "parent": 28, "kind": "step", "step": "2. For the 3 people who got all their tricycle tires inflated:\n   \\[\n   3 \\text{ people} \\times 25 \\text{ cents/person} = 75 \\text{ cents}\n   \\]", "depth": 5, "terminal": null, "answer": "75", "step_scores": [], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 41, "parent": 37, "kind": "step", "step": "3. For the 1 person who actually came by on a unicycle:\n   \\[\n   1 \\text{ person} \\times 25 \\text{ cents/person} = 25 \\text{ cents}\n   \\]", "depth": 6, "terminal": null, "answer": "25", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 42, "parent": 37, "kind": "step", "step": "3. For the one person who actually came by on a unicycle:\n   \\[\n   1 \\text{ person} \\times 25 \\text{ cents/person} = 25 \\text{ cents}\n   \\]", "depth": 6, "terminal": null, "answer": "25", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.524557365953911], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 43, "parent": 37, "kind": "step", "step": "3. For the one person who actually came by on a unicycle:\n   \\[\n   1 \\text{ person} \\times 25 \\text{ cents/person} = 25 \\text{ cents}\n   \\]", "depth": 6, "terminal": null, "answer": "25", "step_scores": [], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 44, "parent": 37, "kind": "step", "step": "3. For the 1 person who actually used the bike inflation service:\n   \\[\n   1 \\text{ person} \\times 25 \\text{ cents/person} = 25 \\text{ cents}\n   \\]", "depth": 6, "terminal": null, "answer": "25", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5357398476584649], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 45, "parent": 35, "kind": "step", "step": "3. One person used the bike inflation service.\n   \\[\n   \\text{Total number of people} = 5 + 3 + 1 = 9 \\text{ people}\n   \\]\n   \\[\n   \\text{Total cost of inflating unicycle} = 1 \\text{ dollar}\n   \\]", "depth": 6, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5163232323967463], "completion_tokens": 68, "finish_reason": "stop"}, {"index": 46, "parent": 35, "kind": "step", "step": "3. One person actually came by on a unicycle.\n   \\[\n   \\text{Total number of people who used the bike inflation service} = 1\n   \\]", "depth": 6, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5291928992685625], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 47, "parent": 35, "kind": "step", "step": "3. One person actually used the bike inflation service.\n   \\[\n   \\text{Total number of people using the service} = 1 \\text{ person}\n   \\]", "depth": 6, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 48, "parent": 35, "kind": "step", "step": "3. One person actually used the bike inflation service.\n   \\[\n   \\text{Total number of people} = 5 + 3 + 1 = 9\n   \\]\n   \\[\n   \\text{Total cost of inflating} = 9 \\times 0.25 = 2.25 \\text{ dollars}\n   \\]", "depth": 6, "terminal": null, "answer": "2.25", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5259468023389481], "completion_tokens": 76, "finish_reason": "stop"}, {"index": 49, "parent": 41, "kind": "step", "step": "4. The total number of people who used the bike inflation service is:\n   \\[\n   125 \\text{ cents} + 75 \\text{ cents} + 25 \\text{ cents} = 335 \\text{ cents}\n   \\]", "depth": 7, "terminal": null, "answer": "335", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5345682383594925], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 50, "parent": 41, "kind": "step", "step": "4. The total number of people who used the bike inflation service is:\n   \\[\n   125 \\text{ cents} + 75 \\text{ cents} + 25 \\text{ cents} = 275 \\text{ cents}\n   \\]", "depth": 7, "terminal": null, "answer": "275", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 51, "parent": 41, "kind": "step", "step": "4. The total number of people who used the bike inflation service is:\n   \\[\n   125 \\text{ cents} + 75 \\text{ cents} + 25 \\text{ cents} = 235 \\text{ cents}\n   \\]", "depth": 7, "terminal": null, "answer": "235", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793], "completion_tokens": 59, "finish_reason": "stop"}, {"index": 52, "parent": 41, "kind": "step", "step": "Now, we add the costs of the tires and the tricycle tires to get the total cost:\n\\[\n125 \\text{ cents} + 75 \\text{ cents} + 25 \\text{ cents} = 235 \\text{ cents}\n\\]", "depth": 7, "terminal": null, "answer": "235", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5385877389241844], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 53, "parent": 47, "kind": "step", "step": "4. Calculate the total cost of inflating the tires and the tricycle tires.\n   \\[\n   \\text{Total cost} = 1.25 + 0.75 = 2.00 \\text{ dollars}\n   \\]", "depth": 7, "terminal": null, "answer": "2.00", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479, 0.5301025049372057], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 54, "parent": 47, "kind": "step", "step": "4. Calculate the total cost of inflating the tires and the tricycle tires.\n   \\[\n   \\text{Total cost} = 1.25 + 0.75 = 2.00 \\text{ dollars}\n   \\]", "depth": 7, "terminal": null, "answer": "2.00", "step_scores": [], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 55, "parent": 47, "kind": "step", "step": "4. Calculate the total cost of inflating both tires and the tricycle tires.\n   \\[\n   \\text{Total cost} = \\text{Total cost of inflating tires} + \\text{Total cost of inflating tricycle tires} = 1.25 + 0.75 = 2.00 \\text{ dollars}\n   \\]", "depth": 7, "terminal": null, "answer": "2.00", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479, 0.523855322940589], "completion_tokens": 77, "finish_reason": "stop"}, {"index": 56, "parent": 47, "kind": "step", "step": "4. Calculate the total cost of inflating the tires and the tricycle tires.\n   \\[\n   \\text{Total cost} = 1.25 + 0.75 = 2.00 \\text{ dollars}\n   \\]", "depth": 7, "terminal": null, "answer": "2.00", "step_scores": [], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 57, "parent": 51, "kind": "step", "step": "5. The cost of inflating the tires and the tricycle tires is:\n   \\[\n   235 \\text{ cents} + 75 \\text{ cents} = 310 \\text{ cents}\n   \\]", "depth": 8, "terminal": null, "answer": "310", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 58, "parent": 51, "kind": "step", "step": "5. The total cost of inflating the tires and the tricycle tires is:\n   \\[\n   235 \\text{ cents} + 25 \\text{ cents} = 260 \\text{ cents}\n   \\]", "depth": 8, "terminal": null, "answer": "260", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5350895319748951], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 59, "parent": 51, "kind": "step", "step": "5. The total cost of inflating the tires and the tricycle tires is:\n   \\[\n   235 \\text{ cents} + 25 \\text{ cents} = 260 \\text{ cents}\n   \\]", "depth": 8, "terminal": null, "answer": "260", "step_scores": [], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 60, "parent": 51, "kind": "step", "step": "5. The total cost of inflating the tires and the tricycle tires is:\n   \\[\n   235 \\text{ cents} + 25 \\text{ cents} = 260 \\text{ cents}\n   \\]", "depth": 8, "terminal": null, "answer": "260", "step_scores": [], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 61, "parent": 50, "kind": "step", "step": "5. The total cost of inflating the tires and the tricycle tires is:\n   \\[\n   125 \\text{ cents} + 75 \\text{ cents} = 200 \\text{ cents}\n   \\]", "depth": 8, "terminal": null, "answer": "200", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5180057622989971], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 62, "parent": 50, "kind": "step", "step": "5. The total cost of inflating the tires and the tricycle tires is:\n   \\[\n   275 \\text{ cents} + 275 \\text{ cents} = 550 \\text{ cents}\n   \\]", "depth": 8, "terminal": null, "answer": "550", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5008372209592207], "completion_tokens": 53, "finish_reason": "stop"}, {"index": 63, "parent": 50, "kind": "step", "step": "5. The total cost of inflating the tires and the tricycle tires is:\n   \\[\n   125 \\text{ cents} + 75 \\text{ cents} = 125 \\text{ cents}\n   \\]", "depth": 8, "terminal": null, "answer": "125", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 64, "parent": 50, "kind": "step", "step": "5. The total cost of inflating the tires and the tricycle tires is:\n   \\[\n   275 \\text{ cents} + 25 \\text{ cents} = 300 \\text{ cents}\n   \\]", "depth": 8, "terminal": null, "answer": "300", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5011867858533937], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 65, "parent": 63, "kind": "step", "step": "Therefore, the total amount Shawnda made that day is \\(\\boxed{125}\\) dollars.", "depth": 9, "terminal": "answer", "answer": "125", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5296442966523023], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 66, "parent": 63, "kind": "step", "step": "Therefore, Shawnda made \\(\\boxed{125}\\) dollars that day.", "depth": 9, "terminal": "answer", "answer": "125", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5272030317558446], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 67, "parent": 63, "kind": "step", "step": "So, the total amount Shawnda made that day is \\(\\boxed{125}\\) dollars.", "depth": 9, "terminal": "answer", "answer": "125", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5217786230587176], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 68, "parent": 63, "kind": "step", "step": "Therefore, the total amount Shawnda made that day is \\(\\boxed{125}\\) dollars.", "depth": 9, "terminal": "answer", "answer": "125", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 69, "parent": 57, "kind": "step", "step": "Now, let''s write the Python code to verify this calculation.\n```python\n# Define the cost of one tire and one tricycle tire\ncost_per_tire = 25\ncost_per_tricycle_tire = 25", "depth": 9, "terminal": null, "answer": "25", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069], "completion_tokens": 49, "finish_reason": "stop"}, {"index": 70, "parent": 57, "kind": "step", "step": "Therefore, the total amount of money Shawnda made that day is \\(\\boxed{310}\\).", "depth": 9, "terminal": "answer", "answer": "310", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5195368401534094], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 71, "parent": 57, "kind": "step", "step": "Now let''s write the final answer in Python code to confirm our calculations.\n```python\n# Define the cost per person for each type of tire\ncost_per_person_tire = 25  # cents", "depth": 9, "terminal": null, "answer": "25", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 72, "parent": 57, "kind": "step", "step": "Now, we can write the final answer in the required format:\n\\[\n\\boxed{310}\n\\]", "depth": 9, "terminal": "answer", "answer": "310", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5478723611818387], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 73, "parent": 71, "kind": "step", "step": "# Number of people who got both tires inflated\nnum_people_tire_inflation = 5\ntotal_cost_tire_inflation = num_people_tire_inflation * cost_per_person_tire", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6269270480665023], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 74, "parent": 71, "kind": "step", "step": "# Calculate the total cost for each type of tire\ntotal_cost_tire = 5 * cost_per_person_tire\ntotal_cost_tricycle_tire = 3 * cost_per_person_tire\ntotal_cost_unicycle = 1 * cost_per_person_tire", "depth": 10, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093], "completion_tokens": 55, "finish_reason": "stop"}, {"index": 75, "parent": 71, "kind": "step", "step": "# Number of people who got both tires inflated\npeople_both_tires = 5", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.627180612094126], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 76, "parent": 71, "kind": "step", "step": "# Number of people who got both tires inflated\npeople_tire_inflated = 5", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 77, "parent": 69, "kind": "step", "step": "# Number of people who got both tires inflated\npeople_with_both_tires = 5", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6000010056606748], "completion_tokens": 19, "finish_reason": "stop"}, {"index": 78, "parent": 69, "kind": "step", "step": "# Number of people who got both tires inflated\nnum_people_both_tires_inflated = 5", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.5826579504519597], "completion_tokens": 22, "finish_reason": "stop"}, {"index": 79, "parent": 69, "kind": "step", "step": "# Number of people who got both tires inflated\npeople_both_tires = 5", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6002637759036293], "completion_tokens": 18, "finish_reason": "stop"}, {"index": 80, "parent": 69, "kind": "step", "step": "# Calculate the number of people who got both tires inflated\npeople_with_both_tires = 5", "depth": 10, "terminal": null, "answer": "5", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6073060368374056], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 81, "parent": 74, "kind": "step", "step": "# Calculate the total number of people who used the bike inflation service\ntotal_people_used = total_cost_tire + total_cost_tricycle_tire + total_cost_unicycle", "depth": 11, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093, 0.6155739726609755], "completion_tokens": 35, "finish_reason": "stop"}, {"index": 82, "parent": 74, "kind": "step", "step": "# Calculate the total number of people who used the bike inflation service\ntotal_people = 5 + 3 + 1", "depth": 11, "terminal": null, "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093, 0.5959547585789046], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 83, "parent": 74, "kind": "step", "step": "# Calculate the total number of people who used the bike inflation service\ntotal_people = 5 + 3 + 1", "depth": 11, "terminal": null, "answer": "1", "step_scores": [], "completion_tokens": 26, "finish_reason": "stop"}, {"index": 84, "parent": 74, "kind": "step", "step": "# Calculate the total number of people who used the bike inflation service\ntotal_people_used = total_cost_tire + total_cost_tricycle_tire + total_cost_unicycle", "depth": 11, "terminal": null, "answer": "1", "step_scores": [], "completion_tokens": 35, "finish_reason": "stop"}, {"index": 85, "parent": 76, "kind": "step", "step": "# Number of people who got all tricycle tires inflated\npeople_tricycle_tires_inflated = 3", "depth": 11, "terminal": null, "answer": "3", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6100769560542816], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 86, "parent": 76, "kind": "step", "step": "# Number of people who got all their tricycle tires inflated\npeople_tricycle_inflated = 3", "depth": 11, "terminal": null, "answer": "3", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6233151174294521], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 87, "parent": 76, "kind": "step", "step": "# Number of people who got all their tricycle tires inflated\npeople_tricycle_inflated = 3", "depth": 11, "terminal": null, "answer": "3", "step_scores": [], "completion_tokens": 23, "finish_reason": "stop"}, {"index": 88, "parent": 76, "kind": "step", "step": "# Number of people who got all their tricycle tires inflated\npeople_tricycle_tire_inflated = 3", "depth": 11, "terminal": null, "answer": "3", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6182967292079027], "completion_tokens": 25, "finish_reason": "stop"}, {"index": 89, "parent": 86, "kind": "step", "step": "# Number of people who actually came by on a unicycle\npeople_unicycle = 1", "depth": 12, "terminal": "max_steps", "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6233151174294521, 0.5979906408722815], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 90, "parent": 86, "kind": "step", "step": "# Number of people who actually came by on a unicycle\npeople_unicycle = 1", "depth": 12, "terminal": "max_steps", "answer": "1", "step_scores": [], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 91, "parent": 86, "kind": "step", "step": "# Number of people who actually came by on a unicycle\npeople_unicycle = 1", "depth": 12, "terminal": "max_steps", "answer": "1", "step_scores": [], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 92, "parent": 86, "kind": "step", "step": "# Number of people who actually came by on a unicycle\npeople_unicycle = 1", "depth": 12, "terminal": "max_steps", "answer": "1", "step_scores": [], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 93, "parent": 88, "kind": "step", "step": "# Number of people who actually came by on a unicycle\npeople_unicycle = 1", "depth": 12, "terminal": "max_steps", "answer": "1", "step_scores": [0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6182967292079027, 0.591228719835734], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 94, "parent": 88, "kind": "step", "step": "# Number of people who actually came by on a unicycle\npeople_unicycle = 1", "depth": 12, "terminal": "max_steps", "answer": "1", "step_scores": [], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 95, "parent": 88, "kind": "step", "step": "# Number of people who actually came by on a unicycle\npeople_unicycle = 1", "depth": 12, "terminal": "max_steps", "answer": "1", "step_scores": [], "completion_tokens": 20, "finish_reason": "stop"}, {"index": 96, "parent": 88, "kind": "step", "step": "# Number of people who actually came by on a unicycle\npeople_unicycle = 1", "depth": 12, "terminal": "max_steps", "answer": "1", "step_scores": [], "completion_tokens": 20, "finish_reason": "stop"}]}]',8494,8471,4353,175,61608,61608,8450545155840.0,3056312006400.0,5.97384421016002306733e+02,2.37945031648069118537e+02,1.79632275167828583711e+09);
+INSERT INTO "jobs" VALUES(27,'qwen2.5-coder-0.5b','beam:verifier=pyes','gsm8k_test-151',0,1,'beam:verifier=pyes,beam_width=1',0,'done','2.70','[{"event": "generate", "expand": [[0, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [640836148], "usage": [{"prompt_tokens": 126, "cached_prompt_tokens": 30, "completion_tokens": 93, "calls": 1, "seconds": 3.1830753244939785, "flops": 144623423808.0}]}, {"event": "score", "nodes": [1, 2, 3, 4], "scores": [[0.5168307587657807], [0.5354320517204123], [0.5828660974215032], [0.4776969681561946]]}, {"event": "step", "step": 0, "children": [1, 2, 3, 4], "kept": [3], "finished": [], "width": 1}, {"event": "generate", "expand": [[3, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1610695235], "usage": [{"prompt_tokens": 158, "cached_prompt_tokens": 157, "completion_tokens": 268, "calls": 1, "seconds": 9.767279169750513, "flops": 333988734720.0}]}, {"event": "score", "nodes": [5, 6, 7, 8], "scores": [[0.5828660974215032, 0.5475118445956358], [0.5828660974215032, 0.5877767444474241], [0.5828660974215032, 0.5881921759071252], [0.5828660974215032, 0.5820754406304229]]}, {"event": "step", "step": 1, "children": [5, 6, 7, 8], "kept": [7], "finished": [], "width": 1}, {"event": "generate", "expand": [[7, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1580215272], "usage": [{"prompt_tokens": 208, "cached_prompt_tokens": 207, "completion_tokens": 234, "calls": 1, "seconds": 10.350374761773184, "flops": 291137349888.0}]}, {"event": "score", "nodes": [9, 10, 11, 12], "scores": [[0.5828660974215032, 0.5881921759071252, 0.5735979809024306], [0.5828660974215032, 0.5881921759071252, 0.5416455434634827], [0.5828660974215032, 0.5881921759071252, 0.5540244512505196], [0.5828660974215032, 0.5881921759071252, 0.5548566654281629]]}, {"event": "step", "step": 2, "children": [9, 10, 11, 12], "kept": [9], "finished": [], "width": 1}, {"event": "generate", "expand": [[9, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [243004284], "usage": [{"prompt_tokens": 262, "cached_prompt_tokens": 261, "completion_tokens": 164, "calls": 1, "seconds": 5.300878588141226, "flops": 202913910528.0}]}, {"event": "score", "nodes": [13, 14, 15, 16], "scores": [[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.53494218535177], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5377148892078856], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5367970804082287]]}, {"event": "step", "step": 3, "children": [13, 14, 15, 16], "kept": [13], "finished": [], "width": 1}, {"event": "generate", "expand": [[13, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1726228623], "usage": [{"prompt_tokens": 302, "cached_prompt_tokens": 301, "completion_tokens": 154, "calls": 1, "seconds": 7.3543989624677275, "flops": 190310562048.0}]}, {"event": "score", "nodes": [17, 18, 19, 20], "scores": [[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5714001322034509], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5860566729696446], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5357912456437939]]}, {"event": "step", "step": 4, "children": [17, 18, 19, 20], "kept": [19], "finished": [], "width": 1}, {"event": "generate", "expand": [[19, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1850055098], "usage": [{"prompt_tokens": 374, "cached_prompt_tokens": 373, "completion_tokens": 191, "calls": 1, "seconds": 16.134890687257688, "flops": 236942951424.0}]}, {"event": "score", "nodes": [21, 23, 24], "scores": [[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5574264981669963], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5585970745569832], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019]]}, {"event": "step", "step": 5, "children": [21, 23, 24], "kept": [24], "finished": [], "width": 1}, {"event": "generate", "expand": [[24, 4]], "stop_at_step": true, "max_tokens": 256, "seeds": [1907408825], "usage": [{"prompt_tokens": 412, "cached_prompt_tokens": 411, "completion_tokens": 214, "calls": 1, "seconds": 11.885610789115521, "flops": 265930652928.0}]}, {"event": "score", "nodes": [25, 26, 28], "scores": [[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6319990750011211], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6073775920295658], [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6286701352734968]]}, {"event": "step", "step": 6, "children": [25, 26, 28], "kept": [25], "finished": [25], "width": 0}, {"event": "select", "how": "argmax", "pool": [25], "scores": [0.6319990750011211], "tally": {"27/10": 0.6319990750011211}, "tie_broken_by_rng": false, "chosen": 25}, {"event": "tree", "nodes": [{"index": 0, "parent": null, "kind": "step", "step": null, "depth": 0, "terminal": null, "answer": null, "step_scores": [], "completion_tokens": 0, "finish_reason": null}, {"index": 1, "parent": 0, "kind": "step", "step": "To solve this problem, let''s break it down step-by-step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5168307587657807], "completion_tokens": 14, "finish_reason": "stop"}, {"index": 2, "parent": 0, "kind": "step", "step": "To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5354320517204123], "completion_tokens": 39, "finish_reason": "stop"}, {"index": 3, "parent": 0, "kind": "step", "step": "To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.5828660974215032], "completion_tokens": 32, "finish_reason": "stop"}, {"index": 4, "parent": 0, "kind": "step", "step": "Let''s solve this step by step:", "depth": 1, "terminal": null, "answer": null, "step_scores": [0.4776969681561946], "completion_tokens": 8, "finish_reason": "stop"}, {"index": 5, "parent": 3, "kind": "step", "step": "1. Calculate the cost of inflating the tires. Each tire costs 25 cents to inflate, so we need to multiply 5 by 0.25.\n2. Calculate the cost of inflating the tricycle tires. Each tricycle tire costs 25 cents to inflate, so we need to multiply 3 by 0.25.\n3. Add the costs from steps 1 and 2 to get the total cost.\n4. Add the cost of the unicycle to the total cost to get the final amount made.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5828660974215032, 0.5475118445956358], "completion_tokens": 112, "finish_reason": "stop"}, {"index": 6, "parent": 3, "kind": "step", "step": "1. Determine the cost of the tires.\n2. Determine the cost of the tricycle tires.\n3. Add the cost of the tires and tricycle tires to get the total cost.\n4. Subtract the cost of the unicycle from the total cost to get the amount she made that day.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5828660974215032, 0.5877767444474241], "completion_tokens": 60, "finish_reason": "stop"}, {"index": 7, "parent": 3, "kind": "step", "step": "1. Calculate the cost of the tires:\n   - Each tire costs 25 cents to inflate.\n   - Therefore, the cost of 5 tires is \\(5 \\times 0.25 = 1.25\\) dollars.", "depth": 2, "terminal": null, "answer": "1.25", "step_scores": [0.5828660974215032, 0.5881921759071252], "completion_tokens": 50, "finish_reason": "stop"}, {"index": 8, "parent": 3, "kind": "step", "step": "1. Calculate the cost of inflating the tires.\n2. Calculate the cost of inflating the tricycle tires.\n3. Sum these amounts to get the total cost.\n4. Convert the total cost from cents to dollars.", "depth": 2, "terminal": null, "answer": "4", "step_scores": [0.5828660974215032, 0.5820754406304229], "completion_tokens": 46, "finish_reason": "stop"}, {"index": 9, "parent": 7, "kind": "step", "step": "2. Calculate the cost of the tricycle tires:\n   - Each tricycle tire costs 15 cents to inflate.\n   - Therefore, the cost of 3 tires is \\(3 \\times 0.15 = 0.45\\) dollars.", "depth": 3, "terminal": null, "answer": "0.45", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 10, "parent": 7, "kind": "step", "step": "2. Calculate the cost of the tricycle tires:\n   - Each tricycle tire costs 25 cents to inflate.\n   - Therefore, the cost of 3 tricycle tires is \\(3 \\times 0.25 = 0.75\\) dollars.", "depth": 3, "terminal": null, "answer": "0.75", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5416455434634827], "completion_tokens": 56, "finish_reason": "stop"}, {"index": 11, "parent": 7, "kind": "step", "step": "2. Calculate the cost of the tricycle tires:\n   - There are 3 tires that need to be inflated, which are \\(3 \\times 25 = 75\\) cents.\n   - Therefore, the cost of 75 tires is \\(75 \\times 0.25 = 18.75\\) dollars.", "depth": 3, "terminal": null, "answer": "18.75", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5540244512505196], "completion_tokens": 72, "finish_reason": "stop"}, {"index": 12, "parent": 7, "kind": "step", "step": "2. Calculate the cost of the tricycle tires:\n   - Each tire costs 25 cents to inflate.\n   - Therefore, the cost of 3 tires is \\(3 \\times 0.25 = 0.75\\) dollars.", "depth": 3, "terminal": null, "answer": "0.75", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5548566654281629], "completion_tokens": 52, "finish_reason": "stop"}, {"index": 13, "parent": 9, "kind": "step", "step": "3. Add the costs of the tires and the tricycle tires:\n   - The total cost is \\(1.25 + 0.45 = 2.70\\) dollars.", "depth": 4, "terminal": null, "answer": "2.70", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 14, "parent": 9, "kind": "step", "step": "3. Calculate the cost of the unicycle:\n   - The cost of a unicycle is not specified in the problem, so we will assume that the unicycle is not charged and proceed to the final step.", "depth": 4, "terminal": null, "answer": "3", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.53494218535177], "completion_tokens": 43, "finish_reason": "stop"}, {"index": 15, "parent": 9, "kind": "step", "step": "3. Calculate the total cost of inflating both tires:\n   - The total cost of the tires is \\(1.25 + 0.45 = 1.70\\) dollars.", "depth": 4, "terminal": null, "answer": "1.70", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5377148892078856], "completion_tokens": 41, "finish_reason": "stop"}, {"index": 16, "parent": 9, "kind": "step", "step": "3. Add the cost of the tires and the tricycle tires:\n   - The total cost is \\(1.25 + 0.45 = 1.70\\) dollars.", "depth": 4, "terminal": null, "answer": "1.70", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5367970804082287], "completion_tokens": 40, "finish_reason": "stop"}, {"index": 17, "parent": 13, "kind": "step", "step": "Now, let''s write the final answer in the box:\n\\boxed{2.70}", "depth": 5, "terminal": "answer", "answer": "2.70", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5714001322034509], "completion_tokens": 21, "finish_reason": "stop"}, {"index": 18, "parent": 13, "kind": "step", "step": "Now, let''s write the Python code to verify this calculation.\n```python\n# Define the cost of one tire in cents\ncost_per_tire = 0.25", "depth": 5, "terminal": null, "answer": "0.25", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5860566729696446], "completion_tokens": 37, "finish_reason": "stop"}, {"index": 19, "parent": 13, "kind": "step", "step": "Now, let''s write the final answer using Python code to confirm our result.\n```python\n# Define the cost of each tire and the number of tires\ncost_per_tire = 0.25  # in cents\nnum_tires_tire = 5\nnum_tires_tricycle = 3\nnum_unicycle = 1", "depth": 5, "terminal": null, "answer": "1", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201], "completion_tokens": 72, "finish_reason": "stop"}, {"index": 20, "parent": 13, "kind": "step", "step": "Thus, the total amount Shawnda made that day is \\(\\boxed{2.70}\\) dollars.", "depth": 5, "terminal": "answer", "answer": "2.70", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5357912456437939], "completion_tokens": 24, "finish_reason": "stop"}, {"index": 21, "parent": 19, "kind": "step", "step": "# Calculate the total cost\ntotal_cost_tire = num_tires_tire * cost_per_tire\ntotal_cost_tricycle = num_tires_tricycle * cost_per_tire\ntotal_cost = total_cost_tire + total_cost_tricycle", "depth": 6, "terminal": null, "answer": "1", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5574264981669963], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 22, "parent": 19, "kind": "step", "step": "# Calculate the total cost\ntotal_cost_tire = num_tires_tire * cost_per_tire\ntotal_cost_tricycle = num_tires_tricycle * cost_per_tire\ntotal_cost = total_cost_tire + total_cost_tricycle", "depth": 6, "terminal": null, "answer": "1", "step_scores": [], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 23, "parent": 19, "kind": "step", "step": "# Calculate the total cost\ntotal_tire_cost = num_tires_tire * cost_per_tire\ntotal_tricycle_cost = num_tires_tricycle * cost_per_tire\ntotal_cost = total_tire_cost + total_tricycle_cost", "depth": 6, "terminal": null, "answer": "1", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5585970745569832], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 24, "parent": 19, "kind": "step", "step": "# Calculate the total cost\ntotal_cost_tire = num_tires_tire * cost_per_tire\ntotal_cost_tricycle = num_tires_tricycle * cost_per_tire", "depth": 6, "terminal": null, "answer": "1", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019], "completion_tokens": 38, "finish_reason": "stop"}, {"index": 25, "parent": 24, "kind": "step", "step": "# Calculate the total cost\ntotal_cost = total_cost_tire + total_cost_tricycle\nprint(total_cost)\n```\n```output\n2.7\n```\nThe total cost for the day is \\(\\boxed{2.70}\\) dollars.", "depth": 7, "terminal": "answer", "answer": "2.70", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6319990750011211], "completion_tokens": 54, "finish_reason": "stop"}, {"index": 26, "parent": 24, "kind": "step", "step": "# Calculate the total cost\ntotal_cost = total_cost_tire + total_cost_tricycle\nprint(total_cost)\n```\n```output\n2.7\n```\nThe final answer is \\(\\boxed{2.70}\\) dollars.", "depth": 7, "terminal": "answer", "answer": "2.70", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6073775920295658], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 27, "parent": 24, "kind": "step", "step": "# Calculate the total cost\ntotal_cost = total_cost_tire + total_cost_tricycle\nprint(total_cost)\n```\n```output\n2.7\n```\nThe final answer is \\(\\boxed{2.70}\\) dollars.", "depth": 7, "terminal": "answer", "answer": "2.70", "step_scores": [], "completion_tokens": 51, "finish_reason": "stop"}, {"index": 28, "parent": 24, "kind": "step", "step": "# Calculate the total cost\ntotal_cost = total_cost_tire + total_cost_tricycle\nprint(total_cost)\n```\n```output\n2.70\n```\nThe total cost that Shawnda made that day is \\(\\boxed{2.70}\\) dollars.", "depth": 7, "terminal": "answer", "answer": "2.70", "step_scores": [0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6286701352734968], "completion_tokens": 58, "finish_reason": "stop"}]}]',1842,1740,1318,59,16668,16668,2462379209280.0,796531623936.0,2.50828946382011054084e+02,8.28464048159384134316e+01,1.79632286821721339226e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "beam_width", "budgets": [1, 2, 4], "overrides": {}, "reuse": false, "spec": "beam:verifier=pyes"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -30914,12 +31827,7070 @@ print(Q)
 2800
 ```
 The number of worker bees in the hive is \(\boxed{2800}\).','2800',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.6240838332017317, 0.64256529240241, 0.6511485925542896, 0.6534772890562097, 0.6531887309361037, 0.6436848086810717, 0.6076510199918712, 0.6590918691656529, 0.6500578922904664, 0.6561796255093523]',0);
+INSERT INTO "samples" VALUES(25,0,'To solve this problem, let''s break it down step-by-step:',NULL,0,'not_equivalent',14,'stop',NULL,NULL,NULL,NULL,'[0.5491159739080644]',0);
+INSERT INTO "samples" VALUES(25,1,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:',NULL,0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305]',0);
+INSERT INTO "samples" VALUES(25,2,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:',NULL,0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.5612084958076027]',0);
+INSERT INTO "samples" VALUES(25,3,'Let''s solve this step by step:',NULL,0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.4695031884836469]',0);
+INSERT INTO "samples" VALUES(25,4,'To determine how many dollars Shawnda made, we need to follow these steps:',NULL,0,'not_equivalent',16,'stop',NULL,NULL,NULL,NULL,'[0.5329575453694447]',0);
+INSERT INTO "samples" VALUES(25,5,'To determine how much money Shawnda made on that day, we need to calculate the total cost of the tires and the tricycle tires, and then sum these amounts.',NULL,0,'not_equivalent',34,'stop',NULL,NULL,NULL,NULL,'[0.5092424354119299]',0);
+INSERT INTO "samples" VALUES(25,6,'To determine how much money Shawnda made that day, we need to follow these steps:',NULL,0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.5421239025446819]',0);
+INSERT INTO "samples" VALUES(25,7,'Let''s break down the problem step by step and then use Python to ensure our result is accurate.',NULL,0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[0.4854930686323505]',0);
+INSERT INTO "samples" VALUES(25,8,'To determine how much money Shawnda made that day, we need to calculate the cost of the tires and the cost of the tricycle tires, then sum these amounts.',NULL,0,'not_equivalent',34,'stop',NULL,NULL,NULL,NULL,'[0.5390316657282151]',0);
+INSERT INTO "samples" VALUES(25,9,'To solve this problem, we need to calculate the total amount of money Shawnnda made from the tire inflation service. Here''s the step-by-step reasoning:',NULL,0,'not_equivalent',31,'stop',NULL,NULL,NULL,NULL,'[0.5444457589873196]',0);
+INSERT INTO "samples" VALUES(25,10,'To solve this problem, we need to calculate the total cost for each day and then sum them up.',NULL,0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374]',0);
+INSERT INTO "samples" VALUES(25,11,'To determine how much money Shawnda made that day, we need to calculate the total cost of the tires inflated and the costs of the tricycle tires. Here''s the step-by-step reasoning:',NULL,0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.5255390875473116]',0);
+INSERT INTO "samples" VALUES(25,12,'To determine how much money Shawnda made that day, we need to follow these steps:',NULL,0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,13,'Let''s break down the problem step by step and use Python to ensure the result is accurate.',NULL,0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.4919788566874915]',0);
+INSERT INTO "samples" VALUES(25,14,'To solve this problem, we need to follow these steps:',NULL,0,'not_equivalent',12,'stop',NULL,NULL,NULL,NULL,'[0.5368900330222733]',0);
+INSERT INTO "samples" VALUES(25,15,'To solve this problem, we need to calculate the total cost of the bike inflation services for Shawnda''s neighborhood kids.',NULL,0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.5621462789418988]',0);
+INSERT INTO "samples" VALUES(25,16,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.','125',0,'not_equivalent',76,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114]',0);
+INSERT INTO "samples" VALUES(25,17,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. Calculate the cost of the tires for the first day:
+   - Each tire costs 25 cents.
+   - 5 people got the tires inflated.
+   - Total cost for the tires on the first day = \(5 \times 0.25 = 1.25\) dollars.','1.25',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.5902455114712551]',0);
+INSERT INTO "samples" VALUES(25,18,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. Calculate the cost of inflating the tires:
+   \[
+   \text{Cost of tires} = 5 \times 25 \text{ cents} = 125 \text{ cents}
+   \]
+   Since there are 100 cents in a dollar, we convert the cost to dollars:
+   \[
+   125 \text{ cents} = 1.25 \text{ dollars}
+   \]','1.25',0,'not_equivalent',95,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.5338328807229639]',0);
+INSERT INTO "samples" VALUES(25,19,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+First, let''s calculate the total cost for the tires that were inflated:
+- 5 people came by to get both tires inflated, each costing 25 cents.
+- 3 people came by to get all their tricycle tires inflated, each costing 25 cents.','25',0,'not_equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.5949047902558361]',0);
+INSERT INTO "samples" VALUES(25,20,'To solve this problem, we need to calculate the total cost of the bike inflation services for Shawnda''s neighborhood kids.
+
+Here''s the breakdown of the costs:',NULL,0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.5621462789418988, 0.587721748513385]',0);
+INSERT INTO "samples" VALUES(25,21,'To solve this problem, we need to calculate the total cost of the bike inflation services for Shawnda''s neighborhood kids.
+
+Here''s a step-by-step breakdown of the solution:',NULL,0,'not_equivalent',11,'stop',NULL,NULL,NULL,NULL,'[0.5621462789418988, 0.5733858968089204]',0);
+INSERT INTO "samples" VALUES(25,22,'To solve this problem, we need to calculate the total cost of the bike inflation services for Shawnda''s neighborhood kids.
+
+1. Calculate the total number of tires inflated:
+   - 5 people came by to get both tires inflated.
+   - 3 people came by to get all their tricycle tires inflated.
+   - 1 person actually came by on a unicycle.
+   - Therefore, the total number of tires inflated is \(5 + 3 + 1 = 9\).','9',0,'not_equivalent',76,'stop',NULL,NULL,NULL,NULL,'[0.5621462789418988, 0.5743114059786866]',0);
+INSERT INTO "samples" VALUES(25,23,'To solve this problem, we need to calculate the total cost of the bike inflation services for Shawnda''s neighborhood kids.
+
+First, let''s calculate the cost of the tires:
+- Each tire costs 25 cents to inflate.
+- 5 people came by to get both tires inflated.
+- 3 people came by to get all their tricycle tires inflated.
+- 1 person came by on a unicycle.','1',0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.5621462789418988, 0.5915565102788977]',0);
+INSERT INTO "samples" VALUES(25,24,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. **Calculate the total cost of inflating the tires:**
+   - Each tire costs 25 cents.
+   - 5 people came by, so they get 5 * 25 cents.
+   - 3 people came by, so they get 3 * 25 cents.
+   - 1 person came by, so they get 1 * 25 cents.
+   - Therefore, the total cost of inflating the tires is \(5 \times 25 + 3 \times 25 + 1 \times 25 = 125 + 75 + 25 = 235\) dollars.','235',0,'not_equivalent',138,'stop',NULL,NULL,NULL,NULL,'[0.5612084958076027, 0.5336877969387833]',0);
+INSERT INTO "samples" VALUES(25,25,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of inflating the tires on the first day.
+2. Calculate the cost of inflating the tricycle tires on the first day.
+3. Calculate the cost of inflating the tires on the second day.
+4. Calculate the cost of inflating the tricycle tires on the second day.
+5. Calculate the cost of inflating the tires on the third day.
+6. Calculate the cost of inflating the tricycle tires on the third day.
+7. Calculate the total cost of inflating the tires and the tricycle tires.
+8. Add up all the individual costs to get the final amount made.','8',0,'not_equivalent',128,'stop',NULL,NULL,NULL,NULL,'[0.5612084958076027, 0.5206808557421795]',0);
+INSERT INTO "samples" VALUES(25,26,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of inflating the tires:
+   - 5 people came by to get both tires inflated.
+   - 3 people came by to get all their tricycle tires inflated.
+   - One person came by on a unicycle.','3',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.5612084958076027, 0.5801637744508762]',0);
+INSERT INTO "samples" VALUES(25,27,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of inflating the tires.
+2. Calculate the cost of inflating the tricycle tires.
+3. Add the costs of the tires and tricycle tires.
+4. Calculate the total amount made by Shawnda.','4',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[0.5612084958076027, 0.581030244099442]',0);
+INSERT INTO "samples" VALUES(25,28,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires:
+   Each tire costs 25 cents to inflate.
+   5 people came by to get both tires inflated.
+   \[
+   \text{Total cost of tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]','1.25',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.5984548928418416]',0);
+INSERT INTO "samples" VALUES(25,29,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.','4',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235]',0);
+INSERT INTO "samples" VALUES(25,30,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the total cost of the tires:
+   - Each tire costs 25 cents.
+   - Shawnda inflated 5 tires on the first day.
+   - Shawnda inflated all the tires on the second day.
+   - One person actually inflated a unicycle.','5',1,'equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.5740726553785084]',0);
+INSERT INTO "samples" VALUES(25,31,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the total cost of the tires:
+   Each tire costs 25 cents to inflate, and there are 5 people on bicycles.
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+   Since 125 cents is equal to $1.25, Shawnda made $1.25.','$1.25',0,'not_equivalent',90,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.5135133132426993]',0);
+INSERT INTO "samples" VALUES(25,32,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tricycle tires inflated by the people who actually came by on a unicycle:**
+   Since only one person actually came by on a unicycle, the total cost for the tricycle tires inflated by that person is \(1\) cent.','1',0,'not_equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.5334083080855411]',0);
+INSERT INTO "samples" VALUES(25,33,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tires inflated by the tires that came by the first day and the tricycle tires inflated by the tricycle:**
+   Each tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day and the tricycle tires inflated by the tricycle is \(3 \times 25 = 75\) cents.','75',0,'not_equivalent',98,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.5523771869476104]',0);
+INSERT INTO "samples" VALUES(25,34,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tires inflated by the tires that came by the tires that got all their tricycle tires inflated:**
+   Each tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tires inflated by the tires that got all their tricycle tires inflated is \(3 \times 25 = 75\) cents.','75',0,'not_equivalent',92,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.572385063400238]',0);
+INSERT INTO "samples" VALUES(25,35,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tricycle tires inflated by the tires that came by the second day:**
+   Each tricycle tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tricycle tires inflated by the second day is \(3 \times 25 = 75\) cents.','75',0,'not_equivalent',84,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.5692683897351493]',0);
+INSERT INTO "samples" VALUES(25,36,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s break it down step-by-step using Python code.
+```python
+# Constants
+cost_per_tire_cents = 25
+people_first_day = 5
+people_second_day = 3
+people_unicycle = 1
+total_cost_cents = cost_per_tire_cents * (people_first_day + people_second_day + people_unicycle)','1',0,'not_equivalent',75,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.5523421110952418]',0);
+INSERT INTO "samples" VALUES(25,37,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**','1',0,'not_equivalent',13,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657]',0);
+INSERT INTO "samples" VALUES(25,38,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+First, let''s calculate the cost of the tires. Each tire costs 25 cents to inflate, and 5 people came by to get both tires inflated. Therefore, the total cost of the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]','125',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.5579565920790949]',0);
+INSERT INTO "samples" VALUES(25,39,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:','4',0,'not_equivalent',7,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6140921204465284]',0);
+INSERT INTO "samples" VALUES(25,40,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires:
+   Each tire costs 25 cents to inflate.
+   5 people came by to get both tires inflated.
+   \[
+   \text{Total cost of tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. Calculate the cost of the tricycle tires:
+   Each tricycle tire costs 25 cents to inflate.
+   3 people came by to get all their tricycle tires inflated.
+   \[
+   \text{Total cost of tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','0.75',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.5984548928418416, 0.5409502480581555]',0);
+INSERT INTO "samples" VALUES(25,41,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires:
+   Each tire costs 25 cents to inflate.
+   5 people came by to get both tires inflated.
+   \[
+   \text{Total cost of tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. Calculate the cost of the tricycle tires:
+   Each tricycle tire costs 25 cents to inflate.
+   3 people came by to get all their tricycle tires inflated.
+   \[
+   \text{Total cost of tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','0.75',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,42,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires:
+   Each tire costs 25 cents to inflate.
+   5 people came by to get both tires inflated.
+   \[
+   \text{Total cost of tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. Calculate the cost of the tricycle tires:
+   Each tricycle tire costs 25 cents to inflate.
+   3 people came by to get all their tricycle tires inflated.
+   \[
+   \text{Total cost of tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','0.75',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,43,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires:
+   Each tire costs 25 cents to inflate.
+   5 people came by to get both tires inflated.
+   \[
+   \text{Total cost of tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. Calculate the cost of the tricycle tires:
+   Each tricycle tire costs 25 cents to inflate.
+   3 people came by to get all their tricycle tires inflated.
+   \[
+   \text{Total cost of tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','0.75',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,44,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+First, let''s calculate the total cost for the tires that were inflated:
+- 5 people came by to get both tires inflated, each costing 25 cents.
+- 3 people came by to get all their tricycle tires inflated, each costing 25 cents.
+
+The total cost for the tires inflated is:
+\[ 5 \times 25 \text{ cents} + 3 \times 25 \text{ cents} = 125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents} \]','200',0,'not_equivalent',66,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.5949047902558361, 0.5528247855688887]',0);
+INSERT INTO "samples" VALUES(25,45,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+First, let''s calculate the total cost for the tires that were inflated:
+- 5 people came by to get both tires inflated, each costing 25 cents.
+- 3 people came by to get all their tricycle tires inflated, each costing 25 cents.
+
+The total cost for the tires is:
+\[ 5 \times 25 + 3 \times 25 = 125 + 75 = 200 \text{ cents} \]','200',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.5949047902558361, 0.5640350173298576]',0);
+INSERT INTO "samples" VALUES(25,46,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+First, let''s calculate the total cost for the tires that were inflated:
+- 5 people came by to get both tires inflated, each costing 25 cents.
+- 3 people came by to get all their tricycle tires inflated, each costing 25 cents.
+
+So, the total cost for the tires is:
+\[ (5 \times 25) + (3 \times 25) = 125 + 75 = 200 \text{ cents} \]','200',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.5949047902558361, 0.5677232039350317]',0);
+INSERT INTO "samples" VALUES(25,47,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+First, let''s calculate the total cost for the tires that were inflated:
+- 5 people came by to get both tires inflated, each costing 25 cents.
+- 3 people came by to get all their tricycle tires inflated, each costing 25 cents.
+
+The total cost for the tires is:
+\[ 25 \text{ cents/person} \times 5 \text{ people} + 25 \text{ cents/person} \times 3 \text{ people} = 125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents} \]','200',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.5949047902558361, 0.543898837462497]',0);
+INSERT INTO "samples" VALUES(25,48,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]','125',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523]',0);
+INSERT INTO "samples" VALUES(25,49,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]','125',0,'not_equivalent',55,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967]',0);
+INSERT INTO "samples" VALUES(25,50,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]','125',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449]',0);
+INSERT INTO "samples" VALUES(25,51,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate, and 5 people came by to get both tires inflated. So, the total cost of the tires is:
+\[ 25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents} \]','125',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5628496113322389]',0);
+INSERT INTO "samples" VALUES(25,52,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:
+
+1. The cost of the tires is:
+\[ \text{Tires} = 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]','125',0,'not_equivalent',46,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596]',0);
+INSERT INTO "samples" VALUES(25,53,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:
+
+1. The cost of the tires is $25 per tire. Since 5 people came by, the cost of the tires is \(25 \times 5 = 125\) cents.
+2. The cost of the tricycle tires is $25 per tire. Since 3 people came by, the cost of the tricycle tires is \(25 \times 3 = 75\) cents.
+3. The cost of the unicycle is not specified in the problem, so we assume that it''s not included in the total cost calculation.','3',0,'not_equivalent',116,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5537436158521336]',0);
+INSERT INTO "samples" VALUES(25,54,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:
+
+1. The cost of each tire to inflate is $0.25.
+2. Shawnda inflated 5 tires on the first day.
+3. Shawnda inflated 3 tires on the second day.
+4. Shawnda inflated 1 person on a unicycle.
+5. The total number of tires is \(5 + 3 + 1 = 9\).
+6. The total cost of the tires is \(9 \times 0.25 = 2.25\) cents.
+7. Since 2.25 cents is equal to 2.25 dollars, the total cost is \(\boxed{2.25}\) dollars.','2.25',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5332858906638486]',0);
+INSERT INTO "samples" VALUES(25,55,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:
+
+1. The cost of the tires is calculated by multiplying the number of people who got the tires by the cost per tire.
+   \[
+   \text{Cost of tires} = 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]','125',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5619011267429047]',0);
+INSERT INTO "samples" VALUES(25,56,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tires inflated by the tires that came by the tires that got all their tricycle tires inflated:**
+   Each tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tires inflated by the tires that got all their tricycle tires inflated is \(3 \times 25 = 75\) cents.
+
+3. **Calculate the cost of the tires inflated by the tires that came by the tires that actually got on a unicycle:**
+   Each tire costs 25 cents to inflate.
+   - 1 person actually got on a unicycle.
+   - Therefore, the total cost for the tires inflated by the tires that actually got on a unicycle is \(1 \times 25 = 25\) cents.','25',0,'not_equivalent',86,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5593130833290141]',0);
+INSERT INTO "samples" VALUES(25,57,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tires inflated by the tires that came by the tires that got all their tricycle tires inflated:**
+   Each tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tires inflated by the tires that got all their tricycle tires inflated is \(3 \times 25 = 75\) cents.
+
+3. **Calculate the cost of the tires inflated by the unicycle:**
+   Since one person came by on a unicycle.
+   - The cost of the tires inflated by the unicycle is 0 cents (no inflation needed).','0',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5021938242796561]',0);
+INSERT INTO "samples" VALUES(25,58,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tires inflated by the tires that came by the tires that got all their tricycle tires inflated:**
+   Each tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tires inflated by the tires that got all their tricycle tires inflated is \(3 \times 25 = 75\) cents.
+
+3. **Calculate the cost of the unicycle:**
+   Each unicycle costs 25 cents.
+   - 1 person actually came by on a unicycle.
+   - Therefore, the total cost for the unicycle is \(1 \times 25 = 25\) cents.','25',0,'not_equivalent',61,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5104939128484743]',0);
+INSERT INTO "samples" VALUES(25,59,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tires inflated by the tires that came by the tires that got all their tricycle tires inflated:**
+   Each tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tires inflated by the tires that got all their tricycle tires inflated is \(3 \times 25 = 75\) cents.
+
+3. **Add the cost of the tires inflated by the tires that got both tires inflated and the tires that got all their tricycle tires inflated to get the total cost for the day:**
+   - 125 cents (from the first day) + 75 cents (from the second day) = \(200\) cents.','200',0,'not_equivalent',71,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.572385063400238, 0.5164644923926752]',0);
+INSERT INTO "samples" VALUES(25,60,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tricycle tires inflated by the tires that came by the second day:**
+   Each tricycle tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tricycle tires inflated by the second day is \(3 \times 25 = 75\) cents.
+
+3. **Calculate the cost of the unicycle inflated by the person who actually came by:**
+   The person actually came by on a unicycle.
+   - Therefore, the total cost for the unicycle is \(1\) dollar.','1',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.4923960320044002]',0);
+INSERT INTO "samples" VALUES(25,61,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tricycle tires inflated by the tires that came by the second day:**
+   Each tricycle tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tricycle tires inflated by the second day is \(3 \times 25 = 75\) cents.
+
+3. **Calculate the cost of the unicycle inflated by the person who actually came by:**
+   There is one person who actually came by on a unicycle.
+   - Therefore, the total cost for the unicycle inflated by the person is \(1 \times 25 = 25\) cents.','25',0,'not_equivalent',64,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5360750401251299]',0);
+INSERT INTO "samples" VALUES(25,62,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tricycle tires inflated by the tires that came by the second day:**
+   Each tricycle tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tricycle tires inflated by the second day is \(3 \times 25 = 75\) cents.
+
+3. **Calculate the cost of the unicycle:**
+   Since one person actually came by on a unicycle, the cost of the unicycle is \(1 \times 25 = 25\) cents.','25',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5194225283024432]',0);
+INSERT INTO "samples" VALUES(25,63,'To solve this problem, we need to calculate the total cost for each day and then sum them up.
+
+1. **Calculate the cost of the tires inflated by the tires that came by the first day:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - Therefore, the total cost for the tires inflated by the first day is \(5 \times 25 = 125\) cents.
+
+2. **Calculate the cost of the tricycle tires inflated by the tires that came by the second day:**
+   Each tricycle tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Therefore, the total cost for the tricycle tires inflated by the second day is \(3 \times 25 = 75\) cents.
+
+3. **Calculate the cost of the unicycle inflated by the person who actually came by on a unicycle:**
+   The cost of each unicycle is 25 cents.
+   - 1 person came by on a unicycle.
+   - Therefore, the total cost for the unicycle inflated by the person is \(1 \times 25 = 25\) cents.','25',0,'not_equivalent',79,'stop',NULL,NULL,NULL,NULL,'[0.5626266944003374, 0.6326936923105114, 0.5692683897351493, 0.5442616106813267]',0);
+INSERT INTO "samples" VALUES(25,64,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+On the second day, 3 people got the tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','75',0,'not_equivalent',47,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5721624519831311]',0);
+INSERT INTO "samples" VALUES(25,65,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+There are 3 people getting the tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','75',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5744705975152249]',0);
+INSERT INTO "samples" VALUES(25,66,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891]',0);
+INSERT INTO "samples" VALUES(25,67,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','75',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452]',0);
+INSERT INTO "samples" VALUES(25,68,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:
+
+1. The cost of the tires is:
+\[ \text{Tires} = 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+2. The cost of the tricycle tires is:
+\[ \text{Tricycle tires} = 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','75',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596, 0.5423517872206614]',0);
+INSERT INTO "samples" VALUES(25,69,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:
+
+1. The cost of the tires is:
+\[ \text{Tires} = 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+2. The cost of the tricycle tires is:
+\[ \text{Tricycle tires} = 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','75',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,70,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:
+
+1. The cost of the tires is:
+\[ \text{Tires} = 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+2. The cost of the tricycle tires is:
+\[ \text{Tricycle tires} = 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','75',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,71,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+Let''s start with the calculations:
+
+1. The cost of the tires is:
+\[ \text{Tires} = 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+2. The cost of the tricycle tires is:
+\[ \text{Tire tires} = 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','75',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6140921204465284, 0.5662625616509596, 0.5219562769700756]',0);
+INSERT INTO "samples" VALUES(25,72,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523, 0.5798819514806854]',0);
+INSERT INTO "samples" VALUES(25,73,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,74,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,75,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,76,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403]',0);
+INSERT INTO "samples" VALUES(25,77,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,78,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,79,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,80,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','25',0,'not_equivalent',42,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977]',0);
+INSERT INTO "samples" VALUES(25,81,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+There is one person getting the unicycle on the third day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','25',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5514572324270929]',0);
+INSERT INTO "samples" VALUES(25,82,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, one person actually came by on a unicycle, so there is 1 person getting the tricycle tires inflated on the third day:
+\[
+75 \text{ cents/person} \times 1 \text{ person} = 75 \text{ cents}
+\]','75',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029]',0);
+INSERT INTO "samples" VALUES(25,83,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]','200',0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126]',0);
+INSERT INTO "samples" VALUES(25,84,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','75',0,'not_equivalent',58,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5466859656781917]',0);
+INSERT INTO "samples" VALUES(25,85,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+There are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','75',0,'not_equivalent',46,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5429390154390141]',0);
+INSERT INTO "samples" VALUES(25,86,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]','375',0,'not_equivalent',70,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332]',0);
+INSERT INTO "samples" VALUES(25,87,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+There are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','75',0,'not_equivalent',46,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,88,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:
+\[ 3 \times 25 = 75 \text{ cents} \]','75',0,'not_equivalent',47,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403, 0.54178136924121]',0);
+INSERT INTO "samples" VALUES(25,89,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:
+\[ 3 \times 25 = 75 \text{ cents} \]','75',0,'not_equivalent',47,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,90,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Shawnnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:
+\[ 3 \times 25 = 75 \text{ cents} \]','75',0,'not_equivalent',47,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,91,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents. Shawnda came by 5 people to get both tires inflated, so the total cost for the tires is:
+\[ 5 \times 25 = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents. Shawnda came by 3 people to get all their tricycle tires inflated, so the total cost for the tricycle tires is:
+\[ 3 \times 50 = 150 \text{ cents} \]','150',0,'not_equivalent',57,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5640627330503449, 0.582290280734403, 0.5503737380323696]',0);
+INSERT INTO "samples" VALUES(25,92,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:
+\[ 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','75',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.5643409672951523, 0.5798819514806854, 0.5471612026617323]',0);
+INSERT INTO "samples" VALUES(25,93,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:
+\[ 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','75',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,94,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:
+\[ 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','75',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,95,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. Therefore, the total cost of the tires is:
+\[ 5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents} \]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. Therefore, the total cost of the tricycle tires is:
+\[ 3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents} \]','75',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,96,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687]',0);
+INSERT INTO "samples" VALUES(25,97,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,98,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,99,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,100,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788]',0);
+INSERT INTO "samples" VALUES(25,101,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,102,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,103,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,104,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, one person actually came by on a unicycle, so there is 1 person getting the tricycle tires inflated on the third day:
+\[
+75 \text{ cents/person} \times 1 \text{ person} = 75 \text{ cents}
+\]
+
+Adding these amounts together gives the total cost in cents:
+\[
+125 \text{ cents} + 75 \text{ cents} + 75 \text{ cents} = 325 \text{ cents}
+\]','325',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5518422974692218]',0);
+INSERT INTO "samples" VALUES(25,105,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, one person actually came by on a unicycle, so there is 1 person getting the tricycle tires inflated on the third day:
+\[
+75 \text{ cents/person} \times 1 \text{ person} = 75 \text{ cents}
+\]
+
+Adding these amounts together gives the total cost in cents:
+\[
+125 \text{ cents} + 75 \text{ cents} + 75 \text{ cents} = 335 \text{ cents}
+\]','335',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5405140251688345]',0);
+INSERT INTO "samples" VALUES(25,106,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, one person actually came by on a unicycle, so there is 1 person getting the tricycle tires inflated on the third day:
+\[
+75 \text{ cents/person} \times 1 \text{ person} = 75 \text{ cents}
+\]
+
+Adding these amounts together gives the total cost of the tires and the tricycle tires:
+\[
+125 \text{ cents} + 75 \text{ cents} + 75 \text{ cents} = 335 \text{ cents}
+\]','335',0,'not_equivalent',57,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.5398815621375417]',0);
+INSERT INTO "samples" VALUES(25,107,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, one person actually came by on a unicycle, so there is 1 person getting the tricycle tires inflated on the third day:
+\[
+75 \text{ cents/person} \times 1 \text{ person} = 75 \text{ cents}
+\]
+
+Adding the costs of the tires and the tricycle tires gives:
+\[
+125 \text{ cents} + 75 \text{ cents} + 75 \text{ cents} = 325 \text{ cents}
+\]','325',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5645227905822029, 0.543432483680614]',0);
+INSERT INTO "samples" VALUES(25,108,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Add these amounts together to get the total cost of the tires:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 255 \text{ cents}
+\]','255',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5415127451786708]',0);
+INSERT INTO "samples" VALUES(25,109,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]','265',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035]',0);
+INSERT INTO "samples" VALUES(25,110,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 215 \text{ cents}
+\]','215',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5540500764290274]',0);
+INSERT INTO "samples" VALUES(25,111,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','225',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027]',0);
+INSERT INTO "samples" VALUES(25,112,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. One person actually came by on a unicycle:
+\[
+50 \text{ cents/person} = 50 \text{ cents}
+\]','50',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5453883370957692]',0);
+INSERT INTO "samples" VALUES(25,113,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on the last day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','25',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505]',0);
+INSERT INTO "samples" VALUES(25,114,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+There is 1 person actually getting the unicycle on the third day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','25',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5392699257875728]',0);
+INSERT INTO "samples" VALUES(25,115,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]','25',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862]',0);
+INSERT INTO "samples" VALUES(25,116,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266]',0);
+INSERT INTO "samples" VALUES(25,117,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,118,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,119,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,120,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027, 0.5561803071568948]',0);
+INSERT INTO "samples" VALUES(25,121,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]
+
+**Step 2: Convert the total cost from cents to dollars.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5670403822184027, 0.5622166102676227]',0);
+INSERT INTO "samples" VALUES(25,122,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,123,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**','2',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,124,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]','500',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509]',0);
+INSERT INTO "samples" VALUES(25,125,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+Combine the costs of the tires and the tricycle tires:
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]','500',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5653678761294006]',0);
+INSERT INTO "samples" VALUES(25,126,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]','500',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,127,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]','500',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,128,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]','50',0,'not_equivalent',58,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551]',0);
+INSERT INTO "samples" VALUES(25,129,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tricycle tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]','125',0,'not_equivalent',57,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5656291510218036]',0);
+INSERT INTO "samples" VALUES(25,130,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+There are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]','75',0,'not_equivalent',46,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5661436269171612]',0);
+INSERT INTO "samples" VALUES(25,131,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]','150',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148]',0);
+INSERT INTO "samples" VALUES(25,132,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on the last day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding the cost of the tricycle tires to the total cost of the tires gives:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','225',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.5588093401055385]',0);
+INSERT INTO "samples" VALUES(25,133,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on the last day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]','25',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.565005223834782]',0);
+INSERT INTO "samples" VALUES(25,134,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on the last day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents} = 25 \text{ cents}
+\]','25',0,'not_equivalent',30,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.5622120477563975]',0);
+INSERT INTO "samples" VALUES(25,135,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on the last day:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents} + 25 \text{ cents} = 50 \text{ cents}
+\]','50',0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5709332472126505, 0.551364465560116]',0);
+INSERT INTO "samples" VALUES(25,136,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337]',0);
+INSERT INTO "samples" VALUES(25,137,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,138,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,139,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,140,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]','25',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455]',0);
+INSERT INTO "samples" VALUES(25,141,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]','25',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,142,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents} + 25 \text{ cents} = 50 \text{ cents}
+\]','50',0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5308394215895096]',0);
+INSERT INTO "samples" VALUES(25,143,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents} + 25 \text{ cents} = 50 \text{ cents}
+\]','50',0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,144,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455, 0.5738310132935907]',0);
+INSERT INTO "samples" VALUES(25,145,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,146,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,147,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,148,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**
+
+There are 100 cents in a dollar. Therefore, 500 cents is equivalent to:
+\[
+\frac{500 \text{ cents}}{100 \text{ cents/dollar}} = 5 \text{ dollars}
+\]','5',1,'equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5249456750590767]',0);
+INSERT INTO "samples" VALUES(25,149,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**
+
+1 dollar is equal to 100 cents. Therefore, to convert 500 cents to dollars:
+\[
+500 \text{ cents} \div 100 \text{ cents/dollar} = 5 \text{ dollars}
+\]','5',1,'equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5245357221536435]',0);
+INSERT INTO "samples" VALUES(25,150,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**
+
+There are 100 cents in a dollar. To find the total cost in dollars, we divide the total cost in cents by 100:
+\[
+500 \text{ cents} \div 100 = 5 \text{ dollars}
+\]','5',1,'equivalent',58,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017]',0);
+INSERT INTO "samples" VALUES(25,151,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**
+
+There are 100 cents in a dollar. To convert 500 cents to dollars, we divide by 100:
+\[
+\frac{500 \text{ cents}}{100 \text{ cents/dollar}} = 5 \text{ dollars}
+\]','5',1,'equivalent',63,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5205967630034194]',0);
+INSERT INTO "samples" VALUES(25,152,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747]',0);
+INSERT INTO "samples" VALUES(25,153,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,154,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,155,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,156,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471]',0);
+INSERT INTO "samples" VALUES(25,157,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+Adding this amount to the cost of the tires, the total cost of the tricycle tires is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','415',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5374790484858825]',0);
+INSERT INTO "samples" VALUES(25,158,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,159,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,160,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','225',0,'not_equivalent',36,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5782993255606126, 0.6064152777393687, 0.5658357139824862, 0.5830487560446455, 0.5738310132935907, 0.5100143270900576]',0);
+INSERT INTO "samples" VALUES(25,161,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','225',0,'not_equivalent',36,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,162,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','225',0,'not_equivalent',36,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,163,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+The total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 25 cents to inflate. There is 1 person actually getting the tricycle tires inflated on a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+The total cost of the tricycle tires is:
+\[
+25 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+200 \text{ cents} + 25 \text{ cents} = 225 \text{ cents}
+\]','225',0,'not_equivalent',36,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,164,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','415',0,'not_equivalent',45,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5309685961244894]',0);
+INSERT INTO "samples" VALUES(25,165,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is the sum of the cost of the tires and the cost of the tricycle tires:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','415',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5324911338842518]',0);
+INSERT INTO "samples" VALUES(25,166,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+Adding the cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','415',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5311350384130628]',0);
+INSERT INTO "samples" VALUES(25,167,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]','415',0,'not_equivalent',37,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5469422492077555]',0);
+INSERT INTO "samples" VALUES(25,168,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**
+
+There are 100 cents in a dollar. To find the total cost in dollars, we divide the total cost in cents by 100:
+\[
+500 \text{ cents} \div 100 = 5 \text{ dollars}
+\]
+
+Therefore, Shawnda made \(\boxed{5}\) dollars that day.','5',1,'equivalent',17,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017, 0.5431187089173364]',0);
+INSERT INTO "samples" VALUES(25,169,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**
+
+There are 100 cents in a dollar. To find the total cost in dollars, we divide the total cost in cents by 100:
+\[
+500 \text{ cents} \div 100 = 5 \text{ dollars}
+\]
+
+Therefore, Shawnda made \boxed{5} dollars that day.','5',1,'equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.5959939973240891, 0.5698069497171332, 0.5616314229466788, 0.5701746188144509, 0.570780657320337, 0.5621182572129017, 0.5255222634124282]',0);
+INSERT INTO "samples" VALUES(25,170,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**
+
+There are 100 cents in a dollar. To find the total cost in dollars, we divide the total cost in cents by 100:
+\[
+500 \text{ cents} \div 100 = 5 \text{ dollars}
+\]
+
+Therefore, Shawnda made \(\boxed{5}\) dollars that day.','5',1,'equivalent',17,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,171,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+All 3 people getting tricycle tires inflated on the first day, including one person who actually came by, have a tricycle tire. There are 3 tricycle tires:
+\[
+125 \text{ cents/tricycle} \times 3 \text{ tricycle} = 375 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+\[
+125 \text{ cents} + 375 \text{ cents} = 500 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**
+
+There are 100 cents in a dollar. To find the total cost in dollars, we divide the total cost in cents by 100:
+\[
+500 \text{ cents} \div 100 = 5 \text{ dollars}
+\]
+
+Therefore, Shawnda made \(\boxed{5}\) dollars that day.','5',1,'equivalent',17,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,172,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+Adding the total cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]','315',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5449588587976144]',0);
+INSERT INTO "samples" VALUES(25,173,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+Adding the cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]','315',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5199447484286025]',0);
+INSERT INTO "samples" VALUES(25,174,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]','315',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5584683439636855]',0);
+INSERT INTO "samples" VALUES(25,175,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]','315',0,'not_equivalent',44,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,176,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5584683439636855, 0.5916594195233978]',0);
+INSERT INTO "samples" VALUES(25,177,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,178,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,179,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost of the tires and the tricycle tires is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,180,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.5664171624653148, 0.5676530184468471, 0.5469422492077555, 0.5675079578840104]',0);
+INSERT INTO "samples" VALUES(25,181,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,182,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,183,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There are 3 people getting the tricycle tires inflated on the second day:
+\[
+50 \text{ cents/person} \times 3 \text{ people} = 150 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+The total cost is:
+\[
+265 \text{ cents} + 150 \text{ cents} = 415 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,184,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+Adding the total cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[0.5536504677667305, 0.6029359011112235, 0.6202033009472657, 0.6008133597941967, 0.597287123516452, 0.5583829356440977, 0.5762834233985035, 0.5926201647579266, 0.568253909928551, 0.5589637790314747, 0.5449588587976144, 0.5743413803369393]',0);
+INSERT INTO "samples" VALUES(25,185,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+Adding the total cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,186,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+Adding the total cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,187,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of the tires.
+2. Calculate the cost of the tricycle tires.
+3. Add the cost of the tires and the tricycle tires to get the total cost.
+4. Convert the total cost from cents to dollars.
+
+**Step 1: Calculate the cost of the tires.**
+
+Each tire costs 25 cents to inflate. There are 5 people getting the tires inflated on the first day:
+\[
+25 \text{ cents/person} \times 5 \text{ people} = 125 \text{ cents}
+\]
+
+Next, there are 3 people getting the tricycle tires inflated on the second day:
+\[
+25 \text{ cents/person} \times 3 \text{ people} = 75 \text{ cents}
+\]
+
+Finally, there is 1 person getting a unicycle:
+\[
+25 \text{ cents/person} \times 1 \text{ person} = 25 \text{ cents}
+\]
+
+Adding these amounts together, the total cost of the tires is:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 265 \text{ cents}
+\]
+
+**Step 2: Calculate the cost of the tricycle tires.**
+
+Each tricycle tire costs 50 cents to inflate. There is 1 person getting a tricycle tire inflated on the third day:
+\[
+50 \text{ cents/person} \times 1 \text{ person} = 50 \text{ cents}
+\]
+
+**Step 3: Add the cost of the tires and the tricycle tires to get the total cost.**
+
+Adding the total cost of the tires and the tricycle tires together, the total cost is:
+\[
+265 \text{ cents} + 50 \text{ cents} = 315 \text{ cents}
+\]
+
+**Step 4: Convert the total cost from cents to dollars.**','4',0,'not_equivalent',15,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,0,'To solve this problem, let''s break it down step-by-step:',NULL,0,'not_equivalent',14,'stop',NULL,NULL,NULL,NULL,'[0.5549888927105998]',0);
+INSERT INTO "samples" VALUES(26,1,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:',NULL,0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.5495367156399743]',0);
+INSERT INTO "samples" VALUES(26,2,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:',NULL,0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458]',0);
+INSERT INTO "samples" VALUES(26,3,'Let''s solve this step by step:',NULL,0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.49870997953552587]',0);
+INSERT INTO "samples" VALUES(26,4,'To determine how many dollars Shawnda made, we need to follow these steps:',NULL,0,'not_equivalent',16,'stop',NULL,NULL,NULL,NULL,'[0.5285480777826443]',0);
+INSERT INTO "samples" VALUES(26,5,'To determine how much money Shawnda made on that day, we need to calculate the total cost of the tires and the tricycle tires, and then sum these amounts.',NULL,0,'not_equivalent',34,'stop',NULL,NULL,NULL,NULL,'[0.5265136130467494]',0);
+INSERT INTO "samples" VALUES(26,6,'To determine how much money Shawnda made that day, we need to follow these steps:',NULL,0,'not_equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.5494007898242492]',0);
+INSERT INTO "samples" VALUES(26,7,'Let''s break down the problem step by step and then use Python code to ensure our calculations are accurate.',NULL,0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.5001645684182822]',0);
+INSERT INTO "samples" VALUES(26,8,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of inflating 5 tires.
+2. Calculate the cost of inflating all 3 tires.
+3. Calculate the cost of inflating 1 unicycle.','1',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5506289425063525]',0);
+INSERT INTO "samples" VALUES(26,9,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.','1',0,'not_equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5947894970958161]',0);
+INSERT INTO "samples" VALUES(26,10,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.','4',0,'not_equivalent',61,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492]',0);
+INSERT INTO "samples" VALUES(26,11,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the total cost for the tires.
+2. Calculate the total cost for the tricycle tires.
+3. Add the costs of the tires and tricycle tires to find the total cost.','3',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5526230864392293]',0);
+INSERT INTO "samples" VALUES(26,12,'To solve this problem, let''s break it down step-by-step:
+
+1. Calculate the total number of people who came by to get both tires inflated.
+2. Calculate the total number of people who came by to get all their tricycle tires inflated.
+3. Calculate the number of people who came by on a unicycle.
+4. Determine the total cost of these inflated tires.
+5. Add the cost of the unicycle to the total cost of the tires to get the final amount made.','5',1,'equivalent',86,'stop',NULL,NULL,NULL,NULL,'[0.5549888927105998, 0.548569995530584]',0);
+INSERT INTO "samples" VALUES(26,13,'To solve this problem, let''s break it down step-by-step:
+
+1. Calculate the number of tires inflated by each type of vehicle:
+   - 5 people came by to get both tires inflated.
+   - 3 people came by to get all their tricycle tires inflated.
+   - One person came by on a unicycle.','3',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[0.5549888927105998, 0.5583892998662381]',0);
+INSERT INTO "samples" VALUES(26,14,'To solve this problem, let''s break it down step-by-step:
+
+1. Calculate the number of tires inflated on the first day.
+2. Calculate the number of tires inflated on the second day.
+3. Calculate the number of tires inflated on the third day.
+4. Calculate the total number of tires inflated.
+5. Calculate the total cost of the tires inflated.','5',1,'equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.5549888927105998, 0.5614584734553051]',0);
+INSERT INTO "samples" VALUES(26,15,'To solve this problem, let''s break it down step-by-step:
+
+1. Calculate the total number of people who came by to get tires inflated on the first day.
+2. Calculate the total number of people who came by to get all their tricycle tires inflated on the first day.
+3. Calculate the total number of people who came by on a unicycle.
+4. Sum up all the people who came by to get tires inflated.
+5. Add the number of people who came by to get all their tricycle tires inflated.
+6. Calculate the total revenue from the tires inflated by the people who came by.
+7. Calculate the total revenue from the unicycle by the person who came by.
+8. Sum up all the revenue from both tires inflated and the unicycle.
+9. Divide the total revenue by the number of days to get the daily revenue.','9',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[0.5549888927105998, 0.52466674303175]',0);
+INSERT INTO "samples" VALUES(26,16,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.
+
+2. Calculate the total cost of the tires:
+   - Total cost of tires = Number of tires * Cost per tire','2',0,'not_equivalent',25,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5947894970958161, 0.5880173403159578]',0);
+INSERT INTO "samples" VALUES(26,17,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.
+
+2. Sum up the total number of tires inflated to get both tires inflated and all tricycle tires inflated.
+3. Calculate the total cost of inflating the tires.
+4. Add the cost of the tricycle tires to the cost of the tires inflated to get the total amount made.','4',0,'not_equivalent',58,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5947894970958161, 0.5379119411438498]',0);
+INSERT INTO "samples" VALUES(26,18,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.
+
+2. Convert all the costs to dollars (since there are 100 cents in a dollar):
+   - Each tire costs $0.25.
+   - 5 tires cost $1.25.
+   - 3 tires cost $1.50.
+   - 1 tire cost $2.00.
+   - 1 unicycle cost $2.00.','$2.00',0,'not_equivalent',81,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5947894970958161, 0.5186400861197772]',0);
+INSERT INTO "samples" VALUES(26,19,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.
+
+2. Calculate the total cost of inflating the tires:
+   \[
+   \text{Total cost of tires} = \left(5 \times 25 \text{ cents}\right) + \left(3 \times 25 \text{ cents}\right) + \left(1 \times 25 \text{ cents}\right)
+   \]','25',0,'not_equivalent',78,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5947894970958161, 0.5379098817900198]',0);
+INSERT INTO "samples" VALUES(26,20,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Constants
+cost_per_tire = 25  # in cents
+number_of_bicycles = 5
+number_of_tricycle_tires = 3
+number_of_unicycles = 1','1',0,'not_equivalent',58,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.5828050853862918]',0);
+INSERT INTO "samples" VALUES(26,21,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:','4',0,'not_equivalent',9,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106]',0);
+INSERT INTO "samples" VALUES(26,22,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s implement this in Python:','4',0,'not_equivalent',7,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.5849163234149887]',0);
+INSERT INTO "samples" VALUES(26,23,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s do this using Python code.
+```python
+# Constants
+cost_per_tire = 0.25  # dollars
+number_of_tires_tire_1 = 5
+number_of_tires_tire_2 = 3
+number_of_people_1 = 5
+number_of_people_2 = 3
+number_of_unicycles = 1','1',0,'not_equivalent',79,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.564065253973865]',0);
+INSERT INTO "samples" VALUES(26,24,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate. Since 25 cents is the equivalent of $0.25, 5 people came by on bicycles who got both tires inflated. So, the total number of people who got both tires inflated is \(5 \times 0.25 = 1.25\).
+2. Each tire costs 25 cents to inflate. Since 25 cents is the equivalent of $0.25, 3 people came by on tricycle tires who got all their tricycle tires inflated. So, the total number of people who got all their tricycle tires inflated is \(3 \times 0.25 = 0.75\).
+3. The total number of people who used the bike inflation service is \(1.25 + 0.75 = 2.00\).
+4. The total cost of inflating the tires is \(5 \times 0.25 = 1.25\) dollars.
+5. The total cost of inflating the tricycle tires is \(0.75 \times 0.25 = 0.2125\) dollars.
+6. The total amount made is \(1.','1',0,'not_equivalent',256,'length',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5496879340106287]',0);
+INSERT INTO "samples" VALUES(26,25,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. The number of people who got both tires inflated is 5.
+2. The number of people who got all their tricycle tires inflated is 3.
+3. The total number of people who used the bike inflation service is \(5 + 3 = 8\).
+4. Each tire costs 25 cents to inflate, so the total cost of inflating the tires is \(8 \times 25 = 200\) cents.
+5. Each tricycle tire costs 25 cents to inflate, so the total cost of inflating the tricycle tires is \(3 \times 25 = 75\) cents.
+6. The total cost is the sum of the costs of the tires and the tricycle tires, which is \(200 + 75 = 275\) cents.','275',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5340820210540247]',0);
+INSERT INTO "samples" VALUES(26,26,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]','1.25',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638]',0);
+INSERT INTO "samples" VALUES(26,27,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]','125',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476]',0);
+INSERT INTO "samples" VALUES(26,28,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.
+
+2. Calculate the total cost of the tires:
+   - Total cost of tires = Number of tires * Cost per tire
+
+3. Calculate the total cost of the tricycle tires:
+   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire','3',0,'not_equivalent',31,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5947894970958161, 0.5880173403159578, 0.5500684253853795]',0);
+INSERT INTO "samples" VALUES(26,29,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.
+
+2. Calculate the total cost of the tires:
+   - Total cost of tires = Number of tires * Cost per tire
+
+3. Calculate the total cost of the tricycle tires:
+   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire','3',0,'not_equivalent',31,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,30,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.
+
+2. Calculate the total cost of the tires:
+   - Total cost of tires = Number of tires * Cost per tire
+
+3. Calculate the total cost of the tricycle tires:
+   - Total cost of tricycle tires = Number of tires * Cost per tire','3',0,'not_equivalent',29,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5947894970958161, 0.5880173403159578, 0.5284136449791402]',0);
+INSERT INTO "samples" VALUES(26,31,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of tires inflated on each day:
+   - Each tire costs 25 cents.
+   - 5 people got both tires inflated.
+   - 3 people got all their tricycle tires inflated.
+   - 1 person got on a unicycle.
+
+2. Calculate the total cost of the tires:
+   - Total cost of tires = Number of tires * Cost per tire
+
+3. Calculate the total cost of the tricycle tires:
+   - Total cost of tricycle tires = Number of tricycle tires * Cost per tire','3',0,'not_equivalent',31,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,32,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. Each tire costs 25 cents to inflate, and 3 people got the tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','0.75',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5635161569838167]',0);
+INSERT INTO "samples" VALUES(26,33,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. Each tire costs 25 cents to inflate, and 3 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','0.75',0,'not_equivalent',61,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5642511629472966]',0);
+INSERT INTO "samples" VALUES(26,34,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','0.75',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512]',0);
+INSERT INTO "samples" VALUES(26,35,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. Each tricycle tire costs 25 cents to inflate, and 3 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]','0.75',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.526485424944505]',0);
+INSERT INTO "samples" VALUES(26,36,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]','75',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643]',0);
+INSERT INTO "samples" VALUES(26,37,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]','75',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,38,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]','75',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,39,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]','75',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,40,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]','25',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558]',0);
+INSERT INTO "samples" VALUES(26,41,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the one person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]','25',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.524557365953911]',0);
+INSERT INTO "samples" VALUES(26,42,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the one person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]','25',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,43,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually used the bike inflation service:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]','25',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5357398476584649]',0);
+INSERT INTO "samples" VALUES(26,44,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]
+
+3. One person used the bike inflation service.
+   \[
+   \text{Total number of people} = 5 + 3 + 1 = 9 \text{ people}
+   \]
+   \[
+   \text{Total cost of inflating unicycle} = 1 \text{ dollar}
+   \]','1',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5163232323967463]',0);
+INSERT INTO "samples" VALUES(26,45,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]
+
+3. One person actually came by on a unicycle.
+   \[
+   \text{Total number of people who used the bike inflation service} = 1
+   \]','1',0,'not_equivalent',37,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5291928992685625]',0);
+INSERT INTO "samples" VALUES(26,46,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]
+
+3. One person actually used the bike inflation service.
+   \[
+   \text{Total number of people using the service} = 1 \text{ person}
+   \]','1',0,'not_equivalent',37,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479]',0);
+INSERT INTO "samples" VALUES(26,47,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]
+
+3. One person actually used the bike inflation service.
+   \[
+   \text{Total number of people} = 5 + 3 + 1 = 9
+   \]
+   \[
+   \text{Total cost of inflating} = 9 \times 0.25 = 2.25 \text{ dollars}
+   \]','2.25',0,'not_equivalent',76,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5259468023389481]',0);
+INSERT INTO "samples" VALUES(26,48,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 335 \text{ cents}
+   \]','335',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5345682383594925]',0);
+INSERT INTO "samples" VALUES(26,49,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]','275',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818]',0);
+INSERT INTO "samples" VALUES(26,50,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]','235',0,'not_equivalent',59,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793]',0);
+INSERT INTO "samples" VALUES(26,51,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+Now, we add the costs of the tires and the tricycle tires to get the total cost:
+\[
+125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+\]','235',0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5385877389241844]',0);
+INSERT INTO "samples" VALUES(26,52,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]
+
+3. One person actually used the bike inflation service.
+   \[
+   \text{Total number of people using the service} = 1 \text{ person}
+   \]
+
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+   \[
+   \text{Total cost} = 1.25 + 0.75 = 2.00 \text{ dollars}
+   \]','2.00',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479, 0.5301025049372057]',0);
+INSERT INTO "samples" VALUES(26,53,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]
+
+3. One person actually used the bike inflation service.
+   \[
+   \text{Total number of people using the service} = 1 \text{ person}
+   \]
+
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+   \[
+   \text{Total cost} = 1.25 + 0.75 = 2.00 \text{ dollars}
+   \]','2.00',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,54,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]
+
+3. One person actually used the bike inflation service.
+   \[
+   \text{Total number of people using the service} = 1 \text{ person}
+   \]
+
+4. Calculate the total cost of inflating both tires and the tricycle tires.
+   \[
+   \text{Total cost} = \text{Total cost of inflating tires} + \text{Total cost of inflating tricycle tires} = 1.25 + 0.75 = 2.00 \text{ dollars}
+   \]','2.00',0,'not_equivalent',77,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.6053071243510638, 0.5705348936150512, 0.5415381096041479, 0.523855322940589]',0);
+INSERT INTO "samples" VALUES(26,55,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. Each tire costs 25 cents to inflate, and 5 people got the tires inflated.
+   \[
+   \text{Total cost of inflating tires} = 5 \times 0.25 = 1.25 \text{ dollars}
+   \]
+
+2. All 3 people got all their tricycle tires inflated.
+   \[
+   \text{Total cost of inflating tricycle tires} = 3 \times 0.25 = 0.75 \text{ dollars}
+   \]
+
+3. One person actually used the bike inflation service.
+   \[
+   \text{Total number of people using the service} = 1 \text{ person}
+   \]
+
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+   \[
+   \text{Total cost} = 1.25 + 0.75 = 2.00 \text{ dollars}
+   \]','2.00',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,56,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]','310',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039]',0);
+INSERT INTO "samples" VALUES(26,57,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 25 \text{ cents} = 260 \text{ cents}
+   \]','260',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5350895319748951]',0);
+INSERT INTO "samples" VALUES(26,58,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 25 \text{ cents} = 260 \text{ cents}
+   \]','260',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,59,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 25 \text{ cents} = 260 \text{ cents}
+   \]','260',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,60,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} = 200 \text{ cents}
+   \]','200',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5180057622989971]',0);
+INSERT INTO "samples" VALUES(26,61,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   275 \text{ cents} + 275 \text{ cents} = 550 \text{ cents}
+   \]','550',0,'not_equivalent',53,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5008372209592207]',0);
+INSERT INTO "samples" VALUES(26,62,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} = 125 \text{ cents}
+   \]','125',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961]',0);
+INSERT INTO "samples" VALUES(26,63,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   275 \text{ cents} + 25 \text{ cents} = 300 \text{ cents}
+   \]','300',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.5011867858533937]',0);
+INSERT INTO "samples" VALUES(26,64,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} = 125 \text{ cents}
+   \]
+
+Therefore, the total amount Shawnda made that day is \(\boxed{125}\) dollars.','125',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5296442966523023]',0);
+INSERT INTO "samples" VALUES(26,65,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} = 125 \text{ cents}
+   \]
+
+Therefore, Shawnda made \(\boxed{125}\) dollars that day.','125',0,'not_equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5272030317558446]',0);
+INSERT INTO "samples" VALUES(26,66,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} = 125 \text{ cents}
+   \]
+
+So, the total amount Shawnda made that day is \(\boxed{125}\) dollars.','125',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5386353160304818, 0.551786295880961, 0.5217786230587176]',0);
+INSERT INTO "samples" VALUES(26,67,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 275 \text{ cents}
+   \]
+
+5. The total cost of inflating the tires and the tricycle tires is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} = 125 \text{ cents}
+   \]
+
+Therefore, the total amount Shawnda made that day is \(\boxed{125}\) dollars.','125',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,68,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one tire and one tricycle tire
+cost_per_tire = 25
+cost_per_tricycle_tire = 25','25',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069]',0);
+INSERT INTO "samples" VALUES(26,69,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Therefore, the total amount of money Shawnda made that day is \(\boxed{310}\).','310',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5195368401534094]',0);
+INSERT INTO "samples" VALUES(26,70,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents','25',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181]',0);
+INSERT INTO "samples" VALUES(26,71,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now, we can write the final answer in the required format:
+\[
+\boxed{310}
+\]','310',0,'not_equivalent',25,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5478723611818387]',0);
+INSERT INTO "samples" VALUES(26,72,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+num_people_tire_inflation = 5
+total_cost_tire_inflation = num_people_tire_inflation * cost_per_person_tire','5',1,'equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6269270480665023]',0);
+INSERT INTO "samples" VALUES(26,73,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Calculate the total cost for each type of tire
+total_cost_tire = 5 * cost_per_person_tire
+total_cost_tricycle_tire = 3 * cost_per_person_tire
+total_cost_unicycle = 1 * cost_per_person_tire','1',0,'not_equivalent',55,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093]',0);
+INSERT INTO "samples" VALUES(26,74,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_both_tires = 5','5',1,'equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.627180612094126]',0);
+INSERT INTO "samples" VALUES(26,75,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5','5',1,'equivalent',20,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555]',0);
+INSERT INTO "samples" VALUES(26,76,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one tire and one tricycle tire
+cost_per_tire = 25
+cost_per_tricycle_tire = 25
+
+# Number of people who got both tires inflated
+people_with_both_tires = 5','5',1,'equivalent',19,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6000010056606748]',0);
+INSERT INTO "samples" VALUES(26,77,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one tire and one tricycle tire
+cost_per_tire = 25
+cost_per_tricycle_tire = 25
+
+# Number of people who got both tires inflated
+num_people_both_tires_inflated = 5','5',1,'equivalent',22,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.5826579504519597]',0);
+INSERT INTO "samples" VALUES(26,78,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one tire and one tricycle tire
+cost_per_tire = 25
+cost_per_tricycle_tire = 25
+
+# Number of people who got both tires inflated
+people_both_tires = 5','5',1,'equivalent',18,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6002637759036293]',0);
+INSERT INTO "samples" VALUES(26,79,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one tire and one tricycle tire
+cost_per_tire = 25
+cost_per_tricycle_tire = 25
+
+# Calculate the number of people who got both tires inflated
+people_with_both_tires = 5','5',1,'equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.5730517735632069, 0.6073060368374056]',0);
+INSERT INTO "samples" VALUES(26,80,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Calculate the total cost for each type of tire
+total_cost_tire = 5 * cost_per_person_tire
+total_cost_tricycle_tire = 3 * cost_per_person_tire
+total_cost_unicycle = 1 * cost_per_person_tire
+
+# Calculate the total number of people who used the bike inflation service
+total_people_used = total_cost_tire + total_cost_tricycle_tire + total_cost_unicycle','1',0,'not_equivalent',35,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093, 0.6155739726609755]',0);
+INSERT INTO "samples" VALUES(26,81,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Calculate the total cost for each type of tire
+total_cost_tire = 5 * cost_per_person_tire
+total_cost_tricycle_tire = 3 * cost_per_person_tire
+total_cost_unicycle = 1 * cost_per_person_tire
+
+# Calculate the total number of people who used the bike inflation service
+total_people = 5 + 3 + 1','1',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6378073516458093, 0.5959547585789046]',0);
+INSERT INTO "samples" VALUES(26,82,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Calculate the total cost for each type of tire
+total_cost_tire = 5 * cost_per_person_tire
+total_cost_tricycle_tire = 3 * cost_per_person_tire
+total_cost_unicycle = 1 * cost_per_person_tire
+
+# Calculate the total number of people who used the bike inflation service
+total_people = 5 + 3 + 1','1',0,'not_equivalent',26,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,83,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Calculate the total cost for each type of tire
+total_cost_tire = 5 * cost_per_person_tire
+total_cost_tricycle_tire = 3 * cost_per_person_tire
+total_cost_unicycle = 1 * cost_per_person_tire
+
+# Calculate the total number of people who used the bike inflation service
+total_people_used = total_cost_tire + total_cost_tricycle_tire + total_cost_unicycle','1',0,'not_equivalent',35,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,84,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all tricycle tires inflated
+people_tricycle_tires_inflated = 3','3',0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6100769560542816]',0);
+INSERT INTO "samples" VALUES(26,85,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_inflated = 3','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6233151174294521]',0);
+INSERT INTO "samples" VALUES(26,86,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_inflated = 3','3',0,'not_equivalent',23,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,87,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_tire_inflated = 3','3',0,'not_equivalent',25,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6182967292079027]',0);
+INSERT INTO "samples" VALUES(26,88,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_inflated = 3
+
+# Number of people who actually came by on a unicycle
+people_unicycle = 1','1',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6233151174294521, 0.5979906408722815]',0);
+INSERT INTO "samples" VALUES(26,89,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_inflated = 3
+
+# Number of people who actually came by on a unicycle
+people_unicycle = 1','1',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,90,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_inflated = 3
+
+# Number of people who actually came by on a unicycle
+people_unicycle = 1','1',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,91,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_inflated = 3
+
+# Number of people who actually came by on a unicycle
+people_unicycle = 1','1',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,92,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_tire_inflated = 3
+
+# Number of people who actually came by on a unicycle
+people_unicycle = 1','1',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[0.5774999608314458, 0.5906070090417492, 0.6028276183295106, 0.5652142869437476, 0.5892625621383643, 0.5547924922064558, 0.5447186327040793, 0.5392230393761039, 0.6224152631840181, 0.6316962910286555, 0.6182967292079027, 0.591228719835734]',0);
+INSERT INTO "samples" VALUES(26,93,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_tire_inflated = 3
+
+# Number of people who actually came by on a unicycle
+people_unicycle = 1','1',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,94,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_tire_inflated = 3
+
+# Number of people who actually came by on a unicycle
+people_unicycle = 1','1',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,95,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the number of people who got both tires inflated.
+2. Calculate the number of people who got all their tricycle tires inflated.
+3. Determine the total number of people who used the bike inflation service.
+4. Calculate the total cost of inflating the tires and the tricycle tires.
+
+Let''s go through each step in detail:
+
+1. For the 5 people who got both tires inflated:
+   \[
+   5 \text{ people} \times 25 \text{ cents/person} = 125 \text{ cents}
+   \]
+
+2. For the 3 people who got all their tricycle tires inflated:
+   \[
+   3 \text{ people} \times 25 \text{ cents/person} = 75 \text{ cents}
+   \]
+
+3. For the 1 person who actually came by on a unicycle:
+   \[
+   1 \text{ person} \times 25 \text{ cents/person} = 25 \text{ cents}
+   \]
+
+4. The total number of people who used the bike inflation service is:
+   \[
+   125 \text{ cents} + 75 \text{ cents} + 25 \text{ cents} = 235 \text{ cents}
+   \]
+
+5. The cost of inflating the tires and the tricycle tires is:
+   \[
+   235 \text{ cents} + 75 \text{ cents} = 310 \text{ cents}
+   \]
+
+Now let''s write the final answer in Python code to confirm our calculations.
+```python
+# Define the cost per person for each type of tire
+cost_per_person_tire = 25  # cents
+
+# Number of people who got both tires inflated
+people_tire_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_tire_inflated = 3
+
+# Number of people who actually came by on a unicycle
+people_unicycle = 1','1',0,'not_equivalent',20,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,0,'To solve this problem, let''s break it down step-by-step:',NULL,0,'not_equivalent',14,'stop',NULL,NULL,NULL,NULL,'[0.5168307587657807]',0);
+INSERT INTO "samples" VALUES(27,1,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires she inflated, and then sum these amounts. Here are the steps:',NULL,0,'not_equivalent',39,'stop',NULL,NULL,NULL,NULL,'[0.5354320517204123]',0);
+INSERT INTO "samples" VALUES(27,2,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:',NULL,0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032]',0);
+INSERT INTO "samples" VALUES(27,3,'Let''s solve this step by step:',NULL,0,'not_equivalent',8,'stop',NULL,NULL,NULL,NULL,'[0.4776969681561946]',0);
+INSERT INTO "samples" VALUES(27,4,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of inflating the tires. Each tire costs 25 cents to inflate, so we need to multiply 5 by 0.25.
+2. Calculate the cost of inflating the tricycle tires. Each tricycle tire costs 25 cents to inflate, so we need to multiply 3 by 0.25.
+3. Add the costs from steps 1 and 2 to get the total cost.
+4. Add the cost of the unicycle to the total cost to get the final amount made.','4',0,'not_equivalent',112,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5475118445956358]',0);
+INSERT INTO "samples" VALUES(27,5,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Determine the cost of the tires.
+2. Determine the cost of the tricycle tires.
+3. Add the cost of the tires and tricycle tires to get the total cost.
+4. Subtract the cost of the unicycle from the total cost to get the amount she made that day.','4',0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5877767444474241]',0);
+INSERT INTO "samples" VALUES(27,6,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.','1.25',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252]',0);
+INSERT INTO "samples" VALUES(27,7,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of inflating the tires.
+2. Calculate the cost of inflating the tricycle tires.
+3. Sum these amounts to get the total cost.
+4. Convert the total cost from cents to dollars.','4',0,'not_equivalent',46,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5820754406304229]',0);
+INSERT INTO "samples" VALUES(27,8,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.','0.45',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306]',0);
+INSERT INTO "samples" VALUES(27,9,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 25 cents to inflate.
+   - Therefore, the cost of 3 tricycle tires is \(3 \times 0.25 = 0.75\) dollars.','0.75',0,'not_equivalent',56,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5416455434634827]',0);
+INSERT INTO "samples" VALUES(27,10,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - There are 3 tires that need to be inflated, which are \(3 \times 25 = 75\) cents.
+   - Therefore, the cost of 75 tires is \(75 \times 0.25 = 18.75\) dollars.','18.75',0,'not_equivalent',72,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5540244512505196]',0);
+INSERT INTO "samples" VALUES(27,11,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.25 = 0.75\) dollars.','0.75',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5548566654281629]',0);
+INSERT INTO "samples" VALUES(27,12,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.','2.70',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612]',0);
+INSERT INTO "samples" VALUES(27,13,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Calculate the cost of the unicycle:
+   - The cost of a unicycle is not specified in the problem, so we will assume that the unicycle is not charged and proceed to the final step.','3',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.53494218535177]',0);
+INSERT INTO "samples" VALUES(27,14,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Calculate the total cost of inflating both tires:
+   - The total cost of the tires is \(1.25 + 0.45 = 1.70\) dollars.','1.70',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5377148892078856]',0);
+INSERT INTO "samples" VALUES(27,15,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the cost of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 1.70\) dollars.','1.70',0,'not_equivalent',40,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5367970804082287]',0);
+INSERT INTO "samples" VALUES(27,16,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer in the box:
+\boxed{2.70}','2.70',0,'not_equivalent',21,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5714001322034509]',0);
+INSERT INTO "samples" VALUES(27,17,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one tire in cents
+cost_per_tire = 0.25','0.25',0,'not_equivalent',37,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5860566729696446]',0);
+INSERT INTO "samples" VALUES(27,18,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1','1',0,'not_equivalent',72,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201]',0);
+INSERT INTO "samples" VALUES(27,19,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Thus, the total amount Shawnda made that day is \(\boxed{2.70}\) dollars.','2.70',0,'not_equivalent',24,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5357912456437939]',0);
+INSERT INTO "samples" VALUES(27,20,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1
+
+# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire
+total_cost = total_cost_tire + total_cost_tricycle','1',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5574264981669963]',0);
+INSERT INTO "samples" VALUES(27,21,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1
+
+# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire
+total_cost = total_cost_tire + total_cost_tricycle','1',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,22,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1
+
+# Calculate the total cost
+total_tire_cost = num_tires_tire * cost_per_tire
+total_tricycle_cost = num_tires_tricycle * cost_per_tire
+total_cost = total_tire_cost + total_tricycle_cost','1',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5585970745569832]',0);
+INSERT INTO "samples" VALUES(27,23,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1
+
+# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire','1',0,'not_equivalent',38,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019]',0);
+INSERT INTO "samples" VALUES(27,24,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1
+
+# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire
+
+# Calculate the total cost
+total_cost = total_cost_tire + total_cost_tricycle
+print(total_cost)
+```
+```output
+2.7
+```
+The total cost for the day is \(\boxed{2.70}\) dollars.','2.70',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6319990750011211]',0);
+INSERT INTO "samples" VALUES(27,25,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1
+
+# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire
+
+# Calculate the total cost
+total_cost = total_cost_tire + total_cost_tricycle
+print(total_cost)
+```
+```output
+2.7
+```
+The final answer is \(\boxed{2.70}\) dollars.','2.70',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6073775920295658]',0);
+INSERT INTO "samples" VALUES(27,26,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1
+
+# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire
+
+# Calculate the total cost
+total_cost = total_cost_tire + total_cost_tricycle
+print(total_cost)
+```
+```output
+2.7
+```
+The final answer is \(\boxed{2.70}\) dollars.','2.70',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,27,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We can break this down step by step:
+
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - Therefore, the cost of 5 tires is \(5 \times 0.25 = 1.25\) dollars.
+
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 15 cents to inflate.
+   - Therefore, the cost of 3 tires is \(3 \times 0.15 = 0.45\) dollars.
+
+3. Add the costs of the tires and the tricycle tires:
+   - The total cost is \(1.25 + 0.45 = 2.70\) dollars.
+
+Now, let''s write the final answer using Python code to confirm our result.
+```python
+# Define the cost of each tire and the number of tires
+cost_per_tire = 0.25  # in cents
+num_tires_tire = 5
+num_tires_tricycle = 3
+num_unicycle = 1
+
+# Calculate the total cost
+total_cost_tire = num_tires_tire * cost_per_tire
+total_cost_tricycle = num_tires_tricycle * cost_per_tire
+
+# Calculate the total cost
+total_cost = total_cost_tire + total_cost_tricycle
+print(total_cost)
+```
+```output
+2.70
+```
+The total cost that Shawnda made that day is \(\boxed{2.70}\) dollars.','2.70',0,'not_equivalent',58,'stop',NULL,NULL,NULL,NULL,'[0.5828660974215032, 0.5881921759071252, 0.5735979809024306, 0.5467775310648612, 0.5931518902613201, 0.5800689681182019, 0.6286701352734968]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.7962984196630115509e+09,1.79629902666085243222e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','interrupted',6,604.946992954996,6.04936577101005241259e+02);
 INSERT INTO "sessions" VALUES(2,1.7963188985371553898e+09,NULL,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','killed',0,NULL,NULL);
-INSERT INTO "sessions" VALUES(3,1.79631964182784366603e+09,1.79632215427560830121e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','running',18,2.51174532068299595261e+03,2.51174302245100261642e+03);
+INSERT INTO "sessions" VALUES(3,1.79631964182784366603e+09,1.79632286821903872486e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','running',21,3.22569017779600108043e+03,3.22568788266999763444e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -30955,5 +38926,8 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',1,'gsm8k_te
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',4,'gsm8k_test-141',0,22,'700',0.0,0,1,0,12067.0,11858.0,5928.0,96202.0,5.44214480281996657159e+02,12292045772544.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',2,'gsm8k_test-141',0,23,'700',0.0,0,1,0,6095.0,6072.0,3209.0,49570.0,4.23521144365993677631e+02,7004941085184.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',1,'gsm8k_test-141',0,24,'2800',0.0,0,1,0,2159.0,2105.0,1306.0,18270.0,2.28376568878930100939e+02,2761708735680.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',4,'gsm8k_test-151',0,25,'4',0.0,0,1,0,15518.0,15118.0,7726.0,96770.0,5.94288977288000751274e+02,14051473220352.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',2,'gsm8k_test-151',0,26,'1',0.0,0,1,0,8494.0,8471.0,4353.0,61608.0,5.97384421016002306733e+02,8450545155840.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','beam:verifier=pyes',1,'gsm8k_test-151',0,27,'2.70',0.0,0,1,0,1842.0,1740.0,1318.0,16668.0,2.54012021706505038316e+02,2462379209280.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
