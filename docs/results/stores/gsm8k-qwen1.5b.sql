@@ -26324,6 +26324,7 @@ INSERT INTO "sessions" VALUES(2,1.79629832909506654734e+09,1.7962984091741609573
 INSERT INTO "sessions" VALUES(3,1.79629907124718761445e+09,1.79629907124879384036e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','finished',0,0.0,0.0);
 INSERT INTO "sessions" VALUES(4,1.79630865467065548891e+09,1.7963086546724653244e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','finished',0,0.0,0.0);
 INSERT INTO "sessions" VALUES(5,1.79631961670276784899e+09,1.7963196167049684524e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','finished',0,0.0,0.0);
+INSERT INTO "sessions" VALUES(6,1.79637279514017033582e+09,1.79637279514127874376e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','finished',0,0.0,0.0);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
