@@ -93,6 +93,46 @@ def test_sample_reuse_values_by_hand(table: Path) -> None:
     assert by_budget[1].answer == "5" and by_budget[3].answer == "5"  # the first k samples' own vote
 
 
+def test_the_chosen_sample_is_flagged_also_when_the_strategy_hands_back_a_copy(table: Path) -> None:
+    """Tree searches return a fresh Candidate built from the chosen node, equal to (not the same object as) one of
+    their candidates: the store flags that sample, exactly one, and none when nothing was chosen."""
+    cfg = SweepConfig(dataset="gsm8k", limit=1, models=["m"], backend=f"scripted:{table}", strategies=["beam"],
+                      budgets=[2])
+    plan = plan_strategy("beam", cfg)
+    ep = load_dataset("gsm8k").problems[0]
+    cands = tuple(Candidate(text=t, answer=a, steps=(t,), scores=(sc,), completion_tokens=3)
+                  for t, a, sc in [("x", None, 0.2), ("so \\boxed{18}", "18", 0.9), ("so \\boxed{7}", "7", 0.4)])
+    copy = Candidate(text="so \\boxed{18}", answer="18", steps=("so \\boxed{18}",), scores=(0.9,), completion_tokens=3)
+    assert copy is not cands[1]
+    for chosen, flags in [(copy, [False, True, False]), (None, [False, False, False])]:
+        result = Result("18" if chosen else None, chosen, cands, Ledger(), "done", "beam")
+        rec = record(Outcome(Job("m", plan, ep, 0, 2), result, wall_seconds=1.0), max_subsets=10)
+        assert [s.chosen for s in rec.samples] == flags
+
+
+@pytest.mark.parametrize("spec", ["beam:verifier=pyes", "dvts:verifier=pyes", "mcts:verifier=pyes"])
+def test_tree_searches_store_their_choice_and_rescore_repairs_an_unflagged_one(spec: str, table: Path,
+                                                                              tmp_path: Path) -> None:
+    """Each tree-search job flags exactly one sample, the one whose answer the job gave. A store written before
+    that (no sample flagged) gets the flags back from the jobs' traces by ``rescore``, the units unchanged."""
+    from tests.eval.test_sharing import p_yes
+
+    out = tmp_path / "run"
+    run_sweep(cfg_for(table, strategies=[spec], budgets=[2], sample_seeds=[0], limit=3), out,
+              backend_factory=lambda model: scripted_backend(table, score_fn=p_yes))
+    flagged = "SELECT j.job_id, COUNT(s.idx), MIN(s.answer IS j.answer) FROM jobs j LEFT JOIN samples s " \
+              "ON s.job_id = j.job_id AND s.chosen = 1 GROUP BY 1 ORDER BY 1"
+    good = db_rows(out, flagged)
+    assert len(good) == 3 and all(n == 1 and same == 1 for _, n, same in good), good
+    units = db_rows(out, UNIT_RESULT)
+    with sqlite3.connect(out / "results.sqlite") as db:
+        db.execute("UPDATE samples SET chosen = 0")
+    assert {n for _, n, _ in db_rows(out, flagged)} == {0}
+    r = CliRunner().invoke(app, ["rescore", str(out)])
+    assert r.exit_code == 0, r.output
+    assert db_rows(out, flagged) == good and db_rows(out, UNIT_RESULT) == units
+
+
 def test_best_of_n_reuses_samples_with_argmax(table: Path, tmp_path: Path) -> None:
     """best-of-n with the confidence verifier (no model call: the fake's logprobs are all -0.1, so every candidate
     ties and the expected value is the fraction of right answered samples, at every k)."""

@@ -145,6 +145,8 @@ def test_beam_keeps_exactly_the_top_m_children_by_aggregated_score(table):
     assert result.chosen is not None and result.chosen.steps == ("b", "b2 \\boxed{2}")
     assert result.chosen.scores == (0.9, 0.95)
     assert backend.remaining == 0  # exactly 4 + 2 + 2 samples were asked for
+    # the chosen solution is one of the candidates (equal, not the same object), so the eval store can flag it
+    assert result.candidates.count(result.chosen) == 1
 
 
 def test_beam_narrows_as_solutions_finish(table):

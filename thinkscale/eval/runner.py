@@ -50,7 +50,7 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -409,6 +409,9 @@ def record(outcome: Outcome, max_subsets: int) -> JobRecord:
     verdicts = [_grade(ep, c.answer) for c in cands]
     correct = [v is Verdict.EQUIVALENT for v in verdicts]
     chosen_idx = next((i for i, c in enumerate(cands) if c is result.chosen), None)
+    if chosen_idx is None and result.chosen is not None:
+        # the tree searches (beam, DVTS, MCTS) build a fresh Candidate from the chosen node: the equal one is it
+        chosen_idx = next((i for i, c in enumerate(cands) if c == result.chosen), None)
     samples = [SampleRow(i, c.text, c.answer, correct[i], verdicts[i].value, c.completion_tokens, c.finish_reason,
                          c.logprobs, c.scores, i == chosen_idx) for i, c in enumerate(cands)]
     gen = result.ledger.total(Role.GENERATOR)
@@ -747,9 +750,11 @@ def rescore(out: str | Path) -> int:
             cands = tuple(Candidate(text=s["text"], answer=s["answer"], scores=tuple(json.loads(s["scores"])),
                                     completion_tokens=s["completion_tokens"], finish_reason=s["finish_reason"])
                           for s in samples)
+            trace = tuple(json.loads(j["trace"]))
             chosen = next((c for c, s in zip(cands, samples, strict=True) if s["chosen"]), None)
-            result = Result(j["answer"], chosen, cands, _stored_ledger(j), j["stop_reason"], j["strategy"],
-                            tuple(json.loads(j["trace"])))
+            if chosen is None:
+                chosen = _tree_choice(j["job_id"], trace, cands)
+            result = Result(j["answer"], chosen, cands, _stored_ledger(j), j["stop_reason"], j["strategy"], trace)
             chains = tuple(c for _, c in store.chains(job_id=j["job_id"]))
             rec = record(Outcome(Job(j["model"], plans[j["strategy"]], ep, j["seed"], j["budget"]), result,
                                  j["wall_seconds"], chains), cfg["max_subsets"])
@@ -758,6 +763,23 @@ def rescore(out: str | Path) -> int:
         return n
     finally:
         store.close()
+
+
+def _tree_choice(job_id: int, trace: Sequence[Any], cands: Sequence[Candidate]) -> Candidate | None:
+    """A tree search's chosen candidate, read from its trace: the ``select`` event names the chosen node, and the
+    candidates are the tree's nodes after the root (``StepTree.candidates``). Stores written before ``record``
+    matched a tree search's choice by equality flag no sample, so ``rescore`` repairs them from here. None for a job
+    that is no tree search or chose nothing."""
+    if not any(isinstance(e, dict) and e.get("event") == "tree" for e in trace):
+        return None
+    node = next((e.get("chosen") for e in reversed(trace) if isinstance(e, dict) and e.get("event") == "select"),
+                None)
+    if node is None:
+        return None
+    if not isinstance(node, int) or not 1 <= node <= len(cands):
+        raise StoreError(f"job {job_id}: its trace chose node {node!r}, but the job stored {len(cands)} candidates "
+                         "(nodes 1..N)")
+    return cands[node - 1]
 
 
 def _stored_ledger(j: Any) -> Ledger:

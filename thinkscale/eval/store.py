@@ -323,11 +323,11 @@ class Store:
         return job_id
 
     def replace_grades(self, job_id: int, job: JobRecord) -> None:
-        """Rescoring: the samples' grades and the job's units from ``job``, in one transaction."""
+        """Rescoring: the samples' grades and chosen flags and the job's units from ``job``, in one transaction."""
         with self.transaction() as db:
             for s in job.samples:
-                db.execute("UPDATE samples SET correct = ?, verdict = ? WHERE job_id = ? AND idx = ?",
-                           (int(s.correct), s.verdict, job_id, s.idx))
+                db.execute("UPDATE samples SET correct = ?, verdict = ?, chosen = ? WHERE job_id = ? AND idx = ?",
+                           (int(s.correct), s.verdict, int(s.chosen), job_id, s.idx))
             db.execute("DELETE FROM units WHERE job_id = ?", (job_id,))
             _insert_units(db, job_id, job)
 
