@@ -149,6 +149,15 @@ def test_beam_keeps_exactly_the_top_m_children_by_aggregated_score(table):
     assert result.candidates.count(result.chosen) == 1
 
 
+@pytest.mark.parametrize("search", [BeamSearch, DVTS, MCTS])
+@pytest.mark.parametrize("verifier", ["confidence-mean", "confidence-lowest-group"])
+def test_a_logprob_confidence_is_refused_as_a_step_scorer(search, verifier):
+    """The searches do not request token logprobs, so a confidence verifier could only fail mid-run: refused when
+    the strategy is built, with the scorers that work named."""
+    with pytest.raises(ValueError, match=f"verifier '{verifier}' scores a whole sampled chain.*prm, prm-http or pyes"):
+        search(verifier=verifier)
+
+
 def test_beam_narrows_as_solutions_finish(table):
     """M=2: a finished child (boxed) among the kept two leaves one beam, so the next round expands one parent only."""
     table({"a \\boxed{5}": 0.9, "b": 0.8, "c": 0.1, "d": 0.0, "b1 \\boxed{6}": 0.4, "b2": 0.3})

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from thinkscale.answers.extract import extract_answer
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._verified import check_verifier_knobs
+from thinkscale.strategies._verified import check_verifier_knobs, reads_logprobs
 from thinkscale.strategies.base import check_int, check_top_p
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Role, Sample
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
@@ -152,6 +152,9 @@ class StepKnobs:
                              f"got {self.temperature!r}")
         check_top_p(self.top_p)
         check_verifier_knobs(self.verifier, self.verifier_path)
+        if reads_logprobs(self.verifier):
+            raise ValueError(f"verifier {self.verifier!r} scores a whole sampled chain from its token logprobs, which "
+                             "a step search does not ask for: use a step scorer (prm, prm-http or pyes)")
 
 
 def enum_knob(name: str, kind: type[E], value: object) -> E:

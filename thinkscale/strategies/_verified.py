@@ -81,6 +81,11 @@ def make_verifier(verifier: str, verifier_path: str | None, backend: Backend) ->
     return require_solve_safe(build_verifier(verifier, **kwargs))
 
 
+def reads_logprobs(verifier: str) -> bool:
+    """Whether the verifier named ``verifier`` scores a chain from the generator's token logprobs."""
+    return get_verifier(verifier).factory in (MeanLogprobConfidence, LowestGroupConfidence)
+
+
 def needs_logprobs(verifier: Verifier) -> bool:
     """Confidence verifiers read the generator's token logprobs, which must be requested at generation."""
     return isinstance(verifier, MeanLogprobConfidence | LowestGroupConfidence)
