@@ -46103,6 +46103,7 @@ INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.7963079618166513443
 INSERT INTO "sessions" VALUES(2,1.7963086677755484581e+09,1.79630964261804485317e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','finished',11,9.73154644619004102409e+02,9.73147323864992358759e+02);
 INSERT INTO "sessions" VALUES(3,1796319630.08803,1.79631963008956789971e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','finished',0,0.0,0.0);
 INSERT INTO "sessions" VALUES(4,1.79637280325826358788e+09,1.79637280326078724868e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','finished',0,0.0,0.0);
+INSERT INTO "sessions" VALUES(5,1.79639796065602350234e+09,1.79639796074340200426e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','finished',0,0.0,0.0);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),

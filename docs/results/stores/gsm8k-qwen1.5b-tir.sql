@@ -22711,6 +22711,7 @@ CREATE TABLE sessions (
 INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631889139643645281e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','finished',100,9.2322777637629915258e+03,9232.267262618);
 INSERT INTO "sessions" VALUES(2,1.79631963176833748816e+09,1.79631963176966381076e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','finished',0,0.0,0.0);
 INSERT INTO "sessions" VALUES(3,1.79637280422222018246e+09,1.79637280422325897218e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','finished',0,0.0,0.0);
+INSERT INTO "sessions" VALUES(4,1.79639796182705354689e+09,1.79639796182830452919e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','finished',0,0.0,0.0);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),

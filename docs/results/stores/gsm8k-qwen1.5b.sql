@@ -26325,6 +26325,7 @@ INSERT INTO "sessions" VALUES(3,1.79629907124718761445e+09,1.7962990712487938403
 INSERT INTO "sessions" VALUES(4,1.79630865467065548891e+09,1.7963086546724653244e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','finished',0,0.0,0.0);
 INSERT INTO "sessions" VALUES(5,1.79631961670276784899e+09,1.7963196167049684524e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','finished',0,0.0,0.0);
 INSERT INTO "sessions" VALUES(6,1.79637279514017033582e+09,1.79637279514127874376e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','finished',0,0.0,0.0);
+INSERT INTO "sessions" VALUES(7,1.79639795231111955645e+09,1.7963979523462786674e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','finished',0,0.0,0.0);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),

@@ -41839,6 +41839,7 @@ INSERT INTO "sessions" VALUES(9,1.79629906756555628773e+09,1.7962990675670461654
 INSERT INTO "sessions" VALUES(10,1.79630865078301286694e+09,1.79630865078526592249e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','finished',0,0.0,0.0);
 INSERT INTO "sessions" VALUES(11,1.79631961207429265972e+09,1.79631961207739734645e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','finished',0,0.0,0.0);
 INSERT INTO "sessions" VALUES(12,1.79637279274193882938e+09,1.79637279274449348448e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','finished',0,0.0,0.0);
+INSERT INTO "sessions" VALUES(13,1.79639794976431369779e+09,1.79639794994747304919e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','finished',0,0.0,0.0);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
