@@ -1,4 +1,4 @@
-"""Run untrusted (model-written) Python in a separate, locked-down process: bubblewrap namespaces plus rlimits.
+"""Run untrusted (model-written) Python in a separate, locked-down process: bubblewrap namespaces, seccomp, rlimits.
 
 How a run is contained (operating-system mechanisms only; nothing depends on the code behaving):
 
@@ -14,6 +14,13 @@ How a run is contained (operating-system mechanisms only; nothing depends on the
   in ``uid_range``, no capabilities, no_new_privs) before any code runs; when the host is not root, bwrap puts the
   sandbox in a user namespace (no further user namespaces allowed inside) as the calling user. Either way the
   supervisor refuses to serve if its uid is 0 outside.
+- **A seccomp filter** (``seccomp_program``, handed to bwrap's ``--seccomp``; x86-64 hosts only): a deny-list.
+  System calls that make namespaces or mounts (``unshare``, ``setns``, ``mount``, ``pivot_root``, ``chroot``, the
+  new mount API, ``clone`` with namespace flags), trace or read other processes (``ptrace``, ``process_vm_*``), or
+  reach rarely needed kernel interfaces (``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring_setup``, keyrings,
+  module loading, ``kexec_load``, ``open_by_handle_at``) fail with EPERM; ``clone3`` fails with ENOSYS so libc falls
+  back to ``clone``; x32 system calls fail and any other architecture's kill the process. In the root mode this is
+  what keeps the code from making a user namespace of its own.
 - **Limits per run** (``Limits``): wall clock (the supervisor kills), CPU seconds, address space, processes and
   threads (counted over the whole sandbox), file size, open files, output kept per stream (the rest is counted and
   replaced by a marker), code size; the working directory's size is a sandbox-wide limit.
@@ -25,10 +32,11 @@ How a run is contained (operating-system mechanisms only; nothing depends on the
   SIGKILLs the supervisor by its host PID, which takes the whole PID namespace with it.
 
 What it does not stop: CPU contention within its limits (a run can keep ``max_processes`` processes busy until the
-wall-clock limit), kernel exploits (there is no seccomp filter), reading world-readable files under the bound
-directories (the Python installation, ``/usr``), and, in the pooled mode, one run seeing System V IPC objects a
-previous run in the same worker left (runs in one pool belong to one engine). Memory is limited per process, so the
-worst case is ``max_processes x memory_bytes`` (8 GiB by default); there is no memory cgroup.
+wall-clock limit), kernel exploits through the system calls the filter allows (off x86-64 there is no filter at
+all), reading world-readable files under the bound directories (the Python installation, ``/usr``), and, in the
+pooled mode, one run seeing System V IPC objects a previous run in the same worker left (runs in one pool belong to
+one engine). Memory is limited per process, so the worst case is ``max_processes x memory_bytes`` (8 GiB by
+default); there is no memory cgroup.
 
 Warm pool: ``Sandbox(pool_size=k)`` keeps up to ``k`` sandboxes whose supervisor has already imported numpy and
 sympy, so a run costs a fork (milliseconds) instead of an interpreter start (about half a second). ``pool_size=0``
