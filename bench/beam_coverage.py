@@ -28,17 +28,18 @@ def _ci(e: Estimate, signed: bool = False) -> str:
     return f"{e.mean:{f}} [{e.low:{g}}, {e.high:{g}}]"
 
 
-def found(trace: list[Any], right: dict[int, bool]) -> tuple[bool, bool]:
-    """(a right solution among the finished ones, a right terminal node anywhere in the tree). Candidates are the
-    tree's nodes after the root, so node i is sample i - 1."""
+def found(job_id: int, trace: list[Any], right: dict[int, bool]) -> tuple[bool, bool]:
+    """(a right solution among the finished ones the final selection chose from, a right terminal node anywhere in
+    the tree). Beam search and DVTS trace that pool in their ``select`` event; MCTS, which traces none, chooses among
+    every terminal node. Candidates are the tree's nodes after the root, so node i is sample i - 1."""
     nodes = next((e["nodes"] for e in trace if isinstance(e, dict) and e.get("event") == "tree"), None)
     if nodes is None:
-        raise ValueError("the job's trace has no 'tree' event: not a tree search")
-    finished = {i for e in trace if isinstance(e, dict) and e.get("event") == "step" for i in e.get("finished", ())}
-    if not finished:  # DVTS and MCTS trace no per-step 'finished': their pool is every terminal node
-        finished = {n["index"] for n in nodes if n["index"] > 0 and n["terminal"] is not None}
-    anywhere = any(right[n["index"] - 1] for n in nodes if n["index"] > 0 and n["terminal"] is not None)
-    return any(right[i - 1] for i in finished), anywhere
+        raise ValueError(f"job {job_id}'s trace has no 'tree' event: it is no tree search (beam, dvts, mcts)")
+    terminal = {n["index"] for n in nodes if n["index"] > 0 and n["terminal"] is not None}
+    pool = next((e["pool"] for e in trace if isinstance(e, dict) and e.get("event") == "select" and "pool" in e),
+                None)
+    finished = terminal if pool is None else terminal & set(pool)
+    return any(right[i - 1] for i in finished), any(right[i - 1] for i in terminal)
 
 
 def rows(run: Path, baseline: Path | None, compare: list[str]) -> list[str]:
@@ -73,7 +74,7 @@ def rows(run: Path, baseline: Path | None, compare: list[str]) -> list[str]:
     for budget in sorted({u["budget"] for u in units}):
         us = [u for u in units if u["budget"] == budget]
         n = len(us)
-        hits = [found(traces[u["job_id"]], samples.get(u["job_id"], {})) for u in us]
+        hits = [found(u["job_id"], traces[u["job_id"]], samples.get(u["job_id"], {})) for u in us]
 
         def mean(key: str, us: list[Any] = us, n: int = n) -> float:
             return sum(u[key] or 0.0 for u in us) / n

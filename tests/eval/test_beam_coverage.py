@@ -16,11 +16,12 @@ from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import run_sweep
 
 
-def test_rows_per_width_and_coverage_bounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("spec", ["beam:verifier=pyes", "dvts:verifier=pyes", "mcts:verifier=pyes"])
+def test_rows_per_width_and_coverage_bounds(spec: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table = write_table(tmp_path / "t.json", limit=6)
     base = dict(dataset="gsm8k", limit=6, models=["fake"], backend=f"scripted:{table}", sample_seeds=[0])
     beam, greedy = tmp_path / "beam", tmp_path / "greedy"
-    run_sweep(SweepConfig(**base, strategies=["beam:verifier=pyes"], budgets=[1, 2]), beam,  # type: ignore[arg-type]
+    run_sweep(SweepConfig(**base, strategies=[spec], budgets=[1, 2]), beam,  # type: ignore[arg-type]
               backend_factory=lambda model: scripted_backend(table, score_fn=p_yes))
     run_sweep(SweepConfig(**base, strategies=["greedy"], budgets=[1]), greedy)  # type: ignore[arg-type]
     bench = load_bench("beam_coverage")

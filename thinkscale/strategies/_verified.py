@@ -81,19 +81,23 @@ def make_verifier(verifier: str, verifier_path: str | None, backend: Backend) ->
     return require_solve_safe(build_verifier(verifier, **kwargs))
 
 
+# the confidence verifiers: they read the generator's token logprobs, which must be requested at generation
+LOGPROB_VERIFIERS = (MeanLogprobConfidence, LowestGroupConfidence)
+
+
 def reads_logprobs(verifier: str) -> bool:
     """Whether the verifier named ``verifier`` scores a chain from the generator's token logprobs."""
-    return get_verifier(verifier).factory in (MeanLogprobConfidence, LowestGroupConfidence)
+    return get_verifier(verifier).factory in LOGPROB_VERIFIERS
 
 
 def needs_logprobs(verifier: Verifier) -> bool:
     """Confidence verifiers read the generator's token logprobs, which must be requested at generation."""
-    return isinstance(verifier, MeanLogprobConfidence | LowestGroupConfidence)
+    return isinstance(verifier, LOGPROB_VERIFIERS)
 
 
 def scoring_calls(verifier: Verifier, candidates: Sequence[Candidate]) -> int | None:
     """The calls ``verifier.score(candidates)`` will charge, exactly; None for a verifier this does not know."""
-    if isinstance(verifier, MeanLogprobConfidence | LowestGroupConfidence | Game24Verifier):
+    if isinstance(verifier, (*LOGPROB_VERIFIERS, Game24Verifier)):
         return 0  # no model call
     if isinstance(verifier, PYesVerifier):
         return len(candidates) * (len(verifier.yes) + len(verifier.no))  # one ScoreRequest per spelling
