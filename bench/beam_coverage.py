@@ -15,11 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from thinkscale.eval.metrics import Estimate, bootstrap_ci
 from thinkscale.eval.store import StoreError, open_existing
+from thinkscale.strategies.events import Select, Tree, parse_trace
+from thinkscale.types import Event
 
 
 def _ci(e: Estimate, signed: bool = False) -> str:
@@ -28,18 +31,18 @@ def _ci(e: Estimate, signed: bool = False) -> str:
     return f"{e.mean:{f}} [{e.low:{g}}, {e.high:{g}}]"
 
 
-def found(job_id: int, trace: list[Any], right: dict[int, bool]) -> tuple[bool, bool]:
+def found(job_id: int, trace: Sequence[Event], right: dict[int, bool]) -> tuple[bool, bool]:
     """(a right solution among the finished ones the final selection chose from, a right terminal node anywhere in
-    the tree). Beam search and DVTS trace that pool in their ``select`` event; MCTS, which traces none, chooses among
-    every terminal node. Candidates are the tree's nodes after the root, so node i is sample i - 1."""
-    nodes = next((e["nodes"] for e in trace if isinstance(e, dict) and e.get("event") == "tree"), None)
-    if nodes is None:
-        raise ValueError(f"job {job_id}'s trace has no 'tree' event: it is no tree search (beam, dvts, mcts)")
-    terminal = {n["index"] for n in nodes if n["index"] > 0 and n["terminal"] is not None}
-    pool = next((e["pool"] for e in trace if isinstance(e, dict) and e.get("event") == "select" and "pool" in e),
-                None)
+    the tree). Beam search and DVTS trace that pool (candidate indices) in their ``Select`` event; MCTS, whose
+    select names no pool, chooses among every terminal node. Candidates are the tree's nodes after the root, so
+    node i is candidate i - 1."""
+    tree = next((e for e in trace if isinstance(e, Tree)), None)
+    if tree is None:
+        raise ValueError(f"job {job_id}'s trace has no tree event: it is no tree search (beam, dvts, mcts)")
+    terminal = {n.index - 1 for n in tree.nodes if n.index > 0 and n.terminal is not None}
+    pool = next((e.pool for e in trace if isinstance(e, Select) and e.pool), None)
     finished = terminal if pool is None else terminal & set(pool)
-    return any(right[i - 1] for i in finished), any(right[i - 1] for i in terminal)
+    return any(right[i] for i in finished), any(right[i] for i in terminal)
 
 
 def rows(run: Path, baseline: Path | None, compare: list[str]) -> list[str]:
@@ -50,7 +53,7 @@ def rows(run: Path, baseline: Path | None, compare: list[str]) -> list[str]:
         samples: dict[int, dict[int, bool]] = {}
         for s in store.rows("SELECT job_id, idx, correct FROM samples"):
             samples.setdefault(s["job_id"], {})[s["idx"]] = bool(s["correct"])
-        traces = {j["job_id"]: json.loads(j["trace"]) for j in store.rows("SELECT job_id, trace FROM jobs")}
+        traces = {j["job_id"]: parse_trace(json.loads(j["trace"])) for j in store.rows("SELECT job_id, trace FROM jobs")}
     finally:
         store.close()
     base: dict[str, dict[str, float]] = {}

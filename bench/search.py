@@ -36,6 +36,7 @@ from thinkscale.models import resolve
 from thinkscale.strategies.beam_search import BeamSearch
 from thinkscale.strategies.dvts import DVTS
 from thinkscale.strategies.mcts import MCTS, ValueSource
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, Completion, GenRequest, Problem, Role
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_test.jsonl"
@@ -150,7 +151,7 @@ def main() -> None:
             meter = Metered(backend)
             problem = Problem.from_text(row["problem"], id=row["id"], system=SYSTEM)
             start = time.perf_counter()
-            result = strategy.run(problem, meter, Budget(max_completion_tokens=args.budget_tokens),
+            result = execute(strategy, problem, meter, Budget(max_completion_tokens=args.budget_tokens),
                                   rng=random.Random(0))
             gen = result.ledger.total(Role.GENERATOR)
             ver = result.ledger.total(Role.VERIFIER)

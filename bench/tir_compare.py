@@ -23,6 +23,8 @@ from typing import Any
 
 from thinkscale.eval.metrics import Estimate, bootstrap_ci
 from thinkscale.eval.store import StoreError, open_existing
+from thinkscale.strategies.events import Tool, parse_trace
+from thinkscale.strategies.sc_tir import Paths
 
 SC = "self-consistency"
 Key = tuple[str, str, int]  # (model, problem, budget)
@@ -61,7 +63,7 @@ def side(acc: Estimate, units: dict[Key, dict[str, Any]], keys: list[Key]) -> di
 def tool_stats(run: str) -> dict[str, Any]:
     store = open_existing(run)
     try:
-        traces = [json.loads(r["trace"]) for r in store.rows("select trace from jobs")]
+        traces = [parse_trace(json.loads(r["trace"])) for r in store.rows("select trace from jobs")]
     finally:
         store.close()
     paths = with_code = runs = 0
@@ -71,19 +73,19 @@ def tool_stats(run: str) -> dict[str, Any]:
     for trace in traces:
         seconds = 0.0
         for e in trace:
-            if e.get("event") == "tool":
+            if isinstance(e, Tool):
                 runs += 1
-                seconds += e["wall_seconds"]
-                if e["timed_out"] or e["killed_reason"]:
-                    outcomes[f"killed: {e['killed_reason'] or 'timeout'}"] += 1
-                elif e["exit_code"] == 0:
+                seconds += e.wall_seconds
+                if e.timed_out or e.killed_reason:
+                    outcomes[f"killed: {e.killed_reason or 'timeout'}"] += 1
+                elif e.exit_code == 0:
                     outcomes["clean"] += 1
                 else:
                     outcomes["raised"] += 1
-            elif e.get("event") == "paths":
-                paths += len(e["code_runs"])
-                with_code += sum(1 for c in e["code_runs"] if c > 0)
-                ends.update(e["ends"])
+            elif isinstance(e, Paths):
+                paths += len(e.code_runs)
+                with_code += sum(1 for c in e.code_runs if c > 0)
+                ends.update(e.ends)
         sandbox.append(seconds)
     if not paths:
         raise StoreError(f"{run}'s jobs have no 'paths' trace events: not an SC-TIR run")

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 MINUTES=${1:-30}
 case "$MINUTES" in ''|*[!0-9]*|0) echo "checkpoint.sh: MINUTES must be a positive integer, got '$MINUTES'" >&2; exit 2 ;; esac
 # the dumps, the benches' results, the reports measure.sh writes, and the default policy fit-policy writes
-PATHS=(docs/results bench/results thinkscale/policy/default_policy.json)
+PATHS=(docs/results bench/results thinkscale/strategies/default_policy.json)
 while true; do
   sleep $((MINUTES * 60))
   summary=$(.venv/bin/python scripts/stores.py save | paste -sd ';' -)

@@ -37,8 +37,8 @@ B=1024,1152,1280,1408,1536,1664,1792,1920,2048,3072,4096
 # (each skipped when its output exists: the stores it reads are complete, so a restart need not redo it; delete the
 # output to redo it)
 have() { [ -f "$1" ]; }
-have thinkscale/policy/default_policy.json || step $TS fit-policy runs/train-0.5b \
-    --out thinkscale/policy/default_policy.json --wave-size 2 --greedy-first --greedy-breaks-ties --budgets $B
+have thinkscale/strategies/default_policy.json || step $TS fit-policy runs/train-0.5b \
+    --out thinkscale/strategies/default_policy.json --wave-size 2 --greedy-first --greedy-breaks-ties --budgets $B
 have bench/results/policy-sampled-first.json || step $TS fit-policy runs/train-0.5b \
     --out bench/results/policy-sampled-first.json --wave-size 2 --budgets $B
 have bench/results/adaptive.json || \

@@ -42,8 +42,8 @@ def llama_backend(smollm2_path: str):
 @pytest.fixture
 def unshipped_default_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if no default policy were packaged (the tests of the error that says so keep working once one is)."""
-    from thinkscale.policy import model
     from thinkscale.strategies import auto
+    from thinkscale.strategies import auto_policy as model
 
     monkeypatch.setattr(model, "DEFAULT_POLICY_FILE", "not-shipped-policy.json")
     auto._cached_policy.cache_clear()

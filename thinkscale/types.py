@@ -10,8 +10,8 @@ import enum
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
 FinishReason = Literal["stop", "length", "low_confidence"]
 StopReason = Literal["done", "budget", "error"]
@@ -366,20 +366,75 @@ class Ledger:
         }
 
 
+class Event:
+    """One thing a strategy run did, as a small frozen dataclass with a stable JSON form: ``{"event": KIND,
+    field: value, ...}`` (``to_json``; ``thinkscale.strategies.events.event_from_json`` reads it back). Subclasses
+    are registered by ``kind`` with ``thinkscale.strategies.events.event``; consumers read their fields."""
+
+    kind: ClassVar[str] = "event"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.kind}
+        for f in fields(self):  # type: ignore[arg-type]
+            out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Event):
+        return value.to_json()
+    if isinstance(value, Usage):
+        return value.to_dict()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+VotesKind = Literal["count", "score"]
+
+
 @dataclass(frozen=True)
 class Result:
-    """What a strategy returns: always the full picture, ``answer`` for convenience."""
+    """What a strategy returns: always the full picture, ``answer`` for convenience.
+
+    ``chosen_index``: the candidate the answer came from (None: no candidate answered). ``votes``: what the final
+    selection weighed per normalised answer, ``votes_kind`` says how: ``"count"`` (a majority vote's counts) or
+    ``"score"`` (verifier scores: the best per answer for argmax, summed for a weighted vote); None when the answer
+    was not chosen by comparing answers. ``seeds``: the seed of every generate request, in order (None: greedy).
+    ``stop_detail``: why the run stopped, in words. ``trace``: the typed events (``thinkscale.strategies.events``).
+    """
 
     answer: str | None
-    chosen: Candidate | None
     candidates: tuple[Candidate, ...]
     ledger: Ledger
     stop_reason: StopReason
     strategy: str
-    trace: tuple[dict[str, Any], ...] = ()
+    chosen_index: int | None = None
+    votes: dict[str, float] | None = None
+    votes_kind: VotesKind | None = None
+    seeds: tuple[int | None, ...] = ()
+    stop_detail: str | None = None
+    trace: tuple[Event, ...] = ()
 
-    def with_trace(self, *events: dict[str, Any]) -> Result:
-        return replace(self, trace=self.trace + tuple(events))
+    def __post_init__(self) -> None:
+        if self.chosen_index is not None and not 0 <= self.chosen_index < len(self.candidates):
+            raise ValueError(f"Result.chosen_index {self.chosen_index} is not a candidate index "
+                             f"(there are {len(self.candidates)})")
+        if (self.votes is None) != (self.votes_kind is None):
+            raise ValueError("Result.votes and Result.votes_kind go together")
+
+    @property
+    def chosen(self) -> Candidate | None:
+        return None if self.chosen_index is None else self.candidates[self.chosen_index]
+
+    def trace_json(self) -> list[dict[str, Any]]:
+        return [e.to_json() for e in self.trace]
 
 
 def sum_completion_tokens(samples: Sequence[Sample]) -> int | None:

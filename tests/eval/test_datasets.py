@@ -11,7 +11,7 @@ import pytest
 from thinkscale.answers import Task
 from thinkscale.eval.datasets import DatasetError, data_dir, load_dataset
 
-EXPECTED = {  # name: (rows, task), from ../shared/data/README.md
+EXPECTED = {  # name: (rows, task), from thinkscale/eval/data/README.md
     "gsm8k": (1319, Task.NUMERIC), "gsm8k-train": (7473, Task.NUMERIC), "math500": (500, Task.MATH),
     "amc23": (40, Task.INTEGER), "aime24": (30, Task.INTEGER), "aime25": (30, Task.INTEGER),
     "game24": (1362, Task.GAME24)}

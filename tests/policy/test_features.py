@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from thinkscale.policy.features import (
+from thinkscale.strategies.auto_features import (
     DifficultyScore,
     bin_index,
     bin_names,

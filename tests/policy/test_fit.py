@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tests.policy.helpers import hand_run
 from thinkscale.cli import app
 from thinkscale.policy.fit import FitError, FitOptions, _choose, fit_policy, is_evaluation_set
-from thinkscale.policy.model import SampleAction, StopAction, load_policy
+from thinkscale.strategies.auto_policy import SampleAction, StopAction, load_policy
 
 # 8 chains of 10 tokens each. Easy: all right. Hard: the first wave is split 3 ways (ok, bad, bad2, no answer),
 # the second wave is all right.

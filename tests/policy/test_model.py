@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.policy.helpers import policy_dict
-from thinkscale.policy.model import DEFAULT_POLICY_FILE, PolicyError, SampleAction, StopAction, load_policy
+from thinkscale.strategies.auto_policy import DEFAULT_POLICY_FILE, PolicyError, SampleAction, StopAction, load_policy
 
 GOOD = dict(choices={"easy": {"kind": "stop"}, "hard": {"kind": "sample", "max_samples": 16, "threshold": 0.95}},
             caps=(2048, 4096))

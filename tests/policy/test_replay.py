@@ -13,6 +13,7 @@ from thinkscale.eval.replay import ReplayBackend, ReplayMissing, run_problems
 from thinkscale.eval.runner import RNG_SCHEME
 from thinkscale.eval.store import open_existing
 from thinkscale.strategies.greedy import Greedy
+from thinkscale.strategies.run import execute
 from thinkscale.strategies.self_consistency import SelfConsistency
 from thinkscale.types import Budget, GenRequest
 
@@ -38,7 +39,7 @@ def test_replaying_self_consistency_gives_back_the_stored_run(run: Path) -> None
     replay, problems = open_replay(run)
     ep = problems[sorted(problems)[0]]
     rng = random.Random(RNG_SCHEME.format(seed=0, problem=ep.id, model="m"))
-    res = SelfConsistency(n_samples=6, max_tokens=10).run(ep.problem, replay, Budget(), rng=rng)
+    res = execute(SelfConsistency(n_samples=6, max_tokens=10), ep.problem, replay, Budget(), rng=rng)
     assert [c.completion_tokens for c in res.candidates] == [3, 4, 5, 6, 7, 8]
     assert res.answer == ep.reference
     u = res.ledger.total()
@@ -47,7 +48,7 @@ def test_replaying_self_consistency_gives_back_the_stored_run(run: Path) -> None
     (tail,) = replay.generate([GenRequest(messages=ep.problem.messages, n=2, temperature=0.7, top_p=0.95,
                                           max_tokens=10, seed=seed, first_sample=4)])
     assert [s.completion_tokens for s in tail.samples] == [7, 8] and tail.usage.completion_tokens == 15
-    g = Greedy(max_tokens=10).run(ep.problem, replay, Budget(), rng=random.Random(0))
+    g = execute(Greedy(max_tokens=10), ep.problem, replay, Budget(), rng=random.Random(0))
     assert g.answer == ep.reference and g.ledger.total().completion_tokens == 2
 
 

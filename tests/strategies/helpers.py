@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 from thinkscale.backends.scripted import ScriptedBackend, ScriptItem
-from thinkscale.types import GenRequest, Problem
+from thinkscale.strategies.events import Generate, ScoreCall, Tool, Verify
+from thinkscale.types import GenRequest, Problem, Result
 
 # Rendered by the fake as "<user> What is 6 times 7?": 6 prompt words.
 PROBLEM = Problem.from_text("What is 6 times 7?")
@@ -49,3 +51,9 @@ def yes_no_score_fn(p_yes_of: Callable[[str], float]) -> Callable[[str, str], tu
 
 def item(text: str, logprobs: tuple[float, ...]) -> ScriptItem:
     return ScriptItem(text, logprobs)
+
+
+def algo_trace(result: Result) -> list[dict[str, Any]]:
+    """The JSON form of a run's strategy events: every event but the calls the run context records for every
+    strategy alike (generate, score, verify, tool), which the tests check through the backend and the ledger."""
+    return [e.to_json() for e in result.trace if not isinstance(e, Generate | ScoreCall | Verify | Tool)]

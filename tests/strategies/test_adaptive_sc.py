@@ -9,17 +9,18 @@ import random
 
 import pytest
 
-from tests.strategies.helpers import PROBLEM, endless, item, words
+from tests.strategies.helpers import PROBLEM, algo_trace, endless, item, words
 from thinkscale.backends.base import Capabilities
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.adaptive_sc import AdaptiveSelfConsistency, majority_stays_probability
 from thinkscale.strategies.base import build_strategy
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, ConfidenceStop
 
 
 def run(script, budget: Budget | None = None, seed: int = 0, **knobs):
     b = ScriptedBackend(script)
-    return AdaptiveSelfConsistency(**knobs).run(PROBLEM, b, budget or Budget(), rng=random.Random(seed)), b
+    return execute(AdaptiveSelfConsistency(**knobs), PROBLEM, b, budget or Budget(), rng=random.Random(seed)), b
 
 
 # ------------------------------------------------------------------ the stopping rule
@@ -65,7 +66,7 @@ def test_an_easy_problem_stops_after_the_first_wave():
     result, b = run([words(3, "42")] * 4)
     assert b.calls == 1 and len(b.requests) == 1 and b.requests[0].n == 4
     assert result.answer == "42" and result.stop_reason == "done" and len(result.candidates) == 4
-    wave, stop = result.trace[0], result.trace[1]
+    wave, stop = algo_trace(result)[0], algo_trace(result)[1]
     assert wave["event"] == "wave" and wave["n"] == 4 and wave["counts"] == {"42": 4}
     assert wave["P"] == pytest.approx(0.96875)
     assert stop == {"event": "stop", "reason": "settled", "samples": 4, "P": pytest.approx(0.96875)}
@@ -77,9 +78,9 @@ def test_a_split_problem_samples_up_to_max_samples():
     result, b = run(script, max_samples=16, wave_size=4)
     assert b.calls == 4 and [r.n for r in b.requests] == [4, 4, 4, 4]
     assert len(result.candidates) == 16 and result.stop_reason == "done"
-    waves = [e for e in result.trace if e["event"] == "wave"]
+    waves = [e for e in algo_trace(result) if e["event"] == "wave"]
     assert [w["P"] for w in waves] == [pytest.approx(0.5)] * 4
-    assert [e for e in result.trace if e["event"] == "stop"][0]["reason"] == "max_samples"
+    assert [e for e in algo_trace(result) if e["event"] == "stop"][0]["reason"] == "max_samples"
     assert result.answer in ("1", "2")
     # the waves continue one seeded draw: one seed, chains 0-3, 4-7, 8-11, 12-15
     assert len({r.seed for r in b.requests}) == 1
@@ -92,7 +93,7 @@ def test_its_chains_are_the_ones_self_consistency_draws_with_the_same_rng():
     script = [words(2, "1"), words(2, "2")] * 8
     _, ba = run(script, max_samples=8, wave_size=4, seed=3)
     sc_backend = ScriptedBackend(script)
-    SelfConsistency(n_samples=8).run(PROBLEM, sc_backend, Budget(), rng=random.Random(3))
+    execute(SelfConsistency(n_samples=8), PROBLEM, sc_backend, Budget(), rng=random.Random(3))
     (sc_req,) = sc_backend.requests
     assert {r.seed for r in ba.requests} == {sc_req.seed}
     assert [r.sample_seed(j) for r in ba.requests for j in range(r.n)] == [sc_req.sample_seed(j) for j in range(8)]
@@ -103,17 +104,17 @@ def test_it_stops_when_the_leader_is_settled_after_a_later_wave():
     script = [words(2, "7")] * 3 + [words(2, "8")] + [words(2, "7")] * 4
     result, b = run(script, max_samples=16)
     assert b.calls == 2 and result.answer == "7"
-    waves = [e for e in result.trace if e["event"] == "wave"]
+    waves = [e for e in algo_trace(result) if e["event"] == "wave"]
     assert waves[0]["P"] == pytest.approx(0.8125)
     assert waves[1]["counts"] == {"7": 7, "8": 1}
     assert waves[1]["P"] == pytest.approx(1 - (1 + 9) / 512)
-    assert result.trace[-2]["reason"] == "settled"
+    assert algo_trace(result)[-2]["reason"] == "settled"
 
 
 def test_unanswered_samples_do_not_vote():
     script = [words(3)] * 2 + [words(2, "5")] * 2 + [words(2, "5")] * 4
     result, _ = run(script, max_samples=8)
-    waves = [e for e in result.trace if e["event"] == "wave"]
+    waves = [e for e in algo_trace(result) if e["event"] == "wave"]
     assert waves[0]["counts"] == {"5": 2} and waves[0]["P"] == pytest.approx(1 - 0.5**3)
     assert waves[1]["counts"] == {"5": 6} and result.answer == "5"
 
@@ -137,7 +138,7 @@ def test_the_last_wave_is_shrunk_to_max_samples():
 def test_the_budget_is_never_exceeded(budget, seed, confidence_filter):
     backend = endless()
     s = AdaptiveSelfConsistency(max_samples=16, wave_size=4, max_tokens=20, confidence_filter=confidence_filter)
-    result = s.run(PROBLEM, backend, budget, rng=random.Random(seed))
+    result = execute(s, PROBLEM, backend, budget, rng=random.Random(seed))
     total = result.ledger.total()
     if budget.max_completion_tokens is not None:
         assert total.completion_tokens <= budget.max_completion_tokens
@@ -145,15 +146,15 @@ def test_the_budget_is_never_exceeded(budget, seed, confidence_filter):
         assert total.calls <= budget.max_calls
     assert total.calls == backend.calls
     assert total.completion_tokens == sum(c.completion_tokens for c in result.candidates)
-    json.dumps(list(result.trace))
-    if result.trace[-2]["reason"] == "budget":
+    json.dumps(list(algo_trace(result)))
+    if algo_trace(result)[-2]["reason"] == "budget":
         assert result.stop_reason == "budget"
 
 
 def test_no_affordable_sample_returns_budget_without_calling():
     result, b = run([], budget=Budget(max_completion_tokens=10), max_tokens=20)
     assert b.calls == 0 and result.answer is None and result.stop_reason == "budget"
-    assert result.candidates == () and result.trace[-2]["reason"] == "budget"
+    assert result.candidates == () and algo_trace(result)[-2]["reason"] == "budget"
 
 
 def test_a_wave_is_shrunk_to_what_the_budget_affords():
@@ -166,14 +167,14 @@ def test_a_wave_is_shrunk_to_what_the_budget_affords():
 def test_same_seed_same_result_and_the_trace_is_json():
     def once(seed):
         backend = endless()
-        r = AdaptiveSelfConsistency(max_samples=12, wave_size=3, max_tokens=20).run(
+        r = execute(AdaptiveSelfConsistency(max_samples=12, wave_size=3, max_tokens=20),
             PROBLEM, backend, Budget(), rng=random.Random(seed))
         return r, backend
 
     (a, ba), (b, bb) = once(5), once(5)
-    assert a.answer == b.answer and a.trace == b.trace and a.candidates == b.candidates
+    assert a.answer == b.answer and algo_trace(a) == algo_trace(b) and a.candidates == b.candidates
     assert [r.seed for r in ba.requests] == [r.seed for r in bb.requests]
-    json.loads(json.dumps(list(a.trace)))
+    json.loads(json.dumps(list(algo_trace(a))))
     seeds = {tuple(r.seed for r in once(s)[1].requests) for s in range(5)}
     assert len(seeds) > 1
 
@@ -200,19 +201,19 @@ def test_the_confidence_filter_drops_the_low_confidence_trace_and_weights_the_re
     script += [item(words(3, "3"), hi)] * 12
     result, b = run(script, max_samples=16, confidence_filter=True, confidence_window=2)
     assert all(r.logprobs for r in b.requests)
-    first = result.trace[0]
+    first = algo_trace(result)[0]
     assert first["kept"] == [True, True, True, False]
     assert first["counts"] == {"3": 2, "4": 1}
     assert first["confidence_threshold"] > first["confidences"][3]
     assert first["confidences"][0] == pytest.approx(0.9048374180359595)  # exp(-0.1)
     assert first["confidences"][3] == pytest.approx(2.718281828459045 ** -3.0)  # window of 2: min mean -3.0
-    vote = result.trace[-1]
+    vote = algo_trace(result)[-1]
     assert vote["event"] == "vote" and vote["winner"] == "3"
     assert vote["weights"]["3"] > vote["weights"]["4"]
     assert result.answer == "3" and result.chosen is result.candidates[0]
     # the dropped trace is still a candidate
     assert len(b.requests) == 2 and len(result.candidates) == 8
-    assert result.trace[1]["P"] == pytest.approx(1 - 9 / 256) and result.trace[2]["reason"] == "settled"
+    assert algo_trace(result)[1]["P"] == pytest.approx(1 - 9 / 256) and algo_trace(result)[2]["reason"] == "settled"
 
 
 def test_the_confidence_threshold_comes_from_the_first_wave_only():
@@ -221,7 +222,7 @@ def test_the_confidence_threshold_comes_from_the_first_wave_only():
     script = [item(words(2, "1"), hi)] * 3 + [item(words(2, "1"), mid)]
     script += [item(words(2, "2"), mid)] * 4 + [item(words(2, "1"), hi)] * 8
     result, _ = run(script, max_samples=16, confidence_filter=True, threshold=0.99)
-    waves = [e for e in result.trace if e["event"] == "wave"]
+    waves = [e for e in algo_trace(result) if e["event"] == "wave"]
     t = waves[0]["confidence_threshold"]
     assert all(w["confidence_threshold"] == t for w in waves)
     # wave 2 is all at the dropped confidence of wave 1: none of it votes
@@ -294,10 +295,10 @@ def test_a_backend_that_cannot_stop_a_trace_gets_whole_traces_and_the_trace_says
         capabilities = Capabilities(logprobs=True)
 
     b = Plain(_online_script())
-    r = AdaptiveSelfConsistency(max_samples=8, threshold=0.99, confidence_filter=True,
-                                confidence_window=2).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    r = execute(AdaptiveSelfConsistency(max_samples=8, threshold=0.99, confidence_filter=True,
+                                confidence_window=2), PROBLEM, b, Budget(), rng=random.Random(0))
     assert all(req.confidence_stop is None for req in b.requests)
-    assert "not supported" in r.trace[1]["online_stop"] and r.answer == "3"
+    assert "not supported" in algo_trace(r)[1]["online_stop"] and r.answer == "3"
     assert r.ledger.total().completion_tokens == 48
 
 
@@ -320,7 +321,7 @@ def test_a_scattered_vote_gives_up_after_give_up_after_chains():
     script = [words(2, "1"), words(2, "2"), words(2, "3"), words(2)] + [words(2, "9")] * 4
     result, b = run(script, max_samples=8, wave_size=2, give_up_after=4, give_up_share=0.34)
     assert [r.n for r in b.requests] == [2, 2] and len(result.candidates) == 4
-    stop = [e for e in result.trace if e["event"] == "stop"][0]
+    stop = [e for e in algo_trace(result) if e["event"] == "stop"][0]
     assert stop["reason"] == "futile" and stop["samples"] == 4 and result.stop_reason == "done"
     result2, b2 = run(script, max_samples=8, wave_size=2)
     assert len(result2.candidates) == 8 and result2.answer == "9"

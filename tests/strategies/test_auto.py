@@ -12,10 +12,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.policy.helpers import write_policy
-from tests.strategies.helpers import PROBLEM, endless, words
+from tests.strategies.helpers import PROBLEM, algo_trace, endless, words
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.auto import Auto
 from thinkscale.strategies.base import build_strategy, get_strategy
+from thinkscale.strategies.run import execute
 from thinkscale.strategies.self_consistency import SelfConsistency
 from thinkscale.types import Budget
 
@@ -36,7 +37,7 @@ def policy(tmp_path: Path):
 
 
 def events(result, name: str) -> list[dict]:
-    return [e for e in result.trace if e["event"] == name]
+    return [e for e in algo_trace(result) if e["event"] == name]
 
 
 @pytest.mark.usefixtures("unshipped_default_policy")
@@ -60,7 +61,7 @@ def test_auto_is_registered_and_built_from_a_spec(policy) -> None:
 def test_an_easy_problem_stops_after_the_first_wave(policy) -> None:
     """4 of 4 agree: agreement 1, score 0 < edge 0.375 -> bin easy -> stop: one call of 4 chains."""
     b = ScriptedBackend([words(3, "42")] * 4)
-    result = Auto(policy=policy()).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(Auto(policy=policy()), PROBLEM, b, Budget(), rng=random.Random(0))
     assert b.calls == 1 and b.requests[0].n == 4 and result.answer == "42" and result.stop_reason == "done"
     (diff,) = events(result, "difficulty")
     assert diff["features"]["agreement"] == 1.0 and diff["score"] == 0.0 and diff["bin"] == "easy"
@@ -68,13 +69,13 @@ def test_an_easy_problem_stops_after_the_first_wave(policy) -> None:
     (action,) = events(result, "action")
     assert action["label"] == "stop" and action["why"] == "test: easy" and action["budget_row"] == 1_000_000
     assert events(result, "stop")[0]["reason"] == "policy_stop"
-    json.dumps(list(result.trace))
+    json.dumps(list(algo_trace(result)))
 
 
 def test_an_easy_problem_also_stops_after_one_wave_under_a_sampling_action(policy) -> None:
     """The threshold is checked on the first wave too: P({42: 4}) = 0.96875 >= 0.95 -> settled, one call."""
     b = ScriptedBackend([words(3, "42")] * 4)
-    result = Auto(policy=policy(easy=sample(16, 0.95))).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(Auto(policy=policy(easy=sample(16, 0.95))), PROBLEM, b, Budget(), rng=random.Random(0))
     assert b.calls == 1 and events(result, "stop")[0]["reason"] == "settled"
     assert events(result, "check")[0]["P"] == pytest.approx(0.96875)
 
@@ -86,14 +87,14 @@ def test_the_stopping_rule_uses_hand_computed_posteriors(policy) -> None:
     With threshold 0.8 the first wave already settles (0.8125 >= 0.8)."""
     script = [words(2, "1")] * 3 + [words(2, "2")] + [words(2, "1")] * 4
     b = ScriptedBackend(script)
-    result = Auto(policy=policy(easy=sample(16, 0.9))).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(Auto(policy=policy(easy=sample(16, 0.9))), PROBLEM, b, Budget(), rng=random.Random(0))
     checks = events(result, "check")
     assert [c["P"] for c in checks] == [pytest.approx(0.8125), pytest.approx(502 / 512)]
     assert [r.n for r in b.requests] == [4, 4] and [r.first_sample for r in b.requests] == [0, 4]
     assert len({r.seed for r in b.requests}) == 1  # one seeded draw, continued
     assert events(result, "stop")[0]["reason"] == "settled" and result.answer == "1"
     b2 = ScriptedBackend(script[:4])
-    r2 = Auto(policy=policy(easy=sample(16, 0.8))).run(PROBLEM, b2, Budget(), rng=random.Random(0))
+    r2 = execute(Auto(policy=policy(easy=sample(16, 0.8))), PROBLEM, b2, Budget(), rng=random.Random(0))
     assert b2.calls == 1 and events(r2, "stop")[0]["reason"] == "settled"
 
 
@@ -101,7 +102,7 @@ def test_a_hard_problem_samples_to_max_samples_without_a_threshold(policy) -> No
     """Agreement 1/4 (1, 2, 3, none) -> score 0.75 -> hard -> sample to 12 chains, no early stop."""
     script = [words(2, "1"), words(2, "2"), words(2, "3"), words(2)] + [words(2, "2")] * 8
     b = ScriptedBackend(script)
-    result = Auto(policy=policy(hard=sample(12))).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(Auto(policy=policy(hard=sample(12))), PROBLEM, b, Budget(), rng=random.Random(0))
     assert [r.n for r in b.requests] == [4, 4, 4] and len(result.candidates) == 12 and result.answer == "2"
     diff = events(result, "difficulty")[0]
     assert diff["bin"] == "hard" and diff["features"]["answered"] == 0.75 and diff["score"] == 0.75
@@ -112,9 +113,9 @@ def test_auto_draws_exactly_self_consistencys_chains(policy) -> None:
     """Same rng seed: auto's first wave is SC's first 4 chains and its continuation SC's next ones (the prefix
     property that lets an eval run's stored chains be replayed for auto)."""
     sc_backend, auto_backend = endless(), endless()
-    sc = SelfConsistency(n_samples=16, max_tokens=40).run(PROBLEM, sc_backend, Budget(), rng=random.Random(7))
+    sc = execute(SelfConsistency(n_samples=16, max_tokens=40), PROBLEM, sc_backend, Budget(), rng=random.Random(7))
     path = policy(easy=sample(16), hard=sample(16), max_tokens=40)
-    auto = Auto(policy=path).run(PROBLEM, auto_backend, Budget(), rng=random.Random(7))
+    auto = execute(Auto(policy=path), PROBLEM, auto_backend, Budget(), rng=random.Random(7))
     assert [c.text for c in auto.candidates] == [c.text for c in sc.candidates]
     (sc_req,) = sc_backend.requests
     for r in auto_backend.requests:
@@ -128,7 +129,7 @@ def test_a_strategy_action_runs_with_the_rng_the_run_received(policy) -> None:
     b = endless()
     path = policy(easy={"kind": "strategy", "spec": "self-consistency:n_samples=2"},
                   hard={"kind": "strategy", "spec": "self-consistency:n_samples=2"}, max_tokens=40)
-    result = Auto(policy=path).run(PROBLEM, b, Budget(), rng=random.Random(3))
+    result = execute(Auto(policy=path), PROBLEM, b, Budget(), rng=random.Random(3))
     first, delegated = b.requests
     assert delegated.seed == first.seed and delegated.n == 2 and delegated.max_tokens == 40
     assert result.ledger.total().completion_tokens == sum(c.completion_tokens for c in result.candidates)
@@ -142,7 +143,7 @@ def test_a_delegate_without_an_answer_keeps_its_chains(policy) -> None:
     b = ScriptedBackend([words(5, "7"), words(5, "8"), words(6), words(6)])  # a 1-1 split, then two answerless chains
     path = policy(easy={"kind": "strategy", "spec": "self-consistency:n_samples=2"},
                   hard={"kind": "strategy", "spec": "self-consistency:n_samples=2"}, max_tokens=40, wave_size=2)
-    result = Auto(policy=path).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(Auto(policy=path), PROBLEM, b, Budget(), rng=random.Random(0))
     assert [r.n for r in b.requests] == [2, 2] and len(result.candidates) == 4
     assert result.ledger.total().completion_tokens == sum(c.completion_tokens for c in result.candidates) == 22
     assert events(result, "stop")[-1]["reason"] == "delegate_no_answer" and events(result, "stop")[-1]["samples"] == 4
@@ -152,7 +153,7 @@ def test_a_delegate_without_an_answer_keeps_its_chains(policy) -> None:
 def test_the_budget_row_is_the_largest_not_above_the_budget(policy) -> None:
     path = policy(caps=(100, 200, 400))
     for cap, row in ((None, 400), (50, 100), (100, 100), (399, 200), (400, 400)):
-        r = Auto(budget_tokens=cap, policy=path).run(PROBLEM, ScriptedBackend([words(1, "1")] * 4), Budget(),
+        r = execute(Auto(budget_tokens=cap, policy=path), PROBLEM, ScriptedBackend([words(1, "1")] * 4), Budget(),
                                                      rng=random.Random(0))
         assert events(r, "action")[0]["budget_row"] == row
         assert ("note" in events(r, "action")[0]) == (cap == 50)
@@ -168,7 +169,7 @@ def test_the_budget_is_never_exceeded(tmp_path_factory, budget: int, knob: int |
                         choices={"easy": sample(16, 0.95),
                                  "hard": {"kind": "strategy", "spec": "self-consistency:n_samples=8"}})
     b = endless()
-    r = Auto(budget_tokens=knob, policy=path).run(PROBLEM, b, Budget(max_completion_tokens=budget, max_calls=calls),
+    r = execute(Auto(budget_tokens=knob, policy=path), PROBLEM, b, Budget(max_completion_tokens=budget, max_calls=calls),
                                                   rng=random.Random(seed))
     spent = r.ledger.total()
     assert spent.completion_tokens <= min(budget, knob or budget)
@@ -180,8 +181,8 @@ def test_the_budget_is_never_exceeded(tmp_path_factory, budget: int, knob: int |
 
 def test_same_seed_same_run(policy) -> None:
     path = policy(hard=sample(12, 0.9), max_tokens=40)
-    a = Auto(policy=path).run(PROBLEM, endless(), Budget(), rng=random.Random(11))
-    b = Auto(policy=path).run(PROBLEM, endless(), Budget(), rng=random.Random(11))
+    a = execute(Auto(policy=path), PROBLEM, endless(), Budget(), rng=random.Random(11))
+    b = execute(Auto(policy=path), PROBLEM, endless(), Budget(), rng=random.Random(11))
     assert [c.text for c in a.candidates] == [c.text for c in b.candidates] and a.answer == b.answer
 
 
@@ -191,7 +192,7 @@ def test_a_sampling_action_gives_up_on_a_scattered_vote(policy) -> None:
     script = [words(2, "1"), words(2, "2"), words(2, "3"), words(2)] + [words(2, str(k)) for k in (4, 5, 6, 7)]
     hard = {**sample(16, 0.95), "give_up_after": 8, "give_up_share": 0.34}
     b = ScriptedBackend(script + [words(2, "1")] * 8)
-    result = Auto(policy=policy(hard=hard)).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(Auto(policy=policy(hard=hard)), PROBLEM, b, Budget(), rng=random.Random(0))
     assert [r.n for r in b.requests] == [4, 4] and len(result.candidates) == 8
     (stop,) = events(result, "stop")
     assert stop["reason"] == "futile" and "leader holds 1 of them" in stop["detail"]
@@ -206,7 +207,7 @@ def test_greedy_first_puts_the_greedy_chain_first_and_continues_the_seeded_draw(
     chains; the votes include the greedy chain."""
     script = [words(2, "5"), words(2, "1"), words(2, "2"), words(2, "3")] + [words(2, "5")] * 4
     b = ScriptedBackend(script)
-    result = Auto(policy=policy(hard=sample(8), greedy_first=True)).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(Auto(policy=policy(hard=sample(8), greedy_first=True)), PROBLEM, b, Budget(), rng=random.Random(0))
     greedy, first, second = b.requests
     assert b.calls == 2 and (greedy.n, greedy.temperature, greedy.seed, greedy.max_tokens) == (1, 0.0, None, 10)
     assert (first.n, first.first_sample, second.n, second.first_sample) == (3, 0, 4, 3)
@@ -217,7 +218,7 @@ def test_greedy_first_puts_the_greedy_chain_first_and_continues_the_seeded_draw(
     assert "greedy" not in waves[1]
     # the greedy chain is exactly what the greedy strategy asks for, so a run's greedy unit serves it
     gb = ScriptedBackend([words(2, "5")])
-    build_strategy("greedy:max_tokens=10").run(PROBLEM, gb, Budget(), rng=random.Random(0))
+    execute(build_strategy("greedy:max_tokens=10"), PROBLEM, gb, Budget(), rng=random.Random(0))
     assert gb.requests[0] == greedy
 
 
@@ -227,7 +228,7 @@ def test_greedy_breaks_a_tie_its_answer_is_in_and_only_that(policy) -> None:
     knob). Greedy "5", sampled 1, 1, 3: no tie -> "1"."""
     def run(script: list[str], **kw) -> object:
         path = policy(easy=STOP, hard=STOP, greedy_first=True, greedy_breaks_ties=True, **kw)
-        return Auto(policy=path).run(PROBLEM, ScriptedBackend(script), Budget(), rng=random.Random(0))
+        return execute(Auto(policy=path), PROBLEM, ScriptedBackend(script), Budget(), rng=random.Random(0))
 
     r = run([words(2, "5"), words(2, "1"), words(2, "2"), words(2, "3")])
     (vote,) = events(r, "vote")
@@ -242,4 +243,4 @@ def test_greedy_breaks_a_tie_its_answer_is_in_and_only_that(policy) -> None:
 
 def test_greedy_breaks_ties_needs_greedy_first(policy) -> None:
     with pytest.raises(ValueError, match="greedy_breaks_ties needs greedy_first"):
-        Auto(policy=policy(greedy_breaks_ties=True)).run(PROBLEM, endless(), Budget(), rng=random.Random(0))
+        execute(Auto(policy=policy(greedy_breaks_ties=True)), PROBLEM, endless(), Budget(), rng=random.Random(0))

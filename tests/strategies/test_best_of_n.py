@@ -10,10 +10,11 @@ from typing import ClassVar
 
 import pytest
 
-from tests.strategies.helpers import PROBLEM, item, words, yes_no_score_fn
+from tests.strategies.helpers import PROBLEM, algo_trace, item, words, yes_no_score_fn
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.base import build_strategy
 from thinkscale.strategies.best_of_n import BestOfN
+from thinkscale.strategies.run import execute
 from thinkscale.strategies.weighted_sc import WeightedSelfConsistency
 from thinkscale.types import Budget, Candidate, Ledger, Problem, Role
 from thinkscale.verifiers import base as verifiers
@@ -36,20 +37,20 @@ def backend(texts: Sequence[str] = TEXTS) -> ScriptedBackend:
 
 def test_best_of_n_picks_the_highest_scored_chain():
     b = backend()
-    result = BestOfN(n_samples=3).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(BestOfN(n_samples=3), PROBLEM, b, Budget(), rng=random.Random(0))
     assert result.answer == "42" and result.chosen is result.candidates[2]
     assert [c.scores for c in result.candidates] == [pytest.approx((0.6,)), pytest.approx((0.6,)),
                                                     pytest.approx((0.9,))]
-    select = next(e for e in result.trace if e["event"] == "select")
+    select = next(e for e in algo_trace(result) if e["event"] == "select")
     assert select["selection"] == "argmax" and select["winner"] == "42"
     assert result.stop_reason == "done"
 
 
 def test_weighted_sc_sums_scores_per_answer():
     """41: 0.6 + 0.6 = 1.2 beats 42: 0.9, although 42 is the single best chain."""
-    result = WeightedSelfConsistency(n_samples=3).run(PROBLEM, backend(), Budget(), rng=random.Random(0))
+    result = execute(WeightedSelfConsistency(n_samples=3), PROBLEM, backend(), Budget(), rng=random.Random(0))
     assert result.answer == "41"
-    select = next(e for e in result.trace if e["event"] == "select")
+    select = next(e for e in algo_trace(result) if e["event"] == "select")
     assert select["tally"] == pytest.approx({"41": 1.2, "42": 0.9})
     assert result.chosen is result.candidates[0]  # the winning answer's best chain; equal scores: lowest index
 
@@ -59,19 +60,19 @@ def test_verifier_calls_are_charged_to_the_verifier_role():
     requests (Yes, No) per chain = 6 calls and generates nothing; each judges "<user> What is 6 times 7?" (6) +
     "<assistant> first says \\boxed{41}" (4) + "<user> Is this solution correct? Answer Yes or No." (9) plus the
     one-word reply = 20 prompt words, 6 x 20 = 120."""
-    result = BestOfN(n_samples=3).run(PROBLEM, b := backend(), Budget(), rng=random.Random(0))
+    result = execute(BestOfN(n_samples=3), PROBLEM, b := backend(), Budget(), rng=random.Random(0))
     gen, ver = result.ledger.total(Role.GENERATOR), result.ledger.total(Role.VERIFIER)
     assert (gen.calls, gen.prompt_tokens, gen.completion_tokens) == (1, 6, 9)
     assert (ver.calls, ver.prompt_tokens, ver.completion_tokens) == (6, 120, 0)
     assert len(b.score_requests) == 6
-    assert next(e for e in result.trace if e["event"] == "score")["calls"] == 6
+    assert next(e for e in algo_trace(result) if e["event"] == "score")["calls"] == 6
 
 
 def test_confidence_verifier_requests_and_reads_generator_logprobs():
     """confidence-mean = exp(mean logprob): chain 0 has mean -1.0, chain 1 mean -0.2, so chain 1 wins; no verifier
     model call is made."""
     b = ScriptedBackend([item("a \\boxed{1}", (-1.0, -1.0)), item("b \\boxed{2}", (-0.1, -0.3))])
-    result = BestOfN(n_samples=2, verifier="confidence-mean").run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(BestOfN(n_samples=2, verifier="confidence-mean"), PROBLEM, b, Budget(), rng=random.Random(0))
     assert b.requests[0].logprobs is True
     assert result.candidates[0].logprobs == (-1.0, -1.0)
     assert result.answer == "2"
@@ -80,7 +81,7 @@ def test_confidence_verifier_requests_and_reads_generator_logprobs():
 
 def test_pyes_does_not_request_logprobs():
     b = backend()
-    BestOfN(n_samples=3).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    execute(BestOfN(n_samples=3), PROBLEM, b, Budget(), rng=random.Random(0))
     assert b.requests[0].logprobs is False
 
 
@@ -91,6 +92,9 @@ class StepTable:
     kind: ClassVar[VerifierKind] = VerifierKind.PROCESS
     uses_reference: ClassVar[bool] = False
     TABLE: ClassVar[dict[str, tuple[float, ...]]] = {"x": (0.9, 0.1, 0.9), "y": (0.5, 0.5, 0.5)}
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return 0  # a table lookup, no model call
 
     def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
         return [self.TABLE[c.text.split()[0]] for c in candidates]
@@ -110,7 +114,7 @@ def step_table(monkeypatch):
 ])
 def test_step_aggregation_decides_with_a_process_verifier(step_table, how, winner):
     b = ScriptedBackend(["x \\boxed{1}", "y \\boxed{2}"])
-    result = build_strategy(f"best-of-n:verifier=step-table,n_samples=2,step_aggregation={how}").run(
+    result = execute(build_strategy(f"best-of-n:verifier=step-table,n_samples=2,step_aggregation={how}"),
         PROBLEM, b, Budget(), rng=random.Random(0))
     assert result.answer == winner
     assert result.candidates[0].scores == (0.9, 0.1, 0.9)
@@ -119,7 +123,7 @@ def test_step_aggregation_decides_with_a_process_verifier(step_table, how, winne
 def test_a_call_budget_also_pays_for_the_verifier():
     """max_calls 7: 1 generate call + 2 P(yes) calls per chain leaves room for (7 - 1) // 2 = 3 of the 8 chains."""
     b = ScriptedBackend([words(3, "1")] * 8, score_fn=yes_no_score_fn(lambda p: 0.5))
-    result = BestOfN(n_samples=8, max_tokens=5).run(PROBLEM, b, Budget(max_calls=7), rng=random.Random(0))
+    result = execute(BestOfN(n_samples=8, max_tokens=5), PROBLEM, b, Budget(max_calls=7), rng=random.Random(0))
     assert b.requests[0].n == 3
     assert result.ledger.total().calls == 7
     assert result.stop_reason == "budget"
@@ -127,7 +131,7 @@ def test_a_call_budget_also_pays_for_the_verifier():
 
 def test_a_call_budget_with_a_verifier_of_unknown_cost_is_refused(step_table):
     with pytest.raises(ValueError, match="max_calls"):
-        build_strategy("best-of-n:verifier=step-table").run(PROBLEM, ScriptedBackend([]), Budget(max_calls=5),
+        execute(build_strategy("best-of-n:verifier=step-table"), PROBLEM, ScriptedBackend([]), Budget(max_calls=5),
                                                             rng=random.Random(0))
 
 
@@ -151,7 +155,7 @@ def test_bad_verifier_knobs_fail_at_construction(spec, needles):
 def test_unanswered_chains_are_scored_but_never_chosen():
     b = ScriptedBackend(["first has no answer", "second says \\boxed{7}"], score_fn=yes_no_score_fn(
         lambda prompt: 0.95 if "first" in prompt else 0.2))
-    result = BestOfN(n_samples=2).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    result = execute(BestOfN(n_samples=2), PROBLEM, b, Budget(), rng=random.Random(0))
     assert result.answer == "7"
     assert result.candidates[0].scores == pytest.approx((0.95,))
 
@@ -174,7 +178,7 @@ def test_trained_prm_by_path_scores_steps(tmp_path):
     b = ScriptedBackend(["good\n\nbad \\boxed{1}", "good\n\nbad\n\ngood \\boxed{2}"], n_embd=2,
                         hidden_fn=lambda prompt, cont: [cont.count("good") - cont.count("bad"), 0.0])
     path = trained_prm_file(tmp_path, b)
-    result = build_strategy(f"best-of-n:verifier=prm,verifier_path={path},n_samples=2").run(
+    result = execute(build_strategy(f"best-of-n:verifier=prm,verifier_path={path},n_samples=2"),
         PROBLEM, b, Budget(), rng=random.Random(0))
     assert [len(c.scores) for c in result.candidates] == [2, 3]
     assert result.answer == "2"
@@ -188,12 +192,12 @@ def test_when_a_prms_steps_make_scoring_too_dear_only_the_first_chains_that_fit_
     b = ScriptedBackend(["good\n\ngood\n\ngood \\boxed{1}", "bad \\boxed{2}", "good\n\ngood \\boxed{3}"], n_embd=2,
                         hidden_fn=lambda prompt, cont: [cont.count("good") - cont.count("bad"), 0.0])
     path = trained_prm_file(tmp_path, b)
-    result = build_strategy(f"best-of-n:verifier=prm,verifier_path={path},n_samples=3").run(
+    result = execute(build_strategy(f"best-of-n:verifier=prm,verifier_path={path},n_samples=3"),
         PROBLEM, b, Budget(max_calls=5), rng=random.Random(0))
     assert result.ledger.total().calls == 5
     assert [len(c.scores) for c in result.candidates] == [3, 1, 0]
     assert result.answer == "1" and result.stop_reason == "budget"
-    assert next(e for e in result.trace if e["event"] == "score")["scored"] == 2
+    assert next(e for e in algo_trace(result) if e["event"] == "score")["scored"] == 2
 
 
 def test_a_prm_server_costs_one_call_for_all_chains(monkeypatch):
@@ -212,7 +216,7 @@ def test_a_prm_server_costs_one_call_for_all_chains(monkeypatch):
 
     monkeypatch.setattr(prm.httpx, "post", fake_post)
     b = ScriptedBackend([f"s{i} \\boxed{{{i}}}" for i in range(4)])
-    result = build_strategy("best-of-n:verifier=prm-http,verifier_path=http://127.0.0.1:9/score,n_samples=4").run(
+    result = execute(build_strategy("best-of-n:verifier=prm-http,verifier_path=http://127.0.0.1:9/score,n_samples=4"),
         PROBLEM, b, Budget(max_calls=3), rng=random.Random(0))
     assert b.requests[0].n == 4 and len(posts) == 1
     assert result.answer == "3" and result.stop_reason == "done"

@@ -8,9 +8,10 @@ import random
 
 import pytest
 
-from tests.strategies.helpers import PROBLEM, words
+from tests.strategies.helpers import PROBLEM, algo_trace, words
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.budget_forcing import BudgetForcing
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, Role
 
 THINK = dict(think_start="<think>\n", think_end="</think>")
@@ -18,7 +19,7 @@ THINK = dict(think_start="<think>\n", think_end="</think>")
 
 def run(script: list[str], budget: Budget | None = None, **knobs):
     b = ScriptedBackend(script)
-    return BudgetForcing(**knobs).run(PROBLEM, b, budget or Budget(), rng=random.Random(0)), b
+    return execute(BudgetForcing(**knobs), PROBLEM, b, budget or Budget(), rng=random.Random(0)), b
 
 
 def test_below_the_minimum_the_end_of_thinking_is_replaced_by_wait():
@@ -34,8 +35,8 @@ def test_below_the_minimum_the_end_of_thinking_is_replaced_by_wait():
     assert answer.messages[-1].content.endswith("four five six</think>")
     assert "Final answer:" not in answer.messages[-1].content  # thinking ended on its own: nothing forced
     assert result.answer == "42" and result.stop_reason == "done"
-    assert [e["event"] for e in result.trace] == ["call", "wait", "call", "call", "answer"]
-    assert result.trace[1] == {"event": "wait", "thinking_tokens": 3, "waits": 1}
+    assert [e["event"] for e in algo_trace(result)] == ["call", "wait", "call", "call", "answer"]
+    assert algo_trace(result)[1] == {"event": "wait", "thinking_tokens": 3, "waits": 1}
 
 
 def test_at_the_maximum_the_answer_is_forced():
@@ -47,8 +48,8 @@ def test_at_the_maximum_the_answer_is_forced():
     assert answer.continue_final and answer.max_tokens == 5
     assert answer.messages[-1].content == "<think>\n" + words(8) + "</think>\n\nFinal answer:"
     assert result.answer == "42"  # read from "Final answer: 42", not from the thinking
-    assert next(e for e in result.trace if e["event"] == "force_answer")["reason"] == "max_thinking_tokens"
-    assert result.trace[-1]["thinking_tokens"] == 8
+    assert next(e for e in algo_trace(result) if e["event"] == "force_answer")["reason"] == "max_thinking_tokens"
+    assert algo_trace(result)[-1]["thinking_tokens"] == 8
     assert result.stop_reason == "done"
 
 
@@ -74,8 +75,8 @@ def test_waits_are_capped_by_max_waits():
     result, b = run(["a", "b", "c", "\\boxed{1}"], min_thinking_tokens=100, max_thinking_tokens=200, max_waits=2,
                     **THINK)
     assert b.calls == 4  # 3 thinking calls (2 waits) + the answer
-    assert [e["event"] for e in result.trace].count("wait") == 2
-    assert any(e["event"] == "max_waits_reached" for e in result.trace)
+    assert [e["event"] for e in algo_trace(result)].count("wait") == 2
+    assert any(e["event"] == "max_waits_reached" for e in algo_trace(result))
 
 
 @pytest.mark.parametrize("max_completion_tokens", [6, 7, 9, 12, 20, 33, 64])
@@ -86,10 +87,10 @@ def test_thinking_and_answer_never_exceed_the_budget_or_the_maximum(max_completi
                     max_thinking_tokens=20, answer_max_tokens=5, **THINK)
     spent = result.ledger.total().completion_tokens
     assert spent <= max_completion_tokens
-    assert result.trace[-1]["thinking_tokens"] <= 20
+    assert algo_trace(result)[-1]["thinking_tokens"] <= 20
     if max_completion_tokens - 5 < 20:
         assert result.stop_reason == "budget"
-        assert next(e for e in result.trace if e["event"] == "force_answer")["reason"] == "budget"
+        assert next(e for e in algo_trace(result) if e["event"] == "force_answer")["reason"] == "budget"
 
 
 def test_budget_that_cannot_pay_for_the_answer_makes_no_call():
@@ -106,7 +107,7 @@ def test_call_budget_reserves_the_answer_call():
     assert b.requests[1].messages[-1].content == "<think>\na\nWait"
     assert b.requests[2].messages[-1].content == "<think>\na\nWaitb</think>"  # no dangling "Wait"
     assert result.answer == "5" and result.stop_reason == "budget"
-    assert [e["event"] for e in result.trace].count("wait") == 1
+    assert [e["event"] for e in algo_trace(result)].count("wait") == 1
 
 
 def test_a_budget_that_cuts_thinking_forces_the_answer():
@@ -115,7 +116,7 @@ def test_a_budget_that_cuts_thinking_forces_the_answer():
     result, b = run([words(30), "7"], Budget(max_completion_tokens=12), answer_max_tokens=5, **THINK)
     assert b.requests[0].max_tokens == 7
     assert b.requests[1].messages[-1].content.endswith("</think>\n\nFinal answer:")
-    assert next(e for e in result.trace if e["event"] == "force_answer")["reason"] == "budget"
+    assert next(e for e in algo_trace(result) if e["event"] == "force_answer")["reason"] == "budget"
     assert result.stop_reason == "budget" and result.answer == "7"
     assert result.ledger.total().completion_tokens == 8
 
@@ -123,7 +124,7 @@ def test_a_budget_that_cuts_thinking_forces_the_answer():
 def test_generator_tokens_are_thinking_plus_answer():
     result, _ = run([words(4) + "</think>", "so \\boxed{3}"], **THINK)
     assert result.ledger.total(Role.GENERATOR).completion_tokens == 4 + 2
-    assert result.trace[-1]["answer_tokens"] == 2
+    assert algo_trace(result)[-1]["answer_tokens"] == 2
 
 
 @pytest.mark.parametrize(("knobs", "needle"), [
@@ -144,5 +145,5 @@ def test_a_backend_that_cannot_continue_a_turn_is_refused_before_any_call():
 
     b = NoContinue(["a \\boxed{1}"])
     with pytest.raises(NotImplementedError, match="continue_final"):
-        BudgetForcing().run(PROBLEM, b, Budget(), rng=random.Random(0))
+        execute(BudgetForcing(), PROBLEM, b, Budget(), rng=random.Random(0))
     assert b.calls == 0

@@ -8,7 +8,9 @@ import random
 
 import pytest
 
+from tests.strategies.helpers import algo_trace
 from thinkscale.strategies.base import build_strategy
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, Problem, Role
 
 pytestmark = pytest.mark.model
@@ -24,13 +26,13 @@ def _leave_the_shared_backend_clean(llama_backend):
 
 
 def run(spec: str, backend, budget: Budget):
-    result = build_strategy(spec).run(PROBLEM, backend, budget, rng=random.Random(0))
+    result = execute(build_strategy(spec), PROBLEM, backend, budget, rng=random.Random(0))
     spent = result.ledger.total()
     if budget.max_completion_tokens is not None:
         assert spent.completion_tokens <= budget.max_completion_tokens
     if budget.max_calls is not None:
         assert spent.calls <= budget.max_calls
-    json.dumps(list(result.trace))
+    json.dumps(list(algo_trace(result)))
     assert result.candidates and spent.calls >= 1
     return result
 
@@ -56,23 +58,23 @@ def test_self_refine(llama_backend):
     calls = result.ledger.total().calls
     assert calls in (2, 3)  # draft + critique (+ revision unless judged correct)
     # every call after the first extends the conversation: its prompt is mostly cached
-    usages = [e["usage"] for e in result.trace if "usage" in e]
+    usages = [e["usage"] for e in algo_trace(result) if "usage" in e]
     assert all(u["cached_prompt_tokens"] > 0 for u in usages[1:])
 
 
 def test_budget_forcing(llama_backend):
     result = run("budget-forcing:min_thinking_tokens=12,max_thinking_tokens=16,answer_max_tokens=6",
                  llama_backend, Budget(max_completion_tokens=30))
-    assert 1 <= result.trace[-1]["thinking_tokens"] <= 16
-    events = [e["event"] for e in result.trace]
-    assert "force_answer" in events or "wait" in events or result.trace[-1]["thinking_tokens"] >= 12
+    assert 1 <= algo_trace(result)[-1]["thinking_tokens"] <= 16
+    events = [e["event"] for e in algo_trace(result)]
+    assert "force_answer" in events or "wait" in events or algo_trace(result)[-1]["thinking_tokens"] >= 12
 
 
 def test_rsa(llama_backend):
     result = run("rsa:population=2,aggregation_size=2,rounds=1,max_tokens=10", llama_backend,
                  Budget(max_completion_tokens=40))
     assert len(result.candidates) == 4
-    assert next(e for e in result.trace if e["event"] == "aggregate")["members"] in ([[0, 1], [0, 1]],
+    assert next(e for e in algo_trace(result) if e["event"] == "aggregate")["members"] in ([[0, 1], [0, 1]],
                                                                                       [[0, 1], [1, 0]],
                                                                                       [[1, 0], [0, 1]],
                                                                                       [[1, 0], [1, 0]])

@@ -8,9 +8,10 @@ import re
 
 import pytest
 
-from tests.strategies.helpers import PROBLEM, words
+from tests.strategies.helpers import PROBLEM, algo_trace, words
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.rsa import RecursiveSelfAggregation
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, Problem
 
 FIRST = ["alpha \\boxed{1}", "bravo \\boxed{1}", "charlie \\boxed{1}", "delta \\boxed{2}"]
@@ -18,7 +19,7 @@ FIRST = ["alpha \\boxed{1}", "bravo \\boxed{1}", "charlie \\boxed{1}", "delta \\
 
 def run(script, budget: Budget | None = None, seed: int = 0, problem: Problem = PROBLEM, **knobs):
     b = ScriptedBackend(script)
-    return RecursiveSelfAggregation(**knobs).run(problem, b, budget or Budget(), rng=random.Random(seed)), b
+    return execute(RecursiveSelfAggregation(**knobs), problem, b, budget or Budget(), rng=random.Random(seed)), b
 
 
 def test_each_aggregation_prompt_shows_k_distinct_members_of_the_current_population():
@@ -28,7 +29,7 @@ def test_each_aggregation_prompt_shows_k_distinct_members_of_the_current_populat
     assert b.calls == 2
     round1 = b.requests[1:]
     assert len(round1) == 4
-    members = next(e for e in result.trace if e["event"] == "aggregate")["members"]
+    members = next(e for e in algo_trace(result) if e["event"] == "aggregate")["members"]
     for req, m in zip(round1, members, strict=True):
         prompt = req.messages[-1].content
         quoted = re.findall(r"Solution \d+:\n(\w+)", prompt)
@@ -39,7 +40,7 @@ def test_each_aggregation_prompt_shows_k_distinct_members_of_the_current_populat
 
 def test_member_draws_come_from_the_rng():
     draws = {tuple(map(tuple, next(e for e in run(FIRST + ["x \\boxed{1}"] * 4, seed=s, population=4,
-                                                    aggregation_size=2, rounds=1)[0].trace
+                                                    aggregation_size=2, rounds=algo_trace(1)[0])
                                    if e["event"] == "aggregate")["members"])) for s in range(6)}
     assert len(draws) > 1
 
@@ -49,7 +50,7 @@ def test_the_answer_is_the_majority_of_the_last_population():
     script = FIRST + ["e \\boxed{2}", "f \\boxed{2}", "g \\boxed{1}", "h \\boxed{2}"]
     result, _ = run(script, population=4, aggregation_size=2, rounds=1)
     assert result.answer == "2" and result.stop_reason == "done"
-    vote = result.trace[-1]
+    vote = algo_trace(result)[-1]
     assert vote["event"] == "vote" and vote["round"] == 1 and vote["counts"] == {"2": 3, "1": 1}
     assert len(result.candidates) == 8
     assert result.chosen is result.candidates[4]
@@ -74,7 +75,7 @@ def test_rounds_run_only_when_the_whole_round_fits(max_completion_tokens, rounds
     result, b = run(script, Budget(max_completion_tokens=max_completion_tokens), population=4, aggregation_size=2,
                     rounds=2, max_tokens=10)
     assert result.ledger.total().completion_tokens <= max_completion_tokens
-    assert result.trace[-1]["round"] == rounds_run
+    assert algo_trace(result)[-1]["round"] == rounds_run
     assert result.stop_reason == stop
     assert len(b.requests) == 1 + 4 * rounds_run
 
@@ -83,7 +84,7 @@ def test_a_call_budget_counts_each_aggregation_request():
     """The first population is 1 call; a round of N=4 requests is 4 calls: max_calls 5 allows one round."""
     result, b = run([words(3, "1")] * 12, Budget(max_calls=5), population=4, aggregation_size=2, rounds=2)
     assert result.ledger.total().calls == 5
-    assert result.trace[-1]["round"] == 1 and result.stop_reason == "budget"
+    assert algo_trace(result)[-1]["round"] == 1 and result.stop_reason == "budget"
 
 
 def test_braces_in_the_problem_are_kept_verbatim():

@@ -7,15 +7,16 @@ import random
 
 import pytest
 
-from tests.strategies.helpers import PROBLEM, words
+from tests.strategies.helpers import PROBLEM, algo_trace, words
 from thinkscale.backends.scripted import ScriptedBackend
+from thinkscale.strategies.run import execute
 from thinkscale.strategies.self_refine import SelfRefine, judge_verdict
 from thinkscale.types import Budget
 
 
 def run(script: list[str], budget: Budget | None = None, **knobs):
     b = ScriptedBackend(script)
-    return SelfRefine(**knobs).run(PROBLEM, b, budget or Budget(), rng=random.Random(0)), b
+    return execute(SelfRefine(**knobs), PROBLEM, b, budget or Budget(), rng=random.Random(0)), b
 
 
 def test_stops_as_soon_as_the_critique_judges_the_draft_correct():
@@ -24,8 +25,8 @@ def test_stops_as_soon_as_the_critique_judges_the_draft_correct():
     result, b = run(["draft \\boxed{42}", "all good. VERDICT: CORRECT"], max_rounds=3)
     assert b.calls == 2
     assert result.answer == "42" and result.stop_reason == "done"
-    assert [e["event"] for e in result.trace] == ["draft", "critique", "stop"]
-    assert result.trace[1]["verdict"] == "correct"
+    assert [e["event"] for e in algo_trace(result)] == ["draft", "critique", "stop"]
+    assert algo_trace(result)[1]["verdict"] == "correct"
     assert result.candidates[0].scores == (1.0,)
 
 
@@ -44,7 +45,7 @@ def test_revises_until_max_rounds_when_never_judged_correct():
 def test_a_critique_without_a_verdict_leads_to_a_revision():
     result, b = run(["d0 \\boxed{40}", "hmm, not sure", "d1 \\boxed{41}", "fine. verdict: correct"], max_rounds=3)
     assert b.calls == 4 and result.answer == "41"
-    assert [e.get("verdict") for e in result.trace if e["event"] == "critique"] == ["none", "correct"]
+    assert [e.get("verdict") for e in algo_trace(result) if e["event"] == "critique"] == ["none", "correct"]
 
 
 def test_every_call_extends_the_previous_conversation():
@@ -59,7 +60,7 @@ def test_every_call_extends_the_previous_conversation():
         assert nxt.messages[len(prev.messages)].content == reply
         assert nxt.messages[-1].role == "user"
     assert "VERDICT: CORRECT" in reqs[1].messages[-1].content  # the critique turn names the markers
-    usages = [e["usage"] for e in result.trace if "usage" in e]
+    usages = [e["usage"] for e in algo_trace(result) if "usage" in e]
     # from the second call on, everything up to the previous prompt is cached (the fake's word-prefix cache)
     for prev_req, u in zip(reqs, usages[1:], strict=False):
         prev_words = sum(len(m.content.split()) + 1 for m in prev_req.messages)

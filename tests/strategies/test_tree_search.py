@@ -13,12 +13,14 @@ from typing import ClassVar
 
 import pytest
 
+from tests.strategies.helpers import algo_trace
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies._steps import StepKnobs, final_answer
 from thinkscale.strategies.base import get_strategy
 from thinkscale.strategies.beam_search import BeamSearch
 from thinkscale.strategies.dvts import DVTS
 from thinkscale.strategies.mcts import MCTS, Rule, Stats, ValueSource, backpropagate, puct, select_child, uct
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Role, Usage
 from thinkscale.verifiers import base as vbase
 from thinkscale.verifiers.base import VerifierKind
@@ -38,6 +40,10 @@ class TableVerifier:
     seen: list[tuple[str, ...]] = field(default_factory=list)
     name: ClassVar[str] = "table"
     uses_reference: ClassVar[bool] = False
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        """Exactly what ``score`` charges: one call per scored step."""
+        return sum(len(c.steps) if self.kind is VerifierKind.PROCESS else min(1, len(c.steps)) for c in candidates)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
         out = []
@@ -97,7 +103,7 @@ def test_expansion_continues_the_assistant_turn_and_stops_at_a_blank_line(table)
     script = by_prefill({"": ["a", "b", "c", "d"],
                          "a\n\n": ["\\boxed{1}", "x"], "c\n\n": ["\\boxed{2}", "y"]})
     backend = ScriptedBackend([script] * 8)
-    BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2, max_step_tokens=7).run(
+    execute(BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2, max_step_tokens=7),
         PROBLEM, backend, Budget(), rng=random.Random(0))
     r0, r1, r2 = backend.requests
     assert backend.calls == 2
@@ -115,7 +121,7 @@ def test_each_step_costs_only_its_new_words_on_the_prefix_cache(table):
     the step's 5 words, fewer when a sibling's prompt already shared some ("step 1 sample" of two beams)."""
     table({})
     backend = ScriptedBackend([lambda req, j: f"step {prefill(req).count(chr(10)) // 2} sample {j} words"] * 200)
-    result = BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2, max_steps=4).run(
+    result = execute(BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2, max_steps=4),
         PROBLEM, backend, Budget(), rng=random.Random(0))
     usages = [u for r, u in result.ledger.entries if r is Role.GENERATOR]
     assert len(usages) == len(backend.requests) == 1 + 3 * 2
@@ -136,9 +142,9 @@ def test_beam_keeps_exactly_the_top_m_children_by_aggregated_score(table):
     script = by_prefill({"": ["a", "b", "c", "d"], "b\n\n": ["b1 \\boxed{1}", "b2 \\boxed{2}"],
                          "d\n\n": ["d1 \\boxed{3}", "d2 \\boxed{4}"]})
     backend = ScriptedBackend([script] * 8)
-    result = BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2, step_aggregation="min").run(
+    result = execute(BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2, step_aggregation="min"),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    steps = [e for e in result.trace if e["event"] == "step"]
+    steps = [e for e in algo_trace(result) if e["event"] == "step"]
     texts = {c_i: c.steps[-1] for c_i, c in enumerate(result.candidates)}
     assert [[texts[i - 1] for i in s["kept"]] for s in steps] == [["b", "d"], ["b2 \\boxed{2}", "d1 \\boxed{3}"]]
     assert result.answer == "2" and result.stop_reason == "done"
@@ -163,9 +169,9 @@ def test_beam_narrows_as_solutions_finish(table):
     table({"a \\boxed{5}": 0.9, "b": 0.8, "c": 0.1, "d": 0.0, "b1 \\boxed{6}": 0.4, "b2": 0.3})
     script = by_prefill({"": ["a \\boxed{5}", "b", "c", "d"], "b\n\n": ["b1 \\boxed{6}", "b2"]})
     backend = ScriptedBackend([script] * 6)
-    result = BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2).run(
+    result = execute(BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    steps = [e for e in result.trace if e["event"] == "step"]
+    steps = [e for e in algo_trace(result) if e["event"] == "step"]
     assert [s["width"] for s in steps] == [1, 0]
     assert len(backend.requests) == 2 and prefill(backend.requests[1]) == "b\n\n"
     assert result.answer == "5"  # a (0.9) beats b1 (0.4) under the default last-step aggregation
@@ -176,9 +182,9 @@ def test_beam_keeps_one_copy_of_a_repeated_step(table):
     v = table({"a": 0.9, "b": 0.6, "c": 0.4, "a1 \\boxed{1}": 0.5, "b1 \\boxed{2}": 0.5})
     script = by_prefill({"": ["a", "a", "b", "c"], "a\n\n": ["a1 \\boxed{1}"] * 2, "b\n\n": ["b1 \\boxed{2}"] * 2})
     backend = ScriptedBackend([script] * 8)
-    result = BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2).run(
+    result = execute(BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    first = next(e for e in result.trace if e["event"] == "step")
+    first = next(e for e in algo_trace(result) if e["event"] == "step")
     assert [result.candidates[i - 1].steps for i in first["kept"]] == [("a",), ("b",)]
     assert sorted(prefill(r) for r in backend.requests[1:]) == ["a\n\n", "b\n\n"]
     assert v.seen[:3] == [("a",), ("b",), ("c",)]
@@ -190,7 +196,7 @@ def test_beam_ties_are_broken_by_the_rng(table):
     kept = set()
     for seed in range(12):
         backend = ScriptedBackend([lambda req, j: "abcd"[j] if prefill(req) == "" else "\\boxed{1}"] * 8)
-        r = BeamSearch(verifier="table", beam_width=1, expansions_per_beam=4, max_steps=2).run(
+        r = execute(BeamSearch(verifier="table", beam_width=1, expansions_per_beam=4, max_steps=2),
             PROBLEM, backend, Budget(), rng=random.Random(seed))
         kept.add(r.chosen.steps[0])
     assert len(kept) > 1
@@ -205,9 +211,9 @@ def test_terminal_steps_answer_eos_and_max_steps(table):
     v = table({})
     script = by_prefill({"": ["\\boxed{9}", "x", "y"], "x\n\n": [""], "y\n\n": ["z"]})
     backend = ScriptedBackend([script] * 5)
-    result = DVTS(verifier="table", n_subtrees=3, expansions_per_step=1, max_steps=2).run(
+    result = execute(DVTS(verifier="table", n_subtrees=3, expansions_per_step=1, max_steps=2),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    nodes = next(e for e in result.trace if e["event"] == "tree")["nodes"]
+    nodes = next(e for e in algo_trace(result) if e["event"] == "tree")["nodes"]
     assert [(n["parent"], n["step"], n["depth"], n["terminal"]) for n in nodes] == [
         (None, None, 0, None), (0, "\\boxed{9}", 1, "answer"), (0, "x", 1, None), (0, "y", 1, None),
         (2, None, 1, "eos"), (3, "z", 2, "max_steps")]
@@ -228,14 +234,14 @@ def test_dvts_subtrees_choose_among_their_own_children_only(table):
     script = by_prefill({"": ["p", "q", "r", "s"], "p\n\n": ["p1 \\boxed{1}", "p2"],
                          "r\n\n": ["r1 \\boxed{2}", "r2"]})
     backend = ScriptedBackend([script] * 8)
-    result = DVTS(verifier="table", n_subtrees=2, expansions_per_step=2).run(
+    result = execute(DVTS(verifier="table", n_subtrees=2, expansions_per_step=2),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    first = next(e for e in result.trace if e["event"] == "step")
+    first = next(e for e in algo_trace(result) if e["event"] == "step")
     assert [[result.candidates[i - 1].steps for i in g] for g in first["children"]] == [[("p",), ("q",)],
                                                                                          [("r",), ("s",)]]
     assert [result.candidates[i - 1].steps for i in first["heads"]] == [("p",), ("r",)]
     assert [(prefill(r), r.n) for r in backend.requests] == [("", 2), ("", 2), ("p\n\n", 2), ("r\n\n", 2)]
-    solutions = next(e for e in result.trace if e["event"] == "subtrees")["solutions"]
+    solutions = next(e for e in algo_trace(result) if e["event"] == "subtrees")["solutions"]
     assert [result.candidates[i - 1].steps for i in solutions] == [("p", "p1 \\boxed{1}"), ("r", "r1 \\boxed{2}")]
     assert result.answer == "1" and backend.remaining == 0
 
@@ -280,13 +286,13 @@ def test_mcts_episode_visits_and_values_match_hand_computation(table):
     table({"c1": 0.6, "c2": 0.2, "d1 \\boxed{7}": 0.9, "d2": 0.3})
     script = by_prefill({"": ["c1", "c2"], "c1\n\n": ["d1 \\boxed{7}", "d2"]})
     backend = ScriptedBackend([script] * 4)
-    result = MCTS(verifier="table", n_simulations=3, expansions_per_node=2, rule="puct", c_explore=1.0).run(
+    result = execute(MCTS(verifier="table", n_simulations=3, expansions_per_node=2, rule="puct", c_explore=1.0),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    stats = next(e for e in result.trace if e["event"] == "stats")
+    stats = next(e for e in algo_trace(result) if e["event"] == "stats")
     # node indices: 0 root, 1 c1, 2 c2, 3 d1, 4 d2
     assert stats["visits"] == [5, 4, 1, 2, 1]
     assert stats["value_sum"] == pytest.approx([2.9, 2.7, 0.2, 1.8, 0.3])
-    sims = [e for e in result.trace if e["event"] == "simulation"]
+    sims = [e for e in algo_trace(result) if e["event"] == "simulation"]
     assert [s["path"] for s in sims] == [[0], [0, 1], [0, 1, 3]] and sims[2]["revisit"] == 3
     assert backend.calls == 2 and result.answer == "7" and result.stop_reason == "done"
 
@@ -296,7 +302,7 @@ def test_mcts_best_value_picks_the_best_complete_solution(table):
     the best-valued complete solution."""
     table({"c1": 0.6, "c2": 0.2, "d1 \\boxed{7}": 0.9, "d2 \\boxed{8}": 0.95})
     script = by_prefill({"": ["c1", "c2"], "c1\n\n": ["d1 \\boxed{7}", "d2 \\boxed{8}"]})
-    result = MCTS(verifier="table", n_simulations=2, expansions_per_node=2, final="best_value").run(
+    result = execute(MCTS(verifier="table", n_simulations=2, expansions_per_node=2, final="best_value"),
         PROBLEM, ScriptedBackend([script] * 4), Budget(), rng=random.Random(0))
     assert result.answer == "8"
 
@@ -309,15 +315,15 @@ def test_mcts_rollouts_split_the_first_step_and_score_the_complete_solution(tabl
     v = table({"\\boxed{3}": 0.8, "one \\boxed{4}": 0.3}, kind=VerifierKind.OUTCOME)
     script = by_prefill({"": ["\n\ns1\n\ns2\n\n\n\n\\boxed{3}", "one \\boxed{4}"]})
     backend = ScriptedBackend([script] * 2)
-    result = MCTS(verifier="table", n_simulations=1, expansions_per_node=2, rollout_max_tokens=50).run(
+    result = execute(MCTS(verifier="table", n_simulations=1, expansions_per_node=2, rollout_max_tokens=50),
         PROBLEM, backend, Budget(), rng=random.Random(0))
     (req,) = backend.requests
     assert req.stop == () and req.max_tokens == 50
-    nodes = next(e for e in result.trace if e["event"] == "tree")["nodes"]
+    nodes = next(e for e in algo_trace(result) if e["event"] == "tree")["nodes"]
     assert [(n["kind"], n["step"], n["terminal"], n["parent"]) for n in nodes[1:]] == [
         ("step", "s1", None, 0), ("rollout", None, "eos", 1), ("step", "one \\boxed{4}", "answer", 0)]
     assert v.seen == [("s1", "s2", "\\boxed{3}"), ("one \\boxed{4}",)]
-    stats = next(e for e in result.trace if e["event"] == "stats")
+    stats = next(e for e in algo_trace(result) if e["event"] == "stats")
     assert stats["values"] == {"1": 0.8, "2": 0.8, "3": 0.3}
     assert stats["visits"] == [2, 1, 0, 1] and stats["value_sum"][0] == pytest.approx(1.1)
     assert result.answer == "3"  # most visited: tie 1-1 on visits, s1 has the higher Q; its best rollout answers 3
@@ -335,7 +341,7 @@ def test_a_trained_prm_named_by_knobs_scores_every_step_prefix(tmp_path):
     head = LogisticHead(np.zeros(8), np.ones(8), np.ones(8), 0.0)
     path = tmp_path / "prm.json"
     TrainedPRM(backend, head, {"model": {"fingerprint": backend.info().fingerprint}, "feature_dim": 8}).save(path)
-    result = BeamSearch(verifier="prm", verifier_path=str(path), beam_width=1, expansions_per_beam=2).run(
+    result = execute(BeamSearch(verifier="prm", verifier_path=str(path), beam_width=1, expansions_per_beam=2),
         PROBLEM, backend, Budget(max_calls=10), rng=random.Random(0))
     assert result.chosen is not None
     kept = result.chosen.steps[0]
@@ -377,7 +383,7 @@ def test_no_budget_is_ever_exceeded(table, make, budget, kind):
     if kind is VerifierKind.PROCESS and make is STRATEGIES[3]:
         pytest.skip("rollout values need an outcome verifier (test_rollouts_refuse_a_process_verifier)")
     table({}, kind=kind)
-    result = make(verifier="table", max_step_tokens=5).run(PROBLEM, ScriptedBackend([wordy] * 500), budget,
+    result = execute(make(verifier="table", max_step_tokens=5), PROBLEM, ScriptedBackend([wordy] * 500), budget,
                                                             rng=random.Random(1))
     total = result.ledger.total()
     if budget.max_completion_tokens is not None:
@@ -397,7 +403,7 @@ def test_a_seconds_budget_stops_before_the_next_call(table, make):
     the 0.05 s allowed, so no second call is started."""
     table({})
     backend = ScriptedBackend([wordy] * 500, seconds_per_token=0.02)
-    result = make(verifier="table", max_step_tokens=5).run(PROBLEM, backend, Budget(max_seconds=0.05),
+    result = execute(make(verifier="table", max_step_tokens=5), PROBLEM, backend, Budget(max_seconds=0.05),
                                                             rng=random.Random(1))
     assert backend.calls == 1 and result.stop_reason == "budget" and result.candidates
 
@@ -405,14 +411,14 @@ def test_a_seconds_budget_stops_before_the_next_call(table, make):
 def test_rollouts_refuse_a_process_verifier(table):
     table({})
     with pytest.raises(ValueError, match="outcome verifier"):
-        STRATEGIES[3](verifier="table").run(PROBLEM, ScriptedBackend([wordy]), Budget(), rng=random.Random(0))
+        execute(STRATEGIES[3](verifier="table"), PROBLEM, ScriptedBackend([wordy]), Budget(), rng=random.Random(0))
 
 
 @pytest.mark.parametrize("make", STRATEGIES, ids=["beam", "dvts", "mcts-prm", "mcts-rollout"])
 def test_unlimited_runs_finish_and_charge_generator_and_verifier_apart(table, make):
     table({}, kind=VerifierKind.OUTCOME if make is STRATEGIES[3] else VerifierKind.PROCESS)
     backend = ScriptedBackend([wordy] * 500)
-    result = make(verifier="table", max_step_tokens=5).run(PROBLEM, backend, Budget(), rng=random.Random(1))
+    result = execute(make(verifier="table", max_step_tokens=5), PROBLEM, backend, Budget(), rng=random.Random(1))
     assert result.stop_reason == "done" and result.answer is not None
     gen = result.ledger.total(Role.GENERATOR)
     assert gen.calls == len(backend.requests)
@@ -426,14 +432,14 @@ def test_same_seed_same_search_and_the_trace_is_json(table, make):
 
     def run(seed: int):
         backend = ScriptedBackend([wordy] * 500)
-        r = make(verifier="table", max_step_tokens=5).run(PROBLEM, backend, Budget(), rng=random.Random(seed))
+        r = execute(make(verifier="table", max_step_tokens=5), PROBLEM, backend, Budget(), rng=random.Random(seed))
         return r, [q.seed for q in backend.requests]
 
     (a, seeds_a), (b, seeds_b), (c, seeds_c) = run(3), run(3), run(4)
     assert [x.steps for x in c.candidates] != [x.steps for x in a.candidates]
     assert seeds_a == seeds_b and a.candidates == b.candidates and a.answer == b.answer
-    dump = json.dumps(a.trace)
-    assert json.loads(dump) == json.loads(json.dumps(b.trace))
+    dump = json.dumps(algo_trace(a))
+    assert json.loads(dump) == json.loads(json.dumps(algo_trace(b)))
     assert seeds_c != seeds_a
     assert any(e["event"] == "tree" for e in json.loads(dump))
 

@@ -8,9 +8,11 @@ import random
 
 import pytest
 
+from tests.strategies.helpers import algo_trace
 from thinkscale.strategies.beam_search import BeamSearch
 from thinkscale.strategies.dvts import DVTS
 from thinkscale.strategies.mcts import MCTS, ValueSource
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, Problem, Role
 
 pytestmark = pytest.mark.model
@@ -36,11 +38,11 @@ def test_tiny_search_on_the_real_model(llama_backend, strategy):
     whose step was just sampled into the KV cache, so it computes only the step boundary (a few tokens), never the
     ~60-token problem prompt again."""
     before = dict(llama_backend.counters)
-    result = strategy.run(PROBLEM, llama_backend, Budget(max_completion_tokens=40), rng=random.Random(0))
+    result = execute(strategy, PROBLEM, llama_backend, Budget(max_completion_tokens=40), rng=random.Random(0))
     gen = [u for r, u in result.ledger.entries if r is Role.GENERATOR]
     assert result.ledger.total().completion_tokens <= 40
     assert result.candidates and result.ledger.total(Role.VERIFIER).calls > 0
     assert gen[0].computed_prompt_tokens == gen[0].prompt_tokens > 40
     assert all(u.computed_prompt_tokens is not None and u.computed_prompt_tokens <= 4 for u in gen[1:])
     assert llama_backend.counters["prompt_tokens_reused"] > before["prompt_tokens_reused"]
-    json.dumps(result.trace)
+    json.dumps(algo_trace(result))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from thinkscale.backends.scripted import ScriptedBackend
+from thinkscale.strategies.run import execute
 from thinkscale.strategies.sc_tir import ScTir
 from thinkscale.tools import sandbox as sandbox_mod
 from thinkscale.tools.sandbox import Limits, Sandbox, SandboxUnavailable
@@ -162,6 +163,108 @@ def test_files_in_the_working_directory_do_not_survive_the_run(sb: Sandbox) -> N
                    "os.chmod('d', 0)\nprint(sorted(os.listdir('.')), os.getcwd())")
     assert first.stdout == "['d', 'note.txt'] /sandbox\n"
     assert sb.run("import os, tempfile\nprint(os.listdir('.'), os.listdir(tempfile.gettempdir()))").stdout == "[] []\n"
+
+
+def _sunreclaim_bytes() -> int:
+    """The host's unreclaimable slab memory (dentries and tmpfs inodes land here)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("SUnreclaim:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no SUnreclaim in /proc/meminfo")
+
+
+MKDIR_LOOP = ("import os\nprint('started', flush=True)\nn = full = 0\nwhile True:\n    try:\n        os.mkdir(str(n))\n"
+              "        n += 1\n        if n % 1000 == 0:\n            print(n, flush=True)\n    except OSError:\n"
+              "        full += 1\n        if full == 1:\n            print('full at', n, flush=True)\n")
+
+
+def test_a_directory_loop_is_bounded_in_inodes_and_answered_on_time() -> None:
+    """Issue 31: ``os.mkdir`` in a loop for 6 s pinned ~0.8 GB of host kernel memory (the size limit does not count
+    inodes), and the clean-up before the reply made the call return 7 s late with the output lost. Now the
+    working directory has an inode limit, the reply comes within a second of the limit with the output and the true
+    reason, and the clean-up happens after it."""
+    limits = Limits(timeout_seconds=6.0, cpu_seconds=30.0)  # the default working directory: 64 MiB, 8192 inodes
+    peak = [0]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _sunreclaim_bytes())
+            time.sleep(0.02)
+
+    with Sandbox(limits, pool_size=1, uid_range=UID_RANGE) as box:
+        box.warm()
+        before = _sunreclaim_bytes()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        t0 = time.monotonic()
+        try:
+            r = box.run(MKDIR_LOOP)
+        finally:
+            elapsed = time.monotonic() - t0
+            stop.set()
+            watcher.join()
+        grown = peak[0] - before
+        assert r.killed_reason == "timeout" and r.timed_out and r.exit_code == -9, r
+        assert r.stdout.startswith("started\n1000\n") and f"full at {limits.workdir_inodes - 1}\n" in r.stdout, r
+        assert elapsed < limits.timeout_seconds + 1, elapsed
+        assert grown < 64 << 20, f"host SUnreclaim grew by {grown >> 20} MiB"
+        after = box.run("import os\nprint(os.listdir('.'))")
+        assert after.stdout == "[]\n" and after.call_seconds < 5, after
+
+
+def test_a_deep_directory_chain_is_cleaned_up(sb: Sandbox) -> None:
+    """Nesting past PATH_MAX and past Python's recursion limit: the clean-up still empties the directory."""
+    r = sb.run("import os\nfor _ in range(3000):\n    os.mkdir('d' * 200)\n    os.chdir('d' * 200)\nprint('deep')")
+    assert r.stdout == "deep\n" and r.exit_code == 0, r
+    assert sb.run("import os\nprint(os.listdir('.'))").stdout == "[]\n"
+
+
+INOTIFY_WATCH = """
+import ctypes, os, select, time
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0o4000)
+if fd < 0:
+    print('inotify denied', ctypes.get_errno())
+else:
+    print('watch', libc.inotify_add_watch(fd, {directory!r}.encode(), 0xfff))
+    seen, t = 0, time.time()
+    while time.time() - t < 2:
+        if select.select([fd], [], [], 0.1)[0]:
+            seen += len(os.read(fd, 65536))
+    print('event bytes', seen)
+print('fanotify', libc.fanotify_init(0, 0), ctypes.get_errno())
+"""
+
+
+def test_file_watches_see_nothing_of_the_host(sb: Sandbox) -> None:
+    """Issue 31: an inotify watch on a bound directory (the Python installation, the virtualenv) saw the host open
+    files there. inotify and fanotify are refused (EPERM) while the host keeps opening a file in that directory."""
+    target = Path(os.__file__)
+    stop = threading.Event()
+
+    def host_reads() -> None:
+        while not stop.is_set():
+            target.read_bytes()
+            time.sleep(0.01)
+
+    reader = threading.Thread(target=host_reads)
+    reader.start()
+    try:
+        r = sb.run(INOTIFY_WATCH.format(directory=str(target.parent)))
+    finally:
+        stop.set()
+        reader.join()
+    assert r.stdout == "inotify denied 1\nfanotify -1 1\n", r
+
+
+def test_memory_outside_the_limits_is_refused(sb: Sandbox) -> None:
+    """memfd data counts against neither the address space nor the working directory, System V shared memory
+    outlives its process, and neither is needed by model-written code: refused, as is a pseudo-terminal."""
+    r = sb.run("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+               "print(libc.memfd_create(b'x', 0), libc.shmget(0, 1 << 20, 0o1600), libc.msgget(0, 0o1600),"
+               " libc.semget(0, 1, 0o1600), os.path.exists('/dev/ptmx'))")
+    assert r.stdout == "-1 -1 -1 -1 False\n", r
 
 
 def test_file_size_limit(sb: Sandbox) -> None:
@@ -366,7 +469,7 @@ def test_zz_the_engine_still_works_and_nothing_is_left_behind(sb: Sandbox) -> No
     case above, then after closing no sandbox process or file remains."""
     assert sb.run("print(sum(range(101)))").stdout == "5050\n"
     be = ScriptedBackend(["```python\nprint(17 * 23)\n```\n", "So \\boxed{391}."])
-    res = ScTir(n_samples=1, sandbox=sb).run(Problem.from_text("What is 17 * 23?"), be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1), Problem.from_text("What is 17 * 23?"), be, Budget(), rng=random.Random(0), sandbox=sb)
     assert res.answer == "391" and "```output\n391\n```" in res.candidates[0].text
     sb.close()
     deadline = time.monotonic() + 5

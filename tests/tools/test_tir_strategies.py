@@ -15,6 +15,7 @@ from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies._tir import CODER_SYSTEM, NUMINA_INSTRUCTION, TirFormat, code_to_run, scan_blocks
 from thinkscale.strategies.base import build_strategy
 from thinkscale.strategies.pal import Pal
+from thinkscale.strategies.run import execute
 from thinkscale.strategies.sc_tir import ScTir
 from thinkscale.tools.sandbox import Limits, Sandbox
 from thinkscale.types import Budget, GenRequest, Problem, Role
@@ -36,7 +37,7 @@ def test_a_code_block_is_run_and_its_output_fed_back(sb: Sandbox) -> None:
     print(17*23)"), the sandbox prints 391, and round 1 continues the same assistant turn after the output block.
     Path 1 answers without code (2 words). The script's "It prints 999" never happens: the stop string cuts it."""
     be = ScriptedBackend([CODE_PATH, "Directly: \\boxed{391}", "So the answer is \\boxed{391}."])
-    res = ScTir(n_samples=2, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=2), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert res.answer == "391" and res.stop_reason == "done"
     assert be.calls == 2 and len(be.requests) == 2
     cont = be.requests[1]
@@ -49,8 +50,8 @@ def test_a_code_block_is_run_and_its_output_fed_back(sb: Sandbox) -> None:
     assert tool.calls == 1 and tool.completion_tokens == 0 and tool.seconds is not None and tool.seconds > 0
     assert res.ledger.total(Role.GENERATOR).completion_tokens == 12
     assert res.ledger.total().calls == 2 + 1  # two backend requests, one sandbox run
-    json.dumps(res.trace)
-    assert [e["exit_code"] for e in res.trace if e["event"] == "tool"] == [0]
+    json.dumps(res.trace_json())
+    assert [e["exit_code"] for e in res.trace_json() if e["event"] == "tool"] == [0]
 
 
 def test_cells_are_stateful_and_errors_show_the_last_traceback_line(sb: Sandbox) -> None:
@@ -58,7 +59,7 @@ def test_cells_are_stateful_and_errors_show_the_last_traceback_line(sb: Sandbox)
                           "```python\nprint(x + 1)\n```\n",
                           "```python\nprint(y)\n```\n",
                           "Done: \\boxed{21}"])
-    res = ScTir(n_samples=1, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     text = res.candidates[0].text
     assert "```output\n20\n```" in text and "```output\n21\n```" in text
     assert "```output\nNameError: name 'y' is not defined\n```" in text
@@ -67,22 +68,22 @@ def test_cells_are_stateful_and_errors_show_the_last_traceback_line(sb: Sandbox)
 
 def test_stateless_cells_do_not_see_earlier_variables(sb: Sandbox) -> None:
     be = ScriptedBackend(["```python\nx = 20\n```\n", "```python\nprint(x)\n```\n", "\\boxed{0}"])
-    res = ScTir(n_samples=1, stateful=False, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1, stateful=False), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert "NameError: name 'x' is not defined" in res.candidates[0].text
 
 
 def test_a_path_ends_after_max_rounds_code_runs(sb: Sandbox) -> None:
     """max_rounds=1: the first block runs, the second is written but not run, and no third request is made."""
     be = ScriptedBackend(["```python\nprint(1)\n```\n", "```python\nprint(2)\n```\n"])
-    res = ScTir(n_samples=1, max_rounds=1, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1, max_rounds=1), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert be.calls == 2 and res.ledger.total(Role.TOOL).calls == 1
-    assert next(e for e in res.trace if e["event"] == "paths")["ends"] == ["rounds"]
+    assert next(e for e in res.trace_json() if e["event"] == "paths")["ends"] == ["rounds"]
 
 
 def test_stopping_at_a_model_written_output_fence_runs_the_block(sb: Sandbox) -> None:
     """NuminaMath-style models write ```output themselves: that is a stop string too."""
     be = ScriptedBackend(["Compute:\n```python\nprint(2**10)\n```\n```output\n5\n```\n", "\\boxed{1024}"])
-    res = ScTir(n_samples=1, prompt=TirFormat.NUMINA, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1, prompt=TirFormat.NUMINA), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert be.requests[1].messages[-1].content == "Compute:\n```python\nprint(2**10)\n```\n```output\n1024\n```\n"
     assert be.requests[0].messages[-1].content.endswith(NUMINA_INSTRUCTION)
     assert all(m.role != "system" for m in be.requests[0].messages)
@@ -92,21 +93,21 @@ def test_stopping_at_a_model_written_output_fence_runs_the_block(sb: Sandbox) ->
 def test_coder_format_adds_the_protocol_after_the_problems_system_message(sb: Sandbox) -> None:
     problem = Problem.from_text("What is 2+2?", system="Be brief.")
     be = ScriptedBackend(["\\boxed{4}"])
-    ScTir(n_samples=1, sandbox=sb).run(problem, be, Budget(), rng=random.Random(0))
+    execute(ScTir(n_samples=1), problem, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert be.requests[0].messages[0].content == "Be brief.\n\n" + CODER_SYSTEM
 
 
 def test_a_hanging_program_is_reported_to_the_model_as_a_timeout(sb: Sandbox) -> None:
     be = ScriptedBackend(["```python\nwhile True:\n    pass\n```\n", "\\boxed{0}"])
-    res = ScTir(n_samples=1, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert "TimeoutError: the program" in res.candidates[0].text
     # CPU limit = wall-clock limit here: a busy loop meets either first, and both read as a timeout to the model
-    assert next(e for e in res.trace if e["event"] == "tool")["killed_reason"] in ("timeout", "cpu")
+    assert next(e for e in res.trace_json() if e["event"] == "tool")["killed_reason"] in ("timeout", "cpu")
 
 
 def test_long_output_is_cut_for_the_model(sb: Sandbox) -> None:
     be = ScriptedBackend(["```python\nprint('a' * 5000)\n```\n", "\\boxed{0}"])
-    res = ScTir(n_samples=1, max_output_chars=100, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1, max_output_chars=100), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert "a" * 100 + "\n... (output cut: 4901 more characters)" in res.candidates[0].text
     assert "a" * 101 not in res.candidates[0].text
 
@@ -114,21 +115,21 @@ def test_long_output_is_cut_for_the_model(sb: Sandbox) -> None:
 def test_token_budget_limits_the_paths_started(sb: Sandbox) -> None:
     """2048 tokens allow two paths of max_tokens=1024 in the worst case, not four."""
     be = ScriptedBackend(["\\boxed{1}", "\\boxed{1}"])
-    res = ScTir(n_samples=4, sandbox=sb).run(PROBLEM, be, Budget(max_completion_tokens=2048), rng=random.Random(0))
+    res = execute(ScTir(n_samples=4), PROBLEM, be, Budget(max_completion_tokens=2048), rng=random.Random(0), sandbox=sb)
     assert res.stop_reason == "budget" and len(res.candidates) == 2 and res.answer == "1"
 
 
 def test_call_budget_counts_sandbox_runs_and_stops_before_overspending(sb: Sandbox) -> None:
     """max_calls=2: round 0 (1 request) and one sandbox run fit; round 1 would be a third call, so it stops."""
     be = ScriptedBackend(["```python\nprint(5)\n```\n"])
-    res = ScTir(n_samples=1, sandbox=sb).run(PROBLEM, be, Budget(max_calls=2), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1), PROBLEM, be, Budget(max_calls=2), rng=random.Random(0), sandbox=sb)
     assert res.stop_reason == "budget" and res.ledger.total().calls == 2 and be.remaining == 0
     assert res.answer == "5"  # the output block's number is the last number of the turn
 
 
 def test_no_token_left_after_a_block_means_it_is_not_run(sb: Sandbox) -> None:
     be = ScriptedBackend(["```python print(1)\n```\n"])  # 2 words: the whole max_tokens
-    res = ScTir(n_samples=1, max_tokens=2, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(ScTir(n_samples=1, max_tokens=2), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert res.ledger.total(Role.TOOL).calls == 0 and be.calls == 1
 
 
@@ -142,7 +143,7 @@ def test_same_seed_same_run(sb: Sandbox) -> None:
     runs = []
     for _ in range(2):
         be = ScriptedBackend([script] * 20)
-        res = ScTir(n_samples=4, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(7))
+        res = execute(ScTir(n_samples=4), PROBLEM, be, Budget(), rng=random.Random(7), sandbox=sb)
         runs.append(([c.text for c in res.candidates], res.answer, [r.seed for r in be.requests]))
     assert runs[0] == runs[1]
 
@@ -158,7 +159,7 @@ def test_the_first_k_paths_of_an_n_path_run_are_a_k_path_run(sb: Sandbox) -> Non
 
     def texts(n: int) -> list[str]:
         be = ScriptedBackend([script] * 50)
-        res = ScTir(n_samples=n, max_rounds=3, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(11))
+        res = execute(ScTir(n_samples=n, max_rounds=3), PROBLEM, be, Budget(), rng=random.Random(11), sandbox=sb)
         return [c.text for c in res.candidates]
 
     four = texts(4)
@@ -183,7 +184,7 @@ def test_bad_knobs_are_refused(sb: Sandbox) -> None:
 
 def test_pal_answer_is_the_last_printed_line(sb: Sandbox) -> None:
     be = ScriptedBackend(["```python\nx = 17 * 23\nprint('result:')\nprint(x)\n```\nThe answer is 5."])
-    res = Pal(sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(Pal(), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert res.answer == "391" and be.requests[0].temperature == 0 and be.calls == 1
     assert res.ledger.total(Role.TOOL).calls == 1 and res.candidates[0].text.endswith("```output\nresult:\n391\n```\n")
 
@@ -191,10 +192,10 @@ def test_pal_answer_is_the_last_printed_line(sb: Sandbox) -> None:
 def test_pal_votes_and_failed_programs_do_not_answer(sb: Sandbox) -> None:
     be = ScriptedBackend(["```python\nprint(4)\n```\n", "```python\n1/0\n```\n", "```python\nprint(4)\n```\n",
                           "no code here: 7"])
-    res = Pal(n_samples=4, temperature=0.7, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
+    res = execute(Pal(n_samples=4, temperature=0.7), PROBLEM, be, Budget(), rng=random.Random(0), sandbox=sb)
     assert [c.answer for c in res.candidates] == ["4", None, "4", None]
     assert res.answer == "4" and res.ledger.total(Role.TOOL).calls == 3
-    assert next(e for e in res.trace if e["event"] == "vote")["counts"] == {"4": 2}
+    assert next(e for e in res.trace_json() if e["event"] == "vote")["counts"] == {"4": 2}
 
 
 def test_block_scanning() -> None:

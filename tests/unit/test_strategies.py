@@ -9,9 +9,11 @@ import random
 
 import pytest
 
+from tests.strategies.helpers import algo_trace
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.base import get_strategy
 from thinkscale.strategies.greedy import Greedy
+from thinkscale.strategies.run import execute
 from thinkscale.strategies.self_consistency import SelfConsistency
 from thinkscale.types import Budget, Problem, Usage
 
@@ -22,7 +24,7 @@ PROBLEM = Problem.from_text("What is 6 times 7?")
 def run_sc(texts: list[str], *, seed: int = 0, budget: Budget | None = None, **knobs):
     knobs.setdefault("n_samples", len(texts))
     backend = ScriptedBackend(texts)
-    result = SelfConsistency(**knobs).run(PROBLEM, backend, budget or Budget(), rng=random.Random(seed))
+    result = execute(SelfConsistency(**knobs), PROBLEM, backend, budget or Budget(), rng=random.Random(seed))
     return result, backend
 
 
@@ -31,7 +33,7 @@ def run_sc(texts: list[str], *, seed: int = 0, budget: Budget | None = None, **k
 
 def test_greedy_sends_one_temperature_zero_request_and_returns_its_answer():
     backend = ScriptedBackend(["6 times 7 is \\boxed{42}"])
-    result = Greedy(max_tokens=64).run(PROBLEM, backend, Budget(), rng=random.Random(0))
+    result = execute(Greedy(max_tokens=64), PROBLEM, backend, Budget(), rng=random.Random(0))
     assert result.answer == "42"
     assert backend.calls == 1
     (req,) = backend.requests
@@ -42,20 +44,20 @@ def test_greedy_sends_one_temperature_zero_request_and_returns_its_answer():
 def test_greedy_ledger_is_the_backend_usage():
     """Prompt 6 words, completion "6 times 7 is \\boxed{42}" = 5 words, 1 call;
     FLOPs = 2 x 1e6 params x (6 + 5) = 22e6."""
-    result = Greedy().run(PROBLEM, ScriptedBackend(["6 times 7 is \\boxed{42}"]), Budget(), rng=random.Random(0))
+    result = execute(Greedy(), PROBLEM, ScriptedBackend(["6 times 7 is \\boxed{42}"]), Budget(), rng=random.Random(0))
     assert result.ledger.total() == Usage(6, 0, 5, 1, 0.0, 22e6)
 
 
 def test_greedy_caps_max_tokens_at_the_token_budget():
     """512 tokens wanted but only 10 allowed: the one request asks for at most 10, so it cannot overspend."""
     backend = ScriptedBackend([" ".join(["word"] * 50)])
-    result = Greedy(max_tokens=512).run(PROBLEM, backend, Budget(max_completion_tokens=10), rng=random.Random(0))
+    result = execute(Greedy(max_tokens=512), PROBLEM, backend, Budget(max_completion_tokens=10), rng=random.Random(0))
     assert backend.requests[0].max_tokens == 10
     assert result.ledger.total().completion_tokens == 10
 
 
 def test_greedy_without_an_answer_says_none():
-    result = Greedy().run(PROBLEM, ScriptedBackend(["I do not know."]), Budget(), rng=random.Random(0))
+    result = execute(Greedy(), PROBLEM, ScriptedBackend(["I do not know."]), Budget(), rng=random.Random(0))
     assert result.answer is None
 
 
@@ -70,7 +72,7 @@ def test_majority_vote_counts_equal_numbers_as_one_answer():
     assert backend.calls == 1 and backend.requests[0].n == 5
     assert result.stop_reason == "done"
     assert result.chosen is result.candidates[0]  # the first sample that voted for the winner
-    vote = next(e for e in result.trace if e["event"] == "vote")
+    vote = next(e for e in algo_trace(result) if e["event"] == "vote")
     assert vote["counts"] == {"1000": 3, "7": 2}
     assert vote["tie_broken_by_rng"] is False
 
@@ -79,7 +81,7 @@ def test_samples_without_an_answer_do_not_vote():
     """Two samples have no answer and one says 9: if "no answer" voted it would win 2 to 1."""
     result, _ = run_sc(["I am not sure.", "Hmm, hard to say.", "\\boxed{9}"])
     assert result.answer == "9"
-    assert next(e for e in result.trace if e["event"] == "vote")["counts"] == {"9": 1}
+    assert next(e for e in algo_trace(result) if e["event"] == "vote")["counts"] == {"9": 1}
 
 
 def test_no_answers_at_all_gives_none():
@@ -100,7 +102,7 @@ def test_tie_break_uses_the_rng():
     """If the tie-break ignored the rng, every seed would pick the same one of "3" and "5"."""
     winners = {seed: run_sc(TIE, seed=seed)[0].answer for seed in range(20)}
     assert set(winners.values()) == {"3", "5"}
-    vote = next(e for e in run_sc(TIE)[0].trace if e["event"] == "vote")
+    vote = next(e for e in run_sc(algo_trace(TIE)[0]) if e["event"] == "vote")
     assert vote["tie_broken_by_rng"] is True
 
 
@@ -159,7 +161,7 @@ def test_spend_never_exceeds_the_token_budget(max_completion_tokens):
 def test_budget_too_small_for_one_chain_makes_no_backend_call():
     """9 tokens cannot fit one chain of up to 10: no call at all (the empty script would raise if asked)."""
     backend = ScriptedBackend([])
-    result = SelfConsistency(n_samples=4, max_tokens=10).run(
+    result = execute(SelfConsistency(n_samples=4, max_tokens=10),
         PROBLEM, backend, Budget(max_completion_tokens=9), rng=random.Random(0))
     assert backend.calls == 0
     assert result.answer is None and result.candidates == ()
@@ -169,7 +171,7 @@ def test_budget_too_small_for_one_chain_makes_no_backend_call():
 
 def test_trace_is_json_and_holds_the_vote_counts():
     result, _ = run_sc(["\\boxed{2}", "\\boxed{2}", "\\boxed{3}"])
-    trace = json.loads(json.dumps(result.trace))
+    trace = json.loads(json.dumps(algo_trace(result)))
     vote = next(e for e in trace if e["event"] == "vote")
     assert vote["counts"] == {"2": 2, "3": 1}
     assert vote["winner"] == "2"

@@ -26,6 +26,7 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import EvalProblem, load_dataset
 from thinkscale.eval.runner import RNG_SCHEME, StrategyPlan, plan_strategy
 from thinkscale.eval.store import Store, StoreError
+from thinkscale.strategies.events import Generate, parse_trace
 from thinkscale.types import Completion, GenRequest, Sample, Usage
 
 
@@ -107,9 +108,9 @@ def load_draws(store: Store, plan: StrategyPlan, model: str | None = None) -> li
     for j in jobs:
         if model is not None and j["model"] != model:
             continue
-        seeds = [e.get("seed") for e in json.loads(j["trace"]) if e.get("event") == "generate"]
+        seeds = [r.seed for e in parse_trace(json.loads(j["trace"])) if isinstance(e, Generate) for r in e.requests]
         if len(seeds) != 1 or (seeds[0] is None) != greedy:
-            raise StoreError(f"{store.dir}: job {j['job_id']} ({plan.label}) has {len(seeds)} generate events; "
+            raise StoreError(f"{store.dir}: job {j['job_id']} ({plan.label}) has {len(seeds)} generate requests; "
                              "replay needs the one request of a self-consistency (seeded) or greedy job")
         rows = store.rows("SELECT * FROM samples WHERE job_id = ? ORDER BY idx", (j["job_id"],))
         out.append(StoredDraw(j["model"], j["problem_id"], j["seed"], seeds[0], tuple(

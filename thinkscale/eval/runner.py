@@ -40,6 +40,7 @@ seconds count in neither.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -63,29 +64,26 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
 from thinkscale.eval.store import ChainRow, JobRecord, SampleRow, SessionProgress, Store, StoreError, UnitRow
-from thinkscale.strategies._tir import sandbox_limits, with_sandbox
 from thinkscale.strategies.base import (
     FILE_KNOBS,
+    Strategy,
     budget_knob,
     budget_scale,
     build_strategy,
     get_strategy,
     knobs,
     parse_spec,
+    prefix_selection,
 )
+from thinkscale.strategies.events import Select, Tree, parse_trace
+from thinkscale.strategies.run import execute
 from thinkscale.tools.sandbox import Limits, Sandbox, SandboxResult
-from thinkscale.types import Budget, Candidate, Ledger, Problem, Result, Role, Usage
+from thinkscale.types import Budget, Candidate, Event, Ledger, Problem, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
 
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str], Backend]
-
-# How a prefix-consistent strategy picks among its samples, when it has no ``selection`` knob to say so.
-# A prefix-consistent strategy that is in neither place runs once per budget instead of reusing samples.
-SUBSET_SELECTION: dict[str, Selection] = {"self-consistency": Selection.MAJORITY, "best-of-n": Selection.ARGMAX,
-                                          "weighted-sc": Selection.WEIGHTED_MAJORITY, "sc-tir": Selection.MAJORITY}
-
 
 # How a job's rng is seeded; recorded in the run's config, so a run started with another scheme is not resumed.
 RNG_SCHEME = "{seed}|{problem}|{model}"
@@ -112,7 +110,7 @@ class StrategyPlan:
             items[self.knob] = str(budget * self.scale)
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in items.items()) if items else "")
 
-    def build(self, budget: int) -> Any:
+    def build(self, budget: int) -> Strategy:
         over = dict(self.overrides)
         if self.knob is not None:
             over[self.knob] = budget * self.scale
@@ -146,7 +144,9 @@ def plan_strategy(spec: str, cfg: SweepConfig) -> StrategyPlan:
     scale = budget_scale(name, cfg.max_tokens) if swept is not None else 1
     plan = StrategyPlan(label, name, values, swept, budgets, overrides, False, None, None, scale)
     probe = plan.build(budgets[-1])  # every knob is checked before anything runs
-    selection = getattr(probe, "selection", None) or SUBSET_SELECTION.get(name)
+    # how it picks among its samples: a ``selection`` knob (or ClassVar), else its declared ``prefix_selection``; a
+    # prefix-consistent strategy that says neither runs once per budget instead of reusing samples
+    selection = getattr(probe, "selection", None) or prefix_selection(name)
     agg = getattr(probe, "step_aggregation", None) or getattr(probe, "aggregation", None)
     reusable = bool(getattr(type(probe), "prefix_consistent", False)) and swept is not None and len(budgets) > 1
     reuse = reusable and isinstance(selection, Selection)
@@ -348,26 +348,23 @@ class TimedSandbox(Sandbox):
 
 class Sandboxes:
     """The warm sandboxes of one model's jobs, one per set of code limits, made when a code-running strategy
-    (``sc-tir``, ``pal``) first needs one and shared by its jobs (``workers`` of them at once, so its pool is
-    ``sandbox_workers`` x ``workers``); a job would otherwise start and stop a pool of its own. Closed by
-    ``close``."""
+    (``sc-tir``, ``pal``) first asks its run context for one and shared by its jobs (``workers`` of them at once, so
+    its pool is ``sandbox_workers`` x ``workers``); a job would otherwise start and stop a pool of its own. A
+    ``thinkscale.strategies.run.Sandboxes`` provider. Closed by ``close``."""
 
     def __init__(self, clock: TimedBackend, workers: int) -> None:
         self._clock, self._workers = clock, workers
         self._boxes: dict[tuple[Limits, int], TimedSandbox] = {}
         self._lock = threading.Lock()
 
-    def attach(self, strategy: Any) -> Any:
-        """``strategy`` with its code running in a shared sandbox (unchanged when it runs no code or brings its
-        own)."""
-        if not hasattr(strategy, "sandbox") or strategy.sandbox is not None:
-            return strategy
-        key = (sandbox_limits(strategy), strategy.sandbox_workers * self._workers)
+    @contextlib.contextmanager
+    def sandbox(self, limits: Limits, workers: int) -> Iterator[Sandbox]:
+        key = (limits, workers * self._workers)
         with self._lock:
             box = self._boxes.get(key)
             if box is None:
                 box = self._boxes[key] = TimedSandbox(key[0], pool_size=key[1], clock=self._clock)
-        return with_sandbox(strategy, box)
+        yield box  # shared: closed with the sweep, not with the job
 
     def close(self) -> None:
         with self._lock:
@@ -381,11 +378,9 @@ def run_job(job: Job, backend: Backend, shared: ChainIndex[StoredChain] | None =
     """Run one job; its requests are served from ``shared`` where it holds their chains (None: all generated), its
     code runs in ``sandboxes``' (None: a code-running strategy makes its own)."""
     strategy = job.plan.build(job.budget)
-    if sandboxes is not None:
-        strategy = sandboxes.attach(strategy)
     sharing = SharingBackend(backend, shared)
     t0 = time.perf_counter()
-    result = strategy.run(job.problem.problem, sharing, Budget(), rng=job.rng())  # type: ignore[arg-type]
+    result = execute(strategy, job.problem.problem, sharing, Budget(), rng=job.rng(), sandboxes=sandboxes)
     return Outcome(job, result, time.perf_counter() - t0, tuple(sharing.rows))
 
 
@@ -408,10 +403,7 @@ def record(outcome: Outcome, max_subsets: int) -> JobRecord:
     cands = list(result.candidates)
     verdicts = [_grade(ep, c.answer) for c in cands]
     correct = [v is Verdict.EQUIVALENT for v in verdicts]
-    chosen_idx = next((i for i, c in enumerate(cands) if c is result.chosen), None)
-    if chosen_idx is None and result.chosen is not None:
-        # the tree searches (beam, DVTS, MCTS) build a fresh Candidate from the chosen node: the equal one is it
-        chosen_idx = next((i for i, c in enumerate(cands) if c == result.chosen), None)
+    chosen_idx = result.chosen_index
     samples = [SampleRow(i, c.text, c.answer, correct[i], verdicts[i].value, c.completion_tokens, c.finish_reason,
                          c.logprobs, c.scores, i == chosen_idx) for i, c in enumerate(cands)]
     gen = result.ledger.total(Role.GENERATOR)
@@ -435,7 +427,7 @@ def record(outcome: Outcome, max_subsets: int) -> JobRecord:
     return JobRecord(
         model=job.model, strategy=plan.label, problem_id=ep.id, seed=job.seed, budget=job.budget,
         spec=plan.spec_at(job.budget), reuse=plan.reuse, stop_reason=result.stop_reason, answer=result.answer,
-        trace=result.trace, prompt_tokens=gen.prompt_tokens, cached_prompt_tokens=gen.cached_prompt_tokens,
+        trace=result.trace_json(), prompt_tokens=gen.prompt_tokens, cached_prompt_tokens=gen.cached_prompt_tokens,
         completion_tokens=gen.completion_tokens, calls=total.calls, verifier_prompt_tokens=ver.prompt_tokens,
         verifier_tokens=ver_tokens, flops=total.flops, verifier_flops=ver.flops if ver.calls else 0.0,
         wall_seconds=outcome.wall_seconds, backend_seconds=total.seconds, samples=samples, units=units,
@@ -750,11 +742,12 @@ def rescore(out: str | Path) -> int:
             cands = tuple(Candidate(text=s["text"], answer=s["answer"], scores=tuple(json.loads(s["scores"])),
                                     completion_tokens=s["completion_tokens"], finish_reason=s["finish_reason"])
                           for s in samples)
-            trace = tuple(json.loads(j["trace"]))
-            chosen = next((c for c, s in zip(cands, samples, strict=True) if s["chosen"]), None)
+            trace = parse_trace(json.loads(j["trace"]))  # an old store's free-form trace is converted
+            chosen = next((i for i, s in enumerate(samples) if s["chosen"]), None)
             if chosen is None:
                 chosen = _tree_choice(j["job_id"], trace, cands)
-            result = Result(j["answer"], chosen, cands, _stored_ledger(j), j["stop_reason"], j["strategy"], trace)
+            result = Result(j["answer"], cands, _stored_ledger(j), j["stop_reason"], j["strategy"],
+                            chosen_index=chosen, trace=trace)
             chains = tuple(c for _, c in store.chains(job_id=j["job_id"]))
             rec = record(Outcome(Job(j["model"], plans[j["strategy"]], ep, j["seed"], j["budget"]), result,
                                  j["wall_seconds"], chains), cfg["max_subsets"])
@@ -765,21 +758,18 @@ def rescore(out: str | Path) -> int:
         store.close()
 
 
-def _tree_choice(job_id: int, trace: Sequence[Any], cands: Sequence[Candidate]) -> Candidate | None:
-    """A tree search's chosen candidate, read from its trace: the ``select`` event names the chosen node, and the
-    candidates are the tree's nodes after the root (``StepTree.candidates``). Stores written before ``record``
-    matched a tree search's choice by equality flag no sample, so ``rescore`` repairs them from here. None for a job
-    that is no tree search or chose nothing."""
-    if not any(isinstance(e, dict) and e.get("event") == "tree" for e in trace):
+def _tree_choice(job_id: int, trace: Sequence[Event], cands: Sequence[Candidate]) -> int | None:
+    """A tree search's chosen candidate, read from its trace: the ``Select`` event names it. Stores written before
+    ``record`` matched a tree search's choice by equality flag no sample, so ``rescore`` repairs them from here.
+    None for a job that is no tree search or chose nothing."""
+    if not any(isinstance(e, Tree) for e in trace):
         return None
-    node = next((e.get("chosen") for e in reversed(trace) if isinstance(e, dict) and e.get("event") == "select"),
-                None)
-    if node is None:
+    chosen = next((e.chosen for e in reversed(trace) if isinstance(e, Select)), None)
+    if chosen is None:
         return None
-    if not isinstance(node, int) or not 1 <= node <= len(cands):
-        raise StoreError(f"job {job_id}: its trace chose node {node!r}, but the job stored {len(cands)} candidates "
-                         "(nodes 1..N)")
-    return cands[node - 1]
+    if not 0 <= chosen < len(cands):
+        raise StoreError(f"job {job_id}: its trace chose candidate {chosen}, but the job stored {len(cands)}")
+    return chosen
 
 
 def _stored_ledger(j: Any) -> Ledger:

@@ -323,11 +323,15 @@ class Store:
         return job_id
 
     def replace_grades(self, job_id: int, job: JobRecord) -> None:
-        """Rescoring: the samples' grades and chosen flags and the job's units from ``job``, in one transaction."""
+        """Rescoring: the samples' grades and chosen flags, the job's trace and units from ``job``, in one
+        transaction."""
         with self.transaction() as db:
             for s in job.samples:
                 db.execute("UPDATE samples SET correct = ?, verdict = ?, chosen = ? WHERE job_id = ? AND idx = ?",
                            (int(s.correct), s.verdict, int(s.chosen), job_id, s.idx))
+            # the trace in its current typed form (an old store's free-form trace is migrated here)
+            db.execute("UPDATE jobs SET trace = ? WHERE job_id = ?", (json.dumps(list(job.trace), default=str),
+                                                                     job_id))
             db.execute("DELETE FROM units WHERE job_id = ?", (job_id,))
             _insert_units(db, job_id, job)
 

@@ -1,9 +1,4 @@
-"""The compute-optimal ``auto`` controller's parts: difficulty features and bins (``features``), the policy file
-(``model``) and the fitter that makes one from eval runs (``fit``). The controller itself is
-``thinkscale.strategies.auto``."""
-
-from thinkscale.policy.features import DifficultyScore, WaveFeatures, difficulty_score, fit_edges, wave_features
-from thinkscale.policy.model import Policy, PolicyError, load_policy
-
-__all__ = ["DifficultyScore", "Policy", "PolicyError", "WaveFeatures", "difficulty_score", "fit_edges",
-           "load_policy", "wave_features"]
+"""Fitting the compute-optimal ``auto`` controller: the fitter that makes a policy file from eval runs (``fit``) and
+its evaluation on replayed runs (``evaluate``). What runs at solve time (the controller, its policy file and the
+difficulty features) lives beside it in ``thinkscale.strategies`` (``auto``, ``auto_policy``, ``auto_features``);
+nothing there imports this package."""

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+from thinkscale.cliutil import err, fail
 
 
 def fit_policy_command(
@@ -49,9 +42,9 @@ def fit_policy_command(
     try:
         caps = None if budgets is None else tuple(int(x) for x in budgets.split(",") if x.strip())
     except ValueError:
-        _fail(f"--budgets must be comma-separated integers, got {budgets!r}")
+        fail(f"--budgets must be comma-separated integers, got {budgets!r}")
     if caps is not None and (not caps or list(caps) != sorted(set(caps)) or caps[0] < 1):
-        _fail(f"--budgets must be strictly increasing positive integers, got {budgets!r}")
+        fail(f"--budgets must be strictly increasing positive integers, got {budgets!r}")
     try:
         policy = fit_policy(runs, FitOptions(n_bins=bins, wave_size=wave_size, budgets=caps, tolerance=tolerance,
                                              min_bin_problems=min_bin_problems, delegate=delegate,
@@ -59,11 +52,11 @@ def fit_policy_command(
                                              greedy_first=greedy_first,
                                              greedy_breaks_ties=greedy_breaks_ties))
     except (StoreError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         out.write_text(policy.to_json(), encoding="utf-8")
     except OSError as e:
-        _fail(f"--out {out}: cannot write ({e.strerror or e})", 1)
+        fail(f"--out {out}: cannot write ({e.strerror or e})", 1)
     f = policy.fitted_on
     err.print(f"fitted on {f.dataset} ({f.problems} problems, {f.instances} instances, {f.model}); bins "
               f"{policy.difficulty.bins} at edges {[round(e, 4) for e in policy.difficulty.edges]}", highlight=False)

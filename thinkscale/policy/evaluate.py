@@ -32,8 +32,10 @@ from thinkscale.eval.replay import (
     sampler_plan,
 )
 from thinkscale.eval.store import StoreError, open_existing
-from thinkscale.policy.model import load_policy
-from thinkscale.strategies.auto import Auto
+from thinkscale.strategies.auto import Auto, DifficultyEstimate, PolicyAction
+from thinkscale.strategies.auto_policy import load_policy
+from thinkscale.strategies.events import Delegate, Stop
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget
 from thinkscale.verifiers.aggregate import Selection
 
@@ -95,7 +97,7 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         for d in draws:
             ep = problems[d.problem_id]
             try:
-                res = auto.run(ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
+                res = execute(auto, ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
             except (ReplayMissing, NotImplementedError) as e:
                 raise ReplayMissing(f"auto at {cap} tokens on {d.problem_id}: {e}. Only stop, sample and greedy "
                                     "actions replay from a run; fit the policy with --no-delegate to compare it "
@@ -104,7 +106,7 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
             if spent is None or spent > cap:
                 raise AssertionError(f"auto spent {spent} tokens at a budget of {cap}")
             right = check(ep.task, res.answer, ep.reference) is Verdict.EQUIVALENT
-            delegated = any(e.get("event") == "delegate" for e in res.trace)
+            delegated = any(isinstance(e, Delegate) for e in res.trace)
             if delegated:
                 value = float(right)
             else:  # the chains are the first len(candidates) in the controller's order: the vote, ties split
@@ -116,10 +118,12 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
             acc[d.problem_id].append(value)
             ans[d.problem_id].append(float(right))
             tok[d.problem_id].append(float(spent))
-            ev = {e["event"]: e for e in res.trace}
-            bins[ev["difficulty"]["bin"] if "difficulty" in ev else "(no first wave)"] += 1
-            actions[ev["action"]["label"] if "action" in ev else "(none)"] += 1
-            stops[ev["stop"]["reason"]] += 1
+            diff = next((e for e in res.trace if isinstance(e, DifficultyEstimate)), None)
+            act = next((e for e in res.trace if isinstance(e, PolicyAction)), None)
+            stop = next(e for e in reversed(res.trace) if isinstance(e, Stop))
+            bins[diff.bin if diff else "(no first wave)"] += 1
+            actions[act.label if act else "(none)"] += 1
+            stops[stop.reason] += 1
         per_acc = [metrics.mean(v) for v in acc.values()]
         a_mean = metrics.mean(per_acc)
         t_mean = metrics.mean([metrics.mean(v) for v in tok.values()])

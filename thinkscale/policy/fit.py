@@ -54,8 +54,9 @@ from thinkscale.eval.replay import (
 )
 from thinkscale.eval.runner import SweepConfig, plan_strategy
 from thinkscale.eval.store import open_existing
-from thinkscale.policy.features import DifficultyScore, bin_names, fit_edges
-from thinkscale.policy.model import (
+from thinkscale.strategies.auto import AutoWave, DifficultyEstimate, run_controller
+from thinkscale.strategies.auto_features import DifficultyScore, bin_names, fit_edges
+from thinkscale.strategies.auto_policy import (
     FORMAT,
     Action,
     BudgetRow,
@@ -69,7 +70,7 @@ from thinkscale.policy.model import (
     StrategyAction,
     TableEntry,
 )
-from thinkscale.strategies.auto import run_controller
+from thinkscale.strategies.run import Run
 from thinkscale.types import Budget, Result
 from thinkscale.verifiers.aggregate import Selection
 
@@ -139,20 +140,20 @@ def _value(result: Result, chains: Sequence[StoredSample], greedy_breaks_ties: b
 
 
 def _bin_and_first_wave(result: Result) -> tuple[str, float]:
-    diff = next((e for e in result.trace if e.get("event") == "difficulty"), None)
-    first = next((e for e in result.trace if e.get("event") == "wave"), None)
+    diff = next((e for e in result.trace if isinstance(e, DifficultyEstimate)), None)
+    first = next((e for e in result.trace if isinstance(e, AutoWave)), None)
     if diff is None or first is None:
         raise FitError("a budget allows no first wave: raise the smallest budget to at least one chain's "
                        "max_tokens")
-    return str(diff["bin"]), float(first["usage"]["completion_tokens"])
+    return diff.bin, float(first.usage.completion_tokens or 0)
 
 
 def _run(inst: _Instance, sampling: Sampling, difficulty: Difficulty, action: Action, cap: int) -> Result:
     def decide(bin_name: str, _cap: int | None) -> tuple[Action, dict[str, Any]]:
         return action, {"why": "forced by the fitter"}
 
-    return run_controller(sampling, difficulty, decide, inst.problem.problem, inst.replay, Budget(),
-                          rng=random.Random(inst.draw.rng_seed()), budget_tokens=cap)
+    ctx = Run(inst.problem.problem, inst.replay, Budget(), random.Random(inst.draw.rng_seed()), strategy="auto")
+    return run_controller(sampling, difficulty, decide, ctx, budget_tokens=cap)
 
 
 def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) -> Policy:
@@ -234,7 +235,7 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
     scores = []
     for inst in instances:
         res = _run(inst, sampling, one_bin, StopAction(), max(budgets))
-        scores.append(next(e["score"] for e in res.trace if e.get("event") == "difficulty"))
+        scores.append(next(e.score for e in res.trace if isinstance(e, DifficultyEstimate)))
     edges = fit_edges(scores, n_bins=opts.n_bins, min_per_bin=opts.min_bin_problems)
     difficulty = Difficulty(score=DifficultyScore.AGREEMENT, edges=edges, bins=bin_names(len(edges) + 1))
 

@@ -17,34 +17,27 @@ Scores: a process verifier (PRM) scores every step of the path; an outcome verif
 solution as a whole and that score becomes the score of its newest step (a fallback: it was trained on complete
 solutions). The aggregated score of a node is ``aggregate_steps(step_scores, step_aggregation)``.
 
-Budget: before every backend call the worst case is checked: each sample may use ``max_tokens`` completion tokens,
-each request is one call, and the verifier may charge ``verifier_call_bound`` calls for what it will score (exact for
-P(yes) and the trained PRM, an upper bound for the other registered verifiers). The wall-clock limit is checked
-before each call (a call that starts in time may end after it).
+Budget: before every round the worst case is planned with ``Run.plan``: each sample may use ``max_tokens``
+completion tokens, each request is one call, and the verifier may charge what its ``max_calls`` declares for
+scoring the new children. The run context checks every call again and records it.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from thinkscale.answers.extract import extract_answer
-from thinkscale.backends.base import Backend
-from thinkscale.strategies._verified import check_verifier_knobs, reads_logprobs
-from thinkscale.strategies.base import check_int, check_top_p
-from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Role, Sample
+from thinkscale.strategies.base import check_int, check_top_p, check_verifier_knob
+from thinkscale.strategies.events import Select, Stop, Tree, TreeNode
+from thinkscale.strategies.run import Run
+from thinkscale.types import Candidate, GenRequest, Message, Result, Sample
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
-from thinkscale.verifiers.base import (
-    Verifier,
-    VerifierError,
-    VerifierKind,
-    check_scores,
-)
+from thinkscale.verifiers.base import Verifier, VerifierError, VerifierKind, get_verifier, reads_logprobs
 
 # A final answer is stated only by these markers; extract_answer's last-number fallback would end every step.
 _FINAL = re.compile(r"\\boxed\{|\\fbox\{|^\s*####\s*\S|(?:final answer|the answer)\s*(?:is|:)", re.IGNORECASE | re.M)
@@ -101,14 +94,6 @@ def distinct(nodes: Sequence[Node]) -> list[Node]:
     return out
 
 
-def verifier_call_bound(verifier: Verifier, n_steps: int) -> int:
-    """The most calls scoring one candidate of ``n_steps`` steps may charge: one per scored prefix (a process
-    verifier scores every prefix, an outcome verifier one) times the answer spellings a P(yes) judge scores."""
-    spellings = len(getattr(verifier, "yes", ())) + len(getattr(verifier, "no", ()))
-    prefixes = max(1, n_steps) if verifier.kind is VerifierKind.PROCESS else 1
-    return prefixes * max(1, spellings)
-
-
 @dataclass(frozen=True)
 class StepKnobs:
     """Knobs every step-level search shares.
@@ -126,7 +111,7 @@ class StepKnobs:
 
     budget_knob: ClassVar[str]
 
-    verifier: str = "pyes"
+    verifier: str | Verifier = "pyes"
     verifier_path: str | None = None
     step_aggregation: StepAggregation = StepAggregation.LAST
     step_delimiter: str = "\n\n"
@@ -151,8 +136,10 @@ class StepKnobs:
             raise ValueError(f"temperature must be a finite number > 0 (search needs distinct samples), "
                              f"got {self.temperature!r}")
         check_top_p(self.top_p)
-        check_verifier_knobs(self.verifier, self.verifier_path)
-        if reads_logprobs(self.verifier):
+        check_verifier_knob(self.verifier, self.verifier_path)
+        logprob_scorer = get_verifier(self.verifier).reads_logprobs if isinstance(self.verifier, str) \
+            else reads_logprobs(self.verifier)
+        if logprob_scorer:
             raise ValueError(f"verifier {self.verifier!r} scores a whole sampled chain from its token logprobs, which "
                              "a step search does not ask for: use a step scorer (prm, prm-http or pyes)")
 
@@ -168,19 +155,15 @@ def enum_knob(name: str, kind: type[E], value: object) -> E:
 
 @dataclass
 class StepTree:
-    """The search state one ``run`` builds: nodes, ledger, trace, and the shared expand/score/budget operations.
-    Node 0 is the root (the empty solution); it is not a candidate."""
+    """The search state one ``run`` builds on its run context: nodes and the shared expand/score/plan operations.
+    Node 0 is the root (the empty solution); it is not a candidate: node i > 0 is candidate i - 1."""
 
-    problem: Problem
-    backend: Backend
-    budget: Budget
+    ctx: Run
     knobs: StepKnobs
     verifier: Verifier
-    rng: random.Random
-    ledger: Ledger = field(default_factory=Ledger)
     nodes: list[Node] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
     budget_hit: bool = False
+    tally: dict[str, float] | None = None  # the final selection's score per answer
 
     def __post_init__(self) -> None:
         self.nodes.append(Node(0, None, ()))
@@ -192,10 +175,10 @@ class StepTree:
         return "".join(s + self.knobs.step_delimiter for s in node.raw_steps)
 
     def request(self, node: Node, n: int, *, max_tokens: int, stop: bool = True) -> GenRequest:
-        messages = (*self.problem.messages, Message("assistant", self.prefill(node)))
+        messages = (*self.ctx.problem.messages, Message("assistant", self.prefill(node)))
         return GenRequest(messages=messages, n=n, temperature=self.knobs.temperature, top_p=self.knobs.top_p,
                           max_tokens=max_tokens, stop=(self.knobs.step_delimiter,) if stop else (),
-                          seed=self.rng.randrange(2**31 - 1), continue_final=True)
+                          seed=self.ctx.seed(), continue_final=True)
 
     def text(self, node: Node) -> str:
         return self.knobs.step_delimiter.join(node.raw_steps)
@@ -203,48 +186,25 @@ class StepTree:
     # ------------------------------------------------------------------ budget
 
     def affordable(self, wanted: Sequence[tuple[int, int]], max_tokens: int) -> list[tuple[int, int]]:
-        """How many of the ``wanted`` (node, samples) expansions fit the budget's worst case, in order: each sample
-        may spend ``max_tokens``, each request is one call, and scoring each sample may charge up to
-        ``verifier_call_bound`` calls. The first that does not fit in full is cut down, the rest dropped."""
-        if self.budget.max_seconds is not None and self.ledger.elapsed_seconds() >= self.budget.max_seconds:
-            return []
-        tokens = self.budget.remaining_completion_tokens(self.ledger)
-        calls = None if self.budget.max_calls is None else self.budget.max_calls - self.ledger.total().calls
-        out = []
-        for index, n in wanted:
-            vcalls = verifier_call_bound(self.verifier, self.nodes[index].depth + 1)
-            take = n
-            if tokens is not None:
-                take = min(take, max(0, tokens) // max_tokens)
-            if calls is not None:
-                take = min(take, max(0, calls - 1) // vcalls)
-            if take <= 0:
-                break
-            out.append((index, take))
-            if take < n:
-                break
-            if tokens is not None:
-                tokens -= take * max_tokens
-            if calls is not None:
-                calls -= 1 + take * vcalls
-        return out
+        """How many of the ``wanted`` (node, samples) expansions fit the budget's worst case, in order (see
+        ``Run.plan``): each sample may spend ``max_tokens``, each request is one call, and scoring the samples of a
+        node may charge what the verifier declares for that many candidates one step deeper."""
+        def calls(index: int, n: int) -> int:
+            probe = Candidate(text="x", answer=None, steps=("x",) * (self.nodes[index].depth + 1))
+            return 1 + self.verifier.max_calls([probe] * n)
+
+        return self.ctx.plan(wanted, max_tokens, calls=calls)
 
     def stop_for_budget(self, why: str) -> None:
         self.budget_hit = True
-        self.events.append({"event": "stop", "reason": "budget", "detail": why,
-                            "spent": self.ledger.total().to_dict()})
+        self.ctx.note(Stop("budget", why))
 
     # ------------------------------------------------------------------ expansion
 
     def generate(self, plan: Sequence[tuple[int, int]], *, max_tokens: int, stop: bool = True) -> list[list[Sample]]:
         """One batched call: ``n`` samples from each planned node's prompt. Charged to the generator."""
         requests = [self.request(self.nodes[i], n, max_tokens=max_tokens, stop=stop) for i, n in plan]
-        completions = self.backend.generate(requests)
-        for c in completions:
-            self.ledger.charge(Role.GENERATOR, c.usage)
-        self.events.append({"event": "generate", "expand": [[i, n] for i, n in plan], "stop_at_step": stop,
-                            "max_tokens": max_tokens, "seeds": [r.seed for r in requests],
-                            "usage": [c.usage.to_dict() for c in completions]})
+        completions = self.ctx.generate(requests, tag="expand" if stop else "rollout", refs=[i for i, _ in plan])
         return [list(c.samples) for c in completions]
 
     def add_child(self, parent: int, step: str, sample: Sample) -> Node:
@@ -297,46 +257,51 @@ class StepTree:
         todo = [n for n in nodes if not n.step_scores and n.raw_steps]
         if not todo:
             return
-        cands = [self.candidate(n) for n in todo]
-        rows = self.verifier.score(self.problem, cands, ledger=self.ledger)
-        check_scores(rows, cands, type(self.verifier).__name__)
+        rows = self.ctx.verify(self.verifier, [self.candidate(n) for n in todo], refs=[n.index - 1 for n in todo])
         for node, row in zip(todo, rows, strict=True):
             if self.verifier.kind is VerifierKind.PROCESS:
                 if len(row) != node.depth:
                     raise VerifierError(f"{type(self.verifier).__name__} returned {len(row)} step scores for a "
                                         f"{node.depth}-step solution")
-                node.step_scores = tuple(float(x) for x in row)
+                node.step_scores = tuple(row)
             else:
                 # the outcome score of this partial solution is the score of its newest step; a rollout is scored
                 # whole and inherits nothing
                 inherit = node.kind == "step" and node.parent is not None
                 parent_scores = self.nodes[node.parent].step_scores if inherit else ()  # type: ignore[index]
-                node.step_scores = parent_scores + (float(row[-1]),)
-        self.events.append({"event": "score", "nodes": [n.index for n in todo],
-                            "scores": [list(n.step_scores) for n in todo]})
+                node.step_scores = parent_scores + (row[-1],)
 
     # ------------------------------------------------------------------ result
 
     def candidates(self) -> tuple[Candidate, ...]:
         return tuple(self.candidate(n) for n in self.nodes[1:])
 
-    def choose(self, pool: Sequence[Node], how: Selection) -> tuple[Node | None, dict[str, Any]]:
-        """The answer among ``pool`` by ``how`` on aggregated scores; with no answered node, the best-scored one."""
+    def choose(self, pool: Sequence[Node], how: Selection) -> Node | None:
+        """The answer among ``pool`` by ``how`` on aggregated scores; with no answered node, the best-scored one.
+        Records the ``Select`` event (candidate indices: node i is candidate i - 1). The root is never chosen."""
+        pool = [n for n in pool if n.index != 0]
         if not pool:
-            return None, {"event": "select", "pool": [], "chosen": None}
+            self.ctx.note(Select(Selection(how).value, (), (), {}, None, None))
+            return None
         scores = [n.score(self.knobs.step_aggregation) for n in pool]
-        choice = select([n.answer for n in pool], scores, how, rng=self.rng)
+        choice = select([n.answer for n in pool], scores, how, rng=self.ctx.rng)
         if choice.index is not None:
             chosen = pool[choice.index]
         else:
             chosen = pool[max(range(len(pool)), key=lambda i: (scores[i], -i))]
-        return chosen, {"event": "select", "how": Selection(how).value, "pool": [n.index for n in pool],
-                        "scores": scores, "tally": choice.tally, "tie_broken_by_rng": choice.tie,
-                        "chosen": chosen.index}
+        self.ctx.note(Select(Selection(how).value, tuple(n.index - 1 for n in pool), tuple(scores),
+                             dict(choice.tally), choice.answer, chosen.index - 1, choice.tie))
+        self.tally = dict(choice.tally)
+        return chosen
 
-    def tree(self) -> list[dict[str, Any]]:
-        """The tree as JSON: one entry per node (index 0 is the root, the empty solution)."""
-        return [{"index": n.index, "parent": n.parent, "kind": n.kind, "step": n.step, "depth": n.depth,
-                 "terminal": n.terminal, "answer": n.answer, "step_scores": list(n.step_scores),
-                 "completion_tokens": n.completion_tokens, "finish_reason": n.finish_reason}
-                for n in self.nodes]
+    def tree(self) -> Tree:
+        """The tree as an event: one entry per node (index 0 is the root, the empty solution)."""
+        return Tree(tuple(TreeNode(n.index, n.parent, n.kind, n.step, n.depth, n.terminal, n.answer,
+                                   tuple(n.step_scores), n.completion_tokens, n.finish_reason) for n in self.nodes))
+
+    def result(self, chosen: Node | None) -> Result:
+        """The search's Result: every node after the root a candidate, the chosen node's answer, the tree event."""
+        self.ctx.note(self.tree())
+        return self.ctx.result(self.candidates(), chosen_index=None if chosen is None else chosen.index - 1,
+                               votes=self.tally or None, votes_kind="score" if self.tally else None,
+                               stop_reason="budget" if self.budget_hit else "done")

@@ -1,6 +1,6 @@
 """Shared pieces of the code-executing strategies (``sc-tir``, ``pal``): prompt formats, finding the code block a
-generation stopped at, running code blocks in the sandbox and charging them to the ledger as ``Role.TOOL``, the
-checks of their common knobs and the final majority vote.
+generation stopped at, what the model is shown of a run, the checks of their common knobs and the sandbox limits
+they ask for. The runs themselves go through the run context (``Run.tool``: sandbox, ``Role.TOOL`` charge, event).
 
 Prompt formats (``TirFormat``), chosen per model family by a knob, never by the model's name:
 
@@ -20,19 +20,15 @@ is put back before the output block is appended.
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import enum
-import random
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from thinkscale.strategies.base import check_int, check_top_p, chosen_by_vote, majority_vote
-from thinkscale.tools.sandbox import Limits, Sandbox, SandboxResult
-from thinkscale.types import Candidate, Ledger, Message, Problem, Result, Role, Usage
+from thinkscale.strategies.base import check_int, check_top_p
+from thinkscale.tools.sandbox import Limits, SandboxResult
+from thinkscale.types import Message, Problem
 
 DEFAULT_SANDBOX = (10.0, 512, 2)  # per code run: wall seconds, memory MB; warm sandbox workers
 CODE_STOP = ("\n```\n", "```output")
@@ -152,31 +148,6 @@ def format_output(r: SandboxResult, *, max_chars: int, timeout_seconds: float) -
     return "\n".join(x for x in [out.rstrip("\n"), *notes] if x)
 
 
-def run_cells(sandbox: Sandbox, jobs: Sequence[tuple[str, Sequence[str]]], *, parallel: int) -> list[SandboxResult]:
-    """Run ``(code, setup_cells)`` jobs in the sandbox, up to ``parallel`` at once, results in order."""
-    if not jobs:
-        return []
-    if parallel <= 1 or len(jobs) == 1:
-        return [sandbox.run(code, setup=tuple(setup)) for code, setup in jobs]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(parallel, len(jobs))) as ex:
-        return list(ex.map(lambda j: sandbox.run(j[0], setup=tuple(j[1])), jobs))
-
-
-def charge_tool(ledger: Ledger, results: Sequence[SandboxResult]) -> None:
-    """One ledger entry per sandbox run under ``Role.TOOL``: one call, its host-side seconds, no tokens or FLOPs
-    (model FLOPs only; the sandbox runs no model)."""
-    for r in results:
-        ledger.charge(Role.TOOL, Usage(prompt_tokens=0, cached_prompt_tokens=0, completion_tokens=0, calls=1,
-                                       seconds=r.call_seconds, flops=0.0))
-
-
-def tool_event(round_index: int, path: int, r: SandboxResult) -> dict[str, object]:
-    return {"event": "tool", "round": round_index, "path": path, "exit_code": r.exit_code,
-            "timed_out": r.timed_out, "killed_reason": r.killed_reason, "exception": r.exception,
-            "wall_seconds": round(r.wall_seconds, 4), "call_seconds": round(r.call_seconds, 4),
-            "stdout_bytes": r.stdout_bytes, "stderr_bytes": r.stderr_bytes}
-
-
 class CodeKnobs(Protocol):
     """The knobs the code-running strategies (``Pal``, ``ScTir``) share, read by ``check_code_knobs`` and
     ``sandbox_for``."""
@@ -193,8 +164,6 @@ class CodeKnobs(Protocol):
     def code_memory_mb(self) -> int: ...
     @property
     def sandbox_workers(self) -> int: ...
-    @property
-    def sandbox(self) -> Sandbox | None: ...
 
 
 def check_code_knobs(knobs: CodeKnobs) -> None:
@@ -208,47 +177,9 @@ def check_code_knobs(knobs: CodeKnobs) -> None:
     if memory_mb < 256:
         raise ValueError(f"code_memory_mb must be >= 256 (numpy and sympy are loaded), got {memory_mb!r}")
     check_int("sandbox_workers", workers)
-    if knobs.sandbox is not None and (timeout_seconds, memory_mb, workers) != DEFAULT_SANDBOX:
-        raise ValueError("code_timeout_seconds / code_memory_mb / sandbox_workers configure the sandbox a run "
-                         "makes for itself; with sandbox= given, set its Limits and pool_size instead")
-
-
-@contextmanager
-def sandbox_for(knobs: CodeKnobs) -> Iterator[Sandbox]:
-    """``knobs.sandbox`` as is (the caller owns it), or a pool of ``sandbox_workers`` warm sandboxes made from the
-    knobs for this run only."""
-    if knobs.sandbox is not None:
-        yield knobs.sandbox
-        return
-    sb = Sandbox(sandbox_limits(knobs), pool_size=knobs.sandbox_workers)
-    try:
-        yield sb
-    finally:
-        sb.close()
 
 
 def sandbox_limits(knobs: CodeKnobs) -> Limits:
     """The per-run limits the knobs ask for (wall and CPU seconds, address space); the rest are ``Limits``'s."""
     timeout_seconds = knobs.code_timeout_seconds
     return Limits(timeout_seconds=timeout_seconds, cpu_seconds=timeout_seconds, memory_bytes=knobs.code_memory_mb << 20)
-
-
-def with_sandbox(strategy: Any, sandbox: Sandbox) -> Any:
-    """``strategy`` (a code-running one, its ``sandbox`` unset) running its code in ``sandbox``, which the caller
-    made from ``sandbox_limits(strategy)`` and owns; the code knobs go back to their defaults, as ``sandbox=``
-    requires (the sandbox carries them now)."""
-    if strategy.sandbox is not None:
-        raise ValueError("the strategy already has a sandbox")
-    timeout_seconds, memory_mb, workers = DEFAULT_SANDBOX
-    return dataclasses.replace(strategy, sandbox=sandbox, code_timeout_seconds=timeout_seconds,
-                               code_memory_mb=memory_mb, sandbox_workers=workers)
-
-
-def voted_result(strategy: str, cands: Sequence[Candidate], ledger: Ledger, trace: list[dict[str, Any]],
-                 rng: random.Random, *, budget_hit: bool) -> Result:
-    """The majority vote over ``cands``' answers (ties broken by ``rng``) as the run's Result."""
-    winner, counts, tie = majority_vote([c.answer for c in cands], rng)
-    trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
-    chosen = chosen_by_vote(cands, winner)
-    return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands), ledger=ledger,
-                  stop_reason="budget" if budget_hit else "done", strategy=strategy, trace=tuple(trace))

@@ -8,26 +8,36 @@ confidence-weighted vote from Fu et al., "Deep Think with Confidence", https://a
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from thinkscale.answers.extract import normalize_answer
-from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import (
-    affordable_samples,
-    candidates_from,
-    charge,
-    check_int,
-    chosen_by_vote,
-    majority_vote,
-    new_seed,
-    register,
-)
-from thinkscale.types import Budget, Candidate, ConfidenceStop, GenRequest, Ledger, Problem, Result, Role
+from thinkscale.strategies.base import check_int, register, voted_index
+from thinkscale.strategies.events import Vote, event
+from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.strategies.voting import vote_result
+from thinkscale.types import Candidate, ConfidenceStop, Event, GenRequest, Result
 from thinkscale.verifiers.confidence import lowest_group_logprob
+
+
+@event("wave")
+@dataclass(frozen=True)
+class Wave(Event):
+    """One wave of chains: how many, where in the seeded draw, the vote so far (``counts``, ``P`` the posterior
+    that the leader stays the majority) and, with the confidence filter, each chain's confidence, whether it was
+    kept, the threshold and what the online stop did (a dict, or why it was off)."""
+
+    wave: int
+    n: int
+    first_sample: int
+    counts: dict[str, float]
+    P: float
+    confidences: tuple[float, ...] | None = None
+    kept: tuple[bool, ...] | None = None
+    confidence_threshold: float | None = None
+    online_stop: dict[str, float] | str | None = None
 
 
 def _beta_cdf_half(a: int, b: int) -> float:
@@ -128,7 +138,8 @@ class AdaptiveSelfConsistency:
     the kept traces' votes and the winner is the largest confidence sum (ties broken by ``rng``); without it the
     winner is the plain majority. The chosen candidate is the first sample with the winning normalised answer.
 
-    >>> AdaptiveSelfConsistency(max_samples=16).run(problem, backend, Budget(), rng=random.Random(0))  # doctest: +SKIP
+    >>> execute(AdaptiveSelfConsistency(max_samples=16), problem, backend,  # doctest: +SKIP
+    ...         Budget(), rng=random.Random(0))
     """
 
     prefix_consistent: ClassVar[bool] = False
@@ -168,96 +179,94 @@ class AdaptiveSelfConsistency:
                 0.0 < self.give_up_share < 1.0):
             raise ValueError(f"give_up_share must be in (0, 1), got {self.give_up_share!r}")
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        ledger = Ledger()
-        cands: list[Candidate] = []
-        confs: list[float] = []
-        kept: list[bool] = []
-        conf_threshold: float | None = None
-        trace: list[dict[str, Any]] = []
-        counts: dict[str, int] = {}
-        p = 0.0
-        stop: str | None = None
-        seed = new_seed(rng)
-        while len(cands) < self.max_samples:
-            wanted = min(self.wave_size, self.max_samples - len(cands))
-            n = affordable_samples(budget, ledger, wanted, self.max_tokens)
+    def run(self, ctx: Run) -> Result:
+        st = _Waves()
+        seed = ctx.seed()
+        while len(st.cands) < self.max_samples:
+            n = ctx.affordable(min(self.wave_size, self.max_samples - len(st.cands)), self.max_tokens)
             if n == 0:
-                stop = "budget"
+                st.stop = "budget"
                 break
-            # DeepConf online: a wave after the first carries the first wave's line (a threshold of 0 stops nothing)
-            stop_rule: ConfidenceStop | None = None
-            online_note: str | None = None
-            if self.confidence_filter and self.online_stop and conf_threshold is not None:
-                if not backend.capabilities.confidence_stop:
-                    online_note = "not supported by this backend: whole traces, filtered after generation"
-                elif conf_threshold > 0.0:
-                    stop_rule = ConfidenceStop(self.confidence_window, math.log(conf_threshold))
-                else:
-                    online_note = "off: the first wave's threshold is 0"
-            req = GenRequest(messages=problem.messages, n=n, temperature=self.temperature, top_p=self.top_p,
-                             max_tokens=self.max_tokens, seed=seed, logprobs=self.confidence_filter,
-                             first_sample=len(cands), confidence_stop=stop_rule)
-            completions = backend.generate([req])
-            charge(ledger, Role.GENERATOR, completions)
-            wave = candidates_from(completions[0])
-            cands.extend(wave)
-            event: dict[str, Any] = {"event": "wave", "wave": len(trace), "n": n, "seed": req.seed,
-                                     "first_sample": req.first_sample,
-                                     "usage": completions[0].usage.to_dict()}
-            if self.confidence_filter:
-                wave_confs = [_confidence(c, self.confidence_window) for c in wave]
-                if conf_threshold is None:
-                    conf_threshold = _percentile(wave_confs, self.keep_percentile)
-                confs.extend(wave_confs)
-                # a trace the backend stopped is dropped even where float rounding put its confidence at the line
-                kept.extend(conf >= conf_threshold and c.finish_reason != "low_confidence"
-                            for c, conf in zip(wave, wave_confs, strict=True))
-                event.update(confidences=wave_confs, kept=kept[-n:], confidence_threshold=conf_threshold)
-                if stop_rule is not None:
-                    event["online_stop"] = {"window": stop_rule.window, "min_mean_logprob": stop_rule.min_mean_logprob,
-                                            "stopped": sum(c.finish_reason == "low_confidence" for c in wave)}
-                elif online_note is not None:
-                    event["online_stop"] = online_note
-            else:
-                kept.extend(True for _ in wave)
-            counts = dict(Counter(a for a in (normalize_answer(c.answer) if c.answer is not None else None
-                                              for c, k in zip(cands, kept, strict=True) if k) if a is not None))
-            p = majority_stays_probability(counts)
-            event.update(counts=counts, P=p)
-            trace.append(event)
-            if p >= self.threshold:
-                stop = "settled"
+            self._wave(ctx, st, n, seed)
+            if st.p >= self.threshold:
+                st.stop = "settled"
                 break
-            if self.give_up_after is not None and vote_is_futile(counts, len(cands), self.give_up_after,
+            if self.give_up_after is not None and vote_is_futile(st.counts, len(st.cands), self.give_up_after,
                                                                   self.give_up_share):
-                stop = "futile"
+                st.stop = "futile"
                 break
-        if stop is None:
-            stop = "max_samples"
-        stop_event: dict[str, Any] = {"event": "stop", "reason": stop, "samples": len(cands), "P": p}
-        if stop == "budget" and not cands:
-            stop_event["detail"] = "budget allows no sample"
-        trace.append(stop_event)
+        stop = st.stop or "max_samples"
+        ctx.stop(stop, f"{len(st.cands)} chains, P = {st.p:.4f}" if st.cands else "budget allows no sample")
+        if not self.confidence_filter:
+            return vote_result(ctx, st.cands, budget_hit=stop == "budget")
+        return self._confidence_vote(ctx, st, stop)
 
+    def _wave(self, ctx: Run, st: _Waves, n: int, seed: int) -> None:
+        """Draw the next ``n`` chains of the seeded draw, filter them (with the confidence filter), update the vote."""
+        # DeepConf online: a wave after the first carries the first wave's line (a threshold of 0 stops nothing)
+        stop_rule: ConfidenceStop | None = None
+        online: dict[str, float] | str | None = None
+        if self.confidence_filter and self.online_stop and st.conf_threshold is not None:
+            if not ctx.backend.capabilities.confidence_stop:
+                online = "not supported by this backend: whole traces, filtered after generation"
+            elif st.conf_threshold > 0.0:
+                stop_rule = ConfidenceStop(self.confidence_window, math.log(st.conf_threshold))
+            else:
+                online = "off: the first wave's threshold is 0"
+        req = GenRequest(messages=ctx.problem.messages, n=n, temperature=self.temperature, top_p=self.top_p,
+                         max_tokens=self.max_tokens, seed=seed, logprobs=self.confidence_filter,
+                         first_sample=len(st.cands), confidence_stop=stop_rule)
+        wave = candidates_from(ctx.generate([req], tag="wave")[0])
+        st.cands.extend(wave)
+        confs: tuple[float, ...] | None = None
         if self.confidence_filter:
-            weights: dict[str, float] = defaultdict(float)
-            for c, conf, k in zip(cands, confs, kept, strict=True):
-                a = normalize_answer(c.answer) if c.answer is not None else None
-                if k and a is not None:
-                    weights[a] += conf
-            winner, tie = None, False
-            if weights:
-                top = max(weights.values())
-                tied = sorted(a for a, w in weights.items() if w == top)
-                winner, tie = (tied[0] if len(tied) == 1 else rng.choice(tied)), len(tied) > 1
-            trace.append({"event": "vote", "weights": dict(weights), "counts": counts, "tie_broken_by_rng": tie,
-                          "winner": winner})
+            confs = tuple(_confidence(c, self.confidence_window) for c in wave)
+            if st.conf_threshold is None:
+                st.conf_threshold = _percentile(list(confs), self.keep_percentile)
+            st.confs.extend(confs)
+            # a trace the backend stopped is dropped even where float rounding put its confidence at the line
+            st.kept.extend(conf >= st.conf_threshold and c.finish_reason != "low_confidence"
+                           for c, conf in zip(wave, confs, strict=True))
+            if stop_rule is not None:
+                online = {"window": stop_rule.window, "min_mean_logprob": stop_rule.min_mean_logprob,
+                          "stopped": sum(c.finish_reason == "low_confidence" for c in wave)}
         else:
-            winner, counts, tie = majority_vote([c.answer for c in cands], rng)
-            trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
-        kept_cands = [c for c, k in zip(cands, kept, strict=True) if k]
-        chosen = chosen_by_vote(kept_cands, winner)
-        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands), ledger=ledger,
-                      stop_reason="budget" if stop == "budget" else "done", strategy="adaptive-sc",
-                      trace=tuple(trace))
+            st.kept.extend(True for _ in wave)
+        st.counts = dict(Counter(a for a in (normalize_answer(c.answer) if c.answer is not None else None
+                                             for c, k in zip(st.cands, st.kept, strict=True) if k) if a is not None))
+        st.p = majority_stays_probability(st.counts)
+        ctx.note(Wave(st.waves, n, req.first_sample, {a: float(c) for a, c in st.counts.items()}, st.p, confs,
+                      tuple(st.kept[-n:]) if confs is not None else None,
+                      st.conf_threshold if confs is not None else None, online))
+        st.waves += 1
+
+    def _confidence_vote(self, ctx: Run, st: _Waves, stop: str) -> Result:
+        """The kept traces' answers weighted by their confidence; ties broken by the run's rng."""
+        weights: dict[str, float] = defaultdict(float)
+        for c, conf, k in zip(st.cands, st.confs, st.kept, strict=True):
+            a = normalize_answer(c.answer) if c.answer is not None else None
+            if k and a is not None:
+                weights[a] += conf
+        winner, tie = None, False
+        if weights:
+            top = max(weights.values())
+            tied = sorted(a for a, w in weights.items() if w == top)
+            winner, tie = (tied[0] if len(tied) == 1 else ctx.rng.choice(tied)), len(tied) > 1
+        ctx.note(Vote({a: float(c) for a, c in st.counts.items()}, winner, tie, weights=dict(weights)))
+        kept = [i for i, k in enumerate(st.kept) if k]
+        return ctx.result(st.cands, chosen_index=voted_index(st.cands, winner, kept), votes=dict(weights),
+                          votes_kind="score", stop_reason="budget" if stop == "budget" else "done")
+
+
+@dataclass
+class _Waves:
+    """What an adaptive-sc run has drawn so far."""
+
+    cands: list[Candidate] = field(default_factory=list)
+    confs: list[float] = field(default_factory=list)
+    kept: list[bool] = field(default_factory=list)
+    conf_threshold: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    p: float = 0.0
+    stop: str | None = None
+    waves: int = 0

@@ -13,14 +13,14 @@ import functools
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from thinkscale.answers.extract import normalize_answer
-from thinkscale.backends.base import Backend
-from thinkscale.policy.features import difficulty_score, wave_features
-from thinkscale.policy.model import (
+from thinkscale.strategies.adaptive_sc import majority_stays_probability, vote_is_futile
+from thinkscale.strategies.auto_features import difficulty_score, wave_features
+from thinkscale.strategies.auto_policy import (
     Action,
     Difficulty,
     Policy,
@@ -30,23 +30,78 @@ from thinkscale.policy.model import (
     StrategyAction,
     load_policy,
 )
-from thinkscale.strategies.adaptive_sc import majority_stays_probability, vote_is_futile
 from thinkscale.strategies.base import (
-    affordable_samples,
     build_strategy,
-    candidates_from,
-    charge,
-    chosen_by_vote,
     knobs,
     majority_vote,
-    new_seed,
+    operator_knob,
     parse_spec,
     register,
+    voted_index,
 )
-from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role, StopReason
+from thinkscale.strategies.events import Delegate, Vote, event
+from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.types import Candidate, Event, GenRequest, Result, StopReason, Usage
 
 # (bin, token budget of the run or None) -> (the action, what the trace says about why)
 Decide = Callable[[str, int | None], tuple[Action, dict[str, Any]]]
+
+
+@event("policy")
+@dataclass(frozen=True)
+class PolicyInfo(Event):
+    """The policy auto runs with (its file, or the packaged default), what it was fitted on, the token cap."""
+
+    policy: str | None
+    fitted_on: dict[str, Any] | None
+    max_completion_tokens: int | None
+
+
+@event("auto_wave")
+@dataclass(frozen=True)
+class AutoWave(Event):
+    """A wave of auto's chains: where in the seeded draw, how many, whether the first was the greedy chain."""
+
+    first_sample: int
+    n: int
+    seed: int
+    greedy: int
+    usage: Usage
+
+
+@event("difficulty")
+@dataclass(frozen=True)
+class DifficultyEstimate(Event):
+    """The first wave's features, the difficulty score computed from them and the bin it falls in."""
+
+    features: dict[str, Any]
+    score_kind: str
+    score: float
+    edges: tuple[float, ...]
+    bins: tuple[str, ...]
+    bin: str
+
+
+@event("action")
+@dataclass(frozen=True)
+class PolicyAction(Event):
+    """What the policy chose for the bin and budget (``action`` in its JSON form, ``label`` in words) and the fitted
+    numbers behind the choice (``fitted``: budget row, accuracy, mean tokens, problems, why)."""
+
+    action: dict[str, Any]
+    label: str
+    fitted: dict[str, Any]
+
+
+@event("check")
+@dataclass(frozen=True)
+class Check(Event):
+    """A stopping check of the ``sample`` action: the vote so far and its posterior P against the threshold."""
+
+    samples: int
+    counts: dict[str, float]
+    P: float
+    threshold: float | None
 
 
 @functools.lru_cache(maxsize=16)
@@ -71,7 +126,7 @@ def policy_at(path: str | None) -> Policy:
 class Auto:
     """Args:
         budget_tokens: completion tokens for the whole run (the budget knob); the run's ``Budget`` may lower it.
-            Picks the policy's budget row (see ``thinkscale.policy.model``) and is a hard limit.
+            Picks the policy's budget row (see ``thinkscale.strategies.auto_policy``) and is a hard limit.
         policy: a policy file from ``thinkscale fit-policy``; none = the packaged default for the default model.
 
     Run: a first wave of ``wave_size`` chains, requested exactly as self-consistency requests its first chains
@@ -88,7 +143,7 @@ class Auto:
     records the features, the bin, the action and the fitted numbers behind it, and why the run stopped.
 
     >>> auto = Auto(budget_tokens=4096, policy="policy.json")
-    >>> auto.run(problem, backend, Budget(), rng=random.Random(0))  # doctest: +SKIP
+    >>> execute(auto, problem, backend, Budget(), rng=random.Random(0))  # doctest: +SKIP
     """
 
     prefix_consistent: ClassVar[bool] = False
@@ -96,7 +151,7 @@ class Auto:
     budget_in_tokens: ClassVar[bool] = True  # a sweep's budget k: k chains' worth of tokens
 
     budget_tokens: int | None = None
-    policy: str | None = None
+    policy: str | None = operator_knob(None)
 
     def __post_init__(self) -> None:
         if self.budget_tokens is not None and (not isinstance(self.budget_tokens, int)
@@ -104,7 +159,7 @@ class Auto:
             raise ValueError(f"budget_tokens must be an integer >= 1 or none, got {self.budget_tokens!r}")
         policy_at(self.policy)  # a missing or bad policy fails when the strategy is built, naming the file
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+    def run(self, ctx: Run) -> Result:
         pol = policy_at(self.policy)
         source = self.policy or "(packaged default)"
 
@@ -118,148 +173,127 @@ class Auto:
                 note["note"] = "the budget is below every fitted budget: the smallest row, cut by the budget"
             return choice.action, note
 
-        head = {"event": "policy", "policy": source, "fitted_on": pol.fitted_on.model_dump(mode="json")}
-        return run_controller(pol.sampling, pol.difficulty, decide, problem, backend, budget, rng=rng,
-                              budget_tokens=self.budget_tokens, head=head)
+        return run_controller(pol.sampling, pol.difficulty, decide, ctx, budget_tokens=self.budget_tokens,
+                              policy=source, fitted_on=pol.fitted_on.model_dump(mode="json"))
 
 
-def _effective(budget: Budget, budget_tokens: int | None) -> Budget:
-    caps = [c for c in (budget.max_completion_tokens, budget_tokens) if c is not None]
-    return Budget(max_completion_tokens=min(caps) if caps else None, max_calls=budget.max_calls,
-                  max_seconds=budget.max_seconds)
+@dataclass
+class _Controller:
+    """One auto run in progress: its context, sampling, the seeded draw and the chains so far."""
 
+    ctx: Run
+    sampling: Sampling
+    seed: int
+    logprobs: bool
+    cands: list[Candidate] = field(default_factory=list)
+    sampled: int = 0  # chains of the seeded draw so far (all chains but the greedy one)
 
-def _remaining(budget: Budget, ledger: Ledger) -> Budget | None:
-    """What is left of ``budget`` as a Budget for a sub-strategy; None when some limit is spent."""
-    if budget.exhausted(ledger) is not None:
-        return None
-    total = ledger.total()
-    return Budget(max_completion_tokens=budget.remaining_completion_tokens(ledger),
-                  max_calls=None if budget.max_calls is None else budget.max_calls - total.calls,
-                  max_seconds=None if budget.max_seconds is None
-                  else budget.max_seconds - ledger.elapsed_seconds())
-
-
-def run_controller(sampling: Sampling, difficulty: Difficulty, decide: Decide, problem: Problem, backend: Backend,
-                   budget: Budget, *, rng: random.Random, budget_tokens: int | None = None,
-                   head: dict[str, Any] | None = None) -> Result:
-    """auto's algorithm with the decision passed in: ``Auto.run`` decides from its policy file, the fitter
-    (``thinkscale.policy.fit``) forces each action it compares. See ``Auto``."""
-    start_state = rng.getstate()  # a strategy action gets the rng as the run received it
-    eff = _effective(budget, budget_tokens)
-    ledger = Ledger()
-    trace: list[dict[str, Any]] = [{**(head or {}), "event": "policy", "max_completion_tokens":
-                                    eff.max_completion_tokens}]
-    seed = new_seed(rng)
-    logprobs = difficulty.score.needs_logprobs
-    cands: list[Candidate] = []
-
-    sampled = 0  # chains of the seeded draw so far (all chains but the greedy one)
-
-    def wave(wanted: int) -> bool:
-        nonlocal sampled
-        n = affordable_samples(eff, ledger, wanted, sampling.max_tokens)
+    def wave(self, wanted: int) -> bool:
+        """Draw up to ``wanted`` more chains (what fits at max_tokens each); False when none fits."""
+        s, ctx = self.sampling, self.ctx
+        n = ctx.affordable(wanted, s.max_tokens)
         if n == 0:
             return False
         reqs = []
-        greedy = sampling.greedy_first and not cands
+        greedy = s.greedy_first and not self.cands
         if greedy:  # exactly the greedy strategy's request, so a run's greedy unit serves it
-            reqs.append(GenRequest(messages=problem.messages, n=1, temperature=0.0, max_tokens=sampling.max_tokens,
-                                   logprobs=logprobs))
+            reqs.append(GenRequest(messages=ctx.problem.messages, n=1, temperature=0.0, max_tokens=s.max_tokens,
+                                   logprobs=self.logprobs))
         if n - greedy:
-            reqs.append(GenRequest(messages=problem.messages, n=n - greedy, temperature=sampling.temperature,
-                                   top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed,
-                                   logprobs=logprobs, first_sample=sampled))
-        completions = backend.generate(reqs)  # one call: the backend batches the greedy and the sampled chains
-        charge(ledger, Role.GENERATOR, completions)
+            reqs.append(GenRequest(messages=ctx.problem.messages, n=n - greedy, temperature=s.temperature,
+                                   top_p=s.top_p, max_tokens=s.max_tokens, seed=self.seed, logprobs=self.logprobs,
+                                   first_sample=self.sampled))
+        completions = ctx.generate(reqs, tag="wave")  # one call: the backend batches greedy and sampled chains
         for c in completions:
-            cands.extend(candidates_from(c))
-        event: dict[str, Any] = {"event": "wave", "first_sample": sampled, "n": n, "seed": seed,
-                                 "usage": sum((c.usage for c in completions[1:]), completions[0].usage).to_dict()}
-        if greedy:
-            event["greedy"] = 1
-        trace.append(event)
-        sampled += n - greedy
+            self.cands.extend(candidates_from(c))
+        ctx.note(AutoWave(self.sampled, n, self.seed, int(greedy), Usage.total(c.usage for c in completions)))
+        self.sampled += n - greedy
         return True
 
-    def finish(stop: str, detail: str | None = None, stop_reason: StopReason | None = None) -> Result:
-        winner, counts, tie = majority_vote([c.answer for c in cands], rng)
+    def finish(self, stop: str, detail: str | None = None, stop_reason: StopReason | None = None) -> Result:
+        """The vote over every chain (a tie to the greedy chain's answer with ``greedy_breaks_ties``)."""
+        winner, counts, tie = majority_vote([c.answer for c in self.cands], self.ctx.rng)
         by_greedy = False
-        if tie and sampling.greedy_breaks_ties and cands and cands[0].answer is not None:
-            g = normalize_answer(cands[0].answer)  # cands[0] is the greedy chain (greedy_first)
+        first = self.cands[0].answer if self.cands else None
+        if tie and self.sampling.greedy_breaks_ties and first is not None:
+            g = normalize_answer(first)  # cands[0] is the greedy chain (greedy_first)
             if g is not None and counts.get(g) == max(counts.values()):
                 winner, by_greedy = g, True
-        event: dict[str, Any] = {"event": "stop", "reason": stop, "samples": len(cands)}
-        if detail:
-            event["detail"] = detail
-        trace.append(event)
-        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie and not by_greedy,
-                      "tie_broken_by_greedy": by_greedy, "winner": winner})
-        chosen = chosen_by_vote(cands, winner)
+        self.ctx.stop(stop, detail)
+        votes = {a: float(c) for a, c in counts.items()}
+        self.ctx.note(Vote(votes, winner, tie and not by_greedy, by_greedy))
         reason: StopReason = stop_reason or ("budget" if stop == "budget" else "done")
-        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands),
-                      ledger=ledger, stop_reason=reason, strategy="auto", trace=tuple(trace))
+        return self.ctx.result(self.cands, chosen_index=voted_index(self.cands, winner), votes=votes,
+                               votes_kind="count", stop_reason=reason, stop_detail=detail)
 
-    if not wave(sampling.wave_size):
-        return finish("budget", "budget allows no first wave")
-    feats = wave_features(cands, window=difficulty.confidence_window)
+
+def run_controller(sampling: Sampling, difficulty: Difficulty, decide: Decide, ctx: Run, *,
+                   budget_tokens: int | None = None, policy: str | None = None,
+                   fitted_on: dict[str, Any] | None = None) -> Result:
+    """auto's algorithm with the decision passed in: ``Auto.run`` decides from its policy file, the fitter
+    (``thinkscale.policy.fit``) forces each action it compares. See ``Auto``."""
+    start_state = ctx.rng.getstate()  # a strategy action gets the rng as the run received it
+    ctx.tighten(max_completion_tokens=budget_tokens)
+    ctx.note(PolicyInfo(policy, fitted_on, ctx.budget.max_completion_tokens))
+    run = _Controller(ctx, sampling, ctx.seed(), difficulty.score.needs_logprobs)
+    if not run.wave(sampling.wave_size):
+        return run.finish("budget", "budget allows no first wave")
+    feats = wave_features(run.cands, window=difficulty.confidence_window)
     score = difficulty_score(feats, difficulty.score)
     bin_name = difficulty.bin_of(score)
-    trace.append({"event": "difficulty", "features": feats.to_dict(), "score_kind": difficulty.score.value,
-                  "score": score, "edges": difficulty.edges, "bins": difficulty.bins, "bin": bin_name})
-    action, why = decide(bin_name, eff.max_completion_tokens)
-    trace.append({"event": "action", "action": action.model_dump(mode="json"), "label": action.label, **why})
-
+    ctx.note(DifficultyEstimate(feats.to_dict(), difficulty.score.value, score, tuple(difficulty.edges),
+                                tuple(difficulty.bins), bin_name))
+    action, why = decide(bin_name, ctx.budget.max_completion_tokens)
+    ctx.note(PolicyAction(action.model_dump(mode="json"), action.label, why))
     if isinstance(action, StopAction):
-        return finish("policy_stop", f"the policy stops after the first wave in bin {bin_name}")
+        return run.finish("policy_stop", f"the policy stops after the first wave in bin {bin_name}")
     if isinstance(action, SampleAction):
-        return _sample(action, sampling.wave_size, cands, wave, finish, trace)
-    assert isinstance(action, StrategyAction)
-    return _delegate(action, sampling, problem, backend, eff, ledger, cands, trace, start_state, finish)
+        return _sample(action, run)
+    if not isinstance(action, StrategyAction):
+        raise TypeError(f"unknown policy action {action!r}")
+    return _delegate(action, run, start_state)
 
 
-def _sample(action: SampleAction, wave_size: int, cands: list[Candidate], wave: Callable[[int], bool],
-            finish: Callable[..., Result], trace: list[dict[str, Any]]) -> Result:
+def _sample(action: SampleAction, run: _Controller) -> Result:
     while True:
         counts = Counter(a for a in (normalize_answer(c.answer) if c.answer is not None else None
-                                     for c in cands) if a is not None)
+                                     for c in run.cands) if a is not None)
         p = majority_stays_probability(counts)
-        trace.append({"event": "check", "samples": len(cands), "counts": dict(counts), "P": p,
-                      "threshold": action.threshold})
+        run.ctx.note(Check(len(run.cands), {a: float(c) for a, c in counts.items()}, p, action.threshold))
         if action.threshold is not None and p >= action.threshold:
-            return finish("settled", f"P = {p:.4f} >= threshold {action.threshold}")
-        if action.give_up_after is not None and vote_is_futile(counts, len(cands), action.give_up_after,
+            return run.finish("settled", f"P = {p:.4f} >= threshold {action.threshold}")
+        if action.give_up_after is not None and vote_is_futile(counts, len(run.cands), action.give_up_after,
                                                                 action.give_up_share):
-            return finish("futile", f"{len(cands)} chains drawn, the leader holds {max(counts.values(), default=0)} of "
-                          f"them: a share <= give_up_share {action.give_up_share:g}")
-        if len(cands) >= action.max_samples:
-            return finish("max_samples", f"{len(cands)} chains drawn, the action's max_samples")
-        if not wave(min(wave_size, action.max_samples - len(cands))):
-            return finish("budget", "the next chain does not fit the budget (charged at max_tokens)")
+            return run.finish("futile", f"{len(run.cands)} chains drawn, the leader holds "
+                              f"{max(counts.values(), default=0)} of them: a share <= give_up_share "
+                              f"{action.give_up_share:g}")
+        if len(run.cands) >= action.max_samples:
+            return run.finish("max_samples", f"{len(run.cands)} chains drawn, the action's max_samples")
+        if not run.wave(min(run.sampling.wave_size, action.max_samples - len(run.cands))):
+            return run.finish("budget", "the next chain does not fit the budget (charged at max_tokens)")
 
 
-def _delegate(action: StrategyAction, sampling: Sampling, problem: Problem, backend: Backend, eff: Budget,
-              ledger: Ledger, cands: list[Candidate], trace: list[dict[str, Any]], start_state: Any,
-              finish: Callable[..., Result]) -> Result:
+def _delegate(action: StrategyAction, run: _Controller, start_state: Any) -> Result:
+    """Run the action's strategy on a child context (the same ledger, so the same budget) with the rng as the run
+    received it (so it draws what it would draw on its own)."""
+    ctx = run.ctx
     name, values = parse_spec(action.spec)
     over: dict[str, Any] = {}
     if "max_tokens" in knobs(name) and "max_tokens" not in values:
-        over["max_tokens"] = sampling.max_tokens  # as the eval harness builds it, so it draws the same chains
+        over["max_tokens"] = run.sampling.max_tokens  # as the eval harness builds it, so it draws the same chains
     sub = build_strategy(action.spec, **over)
-    left = _remaining(eff, ledger)
-    if left is None:
-        return finish("budget", f"nothing left of the budget for {action.spec}")
+    if ctx.budget.exhausted(ctx.ledger) is not None:
+        return run.finish("budget", f"nothing left of the budget for {action.spec}")
     sub_rng = random.Random()
     sub_rng.setstate(start_state)
-    res = sub.run(problem, backend, left, rng=sub_rng)
-    ledger.entries.extend(res.ledger.entries)
-    trace.append({"event": "delegate", "spec": action.spec, "stop_reason": res.stop_reason,
-                  "answer": res.answer, "usage": res.ledger.total().to_dict(), "trace": list(res.trace)})
+    child = ctx.child(rng=sub_rng, strategy=sub.name)
+    res = sub.run(child)
+    ctx.note(Delegate(action.spec, res.stop_reason, res.answer, child.spent(), res.trace))
     if res.answer is None:  # its chains still count: they were paid for, and they join the vote
-        cands.extend(res.candidates)
-        return finish("delegate_no_answer", f"{action.spec} gave no answer: the vote over every chain",
-                      stop_reason=res.stop_reason)
-    trace.append({"event": "stop", "reason": "delegated", "samples": len(cands) + len(res.candidates),
-                  "detail": f"{action.spec} answered (its stop reason: {res.stop_reason})"})
-    return Result(answer=res.answer, chosen=res.chosen, candidates=tuple(cands) + tuple(res.candidates),
-                  ledger=ledger, stop_reason=res.stop_reason, strategy="auto", trace=tuple(trace))
+        run.cands.extend(res.candidates)
+        return run.finish("delegate_no_answer", f"{action.spec} gave no answer: the vote over every chain",
+                          stop_reason=res.stop_reason)
+    ctx.stop("delegated", f"{action.spec} answered (its stop reason: {res.stop_reason})")
+    chosen = None if res.chosen_index is None else len(run.cands) + res.chosen_index
+    return ctx.result(run.cands + list(res.candidates), chosen_index=chosen, answer=res.answer, votes=res.votes,
+                      votes_kind=res.votes_kind, stop_reason=res.stop_reason)

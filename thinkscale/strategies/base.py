@@ -1,9 +1,17 @@
 """The Strategy protocol, the registry of strategies, and the helpers every strategy shares.
 
-A strategy is a frozen dataclass of knobs with ``run(problem, backend, budget, *, rng) -> Result``. It charges every
-backend call to the ledger, never spends past the Budget (it stops early with ``stop_reason="budget"``), draws all
-randomness from ``rng``, and returns every candidate with a JSON-serialisable trace. Its ``budget_knob`` ClassVar
-names the knob a budget sweep varies.
+A strategy is a frozen dataclass of knobs with ``run(self, ctx: Run) -> Result`` (``thinkscale.strategies.run``):
+the run context makes every call (checked against the budget, charged, recorded as a typed event), so the strategy
+keeps only its algorithm. It stops early with ``stop_reason="budget"`` rather than overspend, draws all randomness
+from ``ctx.rng``, and returns every candidate. ClassVars describe it to the harness: ``budget_knob`` (the knob a
+budget sweep varies), optionally ``budget_in_tokens``, ``prefix_consistent`` with ``prefix_selection`` (how its
+answer is chosen among the first k samples, so a sweep scores smaller budgets from one run) and ``count_knob``.
+A knob whose value names a file or a resource on the machine that runs it is declared with ``operator_knob()``: a
+server lets only its operator set it.
+
+Registration: ``@register(name, summary, paper)`` on the class. Every module in this package is imported on the
+first registry lookup (``load_all``), and strategies of other packages are found by their entry point in the group
+``thinkscale.strategies`` (``name = "package.module"``): a new strategy is one file.
 
 Strategies are named by a spec (``build_strategy``), the grammar of the CLI and the eval harness (the server reads
 the same ``knobs`` from JSON)::
@@ -21,18 +29,29 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
+import importlib.metadata
+import logging
 import math
+import pkgutil
 import random
 import types
 import typing
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from thinkscale.answers.extract import extract_answer, normalize_answer
-from thinkscale.backends.base import Backend
-from thinkscale.types import Budget, Candidate, Completion, Ledger, Problem, Role
+from thinkscale.answers.extract import normalize_answer
+from thinkscale.types import Candidate, Result
+from thinkscale.verifiers.aggregate import Selection
+from thinkscale.verifiers.base import Verifier, check_verifier_spec, require_solve_safe
+
+if TYPE_CHECKING:
+    from thinkscale.strategies.run import Run
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "thinkscale.strategies"
 
 
 class Strategy(Protocol):
@@ -43,7 +62,10 @@ class Strategy(Protocol):
     # tokens), so a sweep's budget k sets it to k chains' worth: k x the sweep's max_tokens (see budget_scale)
     budget_in_tokens: ClassVar[bool]
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Any: ...
+    def run(self, ctx: Run) -> Result: ...
+
+
+S = TypeVar("S", bound=type)
 
 
 @dataclass(frozen=True)
@@ -57,8 +79,8 @@ class StrategyInfo:
 REGISTRY: dict[str, StrategyInfo] = {}
 
 
-def register(name: str, summary: str, paper: str):
-    def deco(cls: type) -> type:
+def register(name: str, summary: str, paper: str) -> Callable[[S], S]:
+    def deco(cls: S) -> S:
         if name in REGISTRY:
             raise ValueError(f"strategy {name!r} registered twice")
         REGISTRY[name] = StrategyInfo(name, cls, summary, paper)
@@ -76,27 +98,42 @@ def get_strategy(name: str) -> StrategyInfo:
         raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(sorted(REGISTRY))}") from None
 
 
+_loaded = False
+
+
 def load_all() -> None:
-    """Import every strategy module, which registers it. This is the one list of strategy modules."""
-    from thinkscale.strategies import (  # noqa: F401
-        adaptive_sc,
-        auto,
-        beam_search,
-        best_of_n,
-        budget_forcing,
-        dvts,
-        greedy,
-        mcts,
-        pal,
-        rsa,
-        sc_tir,
-        self_consistency,
-        self_refine,
-        weighted_sc,
-    )
+    """Import every module of this package (which registers its strategies) and every module named by an entry
+    point of the group ``thinkscale.strategies``. No list to keep: a new strategy file is found."""
+    global _loaded
+    if _loaded:
+        return
+    import thinkscale.strategies as package
+
+    for mod in pkgutil.iter_modules(package.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{mod.name}")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            importlib.import_module(ep.value.split(":")[0])
+        except Exception as e:  # a broken plugin must not take the built-in strategies down
+            log.error("strategy plugin %s (%s) failed to import: %s", ep.name, ep.value, e)
+    _loaded = True
 
 
 # ---------------------------------------------------------------------- knobs and specs
+
+
+OPERATOR = "operator"
+
+
+T = TypeVar("T")
+
+
+def operator_knob(default: T) -> T:
+    """A knob whose value names a file or a resource of the machine that runs the strategy (a trained head, a
+    policy file, a sandbox): its content changes results (eval puts a file's sha256 in a run's identity), and a
+    server lets only its operator set it."""
+    return typing.cast(T, dataclasses.field(default=default, metadata={OPERATOR: True}))
 
 
 @dataclass(frozen=True)
@@ -109,6 +146,7 @@ class KnobInfo:
     type: Any
     default: Any
     required: bool = False
+    operator: bool = False
 
     @property
     def type_name(self) -> str:
@@ -129,8 +167,13 @@ def knobs(name: str) -> dict[str, KnobInfo]:
             default, required = f.default_factory(), False
         else:
             default, required = None, True
-        out[f.name] = KnobInfo(f.name, hints.get(f.name, object), default, required)
+        out[f.name] = KnobInfo(f.name, hints.get(f.name, object), default, required, bool(f.metadata.get(OPERATOR)))
     return out
+
+
+def operator_knobs(name: str) -> frozenset[str]:
+    """The knobs of strategy ``name`` declared with ``operator_knob``."""
+    return frozenset(k for k, info in knobs(name).items() if info.operator)
 
 
 def _optional_inner(t: Any) -> Any | None:
@@ -142,8 +185,19 @@ def _optional_inner(t: Any) -> Any | None:
     return None
 
 
+def _text_or_object(t: Any) -> bool:
+    """``str | SomeClass`` (e.g. a verifier knob: a registered name as text, or an object from Python)."""
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        args = typing.get_args(t)
+        return str in args and type(None) not in args and len(args) == 2
+    return False
+
+
 def type_name(t: Any) -> str:
     """How a knob's type is shown to users (CLI help, errors)."""
+    if _text_or_object(t):
+        other = next(a for a in typing.get_args(t) if a is not str)
+        return f"str (a name) or a {getattr(other, '__name__', other)} object"
     inner = _optional_inner(t)
     if inner is not None:
         return f"{type_name(inner)} or none"
@@ -156,7 +210,7 @@ _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
 
-def coerce_knob(strategy: str, knob: KnobInfo, value: Any) -> Any:
+def coerce_knob(strategy: str, knob: KnobInfo, value: object) -> object:
     """``value`` as the knob's declared type. Strings are parsed (``"8"`` -> 8, ``"true"`` -> True, an Enum's
     value -> the member, ``"none"`` -> None for an optional knob); other values must already have the type (an int
     is accepted for a float). Raises ValueError naming the strategy, the knob and what it accepts."""
@@ -166,6 +220,8 @@ def coerce_knob(strategy: str, knob: KnobInfo, value: Any) -> Any:
         return ValueError(f"knob {knob.name!r} of strategy {strategy!r} must be {type_name(t)}, got {value!r}"
                           + (f" ({why})" if why else ""))
 
+    if _text_or_object(t):
+        return value.strip() if isinstance(value, str) else value  # an object is checked by the strategy
     inner = _optional_inner(t)
     if inner is not None:
         if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
@@ -251,7 +307,7 @@ def resolve_knobs(name: str, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_strategy(spec: str, **overrides: Any) -> Any:
+def build_strategy(spec: str, **overrides: Any) -> Strategy:
     """The strategy a spec names, with its knobs set.
 
     ``spec`` is ``NAME`` or ``NAME:KNOB=VALUE,KNOB=VALUE`` (``best-of-n:verifier=pyes,n_samples=8``); values are
@@ -262,14 +318,13 @@ def build_strategy(spec: str, **overrides: Any) -> Any:
     name, values = parse_spec(spec)
     kwargs = resolve_knobs(name, {**values, **overrides})
     try:
-        return get_strategy(name).factory(**kwargs)
+        return typing.cast(Strategy, get_strategy(name).factory(**kwargs))
     except (TypeError, ValueError) as e:
         raise ValueError(f"strategy {name!r}: {e}") from None
 
 
 # Knobs whose value names a file the strategy reads (a trained PRM head, an ``auto`` policy): its content changes
-# results (eval puts its sha256 in a run's identity), and it lives on the machine that runs the strategy (a server
-# lets only its operator set it).
+# results, so eval puts its sha256 in a run's identity.
 FILE_KNOBS = frozenset({"verifier_path", "policy"})
 
 
@@ -290,9 +345,19 @@ COUNT_KNOBS = ("n_samples", "population", "beam_width", "n_candidates", "n_rollo
 
 
 def count_knob(name: str) -> str | None:
-    """The sample-count knob of strategy ``name`` (the first of ``COUNT_KNOBS`` it has), None if it has none."""
+    """The sample-count knob of strategy ``name``: its ``count_knob`` ClassVar, else the first of ``COUNT_KNOBS``
+    it has; None if it has none."""
+    declared = getattr(get_strategy(name).factory, "count_knob", None)
+    if declared is not None:
+        return str(declared)
     k = knobs(name)
     return next((c for c in COUNT_KNOBS if c in k), None)
+
+
+def prefix_selection(name: str) -> Selection | None:
+    """How strategy ``name`` chooses among its first k samples when it is ``prefix_consistent`` (its
+    ``prefix_selection`` ClassVar; a ``selection`` knob overrides it per instance); None: not declared."""
+    return getattr(get_strategy(name).factory, "prefix_selection", None)
 
 
 def budget_knob(name: str) -> str | None:
@@ -306,17 +371,6 @@ def budget_scale(name: str, max_tokens: int) -> int:
     return max_tokens if getattr(get_strategy(name).factory, "budget_in_tokens", False) else 1
 
 
-def candidates_from(completion: Completion) -> list[Candidate]:
-    """One Candidate per sample, with its extracted answer and (when requested) the generator's logprobs."""
-    return [Candidate(text=s.text, answer=extract_answer(s.text), completion_tokens=s.completion_tokens,
-                      finish_reason=s.finish_reason, logprobs=s.logprobs) for s in completion.samples]
-
-
-def charge(ledger: Ledger, role: Role, completions: Sequence[Completion]) -> None:
-    for c in completions:
-        ledger.charge(role, c.usage)
-
-
 def majority_vote(answers: Sequence[str | None], rng: random.Random) -> tuple[str | None, dict[str, int], bool]:
     """Most frequent normalised answer; ties are broken by ``rng`` among the tied answers (sorted first, so the
     outcome depends only on the seed). Returns (winner, counts, was_tie). ``None`` answers do not vote."""
@@ -328,44 +382,29 @@ def majority_vote(answers: Sequence[str | None], rng: random.Random) -> tuple[st
     return (tied[0] if len(tied) == 1 else rng.choice(tied)), dict(counts), len(tied) > 1
 
 
-def affordable_samples(budget: Budget, ledger: Ledger, wanted: int, max_tokens: int) -> int:
-    """How many samples of ``max_tokens`` each fit in what is left of the budget (worst case), up to ``wanted``.
-    Zero when no call is left or the time is up."""
-    n = wanted
-    rem = budget.remaining_completion_tokens(ledger)
-    if rem is not None:
-        n = min(n, max(0, rem) // max_tokens)
-    if not fits(budget, ledger, completion_tokens=0, calls=1):
-        n = 0
-    return n
+def check_verifier_knob(verifier: str | Verifier, verifier_path: str | None) -> None:
+    """A strategy's verifier knob: a registered name (checked now, built by the run on its backend) or a verifier
+    object (used as it is; it must not read the reference answer, and takes no ``verifier_path``)."""
+    if isinstance(verifier, str):
+        check_verifier_spec(verifier, verifier_path)
+        return
+    require_solve_safe(verifier)
+    if verifier_path is not None:
+        raise ValueError("verifier_path configures a verifier named by a string; a verifier object is used as it is")
 
 
-def remaining_calls(budget: Budget, ledger: Ledger) -> int | None:
-    """Backend calls (of every role) left in the budget; None = no limit."""
-    if budget.max_calls is None:
-        return None
-    return max(0, budget.max_calls - ledger.total().calls)
+def verifier_label(verifier: str | Verifier) -> str:
+    return verifier if isinstance(verifier, str) else getattr(verifier, "name", type(verifier).__name__)
 
 
-def fits(budget: Budget, ledger: Ledger, *, completion_tokens: int, calls: int = 1) -> bool:
-    """Whether a step that may generate up to ``completion_tokens`` (worst case) and charge ``calls`` calls still
-    fits in the budget, with time left to start it. A strategy checks this before every backend call."""
-    rem = budget.remaining_completion_tokens(ledger)
-    if rem is not None and completion_tokens > rem:
-        return False
-    left = remaining_calls(budget, ledger)
-    if left is not None and calls > left:
-        return False
-    return budget.max_seconds is None or ledger.elapsed_seconds() < budget.max_seconds
-
-
-def new_seed(rng: random.Random) -> int:
-    """A GenRequest seed drawn from the caller's rng (so one rng seed replays a whole run)."""
-    return rng.randrange(2**31 - 1)
-
-
-def chosen_by_vote(candidates: Sequence[Candidate], winner: str | None) -> Candidate | None:
-    """The first candidate whose normalised answer is the vote's ``winner`` (None when nobody answered)."""
+def voted_index(candidates: Sequence[Candidate], winner: str | None,
+                among: Sequence[int] | None = None) -> int | None:
+    """The index of the first candidate (of ``among``, default all) whose normalised answer is the vote's
+    ``winner`` (None when nobody answered)."""
     if winner is None:
         return None
-    return next((c for c in candidates if c.answer is not None and normalize_answer(c.answer) == winner), None)
+    for i in (range(len(candidates)) if among is None else among):
+        a = candidates[i].answer
+        if a is not None and normalize_answer(a) == winner:
+            return i
+    return None

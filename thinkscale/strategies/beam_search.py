@@ -12,12 +12,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from thinkscale.backends.base import Backend
 from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob
-from thinkscale.strategies._verified import make_verifier
 from thinkscale.strategies.base import check_int, register
-from thinkscale.types import Budget, Problem, Result
+from thinkscale.strategies.events import event
+from thinkscale.strategies.run import Run
+from thinkscale.types import Event, Result
 from thinkscale.verifiers.aggregate import Selection, StepAggregation
+
+
+@event("beam_step")
+@dataclass(frozen=True)
+class BeamStep(Event):
+    """One round of beam search: the new children (candidate indices), the kept ones, the finished ones and the
+    width left."""
+
+    step: int
+    children: tuple[int, ...]
+    kept: tuple[int, ...]
+    finished: tuple[int, ...]
+    width: int
 
 
 def top_m(nodes: Sequence[Node], m: int, how: StepAggregation, rng: random.Random) -> list[Node]:
@@ -50,8 +63,8 @@ class BeamSearch(StepKnobs):
     fits the search stops with ``stop_reason="budget"`` and answers from what it has (finished solutions, else the
     current beams).
 
-    >>> BeamSearch(beam_width=4, verifier="prm", verifier_path="prm.json").run(
-    ...     problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))  # doctest: +SKIP
+    >>> execute(BeamSearch(beam_width=4, verifier="prm", verifier_path="prm.json"),  # doctest: +SKIP
+    ...         problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))
     """
 
     budget_knob: ClassVar[str] = "beam_width"
@@ -66,8 +79,8 @@ class BeamSearch(StepKnobs):
         check_int("expansions_per_beam", self.expansions_per_beam)
         object.__setattr__(self, "selection", enum_knob("selection", Selection, self.selection))
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        tree = StepTree(problem, backend, budget, self, make_verifier(self.verifier, self.verifier_path, backend), rng)
+    def run(self, ctx: Run) -> Result:
+        tree = StepTree(ctx, self, ctx.verifier(self.verifier, self.verifier_path))
         k = self.expansions_per_beam
         beams: list[Node] = [tree.nodes[0]]
         width = self.beam_width
@@ -81,17 +94,12 @@ class BeamSearch(StepKnobs):
                 break
             children = distinct([c for group in tree.expand(plan) for c in group])
             tree.score(children)
-            kept = top_m(children, width, self.step_aggregation, rng)
+            kept = top_m(children, width, self.step_aggregation, ctx.rng)
             done = [c for c in kept if c.terminal is not None]
             finished.extend(done)
             width -= len(done)
             beams = [c for c in kept if c.terminal is None]
-            tree.events.append({"event": "step", "step": step, "children": [c.index for c in children],
-                                "kept": [c.index for c in kept], "finished": [c.index for c in done],
-                                "width": width})
+            ctx.note(BeamStep(step, tuple(c.index - 1 for c in children), tuple(c.index - 1 for c in kept),
+                              tuple(c.index - 1 for c in done), width))
             step += 1
-        chosen, choice = tree.choose(finished or beams, self.selection)
-        return Result(answer=chosen.answer if chosen else None,
-                      chosen=tree.candidate(chosen) if chosen else None, candidates=tree.candidates(),
-                      ledger=tree.ledger, stop_reason="budget" if tree.budget_hit else "done", strategy="beam",
-                      trace=(*tree.events, choice, {"event": "tree", "nodes": tree.tree()}))
+        return tree.result(tree.choose(finished or beams, self.selection))

@@ -14,14 +14,49 @@ thinking phase unnoticed, and after it the answer is generated as a continuation
 from __future__ import annotations
 
 import math
-import random
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from thinkscale.answers.extract import extract_answer
-from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import charge, check_int, check_top_p, fits, new_seed, register
-from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Result, Role, StopReason
+from thinkscale.strategies.base import check_int, check_top_p, register
+from thinkscale.strategies.events import event
+from thinkscale.strategies.run import Run
+from thinkscale.types import Candidate, Event, GenRequest, Message, Result, Role, StopReason
+
+
+@event("thinking")
+@dataclass(frozen=True)
+class Thinking(Event):
+    """Where budget forcing steered the thinking: ``wait`` (an end of thinking suppressed, "Wait" appended),
+    ``max_waits_reached``, or ``force_answer`` (thinking cut off; ``reason`` max_thinking_tokens or budget)."""
+
+    action: str
+    thinking_tokens: int
+    waits: int = 0
+    reason: str | None = None
+
+
+@event("answer")
+@dataclass(frozen=True)
+class AnswerPhase(Event):
+    """The end of a budget-forcing run: the answer, thinking tokens, waits, and the answer's own tokens."""
+
+    answer: str | None
+    thinking_tokens: int
+    waits: int
+    answer_tokens: int | None
+
+
+@dataclass
+class _State:
+    """A budget-forcing run in progress: the assistant turn so far and what thinking cost."""
+
+    content: str
+    segments: list[str] = field(default_factory=list)
+    thinking: int = 0
+    waits: int = 0
+    finish: str | None = None
+    stop: StopReason = "done"
 
 
 @register("budget-forcing", "s1 budget forcing: 'Wait' below min thinking tokens, 'Final answer:' at the max",
@@ -44,8 +79,8 @@ class BudgetForcing:
     the answer, so the answer always fits; a thinking phase cut short by the Budget (not by the knob) forces the
     answer early and stops with ``stop_reason="budget"``.
 
-    >>> BudgetForcing(min_thinking_tokens=256, max_thinking_tokens=1024).run(  # doctest: +SKIP
-    ...     problem, backend, Budget(max_completion_tokens=2048), rng=random.Random(0))
+    >>> execute(BudgetForcing(min_thinking_tokens=256, max_thinking_tokens=1024),  # doctest: +SKIP
+    ...         problem, backend, Budget(max_completion_tokens=2048), rng=random.Random(0))
     """
 
     budget_knob: ClassVar[str] = "max_thinking_tokens"
@@ -77,110 +112,94 @@ class BudgetForcing:
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         check_top_p(self.top_p)
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        if not backend.capabilities.continue_final:
+    def _generate(self, ctx: Run, st: _State, max_tokens: int, stop_strings: tuple[str, ...]) -> tuple[str, int]:
+        messages = ctx.problem.messages
+        if st.content:
+            messages = (*messages, Message("assistant", st.content))
+        req = GenRequest(messages=messages, continue_final=bool(st.content), n=1, temperature=self.temperature,
+                         top_p=self.top_p, max_tokens=max_tokens, stop=stop_strings, seed=ctx.seed())
+        sample = ctx.generate([req])[0].samples[0]
+        if sample.completion_tokens is None:
+            raise ValueError("budget forcing counts thinking tokens: the backend must report completion tokens")
+        st.finish = sample.finish_reason
+        return sample.text, sample.completion_tokens
+
+    def _thinking_cap(self, ctx: Run, st: _State) -> int | None:
+        """Tokens the next thinking call may generate, keeping the answer's tokens and call in reserve; None when
+        the budget leaves no room for another thinking call."""
+        room = self.max_thinking_tokens - st.thinking
+        rem = ctx.remaining_tokens()
+        cap = room if rem is None else min(room, rem - self.answer_max_tokens)
+        if cap < 1 or not ctx.fits(completion_tokens=cap + self.answer_max_tokens, calls=2):
+            return None
+        return cap
+
+    def _think(self, ctx: Run, st: _State) -> str | None:
+        """The thinking phase; returns why the answer must be forced (None: the model ended its thinking)."""
+        while True:
+            if st.thinking >= self.max_thinking_tokens:
+                return "max_thinking_tokens"
+            cap = self._thinking_cap(ctx, st)
+            if cap is None:
+                st.stop = "budget"
+                return "budget"
+            text, n = self._generate(ctx, st, cap, (self.think_end,) if self.think_end else ())
+            st.thinking += n
+            st.segments.append(text)
+            st.content += text
+            if st.finish == "length":
+                if st.thinking >= self.max_thinking_tokens:
+                    return "max_thinking_tokens"
+                st.stop = "budget"
+                return "budget"
+            if st.thinking < self.min_thinking_tokens and st.waits < self.max_waits:
+                if self._thinking_cap(ctx, st) is None:
+                    st.stop = "budget"
+                    ctx.stop("budget", f"the budget ends thinking below the minimum ({st.thinking} tokens)")
+                    return None
+                # the model tried to stop thinking too early: suppress that and make it continue
+                st.content += ("" if not st.content or st.content[-1].isspace() else "\n") + self.wait
+                st.waits += 1
+                ctx.note(Thinking("wait", st.thinking, st.waits))
+                continue
+            if st.thinking < self.min_thinking_tokens:
+                ctx.note(Thinking("max_waits_reached", st.thinking, st.waits))
+            return None
+
+    def run(self, ctx: Run) -> Result:
+        if not ctx.backend.capabilities.continue_final:
             # every "Wait" and every forced answer continues the assistant turn: refuse before spending anything
             raise NotImplementedError(f"budget forcing continues the model's own turn (continue_final), which "
-                                      f"{type(backend).__name__} cannot do; use the embedded llama.cpp backend")
-        ledger = Ledger()
-        trace: list[dict[str, Any]] = []
-        content = self.think_start  # the assistant turn so far
-        segments: list[str] = []
-        thinking = waits = 0
-        stop: StopReason = "done"
-        finish = None
-
-        def generate(max_tokens: int, stop_strings: tuple[str, ...]) -> tuple[str, int, str]:
-            messages = problem.messages
-            if content:
-                messages = (*messages, Message("assistant", content))
-            req = GenRequest(messages=messages, continue_final=bool(content), n=1, temperature=self.temperature,
-                             top_p=self.top_p, max_tokens=max_tokens, stop=stop_strings, seed=new_seed(rng))
-            completions = backend.generate([req])
-            charge(ledger, Role.GENERATOR, completions)
-            sample = completions[0].samples[0]
-            if sample.completion_tokens is None:
-                raise ValueError("budget forcing counts thinking tokens: the backend must report completion tokens")
-            trace.append({"event": "call", "max_tokens": max_tokens, "seed": req.seed,
-                          "completion_tokens": sample.completion_tokens, "finish_reason": sample.finish_reason,
-                          "usage": completions[0].usage.to_dict()})
-            return sample.text, sample.completion_tokens, sample.finish_reason
-
-        if not fits(budget, ledger, completion_tokens=1 + self.answer_max_tokens, calls=2):
-            trace.append({"event": "stop", "reason": "budget cannot pay for one thinking token and the answer"})
-            return Result(None, None, (), ledger, "budget", "budget-forcing", tuple(trace))
-        def thinking_cap() -> int | None:
-            """Tokens the next thinking call may generate, keeping the answer's tokens and call in reserve;
-            None when the budget leaves no room for another thinking call."""
-            room = self.max_thinking_tokens - thinking
-            rem = budget.remaining_completion_tokens(ledger)
-            cap = room if rem is None else min(room, rem - self.answer_max_tokens)
-            if cap < 1 or not fits(budget, ledger, completion_tokens=cap + self.answer_max_tokens, calls=2):
-                return None
-            return cap
-
-        forced = None  # why the answer is forced: "max_thinking_tokens" or "budget"
-        while True:
-            if thinking >= self.max_thinking_tokens:
-                forced = "max_thinking_tokens"
-                break
-            cap = thinking_cap()
-            if cap is None:
-                forced, stop = "budget", "budget"
-                break
-            text, n, finish = generate(cap, (self.think_end,) if self.think_end else ())
-            thinking += n
-            segments.append(text)
-            content += text
-            if finish == "length":
-                if thinking >= self.max_thinking_tokens:
-                    forced = "max_thinking_tokens"
-                else:
-                    forced, stop = "budget", "budget"
-                break
-            if thinking < self.min_thinking_tokens and waits < self.max_waits:
-                if thinking_cap() is None:
-                    stop = "budget"
-                    trace.append({"event": "stop", "reason": "the budget ends thinking below the minimum",
-                                  "thinking_tokens": thinking})
-                    break
-                # the model tried to stop thinking too early: suppress that and make it continue
-                content += ("" if not content or content[-1].isspace() else "\n") + self.wait
-                waits += 1
-                trace.append({"event": "wait", "thinking_tokens": thinking, "waits": waits})
-                continue
-            if thinking < self.min_thinking_tokens:
-                trace.append({"event": "max_waits_reached", "thinking_tokens": thinking, "waits": waits})
-            break
-
+                                      f"{type(ctx.backend).__name__} cannot do; use the embedded llama.cpp backend")
+        if not ctx.fits(completion_tokens=1 + self.answer_max_tokens, calls=2):
+            ctx.stop("budget", "budget cannot pay for one thinking token and the answer")
+            return ctx.result((), stop_reason="budget")
+        st = _State(self.think_start)
+        forced = self._think(ctx, st)
         if forced is not None:
-            content += self.think_end + ("" if not content or content[-1].isspace() else "\n\n") + self.answer_prefix
-            answer_head = self.answer_prefix
-            trace.append({"event": "force_answer", "reason": forced, "thinking_tokens": thinking})
+            st.content += self.think_end + ("" if not st.content or st.content[-1].isspace() else "\n\n") + \
+                self.answer_prefix
+            answer_head: str | None = self.answer_prefix
+            ctx.note(Thinking("force_answer", st.thinking, st.waits, forced))
         elif self.think_end:
-            content += self.think_end
+            st.content += self.think_end
             answer_head = ""
         else:
             answer_head = None  # a plain chat model ended its turn: the reply is complete, its answer is in it
         answer_text = ""
+        answer_section = st.content
         if answer_head is not None:
-            if fits(budget, ledger, completion_tokens=self.answer_max_tokens, calls=1):
-                answer_text, n, finish = generate(self.answer_max_tokens, ())
-                content += answer_text
-                answer_section: str = answer_head + answer_text
+            if ctx.fits(completion_tokens=self.answer_max_tokens, calls=1):
+                answer_text, _ = self._generate(ctx, st, self.answer_max_tokens, ())
+                st.content += answer_text
+                answer_section = answer_head + answer_text
             else:  # only the clock can get here (tokens and calls were reserved): answer from the thinking
-                stop = "budget"
-                answer_section = content
-                trace.append({"event": "stop", "reason": "time ran out before the answer; answer read from "
-                                                         "the thinking"})
-        else:
-            answer_section = content
+                st.stop = "budget"
+                ctx.stop("budget", "time ran out before the answer; answer read from the thinking")
         answer = extract_answer(answer_section)
-        total = ledger.total(Role.GENERATOR).completion_tokens
-        trace.append({"event": "answer", "answer": answer, "thinking_tokens": thinking, "waits": waits,
-                      "answer_tokens": None if total is None else total - thinking})
-        steps = tuple(segments) + ((answer_text,) if answer_head is not None else ())
-        cand = Candidate(text=content[len(self.think_start):], answer=answer, steps=steps, completion_tokens=total,
-                         finish_reason=finish)  # type: ignore[arg-type]
-        return Result(answer=answer, chosen=cand, candidates=(cand,), ledger=ledger, stop_reason=stop,
-                      strategy="budget-forcing", trace=tuple(trace))
+        total = ctx.spent(Role.GENERATOR).completion_tokens
+        ctx.note(AnswerPhase(answer, st.thinking, st.waits, None if total is None else total - st.thinking))
+        steps = tuple(st.segments) + ((answer_text,) if answer_head is not None else ())
+        cand = Candidate(text=st.content[len(self.think_start):], answer=answer, steps=steps, completion_tokens=total,
+                         finish_reason=st.finish)  # type: ignore[arg-type]
+        return ctx.result((cand,), chosen_index=0, answer=answer, stop_reason=st.stop)

@@ -7,17 +7,35 @@ Snell et al., https://arxiv.org/abs/2408.03314).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import ClassVar
 
-from thinkscale.backends.base import Backend
 from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob
-from thinkscale.strategies._verified import make_verifier
 from thinkscale.strategies.base import check_int, register
 from thinkscale.strategies.beam_search import top_m
-from thinkscale.types import Budget, Problem, Result
+from thinkscale.strategies.events import event
+from thinkscale.strategies.run import Run
+from thinkscale.types import Event, Result
 from thinkscale.verifiers.aggregate import Selection
+
+
+@event("dvts_step")
+@dataclass(frozen=True)
+class DvtsStep(Event):
+    """One round of DVTS: the subtrees expanded, their new children and their new heads (candidate indices)."""
+
+    step: int
+    subtrees: tuple[int, ...]
+    children: tuple[tuple[int, ...], ...]
+    heads: tuple[int, ...]
+
+
+@event("subtrees")
+@dataclass(frozen=True)
+class Subtrees(Event):
+    """Each subtree's solution (candidate index; -1: the subtree never took a step)."""
+
+    solutions: tuple[int, ...]
 
 
 @register("dvts", "diverse verifier tree search: independent width-1 step searches, one answer each, then a vote",
@@ -39,8 +57,8 @@ class DVTS(StepKnobs):
     and when none fits the search stops with ``stop_reason="budget"``; unfinished subtrees answer with their
     current partial solution.
 
-    >>> DVTS(n_subtrees=8, verifier="prm", verifier_path="prm.json").run(
-    ...     problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))  # doctest: +SKIP
+    >>> execute(DVTS(n_subtrees=8, verifier="prm", verifier_path="prm.json"),  # doctest: +SKIP
+    ...         problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))
     """
 
     budget_knob: ClassVar[str] = "n_subtrees"
@@ -55,8 +73,8 @@ class DVTS(StepKnobs):
         check_int("expansions_per_step", self.expansions_per_step)
         object.__setattr__(self, "selection", enum_knob("selection", Selection, self.selection))
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        tree = StepTree(problem, backend, budget, self, make_verifier(self.verifier, self.verifier_path, backend), rng)
+    def run(self, ctx: Run) -> Result:
+        tree = StepTree(ctx, self, ctx.verifier(self.verifier, self.verifier_path))
         heads: list[Node] = [tree.nodes[0]] * self.n_subtrees  # each subtree's current solution
         active = list(range(self.n_subtrees))
         step = 0
@@ -69,16 +87,10 @@ class DVTS(StepKnobs):
             groups = [distinct(g) for g in tree.expand(plan)]
             tree.score([c for g in groups for c in g])
             for t, children in zip(expanded, groups, strict=True):
-                heads[t] = top_m(children, 1, self.step_aggregation, rng)[0]
-            tree.events.append({"event": "step", "step": step, "subtrees": expanded,
-                                "children": [[c.index for c in g] for g in groups],
-                                "heads": [heads[t].index for t in expanded]})
+                heads[t] = top_m(children, 1, self.step_aggregation, ctx.rng)[0]
+            ctx.note(DvtsStep(step, tuple(expanded), tuple(tuple(c.index - 1 for c in g) for g in groups),
+                              tuple(heads[t].index - 1 for t in expanded)))
             active = [t for t in active if heads[t].terminal is None]
             step += 1
-        pool = [h for h in heads if h.index != 0]
-        chosen, choice = tree.choose(pool, self.selection)
-        return Result(answer=chosen.answer if chosen else None,
-                      chosen=tree.candidate(chosen) if chosen else None, candidates=tree.candidates(),
-                      ledger=tree.ledger, stop_reason="budget" if tree.budget_hit else "done", strategy="dvts",
-                      trace=(*tree.events, {"event": "subtrees", "solutions": [h.index for h in heads]}, choice,
-                             {"event": "tree", "nodes": tree.tree()}))
+        ctx.note(Subtrees(tuple(h.index - 1 for h in heads)))
+        return tree.result(tree.choose([h for h in heads if h.index != 0], self.selection))

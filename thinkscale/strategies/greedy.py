@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import ClassVar
 
-from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import candidates_from, charge, check_int, register
-from thinkscale.types import Budget, GenRequest, Ledger, Problem, Result, Role
+from thinkscale.strategies.base import check_int, register
+from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.types import GenRequest, Result
 
 
 @register("greedy", "one greedy chain-of-thought sample (the baseline)",
           "https://arxiv.org/abs/2201.11903")
 @dataclass(frozen=True)
 class Greedy:
-    """Args: max_tokens: completion tokens for the one sample. Budget: one call of at most ``max_tokens``.
+    """Args: max_tokens: completion tokens for the one sample. Budget: one call of at most ``max_tokens`` (fewer
+    when the token budget has less left); none when no call fits.
 
-    >>> Greedy(max_tokens=256).run(problem, backend, Budget(), rng=random.Random(0)).answer  # doctest: +SKIP
+    >>> execute(Greedy(max_tokens=256), problem, backend, Budget(), rng=random.Random(0)).answer  # doctest: +SKIP
     """
 
     budget_knob: ClassVar[str] = "max_tokens"
@@ -27,15 +27,12 @@ class Greedy:
     def __post_init__(self) -> None:
         check_int("max_tokens", self.max_tokens)
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        ledger = Ledger()
-        rem = budget.remaining_completion_tokens(ledger)
+    def run(self, ctx: Run) -> Result:
+        rem = ctx.remaining_tokens()
         max_tokens = self.max_tokens if rem is None else min(self.max_tokens, rem)
-        req = GenRequest(messages=problem.messages, n=1, temperature=0.0, max_tokens=max_tokens)
-        completions = backend.generate([req])
-        charge(ledger, Role.GENERATOR, completions)
-        cands = candidates_from(completions[0])
-        trace = ({"event": "generate", "n": 1, "max_tokens": max_tokens,
-                  "usage": completions[0].usage.to_dict()},)
-        return Result(answer=cands[0].answer, chosen=cands[0], candidates=tuple(cands), ledger=ledger,
-                      stop_reason="done", strategy="greedy", trace=trace)
+        if max_tokens < 1 or not ctx.fits(completion_tokens=max_tokens):
+            ctx.stop("budget", "budget allows no sample")
+            return ctx.result((), stop_reason="budget")
+        (completion,) = ctx.generate([GenRequest(messages=ctx.problem.messages, n=1, temperature=0.0,
+                                                 max_tokens=max_tokens)])
+        return ctx.result(candidates_from(completion), chosen_index=0)

@@ -13,14 +13,39 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from thinkscale.backends.base import Backend
 from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob
-from thinkscale.strategies._verified import make_verifier
 from thinkscale.strategies.base import check_int, register
-from thinkscale.types import Budget, Problem, Result
+from thinkscale.strategies.events import Select, event
+from thinkscale.strategies.run import Run, verifier_name
+from thinkscale.types import Event, Result
 from thinkscale.verifiers.base import VerifierKind
+
+
+@event("simulation")
+@dataclass(frozen=True)
+class Simulation(Event):
+    """One MCTS simulation: the path from the root (node indices), and either the leaf it expanded with the new
+    children and their values, or the terminal node it revisited with the value backed up again."""
+
+    i: int
+    path: tuple[int, ...]
+    expanded: int | None = None
+    children: tuple[int, ...] = ()
+    values: tuple[float, ...] = ()
+    revisit: int | None = None
+    value: float | None = None
+
+
+@event("mcts_stats")
+@dataclass(frozen=True)
+class MctsStats(Event):
+    """Visit counts and value sums per node index at the end, and each evaluated node's own value."""
+
+    visits: tuple[int, ...]
+    value_sum: tuple[float, ...]
+    values: dict[str, float]
 
 
 class Rule(enum.StrEnum):
@@ -112,8 +137,8 @@ class MCTS(StepKnobs):
     completion tokens, one call and the verifier's calls; if all k do not fit, fewer children are sampled; when none
     fits the search stops with ``stop_reason="budget"``.
 
-    >>> MCTS(n_simulations=16, verifier="prm", verifier_path="prm.json").run(
-    ...     problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))  # doctest: +SKIP
+    >>> execute(MCTS(n_simulations=16, verifier="prm", verifier_path="prm.json"),  # doctest: +SKIP
+    ...         problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))
     """
 
     budget_knob: ClassVar[str] = "n_simulations"
@@ -136,55 +161,54 @@ class MCTS(StepKnobs):
         for name, kind in (("rule", Rule), ("value", ValueSource), ("final", FinalChoice)):
             object.__setattr__(self, name, enum_knob(name, kind, getattr(self, name)))
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        verifier = make_verifier(self.verifier, self.verifier_path, backend)
-        tree = StepTree(problem, backend, budget, self, verifier, rng)
+    def run(self, ctx: Run) -> Result:
+        verifier = ctx.verifier(self.verifier, self.verifier_path)
         if self.value is ValueSource.ROLLOUT and verifier.kind is VerifierKind.PROCESS:
             raise ValueError(f"value='rollout' scores complete solutions with an outcome verifier; "
-                             f"{self.verifier!r} is a process verifier, which scores partial solutions: use "
+                             f"{verifier_name(verifier)!r} is a process verifier, which scores partial solutions: use "
                              "value='prm' (or 'auto')")
+        tree = StepTree(ctx, self, verifier)
         rollout = self.value is ValueSource.ROLLOUT or (
             self.value is ValueSource.AUTO and verifier.kind is VerifierKind.OUTCOME)
         stats = Stats()
         values: dict[int, float] = {}  # each evaluated node's own value (a child's is its rollout's)
         for sim in range(self.n_simulations):
-            stats.grow(len(tree.nodes))
-            path, node = [0], 0
-            while stats.children[node] and tree.nodes[node].terminal is None:
-                node, _ = select_child(stats, node, self.rule, self.c_explore, rng)
-                path.append(node)
-            leaf = tree.nodes[node]
-            if leaf.terminal is not None:
-                backpropagate(stats, path, values[node])
-                tree.events.append({"event": "simulation", "i": sim, "path": path, "revisit": node,
-                                    "value": values[node]})
-                continue
-            max_tokens = self.rollout_max_tokens if rollout else self.max_step_tokens
-            plan = tree.affordable([(node, self.expansions_per_node)], max_tokens)
-            if not plan:
-                tree.stop_for_budget(f"expanding node {node} by one step does not fit")
+            if not self._simulate(tree, stats, values, sim, rollout):
                 break
-            children = self._expand_rollouts(tree, plan, values) if rollout else self._expand_prm(tree, plan, values)
-            stats.grow(len(tree.nodes))
-            for child in children:
-                stats.children[node].append(child.index)
-                stats.visits[child.index] = 1
-                stats.value_sum[child.index] = values[child.index]
-                backpropagate(stats, path, values[child.index])
-            tree.events.append({"event": "simulation", "i": sim, "path": path, "expanded": node,
-                                "children": [c.index for c in children],
-                                "values": [values[c.index] for c in children]})
         stats.grow(len(tree.nodes))
-        chosen, how = self._final(tree, stats, values, rng)
-        trace: list[dict[str, Any]] = [*tree.events,
-                                       {"event": "select", "how": how, "chosen": chosen.index if chosen else None},
-                                       {"event": "stats", "visits": stats.visits, "value_sum": stats.value_sum,
-                                        "values": {str(k): v for k, v in sorted(values.items())}},
-                                       {"event": "tree", "nodes": tree.tree()}]
-        return Result(answer=chosen.answer if chosen else None,
-                      chosen=tree.candidate(chosen) if chosen else None, candidates=tree.candidates(),
-                      ledger=tree.ledger, stop_reason="budget" if tree.budget_hit else "done", strategy="mcts",
-                      trace=tuple(trace))
+        chosen, how = self._final(tree, stats, values, ctx.rng)
+        ctx.note(Select(how, (), (), {}, chosen.answer if chosen else None,
+                        None if chosen is None else chosen.index - 1),
+                 MctsStats(tuple(stats.visits), tuple(stats.value_sum),
+                           {str(k): v for k, v in sorted(values.items())}))
+        return tree.result(chosen)
+
+    def _simulate(self, tree: StepTree, stats: Stats, values: dict[int, float], sim: int, rollout: bool) -> bool:
+        """One select-expand-evaluate-backup round; False when the budget allows no expansion."""
+        stats.grow(len(tree.nodes))
+        path, node = [0], 0
+        while stats.children[node] and tree.nodes[node].terminal is None:
+            node, _ = select_child(stats, node, self.rule, self.c_explore, tree.ctx.rng)
+            path.append(node)
+        if tree.nodes[node].terminal is not None:
+            backpropagate(stats, path, values[node])
+            tree.ctx.note(Simulation(sim, tuple(path), revisit=node, value=values[node]))
+            return True
+        max_tokens = self.rollout_max_tokens if rollout else self.max_step_tokens
+        plan = tree.affordable([(node, self.expansions_per_node)], max_tokens)
+        if not plan:
+            tree.stop_for_budget(f"expanding node {node} by one step does not fit")
+            return False
+        children = self._expand_rollouts(tree, plan, values) if rollout else self._expand_prm(tree, plan, values)
+        stats.grow(len(tree.nodes))
+        for child in children:
+            stats.children[node].append(child.index)
+            stats.visits[child.index] = 1
+            stats.value_sum[child.index] = values[child.index]
+            backpropagate(stats, path, values[child.index])
+        tree.ctx.note(Simulation(sim, tuple(path), expanded=node, children=tuple(c.index for c in children),
+                                 values=tuple(values[c.index] for c in children)))
+        return True
 
     def _expand_prm(self, tree: StepTree, plan: list[tuple[int, int]], values: dict[int, float]) -> list[Node]:
         children = tree.expand(plan)[0]

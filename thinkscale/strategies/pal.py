@@ -8,28 +8,24 @@ Thoughts Prompting", https://arxiv.org/abs/2211.12588
 from __future__ import annotations
 
 import math
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
-from thinkscale.backends.base import Backend
 from thinkscale.strategies._tir import (
     CODE_STOP,
     DEFAULT_SANDBOX,
     PAL_SYSTEM,
-    charge_tool,
     check_code_knobs,
     code_to_run,
     format_output,
-    run_cells,
-    sandbox_for,
-    tool_event,
-    voted_result,
+    sandbox_limits,
     with_system,
 )
-from thinkscale.strategies.base import affordable_samples, charge, fits, new_seed, register
-from thinkscale.tools.sandbox import Sandbox, SandboxResult
-from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role
+from thinkscale.strategies.base import operator_knob, register
+from thinkscale.strategies.run import Run
+from thinkscale.strategies.voting import vote_result
+from thinkscale.tools.sandbox import SandboxResult
+from thinkscale.types import Candidate, GenRequest, Result
 
 
 def printed_answer(r: SandboxResult) -> str | None:
@@ -48,15 +44,15 @@ class Pal:
         n_samples: programs to sample (1 = one greedy program at ``temperature=0``). The budget knob.
         temperature, top_p: sampling knobs; ``n_samples > 1`` needs ``temperature > 0``.
         max_tokens: completion tokens per program.
-        code_timeout_seconds, code_memory_mb, sandbox_workers: the sandbox a run makes for itself.
-        sandbox: a ``thinkscale.tools.Sandbox`` to use instead (the caller owns it; its limits apply).
+        code_timeout_seconds, code_memory_mb, sandbox_workers: the sandbox the run asks its context for (a caller
+            that gives the run a sandbox of its own, ``execute(..., sandbox=)``, sets its limits there instead).
 
     The prompt asks for one ```python block that prints only the answer; generation stops at the block's end.
     The answer is the last non-empty line of the program's stdout; a program that fails, prints nothing, or whose
     output was cut gives no answer. Budget: only the programs that fit in the worst case are sampled; each backend
     request and each sandbox run is one call (runs are charged to ``Role.TOOL``).
 
-    >>> Pal().run(problem, backend, Budget(), rng=random.Random(0)).answer  # doctest: +SKIP
+    >>> execute(Pal(), problem, backend, Budget(), rng=random.Random(0)).answer  # doctest: +SKIP
     """
 
     prefix_consistent: ClassVar[bool] = False
@@ -66,10 +62,9 @@ class Pal:
     temperature: float = 0.0
     top_p: float = 0.95
     max_tokens: int = 512
-    code_timeout_seconds: float = DEFAULT_SANDBOX[0]
-    code_memory_mb: int = DEFAULT_SANDBOX[1]
-    sandbox_workers: int = DEFAULT_SANDBOX[2]
-    sandbox: Sandbox | None = field(default=None, compare=False, repr=False)
+    code_timeout_seconds: float = operator_knob(DEFAULT_SANDBOX[0])
+    code_memory_mb: int = operator_knob(DEFAULT_SANDBOX[1])
+    sandbox_workers: int = operator_knob(DEFAULT_SANDBOX[2])
 
     def __post_init__(self) -> None:
         check_code_knobs(self)
@@ -78,34 +73,27 @@ class Pal:
         if self.n_samples > 1 and self.temperature == 0:
             raise ValueError("pal with n_samples > 1 needs temperature > 0 (at 0 every program is the same)")
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        ledger = Ledger()
-        n = affordable_samples(budget, ledger, self.n_samples, self.max_tokens)
+    def run(self, ctx: Run) -> Result:
+        n = ctx.affordable(self.n_samples, self.max_tokens)
         if n == 0:
-            return Result(None, None, (), ledger, "budget", "pal", ({"event": "stop", "reason": "budget allows no "
-                                                                      "program"},))
-        req = GenRequest(messages=with_system(problem.messages, PAL_SYSTEM), n=n, temperature=self.temperature,
-                         top_p=self.top_p, max_tokens=self.max_tokens, stop=CODE_STOP, seed=new_seed(rng))
-        completions = backend.generate([req])
-        charge(ledger, Role.GENERATOR, completions)
-        samples = completions[0].samples
-        trace: list[dict] = [{"event": "generate", "n": n, "seed": req.seed, "usage": completions[0].usage.to_dict()}]
+            ctx.stop("budget", "budget allows no program")
+            return ctx.result((), stop_reason="budget")
+        req = GenRequest(messages=with_system(ctx.problem.messages, PAL_SYSTEM), n=n, temperature=self.temperature,
+                         top_p=self.top_p, max_tokens=self.max_tokens, stop=CODE_STOP, seed=ctx.seed())
+        samples = ctx.generate([req])[0].samples
         # A program cut by max_tokens is incomplete: it is not run.
         found = [code_to_run(s.text, s.text, s.finish_reason) for s in samples]
         jobs = [(i, f[0]) for i, f in enumerate(found) if f is not None]
         budget_hit = n < self.n_samples
         results: dict[int, SandboxResult] = {}
-        if jobs and not fits(budget, ledger, completion_tokens=0, calls=len(jobs)):
+        if jobs and not ctx.fits(calls=len(jobs)):
             budget_hit = True
-            trace.append({"event": "stop", "reason": "budget (code runs)"})
+            ctx.stop("budget", "the code runs do not fit")
         elif jobs:
-            with sandbox_for(self) as sb:
-                ran = run_cells(sb, [(code, ()) for _, code in jobs], parallel=max(1, sb.pool_size))
-                timeout = sb.limits.timeout_seconds
-            charge_tool(ledger, ran)
-            for (i, _), res in zip(jobs, ran, strict=True):
-                results[i] = res
-                trace.append(tool_event(0, i, res))
+            ran = ctx.tool([(code, ()) for _, code in jobs], sandbox_limits(self), workers=self.sandbox_workers,
+                           refs=[i for i, _ in jobs], round=0)
+            results = {i: r for (i, _), r in zip(jobs, ran, strict=True)}
+        timeout = (ctx.sandbox_limits() or sandbox_limits(self)).timeout_seconds
         cands = []
         for i, s in enumerate(samples):
             got = results.get(i)
@@ -116,4 +104,4 @@ class Pal:
             cands.append(Candidate(text=text, answer=printed_answer(got) if got is not None else None,
                                    steps=(s.text,), completion_tokens=s.completion_tokens,
                                    finish_reason=s.finish_reason))
-        return voted_result("pal", cands, ledger, trace, rng, budget_hit=budget_hit)
+        return vote_result(ctx, cands, budget_hit=budget_hit)

@@ -9,25 +9,26 @@ https://arxiv.org/abs/2509.26626
 from __future__ import annotations
 
 import math
-import random
 import re
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import (
-    candidates_from,
-    charge,
-    check_int,
-    check_top_p,
-    chosen_by_vote,
-    fits,
-    majority_vote,
-    new_seed,
-    register,
-)
-from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Result, Role, StopReason
+from thinkscale.strategies.base import check_int, check_top_p, register
+from thinkscale.strategies.events import event
+from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.strategies.voting import vote_result
+from thinkscale.types import Candidate, Event, GenRequest, Message, Problem, Result
 from thinkscale.verifiers.base import problem_text
+
+
+@event("aggregate")
+@dataclass(frozen=True)
+class Aggregate(Event):
+    """One RSA round: for each new solution, the members of the previous population it was shown (indices into
+    that population)."""
+
+    round: int
+    members: tuple[tuple[int, ...], ...]
 
 DEFAULT_AGGREGATION_PROMPT = (
     "Problem:\n{problem}\n\nHere are {k} candidate solutions to this problem. Some of them may be wrong, and they "
@@ -66,8 +67,8 @@ class RecursiveSelfAggregation:
     population and ``stop_reason="budget"``. If even the first population does not fit, as many samples as fit are
     voted on, with no aggregation.
 
-    >>> RecursiveSelfAggregation(population=8, aggregation_size=3, rounds=2).run(  # doctest: +SKIP
-    ...     problem, backend, Budget(max_completion_tokens=8 * 3 * 512), rng=random.Random(0))
+    >>> execute(RecursiveSelfAggregation(population=8, aggregation_size=3, rounds=2),  # doctest: +SKIP
+    ...         problem, backend, Budget(max_completion_tokens=8 * 3 * 512), rng=random.Random(0))
     """
 
     budget_knob: ClassVar[str] = "population"
@@ -93,51 +94,36 @@ class RecursiveSelfAggregation:
         if "{solutions}" not in self.aggregation_prompt:
             raise ValueError("aggregation_prompt must contain {solutions}")
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        ledger = Ledger()
-        trace: list[dict[str, Any]] = []
+    def run(self, ctx: Run) -> Result:
         n = self.population
-        stop: StopReason = "done"
-        rem = budget.remaining_completion_tokens(ledger)
-        first = n if rem is None else min(n, max(0, rem) // self.max_tokens)
-        if first == 0 or not fits(budget, ledger, completion_tokens=first * self.max_tokens, calls=1):
-            trace.append({"event": "stop", "reason": "budget allows no sample"})
-            return Result(None, None, (), ledger, "budget", "rsa", tuple(trace))
-        req = GenRequest(messages=problem.messages, n=first, temperature=self.temperature, top_p=self.top_p,
-                         max_tokens=self.max_tokens, seed=new_seed(rng))
-        completions = backend.generate([req])
-        charge(ledger, Role.GENERATOR, completions)
-        current = candidates_from(completions[0])
+        first = ctx.affordable(n, self.max_tokens)
+        if first == 0:
+            ctx.stop("budget", "budget allows no sample")
+            return ctx.result((), stop_reason="budget")
+        (completion,) = ctx.generate([GenRequest(messages=ctx.problem.messages, n=first, temperature=self.temperature,
+                                                 top_p=self.top_p, max_tokens=self.max_tokens, seed=ctx.seed())],
+                                     tag="populate")
+        current = candidates_from(completion)
         everyone: list[Candidate] = list(current)
-        trace.append({"event": "populate", "n": first, "seed": req.seed, "usage": completions[0].usage.to_dict()})
-        rounds_done = 0
         if first < n:
-            stop = "budget"
-            trace.append({"event": "stop", "reason": f"budget allows {first} of {n} first samples; no aggregation"})
-        else:
-            for round_ in range(1, self.rounds + 1):
-                if not fits(budget, ledger, completion_tokens=n * self.max_tokens, calls=n):
-                    stop = "budget"
-                    trace.append({"event": "stop", "reason": f"budget cannot pay for round {round_}"})
-                    break
-                offset = len(everyone) - n  # global index of the current population's first member
-                members = [rng.sample(range(n), self.aggregation_size) for _ in range(n)]
-                requests = [GenRequest(messages=aggregation_messages(problem, [current[j].text for j in m],
-                                                                     self.aggregation_prompt),
-                                       n=1, temperature=self.temperature, top_p=self.top_p,
-                                       max_tokens=self.max_tokens, seed=new_seed(rng)) for m in members]
-                completions = backend.generate(requests)
-                charge(ledger, Role.GENERATOR, completions)
-                current = [replace(candidates_from(c)[0], parent=offset + m[0])
-                           for c, m in zip(completions, members, strict=True)]
-                everyone.extend(current)
-                rounds_done = round_
-                trace.append({"event": "aggregate", "round": round_, "members": members,
-                              "seeds": [r.seed for r in requests],
-                              "completion_tokens": [c.completion_tokens for c in current]})
-        winner, counts, tie = majority_vote([c.answer for c in current], rng)
-        trace.append({"event": "vote", "round": rounds_done, "counts": counts, "tie_broken_by_rng": tie,
-                      "winner": winner})
-        chosen = chosen_by_vote(current, winner)
-        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(everyone),
-                      ledger=ledger, stop_reason=stop, strategy="rsa", trace=tuple(trace))
+            ctx.stop("budget", f"budget allows {first} of {n} first samples; no aggregation")
+            return vote_result(ctx, everyone, budget_hit=True)
+        budget_hit = False
+        for round_ in range(1, self.rounds + 1):
+            if not ctx.fits(completion_tokens=n * self.max_tokens, calls=n):
+                budget_hit = True
+                ctx.stop("budget", f"budget cannot pay for round {round_}")
+                break
+            offset = len(everyone) - n  # global index of the current population's first member
+            members = [ctx.rng.sample(range(n), self.aggregation_size) for _ in range(n)]
+            requests = [GenRequest(messages=aggregation_messages(ctx.problem, [current[j].text for j in m],
+                                                                 self.aggregation_prompt),
+                                   n=1, temperature=self.temperature, top_p=self.top_p,
+                                   max_tokens=self.max_tokens, seed=ctx.seed()) for m in members]
+            completions = ctx.generate(requests, tag=f"round {round_}", refs=[offset + m[0] for m in members])
+            current = [replace(candidates_from(c)[0], parent=offset + m[0])
+                       for c, m in zip(completions, members, strict=True)]
+            everyone.extend(current)
+            ctx.note(Aggregate(round_, tuple(tuple(m) for m in members)))
+        last = range(len(everyone) - len(current), len(everyone))
+        return vote_result(ctx, everyone, budget_hit=budget_hit, voters=last)

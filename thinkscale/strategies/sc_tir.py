@@ -9,29 +9,35 @@ https://github.com/project-numina/aimo-progress-prize
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from thinkscale.answers.extract import extract_answer
-from thinkscale.backends.base import Backend
 from thinkscale.strategies._tir import (
     CODE_STOP,
     DEFAULT_SANDBOX,
     TirFormat,
-    charge_tool,
     check_code_knobs,
     code_to_run,
     format_output,
-    run_cells,
-    sandbox_for,
+    sandbox_limits,
     tir_messages,
-    tool_event,
-    voted_result,
 )
-from thinkscale.strategies.base import affordable_samples, charge, check_int, fits, new_seed, register
-from thinkscale.tools.sandbox import Sandbox
-from thinkscale.types import Budget, Candidate, FinishReason, GenRequest, Ledger, Message, Problem, Result, Role
+from thinkscale.strategies.base import check_int, operator_knob, register
+from thinkscale.strategies.events import event
+from thinkscale.strategies.run import Run
+from thinkscale.strategies.voting import vote_result
+from thinkscale.types import Candidate, Event, FinishReason, GenRequest, Message, Result
+from thinkscale.verifiers.aggregate import Selection
+
+
+@event("paths")
+@dataclass(frozen=True)
+class Paths(Event):
+    """How each SC-TIR path ended (answered, length, rounds, budget) and how many code blocks it ran."""
+
+    ends: tuple[str, ...]
+    code_runs: tuple[int, ...]
 
 
 @dataclass
@@ -57,9 +63,9 @@ class ScTir:
         prompt: the model family's tool format (``coder``, ``numina``, ``qwen-math``; see ``strategies._tir``).
         stateful: each block runs after the path's earlier blocks (silently), so their variables exist.
         max_output_chars: characters of a run's output shown to the model (the rest is cut with a marker).
-        code_timeout_seconds, code_memory_mb, sandbox_workers: the sandbox a run makes for itself (per-block wall
-            and CPU limit, address space, warm workers = blocks run at once).
-        sandbox: a ``thinkscale.tools.Sandbox`` to use instead (the caller owns and closes it; its limits apply).
+        code_timeout_seconds, code_memory_mb, sandbox_workers: the sandbox the run asks its context for (per-block
+            wall and CPU limit, address space, warm workers = blocks run at once); a caller that gives the run a
+            sandbox of its own (``execute(..., sandbox=)``) sets its limits there instead.
 
     Round 0 samples all paths from the shared prompt in one request; each later round continues every path that
     stopped at a code block (``continue_final``, so the backend reuses the cached prefix; a backend without that
@@ -69,13 +75,14 @@ class ScTir:
     are charged to ``Role.TOOL`` with their seconds); ``max_seconds`` is checked before every round. Answers:
     ``extract_answer`` on each path's whole turn, code outputs included; majority vote, ties broken by ``rng``.
 
-    >>> ScTir(n_samples=4).run(problem, backend, Budget(max_completion_tokens=4096), rng=rng)  # doctest: +SKIP
+    >>> execute(ScTir(n_samples=4), problem, backend, Budget(max_completion_tokens=4096), rng=rng)  # doctest: +SKIP
     """
 
     # Path i is the same whether n_samples is k > i or N > k: round 0 seeds it as sample i of one seeded draw and
     # every later round from that draw's seed, its index and the round (``path_seed``), so the first k paths of an
     # N-path run are exactly a k-path run and a sweep scores every k from one N-path job.
     prefix_consistent: ClassVar[bool] = True
+    prefix_selection: ClassVar[Selection] = Selection.MAJORITY
     budget_knob: ClassVar[str] = "n_samples"
 
     n_samples: int = 4
@@ -86,10 +93,9 @@ class ScTir:
     prompt: TirFormat = TirFormat.CODER
     stateful: bool = True
     max_output_chars: int = 1000
-    code_timeout_seconds: float = DEFAULT_SANDBOX[0]
-    code_memory_mb: int = DEFAULT_SANDBOX[1]
-    sandbox_workers: int = DEFAULT_SANDBOX[2]
-    sandbox: Sandbox | None = field(default=None, compare=False, repr=False)
+    code_timeout_seconds: float = operator_knob(DEFAULT_SANDBOX[0])
+    code_memory_mb: int = operator_knob(DEFAULT_SANDBOX[1])
+    sandbox_workers: int = operator_knob(DEFAULT_SANDBOX[2])
 
     def __post_init__(self) -> None:
         check_code_knobs(self)
@@ -99,90 +105,79 @@ class ScTir:
         check_int("max_output_chars", self.max_output_chars)
         object.__setattr__(self, "prompt", TirFormat(self.prompt))
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        ledger = Ledger()
-        n = affordable_samples(budget, ledger, self.n_samples, self.max_tokens)
+    def run(self, ctx: Run) -> Result:
+        n = ctx.affordable(self.n_samples, self.max_tokens)
         if n == 0:
-            return Result(None, None, (), ledger, "budget", "sc-tir",
-                          ({"event": "stop", "reason": "budget allows no path"},))
-        prompt = tir_messages(problem, self.prompt)
-        trace: list[dict] = [{"event": "start", "paths": n, "prompt_format": str(self.prompt)}]
+            ctx.stop("budget", "budget allows no path")
+            return ctx.result((), stop_reason="budget")
+        prompt = tir_messages(ctx.problem, self.prompt)
         paths = [_Path() for _ in range(n)]
         budget_hit = n < self.n_samples
-        seed = new_seed(rng)
-        with sandbox_for(self) as sb:
-            parallel = max(1, sb.pool_size)
-            timeout = sb.limits.timeout_seconds
-            for round_index in range(self.max_rounds + 1):
-                active = [i for i, p in enumerate(paths) if not p.done]
-                if not active:
-                    break
-                worst = sum(self.max_tokens - paths[i].tokens for i in active)
-                calls = 1 if round_index == 0 else len(active)
-                if not fits(budget, ledger, completion_tokens=worst, calls=calls):
-                    budget_hit = True
-                    self._end(paths, active, "budget")
-                    trace.append({"event": "stop", "round": round_index, "reason": "budget"})
-                    break
-                self._generate(prompt, paths, active, round_index, backend, ledger, trace, seed)
-                jobs: list[tuple[int, str]] = []
-                for i in active:
-                    p = paths[i]
-                    found = code_to_run(p.segments[-1], p.text, p.finish or "stop")
-                    if found is None:
-                        p.done, p.end = True, "length" if p.finish == "length" else "answered"
-                    elif round_index == self.max_rounds:
-                        p.done, p.end = True, "rounds"
-                    elif p.tokens >= self.max_tokens:  # no token left to read the output with
-                        p.done, p.end = True, "length"
-                    else:
-                        p.text = found[1]
-                        jobs.append((i, found[0]))
-                if not jobs:
-                    break
-                if not fits(budget, ledger, completion_tokens=0, calls=len(jobs)):
-                    budget_hit = True
-                    self._end(paths, [i for i, _ in jobs], "budget")
-                    trace.append({"event": "stop", "round": round_index, "reason": "budget (code runs)"})
-                    break
-                results = run_cells(sb, [(code, paths[i].cells if self.stateful else ()) for i, code in jobs],
-                                    parallel=parallel)
-                charge_tool(ledger, results)
-                for (i, code), r in zip(jobs, results, strict=True):
-                    p = paths[i]
-                    shown = format_output(r, max_chars=self.max_output_chars, timeout_seconds=timeout)
-                    p.text += f"```output\n{shown}\n```\n"
-                    p.cells.append(code)
-                    trace.append(tool_event(round_index, i, r))
+        seed = ctx.seed()
+        for round_index in range(self.max_rounds + 1):
+            active = [i for i, p in enumerate(paths) if not p.done]
+            if not active:
+                break
+            worst = sum(self.max_tokens - paths[i].tokens for i in active)
+            if not ctx.fits(completion_tokens=worst, calls=1 if round_index == 0 else len(active)):
+                budget_hit = True
+                self._end(paths, active, "budget")
+                ctx.stop("budget", f"round {round_index} does not fit")
+                break
+            self._generate(ctx, prompt, paths, active, round_index, seed)
+            jobs = self._code_jobs(paths, active, round_index)
+            if not jobs:
+                break
+            if not ctx.fits(calls=len(jobs)):
+                budget_hit = True
+                self._end(paths, [i for i, _ in jobs], "budget")
+                ctx.stop("budget", f"the code runs of round {round_index} do not fit")
+                break
+            results = ctx.tool([(code, paths[i].cells if self.stateful else ()) for i, code in jobs],
+                               sandbox_limits(self), workers=self.sandbox_workers, refs=[i for i, _ in jobs],
+                               round=round_index)
+            timeout = (ctx.sandbox_limits() or sandbox_limits(self)).timeout_seconds
+            for (i, code), r in zip(jobs, results, strict=True):
+                shown = format_output(r, max_chars=self.max_output_chars, timeout_seconds=timeout)
+                paths[i].text += f"```output\n{shown}\n```\n"
+                paths[i].cells.append(code)
         cands = [Candidate(text=p.text, answer=extract_answer(p.text), steps=tuple(p.segments),
                            completion_tokens=p.tokens, finish_reason=p.finish) for p in paths]
-        trace.append({"event": "paths", "ends": [p.end for p in paths], "code_runs": [len(p.cells) for p in paths]})
-        return voted_result("sc-tir", cands, ledger, trace, rng, budget_hit=budget_hit)
+        ctx.note(Paths(tuple(p.end for p in paths), tuple(len(p.cells) for p in paths)))
+        return vote_result(ctx, cands, budget_hit=budget_hit)
 
-    def _generate(self, prompt: tuple[Message, ...], paths: list[_Path], active: list[int], round_index: int,
-                  backend: Backend, ledger: Ledger, trace: list[dict], seed: int) -> None:
+    def _code_jobs(self, paths: list[_Path], active: list[int], round_index: int) -> list[tuple[int, str]]:
+        """The code blocks this round's generations stopped at, per path; paths that answered or ran out end."""
+        jobs: list[tuple[int, str]] = []
+        for i in active:
+            p = paths[i]
+            found = code_to_run(p.segments[-1], p.text, p.finish or "stop")
+            if found is None:
+                p.done, p.end = True, "length" if p.finish == "length" else "answered"
+            elif round_index == self.max_rounds:
+                p.done, p.end = True, "rounds"
+            elif p.tokens >= self.max_tokens:  # no token left to read the output with
+                p.done, p.end = True, "length"
+            else:
+                p.text = found[1]
+                jobs.append((i, found[0]))
+        return jobs
+
+    def _generate(self, ctx: Run, prompt: tuple[Message, ...], paths: list[_Path], active: list[int],
+                  round_index: int, seed: int) -> None:
         """One round: round 0 samples every path from the shared prompt in one request; later rounds continue each
         active path's assistant turn."""
         if round_index == 0:
             req = GenRequest(messages=prompt, n=len(active), temperature=self.temperature, top_p=self.top_p,
                              max_tokens=self.max_tokens, stop=CODE_STOP, seed=seed)
-            completions = backend.generate([req])
-            charge(ledger, Role.GENERATOR, completions)
-            samples = list(completions[0].samples)
-            trace.append({"event": "generate", "round": 0, "paths": active, "seed": req.seed,
-                          "usage": completions[0].usage.to_dict()})
+            samples = list(ctx.generate([req], tag="round 0")[0].samples)
         else:
             reqs = [GenRequest(messages=prompt + (Message("assistant", paths[i].text),), continue_final=True, n=1,
                                temperature=self.temperature, top_p=self.top_p,
                                max_tokens=self.max_tokens - paths[i].tokens, stop=CODE_STOP,
                                seed=path_seed(seed, i, round_index))
                     for i in active]
-            completions = backend.generate(reqs)
-            charge(ledger, Role.GENERATOR, completions)
-            samples = [c.samples[0] for c in completions]
-            trace.append({"event": "generate", "round": round_index, "paths": active,
-                          "seeds": [r.seed for r in reqs],
-                          "usage": Ledger(entries=[(Role.GENERATOR, c.usage) for c in completions]).total().to_dict()})
+            samples = [c.samples[0] for c in ctx.generate(reqs, tag=f"round {round_index}", refs=active)]
         for i, s in zip(active, samples, strict=True):
             p = paths[i]
             if s.completion_tokens is None:

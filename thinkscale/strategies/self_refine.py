@@ -10,14 +10,27 @@ revision, ...), so on a prefix-caching backend each call computes only the turns
 from __future__ import annotations
 
 import math
-import random
 import re
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
-from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import candidates_from, charge, check_int, check_top_p, fits, new_seed, register
-from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Result, Role, StopReason
+from thinkscale.strategies.base import check_int, check_top_p, register
+from thinkscale.strategies.events import event
+from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.types import Candidate, Event, GenRequest, Message, Result, StopReason
+
+
+@event("refine_turn")
+@dataclass(frozen=True)
+class RefineTurn(Event):
+    """One call of self-refine: a ``draft``, a ``critique`` (with its verdict and text) or a ``revise``."""
+
+    turn: Literal["draft", "critique", "revise"]
+    round: int
+    completion_tokens: int | None
+    finish_reason: str | None
+    verdict: Literal["correct", "incorrect", "none"] | None = None
+    text: str | None = None
 
 DEFAULT_CRITIQUE = ("Check the solution above step by step, including every calculation. If it is completely correct, "
                     "end your reply with the line \"{correct}\". If anything is wrong, explain the mistake and end "
@@ -61,8 +74,8 @@ class SelfRefine:
     two calls, checked (worst case) before the round starts, so a round is never cut in half. The answer is that of
     the latest draft that has one (a revision cut off before its answer does not erase the previous answer).
 
-    >>> SelfRefine(max_rounds=2).run(  # doctest: +SKIP
-    ...     problem, backend, Budget(max_completion_tokens=3000), rng=random.Random(0))
+    >>> execute(SelfRefine(max_rounds=2), problem, backend,  # doctest: +SKIP
+    ...         Budget(max_completion_tokens=3000), rng=random.Random(0))
     """
 
     budget_knob: ClassVar[str] = "max_rounds"
@@ -94,52 +107,44 @@ class SelfRefine:
         if not self.refine_prompt.strip():
             raise ValueError("refine_prompt is empty")
 
-    def _request(self, messages: list[Message], max_tokens: int, rng: random.Random) -> GenRequest:
-        return GenRequest(messages=tuple(messages), n=1, temperature=self.temperature, top_p=self.top_p,
-                          max_tokens=max_tokens, seed=new_seed(rng))
+    def _call(self, ctx: Run, messages: list[Message], max_tokens: int, turn: Literal["draft", "critique", "revise"],
+              round_: int) -> Candidate:
+        req = GenRequest(messages=tuple(messages), n=1, temperature=self.temperature, top_p=self.top_p,
+                         max_tokens=max_tokens, seed=ctx.seed())
+        (cand,) = candidates_from(ctx.generate([req], tag=turn)[0])
+        if turn != "critique":
+            ctx.note(RefineTurn(turn, round_, cand.completion_tokens, cand.finish_reason))
+        return cand
 
-    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        ledger = Ledger()
-        trace: list[dict[str, Any]] = []
+    def run(self, ctx: Run) -> Result:
         drafts: list[Candidate] = []
-        conversation = list(problem.messages)
+        conversation = list(ctx.problem.messages)
         critique_turn = self.critique_prompt.replace("{correct}", self.verdict_correct).replace(
             "{incorrect}", self.verdict_incorrect)
-
-        def call(messages: list[Message], max_tokens: int, event: str, **info: Any) -> Candidate:
-            req = self._request(messages, max_tokens, rng)
-            completions = backend.generate([req])
-            charge(ledger, Role.GENERATOR, completions)
-            (cand,) = candidates_from(completions[0])
-            trace.append({"event": event, **info, "seed": req.seed, "completion_tokens": cand.completion_tokens,
-                          "finish_reason": cand.finish_reason, "usage": completions[0].usage.to_dict()})
-            return cand
-
         stop: StopReason = "done"
-        if not fits(budget, ledger, completion_tokens=self.max_tokens, calls=1):
-            trace.append({"event": "stop", "reason": "budget allows no draft"})
-            return Result(None, None, (), ledger, "budget", "self-refine", tuple(trace))
-        drafts.append(call(conversation, self.max_tokens, "draft", round=0))
+        if not ctx.fits(completion_tokens=self.max_tokens, calls=1):
+            ctx.stop("budget", "budget allows no draft")
+            return ctx.result((), stop_reason="budget")
+        drafts.append(self._call(ctx, conversation, self.max_tokens, "draft", 0))
         conversation.append(Message("assistant", drafts[-1].text))
         for round_ in range(1, self.max_rounds + 1):
-            if not fits(budget, ledger, completion_tokens=self.critique_max_tokens + self.max_tokens, calls=2):
+            if not ctx.fits(completion_tokens=self.critique_max_tokens + self.max_tokens, calls=2):
                 stop = "budget"
-                trace.append({"event": "stop", "reason": f"budget cannot pay for round {round_}"})
+                ctx.stop("budget", f"budget cannot pay for round {round_}")
                 break
             conversation.append(Message("user", critique_turn))
-            critique = call(conversation, self.critique_max_tokens, "critique", round=round_)
+            critique = self._call(ctx, conversation, self.critique_max_tokens, "critique", round_)
             conversation.append(Message("assistant", critique.text))
             verdict = judge_verdict(critique.text, self.verdict_correct, self.verdict_incorrect)
-            trace[-1].update(verdict={True: "correct", False: "incorrect", None: "none"}[verdict],
-                             text=critique.text)
+            ctx.note(RefineTurn("critique", round_, critique.completion_tokens, critique.finish_reason,
+                                {True: "correct", False: "incorrect", None: "none"}[verdict], critique.text))
             drafts[-1] = replace(drafts[-1], scores=(1.0 if verdict else 0.0,))
             if verdict:
-                trace.append({"event": "stop", "reason": f"critique of round {round_} judged the draft correct"})
+                ctx.stop("judged_correct", f"critique of round {round_} judged the draft correct")
                 break
             conversation.append(Message("user", self.refine_prompt))
-            revision = call(conversation, self.max_tokens, "revise", round=round_)
+            revision = self._call(ctx, conversation, self.max_tokens, "revise", round_)
             drafts.append(replace(revision, parent=len(drafts) - 1))
             conversation.append(Message("assistant", revision.text))
-        chosen = next((d for d in reversed(drafts) if d.answer is not None), None)
-        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(drafts),
-                      ledger=ledger, stop_reason=stop, strategy="self-refine", trace=tuple(trace))
+        chosen = next((i for i in reversed(range(len(drafts))) if drafts[i].answer is not None), None)
+        return ctx.result(drafts, chosen_index=chosen, stop_reason=stop)

@@ -2,7 +2,14 @@
 
 A verifier scores a batch of candidates for one problem: ``score(problem, candidates, *, ledger)`` returns one tuple
 per candidate, in order, of scores in [0, 1]: one score for an outcome verifier, one per step for a process
-verifier (a PRM). Every model call a verifier makes is charged to ``ledger`` under ``Role.VERIFIER``.
+verifier (a PRM). Every model call a verifier makes is charged to ``ledger`` under ``Role.VERIFIER``, and it says
+beforehand how many calls scoring a batch may take at most (``max_calls(candidates)``): that is what lets a run
+keep a call budget with any verifier, a user's own object included (``BestOfN(verifier=MyVerifier())``). A verifier
+that reads the generator's token logprobs says so with ``reads_logprobs = True`` (they are then requested).
+
+String specs (``verifier=pyes``, ``verifier=prm`` with ``verifier_path=FILE``) are checked by
+``check_verifier_spec`` when a strategy is built and turned into objects by ``resolve_verifier``, on the run's
+backend, by the run context: the one resolver the CLI, the server and the eval harness share.
 
 Verifiers that read ``Problem.reference`` (the answer key) are for evaluation only. They declare
 ``uses_reference = True``, cannot be built without ``eval_mode=True``, and ``build_verifier`` refuses them in
@@ -49,30 +56,51 @@ class Verifier(Protocol):
     def score(self, problem: Problem, candidates: Sequence[Candidate], *,
               ledger: Ledger) -> list[tuple[float, ...]]: ...
 
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        """The most backend calls ``score(candidates)`` may charge (0 for a verifier that calls no model)."""
+        ...
+
+
+def reads_logprobs(verifier: Verifier) -> bool:
+    """Whether ``verifier`` scores a chain from the generator's token logprobs (optional ``reads_logprobs``)."""
+    return bool(getattr(verifier, "reads_logprobs", False))
+
 
 @dataclass(frozen=True)
 class VerifierInfo:
+    """A registered verifier: ``path_option`` is the factory option a strategy's ``verifier_path`` knob fills (a
+    trained head's file, a server's URL; None: it takes none) and ``path_required`` whether it must be given;
+    ``needs_backend``: the factory takes the run's backend as ``backend=``."""
+
     name: str
     factory: Callable[..., Verifier]
     kind: VerifierKind
     uses_reference: bool
     summary: str
+    path_option: str | None = None
+    path_required: bool = False
+    needs_backend: bool = False
+    reads_logprobs: bool = False
 
 
 REGISTRY: dict[str, VerifierInfo] = {}
 
 
-def register(name: str, summary: str, *, factory: str | None = None) -> Callable[[type], type]:
+def register(name: str, summary: str, *, factory: str | None = None, path_option: str | None = None,
+             path_required: bool | None = None, needs_backend: bool = False) -> Callable[[type], type]:
     """Class decorator: register a verifier under ``name``; its ``kind`` and ``uses_reference`` are read from it.
     ``factory`` names a classmethod that builds it from options (e.g. ``"load"`` for a saved model), else the class
-    itself is called."""
+    itself is called. ``path_option``: the option ``verifier_path`` fills (required unless ``path_required=False``);
+    ``needs_backend``: the factory takes ``backend=``."""
 
     def deco(cls: type) -> type:
         if name in REGISTRY:
             raise ValueError(f"verifier {name!r} registered twice")
         cls.name = name  # type: ignore[attr-defined]
         build = getattr(cls, factory) if factory else cls
-        REGISTRY[name] = VerifierInfo(name, build, cls.kind, bool(cls.uses_reference), summary)  # type: ignore[attr-defined]
+        REGISTRY[name] = VerifierInfo(name, build, cls.kind, bool(cls.uses_reference), summary,  # type: ignore[attr-defined]
+                                      path_option, path_option is not None if path_required is None else path_required,
+                                      needs_backend, bool(getattr(cls, "reads_logprobs", False)))
         return cls
 
     return deco
@@ -112,11 +140,41 @@ def build_verifier(name: str, *, mode: Mode = Mode.SOLVE, **options: Any) -> Ver
 
 
 def require_solve_safe(verifier: Verifier) -> Verifier:
-    """What a strategy calls on the verifier it is given: refuse one that reads the reference answer."""
+    """What a strategy calls on the verifier it is given: refuse one that reads the reference answer, or that is no
+    verifier (no ``score``, or no ``max_calls`` to keep a budget with)."""
+    for method in ("score", "max_calls"):
+        if not callable(getattr(verifier, method, None)):
+            raise ValueError(f"{type(verifier).__name__} is not a verifier: it has no {method}() "
+                             "(see thinkscale.verifiers.base.Verifier)")
     if getattr(verifier, "uses_reference", True):
         raise ValueError(f"{type(verifier).__name__} reads the reference answer (or does not say it does not): "
                          "it may grade results in eval mode but must not choose answers")
     return verifier
+
+
+def check_verifier_spec(verifier: str, verifier_path: str | None) -> VerifierInfo:
+    """Refuse at construction what can never build: an unknown verifier, one that reads the answer key, a
+    ``verifier_path`` the verifier does not take or one it needs that is missing."""
+    info = get_verifier(verifier)  # ValueError listing the names
+    if info.uses_reference:
+        raise ValueError(f"verifier {verifier!r} reads the reference answer: it grades results in evaluation and "
+                         "cannot choose answers or guide a search")
+    if verifier_path is not None and info.path_option is None:
+        raise ValueError(f"verifier {verifier!r} takes no file or URL: drop verifier_path={verifier_path!r}")
+    if verifier_path is None and info.path_required:
+        raise ValueError(f"verifier {verifier!r} needs a {info.path_option}: set the verifier_path knob")
+    return info
+
+
+def resolve_verifier(verifier: str, verifier_path: str | None, backend: Any) -> Verifier:
+    """The verifier a spec names, built on ``backend`` (the one place specs become objects)."""
+    info = check_verifier_spec(verifier, verifier_path)
+    options: dict[str, Any] = {}
+    if info.path_option is not None and verifier_path is not None:
+        options[info.path_option] = verifier_path
+    if info.needs_backend:
+        options["backend"] = backend
+    return require_solve_safe(build_verifier(verifier, **options))
 
 
 # ---------------------------------------------------------------------- problems and steps

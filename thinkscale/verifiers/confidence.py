@@ -56,6 +56,10 @@ def _logprobs(candidate: Candidate, i: int) -> tuple[float, ...]:
 class MeanLogprobConfidence:
     kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
     uses_reference: ClassVar[bool] = False
+    reads_logprobs: ClassVar[bool] = True
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return 0  # reads the generator's logprobs: no model call
 
     def score(self, problem: Problem, candidates: Sequence[Candidate], *,
               ledger: Ledger) -> list[tuple[float, ...]]:
@@ -73,8 +77,12 @@ class LowestGroupConfidence:
 
     kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
     uses_reference: ClassVar[bool] = False
+    reads_logprobs: ClassVar[bool] = True
 
     window: int = 2048
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return 0  # reads the generator's logprobs: no model call
 
     def __post_init__(self) -> None:
         if not isinstance(self.window, int) or self.window < 1:

@@ -73,7 +73,7 @@ def p_yes(logp_yes: float, logp_no: float) -> float:
     return e / (1.0 + e)
 
 
-@register("pyes", "P(Yes) of 'Is this solution correct?' from one forward pass (GenRM-style)")
+@register("pyes", "P(Yes) of 'Is this solution correct?' from one forward pass (GenRM-style)", needs_backend=True)
 @dataclass(frozen=True)
 class PYesVerifier:
     """Args:
@@ -127,6 +127,9 @@ class PYesVerifier:
             return (*problem.messages, Message("assistant", candidate.text), Message("user", self.question))
         user = self.prompt.replace("{problem}", problem_text(problem)).replace("{solution}", candidate.text.strip())
         return ((Message("system", self.system),) if self.system else ()) + (Message("user", user),)
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return len(candidates) * (len(self.yes) + len(self.no))  # one ScoreRequest per spelling
 
     def score(self, problem: Problem, candidates: Sequence[Candidate], *,
               ledger: Ledger) -> list[tuple[float, ...]]:

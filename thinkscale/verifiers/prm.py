@@ -59,6 +59,9 @@ class StepScoring:
                     ledger: Ledger) -> list[tuple[float, ...]]:
         raise NotImplementedError
 
+    def steps_of(self, candidates: Sequence[Candidate]) -> list[tuple[str, ...]]:
+        return [candidate_steps(c, self.step_separator) for c in candidates]
+
     def score(self, problem: Problem, candidates: Sequence[Candidate], *,
               ledger: Ledger) -> list[tuple[float, ...]]:
         return self.score_steps(problem, [candidate_steps(c, self.step_separator) for c in candidates], ledger=ledger)
@@ -69,7 +72,8 @@ def _count(usage: Any, key: str) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
-@register("prm-http", "a process reward model behind an HTTP endpoint (e.g. Qwen2.5-Math-PRM on vLLM)")
+@register("prm-http", "a process reward model behind an HTTP endpoint (e.g. Qwen2.5-Math-PRM on vLLM)",
+          path_option="url")
 @dataclass(frozen=True)
 class HttpPRM(StepScoring):
     """Args:
@@ -90,6 +94,9 @@ class HttpPRM(StepScoring):
     api_key: str | None = None
     timeout_s: float = 60.0
     step_separator: str = DEFAULT_STEP_SEPARATOR
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return 1 if candidates else 0  # one POST for the batch
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):

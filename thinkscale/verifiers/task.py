@@ -51,6 +51,9 @@ class Game24Verifier:
     kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
     uses_reference: ClassVar[bool] = False
 
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return 0  # exact arithmetic, no model call
+
     def score(self, problem: Problem, candidates: Sequence[Candidate], *,
               ledger: Ledger) -> list[tuple[float, ...]]:
         numbers = game24_numbers(problem)
@@ -81,6 +84,9 @@ class ReferenceVerifier:
             raise ValueError("ReferenceVerifier reads the answer key: it grades results in evaluation only. Pass "
                              "eval_mode=True to grade; to choose answers at solve time use a verifier without the key")
         object.__setattr__(self, "task", Task(self.task))
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return 0  # grades text, no model call
 
     def score(self, problem: Problem, candidates: Sequence[Candidate], *,
               ledger: Ledger) -> list[tuple[float, ...]]:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from thinkscale.backends.base import Backend, HiddenStates
-from thinkscale.types import Ledger, Problem, Role, ScoreRequest
+from thinkscale.types import Candidate, Ledger, Problem, Role, ScoreRequest
 from thinkscale.verifiers.base import (
     DEFAULT_STEP_SEPARATOR,
     VerifierError,
@@ -135,7 +135,7 @@ class LogisticHead:
 
 
 @register("prm", "a PRM head trained here on the policy model's hidden states (thinkscale train prm)",
-          factory="load")
+          factory="load", path_option="path", needs_backend=True)
 @dataclass(frozen=True)
 class TrainedPRM(StepScoring):
     """Args:
@@ -154,6 +154,9 @@ class TrainedPRM(StepScoring):
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
     step_separator: str = DEFAULT_STEP_SEPARATOR
     joiner: str = "\n\n"
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return sum(len(s) for s in self.steps_of(candidates))  # one hidden-state request per step prefix
 
     def requests(self, problem: Problem, steps: Sequence[str]) -> list[ScoreRequest]:
         """The hidden-state requests of a solution's step prefixes (the problem's messages, then steps 1..i)."""

@@ -42,10 +42,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from thinkscale.policy.features import DifficultyScore
+from thinkscale.strategies.auto_features import DifficultyScore
 
 FORMAT: Literal["thinkscale-policy/1"] = "thinkscale-policy/1"
-DEFAULT_POLICY_FILE = "default_policy.json"  # package data of thinkscale.policy, fitted by `thinkscale fit-policy`
+DEFAULT_POLICY_FILE = "default_policy.json"  # package data of thinkscale.strategies, fitted by `thinkscale fit-policy`
 
 
 class PolicyError(ValueError):
@@ -136,7 +136,7 @@ class Difficulty(_Strict):
         return self
 
     def bin_of(self, score: float) -> str:
-        from thinkscale.policy.features import bin_index
+        from thinkscale.strategies.auto_features import bin_index
 
         return self.bins[bin_index(score, self.edges)]
 
@@ -231,7 +231,7 @@ def parse_policy(text: str, source: str) -> Policy:
 
 def default_policy_text() -> str:
     """The packaged default policy's JSON; PolicyError when none is shipped."""
-    ref = resources.files("thinkscale.policy").joinpath(DEFAULT_POLICY_FILE)
+    ref = resources.files("thinkscale.strategies").joinpath(DEFAULT_POLICY_FILE)
     if not ref.is_file():
         raise PolicyError(
             f"no default policy is shipped with this thinkscale (thinkscale/policy/{DEFAULT_POLICY_FILE} is "
