@@ -12,7 +12,10 @@ the same data follow, because the full pipeline's exact-string fast path decides
 
 Then GSM8K test (``#### n`` solutions, ``Task.NUMERIC``; should be 100%) and per-verdict latency of the worker.
 
-    .venv/bin/python bench/answers_math500.py [--data /work/shared/data] [--out bench/results/answers_math500.json]
+    .venv/bin/python bench/answers_math500.py [--data DIR] [--out bench/results/answers_math500.json]
+
+``--data`` is a folder holding ``math500.jsonl`` and ``gsm8k_test.jsonl``; by default the copies shipped in the
+package (``thinkscale/eval/data``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 from thinkscale.answers import SymbolicChecker, Task, Verdict, check, extract_for_task
 from thinkscale.answers.normalize import canonical_latex
+from thinkscale.eval.datasets import data_dir
 
 
 def rerender(answer: str) -> str:
@@ -49,7 +53,8 @@ def rate(ok: int, n: int) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("--data", type=Path, default=data_dir(),
+                    help="folder with math500.jsonl and gsm8k_test.jsonl (default: the shipped datasets)")
     ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
     args = ap.parse_args()
     rows = load(args.data / "math500.jsonl")

@@ -1,4 +1,7 @@
-"""Where the test data lives: case tables kept as JSON next to the tests, and the benchmark JSONL files."""
+"""Where the test data lives: case tables kept as JSON next to the tests, and the benchmark JSONL files.
+
+The benchmark files are the ones shipped in the package (``thinkscale/eval/data``), so the tests that use them always
+run; ``THINKSCALE_DATA`` points them at another folder holding files of the same names."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from typing import Any
 
 import pytest
 
-DATA = Path(os.environ.get("THINKSCALE_DATA", "/work/shared/data"))
+from thinkscale.eval.datasets import data_dir
+
+DATA = Path(os.environ["THINKSCALE_DATA"]) if os.environ.get("THINKSCALE_DATA") else data_dir()
 CASES = Path(__file__).parent / "cases"
 
 
@@ -20,8 +25,8 @@ def load_cases(name: str) -> list[dict[str, Any]]:
 
 
 def load_rows(name: str) -> list[dict[str, Any]]:
-    """The rows of ``<DATA>/<name>.jsonl``; skips the test when the data folder is not there."""
+    """The rows of ``<DATA>/<name>.jsonl``. A missing file fails the test: the package ships them."""
     path = DATA / f"{name}.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not found (set THINKSCALE_DATA to the benchmark data folder)")
+    if not path.is_file():
+        pytest.fail(f"{path} not found (the package ships it in thinkscale/eval/data; THINKSCALE_DATA overrides)")
     return [json.loads(line) for line in path.read_text().splitlines()]

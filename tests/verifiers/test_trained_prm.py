@@ -13,6 +13,7 @@ from thinkscale.types import Candidate, GenRequest, Ledger, Problem, Role
 from thinkscale.verifiers import build_verifier
 from thinkscale.verifiers.base import VerifierError
 from thinkscale.verifiers.prm_train import (
+    DEFAULT_DATA_DIR,
     LabelConfig,
     dataset_path,
     label_problem,
@@ -241,6 +242,10 @@ def test_dataset_path_and_subset(tmp_path, monkeypatch):
     f = tmp_path / "mini.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows(5)))
     assert dataset_path(f) == f
+    # no THINKSCALE_DATA_DIR: a name is a dataset shipped in the package
+    monkeypatch.delenv("THINKSCALE_DATA_DIR", raising=False)
+    shipped = dataset_path("gsm8k_train")
+    assert shipped == DEFAULT_DATA_DIR / "gsm8k_train.jsonl" and len(load_rows(shipped)) == 7473
     monkeypatch.setenv("THINKSCALE_DATA_DIR", str(tmp_path))
     assert dataset_path("mini") == f
     with pytest.raises(FileNotFoundError, match="gsm8k_nope.jsonl"):

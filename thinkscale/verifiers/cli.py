@@ -33,7 +33,7 @@ def prm(
     model: Annotated[str, typer.Option(help="Policy model whose hidden states are the features: catalog name "
                                        "or .gguf path.")] = "qwen2.5-coder-0.5b",
     data: Annotated[str, typer.Option(help="Training data: a dataset name in $THINKSCALE_DATA_DIR "
-                                      "(default /work/shared/data) or a JSONL path with id, problem, answer.")]
+                                      "(default: thinkscale/eval/data) or a JSONL path with id, problem, answer.")]
     = "gsm8k_train",
     problems: Annotated[int, typer.Option(help="Training problems (a seeded subset of the file).")] = 200,
     rollouts: Annotated[int, typer.Option(help="Completions per labelled step (Math-Shepherd K).")] = 2,

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,16 @@ log = logging.getLogger(__name__)
 SOLVE_SYSTEM = ("Solve the problem step by step. Separate the steps with a blank line, and write the final answer "
                 "as \\boxed{ANSWER}.")
 DATA_DIR_ENV = "THINKSCALE_DATA_DIR"
-DEFAULT_DATA_DIR = "/work/shared/data"
+# The benchmark files shipped in the package (thinkscale/eval/data: gsm8k_train, gsm8k_test, math500, ...). Found
+# without importing thinkscale.eval, which imports the sweep runner.
+DEFAULT_DATA_DIR = Path(str(resources.files("thinkscale").joinpath("eval", "data")))
 
 
 # ---------------------------------------------------------------------- data
 
 def dataset_path(data: str | os.PathLike[str]) -> Path:
     """A JSONL file: ``data`` itself when it is a file, else ``<data dir>/<data>.jsonl`` for a dataset name such as
-    ``gsm8k_train`` (data dir: ``$THINKSCALE_DATA_DIR``, default ``/work/shared/data``)."""
+    ``gsm8k_train`` (data dir: ``$THINKSCALE_DATA_DIR``, default the datasets shipped in ``thinkscale/eval/data``)."""
     p = Path(data)
     if p.is_file():
         return p
