@@ -6,7 +6,7 @@ one seeded draw of ``--samples`` chains with logprobs, as ``adaptive-sc`` draws 
 The first ``--wave`` chains are the first wave: their DeepConf lowest-group confidences (window ``--window``) set
 the threshold at each ``--percentiles`` value. For every later chain, ``ConfidenceStop.stops`` gives the token at
 which the backend would have ended it online (the rule the llama.cpp backend applies per token; the equality of
-the two is tests/unit/test_llamacpp.py::test_confidence_stop_ends_a_sample_where_the_rule_says), so one draw gives
+the two is tests/backends/test_llamacpp.py::test_confidence_stop_ends_a_sample_where_the_rule_says), so one draw gives
 the saving for every percentile without drawing again. Reported per percentile: the share of later chains stopped,
 the generated tokens they would not have spent (of all chains' tokens), and the accuracy of the plain majority of
 all chains vs the confidence-filtered, confidence-weighted vote (the same with or without online stopping).
