@@ -74,7 +74,7 @@ def test_sample_reuse_values_by_hand(table: Path) -> None:
     ledger = Ledger()
     ledger.charge(Role.GENERATOR, Usage(prompt_tokens=60, cached_prompt_tokens=10, completion_tokens=100, calls=1,
                                         seconds=2.0, flops=150_000.0))
-    result = Result("5", cands[0], cands, ledger, "done", "self-consistency")
+    result = Result("5", cands, ledger, "done", "self-consistency", chosen_index=0)
     rec = record(Outcome(Job("m", plan, ep, 0, 4), result, wall_seconds=8.0), max_subsets=1000)
     by_budget = {u.budget: u for u in rec.units}
     assert by_budget[3].correct == pytest.approx(1 / 6) and by_budget[3].n_subsets == 4
@@ -83,7 +83,7 @@ def test_sample_reuse_values_by_hand(table: Path) -> None:
     # all four distinct answers, the right one among them: the run's own tie-break may pick it, the unit's value
     # is the expectation 1/4 at every budget while answer_correct grades what the run answered
     tie = tuple(Candidate(text="", answer=a, completion_tokens=1) for a in ["5", "6", "7", "9"])
-    tied = record(Outcome(Job("m", plan, ep, 0, 4), Result("7", tie[2], tie, ledger, "done", "self-consistency"),
+    tied = record(Outcome(Job("m", plan, ep, 0, 4), Result("7", tie, ledger, "done", "self-consistency", chosen_index=2),
                           wall_seconds=1.0), max_subsets=1000)
     assert [(u.budget, u.correct, u.answer_correct) for u in tied.units][-1] == (4, 0.25, True)
     assert by_budget[3].completion_tokens == pytest.approx(75)
@@ -93,19 +93,16 @@ def test_sample_reuse_values_by_hand(table: Path) -> None:
     assert by_budget[1].answer == "5" and by_budget[3].answer == "5"  # the first k samples' own vote
 
 
-def test_the_chosen_sample_is_flagged_also_when_the_strategy_hands_back_a_copy(table: Path) -> None:
-    """Tree searches return a fresh Candidate built from the chosen node, equal to (not the same object as) one of
-    their candidates: the store flags that sample, exactly one, and none when nothing was chosen."""
+def test_the_chosen_sample_is_flagged_by_the_results_chosen_index(table: Path) -> None:
+    """The store flags exactly the sample ``Result.chosen_index`` names, and none when nothing was chosen."""
     cfg = SweepConfig(dataset="gsm8k", limit=1, models=["m"], backend=f"scripted:{table}", strategies=["beam"],
                       budgets=[2])
     plan = plan_strategy("beam", cfg)
     ep = load_dataset("gsm8k").problems[0]
     cands = tuple(Candidate(text=t, answer=a, steps=(t,), scores=(sc,), completion_tokens=3)
                   for t, a, sc in [("x", None, 0.2), ("so \\boxed{18}", "18", 0.9), ("so \\boxed{7}", "7", 0.4)])
-    copy = Candidate(text="so \\boxed{18}", answer="18", steps=("so \\boxed{18}",), scores=(0.9,), completion_tokens=3)
-    assert copy is not cands[1]
-    for chosen, flags in [(copy, [False, True, False]), (None, [False, False, False])]:
-        result = Result("18" if chosen else None, chosen, cands, Ledger(), "done", "beam")
+    for chosen, flags in [(1, [False, True, False]), (None, [False, False, False])]:
+        result = Result("18" if chosen else None, cands, Ledger(), "done", "beam", chosen_index=chosen)
         rec = record(Outcome(Job("m", plan, ep, 0, 2), result, wall_seconds=1.0), max_subsets=10)
         assert [s.chosen for s in rec.samples] == flags
 

@@ -12,6 +12,7 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import load_dataset
 from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import Sandboxes, TimedBackend, plan_strategy, run_sweep
+from thinkscale.strategies._tir import sandbox_limits
 from thinkscale.strategies.base import build_strategy
 
 LIMIT = 3
@@ -61,19 +62,19 @@ def test_sc_tir_sweep_reuses_paths_and_counts_code_time_as_busy(tmp_path: Path) 
 
 
 def test_sandboxes_share_one_pool_per_limits(tmp_path: Path) -> None:
+    """The sweep's sandbox provider hands every job asking for the same limits the same warm pool (sandbox_workers x
+    the sweep's workers), other limits another; it outlives the jobs and counts runs as busy time."""
     table = tir_table(tmp_path / "t.json")
     clock = TimedBackend(scripted_backend(table))
     boxes = Sandboxes(clock, workers=2)
     try:
-        a = boxes.attach(build_strategy("sc-tir"))
-        b = boxes.attach(build_strategy("sc-tir:n_samples=2"))
-        c = boxes.attach(build_strategy("sc-tir:code_timeout_seconds=3,sandbox_workers=1"))
-        assert a.sandbox is b.sandbox and c.sandbox is not a.sandbox
-        assert a.sandbox.pool_size == 2 * 2 and c.sandbox.pool_size == 1 * 2
-        assert c.sandbox.limits.timeout_seconds == 3 and c.sandbox.limits.cpu_seconds == 3
-        greedy = build_strategy("greedy")
-        assert boxes.attach(greedy) is greedy  # runs no code
-        r = a.sandbox.run("print(6 * 7)")
+        default, other = sandbox_limits(build_strategy("sc-tir")), sandbox_limits(
+            build_strategy("sc-tir:code_timeout_seconds=3,sandbox_workers=1"))
+        with boxes.sandbox(default, 2) as a, boxes.sandbox(default, 2) as b, boxes.sandbox(other, 1) as c:
+            assert a is b and c is not a
+            assert a.pool_size == 2 * 2 and c.pool_size == 1 * 2
+            assert c.limits.timeout_seconds == 3 and c.limits.cpu_seconds == 3
+        r = a.run("print(6 * 7)")  # still open after the job's context ends
         assert r.stdout.strip() == "42" and clock.busy_now() >= r.wall_seconds
     finally:
         boxes.close()

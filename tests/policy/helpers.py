@@ -13,7 +13,8 @@ from thinkscale.answers.extract import normalize_answer
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.runner import RNG_SCHEME, Job, Outcome, prepare, record
 from thinkscale.strategies.base import majority_vote
-from thinkscale.types import Candidate, Ledger, Result, Role, Usage
+from thinkscale.strategies.events import Generate, RequestInfo
+from thinkscale.types import Event, Candidate, Ledger, Result, Role, Usage
 
 # One chain: its answer ("ok" = the reference, "bad"/"bad2" = wrong ones, None = no answer) and its tokens.
 Chain = tuple[str | None, int]
@@ -51,27 +52,29 @@ def hand_run(out: Path, chains: Sequence[Sequence[Chain]], *, dataset: str = "gs
             cands = tuple(Candidate(text=text(_answer(a, ref), t), answer=_answer(a, ref), completion_tokens=t,
                                     finish_reason="stop") for a, t in mine)
             store.write_job(record(_outcome(by_name["self-consistency"], ep, cands, prompt_tokens,
-                                            [{"event": "generate", "n": n, "seed": seed}]), 1000))
+                                            [Generate("generator", (RequestInfo(n, seed),), Usage())]), 1000))
         if greedy is not None:
             for ep, (a, t) in zip(ds.problems, greedy, strict=False):
                 c = Candidate(text=text(_answer(a, ep.reference), t), answer=_answer(a, ep.reference),
                               completion_tokens=t, finish_reason="stop")
                 store.write_job(record(_outcome(by_name["greedy"], ep, (c,), prompt_tokens,
-                                                [{"event": "generate", "n": 1, "max_tokens": max_tokens}]), 1000))
+                                                [Generate("generator", (RequestInfo(1, None, max_tokens),), Usage())]), 1000))
     finally:
         store.close()
     return out
 
 
 def _outcome(plan: Any, ep: Any, cands: tuple[Candidate, ...], prompt_tokens: int,
-             trace: list[dict[str, Any]]) -> Outcome:
+             trace: list[Event]) -> Outcome:
     ledger = Ledger()
     ledger.charge(Role.GENERATOR, Usage(prompt_tokens=prompt_tokens, cached_prompt_tokens=0,
                                         completion_tokens=sum(c.completion_tokens or 0 for c in cands), calls=1,
                                         seconds=0.0, flops=0.0))
     winner, _, _ = majority_vote([c.answer for c in cands], random.Random(0))
-    chosen = next((c for c in cands if c.answer is not None and normalize_answer(c.answer) == winner), None)
-    result = Result(chosen.answer if chosen else None, chosen, cands, ledger, "done", plan.name, tuple(trace))
+    chosen = next((i for i, c in enumerate(cands) if c.answer is not None and normalize_answer(c.answer) == winner),
+                  None)
+    result = Result(None if chosen is None else cands[chosen].answer, cands, ledger, "done", plan.name,
+                    chosen_index=chosen, trace=tuple(trace))
     return Outcome(Job("m", plan, ep, 0, plan.job_budgets()[-1]), result, 0.0)
 
 

@@ -27,7 +27,7 @@ def test_solve_auto_with_a_budget_and_a_policy(tmp_path: Path, monkeypatch) -> N
     out = json.loads(r.stdout)
     assert out["answer"] == "5" and out["strategy"] == "auto" and out["usage"]["completion_tokens"] == 12
     action = next(e for e in out["trace"] if e["event"] == "action")
-    assert action["budget_row"] == 2048 and action["label"] == "stop"
+    assert action["fitted"]["budget_row"] == 2048 and action["label"] == "stop"
     assert backend.requests[0].max_tokens == 64 and backend.requests[0].n == 4
 
 

@@ -69,7 +69,7 @@ def test_an_easy_problem_stops_after_the_first_wave():
     wave, stop = algo_trace(result)[0], algo_trace(result)[1]
     assert wave["event"] == "wave" and wave["n"] == 4 and wave["counts"] == {"42": 4}
     assert wave["P"] == pytest.approx(0.96875)
-    assert stop == {"event": "stop", "reason": "settled", "samples": 4, "P": pytest.approx(0.96875)}
+    assert stop == {"event": "stop", "reason": "settled", "detail": "4 chains, P = 0.9688"}
     assert result.chosen is result.candidates[0]
 
 
@@ -278,14 +278,17 @@ def test_later_waves_stop_a_trace_once_its_confidence_falls():
                  online_stop=False)
     first, second = b.requests
     assert first.confidence_stop is None  # the first wave sets the threshold: it runs whole
-    t = on.trace[0]["confidence_threshold"]
+    on_waves = [e for e in algo_trace(on) if e["event"] == "wave"]
+    off_waves = [e for e in algo_trace(off) if e["event"] == "wave"]
+    t = on_waves[0]["confidence_threshold"]
     assert t == pytest.approx(math.exp(-3.0) + 0.3 * (math.exp(-0.1) - math.exp(-3.0)))
     assert second.confidence_stop == ConfidenceStop(window=2, min_mean_logprob=math.log(t))
     stopped = on.candidates[7]
     assert (stopped.finish_reason, stopped.completion_tokens, stopped.answer) == ("low_confidence", 3, None)
-    assert on.trace[1]["online_stop"]["stopped"] == 1 and on.trace[1]["kept"] == [True, True, True, False]
-    assert off.trace[1]["kept"] == on.trace[1]["kept"] and off.candidates[7].answer == "4"
-    assert (on.answer, on.trace[-1]["weights"]) == (off.answer, off.trace[-1]["weights"]) == (
+    second = [e for e in algo_trace(on) if e["event"] == "wave"][1]
+    assert second["online_stop"]["stopped"] == 1 and second["kept"] == [True, True, True, False]
+    assert off_waves[1]["kept"] == on_waves[1]["kept"] and off.candidates[7].answer == "4"
+    assert (on.answer, algo_trace(on)[-1]["weights"]) == (off.answer, algo_trace(off)[-1]["weights"]) == (
         "3", {"3": pytest.approx(6 * math.exp(-0.1))})
     assert on.ledger.total().completion_tokens == 45 and off.ledger.total().completion_tokens == 48
 
@@ -322,7 +325,7 @@ def test_a_scattered_vote_gives_up_after_give_up_after_chains():
     result, b = run(script, max_samples=8, wave_size=2, give_up_after=4, give_up_share=0.34)
     assert [r.n for r in b.requests] == [2, 2] and len(result.candidates) == 4
     stop = [e for e in algo_trace(result) if e["event"] == "stop"][0]
-    assert stop["reason"] == "futile" and stop["samples"] == 4 and result.stop_reason == "done"
+    assert stop["reason"] == "futile" and stop["detail"].startswith("4 chains") and result.stop_reason == "done"
     result2, b2 = run(script, max_samples=8, wave_size=2)
     assert len(result2.candidates) == 8 and result2.answer == "9"
 

@@ -14,12 +14,13 @@ from tests.strategies.helpers import PROBLEM, algo_trace, item, words, yes_no_sc
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.base import build_strategy
 from thinkscale.strategies.best_of_n import BestOfN
+from thinkscale.strategies.events import Verify
 from thinkscale.strategies.run import execute
 from thinkscale.strategies.weighted_sc import WeightedSelfConsistency
-from thinkscale.types import Budget, Candidate, Ledger, Problem, Role
+from thinkscale.types import Budget, Candidate, Ledger, Problem, Role, Usage
 from thinkscale.verifiers import base as verifiers
 from thinkscale.verifiers.aggregate import StepAggregation
-from thinkscale.verifiers.base import VerifierKind
+from thinkscale.verifiers.base import VerifierError, VerifierKind
 
 # Three chains answering 41, 41, 42 with P(yes) set per chain: 41 twice at 0.6 (sum 1.2), 42 once at 0.9.
 # Best-of-N takes the single best (42, 0.9); weighted SC sums per answer (41: 1.2 > 0.9); plain majority is 41 too.
@@ -42,7 +43,8 @@ def test_best_of_n_picks_the_highest_scored_chain():
     assert [c.scores for c in result.candidates] == [pytest.approx((0.6,)), pytest.approx((0.6,)),
                                                     pytest.approx((0.9,))]
     select = next(e for e in algo_trace(result) if e["event"] == "select")
-    assert select["selection"] == "argmax" and select["winner"] == "42"
+    assert select["how"] == "argmax" and select["winner"] == "42"
+    assert result.votes == pytest.approx({"41": 0.6, "42": 0.9}) and result.votes_kind == "score"
     assert result.stop_reason == "done"
 
 
@@ -65,7 +67,8 @@ def test_verifier_calls_are_charged_to_the_verifier_role():
     assert (gen.calls, gen.prompt_tokens, gen.completion_tokens) == (1, 6, 9)
     assert (ver.calls, ver.prompt_tokens, ver.completion_tokens) == (6, 120, 0)
     assert len(b.score_requests) == 6
-    assert next(e for e in algo_trace(result) if e["event"] == "score")["calls"] == 6
+    verify = next(e for e in result.trace if isinstance(e, Verify))
+    assert verify.calls == 6 and verify.bound == 6 and verify.verifier == "pyes"
 
 
 def test_confidence_verifier_requests_and_reads_generator_logprobs():
@@ -129,10 +132,62 @@ def test_a_call_budget_also_pays_for_the_verifier():
     assert result.stop_reason == "budget"
 
 
-def test_a_call_budget_with_a_verifier_of_unknown_cost_is_refused(step_table):
-    with pytest.raises(ValueError, match="max_calls"):
-        execute(build_strategy("best-of-n:verifier=step-table"), PROBLEM, ScriptedBackend([]), Budget(max_calls=5),
-                                                            rng=random.Random(0))
+@dataclasses.dataclass
+class LengthJudge:
+    """A user's own verifier, passed as an object (registered nowhere): one backend call per candidate (charged as
+    such), scoring longer chains higher. ``charge`` calls per candidate are what it really charges; it declares
+    ``declared`` per candidate."""
+
+    declared: int = 1
+    charge: int = 1
+    kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
+    uses_reference: ClassVar[bool] = False
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return self.declared * len(candidates)
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
+        for _ in range(self.charge * len(candidates)):
+            ledger.charge(Role.VERIFIER, Usage(prompt_tokens=1, cached_prompt_tokens=0, completion_tokens=0, calls=1,
+                                               seconds=0.0, flops=0.0))
+        return [(min(1.0, len(c.text.split()) / 10),) for c in candidates]
+
+
+def test_a_custom_verifier_object_works_under_a_call_budget():
+    """max_calls 5: one generate call leaves 4, and the judge declares one call per chain, so 4 of the 8 chains
+    are sampled (1 + 4 = 5 calls), all scored; the longest chain (5 words: "41") wins."""
+    b = ScriptedBackend(["a b \\boxed{40}", "a b c \\boxed{41}", "x \\boxed{40}", "a b c d \\boxed{41}"] * 2)
+    result = execute(BestOfN(n_samples=8, verifier=LengthJudge()), PROBLEM, b, Budget(max_calls=5),
+                     rng=random.Random(0))
+    assert b.requests[0].n == 4 and result.stop_reason == "budget"
+    assert result.ledger.total().calls == 5 and result.ledger.total(Role.VERIFIER).calls == 4
+    assert result.answer == "41" and result.chosen is result.candidates[3]
+    verify = next(e for e in result.trace if isinstance(e, Verify))
+    assert verify.verifier == "LengthJudge" and verify.bound == 4 and verify.calls == 4
+
+
+def test_a_verifier_that_charges_more_than_it_declared_is_an_error():
+    b = ScriptedBackend(["a \\boxed{1}"] * 2)
+    with pytest.raises(VerifierError, match="more than the 2 its max_calls declared"):
+        execute(BestOfN(n_samples=2, verifier=LengthJudge(declared=1, charge=2)), PROBLEM, b, Budget(),
+                rng=random.Random(0))
+
+
+def test_an_object_that_is_no_verifier_or_reads_the_key_is_refused():
+    class NoBound:
+        uses_reference = False
+
+        def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float]]:
+            return [(0.5,) for _ in candidates]
+
+    with pytest.raises(ValueError, match="no max_calls"):
+        BestOfN(verifier=NoBound())  # type: ignore[arg-type]
+    keyed = dataclasses.replace(LengthJudge())
+    object.__setattr__(keyed, "uses_reference", True)
+    with pytest.raises(ValueError, match="reads the reference answer"):
+        BestOfN(verifier=keyed)
+    with pytest.raises(ValueError, match="verifier_path"):
+        BestOfN(verifier=LengthJudge(), verifier_path="x.json")
 
 
 @pytest.mark.parametrize(("spec", "needles"), [
@@ -197,7 +252,7 @@ def test_when_a_prms_steps_make_scoring_too_dear_only_the_first_chains_that_fit_
     assert result.ledger.total().calls == 5
     assert [len(c.scores) for c in result.candidates] == [3, 1, 0]
     assert result.answer == "1" and result.stop_reason == "budget"
-    assert next(e for e in algo_trace(result) if e["event"] == "score")["scored"] == 2
+    assert next(e for e in result.trace if isinstance(e, Verify)).refs == (0, 1)
 
 
 def test_a_prm_server_costs_one_call_for_all_chains(monkeypatch):

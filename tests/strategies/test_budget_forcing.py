@@ -35,8 +35,8 @@ def test_below_the_minimum_the_end_of_thinking_is_replaced_by_wait():
     assert answer.messages[-1].content.endswith("four five six</think>")
     assert "Final answer:" not in answer.messages[-1].content  # thinking ended on its own: nothing forced
     assert result.answer == "42" and result.stop_reason == "done"
-    assert [e["event"] for e in algo_trace(result)] == ["call", "wait", "call", "call", "answer"]
-    assert algo_trace(result)[1] == {"event": "wait", "thinking_tokens": 3, "waits": 1}
+    assert [e["event"] for e in result.trace_json()] == ["generate", "wait", "generate", "generate", "answer"]
+    assert algo_trace(result)[0] == {"event": "wait", "thinking_tokens": 3, "waits": 1}
 
 
 def test_at_the_maximum_the_answer_is_forced():

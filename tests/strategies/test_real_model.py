@@ -63,11 +63,34 @@ def test_self_refine(llama_backend):
 
 
 def test_budget_forcing(llama_backend):
-    result = run("budget-forcing:min_thinking_tokens=12,max_thinking_tokens=16,answer_max_tokens=6",
-                 llama_backend, Budget(max_completion_tokens=30))
-    assert 1 <= algo_trace(result)[-1]["thinking_tokens"] <= 16
-    events = [e["event"] for e in algo_trace(result)]
-    assert "force_answer" in events or "wait" in events or algo_trace(result)[-1]["thinking_tokens"] >= 12
+    """Both ends of budget forcing on greedy smollm2-135m. Asked "What is 2 plus 3? Answer with one number." it ends
+    its turn after 8 tokens ("2 + 3 = 5"): with min_thinking_tokens=24 that end must be suppressed and "Wait"
+    appended, until it has thought 24 tokens or used its 2 waits. On PROBLEM it writes 136 tokens before it ends:
+    with max_thinking_tokens=8 it must be cut at exactly 8 and the answer forced with "Final answer:"."""
+    short = Problem.from_text("What is 2 plus 3? Answer with one number.")
+    result = execute(build_strategy("budget-forcing:min_thinking_tokens=24,max_thinking_tokens=48,max_waits=2,"
+                                    "answer_max_tokens=6"), short, llama_backend, Budget(max_completion_tokens=64),
+                     rng=random.Random(0))
+    (cand,) = result.candidates
+    end = algo_trace(result)[-1]
+    gen = result.ledger.total(Role.GENERATOR)
+    assert end["event"] == "answer" and 1 <= end["waits"] <= 2
+    assert cand.text[len(cand.steps[0]):].lstrip().startswith("Wait")  # the first end of thinking was suppressed
+    assert end["thinking_tokens"] >= 24 or end["waits"] == 2
+    assert end["thinking_tokens"] <= 48 and gen.calls == len(cand.steps) >= end["waits"] + 1
+    assert gen.completion_tokens == cand.completion_tokens == end["thinking_tokens"] + end["answer_tokens"]
+    llama_backend.clear_cache()
+
+    result = run("budget-forcing:max_thinking_tokens=8,answer_max_tokens=6", llama_backend,
+                 Budget(max_completion_tokens=30))
+    (cand,) = result.candidates
+    end = algo_trace(result)[-1]
+    gen = result.ledger.total(Role.GENERATOR)
+    assert (end["event"], end["thinking_tokens"], end["waits"]) == ("answer", 8, 0) and result.stop_reason == "done"
+    thinking, answer = cand.steps  # one thinking call cut at the maximum, then one answer call
+    assert cand.text.startswith(thinking) and cand.text.endswith("Final answer:" + answer)
+    assert gen.calls == 2 and 1 <= end["answer_tokens"] <= 6
+    assert gen.completion_tokens == cand.completion_tokens == 8 + end["answer_tokens"]
 
 
 def test_rsa(llama_backend):

@@ -90,7 +90,7 @@ def test_trace_file_holds_the_json_trace_and_knobs(scripted, tmp_path):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(path.read_text())
     assert doc["strategy"] == "self-refine" and doc["knobs"]["max_rounds"] == 2
-    assert [e["event"] for e in doc["trace"]] == ["draft", "critique", "stop"]
+    assert [e["event"] for e in doc["trace"]] == ["generate", "draft", "generate", "critique", "stop"]
     assert doc["ledger"]["total"]["calls"] == 2
 
 

@@ -144,7 +144,7 @@ def test_beam_keeps_exactly_the_top_m_children_by_aggregated_score(table):
     backend = ScriptedBackend([script] * 8)
     result = execute(BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2, step_aggregation="min"),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    steps = [e for e in algo_trace(result) if e["event"] == "step"]
+    steps = [e for e in algo_trace(result) if e["event"] == "beam_step"]
     texts = {c_i: c.steps[-1] for c_i, c in enumerate(result.candidates)}
     assert [[texts[i - 1] for i in s["kept"]] for s in steps] == [["b", "d"], ["b2 \\boxed{2}", "d1 \\boxed{3}"]]
     assert result.answer == "2" and result.stop_reason == "done"
@@ -171,7 +171,7 @@ def test_beam_narrows_as_solutions_finish(table):
     backend = ScriptedBackend([script] * 6)
     result = execute(BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    steps = [e for e in algo_trace(result) if e["event"] == "step"]
+    steps = [e for e in algo_trace(result) if e["event"] == "beam_step"]
     assert [s["width"] for s in steps] == [1, 0]
     assert len(backend.requests) == 2 and prefill(backend.requests[1]) == "b\n\n"
     assert result.answer == "5"  # a (0.9) beats b1 (0.4) under the default last-step aggregation
@@ -184,7 +184,7 @@ def test_beam_keeps_one_copy_of_a_repeated_step(table):
     backend = ScriptedBackend([script] * 8)
     result = execute(BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    first = next(e for e in algo_trace(result) if e["event"] == "step")
+    first = next(e for e in algo_trace(result) if e["event"] == "beam_step")
     assert [result.candidates[i - 1].steps for i in first["kept"]] == [("a",), ("b",)]
     assert sorted(prefill(r) for r in backend.requests[1:]) == ["a\n\n", "b\n\n"]
     assert v.seen[:3] == [("a",), ("b",), ("c",)]
@@ -236,7 +236,7 @@ def test_dvts_subtrees_choose_among_their_own_children_only(table):
     backend = ScriptedBackend([script] * 8)
     result = execute(DVTS(verifier="table", n_subtrees=2, expansions_per_step=2),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    first = next(e for e in algo_trace(result) if e["event"] == "step")
+    first = next(e for e in algo_trace(result) if e["event"] == "dvts_step")
     assert [[result.candidates[i - 1].steps for i in g] for g in first["children"]] == [[("p",), ("q",)],
                                                                                          [("r",), ("s",)]]
     assert [result.candidates[i - 1].steps for i in first["heads"]] == [("p",), ("r",)]
@@ -288,7 +288,7 @@ def test_mcts_episode_visits_and_values_match_hand_computation(table):
     backend = ScriptedBackend([script] * 4)
     result = execute(MCTS(verifier="table", n_simulations=3, expansions_per_node=2, rule="puct", c_explore=1.0),
         PROBLEM, backend, Budget(), rng=random.Random(0))
-    stats = next(e for e in algo_trace(result) if e["event"] == "stats")
+    stats = next(e for e in algo_trace(result) if e["event"] == "mcts_stats")
     # node indices: 0 root, 1 c1, 2 c2, 3 d1, 4 d2
     assert stats["visits"] == [5, 4, 1, 2, 1]
     assert stats["value_sum"] == pytest.approx([2.9, 2.7, 0.2, 1.8, 0.3])
@@ -323,7 +323,7 @@ def test_mcts_rollouts_split_the_first_step_and_score_the_complete_solution(tabl
     assert [(n["kind"], n["step"], n["terminal"], n["parent"]) for n in nodes[1:]] == [
         ("step", "s1", None, 0), ("rollout", None, "eos", 1), ("step", "one \\boxed{4}", "answer", 0)]
     assert v.seen == [("s1", "s2", "\\boxed{3}"), ("one \\boxed{4}",)]
-    stats = next(e for e in algo_trace(result) if e["event"] == "stats")
+    stats = next(e for e in algo_trace(result) if e["event"] == "mcts_stats")
     assert stats["values"] == {"1": 0.8, "2": 0.8, "3": 0.3}
     assert stats["visits"] == [2, 1, 0, 1] and stats["value_sum"][0] == pytest.approx(1.1)
     assert result.answer == "3"  # most visited: tie 1-1 on visits, s1 has the higher Q; its best rollout answers 3

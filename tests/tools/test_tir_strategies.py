@@ -15,7 +15,7 @@ from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies._tir import CODER_SYSTEM, NUMINA_INSTRUCTION, TirFormat, code_to_run, scan_blocks
 from thinkscale.strategies.base import build_strategy
 from thinkscale.strategies.pal import Pal
-from thinkscale.strategies.run import execute
+from thinkscale.strategies.run import OwnSandboxes, execute
 from thinkscale.strategies.sc_tir import ScTir
 from thinkscale.tools.sandbox import Limits, Sandbox
 from thinkscale.types import Budget, GenRequest, Problem, Role
@@ -174,8 +174,9 @@ def test_bad_knobs_are_refused(sb: Sandbox) -> None:
         ScTir(max_rounds=-1)
     with pytest.raises(ValueError, match="code_memory_mb"):
         ScTir(code_memory_mb=10)
-    with pytest.raises(ValueError, match="sandbox= given"):
-        ScTir(sandbox=sb, code_timeout_seconds=3)
+    with pytest.raises(ValueError, match="sandbox= or sandboxes="):
+        execute(ScTir(), PROBLEM, ScriptedBackend([]), Budget(), rng=random.Random(0), sandbox=sb,
+                sandboxes=OwnSandboxes())
     with pytest.raises(ValueError, match="n_samples > 1 needs temperature"):
         Pal(n_samples=2)
     with pytest.raises(ValueError, match="prompt"):

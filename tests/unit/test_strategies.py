@@ -13,6 +13,7 @@ from tests.strategies.helpers import algo_trace
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.base import get_strategy
 from thinkscale.strategies.greedy import Greedy
+from thinkscale.strategies.events import event_from_json
 from thinkscale.strategies.run import execute
 from thinkscale.strategies.self_consistency import SelfConsistency
 from thinkscale.types import Budget, Problem, Usage
@@ -102,7 +103,7 @@ def test_tie_break_uses_the_rng():
     """If the tie-break ignored the rng, every seed would pick the same one of "3" and "5"."""
     winners = {seed: run_sc(TIE, seed=seed)[0].answer for seed in range(20)}
     assert set(winners.values()) == {"3", "5"}
-    vote = next(e for e in run_sc(algo_trace(TIE)[0]) if e["event"] == "vote")
+    vote = next(e for e in algo_trace(run_sc(TIE)[0]) if e["event"] == "vote")
     assert vote["tie_broken_by_rng"] is True
 
 
@@ -175,8 +176,9 @@ def test_trace_is_json_and_holds_the_vote_counts():
     vote = next(e for e in trace if e["event"] == "vote")
     assert vote["counts"] == {"2": 2, "3": 1}
     assert vote["winner"] == "2"
-    generate = next(e for e in trace if e["event"] == "generate")
-    assert generate["n"] == 3 and generate["usage"]["completion_tokens"] == 3
+    generate = next(e for e in result.trace_json() if e["event"] == "generate")
+    assert generate["requests"][0]["n"] == 3 and generate["usage"]["completion_tokens"] == 3
+    assert event_from_json(json.loads(json.dumps(generate))) == result.trace[0]  # the JSON form reads back
 
 
 # --- knobs and registry ----------------------------------------------------------------------------------------

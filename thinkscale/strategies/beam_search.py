@@ -23,8 +23,8 @@ from thinkscale.verifiers.aggregate import Selection, StepAggregation
 @event("beam_step")
 @dataclass(frozen=True)
 class BeamStep(Event):
-    """One round of beam search: the new children (candidate indices), the kept ones, the finished ones and the
-    width left."""
+    """One round of beam search: the new children, the kept ones, the finished ones (tree node indices: node i is
+    candidate i - 1) and the width left."""
 
     step: int
     children: tuple[int, ...]
@@ -99,7 +99,7 @@ class BeamSearch(StepKnobs):
             finished.extend(done)
             width -= len(done)
             beams = [c for c in kept if c.terminal is None]
-            ctx.note(BeamStep(step, tuple(c.index - 1 for c in children), tuple(c.index - 1 for c in kept),
-                              tuple(c.index - 1 for c in done), width))
+            ctx.note(BeamStep(step, tuple(c.index for c in children), tuple(c.index for c in kept),
+                              tuple(c.index for c in done), width))
             step += 1
         return tree.result(tree.choose(finished or beams, self.selection))

@@ -24,16 +24,31 @@ from thinkscale.strategies.run import Run
 from thinkscale.types import Candidate, Event, GenRequest, Message, Result, Role, StopReason
 
 
-@event("thinking")
+@event("wait")
 @dataclass(frozen=True)
-class Thinking(Event):
-    """Where budget forcing steered the thinking: ``wait`` (an end of thinking suppressed, "Wait" appended),
-    ``max_waits_reached``, or ``force_answer`` (thinking cut off; ``reason`` max_thinking_tokens or budget)."""
+class Wait(Event):
+    """The model ended its thinking below the minimum: the end was suppressed and "Wait" appended."""
 
-    action: str
     thinking_tokens: int
-    waits: int = 0
-    reason: str | None = None
+    waits: int
+
+
+@event("max_waits_reached")
+@dataclass(frozen=True)
+class MaxWaitsReached(Event):
+    """The model ended its thinking below the minimum once more than ``max_waits`` allow: it is let go."""
+
+    thinking_tokens: int
+    waits: int
+
+
+@event("force_answer")
+@dataclass(frozen=True)
+class ForceAnswer(Event):
+    """Thinking was cut off and the answer forced; ``reason``: max_thinking_tokens or budget."""
+
+    reason: str
+    thinking_tokens: int
 
 
 @event("answer")
@@ -160,10 +175,10 @@ class BudgetForcing:
                 # the model tried to stop thinking too early: suppress that and make it continue
                 st.content += ("" if not st.content or st.content[-1].isspace() else "\n") + self.wait
                 st.waits += 1
-                ctx.note(Thinking("wait", st.thinking, st.waits))
+                ctx.note(Wait(st.thinking, st.waits))
                 continue
             if st.thinking < self.min_thinking_tokens:
-                ctx.note(Thinking("max_waits_reached", st.thinking, st.waits))
+                ctx.note(MaxWaitsReached(st.thinking, st.waits))
             return None
 
     def run(self, ctx: Run) -> Result:
@@ -180,7 +195,7 @@ class BudgetForcing:
             st.content += self.think_end + ("" if not st.content or st.content[-1].isspace() else "\n\n") + \
                 self.answer_prefix
             answer_head: str | None = self.answer_prefix
-            ctx.note(Thinking("force_answer", st.thinking, st.waits, forced))
+            ctx.note(ForceAnswer(forced, st.thinking))
         elif self.think_end:
             st.content += self.think_end
             answer_head = ""

@@ -22,7 +22,7 @@ from thinkscale.verifiers.aggregate import Selection
 @event("dvts_step")
 @dataclass(frozen=True)
 class DvtsStep(Event):
-    """One round of DVTS: the subtrees expanded, their new children and their new heads (candidate indices)."""
+    """One round of DVTS: the subtrees expanded, their new children and their new heads (tree node indices)."""
 
     step: int
     subtrees: tuple[int, ...]
@@ -33,7 +33,7 @@ class DvtsStep(Event):
 @event("subtrees")
 @dataclass(frozen=True)
 class Subtrees(Event):
-    """Each subtree's solution (candidate index; -1: the subtree never took a step)."""
+    """Each subtree's solution (tree node index; 0, the root: the subtree never took a step)."""
 
     solutions: tuple[int, ...]
 
@@ -88,9 +88,9 @@ class DVTS(StepKnobs):
             tree.score([c for g in groups for c in g])
             for t, children in zip(expanded, groups, strict=True):
                 heads[t] = top_m(children, 1, self.step_aggregation, ctx.rng)[0]
-            ctx.note(DvtsStep(step, tuple(expanded), tuple(tuple(c.index - 1 for c in g) for g in groups),
-                              tuple(heads[t].index - 1 for t in expanded)))
+            ctx.note(DvtsStep(step, tuple(expanded), tuple(tuple(c.index for c in g) for g in groups),
+                              tuple(heads[t].index for t in expanded)))
             active = [t for t in active if heads[t].terminal is None]
             step += 1
-        ctx.note(Subtrees(tuple(h.index - 1 for h in heads)))
+        ctx.note(Subtrees(tuple(h.index for h in heads)))
         return tree.result(tree.choose([h for h in heads if h.index != 0], self.selection))

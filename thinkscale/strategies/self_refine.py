@@ -20,17 +20,29 @@ from thinkscale.strategies.run import Run, candidates_from
 from thinkscale.types import Candidate, Event, GenRequest, Message, Result, StopReason
 
 
-@event("refine_turn")
+@event("draft")
 @dataclass(frozen=True)
-class RefineTurn(Event):
-    """One call of self-refine: a ``draft``, a ``critique`` (with its verdict and text) or a ``revise``."""
+class Draft(Event):
+    """The first draft (round 0) of self-refine."""
 
-    turn: Literal["draft", "critique", "revise"]
     round: int
     completion_tokens: int | None
     finish_reason: str | None
-    verdict: Literal["correct", "incorrect", "none"] | None = None
-    text: str | None = None
+
+
+@event("revise")
+@dataclass(frozen=True)
+class Revise(Draft):
+    """A revision written after round ``round``'s critique."""
+
+
+@event("critique")
+@dataclass(frozen=True)
+class Critique(Draft):
+    """Round ``round``'s critique of the latest draft: its verdict (correct, incorrect, none) and its text."""
+
+    verdict: str = "none"
+    text: str = ""
 
 DEFAULT_CRITIQUE = ("Check the solution above step by step, including every calculation. If it is completely correct, "
                     "end your reply with the line \"{correct}\". If anything is wrong, explain the mistake and end "
@@ -112,8 +124,8 @@ class SelfRefine:
         req = GenRequest(messages=tuple(messages), n=1, temperature=self.temperature, top_p=self.top_p,
                          max_tokens=max_tokens, seed=ctx.seed())
         (cand,) = candidates_from(ctx.generate([req], tag=turn)[0])
-        if turn != "critique":
-            ctx.note(RefineTurn(turn, round_, cand.completion_tokens, cand.finish_reason))
+        if turn != "critique":  # a critique is noted with its verdict
+            ctx.note((Draft if turn == "draft" else Revise)(round_, cand.completion_tokens, cand.finish_reason))
         return cand
 
     def run(self, ctx: Run) -> Result:
@@ -136,8 +148,8 @@ class SelfRefine:
             critique = self._call(ctx, conversation, self.critique_max_tokens, "critique", round_)
             conversation.append(Message("assistant", critique.text))
             verdict = judge_verdict(critique.text, self.verdict_correct, self.verdict_incorrect)
-            ctx.note(RefineTurn("critique", round_, critique.completion_tokens, critique.finish_reason,
-                                {True: "correct", False: "incorrect", None: "none"}[verdict], critique.text))
+            ctx.note(Critique(round_, critique.completion_tokens, critique.finish_reason,
+                              {True: "correct", False: "incorrect", None: "none"}[verdict], critique.text))
             drafts[-1] = replace(drafts[-1], scores=(1.0 if verdict else 0.0,))
             if verdict:
                 ctx.stop("judged_correct", f"critique of round {round_} judged the draft correct")
