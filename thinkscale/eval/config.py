@@ -25,6 +25,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from thinkscale.answers import Task
+from thinkscale.validation import format_validation_error
 
 
 class SweepConfig(BaseModel):
@@ -72,14 +73,6 @@ class SweepConfig(BaseModel):
         if kind in ("openai", "scripted") and arg:
             return v
         raise ValueError(f"backend must be llamacpp, openai:URL or scripted:FILE, got {v!r}")
-
-
-def format_validation_error(e: ValidationError, where: str) -> str:
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        lines.append(f"{where}: {loc}: {err['msg']}")
-    return "\n".join(lines)
 
 
 def load_sweep_file(path: str | Path) -> SweepConfig:

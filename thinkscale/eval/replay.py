@@ -27,6 +27,8 @@ from thinkscale.eval.datasets import EvalProblem, load_dataset
 from thinkscale.eval.runner import RNG_SCHEME, StrategyPlan, plan_strategy
 from thinkscale.eval.store import Store, StoreError
 from thinkscale.strategies.events import Generate, parse_trace
+from thinkscale.strategies.greedy import Greedy
+from thinkscale.strategies.self_consistency import SelfConsistency
 from thinkscale.types import Completion, GenRequest, Sample, Usage
 
 
@@ -99,7 +101,6 @@ def sampler_plan(store: Store, spec: str | None = None) -> StrategyPlan:
 def load_draws(store: Store, plan: StrategyPlan, model: str | None = None) -> list[StoredDraw]:
     """Every stored job of ``plan`` (self-consistency or greedy; of ``model``, when given) with its chains in sample
     order."""
-    built = plan.build(plan.budgets[-1])
     greedy = plan.name == "greedy"
     if plan.name not in ("self-consistency", "greedy"):
         raise StoreError(f"replay serves self-consistency and greedy jobs, not {plan.label}")
@@ -116,8 +117,18 @@ def load_draws(store: Store, plan: StrategyPlan, model: str | None = None) -> li
         out.append(StoredDraw(j["model"], j["problem_id"], j["seed"], seeds[0], tuple(
             StoredSample(r["text"], r["answer"], bool(r["correct"]), r["completion_tokens"], r["finish_reason"],
                          r["logprob_mean"]) for r in rows), j["prompt_tokens"],
-            0.0 if greedy else built.temperature, 1.0 if greedy else built.top_p, built.max_tokens))
+            *sampling_of(plan)))
     return out
+
+
+def sampling_of(plan: StrategyPlan) -> tuple[float, float, int]:
+    """(temperature, top_p, max_tokens) of a self-consistency or greedy plan's chains."""
+    built = plan.build(plan.budgets[-1])
+    if isinstance(built, Greedy):
+        return 0.0, 1.0, built.max_tokens
+    if isinstance(built, SelfConsistency):
+        return built.temperature, built.top_p, built.max_tokens
+    raise StoreError(f"replay serves self-consistency and greedy jobs, not {plan.label}")
 
 
 def greedy_plans(store: Store) -> list[StrategyPlan]:

@@ -23,17 +23,20 @@ from thinkscale.answers import Verdict, check
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.eval import metrics
 from thinkscale.eval.analysis import Analysis, ConfigRow, analyze
+from thinkscale.eval.datasets import EvalProblem
 from thinkscale.eval.replay import (
     ReplayBackend,
     ReplayMissing,
+    StoredDraw,
     controller_chains,
     load_draws,
     run_problems,
     sampler_plan,
+    sampling_of,
 )
 from thinkscale.eval.store import StoreError, open_existing
 from thinkscale.strategies.auto import Auto, DifficultyEstimate, PolicyAction
-from thinkscale.strategies.auto_policy import load_policy
+from thinkscale.strategies.auto_policy import Policy, load_policy
 from thinkscale.strategies.events import Delegate, Stop
 from thinkscale.strategies.run import execute
 from thinkscale.types import Budget
@@ -42,6 +45,35 @@ from thinkscale.verifiers.aggregate import Selection
 WITHIN_POINTS = 2.0  # issue 8: auto within 2 accuracy points of SC@16 ...
 MAX_TOKEN_RATIO = 0.25  # ... using at most 25% of its generated tokens
 AUTO_LABEL = "auto (numbers: token budget)"  # its points on the accuracy-vs-tokens plot
+
+
+def _auto_on(auto: Auto, cap: int, d: StoredDraw, ep: EvalProblem, replay: ReplayBackend,
+             policy: Policy) -> tuple[float, float, float, tuple[str, str, str]]:
+    """auto replayed on one stored draw: (its graded value with ties split, whether its answer is right, tokens
+    spent, (bin, action, stop reason))."""
+    try:
+        res = execute(auto, ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
+    except (ReplayMissing, NotImplementedError) as e:
+        raise ReplayMissing(f"auto at {cap} tokens on {d.problem_id}: {e}. Only stop, sample and greedy "
+                            "actions replay from a run; fit the policy with --no-delegate to compare it "
+                            "this way") from None
+    spent = res.ledger.total().completion_tokens
+    if spent is None or spent > cap:
+        raise AssertionError(f"auto spent {spent} tokens at a budget of {cap}")
+    right = check(ep.task, res.answer, ep.reference) is Verdict.EQUIVALENT
+    if any(isinstance(e, Delegate) for e in res.trace):
+        value = float(right)
+    else:  # the chains are the first len(candidates) in the controller's order: the vote, ties split
+        keys = [normalize_answer(c.answer) if c.answer is not None else None for c in res.candidates]
+        chains = controller_chains(d, replay.greedy[d.problem_id] if policy.sampling.greedy_first else None)
+        value = metrics.selection_value(
+            keys, [x.correct for x in chains[:len(keys)]], None, Selection.MAJORITY,
+            prefer=0 if policy.sampling.greedy_breaks_ties else None)
+    diff = next((e for e in res.trace if isinstance(e, DifficultyEstimate)), None)
+    act = next((e for e in res.trace if isinstance(e, PolicyAction)), None)
+    stop = next(e for e in reversed(res.trace) if isinstance(e, Stop))
+    return value, float(right), float(spent), (diff.bin if diff else "(no first wave)",
+                                              act.label if act else "(none)", stop.reason)
 
 
 def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: list[int] | None = None,
@@ -66,11 +98,11 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         analysis = analyze([store], reps=1000)
     finally:
         store.close()
-    sc = plan.build(plan.budgets[-1])
+    temperature, top_p, max_tokens = sampling_of(plan)
     s = policy.sampling
-    if (s.temperature, s.top_p, s.max_tokens) != (sc.temperature, sc.top_p, sc.max_tokens):
+    if (s.temperature, s.top_p, s.max_tokens) != (temperature, top_p, max_tokens):
         raise StoreError(f"the policy samples at temperature {s.temperature}, top_p {s.top_p}, max_tokens "
-                         f"{s.max_tokens}; the run's {plan.label} at {sc.temperature}, {sc.top_p}, {sc.max_tokens}: "
+                         f"{s.max_tokens}; the run's {plan.label} at {temperature}, {top_p}, {max_tokens}: "
                          "its chains are not the ones auto would draw")
     budgets = budgets or [r.max_completion_tokens for r in policy.budgets]
     n_chains = plan.budgets[-1]
@@ -95,35 +127,13 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         stops: Counter[str] = Counter()
         auto = Auto(budget_tokens=cap, policy=pol_arg)
         for d in draws:
-            ep = problems[d.problem_id]
-            try:
-                res = execute(auto, ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
-            except (ReplayMissing, NotImplementedError) as e:
-                raise ReplayMissing(f"auto at {cap} tokens on {d.problem_id}: {e}. Only stop, sample and greedy "
-                                    "actions replay from a run; fit the policy with --no-delegate to compare it "
-                                    "this way") from None
-            spent = res.ledger.total().completion_tokens
-            if spent is None or spent > cap:
-                raise AssertionError(f"auto spent {spent} tokens at a budget of {cap}")
-            right = check(ep.task, res.answer, ep.reference) is Verdict.EQUIVALENT
-            delegated = any(isinstance(e, Delegate) for e in res.trace)
-            if delegated:
-                value = float(right)
-            else:  # the chains are the first len(candidates) in the controller's order: the vote, ties split
-                keys = [normalize_answer(c.answer) if c.answer is not None else None for c in res.candidates]
-                chains = controller_chains(d, replay.greedy[d.problem_id] if policy.sampling.greedy_first else None)
-                value = metrics.selection_value(
-                    keys, [x.correct for x in chains[:len(keys)]], None, Selection.MAJORITY,
-                    prefer=0 if policy.sampling.greedy_breaks_ties else None)
+            value, right, spent, labels = _auto_on(auto, cap, d, problems[d.problem_id], replay, policy)
             acc[d.problem_id].append(value)
-            ans[d.problem_id].append(float(right))
-            tok[d.problem_id].append(float(spent))
-            diff = next((e for e in res.trace if isinstance(e, DifficultyEstimate)), None)
-            act = next((e for e in res.trace if isinstance(e, PolicyAction)), None)
-            stop = next(e for e in reversed(res.trace) if isinstance(e, Stop))
-            bins[diff.bin if diff else "(no first wave)"] += 1
-            actions[act.label if act else "(none)"] += 1
-            stops[stop.reason] += 1
+            ans[d.problem_id].append(right)
+            tok[d.problem_id].append(spent)
+            bins[labels[0]] += 1
+            actions[labels[1]] += 1
+            stops[labels[2]] += 1
         per_acc = [metrics.mean(v) for v in acc.values()]
         a_mean = metrics.mean(per_acc)
         t_mean = metrics.mean([metrics.mean(v) for v in tok.values()])

@@ -51,6 +51,7 @@ from thinkscale.eval.replay import (
     load_draws,
     run_problems,
     sampler_plan,
+    sampling_of,
 )
 from thinkscale.eval.runner import SweepConfig, plan_strategy
 from thinkscale.eval.store import open_existing
@@ -156,90 +157,68 @@ def _run(inst: _Instance, sampling: Sampling, difficulty: Difficulty, action: Ac
     return run_controller(sampling, difficulty, decide, ctx, budget_tokens=cap)
 
 
-def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) -> Policy:
-    """Fit a policy on the runs (see the module doc). Raises FitError / StoreError with what to fix."""
-    opts = options or FitOptions()
-    if opts.greedy_breaks_ties and not opts.greedy_first:
-        raise FitError("greedy_breaks_ties needs greedy_first (--greedy-first): without it no chain is the greedy one")
-    if not runs:
-        raise FitError("give at least one run folder")
-    instances: list[_Instance] = []
-    datasets: set[tuple[str, str]] = set()
-    samplers: set[tuple[float, float, int]] = set()
-    labels: set[str] = set()
-    fingerprints: dict[str, str | None] = {}
-    test_data = False
-    delegable: dict[str, int] = {}  # spec at budget -> worst-case chains
-    for run in runs:
-        store = open_existing(run)
-        try:
-            cfg = store.config()
-            problems = run_problems(store)
-            if is_evaluation_set(cfg["dataset"], list(problems)):
-                if not opts.allow_test_data:
-                    raise FitError(f"{run} is a run on {cfg['dataset']!r}, an evaluation set: a policy fitted on it "
-                                   "is tuned on the problems it is judged on. Fit on training-set runs "
-                                   "(`thinkscale eval --dataset gsm8k-train ...`), or pass --allow-test-data (the "
-                                   "policy records it)")
-                test_data = True
-            datasets.add((cfg["dataset"], cfg["dataset_sha256"]))
-            plan = sampler_plan(store, opts.sampler)
-            sc = plan.build(plan.budgets[-1])
-            samplers.add((sc.temperature, sc.top_p, sc.max_tokens))
-            labels.add(plan.label)
-            models = sorted({r["model"] for r in store.rows("SELECT DISTINCT model FROM jobs WHERE strategy = ?",
-                                                            (plan.label,))})
-            model = opts.model or (models[0] if len(models) == 1 else None)
-            if model is None or model not in models:
-                raise FitError(f"{run}: pick the model to fit for ({', '.join(models) or 'none has samples'})")
-            draws = load_draws(store, plan, model)
-            served = list(draws)
-            if opts.greedy_first:
-                greedy_runs = greedy_plans(store)
-                if not greedy_runs:
-                    raise FitError(f"{run} has no greedy units: a greedy-first policy replays them (run the sweep "
-                                   "with --strategy greedy too)")
-                for gp in greedy_runs:
-                    served += load_draws(store, gp, model)
-            replay = ReplayBackend.from_draws(served, problems, fingerprint=f"replay:{run}")
-            if opts.greedy_first:
-                missing = sorted({d.problem_id for d in draws} - set(replay.greedy))
-                if missing:
-                    raise FitError(f"{run}: no greedy unit for {len(missing)} problems (e.g. {missing[0]}); let "
-                                   "the sweep finish")
-            by_key = {(d.problem_id, d.seed): _Instance(d, problems[d.problem_id], replay, controller_chains(
-                d, replay.greedy[d.problem_id] if opts.greedy_first else None)) for d in draws}
-            instances.extend(by_key.values())
-            fingerprints[model] = ((store.info().get("models") or {}).get(model) or {}).get("fingerprint")
-            if opts.delegate:
-                _attach_units(store, cfg, model, by_key, delegable)
-        finally:
-            store.close()
-    if len(datasets) > 1:
-        raise FitError(f"the runs are on different datasets: {sorted(d for d, _ in datasets)}")
-    if len(samplers) > 1 or len(fingerprints) > 1:
-        raise FitError(f"the runs sample differently or use different models ({sorted(samplers)}, "
-                       f"{sorted(fingerprints)}): fit each on its own")
-    if not instances:
-        raise FitError("the runs have no self-consistency samples to replay")
-    temperature, top_p, max_tokens = samplers.pop()
-    n_chains = min(len(i.draw.samples) for i in instances)
-    if n_chains < opts.wave_size:
-        raise FitError(f"the runs stored {n_chains} chains per problem; the first wave alone needs {opts.wave_size}")
-    sampling = Sampling(wave_size=opts.wave_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                        greedy_first=opts.greedy_first, greedy_breaks_ties=opts.greedy_breaks_ties)
-    budgets = opts.budgets or _default_budgets(opts.wave_size, max_tokens, n_chains)
+@dataclass
+class _Loaded:
+    """What the runs hold for fitting: the replayable instances and what must agree across runs."""
 
-    # 1. difficulty: the controller's own score of each first wave (one bin, forced stop)
-    one_bin = Difficulty(score=DifficultyScore.AGREEMENT, edges=[], bins=["all"])
-    scores = []
-    for inst in instances:
-        res = _run(inst, sampling, one_bin, StopAction(), max(budgets))
-        scores.append(next(e.score for e in res.trace if isinstance(e, DifficultyEstimate)))
-    edges = fit_edges(scores, n_bins=opts.n_bins, min_per_bin=opts.min_bin_problems)
-    difficulty = Difficulty(score=DifficultyScore.AGREEMENT, edges=edges, bins=bin_names(len(edges) + 1))
+    instances: list[_Instance] = field(default_factory=list)
+    datasets: set[tuple[str, str]] = field(default_factory=set)
+    samplers: set[tuple[float, float, int]] = field(default_factory=set)
+    labels: set[str] = field(default_factory=set)
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
+    test_data: bool = False
+    delegable: dict[str, int] = field(default_factory=dict)  # spec at budget -> worst-case chains
 
-    # 2.-3. every candidate action at every budget
+
+def _load_run(run: str | Path, opts: FitOptions, into: _Loaded) -> None:
+    """One run's self-consistency draws (and greedy units, stored strategies to delegate to) as instances."""
+    store = open_existing(run)
+    try:
+        cfg = store.config()
+        problems = run_problems(store)
+        if is_evaluation_set(cfg["dataset"], list(problems)):
+            if not opts.allow_test_data:
+                raise FitError(f"{run} is a run on {cfg['dataset']!r}, an evaluation set: a policy fitted on it "
+                               "is tuned on the problems it is judged on. Fit on training-set runs "
+                               "(`thinkscale eval --dataset gsm8k-train ...`), or pass --allow-test-data (the "
+                               "policy records it)")
+            into.test_data = True
+        into.datasets.add((cfg["dataset"], cfg["dataset_sha256"]))
+        plan = sampler_plan(store, opts.sampler)
+        into.samplers.add(sampling_of(plan))
+        into.labels.add(plan.label)
+        models = sorted({r["model"] for r in store.rows("SELECT DISTINCT model FROM jobs WHERE strategy = ?",
+                                                        (plan.label,))})
+        model = opts.model or (models[0] if len(models) == 1 else None)
+        if model is None or model not in models:
+            raise FitError(f"{run}: pick the model to fit for ({', '.join(models) or 'none has samples'})")
+        draws = load_draws(store, plan, model)
+        served = list(draws)
+        if opts.greedy_first:
+            greedy_runs = greedy_plans(store)
+            if not greedy_runs:
+                raise FitError(f"{run} has no greedy units: a greedy-first policy replays them (run the sweep "
+                               "with --strategy greedy too)")
+            for gp in greedy_runs:
+                served += load_draws(store, gp, model)
+        replay = ReplayBackend.from_draws(served, problems, fingerprint=f"replay:{run}")
+        if opts.greedy_first:
+            missing = sorted({d.problem_id for d in draws} - set(replay.greedy))
+            if missing:
+                raise FitError(f"{run}: no greedy unit for {len(missing)} problems (e.g. {missing[0]}); let "
+                               "the sweep finish")
+        by_key = {(d.problem_id, d.seed): _Instance(d, problems[d.problem_id], replay, controller_chains(
+            d, replay.greedy[d.problem_id] if opts.greedy_first else None)) for d in draws}
+        into.instances.extend(by_key.values())
+        into.fingerprints[model] = ((store.info().get("models") or {}).get(model) or {}).get("fingerprint")
+        if opts.delegate:
+            _attach_units(store, cfg, model, by_key, into.delegable)
+    finally:
+        store.close()
+
+
+def _candidate_actions(opts: FitOptions, n_chains: int) -> list[Action]:
+    """Stop, and every sample action the stored chains can replay, each label once."""
     actions: list[Action] = [StopAction()]
     for m in range(2 * opts.wave_size, n_chains + opts.wave_size, opts.wave_size):
         for t in opts.thresholds:
@@ -249,11 +228,19 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                 elif g[0] < min(m, n_chains):  # a futility check at or after max_samples changes nothing
                     actions.append(SampleAction(max_samples=min(m, n_chains), threshold=t, give_up_after=g[0],
                                                 give_up_share=g[1]))
-    actions = list({a.label: a for a in actions}.values())
-    table: dict[tuple[str, int, str], list[_Outcome]] = defaultdict(list)
-    action_of: dict[str, Action] = {a.label: a for a in actions}
+    return list({a.label: a for a in actions}.values())
+
+
+Table = dict[tuple[str, int, str], list[_Outcome]]
+
+
+def _fill_table(loaded: _Loaded, opts: FitOptions, sampling: Sampling, difficulty: Difficulty,
+                actions: list[Action], budgets: Sequence[int], action_of: dict[str, Action]) -> Table:
+    """Every candidate action (and stored strategy to delegate to) replayed on every instance at every budget."""
+    table: Table = defaultdict(list)
+    max_tokens = sampling.max_tokens
     for cap in budgets:
-        for inst in instances:
+        for inst in loaded.instances:
             first_bin, first_tokens = "", 0.0
             for a in actions:
                 res = _run(inst, sampling, difficulty, a, cap)
@@ -262,7 +249,7 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                     first_bin, first_tokens = b, first
                 table[(b, cap, a.label)].append(_Outcome(b, _value(res, inst.chains, opts.greedy_breaks_ties),
                                                          float(res.ledger.total().completion_tokens or 0)))
-            for spec, chains in delegable.items():
+            for spec, chains in loaded.delegable.items():
                 if opts.wave_size * max_tokens + chains * max_tokens > cap:
                     continue
                 unit = inst.units.get(spec)
@@ -271,8 +258,12 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                 act = StrategyAction(spec=spec)
                 action_of[act.label] = act
                 table[(first_bin, cap, act.label)].append(_Outcome(first_bin, unit[0], first_tokens + unit[1]))
+    return table
 
-    # 4. the choice per (bin, budget); ties in tokens go to the simplest action (stop first)
+
+def _choose_rows(table: Table, difficulty: Difficulty, budgets: Sequence[int], action_of: dict[str, Action],
+                 opts: FitOptions) -> tuple[list[BudgetRow], list[TableEntry]]:
+    """The choice per (bin, budget); ties in tokens go to the simplest action (stop first)."""
     rows, entries = [], []
     n_by_bin: dict[tuple[str, int], int] = defaultdict(int)
     for (b, cap, label), outs in table.items():
@@ -289,15 +280,58 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                                           mean_tokens=tok, n_problems=n))
             choices[b] = _choose(stats, action_of, opts.tolerance, n, b, cap)
         rows.append(BudgetRow(max_completion_tokens=cap, choices=choices))
-    dataset, sha = datasets.pop()
-    model = next(iter(fingerprints))
+    return rows, entries
+
+
+def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) -> Policy:
+    """Fit a policy on the runs (see the module doc). Raises FitError / StoreError with what to fix."""
+    opts = options or FitOptions()
+    if opts.greedy_breaks_ties and not opts.greedy_first:
+        raise FitError("greedy_breaks_ties needs greedy_first (--greedy-first): without it no chain is the greedy one")
+    if not runs:
+        raise FitError("give at least one run folder")
+    loaded = _Loaded()
+    for run in runs:
+        _load_run(run, opts, loaded)
+    if len(loaded.datasets) > 1:
+        raise FitError(f"the runs are on different datasets: {sorted(d for d, _ in loaded.datasets)}")
+    if len(loaded.samplers) > 1 or len(loaded.fingerprints) > 1:
+        raise FitError(f"the runs sample differently or use different models ({sorted(loaded.samplers)}, "
+                       f"{sorted(loaded.fingerprints)}): fit each on its own")
+    if not loaded.instances:
+        raise FitError("the runs have no self-consistency samples to replay")
+    temperature, top_p, max_tokens = loaded.samplers.pop()
+    n_chains = min(len(i.draw.samples) for i in loaded.instances)
+    if n_chains < opts.wave_size:
+        raise FitError(f"the runs stored {n_chains} chains per problem; the first wave alone needs {opts.wave_size}")
+    sampling = Sampling(wave_size=opts.wave_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                        greedy_first=opts.greedy_first, greedy_breaks_ties=opts.greedy_breaks_ties)
+    budgets = opts.budgets or _default_budgets(opts.wave_size, max_tokens, n_chains)
+
+    # 1. difficulty: the controller's own score of each first wave (one bin, forced stop)
+    one_bin = Difficulty(score=DifficultyScore.AGREEMENT, edges=[], bins=["all"])
+    scores = []
+    for inst in loaded.instances:
+        res = _run(inst, sampling, one_bin, StopAction(), max(budgets))
+        scores.append(next(e.score for e in res.trace if isinstance(e, DifficultyEstimate)))
+    edges = fit_edges(scores, n_bins=opts.n_bins, min_per_bin=opts.min_bin_problems)
+    difficulty = Difficulty(score=DifficultyScore.AGREEMENT, edges=edges, bins=bin_names(len(edges) + 1))
+
+    # 2.-4. every candidate action at every budget, then the choice per (bin, budget)
+    actions = _candidate_actions(opts, n_chains)
+    action_of: dict[str, Action] = {a.label: a for a in actions}
+    table = _fill_table(loaded, opts, sampling, difficulty, actions, budgets, action_of)
+    rows, entries = _choose_rows(table, difficulty, budgets, action_of, opts)
+    dataset, sha = loaded.datasets.pop()
+    model = next(iter(loaded.fingerprints))
     return Policy(
         format=FORMAT, sampling=sampling, difficulty=difficulty, budgets=rows, table=entries, objective=OBJECTIVE,
         tolerance=opts.tolerance,
         fitted_on=FittedOn(runs=[str(r) for r in runs], dataset=dataset, dataset_sha256=sha,
-                           problems=len({i.draw.problem_id for i in instances}), instances=len(instances),
-                           test_data=test_data, model=model, model_fingerprint=fingerprints[model],
-                           sampler=f"{labels.pop()} (n_samples={n_chains})", samples_per_problem=n_chains),
+                           problems=len({i.draw.problem_id for i in loaded.instances}),
+                           instances=len(loaded.instances), test_data=loaded.test_data, model=model,
+                           model_fingerprint=loaded.fingerprints[model],
+                           sampler=f"{loaded.labels.pop()} (n_samples={n_chains})", samples_per_problem=n_chains),
         fitted_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 

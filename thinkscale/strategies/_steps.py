@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, TypeVar
 
 from thinkscale.answers.extract import extract_answer
-from thinkscale.strategies.base import check_int, check_top_p, check_verifier_knob
+from thinkscale.strategies.base import check_int, check_top_p, check_verifier_knob, operator_knob
 from thinkscale.strategies.events import Select, Stop, Tree, TreeNode
 from thinkscale.strategies.run import Run
 from thinkscale.types import Candidate, GenRequest, Message, Result, Sample
@@ -112,7 +112,7 @@ class StepKnobs:
     budget_knob: ClassVar[str]
 
     verifier: str | Verifier = "pyes"
-    verifier_path: str | None = None
+    verifier_path: str | None = operator_knob(None)
     step_aggregation: StepAggregation = StepAggregation.LAST
     step_delimiter: str = "\n\n"
     max_step_tokens: int = 256

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from thinkscale.strategies.base import check_int, check_top_p, check_verifier_knob
+from thinkscale.strategies.base import check_int, check_top_p, check_verifier_knob, operator_knob
 from thinkscale.strategies.events import Select
 from thinkscale.strategies.run import Run, candidates_from
 from thinkscale.types import Candidate, GenRequest, Result
@@ -49,7 +49,7 @@ class VerifiedSampling:
 
     n_samples: int = 8
     verifier: str | Verifier = "pyes"
-    verifier_path: str | None = None
+    verifier_path: str | None = operator_knob(None)
     step_aggregation: StepAggregation = StepAggregation.LAST
     temperature: float = 0.7
     top_p: float = 0.95

@@ -40,7 +40,7 @@ from thinkscale.strategies.base import (
     voted_index,
 )
 from thinkscale.strategies.events import Delegate, Vote, event
-from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.strategies.run import Run, candidates_from, strategy_name
 from thinkscale.types import Candidate, Event, GenRequest, Result, StopReason, Usage
 
 # (bin, token budget of the run or None) -> (the action, what the trace says about why)
@@ -286,7 +286,7 @@ def _delegate(action: StrategyAction, run: _Controller, start_state: Any) -> Res
         return run.finish("budget", f"nothing left of the budget for {action.spec}")
     sub_rng = random.Random()
     sub_rng.setstate(start_state)
-    child = ctx.child(rng=sub_rng, strategy=sub.name)
+    child = ctx.child(rng=sub_rng, strategy=strategy_name(sub))
     res = sub.run(child)
     ctx.note(Delegate(action.spec, res.stop_reason, res.answer, child.spent(), res.trace))
     if res.answer is None:  # its chains still count: they were paid for, and they join the vote

@@ -43,6 +43,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thinkscale.strategies.auto_features import DifficultyScore
+from thinkscale.validation import format_validation_error
 
 FORMAT: Literal["thinkscale-policy/1"] = "thinkscale-policy/1"
 DEFAULT_POLICY_FILE = "default_policy.json"  # package data of thinkscale.strategies, fitted by `thinkscale fit-policy`
@@ -224,8 +225,6 @@ def parse_policy(text: str, source: str) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as e:
-        from thinkscale.eval.config import format_validation_error
-
         raise PolicyError(format_validation_error(e, f"policy {source}")) from None
 
 
@@ -234,7 +233,7 @@ def default_policy_text() -> str:
     ref = resources.files("thinkscale.strategies").joinpath(DEFAULT_POLICY_FILE)
     if not ref.is_file():
         raise PolicyError(
-            f"no default policy is shipped with this thinkscale (thinkscale/policy/{DEFAULT_POLICY_FILE} is "
+            f"no default policy is shipped with this thinkscale (thinkscale/strategies/{DEFAULT_POLICY_FILE} is "
             "missing): fit one on training-set runs with `thinkscale fit-policy RUN_DIR --out policy.json` and "
             "pass it with --policy policy.json (or auto:policy=policy.json)")
     return ref.read_text(encoding="utf-8")

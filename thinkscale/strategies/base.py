@@ -55,7 +55,8 @@ ENTRY_POINT_GROUP = "thinkscale.strategies"
 
 
 class Strategy(Protocol):
-    name: ClassVar[str]
+    """What every strategy is (``register`` also gives its class ``name``, read with ``strategy_name``)."""
+
     # the knob a budget sweep sets (n_samples, max_rounds, ...): the eval harness varies it
     budget_knob: ClassVar[str]
     # optional, default False: the budget knob counts tokens (auto's budget_tokens, budget forcing's thinking

@@ -57,6 +57,11 @@ if TYPE_CHECKING:
     from thinkscale.strategies.base import Strategy
 
 
+def strategy_name(strategy: object) -> str:
+    """The registered name of a strategy (its class name if it was never registered)."""
+    return str(getattr(strategy, "name", type(strategy).__name__))
+
+
 class BudgetExceeded(RuntimeError):
     """A call was asked for whose worst case does not fit what is left of the budget (a strategy sizes its calls
     with ``Run.affordable`` / ``Run.fits`` first; this is the guard that keeps a mistake from overspending)."""
@@ -384,7 +389,7 @@ def execute(strategy: Strategy, problem: Problem, backend: Backend, budget: Budg
     if sandbox is not None and sandboxes is not None:
         raise ValueError("give sandbox= or sandboxes=, not both")
     provider: Sandboxes = GivenSandbox(sandbox) if sandbox is not None else (sandboxes or OwnSandboxes())
-    ctx = Run(problem, backend, budget or Budget(), rng, Ledger(), provider, strategy=strategy.name)
+    ctx = Run(problem, backend, budget or Budget(), rng, Ledger(), provider, strategy=strategy_name(strategy))
     try:
         return strategy.run(ctx)
     finally:
