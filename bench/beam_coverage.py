@@ -53,7 +53,8 @@ def rows(run: Path, baseline: Path | None, compare: list[str]) -> list[str]:
         samples: dict[int, dict[int, bool]] = {}
         for s in store.rows("SELECT job_id, idx, correct FROM samples"):
             samples.setdefault(s["job_id"], {})[s["idx"]] = bool(s["correct"])
-        traces = {j["job_id"]: parse_trace(json.loads(j["trace"])) for j in store.rows("SELECT job_id, trace FROM jobs")}
+        traces = {j["job_id"]: parse_trace(json.loads(j["trace"]))
+                  for j in store.rows("SELECT job_id, trace FROM jobs")}
     finally:
         store.close()
     base: dict[str, dict[str, float]] = {}

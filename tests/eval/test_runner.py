@@ -83,7 +83,8 @@ def test_sample_reuse_values_by_hand(table: Path) -> None:
     # all four distinct answers, the right one among them: the run's own tie-break may pick it, the unit's value
     # is the expectation 1/4 at every budget while answer_correct grades what the run answered
     tie = tuple(Candidate(text="", answer=a, completion_tokens=1) for a in ["5", "6", "7", "9"])
-    tied = record(Outcome(Job("m", plan, ep, 0, 4), Result("7", tie, ledger, "done", "self-consistency", chosen_index=2),
+    tied = record(Outcome(Job("m", plan, ep, 0, 4),
+                          Result("7", tie, ledger, "done", "self-consistency", chosen_index=2),
                           wall_seconds=1.0), max_subsets=1000)
     assert [(u.budget, u.correct, u.answer_correct) for u in tied.units][-1] == (4, 0.25, True)
     assert by_budget[3].completion_tokens == pytest.approx(75)

@@ -14,7 +14,7 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.runner import RNG_SCHEME, Job, Outcome, prepare, record
 from thinkscale.strategies.base import majority_vote
 from thinkscale.strategies.events import Generate, RequestInfo
-from thinkscale.types import Event, Candidate, Ledger, Result, Role, Usage
+from thinkscale.types import Candidate, Event, Ledger, Result, Role, Usage
 
 # One chain: its answer ("ok" = the reference, "bad"/"bad2" = wrong ones, None = no answer) and its tokens.
 Chain = tuple[str | None, int]
@@ -58,7 +58,8 @@ def hand_run(out: Path, chains: Sequence[Sequence[Chain]], *, dataset: str = "gs
                 c = Candidate(text=text(_answer(a, ep.reference), t), answer=_answer(a, ep.reference),
                               completion_tokens=t, finish_reason="stop")
                 store.write_job(record(_outcome(by_name["greedy"], ep, (c,), prompt_tokens,
-                                                [Generate("generator", (RequestInfo(1, None, max_tokens),), Usage())]), 1000))
+                                                [Generate("generator", (RequestInfo(1, None, max_tokens),),
+                                                          Usage())]), 1000))
     finally:
         store.close()
     return out
