@@ -10,7 +10,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,14 +18,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from thinkscale.answers.cli import check_command
+from thinkscale.cliutil import fail
 from thinkscale.eval.cli import register as register_eval
 from thinkscale.models.cli import app as models_app
 from thinkscale.policy.cli import register as register_policy
-from thinkscale.server.cli import serve as serve_command
+from thinkscale.prompts import MATH_SYSTEM as DEFAULT_SYSTEM  # the name bench/ and older scripts import
+from thinkscale.server.cli import serve as serve_command  # FastAPI and uvicorn load inside the command
 from thinkscale.tools.cli import sandbox_command
 from thinkscale.verifiers.cli import app as train_app
-
-DEFAULT_SYSTEM = ("Solve the problem. Think step by step, then write the final answer as \\boxed{ANSWER}.")
 
 app = typer.Typer(help="thinkscale: make a small local model think harder, and count what it costs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -36,14 +36,6 @@ app.command("sandbox")(sandbox_command)
 app.add_typer(train_app, name="train", help="Train verifiers (a PRM head on the policy's hidden states).")
 register_eval(app)  # eval, report, export
 register_policy(app)  # fit-policy
-
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
 
 def _short(value: Any, width: int = 28) -> str:
     if value == "":
@@ -107,6 +99,7 @@ def solve(
     """Solve PROBLEM with a scaling strategy; print the answer and exactly what it cost."""
     from thinkscale.backends.base import BackendError
     from thinkscale.models import ModelError
+    from thinkscale.strategies.run import execute
     from thinkscale.tools.sandbox import SandboxError
     from thinkscale.types import Problem
     from thinkscale.verifiers.base import VerifierError
@@ -117,16 +110,16 @@ def solve(
                                 policy=policy)
         budget = _budget(budget_tokens, budget_calls, budget_seconds)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         t0 = time.perf_counter()
         backend = _backend(model, base_url, quiet=json_out)
         load_seconds = time.perf_counter() - t0
-        result = strat.run(prob, backend, budget, rng=random.Random(seed))
+        result = execute(strat, prob, backend, budget, rng=random.Random(seed))
     except (ModelError, BackendError, NotImplementedError, VerifierError, SandboxError) as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     payload = result_payload(result, model=model, show_reasoning=show_reasoning)
     payload["load_seconds"] = round(load_seconds, 3)
     if trace is not None:
@@ -207,11 +200,11 @@ def _jsonable(value: Any) -> Any:
 def _write_trace(path: Path, strat: Any, result: Any, *, spec: str) -> None:
     knobs = {f.name: _jsonable(getattr(strat, f.name)) for f in dataclasses.fields(strat)}
     doc = {"strategy": result.strategy, "spec": spec, "knobs": knobs, "answer": result.answer,
-           "stop_reason": result.stop_reason, "ledger": result.ledger.to_dict(), "trace": list(result.trace)}
+           "stop_reason": result.stop_reason, "ledger": result.ledger.to_dict(), "trace": result.trace_json()}
     try:
         path.write_text(json.dumps(doc, indent=2) + "\n")
     except OSError as e:
-        _fail(f"--trace {path}: cannot write the trace ({e.strerror or e})", 1)
+        fail(f"--trace {path}: cannot write the trace ({e.strerror or e})", 1)
 
 
 @app.command("strategies")
@@ -270,7 +263,11 @@ def result_payload(result: Any, *, model: str, show_reasoning: bool) -> dict[str
             "flops": total.flops,
         },
         "by_role": {str(r): u.to_dict() for r, u in result.ledger.by_role().items()},
-        "trace": list(result.trace),
+        "chosen_index": result.chosen_index,
+        # what the final selection weighed per answer: a vote's counts, or verifier scores (votes_kind "score")
+        "votes": result.votes,
+        "votes_kind": result.votes_kind,
+        "trace": result.trace_json(),
     }
 
 
@@ -281,14 +278,12 @@ def _print_result(p: dict[str, Any], show_reasoning: bool) -> None:
             out.rule(escape(f"sample {i}  answer={s['answer']}  tokens={s['completion_tokens']}  "
                             f"({s['finish_reason']})"))
             out.print(s["text"], highlight=False, markup=False)
-    votes = next((e["counts"] for e in p["trace"] if e.get("event") == "vote"), None)
-    tally = next((e["tally"] for e in p["trace"] if e.get("event") == "select"), None)
-    if tally:  # verifier-scored selection: the score per answer (best for argmax, summed for weighted votes)
-        votes = {a: round(v, 3) for a, v in tally.items()}
+    scored = p["votes_kind"] == "score"  # verifier-scored selection: best score per answer, or summed for a vote
+    votes = {a: round(v, 3) if scored else int(v) for a, v in (p["votes"] or {}).items()}
     answers = ", ".join(str(s["answer"]) for s in p["samples"])
     # Answers are model output: escape them, or "[/b]" in a sample crashes rich and "[red]" vanishes.
     out.print(f"[bold]answer:[/] {escape(str(p['answer']))}", highlight=False)
-    shown = f"; {'scores' if tally else 'votes'} {votes}" if votes else ""
+    shown = f"; {'scores' if scored else 'votes'} {votes}" if votes else ""
     out.print("[dim]" + escape(f"strategy {p['strategy']} on {p['model']}; sample answers: {answers}{shown}") + "[/]",
               highlight=False)
     u = p["usage"]

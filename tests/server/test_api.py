@@ -5,7 +5,6 @@ below is counted by hand; each test also checks it against the Results' ledgers 
 
 from __future__ import annotations
 
-import random
 import threading
 from dataclasses import dataclass
 
@@ -18,7 +17,8 @@ from tests.server.harness import MODEL, endless, serve
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.server import ServerLimits
 from thinkscale.strategies import base as strategies
-from thinkscale.types import Budget, GenRequest, Ledger, Message, Problem, Result, Role, Usage
+from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.types import GenRequest, Message, Result, Usage
 
 Q = [{"role": "user", "content": "What is 6 times 7?"}]  # the fake's prompt "<user> What is 6 times 7?": 6 words
 VOTES = ["a b c \\boxed{42}",  # 4 words
@@ -231,13 +231,10 @@ class _Toy:
     n_samples: int = 2
     max_tokens: int = 16
 
-    def run(self, problem: Problem, backend, budget: Budget, *, rng: random.Random) -> Result:
-        ledger = Ledger()
-        (c,) = backend.generate([GenRequest(messages=problem.messages, n=self.n_samples, temperature=0.5,
-                                            max_tokens=self.max_tokens)])
-        ledger.charge(Role.GENERATOR, c.usage)
-        cands = strategies.candidates_from(c)
-        return Result(cands[0].answer, cands[0], tuple(cands), ledger, "done", "toy-search")
+    def run(self, ctx: Run) -> Result:
+        (c,) = ctx.generate([GenRequest(messages=ctx.problem.messages, n=self.n_samples, temperature=0.5,
+                                        max_tokens=self.max_tokens)])
+        return ctx.result(candidates_from(c), chosen_index=0)
 
 
 def test_a_newly_registered_strategy_is_listed_and_servable():

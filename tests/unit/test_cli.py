@@ -4,7 +4,10 @@ actionable line and, where the input alone shows it is bad, without loading a mo
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -231,3 +234,46 @@ def test_models_list_shows_the_catalog(tmp_path: Path):
         assert name in result.stdout
         assert f"{spec.size / 1e6:.1f}" in result.stdout
     assert str(tmp_path) in result.stdout
+
+
+# --- layering: the command line does not load the web stack -----------------------------------------------------
+
+
+def test_importing_the_cli_does_not_import_the_web_stack():
+    """`thinkscale solve` imports thinkscale.cli; the server's FastAPI/uvicorn/starlette load only inside `serve`.
+    A fresh interpreter, because this test process has imported the server already."""
+    code = ("import thinkscale.cli, sys; "
+            "web = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn', 'starlette')); "
+            "assert not web, web")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_server_does_not_import_the_cli():
+    """The dependency goes one way: thinkscale.cli registers `serve`; nothing under thinkscale/server imports it."""
+    server = Path(thinkscale.cli.__file__).parent / "server"
+    offenders = []
+    for path in sorted(server.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[:2] == ["thinkscale", "cli"]]
+    assert offenders == []
+
+
+def test_help_lists_serve_with_its_options():
+    """`serve` is imported lazily in its body, not hidden: typer still knows the command and its options."""
+    top = invoke(["--help"])
+    assert top.exit_code == 0, top.stderr
+    assert "serve" in top.stdout
+    serve = invoke(["serve", "--help"])
+    assert serve.exit_code == 0, serve.stderr
+    for option in ("--model", "--host", "--port", "--api-key", "--max-concurrency", "--strategy-knobs"):
+        assert option in serve.stdout
+
+
+def test_errors_from_every_command_module_are_one_escaped_line():
+    """One `fail` for every command: `error: ...` on stderr, markup in the message printed as text."""
+    result = CliRunner().invoke(app, ["models", "path", "[red]no-such-model"], env=ENV)
+    assert result.exit_code == 1
+    assert one_line_error(result).startswith("error: ") and "[red]no-such-model" in result.stderr

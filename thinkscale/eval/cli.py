@@ -11,28 +11,28 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-err = Console(stderr=True)
+from thinkscale.cliutil import err, fail
 
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+if TYPE_CHECKING:
+    from thinkscale.eval.config import SweepConfig
+    from thinkscale.eval.runner import SweepSummary
 
 
 def _ints(text: str, what: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip() != ""] or _fail(f"{what} is empty")
+        return [int(x) for x in text.split(",") if x.strip() != ""] or fail(f"{what} is empty")
     except ValueError:
-        _fail(f"{what} must be comma-separated integers, e.g. 1,2,4,8; got {text!r}")
+        fail(f"{what} must be comma-separated integers, e.g. 1,2,4,8; got {text!r}")
 
 
 def eval_command(
@@ -66,8 +66,7 @@ def eval_command(
 ) -> None:
     """Run a budget sweep (or resume it: finished units are skipped) and store every unit and sample."""
     from thinkscale.backends.base import BackendError
-    from thinkscale.eval.config import SweepConfig, format_validation_error, load_sweep_file
-    from thinkscale.eval.runner import fmt_overhead, run_sweep
+    from thinkscale.eval.runner import run_sweep
     from thinkscale.eval.store import StoreError
     from thinkscale.models import ModelError
 
@@ -77,24 +76,10 @@ def eval_command(
         "budgets": None if budgets is None else _ints(budgets, "--budgets"),
         "sample_seeds": None if sample_seeds is None else _ints(sample_seeds, "--sample-seeds"),
         "max_tokens": max_tokens, "max_subsets": max_subsets, "share_samples": share_samples}
-    given = {k: v for k, v in flags.items() if v is not None}
-    try:
-        if config is not None:
-            if given:
-                _fail(f"--config {config} sets the sweep; do not also give {', '.join(sorted(given))}")
-            cfg = load_sweep_file(config)
-        else:
-            if "dataset" not in given or "strategies" not in given:
-                _fail("give --dataset and at least one --strategy (or --config FILE)")
-            given.setdefault("models", ["qwen2.5-coder-0.5b"])
-            cfg = SweepConfig(**given)
-    except ValidationError as e:
-        _fail(format_validation_error(e, "options"))
-    except ValueError as e:
-        _fail(str(e))
+    cfg = _sweep_config(config, {k: v for k, v in flags.items() if v is not None})
     run_dir = out or cfg.out
     if run_dir is None:
-        _fail("give --out RUN_FOLDER (or `out` in the sweep file)")
+        fail("give --out RUN_FOLDER (or `out` in the sweep file)")
     # The runner warns about plans the user should know of (e.g. a strategy that cannot reuse samples).
     logging.getLogger("thinkscale.eval").setLevel(logging.WARNING)
     command = shlex.join(["thinkscale", *sys.argv[1:]])
@@ -107,14 +92,50 @@ def eval_command(
         bar.update(task_id, completed=p.done, total=p.total,
                    stats=f"acc {acc}  {p.tokens_per_second:.0f} tok/s  ({p.skipped} done before)")
 
-    # Ctrl-C or `kill PID` (SIGTERM, what a nohup'd sweep usually gets): no new job starts, the jobs in flight finish
-    # and are stored, the session is recorded as interrupted and the exit status is 130. A second one abandons the
-    # jobs in flight at once (their work is lost; the store stays consistent).
     stop = threading.Event()
+    try:
+        with _stop_on_signals(stop), bar:
+            summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress, stop=stop)
+    except KeyboardInterrupt:
+        _interrupted(run_dir)
+        raise typer.Exit(130) from None
+    except StoreError as e:
+        fail(str(e))
+    except (BackendError, ModelError, NotImplementedError) as e:
+        fail(f"{e} (finished units are stored; fix this and run the same command to resume)", 1)
+    except ValueError as e:
+        fail(str(e))
+    _print_summary(summary, run_dir)
+    if summary.interrupted:
+        _interrupted(run_dir)
+        raise typer.Exit(130)
 
-    def interrupted() -> None:
-        err.print(f"interrupted: finished units are stored in {run_dir}; run the same command again to resume",
-                  highlight=False, soft_wrap=True)
+
+def _sweep_config(config: Path | None, given: dict[str, Any]) -> SweepConfig:
+    """The SweepConfig of ``--config FILE`` or of the sweep options ``given`` (never both)."""
+    from thinkscale.eval.config import SweepConfig, format_validation_error, load_sweep_file
+
+    try:
+        if config is not None:
+            if given:
+                fail(f"--config {config} sets the sweep; do not also give {', '.join(sorted(given))}")
+            return load_sweep_file(config)
+        if "dataset" not in given or "strategies" not in given:
+            fail("give --dataset and at least one --strategy (or --config FILE)")
+        given.setdefault("models", ["qwen2.5-coder-0.5b"])
+        return SweepConfig(**given)
+    except ValidationError as e:
+        fail(format_validation_error(e, "options"))
+    except ValueError as e:
+        fail(str(e))
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C or `kill PID` (SIGTERM, what a nohup'd sweep usually gets) sets ``stop``: no new job starts, the jobs in
+    flight finish and are stored, the session is recorded as interrupted and the exit status is 130. A second one
+    raises KeyboardInterrupt, which abandons the jobs in flight at once (their work is lost; the store stays
+    consistent). Off the main thread (where signals cannot be handled) it does nothing."""
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set():
@@ -126,20 +147,20 @@ def eval_command(
     main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
-        with bar:
-            summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress, stop=stop)
-    except KeyboardInterrupt:
-        interrupted()
-        raise typer.Exit(130) from None
-    except StoreError as e:
-        _fail(str(e))
-    except (BackendError, ModelError, NotImplementedError) as e:
-        _fail(f"{e} (finished units are stored; fix this and run the same command to resume)", 1)
-    except ValueError as e:
-        _fail(str(e))
+        yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _interrupted(run_dir: Path) -> None:
+    err.print(f"interrupted: finished units are stored in {run_dir}; run the same command again to resume",
+              highlight=False, soft_wrap=True)
+
+
+def _print_summary(summary: SweepSummary, run_dir: Path) -> None:
+    from thinkscale.eval.runner import fmt_overhead
+
     shared = "" if not summary.reused_chains else (
         f"; {summary.reused_chains} chains ({summary.reused_tokens} tokens, {summary.reused_seconds:.1f} s when first "
         "generated) served from the store instead of generated again")
@@ -147,10 +168,6 @@ def eval_command(
               f"sweep {summary.wall_seconds:.1f} s (+{summary.load_seconds:.1f} s loading), harness overhead "
               f"{fmt_overhead(summary)} of sweep wall time{shared}. Results: {run_dir}", highlight=False,
               soft_wrap=True)
-    if summary.interrupted:
-        interrupted()
-        raise typer.Exit(130)
-
 
 def report_command(
     runs: Annotated[list[Path], typer.Argument(help="Run folder(s); several runs on one dataset share a report.")],
@@ -165,11 +182,11 @@ def report_command(
     try:
         stores = [open_existing(r) for r in runs]
     except StoreError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         a = analyze(stores, reps=reps)
     except (ValueError, StoreError) as e:
-        _fail(str(e))
+        fail(str(e))
     finally:
         for s in stores:
             s.close()
@@ -196,7 +213,7 @@ def export_command(
     try:
         store = open_existing(run)
     except StoreError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         rows = export_rows(store)
     finally:
@@ -224,7 +241,7 @@ def rescore_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) ->
     try:
         n = rescore(run)
     except (StoreError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     err.print(f"rescored {n} jobs in {run}", highlight=False, soft_wrap=True)
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from thinkscale.answers import Task
 from thinkscale.answers.equivalence import check
+from thinkscale.prompts import MATH_SYSTEM
 from thinkscale.types import Message, Problem
 
-MATH_SYSTEM = "Solve the problem. Think step by step, then write the final answer as \\boxed{ANSWER}."
 GAME24_SYSTEM = ("Use each of the four given numbers exactly once, with + - * / and parentheses, to make 24. "
                  "Think step by step, then write the final expression as \\boxed{EXPRESSION}, e.g. "
                  "\\boxed{(10-4)*(5-1)}.")

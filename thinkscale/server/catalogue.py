@@ -27,7 +27,7 @@ COUNT_KNOBS = strategies.COUNT_KNOBS
 ALIASES = {"sc": "self-consistency"}
 # Knobs that name files, URLs or sandbox resources on the server's machine (a PRM or policy file, a PRM server, the
 # code sandbox's limits and pool): the operator sets them (``thinkscale serve --strategy-knobs``), requests cannot.
-OPERATOR_KNOBS = strategies.FILE_KNOBS | {"sandbox", "sandbox_workers", "code_memory_mb", "code_timeout_seconds"}
+OPERATOR_KNOBS = strategies.FILE_KNOBS | {"sandbox_workers", "code_memory_mb", "code_timeout_seconds"}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """``thinkscale serve``: load a model and serve the OpenAI-compatible API (registered in thinkscale/cli.py).
 
-Imports of FastAPI, uvicorn and llama.cpp happen inside the command, so ``thinkscale --help`` stays fast."""
+Imports of FastAPI, uvicorn and llama.cpp happen inside the command, so ``thinkscale --help`` stays fast and
+``thinkscale solve`` never loads the web stack. This module imports nothing from ``thinkscale.cli``: the command
+line depends on the server, not the other way round."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from thinkscale.cliutil import fail
+from thinkscale.prompts import MATH_SYSTEM
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -63,7 +68,6 @@ def serve(
     """Serve MODEL over an OpenAI-compatible API: the model thinks privately, the answer is the content."""
     from thinkscale.backends import load_backend
     from thinkscale.backends.base import BackendError
-    from thinkscale.cli import DEFAULT_SYSTEM, _fail
     from thinkscale.models import ModelError
     from thinkscale.server.app import create_app
     from thinkscale.server.catalogue import StrategyCatalogue
@@ -73,14 +77,14 @@ def serve(
     try:
         StrategyCatalogue(strategy_knobs=strategy_knobs or ())  # a bad setting fails before the model loads
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
     try:
         limits = ServerLimits(max_concurrency=max_concurrency, max_queue=max_queue, max_tokens_per_request=max_tokens,
                               default_max_tokens=min(default_max_tokens, max_tokens),
                               request_timeout_s=request_timeout)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     if host not in LOOPBACK and not api_key:
         typer.echo(f"warning: binding {host} without --api-key: anyone who can reach this port can use the model",
                    err=True)
@@ -93,14 +97,14 @@ def serve(
                                    "max_active_sequences": max_active_sequences}
         backend = load_backend(model, **options)
     except (ModelError, BackendError, ValueError) as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     try:
         engine = ServeEngine(backend, name, default_effort=default_effort.value,
-                             system_prompt=DEFAULT_SYSTEM if system_prompt is None else system_prompt,
+                             system_prompt=MATH_SYSTEM if system_prompt is None else system_prompt,
                              strategy_knobs=strategy_knobs or ())
     except ValueError as e:
         backend.close()
-        _fail(str(e))
+        fail(str(e))
     try:
         serve_forever(create_app(engine, api_key=api_key, limits=limits), host=host, port=port,
                       log_level=log_level)

@@ -19,6 +19,7 @@ from thinkscale.backends.base import Backend, Cancelled
 from thinkscale.server.catalogue import EFFORT_ALIASES, EFFORTS, StrategyCatalogue, StrategyChoice
 from thinkscale.server.errors import ApiError
 from thinkscale.server.schemas import ThinkscaleOptions
+from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, Candidate, Completion, GenRequest, Problem, Result, Role, Usage
 
 log = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ class ServeEngine:
             raise ApiError(503, "the server is shutting down", code="unavailable")
         proxy = _RequestBackend(self.backend, cancel, spent, cancellable=self._cancellable, lock=self._lock)
         # a string seed is hashed with SHA-512 by random.Random: stable across runs, distinct per choice
-        result: Result = plan.strategy.run(problem, proxy, plan.budget, rng=random.Random(f"{seed}:{index}"))
+        result = execute(plan.strategy, problem, proxy, plan.budget, rng=random.Random(f"{seed}:{index}"))
         if self.on_result is not None:
             self.on_result(response_id, index, result)
         return result
@@ -447,9 +448,10 @@ def usage_payload(outcomes: Sequence[Outcome], *, wall_seconds: float, queue_sec
 def choice_extension(o: Outcome, *, reveal: bool) -> dict[str, Any]:
     """The per-choice ``thinkscale`` object: how the answer was decided. Candidate texts only when revealed."""
     r = o.result
-    votes = next((e.get("counts") for e in r.trace if e.get("event") == "vote"), None)
+    votes = {a: int(v) for a, v in r.votes.items()} if r.votes is not None and r.votes_kind == "count" else None
+    scores = r.votes if r.votes_kind == "score" else None
     cands = [c.summary(with_text=reveal) for c in r.candidates]
     return {"strategy": r.strategy, "stop_reason": r.stop_reason, "answer": r.answer,
             "answer_extracted": o.answer_extracted, "n_candidates": len(r.candidates), "votes": votes,
-            "candidates": cands}
+            "scores": scores, "chosen_index": r.chosen_index, "candidates": cands}
 

@@ -6,9 +6,11 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
+
+from thinkscale.cliutil import fail
 
 
 def sandbox_command(
@@ -26,10 +28,6 @@ def sandbox_command(
     Exit status: 0 when the file ran (whatever it did; see exit_code), 1 when the sandbox is unavailable or failed,
     2 for bad arguments."""
     from thinkscale.tools.sandbox import Limits, Sandbox, SandboxError
-
-    def fail(message: str, code: int) -> NoReturn:
-        sys.stderr.write(f"error: {message}\n")
-        raise typer.Exit(code)
 
     if not math.isfinite(timeout) or timeout <= 0:
         fail(f"--timeout must be a finite number of seconds > 0 (got {timeout})", 2)

@@ -14,17 +14,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
+from thinkscale.cliutil import fail
+
 app = typer.Typer(help="Train verifiers (a process reward model head on the policy's own hidden states).",
                   no_args_is_help=True)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command("prm")
@@ -72,13 +69,13 @@ def prm(
         path = dataset_path(data)
         rows = seeded_subset(load_rows(path), problems, seed)
     except (ValueError, FileNotFoundError) as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     try:
         backend = load_backend(model, n_ctx=n_ctx)
     except (ModelError, BackendError) as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     if not isinstance(backend, FeatureBackend) or not backend.capabilities.hidden_states:
-        _fail(f"{model}: this backend cannot return hidden states (the PRM's features); use a GGUF model", 1)
+        fail(f"{model}: this backend cannot return hidden states (the PRM's features); use a GGUF model", 1)
 
     def progress(done: int, total: int, pid: str, seconds: float) -> None:
         typer.echo(f"labelled {done}/{total} {pid} ({seconds:.1f}s)", err=True)
@@ -87,7 +84,7 @@ def prm(
         meta = train_prm(backend, rows, out, cfg=cfg, heldout_fraction=heldout, c=c, progress=progress, workers=workers,
                          data={"path": str(path), "sha256": file_sha256(path), "subset_seed": seed})
     except (ValueError, BackendError) as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     finally:
         backend.close()
     summary = {"out": str(out), "heldout_auroc": meta["heldout_auroc"], "metrics": meta["metrics"],

@@ -1,0 +1,1 @@
+"""The app's routes, one APIRouter per module; ``create_app`` includes them in this order (the OpenAPI order)."""
