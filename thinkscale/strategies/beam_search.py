@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob
 from thinkscale.strategies.base import check_int, register
-from thinkscale.strategies.events import event
+from thinkscale.strategies.events import event, migrates
 from thinkscale.strategies.run import Run
 from thinkscale.types import Event, Result
 from thinkscale.verifiers.aggregate import Selection, StepAggregation
@@ -31,6 +31,14 @@ class BeamStep(Event):
     kept: tuple[int, ...]
     finished: tuple[int, ...]
     width: int
+
+
+@migrates("step")
+def _old_beam_step(d: dict[str, Any]) -> BeamStep | None:
+    """A beam search ``step`` of a store written before the typed events (the same fields, node indices)."""
+    if "width" not in d:
+        return None
+    return BeamStep(int(d["step"]), tuple(d["children"]), tuple(d["kept"]), tuple(d["finished"]), int(d["width"]))
 
 
 def top_m(nodes: Sequence[Node], m: int, how: StepAggregation, rng: random.Random) -> list[Node]:

@@ -8,12 +8,12 @@ Snell et al., https://arxiv.org/abs/2408.03314).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob
 from thinkscale.strategies.base import check_int, register
 from thinkscale.strategies.beam_search import top_m
-from thinkscale.strategies.events import event
+from thinkscale.strategies.events import event, migrates
 from thinkscale.strategies.run import Run
 from thinkscale.types import Event, Result
 from thinkscale.verifiers.aggregate import Selection
@@ -36,6 +36,14 @@ class Subtrees(Event):
     """Each subtree's solution (tree node index; 0, the root: the subtree never took a step)."""
 
     solutions: tuple[int, ...]
+
+
+@migrates("step")
+def _old_dvts_step(d: dict[str, Any]) -> DvtsStep | None:
+    """A DVTS ``step`` of a store written before the typed events (the same fields, node indices)."""
+    if "heads" not in d:
+        return None
+    return DvtsStep(int(d["step"]), tuple(d["subtrees"]), tuple(tuple(g) for g in d["children"]), tuple(d["heads"]))
 
 
 @register("dvts", "diverse verifier tree search: independent width-1 step searches, one answer each, then a vote",

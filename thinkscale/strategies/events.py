@@ -31,6 +31,21 @@ E = TypeVar("E", bound=type[Event])
 EVENTS: dict[str, type[Event]] = {}
 
 
+Migration = Callable[[dict[str, Any]], "Event | None"]
+MIGRATIONS: dict[str, list[Migration]] = {}
+
+
+def migrates(kind: str) -> Callable[[Migration], Migration]:
+    """Decorator: a converter of old trace entries of ``kind`` (a strategy's own free-form events of stores written
+    before the typed events) to a typed event; it returns None for an entry it does not recognise."""
+
+    def deco(fn: Migration) -> Migration:
+        MIGRATIONS.setdefault(kind, []).append(fn)
+        return fn
+
+    return deco
+
+
 def event(kind: str) -> Callable[[E], E]:
     """Class decorator: register a frozen dataclass ``Event`` subclass under ``kind`` (its JSON ``"event"``)."""
 
@@ -373,6 +388,15 @@ def migrate_event(d: dict[str, Any]) -> Event:
             return Stop(str(d.get("reason")), d.get("detail"))
         if kind == "vote" and set(d) <= {"event", "counts", "winner", "tie_broken_by_rng"}:
             return Vote(dict(d.get("counts") or {}), d.get("winner"), bool(d.get("tie_broken_by_rng", False)))
+        if kind == "stop" and "reason" in d:  # with extra numbers (samples, P, spent, ...): kept in the detail
+            extra = {k: v for k, v in d.items() if k not in ("event", "reason", "detail")}
+            detail = "; ".join(x for x in (d.get("detail"), ", ".join(f"{k}={v}" for k, v in extra.items())) if x)
+            return Stop(str(d["reason"]), detail or None)
+        _load_strategy_events()
+        for convert in MIGRATIONS.get(str(kind), ()):
+            converted = convert(d)
+            if converted is not None:
+                return converted
     except (KeyError, TypeError, ValueError):
         pass
     return Legacy(dict(d))

@@ -31,6 +31,15 @@ from thinkscale.types import Candidate, Event, FinishReason, GenRequest, Message
 from thinkscale.verifiers.aggregate import Selection
 
 
+@event("start")
+@dataclass(frozen=True)
+class TirStart(Event):
+    """An SC-TIR run's paths and the tool format of its prompt."""
+
+    paths: int
+    prompt_format: str
+
+
 @event("paths")
 @dataclass(frozen=True)
 class Paths(Event):
@@ -111,6 +120,7 @@ class ScTir:
             ctx.stop("budget", "budget allows no path")
             return ctx.result((), stop_reason="budget")
         prompt = tir_messages(ctx.problem, self.prompt)
+        ctx.note(TirStart(n, str(self.prompt)))
         paths = [_Path() for _ in range(n)]
         budget_hit = n < self.n_samples
         seed = ctx.seed()
