@@ -39,7 +39,7 @@ import httpx
 from openai import OpenAI
 
 from thinkscale.backends.llamacpp import LlamaCppBackend
-from thinkscale.cli import DEFAULT_SYSTEM
+from thinkscale.prompts import MATH_SYSTEM
 from thinkscale.models import resolve
 from thinkscale.server import ServeEngine, ServerLimits, create_app
 from thinkscale.server.runner import BackgroundServer
@@ -211,7 +211,7 @@ def main() -> int:
     n_ctx = args.n_ctx or n_req * (args.samples * args.max_tokens + 128)
     backend = LlamaCppBackend(path, name=args.model, n_ctx=n_ctx,
                               n_seq_max=min(256, n_req * (args.samples + 1) + 8))
-    engine = ServeEngine(backend, args.model, system_prompt=DEFAULT_SYSTEM)
+    engine = ServeEngine(backend, args.model, system_prompt=MATH_SYSTEM)
     gone = set(range(0, n_req, n_req // n_gone)[:n_gone]) if n_gone else set()
     stay = [i for i in range(n_req) if i not in gone]
     with BackgroundServer(create_app(engine)) as url:  # warm up: model pages, first-call allocations

@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh --dev
 .venv/bin/python -m ruff check thinkscale tests bench
 .venv/bin/python -m mypy
+.venv/bin/lint-imports --no-cache   # the package's layers ([tool.importlinter] in pyproject.toml)
+.venv/bin/python scripts/check_function_length.py   # no function in thinkscale/ over 100 lines
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -301,6 +301,38 @@ def label_stats(steps: Sequence[LabelledStep]) -> dict[str, Any]:
             "label_histogram": dict(sorted(hist.items(), key=lambda kv: float(kv[0])))}
 
 
+def _labelling_cost(cache: StepCache, ids: Sequence[str]) -> tuple[float, dict[str, Any]]:
+    """Summed per-problem labelling seconds and usage by role of ``ids``' problems."""
+    usage: dict[str, Any] = {}
+    seconds = 0.0
+    for pid in ids:
+        rec = cache.done[pid]
+        seconds += rec["seconds"]
+        for role, u in rec["usage"].items():
+            usage[role] = _add_usage(usage.get(role), u)
+    return seconds, usage
+
+
+def heldout_split(ids: Sequence[str], heldout_fraction: float, seed: int) -> set[str]:
+    """The held-out problems: a seeded shuffle's first ``heldout_fraction`` (at least one when there are two or
+    more problems and the fraction is > 0, never all of them)."""
+    shuffled = list(ids)
+    random.Random(f"{seed}:split").shuffle(shuffled)
+    n_held = round(heldout_fraction * len(ids)) if len(ids) > 1 else 0
+    n_held = min(max(n_held, 1 if heldout_fraction > 0 and len(ids) > 1 else 0), len(ids) - 1)
+    return set(shuffled[:n_held])
+
+
+def _gather(cache: StepCache, ids: Sequence[str]) -> tuple[list[LabelledStep], np.ndarray]:
+    """The labelled steps and their features of ``ids``' problems, in that order."""
+    steps, feats = [], []
+    for pid in ids:
+        rec = cache.done[pid]
+        steps += [LabelledStep(**s) for s in rec["steps"]]
+        feats += rec["features"]
+    return steps, np.asarray(feats, dtype=np.float32)
+
+
 def train_prm(backend: FeatureBackend, rows: Sequence[dict[str, Any]], out: str | os.PathLike[str], *,
               cfg: LabelConfig = LabelConfig(), heldout_fraction: float = 0.25, c: float = 0.1,
               data: dict[str, Any] | None = None, workers: int = 1,
@@ -354,36 +386,15 @@ def train_prm(backend: FeatureBackend, rows: Sequence[dict[str, Any]], out: str 
         cache.add_run({"problems": len(todo), "wall_seconds": label_wall, "workers": workers})
 
     ids = [p.id for p in problems]
-    shuffled = list(ids)
-    random.Random(f"{cfg.seed}:split").shuffle(shuffled)
-    n_held = round(heldout_fraction * len(ids)) if len(ids) > 1 else 0
-    n_held = min(max(n_held, 1 if heldout_fraction > 0 and len(ids) > 1 else 0), len(ids) - 1)
-    held = set(shuffled[:n_held])
-
-    def gather(which: set[str] | None, exclude: set[str]) -> tuple[list[LabelledStep], np.ndarray]:
-        steps, feats = [], []
-        for pid in ids:
-            if pid in exclude or (which is not None and pid not in which):
-                continue
-            rec = cache.done[pid]
-            steps += [LabelledStep(**s) for s in rec["steps"]]
-            feats += rec["features"]
-        return steps, np.asarray(feats, dtype=np.float32)
-
-    train_steps, x_train = gather(None, held)
-    held_steps, x_held = gather(held, set())
+    held = heldout_split(ids, heldout_fraction, cfg.seed)
+    train_steps, x_train = _gather(cache, [i for i in ids if i not in held])
+    held_steps, x_held = _gather(cache, [i for i in ids if i in held])
     if not train_steps:
         raise ValueError("no labelled steps in the training problems (every sample was empty)")
     head = LogisticHead.fit(x_train, np.array([s.label for s in train_steps]), c=c, seed=cfg.seed)
     metrics = {"train": _metrics(train_steps, head.predict(x_train)),
                "heldout": _metrics(held_steps, head.predict(x_held) if len(held_steps) else np.zeros(0))}
-    usage: dict[str, Any] = {}
-    seconds = 0.0
-    for pid in ids:
-        rec = cache.done[pid]
-        seconds += rec["seconds"]
-        for role, u in rec["usage"].items():
-            usage[role] = _add_usage(usage.get(role), u)
+    seconds, usage = _labelling_cost(cache, ids)
     meta = {
         "model": {"name": info.name, "fingerprint": info.fingerprint, "n_params": info.n_params},
         "feature": "final hidden state (after output norm) at the last token of the step prefix",
