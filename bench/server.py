@@ -39,8 +39,8 @@ import httpx
 from openai import OpenAI
 
 from thinkscale.backends.llamacpp import LlamaCppBackend
-from thinkscale.prompts import MATH_SYSTEM
 from thinkscale.models import resolve
+from thinkscale.prompts import MATH_SYSTEM
 from thinkscale.server import ServeEngine, ServerLimits, create_app
 from thinkscale.server.runner import BackgroundServer
 
