@@ -267,6 +267,22 @@ def test_memory_outside_the_limits_is_refused(sb: Sandbox) -> None:
     assert r.stdout == "-1 -1 -1 -1 False\n", r
 
 
+def test_sockets_are_unix_only_with_default_buffers(sb: Sandbox) -> None:
+    """TCP over the sandbox's own loopback grows its buffers to megabytes by itself, and SO_SNDBUF raises a unix
+    socket's to twice net.core.wmem_max: only AF_UNIX sockets, at the default buffer size. A socketpair (asyncio,
+    multiprocessing) still works."""
+    r = sb.run("import socket\na, b = socket.socketpair()\na.sendall(b'ping')\nprint(b.recv(4))\n"
+               "for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):\n    try:\n"
+               "        a.setsockopt(socket.SOL_SOCKET, opt, 1 << 24)\n        print('RAISED')\n"
+               "    except OSError as e:\n        print('denied', e.errno)\n"
+               "a.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)\nprint('other options work')\n"
+               "for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):\n    try:\n"
+               "        socket.socket(family, socket.SOCK_DGRAM)\n        print('OPENED')\n"
+               "    except OSError as e:\n        print('refused', e.errno)")
+    assert r.stdout == ("b'ping'\ndenied 1\ndenied 1\nother options work\nrefused 97\nrefused 97\n"
+                        "refused 97\n"), r
+
+
 def test_file_size_limit(sb: Sandbox) -> None:
     r = sb.run("open('big', 'wb').write(b'x' * (5 * 2**20))")
     assert r.killed_reason == "file_size" and r.exit_code == -25  # SIGXFSZ
@@ -309,7 +325,7 @@ def test_tcp_to_a_host_listener_on_127_0_0_1_fails(sb: Sandbox) -> None:
                "    print('CONNECTED')\nexcept OSError as e:\n    print('refused', e.errno)")
     t.join()
     srv.close()
-    assert r.stdout == "refused 111\n" and not accepted
+    assert r.stdout == "refused 97\n" and not accepted  # EAFNOSUPPORT: only AF_UNIX sockets exist in the sandbox
 
 
 def test_tcp_to_a_public_address_and_dns_fail(sb: Sandbox) -> None:
@@ -317,7 +333,7 @@ def test_tcp_to_a_public_address_and_dns_fail(sb: Sandbox) -> None:
                "        socket.create_connection(addr, timeout=1)\n        print('CONNECTED')\n"
                "    except OSError as e:\n        print('unreachable', e.errno)\ntry:\n"
                "    socket.getaddrinfo('example.com', 80)\n    print('RESOLVED')\nexcept OSError:\n    print('no dns')")
-    assert r.stdout == "unreachable 101\nunreachable 101\nno dns\n"
+    assert r.stdout == "unreachable 97\nunreachable 97\nno dns\n"
 
 
 def test_a_subprocess_shell_runs_contained(sb: Sandbox) -> None:
@@ -469,7 +485,8 @@ def test_zz_the_engine_still_works_and_nothing_is_left_behind(sb: Sandbox) -> No
     case above, then after closing no sandbox process or file remains."""
     assert sb.run("print(sum(range(101)))").stdout == "5050\n"
     be = ScriptedBackend(["```python\nprint(17 * 23)\n```\n", "So \\boxed{391}."])
-    res = execute(ScTir(n_samples=1), Problem.from_text("What is 17 * 23?"), be, Budget(), rng=random.Random(0), sandbox=sb)
+    res = execute(ScTir(n_samples=1), Problem.from_text("What is 17 * 23?"), be, Budget(), rng=random.Random(0),
+                  sandbox=sb)
     assert res.answer == "391" and "```output\n391\n```" in res.candidates[0].text
     sb.close()
     deadline = time.monotonic() + 5

@@ -4,39 +4,54 @@ How a run is contained (operating-system mechanisms only; nothing depends on the
 
 - **Namespaces** (``bwrap``): new mount, PID, network, IPC, UTS and cgroup namespaces. The file system is a fresh
   tmpfs with read-only binds of ``/usr``, ``/etc/ld.so.cache``, the Python installation and its virtualenv (for
-  numpy and sympy), a new ``/proc`` and a minimal ``/dev``; ``/`` is remounted read-only. The only writable place is
-  ``/sandbox``, a size-limited tmpfs that is the working directory, ``HOME`` and ``TMPDIR``; it is emptied after
-  every run and disappears with the sandbox. No user file outside it is visible. The network namespace has only a
-  loopback device: no route anywhere, and the host's 127.0.0.1 is a different interface.
+  numpy and sympy), a new ``/proc`` and a minimal ``/dev`` (``null``, ``zero``, ``full``, ``random``, ``urandom``;
+  no pseudo-terminals); ``/`` is remounted read-only. The only writable place is ``/sandbox``, a tmpfs limited in
+  size and in inodes (``Limits.workdir_bytes``, ``Limits.workdir_inodes``: files and directories cost kernel memory
+  that a size limit does not count) that is the working directory, ``HOME``, ``TMPDIR`` and ``/dev/shm``; it is
+  emptied after every run and disappears with the sandbox. The supervisor mounts it itself, before it drops the
+  capability to mount (bwrap's own ``--tmpfs`` takes a size but no inode limit). No user file outside it is
+  visible. The network namespace has only a loopback device: no route anywhere, and the host's 127.0.0.1 is a
+  different interface.
 - **An unprivileged uid.** The process limit (RLIMIT_NPROC) is not enforced for uid 0, so a fork bomb started by
   root escapes it even inside a user namespace that maps root to an unprivileged-looking uid. When the host runs as
   root, bwrap sets up the namespaces without a user namespace and the supervisor drops to a uid of its own (random
   in ``uid_range``, no capabilities, no_new_privs) before any code runs; when the host is not root, bwrap puts the
-  sandbox in a user namespace (no further user namespaces allowed inside) as the calling user. Either way the
-  supervisor refuses to serve if its uid is 0 outside.
-- **A seccomp filter** (``seccomp_program``, handed to bwrap's ``--seccomp``; x86-64 hosts only): a deny-list.
-  System calls that make namespaces or mounts (``unshare``, ``setns``, ``mount``, ``pivot_root``, ``chroot``, the
-  new mount API, ``clone`` with namespace flags), trace or read other processes (``ptrace``, ``process_vm_*``), or
-  reach rarely needed kernel interfaces (``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring_setup``, keyrings,
-  module loading, ``kexec_load``, ``open_by_handle_at``) fail with EPERM; ``clone3`` fails with ENOSYS so libc falls
-  back to ``clone``; x32 system calls fail and any other architecture's kill the process. In the root mode this is
-  what keeps the code from making a user namespace of its own.
+  sandbox in a user namespace as the calling user (the filter below refuses further user namespaces). Either way
+  the supervisor drops every capability, and refuses to serve if one is left or if its uid is 0 outside.
+- **A seccomp filter** (``seccomp_program``, installed by the supervisor right after it mounted the working
+  directory and before it drops privileges; x86-64 hosts only): a deny-list. System calls that make namespaces or
+  mounts (``unshare``, ``setns``, ``mount``, ``pivot_root``, ``chroot``, the new mount API, ``clone`` with namespace
+  flags), trace or read other processes (``ptrace``, ``process_vm_*``), reach rarely needed kernel interfaces
+  (``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring_setup``, keyrings, module loading, ``kexec_load``,
+  ``open_by_handle_at``), watch files (``inotify``, ``fanotify``: a watch on a bound directory such as the
+  virtualenv would see the host open files there), or hold memory outside every limit below (``memfd_create``,
+  System V shared memory, semaphores and message queues, POSIX message queues, POSIX timers, socket buffers raised
+  with ``SO_SNDBUF``/``SO_RCVBUF``) fail with EPERM; sockets other than ``AF_UNIX`` fail with EAFNOSUPPORT (there
+  is no network to reach, and TCP over the sandbox's own loopback grows its buffers by itself); ``clone3`` fails with
+  ENOSYS so libc falls back to ``clone``; x32 system calls fail and any other architecture's kill the process. This
+  is what keeps the code from making a user namespace of its own (where it could mount a tmpfs without limits).
 - **Limits per run** (``Limits``): wall clock (the supervisor kills), CPU seconds, address space, processes and
   threads (counted over the whole sandbox), file size, open files, output kept per stream (the rest is counted and
-  replaced by a marker), code size; the working directory's size is a sandbox-wide limit.
+  replaced by a marker), code size; the working directory's size and inode count are sandbox-wide limits.
 - **Supervisor as PID 1** (``_worker.py``): the kernel ignores signals sent to a PID namespace's init from inside it
   (no handler installed), and it is non-dumpable, so the code cannot kill, stop or ptrace it. After every run it
-  SIGKILLs every other process in the namespace (background processes, fork bombs), empties the working directory
-  and checks both; when anything is left the sandbox is discarded. A sandbox never outlives this process: the
-  supervisor exits (killing everything inside) as soon as its input closes, even mid-run, and discarding a sandbox
-  SIGKILLs the supervisor by its host PID, which takes the whole PID namespace with it.
+  SIGKILLs every other process in the namespace (background processes, fork bombs) and answers with the output
+  (every step after the deadline has a time limit of its own, so the answer comes within about a second of it);
+  then, off the caller's time, it checks that no process is left, empties the working directory (both within a time
+  limit) and reports that; when anything is left the sandbox is discarded, by a background thread. A sandbox never
+  outlives this process: the supervisor exits (killing everything inside) as soon as its input closes, even mid-run,
+  and discarding a sandbox SIGKILLs the supervisor by its host PID, which takes the whole PID namespace with it.
 
 What it does not stop: CPU contention within its limits (a run can keep ``max_processes`` processes busy until the
 wall-clock limit), kernel exploits through the system calls the filter allows (off x86-64 there is no filter at
-all), reading world-readable files under the bound directories (the Python installation, ``/usr``), and, in the
-pooled mode, one run seeing System V IPC objects a previous run in the same worker left (runs in one pool belong to
-one engine). Memory is limited per process, so the worst case is ``max_processes x memory_bytes`` (8 GiB by
-default); there is no memory cgroup.
+all; there, as a non-root host, bwrap's ``--disable-userns`` and ``--tmpfs`` are used instead, without an inode
+limit), and reading world-readable files under the bound directories (the Python installation, ``/usr``). Memory is
+limited per process, so the worst case is ``max_processes x memory_bytes`` (8 GiB by default); there is no memory
+cgroup. Kernel memory outside the working directory is bounded by the process and open-file limits, for the length
+of a run, not by a budget of its own: socket buffers (``net.core.wmem_default`` of queued data per socket, 208 KiB
+by default, times up to ``max_processes x max_open_files`` sockets), pipe buffers (the kernel's per-user pipe quota;
+one uid per sandbox in the root mode) and POSIX file locks on files in the working directory. A memory cgroup
+would bound all of it, where the host offers one.
 
 Warm pool: ``Sandbox(pool_size=k)`` keeps up to ``k`` sandboxes whose supervisor has already imported numpy and
 sympy, so a run costs a fork (milliseconds) instead of an interpreter start (about half a second). ``pool_size=0``
@@ -75,9 +90,12 @@ logger = logging.getLogger(__name__)
 KilledReason = Literal["timeout", "cpu", "memory", "file_size", "signal", "sandbox"]
 WORKDIR = "/sandbox"
 DEFAULT_PRELOAD = ("numpy", "sympy")
-# The supervisor's cleanup (kill + reap + empty the directory) is bounded by 3 s; the host waits this much on top of
-# the run's own limit before it kills the whole sandbox.
-HOST_GRACE_SECONDS = 6.0
+# The supervisor answers within about a second of the run's limit (kill + reap + drain, each bounded); the host waits
+# this much on top of the limit before it gives up on the supervisor and discards the whole sandbox.
+HOST_GRACE_SECONDS = 4.0
+# After the answer, the supervisor empties the working directory (bounded by 2 s) and says so; a background thread
+# waits this long for that before it discards the sandbox instead of reusing it.
+SETTLE_SECONDS = 5.0
 STARTUP_TIMEOUT_SECONDS = 120.0
 TRUNCATION_MARKER = "\n[thinkscale sandbox: output truncated, {dropped} of {total} bytes not shown]"
 
@@ -94,7 +112,10 @@ class SandboxUnavailable(SandboxError):
 class Limits:
     """Per-run limits. Every value must be positive; ``max_processes`` counts every process and thread in the
     sandbox, its supervisor included. The address-space limit is per process and there is no memory cgroup, so the
-    memory a run can touch is bounded by ``max_processes x memory_bytes`` (8 GiB with the defaults)."""
+    memory a run can touch is bounded by ``max_processes x memory_bytes`` (8 GiB with the defaults).
+    ``workdir_bytes`` and ``workdir_inodes`` bound the working directory (a tmpfs) for the sandbox's life: the data
+    its files hold, and how many files, directories and links it holds (each costs about 1 KiB of kernel memory,
+    which the size limit does not count)."""
 
     timeout_seconds: float = 10.0
     cpu_seconds: float = 10.0
@@ -105,6 +126,7 @@ class Limits:
     max_open_files: int = 256
     max_code_bytes: int = 1 << 20
     workdir_bytes: int = 64 << 20
+    workdir_inodes: int = 8192
 
     def __post_init__(self) -> None:
         for name in ("timeout_seconds", "cpu_seconds"):
@@ -112,7 +134,7 @@ class Limits:
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"Limits.{name} must be a finite number > 0, got {v!r}")
         for name in ("memory_bytes", "max_processes", "max_output_bytes", "max_file_bytes", "max_open_files",
-                     "max_code_bytes", "workdir_bytes"):
+                     "max_code_bytes", "workdir_bytes", "workdir_inodes"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"Limits.{name} must be an integer > 0, got {v!r}")
@@ -124,6 +146,8 @@ class Limits:
                              f"{self.max_processes}")
         if self.max_open_files < 16:
             raise ValueError(f"Limits.max_open_files must be >= 16, got {self.max_open_files}")
+        if self.workdir_inodes < 16:
+            raise ValueError(f"Limits.workdir_inodes must be >= 16, got {self.workdir_inodes}")
 
     def for_worker(self) -> dict[str, Any]:
         return {"timeout_seconds": float(self.timeout_seconds), "cpu_seconds": max(1, math.ceil(self.cpu_seconds)),
@@ -188,13 +212,13 @@ def _python_binds() -> list[str]:
     return out
 
 
-# Seccomp (classic BPF, x86-64 only): refuse the system calls that make namespaces or mounts, trace processes, or
-# reach rarely needed kernel interfaces. In the root mode there is no user namespace around the sandbox, and
-# without this filter the code could make one of its own (and get capabilities inside it).
+# Seccomp (classic BPF, x86-64 only): refuse the system calls that make namespaces or mounts, trace processes, reach
+# rarely needed kernel interfaces, watch files or hold memory past the limits. Without this filter the code could
+# make a user namespace of its own (and get capabilities inside it, enough to mount a tmpfs without limits).
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _SECCOMP_RET_ALLOW = 0x7FFF0000
 _SECCOMP_RET_KILL_PROCESS = 0x80000000
-_EPERM, _ENOSYS = 1, 38
+_EPERM, _ENOSYS, _EAFNOSUPPORT = 1, 38, 97
 _CLONE_NS_FLAGS = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 _DENIED_SYSCALLS = {  # x86-64 numbers
     "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
@@ -202,12 +226,25 @@ _DENIED_SYSCALLS = {  # x86-64 numbers
     "request_key": 249, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "kexec_load": 246,
     "init_module": 175, "finit_module": 313, "open_by_handle_at": 304, "fsopen": 430, "fsmount": 432,
     "move_mount": 429, "open_tree": 428, "mount_setattr": 442, "io_uring_setup": 425,
+    # file watches: a watch on a bound directory (the virtualenv) sees the host's own file activity there
+    "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254, "fanotify_init": 300, "fanotify_mark": 301,
+    # memory outside the address-space and working-directory limits (memfd data counts against neither; System V
+    # shared memory outlives the process; timers are not bounded by any rlimit)
+    "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "shmat": 30, "shmctl": 31, "semget": 64,
+    "semop": 65, "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+    "mq_open": 240, "timer_create": 222,
 }
 _SYS_CLONE, _SYS_CLONE3 = 56, 435
+# Sockets: only AF_UNIX (there is no network to reach, and TCP over the sandbox's loopback grows its buffers up to
+# net.ipv4.tcp_wmem/tcp_rmem by itself), and no SO_SNDBUF/SO_RCVBUF (up to twice net.core.wmem_max each), so a
+# socket holds at most net.core.wmem_default of queued data.
+_SYS_SOCKET, _SYS_SETSOCKOPT, _AF_UNIX, _SOL_SOCKET = 41, 54, 1, 1
+_SOCKET_BUFFER_OPTS = (7, 8, 32, 33)  # SO_SNDBUF, SO_RCVBUF, SO_SNDBUFFORCE, SO_RCVBUFFORCE
 
 
 def seccomp_program() -> bytes | None:
-    """The filter as bwrap's ``--seccomp`` wants it (an array of ``struct sock_filter``); None off x86-64."""
+    """The filter as ``PR_SET_SECCOMP`` (or bwrap's ``--seccomp``) wants it (an array of ``struct sock_filter``); None
+    off x86-64."""
     import platform
     import struct
 
@@ -225,25 +262,42 @@ def seccomp_program() -> bytes | None:
         prog += [ins(jeq, 0, 1, nr), ins(ret, 0, 0, 0x00050000 | _EPERM)]
     # clone3 passes its flags in memory the filter cannot read: ENOSYS makes libc fall back to clone
     prog += [ins(jeq, 0, 1, _SYS_CLONE3), ins(ret, 0, 0, 0x00050000 | _ENOSYS)]
+    # socket(domain, ...): AF_UNIX only. The arguments are 64-bit at offset 16 + 8 i; their low half comes first.
+    prog += [ins(jeq, 0, 4, _SYS_SOCKET), ins(ld_w, 0, 0, 16), ins(jeq, 1, 0, _AF_UNIX),
+             ins(ret, 0, 0, 0x00050000 | _EAFNOSUPPORT), ins(ret, 0, 0, _SECCOMP_RET_ALLOW)]
+    # setsockopt(fd, SOL_SOCKET, SO_SNDBUF | SO_RCVBUF | ..., ...): refused
+    n = len(_SOCKET_BUFFER_OPTS)
+    prog += [ins(jeq, 0, n + 5, _SYS_SETSOCKOPT), ins(ld_w, 0, 0, 24), ins(jeq, 0, n + 2, _SOL_SOCKET),
+             ins(ld_w, 0, 0, 32)]
+    prog += [ins(jeq, n - 1 - i, 0, opt) for i, opt in enumerate(_SOCKET_BUFFER_OPTS[:-1])]
+    prog += [ins(jeq, 0, 1, _SOCKET_BUFFER_OPTS[-1]), ins(ret, 0, 0, 0x00050000 | _EPERM),
+             ins(ret, 0, 0, _SECCOMP_RET_ALLOW)]
     prog += [ins(jeq, 0, 3, _SYS_CLONE), ins(ld_w, 0, 0, 16), ins(jset, 0, 1, _CLONE_NS_FLAGS),
              ins(ret, 0, 0, 0x00050000 | _EPERM)]
     prog += [ins(ret, 0, 0, _SECCOMP_RET_ALLOW)]
     return b"".join(prog)
 
 
-def bwrap_command(*, as_root: bool, workdir_bytes: int) -> list[str]:
-    """The bubblewrap invocation (without the command or ``--seccomp``). ``as_root``: the host runs as uid 0, so no
-    user namespace is made and the supervisor drops to the sandbox uid itself (see the module docstring)."""
+def bwrap_command(*, as_root: bool, workdir_bytes: int, supervisor_mounts: bool = True) -> list[str]:
+    """The bubblewrap invocation (without the command). ``as_root``: the host runs as uid 0, so no user namespace is
+    made and the supervisor drops to the sandbox uid itself (see the module docstring). ``supervisor_mounts``: the
+    supervisor gets CAP_SYS_ADMIN to mount the working directory itself (with an inode limit) and drops it with every
+    other capability before any code runs; otherwise bwrap mounts it (size only) and, as a non-root host, forbids
+    further user namespaces (``--disable-userns``), which would take the capability to mount away (bwrap does that
+    by nesting a second user namespace)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable(
             "bubblewrap (bwrap) is not installed, and code is never run without it: install it with "
             "`apt-get install bubblewrap` (scripts/install.sh does this), or disable the code tool")
+    mount_cap = ["--cap-add", "CAP_SYS_ADMIN"] if supervisor_mounts else []
     if as_root:
         ns = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup",
-              "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+              "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", *mount_cap]
     else:
-        ns = ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+        ns = ["--unshare-all", "--unshare-user", "--cap-drop", "ALL", *mount_cap]
+        if not supervisor_mounts:
+            ns.insert(2, "--disable-userns")
     cmd = [bwrap, *ns, "--die-with-parent", "--new-session", "--as-pid-1",
            "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin"]
@@ -258,8 +312,18 @@ def bwrap_command(*, as_root: bool, workdir_bytes: int) -> list[str]:
                 made.add(d)
         cmd += ["--ro-bind", path, path]
         made.add(path)
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(workdir_bytes), "--perms", "1777", "--tmpfs", WORKDIR]
+    # /dev by hand, not bwrap's --dev: that adds /dev/pts and /dev/ptmx (a run could take every pseudo-terminal of
+    # the host, 4096 by default) and, without root, a nested user namespace in which the supervisor could not mount
+    cmd += ["--proc", "/proc", "--perms", "0755", "--dir", "/dev"]
+    for dev in ("null", "zero", "full", "random", "urandom"):
+        cmd += ["--dev-bind", f"/dev/{dev}", f"/dev/{dev}"]
+    cmd += ["--symlink", "/proc/self/fd", "/dev/fd", "--symlink", "/proc/self/fd/0", "/dev/stdin",
+            "--symlink", "/proc/self/fd/1", "/dev/stdout", "--symlink", "/proc/self/fd/2", "/dev/stderr",
+            "--symlink", WORKDIR, "/dev/shm"]
+    if supervisor_mounts:
+        cmd += ["--perms", "1777", "--dir", WORKDIR]
+    else:
+        cmd += ["--size", str(workdir_bytes), "--perms", "1777", "--tmpfs", WORKDIR]
     if "/tmp" not in made:  # /tmp is the working directory, unless Python itself lives under /tmp (a checkout there)
         cmd += ["--symlink", WORKDIR, "/tmp"]
     cmd += ["--chdir", WORKDIR, "--remount-ro", "/", "--clearenv",
@@ -334,28 +398,24 @@ class _Worker:
 
     def __init__(self, limits: Limits, preload: tuple[str, ...], uid: int, spawner: _Spawner) -> None:
         as_root = os.geteuid() == 0
-        cfg = {"max_processes": limits.max_processes, "drop_to_uid": uid, "preload": list(preload)}
-        source = (Path(__file__).with_name("_worker.py")).read_text()
-        cmd = bwrap_command(as_root=as_root, workdir_bytes=limits.workdir_bytes)
         prog = seccomp_program()
-        pass_fds: tuple[int, ...] = ()
-        if prog is not None:
-            r_fd, w_fd = os.pipe()
-            os.write(w_fd, prog)  # a few hundred bytes: fits in the pipe buffer
-            os.close(w_fd)
-            cmd += ["--seccomp", str(r_fd)]
-            pass_fds = (r_fd,)
+        # Without a filter, nothing but bwrap's --disable-userns keeps a non-root sandbox from making user namespaces
+        # (in which it could mount anything), and that takes the capability to mount the working directory away.
+        supervisor_mounts = prog is not None or as_root
+        cfg = {"max_processes": limits.max_processes, "drop_to_uid": uid, "preload": list(preload),
+               "seccomp": prog.hex() if prog is not None else None,
+               "workdir": {"bytes": limits.workdir_bytes, "inodes": limits.workdir_inodes}
+               if supervisor_mounts else None}
+        source = (Path(__file__).with_name("_worker.py")).read_text()
+        cmd = bwrap_command(as_root=as_root, workdir_bytes=limits.workdir_bytes, supervisor_mounts=supervisor_mounts)
         cmd += [sys.executable, "-I", "-c", source, json.dumps(cfg)]
         self.started = time.monotonic()
         try:
             self.proc = spawner.call(lambda: subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                close_fds=True, pass_fds=pass_fds))
+                close_fds=True))
         except OSError as e:
             raise SandboxUnavailable(f"could not start bwrap: {e}") from e
-        finally:
-            for fd in pass_fds:
-                os.close(fd)
         assert self.proc.stdout is not None and self.proc.stdin is not None and self.proc.stderr is not None
         self.supervisor: tuple[int, str] | None = None  # host PID and start time, once it is up
         self._out = self.proc.stdout.fileno()
@@ -365,7 +425,7 @@ class _Worker:
         self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._err_thread.start()
         try:
-            hello = self._read_reply(time.monotonic() + STARTUP_TIMEOUT_SECONDS)
+            hello = self.read_reply(time.monotonic() + STARTUP_TIMEOUT_SECONDS)
         except SandboxError as e:
             self.kill()
             raise SandboxUnavailable(f"the sandbox did not start: {e}; bwrap said: {self.stderr_tail()!r}") from e
@@ -394,7 +454,7 @@ class _Worker:
     def stderr_tail(self) -> str:
         return b"".join(self._errlog).decode(errors="replace")[-2000:]
 
-    def _read_reply(self, deadline: float) -> dict[str, Any]:
+    def read_reply(self, deadline: float) -> dict[str, Any]:
         with selectors.DefaultSelector() as sel:
             sel.register(self._out, selectors.EVENT_READ)
             while b"\n" not in self._buf:
@@ -426,7 +486,7 @@ class _Worker:
             self.proc.stdin.flush()
         except OSError as e:
             raise SandboxError(f"the sandbox is gone: {e}") from e
-        return self._read_reply(deadline)
+        return self.read_reply(deadline)
 
     def kill(self, *, graceful: bool = False) -> None:
         """Stop the sandbox. ``graceful``: close the supervisor's input and give it a moment to exit (it then has
@@ -545,29 +605,32 @@ class Sandbox:
         if self._closed:
             raise SandboxError("this Sandbox is closed")
         t0 = time.monotonic()
-        with self._slots:
+        self._slots.acquire()
+        try:
             with self._lock:
                 worker = self._idle.pop() if self._idle else None
             if worker is None:
                 worker = self._new_worker()
-            req = {"code": code, "setup": cells, "limits": self.limits.for_worker()}
-            deadline = time.monotonic() + self.limits.timeout_seconds + HOST_GRACE_SECONDS
-            try:
-                reply = worker.request(req, deadline)
-            except SandboxError as e:
-                logger.warning("discarding a sandbox: %s", e)
-                worker.kill()
-                return SandboxResult(exit_code=None, stdout="", stderr="", timed_out=False, killed_reason="sandbox",
-                                     wall_seconds=time.monotonic() - t0, cpu_seconds=None, stdout_bytes=0,
-                                     stderr_bytes=0, exception=None, call_seconds=time.monotonic() - t0)
-            keep = self.pool_size > 0 and not reply.get("recycle", True) and not self._closed
-            if keep:
-                with self._lock:
-                    self._idle.append(worker)
-            else:
-                worker.kill()
+        except BaseException:
+            self._slots.release()
+            raise
+        # From here the slot belongs to ``worker``: whoever is done with it (a background thread once the supervisor
+        # has reported its clean-up, or the kill that discards it) releases the slot.
+        req = {"code": code, "setup": cells, "limits": self.limits.for_worker()}
+        deadline = time.monotonic() + self.limits.timeout_seconds + HOST_GRACE_SECONDS
         try:
-            return SandboxResult(
+            reply = worker.request(req, deadline)
+        except SandboxError as e:
+            logger.warning("discarding a sandbox: %s", e)
+            self._discard(worker)
+            return SandboxResult(exit_code=None, stdout="", stderr="", timed_out=False, killed_reason="sandbox",
+                                 wall_seconds=time.monotonic() - t0, cpu_seconds=None, stdout_bytes=0,
+                                 stderr_bytes=0, exception=None, call_seconds=time.monotonic() - t0)
+        except BaseException:  # e.g. KeyboardInterrupt mid-run: the sandbox is in an unknown state
+            self._discard(worker)
+            raise
+        try:
+            result = SandboxResult(
                 exit_code=reply["exit_code"], stdout=_decode(reply["stdout"], reply["stdout_bytes"]),
                 stderr=_decode(reply["stderr"], reply["stderr_bytes"]), timed_out=bool(reply["timed_out"]),
                 killed_reason=reply["killed_reason"], wall_seconds=float(reply["wall_seconds"]),
@@ -575,7 +638,48 @@ class Sandbox:
                 stderr_bytes=int(reply["stderr_bytes"]), exception=reply["exception"],
                 call_seconds=time.monotonic() - t0)
         except (KeyError, TypeError, ValueError) as e:
+            self._discard(worker)
             raise SandboxError(f"the sandbox supervisor sent an incomplete reply ({e})") from e
+        if self.pool_size > 0 and not self._closed:
+            self._settle(worker)
+        else:
+            self._discard(worker)
+        return result
+
+    def _discard(self, worker: _Worker) -> None:
+        """Kill ``worker`` off the caller's time (tearing down a namespace and its tmpfs can take a while), then
+        release its slot."""
+        def kill() -> None:
+            try:
+                worker.kill()
+            finally:
+                self._slots.release()
+
+        threading.Thread(target=kill, name="sandbox-discard", daemon=True).start()
+
+    def _settle(self, worker: _Worker) -> None:
+        """Off the caller's time: wait for the supervisor to report that the working directory is empty, then put
+        ``worker`` back in the pool (or discard it when it is not, or says nothing in time), then release its slot."""
+        def settle() -> None:
+            try:
+                note = worker.read_reply(time.monotonic() + SETTLE_SECONDS)
+            except SandboxError as e:
+                note = {"error": str(e)}
+            with self._lock:  # under the lock: close() either sees this worker in the pool or it is discarded here
+                keep = note.get("cleaned") is True and not self._closed
+                if keep:
+                    self._idle.append(worker)
+            if keep:
+                self._slots.release()
+                return
+            if not self._closed:
+                logger.warning("discarding a sandbox after its run: its working directory was not emptied (%s)", note)
+            try:
+                worker.kill()
+            finally:
+                self._slots.release()
+
+        threading.Thread(target=settle, name="sandbox-settle", daemon=True).start()
 
     def close(self) -> None:
         """Kill every idle sandbox; runs in progress finish and their sandbox is then discarded."""
