@@ -345,9 +345,22 @@ class Ledger:
 
     entries: list[tuple[Role, Usage]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    # the model each entry was charged to (parallel to ``entries``; None: the run's own model)
+    models: list[str | None] = field(default_factory=list)
 
-    def charge(self, role: Role, usage: Usage) -> None:
+    def charge(self, role: Role, usage: Usage, *, model: str | None = None) -> None:
+        self.models.extend([None] * (len(self.entries) - len(self.models)))  # entries appended directly
         self.entries.append((Role(role), usage))
+        self.models.append(model)
+
+    def by_model(self) -> dict[str | None, Usage]:
+        """Usage per model (None: the run's own model): what a heterogeneous ensemble spent on each, FLOPs
+        included (each backend counts its own)."""
+        models = self.models + [None] * (len(self.entries) - len(self.models))
+        out: dict[str | None, Usage] = {}
+        for (_, u), m in zip(self.entries, models, strict=True):
+            out[m] = out.get(m, Usage.zero()) + u
+        return out
 
     def total(self, role: Role | None = None) -> Usage:
         return Usage.total(u for r, u in self.entries if role is None or r == role)
@@ -359,11 +372,14 @@ class Ledger:
         return time.perf_counter() - self.started
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "total": self.total().to_dict(),
             "by_role": {str(r): u.to_dict() for r, u in self.by_role().items()},
             "elapsed_seconds": self.elapsed_seconds(),
         }
+        if any(m is not None for m in self.models):
+            out["by_model"] = {m or "(run model)": u.to_dict() for m, u in self.by_model().items()}
+        return out
 
 
 class Event:

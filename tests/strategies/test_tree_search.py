@@ -20,6 +20,7 @@ from thinkscale.strategies.base import get_strategy
 from thinkscale.strategies.beam_search import BeamSearch
 from thinkscale.strategies.dvts import DVTS
 from thinkscale.strategies.mcts import MCTS, Rule, Stats, ValueSource, backpropagate, puct, select_child, uct
+from thinkscale.strategies.particle_filter import ParticleFilter
 from thinkscale.strategies.run import execute
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Role, Usage
 from thinkscale.verifiers import base as vbase
@@ -368,10 +369,12 @@ STRATEGIES = [
     lambda **k: DVTS(n_subtrees=3, expansions_per_step=2, **k),
     lambda **k: MCTS(n_simulations=6, expansions_per_node=2, **k),
     lambda **k: MCTS(n_simulations=6, expansions_per_node=2, value=ValueSource.ROLLOUT, rollout_max_tokens=9, **k),
+    lambda **k: ParticleFilter(n_particles=3, **k),
 ]
+IDS = ["beam", "dvts", "mcts-prm", "mcts-rollout", "particle-filter"]
 
 
-@pytest.mark.parametrize("make", STRATEGIES, ids=["beam", "dvts", "mcts-prm", "mcts-rollout"])
+@pytest.mark.parametrize("make", STRATEGIES, ids=IDS)
 @pytest.mark.parametrize("budget", [Budget(max_completion_tokens=3), Budget(max_completion_tokens=10),
                                     Budget(max_completion_tokens=40), Budget(max_completion_tokens=200),
                                     Budget(max_calls=1), Budget(max_calls=4), Budget(max_calls=15),
@@ -397,7 +400,7 @@ def test_no_budget_is_ever_exceeded(table, make, budget, kind):
         assert result.ledger.total(Role.VERIFIER).calls > 0
 
 
-@pytest.mark.parametrize("make", STRATEGIES[:3], ids=["beam", "dvts", "mcts-prm"])
+@pytest.mark.parametrize("make", STRATEGIES[:3] + STRATEGIES[4:], ids=IDS[:3] + IDS[4:])
 def test_a_seconds_budget_stops_before_the_next_call(table, make):
     """The fake sleeps 0.02 s per computed token: the first call (a ~9-word prompt and 3-word steps) takes well over
     the 0.05 s allowed, so no second call is started."""
@@ -414,7 +417,7 @@ def test_rollouts_refuse_a_process_verifier(table):
         execute(STRATEGIES[3](verifier="table"), PROBLEM, ScriptedBackend([wordy]), Budget(), rng=random.Random(0))
 
 
-@pytest.mark.parametrize("make", STRATEGIES, ids=["beam", "dvts", "mcts-prm", "mcts-rollout"])
+@pytest.mark.parametrize("make", STRATEGIES, ids=IDS)
 def test_unlimited_runs_finish_and_charge_generator_and_verifier_apart(table, make):
     table({}, kind=VerifierKind.OUTCOME if make is STRATEGIES[3] else VerifierKind.PROCESS)
     backend = ScriptedBackend([wordy] * 500)
@@ -426,7 +429,7 @@ def test_unlimited_runs_finish_and_charge_generator_and_verifier_apart(table, ma
     assert result.ledger.total(Role.VERIFIER).prompt_tokens > 0
 
 
-@pytest.mark.parametrize("make", STRATEGIES, ids=["beam", "dvts", "mcts-prm", "mcts-rollout"])
+@pytest.mark.parametrize("make", STRATEGIES, ids=IDS)
 def test_same_seed_same_search_and_the_trace_is_json(table, make):
     table({}, kind=VerifierKind.OUTCOME)
 

@@ -86,13 +86,14 @@ class RequestInfo:
 class Generate(Event):
     """One batched ``backend.generate`` call. ``refs``: what each request extends (a tree node, a path), in request
     order, or () when the requests start from the problem. ``tag`` says what the call was for (``draft``,
-    ``expand``, ``wave``, ...)."""
+    ``expand``, ``wave``, ...); ``model`` which model made it, when not the run's own."""
 
     role: str
     requests: tuple[RequestInfo, ...]
     usage: Usage
     tag: str = ""
     refs: tuple[int, ...] = ()
+    model: str | None = None  # None: the run's own model
 
 
 @event("score_call")

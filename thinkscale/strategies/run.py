@@ -73,6 +73,11 @@ class Sandboxes(Protocol):
     def sandbox(self, limits: Limits, workers: int) -> contextlib.AbstractContextManager[Sandbox]: ...
 
 
+BackendFor = Callable[[str], Backend]
+"""Another model of a run by name (a heterogeneous ensemble's proposers): the caller loads it (CLI: the catalogue;
+eval: the sweep's backend factory; tests: a dict of fakes)."""
+
+
 class OwnSandboxes:
     """A sandbox made for each run that needs one, closed when the run ends (the default)."""
 
@@ -110,6 +115,7 @@ class Run:
     sandboxes: Sandboxes = field(default_factory=OwnSandboxes)
     strategy: str = ""
     events: list[Event] = field(default_factory=list)
+    backend_for: BackendFor | None = field(default=None, repr=False)
     _verifiers: dict[tuple[str, str | None], Verifier] = field(default_factory=dict, repr=False)
     _open: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
     _box: Sandbox | None = field(default=None, repr=False)
@@ -211,20 +217,30 @@ class Run:
         """A GenRequest seed drawn from the run's rng (so one rng seed replays the whole run)."""
         return self.rng.randrange(2**31 - 1)
 
+    def model(self, name: str | None) -> Backend:
+        """The backend of model ``name`` (None: the run's own)."""
+        if name is None:
+            return self.backend
+        if self.backend_for is None:
+            raise ValueError(f"model {name!r}: this run has only its own model (give the run other models to use "
+                             "several, e.g. execute(..., backend_for=...))")
+        return self.backend_for(name)
+
     def generate(self, requests: Sequence[GenRequest], role: Role = Role.GENERATOR, *, tag: str = "",
-                 refs: Sequence[int] = ()) -> list[Completion]:
-        """One batched generate call, checked, charged to ``role`` and recorded."""
+                 refs: Sequence[int] = (), model: str | None = None) -> list[Completion]:
+        """One batched generate call (on model ``model``, default the run's own), checked, charged to ``role``
+        (and to that model) and recorded."""
         if not requests:
             return []
         self._require(f"generating for {len(requests)} request(s)",
                       completion_tokens=sum(r.n * r.max_tokens for r in requests), calls=len(requests))
-        completions = self.backend.generate(list(requests))
+        completions = self.model(model).generate(list(requests))
         for c in completions:
-            self.ledger.charge(role, c.usage)
+            self.ledger.charge(role, c.usage, model=model)
         self.events.append(Generate(
             str(role), tuple(RequestInfo(r.n, r.seed, r.max_tokens, r.first_sample, r.temperature, r.logprobs,
                                          r.continue_final) for r in requests),
-            Usage.total(c.usage for c in completions), tag, tuple(refs)))
+            Usage.total(c.usage for c in completions), tag, tuple(refs), model))
         return completions
 
     def score(self, requests: Sequence[ScoreRequest], role: Role = Role.VERIFIER, *, tag: str = "") -> list[Scored]:
@@ -323,7 +339,7 @@ class Run:
         """A context for a sub-strategy: the same problem, backend, budget, sandboxes and ledger (so every call
         counts against one budget), its own events and rng (default: this run's)."""
         sub = Run(self.problem, self.backend, self.budget, rng or self.rng, self.ledger, self.sandboxes,
-                  strategy=strategy)
+                  strategy=strategy, backend_for=self.backend_for)
         self._open.callback(sub.close)
         return sub
 
@@ -383,13 +399,16 @@ def candidates_from(completion: Completion) -> list[Candidate]:
 
 
 def execute(strategy: Strategy, problem: Problem, backend: Backend, budget: Budget | None = None, *,
-            rng: random.Random, sandboxes: Sandboxes | None = None, sandbox: Sandbox | None = None) -> Result:
+            rng: random.Random, sandboxes: Sandboxes | None = None, sandbox: Sandbox | None = None,
+            backend_for: BackendFor | None = None) -> Result:
     """Run ``strategy`` on ``problem`` with a fresh ledger: a Run made from the arguments. ``sandbox``: one sandbox
-    the caller owns for every code run (or ``sandboxes``, a provider); default: a sandbox per run that needs one."""
+    the caller owns for every code run (or ``sandboxes``, a provider); default: a sandbox per run that needs one.
+    ``backend_for``: the run's other models by name (for strategies that use several)."""
     if sandbox is not None and sandboxes is not None:
         raise ValueError("give sandbox= or sandboxes=, not both")
     provider: Sandboxes = GivenSandbox(sandbox) if sandbox is not None else (sandboxes or OwnSandboxes())
-    ctx = Run(problem, backend, budget or Budget(), rng, Ledger(), provider, strategy=strategy_name(strategy))
+    ctx = Run(problem, backend, budget or Budget(), rng, Ledger(), provider, strategy=strategy_name(strategy),
+              backend_for=backend_for)
     try:
         return strategy.run(ctx)
     finally:
