@@ -12,8 +12,10 @@ index. The file is JSON::
 
 A greedy request (temperature 0) gets ``responses[0]``; a sampled request with a seed gets
 ``responses[sample_seed(j) % len(responses)]`` for sample ``j`` (so N samples are a seeded draw from the list); a
-sampled request without a seed is an error, since it would not replay. A prompt that is not in the table is an error
-naming it. Usage is the fake's: one token per whitespace-separated word.
+sampled request without a seed is an error, since it would not replay. A request whose last user message is not in
+the table is answered from the longest table prompt that one of its user messages contains (an aggregation or
+debate turn that restates the problem, or a conversation that started with it); with none, it is an error naming
+the prompt. Usage is the fake's: one token per whitespace-separated word.
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def scripted_backend(path: str | Path, *, score_fn: Callable[[str, str], tuple[f
         users = [m.content for m in req.messages or () if m.role == "user"]
         key = users[-1] if users else str(req.prompt)
         if key not in responses:
-            raise ValueError(f"scripted backend table {path} has no responses for the prompt {key[:80]!r}")
+            inside = [k for k in responses if any(k in u for u in users)]
+            if not inside:
+                raise ValueError(f"scripted backend table {path} has no responses for the prompt {key[:80]!r}")
+            key = max(inside, key=len)
         options = responses[key]
         if req.temperature == 0:
             return ScriptItem(options[0])

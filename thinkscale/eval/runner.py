@@ -373,14 +373,41 @@ class Sandboxes:
             box.close()
 
 
+class OtherModels:
+    """The models a job's strategy names besides the sweep's (a mixture-of-agents' proposers), each made by the
+    sweep's backend factory on first use, timed like the sweep's own, shared by the jobs and closed with the
+    sweep. Their chains are not shared through the store (its index holds one model's chains)."""
+
+    def __init__(self, factory: BackendFactory, serialize: bool, own: tuple[str, Backend]) -> None:
+        self._factory, self._serialize, self._own = factory, serialize, own
+        self._backends: dict[str, TimedBackend] = {}
+        self._lock = threading.Lock()
+
+    def backend(self, name: str) -> Backend:
+        if name == self._own[0]:  # the sweep's own model, named explicitly
+            return self._own[1]
+        with self._lock:
+            if name not in self._backends:
+                self._backends[name] = TimedBackend(self._factory(name), serialize=self._serialize)
+            return self._backends[name]
+
+    def close(self) -> None:
+        with self._lock:
+            backends, self._backends = list(self._backends.values()), {}
+        for b in backends:
+            b.close()
+
+
 def run_job(job: Job, backend: Backend, shared: ChainIndex[StoredChain] | None = None,
-            sandboxes: Sandboxes | None = None) -> Outcome:
+            sandboxes: Sandboxes | None = None, others: OtherModels | None = None) -> Outcome:
     """Run one job; its requests are served from ``shared`` where it holds their chains (None: all generated), its
-    code runs in ``sandboxes``' (None: a code-running strategy makes its own)."""
+    code runs in ``sandboxes``' (None: a code-running strategy makes its own), other models it names come from
+    ``others``."""
     strategy = job.plan.build(job.budget)
     sharing = SharingBackend(backend, shared)
     t0 = time.perf_counter()
-    result = execute(strategy, job.problem.problem, sharing, Budget(), rng=job.rng(), sandboxes=sandboxes)
+    result = execute(strategy, job.problem.problem, sharing, Budget(), rng=job.rng(), sandboxes=sandboxes,
+                     backend_for=None if others is None else others.backend)
     return Outcome(job, result, time.perf_counter() - t0, tuple(sharing.rows))
 
 
@@ -621,10 +648,11 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
                 store.bind_model(model, model_identity(model, inner))
                 backend = TimedBackend(inner, serialize=cfg.backend.startswith("scripted:"))
                 sandboxes = Sandboxes(backend, workers)
+                others = OtherModels(factory, cfg.backend.startswith("scripted:"), (model, backend))
                 shared = _stored_chains(store, model) if cfg.share_samples else None
                 t1 = time.perf_counter()
                 wall0, busy0 = wall, busy  # this model's time is added in the finally below, even on an error
-                for outcome in _execute(todo, backend, workers, stop, shared, sandboxes):
+                for outcome in _execute(todo, backend, workers, stop, shared, sandboxes, others):
                     rec = record(outcome, cfg.max_subsets)
                     job_id = store.write_job(rec, SessionProgress(session, ran + 1, wall0 + time.perf_counter() - t1,
                                                                   busy0 + backend.busy_now()))
@@ -650,6 +678,7 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
                     wall += time.perf_counter() - t1
                     busy += backend.busy_now()
                     sandboxes.close()
+                    others.close()
                 inner.close()
             if stop is not None and stop.is_set():
                 status = "interrupted"
@@ -676,15 +705,15 @@ def _stored_chains(store: Store, model: str) -> ChainIndex[StoredChain]:
 
 
 def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Event | None,
-             shared: ChainIndex[StoredChain] | None = None, sandboxes: Sandboxes | None = None
-             ) -> Iterator[Outcome]:
+             shared: ChainIndex[StoredChain] | None = None, sandboxes: Sandboxes | None = None,
+             others: OtherModels | None = None) -> Iterator[Outcome]:
     """Outcomes of ``jobs`` as they finish. With one worker, in the calling thread (Ctrl-C interrupts the job in
     flight); otherwise on a pool that keeps ``workers`` jobs in flight and starts no new one once ``stop`` is set."""
     if workers == 1:
         for job in jobs:
             if stop is not None and stop.is_set():
                 return
-            yield run_job(job, backend, shared, sandboxes)
+            yield run_job(job, backend, shared, sandboxes, others)
         return
     it = iter(jobs)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
@@ -694,7 +723,7 @@ def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Ev
                 nxt = next(it, None)
                 if nxt is None:
                     break
-                running.add(pool.submit(run_job, nxt, backend, shared, sandboxes))
+                running.add(pool.submit(run_job, nxt, backend, shared, sandboxes, others))
             if not running:
                 return
             finished, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)

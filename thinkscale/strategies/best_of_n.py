@@ -24,7 +24,8 @@ class BestOfN(VerifiedSampling):
     ``max_tokens`` completion tokens, so only the chains that fit in the worst case are sampled; verifier calls
     are charged to ``Role.VERIFIER`` and count against ``max_calls`` (see ``strategies._verified``).
 
-    >>> BestOfN(n_samples=8, verifier="pyes").run(problem, backend, Budget(), rng=random.Random(0))  # doctest: +SKIP
+    >>> execute(BestOfN(n_samples=8, verifier="pyes"), problem, backend, Budget(),  # doctest: +SKIP
+    ...         rng=random.Random(0))
     """
 
     selection: ClassVar[Selection] = Selection.ARGMAX

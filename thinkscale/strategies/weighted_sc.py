@@ -25,8 +25,8 @@ class WeightedSelfConsistency(VerifiedSampling):
     wins (ties broken by ``rng``); the chosen candidate is the winning answer's best-scored chain. Budget as for
     best-of-N: chains that fit at ``max_tokens`` each; verifier calls charged to ``Role.VERIFIER``.
 
-    >>> WeightedSelfConsistency(n_samples=8, verifier="confidence-mean").run(  # doctest: +SKIP
-    ...     problem, backend, Budget(max_completion_tokens=4096), rng=random.Random(0))
+    >>> execute(WeightedSelfConsistency(n_samples=8, verifier="confidence-mean"), problem, backend,  # doctest: +SKIP
+    ...         Budget(max_completion_tokens=4096), rng=random.Random(0))
     """
 
     selection: ClassVar[Selection] = Selection.WEIGHTED_MAJORITY
