@@ -153,15 +153,57 @@ def test_hostile_math_answer_returns_within_2_s(checker, answer):
 
 
 def test_back_to_back_timeouts_each_return_within_2_s_and_the_worker_survives(checker):
+    """A huge number inside a symbolic answer reaches sympy (the size pre-check reads plain integer expressions
+    only), which starts building it: the worker's limit ends each comparison."""
     restarts = checker.restarts
     for _ in range(3):
         start = time.perf_counter()
-        assert check(Task.MATH, "10^{10^{10}}", "1", checker=checker) is Verdict.TIMEOUT
+        assert check(Task.MATH, "x+10^{10^{10}}", "1", checker=checker) is Verdict.TIMEOUT
         assert time.perf_counter() - start < 2.0
     start = time.perf_counter()
     assert check(Task.MATH, "\\frac{\\pi}{2}", "\\pi/2", checker=checker) is Verdict.EQUIVALENT
     assert time.perf_counter() - start < 0.5
     assert checker.restarts == restarts  # only the forked comparison was killed, not the worker
+
+
+HUGE = {  # (prediction, reference, verdict): decided by size in this process, never sent to the worker
+    "tower vs 1": ("10^{10^{10}}", "1", Verdict.NOT_EQUIVALENT),
+    "four-level tower vs 1": ("10^{10^{10^{10}}}", "1", Verdict.NOT_EQUIVALENT),
+    "iterated factorial vs 10!": ("10!!!!!!!!!!", "3628800", Verdict.NOT_EQUIVALENT),
+    "towers of different sizes": ("10^{10^{10}}", "10^{10^{11}}", Verdict.NOT_EQUIVALENT),
+    "the same tower spelled twice": ("10^{10^{10}}", "10^{ 10^{10} }", Verdict.EQUIVALENT),
+    "the same size, another spelling": ("10^{10^{10}}", "10^{10000000000}", Verdict.TIMEOUT),
+    "a tower vs a symbol": ("10^{10^{10}}", "x", Verdict.TIMEOUT),
+    "a million-digit factorial": ("1000000!", "1", Verdict.NOT_EQUIVALENT),
+}
+
+
+class _NoWorker:
+    def verdict(self, gold: str, pred: str) -> str:
+        raise AssertionError(f"sent to the worker: {gold!r} vs {pred!r}")
+
+
+@pytest.mark.parametrize(("prediction", "reference", "verdict"), HUGE.values(), ids=HUGE.keys())
+def test_numbers_too_large_to_build_are_decided_by_size_at_once(prediction, reference, verdict):
+    for a, b in ((prediction, reference), (reference, prediction)):
+        start, cpu = time.perf_counter(), time.process_time()
+        assert check(Task.MATH, a, b, checker=_NoWorker()) is verdict  # type: ignore[arg-type]
+        assert time.process_time() - cpu < 0.1 and time.perf_counter() - start < 5.0
+
+
+def test_ordinary_integer_expressions_still_go_to_the_worker(checker):
+    """The size pre-check only answers for numbers of more than a million digits."""
+    assert check(Task.MATH, "2^{10}", "1024", checker=checker) is Verdict.EQUIVALENT
+    assert check(Task.MATH, "10^10^10", "10^{100}", checker=checker) is Verdict.EQUIVALENT  # (10^10)^10, as parsed
+    assert check(Task.MATH, "5!", "120", checker=checker) is Verdict.EQUIVALENT
+
+
+def test_an_error_message_does_not_repeat_a_long_reference():
+    reference = "x" * 120_000
+    for task in (Task.NUMERIC, Task.INTEGER, Task.MULTIPLE_CHOICE, Task.GAME24):
+        with pytest.raises(ValueError) as err:
+            check(task, "1", reference)
+        assert len(str(err.value)) < 200 and "120000 characters" in str(err.value), str(err.value)[:300]
 
 
 @pytest.mark.parametrize("task", [Task.NUMERIC, Task.INTEGER, Task.MULTIPLE_CHOICE, Task.GAME24])

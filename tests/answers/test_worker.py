@@ -78,3 +78,22 @@ def test_closed_checker_refuses_and_bad_limits_are_rejected():
         c.verdict("1", "1")
     with pytest.raises(ValueError):
         SymbolicChecker(timeout_s=0)
+
+
+def test_a_cold_worker_answers_and_warms_up_on_request():
+    """``warmup=False`` (``thinkscale check``): the worker serves without comparing its dozen warm-up pairs first;
+    ``warm_up()`` warms the same worker later, and it keeps serving."""
+    with SymbolicChecker(warmup=False) as c:
+        assert c.verdict("\\frac{1}{3}", "\\int_0^1 x^2\\,dx") == "equivalent"
+        pid = c.worker_pid
+        c.warm_up()
+        assert c.worker_pid == pid and c.warmup and c.restarts == 0
+        assert c.verdict("(x+1)^2", "x^2+2x+1") == "equivalent"
+        c.warm_up()  # already warm: nothing to do
+        assert c.worker_pid == pid
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 1e308, -1.0, 3601.0])
+def test_timeouts_outside_the_range_are_refused(bad):
+    with pytest.raises(ValueError, match="timeout_s must be a number of seconds"):
+        SymbolicChecker(timeout_s=bad)

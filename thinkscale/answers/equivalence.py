@@ -7,14 +7,17 @@ Per task (see ``Task``):
 - ``integer``: the same reading; both must be whole numbers (``"025"`` equals ``"25"``).
 - ``math``: in order, (1) the same string up to spelling (``canonical_latex``), (2) both plain numbers: exact
   comparison (``\\frac{1}{2}`` = ``0.5``, ``90^\\circ`` = ``90``), (3) a cheap pre-check (length, nesting) that
-  rejects pathological input, (4) math-verify in a worker process with a hard wall-clock limit
-  (``thinkscale.answers.worker``), which may answer ``timeout``. Every step is symmetric in its two arguments.
+  rejects pathological input, (4) the size of plain integer expressions, read without building them
+  (``magnitude``): an answer with more than a million digits (``10^{10^{10}}``, ``10!!!!``) is never handed to
+  sympy, which would build it; it is ``not_equivalent`` to a number of another size and ``timeout`` otherwise, at
+  once, (5) math-verify in a worker process with a hard wall-clock limit (``thinkscale.answers.worker``), which may
+  answer ``timeout``. Every step is symmetric in its two arguments, and steps 1-4 run in this process.
 - ``game24``: the prediction is an expression and the reference the four numbers (``"1 3 4 10"``).
 - ``multiple_choice``: option letters, after ``extract_choice`` on the prediction.
 
 ``prediction`` is an extracted answer (``None`` counts as wrong); ``grade`` extracts it from a whole response first.
 A reference that cannot be read for its task (``"abc"`` for ``numeric``) raises ``ValueError``: that is a data bug,
-not a wrong answer.
+not a wrong answer. Its message quotes the reference cut to a few dozen characters.
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ from fractions import Fraction
 
 from thinkscale.answers.extract import extract_choice, extract_for_task
 from thinkscale.answers.game24 import check_24, parse_numbers
-from thinkscale.answers.normalize import brace_depth, canonical_latex, parse_number, strip_math_delimiters
-from thinkscale.answers.task import Task, Verdict
+from thinkscale.answers.normalize import (
+    brace_depth,
+    canonical_latex,
+    magnitude,
+    parse_number,
+    strip_math_delimiters,
+    surely_different,
+)
+from thinkscale.answers.task import Task, Verdict, brief
 from thinkscale.answers.worker import SymbolicChecker, default_checker
 
 # Real answers are short (the longest MATH-500 reference is 53 characters) and shallow; anything beyond these never
@@ -63,7 +73,7 @@ def check(task: Task | str, prediction: str | None, reference: str, *,
     if task is Task.MULTIPLE_CHOICE:
         letter = extract_choice(reference) or extract_choice(f"\\boxed{{{reference.strip()}}}")
         if letter is None:
-            raise ValueError(f"reference {reference!r} is not an option letter A-J")
+            raise ValueError(f"reference {brief(reference)} is not an option letter A-J")
         return _verdict(extract_choice(f"\\boxed{{{prediction.strip()}}}") == letter
                         or extract_choice(prediction) == letter)
     return math_verdict(prediction, reference, checker=checker)
@@ -89,6 +99,11 @@ def math_verdict(prediction: str, reference: str, *, checker: SymbolicChecker | 
         return _verdict(x == y)
     if max(brace_depth(a), brace_depth(b)) > MAX_SYMBOLIC_DEPTH:
         return Verdict.NOT_EQUIVALENT
+    size_a, size_b = magnitude(a), magnitude(b)
+    if (size_a is not None and size_a.huge) or (size_b is not None and size_b.huge):
+        if size_a is not None and size_b is not None and surely_different(size_a, size_b):
+            return Verdict.NOT_EQUIVALENT
+        return Verdict.TIMEOUT  # sympy would have to build the number: no limit is long enough
     return Verdict((checker or default_checker()).verdict(b, a))
 
 
@@ -96,7 +111,7 @@ def _reference_number(reference: str, *, integer: bool) -> Fraction:
     value = parse_number(reference)
     if value is None or (integer and value.denominator != 1):
         kind = "an integer" if integer else "a number"
-        raise ValueError(f"reference {reference!r} is not {kind}")
+        raise ValueError(f"reference {brief(reference)} is not {kind}")
     return value
 
 

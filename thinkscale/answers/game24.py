@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 
+from thinkscale.answers.task import brief
+
 TARGET = 24
 MAX_EXPRESSION_CHARS = 200
 
@@ -34,12 +36,13 @@ def parse_numbers(reference: str | Sequence[int]) -> tuple[int, ...]:
     if isinstance(reference, str):
         parts = reference.replace(",", " ").split()
         if not all(p.isascii() and p.isdigit() for p in parts) or any(len(p) > 6 for p in parts):
-            raise ValueError(f"Game of 24 needs four non-negative integers, got {reference!r}")
+            raise ValueError(f"Game of 24 needs four non-negative integers, got {brief(reference)}")
         numbers = tuple(int(p) for p in parts)
     else:
         numbers = tuple(int(n) for n in reference)
     if len(numbers) != 4:
-        raise ValueError(f"Game of 24 needs exactly four numbers, got {len(numbers)}: {reference!r}")
+        shown = brief(reference) if isinstance(reference, str) else repr(reference)[:100]
+        raise ValueError(f"Game of 24 needs exactly four numbers, got {len(numbers)}: {shown}")
     return numbers
 
 

@@ -24,8 +24,10 @@ class Task(enum.StrEnum):
 
 
 class Verdict(enum.StrEnum):
-    """``timeout``: no verdict within the wall-clock limit (the symbolic worker was killed, or died); neither
-    equivalent nor a proven mismatch, so callers decide how to count it (an eval usually counts it as wrong)."""
+    """``timeout``: no verdict within the wall-clock limit (the symbolic worker was killed, or died), or an answer
+    that denotes a number too large for any limit (``10^{10^{10}}``) where the other side is not a number it can be
+    told apart from by size; neither equivalent nor a proven mismatch, so callers decide how to count it (an eval
+    usually counts it as wrong)."""
 
     EQUIVALENT = "equivalent"
     NOT_EQUIVALENT = "not_equivalent"
@@ -38,5 +40,14 @@ class Verdict(enum.StrEnum):
 
     @property
     def exit_code(self) -> int:
-        """``thinkscale check`` exit status: 0 equivalent, 1 not equivalent, 2 timeout."""
-        return {Verdict.EQUIVALENT: 0, Verdict.NOT_EQUIVALENT: 1, Verdict.TIMEOUT: 2}[self]
+        """``thinkscale check`` exit status: 0 equivalent, 1 not equivalent, 3 timeout (2 is a usage error or bad
+        input, as for every ``thinkscale`` command)."""
+        return {Verdict.EQUIVALENT: 0, Verdict.NOT_EQUIVALENT: 1, Verdict.TIMEOUT: 3}[self]
+
+
+def brief(text: str, limit: int = 60) -> str:
+    """``repr(text)``, cut to ``limit`` characters and the full length said, for error messages that quote input
+    (an answer can be megabytes long)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

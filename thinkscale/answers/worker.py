@@ -20,7 +20,8 @@ it even inside a C call if the worker is gone. Waiting for the worker to start h
 
 Protocol, one JSON object per line: the worker first writes ``{"ready": true}`` (or ``{"fatal": "..."}``), then for
 each request ``{"id": n, "gold": str, "pred": str, "timeout_s": float}`` answers ``{"id": n, "verdict":
-"equivalent" | "not_equivalent" | "timeout", "error": str | null}``. POSIX only (fork, selectors on pipes).
+"equivalent" | "not_equivalent" | "timeout", "error": str | null}``, and to ``{"id": n, "warmup": true}`` (a worker
+started without its warm-up) ``{"id": n, "warmed": true}`` once warm. POSIX only (fork, selectors on pipes).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from typing import IO, Any
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 1.0
+# A verdict that needs longer than this is not coming; it also keeps the deadline arithmetic within floats' range.
+MAX_TIMEOUT_S = 3600.0
 DEFAULT_STARTUP_TIMEOUT_S = 60.0
 # The caller waits this much longer than the limit before it gives up on the worker itself (fork + kill + reply
 # take milliseconds; the margin absorbs scheduling on a busy machine).
@@ -65,14 +68,20 @@ class SymbolicChecker:
     Requests from several threads are serialised over one worker (a verdict takes milliseconds). Start-up (~1-2 s)
     happens on the first verdict or ``start()`` and is not counted in ``timeout_s``. Use as a context manager or call
     ``close()``; the worker also exits by itself when this process ends (its stdin closes).
+
+    ``warmup``: compare a dozen representative answers before serving (about half a second), so that first-use
+    imports inside sympy are not paid within each verdict's limit. Right for a long-lived checker; a one-shot check
+    (``thinkscale check``) skips it and pays only its own answer's first use.
     """
 
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, *,
-                 startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive (got {timeout_s})")
-        self.timeout_s = timeout_s
-        self.startup_timeout_s = startup_timeout_s
+                 startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S, warmup: bool = True) -> None:
+        for name, value in (("timeout_s", timeout_s), ("startup_timeout_s", startup_timeout_s)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= MAX_TIMEOUT_S:
+                raise ValueError(f"{name} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}] (got {value!r})")
+        self.timeout_s = float(timeout_s)
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.warmup = warmup
         self.restarts = 0  # workers killed or found dead (not children: those are killed on every timeout)
         self._lock = threading.Lock()
         self._worker: _WorkerProcess | None = None
@@ -84,6 +93,26 @@ class SymbolicChecker:
         """Start (and wait for) the worker now instead of on the first verdict."""
         with self._lock:
             self._ready_worker()
+
+    def warm_up(self) -> None:
+        """Warm a worker started with ``warmup=False`` (and every later one) up now; a no-op when it already is.
+        ``thinkscale check`` calls this before it retries a first comparison that ran out of time: on a busy
+        machine sympy's first-use set-up alone can take the whole limit."""
+        with self._lock:
+            if self.warmup:
+                return
+            self.warmup = True
+            worker = self._worker
+            if worker is None or not worker.alive():
+                return  # the next worker starts warm
+            self._next_id += 1
+            try:
+                worker.send({"id": self._next_id, "warmup": True})
+                reply = worker.receive(time.monotonic() + self.startup_timeout_s)
+            except _WorkerDied:
+                reply = None
+            if reply is None or reply.get("id") != self._next_id:
+                self._drop_worker()  # the next verdict starts a warm one
 
     @property
     def worker_pid(self) -> int | None:
@@ -138,7 +167,7 @@ class SymbolicChecker:
         if self._worker is not None and not self._worker.alive():
             self._drop_worker()
         if self._worker is None:
-            self._worker = _WorkerProcess(self.timeout_s * _SELF_DESTRUCT_FACTOR)
+            self._worker = _WorkerProcess(self.timeout_s * _SELF_DESTRUCT_FACTOR, warmup=self.warmup)
         self._worker.wait_ready(self.startup_timeout_s)
         return self._worker
 
@@ -156,9 +185,9 @@ class _WorkerDied(Exception):
 class _WorkerProcess:
     """One worker subprocess and a line reader over its stdout with deadlines."""
 
-    def __init__(self, self_destruct_s: float) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-P", os.path.abspath(__file__), str(self_destruct_s)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+    def __init__(self, self_destruct_s: float, *, warmup: bool = True) -> None:
+        argv = [sys.executable, "-P", os.path.abspath(__file__), str(self_destruct_s)] + ([] if warmup else ["cold"])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._stdin: IO[bytes] = self.proc.stdin
         self._fd = self.proc.stdout.fileno()
@@ -254,7 +283,7 @@ if hasattr(os, "register_at_fork"):
 # --- the worker side: runs as a script and imports no thinkscale code -----------------------------------------------
 
 
-def _serve(self_destruct_s: float) -> None:
+def _serve(self_destruct_s: float, warmup: bool = True) -> None:
     import resource
     import signal
 
@@ -288,11 +317,19 @@ def _serve(self_destruct_s: float) -> None:
         p = parse(f"${pred}$", parsing_timeout=None)  # type: ignore[arg-type]
         return bool(verify(g, p, timeout_seconds=None) or verify(p, g, timeout_seconds=None))
 
-    for gold, pred in _WARMUP:
-        equivalent(gold, pred)
+    def warm_up() -> None:
+        for gold, pred in _WARMUP:  # known, cheap answers: compared here, not in a time-limited child
+            equivalent(gold, pred)
+
+    if warmup:
+        warm_up()
     say({"ready": True})
     for raw in sys.stdin.buffer:
         request = json.loads(raw)
+        if request.get("warmup"):
+            warm_up()
+            say({"id": request["id"], "warmed": True})
+            continue
         verdict, error = _in_child(equivalent, request["gold"], request["pred"], float(request["timeout_s"]),
                                    self_destruct_s)
         say({"id": request["id"], "verdict": verdict, "error": error})
@@ -347,4 +384,4 @@ def _in_child(equivalent: Any, gold: str, pred: str, timeout_s: float, self_dest
 
 
 if __name__ == "__main__":
-    _serve(float(sys.argv[1]) if len(sys.argv) > 1 else 60.0)
+    _serve(float(sys.argv[1]) if len(sys.argv) > 1 else 60.0, warmup="cold" not in sys.argv[2:])
