@@ -88,8 +88,9 @@ def solve(
     = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and tie-breaks (same seed, same run).")] = 0,
     system: Annotated[str, typer.Option(help="System prompt.")] = DEFAULT_SYSTEM,
-    base_url: Annotated[str | None, typer.Option(help="Use an OpenAI-compatible server at this URL "
-                                                 "(e.g. http://127.0.0.1:8000/v1) instead of embedded llama.cpp.")]
+    base_url: Annotated[list[str] | None, typer.Option(help="Use an OpenAI-compatible server at this URL "
+                                                       "(e.g. http://127.0.0.1:8000/v1) instead of embedded "
+                                                       "llama.cpp; repeat it for a pool of servers.")]
     = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     show_reasoning: Annotated[bool, typer.Option(help="Show every sample's full text.")] = False,
@@ -235,10 +236,10 @@ def list_strategies(
     Console().print(t)
 
 
-def _backend(model: str, base_url: str | None, *, quiet: bool) -> Any:
+def _backend(model: str, base_url: list[str] | None, *, quiet: bool) -> Any:
     from thinkscale.backends import load_backend
 
-    if base_url is not None:
+    if base_url:  # one server, or a pool (thinkscale.backends.pool)
         return load_backend(model, base_url=base_url)
     return load_backend(model, progress=not quiet)
 

@@ -4,6 +4,7 @@ llama.cpp or opens a connection; this table is the one place a backend is regist
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
 from thinkscale.backends.base import Backend, BackendError, BaseBackend, Capabilities, ModelInfo
@@ -23,9 +24,11 @@ def backend_class(kind: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def load_backend(model: str, *, base_url: str | None = None, progress: bool = True, **options: Any) -> Backend:
-    """The backend for ``model``: with ``base_url``, an OpenAI-compatible server serving ``model``; otherwise the
-    embedded llama.cpp backend on a catalog model (pulled and verified on first use) or a local ``.gguf`` path."""
+def load_backend(model: str, *, base_url: str | Sequence[str] | None = None, progress: bool = True,
+                 **options: Any) -> Backend:
+    """The backend for ``model``: with ``base_url``, an OpenAI-compatible server serving ``model`` (several: a pool,
+    ``thinkscale.backends.pool``); otherwise the embedded llama.cpp backend on a catalog model (pulled and verified
+    on first use) or a local ``.gguf`` path."""
     if base_url is not None:
         return backend_class("openai")(base_url, model, **options)  # type: ignore[no-any-return]
     from thinkscale.models import resolve

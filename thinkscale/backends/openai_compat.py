@@ -18,6 +18,11 @@ server sends usage in every chunk, as vLLM does with ``extra_body={"stream_optio
 True}}``; otherwise unknown).
 Transient failures (429, 5xx, timeouts, resets, truncated bodies) are retried with bounded exponential backoff;
 a failed attempt is never charged, so a retried sample is counted once.
+
+Several base URLs make an endpoint pool (``thinkscale.backends.pool``): each call goes to the least loaded healthy
+server, a failed call is retried at once on another one, and a server that failed rests and is health-checked
+before it gets calls again. The servers must serve the same model with the same settings: a sample's seed, not
+its server, decides what it is only where the servers are alike.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any, Literal
 import httpx
 
 from thinkscale.backends.base import BackendError, BaseBackend, Capabilities, ModelInfo, check_requests
+from thinkscale.backends.pool import EndpointPool, check_urls
 from thinkscale.types import Completion, ConfidenceStop, FinishReason, GenRequest, Sample, Usage
 
 log = logging.getLogger(__name__)
@@ -76,14 +82,16 @@ class OpenAICompatBackend(BaseBackend):
     """Generate through an OpenAI-compatible HTTP server.
 
     Args:
-        base_url: the API root including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
+        base_url: the API root including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``; a list of them is a pool of
+            servers of the same model (see the module doc).
         model: the model name the server expects in ``"model"``.
         api_key: sent as ``Authorization: Bearer``; None sends no header.
         endpoint: ``"chat"``: the server has both ``/chat/completions`` and ``/completions`` (chat and raw-prompt
             requests both work). ``"completions"``: only ``/completions`` (chat requests are refused).
         supports_n: True: ask for ``n`` choices in one call. False: one call per sample. None: try ``n`` and
             fall back to False for later calls once the server returns fewer choices than asked.
-        max_concurrency: HTTP calls in flight at once (across all ``generate`` calls on this backend).
+        max_concurrency: HTTP calls in flight at once (across all ``generate`` calls on this backend and all
+            servers of a pool); None: 8 per server.
         timeout_s: per-operation HTTP timeout (connect, write, and waiting for the answer).
         max_retries: retries after the first attempt for retryable failures.
         backoff_s / max_backoff_s: exponential backoff base and cap; ``Retry-After`` is honoured up to the cap.
@@ -100,12 +108,17 @@ class OpenAICompatBackend(BaseBackend):
     capabilities = Capabilities(logprobs=True, score=False, tokenize=False, prefix_cache=False, chat=True,
                                 raw_prompt=True, continue_final=False, confidence_stop=True)
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, endpoint: Endpoint = "chat",
-                 supports_n: bool | None = None, max_concurrency: int = 8, timeout_s: float = 120.0,
+    def __init__(self, base_url: str | Sequence[str], model: str, *, api_key: str | None = None,
+                 endpoint: Endpoint = "chat", supports_n: bool | None = None, max_concurrency: int | None = None,
+                 timeout_s: float = 120.0,
                  max_retries: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
                  n_params: int | None = None, extra_body: dict[str, Any] | None = None) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        urls = [base_url] if isinstance(base_url, str) else base_url
+        if not isinstance(urls, (list, tuple)) or not all(isinstance(u, str) for u in urls):
             raise ValueError(f"base_url must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {base_url!r}")
+        base_urls = check_urls(urls)
+        if max_concurrency is None:
+            max_concurrency = 8 * len(base_urls)
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a non-empty string (the name the server expects in 'model')")
         if endpoint not in ("chat", "completions"):
@@ -131,7 +144,8 @@ class OpenAICompatBackend(BaseBackend):
             if bad:
                 raise ValueError(f"extra_body cannot set {bad}: the backend sets these itself")
 
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = base_urls
+        self.base_url = ",".join(base_urls)  # one URL, or the pool's (in messages and the fingerprint)
         self.model = model
         self.endpoint: Endpoint = endpoint
         self.max_concurrency = max_concurrency
@@ -152,6 +166,7 @@ class OpenAICompatBackend(BaseBackend):
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self.pool = EndpointPool(base_urls, self._healthy)
 
     @property
     def supports_n(self) -> bool | None:
@@ -268,28 +283,50 @@ class OpenAICompatBackend(BaseBackend):
               ) -> tuple[dict[str, Any], float]:
         """POST with bounded retries; returns the JSON object (for a ``stream``, the streamed choice assembled as a
         non-streamed answer would hold it) and the seconds the successful attempt took."""
-        url = self.base_url + path
         attempts = self.max_retries + 1
         refused_every_time = True
         last = ""
+        tried: set[str] = set()  # the pool's endpoints this call failed on: a retry goes elsewhere when it can
+        retry_after: float | None = None
         for attempt in range(attempts):
+            base = self.pool.acquire(frozenset(tried))
+            url = base + path
+            failed = False
             try:
                 return self._attempt(url, body) if stream is None else self._attempt_stream(url, body, stream)
             except _Retryable as e:
-                last = str(e)
+                failed = True
+                last = str(e) if len(self.base_urls) == 1 else f"{base}: {e}"
                 refused_every_time &= e.refused
-                if attempt + 1 == attempts:
-                    break
-                delay = min(self.max_backoff_s,
-                            e.retry_after if e.retry_after is not None else self.backoff_s * 2 ** attempt)
-                log.warning("POST %s failed (%s); retry %d/%d in %.2fs", url, last, attempt + 1, self.max_retries,
-                            delay)
-                time.sleep(delay)
+                retry_after = e.retry_after
+            finally:
+                self.pool.release(base, failed=failed)
+            tried.add(base)
+            if attempt + 1 == attempts:
+                break
+            if self.pool.any_up(frozenset(tried)):
+                log.warning("POST %s failed (%s); retry %d/%d on another server", url, last, attempt + 1,
+                            self.max_retries)
+                continue
+            delay = min(self.max_backoff_s,
+                        retry_after if retry_after is not None else self.backoff_s * 2 ** attempt)
+            log.warning("POST %s failed (%s); retry %d/%d in %.2fs", url, last, attempt + 1, self.max_retries,
+                        delay)
+            time.sleep(delay)
         if refused_every_time:
             raise BackendError(f"cannot reach {self.base_url}: {last} ({attempts} attempts); is the server running? "
                                "Start it or fix base_url")
-        raise BackendError(f"POST {url} failed after {attempts} attempts; last error: {last}. Check the server's log; "
-                           "if it is just slow or busy, raise timeout_s or max_retries, or lower max_concurrency")
+        raise BackendError(f"POST {self.base_url}{path} failed after {attempts} attempts; last error: {last}. Check "
+                           "the server's log; if it is just slow or busy, raise timeout_s or max_retries, or lower "
+                           "max_concurrency")
+
+    def _healthy(self, base: str) -> bool:
+        """The pool's health check: ``GET {base}/models`` answers (a 5xx other than 501, or no answer: down)."""
+        try:
+            resp = self._client.get(base + "/models", timeout=min(self.timeout_s, 5.0))
+        except httpx.HTTPError:
+            return False
+        return resp.status_code < 500 or resp.status_code == 501
 
     @contextmanager
     def _transport_errors(self) -> Iterator[None]:

@@ -79,8 +79,12 @@ class ChainIndex(Generic[T]):
     def stored(self, req: GenRequest) -> dict[int, T]:
         """Every chain held for ``req``'s key, by place (empty when none or when it has no key)."""
         rid = request_id(req)
+        return self.held(rid) if rid is not None else {}
+
+    def held(self, rid: str) -> dict[int, T]:
+        """Every chain held under the request id ``rid``, by place (empty when none)."""
         with self._lock:
-            return dict(self._chains.get(rid, {})) if rid is not None else {}
+            return dict(self._chains.get(rid, {}))
 
     def prefix(self, req: GenRequest) -> list[T]:
         """The chains ``req`` asks for (places ``first_sample``, ``first_sample + 1``, ...) up to the first one not

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import json
@@ -35,6 +36,11 @@ def _ints(text: str, what: str) -> list[int]:
         fail(f"{what} must be comma-separated integers, e.g. 1,2,4,8; got {text!r}")
 
 
+class ExecutorKind(enum.StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 def eval_command(
     config: Annotated[Path | None, typer.Option("--config", help="A TOML sweep file (see thinkscale.eval.config); "
                                                 "then the sweep options below must not be given.")] = None,
@@ -61,8 +67,22 @@ def eval_command(
         "--share-samples/--no-share-samples", help="Serve a job's chains from those finished jobs already drew "
         "with the same prompt, knobs and seeds (default), or let every job draw its own.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (results.sqlite); re-running resumes.")] = None,
-    workers: Annotated[int, typer.Option(help="Jobs in flight at once (the llama.cpp backend batches them).")] = 1,
+    workers: Annotated[int, typer.Option(help="Jobs in flight at once (the llama.cpp backend batches them); with "
+                                         "--executor ray, per replica.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    base_url: Annotated[list[str] | None, typer.Option(
+        "--base-url", help="An OpenAI-compatible server of the model, e.g. http://10.0.0.2:8000/v1 (repeatable: a "
+        "pool, load-balanced with health checks and failover); the same as --backend openai:URL,URL,...")] = None,
+    base_url_file: Annotated[Path | None, typer.Option(help="A pool file: --base-url values, one per line.")] = None,
+    executor: Annotated[ExecutorKind, typer.Option(
+        help="Where jobs run: local (threads of this process) or ray (replicas on a Ray cluster; pip install "
+        "'thinkscale[ray]'; see docs/scale.md).")] = ExecutorKind.local,
+    address: Annotated[str | None, typer.Option(help="--executor ray: the cluster to attach to (auto, HOST:PORT, "
+                                                "ray://HOST:10001); default: start a local one.")] = None,
+    replicas: Annotated[int | None, typer.Option(help="--executor ray: replicas per model, each with its own "
+                                                 "backend (default 2).")] = None,
+    cpus_per_replica: Annotated[float | None, typer.Option(help="--executor ray: CPUs reserved per replica "
+                                                           "(default 1; a llama.cpp replica: its threads).")] = None,
 ) -> None:
     """Run a budget sweep (or resume it: finished units are skipped) and store every unit and sample."""
     from thinkscale.backends.base import BackendError
@@ -72,7 +92,7 @@ def eval_command(
 
     flags: dict[str, Any] = {
         "dataset": dataset, "task": task, "system": system, "limit": limit, "seed": seed, "models": model,
-        "backend": backend, "strategies": strategy,
+        "backend": _pool_backend(backend, base_url, base_url_file), "strategies": strategy,
         "budgets": None if budgets is None else _ints(budgets, "--budgets"),
         "sample_seeds": None if sample_seeds is None else _ints(sample_seeds, "--sample-seeds"),
         "max_tokens": max_tokens, "max_subsets": max_subsets, "share_samples": share_samples}
@@ -92,10 +112,12 @@ def eval_command(
         bar.update(task_id, completed=p.done, total=p.total,
                    stats=f"acc {acc}  {p.tokens_per_second:.0f} tok/s  ({p.skipped} done before)")
 
+    runner = _executor(executor, address, replicas, cpus_per_replica, workers)
     stop = threading.Event()
     try:
-        with _stop_on_signals(stop), bar:
-            summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress, stop=stop)
+        with _stop_on_signals(stop), bar, contextlib.closing(runner):
+            summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress, stop=stop,
+                                executor=runner)
     except KeyboardInterrupt:
         _interrupted(run_dir)
         raise typer.Exit(130) from None
@@ -109,6 +131,39 @@ def eval_command(
     if summary.interrupted:
         _interrupted(run_dir)
         raise typer.Exit(130)
+
+
+def _pool_backend(backend: str | None, urls: list[str] | None, url_file: Path | None) -> str | None:
+    """``--backend``, or the ``openai:URL,URL,...`` of ``--base-url`` / ``--base-url-file``."""
+    if not urls and url_file is None:
+        return backend
+    if backend is not None:
+        fail("give --backend or --base-url / --base-url-file, not both")
+    from thinkscale.backends.pool import check_urls, read_url_file
+
+    try:
+        return "openai:" + ",".join(check_urls([*(urls or []), *(read_url_file(url_file) if url_file else [])]))
+    except ValueError as e:
+        fail(str(e))
+
+
+def _executor(kind: ExecutorKind, address: str | None, replicas: int | None, cpus: float | None,
+              workers: int) -> Any:
+    """The sweep's executor (``thinkscale.eval.executors``); Ray is checked for before anything runs."""
+    from thinkscale.eval.executors import LocalExecutor, RayExecutor, RayOptions, import_ray
+
+    try:
+        if kind is ExecutorKind.local:
+            ray_only = [n for n, v in (("--address", address), ("--replicas", replicas),
+                                       ("--cpus-per-replica", cpus)) if v is not None]
+            if ray_only:
+                fail(f"{', '.join(ray_only)}: only with --executor ray")
+            return LocalExecutor(workers)
+        import_ray()
+        return RayExecutor(RayOptions(address=address, replicas=2 if replicas is None else replicas,
+                                      cpus_per_replica=1.0 if cpus is None else cpus, workers=workers))
+    except (ImportError, ValueError) as e:
+        fail(str(e))
 
 
 def _sweep_config(config: Path | None, given: dict[str, Any]) -> SweepConfig:

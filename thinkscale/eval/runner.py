@@ -11,7 +11,8 @@ request is the same for every n >= j, so the first k samples are exactly what a 
 run once per budget. Strategies run with an unlimited ``Budget``: the budget knob is what limits them, and the
 x-axis of every plot is what the ledger measured.
 
-Execution. Jobs run on ``workers`` threads (the llama.cpp backend batches concurrent calls); the calling thread
+Execution. Jobs run on an executor (``thinkscale.eval.executors``): ``workers`` threads of this process by default
+(the llama.cpp backend batches concurrent calls), or replicas on a Ray cluster. Whichever, the calling thread
 grades each finished job against the reference (strategies never see it: their Problem has no reference) and
 writes it to the store in one transaction. Jobs already in the store are skipped, so re-running resumes.
 
@@ -39,7 +40,6 @@ seconds count in neither.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import hashlib
 import importlib.metadata
@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thinkscale.answers import Task, Verdict, check
 from thinkscale.answers.extract import normalize_answer
@@ -80,6 +80,9 @@ from thinkscale.strategies.run import execute
 from thinkscale.tools.sandbox import Limits, Sandbox, SandboxResult
 from thinkscale.types import Budget, Candidate, Event, Ledger, Problem, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
+
+if TYPE_CHECKING:
+    from thinkscale.eval.executors import Executor
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +304,8 @@ def default_backend_factory(backend: str) -> BackendFactory:
             return scripted_backend(arg)
         from thinkscale.backends import load_backend
 
-        if kind == "openai":
-            return load_backend(model, base_url=arg)
+        if kind == "openai":  # one URL, or a pool: URL,URL,...
+            return load_backend(model, base_url=arg.split(","))
         return load_backend(model, progress=True)
 
     return make
@@ -589,22 +592,27 @@ def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyP
 
 def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFactory | None = None,
               workers: int = 1, command: str = "", on_progress: Callable[[Progress], None] | None = None,
-              stop: threading.Event | None = None) -> SweepSummary:
+              stop: threading.Event | None = None, executor: Executor | None = None) -> SweepSummary:
     """Run (or resume) the sweep ``cfg`` into the store under ``out``.
 
     ``backend_factory(model)`` builds each model's backend (default: from ``cfg.backend``). ``stop``, when set,
-    makes the sweep finish the jobs in flight, store them, and return with ``interrupted=True``.
+    makes the sweep finish the jobs in flight, store them, and return with ``interrupted=True``. ``executor``
+    runs the jobs (``thinkscale.eval.executors``; default: ``workers`` threads of this process); this thread
+    grades and stores them whatever it is.
     """
+    from thinkscale.eval.executors import LocalExecutor
+
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     factory = backend_factory or default_backend_factory(cfg.backend)
+    executor = executor or LocalExecutor(workers)
     # a bad dataset or spec is refused before the run folder (and its lock file) is made
     load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).subset(cfg.limit, cfg.seed)
     for spec in cfg.strategies:
         plan_strategy(spec, cfg)
     lock = _lock(Path(out))
     try:
-        return _run_locked(cfg, Path(out), factory, workers, command, on_progress, stop)
+        return _run_locked(cfg, Path(out), factory, executor, command, on_progress, stop)
     finally:
         lock.close()  # also released by the OS if the process is killed
 
@@ -623,7 +631,7 @@ def _lock(out: Path) -> Any:
     return fh
 
 
-def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: int, command: str,
+def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: Executor, command: str,
                 on_progress: Callable[[Progress], None] | None, stop: threading.Event | None) -> SweepSummary:
     store, _ds, _plans, jobs = prepare(cfg, out)
     session = store.start_session(command)
@@ -641,21 +649,18 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
             if not todo:
                 continue
             t0 = time.perf_counter()
-            inner = factory(model)
+            run = executor.start(model, factory, serialize=cfg.backend.startswith("scripted:"), store=store)
             load += time.perf_counter() - t0
             t1: float | None = None
             try:
-                store.bind_model(model, model_identity(model, inner))
-                backend = TimedBackend(inner, serialize=cfg.backend.startswith("scripted:"))
-                sandboxes = Sandboxes(backend, workers)
-                others = OtherModels(factory, cfg.backend.startswith("scripted:"), (model, backend))
+                store.bind_model(model, run.identity)
                 shared = _stored_chains(store, model) if cfg.share_samples else None
                 t1 = time.perf_counter()
                 wall0, busy0 = wall, busy  # this model's time is added in the finally below, even on an error
-                for outcome in _execute(todo, backend, workers, stop, shared, sandboxes, others):
+                for outcome in run.outcomes(todo, stop, shared):
                     rec = record(outcome, cfg.max_subsets)
                     job_id = store.write_job(rec, SessionProgress(session, ran + 1, wall0 + time.perf_counter() - t1,
-                                                                  busy0 + backend.busy_now()))
+                                                                  busy0 + run.busy_now()))
                     if shared is not None:  # committed: later jobs may be served its chains
                         for c in rec.chains:
                             if c.source_job is None:
@@ -676,10 +681,8 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
             finally:
                 if t1 is not None:
                     wall += time.perf_counter() - t1
-                    busy += backend.busy_now()
-                    sandboxes.close()
-                    others.close()
-                inner.close()
+                    busy += run.busy_now()
+                run.close()
             if stop is not None and stop.is_set():
                 status = "interrupted"
                 break
@@ -702,33 +705,6 @@ def _stored_chains(store: Store, model: str) -> ChainIndex[StoredChain]:
     for job_id, c in store.chains(model=model, generated=True):
         index.add(c.request_key, c.place, StoredChain(c, job_id))
     return index
-
-
-def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Event | None,
-             shared: ChainIndex[StoredChain] | None = None, sandboxes: Sandboxes | None = None,
-             others: OtherModels | None = None) -> Iterator[Outcome]:
-    """Outcomes of ``jobs`` as they finish. With one worker, in the calling thread (Ctrl-C interrupts the job in
-    flight); otherwise on a pool that keeps ``workers`` jobs in flight and starts no new one once ``stop`` is set."""
-    if workers == 1:
-        for job in jobs:
-            if stop is not None and stop.is_set():
-                return
-            yield run_job(job, backend, shared, sandboxes, others)
-        return
-    it = iter(jobs)
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
-        running: set[cf.Future[Outcome]] = set()
-        while True:
-            while len(running) < workers and not (stop is not None and stop.is_set()):
-                nxt = next(it, None)
-                if nxt is None:
-                    break
-                running.add(pool.submit(run_job, nxt, backend, shared, sandboxes, others))
-            if not running:
-                return
-            finished, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for f in finished:
-                yield f.result()
 
 
 def units_per_job(plan: StrategyPlan) -> int:
