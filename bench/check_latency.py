@@ -6,7 +6,9 @@ an in-process numeric verdict). The promise: every case under 2 s on a quiet mac
 
 Each case runs ``--runs`` times; the JSON has every time, the median and the maximum, the exit status and output of
 the last run, and the machine's conditions (CPUs, load average before and after, Python). A load average near or
-above the CPU count means the numbers include waiting for a core. ``--baseline DIR`` also times the ``thinkscale``
+above the CPU count means the numbers include waiting for a core; ``cpu_s`` (user + system time of the command and
+every process it waited for: the math-verify worker and its comparison) does not, and is what the wall time comes
+down to on a quiet machine, where these steps run one after the other. ``--baseline DIR`` also times the ``thinkscale``
 package in DIR (e.g. ``git archive <commit> thinkscale | tar -x -C DIR``), alternating run by run with this checkout
 so that both see the same load:
 
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,33 +52,41 @@ def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _once(argv: list[str], pythonpath: str | None) -> tuple[float, subprocess.CompletedProcess[str]]:
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _once(argv: list[str], pythonpath: str | None) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     env = {**os.environ, "COLUMNS": "100"}
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
-    t0 = time.perf_counter()
+    cpu0, t0 = _cpu(), time.perf_counter()
     # not from the checkout's directory: `python -c` would import thinkscale from there before PYTHONPATH
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tempfile.gettempdir())
-    return time.perf_counter() - t0, proc
+    return time.perf_counter() - t0, _cpu() - cpu0, proc
 
 
-def _summary(seconds: list[float], proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+def _summary(seconds: list[float], cpu: list[float], proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return {"seconds": [round(s, 3) for s in seconds], "median_s": round(statistics.median(seconds), 3),
-            "max_s": round(max(seconds), 3), "exit_status": proc.returncode, "stdout": proc.stdout.strip(),
-            "stderr": proc.stderr.strip()[-300:]}
+            "max_s": round(max(seconds), 3), "cpu_s": [round(c, 3) for c in cpu],
+            "median_cpu_s": round(statistics.median(cpu), 3), "exit_status": proc.returncode,
+            "stdout": proc.stdout.strip(), "stderr": proc.stderr.strip()[-300:]}
 
 
 def _time(argv: list[str], runs: int, baseline: str | None) -> dict[str, Any]:
     """``runs`` timings of ``argv`` (and, with ``baseline``, of the same command importing that tree, alternated)."""
     times: dict[str | None, list[float]] = {None: [], baseline: []}
+    cpus: dict[str | None, list[float]] = {None: [], baseline: []}
     last: dict[str | None, subprocess.CompletedProcess[str]] = {}
     for _ in range(runs):
         for tree in ([None, baseline] if baseline is not None else [None]):
-            seconds, last[tree] = _once(argv, tree)
+            seconds, cpu, last[tree] = _once(argv, tree)
             times[tree].append(seconds)
-    out = _summary(times[None], last[None])
+            cpus[tree].append(cpu)
+    out = _summary(times[None], cpus[None], last[None])
     if baseline is not None:
-        out["baseline"] = _summary(times[baseline], last[baseline])
+        out["baseline"] = _summary(times[baseline], cpus[baseline], last[baseline])
     return out
 
 
@@ -103,9 +114,11 @@ def main() -> None:
                                               args.baseline)}
     for name, case in CASES.items():
         r = results[name] = _time([*command, "check", *case], args.runs, args.baseline)
-        line = f"{name:45s} median {r['median_s']:.2f} s  max {r['max_s']:.2f} s  exit {r['exit_status']}"
+        line = (f"{name:45s} median {r['median_s']:.2f} s (cpu {r['median_cpu_s']:.2f} s)  max {r['max_s']:.2f} s  "
+                f"exit {r['exit_status']}")
         if "baseline" in r:
-            line += f"   | baseline median {r['baseline']['median_s']:.2f} s  exit {r['baseline']['exit_status']}"
+            b = r["baseline"]
+            line += f"   | baseline {b['median_s']:.2f} s (cpu {b['median_cpu_s']:.2f} s)  exit {b['exit_status']}"
         print(line, flush=True)
     machine["loadavg_after"] = _loadavg()
     out["results"] = results
