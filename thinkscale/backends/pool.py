@@ -80,7 +80,8 @@ class EndpointPool:
         """The endpoint for the next call: the least loaded healthy one, preferring those not in ``avoid`` (the
         ones that already failed this request). With none up, the one that comes back soonest."""
         if len(self.urls) == 1:
-            return self._take(self._endpoints[self.urls[0]])
+            with self._lock:
+                return self._take(self._endpoints[self.urls[0]])
         while True:
             suspect = None
             with self._lock:
@@ -89,8 +90,9 @@ class EndpointPool:
                 pool = [e for e in up if e.url not in avoid] or up
                 if not pool:
                     return self._take(min(self._endpoints.values(), key=lambda e: e.down_until))
+                turn = self._turn
                 self._turn += 1
-                best = min(pool, key=lambda e: (e.in_flight, (self.urls.index(e.url) - self._turn) % len(self.urls)))
+                best = min(pool, key=lambda e: (e.in_flight, (self.urls.index(e.url) - turn) % len(self.urls)))
                 if best.failures == 0:
                     return self._take(best)
                 # back from a cooldown: check it before it gets calls, and keep others off it meanwhile
@@ -106,9 +108,9 @@ class EndpointPool:
                     suspect.down_until = time.monotonic() + self._cooldown(suspect.failures)
 
     def _take(self, e: _Endpoint) -> str:
-        with self._lock:
-            e.in_flight += 1
-            e.calls += 1
+        """(With the lock held.)"""
+        e.in_flight += 1
+        e.calls += 1
         return e.url
 
     def release(self, url: str, *, failed: bool = False) -> None:

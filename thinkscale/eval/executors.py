@@ -427,10 +427,11 @@ class RayRun:
     def close(self) -> None:
         ray = self._ray
         actors = [s.actor for s in self._slots]
+        # a replica still loading (or waiting for a node with room) has nothing to close: it is just ended
+        closing = [s.actor.close.remote() for s in self._slots if s.ready]
         self._slots, self._loading = [], {}
-        closing = [a.close.remote() for a in actors]
         if closing:
-            ray.wait(closing, num_returns=len(closing), timeout=30)
+            ray.wait(closing, num_returns=len(closing), timeout=10)
         for a in actors:
             with contextlib.suppress(Exception):  # already dead
                 ray.kill(a)
