@@ -12,6 +12,12 @@ How it is fast:
 - **Admission control.** Samples are admitted while their worst case (``max_tokens`` cells each) fits in the
   context; the rest wait and start as others finish, so ``n * max_tokens`` may exceed ``n_ctx``.
 
+Determinism. llama.cpp's numbers depend on how tokens are batched (a matmul over 8 rows is not bit-identical to one
+over 1), so concurrent calls that share decode steps, or a prompt continued from a prefix another call computed,
+can change a greedy chain. ``deterministic=True`` makes a call's output a function of the call alone: calls run one
+at a time and each starts from an empty KV cache (no prefix reuse across calls; within a call, as usual). It costs
+the cross-call batching and prefix reuse (``bench/determinism.py`` measures it).
+
 Sampling runs llama.cpp's own sampler chain per sequence (top-k -> top-p -> min-p -> temperature -> seeded dist, or
 greedy at temperature 0). Reported logprobs are the raw model log-probabilities (temperature 1, no filtering) of
 the sampled tokens. Token counts are the tokens this backend actually sampled and computed; nothing is estimated.
@@ -20,6 +26,7 @@ the sampled tokens. Token counts are the tokens this backend actually sampled an
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import hashlib
 import itertools
@@ -28,7 +35,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +152,7 @@ class LlamaCppBackend(BaseBackend):
     def __init__(self, model: str | os.PathLike[str], *, n_ctx: int = 16384, n_threads: int | None = None,
                  n_batch: int = 512, n_seq_max: int = 64, chat_template: str | None = None,
                  flash_attn: bool | None = None, max_active_sequences: int | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, deterministic: bool = False) -> None:
         path = Path(model)
         if not path.is_file():
             raise BackendError(f"model file not found: {path}")
@@ -202,6 +209,8 @@ class LlamaCppBackend(BaseBackend):
         self._batch = L.llama_batch_init(n_batch, 0, 1)
         self._lock = threading.RLock()
         self._cv = threading.Condition(self._lock)
+        self.deterministic = deterministic
+        self._call_lock = threading.Lock()  # held for a whole call in deterministic mode
         self._pending: deque[_Job] = deque()  # submitted, prompt not computed yet
         self._waiting: deque[_Job] = deque()  # prompt computed, some samples not started (at most one job)
         self._active: list[_Active] = []  # samples being decoded
@@ -501,10 +510,26 @@ class LlamaCppBackend(BaseBackend):
         active.append(a)
         return a
 
+    @contextlib.contextmanager
+    def _alone(self) -> Iterator[None]:
+        """In deterministic mode: this call runs by itself, from an empty KV cache (see the module doc)."""
+        if not self.deterministic:
+            yield
+            return
+        with self._call_lock:
+            with self._cv:
+                while self._evict_one():
+                    pass
+            yield
+
     def generate(self, requests: Sequence[GenRequest], *, cancel: threading.Event | None = None) -> list[Completion]:
         """Sample every request. Thread-safe: concurrent callers' requests join the same running batch (continuous
-        batching), so 8 callers decode together rather than one after another. Setting ``cancel`` stops this
-        call's remaining work at the next step and raises ``Cancelled``."""
+        batching), so 8 callers decode together rather than one after another (in deterministic mode they take
+        turns). Setting ``cancel`` stops this call's remaining work at the next step and raises ``Cancelled``."""
+        with self._alone():
+            return self._generate(requests, cancel)
+
+    def _generate(self, requests: Sequence[GenRequest], cancel: threading.Event | None) -> list[Completion]:
         check_requests(self, requests)
         call = _Call(cancel=cancel)
         jobs = [self._job(i, r, call) for i, r in enumerate(requests)]
@@ -686,6 +711,10 @@ class LlamaCppBackend(BaseBackend):
     # ------------------------------------------------------------------ scoring
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
+        with self._alone():
+            return self._score(requests)
+
+    def _score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
         out = []
         with self._lock:
             for r in requests:
@@ -728,6 +757,10 @@ class LlamaCppBackend(BaseBackend):
     # ------------------------------------------------------------------ hidden states
 
     def hidden_states(self, requests: Sequence[ScoreRequest]) -> HiddenStates:
+        with self._alone():
+            return self._hidden_states(requests)
+
+    def _hidden_states(self, requests: Sequence[ScoreRequest]) -> HiddenStates:
         """The model's final hidden state (after the output norm: the LM head's input) at the last token of each
         request's prompt + continuation, as a float32 array ``(len(requests), n_embd)``: features for a trained PRM.
 

@@ -11,6 +11,7 @@
     max_tokens = 512                                  # per chain, for strategies with a max_tokens knob
     out = "runs/gsm8k-0.5b"                           # optional, relative to this file; --out wins
     share_samples = true                              # serve chains a finished job already drew (default)
+    deterministic = false                             # same command + seeds -> same stored answers (slower)
     # also: task (for a dataset file), system, backend ("llamacpp", "openai:URL", "scripted:FILE"), max_subsets
 
 Unknown keys are errors, as are budgets that are not strictly increasing positive integers.
@@ -46,6 +47,9 @@ class SweepConfig(BaseModel):
     # a job's generate request is served from chains finished jobs already stored (thinkscale.eval.chains);
     # false: every job draws its own chains
     share_samples: bool = True
+    # every backend call runs alone from an empty KV cache, so the stored answers are a function of the command and
+    # its seeds (llama.cpp's numbers depend on batching: thinkscale.backends.llamacpp); costs batching and reuse
+    deterministic: bool = False
     out: Path | None = None
 
     @field_validator("budgets")

@@ -218,6 +218,8 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
         "max_subsets": cfg.max_subsets, "rng_scheme": RNG_SCHEME, "share_samples": cfg.share_samples,
         "versions": {k: v[k] for k in ("thinkscale", "llama-cpp-python")},
         "knob_files": knob_files(plans),
+        # recorded when on (absent: batched as the backend likes), so a run's store says whether it is reproducible
+        **({"deterministic": True} if cfg.deterministic else {}),
     }
 
 
@@ -294,8 +296,11 @@ class TimedBackend(BackendProxy):
         return self._call(self.inner.hidden_states, requests)  # type: ignore[attr-defined]
 
 
-def default_backend_factory(backend: str) -> BackendFactory:
+def default_backend_factory(backend: str, *, deterministic: bool = False) -> BackendFactory:
     kind, _, arg = backend.partition(":")
+    if deterministic and kind == "openai":
+        raise ValueError("deterministic runs need the embedded backend (llamacpp): a server batches requests as it "
+                         "likes")
 
     def make(model: str) -> Backend:
         if kind == "scripted":
@@ -306,7 +311,7 @@ def default_backend_factory(backend: str) -> BackendFactory:
 
         if kind == "openai":  # one URL, or a pool: URL,URL,...
             return load_backend(model, base_url=arg.split(","))
-        return load_backend(model, progress=True)
+        return load_backend(model, progress=True, deterministic=deterministic)
 
     return make
 
@@ -604,7 +609,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    factory = backend_factory or default_backend_factory(cfg.backend)
+    factory = backend_factory or default_backend_factory(cfg.backend, deterministic=cfg.deterministic)
     executor = executor or LocalExecutor(workers)
     # a bad dataset or spec is refused before the run folder (and its lock file) is made
     load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).subset(cfg.limit, cfg.seed)
