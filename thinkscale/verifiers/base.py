@@ -108,7 +108,7 @@ def register(name: str, summary: str, *, factory: str | None = None, path_option
 
 def _load_all() -> None:
     # Importing the modules registers them; one place lists them all.
-    from thinkscale.verifiers import confidence, llm_judge, prm, task, trained_prm  # noqa: F401
+    from thinkscale.verifiers import confidence, llm_judge, orm, prm, task, trained_prm  # noqa: F401
 
 
 def get_verifier(name: str) -> VerifierInfo:

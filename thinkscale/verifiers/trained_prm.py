@@ -92,7 +92,7 @@ class LogisticHead:
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise VerifierError(f"the PRM head takes {self.dim} features per step, got shape {x.shape}")
+            raise VerifierError(f"the head takes {self.dim} features per row, got shape {x.shape}")
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
 
@@ -117,7 +117,10 @@ class LogisticHead:
         scale[scale == 0] = 1.0
         xs = (x - mean) / scale
         model = LogisticRegression(C=c, max_iter=5000, random_state=seed)
-        model.fit(np.vstack([xs, xs]), np.r_[np.ones(len(p)), np.zeros(len(p))], sample_weight=np.r_[p, 1 - p])
+        if np.all((p == 0) | (p == 1)):  # hard labels (an ORM's): the same objective without doubling the rows
+            model.fit(xs, p.astype(int))
+        else:
+            model.fit(np.vstack([xs, xs]), np.r_[np.ones(len(p)), np.zeros(len(p))], sample_weight=np.r_[p, 1 - p])
         return cls(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]), c)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,10 +130,10 @@ class LogisticHead:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LogisticHead:
         if d.get("kind") != "logistic":
-            raise VerifierError(f"unknown PRM head kind {d.get('kind')!r}")
+            raise VerifierError(f"unknown head kind {d.get('kind')!r}")
         mean, scale, coef = (np.asarray(d[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
         if not mean.shape == scale.shape == coef.shape or mean.ndim != 1:
-            raise VerifierError("corrupt PRM head: mean, scale and coef differ in shape")
+            raise VerifierError("corrupt head: mean, scale and coef differ in shape")
         return cls(mean, scale, coef, float(d["intercept"]), float(d.get("c", 1.0)))
 
 
@@ -181,26 +184,13 @@ class TrainedPRM(StepScoring):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the head and its metadata as JSON (atomically: a crash never leaves half a file)."""
-        payload = {"format": FORMAT, "step_separator": self.step_separator, "joiner": self.joiner,
-                   "metadata": self.metadata, "head": self.head.to_dict()}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
-        tmp.replace(path)
+        write_head_file(path, {"format": FORMAT, "step_separator": self.step_separator, "joiner": self.joiner,
+                               "metadata": self.metadata, "head": self.head.to_dict()})
 
     @staticmethod
     def read(path: str | os.PathLike[str]) -> dict[str, Any]:
         """The saved file as a dict (metadata and head), without a backend: for reports."""
-        path = Path(path)
-        if not path.is_file():
-            raise VerifierError(f"no trained PRM at {path}: train one with `thinkscale train prm --out {path}`")
-        try:
-            payload = json.loads(path.read_text())
-        except ValueError as e:
-            raise VerifierError(f"{path} is not a thinkscale PRM file (not JSON: {e})") from e
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise VerifierError(f"{path} is not a {FORMAT} file")
-        return payload
+        return read_head_file(path, FORMAT, "PRM", f"thinkscale train prm --out {path}")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], backend: FeatureBackend, *, check_model: bool = True) -> TrainedPRM:
@@ -209,18 +199,51 @@ class TrainedPRM(StepScoring):
         payload = cls.read(path)
         head = LogisticHead.from_dict(payload["head"])
         meta = payload.get("metadata", {})
-        if check_model:
-            want = meta.get("model", {}).get("fingerprint")
-            have = backend.info().fingerprint
-            if want != have:
-                raise VerifierError(f"{path} was trained on the hidden states of model {want!r}, but the backend runs "
-                                    f"{have!r}; load it with that model (features do not transfer between models)")
-        dim = meta.get("feature_dim")
-        n_embd = getattr(backend, "n_embd", None)
-        if dim is not None and n_embd is not None and int(dim) != int(n_embd):
-            raise VerifierError(f"{path} expects {dim} features per step, the backend gives {n_embd}")
+        check_head_backend(meta, backend, path, per="step", check_model=check_model)
         return cls(backend=backend, head=head, metadata=meta, step_separator=payload["step_separator"],
                    joiner=payload["joiner"])
+
+
+# ---------------------------------------------------------------------- head files (the PRM's and the ORM's)
+
+def write_head_file(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write a trained head's JSON file atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def read_head_file(path: str | os.PathLike[str], fmt: str, what: str, train_command: str) -> dict[str, Any]:
+    """A trained head's JSON file as a dict, refused (VerifierError) unless it is a ``fmt`` file. JSON only: loading
+    a head runs no code."""
+    path = Path(path)
+    if not path.is_file():
+        raise VerifierError(f"no trained {what} at {path}: train one with `{train_command}`")
+    try:
+        payload = json.loads(path.read_text())
+    except ValueError as e:
+        raise VerifierError(f"{path} is not a thinkscale {what} file (not JSON: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise VerifierError(f"{path} is not a {fmt} file")
+    return payload
+
+
+def check_head_backend(meta: dict[str, Any], backend: Any, path: str | os.PathLike[str], *, per: str,
+                       states: int = 1, check_model: bool = True) -> None:
+    """Refuse (VerifierError) a backend other than the one whose hidden states the head was fitted on: another
+    model fingerprint (unless ``check_model=False``), or another hidden-state width (a feature row is ``states``
+    hidden states side by side)."""
+    if check_model:
+        want = meta.get("model", {}).get("fingerprint")
+        have = backend.info().fingerprint
+        if want != have:
+            raise VerifierError(f"{path} was trained on the hidden states of model {want!r}, but the backend runs "
+                                f"{have!r}; load it with that model (features do not transfer between models)")
+    dim = meta.get("feature_dim")
+    n_embd = getattr(backend, "n_embd", None)
+    if dim is not None and n_embd is not None and int(dim) != states * int(n_embd):
+        raise VerifierError(f"{path} expects {dim} features per {per}, the backend gives {states} x {n_embd}")
 
 
 def finite_or_none(x: float | None) -> float | None:

@@ -1,0 +1,110 @@
+"""Fitting the ORM from eval runs on the scripted fake: chains drawn by the sweep harness on gsm8k-train, read back
+from the store with their grades, features, the saved head with its provenance, an evaluation set refused, and
+bench/orm_select.py selecting among the stored chains without regenerating."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers.bench import load_bench
+from tests.verifiers.test_orm import marker
+from thinkscale.backends.scripted import ScriptedBackend
+from thinkscale.eval.config import SweepConfig
+from thinkscale.eval.datasets import load_dataset
+from thinkscale.eval.runner import run_sweep
+from thinkscale.policy.orm_fit import chains_from_run, merge_runs, train_orm
+from thinkscale.verifiers.orm import TrainedORM, View
+from thinkscale.verifiers.orm_train import FeatureCache, FitConfig
+
+LIMIT = 12
+FAST = FitConfig(c_grid=(1.0,), curve_sizes=(4,), bootstrap_reps=20)  # one c, one curve point: a quick fit
+
+
+def train_table(path: Path) -> Path:
+    """Responses for the first ``LIMIT`` gsm8k-train problems: a right chain (with the fake's feature marker "First
+    add") and three wrong ones, so a 4-chain draw has 0 to 4 right chains."""
+    ds = load_dataset("gsm8k-train").subset(LIMIT, 0)
+    responses = {}
+    for p in ds.problems:
+        ref = int(p.reference)
+        responses[p.problem.messages[-1].content] = [
+            f"First add then multiply.\n\nSo the answer is \\boxed{{{ref}}}",
+            f"I think it is \\boxed{{{ref + 1}}}", f"Maybe\n\n\\boxed{{{ref + 2}}} works",
+            f"Surely \\boxed{{{ref + 1}}}"]
+    path.write_text(json.dumps({"responses": responses}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("orm")
+    table = train_table(tmp / "table.json")
+    out = tmp / "run"
+    run_sweep(SweepConfig(dataset="gsm8k-train", limit=LIMIT, models=("fake",), backend=f"scripted:{table}",
+                          strategies=("self-consistency:n_samples=4",), budgets=(4,)), out)
+    return out
+
+
+def test_chains_come_back_with_their_prompt_and_grade(run: Path):
+    rc = chains_from_run(run)
+    assert (rc.model, rc.dataset, rc.fingerprint) == ("fake", "gsm8k-train", "scripted:1000000")
+    assert len(rc.chains) == 4 * LIMIT and len({c.problem_id for c in rc.chains}) == LIMIT
+    assert all(c.correct == ("First add" in c.text) for c in rc.chains)  # the store's grades
+    first = rc.chains[0]
+    assert first.messages[0].role == "system" and first.messages[-1].role == "user"  # the sweep's own prompt
+
+
+def test_train_orm_saves_a_head_with_its_provenance(run: Path, tmp_path: Path):
+    out = tmp_path / "orm.json"
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    backend = ScriptedBackend(hidden_fn=marker, n_embd=4)
+    meta = train_orm(backend, [chains_from_run(run)], out, cache=cache, cfg=FAST,
+                     views=[(View.CHAIN,), (View.QUESTION,), (View.CHAIN, View.QUESTION)])
+    fitted = meta["fitted_on"]
+    assert fitted["model"] == "scripted:1000000" and fitted["chains"] == 4 * LIMIT and fitted["problems"] == LIMIT
+    assert len(fitted["split"]["heldout_problems"]) == 3  # a quarter of 12, by problem
+    assert meta["heldout_auroc"] == 1.0 and set(meta["view_comparison"]) >= {"chain", "question", "chain+question"}
+    assert [p["problems"] for p in meta["learning_curve"]] == [4, 9]
+    loaded = TrainedORM.load(out, backend=backend)
+    assert loaded.metadata["fitted_on"] == fitted
+    made = len(backend.hidden_requests)
+    train_orm(backend, [chains_from_run(run)], tmp_path / "again.json", cache=cache, cfg=FAST, views=[(View.CHAIN,)])
+    assert len(backend.hidden_requests) == made  # every feature came from the cache
+
+
+def test_an_evaluation_set_is_never_fitted_on(run: Path):
+    rc = chains_from_run(run)
+    test_set = type(rc)(rc.run, rc.model, rc.fingerprint, "gsm8k", rc.dataset_sha256, rc.chains)
+    with pytest.raises(ValueError, match="an evaluation set"):
+        merge_runs([test_set], "scripted:1000000")
+    with pytest.raises(ValueError, match="sampled by model scripted:1000000"):
+        merge_runs([rc], "llamacpp:other")
+
+
+def test_orm_select_reproduces_the_stored_vote_and_scores_every_selector(run: Path, tmp_path: Path):
+    """The fake's features separate right from wrong chains, so ORM best-of-k is pass@k; majority is the store's
+    own self-consistency units."""
+    orm = tmp_path / "orm.json"
+    cache = tmp_path / "f.sqlite"
+    train_orm(ScriptedBackend(hidden_fn=marker, n_embd=4), [chains_from_run(run)], orm, cache=FeatureCache(cache),
+              cfg=FAST, views=[(View.CHAIN,)])
+    out = tmp_path / "select.json"
+    bench = load_bench("orm_select")
+    assert bench.main([str(run), "--orm", str(orm), "--cache", str(cache), "--train-run", str(run), "--ks", "2,4",
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    stored = dict(sqlite3.connect(run / "results.sqlite").execute(
+        "SELECT problem_id, correct FROM units WHERE budget = 4 ORDER BY problem_id").fetchall())
+    assert res["per_problem"]["4"]["majority"] == pytest.approx([stored[k] for k in sorted(stored)])
+    at4 = res["by_k"]["4"]["selectors"]
+    assert at4["orm-best"]["accuracy"] == pytest.approx(at4["pass@k"]["accuracy"])
+    assert at4["orm-best"]["vs_majority"]["diff"] >= 0
+    assert res["orm_auroc_on_these_chains"] == 1.0 and res["alpha"]["chosen"] in bench.ALPHAS
+    cost = res["by_k"]["4"]["cost_per_problem"]
+    assert cost["verifier_tokens"] > 0 and cost["generated_tokens"] > 0
+    assert np.isclose(res["by_k"]["2"]["cost_per_problem"]["verifier_tokens"], cost["verifier_tokens"] / 2)

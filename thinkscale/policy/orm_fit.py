@@ -1,0 +1,187 @@
+"""Fit the outcome verifier (``verifier=orm``) from eval runs: ``thinkscale train orm``.
+
+The chains are the policy's own self-consistency samples on a training set, drawn by the sweep harness into a run
+folder (``draw_chains``: ``self-consistency:n_samples=K`` on ``--problems`` problems, resumable, a kill loses at most
+the jobs in flight) or read from run folders that already hold them (``--run runs/train-0.5b``). Their grades are the
+store's (the answer checker's). Features, fitting and the learning curve are ``thinkscale.verifiers.orm_train``; this
+module is the part that needs the eval harness, which the verifiers layer may not import.
+
+    thinkscale train orm --model qwen2.5-coder-0.5b --data gsm8k-train --problems 100 --samples 16 --out orm.json
+    thinkscale train orm --run runs/train-0.5b --out orm.json --curve bench/results/orm/learning_curve.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thinkscale.eval.config import SweepConfig
+from thinkscale.eval.datasets import load_dataset
+from thinkscale.eval.runner import run_sweep
+from thinkscale.eval.store import open_existing
+from thinkscale.types import Usage
+from thinkscale.verifiers.orm import FeatureSpec, TrainedORM, View
+from thinkscale.verifiers.orm_train import (
+    VIEW_SETS,
+    FeatureCache,
+    FitConfig,
+    LabelledChain,
+    chain_features,
+    fit_views,
+    learning_curve,
+    split_problems,
+    stack_views,
+)
+from thinkscale.verifiers.trained_prm import FeatureBackend
+
+log = logging.getLogger(__name__)
+
+SAMPLER = "self-consistency"
+TEST_SETS = frozenset({"gsm8k", "math500", "amc23", "aime24", "aime25"})  # evaluation sets: never fitted on
+
+
+@dataclass(frozen=True)
+class RunChains:
+    """The chains of one run folder with where they came from."""
+
+    run: str
+    model: str
+    fingerprint: str | None
+    dataset: str
+    dataset_sha256: str | None
+    chains: tuple[LabelledChain, ...]
+    sampler: str = SAMPLER  # the self-consistency spec the chains are from
+
+
+def chains_from_run(run: str | Path, *, model: str | None = None, sampler: str | None = None) -> RunChains:
+    """Every sample of the run's self-consistency jobs at their largest budget (one job per problem; seed 0 when
+    there are several), with the messages it was generated from (rebuilt from the run's dataset and system prompt)
+    and its stored grade."""
+    store = open_existing(run, read_only=True)
+    try:
+        cfg = store.config()
+        models = cfg["models"]
+        model = model or models[0]
+        if model not in models:
+            raise ValueError(f"{run}: no model {model!r} in this run (it has {', '.join(models)})")
+        specs = sorted({r["strategy"] for r in store.rows("SELECT DISTINCT strategy FROM jobs WHERE model = ? AND "
+                                                           "strategy LIKE ?", (model, SAMPLER + "%"))})
+        if sampler is None and len(specs) > 1:
+            raise ValueError(f"{run}: several self-consistency configs ({specs}); name one with --sampler")
+        spec = sampler or (specs[0] if specs else SAMPLER)
+        rows = store.rows(
+            "SELECT j.problem_id, s.idx, s.text, s.answer, s.correct FROM jobs j JOIN samples s USING (job_id) "
+            "WHERE j.model = ? AND j.strategy = ? AND j.seed = (SELECT MIN(seed) FROM jobs WHERE model = ? AND "
+            "strategy = ?) AND j.budget = (SELECT MAX(budget) FROM jobs k WHERE k.model = j.model AND "
+            "k.strategy = j.strategy AND k.problem_id = j.problem_id AND k.seed = j.seed) "
+            "ORDER BY j.problem_id, s.idx", (model, spec, model, spec))
+        identity = store.info().get("models", {}).get(model, {})
+    finally:
+        store.close()
+    ds = load_dataset(cfg["dataset"], task=cfg.get("task"), system=cfg.get("system"))
+    messages = {p.id: p.problem.messages for p in ds.problems}
+    chains = tuple(LabelledChain(r["problem_id"], r["idx"], messages[r["problem_id"]], r["text"], r["answer"],
+                                 bool(r["correct"])) for r in rows)
+    if not chains:
+        raise ValueError(f"{run}: no {spec} samples of {model} (run `thinkscale eval` with --strategy {SAMPLER})")
+    return RunChains(str(run), model, identity.get("fingerprint"), cfg["dataset"], cfg.get("dataset_sha256"), chains,
+                     spec)
+
+
+def draw_chains(out: str | Path, *, model: str, data: str, problems: int, samples: int, seed: int = 0,
+                max_tokens: int = 512, workers: int = 1, threads: int | None = None) -> None:
+    """Sample ``samples`` chains on ``problems`` problems of ``data`` into the run folder ``out`` with the sweep
+    harness (``thinkscale eval`` with ``self-consistency:n_samples=K``); rerun to resume."""
+    from thinkscale.backends import load_backend
+
+    cfg = SweepConfig(dataset=data, limit=problems, seed=seed, models=(model,),
+                      strategies=(f"{SAMPLER}:n_samples={samples}",), budgets=(samples,), max_tokens=max_tokens)
+    summary = run_sweep(cfg, out, workers=workers, command="thinkscale train orm (draw chains)",
+                        backend_factory=lambda m: load_backend(m, n_threads=threads))
+    log.info("drew chains into %s: %s", out, summary)
+
+
+def merge_runs(runs: Sequence[RunChains], fingerprint: str) -> list[LabelledChain]:
+    """The chains of several runs of one model, a problem kept from the first run that has it."""
+    seen: set[str] = set()
+    out: list[LabelledChain] = []
+    for r in runs:
+        if r.dataset in TEST_SETS:
+            raise ValueError(f"{r.run} samples {r.dataset}, an evaluation set: the ORM is fitted on training "
+                             "problems only (gsm8k-train)")
+        if r.fingerprint is not None and r.fingerprint != fingerprint:
+            raise ValueError(f"{r.run} was sampled by model {r.fingerprint}, the features come from {fingerprint}")
+        new = {c.problem_id for c in r.chains} - seen
+        out += [c for c in r.chains if c.problem_id in new]
+        seen |= new
+    return out
+
+
+def _usage_total(costs: dict[View, list[Usage]], views: Sequence[View]) -> dict[str, Any]:
+    total = Usage.zero()
+    for v in views:
+        for u in costs[v]:
+            total = total + u
+    return total.to_dict()
+
+
+def train_orm(backend: FeatureBackend, runs: Sequence[RunChains], out: str | Path, *, cache: FeatureCache,
+              views: Sequence[tuple[View, ...]] = VIEW_SETS, cfg: FitConfig | None = None,
+              progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Features for every chain (cached), the head of the best view set, the learning curve; save the ORM to
+    ``out`` and return its metadata."""
+    cfg = cfg or FitConfig()
+    t0 = time.perf_counter()
+    info = backend.info()
+    chains = merge_runs(runs, info.fingerprint)
+    needed = sorted({v for vs in views for v in vs}, key=list(View).index)
+    per_view, costs = chain_features(backend, chains, needed, cache, progress=progress)
+    best, head, comparison = fit_views(per_view, chains, views, cfg)
+    train_ids, held_ids = split_problems(chains, cfg)
+    y = np.array([c.correct for c in chains], dtype=np.float64)
+    curve = learning_curve(stack_views(per_view, best), y, [c.problem_id for c in chains], train_ids, held_ids, cfg)
+    spec = FeatureSpec(views=best)
+    name = "+".join(best)
+    meta = {
+        "model": {"name": info.name, "fingerprint": info.fingerprint, "n_params": info.n_params},
+        "feature": spec.describe(),
+        "feature_dim": head.dim,
+        "fitted_on": {"model": info.fingerprint, "runs": [r.run for r in runs],
+                      "data": sorted({f"{r.dataset} (sha256 {r.dataset_sha256})" for r in runs}),
+                      "problems": len(train_ids) + len(held_ids), "chains": len(chains),
+                      "positive_rate": float(y.mean()),
+                      "split": {"by": "problem", "seed": cfg.seed, "heldout_fraction": cfg.heldout_fraction,
+                                "train_problems": train_ids, "heldout_problems": held_ids}},
+        "head": {"kind": "logistic", "c": comparison[name]["c"], "calibration": "platt on out-of-fold logits",
+                 "platt": comparison[name]["platt"], "cv_folds": cfg.folds, "c_grid": list(cfg.c_grid)},
+        "heldout_auroc": comparison[name]["heldout"]["auroc"],
+        "heldout": comparison[name]["heldout"],
+        "cv_auroc": comparison[name]["cv_auroc"],
+        "views_chosen_by": "cross-validated AUROC on the training problems",
+        "view_comparison": comparison,
+        "learning_curve": curve,
+        "feature_cost": {"by_view": {str(v): _usage_total(costs, (v,)) for v in needed},
+                         "chains": len(chains), "note": "as computed when cached (cold KV: whole chains)"},
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    TrainedORM(backend=backend, head=head, spec=spec, metadata=meta).save(out)
+    return meta
+
+
+def write_curve(meta: dict[str, Any], path: str | Path, command: str) -> None:
+    """The learning curve as its own results file (with the command and what it was fitted on)."""
+    payload = {"command": command, "model": meta["model"], "views": meta["feature"],
+               "fitted_on": {k: v for k, v in meta["fitted_on"].items() if k != "split"},
+               "heldout_problems": len(meta["fitted_on"]["split"]["heldout_problems"]),
+               "view_comparison": {k: {"cv_auroc": v["cv_auroc"], "heldout": v["heldout"]}
+                                   for k, v in meta["view_comparison"].items()},
+               "learning_curve": meta["learning_curve"]}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=1) + "\n")
