@@ -10,14 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+import thinkscale.backends
 from tests.helpers.bench import load_bench
 from tests.verifiers.test_orm import marker
 from thinkscale.backends.scripted import ScriptedBackend
+from thinkscale.cli import app
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import load_dataset
+from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import run_sweep
-from thinkscale.policy.orm_fit import chains_from_run, merge_runs, train_orm
+from thinkscale.policy.orm_fit import chains_from_run, draw_chains, merge_runs, train_orm
 from thinkscale.verifiers.orm import TrainedORM, View
 from thinkscale.verifiers.orm_train import FeatureCache, FitConfig
 
@@ -108,3 +112,40 @@ def test_orm_select_reproduces_the_stored_vote_and_scores_every_selector(run: Pa
     cost = res["by_k"]["4"]["cost_per_problem"]
     assert cost["verifier_tokens"] > 0 and cost["generated_tokens"] > 0
     assert np.isclose(res["by_k"]["2"]["cost_per_problem"]["verifier_tokens"], cost["verifier_tokens"] / 2)
+
+
+def test_draw_chains_runs_the_sweep_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The chains are drawn by the sweep harness into a run folder (one self-consistency job per problem at K); a
+    second call finds every job stored and generates nothing."""
+    table = train_table(tmp_path / "table.json")
+    made: list[ScriptedBackend] = []
+
+    def load(model: str, **kw: object) -> ScriptedBackend:
+        made.append(scripted_backend(table))
+        return made[-1]
+
+    monkeypatch.setattr(thinkscale.backends, "load_backend", load)
+    out = tmp_path / "drawn"
+    draw_chains(out, model="fake", data="gsm8k-train", problems=4, samples=3)
+    rc = chains_from_run(out)
+    assert len(rc.chains) == 12 and rc.sampler == "self-consistency:n_samples=3" and made[0].requests
+    draw_chains(out, model="fake", data="gsm8k-train", problems=4, samples=3)
+    assert all(not b.requests for b in made[1:])
+
+
+def test_train_orm_command_on_a_stored_run(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = ScriptedBackend(hidden_fn=marker, n_embd=4)
+    monkeypatch.setattr(thinkscale.backends, "load_backend", lambda model, **kw: fake)
+    out, curve = tmp_path / "orm.json", tmp_path / "curve.json"
+    r = CliRunner().invoke(app, ["train", "orm", "--run", str(run), "--out", str(out), "--views", "chain",
+                                 "--curve", str(curve)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["heldout_auroc"] == 1.0 and summary["fitted_on"]["chains"] == 4 * LIMIT
+    written = json.loads(curve.read_text())
+    assert written["command"].startswith("thinkscale train orm --run") and written["learning_curve"]
+    assert TrainedORM.load(out, backend=fake).spec.views == (View.CHAIN,)
+    bad = CliRunner().invoke(app, ["train", "orm", "--run", str(tmp_path / "none"), "--out", str(out)])
+    assert bad.exit_code == 1 and "is not a run folder" in bad.output
+    bad = CliRunner().invoke(app, ["train", "orm", "--run", str(run), "--out", str(out), "--views", "chain+nope"])
+    assert bad.exit_code == 2 and "'nope' is not a valid View" in bad.output

@@ -104,7 +104,12 @@ def train_orm_command(
     finally:
         features.close()
         backend.close()
-    command = "thinkscale train orm " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["train", "orm"] else sys.argv[1:])
+    # the command that reproduces this head (every option that shapes it, spelled out)
+    source = [a for f in folders for a in ("--run", str(f))] if run else [
+        "--model", model, "--data", data, "--problems", str(problems), "--samples", str(samples),
+        "--draw-to", str(folders[0])]
+    command = "thinkscale train orm " + shlex.join([*source, "--views", views, "--heldout", str(heldout), "--seed",
+                                                    str(seed), "--out", str(out)])
     if curve is not None:
         write_curve(meta, curve, command)
     summary = {"out": str(out), "views": meta["feature"], "heldout_auroc": meta["heldout_auroc"],
