@@ -12,7 +12,10 @@ is judged on the very same subsets (paired). Selectors, none of which reads the 
 - ``orm-weighted``: the vote with each chain weighted by its ORM probability (RM-weighted voting);
 - ``orm-tiebreak``: the plain vote, a tie for the most votes going to the tied answer with the best ORM score;
 - ``orm-weighted-tuned``: the vote weighted by p ** alpha, alpha chosen on the *training* run's chains with out-of-
-  fold ORM scores (``--train-run``; alpha 0 is the plain vote, a large alpha approaches best-of-k).
+  fold ORM scores (``--train-run``; alpha 0 is the plain vote, a large alpha approaches best-of-k);
+- ``orm-learned``: each distinct answer of the k chains scored by a logistic model of its vote share and its chains'
+  mean, best and summed ORM probability, fitted per k on the training run's k-subsets (out-of-fold ORM scores), the
+  best-scored answer chosen (``--train-run``).
 
 Reported per selector and k: accuracy with a 95% bootstrap interval over problems, the paired difference against
 majority (bootstrap over per-problem differences, ``thinkscale.eval.metrics.bootstrap_ci``), pass@k (Chen et al.'s
@@ -45,7 +48,14 @@ from thinkscale.policy.orm_fit import RunChains, chains_from_run
 from thinkscale.types import Usage
 from thinkscale.verifiers.aggregate import Selection
 from thinkscale.verifiers.orm import FeatureSpec, TrainedORM
-from thinkscale.verifiers.orm_train import FeatureCache, LabelledChain, chain_features, out_of_fold, stack_views
+from thinkscale.verifiers.orm_train import (
+    FeatureCache,
+    LabelledChain,
+    chain_features,
+    out_of_fold,
+    stack_views,
+    within_problem_auroc,
+)
 from thinkscale.verifiers.trained_prm import LogisticHead, auroc
 
 ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -129,8 +139,60 @@ def tiebreak_value(keys: Sequence[str | None], correct: Sequence[bool], scores: 
     return total / len(idx)
 
 
+def answer_features(keys: Sequence[str | None], p: Sequence[float], row: Sequence[int]
+                    ) -> tuple[list[str], np.ndarray]:
+    """The distinct answers among the chains ``row`` and, per answer: vote share, mean / best / summed-over-k ORM
+    probability of its chains."""
+    members: dict[str, list[float]] = {}
+    for i in row:
+        key = keys[i]
+        if key is not None:
+            members.setdefault(key, []).append(float(p[i]))
+    k = len(row)
+    answers = sorted(members)
+    feats = np.array([[len(members[a]) / k, np.mean(members[a]), max(members[a]), sum(members[a]) / k]
+                      for a in answers]).reshape(len(answers), 4)
+    return answers, feats
+
+
+def combo_value(keys: Sequence[str | None], correct: Sequence[bool], p: Sequence[float], idx: np.ndarray,
+                model: tuple[np.ndarray, float]) -> float:
+    """Mean over subsets of choosing the answer the learned model scores best (ties split)."""
+    w, b = model
+    ok = {k: bool(c) for k, c in zip(keys, correct, strict=True) if k is not None}
+    total = 0.0
+    for row in idx:
+        answers, feats = answer_features(keys, p, row)
+        if not answers:
+            continue
+        z = feats @ w + b
+        best = [a for a, v in zip(answers, z, strict=True) if math.isclose(v, z.max(), rel_tol=1e-9, abs_tol=1e-12)]
+        total += sum(ok[a] for a in best) / len(best)
+    return total / len(idx)
+
+
+def fit_combo(train: RunChains, p: np.ndarray, k: int, per_problem: int = 200) -> tuple[np.ndarray, float]:
+    """The answer-scoring model of ``orm-learned`` at k: a logistic regression of "this answer is right" on
+    ``answer_features``, over up to ``per_problem`` k-subsets of every training problem."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys = [], []
+    for pid, members in sorted(by_problem(train.chains).items()):
+        if len(members) < k:
+            continue
+        keys = [normalize_answer(train.chains[i].answer) if train.chains[i].answer is not None else None
+                for i in members]
+        ok = {key: train.chains[i].correct for key, i in zip(keys, members, strict=True) if key is not None}
+        for row in subsets(len(members), k, max_subsets=per_problem, rng=random.Random(f"combo|{pid}|{k}")):
+            answers, feats = answer_features(keys, p[members], row)
+            xs.append(feats)
+            ys += [ok[a] for a in answers]
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(np.vstack(xs), np.array(ys, dtype=int))
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
+
+
 def problem_values(keys: list[str | None], correct: list[bool], p: np.ndarray, k: int, rng_seed: str,
-                   alpha: float, max_subsets: int) -> dict[str, float]:
+                   alpha: float, max_subsets: int, combo: tuple[np.ndarray, float] | None = None) -> dict[str, float]:
     """Each selector's expected accuracy on one problem's N chains at k, all on the same subsets."""
     def esa(scores: Sequence[float] | None, how: Selection) -> float:
         return expected_selection_accuracy(keys, correct, scores, how, k, max_subsets=max_subsets,
@@ -141,11 +203,12 @@ def problem_values(keys: list[str | None], correct: list[bool], p: np.ndarray, k
             "orm-best": esa(list(p), Selection.ARGMAX),
             "orm-weighted": esa(list(p), Selection.WEIGHTED_MAJORITY),
             "orm-tiebreak": tiebreak_value(keys, correct, list(p), idx),
-            "orm-weighted-tuned": esa(list(np.power(p, alpha)), Selection.WEIGHTED_MAJORITY)}
+            "orm-weighted-tuned": esa(list(np.power(p, alpha)), Selection.WEIGHTED_MAJORITY),
+            **({"orm-learned": combo_value(keys, correct, list(p), idx, combo)} if combo is not None else {})}
 
 
-def evaluate(run: RunChains, p: np.ndarray, ks: Sequence[int], alpha: float, max_subsets: int
-             ) -> dict[int, dict[str, list[float]]]:
+def evaluate(run: RunChains, p: np.ndarray, ks: Sequence[int], alpha: float, max_subsets: int,
+             combos: dict[int, tuple[np.ndarray, float]] | None = None) -> dict[int, dict[str, list[float]]]:
     """Per k, per selector, per problem (sorted ids): expected accuracy; plus ``pass@k``."""
     groups = by_problem(run.chains)
     out: dict[int, dict[str, list[float]]] = {}
@@ -159,22 +222,27 @@ def evaluate(run: RunChains, p: np.ndarray, ks: Sequence[int], alpha: float, max
                     for i in members]
             correct = [run.chains[i].correct for i in members]
             seed = f"0|{pid}|{run.sampler}|{run.model}|{k}"  # the harness's per-unit rng (runner._expected)
-            for name, v in problem_values(keys, correct, p[members], k, seed, alpha, max_subsets).items():
+            combo = (combos or {}).get(k)
+            for name, v in problem_values(keys, correct, p[members], k, seed, alpha, max_subsets, combo).items():
                 rows.setdefault(name, []).append(v)
             rows.setdefault("pass@k", []).append(pass_at_k(len(members), sum(correct), k))
         out[k] = rows
     return out
 
 
-def tune_alpha(train: RunChains, x: np.ndarray, head_c: float, platt: dict[str, float], k: int,
-               max_subsets: int) -> tuple[float, dict[str, float]]:
-    """The weight exponent with the best weighted-vote accuracy at k on the training run, scored out of fold
-    (4 folds by problem, the head's c and calibration): chosen without the test chains."""
+def out_of_fold_p(train: RunChains, x: np.ndarray, head_c: float, platt: dict[str, float]) -> np.ndarray:
+    """ORM probabilities of the training chains, each from a head fitted without its problem (4 folds by problem,
+    the head's c and calibration)."""
     from thinkscale.verifiers.orm_train import FitConfig
 
     y = np.array([c.correct for c in train.chains], dtype=np.float64)
     z = out_of_fold(x, y, [c.problem_id for c in train.chains], head_c, FitConfig(c_grid=(head_c,)))
-    p = 1.0 / (1.0 + np.exp(-(platt["slope"] * z + platt["offset"])))
+    return np.asarray(1.0 / (1.0 + np.exp(-(platt["slope"] * z + platt["offset"]))))
+
+
+def tune_alpha(train: RunChains, p: np.ndarray, k: int, max_subsets: int) -> tuple[float, dict[str, float]]:
+    """The weight exponent with the best weighted-vote accuracy at k on the training run, scored with out-of-fold
+    probabilities ``p``: chosen without the test chains."""
     table = {}
     for a in ALPHAS:
         rows = evaluate(train, p, [k], a, max_subsets)[k]["orm-weighted-tuned"]
@@ -240,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("run", type=Path, help="run folder with self-consistency chains (an evaluation set)")
     ap.add_argument("--orm", type=Path, default=None, help="ORM file (default: the packaged head)")
     ap.add_argument("--train-run", type=Path, default=None, help="the ORM's training run: tunes the weight exponent")
+    ap.add_argument("--train-samples", type=int, default=None, help="the first K chains of each training problem")
     ap.add_argument("--ks", default="4,8,16")
     ap.add_argument("--cache", type=Path, default=None, help="feature cache (default: RUN/orm_features.sqlite)")
     ap.add_argument("--threads", type=int, default=None)
@@ -264,26 +333,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         x, per_chain = scored(run, spec, backend, cache)
         p = head.predict(x)
-        alpha, alpha_table = 1.0, None
+        alpha, alpha_table, combos = 1.0, None, None
         if args.train_run is not None:
-            train = chains_from_run(args.train_run)
+            train = chains_from_run(args.train_run, max_chains=args.train_samples)
             xt, _ = scored(train, spec, backend, cache)
-            alpha, alpha_table = tune_alpha(train, xt, meta["head"]["c"], meta["head"]["platt"], max(ks),
-                                            args.max_subsets)
+            pt = out_of_fold_p(train, xt, meta["head"]["c"], meta["head"]["platt"])
+            n_train = min(len(m) for m in by_problem(train.chains).values())
+            alpha, alpha_table = tune_alpha(train, pt, min(max(ks), n_train), args.max_subsets)
+            combos = {k: fit_combo(train, pt, min(k, n_train)) for k in ks}
     finally:
         cache.close()
         backend.close()
     y = np.array([c.correct for c in run.chains])
-    values = evaluate(run, p, ks, alpha, args.max_subsets)
+    values = evaluate(run, p, ks, alpha, args.max_subsets, combos)
     result = {
         "command": "bench/orm_select.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "run": str(args.run), "model": run.model, "chains": len(run.chains),
         "orm": {"file": str(args.orm or "packaged"), "views": meta["feature"], "fitted_on": {
             k: v for k, v in meta["fitted_on"].items() if k != "split"}, "heldout_auroc_train": meta["heldout_auroc"]},
         "orm_auroc_on_these_chains": auroc(y, p) if 0 < y.sum() < len(y) else None,
+        **within_problem_auroc(y, p, [c.problem_id for c in run.chains]),
         "mean_p": {"right": float(p[y].mean()) if y.any() else None,
                    "wrong": float(p[~y].mean()) if (~y).any() else None},
-        "alpha": {"chosen": alpha, "train_accuracy_at_k_by_alpha": alpha_table, "k": max(ks)},
+        "alpha": {"chosen": alpha, "train_accuracy_at_k_by_alpha": alpha_table,
+                  "k": min(max(ks), args.train_samples or max(ks))},
+        "learned": {str(k): {"coef (vote share, mean p, max p, sum p / k)": list(w), "intercept": b}
+                    for k, (w, b) in (combos or {}).items()},
         "by_k": summarise(values, costs(run, per_chain, ks)),
         "per_problem": {str(k): v for k, v in values.items()},
     }

@@ -108,6 +108,7 @@ def test_orm_select_reproduces_the_stored_vote_and_scores_every_selector(run: Pa
     at4 = res["by_k"]["4"]["selectors"]
     assert at4["orm-best"]["accuracy"] == pytest.approx(at4["pass@k"]["accuracy"])
     assert at4["orm-best"]["vs_majority"]["diff"] >= 0
+    assert at4["orm-learned"]["accuracy"] == pytest.approx(at4["pass@k"]["accuracy"])  # a right answer is found
     assert res["orm_auroc_on_these_chains"] == 1.0 and res["alpha"]["chosen"] in bench.ALPHAS
     cost = res["by_k"]["4"]["cost_per_problem"]
     assert cost["verifier_tokens"] > 0 and cost["generated_tokens"] > 0

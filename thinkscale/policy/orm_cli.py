@@ -35,7 +35,8 @@ def train_orm_command(
     data: Annotated[str, typer.Option(help="Training dataset to draw chains on (never an evaluation set).")]
     = "gsm8k-train",
     problems: Annotated[int, typer.Option(help="Training problems to draw chains on (a seeded subset).")] = 100,
-    samples: Annotated[int, typer.Option(help="Chains per problem (self-consistency:n_samples=K).")] = 16,
+    samples: Annotated[int, typer.Option(help="Chains per problem: drawn (self-consistency:n_samples=K), or the "
+                                         "first K of each problem read from --run.")] = 16,
     run: Annotated[list[Path] | None, typer.Option(help="Run folder(s) that already hold self-consistency chains on "
                                                    "training problems: read instead of drawing (repeatable).")]
     = None,
@@ -84,7 +85,7 @@ def train_orm_command(
             draw_chains(folder, model=model, data=data, problems=problems, samples=samples, seed=seed,
                         workers=workers, threads=threads)
             folders = [folder]
-        runs = [chains_from_run(f, model=None if run else model) for f in folders]
+        runs = [chains_from_run(f, model=None if run else model, max_chains=samples) for f in folders]
         backend = load_backend(runs[0].model if run else model, n_threads=threads, n_ctx=n_ctx)
     except (ValueError, StoreError, ModelError, BackendError) as e:
         fail(str(e), 1)
@@ -105,7 +106,7 @@ def train_orm_command(
         features.close()
         backend.close()
     # the command that reproduces this head (every option that shapes it, spelled out)
-    source = [a for f in folders for a in ("--run", str(f))] if run else [
+    source = [*(a for f in folders for a in ("--run", str(f))), "--samples", str(samples)] if run else [
         "--model", model, "--data", data, "--problems", str(problems), "--samples", str(samples),
         "--draw-to", str(folders[0])]
     command = "thinkscale train orm " + shlex.join([*source, "--views", views, "--heldout", str(heldout), "--seed",

@@ -60,10 +60,11 @@ class RunChains:
     sampler: str = SAMPLER  # the self-consistency spec the chains are from
 
 
-def chains_from_run(run: str | Path, *, model: str | None = None, sampler: str | None = None) -> RunChains:
+def chains_from_run(run: str | Path, *, model: str | None = None, sampler: str | None = None,
+                    max_chains: int | None = None) -> RunChains:
     """Every sample of the run's self-consistency jobs at their largest budget (one job per problem; seed 0 when
-    there are several), with the messages it was generated from (rebuilt from the run's dataset and system prompt)
-    and its stored grade."""
+    there are several; the first ``max_chains`` of each when given), with the messages it was generated from
+    (rebuilt from the run's dataset and system prompt) and its stored grade."""
     store = open_existing(run, read_only=True)
     try:
         cfg = store.config()
@@ -88,7 +89,7 @@ def chains_from_run(run: str | Path, *, model: str | None = None, sampler: str |
     ds = load_dataset(cfg["dataset"], task=cfg.get("task"), system=cfg.get("system"))
     messages = {p.id: p.problem.messages for p in ds.problems}
     chains = tuple(LabelledChain(r["problem_id"], r["idx"], messages[r["problem_id"]], r["text"], r["answer"],
-                                 bool(r["correct"])) for r in rows)
+                                 bool(r["correct"])) for r in rows if max_chains is None or r["idx"] < max_chains)
     if not chains:
         raise ValueError(f"{run}: no {spec} samples of {model} (run `thinkscale eval` with --strategy {SAMPLER})")
     return RunChains(str(run), model, identity.get("fingerprint"), cfg["dataset"], cfg.get("dataset_sha256"), chains,

@@ -224,6 +224,15 @@ def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
             "positive_rate": float(y.mean())}
 
 
+def within_problem_auroc(y: np.ndarray, s: np.ndarray, groups: Sequence[str]) -> dict[str, float | int | None]:
+    """The mean of each problem's own AUROC over the problems with both right and wrong chains: how well the scores
+    rank chains *of one problem*, which is what selecting among them needs (the pooled AUROC also rewards telling
+    easy problems from hard ones)."""
+    g = np.asarray(groups)
+    values = [v for pid in sorted(set(groups)) if (v := _auroc_or_none(y[g == pid], s[g == pid])) is not None]
+    return {"within_problem_auroc": float(np.mean(values)) if values else None, "mixed_problems": len(values)}
+
+
 def problem_bootstrap_auroc(y: np.ndarray, s: np.ndarray, groups: Sequence[str], *, reps: int = 1000,
                             seed: int = 0) -> dict[str, float | None]:
     """AUROC with a 95% percentile interval from resampling *problems* (chains of a problem move together)."""
@@ -263,7 +272,8 @@ def learning_curve(x: np.ndarray, y: np.ndarray, groups: Sequence[str], train_id
         out.append({"problems": n, "chains": int(rows.sum()), "c": info["c"], "cv_auroc": info["cv_auroc"],
                     **{f"heldout_{k}": v for k, v in problem_bootstrap_auroc(y[held], p, list(g[held]),
                                                                             reps=cfg.bootstrap_reps).items()},
-                    "heldout_brier": calibration(y[held], p)["brier"]})
+                    "heldout_within_problem_auroc": within_problem_auroc(y[held], p, list(g[held]))[
+                        "within_problem_auroc"], "heldout_brier": calibration(y[held], p)["brier"]})
         log.info("learning curve: %d problems, held-out AUROC %s", n, out[-1]["heldout_auroc"])
     return out
 
@@ -295,8 +305,10 @@ def fit_views(per_view: dict[View, np.ndarray], chains: Sequence[LabelledChain],
         head, info = fit_calibrated(x[tr], y[tr], [g for g, t in zip(groups, tr, strict=True) if t], cfg)
         p = head.predict(x[held])
         name = "+".join(views)
-        boot = problem_bootstrap_auroc(y[held], p, list(np.asarray(groups)[held]), reps=cfg.bootstrap_reps)
-        results[name] = {**info, "heldout": {**boot, **calibration(y[held], p)}}
+        held_groups = list(np.asarray(groups)[held])
+        boot = problem_bootstrap_auroc(y[held], p, held_groups, reps=cfg.bootstrap_reps)
+        results[name] = {**info, "heldout": {**boot, **within_problem_auroc(y[held], p, held_groups),
+                                             **calibration(y[held], p)}}
         fitted[views] = head
         log.info("views %s: CV AUROC %s, held-out AUROC %s", name, info["cv_auroc"], results[name]["heldout"]["auroc"])
     best = max(view_sets, key=lambda v: results["+".join(v)]["cv_auroc"] or 0.0)
