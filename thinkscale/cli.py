@@ -17,12 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from thinkscale.answers.cli import check_command
-from thinkscale.cliutil import fail
+from thinkscale.answers.cli import register as register_check
+from thinkscale.cliutil import fail, working
 from thinkscale.eval.cli import register as register_eval
 from thinkscale.models.cli import app as models_app
 from thinkscale.policy.cli import register as register_policy
 from thinkscale.prompts import MATH_SYSTEM as DEFAULT_SYSTEM  # the name bench/ and older scripts import
+from thinkscale.server.catalogue import MAX_COUNT, counted_knobs  # the server's cap on samples per run
 from thinkscale.server.cli import serve as serve_command  # FastAPI and uvicorn load inside the command
 from thinkscale.tools.cli import sandbox_command
 from thinkscale.verifiers.cli import app as train_app
@@ -31,11 +32,15 @@ app = typer.Typer(help="thinkscale: make a small local model think harder, and c
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(models_app, name="models", help="List, pull, locate and verify GGUF models.")
 app.command("serve")(serve_command)
-app.command("check")(check_command)
+register_check(app)  # check (negative numbers are answers, not options)
 app.command("sandbox")(sandbox_command)
 app.add_typer(train_app, name="train", help="Train verifiers (a PRM head on the policy's hidden states).")
 register_eval(app)  # eval, report, export
 register_policy(app)  # fit-policy
+
+# A solve that runs longer than this shows a spinner with the seconds so far on stderr (terminals only).
+SPINNER_AFTER_SECONDS = 2.0
+
 
 def _short(value: Any, width: int = 28) -> str:
     if value == "":
@@ -86,6 +91,10 @@ def solve(
     policy: Annotated[Path | None, typer.Option(help="Policy file of --strategy auto (from `thinkscale "
                                                 "fit-policy`; default: the packaged one).", dir_okay=False)]
     = None,
+    max_samples: Annotated[int, typer.Option(min=1, help="Refuse a sample count (n_samples, population, "
+                                             "beam_width, ...) above this: the cap `thinkscale serve` puts on sc-N. "
+                                             "On a CPU each sample takes seconds; raise it to run more anyway.")]
+    = MAX_COUNT,
     seed: Annotated[int, typer.Option(help="Seed for sampling and tie-breaks (same seed, same run).")] = 0,
     system: Annotated[str, typer.Option(help="System prompt.")] = DEFAULT_SYSTEM,
     base_url: Annotated[list[str] | None, typer.Option(help="Use an OpenAI-compatible server at this URL "
@@ -108,7 +117,7 @@ def solve(
     try:
         prob = Problem.from_text(problem, system=system or None)
         strat = _build_strategy(strategy, knob or [], n=n, temperature=temperature, max_tokens=max_tokens,
-                                policy=policy)
+                                policy=policy, max_samples=max_samples)
         budget = _budget(budget_tokens, budget_calls, budget_seconds)
     except ValueError as e:
         fail(str(e))
@@ -116,24 +125,27 @@ def solve(
         t0 = time.perf_counter()
         backend = _backend(model, base_url, quiet=json_out)
         load_seconds = time.perf_counter() - t0
-        result = execute(strat, prob, backend, budget, rng=random.Random(seed))
+        with working(f"solving with {strategy} on {model}", after=SPINNER_AFTER_SECONDS):
+            result = execute(strat, prob, backend, budget, rng=random.Random(seed))
     except (ModelError, BackendError, NotImplementedError, VerifierError, SandboxError) as e:
         fail(str(e), 1)
     except ValueError as e:
         fail(str(e))
     payload = result_payload(result, model=model, show_reasoning=show_reasoning)
     payload["load_seconds"] = round(load_seconds, 3)
-    if trace is not None:
-        _write_trace(trace, strat, result, spec=strategy)
     if json_out:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.flush()
     else:
         _print_result(payload, show_reasoning)
+    if trace is not None:  # after the answer is out: a bad trace path must not lose a finished result
+        _write_trace(trace, strat, result, spec=strategy)
 
 
 def _build_strategy(spec: str, knob_args: list[str], *, n: int | None, temperature: float | None,
-                    max_tokens: int | None, policy: Path | None = None) -> Any:
-    """The strategy of ``--strategy SPEC``, ``--knob`` and the shortcuts; a knob set twice is an error."""
+                    max_tokens: int | None, policy: Path | None = None, max_samples: int = MAX_COUNT) -> Any:
+    """The strategy of ``--strategy SPEC``, ``--knob`` and the shortcuts; a knob set twice is an error, and so is a
+    sample count over ``max_samples``."""
     from thinkscale.strategies import base as strategies
 
     name, in_spec = strategies.parse_spec(spec)
@@ -178,11 +190,25 @@ def _build_strategy(spec: str, knob_args: list[str], *, n: int | None, temperatu
             raise ValueError(f"--policy: strategy {name!r} has no policy (it is for --strategy auto)")
         put("policy", str(policy), "--policy")
     try:
-        return strategies.build_strategy(name, **{k: v for k, (v, _) in values.items()})
+        strat = strategies.build_strategy(name, **{k: v for k, (v, _) in values.items()})
     except ValueError as e:
         if temperature == 0 and "temperature" in str(e):
             raise ValueError(f"{e}; at temperature 0 every sample is the same: use --strategy greedy") from None
         raise
+    _check_sample_counts(name, strat, max_samples, {k: source for k, (_, source) in values.items()})
+    return strat
+
+
+def _check_sample_counts(name: str, strat: Any, cap: int, sources: dict[str, str]) -> None:
+    """A knob that multiplies the work (samples, beams, agents, rounds: ``catalogue.counted_knobs``) over ``cap``
+    (``--max-samples``) is refused before any work: n_samples=100000 would run for hours, silently."""
+    for k in sorted(counted_knobs(name)):
+        v = getattr(strat, k, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > cap:
+            given = f" (set by {sources[k]})" if k in sources else ""
+            raise ValueError(f"{k}={v}{given} is over the cap of {cap} samples per run, the one `thinkscale serve` "
+                             f"puts on sc-N: on a CPU each sample takes seconds, so this could run for hours; pass "
+                             f"--max-samples {v} to run it anyway")
 
 
 def _budget(tokens: int | None, calls: int | None, seconds: float | None) -> Any:

@@ -286,6 +286,19 @@ def test_budget_and_knob_errors_name_the_field(kw, param):
     assert e.value.body["param"] == param
 
 
+@pytest.mark.parametrize(("model", "knob"), [("mcts", "n_simulations"), ("debate", "n_agents"),
+                                            ("adaptive-sc", "max_samples"), ("self-refine", "max_rounds")])
+def test_a_knob_that_multiplies_the_work_is_capped_like_sc_n(model, knob):
+    """Not only the sample count: simulations, agents, rounds over max_count would run for hours (issue 31)."""
+    with serve(endless()) as s:
+        with pytest.raises(openai.BadRequestError) as e:
+            s.client.chat.completions.create(model=f"{MODEL}:{model}", messages=Q,
+                                             extra_body={"thinkscale": {"params": {knob: 100_000}}})
+        assert s.backend.calls == 0
+    assert e.value.body["param"] == f"thinkscale.params.{knob}"
+    assert "over this server's limit of 64" in e.value.body["message"]
+
+
 def test_knobs_are_per_request_even_when_requests_overlap():
     """Two concurrent requests with different sampling settings: each backend call carries its own."""
     with serve(endless()) as s:

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from tests.server.harness import MODEL, endless, serve
 from thinkscale.cli import app
-from thinkscale.server.catalogue import OPERATOR_KNOBS, StrategyCatalogue
+from thinkscale.server.catalogue import StrategyCatalogue, operator_knobs
+from thinkscale.strategies import base as strategies
+from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.types import GenRequest, Result
 
 
 def chat(url: str, strategy: str, **params) -> httpx.Response:
@@ -73,8 +78,43 @@ def test_one_spec_per_strategy():
         StrategyCatalogue(strategy_knobs=["best-of-n:n_samples=2", "best-of-n:verifier=pyes"])
 
 
-def test_operator_knobs_are_real_knobs():
-    """A knob renamed in a strategy must not silently fall out of the operator's list."""
+def test_operator_knobs_are_read_from_the_strategies():
+    """The server's list is each strategy's own ``operator_knob`` declarations: the sandbox's limits of sc-tir and
+    pal, the verifier files, auto's policy, and nothing a request may legitimately set."""
     cat = StrategyCatalogue()
-    every = {k for name in cat.names() for k in cat.knobs(name)}
-    assert OPERATOR_KNOBS <= every
+    assert operator_knobs("sc-tir") >= {"sandbox_workers", "code_memory_mb", "code_timeout_seconds"}
+    assert "verifier_path" in operator_knobs("best-of-n") and operator_knobs("auto") == {"policy"}
+    assert not operator_knobs("self-consistency") and not operator_knobs("greedy")
+    for name in cat.names():
+        assert operator_knobs(name) <= set(cat.knobs(name))
+
+
+@dataclass(frozen=True)
+class _Device:
+    """A strategy registered only for this test, with a resource knob no hand-kept list could know of."""
+
+    n_samples: int = 2
+    max_tokens: int = 16
+    gpu_index: int = strategies.operator_knob(0)
+
+    def run(self, ctx: Run) -> Result:
+        (c,) = ctx.generate([GenRequest(messages=ctx.problem.messages, n=self.n_samples, max_tokens=self.max_tokens)])
+        return ctx.result(candidates_from(c), chosen_index=0)
+
+
+def test_a_new_strategys_operator_knob_is_refused_from_requests_and_set_by_the_operator():
+    strategies.register("device-toy", "test only", "https://example.org")(_Device)
+    try:
+        be = endless()
+        with serve(be, strategy_knobs=["device-toy:gpu_index=1"]) as s:
+            refused = chat(s.url, "device-toy", gpu_index=3)
+            ok = chat(s.url, "device-toy", n_samples=3)
+            listed = {m["name"]: m for m in httpx.get(f"{s.url}/v1/models").json()["thinkscale"]["strategies"]}
+    finally:
+        strategies.REGISTRY.pop("device-toy")
+    assert refused.status_code == 400, refused.text
+    assert "only the server's operator sets it" in refused.json()["error"]["message"]
+    assert ok.status_code == 200, ok.text
+    assert [r.n for r in be.requests] == [3]
+    assert listed["device-toy"]["knobs"]["gpu_index"] == {"type": "an integer", "default": 1, "operator_only": True}
+    assert listed["device-toy"]["knobs"]["n_samples"]["operator_only"] is False

@@ -277,3 +277,95 @@ def test_errors_from_every_command_module_are_one_escaped_line():
     result = CliRunner().invoke(app, ["models", "path", "[red]no-such-model"], env=ENV)
     assert result.exit_code == 1
     assert one_line_error(result).startswith("error: ") and "[red]no-such-model" in result.stderr
+
+
+# --- issue 31: bounded work, visible progress, results never lost to a side file ---------------------------------
+
+
+@pytest.mark.parametrize(("option", "needle"), [
+    (["--strategy", "self-consistency:n_samples=100000", "--max-tokens", "4"], "n_samples=100000"),
+    (["--strategy", "self-consistency", "-n", "65"], "n_samples=65 (set by -n)"),
+    (["--strategy", "self-consistency", "--knob", "n_samples=1000"], "n_samples=1000 (set by --knob"),
+    (["--strategy", "best-of-n:n_samples=500"], "n_samples=500"),
+    (["--strategy", "mcts:n_simulations=1000"], "n_simulations=1000"),
+    (["--strategy", "adaptive-sc:max_samples=5000"], "max_samples=5000"),
+    (["--strategy", "debate", "--knob", "n_agents=100"], "n_agents=100"),
+])
+def test_a_sample_count_over_the_cap_is_refused_before_the_model_loads(option, needle, no_model_load):
+    """The server caps sc-N at 64; solve holds every sample count to the same cap, and says how to go higher."""
+    t0 = time.perf_counter()
+    line = one_line_error(invoke(["solve", "What is 2 plus 3?", "--model", "smollm2-135m", *option]))
+    assert needle in line and "over the cap of 64 samples" in line and "--max-samples" in line
+    assert time.perf_counter() - t0 < 10 and no_model_load == []
+
+
+def test_max_samples_raises_the_cap(scripted):
+    scripted(TEXTS * 24)
+    result = invoke([*ARGS, "--strategy", "self-consistency", "-n", "70", "--max-samples", "70", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["samples"]) == 70
+    assert invoke([*ARGS, "--max-samples", "0"]).exit_code == 2  # a usage error
+
+
+@pytest.mark.parametrize("json_out", [True, False])
+def test_a_trace_that_cannot_be_written_does_not_lose_the_answer(scripted, json_out):
+    """The answer is printed first; then the side file fails with one error line and exit 1."""
+    scripted(TEXTS)
+    result = invoke([*ARGS, "--strategy", "self-consistency", "-n", "3", "--trace", "/proc/nope/t.json",
+                     *(["--json"] if json_out else [])])
+    assert result.exit_code == 1, result.output
+    if json_out:
+        assert json.loads(result.stdout)["answer"] == "5"
+    else:
+        assert "answer: 5" in result.stdout
+    line = one_line_error(result)
+    assert "--trace /proc/nope/t.json" in line and "cannot write the trace" in line
+
+
+def test_a_long_solve_shows_a_spinner_on_stderr(monkeypatch: pytest.MonkeyPatch):
+    """After SPINNER_AFTER_SECONDS a status line with the strategy, model and elapsed seconds is drawn on stderr (a
+    terminal); it is gone when the answer is printed."""
+    import io
+
+    from rich.console import Console
+
+    import thinkscale.cliutil
+
+    screen = io.StringIO()
+    monkeypatch.setattr(thinkscale.cliutil, "err", Console(file=screen, force_terminal=True, width=120))
+    monkeypatch.setattr(thinkscale.cli, "SPINNER_AFTER_SECONDS", 0.05)
+    backend = ScriptedBackend(TEXTS, seconds_per_token=0.02)  # 9 prompt + 13 completion words: about 0.45 s
+    monkeypatch.setattr(thinkscale.cli, "_backend", lambda model, base_url, *, quiet: backend)
+    result = invoke([*ARGS, "--strategy", "self-consistency", "-n", "3", "--model", "fake", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["answer"] == "5"
+    assert "solving with self-consistency on fake" in screen.getvalue()
+
+
+def test_quick_work_shows_no_spinner():
+    import io
+
+    from rich.console import Console
+
+    from thinkscale.cliutil import working
+
+    screen = io.StringIO()
+    with working("quick", after=5.0, console=Console(file=screen, force_terminal=True)):
+        pass
+    assert screen.getvalue() == ""
+
+
+def test_an_error_message_is_one_printable_line_whatever_it_quotes():
+    """fail() keeps `error: ...` on one line: a quoted value's control characters (which terminals obey and Python
+    splits lines at) are escaped, a message written on several lines is joined, a 100 KB value is cut."""
+    from thinkscale.cliutil import MAX_MESSAGE, one_line
+
+    assert one_line("bad \x1b[31mred\x1e value") == "bad \\x1b[31mred\\x1e value"
+    assert one_line("cannot resume:\n  a: 1 vs 2\n  b: 3 vs 4\nuse another") == \
+        "cannot resume: a: 1 vs 2; b: 3 vs 4; use another"
+    assert one_line("u\u2028v\x85w") == "u\\u2028v\\x85w"
+    long = one_line("--out " + "x" * 100_000 + " is a file; give a folder")
+    assert len(long) <= MAX_MESSAGE and long.startswith("--out xxx") and long.endswith("is a file; give a folder")
+    result = invoke(["export", "\x1b]0;pwned\x07" + "y" * 5000])
+    line = one_line_error(result)
+    assert "\\x1b]0;pwned\\x07" in line and len(line) <= MAX_MESSAGE + 10

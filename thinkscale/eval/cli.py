@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from thinkscale.cliutil import err, fail
+from thinkscale.cliutil import err, fail, os_reason, unwritable_folder
 
 if TYPE_CHECKING:
     from thinkscale.eval.config import SweepConfig
@@ -100,6 +100,7 @@ def eval_command(
     run_dir = out or cfg.out
     if run_dir is None:
         fail("give --out RUN_FOLDER (or `out` in the sweep file)")
+    _check_run_folder(run_dir)
     # The runner warns about plans the user should know of (e.g. a strategy that cannot reuse samples).
     logging.getLogger("thinkscale.eval").setLevel(logging.WARNING)
     command = shlex.join(["thinkscale", *sys.argv[1:]])
@@ -127,6 +128,11 @@ def eval_command(
         fail(f"{e} (finished units are stored; fix this and run the same command to resume)", 1)
     except ValueError as e:
         fail(str(e))
+    except OSError as e:  # a path the checks above could not foresee (/proc/x, a folder removed meanwhile)
+        where = str(e.filename or "")  # the run folder, a parent it needed, or a file in it
+        ours = bool(where) and (where.startswith(str(run_dir)) or str(run_dir).startswith(where))
+        fail(f"--out {run_dir}: {os_reason(e)}; give a folder that can be created and written" if ours else
+             f"{os_reason(e)}")
     _print_summary(summary, run_dir)
     if summary.interrupted:
         _interrupted(run_dir)
@@ -164,6 +170,15 @@ def _executor(kind: ExecutorKind, address: str | None, replicas: int | None, cpu
                                       cpus_per_replica=1.0 if cpus is None else cpus, workers=workers))
     except (ImportError, ValueError) as e:
         fail(str(e))
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """Refuse an ``--out`` that can never hold a run before anything runs: a file, a folder that cannot be written
+    (a read-only disk or archive), a parent that is a file."""
+    problem = unwritable_folder(run_dir)
+    if problem:
+        fail(f"--out {run_dir} {problem}; a sweep stores every unit in its run folder: give a writable one "
+             "(`thinkscale report` and `export` read a finished run from a read-only folder)")
 
 
 def _sweep_config(config: Path | None, given: dict[str, Any]) -> SweepConfig:
@@ -232,22 +247,32 @@ def report_command(
     """Write PNG plots and a self-contained report.html for a run, and print its tables."""
     from thinkscale.eval.analysis import analyze
     from thinkscale.eval.report import print_tables, write_report
-    from thinkscale.eval.store import StoreError, open_existing
+    from thinkscale.eval.store import Store, StoreError, open_existing
 
+    if reps < 1:
+        fail(f"--reps must be at least 1 bootstrap resample (got {reps})")
+    target = out or runs[0] / "report"
+    unwritable = unwritable_folder(target, create=out is not None)  # the default is made only once it is written
+    if unwritable and out is not None:
+        fail(f"--out {out} {unwritable}; give a folder where the plots and report.html can be written")
+    stores: list[Store] = []
     try:
-        stores = [open_existing(r) for r in runs]
-    except StoreError as e:
-        fail(str(e))
-    try:
+        for r in runs:  # read-only: an archived run (a read-only folder or disk) is reported all the same
+            stores.append(open_existing(r, read_only=True))
         a = analyze(stores, reps=reps)
     except (ValueError, StoreError) as e:
         fail(str(e))
     finally:
         for s in stores:
             s.close()
-    target = out or runs[0] / "report"
-    page, images = write_report(a, target)
     print_tables(a, Console(width=None if sys.stdout.isatty() else 160))  # files and pipes get whole rows
+    if unwritable:  # the default RUN/report of a read-only run: the tables are printed, the files need --out
+        fail(f"the tables are above; the plots and report.html were not written: {target} {unwritable}; give "
+             "--out DIR", 1)
+    try:
+        page, images = write_report(a, target)
+    except OSError as e:
+        fail(f"the tables are above; writing the report in {target} failed: {os_reason(e)}", 1)
     err.print(f"wrote {page} and {len(images)} plots in {target}", highlight=False, soft_wrap=True)
 
 
@@ -266,14 +291,20 @@ def export_command(
     from thinkscale.eval.store import StoreError, open_existing
 
     try:
-        store = open_existing(run)
+        store = open_existing(run, read_only=True)  # an archived run (read-only folder or disk) exports too
     except StoreError as e:
         fail(str(e))
     try:
         rows = export_rows(store)
+    except (ValueError, StoreError) as e:
+        fail(str(e))
     finally:
         store.close()
-    fh = sys.stdout if output is None else output.open("w", encoding="utf-8", newline="")
+    try:
+        fh = sys.stdout if output is None else output.open("w", encoding="utf-8", newline="")
+    except OSError as e:
+        fail(f"--output {output}: cannot write it ({os_reason(e)}); give a file in a writable folder, or leave "
+             "--output out to write to stdout")
     try:
         if format is ExportFormat.jsonl:
             for r in rows:
@@ -282,9 +313,13 @@ def export_command(
             w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["problem_id"])
             w.writeheader()
             w.writerows(rows)
+        fh.flush()
+    except OSError as e:  # e.g. the disk filled up
+        fail(f"--output {output or 'stdout'}: writing failed after some rows ({os_reason(e)})", 1)
     finally:
         if output is not None:
-            fh.close()
+            with contextlib.suppress(OSError):  # flushed above: a failure there was reported
+                fh.close()
 
 
 def rescore_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
@@ -297,6 +332,8 @@ def rescore_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) ->
         n = rescore(run)
     except (StoreError, ValueError) as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"{run}: {os_reason(e)}")
     err.print(f"rescored {n} jobs in {run}", highlight=False, soft_wrap=True)
 
 

@@ -16,6 +16,8 @@ released; it is created in older stores on open (their earlier jobs have no chai
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -209,6 +211,28 @@ class Store:
         elif int(version) != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has store schema {version}; this thinkscale writes {SCHEMA_VERSION}")
 
+    @classmethod
+    def reader(cls, out_dir: str | Path) -> Store:
+        """The store of an existing run, opened read-only: nothing in the folder is created or changed, so a run
+        on a read-only disk or copied into an archive (``chmod -R a-w``) can be reported and exported. Writing
+        through it fails (``attempt to write a readonly database``)."""
+        self = cls.__new__(cls)
+        self.dir = Path(out_dir)
+        self.path = self.dir / DB_NAME
+        self.db = _connect_read_only(self.path)
+        try:
+            version = self.get_meta("schema_version")
+            if version is not None and int(version) != SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has store schema {version}; this thinkscale reads {SCHEMA_VERSION}")
+            _shadow_missing_tables(self.db)
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise StoreError(f"{self.path} is not a usable thinkscale run store: {e}") from None
+        except BaseException:
+            self.db.close()
+            raise
+        return self
+
     def close(self) -> None:
         self.db.close()
 
@@ -382,13 +406,67 @@ def _insert_units(db: sqlite3.Connection, job_id: int, job: JobRecord) -> None:
           u.completion_tokens, u.verifier_tokens, u.wall_seconds, u.flops) for u in job.units])
 
 
-def open_existing(out_dir: str | Path) -> Store:
-    """A run folder's store for reading (report, export); a clear error when there is none."""
+def open_existing(out_dir: str | Path, *, read_only: bool = False) -> Store:
+    """A run folder's store; a clear error when there is none. ``read_only`` (report, export, anything that only
+    reads): opened with SQLite's ``mode=ro``, or as ``immutable`` where the folder cannot be written (see
+    ``Store.reader``), so a read-only archive of a run opens too."""
     path = Path(out_dir) / DB_NAME
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as e:  # a name too long, a NUL in it
+        raise StoreError(f"{out_dir} is not a run folder: {getattr(e, 'strerror', None) or e}") from None
+    if not found:
         raise StoreError(f"{out_dir} is not a run folder: it has no {DB_NAME} (run `thinkscale eval --out "
                          f"{out_dir} ...` first)")
-    return Store(out_dir)
+    return Store.reader(out_dir) if read_only else Store(out_dir)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the store at ``path``. First ``mode=ro``: it reads the write-ahead log and waits
+    for a writer's transactions like any reader, but needs the WAL's -wal and -shm files, which it creates when they
+    are missing (the last writer removes them when it closes cleanly). In a folder that cannot be written that
+    fails, and then the file is opened ``immutable`` (no locks, no WAL): exact, since with no WAL file every commit
+    is in the database file, and nothing can be writing there. A WAL without its -shm in such a folder (a sweep
+    killed before the folder was made read-only) cannot be read at all: an error naming it, never a silently
+    shorter run."""
+    uri = path.absolute().as_uri()  # percent-encoded: a '?' or '#' in a folder name stays part of the path
+
+    def attempt(mode: str) -> sqlite3.Connection:
+        db = sqlite3.connect(f"{uri}?{mode}", uri=True, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the open is lazy: read something
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    try:
+        return attempt("mode=ro")
+    except sqlite3.OperationalError as e:
+        if os.access(path.parent, os.W_OK):  # not the read-only folder case: a real failure (locked, corrupt)
+            raise StoreError(f"{path} is not a usable thinkscale run store: {e}") from None
+        first = e
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path} is not a usable thinkscale run store: {e}") from None
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(f"{path} cannot be opened read-only ({first}): its write-ahead log {wal.name} holds "
+                         "commits that only a writable folder can read; copy the run folder somewhere writable "
+                         "(or run `thinkscale export` there once) and read the copy") from None
+    try:
+        return attempt("immutable=1")
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path} is not a usable thinkscale run store: {e}") from None
+
+
+def _shadow_missing_tables(db: sqlite3.Connection) -> None:
+    """Tables of ``SCHEMA`` an older store lacks (``chains``, added after schema 1) as empty TEMP tables, so a
+    read-only store answers the same queries as a writable one, which creates them on open."""
+    have = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for m in re.finditer(r"^CREATE TABLE IF NOT EXISTS (\w+) (\(.*?\));$", SCHEMA, re.S | re.M):
+        if m.group(1) not in have:
+            db.execute(f"CREATE TEMP TABLE {m.group(1)} {m.group(2)}")
 
 
 def dump_sql(out_dir: str | Path, dest: str | Path) -> int:

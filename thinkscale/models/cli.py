@@ -56,6 +56,8 @@ def path(name: str = typer.Argument(..., help="Catalog name or path to a local .
         resolved = registry.resolve(name)
     except ModelError as e:
         fail(str(e), 1)
+    except (OSError, ValueError, RuntimeError) as e:  # a path the system refuses (too long, a NUL, ~nobody)
+        fail(f"{name}: not a catalog name or a usable path ({getattr(e, 'strerror', None) or e})", 1)
     typer.echo(str(resolved))
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from thinkscale.cliutil import err, fail
+from thinkscale.cliutil import err, fail, os_reason, unwritable_file
 
 
 def fit_policy_command(
@@ -45,6 +45,9 @@ def fit_policy_command(
         fail(f"--budgets must be comma-separated integers, got {budgets!r}")
     if caps is not None and (not caps or list(caps) != sorted(set(caps)) or caps[0] < 1):
         fail(f"--budgets must be strictly increasing positive integers, got {budgets!r}")
+    unwritable = unwritable_file(out)
+    if unwritable:
+        fail(f"--out {out} {unwritable}")
     try:
         policy = fit_policy(runs, FitOptions(n_bins=bins, wave_size=wave_size, budgets=caps, tolerance=tolerance,
                                              min_bin_problems=min_bin_problems, delegate=delegate,
@@ -56,7 +59,7 @@ def fit_policy_command(
     try:
         out.write_text(policy.to_json(), encoding="utf-8")
     except OSError as e:
-        fail(f"--out {out}: cannot write ({e.strerror or e})", 1)
+        fail(f"--out {out}: cannot write ({os_reason(e)})", 1)
     f = policy.fitted_on
     err.print(f"fitted on {f.dataset} ({f.problems} problems, {f.instances} instances, {f.model}); bins "
               f"{policy.difficulty.bins} at edges {[round(e, 4) for e in policy.difficulty.edges]}", highlight=False)

@@ -18,12 +18,11 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from thinkscale.server.engine import ServeEngine, ServerLimits
 from thinkscale.server.handlers import Observe, install
+from thinkscale.server.openapi import document
 from thinkscale.server.routes import chat, completions, health, metrics, models
-from thinkscale.server.schemas import ChatCompletionRequest, CompletionRequest
 from thinkscale.server.state import ServerState
 
 
@@ -53,19 +52,6 @@ def create_app(engine: ServeEngine, *, api_key: str | None = None, limits: Serve
     install(app)
     for module in (chat, completions, models, health, metrics):
         app.include_router(module.router)
-    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
+    # the document tells the truth about this server: auth only with a key, every status and media type
+    app.openapi = partial(document, app, api_key=api_key, limits=state.limits)  # type: ignore[method-assign]
     return app
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with the request bodies the completion routes read themselves."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    comps = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ChatCompletionRequest, CompletionRequest):
-        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        comps.update(js.pop("$defs", {}))
-        comps[model.__name__] = js
-    app.openapi_schema = schema
-    return schema

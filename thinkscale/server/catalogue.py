@@ -25,9 +25,29 @@ from thinkscale.strategies import base as strategies
 
 COUNT_KNOBS = strategies.COUNT_KNOBS
 ALIASES = {"sc": "self-consistency"}
-# Knobs that name files, URLs or sandbox resources on the server's machine (a PRM or policy file, a PRM server, the
-# code sandbox's limits and pool): the operator sets them (``thinkscale serve --strategy-knobs``), requests cannot.
-OPERATOR_KNOBS = strategies.FILE_KNOBS | {"sandbox_workers", "code_memory_mb", "code_timeout_seconds"}
+# The most samples one strategy run may take (N of "sc-N", a count knob set in thinkscale.params), unless the
+# operator raises it; `thinkscale solve` applies the same cap (its --max-samples).
+MAX_COUNT = 64
+
+
+def counted_knobs(name: str) -> frozenset[str]:
+    """Knobs of strategy ``name`` that multiply its work (samples, beams, agents, simulations, rounds): its sample
+    count (``COUNT_KNOBS``, its declared ``count_knob``) and its budget knob unless that counts tokens. Each is held
+    to ``MAX_COUNT`` (the server's ``max_count``; ``thinkscale solve --max-samples``): 100000 would run for hours."""
+    known = strategies.knobs(name)
+    out = {k for k in COUNT_KNOBS if k in known} | {k for k in (strategies.count_knob(name),) if k}
+    budget = strategies.budget_knob(name)
+    if budget and "tokens" not in budget and budget in known:
+        out.add(budget)
+    return frozenset(out)
+
+
+def operator_knobs(name: str) -> frozenset[str]:
+    """Knobs of strategy ``name`` that name files, URLs or resources of the server's machine (a PRM or policy file,
+    a PRM server, the code sandbox's limits and pool): the operator sets them (``thinkscale serve
+    --strategy-knobs``), requests cannot. Read from the strategy's own declaration (``operator_knob(...)``), so a
+    new strategy's resource knobs are protected without a list here."""
+    return strategies.operator_knobs(name)
 
 
 @dataclass(frozen=True)
@@ -55,11 +75,12 @@ class StrategyChoice:
 class StrategyCatalogue:
     """The strategies a server offers. ``strategy_knobs``: the operator's settings, one spec per strategy
     (``auto:policy=policy.json``, ``best-of-n:verifier=prm,verifier_path=prm.json``): every request for that strategy
-    starts from them. They are the only way to set ``OPERATOR_KNOBS``; the others a request may still override.
-    Each is checked here, by building the strategy once, so a bad setting stops the server before it loads a model.
+    starts from them. They are the only way to set a strategy's ``operator_knobs``; the others a request may still
+    override. Each is checked here, by building the strategy once, so a bad setting stops the server before it
+    loads a model.
     """
 
-    def __init__(self, *, aliases: dict[str, str] | None = None, max_count: int = 64,
+    def __init__(self, *, aliases: dict[str, str] | None = None, max_count: int = MAX_COUNT,
                  strategy_knobs: Sequence[str] = ()) -> None:
         strategies.load_all()  # importing the strategy modules registers them (one list, in strategies.base)
         self.registry = dict(strategies.REGISTRY)
@@ -142,7 +163,7 @@ class StrategyCatalogue:
                     raise ApiError(400, f"strategy {choice.name!r} has no knob {k!r}; its knobs are "
                                         f"{', '.join(sorted(known)) or 'none'}", param=field, code="invalid_value")
                 continue
-            if k in OPERATOR_KNOBS:
+            if k in operator_knobs(choice.name):
                 raise ApiError(400, f"knob {k!r} of {choice.name!r} names a file or resource on the server: only "
                                     "the server's operator sets it (thinkscale serve --strategy-knobs "
                                     f"'{choice.name}:{k}=...')", param=field, code="invalid_value")
@@ -161,6 +182,7 @@ class StrategyCatalogue:
         out = []
         for name in self.names():
             info = self.registry[name]
+            operator = operator_knobs(name)
             out.append({
                 "name": name,
                 "summary": info.summary,
@@ -171,7 +193,7 @@ class StrategyCatalogue:
                 # default: the operator's setting where there is one; operator_only: requests cannot set it
                 "knobs": {k.name: {"type": _type_name(k.type),
                                    "default": _jsonable(self.pinned.get(name, {}).get(k.name, k.default)),
-                                   "operator_only": k.name in OPERATOR_KNOBS}
+                                   "operator_only": k.name in operator}
                           for k in self.knobs(name).values()},
             })
         return out

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from thinkscale.backends.base import Backend, Cancelled
-from thinkscale.server.catalogue import EFFORT_ALIASES, EFFORTS, StrategyCatalogue, StrategyChoice
+from thinkscale.server.catalogue import (
+    EFFORT_ALIASES,
+    EFFORTS,
+    MAX_COUNT,
+    StrategyCatalogue,
+    StrategyChoice,
+    counted_knobs,
+)
 from thinkscale.server.errors import ApiError
 from thinkscale.server.schemas import ThinkscaleOptions
 from thinkscale.strategies.run import execute
@@ -35,7 +42,7 @@ class ServerLimits:
     max_tokens_per_request: int = 16384  # completion-token budget of one choice, hidden reasoning included
     default_max_tokens: int = 512  # per chain of thought, when the request sets no max_tokens
     max_n: int = 8  # choices per request (n, or prompts x n for /v1/completions)
-    max_count: int = 64  # N of a "sc-N" strategy id
+    max_count: int = MAX_COUNT  # N of a "sc-N" strategy id
     max_body_bytes: int = 1 << 20
     max_message_chars: int = 100_000  # one message's content
     max_prompt_chars: int = 200_000  # all messages of one request together
@@ -205,12 +212,12 @@ class ServeEngine:
             serialised.
         on_result: called with (response id, choice index, Result) after each choice; for tests and audits.
         strategy_knobs: the operator's knob settings, one spec per strategy (``auto:policy=policy.json``); the only
-            way to set the knobs that name server files or resources (``catalogue.OPERATOR_KNOBS``).
+            way to set the knobs that name server files or resources (``catalogue.operator_knobs``).
     """
 
     def __init__(self, backend: Backend, model_name: str, *, default_effort: str = "medium",
                  system_prompt: str | None = None, thread_safe: bool | None = None,
-                 on_result: Callable[[str, int, Result], None] | None = None, max_count: int = 64,
+                 on_result: Callable[[str, int, Result], None] | None = None, max_count: int = MAX_COUNT,
                  strategy_knobs: Sequence[str] = ()) -> None:
         if not model_name or ":" in model_name:
             raise ValueError(f"model_name must be non-empty and contain no ':' (the strategy separator), "
@@ -332,11 +339,11 @@ class ServeEngine:
             knobs["temperature"] = (temperature, "temperature")
         if top_p is not None:
             knobs["top_p"] = (top_p, "top_p")
-        count_knob = self.catalogue.count_knob(choice.name)
+        counted = counted_knobs(choice.name)
         for k, value in ((options.params or {}) if options else {}).items():
             # the params must not get round the limits the other fields are held to
             cap = limits.max_tokens_per_request if k == "max_tokens" else \
-                self.catalogue.max_count if k == count_knob else None
+                self.catalogue.max_count if k in counted else None
             if cap is not None and isinstance(value, int) and value > cap:
                 raise ApiError(400, f"thinkscale.params.{k} = {value} is over this server's limit of {cap}",
                                param=f"thinkscale.params.{k}", code="invalid_value")

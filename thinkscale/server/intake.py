@@ -87,10 +87,3 @@ def plan(state: ServerState, body: ChatCompletionRequest | CompletionRequest) ->
 def new_seed(seed: int | None) -> int:
     """The request's seed, or a fresh one (reported in the response, so the run can be repeated)."""
     return seed if seed is not None else secrets.randbits(31)
-
-
-def completion_responses() -> dict[int | str, dict[str, Any]]:
-    """The error statuses the OpenAPI document lists for a completion route."""
-    return {400: {"description": "invalid request"}, 401: {"description": "bad API key"},
-            404: {"description": "unknown model"}, 413: {"description": "too large"},
-            429: {"description": "queue full"}}

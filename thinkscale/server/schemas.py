@@ -4,16 +4,42 @@ Like OpenAI's API, an unknown top-level argument is an error (``extra="forbid"``
 cannot honour (tools, logprobs, penalties, ...): quietly ignoring it would hand the client an answer it did not ask
 for. Fields OpenAI accepts that change nothing here (``user``, ``metadata``, ``store``, ...) are accepted.
 Types are strict: ``"0.5"`` is not a temperature and ``true`` is not an integer.
+
+The JSON schemas (the OpenAPI document's request bodies) say exactly what is accepted, so a request the document
+calls valid is never refused for its shape: an argument this server cannot honour is declared with its neutral
+values only (``logprobs``: false, 0 or null; ``tools``: empty), only an assistant turn may leave out its content,
+and a conversation needs a user message with some text (``NONBLANK``).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 Knob = int | float | bool | str
+
+NULL: dict[str, Any] = {"type": "null"}
+# Text with a character that is not whitespace (Python's str.isspace, which the problem check strips), written out
+# so that JSON Schema's \s (which also takes U+FEFF and not U+001C-U+001F) cannot disagree with it.
+NONBLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+TEXT: dict[str, Any] = {"type": "string", "pattern": NONBLANK}
+
+
+def only(*values: Any, extra: tuple[dict[str, Any], ...] = ()) -> WithJsonSchema:
+    """The JSON schema of an argument accepted only at its neutral value(s): null, each of ``values``, ``extra``."""
+    return WithJsonSchema({"anyOf": [*({"const": v} for v in values), *extra, NULL]})
+
+
+EMPTY_LIST = {"type": "array", "maxItems": 0}
+
+
+def integral(v: Any) -> Any:
+    """An integer field's value before the strict check: ``8.0`` is the integer 8 (JSON Schema says so, and clients
+    that compute a count send one); ``8.5``, ``"8"`` and ``true`` stay what they are, and the check refuses them."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
 
 
 class _Strict(BaseModel):
@@ -25,7 +51,23 @@ class TextPart(_Strict):
     text: str
 
 
+def _content_by_role(schema: dict[str, Any]) -> None:
+    """Only an assistant turn may leave out its content (a replayed turn that made tool calls)."""
+    schema["oneOf"] = [{"properties": {"role": {"const": "assistant"}}},
+                       {"properties": {"role": {"enum": ["system", "developer", "user"]},
+                                       "content": {"not": NULL}}, "required": ["content"]}]
+
+
+# What the conversation must hold: a user turn with some text (in a string, or in one of its text parts).
+USER_TURN: dict[str, Any] = {
+    "type": "object", "required": ["role", "content"],
+    "properties": {"role": {"const": "user"}, "content": {"anyOf": [TEXT, {"type": "array", "contains": {
+        "type": "object", "required": ["text"], "properties": {"text": TEXT}}}]}}}
+
+
 class ChatMessage(_Strict):
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_content_by_role)
+
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -34,8 +76,8 @@ class ChatMessage(_Strict):
     reasoning_content: str | None = None
     reasoning: str | None = None
     # Tool use is not supported: declared only to answer with a clear error instead of "unrecognized argument".
-    tool_calls: list[Any] | None = None
-    function_call: Any = None
+    tool_calls: Annotated[list[Any] | None, only(extra=(EMPTY_LIST,))] = None
+    function_call: Annotated[Any, only()] = None
 
     @field_validator("tool_calls", "function_call")
     @classmethod
@@ -77,6 +119,8 @@ class ThinkscaleOptions(_Strict):
     params: dict[Annotated[str, Field(max_length=64)], Knob] | None = Field(
         None, max_length=32, description="Strategy knobs, e.g. {\"temperature\": 0.9} (see GET /v1/models).")
 
+    _integral = field_validator("budget", "max_calls", mode="before")(integral)
+
 
 def _reject_unsupported(name: str, v: Any, default: Any = None) -> Any:
     if v is not None and v != default and v != [] and v != {}:
@@ -92,17 +136,21 @@ class _Common(_Strict):
     max_tokens: int | None = Field(None, ge=1, description="Completion tokens per sampled chain of thought.")
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, WithJsonSchema({"anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4}, NULL]})] = None
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     reasoning_effort: Effort | None = None
     include_reasoning: bool | None = Field(None, description="Same as thinkscale.reveal_reasoning.")
     thinkscale: ThinkscaleOptions | None = None
     user: str | None = None
     # OpenAI arguments this server cannot honour: rejected unless absent or at their neutral value.
-    logprobs: Any = None
-    logit_bias: dict[str, Any] | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
+    logprobs: Annotated[Any, only(False, 0)] = None
+    logit_bias: Annotated[dict[str, Any] | None, only(extra=({"type": "object", "maxProperties": 0},))] = None
+    frequency_penalty: Annotated[float | None, only(0)] = None
+    presence_penalty: Annotated[float | None, only(0)] = None
+
+    _integral = field_validator("n", "max_tokens", "seed", mode="before")(integral)
 
     @field_validator("stop")
     @classmethod
@@ -145,7 +193,7 @@ class _Common(_Strict):
 
 
 class ChatCompletionRequest(_Common):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, json_schema_extra={"contains": USER_TURN})
     max_completion_tokens: int | None = Field(None, ge=1, description="Budget for all generated tokens of one "
                                               "choice, hidden reasoning included (as for OpenAI reasoning models).")
     # accepted, and change nothing here
@@ -157,16 +205,21 @@ class ChatCompletionRequest(_Common):
     prompt_cache_key: str | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
     # rejected unless neutral
-    top_logprobs: int | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    functions: list[Any] | None = None
-    function_call: Any = None
-    response_format: dict[str, Any] | None = None
-    audio: Any = None
-    modalities: list[str] | None = None
-    prediction: Any = None
-    web_search_options: Any = None
+    top_logprobs: Annotated[int | None, only(0)] = None
+    tools: Annotated[list[Any] | None, only(extra=(EMPTY_LIST,))] = None
+    tool_choice: Annotated[Any, only("none")] = None
+    functions: Annotated[list[Any] | None, only(extra=(EMPTY_LIST,))] = None
+    function_call: Annotated[Any, only()] = None
+    response_format: Annotated[dict[str, Any] | None, only(extra=(
+        {"type": "object", "required": ["type"], "properties": {"type": {"const": "text"}},
+         "additionalProperties": False},))] = None
+    audio: Annotated[Any, only()] = None
+    modalities: Annotated[list[str] | None, only(extra=(
+        {"type": "array", "items": {"const": "text"}, "minItems": 1, "maxItems": 1},))] = None
+    prediction: Annotated[Any, only()] = None
+    web_search_options: Annotated[Any, only()] = None
+
+    _integral_chat = field_validator("max_completion_tokens", "top_logprobs", mode="before")(integral)
 
     @field_validator("top_logprobs", "tools", "tool_choice", "functions", "function_call", "audio", "prediction",
                      "web_search_options")
@@ -195,10 +248,13 @@ class CompletionRequest(_Common):
     """Legacy completions. The prompt is the user message of a chat (see the README), so a chat model still gets
     its template; a list of prompts gives one choice per prompt (times ``n``). Token-id prompts are not accepted."""
 
-    prompt: str | list[str]
+    prompt: Annotated[str | list[str], WithJsonSchema({"anyOf": [
+        TEXT, {"type": "array", "items": TEXT, "minItems": 1}]})]
     echo: bool | None = None
-    suffix: str | None = None
-    best_of: int | None = None
+    suffix: Annotated[str | None, only("")] = None
+    best_of: Annotated[int | None, only(1)] = None
+
+    _integral_text = field_validator("best_of", mode="before")(integral)
 
     @field_validator("prompt")
     @classmethod

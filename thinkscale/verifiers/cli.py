@@ -12,13 +12,14 @@ with the same settings. Errors are one line on stderr (``error: ...``) with exit
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from thinkscale.cliutil import fail
+from thinkscale.cliutil import fail, os_reason, unwritable_file
 
 app = typer.Typer(help="Train verifiers (a process reward model head on the policy's own hidden states).",
                   no_args_is_help=True)
@@ -41,7 +42,8 @@ def prm(
     heldout: Annotated[float, typer.Option(help="Fraction of problems held out for the AUROC.")] = 0.25,
     c: Annotated[float, typer.Option("--c", help="Inverse L2 strength of the logistic head.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the subset, the samples and the split.")] = 0,
-    n_ctx: Annotated[int, typer.Option(help="llama.cpp context (KV cells shared by parallel rollouts).")] = 16384,
+    n_ctx: Annotated[int, typer.Option(min=0, help="llama.cpp context (KV cells shared by parallel rollouts; 0: "
+                                       "the model's own).")] = 16384,
     workers: Annotated[int, typer.Option(help="Problems labelled concurrently (their samples decode in one "
                                          "batch).")] = 8,
 ) -> None:
@@ -66,10 +68,19 @@ def prm(
             raise ValueError(f"--problems must be >= 1, got {problems}")
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
+        if not (math.isfinite(heldout) and 0 <= heldout < 1):
+            raise ValueError(f"--heldout must be a fraction in [0, 1), got {heldout}")
+        if not (math.isfinite(c) and c > 0):
+            raise ValueError(f"--c must be a finite number > 0, got {c}")
+        unwritable = unwritable_file(out)  # checked now, not after hours of labelling
+        if unwritable:
+            raise ValueError(f"--out {out} {unwritable}")
         path = dataset_path(data)
         rows = seeded_subset(load_rows(path), problems, seed)
-    except (ValueError, FileNotFoundError) as e:
+    except ValueError as e:
         fail(str(e), 2)
+    except OSError as e:  # FileNotFoundError carries its own sentence; others get the system's reason
+        fail(str(e) if isinstance(e, FileNotFoundError) and not e.filename else f"--data {data}: {os_reason(e)}", 2)
     try:
         backend = load_backend(model, n_ctx=n_ctx)
     except (ModelError, BackendError) as e:

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from thinkscale.server.auth import check_key
 from thinkscale.server.errors import ApiError
-from thinkscale.server.intake import body_schema, check_n, check_text, completion_responses, new_seed, plan, read_body
+from thinkscale.server.intake import body_schema, check_n, check_text, new_seed, plan, read_body
 from thinkscale.server.job import Job
 from thinkscale.server.respond import respond
 from thinkscale.server.schemas import ChatCompletionRequest
@@ -19,7 +19,7 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(check_key)],
-             openapi_extra=body_schema(ChatCompletionRequest), responses=completion_responses())
+             openapi_extra=body_schema(ChatCompletionRequest))
 async def chat_completions(request: Request, state: State) -> Response:
     """Chat completion: the content is the final answer; usage counts the hidden reasoning too."""
     lim = state.limits

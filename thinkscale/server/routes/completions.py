@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from thinkscale.server.auth import check_key
 from thinkscale.server.engine import Plan
-from thinkscale.server.intake import body_schema, check_n, check_text, completion_responses, new_seed, plan, read_body
+from thinkscale.server.intake import body_schema, check_n, check_text, new_seed, plan, read_body
 from thinkscale.server.job import Job
 from thinkscale.server.respond import respond
 from thinkscale.server.schemas import CompletionRequest
@@ -19,8 +19,7 @@ from thinkscale.types import Problem
 router = APIRouter()
 
 
-@router.post("/v1/completions", dependencies=[Depends(check_key)], openapi_extra=body_schema(CompletionRequest),
-             responses=completion_responses())
+@router.post("/v1/completions", dependencies=[Depends(check_key)], openapi_extra=body_schema(CompletionRequest))
 async def completions(request: Request, state: State) -> Response:
     """Legacy completion: each prompt is sent as the user message of a chat (the model's template applies)."""
     body = await read_body(request, CompletionRequest, state.limits)
