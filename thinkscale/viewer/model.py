@@ -404,7 +404,7 @@ def summary(e: Event) -> str:
         return f"select ({e.how}{among}): candidate {e.chosen}, answer {_short(e.winner)}"
     if isinstance(e, Delegate):
         return f"ran {e.spec}: answer {e.answer!r}, {len(e.trace)} events, {e.stop_reason}"
-    data = {k: v for k, v in e.to_json().items() if k != "event"}
+    data = {k: v for k, v in e.to_json().items() if k != "event" and v is not None}
     text = ", ".join(f"{k}={_short(v)}" for k, v in data.items())
     return text[:200] + ("…" if len(text) > 200 else "")
 

@@ -233,7 +233,8 @@
   function header(view, o) {
     const p = view.problem;
     const card = el("div", { class: "card" },
-      el("h2", {}, p && p.id ? `Problem ${p.id} · ` : "", view.strategy, " ", view.spec && view.spec !== view.strategy ? el("span", { class: "muted", text: view.spec }) : null),
+      el("h2", {}, p && p.id ? `Problem ${p.id} · ` : "", view.strategy),
+      view.spec && view.spec !== view.strategy ? el("div", { class: "spec", text: `spec: ${view.spec}` }) : null,
       el("div", { class: "facts" }, el("span", {}, "answer: ", el("b", { class: "answer", id: o.compact ? null : "answer", text: fmt(view.answer) }), " ", badge(view.correct)),
         p && p.reference !== undefined ? fact("reference", p.reference) : null,
         view.model ? fact("model", view.model) : null, view.budget !== undefined ? fact("budget", view.budget) : null,
