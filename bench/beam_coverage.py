@@ -46,7 +46,7 @@ def found(job_id: int, trace: Sequence[Event], right: dict[int, bool]) -> tuple[
 
 
 def rows(run: Path, baseline: Path | None, compare: list[str]) -> list[str]:
-    store = open_existing(run)
+    store = open_existing(run, read_only=True)
     try:
         units = store.rows("SELECT problem_id, budget, correct, completion_tokens, verifier_tokens, flops, "
                            "wall_seconds, job_id FROM units ORDER BY budget, problem_id")
@@ -61,7 +61,7 @@ def rows(run: Path, baseline: Path | None, compare: list[str]) -> list[str]:
     if compare:
         if baseline is None:
             raise ValueError("--compare needs --baseline")
-        bstore = open_existing(baseline)
+        bstore = open_existing(baseline, read_only=True)
         try:
             for spec in compare:
                 strategy, _, budget = spec.rpartition("@")

@@ -32,7 +32,7 @@ Key = tuple[str, str, int]  # (model, problem, budget)
 
 def units(run: str, prefix: str) -> dict[Key, dict[str, Any]]:
     """(model, problem, budget) -> the unit of the run's strategy whose spec starts with ``prefix``."""
-    store = open_existing(run)
+    store = open_existing(run, read_only=True)
     try:
         rows = store.rows("select model, strategy, problem_id, budget, correct, completion_tokens, flops from units")
     finally:
@@ -61,7 +61,7 @@ def side(acc: Estimate, units: dict[Key, dict[str, Any]], keys: list[Key]) -> di
 
 
 def tool_stats(run: str) -> dict[str, Any]:
-    store = open_existing(run)
+    store = open_existing(run, read_only=True)
     try:
         traces = [parse_trace(json.loads(r["trace"])) for r in store.rows("select trace from jobs")]
     finally:

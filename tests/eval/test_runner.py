@@ -386,3 +386,12 @@ def test_a_token_budget_knob_is_swept_in_chains_worth(table: Path, tmp_path: Pat
     assert [s.get("budget_scale") for s in ident["strategies"]] == [None, 10, 10]
     with pytest.raises(StoreError, match="max_tokens"):  # another max_tokens is another budget: refused
         run_sweep(SweepConfig(**{**cfg.model_dump(), "max_tokens": 20}), out)
+
+
+def test_every_budgets_knobs_are_checked_before_any_job_runs() -> None:
+    """adaptive-sc with wave_size 2 cannot run at budget 1 (max_samples 1 < wave_size 2): the plan says so, naming
+    the knob, instead of the sweep failing after the larger budgets' jobs have run."""
+    cfg = SweepConfig(dataset="gsm8k", limit=1, models=["m"], strategies=["adaptive-sc:wave_size=2"],
+                      budgets=[1, 2, 4])
+    with pytest.raises(ValueError, match="max_samples must be >= wave_size"):
+        plan_strategy("adaptive-sc:wave_size=2", cfg)

@@ -146,7 +146,9 @@ def plan_strategy(spec: str, cfg: SweepConfig) -> StrategyPlan:
         swept, budgets = knob, tuple(cfg.budgets)
     scale = budget_scale(name, cfg.max_tokens) if swept is not None else 1
     plan = StrategyPlan(label, name, values, swept, budgets, overrides, False, None, None, scale)
-    probe = plan.build(budgets[-1])  # every knob is checked before anything runs
+    for b in budgets[:-1]:  # every budget's knobs are checked before anything runs (adaptive-sc's max_samples at
+        plan.build(b)       # budget 1 against its wave_size, say), not only the largest budget's
+    probe = plan.build(budgets[-1])
     # how it picks among its samples: a ``selection`` knob (or ClassVar), else its declared ``prefix_selection``; a
     # prefix-consistent strategy that says neither runs once per budget instead of reusing samples
     selection = getattr(probe, "selection", None) or prefix_selection(name)
@@ -296,7 +298,10 @@ class TimedBackend(BackendProxy):
         return self._call(self.inner.hidden_states, requests)  # type: ignore[attr-defined]
 
 
-def default_backend_factory(backend: str, *, deterministic: bool = False) -> BackendFactory:
+def default_backend_factory(backend: str, *, deterministic: bool = False, n_threads: int | None = None
+                            ) -> BackendFactory:
+    """Each model's backend from the sweep's backend spec; ``n_threads``: the embedded backend's threads (None:
+    every core it may run on)."""
     kind, _, arg = backend.partition(":")
     if deterministic and kind == "openai":
         raise ValueError("deterministic runs need the embedded backend (llamacpp): a server batches requests as it "
@@ -311,7 +316,8 @@ def default_backend_factory(backend: str, *, deterministic: bool = False) -> Bac
 
         if kind == "openai":  # one URL, or a pool: URL,URL,...
             return load_backend(model, base_url=arg.split(","))
-        return load_backend(model, progress=True, deterministic=deterministic)
+        threads: dict[str, Any] = {} if n_threads is None else {"n_threads": n_threads}
+        return load_backend(model, progress=True, deterministic=deterministic, **threads)
 
     return make
 
@@ -609,8 +615,9 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    factory = backend_factory or default_backend_factory(cfg.backend, deterministic=cfg.deterministic)
-    executor = executor or LocalExecutor(workers)
+    executor = executor if executor is not None else LocalExecutor(workers)
+    factory = backend_factory or default_backend_factory(cfg.backend, deterministic=cfg.deterministic,
+                                                         n_threads=executor.backend_threads)
     # a bad dataset or spec is refused before the run folder (and its lock file) is made
     load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).subset(cfg.limit, cfg.seed)
     for spec in cfg.strategies:

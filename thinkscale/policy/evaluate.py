@@ -81,7 +81,7 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
     """(the comparison as JSON-ready data, the run's Analysis with auto's points added as strategy ``auto``)."""
     policy = load_policy(policy_path)
     pol_arg = None if policy_path is None else str(policy_path)
-    store = open_existing(run)
+    store = open_existing(run, read_only=True)
     try:
         cfg = store.config()
         plan = sampler_plan(store, sampler)

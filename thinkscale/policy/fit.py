@@ -172,7 +172,7 @@ class _Loaded:
 
 def _load_run(run: str | Path, opts: FitOptions, into: _Loaded) -> None:
     """One run's self-consistency draws (and greedy units, stored strategies to delegate to) as instances."""
-    store = open_existing(run)
+    store = open_existing(run, read_only=True)
     try:
         cfg = store.config()
         problems = run_problems(store)
