@@ -27,6 +27,7 @@ from thinkscale.server.catalogue import MAX_COUNT, counted_knobs  # the server's
 from thinkscale.server.cli import serve as serve_command  # FastAPI and uvicorn load inside the command
 from thinkscale.tools.cli import sandbox_command
 from thinkscale.verifiers.cli import app as train_app
+from thinkscale.viewer.cli import view_command  # FastAPI loads inside the command
 
 app = typer.Typer(help="thinkscale: make a small local model think harder, and count what it costs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -34,6 +35,7 @@ app.add_typer(models_app, name="models", help="List, pull, locate and verify GGU
 app.command("serve")(serve_command)
 register_check(app)  # check (negative numbers are answers, not options)
 app.command("sandbox")(sandbox_command)
+app.command("view")(view_command)
 app.add_typer(train_app, name="train", help="Train verifiers (a PRM head on the policy's hidden states).")
 register_eval(app)  # eval, report, export
 register_policy(app)  # fit-policy

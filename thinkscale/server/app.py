@@ -33,6 +33,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.shutdown()
 
 
+def _mount_viewer(app: Any, engine: ServeEngine, limits: ServerLimits, api_key: str | None) -> None:
+    """The trace viewer at /ui (``thinkscale.viewer``), for live solves on the served model: only without an API
+    key (a browser page sends none; with a key, run ``thinkscale view`` beside the server) and only on a backend
+    that takes concurrent calls (the page's solves call it directly, beside the engine's)."""
+    if api_key is not None or not engine.thread_safe:
+        return
+    from thinkscale.viewer.app import create_viewer_router
+    from thinkscale.viewer.live import SolveLimits
+
+    app.include_router(create_viewer_router(
+        None, backend=engine.backend, system_prompt=engine.system_prompt,
+        limits=SolveLimits(max_completion_tokens=limits.max_tokens_per_request,
+                           max_seconds=limits.request_timeout_s)), prefix="/ui")
+
+
 def create_app(engine: ServeEngine, *, api_key: str | None = None, limits: ServerLimits | None = None) -> Any:
     """The FastAPI app serving ``engine``. ``api_key``: when set, every /v1 route and /metrics need
     ``Authorization: Bearer <api_key>`` (401 otherwise); /health stays open for liveness probes."""
@@ -52,6 +67,7 @@ def create_app(engine: ServeEngine, *, api_key: str | None = None, limits: Serve
     install(app)
     for module in (chat, completions, models, health, metrics):
         app.include_router(module.router)
+    _mount_viewer(app, engine, state.limits, api_key)
     # the document tells the truth about this server: auth only with a key, every status and media type
     app.openapi = partial(document, app, api_key=api_key, limits=state.limits)  # type: ignore[method-assign]
     return app

@@ -242,6 +242,11 @@ class ServeEngine:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def thread_safe(self) -> bool:
+        """Whether the backend takes concurrent calls (else the engine runs one at a time)."""
+        return self._lock is None
+
     def close(self) -> None:
         self._closed = True
 
