@@ -12,8 +12,8 @@ import pytest
 from tests.strategies.helpers import algo_trace
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.base import get_strategy
-from thinkscale.strategies.greedy import Greedy
 from thinkscale.strategies.events import event_from_json
+from thinkscale.strategies.greedy import Greedy
 from thinkscale.strategies.run import execute
 from thinkscale.strategies.self_consistency import SelfConsistency
 from thinkscale.types import Budget, Problem, Usage

@@ -12,7 +12,7 @@ from tests.strategies.helpers import PROBLEM, algo_trace, words
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.rsa import RecursiveSelfAggregation
 from thinkscale.strategies.run import execute
-from thinkscale.types import Result, Budget, Problem
+from thinkscale.types import Budget, Problem, Result
 
 FIRST = ["alpha \\boxed{1}", "bravo \\boxed{1}", "charlie \\boxed{1}", "delta \\boxed{2}"]
 
