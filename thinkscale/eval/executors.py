@@ -74,6 +74,9 @@ class ModelRun(Protocol):
 
 
 class Executor(Protocol):
+    # threads of each embedded llama.cpp backend the sweep's default factory makes (None: all cores it may use)
+    backend_threads: int | None
+
     def start(self, model: str, factory: BackendFactory, *, serialize: bool, store: Store) -> ModelRun:
         """Load ``model`` (with ``factory``; ``serialize``: one call at a time, for backends that are not
         thread-safe) and return the run of its jobs. ``store`` is the sweep's, for reading only."""
@@ -88,6 +91,8 @@ class Executor(Protocol):
 class LocalExecutor:
     """Jobs on ``workers`` threads of this process (one: in the calling thread, so Ctrl-C interrupts the job in
     flight), one backend per model (the llama.cpp backend batches concurrent calls)."""
+
+    backend_threads: int | None = None
 
     def __init__(self, workers: int = 1) -> None:
         if workers < 1:
@@ -193,6 +198,8 @@ class RayExecutor:
 
     def __init__(self, options: RayOptions | None = None) -> None:
         self.options = options or RayOptions()
+        # an embedded llama.cpp replica decodes on the CPUs Ray reserved for it, not on every core of its node
+        self.backend_threads: int | None = max(1, int(self.options.cpus_per_replica))
         self._owns_ray = False
         self.current: RayRun | None = None  # the model being run (tests kill its actors)
 
@@ -238,6 +245,9 @@ class Replica:
 
     def load(self) -> dict[str, Any]:
         """Build the backend; returns the model's identity (the driver checks every replica's is the same)."""
+        from thinkscale.strategies.base import load_all
+
+        load_all()  # the strategy modules, imported now rather than in the first job (the driver did so planning)
         self._inner = self._factory(self._model)
         self._backend = TimedBackend(self._inner, serialize=self._serialize)
         self._sandboxes = Sandboxes(self._backend, self._workers)
@@ -302,13 +312,22 @@ class RayRun:
             else options.max_replacements
         self._retries: collections.Counter[tuple[Any, ...]] = collections.Counter()
         self.identity: dict[str, Any] = {}
+        need, have = options.replicas * options.cpus_per_replica, ray.cluster_resources().get("CPU", 0.0)
+        if need > have:
+            log.warning("%d replicas x %g CPUs need %g CPUs and the cluster has %g: some wait until it has room "
+                        "(an autoscaler may add nodes); lower --replicas or --cpus-per-replica otherwise",
+                        options.replicas, options.cpus_per_replica, need, have)
         try:
             for _ in range(options.replicas):
                 self._spawn()
             # every replica loads before the first job: a model that cannot load fails the sweep here, once
             while self._loading:
-                [ref], _ = ray.wait(list(self._loading), num_returns=1)
-                self._loaded(ref)
+                ready, _ = ray.wait(list(self._loading), num_returns=1, timeout=60)
+                if not ready:
+                    log.warning("%d replicas of %s still starting (loading the model, or waiting for CPUs)",
+                                len(self._loading), model)
+                for ref in ready:
+                    self._loaded(ref)
         except BaseException:
             self.close()
             raise
