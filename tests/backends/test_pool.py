@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from tests.backends.test_openai_compat import CHAT, chat_reply, usage_of
 from tests.eval.conftest import write_table
@@ -28,6 +29,7 @@ from tests.helpers.stub_http import StubServer
 from thinkscale.backends.base import Backend, BackendError
 from thinkscale.backends.openai_compat import OpenAICompatBackend
 from thinkscale.backends.pool import check_urls, read_url_file
+from thinkscale.cli import app
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import default_backend_factory, run_sweep
@@ -111,6 +113,10 @@ def test_pool_urls_and_files_are_checked(tmp_path: Path) -> None:
 def serve(table: str, port: int, delay_s: float) -> None:
     """An OpenAI-compatible server of the scripted table fake (``python -c``, so the test can SIGKILL it): each
     chat request is answered by the fake after ``delay_s``, so requests are in flight when it dies."""
+    fake_server(table, port, delay_s).serve_forever()
+
+
+def fake_server(table: str, port: int, delay_s: float) -> ThreadingHTTPServer:
     fake = scripted_backend(table)
     lock = threading.Lock()  # the fake is not thread-safe
 
@@ -144,7 +150,9 @@ def serve(table: str, port: int, delay_s: float) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    return server
 
 
 def _start_server(table: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -218,3 +226,31 @@ def test_a_sweep_over_two_servers_survives_one_killed_mid_sweep(
             sqlite3.connect(tmp_path / "single" / "results.sqlite") as b:
         assert a.execute("SELECT COUNT(*), COUNT(DISTINCT job_id) FROM jobs").fetchone() == (24, 24)
         assert a.execute(RESULT).fetchall() == b.execute(RESULT).fetchall()
+
+
+def test_eval_takes_a_pool_from_a_file_and_checks_its_options(tmp_path: Path) -> None:
+    """``--base-url-file`` runs the sweep on the pool and stores ``openai:URL,URL`` as the run's backend; giving
+    ``--backend`` too, or Ray's options without ``--executor ray``, is refused before anything runs."""
+    table = write_table(tmp_path / "table.json", limit=2)
+    servers = [fake_server(str(table), free_port(), 0.0) for _ in range(2)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    urls = [f"http://127.0.0.1:{srv.server_address[1]}/v1" for srv in servers]
+    pool = tmp_path / "pool.txt"
+    pool.write_text("# two fakes\n" + "\n".join(urls) + "\n")
+    base = ["eval", "--dataset", "gsm8k", "--limit", "2", "--model", "fake", "--strategy", "greedy", "--quiet"]
+    try:
+        r = CliRunner().invoke(app, [*base, "--base-url-file", str(pool), "--out", str(tmp_path / "run")])
+    finally:
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+    assert r.exit_code == 0, r.output
+    with sqlite3.connect(tmp_path / "run" / "results.sqlite") as db:
+        config = json.loads(db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone() == (2,)
+    assert config["backend"] == "openai:" + ",".join(urls)
+    r = CliRunner().invoke(app, [*base, "--backend", "llamacpp", "--base-url", urls[0], "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not both" in r.output
+    r = CliRunner().invoke(app, [*base, "--replicas", "4", "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "--replicas: only with --executor ray" in r.output
