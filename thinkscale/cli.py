@@ -127,8 +127,12 @@ def solve(
         t0 = time.perf_counter()
         backend = _backend(model, base_url, quiet=json_out)
         load_seconds = time.perf_counter() - t0
+        others = _OtherModels(model, backend, base_url, quiet=json_out)
         with working(f"solving with {strategy} on {model}", after=SPINNER_AFTER_SECONDS):
-            result = execute(strat, prob, backend, budget, rng=random.Random(seed))
+            try:
+                result = execute(strat, prob, backend, budget, rng=random.Random(seed), backend_for=others.get)
+            finally:
+                others.close()
     except (ModelError, BackendError, NotImplementedError, VerifierError, SandboxError) as e:
         fail(str(e), 1)
     except ValueError as e:
@@ -264,6 +268,25 @@ def list_strategies(
     Console().print(t)
 
 
+class _OtherModels:
+    """The other models a strategy names (a mixture-of-agents' proposers), loaded like ``--model`` on first use (on
+    the same servers with ``--base-url``); the solve's own model by its name is the loaded one."""
+
+    def __init__(self, model: str, backend: Any, base_url: list[str] | None, *, quiet: bool) -> None:
+        self._loaded: dict[str, Any] = {model: backend}
+        self._own, self._base_url, self._quiet = model, base_url, quiet
+
+    def get(self, name: str) -> Any:
+        if name not in self._loaded:
+            self._loaded[name] = _backend(name, self._base_url, quiet=self._quiet)
+        return self._loaded[name]
+
+    def close(self) -> None:
+        for name, b in self._loaded.items():
+            if name != self._own:
+                b.close()
+
+
 def _backend(model: str, base_url: list[str] | None, *, quiet: bool) -> Any:
     from thinkscale.backends import load_backend
 
@@ -292,6 +315,9 @@ def result_payload(result: Any, *, model: str, show_reasoning: bool) -> dict[str
             "flops": total.flops,
         },
         "by_role": {str(r): u.to_dict() for r, u in result.ledger.by_role().items()},
+        # a strategy on several models (moa:models=...): each model's own usage, FLOPs included
+        **({"by_model": {m or model: u.to_dict() for m, u in result.ledger.by_model().items()}}
+           if any(m is not None for m in result.ledger.models) else {}),
         "chosen_index": result.chosen_index,
         # what the final selection weighed per answer: a vote's counts, or verifier scores (votes_kind "score")
         "votes": result.votes,

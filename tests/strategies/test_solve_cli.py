@@ -163,3 +163,23 @@ def test_a_knob_value_with_commas_goes_through_knob(scripted):
     assert result.exit_code == 0, result.stderr
     assert backend.requests[1].messages[-1].content == \
         "Check it, step by step, and end with VERDICT: CORRECT or VERDICT: INCORRECT."
+
+
+def test_moa_on_two_models_loads_the_other_one_and_bills_each(monkeypatch) -> None:
+    """solve --model a --strategy moa:models=a|b: the proposers on b load like --model (once), a's calls go to the
+    loaded model; --json shows the cost by model."""
+    built: dict[str, ScriptedBackend] = {}
+
+    def load(model, base_url, *, quiet):  # type: ignore[no-untyped-def]
+        assert model not in built, f"{model} loaded twice"
+        built[model] = ScriptedBackend(["x \\boxed{3}"] * 4)
+        return built[model]
+
+    monkeypatch.setattr(thinkscale.cli, "_backend", load)
+    result = invoke(["solve", "What is 1 + 2?", "--model", "a", "--strategy",
+                     "moa:n_proposers=2,layers=1,models=a|b,max_tokens=20", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(built) == ["a", "b"] and built["b"].calls == 1 and built["a"].calls == 2  # proposer + aggregator
+    payload = json.loads(result.stdout)
+    assert payload["answer"] == "3" and payload["by_model"]["b"]["calls"] == 1
+    assert payload["by_model"]["a"]["calls"] == 2 and payload["by_model"]["a"]["completion_tokens"] == 4
