@@ -268,6 +268,15 @@ def list_strategies(
     Console().print(t)
 
 
+def _by_model(ledger: Any, model: str) -> dict[str, Any]:
+    """Usage per model name, the run's own model (charged as None, or by its name) under ``model``."""
+    out: dict[str, Any] = {}
+    for m, u in ledger.by_model().items():
+        key = m or model
+        out[key] = out[key] + u if key in out else u
+    return {k: u.to_dict() for k, u in out.items()}
+
+
 class _OtherModels:
     """The other models a strategy names (a mixture-of-agents' proposers), loaded like ``--model`` on first use (on
     the same servers with ``--base-url``); the solve's own model by its name is the loaded one."""
@@ -316,8 +325,8 @@ def result_payload(result: Any, *, model: str, show_reasoning: bool) -> dict[str
         },
         "by_role": {str(r): u.to_dict() for r, u in result.ledger.by_role().items()},
         # a strategy on several models (moa:models=...): each model's own usage, FLOPs included
-        **({"by_model": {m or model: u.to_dict() for m, u in result.ledger.by_model().items()}}
-           if any(m is not None for m in result.ledger.models) else {}),
+        **({"by_model": _by_model(result.ledger, model)} if any(m is not None for m in result.ledger.models)
+           else {}),
         "chosen_index": result.chosen_index,
         # what the final selection weighed per answer: a vote's counts, or verifier scores (votes_kind "score")
         "votes": result.votes,
