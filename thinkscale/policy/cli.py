@@ -1,4 +1,5 @@
-"""``thinkscale fit-policy``: registered on the main app by ``register(app)``."""
+"""``thinkscale fit-policy``: registered on the main app by ``register(app)``, which also adds ``train orm``
+(``thinkscale.policy.orm_cli``) to the ``train`` group: fitting from eval runs belongs to this layer."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Annotated
 import typer
 
 from thinkscale.cliutil import err, fail, os_reason, unwritable_file
+from thinkscale.policy.orm_cli import register as register_orm
+from thinkscale.verifiers.cli import app as train_app
 
 
 def fit_policy_command(
@@ -72,3 +75,4 @@ def fit_policy_command(
 
 def register(app: typer.Typer) -> None:
     app.command("fit-policy")(fit_policy_command)
+    register_orm(train_app)
