@@ -25,13 +25,14 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.runner import run_sweep
 
 
-def samples(out: Path) -> list[tuple[Any, ...]]:
+def samples(out: Path) -> dict[tuple[Any, ...], str]:
+    """(strategy, problem, sample index) -> text of a run's stored samples."""
     with sqlite3.connect(out / "results.sqlite") as db:
-        return db.execute("SELECT j.strategy, j.problem_id, s.idx, s.text FROM samples s JOIN jobs j USING (job_id) "
-                          "ORDER BY 1, 2, 3").fetchall()
+        rows = db.execute("SELECT j.strategy, j.problem_id, s.idx, s.text FROM samples s JOIN jobs j USING (job_id)")
+        return {(r[0], r[1], r[2]): r[3] for r in rows}
 
 
-def one(cfg: SweepConfig, out: Path, deterministic: bool) -> tuple[float, list[tuple[Any, ...]]]:
+def one(cfg: SweepConfig, out: Path, deterministic: bool) -> tuple[float, dict[tuple[Any, ...], str]]:
     t0 = time.perf_counter()
     run_sweep(cfg, out, workers=2, backend_factory=lambda model: load_backend(model, deterministic=deterministic))
     return time.perf_counter() - t0, samples(out)
@@ -58,10 +59,11 @@ def main() -> int:
             cfg = SweepConfig(dataset="gsm8k", limit=args.limit, models=[args.model], strategies=strategies,
                               budgets=[4], max_tokens=args.max_tokens, deterministic=det)
             (s1, a), (s2, b) = (one(cfg, Path(tmp) / f"{mode}{i}", det) for i in range(2))
-            differ = sum(x != y for x, y in zip(a, b, strict=True))
-            result[mode] = {"wall_seconds": [round(s1, 2), round(s2, 2)], "samples": len(a),
+            # a search may even store a different number of samples (its tree grew differently): missing ones differ
+            differ = sum(a.get(k) != b.get(k) for k in set(a) | set(b))
+            result[mode] = {"wall_seconds": [round(s1, 2), round(s2, 2)], "samples": [len(a), len(b)],
                             "samples_that_differ_between_runs": differ}
-            print(f"{mode}: {s1:.1f} s, {s2:.1f} s; {differ} of {len(a)} samples differ between the two runs")
+            print(f"{mode}: {s1:.1f} s, {s2:.1f} s; {differ} of {len(set(a) | set(b))} samples differ between the runs")
     result["load_average_after"] = os.getloadavg()
     b, d = result["batched"], result["deterministic"]
     result["deterministic_over_batched_wall"] = round(sum(d["wall_seconds"]) / sum(b["wall_seconds"]), 3)
