@@ -16,7 +16,7 @@ from thinkscale.strategies.weighted_sc import WeightedSelfConsistency
 from thinkscale.types import Budget, Candidate, Ledger, Message, Role, Usage
 from thinkscale.verifiers import build_verifier
 from thinkscale.verifiers.base import VerifierError
-from thinkscale.verifiers.orm import FeatureSpec, TrainedORM, View, default_path, step_ends
+from thinkscale.verifiers.orm import FeatureSpec, TrainedORM, View, step_ends
 from thinkscale.verifiers.orm_train import (
     FeatureCache,
     FitConfig,
@@ -134,7 +134,6 @@ def test_weighted_sc_with_the_orm_picks_the_right_minority_answer(tmp_path):
     assert result.ledger.total(Role.VERIFIER).calls == 6
 
 
-@pytest.mark.skipif(not default_path().is_file(), reason="the default model's head is not fitted yet")
 def test_packaged_head_has_its_provenance_and_refuses_another_model():
     payload = TrainedORM.read()
     meta = payload["metadata"]
