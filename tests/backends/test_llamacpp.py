@@ -143,8 +143,10 @@ def test_common_prefix_len():
 
 
 def test_concurrent_callers_decode_in_the_same_batch(llama_backend):
-    """4 threads each ask for one 16-token greedy sample. Run one after another that is 4 x (1 prefill + 15
-    decode steps) = 64 llama_decode calls; sharing the running batch it is 4 prefills + about 15 shared steps."""
+    """4 threads each ask for one 64-token greedy sample. Run one after another, every sampled token costs its own
+    llama_decode (1 prefill + n-1 decode steps per caller); sharing the running batch, the callers' tokens ride in
+    the same steps. The bound leaves room for callers that arrive late on a loaded machine (a caller that joins
+    after k steps of the others still shares the rest): it fails only if the callers take turns."""
     import threading
 
     before = dict(llama_backend.counters)
@@ -152,8 +154,8 @@ def test_concurrent_callers_decode_in_the_same_batch(llama_backend):
     results: dict[int, object] = {}
 
     def worker(i: int) -> None:
-        req = GenRequest(messages=(Message("user", f"Write a sentence about the number {i}."),), temperature=0.0,
-                         max_tokens=16)
+        req = GenRequest(messages=(Message("user", f"List the numbers from {i} to {i + 200}, separated by commas."),),
+                         temperature=0.0, max_tokens=64)
         barrier.wait()
         results[i] = llama_backend.generate([req])[0]
 
@@ -161,11 +163,13 @@ def test_concurrent_callers_decode_in_the_same_batch(llama_backend):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(120)
     d = delta(llama_backend, before)
     assert len(results) == 4
-    assert d["decode_calls"] < 40, d
-    assert sum(c.usage.completion_tokens for c in results.values()) >= 4 * 2
+    sampled = sum(c.usage.completion_tokens for c in results.values())
+    assert sampled >= 4 * 48, sampled  # long enough that taking turns and sharing differ by far
+    one_after_another = sampled  # one llama_decode per sampled token (the first comes from the prefill)
+    assert d["decode_calls"] < 0.6 * one_after_another, (d, sampled)
 
 
 def test_cancel_stops_the_call_and_frees_its_sequences(llama_backend):
