@@ -95,6 +95,55 @@ def test_sampled_subsets_estimate_the_same_mean() -> None:
     assert est == pytest.approx(exact, abs=0.03)
 
 
+def test_tiebreak_vote_lets_the_best_score_settle_only_ties() -> None:
+    """Chains a(0.2) b(0.9) a(0.3) b(0.1) c(0.95), a right. All five: a and b tie on 2 votes (c's 0.95 does not
+    count: 1 vote), b's best 0.9 beats a's 0.3 -> 0. The ten 2-subsets: {a,a} -> a; a split pair goes to the better
+    score: a wins {a.2,b.1} and {a.3,b.1}, loses {a.2,b.9}, {a.3,b.9} and both {a,c}; the rest hold no a: 3/10.
+    The plain vote splits those six mixed pairs instead: (1 + 6 x 1/2) / 10 = 0.4."""
+    keys, correct = ["a", "b", "a", "b", "c"], [True, False, True, False, False]
+    scores = [0.2, 0.9, 0.3, 0.1, 0.95]
+    assert metrics.expected_tiebreak_accuracy(keys, correct, scores, 5) == (0.0, 1)
+    assert metrics.expected_tiebreak_accuracy(keys, correct, scores, 2) == (pytest.approx(0.3), 10)
+    assert metrics.expected_selection_accuracy(keys, correct, None, Selection.MAJORITY, 2)[0] == pytest.approx(0.4)
+
+
+def test_tiebreak_splits_equal_best_scores_and_skips_unanswered() -> None:
+    """[a, b] tied on votes and on best score (0.5 each): split, 1/2. A subset of unanswered chains scores 0, and
+    an unanswered chain's score never wins: [None(0.99), a] -> a."""
+    assert metrics.expected_tiebreak_accuracy(["a", "b"], [True, False], [0.5, 0.5], 2) == (0.5, 1)
+    assert metrics.expected_tiebreak_accuracy([None, None], [False, False], [0.9, 0.1], 2) == (0.0, 1)
+    assert metrics.expected_tiebreak_accuracy([None, "a", "b"], [False, True, False], [0.99, 0.6, 0.4], 3) == (1.0, 1)
+
+
+def test_tiebreak_equals_a_subset_by_subset_loop() -> None:
+    """The vectorised estimator against the rule written out per subset, on the same sampled subsets."""
+    rng = random.Random(4)
+    for _ in range(20):
+        n = rng.randint(2, 12)
+        k = rng.randint(1, n)
+        keys = [rng.choice(["x", "y", "z", None]) for _ in range(n)]
+        correct = [key == "x" for key in keys]
+        scores = [rng.choice([0.1, 0.5, 0.9, rng.random()]) for _ in range(n)]
+        got, _ = metrics.expected_tiebreak_accuracy(keys, correct, scores, k, max_subsets=50, rng=random.Random(9))
+        idx = metrics.subsets(n, k, max_subsets=50, rng=random.Random(9))
+        want = []
+        for row in idx:
+            votes: dict[str, int] = {}
+            best: dict[str, float] = {}
+            for i in row:
+                if keys[i] is not None:
+                    votes[keys[i]] = votes.get(keys[i], 0) + 1
+                    best[keys[i]] = max(best.get(keys[i], -1.0), scores[i])
+            if not votes:
+                want.append(0.0)
+                continue
+            tied = [a for a, v in votes.items() if v == max(votes.values())]
+            top = max(best[a] for a in tied)
+            winners = [a for a in tied if math.isclose(best[a], top, rel_tol=1e-9, abs_tol=1e-12)]
+            want.append(sum(a == "x" for a in winners) / len(winners))
+        assert got == pytest.approx(sum(want) / len(want), abs=1e-12)
+
+
 def test_bootstrap_interval() -> None:
     """All-correct has no spread. For p = 0.5 over 400 problems the normal approximation gives
     0.5 +- 1.96 * sqrt(0.25 / 400) = 0.5 +- 0.049; the percentile bootstrap must land close to it."""

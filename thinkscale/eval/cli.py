@@ -1,4 +1,4 @@
-"""``thinkscale eval``, ``thinkscale report`` and ``thinkscale export``: registered on the main app by
+"""``thinkscale eval``, ``rescore``, ``select``, ``report`` and ``export``: registered on the main app by
 ``register(app)``."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from thinkscale.cliutil import err, fail, os_reason, unwritable_folder
+from thinkscale.cliutil import err, fail, os_reason, unwritable_file, unwritable_folder
 
 if TYPE_CHECKING:
     from thinkscale.eval.config import SweepConfig
@@ -337,8 +337,89 @@ def rescore_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) ->
     err.print(f"rescored {n} jobs in {run}", highlight=False, soft_wrap=True)
 
 
+def select_command(
+    run: Annotated[Path, typer.Argument(help="Run folder with self-consistency chains.")],
+    selector: Annotated[list[str] | None, typer.Option(
+        help="Selector (repeatable): majority, weighted:verifier=NAME, best:verifier=NAME, tiebreak:verifier=NAME "
+        "(verifier_path=FILE and step_aggregation=last|min|product|mean as for a strategy). Majority is always "
+        "reported: every other is compared with it.")] = None,
+    k: Annotated[list[int] | None, typer.Option("--k", help="Chains chosen among (repeatable; default 4, 8, 16 "
+                                                "where the run stores that many).")] = None,
+    cache: Annotated[Path | None, typer.Option(help="SQLite file of verifier scores, kept between runs: a rerun "
+                                               "scores nothing again (default: in memory).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON (with per-problem "
+                                                  "values) to this file.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend of the run's model for verifier scoring: llamacpp, "
+                                                "openai:URL, scripted:FILE (default: the run's own).")] = None,
+    model: Annotated[str | None, typer.Option(help="Which of the run's models (default its first).")] = None,
+    sampler: Annotated[str | None, typer.Option(help="Which self-consistency spec, when the run has several.")]
+    = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads for verifier scoring.")] = None,
+    reps: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 2000,
+) -> None:
+    """Rescore a stored run's self-consistency chains with other selectors, without generating: accuracy, the paired
+    difference against majority and pass@k per selector and k (verifier scores computed once per chain)."""
+    from thinkscale.backends.base import BackendError
+    from thinkscale.eval.select import parse_selector, select_run
+    from thinkscale.eval.store import StoreError
+    from thinkscale.models import ModelError
+    from thinkscale.verifiers.base import VerifierError
+
+    if reps < 1:
+        fail(f"--reps must be at least 1 bootstrap resample (got {reps})")
+    for flag, path in (("--json", json_out), ("--cache", cache)):
+        problem = None if path is None else unwritable_file(path)
+        if problem:
+            fail(f"{flag} {path} {problem}")
+    try:
+        parsed = [parse_selector(s) for s in selector or []]
+        result = select_run(run, parsed, ks=k, cache=cache, backend=backend, model=model, sampler=sampler,
+                            threads=threads, reps=reps)
+    except (StoreError, ValueError) as e:
+        fail(str(e))
+    except (BackendError, ModelError, VerifierError, NotImplementedError) as e:
+        fail(f"verifier scoring failed: {e} (scores computed so far are in --cache, when given)", 1)
+    except OSError as e:
+        fail(os_reason(e), 1)
+    _print_selection(result, Console(width=None if sys.stdout.isatty() else 160))
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        except OSError as e:
+            fail(f"the table is above; writing --json {json_out} failed: {os_reason(e)}", 1)
+
+
+def _ci(value: float, ci: list[float], sign: bool = False) -> str:
+    f = "{:+.3f}" if sign else "{:.3f}"
+    return f"{f.format(value)} [{f.format(ci[0])}, {f.format(ci[1])}]"
+
+
+def _per_problem(value: float | None, fmt: str = "{:.0f}") -> str:
+    return "?" if value is None else fmt.format(value)
+
+
+def _print_selection(result: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result['run']}: {result['model']}, {result['sampler']}, {result['chains_per_problem']} "
+                        f"chains x {result['problems']} problems", title_justify="left")
+    for name in ("selector", "k", "accuracy [95% CI]", "vs majority [95% CI]", "pass@k", "generated tok/problem",
+                 "verifier tok/problem"):
+        table.add_column(name, justify="left" if name == "selector" else "right")
+    for k, row in result["by_k"].items():
+        for label, e in row["selectors"].items():
+            vs = e.get("vs_majority")
+            cost = e["cost_per_problem"]
+            table.add_row(label, k, _ci(e["accuracy"], e["ci95"]), "" if vs is None else _ci(vs["diff"], vs["ci95"],
+                          sign=True), f"{row['pass_at_k']['accuracy']:.3f}", _per_problem(cost["generated_tokens"]),
+                          _per_problem(cost["verifier_tokens"]))
+        table.add_section()
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
     app.command("rescore")(rescore_command)
+    app.command("select")(select_command)
     app.command("report")(report_command)
     app.command("export")(export_command)

@@ -6,6 +6,7 @@
 - ``expected_selection_accuracy``: maj@k / weighted-vote@k / best-of-k from N >= k stored samples, averaged over
   k-subsets (all of them when there are few, else a seeded random sample of them: an unbiased estimate of the same
   mean). Ties count fractionally (1/len(tied) each), the expectation of an rng tie-break.
+- ``expected_tiebreak_accuracy``: the same for the plain vote whose ties a verifier's best score breaks.
 - ``pareto_frontier``, ``compute_optimal``, ``difficulty_bin``: the scaling views.
 """
 
@@ -146,23 +147,13 @@ def expected_selection_accuracy(keys: Sequence[str | None], correct: Sequence[bo
         hits = (tied & ok[idx]).sum(axis=1)
         counts = tied.sum(axis=1)
     else:
-        labels = sorted({key for key in keys if key is not None})
-        if not labels:
+        answers = _answers_in_subsets(keys, ok, idx)
+        if answers is None:
             return 0.0, len(idx)
-        col = {a: j for j, a in enumerate(labels)}
-        lab = np.array([-1 if key is None else col[key] for key in keys])
+        lab, label_ok, present = answers
         weight = np.ones(n) if how is Selection.MAJORITY else np.asarray(scores, dtype=np.float64)
-        onehot = np.zeros((n, len(labels)))
+        onehot = np.zeros((n, label_ok.size))
         onehot[answered, lab[answered]] = weight[answered]
-        label_ok = np.zeros(len(labels), dtype=bool)
-        for key in labels:  # an answer is graded by its first candidate (equal keys are graded alike)
-            label_ok[col[key]] = ok[list(keys).index(key)]
-        rows = np.arange(len(idx))
-        present = np.zeros((len(idx), len(labels)), dtype=bool)  # which answers a subset has at all
-        sub_lab = lab[idx]
-        for j in range(idx.shape[1]):
-            m = sub_lab[:, j] >= 0
-            present[rows[m], sub_lab[m, j]] = True
         tally = onehot[idx].sum(axis=1)  # (S, A)
         tally = np.where(present, tally, -np.inf)
         top = tally.max(axis=1, keepdims=True)
@@ -170,6 +161,54 @@ def expected_selection_accuracy(keys: Sequence[str | None], correct: Sequence[bo
         hits = (tied & label_ok).sum(axis=1)
         counts = tied.sum(axis=1)
     values = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
+    return float(values.mean()), len(idx)
+
+
+def _answers_in_subsets(keys: Sequence[str | None], ok: np.ndarray, idx: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The distinct answers as columns: each candidate's column (-1: no answer), each answer's grade, and which
+    answers each subset (row of ``idx``) has at all. None when no candidate answered."""
+    labels = sorted({key for key in keys if key is not None})
+    if not labels:
+        return None
+    col = {a: j for j, a in enumerate(labels)}
+    lab = np.array([-1 if key is None else col[key] for key in keys])
+    label_ok = np.zeros(len(labels), dtype=bool)
+    for key in labels:  # an answer is graded by its first candidate (equal keys are graded alike)
+        label_ok[col[key]] = ok[list(keys).index(key)]
+    rows = np.arange(len(idx))
+    present = np.zeros((len(idx), len(labels)), dtype=bool)
+    sub_lab = lab[idx]
+    for j in range(idx.shape[1]):
+        m = sub_lab[:, j] >= 0
+        present[rows[m], sub_lab[m, j]] = True
+    return lab, label_ok, present
+
+
+def expected_tiebreak_accuracy(keys: Sequence[str | None], correct: Sequence[bool], scores: Sequence[float], k: int,
+                               *, max_subsets: int = 1000, rng: random.Random | None = None) -> tuple[float, int]:
+    """Like ``expected_selection_accuracy`` (same subsets for the same ``rng``) for the plain vote whose ties for the
+    most votes go to the tied answer with the best-scored candidate (a tie in that too split evenly): the verifier
+    only breaks the vote's ties. Returns (mean, number of subsets averaged)."""
+    n = len(keys)
+    if len(correct) != n or len(scores) != n:
+        raise ValueError(f"{n} keys, {len(correct)} grades and {len(scores)} scores: lengths differ")
+    idx = subsets(n, k, max_subsets=max_subsets, rng=rng or random.Random(0))
+    answers = _answers_in_subsets(keys, np.array([bool(c) for c in correct]), idx)
+    if answers is None:
+        return 0.0, len(idx)
+    lab, label_ok, present = answers
+    answered = lab >= 0
+    votes = np.zeros((n, label_ok.size))
+    votes[answered, lab[answered]] = 1.0
+    best = np.full((n, label_ok.size), -np.inf)
+    best[answered, lab[answered]] = np.asarray(scores, dtype=np.float64)[answered]
+    tally = np.where(present, votes[idx].sum(axis=1), -np.inf)  # (S, A)
+    tied = present & (tally == tally.max(axis=1, keepdims=True))  # whole votes: exact
+    top_score = np.where(tied, best[idx].max(axis=1), -np.inf)
+    wins = tied & np.isclose(top_score, top_score.max(axis=1, keepdims=True), rtol=1e-9, atol=1e-12)
+    counts = wins.sum(axis=1)  # 0 for a subset where no candidate answered
+    values = np.where(counts > 0, (wins & label_ok).sum(axis=1) / np.maximum(counts, 1), 0.0)
     return float(values.mean()), len(idx)
 
 

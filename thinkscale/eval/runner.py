@@ -484,10 +484,16 @@ def _expected(outcome: Outcome, k: int, cands: list[Candidate], correct: list[bo
     keys = [normalize_answer(c.answer) if c.answer is not None else None for c in cands]
     scores = None if plan.selection is Selection.MAJORITY else \
         [_score_of(c, plan.step_aggregation, plan.label) for c in cands]
-    rng = random.Random(f"{job.seed}|{job.problem.id}|{plan.label}|{job.model}|{k}")
+    rng = unit_rng(job.seed, job.problem.id, plan.label, job.model, k)
     acc, n_subsets = expected_selection_accuracy(keys, correct, scores, plan.selection, k, max_subsets=max_subsets,
                                                  rng=rng)
     return acc, n_subsets, scores, rng
+
+
+def unit_rng(seed: int, problem_id: str, label: str, model: str, k: int) -> random.Random:
+    """The rng of a reused job's unit at budget k: it draws the k-subsets scored (``subsets``) and breaks the k-prefix
+    answer's ties. Rescoring a stored run (``thinkscale.eval.select``) draws the very same subsets from it."""
+    return random.Random(f"{seed}|{problem_id}|{label}|{model}|{k}")
 
 
 def _subset_unit(outcome: Outcome, k: int, cands: list[Candidate], correct: list[bool], gen: Usage, ver: Usage,
