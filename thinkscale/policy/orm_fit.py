@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from thinkscale.eval.config import SweepConfig
-from thinkscale.eval.datasets import load_dataset
+from thinkscale.eval.draws import SAMPLER, draw_rows, problem_messages, run_model, sampler_spec
 from thinkscale.eval.runner import run_sweep
 from thinkscale.eval.store import open_existing
 from thinkscale.types import Usage
@@ -43,7 +43,6 @@ from thinkscale.verifiers.trained_prm import FeatureBackend
 
 log = logging.getLogger(__name__)
 
-SAMPLER = "self-consistency"
 TEST_SETS = frozenset({"gsm8k", "math500", "amc23", "aime24", "aime25"})  # evaluation sets: never fitted on
 
 
@@ -68,26 +67,13 @@ def chains_from_run(run: str | Path, *, model: str | None = None, sampler: str |
     store = open_existing(run, read_only=True)
     try:
         cfg = store.config()
-        models = cfg["models"]
-        model = model or models[0]
-        if model not in models:
-            raise ValueError(f"{run}: no model {model!r} in this run (it has {', '.join(models)})")
-        specs = sorted({r["strategy"] for r in store.rows("SELECT DISTINCT strategy FROM jobs WHERE model = ? AND "
-                                                           "strategy LIKE ?", (model, SAMPLER + "%"))})
-        if sampler is None and len(specs) > 1:
-            raise ValueError(f"{run}: several self-consistency configs ({specs}); name one with --sampler")
-        spec = sampler or (specs[0] if specs else SAMPLER)
-        rows = store.rows(
-            "SELECT j.problem_id, s.idx, s.text, s.answer, s.correct FROM jobs j JOIN samples s USING (job_id) "
-            "WHERE j.model = ? AND j.strategy = ? AND j.seed = (SELECT MIN(seed) FROM jobs WHERE model = ? AND "
-            "strategy = ?) AND j.budget = (SELECT MAX(budget) FROM jobs k WHERE k.model = j.model AND "
-            "k.strategy = j.strategy AND k.problem_id = j.problem_id AND k.seed = j.seed) "
-            "ORDER BY j.problem_id, s.idx", (model, spec, model, spec))
+        model = run_model(cfg, model, run)
+        spec = sampler_spec(store, model, sampler, run)
+        rows = draw_rows(store, model, spec)
         identity = store.info().get("models", {}).get(model, {})
     finally:
         store.close()
-    ds = load_dataset(cfg["dataset"], task=cfg.get("task"), system=cfg.get("system"))
-    messages = {p.id: p.problem.messages for p in ds.problems}
+    messages = problem_messages(cfg)
     chains = tuple(LabelledChain(r["problem_id"], r["idx"], messages[r["problem_id"]], r["text"], r["answer"],
                                  bool(r["correct"])) for r in rows if max_chains is None or r["idx"] < max_chains)
     if not chains:
