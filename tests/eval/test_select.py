@@ -8,11 +8,13 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.eval.conftest import write_table
+from tests.verifiers.test_orm import fake, head_on_coord0, marker, orm
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.cli import app
 from thinkscale.eval import select as select_mod
@@ -20,6 +22,7 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import run_sweep
 from thinkscale.eval.select import parse_selector, select_run
+from thinkscale.verifiers.orm import FeatureSpec, TrainedORM
 
 RIGHT = "First add then multiply"  # write_table's right chain, the only right one of each problem's pool
 LIMIT, N = 6, 8
@@ -121,8 +124,35 @@ def test_verifier_scores_are_computed_once_per_chain(run: Path, table: Path, tmp
     b = select_run(run, sels, cache=tmp_path / "scores.sqlite", backend=f"scripted:{table}", backend_factory=again,
                    reps=50)
     assert len(first.made) == 1 and first.score_requests == 2 * distinct_chains(run)
+    assert a["verifier_scores"] == {"computed": distinct_chains(run), "from_cache": N * LIMIT - distinct_chains(run)}
     assert again.made == [] and not b["model_loaded"]
+    assert b["verifier_scores"] == {"computed": 0, "from_cache": N * LIMIT}
     assert a["by_k"] == b["by_k"]
+
+
+def test_the_trained_orm_scores_stored_chains_and_its_file_content_keys_the_cache(run: Path, tmp_path: Path) -> None:
+    """An ORM head on the fake's marker coordinate (0.982 for a chain holding "First add", the right one; 0.018
+    otherwise) picks a right chain whenever there is one: best-of-N equals pass@N. The cache is keyed by the head
+    file's content: the same head at another path computes nothing, another head computes every chain again."""
+    def factory(model: str) -> ScriptedBackend:
+        return ScriptedBackend(hidden_fn=marker, n_embd=4)  # the run's fingerprint: scripted:1000000
+
+    head, copy, other = tmp_path / "orm.json", tmp_path / "copy.json", tmp_path / "other.json"
+    orm(ScriptedBackend(hidden_fn=marker, n_embd=4)).save(head)
+    copy.write_bytes(head.read_bytes())
+    TrainedORM(backend=fake(), head=head_on_coord0(8, weight=2.0), spec=FeatureSpec(),
+               metadata={"model": {"fingerprint": "scripted:1000000"}, "feature_dim": 8}).save(other)
+
+    def rescore(path: Path) -> dict[str, Any]:
+        return select_run(run, [parse_selector(f"best:verifier=orm,verifier_path={path}")], ks=[N],
+                          cache=tmp_path / "scores.sqlite", backend="scripted:x", backend_factory=factory, reps=20)
+
+    first = rescore(head)
+    per = first["per_problem"][str(N)]
+    assert per[f"best:verifier=orm,verifier_path={head}"] == per["pass@k"]
+    assert first["verifier_scores"]["computed"] == distinct_chains(run)
+    assert rescore(copy)["verifier_scores"]["computed"] == 0
+    assert rescore(other)["verifier_scores"]["computed"] == distinct_chains(run)
 
 
 def test_cli_prints_the_table_and_writes_json(run: Path, table: Path, tmp_path: Path,
@@ -134,6 +164,7 @@ def test_cli_prints_the_table_and_writes_json(run: Path, table: Path, tmp_path: 
                                  f"scripted:{table}", "--json", str(out), "--reps", "50"])
     assert r.exit_code == 0, r.output
     assert "best:verifier=pyes" in r.output and "majority" in r.output and "pass@k" in r.output
+    assert "18 chains scored now, 30 from the cache" in " ".join(r.output.split())
     saved = json.loads(out.read_text())
     assert saved["ks"] == [4] and set(saved["by_k"]["4"]["selectors"]) == {"majority", "best:verifier=pyes"}
 
@@ -170,6 +201,16 @@ def test_bad_input_exits_2_naming_it(run: Path, args: list[str], message: str) -
 def test_a_folder_without_chains_exits_2(where: Callable[[Path, Path], Path], message: str, tmp_path: Path,
                                          greedy_run: Path) -> None:
     r = CliRunner().invoke(app, ["select", str(where(tmp_path, greedy_run))])
+    assert r.exit_code == 2, r.output
+    assert message in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("best:verifier=prm,verifier_path=missing.json", "no trained PRM at missing.json"),
+    ("weighted:verifier=orm", "was trained on the hidden states of model"),  # the packaged head: another model
+])
+def test_a_verifier_that_cannot_be_built_exits_2(run: Path, table: Path, spec: str, message: str) -> None:
+    r = CliRunner().invoke(app, ["select", str(run), "--selector", spec, "--backend", f"scripted:{table}"])
     assert r.exit_code == 2, r.output
     assert message in " ".join(r.output.split())
 

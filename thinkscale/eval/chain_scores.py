@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from thinkscale.backends import backend_class
+from thinkscale import backends
 from thinkscale.backends.base import Backend, BackendError, Capabilities, ModelInfo
 from thinkscale.eval.store import StoreError
 from thinkscale.types import Candidate, Ledger, Message, Problem, Role, Usage
@@ -37,6 +37,7 @@ class ScoreCache:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, scores TEXT NOT NULL, "
                         "usage TEXT NOT NULL)")
+        self.hits = self.computed = 0  # this session's lookups found, and scores written
 
     @staticmethod
     def key(identity: str, messages: Sequence[Message], text: str) -> str:
@@ -45,11 +46,15 @@ class ScoreCache:
 
     def get(self, key: str) -> tuple[tuple[float, ...], Usage] | None:
         row = self.db.execute("SELECT scores, usage FROM scores WHERE key = ?", (key,)).fetchone()
-        return None if row is None else (tuple(json.loads(row[0])), Usage(**json.loads(row[1])))
+        if row is None:
+            return None
+        self.hits += 1
+        return tuple(json.loads(row[0])), Usage(**json.loads(row[1]))
 
     def put(self, key: str, scores: Sequence[float], usage: Usage) -> None:
         self.db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?)",
                         (key, json.dumps([float(s) for s in scores]), json.dumps(usage.to_dict())))
+        self.computed += 1
 
     def close(self) -> None:
         self.db.close()
@@ -72,7 +77,7 @@ class LazyBackend:
 
     def __init__(self, make: Callable[[], Backend], kind: str, name: str, fingerprint: str | None) -> None:
         self._make, self.name, self.fingerprint = make, name, fingerprint
-        self.capabilities: Capabilities = backend_class(kind).capabilities  # type: ignore[attr-defined]
+        self.capabilities: Capabilities = backends.backend_class(kind).capabilities  # type: ignore[attr-defined]
         self.inner: Any = None
 
     @property
@@ -116,7 +121,7 @@ def backend_kind(spec: str) -> str:
     if spec.startswith("scripted:sha256="):
         raise ValueError("this run was drawn by the scripted fake, whose table the store keeps only as a hash: give "
                          "--backend scripted:TABLE.json")
-    backend_class(kind)  # ValueError naming the kinds
+    backends.backend_class(kind)  # ValueError naming the kinds
     return kind
 
 

@@ -371,10 +371,15 @@ def select_command(
         problem = None if path is None else unwritable_file(path)
         if problem:
             fail(f"{flag} {path} {problem}")
+    bar = Progress(TextColumn("verifier scores"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=err, transient=True)
+    task_id = bar.add_task("score", total=None)
     try:
         parsed = [parse_selector(s) for s in selector or []]
-        result = select_run(run, parsed, ks=k, cache=cache, backend=backend, model=model, sampler=sampler,
-                            threads=threads, reps=reps)
+        with bar:
+            result = select_run(run, parsed, ks=k, cache=cache, backend=backend, model=model, sampler=sampler,
+                                threads=threads, reps=reps,
+                                progress=lambda done, total: bar.update(task_id, completed=done, total=total))
     except (StoreError, ValueError) as e:
         fail(str(e))
     except (BackendError, ModelError, VerifierError, NotImplementedError) as e:
@@ -382,6 +387,11 @@ def select_command(
     except OSError as e:
         fail(os_reason(e), 1)
     _print_selection(result, Console(width=None if sys.stdout.isatty() else 160))
+    scored = result["verifier_scores"]
+    if scored["computed"] or scored["from_cache"]:
+        err.print(f"verifier scores: {scored['computed']} chains scored now, {scored['from_cache']} from the cache"
+                  f"{'' if cache else ' (give --cache FILE to keep them for the next run)'}", highlight=False,
+                  soft_wrap=True)
     if json_out is not None:
         try:
             json_out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

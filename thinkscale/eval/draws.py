@@ -9,11 +9,12 @@ verifier on a run's chains (``thinkscale.policy.orm_fit``).
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thinkscale.eval.datasets import load_dataset
-from thinkscale.eval.store import Store
+from thinkscale.eval.store import Store, open_existing
 from thinkscale.types import Message
 
 SAMPLER = "self-consistency"
@@ -54,3 +55,31 @@ def problem_messages(cfg: dict[str, Any]) -> dict[str, tuple[Message, ...]]:
     """Each problem's conversation as the run sent it (its dataset with the run's system prompt)."""
     ds = load_dataset(cfg["dataset"], task=cfg.get("task"), system=cfg.get("system"))
     return {p.id: p.problem.messages for p in ds.problems}
+
+
+@dataclass(frozen=True)
+class DrawRows:
+    """A run's self-consistency draws as stored: the run's config, the model and spec read, the model's recorded
+    identity (fingerprint, parameters), the samples (``draw_rows``) and the spec's units at the draws' seed."""
+
+    cfg: dict[str, Any]
+    model: str
+    spec: str
+    identity: dict[str, Any]
+    rows: list[sqlite3.Row]
+    units: list[sqlite3.Row]
+
+
+def read_draws(run: str | Path, *, model: str | None = None, sampler: str | None = None) -> DrawRows:
+    """``DrawRows`` of the run folder ``run`` (store opened read-only; StoreError when it holds no run)."""
+    store = open_existing(run, read_only=True)
+    try:
+        cfg = store.config()
+        model = run_model(cfg, model, run)
+        spec = sampler_spec(store, model, sampler, run)
+        rows = draw_rows(store, model, spec)
+        units = store.rows("SELECT budget, problem_id, correct, completion_tokens, flops FROM units WHERE model = ? "
+                           "AND strategy = ? AND seed = ?", (model, spec, rows[0]["seed"] if rows else 0))
+        return DrawRows(cfg, model, spec, store.info().get("models", {}).get(model, {}), rows, units)
+    finally:
+        store.close()

@@ -35,7 +35,7 @@ from typing import Any
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.backends.base import Backend
 from thinkscale.eval.chain_scores import LazyBackend, ScoreCache, backend_kind, score_chains, verifier_identity
-from thinkscale.eval.draws import draw_rows, problem_messages, run_model, sampler_spec
+from thinkscale.eval.draws import problem_messages, read_draws
 from thinkscale.eval.metrics import (
     bootstrap_ci,
     expected_selection_accuracy,
@@ -44,11 +44,10 @@ from thinkscale.eval.metrics import (
     pass_at_k,
 )
 from thinkscale.eval.runner import default_backend_factory, unit_rng
-from thinkscale.eval.store import open_existing
 from thinkscale.strategies.base import parse_spec
 from thinkscale.types import Candidate, Problem, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps
-from thinkscale.verifiers.base import check_verifier_spec, resolve_verifier
+from thinkscale.verifiers.base import Verifier, VerifierError, check_verifier_spec, resolve_verifier
 
 DEFAULT_KS = (4, 8, 16)
 
@@ -108,10 +107,10 @@ def parse_selector(spec: str) -> Selector:
         name, values = parse_spec(spec)
         kind = SelectorKind(name)
     except ValueError as e:
-        if "is not a valid SelectorKind" in str(e):
-            e = ValueError(f"unknown selector {spec.partition(':')[0].strip()!r}; choose one of: "
-                           f"{', '.join(SelectorKind)}")
-        raise ValueError(f"--selector {spec!r}: {e}") from None
+        why = str(e).replace("strategy spec", "selector").replace("strategy name", "selector name")
+        if "is not a valid SelectorKind" in why:
+            why = f"unknown selector {spec.partition(':')[0].strip()!r}; choose one of: {', '.join(SelectorKind)}"
+        raise ValueError(f"--selector {spec!r}: {why}") from None
     unknown = sorted(set(values) - {"verifier", "verifier_path", "step_aggregation"})
     if unknown:
         raise ValueError(f"--selector {spec!r}: unknown knob {unknown[0]!r}; a selector takes verifier, "
@@ -162,30 +161,20 @@ class StoredRun:
 def load_run(run: str | Path, *, model: str | None = None, sampler: str | None = None) -> StoredRun:
     """The run's self-consistency draws (store opened read-only). StoreError for a folder with no run; ValueError
     for a run with no self-consistency chains of the model."""
-    store = open_existing(run, read_only=True)
-    try:
-        cfg = store.config()
-        model = run_model(cfg, model, run)
-        spec = sampler_spec(store, model, sampler, run)
-        rows = draw_rows(store, model, spec)
-        fingerprint = store.info().get("models", {}).get(model, {}).get("fingerprint")
-        seed = rows[0]["seed"] if rows else 0
-        units = {(r["budget"], r["problem_id"]): dict(r) for r in store.rows(
-            "SELECT budget, problem_id, correct, completion_tokens, flops FROM units WHERE model = ? AND "
-            "strategy = ? AND seed = ?", (model, spec, seed))}
-    finally:
-        store.close()
-    if not rows:
-        raise ValueError(f"{run}: no {spec} chains of {model} to select among (run `thinkscale eval` with "
-                         "--strategy self-consistency)")
+    stored = read_draws(run, model=model, sampler=sampler)
+    if not stored.rows:
+        raise ValueError(f"{run}: no {stored.spec} chains of {stored.model} to select among (run `thinkscale eval` "
+                         "with --strategy self-consistency)")
     by_problem: dict[str, list[Any]] = {}
-    for r in rows:
+    for r in stored.rows:
         by_problem.setdefault(r["problem_id"], []).append(r)
     draws = tuple(Draw(pid, rs[0]["seed"], tuple(Candidate(text=r["text"], answer=r["answer"],
                                                            completion_tokens=r["completion_tokens"],
                                                            finish_reason=r["finish_reason"]) for r in rs),
                        tuple(bool(r["correct"]) for r in rs)) for pid, rs in by_problem.items())
-    return StoredRun(str(run), cfg, model, fingerprint, spec, draws, units)
+    units = {(r["budget"], r["problem_id"]): dict(r) for r in stored.units}
+    return StoredRun(str(run), stored.cfg, stored.model, stored.identity.get("fingerprint"), stored.spec, draws,
+                     units)
 
 
 def check_ks(ks: Sequence[int] | None, n_chains: int) -> list[int]:
@@ -208,12 +197,26 @@ class Scores:
     scores: dict[tuple[str, str | None], list[list[tuple[float, ...]]]] = field(default_factory=dict)
     costs: dict[tuple[str, str | None], list[list[Usage]]] = field(default_factory=dict)
     model_loaded: bool = False
+    computed: int = 0  # chains scored now (the others were in the cache)
+    cached: int = 0
+
+
+def build(name: str, path: str | None, backend: LazyBackend) -> Verifier:
+    """The verifier on the run's model; one that cannot be built (a missing head file, a head fitted on another
+    model, a backend that cannot do what it needs) is bad input: ValueError."""
+    try:
+        return resolve_verifier(name, path, backend)
+    except (VerifierError, NotImplementedError) as e:
+        raise ValueError(f"verifier {name}: {e}") from None
+
+
+Progress = Callable[[int, int], None]  # (chains scored or found in the cache so far, chains to score)
 
 
 def score_run(stored: StoredRun, selectors: Sequence[Selector], cache: ScoreCache, make: Callable[[], Backend],
-              kind: str) -> Scores:
+              kind: str, progress: Progress | None = None) -> Scores:
     """Score every chain with each verifier the selectors name, on the run's model (loaded only for chains the
-    cache lacks)."""
+    cache lacks); ``progress`` after each problem."""
     out = Scores()
     scorers = list(dict.fromkeys(s.scorer for s in selectors if s.scorer is not None))
     if not scorers:
@@ -222,14 +225,18 @@ def score_run(stored: StoredRun, selectors: Sequence[Selector], cache: ScoreCach
     try:
         fingerprint = backend.info().fingerprint
         messages = problem_messages(stored.cfg)
+        total = len(scorers) * sum(len(d.chains) for d in stored.draws)
         for name, path in scorers:
-            verifier = resolve_verifier(name, path, backend)
+            verifier = build(name, path, backend)
             identity = verifier_identity(name, path, verifier, fingerprint)
-            rows = [score_chains(Problem(d.problem_id, messages[d.problem_id]), d.chains, verifier, identity, cache)
-                    for d in stored.draws]
-            out.scores[(name, path)] = [r[0] for r in rows]
-            out.costs[(name, path)] = [r[1] for r in rows]
-        out.model_loaded = backend.loaded
+            for d in stored.draws:
+                sc, cost = score_chains(Problem(d.problem_id, messages[d.problem_id]), d.chains, verifier, identity,
+                                        cache)
+                out.scores.setdefault((name, path), []).append(sc)
+                out.costs.setdefault((name, path), []).append(cost)
+                if progress is not None:
+                    progress(sum(len(c) for rows in out.scores.values() for c in rows), total)
+        out.model_loaded, out.computed, out.cached = backend.loaded, cache.computed, cache.hits
     finally:
         backend.close()
     return out
@@ -346,10 +353,12 @@ def with_majority(selectors: Sequence[Selector]) -> list[Selector]:
 def select_run(run: str | Path, selectors: Sequence[Selector], *, ks: Sequence[int] | None = None,
                cache: str | Path | None = None, backend: str | None = None,
                backend_factory: Callable[[str], Backend] | None = None, model: str | None = None,
-               sampler: str | None = None, threads: int | None = None, reps: int = 2000) -> dict[str, Any]:
+               sampler: str | None = None, threads: int | None = None, reps: int = 2000,
+               progress: Progress | None = None) -> dict[str, Any]:
     """Rescore ``run``'s stored self-consistency chains with ``selectors`` (see the module doc); the JSON-able
     report. ``backend``: the backend spec of the run's model (default: the run's own); ``backend_factory`` makes
-    it instead (tests); ``cache``: the score cache's file (default: in memory)."""
+    it instead (tests); ``cache``: the score cache's file (default: in memory); ``progress(done, total)``: chains
+    scored so far."""
     stored = load_run(run, model=model, sampler=sampler)
     ks = check_ks(ks, stored.n_chains)
     selectors = with_majority(selectors)
@@ -359,13 +368,15 @@ def select_run(run: str | Path, selectors: Sequence[Selector], *, ks: Sequence[i
     factory = backend_factory or default_backend_factory(spec, n_threads=threads)
     score_cache = ScoreCache(cache)
     try:
-        scores = score_run(stored, selectors, score_cache, lambda: factory(stored.model), kind)
+        scores = score_run(stored, selectors, score_cache, lambda: factory(stored.model), kind, progress)
     finally:
         score_cache.close()
     values = evaluate(stored, selectors, scores, ks)
     return {"run": stored.run, "model": stored.model, "sampler": stored.sampler,
             "problems": len(stored.draws), "chains_per_problem": stored.n_chains,
             "max_subsets": stored.cfg["max_subsets"], "ks": ks, "selectors": [s.label for s in selectors],
-            "model_loaded": scores.model_loaded, "by_k": summarise(stored, selectors, scores, values, reps),
+            "model_loaded": scores.model_loaded,
+            "verifier_scores": {"computed": scores.computed, "from_cache": scores.cached},
+            "by_k": summarise(stored, selectors, scores, values, reps),
             "per_problem": {"problem_ids": [d.problem_id for d in stored.draws],
                             **{str(k): v for k, v in values.items()}}}

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from thinkscale.eval.config import SweepConfig
-from thinkscale.eval.draws import SAMPLER, draw_rows, problem_messages, run_model, sampler_spec
+from thinkscale.eval.draws import SAMPLER, problem_messages, read_draws
 from thinkscale.eval.runner import run_sweep
-from thinkscale.eval.store import open_existing
 from thinkscale.types import Usage
 from thinkscale.verifiers.orm import FeatureSpec, TrainedORM, View
 from thinkscale.verifiers.orm_train import (
@@ -64,15 +63,8 @@ def chains_from_run(run: str | Path, *, model: str | None = None, sampler: str |
     """Every sample of the run's self-consistency jobs at their largest budget (one job per problem; seed 0 when
     there are several; the first ``max_chains`` of each when given), with the messages it was generated from
     (rebuilt from the run's dataset and system prompt) and its stored grade."""
-    store = open_existing(run, read_only=True)
-    try:
-        cfg = store.config()
-        model = run_model(cfg, model, run)
-        spec = sampler_spec(store, model, sampler, run)
-        rows = draw_rows(store, model, spec)
-        identity = store.info().get("models", {}).get(model, {})
-    finally:
-        store.close()
+    stored = read_draws(run, model=model, sampler=sampler)
+    cfg, model, spec, identity, rows = stored.cfg, stored.model, stored.spec, stored.identity, stored.rows
     messages = problem_messages(cfg)
     chains = tuple(LabelledChain(r["problem_id"], r["idx"], messages[r["problem_id"]], r["text"], r["answer"],
                                  bool(r["correct"])) for r in rows if max_chains is None or r["idx"] < max_chains)
