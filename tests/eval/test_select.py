@@ -87,6 +87,7 @@ def test_majority_reproduces_the_stored_self_consistency_units(run: Path) -> Non
         assert mine == stored_units(run, k)  # exactly: the same k-subsets, the same estimator
         by_k = result["by_k"][str(k)]
         assert by_k["selectors"]["majority"]["accuracy"] == by_k["stored_self_consistency"]
+    assert select_run(run, [], reps=10)["ks"] == [4, N]  # the default: 4, 8, 16 where N = 8 allows
     # the fake's pools make majority wrong or tied on some problems, so the equality above is not 1 == 1
     assert 0 < result["by_k"]["4"]["selectors"]["majority"]["accuracy"] < 1
 
