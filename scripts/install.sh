@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install thinkscale into ./.venv on a fresh machine.  Usage: bash scripts/install.sh [--dev]
+# Install thinkscale into ./.venv on a fresh machine.  Usage: bash scripts/install.sh [--dev] [--train]
 #
 # llama-cpp-python compiles llama.cpp at install time. Its default build targets the build machine's CPU, which
 # crashes on VMs that advertise instructions they forbid (AMX: a segfault in ggml_backend_amx_mul_mat on the first
@@ -12,10 +12,13 @@ LLAMA_CPP_PYTHON_VERSION=0.3.36  # keep in step with pyproject.toml
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 PYTHON=${PYTHON:-python3}
 DEV=0
+TRAIN=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
-    *) echo "install.sh: unknown option $arg (use --dev for the test tools)" >&2; exit 2 ;;
+    --train) TRAIN=1 ;;
+    *) echo "install.sh: unknown option $arg (--dev: the test tools, training included; --train: training)" >&2
+       exit 2 ;;
   esac
 done
 
@@ -85,8 +88,16 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
   "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl
 
+# Training (thinkscale[train], in --dev too): PyTorch's CPU build first, so that the extra's torch>=2.9 takes it
+# instead of a multi-GB CUDA build. A GPU machine installs its own torch and then `pip install -e ".[train-gpu]"`.
+if [ "$DEV" = 1 ] || [ "$TRAIN" = 1 ]; then
+  .venv/bin/python -c 'import torch' 2>/dev/null || \
+    .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
+fi
 if [ "$DEV" = 1 ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+elif [ "$TRAIN" = 1 ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[train]"
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 fi

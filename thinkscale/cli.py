@@ -23,6 +23,7 @@ from thinkscale.eval.cli import register as register_eval
 from thinkscale.models.cli import app as models_app
 from thinkscale.policy.cli import register as register_policy
 from thinkscale.prompts import MATH_SYSTEM as DEFAULT_SYSTEM  # the name bench/ and older scripts import
+from thinkscale.rl.cli import register as register_rl
 from thinkscale.server.catalogue import MAX_COUNT, counted_knobs  # the server's cap on samples per run
 from thinkscale.server.cli import serve as serve_command  # FastAPI and uvicorn load inside the command
 from thinkscale.tools.cli import sandbox_command
@@ -36,7 +37,9 @@ app.command("serve")(serve_command)
 register_check(app)  # check (negative numbers are answers, not options)
 app.command("sandbox")(sandbox_command)
 app.command("view")(view_command)
-app.add_typer(train_app, name="train", help="Train verifiers (a PRM head on the policy's hidden states).")
+app.add_typer(train_app, name="train", help="Train verifiers (PRM, ORM heads on the policy's hidden states) and the "
+              "policy itself (GRPO).")
+register_rl(train_app)  # train grpo, train export
 register_eval(app)  # eval, report, export
 register_policy(app)  # fit-policy
 

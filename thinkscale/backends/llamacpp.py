@@ -76,6 +76,18 @@ def _llama():  # lazy: importing thinkscale must not load the native library
     return llama_cpp
 
 
+def quantize_model(src: str | os.PathLike[str], out: str | os.PathLike[str], ftype: int, *, threads: int = 0) -> None:
+    """llama.cpp's ``llama_model_quantize``: the GGUF ``src`` (f32/f16/q8_0) written to ``out`` as llama_ftype
+    ``ftype`` (e.g. 15 = Q4_K_M). ``threads`` 0 = every core."""
+    L = _llama()
+    params = L.llama_model_quantize_default_params()
+    params.nthread = threads
+    params.ftype = ftype
+    rc = L.llama_model_quantize(os.fsencode(src), os.fsencode(out), ctypes.byref(params))
+    if rc != 0:
+        raise BackendError(f"llama_model_quantize failed (code {rc}) on {src} -> {out} (ftype {ftype})")
+
+
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

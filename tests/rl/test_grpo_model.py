@@ -1,0 +1,121 @@
+"""GRPO on the real smallest model (smollm2-135m), kept to seconds of training: the GGUF round trip (transformers and
+llama.cpp agree on the merged model's greedy tokens), and a run killed after its first checkpoint that resumes to the
+end with nothing lost or run twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.model
+
+PROMPTS = ["What is 2 + 3?", "Name a color.", "Write one sentence about rain."]
+
+
+def _hf_greedy(model, tokenizer, prompt: str, n: int) -> tuple[str, list[float], str]:  # noqa: ANN001
+    """Greedy text, its tokens' logprobs, and the text up to the first near tie (top-2 logprobs within 0.05, where
+    float rounding may pick either token)."""
+    import torch
+
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=n, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    new = out.sequences[0, ids["input_ids"].shape[1]:]
+    lps = [torch.log_softmax(s[0].float(), -1) for s in out.scores]
+    top2 = [torch.topk(lp, 2).values for lp in lps]
+    tie = next((i for i, t in enumerate(top2) if float(t[0] - t[1]) < 0.05), len(new))
+    special = set(tokenizer.all_special_ids)  # an end-of-turn token is not part of the text
+    return (tokenizer.decode(new, skip_special_tokens=True),
+            [float(lp[t]) for lp, t in zip(lps, new, strict=True) if int(t) not in special],
+            tokenizer.decode(new[:tie], skip_special_tokens=True))
+
+
+def _cpp_greedy(path: Path, prompts: list[str], n: int) -> list[str]:
+    from thinkscale.backends.llamacpp import LlamaCppBackend
+    from thinkscale.types import GenRequest, Message
+
+    backend = LlamaCppBackend(str(path), n_ctx=1024, n_threads=1, deterministic=True)  # no cross-batch rounding
+    try:
+        return [c.samples[0].text for c in backend.generate(
+            [GenRequest(messages=(Message("user", p),), temperature=0.0, max_tokens=n) for p in prompts])]
+    finally:
+        backend.close()
+
+
+def test_merged_adapter_round_trips_through_gguf(tmp_path: Path, smollm2_path: str) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from thinkscale.backends.llamacpp import LlamaCppBackend
+    from thinkscale.rl.export import merged_state, write_gguf
+    from thinkscale.rl.weights import load_gguf_model
+    from thinkscale.types import Message, ScoreRequest
+
+    torch.manual_seed(0)
+    loaded = load_gguf_model(smollm2_path)
+    # a random (not zero-initialised) adapter: merging it must change what the model says
+    model = get_peft_model(loaded.model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                    init_lora_weights=False))
+    out = write_gguf(loaded.gguf, merged_state(model), tmp_path / "model.gguf", out_type="f32")
+    merged = model.merge_and_unload().eval()
+    expected = [_hf_greedy(merged, loaded.tokenizer, p, 12) for p in PROMPTS]
+    got = _cpp_greedy(out, PROMPTS, 12)
+    for (text, _, until_tie), cpp in zip(expected, got, strict=True):
+        assert until_tie and cpp.startswith(until_tie), (cpp, text)  # the same greedy tokens up to a near tie
+    # and the same numbers: llama.cpp's logprobs of transformers' greedy tokens
+    backend = LlamaCppBackend(str(out), n_ctx=1024, n_threads=1, deterministic=True)
+    try:
+        scored = backend.score([ScoreRequest(messages=(Message("user", p),), continuation=e[0])
+                                for p, e in zip(PROMPTS, expected, strict=True)])
+    finally:
+        backend.close()
+    for (_, hf_lps, _), s in zip(expected, scored, strict=True):
+        assert s.logprobs == pytest.approx(hf_lps, abs=0.03)
+    assert _cpp_greedy(Path(smollm2_path), PROMPTS, 12) != got  # the adapter did change the GGUF's output
+    # the smaller type loads and runs too (its greedy text may differ by rounding)
+    q8 = write_gguf(loaded.gguf, merged_state(merged), tmp_path / "model-q8.gguf", out_type="q8_0")
+    assert q8.stat().st_size < out.stat().st_size / 3
+    assert all(_cpp_greedy(q8, PROMPTS[:1], 4))
+
+
+def _grpo(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "thinkscale.cli", "train", "grpo", "--model", "smollm2-135m", "--out", str(out),
+            "--problems", "8", "--heldout", "2", "--num-generations", "2", "--max-completion-tokens", "16",
+            "--save-every", "1", "--eval-every", "2", "--gguf-type", "f16", "--threads", "1", *extra]
+
+
+def test_a_killed_run_resumes_to_the_end(tmp_path: Path, smollm2_path: str) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_grpo(run, "--steps", "3"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = run / "checkpoints" / "checkpoint-1" / "trainer_state.json"
+    deadline = time.monotonic() + 400
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.exists(), "no first checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert not (run / "model.gguf").exists()
+    done = subprocess.run(_grpo(run, "--steps", "3", "--resume"), env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["model"] == str(run / "model.gguf")
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # the kill lost no finished step and none ran twice
+    held = [json.loads(line)["step"] for line in (run / "heldout.jsonl").read_text().splitlines()]
+    assert held == [0, 2, 3]  # before training, every --eval-every steps, and at the end
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["steps"] == 3 and meta["think_end"] == "</think>" and len(meta["train_problems"]) == 8
+    assert (run / "reward.png").stat().st_size > 1000 and (run / "adapter" / "adapter_config.json").exists()
+    assert all(_cpp_greedy(run / "model.gguf", PROMPTS[:1], 4))
+    # a second new run into the same folder is refused, with the way out
+    again = subprocess.run(_grpo(run, "--steps", "3"), env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "pass --resume" in again.stderr

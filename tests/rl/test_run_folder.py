@@ -1,0 +1,97 @@
+"""A GRPO run folder: what a new run refuses, what a resume may change, which checkpoint it resumes from, and which log
+lines it keeps. No model: these are the rules that make a kill lose nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from thinkscale.rl.data import split_problems
+from thinkscale.rl.grpo import Settings, check_resume, keep_lines_until, last_checkpoint, prepare_folder
+from thinkscale.rl.weights import TrainSetupError
+
+
+def _checkpoint(folder: Path, step: int, *, complete: bool = True) -> Path:
+    ck = folder / "checkpoints" / f"checkpoint-{step}"
+    ck.mkdir(parents=True)
+    (ck / "adapter_model.safetensors").write_bytes(b"x")
+    if complete:
+        (ck / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return ck
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="num-generations must be >= 2"):
+        Settings(num_generations=1)
+    with pytest.raises(ValueError, match="2 rewards but 1 reward weights"):
+        Settings(reward_weights=(1.0,))
+    with pytest.raises(ValueError, match="unknown reward"):
+        Settings(rewards=("nope",), reward_weights=(1.0,))
+    with pytest.raises(ValueError, match="--device 'tpu'"):
+        Settings(device="tpu")
+    gpu = Settings.for_device("gpu", steps=7)
+    assert (gpu.device, gpu.num_generations, gpu.max_completion_tokens, gpu.steps) == ("gpu", 8, 512, 7)
+    assert Settings.for_device("cpu", num_generations=None).num_generations == 4  # None = not given
+    assert Settings.from_json(json.loads(json.dumps(gpu.to_json()))) == gpu
+
+
+def test_a_new_run_refuses_a_used_folder(tmp_path: Path) -> None:
+    s = Settings(steps=3)
+    settings, ckpt = prepare_folder(tmp_path / "run", s, resume=False)
+    assert settings == s and ckpt is None
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["steps"] == 3
+    with pytest.raises(TrainSetupError, match="already holds a run: pass --resume"):
+        prepare_folder(tmp_path / "run", s, resume=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(TrainSetupError, match="not empty"):
+        prepare_folder(tmp_path / "other", s, resume=False)
+    with pytest.raises(TrainSetupError, match="holds no run"):
+        prepare_folder(tmp_path / "other", s, resume=True)
+
+
+def test_resume_may_only_grow_steps() -> None:
+    saved = Settings(steps=10, threads=2)
+    assert check_resume(saved, Settings(steps=20, threads=1)) == Settings(steps=20, threads=1)
+    with pytest.raises(TrainSetupError, match=r"different settings \(learning_rate, lora_rank\)"):
+        check_resume(saved, Settings(steps=10, lora_rank=8, learning_rate=1e-4))
+    with pytest.raises(TrainSetupError, match="may only grow"):
+        check_resume(saved, Settings(steps=5))
+
+
+def test_resume_takes_the_newest_complete_checkpoint_and_drops_later_log_lines(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    prepare_folder(run, Settings(steps=10), resume=False)
+    _checkpoint(run, 2)
+    _checkpoint(run, 4)
+    _checkpoint(run, 6, complete=False)  # killed while writing it
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "reward": i / 10}) + "\n" for i in range(1, 6)))
+    (run / "heldout.jsonl").write_text("".join(json.dumps({"step": i}) + "\n" for i in (0, 5)))
+    settings, ckpt = prepare_folder(run, Settings(steps=12), resume=True)
+    assert settings.steps == 12
+    assert ckpt == run / "checkpoints" / "checkpoint-4"
+    assert not (run / "checkpoints" / "checkpoint-6").exists()
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert [json.loads(line)["step"] for line in (run / "heldout.jsonl").read_text().splitlines()] == [0]
+
+
+def test_no_checkpoint_yet(tmp_path: Path) -> None:
+    assert last_checkpoint(tmp_path / "missing") is None
+    _checkpoint(tmp_path, 1, complete=False)
+    assert last_checkpoint(tmp_path / "checkpoints") is None
+    keep_lines_until(tmp_path / "none.jsonl", 3)  # nothing to trim is fine
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_training_and_heldout_problems_are_disjoint_training_problems() -> None:
+    split = split_problems("gsm8k-train", problems=40, heldout=10, seed=3, system="think")
+    train, held = {p.id for p in split.train}, {p.id for p in split.heldout}
+    assert len(train) == 40 and len(held) == 10 and not train & held
+    assert split_problems("gsm8k-train", problems=40, heldout=10, seed=3, system="think") == split
+    assert all("<think>" in p.problem.messages[0].content for p in split.train)
+    with pytest.raises(ValueError, match="evaluation set"):
+        split_problems("gsm8k", problems=4, heldout=0, seed=0, system="think")
+    with pytest.raises(ValueError, match="more than the"):
+        split_problems("gsm8k-train", problems=7000, heldout=1000, seed=0, system="think")

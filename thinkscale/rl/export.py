@@ -1,0 +1,136 @@
+"""The trained model back into the engine: merge the LoRA adapter into the base weights and write a GGUF that the
+embedded llama.cpp backend runs (``thinkscale solve/eval --model DIR/model.gguf``).
+
+The base GGUF already holds everything but the new weights: its metadata (architecture, hyper-parameters, the
+tokenizer's vocabulary, merges and chat template) is copied as it is, and each of its tensors is replaced by the merged
+transformers tensor of the same name (gguf's own HF-to-GGUF name map), so the file describes the same network with new
+numbers. Written as f32, f16 or q8_0 (1-D tensors, the norms, always f32, as llama.cpp's converter does); llama.cpp's
+``llama_model_quantize`` can then make a smaller k-quant (``quantize_gguf``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thinkscale.rl.weights import TrainSetupError
+
+OUT_TYPES = ("f32", "f16", "q8_0")
+# llama.cpp's k-quants by name -> its llama_ftype value (llama.h).
+KQUANTS = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q8_0": 7}
+
+
+def llama_permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """llama.cpp stores a llama model's q/k rows interleaved for its RoPE kernel; transformers' GGUF loader undoes
+    this on load, so writing back redoes it (the inverse of the loader's ``_reverse_permute_weights``)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def merged_state(model: Any) -> dict[str, np.ndarray]:
+    """The model's weights as fp32 numpy arrays, a peft adapter merged in (the model is left unchanged)."""
+    import torch
+
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    with torch.no_grad():
+        return {k: v.detach().to(torch.float32).cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def _field_value(field: Any) -> tuple[Any, Any, Any]:
+    import gguf
+
+    vtype = field.types[0]
+    sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+    return field.contents(), vtype, sub
+
+
+def _gguf_names(reader: Any, state: Mapping[str, np.ndarray], arch: str, n_blocks: int) -> dict[str, str]:
+    """GGUF tensor name -> transformers name, for every tensor of the base file (an error names any left over)."""
+    import gguf
+
+    arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(arch)
+    if arch_enum is None:
+        raise TrainSetupError(f"architecture {arch!r} is unknown to the gguf package: cannot write it back")
+    tmap = gguf.get_tensor_name_map(arch_enum, n_blocks)
+    names: dict[str, str] = {}
+    for hf in state:
+        name = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
+        if name is not None:
+            names.setdefault(name, hf)
+    missing = [t.name for t in reader.tensors if t.name not in names]
+    if missing:
+        raise TrainSetupError(f"the trained model has no tensor for {len(missing)} of the base GGUF's tensors "
+                              f"(first: {missing[:3]}): not the same architecture?")
+    return names
+
+
+def _encode(name: str, w: np.ndarray, out_type: str) -> tuple[np.ndarray, Any]:
+    import gguf
+
+    if w.ndim == 1 or out_type == "f32":
+        return w.astype(np.float32), None
+    if out_type == "f16":
+        return w.astype(np.float16), None
+    if w.shape[-1] % 32:
+        return w.astype(np.float16), None  # q8_0 needs rows of whole 32-value blocks (as llama.cpp's converter)
+    return gguf.quants.quantize(w.astype(np.float32), gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0
+
+
+def write_gguf(base: Path, state: Mapping[str, np.ndarray], out: Path, *, out_type: str = "f16",
+               name: str | None = None) -> Path:
+    """Write ``state`` (transformers names) as a GGUF with ``base``'s metadata and tensor set. Written to a temporary
+    name and renamed, so a killed export never leaves a file that looks like a model."""
+    import gguf
+
+    if out_type not in OUT_TYPES:
+        raise TrainSetupError(f"GGUF type {out_type!r}: give one of {', '.join(OUT_TYPES)}")
+    reader = gguf.GGUFReader(str(base))
+    arch = str(reader.fields["general.architecture"].contents())
+    n_blocks = int(reader.fields[f"{arch}.block_count"].contents())
+    names = _gguf_names(reader, state, arch, n_blocks)
+    heads = reader.fields.get(f"{arch}.attention.head_count")
+    heads_kv = reader.fields.get(f"{arch}.attention.head_count_kv")
+    tmp = out.with_name(out.name + ".partial")
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type", "general.name"):
+            continue
+        value, vtype, sub = _field_value(field)
+        writer.add_key_value(key, value, vtype, sub_type=sub)
+    writer.add_name(name or f"{reader.fields['general.name'].contents()} (thinkscale train)")
+    writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type])
+    for t in reader.tensors:
+        w = np.asarray(state[names[t.name]], dtype=np.float32)
+        if arch == "llama" and heads is not None and (".attn_q." in t.name or ".attn_k." in t.name):
+            n_head = int(heads.contents())
+            n_kv = n_head if heads_kv is None else int(heads_kv.contents())
+            w = llama_permute(w, n_head, n_head if ".attn_q." in t.name else n_kv)
+        data, raw = _encode(t.name, w, out_type)
+        writer.add_tensor(t.name, data, raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out)
+    return out
+
+
+def quantize_gguf(src: Path, out: Path, kind: str, *, threads: int = 0) -> Path:
+    """llama.cpp's own quantizer (the embedded library): ``src`` (f16/f32) -> ``out`` as ``kind`` (e.g. q4_k_m)."""
+    from thinkscale.backends.llamacpp import quantize_model
+
+    ftype = KQUANTS.get(kind.lower())
+    if ftype is None:
+        raise TrainSetupError(f"quantization {kind!r}: give one of {', '.join(KQUANTS)}")
+    tmp = out.with_name(out.name + ".partial")
+    quantize_model(src, tmp, ftype, threads=threads)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,80 @@
+"""The rewards of ``thinkscale train grpo``: thinkscale's own answer checkers, and an optional format reward.
+
+TRL's GRPOTrainer calls each reward with the batch's ``completions`` and every dataset column by name (``reference``,
+``task``); it logs each one separately under its ``__name__`` (``rewards/correct/mean``, ``rewards/format/mean``) and
+adds them up with ``reward_weights``. A reward never raises on a model's text: an answer it cannot read is simply not
+right (0.0).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from thinkscale.answers.equivalence import grade
+from thinkscale.answers.extract import extract_for_task
+from thinkscale.answers.task import Task, Verdict
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# One reasoning block first, then an answer outside it: what budget forcing (think_end=</think>) and the server's
+# hidden reasoning expect of a thinking model.
+_THINK_FORM = re.compile(r"\A\s*<think>(?P<thought>(?:(?!</?think>).)+?)</think>(?P<answer>(?:(?!</?think>).)*)\Z",
+                         re.S)
+
+RewardFn = Callable[..., list[float | None]]  # TRL's type: None = no reward for that completion
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion as TRL passes it: a string (plain prompts) or a list of chat messages."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and all(isinstance(m, dict) for m in completion):
+        return "".join(str(m.get("content") or "") for m in completion if m.get("role", "assistant") == "assistant")
+    raise TypeError(f"a completion is a string or a list of chat messages, not {type(completion).__name__}")
+
+
+def answer_part(text: str) -> str:
+    """What follows the reasoning block when there is one (the answer a user sees), else the whole text."""
+    m = _THINK_FORM.match(text)
+    return m.group("answer") if m else text
+
+
+def is_correct(text: str, reference: str, task: Task | str, *, after_think: bool = False) -> bool:
+    """The eval harness's verdict on a response: its extracted final answer equals the reference. A timeout of the
+    symbolic checker counts as wrong, as in ``thinkscale eval``."""
+    return grade(task, answer_part(text) if after_think else text, reference) is Verdict.EQUIVALENT
+
+
+def correct(completions: Sequence[Any], reference: Sequence[str], task: Sequence[str], **_: Any
+            ) -> list[float | None]:
+    """1.0 when the completion's final answer (the last ``\\boxed{}``, or the task's own extraction) is right."""
+    return [float(is_correct(completion_text(c), r, t)) for c, r, t in zip(completions, reference, task, strict=True)]
+
+
+def think_format(completions: Sequence[Any], task: Sequence[str], **_: Any) -> list[float | None]:
+    """1.0 for ``<think>reasoning</think>`` followed by an answer the task's extractor reads (outside the block):
+    one non-empty reasoning block, no stray tags; else 0.0."""
+    out: list[float | None] = []
+    for c, t in zip(completions, task, strict=True):
+        m = _THINK_FORM.match(completion_text(c))
+        ok = m is not None and bool(m.group("thought").strip()) and extract_for_task(m.group("answer"), t) is not None
+        out.append(float(ok))
+    return out
+
+
+think_format.__name__ = "format"
+
+REWARDS: dict[str, RewardFn] = {"correct": correct, "format": think_format}
+
+
+def reward_functions(names: Sequence[str]) -> list[RewardFn]:
+    """The named rewards in order (``correct``, ``format``); an unknown or repeated name is an error."""
+    if not names:
+        raise ValueError("give at least one reward (correct, format)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a reward is named twice: {', '.join(names)}")
+    unknown = [n for n in names if n not in REWARDS]
+    if unknown:
+        raise ValueError(f"unknown reward {unknown[0]!r}: give any of {', '.join(REWARDS)}")
+    return [REWARDS[n] for n in names]
