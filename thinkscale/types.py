@@ -259,6 +259,9 @@ class Sample:
     completion_tokens: int | None
     finish_reason: FinishReason
     logprobs: tuple[float, ...] | None = None
+    # Every sampled token id, an end-of-generation token included (aligned with ``logprobs``; the text may be cut
+    # shorter at a stop string). Backends that see token ids fill it (llama.cpp); HTTP backends leave it None.
+    token_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

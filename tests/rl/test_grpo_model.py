@@ -19,9 +19,10 @@ pytestmark = pytest.mark.model
 PROMPTS = ["What is 2 + 3?", "Name a color.", "Write one sentence about rain."]
 
 
-def _hf_greedy(model, tokenizer, prompt: str, n: int) -> tuple[str, list[float], str]:  # noqa: ANN001
-    """Greedy text, its tokens' logprobs, and the text up to the first near tie (top-2 logprobs within 0.05, where
-    float rounding may pick either token)."""
+def _hf_greedy(model, tokenizer, prompt: str, n: int, tie: float = 0.05  # noqa: ANN001
+               ) -> tuple[str, list[float], str]:
+    """Greedy text, its tokens' logprobs, and the text up to the first near tie (top-2 logprobs within ``tie``, where
+    rounding may pick either token)."""
     import torch
 
     ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
@@ -30,11 +31,11 @@ def _hf_greedy(model, tokenizer, prompt: str, n: int) -> tuple[str, list[float],
     new = out.sequences[0, ids["input_ids"].shape[1]:]
     lps = [torch.log_softmax(s[0].float(), -1) for s in out.scores]
     top2 = [torch.topk(lp, 2).values for lp in lps]
-    tie = next((i for i, t in enumerate(top2) if float(t[0] - t[1]) < 0.05), len(new))
+    first_tie = next((i for i, t in enumerate(top2) if float(t[0] - t[1]) < tie), len(new))
     special = set(tokenizer.all_special_ids)  # an end-of-turn token is not part of the text
     return (tokenizer.decode(new, skip_special_tokens=True),
             [float(lp[t]) for lp, t in zip(lps, new, strict=True) if int(t) not in special],
-            tokenizer.decode(new[:tie], skip_special_tokens=True))
+            tokenizer.decode(new[:first_tie], skip_special_tokens=True))
 
 
 def _cpp_greedy(path: Path, prompts: list[str], n: int) -> list[str]:
@@ -119,3 +120,59 @@ def test_a_killed_run_resumes_to_the_end(tmp_path: Path, smollm2_path: str) -> N
     # a second new run into the same folder is refused, with the way out
     again = subprocess.run(_grpo(run, "--steps", "3"), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "pass --resume" in again.stderr
+
+
+def test_llamacpp_rollout_samples_the_policy_being_trained(tmp_path: Path, smollm2_path: str) -> None:
+    """TRL's rollout_func on the embedded backend: the prompt rows come back grouped as TRL repeats them, with the
+    backend's own token ids and logprobs, sampled from base + the *current* adapter (greedy here, so it must be the
+    merged model's greedy reply) and re-synced when the step changes."""
+    from types import SimpleNamespace
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from thinkscale.rl.data import as_rows
+    from thinkscale.rl.rewards import think_format
+    from thinkscale.rl.rollout import LlamaCppRollout
+    from thinkscale.rl.weights import load_gguf_model
+
+    torch.manual_seed(1)
+    loaded = load_gguf_model(smollm2_path)
+    model = get_peft_model(loaded.model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                    init_lora_weights=False))
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0), model=model,
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+                              args=SimpleNamespace(temperature=0.0, top_p=1.0, max_completion_length=10))
+    rollout = LlamaCppRollout(loaded.gguf, tmp_path, threads=1, seed=0)
+    try:
+        chat = [{"role": "user", "content": PROMPTS[0]}]
+        prefilled = as_rows(_problems(), prefill="<think>\n", tokenizer=loaded.tokenizer)[0]["prompt"]
+        assert isinstance(prefilled, str) and prefilled.endswith("<think>\n")
+        out = rollout([chat, chat, prefilled], trainer)  # TRL hands each prompt once per completion it wants
+        assert len(out["prompt_ids"]) == len(out["completion_ids"]) == len(out["logprobs"]) == 3
+        chat_text = loaded.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        assert out["prompt_ids"][0] == loaded.tokenizer(chat_text, add_special_tokens=False)["input_ids"]
+        assert out["prompt_ids"][2] == loaded.tokenizer(prefilled, add_special_tokens=False)["input_ids"]
+        assert all(len(c) == len(lp) >= 1 for c, lp in zip(out["completion_ids"], out["logprobs"], strict=True))
+        # the base weights stay 4-bit in llama.cpp, which also rounds activations to 8 bits in those matmuls: its
+        # logprobs are within ~0.15 of transformers' (dequantized fp32), so a tie here is a gap under 0.5
+        merged_text, _, until_tie = _hf_greedy(model.merge_and_unload().eval(), loaded.tokenizer, PROMPTS[0], 10,
+                                               tie=0.5)
+        got = loaded.tokenizer.decode(out["completion_ids"][0], skip_special_tokens=True)
+        assert until_tie and got.startswith(until_tie), (got, merged_text)
+        assert out["completion_ids"][0] == out["completion_ids"][1]  # greedy: the group's rows agree
+        first = (tmp_path / "rollout-lora.gguf").stat().st_mtime_ns
+        rollout([chat, chat], trainer)
+        assert (tmp_path / "rollout-lora.gguf").stat().st_mtime_ns == first  # same step: no new adapter
+        trainer.state.global_step = 1
+        rollout([chat, chat], trainer)
+        assert (tmp_path / "rollout-lora.gguf").stat().st_mtime_ns != first  # a new step hands over the weights
+    finally:
+        rollout.close()
+    assert think_format(["2 + 3 = 5</think> \\boxed{5}"], ["numeric"], prefill=["<think>\n"]) == [1.0]
+
+
+def _problems():  # noqa: ANN202 - two GSM8K training problems
+    from thinkscale.rl.data import split_problems
+
+    return split_problems("gsm8k-train", problems=2, heldout=0, seed=0, system="think").train

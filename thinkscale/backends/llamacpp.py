@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -152,6 +153,7 @@ class _Active:
     text: str = ""
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     logprobs: list[float] | None = None
+    token_ids: list[int] = field(default_factory=list)
     window_logprob: float = 0.0  # sum of the last ConfidenceStop.window logprobs (when the request sets one)
 
 
@@ -228,6 +230,7 @@ class LlamaCppBackend(BaseBackend):
         self._active: list[_Active] = []  # samples being decoded
         self._engine: threading.Thread | None = None
         self._closed = False
+        self._lora: Any = None  # the llama_adapter_lora applied by set_lora (freed with the model otherwise)
         self._seqs: dict[int, _KvSeq] = {}
         self._free_ids = list(range(n_seq_max - 1, -1, -1))
         self._clock = itertools.count(1)
@@ -443,6 +446,7 @@ class LlamaCppBackend(BaseBackend):
         L = self._L
         tok = L.llama_sampler_sample(a.sampler, self._ctx, idx)
         a.generated += 1
+        a.token_ids.append(tok)
         if a.logprobs is not None:
             a.logprobs.append(self._logprob(idx, tok))
         req = a.job.req
@@ -470,7 +474,8 @@ class LlamaCppBackend(BaseBackend):
 
     def _finish(self, a: _Active, reason: str) -> bool:
         a.job.samples[a.j] = Sample(text=a.text, completion_tokens=a.generated, finish_reason=reason,  # type: ignore[arg-type]
-                                    logprobs=tuple(a.logprobs) if a.logprobs is not None else None)
+                                    logprobs=tuple(a.logprobs) if a.logprobs is not None else None,
+                                    token_ids=tuple(a.token_ids))
         self._L.llama_sampler_free(a.sampler)
         a.sampler = 0
         a.kv.exclusive = max(0, len(a.kv.tokens) - len(a.job.prompt))
@@ -850,6 +855,30 @@ class LlamaCppBackend(BaseBackend):
                      calls=len(group), seconds=time.perf_counter() - t0, flops=2.0 * self.n_params * computed)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def set_lora(self, path: str | os.PathLike[str] | None, scale: float = 1.0) -> None:
+        """Apply a LoRA adapter (a llama.cpp adapter GGUF for this model) to every later request, replacing the one
+        before; ``None`` removes it. Cached prefixes were computed with the old weights, so they are dropped. Refused
+        while requests run (they would mix two models)."""
+        L = self._L
+        with self._cv:
+            if self._pending or self._waiting or self._active:
+                raise BackendError("cannot change the LoRA adapter while requests run")
+            adapter = None
+            if path is not None:
+                adapter = L.llama_adapter_lora_init(self._model, os.fsencode(path))
+                if not adapter:
+                    raise BackendError(f"{path}: llama.cpp could not load this LoRA adapter for {self.name}")
+            adapters = (L.llama_adapter_lora_p_ctypes * 1)(adapter) if adapter else None
+            scales = (ctypes.c_float * 1)(scale) if adapter else None
+            rc = L.llama_set_adapters_lora(self._ctx, adapters, 1 if adapter else 0, scales)
+            if rc != 0:
+                raise BackendError(f"llama_set_adapters_lora failed (code {rc})")
+            if self._lora is not None:
+                L.llama_adapter_lora_free(self._lora)
+            self._lora = adapter
+            for s in list(self._seqs.values()):
+                self._drop(s)
 
     def clear_cache(self) -> None:
         """Forget every cached prefix (the next request computes its whole prompt)."""

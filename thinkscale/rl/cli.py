@@ -62,6 +62,9 @@ def grpo_command(
                                              "game24).")] = None,
     system: Annotated[str, typer.Option(help="System prompt: think (<think>...</think>, then \\boxed{}), boxed, "
                                        "or a text.")] = "think",
+    prefill: Annotated[str | None, typer.Option(help="The reply's opening, after the generation prompt (default: "
+                                               "'<think>' and a newline with --system think, else none).")]
+    = None,
     problems: Annotated[int, typer.Option(help="Training problems (a seeded draw).")] = 256,
     heldout: Annotated[int, typer.Option(help="Held-out training problems for the reward curve (0: none).")] = 32,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
@@ -81,7 +84,11 @@ def grpo_command(
     eval_every: Annotated[int | None, typer.Option(help="Held-out rewards every N steps (10).")] = None,
     device: Annotated[str, typer.Option(help="cpu (fp32, transformers generation) or gpu (bf16, TRL's vLLM "
                                        "generation).")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: every core).")] = None,
+    generation: Annotated[str, typer.Option(help="CPU sampling engine: transformers, or llamacpp (the embedded "
+                                           "backend with the policy's current LoRA adapter, through TRL's "
+                                           "rollout_func).")] = "transformers",
+    threads: Annotated[int | None, typer.Option(help="torch (and llama.cpp) threads (default: every core).")]
+    = None,
     gguf_type: Annotated[str | None, typer.Option(help="Type of the written model.gguf: f32, f16, q8_0, q4_k_m, "
                                                   "q5_k_m, q6_k.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the problem draw, the data order and the sampling.")] = 0,
@@ -97,7 +104,8 @@ def grpo_command(
                  num_generations=num_generations, prompts_per_step=prompts_per_step,
                  max_completion_tokens=max_completion_tokens, temperature=temperature, learning_rate=learning_rate,
                  beta=beta, lora_rank=lora_rank, rewards=names, save_every=save_every, eval_every=eval_every,
-                 threads=threads, gguf_type=gguf_type, seed=seed)
+                 threads=threads, gguf_type=gguf_type, seed=seed, generation=generation,
+                 prefill=None if prefill is None else prefill.replace("\\n", "\n"))
     if weights is None:
         weights = tuple(1.0 if n == "correct" else 0.25 for n in names)
     try:

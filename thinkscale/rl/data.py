@@ -47,13 +47,26 @@ def split_problems(data: str, *, problems: int, heldout: int, seed: int, system:
     return Split(tuple(pick[i] for i in order[:problems]), tuple(pick[i] for i in order[problems:]), ds)
 
 
-def as_rows(problems: tuple[EvalProblem, ...]) -> list[dict[str, Any]]:
-    """TRL's conversational prompt format plus the columns the rewards read (``reference``, ``task``)."""
-    return [{"prompt": [{"role": m.role, "content": m.content} for m in p.problem.messages],
-             "reference": p.reference, "task": p.task.value, "id": p.id} for p in problems]
+def as_rows(problems: tuple[EvalProblem, ...], *, prefill: str = "", tokenizer: Any = None) -> list[dict[str, Any]]:
+    """TRL's conversational prompt format plus the columns the rewards read (``reference``, ``task``, ``prefill``).
+
+    With a ``prefill`` (``<think>\n``: the reply starts inside the reasoning block, as R1-style templates open it)
+    the prompt is the chat template's text with the prefill after the generation prompt, a plain string: TRL's own
+    generation always opens a fresh assistant turn for chat prompts, so the opened turn is written out here."""
+    rows = []
+    for p in problems:
+        messages = [{"role": m.role, "content": m.content} for m in p.problem.messages]
+        prompt: Any = messages
+        if prefill:
+            if tokenizer is None:
+                raise ValueError("a prefilled prompt needs the tokenizer's chat template")
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
+        rows.append({"prompt": prompt, "reference": p.reference, "task": p.task.value, "id": p.id,
+                     "prefill": prefill})
+    return rows
 
 
-def hf_dataset(problems: tuple[EvalProblem, ...]) -> Any:
+def hf_dataset(problems: tuple[EvalProblem, ...], *, prefill: str = "", tokenizer: Any = None) -> Any:
     from datasets import Dataset as HFDataset
 
-    return HFDataset.from_list(as_rows(problems))
+    return HFDataset.from_list(as_rows(problems, prefill=prefill, tokenizer=tokenizer))

@@ -11,6 +11,7 @@ numbers. Written as f32, f16 or q8_0 (1-D tensors, the norms, always f32, as lla
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +52,25 @@ def _field_value(field: Any) -> tuple[Any, Any, Any]:
     return field.contents(), vtype, sub
 
 
-def _gguf_names(reader: Any, state: Mapping[str, np.ndarray], arch: str, n_blocks: int) -> dict[str, str]:
-    """GGUF tensor name -> transformers name, for every tensor of the base file (an error names any left over)."""
+def _gguf_names(layout: Layout, state: Mapping[str, np.ndarray], *, partial: bool = False) -> dict[str, str]:
+    """GGUF tensor name -> transformers name, for every tensor of the base file (an error names any left over,
+    unless ``partial``: an adapter covers some of them)."""
     import gguf
 
+    arch = layout.arch
     arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(arch)
     if arch_enum is None:
         raise TrainSetupError(f"architecture {arch!r} is unknown to the gguf package: cannot write it back")
-    tmap = gguf.get_tensor_name_map(arch_enum, n_blocks)
+    tmap = gguf.get_tensor_name_map(arch_enum, layout.n_blocks)
     names: dict[str, str] = {}
     for hf in state:
         name = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
         if name is not None:
             names.setdefault(name, hf)
-    missing = [t.name for t in reader.tensors if t.name not in names]
-    if missing:
+        elif partial:
+            raise TrainSetupError(f"{hf}: no GGUF name for this {arch} tensor")
+    missing = [t for t in layout.tensors if t not in names]
+    if missing and not partial:
         raise TrainSetupError(f"the trained model has no tensor for {len(missing)} of the base GGUF's tensors "
                               f"(first: {missing[:3]}): not the same architecture?")
     return names
@@ -92,13 +97,10 @@ def write_gguf(base: Path, state: Mapping[str, np.ndarray], out: Path, *, out_ty
     if out_type not in OUT_TYPES:
         raise TrainSetupError(f"GGUF type {out_type!r}: give one of {', '.join(OUT_TYPES)}")
     reader = gguf.GGUFReader(str(base))
-    arch = str(reader.fields["general.architecture"].contents())
-    n_blocks = int(reader.fields[f"{arch}.block_count"].contents())
-    names = _gguf_names(reader, state, arch, n_blocks)
-    heads = reader.fields.get(f"{arch}.attention.head_count")
-    heads_kv = reader.fields.get(f"{arch}.attention.head_count_kv")
+    layout = Layout.of(reader)
+    names = _gguf_names(layout, state)
     tmp = out.with_name(out.name + ".partial")
-    writer = gguf.GGUFWriter(str(tmp), arch)
+    writer = gguf.GGUFWriter(str(tmp), layout.arch)
     for key, field in reader.fields.items():
         if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type", "general.name"):
             continue
@@ -108,13 +110,81 @@ def write_gguf(base: Path, state: Mapping[str, np.ndarray], out: Path, *, out_ty
     writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                           "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type])
     for t in reader.tensors:
-        w = np.asarray(state[names[t.name]], dtype=np.float32)
-        if arch == "llama" and heads is not None and (".attn_q." in t.name or ".attn_k." in t.name):
-            n_head = int(heads.contents())
-            n_kv = n_head if heads_kv is None else int(heads_kv.contents())
-            w = llama_permute(w, n_head, n_head if ".attn_q." in t.name else n_kv)
+        w = layout.permute(t.name, np.asarray(state[names[t.name]], dtype=np.float32))
         data, raw = _encode(t.name, w, out_type)
         writer.add_tensor(t.name, data, raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out)
+    return out
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What writing tensors for a base GGUF needs of it. Reading a GGUF's metadata with the gguf package parses the
+    whole vocabulary (seconds for a 150k-token tokenizer), so a caller that writes often keeps this."""
+
+    arch: str
+    n_blocks: int
+    n_head: int | None
+    n_head_kv: int | None
+    tensors: tuple[str, ...]
+
+    @classmethod
+    def read(cls, base: Path) -> Layout:
+        import gguf
+
+        reader = gguf.GGUFReader(str(base))
+        return cls.of(reader)
+
+    @classmethod
+    def of(cls, reader: Any) -> Layout:
+        arch = str(reader.fields["general.architecture"].contents())
+        heads = reader.fields.get(f"{arch}.attention.head_count")
+        heads_kv = reader.fields.get(f"{arch}.attention.head_count_kv")
+        return cls(arch, int(reader.fields[f"{arch}.block_count"].contents()),
+                   None if heads is None else int(heads.contents()),
+                   None if heads_kv is None else int(heads_kv.contents()), tuple(t.name for t in reader.tensors))
+
+    def permute(self, name: str, w: np.ndarray) -> np.ndarray:
+        """llama's q/k output rows in llama.cpp's order (other architectures and tensors unchanged)."""
+        if self.arch != "llama" or self.n_head is None or not (".attn_q." in name or ".attn_k." in name):
+            return w
+        n_kv = self.n_head if self.n_head_kv is None else self.n_head_kv
+        return llama_permute(w, self.n_head, self.n_head if ".attn_q." in name else n_kv)
+
+
+def write_lora_gguf(base: Path | Layout, model: Any, out: Path) -> Path:
+    """The peft model's LoRA adapter as a llama.cpp adapter GGUF for ``base`` (``<tensor>.lora_a`` (r x in) and
+    ``<tensor>.lora_b`` (out x r), f32, ``adapter.lora.alpha``: llama.cpp scales by alpha / rank as peft does), so the
+    embedded backend samples from the policy being trained without a merged copy of the model."""
+    import gguf
+    from peft import get_peft_model_state_dict
+
+    cfg = model.peft_config[model.active_adapter]
+    if getattr(cfg, "use_rslora", False) or getattr(cfg, "use_dora", False):
+        raise TrainSetupError("only plain LoRA adapters can be handed to llama.cpp (not rsLoRA or DoRA)")
+    layout = base if isinstance(base, Layout) else Layout.read(base)
+    lora = {k: v.detach().to("cpu").float().numpy() for k, v in get_peft_model_state_dict(model).items()}
+    pairs: dict[str, dict[str, np.ndarray]] = {}
+    for key, w in lora.items():  # base_model.model.<hf module>.lora_A.weight
+        module, _, which = key.removeprefix("base_model.model.").rpartition(".lora_")
+        pairs.setdefault(module + ".weight", {})[which.split(".")[0]] = w
+    names = {hf: g for g, hf in _gguf_names(layout, {k: np.empty(0) for k in pairs}, partial=True).items()}
+    tmp = out.with_name(out.name + ".partial")
+    writer = gguf.GGUFWriter(str(tmp), layout.arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(cfg.lora_alpha))
+    for hf, ab in sorted(pairs.items()):
+        name = names.get(hf)
+        if name is None or set(ab) != {"A", "B"}:
+            raise TrainSetupError(f"adapter module {hf}: no GGUF tensor of the base model, or not an A/B pair")
+        b = layout.permute(name, ab["B"])
+        writer.add_tensor(name + ".lora_a", np.ascontiguousarray(ab["A"], dtype=np.float32))
+        writer.add_tensor(name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

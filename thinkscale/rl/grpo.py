@@ -37,6 +37,7 @@ from thinkscale.rl.weights import TrainSetupError, load_gguf_model, require_trai
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "gpu")
+GENERATIONS = ("transformers", "llamacpp")
 # Settings a resumed run may change: how long it runs, and how it uses this machine.
 RESUMABLE_CHANGES = frozenset({"steps", "threads"})
 
@@ -50,6 +51,7 @@ class Settings:
     data: str = "gsm8k-train"
     task: str | None = None
     system: str = "think"
+    prefill: str = ""  # the reply's opening, written after the generation prompt (``<think>\n`` for --system think)
     problems: int = 256
     heldout: int = 32
     steps: int = 100
@@ -68,6 +70,7 @@ class Settings:
     eval_generations: int = 2
     seed: int = 0
     device: str = "cpu"
+    generation: str = "transformers"  # CPU: "llamacpp" samples on the embedded backend (rl/rollout.py)
     threads: int | None = None
     gguf_type: str = "q8_0"
     extra: dict[str, Any] = field(default_factory=dict)  # more GRPOConfig fields, by name (checked by GRPOConfig)
@@ -75,6 +78,9 @@ class Settings:
     def __post_init__(self) -> None:
         problems = [
             (self.device in DEVICES, f"--device {self.device!r}: give cpu or gpu"),
+            (self.generation in GENERATIONS, f"--generation {self.generation!r}: give transformers or llamacpp"),
+            (self.device == "cpu" or self.generation == "transformers",
+             "--generation llamacpp is for --device cpu (the GPU path generates with TRL's vLLM)"),
             (self.steps >= 1, "--steps must be >= 1"),
             (self.num_generations >= 2, "--num-generations must be >= 2 (GRPO compares answers to one prompt)"),
             (self.prompts_per_step >= 1, "--prompts-per-step must be >= 1"),
@@ -98,7 +104,10 @@ class Settings:
         """The device's defaults under what the user gave (``None`` = not given)."""
         defaults: dict[str, Any] = {"gpu": {"num_generations": 8, "prompts_per_step": 8, "max_completion_tokens": 512,
                                             "eval_generations": 4, "learning_rate": 2e-5}}.get(device, {})
-        return cls(device=device, **{**defaults, **{k: v for k, v in given.items() if v is not None}})
+        chosen = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+        if "prefill" not in chosen and chosen.get("system", cls.system) == "think":
+            chosen["prefill"] = "<think>\n"
+        return cls(device=device, **chosen)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -215,23 +224,28 @@ def train(settings: Settings, out: Path, *, resume: bool = False,
         torch.set_num_threads(settings.threads)
     split = split_problems(settings.data, problems=settings.problems, heldout=settings.heldout, seed=settings.seed,
                           system=settings.system, task=settings.task)
-    trainer, runlog = _trainer(settings, out, split, progress)
+    trainer, runlog, rollout = _trainer(settings, out, split, progress)
     t0 = time.perf_counter()
-    if ckpt is None and split.heldout:
-        trainer.evaluate()  # the held-out rewards before any step (step 0 of the curve; logged by the RunLog)
-    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    try:
+        if ckpt is None and split.heldout:
+            trainer.evaluate()  # the held-out rewards before any step (step 0 of the curve; logged by the RunLog)
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    finally:
+        if rollout is not None:
+            rollout.close()
     runlog.close()
     log.info("trained %d steps in %.0f s", trainer.state.global_step, time.perf_counter() - t0)
     return finish(trainer, settings, split, out)
 
 
 def _trainer(settings: Settings, out: Path, split: Split, progress: Callable[[dict[str, Any]], None] | None
-             ) -> tuple[Any, Any]:
+             ) -> tuple[Any, Any, Any]:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
     from thinkscale.rl.runlog import RunLog
 
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is "experimental" in TRL 1.16
     loaded = load_gguf_model(settings.model, dtype="float32")
     model = loaded.model
     if settings.device == "gpu":  # vLLM loads the policy from a transformers folder, then takes the trainer's weights
@@ -242,11 +256,18 @@ def _trainer(settings: Settings, out: Path, split: Split, progress: Callable[[di
         model = str(base)
     runlog = RunLog(out, settings, progress)
     rewards: list[Any] = list(reward_functions(settings.rewards))
+    rollout = None
+    if settings.generation == "llamacpp":
+        from thinkscale.rl.rollout import LlamaCppRollout
+
+        rollout = LlamaCppRollout(loaded.gguf, out, threads=settings.threads, seed=settings.seed)
     trainer = GRPOTrainer(
         model=model, reward_funcs=rewards, args=grpo_config(settings, out, bool(split.heldout)),
-        train_dataset=hf_dataset(split.train), eval_dataset=hf_dataset(split.heldout) if split.heldout else None,
-        processing_class=loaded.tokenizer, peft_config=lora_config(settings), callbacks=[runlog])
+        train_dataset=hf_dataset(split.train, prefill=settings.prefill, tokenizer=loaded.tokenizer),
+        eval_dataset=hf_dataset(split.heldout, prefill=settings.prefill, tokenizer=loaded.tokenizer)
+        if split.heldout else None,
+        processing_class=loaded.tokenizer, peft_config=lora_config(settings), callbacks=[runlog],
+        rollout_func=rollout)
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    return trainer, runlog
+    return trainer, runlog, rollout

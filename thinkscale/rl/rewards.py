@@ -46,18 +46,26 @@ def is_correct(text: str, reference: str, task: Task | str, *, after_think: bool
     return grade(task, answer_part(text) if after_think else text, reference) is Verdict.EQUIVALENT
 
 
-def correct(completions: Sequence[Any], reference: Sequence[str], task: Sequence[str], **_: Any
-            ) -> list[float | None]:
+def _texts(completions: Sequence[Any], prefill: Sequence[str] | None) -> list[str]:
+    """The replies as a reader sees them: the prompt's prefill (an opened ``<think>``) and the completion."""
+    pre = list(prefill) if prefill is not None else [""] * len(completions)
+    return [p + completion_text(c) for p, c in zip(pre, completions, strict=True)]
+
+
+def correct(completions: Sequence[Any], reference: Sequence[str], task: Sequence[str],
+            prefill: Sequence[str] | None = None, **_: Any) -> list[float | None]:
     """1.0 when the completion's final answer (the last ``\\boxed{}``, or the task's own extraction) is right."""
-    return [float(is_correct(completion_text(c), r, t)) for c, r, t in zip(completions, reference, task, strict=True)]
+    return [float(is_correct(text, r, t))
+            for text, r, t in zip(_texts(completions, prefill), reference, task, strict=True)]
 
 
-def think_format(completions: Sequence[Any], task: Sequence[str], **_: Any) -> list[float | None]:
+def think_format(completions: Sequence[Any], task: Sequence[str], prefill: Sequence[str] | None = None, **_: Any
+                 ) -> list[float | None]:
     """1.0 for ``<think>reasoning</think>`` followed by an answer the task's extractor reads (outside the block):
-    one non-empty reasoning block, no stray tags; else 0.0."""
+    one non-empty reasoning block, no stray tags; else 0.0. A prefilled ``<think>`` counts as the opening tag."""
     out: list[float | None] = []
-    for c, t in zip(completions, task, strict=True):
-        m = _THINK_FORM.match(completion_text(c))
+    for text, t in zip(_texts(completions, prefill), task, strict=True):
+        m = _THINK_FORM.match(text)
         ok = m is not None and bool(m.group("thought").strip()) and extract_for_task(m.group("answer"), t) is not None
         out.append(float(ok))
     return out

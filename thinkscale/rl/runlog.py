@@ -139,7 +139,8 @@ def finish(trainer: Any, settings: Settings, split: Split, out: Path) -> Path:
             "system": system_prompt(settings.system), "rewards": list(settings.rewards), "data": settings.data,
             "train_problems": [p.id for p in split.train], "heldout_problems": [p.id for p in split.heldout],
             "heldout": read_jsonl(out / "heldout.jsonl"), "gguf_type": settings.gguf_type,
-            "think_end": "</think>" if settings.system == "think" else "", "settings": settings.to_json(),
+            "think_start": settings.prefill, "think_end": "</think>" if "<think>" in settings.prefill or
+            settings.system == "think" else "", "settings": settings.to_json(),
             "gguf_sha256": _sha256(path)}
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     plot_rewards(out)
