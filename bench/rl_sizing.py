@@ -25,18 +25,21 @@ from typing import Any
 from thinkscale.backends import load_backend
 from thinkscale.rl.data import SYSTEMS, split_problems
 from thinkscale.rl.rewards import correct, think_format
-from thinkscale.types import GenRequest
+from thinkscale.types import GenRequest, Message
 
 
-def measure(backend: Any, problems: list[Any], group: int, cap: int, temperature: float, seed: int
-            ) -> list[list[dict[str, Any]]]:
-    reqs = [GenRequest(messages=p.problem.messages, n=group, temperature=temperature, max_tokens=cap, seed=seed + i)
-            for i, p in enumerate(problems)]
+def measure(backend: Any, problems: list[Any], group: int, cap: int, temperature: float, seed: int,
+            prefill: str = "") -> list[list[dict[str, Any]]]:
+    """``prefill`` opens the reply (a continued assistant turn), as ``train grpo --prefill`` does."""
+    opened = (Message("assistant", prefill),) if prefill else ()
+    reqs = [GenRequest(messages=p.problem.messages + opened, n=group, temperature=temperature, max_tokens=cap,
+                       seed=seed + i, continue_final=bool(prefill)) for i, p in enumerate(problems)]
     out = []
     for p, c in zip(problems, backend.generate(reqs), strict=True):
         texts = [s.text for s in c.samples]
-        right = correct(texts, [p.reference] * len(texts), [p.task.value] * len(texts))
-        fmt = think_format(texts, [p.task.value] * len(texts))
+        pre = [prefill] * len(texts)
+        right = correct(texts, [p.reference] * len(texts), [p.task.value] * len(texts), prefill=pre)
+        fmt = think_format(texts, [p.task.value] * len(texts), prefill=pre)
         out.append([{"tokens": s.completion_tokens, "finish": s.finish_reason, "correct": r, "format": f}
                     for s, r, f in zip(c.samples, right, fmt, strict=True)])
     return out
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--problems", type=int, default=24)
     ap.add_argument("--group", type=int, default=4)
     ap.add_argument("--caps", default="128,192,256,384,512")
-    ap.add_argument("--systems", default="think,boxed")
+    ap.add_argument("--systems", default="think,boxed,think+prefill")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -73,17 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"command": " ".join(["bench/rl_sizing.py", *(argv or sys.argv[1:])]),
                               "model": a.model, "data": a.data, "problems": a.problems, "group": a.group,
                               "temperature": a.temperature, "systems": {}}
-    for system in a.systems.split(","):
+    for variant in a.systems.split(","):  # think, boxed, or think+prefill (the reply opened with <think>)
+        system, _, opened = variant.partition("+")
+        prefill = "<think>\n" if opened == "prefill" else ""
         split = split_problems(a.data, problems=a.problems, heldout=0, seed=a.seed, system=system)
         t0 = time.perf_counter()
-        groups = measure(backend, list(split.train), a.group, caps[-1], a.temperature, a.seed)
+        groups = measure(backend, list(split.train), a.group, caps[-1], a.temperature, a.seed, prefill)
         tokens = [s["tokens"] for g in groups for s in g]
-        result["systems"][system] = {
-            "prompt": SYSTEMS.get(system, system), "seconds": round(time.perf_counter() - t0, 1),
+        result["systems"][variant] = {
+            "prompt": SYSTEMS.get(system, system), "prefill": prefill, "seconds": round(time.perf_counter() - t0, 1),
             "completion_tokens": {"mean": statistics.mean(tokens), "median": statistics.median(tokens),
                                   "max": max(tokens)},
             "by_cap": [at_cap(groups, c) for c in caps]}
-        print(json.dumps({system: result["systems"][system]}, indent=1), flush=True)
+        print(json.dumps({variant: result["systems"][variant]}, indent=1), flush=True)
     backend.close()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
