@@ -28,6 +28,8 @@ import thinkscale.backends
 import thinkscale.cli
 import thinkscale.eval.runner
 import thinkscale.models.registry
+import thinkscale.rl.grpo
+import thinkscale.rl.weights
 import thinkscale.tools.sandbox
 from thinkscale.cli import app
 from thinkscale.models import CATALOG
@@ -121,6 +123,8 @@ def guarded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setattr(thinkscale.tools.sandbox, "Sandbox", _accept)  # sandbox: the file would run
     monkeypatch.setattr(thinkscale.models.registry, "pull", _accept)  # models: a download
     monkeypatch.setattr(thinkscale.answers.cli, "SymbolicChecker", _accept)  # check: the math-verify worker
+    monkeypatch.setattr(thinkscale.rl.grpo, "train", _accept)  # train grpo: after every check, before the model
+    monkeypatch.setattr(thinkscale.rl.weights, "load_gguf_model", _accept)  # train export: the model
     for var in ("THINKSCALE_API_KEY", "THINKSCALE_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("THINKSCALE_HOME", str(tmp_path / "home"))

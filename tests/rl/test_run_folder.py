@@ -95,3 +95,32 @@ def test_training_and_heldout_problems_are_disjoint_training_problems() -> None:
         split_problems("gsm8k", problems=4, heldout=0, seed=0, system="think")
     with pytest.raises(ValueError, match="more than the"):
         split_problems("gsm8k-train", problems=7000, heldout=1000, seed=0, system="think")
+
+
+def test_problems_from_a_run_are_the_ones_the_model_sometimes_solves(tmp_path: Path) -> None:
+    """An eval run's self-consistency chains (the scripted fake: problem 0 always right, 1 always wrong, the rest
+    mixed) choose the training problems; held-out problems come from outside the run."""
+    from thinkscale.eval.config import SweepConfig
+    from thinkscale.eval.datasets import load_dataset
+    from thinkscale.eval.runner import run_sweep
+    from thinkscale.rl.data import split_from_run
+
+    ds = load_dataset("gsm8k-train").subset(6, 0)
+    responses = {}
+    for i, p in enumerate(ds.problems):
+        right, wrong = f"so \\boxed{{{p.reference}}}", f"so \\boxed{{{int(p.reference) + 1}}}"
+        responses[p.problem.messages[-1].content] = [right] if i == 0 else [wrong] if i == 1 else [right, wrong]
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"responses": responses}))
+    run = tmp_path / "run"
+    run_sweep(SweepConfig(dataset="gsm8k-train", limit=6, models=("fake",), backend=f"scripted:{table}",
+                          strategies=("self-consistency",), budgets=(4,)), run)
+    split = split_from_run("gsm8k-train", run, model="fake", problems=10, heldout=5, seed=0, system="think")
+    assert {p.id for p in split.train} == {p.id for p in ds.problems[2:]}
+    assert len(split.heldout) == 5 and not {p.id for p in split.heldout} & {p.id for p in ds.problems}
+    assert len(split_from_run("gsm8k-train", run, model="fake", problems=2, heldout=0, seed=0,
+                              system="think").train) == 2
+    with pytest.raises(ValueError, match="not on --data 'game24'"):
+        split_from_run("game24", run, model="fake", problems=2, heldout=0, seed=0, system="think")
+    with pytest.raises(ValueError, match="no model 'other'"):
+        split_from_run("gsm8k-train", run, model="other", problems=2, heldout=0, seed=0, system="think")

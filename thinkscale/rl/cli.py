@@ -66,6 +66,9 @@ def grpo_command(
                                                "'<think>' and a newline with --system think, else none).")]
     = None,
     problems: Annotated[int, typer.Option(help="Training problems (a seeded draw).")] = 256,
+    problems_from: Annotated[Path | None, typer.Option(help="An eval run of self-consistency chains of --model on "
+                                                       "--data: train on the problems where some but not all "
+                                                       "chains were right (at most --problems).")] = None,
     heldout: Annotated[int, typer.Option(help="Held-out training problems for the reward curve (0: none).")] = 32,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
     num_generations: Annotated[int | None, typer.Option(help="Completions per prompt (the GRPO group; CPU 4, "
@@ -101,6 +104,7 @@ def grpo_command(
     names = tuple(r.strip() for r in rewards.split(",") if r.strip())
     weights = _floats(reward_weights, "--reward-weights")
     given = dict(model=model, data=data, task=task, system=system, problems=problems, heldout=heldout, steps=steps,
+                 problems_from=None if problems_from is None else str(problems_from),
                  num_generations=num_generations, prompts_per_step=prompts_per_step,
                  max_completion_tokens=max_completion_tokens, temperature=temperature, learning_rate=learning_rate,
                  beta=beta, lora_rank=lora_rank, rewards=names, save_every=save_every, eval_every=eval_every,
@@ -118,20 +122,20 @@ def grpo_command(
 def _run(settings: Any, out: Path, resume: bool) -> None:
     import warnings
 
-    from thinkscale.rl.grpo import train
+    from thinkscale.eval.store import StoreError
+    from thinkscale.rl.grpo import prepare, train
     from thinkscale.rl.weights import TrainSetupError
 
     # peft says it "assumes the vocabulary was not modified" at every save (true: the GGUF folder has no config
     # file); transformers warns about its own deprecated attribute inside TRL. Neither is the user's to act on.
     warnings.filterwarnings("ignore", message="Could not find a config file", category=UserWarning)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    bar, update = _progress_bar(settings.steps)
     try:
+        run = prepare(settings, out, resume=resume)
+        bar, update = _progress_bar(run.settings.steps)
         with bar:
-            path = train(settings, out, resume=resume, progress=update)
-    except TrainSetupError as e:
-        fail(str(e))
-    except ValueError as e:  # a bad dataset, task or GRPOConfig field
+            path = train(run, progress=update)
+    except (TrainSetupError, ValueError, StoreError, OSError) as e:  # a bad dataset, task, run or --out folder
         fail(str(e))
     sys.stdout.write(json.dumps({"model": str(path), "meta": str(out / "model.json"),
                                  "plot": str(out / "reward.png")}, indent=2) + "\n")
@@ -150,7 +154,7 @@ def export_command(
 
     try:
         path = export_checkpoint(run, checkpoint, out, gguf_type)
-    except (TrainSetupError, ValueError) as e:
+    except (TrainSetupError, ValueError, OSError) as e:
         fail(str(e))
     sys.stdout.write(str(path) + "\n")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkscale.models import DEFAULT_MODEL
-from thinkscale.rl.data import Split, hf_dataset, split_problems, system_prompt
+from thinkscale.rl.data import Split, hf_dataset, split_from_run, split_problems, system_prompt
 from thinkscale.rl.rewards import reward_functions
 from thinkscale.rl.weights import TrainSetupError, load_gguf_model, require_train_extra
 
@@ -53,6 +53,7 @@ class Settings:
     system: str = "think"
     prefill: str = ""  # the reply's opening, written after the generation prompt (``<think>\n`` for --system think)
     problems: int = 256
+    problems_from: str | None = None  # an eval run: train on the problems it shows the model sometimes solves
     heldout: int = 32
     steps: int = 100
     num_generations: int = 4
@@ -200,6 +201,8 @@ def grpo_config(settings: Settings, out: Path, has_heldout: bool) -> Any:
         report_to="none", disable_tqdm=True, use_cpu=not gpu, bf16=gpu, activation_checkpointing=gpu,
         use_vllm=gpu, vllm_mode="colocate", dataloader_num_workers=0, remove_unused_columns=False,
     )
+    if gpu:  # the policy loads from base-hf/ (fp32 as dequantized); train it in bf16 beside vLLM
+        kwargs["model_init_kwargs"] = {"dtype": "bfloat16"}
     kwargs.update(settings.extra)
     return GRPOConfig(**kwargs)
 
@@ -211,31 +214,57 @@ def lora_config(settings: Settings) -> Any:
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def train(settings: Settings, out: Path, *, resume: bool = False,
-          progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Run (or resume) GRPO into ``out``; returns the written GGUF. ``progress`` gets each logged step's record."""
-    require_train_extra()
-    from thinkscale.rl.runlog import finish
+@dataclass(frozen=True)
+class Prepared:
+    """A run ready to train: its settings (the saved ones on resume), the checkpoint to resume from, its problems."""
 
+    out: Path
+    settings: Settings
+    checkpoint: Path | None
+    split: Split
+
+
+def prepare(settings: Settings, out: Path, *, resume: bool = False) -> Prepared:
+    """Everything that can be wrong with the request, checked before a model loads or the folder is claimed: the
+    extra, the problems (a bad dataset or --problems-from run leaves no settings.json behind), the folder."""
+    require_train_extra()
+    if not resume:
+        problem_split(settings)
     settings, ckpt = prepare_folder(out, settings, resume)
+    return Prepared(out, settings, ckpt, problem_split(settings))
+
+
+def train(run: Prepared, *, progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Run (or resume) GRPO; returns the written GGUF. ``progress`` gets each logged step's record."""
     import torch
 
+    from thinkscale.rl.runlog import finish
+
+    settings, split, out = run.settings, run.split, run.out
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
-    split = split_problems(settings.data, problems=settings.problems, heldout=settings.heldout, seed=settings.seed,
-                          system=settings.system, task=settings.task)
     trainer, runlog, rollout = _trainer(settings, out, split, progress)
     t0 = time.perf_counter()
     try:
-        if ckpt is None and split.heldout:
+        if run.checkpoint is None and split.heldout:
             trainer.evaluate()  # the held-out rewards before any step (step 0 of the curve; logged by the RunLog)
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+        trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint is not None else None)
     finally:
         if rollout is not None:
             rollout.close()
     runlog.close()
     log.info("trained %d steps in %.0f s", trainer.state.global_step, time.perf_counter() - t0)
     return finish(trainer, settings, split, out)
+
+
+def problem_split(settings: Settings) -> Split:
+    """The run's training and held-out problems: a seeded draw, or the ones an eval run shows the model sometimes
+    solves (``--problems-from``)."""
+    if settings.problems_from is not None:
+        return split_from_run(settings.data, settings.problems_from, model=settings.model, problems=settings.problems,
+                              heldout=settings.heldout, seed=settings.seed, system=settings.system, task=settings.task)
+    return split_problems(settings.data, problems=settings.problems, heldout=settings.heldout, seed=settings.seed,
+                          system=settings.system, task=settings.task)
 
 
 def _trainer(settings: Settings, out: Path, split: Split, progress: Callable[[dict[str, Any]], None] | None
