@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# (issue 27) GRPO on the default model and its comparison with the base, resumable: rerun after a kill and every step
+# goes on from where it stopped (train grpo --resume from its newest checkpoint; eval resumes its store).
+# Needs: bash scripts/install.sh --train, and the committed stores (scripts/stores.py restore: runs/train-0.5b picks
+# the training problems, runs/gsm8k-qwen0.5b is the base model's test run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TS=.venv/bin/thinkscale
+PY=.venv/bin/python
+OUT=runs/rl/grpo-0.5b-boxed
+STEPS=${STEPS:-200}
+step() { echo "== $(date -u +%FT%TZ) $*"; "$@"; }
+$PY scripts/stores.py restore
+# The eval datasets' own prompt (boxed): the trained model is then evaluated exactly as the base model was.
+args=(--model qwen2.5-coder-0.5b --data gsm8k-train --system boxed --rewards correct --problems-from runs/train-0.5b
+      --heldout 32 --num-generations 4 --max-completion-tokens 384 --steps "$STEPS" --save-every 5 --eval-every 25
+      --generation llamacpp --out "$OUT")
+if [ -f "$OUT/settings.json" ]; then step $TS train grpo "${args[@]}" --resume; else step $TS train grpo "${args[@]}"; fi
+step $TS eval --config docs/results/rl/sweep-grpo-0.5b.toml --out runs/gsm8k-grpo-0.5b --quiet
+step $PY bench/rl_compare.py runs/gsm8k-qwen0.5b runs/gsm8k-grpo-0.5b --strategy greedy:1 \
+    --strategy self-consistency:8 --out bench/results/rl/compare-grpo-0.5b.json
+cp "$OUT/metrics.jsonl" "$OUT/heldout.jsonl" "$OUT/reward.png" "$OUT/model.json" docs/results/rl/
+echo "== $(date -u +%FT%TZ) done"
