@@ -113,12 +113,31 @@ def write_gguf(base: Path, state: Mapping[str, np.ndarray], out: Path, *, out_ty
         w = layout.permute(t.name, np.asarray(state[names[t.name]], dtype=np.float32))
         data, raw = _encode(t.name, w, out_type)
         writer.add_tensor(t.name, data, raw_dtype=raw)
+    return _close(writer, tmp, out)
+
+
+def _close(writer: Any, tmp: Path, out: Path) -> Path:
+    """Write the file under its temporary name, then rename it into place."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     tmp.replace(out)
     return out
+
+
+def write_model(base: Path, state: Mapping[str, np.ndarray], out: Path, gguf_type: str) -> Path:
+    """``state`` as the GGUF ``out`` of type ``gguf_type``: f32/f16/q8_0 written here, or a llama.cpp k-quant
+    (q4_k_m, ...) made from an f16 file by the embedded library."""
+    if gguf_type in OUT_TYPES:
+        return write_gguf(base, state, out, out_type=gguf_type)
+    if gguf_type.lower() not in KQUANTS:
+        raise TrainSetupError(f"GGUF type {gguf_type!r}: give one of {', '.join((*OUT_TYPES, *KQUANTS))}")
+    f16 = write_gguf(base, state, out.with_name(out.name + ".f16"), out_type="f16")
+    try:
+        return quantize_gguf(f16, out, gguf_type)
+    finally:
+        f16.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -185,12 +204,7 @@ def write_lora_gguf(base: Path | Layout, model: Any, out: Path) -> Path:
         b = layout.permute(name, ab["B"])
         writer.add_tensor(name + ".lora_a", np.ascontiguousarray(ab["A"], dtype=np.float32))
         writer.add_tensor(name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(out)
-    return out
+    return _close(writer, tmp, out)
 
 
 def quantize_gguf(src: Path, out: Path, kind: str, *, threads: int = 0) -> Path:

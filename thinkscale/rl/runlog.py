@@ -15,7 +15,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from thinkscale.rl.data import Split, system_prompt
-from thinkscale.rl.export import merged_state, quantize_gguf, write_gguf
+from thinkscale.rl.export import merged_state, write_model
 from thinkscale.rl.grpo import Settings
 
 
@@ -117,24 +117,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_model(model: Any, base_gguf: Path, out: Path, gguf_type: str) -> Path:
-    """The merged model as DIR/model.gguf: f32/f16/q8_0 written here, or a llama.cpp k-quant (q4_k_m, ...) made
-    from an f16 file."""
-    state = merged_state(model)
-    if gguf_type in ("f32", "f16", "q8_0"):
-        return write_gguf(base_gguf, state, out / "model.gguf", out_type=gguf_type)
-    f16 = write_gguf(base_gguf, state, out / "model.f16.gguf", out_type="f16")
-    try:
-        return quantize_gguf(f16, out / "model.gguf", gguf_type)
-    finally:
-        f16.unlink(missing_ok=True)
-
-
 def finish(trainer: Any, settings: Settings, split: Split, out: Path) -> Path:
     """Save the adapter, write the merged GGUF and model.json (its provenance and held-out rewards)."""
     trainer.save_model(str(out / "adapter"))
     base_gguf = _base_gguf(settings)
-    path = export_model(trainer.model, base_gguf, out, settings.gguf_type)
+    path = write_model(base_gguf, merged_state(trainer.model), out / "model.gguf", settings.gguf_type)
     meta = {"base_model": settings.model, "base_gguf_sha256": _sha256(base_gguf), "steps": trainer.state.global_step,
             "system": system_prompt(settings.system), "rewards": list(settings.rewards), "data": settings.data,
             "train_problems": [p.id for p in split.train], "heldout_problems": [p.id for p in split.heldout],
@@ -177,10 +164,4 @@ def export_checkpoint(run: Path, step: int | None, out: Path | None, gguf_type: 
     loaded = load_gguf_model(settings.model)
     model = PeftModel.from_pretrained(loaded.model, str(adapter))
     target = out or run / f"model-{adapter.name.removeprefix('checkpoint-') if step is not None else 'final'}.gguf"
-    if gguf_type in ("f32", "f16", "q8_0"):
-        return write_gguf(loaded.gguf, merged_state(model), target, out_type=gguf_type)
-    tmp = write_gguf(loaded.gguf, merged_state(model), target.with_name(target.name + ".f16"), out_type="f16")
-    try:
-        return quantize_gguf(tmp, target, gguf_type)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return write_model(loaded.gguf, merged_state(model), target, gguf_type)
