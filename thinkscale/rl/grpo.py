@@ -188,7 +188,8 @@ def grpo_config(settings: Settings, out: Path, has_heldout: bool) -> Any:
     from trl import GRPOConfig
 
     gpu = settings.device == "gpu"
-    eval_batch = settings.eval_generations * max(1, settings.prompts_per_step)
+    # held-out prompts go 8 at a time (the engine decodes their 8 x G completions together), not one by one
+    eval_batch = settings.eval_generations * max(8, settings.prompts_per_step)
     kwargs: dict[str, Any] = dict(
         output_dir=str(out / "checkpoints"), max_steps=settings.steps, seed=settings.seed, data_seed=settings.seed,
         per_device_train_batch_size=settings.num_generations * settings.prompts_per_step,
