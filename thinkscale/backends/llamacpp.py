@@ -877,8 +877,7 @@ class LlamaCppBackend(BaseBackend):
             if self._lora is not None:
                 L.llama_adapter_lora_free(self._lora)
             self._lora = adapter
-            for s in list(self._seqs.values()):
-                self._drop(s)
+            self.clear_cache()  # nothing runs, so nothing is pinned: every cached prefix goes
 
     def clear_cache(self) -> None:
         """Forget every cached prefix (the next request computes its whole prompt)."""

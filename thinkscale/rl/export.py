@@ -20,8 +20,8 @@ import numpy as np
 from thinkscale.rl.weights import TrainSetupError
 
 OUT_TYPES = ("f32", "f16", "q8_0")
-# llama.cpp's k-quants by name -> its llama_ftype value (llama.h).
-KQUANTS = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q8_0": 7}
+# llama.cpp's k-quants by name -> its llama_ftype value (llama.h); q8_0 is written directly (OUT_TYPES).
+KQUANTS = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
 
 
 def llama_permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
@@ -76,7 +76,7 @@ def _gguf_names(layout: Layout, state: Mapping[str, np.ndarray], *, partial: boo
     return names
 
 
-def _encode(name: str, w: np.ndarray, out_type: str) -> tuple[np.ndarray, Any]:
+def _encode(w: np.ndarray, out_type: str) -> tuple[np.ndarray, Any]:
     import gguf
 
     if w.ndim == 1 or out_type == "f32":
@@ -111,7 +111,7 @@ def write_gguf(base: Path, state: Mapping[str, np.ndarray], out: Path, *, out_ty
                           "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type])
     for t in reader.tensors:
         w = layout.permute(t.name, np.asarray(state[names[t.name]], dtype=np.float32))
-        data, raw = _encode(t.name, w, out_type)
+        data, raw = _encode(w, out_type)
         writer.add_tensor(t.name, data, raw_dtype=raw)
     return _close(writer, tmp, out)
 

@@ -155,8 +155,13 @@ def keep_lines_until(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    _write_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write beside ``path`` and rename: a kill leaves the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.write_text(text)
     tmp.replace(path)
 
 
@@ -178,9 +183,7 @@ def prepare_folder(out: Path, settings: Settings, resume: bool) -> tuple[Setting
     if out.exists() and any(out.iterdir()):
         raise TrainSetupError(f"{out} is not empty: give a new or empty folder as --out")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = saved_path.with_name("settings.json.tmp")
-    tmp.write_text(json.dumps(settings.to_json(), indent=2) + "\n")
-    tmp.replace(saved_path)
+    _write_atomic(saved_path, json.dumps(settings.to_json(), indent=2) + "\n")
     return settings, None
 
 
@@ -229,10 +232,9 @@ def prepare(settings: Settings, out: Path, *, resume: bool = False) -> Prepared:
     """Everything that can be wrong with the request, checked before a model loads or the folder is claimed: the
     extra, the problems (a bad dataset or --problems-from run leaves no settings.json behind), the folder."""
     require_train_extra()
-    if not resume:
-        problem_split(settings)
+    split = None if resume else problem_split(settings)  # a resumed run's problems follow its saved settings
     settings, ckpt = prepare_folder(out, settings, resume)
-    return Prepared(out, settings, ckpt, problem_split(settings))
+    return Prepared(out, settings, ckpt, split or problem_split(settings))
 
 
 def train(run: Prepared, *, progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
@@ -284,7 +286,7 @@ def _trainer(settings: Settings, out: Path, split: Split, progress: Callable[[di
             model.save_pretrained(str(base))
             loaded.tokenizer.save_pretrained(str(base))
         model = str(base)
-    runlog = RunLog(out, settings, progress)
+    runlog = RunLog(out, progress)
     rewards: list[Any] = list(reward_functions(settings.rewards))
     rollout = None
     if settings.generation == "llamacpp":

@@ -16,7 +16,6 @@ from thinkscale.answers.equivalence import grade
 from thinkscale.answers.extract import extract_for_task
 from thinkscale.answers.task import Task, Verdict
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # One reasoning block first, then an answer outside it: what budget forcing (think_end=</think>) and the server's
 # hidden reasoning expect of a thinking model.
 _THINK_FORM = re.compile(r"\A\s*<think>(?P<thought>(?:(?!</?think>).)+?)</think>(?P<answer>(?:(?!</?think>).)*)\Z",
@@ -40,10 +39,10 @@ def answer_part(text: str) -> str:
     return m.group("answer") if m else text
 
 
-def is_correct(text: str, reference: str, task: Task | str, *, after_think: bool = False) -> bool:
+def is_correct(text: str, reference: str, task: Task | str) -> bool:
     """The eval harness's verdict on a response: its extracted final answer equals the reference. A timeout of the
     symbolic checker counts as wrong, as in ``thinkscale eval``."""
-    return grade(task, answer_part(text) if after_think else text, reference) is Verdict.EQUIVALENT
+    return grade(task, text, reference) is Verdict.EQUIVALENT
 
 
 def _texts(completions: Sequence[Any], prefill: Sequence[str] | None) -> list[str]:

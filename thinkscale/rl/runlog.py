@@ -4,7 +4,6 @@ each step ends, so a kill loses at most the step in flight."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -17,6 +16,7 @@ from transformers import TrainerCallback
 from thinkscale.rl.data import Split, system_prompt
 from thinkscale.rl.export import merged_state, write_model
 from thinkscale.rl.grpo import Settings
+from thinkscale.verifiers.prm_train import file_sha256
 
 
 def _clean(logs: dict[str, Any]) -> dict[str, Any]:
@@ -31,8 +31,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 class RunLog(TrainerCallback):  # type: ignore[misc]
     """metrics.jsonl (training steps), heldout.jsonl (evaluations), reward.png, and the caller's progress hook."""
 
-    def __init__(self, out: Path, settings: Settings, progress: Callable[[dict[str, Any]], None] | None) -> None:
-        self.out, self.settings, self.progress = out, settings, progress
+    def __init__(self, out: Path, progress: Callable[[dict[str, Any]], None] | None) -> None:
+        self.out, self.progress = out, progress
         self._t = time.perf_counter()
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
@@ -109,26 +109,19 @@ def plot_rewards(out: Path) -> Path | None:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def finish(trainer: Any, settings: Settings, split: Split, out: Path) -> Path:
     """Save the adapter, write the merged GGUF and model.json (its provenance and held-out rewards)."""
     trainer.save_model(str(out / "adapter"))
     base_gguf = _base_gguf(settings)
     path = write_model(base_gguf, merged_state(trainer.model), out / "model.gguf", settings.gguf_type)
-    meta = {"base_model": settings.model, "base_gguf_sha256": _sha256(base_gguf), "steps": trainer.state.global_step,
+    meta = {"base_model": settings.model, "base_gguf_sha256": file_sha256(base_gguf),
+            "steps": trainer.state.global_step,
             "system": system_prompt(settings.system), "rewards": list(settings.rewards), "data": settings.data,
             "train_problems": [p.id for p in split.train], "heldout_problems": [p.id for p in split.heldout],
             "heldout": read_jsonl(out / "heldout.jsonl"), "gguf_type": settings.gguf_type,
             "think_start": settings.prefill, "think_end": "</think>" if "<think>" in settings.prefill or
             settings.system == "think" else "", "settings": settings.to_json(),
-            "gguf_sha256": _sha256(path)}
+            "gguf_sha256": file_sha256(path)}
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     plot_rewards(out)
     return path
