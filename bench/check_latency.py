@@ -43,6 +43,12 @@ CASES: dict[str, list[str]] = {
 }
 
 
+def _shown(arg: str) -> str:
+    """A path inside the working folder as a relative one: results files name no machine's folders."""
+    path = Path(arg)
+    return str(path.relative_to(Path.cwd())) if path.is_absolute() and path.is_relative_to(Path.cwd()) else arg
+
+
 def _command() -> list[str]:
     script = Path(sys.executable).with_name("thinkscale")
     return [str(script)] if script.exists() else [sys.executable, "-m", "thinkscale.cli"]
@@ -105,7 +111,7 @@ def main() -> None:
                                "platform": platform.platform(), "loadavg_before": _loadavg()}
     out: dict[str, Any] = {
         "label": args.label, "baseline_label": args.baseline_label if args.baseline else None,
-        "command": " ".join([*command, "check", "..."]), "runs": args.runs,
+        "command": " ".join([*map(_shown, command), "check", "..."]), "runs": args.runs,
         "machine": machine,
         "promise_s": 2.0,
     }
