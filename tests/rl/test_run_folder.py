@@ -31,6 +31,8 @@ def test_settings_are_checked() -> None:
         Settings(rewards=("nope",), reward_weights=(1.0,))
     with pytest.raises(ValueError, match="--device 'tpu'"):
         Settings(device="tpu")
+    with pytest.raises(ValueError, match="--gguf-type 'q3': give one of f32, f16, q8_0, q4_k_m"):
+        Settings(gguf_type="q3")  # refused before hours of training, not when the model is written
     gpu = Settings.for_device("gpu", steps=7)
     assert (gpu.device, gpu.num_generations, gpu.max_completion_tokens, gpu.steps) == ("gpu", 8, 512, 7)
     assert Settings.for_device("cpu", num_generations=None).num_generations == 4  # None = not given

@@ -31,12 +31,14 @@ from typing import Any
 
 from thinkscale.models import DEFAULT_MODEL
 from thinkscale.rl.data import Split, hf_dataset, split_from_run, split_problems, system_prompt
+from thinkscale.rl.export import KQUANTS, OUT_TYPES
 from thinkscale.rl.rewards import reward_functions
 from thinkscale.rl.weights import TrainSetupError, load_gguf_model, require_train_extra
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "gpu")
+GGUF_TYPES = (*OUT_TYPES, *KQUANTS)  # checked before training: the model is written only at the end
 GENERATIONS = ("transformers", "llamacpp")
 # Settings a resumed run may change: how long it runs, and how it uses this machine.
 RESUMABLE_CHANGES = frozenset({"steps", "threads"})
@@ -93,6 +95,7 @@ class Settings:
             (len(self.reward_weights) == len(self.rewards),
              f"{len(self.rewards)} rewards but {len(self.reward_weights)} reward weights"),
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
+            (self.gguf_type in GGUF_TYPES, f"--gguf-type {self.gguf_type!r}: give one of {', '.join(GGUF_TYPES)}"),
         ]
         for ok, message in problems:
             if not ok:
