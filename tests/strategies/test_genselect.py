@@ -76,6 +76,10 @@ ABC = ["42", "13", "7"]
     ("it is 7, not 13", gs.Mode.REASON, 3, None),  # two options' answers: names none
     ("1,3", gs.Mode.DIRECT, 3, 1),
     (" 99", gs.Mode.DIRECT, 3, None),
+    (" \\(\\boxed{C}\\).", gs.Mode.DIRECT, 3, 2),  # what qwen2.5-coder-0.5b writes under the boxed system prompt
+    (" \\boxed{\\text{B}}", gs.Mode.DIRECT, 3, 1),
+    ("A adds, so \\boxed{B}. Candidate A is wrong", gs.Mode.REASON, 3, 0),  # the last one named counts
+    ("Candidate A is wrong, so \\boxed{B}", gs.Mode.REASON, 3, 1),
 ])
 def test_parse_choice(reply, mode, n, want):
     assert gs.parse_choice(reply, ABC[:n], mode) == want

@@ -98,6 +98,7 @@ def messages(problem: Problem, candidates: Sequence[Candidate], opts: Sequence[O
 
 _NAMED = re.compile(r"[Cc]andidate(?:\s+is)?[\s:*(\[]*([A-Z])\b")  # "Candidate B", "candidate is **B**"
 _BARE = re.compile(r"^[\s:*(\[]*([A-Z])\b")
+_BOXED = re.compile(r"\\boxed\{\s*(?:\\text\{\s*)?(?:[Cc]andidate\s*)?([A-Z])\s*\}")  # \boxed{B}, \boxed{\text{B}}
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -106,16 +107,17 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 def parse_choice(reply: str, answers: Sequence[str], mode: Mode) -> int | None:
     """The option (0-based) the reply names, or None when it names none. ``answers``: the options' normalised
     answers in letter order. ``direct``: the first letter after the prefill (``" B"``, ``" Candidate B"``,
-    ``": (B)"``); ``reason``: the last "candidate X" (or "candidate is X"). Letters are upper case (a lower-case
-    "a" is an article). A reply with no letter that states exactly one option's answer (small models often write
-    " 32." instead of the letter) names that option."""
+    ``": (B)"``, a ``\\boxed{B}`` in the few tokens of the reply); ``reason``: the last "candidate X" (or
+    "candidate is X", or ``\\boxed{X}``). Letters are upper case (a lower-case "a" is an article). A reply with no
+    letter that states exactly one option's answer (small models often write " 32." instead of the letter) names
+    that option."""
     valid = LETTERS[:len(answers)]
     if mode is Mode.DIRECT:
-        m = _BARE.match(reply) or _NAMED.match(reply.strip())
+        m = _BARE.match(reply) or _NAMED.match(reply.strip()) or _BOXED.search(reply)
         letter = m.group(1) if m else None
     else:
-        found = [x for x in _NAMED.findall(reply) if x in valid]
-        letter = found[-1] if found else None
+        found = [(m.start(), m.group(1)) for rx in (_NAMED, _BOXED) for m in rx.finditer(reply) if m.group(1) in valid]
+        letter = max(found)[1] if found else None
     if letter is not None and letter in valid:
         return valid.index(letter)
     stated = {normalize_answer(x.replace(",", "")) for x in _NUMBER.findall(reply)}
