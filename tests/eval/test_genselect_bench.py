@@ -12,21 +12,9 @@ import pytest
 
 import thinkscale.backends
 from tests.helpers.bench import load_bench
-from tests.verifiers.test_orm_fit import LIMIT, train_table
+from tests.verifiers.test_orm_fit import LIMIT, run  # noqa: F401  (the stored run fixture: 4 chains per problem)
 from thinkscale.backends.scripted import ScriptedBackend
-from thinkscale.eval.config import SweepConfig
-from thinkscale.eval.runner import run_sweep
 from thinkscale.types import GenRequest
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("gensel")
-    table = train_table(tmp / "table.json")
-    out = tmp / "run"
-    run_sweep(SweepConfig(dataset="gsm8k-train", limit=LIMIT, models=("fake",), backend=f"scripted:{table}",
-                          strategies=("self-consistency:n_samples=4",), budgets=(2, 4)), out)
-    return out
 
 
 def knowing_judge(req: GenRequest, j: int) -> str:
@@ -48,7 +36,7 @@ def patch_backend(monkeypatch: pytest.MonkeyPatch, entry, made: list[ScriptedBac
     monkeypatch.setattr(thinkscale.backends, "load_backend", load)
 
 
-def test_a_judge_that_finds_the_right_chain_reaches_pass_at_k(run: Path, tmp_path: Path,
+def test_a_judge_that_finds_the_right_chain_reaches_pass_at_k(run: Path, tmp_path: Path,  # noqa: F811
                                                                monkeypatch: pytest.MonkeyPatch):
     made: list[ScriptedBackend] = []
     patch_backend(monkeypatch, knowing_judge, made)
@@ -75,7 +63,8 @@ def test_a_judge_that_finds_the_right_chain_reaches_pass_at_k(run: Path, tmp_pat
     assert made == [] and json.loads(out.read_text())["by_k"] == res
 
 
-def test_a_judge_that_names_nothing_is_the_vote(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_judge_that_names_nothing_is_the_vote(run: Path, tmp_path: Path,  # noqa: F811
+                                                 monkeypatch: pytest.MonkeyPatch):
     made: list[ScriptedBackend] = []
     patch_backend(monkeypatch, lambda req, j: " I am not sure", made)
     out = tmp_path / "sel.json"

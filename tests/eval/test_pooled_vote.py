@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.eval.test_genselect_bench import run  # noqa: F401  (the stored run fixture)
 from tests.helpers.bench import load_bench
+from tests.verifiers.test_orm_fit import run  # noqa: F401  (the stored run fixture)
 
 
 def test_a_mix_without_the_second_source_is_the_first_alone(run: Path, tmp_path: Path):  # noqa: F811
