@@ -21,6 +21,7 @@ import hashlib
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def run_requests(items: list[dict[str, Any]], replies: Replies, model: str, fing
 
 def subset_values(it: dict[str, Any], replies: Replies, mode: gs.Mode) -> dict[str, Any]:
     """On one judged subset: the majority's value (ties split), generative selection's, whether the reply named
-    an option, and the call's usage."""
+    an option (and its letter: A is the most voted answer), how many options it showed, and the call's usage."""
     d: Draw = it["draw"]
     keys, correct = d.keys, d.correct
     pool = it["pool"]
@@ -134,6 +135,7 @@ def subset_values(it: dict[str, Any], replies: Replies, mode: gs.Mode) -> dict[s
     choice = gs.parse_choice(row["reply"], [o.answer for o in opts], mode)
     value = maj if choice is None else float(correct[opts[choice].shown])
     return {"majority": maj, "genselect": value, "called": True, "named": choice is not None,
+            "letter": None if choice is None else gs.LETTERS[choice], "options": len(opts),
             "usage": Usage(**row["usage"])}
 
 
@@ -160,6 +162,8 @@ def summarise(stored: StoredRun, items: list[dict[str, Any]], replies: Replies, 
         out[str(k)] = {
             "problems": len(ids), "judged_subsets": len(flat), "selection_calls": len(called),
             "replies_naming_an_option": sum(1 for v in called if v["named"]),
+            "letters_named": dict(sorted(Counter(v["letter"] for v in called if v["named"]).items())),
+            "mean_options_shown": mean([v["options"] for v in called]) if called else None,
             "genselect": {"accuracy": est.mean, "ci95": [est.low, est.high]},
             "majority_same_subsets": {"accuracy": mj.mean, "ci95": [mj.low, mj.high]},
             "genselect_vs_majority": {"diff": diff.mean, "ci95": [diff.low, diff.high],

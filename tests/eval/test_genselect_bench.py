@@ -54,6 +54,7 @@ def test_a_judge_that_finds_the_right_chain_reaches_pass_at_k(run: Path, tmp_pat
     # every problem has a right chain among its 4, the judge finds it: pass@4
     assert at4["genselect"]["accuracy"] == pytest.approx(at4["pass_at_k"]) == 1.0
     assert at4["replies_naming_an_option"] == at4["selection_calls"] > 0
+    assert sum(at4["letters_named"].values()) == at4["selection_calls"] and at4["mean_options_shown"] >= 2
     assert at4["verifier_per_problem"]["prompt_tokens"] > 0
     assert res["2"]["judged_subsets"] == 2 * LIMIT
     asked = sum(len(b.requests) for b in made)
