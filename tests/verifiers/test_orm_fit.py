@@ -150,3 +150,6 @@ def test_train_orm_command_on_a_stored_run(run: Path, tmp_path: Path, monkeypatc
     assert bad.exit_code == 1 and "is not a run folder" in bad.output
     bad = CliRunner().invoke(app, ["train", "orm", "--run", str(run), "--out", str(out), "--views", "chain+nope"])
     assert bad.exit_code == 2 and "'nope' is not a valid View" in bad.output
+    for data, why in (("nope", "unknown dataset; give one of"), ("gsm8k", "an evaluation set")):
+        bad = CliRunner().invoke(app, ["train", "orm", "--data", data, "--out", str(out)])
+        assert bad.exit_code == 2 and why in bad.output and "gsm8k-train" in bad.output

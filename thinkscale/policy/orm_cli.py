@@ -28,6 +28,19 @@ def _view_sets(views: str) -> list[tuple[str, ...]] | None:
     return [tuple(v.strip() for v in views.split("+") if v.strip())]
 
 
+def _check_data(data: str) -> None:
+    """``--data`` names a shipped training set (chains are drawn on it); ValueError naming the choices."""
+    from thinkscale.eval.datasets import dataset_names
+    from thinkscale.policy.orm_fit import TEST_SETS
+
+    train = [d for d in dataset_names() if d not in TEST_SETS]
+    if data in TEST_SETS:
+        raise ValueError(f"--data {data}: an evaluation set; the ORM is fitted on training problems only "
+                         f"({', '.join(train)})")
+    if data not in train:
+        raise ValueError(f"--data {data!r}: unknown dataset; give one of {', '.join(train)}")
+
+
 def train_orm_command(
     out: Annotated[Path, typer.Option(help="Where to write the trained ORM (JSON).")],
     model: Annotated[str, typer.Option(help="Policy model: samples the chains, and its hidden states are the "
@@ -73,6 +86,8 @@ def train_orm_command(
         view_sets = VIEW_SETS if sets is None else [tuple(View(v) for v in s) for s in sets]
         if problems < 2 or samples < 1:
             raise ValueError("--problems must be >= 2 and --samples >= 1")
+        if not run:
+            _check_data(data)
     except ValueError as e:
         fail(str(e), 2)
     for path, what in ((out, "--out"), (curve, "--curve")):
