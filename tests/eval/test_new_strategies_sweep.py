@@ -1,5 +1,6 @@
-"""moa, debate and particle-filter through the eval harness on the scripted fake: every job is stored with its
-units, within its budget knob, and the heterogeneous MoA's second model is made by the sweep's backend factory."""
+"""moa, debate, particle-filter and genselect through the eval harness on the scripted fake: every job is stored
+with its units, within its budget knob, and the heterogeneous MoA's second model is made by the sweep's backend
+factory."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import run_sweep
 
 
-@pytest.mark.parametrize("spec", ["moa:layers=2", "debate:rounds=1", "particle-filter:verifier=pyes,max_steps=3"])
+@pytest.mark.parametrize("spec", ["moa:layers=2", "debate:rounds=1", "particle-filter:verifier=pyes,max_steps=3",
+                                  "genselect"])
 def test_the_new_strategies_run_through_a_sweep(spec: str, tmp_path: Path) -> None:
     table = write_table(tmp_path / "t.json", limit=3)
     out = tmp_path / "run"
