@@ -29,13 +29,15 @@ from typing import Any
 import numpy as np
 
 from thinkscale.eval.draws import problem_messages
-from thinkscale.eval.metrics import bootstrap_ci, expected_selection_accuracy, mean, pass_at_k, subsets
+from thinkscale.eval.metrics import bootstrap_ci, mean, pass_at_k, selection_value, subsets
 from thinkscale.eval.runner import unit_rng
-from thinkscale.eval.select import Draw, StoredRun, load_run
+from thinkscale.eval.select import Draw, Selector, SelectorKind, StoredRun, load_run, selector_value
 from thinkscale.strategies.genselect import DEFAULT_JUDGE_TOKENS
 from thinkscale.types import GenRequest, Problem, Usage
 from thinkscale.verifiers import genselect as gs
 from thinkscale.verifiers.aggregate import Selection
+
+MAJORITY = Selector(SelectorKind.MAJORITY)
 
 
 class Replies:
@@ -126,8 +128,7 @@ def subset_values(it: dict[str, Any], replies: Replies, mode: gs.Mode) -> dict[s
     d: Draw = it["draw"]
     keys, correct = d.keys, d.correct
     pool = it["pool"]
-    maj = expected_selection_accuracy([keys[i] for i in pool], [correct[i] for i in pool], None,
-                                      Selection.MAJORITY, len(pool), max_subsets=1)[0]
+    maj = selection_value([keys[i] for i in pool], [correct[i] for i in pool], None, Selection.MAJORITY)
     opts: list[gs.Option] = it["options"]
     if it["request"] is None:  # the chains agree (or too many answers: the vote decides)
         return {"majority": maj, "genselect": maj, "called": False, "named": None, "usage": Usage.zero()}
@@ -150,10 +151,7 @@ def summarise(stored: StoredRun, items: list[dict[str, Any]], replies: Replies, 
         ids = [d.problem_id for d in stored.draws]
         gen = [mean([v["genselect"] for v in per_problem[p]]) for p in ids]
         maj = [mean([v["majority"] for v in per_problem[p]]) for p in ids]
-        exact = [expected_selection_accuracy(d.keys, d.correct, None, Selection.MAJORITY, k,
-                                             max_subsets=int(stored.cfg["max_subsets"]),
-                                             rng=unit_rng(d.seed, d.problem_id, stored.sampler, stored.model, k))[0]
-                 for d in stored.draws]
+        exact = [selector_value(d, MAJORITY, None, k, stored) for d in stored.draws]
         flat = [v for p in ids for v in per_problem[p]]
         called = [v for v in flat if v["called"]]
         use = Usage.total(v["usage"] for v in called) if called else Usage.zero()

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from thinkscale.eval.metrics import bootstrap_ci, mean
+from thinkscale.eval.metrics import bootstrap_ci, mean, selection_value
 from thinkscale.eval.select import Draw, StoredRun, load_run
+from thinkscale.verifiers.aggregate import Selection
 
 
 def parse_source(text: str) -> tuple[str, str, str | None]:
@@ -56,21 +56,18 @@ def source_weight(train: StoredRun) -> float:
 def pooled_value(draws: Sequence[Draw], mix: Sequence[int], weights: Sequence[float], reps: int,
                  rng: random.Random) -> float:
     """Mean over ``reps`` draws of ``mix[s]`` chains from each source of the weighted vote's correctness."""
-    keys = [d.keys for d in draws]
+    draw_keys = [d.keys for d in draws]  # a property that normalises every answer: once, not per draw
     total = 0.0
     for _ in range(reps):
-        tally: dict[str, float] = {}
-        ok: dict[str, bool] = {}
-        for s, (d, k, ws) in enumerate(zip(draws, mix, weights, strict=True)):
+        keys: list[str | None] = []
+        ok: list[bool] = []
+        w: list[float] = []
+        for d, dk, k, ws in zip(draws, draw_keys, mix, weights, strict=True):
             for i in rng.sample(range(len(d.chains)), k):
-                key = keys[s][i]
-                if key is not None:
-                    tally[key] = tally.get(key, 0.0) + ws
-                    ok[key] = d.correct[i]
-        if tally:
-            top = max(tally.values())
-            tied = [a for a, v in tally.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)]
-            total += sum(ok[a] for a in tied) / len(tied)
+                keys.append(dk[i])
+                ok.append(d.correct[i])
+                w.append(ws)
+        total += selection_value(keys, ok, w, Selection.WEIGHTED_MAJORITY)
     return total / reps
 
 

@@ -88,11 +88,7 @@ class GenerativeSelection:
 
     def run(self, ctx: Run) -> Result:
         judge = self.judge_tokens
-        n, rem = self.n_samples, ctx.remaining_tokens()
-        if rem is not None:
-            n = min(n, max(0, rem - judge) // self.max_tokens)
-        while n > 0 and not ctx.fits(completion_tokens=n * self.max_tokens + judge, calls=2):
-            n -= 1
+        n = ctx.affordable(self.n_samples, self.max_tokens, calls=lambda n: 2, reserve_tokens=judge)
         if n == 0:
             ctx.stop("budget", "budget allows no sample and the selection reply")
             return ctx.result((), stop_reason="budget")

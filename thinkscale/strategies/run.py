@@ -156,15 +156,17 @@ class Run:
             return False
         return self.time_left()
 
-    def affordable(self, wanted: int, max_tokens: int, *, calls: Callable[[int], int] = lambda n: 1) -> int:
+    def affordable(self, wanted: int, max_tokens: int, *, calls: Callable[[int], int] = lambda n: 1,
+                   reserve_tokens: int = 0) -> int:
         """The most samples, up to ``wanted``, of ``max_tokens`` each whose step fits: ``calls(n)`` is what the step
         charges in calls for n samples (default one call, e.g. ``lambda n: 1 + verifier_calls(n)`` to keep
-        scoring them in reserve). 0 when nothing fits."""
+        scoring them in reserve), ``reserve_tokens`` completion tokens a later call of the step may need (kept
+        free). 0 when nothing fits."""
         n = wanted
         rem = self.remaining_tokens()
         if rem is not None:
-            n = min(n, max(0, rem) // max_tokens)
-        while n > 0 and not self.fits(completion_tokens=n * max_tokens, calls=calls(n)):
+            n = min(n, max(0, rem - reserve_tokens) // max_tokens)
+        while n > 0 and not self.fits(completion_tokens=n * max_tokens + reserve_tokens, calls=calls(n)):
             n -= 1
         return n
 
