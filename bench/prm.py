@@ -225,14 +225,14 @@ def main() -> None:
                           temperature=args.temperature, seed=args.seed)
         log(f"training the PRM on {len(rows)} problems of {train_path}")
         train_prm(backend, rows, prm_path, cfg=cfg, heldout_fraction=args.heldout, c=args.c, workers=args.train_workers,
-                  data={"path": str(train_path), "sha256": file_sha256(train_path), "subset_seed": args.seed},
+                  data={"path": str(args.train_data), "sha256": file_sha256(train_path), "subset_seed": args.seed},
                   progress=lambda d, t, pid, s: log(f"  labelled {d}/{t} {pid} in {s:.1f}s"))
     prm = TrainedPRM.load(prm_path, backend)
     log(f"PRM {prm_path}: held-out step AUROC {prm.metadata.get('heldout_auroc')}")
 
     test_rows = seeded_subset(load_rows(test_path), args.test_problems, args.seed)
     header = {"model": backend.info().fingerprint, "n": args.n, "max_tokens": args.max_tokens,
-              "temperature": args.temperature, "seed": args.seed, "test_data": str(test_path),
+              "temperature": args.temperature, "seed": args.seed, "test_data": str(args.test_data),  # as given
               # the head decides the scores; the metadata changes with every (resumed) run
               "prm_head_sha256": hashlib.sha256(json.dumps(TrainedPRM.read(prm_path)["head"],
                                                            sort_keys=True).encode()).hexdigest()}
