@@ -12,12 +12,18 @@ Exit status: 0 when everything holds, 1 when a functional check fails (an error,
 stop), 2 when only the throughput target (``--min-ratio``, 2x) is missed. Timings depend on what else runs on the
 machine: the load average is recorded with them.
 
+``--requests 8,32 --samples 1 --disconnects 0`` is the many-chats workload of issue 28: 8 single-chain chats at
+once, then 32, then the 8 one at a time; ``scaling_with_requests`` is each workload's aggregate rate over the next
+smaller one's (``scaling_target_met``: more clients at once never lower it).
+
 ``--max-active 0,32,16`` repeats the concurrent phase with the backend decoding at most that many samples per
 step (0: no cap), and ``--max-concurrency 32,8,4`` repeats it with that many server slots (the other clients wait
 in the server's queue), to find the batch size the machine decodes fastest; the sequential phase runs once.
 
     .venv/bin/python bench/server.py [--model smollm2-135m] [--requests 32] [--disconnects 4] [--max-tokens 64]
                                      [--max-concurrency 32,8,4]
+    .venv/bin/python bench/server.py --model qwen2.5-coder-0.5b --requests 8,32 --samples 1 --disconnects 0 \
+        --max-tokens 128 --out bench/results/server_chats.json
 
 Writes bench/results/server.json. Real clients: the official openai client for the requests that complete; raw
 streaming HTTP (httpx) for the ones that hang up, since they must close the connection mid-response.
@@ -184,7 +190,8 @@ def sequential_phase(engine: ServeEngine, backend: LlamaCppBackend, args: argpar
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--requests", type=int, default=32)
+    p.add_argument("--requests", default="32",
+                   help="concurrent clients, comma-separated for several workloads (8,32: 8 at once, then 32)")
     p.add_argument("--disconnects", type=int, default=4)
     p.add_argument("--samples", type=int, default=4, help="self-consistency samples per request (sc-N)")
     p.add_argument("--max-tokens", type=int, default=64, help="tokens per chain of thought")
@@ -202,28 +209,36 @@ def main() -> int:
                    help="throughput ratio (concurrent / one at a time) the best run must reach; exit 2 if not")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
-    n_req, n_gone = args.requests, args.disconnects
-    slot_runs = [int(x) for x in str(args.max_concurrency or n_req).split(",")]
+    counts = [int(x) for x in str(args.requests).split(",")]
+    n_max, n_gone = max(counts), args.disconnects
+    slot_runs = [int(x) for x in str(args.max_concurrency).split(",")] if args.max_concurrency else [0]
     active_runs = [int(x) for x in str(args.max_active).split(",")]
 
     load_before = os.getloadavg()  # other processes on the machine skew the timings: recorded with them
     path = resolve(args.model, progress=False)
-    n_ctx = args.n_ctx or n_req * (args.samples * args.max_tokens + 128)
+    n_ctx = args.n_ctx or n_max * (args.samples * args.max_tokens + 128)
     backend = LlamaCppBackend(path, name=args.model, n_ctx=n_ctx,
-                              n_seq_max=min(256, n_req * (args.samples + 1) + 8))
+                              n_seq_max=min(256, n_max * (args.samples + 1) + 8))
     engine = ServeEngine(backend, args.model, system_prompt=MATH_SYSTEM)
-    gone = set(range(0, n_req, n_req // n_gone)[:n_gone]) if n_gone else set()
-    stay = [i for i in range(n_req) if i not in gone]
     with BackgroundServer(create_app(engine)) as url:  # warm up: model pages, first-call allocations
         ask(OpenAI(base_url=f"{url}/v1", api_key="unused"), f"{args.model}:greedy", 10_000, 4)
 
     uncapped = backend.max_active
     runs = []
-    for cap in active_runs:
-        backend.max_active = cap or uncapped
-        for slots in slot_runs:
-            runs.append(concurrent_phase(engine, backend, args, slots, gone) | {"backend_max_active": cap or uncapped})
+    for n_req in counts:  # each workload: n_req clients at once, the same prompts 0..n_req-1
+        wargs = argparse.Namespace(**(vars(args) | {"requests": n_req}))
+        gone = set(range(0, n_req, n_req // n_gone)[:n_gone]) if n_gone else set()
+        for cap in active_runs:
+            backend.max_active = cap or uncapped
+            for slots in slot_runs:
+                runs.append({"requests": n_req}
+                            | concurrent_phase(engine, backend, wargs, slots or n_req, gone)
+                            | {"backend_max_active": cap or uncapped})
     backend.max_active = uncapped  # one at a time, each request's samples decode together as they always do
+    # the smallest workload's requests (those whose client stays) sent again one at a time
+    n_seq = min(counts)
+    gone = set(range(0, n_seq, n_seq // n_gone)[:n_gone]) if n_gone else set()
+    stay = [i for i in range(n_seq) if i not in gone]
     sequential = sequential_phase(engine, backend, args, stay)
     backend.close()
     seq_rate = sequential["completion_tok_per_s"]
@@ -231,9 +246,14 @@ def main() -> int:
         r["throughput_ratio"] = round(r["completion_tok_per_s"] / seq_rate, 2)
         r["decode_calls_ratio"] = round(sequential["backend_counters"]["decode_calls"]
                                         / max(1, r["backend_counters"]["decode_calls"]), 2)
+    best_per_count = {n: max(r["completion_tok_per_s"] for r in runs if r["requests"] == n) for n in counts}
+    # more clients at once must not lower the aggregate rate (each count against the next smaller one)
+    scaling = {f"{b}_over_{a}": round(best_per_count[b] / best_per_count[a], 3)
+               for a, b in zip(counts, counts[1:], strict=False)}
     result = {
         "command": "python " + " ".join(sys.argv),
-        "model": args.model, "model_id": f"{args.model}:sc-{args.samples}", "requests": n_req,
+        "model": args.model, "model_id": f"{args.model}:sc-{args.samples}", "requests": counts,
+        "sequential_requests": len(stay),
         "max_tokens_per_chain": args.max_tokens,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": backend.n_threads,
                     "n_ctx": backend.n_ctx, "n_seq_max": backend.n_seq_max, "loadavg_before": load_before},
@@ -242,12 +262,15 @@ def main() -> int:
         "checks_passed": all(r["checks_passed"] for r in runs),
         "throughput_target_ratio": args.min_ratio,
         "throughput_target_met": max(r["throughput_ratio"] for r in runs) >= args.min_ratio,
+        "scaling_with_requests": scaling,
+        "scaling_target_met": all(v >= 1.0 for v in scaling.values()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"sequential_tok_s": seq_rate, "sequential_wall_s": sequential["wall_seconds"],
-                      "concurrent": [{k: r[k] for k in ("server_max_concurrency", "backend_max_active", "completed",
-                                                        "disconnected",
+                      "scaling_with_requests": scaling,
+                      "concurrent": [{k: r[k] for k in ("requests", "server_max_concurrency", "backend_max_active",
+                                                        "completed", "disconnected",
                                                         "completion_tok_per_s", "wall_seconds", "throughput_ratio",
                                                         "decode_calls_ratio", "checks_passed")}
                                      | {"max_stop_seconds": r["cancellation"]["max_stop_seconds"]} for r in runs]},

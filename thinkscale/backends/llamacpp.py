@@ -211,6 +211,7 @@ class LlamaCppBackend(BaseBackend):
         self.n_ctx = L.llama_n_ctx(self._ctx)
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
+        self.flash_attn = {None: "auto", True: "on", False: "off"}[flash_attn]  # as asked; llama.cpp decides "auto"
         # Samples decoded together per step. More is not always faster: with the unified KV cache every query token
         # walks the mask over all used cells, so a step costs ~ (tokens in the step) x (cells in use); past the
         # batch size where the matmuls stop gaining (4-32 sequences on a laptop CPU) more concurrency only adds
