@@ -107,6 +107,31 @@ def test_samples_beyond_the_context_run_in_waves(smollm2_path):
         b.close()
 
 
+def test_prompts_that_fit_the_context_only_one_at_a_time_take_turns(smollm2_path):
+    """Each prompt + max_tokens fits the context alone, two do not. They must run one after another, the finished
+    ones' KV evicted. A prompt's cells are freed only with the last sequence copied from it (its samples), so the
+    admission count must follow that; it once counted them freed with the prompt's own sequence, admitted the next
+    prompt into a full cache and failed with "llama_decode failed (code 1)". The prompts share their first token, so
+    each new one also finds the last one's sequence as its (1-token) prefix: keeping it must not block admission."""
+    b = LlamaCppBackend(smollm2_path, n_ctx=256, n_seq_max=8)
+    try:
+        words = " ".join(f"item{i} costs {i * 3} dollars;" for i in range(19))
+        reqs = [GenRequest(prompt=f"Q{j}: {words} What is the total?", temperature=0.0, max_tokens=8)
+                for j in range(3)]
+        n_prompt = len(b.tokenize(reqs[0].prompt or ""))
+        assert 2 * (n_prompt + 8) > b.n_ctx >= n_prompt + 8
+        out = b.generate(reqs)
+        assert [len(c.samples) for c in out] == [1, 1, 1]
+        assert b.counters["evictions"] >= 2
+        for s in b._seqs.values():  # the bookkeeping the admission count rests on
+            assert s.exclusive == len(s.tokens) - s.base
+            assert (s.parent is None) == (s.base == 0)
+            assert s.parent is None or s in s.parent.children
+        assert b._estimated_cells() <= b.n_ctx
+    finally:
+        b.close()
+
+
 def test_request_larger_than_context_is_refused(smollm2_path):
     b = LlamaCppBackend(smollm2_path, n_ctx=128, n_seq_max=4)
     try:

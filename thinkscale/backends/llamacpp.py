@@ -8,7 +8,8 @@ How it is fast:
 - **Prefix reuse.** Every sequence that has been computed stays in the unified KV cache as an idle entry, with its
   exact token list. A new prompt is matched against all of them; the longest common token prefix is copied and only
   the rest is computed (a search tree's next step, a revision round, P(yes) after the solution). Idle entries are
-  evicted least-recently-used first when sequence ids or KV cells run short, so the cache is bounded by ``n_ctx``.
+  evicted least-recently-used first when sequence ids or KV cells run short, so the cache is bounded by ``n_ctx``;
+  an entry others were copied from goes only after them (until then its cells are not freed).
 - **Admission control.** Samples are admitted while their worst case (``max_tokens`` cells each) fits in the
   context; the rest wait and start as others finish, so ``n * max_tokens`` may exceed ``n_ctx``.
 
@@ -105,15 +106,23 @@ def common_prefix_len(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarr
     return n if not x[i] else i
 
 
-@dataclass
+@dataclass(eq=False)
 class _KvSeq:
-    """A sequence id in the KV cache and exactly the tokens whose KV it holds (positions 0..len-1)."""
+    """A sequence id in the KV cache and exactly the tokens whose KV it holds (positions 0..len-1).
+
+    A sequence copied from another (``parent``) shares its first ``base`` cells with it: llama.cpp tags those cells
+    with both ids and frees a cell only when no id holds it. So a sequence's own cells (``exclusive``) are freed by
+    dropping it only while nothing was copied from it (``children``): eviction takes such leaves only, and dropping
+    a parent otherwise hands the cells its children still hold over to them."""
 
     seq_id: int
     tokens: list[int]
-    exclusive: int  # cells not shared with the sequence it was copied from (for admission estimates)
+    exclusive: int  # cells not shared with the parent (for admission estimates; a running sample: its reserve)
     pinned: int = 0  # > 0 while a request is using it; only unpinned (idle) sequences are evicted
     last_used: int = 0
+    parent: _KvSeq | None = field(default=None, repr=False)
+    base: int = 0  # leading cells shared with the parent
+    children: list[_KvSeq] = field(default_factory=list, repr=False)
 
 
 @dataclass(eq=False)
@@ -325,7 +334,9 @@ class LlamaCppBackend(BaseBackend):
         return sum(s.exclusive for s in self._seqs.values())
 
     def _evict_one(self) -> bool:
-        idle = [s for s in self._seqs.values() if not s.pinned]
+        """Drop the least recently used idle sequence that nothing was copied from (dropping one that has copies
+        would free none of the cells they share with it)."""
+        idle = [s for s in self._seqs.values() if not s.pinned and not s.children]
         if not idle:
             return False
         victim = min(idle, key=lambda s: s.last_used)
@@ -337,6 +348,15 @@ class LlamaCppBackend(BaseBackend):
         self._L.llama_memory_seq_rm(self._mem, s.seq_id, -1, -1)
         del self._seqs[s.seq_id]
         self._free_ids.append(s.seq_id)
+        for c in s.children:  # the cells c shares with s stay in the cache: c holds them now (with its siblings:
+            c.exclusive += max(0, c.base - s.base)  # then each counts them, an overestimate that only waits longer)
+            c.base = min(c.base, s.base)
+            c.parent = s.parent if c.base else None
+            if c.parent is not None:
+                c.parent.children.append(c)
+        if s.parent is not None:
+            s.parent.children.remove(s)
+        s.children = []
 
     def _new_seq(self, source: _KvSeq | None, length: int) -> _KvSeq:
         """A fresh pinned sequence holding ``source``'s first ``length`` tokens (shared cells, nothing computed)."""
@@ -357,6 +377,10 @@ class LlamaCppBackend(BaseBackend):
             tokens = source.tokens[:length]
             source.last_used = next(self._clock)
         s = _KvSeq(sid, tokens, exclusive=0, pinned=1, last_used=next(self._clock))
+        if tokens:
+            assert source is not None
+            s.parent, s.base = source, len(tokens)
+            source.children.append(s)
         self._seqs[sid] = s
         return s
 
@@ -479,7 +503,7 @@ class LlamaCppBackend(BaseBackend):
                                     token_ids=tuple(a.token_ids))
         self._L.llama_sampler_free(a.sampler)
         a.sampler = 0
-        a.kv.exclusive = max(0, len(a.kv.tokens) - len(a.job.prompt))
+        a.kv.exclusive = len(a.kv.tokens) - a.kv.base  # the reserve becomes what it holds beyond the prompt
         a.kv.pinned -= 1  # stays cached (idle) for prefix reuse
         a.kv.last_used = next(self._clock)
         return True
@@ -618,6 +642,11 @@ class LlamaCppBackend(BaseBackend):
             fits = self._make_room(len(job.prompt) - k + job.req.max_tokens)
             if src is not None:
                 src.pinned -= 1
+            if not fits and src is not None:
+                # keeping the prefix's sequence (all of it, however few tokens are shared) leaves too little room:
+                # compute the whole prompt instead, free to evict that sequence too
+                src, k = None, 0
+                fits = self._make_room(len(job.prompt) + job.req.max_tokens)
             if not fits:
                 if active:
                     break  # wait for running samples to finish and free their cells
