@@ -116,6 +116,25 @@ def test_a_verifier_that_prefers_right_chains_beats_majority(run: Path, table: P
         assert "vs_majority" not in rows["majority"]
 
 
+def test_weighted_power_moves_the_vote_from_majority_to_best_of_k(run: Path, table: Path) -> None:
+    """Weights score ** power: a tiny power is the plain vote whose ties go to the answer with the higher-scored
+    chains (on the fake's two score levels: the tie-break selector), a large one best-of-k (a right chain, 0.948,
+    then outweighs any number of wrong ones, 0.052); the label names the power; power 1 is plain weighting."""
+    specs = ("best:verifier=pyes", "weighted:verifier=pyes,power=1e-9", "weighted:verifier=pyes,power=50",
+             "weighted:verifier=pyes,power=1", "tiebreak:verifier=pyes")
+    sels = [parse_selector(s) for s in specs]
+    assert [s.label for s in sels] == ["best:verifier=pyes", "weighted:verifier=pyes,power=1e-09",
+                                       "weighted:verifier=pyes,power=50", "weighted:verifier=pyes",
+                                       "tiebreak:verifier=pyes"]
+    result = select_run(run, sels, ks=[2, 4], backend=f"scripted:{table}", backend_factory=Factory(table), reps=50)
+    for k in ("2", "4"):
+        per = result["per_problem"][k]
+        assert per["weighted:verifier=pyes,power=1e-09"] == per["tiebreak:verifier=pyes"]
+        assert per["weighted:verifier=pyes,power=50"] == per["best:verifier=pyes"]
+        # the fake's pools split votes evenly on some problems: a tiny power is not the plain (tie-splitting) vote
+        assert per["majority"] != per["tiebreak:verifier=pyes"] and per["majority"] != per["best:verifier=pyes"]
+
+
 def test_verifier_scores_are_computed_once_per_chain(run: Path, table: Path, tmp_path: Path) -> None:
     """A rerun with the same cache file makes no model at all and reports the same numbers."""
     sels = [parse_selector("weighted:verifier=pyes")]
@@ -183,7 +202,10 @@ ERRORS: list[tuple[list[str], str]] = [
     (["--selector", "vote"], "unknown selector 'vote'"),
     (["--selector", "best"], "needs a verifier"),
     (["--selector", "best:verifier=nope"], "unknown verifier 'nope'"),
-    (["--selector", "best:verifier=pyes,power=2"], "unknown knob 'power'"),
+    (["--selector", "best:verifier=pyes,size=2"], "unknown knob 'size'"),
+    (["--selector", "best:verifier=pyes,power=2"], "power applies to the weighted selector only"),
+    (["--selector", "weighted:verifier=pyes,power=0"], "power must be a finite number > 0"),
+    (["--selector", "weighted:verifier=pyes,power=two"], "power must be a number"),
     (["--selector", "weighted:verifier=confidence-mean"], "reads the generator's token logprobs"),
     (["--selector", "majority:verifier=pyes"], "majority takes no verifier"),
     (["--selector", "best:verifier=pyes"], "give --backend scripted:TABLE.json"),  # the store keeps the table's hash

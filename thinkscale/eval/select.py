@@ -8,6 +8,9 @@ and every selector is judged on the very same subsets (paired). Selectors (none 
 
 - ``majority``: the plain vote (self-consistency);
 - ``weighted:verifier=NAME``: the vote with each chain weighted by its verifier score (RM-weighted voting);
+  ``power=A`` weights by score ** A instead (0 < A; A -> 0 approaches the plain vote with ties going to the answer
+  whose chains score higher, a large A best-of-k), the exponent chosen on *training* problems
+  (``bench/orm_select.py`` fits it: 0.5 for the packaged ORM on the 0.5B);
 - ``best:verifier=NAME``: the chain the verifier scores highest (best-of-k);
 - ``tiebreak:verifier=NAME``: the plain vote, a tie for the most votes going to the tied answer whose best chain
   scores highest.
@@ -27,6 +30,7 @@ of what scoring the N chains took).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +76,15 @@ class Selector:
     verifier: str | None = None
     verifier_path: str | None = None
     step_aggregation: StepAggregation = StepAggregation.LAST
+    power: float = 1.0  # weighted: each chain weighs score ** power
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", SelectorKind(self.kind))
         object.__setattr__(self, "step_aggregation", StepAggregation(self.step_aggregation))
+        if not (math.isfinite(self.power) and self.power > 0):
+            raise ValueError(f"power must be a finite number > 0, got {self.power}")
+        if self.power != 1.0 and self.kind is not SelectorKind.WEIGHTED:
+            raise ValueError(f"power applies to the weighted selector only (weights score ** power), not {self.kind}")
         if self.kind is SelectorKind.MAJORITY:
             if self.verifier is not None or self.verifier_path is not None:
                 raise ValueError("selector majority takes no verifier (weighted, best and tiebreak do)")
@@ -90,7 +99,8 @@ class Selector:
     @property
     def label(self) -> str:
         knobs = {"verifier": self.verifier, "verifier_path": self.verifier_path,
-                 "step_aggregation": None if self.step_aggregation is StepAggregation.LAST else self.step_aggregation}
+                 "step_aggregation": None if self.step_aggregation is StepAggregation.LAST else self.step_aggregation,
+                 "power": None if self.power == 1.0 else f"{self.power:g}"}
         given = ",".join(f"{k}={v}" for k, v in knobs.items() if v is not None)
         return str(self.kind) + (":" + given if given else "")
 
@@ -101,8 +111,9 @@ class Selector:
 
 
 def parse_selector(spec: str) -> Selector:
-    """``majority``, ``weighted:verifier=orm``, ``best:verifier=prm,verifier_path=prm.json,step_aggregation=min``.
-    ValueError naming what is wrong (an unknown selector, knob or verifier)."""
+    """``majority``, ``weighted:verifier=orm,power=0.5``,
+    ``best:verifier=prm,verifier_path=prm.json,step_aggregation=min``. ValueError naming what is wrong (an unknown
+    selector, knob or verifier)."""
     try:
         name, values = parse_spec(spec)
         kind = SelectorKind(name)
@@ -111,13 +122,17 @@ def parse_selector(spec: str) -> Selector:
         if "is not a valid SelectorKind" in why:
             why = f"unknown selector {spec.partition(':')[0].strip()!r}; choose one of: {', '.join(SelectorKind)}"
         raise ValueError(f"--selector {spec!r}: {why}") from None
-    unknown = sorted(set(values) - {"verifier", "verifier_path", "step_aggregation"})
+    unknown = sorted(set(values) - {"verifier", "verifier_path", "step_aggregation", "power"})
     if unknown:
         raise ValueError(f"--selector {spec!r}: unknown knob {unknown[0]!r}; a selector takes verifier, "
-                         "verifier_path, step_aggregation")
+                         "verifier_path, step_aggregation, power (weighted)")
+    try:
+        power = float(values.get("power", "1"))
+    except ValueError:
+        raise ValueError(f"--selector {spec!r}: power must be a number, got {values['power']!r}") from None
     try:
         return Selector(kind, values.get("verifier"), values.get("verifier_path"),
-                        StepAggregation(values.get("step_aggregation", "last")))
+                        StepAggregation(values.get("step_aggregation", "last")), power)
     except ValueError as e:
         raise ValueError(f"--selector {spec!r}: {e}") from None
 
@@ -250,6 +265,11 @@ def selector_value(draw: Draw, selector: Selector, scores: Sequence[tuple[float,
     """The selector's expected accuracy on one problem's chains at k, over the harness's k-subsets of them."""
     rng = unit_rng(draw.seed, draw.problem_id, stored.sampler, stored.model, k)
     flat = None if scores is None else [aggregate_steps(s, selector.step_aggregation) for s in scores]
+    if flat is not None and selector.power != 1.0:
+        if any(not 0.0 <= x <= 1.0 for x in flat):
+            raise ValueError(f"{selector.label}: power needs scores in [0, 1]; verifier {selector.verifier} gave "
+                             f"{min(flat)}..{max(flat)} on problem {draw.problem_id}")
+        flat = [x ** selector.power for x in flat]
     max_subsets = int(stored.cfg["max_subsets"])
     if selector.kind is SelectorKind.TIEBREAK:
         assert flat is not None
