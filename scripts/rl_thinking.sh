@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# (issue 27) A thinking model for the engine, resumable: GRPO on the default model with the think system prompt and
+# the format reward (reasoning inside <think>...</think>, then \boxed{}), then budget forcing on it at three thinking
+# budgets over the 100 GSM8K test problems (docs/results/rl/sweep-think-0.5b-bf.toml). Rerun after a kill: training
+# goes on from its newest checkpoint, the eval resumes its store. Run it after scripts/rl_pipeline.sh (one heavy job
+# at a time on a 2-core machine). Needs: bash scripts/install.sh --train, the committed stores restored.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TS=.venv/bin/thinkscale
+PY=.venv/bin/python
+OUT=runs/rl/grpo-0.5b-think
+STEPS=${STEPS:-100}
+step() { echo "== $(date -u +%FT%TZ) $*"; "$@"; }
+$PY scripts/stores.py restore
+args=(--model qwen2.5-coder-0.5b --data gsm8k-train --system think --rewards correct,format
+      --problems-from runs/train-0.5b --heldout 32 --num-generations 4 --max-completion-tokens 384 --steps "$STEPS"
+      --save-every 5 --eval-every 25 --generation llamacpp --out "$OUT")
+if [ -f "$OUT/settings.json" ]; then step $TS train grpo "${args[@]}" --resume; else step $TS train grpo "${args[@]}"; fi
+step $TS eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --quiet
+step $TS report runs/gsm8k-think-0.5b-bf --out docs/results/rl/think-bf
+mkdir -p docs/results/rl/think
+cp "$OUT/metrics.jsonl" "$OUT/heldout.jsonl" "$OUT/reward.png" "$OUT/model.json" docs/results/rl/think/
+echo "== $(date -u +%FT%TZ) done"

@@ -1,0 +1,28 @@
+"""The committed sweep files of the RL results (docs/results/rl) load, and the thinking model's budget-forcing sweep
+uses the very system prompt the model is trained with (a drifted copy would evaluate it off its training prompt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from thinkscale.eval.config import load_sweep_file
+from thinkscale.prompts import THINK_SYSTEM
+from thinkscale.strategies.base import budget_scale, build_strategy
+
+RL = Path(__file__).resolve().parents[2] / "docs" / "results" / "rl"
+
+
+def test_the_budget_forcing_sweep_runs_the_thinking_model_on_its_training_prompt() -> None:
+    cfg = load_sweep_file(RL / "sweep-think-0.5b-bf.toml")
+    assert cfg.system == THINK_SYSTEM
+    assert cfg.models == ("runs/rl/grpo-0.5b-think/model.gguf",)
+    (spec,) = cfg.strategies
+    bf = build_strategy(spec)
+    assert (bf.think_start, bf.think_end) == ("<think>", "</think>")
+    # three thinking budgets: k x max_tokens thinking tokens
+    assert [k * budget_scale("budget-forcing", cfg.max_tokens) for k in cfg.budgets] == [128, 256, 384]
+
+
+def test_the_grpo_comparison_sweep_loads() -> None:
+    cfg = load_sweep_file(RL / "sweep-grpo-0.5b.toml")
+    assert cfg.models == ("runs/rl/grpo-0.5b-boxed/model.gguf",) and cfg.budgets == (1, 8)
