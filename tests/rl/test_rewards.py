@@ -7,7 +7,7 @@ import pytest
 
 from thinkscale.answers.equivalence import grade
 from thinkscale.answers.task import Verdict
-from thinkscale.rl.rewards import answer_part, completion_text, correct, reward_functions, think_format
+from thinkscale.rl.rewards import completion_text, correct, reward_functions, think_format
 
 CASES = [  # (completion, reference, task)
     ("<think>3 + 4 = 7</think> The answer is \\boxed{7}.", "7", "numeric"),
@@ -49,9 +49,7 @@ def test_format_reward(text: str, ok: bool) -> None:
     assert think_format([text], ["numeric"]) == [float(ok)]
 
 
-def test_answer_part_and_text() -> None:
-    assert answer_part("<think>x = 2</think> \\boxed{3}") == " \\boxed{3}"
-    assert answer_part("plain \\boxed{3}") == "plain \\boxed{3}"
+def test_completion_text() -> None:
     assert completion_text([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]) == "ab"
     with pytest.raises(TypeError, match="completion"):
         completion_text(3)

@@ -33,12 +33,6 @@ def completion_text(completion: Any) -> str:
     raise TypeError(f"a completion is a string or a list of chat messages, not {type(completion).__name__}")
 
 
-def answer_part(text: str) -> str:
-    """What follows the reasoning block when there is one (the answer a user sees), else the whole text."""
-    m = _THINK_FORM.match(text)
-    return m.group("answer") if m else text
-
-
 def is_correct(text: str, reference: str, task: Task | str) -> bool:
     """The eval harness's verdict on a response: its extracted final answer equals the reference. A timeout of the
     symbolic checker counts as wrong, as in ``thinkscale eval``."""
