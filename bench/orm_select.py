@@ -42,7 +42,13 @@ from typing import Any
 import numpy as np
 
 from thinkscale.answers.extract import normalize_answer
-from thinkscale.eval.metrics import bootstrap_ci, expected_selection_accuracy, pass_at_k, subsets
+from thinkscale.eval.metrics import (
+    bootstrap_ci,
+    expected_selection_accuracy,
+    expected_tiebreak_accuracy,
+    pass_at_k,
+    subsets,
+)
 from thinkscale.eval.store import StoreError, open_existing
 from thinkscale.policy.orm_fit import RunChains, chains_from_run
 from thinkscale.types import Usage
@@ -113,32 +119,6 @@ def by_problem(chains: Sequence[LabelledChain]) -> dict[str, list[int]]:
     return out
 
 
-def tiebreak_value(keys: Sequence[str | None], correct: Sequence[bool], scores: Sequence[float],
-                   idx: np.ndarray) -> float:
-    """Mean over subsets of: the plain vote, a tie for the most votes going to the tied answer whose best chain the
-    ORM scores highest (a tie in that too split evenly)."""
-    total = 0.0
-    for row in idx:
-        votes: dict[str, int] = {}
-        best: dict[str, float] = {}
-        ok: dict[str, bool] = {}
-        for i in row:
-            k = keys[i]
-            if k is None:
-                continue
-            votes[k] = votes.get(k, 0) + 1
-            best[k] = max(best.get(k, -1.0), scores[i])
-            ok.setdefault(k, bool(correct[i]))
-        if not votes:
-            continue
-        top = max(votes.values())
-        tied = [a for a, v in votes.items() if v == top]
-        hi = max(best[a] for a in tied)
-        winners = [a for a in tied if math.isclose(best[a], hi, rel_tol=1e-9, abs_tol=1e-12)]
-        total += sum(ok[a] for a in winners) / len(winners)
-    return total / len(idx)
-
-
 def answer_features(keys: Sequence[str | None], p: Sequence[float], row: Sequence[int]
                     ) -> tuple[list[str], np.ndarray]:
     """The distinct answers among the chains ``row`` and, per answer: vote share, mean / best / summed-over-k ORM
@@ -202,7 +182,8 @@ def problem_values(keys: list[str | None], correct: list[bool], p: np.ndarray, k
     return {"majority": esa(None, Selection.MAJORITY),
             "orm-best": esa(list(p), Selection.ARGMAX),
             "orm-weighted": esa(list(p), Selection.WEIGHTED_MAJORITY),
-            "orm-tiebreak": tiebreak_value(keys, correct, list(p), idx),
+            "orm-tiebreak": expected_tiebreak_accuracy(keys, correct, list(p), k, max_subsets=max_subsets,
+                                                       rng=random.Random(rng_seed))[0],
             "orm-weighted-tuned": esa(list(np.power(p, alpha)), Selection.WEIGHTED_MAJORITY),
             **({"orm-learned": combo_value(keys, correct, list(p), idx, combo)} if combo is not None else {})}
 
