@@ -49,6 +49,8 @@ def eval_command(
     task: Annotated[str | None, typer.Option(help="Answer task of a dataset file: math, numeric, integer, game24, "
                                              "multiple_choice.")] = None,
     system: Annotated[str | None, typer.Option(help="Replace the dataset's system prompt.")] = None,
+    levels: Annotated[str | None, typer.Option(help="Only problems of these difficulty levels, e.g. 1,2 (MATH-500's "
+                                               "1-5), before --limit draws from them.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate this many problems, drawn with --seed.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the problem subset (default 0).")] = None,
     model: Annotated[list[str] | None, typer.Option(help="Model (repeatable): catalog name or .gguf path "
@@ -92,6 +94,7 @@ def eval_command(
 
     flags: dict[str, Any] = {
         "dataset": dataset, "task": task, "system": system, "limit": limit, "seed": seed, "models": model,
+        "levels": None if levels is None else _ints(levels, "--levels"),
         "backend": _pool_backend(backend, base_url, base_url_file), "strategies": strategy,
         "budgets": None if budgets is None else _ints(budgets, "--budgets"),
         "sample_seeds": None if sample_seeds is None else _ints(sample_seeds, "--sample-seeds"),

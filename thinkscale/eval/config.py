@@ -35,6 +35,8 @@ class SweepConfig(BaseModel):
     dataset: str = Field(min_length=1)
     task: Task | None = None  # only for a dataset file; shipped datasets know their task
     system: str | None = None  # replaces the dataset's system prompt
+    # only problems of these difficulty levels (MATH-500's 1-5), before the seeded draw of ``limit``
+    levels: tuple[Annotated[int, Field(ge=1)], ...] | None = None
     limit: Annotated[int, Field(ge=1)] | None = None
     seed: int = Field(default=0, ge=0)
     models: tuple[str, ...] = Field(min_length=1)
@@ -59,6 +61,13 @@ class SweepConfig(BaseModel):
             raise ValueError("give at least one budget")
         if list(v) != sorted(set(v)):
             raise ValueError(f"budgets must be strictly increasing, got {list(v)}")
+        return v
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (not v or list(v) != sorted(set(v))):
+            raise ValueError(f"levels must be a non-empty, strictly increasing list, got {list(v)}")
         return v
 
     @field_validator("models", "strategies", "sample_seeds")

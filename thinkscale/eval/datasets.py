@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -78,6 +79,22 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.problems)
+
+    def at_levels(self, levels: Sequence[int] | None) -> Dataset:
+        """The problems of the given difficulty levels (MATH's 1-5), in file order; ``None`` = all. ValueError for a
+        dataset without levels or a choice that keeps no problem. Applied before ``subset``: a sweep draws its
+        ``limit`` problems from these."""
+        if levels is None:
+            return self
+        if any(p.level is None for p in self.problems):
+            raise ValueError(f"levels: the problems of {self.name} carry no difficulty level (a row's meta.level, as "
+                             "in MATH-500)")
+        wanted = set(levels)
+        kept = tuple(p for p in self.problems if p.level in wanted)
+        if not kept:
+            found = sorted({p.level for p in self.problems if p.level is not None})
+            raise ValueError(f"levels {sorted(wanted)}: no problem of {self.name} has them (its levels: {found})")
+        return Dataset(self.name, self.task, kept, self.sha256)
 
     def subset(self, limit: int | None, seed: int) -> Dataset:
         """``limit`` problems drawn with ``random.Random(seed)``, kept in file order. The draw depends only on the

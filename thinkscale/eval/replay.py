@@ -73,7 +73,7 @@ def run_problems(store: Store) -> dict[str, EvalProblem]:
     ds = load_dataset(cfg["dataset"], task=cfg["task"], system=cfg["system"])
     if ds.sha256 != cfg["dataset_sha256"]:
         raise StoreError(f"{store.dir}: dataset {cfg['dataset']} is not the file the run used (sha256 differs)")
-    ds = ds.subset(cfg["limit"], cfg["subset_seed"])
+    ds = ds.at_levels(cfg.get("levels")).subset(cfg["limit"], cfg["subset_seed"])
     ids = hashlib.sha256("\n".join(p.id for p in ds.problems).encode()).hexdigest()
     if ids != cfg["problem_ids_sha256"]:
         raise StoreError(f"{store.dir}: the dataset subset differs from the run's problems")

@@ -222,6 +222,7 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
         "knob_files": knob_files(plans),
         # recorded when on (absent: batched as the backend likes), so a run's store says whether it is reproducible
         **({"deterministic": True} if cfg.deterministic else {}),
+        **({"levels": list(cfg.levels)} if cfg.levels is not None else {}),  # absent: every level
     }
 
 
@@ -580,7 +581,7 @@ def plan_jobs(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> list[
 
 def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyPlan], list[Job]]:
     """Load the dataset, check every spec, open the store and bind it to this config (or refuse)."""
-    ds = load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).subset(cfg.limit, cfg.seed)
+    ds = load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).at_levels(cfg.levels).subset(cfg.limit, cfg.seed)
     plans = [plan_strategy(s, cfg) for s in cfg.strategies]
     labels = [p.label for p in plans]
     if len(set(labels)) != len(labels):
@@ -625,7 +626,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
     factory = backend_factory or default_backend_factory(cfg.backend, deterministic=cfg.deterministic,
                                                          n_threads=executor.backend_threads)
     # a bad dataset or spec is refused before the run folder (and its lock file) is made
-    load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).subset(cfg.limit, cfg.seed)
+    load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).at_levels(cfg.levels).subset(cfg.limit, cfg.seed)
     for spec in cfg.strategies:
         plan_strategy(spec, cfg)
     lock = _lock(Path(out))
