@@ -10,7 +10,9 @@ was fitted on. For each token budget, auto runs on every (problem, sample seed) 
 the chains it used. Prints a table; writes JSON (default bench/results/adaptive.json) and the accuracy-vs-tokens
 plot of the run's fixed strategies with auto's points (default next to the JSON). Target (issue 8): auto within 2
 accuracy points of SC@N with <= 25% of its generated tokens, on or above the fixed strategies' Pareto frontier.
-Exit status 2 when no budget meets the target.
+Exit status 2 when no budget meets the target. When the run has greedy chains, each budget is also checked against
+greedy (issue 26's transfer check, for runs on data the policy was not fitted on): accuracy >= greedy's, and at
+most 1.5x greedy's generated tokens on the instances where auto ends with greedy's answer.
 """
 
 from __future__ import annotations
@@ -59,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     met = result["target"]["met_at_budgets"]
     print(f"target (within {result['target']['within_points']} points, <= "
           f"{result['target']['max_token_ratio']:.0%} tokens): " + (f"met at {met}" if met else "not met"))
+    for r in result["auto"]:  # the transfer check (issue 26): auto against greedy on the same problems
+        vs = r["versus_greedy"]
+        if vs is not None:
+            ratio = "-" if vs["token_ratio_at_greedy_answer"] is None else f"{vs['token_ratio_at_greedy_answer']:.2f}x"
+            print(f"auto@{r['budget_tokens']} vs greedy {vs['greedy_accuracy']:.3f}: "
+                  f"{vs['accuracy_minus_greedy']:+.3f}; {ratio} greedy's tokens on the "
+                  f"{vs['instances_with_greedy_answer']} instances ending with greedy's answer (target <= "
+                  f"{result['target']['max_token_ratio_at_greedy_answer']}x): "
+                  + ("met" if vs["meets_transfer_target"] else "not met"))
     print(f"wrote {args.out} and {plot}")
     return 0 if met else 2
 

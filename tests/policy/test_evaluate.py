@@ -74,3 +74,32 @@ def test_a_greedy_first_policy_is_graded_on_the_chains_it_got(tmp_path: Path) ->
     out, _ = evaluate_auto(run, path)
     (row,) = out["auto"]
     assert (row["accuracy"], row["mean_tokens"]) == (1.0, 25.0) and row["bins"] == {"easy": 1, "hard": 1}
+
+
+def test_auto_is_compared_with_greedy_where_it_ends_with_greedy_answer(tmp_path: Path) -> None:
+    """The transfer check (issue 26): accuracy against greedy's, and auto's tokens over greedy's on the instances
+    where auto ends with greedy's answer. Greedy is right on both problems at 5 tokens. Waves of 2, greedy first:
+    EASY stops at 15 tokens, LATE samples to 4 chains (35 tokens); both end with greedy's 'ok': (15 + 35) / (5 + 5)
+    = 5x, so the target (<= 1.5x) is missed though accuracy equals greedy's. A policy that stops after the greedy
+    chain alone (waves of 1) spends exactly greedy's tokens: 1x, met."""
+    late = [("bad", 10)] + [("ok", 10)] * 7
+    run = hand_run(tmp_path / "run", [EASY, late], greedy=[("ok", 5)] * 2)
+    two = write_policy(tmp_path / "two.json", max_tokens=10, caps=(80,), wave_size=2, greedy_first=True,
+                       choices={"easy": {"kind": "stop"}, "hard": {"kind": "sample", "max_samples": 4}})
+    out, _ = evaluate_auto(run, two)
+    vs = out["auto"][0]["versus_greedy"]
+    assert vs == {"greedy_accuracy": 1.0, "accuracy_minus_greedy": 0.0, "instances_with_greedy_answer": 2,
+                  "token_ratio_at_greedy_answer": 5.0, "meets_transfer_target": False}
+    assert out["target"]["transfer_met_at_budgets"] == []
+    one = write_policy(tmp_path / "one.json", max_tokens=10, caps=(80,), wave_size=1, greedy_first=True,
+                       choices={"easy": {"kind": "stop"}, "hard": {"kind": "sample", "max_samples": 4}})
+    out, _ = evaluate_auto(run, one)
+    vs = out["auto"][0]["versus_greedy"]
+    assert (vs["token_ratio_at_greedy_answer"], vs["meets_transfer_target"]) == (1.0, True)
+    assert out["target"]["transfer_met_at_budgets"] == [80]
+
+
+def test_a_run_without_greedy_chains_has_no_greedy_comparison(tmp_path: Path) -> None:
+    run = hand_run(tmp_path / "run", [EASY, HARD])
+    out, _ = evaluate_auto(run, policy(tmp_path))
+    assert all(r["versus_greedy"] is None for r in out["auto"])

@@ -28,6 +28,7 @@ from thinkscale.eval.replay import (
     ReplayBackend,
     ReplayMissing,
     StoredDraw,
+    StoredSample,
     controller_chains,
     load_draws,
     run_problems,
@@ -44,13 +45,16 @@ from thinkscale.verifiers.aggregate import Selection
 
 WITHIN_POINTS = 2.0  # issue 8: auto within 2 accuracy points of SC@16 ...
 MAX_TOKEN_RATIO = 0.25  # ... using at most 25% of its generated tokens
+# issue 26, on data the policy was not fitted on: accuracy >= greedy's, and where auto ends with greedy's answer it
+# spends at most this many times greedy's generated tokens on those problems (tokens that bought nothing)
+MAX_RATIO_AT_GREEDY_ANSWER = 1.5
 AUTO_LABEL = "auto (numbers: token budget)"  # its points on the accuracy-vs-tokens plot
 
 
 def _auto_on(auto: Auto, cap: int, d: StoredDraw, ep: EvalProblem, replay: ReplayBackend,
-             policy: Policy) -> tuple[float, float, float, tuple[str, str, str]]:
+             policy: Policy) -> tuple[float, float, float, tuple[str, str, str], str | None]:
     """auto replayed on one stored draw: (its graded value with ties split, whether its answer is right, tokens
-    spent, (bin, action, stop reason))."""
+    spent, (bin, action, stop reason), its answer normalised)."""
     try:
         res = execute(auto, ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
     except (ReplayMissing, NotImplementedError) as e:
@@ -73,7 +77,37 @@ def _auto_on(auto: Auto, cap: int, d: StoredDraw, ep: EvalProblem, replay: Repla
     act = next((e for e in res.trace if isinstance(e, PolicyAction)), None)
     stop = next(e for e in reversed(res.trace) if isinstance(e, Stop))
     return value, float(right), float(spent), (diff.bin if diff else "(no first wave)",
-                                              act.label if act else "(none)", stop.reason)
+                                              act.label if act else "(none)", stop.reason), \
+        normalize_answer(res.answer) if res.answer is not None else None
+
+
+def versus_greedy(answers: dict[str, list[str | None]], tokens: dict[str, list[float]], accuracy: float,
+                  greedy: dict[str, StoredSample]) -> dict[str, Any] | None:
+    """auto against the run's greedy chains (None when the run has none for some problem): accuracy minus greedy's,
+    and on the (problem, seed) instances where auto's answer is greedy's, auto's generated tokens over greedy's on
+    the same instances (``MAX_RATIO_AT_GREEDY_ANSWER``: the transfer target)."""
+    if not greedy or any(pid not in greedy for pid in answers):
+        return None
+    g_acc = metrics.mean([float(greedy[pid].correct) for pid in answers])
+    same_auto, same_greedy = [], []
+    for pid, ans in answers.items():
+        g = greedy[pid]
+        g_key = normalize_answer(g.answer) if g.answer is not None else None
+        for a, t in zip(ans, tokens[pid], strict=True):
+            if a is not None and a == g_key:
+                same_auto.append(t)
+                same_greedy.append(float(g.completion_tokens or 0))
+    ratio = (sum(same_auto) / sum(same_greedy)) if same_greedy and sum(same_greedy) > 0 else None
+    return {"greedy_accuracy": g_acc, "accuracy_minus_greedy": accuracy - g_acc,
+            "instances_with_greedy_answer": len(same_auto),
+            "token_ratio_at_greedy_answer": ratio,
+            "meets_transfer_target": accuracy >= g_acc - 1e-12 and (ratio is None
+                                                                   or ratio <= MAX_RATIO_AT_GREEDY_ANSWER)}
+
+
+def _transfer_met(row: dict[str, Any]) -> bool:
+    vs = row.get("versus_greedy")
+    return isinstance(vs, dict) and bool(vs.get("meets_transfer_target"))
 
 
 def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: list[int] | None = None,
@@ -122,12 +156,14 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         acc: dict[str, list[float]] = defaultdict(list)
         ans: dict[str, list[float]] = defaultdict(list)
         tok: dict[str, list[float]] = defaultdict(list)
+        answers: dict[str, list[str | None]] = defaultdict(list)
         bins: Counter[str] = Counter()
         actions: Counter[str] = Counter()
         stops: Counter[str] = Counter()
         auto = Auto(budget_tokens=cap, policy=pol_arg)
         for d in draws:
-            value, right, spent, labels = _auto_on(auto, cap, d, problems[d.problem_id], replay, policy)
+            value, right, spent, labels, answer = _auto_on(auto, cap, d, problems[d.problem_id], replay, policy)
+            answers[d.problem_id].append(answer)
             acc[d.problem_id].append(value)
             ans[d.problem_id].append(right)
             tok[d.problem_id].append(spent)
@@ -145,7 +181,8 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
             "accuracy_gap_points": 100 * (a_mean - sc_acc),
             "meets_target": 100 * (sc_acc - a_mean) <= WITHIN_POINTS and t_mean <= MAX_TOKEN_RATIO * sc_tok,
             "frontier_accuracy_at_tokens": front, "on_or_above_frontier": a_mean >= front - 1e-9,
-            "bins": dict(bins), "actions": dict(actions), "stop_reasons": dict(stops)})
+            "bins": dict(bins), "actions": dict(actions), "stop_reasons": dict(stops),
+            "versus_greedy": versus_greedy(answers, tok, a_mean, replay.greedy)})
         auto_rows.append(ConfigRow(model, AUTO_LABEL, cap, metrics.bootstrap_ci(per_acc, reps=1000),
                                    {"completion_tokens": t_mean} | {k: None for k in
                                                                    ("prompt_tokens", "cached_prompt_tokens",
@@ -159,7 +196,9 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         "sc": {"spec": plan.label, "n_samples": n_chains, "accuracy": sc_acc, "mean_tokens": sc_tok},
         "auto": out_rows,
         "target": {"within_points": WITHIN_POINTS, "max_token_ratio": MAX_TOKEN_RATIO,
-                   "met_at_budgets": [r["budget_tokens"] for r in out_rows if r["meets_target"]]},
+                   "met_at_budgets": [r["budget_tokens"] for r in out_rows if r["meets_target"]],
+                   "max_token_ratio_at_greedy_answer": MAX_RATIO_AT_GREEDY_ANSWER,
+                   "transfer_met_at_budgets": [r["budget_tokens"] for r in out_rows if _transfer_met(r)]},
         "fixed_points": [{"label": lab, "mean_tokens": c, "accuracy": a} for c, a, lab in sorted(fixed)],
     }
     return result, dataclasses.replace(analysis, rows=analysis.rows + auto_rows)
