@@ -80,9 +80,10 @@ def run_batched(b: LlamaCppBackend) -> tuple[int, float]:
 # llama.cpp would use, so n_batch/n_ubatch are held at 512. ``unified=False`` gives each sequence its own KV stream
 # (n_ctx / n_seq_max cells each): attention then reads only that sequence's cells, but a prompt shared by copying
 # one stream into the others is what thinkscale's prefix cache would have to do for every sample.
-BASE = {"n_ctx": 4096, "unified": True, "flash_attn": "auto", "threads": 2, "kv_type": "f16"}
-VARIANTS = [{}, {"n_ctx": 2304}, {"n_ctx": 16384}, {"unified": False}, {"flash_attn": "on"}, {"flash_attn": "off"},
-            {"threads": 1}, {"kv_type": "q8_0", "flash_attn": "on"}]
+BASE: dict[str, object] = {"n_ctx": 4096, "unified": True, "flash_attn": "auto", "threads": 2, "kv_type": "f16"}
+VARIANTS: list[dict[str, object]] = [
+    {}, {"n_ctx": 2304}, {"n_ctx": 16384}, {"unified": False}, {"flash_attn": "on"}, {"flash_attn": "off"},
+    {"threads": 1}, {"kv_type": "q8_0", "flash_attn": "on"}]
 
 
 class RawContext:
