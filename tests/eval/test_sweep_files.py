@@ -21,7 +21,7 @@ def test_there_are_sweep_files() -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_sweep_file_plans(path: Path) -> None:
     cfg = load_sweep_file(path)
-    ds = load_dataset(cfg.dataset).subset(cfg.limit, cfg.seed)
+    ds = load_dataset(cfg.dataset).at_levels(cfg.levels).subset(cfg.limit, cfg.seed)
     assert len(ds) == cfg.limit
     for spec in cfg.strategies:
         plan = plan_strategy(spec, cfg)
