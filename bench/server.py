@@ -9,7 +9,8 @@ What it checks and reports:
   The concurrent wall time includes the compute the 4 cancelled requests used before they stopped.
 
 Exit status: 0 when everything holds, 1 when a functional check fails (an error, a request lost, work that did not
-stop), 2 when only the throughput target (``--min-ratio``, 2x) is missed. Timings depend on what else runs on the
+stop), 2 when only the throughput target (``--min-ratio``, 2x) is missed by some workload (each request count is
+judged by its best run). Timings depend on what else runs on the
 machine: the load average is recorded with them.
 
 ``--requests 8,32 --samples 1 --disconnects 0`` is the many-chats workload of issue 28: 8 single-chain chats at
@@ -187,6 +188,15 @@ def sequential_phase(engine: ServeEngine, backend: LlamaCppBackend, args: argpar
             "loadavg_after": os.getloadavg(), "samples": [seq[i] for i in sorted(seq)]}
 
 
+def target_by_requests(runs: list[dict[str, Any]], min_ratio: float) -> dict[str, bool]:
+    """Per request count: whether its best concurrent run reaches ``min_ratio`` x the one-at-a-time rate."""
+    best: dict[str, float] = {}
+    for r in runs:
+        key = str(r["requests"])
+        best[key] = max(best.get(key, 0.0), r["throughput_ratio"])
+    return {k: v >= min_ratio for k, v in best.items()}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -261,7 +271,9 @@ def main() -> int:
         "sequential": sequential,
         "checks_passed": all(r["checks_passed"] for r in runs),
         "throughput_target_ratio": args.min_ratio,
-        "throughput_target_met": max(r["throughput_ratio"] for r in runs) >= args.min_ratio,
+        # per workload (request count): its best run against one at a time; met only when every workload meets it
+        "throughput_target_met_by_requests": target_by_requests(runs, args.min_ratio),
+        "throughput_target_met": all(target_by_requests(runs, args.min_ratio).values()),
         "scaling_with_requests": scaling,
         "scaling_target_met": all(v >= 1.0 for v in scaling.values()),
     }
@@ -275,7 +287,8 @@ def main() -> int:
                                                         "decode_calls_ratio", "checks_passed")}
                                      | {"max_stop_seconds": r["cancellation"]["max_stop_seconds"]} for r in runs]},
                      indent=2))
-    print(f"throughput target {args.min_ratio}x: {'met' if result['throughput_target_met'] else 'NOT met'}")
+    for n, met in result["throughput_target_met_by_requests"].items():
+        print(f"throughput target {args.min_ratio}x with {n} concurrent requests: {'met' if met else 'NOT met'}")
     print(f"wrote {args.out}")
     if not result["checks_passed"]:
         return 1
