@@ -26,10 +26,12 @@ from typing import Any
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.eval.chain_scores import LazyBackend, ScoreCache, backend_kind, score_chains, verifier_identity
 from thinkscale.eval.draws import problem_messages
+from thinkscale.eval.metrics import selection_value
 from thinkscale.eval.runner import default_backend_factory
 from thinkscale.eval.select import build, load_run
 from thinkscale.eval.store import open_existing
 from thinkscale.types import Candidate, Problem
+from thinkscale.verifiers.aggregate import Selection
 from thinkscale.verifiers.trained_prm import auroc
 
 
@@ -52,21 +54,16 @@ def gate(p: float, t: float, g: tuple[Candidate, bool], sampled: list[tuple[Cand
     """(expected correctness, generated tokens, whether it ends with greedy's answer) on one problem."""
     chain, right = g
     g_tokens = float(chain.completion_tokens or 0)
-    g_key = normalize_answer(chain.answer) if chain.answer is not None else None
     if p >= t:
         return float(right), g_tokens, True
     pool = [g, *sampled]
-    keys = [normalize_answer(c.answer) if c.answer is not None else None for c, _ in pool]
-    ok = {k: r for k, (_, r) in zip(keys, pool, strict=True) if k is not None}
+    keys = [normalize_answer(c.answer) for c, _ in pool]
     tokens = g_tokens + sum(float(c.completion_tokens or 0) for c, _ in sampled)
+    value = selection_value(keys, [r for _, r in pool], None, Selection.MAJORITY, prefer=0)
     counts = Counter(k for k in keys if k is not None)
-    if not counts:
-        return 0.0, tokens, g_key is None
-    top = max(counts.values())
-    tied = [k for k, v in counts.items() if v == top]
-    if g_key in tied:
-        return float(ok[g_key]), tokens, True
-    return sum(ok[k] for k in tied) / len(tied), tokens, False
+    g_key = keys[0]  # greedy's answer ends the run when it is among the tied leaders (nobody answered: it is None)
+    same = not counts if g_key is None else counts[g_key] == max(counts.values())
+    return value, tokens, same
 
 
 def main(argv: list[str] | None = None) -> int:

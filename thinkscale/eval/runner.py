@@ -579,9 +579,15 @@ def plan_jobs(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> list[
             for ep in ds.problems for b in reversed(plan.job_budgets())]
 
 
+def sweep_problems(cfg: SweepConfig) -> Dataset:
+    """The sweep's problems: its dataset (with its system prompt), the levels it keeps, its seeded subset."""
+    return load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).at_levels(cfg.levels).subset(cfg.limit,
+                                                                                                  cfg.seed)
+
+
 def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyPlan], list[Job]]:
     """Load the dataset, check every spec, open the store and bind it to this config (or refuse)."""
-    ds = load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).at_levels(cfg.levels).subset(cfg.limit, cfg.seed)
+    ds = sweep_problems(cfg)
     plans = [plan_strategy(s, cfg) for s in cfg.strategies]
     labels = [p.label for p in plans]
     if len(set(labels)) != len(labels):
@@ -626,7 +632,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
     factory = backend_factory or default_backend_factory(cfg.backend, deterministic=cfg.deterministic,
                                                          n_threads=executor.backend_threads)
     # a bad dataset or spec is refused before the run folder (and its lock file) is made
-    load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).at_levels(cfg.levels).subset(cfg.limit, cfg.seed)
+    sweep_problems(cfg)
     for spec in cfg.strategies:
         plan_strategy(spec, cfg)
     lock = _lock(Path(out))

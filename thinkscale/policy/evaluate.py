@@ -78,7 +78,7 @@ def _auto_on(auto: Auto, cap: int, d: StoredDraw, ep: EvalProblem, replay: Repla
     stop = next(e for e in reversed(res.trace) if isinstance(e, Stop))
     return value, float(right), float(spent), (diff.bin if diff else "(no first wave)",
                                               act.label if act else "(none)", stop.reason), \
-        normalize_answer(res.answer) if res.answer is not None else None
+        normalize_answer(res.answer)
 
 
 def versus_greedy(answers: dict[str, list[str | None]], tokens: dict[str, list[float]], accuracy: float,
@@ -92,7 +92,7 @@ def versus_greedy(answers: dict[str, list[str | None]], tokens: dict[str, list[f
     same_auto, same_greedy = [], []
     for pid, ans in answers.items():
         g = greedy[pid]
-        g_key = normalize_answer(g.answer) if g.answer is not None else None
+        g_key = normalize_answer(g.answer)
         for a, t in zip(ans, tokens[pid], strict=True):
             if a is not None and a == g_key:
                 same_auto.append(t)
