@@ -26,6 +26,8 @@ from thinkscale.eval.plot import accuracy_vs_tokens
 from thinkscale.eval.replay import ReplayMissing
 from thinkscale.eval.store import StoreError
 from thinkscale.policy.evaluate import evaluate_auto
+from thinkscale.policy.judges import replay_judge
+from thinkscale.strategies.auto_policy import load_policy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,13 +38,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sampler", default=None, help="the run's self-consistency spec, when it has several")
     ap.add_argument("--out", type=Path, default=Path("bench/results/adaptive.json"))
     ap.add_argument("--plot", type=Path, default=None, help="PNG (default: OUT with .png)")
+    ap.add_argument("--score-cache", type=Path, default=None,
+                    help="a policy whose difficulty asks a verifier: the ScoreCache of its scores of the run's chains "
+                         "(the model is loaded only for chains not in it)")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads when the verifier needs the model")
     args = ap.parse_args(argv)
     budgets = None if args.budgets is None else [int(x) for x in args.budgets.split(",") if x.strip()]
+    judge = None
     try:
-        result, analysis = evaluate_auto(args.run, args.policy, budgets=budgets, sampler=args.sampler)
+        difficulty = load_policy(args.policy).difficulty
+        if difficulty.verifier is not None:
+            judge = replay_judge(args.run, difficulty.verifier, difficulty.verifier_path, cache=args.score_cache,
+                                 threads=args.threads)
+        result, analysis = evaluate_auto(args.run, args.policy, budgets=budgets, sampler=args.sampler,
+                                         verifiers=judge.verifiers if judge else None)
     except (ValueError, StoreError, ReplayMissing) as e:  # PolicyError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if judge is not None:
+            judge.close()
+    if judge is not None:
+        result["verifier_scores"] = judge.description
     sc = result["sc"]
     print(f"{result['dataset']}: {result['problems']} problems ({result['instances']} instances), model "
           f"{result['model']}; policy fitted on {result['policy_fitted_on']['dataset']} "

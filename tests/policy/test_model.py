@@ -53,7 +53,7 @@ def mutate(path: str, value: object) -> dict:
     ("difficulty.score", "vibes", "difficulty.score"),
     ("budgets.0.choices.hard.action.kind", "pray", "budgets.0.choices.hard.action"),
     ("budgets.0.choices.hard.action.threshold", 1.5, "budgets.0.choices.hard.action.sample.threshold"),
-    ("budgets.0.choices.hard.action", {"kind": "sample", "max_samples": 2}, "below the wave size 4"),
+    ("budgets.0.choices.hard.action", {"kind": "sample", "max_samples": 2}, "below the first wave's 4 chains"),
     ("budgets.0.choices.hard.action", {"kind": "strategy", "spec": "nope"}, "unknown strategy 'nope'"),
     ("budgets.0.choices.hard.action", {"kind": "strategy", "spec": "self-consistency:n_samples=x"},
      "n_samples"),

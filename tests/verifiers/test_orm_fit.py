@@ -153,3 +153,39 @@ def test_train_orm_command_on_a_stored_run(run: Path, tmp_path: Path, monkeypatc
     for data, why in (("nope", "unknown dataset; give one of"), ("gsm8k", "an evaluation set")):
         bad = CliRunner().invoke(app, ["train", "orm", "--data", data, "--out", str(out)])
         assert bad.exit_code == 2 and why in bad.output and "gsm8k-train" in bad.output
+
+
+def test_cross_fitting_scores_each_training_problem_with_a_head_fitted_without_it(run: Path, tmp_path: Path):
+    """The ORM's 9 training problems are dealt into 3 folds, each scored by a head fitted on the other 6; its 3
+    held-out problems keep the shipped head (it never saw them); every feature comes from the cache."""
+    from thinkscale.policy.orm_fit import cross_fit_orm
+    from thinkscale.types import Candidate, Ledger, Problem
+
+    backend = ScriptedBackend(hidden_fn=marker, n_embd=4)
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    meta = train_orm(backend, [chains_from_run(run)], tmp_path / "orm.json", cache=cache, cfg=FAST,
+                     views=[(View.CHAIN,)])
+    base = TrainedORM.load(tmp_path / "orm.json", backend=backend)
+    made = len(backend.hidden_requests)
+    crossed = cross_fit_orm(base, cache, folds=3)
+    assert len(backend.hidden_requests) == made
+    train_ids = set(meta["fitted_on"]["split"]["train_problems"])
+    held = set(meta["fitted_on"]["split"]["heldout_problems"])
+    assert set(crossed.heads) == train_ids and not held & set(crossed.heads)
+    folds = {id(h): h for h in crossed.heads.values()}
+    assert len(folds) == 3
+    without = [set(h.metadata["cross_fit"]["without"]) for h in folds.values()]
+    assert set().union(*without) == train_ids and sum(map(len, without)) == len(train_ids)  # a partition
+    for pid, head in crossed.heads.items():
+        assert pid in head.metadata["cross_fit"]["without"] and head.head is not base.head
+    rc = chains_from_run(run)
+    chain = next(c for c in rc.chains if c.problem_id in train_ids)
+    problem = Problem(chain.problem_id, chain.messages)
+    cand = [Candidate(text=chain.text, answer=chain.answer)]
+    assert crossed.score(problem, cand, ledger=Ledger()) == crossed.heads[chain.problem_id].score(
+        problem, cand, ledger=Ledger())
+    other = next(c for c in rc.chains if c.problem_id in held)
+    problem = Problem(other.problem_id, other.messages)
+    cand = [Candidate(text=other.text, answer=other.answer)]
+    assert crossed.score(problem, cand, ledger=Ledger()) == base.score(problem, cand, ledger=Ledger())
+    assert crossed.metadata["problems_refitted"] == 9 and crossed.metadata["folds"] == 3

@@ -17,6 +17,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from thinkscale import backends
 from thinkscale.backends.base import Backend, BackendError, Capabilities, ModelInfo
 from thinkscale.eval.store import StoreError
 from thinkscale.types import Candidate, Ledger, Message, Problem, Role, Usage
-from thinkscale.verifiers.base import Verifier, check_scores
+from thinkscale.verifiers.base import Verifier, VerifierKind, check_scores
 
 
 class ScoreCache:
@@ -142,6 +143,38 @@ def score_chains(problem: Problem, chains: Sequence[Candidate], verifier: Verifi
         scores.append(hit[0])
         costs.append(hit[1])
     return scores, costs
+
+
+@dataclass(frozen=True)
+class CachedVerifier:
+    """``inner`` with every chain's scores computed once (``score_chains``: one chain per call, what ``cache``
+    lacks); the cost recorded when a chain was scored is charged again when it is read back, so a replayed run
+    accounts for what scoring cost. Named as ``inner`` is."""
+
+    inner: Verifier
+    identity: str
+    cache: ScoreCache = field(repr=False)
+
+    @property
+    def name(self) -> str:  # the protocol's class attribute, here the inner verifier's
+        return str(getattr(self.inner, "name", type(self.inner).__name__))
+
+    @property
+    def kind(self) -> VerifierKind:
+        return self.inner.kind
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.inner.uses_reference
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return self.inner.max_calls(candidates)
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
+        scores, costs = score_chains(problem, candidates, self.inner, self.identity, self.cache)
+        for cost in costs:
+            ledger.charge(Role.VERIFIER, cost)
+        return scores
 
 
 SCORING_ERRORS = (BackendError, NotImplementedError)  # the model could not score: the work failed, not the input

@@ -36,11 +36,29 @@ def fit_policy_command(
     greedy_breaks_ties: Annotated[bool, typer.Option(help="With --greedy-first: a vote tied for the most votes "
                                                      "goes to the greedy chain's answer when it is among them "
                                                      "(else the seeded rng breaks it).")] = False,
+    first_wave: Annotated[int | None, typer.Option(help="Chains in the first wave when not --wave-size (e.g. 1 with "
+                                                   "--greedy-first --difficulty verifier: the greedy chain alone, "
+                                                   "judged).")] = None,
+    difficulty: Annotated[str, typer.Option(help="Difficulty score: agreement (of the first wave), or verifier "
+                                            "(1 - the --verifier's probability that the first chain is "
+                                            "right).")] = "agreement",
+    verifier: Annotated[str | None, typer.Option(help="With --difficulty verifier: the outcome verifier auto asks "
+                                                 "(e.g. orm).")] = None,
+    verifier_path: Annotated[str | None, typer.Option(help="Its file (default: the packaged one).")] = None,
+    score_cache: Annotated[Path | None, typer.Option(help="SQLite cache of the verifier's scores of the replayed "
+                                                     "chains (a refit then loads no model).")] = None,
+    cross_fit: Annotated[int, typer.Option(help="With a trained ORM: score the problems it was fitted on with heads "
+                                           "refitted over this many folds without them (0: no).")] = 0,
+    features: Annotated[Path | None, typer.Option(help="With --cross-fit: the feature cache of the ORM's training "
+                                                  "chains.")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads when the verifier needs the model.")] = None,
 ) -> None:
-    """Fit a policy for `--strategy auto` from eval runs: difficulty bins from the first wave's agreement, and per
-    bin and token budget the action with the best accuracy (the cheaper one within --tolerance)."""
+    """Fit a policy for `--strategy auto` from eval runs: difficulty bins from the first wave (its agreement, or a
+    verifier's judgement of its first chain), and per bin and token budget the action with the best accuracy (the
+    cheaper one within --tolerance)."""
     from thinkscale.eval.store import StoreError
     from thinkscale.policy.fit import FitOptions, fit_policy
+    from thinkscale.strategies.auto_features import DifficultyScore
 
     try:
         caps = None if budgets is None else tuple(int(x) for x in budgets.split(",") if x.strip())
@@ -52,13 +70,31 @@ def fit_policy_command(
     if unwritable:
         fail(f"--out {out} {unwritable}")
     try:
-        policy = fit_policy(runs, FitOptions(n_bins=bins, wave_size=wave_size, budgets=caps, tolerance=tolerance,
-                                             min_bin_problems=min_bin_problems, delegate=delegate,
-                                             allow_test_data=allow_test_data, sampler=sampler, model=model,
-                                             greedy_first=greedy_first,
-                                             greedy_breaks_ties=greedy_breaks_ties))
+        score = DifficultyScore(difficulty)
+    except ValueError:
+        fail(f"--difficulty must be one of {', '.join(d.value for d in DifficultyScore)}, got {difficulty!r}")
+    if (verifier is not None) != score.needs_verifier:
+        fail("--verifier goes with --difficulty verifier, and --difficulty verifier needs --verifier")
+    judge = None
+    try:
+        if verifier is not None:
+            from thinkscale.policy.judges import replay_judge
+
+            judge = replay_judge(runs[0], verifier, verifier_path, cache=score_cache, model=model,
+                                 cross_fit=cross_fit, features=features, threads=threads)
+        opts = FitOptions(n_bins=bins, wave_size=wave_size, budgets=caps, tolerance=tolerance,
+                          min_bin_problems=min_bin_problems, delegate=delegate, allow_test_data=allow_test_data,
+                          sampler=sampler, model=model, greedy_first=greedy_first,
+                          greedy_breaks_ties=greedy_breaks_ties, first_wave=first_wave, difficulty=score,
+                          verifier=verifier, verifier_path=verifier_path,
+                          verifiers=judge.verifiers if judge else {},
+                          verifier_scores=judge.description if judge else None)
+        policy = fit_policy(runs, opts)
     except (StoreError, ValueError) as e:
         fail(str(e))
+    finally:
+        if judge is not None:
+            judge.close()
     try:
         out.write_text(policy.to_json(), encoding="utf-8")
     except OSError as e:

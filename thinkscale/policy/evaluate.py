@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,9 @@ from thinkscale.strategies.auto import Auto, DifficultyEstimate, PolicyAction
 from thinkscale.strategies.auto_policy import Policy, load_policy
 from thinkscale.strategies.events import Delegate, Stop
 from thinkscale.strategies.run import execute
-from thinkscale.types import Budget
+from thinkscale.types import Budget, Role
 from thinkscale.verifiers.aggregate import Selection
+from thinkscale.verifiers.base import Verifier
 
 WITHIN_POINTS = 2.0  # issue 8: auto within 2 accuracy points of SC@16 ...
 MAX_TOKEN_RATIO = 0.25  # ... using at most 25% of its generated tokens
@@ -51,12 +53,13 @@ MAX_RATIO_AT_GREEDY_ANSWER = 1.5
 AUTO_LABEL = "auto (numbers: token budget)"  # its points on the accuracy-vs-tokens plot
 
 
-def _auto_on(auto: Auto, cap: int, d: StoredDraw, ep: EvalProblem, replay: ReplayBackend,
-             policy: Policy) -> tuple[float, float, float, tuple[str, str, str], str | None]:
+def _auto_on(auto: Auto, cap: int, d: StoredDraw, ep: EvalProblem, replay: ReplayBackend, policy: Policy,
+             verifiers: Mapping[tuple[str, str | None], Verifier]
+             ) -> tuple[float, float, float, tuple[str, str, str], str | None, float]:
     """auto replayed on one stored draw: (its graded value with ties split, whether its answer is right, tokens
-    spent, (bin, action, stop reason), its answer normalised)."""
+    spent, (bin, action, stop reason), its answer normalised, the verifier's prompt tokens)."""
     try:
-        res = execute(auto, ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
+        res = execute(auto, ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()), verifiers=verifiers)
     except (ReplayMissing, NotImplementedError) as e:
         raise ReplayMissing(f"auto at {cap} tokens on {d.problem_id}: {e}. Only stop, sample and greedy "
                             "actions replay from a run; fit the policy with --no-delegate to compare it "
@@ -78,7 +81,7 @@ def _auto_on(auto: Auto, cap: int, d: StoredDraw, ep: EvalProblem, replay: Repla
     stop = next(e for e in reversed(res.trace) if isinstance(e, Stop))
     return value, float(right), float(spent), (diff.bin if diff else "(no first wave)",
                                               act.label if act else "(none)", stop.reason), \
-        normalize_answer(res.answer)
+        normalize_answer(res.answer), float(res.ledger.total(Role.VERIFIER).prompt_tokens or 0)
 
 
 def versus_greedy(answers: dict[str, list[str | None]], tokens: dict[str, list[float]], accuracy: float,
@@ -111,8 +114,12 @@ def _transfer_met(row: dict[str, Any]) -> bool:
 
 
 def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: list[int] | None = None,
-                  sampler: str | None = None, model: str | None = None) -> tuple[dict[str, Any], Analysis]:
-    """(the comparison as JSON-ready data, the run's Analysis with auto's points added as strategy ``auto``)."""
+                  sampler: str | None = None, model: str | None = None,
+                  verifiers: Mapping[tuple[str, str | None], Verifier] | None = None
+                  ) -> tuple[dict[str, Any], Analysis]:
+    """(the comparison as JSON-ready data, the run's Analysis with auto's points added as strategy ``auto``).
+    ``verifiers``: for a policy whose difficulty asks a verifier, the one that scores the stored chains
+    (``thinkscale.policy.judges``)."""
     policy = load_policy(policy_path)
     pol_arg = None if policy_path is None else str(policy_path)
     store = open_existing(run, read_only=True)
@@ -156,13 +163,16 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         acc: dict[str, list[float]] = defaultdict(list)
         ans: dict[str, list[float]] = defaultdict(list)
         tok: dict[str, list[float]] = defaultdict(list)
+        judged: list[float] = []
         answers: dict[str, list[str | None]] = defaultdict(list)
         bins: Counter[str] = Counter()
         actions: Counter[str] = Counter()
         stops: Counter[str] = Counter()
         auto = Auto(budget_tokens=cap, policy=pol_arg)
         for d in draws:
-            value, right, spent, labels, answer = _auto_on(auto, cap, d, problems[d.problem_id], replay, policy)
+            value, right, spent, labels, answer, v_tokens = _auto_on(auto, cap, d, problems[d.problem_id], replay,
+                                                                     policy, verifiers or {})
+            judged.append(v_tokens)
             answers[d.problem_id].append(answer)
             acc[d.problem_id].append(value)
             ans[d.problem_id].append(right)
@@ -178,6 +188,7 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
             "budget_tokens": cap, "accuracy": a_mean, "answer_accuracy": metrics.mean(
                 [metrics.mean(v) for v in ans.values()]), "mean_tokens": t_mean,
             "token_ratio_vs_sc": t_mean / sc_tok if sc_tok else None,
+            "mean_verifier_prompt_tokens": metrics.mean(judged),
             "accuracy_gap_points": 100 * (a_mean - sc_acc),
             "meets_target": 100 * (sc_acc - a_mean) <= WITHIN_POINTS and t_mean <= MAX_TOKEN_RATIO * sc_tok,
             "frontier_accuracy_at_tokens": front, "on_or_above_frontier": a_mean >= front - 1e-9,

@@ -6,8 +6,11 @@ instance. Steps:
 
 1. Difficulty. ``auto``'s first wave is the first ``wave_size`` stored chains (same request, see
    ``thinkscale.eval.replay``); the controller runs on the replay backend and its trace gives each instance's
-   difficulty score (``1 - agreement``; the confidence score needs per-token logprobs, which stores do not keep).
-   Bin edges are fitted on those scores (``features.fit_edges``).
+   difficulty score (``1 - agreement``; the confidence score needs per-token logprobs, which stores do not keep;
+   ``difficulty="verifier"``: ``1 - p``, the verifier's probability that the first chain is right, from the
+   verifier object the caller gives for the policy's spec, e.g. the ORM behind a score cache, or heads cross-fitted
+   so that no fitting problem is scored by a head fitted on it). Bin edges are fitted on those scores
+   (``features.fit_edges``).
 2. Candidate actions after the first wave: ``stop``; ``sample`` up to m chains (m = 2W, 3W, ..., N) with each
    threshold in ``thresholds`` (none = always m), each with and without each futility stop in ``give_ups``; and,
    when the runs have them, ``strategy`` actions for the one-call strategies ``greedy``, ``best-of-n`` and
@@ -34,7 +37,7 @@ import datetime
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,7 @@ from thinkscale.strategies.auto_policy import (
 from thinkscale.strategies.run import Run
 from thinkscale.types import Budget, Result
 from thinkscale.verifiers.aggregate import Selection
+from thinkscale.verifiers.base import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,14 @@ class FitOptions:
     model: str | None = None  # when the runs have several models
     greedy_first: bool = False  # auto's first chain is the run's greedy chain (Sampling.greedy_first)
     greedy_breaks_ties: bool = False  # a vote tied for the top goes to the greedy chain's answer (needs greedy_first)
+    first_wave: int | None = None  # chains in auto's first wave (Sampling.first_wave; None: wave_size)
+    difficulty: DifficultyScore = DifficultyScore.AGREEMENT
+    verifier: str | None = None  # difficulty "verifier": the spec auto resolves (Difficulty.verifier) ...
+    verifier_path: str | None = None
+    # ... and the object that scores the replayed chains for it, keyed like Run's verifiers (e.g. the model's ORM
+    # behind a score cache, or heads cross-fitted so that no problem is scored by a head fitted on it)
+    verifiers: Mapping[tuple[str, str | None], Verifier] = field(default_factory=dict)
+    verifier_scores: str | None = None  # what scored them, for fitted_on
 
 
 def is_evaluation_set(dataset: str, problem_ids: Sequence[str]) -> bool:
@@ -149,11 +161,13 @@ def _bin_and_first_wave(result: Result) -> tuple[str, float]:
     return diff.bin, float(first.usage.completion_tokens or 0)
 
 
-def _run(inst: _Instance, sampling: Sampling, difficulty: Difficulty, action: Action, cap: int) -> Result:
+def _run(inst: _Instance, sampling: Sampling, difficulty: Difficulty, action: Action, cap: int,
+         verifiers: Mapping[tuple[str, str | None], Verifier]) -> Result:
     def decide(bin_name: str, _cap: int | None) -> tuple[Action, dict[str, Any]]:
         return action, {"why": "forced by the fitter"}
 
-    ctx = Run(inst.problem.problem, inst.replay, Budget(), random.Random(inst.draw.rng_seed()), strategy="auto")
+    ctx = Run(inst.problem.problem, inst.replay, Budget(), random.Random(inst.draw.rng_seed()), strategy="auto",
+              _verifiers=dict(verifiers))
     return run_controller(sampling, difficulty, decide, ctx, budget_tokens=cap)
 
 
@@ -217,10 +231,11 @@ def _load_run(run: str | Path, opts: FitOptions, into: _Loaded) -> None:
         store.close()
 
 
-def _candidate_actions(opts: FitOptions, n_chains: int) -> list[Action]:
-    """Stop, and every sample action the stored chains can replay, each label once."""
+def _candidate_actions(opts: FitOptions, first: int, n_chains: int) -> list[Action]:
+    """Stop, and every sample action the stored chains can replay (m = the first wave's chains + 1, 2, ... waves,
+    and all n_chains), each label once."""
     actions: list[Action] = [StopAction()]
-    for m in range(2 * opts.wave_size, n_chains + opts.wave_size, opts.wave_size):
+    for m in range(first + opts.wave_size, n_chains + opts.wave_size, opts.wave_size):
         for t in opts.thresholds:
             for g in opts.give_ups:
                 if g is None:
@@ -243,14 +258,14 @@ def _fill_table(loaded: _Loaded, opts: FitOptions, sampling: Sampling, difficult
         for inst in loaded.instances:
             first_bin, first_tokens = "", 0.0
             for a in actions:
-                res = _run(inst, sampling, difficulty, a, cap)
+                res = _run(inst, sampling, difficulty, a, cap, opts.verifiers)
                 b, first = _bin_and_first_wave(res)
                 if isinstance(a, StopAction):
                     first_bin, first_tokens = b, first
                 table[(b, cap, a.label)].append(_Outcome(b, _value(res, inst.chains, opts.greedy_breaks_ties),
                                                          float(res.ledger.total().completion_tokens or 0)))
             for spec, chains in loaded.delegable.items():
-                if opts.wave_size * max_tokens + chains * max_tokens > cap:
+                if sampling.first * max_tokens + chains * max_tokens > cap:
                     continue
                 unit = inst.units.get(spec)
                 if unit is None:
@@ -302,23 +317,26 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
         raise FitError("the runs have no self-consistency samples to replay")
     temperature, top_p, max_tokens = loaded.samplers.pop()
     n_chains = min(len(i.draw.samples) for i in loaded.instances)
-    if n_chains < opts.wave_size:
-        raise FitError(f"the runs stored {n_chains} chains per problem; the first wave alone needs {opts.wave_size}")
     sampling = Sampling(wave_size=opts.wave_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                        greedy_first=opts.greedy_first, greedy_breaks_ties=opts.greedy_breaks_ties)
-    budgets = opts.budgets or _default_budgets(opts.wave_size, max_tokens, n_chains)
+                        greedy_first=opts.greedy_first, greedy_breaks_ties=opts.greedy_breaks_ties,
+                        first_wave=opts.first_wave)
+    if n_chains < sampling.first:
+        raise FitError(f"the runs stored {n_chains} chains per problem; the first wave alone needs {sampling.first}")
+    budgets = opts.budgets or _default_budgets(sampling.first, max_tokens, n_chains)
 
     # 1. difficulty: the controller's own score of each first wave (one bin, forced stop)
-    one_bin = Difficulty(score=DifficultyScore.AGREEMENT, edges=[], bins=["all"])
+    one_bin = Difficulty(score=opts.difficulty, edges=[], bins=["all"], verifier=opts.verifier,
+                         verifier_path=opts.verifier_path)
     scores = []
     for inst in loaded.instances:
-        res = _run(inst, sampling, one_bin, StopAction(), max(budgets))
+        res = _run(inst, sampling, one_bin, StopAction(), max(budgets), opts.verifiers)
         scores.append(next(e.score for e in res.trace if isinstance(e, DifficultyEstimate)))
     edges = fit_edges(scores, n_bins=opts.n_bins, min_per_bin=opts.min_bin_problems)
-    difficulty = Difficulty(score=DifficultyScore.AGREEMENT, edges=edges, bins=bin_names(len(edges) + 1))
+    difficulty = Difficulty.model_validate({**one_bin.model_dump(), "edges": edges,
+                                            "bins": bin_names(len(edges) + 1)})
 
     # 2.-4. every candidate action at every budget, then the choice per (bin, budget)
-    actions = _candidate_actions(opts, n_chains)
+    actions = _candidate_actions(opts, sampling.first, n_chains)
     action_of: dict[str, Action] = {a.label: a for a in actions}
     table = _fill_table(loaded, opts, sampling, difficulty, actions, budgets, action_of)
     rows, entries = _choose_rows(table, difficulty, budgets, action_of, opts)
@@ -331,7 +349,8 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                            problems=len({i.draw.problem_id for i in loaded.instances}),
                            instances=len(loaded.instances), test_data=loaded.test_data, model=model,
                            model_fingerprint=loaded.fingerprints[model],
-                           sampler=f"{loaded.labels.pop()} (n_samples={n_chains})", samples_per_problem=n_chains),
+                           sampler=f"{loaded.labels.pop()} (n_samples={n_chains})", samples_per_problem=n_chains,
+                           verifier_scores=opts.verifier_scores),
         fitted_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 

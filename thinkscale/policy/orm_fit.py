@@ -16,16 +16,17 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.draws import SAMPLER, problem_messages, read_draws
 from thinkscale.eval.runner import run_sweep
-from thinkscale.types import Usage
+from thinkscale.types import Candidate, Ledger, Problem, Usage
+from thinkscale.verifiers.base import VerifierKind
 from thinkscale.verifiers.orm import FeatureSpec, TrainedORM, View
 from thinkscale.verifiers.orm_train import (
     VIEW_SETS,
@@ -33,8 +34,10 @@ from thinkscale.verifiers.orm_train import (
     FitConfig,
     LabelledChain,
     chain_features,
+    fit_calibrated,
     fit_views,
     learning_curve,
+    problem_folds,
     split_problems,
     stack_views,
 )
@@ -164,3 +167,63 @@ def write_curve(meta: dict[str, Any], path: str | Path, command: str) -> None:
                "learning_curve": meta["learning_curve"]}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------- cross-fitting
+
+
+@dataclass(frozen=True)
+class CrossFitORM:
+    """Scores like the trained ORM ``base``, except that a problem ``base`` was fitted on is scored by a head fitted
+    without it: ``base``'s training problems are dealt into folds, and each fold's problems get the head fitted (same
+    views, same ``c``, Platt-calibrated the same way) on the other folds' chains. What a policy fitted on ``base``'s
+    own training problems must see: in-sample probabilities are more confident than the ones auto meets."""
+
+    kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
+    uses_reference: ClassVar[bool] = False
+    name: ClassVar[str] = "orm"
+
+    base: TrainedORM
+    heads: dict[str, TrainedORM] = field(repr=False)  # problem id -> the head fitted without its fold
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return self.base.max_calls(candidates)
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
+        return self.heads.get(problem.id, self.base).score(problem, candidates, ledger=ledger)
+
+
+def cross_fit_orm(base: TrainedORM, cache: FeatureCache, *, folds: int = 4) -> CrossFitORM:
+    """``CrossFitORM`` of ``base``, refitting its head on the chains it was fitted on (read again from the runs its
+    metadata names; their features from ``cache``, computed on ``base``'s backend where missing). ValueError when the
+    metadata does not say what it was fitted on, or the runs no longer hold those chains."""
+    meta = base.metadata
+    try:
+        fitted = meta["fitted_on"]
+        train_ids = set(fitted["split"]["train_problems"])
+        per_problem, c, seed = fitted["chains"] // fitted["problems"], float(meta["head"]["c"]), fitted["split"]["seed"]
+    except (KeyError, TypeError, ZeroDivisionError) as e:
+        raise ValueError(f"the ORM's metadata does not say what it was fitted on ({e!r}): it cannot be "
+                         "cross-fitted") from None
+    runs = [chains_from_run(r, max_chains=per_problem) for r in fitted["runs"]]
+    chains = [ch for ch in merge_runs(runs, base.backend.info().fingerprint) if ch.problem_id in train_ids]
+    if len(chains) != per_problem * len(train_ids):
+        raise ValueError(f"the runs {fitted['runs']} hold {len(chains)} chains of the ORM's {len(train_ids)} training "
+                         f"problems, not the {per_problem} per problem it was fitted on")
+    views = base.spec.views
+    per_view, _ = chain_features(base.backend, chains, views, cache, spec=base.spec)
+    x = stack_views(per_view, views)
+    y = np.array([ch.correct for ch in chains], dtype=np.float64)
+    groups = [ch.problem_id for ch in chains]
+    cfg = FitConfig(c_grid=(c,), folds=folds, seed=seed)
+    heads: dict[str, TrainedORM] = {}
+    for k, test in enumerate(problem_folds(groups, folds, seed)):
+        head, info = fit_calibrated(x[~test], y[~test], [g for g, t in zip(groups, test, strict=True) if not t], cfg)
+        held = sorted({g for g, t in zip(groups, test, strict=True) if t})
+        fold = TrainedORM(backend=base.backend, head=head, spec=base.spec,
+                          metadata={"cross_fit": {"fold": k, "folds": folds, "without": held, "platt": info["platt"]},
+                                    "model": meta.get("model")})
+        heads.update(dict.fromkeys(held, fold))
+    return CrossFitORM(base, heads, {"cross_fit_of": meta, "folds": folds, "seed": seed, "c": c,
+                                     "problems_refitted": len(heads)})

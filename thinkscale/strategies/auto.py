@@ -9,6 +9,7 @@ Adaptive-Consistency's (https://arxiv.org/abs/2305.11860), the confidence signal
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from collections import Counter
@@ -129,18 +130,19 @@ class Auto:
             Picks the policy's budget row (see ``thinkscale.strategies.auto_policy``) and is a hard limit.
         policy: a policy file from ``thinkscale fit-policy``; none = the packaged default for the default model.
 
-    Run: a first wave of ``wave_size`` chains, requested exactly as self-consistency requests its first chains
-    (same messages, sampling knobs and seed, drawn first from ``rng``; with the policy's ``greedy_first``, the
-    greedy strategy's one chain and ``wave_size - 1`` of those, in one backend call); its agreement (and confidence, for
-    policies that use it) give a difficulty score and bin; the policy's choice for that bin and budget is then
-    carried out: ``stop`` votes on the wave, ``sample`` continues the same seeded draw (``first_sample``) in waves
-    until Adaptive-Consistency's posterior reaches the threshold, the vote is futile (``give_up_after``) or
-    ``max_samples``, ``strategy`` runs another
-    strategy on what is left of the budget with the rng as the run received it (so it draws what it would draw
-    on its own). The answer is the vote's majority; a tie is broken by ``rng``, or, with the policy's
-    ``greedy_breaks_ties``, given to the greedy chain's answer when it is among the tied ones. Every chain is
-    charged at ``max_tokens`` worst case before it is asked for, so the budget is never exceeded. The trace
-    records the features, the bin, the action and the fitted numbers behind it, and why the run stopped.
+    Run: a first wave of ``wave_size`` chains (``first_wave`` when the policy sets it), requested exactly as
+    self-consistency requests its first chains (same messages, sampling knobs and seed, drawn first from ``rng``;
+    with the policy's ``greedy_first``, the greedy strategy's one chain and the rest of those, in one backend call);
+    its agreement (and confidence, or the policy's verifier's probability that the first chain is right: verifier
+    calls of the run) give a difficulty score and bin; the policy's choice for that bin and budget is then carried
+    out: ``stop`` votes on the wave, ``sample`` continues the same seeded draw (``first_sample``) in waves of
+    ``wave_size`` until Adaptive-Consistency's posterior reaches the threshold, the vote is futile
+    (``give_up_after``) or ``max_samples``, ``strategy`` runs another strategy on what is left of the budget with
+    the rng as the run received it (so it draws what it would draw on its own). The answer is the vote's majority; a
+    tie is broken by ``rng``, or, with the policy's ``greedy_breaks_ties``, given to the greedy chain's answer when
+    it is among the tied ones. Every chain is charged at ``max_tokens`` worst case before it is asked for, so the
+    budget is never exceeded. The trace records the features, the bin, the action and the fitted numbers behind it,
+    and why the run stopped.
 
     >>> auto = Auto(budget_tokens=4096, policy="policy.json")
     >>> execute(auto, problem, backend, Budget(), rng=random.Random(0))  # doctest: +SKIP
@@ -236,9 +238,14 @@ def run_controller(sampling: Sampling, difficulty: Difficulty, decide: Decide, c
     ctx.tighten(max_completion_tokens=budget_tokens)
     ctx.note(PolicyInfo(policy, fitted_on, ctx.budget.max_completion_tokens))
     run = _Controller(ctx, sampling, ctx.seed(), difficulty.score.needs_logprobs)
-    if not run.wave(sampling.wave_size):
+    if not run.wave(sampling.first):
         return run.finish("budget", "budget allows no first wave")
     feats = wave_features(run.cands, window=difficulty.confidence_window)
+    if difficulty.score.needs_verifier:
+        judged = _judge_first(difficulty, run)
+        if judged is None:
+            return run.finish("budget", "the budget leaves no call for the verifier to judge the first chain")
+        feats = dataclasses.replace(feats, verifier_p=judged)
     score = difficulty_score(feats, difficulty.score)
     bin_name = difficulty.bin_of(score)
     ctx.note(DifficultyEstimate(feats.to_dict(), difficulty.score.value, score, tuple(difficulty.edges),
@@ -252,6 +259,17 @@ def run_controller(sampling: Sampling, difficulty: Difficulty, decide: Decide, c
     if not isinstance(action, StrategyAction):
         raise TypeError(f"unknown policy action {action!r}")
     return _delegate(action, run, start_state)
+
+
+def _judge_first(difficulty: Difficulty, run: _Controller) -> float | None:
+    """The difficulty's verifier's probability that the first chain is right (its calls charged to the run as verifier
+    calls); None when the budget leaves no call for it."""
+    ctx = run.ctx
+    assert difficulty.verifier is not None  # Difficulty's validator: score "verifier" names one
+    verifier = ctx.verifier(difficulty.verifier, difficulty.verifier_path)
+    if ctx.scorable(verifier, run.cands[:1]) == 0:
+        return None
+    return ctx.verify(verifier, run.cands[:1], tag="difficulty")[0][0]
 
 
 def _sample(action: SampleAction, run: _Controller) -> Result:

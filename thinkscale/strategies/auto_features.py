@@ -11,7 +11,9 @@ A first wave of W chains (drawn exactly as self-consistency draws its first W) g
 - ``P``: Adaptive-Consistency's posterior that the leader stays the majority (``majority_stays_probability``).
 
 The difficulty score is in [0, 1], higher = harder: ``1 - agreement`` (``DifficultyScore.AGREEMENT``), or
-``1 - (agreement + confidence) / 2`` (``AGREEMENT_CONFIDENCE``, which needs logprobs). Bins split the score at fitted
+``1 - (agreement + confidence) / 2`` (``AGREEMENT_CONFIDENCE``, which needs logprobs), or ``1 - p`` where ``p`` is
+a verifier's probability that the wave's first chain is right (``VERIFIER``: with a greedy-first wave of one chain,
+the trained ORM judging the greedy chain; the score that lets auto stop at one chain). Bins split the score at fitted
 edges: bin ``i`` holds scores in ``[edges[i-1], edges[i])``, so bin 0 is the easiest. ``fit_edges`` starts from one
 bin per distinct score (a wave of 4 has only 5 agreement values, so quantile edges would split ties arbitrarily)
 and merges the smallest bin into its smaller neighbour until at most ``n_bins`` remain, each with at least
@@ -37,10 +39,15 @@ from thinkscale.verifiers.confidence import lowest_group_logprob
 class DifficultyScore(enum.StrEnum):
     AGREEMENT = "agreement"
     AGREEMENT_CONFIDENCE = "agreement+confidence"
+    VERIFIER = "verifier"
 
     @property
     def needs_logprobs(self) -> bool:
         return self is DifficultyScore.AGREEMENT_CONFIDENCE
+
+    @property
+    def needs_verifier(self) -> bool:
+        return self is DifficultyScore.VERIFIER
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class WaveFeatures:
     counts: dict[str, int]
     P: float
     confidence: float | None
+    verifier_p: float | None = None  # the policy's verifier's probability that the wave's first chain is right
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +96,10 @@ def difficulty_score(features: WaveFeatures, how: DifficultyScore) -> float:
     how = DifficultyScore(how)
     if how is DifficultyScore.AGREEMENT:
         return 1.0 - features.agreement
+    if how is DifficultyScore.VERIFIER:
+        if features.verifier_p is None:
+            raise ValueError("difficulty score 'verifier' needs the verifier's score of the wave's first chain")
+        return 1.0 - features.verifier_p
     if features.confidence is None:
         raise ValueError("difficulty score 'agreement+confidence' needs the wave's logprobs (none were returned)")
     return 1.0 - (features.agreement + features.confidence) / 2.0

@@ -15,6 +15,10 @@ JSON, validated with pydantic (unknown keys are errors; a bad file's error names
      "fitted_on": {"runs": [...], "dataset": "gsm8k-train", "problems": 200, "model": "...", ...},
      "fitted_at": "2025-01-01T00:00:00Z"}
 
+With ``"score": "verifier"`` the difficulty also names the verifier (``"verifier": "orm"``, optionally
+``"verifier_path"``) whose probability that the first wave's first chain is right gives the score ``1 - p``; with
+``sampling.first_wave: 1`` and ``greedy_first`` that is the greedy chain alone, judged before anything else is drawn.
+
 ``sampling`` pins how the first wave and every continuation are drawn: the same requests as the self-consistency
 run the policy was fitted on, so auto's chains are that run's chains (and can be replayed from its store). With
 ``greedy_first: true`` the first wave's first chain is the greedy chain instead (the greedy strategy's request, served
@@ -112,6 +116,8 @@ class Sampling(_Strict):
     greedy_first: bool = False
     # a tie for the most votes that the greedy chain's answer is in goes to it (else the rng breaks it)
     greedy_breaks_ties: bool = False
+    # chains in the first wave (None: wave_size); continuations come in waves of wave_size
+    first_wave: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _tie_needs_greedy(self) -> Sampling:
@@ -119,15 +125,35 @@ class Sampling(_Strict):
             raise ValueError("greedy_breaks_ties needs greedy_first: without it no chain is the greedy one")
         return self
 
+    @property
+    def first(self) -> int:
+        """Chains in the first wave."""
+        return self.wave_size if self.first_wave is None else self.first_wave
+
 
 class Difficulty(_Strict):
     score: DifficultyScore
     edges: list[float]
     bins: list[str] = Field(min_length=1)
     confidence_window: int = Field(default=2048, ge=1)
+    # score "verifier": the verifier that scores the wave's first chain (a spec as the strategies' verifier knob
+    # takes it, e.g. "orm"; verifier_path: its file, none = the packaged one) and what it was (its metadata's
+    # fitted_on, for the record)
+    verifier: str | None = None
+    verifier_path: str | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Difficulty:
+        if self.score is DifficultyScore.VERIFIER and not self.verifier:
+            raise ValueError("score 'verifier' needs verifier (e.g. \"orm\"): the verifier that scores the first chain")
+        if self.score is not DifficultyScore.VERIFIER and (self.verifier or self.verifier_path):
+            raise ValueError(f"verifier is only read by score 'verifier', not {self.score.value!r}")
+        if self.verifier:
+            from thinkscale.verifiers.base import VerifierKind, check_verifier_spec
+
+            if check_verifier_spec(self.verifier, self.verifier_path).kind is not VerifierKind.OUTCOME:
+                raise ValueError(f"verifier {self.verifier!r} scores steps; the difficulty score needs an outcome "
+                                 "verifier (one probability per chain, e.g. orm)")
         if not all(math.isfinite(e) for e in self.edges) or self.edges != sorted(set(self.edges)):
             raise ValueError(f"edges must be finite and strictly increasing, got {self.edges}")
         if len(self.bins) != len(self.edges) + 1:
@@ -175,6 +201,7 @@ class FittedOn(_Strict):
     model_fingerprint: str | None = None
     sampler: str  # the self-consistency spec whose samples were replayed
     samples_per_problem: int = Field(ge=1)
+    verifier_scores: str | None = None  # difficulty "verifier": what scored the fitting chains (e.g. cross-fitted)
 
 
 class Policy(_Strict):
@@ -199,9 +226,9 @@ class Policy(_Strict):
                 raise ValueError(f"budgets.{i}.choices: needs exactly the bins {self.difficulty.bins}, got "
                                  f"{sorted(row.choices)}")
             for b, c in row.choices.items():
-                if isinstance(c.action, SampleAction) and c.action.max_samples < self.sampling.wave_size:
+                if isinstance(c.action, SampleAction) and c.action.max_samples < self.sampling.first:
                     raise ValueError(f"budgets.{i}.choices.{b}.action.max_samples: {c.action.max_samples} is "
-                                     f"below the wave size {self.sampling.wave_size}")
+                                     f"below the first wave's {self.sampling.first} chains")
         return self
 
     def row_for(self, max_completion_tokens: int | None) -> BudgetRow:

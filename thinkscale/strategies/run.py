@@ -27,7 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -339,9 +339,9 @@ class Run:
 
     def child(self, *, rng: random.Random | None = None, strategy: str = "") -> Run:
         """A context for a sub-strategy: the same problem, backend, budget, sandboxes and ledger (so every call
-        counts against one budget), its own events and rng (default: this run's)."""
+        counts against one budget), its own events and rng (default: this run's); verifiers resolved once for both."""
         sub = Run(self.problem, self.backend, self.budget, rng or self.rng, self.ledger, self.sandboxes,
-                  strategy=strategy, backend_for=self.backend_for)
+                  strategy=strategy, backend_for=self.backend_for, _verifiers=self._verifiers)
         self._open.callback(sub.close)
         return sub
 
@@ -402,15 +402,18 @@ def candidates_from(completion: Completion) -> list[Candidate]:
 
 def execute(strategy: Strategy, problem: Problem, backend: Backend, budget: Budget | None = None, *,
             rng: random.Random, sandboxes: Sandboxes | None = None, sandbox: Sandbox | None = None,
-            backend_for: BackendFor | None = None) -> Result:
+            backend_for: BackendFor | None = None,
+            verifiers: Mapping[tuple[str, str | None], Verifier] | None = None) -> Result:
     """Run ``strategy`` on ``problem`` with a fresh ledger: a Run made from the arguments. ``sandbox``: one sandbox
     the caller owns for every code run (or ``sandboxes``, a provider); default: a sandbox per run that needs one.
-    ``backend_for``: the run's other models by name (for strategies that use several)."""
+    ``backend_for``: the run's other models by name (for strategies that use several). ``verifiers``: verifiers
+    already built for some (spec, verifier_path) knobs, used instead of building them on ``backend`` (a replay of
+    stored chains scores them with the model's verifier through a score cache)."""
     if sandbox is not None and sandboxes is not None:
         raise ValueError("give sandbox= or sandboxes=, not both")
     provider: Sandboxes = GivenSandbox(sandbox) if sandbox is not None else (sandboxes or OwnSandboxes())
     ctx = Run(problem, backend, budget or Budget(), rng, Ledger(), provider, strategy=strategy_name(strategy),
-              backend_for=backend_for)
+              backend_for=backend_for, _verifiers={k: require_solve_safe(v) for k, v in (verifiers or {}).items()})
     try:
         return strategy.run(ctx)
     finally:

@@ -157,7 +157,7 @@ class FitConfig:
             raise ValueError("need folds >= 2 and a non-empty grid of c > 0")
 
 
-def _folds(groups: Sequence[str], k: int, seed: int) -> list[np.ndarray]:
+def problem_folds(groups: Sequence[str], k: int, seed: int) -> list[np.ndarray]:
     """Boolean test masks of ``k`` folds that never split a group (problems shuffled with ``seed``, dealt out)."""
     ids = sorted(set(groups))
     random.Random(f"{seed}:folds").shuffle(ids)
@@ -178,7 +178,7 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str], c: float, c
     """Logits of every row from a head fitted on the other folds (a fold with one class only in its complement
     gets that fold's constant prior)."""
     z = np.zeros(len(y))
-    for test in _folds(groups, cfg.folds, cfg.seed):
+    for test in problem_folds(groups, cfg.folds, cfg.seed):
         train = ~test
         if 0 < y[train].sum() < train.sum():
             z[test] = _logits(LogisticHead.fit(x[train], y[train], c=c, seed=cfg.seed), x[test])
