@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="a policy whose difficulty asks a verifier: the ScoreCache of its scores of the run's chains "
                          "(the model is loaded only for chains not in it)")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads when the verifier needs the model")
+    ap.add_argument("--cross-fit", type=int, default=0,
+                    help="replaying the trained ORM's own training problems: score them with heads refitted over this "
+                         "many folds without them (as fit-policy --cross-fit)")
+    ap.add_argument("--features", type=Path, default=None, help="with --cross-fit: the ORM's feature cache")
     args = ap.parse_args(argv)
     budgets = None if args.budgets is None else [int(x) for x in args.budgets.split(",") if x.strip()]
     judge = None
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         difficulty = load_policy(args.policy).difficulty
         if difficulty.verifier is not None:
             judge = replay_judge(args.run, difficulty.verifier, difficulty.verifier_path, cache=args.score_cache,
-                                 threads=args.threads)
+                                 cross_fit=args.cross_fit, features=args.features, threads=args.threads)
         result, analysis = evaluate_auto(args.run, args.policy, budgets=budgets, sampler=args.sampler,
                                          verifiers=judge.verifiers if judge else None)
     except (ValueError, StoreError, ReplayMissing) as e:  # PolicyError is a ValueError

@@ -4,7 +4,7 @@
 # against greedy (bench/adaptive.py), the ORM gate replayed at every threshold (bench/orm_gate.py: the ORM scores the
 # greedy chains, cached), then the same gate on 100 GSM8K train problems the ORM was not fitted on (runs/train-0.5b-s1,
 # the run scripts/measure.sh also makes), where a threshold is to be chosen. ~1.5 CPU h for the MATH run, ~4-5 for
-# the train run (16 chains per problem). One heavy job at a time on a 2-core machine: not beside the GRPO run.
+# the train run (16 chains per problem). `scripts/auto_transfer.sh math` stops after the MATH part. One heavy job at a time on a 2-core machine: not beside the GRPO run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TS=.venv/bin/thinkscale
@@ -17,6 +17,10 @@ step $TS eval --config docs/results/auto/sweep-math500-l12.toml --out runs/math5
 step $PY scripts/stores.py save
 step exit2ok $PY bench/adaptive.py runs/math500-l12-0.5b --out $R/packaged-math500-l12.json
 step $PY bench/orm_gate.py runs/math500-l12-0.5b --cache runs/orm/gate-scores.sqlite --out $R/orm-gate-math500-l12.json
+# the verifier-difficulty policy chosen on train (scripts/auto_verifier.sh); the gate above cached the ORM's scores
+step exit2ok $PY bench/adaptive.py runs/math500-l12-0.5b --policy $R/verifier/policy.json \
+    --score-cache runs/orm/gate-scores.sqlite --out $R/verifier/test-math500-l12.json
+[ "${1:-all}" = math ] && { echo "== $(date -u +%FT%TZ) done (math only)"; exit 0; }
 step $TS eval --dataset gsm8k-train --limit 100 --seed 1 --model qwen2.5-coder-0.5b --strategy greedy \
     --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b-s1 --workers 2 --quiet
 step $PY scripts/stores.py save
