@@ -88,6 +88,17 @@ def test_tolerance_sends_a_small_gain_to_the_cheaper_action() -> None:
     assert chosen.action == SampleAction(max_samples=8) and "most accurate" in chosen.why
 
 
+def test_a_token_price_trades_accuracy_for_tokens_by_hand() -> None:
+    """stop 0.50 at 300 tokens, sample 0.60 at 1300: at 0.05 per 1000 tokens the utilities are 0.485 and 0.535
+    (sample); at 0.2 they are 0.44 and 0.34 (stop); at 0.1 they tie at 0.47 and 0.47: the cheaper one."""
+    actions = {"stop": StopAction(), "sample:max_samples=8": SampleAction(max_samples=8)}
+    stats = {"stop": (0.50, 300.0), "sample:max_samples=8": (0.60, 1300.0)}
+    assert _choose(stats, actions, 0.0, 10, "b", 4096, 0.05).action == SampleAction(max_samples=8)
+    priced = _choose(stats, actions, 0.0, 10, "b", 4096, 0.2)
+    assert priced.action == StopAction() and "best at 0.2 accuracy per 1000 tokens" in priced.why
+    assert _choose(stats, actions, 1e-9, 10, "b", 4096, 0.1).action == StopAction()
+
+
 def test_fitting_on_test_data_is_refused_unless_allowed(tmp_path: Path) -> None:
     run = hand_run(tmp_path / "run", [EASY, HARD], dataset="gsm8k")
     with pytest.raises(FitError, match="'gsm8k', an evaluation set.*--allow-test-data"):

@@ -23,6 +23,9 @@ def fit_policy_command(
                                                 "max_tokens x 1, 2, 4, at most N chains).")] = None,
     tolerance: Annotated[float, typer.Option(help="Accuracy within this of the best goes to the cheaper "
                                              "action.")] = 0.005,
+    token_price: Annotated[float, typer.Option(help="Accuracy worth giving up per 1000 generated tokens: each bin "
+                                               "gets the action with the best accuracy - price x tokens / 1000 (0: "
+                                               "the most accurate).")] = 0.0,
     min_bin_problems: Annotated[int, typer.Option(help="Merge bins with fewer fitting problems.")] = 10,
     delegate: Annotated[bool, typer.Option(help="Also compare the runs' greedy / best-of-n / weighted-sc units as "
                                            "actions.")] = True,
@@ -73,6 +76,8 @@ def fit_policy_command(
         score = DifficultyScore(difficulty)
     except ValueError:
         fail(f"--difficulty must be one of {', '.join(d.value for d in DifficultyScore)}, got {difficulty!r}")
+    if not token_price >= 0:
+        fail(f"--token-price must be >= 0, got {token_price}")
     if (verifier is not None) != score.needs_verifier:
         fail("--verifier goes with --difficulty verifier, and --difficulty verifier needs --verifier")
     judge = None
@@ -82,7 +87,7 @@ def fit_policy_command(
 
             judge = replay_judge(runs[0], verifier, verifier_path, cache=score_cache, model=model,
                                  cross_fit=cross_fit, features=features, threads=threads)
-        opts = FitOptions(n_bins=bins, wave_size=wave_size, budgets=caps, tolerance=tolerance,
+        opts = FitOptions(n_bins=bins, wave_size=wave_size, budgets=caps, tolerance=tolerance, token_price=token_price,
                           min_bin_problems=min_bin_problems, delegate=delegate, allow_test_data=allow_test_data,
                           sampler=sampler, model=model, greedy_first=greedy_first,
                           greedy_breaks_ties=greedy_breaks_ties, first_wave=first_wave, difficulty=score,

@@ -84,6 +84,10 @@ log = logging.getLogger(__name__)
 # strategies whose stored units can stand for a ``strategy`` action: one generate call of n chains (1 for greedy)
 DELEGABLE = ("greedy", "best-of-n", "weighted-sc")
 
+OBJECTIVE_PRICED = ("per difficulty bin and token budget: the action with the highest mean accuracy minus {price:g} "
+                    "per 1000 mean generated tokens over the bin's fitting instances (ties in a vote split), every "
+                    "run capped at the budget as auto runs it; among the actions within `tolerance` of that, the one "
+                    "with the fewest mean generated tokens")
 OBJECTIVE = ("per difficulty bin and token budget: the action with the highest mean accuracy over the bin's "
              "fitting instances (ties in a vote split), every run capped at the budget as auto runs it; among the "
              "actions within `tolerance` of that accuracy, the one with the fewest mean generated tokens")
@@ -99,6 +103,7 @@ class FitOptions:
     wave_size: int = 4
     budgets: tuple[int, ...] | None = None  # generated tokens; default wave x max_tokens x (1, 2, 4), <= N chains
     tolerance: float = 0.005
+    token_price: float = 0.0  # accuracy given up per 1000 generated tokens (0: the most accurate action)
     min_bin_problems: int = 10
     thresholds: tuple[float | None, ...] = (None, 0.8, 0.9, 0.95)
     # futility stops compared with every sample action (give_up_after, give_up_share); None = no futility stop
@@ -293,7 +298,7 @@ def _choose_rows(table: Table, difficulty: Difficulty, budgets: Sequence[int], a
             for label, (acc, tok) in sorted(stats.items()):
                 entries.append(TableEntry(bin=b, max_completion_tokens=cap, action=label, accuracy=acc,
                                           mean_tokens=tok, n_problems=n))
-            choices[b] = _choose(stats, action_of, opts.tolerance, n, b, cap)
+            choices[b] = _choose(stats, action_of, opts.tolerance, n, b, cap, opts.token_price)
         rows.append(BudgetRow(max_completion_tokens=cap, choices=choices))
     return rows, entries
 
@@ -343,8 +348,9 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
     dataset, sha = loaded.datasets.pop()
     model = next(iter(loaded.fingerprints))
     return Policy(
-        format=FORMAT, sampling=sampling, difficulty=difficulty, budgets=rows, table=entries, objective=OBJECTIVE,
-        tolerance=opts.tolerance,
+        format=FORMAT, sampling=sampling, difficulty=difficulty, budgets=rows, table=entries,
+        objective=OBJECTIVE if not opts.token_price else OBJECTIVE_PRICED.format(price=opts.token_price),
+        tolerance=opts.tolerance, token_price=opts.token_price,
         fitted_on=FittedOn(runs=[str(r) for r in runs], dataset=dataset, dataset_sha256=sha,
                            problems=len({i.draw.problem_id for i in loaded.instances}),
                            instances=len(loaded.instances), test_data=loaded.test_data, model=model,
@@ -360,23 +366,30 @@ def _default_budgets(wave: int, max_tokens: int, n_chains: int) -> tuple[int, ..
 
 
 def _choose(stats: dict[str, tuple[float, float]], action_of: dict[str, Action], tolerance: float, n: int, b: str,
-            cap: int) -> Choice:
+            cap: int, token_price: float = 0.0) -> Choice:
+    """The action with the highest utility (accuracy, minus ``token_price`` per 1000 generated tokens when priced);
+    among those within ``tolerance`` of it, the cheapest (then the simplest)."""
     if not stats:  # no fitting instance fell in this bin at this budget: the cheapest safe default
         return Choice(action=StopAction(), accuracy=0.0, mean_tokens=0.0, n_problems=0,
                       why=f"no fitting problem in bin {b} at {cap} tokens: stop after the first wave")
     order = {k: i for i, k in enumerate(action_of)}  # stop, then sampling by size, then strategies: simplest first
     ranked = sorted(stats, key=lambda k: order[k])
-    best_label = max(ranked, key=lambda k: stats[k][0])
+
+    def utility(k: str) -> float:
+        return stats[k][0] - token_price * stats[k][1] / 1000.0
+
+    best_label = max(ranked, key=utility)
     best_acc, best_tok = stats[best_label]
-    near = [k for k in ranked if stats[k][0] >= best_acc - tolerance]
+    near = [k for k in ranked if utility(k) >= utility(best_label) - tolerance]
     label = min(near, key=lambda k: (stats[k][1], order[k]))
     acc, tok = stats[label]
     why = f"bin {b} at {cap} tokens, {n} fitting problems: {label} has accuracy {acc:.3f} at {tok:.0f} tokens"
+    best = "the most accurate" if not token_price else f"the best at {token_price:g} accuracy per 1000 tokens"
     if label == best_label:
-        why += " (the most accurate; cheapest among equals)"
+        why += f" ({best}; cheapest among equals)"
     else:
-        why += (f"; the most accurate, {best_label}, has {best_acc:.3f} at {best_tok:.0f} tokens, within the "
-                f"tolerance {tolerance:g}, so the cheaper one")
+        why += (f"; {best}, {best_label}, has {best_acc:.3f} at {best_tok:.0f} tokens, within the tolerance "
+                f"{tolerance:g}, so the cheaper one")
     return Choice(action=action_of[label], accuracy=acc, mean_tokens=tok, n_problems=n, why=why)
 
 

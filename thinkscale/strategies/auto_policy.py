@@ -212,6 +212,7 @@ class Policy(_Strict):
     table: list[TableEntry] = []
     objective: str = ""
     tolerance: float = Field(default=0.0, ge=0, le=1)
+    token_price: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # accuracy per 1000 tokens the fit gave up
     fitted_on: FittedOn
     fitted_at: str
 
