@@ -16,22 +16,30 @@ P=runs/auto-verifier
 mkdir -p $R $P
 $PY scripts/stores.py restore
 judge=(--score-cache runs/orm/judge-scores.sqlite --cross-fit 4 --features runs/orm/features-0.5b.sqlite)
-for cfg in "3 0.005" "3 0.02" "3 0.05" "3 0.1" "4 0.02" "4 0.05" "6 0.02" "6 0.05"; do
-  read -r bins tol <<< "$cfg"
-  $TS fit-policy runs/train-0.5b --out $P/policy-b$bins-tol$tol.json --bins "$bins" --tolerance "$tol" \
+# bins, tolerance, token price (accuracy per 1000 generated tokens; 0: the most accurate action per bin)
+CONFIGS=("3 0.005 0" "3 0.02 0" "3 0.05 0" "3 0.1 0" "4 0.02 0" "4 0.05 0" "6 0.02 0" "6 0.05 0"
+         "3 0.005 0.02" "3 0.005 0.05" "3 0.005 0.1" "6 0.005 0.02" "6 0.005 0.05" "6 0.005 0.1")
+names=()
+for cfg in "${CONFIGS[@]}"; do
+  read -r bins tol price <<< "$cfg"
+  name=b$bins-tol$tol
+  [ "$price" = 0 ] || name=$name-p$price
+  names+=("$name")
+  [ -f $R/train-$name.json ] && [ -f $P/policy-$name.json ] && continue  # done (rerun: delete them)
+  $TS fit-policy runs/train-0.5b --out $P/policy-$name.json --bins "$bins" --tolerance "$tol" --token-price "$price" \
       --greedy-first --greedy-breaks-ties --first-wave 1 --wave-size 4 --difficulty verifier --verifier orm \
       --budgets 1024,2048,4096,8192 --threads 2 "${judge[@]}"
-  $PY bench/adaptive.py runs/train-0.5b --policy $P/policy-b$bins-tol$tol.json "${judge[@]}" \
-      --out $R/train-b$bins-tol$tol.json --plot $P/train-b$bins-tol$tol.png || [ $? -eq 2 ]
+  $PY bench/adaptive.py runs/train-0.5b --policy $P/policy-$name.json "${judge[@]}" \
+      --out $R/train-$name.json --plot $P/train-$name.png || [ $? -eq 2 ]
 done
 # the choice, on train only: the largest accuracy gain over greedy at a budget that meets the transfer target (<= 1.5x
 # greedy's tokens where auto ends with greedy's answer); ties to the earlier config (fewer bins, smaller tolerance)
-choice=$($PY - "$R" <<'PY'
+choice=$($PY - "$R" "${names[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 best = None
-for cfg in ["3-tol0.005", "3-tol0.02", "3-tol0.05", "3-tol0.1", "4-tol0.02", "4-tol0.05", "6-tol0.02", "6-tol0.05"]:
-    rows = json.loads((Path(sys.argv[1]) / f"train-b{cfg}.json").read_text())["auto"]
+for cfg in sys.argv[2:]:
+    rows = json.loads((Path(sys.argv[1]) / f"train-{cfg}.json").read_text())["auto"]
     for r in rows:
         vs = r["versus_greedy"]
         if vs["meets_transfer_target"] and (best is None or vs["accuracy_minus_greedy"] > best[0] + 1e-12):
@@ -39,7 +47,7 @@ for cfg in ["3-tol0.005", "3-tol0.02", "3-tol0.05", "3-tol0.1", "4-tol0.02", "4-
 print(best[1])
 PY
 )
-echo "chosen on train: b$choice"
-cp "$P/policy-b$choice.json" $R/policy.json
+echo "chosen on train: $choice"
+cp "$P/policy-$choice.json" $R/policy.json
 $PY bench/adaptive.py runs/gsm8k-qwen0.5b --policy $R/policy.json --score-cache runs/orm/gate-scores.sqlite \
     --out $R/test-gsm8k.json || [ $? -eq 2 ]
