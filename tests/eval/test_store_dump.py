@@ -65,3 +65,23 @@ def test_refusals_name_the_problem(table: Path, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a thinkscale store dump"):
         load_sql(bad, tmp_path / "fresh")
     assert not (tmp_path / "fresh" / "results.sqlite").exists()
+
+
+def test_a_chain_with_carriage_returns_round_trips_byte_for_byte(table: Path, tmp_path: Path) -> None:
+    """Model text may hold "\\r\\n" (a code block copied from Windows): the dump must not translate it on load, or a
+    restored store's chains differ from the ones drawn and its next dump rewrites the file."""
+    run = tmp_path / "run"
+    run_sweep(cfg_for(table, strategies=["greedy"]), run)
+    with sqlite3.connect(run / "results.sqlite") as db:
+        db.execute("UPDATE samples SET text = 'x = 4\r\n\r\n# check\rdone' "
+                   "WHERE rowid = (SELECT MIN(rowid) FROM samples)")
+    dump, moved = tmp_path / "run.sql", tmp_path / "moved"
+    dump_sql(run, dump)
+    load_sql(dump, moved)
+    query = "SELECT text FROM samples ORDER BY rowid"
+    with sqlite3.connect(run / "results.sqlite") as a, sqlite3.connect(moved / "results.sqlite") as b:
+        assert a.execute(query).fetchall() == b.execute(query).fetchall()
+        assert "x = 4\r\n\r\n# check\rdone" in [r[0] for r in b.execute(query)]
+    again = tmp_path / "again.sql"
+    dump_sql(moved, again)
+    assert again.read_bytes() == dump.read_bytes()

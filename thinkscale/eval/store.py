@@ -483,7 +483,7 @@ def dump_sql(out_dir: str | Path, dest: str | Path) -> int:
         db.execute("PRAGMA busy_timeout=10000")
         db.execute("BEGIN")  # one snapshot for the count and every table's rows
         jobs = int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:  # no newline translation: texts keep their \r
             for line in db.iterdump():
                 f.write(line + "\n")
         db.execute("COMMIT")
@@ -507,7 +507,8 @@ def load_sql(src: str | Path, out_dir: str | Path) -> int:
     db = sqlite3.connect(tmp, isolation_level=None)
     loaded = False
     try:
-        db.executescript(Path(src).read_text(encoding="utf-8"))
+        with open(src, encoding="utf-8", newline="") as f:  # a chain's "\r\n" is data: read it untranslated
+            db.executescript(f.read())
         if db.execute("PRAGMA integrity_check").fetchone() != ("ok",):
             raise StoreError(f"{src} does not load into an intact store")
         jobs = int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
