@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from thinkscale.answers.extract import normalize_answer
-from thinkscale.eval.chain_scores import LazyBackend, ScoreCache, backend_kind, score_chains, verifier_identity
 from thinkscale.eval.draws import problem_messages
 from thinkscale.eval.metrics import selection_value
-from thinkscale.eval.runner import default_backend_factory
-from thinkscale.eval.select import build, load_run
+from thinkscale.eval.select import load_run
 from thinkscale.eval.store import open_existing
-from thinkscale.types import Candidate, Problem
+from thinkscale.policy.judges import replay_judge
+from thinkscale.types import Candidate, Ledger, Problem, Role
 from thinkscale.verifiers.aggregate import Selection
 from thinkscale.verifiers.trained_prm import auroc
 
@@ -77,25 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     stored = load_run(args.run)
     greedy = greedy_chains(args.run, stored.model)
     messages = problem_messages(stored.cfg)
-    cache = ScoreCache(args.cache)
-    spec = str(stored.cfg["backend"])
-    factory = default_backend_factory(spec, n_threads=args.threads)
-    backend = LazyBackend(lambda: factory(stored.model), backend_kind(spec), stored.model, stored.fingerprint)
+    judge = replay_judge(args.run, "orm", None, cache=args.cache, model=stored.model, threads=args.threads)
     try:
-        verifier = build("orm", None, backend)
-        identity = verifier_identity("orm", None, verifier, backend.info().fingerprint)
+        verifier = judge.verifiers[("orm", None)]
         p: dict[str, float] = {}
         verifier_tokens = 0.0
         for i, d in enumerate(stored.draws):
             chain, _ = greedy[d.problem_id]
-            (s,), (cost,) = score_chains(Problem(d.problem_id, messages[d.problem_id]), [chain], verifier, identity,
-                                         cache)
+            ledger = Ledger()
+            (s,) = verifier.score(Problem(d.problem_id, messages[d.problem_id]), [chain], ledger=ledger)
+            cost = ledger.total(Role.VERIFIER)
             p[d.problem_id] = s[-1]
             verifier_tokens += float(cost.prompt_tokens or 0) - float(cost.cached_prompt_tokens or 0)
             print(f"scored {i + 1}/{len(stored.draws)}", file=sys.stderr, flush=True)
     finally:
-        backend.close()
-        cache.close()
+        judge.close()
     pids = [d.problem_id for d in stored.draws]
     g_acc = sum(greedy[pid][1] for pid in pids) / len(pids)
     g_tok = sum(float(greedy[pid][0].completion_tokens or 0) for pid in pids)
