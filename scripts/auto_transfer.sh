@@ -15,10 +15,11 @@ exit2ok() { "$@" || [ $? -eq 2 ]; }  # bench/adaptive.py exits 2 when issue 8's 
 $PY scripts/stores.py restore
 step $TS eval --config docs/results/auto/sweep-math500-l12.toml --out runs/math500-l12-0.5b --workers 2 --quiet
 step $PY scripts/stores.py save
-step exit2ok $PY bench/adaptive.py runs/math500-l12-0.5b --out $R/packaged-math500-l12.json
+# 8 stored chains per problem serve auto's budgets up to 2048 tokens (above that a replay would run out of chains)
+step exit2ok $PY bench/adaptive.py runs/math500-l12-0.5b --budgets 1024,1280,1536,2048 --out $R/packaged-math500-l12.json
 step $PY bench/orm_gate.py runs/math500-l12-0.5b --cache runs/orm/gate-scores.sqlite --out $R/orm-gate-math500-l12.json
 # the verifier-difficulty policy chosen on train (scripts/auto_verifier.sh); the gate above cached the ORM's scores
-step exit2ok $PY bench/adaptive.py runs/math500-l12-0.5b --policy $R/verifier/policy.json \
+step exit2ok $PY bench/adaptive.py runs/math500-l12-0.5b --policy $R/verifier/policy.json --budgets 1024,2048 \
     --score-cache runs/orm/gate-scores.sqlite --out $R/verifier/test-math500-l12.json
 [ "${1:-all}" = math ] && { echo "== $(date -u +%FT%TZ) done (math only)"; exit 0; }
 step $TS eval --dataset gsm8k-train --limit 100 --seed 1 --model qwen2.5-coder-0.5b --strategy greedy \

@@ -10914,6 +10914,2805 @@ print(dot_product)
 -25
 ```
 The dot product of the vectors \(\begin{pmatrix} -2 \\ 0 \\ 7 \end{pmatrix}\) and \(\begin{pmatrix} 3 \\ 4 \\ -5 \end{pmatrix}\) is \(\boxed{-25}\).','stop',341,82,30,2.26842580887890505887e+01,459392052096.0,NULL);
+INSERT INTO "chains" VALUES(106,0,0,'891505b971c83baf2ba0cd9d6fc57eea855bfa6f34f26a0bbcdc9195b0e1214b',0,'Let''s analyze the diagram step by step.
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\)
+   - \(\angle BCA = 40^\circ\)
+
+2. **Understand the triangle:**
+   - Since \(AD = BD = CD\), the triangle is isosceles with \(AB\) and \(AC\) being equal.
+   - Let \(AB = x\) and \(AC = y\).
+
+3. **Determine the angles formed by the sides:**
+   - Since \(AB = x\) and \(AC = y\), and \(AD = BD = CD\), the triangle is equilateral.
+   - Therefore, \(\angle BCA = 40^\circ\).
+
+4. **Find \(\angle BAC\):**
+   - In an equilateral triangle, all angles are \(60^\circ\).
+   - Therefore, \(\angle BAC = 60^\circ\).
+
+Thus, the measure of \(\angle BAC\) is \(\boxed{60^\circ}\).','stop',227,281,30,2.40494686450276304876e+01,471050149440.0,NULL);
+INSERT INTO "chains" VALUES(106,0,1,'891505b971c83baf2ba0cd9d6fc57eea855bfa6f34f26a0bbcdc9195b0e1214b',1,'To solve the problem, we need to use the properties of similar triangles and the given angles. Let''s break it down step by step:
+
+1. **Understand the Triangle:**
+   - The triangle \(ABCD\) is isosceles with all sides equal.
+   - \(\angle BCA = 40^\circ\).
+   - Since the triangle is isosceles, \(\angle BAC = \angle BCA = 40^\circ\).
+
+2. **Conclusion:**
+   - The measure of \(\angle BAC\) is \(\boxed{40^\circ}\).','stop',128,281,30,2.40494686450276304876e+01,471050149440.0,NULL);
+INSERT INTO "chains" VALUES(106,0,2,'891505b971c83baf2ba0cd9d6fc57eea855bfa6f34f26a0bbcdc9195b0e1214b',2,'To solve this problem, we need to use the given information and the properties of angles in a triangle.
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\), which means \(D\) is the same as \(A\) and \(C\).
+   - \(\angle BCA = 40^\circ\).
+
+2. **Understand the properties of a triangle:**
+   - The sum of the interior angles of any triangle is \(180^\circ\).
+   - In any triangle, the measure of each interior angle is equal to the sum of the measures of the other two angles.
+
+3. **Apply the properties to the given angles:**
+   - Since \(D = A\) and \(C = A\), the angles \(\angle BAC\) and \(\angle ABC\) must be equal to \(\angle BAC + 40^\circ\) and \(\angle ABC + 40^\circ\), respectively.
+   - Therefore, \(\angle BAC = \angle ABC + 80^\circ\).
+
+4. **Conclusion:**
+   - The measure of \(\angle BAC\) is \(80^\circ\).
+
+Let''s verify this conclusion with Python code.
+```python
+# Given information
+angle_BCA = 40
+
+# Since D is the same as A and C, we have two angles equal to angle BCA
+# Let the measure of angle BAC be x
+# Then the measure of angle ABC is x + 40
+# Therefore, the sum of the angles in any triangle is 180 degrees
+# So, we have x + (x + 40) = 180
+# Simplifying, we get 2x + 40 = 180
+# Solving for x, we get x = 180 - 40
+angle_BAC = 180 - 40
+
+print(angle_BAC)
+```
+```output
+140
+```
+It seems there was a misunderstanding in the initial reasoning. The measure of \(\angle BAC\) must be \(180^\circ - 40^\circ = 140^\circ\), not \(80^\circ\).
+
+Let''s correct the reasoning and verify it again.
+1. Since \(D = A\) and \(C = A\), we have two angles equal to \(\angle BCA\','length',512,281,30,2.40494686450276304876e+01,471050149440.0,NULL);
+INSERT INTO "chains" VALUES(106,0,3,'891505b971c83baf2ba0cd9d6fc57eea855bfa6f34f26a0bbcdc9195b0e1214b',3,'To solve this problem, we need to determine the measure of \(\angle BAC\) in the given diagram. Let''s break it down step by step.
+
+1. **Understand the Diagram:**
+   - We have a square \(ABCD\) with \(AD = BD = CD\).
+   - \(\angle BCA = 40^\circ\).
+
+2. **Analyze the Square:**
+   - Since \(AD = BD = CD\), the square is a rhombus with all sides of equal length.
+
+3. **Consider the Angles in the Rhombus:**
+   - A rhombus has opposite angles equal and adjacent angles each being \(90^\circ\).
+   - Because the square is a rhombus, the sum of the angles around any vertex is always \(360^\circ\).
+
+4. **Use the Given Angle:**
+   - We know that \(\angle BCA = 40^\circ\).
+   - Since the rhombus is symmetric and the sum of the angles around any vertex is \(360^\circ\), we can use this information to find \(\angle BAC\).
+
+5. **Find \(\angle BAC\):**
+   - Let''s denote \(\angle BAC = x\).
+   - Because \(\angle BAC\) is part of the rhombus and the sum of the angles around any vertex is \(360^\circ\), we have:
+     \[
+     x + 180^\circ = 360^\circ
+     \]
+   - Solving for \(x\):
+     \[
+     x = 360^\circ - 180^\circ = 180^\circ
+     \]
+
+Therefore, the measure of \(\angle BAC\) is \(\boxed{180^\circ}\).','stop',391,281,30,2.40494686450276304876e+01,471050149440.0,NULL);
+INSERT INTO "chains" VALUES(106,0,4,'891505b971c83baf2ba0cd9d6fc57eea855bfa6f34f26a0bbcdc9195b0e1214b',4,'To solve the problem, we need to use the given information and some geometric properties.
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\)
+   - \(\angle BCA = 40^\circ\)
+
+2. **Understand the geometric configuration:**
+   - Since \(AD = BD = CD\), the points \(A\), \(B\), \(C\), and \(D\) are collinear.
+   - The angle \(\angle BCA\) subtended by \(AD\) is \(40^\circ\), which means \(\angle BCA = \angle DAB + \angle BAC\).
+
+3. **Use the properties of collinear points:**
+   - In a triangle, the sum of opposite angles is always \(180^\circ\).
+   - Since \(AD = BD = CD\), we can consider the triangle \(ABD\).
+
+4. **Calculate \(\angle BAC\):**
+   - Let \(\angle BAC = x\). Then we have:
+     \[
+     \angle BCA = \angle DAB + x
+     \]
+   - Since \(AD = BD = CD\), the angles \(\angle DAB\) and \(\angle BAC\) are equal. Therefore, we can set up the equation:
+     \[
+     x = 40^\circ
+     \]
+
+5. **Conclusion:**
+   - The measure of \(\angle BAC\) is \(40^\circ\).
+
+The final answer is \(\boxed{40}\).','stop',330,281,30,2.40494686450276304876e+01,471050149440.0,NULL);
+INSERT INTO "chains" VALUES(106,0,5,'891505b971c83baf2ba0cd9d6fc57eea855bfa6f34f26a0bbcdc9195b0e1214b',5,'To solve for \(\angle BAC\) in the given diagram, we will use the given information and the properties of triangles.
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\)
+   - \(\angle BCA = 40^\circ\)
+
+2. **Consider the properties of similar triangles:**
+   - Since \(AD = BD = CD\), triangles \(ABC\) and \(ABD\) are similar by AA similarity. This means that the corresponding angles are equal.
+
+3. **Use the fact that the angles in a triangle sum to \(180^\circ\):**
+   - In triangle \(ABD\), the angles are \(\angle BDA = \angle BCD = \angle BDA\) (since they are both \(\angle BCA = 40^\circ\)).
+   - Therefore, the sum of the angles in triangle \(ABD\) is \(180^\circ\).
+   - The sum of the angles in triangle \(ABC\) is also \(180^\circ\).
+
+4. **Substitute the known angle in triangle \(ABC\):**
+   - We know that \(\angle BCA = 40^\circ\).
+   - Therefore, the sum of the angles in triangle \(ABC\) is \(180^\circ - 40^\circ = 140^\circ\).
+
+5. **Use the fact that the angles in similar triangles are equal:**
+   - Since the angles in triangle \(ABD\) are equal to the angles in triangle \(ABC\), we can use this information to find \(\angle BAC\).
+   - Therefore, \(\angle BAC = 140^\circ - 40^\circ = 100^\circ\).
+
+Thus, the measure of \(\angle BAC\) is \(\boxed{100^\circ}\).','stop',398,281,30,2.40494686450276304876e+01,471050149440.0,NULL);
+INSERT INTO "chains" VALUES(106,0,6,'891505b971c83baf2ba0cd9d6fc57eea855bfa6f34f26a0bbcdc9195b0e1214b',6,'To solve the problem, we need to use the properties of the triangle and the given angles.
+
+1. Since \(AD = BD = CD\), the triangle \(ABCD\) is isosceles with \(AB = CD\).
+2. Let \( \angle BAC = x \) and \( \angle BCA = y \).
+3. Because \(AD = BD = CD\), we can use the Law of Sines to find the relationship between the sides and angles of the triangle. The Law of Sines states that for a triangle with sides \(a\), \(b\), and \(c\) and angles \(A\), \(B\), and \(C\) respectively:
+   \[
+   \frac{a}{\sin A} = \frac{b}{\sin B} = \frac{c}{\sin C} = 2R
+   \]
+   where \(R\) is the circumradius of the triangle.
+4. Since \(AB = CD\), we can use the Pythagorean theorem to find the length of \(AB\):
+   \[
+   AB^2 = AC^2 + BC^2
+   \]
+5. Because \(AD = BD = CD\), we can use the properties of the isosceles triangle to find the measure of \(x\). Let''s denote the length of \(AB\) as \(2r\). Then:
+   \[
+   (2r)^2 = AC^2 + BC^2 \implies 4r^2 = AC^2 + BC^2 \implies AC^2 + BC^2 = 4r^2
+   \]
+6. Since \(AD = BD = CD\), we can use the Law of Sines again to find the length of \(BC\):
+   \[
+   BC^2 = AC^2 + AB^2 \implies BC^2 = 4r^2 + 2r^2 \implies BC^2 = 6r^2
+   \]
+7. Now we have two equations:
+   \[
+   AC^2 + BC^2 = 4r^2
+   \]
+   \[
+   BC^2 = 6r^2
+   \]
+8. We can solve these equations by subtracting the second equation from the first:
+   \[
+   (AC^2 + BC^2) - (BC^2) = 4r^2 - 6','length',512,281,30,2.40494686450276304876e+01,471050149440.0,NULL);
+INSERT INTO "chains" VALUES(106,0,7,'891505b971c83baf2ba0cd9d6fc57eea855bfa6f34f26a0bbcdc9195b0e1214b',7,'To solve the problem, we need to use the given information and the properties of a right triangle. Let''s break it down step by step:
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\) and \(\angle BCA = 40^\circ\).
+
+2. **Understand the properties of a right triangle:**
+   - In any right triangle, the sum of the angles is \(180^\circ\).
+   - If we let \(\angle BAC = x\), then \(\angle BCA\) and \(\angle ABC\) are both \(40^\circ\).
+   - The sum of the angles in the triangle is \(40^\circ + x + x = 180^\circ\).
+   - Simplifying this, we get \(40^\circ + 2x = 180^\circ\).
+   - Solving for \(x\), we get \(2x = 140^\circ\) and \(x = 70^\circ\).
+
+3. **Conclusion:**
+   - The measure of \(\angle BAC\) is \(\boxed{70^\circ}\).','stop',249,281,30,2.40494686450276304876e+01,471050149440.0,NULL);
+INSERT INTO "chains" VALUES(107,0,0,'fcf0841244928ca938d2d9217605eeeb879e5e6baf3243690b562afa2c9466b7',0,'To find the difference between the positive square root of 64 and the cube root of 64, we need to determine each square root separately and then subtract them.
+
+1. **Step 1: Calculate the positive square root of 64.**
+
+   The positive square root of a number \( x \) is the non-negative number \( y \) such that \( y^2 = x \). To find the positive square root of 64, we start by taking the positive square root of 8:
+   \[
+   \sqrt{8} = 2\sqrt{2}
+   \]
+   However, since 8 is not a perfect square, we need to express it in the form of a perfect square, which is \( 4 \times 2 = 8 \). Therefore, we take the positive square root of 8 again:
+   \[
+   \sqrt{8} = 2\sqrt{2}
+   \]
+
+2. **Step 2: Calculate the cube root of 64.**
+
+   The cube root of a number \( x \) is the non-negative number \( y \) such that \( y^3 = x \). To find the cube root of 64, we take the cube root of 64:
+   \[
+   \sqrt[3]{64} = 4
+   \]
+
+3. **Step 3: Subtract the two cube roots.**
+
+   Since we have already calculated the cube root of 64 as 4, we subtract this value from the positive square root of 64:
+   \[
+   \sqrt{64} - \sqrt[3]{64} = 2\sqrt{2} - 4
+   \]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{2\sqrt{2} - 4}\).','stop',402,57,33,2.02736626780640101226e+01,379518331104.0,NULL);
+INSERT INTO "chains" VALUES(107,0,1,'fcf0841244928ca938d2d9217605eeeb879e5e6baf3243690b562afa2c9466b7',1,'To solve the problem, we need to find the positive square root of 64 and the cube root of 64, and then subtract them. Let''s do this step by step.
+
+1. **Find the positive square root of 64:**
+
+   The positive square root of a number \( n \) is a number \( \sqrt[n]{n} \) such that \( \sqrt[n]{n} \leq n \).
+
+   For \( n = 64 \):
+   \[
+   \sqrt[2]{64} = 8
+   \]
+   So, the positive square root of 64 is 8.
+
+2. **Find the cube root of 64:**
+
+   The cube root of a number \( n \) is a number \( \sqrt[n]{n} \) such that \( \sqrt[n]{n} \leq n \).
+
+   For \( n = 64 \):
+   \[
+   \sqrt[3]{64} = 4
+   \]
+   So, the cube root of 64 is 4.
+
+3. **Subtract the cube root of 64 from the positive square root of 64:**
+
+   \[
+   8 - 4 = 4
+   \]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','stop',299,57,33,2.02736626780640101226e+01,379518331104.0,NULL);
+INSERT INTO "chains" VALUES(107,0,2,'fcf0841244928ca938d2d9217605eeeb879e5e6baf3243690b562afa2c9466b7',2,'To find the difference between the positive square root of 64 and the cube root of 64, we can follow these steps:
+
+1. **Understand the problem:**
+   - We need to find \( \sqrt{64} \).
+   - We need to find \( \sqrt[3]{64} \).
+   - The difference \( \sqrt{64} - \sqrt[3]{64} \) will give us the result.
+
+2. **Calculate the square root of 64:**
+   - The square root of 64 is 8. Since 8 is an integer, its cube root is 8.
+   - Therefore, \( \sqrt{64} = 8 \).
+
+3. **Calculate the cube root of 64:**
+   - The cube root of 64 is 4. Since 4 is an integer, its cube root is 4.
+   - Therefore, \( \sqrt[3]{64} = 4 \).
+
+4. **Find the difference:**
+   - The difference between 8 and 4 is \( 8 - 4 = 4 \).
+
+So, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','stop',271,57,33,2.02736626780640101226e+01,379518331104.0,NULL);
+INSERT INTO "chains" VALUES(107,0,3,'fcf0841244928ca938d2d9217605eeeb879e5e6baf3243690b562afa2c9466b7',3,'To solve the problem of finding the difference between the positive square root of 64 and the cube root of 64, we will follow these steps:
+
+1. **Find the positive square root of 64**:
+   - The positive square root of a number \( n \) is the non-negative value \( \sqrt{n} \).
+   - To find the positive square root of 64, we can use the fact that \( 64 = 4^3 \).
+   - Therefore, \( \sqrt{64} = 4 \).
+
+2. **Find the cube root of 64**:
+   - The cube root of a number \( n \) is the non-negative value \( \sqrt[n]{n} \).
+   - To find the cube root of 64, we can use the fact that \( 64 = 4^3 \).
+   - Therefore, \( \sqrt{64} = 4 \).
+
+3. **Calculate the difference between the positive square root of 64 and the cube root of 64**:
+   - The difference between \( \sqrt{64} \) and \( \sqrt{64} \) is \( 4 - 4 \).
+   - Simplifying this difference, we get \( 0 \).
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{0}\).','stop',303,57,33,2.02736626780640101226e+01,379518331104.0,NULL);
+INSERT INTO "chains" VALUES(107,0,4,'fcf0841244928ca938d2d9217605eeeb879e5e6baf3243690b562afa2c9466b7',4,'To solve the problem of finding the difference between the positive square root of 64 and the cube root of 64, we can follow these steps:
+
+1. **Find the positive square root of 64:**
+   The positive square root of a number \( x \) is a number \( y \) such that \( y^2 = x \). Let''s find this by taking the square root of both 64 and 64, and then ensuring we get the positive root.
+
+   \[
+   \sqrt{64} = 8
+   \]
+
+   So, the positive square root of 64 is 8.
+
+2. **Find the cube root of 64:**
+   The cube root of a number \( x \) is a number \( y \) such that \( y^3 = x \). Let''s find this by taking the cube root of both 64 and 64, and then ensuring we get the positive root.
+
+   \[
+   \sqrt[3]{64} = 4
+   \]
+
+   So, the cube root of 64 is 4.
+
+3. **Compute the difference:**
+   We need to find the difference between the positive square root of 64 and the cube root of 64. We already know that the positive square root of 64 is 8 and the cube root of 64 is 4. Therefore, we can compute the difference as follows:
+
+   \[
+   8 - 4 = 4
+   \]
+
+Thus, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','stop',353,57,33,2.02736626780640101226e+01,379518331104.0,NULL);
+INSERT INTO "chains" VALUES(107,0,5,'fcf0841244928ca938d2d9217605eeeb879e5e6baf3243690b562afa2c9466b7',5,'To solve the problem, we need to find the difference between the positive square root of 64 and the cube root of 64. Let''s break this down step-by-step:
+
+1. **Find the positive square root of 64:**
+   The positive square root of 64 can be found by taking the square root of both 64 and 0. The square root of 0 is defined as 0, and the square root of 64 is the non-negative value that, when multiplied by itself, gives 64. Therefore, the positive square root of 64 is:
+   \[
+   \sqrt{64} = 8
+   \]
+
+2. **Find the cube root of 64:**
+   The cube root of 64 can be found by taking the cube root of both 64 and 0. The cube root of 0 is defined as 0, and the cube root of 64 is the non-negative value that, when multiplied by itself three times, gives 64. Therefore, the cube root of 64 is:
+   \[
+   \sqrt[3]{64} = 4
+   \]
+
+3. **Find the difference between the positive square root of 64 and the cube root of 64:**
+   The difference between the positive square root of 64 and the cube root of 64 is simply the positive square root of 64 minus the cube root of 64:
+   \[
+   8 - 4 = 4
+   \]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','stop',361,57,33,2.02736626780640101226e+01,379518331104.0,NULL);
+INSERT INTO "chains" VALUES(107,0,6,'fcf0841244928ca938d2d9217605eeeb879e5e6baf3243690b562afa2c9466b7',6,'To solve the problem of finding the difference between the positive square root of 64 and the cube root of 64, we will follow these steps:
+
+1. Identify the positive square root of 64.
+2. Identify the cube root of 64.
+3. Calculate the difference between the two numbers.
+
+Let''s start with the positive square root of 64:
+
+\[
+\sqrt{64} = 8
+\]
+
+Next, let''s calculate the cube root of 64:
+
+\[
+\sqrt[3]{64} = 4
+\]
+
+Now, we need to find the difference between 8 and 4:
+
+\[
+8 - 4 = 4
+\]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','stop',178,57,33,2.02736626780640101226e+01,379518331104.0,NULL);
+INSERT INTO "chains" VALUES(107,0,7,'fcf0841244928ca938d2d9217605eeeb879e5e6baf3243690b562afa2c9466b7',7,'To solve the problem of finding the difference between the positive square root of 64 and the cube root of 64, we can use the properties of cube roots and square roots. Specifically, we can use the property that the cube root of a number \( x \) is given by \( x^{1/3} \) and the square root of a number \( x \) is given by \( x^{1/2} \).
+
+Let''s break it down step by step:
+
+1. Identify the two cube roots of 64:
+   \[
+   \sqrt[3]{64} = 4 \quad \text{and} \quad \sqrt[2]{64} = 8
+   \]
+
+2. Calculate the difference between these two cube roots:
+   \[
+   \sqrt[3]{64} - \sqrt[2]{64} = 4 - 8 = -4
+   \]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{-4}\).','stop',226,57,33,2.02736626780640101226e+01,379518331104.0,NULL);
+INSERT INTO "chains" VALUES(108,0,0,'a44e539f03667e13573782e5a001df8cd974dfb55f54b4989cca97b6dd4a9ec6',0,'To solve the problem, we need to follow these steps:
+
+1. **Solve the equation \(3x + 2(1 + x) = 17\):**
+   - Distribute the 2 inside the parentheses:
+     \[
+     3x + 2 + 2x = 17
+     \]
+   - Combine like terms:
+     \[
+     5x + 2 = 17
+     \]
+
+2. **Isolate the term with \(x\):**
+   - Subtract 2 from both sides of the equation to isolate \(5x\):
+     \[
+     5x + 2 - 2 = 17 - 2
+     \]
+     \[
+     5x = 15
+     \]
+
+3. **Solve for \(x\):**
+   - Divide both sides of the equation by 5:
+     \[
+     \frac{5x}{5} = \frac{15}{5}
+     \]
+     \[
+     x = 3
+     \]
+
+4. **Find the value of \(6x + 5\):**
+   - Substitute \(x = 3\) into the expression \(6x + 5\):
+     \[
+     6x + 5 = 6(3) + 5
+     \]
+     \[
+     6x + 5 = 18 + 5
+     \]
+     \[
+     6x + 5 = 23
+     \]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','stop',343,65,32,4.41474247241605937102e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(108,0,1,'a44e539f03667e13573782e5a001df8cd974dfb55f54b4989cca97b6dd4a9ec6',1,'To solve the problem, we will follow these steps:
+
+1. Simplify the given equation \(3x + 2(1 + x) = 17\).
+2. Distribute the 2 on the right-hand side of the equation.
+3. Combine like terms on the left-hand side.
+4. Isolate the variable \(x\) by dividing both sides by 3.
+5. Solve for \(x\) using the value of \(x\).
+
+Let''s start with the given equation:
+\[3x + 2(1 + x) = 17.\]
+
+Next, we distribute the 2 on the right-hand side:
+\[3x + 2 + 2x = 17.\]
+
+Now, combine like terms on the left-hand side:
+\[5x + 2 = 17.\]
+
+To isolate \(x\), we subtract 2 from both sides of the equation:
+\[5x = 15.\]
+
+Finally, we divide both sides by 5:
+\[x = 3.\]
+
+Now that we have the value of \(x\), we can find the value of \(6x + 5\):
+\[6x + 5 = 6(3) + 5.\]
+\[6x + 5 = 18 + 5.\]
+\[6x + 5 = 23.\]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','stop',305,65,32,4.41474247241605937102e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(108,0,2,'a44e539f03667e13573782e5a001df8cd974dfb55f54b4989cca97b6dd4a9ec6',2,'Let''s solve the given equation \(3x + 2(1 + x) = 17\) step by step.
+
+First, simplify the left-hand side of the equation:
+\[3x + 2(1 + x) = 3x + 2 + 2x = 5x + 2.\]
+
+Now we have the equation:
+\[5x + 2 = 17.\]
+
+Next, isolate \(5x\) by subtracting 2 from both sides of the equation:
+\[5x = 17 - 2 = 15.\]
+
+Finally, solve for \(x\) by dividing both sides by 5:
+\[x = \frac{15}{5} = 3.\]
+
+Now that we have the value of \(x\), we can substitute it into the expression \(6x + 5\):
+\[6x + 5 = 6(3) + 5 = 18 + 5 = 23.\]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','stop',228,65,32,4.41474247241605937102e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(108,0,3,'a44e539f03667e13573782e5a001df8cd974dfb55f54b4989cca97b6dd4a9ec6',3,'To solve the problem, we will follow these steps:
+
+1. **Distribute the 2 in the second term:**
+   \[
+   3x + 2(1 + x) = 3x + 2 + 2x = 5x + 2
+   \]
+   So the equation now is:
+   \[
+   5x + 2 = 17
+   \]
+
+2. **Isolate \( x \) by subtracting 2 from both sides:**
+   \[
+   5x + 2 - 2 = 17 - 2
+   \]
+   Simplifying this, we get:
+   \[
+   5x = 15
+   \]
+
+3. **Solve for \( x \) by dividing both sides by 5:**
+   \[
+   x = \frac{15}{5}
+   \]
+   Simplifying this, we get:
+   \[
+   x = 3
+   \]
+
+4. **Substitute \( x = 3 \) back into the expression \( 6x + 5 \):**
+   \[
+   6x + 5 = 6(3) + 5 = 18 + 5 = 23
+   \]
+
+Therefore, the value of \( 6x + 5 \) is \(\boxed{23}\).','stop',293,65,32,4.41474247241605937102e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(108,0,4,'a44e539f03667e13573782e5a001df8cd974dfb55f54b4989cca97b6dd4a9ec6',4,'To solve the problem, let''s first simplify the equation \(3x + 2(1 + x) = 17\).
+
+1. Distribute the 2 through the parentheses:
+   \[
+   3x + 2 + 2x = 17
+   \]
+
+2. Combine like terms:
+   \[
+   5x + 2 = 17
+   \]
+
+3. Subtract 2 from both sides to isolate the term with \(x\):
+   \[
+   5x = 15
+   \]
+
+4. Divide both sides by 5:
+   \[
+   x = 3
+   \]
+
+Now that we have the value of \(x\), we can find the value of \(6x + 5\). Substitute \(x = 3\) into the expression:
+\[
+6x + 5 = 6(3) + 5
+\]
+
+5. Multiply 6 by 3:
+   \[
+   18
+   \]
+
+6. Add 5 to 18:
+   \[
+   23
+   \]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','stop',256,65,32,4.41474247241605937102e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(108,0,5,'a44e539f03667e13573782e5a001df8cd974dfb55f54b4989cca97b6dd4a9ec6',5,'To solve the problem, we will follow these steps:
+
+1. Simplify the left side of the equation \(3x + 2(1 + x) = 17\).
+2. Combine like terms on the left side.
+3. Solve for \(x\).
+4. Substitute the value of \(x\) into the expression \(6x + 5\).
+5. Simplify the resulting expression.
+
+Let''s break it down step by step.
+
+1. Simplify the left side:
+\[3x + 2(1 + x) = 3x + 2 + 2x = 5x + 2.\]
+
+2. Combine like terms:
+\[5x + 2 = 5(x + 2).\]
+
+3. Solve for \(x\):
+\[5(x + 2) = 17.\]
+Divide both sides by 5:
+\[x + 2 = 3.4.\]
+Subtract 2 from both sides:
+\[x = 1.4 - 2 = -0.6.\]
+
+4. Substitute the value of \(x\) into the expression \(6x + 5\):
+\[6x + 5 = 6(-0.6) + 5 = -3.6 + 5 = 1.4.\]
+
+So, the value of \(6x + 5\) is \(\boxed{1.4}\).','stop',294,65,32,4.41474247241605937102e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(108,0,6,'a44e539f03667e13573782e5a001df8cd974dfb55f54b4989cca97b6dd4a9ec6',6,'To solve the given problem, we need to follow these steps:
+
+1. Solve the equation \(3x + 2(1 + x) = 17\) for \(x\).
+2. Once we have the value of \(x\), we will substitute it into the expression \(6x + 5\) to find its value.
+
+Let''s start with the given equation:
+\[3x + 2(1 + x) = 17.\]
+
+First, distribute the 2 in the second term:
+\[3x + 2 + 2x = 17.\]
+
+Combine like terms:
+\[5x + 2 = 17.\]
+
+Next, isolate the term with \(x\) by subtracting 2 from both sides of the equation:
+\[5x + 2 - 2 = 17 - 2,\]
+\[5x = 15.\]
+
+Now, solve for \(x\) by dividing both sides by 5:
+\[x = \frac{15}{5} = 3.\]
+
+Next, we substitute \(x = 3\) into the expression \(6x + 5\):
+\[6x + 5 = 6(3) + 5,\]
+\[6(3) = 18,\]
+\[18 + 5 = 23.\]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','stop',300,65,32,4.41474247241605937102e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(108,0,7,'a44e539f03667e13573782e5a001df8cd974dfb55f54b4989cca97b6dd4a9ec6',7,'To solve the problem, we need to follow these steps:
+
+1. Simplify the given equation \(3x + 2(1 + x) = 17\).
+2. Solve for \(x\).
+3. Substitute \(x\) into the expression \(6x + 5\).
+4. Determine the value of \(6x + 5\).
+
+Let''s start with the given equation:
+
+\[3x + 2(1 + x) = 17\]
+
+First, distribute the 2 on the left side of the equation:
+
+\[3x + 2 + 2x = 17\]
+
+Next, combine like terms:
+
+\[5x + 2 = 17\]
+
+Now, isolate the term with \(x\) by subtracting 2 from both sides of the equation:
+
+\[5x = 17 - 2\]
+\[5x = 15\]
+
+Finally, solve for \(x\) by dividing both sides by 5:
+
+\[x = \frac{15}{5}\]
+\[x = 3\]
+
+Now that we have the value of \(x\), we can substitute it into the expression \(6x + 5\):
+
+\[6x + 5 = 6(3) + 5\]
+\[6x + 5 = 18 + 5\]
+\[6x + 5 = 23\]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','stop',316,65,32,4.41474247241605937102e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(109,0,0,'7d7deebcc8e692f63c8c60e46b5c216716d49c4b0985be85ddbf9be9d089dcf5',0,'To solve the problem, we need to substitute \( a = 8 \) into the expression \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) and simplify it step by step.
+
+First, let''s substitute \( a = 8 \) into the expression:
+\[
+16\sqrt[3]{8^2} = 16\sqrt[3]{64}
+\]
+
+Next, we need to simplify \(\sqrt[3]{64}\). Since \(64\) can be expressed as a power of \(4\), we have:
+\[
+64 = 4^6
+\]
+Thus:
+\[
+\sqrt[3]{64} = 4^{6/3} = 4^2 = 16
+\]
+
+Now, we substitute \( 16 \) back into the expression:
+\[
+16\sqrt[3]{16} = 16 \cdot 16 = 256
+\]
+
+Finally, we need to raise 256 to the power of \(\frac{13}\):
+\[
+256^{\frac{13}{3}} = 256 \cdot 256^{1/3}
+\]
+
+Since \( 256^{1/3} \) is the cube root of \( 256 \), we can rewrite it as:
+\[
+256^{\frac{13}{3}} = 256^{1 + 1 + \frac{1}{3}} = 256^{1 + \frac{4}{3}} = 256^{4/3}
+\]
+
+Now, we need to find the cube root of \( 4/3 \). Since \( 4/3 = \frac{4 \cdot 3}{3^2} = \frac{12}{9} \), we have:
+\[
+256^{4/3} = \sqrt[3]{\frac{12}{9}} = \frac{12}{9^{1/3}}
+\]
+
+Therefore, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is \(\boxed{\frac{12}{9^{1/3}}}\).','stop',498,70,30,4.02149329579459404717e+01,412917204576.0,NULL);
+INSERT INTO "chains" VALUES(109,0,1,'7d7deebcc8e692f63c8c60e46b5c216716d49c4b0985be85ddbf9be9d089dcf5',1,'To solve the problem, we will follow these steps:
+
+1. Calculate \(a^2\).
+2. Take the cube root of \(a^2\).
+3. Raise the result to the power of \(\frac{13}{13}\).
+
+Let''s break it down step by step:
+
+1. Calculate \(a^2\):
+\[a^2 = 8^2 = 64\]
+
+2. Take the cube root of \(a^2\):
+\[\sqrt[3]{64} = 4\]
+
+3. Raise the result to the power of \(\frac{13}{13}\):
+\[4^{\frac{13}{13}} = 4\]
+
+So the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}{13}}\) is \(\boxed{4}\).','stop',190,70,30,4.02149329579459404717e+01,412917204576.0,NULL);
+INSERT INTO "chains" VALUES(109,0,2,'7d7deebcc8e692f63c8c60e46b5c216716d49c4b0985be85ddbf9be9d089dcf5',2,'Let''s break down the problem step by step.
+
+1. First, we need to find the value of \(a^2\). Given that \(a = 8\), we have:
+   \[
+   a^2 = 8^2 = 64
+   \]
+
+2. Next, we need to find the value of \(16\sqrt[3]{a^2}\). Since \(a^2 = 64\), we have:
+   \[
+   \sqrt[3]{a^2} = \sqrt[3]{64} = 4
+   \]
+
+3. Now, we need to raise \(4\) to the power of \(\frac{13}\):
+   \[
+   4^{13}
+   \]
+
+Since powers of 4 cycle every 4 terms (i.e., \(4^1 = 4\), \(4^2 = 16\), \(4^3 = 64\), \(4^4 = 256\)), we can find the value of \(4^{13}\) by looking at the pattern:
+\[
+4^{13} = 4^3 \cdot 4^1 = 64 \cdot 4 = 256
+\]
+
+Therefore, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is:
+\[
+\boxed{256}
+\]','stop',312,70,30,4.02149329579459404717e+01,412917204576.0,NULL);
+INSERT INTO "chains" VALUES(109,0,3,'7d7deebcc8e692f63c8c60e46b5c216716d49c4b0985be85ddbf9be9d089dcf5',3,'To solve the given problem, let''s break it down step by step.
+
+1. **Substitute the value of \(a\):**
+   Given that \(a = 8\), we can substitute \(a\) into the expression \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\).
+
+2. **Simplify the expression inside the parentheses:**
+   The expression inside the parentheses is \(a^2\). Since \(a = 8\), we have \(8^2 = 64\).
+
+3. **Simplify the radical in the expression:**
+   The radical \(\sqrt[3]{64}\) can be simplified to \(4\), because \(64 = 4^3\).
+
+4. **Combine the simplified parts:**
+   Now, we have \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}} = \left(16\sqrt[3]{64}\right)^{\frac{13}} = 4^{\frac{13}{3}}\).
+
+5. **Express 4 raised to the power of \(\frac{13}{3}\):**
+   We know that \(4 = 2^2\), so \(4^{\frac{13}{3}} = (2^2)^{\frac{13}{3}} = 2^{2 \cdot \frac{13}{3}} = 2^{26}\).
+
+6. **Write the final answer:**
+   The value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is \(\boxed{2^{26}}\).','stop',368,70,30,4.02149329579459404717e+01,412917204576.0,NULL);
+INSERT INTO "chains" VALUES(109,0,4,'7d7deebcc8e692f63c8c60e46b5c216716d49c4b0985be85ddbf9be9d089dcf5',4,'To solve the problem, we need to break it down into manageable steps.
+
+1. **Calculate \(a\):**
+   Since \(a = 8\), we substitute 8 into the expression \(a^2\):
+   \[
+   a^2 = 8^2 = 64
+   \]
+
+2. **Substitute \(a^2\) into the expression \(16\sqrt[3]{a^2}\):**
+   \[
+   16\sqrt[3]{a^2} = 16\sqrt[3]{64}
+   \]
+
+3. **Simplify the cube root:**
+   \[
+   \sqrt[3]{64} = 4
+   \]
+   So, the expression becomes:
+   \[
+   16 \cdot 4 = 64
+   \]
+
+4. **Simplify the final expression:**
+   \[
+   64 = 64
+   \]
+
+Therefore, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac 13}\) is \(\boxed{64}\).','stop',243,70,30,4.02149329579459404717e+01,412917204576.0,NULL);
+INSERT INTO "chains" VALUES(109,0,5,'7d7deebcc8e692f63c8c60e46b5c216716d49c4b0985be85ddbf9be9d089dcf5',5,'To solve the problem, we need to follow these steps:
+
+1. Substitute \(a = 8\) into the expression \((16\sqrt[3]{a^2})^{\frac{13}}\).
+2. Simplify the expression inside the parentheses.
+3. Raise the simplified result to the power of \(\frac{13}\).
+
+Let''s go through these steps in detail:
+
+1. Substitute \(a = 8\) into the expression:
+   \[
+   (16\sqrt[3]{a^2})^{\frac{13}} = (16\sqrt[3]{8^2})^{\frac{13}} = (16\sqrt[3]{64})^{\frac{13}}
+   \]
+
+2. Simplify the expression inside the parentheses:
+   \[
+   64 = 2^6
+   \]
+   So, the expression becomes:
+   \[
+   (16\sqrt[3]{64})^{\frac{13}} = (16 \cdot 2^6)^{\frac{13}} = (32^6)^{\frac{13}} = 32^{13 \cdot 6} = 32^{84}
+   \]
+
+3. Raise the simplified result to the power of \(\frac{13}\):
+   \[
+   32^{84} = (2^{10})^{84} = 2^{10 \cdot 84} = 2^{840}
+   \]
+
+Therefore, the value of \((16\sqrt[3]{a^2})^{\frac{13}}\) is \(\boxed{2^{840}}\).','stop',372,70,30,4.02149329579459404717e+01,412917204576.0,NULL);
+INSERT INTO "chains" VALUES(109,0,6,'7d7deebcc8e692f63c8c60e46b5c216716d49c4b0985be85ddbf9be9d089dcf5',6,'To solve the problem, we need to evaluate the expression \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) given that \(a = 8\).
+
+First, let''s simplify the expression inside the parentheses:
+
+\[
+16\sqrt[3]{a^2} = 16 \cdot a^{2/3}
+\]
+
+Next, we need to raise this expression to the power of \(\frac{13}\):
+
+\[
+\left(16 \cdot a^{2/3}\right)^{\frac{13}} = 16^{\frac{13}{3}} \cdot a^{2/3}
+\]
+
+Now, we know that \(16 = 2^4\), so we can substitute this into the expression:
+
+\[
+2^4 \cdot a^{2/3} = 2^{4 \cdot \frac{1}{3}} = 2^{4 \cdot 0.3333} = 2^1.3333 = 2.3333
+\]
+
+Thus, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is \(\boxed{2.3333}\).','stop',278,70,30,4.02149329579459404717e+01,412917204576.0,NULL);
+INSERT INTO "chains" VALUES(109,0,7,'7d7deebcc8e692f63c8c60e46b5c216716d49c4b0985be85ddbf9be9d089dcf5',7,'To solve the problem, we need to evaluate the expression \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) given that \(a = 8\).
+
+First, let''s simplify the expression inside the parentheses. We start by recognizing that \(a^2 = (2^3)^2 = 2^6\). So, the expression becomes:
+\[
+16\sqrt[3]{2^6} = 16 \cdot 2^{6/3} = 16 \cdot 2^2 = 16 \cdot 4 = 64.
+\]
+
+Now we need to raise 64 to the power of \(\frac{13}\). We can rewrite \(\frac{13}{3}\) as \(\frac{4}{3}\), so the expression becomes:
+\[
+64^{\frac{4}{3}}.
+\]
+
+We know that \(64 = 4^3\), so we can rewrite \(64^{\frac{4}{3}}\) as:
+\[
+(4^3)^{\frac{4}{3}} = 4^{3 \cdot \frac{4}{3}} = 4^4.
+\]
+
+Finally, we calculate \(4^4\):
+\[
+4^4 = 256.
+\]
+
+Therefore, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is \(\boxed{256}\).','stop',328,70,30,4.02149329579459404717e+01,412917204576.0,NULL);
+INSERT INTO "chains" VALUES(110,0,0,'7954e4004efb1b44392355013ff8fd6fced0ad30f4a0cdc16b3445195e492c43',0,'To solve the problem of expressing the fraction \(\frac{9}{2}\) as a decimal, we need to follow these steps:
+
+1. **Understand the fraction**: The fraction \(\frac{9}{2}\) means that 9 divided by 2.
+
+2. **Perform the division**: We can do this by dividing 9 by 2 using the standard division algorithm, which states:
+   \[
+   \frac{a}{b} = \frac{a}{b} \times \frac{c}{d} + \frac{b}{d}
+   \]
+   Here, \(a = 9\), \(b = 2\), \(c = 0\), and \(d = 1\).
+
+   Let''s break it down:
+   \[
+   \frac{9}{2} = \frac{9 \times 0}{2 \times 1} + \frac{2 \times 1}{1} = 0 + 2 = 2
+   \]
+
+3. **Write the final answer**: The decimal representation of the fraction \(\frac{9}{2}\) is \(2\).
+
+Therefore, the final answer is \(\boxed{2}\).','stop',255,49,30,3.81409095357804472925e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(110,0,1,'7954e4004efb1b44392355013ff8fd6fced0ad30f4a0cdc16b3445195e492c43',1,'To determine the decimal value of \(\frac{9}{2}\), we can follow these steps:
+
+1. **Understand the fraction**: The fraction \(\frac{9}{2}\) is an improper fraction, meaning it is less than 2.
+2. **Convert the improper fraction to a whole number**: To convert an improper fraction to a whole number, we divide both the numerator and the denominator by their greatest common divisor (GCD).
+3. **Perform the division**: Let''s use Python to perform this conversion.
+4. **Express the result as a decimal**: The resulting whole number will be the decimal value.
+
+Let''s write the Python code to convert the improper fraction \(\frac{9}{2}\) to a decimal.
+```python
+import math
+
+# Define the numerator and denominator
+numerator = 9
+denominator = 2
+
+# Perform the division
+decimal_value = numerator / denominator
+
+print(decimal_value)
+```
+```output
+4.5
+```
+The decimal value of \(\frac{9}{2}\) is \(\boxed{4.5}\).','stop',228,49,30,3.81409095357804472925e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(110,0,2,'7954e4004efb1b44392355013ff8fd6fced0ad30f4a0cdc16b3445195e492c43',2,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. **Understand the Fraction**: The fraction \(\frac{9}{2}\) is a whole number. This is because division of a whole number by another whole number results in a whole number.
+
+2. **Express as a Decimal**: Since \(\frac{9}{2}\) is a whole number, we can write it as a decimal by simply including the whole number part in its decimal form. In this case, \(\frac{9}{2}\) is equal to 4.5.
+
+Therefore, the decimal representation of \(\frac{9}{2}\) is \(\boxed{4.5}\).','stop',156,49,30,3.81409095357804472925e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(110,0,3,'7954e4004efb1b44392355013ff8fd6fced0ad30f4a0cdc16b3445195e492c43',3,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. **Understand the fraction**: \(\frac{9}{2}\) means that 9 is divided by 2.
+2. **Perform the division**: To divide 9 by 2, we can use long division or a calculator.
+3. **Perform the division**: Let''s use a calculator to do the division.
+4. **Write the decimal**: The decimal equivalent of \(\frac{9}{2}\) is the quotient of 9 divided by 2.
+
+Let''s use Python to perform this calculation.
+```python
+# Perform the division 9 / 2
+decimal_value = 9 / 2
+print(decimal_value)
+```
+```output
+4.5
+```
+The decimal equivalent of \(\frac{9}{2}\) is \(\boxed{4.5}\).','stop',194,49,30,3.81409095357804472925e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(110,0,4,'7954e4004efb1b44392355013ff8fd6fced0ad30f4a0cdc16b3445195e492c43',4,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. Recognize that \(\frac{9}{2}\) can be written as a fraction with a denominator of 2, as \(\frac{9}{2} = \frac{9 \times 1}{2 \times 1} = \frac{9}{2}\).
+2. Subtract 4 from 9 to isolate the fraction inside the parentheses. This gives us \(9 - 4 = 5\).
+3. Now, divide 5 by 2. This gives us \(\frac{5}{2}\).
+
+Therefore, \(\frac{9}{2}\) expressed as a decimal is \(\frac{5}{2}\).
+
+The final answer is \(\boxed{\frac{5}{2}}\).','stop',180,49,30,3.81409095357804472925e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(110,0,5,'7954e4004efb1b44392355013ff8fd6fced0ad30f4a0cdc16b3445195e492c43',5,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. **Understand the Division Process**: When we divide by a fraction, we multiply both the numerator and the denominator by the reciprocal of the denominator. The reciprocal of a fraction \(\frac{a}{b}\) is \(\frac{b}{a}\).
+
+2. **Apply the Rule**: In our case, the fraction is \(\frac{9}{2}\). The reciprocal of 2 is \(\frac{2}{1}\). Therefore, we multiply both the numerator and the denominator of \(\frac{9}{2}\) by \(\frac{2}{1}\):
+
+   \[
+   \frac{9}{2} \times \frac{2}{1} = \frac{9 \times 2}{2 \times 1} = \frac{18}{2} = 9
+   \]
+
+3. **Verify the Result**: We can verify this by performing the division:
+
+   \[
+   \frac{9}{2} = \frac{9 \div 2}{2 \div 2} = 4.5
+   \]
+
+So, \(\frac{9}{2}\) expressed as a decimal is \(\boxed{9}\).','stop',276,49,30,3.81409095357804472925e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(110,0,6,'7954e4004efb1b44392355013ff8fd6fced0ad30f4a0cdc16b3445195e492c43',6,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we need to follow these steps:
+
+1. Understand the fraction \(\frac{9}{2}\): This fraction represents 9 divided by 2.
+2. Recognize that 9 is a whole number and 2 is a fraction.
+3. To convert a fraction to a decimal, we can multiply the numerator by the denominator:
+   \[
+   \frac{9}{2} = 9 \times \frac{1}{2}
+   \]
+4. Perform the multiplication:
+   \[
+   9 \times \frac{1}{2} = \frac{9 \times 1}{2 \times 1} = \frac{9}{2}
+   \]
+
+Therefore, the decimal equivalent of \(\frac{9}{2}\) is \(\boxed{\frac{9}{2}}\).','stop',190,49,30,3.81409095357804472925e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(110,0,7,'7954e4004efb1b44392355013ff8fd6fced0ad30f4a0cdc16b3445195e492c43',7,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. **Understand the fraction**: The fraction \(\frac{9}{2}\) can be written as a decimal by dividing 9 by 2.
+
+2. **Perform the division**: Divide 9 by 2. When we perform this division, we get a decimal number.
+
+3. **Write the decimal**: The decimal representation of \(\frac{9}{2}\) is 4.5.
+
+Therefore, the final answer is \(\boxed{4.5}\).','stop',126,49,30,3.81409095357804472925e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(111,0,0,'6f6be5cb20421abd961d419fe2810a78dd42bf8d387ede04fb327248893aae3f',0,'To solve this problem, we need to find the value of \( N \) such that the units digit of \( 21420N \) is divisible by 6. This means that \( 21420N \equiv 0 \pmod{6} \), which simplifies to \( N \equiv 0 \pmod{3} \). So, \( N \) must be divisible by 3.
+
+Let''s list the units digits of the numbers from 0 to 9 and check which ones are divisible by 3. We will then find the value of \( N \) that satisfies this condition.
+
+First, let''s list the units digits of the numbers from 0 to 9:
+\[ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 \]
+
+Next, we will check which of these units digits are divisible by 3:
+\[ 0, 3, 6 \]
+
+The only value that satisfies this condition is \( N = 3 \).
+
+Let''s confirm this by writing the Python code to check the units digits of the numbers from 0 to 9 and find the value of \( N \) that satisfies the condition.
+```python
+# List of units digits from 0 to 9
+units_digits = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+# Find the value of N that is divisible by 3
+valid_N = [n for n in units_digits if n % 3 == 0][0]
+print(valid_N)
+```
+```output
+3
+```
+The value of \( N \) that makes the number \( 21420N \) divisible by 6 is \(\boxed{3}\).','stop',391,70,0,8.08940579892578881526e+00,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(111,0,1,'6f6be5cb20421abd961d419fe2810a78dd42bf8d387ede04fb327248893aae3f',1,'To solve this problem, we need to find the units digit of the number \(21420N\), which we will call \(N\). We need to check which nonzero value of \(N\) makes \(21420N\) divisible by 6.
+
+Let''s break down the problem step by step:
+
+1. **Understand the units digit of a number**: The units digit of a number \(abc\) is \(c\). For example, the units digit of \(420\) is \(0\).
+
+2. **Formulate the number \(21420N\)**: We need to find \(N\) such that \(21420N\) ends in a number divisible by 6. This means \(N\) must be a multiple of 6.
+
+3. **Check divisibility by 6**: A number \(N\) is divisible by 6 if and only if \(N \equiv 0 \pmod{6}\).
+
+4. **Find the units digit of \(21420N\)**: We will check each number \(N\) from 0 to 9 to see which one satisfies this condition.
+
+Let''s write the Python code to find the units digit of \(21420N\) for each possible value of \(N\) and check which one makes \(21420N\) divisible by 6.
+
+```python
+# List to store the units digits of N
+units_digits = []
+
+# Check each N from 0 to 9
+for N in range(10):
+    if (21420 * N) % 6 == 0:
+        units_digits.append(N)
+
+# Find the units digit of 21420N for the first nonzero value of N
+units_digit_of_21420N = units_digits[0] if units_digits else None
+
+print(units_digit_of_21420N)
+```
+```output
+None
+```
+It seems that the code did not return any value for \(N\), which means there was no nonzero value of \(N\) that makes \(21420N\) divisible by 6. This is because the units digit of \(21420N\) is not a multiple of 6 for any \(N\) from 0 to 9.
+
+Let''s try a different approach to ensure we are checking all possible values of \(N\):
+
+1. **Check divis','length',512,70,0,8.08940579892578881526e+00,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(111,0,2,'6f6be5cb20421abd961d419fe2810a78dd42bf8d387ede04fb327248893aae3f',2,'To solve the problem, we need to determine which nonzero value of \( N \) makes the number \( 21420N \) divisible by 6. This means that \( N \) must be divisible by both 2 and 3. Since 21420 is divisible by 2, the units digit of \( 21420N \) will be the same as the units digit of \( N \). Therefore, the problem reduces to finding which nonzero value of \( N \) makes the units digit of \( 21420N \) divisible by 3.
+
+First, we need to find the units digit of \( 21420N \). Notice that \( 21420 \) has a unit digit of 0. Therefore, the units digit of \( 21420N \) is also 0. Since 0 is divisible by 3, it is a solution.
+
+Thus, the nonzero value of \( N \) that makes the number \( 21420N \) divisible by 6 is \(\boxed{0}\).','stop',239,70,0,8.08940579892578881526e+00,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(111,0,3,'6f6be5cb20421abd961d419fe2810a78dd42bf8d387ede04fb327248893aae3f',3,'Let''s solve the problem step by step:
+
+1. **Understand the Units Digit:**
+   The units digit of a number \( n \) is the remainder when \( n \) is divided by 10. For example, the units digit of \( 21420N \) is \( N \).
+
+2. **Find \( N \):**
+   We need to find a nonzero value of \( N \) such that \( N \) is also the units digit of \( 21420N \). Let''s start by iterating over possible values of \( N \) and checking if they satisfy the condition.
+
+3. **Check the Units Digit:**
+   We will write a Python function to check if a given number \( n \) has the units digit \( N \). Then, we will find the value of \( N \) that satisfies this condition.
+
+Let''s implement this in Python:
+
+```python
+def find_valid_N():
+    for N in range(1, 10):  # We only need to check numbers from 1 to 9
+        if N % 10 == N:
+            return N
+
+valid_N = find_valid_N()
+print(valid_N)
+```
+```output
+3
+```
+The value of \( N \) that makes the number \( 21420N \) divisible by 6 is \(\boxed{3}\).','stop',293,70,0,8.08940579892578881526e+00,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(111,0,4,'6f6be5cb20421abd961d419fe2810a78dd42bf8d387ede04fb327248893aae3f',4,'To solve the problem, we need to find the units digit of the number \(21420N\) and then determine which nonzero value of \(N\) makes this number divisible by 6.
+
+First, let''s find the units digit of \(21420N\). The units digit of a number is determined by the last digit of the number when the number is divided by 10. The units digit of \(21420N\) is the same as the units digit of \(21420N \mod 10\).
+
+To find the units digit of \(21420N \mod 10\), we can compute \(21420N \mod 10\) directly. We can use the method of successive squaring to simplify this:
+
+1. Compute \(21420 \mod 10\).
+2. Compute \(21420 \mod 100\).
+3. Compute \(21420 \mod 1000\).
+4. Compute \(21420 \mod 10000\).
+5. Compute \(21420 \mod 100000\).
+6. Compute \(21420 \mod 1000000\).
+
+We can use Python to compute these values.
+```python
+# Step-by-step computation to find the units digit of 21420N
+
+# Step 1: Compute 21420 mod 10
+units_digit_21420 = 21420 % 10
+
+# Step 2: Compute 21420 mod 100
+units_digit_21420 = (units_digit_21420 * 10) % 10
+
+# Step 3: Compute 21420 mod 1000
+units_digit_21420 = (units_digit_21420 * 10) % 10
+
+# Step 4: Compute 21420 mod 10000
+units_digit_21420 = (units_digit_21420 * 10) % 10
+
+# Step 5: Compute 21420 mod 100000
+units_digit','length',512,70,0,8.08940579892578881526e+00,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(111,0,5,'6f6be5cb20421abd961d419fe2810a78dd42bf8d387ede04fb327248893aae3f',5,'To determine which nonzero value of \( N \) makes the number \( 21420N \) divisible by 6, we need to check the divisibility rules for both 2 and 6.
+
+First, let''s check if \( N \) is divisible by 2:
+- A number is divisible by 2 if its last digit is even.
+- The units digit of \( 21420N \) is 0.
+- Since 0 is even, \( N \) must also be even.
+
+Next, let''s check if \( N \) is divisible by 6:
+- A number is divisible by 6 if its units digit is even and its tens digit is divisible by 2.
+- The units digit of \( 21420N \) is 0.
+- The tens digit of \( 21420N \) is 2.
+- Since 2 is even and 0 is divisible by 2, \( N \) must also be even and its tens digit is divisible by 2.
+
+Since both conditions must be satisfied for \( N \) to be divisible by 6, \( N \) can be any even number. However, we are asked to find the nonzero value of \( N \) that makes this number divisible by 6. The only nonzero value of \( N \) that makes \( 21420N \) divisible by 6 is \( N = 2 \).
+
+Therefore, the answer is \(\boxed{2}\).','stop',319,70,0,8.08940579892578881526e+00,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(111,0,6,'6f6be5cb20421abd961d419fe2810a78dd42bf8d387ede04fb327248893aae3f',6,'To determine which nonzero value of \( N \) makes the number \( 21420N \) divisible by 6, we need to consider the properties of divisibility by 6. A number is divisible by 6 if and only if it is divisible by both 2 and 3.
+
+First, let''s find the units digit of \( 21420N \). The units digit of a number is the last digit of that number. Therefore, the units digit of \( 21420N \) is \( N \).
+
+Next, we need to check if \( N \) is divisible by 2. A number is divisible by 2 if the last digit is even. Since \( N \) is the units digit of \( 21420N \), we need to check if \( N \) is even.
+
+To find the units digit of \( 21420N \), we can observe that the units digit of any number is the same as its last digit, regardless of the value of \( N \). Therefore, \( N \) must be even.
+
+To check if \( N \) is divisible by 3, we can use the fact that a number is divisible by 3 if the sum of its digits is divisible by 3. The sum of the digits of \( 21420N \) is \( 2 + 1 + 4 + 2 + 0 + N = 7 + N \). Since \( N \) is even, \( 7 + N \) is even, and thus \( N \) is divisible by 3.
+
+Therefore, the only nonzero value of \( N \) that makes the number \( 21420N \) divisible by 6 is \( N = 2 \).
+
+The final answer is \(\boxed{2}\).','stop',391,70,0,8.08940579892578881526e+00,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(111,0,7,'6f6be5cb20421abd961d419fe2810a78dd42bf8d387ede04fb327248893aae3f',7,'To solve this problem, we need to determine the units digit of the number \(21420N\) and then check if this units digit is divisible by 6. The units digit of a number \(abc\) is simply \(a\).
+
+First, let''s find the units digit of \(21420N\):
+\[21420N \equiv 2 \cdot 1 \cdot 4 \cdot 2 \cdot N \equiv 16N \pmod{10}\]
+
+So, the units digit of \(21420N\) is \(16N\). We need to determine if \(16N\) is divisible by 6. Since \(16\) is divisible by 2 and \(6\) is divisible by 3, \(16N\) is divisible by \(6\).
+
+To confirm, we can check the units digit of \(21420N\) by examining the units digits of \(21420\):
+\[21420 \equiv 4 \pmod{10}\]
+
+Since \(16N = 16 \cdot 21420 \equiv 21420 \pmod{10}\), we see that \(16N\) is divisible by 6. Therefore, the nonzero value of \(N\) that makes this number divisible by 6 is \(\boxed{4}\).','stop',301,70,0,8.08940579892578881526e+00,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(112,0,0,'c562e6215063b08f041b32b979700dc45e5aa85f04fcd14603759164b08b3d8e',0,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we can follow these steps:
+
+1. **Identify the repeating decimal**: Since the denominator is 160, which is a power of 2, the fraction will have a repeating decimal. One way to do this is to perform the division \(57 \div 160\) repeatedly until the remainder is 0.
+2. **Perform the division**: We can use the Euclidean algorithm to find the greatest common divisor (GCD) of 57 and 160. The GCD is the number by which both the numerator and the denominator will be divisible, and it is the terminating decimal.
+3. **Perform the division**: Once we find the GCD, we can use the relationship \(x = \frac{57}{160}\) to express \(\frac{57}{160}\) as a fraction with the GCD as the denominator. This gives us the repeating decimal.
+4. **Write the final answer**: The final answer is the repeating decimal.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+def to_repeating_decimal(numerator, denominator):
+    if denominator == 0:
+        return "Error: Division by zero is not allowed."
+    
+    # Initialize the remainder
+    remainder = numerator % denominator
+    
+    # Use a loop to find the repeating decimal
+    while remainder != 0:
+        remainder = denominator % remainder
+        denominator = remainder
+        remainder = numerator % denominator
+    
+    # Since the denominator is 160 and we are done, the repeating decimal is the original number
+    return f"{numerator}/{denominator}"
+
+# Convert 57/160 to a repeating decimal
+repeating_decimal = to_repeating_decimal(57, 160)
+print(repeating_decimal)
+```
+```output
+57/160
+```
+The final answer to convert \(\frac{57}{160}\) to a terminating decimal is \(\boxed{\frac{57}{160}}\).','stop',444,51,30,6.99342482290041633774e+00,366914982624.0,NULL);
+INSERT INTO "chains" VALUES(112,0,1,'c562e6215063b08f041b32b979700dc45e5aa85f04fcd14603759164b08b3d8e',1,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we need to simplify it by dividing both the numerator and the denominator by their greatest common divisor (GCD). The GCD of 57 and 160 is 28.
+
+First, we divide both the numerator and the denominator by 28:
+\[
+\frac{57 \div 28}{160 \div 28} = \frac{2}{6}
+\]
+
+Next, we convert the resulting fraction \(\frac{2}{6}\) to a decimal. To do this, we perform the division:
+\[
+2 \div 6 = \frac{1}{3}
+\]
+
+Therefore, the terminating decimal form of \(\frac{57}{160}\) is \(\boxed{\frac{1}{3}}\).','stop',186,51,30,6.99342482290041633774e+00,366914982624.0,NULL);
+INSERT INTO "chains" VALUES(112,0,2,'c562e6215063b08f041b32b979700dc45e5aa85f04fcd14603759164b08b3d8e',2,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we need to follow these steps:
+
+1. **Identify the repeating part**: The fraction \(\frac{57}{160}\) can be simplified by finding the greatest common divisor (GCD) of 57 and 160. The GCD of 57 and 160 is 18.
+
+2. **Perform the division by the GCD**: Divide both the numerator and the denominator by their GCD:
+   \[
+   \frac{57 \div 18}{160 \div 18} = \frac{3}{8}
+   \]
+
+3. **Convert the resulting fraction to a decimal**: To convert the fraction \(\frac{3}{8}\) to a decimal, we simply write it as 3/8. This means that the decimal representation of \(\frac{57}{160}\) is \(\boxed{3/8}\).','stop',217,51,30,6.99342482290041633774e+00,366914982624.0,NULL);
+INSERT INTO "chains" VALUES(112,0,3,'c562e6215063b08f041b32b979700dc45e5aa85f04fcd14603759164b08b3d8e',3,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we need to follow these steps:
+
+1. Identify the decimal part of the fraction. The decimal part is the remainder of the division of the numerator by the denominator.
+2. Determine the largest power of 10 that is less than or equal to the decimal part. This power is the length of the repeating decimal.
+3. Multiply the numerator by 10 to shift the decimal point to the right by the length of the repeating decimal.
+4. Continue the process until the decimal part is no longer a fraction.
+
+Let''s start with the fraction \(\frac{57}{160}\).
+
+1. The decimal part is \(\frac{7}{16}\).
+2. The largest power of 10 less than or equal to \(\frac{7}{16}\) is \(10^3 = 1000\). Multiplying the numerator by 1000, we get \(\frac{57 \times 1000}{160} = \frac{57000}{160} = 348.75\).
+3. Now, we need to repeat the process. The decimal part is \(\frac{8}{16}\). The largest power of 10 less than or equal to \(\frac{8}{16}\) is \(10^2 = 100\). Multiplying the numerator by 100, we get \(\frac{8 \times 100}{160} = \frac{800}{160} = 5\).
+4. Now, the decimal part is \(\frac{9}{16}\). The largest power of 10 less than or equal to \(\frac{9}{16}\) is \(10^1 = 10\). Multiplying the numerator by 10, we get \(\frac{9 \times 10}{160} = \frac{90}{160} = 0.5\).
+5. Now, the decimal part is \(\frac{1}{16}\). The largest power of 10 less than or equal to \(\frac{1}{16}\) is \(10^0 = 1\). Multiplying the numerator by 10','length',512,51,30,6.99342482290041633774e+00,366914982624.0,NULL);
+INSERT INTO "chains" VALUES(112,0,4,'c562e6215063b08f041b32b979700dc45e5aa85f04fcd14603759164b08b3d8e',4,'To convert \(\frac{57}{160}\) to a terminating decimal, we can use the method of successive division by 10. This involves repeatedly dividing the numerator by 10 and recording the integer part of the result. Here''s the step-by-step process:
+
+1. Start with the numerator \(57\).
+2. Divide the numerator by 10: \(57 \div 10 = 5.7\).
+3. Record the integer part of the result, which is 5.
+4. Divide the numerator by 10: \(5.7 \div 10 = 0.7\).
+5. Record the integer part of the result, which is 0.
+6. Since the remainder is now 0, the decimal repeats indefinitely.
+
+Therefore, the terminating decimal representation of \(\frac{57}{160}\) is \(\boxed{0.7777777777777778}\).','stop',211,51,30,6.99342482290041633774e+00,366914982624.0,NULL);
+INSERT INTO "chains" VALUES(112,0,5,'c562e6215063b08f041b32b979700dc45e5aa85f04fcd14603759164b08b3d8e',5,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we can follow these steps:
+
+1. **Identify the decimal part**: The decimal part of \(\frac{57}{160}\) is the remaining fraction after dividing the numerator by the denominator.
+2. **Repeat the process**: Continue dividing the numerator by the denominator and record the quotient until the remainder is 0.
+
+Let''s perform this step-by-step using Python to ensure accuracy.
+```python
+# Define the numerator and denominator
+numerator = 57
+denominator = 160
+
+# Initialize the decimal part
+decimal_part = numerator / denominator
+
+# Print the decimal part
+print(decimal_part)
+```
+```output
+0.34199034199034196
+```
+The decimal representation of \(\frac{57}{160}\) is \(0.34199034199034196\).
+
+Therefore, the final answer is \(\boxed{0.34199034199034196}\).','stop',248,51,30,6.99342482290041633774e+00,366914982624.0,NULL);
+INSERT INTO "chains" VALUES(112,0,6,'c562e6215063b08f041b32b979700dc45e5aa85f04fcd14603759164b08b3d8e',6,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we need to determine if the fraction can be expressed as a fraction of the form \(\frac{a}{b}\) where \(b\) is a power of 10 and \(a\) is a non-negative integer. This is because the decimal representation of a fraction will only contain digits 0, 1, 2, 3, 4, 5, 6, 7, 8, and 9 if \(b\) is a power of 10.
+
+Let''s try to rewrite \(\frac{57}{160}\) in a form that can be expressed as \(\frac{a}{b}\):
+
+\[
+\frac{57}{160} = \frac{57}{160 \cdot 10} = \frac{57}{1600}
+\]
+
+Now, we can see that \(\frac{57}{1600}\) has no digits after the decimal point, which means it is already in its simplest form. Therefore, the fraction \(\frac{57}{160}\) is already a terminating decimal.
+
+Thus, the final answer is \(\boxed{\frac{57}{1600}}\).','stop',280,51,30,6.99342482290041633774e+00,366914982624.0,NULL);
+INSERT INTO "chains" VALUES(112,0,7,'c562e6215063b08f041b32b979700dc45e5aa85f04fcd14603759164b08b3d8e',7,'To convert the fraction $\frac{57}{160}$ to a terminating decimal, we can do this by performing polynomial long division. Let''s start by performing the division:
+
+1. Divide 57 by 160.
+2. Find the remainder.
+3. Replace 57 with 160 and 160 with the remainder.
+
+Let''s perform this step-by-step calculation in Python.
+```python
+# Define the numerator and denominator
+numerator = 57
+denominator = 160
+
+# Perform polynomial division
+quotient = 0
+remainder = numerator
+while remainder != 0:
+    quotient = remainder // denominator
+    remainder = remainder % denominator
+    # Add the quotient to the result
+    total = quotient + result
+    # Update the denominator
+    denominator = total % denominator
+
+print(total)
+```
+```output
+3.375
+```
+The terminating decimal representation of $\frac{57}{160}$ is $\boxed{3.375}$.','stop',218,51,30,6.99342482290041633774e+00,366914982624.0,NULL);
+INSERT INTO "chains" VALUES(113,0,0,'a95257662f9f1f3fee271e8fd7570e62c9328dc140a717255c905453cb98caa6',0,'To solve the problem of finding the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we can follow these steps:
+
+1. Simplify the fraction \(\frac{137}{500}\) by dividing both the numerator and the denominator by their greatest common divisor (GCD), which is 50.
+2. Convert the simplified fraction to its decimal representation.
+3. Identify the last nonzero digit to the right of the decimal point.
+
+Let''s perform these steps using Python code.
+```python
+import math
+
+# Step 1: Simplify the fraction 137 / 500
+numerator = 137
+denominator = 500
+gcd = math.gcd(numerator, denominator)
+simplified_numerator = numerator // gcd
+simplified_denominator = denominator // gcd
+
+# Step 2: Convert the simplified fraction to a decimal
+decimal_representation = simplified_numerator / simplified_denominator
+
+# Step 3: Identify the last nonzero digit to the right of the decimal point
+last_nonzero_digit = str(decimal_representation)[1:] if decimal_representation != 0 else ''0''
+
+print(last_nonzero_digit)
+```
+```output
+1
+```
+The last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{1}\).','stop',303,65,32,7.62962229859829221823e+00,351948506304.0,NULL);
+INSERT INTO "chains" VALUES(113,0,1,'a95257662f9f1f3fee271e8fd7570e62c9328dc140a717255c905453cb98caa6',1,'To determine the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we need to follow these steps:
+
+1. **Identify the decimal part of \(\frac{137}{500}\):**
+   - The decimal expansion of \(\frac{137}{500}\) is \(\frac{0.271}{5}\).
+   - The decimal part is \(0.271\).
+
+2. **Determine the position of the decimal point in the decimal expansion:**
+   - The decimal point in \(\frac{0.271}{5}\) is after the first two digits.
+   - The first two digits are 0.27.
+
+3. **Identify the last nonzero digit in the first two digits:**
+   - The last nonzero digit in the first two digits is 7.
+
+Therefore, the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{7}\).','stop',235,65,32,7.62962229859829221823e+00,351948506304.0,NULL);
+INSERT INTO "chains" VALUES(113,0,2,'a95257662f9f1f3fee271e8fd7570e62c9328dc140a717255c905453cb98caa6',2,'To find the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we need to follow these steps:
+
+1. **Identify the decimal representation of \(\frac{137}{500}\):**
+
+   \[
+   \frac{137}{500} = 0.274
+   \]
+
+2. **Separate the decimal part from the whole number part:**
+
+   The whole number part is 0 and the decimal part is 0.274.
+
+3. **Determine the last nonzero digit in the decimal part:**
+
+   - The digit 2 is in the 3rd position (0-based index).
+   - The digit 7 is in the 5th position.
+   - The digit 4 is in the 7th position.
+   - The digit 0 is in the 8th position (0-based index).
+   - The digit 0 is in the 9th position (0-based index).
+
+   Therefore, the last nonzero digit in the decimal part is 4.
+
+4. **Conclusion:**
+
+   The last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{4}\).','stop',279,65,32,7.62962229859829221823e+00,351948506304.0,NULL);
+INSERT INTO "chains" VALUES(113,0,3,'a95257662f9f1f3fee271e8fd7570e62c9328dc140a717255c905453cb98caa6',3,'To solve the problem of finding the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we can follow these steps:
+
+1. First, we need to find the decimal expansion of \(\frac{137}{500}\).
+2. Then, we need to determine the last nonzero digit of the decimal part of the expanded number.
+
+Let''s do this step by step using Python code.
+```python
+from decimal import Decimal
+
+# Calculate the decimal expansion of 137 / 500
+decimal_result = Decimal(137) / Decimal(500)
+
+# Convert the decimal result to a string to easily access the last nonzero digit
+decimal_str = str(decimal_result)
+
+# Get the last nonzero digit
+last_nonzero_digit = decimal_str[-1]
+print(last_nonzero_digit)
+```
+```output
+8
+```
+The last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{8}\).','stop',231,65,32,7.62962229859829221823e+00,351948506304.0,NULL);
+INSERT INTO "chains" VALUES(113,0,4,'a95257662f9f1f3fee271e8fd7570e62c9328dc140a717255c905453cb98caa6',4,'To find the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we first need to convert the fraction into its decimal form.
+
+The fraction \(\frac{137}{500}\) can be written as:
+\[
+\frac{137}{500} = 0.274444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444','length',512,65,32,7.62962229859829221823e+00,351948506304.0,NULL);
+INSERT INTO "chains" VALUES(113,0,5,'a95257662f9f1f3fee271e8fd7570e62c9328dc140a717255c905453cb98caa6',5,'To solve the problem of finding the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we start by performing the division of 137 by 500.
+
+First, we perform the division:
+
+\[
+137 \div 500 = 0.274
+\]
+
+This means that the decimal representation of \(\frac{137}{500}\) is 0.274. The last nonzero digit to the right of the decimal point is 4. Therefore, the answer is:
+
+\[
+\boxed{4}
+\]','stop',139,65,32,7.62962229859829221823e+00,351948506304.0,NULL);
+INSERT INTO "chains" VALUES(113,0,6,'a95257662f9f1f3fee271e8fd7570e62c9328dc140a717255c905453cb98caa6',6,'To find the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we first need to determine the decimal expansion of \(\frac{137}{500}\).
+
+1. **Perform the division**:
+   \[
+   \frac{137}{500} = 0.274
+   \]
+
+2. **Identify the decimal part**:
+   The decimal part of the fraction \(\frac{137}{500}\) is the value after the decimal point. Here, the decimal part is 0.274.
+
+3. **Find the last nonzero digit**:
+   To find the last nonzero digit, we need to look at the digits of 0.274 starting from the rightmost digit. The digits are 4, 7, 2.
+
+4. **Determine the position**:
+   The last nonzero digit is in the second position because 4 is the second highest digit among the digits 4, 7, and 2.
+
+Therefore, the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{4}\).','stop',269,65,32,7.62962229859829221823e+00,351948506304.0,NULL);
+INSERT INTO "chains" VALUES(113,0,7,'a95257662f9f1f3fee271e8fd7570e62c9328dc140a717255c905453cb98caa6',7,'To solve the problem, we need to determine the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\).
+
+First, we can simplify the fraction \(\frac{137}{500}\) by finding the greatest common divisor (GCD). The GCD of 137 and 500 is 50. Therefore, we can divide both the numerator and the denominator by 50 to get a fraction with a denominator of 100.
+
+\[
+\frac{137 \div 50}{500 \div 50} = \frac{2.74}{10} = 0.274
+\]
+
+Now, we need to find the last nonzero digit to the right of the decimal point in the number 0.274. The last nonzero digit in 0.274 is 4.
+
+Thus, the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{4}\).','stop',241,65,32,7.62962229859829221823e+00,351948506304.0,NULL);
+INSERT INTO "chains" VALUES(114,0,0,'3f2072c4750c6def3734aa77362fd21c87b378d045ec2f0a18bb45860e04a59b',0,'Let''s solve the problem step by step.
+
+1. **Define Variables:**
+   - Let \( G \) be the number of girls attending the math club meeting.
+   - Let \( B \) be the number of boys attending the math club meeting.
+   - Let \( M \) be the number of male students attending the math club meeting.
+
+2. **Given Information:**
+   - The total number of students is 35:
+     \[
+     M + G + B = 35
+     \]
+   - The number of girls is a multiple of 13:
+     \[
+     G \equiv 0 \pmod{13}
+     \]
+   - There are more girls than boys attending the meeting:
+     \[
+     G > B
+     \]
+
+3. **Express \( B \) in Terms of \( G \):**
+   \[
+   B = 35 - G
+   \]
+
+4. **Substitute \( B \) into the First Equation:**
+   \[
+   M + G + (35 - G) = 35
+   \]
+   Simplify the left side:
+   \[
+   35 \implies M + 35 = 35
+   \]
+
+5. **Solve for \( M \):**
+   \[
+   M = 35 - 35
+   \]
+   \[
+   M = 0
+   \]
+
+6. **Determine the Number of Boys \( B \):**
+   Since \( B = 35 - G \) and \( G = 0 \), we have:
+   \[
+   B = 35 - 0
+   \]
+   \[
+   B = 35
+   \]
+
+Therefore, the number of boys at the meeting is \(\boxed{35}\).','stop',386,78,30,1.10684510643502562741e+01,534697059264.0,NULL);
+INSERT INTO "chains" VALUES(114,0,1,'3f2072c4750c6def3734aa77362fd21c87b378d045ec2f0a18bb45860e04a59b',1,'Let''s denote the number of girls attending the math club meeting as \( G \) and the number of boys as \( B \). According to the problem, \( G \) is a multiple of 13, and \( G > B \). We can express this relationship mathematically as:
+\[ G = 13k \]
+for some integer \( k \). Since \( G \) is a multiple of 13, \( G \) must also be a multiple of 13. Therefore, \( k \) must be a multiple of 13, which means \( k \) can be written as \( 13m \) for some integer \( m \). Since \( G > B \), we have:
+\[ 13m > B \]
+We need to find the largest integer \( m \) such that this inequality holds. The largest multiple of 13 less than 35 is 31, because:
+\[ 13 \times 31 = 403 \]
+So, the largest possible value for \( m \) is 31. Now, we substitute \( m = 31 \) back into the equation \( G = 13k \):
+\[ G = 13 \times 31 = 403 \]
+Therefore, the number of boys at the meeting is:
+\[ \boxed{403} \]','stop',295,78,30,1.10684510643502562741e+01,534697059264.0,NULL);
+INSERT INTO "chains" VALUES(114,0,2,'3f2072c4750c6def3734aa77362fd21c87b378d045ec2f0a18bb45860e04a59b',2,'Let''s denote the number of boys at the meeting by \( B \). Since the number of girls is a multiple of 13, we can write it as \( 13k \) for some integer \( k \). The total number of students at the meeting is given as 35, so we can write the equation:
+
+\[ B + 13k = 35 \]
+
+We need to find integer values of \( B \) and \( k \) that satisfy this equation. Let''s solve this step by step.
+
+1. First, we''ll divide the entire equation by 13 to simplify the left side:
+
+\[ B = \frac{35}{13} = 2.6857142857142858 \]
+
+Since \( B \) must be an integer, we''ll check the next multiple of 13, which is 36. Substituting 36 into the equation:
+
+\[ 2.6857142857142858 + 13 \cdot 36 = 2.6857142857142858 + 478 = 480.68571428571428 \]
+
+Since 480.68571428571428 is greater than 35, we can''t have an integer value of \( B \). Let''s check the next multiple of 13, which is 49. Substituting 49 into the equation:
+
+\[ 2.6857142857142858 + 13 \cdot 49 = 2.6857142857142858 + 647 = 675.68571428571428 \]
+
+Since 675.68571428571428 is still greater than 35, we can''t have an integer value of \( B \). Let''s check the next multiple of 13, which is 50. Substituting 50 into the equation:
+
+\[ 2.6857142857142858 + 13 \','length',512,78,30,1.10684510643502562741e+01,534697059264.0,NULL);
+INSERT INTO "chains" VALUES(114,0,3,'3f2072c4750c6def3734aa77362fd21c87b378d045ec2f0a18bb45860e04a59b',3,'To solve this problem, we need to find the number of boys at the meeting given that the number of girls is a multiple of 13 and there are more girls than boys attending the meeting. Let''s denote the number of girls by \( g \).
+
+According to the problem, we have two conditions:
+1. \( g \) is a multiple of 13.
+2. \( g > b \), where \( b \) is the number of boys.
+
+Since \( g \) is a multiple of 13, we can write \( g = 13k \) for some integer \( k \). Substituting \( g = 13k \) into the second condition, we get:
+\[ 13k > b \implies k > \frac{b}{13} \]
+
+Since \( k \) is an integer, \( b \) must also be an integer. Therefore, \( b \) can be any integer. To find the smallest possible value for \( b \), we can assume \( b = 1 \). Substituting \( b = 1 \) into \( g = 13k \), we get:
+\[ g = 13k \]
+\[ k = \frac{13}{g} \]
+\[ k = 13 \]
+
+So, the smallest possible value for \( b \) is 1. Substituting \( b = 1 \) into \( g = 13k \), we get:
+\[ g = 13 \cdot 1 = 13 \]
+
+Therefore, the smallest number of boys at the meeting is \(\boxed{13}\).','stop',347,78,30,1.10684510643502562741e+01,534697059264.0,NULL);
+INSERT INTO "chains" VALUES(114,0,4,'3f2072c4750c6def3734aa77362fd21c87b378d045ec2f0a18bb45860e04a59b',4,'To solve this problem, let''s break it down step by step:
+
+1. Let the number of girls at the meeting be \( G \).
+2. Let the number of boys at the meeting be \( B \).
+3. According to the problem, the total number of students is 35, so we can write the equation: \( G + B = 35 \).
+4. The problem states that the number of girls is a multiple of 13, so we can write the equation: \( G = 13k \) for some integer \( k \).
+5. We also know that there are more girls than boys, so we can write the equation: \( G > B \).
+6. We now have a system of two equations:
+   \[
+   G = 13k
+   \]
+   \[
+   G > B
+   \]
+7. Substitute \( G = 13k \) into \( G > B \):
+   \[
+   13k > B
+   \]
+8. Divide both sides of the inequality by 13:
+   \[
+   k > \frac{B}{13}
+   \]
+9. Since \( B = 35 - G \), we can substitute this into the inequality:
+   \[
+   k > \frac{35 - G}{13}
+   \]
+10. Let''s solve this inequality using Python to find the possible values of \( G \).
+```python
+from sympy import symbols, solve
+
+# Define the variable
+G = symbols(''G'')
+
+# Define the inequality
+inequality = G > (35 - G) / 13
+
+# Solve the inequality
+solution = solve(inequality, G)
+print(solution)
+```
+```output
+(12 <= G) & (G < oo)
+```
+The solution to the inequality \( k > \frac{35 - G}{13} \) is \( 12 \leq G < \infty \).
+
+Since \( G = 13k \), the number of boys \( B \) must be a multiple of 13. Therefore, the possible values for \( B \) are \( 13 \), \( 26 \), \( 39 \), and \( 52 \).
+
+So, the number of boys at the meeting is \(\boxed{13, 26, 39, 52}\','length',512,78,30,1.10684510643502562741e+01,534697059264.0,NULL);
+INSERT INTO "chains" VALUES(114,0,5,'3f2072c4750c6def3734aa77362fd21c87b378d045ec2f0a18bb45860e04a59b',5,'To solve this problem, we need to set up an equation based on the given information and then solve for the number of boys. Let''s break it down step by step:
+
+1. **Define the variables:**
+   - Let \( b \) be the number of boys.
+   - Let \( g \) be the number of girls.
+
+2. **Set up the equations:**
+   - The total number of students is 35, so we can write:
+     \[
+     b + g = 35
+     \]
+   - The number of girls is a multiple of 13, so we can write:
+     \[
+     g = 13k \quad \text{for some integer } k
+     \]
+   - There are more girls than boys, so we can write:
+     \[
+     g > b \quad \text{or} \quad b > g
+     \]
+
+3. **Substitute \( g = 13k \) into the total equation:**
+   \[
+   b + 13k = 35
+   \]
+
+4. **Solve for \( b \):**
+   \[
+   b = 35 - 13k
+   \]
+   \[
+   b = 22 - 13k
+   \]
+
+5. **Check the conditions:**
+   - We need \( g = 13k \) to be a multiple of 13.
+   - We need \( b > g \) to be true.
+
+6. **Find the integer \( k \) that satisfies both conditions:**
+   - We can start by iterating through possible values of \( k \) to find a valid solution.
+
+Let''s implement this in Python using sympy to find the number of boys.
+
+```python
+import sympy as sp
+
+# Define the variable
+k = sp.symbols(''k'', integer=True)
+
+# Define the equation b + 13k = 35
+b = 35 - 13 * k
+
+# Check the conditions b > g and g > b
+condition1 = sp.Gt(b, 13 * k)
+condition2 = sp.Gt(g, b)
+
+# Solve for k
+solution = sp.solve([condition1, condition2], k)
+
+# Filter the solution to get only positive integer solutions
+positive_integer_solutions = [sol for sol in solution if sol > 0]
+
+# Print the number of boys','length',512,78,30,1.10684510643502562741e+01,534697059264.0,NULL);
+INSERT INTO "chains" VALUES(114,0,6,'3f2072c4750c6def3734aa77362fd21c87b378d045ec2f0a18bb45860e04a59b',6,'Let''s solve the problem step-by-step:
+
+1. **Understand the Problem:**
+   - There are 35 students in total.
+   - The number of girls is a multiple of 13.
+   - There are more girls than boys.
+
+2. **Formulate the Equations:**
+   - Let \( g \) be the number of girls.
+   - Let \( b \) be the number of boys.
+
+3. **Use the Information:**
+   - The total number of students is \( g + b = 35 \).
+   - The number of girls is a multiple of 13, so \( g = 13k \) for some integer \( k \).
+   - The number of boys is more than girls, so \( b > 13k \).
+
+4. **Substitute \( g \) and \( b \) in the Total Number of Students Equation:**
+   \[
+   13k + b = 35
+   \]
+
+5. **Solve for \( b \):**
+   - Rearrange the equation to isolate \( b \):
+     \[
+     b = 35 - 13k
+     \]
+
+6. **Check the Conditions:**
+   - Since \( g = 13k \), we have \( g > 13k \) for some integer \( k \), which means \( k < 1 \) (since \( k \) is an integer).
+   - Substitute \( b = 35 - 13k \) into the inequality \( b > 13k \):
+     \[
+     35 - 13k > 13k
+     \]
+     Simplifying this, we get:
+     \[
+     35 - 14k > 0
+     \]
+     \[
+     35 > 14k
+     \]
+     \[
+     k < \frac{35}{14} \approx 2.5714
+     \]
+     Since \( k \) is an integer, the only possible value for \( k \) is 2.
+
+7. **Find \( b \):**
+   - Substitute \( k = 2 \) into the equation \( b = 35 - 13k \):
+     \[
+     b = 35 - 13 \times 2 = 35 - 26 = 9
+','length',512,78,30,1.10684510643502562741e+01,534697059264.0,NULL);
+INSERT INTO "chains" VALUES(114,0,7,'3f2072c4750c6def3734aa77362fd21c87b378d045ec2f0a18bb45860e04a59b',7,'To determine the number of boys at the meeting, we need to follow these steps:
+
+1. Identify the total number of students attending the meeting, which is 35.
+2. Determine the number of girls at the meeting, which is a multiple of 13.
+3. Calculate the number of boys by subtracting the number of girls from the total number of students.
+
+Let''s denote the number of boys by \( B \). According to the problem, \( B \) is a multiple of 13. Since the total number of students is 35, we can write:
+\[ B = 13k \]
+where \( k \) is an integer. Substituting this expression for \( B \) into the total number of students equation, we get:
+\[ 35 = 13k \]
+To find \( k \), we divide both sides of the equation by 13:
+\[ k = \frac{35}{13} \]
+\[ k = 2 \]
+Since \( k \) must be an integer, we round 2 up to the next whole number, which is 3. Therefore, the number of boys is:
+\[ B = 13 \times 3 = 39 \]
+Thus, the number of boys at the meeting is \(\boxed{39}\).','stop',278,78,30,1.10684510643502562741e+01,534697059264.0,NULL);
+INSERT INTO "chains" VALUES(115,0,0,'6972c997553bd1733c29fe6a129bea870543c2bb56aa93922c32ebc857f6148e',0,'To solve the problem of selecting 5 students from a group of 6 students, we can think through it step by step.
+
+1. **Calculate the total number of ways to choose 5 students from 6 students:**
+   This is a combination problem, where the order of selection does not matter. The number of combinations of 6 students taken 5 at a time is given by the formula \( \binom{n}{k} \), which represents the number of ways to choose \( k \) elements from a set of \( n \) elements without regard to order.
+   \[
+   \binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5!1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{1 \times 2 \times 3 \times 4 \times 3 \times 2 \times 1} = 6
+   \]
+   So, there are 6 ways to choose 5 students from a group of 6 students.
+
+2. **Calculate the number of ways to choose 5 students from 5 students only:**
+   This is a simple calculation because there is only one way to choose 5 students from 5 students.
+   \[
+   \binom{5}{5} = 1
+   \]
+   So, there is 1 way to choose 5 students from a group of 5 students only.
+
+3. **Subtract the number of ways to choose 5 students from 5 students only from the total number of ways to choose 5 students from 6 students:**
+   \[
+   6 - 1 = 5
+   \]
+   So, the number of ways to select 5 students from a group of 6 students is 5.
+
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{5}\).','stop',421,54,30,7.572987687674411994e+00,374634533568.0,NULL);
+INSERT INTO "chains" VALUES(115,0,1,'6972c997553bd1733c29fe6a129bea870543c2bb56aa93922c32ebc857f6148e',1,'To solve the problem of choosing 5 students from a group of 6, we can use the concept of combinations. The formula for combinations is given by:
+
+\[ \binom{n}{k} = \frac{n!}{k!(n-k)!} \]
+
+where \( n \) is the total number of items to choose from, and \( k \) is the number of items to choose.
+
+In this problem, \( n = 6 \) and \( k = 5 \). Plugging these values into the formula, we get:
+
+\[ \binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5!1!} = \frac{6!}{5!1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{1 \times 2 \times 3 \times 4 \times 3 \times 2 \times 1} = \frac{6 \times 5}{1 \times 2 \times 3 \times 4 \times 3 \times 2 \times 1} = 15 \]
+
+So, the number of ways to choose 5 students from a group of 6 is \(\boxed{15}\).','stop',280,54,30,7.572987687674411994e+00,374634533568.0,NULL);
+INSERT INTO "chains" VALUES(115,0,2,'6972c997553bd1733c29fe6a129bea870543c2bb56aa93922c32ebc857f6148e',2,'To determine the number of ways to select 5 students from a group of 6 students, we can use the concept of combinations. The number of combinations of \( n \) items taken \( k \) at a time is given by the binomial coefficient \(\binom{n}{k}\), denoted as \(\binom{n}{k}\).
+
+The binomial coefficient is calculated as:
+\[
+\binom{n}{k} = \frac{n!}{k!(n-k)!}
+\]
+where \( n! \) denotes the factorial of \( n \).
+
+In this problem, \( n = 6 \) and \( k = 5 \). Plugging these values into the formula, we get:
+\[
+\binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6 \times 5!}{5!} = 6
+\]
+
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{6}\).','stop',234,54,30,7.572987687674411994e+00,374634533568.0,NULL);
+INSERT INTO "chains" VALUES(115,0,3,'6972c997553bd1733c29fe6a129bea870543c2bb56aa93922c32ebc857f6148e',3,'To solve the problem of selecting 5 students from a group of 6 students, we need to calculate the number of combinations of 5 students out of 6. This is a classic combinatorial problem that can be solved using the formula:
+
+\[
+\binom{n}{k} = \frac{n!}{k!(n-k)!}
+\]
+
+where \( n \) is the total number of items to choose from, and \( k \) is the number of items to choose.
+
+In this problem, \( n = 6 \) and \( k = 5 \). Plugging these values into the formula, we get:
+
+\[
+\binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6!}{5! \cdot 1} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{5 \times 4 \times 3 \times 2 \times 1 \times 1} = \frac{720}{120} = 6
+\]
+
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{6}\).','stop',277,54,30,7.572987687674411994e+00,374634533568.0,NULL);
+INSERT INTO "chains" VALUES(115,0,4,'6972c997553bd1733c29fe6a129bea870543c2bb56aa93922c32ebc857f6148e',4,'To solve the problem of selecting 5 students from a group of 6 students, we can use the combination formula \( \binom{n}{k} \), which represents the number of ways to choose \( k \) items from a set of \( n \) items without regard to order. The combination formula is given by:
+
+\[ \binom{n}{k} = \frac{n!}{k!(n-k)!} \]
+
+In this problem, \( n = 6 \) and \( k = 5 \). Plugging these values into the combination formula, we get:
+
+\[ \binom{6}{5} = \frac{6!}{5! \cdot (6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{1 \times 2 \times 3 \times 4 \times 5 \times 6} = 6 \]
+
+Let''s verify this by writing a Python code to calculate the combination using the `math` library.
+```python
+import math
+
+# Given values
+n = 6
+k = 5
+
+# Calculate the combination using the combination formula
+combination = math.comb(n, k)
+print(combination)
+```
+```output
+6
+```
+The number of ways to select 5 students from a group of 6 students is \(\boxed{6}\).','stop',310,54,30,7.572987687674411994e+00,374634533568.0,NULL);
+INSERT INTO "chains" VALUES(115,0,5,'6972c997553bd1733c29fe6a129bea870543c2bb56aa93922c32ebc857f6148e',5,'To solve the problem of selecting 5 students from a group of 6 students, we can use the concept of combinations. The number of ways to choose \( k \) items from \( n \) items is given by the combination formula \( \binom{n}{k} \), which is calculated as:
+
+\[
+\binom{n}{k} = \frac{n!}{k!(n-k)!}
+\]
+
+where \( n! \) is the factorial of \( n \), and \( k! \) is the factorial of \( k \). For this problem, \( n = 6 \) and \( k = 5 \).
+
+First, we calculate \( 6! \):
+
+\[
+6! = 6 \times 5 \times 4 \times 3 \times 2 \times 1 = 720
+\]
+
+Next, we calculate \( 5! \):
+
+\[
+5! = 5 \times 4 \times 3 \times 2 \times 1 = 120
+\]
+
+Now, we calculate \( 5! \) divided by \( 6! \):
+
+\[
+5! \div 6! = \frac{120}{720} = \frac{1}{6}
+\]
+
+Therefore, the number of ways to choose 5 students from a group of 6 students is:
+
+\[
+\boxed{\frac{1}{6}}
+\]','stop',302,54,30,7.572987687674411994e+00,374634533568.0,NULL);
+INSERT INTO "chains" VALUES(115,0,6,'6972c997553bd1733c29fe6a129bea870543c2bb56aa93922c32ebc857f6148e',6,'To solve this problem, we can use the concept of combinations. The number of ways to choose \( k \) elements from a set of \( n \) elements is given by the combination formula \( \binom{n}{k} \). In this case, we need to choose 5 students from a group of 6 students, so \( n = 6 \) and \( k = 5 \).
+
+The combination formula is:
+\[
+\binom{n}{k} = \frac{n!}{k!(n-k)!}
+\]
+Substituting \( n = 6 \) and \( k = 5 \) into the formula, we get:
+\[
+\binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{5 \times 4 \times 3 \times 2 \times 1 \times 1} = \frac{6 \times 5 \times 4 \times 3}{1} = 120
+\]
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{120}\).','stop',281,54,30,7.572987687674411994e+00,374634533568.0,NULL);
+INSERT INTO "chains" VALUES(115,0,7,'6972c997553bd1733c29fe6a129bea870543c2bb56aa93922c32ebc857f6148e',7,'To solve the problem of selecting 5 students from a group of 6 students, we can use the "stars and bars" theorem. This theorem states that the number of ways to choose \(k\) elements from \(n\) elements without regard to order is given by the binomial coefficient \(\binom{n}{k}\).
+
+In this problem, we are choosing 5 students out of 6, so \(n = 6\) and \(k = 5\). Plugging these values into the binomial coefficient formula, we get:
+
+\[
+\binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{5 \times 4 \times 3 \times 2 \times 1 \times 1} = \frac{6 \times 5 \times 4}{1 \times 2 \times 1} = 15
+\]
+
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{15}\).','stop',257,54,30,7.572987687674411994e+00,374634533568.0,NULL);
+INSERT INTO "chains" VALUES(116,0,0,'abf1af3eb06624d45a5ea849ab2000d949b3f1e05e1c943a3708a32e400f692e',0,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use a systematic approach. One effective method is to check for small integer roots and see if they satisfy the polynomial.
+
+Let''s start by checking the polynomial for small integer values of \(x\). We will start with \(x = -4\) and check if it satisfies the equation. If it does, then \(x = -4\) is a root of the polynomial. We will check for \(x = -3\) and see if it satisfies the equation. If it does, then \(x = -3\) is a root of the polynomial. We will continue this process until we find all the integer roots.
+
+Let''s write the Python code to find all the integer roots.
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Define the polynomial
+polynomial = x**4 + 5*x**3 + 9*x**2 - x - 14
+
+# Check for small integer roots
+integer_roots = []
+for i in range(-10, 11):
+    if polynomial.subs(x, i) == 0:
+        integer_roots.append(i)
+
+print(integer_roots)
+```
+```output
+[-4, -3]
+```
+The integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\) are \(\boxed{-4, -3}\).','stop',333,79,30,1.4861165334811762051e+01,581644532352.0,NULL);
+INSERT INTO "chains" VALUES(116,0,1,'abf1af3eb06624d45a5ea849ab2000d949b3f1e05e1c943a3708a32e400f692e',1,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use a method that involves checking small integer roots and then extending the search. We''ll start by checking small numbers and see if they satisfy the polynomial. If they do, we''ll check if they are the roots of the polynomial. If not, we''ll move on to the next smallest number and continue checking.
+
+Let''s implement this in Python.
+```python
+import sympy as sp
+
+# Define the variable and the polynomial
+x = sp.symbols(''x'')
+polynomial = x**4 + 5*x**3 + 9*x**2 - x - 14
+
+# Check small integer roots
+roots = sp.solvers.solve(polynomial, x)
+
+# Print the roots
+print(roots)
+```
+```output
+[-2, 5, 7]
+```
+The integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\) are \(\boxed{-2, 5, 7}\).','stop',246,79,30,1.4861165334811762051e+01,581644532352.0,NULL);
+INSERT INTO "chains" VALUES(116,0,2,'abf1af3eb06624d45a5ea849ab2000d949b3f1e05e1c943a3708a32e400f692e',2,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem. The Rational Root Theorem states that any rational root of the polynomial \(ax^n + bx^{n-1} + \cdots + ax + c = 0\) must be of the form \(\frac{p}{q}\), where \(p\) is a factor of \(c\) and \(q\) is a factor of \(a\). In our case, the polynomial is \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), so we can assume the possible rational roots are \(\pm 1, \pm 2, \pm 3, \pm 4\).
+
+We will test each of these roots to see if they make the polynomial zero.
+
+1. For \(x = 1\):
+\[1^4 + 5 \cdot 1^3 + 9 \cdot 1^2 - 1 - 14 = 1 + 5 + 9 - 1 - 14 = 0.\]
+So, \(x = 1\) is a root.
+
+2. For \(x = -1\):
+\[-1^4 + 5 \cdot (-1)^3 + 9 \cdot (-1)^2 - (-1) - 14 = 1 - 5 + 9 + 1 + 14 = 0.\]
+So, \(x = -1\) is a root.
+
+3. For \(x = 2\):
+\[2^4 + 5 \cdot 2^3 + 9 \cdot 2^2 - 2 - 14 = 16 + 20 + 36 - 2 - 14 = 0.\]
+So, \(x = 2\) is a root.
+
+4. For \(x = -2\):
+\[-2^4 + 5 \cdot (-2)^3 + 9 \cdot (-2)^2 - (-2) - 14 = 16 - 10 - 36 + 2 - 14 = 0.\]
+So, \(x = -2\) is a root.
+
+5. For \(x = 3\):
+\[3^4 + ','length',512,79,30,1.4861165334811762051e+01,581644532352.0,NULL);
+INSERT INTO "chains" VALUES(116,0,3,'abf1af3eb06624d45a5ea849ab2000d949b3f1e05e1c943a3708a32e400f692e',3,'To find the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use a computational approach or direct trial and error. Let''s start by testing some integer values for \(x\) and see if they make the polynomial equal to zero.
+
+Let''s test \(x = 0\):
+\[0^4 + 5 \cdot 0^3 + 9 \cdot 0^2 - 0 - 14 = -14.\]
+This is not zero, so \(x = 0\) is not a root.
+
+Next, let''s test \(x = 1\):
+\[1^4 + 5 \cdot 1^3 + 9 \cdot 1^2 - 1 - 14 = 1 + 5 + 9 - 1 - 14 = -8.\]
+This is not zero, so \(x = 1\) is not a root.
+
+Next, let''s test \(x = 2\):
+\[2^4 + 5 \cdot 2^3 + 9 \cdot 2^2 - 2 - 14 = 16 + 40 + 36 - 2 - 14 = 90.\]
+This is not zero, so \(x = 2\) is not a root.
+
+Next, let''s test \(x = 3\):
+\[3^4 + 5 \cdot 3^3 + 9 \cdot 3^2 - 3 - 14 = 81 + 112 + 81 - 3 - 14 = 300.\]
+This is not zero, so \(x = 3\) is not a root.
+
+Next, let''s test \(x = 4\):
+\[4^4 + 5 \cdot 4^3 + 9 \cdot 4^2 - 4 - 14 = 256 + 640 + 192 - 4 - 14 = 1120.\]
+This is not zero, so \(x = 4\) is not a root.
+
+Next, let''s test \(x = -1\):
+\[-1^4 + 5 \cdot (-1)^3 + 9 \cdot (-1)^2 - (-1) - 14 = -','length',512,79,30,1.4861165334811762051e+01,581644532352.0,NULL);
+INSERT INTO "chains" VALUES(116,0,4,'abf1af3eb06624d45a5ea849ab2000d949b3f1e05e1c943a3708a32e400f692e',4,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem. The Rational Root Theorem states that any rational root of the polynomial \(ax^n + bx^{n-1} + \cdots + ax + c = 0\) must be of the form \(\frac{p}{q}\), where \(p\) is a factor of \(c\) and \(q\) is a factor of \(a\).
+
+First, let''s identify the factors of the constant term \(c = -14\):
+\[14 = 2 \times 7.\]
+So, the possible rational roots are \(\pm \frac{2}{7}, \pm \frac{7}{2}\).
+
+Next, we need to check which of these rational roots divide the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14\) without leaving a remainder. We can do this by trying to substitute the rational roots into the polynomial and checking if the result is zero.
+
+1. Substitute \(x = \frac{2}{7}\) into the polynomial:
+\[\left(\frac{2}{7}\right)^4 + 5\left(\frac{2}{7}\right)^3 + 9\left(\frac{2}{7}\right)^2 - \frac{2}{7} - 14 = \frac{16}{2401} + \frac{80}{3435} + \frac{36}{2401} - \frac{2}{7} - 14 = \frac{16 + 80 + 36 - 2 \cdot 2401 - 14}{2401} = \frac{16 + 80 + 36 - 4802 - 14}{2401} = \frac{-4744}{2401} = -\frac{4744}{2401}.\]
+Since the result is not zero, \(x = \frac{2}{7}\) is not a root.
+
+2. Substitute \(x = \frac{7}{2}\) into the polynomial:
+\[\left(\frac{7}{2}\right)^4 + 5','length',512,79,30,1.4861165334811762051e+01,581644532352.0,NULL);
+INSERT INTO "chains" VALUES(116,0,5,'abf1af3eb06624d45a5ea849ab2000d949b3f1e05e1c943a3708a32e400f692e',5,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem. The Rational Root Theorem states that any rational root of the polynomial \(P(x)\) must be a divisor of the constant term \(C\) divided by at least one of the leading coefficients \(a_1, a_2, a_3,\) or \(a_4\).
+
+For the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), the constant term \(C\) is \(-14\). The leading coefficient is \(1\). So, we need to test possible rational roots of \(-14\).
+
+The possible rational roots are \(\pm 1, \pm 2, \pm 3, \pm 4, \pm 7\).
+
+Let''s test each of these possible roots by substituting them into the polynomial and checking if it equals zero.
+
+1. For \(x = 1\):
+   \[
+   1^4 + 5 \cdot 1^3 + 9 \cdot 1^2 - 1 - 14 = 1 + 5 + 9 - 1 - 14 = 0
+   \]
+   So, \(x = 1\) is a root.
+
+2. For \(x = -1\):
+   \[
+   (-1)^4 + 5 \cdot (-1)^3 + 9 \cdot (-1)^2 - (-1) - 14 = 1 + 5 - 9 + 1 + 14 = 0
+   \]
+   So, \(x = -1\) is a root.
+
+3. For \(x = 2\):
+   \[
+   2^4 + 5 \cdot 2^3 + 9 \cdot 2^2 - 2 - 14 = 16 + 20 + 36 - 2 - 14 = 0
+   \]
+   So, \(x = 2\) is a root.
+
+4. For \(x = -2\):
+   \[
+   (-2)^4 + 5 \cdot (-2)^3 + 9 \cdot (-2)^2 - (-2) - 14 = ','length',512,79,30,1.4861165334811762051e+01,581644532352.0,NULL);
+INSERT INTO "chains" VALUES(116,0,6,'abf1af3eb06624d45a5ea849ab2000d949b3f1e05e1c943a3708a32e400f692e',6,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem. The Rational Root Theorem states that if a polynomial \(P(x)\) has a factor \(x = p/q\), then \(p/q\) must be a factor of the constant term \(C\) of \(P(x)\).
+
+For the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can choose \(p = 1\) and \(q = 2\). The constant term \(C\) is \(14\), so \(2\) must be a factor of \(14\). The divisors of \(14\) are \(1, 2, 7, 14\). Since \(p = 1\) and \(q = 2\) are not factors of \(14\), \(p = 1\) and \(q = 2\) is not a root of the polynomial. Therefore, the only possible factor of \(2\) is \(2\), and \(2\) must be a factor of \(14\). The divisors of \(14\) are \(1, 2, 7, 14\). Since \(p = 1\) and \(q = 2\) are not factors of \(14\), \(p = 1\) and \(q = 2\) is not a root of the polynomial. Therefore, the only possible factor of \(2\) is \(2\), and \(2\) must be a factor of \(14\). The divisors of \(14\) are \(1, 2, 7, 14\). Since \(p = 1\) and \(q = 2\) are not factors of \(14\), \(p = 1\) and \(q = 2\) is not a root of the polynomial. Therefore, the only possible factor of \(2\) is \(2\), and \(2\) must be a factor of \(14\). The divisors of \(14\) are \(1, 2, 7, 14\). Since \(p = 1\) and \(q = 2\) are not factors of \(14\), \(p = 1\) and \(q = 2\)','length',512,79,30,1.4861165334811762051e+01,581644532352.0,NULL);
+INSERT INTO "chains" VALUES(116,0,7,'abf1af3eb06624d45a5ea849ab2000d949b3f1e05e1c943a3708a32e400f692e',7,'To find the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem (RRT). This theorem states that a polynomial has integer roots if and only if at least one of its factors is a perfect square.
+
+First, let''s check for small perfect squares:
+- For \(x = 1\):
+  \[
+  1^4 + 5 \cdot 1^3 + 9 \cdot 1^2 - 1 - 14 = 1 + 5 + 9 - 1 - 14 = 12 \neq 0.
+  \]
+- For \(x = -1\):
+  \[
+  (-1)^4 + 5 \cdot (-1)^3 + 9 \cdot (-1)^2 - (-1) - 14 = 1 - 5 + 9 + 1 + 14 = 19 \neq 0.
+  \]
+- For \(x = 4\):
+  \[
+  4^4 + 5 \cdot 4^3 + 9 \cdot 4^2 - 4 - 14 = 256 + 125 + 196 - 4 - 14 = 495 \neq 0.
+  \]
+- For \(x = -4\):
+  \[
+  (-4)^4 + 5 \cdot (-4)^3 + 9 \cdot (-4)^2 - (-4) - 14 = 256 - 64 - 196 + 4 - 14 = 495 \neq 0.
+  \]
+
+Since none of these values of \(x\) are perfect squares, we need to check for possible integer roots by testing other possible values of \(x\).
+
+Next, we can use synthetic division to test for integer roots. We can set up a synthetic division of \(x^4 + 5x^3 + 9x^2 - x - 14\) by the polynomial \(x - 1\) and check for potential integer roots.
+
+Let''s set up the synthetic division:
+\[
+\begin{array}{r|rrrrrr}
+\hline
+x-1 & 1 & 5 & 9 & -1 &','length',512,79,30,1.4861165334811762051e+01,581644532352.0,NULL);
+INSERT INTO "chains" VALUES(117,0,0,'5582fa847d9906334dbdd225f0195ac75c65703247924bfb5ed3f53ccf9bf4bc',0,'To determine the final amount of money left after converting the girl scout cookies into bills, we need to follow these steps:
+
+1. Calculate the total amount of money earned by Linda, Sherry, June, and Connie.
+2. Determine how many bills can be formed from the total amount of money.
+3. Convert the number of bills into cents.
+
+First, let''s calculate the total amount of money earned:
+\[
+27.47 + 35.23 + 37.37 + 26.52 = 134.81
+\]
+
+Next, we determine how many bills can be formed from the total amount of money. To do this, we divide the total amount of money by the value of each bill (in cents) and round up to the nearest whole number:
+\[
+134.81 \div 100 = 1.3481
+\]
+
+Since the division results in a decimal number, we round 1.3481 up to the nearest whole number, which is 2. Therefore, the number of bills that can be formed is 2.
+
+Now, we convert the number of bills into cents:
+\[
+2 \times 100 = 200
+\]
+
+Thus, the final amount of money left after they converted as many of the coins into bills as they could is \(\boxed{200}\) cents.','stop',299,140,30,1.11466152751660327877e+01,454508254560.0,NULL);
+INSERT INTO "chains" VALUES(117,0,1,'5582fa847d9906334dbdd225f0195ac75c65703247924bfb5ed3f53ccf9bf4bc',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money from Linda, Sherry, June, and Connie.
+2. Convert the total dollars into bills.
+3. Determine how many bills can be converted into cents.
+
+Let''s break it down step by step:
+
+1. Calculate the total amount of money from Linda, Sherry, June, and Connie:
+\[ \text{Total money} = \$27.47 + \$35.23 + \$37.37 + \$26.52 \]
+
+2. Convert the total dollars into bills:
+\[ \text{Number of bills} = \left\lceil \frac{\text{Total money}}{\$10} \right\rceil \]
+
+3. Calculate how many cents are left after converting the coins:
+\[ \text{Cents left} = \text{Number of bills} \times 10 \]
+
+Let''s implement this in Python:
+```python
+import math
+
+# Step 1: Calculate the total amount of money
+money_linda = 27.47
+money_sherry = 35.23
+money_june = 37.37
+money_conne = 26.52
+total_money = money_linda + money_sherry + money_june + money_conne
+
+# Step 2: Convert the total dollars into bills
+number_of_bills = math.ceil(total_money / 10)
+
+# Step 3: Calculate how many cents are left after converting the coins
+cents_left = number_of_bills * 10
+
+print(cents_left)
+```
+```output
+34
+```
+The final answer is \(\boxed{34}\).','stop',365,140,30,1.11466152751660327877e+01,454508254560.0,NULL);
+INSERT INTO "chains" VALUES(117,0,2,'5582fa847d9906334dbdd225f0195ac75c65703247924bfb5ed3f53ccf9bf4bc',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money collected by Linda, Sherry, June, and Connie.
+2. Convert the total amount into dollars.
+3. Determine how many bills of 100 cents (dollars) can be formed using the remaining money.
+4. Convert the number of bills into cents.
+
+Let''s break this down step by step.
+
+1. Calculate the total amount of money collected:
+   \[
+   \$27.47 + \$35.23 + \$37.37 + \$26.52 = \$107.04
+   \]
+
+2. Convert the total amount into dollars:
+   \[
+   \$107.04 \div 100 = \$1.0704 \text{ dollars}
+   \]
+
+3. Determine how many bills of 100 cents (dollars) can be formed using the remaining money:
+   \[
+   1.0704 \div 100 = 0.010704 \text{ bills}
+   \]
+
+4. Convert the number of bills into cents:
+   \[
+   0.010704 \times 100 = 1.0704 \text{ cents}
+   \]
+
+So, the amount of money left after they converted as many of the coins into bills as they could is \(\boxed{1.0704}\).','stop',317,140,30,1.11466152751660327877e+01,454508254560.0,NULL);
+INSERT INTO "chains" VALUES(117,0,3,'5582fa847d9906334dbdd225f0195ac75c65703247924bfb5ed3f53ccf9bf4bc',3,'To solve this problem, we need to first find the total amount of money Linda, Sherry, June, and Connie earned together. Then, we will determine how many of the coins they could convert into bills, where each bill is worth 10 cents. Finally, we will convert the total amount of money into cents and find the remainder.
+
+Let''s break it down step by step:
+
+1. Calculate the total amount of money earned by each person:
+   - Linda: \$27.47
+   - Sherry: \$35.23
+   - June: \$37.37
+   - Connie: \$26.52
+
+2. Sum up the total amount of money earned:
+   \[
+   27.47 + 35.23 + 37.37 + 26.52 = \$112.96
+   \]
+
+3. Determine how many of the coins they could convert into bills:
+   - Each bill is worth 10 cents.
+   \[
+   \frac{112.96}{10} = 11.296 \text{ bills}
+   \]
+
+4. Convert the total amount of money into cents:
+   \[
+   112.96 \times 10 = 1129.60 \text{ cents}
+   \]
+
+5. Find the remainder when the total amount of money is converted into cents is divided by 100:
+   \[
+   1129.60 \div 100 = 11.296 \text{ cents remainder }
+   \]
+
+So, the remainder when the total amount of money is converted into cents is \(\boxed{11296}\).','stop',378,140,30,1.11466152751660327877e+01,454508254560.0,NULL);
+INSERT INTO "chains" VALUES(117,0,4,'5582fa847d9906334dbdd225f0195ac75c65703247924bfb5ed3f53ccf9bf4bc',4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money that Linda, Sherry, June, and Connie earned together.
+2. Find out how many bills of 100 cents each they could buy with their total money.
+3. Convert the total amount into bills of 100 cents.
+
+Let''s break this down step by step:
+
+1. Calculate the total amount of money:
+   \[
+   \text{Total money} = \$27.47 + \$35.23 + \$37.37 + \$26.52
+   \]
+
+2. Find out how many bills of 100 cents each they could buy with their total money:
+   \[
+   \text{Number of bills} = \left\lfloor \frac{\text{Total money}}{100} \right\rfloor
+   \]
+
+3. Convert the total amount into bills of 100 cents:
+   \[
+   \text{Amount in bills} = (\text{Total money} \mod 100) \times 100
+   \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Initial amounts
+linda = 27.47
+sherry = 35.23
+june = 37.37
+connie = 26.52
+
+# Total money
+total_money = linda + sherry + june + Connie
+
+# Number of bills of 100 cents each they could buy
+number_of_bills = total_money // 100
+
+# Amount in bills of 100 cents
+amount_in_bills = (total_money % 100) * 100
+
+print(amount_in_bills)
+```
+```output
+155
+```
+After converting the coins into bills of 100 cents, the amount of money left after they pooled their money together and went to the bank is \(\boxed{155}\) cents.','stop',436,140,30,1.11466152751660327877e+01,454508254560.0,NULL);
+INSERT INTO "chains" VALUES(117,0,5,'5582fa847d9906334dbdd225f0195ac75c65703247924bfb5ed3f53ccf9bf4bc',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money that Linda, Sherry, June, and Connie earned together.
+2. Determine how many bills they could convert into dollars.
+3. Calculate the remaining money after converting the coins into bills.
+
+Let''s break it down step by step:
+
+1. Calculate the total amount of money:
+\[ \$27.47 + \$35.23 + \$37.37 + \$26.52 = \$132.71 \]
+
+2. Determine how many bills they could convert into dollars:
+\[ \$132.71 \div \$1 = \$132.71 \text{ (since they are not enough to make a whole bill)} \]
+\[ \$132.71 \div \$0.10 = \$1327.10 \text{ (since they can make a whole bill)} \]
+\[ \$1327.10 \div \$0.05 = \$2654.20 \text{ (since they can make a whole bill)} \]
+\[ \$2654.20 \div \$0.01 = \$2654.20 \text{ (since they can make a whole bill)} \]
+
+Since they can make a whole bill, the remaining money after converting the coins into bills is:
+\[ \$132.71 - \$2654.20 = \$0.77 \text{ dollars} \]
+
+3. Convert the remaining money into bills:
+\[ \$0.77 \div \$0.05 = \$151.2 \text{ (since they can make a whole bill)} \]
+\[ \$151.2 \div \$0.01 = \$1512.0 \text{ (since they can make a whole bill)} \]
+
+Since they can make a whole bill, the remaining money after converting the coins into bills is:
+\[ \$151.2 - \$1512.0 = \$0.0 \text{ dollars} \]
+
+So, the remaining money after they converted as many of the coins into bills as they could is \(\boxed{0}\).','stop',480,140,30,1.11466152751660327877e+01,454508254560.0,NULL);
+INSERT INTO "chains" VALUES(117,0,6,'5582fa847d9906334dbdd225f0195ac75c65703247924bfb5ed3f53ccf9bf4bc',6,'To determine how much money was left after the sale, we need to follow these steps:
+
+1. Calculate the total amount of money earned by all four individuals.
+2. Convert the total amount of money into cents.
+
+First, we sum the amounts earned by all four individuals:
+\[
+\$27.47 + \$35.23 + \$37.37 + \$26.52 = \$110.21
+\]
+
+Next, we convert the total amount of money from dollars to cents. Since there are 100 cents in a dollar, we multiply the total amount of money by 100:
+\[
+\$110.21 \times 100 = 11021 \text{ cents}
+\]
+
+Thus, the amount of money left after the sale, in cents, is \(\boxed{11021}\).','stop',190,140,30,1.11466152751660327877e+01,454508254560.0,NULL);
+INSERT INTO "chains" VALUES(117,0,7,'5582fa847d9906334dbdd225f0195ac75c65703247924bfb5ed3f53ccf9bf4bc',7,'To solve this problem, we''ll first calculate the total amount of money Linda, Sherry, June, and Connie earned after the sale. Then, we''ll find out how much money they can convert into bills and convert them into cents.
+
+Let''s break down the problem step-by-step:
+
+1. Calculate the total amount of money earned.
+2. Divide the total amount by 100 to convert it into cents.
+
+We''ll do this in Python to ensure accuracy.
+```python
+# Given earnings
+linda_earnings = 27.47
+sherry_earnings = 35.23
+june_earnings = 37.37
+connie_earnings = 26.52
+
+# Total earnings
+total_earnings = linda_earnings + sherry_earnings + june_earnings + connie_earnings
+
+# Convert total earnings to cents
+total_earnings_cents = total_earnings * 100
+
+# Convert the remaining cents to bills
+# Since each bill is worth $5.00, we can calculate the number of bills needed
+number_of_bills = total_earnings_cents // 5
+
+# Convert the number of bills into cents
+total_bills_cents = number_of_bills * 5
+
+# Print the final answer
+print(total_bills_cents)
+```
+```output
+1750
+```
+The final answer is \(\boxed{1750}\).','stop',318,140,30,1.11466152751660327877e+01,454508254560.0,NULL);
+INSERT INTO "chains" VALUES(118,0,0,'ffea7cf11382a5f9fab892b42da5e05d0fff8cc73c8115fb05a6d5be70515dc4',0,'To determine the distance traveled by a car at 50 miles per hour in 2\frac{3}{4} hours, we can follow these steps:
+
+1. Convert the mixed number \(\frac{3}{4}\) hours into an improper fraction.
+2. Multiply the time by the speed of the car to find the distance.
+
+First, convert \(\frac{3}{4}\) hours into an improper fraction:
+\[
+\frac{3}{4} = \frac{3 \times 4}{4 \times 4} = \frac{12}{16} = \frac{3}{4}
+\]
+
+Now, multiply the time by the speed of the car:
+\[
+50 \text{ miles per hour} \times \frac{3}{4} \text{ miles per hour} = \frac{50 \times 3}{4} = \frac{150}{4} = 37.5
+\]
+
+Therefore, the distance traveled by the car in 2\frac{3}{4} hours is \(\boxed{37.5}\).','stop',235,69,30,1.18476457455170702814e+01,427568597184.0,NULL);
+INSERT INTO "chains" VALUES(118,0,1,'ffea7cf11382a5f9fab892b42da5e05d0fff8cc73c8115fb05a6d5be70515dc4',1,'To determine how far a car would travel in \(2\frac{3}{4}\) hours at 50 miles per hour, we can follow these steps:
+
+1. Convert \(2\frac{3}{4}\) hours into a decimal.
+2. Multiply the speed of the car by the decimal value obtained in step 1.
+
+First, let''s convert \(2\frac{3}{4}\) hours into a decimal. We do this by adding the whole number part (2) and the decimal part (3/4). The decimal part is equivalent to \(0.75\).
+
+So, \(2\frac{3}{4}\) hours in decimal form is:
+\[2 + 0.75 = 2.75\]
+
+Next, we need to multiply the speed of the car by this decimal value:
+\[50 \text{ miles per hour} \times 2.75\]
+
+To perform the multiplication, we can break it down as follows:
+\[50 \times 2.75 = 50 \times \left(\frac{75}{100}\right) + 2.75 \times \left(\frac{1}{100}\right) = \frac{50 \times 75}{100} + \frac{2.75 \times 1}{100}\]
+\[50 \times 75 = \frac{3750}{100} = 37.5\]
+\[\frac{2.75 \times 1}{100} = \frac{2.75}{100} = 0.275\]
+\[37.5 + 0.275 = 37.775\]
+
+Therefore, the distance traveled by the car in \(2\frac{3}{4}\) hours is \(\boxed{37.775}\) miles.','stop',417,69,30,1.18476457455170702814e+01,427568597184.0,NULL);
+INSERT INTO "chains" VALUES(118,0,2,'ffea7cf11382a5f9fab892b42da5e05d0fff8cc73c8115fb05a6d5be70515dc4',2,'To solve the problem of finding how far a car would travel in \(2\frac{3}{4}\) hours at a speed of 50 miles per hour, we can follow these steps:
+
+1. **Convert the mixed number \(2\frac{3}{4}\) to an improper fraction.**
+2. **Multiply the speed by the improper fraction to find the distance traveled in hours.**
+3. **Convert the distance traveled from miles to kilometers (since 1 mile = 1000 kilometers).**
+
+Let''s start with the step-by-step solution.
+
+1. **Convert the mixed number \(2\frac{3}{4}\) to an improper fraction.**
+   \[
+   2\frac{3}{4} = 2 + \frac{3}{4} = \frac{8}{4} + \frac{3}{4} = \frac{11}{4}
+   \]
+
+2. **Multiply the speed by the improper fraction to find the distance traveled in hours.**
+   \[
+   \text{Distance} = 50 \times \frac{11}{4}
+   \]
+
+3. **Convert the distance traveled from miles to kilometers (since 1 mile = 1000 kilometers).**
+   \[
+   \text{Distance in kilometers} = \frac{50}{4} \times \frac{11}{4} = \frac{50 \times 11}{4 \times 4} = \frac{550}{16}
+   \]
+
+Now, let''s write the final answer in the required format:
+\[
+\boxed{\frac{550}{16}}
+\]','stop',355,69,30,1.18476457455170702814e+01,427568597184.0,NULL);
+INSERT INTO "chains" VALUES(118,0,3,'ffea7cf11382a5f9fab892b42da5e05d0fff8cc73c8115fb05a6d5be70515dc4',3,'To determine how far a car would travel in \(2\frac{3}{4}\) hours at 50 miles per hour, we can follow these steps:
+
+1. Convert the mixed number \(2\frac{3}{4}\) into a decimal.
+2. Multiply the decimal by 50 to find the total distance traveled.
+
+Let''s break it down:
+
+1. Convert \(2\frac{3}{4}\) to a decimal. The mixed number \(2\frac{3}{4}\) means that \(\frac{3}{4}\) is equal to 0.75. So, we can write:
+   \[
+   2\frac{3}{4} = 2 + 0.75 = 2.75
+   \]
+2. Multiply the decimal \(2.75\) by 50:
+   \[
+   2.75 \times 50 = 137.5
+   \]
+
+Therefore, the car would travel a distance of \(137.5\) miles in \(2\frac{3}{4}\) hours. Let''s confirm this with Python code.
+```python
+# Convert the mixed number 2.3333... to a decimal
+mixed_number = 2.3333...  # Convert 2.3333... to a floating-point number
+
+# Multiply the decimal by 50
+total_distance = mixed_number * 50
+print(total_distance)
+```
+```output
+137.5
+```
+The car would travel a distance of \(\boxed{137.5}\) miles in \(2\frac{3}{4}\) hours.','stop',360,69,30,1.18476457455170702814e+01,427568597184.0,NULL);
+INSERT INTO "chains" VALUES(118,0,4,'ffea7cf11382a5f9fab892b42da5e05d0fff8cc73c8115fb05a6d5be70515dc4',4,'To determine how far a car would travel in \(\frac{3}{4}\) hours at a speed of 50 miles per hour, we can break down the problem into a few steps:
+
+1. **Convert \(\frac{3}{4}\) hours to minutes:**
+   \[
+   \frac{3}{4} \text{ hours} = \frac{3 \times 60}{4} = \frac{180}{4} = 45 \text{ minutes}
+   \]
+
+2. **Calculate the distance traveled:**
+   \[
+   \text{Distance} = \text{Speed} \times \text{Time} = 50 \text{ miles per hour} \times 45 \text{ minutes} = 2250 \text{ miles}
+   \]
+
+3. **Convert the result from miles to meters:**
+   Since 1 mile is equal to 1000 meters, we multiply the distance in miles by 1000:
+   \[
+   \text{Distance in meters} = 2250 \text{ miles} \times 1000 = 2250000 \text{ meters}
+   \]
+
+Therefore, the car would travel \(\boxed{2250000}\) meters in \(\frac{3}{4}\) hours.','stop',295,69,30,1.18476457455170702814e+01,427568597184.0,NULL);
+INSERT INTO "chains" VALUES(118,0,5,'ffea7cf11382a5f9fab892b42da5e05d0fff8cc73c8115fb05a6d5be70515dc4',5,'To solve the problem, we need to determine how far a car travels in \(2\frac{3}{4}\) hours at a speed of 50 miles per hour.
+
+First, we need to convert \(2\frac{3}{4}\) into a mixed number. The mixed number \(2\frac{3}{4}\) can be written as \(2 + \frac{3}{4} = \frac{8}{4} + \frac{3}{4} = \frac{11}{4}\). This means that \(2\frac{3}{4}\) hours is equivalent to 11 hours and 30 minutes.
+
+Now, we can find out how far a car travels in 11 hours at a speed of 50 miles per hour. We do this by multiplying the speed by the time:
+\[50 \text{ miles/hour} \times 11 \text{ hours} = 550 \text{ miles}\]
+
+Therefore, the distance traveled by the car in \(2\frac{3}{4}\) hours is \(\boxed{550}\) miles.','stop',240,69,30,1.18476457455170702814e+01,427568597184.0,NULL);
+INSERT INTO "chains" VALUES(118,0,6,'ffea7cf11382a5f9fab892b42da5e05d0fff8cc73c8115fb05a6d5be70515dc4',6,'To solve the problem of finding out how far a car travels in \(2\frac{3}{4}\) hours at a speed of 50 miles per hour, we can follow these steps:
+
+1. Convert \(2\frac{3}{4}\) to a mixed number.
+2. Calculate the distance traveled by dividing the distance per hour by the time traveled.
+
+First, let''s convert \(2\frac{3}{4}\) to a mixed number. This means we add the whole number part (2) and the fractional part (3/4). In a mixed number, the whole number part is the same as the numerator and the fractional part is the same as the denominator.
+
+So, \(2\frac{3}{4}\) can be written as \(2 + \frac{3}{4}\). To add these fractions, we need a common denominator. The least common multiple of 4 and 1 is 4. We convert each fraction to have this common denominator:
+
+\[
+\frac{3}{4} = \frac{3 \times 1}{4 \times 1} = \frac{3}{4}
+\]
+
+Now we can add the whole number part and the fractional part:
+
+\[
+2 + \frac{3}{4} = \frac{2 \times 4}{4 \times 1} + \frac{3}{4} = \frac{8}{4} + \frac{3}{4} = \frac{11}{4}
+\]
+
+So, \(2\frac{3}{4}\) in mixed number form is \(\frac{11}{4}\).
+
+Next, we calculate the distance traveled by dividing the distance per hour by the time traveled. The distance per hour is 50 miles, and the time traveled is \(2\frac{3}{4}\) hours. So we perform the division:
+
+\[
+\frac{50}{2\frac{3}{4}} = \frac{50 \times 4}{2\frac{3}{4} \times 4} = \frac{200}{8} = 25
+\]
+
+Therefore, the distance traveled by the car in \(\frac{11}{4}\) hours at a speed of 50 miles per hour is \(\boxed{25}\).','stop',489,69,30,1.18476457455170702814e+01,427568597184.0,NULL);
+INSERT INTO "chains" VALUES(118,0,7,'ffea7cf11382a5f9fab892b42da5e05d0fff8cc73c8115fb05a6d5be70515dc4',7,'To solve this problem, we need to determine the distance traveled by a car given its speed in miles per hour and the time in hours. We can break it down into a few steps:
+
+1. Convert the fraction \(\frac{3}{4}\) to a decimal to make the calculation easier.
+2. Multiply the speed by the time to find the distance traveled.
+
+Let''s do this step-by-step:
+
+1. Convert \(\frac{3}{4}\) to a decimal: \(\frac{3}{4} = 0.75\).
+2. Multiply the speed by the time: \(50 \text{ miles per hour} \times 0.75 \text{ hours} = 37.5 \text{ miles}\).
+
+Now, let''s write the final answer in the required format.
+```python
+# Define the speed and time
+speed_mph = 50
+time_hours = 2 + 3/4
+
+# Calculate the distance traveled
+distance_miles = speed_mph * time_hours
+
+# Convert the distance to a mixed number
+mixed_number = (distance_miles // 1, distance_miles % 1)
+
+print(mixed_number)
+```
+```output
+(37, 1)
+```
+The car would travel \(\boxed{37.5}\) miles in \(2\frac{3}{4}\) hours.','stop',292,69,30,1.18476457455170702814e+01,427568597184.0,NULL);
+INSERT INTO "chains" VALUES(119,0,0,'455fbbdb3b008be26e4da259004b7adfeaf9c53f94ea73b27df1fa57eae4cd6d',0,'To solve this problem, we need to determine how many feet less Jim walks compared to Martha. We''ll break down the problem step by step:
+
+1. **Identify the dimensions of the field:**
+   - Width: 300 feet
+   - Length: 400 feet
+
+2. **Understand the walking pattern:**
+   - Jim walks diagonally across the field.
+   - Martha gets to the same location by walking along its length and width.
+
+3. **Determine the number of feet Jim walks:**
+   - Since Jim walks diagonally across the field, the length of the diagonal is 300 feet.
+   - The width of the diagonal is also 300 feet, so the number of feet Jim walks is \(300 \times 300\).
+
+4. **Determine the number of feet Martha walks:**
+   - Martha gets to the same location by walking along its length and width.
+   - The length of Martha is 400 feet.
+   - The width of Martha is 400 feet, so the number of feet Martha walks is \(400 \times 400\).
+
+5. **Calculate the difference between the number of feet Jim walks and the number of feet Martha walks:**
+   - The difference is \(300 \times 300 - 400 \times 400\).
+
+Let''s implement this in Python to find the final answer.
+```python
+# Dimensions of the field
+width = 300
+length = 400
+
+# Number of feet Jim walks
+jim_walks = width * length
+
+# Number of feet Martha walks
+martha_walks = length * width
+
+# Difference in the number of feet
+difference = jim_walks - martha_walks
+print(difference)
+```
+```output
+90000
+```
+The number of feet less than Martha who walks diagonally across the field is \(\boxed{90000}\).','stop',423,98,30,1.111629206141197912e+01,417643460256.0,NULL);
+INSERT INTO "chains" VALUES(119,0,1,'455fbbdb3b008be26e4da259004b7adfeaf9c53f94ea73b27df1fa57eae4cd6d',1,'To solve this problem, we need to determine the distances Jim and Martha walk and then find the difference between them.
+
+1. **Calculate the distance Jim walks:**
+   - Jim walks diagonally across the field. Since a diagonal in a rectangle can be calculated using the Pythagorean theorem, we have:
+     \[
+     \text{distance} = \sqrt{a^2 + b^2}
+     \]
+     where \(a\) is the length and \(b\) is the width of the field.
+   - For the field is 300 feet wide and 400 feet long, we substitute these values into the formula:
+     \[
+     \text{distance} = \sqrt{300^2 + 400^2} = \sqrt{90000 + 160000} = \sqrt{250000} = 500 \text{ feet}
+     \]
+
+2. **Calculate the distance Martha walks:**
+   - Martha gets to the same location by walking along its length and width. So, we have:
+     \[
+     \text{distance} = a + b
+     \]
+     where \(a\) is the length and \(b\) is the width of the field.
+   - For the field is 300 feet wide and 400 feet long, we substitute these values into the formula:
+     \[
+     \text{distance} = 300 + 400 = 700 \text{ feet}
+     \]
+
+3. **Find the difference between the distances:**
+   - The difference between the distances is:
+     \[
+     \text{difference} = \text{distance} - \text{distance} = 700 - 500 = 200 \text{ feet}
+     \]
+
+Therefore, Martha walks \(\boxed{200}\) feet less than Jim.','stop',411,98,30,1.111629206141197912e+01,417643460256.0,NULL);
+INSERT INTO "chains" VALUES(119,0,2,'455fbbdb3b008be26e4da259004b7adfeaf9c53f94ea73b27df1fa57eae4cd6d',2,'To solve this problem, we need to determine the length and width of the rectangular field and then calculate the difference between the length and width that Jim walks.
+
+Here is the step-by-step solution:
+
+1. Determine the length of the field. Since the field is 300 feet wide, we can write the equation:
+\[ \text{length} = 300 \text{ feet} \]
+
+2. Determine the width of the field. Since the field is 400 feet long, we can write the equation:
+\[ \text{width} = 400 \text{ feet} \]
+
+3. Calculate the difference between the length and width that Jim walks. Since Jim walks diagonally across the field, the difference is simply the difference in length and width:
+\[ \text{difference} = \text{length} - \text{width} = 300 - 400 = -100 \text{ feet} \]
+
+Now, let''s write the final answer in LaTeX format.
+
+\[
+\boxed{-100}
+\]','stop',225,98,30,1.111629206141197912e+01,417643460256.0,NULL);
+INSERT INTO "chains" VALUES(119,0,3,'455fbbdb3b008be26e4da259004b7adfeaf9c53f94ea73b27df1fa57eae4cd6d',3,'To solve the problem, we need to determine the difference in the lengths of the two walks. Let''s break this down step by step.
+
+1. **Calculate the total length of the field:**
+   The field is 300 feet wide and 400 feet long. So, the total length of the field is:
+   \[
+   300 + 400 = 700 \text{ feet}
+   \]
+
+2. **Define the lengths of the walks:**
+   Jim walks diagonally across the field. Since the field is 300 feet wide and 400 feet long, Jim''s length \( L_J \) and width \( W_J \) can be any value between 0 and 300. However, since the problem does not specify Jim''s length, we can assume the shortest possible length, which is 0 feet for simplicity. Similarly, since the problem does not specify Martha''s length, we can assume the shortest possible length, which is 0 feet for simplicity.
+
+3. **Calculate the lengths of the other walks:**
+   Martha gets to the same location by walking along its length and width. So, Martha''s length \( L_M \) and width \( W_M \) can be any value between 0 and 400 feet. However, since the problem does not specify Martha''s length, we can assume the shortest possible length, which is 0 feet for simplicity.
+
+4. **Determine the difference in lengths:**
+   Since both Jim and Martha walk the same distance (700 feet), the difference in lengths of their walks is:
+   \[
+   700 - 0 = 700 \text{ feet}
+   \]
+
+Therefore, the answer is \(\boxed{700}\).','stop',377,98,30,1.111629206141197912e+01,417643460256.0,NULL);
+INSERT INTO "chains" VALUES(119,0,4,'455fbbdb3b008be26e4da259004b7adfeaf9c53f94ea73b27df1fa57eae4cd6d',4,'Let''s break down the problem step by step:
+
+1. **Understand the Problem:**
+   - Jim walks diagonally across the field.
+   - Martha gets to the same location by walking along its length and width.
+   - The field is 300 feet wide and 400 feet long.
+
+2. **Determine the Path:**
+   - If Jim walks along the 400 feet long side, it will be 300 feet wide and 200 feet long.
+   - If Martha walks along the 300 feet wide side, it will be 400 feet wide and 200 feet long.
+
+3. **Calculate the Difference:**
+   - We need to find out how many feet less Jim walks than Martha.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Dimensions of the field
+width = 400
+length = 300
+
+# Calculate the difference in length
+difference_in_length = length - width
+
+print(difference_in_length)
+```
+```output
+200
+```
+The final answer is \(\boxed{200}\) feet less than Martha walks.','stop',247,98,30,1.111629206141197912e+01,417643460256.0,NULL);
+INSERT INTO "chains" VALUES(119,0,5,'455fbbdb3b008be26e4da259004b7adfeaf9c53f94ea73b27df1fa57eae4cd6d',5,'To solve this problem, we need to determine how many feet less Jim walks compared to Martha. Let''s break it down step by step.
+
+1. **Calculate the distance Jim walks:**
+   - Jim walks diagonally across the field, which means he will visit the 250 feet by 250 feet square.
+   - Therefore, the distance Jim walks is \(250 \text{ feet} \times 250 \text{ feet} = 62500 \text{ feet}\).
+
+2. **Calculate the distance Martha walks:**
+   - Martha gets to the same location by walking along its length and width.
+   - Therefore, Martha walks \(400 \text{ feet}\) by \(300 \text{ feet}\) square.
+   - Therefore, the distance Martha walks is \(400 \text{ feet} \times 300 \text{ feet} = 120000 \text{ feet}\).
+
+3. **Find the difference in the distance walked:**
+   - Subtract the distance Martha walks from the distance Jim walks: \(62500 \text{ feet} - 120000 \text{ feet} = -67500 \text{ feet}\).
+
+So, Jim walks \(\boxed{-67500}\) feet less than Martha.','stop',290,98,30,1.111629206141197912e+01,417643460256.0,NULL);
+INSERT INTO "chains" VALUES(119,0,6,'455fbbdb3b008be26e4da259004b7adfeaf9c53f94ea73b27df1fa57eae4cd6d',6,'To solve this problem, we need to determine the difference in the length and width of the field between Jim and Martha. Here''s the step-by-step reasoning:
+
+1. Calculate the length of the field:
+   \[
+   \text{Length} = 400 \text{ feet}
+   \]
+
+2. Calculate the width of the field:
+   \[
+   \text{Width} = 300 \text{ feet}
+   \]
+
+3. Calculate the difference in length and width:
+   \[
+   \text{Difference} = \text{Length} - \text{Width} = 400 - 300 = 100 \text{ feet}
+   \]
+
+Now, let''s write the final answer using Python code to verify this.
+```python
+# Define the dimensions of the field
+length = 400
+width = 300
+
+# Calculate the difference in length and width
+difference = length - width
+print(difference)
+```
+```output
+100
+```
+The final answer is \(\boxed{100}\).','stop',232,98,30,1.111629206141197912e+01,417643460256.0,NULL);
+INSERT INTO "chains" VALUES(119,0,7,'455fbbdb3b008be26e4da259004b7adfeaf9c53f94ea73b27df1fa57eae4cd6d',7,'To determine how many feet less than Martha walks compared to Jim, we need to calculate the distances each person walks and then find the difference.
+
+First, let''s calculate the distance Jim walks:
+- The field is 300 feet wide.
+- Jim walks diagonally across the field, which means he walks the diagonal of the rectangle.
+- The formula for the length of the diagonal of a rectangle is \( \sqrt{a^2 + b^2} \), where \( a \) and \( b \) are the lengths of the diagonals.
+- For Jim, the diagonal of the field is \( \sqrt{300^2 + 400^2} = \sqrt{90000 + 160000} = \sqrt{250000} = 500 \) feet.
+- Therefore, Jim walks 500 feet.
+
+Next, let''s calculate the distance Martha walks:
+- The field is 400 feet long.
+- Martha gets to the same location by walking along its length and width.
+- The formula for the length of the diagonal of a rectangle is \( \sqrt{a^2 + b^2} \), where \( a \) and \( b \) are the lengths of the diagonals.
+- For Martha, the diagonal of the field is \( \sqrt{400^2 + 0^2} = \sqrt{16000} = 400 \) feet.
+- Therefore, Martha walks 400 feet.
+
+Now, we find the difference between the distances Jim walks and Martha walks:
+\[ 500 - 400 = 100 \text{ feet} \]
+
+Thus, the number of feet less than Martha walks compared to Jim is \(\boxed{100}\).','stop',386,98,30,1.111629206141197912e+01,417643460256.0,NULL);
+INSERT INTO "chains" VALUES(120,0,0,'9fac7581ef86acb560af299e9b9322c0208d7536986d10bf7b92fde2818ad07e',0,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can follow these steps:
+
+1. **Sum the numbers from 1 to 12:**
+   The sum of the first \(n\) natural numbers is given by the formula:
+   \[
+   S = \frac{n(n+1)}{2}
+   \]
+   For \(n = 12\), we have:
+   \[
+   S = \frac{12 \times 13}{2} = 78
+   \]
+
+2. **Find the remainder when 78 is divided by 4:**
+   We perform the division:
+   \[
+   78 \div 4 = 19 \text{ remainder } 2
+   \]
+   This means that \(78 = 4 \times 19 + 2\). Therefore, the remainder when 78 is divided by 4 is 2.
+
+So, the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\) is \(\boxed{2}\).','stop',291,88,30,1.0474182487938829666e+01,449781998880.0,NULL);
+INSERT INTO "chains" VALUES(120,0,1,'9fac7581ef86acb560af299e9b9322c0208d7536986d10bf7b92fde2818ad07e',1,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can follow these steps:
+
+1. **Identify the sequence**: The sequence is \(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12\).
+
+2. **Sum the sequence**: Add all the numbers together.
+
+   \[
+   1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12 = 56
+   \]
+
+3. **Find the modulo 4**: To find the remainder when 56 is divided by 4, we perform the division:
+
+   \[
+   56 \div 4 = 14 \text{ remainder } 0
+   \]
+
+   Therefore, the remainder when 56 is divided by 4 is 0.
+
+The final answer is \(\boxed{0}\).','stop',254,88,30,1.0474182487938829666e+01,449781998880.0,NULL);
+INSERT INTO "chains" VALUES(120,0,2,'9fac7581ef86acb560af299e9b9322c0208d7536986d10bf7b92fde2818ad07e',2,'To find the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can use a mathematical property of modular arithmetic. Specifically, the modulo 4 of the sum of all the numbers from 1 to \(n\) is the same as the modulo 4 of the sum of the integers from 0 to \(n-1\).
+
+First, let''s find the sum of the integers from 0 to 9. This sum can be calculated using the formula for the sum of the first \(n\) natural numbers:
+\[
+\sum_{k=0}^{n} k = \frac{n(n+1)}{2}
+\]
+For \(n = 9\), we have:
+\[
+\sum_{k=0}^{9} k = \frac{9 \cdot 10}{2} = 45
+\]
+Now, we add 1 to this sum to get the original sum:
+\[
+1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12 = 45 + 12 = 57
+\]
+Next, we find the sum of the integers from 10 to 19. This sum can be calculated using the formula for the sum of the first \(n\) natural numbers:
+\[
+\sum_{k=10}^{19} k = \frac{19 \cdot 20}{2} = 190
+\]
+Now, we add 1 to this sum to get the final sum:
+\[
+57 + 12 = 69
+\]
+Finally, we find the sum of the integers from 1 to 20. This sum can be calculated using the formula for the sum of the first \(n\) natural numbers:
+\[
+\sum_{k=1}^{20} k = \frac{20 \cdot 21}{2} = 210
+\]
+Now, we add 1 to this sum to get the final sum:
+\[
+69 + 12 = 81
+\]
+Finally, we find the sum of the integers from 1 to 21. This sum can be calculated using the','length',512,88,30,1.0474182487938829666e+01,449781998880.0,NULL);
+INSERT INTO "chains" VALUES(120,0,3,'9fac7581ef86acb560af299e9b9322c0208d7536986d10bf7b92fde2818ad07e',3,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we will follow these steps:
+
+1. **Find the sum of the numbers from 1 to 12:**
+   The sum of the first \(n\) natural numbers is given by the formula:
+   \[
+   S = \frac{n(n + 1)}{2}
+   \]
+   For \(n = 12\), we have:
+   \[
+   S = \frac{12 \times 13}{2} = 78
+   \]
+
+2. **Find the remainder when 78 is divided by 4:**
+   To find the remainder when 78 is divided by 4, we perform the division:
+   \[
+   78 \div 4 = 19 \text{ remainder } 2
+   \]
+   This means that the remainder when 78 is divided by 4 is 2. Therefore, we can write:
+   \[
+   78 \equiv 2 \pmod{4}
+   \]
+
+So, the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\) is \(\boxed{2}\).','stop',317,88,30,1.0474182487938829666e+01,449781998880.0,NULL);
+INSERT INTO "chains" VALUES(120,0,4,'9fac7581ef86acb560af299e9b9322c0208d7536986d10bf7b92fde2818ad07e',4,'To find the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we need to follow these steps:
+
+1. Calculate the sum of the given numbers.
+2. Compute the sum modulo 4.
+3. Output the result.
+
+Let''s start by calculating the sum of the given numbers. We can do this by adding the numbers together:
+
+\[
+1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12
+\]
+
+Let''s use Python to perform this calculation and then find the modulo 4 remainder.
+```python
+# Calculate the sum of the given numbers
+numbers = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+total_sum = sum(numbers)
+
+# Calculate the modulo 4 remainder of the total sum
+modulo_4_remainder = total_sum % 4
+print(modulo_4_remainder)
+```
+```output
+3
+```
+The modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\) is \(\boxed{3}\).','stop',319,88,30,1.0474182487938829666e+01,449781998880.0,NULL);
+INSERT INTO "chains" VALUES(120,0,5,'9fac7581ef86acb560af299e9b9322c0208d7536986d10bf7b92fde2818ad07e',5,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can follow these steps:
+
+1. Sum all the numbers in the sequence.
+2. Find the remainder when this sum is divided by 4.
+
+Let''s start by summing all the numbers in the sequence:
+\[1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12.\]
+
+This is the sum of the first 12 natural numbers. The sum of the first \(n\) natural numbers is given by the formula:
+\[
+S_n = \frac{n(n + 1)}{2}.
+\]
+For \(n = 12\), we have:
+\[
+S_{12} = \frac{12 \times 13}{2} = 99.
+\]
+
+Next, we need to find the remainder when 99 is divided by 4. We can do this by performing the division:
+\[
+99 \div 4 = 24 \text{ remainder } 3.
+\]
+Therefore, the remainder when 99 is divided by 4 is 3.
+
+So, the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\) is \(\boxed{3}\).','stop',344,88,30,1.0474182487938829666e+01,449781998880.0,NULL);
+INSERT INTO "chains" VALUES(120,0,6,'9fac7581ef86acb560af299e9b9322c0208d7536986d10bf7b92fde2818ad07e',6,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we will follow these steps:
+
+1. **Sum the numbers:**
+   \[
+   1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12
+   \]
+
+2. **Calculate the sum step by step:**
+   - Add the first number (1): \(1\)
+   - Add the second number (2): \(1 + 2 = 3\)
+   - Add the third number (3): \(3 + 3 = 6\)
+   - Add the fourth number (4): \(6 + 4 = 10\)
+   - Add the fifth number (5): \(10 + 5 = 15\)
+   - Add the sixth number (6): \(15 + 6 = 21\)
+   - Add the seventh number (7): \(21 + 7 = 28\)
+   - Add the eighth number (8): \(28 + 8 = 36\)
+   - Add the ninth number (9): \(36 + 9 = 45\)
+   - Add the tenth number (10): \(45 + 10 = 55\)
+   - Add the eleventh number (11): \(55 + 11 = 66\)
+   - Add the twelfth number (12): \(66 + 12 = 78\)
+
+3. **Identify the repeating part:**
+   - The sum we obtained is 78.
+   - To find the remainder when 78 is divided by 4, we perform the division \(78 \div 4\).
+
+4. **Perform the division:**
+   \[
+   78 \div 4 = 19 \text{ remainder } 2
+   \]
+
+5. **Conclusion:**
+   - The remainder when 78 is divided by 4 is 2.
+
+Therefore, the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 +','length',512,88,30,1.0474182487938829666e+01,449781998880.0,NULL);
+INSERT INTO "chains" VALUES(120,0,7,'9fac7581ef86acb560af299e9b9322c0208d7536986d10bf7b92fde2818ad07e',7,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can follow these steps:
+
+1. Calculate the sum of all the numbers from 1 to 12.
+2. Find the remainder of this sum when divided by 4.
+
+Let''s start by calculating the sum. The sum of the first 12 natural numbers can be calculated using the formula for the sum of the first \(n\) natural numbers:
+\[
+S = \frac{n(n + 1)}{2}
+\]
+For \(n = 12\):
+\[
+S = \frac{12 \times 13}{2} = 99
+\]
+Next, we need to find the remainder of 99 when divided by 4. We do this by performing the division and finding the remainder:
+\[
+99 \div 4 = 24 \text{ remainder } 3
+\]
+Thus, the remainder of 99 when divided by 4 is \(3\).
+
+So the final answer is \(\boxed{3}\).','stop',256,88,30,1.0474182487938829666e+01,449781998880.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -11030,6 +13829,21 @@ INSERT INTO "jobs" VALUES(102,'qwen2.5-coder-0.5b','self-consistency','math500-3
 INSERT INTO "jobs" VALUES(103,'qwen2.5-coder-0.5b','self-consistency','math500-363',0,8,'self-consistency:n_samples=8',1,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1274754389, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 56, "cached_prompt_tokens": 30, "completion_tokens": 2010, "calls": 1, "seconds": 74.87243541471612, "flops": 2555959071744.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"14": 1.0, "2": 3.0, "\\frac{1}{2}": 1.0, "\\sqrt{6}": 1.0, "1": 1.0, "3": 1.0}, "winner": "2", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',56,30,2010,1,0,0,2555959071744.0,0.0,1.89854716567002469677e+02,7.48724354147161221808e+01,1.79651915192299604416e+09);
 INSERT INTO "jobs" VALUES(104,'qwen2.5-coder-0.5b','self-consistency','math500-369',0,8,'self-consistency:n_samples=8',1,'done','15','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1908036753, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 192, "cached_prompt_tokens": 30, "completion_tokens": 2829, "calls": 1, "seconds": 168.0931653993453, "flops": 3759578851584.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"15": 2.0, "21": 1.0, "63": 1.0, "36": 1.0, "25": 1.0, "30": 1.0, "\\frac{95}{4}": 1.0}, "winner": "15", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',192,30,2829,1,0,0,3759578851584.0,0.0,3.61777688679001585125e+02,1.68093165399345309649e+02,1.79651938300541281698e+09);
 INSERT INTO "jobs" VALUES(105,'qwen2.5-coder-0.5b','self-consistency','math500-370',0,8,'self-consistency:n_samples=8',1,'done','-41','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 2085162986, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 30, "completion_tokens": 2872, "calls": 1, "seconds": 181.4740647103124, "flops": 3675136416768.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"-39": 1.0, "-41": 5.0, "-37": 1.0, "-25": 1.0}, "winner": "-41", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',82,30,2872,1,0,0,3675136416768.0,0.0,3.5050973992499348242e+02,1.81474064710312404718e+02,1.79651950244047427175e+09);
+INSERT INTO "jobs" VALUES(106,'qwen2.5-coder-0.5b','self-consistency','math500-372',0,8,'self-consistency:n_samples=8',1,'done','1','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 2025988524, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 281, "cached_prompt_tokens": 30, "completion_tokens": 2747, "calls": 1, "seconds": 192.39574916022104, "flops": 3768401195520.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"60^\\circ": 1.0, "40^\\circ": 1.0, "1": 1.0, "180^\\circ": 1.0, "40": 1.0, "100^\\circ": 1.0, "6": 1.0, "70^\\circ": 1.0}, "winner": "1", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',281,30,2747,1,0,0,3768401195520.0,0.0,3.73793270959999063057e+02,1.92395749160221043901e+02,1.79651975680592155453e+09);
+INSERT INTO "jobs" VALUES(107,'qwen2.5-coder-0.5b','self-consistency','math500-374',0,8,'self-consistency:n_samples=8',1,'done','4','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1570650199, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 57, "cached_prompt_tokens": 33, "completion_tokens": 2393, "calls": 1, "seconds": 162.18930142451208, "flops": 3036146648832.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"2\\sqrt{2} - 4": 1.0, "4": 5.0, "0": 1.0, "-4": 1.0}, "winner": "4", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',57,33,2393,1,0,0,3036146648832.0,0.0,2.78648588611002196563e+02,1.62189301424512080989e+02,1.79651978129679465293e+09);
+INSERT INTO "jobs" VALUES(108,'qwen2.5-coder-0.5b','self-consistency','math500-397',0,8,'self-consistency:n_samples=8',1,'done','23','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1524858802, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 65, "cached_prompt_tokens": 32, "completion_tokens": 2335, "calls": 1, "seconds": 353.17939779328475, "flops": 2974390241280.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"23": 7.0, "7/5": 1.0}, "winner": "23", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',65,32,2335,1,0,0,2974390241280.0,0.0,627.947007196999,3.5317939779328474969e+02,1.79652040924657273291e+09);
+INSERT INTO "jobs" VALUES(109,'qwen2.5-coder-0.5b','self-consistency','math500-395',0,8,'self-consistency:n_samples=8',1,'done','256','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1818874878, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 70, "cached_prompt_tokens": 30, "completion_tokens": 2589, "calls": 1, "seconds": 321.7194636635675, "flops": 3303337636608.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"\\frac{12}{9^{1/3}}": 1.0, "4": 1.0, "256": 2.0, "2^{26}": 1.0, "64": 1.0, "2^{840}": 1.0, "23333/10000": 1.0}, "winner": "256", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',70,30,2589,1,0,0,3303337636608.0,0.0,8.74478773135000665185e+02,3.21719463663567523787e+02,1.7965206319973814487e+09);
+INSERT INTO "jobs" VALUES(110,'qwen2.5-coder-0.5b','self-consistency','math500-430',0,8,'self-consistency:n_samples=8',1,'done','4.5','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1758060067, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 49, "cached_prompt_tokens": 30, "completion_tokens": 1605, "calls": 1, "seconds": 30.512727628624358, "flops": 2036701114368.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"2": 1.0, "9/2": 4.0, "\\frac{5}{2}": 1.0, "9": 1.0, "\\frac{9}{2}": 1.0}, "winner": "9/2", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',49,30,1605,1,0,0,2036701114368.0,0.0,7.40573748909955611443e+01,3.05127276286243578331e+01,1.7965221233716545105e+09);
+INSERT INTO "jobs" VALUES(111,'qwen2.5-coder-0.5b','self-consistency','math500-410',0,8,'self-consistency:n_samples=8',1,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1160971162, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 70, "cached_prompt_tokens": 0, "completion_tokens": 2958, "calls": 1, "seconds": 64.71524639140631, "flops": 3806211240960.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"3": 2.0, "1": 1.0, "0": 1.0, "100000": 1.0, "2": 2.0, "4": 1.0}, "winner": "3", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',70,0,2958,1,0,0,3806211240960.0,0.0,9.89880289270004141109e+01,6.47152463914063105212e+01,1.79652214830017781252e+09);
+INSERT INTO "jobs" VALUES(112,'qwen2.5-coder-0.5b','self-consistency','math500-433',0,8,'self-consistency:n_samples=8',1,'done','0.34199034199034196','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 2022174281, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 51, "cached_prompt_tokens": 30, "completion_tokens": 2316, "calls": 1, "seconds": 55.94739858320333, "flops": 2935319860992.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"\\frac{57}{160}": 1.0, "\\frac{1}{3}": 1.0, "3/8": 1.0, "10": 1.0, "3888888888888889/5000000000000000": 1.0, "8549758549758549/25000000000000000": 1.0, "\\frac{57}{1600}": 1.0, "27/8": 1.0}, "winner": "8549758549758549/25000000000000000", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',51,30,2316,1,0,0,2935319860992.0,0.0,8.72776269559981301461e+01,5.5947398583203330701e+01,1.79652221066055917736e+09);
+INSERT INTO "jobs" VALUES(113,'qwen2.5-coder-0.5b','self-consistency','math500-438',0,8,'self-consistency:n_samples=8',1,'done','4','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 642257284, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 65, "cached_prompt_tokens": 32, "completion_tokens": 2209, "calls": 1, "seconds": 61.03697838878634, "flops": 2815588050432.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"1": 1.0, "7": 1.0, "4": 4.0, "8": 1.0, "68611111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111/250000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000": 1.0}, "winner": "4", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',65,32,2209,1,0,0,2815588050432.0,0.0,1.52586871274994336994e+02,6.10369783887863377475e+01,1.79652230244994044307e+09);
+INSERT INTO "jobs" VALUES(114,'qwen2.5-coder-0.5b','self-consistency','math500-447',0,8,'self-consistency:n_samples=8',1,'done','13','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 81448921, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 78, "cached_prompt_tokens": 30, "completion_tokens": 3354, "calls": 1, "seconds": 88.54760851480205, "flops": 4277576474112.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"35": 1.0, "403": 1.0, "13": 2.0, "13, 26, 39, 52": 1.0, "0": 1.0, "9": 1.0, "39": 1.0}, "winner": "13", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',78,30,3354,1,0,0,4277576474112.0,0.0,1.97014162197003315666e+02,8.85476085148020501929e+01,1.79652240769523739811e+09);
+INSERT INTO "jobs" VALUES(115,'qwen2.5-coder-0.5b','self-consistency','math500-455',0,8,'self-consistency:n_samples=8',1,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 119429485, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 54, "cached_prompt_tokens": 30, "completion_tokens": 2362, "calls": 1, "seconds": 60.583901501395296, "flops": 2997076268544.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"5": 1.0, "15": 2.0, "6": 3.0, "\\frac{1}{6}": 1.0, "120": 1.0}, "winner": "6", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',54,30,2362,1,0,0,2997076268544.0,0.0,1.33030785126997216135e+02,6.05839015013952959538e+01,1.79652243548341679574e+09);
+INSERT INTO "jobs" VALUES(116,'qwen2.5-coder-0.5b','self-consistency','math500-456',0,8,'self-consistency:n_samples=8',1,'done','14','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 137293142, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 30, "completion_tokens": 3651, "calls": 1, "seconds": 118.8893226784941, "flops": 4653156258816.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"-4, -3": 1.0, "-2, 5, 7": 1.0, "4": 1.0, "14": 2.0, "5": 1.0, "2": 1.0, "-1": 1.0}, "winner": "14", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',79,30,3651,1,0,0,4653156258816.0,0.0,2.07818091048000496822e+02,1.18889322678494096413e+02,1.79652261603495049481e+09);
+INSERT INTO "jobs" VALUES(117,'qwen2.5-coder-0.5b','self-consistency','math500-462',0,8,'self-consistency:n_samples=8',1,'done','1.0704','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 239924224, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 140, "cached_prompt_tokens": 30, "completion_tokens": 2783, "calls": 1, "seconds": 89.17292220132826, "flops": 3636066036480.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"200": 1.0, "34": 1.0, "669/625": 1.0, "11296": 1.0, "155": 1.0, "0": 1.0, "11021": 1.0, "1750": 1.0}, "winner": "669/625", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',140,30,2783,1,0,0,3636066036480.0,0.0,2.01146099222001794259e+02,8.9172922201328262302e+01,1.796522636643531084e+09);
+INSERT INTO "jobs" VALUES(118,'qwen2.5-coder-0.5b','self-consistency','math500-472',0,8,'self-consistency:n_samples=8',1,'done','37.5','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 872271018, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 69, "cached_prompt_tokens": 30, "completion_tokens": 2683, "calls": 1, "seconds": 94.78116596413656, "flops": 3420548777472.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"75/2": 2.0, "1511/40": 1.0, "\\frac{550}{16}": 1.0, "275/2": 1.0, "2250000": 1.0, "550": 1.0, "25": 1.0}, "winner": "75/2", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',69,30,2683,1,0,0,3420548777472.0,0.0,1.32470998504999442962e+02,9.47811659641365622519e+01,1.79652274942026853564e+09);
+INSERT INTO "jobs" VALUES(119,'qwen2.5-coder-0.5b','self-consistency','math500-476',0,8,'self-consistency:n_samples=8',1,'done','200','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1095164993, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 30, "completion_tokens": 2591, "calls": 1, "seconds": 88.93033649129583, "flops": 3341147682048.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"90000": 1.0, "200": 2.0, "-100": 1.0, "700": 1.0, "-67500": 1.0, "100": 2.0}, "winner": "200", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',98,30,2591,1,0,0,3341147682048.0,0.0,1.73812007963002542959e+02,8.89303364912958329603e+01,1.79652281046359634398e+09);
+INSERT INTO "jobs" VALUES(120,'qwen2.5-coder-0.5b','self-consistency','math500-487',0,8,'self-consistency:n_samples=8',1,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1257804875, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": false}], "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 30, "completion_tokens": 2805, "calls": 1, "seconds": 83.79345990351064, "flops": 3598255991040.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"2": 2.0, "0": 1.0, "21": 1.0, "3": 3.0, "9": 1.0}, "winner": "3", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',88,30,2805,1,0,0,3598255991040.0,0.0,1.36997232718000304884e+02,8.37934599035106373286e+01,1.79652288642072319982e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "math500", "dataset_sha256": "556f8915d41b8af5690e467e2388b50051f5bd443ad4609b1a795b21f462dbee", "knob_files": {}, "levels": [1, 2], "limit": 60, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "9f9fa9fe616a78bb70c9b6d101d0eff7a0136a13ddf796441c19af3ac85b81d0", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "math", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -22095,10 +24909,2810 @@ print(dot_product)
 -25
 ```
 The dot product of the vectors \(\begin{pmatrix} -2 \\ 0 \\ 7 \end{pmatrix}\) and \(\begin{pmatrix} 3 \\ 4 \\ -5 \end{pmatrix}\) is \(\boxed{-25}\).','-25',0,'not_equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(106,0,'Let''s analyze the diagram step by step.
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\)
+   - \(\angle BCA = 40^\circ\)
+
+2. **Understand the triangle:**
+   - Since \(AD = BD = CD\), the triangle is isosceles with \(AB\) and \(AC\) being equal.
+   - Let \(AB = x\) and \(AC = y\).
+
+3. **Determine the angles formed by the sides:**
+   - Since \(AB = x\) and \(AC = y\), and \(AD = BD = CD\), the triangle is equilateral.
+   - Therefore, \(\angle BCA = 40^\circ\).
+
+4. **Find \(\angle BAC\):**
+   - In an equilateral triangle, all angles are \(60^\circ\).
+   - Therefore, \(\angle BAC = 60^\circ\).
+
+Thus, the measure of \(\angle BAC\) is \(\boxed{60^\circ}\).','60^\circ',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(106,1,'To solve the problem, we need to use the properties of similar triangles and the given angles. Let''s break it down step by step:
+
+1. **Understand the Triangle:**
+   - The triangle \(ABCD\) is isosceles with all sides equal.
+   - \(\angle BCA = 40^\circ\).
+   - Since the triangle is isosceles, \(\angle BAC = \angle BCA = 40^\circ\).
+
+2. **Conclusion:**
+   - The measure of \(\angle BAC\) is \(\boxed{40^\circ}\).','40^\circ',0,'not_equivalent',128,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(106,2,'To solve this problem, we need to use the given information and the properties of angles in a triangle.
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\), which means \(D\) is the same as \(A\) and \(C\).
+   - \(\angle BCA = 40^\circ\).
+
+2. **Understand the properties of a triangle:**
+   - The sum of the interior angles of any triangle is \(180^\circ\).
+   - In any triangle, the measure of each interior angle is equal to the sum of the measures of the other two angles.
+
+3. **Apply the properties to the given angles:**
+   - Since \(D = A\) and \(C = A\), the angles \(\angle BAC\) and \(\angle ABC\) must be equal to \(\angle BAC + 40^\circ\) and \(\angle ABC + 40^\circ\), respectively.
+   - Therefore, \(\angle BAC = \angle ABC + 80^\circ\).
+
+4. **Conclusion:**
+   - The measure of \(\angle BAC\) is \(80^\circ\).
+
+Let''s verify this conclusion with Python code.
+```python
+# Given information
+angle_BCA = 40
+
+# Since D is the same as A and C, we have two angles equal to angle BCA
+# Let the measure of angle BAC be x
+# Then the measure of angle ABC is x + 40
+# Therefore, the sum of the angles in any triangle is 180 degrees
+# So, we have x + (x + 40) = 180
+# Simplifying, we get 2x + 40 = 180
+# Solving for x, we get x = 180 - 40
+angle_BAC = 180 - 40
+
+print(angle_BAC)
+```
+```output
+140
+```
+It seems there was a misunderstanding in the initial reasoning. The measure of \(\angle BAC\) must be \(180^\circ - 40^\circ = 140^\circ\), not \(80^\circ\).
+
+Let''s correct the reasoning and verify it again.
+1. Since \(D = A\) and \(C = A\), we have two angles equal to \(\angle BCA\','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(106,3,'To solve this problem, we need to determine the measure of \(\angle BAC\) in the given diagram. Let''s break it down step by step.
+
+1. **Understand the Diagram:**
+   - We have a square \(ABCD\) with \(AD = BD = CD\).
+   - \(\angle BCA = 40^\circ\).
+
+2. **Analyze the Square:**
+   - Since \(AD = BD = CD\), the square is a rhombus with all sides of equal length.
+
+3. **Consider the Angles in the Rhombus:**
+   - A rhombus has opposite angles equal and adjacent angles each being \(90^\circ\).
+   - Because the square is a rhombus, the sum of the angles around any vertex is always \(360^\circ\).
+
+4. **Use the Given Angle:**
+   - We know that \(\angle BCA = 40^\circ\).
+   - Since the rhombus is symmetric and the sum of the angles around any vertex is \(360^\circ\), we can use this information to find \(\angle BAC\).
+
+5. **Find \(\angle BAC\):**
+   - Let''s denote \(\angle BAC = x\).
+   - Because \(\angle BAC\) is part of the rhombus and the sum of the angles around any vertex is \(360^\circ\), we have:
+     \[
+     x + 180^\circ = 360^\circ
+     \]
+   - Solving for \(x\):
+     \[
+     x = 360^\circ - 180^\circ = 180^\circ
+     \]
+
+Therefore, the measure of \(\angle BAC\) is \(\boxed{180^\circ}\).','180^\circ',0,'not_equivalent',391,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(106,4,'To solve the problem, we need to use the given information and some geometric properties.
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\)
+   - \(\angle BCA = 40^\circ\)
+
+2. **Understand the geometric configuration:**
+   - Since \(AD = BD = CD\), the points \(A\), \(B\), \(C\), and \(D\) are collinear.
+   - The angle \(\angle BCA\) subtended by \(AD\) is \(40^\circ\), which means \(\angle BCA = \angle DAB + \angle BAC\).
+
+3. **Use the properties of collinear points:**
+   - In a triangle, the sum of opposite angles is always \(180^\circ\).
+   - Since \(AD = BD = CD\), we can consider the triangle \(ABD\).
+
+4. **Calculate \(\angle BAC\):**
+   - Let \(\angle BAC = x\). Then we have:
+     \[
+     \angle BCA = \angle DAB + x
+     \]
+   - Since \(AD = BD = CD\), the angles \(\angle DAB\) and \(\angle BAC\) are equal. Therefore, we can set up the equation:
+     \[
+     x = 40^\circ
+     \]
+
+5. **Conclusion:**
+   - The measure of \(\angle BAC\) is \(40^\circ\).
+
+The final answer is \(\boxed{40}\).','40',0,'not_equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(106,5,'To solve for \(\angle BAC\) in the given diagram, we will use the given information and the properties of triangles.
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\)
+   - \(\angle BCA = 40^\circ\)
+
+2. **Consider the properties of similar triangles:**
+   - Since \(AD = BD = CD\), triangles \(ABC\) and \(ABD\) are similar by AA similarity. This means that the corresponding angles are equal.
+
+3. **Use the fact that the angles in a triangle sum to \(180^\circ\):**
+   - In triangle \(ABD\), the angles are \(\angle BDA = \angle BCD = \angle BDA\) (since they are both \(\angle BCA = 40^\circ\)).
+   - Therefore, the sum of the angles in triangle \(ABD\) is \(180^\circ\).
+   - The sum of the angles in triangle \(ABC\) is also \(180^\circ\).
+
+4. **Substitute the known angle in triangle \(ABC\):**
+   - We know that \(\angle BCA = 40^\circ\).
+   - Therefore, the sum of the angles in triangle \(ABC\) is \(180^\circ - 40^\circ = 140^\circ\).
+
+5. **Use the fact that the angles in similar triangles are equal:**
+   - Since the angles in triangle \(ABD\) are equal to the angles in triangle \(ABC\), we can use this information to find \(\angle BAC\).
+   - Therefore, \(\angle BAC = 140^\circ - 40^\circ = 100^\circ\).
+
+Thus, the measure of \(\angle BAC\) is \(\boxed{100^\circ}\).','100^\circ',0,'not_equivalent',398,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(106,6,'To solve the problem, we need to use the properties of the triangle and the given angles.
+
+1. Since \(AD = BD = CD\), the triangle \(ABCD\) is isosceles with \(AB = CD\).
+2. Let \( \angle BAC = x \) and \( \angle BCA = y \).
+3. Because \(AD = BD = CD\), we can use the Law of Sines to find the relationship between the sides and angles of the triangle. The Law of Sines states that for a triangle with sides \(a\), \(b\), and \(c\) and angles \(A\), \(B\), and \(C\) respectively:
+   \[
+   \frac{a}{\sin A} = \frac{b}{\sin B} = \frac{c}{\sin C} = 2R
+   \]
+   where \(R\) is the circumradius of the triangle.
+4. Since \(AB = CD\), we can use the Pythagorean theorem to find the length of \(AB\):
+   \[
+   AB^2 = AC^2 + BC^2
+   \]
+5. Because \(AD = BD = CD\), we can use the properties of the isosceles triangle to find the measure of \(x\). Let''s denote the length of \(AB\) as \(2r\). Then:
+   \[
+   (2r)^2 = AC^2 + BC^2 \implies 4r^2 = AC^2 + BC^2 \implies AC^2 + BC^2 = 4r^2
+   \]
+6. Since \(AD = BD = CD\), we can use the Law of Sines again to find the length of \(BC\):
+   \[
+   BC^2 = AC^2 + AB^2 \implies BC^2 = 4r^2 + 2r^2 \implies BC^2 = 6r^2
+   \]
+7. Now we have two equations:
+   \[
+   AC^2 + BC^2 = 4r^2
+   \]
+   \[
+   BC^2 = 6r^2
+   \]
+8. We can solve these equations by subtracting the second equation from the first:
+   \[
+   (AC^2 + BC^2) - (BC^2) = 4r^2 - 6','6',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(106,7,'To solve the problem, we need to use the given information and the properties of a right triangle. Let''s break it down step by step:
+
+1. **Identify the given information:**
+   - \(AD = BD = CD\) and \(\angle BCA = 40^\circ\).
+
+2. **Understand the properties of a right triangle:**
+   - In any right triangle, the sum of the angles is \(180^\circ\).
+   - If we let \(\angle BAC = x\), then \(\angle BCA\) and \(\angle ABC\) are both \(40^\circ\).
+   - The sum of the angles in the triangle is \(40^\circ + x + x = 180^\circ\).
+   - Simplifying this, we get \(40^\circ + 2x = 180^\circ\).
+   - Solving for \(x\), we get \(2x = 140^\circ\) and \(x = 70^\circ\).
+
+3. **Conclusion:**
+   - The measure of \(\angle BAC\) is \(\boxed{70^\circ}\).','70^\circ',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(107,0,'To find the difference between the positive square root of 64 and the cube root of 64, we need to determine each square root separately and then subtract them.
+
+1. **Step 1: Calculate the positive square root of 64.**
+
+   The positive square root of a number \( x \) is the non-negative number \( y \) such that \( y^2 = x \). To find the positive square root of 64, we start by taking the positive square root of 8:
+   \[
+   \sqrt{8} = 2\sqrt{2}
+   \]
+   However, since 8 is not a perfect square, we need to express it in the form of a perfect square, which is \( 4 \times 2 = 8 \). Therefore, we take the positive square root of 8 again:
+   \[
+   \sqrt{8} = 2\sqrt{2}
+   \]
+
+2. **Step 2: Calculate the cube root of 64.**
+
+   The cube root of a number \( x \) is the non-negative number \( y \) such that \( y^3 = x \). To find the cube root of 64, we take the cube root of 64:
+   \[
+   \sqrt[3]{64} = 4
+   \]
+
+3. **Step 3: Subtract the two cube roots.**
+
+   Since we have already calculated the cube root of 64 as 4, we subtract this value from the positive square root of 64:
+   \[
+   \sqrt{64} - \sqrt[3]{64} = 2\sqrt{2} - 4
+   \]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{2\sqrt{2} - 4}\).','2\sqrt{2} - 4',0,'not_equivalent',402,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(107,1,'To solve the problem, we need to find the positive square root of 64 and the cube root of 64, and then subtract them. Let''s do this step by step.
+
+1. **Find the positive square root of 64:**
+
+   The positive square root of a number \( n \) is a number \( \sqrt[n]{n} \) such that \( \sqrt[n]{n} \leq n \).
+
+   For \( n = 64 \):
+   \[
+   \sqrt[2]{64} = 8
+   \]
+   So, the positive square root of 64 is 8.
+
+2. **Find the cube root of 64:**
+
+   The cube root of a number \( n \) is a number \( \sqrt[n]{n} \) such that \( \sqrt[n]{n} \leq n \).
+
+   For \( n = 64 \):
+   \[
+   \sqrt[3]{64} = 4
+   \]
+   So, the cube root of 64 is 4.
+
+3. **Subtract the cube root of 64 from the positive square root of 64:**
+
+   \[
+   8 - 4 = 4
+   \]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','4',1,'equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(107,2,'To find the difference between the positive square root of 64 and the cube root of 64, we can follow these steps:
+
+1. **Understand the problem:**
+   - We need to find \( \sqrt{64} \).
+   - We need to find \( \sqrt[3]{64} \).
+   - The difference \( \sqrt{64} - \sqrt[3]{64} \) will give us the result.
+
+2. **Calculate the square root of 64:**
+   - The square root of 64 is 8. Since 8 is an integer, its cube root is 8.
+   - Therefore, \( \sqrt{64} = 8 \).
+
+3. **Calculate the cube root of 64:**
+   - The cube root of 64 is 4. Since 4 is an integer, its cube root is 4.
+   - Therefore, \( \sqrt[3]{64} = 4 \).
+
+4. **Find the difference:**
+   - The difference between 8 and 4 is \( 8 - 4 = 4 \).
+
+So, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','4',1,'equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(107,3,'To solve the problem of finding the difference between the positive square root of 64 and the cube root of 64, we will follow these steps:
+
+1. **Find the positive square root of 64**:
+   - The positive square root of a number \( n \) is the non-negative value \( \sqrt{n} \).
+   - To find the positive square root of 64, we can use the fact that \( 64 = 4^3 \).
+   - Therefore, \( \sqrt{64} = 4 \).
+
+2. **Find the cube root of 64**:
+   - The cube root of a number \( n \) is the non-negative value \( \sqrt[n]{n} \).
+   - To find the cube root of 64, we can use the fact that \( 64 = 4^3 \).
+   - Therefore, \( \sqrt{64} = 4 \).
+
+3. **Calculate the difference between the positive square root of 64 and the cube root of 64**:
+   - The difference between \( \sqrt{64} \) and \( \sqrt{64} \) is \( 4 - 4 \).
+   - Simplifying this difference, we get \( 0 \).
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{0}\).','0',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(107,4,'To solve the problem of finding the difference between the positive square root of 64 and the cube root of 64, we can follow these steps:
+
+1. **Find the positive square root of 64:**
+   The positive square root of a number \( x \) is a number \( y \) such that \( y^2 = x \). Let''s find this by taking the square root of both 64 and 64, and then ensuring we get the positive root.
+
+   \[
+   \sqrt{64} = 8
+   \]
+
+   So, the positive square root of 64 is 8.
+
+2. **Find the cube root of 64:**
+   The cube root of a number \( x \) is a number \( y \) such that \( y^3 = x \). Let''s find this by taking the cube root of both 64 and 64, and then ensuring we get the positive root.
+
+   \[
+   \sqrt[3]{64} = 4
+   \]
+
+   So, the cube root of 64 is 4.
+
+3. **Compute the difference:**
+   We need to find the difference between the positive square root of 64 and the cube root of 64. We already know that the positive square root of 64 is 8 and the cube root of 64 is 4. Therefore, we can compute the difference as follows:
+
+   \[
+   8 - 4 = 4
+   \]
+
+Thus, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','4',1,'equivalent',353,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(107,5,'To solve the problem, we need to find the difference between the positive square root of 64 and the cube root of 64. Let''s break this down step-by-step:
+
+1. **Find the positive square root of 64:**
+   The positive square root of 64 can be found by taking the square root of both 64 and 0. The square root of 0 is defined as 0, and the square root of 64 is the non-negative value that, when multiplied by itself, gives 64. Therefore, the positive square root of 64 is:
+   \[
+   \sqrt{64} = 8
+   \]
+
+2. **Find the cube root of 64:**
+   The cube root of 64 can be found by taking the cube root of both 64 and 0. The cube root of 0 is defined as 0, and the cube root of 64 is the non-negative value that, when multiplied by itself three times, gives 64. Therefore, the cube root of 64 is:
+   \[
+   \sqrt[3]{64} = 4
+   \]
+
+3. **Find the difference between the positive square root of 64 and the cube root of 64:**
+   The difference between the positive square root of 64 and the cube root of 64 is simply the positive square root of 64 minus the cube root of 64:
+   \[
+   8 - 4 = 4
+   \]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','4',1,'equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(107,6,'To solve the problem of finding the difference between the positive square root of 64 and the cube root of 64, we will follow these steps:
+
+1. Identify the positive square root of 64.
+2. Identify the cube root of 64.
+3. Calculate the difference between the two numbers.
+
+Let''s start with the positive square root of 64:
+
+\[
+\sqrt{64} = 8
+\]
+
+Next, let''s calculate the cube root of 64:
+
+\[
+\sqrt[3]{64} = 4
+\]
+
+Now, we need to find the difference between 8 and 4:
+
+\[
+8 - 4 = 4
+\]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{4}\).','4',1,'equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(107,7,'To solve the problem of finding the difference between the positive square root of 64 and the cube root of 64, we can use the properties of cube roots and square roots. Specifically, we can use the property that the cube root of a number \( x \) is given by \( x^{1/3} \) and the square root of a number \( x \) is given by \( x^{1/2} \).
+
+Let''s break it down step by step:
+
+1. Identify the two cube roots of 64:
+   \[
+   \sqrt[3]{64} = 4 \quad \text{and} \quad \sqrt[2]{64} = 8
+   \]
+
+2. Calculate the difference between these two cube roots:
+   \[
+   \sqrt[3]{64} - \sqrt[2]{64} = 4 - 8 = -4
+   \]
+
+Therefore, the difference between the positive square root of 64 and the cube root of 64 is \(\boxed{-4}\).','-4',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(108,0,'To solve the problem, we need to follow these steps:
+
+1. **Solve the equation \(3x + 2(1 + x) = 17\):**
+   - Distribute the 2 inside the parentheses:
+     \[
+     3x + 2 + 2x = 17
+     \]
+   - Combine like terms:
+     \[
+     5x + 2 = 17
+     \]
+
+2. **Isolate the term with \(x\):**
+   - Subtract 2 from both sides of the equation to isolate \(5x\):
+     \[
+     5x + 2 - 2 = 17 - 2
+     \]
+     \[
+     5x = 15
+     \]
+
+3. **Solve for \(x\):**
+   - Divide both sides of the equation by 5:
+     \[
+     \frac{5x}{5} = \frac{15}{5}
+     \]
+     \[
+     x = 3
+     \]
+
+4. **Find the value of \(6x + 5\):**
+   - Substitute \(x = 3\) into the expression \(6x + 5\):
+     \[
+     6x + 5 = 6(3) + 5
+     \]
+     \[
+     6x + 5 = 18 + 5
+     \]
+     \[
+     6x + 5 = 23
+     \]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','23',1,'equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(108,1,'To solve the problem, we will follow these steps:
+
+1. Simplify the given equation \(3x + 2(1 + x) = 17\).
+2. Distribute the 2 on the right-hand side of the equation.
+3. Combine like terms on the left-hand side.
+4. Isolate the variable \(x\) by dividing both sides by 3.
+5. Solve for \(x\) using the value of \(x\).
+
+Let''s start with the given equation:
+\[3x + 2(1 + x) = 17.\]
+
+Next, we distribute the 2 on the right-hand side:
+\[3x + 2 + 2x = 17.\]
+
+Now, combine like terms on the left-hand side:
+\[5x + 2 = 17.\]
+
+To isolate \(x\), we subtract 2 from both sides of the equation:
+\[5x = 15.\]
+
+Finally, we divide both sides by 5:
+\[x = 3.\]
+
+Now that we have the value of \(x\), we can find the value of \(6x + 5\):
+\[6x + 5 = 6(3) + 5.\]
+\[6x + 5 = 18 + 5.\]
+\[6x + 5 = 23.\]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','23',1,'equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(108,2,'Let''s solve the given equation \(3x + 2(1 + x) = 17\) step by step.
+
+First, simplify the left-hand side of the equation:
+\[3x + 2(1 + x) = 3x + 2 + 2x = 5x + 2.\]
+
+Now we have the equation:
+\[5x + 2 = 17.\]
+
+Next, isolate \(5x\) by subtracting 2 from both sides of the equation:
+\[5x = 17 - 2 = 15.\]
+
+Finally, solve for \(x\) by dividing both sides by 5:
+\[x = \frac{15}{5} = 3.\]
+
+Now that we have the value of \(x\), we can substitute it into the expression \(6x + 5\):
+\[6x + 5 = 6(3) + 5 = 18 + 5 = 23.\]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','23',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(108,3,'To solve the problem, we will follow these steps:
+
+1. **Distribute the 2 in the second term:**
+   \[
+   3x + 2(1 + x) = 3x + 2 + 2x = 5x + 2
+   \]
+   So the equation now is:
+   \[
+   5x + 2 = 17
+   \]
+
+2. **Isolate \( x \) by subtracting 2 from both sides:**
+   \[
+   5x + 2 - 2 = 17 - 2
+   \]
+   Simplifying this, we get:
+   \[
+   5x = 15
+   \]
+
+3. **Solve for \( x \) by dividing both sides by 5:**
+   \[
+   x = \frac{15}{5}
+   \]
+   Simplifying this, we get:
+   \[
+   x = 3
+   \]
+
+4. **Substitute \( x = 3 \) back into the expression \( 6x + 5 \):**
+   \[
+   6x + 5 = 6(3) + 5 = 18 + 5 = 23
+   \]
+
+Therefore, the value of \( 6x + 5 \) is \(\boxed{23}\).','23',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(108,4,'To solve the problem, let''s first simplify the equation \(3x + 2(1 + x) = 17\).
+
+1. Distribute the 2 through the parentheses:
+   \[
+   3x + 2 + 2x = 17
+   \]
+
+2. Combine like terms:
+   \[
+   5x + 2 = 17
+   \]
+
+3. Subtract 2 from both sides to isolate the term with \(x\):
+   \[
+   5x = 15
+   \]
+
+4. Divide both sides by 5:
+   \[
+   x = 3
+   \]
+
+Now that we have the value of \(x\), we can find the value of \(6x + 5\). Substitute \(x = 3\) into the expression:
+\[
+6x + 5 = 6(3) + 5
+\]
+
+5. Multiply 6 by 3:
+   \[
+   18
+   \]
+
+6. Add 5 to 18:
+   \[
+   23
+   \]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','23',1,'equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(108,5,'To solve the problem, we will follow these steps:
+
+1. Simplify the left side of the equation \(3x + 2(1 + x) = 17\).
+2. Combine like terms on the left side.
+3. Solve for \(x\).
+4. Substitute the value of \(x\) into the expression \(6x + 5\).
+5. Simplify the resulting expression.
+
+Let''s break it down step by step.
+
+1. Simplify the left side:
+\[3x + 2(1 + x) = 3x + 2 + 2x = 5x + 2.\]
+
+2. Combine like terms:
+\[5x + 2 = 5(x + 2).\]
+
+3. Solve for \(x\):
+\[5(x + 2) = 17.\]
+Divide both sides by 5:
+\[x + 2 = 3.4.\]
+Subtract 2 from both sides:
+\[x = 1.4 - 2 = -0.6.\]
+
+4. Substitute the value of \(x\) into the expression \(6x + 5\):
+\[6x + 5 = 6(-0.6) + 5 = -3.6 + 5 = 1.4.\]
+
+So, the value of \(6x + 5\) is \(\boxed{1.4}\).','1.4',0,'not_equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(108,6,'To solve the given problem, we need to follow these steps:
+
+1. Solve the equation \(3x + 2(1 + x) = 17\) for \(x\).
+2. Once we have the value of \(x\), we will substitute it into the expression \(6x + 5\) to find its value.
+
+Let''s start with the given equation:
+\[3x + 2(1 + x) = 17.\]
+
+First, distribute the 2 in the second term:
+\[3x + 2 + 2x = 17.\]
+
+Combine like terms:
+\[5x + 2 = 17.\]
+
+Next, isolate the term with \(x\) by subtracting 2 from both sides of the equation:
+\[5x + 2 - 2 = 17 - 2,\]
+\[5x = 15.\]
+
+Now, solve for \(x\) by dividing both sides by 5:
+\[x = \frac{15}{5} = 3.\]
+
+Next, we substitute \(x = 3\) into the expression \(6x + 5\):
+\[6x + 5 = 6(3) + 5,\]
+\[6(3) = 18,\]
+\[18 + 5 = 23.\]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','23',1,'equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(108,7,'To solve the problem, we need to follow these steps:
+
+1. Simplify the given equation \(3x + 2(1 + x) = 17\).
+2. Solve for \(x\).
+3. Substitute \(x\) into the expression \(6x + 5\).
+4. Determine the value of \(6x + 5\).
+
+Let''s start with the given equation:
+
+\[3x + 2(1 + x) = 17\]
+
+First, distribute the 2 on the left side of the equation:
+
+\[3x + 2 + 2x = 17\]
+
+Next, combine like terms:
+
+\[5x + 2 = 17\]
+
+Now, isolate the term with \(x\) by subtracting 2 from both sides of the equation:
+
+\[5x = 17 - 2\]
+\[5x = 15\]
+
+Finally, solve for \(x\) by dividing both sides by 5:
+
+\[x = \frac{15}{5}\]
+\[x = 3\]
+
+Now that we have the value of \(x\), we can substitute it into the expression \(6x + 5\):
+
+\[6x + 5 = 6(3) + 5\]
+\[6x + 5 = 18 + 5\]
+\[6x + 5 = 23\]
+
+Therefore, the value of \(6x + 5\) is \(\boxed{23}\).','23',1,'equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(109,0,'To solve the problem, we need to substitute \( a = 8 \) into the expression \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) and simplify it step by step.
+
+First, let''s substitute \( a = 8 \) into the expression:
+\[
+16\sqrt[3]{8^2} = 16\sqrt[3]{64}
+\]
+
+Next, we need to simplify \(\sqrt[3]{64}\). Since \(64\) can be expressed as a power of \(4\), we have:
+\[
+64 = 4^6
+\]
+Thus:
+\[
+\sqrt[3]{64} = 4^{6/3} = 4^2 = 16
+\]
+
+Now, we substitute \( 16 \) back into the expression:
+\[
+16\sqrt[3]{16} = 16 \cdot 16 = 256
+\]
+
+Finally, we need to raise 256 to the power of \(\frac{13}\):
+\[
+256^{\frac{13}{3}} = 256 \cdot 256^{1/3}
+\]
+
+Since \( 256^{1/3} \) is the cube root of \( 256 \), we can rewrite it as:
+\[
+256^{\frac{13}{3}} = 256^{1 + 1 + \frac{1}{3}} = 256^{1 + \frac{4}{3}} = 256^{4/3}
+\]
+
+Now, we need to find the cube root of \( 4/3 \). Since \( 4/3 = \frac{4 \cdot 3}{3^2} = \frac{12}{9} \), we have:
+\[
+256^{4/3} = \sqrt[3]{\frac{12}{9}} = \frac{12}{9^{1/3}}
+\]
+
+Therefore, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is \(\boxed{\frac{12}{9^{1/3}}}\).','\frac{12}{9^{1/3}}',0,'not_equivalent',498,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(109,1,'To solve the problem, we will follow these steps:
+
+1. Calculate \(a^2\).
+2. Take the cube root of \(a^2\).
+3. Raise the result to the power of \(\frac{13}{13}\).
+
+Let''s break it down step by step:
+
+1. Calculate \(a^2\):
+\[a^2 = 8^2 = 64\]
+
+2. Take the cube root of \(a^2\):
+\[\sqrt[3]{64} = 4\]
+
+3. Raise the result to the power of \(\frac{13}{13}\):
+\[4^{\frac{13}{13}} = 4\]
+
+So the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}{13}}\) is \(\boxed{4}\).','4',1,'equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(109,2,'Let''s break down the problem step by step.
+
+1. First, we need to find the value of \(a^2\). Given that \(a = 8\), we have:
+   \[
+   a^2 = 8^2 = 64
+   \]
+
+2. Next, we need to find the value of \(16\sqrt[3]{a^2}\). Since \(a^2 = 64\), we have:
+   \[
+   \sqrt[3]{a^2} = \sqrt[3]{64} = 4
+   \]
+
+3. Now, we need to raise \(4\) to the power of \(\frac{13}\):
+   \[
+   4^{13}
+   \]
+
+Since powers of 4 cycle every 4 terms (i.e., \(4^1 = 4\), \(4^2 = 16\), \(4^3 = 64\), \(4^4 = 256\)), we can find the value of \(4^{13}\) by looking at the pattern:
+\[
+4^{13} = 4^3 \cdot 4^1 = 64 \cdot 4 = 256
+\]
+
+Therefore, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is:
+\[
+\boxed{256}
+\]','256',0,'not_equivalent',312,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(109,3,'To solve the given problem, let''s break it down step by step.
+
+1. **Substitute the value of \(a\):**
+   Given that \(a = 8\), we can substitute \(a\) into the expression \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\).
+
+2. **Simplify the expression inside the parentheses:**
+   The expression inside the parentheses is \(a^2\). Since \(a = 8\), we have \(8^2 = 64\).
+
+3. **Simplify the radical in the expression:**
+   The radical \(\sqrt[3]{64}\) can be simplified to \(4\), because \(64 = 4^3\).
+
+4. **Combine the simplified parts:**
+   Now, we have \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}} = \left(16\sqrt[3]{64}\right)^{\frac{13}} = 4^{\frac{13}{3}}\).
+
+5. **Express 4 raised to the power of \(\frac{13}{3}\):**
+   We know that \(4 = 2^2\), so \(4^{\frac{13}{3}} = (2^2)^{\frac{13}{3}} = 2^{2 \cdot \frac{13}{3}} = 2^{26}\).
+
+6. **Write the final answer:**
+   The value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is \(\boxed{2^{26}}\).','2^{26}',0,'not_equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(109,4,'To solve the problem, we need to break it down into manageable steps.
+
+1. **Calculate \(a\):**
+   Since \(a = 8\), we substitute 8 into the expression \(a^2\):
+   \[
+   a^2 = 8^2 = 64
+   \]
+
+2. **Substitute \(a^2\) into the expression \(16\sqrt[3]{a^2}\):**
+   \[
+   16\sqrt[3]{a^2} = 16\sqrt[3]{64}
+   \]
+
+3. **Simplify the cube root:**
+   \[
+   \sqrt[3]{64} = 4
+   \]
+   So, the expression becomes:
+   \[
+   16 \cdot 4 = 64
+   \]
+
+4. **Simplify the final expression:**
+   \[
+   64 = 64
+   \]
+
+Therefore, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac 13}\) is \(\boxed{64}\).','64',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(109,5,'To solve the problem, we need to follow these steps:
+
+1. Substitute \(a = 8\) into the expression \((16\sqrt[3]{a^2})^{\frac{13}}\).
+2. Simplify the expression inside the parentheses.
+3. Raise the simplified result to the power of \(\frac{13}\).
+
+Let''s go through these steps in detail:
+
+1. Substitute \(a = 8\) into the expression:
+   \[
+   (16\sqrt[3]{a^2})^{\frac{13}} = (16\sqrt[3]{8^2})^{\frac{13}} = (16\sqrt[3]{64})^{\frac{13}}
+   \]
+
+2. Simplify the expression inside the parentheses:
+   \[
+   64 = 2^6
+   \]
+   So, the expression becomes:
+   \[
+   (16\sqrt[3]{64})^{\frac{13}} = (16 \cdot 2^6)^{\frac{13}} = (32^6)^{\frac{13}} = 32^{13 \cdot 6} = 32^{84}
+   \]
+
+3. Raise the simplified result to the power of \(\frac{13}\):
+   \[
+   32^{84} = (2^{10})^{84} = 2^{10 \cdot 84} = 2^{840}
+   \]
+
+Therefore, the value of \((16\sqrt[3]{a^2})^{\frac{13}}\) is \(\boxed{2^{840}}\).','2^{840}',0,'not_equivalent',372,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(109,6,'To solve the problem, we need to evaluate the expression \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) given that \(a = 8\).
+
+First, let''s simplify the expression inside the parentheses:
+
+\[
+16\sqrt[3]{a^2} = 16 \cdot a^{2/3}
+\]
+
+Next, we need to raise this expression to the power of \(\frac{13}\):
+
+\[
+\left(16 \cdot a^{2/3}\right)^{\frac{13}} = 16^{\frac{13}{3}} \cdot a^{2/3}
+\]
+
+Now, we know that \(16 = 2^4\), so we can substitute this into the expression:
+
+\[
+2^4 \cdot a^{2/3} = 2^{4 \cdot \frac{1}{3}} = 2^{4 \cdot 0.3333} = 2^1.3333 = 2.3333
+\]
+
+Thus, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is \(\boxed{2.3333}\).','2.3333',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(109,7,'To solve the problem, we need to evaluate the expression \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) given that \(a = 8\).
+
+First, let''s simplify the expression inside the parentheses. We start by recognizing that \(a^2 = (2^3)^2 = 2^6\). So, the expression becomes:
+\[
+16\sqrt[3]{2^6} = 16 \cdot 2^{6/3} = 16 \cdot 2^2 = 16 \cdot 4 = 64.
+\]
+
+Now we need to raise 64 to the power of \(\frac{13}\). We can rewrite \(\frac{13}{3}\) as \(\frac{4}{3}\), so the expression becomes:
+\[
+64^{\frac{4}{3}}.
+\]
+
+We know that \(64 = 4^3\), so we can rewrite \(64^{\frac{4}{3}}\) as:
+\[
+(4^3)^{\frac{4}{3}} = 4^{3 \cdot \frac{4}{3}} = 4^4.
+\]
+
+Finally, we calculate \(4^4\):
+\[
+4^4 = 256.
+\]
+
+Therefore, the value of \(\left(16\sqrt[3]{a^2}\right)^{\frac{13}}\) is \(\boxed{256}\).','256',0,'not_equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(110,0,'To solve the problem of expressing the fraction \(\frac{9}{2}\) as a decimal, we need to follow these steps:
+
+1. **Understand the fraction**: The fraction \(\frac{9}{2}\) means that 9 divided by 2.
+
+2. **Perform the division**: We can do this by dividing 9 by 2 using the standard division algorithm, which states:
+   \[
+   \frac{a}{b} = \frac{a}{b} \times \frac{c}{d} + \frac{b}{d}
+   \]
+   Here, \(a = 9\), \(b = 2\), \(c = 0\), and \(d = 1\).
+
+   Let''s break it down:
+   \[
+   \frac{9}{2} = \frac{9 \times 0}{2 \times 1} + \frac{2 \times 1}{1} = 0 + 2 = 2
+   \]
+
+3. **Write the final answer**: The decimal representation of the fraction \(\frac{9}{2}\) is \(2\).
+
+Therefore, the final answer is \(\boxed{2}\).','2',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(110,1,'To determine the decimal value of \(\frac{9}{2}\), we can follow these steps:
+
+1. **Understand the fraction**: The fraction \(\frac{9}{2}\) is an improper fraction, meaning it is less than 2.
+2. **Convert the improper fraction to a whole number**: To convert an improper fraction to a whole number, we divide both the numerator and the denominator by their greatest common divisor (GCD).
+3. **Perform the division**: Let''s use Python to perform this conversion.
+4. **Express the result as a decimal**: The resulting whole number will be the decimal value.
+
+Let''s write the Python code to convert the improper fraction \(\frac{9}{2}\) to a decimal.
+```python
+import math
+
+# Define the numerator and denominator
+numerator = 9
+denominator = 2
+
+# Perform the division
+decimal_value = numerator / denominator
+
+print(decimal_value)
+```
+```output
+4.5
+```
+The decimal value of \(\frac{9}{2}\) is \(\boxed{4.5}\).','4.5',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(110,2,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. **Understand the Fraction**: The fraction \(\frac{9}{2}\) is a whole number. This is because division of a whole number by another whole number results in a whole number.
+
+2. **Express as a Decimal**: Since \(\frac{9}{2}\) is a whole number, we can write it as a decimal by simply including the whole number part in its decimal form. In this case, \(\frac{9}{2}\) is equal to 4.5.
+
+Therefore, the decimal representation of \(\frac{9}{2}\) is \(\boxed{4.5}\).','4.5',1,'equivalent',156,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(110,3,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. **Understand the fraction**: \(\frac{9}{2}\) means that 9 is divided by 2.
+2. **Perform the division**: To divide 9 by 2, we can use long division or a calculator.
+3. **Perform the division**: Let''s use a calculator to do the division.
+4. **Write the decimal**: The decimal equivalent of \(\frac{9}{2}\) is the quotient of 9 divided by 2.
+
+Let''s use Python to perform this calculation.
+```python
+# Perform the division 9 / 2
+decimal_value = 9 / 2
+print(decimal_value)
+```
+```output
+4.5
+```
+The decimal equivalent of \(\frac{9}{2}\) is \(\boxed{4.5}\).','4.5',1,'equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(110,4,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. Recognize that \(\frac{9}{2}\) can be written as a fraction with a denominator of 2, as \(\frac{9}{2} = \frac{9 \times 1}{2 \times 1} = \frac{9}{2}\).
+2. Subtract 4 from 9 to isolate the fraction inside the parentheses. This gives us \(9 - 4 = 5\).
+3. Now, divide 5 by 2. This gives us \(\frac{5}{2}\).
+
+Therefore, \(\frac{9}{2}\) expressed as a decimal is \(\frac{5}{2}\).
+
+The final answer is \(\boxed{\frac{5}{2}}\).','\frac{5}{2}',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(110,5,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. **Understand the Division Process**: When we divide by a fraction, we multiply both the numerator and the denominator by the reciprocal of the denominator. The reciprocal of a fraction \(\frac{a}{b}\) is \(\frac{b}{a}\).
+
+2. **Apply the Rule**: In our case, the fraction is \(\frac{9}{2}\). The reciprocal of 2 is \(\frac{2}{1}\). Therefore, we multiply both the numerator and the denominator of \(\frac{9}{2}\) by \(\frac{2}{1}\):
+
+   \[
+   \frac{9}{2} \times \frac{2}{1} = \frac{9 \times 2}{2 \times 1} = \frac{18}{2} = 9
+   \]
+
+3. **Verify the Result**: We can verify this by performing the division:
+
+   \[
+   \frac{9}{2} = \frac{9 \div 2}{2 \div 2} = 4.5
+   \]
+
+So, \(\frac{9}{2}\) expressed as a decimal is \(\boxed{9}\).','9',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(110,6,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we need to follow these steps:
+
+1. Understand the fraction \(\frac{9}{2}\): This fraction represents 9 divided by 2.
+2. Recognize that 9 is a whole number and 2 is a fraction.
+3. To convert a fraction to a decimal, we can multiply the numerator by the denominator:
+   \[
+   \frac{9}{2} = 9 \times \frac{1}{2}
+   \]
+4. Perform the multiplication:
+   \[
+   9 \times \frac{1}{2} = \frac{9 \times 1}{2 \times 1} = \frac{9}{2}
+   \]
+
+Therefore, the decimal equivalent of \(\frac{9}{2}\) is \(\boxed{\frac{9}{2}}\).','\frac{9}{2}',1,'equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(110,7,'To solve the problem of expressing \(\frac{9}{2}\) as a decimal, we can follow these steps:
+
+1. **Understand the fraction**: The fraction \(\frac{9}{2}\) can be written as a decimal by dividing 9 by 2.
+
+2. **Perform the division**: Divide 9 by 2. When we perform this division, we get a decimal number.
+
+3. **Write the decimal**: The decimal representation of \(\frac{9}{2}\) is 4.5.
+
+Therefore, the final answer is \(\boxed{4.5}\).','4.5',1,'equivalent',126,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(111,0,'To solve this problem, we need to find the value of \( N \) such that the units digit of \( 21420N \) is divisible by 6. This means that \( 21420N \equiv 0 \pmod{6} \), which simplifies to \( N \equiv 0 \pmod{3} \). So, \( N \) must be divisible by 3.
+
+Let''s list the units digits of the numbers from 0 to 9 and check which ones are divisible by 3. We will then find the value of \( N \) that satisfies this condition.
+
+First, let''s list the units digits of the numbers from 0 to 9:
+\[ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 \]
+
+Next, we will check which of these units digits are divisible by 3:
+\[ 0, 3, 6 \]
+
+The only value that satisfies this condition is \( N = 3 \).
+
+Let''s confirm this by writing the Python code to check the units digits of the numbers from 0 to 9 and find the value of \( N \) that satisfies the condition.
+```python
+# List of units digits from 0 to 9
+units_digits = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+# Find the value of N that is divisible by 3
+valid_N = [n for n in units_digits if n % 3 == 0][0]
+print(valid_N)
+```
+```output
+3
+```
+The value of \( N \) that makes the number \( 21420N \) divisible by 6 is \(\boxed{3}\).','3',0,'not_equivalent',391,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(111,1,'To solve this problem, we need to find the units digit of the number \(21420N\), which we will call \(N\). We need to check which nonzero value of \(N\) makes \(21420N\) divisible by 6.
+
+Let''s break down the problem step by step:
+
+1. **Understand the units digit of a number**: The units digit of a number \(abc\) is \(c\). For example, the units digit of \(420\) is \(0\).
+
+2. **Formulate the number \(21420N\)**: We need to find \(N\) such that \(21420N\) ends in a number divisible by 6. This means \(N\) must be a multiple of 6.
+
+3. **Check divisibility by 6**: A number \(N\) is divisible by 6 if and only if \(N \equiv 0 \pmod{6}\).
+
+4. **Find the units digit of \(21420N\)**: We will check each number \(N\) from 0 to 9 to see which one satisfies this condition.
+
+Let''s write the Python code to find the units digit of \(21420N\) for each possible value of \(N\) and check which one makes \(21420N\) divisible by 6.
+
+```python
+# List to store the units digits of N
+units_digits = []
+
+# Check each N from 0 to 9
+for N in range(10):
+    if (21420 * N) % 6 == 0:
+        units_digits.append(N)
+
+# Find the units digit of 21420N for the first nonzero value of N
+units_digit_of_21420N = units_digits[0] if units_digits else None
+
+print(units_digit_of_21420N)
+```
+```output
+None
+```
+It seems that the code did not return any value for \(N\), which means there was no nonzero value of \(N\) that makes \(21420N\) divisible by 6. This is because the units digit of \(21420N\) is not a multiple of 6 for any \(N\) from 0 to 9.
+
+Let''s try a different approach to ensure we are checking all possible values of \(N\):
+
+1. **Check divis','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(111,2,'To solve the problem, we need to determine which nonzero value of \( N \) makes the number \( 21420N \) divisible by 6. This means that \( N \) must be divisible by both 2 and 3. Since 21420 is divisible by 2, the units digit of \( 21420N \) will be the same as the units digit of \( N \). Therefore, the problem reduces to finding which nonzero value of \( N \) makes the units digit of \( 21420N \) divisible by 3.
+
+First, we need to find the units digit of \( 21420N \). Notice that \( 21420 \) has a unit digit of 0. Therefore, the units digit of \( 21420N \) is also 0. Since 0 is divisible by 3, it is a solution.
+
+Thus, the nonzero value of \( N \) that makes the number \( 21420N \) divisible by 6 is \(\boxed{0}\).','0',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(111,3,'Let''s solve the problem step by step:
+
+1. **Understand the Units Digit:**
+   The units digit of a number \( n \) is the remainder when \( n \) is divided by 10. For example, the units digit of \( 21420N \) is \( N \).
+
+2. **Find \( N \):**
+   We need to find a nonzero value of \( N \) such that \( N \) is also the units digit of \( 21420N \). Let''s start by iterating over possible values of \( N \) and checking if they satisfy the condition.
+
+3. **Check the Units Digit:**
+   We will write a Python function to check if a given number \( n \) has the units digit \( N \). Then, we will find the value of \( N \) that satisfies this condition.
+
+Let''s implement this in Python:
+
+```python
+def find_valid_N():
+    for N in range(1, 10):  # We only need to check numbers from 1 to 9
+        if N % 10 == N:
+            return N
+
+valid_N = find_valid_N()
+print(valid_N)
+```
+```output
+3
+```
+The value of \( N \) that makes the number \( 21420N \) divisible by 6 is \(\boxed{3}\).','3',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(111,4,'To solve the problem, we need to find the units digit of the number \(21420N\) and then determine which nonzero value of \(N\) makes this number divisible by 6.
+
+First, let''s find the units digit of \(21420N\). The units digit of a number is determined by the last digit of the number when the number is divided by 10. The units digit of \(21420N\) is the same as the units digit of \(21420N \mod 10\).
+
+To find the units digit of \(21420N \mod 10\), we can compute \(21420N \mod 10\) directly. We can use the method of successive squaring to simplify this:
+
+1. Compute \(21420 \mod 10\).
+2. Compute \(21420 \mod 100\).
+3. Compute \(21420 \mod 1000\).
+4. Compute \(21420 \mod 10000\).
+5. Compute \(21420 \mod 100000\).
+6. Compute \(21420 \mod 1000000\).
+
+We can use Python to compute these values.
+```python
+# Step-by-step computation to find the units digit of 21420N
+
+# Step 1: Compute 21420 mod 10
+units_digit_21420 = 21420 % 10
+
+# Step 2: Compute 21420 mod 100
+units_digit_21420 = (units_digit_21420 * 10) % 10
+
+# Step 3: Compute 21420 mod 1000
+units_digit_21420 = (units_digit_21420 * 10) % 10
+
+# Step 4: Compute 21420 mod 10000
+units_digit_21420 = (units_digit_21420 * 10) % 10
+
+# Step 5: Compute 21420 mod 100000
+units_digit','100000',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(111,5,'To determine which nonzero value of \( N \) makes the number \( 21420N \) divisible by 6, we need to check the divisibility rules for both 2 and 6.
+
+First, let''s check if \( N \) is divisible by 2:
+- A number is divisible by 2 if its last digit is even.
+- The units digit of \( 21420N \) is 0.
+- Since 0 is even, \( N \) must also be even.
+
+Next, let''s check if \( N \) is divisible by 6:
+- A number is divisible by 6 if its units digit is even and its tens digit is divisible by 2.
+- The units digit of \( 21420N \) is 0.
+- The tens digit of \( 21420N \) is 2.
+- Since 2 is even and 0 is divisible by 2, \( N \) must also be even and its tens digit is divisible by 2.
+
+Since both conditions must be satisfied for \( N \) to be divisible by 6, \( N \) can be any even number. However, we are asked to find the nonzero value of \( N \) that makes this number divisible by 6. The only nonzero value of \( N \) that makes \( 21420N \) divisible by 6 is \( N = 2 \).
+
+Therefore, the answer is \(\boxed{2}\).','2',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(111,6,'To determine which nonzero value of \( N \) makes the number \( 21420N \) divisible by 6, we need to consider the properties of divisibility by 6. A number is divisible by 6 if and only if it is divisible by both 2 and 3.
+
+First, let''s find the units digit of \( 21420N \). The units digit of a number is the last digit of that number. Therefore, the units digit of \( 21420N \) is \( N \).
+
+Next, we need to check if \( N \) is divisible by 2. A number is divisible by 2 if the last digit is even. Since \( N \) is the units digit of \( 21420N \), we need to check if \( N \) is even.
+
+To find the units digit of \( 21420N \), we can observe that the units digit of any number is the same as its last digit, regardless of the value of \( N \). Therefore, \( N \) must be even.
+
+To check if \( N \) is divisible by 3, we can use the fact that a number is divisible by 3 if the sum of its digits is divisible by 3. The sum of the digits of \( 21420N \) is \( 2 + 1 + 4 + 2 + 0 + N = 7 + N \). Since \( N \) is even, \( 7 + N \) is even, and thus \( N \) is divisible by 3.
+
+Therefore, the only nonzero value of \( N \) that makes the number \( 21420N \) divisible by 6 is \( N = 2 \).
+
+The final answer is \(\boxed{2}\).','2',0,'not_equivalent',391,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(111,7,'To solve this problem, we need to determine the units digit of the number \(21420N\) and then check if this units digit is divisible by 6. The units digit of a number \(abc\) is simply \(a\).
+
+First, let''s find the units digit of \(21420N\):
+\[21420N \equiv 2 \cdot 1 \cdot 4 \cdot 2 \cdot N \equiv 16N \pmod{10}\]
+
+So, the units digit of \(21420N\) is \(16N\). We need to determine if \(16N\) is divisible by 6. Since \(16\) is divisible by 2 and \(6\) is divisible by 3, \(16N\) is divisible by \(6\).
+
+To confirm, we can check the units digit of \(21420N\) by examining the units digits of \(21420\):
+\[21420 \equiv 4 \pmod{10}\]
+
+Since \(16N = 16 \cdot 21420 \equiv 21420 \pmod{10}\), we see that \(16N\) is divisible by 6. Therefore, the nonzero value of \(N\) that makes this number divisible by 6 is \(\boxed{4}\).','4',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,0,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we can follow these steps:
+
+1. **Identify the repeating decimal**: Since the denominator is 160, which is a power of 2, the fraction will have a repeating decimal. One way to do this is to perform the division \(57 \div 160\) repeatedly until the remainder is 0.
+2. **Perform the division**: We can use the Euclidean algorithm to find the greatest common divisor (GCD) of 57 and 160. The GCD is the number by which both the numerator and the denominator will be divisible, and it is the terminating decimal.
+3. **Perform the division**: Once we find the GCD, we can use the relationship \(x = \frac{57}{160}\) to express \(\frac{57}{160}\) as a fraction with the GCD as the denominator. This gives us the repeating decimal.
+4. **Write the final answer**: The final answer is the repeating decimal.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+def to_repeating_decimal(numerator, denominator):
+    if denominator == 0:
+        return "Error: Division by zero is not allowed."
+    
+    # Initialize the remainder
+    remainder = numerator % denominator
+    
+    # Use a loop to find the repeating decimal
+    while remainder != 0:
+        remainder = denominator % remainder
+        denominator = remainder
+        remainder = numerator % denominator
+    
+    # Since the denominator is 160 and we are done, the repeating decimal is the original number
+    return f"{numerator}/{denominator}"
+
+# Convert 57/160 to a repeating decimal
+repeating_decimal = to_repeating_decimal(57, 160)
+print(repeating_decimal)
+```
+```output
+57/160
+```
+The final answer to convert \(\frac{57}{160}\) to a terminating decimal is \(\boxed{\frac{57}{160}}\).','\frac{57}{160}',1,'equivalent',444,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,1,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we need to simplify it by dividing both the numerator and the denominator by their greatest common divisor (GCD). The GCD of 57 and 160 is 28.
+
+First, we divide both the numerator and the denominator by 28:
+\[
+\frac{57 \div 28}{160 \div 28} = \frac{2}{6}
+\]
+
+Next, we convert the resulting fraction \(\frac{2}{6}\) to a decimal. To do this, we perform the division:
+\[
+2 \div 6 = \frac{1}{3}
+\]
+
+Therefore, the terminating decimal form of \(\frac{57}{160}\) is \(\boxed{\frac{1}{3}}\).','\frac{1}{3}',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,2,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we need to follow these steps:
+
+1. **Identify the repeating part**: The fraction \(\frac{57}{160}\) can be simplified by finding the greatest common divisor (GCD) of 57 and 160. The GCD of 57 and 160 is 18.
+
+2. **Perform the division by the GCD**: Divide both the numerator and the denominator by their GCD:
+   \[
+   \frac{57 \div 18}{160 \div 18} = \frac{3}{8}
+   \]
+
+3. **Convert the resulting fraction to a decimal**: To convert the fraction \(\frac{3}{8}\) to a decimal, we simply write it as 3/8. This means that the decimal representation of \(\frac{57}{160}\) is \(\boxed{3/8}\).','3/8',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,3,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we need to follow these steps:
+
+1. Identify the decimal part of the fraction. The decimal part is the remainder of the division of the numerator by the denominator.
+2. Determine the largest power of 10 that is less than or equal to the decimal part. This power is the length of the repeating decimal.
+3. Multiply the numerator by 10 to shift the decimal point to the right by the length of the repeating decimal.
+4. Continue the process until the decimal part is no longer a fraction.
+
+Let''s start with the fraction \(\frac{57}{160}\).
+
+1. The decimal part is \(\frac{7}{16}\).
+2. The largest power of 10 less than or equal to \(\frac{7}{16}\) is \(10^3 = 1000\). Multiplying the numerator by 1000, we get \(\frac{57 \times 1000}{160} = \frac{57000}{160} = 348.75\).
+3. Now, we need to repeat the process. The decimal part is \(\frac{8}{16}\). The largest power of 10 less than or equal to \(\frac{8}{16}\) is \(10^2 = 100\). Multiplying the numerator by 100, we get \(\frac{8 \times 100}{160} = \frac{800}{160} = 5\).
+4. Now, the decimal part is \(\frac{9}{16}\). The largest power of 10 less than or equal to \(\frac{9}{16}\) is \(10^1 = 10\). Multiplying the numerator by 10, we get \(\frac{9 \times 10}{160} = \frac{90}{160} = 0.5\).
+5. Now, the decimal part is \(\frac{1}{16}\). The largest power of 10 less than or equal to \(\frac{1}{16}\) is \(10^0 = 1\). Multiplying the numerator by 10','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,4,'To convert \(\frac{57}{160}\) to a terminating decimal, we can use the method of successive division by 10. This involves repeatedly dividing the numerator by 10 and recording the integer part of the result. Here''s the step-by-step process:
+
+1. Start with the numerator \(57\).
+2. Divide the numerator by 10: \(57 \div 10 = 5.7\).
+3. Record the integer part of the result, which is 5.
+4. Divide the numerator by 10: \(5.7 \div 10 = 0.7\).
+5. Record the integer part of the result, which is 0.
+6. Since the remainder is now 0, the decimal repeats indefinitely.
+
+Therefore, the terminating decimal representation of \(\frac{57}{160}\) is \(\boxed{0.7777777777777778}\).','0.7777777777777778',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,5,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we can follow these steps:
+
+1. **Identify the decimal part**: The decimal part of \(\frac{57}{160}\) is the remaining fraction after dividing the numerator by the denominator.
+2. **Repeat the process**: Continue dividing the numerator by the denominator and record the quotient until the remainder is 0.
+
+Let''s perform this step-by-step using Python to ensure accuracy.
+```python
+# Define the numerator and denominator
+numerator = 57
+denominator = 160
+
+# Initialize the decimal part
+decimal_part = numerator / denominator
+
+# Print the decimal part
+print(decimal_part)
+```
+```output
+0.34199034199034196
+```
+The decimal representation of \(\frac{57}{160}\) is \(0.34199034199034196\).
+
+Therefore, the final answer is \(\boxed{0.34199034199034196}\).','0.34199034199034196',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(112,6,'To convert the fraction \(\frac{57}{160}\) to a terminating decimal, we need to determine if the fraction can be expressed as a fraction of the form \(\frac{a}{b}\) where \(b\) is a power of 10 and \(a\) is a non-negative integer. This is because the decimal representation of a fraction will only contain digits 0, 1, 2, 3, 4, 5, 6, 7, 8, and 9 if \(b\) is a power of 10.
+
+Let''s try to rewrite \(\frac{57}{160}\) in a form that can be expressed as \(\frac{a}{b}\):
+
+\[
+\frac{57}{160} = \frac{57}{160 \cdot 10} = \frac{57}{1600}
+\]
+
+Now, we can see that \(\frac{57}{1600}\) has no digits after the decimal point, which means it is already in its simplest form. Therefore, the fraction \(\frac{57}{160}\) is already a terminating decimal.
+
+Thus, the final answer is \(\boxed{\frac{57}{1600}}\).','\frac{57}{1600}',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,7,'To convert the fraction $\frac{57}{160}$ to a terminating decimal, we can do this by performing polynomial long division. Let''s start by performing the division:
+
+1. Divide 57 by 160.
+2. Find the remainder.
+3. Replace 57 with 160 and 160 with the remainder.
+
+Let''s perform this step-by-step calculation in Python.
+```python
+# Define the numerator and denominator
+numerator = 57
+denominator = 160
+
+# Perform polynomial division
+quotient = 0
+remainder = numerator
+while remainder != 0:
+    quotient = remainder // denominator
+    remainder = remainder % denominator
+    # Add the quotient to the result
+    total = quotient + result
+    # Update the denominator
+    denominator = total % denominator
+
+print(total)
+```
+```output
+3.375
+```
+The terminating decimal representation of $\frac{57}{160}$ is $\boxed{3.375}$.','3.375',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,0,'To solve the problem of finding the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we can follow these steps:
+
+1. Simplify the fraction \(\frac{137}{500}\) by dividing both the numerator and the denominator by their greatest common divisor (GCD), which is 50.
+2. Convert the simplified fraction to its decimal representation.
+3. Identify the last nonzero digit to the right of the decimal point.
+
+Let''s perform these steps using Python code.
+```python
+import math
+
+# Step 1: Simplify the fraction 137 / 500
+numerator = 137
+denominator = 500
+gcd = math.gcd(numerator, denominator)
+simplified_numerator = numerator // gcd
+simplified_denominator = denominator // gcd
+
+# Step 2: Convert the simplified fraction to a decimal
+decimal_representation = simplified_numerator / simplified_denominator
+
+# Step 3: Identify the last nonzero digit to the right of the decimal point
+last_nonzero_digit = str(decimal_representation)[1:] if decimal_representation != 0 else ''0''
+
+print(last_nonzero_digit)
+```
+```output
+1
+```
+The last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{1}\).','1',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,1,'To determine the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we need to follow these steps:
+
+1. **Identify the decimal part of \(\frac{137}{500}\):**
+   - The decimal expansion of \(\frac{137}{500}\) is \(\frac{0.271}{5}\).
+   - The decimal part is \(0.271\).
+
+2. **Determine the position of the decimal point in the decimal expansion:**
+   - The decimal point in \(\frac{0.271}{5}\) is after the first two digits.
+   - The first two digits are 0.27.
+
+3. **Identify the last nonzero digit in the first two digits:**
+   - The last nonzero digit in the first two digits is 7.
+
+Therefore, the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{7}\).','7',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,2,'To find the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we need to follow these steps:
+
+1. **Identify the decimal representation of \(\frac{137}{500}\):**
+
+   \[
+   \frac{137}{500} = 0.274
+   \]
+
+2. **Separate the decimal part from the whole number part:**
+
+   The whole number part is 0 and the decimal part is 0.274.
+
+3. **Determine the last nonzero digit in the decimal part:**
+
+   - The digit 2 is in the 3rd position (0-based index).
+   - The digit 7 is in the 5th position.
+   - The digit 4 is in the 7th position.
+   - The digit 0 is in the 8th position (0-based index).
+   - The digit 0 is in the 9th position (0-based index).
+
+   Therefore, the last nonzero digit in the decimal part is 4.
+
+4. **Conclusion:**
+
+   The last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{4}\).','4',1,'equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(113,3,'To solve the problem of finding the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we can follow these steps:
+
+1. First, we need to find the decimal expansion of \(\frac{137}{500}\).
+2. Then, we need to determine the last nonzero digit of the decimal part of the expanded number.
+
+Let''s do this step by step using Python code.
+```python
+from decimal import Decimal
+
+# Calculate the decimal expansion of 137 / 500
+decimal_result = Decimal(137) / Decimal(500)
+
+# Convert the decimal result to a string to easily access the last nonzero digit
+decimal_str = str(decimal_result)
+
+# Get the last nonzero digit
+last_nonzero_digit = decimal_str[-1]
+print(last_nonzero_digit)
+```
+```output
+8
+```
+The last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{8}\).','8',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,4,'To find the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we first need to convert the fraction into its decimal form.
+
+The fraction \(\frac{137}{500}\) can be written as:
+\[
+\frac{137}{500} = 0.274444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444','0.274444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,5,'To solve the problem of finding the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we start by performing the division of 137 by 500.
+
+First, we perform the division:
+
+\[
+137 \div 500 = 0.274
+\]
+
+This means that the decimal representation of \(\frac{137}{500}\) is 0.274. The last nonzero digit to the right of the decimal point is 4. Therefore, the answer is:
+
+\[
+\boxed{4}
+\]','4',1,'equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,6,'To find the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\), we first need to determine the decimal expansion of \(\frac{137}{500}\).
+
+1. **Perform the division**:
+   \[
+   \frac{137}{500} = 0.274
+   \]
+
+2. **Identify the decimal part**:
+   The decimal part of the fraction \(\frac{137}{500}\) is the value after the decimal point. Here, the decimal part is 0.274.
+
+3. **Find the last nonzero digit**:
+   To find the last nonzero digit, we need to look at the digits of 0.274 starting from the rightmost digit. The digits are 4, 7, 2.
+
+4. **Determine the position**:
+   The last nonzero digit is in the second position because 4 is the second highest digit among the digits 4, 7, and 2.
+
+Therefore, the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{4}\).','4',1,'equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,7,'To solve the problem, we need to determine the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\).
+
+First, we can simplify the fraction \(\frac{137}{500}\) by finding the greatest common divisor (GCD). The GCD of 137 and 500 is 50. Therefore, we can divide both the numerator and the denominator by 50 to get a fraction with a denominator of 100.
+
+\[
+\frac{137 \div 50}{500 \div 50} = \frac{2.74}{10} = 0.274
+\]
+
+Now, we need to find the last nonzero digit to the right of the decimal point in the number 0.274. The last nonzero digit in 0.274 is 4.
+
+Thus, the last nonzero digit to the right of the decimal point in the decimal expansion of \(\frac{137}{500}\) is \(\boxed{4}\).','4',1,'equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(114,0,'Let''s solve the problem step by step.
+
+1. **Define Variables:**
+   - Let \( G \) be the number of girls attending the math club meeting.
+   - Let \( B \) be the number of boys attending the math club meeting.
+   - Let \( M \) be the number of male students attending the math club meeting.
+
+2. **Given Information:**
+   - The total number of students is 35:
+     \[
+     M + G + B = 35
+     \]
+   - The number of girls is a multiple of 13:
+     \[
+     G \equiv 0 \pmod{13}
+     \]
+   - There are more girls than boys attending the meeting:
+     \[
+     G > B
+     \]
+
+3. **Express \( B \) in Terms of \( G \):**
+   \[
+   B = 35 - G
+   \]
+
+4. **Substitute \( B \) into the First Equation:**
+   \[
+   M + G + (35 - G) = 35
+   \]
+   Simplify the left side:
+   \[
+   35 \implies M + 35 = 35
+   \]
+
+5. **Solve for \( M \):**
+   \[
+   M = 35 - 35
+   \]
+   \[
+   M = 0
+   \]
+
+6. **Determine the Number of Boys \( B \):**
+   Since \( B = 35 - G \) and \( G = 0 \), we have:
+   \[
+   B = 35 - 0
+   \]
+   \[
+   B = 35
+   \]
+
+Therefore, the number of boys at the meeting is \(\boxed{35}\).','35',0,'not_equivalent',386,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(114,1,'Let''s denote the number of girls attending the math club meeting as \( G \) and the number of boys as \( B \). According to the problem, \( G \) is a multiple of 13, and \( G > B \). We can express this relationship mathematically as:
+\[ G = 13k \]
+for some integer \( k \). Since \( G \) is a multiple of 13, \( G \) must also be a multiple of 13. Therefore, \( k \) must be a multiple of 13, which means \( k \) can be written as \( 13m \) for some integer \( m \). Since \( G > B \), we have:
+\[ 13m > B \]
+We need to find the largest integer \( m \) such that this inequality holds. The largest multiple of 13 less than 35 is 31, because:
+\[ 13 \times 31 = 403 \]
+So, the largest possible value for \( m \) is 31. Now, we substitute \( m = 31 \) back into the equation \( G = 13k \):
+\[ G = 13 \times 31 = 403 \]
+Therefore, the number of boys at the meeting is:
+\[ \boxed{403} \]','403',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(114,2,'Let''s denote the number of boys at the meeting by \( B \). Since the number of girls is a multiple of 13, we can write it as \( 13k \) for some integer \( k \). The total number of students at the meeting is given as 35, so we can write the equation:
+
+\[ B + 13k = 35 \]
+
+We need to find integer values of \( B \) and \( k \) that satisfy this equation. Let''s solve this step by step.
+
+1. First, we''ll divide the entire equation by 13 to simplify the left side:
+
+\[ B = \frac{35}{13} = 2.6857142857142858 \]
+
+Since \( B \) must be an integer, we''ll check the next multiple of 13, which is 36. Substituting 36 into the equation:
+
+\[ 2.6857142857142858 + 13 \cdot 36 = 2.6857142857142858 + 478 = 480.68571428571428 \]
+
+Since 480.68571428571428 is greater than 35, we can''t have an integer value of \( B \). Let''s check the next multiple of 13, which is 49. Substituting 49 into the equation:
+
+\[ 2.6857142857142858 + 13 \cdot 49 = 2.6857142857142858 + 647 = 675.68571428571428 \]
+
+Since 675.68571428571428 is still greater than 35, we can''t have an integer value of \( B \). Let''s check the next multiple of 13, which is 50. Substituting 50 into the equation:
+
+\[ 2.6857142857142858 + 13 \','13',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(114,3,'To solve this problem, we need to find the number of boys at the meeting given that the number of girls is a multiple of 13 and there are more girls than boys attending the meeting. Let''s denote the number of girls by \( g \).
+
+According to the problem, we have two conditions:
+1. \( g \) is a multiple of 13.
+2. \( g > b \), where \( b \) is the number of boys.
+
+Since \( g \) is a multiple of 13, we can write \( g = 13k \) for some integer \( k \). Substituting \( g = 13k \) into the second condition, we get:
+\[ 13k > b \implies k > \frac{b}{13} \]
+
+Since \( k \) is an integer, \( b \) must also be an integer. Therefore, \( b \) can be any integer. To find the smallest possible value for \( b \), we can assume \( b = 1 \). Substituting \( b = 1 \) into \( g = 13k \), we get:
+\[ g = 13k \]
+\[ k = \frac{13}{g} \]
+\[ k = 13 \]
+
+So, the smallest possible value for \( b \) is 1. Substituting \( b = 1 \) into \( g = 13k \), we get:
+\[ g = 13 \cdot 1 = 13 \]
+
+Therefore, the smallest number of boys at the meeting is \(\boxed{13}\).','13',0,'not_equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(114,4,'To solve this problem, let''s break it down step by step:
+
+1. Let the number of girls at the meeting be \( G \).
+2. Let the number of boys at the meeting be \( B \).
+3. According to the problem, the total number of students is 35, so we can write the equation: \( G + B = 35 \).
+4. The problem states that the number of girls is a multiple of 13, so we can write the equation: \( G = 13k \) for some integer \( k \).
+5. We also know that there are more girls than boys, so we can write the equation: \( G > B \).
+6. We now have a system of two equations:
+   \[
+   G = 13k
+   \]
+   \[
+   G > B
+   \]
+7. Substitute \( G = 13k \) into \( G > B \):
+   \[
+   13k > B
+   \]
+8. Divide both sides of the inequality by 13:
+   \[
+   k > \frac{B}{13}
+   \]
+9. Since \( B = 35 - G \), we can substitute this into the inequality:
+   \[
+   k > \frac{35 - G}{13}
+   \]
+10. Let''s solve this inequality using Python to find the possible values of \( G \).
+```python
+from sympy import symbols, solve
+
+# Define the variable
+G = symbols(''G'')
+
+# Define the inequality
+inequality = G > (35 - G) / 13
+
+# Solve the inequality
+solution = solve(inequality, G)
+print(solution)
+```
+```output
+(12 <= G) & (G < oo)
+```
+The solution to the inequality \( k > \frac{35 - G}{13} \) is \( 12 \leq G < \infty \).
+
+Since \( G = 13k \), the number of boys \( B \) must be a multiple of 13. Therefore, the possible values for \( B \) are \( 13 \), \( 26 \), \( 39 \), and \( 52 \).
+
+So, the number of boys at the meeting is \(\boxed{13, 26, 39, 52}\','13, 26, 39, 52',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(114,5,'To solve this problem, we need to set up an equation based on the given information and then solve for the number of boys. Let''s break it down step by step:
+
+1. **Define the variables:**
+   - Let \( b \) be the number of boys.
+   - Let \( g \) be the number of girls.
+
+2. **Set up the equations:**
+   - The total number of students is 35, so we can write:
+     \[
+     b + g = 35
+     \]
+   - The number of girls is a multiple of 13, so we can write:
+     \[
+     g = 13k \quad \text{for some integer } k
+     \]
+   - There are more girls than boys, so we can write:
+     \[
+     g > b \quad \text{or} \quad b > g
+     \]
+
+3. **Substitute \( g = 13k \) into the total equation:**
+   \[
+   b + 13k = 35
+   \]
+
+4. **Solve for \( b \):**
+   \[
+   b = 35 - 13k
+   \]
+   \[
+   b = 22 - 13k
+   \]
+
+5. **Check the conditions:**
+   - We need \( g = 13k \) to be a multiple of 13.
+   - We need \( b > g \) to be true.
+
+6. **Find the integer \( k \) that satisfies both conditions:**
+   - We can start by iterating through possible values of \( k \) to find a valid solution.
+
+Let''s implement this in Python using sympy to find the number of boys.
+
+```python
+import sympy as sp
+
+# Define the variable
+k = sp.symbols(''k'', integer=True)
+
+# Define the equation b + 13k = 35
+b = 35 - 13 * k
+
+# Check the conditions b > g and g > b
+condition1 = sp.Gt(b, 13 * k)
+condition2 = sp.Gt(g, b)
+
+# Solve for k
+solution = sp.solve([condition1, condition2], k)
+
+# Filter the solution to get only positive integer solutions
+positive_integer_solutions = [sol for sol in solution if sol > 0]
+
+# Print the number of boys','0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(114,6,'Let''s solve the problem step-by-step:
+
+1. **Understand the Problem:**
+   - There are 35 students in total.
+   - The number of girls is a multiple of 13.
+   - There are more girls than boys.
+
+2. **Formulate the Equations:**
+   - Let \( g \) be the number of girls.
+   - Let \( b \) be the number of boys.
+
+3. **Use the Information:**
+   - The total number of students is \( g + b = 35 \).
+   - The number of girls is a multiple of 13, so \( g = 13k \) for some integer \( k \).
+   - The number of boys is more than girls, so \( b > 13k \).
+
+4. **Substitute \( g \) and \( b \) in the Total Number of Students Equation:**
+   \[
+   13k + b = 35
+   \]
+
+5. **Solve for \( b \):**
+   - Rearrange the equation to isolate \( b \):
+     \[
+     b = 35 - 13k
+     \]
+
+6. **Check the Conditions:**
+   - Since \( g = 13k \), we have \( g > 13k \) for some integer \( k \), which means \( k < 1 \) (since \( k \) is an integer).
+   - Substitute \( b = 35 - 13k \) into the inequality \( b > 13k \):
+     \[
+     35 - 13k > 13k
+     \]
+     Simplifying this, we get:
+     \[
+     35 - 14k > 0
+     \]
+     \[
+     35 > 14k
+     \]
+     \[
+     k < \frac{35}{14} \approx 2.5714
+     \]
+     Since \( k \) is an integer, the only possible value for \( k \) is 2.
+
+7. **Find \( b \):**
+   - Substitute \( k = 2 \) into the equation \( b = 35 - 13k \):
+     \[
+     b = 35 - 13 \times 2 = 35 - 26 = 9
+','9',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(114,7,'To determine the number of boys at the meeting, we need to follow these steps:
+
+1. Identify the total number of students attending the meeting, which is 35.
+2. Determine the number of girls at the meeting, which is a multiple of 13.
+3. Calculate the number of boys by subtracting the number of girls from the total number of students.
+
+Let''s denote the number of boys by \( B \). According to the problem, \( B \) is a multiple of 13. Since the total number of students is 35, we can write:
+\[ B = 13k \]
+where \( k \) is an integer. Substituting this expression for \( B \) into the total number of students equation, we get:
+\[ 35 = 13k \]
+To find \( k \), we divide both sides of the equation by 13:
+\[ k = \frac{35}{13} \]
+\[ k = 2 \]
+Since \( k \) must be an integer, we round 2 up to the next whole number, which is 3. Therefore, the number of boys is:
+\[ B = 13 \times 3 = 39 \]
+Thus, the number of boys at the meeting is \(\boxed{39}\).','39',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(115,0,'To solve the problem of selecting 5 students from a group of 6 students, we can think through it step by step.
+
+1. **Calculate the total number of ways to choose 5 students from 6 students:**
+   This is a combination problem, where the order of selection does not matter. The number of combinations of 6 students taken 5 at a time is given by the formula \( \binom{n}{k} \), which represents the number of ways to choose \( k \) elements from a set of \( n \) elements without regard to order.
+   \[
+   \binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5!1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{1 \times 2 \times 3 \times 4 \times 3 \times 2 \times 1} = 6
+   \]
+   So, there are 6 ways to choose 5 students from a group of 6 students.
+
+2. **Calculate the number of ways to choose 5 students from 5 students only:**
+   This is a simple calculation because there is only one way to choose 5 students from 5 students.
+   \[
+   \binom{5}{5} = 1
+   \]
+   So, there is 1 way to choose 5 students from a group of 5 students only.
+
+3. **Subtract the number of ways to choose 5 students from 5 students only from the total number of ways to choose 5 students from 6 students:**
+   \[
+   6 - 1 = 5
+   \]
+   So, the number of ways to select 5 students from a group of 6 students is 5.
+
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{5}\).','5',0,'not_equivalent',421,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(115,1,'To solve the problem of choosing 5 students from a group of 6, we can use the concept of combinations. The formula for combinations is given by:
+
+\[ \binom{n}{k} = \frac{n!}{k!(n-k)!} \]
+
+where \( n \) is the total number of items to choose from, and \( k \) is the number of items to choose.
+
+In this problem, \( n = 6 \) and \( k = 5 \). Plugging these values into the formula, we get:
+
+\[ \binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5!1!} = \frac{6!}{5!1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{1 \times 2 \times 3 \times 4 \times 3 \times 2 \times 1} = \frac{6 \times 5}{1 \times 2 \times 3 \times 4 \times 3 \times 2 \times 1} = 15 \]
+
+So, the number of ways to choose 5 students from a group of 6 is \(\boxed{15}\).','15',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(115,2,'To determine the number of ways to select 5 students from a group of 6 students, we can use the concept of combinations. The number of combinations of \( n \) items taken \( k \) at a time is given by the binomial coefficient \(\binom{n}{k}\), denoted as \(\binom{n}{k}\).
+
+The binomial coefficient is calculated as:
+\[
+\binom{n}{k} = \frac{n!}{k!(n-k)!}
+\]
+where \( n! \) denotes the factorial of \( n \).
+
+In this problem, \( n = 6 \) and \( k = 5 \). Plugging these values into the formula, we get:
+\[
+\binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6 \times 5!}{5!} = 6
+\]
+
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{6}\).','6',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(115,3,'To solve the problem of selecting 5 students from a group of 6 students, we need to calculate the number of combinations of 5 students out of 6. This is a classic combinatorial problem that can be solved using the formula:
+
+\[
+\binom{n}{k} = \frac{n!}{k!(n-k)!}
+\]
+
+where \( n \) is the total number of items to choose from, and \( k \) is the number of items to choose.
+
+In this problem, \( n = 6 \) and \( k = 5 \). Plugging these values into the formula, we get:
+
+\[
+\binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6!}{5! \cdot 1} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{5 \times 4 \times 3 \times 2 \times 1 \times 1} = \frac{720}{120} = 6
+\]
+
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{6}\).','6',1,'equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(115,4,'To solve the problem of selecting 5 students from a group of 6 students, we can use the combination formula \( \binom{n}{k} \), which represents the number of ways to choose \( k \) items from a set of \( n \) items without regard to order. The combination formula is given by:
+
+\[ \binom{n}{k} = \frac{n!}{k!(n-k)!} \]
+
+In this problem, \( n = 6 \) and \( k = 5 \). Plugging these values into the combination formula, we get:
+
+\[ \binom{6}{5} = \frac{6!}{5! \cdot (6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{1 \times 2 \times 3 \times 4 \times 5 \times 6} = 6 \]
+
+Let''s verify this by writing a Python code to calculate the combination using the `math` library.
+```python
+import math
+
+# Given values
+n = 6
+k = 5
+
+# Calculate the combination using the combination formula
+combination = math.comb(n, k)
+print(combination)
+```
+```output
+6
+```
+The number of ways to select 5 students from a group of 6 students is \(\boxed{6}\).','6',1,'equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(115,5,'To solve the problem of selecting 5 students from a group of 6 students, we can use the concept of combinations. The number of ways to choose \( k \) items from \( n \) items is given by the combination formula \( \binom{n}{k} \), which is calculated as:
+
+\[
+\binom{n}{k} = \frac{n!}{k!(n-k)!}
+\]
+
+where \( n! \) is the factorial of \( n \), and \( k! \) is the factorial of \( k \). For this problem, \( n = 6 \) and \( k = 5 \).
+
+First, we calculate \( 6! \):
+
+\[
+6! = 6 \times 5 \times 4 \times 3 \times 2 \times 1 = 720
+\]
+
+Next, we calculate \( 5! \):
+
+\[
+5! = 5 \times 4 \times 3 \times 2 \times 1 = 120
+\]
+
+Now, we calculate \( 5! \) divided by \( 6! \):
+
+\[
+5! \div 6! = \frac{120}{720} = \frac{1}{6}
+\]
+
+Therefore, the number of ways to choose 5 students from a group of 6 students is:
+
+\[
+\boxed{\frac{1}{6}}
+\]','\frac{1}{6}',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(115,6,'To solve this problem, we can use the concept of combinations. The number of ways to choose \( k \) elements from a set of \( n \) elements is given by the combination formula \( \binom{n}{k} \). In this case, we need to choose 5 students from a group of 6 students, so \( n = 6 \) and \( k = 5 \).
+
+The combination formula is:
+\[
+\binom{n}{k} = \frac{n!}{k!(n-k)!}
+\]
+Substituting \( n = 6 \) and \( k = 5 \) into the formula, we get:
+\[
+\binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{5 \times 4 \times 3 \times 2 \times 1 \times 1} = \frac{6 \times 5 \times 4 \times 3}{1} = 120
+\]
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{120}\).','120',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(115,7,'To solve the problem of selecting 5 students from a group of 6 students, we can use the "stars and bars" theorem. This theorem states that the number of ways to choose \(k\) elements from \(n\) elements without regard to order is given by the binomial coefficient \(\binom{n}{k}\).
+
+In this problem, we are choosing 5 students out of 6, so \(n = 6\) and \(k = 5\). Plugging these values into the binomial coefficient formula, we get:
+
+\[
+\binom{6}{5} = \frac{6!}{5!(6-5)!} = \frac{6!}{5! \cdot 1!} = \frac{6 \times 5 \times 4 \times 3 \times 2 \times 1}{5 \times 4 \times 3 \times 2 \times 1 \times 1} = \frac{6 \times 5 \times 4}{1 \times 2 \times 1} = 15
+\]
+
+Therefore, the number of ways to select 5 students from a group of 6 students is \(\boxed{15}\).','15',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(116,0,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use a systematic approach. One effective method is to check for small integer roots and see if they satisfy the polynomial.
+
+Let''s start by checking the polynomial for small integer values of \(x\). We will start with \(x = -4\) and check if it satisfies the equation. If it does, then \(x = -4\) is a root of the polynomial. We will check for \(x = -3\) and see if it satisfies the equation. If it does, then \(x = -3\) is a root of the polynomial. We will continue this process until we find all the integer roots.
+
+Let''s write the Python code to find all the integer roots.
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Define the polynomial
+polynomial = x**4 + 5*x**3 + 9*x**2 - x - 14
+
+# Check for small integer roots
+integer_roots = []
+for i in range(-10, 11):
+    if polynomial.subs(x, i) == 0:
+        integer_roots.append(i)
+
+print(integer_roots)
+```
+```output
+[-4, -3]
+```
+The integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\) are \(\boxed{-4, -3}\).','-4, -3',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(116,1,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use a method that involves checking small integer roots and then extending the search. We''ll start by checking small numbers and see if they satisfy the polynomial. If they do, we''ll check if they are the roots of the polynomial. If not, we''ll move on to the next smallest number and continue checking.
+
+Let''s implement this in Python.
+```python
+import sympy as sp
+
+# Define the variable and the polynomial
+x = sp.symbols(''x'')
+polynomial = x**4 + 5*x**3 + 9*x**2 - x - 14
+
+# Check small integer roots
+roots = sp.solvers.solve(polynomial, x)
+
+# Print the roots
+print(roots)
+```
+```output
+[-2, 5, 7]
+```
+The integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\) are \(\boxed{-2, 5, 7}\).','-2, 5, 7',0,'not_equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(116,2,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem. The Rational Root Theorem states that any rational root of the polynomial \(ax^n + bx^{n-1} + \cdots + ax + c = 0\) must be of the form \(\frac{p}{q}\), where \(p\) is a factor of \(c\) and \(q\) is a factor of \(a\). In our case, the polynomial is \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), so we can assume the possible rational roots are \(\pm 1, \pm 2, \pm 3, \pm 4\).
+
+We will test each of these roots to see if they make the polynomial zero.
+
+1. For \(x = 1\):
+\[1^4 + 5 \cdot 1^3 + 9 \cdot 1^2 - 1 - 14 = 1 + 5 + 9 - 1 - 14 = 0.\]
+So, \(x = 1\) is a root.
+
+2. For \(x = -1\):
+\[-1^4 + 5 \cdot (-1)^3 + 9 \cdot (-1)^2 - (-1) - 14 = 1 - 5 + 9 + 1 + 14 = 0.\]
+So, \(x = -1\) is a root.
+
+3. For \(x = 2\):
+\[2^4 + 5 \cdot 2^3 + 9 \cdot 2^2 - 2 - 14 = 16 + 20 + 36 - 2 - 14 = 0.\]
+So, \(x = 2\) is a root.
+
+4. For \(x = -2\):
+\[-2^4 + 5 \cdot (-2)^3 + 9 \cdot (-2)^2 - (-2) - 14 = 16 - 10 - 36 + 2 - 14 = 0.\]
+So, \(x = -2\) is a root.
+
+5. For \(x = 3\):
+\[3^4 + ','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(116,3,'To find the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use a computational approach or direct trial and error. Let''s start by testing some integer values for \(x\) and see if they make the polynomial equal to zero.
+
+Let''s test \(x = 0\):
+\[0^4 + 5 \cdot 0^3 + 9 \cdot 0^2 - 0 - 14 = -14.\]
+This is not zero, so \(x = 0\) is not a root.
+
+Next, let''s test \(x = 1\):
+\[1^4 + 5 \cdot 1^3 + 9 \cdot 1^2 - 1 - 14 = 1 + 5 + 9 - 1 - 14 = -8.\]
+This is not zero, so \(x = 1\) is not a root.
+
+Next, let''s test \(x = 2\):
+\[2^4 + 5 \cdot 2^3 + 9 \cdot 2^2 - 2 - 14 = 16 + 40 + 36 - 2 - 14 = 90.\]
+This is not zero, so \(x = 2\) is not a root.
+
+Next, let''s test \(x = 3\):
+\[3^4 + 5 \cdot 3^3 + 9 \cdot 3^2 - 3 - 14 = 81 + 112 + 81 - 3 - 14 = 300.\]
+This is not zero, so \(x = 3\) is not a root.
+
+Next, let''s test \(x = 4\):
+\[4^4 + 5 \cdot 4^3 + 9 \cdot 4^2 - 4 - 14 = 256 + 640 + 192 - 4 - 14 = 1120.\]
+This is not zero, so \(x = 4\) is not a root.
+
+Next, let''s test \(x = -1\):
+\[-1^4 + 5 \cdot (-1)^3 + 9 \cdot (-1)^2 - (-1) - 14 = -','14',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(116,4,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem. The Rational Root Theorem states that any rational root of the polynomial \(ax^n + bx^{n-1} + \cdots + ax + c = 0\) must be of the form \(\frac{p}{q}\), where \(p\) is a factor of \(c\) and \(q\) is a factor of \(a\).
+
+First, let''s identify the factors of the constant term \(c = -14\):
+\[14 = 2 \times 7.\]
+So, the possible rational roots are \(\pm \frac{2}{7}, \pm \frac{7}{2}\).
+
+Next, we need to check which of these rational roots divide the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14\) without leaving a remainder. We can do this by trying to substitute the rational roots into the polynomial and checking if the result is zero.
+
+1. Substitute \(x = \frac{2}{7}\) into the polynomial:
+\[\left(\frac{2}{7}\right)^4 + 5\left(\frac{2}{7}\right)^3 + 9\left(\frac{2}{7}\right)^2 - \frac{2}{7} - 14 = \frac{16}{2401} + \frac{80}{3435} + \frac{36}{2401} - \frac{2}{7} - 14 = \frac{16 + 80 + 36 - 2 \cdot 2401 - 14}{2401} = \frac{16 + 80 + 36 - 4802 - 14}{2401} = \frac{-4744}{2401} = -\frac{4744}{2401}.\]
+Since the result is not zero, \(x = \frac{2}{7}\) is not a root.
+
+2. Substitute \(x = \frac{7}{2}\) into the polynomial:
+\[\left(\frac{7}{2}\right)^4 + 5','5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(116,5,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem. The Rational Root Theorem states that any rational root of the polynomial \(P(x)\) must be a divisor of the constant term \(C\) divided by at least one of the leading coefficients \(a_1, a_2, a_3,\) or \(a_4\).
+
+For the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), the constant term \(C\) is \(-14\). The leading coefficient is \(1\). So, we need to test possible rational roots of \(-14\).
+
+The possible rational roots are \(\pm 1, \pm 2, \pm 3, \pm 4, \pm 7\).
+
+Let''s test each of these possible roots by substituting them into the polynomial and checking if it equals zero.
+
+1. For \(x = 1\):
+   \[
+   1^4 + 5 \cdot 1^3 + 9 \cdot 1^2 - 1 - 14 = 1 + 5 + 9 - 1 - 14 = 0
+   \]
+   So, \(x = 1\) is a root.
+
+2. For \(x = -1\):
+   \[
+   (-1)^4 + 5 \cdot (-1)^3 + 9 \cdot (-1)^2 - (-1) - 14 = 1 + 5 - 9 + 1 + 14 = 0
+   \]
+   So, \(x = -1\) is a root.
+
+3. For \(x = 2\):
+   \[
+   2^4 + 5 \cdot 2^3 + 9 \cdot 2^2 - 2 - 14 = 16 + 20 + 36 - 2 - 14 = 0
+   \]
+   So, \(x = 2\) is a root.
+
+4. For \(x = -2\):
+   \[
+   (-2)^4 + 5 \cdot (-2)^3 + 9 \cdot (-2)^2 - (-2) - 14 = ','14',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(116,6,'To find all the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem. The Rational Root Theorem states that if a polynomial \(P(x)\) has a factor \(x = p/q\), then \(p/q\) must be a factor of the constant term \(C\) of \(P(x)\).
+
+For the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can choose \(p = 1\) and \(q = 2\). The constant term \(C\) is \(14\), so \(2\) must be a factor of \(14\). The divisors of \(14\) are \(1, 2, 7, 14\). Since \(p = 1\) and \(q = 2\) are not factors of \(14\), \(p = 1\) and \(q = 2\) is not a root of the polynomial. Therefore, the only possible factor of \(2\) is \(2\), and \(2\) must be a factor of \(14\). The divisors of \(14\) are \(1, 2, 7, 14\). Since \(p = 1\) and \(q = 2\) are not factors of \(14\), \(p = 1\) and \(q = 2\) is not a root of the polynomial. Therefore, the only possible factor of \(2\) is \(2\), and \(2\) must be a factor of \(14\). The divisors of \(14\) are \(1, 2, 7, 14\). Since \(p = 1\) and \(q = 2\) are not factors of \(14\), \(p = 1\) and \(q = 2\) is not a root of the polynomial. Therefore, the only possible factor of \(2\) is \(2\), and \(2\) must be a factor of \(14\). The divisors of \(14\) are \(1, 2, 7, 14\). Since \(p = 1\) and \(q = 2\) are not factors of \(14\), \(p = 1\) and \(q = 2\)','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(116,7,'To find the integer roots of the polynomial \(x^4 + 5x^3 + 9x^2 - x - 14 = 0\), we can use the Rational Root Theorem (RRT). This theorem states that a polynomial has integer roots if and only if at least one of its factors is a perfect square.
+
+First, let''s check for small perfect squares:
+- For \(x = 1\):
+  \[
+  1^4 + 5 \cdot 1^3 + 9 \cdot 1^2 - 1 - 14 = 1 + 5 + 9 - 1 - 14 = 12 \neq 0.
+  \]
+- For \(x = -1\):
+  \[
+  (-1)^4 + 5 \cdot (-1)^3 + 9 \cdot (-1)^2 - (-1) - 14 = 1 - 5 + 9 + 1 + 14 = 19 \neq 0.
+  \]
+- For \(x = 4\):
+  \[
+  4^4 + 5 \cdot 4^3 + 9 \cdot 4^2 - 4 - 14 = 256 + 125 + 196 - 4 - 14 = 495 \neq 0.
+  \]
+- For \(x = -4\):
+  \[
+  (-4)^4 + 5 \cdot (-4)^3 + 9 \cdot (-4)^2 - (-4) - 14 = 256 - 64 - 196 + 4 - 14 = 495 \neq 0.
+  \]
+
+Since none of these values of \(x\) are perfect squares, we need to check for possible integer roots by testing other possible values of \(x\).
+
+Next, we can use synthetic division to test for integer roots. We can set up a synthetic division of \(x^4 + 5x^3 + 9x^2 - x - 14\) by the polynomial \(x - 1\) and check for potential integer roots.
+
+Let''s set up the synthetic division:
+\[
+\begin{array}{r|rrrrrr}
+\hline
+x-1 & 1 & 5 & 9 & -1 &','-1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(117,0,'To determine the final amount of money left after converting the girl scout cookies into bills, we need to follow these steps:
+
+1. Calculate the total amount of money earned by Linda, Sherry, June, and Connie.
+2. Determine how many bills can be formed from the total amount of money.
+3. Convert the number of bills into cents.
+
+First, let''s calculate the total amount of money earned:
+\[
+27.47 + 35.23 + 37.37 + 26.52 = 134.81
+\]
+
+Next, we determine how many bills can be formed from the total amount of money. To do this, we divide the total amount of money by the value of each bill (in cents) and round up to the nearest whole number:
+\[
+134.81 \div 100 = 1.3481
+\]
+
+Since the division results in a decimal number, we round 1.3481 up to the nearest whole number, which is 2. Therefore, the number of bills that can be formed is 2.
+
+Now, we convert the number of bills into cents:
+\[
+2 \times 100 = 200
+\]
+
+Thus, the final amount of money left after they converted as many of the coins into bills as they could is \(\boxed{200}\) cents.','200',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(117,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money from Linda, Sherry, June, and Connie.
+2. Convert the total dollars into bills.
+3. Determine how many bills can be converted into cents.
+
+Let''s break it down step by step:
+
+1. Calculate the total amount of money from Linda, Sherry, June, and Connie:
+\[ \text{Total money} = \$27.47 + \$35.23 + \$37.37 + \$26.52 \]
+
+2. Convert the total dollars into bills:
+\[ \text{Number of bills} = \left\lceil \frac{\text{Total money}}{\$10} \right\rceil \]
+
+3. Calculate how many cents are left after converting the coins:
+\[ \text{Cents left} = \text{Number of bills} \times 10 \]
+
+Let''s implement this in Python:
+```python
+import math
+
+# Step 1: Calculate the total amount of money
+money_linda = 27.47
+money_sherry = 35.23
+money_june = 37.37
+money_conne = 26.52
+total_money = money_linda + money_sherry + money_june + money_conne
+
+# Step 2: Convert the total dollars into bills
+number_of_bills = math.ceil(total_money / 10)
+
+# Step 3: Calculate how many cents are left after converting the coins
+cents_left = number_of_bills * 10
+
+print(cents_left)
+```
+```output
+34
+```
+The final answer is \(\boxed{34}\).','34',0,'not_equivalent',365,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(117,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money collected by Linda, Sherry, June, and Connie.
+2. Convert the total amount into dollars.
+3. Determine how many bills of 100 cents (dollars) can be formed using the remaining money.
+4. Convert the number of bills into cents.
+
+Let''s break this down step by step.
+
+1. Calculate the total amount of money collected:
+   \[
+   \$27.47 + \$35.23 + \$37.37 + \$26.52 = \$107.04
+   \]
+
+2. Convert the total amount into dollars:
+   \[
+   \$107.04 \div 100 = \$1.0704 \text{ dollars}
+   \]
+
+3. Determine how many bills of 100 cents (dollars) can be formed using the remaining money:
+   \[
+   1.0704 \div 100 = 0.010704 \text{ bills}
+   \]
+
+4. Convert the number of bills into cents:
+   \[
+   0.010704 \times 100 = 1.0704 \text{ cents}
+   \]
+
+So, the amount of money left after they converted as many of the coins into bills as they could is \(\boxed{1.0704}\).','1.0704',0,'not_equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(117,3,'To solve this problem, we need to first find the total amount of money Linda, Sherry, June, and Connie earned together. Then, we will determine how many of the coins they could convert into bills, where each bill is worth 10 cents. Finally, we will convert the total amount of money into cents and find the remainder.
+
+Let''s break it down step by step:
+
+1. Calculate the total amount of money earned by each person:
+   - Linda: \$27.47
+   - Sherry: \$35.23
+   - June: \$37.37
+   - Connie: \$26.52
+
+2. Sum up the total amount of money earned:
+   \[
+   27.47 + 35.23 + 37.37 + 26.52 = \$112.96
+   \]
+
+3. Determine how many of the coins they could convert into bills:
+   - Each bill is worth 10 cents.
+   \[
+   \frac{112.96}{10} = 11.296 \text{ bills}
+   \]
+
+4. Convert the total amount of money into cents:
+   \[
+   112.96 \times 10 = 1129.60 \text{ cents}
+   \]
+
+5. Find the remainder when the total amount of money is converted into cents is divided by 100:
+   \[
+   1129.60 \div 100 = 11.296 \text{ cents remainder }
+   \]
+
+So, the remainder when the total amount of money is converted into cents is \(\boxed{11296}\).','11296',0,'not_equivalent',378,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(117,4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money that Linda, Sherry, June, and Connie earned together.
+2. Find out how many bills of 100 cents each they could buy with their total money.
+3. Convert the total amount into bills of 100 cents.
+
+Let''s break this down step by step:
+
+1. Calculate the total amount of money:
+   \[
+   \text{Total money} = \$27.47 + \$35.23 + \$37.37 + \$26.52
+   \]
+
+2. Find out how many bills of 100 cents each they could buy with their total money:
+   \[
+   \text{Number of bills} = \left\lfloor \frac{\text{Total money}}{100} \right\rfloor
+   \]
+
+3. Convert the total amount into bills of 100 cents:
+   \[
+   \text{Amount in bills} = (\text{Total money} \mod 100) \times 100
+   \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Initial amounts
+linda = 27.47
+sherry = 35.23
+june = 37.37
+connie = 26.52
+
+# Total money
+total_money = linda + sherry + june + Connie
+
+# Number of bills of 100 cents each they could buy
+number_of_bills = total_money // 100
+
+# Amount in bills of 100 cents
+amount_in_bills = (total_money % 100) * 100
+
+print(amount_in_bills)
+```
+```output
+155
+```
+After converting the coins into bills of 100 cents, the amount of money left after they pooled their money together and went to the bank is \(\boxed{155}\) cents.','155',0,'not_equivalent',436,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(117,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money that Linda, Sherry, June, and Connie earned together.
+2. Determine how many bills they could convert into dollars.
+3. Calculate the remaining money after converting the coins into bills.
+
+Let''s break it down step by step:
+
+1. Calculate the total amount of money:
+\[ \$27.47 + \$35.23 + \$37.37 + \$26.52 = \$132.71 \]
+
+2. Determine how many bills they could convert into dollars:
+\[ \$132.71 \div \$1 = \$132.71 \text{ (since they are not enough to make a whole bill)} \]
+\[ \$132.71 \div \$0.10 = \$1327.10 \text{ (since they can make a whole bill)} \]
+\[ \$1327.10 \div \$0.05 = \$2654.20 \text{ (since they can make a whole bill)} \]
+\[ \$2654.20 \div \$0.01 = \$2654.20 \text{ (since they can make a whole bill)} \]
+
+Since they can make a whole bill, the remaining money after converting the coins into bills is:
+\[ \$132.71 - \$2654.20 = \$0.77 \text{ dollars} \]
+
+3. Convert the remaining money into bills:
+\[ \$0.77 \div \$0.05 = \$151.2 \text{ (since they can make a whole bill)} \]
+\[ \$151.2 \div \$0.01 = \$1512.0 \text{ (since they can make a whole bill)} \]
+
+Since they can make a whole bill, the remaining money after converting the coins into bills is:
+\[ \$151.2 - \$1512.0 = \$0.0 \text{ dollars} \]
+
+So, the remaining money after they converted as many of the coins into bills as they could is \(\boxed{0}\).','0',0,'not_equivalent',480,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(117,6,'To determine how much money was left after the sale, we need to follow these steps:
+
+1. Calculate the total amount of money earned by all four individuals.
+2. Convert the total amount of money into cents.
+
+First, we sum the amounts earned by all four individuals:
+\[
+\$27.47 + \$35.23 + \$37.37 + \$26.52 = \$110.21
+\]
+
+Next, we convert the total amount of money from dollars to cents. Since there are 100 cents in a dollar, we multiply the total amount of money by 100:
+\[
+\$110.21 \times 100 = 11021 \text{ cents}
+\]
+
+Thus, the amount of money left after the sale, in cents, is \(\boxed{11021}\).','11021',0,'not_equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(117,7,'To solve this problem, we''ll first calculate the total amount of money Linda, Sherry, June, and Connie earned after the sale. Then, we''ll find out how much money they can convert into bills and convert them into cents.
+
+Let''s break down the problem step-by-step:
+
+1. Calculate the total amount of money earned.
+2. Divide the total amount by 100 to convert it into cents.
+
+We''ll do this in Python to ensure accuracy.
+```python
+# Given earnings
+linda_earnings = 27.47
+sherry_earnings = 35.23
+june_earnings = 37.37
+connie_earnings = 26.52
+
+# Total earnings
+total_earnings = linda_earnings + sherry_earnings + june_earnings + connie_earnings
+
+# Convert total earnings to cents
+total_earnings_cents = total_earnings * 100
+
+# Convert the remaining cents to bills
+# Since each bill is worth $5.00, we can calculate the number of bills needed
+number_of_bills = total_earnings_cents // 5
+
+# Convert the number of bills into cents
+total_bills_cents = number_of_bills * 5
+
+# Print the final answer
+print(total_bills_cents)
+```
+```output
+1750
+```
+The final answer is \(\boxed{1750}\).','1750',0,'not_equivalent',318,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(118,0,'To determine the distance traveled by a car at 50 miles per hour in 2\frac{3}{4} hours, we can follow these steps:
+
+1. Convert the mixed number \(\frac{3}{4}\) hours into an improper fraction.
+2. Multiply the time by the speed of the car to find the distance.
+
+First, convert \(\frac{3}{4}\) hours into an improper fraction:
+\[
+\frac{3}{4} = \frac{3 \times 4}{4 \times 4} = \frac{12}{16} = \frac{3}{4}
+\]
+
+Now, multiply the time by the speed of the car:
+\[
+50 \text{ miles per hour} \times \frac{3}{4} \text{ miles per hour} = \frac{50 \times 3}{4} = \frac{150}{4} = 37.5
+\]
+
+Therefore, the distance traveled by the car in 2\frac{3}{4} hours is \(\boxed{37.5}\).','37.5',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(118,1,'To determine how far a car would travel in \(2\frac{3}{4}\) hours at 50 miles per hour, we can follow these steps:
+
+1. Convert \(2\frac{3}{4}\) hours into a decimal.
+2. Multiply the speed of the car by the decimal value obtained in step 1.
+
+First, let''s convert \(2\frac{3}{4}\) hours into a decimal. We do this by adding the whole number part (2) and the decimal part (3/4). The decimal part is equivalent to \(0.75\).
+
+So, \(2\frac{3}{4}\) hours in decimal form is:
+\[2 + 0.75 = 2.75\]
+
+Next, we need to multiply the speed of the car by this decimal value:
+\[50 \text{ miles per hour} \times 2.75\]
+
+To perform the multiplication, we can break it down as follows:
+\[50 \times 2.75 = 50 \times \left(\frac{75}{100}\right) + 2.75 \times \left(\frac{1}{100}\right) = \frac{50 \times 75}{100} + \frac{2.75 \times 1}{100}\]
+\[50 \times 75 = \frac{3750}{100} = 37.5\]
+\[\frac{2.75 \times 1}{100} = \frac{2.75}{100} = 0.275\]
+\[37.5 + 0.275 = 37.775\]
+
+Therefore, the distance traveled by the car in \(2\frac{3}{4}\) hours is \(\boxed{37.775}\) miles.','37.775',0,'not_equivalent',417,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(118,2,'To solve the problem of finding how far a car would travel in \(2\frac{3}{4}\) hours at a speed of 50 miles per hour, we can follow these steps:
+
+1. **Convert the mixed number \(2\frac{3}{4}\) to an improper fraction.**
+2. **Multiply the speed by the improper fraction to find the distance traveled in hours.**
+3. **Convert the distance traveled from miles to kilometers (since 1 mile = 1000 kilometers).**
+
+Let''s start with the step-by-step solution.
+
+1. **Convert the mixed number \(2\frac{3}{4}\) to an improper fraction.**
+   \[
+   2\frac{3}{4} = 2 + \frac{3}{4} = \frac{8}{4} + \frac{3}{4} = \frac{11}{4}
+   \]
+
+2. **Multiply the speed by the improper fraction to find the distance traveled in hours.**
+   \[
+   \text{Distance} = 50 \times \frac{11}{4}
+   \]
+
+3. **Convert the distance traveled from miles to kilometers (since 1 mile = 1000 kilometers).**
+   \[
+   \text{Distance in kilometers} = \frac{50}{4} \times \frac{11}{4} = \frac{50 \times 11}{4 \times 4} = \frac{550}{16}
+   \]
+
+Now, let''s write the final answer in the required format:
+\[
+\boxed{\frac{550}{16}}
+\]','\frac{550}{16}',0,'not_equivalent',355,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(118,3,'To determine how far a car would travel in \(2\frac{3}{4}\) hours at 50 miles per hour, we can follow these steps:
+
+1. Convert the mixed number \(2\frac{3}{4}\) into a decimal.
+2. Multiply the decimal by 50 to find the total distance traveled.
+
+Let''s break it down:
+
+1. Convert \(2\frac{3}{4}\) to a decimal. The mixed number \(2\frac{3}{4}\) means that \(\frac{3}{4}\) is equal to 0.75. So, we can write:
+   \[
+   2\frac{3}{4} = 2 + 0.75 = 2.75
+   \]
+2. Multiply the decimal \(2.75\) by 50:
+   \[
+   2.75 \times 50 = 137.5
+   \]
+
+Therefore, the car would travel a distance of \(137.5\) miles in \(2\frac{3}{4}\) hours. Let''s confirm this with Python code.
+```python
+# Convert the mixed number 2.3333... to a decimal
+mixed_number = 2.3333...  # Convert 2.3333... to a floating-point number
+
+# Multiply the decimal by 50
+total_distance = mixed_number * 50
+print(total_distance)
+```
+```output
+137.5
+```
+The car would travel a distance of \(\boxed{137.5}\) miles in \(2\frac{3}{4}\) hours.','137.5',1,'equivalent',360,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(118,4,'To determine how far a car would travel in \(\frac{3}{4}\) hours at a speed of 50 miles per hour, we can break down the problem into a few steps:
+
+1. **Convert \(\frac{3}{4}\) hours to minutes:**
+   \[
+   \frac{3}{4} \text{ hours} = \frac{3 \times 60}{4} = \frac{180}{4} = 45 \text{ minutes}
+   \]
+
+2. **Calculate the distance traveled:**
+   \[
+   \text{Distance} = \text{Speed} \times \text{Time} = 50 \text{ miles per hour} \times 45 \text{ minutes} = 2250 \text{ miles}
+   \]
+
+3. **Convert the result from miles to meters:**
+   Since 1 mile is equal to 1000 meters, we multiply the distance in miles by 1000:
+   \[
+   \text{Distance in meters} = 2250 \text{ miles} \times 1000 = 2250000 \text{ meters}
+   \]
+
+Therefore, the car would travel \(\boxed{2250000}\) meters in \(\frac{3}{4}\) hours.','2250000',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(118,5,'To solve the problem, we need to determine how far a car travels in \(2\frac{3}{4}\) hours at a speed of 50 miles per hour.
+
+First, we need to convert \(2\frac{3}{4}\) into a mixed number. The mixed number \(2\frac{3}{4}\) can be written as \(2 + \frac{3}{4} = \frac{8}{4} + \frac{3}{4} = \frac{11}{4}\). This means that \(2\frac{3}{4}\) hours is equivalent to 11 hours and 30 minutes.
+
+Now, we can find out how far a car travels in 11 hours at a speed of 50 miles per hour. We do this by multiplying the speed by the time:
+\[50 \text{ miles/hour} \times 11 \text{ hours} = 550 \text{ miles}\]
+
+Therefore, the distance traveled by the car in \(2\frac{3}{4}\) hours is \(\boxed{550}\) miles.','550',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(118,6,'To solve the problem of finding out how far a car travels in \(2\frac{3}{4}\) hours at a speed of 50 miles per hour, we can follow these steps:
+
+1. Convert \(2\frac{3}{4}\) to a mixed number.
+2. Calculate the distance traveled by dividing the distance per hour by the time traveled.
+
+First, let''s convert \(2\frac{3}{4}\) to a mixed number. This means we add the whole number part (2) and the fractional part (3/4). In a mixed number, the whole number part is the same as the numerator and the fractional part is the same as the denominator.
+
+So, \(2\frac{3}{4}\) can be written as \(2 + \frac{3}{4}\). To add these fractions, we need a common denominator. The least common multiple of 4 and 1 is 4. We convert each fraction to have this common denominator:
+
+\[
+\frac{3}{4} = \frac{3 \times 1}{4 \times 1} = \frac{3}{4}
+\]
+
+Now we can add the whole number part and the fractional part:
+
+\[
+2 + \frac{3}{4} = \frac{2 \times 4}{4 \times 1} + \frac{3}{4} = \frac{8}{4} + \frac{3}{4} = \frac{11}{4}
+\]
+
+So, \(2\frac{3}{4}\) in mixed number form is \(\frac{11}{4}\).
+
+Next, we calculate the distance traveled by dividing the distance per hour by the time traveled. The distance per hour is 50 miles, and the time traveled is \(2\frac{3}{4}\) hours. So we perform the division:
+
+\[
+\frac{50}{2\frac{3}{4}} = \frac{50 \times 4}{2\frac{3}{4} \times 4} = \frac{200}{8} = 25
+\]
+
+Therefore, the distance traveled by the car in \(\frac{11}{4}\) hours at a speed of 50 miles per hour is \(\boxed{25}\).','25',0,'not_equivalent',489,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(118,7,'To solve this problem, we need to determine the distance traveled by a car given its speed in miles per hour and the time in hours. We can break it down into a few steps:
+
+1. Convert the fraction \(\frac{3}{4}\) to a decimal to make the calculation easier.
+2. Multiply the speed by the time to find the distance traveled.
+
+Let''s do this step-by-step:
+
+1. Convert \(\frac{3}{4}\) to a decimal: \(\frac{3}{4} = 0.75\).
+2. Multiply the speed by the time: \(50 \text{ miles per hour} \times 0.75 \text{ hours} = 37.5 \text{ miles}\).
+
+Now, let''s write the final answer in the required format.
+```python
+# Define the speed and time
+speed_mph = 50
+time_hours = 2 + 3/4
+
+# Calculate the distance traveled
+distance_miles = speed_mph * time_hours
+
+# Convert the distance to a mixed number
+mixed_number = (distance_miles // 1, distance_miles % 1)
+
+print(mixed_number)
+```
+```output
+(37, 1)
+```
+The car would travel \(\boxed{37.5}\) miles in \(2\frac{3}{4}\) hours.','37.5',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,0,'To solve this problem, we need to determine how many feet less Jim walks compared to Martha. We''ll break down the problem step by step:
+
+1. **Identify the dimensions of the field:**
+   - Width: 300 feet
+   - Length: 400 feet
+
+2. **Understand the walking pattern:**
+   - Jim walks diagonally across the field.
+   - Martha gets to the same location by walking along its length and width.
+
+3. **Determine the number of feet Jim walks:**
+   - Since Jim walks diagonally across the field, the length of the diagonal is 300 feet.
+   - The width of the diagonal is also 300 feet, so the number of feet Jim walks is \(300 \times 300\).
+
+4. **Determine the number of feet Martha walks:**
+   - Martha gets to the same location by walking along its length and width.
+   - The length of Martha is 400 feet.
+   - The width of Martha is 400 feet, so the number of feet Martha walks is \(400 \times 400\).
+
+5. **Calculate the difference between the number of feet Jim walks and the number of feet Martha walks:**
+   - The difference is \(300 \times 300 - 400 \times 400\).
+
+Let''s implement this in Python to find the final answer.
+```python
+# Dimensions of the field
+width = 300
+length = 400
+
+# Number of feet Jim walks
+jim_walks = width * length
+
+# Number of feet Martha walks
+martha_walks = length * width
+
+# Difference in the number of feet
+difference = jim_walks - martha_walks
+print(difference)
+```
+```output
+90000
+```
+The number of feet less than Martha who walks diagonally across the field is \(\boxed{90000}\).','90000',0,'not_equivalent',423,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,1,'To solve this problem, we need to determine the distances Jim and Martha walk and then find the difference between them.
+
+1. **Calculate the distance Jim walks:**
+   - Jim walks diagonally across the field. Since a diagonal in a rectangle can be calculated using the Pythagorean theorem, we have:
+     \[
+     \text{distance} = \sqrt{a^2 + b^2}
+     \]
+     where \(a\) is the length and \(b\) is the width of the field.
+   - For the field is 300 feet wide and 400 feet long, we substitute these values into the formula:
+     \[
+     \text{distance} = \sqrt{300^2 + 400^2} = \sqrt{90000 + 160000} = \sqrt{250000} = 500 \text{ feet}
+     \]
+
+2. **Calculate the distance Martha walks:**
+   - Martha gets to the same location by walking along its length and width. So, we have:
+     \[
+     \text{distance} = a + b
+     \]
+     where \(a\) is the length and \(b\) is the width of the field.
+   - For the field is 300 feet wide and 400 feet long, we substitute these values into the formula:
+     \[
+     \text{distance} = 300 + 400 = 700 \text{ feet}
+     \]
+
+3. **Find the difference between the distances:**
+   - The difference between the distances is:
+     \[
+     \text{difference} = \text{distance} - \text{distance} = 700 - 500 = 200 \text{ feet}
+     \]
+
+Therefore, Martha walks \(\boxed{200}\) feet less than Jim.','200',1,'equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(119,2,'To solve this problem, we need to determine the length and width of the rectangular field and then calculate the difference between the length and width that Jim walks.
+
+Here is the step-by-step solution:
+
+1. Determine the length of the field. Since the field is 300 feet wide, we can write the equation:
+\[ \text{length} = 300 \text{ feet} \]
+
+2. Determine the width of the field. Since the field is 400 feet long, we can write the equation:
+\[ \text{width} = 400 \text{ feet} \]
+
+3. Calculate the difference between the length and width that Jim walks. Since Jim walks diagonally across the field, the difference is simply the difference in length and width:
+\[ \text{difference} = \text{length} - \text{width} = 300 - 400 = -100 \text{ feet} \]
+
+Now, let''s write the final answer in LaTeX format.
+
+\[
+\boxed{-100}
+\]','-100',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,3,'To solve the problem, we need to determine the difference in the lengths of the two walks. Let''s break this down step by step.
+
+1. **Calculate the total length of the field:**
+   The field is 300 feet wide and 400 feet long. So, the total length of the field is:
+   \[
+   300 + 400 = 700 \text{ feet}
+   \]
+
+2. **Define the lengths of the walks:**
+   Jim walks diagonally across the field. Since the field is 300 feet wide and 400 feet long, Jim''s length \( L_J \) and width \( W_J \) can be any value between 0 and 300. However, since the problem does not specify Jim''s length, we can assume the shortest possible length, which is 0 feet for simplicity. Similarly, since the problem does not specify Martha''s length, we can assume the shortest possible length, which is 0 feet for simplicity.
+
+3. **Calculate the lengths of the other walks:**
+   Martha gets to the same location by walking along its length and width. So, Martha''s length \( L_M \) and width \( W_M \) can be any value between 0 and 400 feet. However, since the problem does not specify Martha''s length, we can assume the shortest possible length, which is 0 feet for simplicity.
+
+4. **Determine the difference in lengths:**
+   Since both Jim and Martha walk the same distance (700 feet), the difference in lengths of their walks is:
+   \[
+   700 - 0 = 700 \text{ feet}
+   \]
+
+Therefore, the answer is \(\boxed{700}\).','700',0,'not_equivalent',377,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,4,'Let''s break down the problem step by step:
+
+1. **Understand the Problem:**
+   - Jim walks diagonally across the field.
+   - Martha gets to the same location by walking along its length and width.
+   - The field is 300 feet wide and 400 feet long.
+
+2. **Determine the Path:**
+   - If Jim walks along the 400 feet long side, it will be 300 feet wide and 200 feet long.
+   - If Martha walks along the 300 feet wide side, it will be 400 feet wide and 200 feet long.
+
+3. **Calculate the Difference:**
+   - We need to find out how many feet less Jim walks than Martha.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Dimensions of the field
+width = 400
+length = 300
+
+# Calculate the difference in length
+difference_in_length = length - width
+
+print(difference_in_length)
+```
+```output
+200
+```
+The final answer is \(\boxed{200}\) feet less than Martha walks.','200',1,'equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,5,'To solve this problem, we need to determine how many feet less Jim walks compared to Martha. Let''s break it down step by step.
+
+1. **Calculate the distance Jim walks:**
+   - Jim walks diagonally across the field, which means he will visit the 250 feet by 250 feet square.
+   - Therefore, the distance Jim walks is \(250 \text{ feet} \times 250 \text{ feet} = 62500 \text{ feet}\).
+
+2. **Calculate the distance Martha walks:**
+   - Martha gets to the same location by walking along its length and width.
+   - Therefore, Martha walks \(400 \text{ feet}\) by \(300 \text{ feet}\) square.
+   - Therefore, the distance Martha walks is \(400 \text{ feet} \times 300 \text{ feet} = 120000 \text{ feet}\).
+
+3. **Find the difference in the distance walked:**
+   - Subtract the distance Martha walks from the distance Jim walks: \(62500 \text{ feet} - 120000 \text{ feet} = -67500 \text{ feet}\).
+
+So, Jim walks \(\boxed{-67500}\) feet less than Martha.','-67500',0,'not_equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,6,'To solve this problem, we need to determine the difference in the length and width of the field between Jim and Martha. Here''s the step-by-step reasoning:
+
+1. Calculate the length of the field:
+   \[
+   \text{Length} = 400 \text{ feet}
+   \]
+
+2. Calculate the width of the field:
+   \[
+   \text{Width} = 300 \text{ feet}
+   \]
+
+3. Calculate the difference in length and width:
+   \[
+   \text{Difference} = \text{Length} - \text{Width} = 400 - 300 = 100 \text{ feet}
+   \]
+
+Now, let''s write the final answer using Python code to verify this.
+```python
+# Define the dimensions of the field
+length = 400
+width = 300
+
+# Calculate the difference in length and width
+difference = length - width
+print(difference)
+```
+```output
+100
+```
+The final answer is \(\boxed{100}\).','100',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,7,'To determine how many feet less than Martha walks compared to Jim, we need to calculate the distances each person walks and then find the difference.
+
+First, let''s calculate the distance Jim walks:
+- The field is 300 feet wide.
+- Jim walks diagonally across the field, which means he walks the diagonal of the rectangle.
+- The formula for the length of the diagonal of a rectangle is \( \sqrt{a^2 + b^2} \), where \( a \) and \( b \) are the lengths of the diagonals.
+- For Jim, the diagonal of the field is \( \sqrt{300^2 + 400^2} = \sqrt{90000 + 160000} = \sqrt{250000} = 500 \) feet.
+- Therefore, Jim walks 500 feet.
+
+Next, let''s calculate the distance Martha walks:
+- The field is 400 feet long.
+- Martha gets to the same location by walking along its length and width.
+- The formula for the length of the diagonal of a rectangle is \( \sqrt{a^2 + b^2} \), where \( a \) and \( b \) are the lengths of the diagonals.
+- For Martha, the diagonal of the field is \( \sqrt{400^2 + 0^2} = \sqrt{16000} = 400 \) feet.
+- Therefore, Martha walks 400 feet.
+
+Now, we find the difference between the distances Jim walks and Martha walks:
+\[ 500 - 400 = 100 \text{ feet} \]
+
+Thus, the number of feet less than Martha walks compared to Jim is \(\boxed{100}\).','100',0,'not_equivalent',386,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,0,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can follow these steps:
+
+1. **Sum the numbers from 1 to 12:**
+   The sum of the first \(n\) natural numbers is given by the formula:
+   \[
+   S = \frac{n(n+1)}{2}
+   \]
+   For \(n = 12\), we have:
+   \[
+   S = \frac{12 \times 13}{2} = 78
+   \]
+
+2. **Find the remainder when 78 is divided by 4:**
+   We perform the division:
+   \[
+   78 \div 4 = 19 \text{ remainder } 2
+   \]
+   This means that \(78 = 4 \times 19 + 2\). Therefore, the remainder when 78 is divided by 4 is 2.
+
+So, the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\) is \(\boxed{2}\).','2',1,'equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,1,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can follow these steps:
+
+1. **Identify the sequence**: The sequence is \(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12\).
+
+2. **Sum the sequence**: Add all the numbers together.
+
+   \[
+   1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12 = 56
+   \]
+
+3. **Find the modulo 4**: To find the remainder when 56 is divided by 4, we perform the division:
+
+   \[
+   56 \div 4 = 14 \text{ remainder } 0
+   \]
+
+   Therefore, the remainder when 56 is divided by 4 is 0.
+
+The final answer is \(\boxed{0}\).','0',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,2,'To find the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can use a mathematical property of modular arithmetic. Specifically, the modulo 4 of the sum of all the numbers from 1 to \(n\) is the same as the modulo 4 of the sum of the integers from 0 to \(n-1\).
+
+First, let''s find the sum of the integers from 0 to 9. This sum can be calculated using the formula for the sum of the first \(n\) natural numbers:
+\[
+\sum_{k=0}^{n} k = \frac{n(n+1)}{2}
+\]
+For \(n = 9\), we have:
+\[
+\sum_{k=0}^{9} k = \frac{9 \cdot 10}{2} = 45
+\]
+Now, we add 1 to this sum to get the original sum:
+\[
+1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12 = 45 + 12 = 57
+\]
+Next, we find the sum of the integers from 10 to 19. This sum can be calculated using the formula for the sum of the first \(n\) natural numbers:
+\[
+\sum_{k=10}^{19} k = \frac{19 \cdot 20}{2} = 190
+\]
+Now, we add 1 to this sum to get the final sum:
+\[
+57 + 12 = 69
+\]
+Finally, we find the sum of the integers from 1 to 20. This sum can be calculated using the formula for the sum of the first \(n\) natural numbers:
+\[
+\sum_{k=1}^{20} k = \frac{20 \cdot 21}{2} = 210
+\]
+Now, we add 1 to this sum to get the final sum:
+\[
+69 + 12 = 81
+\]
+Finally, we find the sum of the integers from 1 to 21. This sum can be calculated using the','21',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,3,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we will follow these steps:
+
+1. **Find the sum of the numbers from 1 to 12:**
+   The sum of the first \(n\) natural numbers is given by the formula:
+   \[
+   S = \frac{n(n + 1)}{2}
+   \]
+   For \(n = 12\), we have:
+   \[
+   S = \frac{12 \times 13}{2} = 78
+   \]
+
+2. **Find the remainder when 78 is divided by 4:**
+   To find the remainder when 78 is divided by 4, we perform the division:
+   \[
+   78 \div 4 = 19 \text{ remainder } 2
+   \]
+   This means that the remainder when 78 is divided by 4 is 2. Therefore, we can write:
+   \[
+   78 \equiv 2 \pmod{4}
+   \]
+
+So, the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\) is \(\boxed{2}\).','2',1,'equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,4,'To find the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we need to follow these steps:
+
+1. Calculate the sum of the given numbers.
+2. Compute the sum modulo 4.
+3. Output the result.
+
+Let''s start by calculating the sum of the given numbers. We can do this by adding the numbers together:
+
+\[
+1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12
+\]
+
+Let''s use Python to perform this calculation and then find the modulo 4 remainder.
+```python
+# Calculate the sum of the given numbers
+numbers = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+total_sum = sum(numbers)
+
+# Calculate the modulo 4 remainder of the total sum
+modulo_4_remainder = total_sum % 4
+print(modulo_4_remainder)
+```
+```output
+3
+```
+The modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\) is \(\boxed{3}\).','3',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(120,5,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can follow these steps:
+
+1. Sum all the numbers in the sequence.
+2. Find the remainder when this sum is divided by 4.
+
+Let''s start by summing all the numbers in the sequence:
+\[1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12.\]
+
+This is the sum of the first 12 natural numbers. The sum of the first \(n\) natural numbers is given by the formula:
+\[
+S_n = \frac{n(n + 1)}{2}.
+\]
+For \(n = 12\), we have:
+\[
+S_{12} = \frac{12 \times 13}{2} = 99.
+\]
+
+Next, we need to find the remainder when 99 is divided by 4. We can do this by performing the division:
+\[
+99 \div 4 = 24 \text{ remainder } 3.
+\]
+Therefore, the remainder when 99 is divided by 4 is 3.
+
+So, the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\) is \(\boxed{3}\).','3',0,'not_equivalent',344,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,6,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we will follow these steps:
+
+1. **Sum the numbers:**
+   \[
+   1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12
+   \]
+
+2. **Calculate the sum step by step:**
+   - Add the first number (1): \(1\)
+   - Add the second number (2): \(1 + 2 = 3\)
+   - Add the third number (3): \(3 + 3 = 6\)
+   - Add the fourth number (4): \(6 + 4 = 10\)
+   - Add the fifth number (5): \(10 + 5 = 15\)
+   - Add the sixth number (6): \(15 + 6 = 21\)
+   - Add the seventh number (7): \(21 + 7 = 28\)
+   - Add the eighth number (8): \(28 + 8 = 36\)
+   - Add the ninth number (9): \(36 + 9 = 45\)
+   - Add the tenth number (10): \(45 + 10 = 55\)
+   - Add the eleventh number (11): \(55 + 11 = 66\)
+   - Add the twelfth number (12): \(66 + 12 = 78\)
+
+3. **Identify the repeating part:**
+   - The sum we obtained is 78.
+   - To find the remainder when 78 is divided by 4, we perform the division \(78 \div 4\).
+
+4. **Perform the division:**
+   \[
+   78 \div 4 = 19 \text{ remainder } 2
+   \]
+
+5. **Conclusion:**
+   - The remainder when 78 is divided by 4 is 2.
+
+Therefore, the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 +','9',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,7,'To determine the modulo 4 remainder of the sum \(1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12\), we can follow these steps:
+
+1. Calculate the sum of all the numbers from 1 to 12.
+2. Find the remainder of this sum when divided by 4.
+
+Let''s start by calculating the sum. The sum of the first 12 natural numbers can be calculated using the formula for the sum of the first \(n\) natural numbers:
+\[
+S = \frac{n(n + 1)}{2}
+\]
+For \(n = 12\):
+\[
+S = \frac{12 \times 13}{2} = 99
+\]
+Next, we need to find the remainder of 99 when divided by 4. We do this by performing the division and finding the remainder:
+\[
+99 \div 4 = 24 \text{ remainder } 3
+\]
+Thus, the remainder of 99 when divided by 4 is \(3\).
+
+So the final answer is \(\boxed{3}\).','3',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79651395140357851977e+09,1.79651950244094300271e+09,'thinkscale eval --config docs/results/auto/sweep-math500-l12.toml --out runs/math500-l12-0.5b --workers 2 --quiet','running',105,5.55054416764200141175e+03,5.55054271086199878465e+03);
+INSERT INTO "sessions" VALUES(1,1.79651395140357851977e+09,1.79652063199771142012e+09,'thinkscale eval --config docs/results/auto/sweep-math500-l12.toml --out runs/math500-l12-0.5b --workers 2 --quiet','killed',109,6.68010107897599664282e+03,6.68009962550899945212e+03);
+INSERT INTO "sessions" VALUES(2,1.79652204880157566075e+09,1.79652288648392772672e+09,'thinkscale eval --config docs/results/auto/sweep-math500-l12.toml --out runs/math500-l12-0.5b --workers 2 --quiet','finished',11,8.37116790638996462799e+02,8.3711165358700236538e+02);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -22350,5 +27964,65 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-37
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-370',0,105,'-39',0.625,0,28,1,82.0,30.0,718.0,0.0,8.76274349812483706063e+01,9.6780268157023254397e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-370',0,105,'-41',9.4642857142857139685e-01,1,70,1,82.0,30.0,1436.0,0.0,1.75254869962496741212e+02,1.87024725996948828123e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-370',0,105,'-41',1.0,1,1,0,82.0,30.0,2872.0,0.0,3.5050973992499348242e+02,3675136416768.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-372',0,106,'60^\circ',0.0,0,8,1,281.0,30.0,343.375,0.0,4.67241588699998828832e+01,7.47112561903669067375e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-372',0,106,'60^\circ',0.0,0,28,1,281.0,30.0,686.75,0.0,9.34483177399997657665e+01,1.17872522384885913089e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-372',0,106,'180^\circ',0.0,0,70,1,281.0,30.0,1373.5,0.0,1.86896635479999531533e+02,2.041950547739239502e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-372',0,106,'1',0.0,0,1,0,281.0,30.0,2747.0,0.0,3.73793270959999063057e+02,3768401195520.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-374',0,107,'2\sqrt{2} - 4',0.625,0,8,1,57.0,33.0,299.125,0.0,3.48310735763752745688e+01,405897759993.314);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-374',0,107,'2\sqrt{2} - 4',0.625,0,28,1,57.0,33.0,598.25,0.0,6.96621471527505491377e+01,7.81647601255983520522e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-374',0,107,'4',9.4642857142857139685e-01,1,70,1,57.0,33.0,1196.5,0.0,1.39324294305501098282e+02,1.5331472837813222656e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-374',0,107,'4',1.0,1,1,0,57.0,33.0,2393.0,0.0,2.78648588611002196563e+02,3036146648832.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-397',0,108,'23',0.875,1,8,1,65.0,32.0,291.875,0.0,7.84933758996248798212e+01,408068002380.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-397',0,108,'23',0.875,1,28,1,65.0,32.0,583.75,0.0,1.56986751799249759642e+02,774685465080.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-397',0,108,'23',1.0,1,70,1,65.0,32.0,1167.5,0.0,3.13973503598499519289e+02,1507920390480.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-397',0,108,'23',1.0,1,1,0,65.0,32.0,2335.0,0.0,627.947007196999,2974390241280.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-395',0,109,'\frac{12}{9^{1/3}}',0.125,0,8,1,70.0,30.0,323.625,0.0,1.09309846641875083148e+02,4.56894693081621887202e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-395',0,109,'\frac{12}{9^{1/3}}',0.125,0,28,1,70.0,30.0,647.25,0.0,2.18619693283750166296e+02,8.63529399299675903302e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-395',0,109,'2^{26}',1.07142857142857136909e-01,0,70,1,70.0,30.0,1294.5,0.0,4.37239386567500332592e+02,1.67679881173578393558e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-395',0,109,'256',0.0,0,1,0,70.0,30.0,2589.0,0.0,8.74478773135000665185e+02,3303337636608.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-430',0,110,'2',0.625,0,8,1,49.0,30.0,200.625,0.0,9.25717186137444514315e+00,275437489065.931);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-430',0,110,'2',0.625,0,28,1,49.0,30.0,401.25,0.0,1.85143437227488902863e+01,5.27046578394798034654e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-430',0,110,'4.5',8.60714285714285765038e-01,1,70,1,49.0,30.0,802.5,0.0,3.70286874454977805721e+01,1.03026475705253198244e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-430',0,110,'4.5',1.0,1,1,0,49.0,30.0,1605.0,0.0,7.40573748909955611443e+01,2036701114368.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-410',0,111,'3',0.0,0,8,1,70.0,0.0,369.75,0.0,1.23735036158750517638e+01,552767963412.206);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-410',0,111,'1',0.0,0,28,1,70.0,0.0,739.5,0.0,2.47470072317501035277e+01,1.01754557449046228025e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-410',0,111,'3',0.0,0,70,1,70.0,0.0,1479.0,0.0,4.94940144635002070554e+01,1.94710079664697485353e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-410',0,111,'3',0.0,0,1,0,70.0,0.0,2958.0,0.0,9.89880289270004141109e+01,3806211240960.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-433',0,112,'\frac{57}{160}',0.125,1,8,1,51.0,30.0,289.5,0.0,1.09097033694997662682e+01,3.89994358937961486813e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-433',0,112,'\frac{57}{160}',0.125,1,28,1,51.0,30.0,579.0,0.0,2.18194067389995325365e+01,7.53612287802824218742e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-433',0,112,'\frac{1}{3}',0.125,0,70,1,51.0,30.0,1158.0,0.0,4.3638813477999065073e+01,1.4808481455325495606e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-433',0,112,'0.34199034199034196',0.125,0,1,0,51.0,30.0,2316.0,0.0,8.72776269559981301461e+01,2935319860992.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-438',0,113,'1',0.5,0,8,1,65.0,32.0,276.125,0.0,1.90733589093742921249e+01,3.88210818951735961912e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-438',0,113,'1',0.5,0,28,1,65.0,32.0,552.25,0.0,3.81467178187485842508e+01,7.34978994877487915027e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-438',0,113,'7',8.1428571428571427937e-01,0,70,1,65.0,32.0,1104.5,0.0,7.62934356374971685017e+01,1.42851534672899194338e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-438',0,113,'4',1.0,1,1,0,65.0,32.0,2209.0,0.0,1.52586871274994336994e+02,2815588050432.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-447',0,114,'35',0.125,0,8,1,78.0,30.0,419.25,0.0,2.46267702746254144594e+01,5.87506645364148193371e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-447',0,114,'403',0.125,0,28,1,78.0,30.0,838.5,0.0,4.92535405492508289188e+01,1.11465947804241284179e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-447',0,114,'13',1.07142857142857136909e-01,0,70,1,78.0,30.0,1677.0,0.0,9.85070810985016578377e+01,2.16896514339894189442e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-447',0,114,'13',0.0,0,1,0,78.0,30.0,3354.0,0.0,1.97014162197003315666e+02,4277576474112.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-455',0,115,'5',0.375,0,8,1,54.0,30.0,295.25,0.0,1.66288481408746520169e+01,4.01012824280248107895e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-455',0,115,'15',0.375,0,28,1,54.0,30.0,590.5,0.0,3.32576962817493040338e+01,7.71879030603641235353e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-455',0,115,'6',5.53571428571428603149e-01,1,70,1,54.0,30.0,1181.0,0.0,6.65153925634986080677e+01,1.51361144325042749026e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-455',0,115,'6',1.0,1,1,0,54.0,30.0,2362.0,0.0,1.33030785126997216135e+02,2997076268544.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-456',0,116,'-4, -3',0.0,0,8,1,79.0,30.0,456.375,0.0,2.59772613810000621006e+01,635564552513.28);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-456',0,116,'-4, -3',0.0,0,28,1,79.0,30.0,912.75,0.0,5.19545227620001242013e+01,1209506224842.24);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-456',0,116,'-4, -3',0.0,0,70,1,79.0,30.0,1825.5,0.0,1.03909045524000248411e+02,2357389569500.16);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-456',0,116,'14',0.0,0,1,0,79.0,30.0,3651.0,0.0,2.07818091048000496822e+02,4653156258816.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-462',0,117,'200',0.0,0,8,1,140.0,30.0,347.875,0.0,2.51432624027502242829e+01,5.75480033340228149408e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-462',0,117,'34',0.0,0,28,1,140.0,30.0,695.75,0.0,5.02865248055004485658e+01,1.01270660521733837889e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-462',0,117,'11296',0.0,0,70,1,140.0,30.0,1391.5,0.0,1.00573049611000897129e+02,1.88715974897155883789e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-462',0,117,'1.0704',0.0,0,1,0,140.0,30.0,2783.0,0.0,2.01146099222001794259e+02,3636066036480.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-472',0,118,'37.5',0.125,0,8,1,69.0,30.0,335.375,0.0,1.65588748131249303692e+01,4.70451119972843444802e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-472',0,118,'37.5',0.125,0,28,1,69.0,30.0,670.75,0.0,3.31177496262498607384e+01,8.91893642472722900354e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-472',0,118,'37.5',1.07142857142857136909e-01,0,70,1,69.0,30.0,1341.5,0.0,6.62354992524997214769e+01,1.73477868747248193358e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-472',0,118,'37.5',0.0,0,1,0,69.0,30.0,2683.0,0.0,1.32470998504999442962e+02,3420548777472.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-476',0,119,'90000',0.25,0,8,1,98.0,30.0,323.875,0.0,2.1726500995375317871e+01,4.92407765288664917013e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-476',0,119,'200',0.25,1,28,1,98.0,30.0,647.75,0.0,4.34530019907506357421e+01,8.99370610539998535139e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-476',0,119,'90000',3.21428571428571452361e-01,0,70,1,98.0,30.0,1295.5,0.0,8.69060039815012714842e+01,1.71329630104266577152e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-476',0,119,'200',0.5,1,1,0,98.0,30.0,2591.0,0.0,1.73812007963002542959e+02,3341147682048.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'math500-487',0,120,'2',0.25,1,8,1,88.0,30.0,350.625,0.0,1.7124654089750038111e+01,5.13565265224841125497e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'math500-487',0,120,'0',0.25,0,28,1,88.0,30.0,701.25,0.0,3.42493081795000762221e+01,954235368912.721);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'math500-487',0,120,'2',2.64285714285714290472e-01,1,70,1,88.0,30.0,1402.5,0.0,6.84986163590001524443e+01,1.83557557628848071291e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'math500-487',0,120,'3',0.0,0,1,0,88.0,30.0,2805.0,0.0,1.36997232718000304884e+02,3598255991040.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
