@@ -126,3 +126,20 @@ def test_problems_from_a_run_are_the_ones_the_model_sometimes_solves(tmp_path: P
         split_from_run("game24", run, model="fake", problems=2, heldout=0, seed=0, system="think")
     with pytest.raises(ValueError, match="no model 'other'"):
         split_from_run("gsm8k-train", run, model="other", problems=2, heldout=0, seed=0, system="think")
+
+
+def test_rollout_seeds_follow_the_step_not_the_process() -> None:
+    """A resumed run (a new process, its first call at step 5) samples with the seeds the uninterrupted run used at
+    step 5; a step's second call and a held-out evaluation at the same step get seeds of their own."""
+    from thinkscale.rl.rollout import StepSeeds
+
+    uninterrupted = StepSeeds(0)
+    seen = {step: uninterrupted.next(step, "train", 3) for step in range(6)}
+    resumed = StepSeeds(0)
+    assert resumed.next(5, "train", 3) == seen[5]
+    second = resumed.next(5, "train", 3)
+    held_out = resumed.next(5, "eval", 3)
+    all_seeds = [s for seeds in (*seen.values(), second, held_out) for s in seeds]
+    assert len(set(all_seeds)) == len(all_seeds)  # no two requests of the run share a seed
+    assert all(0 <= s < 2**31 for s in all_seeds)
+    assert StepSeeds(1).next(5, "train", 3) != seen[5]  # the run's seed matters

@@ -9,6 +9,7 @@ scores the returned token ids with the transformers model as it does its own sam
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,25 @@ def _request(prompt: Any, **knobs: Any) -> GenRequest:
     return GenRequest(messages=tuple(Message(m["role"], m["content"]) for m in prompt), **knobs)
 
 
+class StepSeeds:
+    """The sampling seeds of a run's rollout calls: a function of the run's seed, the optimizer step, the mode
+    (``train``/``eval``) and how many calls this step and mode already made, never of how many calls this process
+    made, so a resumed run samples what the run without the kill would have sampled, and a held-out evaluation
+    never reuses a training rollout's seeds."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._last: tuple[int, str, int] | None = None  # (step, mode, call index) of the latest call
+
+    def next(self, step: int, mode: str, n: int) -> list[int]:
+        """The seeds of the next call's ``n`` requests."""
+        last = self._last
+        call = last[2] + 1 if last is not None and last[:2] == (step, mode) else 0
+        self._last = (step, mode, call)
+        return [int.from_bytes(hashlib.sha256(repr((self.seed, step, mode, call, j)).encode()).digest()[:4]) % 2**31
+                for j in range(n)]
+
+
 class LlamaCppRollout:
     """A TRL ``rollout_func``: prompts (each repeated once per completion it needs, as TRL's sampler hands them) in;
     prompt and completion token ids and the sampler's logprobs out, one row per prompt row."""
@@ -35,7 +55,7 @@ class LlamaCppRollout:
         self.backend = LlamaCppBackend(str(gguf), n_ctx=n_ctx, n_threads=threads)
         self.layout = Layout.read(gguf)  # read once: parsing the GGUF's vocabulary takes seconds
         self._synced: int | None = None
-        self._calls = itertools.count()
+        self._seeds = StepSeeds(seed)
 
     def sync(self, trainer: Any) -> None:
         """Hand the policy's current adapter to llama.cpp (once per optimizer step)."""
@@ -50,14 +70,13 @@ class LlamaCppRollout:
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         self.sync(trainer)
         args = trainer.args
-        call = next(self._calls)
         rows = [(key, len(list(group))) for key, group in itertools.groupby(prompts, key=repr)]
         firsts = list(itertools.accumulate([0] + [n for _, n in rows[:-1]]))
+        seeds = self._seeds.next(trainer.state.global_step, "train" if trainer.model.training else "eval", len(rows))
         reqs = [_request(prompts[i], n=n, temperature=args.temperature,
                          top_p=args.top_p if args.top_p is not None else 1.0,
-                         max_tokens=args.max_completion_length, logprobs=True,
-                         seed=(self.seed * 1_000_003 + call * 10_007 + j) % 2**31)
-                for j, (i, (_, n)) in enumerate(zip(firsts, rows, strict=True))]
+                         max_tokens=args.max_completion_length, logprobs=True, seed=seed)
+                for i, (_, n), seed in zip(firsts, rows, seeds, strict=True)]
         out: dict[str, list[Any]] = {"prompt_ids": [], "completion_ids": [], "logprobs": []}
         for req, completion in zip(reqs, self.backend.generate(reqs), strict=True):
             prompt_ids = self.backend.tokenize(self.backend.render(req.messages, req.prompt))
