@@ -3,10 +3,11 @@
 # fitted action for its bin. Fits a small grid (bins x tolerance) on the 100 gsm8k-train problems of runs/train-0.5b
 # with the ORM's scores cross-fitted (its own 75 training problems scored by heads refitted without them), replays
 # each policy on those train problems, and replays the one chosen on train (the most accurate over greedy among
-# those meeting the transfer target at some budget) on the GSM8K test run. Needs the committed stores (scripts/
-# stores.py restore) and the ORM's feature cache runs/orm/features-0.5b.sqlite (made by `thinkscale train orm`:
-# rebuilt, cold, in ~3 CPU h); the ORM's scores of the replayed chains are cached in runs/orm/*.sqlite, so a rerun
-# loads no model.
+# those meeting the transfer target at some budget) on the GSM8K test run. Needs the committed stores and score
+# caches (scripts/stores.py restore: runs/orm/judge-scores.sqlite holds the ORM's cross-fitted scores of every
+# replayed chain, so the fits and replays load no model and read no features). Only a chain not in the cache makes
+# the cross-fit, which needs the ORM's feature cache runs/orm/features-0.5b.sqlite (made by `thinkscale train orm`;
+# rebuilt, cold, in ~3 CPU h).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TS=.venv/bin/thinkscale

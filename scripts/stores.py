@@ -3,6 +3,10 @@
     .venv/bin/python scripts/stores.py save      # runs/NAME/results.sqlite -> docs/results/stores/NAME.sql
     .venv/bin/python scripts/stores.py restore   # docs/results/stores/NAME.sql -> runs/NAME/results.sqlite (if absent)
 
+Score caches go with them (runs/orm/*-scores.sqlite <-> docs/results/stores/caches/orm/*.sql): the ORM's scores of
+the stored chains that the auto replays read (scripts/auto_verifier.sh, scripts/auto_transfer.sh), so those replays
+need no model on a new machine.
+
 `save` dumps only committed jobs (safe while a sweep runs) and leaves a dump whose text did not change untouched;
 `restore` never replaces a store that exists. scripts/measure.sh restores first; scripts/checkpoint.sh saves and
 commits on a timer while it runs.
@@ -14,9 +18,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from thinkscale.eval.store import DB_NAME, StoreError, dump_sql, load_sql
+from thinkscale.eval.store import DB_NAME, StoreError, dump_database, dump_sql, load_database, load_sql
 
 ROOT = Path(__file__).resolve().parent.parent
+CACHES = ("orm/*-scores.sqlite",)  # under runs/: score caches (thinkscale.eval.chain_scores.ScoreCache files)
+
+
+def _replace_if_changed(new: Path, dest: Path, what: str) -> None:
+    if dest.is_file() and dest.read_bytes() == new.read_bytes():
+        new.unlink()
+        print(f"{dest.name}: unchanged ({what})")
+        return
+    new.replace(dest)
+    print(f"{dest.name}: {what}")
 
 
 def save(runs: Path, stores: Path) -> None:
@@ -27,13 +41,13 @@ def save(runs: Path, stores: Path) -> None:
     for db in found:
         dest = stores / f"{db.parent.name}.sql"
         new = stores / f"{db.parent.name}.sql.new"
-        jobs = dump_sql(db.parent, new)
-        if dest.is_file() and dest.read_bytes() == new.read_bytes():
-            new.unlink()
-            print(f"{dest.name}: unchanged ({jobs} jobs)")
-            continue
-        new.replace(dest)
-        print(f"{dest.name}: {jobs} jobs")
+        _replace_if_changed(new, dest, f"{dump_sql(db.parent, new)} jobs")
+    for pattern in CACHES:
+        for db in sorted(runs.glob(pattern)):
+            dest = (stores / "caches" / db.relative_to(runs)).with_suffix(".sql")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            new = dest.with_name(dest.name + ".new")
+            _replace_if_changed(new, dest, f"{dump_database(db, new, count='SELECT COUNT(*) FROM scores')} scores")
 
 
 def restore(runs: Path, stores: Path) -> None:
@@ -48,6 +62,12 @@ def restore(runs: Path, stores: Path) -> None:
             print(f"{out}: store exists, kept")
             continue
         print(f"{out}: {load_sql(dump, out)} jobs restored from {dump}")
+    for dump in sorted((stores / "caches").glob("**/*.sql")):
+        db = (runs / dump.relative_to(stores / "caches")).with_suffix(".sqlite")
+        if db.exists():
+            print(f"{db}: cache exists, kept")
+            continue
+        print(f"{db}: {load_database(dump, db, count='SELECT COUNT(*) FROM scores')} scores restored from {dump}")
 
 
 def main() -> int:

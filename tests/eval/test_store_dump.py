@@ -85,3 +85,30 @@ def test_a_chain_with_carriage_returns_round_trips_byte_for_byte(table: Path, tm
     again = tmp_path / "again.sql"
     dump_sql(moved, again)
     assert again.read_bytes() == dump.read_bytes()
+
+
+def test_a_score_cache_round_trips_through_its_dump(tmp_path: Path) -> None:
+    """scripts/stores.py keeps the ORM's score caches in git the same way: what was cached (a chain with "\r\n" in
+    its key included) is what the loaded cache serves; a file that exists is not replaced; a bad dump is refused."""
+    from thinkscale.eval.chain_scores import ScoreCache
+    from thinkscale.eval.store import dump_database, load_database
+    from thinkscale.types import Message, Usage
+
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    keys = [ScoreCache.key("orm", (Message("user", "q"),), text) for text in ("a\r\nb", "c")]
+    cache.put(keys[0], (0.25,), Usage(prompt_tokens=7))
+    cache.put(keys[1], (0.5, 0.75), Usage(prompt_tokens=3, cached_prompt_tokens=2))
+    assert dump_database(tmp_path / "scores.sqlite", tmp_path / "s.sql", count="SELECT COUNT(*) FROM scores") == 2
+    cache.close()
+    assert load_database(tmp_path / "s.sql", tmp_path / "copy" / "scores.sqlite",
+                         count="SELECT COUNT(*) FROM scores") == 2
+    loaded = ScoreCache(tmp_path / "copy" / "scores.sqlite")
+    assert loaded.get(keys[0]) == ((0.25,), Usage(prompt_tokens=7))
+    assert loaded.get(keys[1]) == ((0.5, 0.75), Usage(prompt_tokens=3, cached_prompt_tokens=2))
+    loaded.close()
+    with pytest.raises(StoreError, match="exists; not replacing"):
+        load_database(tmp_path / "s.sql", tmp_path / "copy" / "scores.sqlite")
+    (tmp_path / "bad.sql").write_text("this is not SQL;\n")
+    with pytest.raises(StoreError, match="not an SQL dump"):
+        load_database(tmp_path / "bad.sql", tmp_path / "bad.sqlite")
+    assert not (tmp_path / "bad.sqlite").exists() and not (tmp_path / "bad.sqlite.partial").exists()

@@ -189,3 +189,29 @@ def test_cross_fitting_scores_each_training_problem_with_a_head_fitted_without_i
     cand = [Candidate(text=other.text, answer=other.answer)]
     assert crossed.score(problem, cand, ledger=Ledger()) == base.score(problem, cand, ledger=Ledger())
     assert crossed.metadata["problems_refitted"] == 9 and crossed.metadata["folds"] == 3
+
+
+def test_a_deferred_cross_fit_is_made_on_its_first_score(run: Path, tmp_path: Path) -> None:
+    """Built without touching the model or the features (a replay whose scores are all cached needs neither); its
+    first score makes the cross-fit, and it scores exactly as cross_fit_orm's; bad metadata is refused up front."""
+    from thinkscale.policy.orm_fit import DeferredCrossFit, cross_fit_orm
+    from thinkscale.types import Candidate, Ledger, Problem
+
+    backend = ScriptedBackend(hidden_fn=marker, n_embd=4)
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    meta = train_orm(backend, [chains_from_run(run)], tmp_path / "orm.json", cache=cache, cfg=FAST,
+                     views=[(View.CHAIN,)])
+    base = TrainedORM.load(tmp_path / "orm.json", backend=backend)
+    made = len(backend.hidden_requests)
+    empty = FeatureCache(tmp_path / "empty.sqlite")
+    deferred = DeferredCrossFit(base, empty, 3)
+    assert len(backend.hidden_requests) == made and deferred._made is None
+    assert deferred.fitted_on.seed == meta["fitted_on"]["split"]["seed"]
+    assert deferred.fitted_on.train_problems == set(meta["fitted_on"]["split"]["train_problems"])
+    chain = next(c for c in chains_from_run(run).chains if c.problem_id in deferred.fitted_on.train_problems)
+    problem, cand = Problem(chain.problem_id, chain.messages), [Candidate(text=chain.text, answer=chain.answer)]
+    got = DeferredCrossFit(base, cache, 3).score(problem, cand, ledger=Ledger())
+    assert got == cross_fit_orm(base, cache, folds=3).score(problem, cand, ledger=Ledger())
+    bare = TrainedORM(backend=backend, head=base.head, spec=base.spec, metadata={})
+    with pytest.raises(ValueError, match="does not say what it was fitted on"):
+        DeferredCrossFit(bare, cache, 3)

@@ -72,16 +72,17 @@ def replay_judge(run: str | Path, verifier: str, verifier_path: str | None, *, c
                 raise ValueError(f"--cross-fit refits a trained ORM's head; verifier {verifier!r} is not one")
             if cross_fit < 2:
                 raise ValueError(f"--cross-fit needs at least 2 folds, got {cross_fit}")
-            from thinkscale.policy.orm_fit import cross_fit_orm
+            from thinkscale.policy.orm_fit import DeferredCrossFit
             from thinkscale.verifiers.orm_train import FeatureCache
 
             if features is None:
                 raise ValueError("--cross-fit needs --features: the feature cache of the ORM's training chains")
             feature_cache = FeatureCache(features)
-            crossed = cross_fit_orm(inner, feature_cache, folds=cross_fit)
-            identity = json.dumps(["cross-fit", identity, cross_fit, crossed.metadata["seed"]])
+            # refitted only if a chain's score is not cached: a cached replay needs no model and no features
+            crossed = DeferredCrossFit(inner, feature_cache, cross_fit)
+            identity = json.dumps(["cross-fit", identity, cross_fit, crossed.fitted_on.seed])
             inner = crossed
-            described += (f", cross-fitted over {cross_fit} folds of its {crossed.metadata['problems_refitted']} "
+            described += (f", cross-fitted over {cross_fit} folds of its {len(crossed.fitted_on.train_problems)} "
                           "training problems (each scored by a head fitted without it)")
         # a Verifier: the protocol's class attributes are properties here (the inner verifier's)
         judged = cast(Verifier, CachedVerifier(inner, identity, score_cache))

@@ -194,22 +194,67 @@ class CrossFitORM:
         return self.heads.get(problem.id, self.base).score(problem, candidates, ledger=ledger)
 
 
+@dataclass(frozen=True)
+class FittedOn:
+    """What a trained ORM's metadata says it was fitted on: what cross-fitting it again needs."""
+
+    runs: tuple[str, ...]
+    train_problems: frozenset[str]
+    per_problem: int
+    c: float
+    seed: int
+
+    @classmethod
+    def of(cls, base: TrainedORM) -> FittedOn:
+        """ValueError when the metadata does not say it."""
+        meta = base.metadata
+        try:
+            fitted = meta["fitted_on"]
+            return cls(tuple(fitted["runs"]), frozenset(fitted["split"]["train_problems"]),
+                       fitted["chains"] // fitted["problems"], float(meta["head"]["c"]), int(fitted["split"]["seed"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            raise ValueError(f"the ORM's metadata does not say what it was fitted on ({e!r}): it cannot be "
+                             "cross-fitted") from None
+
+
+@dataclass
+class DeferredCrossFit:
+    """``cross_fit_orm(base, cache, folds=folds)``, made on the first score it is asked for: a replay whose scores are
+    all cached (``eval.chain_scores.CachedVerifier``) then needs neither the model nor the training chains' features.
+    What it was fitted on is checked when it is made (``FittedOn``)."""
+
+    kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
+    uses_reference: ClassVar[bool] = False
+    name: ClassVar[str] = "orm"
+
+    base: TrainedORM
+    cache: FeatureCache = field(repr=False)
+    folds: int = 4
+    fitted_on: FittedOn = field(init=False)
+    _made: CrossFitORM | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fitted_on = FittedOn.of(self.base)
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return self.base.max_calls(candidates)
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
+        if self._made is None:
+            self._made = cross_fit_orm(self.base, self.cache, folds=self.folds)
+        return self._made.score(problem, candidates, ledger=ledger)
+
+
 def cross_fit_orm(base: TrainedORM, cache: FeatureCache, *, folds: int = 4) -> CrossFitORM:
     """``CrossFitORM`` of ``base``, refitting its head on the chains it was fitted on (read again from the runs its
     metadata names; their features from ``cache``, computed on ``base``'s backend where missing). ValueError when the
     metadata does not say what it was fitted on, or the runs no longer hold those chains."""
-    meta = base.metadata
-    try:
-        fitted = meta["fitted_on"]
-        train_ids = set(fitted["split"]["train_problems"])
-        per_problem, c, seed = fitted["chains"] // fitted["problems"], float(meta["head"]["c"]), fitted["split"]["seed"]
-    except (KeyError, TypeError, ZeroDivisionError) as e:
-        raise ValueError(f"the ORM's metadata does not say what it was fitted on ({e!r}): it cannot be "
-                         "cross-fitted") from None
-    runs = [chains_from_run(r, max_chains=per_problem) for r in fitted["runs"]]
+    fit = FittedOn.of(base)
+    meta, train_ids, per_problem, c, seed = base.metadata, fit.train_problems, fit.per_problem, fit.c, fit.seed
+    runs = [chains_from_run(r, max_chains=per_problem) for r in fit.runs]
     chains = [ch for ch in merge_runs(runs, base.backend.info().fingerprint) if ch.problem_id in train_ids]
     if len(chains) != per_problem * len(train_ids):
-        raise ValueError(f"the runs {fitted['runs']} hold {len(chains)} chains of the ORM's {len(train_ids)} training "
+        raise ValueError(f"the runs {list(fit.runs)} hold {len(chains)} chains of the ORM's {len(train_ids)} training "
                          f"problems, not the {per_problem} per problem it was fitted on")
     views = base.spec.views
     per_view, _ = chain_features(base.backend, chains, views, cache, spec=base.spec)
