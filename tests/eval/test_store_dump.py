@@ -107,8 +107,8 @@ def test_a_score_cache_round_trips_through_its_dump(tmp_path: Path) -> None:
     assert loaded.get(keys[1]) == ((0.5, 0.75), Usage(prompt_tokens=3, cached_prompt_tokens=2))
     loaded.close()
     with pytest.raises(StoreError, match="exists; not replacing"):
-        load_database(tmp_path / "s.sql", tmp_path / "copy" / "scores.sqlite")
+        load_database(tmp_path / "s.sql", tmp_path / "copy" / "scores.sqlite", count="SELECT 1")
     (tmp_path / "bad.sql").write_text("this is not SQL;\n")
     with pytest.raises(StoreError, match="not an SQL dump"):
-        load_database(tmp_path / "bad.sql", tmp_path / "bad.sqlite")
+        load_database(tmp_path / "bad.sql", tmp_path / "bad.sqlite", count="SELECT 1")
     assert not (tmp_path / "bad.sqlite").exists() and not (tmp_path / "bad.sqlite.partial").exists()

@@ -476,7 +476,7 @@ def dump_sql(out_dir: str | Path, dest: str | Path) -> int:
     src = Path(out_dir) / DB_NAME
     if not src.is_file():
         raise StoreError(f"{out_dir} is not a run folder: it has no {DB_NAME}")
-    return int(dump_database(src, dest, count="SELECT COUNT(*) FROM jobs"))
+    return dump_database(src, dest, count="SELECT COUNT(*) FROM jobs")
 
 
 def load_sql(src: str | Path, out_dir: str | Path) -> int:
@@ -487,24 +487,24 @@ def load_sql(src: str | Path, out_dir: str | Path) -> int:
     if (out / DB_NAME).exists():
         raise StoreError(f"{out / DB_NAME} exists; not replacing it with {src} (move it away first)")
     try:
-        jobs = int(load_database(src, out / DB_NAME, count="SELECT COUNT(*) FROM jobs"))
+        jobs = load_database(src, out / DB_NAME, count="SELECT COUNT(*) FROM jobs")
     except StoreError as e:
         raise StoreError(f"{src} is not a thinkscale store dump: {e}") from None
     Store(out).close()  # WAL mode, schema version checked
     return jobs
 
 
-def dump_database(src: str | Path, dest: str | Path, *, count: str | None = None) -> int | None:
+def dump_database(src: str | Path, dest: str | Path, *, count: str) -> int:
     """Any SQLite file (a run's store, a score cache) as SQL text at ``dest``, atomically, from one read snapshot;
-    texts are written untranslated (a chain's carriage returns stay). ``count``: a query whose single value, read in
-    the same snapshot, is returned."""
+    texts are written untranslated (a chain's carriage returns stay). ``count``: a query whose single value (e.g.
+    its main table's rows), read in the same snapshot, is returned."""
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".partial")
     db = sqlite3.connect(f"file:{src}?mode=ro", uri=True, isolation_level=None)
     try:
         db.execute("PRAGMA busy_timeout=10000")
         db.execute("BEGIN")  # one snapshot for the count and every table's rows
-        counted = None if count is None else int(db.execute(count).fetchone()[0])
+        counted = int(db.execute(count).fetchone()[0])
         with open(tmp, "w", encoding="utf-8", newline="") as f:  # no newline translation: texts keep their \r
             for line in db.iterdump():
                 f.write(line + "\n")
@@ -515,7 +515,7 @@ def dump_database(src: str | Path, dest: str | Path, *, count: str | None = None
     return counted
 
 
-def load_database(src: str | Path, dest: str | Path, *, count: str | None = None) -> int | None:
+def load_database(src: str | Path, dest: str | Path, *, count: str) -> int:
     """The SQLite file ``dest`` made from a :func:`dump_database` file, atomically and checked for integrity; refuses
     to replace a file that exists (StoreError). ``count``: a query whose single value is returned."""
     dest = Path(dest)
@@ -525,14 +525,14 @@ def load_database(src: str | Path, dest: str | Path, *, count: str | None = None
     tmp = dest.with_name(dest.name + ".partial")
     tmp.unlink(missing_ok=True)
     db = sqlite3.connect(tmp, isolation_level=None)
-    counted = None
+    counted = 0
     loaded = False
     try:
         with open(src, encoding="utf-8", newline="") as f:  # stored text's "\r\n" is data: read it untranslated
             db.executescript(f.read())
         if db.execute("PRAGMA integrity_check").fetchone() != ("ok",):
             raise StoreError(f"{src} does not load into an intact database")
-        counted = None if count is None else int(db.execute(count).fetchone()[0])
+        counted = int(db.execute(count).fetchone()[0])
         loaded = True
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{src} is not an SQL dump of a database: {e}") from None
