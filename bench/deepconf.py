@@ -76,7 +76,7 @@ def main() -> int:
                          max_tokens=args.max_tokens, seed=seed, logprobs=True)
         (c,) = backend.generate([req])
         answers = [extract_for_task(s.text, ds.task) for s in c.samples]
-        keys = [normalize_answer(a) if a is not None else None for a in answers]
+        keys = [normalize_answer(a) for a in answers]
         cands = [Candidate(text=s.text, answer=a, completion_tokens=s.completion_tokens, logprobs=s.logprobs)
                  for s, a in zip(c.samples, answers, strict=True)]
         confs = [_confidence(x, args.window) for x in cands]

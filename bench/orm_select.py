@@ -160,8 +160,7 @@ def fit_combo(train: RunChains, p: np.ndarray, k: int, per_problem: int = 200) -
     for pid, members in sorted(by_problem(train.chains).items()):
         if len(members) < k:
             continue
-        keys = [normalize_answer(train.chains[i].answer) if train.chains[i].answer is not None else None
-                for i in members]
+        keys = [normalize_answer(train.chains[i].answer) for i in members]
         ok = {key: train.chains[i].correct for key, i in zip(keys, members, strict=True) if key is not None}
         for row in subsets(len(members), k, max_subsets=per_problem, rng=random.Random(f"combo|{pid}|{k}")):
             answers, feats = answer_features(keys, p[members], row)
@@ -199,8 +198,7 @@ def evaluate(run: RunChains, p: np.ndarray, ks: Sequence[int], alpha: float, max
             members = groups[pid]
             if len(members) < k:
                 raise ValueError(f"{run.run}: problem {pid} has {len(members)} chains, fewer than k={k}")
-            keys = [normalize_answer(run.chains[i].answer) if run.chains[i].answer is not None else None
-                    for i in members]
+            keys = [normalize_answer(run.chains[i].answer) for i in members]
             correct = [run.chains[i].correct for i in members]
             seed = f"0|{pid}|{run.sampler}|{run.model}|{k}"  # the harness's per-unit rng (runner._expected)
             combo = (combos or {}).get(k)

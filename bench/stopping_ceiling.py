@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(s.completion_tokens is None for s in d.samples):
             print(f"error: {d.problem_id} seed {d.seed}: a chain without a token count", file=sys.stderr)
             return 1
-        paths.append(prefix_paths([normalize_answer(s.answer) if s.answer is not None else None for s in d.samples],
+        paths.append(prefix_paths([normalize_answer(s.answer) for s in d.samples],
                                   [s.correct for s in d.samples], [s.completion_tokens or 0 for s in d.samples]))
     n_chains = len(paths[0])
     full_acc, full_tok = run_rule(paths, lambda s: False)

@@ -482,7 +482,7 @@ def _expected(outcome: Outcome, k: int, cands: list[Candidate], correct: list[bo
     aggregated scores used (None for a plain vote) and the unit's rng (for the k-prefix answer's tie-break)."""
     job, plan = outcome.job, outcome.job.plan
     assert plan.selection is not None
-    keys = [normalize_answer(c.answer) if c.answer is not None else None for c in cands]
+    keys = [normalize_answer(c.answer) for c in cands]
     scores = None if plan.selection is Selection.MAJORITY else \
         [_score_of(c, plan.step_aggregation, plan.label) for c in cands]
     rng = unit_rng(job.seed, job.problem.id, plan.label, job.model, k)

@@ -71,7 +71,7 @@ def _auto_on(auto: Auto, cap: int, d: StoredDraw, ep: EvalProblem, replay: Repla
     if any(isinstance(e, Delegate) for e in res.trace):
         value = float(right)
     else:  # the chains are the first len(candidates) in the controller's order: the vote, ties split
-        keys = [normalize_answer(c.answer) if c.answer is not None else None for c in res.candidates]
+        keys = [normalize_answer(c.answer) for c in res.candidates]
         chains = controller_chains(d, replay.greedy[d.problem_id] if policy.sampling.greedy_first else None)
         value = metrics.selection_value(
             keys, [x.correct for x in chains[:len(keys)]], None, Selection.MAJORITY,

@@ -152,7 +152,7 @@ def _value(result: Result, chains: Sequence[StoredSample], greedy_breaks_ties: b
     """Expected correctness of the vote over the chains the run used (the first len(candidates) of ``chains``, in
     the controller's order: ``replay.controller_chains``), ties split (or, with ``greedy_breaks_ties``, given to
     the greedy chain's answer, chain 0, when it is among them), graded as stored."""
-    keys = [normalize_answer(c.answer) if c.answer is not None else None for c in result.candidates]
+    keys = [normalize_answer(c.answer) for c in result.candidates]
     correct = [s.correct for s in chains[:len(keys)]]
     return selection_value(keys, correct, None, Selection.MAJORITY, prefer=0 if greedy_breaks_ties else None)
 

@@ -232,8 +232,8 @@ class AdaptiveSelfConsistency:
                           "stopped": sum(c.finish_reason == "low_confidence" for c in wave)}
         else:
             st.kept.extend(True for _ in wave)
-        st.counts = dict(Counter(a for a in (normalize_answer(c.answer) if c.answer is not None else None
-                                             for c, k in zip(st.cands, st.kept, strict=True) if k) if a is not None))
+        st.counts = dict(Counter(a for a in (normalize_answer(c.answer) for c, k in zip(st.cands, st.kept, strict=True)
+                                             if k) if a is not None))
         st.p = majority_stays_probability(st.counts)
         ctx.note(Wave(st.waves, n, req.first_sample, {a: float(c) for a, c in st.counts.items()}, st.p, confs,
                       tuple(st.kept[-n:]) if confs is not None else None,
@@ -244,7 +244,7 @@ class AdaptiveSelfConsistency:
         """The kept traces' answers weighted by their confidence; ties broken by the run's rng."""
         weights: dict[str, float] = defaultdict(float)
         for c, conf, k in zip(st.cands, st.confs, st.kept, strict=True):
-            a = normalize_answer(c.answer) if c.answer is not None else None
+            a = normalize_answer(c.answer)
             if k and a is not None:
                 weights[a] += conf
         winner, tie = None, False

@@ -274,8 +274,7 @@ def _judge_first(difficulty: Difficulty, run: _Controller) -> float | None:
 
 def _sample(action: SampleAction, run: _Controller) -> Result:
     while True:
-        counts = Counter(a for a in (normalize_answer(c.answer) if c.answer is not None else None
-                                     for c in run.cands) if a is not None)
+        counts = Counter(a for a in (normalize_answer(c.answer) for c in run.cands) if a is not None)
         p = majority_stays_probability(counts)
         run.ctx.note(Check(len(run.cands), {a: float(c) for a, c in counts.items()}, p, action.threshold))
         if action.threshold is not None and p >= action.threshold:

@@ -78,7 +78,7 @@ def trace_confidence(logprobs: Sequence[float] | None, window: int) -> float | N
 def wave_features(candidates: Sequence[Candidate], *, window: int = 2048) -> WaveFeatures:
     """The signals of one wave (see the module doc). An empty wave has agreement 0 and answered 0."""
     n = len(candidates)
-    keys = [normalize_answer(c.answer) if c.answer is not None else None for c in candidates]
+    keys = [normalize_answer(c.answer) for c in candidates]
     counts = dict(Counter(k for k in keys if k is not None))
     top = max(counts.values()) if counts else 0
     leaders = sorted(a for a, v in counts.items() if v == top)
