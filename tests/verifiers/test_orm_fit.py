@@ -155,17 +155,22 @@ def test_train_orm_command_on_a_stored_run(run: Path, tmp_path: Path, monkeypatc
         assert bad.exit_code == 2 and why in bad.output and "gsm8k-train" in bad.output
 
 
+def _trained_on_the_fake(run: Path, tmp_path: Path) -> tuple[ScriptedBackend, FeatureCache, dict, TrainedORM]:
+    """An ORM trained on ``run``'s chains with the fake's hidden states (chain view), its feature cache, metadata."""
+    backend = ScriptedBackend(hidden_fn=marker, n_embd=4)
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    meta = train_orm(backend, [chains_from_run(run)], tmp_path / "orm.json", cache=cache, cfg=FAST,
+                     views=[(View.CHAIN,)])
+    return backend, cache, meta, TrainedORM.load(tmp_path / "orm.json", backend=backend)
+
+
 def test_cross_fitting_scores_each_training_problem_with_a_head_fitted_without_it(run: Path, tmp_path: Path):
     """The ORM's 9 training problems are dealt into 3 folds, each scored by a head fitted on the other 6; its 3
     held-out problems keep the shipped head (it never saw them); every feature comes from the cache."""
     from thinkscale.policy.orm_fit import cross_fit_orm
     from thinkscale.types import Candidate, Ledger, Problem
 
-    backend = ScriptedBackend(hidden_fn=marker, n_embd=4)
-    cache = FeatureCache(tmp_path / "f.sqlite")
-    meta = train_orm(backend, [chains_from_run(run)], tmp_path / "orm.json", cache=cache, cfg=FAST,
-                     views=[(View.CHAIN,)])
-    base = TrainedORM.load(tmp_path / "orm.json", backend=backend)
+    backend, cache, meta, base = _trained_on_the_fake(run, tmp_path)
     made = len(backend.hidden_requests)
     crossed = cross_fit_orm(base, cache, folds=3)
     assert len(backend.hidden_requests) == made
@@ -197,11 +202,7 @@ def test_a_deferred_cross_fit_is_made_on_its_first_score(run: Path, tmp_path: Pa
     from thinkscale.policy.orm_fit import DeferredCrossFit, cross_fit_orm
     from thinkscale.types import Candidate, Ledger, Problem
 
-    backend = ScriptedBackend(hidden_fn=marker, n_embd=4)
-    cache = FeatureCache(tmp_path / "f.sqlite")
-    meta = train_orm(backend, [chains_from_run(run)], tmp_path / "orm.json", cache=cache, cfg=FAST,
-                     views=[(View.CHAIN,)])
-    base = TrainedORM.load(tmp_path / "orm.json", backend=backend)
+    backend, cache, meta, base = _trained_on_the_fake(run, tmp_path)
     made = len(backend.hidden_requests)
     empty = FeatureCache(tmp_path / "empty.sqlite")
     deferred = DeferredCrossFit(base, empty, 3)
