@@ -176,3 +176,28 @@ def _problems():  # noqa: ANN202 - two GSM8K training problems
     from thinkscale.rl.data import split_problems
 
     return split_problems("gsm8k-train", problems=2, heldout=0, seed=0, system="think").train
+
+
+def test_export_of_step_0_is_the_base_model(tmp_path: Path, smollm2_path: str) -> None:
+    """`train export RUN --checkpoint 0` writes the run's base model through the same export (the control for a
+    trained model's comparison): llama.cpp's greedy tokens on it are transformers' on the base, up to a near tie."""
+    from typer.testing import CliRunner
+
+    from thinkscale.cli import app
+    from thinkscale.rl.grpo import Settings
+    from thinkscale.rl.weights import load_gguf_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps(Settings(model="smollm2-135m").to_json()))
+    done = CliRunner().invoke(app, ["train", "export", str(run), "--checkpoint", "0", "--gguf-type", "f32"])
+    assert done.exit_code == 0, done.output
+    assert done.output.rstrip().endswith(str(run / "model-0.gguf")) and (run / "model-0.gguf").is_file()
+    loaded = load_gguf_model(smollm2_path)
+    for prompt, cpp in zip(PROMPTS, _cpp_greedy(run / "model-0.gguf", PROMPTS, 12), strict=True):
+        text, _, until_tie = _hf_greedy(loaded.model.eval(), loaded.tokenizer, prompt, 12)
+        assert until_tie and cpp.startswith(until_tie), (cpp, text)
+    bad = CliRunner().invoke(app, ["train", "export", str(run), "--checkpoint", "-1"])
+    assert bad.exit_code == 2
+    none = CliRunner().invoke(app, ["train", "export", str(run), "--checkpoint", "5"])
+    assert none.exit_code != 0 and "no complete checkpoint at step 5" in none.output

@@ -144,7 +144,8 @@ def _run(settings: Any, out: Path, resume: bool) -> None:
 def export_command(
     run: Annotated[Path, typer.Argument(help="A train grpo run folder.")],
     checkpoint: Annotated[int | None, typer.Option(help="Step of the checkpoint to export (default: the final "
-                                                   "adapter, else the newest checkpoint).")] = None,
+                                                   "adapter, else the newest checkpoint; 0: the base model, "
+                                                   "no adapter).", min=0)] = None,
     out: Annotated[Path | None, typer.Option(help="GGUF to write (default RUN/model-stepN.gguf).")] = None,
     gguf_type: Annotated[str, typer.Option(help="f32, f16, q8_0, q4_k_m, q5_k_m or q6_k.")] = "q8_0",
 ) -> None:

@@ -135,7 +135,8 @@ def _base_gguf(settings: Settings) -> Path:
 
 def export_checkpoint(run: Path, step: int | None, out: Path | None, gguf_type: str) -> Path:
     """A run's adapter (``RUN/adapter``, or checkpoint ``step``; default the final adapter, else the newest
-    checkpoint) merged into the run's base model and written as a GGUF."""
+    checkpoint) merged into the run's base model and written as a GGUF. Step 0 is the base model itself, written
+    the same way: the control that separates what training changed from what the export's quantization did."""
     from peft import PeftModel
 
     from thinkscale.rl.grpo import last_checkpoint
@@ -146,6 +147,9 @@ def export_checkpoint(run: Path, step: int | None, out: Path | None, gguf_type: 
         raise TrainSetupError(f"{run} holds no train grpo run (no settings.json)")
     settings = Settings.from_json(json.loads(settings_path.read_text()))
     adapter: Path | None
+    if step == 0:
+        loaded = load_gguf_model(settings.model)
+        return write_model(loaded.gguf, merged_state(loaded.model), out or run / "model-0.gguf", gguf_type)
     if step is not None:
         adapter = run / "checkpoints" / f"checkpoint-{step}"
         if not (adapter / "trainer_state.json").exists():
