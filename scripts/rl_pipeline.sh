@@ -19,5 +19,10 @@ if [ -f "$OUT/settings.json" ]; then step $TS train grpo "${args[@]}" --resume; 
 step $TS eval --config docs/results/rl/sweep-grpo-0.5b.toml --out runs/gsm8k-grpo-0.5b --quiet
 step $PY bench/rl_compare.py runs/gsm8k-qwen0.5b runs/gsm8k-grpo-0.5b --strategy greedy:1 \
     --strategy self-consistency:8 --out bench/results/rl/compare-grpo-0.5b.json
+# the control: the base written through the same export (the file type alone moves greedy accuracy by points)
+[ -f "$OUT/model-0.gguf" ] || step $TS train export "$OUT" --checkpoint 0
+step $TS eval --config docs/results/rl/sweep-grpo-0.5b-base.toml --out runs/gsm8k-grpo-0.5b-base --quiet
+step $PY bench/rl_compare.py runs/gsm8k-grpo-0.5b-base runs/gsm8k-grpo-0.5b --strategy greedy:1 \
+    --strategy self-consistency:8 --out bench/results/rl/compare-grpo-0.5b-vs-export-base.json
 cp "$OUT/metrics.jsonl" "$OUT/heldout.jsonl" "$OUT/reward.png" "$OUT/model.json" docs/results/rl/
 echo "== $(date -u +%FT%TZ) done"

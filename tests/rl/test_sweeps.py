@@ -26,3 +26,11 @@ def test_the_budget_forcing_sweep_runs_the_thinking_model_on_its_training_prompt
 def test_the_grpo_comparison_sweep_loads() -> None:
     cfg = load_sweep_file(RL / "sweep-grpo-0.5b.toml")
     assert cfg.models == ("runs/rl/grpo-0.5b-boxed/model.gguf",) and cfg.budgets == (1, 8)
+
+
+def test_the_grpo_control_sweep_is_the_comparison_sweep_on_the_exported_base() -> None:
+    trained = load_sweep_file(RL / "sweep-grpo-0.5b.toml")
+    base = load_sweep_file(RL / "sweep-grpo-0.5b-base.toml")
+    assert base.models == ("runs/rl/grpo-0.5b-boxed/model-0.gguf",)
+    assert base.model_copy(update={"models": trained.models}) == trained  # nothing else differs
+
