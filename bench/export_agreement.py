@@ -19,7 +19,8 @@ from thinkscale.rl.weights import load_gguf_model  # noqa: E402
 
 PROMPTS = ["Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many "
            "clips did Natalia sell altogether in April and May?",
-           "What is 17 * 23?", "Write one sentence about rain.", "A train travels 60 km in 1.5 hours. What is its speed?"]
+           "What is 17 * 23?", "Write one sentence about rain.",
+           "A train travels 60 km in 1.5 hours. What is its speed?"]
 
 
 def main() -> int:
