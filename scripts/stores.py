@@ -22,6 +22,7 @@ from thinkscale.eval.store import DB_NAME, StoreError, dump_database, dump_sql, 
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHES = ("orm/*-scores.sqlite",)  # under runs/: score caches (thinkscale.eval.chain_scores.ScoreCache files)
+SCORES = "SELECT COUNT(*) FROM scores"  # what a score cache's dump counts
 
 
 def _replace_if_changed(new: Path, dest: Path, what: str) -> None:
@@ -47,7 +48,7 @@ def save(runs: Path, stores: Path) -> None:
             dest = (stores / "caches" / db.relative_to(runs)).with_suffix(".sql")
             dest.parent.mkdir(parents=True, exist_ok=True)
             new = dest.with_name(dest.name + ".new")
-            _replace_if_changed(new, dest, f"{dump_database(db, new, count='SELECT COUNT(*) FROM scores')} scores")
+            _replace_if_changed(new, dest, f"{dump_database(db, new, count=SCORES)} scores")
 
 
 def restore(runs: Path, stores: Path) -> None:
@@ -67,7 +68,7 @@ def restore(runs: Path, stores: Path) -> None:
         if db.exists():
             print(f"{db}: cache exists, kept")
             continue
-        print(f"{db}: {load_database(dump, db, count='SELECT COUNT(*) FROM scores')} scores restored from {dump}")
+        print(f"{db}: {load_database(dump, db, count=SCORES)} scores restored from {dump}")
 
 
 def main() -> int:

@@ -484,12 +484,7 @@ def load_sql(src: str | Path, out_dir: str | Path) -> int:
     marked 'running' in it is marked 'killed' by the next sweep). Refuses to replace a store that exists. Returns the
     number of jobs loaded."""
     out = Path(out_dir)
-    if (out / DB_NAME).exists():
-        raise StoreError(f"{out / DB_NAME} exists; not replacing it with {src} (move it away first)")
-    try:
-        jobs = load_database(src, out / DB_NAME, count="SELECT COUNT(*) FROM jobs")
-    except StoreError as e:
-        raise StoreError(f"{src} is not a thinkscale store dump: {e}") from None
+    jobs = load_database(src, out / DB_NAME, count="SELECT COUNT(*) FROM jobs", what="a thinkscale store dump")
     Store(out).close()  # WAL mode, schema version checked
     return jobs
 
@@ -515,9 +510,10 @@ def dump_database(src: str | Path, dest: str | Path, *, count: str) -> int:
     return counted
 
 
-def load_database(src: str | Path, dest: str | Path, *, count: str) -> int:
+def load_database(src: str | Path, dest: str | Path, *, count: str, what: str = "an SQL dump of a database") -> int:
     """The SQLite file ``dest`` made from a :func:`dump_database` file, atomically and checked for integrity; refuses
-    to replace a file that exists (StoreError). ``count``: a query whose single value is returned."""
+    to replace a file that exists (StoreError). ``count``: a query whose single value is returned (a dump it fails on
+    is not ``what`` the caller expects)."""
     dest = Path(dest)
     if dest.exists():
         raise StoreError(f"{dest} exists; not replacing it with {src} (move it away first)")
@@ -535,7 +531,7 @@ def load_database(src: str | Path, dest: str | Path, *, count: str) -> int:
         counted = int(db.execute(count).fetchone()[0])
         loaded = True
     except sqlite3.DatabaseError as e:
-        raise StoreError(f"{src} is not an SQL dump of a database: {e}") from None
+        raise StoreError(f"{src} is not {what}: {e}") from None
     finally:
         db.close()
         if not loaded:
