@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.rl.test_grpo_model import _cpp_greedy, _hf_greedy  # noqa: E402
+from thinkscale.rl.agreement import cpp_greedy, hf_greedy  # noqa: E402
 from thinkscale.rl.weights import load_gguf_model  # noqa: E402
 
 PROMPTS = ["Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many "
@@ -31,11 +31,11 @@ def main() -> int:
     args = ap.parse_args()
     loaded = load_gguf_model(args.model)
     model = loaded.model.eval()
-    hf = [_hf_greedy(model, loaded.tokenizer, p, args.tokens, tie=0.3) for p in PROMPTS]
+    hf = [hf_greedy(model, loaded.tokenizer, p, args.tokens, tie=0.3) for p in PROMPTS]
     for name, path in (("export", args.gguf), ("catalog", loaded.gguf)):
-        cpp = _cpp_greedy(path, PROMPTS, args.tokens)
-        agree = sum(bool(u) and c.startswith(u) for (_, _, u), c in zip(hf, cpp, strict=True))
-        same = sum(c == t for (t, _, _), c in zip(hf, cpp, strict=True))
+        cpp = cpp_greedy(path, PROMPTS, args.tokens)
+        agree = sum(bool(h.until_tie) and c.startswith(h.until_tie) for h, c in zip(hf, cpp, strict=True))
+        same = sum(c == h.text for h, c in zip(hf, cpp, strict=True))
         print(f"{name} ({path}): {agree}/{len(PROMPTS)} agree up to the first near tie, {same}/{len(PROMPTS)} "
               f"identical over {args.tokens} tokens")
     return 0

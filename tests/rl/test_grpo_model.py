@@ -14,40 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from thinkscale.rl.agreement import cpp_greedy, hf_greedy
+
 pytestmark = pytest.mark.model
 
 PROMPTS = ["What is 2 + 3?", "Name a color.", "Write one sentence about rain."]
-
-
-def _hf_greedy(model, tokenizer, prompt: str, n: int, tie: float = 0.05  # noqa: ANN001
-               ) -> tuple[str, list[float], str]:
-    """Greedy text, its tokens' logprobs, and the text up to the first near tie (top-2 logprobs within ``tie``, where
-    rounding may pick either token)."""
-    import torch
-
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)
-    out = model.generate(**ids, max_new_tokens=n, do_sample=False, output_scores=True, return_dict_in_generate=True)
-    new = out.sequences[0, ids["input_ids"].shape[1]:]
-    lps = [torch.log_softmax(s[0].float(), -1) for s in out.scores]
-    top2 = [torch.topk(lp, 2).values for lp in lps]
-    first_tie = next((i for i, t in enumerate(top2) if float(t[0] - t[1]) < tie), len(new))
-    special = set(tokenizer.all_special_ids)  # an end-of-turn token is not part of the text
-    return (tokenizer.decode(new, skip_special_tokens=True),
-            [float(lp[t]) for lp, t in zip(lps, new, strict=True) if int(t) not in special],
-            tokenizer.decode(new[:first_tie], skip_special_tokens=True))
-
-
-def _cpp_greedy(path: Path, prompts: list[str], n: int) -> list[str]:
-    from thinkscale.backends.llamacpp import LlamaCppBackend
-    from thinkscale.types import GenRequest, Message
-
-    backend = LlamaCppBackend(str(path), n_ctx=1024, n_threads=1, deterministic=True)  # no cross-batch rounding
-    try:
-        return [c.samples[0].text for c in backend.generate(
-            [GenRequest(messages=(Message("user", p),), temperature=0.0, max_tokens=n) for p in prompts])]
-    finally:
-        backend.close()
 
 
 def test_merged_adapter_round_trips_through_gguf(tmp_path: Path, smollm2_path: str) -> None:
@@ -66,24 +37,24 @@ def test_merged_adapter_round_trips_through_gguf(tmp_path: Path, smollm2_path: s
                                                     init_lora_weights=False))
     out = write_gguf(loaded.gguf, merged_state(model), tmp_path / "model.gguf", out_type="f32")
     merged = model.merge_and_unload().eval()
-    expected = [_hf_greedy(merged, loaded.tokenizer, p, 12) for p in PROMPTS]
-    got = _cpp_greedy(out, PROMPTS, 12)
-    for (text, _, until_tie), cpp in zip(expected, got, strict=True):
-        assert until_tie and cpp.startswith(until_tie), (cpp, text)  # the same greedy tokens up to a near tie
+    expected = [hf_greedy(merged, loaded.tokenizer, p, 12) for p in PROMPTS]
+    got = cpp_greedy(out, PROMPTS, 12)
+    for e, cpp in zip(expected, got, strict=True):
+        assert e.until_tie and cpp.startswith(e.until_tie), (cpp, e.text)  # the same greedy tokens up to a near tie
     # and the same numbers: llama.cpp's logprobs of transformers' greedy tokens
     backend = LlamaCppBackend(str(out), n_ctx=1024, n_threads=1, deterministic=True)
     try:
-        scored = backend.score([ScoreRequest(messages=(Message("user", p),), continuation=e[0])
+        scored = backend.score([ScoreRequest(messages=(Message("user", p),), continuation=e.text)
                                 for p, e in zip(PROMPTS, expected, strict=True)])
     finally:
         backend.close()
-    for (_, hf_lps, _), s in zip(expected, scored, strict=True):
-        assert s.logprobs == pytest.approx(hf_lps, abs=0.03)
-    assert _cpp_greedy(Path(smollm2_path), PROMPTS, 12) != got  # the adapter did change the GGUF's output
+    for e, s in zip(expected, scored, strict=True):
+        assert s.logprobs == pytest.approx(e.logprobs, abs=0.03)
+    assert cpp_greedy(Path(smollm2_path), PROMPTS, 12) != got  # the adapter did change the GGUF's output
     # the smaller type loads and runs too (its greedy text may differ by rounding)
     q8 = write_gguf(loaded.gguf, merged_state(merged), tmp_path / "model-q8.gguf", out_type="q8_0")
     assert q8.stat().st_size < out.stat().st_size / 3
-    assert all(_cpp_greedy(q8, PROMPTS[:1], 4))
+    assert all(cpp_greedy(q8, PROMPTS[:1], 4))
 
 
 def _grpo(out: Path, *extra: str) -> list[str]:
@@ -116,7 +87,7 @@ def test_a_killed_run_resumes_to_the_end(tmp_path: Path, smollm2_path: str) -> N
     meta = json.loads((run / "model.json").read_text())
     assert meta["steps"] == 3 and meta["think_end"] == "</think>" and len(meta["train_problems"]) == 8
     assert (run / "reward.png").stat().st_size > 1000 and (run / "adapter" / "adapter_config.json").exists()
-    assert all(_cpp_greedy(run / "model.gguf", PROMPTS[:1], 4))
+    assert all(cpp_greedy(run / "model.gguf", PROMPTS[:1], 4))
     # a second new run into the same folder is refused, with the way out
     again = subprocess.run(_grpo(run, "--steps", "3"), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "pass --resume" in again.stderr
@@ -156,10 +127,9 @@ def test_llamacpp_rollout_samples_the_policy_being_trained(tmp_path: Path, smoll
         assert all(len(c) == len(lp) >= 1 for c, lp in zip(out["completion_ids"], out["logprobs"], strict=True))
         # the base weights stay 4-bit in llama.cpp, which also rounds activations to 8 bits in those matmuls: its
         # logprobs are within ~0.15 of transformers' (dequantized fp32), so a tie here is a gap under 0.5
-        merged_text, _, until_tie = _hf_greedy(model.merge_and_unload().eval(), loaded.tokenizer, PROMPTS[0], 10,
-                                               tie=0.5)
+        merged = hf_greedy(model.merge_and_unload().eval(), loaded.tokenizer, PROMPTS[0], 10, tie=0.5)
         got = loaded.tokenizer.decode(out["completion_ids"][0], skip_special_tokens=True)
-        assert until_tie and got.startswith(until_tie), (got, merged_text)
+        assert merged.until_tie and got.startswith(merged.until_tie), (got, merged.text)
         assert out["completion_ids"][0] == out["completion_ids"][1]  # greedy: the group's rows agree
         first = (tmp_path / "rollout-lora.gguf").stat().st_mtime_ns
         rollout([chat, chat], trainer)
@@ -194,9 +164,9 @@ def test_export_of_step_0_is_the_base_model(tmp_path: Path, smollm2_path: str) -
     assert done.exit_code == 0, done.output
     assert done.output.rstrip().endswith(str(run / "model-0.gguf")) and (run / "model-0.gguf").is_file()
     loaded = load_gguf_model(smollm2_path)
-    for prompt, cpp in zip(PROMPTS, _cpp_greedy(run / "model-0.gguf", PROMPTS, 12), strict=True):
-        text, _, until_tie = _hf_greedy(loaded.model.eval(), loaded.tokenizer, prompt, 12)
-        assert until_tie and cpp.startswith(until_tie), (cpp, text)
+    for prompt, cpp in zip(PROMPTS, cpp_greedy(run / "model-0.gguf", PROMPTS, 12), strict=True):
+        hf = hf_greedy(loaded.model.eval(), loaded.tokenizer, prompt, 12)
+        assert hf.until_tie and cpp.startswith(hf.until_tie), (cpp, hf.text)
     bad = CliRunner().invoke(app, ["train", "export", str(run), "--checkpoint", "-1"])
     assert bad.exit_code == 2
     none = CliRunner().invoke(app, ["train", "export", str(run), "--checkpoint", "5"])
