@@ -44,6 +44,8 @@ def test_the_cases_hold_both_verdicts() -> None:
     ("<think>a \\boxed{5}", False),                               # never closed (a cut-off completion)
     ("Sure. <think>a</think>\\boxed{5}", False),                  # text before the block
     ("<think>a</think>\\boxed{5} </think>", False),               # stray tag after
+    ("<think>plan: add</think>" + "Step 1: 2 + 3 = 5. " * 11 + "\\boxed{5}", False),  # working after the block
+    ("<think>a</think>" + " " * 300 + "The answer is \\boxed{5}.", True),  # only the stripped answer counts
 ])
 def test_format_reward(text: str, ok: bool) -> None:
     assert think_format([text], ["numeric"]) == [float(ok)]

@@ -18,7 +18,7 @@ def test_the_budget_forcing_sweep_runs_the_thinking_model_on_its_training_prompt
     assert cfg.models == ("runs/rl/grpo-0.5b-think/model.gguf",)
     (spec,) = cfg.strategies
     bf = build_strategy(spec)
-    assert (bf.think_start, bf.think_end) == ("<think>", "</think>")
+    assert (bf.think_start, bf.think_end) == ("<think>\n", "</think>")  # the training prefill
     # three thinking budgets: k x max_tokens thinking tokens
     assert [k * budget_scale("budget-forcing", cfg.max_tokens) for k in cfg.budgets] == [128, 256, 384]
 

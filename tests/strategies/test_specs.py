@@ -83,6 +83,10 @@ def test_typed_overrides_of_the_wrong_type_are_refused():
 def test_parse_spec_splits_without_coercing():
     assert parse_spec("best-of-n:verifier=pyes,n_samples=8") == ("best-of-n", {"verifier": "pyes", "n_samples": "8"})
     assert parse_spec(" greedy ") == ("greedy", {})
+    # a spec is one line whose values are stripped: \n, \t and \\ spell a newline, a tab and a backslash
+    assert parse_spec(r"budget-forcing:think_start=<think>\n,wait=\tWait,answer_prefix=a\\nb") == (
+        "budget-forcing", {"think_start": "<think>\n", "wait": "\tWait", "answer_prefix": "a\\nb"})
+    assert parse_spec(r"x:verifier_path=C:\models\prm.json")[1] == {"verifier_path": r"C:\models\prm.json"}
 
 
 @pytest.mark.parametrize(("text", "value"), [

@@ -18,6 +18,10 @@ from thinkscale.answers.task import Task, Verdict
 
 # One reasoning block first, then an answer outside it: what budget forcing (think_end=</think>) and the server's
 # hidden reasoning expect of a thinking model.
+# The answer after the block is short: the reasoning belongs inside it. Without this bound the 0.5B learned (80 steps,
+# held-out format 0.05 -> 0.72) to write a plan inside <think> and solve after </think>, which leaves budget forcing
+# nothing to cut and a server nothing to hide (docs/results/rl/README.md, "The thinking model").
+ANSWER_MAX_CHARS = 200
 _THINK_FORM = re.compile(r"\A\s*<think>(?P<thought>(?:(?!</?think>).)+?)</think>(?P<answer>(?:(?!</?think>).)*)\Z",
                          re.S)
 
@@ -54,12 +58,14 @@ def correct(completions: Sequence[Any], reference: Sequence[str], task: Sequence
 
 def think_format(completions: Sequence[Any], task: Sequence[str], prefill: Sequence[str] | None = None, **_: Any
                  ) -> list[float | None]:
-    """1.0 for ``<think>reasoning</think>`` followed by an answer the task's extractor reads (outside the block):
-    one non-empty reasoning block, no stray tags; else 0.0. A prefilled ``<think>`` counts as the opening tag."""
+    """1.0 for ``<think>reasoning</think>`` followed by a short answer (at most ``ANSWER_MAX_CHARS`` characters) the
+    task's extractor reads: one non-empty reasoning block, no stray tags, the working inside the block; else 0.0. A
+    prefilled ``<think>`` counts as the opening tag."""
     out: list[float | None] = []
     for text, t in zip(_texts(completions, prefill), task, strict=True):
         m = _THINK_FORM.match(text)
-        ok = m is not None and bool(m.group("thought").strip()) and extract_for_task(m.group("answer"), t) is not None
+        ok = (m is not None and bool(m.group("thought").strip()) and len(m.group("answer").strip()) <= ANSWER_MAX_CHARS
+              and extract_for_task(m.group("answer"), t) is not None)
         out.append(float(ok))
     return out
 

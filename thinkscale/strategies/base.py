@@ -35,6 +35,7 @@ import logging
 import math
 import pkgutil
 import random
+import re
 import types
 import typing
 from collections import Counter
@@ -270,8 +271,18 @@ def coerce_knob(strategy: str, knob: KnobInfo, value: object) -> object:
                      "construct the strategy in Python instead")
 
 
+_SPEC_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def _unescape(value: str) -> str:
+    """``\\n``, ``\\t`` and ``\\\\`` in a spec value are a newline, a tab and a backslash (a spec is one line, and its
+    values are stripped: ``think_start=<think>\\n``); any other backslash stays as written."""
+    return re.sub(r"\\([nt\\])", lambda m: _SPEC_ESCAPES[m.group(1)], value)
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """Split ``name`` or ``name:knob=value,knob=value`` into the name and the knob strings (not yet coerced)."""
+    """Split ``name`` or ``name:knob=value,knob=value`` into the name and the knob strings (not yet coerced);
+    ``\\n``, ``\\t`` and ``\\\\`` in a value are decoded after it is stripped (``_unescape``)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError("the strategy spec is empty: write NAME or NAME:KNOB=VALUE,KNOB=VALUE")
     name, sep, rest = spec.strip().partition(":")
@@ -292,7 +303,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
                 raise ValueError(f"strategy spec {spec!r}: knob {key!r} has an empty value")
             if key in values:
                 raise ValueError(f"strategy spec {spec!r} sets knob {key!r} twice")
-            values[key] = value
+            values[key] = _unescape(value)
     return name, values
 
 
