@@ -7,7 +7,7 @@ import pytest
 
 from thinkscale.answers.equivalence import grade
 from thinkscale.answers.task import Verdict
-from thinkscale.rl.rewards import completion_text, correct, reward_functions, think_format
+from thinkscale.rl.rewards import ANSWER_MAX_CHARS, completion_text, correct, reward_functions, think_format
 
 CASES = [  # (completion, reference, task)
     ("<think>3 + 4 = 7</think> The answer is \\boxed{7}.", "7", "numeric"),
@@ -44,11 +44,17 @@ def test_the_cases_hold_both_verdicts() -> None:
     ("<think>a \\boxed{5}", False),                               # never closed (a cut-off completion)
     ("Sure. <think>a</think>\\boxed{5}", False),                  # text before the block
     ("<think>a</think>\\boxed{5} </think>", False),               # stray tag after
-    ("<think>plan: add</think>" + "Step 1: 2 + 3 = 5. " * 11 + "\\boxed{5}", False),  # working after the block
     ("<think>a</think>" + " " * 300 + "The answer is \\boxed{5}.", True),  # only the stripped answer counts
 ])
 def test_format_reward(text: str, ok: bool) -> None:
     assert think_format([text], ["numeric"]) == [float(ok)]
+
+
+def test_format_reward_shrinks_with_the_working_after_the_block() -> None:
+    after = "Step 1: 2 + 3 = 5. " * 20 + "\\boxed{5}"  # 389 characters of working outside the block
+    plan, inside = "<think>plan: add</think>" + after, "<think>" + after + "</think>\\boxed{5}"
+    assert think_format([plan, inside], ["numeric"] * 2) == [pytest.approx(ANSWER_MAX_CHARS / len(after)), 1.0]
+    assert 0.5 < think_format([plan], ["numeric"])[0] < 0.52
 
 
 def test_completion_text() -> None:

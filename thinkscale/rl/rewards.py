@@ -58,15 +58,18 @@ def correct(completions: Sequence[Any], reference: Sequence[str], task: Sequence
 
 def think_format(completions: Sequence[Any], task: Sequence[str], prefill: Sequence[str] | None = None, **_: Any
                  ) -> list[float | None]:
-    """1.0 for ``<think>reasoning</think>`` followed by a short answer (at most ``ANSWER_MAX_CHARS`` characters) the
-    task's extractor reads: one non-empty reasoning block, no stray tags, the working inside the block; else 0.0. A
-    prefilled ``<think>`` counts as the opening tag."""
+    """For ``<think>reasoning</think>`` followed by an answer the task's extractor reads (one non-empty reasoning
+    block, no stray tags): 1.0 when the answer after the block is at most ``ANSWER_MAX_CHARS`` characters, else
+    ``ANSWER_MAX_CHARS / its length``, so that moving the working into the block always pays (a pass/fail bound gave
+    the base 0.5B 0 of 64 held-out completions: nothing to learn from). Anything else 0.0. A prefilled ``<think>``
+    counts as the opening tag."""
     out: list[float | None] = []
     for text, t in zip(_texts(completions, prefill), task, strict=True):
         m = _THINK_FORM.match(text)
-        ok = (m is not None and bool(m.group("thought").strip()) and len(m.group("answer").strip()) <= ANSWER_MAX_CHARS
-              and extract_for_task(m.group("answer"), t) is not None)
-        out.append(float(ok))
+        if m is None or not m.group("thought").strip() or extract_for_task(m.group("answer"), t) is None:
+            out.append(0.0)
+            continue
+        out.append(min(1.0, ANSWER_MAX_CHARS / len(m.group("answer").strip())))
     return out
 
 
