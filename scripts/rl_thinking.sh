@@ -17,7 +17,7 @@ args=(--model qwen2.5-coder-0.5b --data gsm8k-train --system think --rewards cor
       --problems-from runs/train-0.5b --heldout 32 --num-generations 4 --max-completion-tokens 384 --steps "$STEPS"
       --save-every 5 --eval-every "$EVERY" --generation llamacpp --out "$OUT")
 if [ -f "$OUT/settings.json" ]; then step $TS train grpo "${args[@]}" --resume; else step $TS train grpo "${args[@]}"; fi
-step $TS eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --quiet
+step $TS eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet
 step $TS report runs/gsm8k-think-0.5b-bf --out docs/results/rl/think-bf
 mkdir -p docs/results/rl/think
 cp "$OUT/metrics.jsonl" "$OUT/heldout.jsonl" "$OUT/reward.png" "$OUT/model.json" docs/results/rl/think/
