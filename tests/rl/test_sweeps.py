@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from thinkscale.eval.config import load_sweep_file
+from thinkscale.eval.runner import plan_strategy
 from thinkscale.prompts import THINK_SYSTEM
 from thinkscale.strategies.base import budget_scale, build_strategy
 
@@ -17,8 +18,9 @@ def test_the_budget_forcing_sweep_runs_the_thinking_model_on_its_training_prompt
     assert cfg.system == THINK_SYSTEM
     assert cfg.models == ("runs/rl/grpo-0.5b-think/model.gguf",)
     (spec,) = cfg.strategies
-    bf = build_strategy(spec)
-    assert (bf.think_start, bf.think_end) == ("<think>\n", "</think>")  # the training prefill
+    plan = plan_strategy(spec, cfg)
+    for bf in (build_strategy(spec), plan.build(2), build_strategy(plan.spec_at(2))):  # as the eval builds it
+        assert (bf.think_start, bf.think_end) == ("<think>\n", "</think>")  # the training prefill
     # three thinking budgets: k x max_tokens thinking tokens
     assert [k * budget_scale("budget-forcing", cfg.max_tokens) for k in cfg.budgets] == [128, 256, 384]
 

@@ -13,6 +13,7 @@ from thinkscale.strategies.base import (
     KnobInfo,
     build_strategy,
     coerce_knob,
+    format_spec,
     knobs,
     load_all,
     parse_spec,
@@ -87,6 +88,15 @@ def test_parse_spec_splits_without_coercing():
     assert parse_spec(r"budget-forcing:think_start=<think>\n,wait=\tWait,answer_prefix=a\\nb") == (
         "budget-forcing", {"think_start": "<think>\n", "wait": "\tWait", "answer_prefix": "a\\nb"})
     assert parse_spec(r"x:verifier_path=C:\models\prm.json")[1] == {"verifier_path": r"C:\models\prm.json"}
+
+
+@pytest.mark.parametrize("value", ["<think>\n", "\tWait", "a\\nb", "a\\\nb", "C:\\models\\prm.json", "a\\", "0.7"])
+def test_format_spec_is_read_back_by_parse_spec(value: str) -> None:
+    spec = format_spec("budget-forcing", {"wait": value, "n": "2"})
+    assert "\n" not in spec and "\t" not in spec  # one line
+    assert parse_spec(spec) == ("budget-forcing", {"wait": value, "n": "2"})
+    assert format_spec("greedy", {}) == "greedy"
+    assert format_spec("x", {"verifier_path": "C:\\models"}) == "x:verifier_path=C:\\models"  # as written before
 
 
 @pytest.mark.parametrize(("text", "value"), [

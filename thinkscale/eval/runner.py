@@ -70,6 +70,7 @@ from thinkscale.strategies.base import (
     budget_knob,
     budget_scale,
     build_strategy,
+    format_spec,
     get_strategy,
     knobs,
     parse_spec,
@@ -111,7 +112,7 @@ class StrategyPlan:
         items = dict(self.values)
         if self.knob is not None:
             items[self.knob] = str(budget * self.scale)
-        return self.name + (":" + ",".join(f"{k}={v}" for k, v in items.items()) if items else "")
+        return format_spec(self.name, items)
 
     def build(self, budget: int) -> Strategy:
         over = dict(self.overrides)
@@ -126,7 +127,7 @@ class StrategyPlan:
 def plan_strategy(spec: str, cfg: SweepConfig) -> StrategyPlan:
     name, values = parse_spec(spec)
     get_strategy(name)
-    label = name + (":" + ",".join(f"{k}={v}" for k, v in values.items()) if values else "")
+    label = format_spec(name, values)
     knob = budget_knob(name)
     known = knobs(name)
     overrides: dict[str, Any] = {}

@@ -39,7 +39,7 @@ import re
 import types
 import typing
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -278,6 +278,17 @@ def _unescape(value: str) -> str:
     """``\\n``, ``\\t`` and ``\\\\`` in a spec value are a newline, a tab and a backslash (a spec is one line, and its
     values are stripped: ``think_start=<think>\\n``); any other backslash stays as written."""
     return re.sub(r"\\([nt\\])", lambda m: _SPEC_ESCAPES[m.group(1)], value)
+
+
+def _escape(value: str) -> str:
+    """The inverse of ``_unescape``: a newline and a tab written as ``\\n`` and ``\\t``, and a backslash doubled where
+    it would otherwise start one of the escapes (``C:\\models`` stays as it is)."""
+    return re.sub(r"\\(?=[nt\\\n\t])|\n|\t", lambda m: {"\n": "\\n", "\t": "\\t"}.get(m.group(), "\\\\"), value)
+
+
+def format_spec(name: str, values: Mapping[str, str]) -> str:
+    """``NAME`` or ``NAME:KNOB=VALUE,...``: the spec that ``parse_spec`` reads back as ``(name, values)``."""
+    return name + (":" + ",".join(f"{k}={_escape(v)}" for k, v in values.items()) if values else "")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
