@@ -18,9 +18,9 @@ from thinkscale.answers.task import Task, Verdict
 
 # One reasoning block first, then an answer outside it: what budget forcing (think_end=</think>) and the server's
 # hidden reasoning expect of a thinking model.
-# The answer after the block is short: the reasoning belongs inside it. Without this bound the 0.5B learned (80 steps,
-# held-out format 0.05 -> 0.72) to write a plan inside <think> and solve after </think>, which leaves budget forcing
-# nothing to cut and a server nothing to hide (docs/results/rl/README.md, "The thinking model").
+# The answer after the block is short: the reasoning belongs inside it. Without a length term the 0.5B learned (80
+# steps, held-out format 0.05 -> 0.72) to write a plan inside <think> and solve after </think>, which leaves budget
+# forcing nothing to cut and a server nothing to hide (bench/results/rl/grpo-0.5b-think-loose/README.md).
 ANSWER_MAX_CHARS = 200
 _THINK_FORM = re.compile(r"\A\s*<think>(?P<thought>(?:(?!</?think>).)+?)</think>(?P<answer>(?:(?!</?think>).)*)\Z",
                          re.S)
