@@ -3,20 +3,26 @@
 # the format reward (reasoning inside <think>...</think>, then \boxed{}), then budget forcing on it at three thinking
 # budgets over the 100 GSM8K test problems (docs/results/rl/sweep-think-0.5b-bf.toml). Rerun after a kill: training
 # goes on from its newest checkpoint, the eval resumes its store. Run it after scripts/rl_pipeline.sh (one heavy job
-# at a time on a 2-core machine). Needs: bash scripts/install.sh --train, the committed stores restored.
+# at a time on a 2-core machine). Needs: bash scripts/install.sh --train. The trained run is kept in git by
+# `stores.py save-rl` (its adapter, ~35 MB; commit docs/results/stores/rl/), so the sweep can resume on a new machine;
+# a session that must stop mid-training keeps the newest checkpoint the same way (`stores.py save-rl runs/rl/NAME`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TS=.venv/bin/thinkscale
 PY=.venv/bin/python
 OUT=runs/rl/grpo-0.5b-think
 STEPS=${STEPS:-80}
-EVERY=${EVERY:-40}  # held-out evals (32 problems, ~13 min each on 2 cores) at 0, 40, 80
+EVERY=${EVERY:-80}  # held-out evals (32 problems, ~14 min each on 2 cores) at 0 and 80; the steps' rewards are the curve
 step() { echo "== $(date -u +%FT%TZ) $*"; "$@"; }
 $PY scripts/stores.py restore
 args=(--model qwen2.5-coder-0.5b --data gsm8k-train --system think --rewards correct,format
       --problems-from runs/train-0.5b --heldout 32 --num-generations 4 --max-completion-tokens 384 --steps "$STEPS"
       --save-every 5 --eval-every "$EVERY" --generation llamacpp --out "$OUT")
-if [ -f "$OUT/settings.json" ]; then step $TS train grpo "${args[@]}" --resume; else step $TS train grpo "${args[@]}"; fi
+if [ -f "$OUT/adapter/adapter_model.safetensors" ] && [ ! -f "$OUT/model.gguf" ]; then  # restored from git: re-export
+  step $TS train export "$OUT" --out "$OUT/model.gguf"
+elif [ -f "$OUT/settings.json" ]; then step $TS train grpo "${args[@]}" --resume
+else step $TS train grpo "${args[@]}"; fi
+step $PY scripts/stores.py save-rl "$OUT"
 step $TS eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet
 step $TS report runs/gsm8k-think-0.5b-bf --out docs/results/rl/think-bf
 mkdir -p docs/results/rl/think
