@@ -126,6 +126,9 @@ def test_weighted_power_moves_the_vote_from_majority_to_best_of_k(run: Path, tab
     assert [s.label for s in sels] == ["best:verifier=pyes", "weighted:verifier=pyes,power=1e-09",
                                        "weighted:verifier=pyes,power=50", "weighted:verifier=pyes",
                                        "tiebreak:verifier=pyes"]
+    assert [parse_selector(s.label) for s in sels] == sels  # a label is a spec that reads back as its selector
+    odd = parse_selector("best:verifier=orm,verifier_path=C:\\\\nets\\\\orm.json")  # a backslash survives too
+    assert odd.verifier_path == "C:\\nets\\orm.json" and parse_selector(odd.label) == odd
     result = select_run(run, sels, ks=[2, 4], backend=f"scripted:{table}", backend_factory=Factory(table), reps=50)
     for k in ("2", "4"):
         per = result["per_problem"][k]

@@ -48,7 +48,7 @@ from thinkscale.eval.metrics import (
     pass_at_k,
 )
 from thinkscale.eval.runner import default_backend_factory, unit_rng
-from thinkscale.strategies.base import parse_spec
+from thinkscale.strategies.base import format_spec, parse_spec
 from thinkscale.types import Candidate, Problem, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps
 from thinkscale.verifiers.base import Verifier, VerifierError, check_verifier_spec, resolve_verifier
@@ -101,8 +101,7 @@ class Selector:
         knobs = {"verifier": self.verifier, "verifier_path": self.verifier_path,
                  "step_aggregation": None if self.step_aggregation is StepAggregation.LAST else self.step_aggregation,
                  "power": None if self.power == 1.0 else f"{self.power:g}"}
-        given = ",".join(f"{k}={v}" for k, v in knobs.items() if v is not None)
-        return str(self.kind) + (":" + given if given else "")
+        return format_spec(str(self.kind), {k: str(v) for k, v in knobs.items() if v is not None})
 
     @property
     def scorer(self) -> tuple[str, str | None] | None:
