@@ -172,23 +172,28 @@ def write_curve(meta: dict[str, Any], path: str | Path, command: str) -> None:
 # ---------------------------------------------------------------------- cross-fitting
 
 
+class _StandsInForORM:
+    """A verifier that stands in for the trained ORM ``base``: its kind, name and calls are ``base``'s."""
+
+    kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
+    uses_reference: ClassVar[bool] = False
+    name: ClassVar[str] = "orm"
+    base: TrainedORM
+
+    def max_calls(self, candidates: Sequence[Candidate]) -> int:
+        return self.base.max_calls(candidates)
+
+
 @dataclass(frozen=True)
-class CrossFitORM:
+class CrossFitORM(_StandsInForORM):
     """Scores like the trained ORM ``base``, except that a problem ``base`` was fitted on is scored by a head fitted
     without it: ``base``'s training problems are dealt into folds, and each fold's problems get the head fitted (same
     views, same ``c``, Platt-calibrated the same way) on the other folds' chains. What a policy fitted on ``base``'s
     own training problems must see: in-sample probabilities are more confident than the ones auto meets."""
 
-    kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
-    uses_reference: ClassVar[bool] = False
-    name: ClassVar[str] = "orm"
-
     base: TrainedORM
     heads: dict[str, TrainedORM] = field(repr=False)  # problem id -> the head fitted without its fold
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def max_calls(self, candidates: Sequence[Candidate]) -> int:
-        return self.base.max_calls(candidates)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
         return self.heads.get(problem.id, self.base).score(problem, candidates, ledger=ledger)
@@ -218,14 +223,10 @@ class FittedOn:
 
 
 @dataclass
-class DeferredCrossFit:
+class DeferredCrossFit(_StandsInForORM):
     """``cross_fit_orm(base, cache, folds=folds)``, made on the first score it is asked for: a replay whose scores are
     all cached (``eval.chain_scores.CachedVerifier``) then needs neither the model nor the training chains' features.
     What it was fitted on is checked when it is made (``FittedOn``)."""
-
-    kind: ClassVar[VerifierKind] = VerifierKind.OUTCOME
-    uses_reference: ClassVar[bool] = False
-    name: ClassVar[str] = "orm"
 
     base: TrainedORM
     cache: FeatureCache = field(repr=False)
@@ -235,9 +236,6 @@ class DeferredCrossFit:
 
     def __post_init__(self) -> None:
         self.fitted_on = FittedOn.of(self.base)
-
-    def max_calls(self, candidates: Sequence[Candidate]) -> int:
-        return self.base.max_calls(candidates)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
         if self._made is None:
