@@ -82,6 +82,7 @@ def restore(runs: Path, stores: Path) -> None:
 
 
 RL_FILES = ("settings.json", "metrics.jsonl", "heldout.jsonl", "model.json", "reward.png")  # of a train grpo run
+RL_LEFT_OUT = ("tokenizer.json",)  # in an adapter or checkpoint folder
 
 
 def _newest_checkpoint(run: Path) -> Path | None:
@@ -105,8 +106,8 @@ def save_rl(run: Path, stores: Path) -> None:
     for name in RL_FILES:
         if (run / name).is_file():
             shutil.copy2(run / name, tmp / name)
-    target = tmp / weights.relative_to(run)
-    shutil.copytree(weights, target)
+    # the base model's tokenizer (11 MB for Qwen) is left out: export and resume read it from the base GGUF
+    shutil.copytree(weights, tmp / weights.relative_to(run), ignore=shutil.ignore_patterns(*RL_LEFT_OUT))
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():

@@ -28,6 +28,7 @@ def _checkpoint(run: Path, step: int, finished: bool = True) -> Path:
     ckpt.mkdir(parents=True)
     (ckpt / "adapter_model.safetensors").write_bytes(bytes([step]) * 64)
     (ckpt / "optimizer.pt").write_bytes(b"adam" * step)
+    (ckpt / "tokenizer.json").write_text("{}")  # the base model's: left out
     if finished:
         (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return ckpt
