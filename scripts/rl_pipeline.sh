@@ -18,8 +18,8 @@ $PY scripts/stores.py restore
 args=(--model qwen2.5-coder-0.5b --data gsm8k-train --system boxed --rewards correct --problems-from runs/train-0.5b
       --heldout 32 --num-generations 4 --max-completion-tokens 384 --steps "$STEPS" --save-every 5 --eval-every 25
       --generation llamacpp --out "$OUT")
-if [ -f "$OUT/adapter/adapter_model.safetensors" ] && [ ! -f "$OUT/model.gguf" ]; then  # restored from git: re-export
-  step $TS train export "$OUT" --out "$OUT/model.gguf"
+if [ -f "$OUT/adapter/adapter_model.safetensors" ]; then  # trained (restored from git: re-export the model)
+  [ -f "$OUT/model.gguf" ] || step $TS train export "$OUT" --out "$OUT/model.gguf"
 elif [ -f "$OUT/settings.json" ]; then step $TS train grpo "${args[@]}" --resume
 else step $TS train grpo "${args[@]}"; fi
 step $PY scripts/stores.py save-rl "$OUT"

@@ -32,7 +32,7 @@ def test_below_the_minimum_the_end_of_thinking_is_replaced_by_wait():
     assert first.stop == ("</think>",) and first.max_tokens == 50
     assert second.continue_final and second.messages[-1].content == "<think>\none two three\nWait"
     assert second.max_tokens == 47  # what is left of the 50
-    assert answer.messages[-1].content.endswith("four five six</think>")
+    assert answer.messages[-1].content.endswith("four five six</think>\n")  # after_think: "\n"
     assert "Final answer:" not in answer.messages[-1].content  # thinking ended on its own: nothing forced
     assert result.answer == "42" and result.stop_reason == "done"
     assert [e["event"] for e in result.trace_json()] == ["generate", "wait", "generate", "generate", "answer"]
@@ -46,7 +46,7 @@ def test_at_the_maximum_the_answer_is_forced():
     think, answer = b.requests
     assert think.max_tokens == 8
     assert answer.continue_final and answer.max_tokens == 5
-    assert answer.messages[-1].content == "<think>\n" + words(8) + "</think>\n\nFinal answer:"
+    assert answer.messages[-1].content == "<think>\n" + words(8) + "</think>\nFinal answer:"
     assert result.answer == "42"  # read from "Final answer: 42", not from the thinking
     assert next(e for e in algo_trace(result) if e["event"] == "force_answer")["reason"] == "max_thinking_tokens"
     assert algo_trace(result)[-1]["thinking_tokens"] == 8
@@ -105,7 +105,7 @@ def test_call_budget_reserves_the_answer_call():
     result, b = run(["a</think>", "b</think>", "\\boxed{5}"], Budget(max_calls=3), min_thinking_tokens=10, **THINK)
     assert b.calls == 3 and result.ledger.total().calls == 3 and b.remaining == 0
     assert b.requests[1].messages[-1].content == "<think>\na\nWait"
-    assert b.requests[2].messages[-1].content == "<think>\na\nWaitb</think>"  # no dangling "Wait"
+    assert b.requests[2].messages[-1].content == "<think>\na\nWaitb</think>\n"  # no dangling "Wait"
     assert result.answer == "5" and result.stop_reason == "budget"
     assert [e["event"] for e in algo_trace(result)].count("wait") == 1
 
@@ -115,7 +115,7 @@ def test_a_budget_that_cuts_thinking_forces_the_answer():
     the answer forced with "Final answer:" (reason: budget)."""
     result, b = run([words(30), "7"], Budget(max_completion_tokens=12), answer_max_tokens=5, **THINK)
     assert b.requests[0].max_tokens == 7
-    assert b.requests[1].messages[-1].content.endswith("</think>\n\nFinal answer:")
+    assert b.requests[1].messages[-1].content.endswith("</think>\nFinal answer:")
     assert next(e for e in algo_trace(result) if e["event"] == "force_answer")["reason"] == "budget"
     assert result.stop_reason == "budget" and result.answer == "7"
     assert result.ledger.total().completion_tokens == 8
@@ -147,3 +147,15 @@ def test_a_backend_that_cannot_continue_a_turn_is_refused_before_any_call():
     with pytest.raises(NotImplementedError, match="continue_final"):
         execute(BudgetForcing(), PROBLEM, b, Budget(), rng=random.Random(0))
     assert b.calls == 0
+
+
+@pytest.mark.parametrize(("after", "forced"), [("\n", False), ("\n\n", False), ("", False), ("\n", True)])
+def test_the_answer_follows_think_end_and_after_think(after: str, forced: bool) -> None:
+    """The answer call's prompt ends on think_end + after_think (+ answer_prefix when forced), whether the thinking
+    ended on whitespace or not: a thinking model that writes "</think>" and a newline as its own tokens must see them
+    so (ending on ">" made the trained 0.5B end its turn with no answer)."""
+    script = [words(20), "\\boxed{9}"] if forced else ["a b\n</think>", "\\boxed{9}"]
+    result, b = run(script, max_thinking_tokens=8, after_think=after, **THINK)
+    thinking = "<think>\n" + (words(8) if forced else "a b\n")
+    assert b.requests[-1].messages[-1].content == thinking + "</think>" + after + ("Final answer:" if forced else "")
+    assert result.answer == "9"

@@ -86,6 +86,10 @@ class BudgetForcing:
         wait: the text appended to continue thinking (s1's "Wait").
         answer_prefix: appended (after ``think_end``) to force the answer at the maximum.
         think_start, think_end: the thinking delimiters of ``<think>``-style models ("" for plain chat models).
+        after_think: the text after ``think_end`` before the answer (and before ``answer_prefix``), as the model
+            writes it: "\n" for a model that writes ``</think>`` then a newline. The prompt must end on the model's
+            own tokens: the trained thinking 0.5B writes ``>\n`` as one token, and a prompt ending on ``>`` alone
+            made it end its turn with no answer (every answer empty, docs/results/rl/README.md).
         temperature, top_p: sampling (s1 decodes greedily: temperature 0).
 
     Thinking tokens are the completion tokens the backend reports for the thinking calls; the inserted ``wait``
@@ -109,6 +113,7 @@ class BudgetForcing:
     answer_prefix: str = "Final answer:"
     think_start: str = ""
     think_end: str = ""
+    after_think: str = "\n"
     temperature: float = 0.0
     top_p: float = 1.0
 
@@ -192,12 +197,14 @@ class BudgetForcing:
         st = _State(self.think_start)
         forced = self._think(ctx, st)
         if forced is not None:
-            st.content += self.think_end + ("" if not st.content or st.content[-1].isspace() else "\n\n") + \
-                self.answer_prefix
+            if self.think_end:
+                st.content += self.think_end + self.after_think + self.answer_prefix
+            else:  # a plain chat model: the prefix on a paragraph of its own
+                st.content += ("" if not st.content or st.content[-1].isspace() else "\n\n") + self.answer_prefix
             answer_head: str | None = self.answer_prefix
             ctx.note(ForceAnswer(forced, st.thinking))
         elif self.think_end:
-            st.content += self.think_end
+            st.content += self.think_end + self.after_think
             answer_head = ""
         else:
             answer_head = None  # a plain chat model ended its turn: the reply is complete, its answer is in it
