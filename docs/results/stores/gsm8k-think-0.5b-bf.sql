@@ -1443,6 +1443,1270 @@ INSERT INTO "chains" VALUES(102,0,0,'23a0dbfc3959418c459c387236adfb8ca2525cbf5dd
    \]
   ','length',128,89,88,4.41698108650598442181e+00,161322860544.0,NULL);
 INSERT INTO "chains" VALUES(102,1,0,'8ee11a05dd5916547de65367f80a034c7e292dd483ce7e0e6608bb3ed5c0de46',0,' Jana has \boxed{3} girl Pomeranians.','stop',15,223,216,5.12708078998002747539e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(103,0,0,'ecf82f77661627d3b7d11147b071b7c93156c4f05381eaaeb629ab5ddc374879',0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the total number of hours Charisma works in 5 days:**
+   Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+   \[
+   8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours}
+   \]
+
+2. **Calculate the total number of minutes Charisma walks in 40 hours:**
+   Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks:
+   \[
+   5 \text{ minutes/hour} \times 40 \text{ hours} = 200 \text{ minutes}
+   \]
+
+3. **Determine how many minutes Charisma has walked after 5 days:**
+   Since Charisma walks for 200 minutes in 5 days, the number of minutes she has walked after 5 days is:
+   \[
+   \boxed{200}
+   \]','stop',241,95,37,1.02056615220062667508e+01,375579784704.0,NULL);
+INSERT INTO "chains" VALUES(103,1,0,'f1c8ef238b13079d138774794e64b6721cd5839d9db903c5b15011e6454c3fde',0,'The final answer is \boxed{200}.','stop',12,337,334,0.380202474001635,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(104,0,0,'96f20abe35e26bb3021534e1483204861ac7a01bf83f9dcae615a4f9b65ff2af',0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the total number of hours Charisma works in 5 days:**
+   Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+   \[
+   8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours}
+   \]
+
+2. **Calculate the total number of minutes Charisma walks in 40 hours:**
+   Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks:
+   \[
+   5 \text{ minutes/hour} \times 40 \text{ hours} = 200 \text{ minutes}
+   \]
+
+3. **Determine how many minutes Charisma has walked after 5 days:**
+   Since Charisma walks for 200 minutes in 5 days, the number of minutes she has walked after 5 days is:
+   \[
+   \boxed{200}
+   \]','stop',241,95,94,9.09564860099999350495e+00,303740698368.0,NULL);
+INSERT INTO "chains" VALUES(104,1,0,'f1c8ef238b13079d138774794e64b6721cd5839d9db903c5b15011e6454c3fde',0,'The final answer is \boxed{200}.','stop',12,337,334,0.380202474001635,17644687872.0,103);
+INSERT INTO "chains" VALUES(105,0,0,'ac0277b7f2c760c6709608bd87458133d9ac64ae01e17ded95b0d71b4d934da8',0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the total number of hours Charisma works in 5 days:**
+   Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+   \[
+   8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours}
+   \]
+
+2. **Calculate the total number of minutes Charisma walks in 40 hours:**
+   Charisma walks for 5 minutes every','length',128,95,94,3.69163229849982599262e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(105,1,0,'754b6a62d06a82df88c7a46647a52b37ef0e6c32877970d7a84bf83e8140e833',0,' \boxed{40}','stop',7,229,223,2.45203816998582624364e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(106,0,0,'369c8eea3fd20e3abb382d367e50f89a6b7b1e2ce88dff1b1e5c974840c1c559',0,'1. First, let''s calculate the total cost for the first venue without any food.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost without food: $200 + $5 * 10 = $250
+
+2. Next, let''s calculate the total cost for the second venue with food included.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost with food: $200 + $5 * 10 = $250
+
+3. Now, we need to find out how many guests are necessary for the two venues to be equal in cost.
+   - Total cost without food: $250
+   - Total cost with food: $250
+   - Difference in cost: $250 - $250 = $0
+
+Since the difference in cost is $0, it means that the two venues have the same cost without any food. Therefore, the final answer is:
+<think>0 guests are necessary for the two venues to be equal in cost.','stop',258,153,37,8.53174374150603398447e+00,470104898304.0,NULL);
+INSERT INTO "chains" VALUES(106,1,0,'bc0a7f3ed3d527874e79a993275a351345831d3df0a71dcca0588dac9e691b9b',0,'</think>','stop',4,411,392,2.70390704001329140737e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(107,0,0,'0d9b6d5535bc08adb38ed477de863bd556f6487b8d85fa6ebae008dd7a934626',0,'1. First, let''s calculate the total cost for the first venue without any food.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost without food: $200 + $5 * 10 = $250
+
+2. Next, let''s calculate the total cost for the second venue with food included.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost with food: $200 + $5 * 10 = $250
+
+3. Now, we need to find out how many guests are necessary for the two venues to be equal in cost.
+   - Total cost without food: $250
+   - Total cost with food: $250
+   - Difference in cost: $250 - $250 = $0
+
+Since the difference in cost is $0, it means that the two venues have the same cost without any food. Therefore, the final answer is:
+<think>0 guests are necessary for the two venues to be equal in cost.</','length',256,153,152,7.70164568750351463677e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(107,1,0,'fb56edaf2268dce02d3baccfb09081ab45ca21af3921d4960041dc37e0ebe66a',0,' 0','stop',3,415,409,1.321236649991988088e-01,10082678784.0,NULL);
+INSERT INTO "chains" VALUES(108,0,0,'8a00beca12998326f0d5cc186e65966a1b7ca9e7ab28b3a71cb3a5dc37eef860',0,'1. First, let''s calculate the total cost for the first venue without any food.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost without food: $200 + $5 * 10 = $250
+
+2. Next, let''s calculate the total cost for the second venue with food included.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost with food: $20','length',128,153,152,3.53188012599821377079e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(108,1,0,'3dcab764ae269487cf42f43d8a4ca8cb5f3bb939dcb605094adbe1b05ad9cdab',0,' 10 guests are necessary for the two venues to be equal in cost.','stop',17,287,281,5.08763004501815885305e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(109,0,0,'992b3c292c1436a3b6b34f5e20fe804ae63136f2945861b03e9f4f91b881b85f',0,'1. Julie starts with $500.
+2. She spends 20% of $500 on clothes.
+   \[
+   \text{Cost of clothes} = 0.20 \times 500 = 100
+   \]
+   After spending $100 on clothes, Julie has:
+   \[
+   500 - 100 = 400
+   \]
+3. She then spends 25% of the remaining $400 on CDs.
+   \[
+   \text{Cost of CDs} = 0.25 \times 400 = 100
+   \]
+   After spending $100 on CDs, Julie has:
+   \[
+   400 - 100 = 300
+   \]
+4. Finally, Julie has $300 left.
+','stop',194,84,37,5.61200247400302,302480363520.0,NULL);
+INSERT INTO "chains" VALUES(109,1,0,'22251ec7a6ea66fb1d859abc5987712e141c668921b7e40c61bd0ee3c4979eea',0,'Therefore, the final answer is \boxed{300}.','stop',14,278,277,3.91135268001562508288e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(110,0,0,'eff22a238f374aa00eec8def233afcd371c2d32f149f6da0da4e0df6eb0f5bfb',0,'1. Julie starts with $500.
+2. She spends 20% of $500 on clothes.
+   \[
+   \text{Cost of clothes} = 0.20 \times 500 = 100
+   \]
+   After spending $100 on clothes, Julie has:
+   \[
+   500 - 100 = 400
+   \]
+3. She then spends 25% of the remaining $400 on CDs.
+   \[
+   \text{Cost of CDs} = 0.25 \times 400 = 100
+   \]
+   After spending $100 on CDs, Julie has:
+   \[
+   400 - 100 = 300
+   \]
+','stop',182,84,83,4.93863901850181719055e+00,229380942336.0,NULL);
+INSERT INTO "chains" VALUES(110,1,0,'558102c8dd058a704bb1d46056300eb218aab9feec1360c8c3f630fb84f76ba6',0,'The final answer is \boxed{300}.','stop',12,266,265,3.30318665500271890778e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(111,0,0,'f01f494166b4543450759033454e290e46b0d820337b0ff2171c4e902297fb0b',0,'1. Julie starts with $500.
+2. She spends 20% of $500 on clothes.
+   \[
+   \text{Cost of clothes} = 0.20 \times 500 = 100
+   \]
+   After spending $100 on clothes, Julie has:
+   \[
+   500 - 100 = 400
+   \]
+3. She then spends 25% of the remaining $400 on CDs.
+   \[
+   \text{Cost of CDs} = 0.2','length',128,84,83,3.46869308700115652754e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(111,1,0,'547ddfb62c71e708000681074006b8ce645be4405768edb8d23266e8ff80a25e',0,' Julie has $400 left.','stop',9,218,212,2.9449896000005537644e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(112,0,0,'2301aab321a7f4663986143750e01222862b9d09e127b93b14fbf292311158af',0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout routine into two parts and then sum them up.
+
+First, let''s calculate the total number of hours Josh spent working out in the first two weeks:
+- Josh spent 5 hours each for two consecutive weeks.
+- Therefore, the total number of hours spent in the first two weeks is:
+  \[
+  5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+  \]
+
+Next, let''s calculate the total number of hours Josh spent working out in the third week:
+- Josh spent 6 hours in one week.
+- Therefore, the total number of hours spent in the third week is:
+  \[
+  6 \text{ hours/week}
+  \]
+
+Now, we add the hours spent in the first two weeks and the third week to find the total number of hours spent working out across the 8 weeks:
+\[
+10 \text{ hours} + 6 \text{ hours} = 16 \text{ hours}
+\]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \','length',256,118,117,7.13581702949159080162e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(112,1,0,'10c524420fafb27738418b2ae9faf9ed8759784addf1b2435b4d30cc3977c4b5',0,' \boxed{16}','stop',7,380,373,2.5934986100037349388e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(113,0,0,'e6c45a3402aad14ef0f7ab13bf003b8c05c36d559b38c5501dc351c9e7726829',0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout routine into two parts: the first part where he worked out for 4 hours each week except on some occasions, and the second part where he worked out for 2 consecutive weeks.
+
+First, let''s calculate the total number of hours Josh worked out for the first part:
+- Josh worked out for 4 hours each week except on some occasions.
+- There are 8 weeks in total.
+- Therefore, the number of hours spent working out for the first part is:
+  \[
+  4 \text{ hours/week} \times 8 \text{ weeks} = 32 \text{ hours}
+  \]
+
+Next, let''s calculate the total number of hours Josh worked out for the second part:
+- Josh worked out for 2 consecutive weeks.
+- There are 2 weeks in total.
+- Therefore, the number of hours spent working out for the second part is:
+  \[
+  2 \text{ weeks} \times 2 \text{ hours/week} = 4 \text{ hours}
+  \]
+
+Now, we add the hours spent working out for both parts to find the total number of hours Josh has spent working out across the 8 weeks:
+\[
+32 \text{ hours} + 4 \text{ hours} = 36 \text{ hours}
+\]
+
+','stop',301,118,37,8.93819567399441439192e+00,480187577088.0,NULL);
+INSERT INTO "chains" VALUES(113,1,0,'34a614bd75b397334381507f90864fdacec251cfe985ce8c44b48ba76e712d63',0,'The final answer is \boxed{36}.','stop',11,419,418,0.307882167498974,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(114,0,0,'4dae4cafa08366fc0e33999bb3f9e46bb9141f108c91a6140395167191c6f67d',0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout routine into two parts: the first part where he worked out for 4 hours each week except on some occasions, and the second part where he worked out for 2 consecutive weeks.
+
+First, let''s calculate the total number of hours Josh worked out for the first part:
+- Josh worked out for 4 hours each week except on some occasions.
+- There are 8 weeks in total.
+- Therefore, the number of hours spent on non-workout days is \(8 \times 4 = 32','length',128,118,117,3.47292471049331652466e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(114,1,0,'e0b1642d5e61ba649e5ed59f7f5433d4859941cedbf11bd4c742417206bd7fa6',0,' 32 hours
+
+Next, let''s calculate the total number of hours Josh worked out for the second part:
+- Josh worked out for 2 consecutive weeks.
+- Therefore, the number of hours spent on these two weeks is \(2 \times 2 = 4\) hours
+Final answer: 4 hours','length',64,252,245,1.86180804750074457842e+00,88223439360.0,NULL);
+INSERT INTO "chains" VALUES(115,0,0,'2de53560edfbc1426bf231ab9a4159937043f1093a0b1903eff487d6e5fefa03',0,'1. First, we need to determine Jame''s current age. Since Jame will turn 27 in 5 years, we can calculate his current age as follows:
+   \[
+   27 - 5 = 22
+   \]
+   So, Jame is currently 22 years old.
+
+2. Next, we need to determine Jame''s cousin''s current age. According to the problem, in 8 years, Jame''s cousin will be 5 years younger than twice his age. We can calculate Jame''s cousin''s current age as follows:
+   \[
+   22 - 5 = 17
+   \]
+   So, Jame''s cousin is currently 17 years old.
+
+3. Now, we need to find out how many years separate the age of the two now. We can calculate this by subtracting Jame''s current age from his cousin''s current age:
+   \[
+   17 - 22 = -5
+   \]
+   Since Jame''s cousin is currently 17 years old, it is 5 years younger than Jame''s age. Therefore, the final answer is:
+   \[
+   \boxed{-5}
+   \]','stop',247,87,38,7.14585288249873,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(115,1,0,'5eee07bbf9a984d5eb7e44536cba6c4aa255c0c87e1352803d63360315822a91',0,'The final answer is \boxed{-5}.','stop',10,335,332,3.12669609497788769658e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(116,0,0,'6adcb274b8ebdc2845014e2690e6fc658729c88241d9a50f0cc11e0caed85e92',0,'1. First, we need to determine Jame''s current age. Since Jame will turn 27 in 5 years, we can calculate his current age as follows:
+   \[
+   27 - 5 = 22
+   \]
+   So, Jame is currently 22 years old.
+
+2. Next, we need to determine Jame''s cousin''s current age. According to the problem, in 8 years, Jame''s cousin will be 5 years younger than twice his age. We can calculate Jame''s cousin''s current age as follows:
+   \[
+   22 - 5 = 1','length',128,87,86,3.61188123150168394204e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(116,1,0,'966aaf7170ae377e89b72d5ee32b83bcaa5b907dfcb97b7f2733adc3be434530',0,' \boxed{1}','stop',6,221,215,2.18854028501482389401e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(117,0,0,'6e1f212a22b7405679706b5dcc67a5fcf57306589d6f1550fb0cccb3417f9789',0,'1. First, we need to determine Jame''s current age. Since Jame will turn 27 in 5 years, we can calculate his current age as follows:
+   \[
+   27 - 5 = 22
+   \]
+   So, Jame is currently 22 years old.
+
+2. Next, we need to determine Jame''s cousin''s current age. According to the problem, in 8 years, Jame''s cousin will be 5 years younger than twice his age. We can calculate Jame''s cousin''s current age as follows:
+   \[
+   22 - 5 = 17
+   \]
+   So, Jame''s cousin is currently 17 years old.
+
+3. Now, we need to find out how many years separate the age of the two now. We can calculate this by subtracting Jame''s current age from his cousin''s current age:
+   \[
+   17 - 22 = -5
+   \]
+   Since Jame''s cousin is currently 17 years old, it is 5 years younger than Jame''s age. Therefore, the final answer is:
+   \[
+   \boxed{-5}
+   \]','stop',247,87,86,6.98451360300987289519e+00,311302707456.0,NULL);
+INSERT INTO "chains" VALUES(117,1,0,'5eee07bbf9a984d5eb7e44536cba6c4aa255c0c87e1352803d63360315822a91',0,'The final answer is \boxed{-5}.','stop',10,335,332,3.12669609497788769658e-01,15124018176.0,115);
+INSERT INTO "chains" VALUES(118,0,0,'11d4438098875e18952384b324caee98d5b569e65a70c9c0b13d5686550656ac',0,'1. Let''s denote the cost of one monitor as \( x \) dollars.
+2. The cost of the computer is $1,100.
+3. The cost of the printer is $2,400.
+4. The total cost of the computer, monitors, and printer is $2,400.
+5. The total cost of the computer, monitors, and printer minus the printer''s cost is $400 less than the computer''s cost.
+6. Therefore, we can write the equation:
+   \[
+   1100 + 2x - 2400 = 400
+   \]
+7. Simplifying the left side of the equation, we get:
+   \[
+   2x - 1400 = 400
+   \]
+8. To isolate \( x \), we add 1400 to both sides of the equation:
+   \[
+   2x = 5400
+   \]
+9. Next, we divide both sides by 2:
+   \[
+   x = 2700
+   \]
+','stop',241,101,100,6.86449224150055670179e+00,303740698368.0,NULL);
+INSERT INTO "chains" VALUES(118,1,0,'2ba873c3b3a7f77b091eb08c820a2a448b15029f5bbc43cbcd4f535172a2a097',0,'The cost of one monitor is \(\boxed{2700}\) dollars.','stop',19,342,341,5.51625020500978280324e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(119,0,0,'5f5a3c0d1da4c215f50ca930fdcb57259d3b745c4cfcc06f81608d720e0f8214',0,'1. Let''s denote the cost of one monitor as \( x \) dollars.
+2. The cost of the computer is $1,100.
+3. The cost of the printer is $400 less than the computer, so the cost of the printer is \( 1,100 - 400 = 700 \) dollars.
+4. The total cost of the computer, monitors, and printer is $2,400.
+5. Therefore, we can write the equation:
+   \[
+   1100 + 2x + 700 = 2400
+   \]
+6. Simplifying the left side of the equation, we get:
+   \[
+   2800 + 2x = 2400
+   \]
+7. To isolate \( x \), we subtract 2800 from both sides of the equation:
+   \[
+   2x = 2400 - 2800
+   \]
+   \[
+   2x = -400
+   \]
+8. To solve for \( x \), we divide both sides of the equation by 2:
+   \[
+   x = \frac{-400}{2}
+   \]
+   \[
+   x = -200
+   \]
+','stop',289,101,37,8.57998827700703259324e+00,443637866496.0,NULL);
+INSERT INTO "chains" VALUES(119,1,0,'faa51383c3ad10e40d8554a2498f7dca9592f8810c74fe5c9a3e4308766f488f',0,'The cost of one monitor is \(\boxed{-200}\) dollars.','stop',18,390,389,5.06363190503179794177e-01,22686027264.0,NULL);
+INSERT INTO "chains" VALUES(120,0,0,'6710932e4fc0af00faa6f36199a32182dbdba384b16c9abd2a4a074184045275',0,'1. Let''s denote the cost of one monitor as \( x \) dollars.
+2. According to the problem, the computer costs $1,100, so the cost of the computer is \( 1100 \) dollars.
+3. The computer and the printer together cost $2,400, so the cost of the printer is \( 2400 - 1100 = 1300 \) dollars.
+4. The printer is paid $400 less than the computer, so the cost of the printer is \( 1300 - 40','length',128,101,100,3.49430139001469797221e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(120,1,0,'9cefe7173681c86b83fa2a5812a2880bd283a686536634fe7029e87748ee3493',0,' \( x = 1300 - 40 = 1300 - 40 = 1300 - 40 = 1300 - 40 = 1300 - 40 = 1300 - 40 = ','length',64,235,228,1.83992856949953420553e+00,88223439360.0,NULL);
+INSERT INTO "chains" VALUES(121,0,0,'01402d985866d1e654686dea7abd2f1f66a2d55e54151e4cb5f416a2558ad158',0,'To determine how many pages Judy read in two weeks, we need to break down the problem step by step.
+
+1. **Calculate the number of pages Judy read in the first week:**
+   Judy read for 15 minutes each night for 7 nights. Therefore, the total number of pages read in the first week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ pages}
+   \]
+
+2. **Determine how many pages Judy can read in one 1.5-minute interval:**
+   Judy can read 2 pages per 1.5 minutes. To find out how many pages she can read in one 1.5-minute interval, we divide the number of pages read in the first week by 2:
+   \[
+   \frac{105 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 52.5 \text{ pages}
+   \]
+
+3. **Calculate the total number of pages Judy can read in two 1.5-minute intervals:**
+   Since Judy can read 52.5 pages in one 1.5-minute interval, in two 1.5-minute intervals she can read:
+   \[
+   52.5 \text{ pages/interval} \times 2 \text{ intervals} = 105 \text{ pages}
+   \]
+
+4. **Determine how many pages Judy read in the second week:**
+   The second week, Judy read a total of 100 pages. Therefore, the number of pages Judy read in the second week is:
+   \[
+   100 \text{ pages}
+   \]
+
+5. **Calculate the total number of pages Judy read in two weeks:**
+   To','length',384,104,37,1.12618781929959368428e+01,567150681600.0,NULL);
+INSERT INTO "chains" VALUES(121,1,0,'8f90f5ce06e7f1fdea62ffa25b2ee78d4bbb3b354afc923349699cf2d2caa9ae',0,' \boxed{105}','stop',8,494,182,3.10649292299876833567e+00,402046816512.0,NULL);
+INSERT INTO "chains" VALUES(122,0,0,'cd03b34f1c358393624f2e8276d8045254e5f55222ff1e46593b88f390ce558c',0,'To determine how many pages Judy read in two weeks, we need to break down the problem step by step.
+
+1. **Calculate the number of pages Judy read in the first week:**
+   Judy read for 15 minutes each night for 7 nights. Therefore, the total number of pages read in the first week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ pages}
+   \]
+
+2. **Determine how many pages Judy can read in one 1.5-minute interval:**
+   Judy can read 2 pages per 1.5 minutes. To find out how many pages she can read in one 1.5-minute interval, we divide the number of pages read in the first week by 2:
+   \[
+   \frac{105 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 52.5 \text{ pages}
+   \]
+
+3. **Calculate the total number of pages Judy can read in two 1.5-minute intervals:**
+   Since Judy can read 52.5 pages in one 1.5-minute interval, in two','length',256,104,103,7.27330346848611952736e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(122,1,0,'181366eb01fa826db3911d9b6ba279f1e0dd03c64444297f03d1f70d7c2ef7d0',0,' \boxed{52.5}','stop',9,366,360,3.20517474501684773713e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(123,0,0,'03f4bb1a176238f763bf845b67aa4013c286076a6aed601098ad2214aeef2603',0,'To determine how many pages Judy read in two weeks, we need to break down the problem step by step.
+
+1. **Calculate the number of pages Judy read in the first week:**
+   Judy read for 15 minutes each night for 7 nights. Therefore, the total number of pages read in the first week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ pages}
+   \]
+
+2. **Determine how many pages Judy can read in one 1.5-minute interval:**
+   Judy can read','length',128,104,103,3.56107339799564215354e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(123,1,0,'683c105a44e45ad63a5ad33a3274fe89372f106234af29ce7c64dfb3577f9eaa',0,' \boxed{105}','stop',8,238,232,2.71667549000994767993e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(124,0,0,'ca143303edd1d366d8673dd650e969b320ce575b53e5d1471b084b7f61a8f067',0,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+Let''s break it down:
+
+1. Calculate the total number of birds:
+   - Day 1: 50 birds
+   - Day 2: 50 birds
+   - Day 3: 0 birds
+   - Day 4: 120 birds
+   - Day 5: 20 birds
+   - Day 6: 90 birds
+   - Day 7: 90 birds
+
+   Total birds = 50 + 50 + 0 + 120 + 20 + 90 + 90 = 450 birds
+
+2. Divide the total number of birds by the number of days:
+   Average birds per day = Total birds / Number of days = 450 birds / 7 days
+
+Therefore, the average number of birds Mack saw in a day is \boxed{60}.','stop',238,136,37,7.48325686849875637562e+00,423472508928.0,NULL);
+INSERT INTO "chains" VALUES(124,1,0,'884d1b7fdbac7bd7bd0dd9ca26fd4ca4e4645aa29b9a14e2cbc348d351409b3d',0,'```','stop',2,376,372,0.0964849679994586,6301674240.0,NULL);
+INSERT INTO "chains" VALUES(125,0,0,'92f3541095607371cac302baf269a231a108761848cc005702820d16fda03464',0,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+Let''s break it down:
+
+1. Calculate the total number of birds:
+   - Day 1: 50 birds
+   - Day 2: 50 birds
+   - Day 3: 0 birds
+   - Day 4: 120 birds
+   - Day 5: 20 birds
+   - Day 6: 90 birds
+   - Day 7: 90 birds
+
+   Total birds = 50 + 50 + 0 + 120 + 20 + 90 + 90 = 450 birds
+
+2. Divide the total number of birds by the number of days:
+   Average birds per day = Total birds / Number of days = 450 birds / 7 days
+
+Therefore, the average number of birds Mack saw in a day is \boxed{60}.','stop',238,136,135,6.96591912950134428683e+00,299959693824.0,NULL);
+INSERT INTO "chains" VALUES(125,1,0,'884d1b7fdbac7bd7bd0dd9ca26fd4ca4e4645aa29b9a14e2cbc348d351409b3d',0,'```','stop',2,376,372,0.0964849679994586,6301674240.0,124);
+INSERT INTO "chains" VALUES(126,0,0,'dcfa252e906d08780fbd10f7ebafa7733858390b24bb4fbcbc59614604d5a091',0,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+Let''s break it down:
+
+1. Calculate the total number of birds:
+   - Day 1: 50 birds
+   - Day 2: 50 birds
+   - Day 3: 0 birds
+   - Day 4: 120 birds
+   - Day 5: 20 birds
+   - Day 6: ','length',128,136,135,3.80119062349695,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(126,1,0,'d837240ff21e057cd67e8b52e7841aaf3c2246d03a4c3e28392a9779e008658b',0,' 20 birds
+
+2. Divide the total number of birds by the number of days:
+   - Total birds: 20 birds
+   - Number of days: 7 days
+   - Average birds per day: </think>
+Final answer: 30 birds
+
+Therefore, the average number of birds','length',64,269,263,1.8564347350065872888e+00,86963104512.0,NULL);
+INSERT INTO "chains" VALUES(127,0,0,'da205bc545e005e5ed72b57f715a4b9d22660d243d1a922e14948177f392f4ed',0,'1. Martin eats Cheerios every day for breakfast.
+2. He will lose 1.25 pounds/week for breakfast.
+3. Martin eats donuts every day for breakfast.
+4. He will gain 1.75 pounds/week for breakfast.
+5. We need to find the difference in his weight at the end of 5 weeks between the two breakfast options.
+','stop',81,110,37,2.73039902450636873254e+00,192831231744.0,NULL);
+INSERT INTO "chains" VALUES(127,1,0,'2cf169f261595fe247ae08d7fc928cb84b6b280204ebaa20126e56edb3bb5976',0,'Let''s break this down step by step:
+
+1. Calculate the weight loss for breakfast:
+   - Weight loss per day = 1.25 pounds/week
+   - Number of days in 5 weeks = 5
+   - Weight loss = 1.25 pounds/week * 5 =','length',64,191,190,1.79234069700032705441e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(128,0,0,'d0acc66c8fa269271b67d476ca54e900ff4ac0f05427bcb1a4b7347472971c7e',0,'1. Martin eats Cheerios every day for breakfast.
+2. He will lose 1.25 pounds/week.
+3. Martin eats donuts every day for breakfast.
+4. He will gain 1.75 pounds/week.
+5. We need to find the difference in his weight at the end of 5 weeks between the two breakfast options.
+','stop',77,110,109,2.13466206400153168942e+00,97045783296.0,NULL);
+INSERT INTO "chains" VALUES(128,1,0,'6a3386810e5f83552ce99bc44175d7670f7d33db04ff88e412ea9218415ca097',0,'Let''s break this down step by step:
+
+1. Calculate the weight loss for breakfast:
+   - Martin eats Cheerios every day for 5 days.
+   - He loses 1.25 pounds/week.
+   - Therefore, the weight loss for breakfast is \(5 \times 1.25 =','length',64,187,186,1.74045388349259155802e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(129,0,0,'5e2ab4f54bcf2fa56431c0b8103e885cd2b70625a2bfe3e7b8c9a49c99b1a68b',0,'1. Martin eats Cheerios every day for breakfast.
+2. He will lose 1.25 pounds/week.
+3. Martin eats donuts every day for breakfast.
+4. He will gain 1.75 pounds/week.
+5. We need to find the difference in his weight at the end of 5 weeks between the two breakfast options.
+','stop',77,110,109,2.0882586979914776748e+00,97045783296.0,NULL);
+INSERT INTO "chains" VALUES(129,1,0,'6a3386810e5f83552ce99bc44175d7670f7d33db04ff88e412ea9218415ca097',0,'Let''s break this down step by step:
+
+1. Calculate the weight loss for breakfast:
+   - Martin eats Cheerios every day for 5 days.
+   - He loses 1.25 pounds/week.
+   - Therefore, the weight loss for breakfast is \(5 \times 1.25 =','length',64,187,186,1.85229060100482456618e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(130,0,0,'e95504c229ca58bf546c1375817491d2e8a4a75ebe1d9441d88f4edd4638e334',0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total amount of protein in the cup of mushrooms.
+2. Determine how many grams of protein John eats per day.
+3. Calculate how many grams of protein John eats per week.
+
+Step 1: Calculate the total amount of protein in the cup of mushrooms.
+The cup of mushrooms weighs 100 grams and has 3 grams of protein. Therefore, the total amount of protein is:
+\[ 100 \text{ grams} + 3 \text{ grams} = 103 \text{ grams} \]
+
+Step 2: Determine how many grams of protein John eats per day.
+John eats 200 grams of mushrooms every day. Therefore, the number of grams of protein John eats per day is:
+\[ 200 \text{ grams} \]
+
+Step 3: Calculate how many grams of protein John eats per week.
+To find out how many grams of protein John eats per week, we multiply the number of grams of protein he eats per day by the number of days in a week (7 days):
+\[ 200 \text{ grams/day} \times 7 \text{ days/week} = 1400 \text{ grams/week} \]
+
+Therefore, the final answer is:
+\boxed{1400}','stop',290,87,37,8.91652345050715666729e+00,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(130,1,0,'cd132eeec9361a6b520d71820078de692544b661cd44e4a2e234c905ef8e135a',0,'```','stop',2,378,375,9.32932255000196164473e-02,5041339392.0,NULL);
+INSERT INTO "chains" VALUES(131,0,0,'d6fff65b5f3e60756f625babb086f699d3e382045abc0f8a3edcf53d047a4647',0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total amount of protein in the cup of mushrooms.
+2. Determine how many grams of protein John eats per day.
+3. Calculate how many grams of protein John eats per week.
+
+Step 1: Calculate the total amount of protein in the cup of mushrooms.
+The cup of mushrooms weighs 100 grams and has 3 grams of protein. Therefore, the total amount of protein is:
+\[ 100 \text{ grams} + 3 \text{ grams} = 103 \text{ grams} \]
+
+Step 2: Determine how many grams of protein John eats per day.
+John eats 200 grams of mushrooms every day. Therefore, the number of grams of protein John eats per day is:
+\[ 200 \text{ grams} \]
+
+Step 3: Calculate how many grams of protein John eats per week.
+To find out how many grams of protein John eats per week, we multiply the number of grams of protein he eats per day by the number of days in a week (7 days):
+\[ 200 \text{ grams/day} \times 7 \text{ days','length',256,87,86,7.62994943300873273983e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(131,1,0,'b35c3f84af4ad8bbc7dc152e764f58f3015d618e09db8d43e12a7d99d78abb01',0,' \boxed{1400}','stop',9,349,343,3.31048075500802951864e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(132,0,0,'a0d9f881b8eb9eef95dc8ec43887774051023014319de875857fb63d6e30dfbb',0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total amount of protein in the cup of mushrooms.
+2. Determine how many grams of protein John eats per day.
+3. Calculate how many grams of protein John eats per week.
+
+Step 1: Calculate the total amount of protein in the cup of mushrooms.
+The cup of mushrooms weighs 100 grams and contains 3 grams of protein. Therefore, the total amount of protein is:
+\[ 100 \text{ grams} + 3 \text{ grams} = 103 \text{','length',128,87,86,3.60367291150214441586e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(132,1,0,'447dbb5a74700b931aec7fad9a7b246372be56d2b4fef79f5868dc1910d6b024',0,' 103 grams of protein
+
+Step 2: Determine how many grams of protein John eats per day.
+John eats 200 grams of mushrooms every day. Therefore, the amount of protein he eats per day is:
+\[ 200 \text{ grams} \]
+
+Step 3: Calculate','length',64,221,214,2.00046570949962188024e+00,88223439360.0,NULL);
+INSERT INTO "chains" VALUES(133,0,0,'1c384466d97a1349f2c9ff2f26f36a3d3a7e9b67ddd459802e35c52b84d1d024',0,'1. George needs to pay for 2 implants, each with a base price of $2000.
+2. For one of the implants, he wants a crown made of porcelain. That feature costs an extra $500.
+3. George has already put down a deposit of $600.
+4. George makes $15 per hour at work.
+5. To find out how many hours he needs to work before he has enough to pay for the dental work, we need to calculate the total cost of the dental work and then determine how many hours he needs to work to cover that cost.
+6. The total cost of the dental work is the sum of the base price of the implants and the cost of the crown.
+7. The total cost of the dental work is $2000 + $500 = $2500.
+8. To find out how many hours he needs to work to cover $2500, we divide the total cost by his hourly wage.
+9. The number of hours he needs to work is $2500 / $15 = 166.67.
+10. Since George cannot work a fraction of a hour, he needs to round up to the next whole number.
+11. Therefore, George needs to work 167 hours before he has enough to pay for the dental work.
+','stop',289,138,37,9.23107527849424513988e+00,490270255872.0,NULL);
+INSERT INTO "chains" VALUES(133,1,0,'fa79db3d2c7f83395e44dfe472c9ab7bbbf3959d9974f7a9462508f5676e90fc',0,'The final answer is \boxed{167}.','stop',12,427,426,3.50183913000364555045e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(134,0,0,'74c9d2d1f8936d974401021f809fed74cd204542d52d98528586adf2eb69f2ef',0,'1. George needs to pay for 2 implants, each with a base price of $2000.
+2. For one of the implants, he wants a crown made of porcelain. That feature costs an extra $500.
+3. George has already put down a deposit of $600.
+4. George makes $15 per hour at work.
+5. To find out how many hours he needs to work before he has enough to pay for the dental work, we need to calculate the total cost of the dental work and then determine how many hours he needs to work to cover that cost.
+6. The total cost of the dental work is the sum of the base price of the implants and the cost of the crown.
+7. The total cost of the dental work is $2000 + $500 = $2500.
+8. To find out how many hours he needs to work to cover $2500, we divide the total cost by his hourly wage.
+9. The number of hours he needs to work is $2500 / $15 = 166.67.
+10. Since George cannot work a fraction of a hour, he needs to round up to','length',256,138,137,7.52930997949988523032e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(134,1,0,'acc7a562a20219d7ef903de0fbffa37fb55db11cd1a098d1566d67a6f65ffbe8',0,' George needs to work for 167 hours before he has enough to pay for the dental work.','stop',22,400,394,6.91981530497287167236e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(135,0,0,'f709f74935549d964c34f2f685d8fa4d095c612c7d7bb076f3850ca1be6b5862',0,'1. George needs to pay for 2 implants, each with a base price of $2000.
+2. For one of the implants, he wants a crown made of porcelain. That feature costs an extra $500.
+3. George has already put down a deposit of $600.
+4. George makes $15 per hour at work.
+5. To find out how many hours he needs to work before he has enough to pay for the dental work, we need to calculate the total cost of the dental work and then determine how many hours he needs to work to cover that cost.
+6. The','length',128,138,137,3.65889549400344549212e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(135,1,0,'b21e6f6506b528a9ec23f7ed8576336b124f2b4822f9689e0f351dda725193c1',0,' George needs to work for \boxed{10} hours before he has enough to pay for the dental work.','stop',24,272,266,7.29679174494776816572e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(136,0,0,'ffed779eca843d8ef9074c1bb1cf7387bd682d8f19f9b36853176c1e850e8dc4',0,'1. First, we need to determine how much meat Prince sells in one day. Prince sells 15 kg of meat every hour he works. He works 10 hours a day, so the total amount of meat sold in one day is:
+   \[
+   15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+   \]
+
+2. Next, we need to determine how many days it will take Prince to sell the 150 kg of meat from Bill''s bull. Bill gives Prince a bull that weighs 750 kg. To find out how many days it will take him to sell the entire bull, we divide the total weight of the bull by the weight of the meat he sells per day:
+   \[
+   \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+   \]
+
+','stop',207,104,37,6.21531989999584766337e+00,344071413504.0,NULL);
+INSERT INTO "chains" VALUES(136,1,0,'fa8568d5d4a2bb9af9eb95f0f64a42dae31c11f5836ecf613f59a57b705a54cd',0,'Therefore, it will take Prince \boxed{5} days to sell the meat from Bill''s bull.','stop',22,311,310,6.03765538500738330185e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(137,0,0,'ca7835b109c56cbb2317e8322a6c86436fad1e65ae228be5d9f6ad99e7fce4ec',0,'1. First, we need to determine how much meat Prince sells in one day. Prince sells 15 kg of meat every hour he works. He works 10 hours a day, so the total amount of meat sold in one day is:
+   \[
+   15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+   \]
+
+2. Next, we need to determine how many days it will take Prince to sell the 150 kg of meat from Bill''s bull. Bill gives Prince a bull that weighs 750 kg. To find out how many days it will take him to sell the entire bull, we divide the total weight of the bull by the weight of the meat he sells per day:
+   \[
+   \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+   \]
+
+','stop',207,104,103,5.74476844249966234201e+00,260889313536.0,NULL);
+INSERT INTO "chains" VALUES(137,1,0,'fa8568d5d4a2bb9af9eb95f0f64a42dae31c11f5836ecf613f59a57b705a54cd',0,'Therefore, it will take Prince \boxed{5} days to sell the meat from Bill''s bull.','stop',22,311,310,5.92604114502137235831e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(138,0,0,'8168a918c9651d64c4cbfb53c07b9be3b97173e862956691308e981ded152ea7',0,'1. First, we need to determine how much meat Prince sells in one day. Prince sells 15 kg of meat every hour he works. He works 10 hours a day, so the total amount of meat sold in one day is:
+   \[
+   15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+   \]
+
+2. Next, we need to determine how many days it will take Prince to sell the 150 kg of meat from Bill''s bull. Bill gives Prince a bull that weighs ','length',128,104,103,3.64690248000351857626e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(138,1,0,'d1816c5c6a0186a773e891ecff0402e21917e90b5929d3ee665ab0d98abfa9f1',0,' 15 days','stop',5,237,231,1.84592975500891043338e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(139,0,0,'3529cdde42c7f313d78a477422a2e5724fea518f8e6ecb61883d7bf04fe6199e',0,'1. First, we need to calculate the total number of sessions John went to.
+   John went to physical therapy for 6 weeks, and each week he went twice for 2 hours at a time.
+   Therefore, the total number of sessions is:
+   \[
+   6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}
+   \]
+
+2. Next, we need to determine the total cost of the sessions.
+   Each session costs $125.
+   Therefore, the total cost of the sessions is:
+   \[
+   24 \text{ sessions} \times \$125/\text{session} = \$3000
+   \]
+
+','stop',167,101,37,5.12496906149954156717e+00,289877015040.0,NULL);
+INSERT INTO "chains" VALUES(139,1,0,'11dacd5226f9b3210253f5ccbe88e09f5e830db545d466a97995a8b04465bd1b',0,'The final answer is \boxed{3000}.','stop',13,268,267,3.64826411000649386551e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(140,0,0,'fc49bca788a4b607e1eb78a06956118d78ad0bbf62dbc4301544d4533fd9893f',0,'1. First, we need to calculate the total number of sessions John went to.
+   John went to physical therapy for 6 weeks, and each week he went twice for 2 hours at a time.
+   Therefore, the total number of sessions is:
+   \[
+   6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}
+   \]
+
+2. Next, we need to calculate the total cost of the sessions.
+   Each session costs $125.
+   Therefore, the total cost of the sessions is:
+   \[
+   24 \text{ sessions} \times \$125/\text{session} = \$3000
+   \]
+
+','stop',167,101,100,4.62269905350149201694e+00,210475919616.0,NULL);
+INSERT INTO "chains" VALUES(140,1,0,'5ebba63dd081a3a3fb89498df7fa42c71a6f89d65ed9b742022a1251fd0cd31c',0,'The final answer is \boxed{3000}.','stop',13,268,267,3.61264606501208618283e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(141,0,0,'5a7ba6231aea641323a4d7194f0827e5d2c2bf2d88b0be7917c89ae90669f01e',0,'1. First, we need to calculate the total number of sessions John went to.
+   John went to physical therapy for 6 weeks, and each week he went twice for 2 hours at a time.
+   Therefore, the total number of sessions is:
+   \[
+   6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}
+   \]
+
+2. Next, we need to calculate the total cost of the sessions.
+   Each session costs $125.
+   Therefore, the total cost of the','length',128,101,100,3.53965358150435349671e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(141,1,0,'65b08bb0d68592550cc30b143dc99ba9a46638dd513de730c2ed3d50cc8996ac',0,' \boxed{2400}','stop',9,235,229,2.86876394499813613947e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(142,0,0,'a88159785db299900d6d999aa256e73d789580d5aa7967f4583ed48f2a420bd2',0,'1. First, we need to determine how many classes Manny can sign up for with $60.
+   \[
+   \frac{60}{60} = 1 \text{ class}
+   \]
+   So, Manny can sign up for 1 class.
+
+2. Next, we need to check if the cost of signing up for 1 class exceeds $10 per class.
+   \[
+   10 \neq 10
+   \]
+   Since the cost of signing up for 1 class exceeds $10 per class, Manny won''t sign him up again.
+
+3. Therefore, Manny can miss 1 class before they don''t sign him up again.
+','stop',147,109,38,4.62637939349861,273492662016.0,NULL);
+INSERT INTO "chains" VALUES(142,1,0,'f2dc3ba6c7cbaf4c49f351ad333c29200c4cb391e47bb4bfe9e007cfd6d053be',0,'The final answer is \boxed{1}.','stop',10,256,255,2.81883742501122469548e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(143,0,0,'d75a0b2f9b58e47c88190cbe87d941866e50af6bce7d09bb7206c9dfe229cc5b',0,'1. First, we need to determine how many classes Manny can sign up for with $60.
+   \[
+   \frac{60}{60} = 1 \text{ class}
+   \]
+   So, Manny can sign up for 1 class.
+
+2. Next, we need to check if the cost of signing up for 1 class exceeds $10 per class.
+   \[
+   10 \neq 10
+   \]
+   Since the cost of signing up for 1 class exceeds $10 per class, Manny won''t sign him up again.
+
+3. Therefore, Manny can miss 1 class before they don''t sign him up again.
+','stop',147,109,108,4.23138364450005610706e+00,185269222656.0,NULL);
+INSERT INTO "chains" VALUES(143,1,0,'f2dc3ba6c7cbaf4c49f351ad333c29200c4cb391e47bb4bfe9e007cfd6d053be',0,'The final answer is \boxed{1}.','stop',10,256,255,2.81883742501122469548e-01,12603348480.0,142);
+INSERT INTO "chains" VALUES(144,0,0,'71ff7d1a128a26b5afb9f118db8f387c3e0a15f9a6455fad17a2a425b8dd3274',0,'1. First, we need to determine how many classes Manny can sign up for with $60.
+   \[
+   \frac{60}{60} = 1 \text{ class}
+   \]
+   So, Manny can sign up for 1 class.
+
+2. Next, we need to check if the cost of signing up for 1 class exceeds $10 per class.
+   \[
+   10 \neq 10
+   \]
+   Since the cost of signing up for 1 class exceeds $10 per class, Manny won''t sign him up again.
+
+3. Therefore','length',128,109,108,3.60695770900201750919e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(144,1,0,'14a419af665724c38164afd258d4819749c27361d117cc252dcad9ee719eb8f9',0,' Manny can miss \boxed{1} class before they don''t sign him up again.','stop',19,243,237,6.20560195998223207425e-01,30248036352.0,NULL);
+INSERT INTO "chains" VALUES(145,0,0,'a92e06d71cf9f12b6e0b90af19d239be491d535e7858facc906d1db6ebfd2b6f',0,'1. First, we need to calculate how long Bill can dig through the soil. Bill can dig 4 feet per hour through soil, and he has to dig through 24 feet of soil.
+   \[
+   \text{Time to dig soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+2. Next, we need to calculate how long Bill can dig through the clay. Bill can dig half that fast through clay, so he can dig through \( \frac{4}{2} = 2 \) feet per hour through clay.
+   \[
+   \text{Time to dig clay} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+   \]
+
+3. To find the total time Bill needs to dig through both soil and clay, we add the times for each:
+   \[
+   \text{Total time} = 6 \text{ hours (soil)} + 4 \text{ hours (clay)} = 10 \text{ hours}
+   \]
+
+','stop',247,103,37,7.44989073400029155891e+00,393224472576.0,NULL);
+INSERT INTO "chains" VALUES(145,1,0,'b11553fcf5a3a44200101aadcc75b582a26a82e38cfa2b6e0487986564f2890e',0,'The final answer is \boxed{10} hours.','stop',13,350,349,4.03934497499903955031e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(146,0,0,'57f36f7a3375459d7ee99dd01a03fd2850ab2fa9047f07116367c25648ad1d8a',0,'1. First, we need to calculate how long Bill can dig through the soil. Bill can dig 4 feet per hour through soil, and he has to dig through 24 feet of soil.
+   \[
+   \text{Time to dig soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+2. Next, we need to calculate how long Bill can dig through the clay. Bill can dig half that fast through clay, so he can dig through \( \frac{4}{2} = 2 \)','length',128,103,102,3.67249454350530868396e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(146,1,0,'fe543edfd593edd5a0f2b7581c929a3d13db05a64d0e65afc73d3dc7f22e4128',0,' 6 hours','stop',4,236,230,1.6071706149978126632e-01,11343013632.0,NULL);
+INSERT INTO "chains" VALUES(147,0,0,'6a7457de2f8fb48bd7993347227fee9805bddd3f1c3e75fe77b2131b199fd629',0,'1. First, we need to calculate how long Bill can dig through the soil. Bill can dig 4 feet per hour through soil, and he has to dig through 24 feet of soil.
+   \[
+   \text{Time to dig soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+2. Next, we need to calculate how long Bill can dig through the clay. Bill can dig half that fast through clay, so he can dig through \( \frac{4}{2} = 2 \) feet per hour through clay.
+   \[
+   \text{Time to dig clay} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+   \]
+
+3. To find the total time Bill needs to dig through both soil and clay, we add the times together:
+   \[
+   \text{Total time} = 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+   \]
+
+','stop',240,103,102,6.9063951244997952017e+00,302480363520.0,NULL);
+INSERT INTO "chains" VALUES(147,1,0,'09e8f541880d80451b421dc646f231b5abccd5576b4d2b519a583ac5361dbeed',0,'Therefore, it will take Bill \boxed{10} hours to dig the well.','stop',19,343,342,5.43703472000743204262e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(148,0,0,'41fc8085356dc5c26d79b55df66739aede35e31271550c28de7e114dc7cf6a5d',0,'1. Let''s denote the initial number of likes by \( L \).
+2. After 1 week, the number of likes is \( L + 2000 \).
+3. Three weeks later, the number of likes is \( 3L + 70(L) = 3L + 70L = 100L \).
+4. According to the problem, the number of likes after three weeks is 70 times the initial number of likes, so we have:
+   \[
+   100L = 70L
+   \]
+5. Solving for \( L \), we get:
+   \[
+   100L - 70L = 0 \implies 30L = 0 \implies L = 0
+   \]
+6. Since \( L = 0 \), the initial number of likes is \( L = 0 \).
+7. After three weeks, the number of likes is \( 100L = 100 \times 0 = 0 \).
+8. The problem states that she received 20000 more new likes recently, so the total number of likes after three weeks is:
+   \[
+   100L + 20000 = 100 \times 0 + 20000 = 20000
+   \]
+','stop',302,112,37,9.17644325850324094062e+00,473885902848.0,NULL);
+INSERT INTO "chains" VALUES(148,1,0,'0c8dbc11a24b0552ed57d3f19424a446ff5f183f3e8f40dc3424a1879553c0cf',0,'Therefore, the final answer is \(\boxed{20000}\).','stop',18,414,413,5.43442232997222163248e-01,22686027264.0,NULL);
+INSERT INTO "chains" VALUES(149,0,0,'b0dc3e2db4e96d9b007f7ad6cb653301569fafe879e506cbf787b3e97924df18',0,'1. Let''s denote the initial number of likes by \( L \).
+2. After 1 week, the number of likes is \( L + 2000 \).
+3. Three weeks later, the number of likes is \( 3L + 70(L) = 3L + 70L = 100L \).
+4. According to the problem, the number of likes after three weeks is 70 times the initial number of likes, so we have:
+   \[
+   100L = 70L
+   \]
+5. Solving for \( L \), we get:
+   \[
+   100L - 70L = 0 \implies 30L = 0 \implies L = 0
+   \]
+6. Since \( L = 0 \), the initial number of likes is \( L = 0 \).
+7. After three weeks, the number of likes is \( 100L = 100 \times 0 = 0 \).
+8. The problem states that she received 20000 more new likes recently, so the total number of likes after three weeks is:
+','length',256,112,111,7.42963925949879921972e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(149,1,0,'f46531c04ad9fc3a7cdf8e33370693963ce977dc5f361bbfeb835f2137eb5271',0,' \boxed{0}','stop',6,374,368,2.15411941500860848464e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(150,0,0,'d767c03f84bdcc6088b64fa73683cedfdb7b77a5f6ae20a1e8110ddfe270e3ac',0,'1. Let''s denote the initial number of likes by \( L \).
+2. After 1 week, the number of likes is \( L + 2000 \).
+3. Three weeks later, the number of likes is \( 3L + 70(L) = 3L + 70L = 100L \).
+4. According to the problem, the number of likes after three weeks is 70 times the initial number of likes, so we have:
+   \[
+   100L = 70L
+   \]
+   This equation is true,','length',128,112,111,3.61526188100469880737e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(150,1,0,'dc36be8e169cf2a87c65d3d9ad53960a4ac3e6555542b97428117eafa743aa80',0,' \boxed{100}','stop',8,245,239,2.73755105499731143936e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(151,0,0,'fe5b07f067ea1f5e24ee0cdc95d883dfd4c990eebccb44f545f369c7e326c146',0,'1. Shiela has already finished writing \(\frac{1}{3}\) of the paper.
+2. To find out how many pages she has left to write, we subtract \(\frac{1}{3}\) from 15.
+   \[
+   15 - \frac{1}{3} = \frac{45}{3} - \frac{1}{3} = \frac{44}{3}
+   \]
+   So, Shiela has \(\frac{44}{3}\) pages left to write.
+','stop',119,82,37,3.57435029299358575372e+00,205434580224.0,NULL);
+INSERT INTO "chains" VALUES(151,1,0,'a89a841cc81f6b14595fe923309028cf6e045856a167beff88191fce28e961d9',0,'Therefore, the final answer is \(\boxed{\frac{44}{3}}\).','stop',20,201,200,5.64194280498668376822e-01,25206696960.0,NULL);
+INSERT INTO "chains" VALUES(152,0,0,'1496c3655d7b30ff79192a893dd0474d28a9300ec9955e6a9329508b34f8e84a',0,'1. Shiela has already finished writing \(\frac{1}{3}\) of the paper.
+2. To find out how many pages she has left to write, we subtract \(\frac{1}{3}\) from 15.
+   \[
+   15 - \frac{1}{3} = \frac{45}{3} - \frac{1}{3} = \frac{44}{3}
+   \]
+   So, Shiela has \(\frac{44}{3}\) pages left to write.
+','stop',119,82,81,3.26245391249267413513e+00,149979846912.0,NULL);
+INSERT INTO "chains" VALUES(152,1,0,'a89a841cc81f6b14595fe923309028cf6e045856a167beff88191fce28e961d9',0,'Therefore, the final answer is \(\boxed{\frac{44}{3}}\).','stop',20,201,200,5.64194280498668376822e-01,25206696960.0,151);
+INSERT INTO "chains" VALUES(153,0,0,'5c1348933cfbb4dd7c02743864c879c6dd10f1241804795a773bb3268420a032',0,'1. Shiela has already finished writing \(\frac{1}{3}\) of the paper.
+2. To find out how many pages she has left to write, we subtract \(\frac{1}{3}\) from 15.
+   \[
+   15 - \frac{1}{3} = \frac{45}{3} - \frac{1}{3} = \frac{44}{3}
+   \]
+   So, Shiela has \(\frac{44}{3}\) pages left to write.
+','stop',119,82,81,3.28755533449384529376e+00,149979846912.0,NULL);
+INSERT INTO "chains" VALUES(153,1,0,'a89a841cc81f6b14595fe923309028cf6e045856a167beff88191fce28e961d9',0,'Therefore, the final answer is \(\boxed{\frac{44}{3}}\).','stop',20,201,200,5.64194280498668376822e-01,25206696960.0,151);
+INSERT INTO "chains" VALUES(154,0,0,'d1679064ac62b05649ff83ae9beba5cbceb6295cabfdb9c3d6e4471a2ef70ada',0,'1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120.
+2. Next, we need to find out how much money Kassidy has. The problem states that Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we calculate Kassidy''s money as follows:
+   \[
+   Kassidy''s \text{money} = \frac{3}{4} \times 120 = 90
+   \]
+3. Now, we need to find out how much money Rayna has. The problem states that Rayna has 60 more dollars than Kassidy. Therefore, we calculate Rayna''s money as follows:
+   \[
+   Rayna''s \text{money} = Kassidy''s \text{money} + 60 = 90 + 60 = 150
+   \]
+','stop',207,104,37,6.20960685249792732065e+00,344071413504.0,NULL);
+INSERT INTO "chains" VALUES(154,1,0,'3125d47c75207dc0b57b0c0d6ed377f0a80087252261ae9ad85e6fccd531b661',0,'The final answer is \boxed{150}.','stop',12,311,310,3.43740452501151594333e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(155,0,0,'3d1654954024b3678079ada5433f6e2eb26f8a6db4f961003ec4f7a216fa1575',0,'1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120.
+2. Next, we need to find out how much money Kassidy has. The problem states that Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we calculate Kassidy''s money as follows:
+   \[
+   Kassidy''s \text{money} = \frac{3}{4} \times 120 = 90
+   \]
+3. Now, we need to find out how much money Rayna has. The problem states that Rayna has 60 more dollars than Kassidy. Therefore, we calculate Rayna''s money as follows:
+   \[
+   Rayna''s \text{money} = Kassidy''s \text{money} + 60 = 90 + 60 = 150
+   \]
+','stop',207,104,103,5.82690935949722188524e+00,260889313536.0,NULL);
+INSERT INTO "chains" VALUES(155,1,0,'3125d47c75207dc0b57b0c0d6ed377f0a80087252261ae9ad85e6fccd531b661',0,'The final answer is \boxed{150}.','stop',12,311,310,3.43740452501151594333e-01,15124018176.0,154);
+INSERT INTO "chains" VALUES(156,0,0,'9bcaea4519cb6ebdfd5a3428e80021de16a6ec18cd9e232a96b6bf8738dc9c0a',0,'1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120.
+2. Next, we need to find out how much money Kassidy has. The problem states that Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we calculate Kassidy''s money as follows:
+   \[
+   Kassidy''s \text{money} = \frac{3}{4} \times 120 = 90
+   \]
+3. Now, we need to find out how much','length',128,104,103,3.62977715849683590931e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(156,1,0,'cf5da921902996d23df63c9f037367865212a01abd271b3650410548510807d0',0,' \boxed{90}','stop',7,238,232,2.57279594498868391383e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,0,'95ab7c620f5efab113e2d9ac41eaeb98f98394afdae972661127d469998d2c40',0,'1. Let''s denote the total amount invested by the joint savings account as \( T = 1200 \).
+2. Dylan''s investment is \( \frac{2}{5} \) of the total amount, so Dylan''s investment is \( \frac{2}{5} \times 1200 = 480 \).
+3. After Dylan''s investment, the remaining amount is \( T - 480 = 800 \).
+4. Frances''s investment is \( \frac{2}{3} \) of the remaining amount, so Frances''s investment is \( \frac{2}{3} \times 800 = 640 \).
+5. Skyler''s investment is the rest of the remaining amount, so Skyler''s investment is \( 800 - 640 = 160 \).
+','stop',185,104,37,5.62585753749499417608e+00,316344046848.0,NULL);
+INSERT INTO "chains" VALUES(157,1,0,'8c8b0ec29cc0afc0d859d298d7df6403852ca03fc3d7ee76fb3666929037cc24',0,'Therefore, the final answer is \(\boxed{160}\).','stop',16,289,288,4.95536370998706843238e-01,20165357568.0,NULL);
+INSERT INTO "chains" VALUES(158,0,0,'d4611ecd893fcafbc0dfe3c093a6e962adbc20f6ac0d7f2786990e4f5018431a',0,'1. First, we calculate the total amount invested by the three people:
+   \[
+   1200 \text{ dollars}
+   \]
+
+2. Dylan''s investment is \(\frac{2}{5}\) of the total amount:
+   \[
+   \frac{2}{5} \times 1200 = 480 \text{ dollars}
+   \]
+
+3. After Dylan''s investment, the remaining amount is:
+   \[
+   1200 - 480 = 720 \text{ dollars}
+   \]
+
+4. Frances''s investment is \(\frac{2}{3}\) of the remaining amount:
+   \[
+   \frac{2}{3} \times 720 = 480 \text{ dollars}
+   \]
+
+5. After Frances''s investment, the remaining amount is:
+   \[
+   720 - 480 = 240 \text{ dollars}
+   \]
+
+6. Skyler''s investment is the rest of the remaining amount:
+   \[
+   240 \text{ dollars}
+   \]
+
+','stop',243,104,103,6.9056970879964865162e+00,306261368064.0,NULL);
+INSERT INTO "chains" VALUES(158,1,0,'3ef0082018bb3ffc6d4ce3624aece6a9e793f72d84fd4619750a5e889565782b',0,'The final answer is \boxed{240}.','stop',12,347,346,3.63985109000168449711e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(159,0,0,'98eebf6c9e633ce84a3ef37739cc6c0cb0dd457c52d83eec67b71542d906a970',0,'1. Let''s denote the total amount invested by the joint savings account as \( T = 1200 \).
+2. Dylan''s investment is \( \frac{2}{5} \times T = \frac{2}{5} \times 1200 = 480 \).
+3. After Dylan''s investment, the remaining amount is \( T - 480 = 1200 - 480 = 720 \).
+4. Frances''s investment is \( \frac{2}{3} \times 720 = 480 \).
+5','length',128,104,103,3.64785716199912712909e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(159,1,0,'6f2dcdce4051b5a2fb2e21a42e8355196429eb0049987ad7860bbba09d5ac3d8',0,' Skyler''s investment is \(\boxed{480}\).','stop',15,238,231,4.61920710500635323114e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(160,0,0,'00b464aa753169a4cfa5ccfa5a2a5d3f8b711f3c33d14346927a199216a078e4',0,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the number of cookies the Cookie Monster has as \( C \). Therefore, we can write:
+   \[
+   C = C + 12
+   \]
+   Solving for \( C \), we get:
+   \[
+   C = 12 + C = 24
+   \]
+   So, Max has 24 cookies.
+
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. Therefore, we can write:
+   \[
+   S = M + 23
+   \]
+   Substituting the number of cookies Max has into the equation, we get:
+   \[
+   S = 24 + 23 = 47
+   \]
+   So, Summer has 47 cookies.
+
+3. Now, we need to determine how many cookies Katarina has. According to the problem, Katarina has 5 less cookies than Max has. Therefore, we can write:
+   \[
+   K = M - 5
+','length',256,99,98,7.11209128849986882414e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(160,1,0,'0ccc13c33d71315f4ec0bc428826a7f3ee10d0b7860c3704bbd7edbd32aa954f',0,' 47 + 23 = 60','stop',12,361,355,3.86240524501772597432e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(161,0,0,'289fd8108db6041575614fa6677082dfc31b1e2ea73a65054336811da2e39411',0,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the number of cookies the Cookie Monster has as \( C \). Therefore, we can write:
+   \[
+   C = C + 12
+   \]
+   Solving for \( C \), we get:
+   \[
+   C = 12 + C = 24
+   \]
+   So, Max has 24 cookies.
+
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. Therefore, we can write:
+   \[
+   S = M + 23
+   \]
+   Substituting the number of cookies Max has into the equation, we get:
+   \[
+   S = 24 + 23 = 47
+   \]
+   So, Summer has 47 cookies.
+
+3. Now, we need to determine how many cookies Katarina has. According to the problem, Katarina has 5 less cookies than Max has. Therefore, we can write:
+   \[
+   K = M - 5
+   \]
+   Substituting the number of cookies Max has into the equation, we get:
+   \[
+   K = 24 - 5 = 19
+   \]
+   So, Katarina has 19 cookies.
+
+4. Finally, we need to find the total number of cookies they have together. We add the number of cookies Katarina has, Max has, and Summer have:
+   \[
+   \text{Total cookies} = K + M + S = 19 + 24 + 47 = 90
+   \]
+   So, the total','length',384,99,37,1.09927580925013899102e+01,560849007360.0,NULL);
+INSERT INTO "chains" VALUES(161,1,0,'e47ab3b5e0c3efa270716cc1ad69f16f51e89c8a0536c52297974be8f23e543a',0,' \boxed{90}','stop',7,489,482,2.49330011500205728225e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(162,0,0,'6a27582603b4fc2c9cf725ed7af33991f4cda767206e964fb749dcf5b536a0db',0,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the number of cookies the Cookie Monster has as \( C \). Therefore, we can write:
+   \[
+   C = C + 12
+   \]
+   Solving for \( C \), we get:
+   \[
+   C = 12 + C = 24
+   \]
+   So, Max has 24 cookies.
+
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer','length',128,99,98,3.47117793699544563423e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(162,1,0,'51bc95dca669c6ed961f324135bb081e65c16699c17e258c488db5f072b199a3',0,' \boxed{24}','stop',7,233,227,2.2593800100094085792e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(163,0,0,'fd4efc2c93756cbf4c4ee95aab4fddb6e0948c661f7c3554f94658f071243d36',0,'1. Shania wants to make her dress longer by extending it by 50% of its original length.
+   - Let''s denote the original length of the dress as \( L \) cm.
+   - The length of the dress after extension is \( 1.5L \) cm.
+   - According to the problem, the final design is 140 cm long.
+   - Therefore, we can write the equation:
+     \[
+     1.5L = 140
+     \]
+
+2. Solving for \( L \):
+   \[
+   L = \frac{140}{1.5} = 93.33 \text{ cm}
+   \]
+
+','stop',151,120,38,4.57243310249850765103e+00,292397684736.0,NULL);
+INSERT INTO "chains" VALUES(163,1,0,'2ab1e7f62e861eb6c8f2e928259059130f74eb12227b16e5b438e0d219c78f9a',0,'The final design is 140 cm long, which means the original length of the dress was 93.33 cm.','stop',29,271,270,7.96242278999670816119e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(164,0,0,'6dc8a8e6642c84ff74454fade7ad675345d71c7db7c26b6c2573f191f8e4ccab',0,'1. Let''s denote the original length of the dress as \( L \) cm.
+2. Shania wants to make the dress 50% longer than its original length, so the new length will be \( 1.5L \) cm.
+3. She also adds 20 cm to the bottom of the dress with a lace trim. This means the new length will be \( 1.5L + 20 \) cm.
+4. According to the problem, the final design is 140 cm long. Therefore, we can set up the equation:
+   \[
+   1.5L + 20 = 140
+   \]
+5. To find \( L \), we need to isolate it on one side of the equation. We do this by subtracting 20 from both sides:
+   \[
+   1.5L = 120
+   \]
+6. Next, we divide both sides by 1.5 to solve for \( L \):
+   \[
+   L = \frac{120}{1.5} = 80
+   \]
+','stop',242,120,119,6.54736974050683784298e+00,305001033216.0,NULL);
+INSERT INTO "chains" VALUES(164,1,0,'298355bc5cace144c71fc2e2b7b343cefde36c099e155af34f805d598ce48b70',0,'The final answer is \(\boxed{80}\) cm.','stop',15,362,361,4.00537711000652052462e-01,18905022720.0,NULL);
+INSERT INTO "chains" VALUES(165,0,0,'6d55d9d81628f019996aeee783a2f53c6d1e4b89f0f7d3ebc8f830566ff2b71d',0,'1. Shania wants to make her dress longer by extending it by 50% of its original length.
+   - Let''s denote the original length of the dress as \( L \) cm.
+   - The length of the dress after extension is \( L + 0.5L = 1.5L \) cm.
+   - According to the problem, the final design is 140 cm long.
+   - Therefore, we can set up the equation:
+     \[
+     1.5L = 140
+     \]
+   - To find \( L \), we divide both sides','length',128,120,119,3.46756887250558065716e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(165,1,0,'53322b25ebcfce0b7d0342f3e18768ec17b6a78fa9e1d3a3fc61c0b2aaad7be5',0,' \boxed{140}','stop',8,254,247,2.62630697000531654339e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(166,0,0,'3e40cc40592352b0bf78a2712dd41bab7abf78504ef05888fd3bf97b84dcc75e',0,'1. First, we calculate the total number of pizzas ordered by Bryce and his four friends. Each pizza has 12 slices, so the total number of pizzas is:
+   \[
+   4 \times 12 = 48
+   \]
+
+2. Next, we determine how many pizzas Bryce and two friends ate. Each pizza was eaten by 2/3 of their pizzas, so the number of pizzas eaten by Bryce and two friends is:
+   \[
+   \frac{2}{3} \times 48 = 32
+   \]
+
+3. The number of pizzas left after Bryce and two friends ate is:
+   \[
+   48 - 32 = 16
+   \]
+
+4. Now, we need to determine how many pizzas the two remaining friends ate. Each pizza was eaten by ¾ of their pizzas, so the number of pizzas eaten by the two remaining friends is:
+   \[
+   \frac{3}{4} \times 16 = 12
+   \]
+
+5. The number of pizzas left after the two remaining friends ate is:
+   \[
+   16 - 12 = 4
+   \]
+
+Therefore, the final answer is:
+\boxed{4}','stop',264,102,37,7.28195977251016302034e+00,413389830144.0,NULL);
+INSERT INTO "chains" VALUES(166,1,0,'b61554955cb3d1d477aa6a32ccc25757cd967c17b59f1a7607f9aa1a832f0dc9',0,'```','stop',2,367,364,9.0984035499786841683e-02,5041339392.0,NULL);
+INSERT INTO "chains" VALUES(167,0,0,'cd687027f4c3ad6733b18c97f3dfa59cb663d03d13779a105a03e89ddd7e72af',0,'1. First, we calculate the total number of pizzas ordered by Bryce and his four friends. Each pizza has 12 slices, so the total number of pizzas is:
+   \[
+   4 \times 12 = 48
+   \]
+
+2. Next, we determine how many pizzas Bryce and his two friends ate. Each pizza was eaten by 2/3 of their pizzas, so the number of pizzas eaten by Bryce and his two friends is:
+   \[
+   \frac{2}{3} \times 48 = 32
+   \]
+
+3. After eating, the number of pizzas left is the total number of pizzas minus the number of pizzas eaten by Bryce and his two friends:
+   \[
+   48 - 32 = 16
+   \]
+
+4. Now, we need to determine how many pizzas the two remaining friends ate. Each pizza was eaten by ¾ of their pizzas, so the number of pizzas eaten by the two remaining friends is:
+   \[
+   \frac{3}{4} \times 16 = 12
+   \]
+
+5. After eating, the number of pizzas left is the total number of pizzas minus the number of pizzas eaten','length',256,102,101,6.69987678050984,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(167,1,0,'e954443146de9ad7a6cdfcbe7021dd68b432e57192685302e6d164b700262aee',0,' \boxed{16}','stop',7,364,357,2.53428055498261528555e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(168,0,0,'aaf3c2ec1ce6b8fb067089e0dfa6933eeedb450ea9e828b1eef1cd4042d714c1',0,'1. First, we calculate the total number of pizzas ordered by Bryce and his four friends. Each pizza has 12 slices, so the total number of pizzas is:
+   \[
+   4 \times 12 = 48
+   \]
+
+2. Next, we determine how many pizzas Bryce and his four friends ate. Each pizza was eaten by 2/3 of their pizzas, so the number of pizzas eaten by Bryce and his four friends is:
+   \[
+   \frac{2}{3} \times 48 = 32
+   \]
+
+3. After eating, the number','length',128,102,101,3.29251251949881407199e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(168,1,0,'20ff3d5e61789795f43d98bf67bfda3834adf1094cd7d63f50766274019490ec',0,' \boxed{32}','stop',7,236,229,2.37763397996786807198e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(169,0,0,'17dfea7c7c7e2e93d7f428b02547ad431f6a0401e0b3178b618e88def72e270b',0,'1. Greg found $20 to be fair to his 3 younger siblings.
+2. To split the money equally, we need to divide $20 by 3.
+3. The division of $20 by 3 is calculated as follows:
+   \[
+   20 \div 3 = 6.67
+   \]
+4. Since we are dealing with money, we typically round down to the nearest whole number. Therefore, Greg gets $6.
+5. To verify, we can check if $6 is divisible by 3:
+   \[
+   6 \div 3 = 2
+   \]
+   Since 2 is an integer, $6 is indeed divisible by 3.
+','stop',153,87,37,4.23060149949469632701e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(169,1,0,'062f565cc98dd206849a8ce16164e531466235d890f8907fe2edefe6984ed03d',0,'The final answer is \boxed{6}.','stop',10,240,239,2.65751077500681276433e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(170,0,0,'b193fb171856806b6717886229f75183a950bf130bbf1c856341528fd770a05b',0,'1. Greg found $20 to be fair to his 3 younger siblings.
+2. To split the money equally, we need to divide $20 by 3.
+3. The division of $20 by 3 is calculated as follows:
+   \[
+   20 \div 3 = 6.67
+   \]
+4. Since we are dealing with money, we typically round down to the nearest whole number. Therefore, Greg gets $6.
+5. To verify, we can multiply $6 by 3 to ensure it equals $20:
+   \[
+   6 \times 3 = 18
+   \]
+   This confirms that Greg gets $6.
+','stop',150,87,86,3.87953263399867864791e+00,189050227200.0,NULL);
+INSERT INTO "chains" VALUES(170,1,0,'4e02e77a0afdac4becb8b0c5dcc138f91bea8bac5f76a7a4465fcb4d6bb6a690',0,'The final answer is \boxed{6}.','stop',10,237,236,0.258997943000395,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(171,0,0,'ad7a63e248c56e3a3ec3ac6d5ce556bd4168a3fda49022406df1e0500321d14d',0,'1. Greg found $20 to be fair to his 3 younger siblings.
+2. To split the money equally, we need to divide $20 by 3.
+3. The division of $20 by 3 is calculated as follows:
+   \[
+   20 \div 3 = 6.67
+   \]
+4. Since we are dealing with money, we typically round down to the nearest whole number. Therefore, Greg gets $6.
+5. To verify, we can check if $6 is divisible by 3:
+   \[
+   6 \div 3 = ','length',128,87,86,3.29196873449927807087e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(171,1,0,'1e4a299b207340e4735ee652cfc4981e66725f8237efca7d3f8383cd56edc814',0,' $6','stop',3,220,214,1.19154326999705517664e-01,10082678784.0,NULL);
+INSERT INTO "chains" VALUES(172,0,0,'153310800b543b2900fdf0e10073171c30ffe89257dd8b3608160f0920e4ca09',0,'1. First, we need to determine how much money John has already applied for help. The trip costs $300, and half of this cost is:
+   \[
+   \frac{300}{2} = 150
+   \]
+   So, John has already applied for $150.
+2. Next, we need to calculate how much money John still needs to cover the trip. The trip costs $300, and John has already applied for $150. Therefore, the amount of money John still needs to cover is:
+   \[
+   300 - 150 = 150
+   \]
+3. Finally, we need to determine how much money John is missing. Since John has $50 and he still needs $150, the amount of money John is missing is:
+   \[
+   50 - 150 = -100
+   \]
+   Since John cannot have a negative amount of money, he is missing $100.
+','stop',223,96,95,5.64318462850315,281054671104.0,NULL);
+INSERT INTO "chains" VALUES(172,1,0,'75aa5b5392aebfbc1766ae0e38ed75a5c0361ddddd65a95dfb49b5194b1d036b',0,'The final answer is \boxed{-100}.','stop',12,319,318,3.07036125003833149094e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(173,0,0,'bad0ebcc2b802dbc0687908b5e99076823cfdb55f77f68c9762814bbf2460488',0,'1. First, we need to determine how much money John has already applied for help. Since the school decided to cover half the cost of the trip, we calculate half of $300:
+   \[
+   \frac{300}{2} = 150
+   \]
+   So, John has already applied for $150.
+
+2. Next, we need to find out how much money John still needs to cover. We know that John has $50 and he has already applied for $150. Therefore, the amount of money he still needs to cover is:
+   \[
+   50 - 150 = -100
+   \]
+   Since John cannot have a negative amount of money, it means he has already exceeded his goal of covering half the cost of the trip.
+
+3. To find out how much money John is missing, we need to subtract the amount of money he has already applied for from the total cost of the trip:
+   \[
+   300 - 150 = 150
+   \]
+   So, John is missing $150.
+
+','stop',243,96,37,6.49907180250738747417e+00,379360789248.0,NULL);
+INSERT INTO "chains" VALUES(173,1,0,'5e77b0e5a3b6b1acc69b5fb51e1bf5393a58eb67dcf93943889dd4eb66337f27',0,'The final answer is \boxed{150}.','stop',12,339,338,2.98743724500127427745e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(174,0,0,'7276c93c1dba891e23db1a7f58ee903046ed95c63ccf86d158848afbced4a130',0,'1. First, we need to determine how much money John has already applied for help. The trip costs $300, and half of this cost is:
+   \[
+   \frac{300}{2} = 150
+   \]
+   So, John has already applied for $150.
+2. Next, we need to calculate how much money John still needs to cover. The trip costs $300, and John has already applied for $150. Therefore, the amount of money John still needs to cover is:
+   \[
+   300 - 1','length',128,96,95,3.20519325099576235515e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(174,1,0,'66f621baa3fe4b53258c2b26f2ef81c3c80dbaf29f595cb56fc48660c95b5958',0,' $195','stop',5,230,223,1.76024794500335701741e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(175,0,0,'718f2daaf4e485008a1032caee1977a4a393f421b5096156effc30ab2012ce11',0,'1. First, we need to calculate the total number of students at Ashley''s school. The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total students} = 40 \times 25 = 1000
+   \]
+
+2. Next, we need to calculate the total number of trees planted by the children. Each child plants a tree.
+   \[
+   \text{Total trees planted by children} = 1000
+   \]
+
+3. Then, we need to calculate the total number of trees planted by the teachers. Each teacher plants 2 trees.
+   \[
+   \text{Total trees planted by teachers} = 3 \times 2 = 6
+   \]
+
+4. Finally, we add the total number of trees planted by the children and the teachers to get the total number of trees planted at the end of the campaign.
+   \[
+   \text{Total trees planted} = 1000 + 6 = 1066
+   \]
+
+','stop',230,107,37,6.25876967049771337769e+00,376840119552.0,NULL);
+INSERT INTO "chains" VALUES(175,1,0,'1058c10302fc5b638cb19580fea2cad8e6c8882659af667817f6066dfd8fd3da',0,'Therefore, the final answer is \boxed{1066}.','stop',15,337,336,3.94389518999560095835e-01,18905022720.0,NULL);
+INSERT INTO "chains" VALUES(176,0,0,'fc0031f5bf343b85da6c1aefd5341f11c13d4dec7e1ce954ac0c51ae74740dfd',0,'1. First, we need to calculate the total number of students at Ashley''s school. The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total students} = 40 \times 25 = 1000
+   \]
+
+2. Next, we need to calculate the total number of trees planted by the children. Each child plants a tree.
+   \[
+   \text{Total trees planted by children} = 1000
+   \]
+
+3. Then, we need to calculate the total number of trees planted by the teachers. Each teacher plants 2 trees.
+   \[
+   \text{Total trees planted by teachers} = 3 \times 2 = 6
+   \]
+
+4. Finally, we add the total number of trees planted by the children and the teachers to get the total number of trees planted at the end of the campaign.
+   \[
+   \text{Total trees planted} = 1000 + 6 = 1066
+   \]
+
+','stop',230,107,106,5.82909326599656196776e+00,289877015040.0,NULL);
+INSERT INTO "chains" VALUES(176,1,0,'1058c10302fc5b638cb19580fea2cad8e6c8882659af667817f6066dfd8fd3da',0,'Therefore, the final answer is \boxed{1066}.','stop',15,337,336,3.94389518999560095835e-01,18905022720.0,175);
+INSERT INTO "chains" VALUES(177,0,0,'55c3807e954a3572c1db382a45ae9b020de14ae29247b081627e5661f8aa9496',0,'1. First, we need to calculate the total number of students at Ashley''s school. The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total students} = 40 \times 25 = 1000
+   \]
+
+2. Next, we need to calculate the total number of trees planted by the children. Each child plants a tree.
+   \[
+   \text{Total trees planted by children} = 1000
+   \]
+
+3. Then, we need to calculate the total number of trees planted by the','length',128,107,106,3.22401392050232971087e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(177,1,0,'ffe1928719516fcdbb102af8564788cd700ac173c59e75e427218c2065c73d73',0,' \boxed{1000}','stop',9,241,235,2.68291602998033340554e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(178,0,0,'10c01d2c5921d4819b1e47ec2fb44310d4e49ea9d0e49c108f2d6c1b76c4f896',0,'To determine how much money John spent, we need to calculate the total cost of the goats and the cows separately, and then sum these amounts.
+','stop',32,81,38,1.04957662200104095973e+00,93264778752.0,NULL);
+INSERT INTO "chains" VALUES(178,1,0,'013b9a1bb346ed86a05e0aa8eff66f586e7e9da5a0b19e4a7ad96210cc6b346a',0,'Let''s break it down step by step:
+
+1. Calculate the total cost of the goats:
+   John buys 3 goats for $500 each.
+   \[
+   \text{Total cost of goats} = 3 \times 500 = 1500
+   \]
+
+2','length',64,113,112,1.58357545350099826464e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(179,0,0,'e1f92d9319f77e6cc80d12b7a468687710d89c23a65ebba9296d1768117dda4d',0,'To determine how much money John spent, we need to calculate the total cost of the goats and the cows separately, and then sum these amounts.
+','stop',32,81,80,7.7934733250003773719e-01,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(179,1,0,'013b9a1bb346ed86a05e0aa8eff66f586e7e9da5a0b19e4a7ad96210cc6b346a',0,'Let''s break it down step by step:
+
+1. Calculate the total cost of the goats:
+   John buys 3 goats for $500 each.
+   \[
+   \text{Total cost of goats} = 3 \times 500 = 1500
+   \]
+
+2','length',64,113,112,1.58357545350099826464e+00,80661430272.0,178);
+INSERT INTO "chains" VALUES(180,0,0,'fa7e540e4c61d3c3ee58343426ad619cf45d906aebe36351e5427d26815ca440',0,'To determine how much money John spent, we need to calculate the total cost of the goats and the cows separately, and then sum these amounts.
+','stop',32,81,80,0.775434199999836,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(180,1,0,'013b9a1bb346ed86a05e0aa8eff66f586e7e9da5a0b19e4a7ad96210cc6b346a',0,'Let''s break it down step by step:
+
+1. Calculate the total cost of the goats:
+   John buys 3 goats for $500 each.
+   \[
+   \text{Total cost of goats} = 3 \times 500 = 1500
+   \]
+
+2','length',64,113,112,1.57660738699905778048e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(181,0,0,'f8285fff68414142611d31cab161944211845fd5e0577d7fc89930089adc8bc5',0,'1. First, we need to calculate the number of bars produced in the first week.
+   \[
+   \text{First week} = 8,000 \text{ bars}
+   \]
+
+2. Next, we calculate the number of bars produced in the second week.
+   \[
+   \text{Second week} = \frac{8,000}{2} = 4,000 \text{ bars}
+   \]
+
+3. Then, we calculate the number of bars produced in the third week.
+   \[
+   \text{Third week} = 3 \times 8,000 = 24,000 \text{ bars}
+   \]
+
+4. Finally, we calculate the number of bars produced in the fourth week.
+   \[
+   \text{Fourth week} = 4,000 \text{ bars}
+   \]
+
+','stop',193,123,38,5.38292035999893414555e+00,349112752896.0,NULL);
+INSERT INTO "chains" VALUES(181,1,0,'9c36ce7b92d44528b00c2bd611cea759773e55c477733d0a4f1f4b6454eb5588',0,'The final answer is \boxed{4000}.','stop',13,316,315,3.41221530002258077729e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(182,0,0,'d550ee094e0d9634d8d1d1aeb531fc3fb19619a8700d2899e347529faff95702',0,'1. First, we need to calculate the number of bars produced each week.
+   - First week: 8,000 bars
+   - Second week: Half of the first week, which is \( \frac{8,000}{2} = 4,000 \) bars
+   - Third week: Three times the first week, which is \( 3 \times 8,000 = 24,000 \) bars
+2. Next, we sum the bars produced each week to find the total production for the first four weeks.
+   - First week: 8,000 bars
+   - Second week: 4,000 bars
+   - Third week: 24,000 bars
+   - Total production for the first four weeks: \( 8,000 + 4,000 + 24,000 = 56,000 \) bars
+','stop',210,123,122,5.3885836310046215658e+00,264670318080.0,NULL);
+INSERT INTO "chains" VALUES(182,1,0,'41c4a14019be980f6b562be42e28feec702f7562b0ae4fe0c41cc565c63061de',0,'Now, we need to determine how much Boris produces the fourth week. We know that the fourth week is the same as the third week, which is 24,000 bars.
+Therefore, the final answer is \boxed{24000} bars.','stop',57,333,332,1.49411347300247143721e+00,71839086336.0,NULL);
+INSERT INTO "chains" VALUES(183,0,0,'779cf299a14455c97b3dfb91acb1dc1fd418dd3e79f86f8a2be54a59b939c8e7',0,'1. First, we need to calculate the number of bars produced each week.
+   - First week: 8,000 bars
+   - Second week: Half of the first week, which is \( \frac{8,000}{2} = 4,000 \) bars
+   - Third week: Three times the first week, which is \( 3 \times 8,000 = 24,000 \) bars
+2. Next, we sum the bars produced each week to find the total production for the first four weeks.
+   - First week:','length',128,123,122,3.32613233550910081248e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(183,1,0,'6d0f3007a055ad26fd8b1dec9e29e57f86f559ab7db262a7847f998e9d43c3a9',0,' \boxed{24,000}','stop',11,256,250,3.31684511999810638371e-01,20165357568.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -1556,6 +2820,87 @@ INSERT INTO "jobs" VALUES(99,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcin
 INSERT INTO "jobs" VALUES(100,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-488',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1840631000, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 37, "completion_tokens": 208, "calls": 1, "seconds": 7.424548869006685, "flops": 326426725632.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1835578450, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 298, "cached_prompt_tokens": 295, "completion_tokens": 4, "calls": 1, "seconds": 0.16759001199898194, "flops": 7562009088.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 208, "waits": 0, "answer_tokens": 4}]',387,332,212,2,0,0,333988734720.0,0.0,2.09995529869993333713e+01,7.59213888100566691718e+00,1.7965529642440998554e+09);
 INSERT INTO "jobs" VALUES(101,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-488',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1840631000, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 88, "completion_tokens": 208, "calls": 1, "seconds": 6.742206018999241, "flops": 262149648384.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1835578450, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 298, "cached_prompt_tokens": 297, "completion_tokens": 4, "calls": 1, "seconds": 0.12581635800052027, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 208, "waits": 0, "answer_tokens": 4}]',387,385,212,2,0,0,267190987776.0,0.0,7.51716919300088193267e+00,6.86802237699976103613e+00,1.79655296424452352518e+09);
 INSERT INTO "jobs" VALUES(102,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-488',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1840631000, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 88, "completion_tokens": 128, "calls": 1, "seconds": 4.416981086505984, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1835578450, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 223, "cached_prompt_tokens": 216, "completion_tokens": 15, "calls": 1, "seconds": 0.5127080789980027, "flops": 26467031808.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3", "thinking_tokens": 128, "waits": 0, "answer_tokens": 15}]',312,304,143,2,0,0,187789892352.0,0.0,1.01718475060006312564e+01,4.92968916550398716935e+00,1.79655297442158675197e+09);
+INSERT INTO "jobs" VALUES(103,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-495',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 69293692, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 37, "completion_tokens": 241, "calls": 1, "seconds": 10.205661522006267, "flops": 375579784704.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1217734050, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 337, "cached_prompt_tokens": 334, "completion_tokens": 12, "calls": 1, "seconds": 0.380202474001635, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "200", "thinking_tokens": 241, "waits": 0, "answer_tokens": 12}]',432,371,253,2,0,0,393224472576.0,0.0,20.8386298789992,1.0585863996007901733e+01,1.79655298508460640905e+09);
+INSERT INTO "jobs" VALUES(104,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-495',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 69293692, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 94, "completion_tokens": 241, "calls": 1, "seconds": 9.095648600999994, "flops": 303740698368.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1217734050, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 337, "cached_prompt_tokens": 334, "completion_tokens": 12, "calls": 1, "seconds": 0.380202474001635, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "200", "thinking_tokens": 241, "waits": 0, "answer_tokens": 12}]',432,428,253,2,0,0,321385386240.0,0.0,1.82792364559991256101e+01,9.47585107500162848737e+00,1.79655299270264625548e+09);
+INSERT INTO "jobs" VALUES(105,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-495',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','40','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 69293692, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 94, "completion_tokens": 128, "calls": 1, "seconds": 3.691632298499826, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1217734050, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 229, "cached_prompt_tokens": 223, "completion_tokens": 7, "calls": 1, "seconds": 0.24520381699858262, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "40", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',324,317,135,2,0,0,176446878720.0,0.0,8.60964299100123753305e+00,3.93683611549840861698e+00,1.79655299369551420211e+09);
+INSERT INTO "jobs" VALUES(106,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-499',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1453171650, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 37, "completion_tokens": 258, "calls": 1, "seconds": 8.531743741506034, "flops": 470104898304.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 260435992, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 411, "cached_prompt_tokens": 392, "completion_tokens": 4, "calls": 1, "seconds": 0.27039070400132914, "flops": 27727366656.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 258, "waits": 0, "answer_tokens": 4}]',564,429,262,2,0,0,497832264960.0,0.0,1.66250556230006623086e+01,8.80213444550736312521e+00,1.79655300932890486719e+09);
+INSERT INTO "jobs" VALUES(107,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-499',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','0','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1453171650, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 152, "completion_tokens": 256, "calls": 1, "seconds": 7.701645687503515, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 260435992, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 415, "cached_prompt_tokens": 409, "completion_tokens": 3, "calls": 1, "seconds": 0.1321236649991988, "flops": 10082678784.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "0", "thinking_tokens": 256, "waits": 0, "answer_tokens": 3}]',568,561,259,2,0,0,332728399872.0,0.0,1.581849856799999543e+01,7.83376935250271344557e+00,1.79655300952037835122e+09);
+INSERT INTO "jobs" VALUES(108,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-499',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1453171650, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 152, "completion_tokens": 128, "calls": 1, "seconds": 3.5318801259982138, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 260435992, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 287, "cached_prompt_tokens": 281, "completion_tokens": 17, "calls": 1, "seconds": 0.5087630045018159, "flops": 27727366656.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "10", "thinking_tokens": 128, "waits": 0, "answer_tokens": 17}]',440,433,145,2,0,0,189050227200.0,0.0,8.43897029900108464062e+00,4.04064313050003,1.79655301777277421953e+09);
+INSERT INTO "jobs" VALUES(109,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-513',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','300','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1530114784, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 37, "completion_tokens": 194, "calls": 1, "seconds": 5.61200247400302, "flops": 302480363520.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1164742871, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 278, "cached_prompt_tokens": 277, "completion_tokens": 14, "calls": 1, "seconds": 0.3911352680015625, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "300", "thinking_tokens": 194, "waits": 0, "answer_tokens": 14}]',362,314,208,2,0,0,320125051392.0,0.0,1.17322857239996665153e+01,6.00313774200458283303e+00,1.79655302125608348851e+09);
+INSERT INTO "jobs" VALUES(110,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-513',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','300','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1530114784, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 83, "completion_tokens": 182, "calls": 1, "seconds": 4.938639018501817, "flops": 229380942336.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1164742871, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 266, "cached_prompt_tokens": 265, "completion_tokens": 12, "calls": 1, "seconds": 0.3303186655002719, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "300", "thinking_tokens": 182, "waits": 0, "answer_tokens": 12}]',350,348,194,2,0,0,244504960512.0,0.0,1.05875486280001496197e+01,5.26895768400208908133e+00,1.79655302836174583435e+09);
+INSERT INTO "jobs" VALUES(111,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-513',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','$400','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1530114784, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 83, "completion_tokens": 128, "calls": 1, "seconds": 3.4686930870011565, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1164742871, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 218, "cached_prompt_tokens": 212, "completion_tokens": 9, "calls": 1, "seconds": 0.2944989600000554, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "$400", "thinking_tokens": 128, "waits": 0, "answer_tokens": 9}]',302,295,137,2,0,0,178967548416.0,0.0,8.01845252999919466674e+00,3.76319204700121190398e+00,1.79655302927771854401e+09);
+INSERT INTO "jobs" VALUES(112,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-530',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','16','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1727104186, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 117, "completion_tokens": 256, "calls": 1, "seconds": 7.135817029491591, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 106410482, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 380, "cached_prompt_tokens": 373, "completion_tokens": 7, "calls": 1, "seconds": 0.2593498610003735, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "16", "thinking_tokens": 256, "waits": 0, "answer_tokens": 7}]',498,490,263,2,0,0,339030074112.0,0.0,1.47451783609994890866e+01,7.3951668904919642955e+00,1.79655304402401757232e+09);
+INSERT INTO "jobs" VALUES(113,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-530',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','36','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1727104186, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 37, "completion_tokens": 301, "calls": 1, "seconds": 8.938195673994414, "flops": 480187577088.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 106410482, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 419, "cached_prompt_tokens": 418, "completion_tokens": 11, "calls": 1, "seconds": 0.307882167498974, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "36", "thinking_tokens": 301, "waits": 0, "answer_tokens": 11}]',537,455,312,2,0,0,494051260416.0,0.0,1.7992087349999565049e+01,9.24607784149338840506e+00,1.79655304635540366171e+09);
+INSERT INTO "jobs" VALUES(114,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-530',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','4','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1727104186, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 117, "completion_tokens": 128, "calls": 1, "seconds": 3.4729247104933165, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 106410482, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 252, "cached_prompt_tokens": 245, "completion_tokens": 64, "calls": 1, "seconds": 1.8618080475007446, "flops": 88223439360.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "4", "thinking_tokens": 128, "waits": 0, "answer_tokens": 64}]',370,362,192,2,0,0,249546299904.0,0.0,1.09708447489992977352e+01,5.33473275799406110309e+00,1.79655305499763393397e+09);
+INSERT INTO "jobs" VALUES(115,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-532',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','-5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1435264013, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 38, "completion_tokens": 247, "calls": 1, "seconds": 7.14585288249873, "flops": 371798780160.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1209699360, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 335, "cached_prompt_tokens": 332, "completion_tokens": 10, "calls": 1, "seconds": 0.31266960949778877, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "-5", "thinking_tokens": 247, "waits": 0, "answer_tokens": 10}]',422,370,257,2,0,0,386922798336.0,0.0,1.45860065870001562871e+01,7.45852249199651851085e+00,1.79655306094268894193e+09);
+INSERT INTO "jobs" VALUES(116,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-532',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','1','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1435264013, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 128, "calls": 1, "seconds": 3.611881231501684, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1209699360, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 221, "cached_prompt_tokens": 215, "completion_tokens": 6, "calls": 1, "seconds": 0.2188540285014824, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1", "thinking_tokens": 128, "waits": 0, "answer_tokens": 6}]',308,301,134,2,0,0,175186543872.0,0.0,7.65927770199959923047e+00,3.83073526000316633144e+00,1.79655306860337686536e+09);
+INSERT INTO "jobs" VALUES(117,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-532',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','-5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1435264013, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 247, "calls": 1, "seconds": 6.984513603009873, "flops": 311302707456.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1209699360, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 335, "cached_prompt_tokens": 332, "completion_tokens": 10, "calls": 1, "seconds": 0.31266960949778877, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "-5", "thinking_tokens": 247, "waits": 0, "answer_tokens": 10}]',422,418,257,2,0,0,326426725632.0,0.0,1.44347126879983989056e+01,7.29718321250766166485e+00,1.79655306943756866455e+09);
+INSERT INTO "jobs" VALUES(118,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-533',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','2700','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 45601321, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 100, "completion_tokens": 241, "calls": 1, "seconds": 6.864492241500557, "flops": 303740698368.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 10911268, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 342, "cached_prompt_tokens": 341, "completion_tokens": 19, "calls": 1, "seconds": 0.5516250205009783, "flops": 23946362112.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2700", "thinking_tokens": 241, "waits": 0, "answer_tokens": 19}]',443,441,260,2,0,0,327687060480.0,0.0,1.48840554679991328153e+01,7.41611726200153498211e+00,1.7965530843230550289e+09);
+INSERT INTO "jobs" VALUES(119,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-533',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','-200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 45601321, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 37, "completion_tokens": 289, "calls": 1, "seconds": 8.579988277007033, "flops": 443637866496.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 10911268, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 390, "cached_prompt_tokens": 389, "completion_tokens": 18, "calls": 1, "seconds": 0.5063631905031798, "flops": 22686027264.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "-200", "thinking_tokens": 289, "waits": 0, "answer_tokens": 18}]',491,426,307,2,0,0,466323893760.0,0.0,1.78010282709983584941e+01,9.08635146751021238742e+00,1.79655308640577268597e+09);
+INSERT INTO "jobs" VALUES(120,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-533',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','1300','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 45601321, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 100, "completion_tokens": 128, "calls": 1, "seconds": 3.494301390014698, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 10911268, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 235, "cached_prompt_tokens": 228, "completion_tokens": 64, "calls": 1, "seconds": 1.8399285694995342, "flops": 88223439360.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1300", "thinking_tokens": 128, "waits": 0, "answer_tokens": 64}]',336,328,192,2,0,0,249546299904.0,0.0,1.1131849785000667907e+01,5.33422995951423217775e+00,1.7965530954561679363e+09);
+INSERT INTO "jobs" VALUES(121,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-564',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','105','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2107552805, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 384, "calls": 1, "seconds": 11.261878192995937, "flops": 567150681600.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 384}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 700272308, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 494, "cached_prompt_tokens": 182, "completion_tokens": 8, "calls": 1, "seconds": 3.1064929229987683, "flops": 402046816512.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "105", "thinking_tokens": 384, "waits": 0, "answer_tokens": 8}]',598,219,392,2,0,0,969197498112.0,0.0,25.4108596749993,1.43683711159947051787e+01,1.79655311181781435006e+09);
+INSERT INTO "jobs" VALUES(122,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-564',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','52.5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2107552805, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 103, "completion_tokens": 256, "calls": 1, "seconds": 7.2733034684861195, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 700272308, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 366, "cached_prompt_tokens": 360, "completion_tokens": 9, "calls": 1, "seconds": 0.3205174745016848, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "52.5", "thinking_tokens": 256, "waits": 0, "answer_tokens": 9}]',470,463,265,2,0,0,340290408960.0,0.0,1.80048641769990354077e+01,7.59382094298780430108e+00,1.79655311346680879596e+09);
+INSERT INTO "jobs" VALUES(123,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-564',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','105','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2107552805, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 103, "completion_tokens": 128, "calls": 1, "seconds": 3.561073397995642, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 700272308, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 238, "cached_prompt_tokens": 232, "completion_tokens": 8, "calls": 1, "seconds": 0.27166754900099477, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "105", "thinking_tokens": 128, "waits": 0, "answer_tokens": 8}]',342,335,136,2,0,0,177707213568.0,0.0,8.45502620300067,3.83274094699663692153e+00,1.79655312027388906477e+09);
+INSERT INTO "jobs" VALUES(124,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-577',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 910343623, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 136, "cached_prompt_tokens": 37, "completion_tokens": 238, "calls": 1, "seconds": 7.483256868498756, "flops": 423472508928.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 685694155, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 376, "cached_prompt_tokens": 372, "completion_tokens": 2, "calls": 1, "seconds": 0.0964849679994586, "flops": 6301674240.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 238, "waits": 0, "answer_tokens": 2}]',512,409,240,2,0,0,429774183168.0,0.0,1.44040895329999329987e+01,7.57974183649821497965e+00,1.79655312787196016306e+09);
+INSERT INTO "jobs" VALUES(125,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-577',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 910343623, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 136, "cached_prompt_tokens": 135, "completion_tokens": 238, "calls": 1, "seconds": 6.965919129501344, "flops": 299959693824.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 685694155, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 376, "cached_prompt_tokens": 372, "completion_tokens": 2, "calls": 1, "seconds": 0.0964849679994586, "flops": 6301674240.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 238, "waits": 0, "answer_tokens": 2}]',512,507,240,2,0,0,306261368064.0,0.0,1.39690986590012471428e+01,7.06240409750080289086e+00,1.79655313424402356147e+09);
+INSERT INTO "jobs" VALUES(126,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-577',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','30','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 910343623, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 136, "cached_prompt_tokens": 135, "completion_tokens": 128, "calls": 1, "seconds": 3.80119062349695, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 685694155, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 269, "cached_prompt_tokens": 263, "completion_tokens": 64, "calls": 1, "seconds": 1.8564347350065873, "flops": 86963104512.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "30", "thinking_tokens": 128, "waits": 0, "answer_tokens": 64}]',405,398,192,2,0,0,248285965056.0,0.0,1.17254261340003722584e+01,5.65762535850353742716e+00,1.79655313960340857508e+09);
+INSERT INTO "jobs" VALUES(127,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-589',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 383062091, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 37, "completion_tokens": 81, "calls": 1, "seconds": 2.7303990245063687, "flops": 192831231744.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1832969108, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 191, "cached_prompt_tokens": 190, "completion_tokens": 64, "calls": 1, "seconds": 1.792340697000327, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 81, "waits": 0, "answer_tokens": 64}]',301,227,145,2,0,0,273492662016.0,0.0,8.65245114800018200185e+00,4.52273972150669578695e+00,1.79655314289757442477e+09);
+INSERT INTO "jobs" VALUES(128,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-589',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','1.25','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 383062091, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 109, "completion_tokens": 77, "calls": 1, "seconds": 2.1346620640015317, "flops": 97045783296.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1832969108, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 186, "completion_tokens": 64, "calls": 1, "seconds": 1.7404538834925916, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1.25", "thinking_tokens": 77, "waits": 0, "answer_tokens": 64}]',297,295,141,2,0,0,177707213568.0,0.0,7.75176628599911055061e+00,3.87511594749412324745e+00,1.79655314736157584185e+09);
+INSERT INTO "jobs" VALUES(129,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-589',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','1.25','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 383062091, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 109, "completion_tokens": 77, "calls": 1, "seconds": 2.0882586979914777, "flops": 97045783296.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1832969108, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 186, "completion_tokens": 64, "calls": 1, "seconds": 1.8522906010048246, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1.25", "thinking_tokens": 77, "waits": 0, "answer_tokens": 64}]',297,295,141,2,0,0,177707213568.0,0.0,8.1870437159996072296e+00,3.94054929899630224099e+00,1.79655315108576297761e+09);
+INSERT INTO "jobs" VALUES(130,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-594',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 367995875, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 290, "calls": 1, "seconds": 8.916523450507157, "flops": 427253513472.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1034210101, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 378, "cached_prompt_tokens": 375, "completion_tokens": 2, "calls": 1, "seconds": 0.09329322550001962, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 290, "waits": 0, "answer_tokens": 2}]',465,412,292,2,0,0,432294852864.0,0.0,1.76933032010001625167e+01,9.00981667600717628374e+00,1.79655316505763387683e+09);
+INSERT INTO "jobs" VALUES(131,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-594',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','1400','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 367995875, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 256, "calls": 1, "seconds": 7.629949433008733, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1034210101, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 349, "cached_prompt_tokens": 343, "completion_tokens": 9, "calls": 1, "seconds": 0.33104807550080295, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1400", "thinking_tokens": 256, "waits": 0, "answer_tokens": 9}]',436,429,265,2,0,0,340290408960.0,0.0,15.9054417619991,7.9609975085095356917e+00,1.79655316699528503415e+09);
+INSERT INTO "jobs" VALUES(132,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-594',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','103','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 367995875, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 128, "calls": 1, "seconds": 3.6036729115021444, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1034210101, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 221, "cached_prompt_tokens": 214, "completion_tokens": 64, "calls": 1, "seconds": 2.000465709499622, "flops": 88223439360.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "103", "thinking_tokens": 128, "waits": 0, "answer_tokens": 64}]',308,300,192,2,0,0,249546299904.0,0.0,1.1974486912999054766e+01,5.6041386210017662961e+00,1.79655317703320121765e+09);
+INSERT INTO "jobs" VALUES(133,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-596',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','167','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1210840275, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 138, "cached_prompt_tokens": 37, "completion_tokens": 289, "calls": 1, "seconds": 9.231075278494245, "flops": 490270255872.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2022879166, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 427, "cached_prompt_tokens": 426, "completion_tokens": 12, "calls": 1, "seconds": 0.35018391300036456, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "167", "thinking_tokens": 289, "waits": 0, "answer_tokens": 12}]',565,463,301,2,0,0,505394274048.0,0.0,1.85036784359999728621e+01,9.58125919149461,1.79655318550000929834e+09);
+INSERT INTO "jobs" VALUES(134,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-596',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','167','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1210840275, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 138, "cached_prompt_tokens": 137, "completion_tokens": 256, "calls": 1, "seconds": 7.529309979499885, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2022879166, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 400, "cached_prompt_tokens": 394, "completion_tokens": 22, "calls": 1, "seconds": 0.6919815304972872, "flops": 34029040896.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "167", "thinking_tokens": 256, "waits": 0, "answer_tokens": 22}]',538,531,278,2,0,0,356674761984.0,0.0,1.641220721999889065e+01,8.22129150999717239756e+00,1.7965531934483420849e+09);
+INSERT INTO "jobs" VALUES(135,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-596',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1210840275, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 138, "cached_prompt_tokens": 137, "completion_tokens": 128, "calls": 1, "seconds": 3.6588954940034455, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2022879166, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 272, "cached_prompt_tokens": 266, "completion_tokens": 24, "calls": 1, "seconds": 0.7296791744947768, "flops": 36549710592.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "10", "thinking_tokens": 128, "waits": 0, "answer_tokens": 24}]',410,403,152,2,0,0,197872571136.0,0.0,9.22962612800074566621e+00,4.38857466849822230869e+00,1.79655319473080706598e+09);
+INSERT INTO "jobs" VALUES(136,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-617',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 910291027, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 207, "calls": 1, "seconds": 6.215319899995848, "flops": 344071413504.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 358953900, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 311, "cached_prompt_tokens": 310, "completion_tokens": 22, "calls": 1, "seconds": 0.6037655385007383, "flops": 27727366656.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 207, "waits": 0, "answer_tokens": 22}]',415,347,229,2,0,0,371798780160.0,0.0,1.32373464909996982894e+01,6.81908543849658599356e+00,1.7965532066868376732e+09);
+INSERT INTO "jobs" VALUES(137,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-617',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 910291027, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 103, "completion_tokens": 207, "calls": 1, "seconds": 5.744768442499662, "flops": 260889313536.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 358953900, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 311, "cached_prompt_tokens": 310, "completion_tokens": 22, "calls": 1, "seconds": 0.5926041145021372, "flops": 27727366656.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 207, "waits": 0, "answer_tokens": 22}]',415,413,229,2,0,0,288616680192.0,0.0,1.26500102050013083496e+01,6.3373725570018,1.79655320738380551342e+09);
+INSERT INTO "jobs" VALUES(138,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-617',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','15','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 910291027, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 103, "completion_tokens": 128, "calls": 1, "seconds": 3.6469024800035186, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 358953900, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 237, "cached_prompt_tokens": 231, "completion_tokens": 5, "calls": 1, "seconds": 0.18459297550089104, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "15", "thinking_tokens": 128, "waits": 0, "answer_tokens": 5}]',341,334,133,2,0,0,173926209024.0,0.0,8.03304162899985385593e+00,3.8314954555044096196e+00,1.7965532147270138264e+09);
+INSERT INTO "jobs" VALUES(139,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-621',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','3000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 883427962, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 37, "completion_tokens": 167, "calls": 1, "seconds": 5.124969061499542, "flops": 289877015040.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 22565050, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 268, "cached_prompt_tokens": 267, "completion_tokens": 13, "calls": 1, "seconds": 0.3648264110006494, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3000", "thinking_tokens": 167, "waits": 0, "answer_tokens": 13}]',369,304,180,2,0,0,306261368064.0,0.0,1.06223997039996902462e+01,5.48979547250019095372e+00,1.7965532180073935986e+09);
+INSERT INTO "jobs" VALUES(140,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-621',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','3000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 883427962, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 100, "completion_tokens": 167, "calls": 1, "seconds": 4.622699053501492, "flops": 210475919616.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 22565050, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 268, "cached_prompt_tokens": 267, "completion_tokens": 13, "calls": 1, "seconds": 0.3612646065012086, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3000", "thinking_tokens": 167, "waits": 0, "answer_tokens": 13}]',369,367,180,2,0,0,226860272640.0,0.0,1.00127283210003952267e+01,4.98396366000270063523e+00,1.79655322474092268942e+09);
+INSERT INTO "jobs" VALUES(141,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-621',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','2400','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 883427962, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 100, "completion_tokens": 128, "calls": 1, "seconds": 3.5396535815043535, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 22565050, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 235, "cached_prompt_tokens": 229, "completion_tokens": 9, "calls": 1, "seconds": 0.2868763944998136, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2400", "thinking_tokens": 128, "waits": 0, "answer_tokens": 9}]',336,329,137,2,0,0,178967548416.0,0.0,8.00704918099836504552e+00,3.82652997600416711065e+00,1.79655322601545047755e+09);
+INSERT INTO "jobs" VALUES(142,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-635',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','1','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1380059026, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 38, "completion_tokens": 147, "calls": 1, "seconds": 4.62637939349861, "flops": 273492662016.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1003599568, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 256, "cached_prompt_tokens": 255, "completion_tokens": 10, "calls": 1, "seconds": 0.28188374250112247, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1", "thinking_tokens": 147, "waits": 0, "answer_tokens": 10}]',365,293,157,2,0,0,286096010496.0,0.0,9.45151766500021,4.90826313599973218515e+00,1.7965532341935822963e+09);
+INSERT INTO "jobs" VALUES(143,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-635',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','1','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1380059026, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 108, "completion_tokens": 147, "calls": 1, "seconds": 4.231383644500056, "flops": 185269222656.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1003599568, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 256, "cached_prompt_tokens": 255, "completion_tokens": 10, "calls": 1, "seconds": 0.28188374250112247, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1", "thinking_tokens": 147, "waits": 0, "answer_tokens": 10}]',365,363,157,2,0,0,197872571136.0,0.0,8.45376499200028774794e+00,4.51326738700117857661e+00,1.79655323447754049302e+09);
+INSERT INTO "jobs" VALUES(144,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-635',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','1','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1380059026, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 108, "completion_tokens": 128, "calls": 1, "seconds": 3.6069577090020175, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1003599568, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 243, "cached_prompt_tokens": 237, "completion_tokens": 19, "calls": 1, "seconds": 0.6205601959982232, "flops": 30248036352.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1", "thinking_tokens": 128, "waits": 0, "answer_tokens": 19}]',352,345,147,2,0,0,191570896896.0,0.0,8.82400593700003810226e+00,4.22751790500024071661e+00,1.79655324301967930789e+09);
+INSERT INTO "jobs" VALUES(145,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-647',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1731421190, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 37, "completion_tokens": 247, "calls": 1, "seconds": 7.449890734000292, "flops": 393224472576.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 382957260, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 350, "cached_prompt_tokens": 349, "completion_tokens": 13, "calls": 1, "seconds": 0.40393449749990396, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "10", "thinking_tokens": 247, "waits": 0, "answer_tokens": 13}]',453,386,260,2,0,0,409608825600.0,0.0,1.52057090130001597576e+01,7.85382523150019551394e+00,1.79655324968493032458e+09);
+INSERT INTO "jobs" VALUES(146,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-647',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1731421190, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 128, "calls": 1, "seconds": 3.6724945435053087, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 382957260, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 236, "cached_prompt_tokens": 230, "completion_tokens": 4, "calls": 1, "seconds": 0.16071706149978127, "flops": 11343013632.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "6", "thinking_tokens": 128, "waits": 0, "answer_tokens": 4}]',339,332,132,2,0,0,172665874176.0,0.0,7.60738962700088450219e+00,3.83321160500509,1.79655325729366803161e+09);
+INSERT INTO "jobs" VALUES(147,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-647',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1731421190, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 240, "calls": 1, "seconds": 6.906395124499795, "flops": 302480363520.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 382957260, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 343, "cached_prompt_tokens": 342, "completion_tokens": 19, "calls": 1, "seconds": 0.5437034720007432, "flops": 23946362112.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "10", "thinking_tokens": 240, "waits": 0, "answer_tokens": 19}]',446,444,259,2,0,0,326426725632.0,0.0,1.56268332370000280202e+01,7.45009859650053840596e+00,1.79655325865685915943e+09);
+INSERT INTO "jobs" VALUES(148,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-649',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','20000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1203161217, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 37, "completion_tokens": 302, "calls": 1, "seconds": 9.176443258503241, "flops": 473885902848.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 255080396, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 414, "cached_prompt_tokens": 413, "completion_tokens": 18, "calls": 1, "seconds": 0.5434422329972222, "flops": 22686027264.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "20000", "thinking_tokens": 302, "waits": 0, "answer_tokens": 18}]',526,450,320,2,0,0,496571930112.0,0.0,1.51925979979987459955e+01,9.71988549150046310387e+00,1.79655327248730397227e+09);
+INSERT INTO "jobs" VALUES(149,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-649',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','0','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1203161217, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 111, "completion_tokens": 256, "calls": 1, "seconds": 7.429639259498799, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 255080396, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 374, "cached_prompt_tokens": 368, "completion_tokens": 6, "calls": 1, "seconds": 0.21541194150086085, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "0", "thinking_tokens": 256, "waits": 0, "answer_tokens": 6}]',486,479,262,2,0,0,336509404416.0,0.0,1.90080277739998564356e+01,7.64505120099966,1.79655327766611623771e+09);
+INSERT INTO "jobs" VALUES(150,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-649',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','100','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1203161217, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 111, "completion_tokens": 128, "calls": 1, "seconds": 3.615261881004699, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 255080396, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 245, "cached_prompt_tokens": 239, "completion_tokens": 8, "calls": 1, "seconds": 0.27375510549973114, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "100", "thinking_tokens": 128, "waits": 0, "answer_tokens": 8}]',357,350,136,2,0,0,177707213568.0,0.0,8.07805525700132420752e+00,3.88901698650443,1.79655328056826925275e+09);
+INSERT INTO "jobs" VALUES(151,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-655',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','\frac{44}{3}','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1177421963, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 37, "completion_tokens": 119, "calls": 1, "seconds": 3.5743502929935858, "flops": 205434580224.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 966129873, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 201, "cached_prompt_tokens": 200, "completion_tokens": 20, "calls": 1, "seconds": 0.5641942804986684, "flops": 25206696960.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "\\frac{44}{3}", "thinking_tokens": 119, "waits": 0, "answer_tokens": 20}]',283,237,139,2,0,0,230641277184.0,0.0,8.06017425200116122141e+00,4.13854457349225413054e+00,1.79655328572790455813e+09);
+INSERT INTO "jobs" VALUES(152,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-655',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','\frac{44}{3}','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1177421963, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 81, "completion_tokens": 119, "calls": 1, "seconds": 3.262453912492674, "flops": 149979846912.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 966129873, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 201, "cached_prompt_tokens": 200, "completion_tokens": 20, "calls": 1, "seconds": 0.5641942804986684, "flops": 25206696960.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "\\frac{44}{3}", "thinking_tokens": 119, "waits": 0, "answer_tokens": 20}]',283,281,139,2,0,0,175186543872.0,0.0,6.50563750200126378331e+00,3.82664819299134251195e+00,1.79655328707525324821e+09);
+INSERT INTO "jobs" VALUES(153,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-655',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','\frac{44}{3}','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1177421963, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 81, "completion_tokens": 119, "calls": 1, "seconds": 3.2875553344938453, "flops": 149979846912.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 966129873, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 201, "cached_prompt_tokens": 200, "completion_tokens": 20, "calls": 1, "seconds": 0.5641942804986684, "flops": 25206696960.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "\\frac{44}{3}", "thinking_tokens": 119, "waits": 0, "answer_tokens": 20}]',283,281,139,2,0,0,175186543872.0,0.0,7.03689722899980552028e+00,3.85174961499251367058e+00,1.79655329276588058467e+09);
+INSERT INTO "jobs" VALUES(154,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-666',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','150','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 47379920, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 207, "calls": 1, "seconds": 6.209606852497927, "flops": 344071413504.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1365691096, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 311, "cached_prompt_tokens": 310, "completion_tokens": 12, "calls": 1, "seconds": 0.3437404525011516, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "150", "thinking_tokens": 207, "waits": 0, "answer_tokens": 12}]',415,347,219,2,0,0,359195431680.0,0.0,1.26580373209999379473e+01,6.55334730499907891498e+00,1.7965532997358391285e+09);
+INSERT INTO "jobs" VALUES(155,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-666',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','150','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 47379920, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 103, "completion_tokens": 207, "calls": 1, "seconds": 5.826909359497222, "flops": 260889313536.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1365691096, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 311, "cached_prompt_tokens": 310, "completion_tokens": 12, "calls": 1, "seconds": 0.3437404525011516, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "150", "thinking_tokens": 207, "waits": 0, "answer_tokens": 12}]',415,413,219,2,0,0,276013331712.0,0.0,1.16567388339990429813e+01,6.17064981199837347958e+00,1.79655330442550683015e+09);
+INSERT INTO "jobs" VALUES(156,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-666',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','90','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 47379920, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 103, "completion_tokens": 128, "calls": 1, "seconds": 3.629777158496836, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1365691096, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 238, "cached_prompt_tokens": 232, "completion_tokens": 7, "calls": 1, "seconds": 0.2572795944988684, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "90", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',342,335,135,2,0,0,176446878720.0,0.0,8.16423819999909,3.8870567529957043007e+00,1.79655330790128326418e+09);
+INSERT INTO "jobs" VALUES(157,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-676',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','160','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 178426867, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 185, "calls": 1, "seconds": 5.625857537494994, "flops": 316344046848.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 182523497, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 289, "cached_prompt_tokens": 288, "completion_tokens": 16, "calls": 1, "seconds": 0.49553637099870684, "flops": 20165357568.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "160", "thinking_tokens": 185, "waits": 0, "answer_tokens": 16}]',393,325,201,2,0,0,336509404416.0,0.0,1.18597520710009121104e+01,6.12139390849370101932e+00,1.79655331629496669773e+09);
+INSERT INTO "jobs" VALUES(158,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-676',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','240','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 178426867, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 103, "completion_tokens": 243, "calls": 1, "seconds": 6.9056970879964865, "flops": 306261368064.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 182523497, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 347, "cached_prompt_tokens": 346, "completion_tokens": 12, "calls": 1, "seconds": 0.36398510900016845, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "240", "thinking_tokens": 243, "waits": 0, "answer_tokens": 12}]',451,449,255,2,0,0,321385386240.0,0.0,1.45476672719996713567e+01,7.26968219699665496591e+00,1.79655332245039916043e+09);
+INSERT INTO "jobs" VALUES(159,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-676',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','480','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 178426867, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 103, "completion_tokens": 128, "calls": 1, "seconds": 3.647857161999127, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 182523497, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 238, "cached_prompt_tokens": 231, "completion_tokens": 15, "calls": 1, "seconds": 0.4619207105006353, "flops": 26467031808.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "480", "thinking_tokens": 128, "waits": 0, "answer_tokens": 15}]',342,334,143,2,0,0,187789892352.0,0.0,8.5158399520005332306e+00,4.1097778724997624522e+00,1.79655332481199908256e+09);
+INSERT INTO "jobs" VALUES(160,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-681',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','47','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 811752515, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 98, "completion_tokens": 256, "calls": 1, "seconds": 7.112091288499869, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 434774659, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 361, "cached_prompt_tokens": 355, "completion_tokens": 12, "calls": 1, "seconds": 0.3862405245017726, "flops": 21425692416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "47", "thinking_tokens": 256, "waits": 0, "answer_tokens": 12}]',460,453,268,2,0,0,344071413504.0,0.0,1.49600447559987514978e+01,7.49833181300164142157e+00,1.79655333977320218088e+09);
+INSERT INTO "jobs" VALUES(161,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-681',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','90','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 811752515, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 384, "calls": 1, "seconds": 10.99275809250139, "flops": 560849007360.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 384}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 434774659, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 489, "cached_prompt_tokens": 482, "completion_tokens": 7, "calls": 1, "seconds": 0.24933001150020573, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "90", "thinking_tokens": 384, "waits": 0, "answer_tokens": 7}]',588,519,391,2,0,0,577233360384.0,0.0,2.21766889009995793458e+01,1.12420881040015956391e+01,1.79655334462817645071e+09);
+INSERT INTO "jobs" VALUES(162,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-681',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','24','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 811752515, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 98, "completion_tokens": 128, "calls": 1, "seconds": 3.4711779369954456, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 434774659, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 227, "completion_tokens": 7, "calls": 1, "seconds": 0.22593800100094086, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "24", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',332,325,135,2,0,0,176446878720.0,0.0,8.00336568199964,3.69711593799638649215e+00,1.79655334778557109831e+09);
+INSERT INTO "jobs" VALUES(163,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-682',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','93.33','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 129200746, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 38, "completion_tokens": 151, "calls": 1, "seconds": 4.572433102498508, "flops": 292397684736.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 546650952, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 271, "cached_prompt_tokens": 270, "completion_tokens": 29, "calls": 1, "seconds": 0.7962422789996708, "flops": 36549710592.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "93.33", "thinking_tokens": 151, "waits": 0, "answer_tokens": 29}]',391,308,180,2,0,0,328947395328.0,0.0,1.02193103469999186923e+01,5.36867538149817846715e+00,1.79655335484921908377e+09);
+INSERT INTO "jobs" VALUES(164,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-682',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','80','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 129200746, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 119, "completion_tokens": 242, "calls": 1, "seconds": 6.547369740506838, "flops": 305001033216.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 546650952, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 362, "cached_prompt_tokens": 361, "completion_tokens": 15, "calls": 1, "seconds": 0.40053771100065205, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "80", "thinking_tokens": 242, "waits": 0, "answer_tokens": 15}]',482,480,257,2,0,0,323906055936.0,0.0,1.39246854339999117657e+01,6.94790745150749,1.79655336171155261991e+09);
+INSERT INTO "jobs" VALUES(165,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-682',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','140','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 129200746, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 119, "completion_tokens": 128, "calls": 1, "seconds": 3.4675688725055807, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 546650952, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 254, "cached_prompt_tokens": 247, "completion_tokens": 8, "calls": 1, "seconds": 0.26263069700053165, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "140", "thinking_tokens": 128, "waits": 0, "answer_tokens": 8}]',374,366,136,2,0,0,178967548416.0,0.0,7.73347051299970189575e+00,3.7301995695061123115e+00,1.79655336258552145957e+09);
+INSERT INTO "jobs" VALUES(166,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-724',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1634442902, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 37, "completion_tokens": 264, "calls": 1, "seconds": 7.281959772510163, "flops": 413389830144.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1485065534, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 367, "cached_prompt_tokens": 364, "completion_tokens": 2, "calls": 1, "seconds": 0.09098403549978684, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 264, "waits": 0, "answer_tokens": 2}]',469,401,266,2,0,0,418431169536.0,0.0,1.44932871849996445234e+01,7.37294380800995,1.79655337620655822751e+09);
+INSERT INTO "jobs" VALUES(167,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-724',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','16','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1634442902, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 101, "completion_tokens": 256, "calls": 1, "seconds": 6.69987678050984, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1485065534, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 364, "cached_prompt_tokens": 357, "completion_tokens": 7, "calls": 1, "seconds": 0.25342805549826153, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "16", "thinking_tokens": 256, "waits": 0, "answer_tokens": 7}]',466,458,263,2,0,0,339030074112.0,0.0,1.38940262389987765343e+01,6.95330483600810111965e+00,1.79655337648390984539e+09);
+INSERT INTO "jobs" VALUES(168,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-724',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','32','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1634442902, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 101, "completion_tokens": 128, "calls": 1, "seconds": 3.292512519498814, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1485065534, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 236, "cached_prompt_tokens": 229, "completion_tokens": 7, "calls": 1, "seconds": 0.2377633979967868, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "32", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',338,330,135,2,0,0,177707213568.0,0.0,7.2924388689989427803e+00,3.53027591749560087919e+00,1.79655338350147914883e+09);
+INSERT INTO "jobs" VALUES(169,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-733',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1358028809, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 153, "calls": 1, "seconds": 4.230601499494696, "flops": 254587639296.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1581455527, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 240, "cached_prompt_tokens": 239, "completion_tokens": 10, "calls": 1, "seconds": 0.2657510775006813, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "6", "thinking_tokens": 153, "waits": 0, "answer_tokens": 10}]',327,276,163,2,0,0,267190987776.0,0.0,8.78785563000019465107e+00,4.49635257699537760345e+00,1.79655338527831125259e+09);
+INSERT INTO "jobs" VALUES(170,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-733',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1358028809, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 150, "calls": 1, "seconds": 3.8795326339986786, "flops": 189050227200.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1581455527, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 237, "cached_prompt_tokens": 236, "completion_tokens": 10, "calls": 1, "seconds": 0.258997943000395, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "6", "thinking_tokens": 150, "waits": 0, "answer_tokens": 10}]',324,322,160,2,0,0,201653575680.0,0.0,8.28485407100015436299e+00,4.1385305769990736735e+00,1.79655339178785228727e+09);
+INSERT INTO "jobs" VALUES(171,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-733',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','$6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1358028809, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 128, "calls": 1, "seconds": 3.291968734499278, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1581455527, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 220, "cached_prompt_tokens": 214, "completion_tokens": 3, "calls": 1, "seconds": 0.11915432699970552, "flops": 10082678784.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "$6", "thinking_tokens": 128, "waits": 0, "answer_tokens": 3}]',307,300,131,2,0,0,171405539328.0,0.0,7.06840027399994141887e+00,3.41112306149898358853e+00,1.79655339234770941732e+09);
+INSERT INTO "jobs" VALUES(172,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-788',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','-100','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1957744976, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 95, "completion_tokens": 223, "calls": 1, "seconds": 5.64318462850315, "flops": 281054671104.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 356986455, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 319, "cached_prompt_tokens": 318, "completion_tokens": 12, "calls": 1, "seconds": 0.30703612500383315, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "-100", "thinking_tokens": 223, "waits": 0, "answer_tokens": 12}]',415,413,235,2,0,0,296178689280.0,0.0,1.19367928789997677084e+01,5.95022075350698287365e+00,1.79655340428577971461e+09);
+INSERT INTO "jobs" VALUES(173,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-788',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','150','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1957744976, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 37, "completion_tokens": 243, "calls": 1, "seconds": 6.4990718025073875, "flops": 379360789248.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 356986455, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 339, "cached_prompt_tokens": 338, "completion_tokens": 12, "calls": 1, "seconds": 0.2987437245001274, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "150", "thinking_tokens": 243, "waits": 0, "answer_tokens": 12}]',435,375,255,2,0,0,394484807424.0,0.0,1.33158958180010813523e+01,6.79781552700751490192e+00,1.79655340510475611684e+09);
+INSERT INTO "jobs" VALUES(174,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-788',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','$195','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1957744976, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 95, "completion_tokens": 128, "calls": 1, "seconds": 3.2051932509957624, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 356986455, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 230, "cached_prompt_tokens": 223, "completion_tokens": 5, "calls": 1, "seconds": 0.1760247945003357, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "$195", "thinking_tokens": 128, "waits": 0, "answer_tokens": 5}]',326,318,133,2,0,0,175186543872.0,0.0,7.21122859899878676515e+00,3.3812180454960980569e+00,1.7965534114980883598e+09);
+INSERT INTO "jobs" VALUES(175,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-801',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','1066','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1774584868, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 37, "completion_tokens": 230, "calls": 1, "seconds": 6.258769670497713, "flops": 376840119552.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 528638079, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 337, "cached_prompt_tokens": 336, "completion_tokens": 15, "calls": 1, "seconds": 0.3943895189995601, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1066", "thinking_tokens": 230, "waits": 0, "answer_tokens": 15}]',444,373,245,2,0,0,395745142272.0,0.0,1.3425403573999574291e+01,6.65315918949727347353e+00,1.79655341853274178511e+09);
+INSERT INTO "jobs" VALUES(176,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-801',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','1066','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1774584868, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 106, "completion_tokens": 230, "calls": 1, "seconds": 5.829093265996562, "flops": 289877015040.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 528638079, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 337, "cached_prompt_tokens": 336, "completion_tokens": 15, "calls": 1, "seconds": 0.3943895189995601, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1066", "thinking_tokens": 230, "waits": 0, "answer_tokens": 15}]',444,442,245,2,0,0,308782037760.0,0.0,1.11082536529993376457e+01,6.2234827849961220636e+00,1.79655342261086273195e+09);
+INSERT INTO "jobs" VALUES(177,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-801',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','1000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1774584868, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 106, "completion_tokens": 128, "calls": 1, "seconds": 3.2240139205023297, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 528638079, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 241, "cached_prompt_tokens": 235, "completion_tokens": 9, "calls": 1, "seconds": 0.26829160299803334, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1000", "thinking_tokens": 128, "waits": 0, "answer_tokens": 9}]',348,341,137,2,0,0,178967548416.0,0.0,7.19477772500067658256e+00,3.49230552350036305142e+00,1.79655342573028349879e+09);
+INSERT INTO "jobs" VALUES(178,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-816',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460420434, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 38, "completion_tokens": 32, "calls": 1, "seconds": 1.049576622001041, "flops": 93264778752.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 456207899, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 112, "completion_tokens": 64, "calls": 1, "seconds": 1.5835754535009983, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2", "thinking_tokens": 32, "waits": 0, "answer_tokens": 64}]',194,150,96,2,0,0,173926209024.0,0.0,5.05861755899968557059e+00,2.63315207550203922437e+00,1.79655342767645454403e+09);
+INSERT INTO "jobs" VALUES(179,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-816',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460420434, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 80, "completion_tokens": 32, "calls": 1, "seconds": 0.7793473325000377, "flops": 40330715136.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 456207899, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 112, "completion_tokens": 64, "calls": 1, "seconds": 1.5835754535009983, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2", "thinking_tokens": 32, "waits": 0, "answer_tokens": 64}]',194,192,96,2,0,0,120992145408.0,0.0,1.58032325000021955929e+00,2.36292278600103600183e+00,1.7965534292626287937e+09);
+INSERT INTO "jobs" VALUES(180,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-816',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460420434, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 80, "completion_tokens": 32, "calls": 1, "seconds": 0.775434199999836, "flops": 40330715136.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 456207899, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 112, "completion_tokens": 64, "calls": 1, "seconds": 1.5766073869990578, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2", "thinking_tokens": 32, "waits": 0, "answer_tokens": 64}]',194,192,96,2,0,0,120992145408.0,0.0,5.15383976399971288628e+00,2.35204158699889376293e+00,1.79655343088533067706e+09);
+INSERT INTO "jobs" VALUES(181,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-829',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','4000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460165663, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 38, "completion_tokens": 193, "calls": 1, "seconds": 5.382920359998934, "flops": 349112752896.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 246634499, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 316, "cached_prompt_tokens": 315, "completion_tokens": 13, "calls": 1, "seconds": 0.3412215300022581, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "4000", "thinking_tokens": 193, "waits": 0, "answer_tokens": 13}]',439,353,206,2,0,0,365497105920.0,0.0,1.09849722660001134498e+01,5.72414189000119222328e+00,1.79655344025014495853e+09);
+INSERT INTO "jobs" VALUES(182,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-829',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','24000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460165663, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 122, "completion_tokens": 210, "calls": 1, "seconds": 5.388583631004622, "flops": 264670318080.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 246634499, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 333, "cached_prompt_tokens": 332, "completion_tokens": 57, "calls": 1, "seconds": 1.4941134730024714, "flops": 71839086336.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "24000", "thinking_tokens": 210, "waits": 0, "answer_tokens": 57}]',456,454,267,2,0,0,336509404416.0,0.0,1.37399371720002818622e+01,6.88269710400709300301e+00,1.7965534446265223026e+09);
+INSERT INTO "jobs" VALUES(183,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-829',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','24,000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460165663, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 122, "completion_tokens": 128, "calls": 1, "seconds": 3.326132335509101, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 246634499, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 256, "cached_prompt_tokens": 250, "completion_tokens": 11, "calls": 1, "seconds": 0.33168451199981064, "flops": 20165357568.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "24,000", "thinking_tokens": 128, "waits": 0, "answer_tokens": 11}]',379,372,139,2,0,0,181488218112.0,0.0,7.74427175699929648544e+00,3.65781684750891145085e+00,1.79655344800157475474e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 3], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 128, "models": ["runs/rl/grpo-0.5b-think/model.gguf"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "max_thinking_tokens", "budget_scale": 128, "budgets": [1, 2, 3], "overrides": {}, "reuse": false, "spec": "budget-forcing:think_start=<think>\\n,think_end=</think>"}], "subset_seed": 0, "system": "Think step by step inside <think> and </think>, briefly. After </think>, write the final answer as \\boxed{ANSWER}.", "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -3106,10 +4451,1274 @@ INSERT INTO "samples" VALUES(102,0,'1. First, we need to determine how many Pome
    \]
   </think>
 Final answer: Jana has \boxed{3} girl Pomeranians.','3',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(103,0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the total number of hours Charisma works in 5 days:**
+   Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+   \[
+   8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours}
+   \]
+
+2. **Calculate the total number of minutes Charisma walks in 40 hours:**
+   Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks:
+   \[
+   5 \text{ minutes/hour} \times 40 \text{ hours} = 200 \text{ minutes}
+   \]
+
+3. **Determine how many minutes Charisma has walked after 5 days:**
+   Since Charisma walks for 200 minutes in 5 days, the number of minutes she has walked after 5 days is:
+   \[
+   \boxed{200}
+   \]</think>
+The final answer is \boxed{200}.','200',1,'equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(104,0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the total number of hours Charisma works in 5 days:**
+   Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+   \[
+   8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours}
+   \]
+
+2. **Calculate the total number of minutes Charisma walks in 40 hours:**
+   Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks:
+   \[
+   5 \text{ minutes/hour} \times 40 \text{ hours} = 200 \text{ minutes}
+   \]
+
+3. **Determine how many minutes Charisma has walked after 5 days:**
+   Since Charisma walks for 200 minutes in 5 days, the number of minutes she has walked after 5 days is:
+   \[
+   \boxed{200}
+   \]</think>
+The final answer is \boxed{200}.','200',1,'equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(105,0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the total number of hours Charisma works in 5 days:**
+   Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+   \[
+   8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours}
+   \]
+
+2. **Calculate the total number of minutes Charisma walks in 40 hours:**
+   Charisma walks for 5 minutes every</think>
+Final answer: \boxed{40}','40',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(106,0,'1. First, let''s calculate the total cost for the first venue without any food.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost without food: $200 + $5 * 10 = $250
+
+2. Next, let''s calculate the total cost for the second venue with food included.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost with food: $200 + $5 * 10 = $250
+
+3. Now, we need to find out how many guests are necessary for the two venues to be equal in cost.
+   - Total cost without food: $250
+   - Total cost with food: $250
+   - Difference in cost: $250 - $250 = $0
+
+Since the difference in cost is $0, it means that the two venues have the same cost without any food. Therefore, the final answer is:
+<think>0 guests are necessary for the two venues to be equal in cost.</think>
+</think>',NULL,0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(107,0,'1. First, let''s calculate the total cost for the first venue without any food.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost without food: $200 + $5 * 10 = $250
+
+2. Next, let''s calculate the total cost for the second venue with food included.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost with food: $200 + $5 * 10 = $250
+
+3. Now, we need to find out how many guests are necessary for the two venues to be equal in cost.
+   - Total cost without food: $250
+   - Total cost with food: $250
+   - Difference in cost: $250 - $250 = $0
+
+Since the difference in cost is $0, it means that the two venues have the same cost without any food. Therefore, the final answer is:
+<think>0 guests are necessary for the two venues to be equal in cost.</</think>
+Final answer: 0','0',0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(108,0,'1. First, let''s calculate the total cost for the first venue without any food.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost without food: $200 + $5 * 10 = $250
+
+2. Next, let''s calculate the total cost for the second venue with food included.
+   - Flat fee: $200
+   - Food per person: $5
+   - Number of guests: 10
+   - Total cost with food: $20</think>
+Final answer: 10 guests are necessary for the two venues to be equal in cost.','10',1,'equivalent',145,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(109,0,'1. Julie starts with $500.
+2. She spends 20% of $500 on clothes.
+   \[
+   \text{Cost of clothes} = 0.20 \times 500 = 100
+   \]
+   After spending $100 on clothes, Julie has:
+   \[
+   500 - 100 = 400
+   \]
+3. She then spends 25% of the remaining $400 on CDs.
+   \[
+   \text{Cost of CDs} = 0.25 \times 400 = 100
+   \]
+   After spending $100 on CDs, Julie has:
+   \[
+   400 - 100 = 300
+   \]
+4. Finally, Julie has $300 left.
+</think>
+Therefore, the final answer is \boxed{300}.','300',1,'equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(110,0,'1. Julie starts with $500.
+2. She spends 20% of $500 on clothes.
+   \[
+   \text{Cost of clothes} = 0.20 \times 500 = 100
+   \]
+   After spending $100 on clothes, Julie has:
+   \[
+   500 - 100 = 400
+   \]
+3. She then spends 25% of the remaining $400 on CDs.
+   \[
+   \text{Cost of CDs} = 0.25 \times 400 = 100
+   \]
+   After spending $100 on CDs, Julie has:
+   \[
+   400 - 100 = 300
+   \]
+</think>
+The final answer is \boxed{300}.','300',1,'equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(111,0,'1. Julie starts with $500.
+2. She spends 20% of $500 on clothes.
+   \[
+   \text{Cost of clothes} = 0.20 \times 500 = 100
+   \]
+   After spending $100 on clothes, Julie has:
+   \[
+   500 - 100 = 400
+   \]
+3. She then spends 25% of the remaining $400 on CDs.
+   \[
+   \text{Cost of CDs} = 0.2</think>
+Final answer: Julie has $400 left.','$400',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(112,0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout routine into two parts and then sum them up.
+
+First, let''s calculate the total number of hours Josh spent working out in the first two weeks:
+- Josh spent 5 hours each for two consecutive weeks.
+- Therefore, the total number of hours spent in the first two weeks is:
+  \[
+  5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+  \]
+
+Next, let''s calculate the total number of hours Josh spent working out in the third week:
+- Josh spent 6 hours in one week.
+- Therefore, the total number of hours spent in the third week is:
+  \[
+  6 \text{ hours/week}
+  \]
+
+Now, we add the hours spent in the first two weeks and the third week to find the total number of hours spent working out across the 8 weeks:
+\[
+10 \text{ hours} + 6 \text{ hours} = 16 \text{ hours}
+\]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \</think>
+Final answer: \boxed{16}','16',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(113,0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout routine into two parts: the first part where he worked out for 4 hours each week except on some occasions, and the second part where he worked out for 2 consecutive weeks.
+
+First, let''s calculate the total number of hours Josh worked out for the first part:
+- Josh worked out for 4 hours each week except on some occasions.
+- There are 8 weeks in total.
+- Therefore, the number of hours spent working out for the first part is:
+  \[
+  4 \text{ hours/week} \times 8 \text{ weeks} = 32 \text{ hours}
+  \]
+
+Next, let''s calculate the total number of hours Josh worked out for the second part:
+- Josh worked out for 2 consecutive weeks.
+- There are 2 weeks in total.
+- Therefore, the number of hours spent working out for the second part is:
+  \[
+  2 \text{ weeks} \times 2 \text{ hours/week} = 4 \text{ hours}
+  \]
+
+Now, we add the hours spent working out for both parts to find the total number of hours Josh has spent working out across the 8 weeks:
+\[
+32 \text{ hours} + 4 \text{ hours} = 36 \text{ hours}
+\]
+
+</think>
+The final answer is \boxed{36}.','36',1,'equivalent',312,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(114,0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout routine into two parts: the first part where he worked out for 4 hours each week except on some occasions, and the second part where he worked out for 2 consecutive weeks.
+
+First, let''s calculate the total number of hours Josh worked out for the first part:
+- Josh worked out for 4 hours each week except on some occasions.
+- There are 8 weeks in total.
+- Therefore, the number of hours spent on non-workout days is \(8 \times 4 = 32</think>
+Final answer: 32 hours
+
+Next, let''s calculate the total number of hours Josh worked out for the second part:
+- Josh worked out for 2 consecutive weeks.
+- Therefore, the number of hours spent on these two weeks is \(2 \times 2 = 4\) hours
+Final answer: 4 hours','4',0,'not_equivalent',192,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(115,0,'1. First, we need to determine Jame''s current age. Since Jame will turn 27 in 5 years, we can calculate his current age as follows:
+   \[
+   27 - 5 = 22
+   \]
+   So, Jame is currently 22 years old.
+
+2. Next, we need to determine Jame''s cousin''s current age. According to the problem, in 8 years, Jame''s cousin will be 5 years younger than twice his age. We can calculate Jame''s cousin''s current age as follows:
+   \[
+   22 - 5 = 17
+   \]
+   So, Jame''s cousin is currently 17 years old.
+
+3. Now, we need to find out how many years separate the age of the two now. We can calculate this by subtracting Jame''s current age from his cousin''s current age:
+   \[
+   17 - 22 = -5
+   \]
+   Since Jame''s cousin is currently 17 years old, it is 5 years younger than Jame''s age. Therefore, the final answer is:
+   \[
+   \boxed{-5}
+   \]</think>
+The final answer is \boxed{-5}.','-5',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(116,0,'1. First, we need to determine Jame''s current age. Since Jame will turn 27 in 5 years, we can calculate his current age as follows:
+   \[
+   27 - 5 = 22
+   \]
+   So, Jame is currently 22 years old.
+
+2. Next, we need to determine Jame''s cousin''s current age. According to the problem, in 8 years, Jame''s cousin will be 5 years younger than twice his age. We can calculate Jame''s cousin''s current age as follows:
+   \[
+   22 - 5 = 1</think>
+Final answer: \boxed{1}','1',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(117,0,'1. First, we need to determine Jame''s current age. Since Jame will turn 27 in 5 years, we can calculate his current age as follows:
+   \[
+   27 - 5 = 22
+   \]
+   So, Jame is currently 22 years old.
+
+2. Next, we need to determine Jame''s cousin''s current age. According to the problem, in 8 years, Jame''s cousin will be 5 years younger than twice his age. We can calculate Jame''s cousin''s current age as follows:
+   \[
+   22 - 5 = 17
+   \]
+   So, Jame''s cousin is currently 17 years old.
+
+3. Now, we need to find out how many years separate the age of the two now. We can calculate this by subtracting Jame''s current age from his cousin''s current age:
+   \[
+   17 - 22 = -5
+   \]
+   Since Jame''s cousin is currently 17 years old, it is 5 years younger than Jame''s age. Therefore, the final answer is:
+   \[
+   \boxed{-5}
+   \]</think>
+The final answer is \boxed{-5}.','-5',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(118,0,'1. Let''s denote the cost of one monitor as \( x \) dollars.
+2. The cost of the computer is $1,100.
+3. The cost of the printer is $2,400.
+4. The total cost of the computer, monitors, and printer is $2,400.
+5. The total cost of the computer, monitors, and printer minus the printer''s cost is $400 less than the computer''s cost.
+6. Therefore, we can write the equation:
+   \[
+   1100 + 2x - 2400 = 400
+   \]
+7. Simplifying the left side of the equation, we get:
+   \[
+   2x - 1400 = 400
+   \]
+8. To isolate \( x \), we add 1400 to both sides of the equation:
+   \[
+   2x = 5400
+   \]
+9. Next, we divide both sides by 2:
+   \[
+   x = 2700
+   \]
+</think>
+The cost of one monitor is \(\boxed{2700}\) dollars.','2700',0,'not_equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(119,0,'1. Let''s denote the cost of one monitor as \( x \) dollars.
+2. The cost of the computer is $1,100.
+3. The cost of the printer is $400 less than the computer, so the cost of the printer is \( 1,100 - 400 = 700 \) dollars.
+4. The total cost of the computer, monitors, and printer is $2,400.
+5. Therefore, we can write the equation:
+   \[
+   1100 + 2x + 700 = 2400
+   \]
+6. Simplifying the left side of the equation, we get:
+   \[
+   2800 + 2x = 2400
+   \]
+7. To isolate \( x \), we subtract 2800 from both sides of the equation:
+   \[
+   2x = 2400 - 2800
+   \]
+   \[
+   2x = -400
+   \]
+8. To solve for \( x \), we divide both sides of the equation by 2:
+   \[
+   x = \frac{-400}{2}
+   \]
+   \[
+   x = -200
+   \]
+</think>
+The cost of one monitor is \(\boxed{-200}\) dollars.','-200',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(120,0,'1. Let''s denote the cost of one monitor as \( x \) dollars.
+2. According to the problem, the computer costs $1,100, so the cost of the computer is \( 1100 \) dollars.
+3. The computer and the printer together cost $2,400, so the cost of the printer is \( 2400 - 1100 = 1300 \) dollars.
+4. The printer is paid $400 less than the computer, so the cost of the printer is \( 1300 - 40</think>
+Final answer: \( x = 1300 - 40 = 1300 - 40 = 1300 - 40 = 1300 - 40 = 1300 - 40 = 1300 - 40 = ','1300',0,'not_equivalent',192,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(121,0,'To determine how many pages Judy read in two weeks, we need to break down the problem step by step.
+
+1. **Calculate the number of pages Judy read in the first week:**
+   Judy read for 15 minutes each night for 7 nights. Therefore, the total number of pages read in the first week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ pages}
+   \]
+
+2. **Determine how many pages Judy can read in one 1.5-minute interval:**
+   Judy can read 2 pages per 1.5 minutes. To find out how many pages she can read in one 1.5-minute interval, we divide the number of pages read in the first week by 2:
+   \[
+   \frac{105 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 52.5 \text{ pages}
+   \]
+
+3. **Calculate the total number of pages Judy can read in two 1.5-minute intervals:**
+   Since Judy can read 52.5 pages in one 1.5-minute interval, in two 1.5-minute intervals she can read:
+   \[
+   52.5 \text{ pages/interval} \times 2 \text{ intervals} = 105 \text{ pages}
+   \]
+
+4. **Determine how many pages Judy read in the second week:**
+   The second week, Judy read a total of 100 pages. Therefore, the number of pages Judy read in the second week is:
+   \[
+   100 \text{ pages}
+   \]
+
+5. **Calculate the total number of pages Judy read in two weeks:**
+   To</think>
+Final answer: \boxed{105}','105',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(122,0,'To determine how many pages Judy read in two weeks, we need to break down the problem step by step.
+
+1. **Calculate the number of pages Judy read in the first week:**
+   Judy read for 15 minutes each night for 7 nights. Therefore, the total number of pages read in the first week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ pages}
+   \]
+
+2. **Determine how many pages Judy can read in one 1.5-minute interval:**
+   Judy can read 2 pages per 1.5 minutes. To find out how many pages she can read in one 1.5-minute interval, we divide the number of pages read in the first week by 2:
+   \[
+   \frac{105 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 52.5 \text{ pages}
+   \]
+
+3. **Calculate the total number of pages Judy can read in two 1.5-minute intervals:**
+   Since Judy can read 52.5 pages in one 1.5-minute interval, in two</think>
+Final answer: \boxed{52.5}','52.5',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(123,0,'To determine how many pages Judy read in two weeks, we need to break down the problem step by step.
+
+1. **Calculate the number of pages Judy read in the first week:**
+   Judy read for 15 minutes each night for 7 nights. Therefore, the total number of pages read in the first week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ pages}
+   \]
+
+2. **Determine how many pages Judy can read in one 1.5-minute interval:**
+   Judy can read</think>
+Final answer: \boxed{105}','105',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(124,0,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+Let''s break it down:
+
+1. Calculate the total number of birds:
+   - Day 1: 50 birds
+   - Day 2: 50 birds
+   - Day 3: 0 birds
+   - Day 4: 120 birds
+   - Day 5: 20 birds
+   - Day 6: 90 birds
+   - Day 7: 90 birds
+
+   Total birds = 50 + 50 + 0 + 120 + 20 + 90 + 90 = 450 birds
+
+2. Divide the total number of birds by the number of days:
+   Average birds per day = Total birds / Number of days = 450 birds / 7 days
+
+Therefore, the average number of birds Mack saw in a day is \boxed{60}.</think>
+```',NULL,0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(125,0,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+Let''s break it down:
+
+1. Calculate the total number of birds:
+   - Day 1: 50 birds
+   - Day 2: 50 birds
+   - Day 3: 0 birds
+   - Day 4: 120 birds
+   - Day 5: 20 birds
+   - Day 6: 90 birds
+   - Day 7: 90 birds
+
+   Total birds = 50 + 50 + 0 + 120 + 20 + 90 + 90 = 450 birds
+
+2. Divide the total number of birds by the number of days:
+   Average birds per day = Total birds / Number of days = 450 birds / 7 days
+
+Therefore, the average number of birds Mack saw in a day is \boxed{60}.</think>
+```',NULL,0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(126,0,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+Let''s break it down:
+
+1. Calculate the total number of birds:
+   - Day 1: 50 birds
+   - Day 2: 50 birds
+   - Day 3: 0 birds
+   - Day 4: 120 birds
+   - Day 5: 20 birds
+   - Day 6: </think>
+Final answer: 20 birds
+
+2. Divide the total number of birds by the number of days:
+   - Total birds: 20 birds
+   - Number of days: 7 days
+   - Average birds per day: </think>
+Final answer: 30 birds
+
+Therefore, the average number of birds','30',0,'not_equivalent',192,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(127,0,'1. Martin eats Cheerios every day for breakfast.
+2. He will lose 1.25 pounds/week for breakfast.
+3. Martin eats donuts every day for breakfast.
+4. He will gain 1.75 pounds/week for breakfast.
+5. We need to find the difference in his weight at the end of 5 weeks between the two breakfast options.
+</think>
+Let''s break this down step by step:
+
+1. Calculate the weight loss for breakfast:
+   - Weight loss per day = 1.25 pounds/week
+   - Number of days in 5 weeks = 5
+   - Weight loss = 1.25 pounds/week * 5 =','5',0,'not_equivalent',145,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(128,0,'1. Martin eats Cheerios every day for breakfast.
+2. He will lose 1.25 pounds/week.
+3. Martin eats donuts every day for breakfast.
+4. He will gain 1.75 pounds/week.
+5. We need to find the difference in his weight at the end of 5 weeks between the two breakfast options.
+</think>
+Let''s break this down step by step:
+
+1. Calculate the weight loss for breakfast:
+   - Martin eats Cheerios every day for 5 days.
+   - He loses 1.25 pounds/week.
+   - Therefore, the weight loss for breakfast is \(5 \times 1.25 =','1.25',0,'not_equivalent',141,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(129,0,'1. Martin eats Cheerios every day for breakfast.
+2. He will lose 1.25 pounds/week.
+3. Martin eats donuts every day for breakfast.
+4. He will gain 1.75 pounds/week.
+5. We need to find the difference in his weight at the end of 5 weeks between the two breakfast options.
+</think>
+Let''s break this down step by step:
+
+1. Calculate the weight loss for breakfast:
+   - Martin eats Cheerios every day for 5 days.
+   - He loses 1.25 pounds/week.
+   - Therefore, the weight loss for breakfast is \(5 \times 1.25 =','1.25',0,'not_equivalent',141,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(130,0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total amount of protein in the cup of mushrooms.
+2. Determine how many grams of protein John eats per day.
+3. Calculate how many grams of protein John eats per week.
+
+Step 1: Calculate the total amount of protein in the cup of mushrooms.
+The cup of mushrooms weighs 100 grams and has 3 grams of protein. Therefore, the total amount of protein is:
+\[ 100 \text{ grams} + 3 \text{ grams} = 103 \text{ grams} \]
+
+Step 2: Determine how many grams of protein John eats per day.
+John eats 200 grams of mushrooms every day. Therefore, the number of grams of protein John eats per day is:
+\[ 200 \text{ grams} \]
+
+Step 3: Calculate how many grams of protein John eats per week.
+To find out how many grams of protein John eats per week, we multiply the number of grams of protein he eats per day by the number of days in a week (7 days):
+\[ 200 \text{ grams/day} \times 7 \text{ days/week} = 1400 \text{ grams/week} \]
+
+Therefore, the final answer is:
+\boxed{1400}</think>
+```',NULL,0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(131,0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total amount of protein in the cup of mushrooms.
+2. Determine how many grams of protein John eats per day.
+3. Calculate how many grams of protein John eats per week.
+
+Step 1: Calculate the total amount of protein in the cup of mushrooms.
+The cup of mushrooms weighs 100 grams and has 3 grams of protein. Therefore, the total amount of protein is:
+\[ 100 \text{ grams} + 3 \text{ grams} = 103 \text{ grams} \]
+
+Step 2: Determine how many grams of protein John eats per day.
+John eats 200 grams of mushrooms every day. Therefore, the number of grams of protein John eats per day is:
+\[ 200 \text{ grams} \]
+
+Step 3: Calculate how many grams of protein John eats per week.
+To find out how many grams of protein John eats per week, we multiply the number of grams of protein he eats per day by the number of days in a week (7 days):
+\[ 200 \text{ grams/day} \times 7 \text{ days</think>
+Final answer: \boxed{1400}','1400',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(132,0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total amount of protein in the cup of mushrooms.
+2. Determine how many grams of protein John eats per day.
+3. Calculate how many grams of protein John eats per week.
+
+Step 1: Calculate the total amount of protein in the cup of mushrooms.
+The cup of mushrooms weighs 100 grams and contains 3 grams of protein. Therefore, the total amount of protein is:
+\[ 100 \text{ grams} + 3 \text{ grams} = 103 \text{</think>
+Final answer: 103 grams of protein
+
+Step 2: Determine how many grams of protein John eats per day.
+John eats 200 grams of mushrooms every day. Therefore, the amount of protein he eats per day is:
+\[ 200 \text{ grams} \]
+
+Step 3: Calculate','103',0,'not_equivalent',192,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(133,0,'1. George needs to pay for 2 implants, each with a base price of $2000.
+2. For one of the implants, he wants a crown made of porcelain. That feature costs an extra $500.
+3. George has already put down a deposit of $600.
+4. George makes $15 per hour at work.
+5. To find out how many hours he needs to work before he has enough to pay for the dental work, we need to calculate the total cost of the dental work and then determine how many hours he needs to work to cover that cost.
+6. The total cost of the dental work is the sum of the base price of the implants and the cost of the crown.
+7. The total cost of the dental work is $2000 + $500 = $2500.
+8. To find out how many hours he needs to work to cover $2500, we divide the total cost by his hourly wage.
+9. The number of hours he needs to work is $2500 / $15 = 166.67.
+10. Since George cannot work a fraction of a hour, he needs to round up to the next whole number.
+11. Therefore, George needs to work 167 hours before he has enough to pay for the dental work.
+</think>
+The final answer is \boxed{167}.','167',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(134,0,'1. George needs to pay for 2 implants, each with a base price of $2000.
+2. For one of the implants, he wants a crown made of porcelain. That feature costs an extra $500.
+3. George has already put down a deposit of $600.
+4. George makes $15 per hour at work.
+5. To find out how many hours he needs to work before he has enough to pay for the dental work, we need to calculate the total cost of the dental work and then determine how many hours he needs to work to cover that cost.
+6. The total cost of the dental work is the sum of the base price of the implants and the cost of the crown.
+7. The total cost of the dental work is $2000 + $500 = $2500.
+8. To find out how many hours he needs to work to cover $2500, we divide the total cost by his hourly wage.
+9. The number of hours he needs to work is $2500 / $15 = 166.67.
+10. Since George cannot work a fraction of a hour, he needs to round up to</think>
+Final answer: George needs to work for 167 hours before he has enough to pay for the dental work.','167',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(135,0,'1. George needs to pay for 2 implants, each with a base price of $2000.
+2. For one of the implants, he wants a crown made of porcelain. That feature costs an extra $500.
+3. George has already put down a deposit of $600.
+4. George makes $15 per hour at work.
+5. To find out how many hours he needs to work before he has enough to pay for the dental work, we need to calculate the total cost of the dental work and then determine how many hours he needs to work to cover that cost.
+6. The</think>
+Final answer: George needs to work for \boxed{10} hours before he has enough to pay for the dental work.','10',0,'not_equivalent',152,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(136,0,'1. First, we need to determine how much meat Prince sells in one day. Prince sells 15 kg of meat every hour he works. He works 10 hours a day, so the total amount of meat sold in one day is:
+   \[
+   15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+   \]
+
+2. Next, we need to determine how many days it will take Prince to sell the 150 kg of meat from Bill''s bull. Bill gives Prince a bull that weighs 750 kg. To find out how many days it will take him to sell the entire bull, we divide the total weight of the bull by the weight of the meat he sells per day:
+   \[
+   \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+   \]
+
+</think>
+Therefore, it will take Prince \boxed{5} days to sell the meat from Bill''s bull.','5',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(137,0,'1. First, we need to determine how much meat Prince sells in one day. Prince sells 15 kg of meat every hour he works. He works 10 hours a day, so the total amount of meat sold in one day is:
+   \[
+   15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+   \]
+
+2. Next, we need to determine how many days it will take Prince to sell the 150 kg of meat from Bill''s bull. Bill gives Prince a bull that weighs 750 kg. To find out how many days it will take him to sell the entire bull, we divide the total weight of the bull by the weight of the meat he sells per day:
+   \[
+   \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+   \]
+
+</think>
+Therefore, it will take Prince \boxed{5} days to sell the meat from Bill''s bull.','5',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(138,0,'1. First, we need to determine how much meat Prince sells in one day. Prince sells 15 kg of meat every hour he works. He works 10 hours a day, so the total amount of meat sold in one day is:
+   \[
+   15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+   \]
+
+2. Next, we need to determine how many days it will take Prince to sell the 150 kg of meat from Bill''s bull. Bill gives Prince a bull that weighs </think>
+Final answer: 15 days','15',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(139,0,'1. First, we need to calculate the total number of sessions John went to.
+   John went to physical therapy for 6 weeks, and each week he went twice for 2 hours at a time.
+   Therefore, the total number of sessions is:
+   \[
+   6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}
+   \]
+
+2. Next, we need to determine the total cost of the sessions.
+   Each session costs $125.
+   Therefore, the total cost of the sessions is:
+   \[
+   24 \text{ sessions} \times \$125/\text{session} = \$3000
+   \]
+
+</think>
+The final answer is \boxed{3000}.','3000',1,'equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(140,0,'1. First, we need to calculate the total number of sessions John went to.
+   John went to physical therapy for 6 weeks, and each week he went twice for 2 hours at a time.
+   Therefore, the total number of sessions is:
+   \[
+   6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}
+   \]
+
+2. Next, we need to calculate the total cost of the sessions.
+   Each session costs $125.
+   Therefore, the total cost of the sessions is:
+   \[
+   24 \text{ sessions} \times \$125/\text{session} = \$3000
+   \]
+
+</think>
+The final answer is \boxed{3000}.','3000',1,'equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(141,0,'1. First, we need to calculate the total number of sessions John went to.
+   John went to physical therapy for 6 weeks, and each week he went twice for 2 hours at a time.
+   Therefore, the total number of sessions is:
+   \[
+   6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}
+   \]
+
+2. Next, we need to calculate the total cost of the sessions.
+   Each session costs $125.
+   Therefore, the total cost of the</think>
+Final answer: \boxed{2400}','2400',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(142,0,'1. First, we need to determine how many classes Manny can sign up for with $60.
+   \[
+   \frac{60}{60} = 1 \text{ class}
+   \]
+   So, Manny can sign up for 1 class.
+
+2. Next, we need to check if the cost of signing up for 1 class exceeds $10 per class.
+   \[
+   10 \neq 10
+   \]
+   Since the cost of signing up for 1 class exceeds $10 per class, Manny won''t sign him up again.
+
+3. Therefore, Manny can miss 1 class before they don''t sign him up again.
+</think>
+The final answer is \boxed{1}.','1',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(143,0,'1. First, we need to determine how many classes Manny can sign up for with $60.
+   \[
+   \frac{60}{60} = 1 \text{ class}
+   \]
+   So, Manny can sign up for 1 class.
+
+2. Next, we need to check if the cost of signing up for 1 class exceeds $10 per class.
+   \[
+   10 \neq 10
+   \]
+   Since the cost of signing up for 1 class exceeds $10 per class, Manny won''t sign him up again.
+
+3. Therefore, Manny can miss 1 class before they don''t sign him up again.
+</think>
+The final answer is \boxed{1}.','1',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(144,0,'1. First, we need to determine how many classes Manny can sign up for with $60.
+   \[
+   \frac{60}{60} = 1 \text{ class}
+   \]
+   So, Manny can sign up for 1 class.
+
+2. Next, we need to check if the cost of signing up for 1 class exceeds $10 per class.
+   \[
+   10 \neq 10
+   \]
+   Since the cost of signing up for 1 class exceeds $10 per class, Manny won''t sign him up again.
+
+3. Therefore</think>
+Final answer: Manny can miss \boxed{1} class before they don''t sign him up again.','1',0,'not_equivalent',147,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(145,0,'1. First, we need to calculate how long Bill can dig through the soil. Bill can dig 4 feet per hour through soil, and he has to dig through 24 feet of soil.
+   \[
+   \text{Time to dig soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+2. Next, we need to calculate how long Bill can dig through the clay. Bill can dig half that fast through clay, so he can dig through \( \frac{4}{2} = 2 \) feet per hour through clay.
+   \[
+   \text{Time to dig clay} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+   \]
+
+3. To find the total time Bill needs to dig through both soil and clay, we add the times for each:
+   \[
+   \text{Total time} = 6 \text{ hours (soil)} + 4 \text{ hours (clay)} = 10 \text{ hours}
+   \]
+
+</think>
+The final answer is \boxed{10} hours.','10',1,'equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(146,0,'1. First, we need to calculate how long Bill can dig through the soil. Bill can dig 4 feet per hour through soil, and he has to dig through 24 feet of soil.
+   \[
+   \text{Time to dig soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+2. Next, we need to calculate how long Bill can dig through the clay. Bill can dig half that fast through clay, so he can dig through \( \frac{4}{2} = 2 \)</think>
+Final answer: 6 hours','6',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(147,0,'1. First, we need to calculate how long Bill can dig through the soil. Bill can dig 4 feet per hour through soil, and he has to dig through 24 feet of soil.
+   \[
+   \text{Time to dig soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+2. Next, we need to calculate how long Bill can dig through the clay. Bill can dig half that fast through clay, so he can dig through \( \frac{4}{2} = 2 \) feet per hour through clay.
+   \[
+   \text{Time to dig clay} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+   \]
+
+3. To find the total time Bill needs to dig through both soil and clay, we add the times together:
+   \[
+   \text{Total time} = 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+   \]
+
+</think>
+Therefore, it will take Bill \boxed{10} hours to dig the well.','10',1,'equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(148,0,'1. Let''s denote the initial number of likes by \( L \).
+2. After 1 week, the number of likes is \( L + 2000 \).
+3. Three weeks later, the number of likes is \( 3L + 70(L) = 3L + 70L = 100L \).
+4. According to the problem, the number of likes after three weeks is 70 times the initial number of likes, so we have:
+   \[
+   100L = 70L
+   \]
+5. Solving for \( L \), we get:
+   \[
+   100L - 70L = 0 \implies 30L = 0 \implies L = 0
+   \]
+6. Since \( L = 0 \), the initial number of likes is \( L = 0 \).
+7. After three weeks, the number of likes is \( 100L = 100 \times 0 = 0 \).
+8. The problem states that she received 20000 more new likes recently, so the total number of likes after three weeks is:
+   \[
+   100L + 20000 = 100 \times 0 + 20000 = 20000
+   \]
+</think>
+Therefore, the final answer is \(\boxed{20000}\).','20000',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(149,0,'1. Let''s denote the initial number of likes by \( L \).
+2. After 1 week, the number of likes is \( L + 2000 \).
+3. Three weeks later, the number of likes is \( 3L + 70(L) = 3L + 70L = 100L \).
+4. According to the problem, the number of likes after three weeks is 70 times the initial number of likes, so we have:
+   \[
+   100L = 70L
+   \]
+5. Solving for \( L \), we get:
+   \[
+   100L - 70L = 0 \implies 30L = 0 \implies L = 0
+   \]
+6. Since \( L = 0 \), the initial number of likes is \( L = 0 \).
+7. After three weeks, the number of likes is \( 100L = 100 \times 0 = 0 \).
+8. The problem states that she received 20000 more new likes recently, so the total number of likes after three weeks is:
+</think>
+Final answer: \boxed{0}','0',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(150,0,'1. Let''s denote the initial number of likes by \( L \).
+2. After 1 week, the number of likes is \( L + 2000 \).
+3. Three weeks later, the number of likes is \( 3L + 70(L) = 3L + 70L = 100L \).
+4. According to the problem, the number of likes after three weeks is 70 times the initial number of likes, so we have:
+   \[
+   100L = 70L
+   \]
+   This equation is true,</think>
+Final answer: \boxed{100}','100',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(151,0,'1. Shiela has already finished writing \(\frac{1}{3}\) of the paper.
+2. To find out how many pages she has left to write, we subtract \(\frac{1}{3}\) from 15.
+   \[
+   15 - \frac{1}{3} = \frac{45}{3} - \frac{1}{3} = \frac{44}{3}
+   \]
+   So, Shiela has \(\frac{44}{3}\) pages left to write.
+</think>
+Therefore, the final answer is \(\boxed{\frac{44}{3}}\).','\frac{44}{3}',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(152,0,'1. Shiela has already finished writing \(\frac{1}{3}\) of the paper.
+2. To find out how many pages she has left to write, we subtract \(\frac{1}{3}\) from 15.
+   \[
+   15 - \frac{1}{3} = \frac{45}{3} - \frac{1}{3} = \frac{44}{3}
+   \]
+   So, Shiela has \(\frac{44}{3}\) pages left to write.
+</think>
+Therefore, the final answer is \(\boxed{\frac{44}{3}}\).','\frac{44}{3}',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(153,0,'1. Shiela has already finished writing \(\frac{1}{3}\) of the paper.
+2. To find out how many pages she has left to write, we subtract \(\frac{1}{3}\) from 15.
+   \[
+   15 - \frac{1}{3} = \frac{45}{3} - \frac{1}{3} = \frac{44}{3}
+   \]
+   So, Shiela has \(\frac{44}{3}\) pages left to write.
+</think>
+Therefore, the final answer is \(\boxed{\frac{44}{3}}\).','\frac{44}{3}',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(154,0,'1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120.
+2. Next, we need to find out how much money Kassidy has. The problem states that Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we calculate Kassidy''s money as follows:
+   \[
+   Kassidy''s \text{money} = \frac{3}{4} \times 120 = 90
+   \]
+3. Now, we need to find out how much money Rayna has. The problem states that Rayna has 60 more dollars than Kassidy. Therefore, we calculate Rayna''s money as follows:
+   \[
+   Rayna''s \text{money} = Kassidy''s \text{money} + 60 = 90 + 60 = 150
+   \]
+</think>
+The final answer is \boxed{150}.','150',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(155,0,'1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120.
+2. Next, we need to find out how much money Kassidy has. The problem states that Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we calculate Kassidy''s money as follows:
+   \[
+   Kassidy''s \text{money} = \frac{3}{4} \times 120 = 90
+   \]
+3. Now, we need to find out how much money Rayna has. The problem states that Rayna has 60 more dollars than Kassidy. Therefore, we calculate Rayna''s money as follows:
+   \[
+   Rayna''s \text{money} = Kassidy''s \text{money} + 60 = 90 + 60 = 150
+   \]
+</think>
+The final answer is \boxed{150}.','150',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(156,0,'1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120.
+2. Next, we need to find out how much money Kassidy has. The problem states that Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we calculate Kassidy''s money as follows:
+   \[
+   Kassidy''s \text{money} = \frac{3}{4} \times 120 = 90
+   \]
+3. Now, we need to find out how much</think>
+Final answer: \boxed{90}','90',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(157,0,'1. Let''s denote the total amount invested by the joint savings account as \( T = 1200 \).
+2. Dylan''s investment is \( \frac{2}{5} \) of the total amount, so Dylan''s investment is \( \frac{2}{5} \times 1200 = 480 \).
+3. After Dylan''s investment, the remaining amount is \( T - 480 = 800 \).
+4. Frances''s investment is \( \frac{2}{3} \) of the remaining amount, so Frances''s investment is \( \frac{2}{3} \times 800 = 640 \).
+5. Skyler''s investment is the rest of the remaining amount, so Skyler''s investment is \( 800 - 640 = 160 \).
+</think>
+Therefore, the final answer is \(\boxed{160}\).','160',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(158,0,'1. First, we calculate the total amount invested by the three people:
+   \[
+   1200 \text{ dollars}
+   \]
+
+2. Dylan''s investment is \(\frac{2}{5}\) of the total amount:
+   \[
+   \frac{2}{5} \times 1200 = 480 \text{ dollars}
+   \]
+
+3. After Dylan''s investment, the remaining amount is:
+   \[
+   1200 - 480 = 720 \text{ dollars}
+   \]
+
+4. Frances''s investment is \(\frac{2}{3}\) of the remaining amount:
+   \[
+   \frac{2}{3} \times 720 = 480 \text{ dollars}
+   \]
+
+5. After Frances''s investment, the remaining amount is:
+   \[
+   720 - 480 = 240 \text{ dollars}
+   \]
+
+6. Skyler''s investment is the rest of the remaining amount:
+   \[
+   240 \text{ dollars}
+   \]
+
+</think>
+The final answer is \boxed{240}.','240',1,'equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(159,0,'1. Let''s denote the total amount invested by the joint savings account as \( T = 1200 \).
+2. Dylan''s investment is \( \frac{2}{5} \times T = \frac{2}{5} \times 1200 = 480 \).
+3. After Dylan''s investment, the remaining amount is \( T - 480 = 1200 - 480 = 720 \).
+4. Frances''s investment is \( \frac{2}{3} \times 720 = 480 \).
+5</think>
+Final answer: Skyler''s investment is \(\boxed{480}\).','480',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(160,0,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the number of cookies the Cookie Monster has as \( C \). Therefore, we can write:
+   \[
+   C = C + 12
+   \]
+   Solving for \( C \), we get:
+   \[
+   C = 12 + C = 24
+   \]
+   So, Max has 24 cookies.
+
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. Therefore, we can write:
+   \[
+   S = M + 23
+   \]
+   Substituting the number of cookies Max has into the equation, we get:
+   \[
+   S = 24 + 23 = 47
+   \]
+   So, Summer has 47 cookies.
+
+3. Now, we need to determine how many cookies Katarina has. According to the problem, Katarina has 5 less cookies than Max has. Therefore, we can write:
+   \[
+   K = M - 5
+</think>
+Final answer: 47 + 23 = 60','47',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(161,0,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the number of cookies the Cookie Monster has as \( C \). Therefore, we can write:
+   \[
+   C = C + 12
+   \]
+   Solving for \( C \), we get:
+   \[
+   C = 12 + C = 24
+   \]
+   So, Max has 24 cookies.
+
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. Therefore, we can write:
+   \[
+   S = M + 23
+   \]
+   Substituting the number of cookies Max has into the equation, we get:
+   \[
+   S = 24 + 23 = 47
+   \]
+   So, Summer has 47 cookies.
+
+3. Now, we need to determine how many cookies Katarina has. According to the problem, Katarina has 5 less cookies than Max has. Therefore, we can write:
+   \[
+   K = M - 5
+   \]
+   Substituting the number of cookies Max has into the equation, we get:
+   \[
+   K = 24 - 5 = 19
+   \]
+   So, Katarina has 19 cookies.
+
+4. Finally, we need to find the total number of cookies they have together. We add the number of cookies Katarina has, Max has, and Summer have:
+   \[
+   \text{Total cookies} = K + M + S = 19 + 24 + 47 = 90
+   \]
+   So, the total</think>
+Final answer: \boxed{90}','90',0,'not_equivalent',391,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(162,0,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the number of cookies the Cookie Monster has as \( C \). Therefore, we can write:
+   \[
+   C = C + 12
+   \]
+   Solving for \( C \), we get:
+   \[
+   C = 12 + C = 24
+   \]
+   So, Max has 24 cookies.
+
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer</think>
+Final answer: \boxed{24}','24',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(163,0,'1. Shania wants to make her dress longer by extending it by 50% of its original length.
+   - Let''s denote the original length of the dress as \( L \) cm.
+   - The length of the dress after extension is \( 1.5L \) cm.
+   - According to the problem, the final design is 140 cm long.
+   - Therefore, we can write the equation:
+     \[
+     1.5L = 140
+     \]
+
+2. Solving for \( L \):
+   \[
+   L = \frac{140}{1.5} = 93.33 \text{ cm}
+   \]
+
+</think>
+The final design is 140 cm long, which means the original length of the dress was 93.33 cm.','93.33',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(164,0,'1. Let''s denote the original length of the dress as \( L \) cm.
+2. Shania wants to make the dress 50% longer than its original length, so the new length will be \( 1.5L \) cm.
+3. She also adds 20 cm to the bottom of the dress with a lace trim. This means the new length will be \( 1.5L + 20 \) cm.
+4. According to the problem, the final design is 140 cm long. Therefore, we can set up the equation:
+   \[
+   1.5L + 20 = 140
+   \]
+5. To find \( L \), we need to isolate it on one side of the equation. We do this by subtracting 20 from both sides:
+   \[
+   1.5L = 120
+   \]
+6. Next, we divide both sides by 1.5 to solve for \( L \):
+   \[
+   L = \frac{120}{1.5} = 80
+   \]
+</think>
+The final answer is \(\boxed{80}\) cm.','80',1,'equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(165,0,'1. Shania wants to make her dress longer by extending it by 50% of its original length.
+   - Let''s denote the original length of the dress as \( L \) cm.
+   - The length of the dress after extension is \( L + 0.5L = 1.5L \) cm.
+   - According to the problem, the final design is 140 cm long.
+   - Therefore, we can set up the equation:
+     \[
+     1.5L = 140
+     \]
+   - To find \( L \), we divide both sides</think>
+Final answer: \boxed{140}','140',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(166,0,'1. First, we calculate the total number of pizzas ordered by Bryce and his four friends. Each pizza has 12 slices, so the total number of pizzas is:
+   \[
+   4 \times 12 = 48
+   \]
+
+2. Next, we determine how many pizzas Bryce and two friends ate. Each pizza was eaten by 2/3 of their pizzas, so the number of pizzas eaten by Bryce and two friends is:
+   \[
+   \frac{2}{3} \times 48 = 32
+   \]
+
+3. The number of pizzas left after Bryce and two friends ate is:
+   \[
+   48 - 32 = 16
+   \]
+
+4. Now, we need to determine how many pizzas the two remaining friends ate. Each pizza was eaten by ¾ of their pizzas, so the number of pizzas eaten by the two remaining friends is:
+   \[
+   \frac{3}{4} \times 16 = 12
+   \]
+
+5. The number of pizzas left after the two remaining friends ate is:
+   \[
+   16 - 12 = 4
+   \]
+
+Therefore, the final answer is:
+\boxed{4}</think>
+```',NULL,0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(167,0,'1. First, we calculate the total number of pizzas ordered by Bryce and his four friends. Each pizza has 12 slices, so the total number of pizzas is:
+   \[
+   4 \times 12 = 48
+   \]
+
+2. Next, we determine how many pizzas Bryce and his two friends ate. Each pizza was eaten by 2/3 of their pizzas, so the number of pizzas eaten by Bryce and his two friends is:
+   \[
+   \frac{2}{3} \times 48 = 32
+   \]
+
+3. After eating, the number of pizzas left is the total number of pizzas minus the number of pizzas eaten by Bryce and his two friends:
+   \[
+   48 - 32 = 16
+   \]
+
+4. Now, we need to determine how many pizzas the two remaining friends ate. Each pizza was eaten by ¾ of their pizzas, so the number of pizzas eaten by the two remaining friends is:
+   \[
+   \frac{3}{4} \times 16 = 12
+   \]
+
+5. After eating, the number of pizzas left is the total number of pizzas minus the number of pizzas eaten</think>
+Final answer: \boxed{16}','16',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(168,0,'1. First, we calculate the total number of pizzas ordered by Bryce and his four friends. Each pizza has 12 slices, so the total number of pizzas is:
+   \[
+   4 \times 12 = 48
+   \]
+
+2. Next, we determine how many pizzas Bryce and his four friends ate. Each pizza was eaten by 2/3 of their pizzas, so the number of pizzas eaten by Bryce and his four friends is:
+   \[
+   \frac{2}{3} \times 48 = 32
+   \]
+
+3. After eating, the number</think>
+Final answer: \boxed{32}','32',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(169,0,'1. Greg found $20 to be fair to his 3 younger siblings.
+2. To split the money equally, we need to divide $20 by 3.
+3. The division of $20 by 3 is calculated as follows:
+   \[
+   20 \div 3 = 6.67
+   \]
+4. Since we are dealing with money, we typically round down to the nearest whole number. Therefore, Greg gets $6.
+5. To verify, we can check if $6 is divisible by 3:
+   \[
+   6 \div 3 = 2
+   \]
+   Since 2 is an integer, $6 is indeed divisible by 3.
+</think>
+The final answer is \boxed{6}.','6',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(170,0,'1. Greg found $20 to be fair to his 3 younger siblings.
+2. To split the money equally, we need to divide $20 by 3.
+3. The division of $20 by 3 is calculated as follows:
+   \[
+   20 \div 3 = 6.67
+   \]
+4. Since we are dealing with money, we typically round down to the nearest whole number. Therefore, Greg gets $6.
+5. To verify, we can multiply $6 by 3 to ensure it equals $20:
+   \[
+   6 \times 3 = 18
+   \]
+   This confirms that Greg gets $6.
+</think>
+The final answer is \boxed{6}.','6',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(171,0,'1. Greg found $20 to be fair to his 3 younger siblings.
+2. To split the money equally, we need to divide $20 by 3.
+3. The division of $20 by 3 is calculated as follows:
+   \[
+   20 \div 3 = 6.67
+   \]
+4. Since we are dealing with money, we typically round down to the nearest whole number. Therefore, Greg gets $6.
+5. To verify, we can check if $6 is divisible by 3:
+   \[
+   6 \div 3 = </think>
+Final answer: $6','$6',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(172,0,'1. First, we need to determine how much money John has already applied for help. The trip costs $300, and half of this cost is:
+   \[
+   \frac{300}{2} = 150
+   \]
+   So, John has already applied for $150.
+2. Next, we need to calculate how much money John still needs to cover the trip. The trip costs $300, and John has already applied for $150. Therefore, the amount of money John still needs to cover is:
+   \[
+   300 - 150 = 150
+   \]
+3. Finally, we need to determine how much money John is missing. Since John has $50 and he still needs $150, the amount of money John is missing is:
+   \[
+   50 - 150 = -100
+   \]
+   Since John cannot have a negative amount of money, he is missing $100.
+</think>
+The final answer is \boxed{-100}.','-100',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(173,0,'1. First, we need to determine how much money John has already applied for help. Since the school decided to cover half the cost of the trip, we calculate half of $300:
+   \[
+   \frac{300}{2} = 150
+   \]
+   So, John has already applied for $150.
+
+2. Next, we need to find out how much money John still needs to cover. We know that John has $50 and he has already applied for $150. Therefore, the amount of money he still needs to cover is:
+   \[
+   50 - 150 = -100
+   \]
+   Since John cannot have a negative amount of money, it means he has already exceeded his goal of covering half the cost of the trip.
+
+3. To find out how much money John is missing, we need to subtract the amount of money he has already applied for from the total cost of the trip:
+   \[
+   300 - 150 = 150
+   \]
+   So, John is missing $150.
+
+</think>
+The final answer is \boxed{150}.','150',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(174,0,'1. First, we need to determine how much money John has already applied for help. The trip costs $300, and half of this cost is:
+   \[
+   \frac{300}{2} = 150
+   \]
+   So, John has already applied for $150.
+2. Next, we need to calculate how much money John still needs to cover. The trip costs $300, and John has already applied for $150. Therefore, the amount of money John still needs to cover is:
+   \[
+   300 - 1</think>
+Final answer: $195','$195',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(175,0,'1. First, we need to calculate the total number of students at Ashley''s school. The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total students} = 40 \times 25 = 1000
+   \]
+
+2. Next, we need to calculate the total number of trees planted by the children. Each child plants a tree.
+   \[
+   \text{Total trees planted by children} = 1000
+   \]
+
+3. Then, we need to calculate the total number of trees planted by the teachers. Each teacher plants 2 trees.
+   \[
+   \text{Total trees planted by teachers} = 3 \times 2 = 6
+   \]
+
+4. Finally, we add the total number of trees planted by the children and the teachers to get the total number of trees planted at the end of the campaign.
+   \[
+   \text{Total trees planted} = 1000 + 6 = 1066
+   \]
+
+</think>
+Therefore, the final answer is \boxed{1066}.','1066',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(176,0,'1. First, we need to calculate the total number of students at Ashley''s school. The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total students} = 40 \times 25 = 1000
+   \]
+
+2. Next, we need to calculate the total number of trees planted by the children. Each child plants a tree.
+   \[
+   \text{Total trees planted by children} = 1000
+   \]
+
+3. Then, we need to calculate the total number of trees planted by the teachers. Each teacher plants 2 trees.
+   \[
+   \text{Total trees planted by teachers} = 3 \times 2 = 6
+   \]
+
+4. Finally, we add the total number of trees planted by the children and the teachers to get the total number of trees planted at the end of the campaign.
+   \[
+   \text{Total trees planted} = 1000 + 6 = 1066
+   \]
+
+</think>
+Therefore, the final answer is \boxed{1066}.','1066',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(177,0,'1. First, we need to calculate the total number of students at Ashley''s school. The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total students} = 40 \times 25 = 1000
+   \]
+
+2. Next, we need to calculate the total number of trees planted by the children. Each child plants a tree.
+   \[
+   \text{Total trees planted by children} = 1000
+   \]
+
+3. Then, we need to calculate the total number of trees planted by the</think>
+Final answer: \boxed{1000}','1000',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(178,0,'To determine how much money John spent, we need to calculate the total cost of the goats and the cows separately, and then sum these amounts.
+</think>
+Let''s break it down step by step:
+
+1. Calculate the total cost of the goats:
+   John buys 3 goats for $500 each.
+   \[
+   \text{Total cost of goats} = 3 \times 500 = 1500
+   \]
+
+2','2',0,'not_equivalent',96,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(179,0,'To determine how much money John spent, we need to calculate the total cost of the goats and the cows separately, and then sum these amounts.
+</think>
+Let''s break it down step by step:
+
+1. Calculate the total cost of the goats:
+   John buys 3 goats for $500 each.
+   \[
+   \text{Total cost of goats} = 3 \times 500 = 1500
+   \]
+
+2','2',0,'not_equivalent',96,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(180,0,'To determine how much money John spent, we need to calculate the total cost of the goats and the cows separately, and then sum these amounts.
+</think>
+Let''s break it down step by step:
+
+1. Calculate the total cost of the goats:
+   John buys 3 goats for $500 each.
+   \[
+   \text{Total cost of goats} = 3 \times 500 = 1500
+   \]
+
+2','2',0,'not_equivalent',96,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(181,0,'1. First, we need to calculate the number of bars produced in the first week.
+   \[
+   \text{First week} = 8,000 \text{ bars}
+   \]
+
+2. Next, we calculate the number of bars produced in the second week.
+   \[
+   \text{Second week} = \frac{8,000}{2} = 4,000 \text{ bars}
+   \]
+
+3. Then, we calculate the number of bars produced in the third week.
+   \[
+   \text{Third week} = 3 \times 8,000 = 24,000 \text{ bars}
+   \]
+
+4. Finally, we calculate the number of bars produced in the fourth week.
+   \[
+   \text{Fourth week} = 4,000 \text{ bars}
+   \]
+
+</think>
+The final answer is \boxed{4000}.','4000',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(182,0,'1. First, we need to calculate the number of bars produced each week.
+   - First week: 8,000 bars
+   - Second week: Half of the first week, which is \( \frac{8,000}{2} = 4,000 \) bars
+   - Third week: Three times the first week, which is \( 3 \times 8,000 = 24,000 \) bars
+2. Next, we sum the bars produced each week to find the total production for the first four weeks.
+   - First week: 8,000 bars
+   - Second week: 4,000 bars
+   - Third week: 24,000 bars
+   - Total production for the first four weeks: \( 8,000 + 4,000 + 24,000 = 56,000 \) bars
+</think>
+Now, we need to determine how much Boris produces the fourth week. We know that the fourth week is the same as the third week, which is 24,000 bars.
+Therefore, the final answer is \boxed{24000} bars.','24000',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(183,0,'1. First, we need to calculate the number of bars produced each week.
+   - First week: 8,000 bars
+   - Second week: Half of the first week, which is \( \frac{8,000}{2} = 4,000 \) bars
+   - Third week: Three times the first week, which is \( 3 \times 8,000 = 24,000 \) bars
+2. Next, we sum the bars produced each week to find the total production for the first four weeks.
+   - First week:</think>
+Final answer: \boxed{24,000}','24,000',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79655211244073891637e+09,1.79655297442171931268e+09,'thinkscale eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet','running',102,8.61437890118000723291e+02,8.61433048721999512081e+02);
+INSERT INTO "sessions" VALUES(1,1.79655211244073891637e+09,1796553448.00171,'thinkscale eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet','running',183,1.33501788045099965525e+03,1.33501303863399880351e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -3223,5 +5832,86 @@ INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-488',0,100,NULL,0.0,0,1,0,387.0,332.0,212.0,0.0,2.09995529869993333713e+01,333988734720.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-488',0,101,NULL,0.0,0,1,0,387.0,385.0,212.0,0.0,7.51716919300088193267e+00,267190987776.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-488',0,102,'3',0.0,0,1,0,312.0,304.0,143.0,0.0,1.01718475060006312564e+01,187789892352.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-495',0,103,'200',1.0,1,1,0,432.0,371.0,253.0,0.0,20.8386298789992,393224472576.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-495',0,104,'200',1.0,1,1,0,432.0,428.0,253.0,0.0,1.86594389300007605925e+01,321385386240.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-495',0,105,'40',0.0,0,1,0,324.0,317.0,135.0,0.0,8.60964299100123753305e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-499',0,106,NULL,0.0,0,1,0,564.0,429.0,262.0,0.0,1.66250556230006623086e+01,497832264960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-499',0,107,'0',0.0,0,1,0,568.0,561.0,259.0,0.0,1.581849856799999543e+01,332728399872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-499',0,108,'10',1.0,1,1,0,440.0,433.0,145.0,0.0,8.43897029900108464062e+00,189050227200.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-513',0,109,'300',1.0,1,1,0,362.0,314.0,208.0,0.0,1.17322857239996665153e+01,320125051392.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-513',0,110,'300',1.0,1,1,0,350.0,348.0,194.0,0.0,1.05875486280001496197e+01,244504960512.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-513',0,111,'$400',0.0,0,1,0,302.0,295.0,137.0,0.0,8.01845252999919466674e+00,178967548416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-530',0,112,'16',0.0,0,1,0,498.0,490.0,263.0,0.0,1.47451783609994890866e+01,339030074112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-530',0,113,'36',1.0,1,1,0,537.0,455.0,312.0,0.0,1.7992087349999565049e+01,494051260416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-530',0,114,'4',0.0,0,1,0,370.0,362.0,192.0,0.0,1.09708447489992977352e+01,249546299904.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-532',0,115,'-5',0.0,0,1,0,422.0,370.0,257.0,0.0,1.45860065870001562871e+01,386922798336.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-532',0,116,'1',0.0,0,1,0,308.0,301.0,134.0,0.0,7.65927770199959923047e+00,175186543872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-532',0,117,'-5',0.0,0,1,0,422.0,418.0,257.0,0.0,1.47473822974961876752e+01,326426725632.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-533',0,118,'2700',0.0,0,1,0,443.0,441.0,260.0,0.0,1.48840554679991328153e+01,327687060480.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-533',0,119,'-200',0.0,0,1,0,491.0,426.0,307.0,0.0,1.78010282709983584941e+01,466323893760.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-533',0,120,'1300',0.0,0,1,0,336.0,328.0,192.0,0.0,1.1131849785000667907e+01,249546299904.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-564',0,121,'105',0.0,0,1,0,598.0,219.0,392.0,0.0,25.4108596749993,969197498112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-564',0,122,'52.5',0.0,0,1,0,470.0,463.0,265.0,0.0,1.80048641769990354077e+01,340290408960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-564',0,123,'105',0.0,0,1,0,342.0,335.0,136.0,0.0,8.45502620300067,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-577',0,124,NULL,0.0,0,1,0,512.0,409.0,240.0,0.0,1.44040895329999329987e+01,429774183168.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-577',0,125,NULL,0.0,0,1,0,512.0,507.0,240.0,0.0,1.4065583627000705746e+01,306261368064.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-577',0,126,'30',0.0,0,1,0,405.0,398.0,192.0,0.0,1.17254261340003722584e+01,248285965056.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-589',0,127,'5',0.0,0,1,0,301.0,227.0,145.0,0.0,8.65245114800018200185e+00,273492662016.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-589',0,128,'1.25',0.0,0,1,0,297.0,295.0,141.0,0.0,7.75176628599911055061e+00,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-589',0,129,'1.25',0.0,0,1,0,297.0,295.0,141.0,0.0,8.1870437159996072296e+00,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-594',0,130,NULL,0.0,0,1,0,465.0,412.0,292.0,0.0,1.76933032010001625167e+01,432294852864.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-594',0,131,'1400',0.0,0,1,0,436.0,429.0,265.0,0.0,15.9054417619991,340290408960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-594',0,132,'103',0.0,0,1,0,308.0,300.0,192.0,0.0,1.1974486912999054766e+01,249546299904.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-596',0,133,'167',0.0,0,1,0,565.0,463.0,301.0,0.0,1.85036784359999728621e+01,505394274048.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-596',0,134,'167',0.0,0,1,0,538.0,531.0,278.0,0.0,1.641220721999889065e+01,356674761984.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-596',0,135,'10',0.0,0,1,0,410.0,403.0,152.0,0.0,9.22962612800074566621e+00,197872571136.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-617',0,136,'5',1.0,1,1,0,415.0,347.0,229.0,0.0,1.32373464909996982894e+01,371798780160.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-617',0,137,'5',1.0,1,1,0,415.0,413.0,229.0,0.0,1.26500102050013083496e+01,288616680192.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-617',0,138,'15',0.0,0,1,0,341.0,334.0,133.0,0.0,8.03304162899985385593e+00,173926209024.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-621',0,139,'3000',1.0,1,1,0,369.0,304.0,180.0,0.0,1.06223997039996902462e+01,306261368064.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-621',0,140,'3000',1.0,1,1,0,369.0,367.0,180.0,0.0,1.00127283210003952267e+01,226860272640.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-621',0,141,'2400',0.0,0,1,0,336.0,329.0,137.0,0.0,8.00704918099836504552e+00,178967548416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-635',0,142,'1',0.0,0,1,0,365.0,293.0,157.0,0.0,9.45151766500021,286096010496.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-635',0,143,'1',0.0,0,1,0,365.0,363.0,157.0,0.0,8.73564873450141,197872571136.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-635',0,144,'1',0.0,0,1,0,352.0,345.0,147.0,0.0,8.82400593700003810226e+00,191570896896.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-647',0,145,'10',1.0,1,1,0,453.0,386.0,260.0,0.0,1.52057090130001597576e+01,409608825600.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-647',0,146,'6',0.0,0,1,0,339.0,332.0,132.0,0.0,7.60738962700088450219e+00,172665874176.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-647',0,147,'10',1.0,1,1,0,446.0,444.0,259.0,0.0,1.56268332370000280202e+01,326426725632.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-649',0,148,'20000',0.0,0,1,0,526.0,450.0,320.0,0.0,1.51925979979987459955e+01,496571930112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-649',0,149,'0',0.0,0,1,0,486.0,479.0,262.0,0.0,1.90080277739998564356e+01,336509404416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-649',0,150,'100',0.0,0,1,0,357.0,350.0,136.0,0.0,8.07805525700132420752e+00,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-655',0,151,'\frac{44}{3}',0.0,0,1,0,283.0,237.0,139.0,0.0,8.06017425200116122141e+00,230641277184.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-655',0,152,'\frac{44}{3}',0.0,0,1,0,283.0,281.0,139.0,0.0,7.06983178249993216013e+00,175186543872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-655',0,153,'\frac{44}{3}',0.0,0,1,0,283.0,281.0,139.0,0.0,7.60109150949847389711e+00,175186543872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-666',0,154,'150',0.0,0,1,0,415.0,347.0,219.0,0.0,1.26580373209999379473e+01,359195431680.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-666',0,155,'150',0.0,0,1,0,415.0,413.0,219.0,0.0,1.2000479286500194576e+01,276013331712.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-666',0,156,'90',0.0,0,1,0,342.0,335.0,135.0,0.0,8.16423819999909,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-676',0,157,'160',0.0,0,1,0,393.0,325.0,201.0,0.0,1.18597520710009121104e+01,336509404416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-676',0,158,'240',1.0,1,1,0,451.0,449.0,255.0,0.0,1.45476672719996713567e+01,321385386240.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-676',0,159,'480',0.0,0,1,0,342.0,334.0,143.0,0.0,8.5158399520005332306e+00,187789892352.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-681',0,160,'47',0.0,0,1,0,460.0,453.0,268.0,0.0,1.49600447559987514978e+01,344071413504.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-681',0,161,'90',0.0,0,1,0,588.0,519.0,391.0,0.0,2.21766889009995793458e+01,577233360384.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-681',0,162,'24',0.0,0,1,0,332.0,325.0,135.0,0.0,8.00336568199964,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-682',0,163,'93.33',0.0,0,1,0,391.0,308.0,180.0,0.0,1.02193103469999186923e+01,328947395328.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-682',0,164,'80',1.0,1,1,0,482.0,480.0,257.0,0.0,1.39246854339999117657e+01,323906055936.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-682',0,165,'140',0.0,0,1,0,374.0,366.0,136.0,0.0,7.73347051299970189575e+00,178967548416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-724',0,166,NULL,0.0,0,1,0,469.0,401.0,266.0,0.0,1.44932871849996445234e+01,418431169536.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-724',0,167,'16',0.0,0,1,0,466.0,458.0,263.0,0.0,1.38940262389987765343e+01,339030074112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-724',0,168,'32',0.0,0,1,0,338.0,330.0,135.0,0.0,7.2924388689989427803e+00,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-733',0,169,'6',0.0,0,1,0,327.0,276.0,163.0,0.0,8.78785563000019465107e+00,267190987776.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-733',0,170,'6',0.0,0,1,0,324.0,322.0,160.0,0.0,8.28485407100015436299e+00,201653575680.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-733',0,171,'$6',0.0,0,1,0,307.0,300.0,131.0,0.0,7.06840027399994141887e+00,171405539328.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-788',0,172,'-100',0.0,0,1,0,415.0,413.0,235.0,0.0,1.19367928789997677084e+01,296178689280.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-788',0,173,'150',0.0,0,1,0,435.0,375.0,255.0,0.0,1.33158958180010813523e+01,394484807424.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-788',0,174,'$195',0.0,0,1,0,326.0,318.0,133.0,0.0,7.21122859899878676515e+00,175186543872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-801',0,175,'1066',0.0,0,1,0,444.0,373.0,245.0,0.0,1.3425403573999574291e+01,395745142272.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-801',0,176,'1066',0.0,0,1,0,444.0,442.0,245.0,0.0,1.15026431719988977422e+01,308782037760.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-801',0,177,'1000',0.0,0,1,0,348.0,341.0,137.0,0.0,7.19477772500067658256e+00,178967548416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-816',0,178,'2',0.0,0,1,0,194.0,150.0,96.0,0.0,5.05861755899968557059e+00,173926209024.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-816',0,179,'2',0.0,0,1,0,194.0,192.0,96.0,0.0,3.16389870350121782394e+00,120992145408.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-816',0,180,'2',0.0,0,1,0,194.0,192.0,96.0,0.0,5.15383976399971288628e+00,120992145408.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-829',0,181,'4000',0.0,0,1,0,439.0,353.0,206.0,0.0,1.09849722660001134498e+01,365497105920.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-829',0,182,'24000',0.0,0,1,0,456.0,454.0,267.0,0.0,1.37399371720002818622e+01,336509404416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-829',0,183,'24,000',0.0,0,1,0,379.0,372.0,139.0,0.0,7.74427175699929648544e+00,181488218112.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
