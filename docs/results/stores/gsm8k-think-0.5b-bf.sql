@@ -2707,6 +2707,1219 @@ INSERT INTO "chains" VALUES(183,0,0,'779cf299a14455c97b3dfb91acb1dc1fd418dd3e79f
 2. Next, we sum the bars produced each week to find the total production for the first four weeks.
    - First week:','length',128,123,122,3.32613233550910081248e+00,161322860544.0,NULL);
 INSERT INTO "chains" VALUES(183,1,0,'6d0f3007a055ad26fd8b1dec9e29e57f86f559ab7db262a7847f998e9d43c3a9',0,' \boxed{24,000}','stop',11,256,250,3.31684511999810638371e-01,20165357568.0,NULL);
+INSERT INTO "chains" VALUES(184,0,0,'0fd703bc87dc7e451f7c1c08575462dd6c03dc08e0312b9d63a3d72f31445792',0,'1. First, we need to determine how many badges Claire earns in a 1-year time frame. Since Claire earns 1 girl scout badge every month, in a 1-year time frame, she earns:
+   \[
+   1 \text{ badge/month} \times 12 \text{ months/year} = 12 \text{ badges/year}
+   \]
+
+2. Next, we need to determine how many badges Amber earns in a 1-year time frame. Since Amber takes twice as long to earn a badge as Claire, in a 1-year time frame, Amber earns:
+   \[
+   2 \times 12 \text{ badges/month} = 24 \text{ badges/month}
+   \]
+
+3. Now, we need to determine how many badges Wendy earns in a 1-year time frame. Since Wendy earns three times the amount of badges as Claire, in a 1-year time frame, Wendy earns:
+   \[
+   3 \times 12 \text{ badges/month} = 36 \text{ badges/month}
+   \]
+
+4. Finally, we need to find out how many more badges Wendy earns compared to Amber in a 1-year time frame. We do','length',256,106,105,7.97954770450360229006e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(184,1,0,'9b728155b574ae9644acb0a38716783bbd5c11705afd400e5bc8aa73a2d32340',0,' \boxed{36}','stop',7,368,361,2.63763957498667878098e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(185,0,0,'74bdf334fe5424d0fd0fc59dc3e62be091a2c4b83848f980ce4200170fd25cfa',0,'1. First, we need to determine how many badges Claire earns in a 1 year time frame. Since Claire earns 1 girl scout badge every month, in a 1 year time frame, she earns:
+   \[
+   1 \text{ badge/month} \times 12 \text{ months/year} = 12 \text{ badges/year}
+   \]
+
+2. Next, we need to determine how many badges Amber earns in a 1 year time frame. Since Amber takes twice as long to earn a badge as Claire, in a 1 year time frame, she earns:
+   \[
+   2 \times 12 \text{ badges/month} = 24 \text{ badges/month}
+   \]
+
+3. Now, we need to determine how many badges Wendy earns in a 1 year time frame. Since Wendy earns three times the amount of badges as Claire, in a 1 year time frame, she earns:
+   \[
+   3 \times 12 \text{ badges/month} = 36 \text{ badges/month}
+   \]
+
+4. Finally, we need to find out how many more badges Wendy earns compared to Amber in a 1 year time frame. We do this by subtracting the number of badges Amber earns from the number of badges Wendy earns:
+   \[
+   36 \text{ badges/month} - 24 \text{ badges/month} = 12 \text{ badges/month}
+   \]
+
+','stop',313,106,37,9.92186039600801450433e+00,480187577088.0,NULL);
+INSERT INTO "chains" VALUES(185,1,0,'b357bc65f0b92588ac17e6d1295e9324ae54148efc34bbdfa1a771ad2a558a87',0,'Therefore, Wendy earns \boxed{12} more badges compared to Amber in a 1 year time frame.','stop',24,419,418,6.88668281000900606159e-01,30248036352.0,NULL);
+INSERT INTO "chains" VALUES(186,0,0,'57c4a63a85131c9aa6311dd1c3e8ee07a309321d8479038a69a9f1b84d745e32',0,'1. First, we need to determine how many badges Claire earns in a 1 year time frame. Since Claire earns 1 girl scout badge every month, in a 1 year time frame, she earns \(1 \times 12 = 12\) badges.
+2. Next, we need to determine how many badges Amber earns in a 1 year time frame. Since Amber takes twice as long to earn a badge as Claire, in a 1 year time frame, she earns \(2 \times 12 = 24\) badges.
+3. Wendy earns three times the amount of badges as Claire in the','length',128,106,105,3.37123402900579094421e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(186,1,0,'b86731957771efc84cc74c2057e948efed24a953ce36ed22ee943d34c82b9161',0,' \boxed{24}','stop',7,240,233,2.27216688501357566565e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(187,0,0,'3a25efbade2ee947ca4b9ae06fc9b0dd812c46a307ab4571c7c259f904f813ee',0,'1. First, we need to determine the total number of petals on the orchids.
+   - Each orchid has 5 petals.
+   - Joelle has 5 orchids.
+   - Therefore, the total number of petals on the orchids is:
+     \[
+     5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+     \]
+
+2. Next, we need to determine the total number of petals on the African daisies.
+   - Each African daisy has 10 petals.
+   - Joelle has 4 African daisies.
+   - Therefore, the total number of petals on the African daisies is:
+     \[
+     4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+     \]
+
+3. Now, we need to find out how many more petals the African daisies have compared to the orchids.
+   - Subtract the total number of petals on the orchids from the total number of petals on the African daisies:
+     \[
+     40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+     \]
+
+','stop',276,98,37,7.56519328050853800959e+00,423472508928.0,NULL);
+INSERT INTO "chains" VALUES(187,1,0,'56478909bbb2e968212710430c28df74444b88c74f64beb07ea3754ba8c1d9da',0,'The final answer is \boxed{15}.','stop',11,374,373,2.90164905997698951978e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(188,0,0,'5589c1cd23213327f3db12185e86f743d15bfc83a6e761ef8852a6f074086a66',0,'1. First, we need to determine the total number of petals on the orchids.
+   - Each orchid has 5 petals.
+   - Joelle has 5 orchids.
+   - Therefore, the total number of petals on the orchids is:
+     \[
+     5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+     \]
+
+2. Next, we need to determine the total number of petals on the African daisies.
+   - Each African daisy has 10 petals.
+   - Joelle has 4 African daisies.
+   - Therefore, the total number of petals on the African daisies is:
+     \[
+     4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+     \]
+
+3. Now, we need to find out how many more petals the African daisies have compared to the orchids.
+   - Subtract the total number of petals on the orchids from the total number of petals on the African daisies:
+     \[
+     40 \text{ petals} - 25','length',256,98,97,6.64928698649691796163e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(188,1,0,'2966d966c376e328aab1612050a38a36a70e4c19c1e302efcd7e13da9bc9b34c',0,' \boxed{25}','stop',7,360,354,2.2958883300088928081e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(189,0,0,'5a70cf5f679362833739365e75e9da6eda35c5a13704808635e00ccaa791d5ed',0,'1. First, we need to determine the total number of petals on the orchids.
+   - Each orchid has 5 petals.
+   - Joelle has 5 orchids.
+   - Therefore, the total number of petals on the orchids is:
+     \[
+     5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+     \]
+
+2. Next, we need to determine the total number of petals on the African daisies.
+   - Each African daisy has 10 petals.
+   - Joelle has 4','length',128,98,97,3.27649459599342662841e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(189,1,0,'01e5bfc5dc2a7ff4e05e3e0609fad6e1fc30319f2633a3ffa43aea7b5b3c9e7c',0,' 25 petals','stop',5,232,226,1.63612444001046242192e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(190,0,0,'aed390e66b09e314fa9fac5d4b53f3adbb6d8a727cd8f9cc5f5f62b30aabef34',0,'1. First, we need to determine how many blue shoe boxes Tim uses to go fishing.
+   - Tim uses 3 blue shoe boxes.
+   - Since he has 7 blue shoe boxes, the number of blue shoe boxes left is:
+     \[
+     7 - 3 = 4
+     \]
+
+2. Next, we need to determine how many red shoe boxes Tim uses to go fishing.
+   - Tim uses \(\frac{1}{3}\) of his red shoe boxes to go fishing.
+   - Since he has 9 red shoe boxes, the number of red shoe boxes left is:
+     \[
+     9 - \frac{1}{3} \times 9 = 9 - 3 = 6
+     \]
+
+3. Now, we need to find out how many red and blue shoe boxes are left in Tim''s box.
+   - The number of red shoe boxes left is 6.
+   - The number of blue shoe boxes left is 4.
+   - Therefore, the final answer is:
+     \[
+     \boxed{6 \text{ red and } 4 \text{ blue}}
+     \]','stop',240,98,37,6.39450696500352933071e+00,378100454400.0,NULL);
+INSERT INTO "chains" VALUES(190,1,0,'95b82fc15856cdfbead543bb736798e876a1f5d12f8b3083c6b4ed531940bfc5',0,'</think>','stop',4,339,336,1.33043147501666680909e-01,7562009088.0,NULL);
+INSERT INTO "chains" VALUES(191,0,0,'1f50f8c53240c733380fa72e55af5b066dd61180f8fdff23cc5b204330f6375f',0,'1. First, we need to determine how many blue shoe boxes Tim uses to go fishing.
+   - Tim uses 3 blue shoe boxes.
+   - Since he has 7 blue shoe boxes, the number of blue shoe boxes left is:
+     \[
+     7 - 3 = 4
+     \]
+
+2. Next, we need to determine how many red shoe boxes Tim uses to go fishing.
+   - Tim uses \(\frac{1}{3}\) of his red shoe boxes to go fishing.
+   - Since he has 9 red shoe boxes, the number of red shoe boxes left is:
+     \[
+     9 - \frac{1}{3} \times 9 = 9 - 3 = 6
+     \]
+
+3. Now, we need to find out how many red and blue shoe boxes are left in Tim''s box.
+   - The number of red shoe boxes left is 6.
+   - The number of blue shoe boxes left is 4.
+   - Therefore, the final answer is:
+     \[
+     \boxed{6 \text{ red and } 4 \text{ blue}}
+     \]','stop',240,98,97,6.08150298900000052526e+00,302480363520.0,NULL);
+INSERT INTO "chains" VALUES(191,1,0,'95b82fc15856cdfbead543bb736798e876a1f5d12f8b3083c6b4ed531940bfc5',0,'</think>','stop',4,339,338,1.04870378499981597997e-01,5041339392.0,NULL);
+INSERT INTO "chains" VALUES(192,0,0,'28836458948bd7b3dc44289860ca4a93438e957033d5b1cc576bb1d419c1f444',0,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colin completes in an eight-hour workday.
+2. Determine the total amount of money Colin earns from completing these packages.
+
+Step 1: Calculate the total number of packages Colin completes in an eight-hour workday.
+Colby completes 10 less than 50 packages per hour. Therefore, he completes:
+\[ 50 - 10 = 40 \text{ packages per hour} \]
+Since he works 8 hours per day, the total number of packages he completes in an eight-hour workday is:
+\[ 40 \times 8 = 320 \text{ packages} \]
+
+Step 2: Determine the total amount of money Colin earns from completing these packages.
+Colby earns $0.20 for each package he completes. Therefore, the total amount of money he earns from completing 320 packages is:
+\[ 320 \times 0.20 = 64 \text{ dollars} \]
+
+Thus, the final answer is:
+\boxed{64}','stop',244,105,37,6.58549141349340061424e+00,391964137728.0,NULL);
+INSERT INTO "chains" VALUES(192,1,0,'02a40b82afe1e7f3b1874637395be8aa71f36efedf4581da077a774e30dfdb1c',0,'```','stop',2,350,347,7.7526570499685476534e-02,5041339392.0,NULL);
+INSERT INTO "chains" VALUES(193,0,0,'3d4adc326a6ab52e8a199adfeb13a048ee8cb3990834e8c1edc07d82a91660eb',0,'1. First, we need to determine how many blue shoe boxes Tim uses to go fishing.
+   - Tim uses 3 blue shoe boxes.
+   - Since he has 7 blue shoe boxes, the number of blue shoe boxes left is:
+     \[
+     7 - 3 = 4
+     \]
+
+2. Next, we need to determine how many red shoe boxes Tim uses to go fishing.
+   - Tim uses \(\frac{1}{3}\) of his red shoe boxes to go fishing.
+   - Since he has 9 red shoe boxes, the number of red shoe boxes left is:
+     \','length',128,98,97,3.18417387949830299476e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(193,1,0,'67c97758d707d6d91a2300d7de5b6a8ef7af78f9fecc6955d114091c24bb7878',0,' \boxed{4}','stop',6,232,226,0.20083976350179,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(194,0,0,'43d68206854ddefdc4729b5dbef332ed7c04b256514a14b650c61b87a914bf9a',0,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colin completes in an eight-hour workday.
+2. Determine the total amount of money Colin earns from completing these packages.
+
+Step 1: Calculate the total number of packages Colin completes in an eight-hour workday.
+Colby completes 10 less than 50 packages per hour. Therefore, he completes:
+\[ 50 - 10 = 40 \text{ packages per hour} \]
+Since he works 8 hours a day, the total number of packages he completes in an eight-hour workday is:
+\[ 40 \times 8 = 320 \text{ packages} \]
+
+Step 2: Determine the total amount of money Colin earns from completing these packages.
+Colby earns $0.20 for each package he completes. Therefore, the total amount of money he earns from completing 320 packages is:
+\[ 320 \times 0.20 = 64 \text{ dollars} \]
+
+Thus, the final answer is:
+\boxed{64}','stop',244,105,104,6.4271355540213335189e+00,307521702912.0,NULL);
+INSERT INTO "chains" VALUES(194,1,0,'bc0cb7882066b74fa8bc754bc9107fd92d793f195a250136fa8a1bbdeaf87f20',0,'```','stop',2,350,347,8.20040124999650288373e-02,5041339392.0,NULL);
+INSERT INTO "chains" VALUES(195,0,0,'33b2d19879ce9ac138a31ac2dab67f786a846679349b6b22d771fa8ba799fc74',0,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colin completes in an eight-hour workday.
+2. Determine the total amount of money Colin earns from completing these packages.
+
+Step 1: Calculate the total number of packages Colin completes in an eight-hour workday.
+Colby completes 10 less than 50 packages per hour. Therefore, he completes:
+\[ 50 - 10 = 40 \text{ packages per hour} \]
+Since he works 8 hours per day, the total number of packages','length',128,105,104,3.29926846199941792292e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(195,1,0,'a261502e68aa865422ddc6b37d5b118d79b5e5894414ab00f1df8450c966d432',0,' \boxed{40}','stop',7,239,233,2.36426750999271462205e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(196,0,0,'f991d3240184e498638f5965383fdd40947ffb4c248ca789d232f826f3195e38',0,'1. First, we need to determine the total number of pieces of fruit Kira bought. Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces is:
+   \[
+   3 + 5 + 6 = 14
+   \]
+2. Next, we need to determine how many pieces of fruit Lola ate. Lola ate 2 pieces of fruit. So, the number of pieces left is:
+   \[
+   14 - 2 = 12
+   \]
+','stop',118,79,37,3.26989359251547284657e+00,200393240832.0,NULL);
+INSERT INTO "chains" VALUES(196,1,0,'dcaeb44774ca560beea6e8557ada6665cbd4e56945d5f7455e9ea3f2d28cc090',0,'Therefore, the final answer is \boxed{12}.','stop',13,197,196,3.25671171001886250451e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(197,0,0,'4907cb678c0607e03d979c1539812afc5b92aab38b9e3dbf4abf3bfa179af75c',0,'1. First, we need to determine the total number of pieces of fruit Kira bought. Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces is:
+   \[
+   3 + 5 + 6 = 14
+   \]
+2. Next, we need to determine how many pieces of fruit Lola ate. Lola ate 2 pieces of fruit. So, the number of pieces left is:
+   \[
+   14 - 2 = 12
+   \]
+','stop',118,79,78,2.93970011900091776624e+00,148719512064.0,NULL);
+INSERT INTO "chains" VALUES(197,1,0,'dcaeb44774ca560beea6e8557ada6665cbd4e56945d5f7455e9ea3f2d28cc090',0,'Therefore, the final answer is \boxed{12}.','stop',13,197,196,3.25671171001886250451e-01,16384353024.0,196);
+INSERT INTO "chains" VALUES(198,0,0,'4b682b920a14e3a8317843455a0f6e1420ee021108dc89648092100b0bffc6a7',0,'1. First, we need to determine the total number of pieces of fruit Kira bought. Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces is:
+   \[
+   3 + 5 + 6 = 14
+   \]
+2. Next, we need to determine how many pieces of fruit Lola ate. Lola ate 2 pieces of fruit. So, the number of pieces left is:
+   \[
+   14 - 2 = 12
+   \]
+','stop',118,79,78,2.94308953800191375194e+00,148719512064.0,NULL);
+INSERT INTO "chains" VALUES(198,1,0,'dcaeb44774ca560beea6e8557ada6665cbd4e56945d5f7455e9ea3f2d28cc090',0,'Therefore, the final answer is \boxed{12}.','stop',13,197,196,3.25671171001886250451e-01,16384353024.0,196);
+INSERT INTO "chains" VALUES(199,0,0,'0a120b1b603f0e9a210b95dcc265e16a908d3576a03e02cf4044b34a1f1c772a',0,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies is equal to 12.
+2. Greta made a batch of 12 cream cheese swirl brownies.
+3. At her office, they threw her a party and sent her home with 1/2 a dozen brownies. Since 1/2 a dozen is equal to 6, Greta sent her home with 6 brownies.
+4. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting. Since 4 dozen is equal to 16, Greta had 16 brownies waiting.
+5. During the party, 1 1/2 dozen brownies were eaten. Since 1 1/2 dozen is equal to 6, 6 brownies were eaten.
+6. To find out how many individual brownies Greta had left over, we subtract the number of brownies eaten from the number of brownies she had left waiting.
+   \[
+   16 - 6 = 10
+   \]
+','stop',247,153,37,7.12581530399256735108e+00,456241214976.0,NULL);
+INSERT INTO "chains" VALUES(199,1,0,'1725d82b8032d1522e97ca8207f020d1887ccd6dbab9704fe16785518dd8d2d7',0,'Therefore, Greta had \boxed{10} individual brownies left over from the entire day.','stop',22,400,399,6.06665014502141275443e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(200,0,0,'b9e36bb5e74b2a846e2fc0daa0f39a2e1d75a78646448c77e45e8fed6abbe75e',0,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies is equal to 12.
+2. Greta made a batch of 12 cream cheese swirl brownies.
+3. At her office, they threw her a party and sent her home with 1/2 a dozen brownies. This means she had 1/2 * 12 = 6 dozen brownies.
+4. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting. This means she had 4 * 12 = 48 dozen brownies.
+5. During the party, 1 1/2 dozen brownies were eaten. This means she had 1 1/2 * 6 = 3 dozen brownies left.
+6. To find out how many individual brownies Greta had left over, we subtract the number of brownies she had left after the party from the total number of brownies she had at the party.
+   \[
+   48 - 3 = 45
+   \]
+','stop',246,153,152,6.47105081948939186986e+00,310042372608.0,NULL);
+INSERT INTO "chains" VALUES(200,1,0,'cb3626fe29ce52b842638091b7a43df534bdf7c28d66bb8727df8d3590390836',0,'Therefore, the final answer is \boxed{45}.','stop',13,399,398,3.60684381501414463855e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(201,0,0,'3fbac2f755817c12d476a4e2a3fec3e38982bd5e00685cd3be5cf45375f1fc2e',0,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies is equal to 12 brownies.
+2. Greta made a batch of 12 cream cheese swirl brownies.
+3. At her office, they threw her a party and sent her home with 1/2 a dozen brownies. This means she had 1/2 of 12 brownies, which is 6 brownies.
+4. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brown','length',128,153,152,3.2927489089997834526e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(201,1,0,'ab0f51fb3d5695e6be96453da63306d907fcb76f66e73f300bdd22cbf32dd590',0,' 6','stop',3,287,280,1.31913427499966928735e-01,11343013632.0,NULL);
+INSERT INTO "chains" VALUES(202,0,0,'e8daf13b1cbac63ac866e20ce6cc5847735ef63fd2b3cf88ca8c771f0703b9a9',0,'1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries and has 10 more than Richard. We can calculate this by adding 10 to 30:
+   \[
+   30 + 10 = 40
+   \]
+   So, Robert has 40 cherries.
+
+2. Next, we need to determine how many cherries Jerry has. The problem states that Richard has 60 cherries and has 10 more than Jerry. We can calculate this by adding 10 to 60:
+   \[
+   60 + 10 = 70
+   \]
+   So, Jerry has 70 cherries.
+
+3. Now, we need to find out how many more cherries Robert has than Jerry. We subtract the number of cherries Jerry has from the number of cherries Robert has:
+   \[
+   70 - 40 = 30
+   \]
+   So, Robert has 30 more cherries than Jerry.
+
+','stop',232,90,37,6.31702808199770515784e+00,357935096832.0,NULL);
+INSERT INTO "chains" VALUES(202,1,0,'7f6ee8bcf51d6ed1d31aa793ba91a47b6ac689abdcf79e082194a3747b1cef93',0,'The final answer is \boxed{30}.','stop',11,322,321,2.93025419500736461486e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(203,0,0,'ba3f66913ca19d74b28a8884ec7ddf25759221bd1a07ff9ef9cfe42e07c9cb26',0,'1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries and has 10 more than Richard. We can calculate this by adding 10 to 30:
+   \[
+   30 + 10 = 40
+   \]
+   So, Robert has 40 cherries.
+2. Next, we need to determine how many cherries Jerry has. The problem states that Richard has 60 cherries and has 10 more than Jerry. We can calculate this by adding 10 to 60:
+   \[
+   60 + 10 = 70
+   \]
+   So, Jerry has 70 cherries.
+3. Now, we need to find out how many more cherries Robert has than Jerry. We subtract the number of cherries Jerry has from the number of cherries Robert has:
+   \[
+   70 - 40 = 30
+   \]
+   Therefore, Robert has \boxed{30} more cherries than Jerry.','stop',233,90,89,6.22242965450459450948e+00,293658019584.0,NULL);
+INSERT INTO "chains" VALUES(203,1,0,'96a50baead7724261145c6ae17e9e053e6ce97119496d6c1e403b3628d0c55d0',0,'</think>','stop',4,324,321,1.34069234999515174422e-01,7562009088.0,NULL);
+INSERT INTO "chains" VALUES(204,0,0,'a35bd19c0e96cdf24ca4654dc1b366bbf168e8bf95c7f97f6ec2bca9cd2c4f71',0,'1. First, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Saturday.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday. Since on Sunday, he sold 5 more boxes of gingerbread than on Saturday, he sold \(10 - 4 = 6\) boxes of apple pie.
+   - Therefore, on Saturday, Sunny sold \(10 + 6 = 16\) boxes of gingerbread and \(4 + 15 = 29\) boxes of apple pie.
+
+2. Next, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. Since on Saturday, he sold 16 boxes of gingerbread, he sold \(16 + 5 = 21\) boxes of gingerbread.
+   - On Sunday, Sunny sold 15 boxes of apple pie. Since on Saturday, he sold 29 boxes of apple pie, he sold \(29 - 15 = 14\) boxes of apple pie.
+
+3. Now, we calculate the total number of boxes sold on both days.
+   - Total boxes sold on Saturday: \(16 + 29 = 45\)
+   - Total boxes sold on Sunday: \(21 + 14 = 35\)
+   - Total boxes sold over two days: \(45 + 35 = 80\)
+
+4. Finally, we calculate the total earnings by multiplying the total number of boxes sold by the price per box.
+   - Price per box of gingerbread: $6
+   - Price per box of apple pie: $15
+   - Total earnings: \(','length',384,132,37,1.09329182544997820518e+01,602440057344.0,NULL);
+INSERT INTO "chains" VALUES(204,1,0,'5e9b8dc0a8a01993902aad546497abc029a1bac8faa9666b903c7a7c84693470',0,' \boxed{80}','stop',7,522,515,2.5577479449930251576e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(205,0,0,'3eed8f8b790a94c65f1fadec7fd587181dfb16840408065fe6020624a45be498',0,'1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries and has 10 more than Richard. We can calculate this by adding 10 to 30:
+   \[
+   30 + 10 = 40
+   \]
+   So, Robert has 40 cherries.
+2. Next, we need to determine how many cherries Jerry has. The problem states that Richard has 60 cherries and has 10 more than Jerry. We can calculate this by adding 10 to 60','length',128,90,89,3.31302698749823321122e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(205,1,0,'05e0bb85fc19e8303fb6285cbc52aa66c922f6cde7e9e3edc67a5ca11b8083a7',0,' Robert has 40 more cherries than Jerry.','stop',12,224,218,3.71721646002697525545e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(206,0,0,'719cf52a12612a6ef8d52848abfb9a61f36ea295c61a9a2b77be0e12059bf491',0,'1. First, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Saturday.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday. Therefore, on Saturday, he sold \(10 - 4 = 6\) boxes of apple pie.
+2. Next, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. Therefore, on Sunday, he sold \(10 +','length',128,132,131,3.32360398050150251947e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(206,1,0,'690d497c62cfbfaee79ebdaab02c84494a686a33c73f1483ba4aa9998074275b',0,' $150','stop',5,266,259,1.87323990500772197265e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(207,0,0,'fdc0fb6f1c830646ec34201af06f06d20e613c41578822ed923878d3d843017e',0,'1. First, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Saturday.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday. Since on Sunday, he sold 5 more boxes of gingerbread than on Saturday, he sold \(10 - 4 = 6\) boxes of apple pie.
+   - Therefore, on Saturday, Sunny sold \(10 + 6 = 16\) boxes of gingerbread and \(4 + 15 = 29\) boxes of apple pie.
+
+2. Next, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. Since on Saturday, he sold 16 boxes of gingerbread, he sold \(16 + 5 = 21\) boxes of gingerbread.
+   - On Sunday, Sunny sold 15 boxes of apple pie. Since on Saturday, he sold 29 boxes of apple pie, he sold \(29 - 15 = 14\) boxes of apple pie.
+
+3. Now, we calculate','length',256,132,131,6.95400741600042238133e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(207,1,0,'a2358b588e6630ba23f7c1012c303de8ca699c18a5dbd524f4f6f2b7985ba0ed',0,' Sunny earned $16 \times 6 + $21 \times 15 = $96 + $315 = $401.','stop',34,394,388,1.05410493049566866829e+00,49153059072.0,NULL);
+INSERT INTO "chains" VALUES(208,0,0,'5691c7773c16a237bdaa129dd41244e7bb0397492d4bbeb1fef86aad757bf713',0,'1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+4. To find out how much money Adam had to contribute from his savings, we need to calculate the total amount given by his father and subtract the amount given by his mother from the total amount Adam bought.
+5. The total amount given by his father is twice the amount given by his mother, which is $12.
+6. The total amount Adam bought is $30.
+7. The amount of money Adam had to contribute from his savings is $30 - $12 = $18.
+','stop',145,87,37,4.43808867849384114379e+00,244504960512.0,NULL);
+INSERT INTO "chains" VALUES(208,1,0,'861a080126e7287b410f4f3e71fe5d9834d64487cdb1e0d2c8b7cbc581e6fc84',0,'Therefore, the final answer is \boxed{18}.','stop',13,232,231,3.70185117499204352498e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(209,0,0,'b2e3c17c81c1c747d9fcb21be47c4e03374886bd487a9068317bda89e4e9d925',0,'1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+4. To find out how much money Adam had to contribute from his savings, we need to calculate the total amount of money he received from his mother and his father.
+5. The total amount of money Adam received from his mother is $6.
+6. The total amount of money Adam received from his father is twice the amount he received from his mother, which is $12.
+7. To find the total amount of money Adam had to','length',128,87,86,3.54540619750423502409e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(209,1,0,'ed309ad763a6263c5726624706be376c7e7bae91ee30fb6254974abfda0f741f',0,' $12','stop',4,221,215,1.62376940499598276801e-01,11343013632.0,NULL);
+INSERT INTO "chains" VALUES(210,0,0,'becb0d5b7c6d818addbf233ba4f2af03f59a87d30577da9cb7911bea94ccead8',0,'1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+4. To find out how much money Adam had to contribute from his savings, we need to calculate the total amount of money he received from his mother and his father.
+5. The total amount of money Adam received from his mother is $6.
+6. The total amount of money Adam received from his father is twice the amount he received from his mother, which is $12.
+7. To find the total amount of money Adam had to contribute from his savings, we add the amounts received from his mother and his father together: $6 + $12 = $18.
+','stop',160,87,86,4.48143234450435556937e+00,201653575680.0,NULL);
+INSERT INTO "chains" VALUES(210,1,0,'d5e0195e3a29bbf9350071b9716ae81fdf5bae60d04dbabb20889ee1de7b2d0c',0,'Therefore, Adam had to contribute \boxed{18} dollars from his savings.','stop',18,247,246,5.22247269498620880767e-01,22686027264.0,NULL);
+INSERT INTO "chains" VALUES(211,0,0,'458fa7351ac2b517c440d2b65dc60e04a0fe4775b903f36e4d1e1b7bf4f22d0d',0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the total number of chocolate bars Lisa sold. Lisa sold three and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Lisa sold as follows:
+   \[
+   3.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 36 \text{ chocolate bars}
+   \]
+
+2. Next, we need to determine the total number of chocolate bars Peter sold. Peter sold four and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Peter sold as follows:
+   \[
+   4.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 54 \text{ chocolate bars}
+   \]
+
+3. Now, we need to find the total number of chocolate bars sold together by Lisa and Peter. We add the number of chocolate bars Lisa sold to the number of chocolate bars Peter sold:
+   \[
+   36 \text{ chocolate bars} + 54 \text{ chocolate bars} = ','length',256,94,93,7.48965549950116837862e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(211,1,0,'24bae8e6390762ded38ae9bd13134ccdedb4a1348b99290d407c5dadd5332c5d',0,' 80 chocolate bars','stop',6,355,349,2.81782487999407749157e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(212,0,0,'95b694157915a7888dc54bac428bdb62d69e2ac7af53c875f637fa545884d99c',0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the total number of chocolate bars Lisa sold. Lisa sold three and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Lisa sold as follows:
+   \[
+   3.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 42 \text{ chocolate bars}
+   \]
+
+2. Next, we need to determine the total number of chocolate bars Peter sold. Peter sold four and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Peter sold as follows:
+   \[
+   4.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 54 \text{ chocolate bars}
+   \]
+
+3. Now, we need to find the total number of chocolate bars sold together by Lisa and Peter. We add the number of chocolate bars Lisa sold to the number of chocolate bars Peter sold:
+   \[
+   42 \text{ chocolate bars} + 54 \text{ chocolate bars} = 96 \text{ chocolate bars}
+   \]
+
+4. We know that the total number of chocolate bars sold together is 64. Therefore, the number of chocolate bars in a box is the total number of chocolate bars sold together divided by the number of boxes:
+   \[
+   \frac{96 \text{ chocolate bars}}{4 \text{ boxes}} = 24 \text{ chocolate bars per box}
+   \]
+
+','stop',351,94,37,1.0898005299001852109e+01,512956283136.0,NULL);
+INSERT INTO "chains" VALUES(212,1,0,'70ffa4c6544af01dd6d48c1867fa94ed9908ed0e68eb4d8b48140d161baa0619',0,'The final answer is \boxed{24}.','stop',11,445,444,3.53328114498253853525e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(213,0,0,'2bde347060a54ab4c3766b9fa4e3ba745b53ad75f2dcd96cef4c542ed1af4247',0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the total number of chocolate bars Lisa sold. Lisa sold three and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Lisa sold as follows:
+   \[
+   3.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 42 \text{ chocolate bars}
+   \]
+
+2. Next, we need to determine the total number of chocolate bars Peter sold. Peter sold four and a half boxes of chocolate bars','length',128,94,93,4.01971128200148086762e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(213,1,0,'c0a4616f0c21b0103173aea8e22f951c396d942de3ffb7a7f6b831cec2440dcc',0,' \boxed{42}','stop',7,228,222,2.82226177500888297799e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(214,0,0,'0d4447f465ec611a26b8f2029f6be273d236c49ca4887e1130b8e22551eb4a2b',0,'1. First, we need to determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate:
+   \[
+   \text{Laps of Trey} = \text{Laps of Bethany} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we need to determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate:
+   \[
+   \text{Laps of Shaelyn} = \frac{\text{Laps of Trey}}{2} = \frac{14}{2} = 7
+   \]
+
+3. Now, we need to determine how many laps Quinn can run. Since Quinn can run 2 fewer laps than Shaelyn, we calculate:
+   \[
+   \text{Laps of Quinn} = \text{Laps of Shaelyn} - 2 = 7 - 2 = 5
+   \]
+
+4. Finally, we need to find out how many more laps Bethany can run compared to Quinn. We subtract the number of laps Quinn has from the number of laps Bethany has:
+   \[
+   \text{Difference} = \text{Laps of Bethany} - \text{Laps of Quinn} = 10 - 5 = 5
+   \]
+
+','stop',295,109,37,8.88788171899796,461282554368.0,NULL);
+INSERT INTO "chains" VALUES(214,1,0,'f2923fa4bbe49c21ab4ea3097d2a512182752afddfb69fe6032cd81b56445038',0,'The final answer is \boxed{5}.','stop',10,404,403,2.69238249498812365345e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(215,0,0,'ebe4eef8f8d4b74e6c3e94c2f1e5b0892bf4b2fb6b213f316413ca1a40d4e46d',0,'1. First, we need to determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate:
+   \[
+   \text{Laps of Trey} = \text{Laps of Bethany} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we need to determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate:
+   \[
+   \text{Laps of Shaelyn} = \frac{\text{Laps of Trey}}{2} = \frac{14}{2} = 7
+   \]
+
+3. Now, we need to determine how many laps Quinn can run. Since Quinn can run 2 fewer laps than Shaelyn, we calculate:
+   \[
+   \text{Laps of Quinn} = \text{Laps of Shaelyn} - 2 = 7 - 2 = 5
+   \]
+
+4. Finally, we need to find out how many more laps Bethany can run compared to Quinn. We subtract the number of laps Quinn has from the number of laps Bethany has:
+   \[
+   \text','length',256,109,108,7.09465120149434369523e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(215,1,0,'b19a4abe094e438e06a5681c28499145882e36bf4d3d534569b798a0deb931a0',0,' \boxed{5}','stop',6,371,365,2.20509340498210804071e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(216,0,0,'786dff6da077d14808f7c86b5043f018eeffe1a3411d8c59ed58288150ecc711',0,'1. First, we need to determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate:
+   \[
+   \text{Laps of Trey} = \text{Laps of Bethany} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we need to determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate:
+   \[
+   \text{Laps of Shaelyn} = \frac{\text{Laps of Trey}}{2}','length',128,109,108,3.35329025249666301533e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(216,1,0,'32e08856830d5102ce93b42a55fa666d28322f823e03662f4314b9f9e549d014',0,' 14 laps.','stop',6,242,236,2.15259255001001292839e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(217,0,0,'0cb7ffd9c11405bbb137a0d2f1fd33bb36fb978b937f4ea389739af9929d964a',0,'1. First, we calculate the total number of hours Melissa listens to the court case in a day.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours/day}
+   \]
+
+2. Next, we calculate the total number of hours Melissa spends paying parking each day.
+   \[
+   3 \text{ days} \times 1 \text{ hour/day} = 3 \text{ hours/day}
+   \]
+
+3. Now, we add the hours spent listening to the court case and paying parking to find the total number of hours Melissa spends on jury duty.
+   \[
+   18 \text{ hours/day} + 3 \text{ hours/day} = 21 \text{ hours/day}
+   \]
+
+4. Melissa is paid $15 per day but also has to pay $3 for parking each day. Therefore, the total amount spent on jury duty is:
+   \[
+   21 \text{ hours/day} - 3 \text{ hours/day} = 18 \text{ hours/day}
+   \]
+
+5. To find out how much jury pay Melissa makes per hour after expenses, we divide the total amount spent on jury duty by the total number of hours Melissa spends on jury duty.
+   \[
+   \frac{18 \text{ hours/day}}{21 \text{ hours/day}} = 0.8 \text{ dollars/hour}
+   \]
+
+','stop',318,103,37,9.37881550400743435602e+00,482708246784.0,NULL);
+INSERT INTO "chains" VALUES(217,1,0,'a1b775f0a32a67e30cb6b728c5b01db865c4679881a1cf298c663b2f978503a7',0,'The final answer is \boxed{0.8}.','stop',12,421,420,3.34978062499430961906e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(218,0,0,'1cbe4b1e09a996c1a855770598e3d59569d86f8e99f407f406f2b0c320bd9ffd',0,'1. First, we need to calculate the total number of hours Melissa listens to the court case in a day.
+   \[
+   \text{Total hours per day} = 6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours/day}
+   \]
+
+2. Next, we calculate the total number of hours Melissa spends parking each day.
+   \[
+   \text{Total parking hours per day} = 3 \text{ days} \times 1 \text{ hour/day} = 3 \text{ hours/day}
+   \]
+
+3. Now, we add the total hours spent listening to the court case and parking each day to find the total number of hours Melissa spends on jury duty.
+   \[
+   \text{Total hours on jury duty} = 18 \text{ hours/day} + 3 \text{ hours/day} = 21 \text{ hours/day}
+   \]
+
+4. Melissa is paid $15 per day but also has to pay $3 for parking each day. Therefore, the total amount she spends on jury duty is:
+   \[
+   \text{Total amount on jury duty} = 21 \text','length',256,103,102,7.2894556935052605695e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(218,1,0,'aa7f7a873fa4f0fef078b676eeb6729c3e14e36d008defec86011d77ba230f9d',0,' \boxed{21}','stop',7,365,358,2.51586451001458044629e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(219,0,0,'86913037f4f6cf0a0897897b3c76479cdd93dfbbffa675b2e7442e089cfe75b9',0,'1. First, we calculate the total number of hours Melissa listens to the court case in a day.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours/day}
+   \]
+
+2. Next, we calculate the total number of hours Melissa spends paying parking each day.
+   \[
+   3 \text{ days} \times 1 \text{ hour/day} = 3 \text{ hours/day}
+   \]
+
+3. Now, we add the hours spent listening to the court case and paying parking to find the total number','length',128,103,102,3.38581205550235608825e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(219,1,0,'2138db675b982d11bc95e77a92681b2e2908fe6adc3ccaa7de7a851af00568f1',0,' \boxed{18}','stop',7,237,231,2.30588765998618328012e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(220,0,0,'b43bf6cc7e827221ffd07dd4238d9b21018967582bacbb455f22773004bdb47f',0,'To determine the number of letters delivered by the post office on Monday - Wednesday, we need to calculate the number of letters delivered each day step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   The number of letters delivered on Tuesday is one-fifth of the number of letters delivered on Monday. Since the number of letters delivered on Monday is 425, we calculate:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 = 85
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   The number of letters delivered on Wednesday is twice the number of letters delivered on Tuesday. Since the number of letters delivered on Tuesday is 85, we calculate:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 85 = 170
+   \]
+
+3. **Determine the total number of letters delivered on Monday - Wednesday:**
+   To find the total number of letters delivered on Monday - Wednesday, we add the number of letters delivered on Monday to the number of letters delivered on Wednesday:
+   \[
+   \text{Total letters delivered on Monday - Wednesday} = 425 + 170 = 695
+   \]
+
+','stop',278,103,37,8.03370004399221215862e+00,432294852864.0,NULL);
+INSERT INTO "chains" VALUES(220,1,0,'41fd41864f1dd5d0dba10c033f45bf36282f3cd2c0e6ac4d93786c8cfa21b59b',0,'The final answer is \boxed{695}.','stop',12,381,380,3.23170671500520256813e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(221,0,0,'a33477b295af54fb596e512c931c2aebff466ab707aaf5572d0464b03eb15ec1',0,'To determine the number of letters delivered by the post office on Monday - Wednesday, we need to follow the sequence of events step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   The number of letters delivered on Tuesday is one-fifth of the number of letters delivered on Monday. Since the number of letters delivered on Monday is 425, we calculate:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 = 85
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   The number of letters delivered on Wednesday is twice the number of letters delivered on Tuesday. Since the number of letters delivered on Tuesday is 85, we calculate:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 85 = 170
+   \]
+
+3. **Verify the sequence:**
+   We need to check if the sequence of events is consistent. Let''s assume the number of letters delivered on Monday is \( x \). Then:
+   - The number of letters delivered on Tuesday is \( \frac{1}{5} x \).
+   - The number of letters delivered on','length',256,103,102,7.11218418799853679956e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(221,1,0,'45b6df4741b32ddc288199fffb9a019df2d02266f127d6aa5c23116198b9cc07',0,' \boxed{170}','stop',8,365,358,2.69520666000062192324e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(222,0,0,'5726213194f2452bf3082a1cd9896240e935c2e19af936be7119b4e665fc11a5',0,'To determine the number of letters delivered by the post office on Monday - Wednesday, we need to calculate the number of letters delivered each day step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   The number of letters delivered on Tuesday is one-fifth of the number of letters delivered on Monday. Since the number of letters delivered on Monday is 425, we calculate:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 = 85
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:','length',128,103,102,3.4000506610018419451e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(222,1,0,'d4f7b71ff5139b22e9e568f17444f9da1e53c737a08bf0321307841168e788f2',0,' \boxed{85}','stop',7,236,230,2.26964102000238199252e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(223,0,0,'c60c8d46c16f2159d656b74cc8c496e206eadf721c0e3a32477f78ee3ccdcce8',0,'Let''s break down the problem step by step.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is given as 19. So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+5. To eliminate the fraction, we can multiply every term by 2:
+   \[
+   2x + 8 + x = 38
+   \]
+6. Simplify the left side of the equation:
+   \[
+   3x + 8 = 38
+   \]
+7. Subtract 8 from both sides to isolate the term with \( x \):
+   \[
+   3x = ','length',256,120,119,6.8035523625048881513e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(223,1,0,'eaafb9cf900ccb4eaac44b9786c09a3643386f047f724caaec37f9772d68ff91',0,' 19','stop',4,381,375,1.57329467499948805198e-01,11343013632.0,NULL);
+INSERT INTO "chains" VALUES(224,0,0,'15f90a6d4b307486c04417f43d601c80b3c2fd6a97c1881c435fd5dec9a40280',0,'Let''s break down the problem step by step.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is given as 19. So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+5. To eliminate the fraction, we can multiply every term by 2:
+   \[
+   2x + 8 + x = 38
+   \]
+6. Simplify the left side of the equation:
+   \[
+   3x + 8 = 38
+   \]
+7. Subtract 8 from both sides to isolate the term with \( x \):
+   \[
+   3x = 20
+   \]
+8. Divide both sides by 3 to solve for \( x \):
+   \[
+   x = 6
+   \]
+9. Now that we know the number of tennis balls retrieved in the second set is 6, we can find the number of tennis balls retrieved in the first set by substituting \( x = 6 \) back into the equation for the first set:
+   \[
+   x + 4 = 6 + 4 = 10
+   \]
+10. Therefore, the number of tennis balls retrieved in the first set of the match is \(\','length',384,120,37,1.07538298345034490923e+01,587316039168.0,NULL);
+INSERT INTO "chains" VALUES(224,1,0,'387d7fa2c5be49c0b0ef36e4621bb919e7edd0fa7eeab2d7fc21295c11d63b6f',0,' \boxed{10}','stop',7,510,503,2.51589619999322167132e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(225,0,0,'9aedbf8ddcdf55fd401fe435563dec8bab1a71c2000e71ae18d0819c3ad1e3d3',0,'Let''s break down the problem step by step.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is','length',128,120,119,3.36291770299521886045e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(225,1,0,'4b3db3a62419bcddec359a7a00fba9c73ebc55419e1c3bb7efd097a3bcfb6057',0,' 19','stop',4,254,248,1.43882488499912142287e-01,11343013632.0,NULL);
+INSERT INTO "chains" VALUES(226,0,0,'5d71313cd6597e1d0f931f0a1e50789080323210b917afd610d61fef0ab52e17',0,'1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons.
+3. Each small coupon costs 5 cents to mail.
+4. Each big coupon costs 15 cents to mail.
+5. Anthony needs to calculate the total cost of the small coupons.
+6. Anthony needs to calculate the total cost of the big coupons.
+7. Anthony needs to calculate the total postage cost.
+','stop',97,106,37,2.86140999500094039831e+00,207955249920.0,NULL);
+INSERT INTO "chains" VALUES(226,1,0,'4ba684825ad7065eab436b08fef0178b47171f9f3331add75f890e8d33f0b03f',0,'Let''s break this down step by step:
+
+1. Calculate the number of big coupons:
+   \[
+   \text{Number of big coupons} = 2 \times \text{Number of small coupons} = 2 \times 700 = 1400
+   \]
+
+2.','length',64,203,202,1.61795160200108512071e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(227,0,0,'629c0ee46fa08bd96d2fde2ec89db0f3ef7707886adc0a89fd3ea4dcbd89e8a5',0,'1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons.
+3. Each small coupon costs 5 cents to mail.
+4. Each big coupon costs 15 cents to mail.
+5. Anthony needs to calculate the total cost of the small coupons.
+6. Anthony needs to calculate the total cost of the big coupons.
+7. Anthony needs to calculate the total postage cost.
+','stop',97,106,105,2.40984445800222601974e+00,122252480256.0,NULL);
+INSERT INTO "chains" VALUES(227,1,0,'4ba684825ad7065eab436b08fef0178b47171f9f3331add75f890e8d33f0b03f',0,'Let''s break this down step by step:
+
+1. Calculate the number of big coupons:
+   \[
+   \text{Number of big coupons} = 2 \times \text{Number of small coupons} = 2 \times 700 = 1400
+   \]
+
+2.','length',64,203,202,1.64743636550338123925e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(228,0,0,'0efd9e3f0208ebc2d99258e5dc306f236082d182ce366eb8241c5d54ae99fa1d',0,'1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons.
+3. Each small coupon costs 5 cents to mail.
+4. Each big coupon costs 15 cents to mail.
+5. We need to calculate the total cost of postage for both small and big coupons.
+','stop',76,106,105,1.94239323550209519453e+00,95785448448.0,NULL);
+INSERT INTO "chains" VALUES(228,1,0,'46cfc2e1acbecb6c4f5d9778585425577aad9ed93319e3a82dff0c7105a64301',0,'Let''s break it down step by step:
+
+1. Calculate the number of big coupons:
+   \[
+   \text{Number of big coupons} = 2 \times \text{Number of small coupons} = 2 \times 700 = 1400
+   \]
+
+2.','length',64,182,181,1.68879284200102119939e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(229,0,0,'a468d2205601200af78effdd54ee558dab00078eb14fd21a9f865a62f9a53190',0,'1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. Since the puzzle is 500 pieces and Teddy finished half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the first hour.
+
+2. Next, we need to determine how many puzzle pieces Teddy finished in the second hour. Since the puzzle is 500 pieces and Teddy finished another half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the second hour.
+
+3. To find the total number of puzzle pieces Teddy placed during the hour, we add the number of puzzle pieces finished in the first hour to the number of puzzle pieces finished in the second hour:
+   \[
+   250 + 250 = 500
+   \]
+   Therefore, the total number of puzzle pieces Teddy placed during that hour is \boxed{500}.','stop',238,86,37,6.5271147945031771087e+00,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(229,1,0,'59b495aa185791c84cb986d39503569c2ad1095f4575cd4d4b98097feb8610c8',0,'</think>','stop',4,326,322,1.42116481501034286338e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(230,0,0,'8d858bac935f070b6032a4b15cc333fda16dd877eca32b88ea7c422747e2b498',0,'1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. Since the puzzle is 500 pieces and Teddy finished half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the first hour.
+
+2. Next, we need to determine how many puzzle pieces Teddy finished in the second hour. Since the puzzle is 500 pieces and Teddy finished another half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the second hour.
+
+3. To find the total number of puzzle pieces Teddy placed during the hour, we add the number of puzzle pieces finished in the first hour to the number of puzzle pieces finished in the second hour:
+   \[
+   250 + 250 = 500
+   \]
+   Therefore, the total number of puzzle pieces Teddy placed during that hour is \boxed{500}.','stop',238,86,85,6.3457705950049785315e+00,299959693824.0,NULL);
+INSERT INTO "chains" VALUES(230,1,0,'59b495aa185791c84cb986d39503569c2ad1095f4575cd4d4b98097feb8610c8',0,'</think>','stop',4,326,325,1.09904742502294539008e-01,5041339392.0,NULL);
+INSERT INTO "chains" VALUES(231,0,0,'e07d59f8038fff56b9805de7cb1eb4d16369463bc5d419e6a293a3e640cf0658',0,'1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. Since the puzzle is 500 pieces and Teddy finished half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the first hour.
+
+2. Next, we need to determine how many puzzle pieces Teddy finished in the second hour. Since the puzzle is 500 pieces and Teddy finished another half of it, we calculate:
+   \[
+   \frac{500}{2}','length',128,86,85,3.23326150200136908097e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(231,1,0,'86866032360e27f9079e708adc2e424d602e4bd29f7b7aee9953e9e5c0b1cb09',0,' 250','stop',5,219,213,1.73836864999429963063e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(232,0,0,'5c0cf266be248f28ab480ff121a18e5093733bd02f5ce20a06cd27a7a9c1cf10',0,'1. First, we need to determine the height of the second child. The second child is two inches taller than the first child. The first child is 6 feet tall.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ feet}
+   \]
+
+2. Next, we need to determine the height of the third child. The third child is 5 inches shorter than the second child. The second child is 8 feet tall.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ feet}
+   \]
+
+3. Finally, we need to determine the height of the fourth child. The fourth child is three inches taller than the third child. The third child is 3 feet tall.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ feet}
+   \]
+
+','stop',202,114,37,5.69172483649981586495e+00,350373087744.0,NULL);
+INSERT INTO "chains" VALUES(232,1,0,'72c31bdbacaeebbafd8c4e3806f46d0a2c797e86ca0bdec0f42a227064bea038',0,'The final answer is \boxed{6}.','stop',10,316,315,2.60209852997832058463e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(233,0,0,'569e5a4ed7c8d8d13f683ef5ced9bcbf060c4a77add7075948b1c1a3ecbbfeb6',0,'1. First, we need to determine the height of the second child. The second child is two inches taller than the first child. The first child is 6 feet tall.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ feet}
+   \]
+
+2. Next, we need to determine the height of the third child. The third child is 5 inches shorter than the second child. The second child is 8 feet tall.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ feet}
+   \]
+
+3. Finally, we need to determine the height of the fourth child. The fourth child is three inches taller than the third child. The third child is 3 feet tall.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ feet}
+   \]
+
+','stop',202,114,113,5.30286638349571148864e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(233,1,0,'72c31bdbacaeebbafd8c4e3806f46d0a2c797e86ca0bdec0f42a227064bea038',0,'The final answer is \boxed{6}.','stop',10,316,315,2.60209852997832058463e-01,12603348480.0,232);
+INSERT INTO "chains" VALUES(234,0,0,'d11b22090c7e4631fc5dfacb6ba1e7ee86045b1c82753d3a2b9d8a1570cbc397',0,'1. First, we need to determine the height of the second child. The second child is two inches taller than the first child. The first child is 6 feet tall.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ feet}
+   \]
+
+2. Next, we need to determine the height of the third child. The third child is 5 inches shorter than the second child. The second child is 8 feet tall.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{','length',128,114,113,3.40291948699723434401e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(234,1,0,'1537cb974533676ceecf1554c5de4076f0e7d6343867d4395dba6d0827a93745',0,' The fourth child is \boxed{3} inches tall.','stop',13,248,242,3.8452928050173795782e-01,22686027264.0,NULL);
+INSERT INTO "chains" VALUES(235,0,0,'73a13d4a3cfefc921a7fb5d72c06c45e954b4aef0b946d36ea05b54792813195',0,'1. First, we need to determine the length of each cut part. Marty has 100 centimeters of ribbon and he must cut it into 4 equal parts. Since each cut part must be divided into 5 equal parts, we can calculate the length of each cut part as follows:
+   \[
+   \text{Length of each cut part} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+2. Next, we need to determine the length of each final cut. Each cut part is divided into 5 equal parts, so each final cut will be:
+   \[
+   \text{Length of each final cut} = \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+','stop',175,88,37,4.92150992850110924337e+00,283575340800.0,NULL);
+INSERT INTO "chains" VALUES(235,1,0,'acd5f3d8958ea4294664da9fc398a7ad3e8d2f7a4857bdf96a46c269d48eafd7',0,'Therefore, the final cut will be \boxed{5 cm} centimeters long.','stop',18,263,262,0.470007971495761,22686027264.0,NULL);
+INSERT INTO "chains" VALUES(236,0,0,'d3c70f0eb3f6ab54963ec07eab0045bfd52a0a3a3b5eb66ce498a0b2db4a7fcd',0,'1. First, we need to determine the length of each cut part. Marty has 100 centimeters of ribbon and he must cut it into 4 equal parts. Since each part is 5 centimeters long, we can calculate the length of each cut part as follows:
+   \[
+   \text{Length of each cut part} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+2. Next, we need to determine the length of each final cut. Each cut part is 25 centimeters long, and each cut part is divided into 5 equal parts. Since each part is 5 centimeters long, we can calculate the length of each final cut as follows:
+   \[
+   \text{Length of each final cut} = \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+','stop',199,88,87,5.25703560749661846784e+00,250806634752.0,NULL);
+INSERT INTO "chains" VALUES(236,1,0,'332a4e8a6cd8d9e45920f89f59e8c2bad926bd2e1c076ac7a770e10ba4481e88',0,'Therefore, the final cut will be \boxed{5 cm} centimeters long.','stop',18,287,286,4.93658358998800395056e-01,22686027264.0,NULL);
+INSERT INTO "chains" VALUES(237,0,0,'dbb91be89ec3d79002060ff3d65a41b24853ef9fd0a64dbd54f6c1b3e62f0334',0,'1. First, we need to determine the length of each cut part. Marty has 100 centimeters of ribbon and he must cut it into 4 equal parts. Since each cut part must be divided into 5 equal parts, we can calculate the length of each cut part by dividing the total length of the ribbon by the number of equal parts:
+   \[
+   \text{Length of each cut part} = \frac{100 \text{ cm}}{4 \text{ parts}} = 25 \text{ cm}
+   \]
+','stop',120,88,87,3.2540407294955002726e+00,151240181760.0,NULL);
+INSERT INTO "chains" VALUES(237,1,0,'8f21d16ff74bad40362ea98e4e7193a1aa00bd4d74550790b1878dd14be8b79d',0,'After </think>, we know that each cut part is 25 centimeters long. Now, we need to determine how long each final cut will be. Each final cut will be divided into 5 equal parts, so we can calculate the length of each final cut by dividing the length of each cut part by the','length',64,208,207,1.78281472000435314839e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(238,0,0,'b0d85a7cc8c351685732cb8e64eb4fec8a6100b2106ad1d248fe37ee110f26b9',0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Calculate the total number of students in the school:**
+   The problem states that 40% of the school population is made up of 240 boys. To find the total number of students, we multiply the number of boys by 40%.
+   \[
+   \text{Total number of students} = 240 \times 0.40 = 96
+   \]
+
+2. **Determine the number of girls in the school:**
+   The problem also states that 40% of the school population is made up of girls. To find the number of girls, we multiply the total number of students by 40%.
+   \[
+   \text{Number of girls} = 96 \times 0.40 = 38.4
+   \]
+
+3. **Round the number of girls to the nearest whole number:**
+   Since the number of girls must be a whole number, we round 38.4 to the nearest whole number, which is 38.
+
+Therefore, the number of girls in the school is \boxed{38}.','stop',255,71,37,7.22609572700184799032e+00,362976436224.0,NULL);
+INSERT INTO "chains" VALUES(238,1,0,'8bc5b1f0792eaf364ec70b598bcae0391fc703d676a50de3efeb0ec02c2b14a4',0,'</think>','stop',4,328,324,1.46907178000219573732e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(239,0,0,'be873c56b98796abb86634f5f6ec1c42c9a4c35ac2cd12b17532b59ec9f43eff',0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Calculate the total number of students in the school:**
+   The problem states that 40% of the school population is made up of 240 boys. To find the total number of students, we multiply the number of boys by 40%:
+   \[
+   \text{Total number of students} = 240 \times 0.40 = 96
+   \]
+
+2. **Determine the number of girls in the school:**
+   We know that 40%','length',128,71,70,4.00376619550024770433e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(239,1,0,'5ae8ddb7cdf78d8b7792c40fc45ad356a92162f0e46dfadc2857993182ecc228',0,' \boxed{96}','stop',7,204,198,2.68003152998971927445e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(240,0,0,'a46a1bf2285639c0ec71f7309b4c96755224bd16821d0ca3ad11cca46dfb54e5',0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Calculate the total number of students in the school:**
+   The problem states that 40% of the school population is made up of 240 boys. To find the total number of students, we multiply the number of boys by 40%:
+   \[
+   \text{Total number of students} = 240 \times 0.40 = 96
+   \]
+
+2. **Determine the number of girls in the school:**
+   We know that 40% of the school population is made up of girls. To find the number of girls, we multiply the total number of students by 40%:
+   \[
+   \text{Number of girls} = 96 \times 0.40 = 38.4
+   \]
+
+3. **Round the result to the nearest whole number:**
+   Since the number of girls must be a whole number, we round 38.4 to the nearest whole number, which is 39.
+
+Therefore, the number of girls in the school is \boxed{39}.','stop',251,71,70,7.42480938400422,316344046848.0,NULL);
+INSERT INTO "chains" VALUES(240,1,0,'2c9b1c6f777c2c236de9363b4df3992e4bdaa6587ad82086841faba9b5bf4c85',0,'</think>','stop',4,324,320,1.62308624002434953581e-01,8822343936.0,NULL);
+INSERT INTO "chains" VALUES(241,0,0,'e7d60c6e72a945906d21fe09d56e6927832b920d9250a0fbbd5139f8a99db787',0,'1. First, we need to determine how many kilograms Pierre wants. Pierre wants a quarter of the 12 kg of apples.
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we need to determine how many kilograms Paul wants. Paul wants 1/3 of the 12 kg of apples.
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, we need to find out how many kilograms James will have left after buying the apples. We subtract the weights of Pierre and Paul from the total weight of the apples.
+   \[
+   \text{James''s weight} = 12 - 3 - 4 = 5 \text{ kg}
+   \]
+
+','stop',199,84,37,6.4792329170031734975e+00,308782037760.0,NULL);
+INSERT INTO "chains" VALUES(241,1,0,'b4d98ea1a139ab0bdb1a4c17ad57d9786d05c515b8b7bab700daa00a43fe82d2',0,'The final answer is \boxed{5}.','stop',10,283,282,3.28286412001034477725e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(242,0,0,'3fe85692ab896c3c81d71697ed66344ec69ed15354a1672589a984f05574cf72',0,'1. First, we need to determine how many kilograms Pierre wants. Pierre wants a quarter of the 12 kg of apples.
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we need to determine how many kilograms Paul wants. Paul wants 1/3 of the 12 kg of apples.
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, we need to find out how many kilograms James will have left after buying the apples. We subtract the weights of Pierre and Paul from the total weight of the apples.
+   \[
+   \text{James''s weight} = 12 - 3 - 4 = 5 \text{ kg}
+   \]
+
+','stop',199,84,83,6.13204642900382168591e+00,250806634752.0,NULL);
+INSERT INTO "chains" VALUES(242,1,0,'b4d98ea1a139ab0bdb1a4c17ad57d9786d05c515b8b7bab700daa00a43fe82d2',0,'The final answer is \boxed{5}.','stop',10,283,282,3.25565804001598735339e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(243,0,0,'499056dd56e0a5f4141fc7b20562d5752d20d09cc05d019d98b03457b66b2b72',0,'1. First, we need to determine how many kilograms Pierre wants. Pierre wants a quarter of the 12 kg of apples.
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we need to determine how many kilograms Paul wants. Paul wants 1/3 of the 12 kg of apples.
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3','length',128,84,83,3.80217231650476605864e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(243,1,0,'ad119951ef5debbb79a7cff483e8ff31b52f16cadd5ca6b711d014b697345565',0,' James will have \boxed{4} kg left.','stop',12,218,212,0.430932706499334,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(244,0,0,'c69508aca9e27c9bcb72c5ba3c1ceacdcba398263c454c799931c224e63290c4',0,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total distance John drives in one round trip.
+2. Determine the total distance John drives in two round trips.
+3. Calculate the total time John spends driving in two round trips.
+4. Convert the total time from hours to minutes.
+5. Multiply the total distance by the total time to get the final answer.
+
+Step 1: Calculate the total distance John drives in one round trip.
+John drives at a speed of 70 mph and visits his parents twice a month. Therefore, the total distance in one round trip is:
+\[ 70 \text{ mph} \times 2 \text{ times/month} = 140 \text{ miles} \]
+
+Step 2: Determine the total distance John drives in two round trips.
+Since John visits his parents twice a month, the total distance in two round trips is:
+\[ 140 \text{ miles} \times 2 \text{ times/month} = 280 \text{ miles} \]
+
+Step 3: Calculate the total time John spends driving in two round trips.
+The time it takes John to drive one round trip is','length',256,91,90,7.31358421650566,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(244,1,0,'b1eb5f256f4508c77094c394a12585abbca475c5d1ab0b5c12f8b1b08e62afce',0,' \boxed{280}','stop',8,353,346,2.77348821499799669254e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(245,0,0,'4b34032a924fad50f91f5c5307cc3307bd9b9d6d1a6c479554077b34847ee1b5',0,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total distance John drives in one round trip.
+2. Determine the total distance John drives in two round trips.
+3. Calculate the total time John spends driving in two round trips.
+4. Convert the total time from hours to minutes.
+5. Multiply the total distance by the total time to get the final answer.
+
+Step 1: Calculate the total distance John drives in one round trip.
+John drives at a speed of 70 mph and visits his parents twice a month. Therefore, the total distance in one round trip is:
+\[ 70 \text{ mph} \times 2 \text{ trips/month} = 140 \text{ miles} \]
+
+Step 2: Determine the total distance John drives in two round trips.
+Since John visits his parents twice a month, the total distance in two round trips is:
+\[ 140 \text{ miles/round trip} \times 2 \text{ round trips/month} = 280 \text{ miles} \]
+
+Step 3: Calculate the total time John spends driving in two round trips.
+The time it takes John to drive one round trip is 2 hours. Therefore, the total time in two round trips is:
+\[ 2 \text{ hours/round trip} \times 2 \text{ round trips/month} = 4 \text{ hours} \]
+
+Step 4: Convert the total time from hours to minutes.
+Since there are 60 minutes in an hour, the total time in minutes is:
+\[ 4 \text{ hours} \times 60 \text{ minutes/hour} = 240 \text{ minutes} \]
+
+Step 5: Multiply the total distance by the total time to get','length',384,91,37,1.15659204815092380162e+01,550766328576.0,NULL);
+INSERT INTO "chains" VALUES(245,1,0,'181bf8fca5873d34b1fb4c50225808a0f25c80448f438a1447eec63e3660b961',0,' \boxed{240}','stop',8,481,474,2.78430941501028428319e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(246,0,0,'75dd7751b91247cf4220db0166f47faa8debee2c7316ba34c6303e28e64b2575',0,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total distance John drives in one round trip.
+2. Determine the total number of round trips he makes in a month.
+3. Calculate the total distance John drives in a month.
+
+**Step 1: Calculate the total distance John drives in one round trip.**
+
+John drives at a speed of 70 mph and takes 2 hours to drive there. Therefore, the distance he drives in one round trip is:
+\[
+\text{Distance in one round trip} = \text{Speed} \','length',128,91,90,3.25954963899312133435e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(246,1,0,'c5fab941c73324decb55da5d2615f5ae75a3a225433497ddc09346bddeb54f12',0,' 70 mph
+\think>
+
+**Step 2: Determine the total number of round trips he makes in a month.**
+
+John visits his parents twice a month, so the total number of round trips he makes in a month is:
+\[
+\text{Total round trips} = 2 \times','length',64,225,218,1.78137879449786851182e+00,88223439360.0,NULL);
+INSERT INTO "chains" VALUES(247,0,0,'0b3fd40594b4e429416f1cc4937b243f8b142a42028db0894f8d1528bb3df980',0,'1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to find out how far Brian will walk in seven days. According to the problem, Sofie will walk twice as far as Brian in seven days. Therefore, we can calculate Brian''s walking distance as follows:
+   \[
+   2 \times 70 \text{ miles} = 140 \text{ miles}
+   \]
+
+3. Finally, we need to determine how many miles Brian will walk in seven days. Since Brian walks 140 miles in seven days, we can write the final answer as:
+   \[
+   \boxed{140}
+   \]','stop',202,83,37,5.51189488949148653773e+00,311302707456.0,NULL);
+INSERT INTO "chains" VALUES(247,1,0,'d865d99e326d426b9ccfd8ce4feb10704155dee2ad02743cd87613a7b10c4727',0,'This final answer is correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem.','stop',28,286,283,7.61322178001137217506e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(248,0,0,'102994d2ee7d9cfd0df46858545db5a2ac70bf2850010a722accb5a2f380817c',0,'1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to find out how far Brian will walk in seven days. According to the problem, Sofie will walk twice as far as Brian in seven days. Therefore, we can calculate Brian''s walking distance as follows:
+   \[
+   2 \times','length',128,83,82,3.29261479999422590481e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(248,1,0,'f834307867dab31d568b660148cef39f431d2cb34c867eb77157fca186870bcf',0,' Brian will walk \boxed{70} miles in seven days.','stop',15,217,211,4.52047121001669438555e-01,25206696960.0,NULL);
+INSERT INTO "chains" VALUES(249,0,0,'f25b563f9d9a3ff84638ff32b7a3e5576be90947849b81979dc71ee5b578b3ce',0,'1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to find out how far Brian will walk in seven days. According to the problem, Sofie will walk twice as far as Brian in seven days. Therefore, we can calculate Brian''s walking distance as follows:
+   \[
+   2 \times 70 \text{ miles} = 140 \text{ miles}
+   \]
+
+3. Finally, we need to determine how many miles Brian will walk in seven days. Since Brian walks 140 miles in seven days, we can write the final answer as:
+   \[
+   \boxed{140}
+   \]','stop',202,83,82,5.27068846899419440887e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(249,1,0,'d865d99e326d426b9ccfd8ce4feb10704155dee2ad02743cd87613a7b10c4727',0,'This final answer is correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem.','stop',28,286,283,7.61322178001137217506e-01,37810045440.0,247);
+INSERT INTO "chains" VALUES(250,0,0,'00454f6606ba9ecda6c19dd8de6c7926be9ad85ef5b48f17fa26aa108e3e8e3b',0,'1. First, we need to determine the weight of Kory''s dog. We know that Kory''s dog is 60 pounds.
+2. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+3. Elijah''s dog also has another dog that is half the weight of Kory''s dog. Therefore, we calculate the weight of the other dog as follows:
+   \[
+   \text{Weight of the other dog} = \frac{1}{2} \times \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+4. Now, we need to find the total weight of both Elijah''s and Kory''s dogs. We add their individual weights together:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of the other dog} = 15 + 30 = 45 \text{ pounds}
+   \]
+','stop',289,102,37,8.26940025650310417404e+00,444898201344.0,NULL);
+INSERT INTO "chains" VALUES(250,1,0,'1b08483c1a9f80141aaa0e96392ce1f8715f2674a6fca50bf847428aeefd445e',0,'The final answer is \boxed{45}.','stop',11,391,390,0.324162561500998,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(251,0,0,'c5c6e8585c6980e82186aec2d11a28cf479324c984b5769a153065b392809688',0,'1. First, we need to determine the weight of Kory''s dog. We know that Kory''s dog is 60 pounds.
+2. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+3. Elijah''s dog also has another dog that is half the weight of Kory''s dog. Therefore, we calculate the weight of the other dog as follows:
+   \[
+   \text{Weight of the other dog} = \frac{1}{2} \times \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+4. Now, we need to find the total weight of both Elijah''s and Kory''s dogs. We add their individual weights together:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog}','length',256,102,101,6.92240575250343681545e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(251,1,0,'b28edf542928bdfa9c7ed86280ae4d36e0b948d1819d8cdc6b80ae9d926f6256',0,' \boxed{15 + 30 = 45}','stop',15,363,357,4.99116157001481042243e-01,25206696960.0,NULL);
+INSERT INTO "chains" VALUES(252,0,0,'47e828635f68ab5c0faa5402da63a36890aefe59cdf7c052c668e3cbb0720cb9',0,'1. First, we need to determine the weight of Kory''s dog. We know that Kory''s dog is 60 pounds.
+2. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+3. Elijah''s dog also has another dog that is','length',128,102,101,3.45432987499498267425e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(252,1,0,'1cc303fa2f7dd057c68a7765df5d42c7e784cb7f4b9653c0ece4badc0af46389',0,' \boxed{15}','stop',7,236,230,2.31593053999858966562e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(253,0,0,'43afdf247b3272a763768711e30e821bbb37b2355f1cae53c1b11ed0c7e9f364',0,'1. Let''s denote the current age of Vince as \( V \).
+2. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, two years ago, Liam''s age was \( V - 2 \).
+3. We are given that Liam is currently 16 years old, so we can write the equation:
+   \[
+   V - 2 = 16
+   \]
+4. To find Vince''s current age, we need to isolate \( V \) by adding 2 to both sides of the equation:
+   \[
+   V = 16 + 2
+   \]
+   \[
+   V = 18
+   \]
+','stop',151,75,37,4.24568501500107231549e+00,236942951424.0,NULL);
+INSERT INTO "chains" VALUES(253,1,0,'9b4fcefeafc7ce0519014e869c71f5d38e5137e8d6ffe6d9b760b399644ae240',0,'Therefore, Vince is currently \(\boxed{18}\) years old.','stop',17,226,225,4.47953204503392043989e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(254,0,0,'df75a6f1ce32513427e49cc3577338b809c1081d65d3cab931f933c6d4b1a26e',0,'1. Let''s denote the current age of Vince as \( V \).
+2. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, two years ago, Liam''s age was \( V - 2 \).
+3. We are given that Liam is currently 16 years old, so we can write the equation:
+   \[
+   V - 2 = 16
+   \]
+4. To find Vince''s current age, we need to isolate \( V \) by adding 2 to both sides of the equation:
+   \[
+   V = 16 + 2
+   \]
+   \[
+   V = 18
+   \]
+','stop',151,75,74,4.00174872401748871197e+00,190310562048.0,NULL);
+INSERT INTO "chains" VALUES(254,1,0,'9b4fcefeafc7ce0519014e869c71f5d38e5137e8d6ffe6d9b760b399644ae240',0,'Therefore, Vince is currently \(\boxed{18}\) years old.','stop',17,226,225,4.47953204503392043989e-01,21425692416.0,253);
+INSERT INTO "chains" VALUES(255,0,0,'7bf2aa1746ae90b6785770ff425002613431e980b75c74e8b3b276b6b5634d7b',0,'1. Let''s denote the current age of Vince as \( V \).
+2. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, two years ago, Liam''s age was \( V - 2 \).
+3. We are given that Liam is currently 16 years old, so we can write the equation:
+   \[
+   V - 2 = 16
+   \]
+4. To find Vince''s current age, we need to isolate \( V \) by adding 2 to both sides of the equation:
+   \[
+   V = 16','length',128,75,74,3.44311074300458130892e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(255,1,0,'5c708599a61624dcda7a859d0bea1cea19eddbb369855247e90c7ed9b5ffa6a8',0,' Vince is currently \boxed{16}.','stop',10,209,203,3.34787838999545783735e-01,18905022720.0,NULL);
+INSERT INTO "chains" VALUES(256,0,0,'5bc66e18d67a9262859971006d257b10827f8cece056417c13519baaac2b67d0',0,'1. First, we need to determine how many logs John can cut from the 80-foot tree. Since he can make logs out of 80% of the tree, we calculate:
+   \[
+   0.80 \times 80 = 64 \text{ logs}
+   \]
+2. Next, we cut the tree into 4-foot logs. Therefore, the number of logs is:
+   \[
+   4 \times 64 = 256 \text{ logs}
+   \]
+3. From each of these 256 logs, John cuts 5 planks. So, the total number of planks is:
+   \[
+   256 \times 5 = 1280 \text{ planks}
+   \]
+4. Each plank is sold for $1.2. Therefore, the total revenue is:
+   \[
+   1280 \times 1.2 = 1536 \text{ dollars}
+   \]
+','stop',219,111,38,6.42342513299809070304e+00,366757440768.0,NULL);
+INSERT INTO "chains" VALUES(256,1,0,'56573579530b4512a4f9f4e2fc9aa44e4ab329118a2fec222125e1b429ade29d',0,'The final answer is \boxed{1536}.','stop',13,330,329,3.46435241501239943318e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(257,0,0,'22c43f973f83f8b2ab18fd05d28dc6a4b2d5451c53e9ea293081d5965c11adb0',0,'1. First, we need to determine how many logs John can cut from the 80-foot tree. Since he can make logs out of 80% of the tree, we calculate:
+   \[
+   0.80 \times 80 = 64 \text{ logs}
+   \]
+2. Next, we cut the tree into 4-foot logs. Therefore, the number of logs is:
+   \[
+   4 \times 64 = 256 \text{ logs}
+   \]
+3. From each of these 256 logs, John cuts 5 planks. So, the number of planks is:
+   \[
+   256 \times 5 = 1280 \text{ planks}
+   \]
+4. Each plank is sold for $1.2. Therefore, the total revenue from selling the planks is:
+   \[
+   1280 \times 1.2 = 1536 \text{ dollars}
+   \]
+','stop',223,111,110,6.05096908999894367298e+00,281054671104.0,NULL);
+INSERT INTO "chains" VALUES(257,1,0,'fdadb1dc098add9659c93693b4dcba4a46ac5a9110f4585f053e66a5c83b2767',0,'The final answer is \boxed{1536}.','stop',13,334,333,3.65487911500167683698e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(258,0,0,'ab1d97af66cd66071f8b80cf15fc130ef177d16c131aadaa6083ed0dc75b6312',0,'1. First, we need to determine how many logs John can cut from the 80-foot tree. Since he can make logs out of 80% of the tree, we calculate:
+   \[
+   \text{Number of logs} = 0.80 \times 80 = 64
+   \]
+
+2. Next, we need to determine how many planks John can cut from each of the 4-foot logs. Since he cuts each log into 5 planks, we calculate:
+   \[
+   \text{Number of planks} = 4 \times 5 =','length',128,111,110,3.52767932999813638161e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(258,1,0,'e0091ad2328a4a7a77968ec37bdc442a9028e36793c2cd4072276b0a7f2a0bc9',0,' 4 planks','stop',5,245,238,2.05334866500379575882e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(259,0,0,'6ef738b26e9438659289ea90ff6a2b3fb0d89bb33cac95bb777dfb818563233d',0,'1. Adam starts with $100.
+2. He can buy rocks for $5 each and sell them for $7 each.
+3. To find out how many rocks he can sell, we divide his total money by the price per rock:
+   \[
+   \frac{100}{5} = 20
+   \]
+   So, Adam can sell 20 rocks.
+4. Since he only sells 60% of his inventory, we calculate 60% of 20:
+   \[
+   0.60 \times 20 = 12
+   \]
+   So, Adam sells 12 rocks.
+5. To find out how much money he loses, we subtract the number of rocks sold from his initial amount:
+   \[
+   100 - 12 = 88
+   \]
+','stop',186,107,37,5.62860854899736295919e+00,321385386240.0,NULL);
+INSERT INTO "chains" VALUES(259,1,0,'fca838307c00bf6160b376fa0a994cedacee55589428ae468fac52d76b205d93',0,'Therefore, Adam loses \boxed{88} dollars.','stop',13,293,292,3.72375948001717915758e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(260,0,0,'b9c48b11ffd6037673e38972238a8e65c344ebe172e3b6ad959f736c36f1a4e0',0,'1. Adam starts with $100.
+2. He can buy rocks for $5 each, so he can buy 100 / 5 = 20 rocks.
+3. He sells each rock for $7, so he sells 20 * 7 = $140.
+4. After selling, Adam has $140 left.
+5. He invests all his money in the rock stand but only sells 60% of his inventory. So, he sells 60% of $140 = $0.60 * $140 = $84.
+6. After selling, Adam has $84 left.
+7. He loses $84 - $100 = -$15.
+','stop',160,107,106,4.42092677649998222477e+00,201653575680.0,NULL);
+INSERT INTO "chains" VALUES(260,1,0,'63925bd0af5a0836f02db98e8e89ecccb514db27aeff330a87de02e662cf4996',0,'Therefore, Adam loses \(\boxed{-15}\) dollars.','stop',15,267,266,4.28240191999975650105e-01,18905022720.0,NULL);
+INSERT INTO "chains" VALUES(261,0,0,'26ce21f2d0ebe8108e1c068d73e13432631042cb74a0c7d7989fd01c67460fbd',0,'1. Adam starts with $100.
+2. He can buy rocks for $5 each, so he can buy 100 / 5 = 20 rocks.
+3. He sells each rock for $7, so he sells 20 * 7 = $140.
+4. After selling, Adam has $140 left.
+5. He invests all his money in the rock stand but only sells 60% of his inventory. So, he sells 60% of $140 = $0.60 * $140 = $84.
+','length',128,107,106,3.41220451449771644547e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(261,1,0,'3ed4ad70ebc7bff56aea59afedac7df60145e005b053d1b0f3f44fe89782d4ef',0,' Adam loses $84.','stop',7,241,235,2.81789021500117087271e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(262,0,0,'34deda12e584ab8949d4218a868179ad06befe7313bb04aae0e45d5dcc3b5b37',0,'1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find half of Haley''s age. Half of 26 is calculated as follows:
+   \[
+   \frac{26}{2} = 13
+   \]
+3. Now, we need to find Geb''s age. According to the problem, Geb is 10 less than half of Haley''s age. Therefore, we calculate Geb''s age as follows:
+   \[
+   13 - 10 = 3
+   \]
+','stop',130,73,37,3.70047121899733610916e+00,207955249920.0,NULL);
+INSERT INTO "chains" VALUES(262,1,0,'f8ba41af69681b9f0fecef50eb3888b3cbc31f6bcceff5f423468133f09a920f',0,'The final answer is \boxed{3}.','stop',10,203,202,3.24097516501751670148e-01,12603348480.0,NULL);
+INSERT INTO "chains" VALUES(263,0,0,'95cfd606db30dc0508a53e0831bcf05ef88cc1d9b6a0c216b7e698562b0af401',0,'1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find half of Haley''s age. Half of 26 is calculated as follows:
+   \[
+   \frac{26}{2} = 13
+   \]
+3. Now, we need to find Geb''s age. According to the problem, Geb is 10 less than half of Haley''s age. Therefore, we calculate Geb''s age as follows:
+   \[
+   13 - 10 = 3
+   \]
+','stop',130,73,72,3.67677544750404194928e+00,163843530240.0,NULL);
+INSERT INTO "chains" VALUES(263,1,0,'f8ba41af69681b9f0fecef50eb3888b3cbc31f6bcceff5f423468133f09a920f',0,'The final answer is \boxed{3}.','stop',10,203,202,3.24097516501751670148e-01,12603348480.0,262);
+INSERT INTO "chains" VALUES(264,0,0,'bac8c2c1db2d84b4ff11342623709371e75a4dce5c4e9a94a728e96abccc3514',0,'1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find half of Haley''s age. Half of 26 is calculated as follows:
+   \[
+   \frac{26}{2} = 13
+   \]
+3. Now, we need to find Geb''s age. According to the problem, Geb is 10 less than half of Haley''s age. Therefore, we calculate Geb''s age as follows:
+   \[
+   13 - 10 = 3
+   \]
+</','length',128,73,72,3.5584199710019674967e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(264,1,0,'c3ed36303a4efb0d723bdbcf9af1a18ecb24bb30bc80fc4482281fefb752c1fb',0,' Geb is \boxed{3} years old.','stop',11,207,201,3.16403527501279313582e-01,20165357568.0,NULL);
+INSERT INTO "chains" VALUES(265,0,0,'9eb139bad4721f4ccd064051f78f18117f525ad5ba59dc1c1a2870536a91c87c',0,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. To find this, we can follow these steps:
+   - Calculate thrice the number of face masks Mike bought: \(3 \times 5 = 15\)
+   - Add 2 to this result: \(15 + 2 = 17\)
+   - Therefore, Johnny bought 17 face masks.
+','stop',132,73,37,3.52620081299392040818e+00,210475919616.0,NULL);
+INSERT INTO "chains" VALUES(265,1,0,'95c605765e48a8c98099a06580984cd4ccb54941b5022fbd8fa16622bee87a47',0,'The final answer is \boxed{17}.','stop',11,205,204,2.98686678498597757425e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(266,0,0,'b0c07135640ab48cdf5f8638a297fceab522213c612507e0d52e6feed146fd35',0,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. We can express this mathematically as:
+   \[
+   \text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2
+   \]
+   Substituting the number of face masks Mike bought (5) into the equation, we get:
+   \[
+   \text{Number of face masks Johnny bought} = 3 \times 5 + 2 = 15 + 2 = 17
+   \]
+   So, Johnny bought 17 face masks.
+','stop',180,73,72,4.74263534449437429429e+00,226860272640.0,NULL);
+INSERT INTO "chains" VALUES(266,1,0,'b346bb4e1a49436cee5e118ac62b5f56cc0ec88d6a09b1ab17648db4c01b560d',0,'The final answer is \boxed{17}.','stop',11,253,252,3.45503426001414482016e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(267,0,0,'3655ec453a69243b033d38ecf9e471f9cb1361d70786a7ae6e5e3a544d0758cd',0,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. To find this, we can follow these steps:
+   - Calculate thrice the number of face masks Mike bought: \(3 \times 5 = 15\)
+   - Add 2 to this result: \(15 + 2 = 17\)
+   - Therefore, Johnny bought 17 face masks','length',128,73,72,3.74732386199320899322e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(267,1,0,'144e2222f0b12d95035ad7d4e0ba2316fd9801966c455148c6bfb23b510e1945',0,' \boxed{17}','stop',7,207,201,2.40095261500755441375e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(268,0,0,'c6558accfcb37fe55b4118579a3be04e412bf2f137dcd0d247bd12e0236955a8',0,'1. First, we need to determine how many gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine how many gallons of blood a shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, we calculate the number of gallons of blood a shark has as follows:
+   \[
+   \text{Number of gallons of blood a shark has} = 3 \times \text{Number of gallons of blood a whale} = 3 \times 40 = 120
+   \]
+3. Now, we need to calculate the total number of gallons of blood that ten sharks swimming in the sea have. We multiply the number of gallons of blood a shark has by 10:
+   \[
+   \text{Total number of gallons of blood} = 10 \times 120 = 1200
+   \]
+','stop',208,99,37,6.44615689149486570386e+00,339030074112.0,NULL);
+INSERT INTO "chains" VALUES(268,1,0,'f1f4009a4e48ed4cb59921a2d31c49b33396a118c09feaed9361e300a2fc9aff',0,'Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','stop',26,307,306,9.16363140500834560953e-01,32768706048.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -2901,6 +4114,91 @@ INSERT INTO "jobs" VALUES(180,'runs/rl/grpo-0.5b-think/model.gguf','budget-forci
 INSERT INTO "jobs" VALUES(181,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-829',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','4000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460165663, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 38, "completion_tokens": 193, "calls": 1, "seconds": 5.382920359998934, "flops": 349112752896.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 246634499, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 316, "cached_prompt_tokens": 315, "completion_tokens": 13, "calls": 1, "seconds": 0.3412215300022581, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "4000", "thinking_tokens": 193, "waits": 0, "answer_tokens": 13}]',439,353,206,2,0,0,365497105920.0,0.0,1.09849722660001134498e+01,5.72414189000119222328e+00,1.79655344025014495853e+09);
 INSERT INTO "jobs" VALUES(182,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-829',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','24000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460165663, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 122, "completion_tokens": 210, "calls": 1, "seconds": 5.388583631004622, "flops": 264670318080.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 246634499, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 333, "cached_prompt_tokens": 332, "completion_tokens": 57, "calls": 1, "seconds": 1.4941134730024714, "flops": 71839086336.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "24000", "thinking_tokens": 210, "waits": 0, "answer_tokens": 57}]',456,454,267,2,0,0,336509404416.0,0.0,1.37399371720002818622e+01,6.88269710400709300301e+00,1.7965534446265223026e+09);
 INSERT INTO "jobs" VALUES(183,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-829',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','24,000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 460165663, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 122, "completion_tokens": 128, "calls": 1, "seconds": 3.326132335509101, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 246634499, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 256, "cached_prompt_tokens": 250, "completion_tokens": 11, "calls": 1, "seconds": 0.33168451199981064, "flops": 20165357568.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "24,000", "thinking_tokens": 128, "waits": 0, "answer_tokens": 11}]',379,372,139,2,0,0,181488218112.0,0.0,7.74427175699929648544e+00,3.65781684750891145085e+00,1.79655344800157475474e+09);
+INSERT INTO "jobs" VALUES(184,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-861',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','36','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 627109673, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 105, "completion_tokens": 256, "calls": 1, "seconds": 7.979547704503602, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 671432488, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 368, "cached_prompt_tokens": 361, "completion_tokens": 7, "calls": 1, "seconds": 0.2637639574986679, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "36", "thinking_tokens": 256, "waits": 0, "answer_tokens": 7}]',474,466,263,2,0,0,339030074112.0,0.0,1.6439370252999651711e+01,8.24331166200227,1.79655346444224643708e+09);
+INSERT INTO "jobs" VALUES(185,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-861',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 627109673, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 37, "completion_tokens": 313, "calls": 1, "seconds": 9.921860396008015, "flops": 480187577088.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 671432488, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 419, "cached_prompt_tokens": 418, "completion_tokens": 24, "calls": 1, "seconds": 0.6886682810009006, "flops": 30248036352.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "12", "thinking_tokens": 313, "waits": 0, "answer_tokens": 24}]',525,455,337,2,0,0,510435613440.0,0.0,2.08950454989990248573e+01,1.06105286770089151109e+01,1.79655346552300477025e+09);
+INSERT INTO "jobs" VALUES(186,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-861',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','24','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 627109673, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 105, "completion_tokens": 128, "calls": 1, "seconds": 3.371234029005791, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 671432488, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 240, "cached_prompt_tokens": 233, "completion_tokens": 7, "calls": 1, "seconds": 0.22721668850135757, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "24", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',346,338,135,2,0,0,177707213568.0,0.0,7.52737555599924235139e+00,3.59845071750714851077e+00,1.79655347197104644767e+09);
+INSERT INTO "jobs" VALUES(187,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-889',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','15','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1176262932, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 37, "completion_tokens": 276, "calls": 1, "seconds": 7.565193280508538, "flops": 423472508928.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1077714762, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 374, "cached_prompt_tokens": 373, "completion_tokens": 11, "calls": 1, "seconds": 0.29016490599769895, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "15", "thinking_tokens": 276, "waits": 0, "answer_tokens": 11}]',472,410,287,2,0,0,437336192256.0,0.0,1.54171396319998166291e+01,7.85535818650623696157e+00,1.79655348094955492023e+09);
+INSERT INTO "jobs" VALUES(188,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-889',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','25','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1176262932, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 97, "completion_tokens": 256, "calls": 1, "seconds": 6.649286986496918, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1077714762, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 360, "cached_prompt_tokens": 354, "completion_tokens": 7, "calls": 1, "seconds": 0.22958883300088928, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "25", "thinking_tokens": 256, "waits": 0, "answer_tokens": 7}]',458,451,263,2,0,0,337769739264.0,0.0,1.36976083629997447133e+01,6.87887581949780724244e+00,1.7965534856700255871e+09);
+INSERT INTO "jobs" VALUES(189,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-889',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','25','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1176262932, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 97, "completion_tokens": 128, "calls": 1, "seconds": 3.2764945959934266, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1077714762, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 232, "cached_prompt_tokens": 226, "completion_tokens": 5, "calls": 1, "seconds": 0.16361244400104624, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "25", "thinking_tokens": 128, "waits": 0, "answer_tokens": 5}]',330,323,133,2,0,0,173926209024.0,0.0,7.27533030800077540334e+00,3.4401070399944728706e+00,1.79655348822615194316e+09);
+INSERT INTO "jobs" VALUES(190,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-906',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 743782646, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 37, "completion_tokens": 240, "calls": 1, "seconds": 6.394506965003529, "flops": 378100454400.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1260133580, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 339, "cached_prompt_tokens": 336, "completion_tokens": 4, "calls": 1, "seconds": 0.13304314750166668, "flops": 7562009088.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 240, "waits": 0, "answer_tokens": 4}]',437,373,244,2,0,0,385662463488.0,0.0,1.37779174230017815712e+01,6.52755011250519601162e+00,1.79655349944917702674e+09);
+INSERT INTO "jobs" VALUES(191,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-906',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 743782646, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 97, "completion_tokens": 240, "calls": 1, "seconds": 6.0815029890000005, "flops": 302480363520.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1260133580, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 339, "cached_prompt_tokens": 338, "completion_tokens": 4, "calls": 1, "seconds": 0.1048703784999816, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 240, "waits": 0, "answer_tokens": 4}]',437,435,244,2,0,0,307521702912.0,0.0,1.12736760399984632381e+01,6.18637336749998212326e+00,1.79655349950169920922e+09);
+INSERT INTO "jobs" VALUES(192,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-911',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1077735954, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 37, "completion_tokens": 244, "calls": 1, "seconds": 6.585491413493401, "flops": 391964137728.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 272711176, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 350, "cached_prompt_tokens": 347, "completion_tokens": 2, "calls": 1, "seconds": 0.07752657049968548, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 244, "waits": 0, "answer_tokens": 2}]',455,384,246,2,0,0,397005477120.0,0.0,9.95379474000037589576e+00,6.66301798399308609077e+00,1.79655350945737957947e+09);
+INSERT INTO "jobs" VALUES(193,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-906',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','4','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 743782646, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 97, "completion_tokens": 128, "calls": 1, "seconds": 3.184173879498303, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1260133580, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 232, "cached_prompt_tokens": 226, "completion_tokens": 6, "calls": 1, "seconds": 0.20083976350179, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "4", "thinking_tokens": 128, "waits": 0, "answer_tokens": 6}]',330,323,134,2,0,0,175186543872.0,0.0,1.01168160050001461054e+01,3.38501364300009299768e+00,1.79655350956939744953e+09);
+INSERT INTO "jobs" VALUES(194,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-911',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1077735954, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 104, "completion_tokens": 244, "calls": 1, "seconds": 6.4271355540213335, "flops": 307521702912.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 272711176, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 350, "cached_prompt_tokens": 347, "completion_tokens": 2, "calls": 1, "seconds": 0.08200401249996503, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 244, "waits": 0, "answer_tokens": 2}]',455,451,246,2,0,0,312563042304.0,0.0,1.00307977009997557611e+01,6.50913956652129854774e+00,1.79655351949360847473e+09);
+INSERT INTO "jobs" VALUES(195,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-911',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','40','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1077735954, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 104, "completion_tokens": 128, "calls": 1, "seconds": 3.299268461999418, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 272711176, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 239, "cached_prompt_tokens": 233, "completion_tokens": 7, "calls": 1, "seconds": 0.23642675099927146, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "40", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',344,337,135,2,0,0,176446878720.0,0.0,10.4219085980003,3.53569521299868938513e+00,1.79655351999573397641e+09);
+INSERT INTO "jobs" VALUES(196,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-917',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1760688742, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 37, "completion_tokens": 118, "calls": 1, "seconds": 3.269893592515473, "flops": 200393240832.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2010785222, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 197, "cached_prompt_tokens": 196, "completion_tokens": 13, "calls": 1, "seconds": 0.32567117100188625, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "12", "thinking_tokens": 118, "waits": 0, "answer_tokens": 13}]',276,233,131,2,0,0,216777593856.0,0.0,4.07200132900106837041e+00,3.59556476351735909702e+00,1.79655352356668925289e+09);
+INSERT INTO "jobs" VALUES(197,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-917',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1760688742, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 78, "completion_tokens": 118, "calls": 1, "seconds": 2.9397001190009178, "flops": 148719512064.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2010785222, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 197, "cached_prompt_tokens": 196, "completion_tokens": 13, "calls": 1, "seconds": 0.32567117100188625, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "12", "thinking_tokens": 118, "waits": 0, "answer_tokens": 13}]',276,274,131,2,0,0,165103865088.0,0.0,8.79121757100074319168e+00,3.26537129000280401669e+00,1.79655352878803968434e+09);
+INSERT INTO "jobs" VALUES(198,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-917',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1760688742, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 78, "completion_tokens": 118, "calls": 1, "seconds": 2.9430895380019138, "flops": 148719512064.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2010785222, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 197, "cached_prompt_tokens": 196, "completion_tokens": 13, "calls": 1, "seconds": 0.32567117100188625, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "12", "thinking_tokens": 118, "waits": 0, "answer_tokens": 13}]',276,274,131,2,0,0,165103865088.0,0.0,6.54043691600054444279e+00,3.2687607090038,1.79655353010813617709e+09);
+INSERT INTO "jobs" VALUES(199,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-966',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 526829757, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 37, "completion_tokens": 247, "calls": 1, "seconds": 7.125815303992567, "flops": 456241214976.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 75180749, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 400, "cached_prompt_tokens": 399, "completion_tokens": 22, "calls": 1, "seconds": 0.6066650145021413, "flops": 27727366656.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "10", "thinking_tokens": 247, "waits": 0, "answer_tokens": 22}]',553,436,269,2,0,0,483968581632.0,0.0,1.48192762599992420291e+01,7.73248031849470862653e+00,1.79655354361756420134e+09);
+INSERT INTO "jobs" VALUES(200,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-966',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','45','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 526829757, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 152, "completion_tokens": 246, "calls": 1, "seconds": 6.471050819489392, "flops": 310042372608.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 75180749, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 399, "cached_prompt_tokens": 398, "completion_tokens": 13, "calls": 1, "seconds": 0.36068438150141446, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "45", "thinking_tokens": 246, "waits": 0, "answer_tokens": 13}]',552,550,259,2,0,0,326426725632.0,0.0,1.36719951860013679836e+01,6.83173520099080633372e+00,1.79655354378121852876e+09);
+INSERT INTO "jobs" VALUES(201,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-966',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 526829757, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 152, "completion_tokens": 128, "calls": 1, "seconds": 3.2927489089997835, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 75180749, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 287, "cached_prompt_tokens": 280, "completion_tokens": 3, "calls": 1, "seconds": 0.13191342749996693, "flops": 11343013632.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "6", "thinking_tokens": 128, "waits": 0, "answer_tokens": 3}]',440,432,131,2,0,0,172665874176.0,0.0,7.10363700699963374063e+00,3.42466233649975038133e+00,1.79655355072381448747e+09);
+INSERT INTO "jobs" VALUES(202,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-975',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','30','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1048303805, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 37, "completion_tokens": 232, "calls": 1, "seconds": 6.317028081997705, "flops": 357935096832.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1294303618, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 322, "cached_prompt_tokens": 321, "completion_tokens": 11, "calls": 1, "seconds": 0.29302541950073646, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "30", "thinking_tokens": 232, "waits": 0, "answer_tokens": 11}]',412,358,243,2,0,0,371798780160.0,0.0,1.29718401360005373133e+01,6.61005350149844161933e+00,1.79655355675500464436e+09);
+INSERT INTO "jobs" VALUES(203,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-975',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1048303805, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 89, "completion_tokens": 233, "calls": 1, "seconds": 6.2224296545045945, "flops": 293658019584.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1294303618, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 324, "cached_prompt_tokens": 321, "completion_tokens": 4, "calls": 1, "seconds": 0.13406923499951517, "flops": 7562009088.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 233, "waits": 0, "answer_tokens": 4}]',414,410,237,2,0,0,301220028672.0,0.0,9.48999223099963273853e+00,6.35649888950411,1.79655356021533727647e+09);
+INSERT INTO "jobs" VALUES(204,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-976',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','80','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 958313022, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 132, "cached_prompt_tokens": 37, "completion_tokens": 384, "calls": 1, "seconds": 10.932918254499782, "flops": 602440057344.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 384}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 757206797, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 522, "cached_prompt_tokens": 515, "completion_tokens": 7, "calls": 1, "seconds": 0.2557747944993025, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "80", "thinking_tokens": 384, "waits": 0, "answer_tokens": 7}]',654,552,391,2,0,0,618824410368.0,0.0,1.46538685100003931438e+01,1.11886930489990845674e+01,1.79655357487635254859e+09);
+INSERT INTO "jobs" VALUES(205,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-975',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','40','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1048303805, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 89, "completion_tokens": 128, "calls": 1, "seconds": 3.313026987498233, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1294303618, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 224, "cached_prompt_tokens": 218, "completion_tokens": 12, "calls": 1, "seconds": 0.3717216460026975, "flops": 21425692416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "40", "thinking_tokens": 128, "waits": 0, "answer_tokens": 12}]',314,307,140,2,0,0,182748552960.0,0.0,1.83791046660007850732e+01,3.68474863350093073677e+00,1.79655357513710355757e+09);
+INSERT INTO "jobs" VALUES(206,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-976',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','$150','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 958313022, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 132, "cached_prompt_tokens": 131, "completion_tokens": 128, "calls": 1, "seconds": 3.3236039805015025, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 757206797, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 266, "cached_prompt_tokens": 259, "completion_tokens": 5, "calls": 1, "seconds": 0.1873239905007722, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "$150", "thinking_tokens": 128, "waits": 0, "answer_tokens": 5}]',398,390,133,2,0,0,175186543872.0,0.0,6.9760858290010219207e+00,3.51092797100227471673e+00,1.79655358211501502987e+09);
+INSERT INTO "jobs" VALUES(207,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-976',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','$16','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 958313022, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 132, "cached_prompt_tokens": 131, "completion_tokens": 256, "calls": 1, "seconds": 6.954007416000422, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 757206797, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 394, "cached_prompt_tokens": 388, "completion_tokens": 34, "calls": 1, "seconds": 1.0541049304956687, "flops": 49153059072.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "$16", "thinking_tokens": 256, "waits": 0, "answer_tokens": 34}]',526,519,290,2,0,0,371798780160.0,0.0,1.6302209990000847029e+01,8.00811234649609104963e+00,1.79655359118550682069e+09);
+INSERT INTO "jobs" VALUES(208,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-995',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','18','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1724832834, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 145, "calls": 1, "seconds": 4.438088678493841, "flops": 244504960512.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1728177049, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 232, "cached_prompt_tokens": 231, "completion_tokens": 13, "calls": 1, "seconds": 0.37018511749920435, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "18", "thinking_tokens": 145, "waits": 0, "answer_tokens": 13}]',319,268,158,2,0,0,260889313536.0,0.0,9.39593706699997710529e+00,4.80827379599304549628e+00,1.79655359151261210439e+09);
+INSERT INTO "jobs" VALUES(209,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-995',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','$12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1724832834, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 128, "calls": 1, "seconds": 3.545406197504235, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1728177049, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 221, "cached_prompt_tokens": 215, "completion_tokens": 4, "calls": 1, "seconds": 0.16237694049959828, "flops": 11343013632.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "$12", "thinking_tokens": 128, "waits": 0, "answer_tokens": 4}]',308,301,132,2,0,0,172665874176.0,0.0,7.37385660300060408189e+00,3.70778313800383330089e+00,1.79655359888762855523e+09);
+INSERT INTO "jobs" VALUES(210,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-995',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','18','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1724832834, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 160, "calls": 1, "seconds": 4.481432344504356, "flops": 201653575680.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1728177049, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 247, "cached_prompt_tokens": 246, "completion_tokens": 18, "calls": 1, "seconds": 0.5222472694986209, "flops": 22686027264.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "18", "thinking_tokens": 160, "waits": 0, "answer_tokens": 18}]',334,332,178,2,0,0,224339602944.0,0.0,1.03982502640010352477e+01,5.00367961400297645013e+00,1.7965536015849738121e+09);
+INSERT INTO "jobs" VALUES(211,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1002',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','80','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1638778449, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 93, "completion_tokens": 256, "calls": 1, "seconds": 7.489655499501168, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 688494729, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 355, "cached_prompt_tokens": 349, "completion_tokens": 6, "calls": 1, "seconds": 0.28178248799940775, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "80", "thinking_tokens": 256, "waits": 0, "answer_tokens": 6}]',449,442,262,2,0,0,336509404416.0,0.0,15.5098001510014,7.77143798750057612778e+00,1.79655361709626913073e+09);
+INSERT INTO "jobs" VALUES(212,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1002',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','24','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1638778449, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 37, "completion_tokens": 351, "calls": 1, "seconds": 10.898005299001852, "flops": 512956283136.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 688494729, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 445, "cached_prompt_tokens": 444, "completion_tokens": 11, "calls": 1, "seconds": 0.35332811449825385, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "24", "thinking_tokens": 351, "waits": 0, "answer_tokens": 11}]',539,481,362,2,0,0,526819966464.0,0.0,2.21792510220002441205e+01,1.12513334135001059617e+01,1.79655362107318472865e+09);
+INSERT INTO "jobs" VALUES(213,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1002',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','42','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1638778449, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 93, "completion_tokens": 128, "calls": 1, "seconds": 4.019711282001481, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 688494729, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 228, "cached_prompt_tokens": 222, "completion_tokens": 7, "calls": 1, "seconds": 0.2822261775008883, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "42", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',322,315,135,2,0,0,176446878720.0,0.0,9.08051723999960813671e+00,4.30193745950236916542e+00,1.79655362617926049237e+09);
+INSERT INTO "jobs" VALUES(214,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1010',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1994639780, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 37, "completion_tokens": 295, "calls": 1, "seconds": 8.88788171899796, "flops": 461282554368.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1721222250, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 404, "cached_prompt_tokens": 403, "completion_tokens": 10, "calls": 1, "seconds": 0.26923824949881237, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 295, "waits": 0, "answer_tokens": 10}]',513,440,305,2,0,0,473885902848.0,0.0,1.78899656020003021699e+01,9.15711996849677234422e+00,1.79655363896418428419e+09);
+INSERT INTO "jobs" VALUES(215,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1010',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1994639780, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 108, "completion_tokens": 256, "calls": 1, "seconds": 7.094651201494344, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1721222250, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 371, "cached_prompt_tokens": 365, "completion_tokens": 6, "calls": 1, "seconds": 0.2205093404982108, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 256, "waits": 0, "answer_tokens": 6}]',480,473,262,2,0,0,336509404416.0,0.0,1.45818786859999818261e+01,7.3151605419925544993e+00,1.79655364076778554919e+09);
+INSERT INTO "jobs" VALUES(216,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1010',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','14','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1994639780, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 108, "completion_tokens": 128, "calls": 1, "seconds": 3.353290252496663, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1721222250, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 242, "cached_prompt_tokens": 236, "completion_tokens": 6, "calls": 1, "seconds": 0.2152592550010013, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "14", "thinking_tokens": 128, "waits": 0, "answer_tokens": 6}]',351,344,134,2,0,0,175186543872.0,0.0,7.6602810900003532879e+00,3.56854950749766430817e+00,1.7965536466273813248e+09);
+INSERT INTO "jobs" VALUES(217,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1033',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','0.8','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 723270457, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 37, "completion_tokens": 318, "calls": 1, "seconds": 9.378815504007434, "flops": 482708246784.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 803820332, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 421, "cached_prompt_tokens": 420, "completion_tokens": 12, "calls": 1, "seconds": 0.33497806249943096, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "0.8", "thinking_tokens": 318, "waits": 0, "answer_tokens": 12}]',524,457,330,2,0,0,497832264960.0,0.0,1.90020857440013060113e+01,9.71379356650686531793e+00,1.79655365977171349524e+09);
+INSERT INTO "jobs" VALUES(218,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1033',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','21','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 723270457, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 256, "calls": 1, "seconds": 7.289455693505261, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 803820332, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 365, "cached_prompt_tokens": 358, "completion_tokens": 7, "calls": 1, "seconds": 0.25158645100145804, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "21", "thinking_tokens": 256, "waits": 0, "answer_tokens": 7}]',468,460,263,2,0,0,339030074112.0,0.0,1.50071180180002556876e+01,7.54104214450671861413e+00,1.79655366164135861396e+09);
+INSERT INTO "jobs" VALUES(219,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1033',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','18','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 723270457, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 128, "calls": 1, "seconds": 3.385812055502356, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 803820332, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 237, "cached_prompt_tokens": 231, "completion_tokens": 7, "calls": 1, "seconds": 0.23058876599861833, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "18", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',340,333,135,2,0,0,176446878720.0,0.0,7.68780837499980407301e+00,3.61640082150097441626e+00,1.7965536674620969296e+09);
+INSERT INTO "jobs" VALUES(220,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1040',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','695','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 560213021, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 37, "completion_tokens": 278, "calls": 1, "seconds": 8.033700043992212, "flops": 432294852864.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 733432989, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 381, "cached_prompt_tokens": 380, "completion_tokens": 12, "calls": 1, "seconds": 0.32317067150052026, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "695", "thinking_tokens": 278, "waits": 0, "answer_tokens": 12}]',484,417,290,2,0,0,447418871040.0,0.0,1.63108897630008868877e+01,8.35687071549273241544e+00,1.7965536779533987045e+09);
+INSERT INTO "jobs" VALUES(221,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1040',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','170','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 560213021, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 256, "calls": 1, "seconds": 7.112184187998537, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 733432989, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 365, "cached_prompt_tokens": 358, "completion_tokens": 8, "calls": 1, "seconds": 0.2695206660000622, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "170", "thinking_tokens": 256, "waits": 0, "answer_tokens": 8}]',468,460,264,2,0,0,340290408960.0,0.0,1.47129838109995034756e+01,7.38170485399859899189e+00,1.79655368217618846898e+09);
+INSERT INTO "jobs" VALUES(222,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1040',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','85','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 560213021, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 102, "completion_tokens": 128, "calls": 1, "seconds": 3.400050661001842, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 733432989, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 236, "cached_prompt_tokens": 230, "completion_tokens": 7, "calls": 1, "seconds": 0.2269641020002382, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "85", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',339,332,135,2,0,0,176446878720.0,0.0,7.86684646300091117154e+00,3.62701476300208,1.79655368582140374184e+09);
+INSERT INTO "jobs" VALUES(223,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1047',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','19','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 764314591, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 119, "completion_tokens": 256, "calls": 1, "seconds": 6.803552362504888, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 146568036, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 381, "cached_prompt_tokens": 375, "completion_tokens": 4, "calls": 1, "seconds": 0.1573294674999488, "flops": 11343013632.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "19", "thinking_tokens": 256, "waits": 0, "answer_tokens": 4}]',501,494,260,2,0,0,333988734720.0,0.0,1.38869418100002803838e+01,6.9608818300048369565e+00,1.79655369971281790738e+09);
+INSERT INTO "jobs" VALUES(224,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1047',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 764314591, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 37, "completion_tokens": 384, "calls": 1, "seconds": 10.753829834503449, "flops": 587316039168.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 384}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 146568036, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 510, "cached_prompt_tokens": 503, "completion_tokens": 7, "calls": 1, "seconds": 0.25158961999932217, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "10", "thinking_tokens": 384, "waits": 0, "answer_tokens": 7}]',630,540,391,2,0,0,603700392192.0,0.0,2.14739695769985701185e+01,1.10054194545027712588e+01,1.79655370365349769594e+09);
+INSERT INTO "jobs" VALUES(225,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1047',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','19','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 764314591, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 119, "completion_tokens": 128, "calls": 1, "seconds": 3.362917702995219, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 146568036, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 254, "cached_prompt_tokens": 248, "completion_tokens": 4, "calls": 1, "seconds": 0.14388248849991214, "flops": 11343013632.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "19", "thinking_tokens": 128, "waits": 0, "answer_tokens": 4}]',374,367,132,2,0,0,172665874176.0,0.0,7.44575505600005271844e+00,3.50680019149513100273e+00,1.7965537071602315903e+09);
+INSERT INTO "jobs" VALUES(226,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1067',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127873652, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 37, "completion_tokens": 97, "calls": 1, "seconds": 2.8614099950009404, "flops": 207955249920.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 885238634, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 202, "completion_tokens": 64, "calls": 1, "seconds": 1.6179516020010851, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2", "thinking_tokens": 97, "waits": 0, "answer_tokens": 64}]',309,239,161,2,0,0,288616680192.0,0.0,8.61854222900001332163e+00,4.47936159700202551903e+00,1.79655371227483940128e+09);
+INSERT INTO "jobs" VALUES(227,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1067',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127873652, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 105, "completion_tokens": 97, "calls": 1, "seconds": 2.409844458002226, "flops": 122252480256.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 885238634, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 202, "completion_tokens": 64, "calls": 1, "seconds": 1.6474363655033812, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2", "thinking_tokens": 97, "waits": 0, "answer_tokens": 64}]',309,307,161,2,0,0,202913910528.0,0.0,8.10233106600026,4.05728082350560725899e+00,1.79655371527042794226e+09);
+INSERT INTO "jobs" VALUES(228,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1067',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127873652, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 105, "completion_tokens": 76, "calls": 1, "seconds": 1.9423932355020952, "flops": 95785448448.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 885238634, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 181, "completion_tokens": 64, "calls": 1, "seconds": 1.6887928420010212, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2", "thinking_tokens": 76, "waits": 0, "answer_tokens": 64}]',288,286,140,2,0,0,176446878720.0,0.0,7.54668753599980846047e+00,3.63118607750311639392e+00,1.79655371982307934764e+09);
+INSERT INTO "jobs" VALUES(229,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1074',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1851960026, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 37, "completion_tokens": 238, "calls": 1, "seconds": 6.527114794503177, "flops": 360455766528.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 213672044, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 326, "cached_prompt_tokens": 322, "completion_tokens": 4, "calls": 1, "seconds": 0.1421164815010343, "flops": 8822343936.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 238, "waits": 0, "answer_tokens": 4}]',412,359,242,2,0,0,369278110464.0,0.0,1.52768532629997935146e+01,6.66923127600421139504e+00,1.79655373054979085921e+09);
+INSERT INTO "jobs" VALUES(230,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1074',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1851960026, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 85, "completion_tokens": 238, "calls": 1, "seconds": 6.3457705950049785, "flops": 299959693824.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 213672044, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 326, "cached_prompt_tokens": 325, "completion_tokens": 4, "calls": 1, "seconds": 0.10990474250229454, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 238, "waits": 0, "answer_tokens": 4}]',412,410,242,2,0,0,305001033216.0,0.0,1.07254957669993018494e+01,6.45567533750727307051e+00,1.79655373055059552197e+09);
+INSERT INTO "jobs" VALUES(231,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1074',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','250','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1851960026, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 85, "completion_tokens": 128, "calls": 1, "seconds": 3.233261502001369, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 213672044, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 219, "cached_prompt_tokens": 213, "completion_tokens": 5, "calls": 1, "seconds": 0.17383686499942996, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "250", "thinking_tokens": 128, "waits": 0, "answer_tokens": 5}]',305,298,133,2,0,0,173926209024.0,0.0,7.33650723599930643104e+00,3.40709836700079904403e+00,1.79655373789050173752e+09);
+INSERT INTO "jobs" VALUES(232,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1090',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 928938501, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 114, "cached_prompt_tokens": 37, "completion_tokens": 202, "calls": 1, "seconds": 5.691724836499816, "flops": 350373087744.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1347142477, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 316, "cached_prompt_tokens": 315, "completion_tokens": 10, "calls": 1, "seconds": 0.26020985299783206, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "6", "thinking_tokens": 202, "waits": 0, "answer_tokens": 10}]',430,352,212,2,0,0,362976436224.0,0.0,1.13731023540003661764e+01,5.95193468949764792341e+00,1.79655374192751097683e+09);
+INSERT INTO "jobs" VALUES(233,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1090',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 928938501, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 114, "cached_prompt_tokens": 113, "completion_tokens": 202, "calls": 1, "seconds": 5.3028663834957115, "flops": 254587639296.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1347142477, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 316, "cached_prompt_tokens": 315, "completion_tokens": 10, "calls": 1, "seconds": 0.26020985299783206, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "6", "thinking_tokens": 202, "waits": 0, "answer_tokens": 10}]',430,428,212,2,0,0,267190987776.0,0.0,1.06375464819993794665e+01,5.56307623649354354711e+00,1.79655374853358530996e+09);
+INSERT INTO "jobs" VALUES(234,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1090',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 928938501, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 114, "cached_prompt_tokens": 113, "completion_tokens": 128, "calls": 1, "seconds": 3.4029194869972343, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1347142477, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 248, "cached_prompt_tokens": 242, "completion_tokens": 13, "calls": 1, "seconds": 0.38452928050173796, "flops": 22686027264.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3", "thinking_tokens": 128, "waits": 0, "answer_tokens": 13}]',362,355,141,2,0,0,184008887808.0,0.0,7.83173980600076902192e+00,3.78744876749897230183e+00,1.79655374976198911659e+09);
+INSERT INTO "jobs" VALUES(235,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1106',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','5 cm','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 637857204, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 37, "completion_tokens": 175, "calls": 1, "seconds": 4.921509928501109, "flops": 283575340800.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1420820774, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 263, "cached_prompt_tokens": 262, "completion_tokens": 18, "calls": 1, "seconds": 0.470007971495761, "flops": 22686027264.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5 cm", "thinking_tokens": 175, "waits": 0, "answer_tokens": 18}]',351,299,193,2,0,0,306261368064.0,0.0,1.05604581780007720224e+01,5.39151789999687,1.79655375909574198728e+09);
+INSERT INTO "jobs" VALUES(236,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1106',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','5 cm','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 637857204, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 87, "completion_tokens": 199, "calls": 1, "seconds": 5.2570356074966185, "flops": 250806634752.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1420820774, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 287, "cached_prompt_tokens": 286, "completion_tokens": 18, "calls": 1, "seconds": 0.4936583589988004, "flops": 22686027264.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5 cm", "thinking_tokens": 199, "waits": 0, "answer_tokens": 18}]',375,373,217,2,0,0,273492662016.0,0.0,1.14777158340002642948e+01,5.7506939664954188629e+00,1.79655376124158930786e+09);
+INSERT INTO "jobs" VALUES(237,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1106',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 637857204, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 87, "completion_tokens": 120, "calls": 1, "seconds": 3.2540407294955003, "flops": 151240181760.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1420820774, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 208, "cached_prompt_tokens": 207, "completion_tokens": 64, "calls": 1, "seconds": 1.7828147200043531, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 120, "waits": 0, "answer_tokens": 64}]',296,294,184,2,0,0,231901612032.0,0.0,1.03030758799995965087e+01,5.036855449499853421e+00,1.79655376940016245843e+09);
+INSERT INTO "jobs" VALUES(238,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1107',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 747118042, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 37, "completion_tokens": 255, "calls": 1, "seconds": 7.226095727001848, "flops": 362976436224.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1389227762, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 328, "cached_prompt_tokens": 324, "completion_tokens": 4, "calls": 1, "seconds": 0.14690717800021957, "flops": 8822343936.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 255, "waits": 0, "answer_tokens": 4}]',399,361,259,2,0,0,371798780160.0,0.0,1.44733077789987873984e+01,7.37300290500206756405e+00,1.79655377572158765795e+09);
+INSERT INTO "jobs" VALUES(239,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1107',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','96','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 747118042, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 70, "completion_tokens": 128, "calls": 1, "seconds": 4.003766195500248, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1389227762, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 204, "cached_prompt_tokens": 198, "completion_tokens": 7, "calls": 1, "seconds": 0.2680031529989719, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "96", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',275,268,135,2,0,0,176446878720.0,0.0,8.57459381600165215786e+00,4.27176934849922,1.79655378429910135267e+09);
+INSERT INTO "jobs" VALUES(240,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1107',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 747118042, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 70, "completion_tokens": 251, "calls": 1, "seconds": 7.42480938400422, "flops": 316344046848.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1389227762, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 324, "cached_prompt_tokens": 320, "completion_tokens": 4, "calls": 1, "seconds": 0.16230862400243495, "flops": 8822343936.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 251, "waits": 0, "answer_tokens": 4}]',395,390,255,2,0,0,325166390784.0,0.0,1.55148269090004760069e+01,7.58711800800665514543e+00,1.79655378491644072535e+09);
+INSERT INTO "jobs" VALUES(241,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1112',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1577731951, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 37, "completion_tokens": 199, "calls": 1, "seconds": 6.4792329170031735, "flops": 308782037760.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 340037356, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 283, "cached_prompt_tokens": 282, "completion_tokens": 10, "calls": 1, "seconds": 0.3282864120010345, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 199, "waits": 0, "answer_tokens": 10}]',367,319,209,2,0,0,321385386240.0,0.0,1.33014808989992161514e+01,6.80751932900420797523e+00,1.79655379760749983782e+09);
+INSERT INTO "jobs" VALUES(242,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1112',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1577731951, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 83, "completion_tokens": 199, "calls": 1, "seconds": 6.132046429003822, "flops": 250806634752.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 340037356, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 283, "cached_prompt_tokens": 282, "completion_tokens": 10, "calls": 1, "seconds": 0.32556580400159874, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 199, "waits": 0, "answer_tokens": 10}]',367,365,209,2,0,0,263409983232.0,0.0,1.29516315729997586457e+01,6.45761223300542,1.79655379786981964107e+09);
+INSERT INTO "jobs" VALUES(243,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1112',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','4','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1577731951, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 83, "completion_tokens": 128, "calls": 1, "seconds": 3.802172316504766, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 340037356, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 218, "cached_prompt_tokens": 212, "completion_tokens": 12, "calls": 1, "seconds": 0.430932706499334, "flops": 21425692416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "4", "thinking_tokens": 128, "waits": 0, "answer_tokens": 12}]',302,295,140,2,0,0,182748552960.0,0.0,8.82890817999941646121e+00,4.2331050230041,1.7965538064411687851e+09);
+INSERT INTO "jobs" VALUES(244,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1120',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','280','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 432052379, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 90, "completion_tokens": 256, "calls": 1, "seconds": 7.31358421650566, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1596926483, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 353, "cached_prompt_tokens": 346, "completion_tokens": 8, "calls": 1, "seconds": 0.27734882149979967, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "280", "thinking_tokens": 256, "waits": 0, "answer_tokens": 8}]',444,436,264,2,0,0,340290408960.0,0.0,1.49827840839989221422e+01,7.59093303800546,1.79655382143337368971e+09);
+INSERT INTO "jobs" VALUES(245,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1120',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','240','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 432052379, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 37, "completion_tokens": 384, "calls": 1, "seconds": 11.565920481509238, "flops": 550766328576.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 384}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1596926483, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 481, "cached_prompt_tokens": 474, "completion_tokens": 8, "calls": 1, "seconds": 0.27843094150102843, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "240", "thinking_tokens": 384, "waits": 0, "answer_tokens": 8}]',572,511,392,2,0,0,568411016448.0,0.0,2.35585118160015554171e+01,1.18443514230102664441e+01,1.79655382143556809427e+09);
+INSERT INTO "jobs" VALUES(246,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1120',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','70','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 432052379, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 90, "completion_tokens": 128, "calls": 1, "seconds": 3.2595496389931213, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1596926483, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 225, "cached_prompt_tokens": 218, "completion_tokens": 64, "calls": 1, "seconds": 1.7813787944978685, "flops": 88223439360.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "70", "thinking_tokens": 128, "waits": 0, "answer_tokens": 64}]',316,308,192,2,0,0,249546299904.0,0.0,1.03338672860008955471e+01,5.04092843349099,1.79655383177104830739e+09);
+INSERT INTO "jobs" VALUES(247,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1121',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1379179597, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 37, "completion_tokens": 202, "calls": 1, "seconds": 5.5118948894914865, "flops": 311302707456.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 102453297, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 286, "cached_prompt_tokens": 283, "completion_tokens": 28, "calls": 1, "seconds": 0.7613221780011372, "flops": 37810045440.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem", "thinking_tokens": 202, "waits": 0, "answer_tokens": 28}]',369,320,230,2,0,0,349112752896.0,0.0,1.22952374950000375974e+01,6.27321706749262375524e+00,1.79655383373311972614e+09);
+INSERT INTO "jobs" VALUES(248,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1121',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','70','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1379179597, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 82, "completion_tokens": 128, "calls": 1, "seconds": 3.292614799994226, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 102453297, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 217, "cached_prompt_tokens": 211, "completion_tokens": 15, "calls": 1, "seconds": 0.45204712100166944, "flops": 25206696960.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "70", "thinking_tokens": 128, "waits": 0, "answer_tokens": 15}]',300,293,143,2,0,0,186529557504.0,0.0,7.45428346799963,3.74466192099589534336e+00,1.79655384118892073636e+09);
+INSERT INTO "jobs" VALUES(249,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1121',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1379179597, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 82, "completion_tokens": 202, "calls": 1, "seconds": 5.270688468994194, "flops": 254587639296.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 102453297, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 286, "cached_prompt_tokens": 283, "completion_tokens": 28, "calls": 1, "seconds": 0.7613221780011372, "flops": 37810045440.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem", "thinking_tokens": 202, "waits": 0, "answer_tokens": 28}]',369,365,230,2,0,0,292397684736.0,0.0,1.10508273040013591523e+01,6.03201064699533162638e+00,1.79655384282472538942e+09);
+INSERT INTO "jobs" VALUES(250,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1123',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','45','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1857169832, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 37, "completion_tokens": 289, "calls": 1, "seconds": 8.269400256503104, "flops": 444898201344.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2072853355, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 391, "cached_prompt_tokens": 390, "completion_tokens": 11, "calls": 1, "seconds": 0.324162561500998, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "45", "thinking_tokens": 289, "waits": 0, "answer_tokens": 11}]',493,427,300,2,0,0,458761884672.0,0.0,1.64973324629991111578e+01,8.5935628180041021551e+00,1.79655385768943285946e+09);
+INSERT INTO "jobs" VALUES(251,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1123',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','15 + 30 = 45','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1857169832, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 101, "completion_tokens": 256, "calls": 1, "seconds": 6.922405752503437, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2072853355, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 363, "cached_prompt_tokens": 357, "completion_tokens": 15, "calls": 1, "seconds": 0.49911615700148104, "flops": 25206696960.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "15 + 30 = 45", "thinking_tokens": 256, "waits": 0, "answer_tokens": 15}]',465,458,271,2,0,0,347852418048.0,0.0,1.51057485179990180768e+01,7.4215219095049178577e+00,1.79655385793176245691e+09);
+INSERT INTO "jobs" VALUES(252,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1123',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','15','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1857169832, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 101, "completion_tokens": 128, "calls": 1, "seconds": 3.4543298749949827, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2072853355, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 236, "cached_prompt_tokens": 230, "completion_tokens": 7, "calls": 1, "seconds": 0.23159305399985897, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "15", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',338,331,135,2,0,0,176446878720.0,0.0,6.80208497000057832337e+00,3.68592292899484164081e+00,1.79655386449253964419e+09);
+INSERT INTO "jobs" VALUES(253,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1128',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','18','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 395544336, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 37, "completion_tokens": 151, "calls": 1, "seconds": 4.245685015001072, "flops": 236942951424.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 157122843, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 226, "cached_prompt_tokens": 225, "completion_tokens": 17, "calls": 1, "seconds": 0.44795320450339204, "flops": 21425692416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "18", "thinking_tokens": 151, "waits": 0, "answer_tokens": 17}]',301,262,168,2,0,0,258368643840.0,0.0,1.1308167684001091402e+01,4.69363821950446435948e+00,1.79655386924643397329e+09);
+INSERT INTO "jobs" VALUES(254,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1128',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','18','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 395544336, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 74, "completion_tokens": 151, "calls": 1, "seconds": 4.001748724017489, "flops": 190310562048.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 157122843, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 226, "cached_prompt_tokens": 225, "completion_tokens": 17, "calls": 1, "seconds": 0.44795320450339204, "flops": 21425692416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "18", "thinking_tokens": 151, "waits": 0, "answer_tokens": 17}]',301,299,168,2,0,0,211736254464.0,0.0,6.68568414000037591904e+00,4.44970192852088075596e+00,1.79655387118170237542e+09);
+INSERT INTO "jobs" VALUES(255,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1128',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','16','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 395544336, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 74, "completion_tokens": 128, "calls": 1, "seconds": 3.4431107430045813, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 157122843, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 209, "cached_prompt_tokens": 203, "completion_tokens": 10, "calls": 1, "seconds": 0.3347878389995458, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "16", "thinking_tokens": 128, "waits": 0, "answer_tokens": 10}]',284,277,138,2,0,0,180227883264.0,0.0,8.01597541599949181545e+00,3.77789858200412709265e+00,1.79655387726553726198e+09);
+INSERT INTO "jobs" VALUES(256,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1131',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','1536','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1443202906, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 38, "completion_tokens": 219, "calls": 1, "seconds": 6.423425132998091, "flops": 366757440768.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127028476, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 330, "cached_prompt_tokens": 329, "completion_tokens": 13, "calls": 1, "seconds": 0.34643524150123994, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1536", "thinking_tokens": 219, "waits": 0, "answer_tokens": 13}]',441,367,232,2,0,0,383141793792.0,0.0,1.3100174905999665498e+01,6.76986037449933064635e+00,1.79655388428313422203e+09);
+INSERT INTO "jobs" VALUES(257,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1131',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','1536','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1443202906, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 110, "completion_tokens": 223, "calls": 1, "seconds": 6.050969089998944, "flops": 281054671104.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127028476, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 334, "cached_prompt_tokens": 333, "completion_tokens": 13, "calls": 1, "seconds": 0.3654879115001677, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1536", "thinking_tokens": 223, "waits": 0, "answer_tokens": 13}]',445,443,236,2,0,0,297439024128.0,0.0,1.28244674810011929368e+01,6.41645700149911135667e+00,1.79655389009123682975e+09);
+INSERT INTO "jobs" VALUES(258,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1131',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','4','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1443202906, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 110, "completion_tokens": 128, "calls": 1, "seconds": 3.5276793299981364, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127028476, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 245, "cached_prompt_tokens": 238, "completion_tokens": 5, "calls": 1, "seconds": 0.20533486650037958, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "4", "thinking_tokens": 128, "waits": 0, "answer_tokens": 5}]',356,348,133,2,0,0,175186543872.0,0.0,7.89143738900020252913e+00,3.7330141964985159575e+00,1.79655389218581795687e+09);
+INSERT INTO "jobs" VALUES(259,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1146',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','88','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1481202357, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 37, "completion_tokens": 186, "calls": 1, "seconds": 5.628608548997363, "flops": 321385386240.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 264424423, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 293, "cached_prompt_tokens": 292, "completion_tokens": 13, "calls": 1, "seconds": 0.3723759480017179, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "88", "thinking_tokens": 186, "waits": 0, "answer_tokens": 13}]',400,329,199,2,0,0,337769739264.0,0.0,1.15744418760004919022e+01,6.00098449699908087495e+00,1.79655390166845035557e+09);
+INSERT INTO "jobs" VALUES(260,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1146',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','-15','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1481202357, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 106, "completion_tokens": 160, "calls": 1, "seconds": 4.420926776499982, "flops": 201653575680.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 264424423, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 267, "cached_prompt_tokens": 266, "completion_tokens": 15, "calls": 1, "seconds": 0.42824019199997565, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "-15", "thinking_tokens": 160, "waits": 0, "answer_tokens": 15}]',374,372,175,2,0,0,220558598400.0,0.0,9.7100611509995360393e+00,4.84916696849995787488e+00,1.79655390190056276321e+09);
+INSERT INTO "jobs" VALUES(261,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1146',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','$84','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1481202357, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 106, "completion_tokens": 128, "calls": 1, "seconds": 3.4122045144977164, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 264424423, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 241, "cached_prompt_tokens": 235, "completion_tokens": 7, "calls": 1, "seconds": 0.2817890215001171, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "$84", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',348,341,135,2,0,0,176446878720.0,0.0,7.51761757099848182406e+00,3.69399353599783353274e+00,1.79655390918740701673e+09);
+INSERT INTO "jobs" VALUES(262,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1162',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1122286235, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 37, "completion_tokens": 130, "calls": 1, "seconds": 3.700471218997336, "flops": 207955249920.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1870421406, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 202, "completion_tokens": 10, "calls": 1, "seconds": 0.32409751650175167, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3", "thinking_tokens": 130, "waits": 0, "answer_tokens": 10}]',276,239,140,2,0,0,220558598400.0,0.0,7.93786369500048749614e+00,4.02456873549908777931e+00,1.7965539098417611122e+09);
+INSERT INTO "jobs" VALUES(263,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1162',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1122286235, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 72, "completion_tokens": 130, "calls": 1, "seconds": 3.676775447504042, "flops": 163843530240.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1870421406, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 202, "completion_tokens": 10, "calls": 1, "seconds": 0.32409751650175167, "flops": 12603348480.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3", "thinking_tokens": 130, "waits": 0, "answer_tokens": 10}]',276,274,140,2,0,0,176446878720.0,0.0,7.35817583099924377165e+00,4.00087296400579361943e+00,1.79655391654703474038e+09);
+INSERT INTO "jobs" VALUES(264,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1162',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1122286235, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 72, "completion_tokens": 128, "calls": 1, "seconds": 3.5584199710019675, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1870421406, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 207, "cached_prompt_tokens": 201, "completion_tokens": 11, "calls": 1, "seconds": 0.3164035275012793, "flops": 20165357568.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3", "thinking_tokens": 128, "waits": 0, "answer_tokens": 11}]',280,273,139,2,0,0,181488218112.0,0.0,7.92798112799937371164e+00,3.87482349850324681028e+00,1.79655391777416515355e+09);
+INSERT INTO "jobs" VALUES(265,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1178',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','17','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2056377380, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 37, "completion_tokens": 132, "calls": 1, "seconds": 3.5262008129939204, "flops": 210475919616.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 921799663, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 205, "cached_prompt_tokens": 204, "completion_tokens": 11, "calls": 1, "seconds": 0.29868667849859776, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "17", "thinking_tokens": 132, "waits": 0, "answer_tokens": 11}]',278,241,143,2,0,0,224339602944.0,0.0,7.40343512999970698729e+00,3.82488749149251816561e+00,1.79655392395152640342e+09);
+INSERT INTO "jobs" VALUES(266,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1178',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','17','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2056377380, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 72, "completion_tokens": 180, "calls": 1, "seconds": 4.742635344494374, "flops": 226860272640.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 921799663, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 253, "cached_prompt_tokens": 252, "completion_tokens": 11, "calls": 1, "seconds": 0.3455034260014145, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "17", "thinking_tokens": 180, "waits": 0, "answer_tokens": 11}]',326,324,191,2,0,0,240723955968.0,0.0,1.02590372009999555304e+01,5.08813877049578877631e+00,1.79655392803465628623e+09);
+INSERT INTO "jobs" VALUES(267,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1178',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','17','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2056377380, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 72, "completion_tokens": 128, "calls": 1, "seconds": 3.747323861993209, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 921799663, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 207, "cached_prompt_tokens": 201, "completion_tokens": 7, "calls": 1, "seconds": 0.24009526150075544, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "17", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',280,273,135,2,0,0,176446878720.0,0.0,8.2967483299999,3.9874191234939644346e+00,1.79655393225157451633e+09);
+INSERT INTO "jobs" VALUES(268,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1194',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','1200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1218452038, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 208, "calls": 1, "seconds": 6.446156891494866, "flops": 339030074112.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1035269687, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 307, "cached_prompt_tokens": 306, "completion_tokens": 26, "calls": 1, "seconds": 0.9163631405008346, "flops": 32768706048.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1200", "thinking_tokens": 208, "waits": 0, "answer_tokens": 26}]',406,343,234,2,0,0,371798780160.0,0.0,1.44198633839987451206e+01,7.3625200319957,1.79655394245573306081e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 3], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 128, "models": ["runs/rl/grpo-0.5b-think/model.gguf"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "max_thinking_tokens", "budget_scale": 128, "budgets": [1, 2, 3], "overrides": {}, "reuse": false, "spec": "budget-forcing:think_start=<think>\\n,think_end=</think>"}], "subset_seed": 0, "system": "Think step by step inside <think> and </think>, briefly. After </think>, write the final answer as \\boxed{ANSWER}.", "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -5715,10 +7013,1223 @@ INSERT INTO "samples" VALUES(183,0,'1. First, we need to calculate the number of
 2. Next, we sum the bars produced each week to find the total production for the first four weeks.
    - First week:</think>
 Final answer: \boxed{24,000}','24,000',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(184,0,'1. First, we need to determine how many badges Claire earns in a 1-year time frame. Since Claire earns 1 girl scout badge every month, in a 1-year time frame, she earns:
+   \[
+   1 \text{ badge/month} \times 12 \text{ months/year} = 12 \text{ badges/year}
+   \]
+
+2. Next, we need to determine how many badges Amber earns in a 1-year time frame. Since Amber takes twice as long to earn a badge as Claire, in a 1-year time frame, Amber earns:
+   \[
+   2 \times 12 \text{ badges/month} = 24 \text{ badges/month}
+   \]
+
+3. Now, we need to determine how many badges Wendy earns in a 1-year time frame. Since Wendy earns three times the amount of badges as Claire, in a 1-year time frame, Wendy earns:
+   \[
+   3 \times 12 \text{ badges/month} = 36 \text{ badges/month}
+   \]
+
+4. Finally, we need to find out how many more badges Wendy earns compared to Amber in a 1-year time frame. We do</think>
+Final answer: \boxed{36}','36',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(185,0,'1. First, we need to determine how many badges Claire earns in a 1 year time frame. Since Claire earns 1 girl scout badge every month, in a 1 year time frame, she earns:
+   \[
+   1 \text{ badge/month} \times 12 \text{ months/year} = 12 \text{ badges/year}
+   \]
+
+2. Next, we need to determine how many badges Amber earns in a 1 year time frame. Since Amber takes twice as long to earn a badge as Claire, in a 1 year time frame, she earns:
+   \[
+   2 \times 12 \text{ badges/month} = 24 \text{ badges/month}
+   \]
+
+3. Now, we need to determine how many badges Wendy earns in a 1 year time frame. Since Wendy earns three times the amount of badges as Claire, in a 1 year time frame, she earns:
+   \[
+   3 \times 12 \text{ badges/month} = 36 \text{ badges/month}
+   \]
+
+4. Finally, we need to find out how many more badges Wendy earns compared to Amber in a 1 year time frame. We do this by subtracting the number of badges Amber earns from the number of badges Wendy earns:
+   \[
+   36 \text{ badges/month} - 24 \text{ badges/month} = 12 \text{ badges/month}
+   \]
+
+</think>
+Therefore, Wendy earns \boxed{12} more badges compared to Amber in a 1 year time frame.','12',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(186,0,'1. First, we need to determine how many badges Claire earns in a 1 year time frame. Since Claire earns 1 girl scout badge every month, in a 1 year time frame, she earns \(1 \times 12 = 12\) badges.
+2. Next, we need to determine how many badges Amber earns in a 1 year time frame. Since Amber takes twice as long to earn a badge as Claire, in a 1 year time frame, she earns \(2 \times 12 = 24\) badges.
+3. Wendy earns three times the amount of badges as Claire in the</think>
+Final answer: \boxed{24}','24',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(187,0,'1. First, we need to determine the total number of petals on the orchids.
+   - Each orchid has 5 petals.
+   - Joelle has 5 orchids.
+   - Therefore, the total number of petals on the orchids is:
+     \[
+     5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+     \]
+
+2. Next, we need to determine the total number of petals on the African daisies.
+   - Each African daisy has 10 petals.
+   - Joelle has 4 African daisies.
+   - Therefore, the total number of petals on the African daisies is:
+     \[
+     4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+     \]
+
+3. Now, we need to find out how many more petals the African daisies have compared to the orchids.
+   - Subtract the total number of petals on the orchids from the total number of petals on the African daisies:
+     \[
+     40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+     \]
+
+</think>
+The final answer is \boxed{15}.','15',1,'equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(188,0,'1. First, we need to determine the total number of petals on the orchids.
+   - Each orchid has 5 petals.
+   - Joelle has 5 orchids.
+   - Therefore, the total number of petals on the orchids is:
+     \[
+     5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+     \]
+
+2. Next, we need to determine the total number of petals on the African daisies.
+   - Each African daisy has 10 petals.
+   - Joelle has 4 African daisies.
+   - Therefore, the total number of petals on the African daisies is:
+     \[
+     4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+     \]
+
+3. Now, we need to find out how many more petals the African daisies have compared to the orchids.
+   - Subtract the total number of petals on the orchids from the total number of petals on the African daisies:
+     \[
+     40 \text{ petals} - 25</think>
+Final answer: \boxed{25}','25',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(189,0,'1. First, we need to determine the total number of petals on the orchids.
+   - Each orchid has 5 petals.
+   - Joelle has 5 orchids.
+   - Therefore, the total number of petals on the orchids is:
+     \[
+     5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+     \]
+
+2. Next, we need to determine the total number of petals on the African daisies.
+   - Each African daisy has 10 petals.
+   - Joelle has 4</think>
+Final answer: 25 petals','25',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(190,0,'1. First, we need to determine how many blue shoe boxes Tim uses to go fishing.
+   - Tim uses 3 blue shoe boxes.
+   - Since he has 7 blue shoe boxes, the number of blue shoe boxes left is:
+     \[
+     7 - 3 = 4
+     \]
+
+2. Next, we need to determine how many red shoe boxes Tim uses to go fishing.
+   - Tim uses \(\frac{1}{3}\) of his red shoe boxes to go fishing.
+   - Since he has 9 red shoe boxes, the number of red shoe boxes left is:
+     \[
+     9 - \frac{1}{3} \times 9 = 9 - 3 = 6
+     \]
+
+3. Now, we need to find out how many red and blue shoe boxes are left in Tim''s box.
+   - The number of red shoe boxes left is 6.
+   - The number of blue shoe boxes left is 4.
+   - Therefore, the final answer is:
+     \[
+     \boxed{6 \text{ red and } 4 \text{ blue}}
+     \]</think>
+</think>',NULL,0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(191,0,'1. First, we need to determine how many blue shoe boxes Tim uses to go fishing.
+   - Tim uses 3 blue shoe boxes.
+   - Since he has 7 blue shoe boxes, the number of blue shoe boxes left is:
+     \[
+     7 - 3 = 4
+     \]
+
+2. Next, we need to determine how many red shoe boxes Tim uses to go fishing.
+   - Tim uses \(\frac{1}{3}\) of his red shoe boxes to go fishing.
+   - Since he has 9 red shoe boxes, the number of red shoe boxes left is:
+     \[
+     9 - \frac{1}{3} \times 9 = 9 - 3 = 6
+     \]
+
+3. Now, we need to find out how many red and blue shoe boxes are left in Tim''s box.
+   - The number of red shoe boxes left is 6.
+   - The number of blue shoe boxes left is 4.
+   - Therefore, the final answer is:
+     \[
+     \boxed{6 \text{ red and } 4 \text{ blue}}
+     \]</think>
+</think>',NULL,0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(192,0,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colin completes in an eight-hour workday.
+2. Determine the total amount of money Colin earns from completing these packages.
+
+Step 1: Calculate the total number of packages Colin completes in an eight-hour workday.
+Colby completes 10 less than 50 packages per hour. Therefore, he completes:
+\[ 50 - 10 = 40 \text{ packages per hour} \]
+Since he works 8 hours per day, the total number of packages he completes in an eight-hour workday is:
+\[ 40 \times 8 = 320 \text{ packages} \]
+
+Step 2: Determine the total amount of money Colin earns from completing these packages.
+Colby earns $0.20 for each package he completes. Therefore, the total amount of money he earns from completing 320 packages is:
+\[ 320 \times 0.20 = 64 \text{ dollars} \]
+
+Thus, the final answer is:
+\boxed{64}</think>
+```',NULL,0,'not_equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(193,0,'1. First, we need to determine how many blue shoe boxes Tim uses to go fishing.
+   - Tim uses 3 blue shoe boxes.
+   - Since he has 7 blue shoe boxes, the number of blue shoe boxes left is:
+     \[
+     7 - 3 = 4
+     \]
+
+2. Next, we need to determine how many red shoe boxes Tim uses to go fishing.
+   - Tim uses \(\frac{1}{3}\) of his red shoe boxes to go fishing.
+   - Since he has 9 red shoe boxes, the number of red shoe boxes left is:
+     \</think>
+Final answer: \boxed{4}','4',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(194,0,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colin completes in an eight-hour workday.
+2. Determine the total amount of money Colin earns from completing these packages.
+
+Step 1: Calculate the total number of packages Colin completes in an eight-hour workday.
+Colby completes 10 less than 50 packages per hour. Therefore, he completes:
+\[ 50 - 10 = 40 \text{ packages per hour} \]
+Since he works 8 hours a day, the total number of packages he completes in an eight-hour workday is:
+\[ 40 \times 8 = 320 \text{ packages} \]
+
+Step 2: Determine the total amount of money Colin earns from completing these packages.
+Colby earns $0.20 for each package he completes. Therefore, the total amount of money he earns from completing 320 packages is:
+\[ 320 \times 0.20 = 64 \text{ dollars} \]
+
+Thus, the final answer is:
+\boxed{64}</think>
+```',NULL,0,'not_equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(195,0,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colin completes in an eight-hour workday.
+2. Determine the total amount of money Colin earns from completing these packages.
+
+Step 1: Calculate the total number of packages Colin completes in an eight-hour workday.
+Colby completes 10 less than 50 packages per hour. Therefore, he completes:
+\[ 50 - 10 = 40 \text{ packages per hour} \]
+Since he works 8 hours per day, the total number of packages</think>
+Final answer: \boxed{40}','40',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(196,0,'1. First, we need to determine the total number of pieces of fruit Kira bought. Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces is:
+   \[
+   3 + 5 + 6 = 14
+   \]
+2. Next, we need to determine how many pieces of fruit Lola ate. Lola ate 2 pieces of fruit. So, the number of pieces left is:
+   \[
+   14 - 2 = 12
+   \]
+</think>
+Therefore, the final answer is \boxed{12}.','12',1,'equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(197,0,'1. First, we need to determine the total number of pieces of fruit Kira bought. Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces is:
+   \[
+   3 + 5 + 6 = 14
+   \]
+2. Next, we need to determine how many pieces of fruit Lola ate. Lola ate 2 pieces of fruit. So, the number of pieces left is:
+   \[
+   14 - 2 = 12
+   \]
+</think>
+Therefore, the final answer is \boxed{12}.','12',1,'equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(198,0,'1. First, we need to determine the total number of pieces of fruit Kira bought. Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces is:
+   \[
+   3 + 5 + 6 = 14
+   \]
+2. Next, we need to determine how many pieces of fruit Lola ate. Lola ate 2 pieces of fruit. So, the number of pieces left is:
+   \[
+   14 - 2 = 12
+   \]
+</think>
+Therefore, the final answer is \boxed{12}.','12',1,'equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(199,0,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies is equal to 12.
+2. Greta made a batch of 12 cream cheese swirl brownies.
+3. At her office, they threw her a party and sent her home with 1/2 a dozen brownies. Since 1/2 a dozen is equal to 6, Greta sent her home with 6 brownies.
+4. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting. Since 4 dozen is equal to 16, Greta had 16 brownies waiting.
+5. During the party, 1 1/2 dozen brownies were eaten. Since 1 1/2 dozen is equal to 6, 6 brownies were eaten.
+6. To find out how many individual brownies Greta had left over, we subtract the number of brownies eaten from the number of brownies she had left waiting.
+   \[
+   16 - 6 = 10
+   \]
+</think>
+Therefore, Greta had \boxed{10} individual brownies left over from the entire day.','10',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(200,0,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies is equal to 12.
+2. Greta made a batch of 12 cream cheese swirl brownies.
+3. At her office, they threw her a party and sent her home with 1/2 a dozen brownies. This means she had 1/2 * 12 = 6 dozen brownies.
+4. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting. This means she had 4 * 12 = 48 dozen brownies.
+5. During the party, 1 1/2 dozen brownies were eaten. This means she had 1 1/2 * 6 = 3 dozen brownies left.
+6. To find out how many individual brownies Greta had left over, we subtract the number of brownies she had left after the party from the total number of brownies she had at the party.
+   \[
+   48 - 3 = 45
+   \]
+</think>
+Therefore, the final answer is \boxed{45}.','45',0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(201,0,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies is equal to 12 brownies.
+2. Greta made a batch of 12 cream cheese swirl brownies.
+3. At her office, they threw her a party and sent her home with 1/2 a dozen brownies. This means she had 1/2 of 12 brownies, which is 6 brownies.
+4. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brown</think>
+Final answer: 6','6',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(202,0,'1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries and has 10 more than Richard. We can calculate this by adding 10 to 30:
+   \[
+   30 + 10 = 40
+   \]
+   So, Robert has 40 cherries.
+
+2. Next, we need to determine how many cherries Jerry has. The problem states that Richard has 60 cherries and has 10 more than Jerry. We can calculate this by adding 10 to 60:
+   \[
+   60 + 10 = 70
+   \]
+   So, Jerry has 70 cherries.
+
+3. Now, we need to find out how many more cherries Robert has than Jerry. We subtract the number of cherries Jerry has from the number of cherries Robert has:
+   \[
+   70 - 40 = 30
+   \]
+   So, Robert has 30 more cherries than Jerry.
+
+</think>
+The final answer is \boxed{30}.','30',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(203,0,'1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries and has 10 more than Richard. We can calculate this by adding 10 to 30:
+   \[
+   30 + 10 = 40
+   \]
+   So, Robert has 40 cherries.
+2. Next, we need to determine how many cherries Jerry has. The problem states that Richard has 60 cherries and has 10 more than Jerry. We can calculate this by adding 10 to 60:
+   \[
+   60 + 10 = 70
+   \]
+   So, Jerry has 70 cherries.
+3. Now, we need to find out how many more cherries Robert has than Jerry. We subtract the number of cherries Jerry has from the number of cherries Robert has:
+   \[
+   70 - 40 = 30
+   \]
+   Therefore, Robert has \boxed{30} more cherries than Jerry.</think>
+</think>',NULL,0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(204,0,'1. First, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Saturday.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday. Since on Sunday, he sold 5 more boxes of gingerbread than on Saturday, he sold \(10 - 4 = 6\) boxes of apple pie.
+   - Therefore, on Saturday, Sunny sold \(10 + 6 = 16\) boxes of gingerbread and \(4 + 15 = 29\) boxes of apple pie.
+
+2. Next, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. Since on Saturday, he sold 16 boxes of gingerbread, he sold \(16 + 5 = 21\) boxes of gingerbread.
+   - On Sunday, Sunny sold 15 boxes of apple pie. Since on Saturday, he sold 29 boxes of apple pie, he sold \(29 - 15 = 14\) boxes of apple pie.
+
+3. Now, we calculate the total number of boxes sold on both days.
+   - Total boxes sold on Saturday: \(16 + 29 = 45\)
+   - Total boxes sold on Sunday: \(21 + 14 = 35\)
+   - Total boxes sold over two days: \(45 + 35 = 80\)
+
+4. Finally, we calculate the total earnings by multiplying the total number of boxes sold by the price per box.
+   - Price per box of gingerbread: $6
+   - Price per box of apple pie: $15
+   - Total earnings: \(</think>
+Final answer: \boxed{80}','80',0,'not_equivalent',391,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(205,0,'1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries and has 10 more than Richard. We can calculate this by adding 10 to 30:
+   \[
+   30 + 10 = 40
+   \]
+   So, Robert has 40 cherries.
+2. Next, we need to determine how many cherries Jerry has. The problem states that Richard has 60 cherries and has 10 more than Jerry. We can calculate this by adding 10 to 60</think>
+Final answer: Robert has 40 more cherries than Jerry.','40',0,'not_equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(206,0,'1. First, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Saturday.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday. Therefore, on Saturday, he sold \(10 - 4 = 6\) boxes of apple pie.
+2. Next, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. Therefore, on Sunday, he sold \(10 +</think>
+Final answer: $150','$150',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(207,0,'1. First, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Saturday.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday. Since on Sunday, he sold 5 more boxes of gingerbread than on Saturday, he sold \(10 - 4 = 6\) boxes of apple pie.
+   - Therefore, on Saturday, Sunny sold \(10 + 6 = 16\) boxes of gingerbread and \(4 + 15 = 29\) boxes of apple pie.
+
+2. Next, we need to determine how many boxes of gingerbread and apple pie Sunny sold on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. Since on Saturday, he sold 16 boxes of gingerbread, he sold \(16 + 5 = 21\) boxes of gingerbread.
+   - On Sunday, Sunny sold 15 boxes of apple pie. Since on Saturday, he sold 29 boxes of apple pie, he sold \(29 - 15 = 14\) boxes of apple pie.
+
+3. Now, we calculate</think>
+Final answer: Sunny earned $16 \times 6 + $21 \times 15 = $96 + $315 = $401.','$16',0,'not_equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(208,0,'1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+4. To find out how much money Adam had to contribute from his savings, we need to calculate the total amount given by his father and subtract the amount given by his mother from the total amount Adam bought.
+5. The total amount given by his father is twice the amount given by his mother, which is $12.
+6. The total amount Adam bought is $30.
+7. The amount of money Adam had to contribute from his savings is $30 - $12 = $18.
+</think>
+Therefore, the final answer is \boxed{18}.','18',0,'not_equivalent',158,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(209,0,'1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+4. To find out how much money Adam had to contribute from his savings, we need to calculate the total amount of money he received from his mother and his father.
+5. The total amount of money Adam received from his mother is $6.
+6. The total amount of money Adam received from his father is twice the amount he received from his mother, which is $12.
+7. To find the total amount of money Adam had to</think>
+Final answer: $12','$12',1,'equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(210,0,'1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+4. To find out how much money Adam had to contribute from his savings, we need to calculate the total amount of money he received from his mother and his father.
+5. The total amount of money Adam received from his mother is $6.
+6. The total amount of money Adam received from his father is twice the amount he received from his mother, which is $12.
+7. To find the total amount of money Adam had to contribute from his savings, we add the amounts received from his mother and his father together: $6 + $12 = $18.
+</think>
+Therefore, Adam had to contribute \boxed{18} dollars from his savings.','18',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(211,0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the total number of chocolate bars Lisa sold. Lisa sold three and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Lisa sold as follows:
+   \[
+   3.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 36 \text{ chocolate bars}
+   \]
+
+2. Next, we need to determine the total number of chocolate bars Peter sold. Peter sold four and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Peter sold as follows:
+   \[
+   4.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 54 \text{ chocolate bars}
+   \]
+
+3. Now, we need to find the total number of chocolate bars sold together by Lisa and Peter. We add the number of chocolate bars Lisa sold to the number of chocolate bars Peter sold:
+   \[
+   36 \text{ chocolate bars} + 54 \text{ chocolate bars} = </think>
+Final answer: 80 chocolate bars','80',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(212,0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the total number of chocolate bars Lisa sold. Lisa sold three and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Lisa sold as follows:
+   \[
+   3.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 42 \text{ chocolate bars}
+   \]
+
+2. Next, we need to determine the total number of chocolate bars Peter sold. Peter sold four and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Peter sold as follows:
+   \[
+   4.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 54 \text{ chocolate bars}
+   \]
+
+3. Now, we need to find the total number of chocolate bars sold together by Lisa and Peter. We add the number of chocolate bars Lisa sold to the number of chocolate bars Peter sold:
+   \[
+   42 \text{ chocolate bars} + 54 \text{ chocolate bars} = 96 \text{ chocolate bars}
+   \]
+
+4. We know that the total number of chocolate bars sold together is 64. Therefore, the number of chocolate bars in a box is the total number of chocolate bars sold together divided by the number of boxes:
+   \[
+   \frac{96 \text{ chocolate bars}}{4 \text{ boxes}} = 24 \text{ chocolate bars per box}
+   \]
+
+</think>
+The final answer is \boxed{24}.','24',0,'not_equivalent',362,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(213,0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the total number of chocolate bars Lisa sold. Lisa sold three and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, we can calculate the total number of chocolate bars Lisa sold as follows:
+   \[
+   3.5 \text{ boxes} \times 12 \text{ chocolate bars per box} = 42 \text{ chocolate bars}
+   \]
+
+2. Next, we need to determine the total number of chocolate bars Peter sold. Peter sold four and a half boxes of chocolate bars</think>
+Final answer: \boxed{42}','42',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(214,0,'1. First, we need to determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate:
+   \[
+   \text{Laps of Trey} = \text{Laps of Bethany} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we need to determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate:
+   \[
+   \text{Laps of Shaelyn} = \frac{\text{Laps of Trey}}{2} = \frac{14}{2} = 7
+   \]
+
+3. Now, we need to determine how many laps Quinn can run. Since Quinn can run 2 fewer laps than Shaelyn, we calculate:
+   \[
+   \text{Laps of Quinn} = \text{Laps of Shaelyn} - 2 = 7 - 2 = 5
+   \]
+
+4. Finally, we need to find out how many more laps Bethany can run compared to Quinn. We subtract the number of laps Quinn has from the number of laps Bethany has:
+   \[
+   \text{Difference} = \text{Laps of Bethany} - \text{Laps of Quinn} = 10 - 5 = 5
+   \]
+
+</think>
+The final answer is \boxed{5}.','5',1,'equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(215,0,'1. First, we need to determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate:
+   \[
+   \text{Laps of Trey} = \text{Laps of Bethany} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we need to determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate:
+   \[
+   \text{Laps of Shaelyn} = \frac{\text{Laps of Trey}}{2} = \frac{14}{2} = 7
+   \]
+
+3. Now, we need to determine how many laps Quinn can run. Since Quinn can run 2 fewer laps than Shaelyn, we calculate:
+   \[
+   \text{Laps of Quinn} = \text{Laps of Shaelyn} - 2 = 7 - 2 = 5
+   \]
+
+4. Finally, we need to find out how many more laps Bethany can run compared to Quinn. We subtract the number of laps Quinn has from the number of laps Bethany has:
+   \[
+   \text</think>
+Final answer: \boxed{5}','5',1,'equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(216,0,'1. First, we need to determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate:
+   \[
+   \text{Laps of Trey} = \text{Laps of Bethany} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we need to determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate:
+   \[
+   \text{Laps of Shaelyn} = \frac{\text{Laps of Trey}}{2}</think>
+Final answer: 14 laps.','14',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(217,0,'1. First, we calculate the total number of hours Melissa listens to the court case in a day.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours/day}
+   \]
+
+2. Next, we calculate the total number of hours Melissa spends paying parking each day.
+   \[
+   3 \text{ days} \times 1 \text{ hour/day} = 3 \text{ hours/day}
+   \]
+
+3. Now, we add the hours spent listening to the court case and paying parking to find the total number of hours Melissa spends on jury duty.
+   \[
+   18 \text{ hours/day} + 3 \text{ hours/day} = 21 \text{ hours/day}
+   \]
+
+4. Melissa is paid $15 per day but also has to pay $3 for parking each day. Therefore, the total amount spent on jury duty is:
+   \[
+   21 \text{ hours/day} - 3 \text{ hours/day} = 18 \text{ hours/day}
+   \]
+
+5. To find out how much jury pay Melissa makes per hour after expenses, we divide the total amount spent on jury duty by the total number of hours Melissa spends on jury duty.
+   \[
+   \frac{18 \text{ hours/day}}{21 \text{ hours/day}} = 0.8 \text{ dollars/hour}
+   \]
+
+</think>
+The final answer is \boxed{0.8}.','0.8',0,'not_equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(218,0,'1. First, we need to calculate the total number of hours Melissa listens to the court case in a day.
+   \[
+   \text{Total hours per day} = 6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours/day}
+   \]
+
+2. Next, we calculate the total number of hours Melissa spends parking each day.
+   \[
+   \text{Total parking hours per day} = 3 \text{ days} \times 1 \text{ hour/day} = 3 \text{ hours/day}
+   \]
+
+3. Now, we add the total hours spent listening to the court case and parking each day to find the total number of hours Melissa spends on jury duty.
+   \[
+   \text{Total hours on jury duty} = 18 \text{ hours/day} + 3 \text{ hours/day} = 21 \text{ hours/day}
+   \]
+
+4. Melissa is paid $15 per day but also has to pay $3 for parking each day. Therefore, the total amount she spends on jury duty is:
+   \[
+   \text{Total amount on jury duty} = 21 \text</think>
+Final answer: \boxed{21}','21',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(219,0,'1. First, we calculate the total number of hours Melissa listens to the court case in a day.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours/day}
+   \]
+
+2. Next, we calculate the total number of hours Melissa spends paying parking each day.
+   \[
+   3 \text{ days} \times 1 \text{ hour/day} = 3 \text{ hours/day}
+   \]
+
+3. Now, we add the hours spent listening to the court case and paying parking to find the total number</think>
+Final answer: \boxed{18}','18',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(220,0,'To determine the number of letters delivered by the post office on Monday - Wednesday, we need to calculate the number of letters delivered each day step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   The number of letters delivered on Tuesday is one-fifth of the number of letters delivered on Monday. Since the number of letters delivered on Monday is 425, we calculate:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 = 85
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   The number of letters delivered on Wednesday is twice the number of letters delivered on Tuesday. Since the number of letters delivered on Tuesday is 85, we calculate:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 85 = 170
+   \]
+
+3. **Determine the total number of letters delivered on Monday - Wednesday:**
+   To find the total number of letters delivered on Monday - Wednesday, we add the number of letters delivered on Monday to the number of letters delivered on Wednesday:
+   \[
+   \text{Total letters delivered on Monday - Wednesday} = 425 + 170 = 695
+   \]
+
+</think>
+The final answer is \boxed{695}.','695',0,'not_equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(221,0,'To determine the number of letters delivered by the post office on Monday - Wednesday, we need to follow the sequence of events step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   The number of letters delivered on Tuesday is one-fifth of the number of letters delivered on Monday. Since the number of letters delivered on Monday is 425, we calculate:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 = 85
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   The number of letters delivered on Wednesday is twice the number of letters delivered on Tuesday. Since the number of letters delivered on Tuesday is 85, we calculate:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 85 = 170
+   \]
+
+3. **Verify the sequence:**
+   We need to check if the sequence of events is consistent. Let''s assume the number of letters delivered on Monday is \( x \). Then:
+   - The number of letters delivered on Tuesday is \( \frac{1}{5} x \).
+   - The number of letters delivered on</think>
+Final answer: \boxed{170}','170',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(222,0,'To determine the number of letters delivered by the post office on Monday - Wednesday, we need to calculate the number of letters delivered each day step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   The number of letters delivered on Tuesday is one-fifth of the number of letters delivered on Monday. Since the number of letters delivered on Monday is 425, we calculate:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 = 85
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:</think>
+Final answer: \boxed{85}','85',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(223,0,'Let''s break down the problem step by step.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is given as 19. So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+5. To eliminate the fraction, we can multiply every term by 2:
+   \[
+   2x + 8 + x = 38
+   \]
+6. Simplify the left side of the equation:
+   \[
+   3x + 8 = 38
+   \]
+7. Subtract 8 from both sides to isolate the term with \( x \):
+   \[
+   3x = </think>
+Final answer: 19','19',0,'not_equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(224,0,'Let''s break down the problem step by step.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is given as 19. So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+5. To eliminate the fraction, we can multiply every term by 2:
+   \[
+   2x + 8 + x = 38
+   \]
+6. Simplify the left side of the equation:
+   \[
+   3x + 8 = 38
+   \]
+7. Subtract 8 from both sides to isolate the term with \( x \):
+   \[
+   3x = 20
+   \]
+8. Divide both sides by 3 to solve for \( x \):
+   \[
+   x = 6
+   \]
+9. Now that we know the number of tennis balls retrieved in the second set is 6, we can find the number of tennis balls retrieved in the first set by substituting \( x = 6 \) back into the equation for the first set:
+   \[
+   x + 4 = 6 + 4 = 10
+   \]
+10. Therefore, the number of tennis balls retrieved in the first set of the match is \(\</think>
+Final answer: \boxed{10}','10',1,'equivalent',391,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(225,0,'Let''s break down the problem step by step.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is</think>
+Final answer: 19','19',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(226,0,'1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons.
+3. Each small coupon costs 5 cents to mail.
+4. Each big coupon costs 15 cents to mail.
+5. Anthony needs to calculate the total cost of the small coupons.
+6. Anthony needs to calculate the total cost of the big coupons.
+7. Anthony needs to calculate the total postage cost.
+</think>
+Let''s break this down step by step:
+
+1. Calculate the number of big coupons:
+   \[
+   \text{Number of big coupons} = 2 \times \text{Number of small coupons} = 2 \times 700 = 1400
+   \]
+
+2.','2',0,'not_equivalent',161,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(227,0,'1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons.
+3. Each small coupon costs 5 cents to mail.
+4. Each big coupon costs 15 cents to mail.
+5. Anthony needs to calculate the total cost of the small coupons.
+6. Anthony needs to calculate the total cost of the big coupons.
+7. Anthony needs to calculate the total postage cost.
+</think>
+Let''s break this down step by step:
+
+1. Calculate the number of big coupons:
+   \[
+   \text{Number of big coupons} = 2 \times \text{Number of small coupons} = 2 \times 700 = 1400
+   \]
+
+2.','2',0,'not_equivalent',161,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(228,0,'1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons.
+3. Each small coupon costs 5 cents to mail.
+4. Each big coupon costs 15 cents to mail.
+5. We need to calculate the total cost of postage for both small and big coupons.
+</think>
+Let''s break it down step by step:
+
+1. Calculate the number of big coupons:
+   \[
+   \text{Number of big coupons} = 2 \times \text{Number of small coupons} = 2 \times 700 = 1400
+   \]
+
+2.','2',0,'not_equivalent',140,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(229,0,'1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. Since the puzzle is 500 pieces and Teddy finished half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the first hour.
+
+2. Next, we need to determine how many puzzle pieces Teddy finished in the second hour. Since the puzzle is 500 pieces and Teddy finished another half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the second hour.
+
+3. To find the total number of puzzle pieces Teddy placed during the hour, we add the number of puzzle pieces finished in the first hour to the number of puzzle pieces finished in the second hour:
+   \[
+   250 + 250 = 500
+   \]
+   Therefore, the total number of puzzle pieces Teddy placed during that hour is \boxed{500}.</think>
+</think>',NULL,0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(230,0,'1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. Since the puzzle is 500 pieces and Teddy finished half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the first hour.
+
+2. Next, we need to determine how many puzzle pieces Teddy finished in the second hour. Since the puzzle is 500 pieces and Teddy finished another half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the second hour.
+
+3. To find the total number of puzzle pieces Teddy placed during the hour, we add the number of puzzle pieces finished in the first hour to the number of puzzle pieces finished in the second hour:
+   \[
+   250 + 250 = 500
+   \]
+   Therefore, the total number of puzzle pieces Teddy placed during that hour is \boxed{500}.</think>
+</think>',NULL,0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(231,0,'1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. Since the puzzle is 500 pieces and Teddy finished half of it, we calculate:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in the first hour.
+
+2. Next, we need to determine how many puzzle pieces Teddy finished in the second hour. Since the puzzle is 500 pieces and Teddy finished another half of it, we calculate:
+   \[
+   \frac{500}{2}</think>
+Final answer: 250','250',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(232,0,'1. First, we need to determine the height of the second child. The second child is two inches taller than the first child. The first child is 6 feet tall.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ feet}
+   \]
+
+2. Next, we need to determine the height of the third child. The third child is 5 inches shorter than the second child. The second child is 8 feet tall.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ feet}
+   \]
+
+3. Finally, we need to determine the height of the fourth child. The fourth child is three inches taller than the third child. The third child is 3 feet tall.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ feet}
+   \]
+
+</think>
+The final answer is \boxed{6}.','6',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(233,0,'1. First, we need to determine the height of the second child. The second child is two inches taller than the first child. The first child is 6 feet tall.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ feet}
+   \]
+
+2. Next, we need to determine the height of the third child. The third child is 5 inches shorter than the second child. The second child is 8 feet tall.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ feet}
+   \]
+
+3. Finally, we need to determine the height of the fourth child. The fourth child is three inches taller than the third child. The third child is 3 feet tall.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ feet}
+   \]
+
+</think>
+The final answer is \boxed{6}.','6',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(234,0,'1. First, we need to determine the height of the second child. The second child is two inches taller than the first child. The first child is 6 feet tall.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ feet}
+   \]
+
+2. Next, we need to determine the height of the third child. The third child is 5 inches shorter than the second child. The second child is 8 feet tall.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{</think>
+Final answer: The fourth child is \boxed{3} inches tall.','3',0,'not_equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(235,0,'1. First, we need to determine the length of each cut part. Marty has 100 centimeters of ribbon and he must cut it into 4 equal parts. Since each cut part must be divided into 5 equal parts, we can calculate the length of each cut part as follows:
+   \[
+   \text{Length of each cut part} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+2. Next, we need to determine the length of each final cut. Each cut part is divided into 5 equal parts, so each final cut will be:
+   \[
+   \text{Length of each final cut} = \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+</think>
+Therefore, the final cut will be \boxed{5 cm} centimeters long.','5 cm',1,'equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(236,0,'1. First, we need to determine the length of each cut part. Marty has 100 centimeters of ribbon and he must cut it into 4 equal parts. Since each part is 5 centimeters long, we can calculate the length of each cut part as follows:
+   \[
+   \text{Length of each cut part} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+2. Next, we need to determine the length of each final cut. Each cut part is 25 centimeters long, and each cut part is divided into 5 equal parts. Since each part is 5 centimeters long, we can calculate the length of each final cut as follows:
+   \[
+   \text{Length of each final cut} = \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+</think>
+Therefore, the final cut will be \boxed{5 cm} centimeters long.','5 cm',1,'equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(237,0,'1. First, we need to determine the length of each cut part. Marty has 100 centimeters of ribbon and he must cut it into 4 equal parts. Since each cut part must be divided into 5 equal parts, we can calculate the length of each cut part by dividing the total length of the ribbon by the number of equal parts:
+   \[
+   \text{Length of each cut part} = \frac{100 \text{ cm}}{4 \text{ parts}} = 25 \text{ cm}
+   \]
+</think>
+After </think>, we know that each cut part is 25 centimeters long. Now, we need to determine how long each final cut will be. Each final cut will be divided into 5 equal parts, so we can calculate the length of each final cut by dividing the length of each cut part by the','5',1,'equivalent',184,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(238,0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Calculate the total number of students in the school:**
+   The problem states that 40% of the school population is made up of 240 boys. To find the total number of students, we multiply the number of boys by 40%.
+   \[
+   \text{Total number of students} = 240 \times 0.40 = 96
+   \]
+
+2. **Determine the number of girls in the school:**
+   The problem also states that 40% of the school population is made up of girls. To find the number of girls, we multiply the total number of students by 40%.
+   \[
+   \text{Number of girls} = 96 \times 0.40 = 38.4
+   \]
+
+3. **Round the number of girls to the nearest whole number:**
+   Since the number of girls must be a whole number, we round 38.4 to the nearest whole number, which is 38.
+
+Therefore, the number of girls in the school is \boxed{38}.</think>
+</think>',NULL,0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(239,0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Calculate the total number of students in the school:**
+   The problem states that 40% of the school population is made up of 240 boys. To find the total number of students, we multiply the number of boys by 40%:
+   \[
+   \text{Total number of students} = 240 \times 0.40 = 96
+   \]
+
+2. **Determine the number of girls in the school:**
+   We know that 40%</think>
+Final answer: \boxed{96}','96',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(240,0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Calculate the total number of students in the school:**
+   The problem states that 40% of the school population is made up of 240 boys. To find the total number of students, we multiply the number of boys by 40%:
+   \[
+   \text{Total number of students} = 240 \times 0.40 = 96
+   \]
+
+2. **Determine the number of girls in the school:**
+   We know that 40% of the school population is made up of girls. To find the number of girls, we multiply the total number of students by 40%:
+   \[
+   \text{Number of girls} = 96 \times 0.40 = 38.4
+   \]
+
+3. **Round the result to the nearest whole number:**
+   Since the number of girls must be a whole number, we round 38.4 to the nearest whole number, which is 39.
+
+Therefore, the number of girls in the school is \boxed{39}.</think>
+</think>',NULL,0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(241,0,'1. First, we need to determine how many kilograms Pierre wants. Pierre wants a quarter of the 12 kg of apples.
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we need to determine how many kilograms Paul wants. Paul wants 1/3 of the 12 kg of apples.
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, we need to find out how many kilograms James will have left after buying the apples. We subtract the weights of Pierre and Paul from the total weight of the apples.
+   \[
+   \text{James''s weight} = 12 - 3 - 4 = 5 \text{ kg}
+   \]
+
+</think>
+The final answer is \boxed{5}.','5',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(242,0,'1. First, we need to determine how many kilograms Pierre wants. Pierre wants a quarter of the 12 kg of apples.
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we need to determine how many kilograms Paul wants. Paul wants 1/3 of the 12 kg of apples.
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, we need to find out how many kilograms James will have left after buying the apples. We subtract the weights of Pierre and Paul from the total weight of the apples.
+   \[
+   \text{James''s weight} = 12 - 3 - 4 = 5 \text{ kg}
+   \]
+
+</think>
+The final answer is \boxed{5}.','5',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(243,0,'1. First, we need to determine how many kilograms Pierre wants. Pierre wants a quarter of the 12 kg of apples.
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we need to determine how many kilograms Paul wants. Paul wants 1/3 of the 12 kg of apples.
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3</think>
+Final answer: James will have \boxed{4} kg left.','4',0,'not_equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(244,0,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total distance John drives in one round trip.
+2. Determine the total distance John drives in two round trips.
+3. Calculate the total time John spends driving in two round trips.
+4. Convert the total time from hours to minutes.
+5. Multiply the total distance by the total time to get the final answer.
+
+Step 1: Calculate the total distance John drives in one round trip.
+John drives at a speed of 70 mph and visits his parents twice a month. Therefore, the total distance in one round trip is:
+\[ 70 \text{ mph} \times 2 \text{ times/month} = 140 \text{ miles} \]
+
+Step 2: Determine the total distance John drives in two round trips.
+Since John visits his parents twice a month, the total distance in two round trips is:
+\[ 140 \text{ miles} \times 2 \text{ times/month} = 280 \text{ miles} \]
+
+Step 3: Calculate the total time John spends driving in two round trips.
+The time it takes John to drive one round trip is</think>
+Final answer: \boxed{280}','280',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(245,0,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total distance John drives in one round trip.
+2. Determine the total distance John drives in two round trips.
+3. Calculate the total time John spends driving in two round trips.
+4. Convert the total time from hours to minutes.
+5. Multiply the total distance by the total time to get the final answer.
+
+Step 1: Calculate the total distance John drives in one round trip.
+John drives at a speed of 70 mph and visits his parents twice a month. Therefore, the total distance in one round trip is:
+\[ 70 \text{ mph} \times 2 \text{ trips/month} = 140 \text{ miles} \]
+
+Step 2: Determine the total distance John drives in two round trips.
+Since John visits his parents twice a month, the total distance in two round trips is:
+\[ 140 \text{ miles/round trip} \times 2 \text{ round trips/month} = 280 \text{ miles} \]
+
+Step 3: Calculate the total time John spends driving in two round trips.
+The time it takes John to drive one round trip is 2 hours. Therefore, the total time in two round trips is:
+\[ 2 \text{ hours/round trip} \times 2 \text{ round trips/month} = 4 \text{ hours} \]
+
+Step 4: Convert the total time from hours to minutes.
+Since there are 60 minutes in an hour, the total time in minutes is:
+\[ 4 \text{ hours} \times 60 \text{ minutes/hour} = 240 \text{ minutes} \]
+
+Step 5: Multiply the total distance by the total time to get</think>
+Final answer: \boxed{240}','240',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(246,0,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total distance John drives in one round trip.
+2. Determine the total number of round trips he makes in a month.
+3. Calculate the total distance John drives in a month.
+
+**Step 1: Calculate the total distance John drives in one round trip.**
+
+John drives at a speed of 70 mph and takes 2 hours to drive there. Therefore, the distance he drives in one round trip is:
+\[
+\text{Distance in one round trip} = \text{Speed} \</think>
+Final answer: 70 mph
+\think>
+
+**Step 2: Determine the total number of round trips he makes in a month.**
+
+John visits his parents twice a month, so the total number of round trips he makes in a month is:
+\[
+\text{Total round trips} = 2 \times','70',0,'not_equivalent',192,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(247,0,'1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to find out how far Brian will walk in seven days. According to the problem, Sofie will walk twice as far as Brian in seven days. Therefore, we can calculate Brian''s walking distance as follows:
+   \[
+   2 \times 70 \text{ miles} = 140 \text{ miles}
+   \]
+
+3. Finally, we need to determine how many miles Brian will walk in seven days. Since Brian walks 140 miles in seven days, we can write the final answer as:
+   \[
+   \boxed{140}
+   \]</think>
+This final answer is correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem.','correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(248,0,'1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to find out how far Brian will walk in seven days. According to the problem, Sofie will walk twice as far as Brian in seven days. Therefore, we can calculate Brian''s walking distance as follows:
+   \[
+   2 \times</think>
+Final answer: Brian will walk \boxed{70} miles in seven days.','70',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(249,0,'1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to find out how far Brian will walk in seven days. According to the problem, Sofie will walk twice as far as Brian in seven days. Therefore, we can calculate Brian''s walking distance as follows:
+   \[
+   2 \times 70 \text{ miles} = 140 \text{ miles}
+   \]
+
+3. Finally, we need to determine how many miles Brian will walk in seven days. Since Brian walks 140 miles in seven days, we can write the final answer as:
+   \[
+   \boxed{140}
+   \]</think>
+This final answer is correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem.','correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(250,0,'1. First, we need to determine the weight of Kory''s dog. We know that Kory''s dog is 60 pounds.
+2. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+3. Elijah''s dog also has another dog that is half the weight of Kory''s dog. Therefore, we calculate the weight of the other dog as follows:
+   \[
+   \text{Weight of the other dog} = \frac{1}{2} \times \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+4. Now, we need to find the total weight of both Elijah''s and Kory''s dogs. We add their individual weights together:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of the other dog} = 15 + 30 = 45 \text{ pounds}
+   \]
+</think>
+The final answer is \boxed{45}.','45',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(251,0,'1. First, we need to determine the weight of Kory''s dog. We know that Kory''s dog is 60 pounds.
+2. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+3. Elijah''s dog also has another dog that is half the weight of Kory''s dog. Therefore, we calculate the weight of the other dog as follows:
+   \[
+   \text{Weight of the other dog} = \frac{1}{2} \times \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+4. Now, we need to find the total weight of both Elijah''s and Kory''s dogs. We add their individual weights together:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog}</think>
+Final answer: \boxed{15 + 30 = 45}','15 + 30 = 45',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(252,0,'1. First, we need to determine the weight of Kory''s dog. We know that Kory''s dog is 60 pounds.
+2. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+3. Elijah''s dog also has another dog that is</think>
+Final answer: \boxed{15}','15',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(253,0,'1. Let''s denote the current age of Vince as \( V \).
+2. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, two years ago, Liam''s age was \( V - 2 \).
+3. We are given that Liam is currently 16 years old, so we can write the equation:
+   \[
+   V - 2 = 16
+   \]
+4. To find Vince''s current age, we need to isolate \( V \) by adding 2 to both sides of the equation:
+   \[
+   V = 16 + 2
+   \]
+   \[
+   V = 18
+   \]
+</think>
+Therefore, Vince is currently \(\boxed{18}\) years old.','18',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(254,0,'1. Let''s denote the current age of Vince as \( V \).
+2. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, two years ago, Liam''s age was \( V - 2 \).
+3. We are given that Liam is currently 16 years old, so we can write the equation:
+   \[
+   V - 2 = 16
+   \]
+4. To find Vince''s current age, we need to isolate \( V \) by adding 2 to both sides of the equation:
+   \[
+   V = 16 + 2
+   \]
+   \[
+   V = 18
+   \]
+</think>
+Therefore, Vince is currently \(\boxed{18}\) years old.','18',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(255,0,'1. Let''s denote the current age of Vince as \( V \).
+2. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, two years ago, Liam''s age was \( V - 2 \).
+3. We are given that Liam is currently 16 years old, so we can write the equation:
+   \[
+   V - 2 = 16
+   \]
+4. To find Vince''s current age, we need to isolate \( V \) by adding 2 to both sides of the equation:
+   \[
+   V = 16</think>
+Final answer: Vince is currently \boxed{16}.','16',0,'not_equivalent',138,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(256,0,'1. First, we need to determine how many logs John can cut from the 80-foot tree. Since he can make logs out of 80% of the tree, we calculate:
+   \[
+   0.80 \times 80 = 64 \text{ logs}
+   \]
+2. Next, we cut the tree into 4-foot logs. Therefore, the number of logs is:
+   \[
+   4 \times 64 = 256 \text{ logs}
+   \]
+3. From each of these 256 logs, John cuts 5 planks. So, the total number of planks is:
+   \[
+   256 \times 5 = 1280 \text{ planks}
+   \]
+4. Each plank is sold for $1.2. Therefore, the total revenue is:
+   \[
+   1280 \times 1.2 = 1536 \text{ dollars}
+   \]
+</think>
+The final answer is \boxed{1536}.','1536',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(257,0,'1. First, we need to determine how many logs John can cut from the 80-foot tree. Since he can make logs out of 80% of the tree, we calculate:
+   \[
+   0.80 \times 80 = 64 \text{ logs}
+   \]
+2. Next, we cut the tree into 4-foot logs. Therefore, the number of logs is:
+   \[
+   4 \times 64 = 256 \text{ logs}
+   \]
+3. From each of these 256 logs, John cuts 5 planks. So, the number of planks is:
+   \[
+   256 \times 5 = 1280 \text{ planks}
+   \]
+4. Each plank is sold for $1.2. Therefore, the total revenue from selling the planks is:
+   \[
+   1280 \times 1.2 = 1536 \text{ dollars}
+   \]
+</think>
+The final answer is \boxed{1536}.','1536',0,'not_equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(258,0,'1. First, we need to determine how many logs John can cut from the 80-foot tree. Since he can make logs out of 80% of the tree, we calculate:
+   \[
+   \text{Number of logs} = 0.80 \times 80 = 64
+   \]
+
+2. Next, we need to determine how many planks John can cut from each of the 4-foot logs. Since he cuts each log into 5 planks, we calculate:
+   \[
+   \text{Number of planks} = 4 \times 5 =</think>
+Final answer: 4 planks','4',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(259,0,'1. Adam starts with $100.
+2. He can buy rocks for $5 each and sell them for $7 each.
+3. To find out how many rocks he can sell, we divide his total money by the price per rock:
+   \[
+   \frac{100}{5} = 20
+   \]
+   So, Adam can sell 20 rocks.
+4. Since he only sells 60% of his inventory, we calculate 60% of 20:
+   \[
+   0.60 \times 20 = 12
+   \]
+   So, Adam sells 12 rocks.
+5. To find out how much money he loses, we subtract the number of rocks sold from his initial amount:
+   \[
+   100 - 12 = 88
+   \]
+</think>
+Therefore, Adam loses \boxed{88} dollars.','88',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(260,0,'1. Adam starts with $100.
+2. He can buy rocks for $5 each, so he can buy 100 / 5 = 20 rocks.
+3. He sells each rock for $7, so he sells 20 * 7 = $140.
+4. After selling, Adam has $140 left.
+5. He invests all his money in the rock stand but only sells 60% of his inventory. So, he sells 60% of $140 = $0.60 * $140 = $84.
+6. After selling, Adam has $84 left.
+7. He loses $84 - $100 = -$15.
+</think>
+Therefore, Adam loses \(\boxed{-15}\) dollars.','-15',0,'not_equivalent',175,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(261,0,'1. Adam starts with $100.
+2. He can buy rocks for $5 each, so he can buy 100 / 5 = 20 rocks.
+3. He sells each rock for $7, so he sells 20 * 7 = $140.
+4. After selling, Adam has $140 left.
+5. He invests all his money in the rock stand but only sells 60% of his inventory. So, he sells 60% of $140 = $0.60 * $140 = $84.
+</think>
+Final answer: Adam loses $84.','$84',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(262,0,'1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find half of Haley''s age. Half of 26 is calculated as follows:
+   \[
+   \frac{26}{2} = 13
+   \]
+3. Now, we need to find Geb''s age. According to the problem, Geb is 10 less than half of Haley''s age. Therefore, we calculate Geb''s age as follows:
+   \[
+   13 - 10 = 3
+   \]
+</think>
+The final answer is \boxed{3}.','3',1,'equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(263,0,'1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find half of Haley''s age. Half of 26 is calculated as follows:
+   \[
+   \frac{26}{2} = 13
+   \]
+3. Now, we need to find Geb''s age. According to the problem, Geb is 10 less than half of Haley''s age. Therefore, we calculate Geb''s age as follows:
+   \[
+   13 - 10 = 3
+   \]
+</think>
+The final answer is \boxed{3}.','3',1,'equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(264,0,'1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find half of Haley''s age. Half of 26 is calculated as follows:
+   \[
+   \frac{26}{2} = 13
+   \]
+3. Now, we need to find Geb''s age. According to the problem, Geb is 10 less than half of Haley''s age. Therefore, we calculate Geb''s age as follows:
+   \[
+   13 - 10 = 3
+   \]
+</</think>
+Final answer: Geb is \boxed{3} years old.','3',1,'equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(265,0,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. To find this, we can follow these steps:
+   - Calculate thrice the number of face masks Mike bought: \(3 \times 5 = 15\)
+   - Add 2 to this result: \(15 + 2 = 17\)
+   - Therefore, Johnny bought 17 face masks.
+</think>
+The final answer is \boxed{17}.','17',1,'equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(266,0,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. We can express this mathematically as:
+   \[
+   \text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2
+   \]
+   Substituting the number of face masks Mike bought (5) into the equation, we get:
+   \[
+   \text{Number of face masks Johnny bought} = 3 \times 5 + 2 = 15 + 2 = 17
+   \]
+   So, Johnny bought 17 face masks.
+</think>
+The final answer is \boxed{17}.','17',1,'equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(267,0,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. To find this, we can follow these steps:
+   - Calculate thrice the number of face masks Mike bought: \(3 \times 5 = 15\)
+   - Add 2 to this result: \(15 + 2 = 17\)
+   - Therefore, Johnny bought 17 face masks</think>
+Final answer: \boxed{17}','17',1,'equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(268,0,'1. First, we need to determine how many gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine how many gallons of blood a shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, we calculate the number of gallons of blood a shark has as follows:
+   \[
+   \text{Number of gallons of blood a shark has} = 3 \times \text{Number of gallons of blood a whale} = 3 \times 40 = 120
+   \]
+3. Now, we need to calculate the total number of gallons of blood that ten sharks swimming in the sea have. We multiply the number of gallons of blood a shark has by 10:
+   \[
+   \text{Total number of gallons of blood} = 10 \times 120 = 1200
+   \]
+</think>
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','1200',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79655211244073891637e+09,1796553448.00171,'thinkscale eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet','running',183,1.33501788045099965525e+03,1.33501303863399880351e+03);
+INSERT INTO "sessions" VALUES(1,1.79655211244073891637e+09,1.79655394245587515834e+09,'thinkscale eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet','running',268,1.82947203241600072935e+03,1.82945497215299837994e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -5913,5 +8424,90 @@ INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-829',0,181,'4000',0.0,0,1,0,439.0,353.0,206.0,0.0,1.09849722660001134498e+01,365497105920.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-829',0,182,'24000',0.0,0,1,0,456.0,454.0,267.0,0.0,1.37399371720002818622e+01,336509404416.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-829',0,183,'24,000',0.0,0,1,0,379.0,372.0,139.0,0.0,7.74427175699929648544e+00,181488218112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-861',0,184,'36',0.0,0,1,0,474.0,466.0,263.0,0.0,1.6439370252999651711e+01,339030074112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-861',0,185,'12',0.0,0,1,0,525.0,455.0,337.0,0.0,2.08950454989990248573e+01,510435613440.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-861',0,186,'24',0.0,0,1,0,346.0,338.0,135.0,0.0,7.52737555599924235139e+00,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-889',0,187,'15',1.0,1,1,0,472.0,410.0,287.0,0.0,1.54171396319998166291e+01,437336192256.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-889',0,188,'25',0.0,0,1,0,458.0,451.0,263.0,0.0,1.36976083629997447133e+01,337769739264.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-889',0,189,'25',0.0,0,1,0,330.0,323.0,133.0,0.0,7.27533030800077540334e+00,173926209024.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-906',0,190,NULL,0.0,0,1,0,437.0,373.0,244.0,0.0,1.37779174230017815712e+01,385662463488.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-906',0,191,NULL,0.0,0,1,0,437.0,435.0,244.0,0.0,1.12736760399984632381e+01,307521702912.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-911',0,192,NULL,0.0,0,1,0,455.0,384.0,246.0,0.0,9.95379474000037589576e+00,397005477120.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-906',0,193,'4',0.0,0,1,0,330.0,323.0,134.0,0.0,1.01168160050001461054e+01,175186543872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-911',0,194,NULL,0.0,0,1,0,455.0,451.0,246.0,0.0,1.00307977009997557611e+01,312563042304.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-911',0,195,'40',0.0,0,1,0,344.0,337.0,135.0,0.0,10.4219085980003,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-917',0,196,'12',1.0,1,1,0,276.0,233.0,131.0,0.0,4.07200132900106837041e+00,216777593856.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-917',0,197,'12',1.0,1,1,0,276.0,274.0,131.0,0.0,9.11688874200263,165103865088.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-917',0,198,'12',1.0,1,1,0,276.0,274.0,131.0,0.0,6.86610808700243069324e+00,165103865088.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-966',0,199,'10',0.0,0,1,0,553.0,436.0,269.0,0.0,1.48192762599992420291e+01,483968581632.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-966',0,200,'45',0.0,0,1,0,552.0,550.0,259.0,0.0,1.36719951860013679836e+01,326426725632.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-966',0,201,'6',0.0,0,1,0,440.0,432.0,131.0,0.0,7.10363700699963374063e+00,172665874176.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-975',0,202,'30',0.0,0,1,0,412.0,358.0,243.0,0.0,1.29718401360005373133e+01,371798780160.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-975',0,203,NULL,0.0,0,1,0,414.0,410.0,237.0,0.0,9.48999223099963273853e+00,301220028672.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-976',0,204,'80',0.0,0,1,0,654.0,552.0,391.0,0.0,1.46538685100003931438e+01,618824410368.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-975',0,205,'40',0.0,0,1,0,314.0,307.0,140.0,0.0,1.83791046660007850732e+01,182748552960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-976',0,206,'$150',0.0,0,1,0,398.0,390.0,133.0,0.0,6.9760858290010219207e+00,175186543872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-976',0,207,'$16',0.0,0,1,0,526.0,519.0,290.0,0.0,1.6302209990000847029e+01,371798780160.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-995',0,208,'18',0.0,0,1,0,319.0,268.0,158.0,0.0,9.39593706699997710529e+00,260889313536.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-995',0,209,'$12',1.0,1,1,0,308.0,301.0,132.0,0.0,7.37385660300060408189e+00,172665874176.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-995',0,210,'18',0.0,0,1,0,334.0,332.0,178.0,0.0,1.03982502640010352477e+01,224339602944.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1002',0,211,'80',0.0,0,1,0,449.0,442.0,262.0,0.0,15.5098001510014,336509404416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1002',0,212,'24',0.0,0,1,0,539.0,481.0,362.0,0.0,2.21792510220002441205e+01,526819966464.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1002',0,213,'42',0.0,0,1,0,322.0,315.0,135.0,0.0,9.08051723999960813671e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1010',0,214,'5',1.0,1,1,0,513.0,440.0,305.0,0.0,1.78899656020003021699e+01,473885902848.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1010',0,215,'5',1.0,1,1,0,480.0,473.0,262.0,0.0,1.45818786859999818261e+01,336509404416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1010',0,216,'14',0.0,0,1,0,351.0,344.0,134.0,0.0,7.6602810900003532879e+00,175186543872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1033',0,217,'0.8',0.0,0,1,0,524.0,457.0,330.0,0.0,1.90020857440013060113e+01,497832264960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1033',0,218,'21',0.0,0,1,0,468.0,460.0,263.0,0.0,1.50071180180002556876e+01,339030074112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1033',0,219,'18',0.0,0,1,0,340.0,333.0,135.0,0.0,7.68780837499980407301e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1040',0,220,'695',0.0,0,1,0,484.0,417.0,290.0,0.0,1.63108897630008868877e+01,447418871040.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1040',0,221,'170',0.0,0,1,0,468.0,460.0,264.0,0.0,1.47129838109995034756e+01,340290408960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1040',0,222,'85',0.0,0,1,0,339.0,332.0,135.0,0.0,7.86684646300091117154e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1047',0,223,'19',0.0,0,1,0,501.0,494.0,260.0,0.0,1.38869418100002803838e+01,333988734720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1047',0,224,'10',1.0,1,1,0,630.0,540.0,391.0,0.0,2.14739695769985701185e+01,603700392192.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1047',0,225,'19',0.0,0,1,0,374.0,367.0,132.0,0.0,7.44575505600005271844e+00,172665874176.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1067',0,226,'2',0.0,0,1,0,309.0,239.0,161.0,0.0,8.61854222900001332163e+00,288616680192.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1067',0,227,'2',0.0,0,1,0,309.0,307.0,161.0,0.0,8.10233106600026,202913910528.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1067',0,228,'2',0.0,0,1,0,288.0,286.0,140.0,0.0,7.54668753599980846047e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1074',0,229,NULL,0.0,0,1,0,412.0,359.0,242.0,0.0,1.52768532629997935146e+01,369278110464.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1074',0,230,NULL,0.0,0,1,0,412.0,410.0,242.0,0.0,1.07254957669993018494e+01,305001033216.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1074',0,231,'250',0.0,0,1,0,305.0,298.0,133.0,0.0,7.33650723599930643104e+00,173926209024.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1090',0,232,'6',0.0,0,1,0,430.0,352.0,212.0,0.0,1.13731023540003661764e+01,362976436224.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1090',0,233,'6',0.0,0,1,0,430.0,428.0,212.0,0.0,1.08977563349972115245e+01,267190987776.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1090',0,234,'3',0.0,0,1,0,362.0,355.0,141.0,0.0,7.83173980600076902192e+00,184008887808.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1106',0,235,'5 cm',1.0,1,1,0,351.0,299.0,193.0,0.0,1.05604581780007720224e+01,306261368064.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1106',0,236,'5 cm',1.0,1,1,0,375.0,373.0,217.0,0.0,1.14777158340002642948e+01,273492662016.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1106',0,237,'5',1.0,1,1,0,296.0,294.0,184.0,0.0,1.03030758799995965087e+01,231901612032.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1107',0,238,NULL,0.0,0,1,0,399.0,361.0,259.0,0.0,1.44733077789987873984e+01,371798780160.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1107',0,239,'96',0.0,0,1,0,275.0,268.0,135.0,0.0,8.57459381600165215786e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1107',0,240,NULL,0.0,0,1,0,395.0,390.0,255.0,0.0,1.55148269090004760069e+01,325166390784.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1112',0,241,'5',1.0,1,1,0,367.0,319.0,209.0,0.0,1.33014808989992161514e+01,321385386240.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1112',0,242,'5',1.0,1,1,0,367.0,365.0,209.0,0.0,1.29516315729997586457e+01,263409983232.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1112',0,243,'4',0.0,0,1,0,302.0,295.0,140.0,0.0,8.82890817999941646121e+00,182748552960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1120',0,244,'280',0.0,0,1,0,444.0,436.0,264.0,0.0,1.49827840839989221422e+01,340290408960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1120',0,245,'240',0.0,0,1,0,572.0,511.0,392.0,0.0,2.35585118160015554171e+01,568411016448.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1120',0,246,'70',0.0,0,1,0,316.0,308.0,192.0,0.0,1.03338672860008955471e+01,249546299904.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1121',0,247,'correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem',0.0,0,1,0,369.0,320.0,230.0,0.0,1.22952374950000375974e+01,349112752896.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1121',0,248,'70',0.0,0,1,0,300.0,293.0,143.0,0.0,7.45428346799963,186529557504.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1121',0,249,'correct because we have correctly calculated the distance Brian will walk in seven days based on the information given in the problem',0.0,0,1,0,369.0,365.0,230.0,0.0,1.18121494820024963701e+01,292397684736.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1123',0,250,'45',0.0,0,1,0,493.0,427.0,300.0,0.0,1.64973324629991111578e+01,458761884672.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1123',0,251,'15 + 30 = 45',0.0,0,1,0,465.0,458.0,271.0,0.0,1.51057485179990180768e+01,347852418048.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1123',0,252,'15',0.0,0,1,0,338.0,331.0,135.0,0.0,6.80208497000057832337e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1128',0,253,'18',0.0,0,1,0,301.0,262.0,168.0,0.0,1.1308167684001091402e+01,258368643840.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1128',0,254,'18',0.0,0,1,0,301.0,299.0,168.0,0.0,7.13363734450376796303e+00,211736254464.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1128',0,255,'16',0.0,0,1,0,284.0,277.0,138.0,0.0,8.01597541599949181545e+00,180227883264.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1131',0,256,'1536',0.0,0,1,0,441.0,367.0,232.0,0.0,1.3100174905999665498e+01,383141793792.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1131',0,257,'1536',0.0,0,1,0,445.0,443.0,236.0,0.0,1.28244674810011929368e+01,297439024128.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1131',0,258,'4',0.0,0,1,0,356.0,348.0,133.0,0.0,7.89143738900020252913e+00,175186543872.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1146',0,259,'88',0.0,0,1,0,400.0,329.0,199.0,0.0,1.15744418760004919022e+01,337769739264.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1146',0,260,'-15',0.0,0,1,0,374.0,372.0,175.0,0.0,9.7100611509995360393e+00,220558598400.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1146',0,261,'$84',0.0,0,1,0,348.0,341.0,135.0,0.0,7.51761757099848182406e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1162',0,262,'3',1.0,1,1,0,276.0,239.0,140.0,0.0,7.93786369500048749614e+00,220558598400.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1162',0,263,'3',1.0,1,1,0,276.0,274.0,140.0,0.0,7.6822733475009954418e+00,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1162',0,264,'3',1.0,1,1,0,280.0,273.0,139.0,0.0,7.92798112799937371164e+00,181488218112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1178',0,265,'17',1.0,1,1,0,278.0,241.0,143.0,0.0,7.40343512999970698729e+00,224339602944.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1178',0,266,'17',1.0,1,1,0,326.0,324.0,191.0,0.0,1.02590372009999555304e+01,240723955968.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1178',0,267,'17',1.0,1,1,0,280.0,273.0,135.0,0.0,8.2967483299999,176446878720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1194',0,268,'1200',1.0,1,1,0,406.0,343.0,234.0,0.0,1.44198633839987451206e+01,371798780160.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
