@@ -3920,6 +3920,436 @@ INSERT INTO "chains" VALUES(268,0,0,'c6558accfcb37fe55b4118579a3be04e412bf2f137d
    \]
 ','stop',208,99,37,6.44615689149486570386e+00,339030074112.0,NULL);
 INSERT INTO "chains" VALUES(268,1,0,'f1f4009a4e48ed4cb59921a2d31c49b33396a118c09feaed9361e300a2fc9aff',0,'Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','stop',26,307,306,9.16363140500834560953e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(269,0,0,'7567795ea5cc7201f2a489db38fd9aafc7fd8322840169090f97fca13f9163b3',0,'1. First, we need to determine how many gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine how many gallons of blood a shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, we calculate the number of gallons of blood a shark has as follows:
+   \[
+   \text{Number of gallons of blood a shark has} = 3 \times \text{Number of gallons of blood a whale} = 3 \times 40 = 120
+   \]
+3. Now, we need to calculate the total number of gallons of blood that ten sharks swimming in the sea have. We multiply the number of gallons of blood a shark has by 10:
+   \[
+   \text{Total number of gallons of blood} = 10 \times 120 = 1200
+   \]
+','stop',208,99,98,6.76078235649765701964e+00,262149648384.0,NULL);
+INSERT INTO "chains" VALUES(269,1,0,'f1f4009a4e48ed4cb59921a2d31c49b33396a118c09feaed9361e300a2fc9aff',0,'Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','stop',26,307,306,9.16363140500834560953e-01,32768706048.0,268);
+INSERT INTO "chains" VALUES(270,0,0,'50d988e92035fa9d599120cd5d4707727bbaed5d4513e03e07db1f8c4723349e',0,'1. First, we need to determine how many gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine how many gallons of blood a shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, we calculate the number of gallons of blood a shark has as follows:
+   \[
+   \text{Number of gallons of blood a shark has} = 3 \times \text{Number of gallons of blood a whale} = 3 \times 40 = 120
+','length',128,99,98,4.04397728099866071715e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(270,1,0,'3980adefcb26a876a8a467f47e61a25e3bf66dfa476dc7aa5be714a2a682e940',0,' \boxed{120}','stop',8,233,227,2.82901646999562217388e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(271,0,0,'569492756b20e6fb95989f6298ca86f5bd1daae0ccf096897df8f8c458728af5',0,'1. First, we need to determine the height of the two-story house. The problem states that the two-story house is 7 times as high as Mattison''s height. Therefore, we calculate the height of the two-story house as follows:
+   \[
+   \text{Height of the two-story house} = 7 \times \text{Mattison''s height} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison''s height. Therefore, we calculate the height of the floor to the ceiling on the first floor as follows:
+   \[
+   \text{Height of the floor to the ceiling on the first floor} = 3 \times \text{Mattison''s height} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Now, we need to determine the height of the roof from the second floor''s floor. The problem states that the roof from the second floor''s floor is 7 times the height of the second floor''s floor. Therefore, we calculate the height of the roof from the second floor''s floor as follows:
+   \[
+   \text{Height of the roof from the second floor''s floor} = 7 \times \text{Height of the second floor''s floor} = 7 \times 180 = 1260 \text{ inches}
+   \]
+
+','stop',338,100,37,1.0148051741498420597e+01,504133939200.0,NULL);
+INSERT INTO "chains" VALUES(271,1,0,'9e5b3fb93854a36539bf3fc9208e5cfbb140e5f0f960fd41fcf5cee361c7f1f8',0,'The final answer is \boxed{1260}.','stop',13,438,437,3.85876546503823192324e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(272,0,0,'e0cd89f08968451fc75242992a362f0b0dc937118259ae464708afdd8332e6a4',0,'1. First, we need to determine the height of the two-story house. The problem states that the two-story house is 7 times as high as Mattison''s house. Therefore, we calculate the height of the two-story house as follows:
+   \[
+   \text{Height of the two-story house} = 7 \times \text{Height of Mattison''s house} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison''s house. Therefore, we calculate the height of the floor to the ceiling on the first floor as follows:
+   \[
+   \text{Height of the floor to the ceiling on the first floor} = 3 \times \text{Height of Mattison''s house} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Now, we need to determine the height of the roof from the second floor''s floor. The problem states that the roof from the second floor''s floor is 7 times the','length',256,100,99,7.48946980050004640361e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(272,1,0,'3e2a4bdfa3b35f260dd98177ef51a259c8ad29a805a1d8e89d15f993a59d5995',0,' \boxed{180}','stop',8,362,355,0.309525006999138,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(273,0,0,'35a7dbcc21176cb50c226b9fcda900ef05c8150e9b26fe9b9757a8713fd5d61e',0,'1. First, we need to determine the height of the two-story house. The problem states that the two-story house is 7 times as high as Mattison''s house. Therefore, we calculate the height of the two-story house as follows:
+   \[
+   \text{Height of the two-story house} = 7 \times \text{Height of Mattison''s house} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The problem states that the floor to','length',128,100,99,3.68554380149907956365e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(273,1,0,'9b0d73e40db30226e0e181b9e498a3788031ae7e5ff6fb59df105dfeba97d54e',0,' \boxed{420}','stop',8,234,228,2.87252008501127420458e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(274,0,0,'090d5738731fa50da37c6a91006a7eb44a0cb3935c2c20e9d6d4c37b0cc92c70',0,'1. First, we need to determine how many pounds of ground beef Aiden uses to make 80 meatballs.
+   \[
+   \text{Pounds of ground beef} = \frac{80 \text{ meatballs}}{16 \text{ meatballs per pound}} = 5 \text{ pounds}
+   \]
+
+2. Next, we calculate how many tablespoons of secret steakhouse seasoning Aiden uses for 5 pounds of ground beef.
+   \[
+   \text{Tablespoons of secret seasoning} = 2 \text{ tablespoons per pound} \times 5 \text{ pounds} = 10 \text{ tablespoons}
+   \]
+
+3. Therefore, Aiden will need \boxed{10} tablespoons of his secret steakhouse seasoning to make 80 meatballs for the cookout.','stop',176,118,37,5.60315862300103617599e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(274,1,0,'faca082ef3d3a5d28a736fbca75769815e39d5a76a6cba99fb8071dba6777260',0,'```','stop',2,295,292,8.68047779995322343893e-02,5041339392.0,NULL);
+INSERT INTO "chains" VALUES(275,0,0,'db1d4e594ffb1586dad7431c6dce5880cb2bc807f994a8f6f6adaaf057e7fa39',0,'To determine how much of Aiden''s secret steakhouse seasoning he will need, we need to follow these steps:
+
+1. Calculate the total amount of ground beef Aiden uses.
+2. Determine how much secret steakhouse seasoning Aiden uses per pound of ground beef.
+3. Calculate how much secret steakhouse seasoning Aiden needs for 80 meatballs.
+
+Step 1: Calculate the total amount of ground beef Aiden uses.
+Aiden gets sixteen meatballs from each pound of meat. Therefore, the total amount of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \','length',128,118,117,3.52540483300344931194e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(275,1,0,'4c9e2cadce73ef7c042bf8b484e65f14a29820d35cc624f56b1ea5df1930942a',0,' \( 1280 \text{ pounds} \)
+
+Step 2: Determine how much secret steakhouse seasoning Aiden uses per pound of ground beef.
+Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret steakhouse seasoning is:
+\[','length',64,252,123,2.93116581900267192395e+00,241984290816.0,NULL);
+INSERT INTO "chains" VALUES(276,0,0,'c7b7c91792d4c32056cd31c9f8b403799f6d34f4526ab5cedec79f2f09fbfbf8',0,'To determine how much of Aiden''s secret steakhouse seasoning he will need, we need to follow these steps:
+
+1. Calculate the total amount of ground beef Aiden uses.
+2. Determine how much secret steakhouse seasoning Aiden uses per pound of ground beef.
+3. Calculate how much secret steakhouse seasoning Aiden needs for 80 meatballs.
+
+Step 1: Calculate the total amount of ground beef Aiden uses.
+Aiden gets sixteen meatballs from each pound of meat. Therefore, the total amount of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+Step 2: Determine how much secret steakhouse seasoning Aiden uses per pound of ground beef.
+Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret steakhouse seasoning is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+Step 3: Calculate how much secret steakhouse seasoning Aiden needs for 80 meatballs.
+To find out how much','length',256,118,117,7.14439583850708,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(276,1,0,'a7b36a3d314083c7e9c9d4d38c7a89dc7a2c786a7c80af713061192eab41bf24',0,' \boxed{2560}','stop',9,380,246,1.4392388974993082229e+00,178967548416.0,NULL);
+INSERT INTO "chains" VALUES(277,0,0,'b2606963b2efd9644417e74f9429a2e60300d7367c78f0a051dde62ed54bc401',0,'1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to calculate 1/4 of 20.
+4. We can do this by multiplying 20 by 1/4.
+5. The result of this multiplication is 5.
+','stop',101,93,37,3.18701449899890576489e+00,196612236288.0,NULL);
+INSERT INTO "chains" VALUES(277,1,0,'fe6a96f889fca7c5fb77e6644a2548cb97af723e6797e54002cc2a7bd6595330',0,'Therefore, Eve gave away \boxed{5} pomelos.','stop',15,194,193,4.24436037500527163501e-01,18905022720.0,NULL);
+INSERT INTO "chains" VALUES(278,0,0,'8e224442e73d1ba3e8cdcb6e5ba8b22205877f73b112c3ffd8992edaf28b7580',0,'1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to calculate 1/4 of 20.
+4. We can do this by multiplying 20 by 1/4.
+5. The result of this multiplication is 5.
+','stop',101,93,92,2.81450744000176200643e+00,127293819648.0,NULL);
+INSERT INTO "chains" VALUES(278,1,0,'fe6a96f889fca7c5fb77e6644a2548cb97af723e6797e54002cc2a7bd6595330',0,'Therefore, Eve gave away \boxed{5} pomelos.','stop',15,194,193,4.24436037500527163501e-01,18905022720.0,277);
+INSERT INTO "chains" VALUES(279,0,0,'f4ff82357e56432116a56c1fb10610249fd939c35e5f436e0951f5b8d2945fe5',0,'1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to calculate 1/4 of 20.
+4. We can do this by multiplying 20 by 1/4.
+5. The result of this multiplication is 5.
+','stop',101,93,92,2.8634424275005585514e+00,127293819648.0,NULL);
+INSERT INTO "chains" VALUES(279,1,0,'fe6a96f889fca7c5fb77e6644a2548cb97af723e6797e54002cc2a7bd6595330',0,'Therefore, Eve gave away \boxed{5} pomelos.','stop',15,194,193,4.24436037500527163501e-01,18905022720.0,277);
+INSERT INTO "chains" VALUES(280,0,0,'226545e0539dfa9f2370181bf93b3b03e165bb2def64b78ee0b33cce6b799507',0,'1. First, we need to calculate the total distance Michael travels on the interstate in 3 days. Since Michael travels at an average speed of 50 km/hr, the total distance traveled in 3 days is:
+   \[
+   50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. Next, we need to determine how much of this distance Michael has covered. The distance between Alaska and Texas is 6000 km. To find out how much of this distance Michael has covered, we subtract the distance between Alaska and Texas from the total distance traveled:
+   \[
+   150 \text{ km} - 6000 \text{ km} = -4500 \text{ km}
+   \]
+
+3. To find the percentage of the total distance Michael has covered, we divide the distance covered by the total distance and then multiply by 100:
+   \[
+   \frac{-4500 \text{ km}}{150 \text{ km}} \times 100 = -30\%
+   \]
+
+','stop',250,111,37,7.66049905350155313499e+00,407088155904.0,NULL);
+INSERT INTO "chains" VALUES(280,1,0,'51f3e4ab1d5bd33cc3932ef8568df1934d11a917f9d3d7060a12037f46f8f768',0,'Therefore, the final answer is \boxed{-30\%}.','stop',15,361,360,4.26757740501670923549e-01,18905022720.0,NULL);
+INSERT INTO "chains" VALUES(281,0,0,'9ab518cd5cd4cdc1c672ffcba170ba9f60cbe71547097ba76f1d9449fac83fe9',0,'1. First, we need to calculate the total distance Michael travels on the interstate in 3 days. Since Michael travels at an average speed of 50 km/hr, the total distance traveled in 3 days is:
+   \[
+   50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. Next, we need to determine how much of this distance Michael has covered. The distance between Alaska and Texas is 6000 km. To find out how much of this distance Michael has covered, we subtract the distance between Alaska and Texas from the total distance traveled:
+   \[
+   150 \text{ km} - 6000 \text{ km} = -4500 \text{ km}
+   \]
+
+3. To find the percentage of the total distance Michael has covered, we divide the distance covered by the total distance and then multiply by 100:
+   \[
+   \frac{-4500 \text{ km}}{150 \text{ km}} \times 100 = -30\%
+   \]
+
+','stop',250,111,110,8.08714149100069334963e+00,315083712000.0,NULL);
+INSERT INTO "chains" VALUES(281,1,0,'51f3e4ab1d5bd33cc3932ef8568df1934d11a917f9d3d7060a12037f46f8f768',0,'Therefore, the final answer is \boxed{-30\%}.','stop',15,361,360,4.26757740501670923549e-01,18905022720.0,280);
+INSERT INTO "chains" VALUES(282,0,0,'c67bac1cd6d4094db7810262e981ca75918de231bd75e111472be596fa3cf589',0,'1. First, we need to calculate the total distance Michael travels on the interstate in 3 days. Since Michael travels at an average speed of 50 km/hr, the total distance covered in 3 days is:
+   \[
+   50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. Next, we need to determine how much of this distance Michael has covered by traveling on the interstate. The distance between Alaska and Texas is 6000 km. Therefore, the percentage of the distance covered is:
+   \','length',128,111,110,4.6703706990001592203e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(282,1,0,'325a525dfd7f971cff35388261e47d27cc41ccad2ae0fbd4986f1b72e14140e8',0,' \boxed{30\%}','stop',9,245,238,2.87063537998619722202e-01,18905022720.0,NULL);
+INSERT INTO "chains" VALUES(283,0,0,'642ccdc034f072c3080548c38c12de8f9c9c4b59dcc9a595e8628f888a5a4d3a',0,'To determine the total time it takes John to get all 6 sides of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side.
+   - Therefore, the time for the first side is \(\boxed{5}\) minutes.
+
+2. **Second side:**
+   - The second side takes twice as long as the first side.
+   - Therefore, the time for the second side is \(\boxed{10}\) minutes.
+
+3. **Third side:**
+   - The third side takes twice as long as the second side.
+   - Therefore, the time for the third side is \(\boxed{20}\) minutes.
+
+4. **Fourth side:**
+   - The fourth side takes half as long as the first side.
+   - Therefore, the time for the fourth side is \(\boxed{5}\) minutes.
+
+5. **Fifth side:**
+   - The fifth side takes half as long as the third side.
+   - Therefore, the time for the fifth side is \(\boxed{5}\) minutes.
+
+Now, we sum up the times for all six sides to find the total time it takes John to get all 6 sides:
+\[
+5 + 10 + 20 + 5 + 5 = 60 \text{ minutes}
+\]
+
+Therefore, the total time it takes John to get all 6 sides of the Rubik''s cube is \(\boxed{60}\) minutes.','stop',328,118,37,9.10616586849391751457e+00,514216617984.0,NULL);
+INSERT INTO "chains" VALUES(283,1,0,'03d027e12569f9bea7ada4859ca30dca7f167ab8d8da3c67b9d3af7869075d14',0,'','stop',1,447,444,5.92723549998481757938e-02,3781004544.0,NULL);
+INSERT INTO "chains" VALUES(284,0,0,'fd09a93cb6fed30530cc077f5cf6c1143d8e79456aaa60cb005ab4ce60e12c67',0,'To determine the total time it takes John to get all 6 sides of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side.
+   - Therefore, the time for the first side is \(\boxed{5}\) minutes.
+
+2. **Second side:**
+   - The second side takes twice as long as the first side.
+   - Therefore, the time for the second side is \(\boxed{10}\) minutes.
+
+3. **Third side:**
+   - The third side takes twice as long as the second side.
+   - Therefore, the time for the third side is \(\boxed{20}\) minutes.
+
+4. **Fourth side:**
+   - The fourth side takes half as long as the first side.
+   - Therefore, the time for the fourth side is \(\boxed{5}\) minutes.
+
+5. **Fifth side:**
+   - The fifth side takes half as long as the third side.
+   - Therefore, the time for the fifth side is \(\boxed{5}\) minutes.
+
+Now, we sum up the times for all six sides to find the','length',256,118,117,6.9331631329996525892e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(284,1,0,'334cf9e88f269b8f94ef242406566bb52b7d86fd5138b722220e1f57383eff50',0,' \boxed{50}','stop',7,380,374,2.7332807449965912383e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(285,0,0,'e7c349251cde46f4e5b9a10cc6d67e71697222fe8d332c1c8ccc45dd9f56df59',0,'To determine the total time it takes John to get all 6 sides of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side.
+   - Therefore, the time for the first side is \(\boxed{5}\) minutes.
+
+2. **Second side:**
+   - The second side takes twice as long as the first side.
+   - Therefore, the time for the second side is \(\boxed{10}\) minutes.
+
+3. **Third side:**
+   - The third','length',128,118,117,3.6426640510026118136e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(285,1,0,'737a9e82f2e9d812fe19d07deac46ac5765a5e98473a7b0987e9ffdfc4676760',0,' \boxed{10} minutes','stop',8,252,246,2.51682194501881895121e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(286,0,0,'c1d8c0e5436a0528ed5d4375f07fd40640b7ea2eab3e1577ea81eec06e290ca0',0,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during his 5 day work week.
+2. Determine how many minutes it takes Tim to deal with a call.
+3. Calculate the total number of calls Tim makes during his 5 day work week.
+
+Step 1: Calculate the total number of hours Tim spends answering phones during his 5 day work week.
+Tim spends 6 hours each day answering phones. Therefore, in 5 days, he spends:
+\[ 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Step 2: Determine how many minutes it takes Tim to deal with a call.
+It takes Tim 15 minutes to deal with a call. Therefore, in 30 hours, he deals with:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = \frac{1}{4} \text{ calls} \]
+
+Step 3: Calculate the total number of calls Tim makes during his 5 day work week.
+Since Tim deals with 1 call per 4 hours, in 5 days, he makes:
+\[ \frac{1}{4} \text{ calls/day} \times 5 \text{ days} = \frac{5}{4} \text{ calls} \]
+
+Therefore, the final answer is:
+\boxed{\frac{5}{4}}','stop',320,87,37,9.22701463400062493747e+00,465063558912.0,NULL);
+INSERT INTO "chains" VALUES(286,1,0,'5fe0d15671449f3db0f086274db47bfe04e2b100fe187353fea566dd454d8b6f',0,'```','stop',2,408,405,8.88643459993545548059e-02,5041339392.0,NULL);
+INSERT INTO "chains" VALUES(287,0,0,'45d3fed65aa9e86b580681de7cb299d64d6bd6237edca39edde051c384a9ac22',0,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during his 5 day work week.
+2. Determine how many minutes it takes Tim to deal with a call.
+3. Calculate the total number of calls Tim makes during his 5 day work week.
+
+Step 1: Calculate the total number of hours Tim spends answering phones during his 5 day work week.
+Tim spends 6 hours each day answering phones. Therefore, in 5 days, he spends:
+\[ 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Step 2: Determine how many minutes it takes Tim to deal with a call.
+It takes Tim 15 minutes to deal with a call. Therefore, in 30 hours, he deals with:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = \frac{1}{4} \text{ calls} \]
+
+Step 3: Calculate the total number of calls Tim makes during his 5 day work week.
+Since Tim deals with 1 call per 4 hours','length',256,87,86,7.0649769025012574275e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(287,1,0,'943141b5db93fe10f1ad2626e1c7dde3ab706576fcf9ff3ab372c5a0f93e68d9',0,' \boxed{1}','stop',6,349,343,2.29724774998430802952e-01,13863683328.0,NULL);
+INSERT INTO "chains" VALUES(288,0,0,'f91778573d31907beb257b38fe109cbf5534823c4e5d0793b37e2ccd71975ce1',0,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during his work week.
+2. Determine how many minutes it takes Tim to deal with a call.
+3. Calculate the total number of calls Tim makes during his work week.
+
+Step 1: Calculate the total number of hours Tim spends answering phones during his work week.
+Tim spends 6 hours each day at work answering phones. Therefore, in 5 days, the total number of hours is:
+\[ 6 \text{ hours/day} \times 5','length',128,87,86,3.45562789650011836783e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(288,1,0,'496794986e17a7a9cb993536c683a883c67925be4b1e334f7e665a121c3a45ff',0,' 30 hours
+
+Step 2: Determine how many minutes it takes Tim to deal with a call.
+It takes Tim 15 minutes to deal with a call. Therefore, the total number of calls Tim makes during his work week is:
+\[ \frac{30 \text{ hours}}{15','length',64,221,214,1.82869847499478055397e+00,88223439360.0,NULL);
+INSERT INTO "chains" VALUES(289,0,0,'d19c460a217754cd4e90ca55d8ba9c44fff65747822b53aa0db31dd3aa455871',0,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish, we need to calculate the drying time for each painting separately and then find the difference between these times.
+
+1. Calculate the drying time for one painting with the new varnish:
+   The drying time for one painting with the new varnish is 12 minutes.
+
+2. Calculate the drying time for one painting with the old varnish:
+   The drying time for one painting with the old varnish is 7 minutes.
+
+3. Calculate the total drying time for 6 paintings with the new varnish:
+   To find the total drying time, we multiply the drying time of one painting with the new varnish by 6:
+   \[
+   12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes}
+   \]
+
+4. Calculate the total drying time for 6 paintings with the old varnish:
+   To find the total drying time, we multiply the drying time of one painting with the old varnish by 6:
+   \[
+   7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes}
+   \]
+
+5. Find the difference between the total drying time for 6 paintings with the new varnish and the total drying time for 6 paintings with the old varnish:
+   To find the difference, we subtract the drying time of the old varnish from the drying time of the new varnish:
+   \[
+   72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}
+   \]
+
+','stop',366,137,37,1.08728797759940789548e+01,586055704320.0,NULL);
+INSERT INTO "chains" VALUES(289,1,0,'841032db1b0b101a8e280a69af4936bf2948b496cbf6201b63e3316cf08c2409',0,'Therefore, it will take \boxed{30} minutes longer for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish.','stop',38,503,502,1.06354609049503778805e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(290,0,0,'cd89918eed6c893796085e16f425010bf91d7a19228ca342e9652318d9b48abe',0,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish, we need to calculate the drying time for each painting and then find the difference between these times.
+
+1. Calculate the drying time for one painting with the new varnish:
+   The drying time for one painting with the new varnish is 12 minutes.
+
+2. Calculate the drying time for one painting with the old varnish:
+   The drying time for one painting with the old varnish is 7 minutes.
+
+3. Calculate the total drying time for 6 paintings with the new varnish:
+   Since there are 6 paintings, the total drying time is:
+   \[
+   6 \text{ paintings} \times 12 \text{ minutes per painting} = 72 \text{ minutes}
+   \]
+
+4. Calculate the total drying time for 6 paintings with the old varnish:
+   Since there are 6 paintings, the total drying time is:
+   \[
+   6 \text{ paintings} \times 7 \text{ minutes per painting} = 42 \text{ minutes}
+   \]
+
+5. Find the difference between the total drying','length',256,137,136,7.1141331104990968015e+00,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(290,1,0,'e1400c0d6abd5869b989cde197d5e59cf8ca403913ae8e679f931121582e34e3',0,' \boxed{42}','stop',7,399,392,2.80993673999546444974e-01,16384353024.0,NULL);
+INSERT INTO "chains" VALUES(291,0,0,'6f45c4d2e91f088b331911a72c59e5982423256df2a74bd7b1af568308e2c3f7',0,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish, we need to calculate the drying time for each painting separately and then find the difference.
+
+1. Calculate the drying time for one painting with the new varnish:
+   The drying time for one painting with the new varnish is 12 minutes.
+
+2. Calculate the drying time for one painting with the old varnish:
+   The drying time for one painting with the old varnish is 7 minutes.
+
+3. Calculate the total drying time for 6 paintings with the new','length',128,137,136,3.51867239950661314651e+00,161322860544.0,NULL);
+INSERT INTO "chains" VALUES(291,1,0,'09e5987eea134ffdf3a2dda37699231e63c5b9d288f01ba67d6c38b36718e19a',0,' 12 minutes + 7 minutes = 19 minutes','stop',14,271,264,4.80036153001492493785e-01,25206696960.0,NULL);
+INSERT INTO "chains" VALUES(292,0,0,'a0c13ad66714b6596cff165af1cfe2699e4594bf504e1e814ae117e6caac7078',0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs and then multiply that by 7.
+','stop',47,99,37,1.72582631800105446018e+00,136116163584.0,NULL);
+INSERT INTO "chains" VALUES(292,1,0,'2c7e7ce063e04d31a208b89f0ddb96e3249266a4fdfa52f6ee2d9f4a0b713edc',0,'Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption of dog food for German Shepher','length',64,146,145,1.74349910300043120514e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(293,0,0,'71ab34837dad54e6fe377164075399094d3a17bdfaf0552ba9c61e8b1b3d8c6d',0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs and then multiply that by 7.
+','stop',47,99,98,1.30625364449952030554e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(293,1,0,'2c7e7ce063e04d31a208b89f0ddb96e3249266a4fdfa52f6ee2d9f4a0b713edc',0,'Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption of dog food for German Shepher','length',64,146,145,1.74349910300043120514e+00,80661430272.0,292);
+INSERT INTO "chains" VALUES(294,0,0,'ad0c3ec73ff040107dc3b62f550f8e90933c2442119110f34f2dc6abd9f1e304',0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs and then multiply that by 7.
+','stop',47,99,98,1.25178281299758964451e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(294,1,0,'2c7e7ce063e04d31a208b89f0ddb96e3249266a4fdfa52f6ee2d9f4a0b713edc',0,'Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption of dog food for German Shepher','length',64,146,145,1.79234894149794854456e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(295,0,0,'016669ff1da69fe53f9b6ac7bd925b01c7adc90e916180b7295a1de01cabb6fd',0,'1. First, we need to determine how long Steve took to complete the puzzle. Steve put together the puzzle in 10 hours of hard work.
+2. Next, we need to find out how long Anna took to complete the puzzle. Anna put together the puzzle in 2 hours more than half Steve''s time. Half Steve''s time is \( \frac{10}{2} = 5 \) hours.
+3. To find out how long Anna took to complete the puzzle, we add 2 hours to 5 hours: \( 5 + 2 = 7 \) hours.
+','stop',126,91,37,4.04563862299528409494e+00,225599937792.0,NULL);
+INSERT INTO "chains" VALUES(295,1,0,'a9231282b54b5116427a52ab9c9e8bf0667088e16252d2b7bad1230c4f39e6cc',0,'Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','stop',17,217,216,4.9743396000030770665e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(296,0,0,'e0855174c0b2efb8ae923ddb71c4b858639478964ebe285d5b553e9b270f2f91',0,'1. First, we need to determine how long Steve took to complete the puzzle. Steve put together the puzzle in 10 hours of hard work.
+2. Next, we need to find out how long Anna took to complete the puzzle. Anna put together the puzzle in 2 hours more than half Steve''s time. Half Steve''s time is \( \frac{10}{2} = 5 \) hours.
+3. To find out how long Anna took to complete the puzzle, we add 2 hours to 5 hours: \( 5 + 2 = 7 \) hours.
+','stop',126,91,90,3.66074978299548092763e+00,158802190848.0,NULL);
+INSERT INTO "chains" VALUES(296,1,0,'a9231282b54b5116427a52ab9c9e8bf0667088e16252d2b7bad1230c4f39e6cc',0,'Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','stop',17,217,216,4.78101224996862583793e-01,21425692416.0,NULL);
+INSERT INTO "chains" VALUES(297,0,0,'256a893ea5228010c4861f792cf1a0839fb98b5de9d4d8b57f39118d02b1b549',0,'1. First, we need to determine how long Steve took to complete the puzzle. Steve put together the puzzle in 10 hours of hard work.
+2. Next, we need to find out how long Anna took to complete the puzzle. Anna put together the puzzle in 2 hours more than half Steve''s time. Half Steve''s time is \( \frac{10}{2} = 5 \) hours.
+3. To find out how long Anna took to complete the puzzle, we add 2 hours to 5 hours: \( 5 + 2 = 7 \) hours.
+','stop',126,91,90,3.75480708599388890434e+00,158802190848.0,NULL);
+INSERT INTO "chains" VALUES(297,1,0,'a9231282b54b5116427a52ab9c9e8bf0667088e16252d2b7bad1230c4f39e6cc',0,'Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','stop',17,217,216,4.9743396000030770665e-01,21425692416.0,295);
+INSERT INTO "chains" VALUES(298,0,0,'cc71cd9c80c7ca3c0eb5cfd768666e85bccfcfc725fdd68f484a77204687fb0a',0,'1. First, we need to determine how many feet of line are currently available in the dock.
+   - The dock currently has 6 feet of new line.
+   - The dock has 200 feet of dock.
+   - Therefore, the number of feet of line currently available is:
+     \[
+     200 - 6 = 194 \text{ feet}
+     \]
+
+2. Next, we need to calculate how many feet of line are required to buy 3 feet of line for every foot of dock.
+   - Since there are 194 feet of line available, we need to divide 194 by 3:
+     \[
+     \frac{194}{3} = 64 \text{ feet}
+     \]
+
+3. Finally, we need to determine how many feet of line are needed to buy the remaining 6 feet of new line.
+   - The new line has 6 feet of new line.
+   - Therefore, the number of feet of line needed to buy the remaining 6 feet of new line is:
+     \[
+     6 - 6 = 0 \text{ feet}
+     \]
+
+4. To find the total number of feet of line needed to buy both the current and the remaining lines, we add the two quantities together:
+   \[
+   194 + 0 = 194 \text{ feet}
+   \]
+
+','stop',301,107,38,9.78002782898966,465063558912.0,NULL);
+INSERT INTO "chains" VALUES(298,1,0,'5d688bd927abd393ac4da8b66d990297e7aef7225a20f6cd341562463d2cd9f7',0,'The final answer is \boxed{194}.','stop',12,408,407,4.17046874502375430893e-01,15124018176.0,NULL);
+INSERT INTO "chains" VALUES(299,0,0,'e6cc17e7b450497883be1a5c59d6c4e373238415b999de33068164aa9777706c',0,'To determine how many feet of line the caretaker needs to buy in total, we need to follow these steps:
+
+1. Calculate the total number of feet of dock.
+2. Determine how many feet of line are needed based on the given ratio.
+3. Add the new line to the total number of feet of dock to get the total number of feet of line needed.
+
+Step 1: Calculate the total number of feet of dock.
+There are 200 feet of dock.
+
+Step 2: Determine how many feet of line are needed based on the given ratio.
+The caretaker wants 3 feet of line for every foot of dock. Therefore, the number of feet of line needed is:
+\[ 3 \text{ feet/foot of dock} \times 200 \text{ feet of dock} = 600 \text{ feet of line} \]
+
+Step 3: Add the new line to the total number of feet of dock to get the total number of feet of line needed.
+The caretaker already has 6 feet of new line. Therefore, the total number of feet of line needed is:
+\[ 600 \text{ feet of line} + 6 \text{ feet of new line} =','length',256,107,106,8.0202093684984,322645721088.0,NULL);
+INSERT INTO "chains" VALUES(299,1,0,'3ca832a8b1d99ff977b0f7b17cd6aa0ec01d429a0a428ddb89c36087293ca83c',0,' \boxed{666}','stop',8,369,362,0.320564915500654,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(300,0,0,'d07d8ceb16267c96eaef4c8755f32e367cdb37d41c788b55d7406ebd1795ea71',0,'To determine how many feet of line the caretaker needs to buy in total, we need to follow these steps:
+
+1. Calculate the total number of feet of dock.
+2. Determine how many feet of line are needed based on the given ratio.
+3. Add the new line to the total number of feet of dock to get the total number of feet of line to be bought.
+','stop',80,107,106,2.62029185050323576433e+00,100826787840.0,NULL);
+INSERT INTO "chains" VALUES(300,1,0,'6c793444bc68e0d0a5aa8d76e44584ee0efb923147f3b1c701b9eb7359b876c0',0,'<think>
+First, we calculate the total number of feet of dock. There are 200 feet of dock and the caretaker wants 3 feet of line for every foot of dock. Therefore, the total number of feet of line is:
+\[ 200 \text{ feet} \times ','length',64,187,186,2.03531034900333906989e+00,80661430272.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -4199,6 +4629,38 @@ INSERT INTO "jobs" VALUES(265,'runs/rl/grpo-0.5b-think/model.gguf','budget-forci
 INSERT INTO "jobs" VALUES(266,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1178',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','17','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2056377380, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 72, "completion_tokens": 180, "calls": 1, "seconds": 4.742635344494374, "flops": 226860272640.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 921799663, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 253, "cached_prompt_tokens": 252, "completion_tokens": 11, "calls": 1, "seconds": 0.3455034260014145, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "17", "thinking_tokens": 180, "waits": 0, "answer_tokens": 11}]',326,324,191,2,0,0,240723955968.0,0.0,1.02590372009999555304e+01,5.08813877049578877631e+00,1.79655392803465628623e+09);
 INSERT INTO "jobs" VALUES(267,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1178',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','17','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2056377380, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 72, "completion_tokens": 128, "calls": 1, "seconds": 3.747323861993209, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 921799663, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 207, "cached_prompt_tokens": 201, "completion_tokens": 7, "calls": 1, "seconds": 0.24009526150075544, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "17", "thinking_tokens": 128, "waits": 0, "answer_tokens": 7}]',280,273,135,2,0,0,176446878720.0,0.0,8.2967483299999,3.9874191234939644346e+00,1.79655393225157451633e+09);
 INSERT INTO "jobs" VALUES(268,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1194',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','1200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1218452038, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 208, "calls": 1, "seconds": 6.446156891494866, "flops": 339030074112.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1035269687, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 307, "cached_prompt_tokens": 306, "completion_tokens": 26, "calls": 1, "seconds": 0.9163631405008346, "flops": 32768706048.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1200", "thinking_tokens": 208, "waits": 0, "answer_tokens": 26}]',406,343,234,2,0,0,371798780160.0,0.0,1.44198633839987451206e+01,7.3625200319957,1.79655394245573306081e+09);
+INSERT INTO "jobs" VALUES(269,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1194',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','1200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1218452038, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 98, "completion_tokens": 208, "calls": 1, "seconds": 6.760782356497657, "flops": 262149648384.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1035269687, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 307, "cached_prompt_tokens": 306, "completion_tokens": 26, "calls": 1, "seconds": 0.9163631405008346, "flops": 32768706048.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1200", "thinking_tokens": 208, "waits": 0, "answer_tokens": 26}]',406,404,234,2,0,0,294918354432.0,0.0,1.33537034509990917288e+01,7.67714549699849158059e+00,1.79655394561159133907e+09);
+INSERT INTO "jobs" VALUES(270,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1194',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','120','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1218452038, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 98, "completion_tokens": 128, "calls": 1, "seconds": 4.043977280998661, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1035269687, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 227, "completion_tokens": 8, "calls": 1, "seconds": 0.2829016469995622, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "120", "thinking_tokens": 128, "waits": 0, "answer_tokens": 8}]',332,325,136,2,0,0,177707213568.0,0.0,9.19895026300037,4.32687892799822293454e+00,1.79655395165609526632e+09);
+INSERT INTO "jobs" VALUES(271,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1203',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','1260','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1033505216, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 37, "completion_tokens": 338, "calls": 1, "seconds": 10.14805174149842, "flops": 504133939200.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 465236184, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 438, "cached_prompt_tokens": 437, "completion_tokens": 13, "calls": 1, "seconds": 0.3858765465038232, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1260", "thinking_tokens": 338, "waits": 0, "answer_tokens": 13}]',538,474,351,2,0,0,520518292224.0,0.0,2.07236860369994246866e+01,1.05339282880022437898e+01,1.79655396633759450912e+09);
+INSERT INTO "jobs" VALUES(272,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1203',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','180','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1033505216, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 99, "completion_tokens": 256, "calls": 1, "seconds": 7.489469800500046, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 465236184, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 362, "cached_prompt_tokens": 355, "completion_tokens": 8, "calls": 1, "seconds": 0.309525006999138, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "180", "thinking_tokens": 256, "waits": 0, "answer_tokens": 8}]',462,454,264,2,0,0,340290408960.0,0.0,1.55265077959993504919e+01,7.79899480749918438959e+00,1.7965539671839559078e+09);
+INSERT INTO "jobs" VALUES(273,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1203',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','420','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1033505216, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 99, "completion_tokens": 128, "calls": 1, "seconds": 3.6855438014990796, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 465236184, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 234, "cached_prompt_tokens": 228, "completion_tokens": 8, "calls": 1, "seconds": 0.2872520085011274, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "420", "thinking_tokens": 128, "waits": 0, "answer_tokens": 8}]',334,327,136,2,0,0,177707213568.0,0.0,8.60967554899980314075e+00,3.97279581000020698411e+00,1.79655397494889903066e+09);
+INSERT INTO "jobs" VALUES(274,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1221',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1446503086, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 37, "completion_tokens": 176, "calls": 1, "seconds": 5.603158623001036, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 629858291, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 295, "cached_prompt_tokens": 292, "completion_tokens": 2, "calls": 1, "seconds": 0.08680477799953223, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 176, "waits": 0, "answer_tokens": 2}]',413,329,178,2,0,0,327687060480.0,0.0,1.07722846020005817995e+01,5.68996340100056841038e+00,1.7965539779577031135e+09);
+INSERT INTO "jobs" VALUES(275,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1221',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','1280 \text{ pounds}','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1446503086, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 117, "completion_tokens": 128, "calls": 1, "seconds": 3.5254048330034493, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 629858291, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 252, "cached_prompt_tokens": 123, "completion_tokens": 64, "calls": 1, "seconds": 2.931165819002672, "flops": 241984290816.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1280 \\text{ pounds}", "thinking_tokens": 128, "waits": 0, "answer_tokens": 64}]',370,240,192,2,0,0,403307151360.0,0.0,1.18613974729996698444e+01,6.45657065200612123589e+00,1.7965539898213207722e+09);
+INSERT INTO "jobs" VALUES(276,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1221',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','2560','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1446503086, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 117, "completion_tokens": 256, "calls": 1, "seconds": 7.14439583850708, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 629858291, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 380, "cached_prompt_tokens": 246, "completion_tokens": 9, "calls": 1, "seconds": 1.4392388974993082, "flops": 178967548416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "2560", "thinking_tokens": 256, "waits": 0, "answer_tokens": 9}]',498,363,265,2,0,0,501613269504.0,0.0,1.74503933169999072561e+01,8.5836347360063882661e+00,1.79655399240520119667e+09);
+INSERT INTO "jobs" VALUES(277,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1232',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2079061176, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 37, "completion_tokens": 101, "calls": 1, "seconds": 3.1870144989989058, "flops": 196612236288.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 661519263, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 194, "cached_prompt_tokens": 193, "completion_tokens": 15, "calls": 1, "seconds": 0.42443603750052716, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 101, "waits": 0, "answer_tokens": 15}]',287,230,116,2,0,0,215517259008.0,0.0,8.04248286300026,3.61145053649943292839e+00,1.79655399786781549455e+09);
+INSERT INTO "jobs" VALUES(278,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1232',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2079061176, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 92, "completion_tokens": 101, "calls": 1, "seconds": 2.814507440001762, "flops": 127293819648.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 661519263, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 194, "cached_prompt_tokens": 193, "completion_tokens": 15, "calls": 1, "seconds": 0.42443603750052716, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 101, "waits": 0, "answer_tokens": 15}]',287,285,116,2,0,0,146198842368.0,0.0,5.63710900800106173846e+00,3.23894347750228916993e+00,1.79655399804407548899e+09);
+INSERT INTO "jobs" VALUES(279,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1232',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 2079061176, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 92, "completion_tokens": 101, "calls": 1, "seconds": 2.8634424275005586, "flops": 127293819648.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 661519263, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 194, "cached_prompt_tokens": 193, "completion_tokens": 15, "calls": 1, "seconds": 0.42443603750052716, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "5", "thinking_tokens": 101, "waits": 0, "answer_tokens": 15}]',287,285,116,2,0,0,146198842368.0,0.0,6.42324351099887280724e+00,3.2878784650010857149e+00,1.79655400429782605175e+09);
+INSERT INTO "jobs" VALUES(280,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1235',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','-30\%','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 792169550, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 37, "completion_tokens": 250, "calls": 1, "seconds": 7.660499053501553, "flops": 407088155904.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1265375460, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 15, "calls": 1, "seconds": 0.4267577405016709, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "-30\\%", "thinking_tokens": 250, "waits": 0, "answer_tokens": 15}]',472,397,265,2,0,0,425993178624.0,0.0,1.54780499289990984839e+01,8.08725679400322405854e+00,1.79655401352434420584e+09);
+INSERT INTO "jobs" VALUES(281,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1235',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','-30\%','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 792169550, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 110, "completion_tokens": 250, "calls": 1, "seconds": 8.087141491000693, "flops": 315083712000.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1265375460, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 361, "cached_prompt_tokens": 360, "completion_tokens": 15, "calls": 1, "seconds": 0.4267577405016709, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "-30\\%", "thinking_tokens": 250, "waits": 0, "answer_tokens": 15}]',472,470,265,2,0,0,333988734720.0,0.0,1.61839699040010600583e+01,8.51389923150236427318e+00,1.79655402048378515242e+09);
+INSERT INTO "jobs" VALUES(282,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1235',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','30\%','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 792169550, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 110, "completion_tokens": 128, "calls": 1, "seconds": 4.670370699000159, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1265375460, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 245, "cached_prompt_tokens": 238, "completion_tokens": 9, "calls": 1, "seconds": 0.2870635379986197, "flops": 18905022720.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "30\\%", "thinking_tokens": 128, "waits": 0, "answer_tokens": 9}]',356,348,137,2,0,0,180227883264.0,0.0,1.29842570830005570319e+01,4.9574342369987789425e+00,1.79655402651541185382e+09);
+INSERT INTO "jobs" VALUES(283,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1251',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1120874897, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 37, "completion_tokens": 328, "calls": 1, "seconds": 9.106165868493918, "flops": 514216617984.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 38030829, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 447, "cached_prompt_tokens": 444, "completion_tokens": 1, "calls": 1, "seconds": 0.059272354999848176, "flops": 3781004544.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 328, "waits": 0, "answer_tokens": 1}]',565,481,329,2,0,0,517997622528.0,0.0,1.5258918493000237504e+01,9.16543822349376569036e+00,1.79655403574410963058e+09);
+INSERT INTO "jobs" VALUES(284,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1251',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','50','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1120874897, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 117, "completion_tokens": 256, "calls": 1, "seconds": 6.933163132999653, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 38030829, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 380, "cached_prompt_tokens": 374, "completion_tokens": 7, "calls": 1, "seconds": 0.2733280744996591, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "50", "thinking_tokens": 256, "waits": 0, "answer_tokens": 7}]',498,491,263,2,0,0,337769739264.0,0.0,1.43892265920003410424e+01,7.20649120749931171303e+00,1796554040.90588);
+INSERT INTO "jobs" VALUES(285,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1251',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1120874897, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 117, "completion_tokens": 128, "calls": 1, "seconds": 3.642664051002612, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 38030829, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 252, "cached_prompt_tokens": 246, "completion_tokens": 8, "calls": 1, "seconds": 0.2516821945018819, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "10", "thinking_tokens": 128, "waits": 0, "answer_tokens": 8}]',370,363,136,2,0,0,177707213568.0,0.0,8.15091930599919578526e+00,3.89434624550449370872e+00,1.796554043896081686e+09);
+INSERT INTO "jobs" VALUES(286,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1253',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done',NULL,'[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 821074724, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 320, "calls": 1, "seconds": 9.227014634000625, "flops": 465063558912.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1056834924, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 408, "cached_prompt_tokens": 405, "completion_tokens": 2, "calls": 1, "seconds": 0.08886434599935455, "flops": 5041339392.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": null, "thinking_tokens": 320, "waits": 0, "answer_tokens": 2}]',495,442,322,2,0,0,470104898304.0,0.0,1.7848889880999195157e+01,9.31587897999998,1.79655405875912880901e+09);
+INSERT INTO "jobs" VALUES(287,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1253',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','1','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 821074724, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 256, "calls": 1, "seconds": 7.064976902501257, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1056834924, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 349, "cached_prompt_tokens": 343, "completion_tokens": 6, "calls": 1, "seconds": 0.2297247749984308, "flops": 13863683328.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "1", "thinking_tokens": 256, "waits": 0, "answer_tokens": 6}]',436,429,262,2,0,0,336509404416.0,0.0,1.50952763149998645531e+01,7.29470167749968823045e+00,1.79655405899761176106e+09);
+INSERT INTO "jobs" VALUES(288,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1253',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','30','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 821074724, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 86, "completion_tokens": 128, "calls": 1, "seconds": 3.4556278965001184, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1056834924, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 221, "cached_prompt_tokens": 214, "completion_tokens": 64, "calls": 1, "seconds": 1.8286984749947806, "flops": 88223439360.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "30", "thinking_tokens": 128, "waits": 0, "answer_tokens": 64}]',308,300,192,2,0,0,249546299904.0,0.0,1.12269768580008530987e+01,5.28432637149489892181e+00,1.79655406998751950259e+09);
+INSERT INTO "jobs" VALUES(289,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1254',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','30','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 255947536, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 137, "cached_prompt_tokens": 37, "completion_tokens": 366, "calls": 1, "seconds": 10.872879775994079, "flops": 586055704320.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127458981, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 503, "cached_prompt_tokens": 502, "completion_tokens": 38, "calls": 1, "seconds": 1.0635460904950378, "flops": 47892724224.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "30", "thinking_tokens": 366, "waits": 0, "answer_tokens": 38}]',640,539,404,2,0,0,633948428544.0,0.0,2.32634889919991110223e+01,1.19364258664891167429e+01,1.7965540822622179985e+09);
+INSERT INTO "jobs" VALUES(290,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1254',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','42','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 255947536, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 137, "cached_prompt_tokens": 136, "completion_tokens": 256, "calls": 1, "seconds": 7.114133110499097, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127458981, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 399, "cached_prompt_tokens": 392, "completion_tokens": 7, "calls": 1, "seconds": 0.28099367399954644, "flops": 16384353024.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "42", "thinking_tokens": 256, "waits": 0, "answer_tokens": 7}]',536,528,263,2,0,0,339030074112.0,0.0,1.58941499999982625013e+01,7.39512678449864324647e+00,1.7965540858828229904e+09);
+INSERT INTO "jobs" VALUES(291,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1254',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 255947536, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 137, "cached_prompt_tokens": 136, "completion_tokens": 128, "calls": 1, "seconds": 3.518672399506613, "flops": 161322860544.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 128}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 127458981, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 271, "cached_prompt_tokens": 264, "completion_tokens": 14, "calls": 1, "seconds": 0.4800361530014925, "flops": 25206696960.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "12", "thinking_tokens": 128, "waits": 0, "answer_tokens": 14}]',408,400,142,2,0,0,186529557504.0,0.0,7.22726390299976628739e+00,3.99870855250810564029e+00,1.79655408949780583376e+09);
+INSERT INTO "jobs" VALUES(292,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1266',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 431608194, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 47, "calls": 1, "seconds": 1.7258263180010545, "flops": 136116163584.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1055764052, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 146, "cached_prompt_tokens": 145, "completion_tokens": 64, "calls": 1, "seconds": 1.7434991030004312, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3", "thinking_tokens": 47, "waits": 0, "answer_tokens": 64}]',245,182,111,2,0,0,216777593856.0,0.0,6.60094661699986318126e+00,3.46932542100148566532e+00,1.79655409248506236076e+09);
+INSERT INTO "jobs" VALUES(293,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1266',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 431608194, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 98, "completion_tokens": 47, "calls": 1, "seconds": 1.3062536444995203, "flops": 59235737856.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1055764052, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 146, "cached_prompt_tokens": 145, "completion_tokens": 64, "calls": 1, "seconds": 1.7434991030004312, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3", "thinking_tokens": 47, "waits": 0, "answer_tokens": 64}]',245,243,111,2,0,0,139897168128.0,0.0,2.61498187899997,3.04975274749995151069e+00,1.79655409510270619392e+09);
+INSERT INTO "jobs" VALUES(294,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1266',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 431608194, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 98, "completion_tokens": 47, "calls": 1, "seconds": 1.2517828129975896, "flops": 59235737856.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1055764052, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 146, "cached_prompt_tokens": 145, "completion_tokens": 64, "calls": 1, "seconds": 1.7923489414979485, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "3", "thinking_tokens": 47, "waits": 0, "answer_tokens": 64}]',245,243,111,2,0,0,139897168128.0,0.0,6.46080218000133754685e+00,3.04413175449553818907e+00,1.79655409596689891811e+09);
+INSERT INTO "jobs" VALUES(295,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1280',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','7','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 780356079, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 37, "completion_tokens": 126, "calls": 1, "seconds": 4.045638622995284, "flops": 225599937792.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 148796983, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 217, "cached_prompt_tokens": 216, "completion_tokens": 17, "calls": 1, "seconds": 0.4974339600003077, "flops": 21425692416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "7", "thinking_tokens": 126, "waits": 0, "answer_tokens": 17}]',308,253,143,2,0,0,247025630208.0,0.0,8.7105365779989369912e+00,4.54307258299559180159e+00,1.79655410381429934494e+09);
+INSERT INTO "jobs" VALUES(296,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1280',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','7','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 780356079, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 90, "completion_tokens": 126, "calls": 1, "seconds": 3.660749782995481, "flops": 158802190848.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 148796983, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 217, "cached_prompt_tokens": 216, "completion_tokens": 17, "calls": 1, "seconds": 0.4781012249968626, "flops": 21425692416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "7", "thinking_tokens": 126, "waits": 0, "answer_tokens": 17}]',308,306,143,2,0,0,180227883264.0,0.0,8.25919811399944592267e+00,4.13885100799234351143e+00,1.79655410422749829291e+09);
+INSERT INTO "jobs" VALUES(297,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1280',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','7','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 780356079, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 90, "completion_tokens": 126, "calls": 1, "seconds": 3.754807085993889, "flops": 158802190848.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 148796983, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 217, "cached_prompt_tokens": 216, "completion_tokens": 17, "calls": 1, "seconds": 0.4974339600003077, "flops": 21425692416.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "7", "thinking_tokens": 126, "waits": 0, "answer_tokens": 17}]',308,306,143,2,0,0,180227883264.0,0.0,8.21259153100072580855e+00,4.25224104599419661099e+00,1.79655411202799725539e+09);
+INSERT INTO "jobs" VALUES(298,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1311',0,3,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=384',0,'done','194','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 575299154, "max_tokens": 384, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 38, "completion_tokens": 301, "calls": 1, "seconds": 9.78002782898966, "flops": 465063558912.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1535485829, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 408, "cached_prompt_tokens": 407, "completion_tokens": 12, "calls": 1, "seconds": 0.41704687450237543, "flops": 15124018176.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "194", "thinking_tokens": 301, "waits": 0, "answer_tokens": 12}]',515,445,313,2,0,0,480187577088.0,0.0,1.97370270720002736197e+01,1.01970747034920350415e+01,1.79655412396954131124e+09);
+INSERT INTO "jobs" VALUES(299,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1311',0,2,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=256',0,'done','666','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 575299154, "max_tokens": 256, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 106, "completion_tokens": 256, "calls": 1, "seconds": 8.0202093684984, "flops": 322645721088.0}, "tag": "", "refs": [], "model": null}, {"event": "force_answer", "reason": "max_thinking_tokens", "thinking_tokens": 256}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1535485829, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 369, "cached_prompt_tokens": 362, "completion_tokens": 8, "calls": 1, "seconds": 0.320564915500654, "flops": 17644687872.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "666", "thinking_tokens": 256, "waits": 0, "answer_tokens": 8}]',476,468,264,2,0,0,340290408960.0,0.0,1.6625129007999930764e+01,8.3407742839990532957e+00,1.79655412866158819195e+09);
+INSERT INTO "jobs" VALUES(300,'runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>','gsm8k_test-1311',0,1,'budget-forcing:think_start=<think>\n,think_end=</think>,max_thinking_tokens=128',0,'done','200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 575299154, "max_tokens": 128, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 106, "completion_tokens": 80, "calls": 1, "seconds": 2.6202918505032358, "flops": 100826787840.0}, "tag": "", "refs": [], "model": null}, {"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": 1535485829, "max_tokens": 64, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 186, "completion_tokens": 64, "calls": 1, "seconds": 2.035310349003339, "flops": 80661430272.0}, "tag": "", "refs": [], "model": null}, {"event": "answer", "answer": "200", "thinking_tokens": 80, "waits": 0, "answer_tokens": 64}]',294,292,144,2,0,0,181488218112.0,0.0,7.03842650899969157762e+00,4.65560219950657483423e+00,1.79655413100948882099e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 3], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 128, "models": ["runs/rl/grpo-0.5b-think/model.gguf"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "max_thinking_tokens", "budget_scale": 128, "budgets": [1, 2, 3], "overrides": {}, "reuse": false, "spec": "budget-forcing:think_start=<think>\\n,think_end=</think>"}], "subset_seed": 0, "system": "Think step by step inside <think> and </think>, briefly. After </think>, write the final answer as \\boxed{ANSWER}.", "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -8226,10 +8688,440 @@ INSERT INTO "samples" VALUES(268,0,'1. First, we need to determine how many gall
    \]
 </think>
 Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','1200',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(269,0,'1. First, we need to determine how many gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine how many gallons of blood a shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, we calculate the number of gallons of blood a shark has as follows:
+   \[
+   \text{Number of gallons of blood a shark has} = 3 \times \text{Number of gallons of blood a whale} = 3 \times 40 = 120
+   \]
+3. Now, we need to calculate the total number of gallons of blood that ten sharks swimming in the sea have. We multiply the number of gallons of blood a shark has by 10:
+   \[
+   \text{Total number of gallons of blood} = 10 \times 120 = 1200
+   \]
+</think>
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','1200',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(270,0,'1. First, we need to determine how many gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine how many gallons of blood a shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, we calculate the number of gallons of blood a shark has as follows:
+   \[
+   \text{Number of gallons of blood a shark has} = 3 \times \text{Number of gallons of blood a whale} = 3 \times 40 = 120
+</think>
+Final answer: \boxed{120}','120',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(271,0,'1. First, we need to determine the height of the two-story house. The problem states that the two-story house is 7 times as high as Mattison''s height. Therefore, we calculate the height of the two-story house as follows:
+   \[
+   \text{Height of the two-story house} = 7 \times \text{Mattison''s height} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison''s height. Therefore, we calculate the height of the floor to the ceiling on the first floor as follows:
+   \[
+   \text{Height of the floor to the ceiling on the first floor} = 3 \times \text{Mattison''s height} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Now, we need to determine the height of the roof from the second floor''s floor. The problem states that the roof from the second floor''s floor is 7 times the height of the second floor''s floor. Therefore, we calculate the height of the roof from the second floor''s floor as follows:
+   \[
+   \text{Height of the roof from the second floor''s floor} = 7 \times \text{Height of the second floor''s floor} = 7 \times 180 = 1260 \text{ inches}
+   \]
+
+</think>
+The final answer is \boxed{1260}.','1260',0,'not_equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(272,0,'1. First, we need to determine the height of the two-story house. The problem states that the two-story house is 7 times as high as Mattison''s house. Therefore, we calculate the height of the two-story house as follows:
+   \[
+   \text{Height of the two-story house} = 7 \times \text{Height of Mattison''s house} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison''s house. Therefore, we calculate the height of the floor to the ceiling on the first floor as follows:
+   \[
+   \text{Height of the floor to the ceiling on the first floor} = 3 \times \text{Height of Mattison''s house} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Now, we need to determine the height of the roof from the second floor''s floor. The problem states that the roof from the second floor''s floor is 7 times the</think>
+Final answer: \boxed{180}','180',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(273,0,'1. First, we need to determine the height of the two-story house. The problem states that the two-story house is 7 times as high as Mattison''s house. Therefore, we calculate the height of the two-story house as follows:
+   \[
+   \text{Height of the two-story house} = 7 \times \text{Height of Mattison''s house} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The problem states that the floor to</think>
+Final answer: \boxed{420}','420',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(274,0,'1. First, we need to determine how many pounds of ground beef Aiden uses to make 80 meatballs.
+   \[
+   \text{Pounds of ground beef} = \frac{80 \text{ meatballs}}{16 \text{ meatballs per pound}} = 5 \text{ pounds}
+   \]
+
+2. Next, we calculate how many tablespoons of secret steakhouse seasoning Aiden uses for 5 pounds of ground beef.
+   \[
+   \text{Tablespoons of secret seasoning} = 2 \text{ tablespoons per pound} \times 5 \text{ pounds} = 10 \text{ tablespoons}
+   \]
+
+3. Therefore, Aiden will need \boxed{10} tablespoons of his secret steakhouse seasoning to make 80 meatballs for the cookout.</think>
+```',NULL,0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(275,0,'To determine how much of Aiden''s secret steakhouse seasoning he will need, we need to follow these steps:
+
+1. Calculate the total amount of ground beef Aiden uses.
+2. Determine how much secret steakhouse seasoning Aiden uses per pound of ground beef.
+3. Calculate how much secret steakhouse seasoning Aiden needs for 80 meatballs.
+
+Step 1: Calculate the total amount of ground beef Aiden uses.
+Aiden gets sixteen meatballs from each pound of meat. Therefore, the total amount of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \</think>
+Final answer: \( 1280 \text{ pounds} \)
+
+Step 2: Determine how much secret steakhouse seasoning Aiden uses per pound of ground beef.
+Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret steakhouse seasoning is:
+\[','1280 \text{ pounds}',0,'not_equivalent',192,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(276,0,'To determine how much of Aiden''s secret steakhouse seasoning he will need, we need to follow these steps:
+
+1. Calculate the total amount of ground beef Aiden uses.
+2. Determine how much secret steakhouse seasoning Aiden uses per pound of ground beef.
+3. Calculate how much secret steakhouse seasoning Aiden needs for 80 meatballs.
+
+Step 1: Calculate the total amount of ground beef Aiden uses.
+Aiden gets sixteen meatballs from each pound of meat. Therefore, the total amount of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+Step 2: Determine how much secret steakhouse seasoning Aiden uses per pound of ground beef.
+Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret steakhouse seasoning is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+Step 3: Calculate how much secret steakhouse seasoning Aiden needs for 80 meatballs.
+To find out how much</think>
+Final answer: \boxed{2560}','2560',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(277,0,'1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to calculate 1/4 of 20.
+4. We can do this by multiplying 20 by 1/4.
+5. The result of this multiplication is 5.
+</think>
+Therefore, Eve gave away \boxed{5} pomelos.','5',0,'not_equivalent',116,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(278,0,'1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to calculate 1/4 of 20.
+4. We can do this by multiplying 20 by 1/4.
+5. The result of this multiplication is 5.
+</think>
+Therefore, Eve gave away \boxed{5} pomelos.','5',0,'not_equivalent',116,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(279,0,'1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to calculate 1/4 of 20.
+4. We can do this by multiplying 20 by 1/4.
+5. The result of this multiplication is 5.
+</think>
+Therefore, Eve gave away \boxed{5} pomelos.','5',0,'not_equivalent',116,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(280,0,'1. First, we need to calculate the total distance Michael travels on the interstate in 3 days. Since Michael travels at an average speed of 50 km/hr, the total distance traveled in 3 days is:
+   \[
+   50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. Next, we need to determine how much of this distance Michael has covered. The distance between Alaska and Texas is 6000 km. To find out how much of this distance Michael has covered, we subtract the distance between Alaska and Texas from the total distance traveled:
+   \[
+   150 \text{ km} - 6000 \text{ km} = -4500 \text{ km}
+   \]
+
+3. To find the percentage of the total distance Michael has covered, we divide the distance covered by the total distance and then multiply by 100:
+   \[
+   \frac{-4500 \text{ km}}{150 \text{ km}} \times 100 = -30\%
+   \]
+
+</think>
+Therefore, the final answer is \boxed{-30\%}.','-30\%',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(281,0,'1. First, we need to calculate the total distance Michael travels on the interstate in 3 days. Since Michael travels at an average speed of 50 km/hr, the total distance traveled in 3 days is:
+   \[
+   50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. Next, we need to determine how much of this distance Michael has covered. The distance between Alaska and Texas is 6000 km. To find out how much of this distance Michael has covered, we subtract the distance between Alaska and Texas from the total distance traveled:
+   \[
+   150 \text{ km} - 6000 \text{ km} = -4500 \text{ km}
+   \]
+
+3. To find the percentage of the total distance Michael has covered, we divide the distance covered by the total distance and then multiply by 100:
+   \[
+   \frac{-4500 \text{ km}}{150 \text{ km}} \times 100 = -30\%
+   \]
+
+</think>
+Therefore, the final answer is \boxed{-30\%}.','-30\%',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(282,0,'1. First, we need to calculate the total distance Michael travels on the interstate in 3 days. Since Michael travels at an average speed of 50 km/hr, the total distance covered in 3 days is:
+   \[
+   50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. Next, we need to determine how much of this distance Michael has covered by traveling on the interstate. The distance between Alaska and Texas is 6000 km. Therefore, the percentage of the distance covered is:
+   \</think>
+Final answer: \boxed{30\%}','30\%',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(283,0,'To determine the total time it takes John to get all 6 sides of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side.
+   - Therefore, the time for the first side is \(\boxed{5}\) minutes.
+
+2. **Second side:**
+   - The second side takes twice as long as the first side.
+   - Therefore, the time for the second side is \(\boxed{10}\) minutes.
+
+3. **Third side:**
+   - The third side takes twice as long as the second side.
+   - Therefore, the time for the third side is \(\boxed{20}\) minutes.
+
+4. **Fourth side:**
+   - The fourth side takes half as long as the first side.
+   - Therefore, the time for the fourth side is \(\boxed{5}\) minutes.
+
+5. **Fifth side:**
+   - The fifth side takes half as long as the third side.
+   - Therefore, the time for the fifth side is \(\boxed{5}\) minutes.
+
+Now, we sum up the times for all six sides to find the total time it takes John to get all 6 sides:
+\[
+5 + 10 + 20 + 5 + 5 = 60 \text{ minutes}
+\]
+
+Therefore, the total time it takes John to get all 6 sides of the Rubik''s cube is \(\boxed{60}\) minutes.</think>
+',NULL,0,'not_equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(284,0,'To determine the total time it takes John to get all 6 sides of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side.
+   - Therefore, the time for the first side is \(\boxed{5}\) minutes.
+
+2. **Second side:**
+   - The second side takes twice as long as the first side.
+   - Therefore, the time for the second side is \(\boxed{10}\) minutes.
+
+3. **Third side:**
+   - The third side takes twice as long as the second side.
+   - Therefore, the time for the third side is \(\boxed{20}\) minutes.
+
+4. **Fourth side:**
+   - The fourth side takes half as long as the first side.
+   - Therefore, the time for the fourth side is \(\boxed{5}\) minutes.
+
+5. **Fifth side:**
+   - The fifth side takes half as long as the third side.
+   - Therefore, the time for the fifth side is \(\boxed{5}\) minutes.
+
+Now, we sum up the times for all six sides to find the</think>
+Final answer: \boxed{50}','50',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(285,0,'To determine the total time it takes John to get all 6 sides of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side.
+   - Therefore, the time for the first side is \(\boxed{5}\) minutes.
+
+2. **Second side:**
+   - The second side takes twice as long as the first side.
+   - Therefore, the time for the second side is \(\boxed{10}\) minutes.
+
+3. **Third side:**
+   - The third</think>
+Final answer: \boxed{10} minutes','10',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(286,0,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during his 5 day work week.
+2. Determine how many minutes it takes Tim to deal with a call.
+3. Calculate the total number of calls Tim makes during his 5 day work week.
+
+Step 1: Calculate the total number of hours Tim spends answering phones during his 5 day work week.
+Tim spends 6 hours each day answering phones. Therefore, in 5 days, he spends:
+\[ 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Step 2: Determine how many minutes it takes Tim to deal with a call.
+It takes Tim 15 minutes to deal with a call. Therefore, in 30 hours, he deals with:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = \frac{1}{4} \text{ calls} \]
+
+Step 3: Calculate the total number of calls Tim makes during his 5 day work week.
+Since Tim deals with 1 call per 4 hours, in 5 days, he makes:
+\[ \frac{1}{4} \text{ calls/day} \times 5 \text{ days} = \frac{5}{4} \text{ calls} \]
+
+Therefore, the final answer is:
+\boxed{\frac{5}{4}}</think>
+```',NULL,0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(287,0,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during his 5 day work week.
+2. Determine how many minutes it takes Tim to deal with a call.
+3. Calculate the total number of calls Tim makes during his 5 day work week.
+
+Step 1: Calculate the total number of hours Tim spends answering phones during his 5 day work week.
+Tim spends 6 hours each day answering phones. Therefore, in 5 days, he spends:
+\[ 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Step 2: Determine how many minutes it takes Tim to deal with a call.
+It takes Tim 15 minutes to deal with a call. Therefore, in 30 hours, he deals with:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = \frac{1}{4} \text{ calls} \]
+
+Step 3: Calculate the total number of calls Tim makes during his 5 day work week.
+Since Tim deals with 1 call per 4 hours</think>
+Final answer: \boxed{1}','1',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(288,0,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during his work week.
+2. Determine how many minutes it takes Tim to deal with a call.
+3. Calculate the total number of calls Tim makes during his work week.
+
+Step 1: Calculate the total number of hours Tim spends answering phones during his work week.
+Tim spends 6 hours each day at work answering phones. Therefore, in 5 days, the total number of hours is:
+\[ 6 \text{ hours/day} \times 5</think>
+Final answer: 30 hours
+
+Step 2: Determine how many minutes it takes Tim to deal with a call.
+It takes Tim 15 minutes to deal with a call. Therefore, the total number of calls Tim makes during his work week is:
+\[ \frac{30 \text{ hours}}{15','30',0,'not_equivalent',192,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(289,0,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish, we need to calculate the drying time for each painting separately and then find the difference between these times.
+
+1. Calculate the drying time for one painting with the new varnish:
+   The drying time for one painting with the new varnish is 12 minutes.
+
+2. Calculate the drying time for one painting with the old varnish:
+   The drying time for one painting with the old varnish is 7 minutes.
+
+3. Calculate the total drying time for 6 paintings with the new varnish:
+   To find the total drying time, we multiply the drying time of one painting with the new varnish by 6:
+   \[
+   12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes}
+   \]
+
+4. Calculate the total drying time for 6 paintings with the old varnish:
+   To find the total drying time, we multiply the drying time of one painting with the old varnish by 6:
+   \[
+   7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes}
+   \]
+
+5. Find the difference between the total drying time for 6 paintings with the new varnish and the total drying time for 6 paintings with the old varnish:
+   To find the difference, we subtract the drying time of the old varnish from the drying time of the new varnish:
+   \[
+   72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}
+   \]
+
+</think>
+Therefore, it will take \boxed{30} minutes longer for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish.','30',1,'equivalent',404,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(290,0,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish, we need to calculate the drying time for each painting and then find the difference between these times.
+
+1. Calculate the drying time for one painting with the new varnish:
+   The drying time for one painting with the new varnish is 12 minutes.
+
+2. Calculate the drying time for one painting with the old varnish:
+   The drying time for one painting with the old varnish is 7 minutes.
+
+3. Calculate the total drying time for 6 paintings with the new varnish:
+   Since there are 6 paintings, the total drying time is:
+   \[
+   6 \text{ paintings} \times 12 \text{ minutes per painting} = 72 \text{ minutes}
+   \]
+
+4. Calculate the total drying time for 6 paintings with the old varnish:
+   Since there are 6 paintings, the total drying time is:
+   \[
+   6 \text{ paintings} \times 7 \text{ minutes per painting} = 42 \text{ minutes}
+   \]
+
+5. Find the difference between the total drying</think>
+Final answer: \boxed{42}','42',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(291,0,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish, we need to calculate the drying time for each painting separately and then find the difference.
+
+1. Calculate the drying time for one painting with the new varnish:
+   The drying time for one painting with the new varnish is 12 minutes.
+
+2. Calculate the drying time for one painting with the old varnish:
+   The drying time for one painting with the old varnish is 7 minutes.
+
+3. Calculate the total drying time for 6 paintings with the new</think>
+Final answer: 12 minutes + 7 minutes = 19 minutes','12',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(292,0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs and then multiply that by 7.
+</think>
+Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption of dog food for German Shepher','3',0,'not_equivalent',111,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(293,0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs and then multiply that by 7.
+</think>
+Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption of dog food for German Shepher','3',0,'not_equivalent',111,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(294,0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs and then multiply that by 7.
+</think>
+Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption of dog food for German Shepher','3',0,'not_equivalent',111,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(295,0,'1. First, we need to determine how long Steve took to complete the puzzle. Steve put together the puzzle in 10 hours of hard work.
+2. Next, we need to find out how long Anna took to complete the puzzle. Anna put together the puzzle in 2 hours more than half Steve''s time. Half Steve''s time is \( \frac{10}{2} = 5 \) hours.
+3. To find out how long Anna took to complete the puzzle, we add 2 hours to 5 hours: \( 5 + 2 = 7 \) hours.
+</think>
+Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(296,0,'1. First, we need to determine how long Steve took to complete the puzzle. Steve put together the puzzle in 10 hours of hard work.
+2. Next, we need to find out how long Anna took to complete the puzzle. Anna put together the puzzle in 2 hours more than half Steve''s time. Half Steve''s time is \( \frac{10}{2} = 5 \) hours.
+3. To find out how long Anna took to complete the puzzle, we add 2 hours to 5 hours: \( 5 + 2 = 7 \) hours.
+</think>
+Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(297,0,'1. First, we need to determine how long Steve took to complete the puzzle. Steve put together the puzzle in 10 hours of hard work.
+2. Next, we need to find out how long Anna took to complete the puzzle. Anna put together the puzzle in 2 hours more than half Steve''s time. Half Steve''s time is \( \frac{10}{2} = 5 \) hours.
+3. To find out how long Anna took to complete the puzzle, we add 2 hours to 5 hours: \( 5 + 2 = 7 \) hours.
+</think>
+Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(298,0,'1. First, we need to determine how many feet of line are currently available in the dock.
+   - The dock currently has 6 feet of new line.
+   - The dock has 200 feet of dock.
+   - Therefore, the number of feet of line currently available is:
+     \[
+     200 - 6 = 194 \text{ feet}
+     \]
+
+2. Next, we need to calculate how many feet of line are required to buy 3 feet of line for every foot of dock.
+   - Since there are 194 feet of line available, we need to divide 194 by 3:
+     \[
+     \frac{194}{3} = 64 \text{ feet}
+     \]
+
+3. Finally, we need to determine how many feet of line are needed to buy the remaining 6 feet of new line.
+   - The new line has 6 feet of new line.
+   - Therefore, the number of feet of line needed to buy the remaining 6 feet of new line is:
+     \[
+     6 - 6 = 0 \text{ feet}
+     \]
+
+4. To find the total number of feet of line needed to buy both the current and the remaining lines, we add the two quantities together:
+   \[
+   194 + 0 = 194 \text{ feet}
+   \]
+
+</think>
+The final answer is \boxed{194}.','194',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(299,0,'To determine how many feet of line the caretaker needs to buy in total, we need to follow these steps:
+
+1. Calculate the total number of feet of dock.
+2. Determine how many feet of line are needed based on the given ratio.
+3. Add the new line to the total number of feet of dock to get the total number of feet of line needed.
+
+Step 1: Calculate the total number of feet of dock.
+There are 200 feet of dock.
+
+Step 2: Determine how many feet of line are needed based on the given ratio.
+The caretaker wants 3 feet of line for every foot of dock. Therefore, the number of feet of line needed is:
+\[ 3 \text{ feet/foot of dock} \times 200 \text{ feet of dock} = 600 \text{ feet of line} \]
+
+Step 3: Add the new line to the total number of feet of dock to get the total number of feet of line needed.
+The caretaker already has 6 feet of new line. Therefore, the total number of feet of line needed is:
+\[ 600 \text{ feet of line} + 6 \text{ feet of new line} =</think>
+Final answer: \boxed{666}','666',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(300,0,'To determine how many feet of line the caretaker needs to buy in total, we need to follow these steps:
+
+1. Calculate the total number of feet of dock.
+2. Determine how many feet of line are needed based on the given ratio.
+3. Add the new line to the total number of feet of dock to get the total number of feet of line to be bought.
+</think>
+<think>
+First, we calculate the total number of feet of dock. There are 200 feet of dock and the caretaker wants 3 feet of line for every foot of dock. Therefore, the total number of feet of line is:
+\[ 200 \text{ feet} \times ','200',0,'not_equivalent',144,'length',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79655211244073891637e+09,1.79655394245587515834e+09,'thinkscale eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet','running',268,1.82947203241600072935e+03,1.82945497215299837994e+03);
+INSERT INTO "sessions" VALUES(1,1.79655211244073891637e+09,1.79655413109263539317e+09,'thinkscale eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet','finished',300,2.01802701462100048958e+03,2.01800783971299824777e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -8509,5 +9401,37 @@ INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1178',0,266,'17',1.0,1,1,0,326.0,324.0,191.0,0.0,1.02590372009999555304e+01,240723955968.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1178',0,267,'17',1.0,1,1,0,280.0,273.0,135.0,0.0,8.2967483299999,176446878720.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1194',0,268,'1200',1.0,1,1,0,406.0,343.0,234.0,0.0,1.44198633839987451206e+01,371798780160.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1194',0,269,'1200',1.0,1,1,0,406.0,404.0,234.0,0.0,1.42700665914999262899e+01,294918354432.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1194',0,270,'120',0.0,0,1,0,332.0,325.0,136.0,0.0,9.19895026300037,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1203',0,271,'1260',0.0,0,1,0,538.0,474.0,351.0,0.0,2.07236860369994246866e+01,520518292224.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1203',0,272,'180',0.0,0,1,0,462.0,454.0,264.0,0.0,1.55265077959993504919e+01,340290408960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1203',0,273,'420',0.0,0,1,0,334.0,327.0,136.0,0.0,8.60967554899980314075e+00,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1221',0,274,NULL,0.0,0,1,0,413.0,329.0,178.0,0.0,1.07722846020005817995e+01,327687060480.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1221',0,275,'1280 \text{ pounds}',0.0,0,1,0,370.0,240.0,192.0,0.0,1.18613974729996698444e+01,403307151360.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1221',0,276,'2560',0.0,0,1,0,498.0,363.0,265.0,0.0,1.74503933169999072561e+01,501613269504.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1232',0,277,'5',0.0,0,1,0,287.0,230.0,116.0,0.0,8.04248286300026,215517259008.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1232',0,278,'5',0.0,0,1,0,287.0,285.0,116.0,0.0,6.06154504550158890197e+00,146198842368.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1232',0,279,'5',0.0,0,1,0,287.0,285.0,116.0,0.0,6.8476795484994,146198842368.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1235',0,280,'-30\%',0.0,0,1,0,472.0,397.0,265.0,0.0,1.54780499289990984839e+01,425993178624.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1235',0,281,'-30\%',0.0,0,1,0,472.0,470.0,265.0,0.0,1.66107276445027309819e+01,333988734720.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1235',0,282,'30\%',0.0,0,1,0,356.0,348.0,137.0,0.0,1.29842570830005570319e+01,180227883264.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1251',0,283,NULL,0.0,0,1,0,565.0,481.0,329.0,0.0,1.5258918493000237504e+01,517997622528.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1251',0,284,'50',0.0,0,1,0,498.0,491.0,263.0,0.0,1.43892265920003410424e+01,337769739264.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1251',0,285,'10',0.0,0,1,0,370.0,363.0,136.0,0.0,8.15091930599919578526e+00,177707213568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1253',0,286,NULL,0.0,0,1,0,495.0,442.0,322.0,0.0,1.7848889880999195157e+01,470104898304.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1253',0,287,'1',0.0,0,1,0,436.0,429.0,262.0,0.0,1.50952763149998645531e+01,336509404416.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1253',0,288,'30',0.0,0,1,0,308.0,300.0,192.0,0.0,1.12269768580008530987e+01,249546299904.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1254',0,289,'30',1.0,1,1,0,640.0,539.0,404.0,0.0,2.32634889919991110223e+01,633948428544.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1254',0,290,'42',0.0,0,1,0,536.0,528.0,263.0,0.0,1.58941499999982625013e+01,339030074112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1254',0,291,'12',0.0,0,1,0,408.0,400.0,142.0,0.0,7.22726390299976628739e+00,186529557504.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1266',0,292,'3',0.0,0,1,0,245.0,182.0,111.0,0.0,6.60094661699986318126e+00,216777593856.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1266',0,293,'3',0.0,0,1,0,245.0,243.0,111.0,0.0,4.35848098200040112715e+00,139897168128.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1266',0,294,'3',0.0,0,1,0,245.0,243.0,111.0,0.0,6.46080218000133754685e+00,139897168128.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1280',0,295,'7',1.0,1,1,0,308.0,253.0,143.0,0.0,8.7105365779989369912e+00,247025630208.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1280',0,296,'7',1.0,1,1,0,308.0,306.0,143.0,0.0,8.25919811399944592267e+00,180227883264.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1280',0,297,'7',1.0,1,1,0,308.0,306.0,143.0,0.0,8.7100254910010335152e+00,180227883264.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',3,'gsm8k_test-1311',0,298,'194',0.0,0,1,0,515.0,445.0,313.0,0.0,1.97370270720002736197e+01,480187577088.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',2,'gsm8k_test-1311',0,299,'666',0.0,0,1,0,476.0,468.0,264.0,0.0,1.6625129007999930764e+01,340290408960.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','budget-forcing:think_start=<think>\n,think_end=</think>',1,'gsm8k_test-1311',0,300,'200',0.0,0,1,0,294.0,292.0,144.0,0.0,7.03842650899969157762e+00,181488218112.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
