@@ -31,5 +31,4 @@ step $PY bench/rl_compare.py runs/gsm8k-qwen0.5b runs/gsm8k-grpo-0.5b --strategy
 step $TS eval --config docs/results/rl/sweep-grpo-0.5b-base.toml --out runs/gsm8k-grpo-0.5b-base --quiet
 step $PY bench/rl_compare.py runs/gsm8k-grpo-0.5b-base runs/gsm8k-grpo-0.5b --strategy greedy:1 \
     --strategy self-consistency:8 --out bench/results/rl/compare-grpo-0.5b-vs-export-base.json
-cp "$OUT/metrics.jsonl" "$OUT/heldout.jsonl" "$OUT/reward.png" "$OUT/model.json" docs/results/rl/
 echo "== $(date -u +%FT%TZ) done"

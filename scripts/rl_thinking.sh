@@ -25,6 +25,4 @@ else step $TS train grpo "${args[@]}"; fi
 step $PY scripts/stores.py save-rl "$OUT"
 step $TS eval --config docs/results/rl/sweep-think-0.5b-bf.toml --out runs/gsm8k-think-0.5b-bf --workers 2 --quiet
 step $TS report runs/gsm8k-think-0.5b-bf --out docs/results/rl/think-bf
-mkdir -p docs/results/rl/think
-cp "$OUT/metrics.jsonl" "$OUT/heldout.jsonl" "$OUT/reward.png" "$OUT/model.json" docs/results/rl/think/
 echo "== $(date -u +%FT%TZ) done"

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from thinkscale.eval.store import DB_NAME, StoreError, dump_database, dump_sql, load_database, load_sql
+from thinkscale.rl.grpo import last_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHES = ("orm/*-scores.sqlite",)  # under runs/: score caches (thinkscale.eval.chain_scores.ScoreCache files)
@@ -85,18 +86,13 @@ RL_FILES = ("settings.json", "metrics.jsonl", "heldout.jsonl", "model.json", "re
 RL_LEFT_OUT = ("tokenizer.json",)  # in an adapter or checkpoint folder
 
 
-def _newest_checkpoint(run: Path) -> Path | None:
-    done = [p for p in (run / "checkpoints").glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
 def save_rl(run: Path, stores: Path) -> None:
     """Copy a training run's settings, logs and its final adapter (else its newest finished checkpoint) to
     ``stores/rl/NAME``; written beside and renamed, so a kill leaves the old copy or the new one."""
     if not (run / "settings.json").is_file():
         raise StoreError(f"{run} is not a train grpo run (no settings.json)")
-    weights = run / "adapter" if (run / "adapter").is_dir() else _newest_checkpoint(run)
+    weights = run / "adapter" if (run / "adapter").is_dir() else \
+        last_checkpoint(run / "checkpoints", remove_unfinished=False)  # training may be writing the next one
     if weights is None:
         raise StoreError(f"{run} has neither a final adapter nor a finished checkpoint yet: nothing worth keeping")
     dest = stores / "rl" / run.name

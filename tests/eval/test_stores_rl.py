@@ -47,8 +47,10 @@ def test_an_unfinished_run_keeps_its_newest_finished_checkpoint_and_restores_who
     _checkpoint(run, 5)
     _checkpoint(run, 10)
     _checkpoint(run, 15, finished=False)  # a kill in the middle of writing it
+    (_checkpoint(run, 20, finished=False) / "trainer_state.json").write_text('{"global_')  # being written now
     kept = tmp_path / "stores"
     stores.save_rl(run, kept)  # type: ignore[attr-defined]
+    assert (run / "checkpoints" / "checkpoint-20").is_dir()  # a reader beside the training deletes nothing
     assert sorted(_files(kept / "rl" / "think")) == [
         "checkpoints/checkpoint-10/adapter_model.safetensors", "checkpoints/checkpoint-10/optimizer.pt",
         "checkpoints/checkpoint-10/trainer_state.json", "metrics.jsonl", "settings.json"]

@@ -135,9 +135,10 @@ def check_resume(saved: Settings, asked: Settings) -> Settings:
     return dataclasses.replace(saved, steps=asked.steps, threads=asked.threads)
 
 
-def last_checkpoint(folder: Path) -> Path | None:
+def last_checkpoint(folder: Path, *, remove_unfinished: bool = True) -> Path | None:
     """The newest checkpoint that was written to the end (its trainer_state.json, written last, reads); unfinished
-    ones left by a kill are removed (they hold no finished step)."""
+    ones left by a kill are removed (they hold no finished step), unless ``remove_unfinished`` is False: a reader
+    beside a running training (scripts/stores.py save-rl) must not delete the checkpoint being written."""
     if not folder.is_dir():
         return None
     found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
@@ -148,8 +149,9 @@ def last_checkpoint(folder: Path) -> Path | None:
             json.loads((newest / "trainer_state.json").read_text())
             return newest
         except (OSError, ValueError):
-            log.warning("removing %s: a checkpoint the last run did not finish writing", newest)
-            shutil.rmtree(newest, ignore_errors=True)
+            if remove_unfinished:
+                log.warning("removing %s: a checkpoint the last run did not finish writing", newest)
+                shutil.rmtree(newest, ignore_errors=True)
     return None
 
 
