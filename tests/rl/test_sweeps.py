@@ -36,3 +36,16 @@ def test_the_grpo_control_sweep_is_the_comparison_sweep_on_the_exported_base() -
     assert base.models == ("runs/rl/grpo-0.5b-boxed/model-0.gguf",)
     assert base.model_copy(update={"models": trained.models}) == trained  # nothing else differs
 
+
+
+def test_the_thinking_comparison_sweep_runs_model_and_control_on_the_training_prompt() -> None:
+    """The trained thinking model and the base through the same export, each with the training system prompt and the
+    reply opened with the training prefill, greedy and self-consistency up to 8 chains."""
+    cfg = load_sweep_file(RL / "sweep-think-0.5b.toml")
+    assert cfg.system == THINK_SYSTEM
+    assert cfg.models == ("runs/rl/grpo-0.5b-think/model.gguf", "runs/rl/grpo-0.5b-think/model-0.gguf")
+    assert cfg.budgets == (1, 8)
+    greedy, sc = (plan_strategy(spec, cfg) for spec in cfg.strategies)
+    assert (greedy.name, sc.name) == ("greedy", "self-consistency")
+    assert greedy.build(1).prefill == "<think>\n"
+    assert sc.build(8).prefill == "<think>\n" and sc.build(8).n_samples == 8

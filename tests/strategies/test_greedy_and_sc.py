@@ -3,6 +3,7 @@ ledger says it cost, and that a budget is never overspent."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -11,7 +12,7 @@ import pytest
 
 from tests.strategies.helpers import algo_trace
 from thinkscale.backends.scripted import ScriptedBackend
-from thinkscale.strategies.base import get_strategy
+from thinkscale.strategies.base import build_strategy, get_strategy
 from thinkscale.strategies.events import event_from_json
 from thinkscale.strategies.greedy import Greedy
 from thinkscale.strategies.run import execute
@@ -213,3 +214,43 @@ def test_unknown_strategy_lists_the_known_names():
 def test_get_strategy_finds_registered_strategies():
     assert get_strategy("greedy").factory is Greedy
     assert get_strategy("self-consistency").factory is SelfConsistency
+
+
+# --- a prefilled reply (a model trained to open its turn with <think>) --------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", [Greedy(prefill="<think>\n"), SelfConsistency(n_samples=2, prefill="<think>\n")])
+def test_a_prefill_opens_the_reply_and_the_model_continues_it(strategy) -> None:
+    """The request is the problem plus an assistant turn holding exactly the prefill, continued (continue_final);
+    the answer is read from what the model wrote after it."""
+    backend = ScriptedBackend(["6 x 7 = 42\n</think>\n\\boxed{42}"] * 2)
+    result = execute(strategy, PROBLEM, backend, Budget(), rng=random.Random(0))
+    (req,) = backend.requests
+    assert req.continue_final
+    assert req.messages == (*PROBLEM.messages, req.messages[-1])
+    assert (req.messages[-1].role, req.messages[-1].content) == ("assistant", "<think>\n")
+    assert result.answer == "42"
+    assert all(c.text == "6 x 7 = 42\n</think>\n\\boxed{42}" for c in result.candidates)
+
+
+@pytest.mark.parametrize("strategy", [Greedy(), SelfConsistency(n_samples=2)])
+def test_without_a_prefill_the_request_is_the_problem_alone(strategy) -> None:
+    backend = ScriptedBackend(["\\boxed{42}"] * 2)
+    execute(strategy, PROBLEM, backend, Budget(), rng=random.Random(0))
+    (req,) = backend.requests
+    assert not req.continue_final and req.messages == PROBLEM.messages
+
+
+@pytest.mark.parametrize("strategy", [Greedy(prefill="<think>\n"), SelfConsistency(n_samples=2, prefill="<think>")])
+def test_a_prefill_on_a_backend_that_cannot_continue_a_turn_is_refused_before_any_call(strategy) -> None:
+    class NoContinue(ScriptedBackend):
+        capabilities = dataclasses.replace(ScriptedBackend.capabilities, continue_final=False)
+
+    backend = NoContinue(["\\boxed{42}"] * 2)
+    with pytest.raises(NotImplementedError, match="continue_final"):
+        execute(strategy, PROBLEM, backend, Budget(), rng=random.Random(0))
+    assert backend.calls == 0
+
+
+def test_a_prefill_in_a_spec_decodes_its_newline() -> None:
+    assert build_strategy("self-consistency:prefill=<think>\\n").prefill == "<think>\n"

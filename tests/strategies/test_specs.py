@@ -136,7 +136,7 @@ def test_a_type_that_text_cannot_express_is_refused_with_a_reason():
 
 def test_knobs_come_from_the_dataclass_fields_in_order():
     k = knobs("self-consistency")
-    assert list(k) == ["n_samples", "temperature", "top_p", "max_tokens"]
+    assert list(k) == ["n_samples", "temperature", "top_p", "max_tokens", "prefill"]
     assert k["n_samples"] == KnobInfo("n_samples", int, 8, False)
     assert k["temperature"].type is float
     assert "prefix_consistent" not in k and "budget_knob" not in k  # ClassVars are not knobs

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.strategies.base import check_int, register
-from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.strategies.run import Run, candidates_from, opened_reply
 from thinkscale.types import GenRequest, Result
 
 
@@ -14,7 +14,12 @@ from thinkscale.types import GenRequest, Result
           "https://arxiv.org/abs/2201.11903")
 @dataclass(frozen=True)
 class Greedy:
-    """Args: max_tokens: completion tokens for the one sample. Budget: one call of at most ``max_tokens`` (fewer
+    """Args:
+        max_tokens: completion tokens for the one sample.
+        prefill: the reply's opening, continued by the model (``<think>\\n`` for a model trained to open its reply
+            with a thinking block; default none).
+
+    Budget: one call of at most ``max_tokens`` (fewer
     when the token budget has less left); none when no call fits.
 
     >>> execute(Greedy(max_tokens=256), problem, backend, Budget(), rng=random.Random(0)).answer  # doctest: +SKIP
@@ -23,6 +28,7 @@ class Greedy:
     budget_knob: ClassVar[str] = "max_tokens"
 
     max_tokens: int = 512
+    prefill: str = ""
 
     def __post_init__(self) -> None:
         check_int("max_tokens", self.max_tokens)
@@ -33,6 +39,7 @@ class Greedy:
         if max_tokens < 1 or not ctx.fits(completion_tokens=max_tokens):
             ctx.stop("budget", "budget allows no sample")
             return ctx.result((), stop_reason="budget")
-        (completion,) = ctx.generate([GenRequest(messages=ctx.problem.messages, n=1, temperature=0.0,
-                                                 max_tokens=max_tokens)])
+        messages, continued = opened_reply(ctx, self.prefill)
+        (completion,) = ctx.generate([GenRequest(messages=messages, n=1, temperature=0.0, max_tokens=max_tokens,
+                                                 continue_final=continued)])
         return ctx.result(candidates_from(completion), chosen_index=0)

@@ -42,6 +42,7 @@ from thinkscale.types import (
     Event,
     GenRequest,
     Ledger,
+    Message,
     Problem,
     Result,
     Role,
@@ -392,6 +393,20 @@ def _diff(after: Usage, before: Usage) -> Usage:
                  completion_tokens=d(after.completion_tokens, before.completion_tokens),  # type: ignore[arg-type]
                  calls=after.calls - before.calls, seconds=d(after.seconds, before.seconds),
                  flops=d(after.flops, before.flops))
+
+
+def opened_reply(ctx: Run, prefill: str) -> tuple[tuple[Message, ...], bool]:
+    """The problem's messages and ``continue_final`` for a request whose reply opens with ``prefill``: the text a
+    model was trained to start its turn with (``<think>\\n`` for the GRPO-trained thinking 0.5B, which opened its
+    every training reply with it), continued by the backend after the chat template's generation prompt. No prefill:
+    the messages as they are. A backend that cannot continue an assistant turn is refused before anything is spent.
+    The candidates' texts are what the model wrote after the prefill."""
+    if not prefill:
+        return ctx.problem.messages, False
+    if not ctx.backend.capabilities.continue_final:
+        raise NotImplementedError(f"a prefilled reply continues the model's own turn (continue_final), which "
+                                  f"{type(ctx.backend).__name__} cannot do; use the embedded llama.cpp backend")
+    return (*ctx.problem.messages, Message("assistant", prefill)), True
 
 
 def candidates_from(completion: Completion) -> list[Candidate]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.strategies.base import check_int, register
-from thinkscale.strategies.run import Run, candidates_from
+from thinkscale.strategies.run import Run, candidates_from, opened_reply
 from thinkscale.strategies.voting import vote_result
 from thinkscale.types import GenRequest, Result
 from thinkscale.verifiers.aggregate import Selection
@@ -24,6 +24,8 @@ class SelfConsistency:
         n_samples: chains to sample (one batched call: the prompt is computed once).
         temperature, top_p: sampling knobs.
         max_tokens: completion tokens per chain.
+        prefill: the reply's opening, continued by the model (``<think>\\n`` for a model trained to open its reply
+            with a thinking block; default none).
 
     Budget: each chain may use up to ``max_tokens``; with a completion-token budget only as many chains as fit in
     the worst case are sampled, and the result says ``stop_reason="budget"`` when that is fewer than asked.
@@ -40,6 +42,7 @@ class SelfConsistency:
     temperature: float = 0.7
     top_p: float = 0.95
     max_tokens: int = 512
+    prefill: str = ""
 
     def __post_init__(self) -> None:
         check_int("n_samples", self.n_samples)
@@ -54,6 +57,8 @@ class SelfConsistency:
         if n == 0:
             ctx.stop("budget", "budget allows no sample")
             return ctx.result((), stop_reason="budget")
-        (completion,) = ctx.generate([GenRequest(messages=ctx.problem.messages, n=n, temperature=self.temperature,
-                                                 top_p=self.top_p, max_tokens=self.max_tokens, seed=ctx.seed())])
+        messages, continued = opened_reply(ctx, self.prefill)
+        (completion,) = ctx.generate([GenRequest(messages=messages, n=n, temperature=self.temperature,
+                                                 top_p=self.top_p, max_tokens=self.max_tokens, seed=ctx.seed(),
+                                                 continue_final=continued)])
         return vote_result(ctx, candidates_from(completion), budget_hit=n < self.n_samples)
