@@ -10,6 +10,7 @@ import pytest
 
 from thinkscale.rl.data import split_problems
 from thinkscale.rl.grpo import Settings, check_resume, keep_lines_until, last_checkpoint, prepare_folder
+from thinkscale.rl.runlog import export_adapter
 from thinkscale.rl.weights import TrainSetupError
 
 
@@ -143,3 +144,20 @@ def test_rollout_seeds_follow_the_step_not_the_process() -> None:
     assert len(set(all_seeds)) == len(all_seeds)  # no two requests of the run share a seed
     assert all(0 <= s < 2**31 for s in all_seeds)
     assert StepSeeds(1).next(5, "train", 3) != seen[5]  # the run's seed matters
+
+
+def test_export_takes_the_final_adapter_else_the_newest_finished_checkpoint_and_deletes_nothing(tmp_path: Path) -> None:
+    """``train export`` beside a running training: checkpoint 6 is still being written, so the export takes 4 and
+    leaves 6 alone (removing it would break the training writing it); the default file is named by what it holds."""
+    run = tmp_path / "run"
+    _checkpoint(run, 4)
+    _checkpoint(run, 6, complete=False)
+    assert export_adapter(run, None) == (run / "checkpoints" / "checkpoint-4", "4")
+    assert (run / "checkpoints" / "checkpoint-6").is_dir()
+    assert export_adapter(run, 4) == (run / "checkpoints" / "checkpoint-4", "4")
+    with pytest.raises(TrainSetupError, match="no complete checkpoint at step 6"):
+        export_adapter(run, 6)
+    (run / "adapter").mkdir()
+    assert export_adapter(run, None) == (run / "adapter", "final")
+    with pytest.raises(TrainSetupError, match="no adapter yet"):
+        export_adapter(tmp_path / "empty", None)

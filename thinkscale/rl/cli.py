@@ -146,7 +146,8 @@ def export_command(
     checkpoint: Annotated[int | None, typer.Option(help="Step of the checkpoint to export (default: the final "
                                                    "adapter, else the newest checkpoint; 0: the base model, "
                                                    "no adapter).", min=0)] = None,
-    out: Annotated[Path | None, typer.Option(help="GGUF to write (default RUN/model-stepN.gguf).")] = None,
+    out: Annotated[Path | None, typer.Option(help="GGUF to write (default RUN/model-N.gguf for checkpoint N, "
+                                                  "RUN/model-final.gguf for the final adapter).")] = None,
     gguf_type: Annotated[str, typer.Option(help="f32, f16, q8_0, q4_k_m, q5_k_m or q6_k.")] = "q8_0",
 ) -> None:
     """Merge a run's adapter (final or a checkpoint's) into the base model and write it as a GGUF."""

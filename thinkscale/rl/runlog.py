@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from thinkscale.rl.data import Split, system_prompt
 from thinkscale.rl.export import merged_state, write_model
-from thinkscale.rl.grpo import Settings
+from thinkscale.rl.grpo import Settings, last_checkpoint
 from thinkscale.verifiers.prm_train import file_sha256
 
 
@@ -139,26 +139,36 @@ def export_checkpoint(run: Path, step: int | None, out: Path | None, gguf_type: 
     the same way: the control that separates what training changed from what the export's quantization did."""
     from peft import PeftModel
 
-    from thinkscale.rl.grpo import last_checkpoint
     from thinkscale.rl.weights import TrainSetupError, load_gguf_model
 
     settings_path = run / "settings.json"
     if not settings_path.exists():
         raise TrainSetupError(f"{run} holds no train grpo run (no settings.json)")
     settings = Settings.from_json(json.loads(settings_path.read_text()))
-    adapter: Path | None
     if step == 0:
         loaded = load_gguf_model(settings.model)
         return write_model(loaded.gguf, merged_state(loaded.model), out or run / "model-0.gguf", gguf_type)
+    adapter, label = export_adapter(run, step)
+    loaded = load_gguf_model(settings.model)
+    model = PeftModel.from_pretrained(loaded.model, str(adapter))
+    target = out or run / f"model-{label}.gguf"
+    return write_model(loaded.gguf, merged_state(model), target, gguf_type)
+
+
+def export_adapter(run: Path, step: int | None) -> tuple[Path, str]:
+    """The adapter ``train export`` merges and its label for the default file name (``model-LABEL.gguf``):
+    checkpoint ``step``, else the final adapter (``final``), else the newest finished checkpoint (its step). A
+    checkpoint still being written beside a running training is neither chosen nor deleted."""
+    from thinkscale.rl.weights import TrainSetupError
+
     if step is not None:
         adapter = run / "checkpoints" / f"checkpoint-{step}"
         if not (adapter / "trainer_state.json").exists():
             raise TrainSetupError(f"{run} has no complete checkpoint at step {step}")
-    else:
-        adapter = run / "adapter" if (run / "adapter").is_dir() else last_checkpoint(run / "checkpoints")
-    if adapter is None:
+        return adapter, str(step)
+    if (run / "adapter").is_dir():
+        return run / "adapter", "final"
+    newest = last_checkpoint(run / "checkpoints", remove_unfinished=False)
+    if newest is None:
         raise TrainSetupError(f"{run} has no adapter yet: no checkpoint has been written")
-    loaded = load_gguf_model(settings.model)
-    model = PeftModel.from_pretrained(loaded.model, str(adapter))
-    target = out or run / f"model-{adapter.name.removeprefix('checkpoint-') if step is not None else 'final'}.gguf"
-    return write_model(loaded.gguf, merged_state(model), target, gguf_type)
+    return newest, newest.name.removeprefix("checkpoint-")
