@@ -5,6 +5,10 @@ graded; generated tokens per problem too. Nothing runs a model: both runs are re
 
     .venv/bin/python bench/rl_compare.py runs/gsm8k-qwen0.5b runs/gsm8k-grpo-0.5b \\
         --strategy greedy:1 --strategy self-consistency:8 --out bench/results/rl/compare-grpo-0.5b.json
+
+A run's first model is compared unless ``--base-model``/``--trained-model`` names another of its models (one run may
+hold both); ``--trained-strategy`` (one per ``--strategy``, in order) compares the trained model under another spec,
+e.g. the thinking model's ``greedy:prefill=<think>\\n`` against the base model's plain ``greedy``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ from thinkscale.eval.metrics import bootstrap_ci
 from thinkscale.eval.store import open_existing
 
 
-def units(run: Path, strategy: str, budget: int) -> tuple[str, dict[str, tuple[float, float]]]:
-    """The run's model and, per problem, (correct, completion tokens) of ``strategy`` at ``budget`` (seed 0)."""
+def units(run: Path, strategy: str, budget: int,
+          model: str | None = None) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The run's ``model`` (default its first) and, per problem, (correct, completion tokens) of ``strategy`` at
+    ``budget`` (seed 0)."""
     store = open_existing(run, read_only=True)
     try:
-        model = store.config()["models"][0]
+        models = store.config()["models"]
+        if model is None:
+            model = models[0]
+        elif model not in models:
+            raise SystemExit(f"error: {run} has no model {model!r}; its models: {', '.join(models)}")
         rows = store.rows("SELECT problem_id, correct, completion_tokens FROM units WHERE model = ? AND strategy = ? "
                           "AND budget = ? AND seed = 0", (model, strategy, budget))
     finally:
@@ -34,13 +44,15 @@ def units(run: Path, strategy: str, budget: int) -> tuple[str, dict[str, tuple[f
     return model, {r["problem_id"]: (float(r["correct"]), float(r["completion_tokens"] or 0.0)) for r in rows}
 
 
-def compare(base: Path, trained: Path, strategy: str, budget: int) -> dict[str, Any]:
-    base_model, b = units(base, strategy, budget)
-    trained_model, t = units(trained, strategy, budget)
+def compare(base: Path, trained: Path, strategy: str, budget: int, *, trained_strategy: str | None = None,
+            base_model: str | None = None, trained_model: str | None = None) -> dict[str, Any]:
+    base_model, b = units(base, strategy, budget, base_model)
+    trained_model, t = units(trained, trained_strategy or strategy, budget, trained_model)
     shared = sorted(set(b) & set(t))
     diff = bootstrap_ci([t[p][0] - b[p][0] for p in shared])
     acc_b, acc_t = bootstrap_ci([b[p][0] for p in shared]), bootstrap_ci([t[p][0] for p in shared])
-    return {"strategy": strategy, "budget": budget, "problems": len(shared),
+    return {"strategy": strategy, "trained_strategy": trained_strategy or strategy, "budget": budget,
+            "problems": len(shared),
             "base": {"model": base_model, "accuracy": acc_b.mean, "ci": [acc_b.low, acc_b.high],
                      "tokens_per_problem": statistics.mean(b[p][1] for p in shared)},
             "trained": {"model": trained_model, "accuracy": acc_t.mean, "ci": [acc_t.low, acc_t.high],
@@ -54,17 +66,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("base", type=Path)
     ap.add_argument("trained", type=Path)
     ap.add_argument("--strategy", action="append", required=True, help="STRATEGY:BUDGET, e.g. greedy:1")
+    ap.add_argument("--trained-strategy", action="append", default=[],
+                    help="the trained model's spec for the --strategy in the same place (default: the same spec)")
+    ap.add_argument("--base-model", help="the base run's model to compare (default: its first)")
+    ap.add_argument("--trained-model", help="the trained run's model to compare (default: its first)")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
+    if a.trained_strategy and len(a.trained_strategy) != len(a.strategy):
+        raise SystemExit(f"error: {len(a.trained_strategy)} --trained-strategy for {len(a.strategy)} --strategy: "
+                         "give one for each, in order, or none")
     rows = []
-    for spec in a.strategy:
+    for i, spec in enumerate(a.strategy):
         name, _, budget = spec.rpartition(":")
         if not name or not budget.isdigit():
             raise SystemExit(f"error: --strategy {spec!r}: give STRATEGY:BUDGET, e.g. greedy:1")
-        rows.append(compare(a.base, a.trained, name, int(budget)))
+        rows.append(compare(a.base, a.trained, name, int(budget),
+                            trained_strategy=a.trained_strategy[i] if a.trained_strategy else None,
+                            base_model=a.base_model, trained_model=a.trained_model))
     for r in rows:
         d = r["difference"]
-        print(f"{r['strategy']}@{r['budget']} on {r['problems']} problems: base {r['base']['accuracy']:.3f} -> "
+        label = r["strategy"] if r["trained_strategy"] == r["strategy"] else \
+            f"{r['strategy']} vs {r['trained_strategy']!r}"
+        print(f"{label}@{r['budget']} on {r['problems']} problems: base {r['base']['accuracy']:.3f} -> "
               f"trained {r['trained']['accuracy']:.3f}, difference {d['mean']:+.3f} [{d['ci'][0]:+.3f}, "
               f"{d['ci'][1]:+.3f}]; tokens {r['base']['tokens_per_problem']:.0f} -> "
               f"{r['trained']['tokens_per_problem']:.0f}")
