@@ -8,20 +8,15 @@
 # same way (`stores.py save-rl runs/rl/grpo-0.5b-boxed`, then commit), and this script resumes from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TS=.venv/bin/thinkscale
-PY=.venv/bin/python
+source scripts/rl_lib.sh
 OUT=runs/rl/grpo-0.5b-boxed
 STEPS=${STEPS:-200}
-step() { echo "== $(date -u +%FT%TZ) $*"; "$@"; }
 $PY scripts/stores.py restore
 # The eval datasets' own prompt (boxed): the trained model is then evaluated exactly as the base model was.
 args=(--model qwen2.5-coder-0.5b --data gsm8k-train --system boxed --rewards correct --problems-from runs/train-0.5b
       --heldout 32 --num-generations 4 --max-completion-tokens 384 --steps "$STEPS" --save-every 5 --eval-every 25
       --generation llamacpp --out "$OUT")
-if [ -f "$OUT/adapter/adapter_model.safetensors" ]; then  # trained (restored from git: re-export the model)
-  [ -f "$OUT/model.gguf" ] || step $TS train export "$OUT" --out "$OUT/model.gguf"
-elif [ -f "$OUT/settings.json" ]; then step $TS train grpo "${args[@]}" --resume
-else step $TS train grpo "${args[@]}"; fi
+train_or_export "$OUT" "${args[@]}"
 step $PY scripts/stores.py save-rl "$OUT"
 step $TS eval --config docs/results/rl/sweep-grpo-0.5b.toml --out runs/gsm8k-grpo-0.5b --quiet
 step $PY bench/rl_compare.py runs/gsm8k-qwen0.5b runs/gsm8k-grpo-0.5b --strategy greedy:1 \
