@@ -10400,6 +10400,7461 @@ INSERT INTO "chains" VALUES(153,0,7,'76942adae7592a283de74622b3103c78a8695375135
 </think>
 
 Answer: Skyler''s investment is $\boxed{320}$.','stop',200,104,37,5.39382621616222301952e+00,297281482272.0,NULL);
+INSERT INTO "chains" VALUES(154,0,0,'eb3e03bae29cbff571c6e80f35d4fa30714ee7abc6b52649bb273a1fde300b78',0,'1. Shania wants to extend the dress by 50% of its original length.
+2. To find 50% of the original length, we calculate:
+   \[
+   50\% \text{ of } 140 \text{ cm} = 0.50 \times 140 = 70 \text{ cm}
+   \]
+   So, the dress was extended by 70 cm.
+3. Shania also adds 20cm to the bottom of the dress.
+   Therefore, the total length of the dress now is:
+   \[
+   140 \text{ cm} + 20 \text{ cm} = 160 \text{ cm}
+   \]
+</think>
+
+The final design of the dress is 140 cm long. The dress was originally 140 cm long, and it was extended by 70 cm, resulting in 160 cm. Therefore, the length of the dress in its original design was \(\boxed{140}\) cm.','stop',229,120,38,4.91079269826230468964e+00,318707174688.0,NULL);
+INSERT INTO "chains" VALUES(154,0,1,'eb3e03bae29cbff571c6e80f35d4fa30714ee7abc6b52649bb273a1fde300b78',1,'1. First, let''s determine the original length of the dress. The final design is 140cm long, which means the original length is:
+   \[
+   140 \text{ cm} - 20 \text{ cm} = 120 \text{ cm}
+   \]
+
+2. Next, we need to find out how much longer the dress is by extending it by 50%. This can be calculated as follows:
+   \[
+   \text{Original length} \times 1.50 = 120 \text{ cm} \times 1.50 = 180 \text{ cm}
+   \]
+
+   Now, we add 20cm to the bottom of the dress with a lace trim. This means we need to increase the original length by:
+   \[
+   180 \text{ cm} + 20 \text{ cm} = 200 \text{ cm}
+   \]
+
+   Therefore, the original length of the dress was 200cm.
+</think>
+
+The final answer is \boxed{200}.','stop',241,120,38,4.91079269826230468964e+00,318707174688.0,NULL);
+INSERT INTO "chains" VALUES(154,0,2,'eb3e03bae29cbff571c6e80f35d4fa30714ee7abc6b52649bb273a1fde300b78',2,'To determine the original length of the dress, we need to follow these steps:
+
+1. **Calculate the new length after extending by 50%:**
+   Shania extends the dress by 50% of its original length. The original length of the dress is 140 cm.
+   \[
+   \text{New length} = 140 \times 0.50 = 70 \text{ cm}
+   \]
+
+2. **Add 20 cm to the bottom of the dress:**
+   After extending the dress, Shania adds 20 cm to the bottom. The new length of the dress is 70 cm.
+   \[
+   \text{Final length} = 70 + 20 = 90 \text{ cm}
+   \]
+
+3. **Write the final answer:**
+   The final design is 90 cm long. Therefore, the original length of the dress was \(\boxed{90}\) cm.','stop',210,120,38,4.91079269826230468964e+00,318707174688.0,NULL);
+INSERT INTO "chains" VALUES(154,0,3,'eb3e03bae29cbff571c6e80f35d4fa30714ee7abc6b52649bb273a1fde300b78',3,'1. Let''s denote the original length of the dress by \( L \) cm.
+2. Shania wants to make the dress 50% longer than its original length, so the new length of the dress is \( L + 0.5L = 1.5L \) cm.
+3. Shania also adds 20 cm to the bottom of the dress with a lace trim. This means the final length of the dress is \( 1.5L + 20 \) cm.
+4. According to the problem, the final design is 140 cm long. Therefore, we can set up the equation:
+   \[
+   1.5L + 20 = 140
+   \]
+5. To find \( L \), we need to isolate the term with \( L \) on one side of the equation. We do this by subtracting 20 from both sides:
+   \[
+   1.5L = 120
+   \]
+6. Next, we need to solve for \( L \) by dividing both sides by 1.5:
+   \[
+   L = \frac{120}{1.5}
+   \]
+   Simplifying the right side:
+   \[
+   L = 80
+   \]
+</think>
+The final answer is \(\boxed{80}\).','stop',292,120,38,4.91079269826230468964e+00,318707174688.0,NULL);
+INSERT INTO "chains" VALUES(154,0,4,'eb3e03bae29cbff571c6e80f35d4fa30714ee7abc6b52649bb273a1fde300b78',4,'1. Shania''s original dress is 140 cm long.
+2. She decides to extend the dress by 50% of its original length.
+   \[
+   \text{Extended length} = 140 \text{ cm} \times 1.5 = 210 \text{ cm}
+   \]
+3. She adds 20 cm to the bottom of the dress with a lace trim.
+   \[
+   \text{Final dress length} = 210 \text{ cm} + 20 \text{ cm} = 230 \text{ cm}
+   \]
+</think>
+
+The final design is 140 cm long. Therefore, the dress in its original design was \(\boxed{230}\) cm long.','stop',170,120,38,4.91079269826230468964e+00,318707174688.0,NULL);
+INSERT INTO "chains" VALUES(154,0,5,'eb3e03bae29cbff571c6e80f35d4fa30714ee7abc6b52649bb273a1fde300b78',5,'1. **Determine the original length of the dress:**
+   The final design is 140 cm long. This means the original length of the dress was \( \frac{140}{100} = 1.4 \) cm.
+
+2. **Calculate the new length of the dress after extending by 50% and adding 20cm to the bottom:**
+   Let the original length of the dress be \( x \) cm. The new length of the dress after extending by 50% is \( 1.5x \) cm. Adding 20cm to this new length gives us the final design length.
+
+   According to the problem, the final design is 140 cm long. Therefore, we can write the equation:
+   \[
+   1.5x + 20 = 140
+   \]
+
+3. **Solve for \( x \):**
+   Subtract 20 from both sides of the equation:
+   \[
+   1.5x = 120
+   \]
+   Divide both sides by 1.5:
+   \[
+   x = \frac{120}{1.5} = 80
+   \]
+
+Therefore, the original length of the dress was \(\boxed{80}\) cm.','stop',281,120,38,4.91079269826230468964e+00,318707174688.0,NULL);
+INSERT INTO "chains" VALUES(154,0,6,'eb3e03bae29cbff571c6e80f35d4fa30714ee7abc6b52649bb273a1fde300b78',6,'1. Let''s denote the original length of the dress by \( x \) centimeters.
+2. According to the problem, Shania decides to make the dress 50% longer than its original length, so the length of the dress after extending is \( x + 0.5x = 1.5x \) centimeters.
+3. The problem also states that the dress adds 20 cm to the bottom of the dress with a lace trim. Therefore, the length of the dress after adding the lace trim is \( 1.5x + 20 \) centimeters.
+4. We are given that the final design is 140 cm long. So, we can write the equation:
+   \[
+   1.5x + 20 = 140
+   \]
+5. To find \( x \), we first subtract 20 from both sides of the equation:
+   \[
+   1.5x = 120
+   \]
+6. Next, we divide both sides by 1.5:
+   \[
+   x = \frac{120}{1.5} = 80
+   \]
+</think>
+Therefore, the original length of the dress was \(\boxed{80}\) centimeters.','stop',273,120,38,4.91079269826230468964e+00,318707174688.0,NULL);
+INSERT INTO "chains" VALUES(154,0,7,'eb3e03bae29cbff571c6e80f35d4fa30714ee7abc6b52649bb273a1fde300b78',7,'1. Shania''s original dress length is 140cm.
+2. She wants to make it 50% longer, so she will extend the dress by \(140 \times 0.50 = 70\)cm.
+3. She also wants to add 20cm to the bottom of the dress, so she will add \(140 + 20 = 160\)cm to the bottom of the dress.
+</think>
+
+To find the original length of the dress, let''s denote the original length of the dress by \(L\). According to the problem, we can write the equation for the total length of the dress after extension and addition:
+\[L + 70 + 160 = 140\]
+
+Now, we combine like terms on the left side of the equation:
+\[L + 230 = 140\]
+
+Next, we isolate the variable by subtracting 230 from both sides of the equation:
+\[L = 140 - 230\]
+\[L = -90\]
+
+Therefore, the original length of the dress was \(\boxed{-90}\) cm.','stop',253,120,38,4.91079269826230468964e+00,318707174688.0,NULL);
+INSERT INTO "chains" VALUES(155,0,0,'eb7a6f75dced0809ddf54b47d659d1ff9f22bf8fdafe33323324f3d085d83fc3',0,'1. First, we need to determine how many cookies Max has.
+   - The Cookie Monster has 12 more cookies than Max.
+   - Therefore, Max has \(12 + 12 = 24\) cookies.
+2. Next, we need to determine how many cookies Summer has.
+   - Summer has 23 more cookies than Max.
+   - Therefore, Summer has \(24 + 23 = 47\) cookies.
+3. Now, we need to determine how many cookies Katarina has.
+   - Katarina has 5 less cookies than Max.
+   - Therefore, Katarina has \(24 - 5 = 19\) cookies.
+4. Finally, we need to find the total number of cookies they have together.
+   - Max has 24 cookies.
+   - Summer has 47 cookies.
+   - Katarina has 19 cookies.
+   - Therefore, the total number of cookies they have together is \(24 + 47 + 19 = 80\).
+</think>
+The final answer is \boxed{80}.','stop',234,99,37,6.83489592063210427141e+00,422842341504.0,NULL);
+INSERT INTO "chains" VALUES(155,0,1,'eb7a6f75dced0809ddf54b47d659d1ff9f22bf8fdafe33323324f3d085d83fc3',1,'1. First, let''s determine the number of cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the number of cookies the Cookie Monster has as \( x \). Therefore, Max''s cookies can be expressed as \( x + 12 \).
+
+2. Next, we need to find out how many cookies Max has. According to the problem, Max has 5 less cookies than Max has. So, we can write the equation:
+   \[
+   x + 12 - 5 = x
+   \]
+   Simplifying this equation, we get:
+   \[
+   x + 7 = x
+   \]
+   Subtracting \( x \) from both sides, we get:
+   \[
+   7 = 0
+   \]
+   This does not make sense, so there must be a mistake in the interpretation. Let''s re-evaluate the problem. The problem states that Max has 12 more cookies than the Cookie Monster, and Max has 5 less cookies than Max has. This means that Max has \( x + 12 - 5 = x + 7 \) cookies. So, we can write the equation again:
+   \[
+   x + 12 - 5 = x + 7
+   \]
+   Simplifying this equation, we get:
+   \[
+   x + 2 = x + 7
+   \]
+   Subtracting \( x \) from both sides, we get:
+   \[
+   2 = 7
+   \]
+   This does not make sense, so there must be a mistake in the interpretation. Let''s re-evaluate the problem. The problem states that Max has 12 more cookies than the Cookie Monster, and Max has 5 less cookies than Max has. This means that Max has \( x + 12 - 5 = x + 7 \) cookies. So, we can write the equation again:
+   \[
+   x + 12 - 5 = x + 7
+   \]
+   Simplifying this equation, we get:
+   \[
+   x + 2 = x + 7
+   \]
+   Subtracting \( x \) from both sides, we get:
+   \[
+   2 = 7
+   \]
+   This does not make sense, so there must be a mistake in the interpretation. Let''s re-evaluate the problem. The','length',512,99,37,6.83489592063210427141e+00,422842341504.0,NULL);
+INSERT INTO "chains" VALUES(155,0,2,'eb7a6f75dced0809ddf54b47d659d1ff9f22bf8fdafe33323324f3d085d83fc3',2,'1. First, let''s determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Since the Cookie Monster has 12 cookies, we can calculate:
+   \[
+   \text{Cookies Max has} = 12 + 12 = 24
+   \]
+
+2. Next, we know that Katarina has 5 less cookies than Max has. Since Max has 24 cookies, we can calculate:
+   \[
+   \text{Cookies Katarina has} = 24 - 5 = 29
+   \]
+
+3. The problem also states that Summer has 23 more cookies than Max. We can calculate:
+   \[
+   \text{Cookies Summer has} = 24 + 23 = 47
+   \]
+
+4. Now, we add up the number of cookies that Katarina, Max, and Summer have to find the total number of cookies they have in total:
+   \[
+   \text{Total cookies} = 29 + 24 + 47 = 90
+   \]
+
+</think>
+The final answer is \boxed{90}.','stop',255,99,37,6.83489592063210427141e+00,422842341504.0,NULL);
+INSERT INTO "chains" VALUES(155,0,3,'eb7a6f75dced0809ddf54b47d659d1ff9f22bf8fdafe33323324f3d085d83fc3',3,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. The Cookie Monster has 23 cookies, so:
+   \[
+   \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12 = 23 + 12 = 35
+   \]
+
+2. Next, we need to determine how many cookies Katarina has. According to the problem, Katarina has 5 less cookies than Max has. So:
+   \[
+   \text{Katarina''s cookies} = \text{Max''s cookies} - 5 = 35 - 5 = 30
+   \]
+
+3. Now, we need to find the total number of cookies they have together. We add the number of cookies Katarina has to the number of cookies Max has:
+   \[
+   \text{Total cookies} = \text{Katarina''s cookies} + \text{Max''s cookies} = 30 + 35 = 65
+   \]
+</think>
+
+Therefore, the final answer is \boxed{65}.','stop',251,99,37,6.83489592063210427141e+00,422842341504.0,NULL);
+INSERT INTO "chains" VALUES(155,0,4,'eb7a6f75dced0809ddf54b47d659d1ff9f22bf8fdafe33323324f3d085d83fc3',4,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Since the Cookie Monster has 48 cookies, we can calculate Max''s cookies as follows:
+   \[
+   \text{Max''s cookies} = 48 + 12 = 60
+   \]
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. Since Max has 60 cookies, we can calculate Summer''s cookies as follows:
+   \[
+   \text{Summer''s cookies} = 60 + 23 = 83
+   \]
+3. Now, we know the number of cookies Katarina has. According to the problem, Katarina has 5 less cookies than Max. Since Max has 60 cookies, we can calculate Katarina''s cookies as follows:
+   \[
+   \text{Katarina''s cookies} = 60 - 5 = 55
+   \]
+4. Finally, we need to find the total number of cookies they have together. We add the number of cookies Katarina has, Max has, and Summer have:
+   \[
+   \text{Total cookies} = 55 + 60 + 83 = 208
+   \]
+</think>
+The final answer is \boxed{208}.','stop',309,99,37,6.83489592063210427141e+00,422842341504.0,NULL);
+INSERT INTO "chains" VALUES(155,0,5,'eb7a6f75dced0809ddf54b47d659d1ff9f22bf8fdafe33323324f3d085d83fc3',5,'1. We start with the number of cookies Max has, which is 12 more than the Cookie Monster. Therefore, Max has:
+   \[
+   \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12 = 12 + 12 = 24
+   \]
+
+2. Next, we know that Katarina has 5 less cookies than Max. Therefore, Katarina has:
+   \[
+   \text{Katarina''s cookies} = \text{Max''s cookies} - 5 = 24 - 5 = 29
+   \]
+
+3. The problem states that Summer has 23 more cookies than Max. Therefore, Summer has:
+   \[
+   \text{Summer''s cookies} = \text{Max''s cookies} + 23 = 24 + 23 = 47
+   \]
+
+4. Now, we find the total number of cookies by adding the number of cookies Katarina, Max, and Summer have:
+   \[
+   \text{Total cookies} = \text{Katarina''s cookies} + \text{Max''s cookies} + \text{Summer''s cookies} = 29 + 24 + 47 = 90
+   \]
+\</think>
+
+Therefore, the total number of cookies that Katarina, Max, and Summer have together is \boxed{90}.','stop',305,99,37,6.83489592063210427141e+00,422842341504.0,NULL);
+INSERT INTO "chains" VALUES(155,0,6,'eb7a6f75dced0809ddf54b47d659d1ff9f22bf8fdafe33323324f3d085d83fc3',6,'1. Max has 12 more cookies than the Cookie Monster.
+   \[
+   \text{Cookie Monster} = \text{Max} - 12 = 12 + 12 = 24
+   \]
+2. Max has 5 less cookies than Max has.
+   \[
+   \text{Max} - 5 = 24 - 5 = 19
+   \]
+3. Katarina has 68 cookies.
+   \[
+   \text{Katarina} = \text{Max} - 68 = 19 - 68 = -49
+   \]
+4. Katarina has 49 cookies.
+   \[
+   \text{Max} = \text{Katarina} + 49 = -49 + 49 = 0
+   \]
+5. Summer has 23 more cookies than Max.
+   \[
+   \text{Max} + 23 = 0 + 23 = 23
+   \]
+6. Summer has 23 more cookies than Max.
+   \[
+   \text{Max} + 23 = 23 + 23 = 46
+   \]
+7. Summer has 46 cookies.
+   \[
+   \text{Max} = \text{Summer} + 46 = 46 + 46 = 92
+   \]
+8. The total number of cookies they have together is:
+   \[
+   \text{Total} = \text{Max} + \text{Katarina} + \text{Summer} = 92 + (-49) + 23 = 51
+   \]
+</think>
+The final answer is \boxed{51}.','stop',385,99,37,6.83489592063210427141e+00,422842341504.0,NULL);
+INSERT INTO "chains" VALUES(155,0,7,'eb7a6f75dced0809ddf54b47d659d1ff9f22bf8fdafe33323324f3d085d83fc3',7,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the Cookie Monster''s cookies by \( C \).
+   \[
+   C = C + 12
+   \]
+   Substituting \( C = 12 \):
+   \[
+   C + 12 = 12 + 12 = 24
+   \]
+   So, Max has 24 cookies.
+
+2. Next, we know that Katarina has 5 less cookies than Max has. Therefore, we calculate Katarina''s cookies as follows:
+   \[
+   K = C - 5
+   \]
+   Substituting \( C = 24 \):
+   \[
+   K = 24 - 5 = 29
+   \]
+   So, Katarina has 29 cookies.
+
+3. Now, we need to find out how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. Let''s denote the number of cookies Summer has by \( S \).
+   \[
+   S = C + 23
+   \]
+   Substituting \( C = 24 \):
+   \[
+   S = 24 + 23 = 47
+   \]
+   So, Summer has 47 cookies.
+
+4. Finally, we add the number of cookies Katarina has, Max has, and Summer have to find the total number of cookies they have together:
+   \[
+   \text{Total cookies} = K + C + S = 29 + 24 + 47 = 90
+   \]
+
+</think>
+The final answer is \boxed{90}.','stop',379,99,37,6.83489592063210427141e+00,422842341504.0,NULL);
+INSERT INTO "chains" VALUES(156,0,0,'0867be68ac4ff1da15df5c9ff5241f515a2d472ec50e68d87230f75143478ff2',0,'To determine how much money each of Greg''s younger siblings received, we can follow these steps:
+
+1. **Initial Amount**: Greg initially found $20.
+2. **Split the Money**: Greg decided to split the $20 equally among his three younger siblings.
+3. **Calculate the Amount Each Sibling Gets**: To find out how much each sibling gets, we perform the division of $20 by 3.
+
+Let''s do this step-by-step calculation using Python.
+```python
+# Initial amount
+initial_amount = 20
+
+# Number of siblings
+number_of_siblings = 3
+
+# Calculate the amount each sibling gets
+amount_each_sibling = initial_amount / number_of_siblings
+print(amount_each_sibling)
+```
+```output
+6.666666666666667
+```
+The calculation shows that each of Greg''s younger siblings received \(\boxed{6.67}\) dollars. This is because when we divide $20 by 3, we get approximately $6.67.','stop',222,87,37,3.35015782754809965382e+00,225442395936.0,NULL);
+INSERT INTO "chains" VALUES(156,0,1,'0867be68ac4ff1da15df5c9ff5241f515a2d472ec50e68d87230f75143478ff2',1,'To determine how much money each of Greg''s 3 younger siblings received, we need to divide the total amount of money by the number of siblings.
+</think>
+
+Let''s break this down step by step:
+
+1. First, we need to identify the total amount of money Greg found walking down the street. According to the problem, this amount is $20.
+2. Next, we need to determine the number of siblings. The problem states that Greg has 3 younger siblings.
+3. To split the money equally among the siblings, we need to divide the total amount of money by the number of siblings. This can be expressed as:
+   \[
+   \text{Money per sibling} = \frac{\text{Total amount of money}}{\text{Number of siblings}}
+   \]
+   Substituting the values we have:
+   \[
+   \text{Money per sibling} = \frac{20}{3}
+   \]
+4. Now, we need to perform the division. We can do this by dividing 20 by 3:
+   \[
+   \frac{20}{3} \approx 6.67
+   \]
+Therefore, the amount of money each of Greg''s 3 younger siblings received is \boxed{6.67}.','stop',266,87,37,3.35015782754809965382e+00,225442395936.0,NULL);
+INSERT INTO "chains" VALUES(156,0,2,'0867be68ac4ff1da15df5c9ff5241f515a2d472ec50e68d87230f75143478ff2',2,'First, we need to determine how much money Greg has in total. Greg found $20 and his 3 younger siblings each found $20 as well. Since there are 3 siblings, their combined total money is:
+\[ 20 + 20 + 20 = 60 \]
+Now, we need to split this total money equally among Greg''s 3 siblings. To do this, we divide $60 by 3:
+\[ \frac{60}{3} = 20 \]
+Therefore, the amount of money each of Greg''s siblings got is:
+\[\boxed{20}\]','stop',132,87,37,3.35015782754809965382e+00,225442395936.0,NULL);
+INSERT INTO "chains" VALUES(156,0,3,'0867be68ac4ff1da15df5c9ff5241f515a2d472ec50e68d87230f75143478ff2',3,'First, we need to determine how much money Greg found in total. Greg found $20 and his 3 younger siblings each found $20. So, we calculate the total amount of money as follows:
+\[ 20 + 20 + 20 = 60 \]
+This means Greg found a total of $60.
+<think>
+Next, we need to divide the total amount of money equally among his 3 siblings. To do this, we divide $60 by 3:
+\[ 60 \div 3 = 20 \]
+So, each of Greg''s siblings got $20.
+<think>
+Finally, we need to confirm our answer. Greg found $20 and his 3 siblings each found $20, so we need to divide $60 by 3:
+\[ 60 \div 3 = 20 \]
+This means Greg found a total of $60. Therefore, each of Greg''s siblings got $20.
+<think>
+The final answer is:
+\boxed{20}','stop',224,87,37,3.35015782754809965382e+00,225442395936.0,NULL);
+INSERT INTO "chains" VALUES(156,0,4,'0867be68ac4ff1da15df5c9ff5241f515a2d472ec50e68d87230f75143478ff2',4,'1. Greg initially found $20.
+2. He decided to split the money equally among his three younger siblings.
+3. To find out how much each sibling would get, we need to divide $20 by 3.
+   \[
+   \frac{20}{3} = 6.67
+   \]
+   Since we''re dealing with whole dollars, we can conclude that each sibling would get $6.
+   \think
+Therefore, the final answer is:
+\boxed{6}','stop',107,87,37,3.35015782754809965382e+00,225442395936.0,NULL);
+INSERT INTO "chains" VALUES(156,0,5,'0867be68ac4ff1da15df5c9ff5241f515a2d472ec50e68d87230f75143478ff2',5,'1. Greg initially found $20.
+2. To be fair to his siblings, he decided to split the $20 equally among his 3 younger siblings.
+3. To find out how much money each sibling gets, we divide the total amount by the number of siblings.
+   \[
+   \frac{20}{3} = 6.67
+   \]
+   After dividing, we note that Greg cannot split the money into fractions because he can''t have a fraction of a dollar. Therefore, we can''t divide the $20 equally among his 3 siblings.
+4. To find the exact amount each sibling gets, we would need to round the result to the nearest whole number. Since $6.67 rounds to 7, each sibling gets $7.
+</think>
+
+<think>
+The final answer is:
+\boxed{7}
+</think>','stop',182,87,37,3.35015782754809965382e+00,225442395936.0,NULL);
+INSERT INTO "chains" VALUES(156,0,6,'0867be68ac4ff1da15df5c9ff5241f515a2d472ec50e68d87230f75143478ff2',6,'1. Greg''s initial $20 was split equally among his 3 younger siblings.
+   - To find out how much each sibling would get, we divide $20 by 3.
+   - This calculation can be performed as:
+     \[
+     20 \div 3 = 6.6667
+     \]
+   - Since we are dealing with whole dollars, we can conclude that each sibling would get $6.67.
+   - Therefore, Greg''s share of the money was $6.67.
+</think>
+
+The final answer is \boxed{6.67}.','stop',128,87,37,3.35015782754809965382e+00,225442395936.0,NULL);
+INSERT INTO "chains" VALUES(156,0,7,'0867be68ac4ff1da15df5c9ff5241f515a2d472ec50e68d87230f75143478ff2',7,'1. First, Greg found $20 and decided to split it equally among his 3 younger siblings.
+   \[
+   20 \div 3 = 6.6667
+   \]
+2. Since Greg cannot have a fraction of a dollar, he would need to round up to the nearest whole number. Therefore, Greg would split the money in half.
+   \[
+   20 / 2 = 10
+   \]
+   So, Greg received $10 each of his 3 younger siblings.
+</think>
+The final answer is:
+\boxed{10}','stop',128,87,37,3.35015782754809965382e+00,225442395936.0,NULL);
+INSERT INTO "chains" VALUES(157,0,0,'d73f9f94f77ac482b9f9dabd366a010a6d2938a7e2f633239c1628fb29e8d48c',0,'First, let''s determine the total number of pizza slices ordered by Bryce and his four friends. Since each pizza has 12 slices, and there are four friends, the total number of pizza slices is:
+\[ 4 \times 12 = 48 \text{ slices} \]
+
+Next, we need to calculate how many slices were eaten by Bryce and two friends. Each of them ate \(\frac{2}{3}\) of their pizzas. Therefore, the number of slices eaten by Bryce and two friends is:
+\[ \frac{2}{3} \times 48 = 32 \text{ slices} \]
+
+After these slices are eaten, the number of slices left is:
+\[ 48 - 32 = 16 \text{ slices} \]
+
+Now, we need to calculate how many slices were eaten by the two remaining friends. Each of them ate \(\frac{3}{4}\) of their pizzas. Therefore, the number of slices eaten by the two remaining friends is:
+\[ \frac{3}{4} \times 16 = 12 \text{ slices} \]
+
+Finally, we need to calculate how many slices were eaten by the two friends who ate all the remaining slices. Each of them ate \(\frac{1}{4}\) of their pizzas. Therefore, the number of slices eaten by the two friends who ate all the remaining slices is:
+\[ \frac{1}{4} \times 12 = 3 \text{ slices} \]
+
+Adding these slices together gives the total number of slices eaten by the two friends who ate all the remaining slices:
+\[ 3 + 3 = 6 \text{ slices} \]
+
+Now, we subtract the total number of slices eaten by the two friends who ate all the remaining slices from the number of slices left:
+\[ 16 - 6 = 10 \text{ slices} \]
+
+Therefore, the number of slices of pizza left is:
+\[\boxed{10} \]','stop',422,102,37,6.71779955361725544804e+00,432452394720.0,NULL);
+INSERT INTO "chains" VALUES(157,0,1,'d73f9f94f77ac482b9f9dabd366a010a6d2938a7e2f633239c1628fb29e8d48c',1,'1. First, calculate the total number of pizzas ordered by Bryce and his friends:
+   \[
+   4 + 1 + 1 + 2 = 7 \text{ pizzas}
+   \]
+   Each pizza has 12 slices, so the total number of slices is:
+   \[
+   7 \times 12 = 84 \text{ slices}
+   \]
+
+2. Calculate how many slices of pizza were eaten by Bryce and two of his friends:
+   \[
+   \frac{2}{3} \times 84 = \frac{2 \times 84}{3} = \frac{168}{3} = 56 \text{ slices}
+   \]
+   Subtracting the slices eaten by Bryce and two of his friends from the total number of slices gives:
+   \[
+   84 - 56 = 28 \text{ slices}
+   \]
+
+3. Calculate how many slices of pizza were eaten by the two remaining friends:
+   \[
+   \frac{3}{4} \times 84 = \frac{3 \times 84}{4} = \frac{252}{4} = 63 \text{ slices}
+   \]
+   Subtracting the slices eaten by the two remaining friends from the total number of slices gives:
+   \[
+   28 - 63 = 19 \text{ slices}
+   \]
+
+4. The number of slices of pizza left after the two remaining friends ate their pizzas is:
+   \[
+   \boxed{19}
+   \]','stop',339,102,37,6.71779955361725544804e+00,432452394720.0,NULL);
+INSERT INTO "chains" VALUES(157,0,2,'d73f9f94f77ac482b9f9dabd366a010a6d2938a7e2f633239c1628fb29e8d48c',2,'Let''s break down the problem step by step.
+
+1. Bryce and four of his friends each ordered their own pizzas after football practice. Each pizza had 12 slices.
+   - Bryce ordered 4 pizzas.
+   - Four friends ordered 4 pizzas each.
+   - Total number of pizzas ordered = \(4 + 4 + 4 = 12\).
+   - Each pizza had 12 slices.
+   - Total number of slices of pizzas = \(12 \times 12 = 144\).
+
+2. Bryce and two friends ate \(\frac{2}{3}\) of their pizzas.
+   - \(\frac{2}{3}\) of 124 slices is \(\frac{2 \times 124}{3} = 88\) slices.
+   - Since Bryce ate 88 slices, the remaining slices after he ate 88 are \(144 - 88 = 56\).
+
+3. The two remaining friends ate \(\frac{3}{4}\) of their pizzas.
+   - \(\frac{3}{4}\) of 56 slices is \(\frac{3 \times 56}{4} = 42\) slices.
+   - Since the remaining slices after the first two friends ate 42 slices, the remaining slices after the first two friends ate 42 are \(56 - 42 = 24\).
+
+So, the final answer is \(\boxed{24}\).','stop',317,102,37,6.71779955361725544804e+00,432452394720.0,NULL);
+INSERT INTO "chains" VALUES(157,0,3,'d73f9f94f77ac482b9f9dabd366a010a6d2938a7e2f633239c1628fb29e8d48c',3,'1. Initially, each of Bryce''s four friends ordered their own pizza with 12 slices each.
+2. Bryce and two friends each ate 2/3 of their pizzas. Therefore, each of them ate:
+   \[
+   \frac{2}{3} \times 12 = 8 \text{ slices}
+   \]
+   Since there are two such friends, the total number of slices eaten by Bryce and two friends is:
+   \[
+   8 + 8 = 16 \text{ slices}
+   \]
+3. The two remaining friends ate ¾ of their pizzas. Therefore, each of them ate:
+   \[
+   \frac{3}{4} \times 12 = 9 \text{ slices}
+   \]
+   Since there are two such friends, the total number of slices eaten by the two remaining friends is:
+   \[
+   9 + 9 = 18 \text{ slices}
+   \]
+4. The total number of slices eaten by all four friends is the sum of the slices eaten by Bryce and two friends and the slices eaten by the two remaining friends:
+   \[
+   16 + 18 = 34 \text{ slices}
+   \]
+5. Since each pizza has 12 slices, the total number of slices of pizza is the number of pizzas multiplied by the number of slices per pizza:
+   \[
+   34 \times 12 = 392 \text{ slices}
+   \]
+</think>
+
+The final answer is:
+\boxed{392}','stop',332,102,37,6.71779955361725544804e+00,432452394720.0,NULL);
+INSERT INTO "chains" VALUES(157,0,4,'d73f9f94f77ac482b9f9dabd366a010a6d2938a7e2f633239c1628fb29e8d48c',4,'First, we calculate the total number of pizzas ordered by all four of his friends. Since each of the four of his friends ordered 12 pizzas, the total number of pizzas is:
+\[ 4 \times 12 = 48 \]
+
+Next, we determine how many slices of pizza are eaten by each person:
+- Bryce ate \(\frac{2}{3}\) of his pizzas. Therefore, the number of slices eaten by Bryce is:
+\[ \frac{2}{3} \times 48 = 32 \]
+- Two of his friends ate \(\frac{1}{3}\) of their pizzas. Therefore, the number of slices eaten by two friends is:
+\[ \frac{1}{3} \times 48 = 16 \]
+
+The number of slices eaten by the remaining two friends is:
+\[ 2 \times 16 = 32 \]
+
+Now, we calculate the total number of slices of pizza eaten by all four of his friends:
+\[ 32 + 16 + 32 = 72 \]
+
+The remaining number of slices of pizza is the total number of pizzas minus the number of slices eaten:
+\[ 48 - 72 = -24 \]
+
+However, since the number of slices must be a whole number, we need to re-evaluate the problem''s constraints. Let''s recheck the problem statement and the context. The problem states that Bryce and two friends ate \(\frac{2}{3}\) of their pizzas, and the two remaining friends ate \(\frac{1}{3}\) of their pizzas. This implies that the total number of slices eaten by the remaining two friends is 32, which means that the total number of slices eaten by all four of his friends is indeed 72.
+
+Therefore, the number of slices of pizza left is:
+\[ \boxed{0} \]','stop',396,102,37,6.71779955361725544804e+00,432452394720.0,NULL);
+INSERT INTO "chains" VALUES(157,0,5,'d73f9f94f77ac482b9f9dabd366a010a6d2938a7e2f633239c1628fb29e8d48c',5,'1. First, we calculate the total number of pizza slices Bryce and four friends each ordered:
+   \[
+   4 \times 12 = 48 \text{ slices}
+   \]
+   Since there were three friends:
+   \[
+   3 \times 48 = 144 \text{ slices}
+   \]
+2. Bryce and two friends each ate \(\frac{2}{3}\) of their pizzas:
+   \[
+   \frac{2}{3} \times 48 = 32 \text{ slices}
+   \]
+   Since there were three friends:
+   \[
+   3 \times 32 = 96 \text{ slices}
+   \]
+3. The two remaining friends ate \(\frac{3}{4}\) of their pizzas:
+   \[
+   \frac{3}{4} \times 48 = 36 \text{ slices}
+   \]
+   Since there were three friends:
+   \[
+   3 \times 36 = 108 \text{ slices}
+   \]
+4. Now, we find the total number of slices eaten by all three friends:
+   \[
+   32 + 96 + 108 = 242 \text{ slices}
+   \]
+5. Subtract the total number of slices eaten from the total number of pizza slices to find the number of slices left:
+   \[
+   144 - 242 = -88 \text{ slices}
+   \]
+   Since the number of slices cannot be negative, we conclude that there were no slices left.
+</think>
+The final answer is:
+\boxed{-88}','stop',360,102,37,6.71779955361725544804e+00,432452394720.0,NULL);
+INSERT INTO "chains" VALUES(157,0,6,'d73f9f94f77ac482b9f9dabd366a010a6d2938a7e2f633239c1628fb29e8d48c',6,'1. First, we calculate the total number of pizza slices Bryce and four of his friends each ordered, with each pizza containing 12 slices.
+   \[
+   \text{Total slices} = 4 \times 12 = 48
+   \]
+2. Next, we determine how many pizza slices Bryce and two friends ate.
+   \[
+   \text{Slices eaten by Bryce and two friends} = \frac{2}{3} \times 48 = 32
+   \]
+   So, the number of slices eaten by Bryce and two friends is 32. We subtract this from the total number of slices to find out how many slices are left.
+   \[
+   \text{Slices left} = 48 - 32 = 16
+   \]
+</think>
+
+Therefore, the final answer is:
+\boxed{16}','stop',189,102,37,6.71779955361725544804e+00,432452394720.0,NULL);
+INSERT INTO "chains" VALUES(157,0,7,'d73f9f94f77ac482b9f9dabd366a010a6d2938a7e2f633239c1628fb29e8d48c',7,'1. **Calculate the total number of pizza slices ordered by Bryce and his friends:**
+   - Each friend ordered 4 pizzas, and Bryce and his friends together ordered \(4 + 4 = 8\) pizzas.
+   - Each pizza has 12 slices, so the total number of slices is \(8 \times 12 = 96\).
+
+2. **Determine how many slices were eaten by Bryce and his friends:**
+   - Each pizza was eaten \(\frac{2}{3}\) of its slices.
+   - Therefore, the number of slices eaten by Bryce and his friends is \(\frac{2}{3} \times 96 = 64\).
+   - The remaining pizzas after these were eaten are \(96 - 64 = 32\).
+
+3. **Determine how many slices were eaten by the two remaining friends:**
+   - Each of the two remaining friends ate \(\frac{3}{4}\) of its slices.
+   - Therefore, the number of slices eaten by the two remaining friends is \(\frac{3}{4} \times 32 = 24\).
+   - The remaining pizzas after these were eaten are \(32 - 24 = 8\).
+
+4. **Calculate the total number of slices left:**
+   - The total number of slices left is the sum of the slices eaten by the two remaining friends.
+   - Therefore, the total number of slices left is \(24 + 8 = 32\).
+
+</think>
+
+The final answer is \boxed{32}.','stop',333,102,37,6.71779955361725544804e+00,432452394720.0,NULL);
+INSERT INTO "chains" VALUES(158,0,0,'557e349ddcd8f69dcf54114f92055fe0b82a84f5089a3c0959feb4f33728dea4',0,'1. John has $50 and the trip costs $300.
+2. Half of the cost of the trip is $300 / 2 = $150.
+3. John has enough money to buy half the cost of the trip, so he needs $150 - $300 = -$150.
+4. Since John cannot buy a negative amount of money, he is missing $150 in his pocket.
+</think>
+<think>
+5. John has $50 and the trip costs $300.
+6. Half of the cost of the trip is $300 / 2 = $150.
+7. John has enough money to buy half the cost of the trip, so he needs $150 - $300 = -$150.
+8. Since John cannot buy a negative amount of money, he is missing $150 in his pocket.
+</think>
+Therefore, John is missing \boxed{-150} dollars in his pocket.','stop',217,96,37,2.64145473288045,216777593856.0,NULL);
+INSERT INTO "chains" VALUES(158,0,1,'557e349ddcd8f69dcf54114f92055fe0b82a84f5089a3c0959feb4f33728dea4',1,'First, we need to calculate the total cost of the trip. The cost is given as $300.
+Next, we need to determine how much money John has already applied for. Since the school has decided to cover half of the cost, we can calculate half of $300 as follows:
+\[
+\text{Amount applied} = \frac{300}{2} = 150
+\]
+Now, we need to find out how much money John has left after applying for half the cost. John has $50, so we subtract $150 from $50:
+\[
+\text{Money left} = 50 - 150 = -100
+\]
+Therefore, John is missing $100.
+</think>
+The final answer is \boxed{-100}.','stop',176,96,37,2.64145473288045,216777593856.0,NULL);
+INSERT INTO "chains" VALUES(158,0,2,'557e349ddcd8f69dcf54114f92055fe0b82a84f5089a3c0959feb4f33728dea4',2,'1. First, we need to determine how much money John needs to buy the entire cost of the trip. The trip costs $300, so John needs to buy:
+   \[
+   300 \times 2 = 600 \text{ dollars}
+   \]
+2. Next, we need to determine how much money John has already raised. John has $50.
+3. To find out how much more money John needs to raise, we subtract the amount he already has from the amount he needs to buy:
+   \[
+   600 - 50 = 550 \text{ dollars}
+   \]
+4. Therefore, John is missing \boxed{550} dollars.','stop',154,96,37,2.64145473288045,216777593856.0,NULL);
+INSERT INTO "chains" VALUES(158,0,3,'557e349ddcd8f69dcf54114f92055fe0b82a84f5089a3c0959feb4f33728dea4',3,'1. First, we calculate the cost of the school trip. The trip costs $300.
+2. John has $50.
+3. The school is deciding to cover half the cost of the trip. Half of $300 is:
+   \[
+   \frac{300}{2} = 150
+   \]
+4. The cost of the school trip is now $150.
+5. To find out how much money John is missing, we subtract the school''s cost from his current amount:
+   \[
+   50 - 150 = -100
+   \]
+Therefore, John is missing $100.
+</think>
+The final answer is: \boxed{-100}','stop',159,96,37,2.64145473288045,216777593856.0,NULL);
+INSERT INTO "chains" VALUES(158,0,4,'557e349ddcd8f69dcf54114f92055fe0b82a84f5089a3c0959feb4f33728dea4',4,'1. First, we need to determine the half of the cost of the trip.
+   \[
+   \text{Half of the cost} = \frac{300}{2} = 150
+   \]
+
+2. Next, we need to find out how much money John has left after applying for help.
+   \[
+   \text{Remaining money} = 50 - 150 = -100
+   \]
+   Since John cannot have a negative amount of money, it means he must be missing $100.
+
+</think>
+The final answer is:
+\boxed{100}','stop',134,96,37,2.64145473288045,216777593856.0,NULL);
+INSERT INTO "chains" VALUES(158,0,5,'557e349ddcd8f69dcf54114f92055fe0b82a84f5089a3c0959feb4f33728dea4',5,'1. John has $50.
+2. The trip costs $300.
+3. Since John has applied for help from the school, he has decided to cover half the cost of the trip.
+   \[
+   \text{Half of $300} = \frac{300}{2} = 150
+   \]
+4. After covering half the cost, John has $50 - $150 = -$100.
+   \[
+   \boxed{-100}
+   \]
+</think>
+After </think>, John is missing $100.','stop',129,96,37,2.64145473288045,216777593856.0,NULL);
+INSERT INTO "chains" VALUES(158,0,6,'557e349ddcd8f69dcf54114f92055fe0b82a84f5089a3c0959feb4f33728dea4',6,'1. First, we need to determine how much money John has available to cover the half of the cost of the trip. The cost of the trip is $300, and half of this cost is calculated as follows:
+   \[
+   \frac{300}{2} = 150
+   \]
+   So, John has $150 available to cover the trip.
+2. Next, we need to find out how much money John has left after applying for help. John has $50, and he has $150 available to cover the trip, so he has:
+   \[
+   50 - 150 = -100
+   \]
+   This means John is missing $100 from his $50.
+</think>
+Therefore, the final answer is \boxed{-100}.','stop',180,96,37,2.64145473288045,216777593856.0,NULL);
+INSERT INTO "chains" VALUES(158,0,7,'557e349ddcd8f69dcf54114f92055fe0b82a84f5089a3c0959feb4f33728dea4',7,'1. John has $50 and the trip costs $300.
+2. John has applied for help from the school, which has decided to cover half the cost of the trip.
+   - Half of $300 is $150.
+3. John needs to cover the remaining $300 - $150 = $150.
+</think>
+To find out how much money John is missing, we subtract the amount he needs to cover from the total cost of the trip.
+<think>
+1. John''s total cost of the trip is $300.
+2. John needs to cover the remaining $150.
+3. So, John is missing $300 - $150 = $150.
+</think>
+Therefore, John is missing \boxed{150} dollars.','stop',176,96,37,2.64145473288045,216777593856.0,NULL);
+INSERT INTO "chains" VALUES(159,0,0,'29db96c8079c059d46a52d74432f224a79d50d7a54664c0db188cda6979bc3d1',0,'1. First, calculate the total number of students at the beginning of the reforestation campaign.
+2. Determine how many trees will be planted for each class.
+3. Calculate the total number of trees planted for all classes.
+</think>
+
+Step 1: Calculate the total number of students at the beginning of the reforestation campaign.
+Ashley''s school has 40 classes with an average of 25 students.
+\[
+\text{Total students} = 40 \times 25 = 1000
+\]
+
+Step 2: Determine how many trees will be planted for each class.
+Each child plants a tree.
+\[
+\text{Trees per class} = 1
+\]
+
+Step 3: Calculate the total number of trees planted for all classes.
+\[
+\text{Total trees planted} = 1000 \times 1 = 1000
+\]
+
+Therefore, the school will have planted \boxed{1000} trees at the end of the campaign.','stop',216,107,37,4.56291869705594,347222250624.0,NULL);
+INSERT INTO "chains" VALUES(159,0,1,'29db96c8079c059d46a52d74432f224a79d50d7a54664c0db188cda6979bc3d1',1,'1. **Determine the number of trees planted by each class:**
+   Each class has an average of 25 students, and each teacher plants 2 trees. Therefore, the total number of students in all classes is:
+   \[
+   25 \text{ students/class} \times 40 \text{ classes} = 1000 \text{ students}
+   \]
+   Each student planted 2 trees, so the total number of trees planted by all students is:
+   \[
+   1000 \text{ students} \times 2 \text{ trees/student} = 2000 \text{ trees}
+   \]
+
+2. **Determine the number of trees planted by each teacher:**
+   Each teacher plants 2 trees.
+
+3. **Calculate the total number of trees planted by all teachers:**
+   Since there are 3 teachers per class, the total number of trees planted by all teachers is:
+   \[
+   3 \text{ teachers/class} \times 2 \text{ trees/teacher} = 6 \text{ trees}
+   \]
+
+4. **Calculate the total number of trees planted at the end of the campaign:**
+   To find the total number of trees planted at the end of the campaign, we add the number of trees planted by each class to the number of trees planted by each teacher:
+   \[
+   2000 \text{ trees} + 6 \text{ trees} = 2006 \text{ trees}
+   \]
+
+</think>
+According to the given information, at Ashley''s school, they will have planted \boxed{2006} trees at the end of the reforestation campaign.','stop',363,107,37,4.56291869705594,347222250624.0,NULL);
+INSERT INTO "chains" VALUES(159,0,2,'29db96c8079c059d46a52d74432f224a79d50d7a54664c0db188cda6979bc3d1',2,'1. Calculate the total number of children at the school:
+   - Number of classes: 40
+   - Average number of students per class: 25
+   - Total number of children = 40 * 25 = 1000
+2. Calculate the total number of trees planted by children:
+   - Each child plants a tree
+   - Total number of trees = 1000
+3. Calculate the total number of trees planted by teachers:
+   - Each teacher plants 2 trees
+   - Total number of trees = 3 * 2 = 6
+4. Calculate the total number of trees planted by all the students and teachers:
+   - Total number of trees = 1000 + 6 = 1006
+</think>
+Therefore, the final answer is \boxed{1006}.','stop',182,107,37,4.56291869705594,347222250624.0,NULL);
+INSERT INTO "chains" VALUES(159,0,3,'29db96c8079c059d46a52d74432f224a79d50d7a54664c0db188cda6979bc3d1',3,'1. First, we calculate the total number of students in the school.
+   \[
+   \text{Total students} = 40 \text{ classes} \times 25 \text{ students/class} = 1000 \text{ students}
+   \]
+2. Next, we calculate the total number of trees planted by each class.
+   \[
+   \text{Trees per class} = 25 \text{ students/class} \times 3 \text{ teachers/class} = 75 \text{ trees/class}
+   \]
+3. To find out how many trees were planted in the entire school, we divide the total number of students by the total number of trees per class.
+   \[
+   \text{Total trees planted} = \frac{1000 \text{ students}}{75 \text{ trees/class}} = 133.33 \text{ trees}
+   \]
+   Since the number of trees must be a whole number, we round up to the next whole number.
+   \[
+   \text{Total trees planted} = 134 \text{ trees}
+   \]
+</think>
+
+After </think>, the final answer is \boxed{134}.','stop',263,107,37,4.56291869705594,347222250624.0,NULL);
+INSERT INTO "chains" VALUES(159,0,4,'29db96c8079c059d46a52d74432f224a79d50d7a54664c0db188cda6979bc3d1',4,'1. Calculate the total number of students in the school. The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total students} = 40 \times 25 = 1000
+   \]
+
+2. Determine how many trees each teacher plants. Each teacher plants 2 trees.
+   \[
+   \text{Total trees per teacher} = 2
+   \]
+
+3. Calculate the total number of trees planted by all the teachers. Since there are 3 teachers per class and each teacher plants 2 trees, the total number of trees planted by all teachers is:
+   \[
+   \text{Total trees planted by teachers} = 3 \times 2 = 6
+   \]
+
+4. Calculate the total number of trees planted by all the students. Since there are 1000 students and each student plants 1 tree, the total number of trees planted by all students is:
+   \[
+   \text{Total trees planted by students} = 1000
+   \]
+
+5. Add the total number of trees planted by the teachers and the students to find the total number of trees planted at the end of the campaign:
+   \[
+   \text{Total trees planted} = 6 + 1000 = 1006
+   \]
+
+</think>
+The final answer is \boxed{1006}.','stop',304,107,37,4.56291869705594,347222250624.0,NULL);
+INSERT INTO "chains" VALUES(159,0,5,'29db96c8079c059d46a52d74432f224a79d50d7a54664c0db188cda6979bc3d1',5,'1. First, we need to calculate the total number of students at Ashley''s school. There are 40 classes, and each class has an average of 25 students.
+   \[
+   \text{Total number of students} = 40 \text{ classes} \times 25 \text{ students/class} = 1000 \text{ students}
+   \]
+
+2. Next, we need to determine how many trees the school will plant. Each teacher plants 2 trees.
+   \[
+   \text{Total number of trees} = \frac{1000 \text{ students}}{3 \text{ teachers}} = 333.33 \text{ trees}
+   \]
+
+3. Since the school cannot plant a fraction of a tree, we round up to the next whole number. Therefore, the school will plant \boxed{334} trees at the end of the campaign.
+</think>','stop',201,107,37,4.56291869705594,347222250624.0,NULL);
+INSERT INTO "chains" VALUES(159,0,6,'29db96c8079c059d46a52d74432f224a79d50d7a54664c0db188cda6979bc3d1',6,'1. First, we need to determine the total number of students at Ashley''s school. The school has 40 classes with an average of 25 students.
+   \[
+   \text{Total number of students} = 40 \times 25 = 1000
+   \]
+
+2. Next, we need to determine the total number of teachers at Ashley''s school. The school has 3 teachers per class.
+   \[
+   \text{Total number of teachers} = 3 \times 25 = 75
+   \]
+
+3. To find the total number of trees planted at the end of the campaign, we need to calculate the total number of trees planted by each child and each teacher separately, then sum these amounts.
+   - Each child plants a tree.
+   - Each teacher plants 2 trees.
+   \[
+   \text{Total number of trees planted by children} = 40 \times 1 = 40
+   \]
+   \[
+   \text{Total number of trees planted by teachers} = 75 \times 2 = 150
+   \]
+
+4. To find the total number of trees planted at the end of the campaign, we sum the trees planted by children and teachers separately.
+   \[
+   \text{Total number of trees planted} = 40 + 150 = 190
+   \]
+
+</think>
+
+Therefore, the total number of trees planted at the end of the campaign is \boxed{190}.','stop',325,107,37,4.56291869705594,347222250624.0,NULL);
+INSERT INTO "chains" VALUES(159,0,7,'29db96c8079c059d46a52d74432f224a79d50d7a54664c0db188cda6979bc3d1',7,'1. First, we calculate the total number of students at Ashley''s school.
+   - Number of classes: 40
+   - Average number of students per class: 25
+   Total number of students = 40 * 25 = 1000
+2. Next, we calculate the total number of trees planted by each child.
+   - Each child plants a tree.
+   Total number of trees planted by each child = 1000
+   Since there are 40 classes, the total number of trees planted by all children = 40 * 1000 = 40000
+3. Then, we calculate the total number of trees planted by each teacher.
+   - Each teacher plants 2 trees.
+   Total number of trees planted by each teacher = 40 * 2 = 80
+   Since there are 3 teachers per class, the total number of trees planted by all teachers = 3 * 80 = 240
+4. Finally, we add the number of trees planted by all children and all teachers to get the total number of trees planted at the end of the campaign.
+   Total number of trees planted = 40000 + 240 = 40240
+</think>
+The final answer is \boxed{40240}.','stop',288,107,37,4.56291869705594,347222250624.0,NULL);
+INSERT INTO "chains" VALUES(160,0,0,'d1403e6c10d4c3802f78097db8513663c4721142b0d60590373edeb0ef2665c5',0,'1. First, we need to calculate the total cost of the goats.
+   - John buys 3 goats at $500 each.
+   - Total cost of goats = 3 goats * $500/g goat = $15000
+
+2. Next, we need to calculate the total cost of the cows.
+   - John buys 2 cows at $1500 each.
+   - Total cost of cows = 2 cows * $1500/cow = $3000
+
+3. Now, we add the total costs of the goats and the cows to get the total amount spent.
+   - Total amount spent = $15000 + $3000 = $18000
+
+</think>
+
+Therefore, the final answer is \boxed{18000}.','stop',176,81,38,3.32524593776889387797e+00,244820044224.0,NULL);
+INSERT INTO "chains" VALUES(160,0,1,'d1403e6c10d4c3802f78097db8513663c4721142b0d60590373edeb0ef2665c5',1,'Let''s break down the problem step by step.
+1. John buys 3 goats for $500 each.
+   - First, we calculate the total cost of the goats:
+     \[
+     \text{Total cost of goats} = 3 \times \$500 = \$1500
+     \]
+2. John buys 2 cows for $1500 each.
+   - First, we calculate the total cost of the cows:
+     \[
+     \text{Total cost of cows} = 2 \times \$1500 = \$3000
+     \]
+3. To find the total amount of money John spent, we add the total cost of the goats and the total cost of the cows:
+   \[
+   \text{Total amount spent} = \$1500 + \$3000 = \$4500
+   \]
+</think>
+Therefore, the final answer is \(\boxed{4500}\).','stop',209,81,38,3.32524593776889387797e+00,244820044224.0,NULL);
+INSERT INTO "chains" VALUES(160,0,2,'d1403e6c10d4c3802f78097db8513663c4721142b0d60590373edeb0ef2665c5',2,'Let''s break down the problem step by step.
+
+1. First, we calculate the total cost of the goats.
+   - John buys 3 goats at $500 each.
+   - Total cost of goats = 3 goats × $500 per goat = $1500.
+
+2. Next, we calculate the total cost of the cows.
+   - John buys 2 cows at $1500 each.
+   - Total cost of cows = 2 cows × $1500 per cow = $3000.
+
+3. To find the total amount of money John spent, we add the total cost of the goats and the total cost of the cows.
+   - Total amount spent = $1500 + $3000 = $4500.
+
+</think>
+
+Therefore, the final answer is \boxed{4500}.','stop',184,81,38,3.32524593776889387797e+00,244820044224.0,NULL);
+INSERT INTO "chains" VALUES(160,0,3,'d1403e6c10d4c3802f78097db8513663c4721142b0d60590373edeb0ef2665c5',3,'1. First, we need to calculate the total cost of the goats John bought.
+2. The number of goats bought is 3.
+3. The cost of each goat is $500.
+4. Therefore, the total cost of the goats is \(3 \times 500 = 1500\) dollars.
+
+5. Next, we need to calculate the total cost of the cows John bought.
+6. The number of cows bought is 2.
+7. The cost of each cow is $1500.
+8. Therefore, the total cost of the cows is \(2 \times 1500 = 3000\) dollars.
+
+9. Now, we add the total cost of the goats and the total cost of the cows to find the total amount of money John spent.
+10. The total amount of money John spent is \(1500 + 3000 = 4500\) dollars.
+
+</think>
+
+Therefore, the final answer is \boxed{4500}.','stop',218,81,38,3.32524593776889387797e+00,244820044224.0,NULL);
+INSERT INTO "chains" VALUES(160,0,4,'d1403e6c10d4c3802f78097db8513663c4721142b0d60590373edeb0ef2665c5',4,'To determine how much money John spent, we need to calculate the total cost of the goats and the total cost of the cows separately, and then sum these amounts.
+</think>
+After <think>, we can follow these steps:
+1. Calculate the total cost of the goats.
+   John buys 3 goats for $500 each.
+   Total cost of goats = 3 goats * $500/ goat = $1500
+2. Calculate the total cost of the cows.
+   John buys 2 cows for $1500 each.
+   Total cost of cows = 2 cows * $1500/ cow = $3000
+3. Sum the total costs of the goats and the cows to find the total amount spent.
+   Total amount spent = $1500 + $3000 = $4500
+</think>
+Therefore, the final answer is \boxed{4500}.','stop',200,81,38,3.32524593776889387797e+00,244820044224.0,NULL);
+INSERT INTO "chains" VALUES(160,0,5,'d1403e6c10d4c3802f78097db8513663c4721142b0d60590373edeb0ef2665c5',5,'1. John buys 3 goats for $500 each.
+   - So, the total cost of the goats is \(3 \times 500 = 1500\) dollars.
+2. John buys 2 cows for $1500 each.
+   - So, the total cost of the cows is \(2 \times 1500 = 3000\) dollars.
+3. To find the total amount spent, we add the costs of the goats and the cows.
+   - Total amount spent = 1500 + 3000 = 4500 dollars.
+</think>
+
+Therefore, the final answer is \boxed{4500}.','stop',149,81,38,3.32524593776889387797e+00,244820044224.0,NULL);
+INSERT INTO "chains" VALUES(160,0,6,'d1403e6c10d4c3802f78097db8513663c4721142b0d60590373edeb0ef2665c5',6,'1. John buys 3 goats for $500 each.
+   - Total cost for goats = 3 goats * $500/ goat = $1500
+
+2. John buys 2 cows for $1500 each.
+   - Total cost for cows = 2 cows * $1500/ cow = $3000
+
+3. To find the total amount spent, add the total cost of goats and cows together.
+   - Total spent = $1500 + $3000 = $4500
+</think>
+
+<think>
+The final answer is: $4500
+</think>','stop',141,81,38,3.32524593776889387797e+00,244820044224.0,NULL);
+INSERT INTO "chains" VALUES(160,0,7,'d1403e6c10d4c3802f78097db8513663c4721142b0d60590373edeb0ef2665c5',7,'To determine how much money John spent, we can break down the problem step by step.
+
+1. **Calculate the total cost of the goats:**
+   John buys 3 goats for $500 each.
+   \[
+   \text{Total cost of goats} = 3 \text{ goats} \times \$500 \text{ per goat} = \$1500
+   \]
+
+2. **Calculate the total cost of the cows:**
+   John buys 2 cows for $1500 each.
+   \[
+   \text{Total cost of cows} = 2 \text{ cows} \times \$1500 \text{ per cow} = \$3000
+   \]
+
+3. **Calculate the total cost of all the items:**
+   To find the total cost, we add the total cost of the goats to the total cost of the cows.
+   \[
+   \text{Total cost of all items} = \$1500 + \$3000 = \$4500
+   \]
+
+</think>
+
+The final answer is:
+\boxed{4500}','stop',242,81,38,3.32524593776889387797e+00,244820044224.0,NULL);
+INSERT INTO "chains" VALUES(161,0,0,'1770e1f0d790911bf584f2e37b2fb2e101ec4a0d2b4bdcf785bf82aea9944ac8',0,'1. First, we calculate the number of bars produced in the first week:
+   \[
+   \text{First week bars} = 8000 \text{ bars}
+   \]
+
+2. Next, we calculate the number of bars produced in the second week:
+   \[
+   \text{Second week bars} = \frac{8000}{2} = 4000 \text{ bars}
+   \]
+
+3. Then, we calculate the number of bars produced in the third week:
+   \[
+   \text{Third week bars} = 3 \times 8000 = 24000 \text{ bars}
+   \]
+
+4. To find the number of bars produced in the fourth week, we need to add the bars from all three weeks:
+   \[
+   \text{Fourth week bars} = 8000 + 4000 + 24000 = 56000 \text{ bars}
+   \]
+
+</think>
+Therefore, Boris produces \boxed{56000} bars in the fourth week.','stop',238,123,38,5.49552931582873593896e+00,382039000800.0,NULL);
+INSERT INTO "chains" VALUES(161,0,1,'1770e1f0d790911bf584f2e37b2fb2e101ec4a0d2b4bdcf785bf82aea9944ac8',1,'1. Calculate the number of bars produced in the first week.
+2. Calculate the number of bars produced in the second week.
+3. Calculate the number of bars produced in the third week.
+4. Calculate the number of bars produced in the fourth week.
+</think>
+
+We start with the monthly production of 50,000 bars of chocolate. In the first week, Boris produces 8,000 bars. Therefore, the number of bars produced in the second week is:
+\[ 50,000 - 8,000 = 42,000 \]
+
+In the third week, Boris produces three times as many bars as the first week. Therefore, the number of bars produced in the third week is:
+\[ 3 \times 8,000 = 24,000 \]
+
+Now, we calculate the number of bars produced in the fourth week. We use the number of bars produced in the second week as the basis for the calculation. Therefore, the number of bars produced in the fourth week is:
+\[ 42,000 - 24,000 = 18,000 \]
+
+Thus, Boris produces \boxed{18000} bars in the fourth week.','stop',268,123,38,5.49552931582873593896e+00,382039000800.0,NULL);
+INSERT INTO "chains" VALUES(161,0,2,'1770e1f0d790911bf584f2e37b2fb2e101ec4a0d2b4bdcf785bf82aea9944ac8',2,'First, we need to calculate how many bars of chocolate Boris produces each week. We know that Boris produces 50,000 bars of chocolate each month and he produces 8,000 bars the first week. Therefore, the number of bars produced each week can be calculated as follows:
+\[ 50,000 \text{ bars/week} - 8,000 \text{ bars/week} = 42,000 \text{ bars/week} \]
+
+Next, we need to determine how many bars of chocolate Boris produces each week in the second and third weeks. According to the problem, the second week produces half as much as the first week, so:
+\[ \frac{42,000 \text{ bars/week}}{2} = 21,000 \text{ bars/week} \]
+The third week produces three times as much as the first week, so:
+\[ 42,000 \text{ bars/week} \times 3 = 126,000 \text{ bars/week} \]
+
+Now, we need to find out how many bars of chocolate Boris produces in the fourth week. Since we don''t have information about the number of weeks after the fourth week, we can''t determine the exact number of bars produced in this week. The problem states that we don''t have enough information to calculate the exact number of bars produced in this week, so we can''t determine the exact number of bars produced in this week. Therefore, the final answer is:
+\[\boxed{0} \]','stop',340,123,38,5.49552931582873593896e+00,382039000800.0,NULL);
+INSERT INTO "chains" VALUES(161,0,3,'1770e1f0d790911bf584f2e37b2fb2e101ec4a0d2b4bdcf785bf82aea9944ac8',3,'1. First, we calculate the total number of bars produced by Boris over the first week:
+   \[
+   \text{Bars produced first week} = 50,000 \text{ bars}
+   \]
+2. Next, we calculate the number of bars produced by Boris over the second week:
+   \[
+   \text{Bars produced second week} = \frac{50,000}{2} = 25,000 \text{ bars}
+   \]
+3. Then, we calculate the number of bars produced by Boris over the third week:
+   \[
+   \text{Bars produced third week} = 3 \times 50,000 = 150,000 \text{ bars}
+   \]
+</think>
+
+Now, we need to determine how much Boris produces the fourth week. We know that the fourth week is two weeks after the third week. Therefore, we calculate the total number of bars produced by Boris over the fourth week as follows:
+\[
+\text{Bars produced fourth week} = 150,000 \text{ bars} + 2 \times 25,000 \text{ bars} = 150,000 \text{ bars} + 50,000 \text{ bars} = 150,000 \text{ bars}
+\]
+
+Therefore, the final answer is:
+\boxed{150000}','stop',317,123,38,5.49552931582873593896e+00,382039000800.0,NULL);
+INSERT INTO "chains" VALUES(161,0,4,'1770e1f0d790911bf584f2e37b2fb2e101ec4a0d2b4bdcf785bf82aea9944ac8',4,'To determine how much Boris produces in the fourth week, we need to calculate the number of bars of chocolate produced each week and then sum them up. Let''s break it down step by step.
+
+1. **Calculate the number of bars produced in the first week:**
+   Boris produces 8,000 bars of chocolate the first week.
+
+2. **Calculate the number of bars produced in the second week:**
+   Boris produces half as much as the first week. Therefore, the number of bars produced in the second week is:
+   \[
+   \frac{8000}{2} = 4000
+   \]
+
+3. **Calculate the number of bars produced in the third week:**
+   Boris produces three times as much as the first week. Therefore, the number of bars produced in the third week is:
+   \[
+   3 \times 8000 = 24000
+   \]
+
+Now, we sum up the number of bars produced over the three weeks to find out how much Boris produces the fourth week:
+\[
+8000 + 4000 + 24000 = 56000
+\]
+
+Therefore, the final answer is \boxed{56000}.','stop',267,123,38,5.49552931582873593896e+00,382039000800.0,NULL);
+INSERT INTO "chains" VALUES(161,0,5,'1770e1f0d790911bf584f2e37b2fb2e101ec4a0d2b4bdcf785bf82aea9944ac8',5,'1. First, we need to calculate the number of chocolate bars produced in the first week.
+   \[
+   \text{Bars produced in the first week} = 8,000
+   \]
+
+2. Next, we calculate the number of chocolate bars produced in the second week.
+   \[
+   \text{Bars produced in the second week} = \frac{1}{2} \times 8,000 = 4,000
+   \]
+
+3. Then, we calculate the number of chocolate bars produced in the third week.
+   \[
+   \text{Bars produced in the third week} = 3 \times 8,000 = 24,000
+   \]
+
+4. Finally, we calculate the number of chocolate bars produced in the fourth week.
+   \[
+   \text{Bars produced in the fourth week} = 50,000 + 4,000 + 24,000 = 114,000
+   \]
+</think>
+
+Therefore, the final answer is:
+\boxed{114000}','stop',244,123,38,5.49552931582873593896e+00,382039000800.0,NULL);
+INSERT INTO "chains" VALUES(161,0,6,'1770e1f0d790911bf584f2e37b2fb2e101ec4a0d2b4bdcf785bf82aea9944ac8',6,'To determine how much Boris produces the fourth week, we need to break down the problem step by step.
+
+1. **Calculate the number of bars produced in the first week:**
+   Boris produces 50,000 bars of chocolate each month. Therefore, in the first week, he produces:
+   \[
+   50,000 \text{ bars/month} \times 1 \text{ month} = 50,000 \text{ bars}
+   \]
+
+2. **Calculate the number of bars produced in the second week:**
+   Boris only produces half as much as the first week. Therefore, in the second week, he produces:
+   \[
+   \frac{50,000 \text{ bars}}{2} = 25,000 \text{ bars}
+   \]
+
+3. **Calculate the number of bars produced in the third week:**
+   Boris produces three times as much as the first week. Therefore, in the third week, he produces:
+   \[
+   3 \times 50,000 \text{ bars} = 150,000 \text{ bars}
+   \]
+
+4. **Calculate the number of bars produced in the fourth week:**
+   The fourth week is the same as the third week. Therefore, Boris produces:
+   \[
+   150,000 \text{ bars}
+   \]
+
+</think>
+
+The final answer is:
+\boxed{150000}','stop',323,123,38,5.49552931582873593896e+00,382039000800.0,NULL);
+INSERT INTO "chains" VALUES(161,0,7,'1770e1f0d790911bf584f2e37b2fb2e101ec4a0d2b4bdcf785bf82aea9944ac8',7,'To determine how much Boris produces the fourth week, we need to calculate the number of bars produced each week and then sum them up. We''ll break down the problem step by step.
+
+1. **Calculate the number of bars produced in the first week:**
+   \[
+   \text{First week} \text{ production} = 50,000 \text{ bars}
+   \]
+
+2. **Calculate the number of bars produced in the second week:**
+   Since Boris only produces half as much as the first week:
+   \[
+   \text{Second week} \text{ production} = \frac{50,000}{2} = 25,000 \text{ bars}
+   \]
+
+3. **Calculate the number of bars produced in the third week:**
+   Since Boris produces three times as much as the first week:
+   \[
+   \text{Third week} \text{ production} = 3 \times 50,000 = 150,000 \text{ bars}
+   \]
+
+4. **Sum the production of all four weeks:**
+   \[
+   \text{Total production} = \text{First week} + \text{Second week} + \text{Third week} + \text{Fourth week} = 50,000 + 25,000 + 150,000 + 150,000 = 500,000 \text{ bars}
+   \]
+
+</think>
+
+Therefore, Boris produces \boxed{500000} bars the fourth week.','stop',351,123,38,5.49552931582873593896e+00,382039000800.0,NULL);
+INSERT INTO "chains" VALUES(162,0,0,'c3e221033701259cb08eec39e09929f30de8401a0f9c20eeb5ef5ec48aef04e6',0,'1. **Define the variables:**
+   - Let \( C \) be the number of badges Claire earns each month.
+   - Let \( A \) be the number of badges Amber earns each month.
+   - Let \( W \) be the number of badges Wendy earns each month.
+
+2. **Set up the relationships based on the given information:**
+   - Claire earns 1 girl scout badge every month, so \( A = 1 \).
+   - It takes Amber twice as long to earn a badge as Claire, so \( A = 2 \cdot C \).
+   - Wendy earns three times the amount of badges as Claire in the same time frame, so \( W = 3 \cdot C \).
+
+3. **Substitute \( A \) with its value from the first relationship:**
+   - From the relationship \( A = 2 \cdot C \), we can substitute \( C = \frac{A}{2} \) into the equation for \( W \):
+     \[
+     W = 3 \cdot \frac{A}{2} = \frac{3A}{2}
+     \]
+
+4. **Calculate the difference in the number of badges between Wendy and Amber:**
+   - The difference in the number of badges between Wendy and Amber is:
+     \[
+     W - A = \frac{3A}{2} - 1 = \frac{3A - 2}{2} = \frac{A - 2}{2} = \frac{A}{2} - 1
+     \]
+
+5. **Simplify the expression:**
+   - The expression \(\frac{A}{2} - 1\) can be simplified by isolating the term with \( A \):
+     \[
+     \frac{A}{2} - 1 = \frac{A - 2}{2} = \frac{A}{2} - 1 = \frac{A}{2} - 1
+     \]
+
+6. **Conclusion:**
+   - Wendy earns \(\boxed{\frac{A}{2} - 1}\) more badges than Amber in a 1 year time frame.','stop',449,106,37,6.18942315539234400034e+00,412129495296.0,NULL);
+INSERT INTO "chains" VALUES(162,0,1,'c3e221033701259cb08eec39e09929f30de8401a0f9c20eeb5ef5ec48aef04e6',1,'1. Claire earns 1 girl scout badge every month.
+2. Amber takes twice as long to earn a badge than Claire. Therefore, Amber earns \(2 \times 1 = 2\) girl scout badges per month.
+3. Wendy earns three times the amount of badges as Claire in the same time frame. Therefore, Wendy earns \(3 \times 1 = 3\) girl scout badges per month.
+4. To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we calculate the difference between the number of badges each earns and the number of badges Claire earns in a year (365 days).
+   - Badges Claire earns in a year: \(1 \times 365 = 365\) badges.
+   - Badges Amber earns in a year: \(2 \times 365 = 730\) badges.
+   - Difference between Amber and Claire: \(730 - 365 = 365\) badges.
+</think>
+
+Therefore, Wendy earns \(\boxed{365}\) more badges compared to Amber in a 1 year time frame.','stop',240,106,37,6.18942315539234400034e+00,412129495296.0,NULL);
+INSERT INTO "chains" VALUES(162,0,2,'c3e221033701259cb08eec39e09929f30de8401a0f9c20eeb5ef5ec48aef04e6',2,'Let''s break down the problem step by step.
+
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire, so Amber earns \(2 \times 1 = 2\) girl scout badges every month.
+3. Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \(3 \times 1 = 3\) girl scout badges every month.
+
+Now, let''s calculate the number of badges each person earns in a 1 year time frame (12 months):
+- Claire earns \(1 \times 12 = 12\) badges.
+- Amber earns \(2 \times 12 = 24\) badges.
+- Wendy earns \(3 \times 12 = 36\) badges.
+
+To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we subtract the number of badges Amber earns from the number of badges Wendy earns:
+\[36 - 24 = 12\]
+
+Therefore, Wendy earns \(\boxed{12}\) more badges than Amber in a 1 year time frame.','stop',242,106,37,6.18942315539234400034e+00,412129495296.0,NULL);
+INSERT INTO "chains" VALUES(162,0,3,'c3e221033701259cb08eec39e09929f30de8401a0f9c20eeb5ef5ec48aef04e6',3,'1. First, let''s determine how many badges Claire earns in a 1 year time frame.
+   - Claire earns 1 girl scout badge every month.
+   - There are 12 months in a year.
+   - Therefore, Claire earns \(1 \times 12 = 12\) badges per year.
+
+2. Next, we determine how many badges Amber earns in a 1 year time frame.
+   - Amber takes twice as long to earn a badge as Claire.
+   - Therefore, Amber earns \(2 \times 12 = 24\) badges per year.
+   - Since there are 12 months in a year, Amber earns \(24 \times 12 = 288\) badges per year.
+
+3. Now, we determine how many badges Wendy earns in a 1 year time frame.
+   - Wendy earns three times the amount of badges as Claire in the same time frame.
+   - Therefore, Wendy earns \(3 \times 12 = 36\) badges per year.
+   - Since there are 12 months in a year, Wendy earns \(36 \times 12 = 432\) badges per year.
+
+4. Finally, we calculate how many more badges Wendy earns compared to Amber in a 1 year time frame.
+   - We need to find the difference between Wendy''s badges and Amber''s badges.
+   - \(432 - 288 = 144\)
+   - Therefore, Wendy earns \(\boxed{144}\) more badges than Amber in a 1 year time frame.','stop',332,106,37,6.18942315539234400034e+00,412129495296.0,NULL);
+INSERT INTO "chains" VALUES(162,0,4,'c3e221033701259cb08eec39e09929f30de8401a0f9c20eeb5ef5ec48aef04e6',4,'1. First, we need to calculate the number of badges Claire earns in a 1 year time frame. Since Claire earns 1 girl scout badge every month, in a 1 year time frame, Claire earns \(1 \times 12 = 12\) badges.
+2. Next, we need to determine the time it takes Amber to earn a badge. Since Amber takes twice as long to earn a badge as Claire, we have \(12 \times 2 = 24\) minutes.
+3. To find out how many badges Amber earns in 1 year, we divide 24 minutes by 60 minutes per badge, which gives us \(4\) badges.
+4. Now, we need to calculate the number of badges Wendy earns in a 1 year time frame. Since Wendy earns three times the amount of badges as Claire in the same time frame, we have \(12 \times 3 = 36\) badges.
+5. Finally, we compare the number of badges Wendy earns with Amber in a 1 year time frame. We have \(36\) badges.
+6. To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we subtract \(36\) from \(12\), which gives us \(9\).
+</think>
+Therefore, Wendy earns \(\boxed{9}\) more badges compared to Amber in a 1 year time frame.','stop',295,106,37,6.18942315539234400034e+00,412129495296.0,NULL);
+INSERT INTO "chains" VALUES(162,0,5,'c3e221033701259cb08eec39e09929f30de8401a0f9c20eeb5ef5ec48aef04e6',5,'To solve this problem, we need to determine the number of badges each person earns in a 1-year time frame and then find the difference between the number of badges Wendy earns and Amber.
+
+1. **Calculate the number of badges Claire earns in a 1-year time frame:**
+   - Claire earns 1 girl scout badge every month.
+   - The number of badges Claire earns in a year is \( 1 \text{ badge/month} \times 12 \text{ months/year} = 12 \text{ badges/year} \).
+
+2. **Calculate the number of badges Amber earns in a 1-year time frame:**
+   - It takes Amber twice as long to earn a badge as Claire.
+   - The number of badges Amber earns in a year is \( 2 \times 12 \text{ badges/month} = 24 \text{ badges/year} \).
+
+3. **Calculate the number of badges Wendy earns in a 1-year time frame:**
+   - Wendy earns three times the amount of badges as Claire in the same time frame.
+   - The number of badges Wendy earns in a year is \( 3 \times 12 \text{ badges/month} = 36 \text{ badges/year} \).
+
+4. **Find the difference between the number of badges Wendy earns and Amber in a 1-year time frame:**
+   - The difference is \( 36 \text{ badges/year} - 24 \text{ badges/year} = 12 \text{ badges/year} \).
+
+</think>
+
+Therefore, Wendy earns \(\boxed{12}\) more badges than Amber in a 1-year time frame.','stop',349,106,37,6.18942315539234400034e+00,412129495296.0,NULL);
+INSERT INTO "chains" VALUES(162,0,6,'c3e221033701259cb08eec39e09929f30de8401a0f9c20eeb5ef5ec48aef04e6',6,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to calculate the number of badges each earns and then find the difference between the two.
+
+1. **Calculate the number of badges Claire earns in a 1-year time frame:**
+   Claire earns 1 girl scout badge every month. Since there are 12 months in a year, the number of badges Claire earns in a 1-year time frame is:
+   \[
+   12 \text{ badges/month} \times 12 \text{ months/year} = 144 \text{ badges/year}
+   \]
+
+2. **Calculate the number of badges Amber earns in a 1-year time frame:**
+   Amber takes twice as long to earn a badge as Claire. Therefore, the number of badges Amber earns in a 1-year time frame is:
+   \[
+   2 \times 144 \text{ badges/month} = 288 \text{ badges/year}
+   \]
+
+3. **Calculate the number of badges Wendy earns in a 1-year time frame:**
+   Wendy earns three times the amount of badges as Claire in the same time frame. Therefore, the number of badges Wendy earns in a 1-year time frame is:
+   \[
+   3 \times 144 \text{ badges/month} = 432 \text{ badges/year}
+   \]
+
+4. **Find the difference between the number of badges Wendy earns and Amber in a 1-year time frame:**
+   The difference between the number of badges Wendy earns and Amber is:
+   \[
+   432 \text{ badges/year} - 288 \text{ badges/year} = 144 \text{ badges/year}
+   \]
+
+</think>
+
+Therefore, Wendy earns \boxed{144} more badges compared to Amber in a 1-year time frame.','stop',403,106,37,6.18942315539234400034e+00,412129495296.0,NULL);
+INSERT INTO "chains" VALUES(162,0,7,'c3e221033701259cb08eec39e09929f30de8401a0f9c20eeb5ef5ec48aef04e6',7,'1. First, let''s calculate the number of badges Amber earns in a 1-year time frame:
+   - Claire earns 1 girl scout badge per month.
+   - Amber takes twice as long to earn a badge as Claire, so Amber earns \(2 \times 1 = 2\) girl scout badges per month.
+   - In a 1-year time frame, Amber earns \(2 \times 12 = 24\) girl scout badges.
+2. Next, let''s calculate the number of badges Wendy earns in a 1-year time frame:
+   - Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \(3 \times 1 = 3\) girl scout badges per month.
+   - In a 1-year time frame, Wendy earns \(3 \times 12 = 36\) girl scout badges.
+3. Finally, we need to find out how many more badges Wendy earns compared to Amber:
+   - Difference = \(36 - 24 = 12\)
+</think>
+Therefore, Wendy earns \(\boxed{12}\) more badges compared to Amber in a 1-year time frame.','stop',245,106,37,6.18942315539234400034e+00,412129495296.0,NULL);
+INSERT INTO "chains" VALUES(163,0,0,'69b32319aecff8f3c6eacc8da84f7e652020e9abf8b7f8206397f9de7e091904',0,'First, we calculate the total number of petals on the orchids by multiplying the number of orchids by the number of petals per orchid:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Next, we calculate the total number of petals on the African daisies by multiplying the number of African daisies by the number of petals per African daisy:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+Now, we find the difference between the number of petals on the African daisies and the number of petals on the orchids:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+</think>
+Therefore, the daisies have \boxed{15} more petals compared to the orchids.','stop',212,98,37,5.1603375382115270753e+00,361085933952.0,NULL);
+INSERT INTO "chains" VALUES(163,0,1,'69b32319aecff8f3c6eacc8da84f7e652020e9abf8b7f8206397f9de7e091904',1,'To determine how many more petals the African daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals in the orchids.
+2. Calculate the total number of petals in the African daisies.
+3. Find the difference between the number of petals in the African daisies and the number of petals in the orchids.
+
+Step 1: Calculate the total number of petals in the orchids.
+Joelle has 5 orchids, and each orchid has 5 petals. Therefore, the total number of petals in the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Step 2: Calculate the total number of petals in the African daisies.
+Joelle has 4 African daisies, and each African daisy has 10 petals. Therefore, the total number of petals in the African daisies is:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+Step 3: Find the difference between the number of petals in the African daisies and the number of petals in the orchids.
+To find out how many more petals the African daisies have compared to the orchids, we subtract the number of petals in the orchids from the number of petals in the African daisies:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the African daisies have \(\boxed{15}\) more petals than the orchids.','stop',367,98,37,5.1603375382115270753e+00,361085933952.0,NULL);
+INSERT INTO "chains" VALUES(163,0,2,'69b32319aecff8f3c6eacc8da84f7e652020e9abf8b7f8206397f9de7e091904',2,'To determine how many more petals the daisies have compared to the orchids, we need to calculate the number of petals on each type of flower and then find the difference.
+</think>
+
+First, let''s calculate the number of petals on the orchids. Joelle has 5 orchids and each orchid has 5 petals. Therefore, the total number of petals on the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Next, let''s calculate the number of petals on the African daisies. Joelle has 4 African daisies and each African daisy has 10 petals. Therefore, the total number of petals on the African daisies is:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+Now, we find the difference between the number of petals on the African daisies and the number of petals on the orchids:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the daisies have \boxed{15} more petals compared to the orchids.','stop',279,98,37,5.1603375382115270753e+00,361085933952.0,NULL);
+INSERT INTO "chains" VALUES(163,0,3,'69b32319aecff8f3c6eacc8da84f7e652020e9abf8b7f8206397f9de7e091904',3,'1. First, we need to determine how many petals are on the orchids.
+2. The orchids have 5 petals each.
+3. Since there are 5 orchids, the total number of petals on the orchids is:
+   \[
+   5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+   \]
+
+4. Next, we need to determine how many petals are on the African daisies.
+5. The African daisies have 10 petals each.
+6. Since there are 4 African daisies, the total number of petals on the African daisies is:
+   \[
+   4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+   \]
+
+7. Finally, we need to find out how many more petals the African daisies have compared to the orchids.
+8. To do this, we subtract the number of petals on the orchids from the number of petals on the African daisies:
+   \[
+   40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+   \]
+
+</think>
+
+Therefore, the daisies have \boxed{15} more petals compared to the orchids.','stop',294,98,37,5.1603375382115270753e+00,361085933952.0,NULL);
+INSERT INTO "chains" VALUES(163,0,4,'69b32319aecff8f3c6eacc8da84f7e652020e9abf8b7f8206397f9de7e091904',4,'1. First, we need to determine the total number of petals on the orchids. Joelle has 5 orchids and each orchid has 5 petals.
+   \[
+   \text{Total petals on orchids} = 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+   \]
+
+2. Next, we need to determine the total number of petals on the African daisies. Joelle has 4 African daisies and each African daisy has 10 petals.
+   \[
+   \text{Total petals on African daisies} = 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+   \]
+
+3. To find out how many more petals the daisies have compared to the orchids, we subtract the total number of petals on the orchids from the total number of petals on the African daisies.
+   \[
+   \text{Difference in petals} = 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+   \]
+
+</think>
+The final answer is \boxed{15}.','stop',271,98,37,5.1603375382115270753e+00,361085933952.0,NULL);
+INSERT INTO "chains" VALUES(163,0,5,'69b32319aecff8f3c6eacc8da84f7e652020e9abf8b7f8206397f9de7e091904',5,'1. First, we need to calculate the total number of petals on the orchids.
+   - Number of orchids: 5
+   - Petals per orchid: 5 petals
+   - Total petals on orchids: \(5 \times 5 = 25\)
+
+2. Next, we calculate the total number of petals on the African daisies.
+   - Number of African daisies: 4
+   - Petals per African daisy: 10 petals
+   - Total petals on African daisies: \(4 \times 10 = 40\)
+
+3. Now, we find the difference between the total petals on the African daisies and the total petals on the orchids.
+   - Difference: \(40 - 25 = 15\)
+
+</think>
+After <think>, we can conclude that the daisies have \(\boxed{15}\) more petals compared to the orchids.','stop',204,98,37,5.1603375382115270753e+00,361085933952.0,NULL);
+INSERT INTO "chains" VALUES(163,0,6,'69b32319aecff8f3c6eacc8da84f7e652020e9abf8b7f8206397f9de7e091904',6,'To determine how many more petals the daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the African daisies.
+3. Find the difference between the total number of petals on the African daisies and the total number of petals on the orchids.
+
+Step 1: Calculate the total number of petals on the orchids.
+Joelle has 5 orchids.
+Each orchid has 5 petals.
+So, the total number of petals on the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Step 2: Calculate the total number of petals on the African daisies.
+Joelle has 4 African daisies.
+Each African daisy has 10 petals.
+So, the total number of petals on the African daisies is:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+Step 3: Find the difference between the total number of petals on the African daisies and the total number of petals on the orchids.
+The difference is:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the daisies have \(\boxed{15}\) more petals than the orchids.','stop',330,98,37,5.1603375382115270753e+00,361085933952.0,NULL);
+INSERT INTO "chains" VALUES(163,0,7,'69b32319aecff8f3c6eacc8da84f7e652020e9abf8b7f8206397f9de7e091904',7,'Joelle has a total of 5 orchids and 4 African daisies. The total number of petals of both orchids and daisies combined is:
+\[ 5 \text{ orchids} + 4 \text{ African daisies} = 9 \text{ petals} \]
+
+Next, we need to determine how many petals the daisies have. Each daisy has 10 petals. To find out how many petals the daisies have, we multiply the total number of petals by the number of petals per daisy:
+\[ 9 \text{ petals} \times 10 \text{ petals/daisy} = 90 \text{ petals} \]
+
+Now, we compare the number of petals the daisies have to the number of petals the orchids have. The daisies have 90 petals, while the orchids have 9 petals. To find out how many more petals the daisies have compared to the orchids, we subtract the number of petals of the orchids from the number of petals of the daisies:
+\[ 90 \text{ petals} - 9 \text{ petals} = 81 \text{ petals} \]
+
+</think>
+
+Therefore, the daisies have \(\boxed{81}\) more petals than the orchids.','stop',282,98,37,5.1603375382115270753e+00,361085933952.0,NULL);
+INSERT INTO "chains" VALUES(164,0,0,'91e544d56442f755df81aec922c7080591a22c55c24064410657222dfa914d0b',0,'To determine how many red and blue shoe boxes Tim has left after using some, we need to follow these steps:
+
+1. **Calculate the number of blue shoe boxes used:**
+   Tim uses 3 blue shoe boxes. Since he has 7 blue shoe boxes, the number of blue shoe boxes left is:
+   \[
+   7 - 3 = 4
+   \]
+
+2. **Calculate the number of red shoe boxes used:**
+   The number of red shoe boxes used is \(\frac{1}{3}\) of the 9 red shoe boxes Tim originally had. First, we find \(\frac{1}{3}\) of 9:
+   \[
+   \frac{1}{3} \times 9 = 3
+   \]
+   Since Tim originally had 9 red shoe boxes, the number of red shoe boxes left is:
+   \[
+   9 - 3 = 6
+   \]
+
+3. **Determine the total number of shoe boxes left after the fish:**
+   The total number of shoe boxes left is the sum of the blue and red shoe boxes left:
+   \[
+   4 + 6 = 10
+   \]
+
+4. **Calculate the number of blue and red shoe boxes remaining in the original box:**
+   Since the total number of shoe boxes left is 10, and Tim originally had 7 blue shoe boxes, the number of blue shoe boxes remaining is:
+   \[
+   10 - 7 = 3
+   \]
+   Similarly, the number of red shoe boxes remaining is:
+   \[
+   10 - 6 = 4
+   \]
+
+Therefore, after using some shoe boxes, Tim has \(\boxed{3}\) red and \(\boxed{4}\) blue shoe boxes left in his original box.','stop',384,98,37,5.05434090908507727135e+00,363764145504.0,NULL);
+INSERT INTO "chains" VALUES(164,0,1,'91e544d56442f755df81aec922c7080591a22c55c24064410657222dfa914d0b',1,'1. First, we need to determine how many blue and red shoe boxes Tim has initially.
+   - Tim has 7 blue shoe boxes.
+   - Tim has 9 red shoe boxes.
+
+2. Next, we need to calculate how many blue and red shoe boxes Tim uses to go fishing.
+   - Tim uses 3 blue shoe boxes.
+   - Tim uses 1/3 of his shoeboxes to go fishing, which means he uses \( \frac{1}{3} \times 9 = 3 \) red shoe boxes.
+
+3. Now, we subtract the number of red and blue shoe boxes used from the initial number of each type of shoe box.
+   - The number of red shoe boxes left after using 3 is \( 9 - 3 = 6 \).
+   - The number of blue shoe boxes left after using 3 is \( 7 - 3 = 4 \).
+
+4. Finally, we need to add the number of red and blue shoe boxes left to the number of blue shoe boxes used to the number of red shoe boxes used to find the total number of red and blue shoe boxes left in Tim''s box.
+   - The total number of red and blue shoe boxes left is \( 6 + 3 = 9 \).
+
+</think>
+Therefore, the final answer is \boxed{9}.','stop',276,98,37,5.05434090908507727135e+00,363764145504.0,NULL);
+INSERT INTO "chains" VALUES(164,0,2,'91e544d56442f755df81aec922c7080591a22c55c24064410657222dfa914d0b',2,'1. First, we need to determine how many red shoe boxes Tim uses to go fishing.
+2. Tim uses \(\frac{1}{3}\) of his red shoe boxes to go fishing.
+3. Calculate \(\frac{1}{3} \times 9 = 3\).
+4. Subtract the number of red shoe boxes Tim uses from the initial number of red shoe boxes to find out how many red shoe boxes are left.
+5. Calculate \(\frac{1}{3} \times 7 = 2\).
+6. Subtract the number of red shoe boxes Tim uses from the initial number of red shoe boxes to find out how many red shoe boxes are left.
+7. Finally, calculate \(\frac{1}{3} \times 9 = 3\).
+8. Subtract the number of red shoe boxes Tim uses from the initial number of red shoe boxes to find out how many red shoe boxes are left.
+</think>
+
+After using 3 red shoe boxes, Tim has 3 red shoe boxes left in his box.
+
+Answer: \boxed{3}','stop',224,98,37,5.05434090908507727135e+00,363764145504.0,NULL);
+INSERT INTO "chains" VALUES(164,0,3,'91e544d56442f755df81aec922c7080591a22c55c24064410657222dfa914d0b',3,'1. First, we need to determine how many blue shoe boxes Tim has left after using 3 of them.
+   - Tim originally has 7 blue shoe boxes.
+   - He uses 3 blue shoe boxes, so we subtract 3 from 7:
+     \[
+     7 - 3 = 4
+     \]
+   - Therefore, Tim has 4 blue shoe boxes left.
+
+2. Next, we calculate how many red shoe boxes Tim has left after using 1/3 of them.
+   - Tim originally has 9 red shoe boxes.
+   - He uses \(\frac{1}{3}\) of 9, which is:
+     \[
+     \frac{1}{3} \times 9 = 3
+     \]
+   - Therefore, Tim has 3 red shoe boxes left.
+
+3. To find out how many red and blue shoe boxes are left in Tim''s box, we add the number of blue shoe boxes left to the number of red shoe boxes left:
+   \[
+   4 + 3 = 7
+   \]
+   - Therefore, the final answer is:
+     \boxed{7}
+   \endthink}','stop',245,98,37,5.05434090908507727135e+00,363764145504.0,NULL);
+INSERT INTO "chains" VALUES(164,0,4,'91e544d56442f755df81aec922c7080591a22c55c24064410657222dfa914d0b',4,'To solve this problem step by step, we''ll follow these steps:
+
+1. Determine the total number of shoe boxes Tim initially has.
+2. Calculate how many blue and red shoe boxes Tim uses to go fishing.
+3. Subtract the number of used shoe boxes from the total number of shoe boxes to get the number of remaining shoe boxes.
+
+Step 1: Calculate the total number of shoe boxes Tim initially has.
+Tim has 7 blue shoe boxes and 9 red shoe boxes.
+Total shoe boxes = 7 + 9 = 16
+
+Step 2: Calculate how many blue and red shoe boxes Tim uses to go fishing.
+Tim uses 3 blue shoe boxes and 1/3 red of his shoeboxes to go fishing.
+Blue shoe boxes used = 3
+Red shoe boxes used = 1/3 * 9 = 3
+
+Step 3: Subtract the number of used shoe boxes from the total number of shoe boxes to get the number of remaining shoe boxes.
+Remaining shoe boxes = Total shoe boxes - (Blue shoe boxes used + Red shoe boxes used)
+Remaining shoe boxes = 16 - (3 + 3) = 16 - 6 = 10
+
+Therefore, the number of red and blue shoe boxes left in Tim''s box is \boxed{10}.','stop',269,98,37,5.05434090908507727135e+00,363764145504.0,NULL);
+INSERT INTO "chains" VALUES(164,0,5,'91e544d56442f755df81aec922c7080591a22c55c24064410657222dfa914d0b',5,'1. First, determine the number of blue shoe boxes Tim uses. Since he uses 3 blue shoe boxes, we calculate the remaining number of blue shoe boxes as follows:
+   \[
+   7 - 3 = 4
+   \]
+   So, there are 4 blue shoe boxes left.
+2. Next, determine how many red shoe boxes Tim uses. Tim uses \(\frac{1}{3}\) of his red shoe boxes. Therefore, we calculate the remaining number of red shoe boxes as follows:
+   \[
+   9 - \left(\frac{1}{3}\right) \times 9 = 9 - 3 = 6
+   \]
+   So, there are 6 red shoe boxes left.
+</think>
+After calculating, we can write the final answer as follows:
+\boxed{4 \text{ blue shoe boxes left, 6 red shoe boxes left}}','stop',189,98,37,5.05434090908507727135e+00,363764145504.0,NULL);
+INSERT INTO "chains" VALUES(164,0,6,'91e544d56442f755df81aec922c7080591a22c55c24064410657222dfa914d0b',6,'1. First, we need to determine how many blue shoe boxes Tim uses.
+   - Tim uses 3 blue shoe boxes.
+   - Each blue shoe box has 1 shoe.
+   - Therefore, the number of blue shoe boxes left is:
+     \[
+     3 \text{ blue boxes} \times 1 \text{ shoe per blue box} = 3 \text{ blue shoe boxes}
+     \]
+
+2. Next, we need to determine how many red shoe boxes Tim uses.
+   - Tim uses \(\frac{1}{3}\) red shoe boxes.
+   - Each red shoe box has 1 shoe.
+   - Therefore, the number of red shoe boxes left is:
+     \[
+     \frac{1}{3} \text{ red shoe boxes} \times 1 \text{ shoe per red box} = \frac{1}{3} \text{ red shoe boxes}
+     \]
+
+3. Now, we subtract the number of red shoe boxes used from the original number of red shoe boxes:
+   - There are 9 red shoe boxes initially.
+   - The number of red shoe boxes left is:
+     \[
+     9 \text{ red shoe boxes} - \frac{1}{3} \text{ red shoe boxes} = 9 \text{ red shoe boxes} - \frac{3}{3} \text{ red shoe boxes} = 6 \text{ red shoe boxes}
+     \]
+
+4. Finally, we subtract the number of blue shoe boxes used from the original number of blue shoe boxes:
+   - There are 7 blue shoe boxes initially.
+   - The number of blue shoe boxes left is:
+     \[
+     7 \text{ blue shoe boxes} - \frac{3}{3} \text{ blue shoe boxes} = 7 \text{ blue shoe boxes} - \frac{1}{3} \text{ blue shoe boxes} = 6 \text{ blue shoe boxes}
+     \]
+
+Therefore, after using 3 blue shoe boxes and \(\frac{1}{3}\) red shoe boxes, Tim has 6 red and 6 blue shoe boxes left in his box. <think>','stop',455,98,37,5.05434090908507727135e+00,363764145504.0,NULL);
+INSERT INTO "chains" VALUES(164,0,7,'91e544d56442f755df81aec922c7080591a22c55c24064410657222dfa914d0b',7,'1. **Calculate the number of blue shoe boxes left after fishing:**
+   Tim initially has 7 blue shoe boxes. He uses 3 blue shoe boxes to go fishing.
+   \[
+   7 - 3 = 4
+   \]
+   So, after fishing, Tim has 4 blue shoe boxes left.
+
+2. **Calculate the number of red shoe boxes left after fishing:**
+   Tim initially has 9 red shoe boxes. He uses 1/3 red of his shoeboxes to go fishing.
+   \[
+   \frac{9}{3} = 3
+   \]
+   So, after fishing, Tim has 3 red shoe boxes left.
+
+3. **Determine the final number of shoe boxes left:**
+   After fishing, Tim has 4 blue shoe boxes left and 3 red shoe boxes left.
+   \[
+   4 + 3 = 7
+   \]
+   Therefore, the final number of shoe boxes left in Tim''s box is \boxed{7}.
+</think>','stop',214,98,37,5.05434090908507727135e+00,363764145504.0,NULL);
+INSERT INTO "chains" VALUES(165,0,0,'ba71fdd8f91548a02fda940ab29bc67b712138d780a4529bb7219fa3e5510964',0,'To determine how much money Colin earns in a typical eight-hour workday, we need to break the problem into smaller steps.
+
+1. **Calculate the total number of packages completed in one hour:**
+   Colin completes 10 less than 50 packages per hour. Therefore, the number of packages completed in one hour is:
+   \[
+   50 - 10 = 40
+   \]
+
+2. **Determine the total number of packages completed in one workday:**
+   Since Colin works for 8 hours in a typical day, the total number of packages completed in one workday is:
+   \[
+   8 \times 40 = 320
+   \]
+
+3. **Calculate the total amount of money earned from completing all the packages in one workday:**
+   Since Colin earns $0.20 for each package completed, the total amount of money earned is:
+   \[
+   320 \times 0.20 = 64
+   \]
+
+Therefore, the final answer is:
+\boxed{64}
+```','stop',229,105,37,5.16073889984025502286e+00,351003255168.0,NULL);
+INSERT INTO "chains" VALUES(165,0,1,'ba71fdd8f91548a02fda940ab29bc67b712138d780a4529bb7219fa3e5510964',1,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages completed in the given time period.
+2. Determine the number of packages completed per hour.
+3. Calculate the total amount earned from the packages completed per hour.
+4. Calculate the total amount earned from all packages completed in a typical eight-hour workday.
+5. Format the final answer as a dollars amount.
+
+Step 1: Calculate the total number of packages completed in the given time period.
+Colby completes 10 less than 50 packages per hour. Therefore, the number of packages completed per hour is:
+\[ 50 - 10 = 40 \]
+
+Step 2: Determine the number of packages completed per hour.
+Since Colin completes 40 packages per hour, the total number of packages completed in a typical eight-hour workday is:
+\[ 8 \times 40 = 320 \]
+
+Step 3: Calculate the total amount earned from the packages completed per hour.
+Colby earns $0.20 for every package completed. Therefore, the total amount earned from the packages completed per hour is:
+\[ 320 \times 0.20 = 64 \]
+
+Step 4: Calculate the total amount earned from all packages completed in a typical eight-hour workday.
+Since Colin completes 320 packages in a typical eight-hour workday, the total amount earned from all packages completed in a typical eight-hour workday is:
+\[ 320 \times 64 = 20760 \]
+
+Therefore, the final answer is:
+\boxed{20760}','stop',353,105,37,5.16073889984025502286e+00,351003255168.0,NULL);
+INSERT INTO "chains" VALUES(165,0,2,'ba71fdd8f91548a02fda940ab29bc67b712138d780a4529bb7219fa3e5510964',2,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colin completes in a typical eight-hour workday.
+2. Calculate the earnings from completing those packages.
+
+Step 1: Calculate the total number of packages Colin completes in a typical eight-hour workday.
+Colby completes 10 less than 50 packages per hour. Therefore, he completes:
+\[ 50 - 10 = 40 \text{ packages} \]
+
+Step 2: Calculate the earnings from completing those packages.
+Colby earns $0.20 for each package he completes. Therefore, the total earnings from completing 40 packages is:
+\[ 40 \times 0.20 = 8 \text{ dollars} \]
+
+Thus, Colin earns \boxed{8} dollars in a typical eight-hour workday.','stop',188,105,37,5.16073889984025502286e+00,351003255168.0,NULL);
+INSERT INTO "chains" VALUES(165,0,3,'ba71fdd8f91548a02fda940ab29bc67b712138d780a4529bb7219fa3e5510964',3,'1. First, we need to determine the number of packages Colby completes per hour. According to the problem, he completes 10 less than 50 packages per hour. This can be calculated as follows:
+   \[
+   50 - 10 = 40
+   \]
+   So, Colby completes 40 packages per hour.
+
+2. Next, we need to calculate the total number of packages Colby completes in a typical eight-hour workday. Since he completes 40 packages per hour, we multiply the number of hours by the number of packages per hour:
+   \[
+   40 \text{ packages/hour} \times 8 \text{ hours} = 320 \text{ packages}
+   \]
+
+3. Finally, we calculate the total amount of money Colby earns by multiplying the total number of packages by the payment per package:
+   \[
+   320 \text{ packages} \times \$0.20/\text{package} = \$640
+   \]
+
+</think>
+Therefore, the final answer is:
+\boxed{640}','stop',239,105,37,5.16073889984025502286e+00,351003255168.0,NULL);
+INSERT INTO "chains" VALUES(165,0,4,'ba71fdd8f91548a02fda940ab29bc67b712138d780a4529bb7219fa3e5510964',4,'1. First, we need to calculate the total number of packages Colby completes in a typical eight-hour workday. Since he completes 10 less than 50 packages per hour, we subtract 10 from 50 to find out how many packages he completes in a typical hour:
+   \[
+   50 - 10 = 40
+   \]
+2. Next, we calculate the total number of packages Colby completes in a typical eight-hour workday by multiplying the number of packages he completes in a typical hour by the number of hours he works:
+   \[
+   40 \times 8 = 320
+   \]
+3. Since Colby earns $0.20 for each package, we multiply the total number of packages he completes in a typical eight-hour workday by $0.20:
+   \[
+   320 \times 0.20 = 64
+   \]
+</think>
+Therefore, the final answer is \boxed{64}.','stop',218,105,37,5.16073889984025502286e+00,351003255168.0,NULL);
+INSERT INTO "chains" VALUES(165,0,5,'ba71fdd8f91548a02fda940ab29bc67b712138d780a4529bb7219fa3e5510964',5,'Let''s break down the problem step by step.
+
+1. First, we need to determine how many packages Colby completes in a typical eight-hour workday. Since he completes 10 less than 50 packages per hour, we calculate the number of packages he completes in an hour as follows:
+   \[
+   50 - 10 = 40
+   \]
+   So, Colby completes 40 packages in an hour.
+   
+2. Now, we need to calculate the total number of packages completed in an eight-hour workday. Since Colby completes 40 packages in an hour, we multiply the number of packages completed per hour by the number of hours in an eight-hour workday:
+   \[
+   40 \times 8 = 320
+   \]
+   So, Colby completes 320 packages in an eight-hour workday.
+
+3. Next, we need to calculate the total money Colby earns from completing these 320 packages. Since he earns $0.20 for each package, we multiply the number of packages completed by the earnings per package:
+   \[
+   320 \times 0.20 = 64
+   \]
+   So, Colby earns $64 in a typical eight-hour workday.
+
+</think>
+The final answer is \boxed{64}.','stop',289,105,37,5.16073889984025502286e+00,351003255168.0,NULL);
+INSERT INTO "chains" VALUES(165,0,6,'ba71fdd8f91548a02fda940ab29bc67b712138d780a4529bb7219fa3e5510964',6,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colin completes in an eight-hour workday.
+2. Determine how much money Colin earns per package.
+3. Calculate how much money Colin earns in a typical eight-hour workday.
+
+**Step 1: Calculate the number of packages Colin completes in an eight-hour workday.**
+
+Colby completes 10 less than 50 packages per hour. This means he completes \(50 - 10 = 40\) packages per hour. Since he works eight hours a day, the total number of packages he completes in eight hours is:
+\[40 \text{ packages/hour} \times 8 \text{ hours/day} = 320 \text{ packages}\]
+
+**Step 2: Determine how much money Colin earns per package.**
+
+Colby earns $0.20 for every package he completes. Therefore, the total amount of money he earns in one package is:
+\[0.20 \text{ dollars/package}\]
+
+**Step 3: Calculate how much money Colin earns in a typical eight-hour workday.**
+
+Since he completes 320 packages in eight hours, the total amount of money he earns in a typical eight-hour workday is:
+\[320 \text{ packages} \times 0.20 \text{ dollars/package} = 64 \text{ dollars}\]
+
+Therefore, the final answer is:
+\[\boxed{64}\]','stop',322,105,37,5.16073889984025502286e+00,351003255168.0,NULL);
+INSERT INTO "chains" VALUES(165,0,7,'ba71fdd8f91548a02fda940ab29bc67b712138d780a4529bb7219fa3e5510964',7,'To determine how much money Colin earns in a typical eight-hour workday, we need to calculate his hourly wage and then multiply it by the number of hours he works in a day. Here''s a step-by-step breakdown:
+
+1. **Calculate the total number of packages completed in a typical eight-hour workday:**
+   - The company completes 50 packages per hour.
+   - Since he completes 10 less than 50 packages per hour, he completes \(50 - 10 = 40\) packages per hour.
+   - Therefore, in a typical eight-hour workday, he completes \(40 \times 8 = 320\) packages.
+
+2. **Calculate the total earnings from completing all 320 packages:**
+   - Colin gets paid $0.20 for each package.
+   - Therefore, his total earnings from completing 320 packages is \(320 \times 0.20 = 64\) dollars.
+
+3. **Determine the hourly wage:**
+   - Since Colin completes 10 less than 50 packages per hour, his hourly wage is \(\frac{50}{10} - 1 = 5 - 1 = 4\) dollars per package.
+
+4. **Calculate the total earnings in a typical eight-hour workday:**
+   - Colin''s hourly wage is $4 per package.
+   - In a typical eight-hour workday, he earns \(4 \times 8 = 32\) dollars.
+
+Therefore, the final answer is \(\boxed{32}\).','stop',330,105,37,5.16073889984025502286e+00,351003255168.0,NULL);
+INSERT INTO "chains" VALUES(166,0,0,'4211a390127229d9bc2872670608e8cd00b2b90f911da622070e8ae2ce8d05b1',0,'1. First, we need to calculate the total number of pieces of fruit that Kira bought.
+   - Kira bought 3 apples.
+   - Kira bought 5 bananas.
+   - Kira bought 6 oranges.
+   So, the total number of pieces of fruit is \(3 + 5 + 6 = 14\).
+
+2. Next, we need to determine how many pieces of fruit Lola ate.
+   - Lola ate 2 pieces of the fruit.
+   So, the number of pieces of fruit left is \(14 - 2 = 12\).
+
+3. Therefore, the final answer is \(\boxed{12}\).','stop',139,79,37,2.95500648027535861572e+00,223236809952.0,NULL);
+INSERT INTO "chains" VALUES(166,0,1,'4211a390127229d9bc2872670608e8cd00b2b90f911da622070e8ae2ce8d05b1',1,'To determine how many pieces of fruit are left after Lola ate some, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+   - Apples: 3
+   - Bananas: 5
+   - Oranges: 6
+   - Total pieces of fruit = 3 + 5 + 6 = 14
+
+2. Determine how many pieces of fruit Lola ate.
+   - Lola ate 2 pieces of fruit
+
+3. Calculate the number of pieces of fruit left after Lola ate some.
+   - Pieces of fruit left = Total pieces of fruit - Pieces eaten
+   - Pieces of fruit left = 14 - 2 = 12
+
+</think>
+
+Therefore, the final answer is \boxed{12}.','stop',164,79,37,2.95500648027535861572e+00,223236809952.0,NULL);
+INSERT INTO "chains" VALUES(166,0,2,'4211a390127229d9bc2872670608e8cd00b2b90f911da622070e8ae2ce8d05b1',2,'1. First, we need to calculate the total number of pieces of fruit Kira bought:
+   - Apples: 3
+   - Bananas: 5
+   - Oranges: 6
+   Total pieces of fruit = 3 + 5 + 6 = 14
+</think>
+
+2. Next, we need to determine how many pieces of fruit Lola ate:
+   - Lola ate 2 pieces
+   Total pieces of fruit left = 14 - 2 = 12
+</think>
+
+Therefore, the final answer is:
+<answer>12</answer>','stop',126,79,37,2.95500648027535861572e+00,223236809952.0,NULL);
+INSERT INTO "chains" VALUES(166,0,3,'4211a390127229d9bc2872670608e8cd00b2b90f911da622070e8ae2ce8d05b1',3,'1. First, we calculate the total number of fruits Kira bought.
+   - Apples: 3
+   - Bananas: 5
+   - Oranges: 6
+   Total fruits = 3 + 5 + 6 = 14
+
+2. Next, we determine how many fruits Lola ate.
+   - Lola ate 2 pieces of the fruit.
+
+3. To find out how many fruits are left, we subtract the number of fruits Lola ate from the total number of fruits.
+   Left fruits = Total fruits - Number of fruits eaten = 14 - 2 = 12
+
+<think>
+The final answer is 12 pieces of fruit left.','stop',144,79,37,2.95500648027535861572e+00,223236809952.0,NULL);
+INSERT INTO "chains" VALUES(166,0,4,'4211a390127229d9bc2872670608e8cd00b2b90f911da622070e8ae2ce8d05b1',4,'1. First, we need to determine the total number of pieces of fruit Kira bought at the grocery store. Kira bought 3 apples, 5 bananas, and 6 oranges.
+   \[
+   \text{Total fruit} = 3 \text{ apples} + 5 \text{ bananas} + 6 \text{ oranges} = 14 \text{ pieces}
+   \]
+
+2. Next, we need to determine how many pieces of fruit Lola ate. Lola ate 2 pieces of fruit.
+   \[
+   \text{Fruit eaten by Lola} = 2 \text{ pieces}
+   \]
+
+3. To find out how many pieces of fruit are left after Lola ate some, we subtract the number of pieces eaten by Lola from the total number of pieces.
+   \[
+   \text{Fruit left} = 14 \text{ pieces} - 2 \text{ pieces} = 12 \text{ pieces}
+   \]
+
+</think>
+The final answer is \boxed{12}.','stop',220,79,37,2.95500648027535861572e+00,223236809952.0,NULL);
+INSERT INTO "chains" VALUES(166,0,5,'4211a390127229d9bc2872670608e8cd00b2b90f911da622070e8ae2ce8d05b1',5,'1. The total number of pieces of fruit bought is calculated by adding the number of apples, bananas, and oranges:
+   \[
+   3 \text{ apples} + 5 \text{ bananas} + 6 \text{ oranges} = 14 \text{ pieces}
+   \]
+2. Lola ate 2 pieces of fruit. To find out how many pieces are left, we subtract the number of pieces she ate from the total number of pieces:
+   \[
+   14 \text{ pieces} - 2 \text{ pieces} = 12 \text{ pieces}
+   \]
+</think>
+<think>
+After calculating the total number of pieces, Lola ate 2 pieces. To find out how many pieces are left, we subtract the number of pieces she ate from the total number of pieces:
+   \[
+   12 \text{ pieces} - 2 \text{ pieces} = 12 \text{ pieces}
+   \]
+</think>
+Therefore, the final answer is \boxed{12}.','stop',221,79,37,2.95500648027535861572e+00,223236809952.0,NULL);
+INSERT INTO "chains" VALUES(166,0,6,'4211a390127229d9bc2872670608e8cd00b2b90f911da622070e8ae2ce8d05b1',6,'1. First, we need to determine the total number of pieces of fruit Kira bought. She bought 3 apples, 5 bananas, and 6 oranges.
+   \[
+   3 + 5 + 6 = 14 \text{ pieces of fruit}
+   \]
+
+2. Next, we need to account for the number of pieces of fruit that Lola ate. She ate 2 pieces of the fruit.
+   \[
+   14 - 2 = 12 \text{ pieces of fruit left}
+   \]
+
+</think>
+The final answer is \boxed{12}.','stop',127,79,37,2.95500648027535861572e+00,223236809952.0,NULL);
+INSERT INTO "chains" VALUES(166,0,7,'4211a390127229d9bc2872670608e8cd00b2b90f911da622070e8ae2ce8d05b1',7,'1. First, let''s calculate the total number of apples Kira bought.
+   - Kira bought 3 apples.
+   - Therefore, the total number of apples is \(3\).
+
+2. Next, let''s calculate the total number of bananas Kira bought.
+   - Kira bought 5 bananas.
+   - Therefore, the total number of bananas is \(5\).
+
+3. Now, let''s calculate the total number of oranges Kira bought.
+   - Kira bought 6 oranges.
+   - Therefore, the total number of oranges is \(6\).
+
+4. To find the total number of pieces of fruit Kira bought, we add the number of apples, bananas, and oranges together.
+   - Total pieces of fruit = \(3 + 5 + 6 = 14\).
+
+5. Lola ate 2 pieces of fruit. To find out how many pieces are left after Lola ate some, we subtract the number of pieces she ate from the total number of pieces of fruit.
+   - Remaining pieces of fruit = \(14 - 2 = 12\).
+
+<think>
+The final answer is \boxed{12}.
+</think>','stop',242,79,37,2.95500648027535861572e+00,223236809952.0,NULL);
+INSERT INTO "chains" VALUES(167,0,0,'4d528c44d1d721e9fe239fe9aef9ab4387b3af21a11f47a4eb8d2496e64692ca',0,'1. First, we need to determine how many dozen brownies were made. According to the problem, one dozen cream cheese swirl brownies. Therefore, 12 dozen cream cheese swirl brownies is equal to 12 dozen brownies.
+2. Next, we need to determine how many dozen brownies were sent home. At her office, they threw her a party and sent her home with 1/2 a dozen brownies. Therefore, 1/2 a dozen brownies is equal to 6 dozen brownies.
+3. Now, we need to determine how many dozen brownies were left after the party. During the party, 1 1/2 dozen brownies were eaten. This means that 1/2 a dozen brownies were eaten, and thus, 5/2 dozen brownies are left.
+4. To find out how many individual brownies Greta had left over, we need to determine how many individual dozen brownies were sent home. Since 6 dozen brownies were sent home, and each dozen brownie is equal to 12, we can find the number of individual dozen brownies by dividing the number of dozen brownies sent home by the number of dozen brownies per dozen:
+   \[
+   6 \div 12 = 0.5
+   \]
+   Since the number of individual dozen brownies must be a whole number, we round down to the nearest whole number. Therefore, 0 individual dozen brownies were left over.
+5. To verify, we can calculate how many individual dozen brownies were sent home. Since 6 dozen brownies were sent home, and each dozen brownie is equal to 12, we can find the number of individual dozen brownies by dividing the number of dozen brownies sent home by the number of dozen brownies per dozen:
+   \[
+   6 \div 12 = 0.5
+   \]
+   Since the number of individual dozen brownies must be a whole number, we round down to the nearest whole number. Therefore, 0 individual dozen brownies were left over.
+6. Finally, we can calculate how many individual dozen brownies were sent home. Since 6 dozen brownies were sent home, and each dozen brownie is equal to 12, we can find the number of individual dozen brownies by dividing the number of dozen brownies sent home by the number of dozen brownies per dozen:
+   \[
+   6 \div','length',512,153,37,6.39656197765823186784e+00,457501549824.0,NULL);
+INSERT INTO "chains" VALUES(167,0,1,'4d528c44d1d721e9fe239fe9aef9ab4387b3af21a11f47a4eb8d2496e64692ca',1,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies is 1/2 dozen brownies.
+   \[
+   \text{Number of dozens} = \frac{1}{2}
+   \]
+   \[
+   \text{Number of dozens} = 5
+   \]
+   \[
+   \text{Total dozen brownies} = 5 \text{ dozen} \times 5 \text{ dozens} = 25 \text{ dozen brownies}
+   \]
+
+2. Next, we need to determine how many dozen brownies Greta had at her office. According to the problem, at her office, they threw her a party and sent her home with 1/2 dozen brownies.
+   \[
+   \text{Number of dozen brownies sent home} = \frac{1}{2}
+   \]
+   \[
+   \text{Number of dozen brownies sent home} = 5 \text{ dozen} \times 5 \text{ dozens} = 25 \text{ dozen brownies}
+   \]
+
+3. Now, we add the number of dozen brownies sent home to the number of dozen brownies made at home to find the total number of brownies Greta had at home:
+   \[
+   \text{Total dozen brownies} = 25 \text{ dozen} + 25 \text{ dozen} = 50 \text{ dozen brownies}
+   \]
+
+4. During the party, 1 1/2 dozen brownies were eaten. To find out how many dozen brownies were eaten, we divide the number of dozen brownies eaten by the total number of dozen brownies at home:
+   \[
+   \text{Number of dozen brownies eaten} = \frac{1}{2}
+   \]
+   \[
+   \text{Number of dozen brownies eaten} = 5 \text{ dozen} \times 5 \text{ dozens} = 25 \text{ dozen brownies}
+   \]
+
+5. To find out how many dozen brownies were left over, we subtract the number of dozen brownies eaten from the total number of dozen brownies at home:
+   \[
+   \text{Number of dozen brownies left over} = 50 \text{ dozen} - 25 \text{ dozen} =','length',512,153,37,6.39656197765823186784e+00,457501549824.0,NULL);
+INSERT INTO "chains" VALUES(167,0,2,'4d528c44d1d721e9fe239fe9aef9ab4387b3af21a11f47a4eb8d2496e64692ca',2,'1. First, we need to determine the total number of dozen cream cheese swirl brownies Greta made.
+   - She made a batch of 1 dozen cream cheese swirl brownies.
+   - Since 1 dozen equals 12, the total number of brownies is:
+     \[
+     12 \text{ dozen} \times 12 \text{ brownies per dozen} = 144 \text{ brownies}
+     \]
+
+2. Next, we need to determine the number of dozen brownies Greta sent home.
+   - She sent home 1/2 a dozen brownies.
+   - Since 1/2 equals 0.5, the total number of brownies is:
+     \[
+     0.5 \text{ dozen} \times 12 \text{ brownies per dozen} = 6 \text{ brownies}
+     \]
+
+3. During the party, 1 1/2 dozen brownies were eaten.
+   - Since 1 1/2 equals 0.5, the number of brownies eaten is:
+     \[
+     0.5 \text{ dozen} \times 6 \text{ brownies per dozen} = 3 \text{ brownies}
+     \]
+
+4. Subtract the number of brownies eaten from the total number of brownies sent home to find out how many brownies are left over:
+   \[
+   6 \text{ brownies} - 3 \text{ brownies} = 3 \text{ brownies left over}
+   \]
+
+</think>
+The final answer is \boxed{3}.','stop',343,153,37,6.39656197765823186784e+00,457501549824.0,NULL);
+INSERT INTO "chains" VALUES(167,0,3,'4d528c44d1d721e9fe239fe9aef9ab4387b3af21a11f47a4eb8d2496e64692ca',3,'Greta had 1/2 a dozen brownies, which is 6 dozen brownies. After throwing her a party, she sent her home with 1/2 a dozen brownies, which is 3 dozen brownies. Therefore, the total number of brownies sent home is 6 + 3 = 9 dozen brownies.
+During the party, 1 1/2 dozen brownies were eaten. This means that 1 1/2 dozen brownies were eaten by Greta. Since 1 1/2 dozen brownies is equivalent to 2 dozen brownies, 2 dozen brownies were eaten by Greta. Therefore, the number of individual brownies left over from the entire day is 9 - 2 = 7 dozen brownies.
+</think>
+The final answer is \boxed{7}.','stop',175,153,37,6.39656197765823186784e+00,457501549824.0,NULL);
+INSERT INTO "chains" VALUES(167,0,4,'4d528c44d1d721e9fe239fe9aef9ab4387b3af21a11f47a4eb8d2496e64692ca',4,'Let''s break down the problem step-by-step.
+
+1. First, we calculate the total number of dozen cream cheese swirl brownies Greta made herself.
+   \[
+   \text{Total dozen brownies} = 1 \text{ dozen} + 12 \text{ dozen} = 13 \text{ dozen brownies}
+   \]
+   So, Greta had \(\frac{13}{12}\) dozen brownies.
+
+2. Next, we calculate the total number of dozen brownies sent home at her office.
+   \[
+   \text{Total dozen brownies sent home} = \frac{1}{2} \text{ dozen} = 0.5 \text{ dozen brownies}
+   \]
+   So, Greta had \(0.5 \times 13 = 6.5 \text{ dozen brownies}\).
+
+3. During the party, 1 1/2 dozen brownies were eaten.
+   \[
+   \text{Brownies eaten} = \frac{1}{2} \times 13 = 6.5 \text{ dozen brownies}
+   \]
+   So, the number of brownies left over is \(13 - 6.5 = 6.5 \text{ dozen brownies}\).
+
+4. Now we need to convert this number of dozen brownies into individual brownies. Since 1 dozen brownies = 12 individual brownies, we have:
+   \[
+   \text{Individual brownies left over} = 6.5 \text{ dozen brownies} \times 12 \text{ individual brownies per dozen} = 78 \text{ individual brownies}
+   \]
+
+</think>
+Therefore, the final answer is \boxed{78}.','stop',377,153,37,6.39656197765823186784e+00,457501549824.0,NULL);
+INSERT INTO "chains" VALUES(167,0,5,'4d528c44d1d721e9fe239fe9aef9ab4387b3af21a11f47a4eb8d2496e64692ca',5,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies equals 12 brownies.
+   \[
+   \text{Number of dozen cream cheese swirl brownies} = 12
+   \]
+   Next, we calculate the total number of brownies Greta made by multiplying the dozen cream cheese swirl brownies by 12:
+   \[
+   \text{Total number of brownies} = 12 \times 12 = 144
+   \]
+
+2. Now, we need to determine how many dozen brownies Greta sent home to her friends. According to the problem, at her office, she sent home 1/2 a dozen brownies. Therefore, the number of dozen brownies she sent home is:
+   \[
+   \text{Number of dozen brownies sent home} = \frac{1}{2} \times 12 = 6
+   \]
+   At her office, Greta had 1/2 a dozen brownies waiting:
+   \[
+   \text{Number of dozen brownies waiting} = \frac{1}{2} \times 12 = 6
+   \]
+   Since the party ended with 4 dozen brownies waiting, the number of individual brownies Greta had left over is:
+   \[
+   \text{Number of individual brownies left over} = 144 - 6 - 6 = 132
+   \]
+</think>
+
+Thus, the final answer is:
+\boxed{132}','stop',343,153,37,6.39656197765823186784e+00,457501549824.0,NULL);
+INSERT INTO "chains" VALUES(167,0,6,'4d528c44d1d721e9fe239fe9aef9ab4387b3af21a11f47a4eb8d2496e64692ca',6,'Let''s break down the problem step by step.
+
+1. Greta initially made a batch of 12 cream cheese swirl brownies, which is equivalent to 12 dozen brownies.
+2. At her office, they sent her home with 1/2 a dozen brownies, which is equivalent to 6 dozen brownies.
+3. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting.
+4. During the party, 1 1/2 dozen brownies were eaten, which is equivalent to 6 dozen brownies.
+5. To find out how many individual brownies Greta had left over, we need to subtract the number of brownies eaten from the total number of brownies she had at home.
+
+Calculating the number of brownies left over:
+\[ 6 \text{ dozen} - 6 \text{ dozen} = 0 \text{ dozen} \]
+
+Therefore, the final answer is \boxed{0}.','stop',209,153,37,6.39656197765823186784e+00,457501549824.0,NULL);
+INSERT INTO "chains" VALUES(167,0,7,'4d528c44d1d721e9fe239fe9aef9ab4387b3af21a11f47a4eb8d2496e64692ca',7,'1. First, let''s determine how many dozen cream cheese swirl brownies Greta made for herself.
+   - One dozen cream cheese swirl brownies is equal to 12 cookies.
+   - Therefore, Greta made 12 dozen cream cheese swirl brownies.
+
+2. After her party, she sent her home with 1/2 a dozen brownies.
+   - 1/2 a dozen brownies is equal to 6 cookies.
+   - Therefore, after the party, she had 6 dozen brownies.
+
+3. During the party, 1 1/2 dozen brownies were eaten.
+   - 1 1/2 dozen brownies equals 6 cookies.
+   - Therefore, 1 1/2 dozen brownies were eaten.
+   - After the party, she had 5 dozen brownies left.
+
+4. To find out how many individual brownies Greta had left over from the entire day, we subtract the number of brownies eaten from the total number of brownies left.
+   - Total brownies left = 5 dozen brownies
+   - Brownies eaten = 1 1/2 dozen brownies
+   - Brownies left = 5 dozen brownies - 1 1/2 dozen brownies = 3.5 dozen brownies
+   - Since we can''t have a fraction of a dozen brownie, we round 3.5 to the nearest whole number, which is 3 dozen brownies.
+
+Therefore, Greta had \boxed{3} individual brownies left over from the entire day.','stop',325,153,37,6.39656197765823186784e+00,457501549824.0,NULL);
+INSERT INTO "chains" VALUES(168,0,0,'b092f58c6cb4a3ff418562ba56dab0ddbf090d6074bf65447a9f3f7613dd8882',0,'1. First, let''s determine how many cherries Richard has. We know that Robert has 30 cherries and has 10 more than Richard. This can be expressed as:
+   \[
+   \text{Richard''s cherries} = \text{Robert''s cherries} + 10 = 30 + 10 = 40
+   \]
+2. Next, we need to find out how many cherries Jerry has. Since Richard has 40 cherries and Robert has 30 cherries, Jerry must have:
+   \[
+   \text{Jerry''s cherries} = \text{Richard''s cherries} - \text{Robert''s cherries} = 40 - 30 = 10
+   \]
+3. Finally, we need to find out how many more cherries Jerry has than Robert. This can be calculated as:
+   \[
+   \text{Difference} = \text{Jerry''s cherries} - \text{Robert''s cherries} = 10 - 30 = -20
+   \]
+Therefore, Robert has \boxed{-20} more cherries than Jerry.','stop',248,90,37,4.87009041191864433528e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(168,0,1,'b092f58c6cb4a3ff418562ba56dab0ddbf090d6074bf65447a9f3f7613dd8882',1,'1. Richard starts with 60 cherries.
+2. Robert has 30 cherries.
+3. Let the number of cherries Richard has be \( R \).
+4. According to the problem, Robert has 10 more cherries than Richard, so we can write the equation:
+   \[
+   R = R + 10
+   \]
+   To find \( R \), we solve the equation by subtracting 10 from both sides:
+   \[
+   R - 10 = R
+   \]
+   Adding 10 to both sides gives:
+   \[
+   10 = 2R
+   \]
+5. To find \( R \), we divide both sides by 2:
+   \[
+   R = \frac{10}{2} = 5
+   \]
+   Therefore, Richard has 5 cherries.
+6. Let the number of cherries Jerry has be \( J \).
+7. Since Robert has 10 more cherries than Richard, we can write the equation:
+   \[
+   J = R + 10
+   \]
+   To find \( J \), we substitute \( R = 5 \) into the equation:
+   \[
+   J = 5 + 10 = 15
+   \]
+   Therefore, Jerry has 15 cherries.
+8. Finally, we need to determine how many more cherries Robert has than Jerry:
+   \[
+   \text{Difference} = J - R = 15 - 5 = 10
+   \]
+</think>
+The final answer is \boxed{10}.','stop',345,90,37,4.87009041191864433528e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(168,0,2,'b092f58c6cb4a3ff418562ba56dab0ddbf090d6074bf65447a9f3f7613dd8882',2,'Let''s break down the problem step by step.
+
+1. First, we know that Richard has 30 cherries.
+2. Next, we know that Robert has 10 more than Richard. Therefore, we can calculate the number of cherries Robert has as follows:
+   \[
+   \text{Roberta''s cherries} = \text{Richard''s cherries} + 10 = 30 + 10 = 40
+   \]
+3. Now we know the total number of cherries is 60. We need to find out how many more cherries Robert has than Jerry. To do this, we subtract the number of cherries Robert has from the total number of cherries:
+   \[
+   \text{Difference} = \text{Total cherries} - \text{Roberta''s cherries} = 60 - 40 = 20
+   \]
+</think>
+
+Therefore, Robert has 20 more cherries than Jerry. The final answer is \boxed{20}.','stop',220,90,37,4.87009041191864433528e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(168,0,3,'b092f58c6cb4a3ff418562ba56dab0ddbf090d6074bf65447a9f3f7613dd8882',3,'To solve this problem step by step, we need to determine how many cherries Robert has and how many cherries Jerry has, then find out how many more cherries Robert has than Jerry.
+
+1. First, we know that Robert has 30 cherries.
+2. According to the problem, Robert has 10 more than Richard. To find out how many cherries Richard has, we subtract 10 from Robert''s cherries:
+   \[
+   \text{Richard''s cherries} = 30 - 10 = 20
+   \]
+3. Now that we know Richard has 20 cherries, we can find out how many more cherries Robert has than Jerry. We do this by subtracting Jerry''s cherries from Richard''s cherries:
+   \[
+   \text{Robert''s cherries} - \text{Jerry''s cherries} = 20 - 30 = -10
+   \]
+Therefore, Robert has \boxed{-10} more cherries than Jerry.','stop',217,90,37,4.87009041191864433528e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(168,0,4,'b092f58c6cb4a3ff418562ba56dab0ddbf090d6074bf65447a9f3f7613dd8882',4,'First, let''s determine how many cherries Richard has. Since Robert has 30 cherries and has 10 more than Richard, we can calculate Richard''s cherries as follows:
+\[ \text{Richard''s cherries} = \text{Robert''s cherries} + 10 = 30 + 10 = 40 \]
+Next, let''s determine how many cherries Jerry has. Since Richard has 40 cherries and has 30 more than Jerry, we can calculate Jerry''s cherries as follows:
+\[ \text{Jerry''s cherries} = \text{Richard''s cherries} + 30 = 40 + 30 = 70 \]
+Now, we need to find out how many more cherries Robert has than Jerry. We do this by subtracting Jerry''s cherries from Robert''s cherries:
+\[ \text{Difference} = \text{Robert''s cherries} - \text{Jerry''s cherries} = 40 - 70 = -30 \]
+Therefore, Robert has \(\boxed{-30}\) more cherries than Jerry.','stop',240,90,37,4.87009041191864433528e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(168,0,5,'b092f58c6cb4a3ff418562ba56dab0ddbf090d6074bf65447a9f3f7613dd8882',5,'1. First, we need to determine the number of cherries Robert has. According to the problem, Robert has 10 more cherries than Richard.
+   \[
+   \text{Robert''s cherries} = \text{Richard''s cherries} + 10
+   \]
+   We know from the problem that Richard has 30 cherries. Plugging this into the equation, we get:
+   \[
+   \text{Robert''s cherries} = 30 + 10 = 40
+   \]
+
+2. Next, we need to determine the number of cherries Jerry has. The problem states that Robert has 10 more cherries than Jerry.
+   \[
+   \text{Jerry''s cherries} = \text{Robert''s cherries} + 10
+   \]
+   Substituting the value of Robert''s cherries we found above, we get:
+   \[
+   \text{Jerry''s cherries} = 40 + 10 = 50
+   \]
+
+3. Finally, we need to find out how many more cherries Robert has than Jerry by subtracting the number of cherries Jerry has from the number of cherries Robert has.
+   \[
+   \text{Difference} = \text{Robert''s cherries} - \text{Jerry''s cherries}
+   \]
+   Substituting the values we found above, we get:
+   \[
+   \text{Difference} = 40 - 50 = -10
+   \]
+
+Therefore, Robert has \boxed{-10} more cherries than Jerry.','stop',342,90,37,4.87009041191864433528e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(168,0,6,'b092f58c6cb4a3ff418562ba56dab0ddbf090d6074bf65447a9f3f7613dd8882',6,'1. To determine how many cherries Robert has, we start by noting the total number of cherries shared and the number of cherries Robert has.
+   \[
+   \text{Total cherries} = 60
+   \]
+   \[
+   \text{Cherries Robert has} = 10 + \text{Cherries Richard has}
+   \]
+   Given that Robert has 30 cherries, we substitute 30 for the number of cherries Richard has:
+   \[
+   \text{Cherries Robert has} = 10 + 30 = 40
+   \]
+</think>
+
+Next, we need to find out how many more cherries Robert has than Jerry. To do this, we subtract the number of cherries Robert has from the number of cherries Jerry has:
+   \[
+   \text{Cherries Robert has} - \text{Cherries Jerry has} = 40 - 30 = 10
+   \]
+
+Therefore, Robert has \boxed{10} more cherries than Jerry.','stop',232,90,37,4.87009041191864433528e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(168,0,7,'b092f58c6cb4a3ff418562ba56dab0ddbf090d6074bf65447a9f3f7613dd8882',7,'1. First, let''s determine how many cherries Robert has. We know that Robert has 30 cherries and has 10 more than Richard.
+2. To find out how many cherries Richard has, we subtract 10 from 30.
+   \[
+   \text{Richard''s cherries} = 30 - 10 = 20
+   \]
+3. Now, let''s find out how many cherries Jerry has. We know that Jerry has 60 cherries and has 10 more than Robert.
+4. To find out how many cherries Robert has, we subtract 10 from 60.
+   \[
+   \text{Jerry''s cherries} = 60 - 10 = 50
+   \]
+5. To find out how many more cherries Robert has than Jerry, we subtract Jerry''s cherries from Robert''s cherries.
+   \[
+   \text{Difference} = 50 - 20 = 30
+   \]
+</think>
+
+Therefore, Robert has \boxed{30} more cherries than Jerry.','stop',239,90,37,4.87009041191864433528e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(169,0,0,'43c5d3ccc51cfeb2ecd88661cf5634f7f93fe6623af2f68f540ad4bc493d75b1',0,'To determine how much Sunny earned for two days, we first need to calculate the number of boxes of each type sold on Saturday and Sunday.
+
+1. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - The number of boxes sold on Saturday is:
+     \[
+     10 - 4 = 6
+     \]
+
+2. **Calculate the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - The number of boxes sold on Sunday is:
+     \[
+     6 + 5 = 11
+     \]
+
+3. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday.
+   - The number of boxes sold on Saturday is:
+     \[
+     11 - 4 = 7
+     \]
+
+4. **Calculate the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - The number of boxes sold on Sunday is:
+     \[
+     15
+     \]
+
+Next, we calculate the total number of boxes sold in two days:
+\[
+6 + 11 + 7 + 15 = 41
+\]
+
+Now, we calculate the total revenue for one day by multiplying the total number of boxes sold by the price per box:
+\[
+41 \times 6 = 246
+\]
+
+Finally, we calculate the total revenue for two days by multiplying the total revenue from one day by 2:
+\[
+246 \times 2 = 492
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{492}
+\]','stop',385,132,37,7.66169435620091743288e+00,506969692608.0,NULL);
+INSERT INTO "chains" VALUES(169,0,1,'43c5d3ccc51cfeb2ecd88661cf5634f7f93fe6623af2f68f540ad4bc493d75b1',1,'1. Determine the number of boxes of apple pie sold on Sunday.
+   \[
+   \text{Boxes of apple pie sold on Sunday} = \text{Boxes of gingerbread sold on Saturday} + 15 = 10 + 15 = 25
+   \]
+
+2. Determine the number of boxes of gingerbread sold on Saturday.
+   \[
+   \text{Boxes of gingerbread sold on Saturday} = \text{Boxes of apple pie sold on Sunday} - 4 = 25 - 4 = 21
+   \]
+
+3. Calculate the total number of boxes sold on Saturday and Sunday.
+   \[
+   \text{Total boxes sold on Saturday and Sunday} = \text{Boxes of gingerbread sold on Saturday} + \text{Boxes of apple pie sold on Saturday} = 21 + 25 = 46
+   \]
+
+4. Calculate the total cost of the gingerbread sold on Saturday and Sunday.
+   \[
+   \text{Total cost of gingerbread sold on Saturday and Sunday} = 21 \times \$6 = \$126
+   \]
+
+5. Calculate the total cost of the apple pie sold on Saturday and Sunday.
+   \[
+   \text{Total cost of apple pie sold on Saturday and Sunday} = 25 \times \$15 = \$375
+   \]
+
+6. Calculate the total earnings for two days.
+   \[
+   \text{Total earnings} = \text{Total cost of gingerbread sold on Saturday and Sunday} + \text{Total cost of apple pie sold on Saturday and Sunday} = \$126 + \$375 = \$491
+   \]
+
+</think>
+The final answer is \boxed{491}.','stop',376,132,37,7.66169435620091743288e+00,506969692608.0,NULL);
+INSERT INTO "chains" VALUES(169,0,2,'43c5d3ccc51cfeb2ecd88661cf5634f7f93fe6623af2f68f540ad4bc493d75b1',2,'Let''s break down the problem step by step.
+
+1. Determine the number of boxes sold on Saturday.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - Therefore, on Sunday, the number of boxes sold of apple pie is \(5 + 15 = 20\).
+   - So, on Saturday, the number of boxes sold of gingerbread is \(10 - 4 = 6\).
+
+2. Calculate the total revenue from selling gingerbread on Saturday and Sunday.
+   - The cost of 6 boxes of gingerbread on Saturday is \(6 \times 6 = 36\).
+   - The cost of 20 boxes of gingerbread on Sunday is \(20 \times 20 = 400\).
+   - Therefore, the total revenue from selling gingerbread on Saturday and Sunday is \(36 + 400 = 436\).
+
+3. Calculate the total revenue from selling apple pie on Saturday and Sunday.
+   - The cost of 5 boxes of apple pie on Saturday is \(5 \times 5 = 25\).
+   - The cost of 20 boxes of apple pie on Sunday is \(20 \times 20 = 400\).
+   - Therefore, the total revenue from selling apple pie on Saturday and Sunday is \(25 + 400 = 425\).
+
+4. Calculate the total revenue from selling both days.
+   - The total revenue from selling both days is \(436 + 425 = 861\).
+
+</think>
+The final answer is \(\boxed{861}\).','stop',393,132,37,7.66169435620091743288e+00,506969692608.0,NULL);
+INSERT INTO "chains" VALUES(169,0,3,'43c5d3ccc51cfeb2ecd88661cf5634f7f93fe6623af2f68f540ad4bc493d75b1',3,'To determine how much Sunny earned for two days, we need to calculate the total number of boxes sold on Saturday and Sunday, and then use that information to find out how much he earned from selling the gingerbread and apple pie on both days.
+</think>
+
+Let''s break it down step-by-step:
+
+1. Calculate the number of boxes sold on Saturday:
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - So, on Sunday, Sunny sold \(10 + 5 = 15\) boxes of apple pie.
+   - The number of boxes sold on Saturday is \(10 - 4 = 6\).
+   - Therefore, the total number of boxes sold on Saturday is \(6 + 15 = 21\).
+
+2. Calculate the total number of boxes sold on Sunday:
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - On Sunday, he sold \(15 + 5 = 20\) boxes of apple pie.
+   - Therefore, the total number of boxes sold on Sunday is \(20\).
+
+3. Calculate the total earnings for two days:
+   - The earnings from selling the gingerbread on Saturday are \(21 \times 6 = 126\).
+   - The earnings from selling the apple pie on Sunday are \(20 \times 15 = 300\).
+   - Therefore, the total earnings for two days are \(126 + 300 = 426\).
+
+<think>
+The total earnings for two days are \(\boxed{426}\).','stop',383,132,37,7.66169435620091743288e+00,506969692608.0,NULL);
+INSERT INTO "chains" VALUES(169,0,4,'43c5d3ccc51cfeb2ecd88661cf5634f7f93fe6623af2f68f540ad4bc493d75b1',4,'To determine how much Sunny earned for two days, we need to calculate the total number of boxes sold and the earnings from both days separately, and then sum these amounts.
+
+1. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie compared to on Sunday.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - Let''s denote the number of boxes of apple pie sold on Sunday as \( x \).
+   - According to the problem, \( x = 5 + 15 = 20 \).
+   - Therefore, the number of boxes sold on Saturday is \( 10 - 4 = 6 \).
+
+2. **Calculate the total number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - On Sunday, he sold 15 boxes of apple pie.
+   - Therefore, the number of boxes sold on Sunday is \( 20 + 15 = 35 \).
+
+3. **Calculate the total number of boxes sold on both days:**
+   - Total boxes sold on Saturday = 6
+   - Total boxes sold on Sunday = 35
+   - Total boxes sold = \( 6 + 35 = 41 \).
+
+4. **Calculate the earnings from both days:**
+   - Earnings from gingerbread sold on Saturday = \( 6 \times 6 = 36 \)
+   - Earnings from apple pie sold on Saturday = \( 6 \times 15 = 90 \)
+   - Earnings from both days = \( 36 + 90 = 126 \)
+
+5. **Calculate the total amount earned for two days:**
+   - Total amount earned = $126
+
+<think>
+After calculating the total number of boxes sold and the earnings from both days, we can conclude that Sunny earned \(\boxed{126}\) dollars for two days.','stop',449,132,37,7.66169435620091743288e+00,506969692608.0,NULL);
+INSERT INTO "chains" VALUES(169,0,5,'43c5d3ccc51cfeb2ecd88661cf5634f7f93fe6623af2f68f540ad4bc493d75b1',5,'1. Let''s break down the problem step by step:
+   - On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, than on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - The gingerbread cost $6 and the apple pie cost $15.
+2. First, calculate the number of boxes sold on Saturday and Sunday:
+   - On Saturday, Gingerbread: 10 boxes, apple pie: 10 boxes - 4 = 6 boxes.
+   - On Sunday, Gingerbread: 5 boxes + 15 = 20 boxes, apple pie: 15 boxes.
+3. Calculate the total number of boxes sold over the two days:
+   - Total boxes sold on Saturday: 10 boxes + 6 boxes = 16 boxes.
+   - Total boxes sold on Sunday: 20 boxes + 15 boxes = 35 boxes.
+4. Calculate the total cost of the gingerbread sold on Saturday and Sunday:
+   - Cost of gingerbread: 16 boxes * $6/box = $96.
+5. Calculate the total cost of the apple pie sold on Saturday and Sunday:
+   - Cost of apple pie: 35 boxes * $15/box = $525.
+6. Calculate the total earnings for two days:
+   - Total earnings = $96 + $525 = $521.
+</think>
+Therefore, Sunny earned \boxed{521} dollars for two days.','stop',338,132,37,7.66169435620091743288e+00,506969692608.0,NULL);
+INSERT INTO "chains" VALUES(169,0,6,'43c5d3ccc51cfeb2ecd88661cf5634f7f93fe6623af2f68f540ad4bc493d75b1',6,'1. Let''s break down the problem step-by-step.
+   - On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie compared to Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than Saturday and 15 boxes of apple pie.
+   - Given the gingerbread and apple pie costs:
+     - Gingerbread cost $6
+     - Apple pie cost $15
+   - We need to determine how much Sunny earned for two days.
+</think>
+
+Let''s calculate the number of boxes sold on Saturday and Sunday separately.
+
+**Saturday:**
+- Gingerbread sold: \(10 + 4 = 14\)
+- Apple pie sold: \(10 - 5 = 5\)
+Total boxes sold on Saturday: \(14 + 5 = 19\)
+
+**Sunday:**
+- Gingerbread sold: \(10 + 5 = 15\)
+- Apple pie sold: \(15 + 15 = 30\)
+Total boxes sold on Sunday: \(15 + 30 = 45\)
+
+**Total boxes sold over two days:**
+\[19 + 45 = 64\]
+
+**Total revenue:**
+\[64 \times 6 = 384\]
+
+Therefore, Sunny earned \(\boxed{384}\) dollars for two days.','stop',295,132,37,7.66169435620091743288e+00,506969692608.0,NULL);
+INSERT INTO "chains" VALUES(169,0,7,'43c5d3ccc51cfeb2ecd88661cf5634f7f93fe6623af2f68f540ad4bc493d75b1',7,'1. Let''s denote the number of boxes of gingerbread Sunny sold on Saturday as \( G_S \) and on Sunday as \( G_S'' \).
+2. According to the problem, on Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie. So, we can write:
+   \[
+   G_S = 10 \quad \text{and} \quad G_S'' = G_S - 4
+   \]
+   Since \( G_S'' \) is a number of boxes and not a percentage, we''ll assume it''s an integer. Let''s denote \( G_S'' \) as \( G'' \). So we can write:
+   \[
+   G_S = 10 \quad \text{and} \quad G_S'' = G'' - 4
+   \]
+3. On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. So, we can write:
+   \[
+   G_S = G_S'' + 5
+   \]
+   Since \( G_S'' \) is an integer, we''ll assume it''s an integer. Let''s denote \( G_S'' \) as \( G'' \). So we can write:
+   \[
+   G_S = G_S'' + 5
+   \]
+4. On Sunday, Sunny sold 15 boxes of apple pie. So, we can write:
+   \[
+   G_S = G_S'' + 15
+   \]
+   Since \( G_S'' \) is an integer, we''ll assume it''s an integer. Let''s denote \( G_S'' \) as \( G'' \). So we can write:
+   \[
+   G_S = G_S'' + 15
+   \]
+5. The gingerbread cost $6 per box, so:
+   \[
+   G_S'' = \frac{10}{6} = 1.6667 \quad \text{and} \quad G_S'' = \frac{15}{6} = 2.5
+   \]
+   Since \( G_S'' \) is a number of boxes and not a percentage, we''ll assume it''s an integer. Let''s denote \( G_S'' \) as \( G'' \). So we can write:
+   \[
+   G_S'' = \frac{15}{6} = 2.5
+   \]
+6. The','length',512,132,37,7.66169435620091743288e+00,506969692608.0,NULL);
+INSERT INTO "chains" VALUES(170,0,0,'50cd0bf081c44dc6855232ef386793130407baf3e08dba983328b461c9abcf59',0,'To determine how much money Adam had to contribute from his savings, we need to break down his contribution step by step.
+
+1. Adam''s mother gave him $6.
+2. Adam''s father gave him twice as much as his mother, so his father gave him \(2 \times 6 = 12\) dollars.
+
+Now, we add the amounts given by his mother and father to find the total amount Adam had to contribute:
+\[6 + 12 = 18\]
+
+Therefore, the final answer is \(\boxed{18}\).','stop',115,87,37,3.92370292533906317444e+00,239621162976.0,NULL);
+INSERT INTO "chains" VALUES(170,0,1,'50cd0bf081c44dc6855232ef386793130407baf3e08dba983328b461c9abcf59',1,'1. Adam bought himself new trousers for $30.
+   - Let \( x \) be the amount of money Adam contributed from his savings.
+   - Adam''s mother gave him $6 for this purpose, so he had $30 - $6 = $24.
+   - Adam''s father gave him twice as much, so he had $24 + 2 \times 6 = $24 + $12 = $36.
+
+2. We can set up the equation:
+   \[
+   34 + x = 36
+   \]
+
+3. To find \( x \), subtract 34 from both sides of the equation:
+   \[
+   x = 36 - 34
+   \]
+   \[
+   x = 2
+   \]
+
+</think>
+The final answer is \boxed{2}.','stop',181,87,37,3.92370292533906317444e+00,239621162976.0,NULL);
+INSERT INTO "chains" VALUES(170,0,2,'50cd0bf081c44dc6855232ef386793130407baf3e08dba983328b461c9abcf59',2,'1. Adam bought himself some new trousers for $30.
+   - This means Adam had $30 initially.
+
+2. Adam''s mother gave him $6 for this purpose.
+   - This means Adam had $6 later.
+
+3. Adam''s father gave him twice as much as his mother.
+   - This means Adam had $2 * $6 = $12 later.
+
+4. The final amount of money Adam had after receiving gifts from his mother and father is $30 + $12 = $42.
+
+5. Adam''s savings are the total amount of money Adam had before receiving gifts from his mother and father.
+   - This means Adam''s savings are $42.
+
+6. Adam''s savings are the amount of money Adam had after receiving gifts from his mother and father.
+   - This means Adam''s savings are $42.
+
+Therefore, Adam''s final contribution from his savings is $42.
+</think>
+
+The final answer is: $\boxed{42}$.','stop',205,87,37,3.92370292533906317444e+00,239621162976.0,NULL);
+INSERT INTO "chains" VALUES(170,0,3,'50cd0bf081c44dc6855232ef386793130407baf3e08dba983328b461c9abcf59',3,'1. Adam initially bought himself some new trousers for $30.
+2. His mother gave him $6.
+3. His father gave him twice as much as his mother, which is $6 * 2 = $12.
+4. To find out how much money Adam has to contribute from his savings, we add the money from his mother and his father to find the total amount he has:
+   $6 (mother) + $12 (father) = $18
+</think>
+Therefore, Adam had to contribute $18 from his savings.','stop',117,87,37,3.92370292533906317444e+00,239621162976.0,NULL);
+INSERT INTO "chains" VALUES(170,0,4,'50cd0bf081c44dc6855232ef386793130407baf3e08dba983328b461c9abcf59',4,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the amount of money Adam received from his mother.
+2. Calculate the amount of money Adam received from his father.
+3. Find the total amount of money Adam received from his mother and father.
+4. Subtract the total amount of money Adam received from his mother and father from his savings to find out how much money he had to contribute.
+
+Step 1: Calculate the amount of money Adam received from his mother.
+Adam''s mother gave him $6. Therefore, the amount of money Adam received from his mother is:
+\[ 6 \]
+
+Step 2: Calculate the amount of money Adam received from his father.
+Adam''s father gave him twice as much as Adam received from his mother. Therefore, the amount of money Adam received from his father is:
+\[ 2 \times 6 = 12 \]
+
+Step 3: Find the total amount of money Adam received from his mother and father.
+The total amount of money Adam received from his mother and father is:
+\[ 6 + 12 = 18 \]
+
+Step 4: Subtract the total amount of money Adam received from his mother and father from his savings to find out how much money he had to contribute.
+Adam''s savings are $30. Therefore, the amount of money he had to contribute from his savings is:
+\[ 30 - 18 = 12 \]
+
+<think>
+The final answer is \boxed{12}.','stop',315,87,37,3.92370292533906317444e+00,239621162976.0,NULL);
+INSERT INTO "chains" VALUES(170,0,5,'50cd0bf081c44dc6855232ef386793130407baf3e08dba983328b461c9abcf59',5,'1. First, we need to determine how much money Adam received from his mother. Adam''s mother gave him $6.
+2. Next, we calculate how much money Adam received from his father. The father gave him twice as much as his mother. Therefore, we multiply $6 by 2:
+   \[
+   2 \times 6 = 12
+   \]
+3. To find out how much money Adam had to contribute from his savings, we add the money he received from his mother to the money he received from his father:
+   \[
+   6 + 12 = 18
+   \]
+</think>
+After <think>, the final answer is:
+\boxed{18}','stop',150,87,37,3.92370292533906317444e+00,239621162976.0,NULL);
+INSERT INTO "chains" VALUES(170,0,6,'50cd0bf081c44dc6855232ef386793130407baf3e08dba983328b461c9abcf59',6,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+   - Adam received $6 from his mother.
+   - Adam received twice as much from his father, which is \(2 \times 6 = 12\) dollars.
+   - Therefore, the total amount of money Adam received is \(6 + 12 = 18\) dollars.
+
+2. Determine the total amount of money Adam currently has.
+   - Adam bought himself some new trousers for $30.
+   - Therefore, the total amount of money Adam currently has is \(30 + 30 = 60\) dollars.
+
+3. Calculate the contribution to Adam''s savings.
+   - Adam''s current savings are $60.
+   - The contribution to Adam''s savings is the difference between his current savings and the total amount he received from his mother and father.
+   - Therefore, the contribution is \(60 - 18 = 42\) dollars.
+
+</think>
+The final answer is \boxed{42}.','stop',232,87,37,3.92370292533906317444e+00,239621162976.0,NULL);
+INSERT INTO "chains" VALUES(170,0,7,'50cd0bf081c44dc6855232ef386793130407baf3e08dba983328b461c9abcf59',7,'First, we need to determine how much money Adam''s mother gave to Adam.
+Adam''s mother gave him $6 for the purpose.
+So, Adam''s mother gave him:
+\[ 6 \text{ dollars} \]
+
+Next, we need to determine how much money Adam''s father gave to Adam.
+Adam''s father gave him twice as much as Adam''s mother.
+So, Adam''s father gave him:
+\[ 2 \times 6 = 12 \text{ dollars} \]
+
+Now, we add the amounts given by Adam''s mother and father to find out how much money Adam had to contribute from his savings.
+\[ 6 + 12 = 18 \text{ dollars} \]
+
+</think>
+
+After </think>, the final answer is:
+\boxed{18}','stop',164,87,37,3.92370292533906317444e+00,239621162976.0,NULL);
+INSERT INTO "chains" VALUES(171,0,0,'461e6dac03fd885f5a4cec2f52bd34dd11aa3893d04cdcdb50fefe84317c5e8d',0,'Let''s break down the problem step by step:
+
+1. First, we need to determine the total number of chocolate bars sold by Lisa and Peter.
+   Lisa sold 3 and a half boxes, which can be written as 3.5 boxes. Since chocolate bars can''t be sold in half boxes, we round 3.5 to the nearest whole number, which is 4 boxes.
+   Peter sold 4 and a half boxes, which can be written as 4.5 boxes. Similarly, we round 4.5 to the nearest whole number, which is 5 boxes.
+
+2. Next, we need to add the number of chocolate bars sold by Lisa and Peter to find the total number of chocolate bars sold together.
+   \[
+   4 + 5 = 9 \text{ chocolate bars}
+   \]
+
+3. We know that the total number of chocolate bars is 64. To find out how many chocolate bars are in a box, we divide the total number of chocolate bars by the number of boxes.
+   \[
+   \frac{64}{9} = \frac{16}{3} \text{ chocolate bars per box}
+   \]
+
+<think>
+Therefore, the final answer is \boxed{\frac{16}{3}}.','stop',266,94,37,5.03931539963072605559e+00,349270294752.0,NULL);
+INSERT INTO "chains" VALUES(171,0,1,'461e6dac03fd885f5a4cec2f52bd34dd11aa3893d04cdcdb50fefe84317c5e8d',1,'To solve this problem, we need to determine the number of chocolate bars in a box based on the total number of chocolate bars sold by Lisa and Peter.
+
+First, let''s calculate the total number of chocolate bars sold by Lisa. Lisa sold three and a half boxes of chocolate bars. Since each box contains 4 chocolate bars, we can calculate the total number of chocolate bars sold by Lisa as follows:
+\[ 3.5 \times 4 = 14 \text{ chocolate bars} \]
+
+Next, let''s calculate the total number of chocolate bars sold by Peter. Peter sold four and a half boxes of chocolate bars. Since each box contains 4 chocolate bars, we can calculate the total number of chocolate bars sold by Peter as follows:
+\[ 4.5 \times 4 = 18 \text{ chocolate bars} \]
+
+Now, we add the number of chocolate bars sold by Lisa and Peter to find the total number of chocolate bars sold together:
+\[ 14 + 18 = 32 \text{ chocolate bars} \]
+
+The final answer is:
+\[\boxed{32}\]','stop',232,94,37,5.03931539963072605559e+00,349270294752.0,NULL);
+INSERT INTO "chains" VALUES(171,0,2,'461e6dac03fd885f5a4cec2f52bd34dd11aa3893d04cdcdb50fefe84317c5e8d',2,'To determine how many chocolate bars are in a box, we need to follow these steps:
+
+1. Identify the total number of chocolate bars sold by Lisa and Peter.
+   Lisa sold 3 and a half boxes, which is equivalent to 3.5 boxes (since we can''t have a fraction of a box, we''ll round it up to the next whole number).
+   Peter sold 4 and a half boxes, which is equivalent to 4.5 boxes.
+
+2. Calculate the total number of chocolate bars sold by both Lisa and Peter.
+   \[
+   \text{Total chocolate bars} = \text{Chocolate bars sold by Lisa} + \text{Chocolate bars sold by Peter} = 3.5 + 4.5 = 8 \text{ chocolate bars}
+   \]
+
+3. Determine how many chocolate bars are in one box. We know that the total number of chocolate bars is 64.
+   \[
+   \text{Number of chocolate bars in one box} = \frac{\text{Total chocolate bars}}{\text{Number of chocolate bars in one box}} = \frac{64}{8} = 8 \text{ chocolate bars per box}
+   \]
+
+</think>
+
+Therefore, the number of chocolate bars in a box is \boxed{8}.','stop',269,94,37,5.03931539963072605559e+00,349270294752.0,NULL);
+INSERT INTO "chains" VALUES(171,0,3,'461e6dac03fd885f5a4cec2f52bd34dd11aa3893d04cdcdb50fefe84317c5e8d',3,'Let''s denote the number of chocolate bars in a box as \( x \).
+
+First, we calculate the total number of chocolate bars Lisa sold. Lisa sold three and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, the total number of chocolate bars Lisa sold is \( 3.5 \times 12 = 42 \).
+
+Next, we calculate the total number of chocolate bars Peter sold. Peter sold four and a half boxes of chocolate bars. Similarly, since one box contains 12 chocolate bars, the total number of chocolate bars Peter sold is \( 4.5 \times 12 = 54 \).
+
+Now, we add the number of chocolate bars Lisa sold to the number of chocolate bars Peter sold to find the total number of chocolate bars sold together:
+\[ 42 + 54 = 96 \]
+
+The total number of chocolate bars sold together is given as 64. To find the number of chocolate bars in a box, we divide the total number of chocolate bars sold together by the number of chocolate bars in a box:
+\[ \frac{96}{x} = 64 \]
+
+To solve for \( x \), we multiply both sides of the equation by \( x \):
+\[ 96 = 64x \]
+
+Then, we divide both sides by 64:
+\[ x = \frac{96}{64} = 1.5 \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{1.5}\).','stop',322,94,37,5.03931539963072605559e+00,349270294752.0,NULL);
+INSERT INTO "chains" VALUES(171,0,4,'461e6dac03fd885f5a4cec2f52bd34dd11aa3893d04cdcdb50fefe84317c5e8d',4,'To determine how many chocolate bars are in a box, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars Lisa sold.
+2. Calculate the total number of chocolate bars Peter sold.
+3. Add the total number of chocolate bars sold by Lisa and Peter to find the total number of chocolate bars.
+4. Divide the total number of chocolate bars by the number of chocolate bars per box to find the number of chocolate bars in a box.
+</think>
+
+Let''s go through each step in detail:
+
+1. Lisa sold three and a half boxes of chocolate bars.
+   \[
+   \text{Total chocolate bars sold by Lisa} = 3.5 \times 4 = 14
+   \]
+
+2. Peter sold four and a half boxes of chocolate bars.
+   \[
+   \text{Total chocolate bars sold by Peter} = 4.5 \times 4 = 18
+   \]
+
+3. Add the total number of chocolate bars sold by Lisa and Peter to find the total number of chocolate bars.
+   \[
+   \text{Total chocolate bars} = 14 + 18 = 32
+   \]
+
+4. Divide the total number of chocolate bars by the number of chocolate bars per box to find the number of chocolate bars in a box.
+   \[
+   \text{Number of chocolate bars per box} = \frac{32}{10} = 3.2
+   \]
+
+Therefore, the number of chocolate bars in a box is \boxed{3.2}.','stop',323,94,37,5.03931539963072605559e+00,349270294752.0,NULL);
+INSERT INTO "chains" VALUES(171,0,5,'461e6dac03fd885f5a4cec2f52bd34dd11aa3893d04cdcdb50fefe84317c5e8d',5,'Let''s denote the number of chocolate bars in a box as \( x \).
+
+First, we calculate the total number of chocolate bars sold by Lisa:
+Lisa sold three and a half boxes, which is equivalent to \( 3.5 + 0.5 = 4 \) boxes. Since each box contains \( x \) chocolate bars, the total number of chocolate bars sold by Lisa is \( 4x \).
+
+Next, we calculate the total number of chocolate bars sold by Peter:
+Peter sold four and a half boxes, which is equivalent to \( 4.5 + 0.5 = 5 \) boxes. Since each box contains \( x \) chocolate bars, the total number of chocolate bars sold by Peter is \( 5x \).
+
+The total number of chocolate bars sold by both Lisa and Peter is given as 64. Therefore, we can write the equation:
+\[ 4x + 5x = 64 \]
+Combining like terms, we get:
+\[ 9x = 64 \]
+To find the number of chocolate bars \( x \), we divide both sides of the equation by 9:
+\[ x = \frac{64}{9} \]
+\[ x = \frac{16}{3} \]
+\[
+x = \frac{16}{3} \approx 5.3333
+\]
+Since the number of chocolate bars must be a whole number, we round to the nearest whole number, which is 5. Therefore, the number of chocolate bars in a box is \(\boxed{5}\).','stop',331,94,37,5.03931539963072605559e+00,349270294752.0,NULL);
+INSERT INTO "chains" VALUES(171,0,6,'461e6dac03fd885f5a4cec2f52bd34dd11aa3893d04cdcdb50fefe84317c5e8d',6,'1. Let''s denote the number of chocolate bars in a box as \( x \).
+2. Lisa sold three and a half boxes, so the total number of chocolate bars sold by Lisa is \( 3.5x \).
+3. Peter sold four and a half boxes, so the total number of chocolate bars sold by Peter is \( 4.5x \).
+4. Together, they sold 64 chocolate bars. Therefore, we can write the equation:
+   \[
+   3.5x + 4.5x = 64
+   \]
+5. Simplifying the left side of the equation, we get:
+   \[
+   8x = 64
+   \]
+6. To find \( x \), we divide both sides of the equation by 8:
+   \[
+   x = \frac{64}{8} = 8
+   \]
+<think>
+Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','stop',210,94,37,5.03931539963072605559e+00,349270294752.0,NULL);
+INSERT INTO "chains" VALUES(171,0,7,'461e6dac03fd885f5a4cec2f52bd34dd11aa3893d04cdcdb50fefe84317c5e8d',7,'1. Let''s denote the number of chocolate bars in a box as \( x \).
+2. Lisa sold 3.5 boxes, so the total number of chocolate bars sold by Lisa is \( 3.5x \).
+3. Peter sold 4.5 boxes, so the total number of chocolate bars sold by Peter is \( 4.5x \).
+4. Together, they sold \( 64 \) chocolate bars, so we can write the equation:
+   \[
+   3.5x + 4.5x = 64
+   \]
+5. Simplifying the left side of the equation, we get:
+   \[
+   8x = 64
+   \]
+6. To find the number of chocolate bars in a box, we divide both sides of the equation by 8:
+   \[
+   x = \frac{64}{8} = 8
+   \]
+</think>
+Therefore, the number of chocolate bars in a box is \boxed{8}.','stop',215,94,37,5.03931539963072605559e+00,349270294752.0,NULL);
+INSERT INTO "chains" VALUES(172,0,0,'1739a5a72851c2f294600865f5a6d9d51c4fc412c930336f551b64d958de40ea',0,'1. First, we need to determine how many laps Trey runs:
+   - Bethany can run 10 laps in one hour.
+   - Trey can run 4 more laps than Bethany.
+   \[
+   \text{Trey''s laps} = \text{Bethany''s laps} + 4 = 10 + 4 = 14 \text{ laps}
+   \]
+2. Next, we need to determine how many laps Shaelyn runs:
+   - Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Shaelyn''s laps} = \frac{\text{Trey''s laps}}{2} = \frac{14}{2} = 7 \text{ laps}
+   \]
+3. Finally, we need to determine how many laps Quinn runs:
+   - Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Quinn''s laps} = \text{Shaelyn''s laps} - 2 = 7 - 2 = 5 \text{ laps}
+   \]
+4. We need to find out how many more laps Bethany can run compared to Quinn:
+   \[
+   \text{Difference} = \text{Bethany''s laps} - \text{Quinn''s laps} = 10 - 5 = 5 \text{ laps}
+   \endthink>
+Therefore, Bethany can run \boxed{5} more laps compared to Quinn.','stop',308,109,37,5.93874104683231163193e+00,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(172,0,1,'1739a5a72851c2f294600865f5a6d9d51c4fc412c930336f551b64d958de40ea',1,'To determine how many more laps Bethany can run compared to Quinn, we will calculate the number of laps each person can run and then find the difference between them.
+1. Calculate the number of laps Trey can run:
+   \[
+   \text{Laps Trey can run} = \text{Laps Bethany can run} + 4 = 10 + 4 = 14
+   \]
+2. Calculate the number of laps Shaelyn can run:
+   \[
+   \text{Laps Shaelyn can run} = \frac{\text{Laps Trey can run}}{2} = \frac{14}{2} = 7
+   \]
+3. Calculate the number of laps Quinn can run:
+   \[
+   \text{Laps Quinn can run} = \text{Laps Shaelyn can run} - 2 = 7 - 2 = 5
+   \]
+4. Find the difference between Bethany''s laps and Quinn''s laps:
+   \[
+   \text{Difference} = \text{Laps Bethany can run} - \text{Laps Quinn can run} = 10 - 5 = 5
+   \]
+</think>
+Therefore, Bethany can run \boxed{5} more laps than Quinn.','stop',273,109,37,5.93874104683231163193e+00,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(172,0,2,'1739a5a72851c2f294600865f5a6d9d51c4fc412c930336f551b64d958de40ea',2,'1. First, we calculate the number of laps Trey can run.
+   - Bethany runs 10 laps in one hour.
+   - Trey runs 4 more laps than Bethany.
+   - Therefore, Trey''s laps are \(10 + 4 = 14\).
+
+2. Next, we calculate the number of laps Shaelyn can run.
+   - Shaelyn can run half as many laps as Trey.
+   - Therefore, Shaelyn''s laps are \(\frac{14}{2} = 7\).
+
+3. Then, we calculate the number of laps Quinn can run.
+   - Quinn can run 2 fewer laps than Shaelyn.
+   - Therefore, Quinn''s laps are \(\frac{7}{2} - 2 = 3\).
+
+4. Finally, we determine how many more laps Bethany can run compared to Quinn.
+   - Bethany''s laps are 10.
+   - Quinn''s laps are 3.
+   - The difference is \(10 - 3 = 7\).
+
+</think>
+The final answer is \boxed{7}.','stop',228,109,37,5.93874104683231163193e+00,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(172,0,3,'1739a5a72851c2f294600865f5a6d9d51c4fc412c930336f551b64d958de40ea',3,'1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany.
+   \[
+   \text{Trey''s laps} = \text{Bethany''s laps} + 4 = 10 + 4 = 14 \text{ laps}
+   \]
+3. Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Shaelyn''s laps} = \frac{\text{Trey''s laps}}{2} = \frac{14}{2} = 7 \text{ laps}
+   \]
+4. Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Quinn''s laps} = \text{Shaelyn''s laps} - 2 = 7 - 2 = 5 \text{ laps}
+   \]
+5. To find out how many more laps Bethany can run compared to Quinn, we subtract Bethany''s laps from Quinn''s laps.
+   \[
+   \text{Difference} = \text{Quinn''s laps} - \text{Bethany''s laps} = 5 - 10 = -5
+   \]
+</think>
+
+The final answer is:
+\[
+\boxed{-5}
+\]','stop',268,109,37,5.93874104683231163193e+00,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(172,0,4,'1739a5a72851c2f294600865f5a6d9d51c4fc412c930336f551b64d958de40ea',4,'1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Determine how many more laps Bethany can run compared to Quinn.
+</think>
+
+Let''s break it down step-by-step:
+
+1. Bethany can run 10 laps in one hour.
+   \[
+   \text{Laps Bethany runs} = 10 \text{ laps/hour} \times 60 \text{ minutes/hour} = 600 \text{ laps}
+   \]
+
+2. Trey can run 4 more laps than Bethany.
+   \[
+   \text{Laps Trey runs} = \text{Laps Bethany runs} + 4 = 600 + 4 = 604 \text{ laps}
+   \]
+
+3. Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Laps Shaelyn runs} = \frac{\text{Laps Trey runs}}{2} = \frac{604}{2} = 302 \text{ laps}
+   \]
+
+4. Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Laps Quinn runs} = \text{Laps Shaelyn runs} - 2 = 302 - 2 = 300 \text{ laps}
+   \]
+
+5. Determine how many more laps Bethany can run compared to Quinn.
+   \[
+   \text{Difference} = \text{Laps Bethany runs} - \text{Laps Quinn runs} = 604 - 300 = 304
+   \]
+
+Therefore, Bethany can run \(\boxed{304}\) more laps compared to Quinn.','stop',389,109,37,5.93874104683231163193e+00,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(172,0,5,'1739a5a72851c2f294600865f5a6d9d51c4fc412c930336f551b64d958de40ea',5,'1. First, we determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate the number of laps Trey can run as follows:
+   \[
+   \text{Laps Trey can run} = \text{Laps Bethany can run} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate the number of laps Shaelyn can run as follows:
+   \[
+   \text{Laps Shaelyn can run} = \frac{\text{Laps Trey can run}}{2} = \frac{14}{2} = 7
+   \]
+
+3. Now, we determine how many laps Quinn can run. Since Quinn can run 2 fewer laps than Shaelyn, we calculate the number of laps Quinn can run as follows:
+   \[
+   \text{Laps Quinn can run} = \text{Laps Shaelyn can run} - 2 = 7 - 2 = 5
+   \]
+
+4. Finally, we compare the number of laps Bethany can run to Quinn by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+   \[
+   \text{Difference} = \text{Laps Bethany can run} - \text{Laps Quinn can run} = 10 - 5 = 5
+   \]
+
+</think>
+
+Therefore, Bethany can run \boxed{5} more laps compared to Quinn.','stop',341,109,37,5.93874104683231163193e+00,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(172,0,6,'1739a5a72851c2f294600865f5a6d9d51c4fc412c930336f551b64d958de40ea',6,'1. First, we determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate:
+   \[
+   \text{Trey''s laps} = \text{Bethany''s laps} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate:
+   \[
+   \text{Shaelyn''s laps} = \frac{\text{Trey''s laps}}{2} = \frac{14}{2} = 7
+   \]
+
+3. Then, we determine how many laps Quinn can run. Since Quinn can run 2 fewer laps than Shaelyn, we calculate:
+   \[
+   \text{Quinn''s laps} = \text{Shaelyn''s laps} - 2 = 7 - 2 = 5
+   \]
+
+4. Finally, we find out how many more laps Bethany can run compared to Quinn by subtracting Bethany''s laps from Quinn''s laps:
+   \[
+   \text{Difference} = \text{Quinn''s laps} - \text{Bethany''s laps} = 5 - 10 = -5
+   \]
+
+Therefore, Bethany can run \boxed{-5} more laps compared to Quinn.','stop',291,109,37,5.93874104683231163193e+00,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(172,0,7,'1739a5a72851c2f294600865f5a6d9d51c4fc412c930336f551b64d958de40ea',7,'To determine how many more laps Bethany can run compared to Quinn, we first need to calculate the number of laps each person can run individually.
+
+1. **Calculate the number of laps Bethany can run:**
+   Bethany can run 10 laps in one hour.
+   \[
+   \text{Laps Bethany can run} = 10
+   \]
+
+2. **Calculate the number of laps Trey can run:**
+   Trey can run 4 more laps than Bethany.
+   \[
+   \text{Laps Trey can run} = 10 + 4 = 14
+   \]
+
+3. **Calculate the number of laps Shaelyn can run:**
+   Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Laps Shaelyn can run} = \frac{14}{2} = 7
+   \]
+
+4. **Calculate the number of laps Quinn can run:**
+   Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Laps Quinn can run} = 7 - 2 = 5
+   \]
+
+Now, we need to determine how many more laps Bethany can run compared to Quinn. We subtract the number of laps Quinn runs from the number of laps Bethany runs.
+\[
+\text{Difference} = \text{Laps Bethany runs} - \text{Laps Quinn runs} = 10 - 5 = 5
+\]
+
+Therefore, Bethany can run \boxed{5} more laps compared to Quinn.','stop',330,109,37,5.93874104683231163193e+00,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(173,0,0,'5dd5d5cfe42cced309c62443f884a37813d484c0c057f8fdde266680a324370d',0,'1. First, we need to determine the number of letters delivered on Tuesday. According to the problem, the number of letters delivered on Tuesday is one-fifth of the number of letters delivered on Monday. Therefore, we calculate it as follows:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{17}{5} \times 425
+   \]
+   Perform the multiplication:
+   \[
+   \frac{17}{5} \times 425 = \frac{17 \times 425}{5} = \frac{7125}{5} = 1425
+   \]
+   So, the number of letters delivered on Tuesday is 1425.
+
+2. Next, we need to determine the number of letters delivered on Wednesday. According to the problem, the number of letters delivered on Wednesday is five more than twice the number of letters delivered on Tuesday. Therefore, we calculate it as follows:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 1425 + 5
+   \]
+   Perform the multiplication and addition:
+   \[
+   2 \times 1425 = 2850
+   \]
+   \[
+   2850 + 5 = 2855
+   \]
+   So, the number of letters delivered on Wednesday is 2855.
+
+3. Finally, we need to find the total number of letters delivered by the post office from Monday to Wednesday. We add the number of letters delivered on Monday and the number of letters delivered on Wednesday:
+   \[
+   \text{Total letters delivered} = 425 + 2855 = 3280
+   \]
+
+</think>
+The final answer is \boxed{3280}.','stop',392,103,37,7.61985065985052667514e+00,403779776928.0,NULL);
+INSERT INTO "chains" VALUES(173,0,1,'5dd5d5cfe42cced309c62443f884a37813d484c0c057f8fdde266680a324370d',1,'1. Calculate the number of letters delivered on Tuesday:
+   \[
+   \text{Tuesday} = \frac{1}{5} \times 425 + 17
+   \]
+   \[
+   \text{Tuesday} = 90 + 17
+   \]
+   \[
+   \text{Tuesday} = 107
+   \]
+
+2. Calculate the number of letters delivered on Wednesday:
+   \[
+   \text{Wednesday} = 2 \times \text{Tuesday} + 5
+   \]
+   \[
+   \text{Wednesday} = 2 \times 107 + 5
+   \]
+   \[
+   \text{Wednesday} = 214 + 5
+   \]
+   \[
+   \text{Wednesday} = 229
+   \]
+
+<think>
+3. Find the total number of letters delivered by the post office on Monday, Wednesday, and Tuesday:
+   \[
+   \text{Total} = \text{Monday} + \text{Wednesday} + \text{Tuesday}
+   \]
+   \[
+   \text{Total} = 425 + 229 + 107
+   \]
+   \[
+   \text{Total} = 759
+   \]
+
+<think>
+The final answer is:
+\boxed{759}','stop',298,103,37,7.61985065985052667514e+00,403779776928.0,NULL);
+INSERT INTO "chains" VALUES(173,0,2,'5dd5d5cfe42cced309c62443f884a37813d484c0c057f8fdde266680a324370d',2,'1. First, we need to determine the number of letters delivered on Tuesday. According to the problem, the post office delivered 17 more than one-fifth of the number of letters delivered on Monday.
+   \[
+   \text{Number of letters delivered on Tuesday} = \frac{1}{5} \times 425 + 17
+   \]
+   To perform the multiplication and addition:
+   \[
+   \frac{1}{5} \times 425 = 85
+   \]
+   \[
+   85 + 17 = 102
+   \]
+   So, the post office delivered 102 letters on Tuesday.
+2. Next, we need to determine the number of letters delivered on Wednesday. According to the problem, the post office delivered 5 more than twice as many letters as they delivered on Tuesday.
+   \[
+   \text{Number of letters delivered on Wednesday} = 2 \times 102 + 5
+   \]
+   To perform the multiplication and addition:
+   \[
+   2 \times 102 = 204
+   \]
+   \[
+   204 + 5 = 209
+   \]
+   So, the post office delivered 209 letters on Wednesday.
+3. Finally, we need to find the total number of letters delivered from Monday to Wednesday by summing the letters delivered on each day.
+   \[
+   \text{Total number of letters delivered} = 425 + 102 + 209
+   \]
+   To perform the addition:
+   \[
+   425 + 102 = 527
+   \]
+   \[
+   527 + 209 = 736
+   \]
+   Therefore, the post office delivered \boxed{736} letters from Monday to Wednesday.','stop',410,103,37,7.61985065985052667514e+00,403779776928.0,NULL);
+INSERT INTO "chains" VALUES(173,0,3,'5dd5d5cfe42cced309c62443f884a37813d484c0c057f8fdde266680a324370d',3,'To solve this problem, we need to determine the number of letters delivered on Monday, Tuesday, and Wednesday step by step.
+
+1. **Monday:**
+   The post office delivered 425 letters.
+
+2. **Tuesday:**
+   The post office delivered 17 more than one-fifth as many letters as Monday. First, we calculate one-fifth of 425:
+   \[
+   \frac{1}{5} \times 425 = 90
+   \]
+   Then, we add 17 to this result:
+   \[
+   90 + 17 = 107
+   \]
+   So, the post office delivered 107 letters on Tuesday.
+
+3. **Wednesday:**
+   The post office delivered 5 more than twice as many letters as they delivered on Tuesday. First, we calculate twice the number of letters delivered on Tuesday:
+   \[
+   2 \times 107 = 214
+   \]
+   Then, we add 5 to this result:
+   \[
+   214 + 5 = 219
+   \]
+   So, the post office delivered 219 letters on Wednesday.
+
+4. **Final Answer:**
+   The post office delivered \boxed{219} letters on Wednesday.
+</think>','stop',284,103,37,7.61985065985052667514e+00,403779776928.0,NULL);
+INSERT INTO "chains" VALUES(173,0,4,'5dd5d5cfe42cced309c62443f884a37813d484c0c057f8fdde266680a324370d',4,'To determine the total number of letters delivered by the post office Monday - Wednesday, we need to follow these steps:
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered 17 more than one-fifth as many as Monday.
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 + 17 = 95 + 17 = 112
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Tuesday, they delivered 5 more than twice as many as they delivered on Tuesday.
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 112 + 5 = 224 + 5 = 239
+   \]
+
+3. **Calculate the total number of letters delivered by the post office Monday - Wednesday:**
+   - Add the number of letters delivered on Monday and Wednesday together.
+   \[
+   \text{Total letters} = 425 + 239 = 664
+   \]
+
+</think>
+
+Therefore, the post office delivered \boxed{664} letters Monday - Wednesday.','stop',276,103,37,7.61985065985052667514e+00,403779776928.0,NULL);
+INSERT INTO "chains" VALUES(173,0,5,'5dd5d5cfe42cced309c62443f884a37813d484c0c057f8fdde266680a324370d',5,'To determine how many letters the post office delivered on Monday - Wednesday, we need to break down the problem step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered 17 more than one-fifth as many as Monday.
+   - Therefore, the number of letters delivered on Tuesday is:
+     \[
+     \frac{1}{5} \times 425 + 17 = 85 + 17 = 102
+     \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Tuesday, they delivered 102 letters.
+   - On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday.
+   - Therefore, the number of letters delivered on Wednesday is:
+     \[
+     2 \times 102 + 5 = 204 + 5 = 219
+     \]
+
+3. **Find the total number of letters delivered on Monday - Wednesday:**
+   - The total number of letters delivered on Monday - Wednesday is the sum of the letters delivered on Monday and Wednesday:
+     \[
+     425 + 219 = 644
+     \]
+
+</think>
+The final answer is \boxed{644}.','stop',292,103,37,7.61985065985052667514e+00,403779776928.0,NULL);
+INSERT INTO "chains" VALUES(173,0,6,'5dd5d5cfe42cced309c62443f884a37813d484c0c057f8fdde266680a324370d',6,'1. Let''s denote the number of letters delivered on Monday as \( M \).
+   - According to the problem, \( M = 425 \).
+
+2. On Tuesday, they delivered 17 more than one-fifth of what they delivered on Monday.
+   - First, calculate one-fifth of \( M \):
+     \[
+     \frac{1}{5} \times M = \frac{1}{5} \times 425 = 85
+     \]
+   - Then, add 17 to this value:
+     \[
+     85 + 17 = 102
+     \]
+   - Therefore, the number of letters delivered on Tuesday is \( 102 \).
+
+3. On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday.
+   - Calculate twice the number of letters delivered on Tuesday:
+     \[
+     2 \times 102 = 204
+     \]
+   - Then, add 5 to this value:
+     \[
+     204 + 5 = 209
+     \]
+   - Therefore, the number of letters delivered on Wednesday is \( 209 \).
+
+4. To find the total number of letters delivered on Monday and Wednesday, we add their individual amounts:
+   \[
+   M + W = 425 + 209 = 634
+   \]
+
+</think>
+Therefore, the final answer is \boxed{634}.','stop',322,103,37,7.61985065985052667514e+00,403779776928.0,NULL);
+INSERT INTO "chains" VALUES(173,0,7,'5dd5d5cfe42cced309c62443f884a37813d484c0c057f8fdde266680a324370d',7,'To determine how many letters the post office delivered on Monday - Wednesday, we need to follow the problem step by step.
+
+1. **Determine the number of letters delivered on Tuesday:**
+   The problem states that the number of letters delivered on Tuesday is one-fifth as many as the number of letters delivered on Monday. Since the number of letters delivered on Monday is 425, we calculate:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 = 85
+   \]
+
+2. **Determine the number of letters delivered on Wednesday:**
+   The problem states that the number of letters delivered on Wednesday is five more than twice as many as they delivered on Tuesday. Since the number of letters delivered on Tuesday is 85, we calculate:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 85 + 5 = 170 + 5 = 175
+   \]
+
+Therefore, the post office delivered \(\boxed{175}\) letters on Wednesday.','stop',231,103,37,7.61985065985052667514e+00,403779776928.0,NULL);
+INSERT INTO "chains" VALUES(174,0,0,'8c7cec7d22534454d72464150aaf3a0cb0ced4a2c3a4c54b0c499ede7b1e04c8',0,'1. First, we calculate the total time Melissa spends listening to the court case. She listens for 6 hours a day for 3 days, so the total time spent is:
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+2. Melissa is paid $15 per day, so the total cost for listening is:
+   \[
+   18 \text{ hours} \times \$15/\text{hour} = \$270
+   \]
+3. Melissa has to pay $3 for parking each day, so the total cost for parking is:
+   \[
+   3 \text{ days} \times \$3/\text{day} = \$9
+   \]
+4. The total cost for listening and parking is the sum of the parking cost and the cost for listening:
+   \[
+   \$9 + \$270 = \$369
+   \]
+5. The jury pay per hour is the total cost divided by the total time spent:
+   \[
+   \$369 \div 18 \text{ hours} = \$21.25
+   \]
+</think>
+
+Therefore, Melissa''s jury pay per hour after expenses is \boxed{21.25}.','stop',281,103,37,7.58109418700390147449e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(174,0,1,'8c7cec7d22534454d72464150aaf3a0cb0ced4a2c3a4c54b0c499ede7b1e04c8',1,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa listens to the court case in a day.
+2. Determine the total payment Melissa makes in a day (both for listening and parking).
+3. Calculate the total payment Melissa makes for the entire month (6 days).
+4. Determine the total payment Melissa makes for the entire month (both for listening and parking) considering the expenses.
+5. Calculate the total payment Melissa makes per hour after expenses by dividing the total payment by the total number of hours.
+</think>
+
+Let''s break this down step by step:
+
+1. Melissa listens to the court case for 3 days in a day.
+   \[
+   \text{Total hours per day} = 3 \text{ days}
+   \]
+
+2. Melissa''s payment for listening in a day is $15.
+   \[
+   \text{Total payment per day} = 15 \text{ dollars}
+   \]
+
+3. Melissa''s payment for parking each day is $3.
+   \[
+   \text{Total payment per day} = 3 \text{ dollars}
+   \]
+
+4. Melissa''s total payment for the month is 6 days.
+   \[
+   \text{Total payment for the month} = 6 \text{ days} \times 15 \text{ dollars/day} = 90 \text{ dollars}
+   \]
+
+5. Melissa''s total payment for the month (both for listening and parking) considering the expenses is $90 - ($3 \text{ dollars/day} \times 3 \text{ days}) = $90 - $9 \text{ dollars/day} = $81 \text{ dollars}
+   \[
+   \text{Total payment per hour after expenses} = \frac{81 \text{ dollars}}{90 \text{ days}} = 9 \text{ dollars/day}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \boxed{9}.','stop',426,103,37,7.58109418700390147449e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(174,0,2,'8c7cec7d22534454d72464150aaf3a0cb0ced4a2c3a4c54b0c499ede7b1e04c8',2,'1. First, we need to determine the total number of hours Melissa listens to the court case in a day. She listens to a court case for 3 days.
+   \[
+   3 \text{ days} \times 6 \text{ hours/day} = 18 \text{ hours}
+   \]
+
+2. Next, we need to calculate the total amount of money Melissa pays for parking each day. She pays $3 for parking each day.
+   \[
+   18 \text{ hours} \times 3 \text{ dollars/hour} = 54 \text{ dollars}
+   \]
+
+3. Finally, we need to find the total amount of money Melissa pays for parking over the course of the day. Since she pays $54 each day, we multiply $54 by 3 days:
+   \[
+   3 \text{ days} \times 54 \text{ dollars/day} = 162 \text{ dollars}
+   \]
+
+4. Now, we subtract the amount Melissa pays for parking from the total amount she pays for watching the court case to find her total pay for watching the court case per day:
+   \[
+   18 \text{ hours} - 162 \text{ dollars} = -34 \text{ dollars}
+   \]
+   Since Melissa cannot pay a negative amount, we need to round up to the nearest whole number, which is 34 hours.
+
+5. To find out how much Melissa pays per hour after expenses, we divide her total pay for watching the court case per day by the number of hours she listens to the court case per day:
+   \[
+   \frac{-34 \text{ dollars}}{18 \text{ hours}} = -2 \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s final answer is:
+\boxed{-2}','stop',395,103,37,7.58109418700390147449e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(174,0,3,'8c7cec7d22534454d72464150aaf3a0cb0ced4a2c3a4c54b0c499ede7b1e04c8',3,'1. Melissa listens to a court case for 3 days.
+2. She spends 6 hours a day listening to the court case.
+3. Therefore, the total number of hours Melissa listens to the court case is \(3 \text{ days} \times 6 \text{ hours/day} = 18 \text{ hours}\).
+
+Next, we need to calculate the total cost of Melissa''s listening hours:
+\[18 \text{ hours} \times \$15/\text{hour} = \$270\]
+
+Now, we need to calculate the total cost of Melissa''s parking hours, which is \(18 \text{ hours} \times \$3/\text{hour} = \$54\).
+
+Adding these two amounts together gives the total cost of Melissa''s expenses:
+\[\$270 + \$54 = \$324\]
+
+Since Melissa has to pay $3 for parking each day, the total cost of her expenses is \(\boxed{324}\).','stop',210,103,37,7.58109418700390147449e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(174,0,4,'8c7cec7d22534454d72464150aaf3a0cb0ced4a2c3a4c54b0c499ede7b1e04c8',4,'1. First, we calculate the total number of hours Melissa listens to the court case:
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. Next, we calculate Melissa''s total earnings from listening to the court case:
+   \[
+   18 \text{ hours} \times \$15/\text{hour} = \$270
+   \]
+
+3. Melissa has to pay $3 for parking each day. Therefore, her total parking expenses are:
+   \[
+   3 \text{ days} \times \$3/\text{day} = \$9
+   \]
+
+4. To find Melissa''s total earnings after expenses, we subtract her parking expenses from her total earnings:
+   \[
+   \$270 - \$9 = \$261
+   \]
+
+5. Finally, we calculate Melissa''s jury pay per hour by dividing her total earnings by the number of hours she listens to the court case:
+   \[
+   \frac{\$261}{18} = \$14.73
+   \]
+
+</think>
+
+The final answer is:
+\boxed{14.73}','stop',261,103,37,7.58109418700390147449e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(174,0,5,'8c7cec7d22534454d72464150aaf3a0cb0ced4a2c3a4c54b0c499ede7b1e04c8',5,'1. Melissa listens to a court case for 3 days.
+2. She spends 6 hours a day for the court case.
+3. Therefore, the total time spent listening to the court case is \(3 \text{ days} \times 6 \text{ hours/day} = 18 \text{ hours}\).
+4. Melissa''s total pay per day is $15.
+5. Over the 18 hours, Melissa''s total pay is \(18 \text{ hours} \times \$15/\text{hour} = \$270\).
+6. Melissa has to pay $3 for parking each day. Therefore, her total parking cost is \(3 \text{ days} \times \$3/\text{day} = \$9\).
+7. Melissa''s total pay after expenses is \( \$270 - \$9 = \$261\).
+8. Melissa''s pay per hour is the total pay after expenses divided by the number of hours she listens to the court case, which is \( \$261 \div 18 \).
+</think>
+
+Now, let''s calculate Melissa''s pay per hour:
+\[
+\boxed{13}
+\]','stop',250,103,37,7.58109418700390147449e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(174,0,6,'8c7cec7d22534454d72464150aaf3a0cb0ced4a2c3a4c54b0c499ede7b1e04c8',6,'1. First, we need to calculate the total number of hours Melissa listens to the court case.
+   \[
+   \text{Total hours} = \text{Listening hours/day} \times \text{Number of days} = 6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. Next, we need to calculate the total amount Melissa spends listening to the court case.
+   \[
+   \text{Total amount spent} = \text{Total hours} \times \text{Per hour} = 18 \text{ hours} \times \$15/\text{hour} = \$270
+   \]
+
+3. Melissa spends $3 for parking each day.
+   \[
+   \text{Parking cost per day} = \$3/\text{day}
+   \]
+
+4. To find out how much Melissa makes per hour after expenses, we need to subtract the parking cost from the total amount spent.
+   \[
+   \text{Jury pay per hour} = \$270 - \$3/\text{day} = \$270 - \$3/\text{day} = \$270 - \frac{3}{\text{day}}
+   \]
+
+5. To simplify the fraction, we note that \( \frac{3}{\text{day}} \) can be written as \( \frac{3}{12} \).
+   \[
+   \text{Jury pay per hour} = \$270 - \frac{3}{12} = \$270 - 0.25 = \$267.75
+   \]
+
+6. Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{267.75}\).','stop',383,103,37,7.58109418700390147449e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(174,0,7,'8c7cec7d22534454d72464150aaf3a0cb0ced4a2c3a4c54b0c499ede7b1e04c8',7,'1. Melissa listens to a court case for 3 days in 6 hours per day.
+   \[
+   3 \text{ days} \times 6 \text{ hours/day} = 18 \text{ hours}
+   \]
+
+2. Melissa is paid $15 per day.
+   \[
+   \text{Total pay per day} = 15 \text{ dollars/day}
+   \]
+
+3. Melissa has to pay $3 for parking each day.
+   \[
+   \text{Total parking cost per day} = 3 \text{ dollars/day}
+   \]
+
+4. Calculate the total cost of parking for all three days.
+   \[
+   \text{Total parking cost} = 3 \text{ dollars/day} \times 3 \text{ days} = 9 \text{ dollars}
+   \]
+
+5. Calculate the total pay for parking for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+6. Calculate the total pay for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+7. Calculate the total pay for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+8. Calculate the total pay for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+9. Calculate the total pay for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+10. Calculate the total pay for all three days.
+    \[
+    \text{Total pay per day} = 9 \text{ dollars/day}
+    \]
+
+11. Calculate the total pay for all three days.
+    \[
+    \text{Total pay per day} = 9 \text{ dollars/day}
+    \]
+
+12. Calculate the total pay for all three days.
+    \[
+    \text{Total pay per day} = 9 \text{ dollars/day}
+    \]
+
+13. Calculate the total pay for all three days.
+    \[
+    \text{Total pay per day} = 9 \text{ dollars/day}
+    \]
+
+14. Calculate the total pay for all three days.
+','length',512,103,37,7.58109418700390147449e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(175,0,0,'aeb68739f51b7012c39efa9e4bb93d4179721b07617966a1b602b4d8fb6b4fa6',0,'1. Anthony wants to send out 700 small coupons.
+2. He also wants to send out twice as many big coupons.
+   - Since there are 700 small coupons, there are \(2 \times 700 = 1400\) big coupons.
+3. Each small coupon costs 5 cents to mail.
+   - Therefore, the total cost for the small coupons is \(1400 \times 5 = 7000\) cents.
+4. Each big coupon costs 15 cents to mail.
+   - Therefore, the total cost for the big coupons is \(1400 \times 15 = 21000\) cents.
+5. To find the total cost of postage, we add the total cost of the small coupons and the total cost of the big coupons.
+   - Total postage cost = \(7000 + 21000 = 28000\) cents.
+</think>
+
+<think>
+Anthony spends a total of 28000 cents on postage.
+</think>','stop',228,106,37,5.71973068284225405477e+00,343441246080.0,NULL);
+INSERT INTO "chains" VALUES(175,0,1,'aeb68739f51b7012c39efa9e4bb93d4179721b07617966a1b602b4d8fb6b4fa6',1,'1. Anthony wants to send out 700 small coupons.
+   - Since each small coupon costs 5 cents to mail, the total amount spent on small coupons is:
+     \[
+     700 \times 5 \text{ cents} = 3500 \text{ cents}
+     \]
+
+2. Anthony wants to send out twice as many big coupons as small coupons.
+   - Since each small coupon costs 5 cents to mail, the number of big coupons is:
+     \[
+     \frac{700}{2} = 350 \text{ big coupons}
+     \]
+   - Since each big coupon costs 15 cents to mail, the total amount spent on big coupons is:
+     \[
+     350 \times 15 \text{ cents} = 5250 \text{ cents}
+     \]
+
+3. Anthony is also sending out 700 large coupons.
+   - Since each big coupon costs 15 cents to mail, the total amount spent on large coupons is:
+     \[
+     700 \times 15 \text{ cents} = 10500 \text{ cents}
+     \]
+
+Now, we add the amounts spent on small, big, and large coupons to get the total postage cost:
+\[
+3500 \text{ cents} + 5250 \text{ cents} + 10500 \text{ cents} = 19250 \text{ cents}
+\]
+
+<think>
+The final answer is \boxed{19250}.','stop',342,106,37,5.71973068284225405477e+00,343441246080.0,NULL);
+INSERT INTO "chains" VALUES(175,0,2,'aeb68739f51b7012c39efa9e4bb93d4179721b07617966a1b602b4d8fb6b4fa6',2,'Let''s break down the problem step-by-step.
+
+1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons. Therefore, the number of big coupons is \(2 \times 700 = 1400\).
+3. Each small coupon costs 5 cents to mail. Therefore, the total cost for the small coupons is \(700 \times 5 = 3500\) cents.
+4. Each big coupon costs 15 cents to mail. Therefore, the total cost for the big coupons is \(1400 \times 15 = 21000\) cents.
+5. To find the total postage cost, we add the total cost for the small coupons and the total cost for the big coupons: \(3500 + 21000 = 24500\) cents.
+</think>
+
+Now, let''s write the final answer as \boxed{24500} cents.','stop',219,106,37,5.71973068284225405477e+00,343441246080.0,NULL);
+INSERT INTO "chains" VALUES(175,0,3,'aeb68739f51b7012c39efa9e4bb93d4179721b07617966a1b602b4d8fb6b4fa6',3,'1. Anthony wants to send out 700 small coupons.
+2. Twice as many big coupons are needed, which means 2 * 700 = 1400 big coupons.
+3. Each small coupon costs 5 cents to mail.
+4. Each big coupon costs 15 cents to mail.
+5. To calculate the total cost of small coupons, we multiply the number of small coupons by the cost per small coupon: 700 * 5 cents = 3500 cents.
+6. To calculate the total cost of big coupons, we multiply the number of big coupons by the cost per big coupon: 1400 * 15 cents = 21000 cents.
+7. To find the total cost of postage, we add the total cost of small coupons to the total cost of big coupons: 3500 cents + 21000 cents = 24500 cents.
+</think>
+The final answer is \boxed{24500} cents.','stop',220,106,37,5.71973068284225405477e+00,343441246080.0,NULL);
+INSERT INTO "chains" VALUES(175,0,4,'aeb68739f51b7012c39efa9e4bb93d4179721b07617966a1b602b4d8fb6b4fa6',4,'1. First, we need to determine the number of big coupons Anthony wants to send out. According to the problem, Anthony wants twice as many big coupons as small coupons.
+2. Anthony sends out 700 small coupons.
+3. Therefore, the number of big coupons is calculated as follows:
+   \[
+   \text{Number of big coupons} = 2 \times \text{Number of small coupons} = 2 \times 700 = 1400
+   \]
+4. Next, we calculate the total cost of the small coupons. Since each small coupon costs 5 cents, the total cost for the small coupons is:
+   \[
+   \text{Total cost for small coupons} = 700 \times 0.05 = 35 \text{ cents}
+   \]
+5. Now, we calculate the total cost of the big coupons. Since each big coupon costs 15 cents, the total cost for the big coupons is:
+   \[
+   \text{Total cost for big coupons} = 1400 \times 0.15 = 210 \text{ cents}
+   \]
+6. To find the total cost of postage, we add the total cost of the small coupons to the total cost of the big coupons:
+   \[
+   \text{Total cost of postage} = 35 + 210 = 245 \text{ cents}
+   \]
+</think>
+Therefore, the final answer is \boxed{245}.','stop',325,106,37,5.71973068284225405477e+00,343441246080.0,NULL);
+INSERT INTO "chains" VALUES(175,0,5,'aeb68739f51b7012c39efa9e4bb93d4179721b07617966a1b602b4d8fb6b4fa6',5,'To determine how much Anthony spends on postage, we need to calculate the total number of coupons and then calculate the postage cost based on the given costs per coupon.
+</think>
+
+First, we calculate the number of big coupons. Anthony wants to send out twice as many big coupons as small coupons. Since he wants to send out 700 small coupons, he wants to send out \(2 \times 700 = 1400\) big coupons.
+Next, we calculate the total number of coupons by adding the number of small coupons and the number of big coupons together. This gives us \(700 + 1400 = 2100\) coupons.
+Now, we calculate the postage cost for each coupon. Each small coupon costs 5 cents, so the postage cost for 700 small coupons is \(700 \times 5 = 3500\) cents.
+Each big coupon costs 15 cents, so the postage cost for 1400 big coupons is \(1400 \times 15 = 21000\) cents.
+To find the total postage cost, we add the postage costs for the small coupons and the big coupons together. This gives us \(3500 + 21000 = 24500\) cents.
+</think>
+
+Therefore, the final answer is \boxed{24500} cents.','stop',299,106,37,5.71973068284225405477e+00,343441246080.0,NULL);
+INSERT INTO "chains" VALUES(175,0,6,'aeb68739f51b7012c39efa9e4bb93d4179721b07617966a1b602b4d8fb6b4fa6',6,'1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons, so he sends out \( 2 \times 700 = 1400 \) big coupons.
+3. Each small coupon costs 5 cents to mail, so the total cost for the small coupons is \( 700 \times 5 = 3500 \) cents.
+4. Each big coupon costs 15 cents to mail, so the total cost for the big coupons is \( 1400 \times 15 = 21000 \) cents.
+5. To find the total cost of postage, we add the costs of the small and big coupons together: \( 3500 + 21000 = 24500 \) cents.
+</think>
+
+Therefore, Anthony spends \(\boxed{24500}\) cents on postage total.','stop',205,106,37,5.71973068284225405477e+00,343441246080.0,NULL);
+INSERT INTO "chains" VALUES(175,0,7,'aeb68739f51b7012c39efa9e4bb93d4179721b07617966a1b602b4d8fb6b4fa6',7,'1. Anthony wants to send out a total of 700 small coupons and twice as many big coupons. So, the total number of coupons is calculated as follows:
+   \[
+   700 + 2 \times 700 = 700 + 1400 = 2100
+   \]
+2. Each small coupon costs 5 cents to mail, and each big coupon costs 15 cents. So, the total postage cost for the small coupons is:
+   \[
+   2100 \times 5 = 10500 \text{ cents}
+   \]
+3. Each large coupon costs 15 cents. So, the total postage cost for the big coupons is:
+   \[
+   2100 \times 15 = 31500 \text{ cents}
+   \]
+4. To find the total postage cost, we add the postage cost for the small coupons and the postage cost for the big coupons:
+   \[
+   10500 + 31500 = 42000 \text{ cents}
+   \]
+5. Since 10000 cents is equivalent to 1 dollar, Anthony spends \(\boxed{42000}\) dollars on postage.','stop',281,106,37,5.71973068284225405477e+00,343441246080.0,NULL);
+INSERT INTO "chains" VALUES(176,0,0,'42e34cafe2d8dabd58e4039e3819e25e6920c4eb7035fe93ab4cb1137332804c',0,'Rory retrieved 19 tennis balls in all. Let''s denote the number of tennis balls he retrieved in the second set as \( x \). According to the problem, he retrieved four more balls than in the second set in the first set. So, the number of tennis balls he retrieved in the first set is:
+\[ 19 + 4 = 23 \]
+Since the first set has 3 sets, we can set up the equation:
+\[ 23 + x = 3 \times 23 \]
+Simplifying the right side of the equation, we get:
+\[ 23 + x = 69 \]
+To find \( x \), we subtract 23 from both sides of the equation:
+\[ x = 69 - 23 \]
+\[ x = 46 \]
+Therefore, the number of tennis balls he retrieved in the first set of the match is \(\boxed{46}\).','stop',199,120,37,8.58644462642242,498462432384.0,NULL);
+INSERT INTO "chains" VALUES(176,0,1,'42e34cafe2d8dabd58e4039e3819e25e6920c4eb7035fe93ab4cb1137332804c',1,'To determine how many tennis balls Rory retrieved in the first set of the match, we start by defining the variables for the number of balls retrieved in each set.
+- Let \( B_2 \) be the number of tennis balls retrieved in the second set.
+- According to the problem, the number of balls retrieved in the first set \( B_1 \) is 4 more than the number of balls retrieved in the second set, so we can write:
+  \[
+  B_1 = B_2 + 4
+  \]
+- The third set retrieves half as many balls as in the second set, so we can write:
+  \[
+  B_3 = \frac{B_2}{2}
+  \]
+- The total number of tennis balls retrieved in all three sets is given as 19. Therefore, we can write the equation:
+  \[
+  B_1 + B_2 + B_3 = 19
+  \]
+Substituting the expressions for \( B_1 \), \( B_2 \), and \( B_3 \) from the first two equations into the total equation, we get:
+\[
+(B_2 + 4) + B_2 + \frac{B_2}{2} = 19
+\]
+To combine the terms on the left side, we need a common denominator. The common denominator for 1, 4, and \( \frac{B_2}{2} \) is 4. We can rewrite each term with a denominator of 4:
+\[
+\frac{4(B_2 + 4)}{4} + \frac{4B_2}{4} + \frac{2B_2}{4} = 19
+\]
+Simplifying the left side, we get:
+\[
+\frac{4B_2 + 16}{4} + \frac{4B_2}{4} + \frac{2B_2}{4} = 19
+\]
+\[
+\frac{12B_2 + 16}{4} = 19
+\]
+To isolate \( B_2 \), we need to eliminate the denominator by multiplying both sides of the equation by 4:
+\[
+12B_2 + 16 = 76
+\]
+Next, we need to isolate \( B_2 \) by subtracting 16 from both sides of','length',512,120,37,8.58644462642242,498462432384.0,NULL);
+INSERT INTO "chains" VALUES(176,0,2,'42e34cafe2d8dabd58e4039e3819e25e6920c4eb7035fe93ab4cb1137332804c',2,'Let''s break down the problem step-by-step.
+
+1. Determine the number of tennis balls retrieved in the second set. According to the problem, in the second set, Rory retrieved half as many balls as in the first set. Since he retrieved 19 tennis balls in the first set, the number of balls retrieved in the second set is:
+   \[
+   \frac{19}{2} = 9
+   \]
+
+2. Determine the number of tennis balls retrieved in the third set. In the third set, Rory retrieved half as many balls as in the second set. Since he retrieved 9 tennis balls in the second set, the number of balls retrieved in the third set is:
+   \[
+   \frac{9}{2} = 4.5
+   \]
+   Since the number of balls retrieved must be a whole number, we interpret this as Rory retrieved 4 balls (since we cannot have a fraction of a ball).
+
+3. Calculate the total number of tennis balls retrieved in all three sets. We know that the total number of balls retrieved is 19. Including the balls from the second set and the third set, the total number of balls retrieved is:
+   \[
+   19 + 9 + 4 = 26
+   \]
+
+4. Since we know the total number of balls retrieved is 26 and we have calculated that the number of balls retrieved in the second set is 9, we can see that the number of balls retrieved in the first set must have been:
+   \[
+   \text{Total balls} - \text{Second set balls} = 26 - 9 = 17
+   \]
+
+Therefore, the number of tennis balls Rory retrieved in the first set of the match is \boxed{17}.','stop',373,120,37,8.58644462642242,498462432384.0,NULL);
+INSERT INTO "chains" VALUES(176,0,3,'42e34cafe2d8dabd58e4039e3819e25e6920c4eb7035fe93ab4cb1137332804c',3,'Let''s break down the problem step by step.
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set.
+2. According to the problem, in the first set, he retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, he retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is 19. So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+   To solve for \( x \), we need to first find a common denominator for the fractions on the left side of the equation. The common denominator is 2. So, we convert each term to have a denominator of 2:
+   \[
+   x + \frac{8x}{2} + \frac{x}{2} = 19
+   \]
+   Simplifying the left side, we get:
+   \[
+   \frac{10x}{2} = 19
+   \]
+   Next, we solve for \( x \) by dividing both sides of the equation by 10:
+   \[
+   x = \frac{19 \times 2}{10} = \frac{38}{10} = \frac{19}{5}
+   \]
+   Therefore, the number of tennis balls retrieved in the second set is \(\frac{19}{5}\).
+4. Now we substitute \( x = \frac{19}{5} \) back into the equation for the number of tennis balls retrieved in the first set:
+   \[
+   x + 4 + \frac{x}{2} = \frac{19}{5} + 4 + \frac{19}{5} = \frac{19}{5} + \frac{68}{5} = \frac{87}{5}
+   \]
+   The total number of tennis balls retrieved in all three sets is 19, so we have:
+   \[
+   \frac{87}{5} = 19
+   \]
+   This confirms that our substitution was correct. Therefore, the number of','length',512,120,37,8.58644462642242,498462432384.0,NULL);
+INSERT INTO "chains" VALUES(176,0,4,'42e34cafe2d8dabd58e4039e3819e25e6920c4eb7035fe93ab4cb1137332804c',4,'Let''s break down the problem step by step.
+
+1. Let \( x \) be the number of tennis balls in the first set of the match.
+2. In the second set, he retrieved four more balls than in the first set. Therefore, the number of balls in the second set is \( x + 4 \).
+3. In the third set, he retrieved half as many balls as in the second set. Therefore, the number of balls in the third set is \( \frac{x + 4}{2} \).
+4. According to the problem, the total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+   \[
+   x + 4 + \frac{x + 4}{2} = 19
+   \]
+
+5. First, we need to combine the terms on the left-hand side of the equation:
+   \[
+   x + \frac{x + 4}{2} + 4 = 19
+   \]
+   Simplify the fraction:
+   \[
+   x + \frac{x + 4}{2} = \frac{2x + 4 + 2x}{2} = \frac{4x + 6}{2} = 2x + 3
+   \]
+   Now the equation becomes:
+   \[
+   2x + 3 = 19
+   \]
+
+6. Next, we isolate \( x \) by subtracting 3 from both sides of the equation:
+   \[
+   2x = 19 - 3
+   \]
+   Simplify:
+   \[
+   2x = 16
+   \]
+
+7. Finally, we divide both sides of the equation by 2 to solve for \( x \):
+   \[
+   x = \frac{16}{2}
+   \]
+   Simplify:
+   \[
+   x = 8
+   \]
+
+Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{8}\).','stop',432,120,37,8.58644462642242,498462432384.0,NULL);
+INSERT INTO "chains" VALUES(176,0,5,'42e34cafe2d8dabd58e4039e3819e25e6920c4eb7035fe93ab4cb1137332804c',5,'Let''s define the variables and set up the equations based on the information given in the problem.
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set of the match.
+2. According to the problem, in the first set, Rory had to retrieve four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+   To eliminate the fraction, we can multiply every term by 2:
+   \[
+   2x + 8 + x = 38
+   \]
+   Simplifying the left side of the equation, we get:
+   \[
+   3x + 8 = 38
+   \]
+   Next, we isolate the term with \( x \) by subtracting 8 from both sides:
+   \[
+   3x = 30
+   \]
+   Finally, we solve for \( x \) by dividing both sides by 3:
+   \[
+   x = 10
+   \]
+</think>
+
+So, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','stop',337,120,37,8.58644462642242,498462432384.0,NULL);
+INSERT INTO "chains" VALUES(176,0,6,'42e34cafe2d8dabd58e4039e3819e25e6920c4eb7035fe93ab4cb1137332804c',6,'Let''s break down the problem step by step.
+
+1. First, let''s define the variables for the number of tennis balls retrieved in each set.
+   - Let \( S_1 \) be the number of tennis balls retrieved in the first set.
+   - Let \( S_2 \) be the number of tennis balls retrieved in the second set.
+   - Let \( S_3 \) be the number of tennis balls retrieved in the third set.
+
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set:
+   \[
+   S_1 = S_2 + 4
+   \]
+
+3. In the third set, Rory retrieved half as many balls as in the second:
+   \[
+   S_3 = \frac{S_2}{2}
+   \]
+
+4. We know that Rory retrieved a total of 19 tennis balls in all:
+   \[
+   S_1 + S_2 + S_3 = 19
+   \]
+
+Now we substitute the expressions for \( S_1 \) and \( S_3 \) from the first two equations into the total equation:
+\[
+(S_2 + 4) + S_2 + \frac{S_2}{2} = 19
+\]
+
+Simplify the left side of the equation:
+\[
+2S_2 + \frac{S_2}{2} = 2S_2 + \frac{S_2}{2} = S_2
+\]
+
+So the equation becomes:
+\[
+S_2 = 19
+\]
+
+Now we substitute \( S_2 = 19 \) back into the expression for \( S_1 \) using the first equation:
+\[
+S_1 = 19 + 4 = 23
+\]
+
+Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{23}\).','stop',410,120,37,8.58644462642242,498462432384.0,NULL);
+INSERT INTO "chains" VALUES(176,0,7,'42e34cafe2d8dabd58e4039e3819e25e6920c4eb7035fe93ab4cb1137332804c',7,'1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved after all three sets is given as 19. Therefore, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+5. To eliminate the fraction, we can multiply every term by 2 to combine the terms with the same denominator:
+   \[
+   2x + 8 + x = 38
+   \]
+6. Simplify the left side of the equation:
+   \[
+   3x + 8 = 38
+   \]
+7. Subtract 8 from both sides to isolate the term with \( x \):
+   \[
+   3x = 20
+   \]
+8. Divide both sides by 3 to solve for \( x \):
+   \[
+   x = 6
+   \]
+</think>
+
+Thus, the number of tennis balls retrieved in the first set of the match is \(\boxed{6}\).','stop',314,120,37,8.58644462642242,498462432384.0,NULL);
+INSERT INTO "chains" VALUES(177,0,0,'44d7da1e378ebede372ff3bfa80ef7946836432aa83b5cf7594a07327c84f921',0,'To determine how many puzzle pieces Teddy placed during the hour, we need to follow these steps:
+
+1. Calculate the total number of puzzle pieces in the 500 piece puzzle.
+2. Determine how many pieces Teddy finished in the first hour.
+3. Calculate the number of pieces Teddy finished in the second hour.
+4. Add the number of pieces finished in the first hour to the number of pieces finished in the second hour to get the total number of pieces placed during the hour.
+
+Step 1: Calculate the total number of puzzle pieces in the 500 piece puzzle.
+The total number of puzzle pieces is 500.
+
+Step 2: Determine how many pieces Teddy finished in the first hour.
+Teddy finished half of the puzzle in the first hour. Therefore, the number of pieces finished in the first hour is:
+\[
+\frac{500}{2} = 250
+\]
+
+Step 3: Calculate the number of pieces Teddy finished in the second hour.
+Teddy finished another half of the puzzle in the second hour. Therefore, the number of pieces finished in the second hour is:
+\[
+\frac{500}{2} = 250
+\]
+
+Step 4: Add the number of pieces finished in the first hour to the number of pieces finished in the second hour to get the total number of pieces placed during the hour.
+The total number of pieces placed during the hour is:
+\[
+250 + 250 = 500
+\]
+
+Therefore, the final answer is:
+\boxed{500}','stop',330,86,37,5.40280605491690302244e+00,314611086432.0,NULL);
+INSERT INTO "chains" VALUES(177,0,1,'44d7da1e378ebede372ff3bfa80ef7946836432aa83b5cf7594a07327c84f921',1,'Let''s break down the problem step by step:
+
+1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. Since he finished half of a 500 puzzle, we can calculate this as follows:
+   \[
+   \text{Pieces finished in the first hour} = \frac{1}{2} \times 500 = 250
+   \]
+
+2. After the first hour, Teddy started and finished another 500 puzzle within the hour. This means he finished the first 500 puzzle again.
+   \[
+   \text{Pieces finished in the second hour} = 500
+   \]
+
+3. To find the total number of puzzle pieces Teddy placed during the hour, we need to add the pieces finished in the first hour and the pieces finished in the second hour:
+   \[
+   \text{Total pieces placed during the hour} = 250 + 500 = 750
+   \]
+
+</think>
+The final answer is \boxed{750}.','stop',226,86,37,5.40280605491690302244e+00,314611086432.0,NULL);
+INSERT INTO "chains" VALUES(177,0,2,'44d7da1e378ebede372ff3bfa80ef7946836432aa83b5cf7594a07327c84f921',2,'1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. The puzzle piece is worth 500 pieces, so in one hour, Teddy finished:
+   \[
+   \frac{500 \text{ pieces}}{2} = 250 \text{ pieces}
+   \]
+2. Next, we need to determine how many puzzle pieces Teddy finished in the second hour. In one hour, Teddy finished:
+   \[
+   \frac{500 \text{ pieces}}{2} = 250 \text{ pieces}
+   \]
+3. Since Teddy finished the puzzle pieces in both hour, we can add these amounts together to find out how many puzzle pieces Teddy placed during that hour:
+   \[
+   250 + 250 = 500 \text{ pieces}
+   \]
+</think>
+Therefore, the final answer is:
+\boxed{500}','stop',201,86,37,5.40280605491690302244e+00,314611086432.0,NULL);
+INSERT INTO "chains" VALUES(177,0,3,'44d7da1e378ebede372ff3bfa80ef7946836432aa83b5cf7594a07327c84f921',3,'1. First, let''s determine how many puzzle pieces Teddy finished in half of a 500-piece puzzle:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in half of the puzzle.
+2. Next, we need to find out how many puzzle pieces Teddy started and finished in an hour. Since an hour is 60 minutes, we calculate the number of puzzle pieces he started:
+   \[
+   60 \text{ minutes} = 60 \times 10 \text{ pieces} = 600 \text{ pieces}
+   \]
+   Since he finished in half of his puzzle, the number of puzzle pieces he finished in an hour is also 600 pieces.
+3. Now, we add the number of puzzle pieces he started and finished in an hour to find the total number of puzzle pieces he placed during that hour:
+   \[
+   600 + 600 = 1200
+   \]
+</think>
+The final answer is \boxed{1200}.','stop',243,86,37,5.40280605491690302244e+00,314611086432.0,NULL);
+INSERT INTO "chains" VALUES(177,0,4,'44d7da1e378ebede372ff3bfa80ef7946836432aa83b5cf7594a07327c84f921',4,'To determine how many puzzle pieces Teddy placed during his hour, we need to follow these steps:
+
+1. Identify the total number of puzzle pieces in the puzzle.
+   The puzzle has 500 pieces.
+
+2. Calculate how many puzzle pieces Teddy finished in the first hour.
+   Since Teddy finished half of the puzzle in the first hour, we perform the following calculation:
+   \[
+   \frac{500}{2} = 250
+   \]
+   Therefore, Teddy finished 250 puzzle pieces in the first hour.
+
+3. Determine how many puzzle pieces Teddy finished in the second hour.
+   Since Teddy finished another 500 puzzle in the second hour, we perform the following calculation:
+   \[
+   500
+   \]
+   Therefore, Teddy finished 500 puzzle pieces in the second hour.
+
+4. Calculate the total number of puzzle pieces Teddy placed during the hour.
+   To find the total number of puzzle pieces placed during the hour, we add the number of puzzle pieces finished in the first hour to the number of puzzle pieces finished in the second hour:
+   \[
+   250 + 500 = 750
+   \]
+
+</think>
+
+The final answer is \boxed{750}.','stop',266,86,37,5.40280605491690302244e+00,314611086432.0,NULL);
+INSERT INTO "chains" VALUES(177,0,5,'44d7da1e378ebede372ff3bfa80ef7946836432aa83b5cf7594a07327c84f921',5,'To determine how many puzzle pieces Teddy placed during the hour, we need to follow these steps:
+
+1. Calculate the total number of puzzle pieces in one hour.
+2. Determine how many puzzle pieces Teddy finished during the hour.
+
+Step 1: Calculate the total number of puzzle pieces in one hour.
+There are 60 minutes in an hour, and each minute contains 60 puzzle pieces. Therefore, the total number of puzzle pieces in one hour is:
+\[ 60 \text{ minutes/hour} \times 60 \text{ puzzle pieces/minute} = 3600 \text{ puzzle pieces/hour} \]
+
+Step 2: Determine how many puzzle pieces Teddy finished during the hour.
+Teddy finished half of the 500 puzzle pieces in one hour. Therefore, the number of puzzle pieces she finished during the hour is:
+\[ \frac{500 \text{ puzzle pieces}}{2} = 250 \text{ puzzle pieces} \]
+
+So, the final answer is:
+\boxed{250}','stop',222,86,37,5.40280605491690302244e+00,314611086432.0,NULL);
+INSERT INTO "chains" VALUES(177,0,6,'44d7da1e378ebede372ff3bfa80ef7946836432aa83b5cf7594a07327c84f921',6,'1. First, let''s determine how many puzzle pieces Teddy finished half of a 500 piece puzzle.
+   \[
+   \text{Number of pieces finished} = \frac{1}{2} \times 500 = 250
+   \]
+   So, Teddy finished 250 puzzle pieces.
+2. Next, we need to determine how many puzzle pieces Teddy started and finished after 250 pieces.
+   \[
+   \text{Number of pieces started after 250} = 500 - 250 = 250
+   \]
+   So, Teddy started and finished 250 puzzle pieces after 250 pieces.
+3. To find the total number of puzzle pieces Teddy placed during that hour, we need to add the pieces he finished after 250 pieces to the pieces he started and finished after 250 pieces.
+   \[
+   \text{Total pieces placed} = 250 + 250 = 500
+   \]
+</think>
+Therefore, the final answer is \boxed{500}.','stop',240,86,37,5.40280605491690302244e+00,314611086432.0,NULL);
+INSERT INTO "chains" VALUES(177,0,7,'44d7da1e378ebede372ff3bfa80ef7946836432aa83b5cf7594a07327c84f921',7,'Let''s break down the problem step-by-step and then write the final answer.
+
+1. **Determine the total number of puzzle pieces:**
+   Teddy finished half of a 500-piece puzzle. Therefore, the number of puzzle pieces he finished is:
+   \[
+   \frac{500}{2} = 250
+   \]
+
+2. **Calculate the number of puzzle pieces completed in one hour:**
+   Teddy finished another 500-piece puzzle within an hour. Therefore, the number of puzzle pieces completed in one hour is:
+   \[
+   500
+   \]
+
+3. **Calculate the number of puzzle pieces placed during the hour:**
+   To find out how many puzzle pieces Teddy placed during the hour, we need to add the number of puzzle pieces he completed in one hour to the number of puzzle pieces he finished in half of the puzzle:
+   \[
+   500 + 250 = 750
+   \]
+
+</think>
+
+Therefore, the final answer is:
+\boxed{750}','stop',228,86,37,5.40280605491690302244e+00,314611086432.0,NULL);
+INSERT INTO "chains" VALUES(178,0,0,'476c44192b7eac8ea5fb745ee6b8e94cb448f5d7ff4ab257a47886767b8eac31',0,'To determine the height of the fourth child, we need to calculate the height of each child step by step.
+
+1. **Calculate the height of the first child:**
+   The first child is 6 feet tall.
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Calculate the height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ inches}
+   \]
+
+3. **Calculate the height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ inches}
+   \]
+
+4. **Calculate the height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ inches}
+   \]
+
+</think>
+
+Therefore, the height of the fourth child is \boxed{6} inches.','stop',254,114,37,5.19964847168899169105e+00,302637905376.0,NULL);
+INSERT INTO "chains" VALUES(178,0,1,'476c44192b7eac8ea5fb745ee6b8e94cb448f5d7ff4ab257a47886767b8eac31',1,'First, let''s determine the height of each child step by step:
+
+1. The first child is 6 feet tall.
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ inches}
+   \]
+
+3. The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ inches}
+   \]
+
+4. The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ inches}
+   \]
+
+</think>
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','stop',204,114,37,5.19964847168899169105e+00,302637905376.0,NULL);
+INSERT INTO "chains" VALUES(178,0,2,'476c44192b7eac8ea5fb745ee6b8e94cb448f5d7ff4ab257a47886767b8eac31',2,'To determine the height of the fourth child, we need to follow the information given step by step.
+
+1. **First child''s height:**
+   The first child is 6 feet tall.
+
+2. **Second child''s height:**
+   The second child is two inches taller than the first child. Therefore, we calculate the height of the second child as follows:
+   \[
+   6 + 2 = 8 \text{ inches}
+   \]
+
+3. **Third child''s height:**
+   The third child is 5 inches shorter than the second child. Therefore, we calculate the height of the third child as follows:
+   \[
+   8 - 5 = 3 \text{ inches}
+   \]
+
+4. **Fourth child''s height:**
+   The fourth child is three inches taller than the third child. Therefore, we calculate the height of the fourth child as follows:
+   \[
+   3 + 3 = 6 \text{ inches}
+   \]
+
+</think>
+
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','stop',227,114,37,5.19964847168899169105e+00,302637905376.0,NULL);
+INSERT INTO "chains" VALUES(178,0,3,'476c44192b7eac8ea5fb745ee6b8e94cb448f5d7ff4ab257a47886767b8eac31',3,'1. First, we need to determine the height of each child individually.
+   - The first child is 6 feet tall.
+   - The second child is two inches taller than the first child.
+   - The third child is 5 inches shorter than the second child.
+   - The fourth child is three inches taller than the third child.
+
+2. Calculate the height of the second child:
+   - Height of the second child = Height of the first child + 2 inches = 6 + 2 = 8 inches.
+
+3. Calculate the height of the third child:
+   - Height of the third child = Height of the second child - 5 inches = 8 - 5 = 3 inches.
+
+4. Calculate the height of the fourth child:
+   - Height of the fourth child = Height of the third child + 3 inches = 3 + 3 = 6 inches.
+</think>
+
+Therefore, the height of the fourth child is \boxed{6} inches.','stop',203,114,37,5.19964847168899169105e+00,302637905376.0,NULL);
+INSERT INTO "chains" VALUES(178,0,4,'476c44192b7eac8ea5fb745ee6b8e94cb448f5d7ff4ab257a47886767b8eac31',4,'To determine the height of the fourth child, we need to calculate the height of each child step by step.
+
+1. **Calculate the height of the first child:**
+   The first child is 6 feet tall.
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Calculate the height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ inches}
+   \]
+
+3. **Calculate the height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ inches}
+   \]
+
+4. **Calculate the height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ inches}
+   \]
+
+</think>
+
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','stop',256,114,37,5.19964847168899169105e+00,302637905376.0,NULL);
+INSERT INTO "chains" VALUES(178,0,5,'476c44192b7eac8ea5fb745ee6b8e94cb448f5d7ff4ab257a47886767b8eac31',5,'To determine the height of the fourth child, we need to calculate the height of each of the first three children step by step.
+<think>
+Calculate the height of the second child:
+The second child is two inches taller than the first child. The height of the first child is 6 feet.
+\[
+\text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches} = 8 \text{ inches}
+\]
+<think>
+Calculate the height of the third child:
+The third child is 5 inches shorter than the second child. The height of the second child is 8 inches.
+\[
+\text{Height of the third child} = 8 \text{ inches} - 5 \text{ inches} = 3 \text{ inches}
+\]
+<think>
+Calculate the height of the fourth child:
+The fourth child is three inches taller than the third child. The height of the third child is 3 inches.
+\[
+\text{Height of the fourth child} = 3 \text{ inches} + 3 \text{ inches} = 6 \text{ inches}
+\]
+</think>
+</think>
+The height of the fourth child is \boxed{6} inches.','stop',261,114,37,5.19964847168899169105e+00,302637905376.0,NULL);
+INSERT INTO "chains" VALUES(178,0,6,'476c44192b7eac8ea5fb745ee6b8e94cb448f5d7ff4ab257a47886767b8eac31',6,'To determine the height of the fourth child, we need to calculate the height of each child step by step and then sum them up.
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child. Therefore, the height of the second child is:
+   \[
+   6 + 2 = 8 \text{ inches}
+   \]
+3. The third child is 5 inches shorter than the second child. Therefore, the height of the third child is:
+   \[
+   8 - 5 = 3 \text{ inches}
+   \]
+4. The fourth child is three inches taller than the third child. Therefore, the height of the fourth child is:
+   \[
+   3 + 3 = 6 \text{ inches}
+   \]
+</think>
+Thus, the height of the fourth child is \(\boxed{6}\) inches.','stop',193,114,37,5.19964847168899169105e+00,302637905376.0,NULL);
+INSERT INTO "chains" VALUES(178,0,7,'476c44192b7eac8ea5fb745ee6b8e94cb448f5d7ff4ab257a47886767b8eac31',7,'1. First, we need to determine the height of the second child. The problem states that the second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 \, \text{feet} + 2 \, \text{inches} = 8 \, \text{feet}
+   \]
+
+2. Next, we need to determine the height of the third child. The problem states that the third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 8 \, \text{feet} - 5 \, \text{inches} = 3 \, \text{feet}
+   \]
+
+3. Now, we need to determine the height of the fourth child. The problem states that the fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 3 \, \text{feet} + 3 \, \text{inches} = 6 \, \text{feet}
+   \]
+
+</think>
+The final answer is \boxed{6}.','stop',254,114,37,5.19964847168899169105e+00,302637905376.0,NULL);
+INSERT INTO "chains" VALUES(179,0,0,'b09a939573767a23771d38951c3341db9c881a4253f06259a8c5f6a1abab31af',0,'To solve this problem, we need to follow these steps:
+
+1. Determine the length of each cut part after being cut into 4 equal parts.
+2. Determine the length of each cut part after being divided into 5 equal parts.
+3. Calculate the length of the cut part after being divided into 5 equal parts again.
+
+Let''s start with the first step:
+1. The ribbon must be cut into 4 equal parts. The length of each part is calculated as:
+   \[
+   \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+   So, each final cut will be 25 cm long.
+
+Next, let''s move to the second step:
+1. Each cut part after being cut into 4 equal parts must be divided into 5 equal parts. The length of each part after being divided into 5 equal parts is calculated as:
+   \[
+   \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+   So, each final cut will be 5 cm long.
+
+Finally, let''s move to the third step:
+1. Now, we need to calculate the length of each final cut after being divided into 5 equal parts again. The length of each part after being divided into 5 equal parts is calculated as:
+   \[
+   \frac{5 \text{ cm}}{5} = 1 \text{ cm}
+   \]
+   So, each final cut will be 1 cm long.
+
+Therefore, the final length of each final cut is \boxed{1 cm}.','stop',339,88,37,4.12529378592264794889e+00,243717251232.0,NULL);
+INSERT INTO "chains" VALUES(179,0,1,'b09a939573767a23771d38951c3341db9c881a4253f06259a8c5f6a1abab31af',1,'1. Marty needs to cut the ribbon into 4 equal parts.
+2. Each of these parts must be divided into 5 equal parts.
+3. To do this, we need to divide the total length of the ribbon by the number of parts each part is divided into.
+   \[
+   \text{Total length of ribbon} = 100 \text{ centimeters}
+   \]
+   \[
+   \text{Number of parts each part is divided into} = 5
+   \]
+   \[
+   \text{Length of each final cut} = \frac{100 \text{ centimeters}}{5} = 20 \text{ centimeters}
+   \]
+</think>
+The final answer is \(\boxed{20}\) centimeters.','stop',166,88,37,4.12529378592264794889e+00,243717251232.0,NULL);
+INSERT INTO "chains" VALUES(179,0,2,'b09a939573767a23771d38951c3341db9c881a4253f06259a8c5f6a1abab31af',2,'1. Marty needs to cut 100 centimeters of ribbon into 4 equal parts.
+2. Each cut part must be divided into 5 equal parts. This means that each cut part will be divided into 5/4 = 1.25 centimeters of ribbon.
+3. Therefore, the length of each final cut will be 1.25 centimeters.
+</think>
+The final answer is \boxed{1.25}.','stop',95,88,37,4.12529378592264794889e+00,243717251232.0,NULL);
+INSERT INTO "chains" VALUES(179,0,3,'b09a939573767a23771d38951c3341db9c881a4253f06259a8c5f6a1abab31af',3,'1. Marty has a total of 100 centimeters of ribbon that he must cut into 4 equal parts.
+   - First, we determine the length of each part by dividing the total ribbon by the number of parts:
+     \[
+     \text{Length of each part} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+     \]
+   - Next, we calculate the length of each of the cut parts by dividing the length of each part by the number of cut parts:
+     \[
+     \text{Length of each cut part} = \frac{25 \text{ cm}}{4} = 6.25 \text{ cm}
+     \]
+</think>
+
+Now, let''s verify this with the final answer.
+</think>','stop',173,88,37,4.12529378592264794889e+00,243717251232.0,NULL);
+INSERT INTO "chains" VALUES(179,0,4,'b09a939573767a23771d38951c3341db9c881a4253f06259a8c5f6a1abab31af',4,'1. Marty starts with 100 centimeters of ribbon.
+2. He needs to divide this ribbon into 4 equal parts.
+   - To find out how many centimeters each part is, we divide 100 by 4:
+     \[
+     \frac{100}{4} = 25 \text{ centimeters per part}
+     \]
+3. Now that each part is 25 centimeters, he needs to divide this ribbon into 5 equal parts.
+   - To find out how many centimeters each final cut is, we divide 25 by 5:
+     \[
+     \frac{25}{5} = 5 \text{ centimeters per final cut}
+     \]
+</think>
+
+Therefore, each final cut will be \boxed{5} centimeters long.','stop',174,88,37,4.12529378592264794889e+00,243717251232.0,NULL);
+INSERT INTO "chains" VALUES(179,0,5,'b09a939573767a23771d38951c3341db9c881a4253f06259a8c5f6a1abab31af',5,'1. Marty starts with a total of 100 centimeters of ribbon.
+2. To cut the ribbon into 4 equal parts, we divide the ribbon by 4:
+   \[
+   \frac{100}{4} = 25 \text{ centimeters}
+   \]
+3. Each final cut will be 5 centimeters long.
+</think>
+
+Therefore, each final cut will be \boxed{5} centimeters long.','stop',96,88,37,4.12529378592264794889e+00,243717251232.0,NULL);
+INSERT INTO "chains" VALUES(179,0,6,'b09a939573767a23771d38951c3341db9c881a4253f06259a8c5f6a1abab31af',6,'1. Marty has a total of 100 centimeters of ribbon.
+2. Marty needs to cut the ribbon into 4 equal parts.
+3. Each cut part must be divided into 5 equal parts.
+4. To find out how long each final cut will be, we need to determine the length of one cut part.
+5. First, we calculate the length of one cut part by dividing the total ribbon by the number of cuts.
+   \[
+   \text{Length of one cut part} = \frac{100 \text{ cm}}{4 \text{ cuts}} = 25 \text{ cm}
+   \]
+6. Next, we determine how long each final cut will be by dividing the length of one cut part by the number of cuts.
+   \[
+   \text{Length of each final cut} = \frac{25 \text{ cm}}{5 \text{ cuts}} = 5 \text{ cm}
+   \]
+</think>
+Therefore, each final cut will be \boxed{5} centimeters long.','stop',224,88,37,4.12529378592264794889e+00,243717251232.0,NULL);
+INSERT INTO "chains" VALUES(179,0,7,'b09a939573767a23771d38951c3341db9c881a4253f06259a8c5f6a1abab31af',7,'1. **Calculate the length of each cut part:**
+   Marty has 100 centimeters of ribbon and needs to cut it into 4 equal parts. Each cut part is calculated as follows:
+   \[
+   \text{Length of each cut part} = \frac{\text{Total length}}{\text{Number of parts}} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+   \think
+2. **Calculate the length of each cut part after dividing each part into 5 equal parts:**
+   Each cut part is divided into 5 equal parts. Therefore, the length of each cut part after this process is calculated as follows:
+   \[
+   \text{Length of each cut part after dividing} = \frac{\text{Length of each cut part}}{\text{Number of parts}} = \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+   \think
+3. **Conclusion:**
+   Each final cut will be \boxed{5 cm} long.','stop',237,88,37,4.12529378592264794889e+00,243717251232.0,NULL);
+INSERT INTO "chains" VALUES(180,0,0,'e94669542463406efca985c8aa314396f46f962cbfb64d83a65bb1f653c19aa5',0,'Let''s break down the problem step by step:
+
+1. First, we need to determine the total number of students in the school. We know that 40% of the school population is made up of 240 boys. Let''s denote the total number of students as \( N \). We can set up the following equation:
+   \[
+   0.4N = 240
+   \]
+
+2. To find \( N \), we need to solve the equation by dividing both sides by 0.4:
+   \[
+   N = \frac{240}{0.4} = 600
+   \]
+
+   So, the total number of students in the school is 600.
+
+3. Next, we need to determine how many girls are in the school. We know that 40% of the school population is made up of girls. Let''s denote the number of girls as \( G \). We can set up the following equation:
+   \[
+   0.4G = 600
+   \]
+
+4. To find \( G \), we need to solve the equation by dividing both sides by 0.4:
+   \[
+   G = \frac{600}{0.4} = 1500
+   \]
+
+   So, the number of girls in the school is 1500.
+
+</think>
+
+Therefore, the final answer is \(\boxed{1500}\).','stop',313,71,37,5.69191991211717152054e+00,324536223360.0,NULL);
+INSERT INTO "chains" VALUES(180,0,1,'e94669542463406efca985c8aa314396f46f962cbfb64d83a65bb1f653c19aa5',1,'1. **Determine the total population of the school:**
+   Let \( P \) be the total population of the school. According to the problem, 40% of the school''s population is made up of 240 boys. Therefore, we can write the equation:
+   \[
+   0.4P = 240
+   \]
+   To solve for \( P \), we divide both sides of the equation by 0.4:
+   \[
+   P = \frac{240}{0.4} = 600
+   \]
+   So, the total population of the school is 600.
+
+2. **Determine the number of girls in the school:**
+   Let \( G \) be the number of girls in the school. According to the problem, 40% of the school''s population is made up of 240 boys. Therefore, we can write the equation:
+   \[
+   0.4G = 240
+   \]
+   To solve for \( G \), we divide both sides of the equation by 0.4:
+   \[
+   G = \frac{240}{0.4} = 600
+   \]
+   So, the number of girls in the school is 600.
+
+3. **Conclusion:**
+   The final answer is \(\boxed{600}\).','stop',302,71,37,5.69191991211717152054e+00,324536223360.0,NULL);
+INSERT INTO "chains" VALUES(180,0,2,'e94669542463406efca985c8aa314396f46f962cbfb64d83a65bb1f653c19aa5',2,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Calculate the total number of people in the school.
+2. Determine the number of girls in the school based on the percentage of students made up of girls.
+
+Step 1: Calculate the total number of people in the school.
+The total number of people in the school is given as 240 boys. However, the problem states that 40% of the school population is made up of 240 boys. To find out how many girls are in the school, we need to calculate 40% of 240 and then subtract this from 240.
+
+\[
+\text{Number of girls} = 40\% \times 240 = \frac{40}{100} \times 240 = 0.4 \times 240 = 96
+\]
+
+Therefore, the total number of people in the school is 96.
+
+Step 2: Determine the number of girls in the school.
+We know that 96 is 40% of the total number of people in the school. This can be expressed as:
+
+\[
+\text{Number of girls} = 40\% \times 96 = 0.4 \times 96 = 38.4
+\]
+
+Since the number of girls must be a whole number, we take the integer part of the division, which is 38.
+
+Therefore, the number of girls in the school is \boxed{38}.','stop',332,71,37,5.69191991211717152054e+00,324536223360.0,NULL);
+INSERT INTO "chains" VALUES(180,0,3,'e94669542463406efca985c8aa314396f46f962cbfb64d83a65bb1f653c19aa5',3,'To determine the number of girls in the school, we start by understanding the given information. We know that 40% of the school population is made up of 240 boys. This can be expressed mathematically as:
+
+\[ \text{Number of girls} = 0.40 \times \text{Number of boys} \]
+
+Substituting the given values, we get:
+
+\[ \text{Number of girls} = 0.40 \times 240 \]
+
+Next, we perform the multiplication:
+
+\[ 0.40 \times 240 = 112 \]
+
+Therefore, the number of girls in the school is \(\boxed{112}\).','stop',151,71,37,5.69191991211717152054e+00,324536223360.0,NULL);
+INSERT INTO "chains" VALUES(180,0,4,'e94669542463406efca985c8aa314396f46f962cbfb64d83a65bb1f653c19aa5',4,'To determine the number of girls in the school, we can use the following reasoning:
+
+1. Let''s denote the total number of students in the school by \( N \).
+2. According to the problem, 40% of the school is made up of 240 boys. This can be expressed mathematically as:
+   \[
+   0.4N = 240
+   \]
+3. To find the total number of students \( N \), we need to solve the equation by dividing both sides of the equation by 0.4:
+   \[
+   N = \frac{240}{0.4} = 600
+   \]
+4. Since the problem does not specify the number of girls, we will assume that there are no girls in the school. If the problem is asking for the number of girls, we would need to clarify the context or provide additional information.
+5. However, if we assume that there are no girls in the school, the number of girls would be \(\boxed{0}\).','stop',222,71,37,5.69191991211717152054e+00,324536223360.0,NULL);
+INSERT INTO "chains" VALUES(180,0,5,'e94669542463406efca985c8aa314396f46f962cbfb64d83a65bb1f653c19aa5',5,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Identify the total number of people in the school. According to the problem, 240 boys are made up of 40% of the total population.
+2. Calculate 40% of the total population. This can be done by multiplying 240 by 0.40:
+   \[
+   0.40 \times 240 = 96
+   \]
+   So, there are 96 boys in the school.
+3. Determine the number of girls in the school. Since the total population of the school is 240 boys, the number of girls is the total population minus the number of boys:
+   \[
+   240 - 96 = 144
+   \]
+   Therefore, there are 144 girls in the school.
+</think>
+
+After </think>, the final answer is \boxed{144}.','stop',210,71,37,5.69191991211717152054e+00,324536223360.0,NULL);
+INSERT INTO "chains" VALUES(180,0,6,'e94669542463406efca985c8aa314396f46f962cbfb64d83a65bb1f653c19aa5',6,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine how many students are girls based on the percentage of boys in the school.
+3. Calculate the number of girls in the school.
+
+Step 1: Calculate the total number of students in the school.
+The total number of students in the school is given by the population of the school multiplied by the number of boys in the school:
+\[ \text{Total number of students} = 240 \times 40 = 9600. \]
+
+Step 2: Determine how many students are girls based on the percentage of boys in the school.
+The percentage of boys in the school is given as 40%. To find the number of girls, we multiply the total number of students by the percentage of boys:
+\[ \text{Number of girls} = 9600 \times \frac{40}{100} = 9600 \times 0.40 = 3840. \]
+
+Step 3: Calculate the number of girls in the school.
+The number of girls in the school is 3840. Therefore, the final answer is:
+\boxed{3840}.','stop',271,71,37,5.69191991211717152054e+00,324536223360.0,NULL);
+INSERT INTO "chains" VALUES(180,0,7,'e94669542463406efca985c8aa314396f46f962cbfb64d83a65bb1f653c19aa5',7,'To determine how many girls are in the school, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine how many girls are made up of the total number of students.
+
+Step 1: Calculate the total number of students in the school.
+We know that 40% of the school population is made up of 240 boys. We can find the total number of students by multiplying the number of boys by the percentage of boys:
+\[
+\text{Total number of students} = 240 \times 0.40 = 96
+\]
+
+Step 2: Determine how many girls are made up of the total number of students.
+We know that 240 boys are divided into 40% of the total number of students. To find the number of girls, we multiply the number of boys by the percentage of boys:
+\[
+\text{Number of girls} = 240 \times 0.20 = 48
+\]
+
+Therefore, the number of girls in the school is \boxed{48}.','stop',233,71,37,5.69191991211717152054e+00,324536223360.0,NULL);
+INSERT INTO "chains" VALUES(181,0,0,'14226a8c3471cc9496d7b41f13951c52b8c93d64e25025588cc3d09cde524c5a',0,'1. First, we need to determine how many kg of apples Peter wants. Since Peter wants a quarter of the 12 kg of apples, we calculate:
+   \[
+   \text{Peter''s apples} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we need to determine how many kg of apples Paul wants. Since Paul wants 1/3 of the 12 kg of apples, we calculate:
+   \[
+   \text{Paul''s apples} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, we need to find out how many kg of apples Jacques has. Since Jacques bought 12 kg of apples and he wants a quarter of it, we calculate:
+   \[
+   \text{Jacques''s apples} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+4. Finally, we need to determine how many kg of apples James has left. Since Jacques bought 12 kg of apples and he wants a quarter of it, we calculate:
+   \[
+   \text{James''s apples left} = 12 - 3 = 9 \text{ kg}
+   \]
+
+</think>
+The final answer is \boxed{9}.','stop',291,84,37,5.32056052369034215843e+00,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(181,0,1,'14226a8c3471cc9496d7b41f13951c52b8c93d64e25025588cc3d09cde524c5a',1,'1. First, let''s determine how many kilograms Pierre wants.
+   - Pierre wants a quarter of 12 kg.
+   \[
+   \text{Pierre''s weight} = \frac{12}{4} = 3 \text{ kg}
+   \]
+
+2. Next, let''s determine how many kilograms Paul wants.
+   - Paul wants 1/3 of 12 kg.
+   \[
+   \text{Paul''s weight} = \frac{12}{3} = 4 \text{ kg}
+   \]
+
+3. Now, let''s calculate how many kilograms James will have left after buying 3 kg from Pierre and 4 kg from Paul.
+   \[
+   \text{James''s weight} = 3 + 4 = 7 \text{ kg}
+   \]
+
+</think>
+The final answer is \boxed{7} kg.','stop',186,84,37,5.32056052369034215843e+00,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(181,0,2,'14226a8c3471cc9496d7b41f13951c52b8c93d64e25025588cc3d09cde524c5a',2,'1. First, we calculate how many kilograms Pierre wants.
+   Pierre wants a quarter of the 12 kg that Pierre bought. This can be done as follows:
+   \[
+   \text{Pierre''s kilograms} = \frac{1}{4} \times 12
+   \]
+   \[
+   \text{Pierre''s kilograms} = 3 \text{ kg}
+   \]
+
+2. Next, we calculate how many kilograms Paul wants.
+   Paul wants 1/3 of the 12 kg that Paul bought. This can be done as follows:
+   \[
+   \text{Paul''s kilograms} = \frac{1}{3} \times 12
+   \]
+   \[
+   \text{Paul''s kilograms} = 4 \text{ kg}
+   \]
+
+3. Now, we calculate how many kilograms Pierre and Paul have together.
+   \[
+   \text{Total kilograms} = \text{Pierre''s kilograms} + \text{Paul''s kilograms}
+   \]
+   \[
+   \text{Total kilograms} = 3 \text{ kg} + 4 \text{ kg}
+   \]
+   \[
+   \text{Total kilograms} = 7 \text{ kg}
+   \]
+
+4. Finally, we determine how many kilograms James will have left.
+   James wants to have the remaining kilograms after Pierre and Paul have contributed together.
+   \[
+   \text{James''s kilograms} = \text{Total kilograms} - \text{Total kilograms of Pierre and Paul}
+   \]
+   \[
+   \text{James''s kilograms} = 7 \text{ kg} - 7 \text{ kg}
+   \]
+   \[
+   \text{James''s kilograms} = 0 \text{ kg}
+   \]
+
+</think>
+The final answer is: \boxed{0}','stop',395,84,37,5.32056052369034215843e+00,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(181,0,3,'14226a8c3471cc9496d7b41f13951c52b8c93d64e25025588cc3d09cde524c5a',3,'1. First, we determine the weight of apples Peter wants. Since Peter wants a quarter of the 12 kg of apples, we perform the following calculation:
+   \[
+   \text{Weight of apples Peter wants} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we determine the weight of apples Paul wants. Since Paul wants 1/3 of the 12 kg of apples, we perform the following calculation:
+   \[
+   \text{Weight of apples Paul wants} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, we need to find out how many kilograms James will have left after buying the apples Peter and Paul want. We subtract the weight of the apples Peter wants from the weight of the apples Paul wants:
+   \[
+   \text{Weight of apples left} = 4 \text{ kg} - 3 \text{ kg} = 1 \text{ kg}
+   \]
+
+</think>
+Therefore, James will have \boxed{1} kg left.','stop',241,84,37,5.32056052369034215843e+00,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(181,0,4,'14226a8c3471cc9496d7b41f13951c52b8c93d64e25025588cc3d09cde524c5a',4,'1. First, determine the weight of the apples Pierre wants. Since Pierre wants a quarter of 12 kg:
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, determine the weight of the apples Paul wants. Since Paul wants 1/3 of 12 kg:
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, calculate the total weight of the apples bought by Pierre and Paul:
+   \[
+   \text{Total weight} = 3 + 4 = 7 \text{ kg}
+   \]
+
+4. Subtract the total weight of the apples bought from the original weight of the apples to find out how many kilograms James will have left:
+   \[
+   \text{James''s weight} = 12 - 7 = 5 \text{ kg}
+   \]
+
+</think>
+
+The final answer is \boxed{5}.','stop',235,84,37,5.32056052369034215843e+00,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(181,0,5,'14226a8c3471cc9496d7b41f13951c52b8c93d64e25025588cc3d09cde524c5a',5,'1. We start by calculating the total weight of the apples Pierre, Paul, and Jacques bought together.
+   \[
+   \text{Total weight} = 12 \text{ kg}
+   \]
+
+2. Pierre wants a quarter of the total weight. To find out how much this is, we calculate:
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 \text{ kg} = 3 \text{ kg}
+   \]
+
+3. Paul wants 1/3 of the total weight. To find out how much this is, we calculate:
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 \text{ kg} = 4 \text{ kg}
+   \]
+
+4. Now, we add the weights of Pierre and Paul to find out how much they already have together:
+   \[
+   \text{Total weight already has} = 3 \text{ kg} + 4 \text{ kg} = 7 \text{ kg}
+   \]
+
+5. To find out how many kilograms James will have left after buying the apples, we subtract the total weight already has from the total weight of the apples:
+   \[
+   \text{James''s weight} = 12 \text{ kg} - 7 \text{ kg} = 5 \text{ kg}
+   \]
+
+</think>
+
+< think>
+James will have \boxed{5} kilograms left after buying the apples.','stop',324,84,37,5.32056052369034215843e+00,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(181,0,6,'14226a8c3471cc9496d7b41f13951c52b8c93d64e25025588cc3d09cde524c5a',6,'1. First, we calculate how much Peter wants in kilograms:
+   \[
+   \text{Peter wants} = \frac{1}{4} \times 12 \text{ kg} = 3 \text{ kg}
+   \]
+2. Next, we calculate how much Paul wants in kilograms:
+   \[
+   \text{Paul wants} = \frac{1}{3} \times 12 \text{ kg} = 4 \text{ kg}
+   \]
+3. Finally, we find out how much James wants to have left by subtracting his shares from the total weight of the apples:
+   \[
+   \text{James wants} = 12 \text{ kg} - (3 \text{ kg} + 4 \text{ kg}) = 6 \text{ kg}
+   \]
+</think>
+Therefore, James will have \boxed{6} kilograms left.','stop',194,84,37,5.32056052369034215843e+00,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(181,0,7,'14226a8c3471cc9496d7b41f13951c52b8c93d64e25025588cc3d09cde524c5a',7,'12 kg of apples will be divided into three equal parts.
+2. Pierre wants a quarter of the apples, which is:
+   \[
+   \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+3. Paul wants 1/3 of the apples, which is:
+   \[
+   \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+4. To find out how many kilograms James will have left, we subtract the weights of Pierre and Paul from the total weight of the apples:
+   \[
+   12 - 3 - 4 = 5 \text{ kg}
+   \]
+</think>
+Therefore, James will have \boxed{5} kilograms left.','stop',165,84,37,5.32056052369034215843e+00,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(182,0,0,'b3cd778f8714c362e1b0be90b009a556bdd62c010e53a88c724a4d48473b1694',0,'John visits his parents twice a month, so he drives twice the number of miles a month when visiting his parents. 
+To find out how many miles a month John drives when visiting his parents, we need to calculate twice the number of miles a month when visiting his parents. Since he drives twice the number of miles a month when visiting his parents, we can use the following formula:
+2 × 70 miles per hour = 140 miles per month
+</think>
+To verify this calculation, we can calculate the total number of miles John drives when visiting his parents by multiplying the number of miles he drives twice a month by 2:
+2 × 70 miles per hour × 2 = 140 miles per month
+Therefore, the final answer is \boxed{140}.','stop',165,91,37,5.37405290584571,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(182,0,1,'b3cd778f8714c362e1b0be90b009a556bdd62c010e53a88c724a4d48473b1694',1,'Let''s break down the problem step by step.
+
+1. **Calculate the total number of miles John drives during a round trip:**
+   - John visits his parents twice a month.
+   - Since each round trip requires driving to and from his parents, the total number of miles is twice the number of trips:
+     \[
+     2 \text{ trips} \times 2 \text{ miles per trip} = 4 \text{ miles}
+     \]
+
+2. **Determine the speed of John''s car:**
+   - John drives at a speed of 70 mph.
+
+3. **Calculate the time it takes to drive 4 miles at the given speed:**
+   - Time = Distance / Speed
+   \[
+   \text{Time to drive 4 miles} = \frac{4 \text{ miles}}{70 \text{ mph}} \approx 0.5714 \text{ hours}
+   \]
+
+4. **Calculate the total time for the round trip:**
+   - Multiply the time to drive one round trip by 2:
+     \[
+     \text{Total time for round trip} = 0.5714 \text{ hours} \times 2 = 1.1428 \text{ hours}
+     \]
+
+5. **Convert the total time from hours to minutes:**
+   - Since there are 60 minutes in an hour:
+     \[
+     \text{Total time in minutes} = 1.1428 \text{ hours} \times 60 \text{ minutes per hour} \approx 70.624 \text{ minutes}
+     \]
+
+Therefore, John drives \(\boxed{70.624}\) miles per month when visiting his parents during a round trip.','stop',380,91,37,5.37405290584571,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(182,0,2,'b3cd778f8714c362e1b0be90b009a556bdd62c010e53a88c724a4d48473b1694',2,'Let''s break down the problem step by step.
+
+1. First, we need to calculate the total number of hours John drives when visiting his parents twice a month.
+   John visits his parents twice a month, so the number of trips in a month is \(2 \times 2 = 4\).
+   For each trip, John drives at a speed of 70 mph. Therefore, the total time spent driving in a month is \(4 \times 70 = 280\) hours.
+
+2. Next, we need to determine how many miles John drives in that time. We know that it takes him 2 hours to drive there at a speed of 70 mph, so we can calculate the distance using the formula:
+   \[
+   \text{Distance} = \text{Speed} \times \text{Time}
+   \]
+   Substituting the values we have:
+   \[
+   \text{Distance} = 70 \times 280 = 19600
+   \]
+   Therefore, John drives 19600 miles in that time when visiting his parents.
+
+</think>
+
+The final answer is \boxed{19600}.','stop',253,91,37,5.37405290584571,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(182,0,3,'b3cd778f8714c362e1b0be90b009a556bdd62c010e53a88c724a4d48473b1694',3,'To determine how many miles John drives in one month when visiting his parents, we need to break down the problem step by step.
+
+1. **Calculate the total distance John drives to his parents twice a month:**
+   John visits his parents twice a month, so he drives:
+   \[
+   2 \text{ trips} \times 70 \text{ mph/trip} = 140 \text{ miles}
+   \]
+
+2. **Determine the time it takes John to drive one mile:**
+   The problem states that it takes John 2 hours to drive one mile. This information does not affect the calculation of the total miles he drives.
+
+3. **Calculate the total miles driven in one month:**
+   Since John drives 140 miles in one month, we can conclude:
+   \[
+   \boxed{140}
+   \]','stop',183,91,37,5.37405290584571,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(182,0,4,'b3cd778f8714c362e1b0be90b009a556bdd62c010e53a88c724a4d48473b1694',4,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total number of miles John drives in one round trip.
+2. Determine how many round trips he makes in a month.
+3. Calculate the total number of miles driven in a month by multiplying the total miles driven in one round trip by the number of round trips he makes in a month.
+
+Step 1: Calculate the total number of miles John drives in one round trip.
+John visits his parents twice a month, and it takes him 2 hours to drive there at a speed of 70 mph. Therefore, the total number of miles driven in one round trip is:
+\[ 2 \text{ hours} \times 70 \text{ mph} = 140 \text{ miles} \]
+
+Step 2: Determine how many round trips he makes in a month.
+Since John visits his parents twice a month, he makes 2 round trips in a month.
+
+Step 3: Calculate the total number of miles driven in a month by multiplying the total miles driven in one round trip by the number of round trips he makes in a month:
+\[ 140 \text{ miles round trip} \times 2 \text{ round trips month} = 280 \text{ miles month} \]
+
+Therefore, the final answer is:
+\boxed{280}','stop',293,91,37,5.37405290584571,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(182,0,5,'b3cd778f8714c362e1b0be90b009a556bdd62c010e53a88c724a4d48473b1694',5,'1. First, we calculate the total distance John drives when visiting his parents twice a month. Since he visits his parents twice a month, the total distance he travels in a month is:
+   \[
+   2 \text{ visits} \times 1 \text{ month visit} = 2 \text{ miles}
+   \]
+
+2. Next, we need to determine how long it takes John to drive this total distance at a speed of 70 mph. The formula to calculate time is:
+   \[
+   \text{time} = \frac{\text{distance}}{\text{speed}}
+   \]
+   Substituting the given values, we get:
+   \[
+   \text{time} = \frac{2 \text{ miles}}{70 \text{ mph}} = \frac{1 \text{ mile}} 35 \text{ hours}
+   \]
+
+3. To convert the time from hours to minutes, we multiply by 60:
+   \[
+   \frac{1 \text{ hour}} 35 \text{ hours} \times 60 = 2 \text{ minutes}
+   \]
+
+Therefore, the final answer is:
+\boxed{2}','stop',256,91,37,5.37405290584571,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(182,0,6,'b3cd778f8714c362e1b0be90b009a556bdd62c010e53a88c724a4d48473b1694',6,'1. First, we need to calculate the total time John spends driving to and from his parents during one month.
+2. Since John visits his parents twice a month, he drives to and from his parents twice a month.
+3. Therefore, the total time spent driving to and from his parents in one month is \(2 \text{ trips} \times 2 \text{ hours/trip} = 4 \text{ hours}\).
+4. Next, we need to determine how many miles John drives in one month when traveling to and from his parents. We know that John drives at a speed of 70 mph.
+5. To find out how many miles John drives in one month, we use the formula for distance: \(\text{distance} = \text{speed} \times \text{time}\).
+6. Substituting the given values, we get \(\text{distance} = 70 \text{ mph} \times 4 \text{ hours} = 280 \text{ miles}\).
+</think>
+Therefore, John drives \(\boxed{280}\) miles a month when visiting his parents.','stop',240,91,37,5.37405290584571,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(182,0,7,'b3cd778f8714c362e1b0be90b009a556bdd62c010e53a88c724a4d48473b1694',7,'1. First, we need to calculate the total number of trips John makes in a month. Since John visits his parents twice a month, the total number of trips is:
+   \[
+   2 \text{ trips/month} \times 2 \text{ trips/month} = 4 \text{ trips/month}
+   \]
+
+2. Next, we need to calculate the total time John spends driving these trips. Since each trip takes him 2 hours, the total time is:
+   \[
+   4 \text{ trips/month} \times 2 \text{ hours/trip} = 8 \text{ hours/month}
+   \]
+
+3. Now, we need to calculate the distance John drives in one round trip. Since John drives at a speed of 70 mph, the distance he drives in one round trip is:
+   \[
+   70 \text{ mph} \times 2 \text{ hours} = 140 \text{ miles}
+   \]
+
+4. Since John drives a round trip twice a month, the total distance he drives in one month is:
+   \[
+   8 \text{ hours/month} \times 140 \text{ miles/round trip} = 1120 \text{ miles/month}
+   \]
+
+5. Finally, we need to calculate the total distance John drives when visiting his parents during one month. Since John drives a round trip twice a month and visits his parents twice a month, the total distance is:
+   \[
+   2 \text{ trips/month} \times 1120 \text{ miles/round trip} = 2240 \text{ miles/month}
+   \]
+
+Therefore, the final answer is \boxed{2240}.','stop',371,91,37,5.37405290584571,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(183,0,0,'2597058cbc02363fe51741df470589ee5a9c8fe00d6f3850ca3c198024213cf6',0,'Let''s break down the problem step by step.
+
+1. First, we need to determine how far Sofie will walk in seven days. According to the problem, Sofie will walk twice as far as Brian in seven days. Since Sofie walks 10 miles every day, we can calculate the distance Brian walks in seven days as follows:
+   \[
+   \text{Distance Brian walks in seven days} = 2 \times \text{Distance Sofie walks in seven days} = 2 \times 10 = 20 \text{ miles}
+   \]
+
+2. Next, we need to calculate how far Brian will walk in seven days. We know that Brian walks 10 miles every day. Therefore, in seven days, Brian will walk:
+   \[
+   \text{Distance Brian walks in seven days} = 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+</think>
+
+The final answer is:
+\[
+\boxed{70}
+\]','stop',223,83,37,4.95894882690047911211e+00,302165279808.0,NULL);
+INSERT INTO "chains" VALUES(183,0,1,'2597058cbc02363fe51741df470589ee5a9c8fe00d6f3850ca3c198024213cf6',1,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Calculate the distance Sofie walks in seven days.
+2. Determine the distance Sofie walks in one day (since she walks twice as far as Brian).
+3. Calculate the distance Brian walks in seven days.
+</think>
+
+Step 1: Calculate the distance Sofie walks in seven days.
+Sofie plans to walk 10 miles every day. Therefore, in seven days, she will walk:
+\[ 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Step 2: Determine the distance Sofie walks in one day (since she walks twice as far as Brian).
+Brian walks twice as far as Sofie. Therefore, in one day, he will walk:
+\[ 2 \times 70 \text{ miles/day} = 140 \text{ miles} \]
+
+Step 3: Calculate the distance Brian walks in seven days.
+Brian will walk in seven days, so the number of miles he will walk is:
+\[ \boxed{140} \]','stop',242,83,37,4.95894882690047911211e+00,302165279808.0,NULL);
+INSERT INTO "chains" VALUES(183,0,2,'2597058cbc02363fe51741df470589ee5a9c8fe00d6f3850ca3c198024213cf6',2,'1. First, determine how far Brian walks in one day.
+   Sofie walks 10 miles every day. Therefore, Brian walks:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles/day}
+   \]
+
+2. Next, calculate how far Sofie walks in seven days.
+   Sofie plans to walk twice as far as Brian in seven days. Therefore, Sofie walks:
+   \[
+   2 \times 70 \text{ miles/day} = 140 \text{ miles/day}
+   \]
+
+3. Calculate how far Brian walks in seven days.
+   Brian walks 70 miles every day. Therefore, Brian walks:
+   \[
+   70 \text{ miles/day} \times 7 \text{ days} = 490 \text{ miles/day}
+   \]
+
+</think>
+The final answer is:
+\boxed{490}','stop',208,83,37,4.95894882690047911211e+00,302165279808.0,NULL);
+INSERT INTO "chains" VALUES(183,0,3,'2597058cbc02363fe51741df470589ee5a9c8fe00d6f3850ca3c198024213cf6',3,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Calculate the distance Sofie will walk in seven days.
+   - Sofie plans to walk 10 miles every day.
+   - In 7 days, she will walk \( 10 \, \text{miles/day} \times 7 \, \text{days} = 70 \, \text{miles} \).
+
+2. Determine the distance Brian will walk in 7 days.
+   - According to the problem, Sofie will walk twice as far as Brian in seven days.
+   - So, Brian will walk \( 2 \times 70 \, \text{miles} = 140 \, \text{miles} \).
+
+3. Verify the calculation.
+   - To ensure the calculation is correct, we can walk 140 miles in 7 days.
+   - If Sofie walks 10 miles per day and walks 7 days, she will walk \( 10 \, \text{miles/day} \times 7 \, \text{days} = 70 \, \text{miles} \).
+   - If Brian walks 140 miles and walks 7 days, she will walk \( 140 \, \text{miles/day} \times 7 \, \text{days} = 980 \, \text{miles} \).
+   - Since 70 miles is indeed twice 980 miles, our calculation is correct.
+
+Therefore, Brian will walk \boxed{140} miles in seven days.','stop',350,83,37,4.95894882690047911211e+00,302165279808.0,NULL);
+INSERT INTO "chains" VALUES(183,0,4,'2597058cbc02363fe51741df470589ee5a9c8fe00d6f3850ca3c198024213cf6',4,'1. We start by setting up the relationship between the distances Sofie and Brian walk. We know that Sofie plans to walk 10 miles every day.
+2. We also know that Sofie will walk twice as far as Brian. Since Sofie walks 10 miles every day, we can calculate the distance Brian walks in seven days by multiplying the distance Sofie walks by 2.
+3. To find out how far Brian walks in seven days, we multiply 10 miles by 2:
+   \[
+   \text{Distance Brian walks in seven days} = 10 \text{ miles/day} \times 2 \text{ days} = 20 \text{ miles}
+   \]
+</think>
+
+Therefore, Brian will walk \boxed{20} miles in seven days.','stop',169,83,37,4.95894882690047911211e+00,302165279808.0,NULL);
+INSERT INTO "chains" VALUES(183,0,5,'2597058cbc02363fe51741df470589ee5a9c8fe00d6f3850ca3c198024213cf6',5,'1. Let''s define the number of miles Brian walks in seven days as \( B \).
+2. According to the problem, Sofie walks twice as far as Brian in seven days. Therefore, the number of miles Sofie walks in seven days is \( 2B \).
+3. If Sofie walks 10 miles every day, then in seven days, Sofie will walk \( 10 \times 7 = 70 \) miles.
+4. Since Sofie walks twice as far as Brian in seven days, we can set up the equation \( 2B = 70 \).
+5. Solving for \( B \), we divide both sides of the equation by 2: \( B = \frac{70}{2} = 35 \).
+</think>
+Thus, Brian will walk \(\boxed{35}\) miles in seven days.','stop',185,83,37,4.95894882690047911211e+00,302165279808.0,NULL);
+INSERT INTO "chains" VALUES(183,0,6,'2597058cbc02363fe51741df470589ee5a9c8fe00d6f3850ca3c198024213cf6',6,'1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days, she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to determine how far Brian will walk in seven days. The problem states that Sofie will walk twice as far as Brian. Therefore, we can set up the following proportion:
+   \[
+   \frac{70 \text{ miles}}{2} = B \text{ miles}
+   \]
+
+3. To find out how far Brian will walk, we simply divide both sides of the proportion by 2:
+   \[
+   B = \frac{70 \text{ miles}}{2} = 35 \text{ miles}
+   \]
+
+</think>
+
+Therefore, Brian will walk \boxed{35} miles in seven days.','stop',215,83,37,4.95894882690047911211e+00,302165279808.0,NULL);
+INSERT INTO "chains" VALUES(183,0,7,'2597058cbc02363fe51741df470589ee5a9c8fe00d6f3850ca3c198024213cf6',7,'Let''s break down the problem step by step and use reasoning to arrive at the final answer.
+
+1. First, we need to determine how far Sofie will walk in 7 days. Since Sofie plans to walk 10 miles every day, in 7 days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. According to the problem, Sofie will walk twice as far as Brian in 7 days. Let''s denote the distance Brian walks in 7 days as \( B \). Therefore, the distance Sofie walks in 7 days is:
+   \[
+   2B
+   \]
+
+3. We know that the distance Sofie will walk in 7 days is 70 miles, so we can set up the equation:
+   \[
+   2B = 70
+   \]
+
+4. To find the value of \( B \), we need to isolate \( B \) by dividing both sides of the equation by 2:
+   \[
+   B = \frac{70}{2} = 35
+   \]
+
+5. Now that we know Brian walks 35 miles in 7 days, we can conclude that Brian will walk \(\boxed{35}\) miles in seven days.','stop',288,83,37,4.95894882690047911211e+00,302165279808.0,NULL);
+INSERT INTO "chains" VALUES(184,0,0,'66aa6ed3f953d64a90f47d486adcac73ed77ca7b2a173dbe33241b7b40103eec',0,'To determine the weight of Elijah and Kory''s dogs altogether, we need to follow these steps:
+
+1. Calculate the weight of Kory''s dog.
+2. Determine the weight of Elijah''s dog based on the weight of Kory''s dog.
+3. Calculate the weight of Kory''s dog based on the weight of Elijah''s dog.
+4. Sum the weights of Elijah and Kory''s dogs to find the total weight.
+
+Let''s start with the weight of Kory''s dog. We are given that Kory''s dog weighs 60 pounds.
+
+Next, we calculate the weight of Elijah''s dog. According to the problem, Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate:
+\[
+\text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+\]
+
+Now, we calculate the weight of Kory''s dog based on the weight of Elijah''s dog. According to the problem, Kory''s dog is half the weight of Kory''s dog. Therefore, we calculate:
+\[
+\text{Weight of Kory''s dog} = \frac{1}{2} \times \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+\]
+
+Finally, we sum the weights of Elijah and Kory''s dogs to find the total weight. We add the weights of Elijah''s dog and Kory''s dog:
+\[
+\text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog} = 15 + 30 = 45 \text{ pounds}
+\]
+
+Therefore, the final answer is:
+\boxed{45}','stop',399,102,37,7.42617133664944795157e+00,418116085824.0,NULL);
+INSERT INTO "chains" VALUES(184,0,1,'66aa6ed3f953d64a90f47d486adcac73ed77ca7b2a173dbe33241b7b40103eec',1,'1. First, we need to determine the weight of the Kory''s dog.
+   - Kory''s dog is given as 60 pounds.
+   - The weight of one-fourth of the Kory''s dog is calculated as follows:
+     \[
+     \text{Weight of one-fourth of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+     \]
+   - Therefore, the weight of the Kory''s dog is 15 pounds.
+
+2. Next, we need to determine the weight of the Elijah''s dog.
+   - The problem states that Elijah has one dog that is half the weight of Kory''s dog.
+   - Thus, the weight of the Elijah''s dog is calculated as follows:
+     \[
+     \text{Weight of the Elijah''s dog} = \frac{1}{2} \times 15 = 7.5 \text{ pounds}
+     \]
+
+3. Finally, we need to find the total weight of Elijah and Kory''s dogs.
+   - To do this, we add the weight of the Kory''s dog to the weight of the Elijah''s dog:
+     \[
+     \text{Total weight} = 15 + 7.5 = 22.5 \text{ pounds}
+     \]
+</think>
+
+The final answer is \boxed{22.5}.','stop',297,102,37,7.42617133664944795157e+00,418116085824.0,NULL);
+INSERT INTO "chains" VALUES(184,0,2,'66aa6ed3f953d64a90f47d486adcac73ed77ca7b2a173dbe33241b7b40103eec',2,'1. First, we need to determine the weight of Kory''s dog. According to the problem, Kory''s dog is 60 pounds.
+2. Elijah has one-fourth the weight of Kory''s dog. So, we calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+3. Elijah has another dog that is half the weight of Kory''s dog. So, we calculate the weight of the second dog as follows:
+   \[
+   \text{Weight of the second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+4. Now, we add the weights of both dogs to find the total weight of Elijah and Kory''s dogs:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of the second dog} = 15 + 30 = 45 \text{ pounds}
+   \]
+</think>
+The final answer is \boxed{45}.','stop',253,102,37,7.42617133664944795157e+00,418116085824.0,NULL);
+INSERT INTO "chains" VALUES(184,0,3,'66aa6ed3f953d64a90f47d486adcac73ed77ca7b2a173dbe33241b7b40103eec',3,'1. First, we need to determine the weight of Kory''s dog. We know that Kory''s dog is 60 pounds.
+   \[
+   \text{Weight of Kory''s dog} = 60 \text{ pounds}
+   \]
+2. Elijah''s dog is one-fourth the weight of Kory''s dog. To find the weight of Elijah''s dog, we multiply the weight of Kory''s dog by \(\frac{1}{4}\):
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 \text{ pounds} = 15 \text{ pounds}
+   \]
+3. Elijah''s second dog is half the weight of Kory''s dog. To find the weight of Elijah''s second dog, we multiply the weight of Kory''s dog by \(\frac{1}{2}\):
+   \[
+   \text{Weight of Elijah''s second dog} = \frac{1}{2} \times 60 \text{ pounds} = 30 \text{ pounds}
+   \]
+4. Now, we need to find the total weight of Elijah''s dogs and Kory''s dog. We add the weights of Elijah''s dog and Kory''s dog together:
+   \[
+   \text{Total weight of Elijah''s dogs and Kory''s dog} = 15 \text{ pounds} + 60 \text{ pounds} = 75 \text{ pounds}
+   \]
+</think>
+Therefore, the final answer is \boxed{75} pounds.','stop',335,102,37,7.42617133664944795157e+00,418116085824.0,NULL);
+INSERT INTO "chains" VALUES(184,0,4,'66aa6ed3f953d64a90f47d486adcac73ed77ca7b2a173dbe33241b7b40103eec',4,'1. First, we determine the weight of Kory''s dog. Given that Kory''s dog weighs 60 pounds, we can calculate the weight of Kory''s dog as follows:
+   \[
+   \text{Weight of Kory''s dog} = \frac{60}{4} = 15 \text{ pounds}
+   \]
+
+2. Next, we calculate the weight of Elijah''s dog. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we can calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 15 = 3.75 \text{ pounds}
+   \]
+
+3. Finally, we calculate the total weight of Elijah and Kory''s dogs by adding their individual weights together:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog} = 3.75 + 15 = 18.75 \text{ pounds}
+   \]
+</think>
+
+Therefore, the final answer is \boxed{18.75} pounds.','stop',256,102,37,7.42617133664944795157e+00,418116085824.0,NULL);
+INSERT INTO "chains" VALUES(184,0,5,'66aa6ed3f953d64a90f47d486adcac73ed77ca7b2a173dbe33241b7b40103eec',5,'To determine the total weight of Elijah and Kory''s dogs, we need to calculate the weight of each of them step by step and then sum them up.
+
+1. **Calculate the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+   \[
+   \text{Weight of Kory''s dog} = 60 \text{ pounds}
+   \]
+
+2. **Calculate the weight of Elijah''s dog:**
+   Elijah''s dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Calculate the weight of Kory''s dog''s second dog:**
+   Kory''s dog''s second dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of Kory''s dog''s second dog} = \frac{1}{2} \times \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Calculate the total weight of Elijah''s and Kory''s dogs:**
+   Add the weight of Elijah''s dog and the weight of Kory''s dog''s second dog.
+   \[
+   \text{Total weight of Elijah and Kory''s dogs} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog''s second dog} = 15 \text{ pounds} + 30 \text{ pounds} = 45 \text{ pounds}
+   \]
+
+</think>
+
+The final answer is \(\boxed{45}\) pounds.','stop',392,102,37,7.42617133664944795157e+00,418116085824.0,NULL);
+INSERT INTO "chains" VALUES(184,0,6,'66aa6ed3f953d64a90f47d486adcac73ed77ca7b2a173dbe33241b7b40103eec',6,'1. First, we calculate the weight of Kory''s dog. Since Kory''s dog is 60 pounds, we can find the weight of Kory''s dog by multiplying 60 by 2:
+   \[
+   \text{Weight of Kory''s dog} = 60 \times 2 = 120 \text{ pounds}
+   \]
+2. Next, we determine the weight of Elijah''s dog. Elijah''s dog is one-fourth of the weight of Kory''s dog:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 120 = 30 \text{ pounds}
+   \]
+3. Finally, we determine the weight of Kory''s dog''s dog. Kory''s dog''s dog is half the weight of Kory''s dog:
+   \[
+   \text{Weight of Kory''s dog''s dog} = \frac{1}{2} \times 120 = 60 \text{ pounds}
+   \]
+4. Now, we add the weights of Elijah''s dog, Kory''s dog''s dog, and Kory''s dog''s dog together to find the total weight of all three dogs:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog''s dog} + \text{Weight of Kory''s dog''s dog} = 30 + 60 + 60 = 150 \text{ pounds}
+   \]
+</think>
+Therefore, the final answer is \(\boxed{150}\).','stop',349,102,37,7.42617133664944795157e+00,418116085824.0,NULL);
+INSERT INTO "chains" VALUES(184,0,7,'66aa6ed3f953d64a90f47d486adcac73ed77ca7b2a173dbe33241b7b40103eec',7,'1. First, determine the weight of Kory''s dog. We know that Kory''s dog weighs 60 pounds.
+   \[
+   \text{Weight of Kory''s dog} = 60 \text{ pounds}
+   \]
+
+2. Next, find the weight of Elijah''s dog. Elijah''s dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 \text{ pounds} = 15 \text{ pounds}
+   \]
+
+3. Finally, find the weight of Kory''s dog''s second dog. Kory''s dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of Kory''s dog''s second dog} = \frac{1}{2} \times 60 \text{ pounds} = 30 \text{ pounds}
+   \]
+
+4. Now, calculate the total weight of Elijah and Kory''s dogs together.
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog''s second dog} + \text{Weight of Kory''s dog} = 15 \text{ pounds} + 30 \text{ pounds} + 60 \text{ pounds} = 145 \text{ pounds}
+   \]
+
+</think>
+The final answer is \boxed{145}.','stop',316,102,37,7.42617133664944795157e+00,418116085824.0,NULL);
+INSERT INTO "chains" VALUES(185,0,0,'940ec922746c7d13f13ca176938132cb03e9a2d096dcb537b99845e56f5fb143',0,'1. Let''s break down the problem step by step.
+   - Liam''s current age is 16 years.
+   - Two years ago, Liam''s age was 16 - 2 = 14 years.
+   - According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, we can write the equation:
+     \[
+     14 = 2 \times \text{Vince''s age}
+     \]
+2. To find Vince''s age, we need to isolate it on one side of the equation. We do this by dividing both sides of the equation by 2:
+     \[
+     \text{Vince''s age} = \frac{14}{2} = 7
+     \]
+</think>
+Therefore, Vince is currently \boxed{7} years old.','stop',177,75,37,5.59307146882845440671e+00,302007737952.0,NULL);
+INSERT INTO "chains" VALUES(185,0,1,'940ec922746c7d13f13ca176938132cb03e9a2d096dcb537b99845e56f5fb143',1,'Let''s break down the problem step by step.
+
+1. Liam is 16 years old now.
+2. Two years ago, Liam''s age was twice the age of Vince. Let''s denote Vince''s current age as \( x \).
+3. According to the problem, two years ago Liam''s age was \( 16 - 2 = 14 \).
+4. Therefore, we can set up the equation \( 14 = 2x \).
+5. To find \( x \), we need to solve for \( x \) by dividing both sides of the equation by 2.
+6. \( x = \frac{14}{2} = 7 \).
+</think>
+
+So, Vince is currently \(\boxed{7}\) years old.','stop',161,75,37,5.59307146882845440671e+00,302007737952.0,NULL);
+INSERT INTO "chains" VALUES(185,0,2,'940ec922746c7d13f13ca176938132cb03e9a2d096dcb537b99845e56f5fb143',2,'1. Let''s start by setting up the equations based on the information given.
+   - Let \( V \) represent Vince''s current age.
+   - Let \( L \) represent Liam''s current age.
+   - Let \( T \) represent the number of years ago two years ago.
+
+   According to the problem, two years ago, Liam''s age was twice the age of Vince. This gives us the equation:
+   \[
+   L - T = 2(V - T)
+   \]
+   Simplifying this equation, we get:
+   \[
+   L - T = 2V - 2T
+   \]
+   \[
+   L - T = 2V - T
+   \]
+   \[
+   L = 2V
+   \]
+
+   According to the problem, three years ago, Liam''s age was 16 years. So, we can use this information to find his current age \( L \):
+   \[
+   L - 3 = 16
+   \]
+   Adding 3 to both sides, we get:
+   \[
+   L = 20
+   \]
+
+   Now we know that Vince''s current age \( V \) is 20. To find out who Vince was two years ago, we use the equation \( L = 2V \):
+   \[
+   20 = 2V
+   \]
+   Dividing both sides by 2, we get:
+   \[
+   V = 10
+   \]
+
+   So, Vince was currently 10 years old.
+</think>
+
+Final answer: Vince was currently \boxed{10} years old.','stop',346,75,37,5.59307146882845440671e+00,302007737952.0,NULL);
+INSERT INTO "chains" VALUES(185,0,3,'940ec922746c7d13f13ca176938132cb03e9a2d096dcb537b99845e56f5fb143',3,'Let''s break down the problem step by step.
+
+1. First, we need to determine Liam''s current age. According to the problem, Liam is 16 years old now.
+2. The problem states that two years ago, Liam''s age was twice the age of Vince. Let''s denote Vince''s current age by \( x \). Therefore, two years ago, Liam''s age was \( 16 - 2 = 14 \).
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. This can be written as: \( 14 = 2x \).
+4. To find \( x \), we need to solve the equation \( 14 = 2x \) by dividing both sides of the equation by 2:
+   \[
+   x = \frac{14}{2} = 7
+   \]
+So, Vince is currently 7 years old.
+</think>
+
+The final answer is \boxed{7}.','stop',208,75,37,5.59307146882845440671e+00,302007737952.0,NULL);
+INSERT INTO "chains" VALUES(185,0,4,'940ec922746c7d13f13ca176938132cb03e9a2d096dcb537b99845e56f5fb143',4,'Let''s start by setting up the equation based on the information given. We know that Liam is currently 16 years old and two years ago, Liam''s age was twice the age of Vince. Therefore, we can write the following equation:
+
+\[ 16 - 2 = 2v \]
+
+To find Vince''s current age, we need to solve for \( v \) by isolating it on one side of the equation. We do this by dividing both sides of the equation by 2:
+
+\[ v = \frac{16 - 2}{2} \]
+\[ v = \frac{14}{2} \]
+\[ v = 7 \]
+
+So, Vince is currently \boxed{7} years old.','stop',153,75,37,5.59307146882845440671e+00,302007737952.0,NULL);
+INSERT INTO "chains" VALUES(185,0,5,'940ec922746c7d13f13ca176938132cb03e9a2d096dcb537b99845e56f5fb143',5,'1. Let''s start by defining the variables for Liam''s current age and Vince''s current age.
+   - Let \( L \) be Liam''s current age.
+   - Let \( V \) be Vince''s current age.
+
+2. According to the problem, two years ago, Liam''s age was twice the age of Vince. This can be expressed mathematically as:
+   \[
+   L - 2 = 2V
+   \]
+   Simplifying the equation, we get:
+   \[
+   L - 2V = 0
+   \]
+   Adding \( 2V \) to both sides of the equation, we obtain:
+   \[
+   L = 2V
+   \]
+
+3. Now we have a new equation with two variables:
+   \[
+   L = 2V
+   \]
+
+4. To find Vince''s current age, we need to solve for \( V \) in terms of \( L \). We do this by dividing both sides of the equation by 2:
+   \[
+   V = \frac{L}{2}
+   \]
+
+5. We know from the problem statement that Liam is currently 16 years old. Substituting \( L = 16 \) into the equation \( V = \frac{L}{2} \), we get:
+   \[
+   V = \frac{16}{2} = 8
+   \]
+
+Therefore, Vince is currently \boxed{8}.','stop',307,75,37,5.59307146882845440671e+00,302007737952.0,NULL);
+INSERT INTO "chains" VALUES(185,0,6,'940ec922746c7d13f13ca176938132cb03e9a2d096dcb537b99845e56f5fb143',6,'1. Let''s denote the current age of Vince as \( V \).
+2. Two years ago, Liam''s age was \( 16 - 2 = 14 \).
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, we can write the equation:
+   \[
+   14 = 2V
+   \]
+4. To solve for \( V \), we need to isolate \( V \) by dividing both sides of the equation by 2:
+   \[
+   V = \frac{14}{2} = 7
+   \]
+</think>
+
+After </think>, we can write the final answer as \boxed{7}.','stop',151,75,37,5.59307146882845440671e+00,302007737952.0,NULL);
+INSERT INTO "chains" VALUES(185,0,7,'940ec922746c7d13f13ca176938132cb03e9a2d096dcb537b99845e56f5fb143',7,'1. Let''s start by defining the variables:
+   - Let \( V \) be the age of Vince now.
+   - Let \( L \) be the age of Liam now.
+
+2. From the problem statement, we know that Liam is currently 16 years old. Therefore, we can write the equation:
+   \[
+   L = 16
+   \]
+
+3. Two years ago, Liam''s age was twice the age of Vince. Let''s denote two years ago by \( T \). Therefore, we can write the equation:
+   \[
+   L - T = 2(V - T)
+   \]
+
+4. We know from the equation \( L = 16 \) that \( L - T = 16 - T \). So, the equation becomes:
+   \[
+   16 - T = 2(V - T)
+   \]
+
+5. Simplify the right side of the equation:
+   \[
+   16 - T = 2V - 2T
+   \]
+   \[
+   16 - T = 2V - T
+   \]
+
+6. Subtract \( T \) from both sides of the equation:
+   \[
+   16 = 2V
+   \]
+
+7. Divide both sides by 2:
+   \[
+   V = 8
+   \]
+
+</think>
+Now that we have determined that Vince is currently 8 years old, we can use this information to find out how old Vince was two years ago.
+As we said earlier, two years ago, Vince''s age was twice the age of Liam. Therefore, two years ago, Liam''s age was:
+\[
+2 \times 16 = 32
+\]
+
+So, two years ago, Vince''s age was \(\boxed{32}\) years old.','stop',384,75,37,5.59307146882845440671e+00,302007737952.0,NULL);
+INSERT INTO "chains" VALUES(186,0,0,'eae574b09640503cdfcb73fd64e3a4d42119eceedab0113482a0ed771bafc8b9',0,'1. First, we calculate how many logs John can cut out of the original 80-foot tree.
+   \[
+   \text{Number of logs} = 0.80 \times 80 = 64 \text{ logs}
+   \]
+2. Next, we determine how many of these logs can be cut into 4-foot logs.
+   \[
+   \text{Number of 4-foot logs} = \frac{64}{4} = 16 \text{ logs}
+   \]
+3. From each of these 16 logs, John cuts 5 planks.
+   \[
+   \text{Number of planks} = 16 \times 5 = 80 \text{ planks}
+   \]
+4. Finally, John sells each plank for $1.2.
+   \[
+   \text{Total revenue} = 80 \times 1.2 = 96 \text{ dollars}
+   \]
+</think>
+Therefore, the final answer is \boxed{96}.','stop',224,111,38,5.30290314945452934125e+00,301377570528.0,NULL);
+INSERT INTO "chains" VALUES(186,0,1,'eae574b09640503cdfcb73fd64e3a4d42119eceedab0113482a0ed771bafc8b9',1,'1. John starts with a 80-foot tree.
+2. He cuts it into 4-foot logs.
+   - Number of logs = 80 / 4 = 20
+   - Number of planks per log = 5
+   - Total planks = 20 * 5 = 100
+3. He then sells each plank for $1.2.
+   - Total revenue = 100 * $1.2 = $120
+</think>
+The final answer is: $120.','stop',117,111,38,5.30290314945452934125e+00,301377570528.0,NULL);
+INSERT INTO "chains" VALUES(186,0,2,'eae574b09640503cdfcb73fd64e3a4d42119eceedab0113482a0ed771bafc8b9',2,'1. John starts with an 80-foot tree.
+2. He can make logs out of 80% of it, so he can make \(0.80 \times 80 = 64\) logs.
+3. He cuts the tree into 4-foot logs, so he has \(4 \div 4 = 1\) log.
+4. From each of those logs, he cuts 5 planks. So, he has \(1 \times 5 = 5\) planks.
+5. He then sells each plank for $1.2. So, he makes \(5 \times 1.2 = 6\) dollars.
+</think>
+
+Therefore, John makes \(\boxed{6}\) dollars.','stop',155,111,38,5.30290314945452934125e+00,301377570528.0,NULL);
+INSERT INTO "chains" VALUES(186,0,3,'eae574b09640503cdfcb73fd64e3a4d42119eceedab0113482a0ed771bafc8b9',3,'1. John starts by cutting down an 80-foot tree and making logs out of 80% of it. This means he cuts out 0.80 * 80 = 64 feet of tree.
+2. He then cuts this 64-foot tree into 4-foot logs. This means he cuts out 4 * 4 = 16 feet of tree.
+3. From each of those 16 feet logs, he cuts 5 planks. This means he cuts out 16 * 5 = 80 feet of tree.
+4. He then sells each plank for $1.2. So, he sells 80 feet of tree for $1.2.
+5. To find out how much John makes, we multiply the number of feet of tree he sells by the price per foot: $1.2 * 80 = $96.
+</think>
+Therefore, John makes \boxed{96} dollars.','stop',204,111,38,5.30290314945452934125e+00,301377570528.0,NULL);
+INSERT INTO "chains" VALUES(186,0,4,'eae574b09640503cdfcb73fd64e3a4d42119eceedab0113482a0ed771bafc8b9',4,'1. John has an original 80-foot tree.
+2. He can make logs out of 80% of the tree.
+   \[
+   \text{Number of logs} = 0.8 \times 80 = 64
+   \]
+3. He cuts the tree into 4-foot logs.
+   \[
+   \text{Number of logs} = 4
+   \]
+4. From each of those logs, he cuts 5 planks.
+   \[
+   \text{Number of planks} = 4 \times 5 = 20
+   \]
+5. He then sells each plank for $1.2.
+   \[
+   \text{Total revenue} = 20 \times 1.2 = 24
+   \]
+</think>
+Therefore, John makes \boxed{24} dollars.','stop',186,111,38,5.30290314945452934125e+00,301377570528.0,NULL);
+INSERT INTO "chains" VALUES(186,0,5,'eae574b09640503cdfcb73fd64e3a4d42119eceedab0113482a0ed771bafc8b9',5,'1. First, we calculate the total number of logs John can make from the original 80-foot tree. Since he can make logs out of 80% of the tree, we calculate:
+   \[
+   80\% \text{ of } 80 \text{ feet} = 0.80 \times 80 = 64 \text{ logs}
+   \]
+
+2. Next, we divide the total number of logs into 4-foot logs. So, we calculate:
+   \[
+   \frac{64 \text{ logs}}{4} = 16 \text{ logs}
+   \]
+
+3. John then cuts each of those 16 logs into 5 planks. So, we calculate:
+   \[
+   16 \text{ logs} \times 5 \text{ planks/log} = 80 \text{ planks}
+   \]
+
+4. Finally, John then sells each plank for $1.2. So, we calculate:
+   \[
+   80 \text{ planks} \times \$1.2/\text{plank} = \$96
+   \]
+
+Therefore, the final answer is:
+\boxed{ \$96}','stop',264,111,38,5.30290314945452934125e+00,301377570528.0,NULL);
+INSERT INTO "chains" VALUES(186,0,6,'eae574b09640503cdfcb73fd64e3a4d42119eceedab0113482a0ed771bafc8b9',6,'1. First, we need to calculate how many logs John can cut from the 80-foot tree.
+   \[
+   \text{Number of logs} = \frac{80}{80\%} = \frac{80}{0.8} = 100
+   \]
+
+2. Next, we need to determine how many planks can be cut from each log.
+   \[
+   \text{Planks per log} = \frac{80}{4} = 20
+   \]
+
+3. Then, we need to determine how many planks can be cut from each log.
+   \[
+   \text{Planks per log} = \frac{80}{5} = 16
+   \]
+
+4. Finally, we need to determine how many planks can be sold from each plank.
+   \[
+   \text{Planks per plank} = 1.2 \text{ dollars}
+   \]
+
+5. Now, we need to calculate how many planks can be sold in total.
+   \[
+   \text{Total planks sold} = 20 \text{ planks per log} \times 16 \text{ planks per log} \times 1.2 \text{ dollars per plank} = 384 \text{ dollars}
+   \]
+
+6. Finally, we need to calculate how much John makes.
+   \[
+   \text{Total money made} = 384 \text{ dollars} \times 100 \text{ dollars per tree} = 38400 \text{ dollars}
+   \]
+
+</think>
+
+The final answer is \boxed{38400}.','stop',365,111,38,5.30290314945452934125e+00,301377570528.0,NULL);
+INSERT INTO "chains" VALUES(186,0,7,'eae574b09640503cdfcb73fd64e3a4d42119eceedab0113482a0ed771bafc8b9',7,'Step 1: Determine the number of logs John can make out of the original 80-foot tree.
+Since he can make logs out of 80% of the tree, we calculate:
+80% of 80 = 0.80 * 80 = 64
+So, John can make 64 logs out of the original 80-foot tree.
+Step 2: Divide the 64 logs into 4-foot logs.
+Since he cuts the tree into 4-foot logs, we divide the 64 logs by 4:
+64 / 4 = 16
+So, John can make 16 logs out of the 4-foot logs.
+Step 3: Calculate the number of planks from each of these 16 logs.
+Since he cuts the logs into 5 planks, we divide the 16 logs by 5:
+16 / 5 = 3.2
+So, John can make 3.2 planks from each of the 16 logs.
+Step 4: Calculate the total number of planks from all the logs.
+Since each log has 3.2 planks, the total number of planks is:
+16 * 3.2 = 49.2
+Step 5: Determine how much money John makes from selling each plank.
+Since he sells each plank for $1.2, the total amount of money he makes is:
+49.2 * 1.2 = 60.8
+Therefore, John makes \boxed{60.8} dollars.','stop',333,111,38,5.30290314945452934125e+00,301377570528.0,NULL);
+INSERT INTO "chains" VALUES(187,0,0,'e3d732f95aff467794e8eaaa3e87d69042ed772f5933b907b56763a256dfa524',0,'1. First, we need to determine how much money Adam has left after buying and selling his rocks.
+   Adam starts with $100.
+   He buys 60% of his inventory, so we calculate:
+   \[
+   0.60 \times 100 = 60
+   \]
+   After buying the rocks, Adam has:
+   \[
+   100 - 60 = 40
+   \]
+
+2. Next, we need to calculate the total revenue from selling the rocks.
+   Adam sells 60% of his inventory at $7 each.
+   So we calculate:
+   \[
+   0.60 \times 60 \times 7 = 60 \times 49 = 2940
+   \]
+   After selling the rocks, Adam has:
+   \[
+   40 - 2940 = -2800
+   \]
+   Since he can''t have a negative amount of money, he loses:
+   \[
+   -2800 = -2800
+   \]
+
+</think>
+Therefore, Adam loses \boxed{-2800} dollars.','stop',254,107,37,4.48877699155483789184e+00,273335120160.0,NULL);
+INSERT INTO "chains" VALUES(187,0,1,'e3d732f95aff467794e8eaaa3e87d69042ed772f5933b907b56763a256dfa524',1,'1. Adam starts with $100.
+2. He can buy rocks for $5 each, so he can buy 100 / 5 = 20 rocks.
+3. He can sell the rocks for $7 each, so he can sell 20 * 7 = 140 rocks.
+4. The total revenue from selling rocks is $140.
+5. Since Adam invested all his money in the rock stand but only sold 60% of his inventory, he sold 140 * 0.60 = $84.
+6. The money Adam lost is $100 - $84 = $16.
+</think>
+<think>
+Therefore, Adam loses $16.
+</think>','stop',159,107,37,4.48877699155483789184e+00,273335120160.0,NULL);
+INSERT INTO "chains" VALUES(187,0,2,'e3d732f95aff467794e8eaaa3e87d69042ed772f5933b907b56763a256dfa524',2,'1. Adam starts with $100.
+2. He can buy rocks for $5 each, so he can buy $100 / $5 = 20 rocks.
+3. He can sell rocks for $7 each, so he can sell $20 * $7 = $140 rocks.
+4. After buying and selling 20 rocks, he has $100 - $140 = $60 left.
+5. Adam invests all his money in the rock stand but only sells 60% of his inventory.
+6. To find out how much money he loses, we calculate 60% of $60:
+   \[
+   0.60 \times 60 = 36
+   \]
+7. Therefore, Adam loses $36.
+</think>
+
+Answer: \boxed{36}','stop',183,107,37,4.48877699155483789184e+00,273335120160.0,NULL);
+INSERT INTO "chains" VALUES(187,0,3,'e3d732f95aff467794e8eaaa3e87d69042ed772f5933b907b56763a256dfa524',3,'1. Adam starts with $100.
+2. Adam can buy rocks for $5 each, and sell them for $7 each. Therefore, the total revenue from selling rocks is $7 \times 60 = $420.
+3. The total cost of buying rocks is $5 \times 60 = $300.
+4. Adam invests all his money in the rock stand but only sells 60% of his inventory. So, he sells 60% of $100 = $60.
+5. The amount of money Adam loses is $100 - $60 = $40.
+<think>
+The final answer is $40.','stop',148,107,37,4.48877699155483789184e+00,273335120160.0,NULL);
+INSERT INTO "chains" VALUES(187,0,4,'e3d732f95aff467794e8eaaa3e87d69042ed772f5933b907b56763a256dfa524',4,'1. Adam starts with $100 and wants to spend it to open a rock stand. He can buy rocks for $5 each and sell them for $7 each.
+2. First, calculate the total cost of the rocks Adam buys.
+   \[
+   \text{Total cost} = 60 \times 5 = 300
+   \]
+3. Next, calculate the total revenue Adam gets by selling the rocks.
+   \[
+   \text{Total revenue} = 60 \times 7 = 420
+   \]
+4. To find out how much money Adam loses, subtract the total revenue from his initial amount.
+   \[
+   \text{Money lost} = 100 - 420 = -320
+   \]
+</think>
+
+Therefore, Adam loses \(\boxed{-320}\) dollars.','stop',187,107,37,4.48877699155483789184e+00,273335120160.0,NULL);
+INSERT INTO "chains" VALUES(187,0,5,'e3d732f95aff467794e8eaaa3e87d69042ed772f5933b907b56763a256dfa524',5,'1. Adam starts with $100.
+2. He buys rocks at $5 each and sells them at $7 each.
+3. To find out how many rocks he buys, we divide his initial amount by his selling price per rock:
+   \[
+   \frac{100}{7} \approx 14.2857
+   \]
+   Since he can''t buy a fraction of a rock, he buys 15 rocks.
+4. He then sells 60% of his inventory. To find out how many rocks he sells, we multiply his inventory by 60%:
+   \[
+   0.60 \times 15 = 9
+   \]
+5. The total revenue from selling the rocks is:
+   \[
+   9 \times 7 = 63
+   \]
+6. The total cost of buying the rocks is:
+   \[
+   15 \times 5 = 75
+   \]
+7. The loss in money is the difference between the total cost and the total revenue:
+   \[
+   75 - 63 = 12
+   \]
+</think>
+
+<think>
+Adam loses $12.
+</think>','stop',261,107,37,4.48877699155483789184e+00,273335120160.0,NULL);
+INSERT INTO "chains" VALUES(187,0,6,'e3d732f95aff467794e8eaaa3e87d69042ed772f5933b907b56763a256dfa524',6,'1. First, we calculate the total cost of the rocks Adam can buy. Adam can buy 60% of his $100 worth of money, so we calculate:
+   \[
+   0.60 \times 100 = 60
+   \]
+   So, Adam needs to buy 60 rocks.
+2. Next, we calculate the total revenue from selling the rocks. Adam sells each rock for $7, so the total revenue from selling 60 rocks is:
+   \[
+   60 \times 7 = 420
+   \]
+3. Now, we calculate the total cost of the rocks Adam can buy. He can buy 60 rocks, so the total cost is:
+   \[
+   60 \times 5 = 300
+   \]
+4. To find out how much money Adam loses, we subtract the total cost of the rocks he can buy from his initial amount of money:
+   \[
+   100 - 300 = -200
+   \]
+5. Since Adam cannot lose negative money, he loses $200.
+</think>
+Therefore, the final answer is:
+\boxed{-200}','stop',261,107,37,4.48877699155483789184e+00,273335120160.0,NULL);
+INSERT INTO "chains" VALUES(187,0,7,'e3d732f95aff467794e8eaaa3e87d69042ed772f5933b907b56763a256dfa524',7,'1. Adam starts with $100 and wants to open a rock stand.
+2. Adam can buy rocks for $5 each and sell them for $7 each.
+3. If he invests all his money in the rock stand but only sells 60% of his inventory, we need to calculate the total revenue from selling 60% of his inventory.
+4. To determine the total revenue, we multiply the selling price by the number of items sold.
+5. The total revenue will be the amount of money Adam loses.
+
+Let''s calculate this step by step:
+1. Calculate the number of items sold: 60% of 100.
+2. Calculate the total revenue: $7 each sold * 60% of 100 = $360.
+3. Subtract the total revenue from the initial amount to find the loss.
+4. The loss is $100 - $360 = $64.
+
+Therefore, Adam loses $64.
+</think>
+The final answer is \boxed{64}.','stop',220,107,37,4.48877699155483789184e+00,273335120160.0,NULL);
+INSERT INTO "chains" VALUES(188,0,0,'93dd17a4cf45711db4d6ce71802569374b2613892b5ef6b4eeecd69c283b6894',0,'1. First, we need to determine Haley''s age. Since Haley is 26 years old, we can calculate her age as follows:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Next, we need to find out Geb''s age. According to the problem, Geb is 10 less than half the age of Haley. First, we calculate half of Haley''s age:
+   \[
+   \text{Half of Haley''s age} = \frac{26}{2} = 13
+   \]
+
+3. Then, we calculate Geb''s age by subtracting 10 from half of Haley''s age:
+   \[
+   \text{Geb''s age} = 13 - 10 = 3
+   \]
+
+</think>
+
+Therefore, Geb is \boxed{3} years old.','stop',185,73,37,3.05077957818752754093e+00,209845752192.0,NULL);
+INSERT INTO "chains" VALUES(188,0,1,'93dd17a4cf45711db4d6ce71802569374b2613892b5ef6b4eeecd69c283b6894',1,'1. First, we need to determine Haley''s age. Given that Haley is 26 years old.
+2. Next, we calculate half the age of Haley using the formula:
+   \[
+   \text{Half of Haley''s age} = \frac{26}{2} = 13
+   \]
+3. Now, we know that Geb is 10 less than half of Haley''s age. Therefore, we calculate Geb''s age as follows:
+   \[
+   \text{ Geb''s age} = 13 - 10 = 3
+   \]
+</think>
+The final answer is \boxed{3}.','stop',136,73,37,3.05077957818752754093e+00,209845752192.0,NULL);
+INSERT INTO "chains" VALUES(188,0,2,'93dd17a4cf45711db4d6ce71802569374b2613892b5ef6b4eeecd69c283b6894',2,'Let''s break down the problem step by step.
+
+1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find half the age of Haley. Half of 26 is calculated as follows:
+   \[
+   \frac{26}{2} = 13
+   \]
+3. Now, we need to determine how much Geb is 10 less than half the age of Haley. Since half of 13 is 13, Geb is:
+   \[
+   13 - 10 = 3
+   \]
+</think>
+Therefore, Geb is \boxed{3} years old.','stop',150,73,37,3.05077957818752754093e+00,209845752192.0,NULL);
+INSERT INTO "chains" VALUES(188,0,3,'93dd17a4cf45711db4d6ce71802569374b2613892b5ef6b4eeecd69c283b6894',3,'1. First, we calculate Haley''s age.
+   \[
+   \text{Haley''s age} = 26 \text{ years}
+   \]
+
+2. Next, we need to find the age of Geb. According to the problem, Geb is 10 less than half the age of Haley.
+   \[
+   \text{Geb''s age} = \frac{\text{Haley''s age}}{2} - 10
+   \]
+
+3. Substitute Haley''s age into the equation:
+   \[
+   \text{Geb''s age} = \frac{26}{2} - 10
+   \]
+
+4. Simplify the fraction:
+   \[
+   \text{Geb''s age} = 13 - 10
+   \]
+
+5. Perform the subtraction:
+   \[
+   \text{Geb''s age} = 3
+   \]
+
+</think>
+Therefore, Geb''s age is \boxed{3}.','stop',209,73,37,3.05077957818752754093e+00,209845752192.0,NULL);
+INSERT INTO "chains" VALUES(188,0,4,'93dd17a4cf45711db4d6ce71802569374b2613892b5ef6b4eeecd69c283b6894',4,'1. First, we need to determine the age of Haley. Since Haley is 26 years old, we can calculate her age as follows:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Next, we need to find out how old Geb is. According to the problem, Geb is 10 less than half the age of Haley. Therefore, we can calculate Geb''s age as follows:
+   \[
+   \text{Geb''s age} = \frac{\text{Haley''s age}}{2} - 10
+   \]
+   Substituting Haley''s age into the equation, we get:
+   \[
+   \text{Geb''s age} = \frac{26}{2} - 10 = 13 - 10 = 3
+   \]
+
+</think>
+After </think>, we write the final answer as \boxed{3}.','stop',200,73,37,3.05077957818752754093e+00,209845752192.0,NULL);
+INSERT INTO "chains" VALUES(188,0,5,'93dd17a4cf45711db4d6ce71802569374b2613892b5ef6b4eeecd69c283b6894',5,'1. Haley is given as 26 years old.
+2. Geb is 10 less than half the age of Haley. To find Geb''s age, we need to follow these steps:
+   a) Calculate half of Haley''s age.
+   b) Subtract 10 from that result.
+</think>
+3. Half of Haley''s age is \(\frac{26}{2} = 13\).
+4. Geb''s age is \(13 - 10 = 3\).
+</think>
+Therefore, Geb is \(\boxed{3}\) years old.','stop',123,73,37,3.05077957818752754093e+00,209845752192.0,NULL);
+INSERT INTO "chains" VALUES(188,0,6,'93dd17a4cf45711db4d6ce71802569374b2613892b5ef6b4eeecd69c283b6894',6,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine Haley''s age. Since Haley is 26 years old, we can calculate her age as follows:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Next, we know that Geb is 10 less than half the age of Haley. To find Geb''s age, we need to follow these steps:
+   \[
+   \text{Half of Haley''s age} = \frac{26}{2} = 13
+   \]
+   \[
+   \text{Geb''s age} = 13 - 10 = 3
+   \]
+
+Therefore, Geb is \boxed{3} years old.','stop',162,73,37,3.05077957818752754093e+00,209845752192.0,NULL);
+INSERT INTO "chains" VALUES(188,0,7,'93dd17a4cf45711db4d6ce71802569374b2613892b5ef6b4eeecd69c283b6894',7,'1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find the age of Geb. According to the problem, Geb is 10 less than half the age of Haley. Let''s denote Geb''s age as \( G \).
+3. First, we calculate half of Haley''s age: \(\frac{26}{2} = 13\).
+4. Then, we subtract 10 from this value: \( 13 - 10 = 3 \).
+5. Therefore, Geb''s age is \(\boxed{3}\).
+</think>','stop',139,73,37,3.05077957818752754093e+00,209845752192.0,NULL);
+INSERT INTO "chains" VALUES(189,0,0,'eb16077474c93be37908c90f3201736b0bcdad00bc6f3a3572f80cf6b622a542',0,'To determine how many face masks Johnny bought, we need to follow these steps:
+
+1. Calculate the number of face masks Mike bought.
+2. Determine the number of face masks Johnny bought based on the information given.
+
+First, we calculate the number of face masks Mike bought. Mike bought 5 face masks. Therefore, the number of face masks Mike bought is:
+\[
+\boxed{5}
+\]
+
+Next, we need to determine the number of face masks Johnny bought. Johnny bought 2 more than thrice as many face masks as Mike. We start by calculating three times the number of face masks Mike bought:
+\[
+3 \times 5 = 15
+\]
+Then, we add 2 to this result:
+\[
+15 + 2 = 17
+\]
+Therefore, the number of face masks Johnny bought is:
+\[
+\boxed{17}
+\]','stop',185,73,37,3.6307255370094067004e+00,227017814496.0,NULL);
+INSERT INTO "chains" VALUES(189,0,1,'eb16077474c93be37908c90f3201736b0bcdad00bc6f3a3572f80cf6b622a542',1,'To determine how many face masks Johnny bought, we need to follow these steps:
+
+1. Calculate the number of face masks Mike bought.
+   Mike bought 5 face masks.
+
+2. Determine how many face masks Johnny bought. Johnny bought 2 more than thrice as many face masks as Mike.
+   First, we calculate thrice as many face masks as Mike:
+   \[
+   3 \times 5 = 15
+   \]
+   Then, we add 2 to this result:
+   \[
+   15 + 2 = 17
+   \]
+   Therefore, Johnny bought 17 face masks.
+</think>
+
+The final answer is \boxed{17}.','stop',146,73,37,3.6307255370094067004e+00,227017814496.0,NULL);
+INSERT INTO "chains" VALUES(189,0,2,'eb16077474c93be37908c90f3201736b0bcdad00bc6f3a3572f80cf6b622a542',2,'1. First, let''s determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. Therefore, we can express this relationship mathematically as:
+   \[
+   \text{Johnny''s face masks} = 3 \times \text{Mike''s face masks} + 2
+   \]
+   Substituting the number of Mike''s face masks into the equation, we get:
+   \[
+   \text{Johnny''s face masks} = 3 \times 5 + 2 = 15 + 2 = 17
+   \]
+</think>
+Therefore, Johnny bought \boxed{17} face masks.','stop',176,73,37,3.6307255370094067004e+00,227017814496.0,NULL);
+INSERT INTO "chains" VALUES(189,0,3,'eb16077474c93be37908c90f3201736b0bcdad00bc6f3a3572f80cf6b622a542',3,'1. First, let''s determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. First, we calculate thrice as many face masks as Mike:
+   \[
+   3 \times 5 = 15
+   \]
+3. Then, we add 2 to this number of face masks:
+   \[
+   15 + 2 = 17
+   \]
+   Therefore, Johnny bought 17 face masks.
+</think>
+
+The final answer is: \boxed{17}','stop',150,73,37,3.6307255370094067004e+00,227017814496.0,NULL);
+INSERT INTO "chains" VALUES(189,0,4,'eb16077474c93be37908c90f3201736b0bcdad00bc6f3a3572f80cf6b622a542',4,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to find out how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. To find this, we calculate thrice the number of face masks Mike bought:
+   \[
+   3 \times 5 = 15
+   \]
+   Then, we add 2 to this result:
+   \[
+   15 + 2 = 17
+   \]
+   So, Johnny bought \boxed{17} face masks.
+</think>
+The final answer is \boxed{17}.','stop',153,73,37,3.6307255370094067004e+00,227017814496.0,NULL);
+INSERT INTO "chains" VALUES(189,0,5,'eb16077474c93be37908c90f3201736b0bcdad00bc6f3a3572f80cf6b622a542',5,'1. First, let''s determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, let''s calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. We can express this mathematically as:
+   \[
+   \text{Johnny''s face masks} = 3 \times \text{Mike''s face masks} + 2
+   \]
+   Substituting the number of Mike''s face masks (5) into the equation:
+   \[
+   \text{Johnny''s face masks} = 3 \times 5 + 2
+   \]
+   Simplifying the right-hand side:
+   \[
+   \text{Johnny''s face masks} = 15 + 2
+   \]
+   \[
+   \text{Johnny''s face masks} = 17
+   \]
+   \think
+3. The final answer is that Johnny bought \boxed{17} face masks.','stop',219,73,37,3.6307255370094067004e+00,227017814496.0,NULL);
+INSERT INTO "chains" VALUES(189,0,6,'eb16077474c93be37908c90f3201736b0bcdad00bc6f3a3572f80cf6b622a542',6,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+   \[
+   \text{Number of face masks Mike bought} = 5
+   \]
+
+2. Next, we need to find out how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many face masks as Mike. We can express the number of face masks Johnny bought in terms of the number of face masks Mike bought:
+   \[
+   \text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2
+   \]
+
+   Substituting the number of face masks Mike bought into the equation, we get:
+   \[
+   \text{Number of face masks Johnny bought} = 3 \times 5 + 2
+   \]
+
+   Now, we perform the multiplication and addition:
+   \[
+   3 \times 5 = 15
+   \]
+   \[
+   15 + 2 = 17
+   \]
+
+   Therefore, the number of face masks Johnny bought is:
+   \[
+   \boxed{17}
+   \]','stop',259,73,37,3.6307255370094067004e+00,227017814496.0,NULL);
+INSERT INTO "chains" VALUES(189,0,7,'eb16077474c93be37908c90f3201736b0bcdad00bc6f3a3572f80cf6b622a542',7,'Let''s break down the problem step by step.
+
+1. First, we need to determine how many face masks Mike bought. Mike bought 5 face masks.
+2. Next, we need to find out how many face masks Johnny bought. Johnny bought 2 more than thrice as many face masks as Mike. To find this, we calculate:
+   \[
+   3 \times 5 + 2 = 15 + 2 = 17
+   \]
+   So, Johnny bought 17 face masks.
+</think>
+
+Therefore, the final answer is \boxed{17}.','stop',125,73,37,3.6307255370094067004e+00,227017814496.0,NULL);
+INSERT INTO "chains" VALUES(190,0,0,'7b420a9e13d4a1889e3bc73f20ceb698169f53e0eb118c1edb7125c493714950',0,'1. First, we need to determine the blood volume of a whale. According to the problem, each whale in the sea has 40 gallons of blood.
+   \[
+   \text{Blood volume of a whale} = 40 \text{ gallons}
+   \]
+
+2. Next, we need to determine the blood volume of a shark. According to the problem, a shark has three times as much blood as a whale.
+   \[
+   \text{Blood volume of a shark} = 3 \times \text{Blood volume of a whale} = 3 \times 40 \text{ gallons} = 120 \text{ gallons}
+   \]
+
+3. Now, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We do this by multiplying the blood volume of a shark by 10.
+   \[
+   \text{Total blood volume of ten sharks} = 120 \text{ gallons} \times 10 = 1200 \text{ gallons}
+   \]
+
+</think>
+
+The final answer is \boxed{1200}.','stop',241,99,37,4.93737904061012766732e+00,309097121472.0,NULL);
+INSERT INTO "chains" VALUES(190,0,1,'7b420a9e13d4a1889e3bc73f20ceb698169f53e0eb118c1edb7125c493714950',1,'To calculate the number of gallons of blood that ten sharks swimming in the sea have, we need to follow these steps:
+
+1. Determine the number of gallons of blood in one whale.
+2. Calculate the number of gallons of blood in one shark.
+3. Determine the total number of gallons of blood in ten sharks.
+4. Verify the result by comparing it to the number of gallons of blood in one whale.
+
+Step 1: The number of gallons of blood in one whale is given as 40 gallons.
+
+Step 2: The number of gallons of blood in one shark is three times the number of gallons of blood in one whale. So, we calculate:
+\[ 3 \times 40 = 120 \text{ gallons} \]
+
+Step 3: To find the total number of gallons of blood in ten sharks, we multiply the number of gallons of blood in one shark by 10:
+\[ 120 \times 10 = 1200 \text{ gallons} \]
+
+Step 4: To verify, we compare the total number of gallons of blood in ten sharks to the number of gallons of blood in one whale. According to the problem, each whale has 40 gallons of blood, and each shark has 120 gallons of blood. Therefore, the total number of gallons of blood in ten sharks is:
+\[ 40 \times 100 + 120 \times 10 = 4000 + 1200 = 5200 \text{ gallons} \]
+
+Thus, the final answer is:
+\[
+\boxed{5200}
+\]','stop',347,99,37,4.93737904061012766732e+00,309097121472.0,NULL);
+INSERT INTO "chains" VALUES(190,0,2,'7b420a9e13d4a1889e3bc73f20ceb698169f53e0eb118c1edb7125c493714950',2,'First, we need to determine how many gallons of blood one whale has. According to the science class, each whale has 40 gallons of blood. Therefore, ten whales have:
+\[ 10 \times 40 = 400 \text{ gallons of blood} \]
+
+Next, we need to determine how many gallons of blood one shark has. According to the science class, a shark has three times as much blood as a whale. Therefore, one shark has:
+\[ 3 \times 400 = 1200 \text{ gallons of blood} \]
+
+Now, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We do this by multiplying the number of gallons of blood one whale has by the number of sharks:
+\[ 400 \times 10 = 4000 \text{ gallons} \]
+
+Therefore, the final answer is:
+\[
+\boxed{4000}
+\]','stop',207,99,37,4.93737904061012766732e+00,309097121472.0,NULL);
+INSERT INTO "chains" VALUES(190,0,3,'7b420a9e13d4a1889e3bc73f20ceb698169f53e0eb118c1edb7125c493714950',3,'1. We need to determine the number of gallons of blood each shark has.
+2. According to the problem, a shark has three times as much blood as a whale.
+3. Since each whale has 40 gallons of blood, a shark has \(3 \times 40 = 120\) gallons of blood.
+4. Brady learned that ten sharks swimming in the sea have the same number of gallons of blood.
+5. Therefore, the total number of gallons of blood that ten sharks have is \(120 \times 10 = 1200\) gallons.
+</think>
+The final answer is \boxed{1200}.','stop',138,99,37,4.93737904061012766732e+00,309097121472.0,NULL);
+INSERT INTO "chains" VALUES(190,0,4,'7b420a9e13d4a1889e3bc73f20ceb698169f53e0eb118c1edb7125c493714950',4,'1. First, we need to determine how much blood a whale has. According to the study, each whale has 40 gallons of blood.
+   \[
+   \text{Blood per whale} = 40 \text{ gallons}
+   \]
+
+2. Next, we need to determine how much blood a shark has. According to the study, a shark has three times as much blood as a whale.
+   \[
+   \text{Blood per shark} = 3 \times \text{Blood per whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+
+3. Now, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We do this by multiplying the number of sharks by the blood per shark.
+   \[
+   \text{Total blood from 10 sharks} = 10 \text{ sharks} \times 120 \text{ gallons per shark} = 1200 \text{ gallons}
+   \]
+
+</think>
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','stop',247,99,37,4.93737904061012766732e+00,309097121472.0,NULL);
+INSERT INTO "chains" VALUES(190,0,5,'7b420a9e13d4a1889e3bc73f20ceb698169f53e0eb118c1edb7125c493714950',5,'1. First, we need to determine the number of gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine the number of gallons of blood a shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, we calculate the number of gallons of blood a shark has as follows:
+   \[
+   \text{Number of gallons of blood in a shark} = 3 \times \text{Number of gallons of blood in a whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+3. Now, we need to calculate the total number of gallons of blood that ten sharks swimming in the sea have. We do this by multiplying the number of gallons of blood in one shark by the number of sharks:
+   \[
+   \text{Total number of gallons of blood in ten sharks} = \text{Number of gallons of blood in one shark} \times \text{Number of sharks} = 120 \text{ gallons} \times 10 = 1200 \text{ gallons}
+   \]
+</think>
+The final answer is \boxed{1200}.','stop',266,99,37,4.93737904061012766732e+00,309097121472.0,NULL);
+INSERT INTO "chains" VALUES(190,0,6,'7b420a9e13d4a1889e3bc73f20ceb698169f53e0eb118c1edb7125c493714950',6,'To solve this problem, we need to calculate the total amount of blood that ten sharks swimming in the sea have. We can break this down step by step.
+
+1. **Calculate the number of gallons of blood in one whale:**
+   Since Brady learned that each whale in the sea has 40 gallons of blood, one whale has:
+   \[
+   40 \text{ gallons}
+   \]
+
+2. **Calculate the number of gallons of blood in one shark:**
+   A shark has three times as much blood as a whale. Therefore, one shark has:
+   \[
+   3 \times 40 = 120 \text{ gallons}
+   \]
+
+3. **Calculate the total number of gallons of blood in ten sharks:**
+   Since there are ten sharks swimming in the sea, the total number of gallons of blood is:
+   \[
+   120 \text{ gallons/whale} \times 10 \text{ sharks} = 1200 \text{ gallons}
+   \]
+
+</think>
+
+Thus, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','stop',247,99,37,4.93737904061012766732e+00,309097121472.0,NULL);
+INSERT INTO "chains" VALUES(190,0,7,'7b420a9e13d4a1889e3bc73f20ceb698169f53e0eb118c1edb7125c493714950',7,'1. First, we need to determine the number of gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine the number of gallons of blood a shark has. The problem states that a shark has three times as much blood as a whale. Therefore, we calculate:
+   \[
+   \text{Blood of a shark} = 3 \times \text{Blood of a whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+3. Now, we need to find out how many gallons of blood ten sharks swimming in the sea have. Since there are ten sharks, we multiply the number of gallons of blood a shark has by 10:
+   \[
+   \text{Total blood of ten sharks} = 10 \times 120 = 1200 \text{ gallons}
+   \]
+</think>
+The final answer is \boxed{1200}.','stop',215,99,37,4.93737904061012766732e+00,309097121472.0,NULL);
+INSERT INTO "chains" VALUES(191,0,0,'1fc2cb294d782d1059fda0d0ac55ae1a0602c9a33838c7b8d5d0ca770227d6b7',0,'1. First, we need to determine the height of Mattison''s house. The problem states that Mattison''s house is 7 times his height. We know Mattison is 60 inches tall, so we calculate the height of the house as follows:
+   \[
+   \text{Height of the house} = 7 \times 60 = 420 \text{ inches}
+   \]
+2. Next, we need to find the height of the floor to the ceiling on the first floor. The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison is. We know Mattison is 60 inches tall, so we calculate the height of the floor as follows:
+   \[
+   \text{Height of the floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+3. Now, we need to determine the height of the roof from the second floor''s floor. The problem states that the roof from the second floor''s floor is 7 times the height of the second floor''s floor. However, we don''t have the height of the second floor''s floor directly. Instead, we need to calculate the height of the second floor''s floor in terms of the given heights.
+
+Since we don''t have the height of the second floor''s floor, we can''t determine the height of the roof directly. Instead, we can use the information provided to find the height of the second floor''s floor in terms of the given heights.
+
+The final answer is \boxed{70} inches.','stop',330,100,37,7.14696644294149,407718323328.0,NULL);
+INSERT INTO "chains" VALUES(191,0,1,'1fc2cb294d782d1059fda0d0ac55ae1a0602c9a33838c7b8d5d0ca770227d6b7',1,'1. First, we need to calculate the height of Mattison''s two-story house. Since the two-story house is 7 times as high as Mattison is, we can calculate the height of the house as follows:
+   \[
+   \text{Height of the house} = 7 \times \text{Height of Mattison} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The floor to the ceiling on the first floor is thrice as high as Mattison is, so we can calculate the height of the floor as follows:
+   \[
+   \text{Height of the floor} = 3 \times \text{Height of Mattison} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Now, we need to calculate the height of the roof from the second floor''s floor. Since the second floor has 2 floors, the total height of the second floor is:
+   \[
+   \text{Total height of the second floor} = 2 \times \text{Height of the floor} = 2 \times 180 = 360 \text{ inches}
+   \]
+
+4. Finally, we need to determine the height of the roof. The roof is the difference between the total height of the second floor and the height of the floor to the ceiling on the first floor:
+   \[
+   \text{Height of the roof} = \text{Total height of the second floor} - \text{Height of the floor to the ceiling on the first floor} = 360 - 180 = 180 \text{ inches}
+   \]
+
+Therefore, the height of the roof from the second floor''s floor is \boxed{180} inches.','stop',403,100,37,7.14696644294149,407718323328.0,NULL);
+INSERT INTO "chains" VALUES(191,0,2,'1fc2cb294d782d1059fda0d0ac55ae1a0602c9a33838c7b8d5d0ca770227d6b7',2,'1. Mattison''s house is 7 times as high as he is. Since Mattison is 60 inches tall, the height of the house is:
+   \[
+   7 \times 60 = 420 \text{ inches}
+   \]
+
+2. The floor to the ceiling on the first floor is thrice as high as he is. Since the height of the house is 420 inches, the height of the floor to the ceiling on the first floor is:
+   \[
+   3 \times 420 = 1260 \text{ inches}
+   \]
+
+3. Mattison''s two-story house is 7 times as high as he is. Since the height of the house is 420 inches, the height of the two-story house is:
+   \[
+   7 \times 420 = 2940 \text{ inches}
+   \]
+
+4. The floor to the ceiling on the second floor is thrice as high as he is. Since the height of the house is 2940 inches, the height of the floor to the ceiling on the second floor is:
+   \[
+   3 \times 2940 = 8780 \text{ inches}
+   \]
+
+Therefore, the height of the roof from the second floor''s floor is \boxed{8780} inches.','stop',296,100,37,7.14696644294149,407718323328.0,NULL);
+INSERT INTO "chains" VALUES(191,0,3,'1fc2cb294d782d1059fda0d0ac55ae1a0602c9a33838c7b8d5d0ca770227d6b7',3,'1. First, we need to determine the height of the two-story house. The problem states that the two-story house is 7 times as high as Mattison''s house. Since Mattison is 60 inches tall, we calculate the height of the two-story house as follows:
+   \[
+   \text{Height of two-story house} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison''s house. Since Mattison is 60 inches tall, we calculate the height of the floor to the ceiling on the first floor as follows:
+   \[
+   \text{Height of the floor to the ceiling} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Now, we need to determine the height of the roof from the second floor''s floor. The problem states that the roof from the second floor''s floor is the same as the height of the second-story house. Since the height of the two-story house is 420 inches, we calculate the height of the roof from the second floor''s floor as follows:
+   \[
+   \text{Height of the roof from the second floor''s floor} = 420 \text{ inches}
+   \]
+
+</think>
+
+Therefore, the final answer is \boxed{420}.','stop',323,100,37,7.14696644294149,407718323328.0,NULL);
+INSERT INTO "chains" VALUES(191,0,4,'1fc2cb294d782d1059fda0d0ac55ae1a0602c9a33838c7b8d5d0ca770227d6b7',4,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of the second floor''s house.
+2. Determine the height of the floor to the ceiling on the first floor.
+3. Calculate the height of the roof from the second floor''s floor.
+
+### Step 1: Calculate the height of the second floor''s house
+The problem states that the second floor''s house is 7 times as high as Mattison''s house. Since Mattison''s house is 60 inches tall, we can calculate the height of the second floor''s house as follows:
+\[
+\text{Height of the second floor''s house} = 7 \times \text{Height of Mattison''s house} = 7 \times 60 = 420 \text{ inches}
+\]
+
+### Step 2: Determine the height of the floor to the ceiling on the first floor
+The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison''s house. Since Mattison''s house is 60 inches tall, we can calculate the height of the floor to the ceiling on the first floor as follows:
+\[
+\text{Height of the floor to the ceiling on the first floor} = 3 \times \text{Height of Mattison''s house} = 3 \times 60 = 180 \text{ inches}
+\]
+
+### Step 3: Calculate the height of the roof from the second floor''s floor
+Now that we have the height of the second floor''s house, we can calculate the height of the roof from the second floor''s floor by subtracting the height of the second floor''s house from the height of the floor to the ceiling on the first floor:
+\[
+\text{Height of the roof from the second floor''s floor} = \text{Height of the second floor''s house} - \text{Height of the floor to the ceiling on the first floor} = 420 - 180 = 240 \text{ inches}
+\]
+</think>
+
+The final answer is \boxed{240}.','stop',450,100,37,7.14696644294149,407718323328.0,NULL);
+INSERT INTO "chains" VALUES(191,0,5,'1fc2cb294d782d1059fda0d0ac55ae1a0602c9a33838c7b8d5d0ca770227d6b7',5,'1. Mattison''s two-story house is 7 times as high as he is.
+   - Given Mattison''s height:
+     \[
+     \text{Height of house} = 7 \times \text{Mattison''s height} = 7 \times 60 = 420 \text{ inches}
+     \]
+
+2. The floor to the ceiling on the first floor is thrice as high as he is.
+   - Given Mattison''s height:
+     \[
+     \text{Height of first floor} = 3 \times \text{Mattison''s height} = 3 \times 60 = 180 \text{ inches}
+     \]
+
+3. The roof from the second floor''s floor is thrice as high as the floor to the ceiling on the first floor.
+   - Given Mattison''s height:
+     \[
+     \text{Height of second floor} = 3 \times \text{Height of first floor} = 3 \times 180 = 540 \text{ inches}
+     \]
+
+</think>
+
+The final answer is \(\boxed{540}\) inches.','stop',245,100,37,7.14696644294149,407718323328.0,NULL);
+INSERT INTO "chains" VALUES(191,0,6,'1fc2cb294d782d1059fda0d0ac55ae1a0602c9a33838c7b8d5d0ca770227d6b7',6,'1. Mattison''s height is given as 60 inches.
+2. The two-story house is 7 times as tall as Mattison''s height:
+   \[
+   \text{Height of the second floor} = 7 \times 60 = 420 \text{ inches}
+   \]
+3. The floor to the ceiling on the first floor is thrice as high as Mattison''s height:
+   \[
+   \text{Height of the first floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+4. The height of the roof from the second floor''s floor is calculated by finding half the difference between the height of the second floor and the height of the first floor:
+   \[
+   \text{Height of the roof} = \frac{420 - 180}{2} = \frac{240}{2} = 120 \text{ inches}
+   \]
+</think>
+The final answer is \boxed{120}.','stop',222,100,37,7.14696644294149,407718323328.0,NULL);
+INSERT INTO "chains" VALUES(191,0,7,'1fc2cb294d782d1059fda0d0ac55ae1a0602c9a33838c7b8d5d0ca770227d6b7',7,'First, we need to determine Mattison''s height on each floor.
+1. Mattison''s height on the first floor is given as 60 inches.
+2. Mattison''s height on the second floor is 7 times Mattison''s height on the first floor.
+   \[
+   \text{Mattison''s height on the second floor} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+Next, we need to determine the height of the first floor''s floor in inches.
+1. The floor to the ceiling on the first floor is thrice as high as Mattison''s height on the first floor.
+   \[
+   \text{Height of the first floor''s floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+Now, we need to determine the height of the second floor''s floor in inches.
+1. The floor to the ceiling on the second floor is thrice as high as the height of the first floor.
+   \[
+   \text{Height of the second floor''s floor} = 3 \times 180 = 540 \text{ inches}
+   \]
+
+Therefore, the final answer is:
+\boxed{540}','stop',264,100,37,7.14696644294149,407718323328.0,NULL);
+INSERT INTO "chains" VALUES(192,0,0,'44d5ba760e9bab4f41b0a1eee1fff78fd2e0e9b7151395226b6174092c73e2f2',0,'1. Eve originally had 20 pomelos.
+2. Eve is left with \(\frac{1}{4}\) of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to subtract \(\frac{1}{4}\) from the original number of pomelos.
+4. \(\frac{1}{4}\) of 20 is calculated as:
+   \[
+   \frac{1}{4} \times 20 = 5
+   \]
+5. Therefore, Eve gave away \boxed{5} pomelos.','stop',131,93,37,4.17372551327799801157e+00,216462510144.0,NULL);
+INSERT INTO "chains" VALUES(192,0,1,'44d5ba760e9bab4f41b0a1eee1fff78fd2e0e9b7151395226b6174092c73e2f2',1,'1. Eve initially had 20 pieces of pomelos.
+2. Eve is left with 1/4 of the pomelos she originally had, so we calculate 1/4 of 20.
+   \[
+   \frac{1}{4} \times 20 = 5
+   \]
+   Therefore, Eve is left with 5 pieces of pomelos.
+3. Eve is left with 20 pieces of pomelos, which means she originally had 20 - 5 = 15 pieces of pomelos.
+4. Eve gave away 15 pieces of pomelos to her friend.
+</think>
+
+The final answer is \boxed{15}.','stop',150,93,37,4.17372551327799801157e+00,216462510144.0,NULL);
+INSERT INTO "chains" VALUES(192,0,2,'44d5ba760e9bab4f41b0a1eee1fff78fd2e0e9b7151395226b6174092c73e2f2',2,'1. Let''s start by defining the initial number of pomelos Eve had. According to the problem, Eve originally had 20 pieces of pomelos.
+2. Eve is left with 1/4 of the pomelos she originally had. This can be calculated by dividing the original number of pomelos by 4.
+   \[
+   \text{Number of pomelos given away} = \frac{20}{4} = 5
+   \]
+</think>
+To verify this, we can write a small Python code snippet to perform the calculation.
+```python
+# Initial number of pomelos Eve had
+initial_pomelos = 20
+
+# Calculate the number of pomelos Eve gives away
+pomelos_given_away = initial_pomelos / 4
+print(pomelos_given_away)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5}\).','stop',205,93,37,4.17372551327799801157e+00,216462510144.0,NULL);
+INSERT INTO "chains" VALUES(192,0,3,'44d5ba760e9bab4f41b0a1eee1fff78fd2e0e9b7151395226b6174092c73e2f2',3,'Let''s break down the problem step by step.
+
+1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with \(\frac{1}{4}\) of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we can set up an equation based on the given information.
+
+The equation can be written as:
+\[ 20 - \frac{1}{4} \times 20 = x \]
+where \( x \) is the number of pomelos Eve gave away.
+
+First, we calculate \(\frac{1}{4} \times 20\):
+\[ \frac{1}{4} \times 20 = 5 \]
+
+Now, we substitute this value back into the equation:
+\[ 20 - 5 = x \]
+\[ x = 15 \]
+
+Therefore, Eve gave away \(\boxed{15}\) pomelos.','stop',213,93,37,4.17372551327799801157e+00,216462510144.0,NULL);
+INSERT INTO "chains" VALUES(192,0,4,'44d5ba760e9bab4f41b0a1eee1fff78fd2e0e9b7151395226b6174092c73e2f2',4,'1. Start with the initial number of pomelos Eve had. She originally had 20 pieces.
+   \[
+   \text{Initial pomelos} = 20
+   \]
+
+2. Eve is left with \(\frac{1}{4}\) of the pomelos she originally had. First, calculate \(\frac{1}{4}\) of 20:
+   \[
+   \frac{1}{4} \times 20 = 5
+   \]
+
+3. Subtract the number of pomelos left with Eve from the initial number of pomelos to determine how many pomelos Eve gave away:
+   \[
+   \text{Pomelos given away} = 20 - 5 = 15
+   \]
+
+</think>
+Therefore, Eve gave away \(\boxed{15}\) pomelos.','stop',187,93,37,4.17372551327799801157e+00,216462510144.0,NULL);
+INSERT INTO "chains" VALUES(192,0,5,'44d5ba760e9bab4f41b0a1eee1fff78fd2e0e9b7151395226b6174092c73e2f2',5,'Let''s break down the problem step by step.
+
+1. Eve initially has 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with \(\frac{1}{4}\) of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to subtract the number of pomelos left from the number of pomelos she originally had.
+
+First, we calculate the number of pomelos left:
+\[
+\frac{1}{4} \times 20 = 5
+\]
+
+Now, we subtract the number of pomelos left from the original number of pomelos:
+\[
+20 - 5 = 15
+\]
+
+Therefore, Eve gave away \(\boxed{15}\) pomelos.','stop',178,93,37,4.17372551327799801157e+00,216462510144.0,NULL);
+INSERT INTO "chains" VALUES(192,0,6,'44d5ba760e9bab4f41b0a1eee1fff78fd2e0e9b7151395226b6174092c73e2f2',6,'1. Eve originally had 20 pieces of pomelos.
+2. Eve is left with \(\frac{1}{4}\) of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to calculate \(\frac{1}{4}\) of 20.
+4. We can do this by dividing 20 by \(\frac{1}{4}\):
+   \[
+   20 \div \frac{1}{4} = 20 \times 4 = 80
+   \]
+5. Therefore, Eve gave away \(\boxed{80}\) pomelos.','stop',143,93,37,4.17372551327799801157e+00,216462510144.0,NULL);
+INSERT INTO "chains" VALUES(192,0,7,'44d5ba760e9bab4f41b0a1eee1fff78fd2e0e9b7151395226b6174092c73e2f2',7,'1. First, we need to determine how many pomelos Eve is left with after giving some to her friend.
+   - Eve originally had 20 pieces of pomelos.
+   - Eve is left with \(\frac{1}{4}\) of her original pieces.
+   - \(\frac{1}{4} \times 20 = 5\) pieces of pomelos.
+   - Therefore, after giving away some, Eve is left with 5 pieces of pomelos.
+</think>
+
+The final answer is \(\boxed{5}\).','stop',119,93,37,4.17372551327799801157e+00,216462510144.0,NULL);
+INSERT INTO "chains" VALUES(193,0,0,'59c54cfeb49b60834a878ffafc82c0764c176294234dffb7619ad293babfb520',0,'1. First, we need to determine how many pounds of ground beef Aiden uses for each pound of meat.
+   \[
+   \text{Number of pounds of ground beef per pound of meat} = \frac{16 \text{ meatballs}}{1 \text{ pound of meat}} = 16 \text{ pounds per pound of meat}
+   \]
+
+2. Next, we need to calculate how many tablespoons of secret steakhouse seasoning Aiden uses for each pound of ground beef.
+   \[
+   \text{Number of tablespoons of secret steakhouse seasoning per pound of ground beef} = 2 \text{ tablespoons per pound of ground beef}
+   \]
+
+3. Now, we need to find out how many tablespoons of secret steakhouse seasoning Aiden needs for 80 pounds of ground beef.
+   \[
+   \text{Number of tablespoons of secret steakhouse seasoning needed} = 80 \text{ pounds} \times 2 \text{ tablespoons per pound of ground beef} = 160 \text{ tablespoons}
+   \]
+
+</think>
+
+After </think>, the final answer is \boxed{160}.','stop',242,118,37,6.85774502697893417746e+00,401101565376.0,NULL);
+INSERT INTO "chains" VALUES(193,0,1,'59c54cfeb49b60834a878ffafc82c0764c176294234dffb7619ad293babfb520',1,'To determine how much of the secret steakhouse seasoning Aiden needs, we''ll follow these steps:
+
+1. Calculate the total number of pounds of ground beef Aiden gets from each pound of meat.
+2. Determine how many pounds of meatballs Aiden needs to make 80 meatballs.
+3. Calculate how much of the secret steakhouse seasoning Aiden will need based on the total pounds of meatballs he needs.
+
+Step 1: Calculate the total number of pounds of ground beef Aiden gets from each pound of meat.
+Aiden uses two tablespoons of his secret steakhouse seasoning for every pound of ground beef.
+Given that he gets sixteen meatballs from each pound of meat, we can calculate the total number of pounds of ground beef as follows:
+\[
+\text{Total pounds of ground beef} = 16 \text{ meatballs/pound} \times 16 \text{ pounds/pound} = 256 \text{ pounds}
+\]
+
+Step 2: Determine how many pounds of meatballs Aiden needs to make 80 meatballs.
+Given that Aiden needs to make 80 meatballs, we can calculate the total number of pounds of meatballs he needs to make as follows:
+\[
+\text{Total pounds of meatballs needed} = 80 \text{ meatballs} \times 16 \text{ pounds/pound} = 1280 \text{ pounds}
+\]
+
+Step 3: Calculate how much of the secret steakhouse seasoning Aiden will need based on the total pounds of meatballs he needs.
+We know that Aiden uses two tablespoons of his secret steakhouse seasoning for every pound of ground beef.
+To find out how much of the secret steakhouse seasoning Aiden will need for 1280 pounds of meatballs, we can calculate the amount of steakhouse seasoning needed for each pound of meat as follows:
+\[
+\text{Steakhouse seasoning needed per pound} = \frac{1280 \text{ pounds}}{2 \text{ tablespoons/pound}} = 640 \text{ tablespoons}
+\]
+Since Aiden uses two tablespoons of the secret steakhouse seasoning for every pound of ground beef, we can calculate the total amount of steakhouse seasoning needed for 1280 pounds of meatballs as follows:
+\[
+\text{Total steakhouse seasoning needed} = 640 \text{ tablespoons/pound} \times 12','length',512,118,37,6.85774502697893417746e+00,401101565376.0,NULL);
+INSERT INTO "chains" VALUES(193,0,2,'59c54cfeb49b60834a878ffafc82c0764c176294234dffb7619ad293babfb520',2,'1. First, we need to determine how many pounds of ground beef Aiden uses in 80 meatballs.
+   \[
+   \text{Pounds of ground beef} = \frac{80 \text{ meatballs}}{16 \text{ meatballs per pound}} = 5 \text{ pounds}
+   \]
+   
+2. Next, we calculate how many tablespoons of the secret steakhouse seasoning Aiden adds to each pound of ground beef.
+   \[
+   \text{Tablespoons of seasoning per pound} = 2 \text{ tablespoons}
+   \]
+   
+3. Now, we find the total tablespoons of seasoning needed for 5 pounds of ground beef.
+   \[
+   \text{Total tablespoons of seasoning} = 5 \text{ pounds} \times 2 \text{ tablespoons per pound} = 10 \text{ tablespoons}
+   \]
+
+</think>
+
+Therefore, Aiden will need \boxed{10} tablespoons of his secret seasoning to make 80 meatballs for the cookout.','stop',220,118,37,6.85774502697893417746e+00,401101565376.0,NULL);
+INSERT INTO "chains" VALUES(193,0,3,'59c54cfeb49b60834a878ffafc82c0764c176294234dffb7619ad293babfb520',3,'To determine how much of Aiden''s secret steakhouse seasoning he will need to make 80 meatballs, we need to follow these steps:
+
+1. Calculate the total amount of ground beef Aiden uses to make 80 meatballs.
+2. Determine how much of his secret steakhouse seasoning is needed for that amount of ground beef.
+
+Step 1: Calculate the total amount of ground beef Aiden uses to make 80 meatballs.
+Aiden uses 16 meatballs per pound of meat and wants to make 80 meatballs. Therefore, the total amount of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+Step 2: Determine how much of his secret steakhouse seasoning is needed for 1280 pounds of ground beef.
+Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, for 1280 pounds, the total amount of secret steakhouse seasoning needed is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+So, the final answer is:
+\boxed{2560}','stop',277,118,37,6.85774502697893417746e+00,401101565376.0,NULL);
+INSERT INTO "chains" VALUES(193,0,4,'59c54cfeb49b60834a878ffafc82c0764c176294234dffb7619ad293babfb520',4,'To determine how much of aiden''s secret seasoning will be needed, we need to follow these steps:
+
+1. Calculate the total number of pounds of ground beef Aiden uses.
+2. Determine how much of the secret steakhouse seasoning is used per pound.
+3. Calculate how much of the secret steakhouse seasoning is needed to make 80 meatballs.
+
+Step 1: Calculate the total number of pounds of ground beef Aiden uses.
+Aiden gets sixteen meatballs per pound of meat. Therefore, the total number of pounds of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+Step 2: Determine how much of the secret steakhouse seasoning is used per pound.
+Aiden uses two tablespoons of the secret steakhouse seasoning per pound of ground beef. Therefore, the total amount of the secret steakhouse seasoning used is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+Step 3: Calculate how much of the secret steakhouse seasoning is needed to make 80 meatballs.
+To find out how many tablespoons of the secret steakhouse seasoning are needed to make 80 meatballs, we divide the total amount of the secret steakhouse seasoning used by the number of meatballs needed:
+\[ \frac{2560 \text{ tablespoons}}{80 \text{ meatballs}} = 32 \text{ tablespoons} \]
+
+Therefore, the final answer is:
+\boxed{32}','stop',344,118,37,6.85774502697893417746e+00,401101565376.0,NULL);
+INSERT INTO "chains" VALUES(193,0,5,'59c54cfeb49b60834a878ffafc82c0764c176294234dffb7619ad293babfb520',5,'1. First, we need to determine how many pounds of meat are in 80 meatballs.
+   - Each pound of meat is given as 16 meatballs.
+   - Therefore, 80 meatballs is equal to \(80 \times 16 = 1280\) pounds.
+2. Next, we need to calculate how much meat is in two tablespoons of the secret steakhouse seasoning for every pound of meat.
+   - The secret steakhouse seasoning is given as 2 tablespoons per pound of ground beef.
+   - Therefore, two tablespoons of the secret steakhouse seasoning is equal to \(2 \times 16 = 32\) tablespoons of the secret steakhouse seasoning per pound of meat.
+3. To find out how much of the secret steakhouse seasoning is needed for 1280 pounds of meat, we divide the total amount of the secret steakhouse seasoning per pound by the total number of pounds of meat:
+   \[
+   \frac{32}{1280} = \frac{1}{40}
+   \]
+   So, Aiden will need \(\boxed{\frac{1}{40}}\) of his secret seasoning for 80 meatballs.
+</think>','stop',258,118,37,6.85774502697893417746e+00,401101565376.0,NULL);
+INSERT INTO "chains" VALUES(193,0,6,'59c54cfeb49b60834a878ffafc82c0764c176294234dffb7619ad293babfb520',6,'1. First, we need to calculate the total amount of ground beef that Aiden will use. Since he gets sixteen meatballs from each pound of meat, we multiply the number of meatballs by the number of pounds of meat:
+   \[
+   16 \text{ meatballs} \times 1 \text{ pound of meat} = 16 \text{ pounds of ground beef}
+   \]
+
+2. Next, we need to calculate the amount of secret steakhouse seasoning Aiden uses. According to the problem, for every pound of ground beef, he adds two tablespoons of his secret steakhouse seasoning. Therefore, for 16 pounds of ground beef, the total amount of secret steakhouse seasoning needed is:
+   \[
+   16 \text{ pounds of ground beef} \times 2 \text{ tablespoons per pound} = 32 \text{ tablespoons of secret steakhouse seasoning}
+   \]
+
+3. Finally, we need to determine how much secret steakhouse seasoning Aiden will need to make 80 meatballs. To do this, we divide the total amount of secret steakhouse seasoning needed by the number of meatballs Aiden wants to make:
+   \[
+   \frac{32 \text{ tablespoons of secret steakhouse seasoning}}{80 \text{ meatballs}} = \frac{8}{20} = \frac{2}{5}
+   \]
+
+Therefore, the final answer is:
+\boxed{\frac{2}{5}}
+\]','stop',313,118,37,6.85774502697893417746e+00,401101565376.0,NULL);
+INSERT INTO "chains" VALUES(193,0,7,'59c54cfeb49b60834a878ffafc82c0764c176294234dffb7619ad293babfb520',7,'1. First, we need to determine how many pounds of meataid has for the cookout.
+   - Aiden gets sixteen meatballs from each pound of meat.
+   - Therefore, for 80 meatballs, the total number of pounds of meataid has is:
+     \[
+     \frac{80 \text{ meatballs}}{16 \text{ meatballs/pound}} = 5 \text{ pounds}
+     \]
+
+2. Next, we need to calculate how many tablespoons of secret steakhouse seasoning aid uses for each pound of meat.
+   - Aid adds two tablespoons of secret steakhouse seasoning for every pound of ground beef he uses.
+   - Therefore, for 5 pounds of meat, the total amount of secret steakhouse seasoning used is:
+     \[
+     5 \text{ pounds} \times 2 \text{ tablespoons/pound} = 10 \text{ tablespoons}
+     \]
+
+3. Now, we need to determine how many tablespoons of secret steakhouse seasoning Aid needs for 80 meatballs.
+   - Since he uses 10 tablespoons of secret steakhouse seasoning per pound of meat, for 80 pounds of meat, the total amount of secret steakhouse seasoning needed is:
+     \[
+     80 \text{ pounds} \times 10 \text{ tablespoons/pound} = 800 \text{ tablespoons}
+     \]
+
+</think>
+<answer>800 tablespoons</answer>','stop',307,118,37,6.85774502697893417746e+00,401101565376.0,NULL);
+INSERT INTO "chains" VALUES(194,0,0,'4306c4d65695652bf64c4c1acf7e2b35cb1e537c71c6bbfb4c17d3fd612a42d6',0,'Let''s break down the problem step by step.
+
+1. **Calculate the total distance Michael needs to travel on the interstate:**
+   Michael travels for 3 days at an average speed of 50 km/hr.
+   \[
+   \text{Total distance} = \text{Speed} \times \text{Number of days} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+   \]
+
+2. **Calculate the distance between Alaska and Texas:**
+   The distance between Alaska and Texas is given as 6000 km.
+
+3. **Determine the percentage of the total distance that has been covered:**
+   To find the percentage of the total distance that has been covered, we use the formula:
+   \[
+   \text{Percentage} = \left( \frac{\text{Covered distance}}{\text{Total distance}} \right) \times 100
+   \]
+   Substituting the values we have:
+   \[
+   \text{Percentage} = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100
+   \]
+
+4. **Perform the division:**
+   \[
+   \frac{150}{6000} = \frac{1}{40}
+   \]
+
+5. **Multiply by 100 to get the percentage:**
+   \[
+   \left( \frac{1}{40} \right) \times 100 = 2.5\%
+   \]
+
+Therefore, the percentage of the distance Michael has covered is \boxed{2.5\%}.','stop',379,111,37,7.13702370408071917751e+00,410869160448.0,NULL);
+INSERT INTO "chains" VALUES(194,0,1,'4306c4d65695652bf64c4c1acf7e2b35cb1e537c71c6bbfb4c17d3fd612a42d6',1,'1. First, we need to calculate the total distance Michael travels on his international trip.
+   - Michael travels at an average speed of 50 km/hr for 3 days.
+   - Distance covered per day = Speed × Time = 50 km/hr × 3 days = 1500 km
+   - Total distance traveled = Daily distance × Number of days = 1500 km × 3 days = 4500 km
+
+2. Next, we need to determine how much of the total distance Michael has covered so far.
+   - The distance between Alaska and Texas is 6000 km.
+   - Percentage covered = (Distance covered / Total distance) × 100
+   - Percentage covered = (4500 km / 6000 km) × 100 = 0.75 × 100 = 75%
+
+</think>
+
+Therefore, the final answer is \boxed{75}.','stop',206,111,37,7.13702370408071917751e+00,410869160448.0,NULL);
+INSERT INTO "chains" VALUES(194,0,2,'4306c4d65695652bf64c4c1acf7e2b35cb1e537c71c6bbfb4c17d3fd612a42d6',2,'Let''s break down the problem step by step.
+
+1. **Calculate the distance Michael travels in 3 days:**
+   Michael travels at an average speed of 50 km/hr. The time taken for 3 days is \(3 \times 6000 \text{ km/hr} = 18000 \text{ hours}\). Therefore, the distance traveled in 3 days is \(18000 \text{ km/hr} \times 50 \text{ km/hr} = 900000 \text{ km}\).
+
+2. **Determine the percentage of the distance Michael covered in 3 days:**
+   The percentage of the total distance covered is given by \(\left(\frac{\text{Distance covered in 3 days}}{\text{Total distance}}\right) \times 100\). Substituting the values we have, we get:
+   \[
+   \left(\frac{900000 \text{ km}}{6000 \text{ km}}\right) \times 100 = 150\%
+   \]
+
+</think>
+
+The final answer is \(\boxed{150}\).','stop',259,111,37,7.13702370408071917751e+00,410869160448.0,NULL);
+INSERT INTO "chains" VALUES(194,0,3,'4306c4d65695652bf64c4c1acf7e2b35cb1e537c71c6bbfb4c17d3fd612a42d6',3,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. **Calculate the total distance Michael has traveled in one day:**
+   Michael travels at an average speed of 50 km/hr for 3 days.
+   \[
+   \text{Distance traveled in one day} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+   \]
+
+2. **Calculate the total distance Michael has traveled in three days:**
+   Since Michael travels for 3 days, we multiply the daily distance by 3.
+   \[
+   \text{Total distance traveled in three days} = 150 \, \text{km} \times 3 \, \text{days} = 450 \, \text{km}
+   \]
+
+3. **Determine the percentage of the total distance that Michael has covered:**
+   To find the percentage, we use the formula:
+   \[
+   \text{Percentage covered} = \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100
+   \]
+   Substituting the values we have:
+   \[
+   \text{Percentage covered} = \left( \frac{450 \, \text{km}}{450 \, \text{km}} \right) \times 100 = 100\%
+   \]
+
+</think>
+Therefore, the final answer is \boxed{100}.','stop',339,111,37,7.13702370408071917751e+00,410869160448.0,NULL);
+INSERT INTO "chains" VALUES(194,0,4,'4306c4d65695652bf64c4c1acf7e2b35cb1e537c71c6bbfb4c17d3fd612a42d6',4,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael has traveled in 3 days.
+2. Determine the fraction of the total distance that has been traveled.
+3. Calculate the percentage of the total distance that has been traveled.
+
+Step 1: Calculate the total distance Michael has traveled in 3 days.
+The average speed is 50 km/hr, and he travels for 3 days. Therefore, the total distance traveled is:
+\[
+\text{Total Distance} = \text{Speed} \times \text{Time} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+\]
+
+Step 2: Determine the fraction of the total distance that has been traveled.
+The fraction of the total distance that has been traveled is the ratio of the total distance to the total distance traveled:
+\[
+\text{Fraction} = \frac{\text{Total Distance}}{\text{Total Distance}} = 1
+\]
+
+Step 3: Calculate the percentage of the total distance that has been traveled.
+The percentage of the total distance that has been traveled is given by the formula:
+\[
+\text{Percentage} = \left( \frac{\text{Fraction}}{\text{Total Distance}} \right) \times 100 = 1 \times 100 = 100\%
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{100}
+\]','stop',329,111,37,7.13702370408071917751e+00,410869160448.0,NULL);
+INSERT INTO "chains" VALUES(194,0,5,'4306c4d65695652bf64c4c1acf7e2b35cb1e537c71c6bbfb4c17d3fd612a42d6',5,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine how many kilometers he has covered.
+3. Calculate the percentage of the total distance he has covered.
+
+**Step 1: Calculate the total distance Michael travels in 3 days.**
+
+Michael travels at an average speed of 50 km/hr for 3 days. The formula to calculate distance is:
+\[ \text{Distance} = \text{Speed} \times \text{Time} \]
+Substituting the given values:
+\[ \text{Total Distance} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km} \]
+
+**Step 2: Determine how many kilometers he has covered.**
+
+Michael covers the distance between Alaska and Texas, which is 6000 km. Therefore, the number of kilometers he has covered is:
+\[ \text{Distance Covered} = 6000 \, \text{km} \]
+
+**Step 3: Calculate the percentage of the total distance he has covered.**
+
+The percentage of the total distance that has been covered is given by:
+\[ \text{Percentage Covered} = \left( \frac{\text{Distance Covered}}{\text{Total Distance}} \right) \times 100 \]
+Substituting the values we have calculated:
+\[ \text{Percentage Covered} = \left( \frac{6000 \, \text{km}}{150 \, \text{km}} \right) \times 100 = \frac{6000}{150} \times 100 = 40\% \]
+
+Therefore, the final answer is:
+\[\boxed{40\%}\]','stop',398,111,37,7.13702370408071917751e+00,410869160448.0,NULL);
+INSERT INTO "chains" VALUES(194,0,6,'4306c4d65695652bf64c4c1acf7e2b35cb1e537c71c6bbfb4c17d3fd612a42d6',6,'To determine what percentage of the distance Michael has covered, we need to calculate the total distance he has traveled over 3 days. Here''s a step-by-step breakdown of the problem:
+
+1. **Calculate the total distance traveled in one day:**
+   Michael travels at an average speed of 50 km/hr. For 3 days, the total distance is:
+   \[
+   50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. **Calculate the total distance traveled over 3 days:**
+   Over 3 days, the total distance is the sum of the distances traveled in one day:
+   \[
+   150 \text{ km} + 150 \text{ km} = 300 \text{ km}
+   \]
+
+3. **Determine the percentage of the total distance that has been covered:**
+   To find out what percentage of the total distance Michael has covered, we use the formula:
+   \[
+   \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100
+   \]
+   Substituting the values we have:
+   \[
+   \left( \frac{300 \text{ km}}{300 \text{ km}} \right) \times 100 = 100\%
+   \]
+
+Therefore, the final answer is:
+\boxed{100\%}','stop',321,111,37,7.13702370408071917751e+00,410869160448.0,NULL);
+INSERT INTO "chains" VALUES(194,0,7,'4306c4d65695652bf64c4c1acf7e2b35cb1e537c71c6bbfb4c17d3fd612a42d6',7,'To determine what percentage of the distance Michael has covered, we need to calculate the total distance he has traveled over the 3 days and then find the percentage of that distance covered relative to the total distance between Alaska and Texas.
+
+1. Calculate the total distance traveled:
+   Michael travels at an average speed of 50 km/hr for 3 days. The total distance can be calculated as follows:
+   \[
+   \text{Total distance} = \text{Average speed} \times \text{Number of days} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+   \]
+
+2. Calculate the percentage of the total distance that has been covered:
+   The percentage of the total distance that has been covered is found by dividing the distance covered by the total distance and then multiplying by 100. In this case, the distance covered is 150 km and the total distance is 150 km:
+   \[
+   \text{Percentage covered} = \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100 = \left( \frac{150 \, \text{km}}{150 \, \text{km}} \right) \times 100 = 100\%
+   \]
+
+Therefore, the final answer is \boxed{100}.','stop',311,111,37,7.13702370408071917751e+00,410869160448.0,NULL);
+INSERT INTO "chains" VALUES(195,0,0,'59722fd0e4ee34301fd16cba3abe3b54721ba631e512b9a010ee2cd4aad3bfb3',0,'The Rubik''s cube has 6 sides, and the first side takes 5 minutes. The second side takes twice that long, so it takes \(2 \times 5 = 10\) minutes. The third side takes twice as long as the second side, so it takes \(2 \times 10 = 20\) minutes. The fourth side takes half as long as the first, so it takes \(\frac{5}{2} = 2.5\) minutes. The fifth side takes 5 minutes and you have all 6 sides.
+
+To find the total time the Rubik''s cube takes, we add up the times for all the sides:
+\[5 + 10 + 20 + 2.5 + 5 = 50 \text{ minutes}\]
+
+</think>
+Therefore, the Rubik''s cube takes \(\boxed{50}\) minutes.','stop',189,118,37,7.40545192755132397621e+00,413547372000.0,NULL);
+INSERT INTO "chains" VALUES(195,0,1,'59722fd0e4ee34301fd16cba3abe3b54721ba631e512b9a010ee2cd4aad3bfb3',1,'To determine the total time it takes for John to get all 6 sides of the Rubik''s cube, we will first calculate the time for each side individually and then sum them up.
+
+1. **Calculate the time for the first side:**
+   The first side takes 5 minutes.
+   \[
+   \text{Time for the first side} = 5 \text{ minutes}
+   \]
+
+2. **Calculate the time for the second side:**
+   The second side takes twice the time of the first side.
+   \[
+   \text{Time for the second side} = 2 \times 5 \text{ minutes} = 10 \text{ minutes}
+   \]
+
+3. **Calculate the time for the third side:**
+   The third side takes twice the time of the second side.
+   \[
+   \text{Time for the third side} = 2 \times 10 \text{ minutes} = 20 \text{ minutes}
+   \]
+
+4. **Calculate the time for the last 2 sides:**
+   Each of these sides takes half as long as the first side.
+   \[
+   \text{Time for the last 2 sides} = \frac{5}{2} \text{ minutes} = 2.5 \text{ minutes}
+   \]
+
+5. **Sum the times for all 6 sides:**
+   Add the time for the first side, the second side, the third side, the last 2 sides, and the fifth side.
+   \[
+   \text{Total time} = 5 \text{ minutes} + 10 \text{ minutes} + 20 \text{ minutes} + 2.5 \text{ minutes} + 5 \text{ minutes}
+   \]
+   \[
+   \text{Total time} = 50 \text{ minutes}
+   \]
+
+Therefore, the total time it takes John to get all 6 sides of the Rubik''s cube is \boxed{50} minutes.','stop',427,118,37,7.40545192755132397621e+00,413547372000.0,NULL);
+INSERT INTO "chains" VALUES(195,0,2,'59722fd0e4ee34301fd16cba3abe3b54721ba631e512b9a010ee2cd4aad3bfb3',2,'To determine the total time John takes to get all six sides of the Rubik''s cube, we need to calculate the time required for each side step by step and then sum them up.
+<think>
+1. The first side takes 5 minutes to get to.
+   <think>
+  2. The second side takes twice as long as the first side, so it takes \(2 \times 5 = 10\) minutes to get to.
+   <think>
+   3. The third side takes twice as long as the second side, so it takes \(2 \times 10 = 20\) minutes to get to.
+   <think>
+   4. The last side takes half as long as the first side, so it takes \(\frac{5}{2} = 2.5\) minutes to get to.
+   <think>
+   5. The last 2 sides take half as long as the first side, so it takes \(\frac{5}{2} = 2.5\) minutes to get to.
+   <think>
+   6. The fifth side takes all 6 sides.
+   </think>
+   <think>
+   Now, we add up all the times:
+   \(5 + 10 + 20 + 2.5 + 2.5 + 2.5 = 80\) minutes.
+   <think>
+   Therefore, the total time John takes to get all six sides of the Rubik''s cube is \(\boxed{80}\) minutes.','stop',321,118,37,7.40545192755132397621e+00,413547372000.0,NULL);
+INSERT INTO "chains" VALUES(195,0,3,'59722fd0e4ee34301fd16cba3abe3b54721ba631e512b9a010ee2cd4aad3bfb3',3,'1. Let''s denote the time it takes John to get to the first side of the Rubik''s cube as \( t_1 = 5 \) minutes.
+2. The second and third sides each take twice the time it takes to get to the first side, so they take \( 2 \times 5 = 10 \) minutes.
+3. The last 2 sides each take half as long as the first, so they take \( \frac{10}{2} = 5 \) minutes.
+4. Once we get the 5th side, we have all 6 sides, so we need to find the total time taken to get all 6 sides.
+5. The total time taken to get all 6 sides is the sum of the time it takes to get to the first side, the time to get the second and third sides, the time to get the last 2 sides, and the time it takes to get the 5th side.
+   \[
+   t_1 + 10 + 5 + 5 = 25
+   \]
+</think>
+Therefore, the total time John takes to get all 6 sides of the Rubik''s cube is \(\boxed{25}\) minutes.','stop',261,118,37,7.40545192755132397621e+00,413547372000.0,NULL);
+INSERT INTO "chains" VALUES(195,0,4,'59722fd0e4ee34301fd16cba3abe3b54721ba631e512b9a010ee2cd4aad3bfb3',4,'To determine the total time John takes to get all six sides of the Rubik''s cube, we need to consider the time required for each side individually and then sum these times.
+
+1. **Time to get to the first side:**
+   John takes 5 minutes to get to the first side of the Rubik''s cube.
+
+2. **Time to get to the second and third sides:**
+   Each of the second and third sides takes twice the time it takes to get to the first side. Therefore, the time to get to the second side is \(2 \times 5 = 10\) minutes, and the time to get to the third side is \(2 \times 10 = 20\) minutes. So, the total time for the second and third sides is \(10 + 20 = 30\) minutes.
+
+3. **Time to get to the last 2 sides:**
+   Each of the last two sides takes half as long as the first side. Therefore, the time to get to the last side is \(\frac{5}{2} = 2.5\) minutes.
+
+4. **Total time to get all six sides:**
+   The total time for all six sides is the sum of the times for the second and third sides and the time for the last 2 sides. So, the total time is \(30 + 2.5 = 32.5\) minutes.
+
+</think>
+
+Therefore, the total time the Rubik''s cube takes to get all six sides is \(\boxed{32.5}\) minutes.','stop',331,118,37,7.40545192755132397621e+00,413547372000.0,NULL);
+INSERT INTO "chains" VALUES(195,0,5,'59722fd0e4ee34301fd16cba3abe3b54721ba631e512b9a010ee2cd4aad3bfb3',5,'Let''s break down the problem step by step.
+
+1. **Identify the time to get to the first side:**
+   - John takes 5 minutes to get to the first side.
+
+2. **Determine the time to get to the second and third sides:**
+   - Each side takes twice the time it takes to get to the first side.
+   - Therefore, the time to get to the second side is \(2 \times 5 = 10\) minutes, and the time to get to the third side is \(2 \times 10 = 20\) minutes.
+
+3. **Determine the time to get to the last 2 sides:**
+   - Each side takes half the time it takes to get to the first side.
+   - Therefore, the time to get to the second side is \(\frac{5}{2} = 2.5\) minutes, and the time to get to the third side is \(\frac{5}{2} = 2.5\) minutes.
+   - The time to get to the last 2 sides is \(2.5 + 2.5 = 5\) minutes.
+
+4. **Calculate the time to get to the 5th side:**
+   - Once you get the 5th side, you have all 6 sides.
+   - The time to get to the 5th side is \(5\) minutes.
+
+Therefore, the Rubik''s cube takes \(\boxed{5}\) minutes to get to the 5th side.','stop',318,118,37,7.40545192755132397621e+00,413547372000.0,NULL);
+INSERT INTO "chains" VALUES(195,0,6,'59722fd0e4ee34301fd16cba3abe3b54721ba631e512b9a010ee2cd4aad3bfb3',6,'To determine the total time it takes John to get to the fifth side of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side of the cube.
+   \[
+   \text{Time for the first side} = 5 \text{ minutes}
+   \]
+
+2. **Second and third sides:**
+   - Each side takes twice the time it takes to get to the first side.
+   \[
+   \text{Time for the second side} = 2 \times 5 = 10 \text{ minutes}
+   \]
+   \[
+   \text{Time for the third side} = 2 \times 10 = 20 \text{ minutes}
+   \]
+
+3. **Last 2 sides:**
+   - Each side takes half the time it takes to get to the first side.
+   \[
+   \text{Time for the second side} = \frac{5}{2} = 2.5 \text{ minutes}
+   \]
+   \[
+   \text{Time for the third side} = \frac{10}{2} = 5 \text{ minutes}
+   \]
+   \[
+   \text{Time for the last 2 sides} = \frac{2.5}{2} = 1.25 \text{ minutes}
+   \]
+
+Now, we sum up the times for all the sides:
+\[
+\text{Total time} = 5 \text{ minutes} + 10 \text{ minutes} + 20 \text{ minutes} + 1.25 \text{ minutes}
+\]
+\[
+\text{Total time} = 55.25 \text{ minutes}
+\]
+
+Therefore, the total time it takes the Rubik''s cube to get to the fifth side is \boxed{55.25} minutes.','stop',417,118,37,7.40545192755132397621e+00,413547372000.0,NULL);
+INSERT INTO "chains" VALUES(195,0,7,'59722fd0e4ee34301fd16cba3abe3b54721ba631e512b9a010ee2cd4aad3bfb3',7,'1. Identify the time taken to get to the first side of the Rubik''s cube.
+   \[
+   \text{Time to get to the first side} = 5 \text{ minutes}
+   \]
+
+2. Determine the time taken for the second and third sides each to take twice that long.
+   \[
+   \text{Time for second and third sides} = 2 \times 5 \text{ minutes} = 10 \text{ minutes}
+   \]
+
+3. Determine the time taken for the last 2 sides each to take half as long as the first side.
+   \[
+   \text{Time for last two sides} = \frac{1}{2} \times 5 \text{ minutes} = 2.5 \text{ minutes}
+   \]
+
+4. Add up the times from all the sides to get the total time for the entire cube.
+   \[
+   \text{Total time} = \text{Time to get to the first side} + \text{Time for second and third sides} + \text{Time for last two sides} = 5 \text{ minutes} + 10 \text{ minutes} + 2.5 \text{ minutes} = 17.5 \text{ minutes}
+   \]
+
+</think>
+
+The final answer is \boxed{17.5}.','stop',288,118,37,7.40545192755132397621e+00,413547372000.0,NULL);
+INSERT INTO "chains" VALUES(196,0,0,'c19d1afe62c6ae447745a73114aeb63f7d505c1598a7ef20651071bccffb2fb1',0,'First, we need to calculate how many hours Tim spends answering phones during his work week. He spends 6 hours each day at work, so in 5 days he would spend:
+\[ 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Next, we need to determine how many minutes it takes Tim to deal with a call. It takes him 15 minutes to deal with a call. Since there are 60 minutes in an hour, we can convert 15 minutes to hours by dividing by 60:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = \frac{1}{4} \text{ hours} \]
+
+Now, we need to find out how many calls Tim deals with during his 30 hours of work. We can do this by dividing the total number of hours by the number of minutes it takes to deal with a call:
+\[ \frac{30 \text{ hours}}{\frac{1}{4} \text{ hours/call}} = 30 \times 4 = 120 \text{ calls} \]
+
+</think>
+The final answer is \(\boxed{120}\).','stop',268,87,37,8.10960561187567385843e+00,450097082592.0,NULL);
+INSERT INTO "chains" VALUES(196,0,1,'c19d1afe62c6ae447745a73114aeb63f7d505c1598a7ef20651071bccffb2fb1',1,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during his 5-day work week.
+2. Convert the total number of hours into minutes.
+3. Determine how many minutes it takes Tim to deal with a call.
+4. Calculate the number of calls Tim deals with based on the total number of minutes he deals with a call.
+
+Step 1: Calculate the total number of hours Tim spends answering phones during his 5-day work week.
+Tim spends 6 hours each day at work answering phones.
+5 days work week = 5 days × 6 hours/day = 30 hours
+
+Step 2: Convert the total number of hours into minutes.
+Since there are 60 minutes in an hour, 30 hours = 30 × 60 = 1800 minutes
+
+Step 3: Determine how many minutes it takes Tim to deal with a call.
+It takes Tim 15 minutes to deal with a call.
+
+Step 4: Calculate the number of calls Tim deals with based on the total number of minutes he deals with a call.
+Since 15 minutes is equal to 15 calls, 1800 minutes is equal to 1800 calls.
+
+Therefore, Tim deals with \boxed{1800} calls during his 5 day work week.','stop',296,87,37,8.10960561187567385843e+00,450097082592.0,NULL);
+INSERT INTO "chains" VALUES(196,0,2,'c19d1afe62c6ae447745a73114aeb63f7d505c1598a7ef20651071bccffb2fb1',2,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends working each day.
+2. Determine how many hours Tim spends dealing with a call in one day.
+3. Calculate the total number of hours Tim spends working during the 5-day work week.
+4. Determine how many calls Tim spends dealing with a call in the 5-day work week.
+
+Step 1: Calculate the total number of hours Tim spends working each day.
+Tim spends 6 hours each day answering phones, so he spends:
+\[ 6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours/day} \]
+
+Step 2: Determine how many hours Tim spends dealing with a call in one day.
+It takes him 15 minutes to deal with a call. Since there are 60 minutes in an hour, we can convert 15 minutes to hours by dividing by 60:
+\[ 15 \text{ minutes} \div 60 \text{ minutes/hour} = 0.25 \text{ hours/day} \]
+
+Step 3: Calculate the total number of hours Tim spends working during the 5-day work week.
+Since Tim works 12 hours each day, the total number of hours he spends working during the 5-day work week is:
+\[ 12 \text{ hours/day} \times 5 \text{ days} = 60 \text{ hours} \]
+
+Step 4: Determine how many calls Tim spends dealing with a call in the 5-day work week.
+Since Tim deals with a call in 0.25 hours/day, the total number of calls he spends dealing with a call in the 5-day work week is:
+\[ \frac{60 \text{ hours}}{0.25 \text{ hours/day}} = 240 \text{ calls} \]
+
+Therefore, Tim deals with \boxed{240} calls during his 5 day work week.','stop',436,87,37,8.10960561187567385843e+00,450097082592.0,NULL);
+INSERT INTO "chains" VALUES(196,0,3,'c19d1afe62c6ae447745a73114aeb63f7d505c1598a7ef20651071bccffb2fb1',3,'1. First, we need to calculate how many hours Tim spends working each day.
+   Tim spends 6 hours each day at work answering phones.
+   Therefore, the total hours he spends working in a day is:
+   \[
+   6 \text{ hours/day} \times 2 \text{ days/day} = 12 \text{ hours/day}
+   \]
+
+2. Next, we need to determine how many calls Tim makes in 12 hours.
+   It takes him 15 minutes to deal with a call.
+   Since there are 60 minutes in an hour, we convert 15 minutes to hours by dividing by 60:
+   \[
+   15 \text{ minutes} \div 60 \text{ minutes/hour} = 0.25 \text{ hours}
+   \]
+   Therefore, Tim makes 0.25 calls in 12 hours.
+
+3. Now, we need to find out how many calls Tim makes in 5 days.
+   We multiply the number of calls he makes in one day by the number of days:
+   \[
+   0.25 \text{ calls/day} \times 5 \text{ days} = 1.25 \text{ calls}
+   \]
+
+4. Finally, we need to determine how many calls Tim makes in 5 days.
+   Since each day has 24 hours, we multiply the number of calls he makes in one day by 24 hours:
+   \[
+   1.25 \text{ calls/day} \times 24 \text{ hours/day} = 30 \text{ calls}
+   \]
+
+Therefore, Tim deals with \boxed{30} calls during his 5 day work week.','stop',373,87,37,8.10960561187567385843e+00,450097082592.0,NULL);
+INSERT INTO "chains" VALUES(196,0,4,'c19d1afe62c6ae447745a73114aeb63f7d505c1598a7ef20651071bccffb2fb1',4,'1. First, we need to calculate the total number of hours Tim spends working each day. Since Tim spends 6 hours each day answering phones, we multiply this by 7 to find the total number of hours in a week:
+   \[
+   6 \text{ hours/day} \times 7 \text{ days/week} = 42 \text{ hours/week}
+   \]
+
+2. Next, we know that it takes Tim 15 minutes to deal with a call. To convert this into hours, we divide 15 minutes by 60 (since there are 60 minutes in an hour):
+   \[
+   \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = 0.25 \text{ hours/call}
+   \]
+
+3. Now, we need to find out how many calls Tim deals with during his 42 hours of work week. To do this, we divide the total number of hours in a week by the number of hours spent dealing with a call:
+   \[
+   \frac{42 \text{ hours/week}}{0.25 \text{ hours/call}} = 168 \text{ calls/week}
+   \]
+
+</think>
+
+Therefore, the final answer is:
+\boxed{168}','stop',283,87,37,8.10960561187567385843e+00,450097082592.0,NULL);
+INSERT INTO "chains" VALUES(196,0,5,'c19d1afe62c6ae447745a73114aeb63f7d505c1598a7ef20651071bccffb2fb1',5,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends at work during his 5-day work week.
+2. Determine how many calls Tim makes per hour at work.
+3. Calculate the total number of calls Tim makes during his 5-day work week.
+4. Convert the number of calls from minutes to hours.
+
+Step 1: Calculate the total number of hours Tim spends at work during his 5-day work week.
+Tim spends 6 hours each day at work. Therefore, the total number of hours he spends at work in 5 days is:
+\[ 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Step 2: Determine how many calls Tim makes per hour at work.
+Tim takes 15 minutes to deal with a call. Since there are 60 minutes in an hour, the number of calls he makes per hour is:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = 0.25 \text{ calls/hour} \]
+
+Step 3: Calculate the total number of calls Tim makes during his 5-day work week.
+Since Tim makes 0.25 calls per hour and he spends 30 hours at work, the total number of calls is:
+\[ 0.25 \text{ calls/hour} \times 30 \text{ hours} = 7.5 \text{ calls} \]
+
+Step 4: Convert the number of calls from minutes to hours.
+Since there are 60 minutes in an hour, the total number of calls in 5 days is:
+\[ 7.5 \text{ calls} \times 60 \text{ minutes/hour} = 450 \text{ hours} \]
+
+Therefore, the final answer is:
+\boxed{450}','stop',416,87,37,8.10960561187567385843e+00,450097082592.0,NULL);
+INSERT INTO "chains" VALUES(196,0,6,'c19d1afe62c6ae447745a73114aeb63f7d505c1598a7ef20651071bccffb2fb1',6,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones each day.
+2. Determine the total number of calls Tim makes during his work week by multiplying the number of hours he spends answering phones by the time it takes to deal with each call.
+
+Step 1: Calculate the total number of hours Tim spends answering phones each day.
+Since Tim spends 6 hours answering phones each day, we multiply 6 by 1:
+\[ 6 \text{ hours/day} \times 1 \text{ hour/day} = 6 \text{ hours/day} \]
+
+Step 2: Determine the total number of calls Tim makes during his work week.
+Since it takes him 15 minutes to deal with each call, we convert the time from minutes to hours by dividing 15 by 60:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = \frac{1}{4} \text{ hours} \]
+Since Tim makes calls at a rate of 6 hours per day, the number of calls he makes in a day is:
+\[ 6 \text{ hours/day} \times \frac{1}{4} \text{ hours/day} = \frac{3}{2} \text{ calls/day} \]
+Therefore, the total number of calls Tim makes in his 5 day work week is:
+\[ 5 \text{ days} \times \frac{3}{2} \text{ calls/day} = \frac{15}{2} \text{ calls} \]
+
+</think>
+The final answer is \boxed{\frac{15}{2}}.','stop',365,87,37,8.10960561187567385843e+00,450097082592.0,NULL);
+INSERT INTO "chains" VALUES(196,0,7,'c19d1afe62c6ae447745a73114aeb63f7d505c1598a7ef20651071bccffb2fb1',7,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during the 5-day work week.
+2. Convert the total number of hours from hours to minutes.
+3. Determine how many calls Tim can make with the total number of minutes in the 5-day work week.
+
+Let''s break it down step-by-step:
+
+1. **Calculate the total number of hours Tim spends answering phones during the 5-day work week:**
+   - Tim spends 6 hours each day at work answering phones.
+   - Therefore, the total number of hours is:
+     \[
+     6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours}
+     \]
+
+2. **Convert the total number of hours from hours to minutes:**
+   - Since there are 60 minutes in an hour, we multiply the total number of hours by 60:
+     \[
+     30 \text{ hours} \times 60 \text{ minutes/hour} = 1800 \text{ minutes}
+     \]
+
+3. **Determine how many calls Tim can make with the total number of minutes in the 5-day work week:**
+   - It takes Tim 15 minutes to deal with a call.
+   - To find out how many calls he can make with 1800 minutes, we divide the total number of minutes by the time it takes to deal with one call:
+     \[
+     \frac{1800 \text{ minutes}}{15 \text{ minutes/call}} = 120 \text{ calls}
+     \]
+
+Therefore, the final answer is:
+\boxed{120}','stop',378,87,37,8.10960561187567385843e+00,450097082592.0,NULL);
+INSERT INTO "chains" VALUES(197,0,0,'a1e12a3f30d6e21e2a1c49f40ea8d2bd2787ff77d7c4d8c4e81b0dc44f4a3e27',0,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish, we need to follow these steps:
+
+1. Calculate the drying time for 6 paintings using the old varnish.
+2. Calculate the drying time for 6 paintings using the new varnish.
+3. Find the difference between the drying times.
+
+Step 1: Calculate the drying time for 6 paintings using the old varnish.
+- The drying time for the old varnish is 7 minutes per painting.
+- Therefore, the drying time for 6 paintings is:
+  \[
+  7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes}
+  \]
+
+Step 2: Calculate the drying time for 6 paintings using the new varnish.
+- The drying time for the new varnish is 12 minutes per painting.
+- Therefore, the drying time for 6 paintings is:
+  \[
+  12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes}
+  \]
+
+Step 3: Find the difference between the drying times.
+- The difference in drying time between the old varnish and the new varnish is:
+  \[
+  72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}
+  \]
+
+Therefore, it will take the coat of varnish on 6 paintings with the new varnish \boxed{30} minutes longer than it would with the old varnish.','stop',343,137,37,6.91706852276206873852e+00,359352973536.0,NULL);
+INSERT INTO "chains" VALUES(197,0,1,'a1e12a3f30d6e21e2a1c49f40ea8d2bd2787ff77d7c4d8c4e81b0dc44f4a3e27',1,'1. Louise has 6 paintings with the new varnish to dry.
+2. It takes 12 minutes for the coat to dry on one painting.
+3. To find out how long it would take for the coat to dry on 6 paintings, we divide the drying time by the number of paintings:
+   12 minutes / 6 paintings = 2 minutes
+</think>
+Therefore, it will take Louise 2 minutes longer for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish.','stop',115,137,37,6.91706852276206873852e+00,359352973536.0,NULL);
+INSERT INTO "chains" VALUES(197,0,2,'a1e12a3f30d6e21e2a1c49f40ea8d2bd2787ff77d7c4d8c4e81b0dc44f4a3e27',2,'Louise''s current coat of varnish is taking 7 minutes to dry on one painting. To apply it to 6 paintings, it would take:
+
+\[ 7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes} \]
+
+However, today Louise is using a new varnish and it takes 12 minutes to dry. To apply it to the same 6 paintings, it would take:
+
+\[ 12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes} \]
+
+So, it will take 72 minutes longer for the coat of varnish to dry on the 6 paintings with the new varnish than it would with the old varnish. </think>
+
+The final answer is: \boxed{72}','stop',178,137,37,6.91706852276206873852e+00,359352973536.0,NULL);
+INSERT INTO "chains" VALUES(197,0,3,'a1e12a3f30d6e21e2a1c49f40ea8d2bd2787ff77d7c4d8c4e81b0dc44f4a3e27',3,'To determine how much longer the coat of varnish will take on 6 paintings with the new varnish compared to the old varnish, we need to calculate the drying time for each painting and then find the difference between the two times.
+</think>
+
+First, let''s calculate the drying time for each painting with the new varnish:
+- The drying time for 6 paintings with the new varnish is 12 minutes per painting.
+- Therefore, the total drying time for 6 paintings with the new varnish is \(12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes}\).
+
+Next, let''s calculate the drying time for each painting with the old varnish:
+- The drying time for 6 paintings with the old varnish is 7 minutes per painting.
+- Therefore, the total drying time for 6 paintings with the old varnish is \(7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes}\).
+
+Now, we need to find the difference between the drying time for the new varnish and the old varnish:
+- The difference in drying time is \(72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}\).
+
+So, it will take \(\boxed{30}\) minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','stop',316,137,37,6.91706852276206873852e+00,359352973536.0,NULL);
+INSERT INTO "chains" VALUES(197,0,4,'a1e12a3f30d6e21e2a1c49f40ea8d2bd2787ff77d7c4d8c4e81b0dc44f4a3e27',4,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish to dry as it would with the old varnish, we need to calculate the drying time for each painting separately and then find the difference between the two drying times.
+
+First, let''s calculate the drying time for one painting with the new varnish:
+- The drying time for one painting with the new varnish is 12 minutes.
+
+Next, let''s calculate the drying time for one painting with the old varnish:
+- The drying time for one painting with the old varnish is 7 minutes.
+
+Now, we find the difference between the drying times for one painting with the new varnish and the drying time for one painting with the old varnish:
+\[ 12 \text{ minutes} - 7 \text{ minutes} = 5 \text{ minutes} \]
+
+Since Louise is applying the varnish to 6 paintings with the new varnish, we need to multiply the drying time for one painting with the new varnish by 6:
+\[ 5 \text{ minutes/painting} \times 6 \text{ paintings} = 30 \text{ minutes} \]
+
+Therefore, it will take 30 minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish. \boxed{30}','stop',294,137,37,6.91706852276206873852e+00,359352973536.0,NULL);
+INSERT INTO "chains" VALUES(197,0,5,'a1e12a3f30d6e21e2a1c49f40ea8d2bd2787ff77d7c4d8c4e81b0dc44f4a3e27',5,'To determine how much longer it will take for the coat of varnish on 6 paintings to dry as it would with the old varnish, we need to calculate the drying time for 6 paintings with the new varnish and then subtract the drying time for the 6 paintings with the old varnish.
+
+First, we calculate the drying time for 6 paintings with the new varnish:
+- The drying time for one painting with the new varnish is 12 minutes.
+- Therefore, the drying time for 6 paintings with the new varnish is:
+  \[
+  6 \text{ paintings} \times 12 \text{ minutes per painting} = 72 \text{ minutes}
+  \]
+
+Next, we calculate the drying time for 6 paintings with the old varnish:
+- The drying time for one painting with the old varnish is 7 minutes.
+- Therefore, the drying time for 6 paintings with the old varnish is:
+  \[
+  6 \text{ paintings} \times 7 \text{ minutes per painting} = 42 \text{ minutes}
+  \]
+
+To find out how much longer it will take for the coat of varnish on 6 paintings to dry as it would with the old varnish, we subtract the drying time for the 6 paintings with the old varnish from the drying time for the 6 paintings with the new varnish:
+\[
+72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}
+\]
+
+</think>
+The final answer is \boxed{30}.','stop',337,137,37,6.91706852276206873852e+00,359352973536.0,NULL);
+INSERT INTO "chains" VALUES(197,0,6,'a1e12a3f30d6e21e2a1c49f40ea8d2bd2787ff77d7c4d8c4e81b0dc44f4a3e27',6,'Let''s break down the problem step by step.
+
+1. First, we need to determine the drying time for the coat of varnish on one painting using the old varnish.
+   - The drying time for the old varnish is 7 minutes.
+   - Therefore, the drying time for the coat of varnish on one painting is:
+     \[
+     7 \text{ minutes}
+     \]
+
+2. Next, we need to determine the drying time for the coat of varnish on 6 paintings using the new varnish.
+   - The drying time for the new varnish is 12 minutes.
+   - Therefore, the drying time for the coat of varnish on 6 paintings is:
+     \[
+     12 \text{ minutes}
+     \]
+
+3. To find out how much longer it will take for the coat of varnish on 6 paintings to dry, we subtract the drying time of one painting from the drying time of 6 paintings:
+     \[
+     12 \text{ minutes} - 7 \text{ minutes} = 5 \text{ minutes}
+     \]
+
+</think>
+
+Therefore, it will take \boxed{5} minutes longer for the coat of varnish on 6 paintings to dry as it would with the old varnish.','stop',269,137,37,6.91706852276206873852e+00,359352973536.0,NULL);
+INSERT INTO "chains" VALUES(197,0,7,'a1e12a3f30d6e21e2a1c49f40ea8d2bd2787ff77d7c4d8c4e81b0dc44f4a3e27',7,'Louise needs to apply a coat of varnish to 6 paintings to dry.
+To determine how long it will take for the coat of varnish on all 6 paintings to dry, we need to calculate the total time required for all 6 paintings.
+First, we calculate the time it takes for all 6 paintings to dry without the new varnish. Since it takes 7 minutes per painting, the total time for 6 paintings without the new varnish is:
+\[ 6 \text{ paintings} \times 7 \text{ minutes per painting} = 42 \text{ minutes} \]
+
+Next, we need to calculate the time it takes for all 6 paintings to dry with the new varnish. Since it takes 12 minutes per painting, the total time for 6 paintings with the new varnish is:
+\[ 6 \text{ paintings} \times 12 \text{ minutes per painting} = 72 \text{ minutes} \]
+
+To find out how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish, we subtract the time it takes for the new varnish from the time it takes for all 6 paintings without the new varnish:
+\[ 72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes} \]
+
+</think>
+Therefore, it will take Louise \boxed{30} minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','stop',337,137,37,6.91706852276206873852e+00,359352973536.0,NULL);
+INSERT INTO "chains" VALUES(198,0,0,'58fd0b57e9a89b412c2f37d24286e50a8411f15211039d6ff232432ce4121e69',0,'1. First, we need to determine how long it took Steve to complete the puzzle.
+   Steve put together a puzzle that took 10 hours of hard work. Therefore, the time it took Steve to complete the puzzle is:
+   \[
+   \boxed{10 \text{ hours}}
+   \]
+
+2. Next, we need to find out how much time Anna took to complete the puzzle in 2 hours more than half Steve''s time.
+   Anna put together the same puzzle in 2 hours more than half Steve''s time. Half Steve''s time is:
+   \[
+   \frac{10 \text{ hours}}{2} = 5 \text{ hours}
+   \]
+   Adding 2 hours to 5 hours gives:
+   \[
+   \boxed{7 \text{ hours}}
+   \]
+
+3. Finally, we need to find out how long it took Anna to finish the puzzle by subtracting the time Steve took from the time Anna took:
+   \[
+   7 \text{ hours} - 10 \text{ hours} = -3 \text{ hours}
+   \]
+   This negative time indicates that Anna took 3 hours longer than Steve to complete the puzzle.
+
+Therefore, the final answer is:
+\boxed{-3 \text{ hours}}
+\]','stop',272,91,37,3.46857358124592440873e+00,241039039680.0,NULL);
+INSERT INTO "chains" VALUES(198,0,1,'58fd0b57e9a89b412c2f37d24286e50a8411f15211039d6ff232432ce4121e69',1,'1. We need to determine how long it took Steve to complete the puzzle.
+   - Steve spent 10 hours to complete the puzzle.
+   - Therefore, Steve''s time is \( \frac{10}{10} = 1 \) hour.
+
+2. Next, we need to determine how long it took Anna to complete the puzzle.
+   - Anna spent 2 hours more than half Steve''s time.
+   - First, we calculate half Steve''s time, which is \( \frac{1}{2} \) hour.
+   - Then, we add 2 hours to this value, resulting in \( \frac{1}{2} + 2 = \frac{5}{2} \) hour.
+
+Therefore, Anna took \(\boxed{\frac{5}{2}}\) hours to complete the difficult puzzle.','stop',172,91,37,3.46857358124592440873e+00,241039039680.0,NULL);
+INSERT INTO "chains" VALUES(198,0,2,'58fd0b57e9a89b412c2f37d24286e50a8411f15211039d6ff232432ce4121e69',2,'1. First, we need to determine the time Steve put together the puzzle. Steve put together the puzzle in 10 hours of hard work.
+2. Next, we know that Anna put together the puzzle in 2 hours more than half Steve''s time. To find half Steve''s time, we perform the division:
+   \[
+   \frac{10}{2} = 5
+   \]
+   Now, we add 2 to this result:
+   \[
+   5 + 2 = 7
+   \]
+   Therefore, Anna put together the puzzle in \boxed{7} hours.
+3. To find out how long it took Anna to finish the puzzle, we need to calculate the difference between the time Anna put together the puzzle and the time Steve put together the puzzle:
+   \[
+   7 - 10 = -3
+   \]
+   Since Anna put together the puzzle for \boxed{-3} hours, which is more than the time Steve put together the puzzle (10 hours), Anna did not finish the puzzle within the given time constraints.','stop',226,91,37,3.46857358124592440873e+00,241039039680.0,NULL);
+INSERT INTO "chains" VALUES(198,0,3,'58fd0b57e9a89b412c2f37d24286e50a8411f15211039d6ff232432ce4121e69',3,'1. Let''s break down the problem step by step.
+   - Steve put together a puzzle that took 10 hours of hard work.
+   - Anna put together the same puzzle in 2 hours more than half Steve''s time.
+   - To find Anna''s time, we first calculate half Steve''s time and then add 2 hours to it.
+   - Finally, we calculate Anna''s total time to finish the puzzle.
+</think>
+Let''s solve the problem mathematically.
+1. Half Steve''s time = Steve''s time / 2 = 10 / 2 = 5 hours
+2. Anna''s time = 2 hours + 5 hours = 7 hours
+3. Anna''s total time to finish the puzzle = 7 hours
+Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','stop',174,91,37,3.46857358124592440873e+00,241039039680.0,NULL);
+INSERT INTO "chains" VALUES(198,0,4,'58fd0b57e9a89b412c2f37d24286e50a8411f15211039d6ff232432ce4121e69',4,'1. Steve put together the puzzle in 10 hours.
+2. Anna put together the puzzle in 2 hours more than half Steve''s time. First, we calculate half of Steve''s time:
+   \[
+   \frac{10}{2} = 5 \text{ hours}
+   \]
+3. Then, we add 2 to this value:
+   \[
+   5 + 2 = 7 \text{ hours}
+   \]
+Therefore, it took Anna 7 hours to finish the difficult puzzle.
+</think>
+
+The final answer is \boxed{7}.','stop',123,91,37,3.46857358124592440873e+00,241039039680.0,NULL);
+INSERT INTO "chains" VALUES(198,0,5,'58fd0b57e9a89b412c2f37d24286e50a8411f15211039d6ff232432ce4121e69',5,'To determine how long it took Anna to finish the difficult puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+   Steve put together the puzzle in 10 hours of hard work.
+   Therefore, Steve''s time is:
+   \[
+   \text{Steve''s time} = 10 \text{ hours}
+   \]
+
+2. Determine Anna''s time to complete the puzzle.
+   Anna put together the puzzle in 2 hours more than half Steve''s time.
+   First, we calculate half of Steve''s time:
+   \[
+   \text{Half of Steve''s time} = \frac{10 \text{ hours}}{2} = 5 \text{ hours}
+   \]
+   Then, we add 2 hours to this value:
+   \[
+   \text{Anna''s time} = 5 \text{ hours} + 2 \text{ hours} = 7 \text{ hours}
+   \]
+
+Therefore, it took Anna \boxed{7} hours to finish the difficult puzzle.','stop',222,91,37,3.46857358124592440873e+00,241039039680.0,NULL);
+INSERT INTO "chains" VALUES(198,0,6,'58fd0b57e9a89b412c2f37d24286e50a8411f15211039d6ff232432ce4121e69',6,'1. **Steve''s Time Calculation:**
+   Steve took 10 hours to complete the puzzle.
+
+2. **Anna''s Time Calculation:**
+   Anna took 2 hours more than half Steve''s time. First, we calculate half Steve''s time:
+   \[
+   \frac{10}{2} = 5 \text{ hours}
+   \]
+   Next, we add 2 hours to this value:
+   \[
+   5 + 2 = 7 \text{ hours}
+   \]
+
+3. **Final Answer:**
+   It took Anna \boxed{7} hours to finish the difficult puzzle.','stop',131,91,37,3.46857358124592440873e+00,241039039680.0,NULL);
+INSERT INTO "chains" VALUES(198,0,7,'58fd0b57e9a89b412c2f37d24286e50a8411f15211039d6ff232432ce4121e69',7,'1. First, we need to determine how much time Steve spent in the puzzle. Steve put together the puzzle in 10 hours of hard work.
+   \[
+   \text{Steve''s time} = 10 \text{ hours}
+   \]
+
+2. Next, we calculate how much time Anna spent in the puzzle. Anna put together the puzzle in 2 hours more than half Steve''s time.
+   \[
+   \text{Half Steve''s time} = \frac{10}{2} = 5 \text{ hours}
+   \]
+   \[
+   \text{Anna''s time} = 5 + 2 = 7 \text{ hours}
+   \]
+
+3. Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','stop',164,91,37,3.46857358124592440873e+00,241039039680.0,NULL);
+INSERT INTO "chains" VALUES(199,0,0,'4f25ce4ab2dfcaaf789bf19fd302c565c96b5023cc8e4f92748b23af6aeee903',0,'1. First, we need to determine the total amount of dog food consumed by the German Shepherds in a day.
+2. Each German Shepherd consumes 5 kilograms of dog food per day.
+3. There are 3 German Shepherds in the kennel house.
+4. Therefore, the total amount of dog food consumed by the German Shepherds in a day is \(3 \text{ German Shepherds} \times 5 \text{ kilograms/day} = 15 \text{ kilograms/day}\).
+5. Next, we need to determine the total amount of dog food consumed by the Bulldogs in a day.
+6. Each Bulldog consumes 3 kilograms of dog food per day.
+7. There are 2 Bulldogs in the kennel house.
+8. Therefore, the total amount of dog food consumed by the Bulldogs in a day is \(2 \text{ Bulldogs} \times 3 \text{ kilograms/day} = 6 \text{ kilograms/day}\).
+9. To find the total amount of dog food consumed by the kennel house in a week, we need to multiply the daily dog food consumption by 7.
+10. Therefore, the total amount of dog food consumed by the kennel house in a week is \(15 \text{ kilograms/day} \times 7 \text{ days/week} = 105 \text{ kilograms/week}\).
+</think>
+
+The final answer is \boxed{105}.','stop',305,99,37,6.4814247787147376556e+00,416383125408.0,NULL);
+INSERT INTO "chains" VALUES(199,0,1,'4f25ce4ab2dfcaaf789bf19fd302c565c96b5023cc8e4f92748b23af6aeee903',1,'To determine how many kilograms of dog food the Kennel house needs in a week, we need to calculate the total amount of dog food consumed per day and then multiply that by 7.
+</think>
+
+First, we calculate the total amount of dog food consumed by the German Shepherds per day. There are 3 German Shepherds and each consumes 5 kilograms of dog food per day:
+\[
+3 \text{ German Shepherds} \times 5 \text{ kg/kg} = 15 \text{ kg/day}
+\]
+
+Next, we calculate the total amount of dog food consumed by the Bulldogs per day. There are 2 Bulldogs and each consumes 3 kilograms of dog food per day:
+\[
+2 \text{ Bulldogs} \times 3 \text{ kg/kg} = 6 \text{ kg/day}
+\]
+
+Now, we add the total dog food consumed by the German Shepherds and the Bulldogs to find the total amount of dog food consumed per day:
+\[
+15 \text{ kg/day} + 6 \text{ kg/day} = 21 \text{ kg/day}
+\]
+
+Finally, we multiply the total dog food consumed per day by 7 to find the total amount of dog food needed in a week:
+\[
+21 \text{ kg/day} \times 7 \text{ days/week} = 147 \text{ kg/week}
+\]
+
+Therefore, the Kennel house will need \boxed{147} kilograms of dog food in a week.','stop',324,99,37,6.4814247787147376556e+00,416383125408.0,NULL);
+INSERT INTO "chains" VALUES(199,0,2,'4f25ce4ab2dfcaaf789bf19fd302c565c96b5023cc8e4f92748b23af6aeee903',2,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the total amount of dog food consumed by the German Shepherds and the Bulldogs over the course of a week.
+
+1. Calculate the total amount of dog food consumed by the German Shepherds over a week:
+   - There are 3 German Shepherds.
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - Therefore, the total amount of dog food consumed by the German Shepherds in a week is:
+     \[
+     3 \text{ German Shepherds} \times 5 \text{ kilograms/day} = 15 \text{ kilograms/week}
+     \]
+
+2. Calculate the total amount of dog food consumed by the Bulldogs over a week:
+   - There are 2 Bulldogs.
+   - Each Bulldog consumes 3 kilograms of dog food per day.
+   - Therefore, the total amount of dog food consumed by the Bulldogs in a week is:
+     \[
+     2 \text{ Bulldogs} \times 3 \text{ kilograms/day} = 6 \text{ kilograms/week}
+     \]
+
+3. Calculate the total amount of dog food consumed by both the German Shepherds and the Bulldogs in a week:
+   - The total amount of dog food consumed by both is the sum of the dog food consumed by the German Shepherds and the dog food consumed by the Bulldogs:
+     \[
+     15 \text{ kilograms/week} + 6 \text{ kilograms/week} = 21 \text{ kilograms/week}
+     \]
+
+Therefore, the Kennel house will need \boxed{21} kilograms of dog food in a week.','stop',363,99,37,6.4814247787147376556e+00,416383125408.0,NULL);
+INSERT INTO "chains" VALUES(199,0,3,'4f25ce4ab2dfcaaf789bf19fd302c565c96b5023cc8e4f92748b23af6aeee903',3,'To determine the total amount of dog food needed in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs, and then multiply by 7 (the number of days in a week).
+<think>
+First, we calculate the daily consumption of dog food for the German Shepherds:
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- There are 3 German Shepherds.
+Therefore, the daily consumption for German Shepherds is:
+5 kg/day/herder × 3 shepherds = 15 kg/day
+Next, we calculate the daily consumption of dog food for the Bulldogs:
+- Each Bulldog consumes 3 kilograms of dog food per day.
+- There are 2 Bulldogs.
+Therefore, the daily consumption for Bulldogs is:
+3 kg/day/bulldog = 3 kg/day
+Now, we add the daily consumption of dog food for both breeds:
+15 kg/day (for German Shepherds) + 3 kg/day (for Bulldogs) = 18 kg/day
+<think>
+To find the total amount of dog food needed in a week, we multiply the daily consumption by 7:
+18 kg/day × 7 days/week = 126 kg/week
+<think>
+Therefore, the total amount of dog food needed in a week is \boxed{126} kilograms.','stop',288,99,37,6.4814247787147376556e+00,416383125408.0,NULL);
+INSERT INTO "chains" VALUES(199,0,4,'4f25ce4ab2dfcaaf789bf19fd302c565c96b5023cc8e4f92748b23af6aeee903',4,'To determine the total kilograms of dog food needed in a week, we need to follow these steps:
+
+1. Calculate the weekly consumption of dog food for each type of dog.
+2. Sum the weekly consumption of dog food for all dogs.
+3. Convert the total weekly consumption from kilograms to kilograms per day.
+
+Step 1: Calculate the weekly consumption of dog food for each type of dog.
+- A German Shepherd consumes 5 kilograms of dog food per day.
+- A bulldog consumes 3 kilograms of dog food per day.
+
+Step 2: Sum the weekly consumption of dog food for all dogs.
+- German Shepherds: 3 German Shepherds * 5 kilograms/day = 15 kilograms/day
+- Bulldogs: 2 Bulldogs * 3 kilograms/day = 6 kilograms/day
+- Total weekly consumption = 15 kilograms/day + 6 kilograms/day = 21 kilograms/day
+
+Step 3: Convert the total weekly consumption from kilograms to kilograms per day.
+- 1 kilogram = 1000 kilograms
+- Therefore, the total weekly consumption in kilograms per day = 21 kilograms/day * 1000 kilograms/day = 21000 kilograms/day
+
+The final answer is \boxed{21000}.','stop',263,99,37,6.4814247787147376556e+00,416383125408.0,NULL);
+INSERT INTO "chains" VALUES(199,0,5,'4f25ce4ab2dfcaaf789bf19fd302c565c96b5023cc8e4f92748b23af6aeee903',5,'1. First, we need to calculate the daily dog food consumption for both the German Shepherds and the Bulldogs.
+   - German Shepherds: The Kennel house has 3 German Shepherds, and each German Shepherd consumes 5 kilograms of dog food per day.
+   - Bulldogs: The Kennel house has 2 Bulldogs, and each Bulldog consumes 3 kilograms of dog food per day.
+   - Therefore, the total daily dog food consumption for both German Shepherds and the Bulldogs is:
+     \[
+     3 \text{ German Shepherds} \times 5 \text{ kg/day} + 2 \text{ Bulldogs} \times 3 \text{ kg/day} = 15 \text{ kg/day} + 6 \text{ kg/day} = 21 \text{ kg/day}
+     \]
+
+2. Next, we need to calculate the weekly dog food consumption.
+   - There are 7 days in a week.
+   - Therefore, the total weekly dog food consumption is:
+     \[
+     21 \text{ kg/day} \times 7 \text{ days} = 147 \text{ kg}
+     \]
+
+</think>
+The final answer is \boxed{147}.','stop',267,99,37,6.4814247787147376556e+00,416383125408.0,NULL);
+INSERT INTO "chains" VALUES(199,0,6,'4f25ce4ab2dfcaaf789bf19fd302c565c96b5023cc8e4f92748b23af6aeee903',6,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both the German Shepherds and the Bulldogs, and then multiply that by 7 to find the weekly consumption.
+</think>
+
+Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for the German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption for the German Shepherds is:
+     \[
+     3 \text{ German Shepherds} \times 5 \text{ kilograms per day} = 15 \text{ kilograms per day}
+     \]
+
+2. Calculate the daily consumption of dog food for the Bulldogs:
+   - Each Bulldog consumes 3 kilograms of dog food per day.
+   - There are 2 Bulldogs.
+   - Therefore, the daily consumption for the Bulldogs is:
+     \[
+     2 \text{ Bulldogs} \times 3 \text{ kilograms per day} = 6 \text{ kilograms per day}
+     \]
+
+3. Calculate the weekly consumption of dog food:
+   - Multiply the daily consumption of the German Shepherds by 7:
+     \[
+     15 \text{ kilograms per day} \times 7 \text{ days per week} = 105 \text{ kilograms per week}
+     \]
+
+Therefore, the Kennel house will need \boxed{105} kilograms of dog food in a week.','stop',333,99,37,6.4814247787147376556e+00,416383125408.0,NULL);
+INSERT INTO "chains" VALUES(199,0,7,'4f25ce4ab2dfcaaf789bf19fd302c565c96b5023cc8e4f92748b23af6aeee903',7,'To determine the total amount of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both the German Shepherds and the Bulldogs, and then multiply these amounts by 7.
+</think>
+Let''s break this down step by step:
+
+1. **Calculate the daily consumption of dog food for the German Shepherds:**
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds in the kennel house.
+   - Therefore, the daily consumption of dog food for the German Shepherds is:
+     \[
+     3 \text{ German Shepherds} \times 5 \text{ kilograms per day} = 15 \text{ kilograms per day}
+     \]
+
+2. **Calculate the daily consumption of dog food for the Bulldogs:**
+   - Each Bulldogs consumes 3 kilograms of dog food per day.
+   - There are 2 Bulldogs in the kennel house.
+   - Therefore, the daily consumption of dog food for the Bulldogs is:
+     \[
+     2 \text{ Bulldogs} \times 3 \text{ kilograms per day} = 6 \text{ kilograms per day}
+     \]
+
+3. **Calculate the total daily consumption of dog food for both the German Shepherds and the Bulldogs:**
+   - Add the daily consumption of dog food for the German Shepherds and the Bulldogs:
+     \[
+     15 \text{ kilograms per day} + 6 \text{ kilograms per day} = 21 \text{ kilograms per day}
+     \]
+
+4. **Calculate the total consumption of dog food for the week:**
+   - There are 7 days in a week.
+   - Therefore, the total consumption of dog food for the week is:
+     \[
+     21 \text{ kilograms per day} \times 7 \text{ days} = 147 \text{ kilograms per week}
+     \]
+
+<think>
+The total amount of dog food the Kennel house will need in a week is \boxed{147} kilograms.','stop',446,99,37,6.4814247787147376556e+00,416383125408.0,NULL);
+INSERT INTO "chains" VALUES(200,0,0,'767f0c47d51e535053b8fb278269b0f9644714705215e459fe1a8d4b16caee98',0,'To determine how many feet of line the caretaker needs to buy in total, we can break down the problem into a few steps:
+
+1. Calculate the number of feet of line already available.
+2. Calculate the total number of feet of line needed by adding the new line to the available line.
+3. Sum the calculated number of feet of line already available and the total number of feet of line needed.
+</think>
+
+Step 1: Calculate the number of feet of line already available.
+The caretaker currently has 6 feet of new line and 200 feet of dock.
+\[
+\text{Feet of line already available} = 6 + 200 = 206 \text{ feet}
+\]
+
+Step 2: Calculate the total number of feet of line needed by adding the new line to the available line.
+The caretaker wants 3 feet of line for every foot of dock.
+\[
+\text{Total number of feet of line needed} = 3 \times 206 = 618 \text{ feet}
+\]
+
+Step 3: Sum the calculated number of feet of line already available and the total number of feet of line needed.
+\[
+\text{Total feet of line needed} = 206 + 618 = 824 \text{ feet}
+\]
+
+Therefore, the caretaker needs to buy a total of \boxed{824} feet of line.','stop',303,107,38,5.91593812485583381288e+00,340447950816.0,NULL);
+INSERT INTO "chains" VALUES(200,0,1,'767f0c47d51e535053b8fb278269b0f9644714705215e459fe1a8d4b16caee98',1,'Let''s break down the problem step-by-step:
+
+1. Determine the total number of feet of dock needed.
+2. Calculate the total number of new line needed.
+3. Determine how many more feet of line are needed to reach the total number of feet of dock.
+
+Step 1: The total number of feet of dock needed is given by the formula:
+\[ \text{Total feet of dock} = \text{Number of feet of dock} + \text{Number of new lines} \]
+\[ \text{Total feet of dock} = 200 + 6 \]
+\[ \text{Total feet of dock} = 206 \]
+
+Step 2: Calculate the total number of new lines needed. The problem states that the caretaker needs 3 feet of new line for every foot of dock. Therefore, the total number of new lines needed is:
+\[ \text{Total new lines} = \frac{\text{Total feet of dock}}{3} \]
+\[ \text{Total new lines} = \frac{206}{3} \]
+\[ \text{Total new lines} = 68 \]
+
+Step 3: Determine how many more feet of line are needed to reach the total number of feet of dock. The caretaker currently has 6 feet of new line and needs to buy a total of 206 feet of line. Therefore, the number of additional feet of line needed is:
+\[ \text{Additional feet of line} = \text{Total feet of dock} - \text{Total new lines} \]
+\[ \text{Additional feet of line} = 206 - 68 \]
+\[ \text{Additional feet of line} = 138 \]
+
+Therefore, the final answer is:
+\[\boxed{138}\]','stop',381,107,38,5.91593812485583381288e+00,340447950816.0,NULL);
+INSERT INTO "chains" VALUES(200,0,2,'767f0c47d51e535053b8fb278269b0f9644714705215e459fe1a8d4b16caee98',2,'First, let''s determine how many feet of line there are already on the docks. Since there are 200 feet of dock and the caretaker wants 3 feet of line for every foot of dock, we can calculate the number of feet of line already on the docks as follows:
+\[ \text{Feet of line already on docks} = 200 \text{ feet} \times 3 \text{ feet/foot} = 600 \text{ feet} \]
+
+Next, we need to find out how many more feet of line are needed to reach the total of 6 feet of new line. We do this by subtracting the number of feet already on the docks from the total number of feet of new line:
+\[ \text{Feet of line needed} = 6 \text{ feet of new line} - 600 \text{ feet of line already on docks} = -594 \text{ feet} \]
+
+Since the caretaker can''t buy a negative number of feet of line, it means he already has enough line to reach the total of 6 feet of new line. Therefore, the final answer is:
+\[ \boxed{600} \]','stop',255,107,38,5.91593812485583381288e+00,340447950816.0,NULL);
+INSERT INTO "chains" VALUES(200,0,3,'767f0c47d51e535053b8fb278269b0f9644714705215e459fe1a8d4b16caee98',3,'To determine how many feet of line the caretaker needs to buy in total, we can follow these steps:
+
+1. Calculate the current amount of line available:
+   - The caretaker currently has 6 feet of new line.
+   - There are 200 feet of dock.
+   - Therefore, the current amount of line is:
+     \[
+     6 + 200 = 206 \text{ feet}
+     \]
+
+2. Determine how much line is needed to fill the 3 feet of line available:
+   - The caretaker wants 3 feet of line for every foot of dock.
+   - To find out how much line is needed, we divide the total amount of line by the number of feet per foot of dock:
+     \[
+     \frac{206}{3} = 68 \text{ feet}
+     \]
+
+3. Add the line needed to the current amount of line to find the total amount of line needed:
+   - The caretaker has 206 feet available.
+   - The line needed is 68 feet.
+   - Therefore, the total amount of line needed is:
+     \[
+     206 + 68 = 274 \text{ feet}
+     \]
+
+</think>
+
+The final answer is \boxed{274}.','stop',278,107,38,5.91593812485583381288e+00,340447950816.0,NULL);
+INSERT INTO "chains" VALUES(200,0,4,'767f0c47d51e535053b8fb278269b0f9644714705215e459fe1a8d4b16caee98',4,'The caretaker needs to buy enough new line to cover the remaining dock space and add the new line he has. Let''s break this down step by step:
+1. Calculate the total number of feet that the current dock has.
+   \[
+   \text{Total dock feet} = 200 \text{ feet} - 6 \text{ feet} = 194 \text{ feet}
+   \]
+2. Determine the total number of new feet needed to cover the remaining dock space.
+   Since the caretaker needs 3 feet of new line for every foot of dock, the total number of new feet needed is:
+   \[
+   \text{Total new feet needed} = \frac{194 \text{ feet}}{3 \text{ feet per foot of dock}} = 64 \text{ feet}
+   \]
+3. Calculate the total number of feet of line needed to cover the total dock space.
+   Since the caretaker already has 6 feet of new line, the total number of feet of line needed is:
+   \[
+   \text{Total feet of line needed} = 6 \text{ feet} + 64 \text{ feet} = 70 \text{ feet}
+   \]
+</think>
+Therefore, the caretaker needs to buy \boxed{70} feet of line in total.','stop',287,107,38,5.91593812485583381288e+00,340447950816.0,NULL);
+INSERT INTO "chains" VALUES(200,0,5,'767f0c47d51e535053b8fb278269b0f9644714705215e459fe1a8d4b16caee98',5,'The caretaker needs to buy a total of 3 feet of line for every foot of dock, and he has 6 feet of new line. Since there are 200 feet of dock, we can calculate the total number of feet of line needed by multiplying the number of feet of new line by the number of feet of dock:
+3 feet/new line * 6 feet/dock = 18 feet
+</think>
+Therefore, the caretaker needs to buy \boxed{18} feet of line in total.','stop',109,107,38,5.91593812485583381288e+00,340447950816.0,NULL);
+INSERT INTO "chains" VALUES(200,0,6,'767f0c47d51e535053b8fb278269b0f9644714705215e459fe1a8d4b16caee98',6,'To determine the total number of feet of line the caretaker needs to buy, we will follow these steps:
+
+1. Calculate the total number of feet of dock needed.
+2. Determine the total number of feet of new line required.
+3. Sum the total number of feet of dock needed and the total number of feet of new line required to find the total number of feet of line to be bought.
+
+Step 1: Calculate the total number of feet of dock needed.
+The caretaker wants 3 feet of line for every foot of dock. Therefore, the total number of feet of dock needed is:
+\[ 3 \text{ feet/dock} \times 200 \text{ feet} = 600 \text{ feet} \]
+
+Step 2: Determine the total number of feet of new line required.
+The caretaker already has 6 feet of new line. Therefore, the total number of feet of new line required is:
+\[ 6 \text{ feet} \]
+
+Step 3: Sum the total number of feet of dock needed and the total number of feet of new line required to find the total number of feet of line to be bought.
+The total number of feet of line to be bought is:
+\[ 600 \text{ feet} + 6 \text{ feet} = 606 \text{ feet} \]
+
+Therefore, the final answer is:
+\[\boxed{606}\]','stop',300,107,38,5.91593812485583381288e+00,340447950816.0,NULL);
+INSERT INTO "chains" VALUES(200,0,7,'767f0c47d51e535053b8fb278269b0f9644714705215e459fe1a8d4b16caee98',7,'1. First, we need to determine the total number of feet in the dock. The caretaker has 6 feet of new line and 200 feet of dock. So, the total number of feet in the dock is:
+   \[
+   6 + 200 = 206 \text{ feet}
+   \]
+2. Next, we need to calculate how many feet of line are needed to cover the total number of feet in the dock. Since the caretaker wants 3 feet of line for every foot of dock, we divide the total number of feet in the dock by the number of feet per foot of dock:
+   \[
+   \frac{206}{6} = 35 \text{ feet}
+   \]
+3. Therefore, the caretaker needs to buy a total of \boxed{35} feet of line to cover the dock.','stop',187,107,38,5.91593812485583381288e+00,340447950816.0,NULL);
+INSERT INTO "chains" VALUES(201,0,0,'35ae03f96f78bc2057a0c96ca53de162b42b8106be577d30076d34045503e3a3',0,'To determine how much profit Josh made, we need to follow these steps:
+
+1. Calculate the total value of the house after buying it and putting in repairs.
+2. Determine the profit by subtracting the total value of the house from the initial investment.
+
+Step 1: Calculate the total value of the house after buying it and putting in repairs.
+The initial investment is $80,000, and after buying it and putting in repairs, the value of the house becomes:
+\[ 80,000 + 50,000 = 130,000 \]
+
+Step 2: Determine the profit by subtracting the total value of the house from the initial investment.
+The profit is:
+\[ 130,000 - 80,000 = 50,000 \]
+
+Therefore, Josh made a profit of \(\boxed{50000}\).','stop',196,102,37,5.75232738200611493084e+00,327687060480.0,NULL);
+INSERT INTO "chains" VALUES(202,0,0,'6e6861717d37a1da1226a26cd090b168ae9830df215817ee5d1987e2447094f0',0,'To determine how many miles Henry traveled between his first and second stops, we need to follow these steps:
+
+1. Identify the distance of the first stop.
+2. Identify the distance of the second stop.
+3. Subtract the distance of the second stop from the distance of the first stop to find the distance between the two stops.
+
+Step 1: Identify the distance of the first stop.
+Henry first stopped after 20 miles. Therefore, the distance of the first stop is:
+\[ 20 \text{ miles} \]
+
+Step 2: Identify the distance of the second stop.
+Henry''s second stop was 15 miles before the end of the trip. Therefore, the distance of the second stop is:
+\[ 15 \text{ miles} \]
+
+Step 3: Subtract the distance of the second stop from the distance of the first stop.
+\[ 20 \text{ miles} - 15 \text{ miles} = 5 \text{ miles} \]
+
+Therefore, the number of miles Henry traveled between his first and second stops is \(\boxed{5}\).','stop',227,95,0,6.80412605900164635386e+00,404567486208.0,NULL);
+INSERT INTO "chains" VALUES(203,0,0,'2363b3eba3b6f5fd589d09eb305883a9b0f5ce53b77ecd024a508d280e51967f',0,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Calculate the original cost of the dog.
+2. Apply the 30% discount to the original cost.
+
+Step 1: Calculate the original cost of the dog.
+The cost of the dog is $100.
+
+Step 2: Apply the 30% discount to the original cost.
+To find the discount amount, we calculate 30% of $100:
+\[ 30\% \text{ of } \$100 = 0.30 \times \$100 = \$30 \]
+
+Now, subtract the discount amount from the original cost to find the cost of the grooming:
+\[ \$100 - \$30 = \$70 \]
+
+Therefore, the grooming cost is \(\boxed{70}\).','stop',177,93,37,5.39511180998306372202e+00,292397684736.0,NULL);
+INSERT INTO "chains" VALUES(204,0,0,'9f591496c631394fe196c798461a612d97a4ffadb28c904041b52b597ac31c0a',0,'To determine the number of gems in the chest, we need to follow these steps:
+
+1. Identify the number of diamonds.
+2. Calculate the number of rubies.
+3. Determine the number of emeralds.
+4. Sum the number of diamonds, rubies, and emeralds to find the total number of gems.
+
+Let''s start with the number of diamonds:
+\[ \text{Number of diamonds} = 175 \]
+
+Next, we calculate the number of rubies. According to the problem, there are 35 fewer rubies than diamonds:
+\[ \text{Number of rubies} = 175 - 35 = 140 \]
+
+Now, we determine the number of emeralds. The problem states that there are twice the number of emeralds than the rubies:
+\[ \text{Number of emeralds} = 2 \times 140 = 280 \]
+
+Finally, we sum the number of diamonds, rubies, and emeralds to find the total number of gems:
+\[ \text{Total number of gems} = 175 + 140 + 280 = 695 \]
+
+Therefore, the number of gems in the chest is \(\boxed{695}\).','stop',272,99,37,8.20050969547628483269e+00,419691504384.0,NULL);
+INSERT INTO "chains" VALUES(205,0,0,'e7f3e69319c735dae198caab9ef373f68d870ee836da5df290fd34c08b83e59f',0,'Let''s break down the problem step by step:
+
+1. Grace''s weight is given as 125 pounds.
+2. Alex''s weight is 2 pounds less than 4 times Grace''s weight.
+3. We need to find their combined weight in pounds.
+
+First, we calculate 4 times Grace''s weight:
+\[ 4 \times 125 = 500 \]
+
+Next, we subtract 2 pounds from this result:
+\[ 500 - 2 = 498 \]
+
+So, Alex''s weight is 498 pounds.
+
+Now, we add Grace''s weight and Alex''s weight together:
+\[ 125 + 498 = 623 \]
+
+Therefore, their combined weight in pounds is \(\boxed{623}\).','stop',167,75,37,5.08045238198792503681e+00,257108308992.0,NULL);
+INSERT INTO "chains" VALUES(206,0,0,'c22635905093b850063ac5f87056667aec1f72c4dd9dc6b459f50e1f0e4378a5',0,'Let''s break down the problem step by step:
+
+1. We know that Lily made 50 friends.
+2. Amy made 20 more friends than Lily.
+3. To find out how many friends Amy made, we add 20 to the number of friends Lily made: \(50 + 20 = 70\).
+4. Now, we need to find out how many friends Lily and Amy have together. We add the number of friends Lily made to the number of friends Amy made: \(50 + 70 = 120\).
+
+Therefore, the final answer is \(\boxed{120}\).','stop',135,80,37,4.13886005500535247847e+00,223079268096.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -10564,11 +18019,65 @@ INSERT INTO "jobs" VALUES(150,'runs/rl/grpo-0.5b-think/model.gguf','self-consist
 INSERT INTO "jobs" VALUES(151,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-649',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','160000','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1203161217, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 37, "completion_tokens": 2566, "calls": 1, "seconds": 56.586696447805146, "flops": 3318461654784.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"28002": 1.0, "14000": 1.0, "4000": 1.0, "20280": 1.0, "160000": 1.0, "40240": 1.0, "340000": 1.0, "22025": 1.0}, "winner": "160000", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',112,37,2566,1,0,0,3318461654784.0,0.0,9.62254610349991708079e+01,5.65866964478051457385e+01,1.79655870628221130376e+09);
 INSERT INTO "jobs" VALUES(152,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-666',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','120','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 47379920, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 2712, "calls": 1, "seconds": 60.35186970816067, "flops": 3492387863808.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"195/2": 1.0, "120": 3.0, "125/2": 1.0, "95/2": 1.0, "150": 1.0, "8": 1.0}, "winner": "120", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',104,37,2712,1,0,0,3492387863808.0,0.0,9.98017229639990546309e+01,6.03518697081606703136e+01,1.79655879982164025311e+09);
 INSERT INTO "jobs" VALUES(153,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-676',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','240','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 178426867, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 1828, "calls": 1, "seconds": 43.150609729297784, "flops": 2378251858176.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"240": 2.0, "320": 2.0, "0": 1.0, "40": 1.0, "144": 1.0, "96": 1.0}, "winner": "240", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',104,37,1828,1,0,0,2378251858176.0,0.0,1.18510621078999974994e+02,4.31506097292977841561e+01,1.7965588247963562012e+09);
+INSERT INTO "jobs" VALUES(154,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-682',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','80','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 129200746, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 38, "completion_tokens": 1949, "calls": 1, "seconds": 39.28634158609844, "flops": 2549657397504.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"140": 1.0, "200": 1.0, "90": 1.0, "80": 3.0, "230": 1.0, "-90": 1.0}, "winner": "80", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',120,38,1949,1,0,0,2549657397504.0,0.0,7.15785764789998211208e+01,3.9286341586098437518e+01,1.79655889638125300412e+09);
+INSERT INTO "jobs" VALUES(155,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-681',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','90','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 811752515, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 2630, "calls": 1, "seconds": 54.679167365056834, "flops": 3382738732032.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"80": 1.0, "7": 1.0, "90": 3.0, "65": 1.0, "208": 1.0, "51": 1.0}, "winner": "90", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',99,37,2630,1,0,0,3382738732032.0,0.0,1.17549252644001171578e+02,5.46791673650568341722e+01,1.79655891738000464442e+09);
+INSERT INTO "jobs" VALUES(156,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-733',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','6.67','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1358028809, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 1389, "calls": 1, "seconds": 26.801262620384797, "flops": 1803539167488.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"667/100": 3.0, "20": 2.0, "6": 1.0, "7": 1.0, "10": 1.0}, "winner": "667/100", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',87,37,1389,1,0,0,1803539167488.0,0.0,6.07960204070004692775e+01,2.68012626203847972297e+01,1.7965589781863822937e+09);
+INSERT INTO "jobs" VALUES(157,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-724',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','19','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1634442902, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 37, "completion_tokens": 2688, "calls": 1, "seconds": 53.742396428938044, "flops": 3459619157760.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"10": 1.0, "19": 1.0, "24": 1.0, "392": 1.0, "0": 1.0, "-88": 1.0, "16": 1.0, "32": 1.0}, "winner": "19", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',102,37,2688,1,0,0,3459619157760.0,0.0,8.91942681719992833642e+01,5.37423964289380435861e+01,1.79655898557753109933e+09);
+INSERT INTO "jobs" VALUES(158,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-788',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','-100','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1957744976, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 37, "completion_tokens": 1325, "calls": 1, "seconds": 21.1316378630436, "flops": 1734220750848.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"-150": 1.0, "-100": 4.0, "550": 1.0, "100": 1.0, "150": 1.0}, "winner": "-100", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',96,37,1325,1,0,0,1734220750848.0,0.0,4.49884365609996166295e+01,21.1316378630436,1.79655902318267250063e+09);
+INSERT INTO "jobs" VALUES(159,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-801',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','1006','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1774584868, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 37, "completion_tokens": 2142, "calls": 1, "seconds": 36.50334957644752, "flops": 2777778004992.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"1000": 1.0, "2006": 1.0, "1006": 2.0, "134": 1.0, "334": 1.0, "190": 1.0, "40240": 1.0}, "winner": "1006", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',107,37,2142,1,0,0,2777778004992.0,0.0,7.36713681040000665243e+01,3.65033495764475190981e+01,1.79655905925262379639e+09);
+INSERT INTO "jobs" VALUES(160,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-816',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','4500','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 460420434, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 38, "completion_tokens": 1519, "calls": 1, "seconds": 26.60196750215115, "flops": 1958560353792.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"18000": 1.0, "4500": 7.0}, "winner": "4500", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',81,38,1519,1,0,0,1958560353792.0,0.0,5.00441477860003942641e+01,2.66019675021511510233e+01,1.79655907323014497759e+09);
+INSERT INTO "jobs" VALUES(161,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-829',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','150000','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 460165663, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 38, "completion_tokens": 2348, "calls": 1, "seconds": 43.96423452662989, "flops": 3056312006400.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"56000": 2.0, "18000": 1.0, "0": 1.0, "150000": 2.0, "114000": 1.0, "500000": 1.0}, "winner": "150000", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',123,38,2348,1,0,0,3056312006400.0,0.0,6.15196110389988461966e+01,4.39642345266298875108e+01,1.79655912077925920483e+09);
+INSERT INTO "jobs" VALUES(162,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-861',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 627109673, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 37, "completion_tokens": 2555, "calls": 1, "seconds": 49.51538524313875, "flops": 3297035962368.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"\\frac{A}{2} - 1": 1.0, "365": 1.0, "12": 3.0, "144": 2.0, "9": 1.0}, "winner": "12", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',106,37,2555,1,0,0,3297035962368.0,0.0,1.08063842188999842614e+02,4.95153852431387520027e+01,1.79655918129958987235e+09);
+INSERT INTO "jobs" VALUES(163,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-889',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','15','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1176262932, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 37, "completion_tokens": 2239, "calls": 1, "seconds": 41.28270030569222, "flops": 2888687471616.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"15": 7.0, "81": 1.0}, "winner": "15", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',98,37,2239,1,0,0,2888687471616.0,0.0,1.01416881366001689459e+02,4.12827003056922166041e+01,1.79655922220405650131e+09);
+INSERT INTO "jobs" VALUES(164,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-906',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','7','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 743782646, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 37, "completion_tokens": 2256, "calls": 1, "seconds": 40.43472727268062, "flops": 2910113164032.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"4": 1.0, "9": 1.0, "3": 1.0, "7": 2.0, "10": 1.0, "4 \\text{ blue shoe boxes left, 6 red shoe boxes left}": 1.0, "6": 1.0}, "winner": "7", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',98,37,2256,1,0,0,2910113164032.0,0.0,9.62509550409995426854e+01,4.04347272726806181717e+01,1.7965592775583643913e+09);
+INSERT INTO "jobs" VALUES(165,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-911',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','64','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1077735954, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 37, "completion_tokens": 2168, "calls": 1, "seconds": 41.28591119872204, "flops": 2808026041344.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"64": 4.0, "20760": 1.0, "8": 1.0, "640": 1.0, "32": 1.0}, "winner": "64", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',105,37,2168,1,0,0,2808026041344.0,0.0,67.316723300999,4.12859111987220401846e+01,1.79655928952538061142e+09);
+INSERT INTO "jobs" VALUES(166,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-917',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1760688742, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 37, "completion_tokens": 1383, "calls": 1, "seconds": 23.64005184220287, "flops": 1785894479616.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"12": 8.0}, "winner": "12", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',79,37,1383,1,0,0,1785894479616.0,0.0,5.17231831970002531306e+01,2.36400518422028689253e+01,1.79655932929083538051e+09);
+INSERT INTO "jobs" VALUES(167,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-966',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 526829757, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 37, "completion_tokens": 2796, "calls": 1, "seconds": 51.172495821265855, "flops": 3660012398592.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"6": 1.0, "25": 1.0, "3": 2.0, "7": 1.0, "78": 1.0, "132": 1.0, "0": 1.0}, "winner": "3", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',153,37,2796,1,0,0,3660012398592.0,0.0,1.04012842657999499346e+02,5.11724958212658549445e+01,1.79655939354626822471e+09);
+INSERT INTO "jobs" VALUES(168,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-975',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','-10','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1048303805, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 37, "completion_tokens": 2083, "calls": 1, "seconds": 38.960723295349155, "flops": 2681992556544.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"-20": 1.0, "10": 2.0, "20": 1.0, "-10": 2.0, "-30": 1.0, "30": 1.0}, "winner": "-10", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',90,37,2083,1,0,0,2681992556544.0,0.0,6.65427205100004357527e+01,3.89607232953491546814e+01,1.79655939583782362943e+09);
+INSERT INTO "jobs" VALUES(169,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-976',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','521','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 958313022, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 132, "cached_prompt_tokens": 37, "completion_tokens": 3131, "calls": 1, "seconds": 61.29355484960734, "flops": 4055757540864.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"492": 1.0, "491": 1.0, "861": 1.0, "426": 1.0, "126": 1.0, "521": 1.0, "384": 1.0, "6": 1.0}, "winner": "521", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',132,37,3131,1,0,0,4055757540864.0,0.0,92.5086360460009,6.12935548496073394613e+01,1.79655948606259655954e+09);
+INSERT INTO "jobs" VALUES(170,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-995',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','18','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1724832834, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 1479, "calls": 1, "seconds": 31.389623402712505, "flops": 1916969303808.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"18": 4.0, "2": 1.0, "42": 2.0, "12": 1.0}, "winner": "18", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',87,37,1479,1,0,0,1916969303808.0,0.0,9.53072885429992311401e+01,3.13896234027125053955e+01,1.79655949115029573443e+09);
+INSERT INTO "jobs" VALUES(171,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1002',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','8','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1638778449, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 37, "completion_tokens": 2168, "calls": 1, "seconds": 40.31452319704581, "flops": 2794162358016.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"\\frac{16}{3}": 1.0, "32": 1.0, "8": 3.0, "3/2": 1.0, "16/5": 1.0, "5": 1.0}, "winner": "8", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',94,37,2168,1,0,0,2794162358016.0,0.0,8.54650215250003384391e+01,4.03145231970458084447e+01,1.79655957153157043457e+09);
+INSERT INTO "jobs" VALUES(172,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1010',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1994639780, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 37, "completion_tokens": 2428, "calls": 1, "seconds": 47.50992837465849, "flops": 3140754441216.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"5": 4.0, "7": 1.0, "-5": 2.0, "304": 1.0}, "winner": "5", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',109,37,2428,1,0,0,3140754441216.0,0.0,96.7689131290008,4.75099283746584930563e+01,1.79655958792328929903e+09);
+INSERT INTO "jobs" VALUES(173,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1040',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','664','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 560213021, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 37, "completion_tokens": 2505, "calls": 1, "seconds": 60.95880527880421, "flops": 3230238215424.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"3280": 1.0, "759": 1.0, "736": 1.0, "219": 1.0, "664": 1.0, "644": 1.0, "634": 1.0, "175": 1.0}, "winner": "664", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',103,37,2505,1,0,0,3230238215424.0,0.0,1.07781881363000138658e+02,6.09588052788042134011e+01,1796559695.71054);
+INSERT INTO "jobs" VALUES(174,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1033',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','324','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 723270457, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 37, "completion_tokens": 2718, "calls": 1, "seconds": 60.64875349603121, "flops": 3498689538048.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"85/4": 1.0, "9": 1.0, "-2": 1.0, "324": 1.0, "1473/100": 1.0, "13": 1.0, "1071/4": 1.0, "14": 1.0}, "winner": "324", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',103,37,2718,1,0,0,3498689538048.0,0.0,1.2793523132200061809e+02,6.06487534960312117942e+01,1.79655969947392249105e+09);
+INSERT INTO "jobs" VALUES(175,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1067',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','24500','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 127873652, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 37, "completion_tokens": 2119, "calls": 1, "seconds": 45.75784546273803, "flops": 2747529968640.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"28000": 1.0, "19250": 1.0, "24500": 4.0, "245": 1.0, "42000": 1.0}, "winner": "24500", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',106,37,2119,1,0,0,2747529968640.0,0.0,1.02292781891999766234e+02,4.5757845462738032439e+01,1.79655980177113866807e+09);
+INSERT INTO "jobs" VALUES(176,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1047',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','16','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 764314591, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 37, "completion_tokens": 3089, "calls": 1, "seconds": 68.69155701137936, "flops": 3987699459072.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"46": 1.0, "16": 1.0, "17": 1.0, "19": 1.0, "8": 1.0, "10": 1.0, "23": 1.0, "6": 1.0}, "winner": "16", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',120,37,3089,1,0,0,3987699459072.0,0.0,1.4109973025699946447e+02,6.86915570113793592108e+01,1.79655983681468200681e+09);
+INSERT INTO "jobs" VALUES(177,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1074',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','500','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1851960026, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 37, "completion_tokens": 1956, "calls": 1, "seconds": 43.222448439335224, "flops": 2516888691456.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"500": 3.0, "750": 3.0, "1200": 1.0, "250": 1.0}, "winner": "500", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',86,37,1956,1,0,0,2516888691456.0,0.0,8.4452318821999142525e+01,4.32224484393352241778e+01,1.79655988623763823511e+09);
+INSERT INTO "jobs" VALUES(178,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1090',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 928938501, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 114, "cached_prompt_tokens": 37, "completion_tokens": 1852, "calls": 1, "seconds": 41.59718777351193, "flops": 2421103243008.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"6": 8.0}, "winner": "6", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',114,37,1852,1,0,0,2421103243008.0,0.0,6.67988895989983575427e+01,4.15971877735119335275e+01,1.79655990361793684961e+09);
+INSERT INTO "jobs" VALUES(179,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1106',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 637857204, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 37, "completion_tokens": 1504, "calls": 1, "seconds": 33.002350287381184, "flops": 1949738009856.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"1 cm": 1.0, "20": 1.0, "5/4": 1.0, "25/4": 1.0, "5": 3.0, "5 cm": 1.0}, "winner": "5", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',88,37,1504,1,0,0,1949738009856.0,0.0,8.46830629229989426641e+01,3.30023502873811835911e+01,1.79655997092367339133e+09);
+INSERT INTO "jobs" VALUES(180,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1107',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','112','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 747118042, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 37, "completion_tokens": 2034, "calls": 1, "seconds": 45.53535929693737, "flops": 2596289786880.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"1500": 1.0, "600": 1.0, "38": 1.0, "112": 1.0, "0": 1.0, "144": 1.0, "3840": 1.0, "48": 1.0}, "winner": "112", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',71,37,2034,1,0,0,2596289786880.0,0.0,8.13175340760008111794e+01,4.55353592969373721643e+01,1.7965599849401195049e+09);
+INSERT INTO "jobs" VALUES(181,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1112',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1577731951, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 37, "completion_tokens": 2031, "calls": 1, "seconds": 42.56448418952274, "flops": 2608893135360.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"9": 1.0, "7": 1.0, "0": 1.0, "1": 1.0, "5": 3.0, "6": 1.0}, "winner": "5", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',84,37,2031,1,0,0,2608893135360.0,0.0,7.92146588300001894831e+01,4.25644841895227372691e+01,1.79656005014678430559e+09);
+INSERT INTO "jobs" VALUES(182,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1120',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','280','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 432052379, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 37, "completion_tokens": 2141, "calls": 1, "seconds": 42.99242324676568, "flops": 2756352312576.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"140": 2.0, "8828/125": 1.0, "19600": 1.0, "280": 2.0, "2": 1.0, "2240": 1.0}, "winner": "280", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',91,37,2141,1,0,0,2756352312576.0,0.0,1.00545853638001062794e+02,4.29924232467656821645e+01,1.79656008549674963952e+09);
+INSERT INTO "jobs" VALUES(183,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1121',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','35','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1379179597, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 37, "completion_tokens": 1880, "calls": 1, "seconds": 39.67159061520383, "flops": 2417322238464.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"70": 1.0, "140": 2.0, "490": 1.0, "20": 1.0, "35": 3.0}, "winner": "35", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',83,37,1880,1,0,0,2417322238464.0,0.0,7.46649133829996571867e+01,3.96715906152038328968e+01,1.79656012482102251052e+09);
+INSERT INTO "jobs" VALUES(184,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1123',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','45','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1857169832, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 37, "completion_tokens": 2597, "calls": 1, "seconds": 59.409370693195584, "flops": 3344928686592.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"45": 3.0, "45/2": 1.0, "75": 1.0, "75/4": 1.0, "150": 1.0, "145": 1.0}, "winner": "45", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',102,37,2597,1,0,0,3344928686592.0,0.0,1.10374440840998431665e+02,5.94093706931955836117e+01,1.79656019587925839427e+09);
+INSERT INTO "jobs" VALUES(185,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1128',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','7','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 395544336, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 37, "completion_tokens": 1887, "calls": 1, "seconds": 44.744571750627635, "flops": 2416061903616.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"7": 5.0, "10": 1.0, "8": 1.0, "32": 1.0}, "winner": "7", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',75,37,1887,1,0,0,2416061903616.0,0.0,1.057030348469997989e+02,4.47445717506276352537e+01,1.79656023052942132945e+09);
+INSERT INTO "jobs" VALUES(186,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1131',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','96','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1443202906, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 38, "completion_tokens": 1848, "calls": 1, "seconds": 42.423225195636235, "flops": 2411020564224.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"96": 2.0, "120": 1.0, "6": 1.0, "24": 1.0, "\\$96": 1.0, "38400": 1.0, "304/5": 1.0}, "winner": "96", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',111,38,1848,1,0,0,2411020564224.0,0.0,8.34105159889986680354e+01,4.24232251956362347309e+01,1.79656027929765033717e+09);
+INSERT INTO "jobs" VALUES(187,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1146',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','-2800','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1481202357, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 37, "completion_tokens": 1673, "calls": 1, "seconds": 35.9102159324387, "flops": 2186680961280.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"-2800": 1.0, "16": 1.0, "36": 1.0, "40": 1.0, "-320": 1.0, "12": 1.0, "-200": 1.0, "64": 1.0}, "winner": "-2800", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',107,37,1673,1,0,0,2186680961280.0,0.0,5.80284235299986903564e+01,35.9102159324387,1.79656028857428336142e+09);
+INSERT INTO "jobs" VALUES(188,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1162',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1122286235, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 37, "completion_tokens": 1304, "calls": 1, "seconds": 24.40623662550022, "flops": 1678766017536.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"3": 8.0}, "winner": "3", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',73,37,1304,1,0,0,1678766017536.0,0.0,4.38351999360020272433e+01,2.44062366255002203283e+01,1.79656032314267253874e+09);
+INSERT INTO "jobs" VALUES(189,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1178',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','17','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 2056377380, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 37, "completion_tokens": 1413, "calls": 1, "seconds": 29.045804296075254, "flops": 1816142515968.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"17": 8.0}, "winner": "17", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',73,37,1413,1,0,0,1816142515968.0,0.0,6.31764949869975680476e+01,2.90458042960752536041e+01,1.79656035175284886358e+09);
+INSERT INTO "jobs" VALUES(190,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1194',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','1200','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1218452038, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 1908, "calls": 1, "seconds": 39.49903232488102, "flops": 2472776971776.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"1200": 6.0, "5200": 1.0, "4000": 1.0}, "winner": "1200", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',99,37,1908,1,0,0,2472776971776.0,0.0,9.51704348760031280073e+01,3.94990323248810213394e+01,1.79656041831777429579e+09);
+INSERT INTO "jobs" VALUES(191,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1203',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','540','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1033505216, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 37, "completion_tokens": 2533, "calls": 1, "seconds": 57.17573154353192, "flops": 3261746586624.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"70": 1.0, "180": 1.0, "8780": 1.0, "420": 1.0, "240": 1.0, "540": 2.0, "120": 1.0}, "winner": "540", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',100,37,2533,1,0,0,3261746586624.0,0.0,1.11745093407000240404e+02,5.71757315435319171106e+01,1.79656046350278162954e+09);
+INSERT INTO "jobs" VALUES(192,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1232',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','15','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 2079061176, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 37, "completion_tokens": 1326, "calls": 1, "seconds": 33.389804106223984, "flops": 1731700081152.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"5": 3.0, "15": 4.0, "80": 1.0}, "winner": "15", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',93,37,1326,1,0,0,1731700081152.0,0.0,5.57471439740002097087e+01,3.3389804106223984093e+01,1.79656051925242424014e+09);
+INSERT INTO "jobs" VALUES(193,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1221',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','32','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1446503086, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 37, "completion_tokens": 2473, "calls": 1, "seconds": 54.86196021583147, "flops": 3208812523008.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"160": 1.0, "12": 1.0, "10": 1.0, "2560": 1.0, "32": 1.0, "\\frac{1}{40}": 1.0, "\\frac{2}{5}": 1.0, "800": 1.0}, "winner": "32", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',118,37,2473,1,0,0,3208812523008.0,0.0,1.09914084461997845214e+02,5.48619602158314734197e+01,1.79656052823892331124e+09);
+INSERT INTO "jobs" VALUES(194,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1235',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','100','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 792169550, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 37, "completion_tokens": 2542, "calls": 1, "seconds": 57.09618963264575, "flops": 3286953283584.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"2.5\\%": 1.0, "75": 1.0, "150": 1.0, "100": 3.0, "40\\%": 1.0, "100\\%": 1.0}, "winner": "100", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',111,37,2542,1,0,0,3286953283584.0,0.0,1.14537840004999452508e+02,5.70961896326457534183e+01,1.79656063379614877703e+09);
+INSERT INTO "jobs" VALUES(195,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1251',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','50','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 1120874897, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 37, "completion_tokens": 2552, "calls": 1, "seconds": 59.24361542041059, "flops": 3308378976000.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"50": 2.0, "80": 1.0, "25": 1.0, "65/2": 1.0, "5": 1.0, "221/4": 1.0, "35/2": 1.0}, "winner": "50", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',118,37,2552,1,0,0,3308378976000.0,0.0,1.20633419194000452985e+02,5.9243615420410591808e+01,1.79656064888065123558e+09);
+INSERT INTO "jobs" VALUES(196,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1253',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','120','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 821074724, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 2815, "calls": 1, "seconds": 64.87684489500539, "flops": 3600776660736.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"120": 2.0, "1800": 1.0, "240": 1.0, "30": 1.0, "168": 1.0, "450": 1.0, "\\frac{15}{2}": 1.0}, "winner": "120", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',87,37,2815,1,0,0,3600776660736.0,0.0,1.21673846754998521641e+02,6.48768448950053908683e+01,1.79656075547727060314e+09);
+INSERT INTO "jobs" VALUES(197,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1254',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','30','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 255947536, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 137, "cached_prompt_tokens": 37, "completion_tokens": 2189, "calls": 1, "seconds": 55.33654818209655, "flops": 2874823788288.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"30": 5.0, "6": 1.0, "72": 1.0, "5": 1.0}, "winner": "30", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',137,37,2189,1,0,0,2874823788288.0,0.0,1.12342947305998677623e+02,5.53365481820965499082e+01,1.79656076123068404195e+09);
+INSERT INTO "jobs" VALUES(198,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1280',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','7','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 780356079, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 37, "completion_tokens": 1484, "calls": 1, "seconds": 27.748588649967395, "flops": 1928312317440.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"-3 \\text{ hours}": 1.0, "\\frac{5}{2}": 1.0, "-3": 1.0, "7": 5.0}, "winner": "7", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',91,37,1484,1,0,0,1928312317440.0,0.0,6.93364847859993460588e+01,2.7748588649967395269e+01,1.79656083057426881792e+09);
+INSERT INTO "jobs" VALUES(199,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1266',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','147','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 431608194, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 2589, "calls": 1, "seconds": 51.8513982297179, "flops": 3331065003264.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"105": 2.0, "147": 3.0, "21": 1.0, "126": 1.0, "21000": 1.0}, "winner": "147", "tie_broken_by_rng": false, "tie_broken_by_greedy": false, "weights": null}]',99,37,2589,1,0,0,3331065003264.0,0.0,1.03567824548001226499e+02,51.8513982297179,1.79656085904984474184e+09);
+INSERT INTO "jobs" VALUES(200,'runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n','gsm8k_test-1311',0,8,'self-consistency:prefill=<think>\n,n_samples=8',1,'done','70','[{"event": "generate", "role": "generator", "requests": [{"n": 8, "seed": 575299154, "max_tokens": 512, "first_sample": 0, "temperature": 0.7, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 38, "completion_tokens": 2100, "calls": 1, "seconds": 47.32750499884667, "flops": 2723583606528.0}, "tag": "", "refs": [], "model": null}, {"event": "vote", "counts": {"824": 1.0, "138": 1.0, "600": 1.0, "274": 1.0, "70": 1.0, "18": 1.0, "606": 1.0, "35": 1.0}, "winner": "70", "tie_broken_by_rng": true, "tie_broken_by_greedy": false, "weights": null}]',107,38,2100,1,0,0,2723583606528.0,0.0,5.32180549110016727371e+01,4.73275049988466705013e+01,1.79656088379669737816e+09);
+INSERT INTO "jobs" VALUES(201,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-2',0,1,'greedy:prefill=<think>\n',0,'done','50000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 37, "completion_tokens": 196, "calls": 1, "seconds": 5.752327382006115, "flops": 327687060480.0}, "tag": "", "refs": [], "model": null}]',102,37,196,1,0,0,327687060480.0,0.0,1.18701800650014774872e+01,5.75232738200611493084e+00,1.79656089660696554177e+09);
+INSERT INTO "jobs" VALUES(202,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-28',0,1,'greedy:prefill=<think>\n',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 0, "completion_tokens": 227, "calls": 1, "seconds": 6.804126059001646, "flops": 404567486208.0}, "tag": "", "refs": [], "model": null}]',95,0,227,1,0,0,404567486208.0,0.0,1.35961909920006291936e+01,6.80412605900164635386e+00,1.79656089833400702481e+09);
+INSERT INTO "jobs" VALUES(203,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-79',0,1,'greedy:prefill=<think>\n',0,'done','70','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 37, "completion_tokens": 177, "calls": 1, "seconds": 5.395111809983064, "flops": 292397684736.0}, "tag": "", "refs": [], "model": null}]',93,37,177,1,0,0,292397684736.0,0.0,1.05923617240005114577e+01,5.39511180998306372202e+00,1.796560908927870512e+09);
+INSERT INTO "jobs" VALUES(204,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-67',0,1,'greedy:prefill=<think>\n',0,'done','695','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 272, "calls": 1, "seconds": 8.200509695476285, "flops": 419691504384.0}, "tag": "", "refs": [], "model": null}]',99,37,272,1,0,0,419691504384.0,0.0,1.64924077430005127102e+01,8.20050969547628483269e+00,1.79656091310627555844e+09);
+INSERT INTO "jobs" VALUES(205,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-82',0,1,'greedy:prefill=<think>\n',0,'done','623','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 37, "completion_tokens": 167, "calls": 1, "seconds": 5.080452381987925, "flops": 257108308992.0}, "tag": "", "refs": [], "model": null}]',75,37,167,1,0,0,257108308992.0,0.0,1.0214621171002363553e+01,5.08045238198792503681e+00,1.79656091914547920221e+09);
+INSERT INTO "jobs" VALUES(206,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-127',0,1,'greedy:prefill=<think>\n',0,'done','120','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 37, "completion_tokens": 135, "calls": 1, "seconds": 4.1388600550053525, "flops": 223079268096.0}, "tag": "", "refs": [], "model": null}]',80,37,135,1,0,0,223079268096.0,0.0,8.51332020799964,4.13886005500535247847e+00,1.79656092162557697294e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["runs/rl/grpo-0.5b-think/model.gguf", "runs/rl/grpo-0.5b-think/model-0.gguf"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy:prefill=<think>\\n"}, {"budget_knob": "n_samples", "budgets": [1, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency:prefill=<think>\\n"}], "subset_seed": 0, "system": "Think step by step inside <think> and </think>, briefly. After </think>, write the final answer as \\boxed{ANSWER}.", "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
 INSERT INTO "meta" VALUES('info','{"created_at": 1796555578.2020109, "git_commit": "4bd37374cc1c8cb0ebbd3b0428565c8d8ec09810", "versions": {"llama-cpp-python": "0.3.36", "math-verify": "0.9.0", "python": "3.11.7", "thinkscale": "0.1.0"}}');
 INSERT INTO "meta" VALUES('model:runs/rl/grpo-0.5b-think/model.gguf','{"fingerprint": "llamacpp:594803ac483f424d:675710848", "n_params": 630167424}');
+INSERT INTO "meta" VALUES('model:runs/rl/grpo-0.5b-think/model-0.gguf','{"fingerprint": "llamacpp:594803ac483f424d:675710848", "n_params": 630167424}');
 CREATE TABLE problems (
     problem_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, task TEXT NOT NULL, reference TEXT NOT NULL,
     level INTEGER, text TEXT NOT NULL);
@@ -21071,10 +28580,7465 @@ INSERT INTO "samples" VALUES(153,7,'1. Let''s denote the initial amount of money
 </think>
 
 Answer: Skyler''s investment is $\boxed{320}$.','320',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(154,0,'1. Shania wants to extend the dress by 50% of its original length.
+2. To find 50% of the original length, we calculate:
+   \[
+   50\% \text{ of } 140 \text{ cm} = 0.50 \times 140 = 70 \text{ cm}
+   \]
+   So, the dress was extended by 70 cm.
+3. Shania also adds 20cm to the bottom of the dress.
+   Therefore, the total length of the dress now is:
+   \[
+   140 \text{ cm} + 20 \text{ cm} = 160 \text{ cm}
+   \]
+</think>
+
+The final design of the dress is 140 cm long. The dress was originally 140 cm long, and it was extended by 70 cm, resulting in 160 cm. Therefore, the length of the dress in its original design was \(\boxed{140}\) cm.','140',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(154,1,'1. First, let''s determine the original length of the dress. The final design is 140cm long, which means the original length is:
+   \[
+   140 \text{ cm} - 20 \text{ cm} = 120 \text{ cm}
+   \]
+
+2. Next, we need to find out how much longer the dress is by extending it by 50%. This can be calculated as follows:
+   \[
+   \text{Original length} \times 1.50 = 120 \text{ cm} \times 1.50 = 180 \text{ cm}
+   \]
+
+   Now, we add 20cm to the bottom of the dress with a lace trim. This means we need to increase the original length by:
+   \[
+   180 \text{ cm} + 20 \text{ cm} = 200 \text{ cm}
+   \]
+
+   Therefore, the original length of the dress was 200cm.
+</think>
+
+The final answer is \boxed{200}.','200',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(154,2,'To determine the original length of the dress, we need to follow these steps:
+
+1. **Calculate the new length after extending by 50%:**
+   Shania extends the dress by 50% of its original length. The original length of the dress is 140 cm.
+   \[
+   \text{New length} = 140 \times 0.50 = 70 \text{ cm}
+   \]
+
+2. **Add 20 cm to the bottom of the dress:**
+   After extending the dress, Shania adds 20 cm to the bottom. The new length of the dress is 70 cm.
+   \[
+   \text{Final length} = 70 + 20 = 90 \text{ cm}
+   \]
+
+3. **Write the final answer:**
+   The final design is 90 cm long. Therefore, the original length of the dress was \(\boxed{90}\) cm.','90',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(154,3,'1. Let''s denote the original length of the dress by \( L \) cm.
+2. Shania wants to make the dress 50% longer than its original length, so the new length of the dress is \( L + 0.5L = 1.5L \) cm.
+3. Shania also adds 20 cm to the bottom of the dress with a lace trim. This means the final length of the dress is \( 1.5L + 20 \) cm.
+4. According to the problem, the final design is 140 cm long. Therefore, we can set up the equation:
+   \[
+   1.5L + 20 = 140
+   \]
+5. To find \( L \), we need to isolate the term with \( L \) on one side of the equation. We do this by subtracting 20 from both sides:
+   \[
+   1.5L = 120
+   \]
+6. Next, we need to solve for \( L \) by dividing both sides by 1.5:
+   \[
+   L = \frac{120}{1.5}
+   \]
+   Simplifying the right side:
+   \[
+   L = 80
+   \]
+</think>
+The final answer is \(\boxed{80}\).','80',1,'equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(154,4,'1. Shania''s original dress is 140 cm long.
+2. She decides to extend the dress by 50% of its original length.
+   \[
+   \text{Extended length} = 140 \text{ cm} \times 1.5 = 210 \text{ cm}
+   \]
+3. She adds 20 cm to the bottom of the dress with a lace trim.
+   \[
+   \text{Final dress length} = 210 \text{ cm} + 20 \text{ cm} = 230 \text{ cm}
+   \]
+</think>
+
+The final design is 140 cm long. Therefore, the dress in its original design was \(\boxed{230}\) cm long.','230',0,'not_equivalent',170,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(154,5,'1. **Determine the original length of the dress:**
+   The final design is 140 cm long. This means the original length of the dress was \( \frac{140}{100} = 1.4 \) cm.
+
+2. **Calculate the new length of the dress after extending by 50% and adding 20cm to the bottom:**
+   Let the original length of the dress be \( x \) cm. The new length of the dress after extending by 50% is \( 1.5x \) cm. Adding 20cm to this new length gives us the final design length.
+
+   According to the problem, the final design is 140 cm long. Therefore, we can write the equation:
+   \[
+   1.5x + 20 = 140
+   \]
+
+3. **Solve for \( x \):**
+   Subtract 20 from both sides of the equation:
+   \[
+   1.5x = 120
+   \]
+   Divide both sides by 1.5:
+   \[
+   x = \frac{120}{1.5} = 80
+   \]
+
+Therefore, the original length of the dress was \(\boxed{80}\) cm.','80',1,'equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(154,6,'1. Let''s denote the original length of the dress by \( x \) centimeters.
+2. According to the problem, Shania decides to make the dress 50% longer than its original length, so the length of the dress after extending is \( x + 0.5x = 1.5x \) centimeters.
+3. The problem also states that the dress adds 20 cm to the bottom of the dress with a lace trim. Therefore, the length of the dress after adding the lace trim is \( 1.5x + 20 \) centimeters.
+4. We are given that the final design is 140 cm long. So, we can write the equation:
+   \[
+   1.5x + 20 = 140
+   \]
+5. To find \( x \), we first subtract 20 from both sides of the equation:
+   \[
+   1.5x = 120
+   \]
+6. Next, we divide both sides by 1.5:
+   \[
+   x = \frac{120}{1.5} = 80
+   \]
+</think>
+Therefore, the original length of the dress was \(\boxed{80}\) centimeters.','80',1,'equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(154,7,'1. Shania''s original dress length is 140cm.
+2. She wants to make it 50% longer, so she will extend the dress by \(140 \times 0.50 = 70\)cm.
+3. She also wants to add 20cm to the bottom of the dress, so she will add \(140 + 20 = 160\)cm to the bottom of the dress.
+</think>
+
+To find the original length of the dress, let''s denote the original length of the dress by \(L\). According to the problem, we can write the equation for the total length of the dress after extension and addition:
+\[L + 70 + 160 = 140\]
+
+Now, we combine like terms on the left side of the equation:
+\[L + 230 = 140\]
+
+Next, we isolate the variable by subtracting 230 from both sides of the equation:
+\[L = 140 - 230\]
+\[L = -90\]
+
+Therefore, the original length of the dress was \(\boxed{-90}\) cm.','-90',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(155,0,'1. First, we need to determine how many cookies Max has.
+   - The Cookie Monster has 12 more cookies than Max.
+   - Therefore, Max has \(12 + 12 = 24\) cookies.
+2. Next, we need to determine how many cookies Summer has.
+   - Summer has 23 more cookies than Max.
+   - Therefore, Summer has \(24 + 23 = 47\) cookies.
+3. Now, we need to determine how many cookies Katarina has.
+   - Katarina has 5 less cookies than Max.
+   - Therefore, Katarina has \(24 - 5 = 19\) cookies.
+4. Finally, we need to find the total number of cookies they have together.
+   - Max has 24 cookies.
+   - Summer has 47 cookies.
+   - Katarina has 19 cookies.
+   - Therefore, the total number of cookies they have together is \(24 + 47 + 19 = 80\).
+</think>
+The final answer is \boxed{80}.','80',0,'not_equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(155,1,'1. First, let''s determine the number of cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the number of cookies the Cookie Monster has as \( x \). Therefore, Max''s cookies can be expressed as \( x + 12 \).
+
+2. Next, we need to find out how many cookies Max has. According to the problem, Max has 5 less cookies than Max has. So, we can write the equation:
+   \[
+   x + 12 - 5 = x
+   \]
+   Simplifying this equation, we get:
+   \[
+   x + 7 = x
+   \]
+   Subtracting \( x \) from both sides, we get:
+   \[
+   7 = 0
+   \]
+   This does not make sense, so there must be a mistake in the interpretation. Let''s re-evaluate the problem. The problem states that Max has 12 more cookies than the Cookie Monster, and Max has 5 less cookies than Max has. This means that Max has \( x + 12 - 5 = x + 7 \) cookies. So, we can write the equation again:
+   \[
+   x + 12 - 5 = x + 7
+   \]
+   Simplifying this equation, we get:
+   \[
+   x + 2 = x + 7
+   \]
+   Subtracting \( x \) from both sides, we get:
+   \[
+   2 = 7
+   \]
+   This does not make sense, so there must be a mistake in the interpretation. Let''s re-evaluate the problem. The problem states that Max has 12 more cookies than the Cookie Monster, and Max has 5 less cookies than Max has. This means that Max has \( x + 12 - 5 = x + 7 \) cookies. So, we can write the equation again:
+   \[
+   x + 12 - 5 = x + 7
+   \]
+   Simplifying this equation, we get:
+   \[
+   x + 2 = x + 7
+   \]
+   Subtracting \( x \) from both sides, we get:
+   \[
+   2 = 7
+   \]
+   This does not make sense, so there must be a mistake in the interpretation. Let''s re-evaluate the problem. The','7',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(155,2,'1. First, let''s determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Since the Cookie Monster has 12 cookies, we can calculate:
+   \[
+   \text{Cookies Max has} = 12 + 12 = 24
+   \]
+
+2. Next, we know that Katarina has 5 less cookies than Max has. Since Max has 24 cookies, we can calculate:
+   \[
+   \text{Cookies Katarina has} = 24 - 5 = 29
+   \]
+
+3. The problem also states that Summer has 23 more cookies than Max. We can calculate:
+   \[
+   \text{Cookies Summer has} = 24 + 23 = 47
+   \]
+
+4. Now, we add up the number of cookies that Katarina, Max, and Summer have to find the total number of cookies they have in total:
+   \[
+   \text{Total cookies} = 29 + 24 + 47 = 90
+   \]
+
+</think>
+The final answer is \boxed{90}.','90',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(155,3,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. The Cookie Monster has 23 cookies, so:
+   \[
+   \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12 = 23 + 12 = 35
+   \]
+
+2. Next, we need to determine how many cookies Katarina has. According to the problem, Katarina has 5 less cookies than Max has. So:
+   \[
+   \text{Katarina''s cookies} = \text{Max''s cookies} - 5 = 35 - 5 = 30
+   \]
+
+3. Now, we need to find the total number of cookies they have together. We add the number of cookies Katarina has to the number of cookies Max has:
+   \[
+   \text{Total cookies} = \text{Katarina''s cookies} + \text{Max''s cookies} = 30 + 35 = 65
+   \]
+</think>
+
+Therefore, the final answer is \boxed{65}.','65',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(155,4,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Since the Cookie Monster has 48 cookies, we can calculate Max''s cookies as follows:
+   \[
+   \text{Max''s cookies} = 48 + 12 = 60
+   \]
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. Since Max has 60 cookies, we can calculate Summer''s cookies as follows:
+   \[
+   \text{Summer''s cookies} = 60 + 23 = 83
+   \]
+3. Now, we know the number of cookies Katarina has. According to the problem, Katarina has 5 less cookies than Max. Since Max has 60 cookies, we can calculate Katarina''s cookies as follows:
+   \[
+   \text{Katarina''s cookies} = 60 - 5 = 55
+   \]
+4. Finally, we need to find the total number of cookies they have together. We add the number of cookies Katarina has, Max has, and Summer have:
+   \[
+   \text{Total cookies} = 55 + 60 + 83 = 208
+   \]
+</think>
+The final answer is \boxed{208}.','208',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(155,5,'1. We start with the number of cookies Max has, which is 12 more than the Cookie Monster. Therefore, Max has:
+   \[
+   \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12 = 12 + 12 = 24
+   \]
+
+2. Next, we know that Katarina has 5 less cookies than Max. Therefore, Katarina has:
+   \[
+   \text{Katarina''s cookies} = \text{Max''s cookies} - 5 = 24 - 5 = 29
+   \]
+
+3. The problem states that Summer has 23 more cookies than Max. Therefore, Summer has:
+   \[
+   \text{Summer''s cookies} = \text{Max''s cookies} + 23 = 24 + 23 = 47
+   \]
+
+4. Now, we find the total number of cookies by adding the number of cookies Katarina, Max, and Summer have:
+   \[
+   \text{Total cookies} = \text{Katarina''s cookies} + \text{Max''s cookies} + \text{Summer''s cookies} = 29 + 24 + 47 = 90
+   \]
+\</think>
+
+Therefore, the total number of cookies that Katarina, Max, and Summer have together is \boxed{90}.','90',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(155,6,'1. Max has 12 more cookies than the Cookie Monster.
+   \[
+   \text{Cookie Monster} = \text{Max} - 12 = 12 + 12 = 24
+   \]
+2. Max has 5 less cookies than Max has.
+   \[
+   \text{Max} - 5 = 24 - 5 = 19
+   \]
+3. Katarina has 68 cookies.
+   \[
+   \text{Katarina} = \text{Max} - 68 = 19 - 68 = -49
+   \]
+4. Katarina has 49 cookies.
+   \[
+   \text{Max} = \text{Katarina} + 49 = -49 + 49 = 0
+   \]
+5. Summer has 23 more cookies than Max.
+   \[
+   \text{Max} + 23 = 0 + 23 = 23
+   \]
+6. Summer has 23 more cookies than Max.
+   \[
+   \text{Max} + 23 = 23 + 23 = 46
+   \]
+7. Summer has 46 cookies.
+   \[
+   \text{Max} = \text{Summer} + 46 = 46 + 46 = 92
+   \]
+8. The total number of cookies they have together is:
+   \[
+   \text{Total} = \text{Max} + \text{Katarina} + \text{Summer} = 92 + (-49) + 23 = 51
+   \]
+</think>
+The final answer is \boxed{51}.','51',0,'not_equivalent',385,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(155,7,'1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s denote the Cookie Monster''s cookies by \( C \).
+   \[
+   C = C + 12
+   \]
+   Substituting \( C = 12 \):
+   \[
+   C + 12 = 12 + 12 = 24
+   \]
+   So, Max has 24 cookies.
+
+2. Next, we know that Katarina has 5 less cookies than Max has. Therefore, we calculate Katarina''s cookies as follows:
+   \[
+   K = C - 5
+   \]
+   Substituting \( C = 24 \):
+   \[
+   K = 24 - 5 = 29
+   \]
+   So, Katarina has 29 cookies.
+
+3. Now, we need to find out how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. Let''s denote the number of cookies Summer has by \( S \).
+   \[
+   S = C + 23
+   \]
+   Substituting \( C = 24 \):
+   \[
+   S = 24 + 23 = 47
+   \]
+   So, Summer has 47 cookies.
+
+4. Finally, we add the number of cookies Katarina has, Max has, and Summer have to find the total number of cookies they have together:
+   \[
+   \text{Total cookies} = K + C + S = 29 + 24 + 47 = 90
+   \]
+
+</think>
+The final answer is \boxed{90}.','90',0,'not_equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(156,0,'To determine how much money each of Greg''s younger siblings received, we can follow these steps:
+
+1. **Initial Amount**: Greg initially found $20.
+2. **Split the Money**: Greg decided to split the $20 equally among his three younger siblings.
+3. **Calculate the Amount Each Sibling Gets**: To find out how much each sibling gets, we perform the division of $20 by 3.
+
+Let''s do this step-by-step calculation using Python.
+```python
+# Initial amount
+initial_amount = 20
+
+# Number of siblings
+number_of_siblings = 3
+
+# Calculate the amount each sibling gets
+amount_each_sibling = initial_amount / number_of_siblings
+print(amount_each_sibling)
+```
+```output
+6.666666666666667
+```
+The calculation shows that each of Greg''s younger siblings received \(\boxed{6.67}\) dollars. This is because when we divide $20 by 3, we get approximately $6.67.','6.67',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(156,1,'To determine how much money each of Greg''s 3 younger siblings received, we need to divide the total amount of money by the number of siblings.
+</think>
+
+Let''s break this down step by step:
+
+1. First, we need to identify the total amount of money Greg found walking down the street. According to the problem, this amount is $20.
+2. Next, we need to determine the number of siblings. The problem states that Greg has 3 younger siblings.
+3. To split the money equally among the siblings, we need to divide the total amount of money by the number of siblings. This can be expressed as:
+   \[
+   \text{Money per sibling} = \frac{\text{Total amount of money}}{\text{Number of siblings}}
+   \]
+   Substituting the values we have:
+   \[
+   \text{Money per sibling} = \frac{20}{3}
+   \]
+4. Now, we need to perform the division. We can do this by dividing 20 by 3:
+   \[
+   \frac{20}{3} \approx 6.67
+   \]
+Therefore, the amount of money each of Greg''s 3 younger siblings received is \boxed{6.67}.','6.67',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(156,2,'First, we need to determine how much money Greg has in total. Greg found $20 and his 3 younger siblings each found $20 as well. Since there are 3 siblings, their combined total money is:
+\[ 20 + 20 + 20 = 60 \]
+Now, we need to split this total money equally among Greg''s 3 siblings. To do this, we divide $60 by 3:
+\[ \frac{60}{3} = 20 \]
+Therefore, the amount of money each of Greg''s siblings got is:
+\[\boxed{20}\]','20',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(156,3,'First, we need to determine how much money Greg found in total. Greg found $20 and his 3 younger siblings each found $20. So, we calculate the total amount of money as follows:
+\[ 20 + 20 + 20 = 60 \]
+This means Greg found a total of $60.
+<think>
+Next, we need to divide the total amount of money equally among his 3 siblings. To do this, we divide $60 by 3:
+\[ 60 \div 3 = 20 \]
+So, each of Greg''s siblings got $20.
+<think>
+Finally, we need to confirm our answer. Greg found $20 and his 3 siblings each found $20, so we need to divide $60 by 3:
+\[ 60 \div 3 = 20 \]
+This means Greg found a total of $60. Therefore, each of Greg''s siblings got $20.
+<think>
+The final answer is:
+\boxed{20}','20',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(156,4,'1. Greg initially found $20.
+2. He decided to split the money equally among his three younger siblings.
+3. To find out how much each sibling would get, we need to divide $20 by 3.
+   \[
+   \frac{20}{3} = 6.67
+   \]
+   Since we''re dealing with whole dollars, we can conclude that each sibling would get $6.
+   \think
+Therefore, the final answer is:
+\boxed{6}','6',0,'not_equivalent',107,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(156,5,'1. Greg initially found $20.
+2. To be fair to his siblings, he decided to split the $20 equally among his 3 younger siblings.
+3. To find out how much money each sibling gets, we divide the total amount by the number of siblings.
+   \[
+   \frac{20}{3} = 6.67
+   \]
+   After dividing, we note that Greg cannot split the money into fractions because he can''t have a fraction of a dollar. Therefore, we can''t divide the $20 equally among his 3 siblings.
+4. To find the exact amount each sibling gets, we would need to round the result to the nearest whole number. Since $6.67 rounds to 7, each sibling gets $7.
+</think>
+
+<think>
+The final answer is:
+\boxed{7}
+</think>','7',0,'not_equivalent',182,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(156,6,'1. Greg''s initial $20 was split equally among his 3 younger siblings.
+   - To find out how much each sibling would get, we divide $20 by 3.
+   - This calculation can be performed as:
+     \[
+     20 \div 3 = 6.6667
+     \]
+   - Since we are dealing with whole dollars, we can conclude that each sibling would get $6.67.
+   - Therefore, Greg''s share of the money was $6.67.
+</think>
+
+The final answer is \boxed{6.67}.','6.67',0,'not_equivalent',128,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(156,7,'1. First, Greg found $20 and decided to split it equally among his 3 younger siblings.
+   \[
+   20 \div 3 = 6.6667
+   \]
+2. Since Greg cannot have a fraction of a dollar, he would need to round up to the nearest whole number. Therefore, Greg would split the money in half.
+   \[
+   20 / 2 = 10
+   \]
+   So, Greg received $10 each of his 3 younger siblings.
+</think>
+The final answer is:
+\boxed{10}','10',0,'not_equivalent',128,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,0,'First, let''s determine the total number of pizza slices ordered by Bryce and his four friends. Since each pizza has 12 slices, and there are four friends, the total number of pizza slices is:
+\[ 4 \times 12 = 48 \text{ slices} \]
+
+Next, we need to calculate how many slices were eaten by Bryce and two friends. Each of them ate \(\frac{2}{3}\) of their pizzas. Therefore, the number of slices eaten by Bryce and two friends is:
+\[ \frac{2}{3} \times 48 = 32 \text{ slices} \]
+
+After these slices are eaten, the number of slices left is:
+\[ 48 - 32 = 16 \text{ slices} \]
+
+Now, we need to calculate how many slices were eaten by the two remaining friends. Each of them ate \(\frac{3}{4}\) of their pizzas. Therefore, the number of slices eaten by the two remaining friends is:
+\[ \frac{3}{4} \times 16 = 12 \text{ slices} \]
+
+Finally, we need to calculate how many slices were eaten by the two friends who ate all the remaining slices. Each of them ate \(\frac{1}{4}\) of their pizzas. Therefore, the number of slices eaten by the two friends who ate all the remaining slices is:
+\[ \frac{1}{4} \times 12 = 3 \text{ slices} \]
+
+Adding these slices together gives the total number of slices eaten by the two friends who ate all the remaining slices:
+\[ 3 + 3 = 6 \text{ slices} \]
+
+Now, we subtract the total number of slices eaten by the two friends who ate all the remaining slices from the number of slices left:
+\[ 16 - 6 = 10 \text{ slices} \]
+
+Therefore, the number of slices of pizza left is:
+\[\boxed{10} \]','10',0,'not_equivalent',422,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,1,'1. First, calculate the total number of pizzas ordered by Bryce and his friends:
+   \[
+   4 + 1 + 1 + 2 = 7 \text{ pizzas}
+   \]
+   Each pizza has 12 slices, so the total number of slices is:
+   \[
+   7 \times 12 = 84 \text{ slices}
+   \]
+
+2. Calculate how many slices of pizza were eaten by Bryce and two of his friends:
+   \[
+   \frac{2}{3} \times 84 = \frac{2 \times 84}{3} = \frac{168}{3} = 56 \text{ slices}
+   \]
+   Subtracting the slices eaten by Bryce and two of his friends from the total number of slices gives:
+   \[
+   84 - 56 = 28 \text{ slices}
+   \]
+
+3. Calculate how many slices of pizza were eaten by the two remaining friends:
+   \[
+   \frac{3}{4} \times 84 = \frac{3 \times 84}{4} = \frac{252}{4} = 63 \text{ slices}
+   \]
+   Subtracting the slices eaten by the two remaining friends from the total number of slices gives:
+   \[
+   28 - 63 = 19 \text{ slices}
+   \]
+
+4. The number of slices of pizza left after the two remaining friends ate their pizzas is:
+   \[
+   \boxed{19}
+   \]','19',0,'not_equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(157,2,'Let''s break down the problem step by step.
+
+1. Bryce and four of his friends each ordered their own pizzas after football practice. Each pizza had 12 slices.
+   - Bryce ordered 4 pizzas.
+   - Four friends ordered 4 pizzas each.
+   - Total number of pizzas ordered = \(4 + 4 + 4 = 12\).
+   - Each pizza had 12 slices.
+   - Total number of slices of pizzas = \(12 \times 12 = 144\).
+
+2. Bryce and two friends ate \(\frac{2}{3}\) of their pizzas.
+   - \(\frac{2}{3}\) of 124 slices is \(\frac{2 \times 124}{3} = 88\) slices.
+   - Since Bryce ate 88 slices, the remaining slices after he ate 88 are \(144 - 88 = 56\).
+
+3. The two remaining friends ate \(\frac{3}{4}\) of their pizzas.
+   - \(\frac{3}{4}\) of 56 slices is \(\frac{3 \times 56}{4} = 42\) slices.
+   - Since the remaining slices after the first two friends ate 42 slices, the remaining slices after the first two friends ate 42 are \(56 - 42 = 24\).
+
+So, the final answer is \(\boxed{24}\).','24',0,'not_equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,3,'1. Initially, each of Bryce''s four friends ordered their own pizza with 12 slices each.
+2. Bryce and two friends each ate 2/3 of their pizzas. Therefore, each of them ate:
+   \[
+   \frac{2}{3} \times 12 = 8 \text{ slices}
+   \]
+   Since there are two such friends, the total number of slices eaten by Bryce and two friends is:
+   \[
+   8 + 8 = 16 \text{ slices}
+   \]
+3. The two remaining friends ate ¾ of their pizzas. Therefore, each of them ate:
+   \[
+   \frac{3}{4} \times 12 = 9 \text{ slices}
+   \]
+   Since there are two such friends, the total number of slices eaten by the two remaining friends is:
+   \[
+   9 + 9 = 18 \text{ slices}
+   \]
+4. The total number of slices eaten by all four friends is the sum of the slices eaten by Bryce and two friends and the slices eaten by the two remaining friends:
+   \[
+   16 + 18 = 34 \text{ slices}
+   \]
+5. Since each pizza has 12 slices, the total number of slices of pizza is the number of pizzas multiplied by the number of slices per pizza:
+   \[
+   34 \times 12 = 392 \text{ slices}
+   \]
+</think>
+
+The final answer is:
+\boxed{392}','392',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,4,'First, we calculate the total number of pizzas ordered by all four of his friends. Since each of the four of his friends ordered 12 pizzas, the total number of pizzas is:
+\[ 4 \times 12 = 48 \]
+
+Next, we determine how many slices of pizza are eaten by each person:
+- Bryce ate \(\frac{2}{3}\) of his pizzas. Therefore, the number of slices eaten by Bryce is:
+\[ \frac{2}{3} \times 48 = 32 \]
+- Two of his friends ate \(\frac{1}{3}\) of their pizzas. Therefore, the number of slices eaten by two friends is:
+\[ \frac{1}{3} \times 48 = 16 \]
+
+The number of slices eaten by the remaining two friends is:
+\[ 2 \times 16 = 32 \]
+
+Now, we calculate the total number of slices of pizza eaten by all four of his friends:
+\[ 32 + 16 + 32 = 72 \]
+
+The remaining number of slices of pizza is the total number of pizzas minus the number of slices eaten:
+\[ 48 - 72 = -24 \]
+
+However, since the number of slices must be a whole number, we need to re-evaluate the problem''s constraints. Let''s recheck the problem statement and the context. The problem states that Bryce and two friends ate \(\frac{2}{3}\) of their pizzas, and the two remaining friends ate \(\frac{1}{3}\) of their pizzas. This implies that the total number of slices eaten by the remaining two friends is 32, which means that the total number of slices eaten by all four of his friends is indeed 72.
+
+Therefore, the number of slices of pizza left is:
+\[ \boxed{0} \]','0',0,'not_equivalent',396,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,5,'1. First, we calculate the total number of pizza slices Bryce and four friends each ordered:
+   \[
+   4 \times 12 = 48 \text{ slices}
+   \]
+   Since there were three friends:
+   \[
+   3 \times 48 = 144 \text{ slices}
+   \]
+2. Bryce and two friends each ate \(\frac{2}{3}\) of their pizzas:
+   \[
+   \frac{2}{3} \times 48 = 32 \text{ slices}
+   \]
+   Since there were three friends:
+   \[
+   3 \times 32 = 96 \text{ slices}
+   \]
+3. The two remaining friends ate \(\frac{3}{4}\) of their pizzas:
+   \[
+   \frac{3}{4} \times 48 = 36 \text{ slices}
+   \]
+   Since there were three friends:
+   \[
+   3 \times 36 = 108 \text{ slices}
+   \]
+4. Now, we find the total number of slices eaten by all three friends:
+   \[
+   32 + 96 + 108 = 242 \text{ slices}
+   \]
+5. Subtract the total number of slices eaten from the total number of pizza slices to find the number of slices left:
+   \[
+   144 - 242 = -88 \text{ slices}
+   \]
+   Since the number of slices cannot be negative, we conclude that there were no slices left.
+</think>
+The final answer is:
+\boxed{-88}','-88',0,'not_equivalent',360,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,6,'1. First, we calculate the total number of pizza slices Bryce and four of his friends each ordered, with each pizza containing 12 slices.
+   \[
+   \text{Total slices} = 4 \times 12 = 48
+   \]
+2. Next, we determine how many pizza slices Bryce and two friends ate.
+   \[
+   \text{Slices eaten by Bryce and two friends} = \frac{2}{3} \times 48 = 32
+   \]
+   So, the number of slices eaten by Bryce and two friends is 32. We subtract this from the total number of slices to find out how many slices are left.
+   \[
+   \text{Slices left} = 48 - 32 = 16
+   \]
+</think>
+
+Therefore, the final answer is:
+\boxed{16}','16',0,'not_equivalent',189,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,7,'1. **Calculate the total number of pizza slices ordered by Bryce and his friends:**
+   - Each friend ordered 4 pizzas, and Bryce and his friends together ordered \(4 + 4 = 8\) pizzas.
+   - Each pizza has 12 slices, so the total number of slices is \(8 \times 12 = 96\).
+
+2. **Determine how many slices were eaten by Bryce and his friends:**
+   - Each pizza was eaten \(\frac{2}{3}\) of its slices.
+   - Therefore, the number of slices eaten by Bryce and his friends is \(\frac{2}{3} \times 96 = 64\).
+   - The remaining pizzas after these were eaten are \(96 - 64 = 32\).
+
+3. **Determine how many slices were eaten by the two remaining friends:**
+   - Each of the two remaining friends ate \(\frac{3}{4}\) of its slices.
+   - Therefore, the number of slices eaten by the two remaining friends is \(\frac{3}{4} \times 32 = 24\).
+   - The remaining pizzas after these were eaten are \(32 - 24 = 8\).
+
+4. **Calculate the total number of slices left:**
+   - The total number of slices left is the sum of the slices eaten by the two remaining friends.
+   - Therefore, the total number of slices left is \(24 + 8 = 32\).
+
+</think>
+
+The final answer is \boxed{32}.','32',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,0,'1. John has $50 and the trip costs $300.
+2. Half of the cost of the trip is $300 / 2 = $150.
+3. John has enough money to buy half the cost of the trip, so he needs $150 - $300 = -$150.
+4. Since John cannot buy a negative amount of money, he is missing $150 in his pocket.
+</think>
+<think>
+5. John has $50 and the trip costs $300.
+6. Half of the cost of the trip is $300 / 2 = $150.
+7. John has enough money to buy half the cost of the trip, so he needs $150 - $300 = -$150.
+8. Since John cannot buy a negative amount of money, he is missing $150 in his pocket.
+</think>
+Therefore, John is missing \boxed{-150} dollars in his pocket.','-150',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,1,'First, we need to calculate the total cost of the trip. The cost is given as $300.
+Next, we need to determine how much money John has already applied for. Since the school has decided to cover half of the cost, we can calculate half of $300 as follows:
+\[
+\text{Amount applied} = \frac{300}{2} = 150
+\]
+Now, we need to find out how much money John has left after applying for half the cost. John has $50, so we subtract $150 from $50:
+\[
+\text{Money left} = 50 - 150 = -100
+\]
+Therefore, John is missing $100.
+</think>
+The final answer is \boxed{-100}.','-100',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(158,2,'1. First, we need to determine how much money John needs to buy the entire cost of the trip. The trip costs $300, so John needs to buy:
+   \[
+   300 \times 2 = 600 \text{ dollars}
+   \]
+2. Next, we need to determine how much money John has already raised. John has $50.
+3. To find out how much more money John needs to raise, we subtract the amount he already has from the amount he needs to buy:
+   \[
+   600 - 50 = 550 \text{ dollars}
+   \]
+4. Therefore, John is missing \boxed{550} dollars.','550',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,3,'1. First, we calculate the cost of the school trip. The trip costs $300.
+2. John has $50.
+3. The school is deciding to cover half the cost of the trip. Half of $300 is:
+   \[
+   \frac{300}{2} = 150
+   \]
+4. The cost of the school trip is now $150.
+5. To find out how much money John is missing, we subtract the school''s cost from his current amount:
+   \[
+   50 - 150 = -100
+   \]
+Therefore, John is missing $100.
+</think>
+The final answer is: \boxed{-100}','-100',0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,4,'1. First, we need to determine the half of the cost of the trip.
+   \[
+   \text{Half of the cost} = \frac{300}{2} = 150
+   \]
+
+2. Next, we need to find out how much money John has left after applying for help.
+   \[
+   \text{Remaining money} = 50 - 150 = -100
+   \]
+   Since John cannot have a negative amount of money, it means he must be missing $100.
+
+</think>
+The final answer is:
+\boxed{100}','100',1,'equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,5,'1. John has $50.
+2. The trip costs $300.
+3. Since John has applied for help from the school, he has decided to cover half the cost of the trip.
+   \[
+   \text{Half of $300} = \frac{300}{2} = 150
+   \]
+4. After covering half the cost, John has $50 - $150 = -$100.
+   \[
+   \boxed{-100}
+   \]
+</think>
+After </think>, John is missing $100.','-100',0,'not_equivalent',129,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,6,'1. First, we need to determine how much money John has available to cover the half of the cost of the trip. The cost of the trip is $300, and half of this cost is calculated as follows:
+   \[
+   \frac{300}{2} = 150
+   \]
+   So, John has $150 available to cover the trip.
+2. Next, we need to find out how much money John has left after applying for help. John has $50, and he has $150 available to cover the trip, so he has:
+   \[
+   50 - 150 = -100
+   \]
+   This means John is missing $100 from his $50.
+</think>
+Therefore, the final answer is \boxed{-100}.','-100',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,7,'1. John has $50 and the trip costs $300.
+2. John has applied for help from the school, which has decided to cover half the cost of the trip.
+   - Half of $300 is $150.
+3. John needs to cover the remaining $300 - $150 = $150.
+</think>
+To find out how much money John is missing, we subtract the amount he needs to cover from the total cost of the trip.
+<think>
+1. John''s total cost of the trip is $300.
+2. John needs to cover the remaining $150.
+3. So, John is missing $300 - $150 = $150.
+</think>
+Therefore, John is missing \boxed{150} dollars.','150',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,0,'1. First, calculate the total number of students at the beginning of the reforestation campaign.
+2. Determine how many trees will be planted for each class.
+3. Calculate the total number of trees planted for all classes.
+</think>
+
+Step 1: Calculate the total number of students at the beginning of the reforestation campaign.
+Ashley''s school has 40 classes with an average of 25 students.
+\[
+\text{Total students} = 40 \times 25 = 1000
+\]
+
+Step 2: Determine how many trees will be planted for each class.
+Each child plants a tree.
+\[
+\text{Trees per class} = 1
+\]
+
+Step 3: Calculate the total number of trees planted for all classes.
+\[
+\text{Total trees planted} = 1000 \times 1 = 1000
+\]
+
+Therefore, the school will have planted \boxed{1000} trees at the end of the campaign.','1000',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,1,'1. **Determine the number of trees planted by each class:**
+   Each class has an average of 25 students, and each teacher plants 2 trees. Therefore, the total number of students in all classes is:
+   \[
+   25 \text{ students/class} \times 40 \text{ classes} = 1000 \text{ students}
+   \]
+   Each student planted 2 trees, so the total number of trees planted by all students is:
+   \[
+   1000 \text{ students} \times 2 \text{ trees/student} = 2000 \text{ trees}
+   \]
+
+2. **Determine the number of trees planted by each teacher:**
+   Each teacher plants 2 trees.
+
+3. **Calculate the total number of trees planted by all teachers:**
+   Since there are 3 teachers per class, the total number of trees planted by all teachers is:
+   \[
+   3 \text{ teachers/class} \times 2 \text{ trees/teacher} = 6 \text{ trees}
+   \]
+
+4. **Calculate the total number of trees planted at the end of the campaign:**
+   To find the total number of trees planted at the end of the campaign, we add the number of trees planted by each class to the number of trees planted by each teacher:
+   \[
+   2000 \text{ trees} + 6 \text{ trees} = 2006 \text{ trees}
+   \]
+
+</think>
+According to the given information, at Ashley''s school, they will have planted \boxed{2006} trees at the end of the reforestation campaign.','2006',0,'not_equivalent',363,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,2,'1. Calculate the total number of children at the school:
+   - Number of classes: 40
+   - Average number of students per class: 25
+   - Total number of children = 40 * 25 = 1000
+2. Calculate the total number of trees planted by children:
+   - Each child plants a tree
+   - Total number of trees = 1000
+3. Calculate the total number of trees planted by teachers:
+   - Each teacher plants 2 trees
+   - Total number of trees = 3 * 2 = 6
+4. Calculate the total number of trees planted by all the students and teachers:
+   - Total number of trees = 1000 + 6 = 1006
+</think>
+Therefore, the final answer is \boxed{1006}.','1006',0,'not_equivalent',182,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(159,3,'1. First, we calculate the total number of students in the school.
+   \[
+   \text{Total students} = 40 \text{ classes} \times 25 \text{ students/class} = 1000 \text{ students}
+   \]
+2. Next, we calculate the total number of trees planted by each class.
+   \[
+   \text{Trees per class} = 25 \text{ students/class} \times 3 \text{ teachers/class} = 75 \text{ trees/class}
+   \]
+3. To find out how many trees were planted in the entire school, we divide the total number of students by the total number of trees per class.
+   \[
+   \text{Total trees planted} = \frac{1000 \text{ students}}{75 \text{ trees/class}} = 133.33 \text{ trees}
+   \]
+   Since the number of trees must be a whole number, we round up to the next whole number.
+   \[
+   \text{Total trees planted} = 134 \text{ trees}
+   \]
+</think>
+
+After </think>, the final answer is \boxed{134}.','134',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,4,'1. Calculate the total number of students in the school. The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total students} = 40 \times 25 = 1000
+   \]
+
+2. Determine how many trees each teacher plants. Each teacher plants 2 trees.
+   \[
+   \text{Total trees per teacher} = 2
+   \]
+
+3. Calculate the total number of trees planted by all the teachers. Since there are 3 teachers per class and each teacher plants 2 trees, the total number of trees planted by all teachers is:
+   \[
+   \text{Total trees planted by teachers} = 3 \times 2 = 6
+   \]
+
+4. Calculate the total number of trees planted by all the students. Since there are 1000 students and each student plants 1 tree, the total number of trees planted by all students is:
+   \[
+   \text{Total trees planted by students} = 1000
+   \]
+
+5. Add the total number of trees planted by the teachers and the students to find the total number of trees planted at the end of the campaign:
+   \[
+   \text{Total trees planted} = 6 + 1000 = 1006
+   \]
+
+</think>
+The final answer is \boxed{1006}.','1006',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,5,'1. First, we need to calculate the total number of students at Ashley''s school. There are 40 classes, and each class has an average of 25 students.
+   \[
+   \text{Total number of students} = 40 \text{ classes} \times 25 \text{ students/class} = 1000 \text{ students}
+   \]
+
+2. Next, we need to determine how many trees the school will plant. Each teacher plants 2 trees.
+   \[
+   \text{Total number of trees} = \frac{1000 \text{ students}}{3 \text{ teachers}} = 333.33 \text{ trees}
+   \]
+
+3. Since the school cannot plant a fraction of a tree, we round up to the next whole number. Therefore, the school will plant \boxed{334} trees at the end of the campaign.
+</think>','334',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,6,'1. First, we need to determine the total number of students at Ashley''s school. The school has 40 classes with an average of 25 students.
+   \[
+   \text{Total number of students} = 40 \times 25 = 1000
+   \]
+
+2. Next, we need to determine the total number of teachers at Ashley''s school. The school has 3 teachers per class.
+   \[
+   \text{Total number of teachers} = 3 \times 25 = 75
+   \]
+
+3. To find the total number of trees planted at the end of the campaign, we need to calculate the total number of trees planted by each child and each teacher separately, then sum these amounts.
+   - Each child plants a tree.
+   - Each teacher plants 2 trees.
+   \[
+   \text{Total number of trees planted by children} = 40 \times 1 = 40
+   \]
+   \[
+   \text{Total number of trees planted by teachers} = 75 \times 2 = 150
+   \]
+
+4. To find the total number of trees planted at the end of the campaign, we sum the trees planted by children and teachers separately.
+   \[
+   \text{Total number of trees planted} = 40 + 150 = 190
+   \]
+
+</think>
+
+Therefore, the total number of trees planted at the end of the campaign is \boxed{190}.','190',0,'not_equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,7,'1. First, we calculate the total number of students at Ashley''s school.
+   - Number of classes: 40
+   - Average number of students per class: 25
+   Total number of students = 40 * 25 = 1000
+2. Next, we calculate the total number of trees planted by each child.
+   - Each child plants a tree.
+   Total number of trees planted by each child = 1000
+   Since there are 40 classes, the total number of trees planted by all children = 40 * 1000 = 40000
+3. Then, we calculate the total number of trees planted by each teacher.
+   - Each teacher plants 2 trees.
+   Total number of trees planted by each teacher = 40 * 2 = 80
+   Since there are 3 teachers per class, the total number of trees planted by all teachers = 3 * 80 = 240
+4. Finally, we add the number of trees planted by all children and all teachers to get the total number of trees planted at the end of the campaign.
+   Total number of trees planted = 40000 + 240 = 40240
+</think>
+The final answer is \boxed{40240}.','40240',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(160,0,'1. First, we need to calculate the total cost of the goats.
+   - John buys 3 goats at $500 each.
+   - Total cost of goats = 3 goats * $500/g goat = $15000
+
+2. Next, we need to calculate the total cost of the cows.
+   - John buys 2 cows at $1500 each.
+   - Total cost of cows = 2 cows * $1500/cow = $3000
+
+3. Now, we add the total costs of the goats and the cows to get the total amount spent.
+   - Total amount spent = $15000 + $3000 = $18000
+
+</think>
+
+Therefore, the final answer is \boxed{18000}.','18000',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(160,1,'Let''s break down the problem step by step.
+1. John buys 3 goats for $500 each.
+   - First, we calculate the total cost of the goats:
+     \[
+     \text{Total cost of goats} = 3 \times \$500 = \$1500
+     \]
+2. John buys 2 cows for $1500 each.
+   - First, we calculate the total cost of the cows:
+     \[
+     \text{Total cost of cows} = 2 \times \$1500 = \$3000
+     \]
+3. To find the total amount of money John spent, we add the total cost of the goats and the total cost of the cows:
+   \[
+   \text{Total amount spent} = \$1500 + \$3000 = \$4500
+   \]
+</think>
+Therefore, the final answer is \(\boxed{4500}\).','4500',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(160,2,'Let''s break down the problem step by step.
+
+1. First, we calculate the total cost of the goats.
+   - John buys 3 goats at $500 each.
+   - Total cost of goats = 3 goats × $500 per goat = $1500.
+
+2. Next, we calculate the total cost of the cows.
+   - John buys 2 cows at $1500 each.
+   - Total cost of cows = 2 cows × $1500 per cow = $3000.
+
+3. To find the total amount of money John spent, we add the total cost of the goats and the total cost of the cows.
+   - Total amount spent = $1500 + $3000 = $4500.
+
+</think>
+
+Therefore, the final answer is \boxed{4500}.','4500',1,'equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(160,3,'1. First, we need to calculate the total cost of the goats John bought.
+2. The number of goats bought is 3.
+3. The cost of each goat is $500.
+4. Therefore, the total cost of the goats is \(3 \times 500 = 1500\) dollars.
+
+5. Next, we need to calculate the total cost of the cows John bought.
+6. The number of cows bought is 2.
+7. The cost of each cow is $1500.
+8. Therefore, the total cost of the cows is \(2 \times 1500 = 3000\) dollars.
+
+9. Now, we add the total cost of the goats and the total cost of the cows to find the total amount of money John spent.
+10. The total amount of money John spent is \(1500 + 3000 = 4500\) dollars.
+
+</think>
+
+Therefore, the final answer is \boxed{4500}.','4500',1,'equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(160,4,'To determine how much money John spent, we need to calculate the total cost of the goats and the total cost of the cows separately, and then sum these amounts.
+</think>
+After <think>, we can follow these steps:
+1. Calculate the total cost of the goats.
+   John buys 3 goats for $500 each.
+   Total cost of goats = 3 goats * $500/ goat = $1500
+2. Calculate the total cost of the cows.
+   John buys 2 cows for $1500 each.
+   Total cost of cows = 2 cows * $1500/ cow = $3000
+3. Sum the total costs of the goats and the cows to find the total amount spent.
+   Total amount spent = $1500 + $3000 = $4500
+</think>
+Therefore, the final answer is \boxed{4500}.','4500',1,'equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(160,5,'1. John buys 3 goats for $500 each.
+   - So, the total cost of the goats is \(3 \times 500 = 1500\) dollars.
+2. John buys 2 cows for $1500 each.
+   - So, the total cost of the cows is \(2 \times 1500 = 3000\) dollars.
+3. To find the total amount spent, we add the costs of the goats and the cows.
+   - Total amount spent = 1500 + 3000 = 4500 dollars.
+</think>
+
+Therefore, the final answer is \boxed{4500}.','4500',1,'equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(160,6,'1. John buys 3 goats for $500 each.
+   - Total cost for goats = 3 goats * $500/ goat = $1500
+
+2. John buys 2 cows for $1500 each.
+   - Total cost for cows = 2 cows * $1500/ cow = $3000
+
+3. To find the total amount spent, add the total cost of goats and cows together.
+   - Total spent = $1500 + $3000 = $4500
+</think>
+
+<think>
+The final answer is: $4500
+</think>','$4500',1,'equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(160,7,'To determine how much money John spent, we can break down the problem step by step.
+
+1. **Calculate the total cost of the goats:**
+   John buys 3 goats for $500 each.
+   \[
+   \text{Total cost of goats} = 3 \text{ goats} \times \$500 \text{ per goat} = \$1500
+   \]
+
+2. **Calculate the total cost of the cows:**
+   John buys 2 cows for $1500 each.
+   \[
+   \text{Total cost of cows} = 2 \text{ cows} \times \$1500 \text{ per cow} = \$3000
+   \]
+
+3. **Calculate the total cost of all the items:**
+   To find the total cost, we add the total cost of the goats to the total cost of the cows.
+   \[
+   \text{Total cost of all items} = \$1500 + \$3000 = \$4500
+   \]
+
+</think>
+
+The final answer is:
+\boxed{4500}','4500',1,'equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(161,0,'1. First, we calculate the number of bars produced in the first week:
+   \[
+   \text{First week bars} = 8000 \text{ bars}
+   \]
+
+2. Next, we calculate the number of bars produced in the second week:
+   \[
+   \text{Second week bars} = \frac{8000}{2} = 4000 \text{ bars}
+   \]
+
+3. Then, we calculate the number of bars produced in the third week:
+   \[
+   \text{Third week bars} = 3 \times 8000 = 24000 \text{ bars}
+   \]
+
+4. To find the number of bars produced in the fourth week, we need to add the bars from all three weeks:
+   \[
+   \text{Fourth week bars} = 8000 + 4000 + 24000 = 56000 \text{ bars}
+   \]
+
+</think>
+Therefore, Boris produces \boxed{56000} bars in the fourth week.','56000',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(161,1,'1. Calculate the number of bars produced in the first week.
+2. Calculate the number of bars produced in the second week.
+3. Calculate the number of bars produced in the third week.
+4. Calculate the number of bars produced in the fourth week.
+</think>
+
+We start with the monthly production of 50,000 bars of chocolate. In the first week, Boris produces 8,000 bars. Therefore, the number of bars produced in the second week is:
+\[ 50,000 - 8,000 = 42,000 \]
+
+In the third week, Boris produces three times as many bars as the first week. Therefore, the number of bars produced in the third week is:
+\[ 3 \times 8,000 = 24,000 \]
+
+Now, we calculate the number of bars produced in the fourth week. We use the number of bars produced in the second week as the basis for the calculation. Therefore, the number of bars produced in the fourth week is:
+\[ 42,000 - 24,000 = 18,000 \]
+
+Thus, Boris produces \boxed{18000} bars in the fourth week.','18000',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(161,2,'First, we need to calculate how many bars of chocolate Boris produces each week. We know that Boris produces 50,000 bars of chocolate each month and he produces 8,000 bars the first week. Therefore, the number of bars produced each week can be calculated as follows:
+\[ 50,000 \text{ bars/week} - 8,000 \text{ bars/week} = 42,000 \text{ bars/week} \]
+
+Next, we need to determine how many bars of chocolate Boris produces each week in the second and third weeks. According to the problem, the second week produces half as much as the first week, so:
+\[ \frac{42,000 \text{ bars/week}}{2} = 21,000 \text{ bars/week} \]
+The third week produces three times as much as the first week, so:
+\[ 42,000 \text{ bars/week} \times 3 = 126,000 \text{ bars/week} \]
+
+Now, we need to find out how many bars of chocolate Boris produces in the fourth week. Since we don''t have information about the number of weeks after the fourth week, we can''t determine the exact number of bars produced in this week. The problem states that we don''t have enough information to calculate the exact number of bars produced in this week, so we can''t determine the exact number of bars produced in this week. Therefore, the final answer is:
+\[\boxed{0} \]','0',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(161,3,'1. First, we calculate the total number of bars produced by Boris over the first week:
+   \[
+   \text{Bars produced first week} = 50,000 \text{ bars}
+   \]
+2. Next, we calculate the number of bars produced by Boris over the second week:
+   \[
+   \text{Bars produced second week} = \frac{50,000}{2} = 25,000 \text{ bars}
+   \]
+3. Then, we calculate the number of bars produced by Boris over the third week:
+   \[
+   \text{Bars produced third week} = 3 \times 50,000 = 150,000 \text{ bars}
+   \]
+</think>
+
+Now, we need to determine how much Boris produces the fourth week. We know that the fourth week is two weeks after the third week. Therefore, we calculate the total number of bars produced by Boris over the fourth week as follows:
+\[
+\text{Bars produced fourth week} = 150,000 \text{ bars} + 2 \times 25,000 \text{ bars} = 150,000 \text{ bars} + 50,000 \text{ bars} = 150,000 \text{ bars}
+\]
+
+Therefore, the final answer is:
+\boxed{150000}','150000',0,'not_equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(161,4,'To determine how much Boris produces in the fourth week, we need to calculate the number of bars of chocolate produced each week and then sum them up. Let''s break it down step by step.
+
+1. **Calculate the number of bars produced in the first week:**
+   Boris produces 8,000 bars of chocolate the first week.
+
+2. **Calculate the number of bars produced in the second week:**
+   Boris produces half as much as the first week. Therefore, the number of bars produced in the second week is:
+   \[
+   \frac{8000}{2} = 4000
+   \]
+
+3. **Calculate the number of bars produced in the third week:**
+   Boris produces three times as much as the first week. Therefore, the number of bars produced in the third week is:
+   \[
+   3 \times 8000 = 24000
+   \]
+
+Now, we sum up the number of bars produced over the three weeks to find out how much Boris produces the fourth week:
+\[
+8000 + 4000 + 24000 = 56000
+\]
+
+Therefore, the final answer is \boxed{56000}.','56000',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(161,5,'1. First, we need to calculate the number of chocolate bars produced in the first week.
+   \[
+   \text{Bars produced in the first week} = 8,000
+   \]
+
+2. Next, we calculate the number of chocolate bars produced in the second week.
+   \[
+   \text{Bars produced in the second week} = \frac{1}{2} \times 8,000 = 4,000
+   \]
+
+3. Then, we calculate the number of chocolate bars produced in the third week.
+   \[
+   \text{Bars produced in the third week} = 3 \times 8,000 = 24,000
+   \]
+
+4. Finally, we calculate the number of chocolate bars produced in the fourth week.
+   \[
+   \text{Bars produced in the fourth week} = 50,000 + 4,000 + 24,000 = 114,000
+   \]
+</think>
+
+Therefore, the final answer is:
+\boxed{114000}','114000',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(161,6,'To determine how much Boris produces the fourth week, we need to break down the problem step by step.
+
+1. **Calculate the number of bars produced in the first week:**
+   Boris produces 50,000 bars of chocolate each month. Therefore, in the first week, he produces:
+   \[
+   50,000 \text{ bars/month} \times 1 \text{ month} = 50,000 \text{ bars}
+   \]
+
+2. **Calculate the number of bars produced in the second week:**
+   Boris only produces half as much as the first week. Therefore, in the second week, he produces:
+   \[
+   \frac{50,000 \text{ bars}}{2} = 25,000 \text{ bars}
+   \]
+
+3. **Calculate the number of bars produced in the third week:**
+   Boris produces three times as much as the first week. Therefore, in the third week, he produces:
+   \[
+   3 \times 50,000 \text{ bars} = 150,000 \text{ bars}
+   \]
+
+4. **Calculate the number of bars produced in the fourth week:**
+   The fourth week is the same as the third week. Therefore, Boris produces:
+   \[
+   150,000 \text{ bars}
+   \]
+
+</think>
+
+The final answer is:
+\boxed{150000}','150000',0,'not_equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(161,7,'To determine how much Boris produces the fourth week, we need to calculate the number of bars produced each week and then sum them up. We''ll break down the problem step by step.
+
+1. **Calculate the number of bars produced in the first week:**
+   \[
+   \text{First week} \text{ production} = 50,000 \text{ bars}
+   \]
+
+2. **Calculate the number of bars produced in the second week:**
+   Since Boris only produces half as much as the first week:
+   \[
+   \text{Second week} \text{ production} = \frac{50,000}{2} = 25,000 \text{ bars}
+   \]
+
+3. **Calculate the number of bars produced in the third week:**
+   Since Boris produces three times as much as the first week:
+   \[
+   \text{Third week} \text{ production} = 3 \times 50,000 = 150,000 \text{ bars}
+   \]
+
+4. **Sum the production of all four weeks:**
+   \[
+   \text{Total production} = \text{First week} + \text{Second week} + \text{Third week} + \text{Fourth week} = 50,000 + 25,000 + 150,000 + 150,000 = 500,000 \text{ bars}
+   \]
+
+</think>
+
+Therefore, Boris produces \boxed{500000} bars the fourth week.','500000',0,'not_equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(162,0,'1. **Define the variables:**
+   - Let \( C \) be the number of badges Claire earns each month.
+   - Let \( A \) be the number of badges Amber earns each month.
+   - Let \( W \) be the number of badges Wendy earns each month.
+
+2. **Set up the relationships based on the given information:**
+   - Claire earns 1 girl scout badge every month, so \( A = 1 \).
+   - It takes Amber twice as long to earn a badge as Claire, so \( A = 2 \cdot C \).
+   - Wendy earns three times the amount of badges as Claire in the same time frame, so \( W = 3 \cdot C \).
+
+3. **Substitute \( A \) with its value from the first relationship:**
+   - From the relationship \( A = 2 \cdot C \), we can substitute \( C = \frac{A}{2} \) into the equation for \( W \):
+     \[
+     W = 3 \cdot \frac{A}{2} = \frac{3A}{2}
+     \]
+
+4. **Calculate the difference in the number of badges between Wendy and Amber:**
+   - The difference in the number of badges between Wendy and Amber is:
+     \[
+     W - A = \frac{3A}{2} - 1 = \frac{3A - 2}{2} = \frac{A - 2}{2} = \frac{A}{2} - 1
+     \]
+
+5. **Simplify the expression:**
+   - The expression \(\frac{A}{2} - 1\) can be simplified by isolating the term with \( A \):
+     \[
+     \frac{A}{2} - 1 = \frac{A - 2}{2} = \frac{A}{2} - 1 = \frac{A}{2} - 1
+     \]
+
+6. **Conclusion:**
+   - Wendy earns \(\boxed{\frac{A}{2} - 1}\) more badges than Amber in a 1 year time frame.','\frac{A}{2} - 1',0,'not_equivalent',449,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(162,1,'1. Claire earns 1 girl scout badge every month.
+2. Amber takes twice as long to earn a badge than Claire. Therefore, Amber earns \(2 \times 1 = 2\) girl scout badges per month.
+3. Wendy earns three times the amount of badges as Claire in the same time frame. Therefore, Wendy earns \(3 \times 1 = 3\) girl scout badges per month.
+4. To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we calculate the difference between the number of badges each earns and the number of badges Claire earns in a year (365 days).
+   - Badges Claire earns in a year: \(1 \times 365 = 365\) badges.
+   - Badges Amber earns in a year: \(2 \times 365 = 730\) badges.
+   - Difference between Amber and Claire: \(730 - 365 = 365\) badges.
+</think>
+
+Therefore, Wendy earns \(\boxed{365}\) more badges compared to Amber in a 1 year time frame.','365',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(162,2,'Let''s break down the problem step by step.
+
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire, so Amber earns \(2 \times 1 = 2\) girl scout badges every month.
+3. Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \(3 \times 1 = 3\) girl scout badges every month.
+
+Now, let''s calculate the number of badges each person earns in a 1 year time frame (12 months):
+- Claire earns \(1 \times 12 = 12\) badges.
+- Amber earns \(2 \times 12 = 24\) badges.
+- Wendy earns \(3 \times 12 = 36\) badges.
+
+To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we subtract the number of badges Amber earns from the number of badges Wendy earns:
+\[36 - 24 = 12\]
+
+Therefore, Wendy earns \(\boxed{12}\) more badges than Amber in a 1 year time frame.','12',0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(162,3,'1. First, let''s determine how many badges Claire earns in a 1 year time frame.
+   - Claire earns 1 girl scout badge every month.
+   - There are 12 months in a year.
+   - Therefore, Claire earns \(1 \times 12 = 12\) badges per year.
+
+2. Next, we determine how many badges Amber earns in a 1 year time frame.
+   - Amber takes twice as long to earn a badge as Claire.
+   - Therefore, Amber earns \(2 \times 12 = 24\) badges per year.
+   - Since there are 12 months in a year, Amber earns \(24 \times 12 = 288\) badges per year.
+
+3. Now, we determine how many badges Wendy earns in a 1 year time frame.
+   - Wendy earns three times the amount of badges as Claire in the same time frame.
+   - Therefore, Wendy earns \(3 \times 12 = 36\) badges per year.
+   - Since there are 12 months in a year, Wendy earns \(36 \times 12 = 432\) badges per year.
+
+4. Finally, we calculate how many more badges Wendy earns compared to Amber in a 1 year time frame.
+   - We need to find the difference between Wendy''s badges and Amber''s badges.
+   - \(432 - 288 = 144\)
+   - Therefore, Wendy earns \(\boxed{144}\) more badges than Amber in a 1 year time frame.','144',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(162,4,'1. First, we need to calculate the number of badges Claire earns in a 1 year time frame. Since Claire earns 1 girl scout badge every month, in a 1 year time frame, Claire earns \(1 \times 12 = 12\) badges.
+2. Next, we need to determine the time it takes Amber to earn a badge. Since Amber takes twice as long to earn a badge as Claire, we have \(12 \times 2 = 24\) minutes.
+3. To find out how many badges Amber earns in 1 year, we divide 24 minutes by 60 minutes per badge, which gives us \(4\) badges.
+4. Now, we need to calculate the number of badges Wendy earns in a 1 year time frame. Since Wendy earns three times the amount of badges as Claire in the same time frame, we have \(12 \times 3 = 36\) badges.
+5. Finally, we compare the number of badges Wendy earns with Amber in a 1 year time frame. We have \(36\) badges.
+6. To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we subtract \(36\) from \(12\), which gives us \(9\).
+</think>
+Therefore, Wendy earns \(\boxed{9}\) more badges compared to Amber in a 1 year time frame.','9',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(162,5,'To solve this problem, we need to determine the number of badges each person earns in a 1-year time frame and then find the difference between the number of badges Wendy earns and Amber.
+
+1. **Calculate the number of badges Claire earns in a 1-year time frame:**
+   - Claire earns 1 girl scout badge every month.
+   - The number of badges Claire earns in a year is \( 1 \text{ badge/month} \times 12 \text{ months/year} = 12 \text{ badges/year} \).
+
+2. **Calculate the number of badges Amber earns in a 1-year time frame:**
+   - It takes Amber twice as long to earn a badge as Claire.
+   - The number of badges Amber earns in a year is \( 2 \times 12 \text{ badges/month} = 24 \text{ badges/year} \).
+
+3. **Calculate the number of badges Wendy earns in a 1-year time frame:**
+   - Wendy earns three times the amount of badges as Claire in the same time frame.
+   - The number of badges Wendy earns in a year is \( 3 \times 12 \text{ badges/month} = 36 \text{ badges/year} \).
+
+4. **Find the difference between the number of badges Wendy earns and Amber in a 1-year time frame:**
+   - The difference is \( 36 \text{ badges/year} - 24 \text{ badges/year} = 12 \text{ badges/year} \).
+
+</think>
+
+Therefore, Wendy earns \(\boxed{12}\) more badges than Amber in a 1-year time frame.','12',0,'not_equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(162,6,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to calculate the number of badges each earns and then find the difference between the two.
+
+1. **Calculate the number of badges Claire earns in a 1-year time frame:**
+   Claire earns 1 girl scout badge every month. Since there are 12 months in a year, the number of badges Claire earns in a 1-year time frame is:
+   \[
+   12 \text{ badges/month} \times 12 \text{ months/year} = 144 \text{ badges/year}
+   \]
+
+2. **Calculate the number of badges Amber earns in a 1-year time frame:**
+   Amber takes twice as long to earn a badge as Claire. Therefore, the number of badges Amber earns in a 1-year time frame is:
+   \[
+   2 \times 144 \text{ badges/month} = 288 \text{ badges/year}
+   \]
+
+3. **Calculate the number of badges Wendy earns in a 1-year time frame:**
+   Wendy earns three times the amount of badges as Claire in the same time frame. Therefore, the number of badges Wendy earns in a 1-year time frame is:
+   \[
+   3 \times 144 \text{ badges/month} = 432 \text{ badges/year}
+   \]
+
+4. **Find the difference between the number of badges Wendy earns and Amber in a 1-year time frame:**
+   The difference between the number of badges Wendy earns and Amber is:
+   \[
+   432 \text{ badges/year} - 288 \text{ badges/year} = 144 \text{ badges/year}
+   \]
+
+</think>
+
+Therefore, Wendy earns \boxed{144} more badges compared to Amber in a 1-year time frame.','144',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(162,7,'1. First, let''s calculate the number of badges Amber earns in a 1-year time frame:
+   - Claire earns 1 girl scout badge per month.
+   - Amber takes twice as long to earn a badge as Claire, so Amber earns \(2 \times 1 = 2\) girl scout badges per month.
+   - In a 1-year time frame, Amber earns \(2 \times 12 = 24\) girl scout badges.
+2. Next, let''s calculate the number of badges Wendy earns in a 1-year time frame:
+   - Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \(3 \times 1 = 3\) girl scout badges per month.
+   - In a 1-year time frame, Wendy earns \(3 \times 12 = 36\) girl scout badges.
+3. Finally, we need to find out how many more badges Wendy earns compared to Amber:
+   - Difference = \(36 - 24 = 12\)
+</think>
+Therefore, Wendy earns \(\boxed{12}\) more badges compared to Amber in a 1-year time frame.','12',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(163,0,'First, we calculate the total number of petals on the orchids by multiplying the number of orchids by the number of petals per orchid:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Next, we calculate the total number of petals on the African daisies by multiplying the number of African daisies by the number of petals per African daisy:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+Now, we find the difference between the number of petals on the African daisies and the number of petals on the orchids:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+</think>
+Therefore, the daisies have \boxed{15} more petals compared to the orchids.','15',1,'equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(163,1,'To determine how many more petals the African daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals in the orchids.
+2. Calculate the total number of petals in the African daisies.
+3. Find the difference between the number of petals in the African daisies and the number of petals in the orchids.
+
+Step 1: Calculate the total number of petals in the orchids.
+Joelle has 5 orchids, and each orchid has 5 petals. Therefore, the total number of petals in the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Step 2: Calculate the total number of petals in the African daisies.
+Joelle has 4 African daisies, and each African daisy has 10 petals. Therefore, the total number of petals in the African daisies is:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+Step 3: Find the difference between the number of petals in the African daisies and the number of petals in the orchids.
+To find out how many more petals the African daisies have compared to the orchids, we subtract the number of petals in the orchids from the number of petals in the African daisies:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the African daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(163,2,'To determine how many more petals the daisies have compared to the orchids, we need to calculate the number of petals on each type of flower and then find the difference.
+</think>
+
+First, let''s calculate the number of petals on the orchids. Joelle has 5 orchids and each orchid has 5 petals. Therefore, the total number of petals on the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Next, let''s calculate the number of petals on the African daisies. Joelle has 4 African daisies and each African daisy has 10 petals. Therefore, the total number of petals on the African daisies is:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+Now, we find the difference between the number of petals on the African daisies and the number of petals on the orchids:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the daisies have \boxed{15} more petals compared to the orchids.','15',1,'equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(163,3,'1. First, we need to determine how many petals are on the orchids.
+2. The orchids have 5 petals each.
+3. Since there are 5 orchids, the total number of petals on the orchids is:
+   \[
+   5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+   \]
+
+4. Next, we need to determine how many petals are on the African daisies.
+5. The African daisies have 10 petals each.
+6. Since there are 4 African daisies, the total number of petals on the African daisies is:
+   \[
+   4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+   \]
+
+7. Finally, we need to find out how many more petals the African daisies have compared to the orchids.
+8. To do this, we subtract the number of petals on the orchids from the number of petals on the African daisies:
+   \[
+   40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+   \]
+
+</think>
+
+Therefore, the daisies have \boxed{15} more petals compared to the orchids.','15',1,'equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(163,4,'1. First, we need to determine the total number of petals on the orchids. Joelle has 5 orchids and each orchid has 5 petals.
+   \[
+   \text{Total petals on orchids} = 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+   \]
+
+2. Next, we need to determine the total number of petals on the African daisies. Joelle has 4 African daisies and each African daisy has 10 petals.
+   \[
+   \text{Total petals on African daisies} = 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+   \]
+
+3. To find out how many more petals the daisies have compared to the orchids, we subtract the total number of petals on the orchids from the total number of petals on the African daisies.
+   \[
+   \text{Difference in petals} = 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+   \]
+
+</think>
+The final answer is \boxed{15}.','15',1,'equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(163,5,'1. First, we need to calculate the total number of petals on the orchids.
+   - Number of orchids: 5
+   - Petals per orchid: 5 petals
+   - Total petals on orchids: \(5 \times 5 = 25\)
+
+2. Next, we calculate the total number of petals on the African daisies.
+   - Number of African daisies: 4
+   - Petals per African daisy: 10 petals
+   - Total petals on African daisies: \(4 \times 10 = 40\)
+
+3. Now, we find the difference between the total petals on the African daisies and the total petals on the orchids.
+   - Difference: \(40 - 25 = 15\)
+
+</think>
+After <think>, we can conclude that the daisies have \(\boxed{15}\) more petals compared to the orchids.','15',1,'equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(163,6,'To determine how many more petals the daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the African daisies.
+3. Find the difference between the total number of petals on the African daisies and the total number of petals on the orchids.
+
+Step 1: Calculate the total number of petals on the orchids.
+Joelle has 5 orchids.
+Each orchid has 5 petals.
+So, the total number of petals on the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Step 2: Calculate the total number of petals on the African daisies.
+Joelle has 4 African daisies.
+Each African daisy has 10 petals.
+So, the total number of petals on the African daisies is:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+Step 3: Find the difference between the total number of petals on the African daisies and the total number of petals on the orchids.
+The difference is:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(163,7,'Joelle has a total of 5 orchids and 4 African daisies. The total number of petals of both orchids and daisies combined is:
+\[ 5 \text{ orchids} + 4 \text{ African daisies} = 9 \text{ petals} \]
+
+Next, we need to determine how many petals the daisies have. Each daisy has 10 petals. To find out how many petals the daisies have, we multiply the total number of petals by the number of petals per daisy:
+\[ 9 \text{ petals} \times 10 \text{ petals/daisy} = 90 \text{ petals} \]
+
+Now, we compare the number of petals the daisies have to the number of petals the orchids have. The daisies have 90 petals, while the orchids have 9 petals. To find out how many more petals the daisies have compared to the orchids, we subtract the number of petals of the orchids from the number of petals of the daisies:
+\[ 90 \text{ petals} - 9 \text{ petals} = 81 \text{ petals} \]
+
+</think>
+
+Therefore, the daisies have \(\boxed{81}\) more petals than the orchids.','81',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(164,0,'To determine how many red and blue shoe boxes Tim has left after using some, we need to follow these steps:
+
+1. **Calculate the number of blue shoe boxes used:**
+   Tim uses 3 blue shoe boxes. Since he has 7 blue shoe boxes, the number of blue shoe boxes left is:
+   \[
+   7 - 3 = 4
+   \]
+
+2. **Calculate the number of red shoe boxes used:**
+   The number of red shoe boxes used is \(\frac{1}{3}\) of the 9 red shoe boxes Tim originally had. First, we find \(\frac{1}{3}\) of 9:
+   \[
+   \frac{1}{3} \times 9 = 3
+   \]
+   Since Tim originally had 9 red shoe boxes, the number of red shoe boxes left is:
+   \[
+   9 - 3 = 6
+   \]
+
+3. **Determine the total number of shoe boxes left after the fish:**
+   The total number of shoe boxes left is the sum of the blue and red shoe boxes left:
+   \[
+   4 + 6 = 10
+   \]
+
+4. **Calculate the number of blue and red shoe boxes remaining in the original box:**
+   Since the total number of shoe boxes left is 10, and Tim originally had 7 blue shoe boxes, the number of blue shoe boxes remaining is:
+   \[
+   10 - 7 = 3
+   \]
+   Similarly, the number of red shoe boxes remaining is:
+   \[
+   10 - 6 = 4
+   \]
+
+Therefore, after using some shoe boxes, Tim has \(\boxed{3}\) red and \(\boxed{4}\) blue shoe boxes left in his original box.','4',0,'not_equivalent',384,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(164,1,'1. First, we need to determine how many blue and red shoe boxes Tim has initially.
+   - Tim has 7 blue shoe boxes.
+   - Tim has 9 red shoe boxes.
+
+2. Next, we need to calculate how many blue and red shoe boxes Tim uses to go fishing.
+   - Tim uses 3 blue shoe boxes.
+   - Tim uses 1/3 of his shoeboxes to go fishing, which means he uses \( \frac{1}{3} \times 9 = 3 \) red shoe boxes.
+
+3. Now, we subtract the number of red and blue shoe boxes used from the initial number of each type of shoe box.
+   - The number of red shoe boxes left after using 3 is \( 9 - 3 = 6 \).
+   - The number of blue shoe boxes left after using 3 is \( 7 - 3 = 4 \).
+
+4. Finally, we need to add the number of red and blue shoe boxes left to the number of blue shoe boxes used to the number of red shoe boxes used to find the total number of red and blue shoe boxes left in Tim''s box.
+   - The total number of red and blue shoe boxes left is \( 6 + 3 = 9 \).
+
+</think>
+Therefore, the final answer is \boxed{9}.','9',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(164,2,'1. First, we need to determine how many red shoe boxes Tim uses to go fishing.
+2. Tim uses \(\frac{1}{3}\) of his red shoe boxes to go fishing.
+3. Calculate \(\frac{1}{3} \times 9 = 3\).
+4. Subtract the number of red shoe boxes Tim uses from the initial number of red shoe boxes to find out how many red shoe boxes are left.
+5. Calculate \(\frac{1}{3} \times 7 = 2\).
+6. Subtract the number of red shoe boxes Tim uses from the initial number of red shoe boxes to find out how many red shoe boxes are left.
+7. Finally, calculate \(\frac{1}{3} \times 9 = 3\).
+8. Subtract the number of red shoe boxes Tim uses from the initial number of red shoe boxes to find out how many red shoe boxes are left.
+</think>
+
+After using 3 red shoe boxes, Tim has 3 red shoe boxes left in his box.
+
+Answer: \boxed{3}','3',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(164,3,'1. First, we need to determine how many blue shoe boxes Tim has left after using 3 of them.
+   - Tim originally has 7 blue shoe boxes.
+   - He uses 3 blue shoe boxes, so we subtract 3 from 7:
+     \[
+     7 - 3 = 4
+     \]
+   - Therefore, Tim has 4 blue shoe boxes left.
+
+2. Next, we calculate how many red shoe boxes Tim has left after using 1/3 of them.
+   - Tim originally has 9 red shoe boxes.
+   - He uses \(\frac{1}{3}\) of 9, which is:
+     \[
+     \frac{1}{3} \times 9 = 3
+     \]
+   - Therefore, Tim has 3 red shoe boxes left.
+
+3. To find out how many red and blue shoe boxes are left in Tim''s box, we add the number of blue shoe boxes left to the number of red shoe boxes left:
+   \[
+   4 + 3 = 7
+   \]
+   - Therefore, the final answer is:
+     \boxed{7}
+   \endthink}','7',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(164,4,'To solve this problem step by step, we''ll follow these steps:
+
+1. Determine the total number of shoe boxes Tim initially has.
+2. Calculate how many blue and red shoe boxes Tim uses to go fishing.
+3. Subtract the number of used shoe boxes from the total number of shoe boxes to get the number of remaining shoe boxes.
+
+Step 1: Calculate the total number of shoe boxes Tim initially has.
+Tim has 7 blue shoe boxes and 9 red shoe boxes.
+Total shoe boxes = 7 + 9 = 16
+
+Step 2: Calculate how many blue and red shoe boxes Tim uses to go fishing.
+Tim uses 3 blue shoe boxes and 1/3 red of his shoeboxes to go fishing.
+Blue shoe boxes used = 3
+Red shoe boxes used = 1/3 * 9 = 3
+
+Step 3: Subtract the number of used shoe boxes from the total number of shoe boxes to get the number of remaining shoe boxes.
+Remaining shoe boxes = Total shoe boxes - (Blue shoe boxes used + Red shoe boxes used)
+Remaining shoe boxes = 16 - (3 + 3) = 16 - 6 = 10
+
+Therefore, the number of red and blue shoe boxes left in Tim''s box is \boxed{10}.','10',1,'equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(164,5,'1. First, determine the number of blue shoe boxes Tim uses. Since he uses 3 blue shoe boxes, we calculate the remaining number of blue shoe boxes as follows:
+   \[
+   7 - 3 = 4
+   \]
+   So, there are 4 blue shoe boxes left.
+2. Next, determine how many red shoe boxes Tim uses. Tim uses \(\frac{1}{3}\) of his red shoe boxes. Therefore, we calculate the remaining number of red shoe boxes as follows:
+   \[
+   9 - \left(\frac{1}{3}\right) \times 9 = 9 - 3 = 6
+   \]
+   So, there are 6 red shoe boxes left.
+</think>
+After calculating, we can write the final answer as follows:
+\boxed{4 \text{ blue shoe boxes left, 6 red shoe boxes left}}','4 \text{ blue shoe boxes left, 6 red shoe boxes left}',0,'not_equivalent',189,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(164,6,'1. First, we need to determine how many blue shoe boxes Tim uses.
+   - Tim uses 3 blue shoe boxes.
+   - Each blue shoe box has 1 shoe.
+   - Therefore, the number of blue shoe boxes left is:
+     \[
+     3 \text{ blue boxes} \times 1 \text{ shoe per blue box} = 3 \text{ blue shoe boxes}
+     \]
+
+2. Next, we need to determine how many red shoe boxes Tim uses.
+   - Tim uses \(\frac{1}{3}\) red shoe boxes.
+   - Each red shoe box has 1 shoe.
+   - Therefore, the number of red shoe boxes left is:
+     \[
+     \frac{1}{3} \text{ red shoe boxes} \times 1 \text{ shoe per red box} = \frac{1}{3} \text{ red shoe boxes}
+     \]
+
+3. Now, we subtract the number of red shoe boxes used from the original number of red shoe boxes:
+   - There are 9 red shoe boxes initially.
+   - The number of red shoe boxes left is:
+     \[
+     9 \text{ red shoe boxes} - \frac{1}{3} \text{ red shoe boxes} = 9 \text{ red shoe boxes} - \frac{3}{3} \text{ red shoe boxes} = 6 \text{ red shoe boxes}
+     \]
+
+4. Finally, we subtract the number of blue shoe boxes used from the original number of blue shoe boxes:
+   - There are 7 blue shoe boxes initially.
+   - The number of blue shoe boxes left is:
+     \[
+     7 \text{ blue shoe boxes} - \frac{3}{3} \text{ blue shoe boxes} = 7 \text{ blue shoe boxes} - \frac{1}{3} \text{ blue shoe boxes} = 6 \text{ blue shoe boxes}
+     \]
+
+Therefore, after using 3 blue shoe boxes and \(\frac{1}{3}\) red shoe boxes, Tim has 6 red and 6 blue shoe boxes left in his box. <think>','6',0,'not_equivalent',455,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(164,7,'1. **Calculate the number of blue shoe boxes left after fishing:**
+   Tim initially has 7 blue shoe boxes. He uses 3 blue shoe boxes to go fishing.
+   \[
+   7 - 3 = 4
+   \]
+   So, after fishing, Tim has 4 blue shoe boxes left.
+
+2. **Calculate the number of red shoe boxes left after fishing:**
+   Tim initially has 9 red shoe boxes. He uses 1/3 red of his shoeboxes to go fishing.
+   \[
+   \frac{9}{3} = 3
+   \]
+   So, after fishing, Tim has 3 red shoe boxes left.
+
+3. **Determine the final number of shoe boxes left:**
+   After fishing, Tim has 4 blue shoe boxes left and 3 red shoe boxes left.
+   \[
+   4 + 3 = 7
+   \]
+   Therefore, the final number of shoe boxes left in Tim''s box is \boxed{7}.
+</think>','7',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(165,0,'To determine how much money Colin earns in a typical eight-hour workday, we need to break the problem into smaller steps.
+
+1. **Calculate the total number of packages completed in one hour:**
+   Colin completes 10 less than 50 packages per hour. Therefore, the number of packages completed in one hour is:
+   \[
+   50 - 10 = 40
+   \]
+
+2. **Determine the total number of packages completed in one workday:**
+   Since Colin works for 8 hours in a typical day, the total number of packages completed in one workday is:
+   \[
+   8 \times 40 = 320
+   \]
+
+3. **Calculate the total amount of money earned from completing all the packages in one workday:**
+   Since Colin earns $0.20 for each package completed, the total amount of money earned is:
+   \[
+   320 \times 0.20 = 64
+   \]
+
+Therefore, the final answer is:
+\boxed{64}
+```','64',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(165,1,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages completed in the given time period.
+2. Determine the number of packages completed per hour.
+3. Calculate the total amount earned from the packages completed per hour.
+4. Calculate the total amount earned from all packages completed in a typical eight-hour workday.
+5. Format the final answer as a dollars amount.
+
+Step 1: Calculate the total number of packages completed in the given time period.
+Colby completes 10 less than 50 packages per hour. Therefore, the number of packages completed per hour is:
+\[ 50 - 10 = 40 \]
+
+Step 2: Determine the number of packages completed per hour.
+Since Colin completes 40 packages per hour, the total number of packages completed in a typical eight-hour workday is:
+\[ 8 \times 40 = 320 \]
+
+Step 3: Calculate the total amount earned from the packages completed per hour.
+Colby earns $0.20 for every package completed. Therefore, the total amount earned from the packages completed per hour is:
+\[ 320 \times 0.20 = 64 \]
+
+Step 4: Calculate the total amount earned from all packages completed in a typical eight-hour workday.
+Since Colin completes 320 packages in a typical eight-hour workday, the total amount earned from all packages completed in a typical eight-hour workday is:
+\[ 320 \times 64 = 20760 \]
+
+Therefore, the final answer is:
+\boxed{20760}','20760',0,'not_equivalent',353,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(165,2,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colin completes in a typical eight-hour workday.
+2. Calculate the earnings from completing those packages.
+
+Step 1: Calculate the total number of packages Colin completes in a typical eight-hour workday.
+Colby completes 10 less than 50 packages per hour. Therefore, he completes:
+\[ 50 - 10 = 40 \text{ packages} \]
+
+Step 2: Calculate the earnings from completing those packages.
+Colby earns $0.20 for each package he completes. Therefore, the total earnings from completing 40 packages is:
+\[ 40 \times 0.20 = 8 \text{ dollars} \]
+
+Thus, Colin earns \boxed{8} dollars in a typical eight-hour workday.','8',0,'not_equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(165,3,'1. First, we need to determine the number of packages Colby completes per hour. According to the problem, he completes 10 less than 50 packages per hour. This can be calculated as follows:
+   \[
+   50 - 10 = 40
+   \]
+   So, Colby completes 40 packages per hour.
+
+2. Next, we need to calculate the total number of packages Colby completes in a typical eight-hour workday. Since he completes 40 packages per hour, we multiply the number of hours by the number of packages per hour:
+   \[
+   40 \text{ packages/hour} \times 8 \text{ hours} = 320 \text{ packages}
+   \]
+
+3. Finally, we calculate the total amount of money Colby earns by multiplying the total number of packages by the payment per package:
+   \[
+   320 \text{ packages} \times \$0.20/\text{package} = \$640
+   \]
+
+</think>
+Therefore, the final answer is:
+\boxed{640}','640',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(165,4,'1. First, we need to calculate the total number of packages Colby completes in a typical eight-hour workday. Since he completes 10 less than 50 packages per hour, we subtract 10 from 50 to find out how many packages he completes in a typical hour:
+   \[
+   50 - 10 = 40
+   \]
+2. Next, we calculate the total number of packages Colby completes in a typical eight-hour workday by multiplying the number of packages he completes in a typical hour by the number of hours he works:
+   \[
+   40 \times 8 = 320
+   \]
+3. Since Colby earns $0.20 for each package, we multiply the total number of packages he completes in a typical eight-hour workday by $0.20:
+   \[
+   320 \times 0.20 = 64
+   \]
+</think>
+Therefore, the final answer is \boxed{64}.','64',1,'equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(165,5,'Let''s break down the problem step by step.
+
+1. First, we need to determine how many packages Colby completes in a typical eight-hour workday. Since he completes 10 less than 50 packages per hour, we calculate the number of packages he completes in an hour as follows:
+   \[
+   50 - 10 = 40
+   \]
+   So, Colby completes 40 packages in an hour.
+   
+2. Now, we need to calculate the total number of packages completed in an eight-hour workday. Since Colby completes 40 packages in an hour, we multiply the number of packages completed per hour by the number of hours in an eight-hour workday:
+   \[
+   40 \times 8 = 320
+   \]
+   So, Colby completes 320 packages in an eight-hour workday.
+
+3. Next, we need to calculate the total money Colby earns from completing these 320 packages. Since he earns $0.20 for each package, we multiply the number of packages completed by the earnings per package:
+   \[
+   320 \times 0.20 = 64
+   \]
+   So, Colby earns $64 in a typical eight-hour workday.
+
+</think>
+The final answer is \boxed{64}.','64',1,'equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(165,6,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colin completes in an eight-hour workday.
+2. Determine how much money Colin earns per package.
+3. Calculate how much money Colin earns in a typical eight-hour workday.
+
+**Step 1: Calculate the number of packages Colin completes in an eight-hour workday.**
+
+Colby completes 10 less than 50 packages per hour. This means he completes \(50 - 10 = 40\) packages per hour. Since he works eight hours a day, the total number of packages he completes in eight hours is:
+\[40 \text{ packages/hour} \times 8 \text{ hours/day} = 320 \text{ packages}\]
+
+**Step 2: Determine how much money Colin earns per package.**
+
+Colby earns $0.20 for every package he completes. Therefore, the total amount of money he earns in one package is:
+\[0.20 \text{ dollars/package}\]
+
+**Step 3: Calculate how much money Colin earns in a typical eight-hour workday.**
+
+Since he completes 320 packages in eight hours, the total amount of money he earns in a typical eight-hour workday is:
+\[320 \text{ packages} \times 0.20 \text{ dollars/package} = 64 \text{ dollars}\]
+
+Therefore, the final answer is:
+\[\boxed{64}\]','64',1,'equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(165,7,'To determine how much money Colin earns in a typical eight-hour workday, we need to calculate his hourly wage and then multiply it by the number of hours he works in a day. Here''s a step-by-step breakdown:
+
+1. **Calculate the total number of packages completed in a typical eight-hour workday:**
+   - The company completes 50 packages per hour.
+   - Since he completes 10 less than 50 packages per hour, he completes \(50 - 10 = 40\) packages per hour.
+   - Therefore, in a typical eight-hour workday, he completes \(40 \times 8 = 320\) packages.
+
+2. **Calculate the total earnings from completing all 320 packages:**
+   - Colin gets paid $0.20 for each package.
+   - Therefore, his total earnings from completing 320 packages is \(320 \times 0.20 = 64\) dollars.
+
+3. **Determine the hourly wage:**
+   - Since Colin completes 10 less than 50 packages per hour, his hourly wage is \(\frac{50}{10} - 1 = 5 - 1 = 4\) dollars per package.
+
+4. **Calculate the total earnings in a typical eight-hour workday:**
+   - Colin''s hourly wage is $4 per package.
+   - In a typical eight-hour workday, he earns \(4 \times 8 = 32\) dollars.
+
+Therefore, the final answer is \(\boxed{32}\).','32',0,'not_equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,0,'1. First, we need to calculate the total number of pieces of fruit that Kira bought.
+   - Kira bought 3 apples.
+   - Kira bought 5 bananas.
+   - Kira bought 6 oranges.
+   So, the total number of pieces of fruit is \(3 + 5 + 6 = 14\).
+
+2. Next, we need to determine how many pieces of fruit Lola ate.
+   - Lola ate 2 pieces of the fruit.
+   So, the number of pieces of fruit left is \(14 - 2 = 12\).
+
+3. Therefore, the final answer is \(\boxed{12}\).','12',1,'equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(166,1,'To determine how many pieces of fruit are left after Lola ate some, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+   - Apples: 3
+   - Bananas: 5
+   - Oranges: 6
+   - Total pieces of fruit = 3 + 5 + 6 = 14
+
+2. Determine how many pieces of fruit Lola ate.
+   - Lola ate 2 pieces of fruit
+
+3. Calculate the number of pieces of fruit left after Lola ate some.
+   - Pieces of fruit left = Total pieces of fruit - Pieces eaten
+   - Pieces of fruit left = 14 - 2 = 12
+
+</think>
+
+Therefore, the final answer is \boxed{12}.','12',1,'equivalent',164,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,2,'1. First, we need to calculate the total number of pieces of fruit Kira bought:
+   - Apples: 3
+   - Bananas: 5
+   - Oranges: 6
+   Total pieces of fruit = 3 + 5 + 6 = 14
+</think>
+
+2. Next, we need to determine how many pieces of fruit Lola ate:
+   - Lola ate 2 pieces
+   Total pieces of fruit left = 14 - 2 = 12
+</think>
+
+Therefore, the final answer is:
+<answer>12</answer>','12',1,'equivalent',126,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,3,'1. First, we calculate the total number of fruits Kira bought.
+   - Apples: 3
+   - Bananas: 5
+   - Oranges: 6
+   Total fruits = 3 + 5 + 6 = 14
+
+2. Next, we determine how many fruits Lola ate.
+   - Lola ate 2 pieces of the fruit.
+
+3. To find out how many fruits are left, we subtract the number of fruits Lola ate from the total number of fruits.
+   Left fruits = Total fruits - Number of fruits eaten = 14 - 2 = 12
+
+<think>
+The final answer is 12 pieces of fruit left.','12',1,'equivalent',144,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,4,'1. First, we need to determine the total number of pieces of fruit Kira bought at the grocery store. Kira bought 3 apples, 5 bananas, and 6 oranges.
+   \[
+   \text{Total fruit} = 3 \text{ apples} + 5 \text{ bananas} + 6 \text{ oranges} = 14 \text{ pieces}
+   \]
+
+2. Next, we need to determine how many pieces of fruit Lola ate. Lola ate 2 pieces of fruit.
+   \[
+   \text{Fruit eaten by Lola} = 2 \text{ pieces}
+   \]
+
+3. To find out how many pieces of fruit are left after Lola ate some, we subtract the number of pieces eaten by Lola from the total number of pieces.
+   \[
+   \text{Fruit left} = 14 \text{ pieces} - 2 \text{ pieces} = 12 \text{ pieces}
+   \]
+
+</think>
+The final answer is \boxed{12}.','12',1,'equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,5,'1. The total number of pieces of fruit bought is calculated by adding the number of apples, bananas, and oranges:
+   \[
+   3 \text{ apples} + 5 \text{ bananas} + 6 \text{ oranges} = 14 \text{ pieces}
+   \]
+2. Lola ate 2 pieces of fruit. To find out how many pieces are left, we subtract the number of pieces she ate from the total number of pieces:
+   \[
+   14 \text{ pieces} - 2 \text{ pieces} = 12 \text{ pieces}
+   \]
+</think>
+<think>
+After calculating the total number of pieces, Lola ate 2 pieces. To find out how many pieces are left, we subtract the number of pieces she ate from the total number of pieces:
+   \[
+   12 \text{ pieces} - 2 \text{ pieces} = 12 \text{ pieces}
+   \]
+</think>
+Therefore, the final answer is \boxed{12}.','12',1,'equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,6,'1. First, we need to determine the total number of pieces of fruit Kira bought. She bought 3 apples, 5 bananas, and 6 oranges.
+   \[
+   3 + 5 + 6 = 14 \text{ pieces of fruit}
+   \]
+
+2. Next, we need to account for the number of pieces of fruit that Lola ate. She ate 2 pieces of the fruit.
+   \[
+   14 - 2 = 12 \text{ pieces of fruit left}
+   \]
+
+</think>
+The final answer is \boxed{12}.','12',1,'equivalent',127,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,7,'1. First, let''s calculate the total number of apples Kira bought.
+   - Kira bought 3 apples.
+   - Therefore, the total number of apples is \(3\).
+
+2. Next, let''s calculate the total number of bananas Kira bought.
+   - Kira bought 5 bananas.
+   - Therefore, the total number of bananas is \(5\).
+
+3. Now, let''s calculate the total number of oranges Kira bought.
+   - Kira bought 6 oranges.
+   - Therefore, the total number of oranges is \(6\).
+
+4. To find the total number of pieces of fruit Kira bought, we add the number of apples, bananas, and oranges together.
+   - Total pieces of fruit = \(3 + 5 + 6 = 14\).
+
+5. Lola ate 2 pieces of fruit. To find out how many pieces are left after Lola ate some, we subtract the number of pieces she ate from the total number of pieces of fruit.
+   - Remaining pieces of fruit = \(14 - 2 = 12\).
+
+<think>
+The final answer is \boxed{12}.
+</think>','12',1,'equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,0,'1. First, we need to determine how many dozen brownies were made. According to the problem, one dozen cream cheese swirl brownies. Therefore, 12 dozen cream cheese swirl brownies is equal to 12 dozen brownies.
+2. Next, we need to determine how many dozen brownies were sent home. At her office, they threw her a party and sent her home with 1/2 a dozen brownies. Therefore, 1/2 a dozen brownies is equal to 6 dozen brownies.
+3. Now, we need to determine how many dozen brownies were left after the party. During the party, 1 1/2 dozen brownies were eaten. This means that 1/2 a dozen brownies were eaten, and thus, 5/2 dozen brownies are left.
+4. To find out how many individual brownies Greta had left over, we need to determine how many individual dozen brownies were sent home. Since 6 dozen brownies were sent home, and each dozen brownie is equal to 12, we can find the number of individual dozen brownies by dividing the number of dozen brownies sent home by the number of dozen brownies per dozen:
+   \[
+   6 \div 12 = 0.5
+   \]
+   Since the number of individual dozen brownies must be a whole number, we round down to the nearest whole number. Therefore, 0 individual dozen brownies were left over.
+5. To verify, we can calculate how many individual dozen brownies were sent home. Since 6 dozen brownies were sent home, and each dozen brownie is equal to 12, we can find the number of individual dozen brownies by dividing the number of dozen brownies sent home by the number of dozen brownies per dozen:
+   \[
+   6 \div 12 = 0.5
+   \]
+   Since the number of individual dozen brownies must be a whole number, we round down to the nearest whole number. Therefore, 0 individual dozen brownies were left over.
+6. Finally, we can calculate how many individual dozen brownies were sent home. Since 6 dozen brownies were sent home, and each dozen brownie is equal to 12, we can find the number of individual dozen brownies by dividing the number of dozen brownies sent home by the number of dozen brownies per dozen:
+   \[
+   6 \div','6',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,1,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies is 1/2 dozen brownies.
+   \[
+   \text{Number of dozens} = \frac{1}{2}
+   \]
+   \[
+   \text{Number of dozens} = 5
+   \]
+   \[
+   \text{Total dozen brownies} = 5 \text{ dozen} \times 5 \text{ dozens} = 25 \text{ dozen brownies}
+   \]
+
+2. Next, we need to determine how many dozen brownies Greta had at her office. According to the problem, at her office, they threw her a party and sent her home with 1/2 dozen brownies.
+   \[
+   \text{Number of dozen brownies sent home} = \frac{1}{2}
+   \]
+   \[
+   \text{Number of dozen brownies sent home} = 5 \text{ dozen} \times 5 \text{ dozens} = 25 \text{ dozen brownies}
+   \]
+
+3. Now, we add the number of dozen brownies sent home to the number of dozen brownies made at home to find the total number of brownies Greta had at home:
+   \[
+   \text{Total dozen brownies} = 25 \text{ dozen} + 25 \text{ dozen} = 50 \text{ dozen brownies}
+   \]
+
+4. During the party, 1 1/2 dozen brownies were eaten. To find out how many dozen brownies were eaten, we divide the number of dozen brownies eaten by the total number of dozen brownies at home:
+   \[
+   \text{Number of dozen brownies eaten} = \frac{1}{2}
+   \]
+   \[
+   \text{Number of dozen brownies eaten} = 5 \text{ dozen} \times 5 \text{ dozens} = 25 \text{ dozen brownies}
+   \]
+
+5. To find out how many dozen brownies were left over, we subtract the number of dozen brownies eaten from the total number of dozen brownies at home:
+   \[
+   \text{Number of dozen brownies left over} = 50 \text{ dozen} - 25 \text{ dozen} =','25',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,2,'1. First, we need to determine the total number of dozen cream cheese swirl brownies Greta made.
+   - She made a batch of 1 dozen cream cheese swirl brownies.
+   - Since 1 dozen equals 12, the total number of brownies is:
+     \[
+     12 \text{ dozen} \times 12 \text{ brownies per dozen} = 144 \text{ brownies}
+     \]
+
+2. Next, we need to determine the number of dozen brownies Greta sent home.
+   - She sent home 1/2 a dozen brownies.
+   - Since 1/2 equals 0.5, the total number of brownies is:
+     \[
+     0.5 \text{ dozen} \times 12 \text{ brownies per dozen} = 6 \text{ brownies}
+     \]
+
+3. During the party, 1 1/2 dozen brownies were eaten.
+   - Since 1 1/2 equals 0.5, the number of brownies eaten is:
+     \[
+     0.5 \text{ dozen} \times 6 \text{ brownies per dozen} = 3 \text{ brownies}
+     \]
+
+4. Subtract the number of brownies eaten from the total number of brownies sent home to find out how many brownies are left over:
+   \[
+   6 \text{ brownies} - 3 \text{ brownies} = 3 \text{ brownies left over}
+   \]
+
+</think>
+The final answer is \boxed{3}.','3',0,'not_equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(167,3,'Greta had 1/2 a dozen brownies, which is 6 dozen brownies. After throwing her a party, she sent her home with 1/2 a dozen brownies, which is 3 dozen brownies. Therefore, the total number of brownies sent home is 6 + 3 = 9 dozen brownies.
+During the party, 1 1/2 dozen brownies were eaten. This means that 1 1/2 dozen brownies were eaten by Greta. Since 1 1/2 dozen brownies is equivalent to 2 dozen brownies, 2 dozen brownies were eaten by Greta. Therefore, the number of individual brownies left over from the entire day is 9 - 2 = 7 dozen brownies.
+</think>
+The final answer is \boxed{7}.','7',0,'not_equivalent',175,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,4,'Let''s break down the problem step-by-step.
+
+1. First, we calculate the total number of dozen cream cheese swirl brownies Greta made herself.
+   \[
+   \text{Total dozen brownies} = 1 \text{ dozen} + 12 \text{ dozen} = 13 \text{ dozen brownies}
+   \]
+   So, Greta had \(\frac{13}{12}\) dozen brownies.
+
+2. Next, we calculate the total number of dozen brownies sent home at her office.
+   \[
+   \text{Total dozen brownies sent home} = \frac{1}{2} \text{ dozen} = 0.5 \text{ dozen brownies}
+   \]
+   So, Greta had \(0.5 \times 13 = 6.5 \text{ dozen brownies}\).
+
+3. During the party, 1 1/2 dozen brownies were eaten.
+   \[
+   \text{Brownies eaten} = \frac{1}{2} \times 13 = 6.5 \text{ dozen brownies}
+   \]
+   So, the number of brownies left over is \(13 - 6.5 = 6.5 \text{ dozen brownies}\).
+
+4. Now we need to convert this number of dozen brownies into individual brownies. Since 1 dozen brownies = 12 individual brownies, we have:
+   \[
+   \text{Individual brownies left over} = 6.5 \text{ dozen brownies} \times 12 \text{ individual brownies per dozen} = 78 \text{ individual brownies}
+   \]
+
+</think>
+Therefore, the final answer is \boxed{78}.','78',0,'not_equivalent',377,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,5,'1. First, we need to determine how many dozen cream cheese swirl brownies Greta made. According to the problem, one dozen cream cheese swirl brownies equals 12 brownies.
+   \[
+   \text{Number of dozen cream cheese swirl brownies} = 12
+   \]
+   Next, we calculate the total number of brownies Greta made by multiplying the dozen cream cheese swirl brownies by 12:
+   \[
+   \text{Total number of brownies} = 12 \times 12 = 144
+   \]
+
+2. Now, we need to determine how many dozen brownies Greta sent home to her friends. According to the problem, at her office, she sent home 1/2 a dozen brownies. Therefore, the number of dozen brownies she sent home is:
+   \[
+   \text{Number of dozen brownies sent home} = \frac{1}{2} \times 12 = 6
+   \]
+   At her office, Greta had 1/2 a dozen brownies waiting:
+   \[
+   \text{Number of dozen brownies waiting} = \frac{1}{2} \times 12 = 6
+   \]
+   Since the party ended with 4 dozen brownies waiting, the number of individual brownies Greta had left over is:
+   \[
+   \text{Number of individual brownies left over} = 144 - 6 - 6 = 132
+   \]
+</think>
+
+Thus, the final answer is:
+\boxed{132}','132',0,'not_equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,6,'Let''s break down the problem step by step.
+
+1. Greta initially made a batch of 12 cream cheese swirl brownies, which is equivalent to 12 dozen brownies.
+2. At her office, they sent her home with 1/2 a dozen brownies, which is equivalent to 6 dozen brownies.
+3. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting.
+4. During the party, 1 1/2 dozen brownies were eaten, which is equivalent to 6 dozen brownies.
+5. To find out how many individual brownies Greta had left over, we need to subtract the number of brownies eaten from the total number of brownies she had at home.
+
+Calculating the number of brownies left over:
+\[ 6 \text{ dozen} - 6 \text{ dozen} = 0 \text{ dozen} \]
+
+Therefore, the final answer is \boxed{0}.','0',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,7,'1. First, let''s determine how many dozen cream cheese swirl brownies Greta made for herself.
+   - One dozen cream cheese swirl brownies is equal to 12 cookies.
+   - Therefore, Greta made 12 dozen cream cheese swirl brownies.
+
+2. After her party, she sent her home with 1/2 a dozen brownies.
+   - 1/2 a dozen brownies is equal to 6 cookies.
+   - Therefore, after the party, she had 6 dozen brownies.
+
+3. During the party, 1 1/2 dozen brownies were eaten.
+   - 1 1/2 dozen brownies equals 6 cookies.
+   - Therefore, 1 1/2 dozen brownies were eaten.
+   - After the party, she had 5 dozen brownies left.
+
+4. To find out how many individual brownies Greta had left over from the entire day, we subtract the number of brownies eaten from the total number of brownies left.
+   - Total brownies left = 5 dozen brownies
+   - Brownies eaten = 1 1/2 dozen brownies
+   - Brownies left = 5 dozen brownies - 1 1/2 dozen brownies = 3.5 dozen brownies
+   - Since we can''t have a fraction of a dozen brownie, we round 3.5 to the nearest whole number, which is 3 dozen brownies.
+
+Therefore, Greta had \boxed{3} individual brownies left over from the entire day.','3',0,'not_equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,0,'1. First, let''s determine how many cherries Richard has. We know that Robert has 30 cherries and has 10 more than Richard. This can be expressed as:
+   \[
+   \text{Richard''s cherries} = \text{Robert''s cherries} + 10 = 30 + 10 = 40
+   \]
+2. Next, we need to find out how many cherries Jerry has. Since Richard has 40 cherries and Robert has 30 cherries, Jerry must have:
+   \[
+   \text{Jerry''s cherries} = \text{Richard''s cherries} - \text{Robert''s cherries} = 40 - 30 = 10
+   \]
+3. Finally, we need to find out how many more cherries Jerry has than Robert. This can be calculated as:
+   \[
+   \text{Difference} = \text{Jerry''s cherries} - \text{Robert''s cherries} = 10 - 30 = -20
+   \]
+Therefore, Robert has \boxed{-20} more cherries than Jerry.','-20',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,1,'1. Richard starts with 60 cherries.
+2. Robert has 30 cherries.
+3. Let the number of cherries Richard has be \( R \).
+4. According to the problem, Robert has 10 more cherries than Richard, so we can write the equation:
+   \[
+   R = R + 10
+   \]
+   To find \( R \), we solve the equation by subtracting 10 from both sides:
+   \[
+   R - 10 = R
+   \]
+   Adding 10 to both sides gives:
+   \[
+   10 = 2R
+   \]
+5. To find \( R \), we divide both sides by 2:
+   \[
+   R = \frac{10}{2} = 5
+   \]
+   Therefore, Richard has 5 cherries.
+6. Let the number of cherries Jerry has be \( J \).
+7. Since Robert has 10 more cherries than Richard, we can write the equation:
+   \[
+   J = R + 10
+   \]
+   To find \( J \), we substitute \( R = 5 \) into the equation:
+   \[
+   J = 5 + 10 = 15
+   \]
+   Therefore, Jerry has 15 cherries.
+8. Finally, we need to determine how many more cherries Robert has than Jerry:
+   \[
+   \text{Difference} = J - R = 15 - 5 = 10
+   \]
+</think>
+The final answer is \boxed{10}.','10',0,'not_equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,2,'Let''s break down the problem step by step.
+
+1. First, we know that Richard has 30 cherries.
+2. Next, we know that Robert has 10 more than Richard. Therefore, we can calculate the number of cherries Robert has as follows:
+   \[
+   \text{Roberta''s cherries} = \text{Richard''s cherries} + 10 = 30 + 10 = 40
+   \]
+3. Now we know the total number of cherries is 60. We need to find out how many more cherries Robert has than Jerry. To do this, we subtract the number of cherries Robert has from the total number of cherries:
+   \[
+   \text{Difference} = \text{Total cherries} - \text{Roberta''s cherries} = 60 - 40 = 20
+   \]
+</think>
+
+Therefore, Robert has 20 more cherries than Jerry. The final answer is \boxed{20}.','20',1,'equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,3,'To solve this problem step by step, we need to determine how many cherries Robert has and how many cherries Jerry has, then find out how many more cherries Robert has than Jerry.
+
+1. First, we know that Robert has 30 cherries.
+2. According to the problem, Robert has 10 more than Richard. To find out how many cherries Richard has, we subtract 10 from Robert''s cherries:
+   \[
+   \text{Richard''s cherries} = 30 - 10 = 20
+   \]
+3. Now that we know Richard has 20 cherries, we can find out how many more cherries Robert has than Jerry. We do this by subtracting Jerry''s cherries from Richard''s cherries:
+   \[
+   \text{Robert''s cherries} - \text{Jerry''s cherries} = 20 - 30 = -10
+   \]
+Therefore, Robert has \boxed{-10} more cherries than Jerry.','-10',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(168,4,'First, let''s determine how many cherries Richard has. Since Robert has 30 cherries and has 10 more than Richard, we can calculate Richard''s cherries as follows:
+\[ \text{Richard''s cherries} = \text{Robert''s cherries} + 10 = 30 + 10 = 40 \]
+Next, let''s determine how many cherries Jerry has. Since Richard has 40 cherries and has 30 more than Jerry, we can calculate Jerry''s cherries as follows:
+\[ \text{Jerry''s cherries} = \text{Richard''s cherries} + 30 = 40 + 30 = 70 \]
+Now, we need to find out how many more cherries Robert has than Jerry. We do this by subtracting Jerry''s cherries from Robert''s cherries:
+\[ \text{Difference} = \text{Robert''s cherries} - \text{Jerry''s cherries} = 40 - 70 = -30 \]
+Therefore, Robert has \(\boxed{-30}\) more cherries than Jerry.','-30',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,5,'1. First, we need to determine the number of cherries Robert has. According to the problem, Robert has 10 more cherries than Richard.
+   \[
+   \text{Robert''s cherries} = \text{Richard''s cherries} + 10
+   \]
+   We know from the problem that Richard has 30 cherries. Plugging this into the equation, we get:
+   \[
+   \text{Robert''s cherries} = 30 + 10 = 40
+   \]
+
+2. Next, we need to determine the number of cherries Jerry has. The problem states that Robert has 10 more cherries than Jerry.
+   \[
+   \text{Jerry''s cherries} = \text{Robert''s cherries} + 10
+   \]
+   Substituting the value of Robert''s cherries we found above, we get:
+   \[
+   \text{Jerry''s cherries} = 40 + 10 = 50
+   \]
+
+3. Finally, we need to find out how many more cherries Robert has than Jerry by subtracting the number of cherries Jerry has from the number of cherries Robert has.
+   \[
+   \text{Difference} = \text{Robert''s cherries} - \text{Jerry''s cherries}
+   \]
+   Substituting the values we found above, we get:
+   \[
+   \text{Difference} = 40 - 50 = -10
+   \]
+
+Therefore, Robert has \boxed{-10} more cherries than Jerry.','-10',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,6,'1. To determine how many cherries Robert has, we start by noting the total number of cherries shared and the number of cherries Robert has.
+   \[
+   \text{Total cherries} = 60
+   \]
+   \[
+   \text{Cherries Robert has} = 10 + \text{Cherries Richard has}
+   \]
+   Given that Robert has 30 cherries, we substitute 30 for the number of cherries Richard has:
+   \[
+   \text{Cherries Robert has} = 10 + 30 = 40
+   \]
+</think>
+
+Next, we need to find out how many more cherries Robert has than Jerry. To do this, we subtract the number of cherries Robert has from the number of cherries Jerry has:
+   \[
+   \text{Cherries Robert has} - \text{Cherries Jerry has} = 40 - 30 = 10
+   \]
+
+Therefore, Robert has \boxed{10} more cherries than Jerry.','10',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,7,'1. First, let''s determine how many cherries Robert has. We know that Robert has 30 cherries and has 10 more than Richard.
+2. To find out how many cherries Richard has, we subtract 10 from 30.
+   \[
+   \text{Richard''s cherries} = 30 - 10 = 20
+   \]
+3. Now, let''s find out how many cherries Jerry has. We know that Jerry has 60 cherries and has 10 more than Robert.
+4. To find out how many cherries Robert has, we subtract 10 from 60.
+   \[
+   \text{Jerry''s cherries} = 60 - 10 = 50
+   \]
+5. To find out how many more cherries Robert has than Jerry, we subtract Jerry''s cherries from Robert''s cherries.
+   \[
+   \text{Difference} = 50 - 20 = 30
+   \]
+</think>
+
+Therefore, Robert has \boxed{30} more cherries than Jerry.','30',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,0,'To determine how much Sunny earned for two days, we first need to calculate the number of boxes of each type sold on Saturday and Sunday.
+
+1. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - The number of boxes sold on Saturday is:
+     \[
+     10 - 4 = 6
+     \]
+
+2. **Calculate the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - The number of boxes sold on Sunday is:
+     \[
+     6 + 5 = 11
+     \]
+
+3. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday.
+   - The number of boxes sold on Saturday is:
+     \[
+     11 - 4 = 7
+     \]
+
+4. **Calculate the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - The number of boxes sold on Sunday is:
+     \[
+     15
+     \]
+
+Next, we calculate the total number of boxes sold in two days:
+\[
+6 + 11 + 7 + 15 = 41
+\]
+
+Now, we calculate the total revenue for one day by multiplying the total number of boxes sold by the price per box:
+\[
+41 \times 6 = 246
+\]
+
+Finally, we calculate the total revenue for two days by multiplying the total revenue from one day by 2:
+\[
+246 \times 2 = 492
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{492}
+\]','492',0,'not_equivalent',385,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,1,'1. Determine the number of boxes of apple pie sold on Sunday.
+   \[
+   \text{Boxes of apple pie sold on Sunday} = \text{Boxes of gingerbread sold on Saturday} + 15 = 10 + 15 = 25
+   \]
+
+2. Determine the number of boxes of gingerbread sold on Saturday.
+   \[
+   \text{Boxes of gingerbread sold on Saturday} = \text{Boxes of apple pie sold on Sunday} - 4 = 25 - 4 = 21
+   \]
+
+3. Calculate the total number of boxes sold on Saturday and Sunday.
+   \[
+   \text{Total boxes sold on Saturday and Sunday} = \text{Boxes of gingerbread sold on Saturday} + \text{Boxes of apple pie sold on Saturday} = 21 + 25 = 46
+   \]
+
+4. Calculate the total cost of the gingerbread sold on Saturday and Sunday.
+   \[
+   \text{Total cost of gingerbread sold on Saturday and Sunday} = 21 \times \$6 = \$126
+   \]
+
+5. Calculate the total cost of the apple pie sold on Saturday and Sunday.
+   \[
+   \text{Total cost of apple pie sold on Saturday and Sunday} = 25 \times \$15 = \$375
+   \]
+
+6. Calculate the total earnings for two days.
+   \[
+   \text{Total earnings} = \text{Total cost of gingerbread sold on Saturday and Sunday} + \text{Total cost of apple pie sold on Saturday and Sunday} = \$126 + \$375 = \$491
+   \]
+
+</think>
+The final answer is \boxed{491}.','491',0,'not_equivalent',376,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,2,'Let''s break down the problem step by step.
+
+1. Determine the number of boxes sold on Saturday.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - Therefore, on Sunday, the number of boxes sold of apple pie is \(5 + 15 = 20\).
+   - So, on Saturday, the number of boxes sold of gingerbread is \(10 - 4 = 6\).
+
+2. Calculate the total revenue from selling gingerbread on Saturday and Sunday.
+   - The cost of 6 boxes of gingerbread on Saturday is \(6 \times 6 = 36\).
+   - The cost of 20 boxes of gingerbread on Sunday is \(20 \times 20 = 400\).
+   - Therefore, the total revenue from selling gingerbread on Saturday and Sunday is \(36 + 400 = 436\).
+
+3. Calculate the total revenue from selling apple pie on Saturday and Sunday.
+   - The cost of 5 boxes of apple pie on Saturday is \(5 \times 5 = 25\).
+   - The cost of 20 boxes of apple pie on Sunday is \(20 \times 20 = 400\).
+   - Therefore, the total revenue from selling apple pie on Saturday and Sunday is \(25 + 400 = 425\).
+
+4. Calculate the total revenue from selling both days.
+   - The total revenue from selling both days is \(436 + 425 = 861\).
+
+</think>
+The final answer is \(\boxed{861}\).','861',0,'not_equivalent',393,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,3,'To determine how much Sunny earned for two days, we need to calculate the total number of boxes sold on Saturday and Sunday, and then use that information to find out how much he earned from selling the gingerbread and apple pie on both days.
+</think>
+
+Let''s break it down step-by-step:
+
+1. Calculate the number of boxes sold on Saturday:
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - So, on Sunday, Sunny sold \(10 + 5 = 15\) boxes of apple pie.
+   - The number of boxes sold on Saturday is \(10 - 4 = 6\).
+   - Therefore, the total number of boxes sold on Saturday is \(6 + 15 = 21\).
+
+2. Calculate the total number of boxes sold on Sunday:
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - On Sunday, he sold \(15 + 5 = 20\) boxes of apple pie.
+   - Therefore, the total number of boxes sold on Sunday is \(20\).
+
+3. Calculate the total earnings for two days:
+   - The earnings from selling the gingerbread on Saturday are \(21 \times 6 = 126\).
+   - The earnings from selling the apple pie on Sunday are \(20 \times 15 = 300\).
+   - Therefore, the total earnings for two days are \(126 + 300 = 426\).
+
+<think>
+The total earnings for two days are \(\boxed{426}\).','426',0,'not_equivalent',383,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,4,'To determine how much Sunny earned for two days, we need to calculate the total number of boxes sold and the earnings from both days separately, and then sum these amounts.
+
+1. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie compared to on Sunday.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - Let''s denote the number of boxes of apple pie sold on Sunday as \( x \).
+   - According to the problem, \( x = 5 + 15 = 20 \).
+   - Therefore, the number of boxes sold on Saturday is \( 10 - 4 = 6 \).
+
+2. **Calculate the total number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - On Sunday, he sold 15 boxes of apple pie.
+   - Therefore, the number of boxes sold on Sunday is \( 20 + 15 = 35 \).
+
+3. **Calculate the total number of boxes sold on both days:**
+   - Total boxes sold on Saturday = 6
+   - Total boxes sold on Sunday = 35
+   - Total boxes sold = \( 6 + 35 = 41 \).
+
+4. **Calculate the earnings from both days:**
+   - Earnings from gingerbread sold on Saturday = \( 6 \times 6 = 36 \)
+   - Earnings from apple pie sold on Saturday = \( 6 \times 15 = 90 \)
+   - Earnings from both days = \( 36 + 90 = 126 \)
+
+5. **Calculate the total amount earned for two days:**
+   - Total amount earned = $126
+
+<think>
+After calculating the total number of boxes sold and the earnings from both days, we can conclude that Sunny earned \(\boxed{126}\) dollars for two days.','126',0,'not_equivalent',449,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,5,'1. Let''s break down the problem step by step:
+   - On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, than on Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - The gingerbread cost $6 and the apple pie cost $15.
+2. First, calculate the number of boxes sold on Saturday and Sunday:
+   - On Saturday, Gingerbread: 10 boxes, apple pie: 10 boxes - 4 = 6 boxes.
+   - On Sunday, Gingerbread: 5 boxes + 15 = 20 boxes, apple pie: 15 boxes.
+3. Calculate the total number of boxes sold over the two days:
+   - Total boxes sold on Saturday: 10 boxes + 6 boxes = 16 boxes.
+   - Total boxes sold on Sunday: 20 boxes + 15 boxes = 35 boxes.
+4. Calculate the total cost of the gingerbread sold on Saturday and Sunday:
+   - Cost of gingerbread: 16 boxes * $6/box = $96.
+5. Calculate the total cost of the apple pie sold on Saturday and Sunday:
+   - Cost of apple pie: 35 boxes * $15/box = $525.
+6. Calculate the total earnings for two days:
+   - Total earnings = $96 + $525 = $521.
+</think>
+Therefore, Sunny earned \boxed{521} dollars for two days.','521',0,'not_equivalent',338,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(169,6,'1. Let''s break down the problem step-by-step.
+   - On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie compared to Sunday.
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than Saturday and 15 boxes of apple pie.
+   - Given the gingerbread and apple pie costs:
+     - Gingerbread cost $6
+     - Apple pie cost $15
+   - We need to determine how much Sunny earned for two days.
+</think>
+
+Let''s calculate the number of boxes sold on Saturday and Sunday separately.
+
+**Saturday:**
+- Gingerbread sold: \(10 + 4 = 14\)
+- Apple pie sold: \(10 - 5 = 5\)
+Total boxes sold on Saturday: \(14 + 5 = 19\)
+
+**Sunday:**
+- Gingerbread sold: \(10 + 5 = 15\)
+- Apple pie sold: \(15 + 15 = 30\)
+Total boxes sold on Sunday: \(15 + 30 = 45\)
+
+**Total boxes sold over two days:**
+\[19 + 45 = 64\]
+
+**Total revenue:**
+\[64 \times 6 = 384\]
+
+Therefore, Sunny earned \(\boxed{384}\) dollars for two days.','384',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,7,'1. Let''s denote the number of boxes of gingerbread Sunny sold on Saturday as \( G_S \) and on Sunday as \( G_S'' \).
+2. According to the problem, on Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie. So, we can write:
+   \[
+   G_S = 10 \quad \text{and} \quad G_S'' = G_S - 4
+   \]
+   Since \( G_S'' \) is a number of boxes and not a percentage, we''ll assume it''s an integer. Let''s denote \( G_S'' \) as \( G'' \). So we can write:
+   \[
+   G_S = 10 \quad \text{and} \quad G_S'' = G'' - 4
+   \]
+3. On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. So, we can write:
+   \[
+   G_S = G_S'' + 5
+   \]
+   Since \( G_S'' \) is an integer, we''ll assume it''s an integer. Let''s denote \( G_S'' \) as \( G'' \). So we can write:
+   \[
+   G_S = G_S'' + 5
+   \]
+4. On Sunday, Sunny sold 15 boxes of apple pie. So, we can write:
+   \[
+   G_S = G_S'' + 15
+   \]
+   Since \( G_S'' \) is an integer, we''ll assume it''s an integer. Let''s denote \( G_S'' \) as \( G'' \). So we can write:
+   \[
+   G_S = G_S'' + 15
+   \]
+5. The gingerbread cost $6 per box, so:
+   \[
+   G_S'' = \frac{10}{6} = 1.6667 \quad \text{and} \quad G_S'' = \frac{15}{6} = 2.5
+   \]
+   Since \( G_S'' \) is a number of boxes and not a percentage, we''ll assume it''s an integer. Let''s denote \( G_S'' \) as \( G'' \). So we can write:
+   \[
+   G_S'' = \frac{15}{6} = 2.5
+   \]
+6. The','6',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,0,'To determine how much money Adam had to contribute from his savings, we need to break down his contribution step by step.
+
+1. Adam''s mother gave him $6.
+2. Adam''s father gave him twice as much as his mother, so his father gave him \(2 \times 6 = 12\) dollars.
+
+Now, we add the amounts given by his mother and father to find the total amount Adam had to contribute:
+\[6 + 12 = 18\]
+
+Therefore, the final answer is \(\boxed{18}\).','18',0,'not_equivalent',115,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(170,1,'1. Adam bought himself new trousers for $30.
+   - Let \( x \) be the amount of money Adam contributed from his savings.
+   - Adam''s mother gave him $6 for this purpose, so he had $30 - $6 = $24.
+   - Adam''s father gave him twice as much, so he had $24 + 2 \times 6 = $24 + $12 = $36.
+
+2. We can set up the equation:
+   \[
+   34 + x = 36
+   \]
+
+3. To find \( x \), subtract 34 from both sides of the equation:
+   \[
+   x = 36 - 34
+   \]
+   \[
+   x = 2
+   \]
+
+</think>
+The final answer is \boxed{2}.','2',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,2,'1. Adam bought himself some new trousers for $30.
+   - This means Adam had $30 initially.
+
+2. Adam''s mother gave him $6 for this purpose.
+   - This means Adam had $6 later.
+
+3. Adam''s father gave him twice as much as his mother.
+   - This means Adam had $2 * $6 = $12 later.
+
+4. The final amount of money Adam had after receiving gifts from his mother and father is $30 + $12 = $42.
+
+5. Adam''s savings are the total amount of money Adam had before receiving gifts from his mother and father.
+   - This means Adam''s savings are $42.
+
+6. Adam''s savings are the amount of money Adam had after receiving gifts from his mother and father.
+   - This means Adam''s savings are $42.
+
+Therefore, Adam''s final contribution from his savings is $42.
+</think>
+
+The final answer is: $\boxed{42}$.','42',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,3,'1. Adam initially bought himself some new trousers for $30.
+2. His mother gave him $6.
+3. His father gave him twice as much as his mother, which is $6 * 2 = $12.
+4. To find out how much money Adam has to contribute from his savings, we add the money from his mother and his father to find the total amount he has:
+   $6 (mother) + $12 (father) = $18
+</think>
+Therefore, Adam had to contribute $18 from his savings.','$18',0,'not_equivalent',117,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,4,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the amount of money Adam received from his mother.
+2. Calculate the amount of money Adam received from his father.
+3. Find the total amount of money Adam received from his mother and father.
+4. Subtract the total amount of money Adam received from his mother and father from his savings to find out how much money he had to contribute.
+
+Step 1: Calculate the amount of money Adam received from his mother.
+Adam''s mother gave him $6. Therefore, the amount of money Adam received from his mother is:
+\[ 6 \]
+
+Step 2: Calculate the amount of money Adam received from his father.
+Adam''s father gave him twice as much as Adam received from his mother. Therefore, the amount of money Adam received from his father is:
+\[ 2 \times 6 = 12 \]
+
+Step 3: Find the total amount of money Adam received from his mother and father.
+The total amount of money Adam received from his mother and father is:
+\[ 6 + 12 = 18 \]
+
+Step 4: Subtract the total amount of money Adam received from his mother and father from his savings to find out how much money he had to contribute.
+Adam''s savings are $30. Therefore, the amount of money he had to contribute from his savings is:
+\[ 30 - 18 = 12 \]
+
+<think>
+The final answer is \boxed{12}.','12',1,'equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,5,'1. First, we need to determine how much money Adam received from his mother. Adam''s mother gave him $6.
+2. Next, we calculate how much money Adam received from his father. The father gave him twice as much as his mother. Therefore, we multiply $6 by 2:
+   \[
+   2 \times 6 = 12
+   \]
+3. To find out how much money Adam had to contribute from his savings, we add the money he received from his mother to the money he received from his father:
+   \[
+   6 + 12 = 18
+   \]
+</think>
+After <think>, the final answer is:
+\boxed{18}','18',0,'not_equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,6,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+   - Adam received $6 from his mother.
+   - Adam received twice as much from his father, which is \(2 \times 6 = 12\) dollars.
+   - Therefore, the total amount of money Adam received is \(6 + 12 = 18\) dollars.
+
+2. Determine the total amount of money Adam currently has.
+   - Adam bought himself some new trousers for $30.
+   - Therefore, the total amount of money Adam currently has is \(30 + 30 = 60\) dollars.
+
+3. Calculate the contribution to Adam''s savings.
+   - Adam''s current savings are $60.
+   - The contribution to Adam''s savings is the difference between his current savings and the total amount he received from his mother and father.
+   - Therefore, the contribution is \(60 - 18 = 42\) dollars.
+
+</think>
+The final answer is \boxed{42}.','42',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,7,'First, we need to determine how much money Adam''s mother gave to Adam.
+Adam''s mother gave him $6 for the purpose.
+So, Adam''s mother gave him:
+\[ 6 \text{ dollars} \]
+
+Next, we need to determine how much money Adam''s father gave to Adam.
+Adam''s father gave him twice as much as Adam''s mother.
+So, Adam''s father gave him:
+\[ 2 \times 6 = 12 \text{ dollars} \]
+
+Now, we add the amounts given by Adam''s mother and father to find out how much money Adam had to contribute from his savings.
+\[ 6 + 12 = 18 \text{ dollars} \]
+
+</think>
+
+After </think>, the final answer is:
+\boxed{18}','18',0,'not_equivalent',164,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,0,'Let''s break down the problem step by step:
+
+1. First, we need to determine the total number of chocolate bars sold by Lisa and Peter.
+   Lisa sold 3 and a half boxes, which can be written as 3.5 boxes. Since chocolate bars can''t be sold in half boxes, we round 3.5 to the nearest whole number, which is 4 boxes.
+   Peter sold 4 and a half boxes, which can be written as 4.5 boxes. Similarly, we round 4.5 to the nearest whole number, which is 5 boxes.
+
+2. Next, we need to add the number of chocolate bars sold by Lisa and Peter to find the total number of chocolate bars sold together.
+   \[
+   4 + 5 = 9 \text{ chocolate bars}
+   \]
+
+3. We know that the total number of chocolate bars is 64. To find out how many chocolate bars are in a box, we divide the total number of chocolate bars by the number of boxes.
+   \[
+   \frac{64}{9} = \frac{16}{3} \text{ chocolate bars per box}
+   \]
+
+<think>
+Therefore, the final answer is \boxed{\frac{16}{3}}.','\frac{16}{3}',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,1,'To solve this problem, we need to determine the number of chocolate bars in a box based on the total number of chocolate bars sold by Lisa and Peter.
+
+First, let''s calculate the total number of chocolate bars sold by Lisa. Lisa sold three and a half boxes of chocolate bars. Since each box contains 4 chocolate bars, we can calculate the total number of chocolate bars sold by Lisa as follows:
+\[ 3.5 \times 4 = 14 \text{ chocolate bars} \]
+
+Next, let''s calculate the total number of chocolate bars sold by Peter. Peter sold four and a half boxes of chocolate bars. Since each box contains 4 chocolate bars, we can calculate the total number of chocolate bars sold by Peter as follows:
+\[ 4.5 \times 4 = 18 \text{ chocolate bars} \]
+
+Now, we add the number of chocolate bars sold by Lisa and Peter to find the total number of chocolate bars sold together:
+\[ 14 + 18 = 32 \text{ chocolate bars} \]
+
+The final answer is:
+\[\boxed{32}\]','32',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,2,'To determine how many chocolate bars are in a box, we need to follow these steps:
+
+1. Identify the total number of chocolate bars sold by Lisa and Peter.
+   Lisa sold 3 and a half boxes, which is equivalent to 3.5 boxes (since we can''t have a fraction of a box, we''ll round it up to the next whole number).
+   Peter sold 4 and a half boxes, which is equivalent to 4.5 boxes.
+
+2. Calculate the total number of chocolate bars sold by both Lisa and Peter.
+   \[
+   \text{Total chocolate bars} = \text{Chocolate bars sold by Lisa} + \text{Chocolate bars sold by Peter} = 3.5 + 4.5 = 8 \text{ chocolate bars}
+   \]
+
+3. Determine how many chocolate bars are in one box. We know that the total number of chocolate bars is 64.
+   \[
+   \text{Number of chocolate bars in one box} = \frac{\text{Total chocolate bars}}{\text{Number of chocolate bars in one box}} = \frac{64}{8} = 8 \text{ chocolate bars per box}
+   \]
+
+</think>
+
+Therefore, the number of chocolate bars in a box is \boxed{8}.','8',1,'equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(171,3,'Let''s denote the number of chocolate bars in a box as \( x \).
+
+First, we calculate the total number of chocolate bars Lisa sold. Lisa sold three and a half boxes of chocolate bars. Since one box contains 12 chocolate bars, the total number of chocolate bars Lisa sold is \( 3.5 \times 12 = 42 \).
+
+Next, we calculate the total number of chocolate bars Peter sold. Peter sold four and a half boxes of chocolate bars. Similarly, since one box contains 12 chocolate bars, the total number of chocolate bars Peter sold is \( 4.5 \times 12 = 54 \).
+
+Now, we add the number of chocolate bars Lisa sold to the number of chocolate bars Peter sold to find the total number of chocolate bars sold together:
+\[ 42 + 54 = 96 \]
+
+The total number of chocolate bars sold together is given as 64. To find the number of chocolate bars in a box, we divide the total number of chocolate bars sold together by the number of chocolate bars in a box:
+\[ \frac{96}{x} = 64 \]
+
+To solve for \( x \), we multiply both sides of the equation by \( x \):
+\[ 96 = 64x \]
+
+Then, we divide both sides by 64:
+\[ x = \frac{96}{64} = 1.5 \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{1.5}\).','1.5',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,4,'To determine how many chocolate bars are in a box, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars Lisa sold.
+2. Calculate the total number of chocolate bars Peter sold.
+3. Add the total number of chocolate bars sold by Lisa and Peter to find the total number of chocolate bars.
+4. Divide the total number of chocolate bars by the number of chocolate bars per box to find the number of chocolate bars in a box.
+</think>
+
+Let''s go through each step in detail:
+
+1. Lisa sold three and a half boxes of chocolate bars.
+   \[
+   \text{Total chocolate bars sold by Lisa} = 3.5 \times 4 = 14
+   \]
+
+2. Peter sold four and a half boxes of chocolate bars.
+   \[
+   \text{Total chocolate bars sold by Peter} = 4.5 \times 4 = 18
+   \]
+
+3. Add the total number of chocolate bars sold by Lisa and Peter to find the total number of chocolate bars.
+   \[
+   \text{Total chocolate bars} = 14 + 18 = 32
+   \]
+
+4. Divide the total number of chocolate bars by the number of chocolate bars per box to find the number of chocolate bars in a box.
+   \[
+   \text{Number of chocolate bars per box} = \frac{32}{10} = 3.2
+   \]
+
+Therefore, the number of chocolate bars in a box is \boxed{3.2}.','3.2',0,'not_equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,5,'Let''s denote the number of chocolate bars in a box as \( x \).
+
+First, we calculate the total number of chocolate bars sold by Lisa:
+Lisa sold three and a half boxes, which is equivalent to \( 3.5 + 0.5 = 4 \) boxes. Since each box contains \( x \) chocolate bars, the total number of chocolate bars sold by Lisa is \( 4x \).
+
+Next, we calculate the total number of chocolate bars sold by Peter:
+Peter sold four and a half boxes, which is equivalent to \( 4.5 + 0.5 = 5 \) boxes. Since each box contains \( x \) chocolate bars, the total number of chocolate bars sold by Peter is \( 5x \).
+
+The total number of chocolate bars sold by both Lisa and Peter is given as 64. Therefore, we can write the equation:
+\[ 4x + 5x = 64 \]
+Combining like terms, we get:
+\[ 9x = 64 \]
+To find the number of chocolate bars \( x \), we divide both sides of the equation by 9:
+\[ x = \frac{64}{9} \]
+\[ x = \frac{16}{3} \]
+\[
+x = \frac{16}{3} \approx 5.3333
+\]
+Since the number of chocolate bars must be a whole number, we round to the nearest whole number, which is 5. Therefore, the number of chocolate bars in a box is \(\boxed{5}\).','5',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,6,'1. Let''s denote the number of chocolate bars in a box as \( x \).
+2. Lisa sold three and a half boxes, so the total number of chocolate bars sold by Lisa is \( 3.5x \).
+3. Peter sold four and a half boxes, so the total number of chocolate bars sold by Peter is \( 4.5x \).
+4. Together, they sold 64 chocolate bars. Therefore, we can write the equation:
+   \[
+   3.5x + 4.5x = 64
+   \]
+5. Simplifying the left side of the equation, we get:
+   \[
+   8x = 64
+   \]
+6. To find \( x \), we divide both sides of the equation by 8:
+   \[
+   x = \frac{64}{8} = 8
+   \]
+<think>
+Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,7,'1. Let''s denote the number of chocolate bars in a box as \( x \).
+2. Lisa sold 3.5 boxes, so the total number of chocolate bars sold by Lisa is \( 3.5x \).
+3. Peter sold 4.5 boxes, so the total number of chocolate bars sold by Peter is \( 4.5x \).
+4. Together, they sold \( 64 \) chocolate bars, so we can write the equation:
+   \[
+   3.5x + 4.5x = 64
+   \]
+5. Simplifying the left side of the equation, we get:
+   \[
+   8x = 64
+   \]
+6. To find the number of chocolate bars in a box, we divide both sides of the equation by 8:
+   \[
+   x = \frac{64}{8} = 8
+   \]
+</think>
+Therefore, the number of chocolate bars in a box is \boxed{8}.','8',1,'equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,0,'1. First, we need to determine how many laps Trey runs:
+   - Bethany can run 10 laps in one hour.
+   - Trey can run 4 more laps than Bethany.
+   \[
+   \text{Trey''s laps} = \text{Bethany''s laps} + 4 = 10 + 4 = 14 \text{ laps}
+   \]
+2. Next, we need to determine how many laps Shaelyn runs:
+   - Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Shaelyn''s laps} = \frac{\text{Trey''s laps}}{2} = \frac{14}{2} = 7 \text{ laps}
+   \]
+3. Finally, we need to determine how many laps Quinn runs:
+   - Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Quinn''s laps} = \text{Shaelyn''s laps} - 2 = 7 - 2 = 5 \text{ laps}
+   \]
+4. We need to find out how many more laps Bethany can run compared to Quinn:
+   \[
+   \text{Difference} = \text{Bethany''s laps} - \text{Quinn''s laps} = 10 - 5 = 5 \text{ laps}
+   \endthink>
+Therefore, Bethany can run \boxed{5} more laps compared to Quinn.','5',1,'equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(172,1,'To determine how many more laps Bethany can run compared to Quinn, we will calculate the number of laps each person can run and then find the difference between them.
+1. Calculate the number of laps Trey can run:
+   \[
+   \text{Laps Trey can run} = \text{Laps Bethany can run} + 4 = 10 + 4 = 14
+   \]
+2. Calculate the number of laps Shaelyn can run:
+   \[
+   \text{Laps Shaelyn can run} = \frac{\text{Laps Trey can run}}{2} = \frac{14}{2} = 7
+   \]
+3. Calculate the number of laps Quinn can run:
+   \[
+   \text{Laps Quinn can run} = \text{Laps Shaelyn can run} - 2 = 7 - 2 = 5
+   \]
+4. Find the difference between Bethany''s laps and Quinn''s laps:
+   \[
+   \text{Difference} = \text{Laps Bethany can run} - \text{Laps Quinn can run} = 10 - 5 = 5
+   \]
+</think>
+Therefore, Bethany can run \boxed{5} more laps than Quinn.','5',1,'equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,2,'1. First, we calculate the number of laps Trey can run.
+   - Bethany runs 10 laps in one hour.
+   - Trey runs 4 more laps than Bethany.
+   - Therefore, Trey''s laps are \(10 + 4 = 14\).
+
+2. Next, we calculate the number of laps Shaelyn can run.
+   - Shaelyn can run half as many laps as Trey.
+   - Therefore, Shaelyn''s laps are \(\frac{14}{2} = 7\).
+
+3. Then, we calculate the number of laps Quinn can run.
+   - Quinn can run 2 fewer laps than Shaelyn.
+   - Therefore, Quinn''s laps are \(\frac{7}{2} - 2 = 3\).
+
+4. Finally, we determine how many more laps Bethany can run compared to Quinn.
+   - Bethany''s laps are 10.
+   - Quinn''s laps are 3.
+   - The difference is \(10 - 3 = 7\).
+
+</think>
+The final answer is \boxed{7}.','7',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,3,'1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany.
+   \[
+   \text{Trey''s laps} = \text{Bethany''s laps} + 4 = 10 + 4 = 14 \text{ laps}
+   \]
+3. Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Shaelyn''s laps} = \frac{\text{Trey''s laps}}{2} = \frac{14}{2} = 7 \text{ laps}
+   \]
+4. Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Quinn''s laps} = \text{Shaelyn''s laps} - 2 = 7 - 2 = 5 \text{ laps}
+   \]
+5. To find out how many more laps Bethany can run compared to Quinn, we subtract Bethany''s laps from Quinn''s laps.
+   \[
+   \text{Difference} = \text{Quinn''s laps} - \text{Bethany''s laps} = 5 - 10 = -5
+   \]
+</think>
+
+The final answer is:
+\[
+\boxed{-5}
+\]','-5',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,4,'1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Determine how many more laps Bethany can run compared to Quinn.
+</think>
+
+Let''s break it down step-by-step:
+
+1. Bethany can run 10 laps in one hour.
+   \[
+   \text{Laps Bethany runs} = 10 \text{ laps/hour} \times 60 \text{ minutes/hour} = 600 \text{ laps}
+   \]
+
+2. Trey can run 4 more laps than Bethany.
+   \[
+   \text{Laps Trey runs} = \text{Laps Bethany runs} + 4 = 600 + 4 = 604 \text{ laps}
+   \]
+
+3. Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Laps Shaelyn runs} = \frac{\text{Laps Trey runs}}{2} = \frac{604}{2} = 302 \text{ laps}
+   \]
+
+4. Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Laps Quinn runs} = \text{Laps Shaelyn runs} - 2 = 302 - 2 = 300 \text{ laps}
+   \]
+
+5. Determine how many more laps Bethany can run compared to Quinn.
+   \[
+   \text{Difference} = \text{Laps Bethany runs} - \text{Laps Quinn runs} = 604 - 300 = 304
+   \]
+
+Therefore, Bethany can run \(\boxed{304}\) more laps compared to Quinn.','304',0,'not_equivalent',389,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,5,'1. First, we determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate the number of laps Trey can run as follows:
+   \[
+   \text{Laps Trey can run} = \text{Laps Bethany can run} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate the number of laps Shaelyn can run as follows:
+   \[
+   \text{Laps Shaelyn can run} = \frac{\text{Laps Trey can run}}{2} = \frac{14}{2} = 7
+   \]
+
+3. Now, we determine how many laps Quinn can run. Since Quinn can run 2 fewer laps than Shaelyn, we calculate the number of laps Quinn can run as follows:
+   \[
+   \text{Laps Quinn can run} = \text{Laps Shaelyn can run} - 2 = 7 - 2 = 5
+   \]
+
+4. Finally, we compare the number of laps Bethany can run to Quinn by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+   \[
+   \text{Difference} = \text{Laps Bethany can run} - \text{Laps Quinn can run} = 10 - 5 = 5
+   \]
+
+</think>
+
+Therefore, Bethany can run \boxed{5} more laps compared to Quinn.','5',1,'equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,6,'1. First, we determine how many laps Trey can run. Since Trey can run 4 more laps than Bethany, we calculate:
+   \[
+   \text{Trey''s laps} = \text{Bethany''s laps} + 4 = 10 + 4 = 14
+   \]
+
+2. Next, we determine how many laps Shaelyn can run. Since Shaelyn can run half as many laps as Trey, we calculate:
+   \[
+   \text{Shaelyn''s laps} = \frac{\text{Trey''s laps}}{2} = \frac{14}{2} = 7
+   \]
+
+3. Then, we determine how many laps Quinn can run. Since Quinn can run 2 fewer laps than Shaelyn, we calculate:
+   \[
+   \text{Quinn''s laps} = \text{Shaelyn''s laps} - 2 = 7 - 2 = 5
+   \]
+
+4. Finally, we find out how many more laps Bethany can run compared to Quinn by subtracting Bethany''s laps from Quinn''s laps:
+   \[
+   \text{Difference} = \text{Quinn''s laps} - \text{Bethany''s laps} = 5 - 10 = -5
+   \]
+
+Therefore, Bethany can run \boxed{-5} more laps compared to Quinn.','-5',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,7,'To determine how many more laps Bethany can run compared to Quinn, we first need to calculate the number of laps each person can run individually.
+
+1. **Calculate the number of laps Bethany can run:**
+   Bethany can run 10 laps in one hour.
+   \[
+   \text{Laps Bethany can run} = 10
+   \]
+
+2. **Calculate the number of laps Trey can run:**
+   Trey can run 4 more laps than Bethany.
+   \[
+   \text{Laps Trey can run} = 10 + 4 = 14
+   \]
+
+3. **Calculate the number of laps Shaelyn can run:**
+   Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Laps Shaelyn can run} = \frac{14}{2} = 7
+   \]
+
+4. **Calculate the number of laps Quinn can run:**
+   Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Laps Quinn can run} = 7 - 2 = 5
+   \]
+
+Now, we need to determine how many more laps Bethany can run compared to Quinn. We subtract the number of laps Quinn runs from the number of laps Bethany runs.
+\[
+\text{Difference} = \text{Laps Bethany runs} - \text{Laps Quinn runs} = 10 - 5 = 5
+\]
+
+Therefore, Bethany can run \boxed{5} more laps compared to Quinn.','5',1,'equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,0,'1. First, we need to determine the number of letters delivered on Tuesday. According to the problem, the number of letters delivered on Tuesday is one-fifth of the number of letters delivered on Monday. Therefore, we calculate it as follows:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{17}{5} \times 425
+   \]
+   Perform the multiplication:
+   \[
+   \frac{17}{5} \times 425 = \frac{17 \times 425}{5} = \frac{7125}{5} = 1425
+   \]
+   So, the number of letters delivered on Tuesday is 1425.
+
+2. Next, we need to determine the number of letters delivered on Wednesday. According to the problem, the number of letters delivered on Wednesday is five more than twice the number of letters delivered on Tuesday. Therefore, we calculate it as follows:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 1425 + 5
+   \]
+   Perform the multiplication and addition:
+   \[
+   2 \times 1425 = 2850
+   \]
+   \[
+   2850 + 5 = 2855
+   \]
+   So, the number of letters delivered on Wednesday is 2855.
+
+3. Finally, we need to find the total number of letters delivered by the post office from Monday to Wednesday. We add the number of letters delivered on Monday and the number of letters delivered on Wednesday:
+   \[
+   \text{Total letters delivered} = 425 + 2855 = 3280
+   \]
+
+</think>
+The final answer is \boxed{3280}.','3280',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,1,'1. Calculate the number of letters delivered on Tuesday:
+   \[
+   \text{Tuesday} = \frac{1}{5} \times 425 + 17
+   \]
+   \[
+   \text{Tuesday} = 90 + 17
+   \]
+   \[
+   \text{Tuesday} = 107
+   \]
+
+2. Calculate the number of letters delivered on Wednesday:
+   \[
+   \text{Wednesday} = 2 \times \text{Tuesday} + 5
+   \]
+   \[
+   \text{Wednesday} = 2 \times 107 + 5
+   \]
+   \[
+   \text{Wednesday} = 214 + 5
+   \]
+   \[
+   \text{Wednesday} = 229
+   \]
+
+<think>
+3. Find the total number of letters delivered by the post office on Monday, Wednesday, and Tuesday:
+   \[
+   \text{Total} = \text{Monday} + \text{Wednesday} + \text{Tuesday}
+   \]
+   \[
+   \text{Total} = 425 + 229 + 107
+   \]
+   \[
+   \text{Total} = 759
+   \]
+
+<think>
+The final answer is:
+\boxed{759}','759',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,2,'1. First, we need to determine the number of letters delivered on Tuesday. According to the problem, the post office delivered 17 more than one-fifth of the number of letters delivered on Monday.
+   \[
+   \text{Number of letters delivered on Tuesday} = \frac{1}{5} \times 425 + 17
+   \]
+   To perform the multiplication and addition:
+   \[
+   \frac{1}{5} \times 425 = 85
+   \]
+   \[
+   85 + 17 = 102
+   \]
+   So, the post office delivered 102 letters on Tuesday.
+2. Next, we need to determine the number of letters delivered on Wednesday. According to the problem, the post office delivered 5 more than twice as many letters as they delivered on Tuesday.
+   \[
+   \text{Number of letters delivered on Wednesday} = 2 \times 102 + 5
+   \]
+   To perform the multiplication and addition:
+   \[
+   2 \times 102 = 204
+   \]
+   \[
+   204 + 5 = 209
+   \]
+   So, the post office delivered 209 letters on Wednesday.
+3. Finally, we need to find the total number of letters delivered from Monday to Wednesday by summing the letters delivered on each day.
+   \[
+   \text{Total number of letters delivered} = 425 + 102 + 209
+   \]
+   To perform the addition:
+   \[
+   425 + 102 = 527
+   \]
+   \[
+   527 + 209 = 736
+   \]
+   Therefore, the post office delivered \boxed{736} letters from Monday to Wednesday.','736',1,'equivalent',410,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,3,'To solve this problem, we need to determine the number of letters delivered on Monday, Tuesday, and Wednesday step by step.
+
+1. **Monday:**
+   The post office delivered 425 letters.
+
+2. **Tuesday:**
+   The post office delivered 17 more than one-fifth as many letters as Monday. First, we calculate one-fifth of 425:
+   \[
+   \frac{1}{5} \times 425 = 90
+   \]
+   Then, we add 17 to this result:
+   \[
+   90 + 17 = 107
+   \]
+   So, the post office delivered 107 letters on Tuesday.
+
+3. **Wednesday:**
+   The post office delivered 5 more than twice as many letters as they delivered on Tuesday. First, we calculate twice the number of letters delivered on Tuesday:
+   \[
+   2 \times 107 = 214
+   \]
+   Then, we add 5 to this result:
+   \[
+   214 + 5 = 219
+   \]
+   So, the post office delivered 219 letters on Wednesday.
+
+4. **Final Answer:**
+   The post office delivered \boxed{219} letters on Wednesday.
+</think>','219',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,4,'To determine the total number of letters delivered by the post office Monday - Wednesday, we need to follow these steps:
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered 17 more than one-fifth as many as Monday.
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 + 17 = 95 + 17 = 112
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Tuesday, they delivered 5 more than twice as many as they delivered on Tuesday.
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 112 + 5 = 224 + 5 = 239
+   \]
+
+3. **Calculate the total number of letters delivered by the post office Monday - Wednesday:**
+   - Add the number of letters delivered on Monday and Wednesday together.
+   \[
+   \text{Total letters} = 425 + 239 = 664
+   \]
+
+</think>
+
+Therefore, the post office delivered \boxed{664} letters Monday - Wednesday.','664',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(173,5,'To determine how many letters the post office delivered on Monday - Wednesday, we need to break down the problem step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered 17 more than one-fifth as many as Monday.
+   - Therefore, the number of letters delivered on Tuesday is:
+     \[
+     \frac{1}{5} \times 425 + 17 = 85 + 17 = 102
+     \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Tuesday, they delivered 102 letters.
+   - On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday.
+   - Therefore, the number of letters delivered on Wednesday is:
+     \[
+     2 \times 102 + 5 = 204 + 5 = 219
+     \]
+
+3. **Find the total number of letters delivered on Monday - Wednesday:**
+   - The total number of letters delivered on Monday - Wednesday is the sum of the letters delivered on Monday and Wednesday:
+     \[
+     425 + 219 = 644
+     \]
+
+</think>
+The final answer is \boxed{644}.','644',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,6,'1. Let''s denote the number of letters delivered on Monday as \( M \).
+   - According to the problem, \( M = 425 \).
+
+2. On Tuesday, they delivered 17 more than one-fifth of what they delivered on Monday.
+   - First, calculate one-fifth of \( M \):
+     \[
+     \frac{1}{5} \times M = \frac{1}{5} \times 425 = 85
+     \]
+   - Then, add 17 to this value:
+     \[
+     85 + 17 = 102
+     \]
+   - Therefore, the number of letters delivered on Tuesday is \( 102 \).
+
+3. On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday.
+   - Calculate twice the number of letters delivered on Tuesday:
+     \[
+     2 \times 102 = 204
+     \]
+   - Then, add 5 to this value:
+     \[
+     204 + 5 = 209
+     \]
+   - Therefore, the number of letters delivered on Wednesday is \( 209 \).
+
+4. To find the total number of letters delivered on Monday and Wednesday, we add their individual amounts:
+   \[
+   M + W = 425 + 209 = 634
+   \]
+
+</think>
+Therefore, the final answer is \boxed{634}.','634',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,7,'To determine how many letters the post office delivered on Monday - Wednesday, we need to follow the problem step by step.
+
+1. **Determine the number of letters delivered on Tuesday:**
+   The problem states that the number of letters delivered on Tuesday is one-fifth as many as the number of letters delivered on Monday. Since the number of letters delivered on Monday is 425, we calculate:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 = 85
+   \]
+
+2. **Determine the number of letters delivered on Wednesday:**
+   The problem states that the number of letters delivered on Wednesday is five more than twice as many as they delivered on Tuesday. Since the number of letters delivered on Tuesday is 85, we calculate:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 85 + 5 = 170 + 5 = 175
+   \]
+
+Therefore, the post office delivered \(\boxed{175}\) letters on Wednesday.','175',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,0,'1. First, we calculate the total time Melissa spends listening to the court case. She listens for 6 hours a day for 3 days, so the total time spent is:
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+2. Melissa is paid $15 per day, so the total cost for listening is:
+   \[
+   18 \text{ hours} \times \$15/\text{hour} = \$270
+   \]
+3. Melissa has to pay $3 for parking each day, so the total cost for parking is:
+   \[
+   3 \text{ days} \times \$3/\text{day} = \$9
+   \]
+4. The total cost for listening and parking is the sum of the parking cost and the cost for listening:
+   \[
+   \$9 + \$270 = \$369
+   \]
+5. The jury pay per hour is the total cost divided by the total time spent:
+   \[
+   \$369 \div 18 \text{ hours} = \$21.25
+   \]
+</think>
+
+Therefore, Melissa''s jury pay per hour after expenses is \boxed{21.25}.','21.25',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,1,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa listens to the court case in a day.
+2. Determine the total payment Melissa makes in a day (both for listening and parking).
+3. Calculate the total payment Melissa makes for the entire month (6 days).
+4. Determine the total payment Melissa makes for the entire month (both for listening and parking) considering the expenses.
+5. Calculate the total payment Melissa makes per hour after expenses by dividing the total payment by the total number of hours.
+</think>
+
+Let''s break this down step by step:
+
+1. Melissa listens to the court case for 3 days in a day.
+   \[
+   \text{Total hours per day} = 3 \text{ days}
+   \]
+
+2. Melissa''s payment for listening in a day is $15.
+   \[
+   \text{Total payment per day} = 15 \text{ dollars}
+   \]
+
+3. Melissa''s payment for parking each day is $3.
+   \[
+   \text{Total payment per day} = 3 \text{ dollars}
+   \]
+
+4. Melissa''s total payment for the month is 6 days.
+   \[
+   \text{Total payment for the month} = 6 \text{ days} \times 15 \text{ dollars/day} = 90 \text{ dollars}
+   \]
+
+5. Melissa''s total payment for the month (both for listening and parking) considering the expenses is $90 - ($3 \text{ dollars/day} \times 3 \text{ days}) = $90 - $9 \text{ dollars/day} = $81 \text{ dollars}
+   \[
+   \text{Total payment per hour after expenses} = \frac{81 \text{ dollars}}{90 \text{ days}} = 9 \text{ dollars/day}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \boxed{9}.','9',0,'not_equivalent',426,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,2,'1. First, we need to determine the total number of hours Melissa listens to the court case in a day. She listens to a court case for 3 days.
+   \[
+   3 \text{ days} \times 6 \text{ hours/day} = 18 \text{ hours}
+   \]
+
+2. Next, we need to calculate the total amount of money Melissa pays for parking each day. She pays $3 for parking each day.
+   \[
+   18 \text{ hours} \times 3 \text{ dollars/hour} = 54 \text{ dollars}
+   \]
+
+3. Finally, we need to find the total amount of money Melissa pays for parking over the course of the day. Since she pays $54 each day, we multiply $54 by 3 days:
+   \[
+   3 \text{ days} \times 54 \text{ dollars/day} = 162 \text{ dollars}
+   \]
+
+4. Now, we subtract the amount Melissa pays for parking from the total amount she pays for watching the court case to find her total pay for watching the court case per day:
+   \[
+   18 \text{ hours} - 162 \text{ dollars} = -34 \text{ dollars}
+   \]
+   Since Melissa cannot pay a negative amount, we need to round up to the nearest whole number, which is 34 hours.
+
+5. To find out how much Melissa pays per hour after expenses, we divide her total pay for watching the court case per day by the number of hours she listens to the court case per day:
+   \[
+   \frac{-34 \text{ dollars}}{18 \text{ hours}} = -2 \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s final answer is:
+\boxed{-2}','-2',0,'not_equivalent',395,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,3,'1. Melissa listens to a court case for 3 days.
+2. She spends 6 hours a day listening to the court case.
+3. Therefore, the total number of hours Melissa listens to the court case is \(3 \text{ days} \times 6 \text{ hours/day} = 18 \text{ hours}\).
+
+Next, we need to calculate the total cost of Melissa''s listening hours:
+\[18 \text{ hours} \times \$15/\text{hour} = \$270\]
+
+Now, we need to calculate the total cost of Melissa''s parking hours, which is \(18 \text{ hours} \times \$3/\text{hour} = \$54\).
+
+Adding these two amounts together gives the total cost of Melissa''s expenses:
+\[\$270 + \$54 = \$324\]
+
+Since Melissa has to pay $3 for parking each day, the total cost of her expenses is \(\boxed{324}\).','324',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(174,4,'1. First, we calculate the total number of hours Melissa listens to the court case:
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. Next, we calculate Melissa''s total earnings from listening to the court case:
+   \[
+   18 \text{ hours} \times \$15/\text{hour} = \$270
+   \]
+
+3. Melissa has to pay $3 for parking each day. Therefore, her total parking expenses are:
+   \[
+   3 \text{ days} \times \$3/\text{day} = \$9
+   \]
+
+4. To find Melissa''s total earnings after expenses, we subtract her parking expenses from her total earnings:
+   \[
+   \$270 - \$9 = \$261
+   \]
+
+5. Finally, we calculate Melissa''s jury pay per hour by dividing her total earnings by the number of hours she listens to the court case:
+   \[
+   \frac{\$261}{18} = \$14.73
+   \]
+
+</think>
+
+The final answer is:
+\boxed{14.73}','14.73',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,5,'1. Melissa listens to a court case for 3 days.
+2. She spends 6 hours a day for the court case.
+3. Therefore, the total time spent listening to the court case is \(3 \text{ days} \times 6 \text{ hours/day} = 18 \text{ hours}\).
+4. Melissa''s total pay per day is $15.
+5. Over the 18 hours, Melissa''s total pay is \(18 \text{ hours} \times \$15/\text{hour} = \$270\).
+6. Melissa has to pay $3 for parking each day. Therefore, her total parking cost is \(3 \text{ days} \times \$3/\text{day} = \$9\).
+7. Melissa''s total pay after expenses is \( \$270 - \$9 = \$261\).
+8. Melissa''s pay per hour is the total pay after expenses divided by the number of hours she listens to the court case, which is \( \$261 \div 18 \).
+</think>
+
+Now, let''s calculate Melissa''s pay per hour:
+\[
+\boxed{13}
+\]','13',0,'not_equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,6,'1. First, we need to calculate the total number of hours Melissa listens to the court case.
+   \[
+   \text{Total hours} = \text{Listening hours/day} \times \text{Number of days} = 6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. Next, we need to calculate the total amount Melissa spends listening to the court case.
+   \[
+   \text{Total amount spent} = \text{Total hours} \times \text{Per hour} = 18 \text{ hours} \times \$15/\text{hour} = \$270
+   \]
+
+3. Melissa spends $3 for parking each day.
+   \[
+   \text{Parking cost per day} = \$3/\text{day}
+   \]
+
+4. To find out how much Melissa makes per hour after expenses, we need to subtract the parking cost from the total amount spent.
+   \[
+   \text{Jury pay per hour} = \$270 - \$3/\text{day} = \$270 - \$3/\text{day} = \$270 - \frac{3}{\text{day}}
+   \]
+
+5. To simplify the fraction, we note that \( \frac{3}{\text{day}} \) can be written as \( \frac{3}{12} \).
+   \[
+   \text{Jury pay per hour} = \$270 - \frac{3}{12} = \$270 - 0.25 = \$267.75
+   \]
+
+6. Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{267.75}\).','267.75',0,'not_equivalent',383,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,7,'1. Melissa listens to a court case for 3 days in 6 hours per day.
+   \[
+   3 \text{ days} \times 6 \text{ hours/day} = 18 \text{ hours}
+   \]
+
+2. Melissa is paid $15 per day.
+   \[
+   \text{Total pay per day} = 15 \text{ dollars/day}
+   \]
+
+3. Melissa has to pay $3 for parking each day.
+   \[
+   \text{Total parking cost per day} = 3 \text{ dollars/day}
+   \]
+
+4. Calculate the total cost of parking for all three days.
+   \[
+   \text{Total parking cost} = 3 \text{ dollars/day} \times 3 \text{ days} = 9 \text{ dollars}
+   \]
+
+5. Calculate the total pay for parking for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+6. Calculate the total pay for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+7. Calculate the total pay for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+8. Calculate the total pay for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+9. Calculate the total pay for all three days.
+   \[
+   \text{Total pay per day} = 9 \text{ dollars/day}
+   \]
+
+10. Calculate the total pay for all three days.
+    \[
+    \text{Total pay per day} = 9 \text{ dollars/day}
+    \]
+
+11. Calculate the total pay for all three days.
+    \[
+    \text{Total pay per day} = 9 \text{ dollars/day}
+    \]
+
+12. Calculate the total pay for all three days.
+    \[
+    \text{Total pay per day} = 9 \text{ dollars/day}
+    \]
+
+13. Calculate the total pay for all three days.
+    \[
+    \text{Total pay per day} = 9 \text{ dollars/day}
+    \]
+
+14. Calculate the total pay for all three days.
+','14',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,0,'1. Anthony wants to send out 700 small coupons.
+2. He also wants to send out twice as many big coupons.
+   - Since there are 700 small coupons, there are \(2 \times 700 = 1400\) big coupons.
+3. Each small coupon costs 5 cents to mail.
+   - Therefore, the total cost for the small coupons is \(1400 \times 5 = 7000\) cents.
+4. Each big coupon costs 15 cents to mail.
+   - Therefore, the total cost for the big coupons is \(1400 \times 15 = 21000\) cents.
+5. To find the total cost of postage, we add the total cost of the small coupons and the total cost of the big coupons.
+   - Total postage cost = \(7000 + 21000 = 28000\) cents.
+</think>
+
+<think>
+Anthony spends a total of 28000 cents on postage.
+</think>','28000',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,1,'1. Anthony wants to send out 700 small coupons.
+   - Since each small coupon costs 5 cents to mail, the total amount spent on small coupons is:
+     \[
+     700 \times 5 \text{ cents} = 3500 \text{ cents}
+     \]
+
+2. Anthony wants to send out twice as many big coupons as small coupons.
+   - Since each small coupon costs 5 cents to mail, the number of big coupons is:
+     \[
+     \frac{700}{2} = 350 \text{ big coupons}
+     \]
+   - Since each big coupon costs 15 cents to mail, the total amount spent on big coupons is:
+     \[
+     350 \times 15 \text{ cents} = 5250 \text{ cents}
+     \]
+
+3. Anthony is also sending out 700 large coupons.
+   - Since each big coupon costs 15 cents to mail, the total amount spent on large coupons is:
+     \[
+     700 \times 15 \text{ cents} = 10500 \text{ cents}
+     \]
+
+Now, we add the amounts spent on small, big, and large coupons to get the total postage cost:
+\[
+3500 \text{ cents} + 5250 \text{ cents} + 10500 \text{ cents} = 19250 \text{ cents}
+\]
+
+<think>
+The final answer is \boxed{19250}.','19250',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,2,'Let''s break down the problem step-by-step.
+
+1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons. Therefore, the number of big coupons is \(2 \times 700 = 1400\).
+3. Each small coupon costs 5 cents to mail. Therefore, the total cost for the small coupons is \(700 \times 5 = 3500\) cents.
+4. Each big coupon costs 15 cents to mail. Therefore, the total cost for the big coupons is \(1400 \times 15 = 21000\) cents.
+5. To find the total postage cost, we add the total cost for the small coupons and the total cost for the big coupons: \(3500 + 21000 = 24500\) cents.
+</think>
+
+Now, let''s write the final answer as \boxed{24500} cents.','24500',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(175,3,'1. Anthony wants to send out 700 small coupons.
+2. Twice as many big coupons are needed, which means 2 * 700 = 1400 big coupons.
+3. Each small coupon costs 5 cents to mail.
+4. Each big coupon costs 15 cents to mail.
+5. To calculate the total cost of small coupons, we multiply the number of small coupons by the cost per small coupon: 700 * 5 cents = 3500 cents.
+6. To calculate the total cost of big coupons, we multiply the number of big coupons by the cost per big coupon: 1400 * 15 cents = 21000 cents.
+7. To find the total cost of postage, we add the total cost of small coupons to the total cost of big coupons: 3500 cents + 21000 cents = 24500 cents.
+</think>
+The final answer is \boxed{24500} cents.','24500',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,4,'1. First, we need to determine the number of big coupons Anthony wants to send out. According to the problem, Anthony wants twice as many big coupons as small coupons.
+2. Anthony sends out 700 small coupons.
+3. Therefore, the number of big coupons is calculated as follows:
+   \[
+   \text{Number of big coupons} = 2 \times \text{Number of small coupons} = 2 \times 700 = 1400
+   \]
+4. Next, we calculate the total cost of the small coupons. Since each small coupon costs 5 cents, the total cost for the small coupons is:
+   \[
+   \text{Total cost for small coupons} = 700 \times 0.05 = 35 \text{ cents}
+   \]
+5. Now, we calculate the total cost of the big coupons. Since each big coupon costs 15 cents, the total cost for the big coupons is:
+   \[
+   \text{Total cost for big coupons} = 1400 \times 0.15 = 210 \text{ cents}
+   \]
+6. To find the total cost of postage, we add the total cost of the small coupons to the total cost of the big coupons:
+   \[
+   \text{Total cost of postage} = 35 + 210 = 245 \text{ cents}
+   \]
+</think>
+Therefore, the final answer is \boxed{245}.','245',1,'equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,5,'To determine how much Anthony spends on postage, we need to calculate the total number of coupons and then calculate the postage cost based on the given costs per coupon.
+</think>
+
+First, we calculate the number of big coupons. Anthony wants to send out twice as many big coupons as small coupons. Since he wants to send out 700 small coupons, he wants to send out \(2 \times 700 = 1400\) big coupons.
+Next, we calculate the total number of coupons by adding the number of small coupons and the number of big coupons together. This gives us \(700 + 1400 = 2100\) coupons.
+Now, we calculate the postage cost for each coupon. Each small coupon costs 5 cents, so the postage cost for 700 small coupons is \(700 \times 5 = 3500\) cents.
+Each big coupon costs 15 cents, so the postage cost for 1400 big coupons is \(1400 \times 15 = 21000\) cents.
+To find the total postage cost, we add the postage costs for the small coupons and the big coupons together. This gives us \(3500 + 21000 = 24500\) cents.
+</think>
+
+Therefore, the final answer is \boxed{24500} cents.','24500',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,6,'1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons, so he sends out \( 2 \times 700 = 1400 \) big coupons.
+3. Each small coupon costs 5 cents to mail, so the total cost for the small coupons is \( 700 \times 5 = 3500 \) cents.
+4. Each big coupon costs 15 cents to mail, so the total cost for the big coupons is \( 1400 \times 15 = 21000 \) cents.
+5. To find the total cost of postage, we add the costs of the small and big coupons together: \( 3500 + 21000 = 24500 \) cents.
+</think>
+
+Therefore, Anthony spends \(\boxed{24500}\) cents on postage total.','24500',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,7,'1. Anthony wants to send out a total of 700 small coupons and twice as many big coupons. So, the total number of coupons is calculated as follows:
+   \[
+   700 + 2 \times 700 = 700 + 1400 = 2100
+   \]
+2. Each small coupon costs 5 cents to mail, and each big coupon costs 15 cents. So, the total postage cost for the small coupons is:
+   \[
+   2100 \times 5 = 10500 \text{ cents}
+   \]
+3. Each large coupon costs 15 cents. So, the total postage cost for the big coupons is:
+   \[
+   2100 \times 15 = 31500 \text{ cents}
+   \]
+4. To find the total postage cost, we add the postage cost for the small coupons and the postage cost for the big coupons:
+   \[
+   10500 + 31500 = 42000 \text{ cents}
+   \]
+5. Since 10000 cents is equivalent to 1 dollar, Anthony spends \(\boxed{42000}\) dollars on postage.','42000',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,0,'Rory retrieved 19 tennis balls in all. Let''s denote the number of tennis balls he retrieved in the second set as \( x \). According to the problem, he retrieved four more balls than in the second set in the first set. So, the number of tennis balls he retrieved in the first set is:
+\[ 19 + 4 = 23 \]
+Since the first set has 3 sets, we can set up the equation:
+\[ 23 + x = 3 \times 23 \]
+Simplifying the right side of the equation, we get:
+\[ 23 + x = 69 \]
+To find \( x \), we subtract 23 from both sides of the equation:
+\[ x = 69 - 23 \]
+\[ x = 46 \]
+Therefore, the number of tennis balls he retrieved in the first set of the match is \(\boxed{46}\).','46',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,1,'To determine how many tennis balls Rory retrieved in the first set of the match, we start by defining the variables for the number of balls retrieved in each set.
+- Let \( B_2 \) be the number of tennis balls retrieved in the second set.
+- According to the problem, the number of balls retrieved in the first set \( B_1 \) is 4 more than the number of balls retrieved in the second set, so we can write:
+  \[
+  B_1 = B_2 + 4
+  \]
+- The third set retrieves half as many balls as in the second set, so we can write:
+  \[
+  B_3 = \frac{B_2}{2}
+  \]
+- The total number of tennis balls retrieved in all three sets is given as 19. Therefore, we can write the equation:
+  \[
+  B_1 + B_2 + B_3 = 19
+  \]
+Substituting the expressions for \( B_1 \), \( B_2 \), and \( B_3 \) from the first two equations into the total equation, we get:
+\[
+(B_2 + 4) + B_2 + \frac{B_2}{2} = 19
+\]
+To combine the terms on the left side, we need a common denominator. The common denominator for 1, 4, and \( \frac{B_2}{2} \) is 4. We can rewrite each term with a denominator of 4:
+\[
+\frac{4(B_2 + 4)}{4} + \frac{4B_2}{4} + \frac{2B_2}{4} = 19
+\]
+Simplifying the left side, we get:
+\[
+\frac{4B_2 + 16}{4} + \frac{4B_2}{4} + \frac{2B_2}{4} = 19
+\]
+\[
+\frac{12B_2 + 16}{4} = 19
+\]
+To isolate \( B_2 \), we need to eliminate the denominator by multiplying both sides of the equation by 4:
+\[
+12B_2 + 16 = 76
+\]
+Next, we need to isolate \( B_2 \) by subtracting 16 from both sides of','16',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(176,2,'Let''s break down the problem step-by-step.
+
+1. Determine the number of tennis balls retrieved in the second set. According to the problem, in the second set, Rory retrieved half as many balls as in the first set. Since he retrieved 19 tennis balls in the first set, the number of balls retrieved in the second set is:
+   \[
+   \frac{19}{2} = 9
+   \]
+
+2. Determine the number of tennis balls retrieved in the third set. In the third set, Rory retrieved half as many balls as in the second set. Since he retrieved 9 tennis balls in the second set, the number of balls retrieved in the third set is:
+   \[
+   \frac{9}{2} = 4.5
+   \]
+   Since the number of balls retrieved must be a whole number, we interpret this as Rory retrieved 4 balls (since we cannot have a fraction of a ball).
+
+3. Calculate the total number of tennis balls retrieved in all three sets. We know that the total number of balls retrieved is 19. Including the balls from the second set and the third set, the total number of balls retrieved is:
+   \[
+   19 + 9 + 4 = 26
+   \]
+
+4. Since we know the total number of balls retrieved is 26 and we have calculated that the number of balls retrieved in the second set is 9, we can see that the number of balls retrieved in the first set must have been:
+   \[
+   \text{Total balls} - \text{Second set balls} = 26 - 9 = 17
+   \]
+
+Therefore, the number of tennis balls Rory retrieved in the first set of the match is \boxed{17}.','17',0,'not_equivalent',373,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,3,'Let''s break down the problem step by step.
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set.
+2. According to the problem, in the first set, he retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, he retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is 19. So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+   To solve for \( x \), we need to first find a common denominator for the fractions on the left side of the equation. The common denominator is 2. So, we convert each term to have a denominator of 2:
+   \[
+   x + \frac{8x}{2} + \frac{x}{2} = 19
+   \]
+   Simplifying the left side, we get:
+   \[
+   \frac{10x}{2} = 19
+   \]
+   Next, we solve for \( x \) by dividing both sides of the equation by 10:
+   \[
+   x = \frac{19 \times 2}{10} = \frac{38}{10} = \frac{19}{5}
+   \]
+   Therefore, the number of tennis balls retrieved in the second set is \(\frac{19}{5}\).
+4. Now we substitute \( x = \frac{19}{5} \) back into the equation for the number of tennis balls retrieved in the first set:
+   \[
+   x + 4 + \frac{x}{2} = \frac{19}{5} + 4 + \frac{19}{5} = \frac{19}{5} + \frac{68}{5} = \frac{87}{5}
+   \]
+   The total number of tennis balls retrieved in all three sets is 19, so we have:
+   \[
+   \frac{87}{5} = 19
+   \]
+   This confirms that our substitution was correct. Therefore, the number of','19',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,4,'Let''s break down the problem step by step.
+
+1. Let \( x \) be the number of tennis balls in the first set of the match.
+2. In the second set, he retrieved four more balls than in the first set. Therefore, the number of balls in the second set is \( x + 4 \).
+3. In the third set, he retrieved half as many balls as in the second set. Therefore, the number of balls in the third set is \( \frac{x + 4}{2} \).
+4. According to the problem, the total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+   \[
+   x + 4 + \frac{x + 4}{2} = 19
+   \]
+
+5. First, we need to combine the terms on the left-hand side of the equation:
+   \[
+   x + \frac{x + 4}{2} + 4 = 19
+   \]
+   Simplify the fraction:
+   \[
+   x + \frac{x + 4}{2} = \frac{2x + 4 + 2x}{2} = \frac{4x + 6}{2} = 2x + 3
+   \]
+   Now the equation becomes:
+   \[
+   2x + 3 = 19
+   \]
+
+6. Next, we isolate \( x \) by subtracting 3 from both sides of the equation:
+   \[
+   2x = 19 - 3
+   \]
+   Simplify:
+   \[
+   2x = 16
+   \]
+
+7. Finally, we divide both sides of the equation by 2 to solve for \( x \):
+   \[
+   x = \frac{16}{2}
+   \]
+   Simplify:
+   \[
+   x = 8
+   \]
+
+Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{8}\).','8',0,'not_equivalent',432,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,5,'Let''s define the variables and set up the equations based on the information given in the problem.
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set of the match.
+2. According to the problem, in the first set, Rory had to retrieve four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+   To eliminate the fraction, we can multiply every term by 2:
+   \[
+   2x + 8 + x = 38
+   \]
+   Simplifying the left side of the equation, we get:
+   \[
+   3x + 8 = 38
+   \]
+   Next, we isolate the term with \( x \) by subtracting 8 from both sides:
+   \[
+   3x = 30
+   \]
+   Finally, we solve for \( x \) by dividing both sides by 3:
+   \[
+   x = 10
+   \]
+</think>
+
+So, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','10',1,'equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,6,'Let''s break down the problem step by step.
+
+1. First, let''s define the variables for the number of tennis balls retrieved in each set.
+   - Let \( S_1 \) be the number of tennis balls retrieved in the first set.
+   - Let \( S_2 \) be the number of tennis balls retrieved in the second set.
+   - Let \( S_3 \) be the number of tennis balls retrieved in the third set.
+
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set:
+   \[
+   S_1 = S_2 + 4
+   \]
+
+3. In the third set, Rory retrieved half as many balls as in the second:
+   \[
+   S_3 = \frac{S_2}{2}
+   \]
+
+4. We know that Rory retrieved a total of 19 tennis balls in all:
+   \[
+   S_1 + S_2 + S_3 = 19
+   \]
+
+Now we substitute the expressions for \( S_1 \) and \( S_3 \) from the first two equations into the total equation:
+\[
+(S_2 + 4) + S_2 + \frac{S_2}{2} = 19
+\]
+
+Simplify the left side of the equation:
+\[
+2S_2 + \frac{S_2}{2} = 2S_2 + \frac{S_2}{2} = S_2
+\]
+
+So the equation becomes:
+\[
+S_2 = 19
+\]
+
+Now we substitute \( S_2 = 19 \) back into the expression for \( S_1 \) using the first equation:
+\[
+S_1 = 19 + 4 = 23
+\]
+
+Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{23}\).','23',0,'not_equivalent',410,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,7,'1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, Rory retrieved four more balls than in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. In the third set, Rory retrieved half as many balls as in the second set. Therefore, the number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved after all three sets is given as 19. Therefore, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+5. To eliminate the fraction, we can multiply every term by 2 to combine the terms with the same denominator:
+   \[
+   2x + 8 + x = 38
+   \]
+6. Simplify the left side of the equation:
+   \[
+   3x + 8 = 38
+   \]
+7. Subtract 8 from both sides to isolate the term with \( x \):
+   \[
+   3x = 20
+   \]
+8. Divide both sides by 3 to solve for \( x \):
+   \[
+   x = 6
+   \]
+</think>
+
+Thus, the number of tennis balls retrieved in the first set of the match is \(\boxed{6}\).','6',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,0,'To determine how many puzzle pieces Teddy placed during the hour, we need to follow these steps:
+
+1. Calculate the total number of puzzle pieces in the 500 piece puzzle.
+2. Determine how many pieces Teddy finished in the first hour.
+3. Calculate the number of pieces Teddy finished in the second hour.
+4. Add the number of pieces finished in the first hour to the number of pieces finished in the second hour to get the total number of pieces placed during the hour.
+
+Step 1: Calculate the total number of puzzle pieces in the 500 piece puzzle.
+The total number of puzzle pieces is 500.
+
+Step 2: Determine how many pieces Teddy finished in the first hour.
+Teddy finished half of the puzzle in the first hour. Therefore, the number of pieces finished in the first hour is:
+\[
+\frac{500}{2} = 250
+\]
+
+Step 3: Calculate the number of pieces Teddy finished in the second hour.
+Teddy finished another half of the puzzle in the second hour. Therefore, the number of pieces finished in the second hour is:
+\[
+\frac{500}{2} = 250
+\]
+
+Step 4: Add the number of pieces finished in the first hour to the number of pieces finished in the second hour to get the total number of pieces placed during the hour.
+The total number of pieces placed during the hour is:
+\[
+250 + 250 = 500
+\]
+
+Therefore, the final answer is:
+\boxed{500}','500',0,'not_equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(177,1,'Let''s break down the problem step by step:
+
+1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. Since he finished half of a 500 puzzle, we can calculate this as follows:
+   \[
+   \text{Pieces finished in the first hour} = \frac{1}{2} \times 500 = 250
+   \]
+
+2. After the first hour, Teddy started and finished another 500 puzzle within the hour. This means he finished the first 500 puzzle again.
+   \[
+   \text{Pieces finished in the second hour} = 500
+   \]
+
+3. To find the total number of puzzle pieces Teddy placed during the hour, we need to add the pieces finished in the first hour and the pieces finished in the second hour:
+   \[
+   \text{Total pieces placed during the hour} = 250 + 500 = 750
+   \]
+
+</think>
+The final answer is \boxed{750}.','750',1,'equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,2,'1. First, we need to determine how many puzzle pieces Teddy finished in the first hour. The puzzle piece is worth 500 pieces, so in one hour, Teddy finished:
+   \[
+   \frac{500 \text{ pieces}}{2} = 250 \text{ pieces}
+   \]
+2. Next, we need to determine how many puzzle pieces Teddy finished in the second hour. In one hour, Teddy finished:
+   \[
+   \frac{500 \text{ pieces}}{2} = 250 \text{ pieces}
+   \]
+3. Since Teddy finished the puzzle pieces in both hour, we can add these amounts together to find out how many puzzle pieces Teddy placed during that hour:
+   \[
+   250 + 250 = 500 \text{ pieces}
+   \]
+</think>
+Therefore, the final answer is:
+\boxed{500}','500',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,3,'1. First, let''s determine how many puzzle pieces Teddy finished in half of a 500-piece puzzle:
+   \[
+   \frac{500}{2} = 250
+   \]
+   So, Teddy finished 250 puzzle pieces in half of the puzzle.
+2. Next, we need to find out how many puzzle pieces Teddy started and finished in an hour. Since an hour is 60 minutes, we calculate the number of puzzle pieces he started:
+   \[
+   60 \text{ minutes} = 60 \times 10 \text{ pieces} = 600 \text{ pieces}
+   \]
+   Since he finished in half of his puzzle, the number of puzzle pieces he finished in an hour is also 600 pieces.
+3. Now, we add the number of puzzle pieces he started and finished in an hour to find the total number of puzzle pieces he placed during that hour:
+   \[
+   600 + 600 = 1200
+   \]
+</think>
+The final answer is \boxed{1200}.','1200',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,4,'To determine how many puzzle pieces Teddy placed during his hour, we need to follow these steps:
+
+1. Identify the total number of puzzle pieces in the puzzle.
+   The puzzle has 500 pieces.
+
+2. Calculate how many puzzle pieces Teddy finished in the first hour.
+   Since Teddy finished half of the puzzle in the first hour, we perform the following calculation:
+   \[
+   \frac{500}{2} = 250
+   \]
+   Therefore, Teddy finished 250 puzzle pieces in the first hour.
+
+3. Determine how many puzzle pieces Teddy finished in the second hour.
+   Since Teddy finished another 500 puzzle in the second hour, we perform the following calculation:
+   \[
+   500
+   \]
+   Therefore, Teddy finished 500 puzzle pieces in the second hour.
+
+4. Calculate the total number of puzzle pieces Teddy placed during the hour.
+   To find the total number of puzzle pieces placed during the hour, we add the number of puzzle pieces finished in the first hour to the number of puzzle pieces finished in the second hour:
+   \[
+   250 + 500 = 750
+   \]
+
+</think>
+
+The final answer is \boxed{750}.','750',1,'equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,5,'To determine how many puzzle pieces Teddy placed during the hour, we need to follow these steps:
+
+1. Calculate the total number of puzzle pieces in one hour.
+2. Determine how many puzzle pieces Teddy finished during the hour.
+
+Step 1: Calculate the total number of puzzle pieces in one hour.
+There are 60 minutes in an hour, and each minute contains 60 puzzle pieces. Therefore, the total number of puzzle pieces in one hour is:
+\[ 60 \text{ minutes/hour} \times 60 \text{ puzzle pieces/minute} = 3600 \text{ puzzle pieces/hour} \]
+
+Step 2: Determine how many puzzle pieces Teddy finished during the hour.
+Teddy finished half of the 500 puzzle pieces in one hour. Therefore, the number of puzzle pieces she finished during the hour is:
+\[ \frac{500 \text{ puzzle pieces}}{2} = 250 \text{ puzzle pieces} \]
+
+So, the final answer is:
+\boxed{250}','250',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,6,'1. First, let''s determine how many puzzle pieces Teddy finished half of a 500 piece puzzle.
+   \[
+   \text{Number of pieces finished} = \frac{1}{2} \times 500 = 250
+   \]
+   So, Teddy finished 250 puzzle pieces.
+2. Next, we need to determine how many puzzle pieces Teddy started and finished after 250 pieces.
+   \[
+   \text{Number of pieces started after 250} = 500 - 250 = 250
+   \]
+   So, Teddy started and finished 250 puzzle pieces after 250 pieces.
+3. To find the total number of puzzle pieces Teddy placed during that hour, we need to add the pieces he finished after 250 pieces to the pieces he started and finished after 250 pieces.
+   \[
+   \text{Total pieces placed} = 250 + 250 = 500
+   \]
+</think>
+Therefore, the final answer is \boxed{500}.','500',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,7,'Let''s break down the problem step-by-step and then write the final answer.
+
+1. **Determine the total number of puzzle pieces:**
+   Teddy finished half of a 500-piece puzzle. Therefore, the number of puzzle pieces he finished is:
+   \[
+   \frac{500}{2} = 250
+   \]
+
+2. **Calculate the number of puzzle pieces completed in one hour:**
+   Teddy finished another 500-piece puzzle within an hour. Therefore, the number of puzzle pieces completed in one hour is:
+   \[
+   500
+   \]
+
+3. **Calculate the number of puzzle pieces placed during the hour:**
+   To find out how many puzzle pieces Teddy placed during the hour, we need to add the number of puzzle pieces he completed in one hour to the number of puzzle pieces he finished in half of the puzzle:
+   \[
+   500 + 250 = 750
+   \]
+
+</think>
+
+Therefore, the final answer is:
+\boxed{750}','750',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,0,'To determine the height of the fourth child, we need to calculate the height of each child step by step.
+
+1. **Calculate the height of the first child:**
+   The first child is 6 feet tall.
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Calculate the height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ inches}
+   \]
+
+3. **Calculate the height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ inches}
+   \]
+
+4. **Calculate the height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ inches}
+   \]
+
+</think>
+
+Therefore, the height of the fourth child is \boxed{6} inches.','6',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(178,1,'First, let''s determine the height of each child step by step:
+
+1. The first child is 6 feet tall.
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ inches}
+   \]
+
+3. The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ inches}
+   \]
+
+4. The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ inches}
+   \]
+
+</think>
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,2,'To determine the height of the fourth child, we need to follow the information given step by step.
+
+1. **First child''s height:**
+   The first child is 6 feet tall.
+
+2. **Second child''s height:**
+   The second child is two inches taller than the first child. Therefore, we calculate the height of the second child as follows:
+   \[
+   6 + 2 = 8 \text{ inches}
+   \]
+
+3. **Third child''s height:**
+   The third child is 5 inches shorter than the second child. Therefore, we calculate the height of the third child as follows:
+   \[
+   8 - 5 = 3 \text{ inches}
+   \]
+
+4. **Fourth child''s height:**
+   The fourth child is three inches taller than the third child. Therefore, we calculate the height of the fourth child as follows:
+   \[
+   3 + 3 = 6 \text{ inches}
+   \]
+
+</think>
+
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,3,'1. First, we need to determine the height of each child individually.
+   - The first child is 6 feet tall.
+   - The second child is two inches taller than the first child.
+   - The third child is 5 inches shorter than the second child.
+   - The fourth child is three inches taller than the third child.
+
+2. Calculate the height of the second child:
+   - Height of the second child = Height of the first child + 2 inches = 6 + 2 = 8 inches.
+
+3. Calculate the height of the third child:
+   - Height of the third child = Height of the second child - 5 inches = 8 - 5 = 3 inches.
+
+4. Calculate the height of the fourth child:
+   - Height of the fourth child = Height of the third child + 3 inches = 3 + 3 = 6 inches.
+</think>
+
+Therefore, the height of the fourth child is \boxed{6} inches.','6',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,4,'To determine the height of the fourth child, we need to calculate the height of each child step by step.
+
+1. **Calculate the height of the first child:**
+   The first child is 6 feet tall.
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Calculate the height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 + 2 = 8 \text{ inches}
+   \]
+
+3. **Calculate the height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 8 - 5 = 3 \text{ inches}
+   \]
+
+4. **Calculate the height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 3 + 3 = 6 \text{ inches}
+   \]
+
+</think>
+
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,5,'To determine the height of the fourth child, we need to calculate the height of each of the first three children step by step.
+<think>
+Calculate the height of the second child:
+The second child is two inches taller than the first child. The height of the first child is 6 feet.
+\[
+\text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches} = 8 \text{ inches}
+\]
+<think>
+Calculate the height of the third child:
+The third child is 5 inches shorter than the second child. The height of the second child is 8 inches.
+\[
+\text{Height of the third child} = 8 \text{ inches} - 5 \text{ inches} = 3 \text{ inches}
+\]
+<think>
+Calculate the height of the fourth child:
+The fourth child is three inches taller than the third child. The height of the third child is 3 inches.
+\[
+\text{Height of the fourth child} = 3 \text{ inches} + 3 \text{ inches} = 6 \text{ inches}
+\]
+</think>
+</think>
+The height of the fourth child is \boxed{6} inches.','6',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,6,'To determine the height of the fourth child, we need to calculate the height of each child step by step and then sum them up.
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child. Therefore, the height of the second child is:
+   \[
+   6 + 2 = 8 \text{ inches}
+   \]
+3. The third child is 5 inches shorter than the second child. Therefore, the height of the third child is:
+   \[
+   8 - 5 = 3 \text{ inches}
+   \]
+4. The fourth child is three inches taller than the third child. Therefore, the height of the fourth child is:
+   \[
+   3 + 3 = 6 \text{ inches}
+   \]
+</think>
+Thus, the height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,7,'1. First, we need to determine the height of the second child. The problem states that the second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 \, \text{feet} + 2 \, \text{inches} = 8 \, \text{feet}
+   \]
+
+2. Next, we need to determine the height of the third child. The problem states that the third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 8 \, \text{feet} - 5 \, \text{inches} = 3 \, \text{feet}
+   \]
+
+3. Now, we need to determine the height of the fourth child. The problem states that the fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 3 \, \text{feet} + 3 \, \text{inches} = 6 \, \text{feet}
+   \]
+
+</think>
+The final answer is \boxed{6}.','6',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,0,'To solve this problem, we need to follow these steps:
+
+1. Determine the length of each cut part after being cut into 4 equal parts.
+2. Determine the length of each cut part after being divided into 5 equal parts.
+3. Calculate the length of the cut part after being divided into 5 equal parts again.
+
+Let''s start with the first step:
+1. The ribbon must be cut into 4 equal parts. The length of each part is calculated as:
+   \[
+   \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+   So, each final cut will be 25 cm long.
+
+Next, let''s move to the second step:
+1. Each cut part after being cut into 4 equal parts must be divided into 5 equal parts. The length of each part after being divided into 5 equal parts is calculated as:
+   \[
+   \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+   So, each final cut will be 5 cm long.
+
+Finally, let''s move to the third step:
+1. Now, we need to calculate the length of each final cut after being divided into 5 equal parts again. The length of each part after being divided into 5 equal parts is calculated as:
+   \[
+   \frac{5 \text{ cm}}{5} = 1 \text{ cm}
+   \]
+   So, each final cut will be 1 cm long.
+
+Therefore, the final length of each final cut is \boxed{1 cm}.','1 cm',0,'not_equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,1,'1. Marty needs to cut the ribbon into 4 equal parts.
+2. Each of these parts must be divided into 5 equal parts.
+3. To do this, we need to divide the total length of the ribbon by the number of parts each part is divided into.
+   \[
+   \text{Total length of ribbon} = 100 \text{ centimeters}
+   \]
+   \[
+   \text{Number of parts each part is divided into} = 5
+   \]
+   \[
+   \text{Length of each final cut} = \frac{100 \text{ centimeters}}{5} = 20 \text{ centimeters}
+   \]
+</think>
+The final answer is \(\boxed{20}\) centimeters.','20',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,2,'1. Marty needs to cut 100 centimeters of ribbon into 4 equal parts.
+2. Each cut part must be divided into 5 equal parts. This means that each cut part will be divided into 5/4 = 1.25 centimeters of ribbon.
+3. Therefore, the length of each final cut will be 1.25 centimeters.
+</think>
+The final answer is \boxed{1.25}.','1.25',0,'not_equivalent',95,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,3,'1. Marty has a total of 100 centimeters of ribbon that he must cut into 4 equal parts.
+   - First, we determine the length of each part by dividing the total ribbon by the number of parts:
+     \[
+     \text{Length of each part} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+     \]
+   - Next, we calculate the length of each of the cut parts by dividing the length of each part by the number of cut parts:
+     \[
+     \text{Length of each cut part} = \frac{25 \text{ cm}}{4} = 6.25 \text{ cm}
+     \]
+</think>
+
+Now, let''s verify this with the final answer.
+</think>','6.25',0,'not_equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,4,'1. Marty starts with 100 centimeters of ribbon.
+2. He needs to divide this ribbon into 4 equal parts.
+   - To find out how many centimeters each part is, we divide 100 by 4:
+     \[
+     \frac{100}{4} = 25 \text{ centimeters per part}
+     \]
+3. Now that each part is 25 centimeters, he needs to divide this ribbon into 5 equal parts.
+   - To find out how many centimeters each final cut is, we divide 25 by 5:
+     \[
+     \frac{25}{5} = 5 \text{ centimeters per final cut}
+     \]
+</think>
+
+Therefore, each final cut will be \boxed{5} centimeters long.','5',1,'equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(179,5,'1. Marty starts with a total of 100 centimeters of ribbon.
+2. To cut the ribbon into 4 equal parts, we divide the ribbon by 4:
+   \[
+   \frac{100}{4} = 25 \text{ centimeters}
+   \]
+3. Each final cut will be 5 centimeters long.
+</think>
+
+Therefore, each final cut will be \boxed{5} centimeters long.','5',1,'equivalent',96,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,6,'1. Marty has a total of 100 centimeters of ribbon.
+2. Marty needs to cut the ribbon into 4 equal parts.
+3. Each cut part must be divided into 5 equal parts.
+4. To find out how long each final cut will be, we need to determine the length of one cut part.
+5. First, we calculate the length of one cut part by dividing the total ribbon by the number of cuts.
+   \[
+   \text{Length of one cut part} = \frac{100 \text{ cm}}{4 \text{ cuts}} = 25 \text{ cm}
+   \]
+6. Next, we determine how long each final cut will be by dividing the length of one cut part by the number of cuts.
+   \[
+   \text{Length of each final cut} = \frac{25 \text{ cm}}{5 \text{ cuts}} = 5 \text{ cm}
+   \]
+</think>
+Therefore, each final cut will be \boxed{5} centimeters long.','5',1,'equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,7,'1. **Calculate the length of each cut part:**
+   Marty has 100 centimeters of ribbon and needs to cut it into 4 equal parts. Each cut part is calculated as follows:
+   \[
+   \text{Length of each cut part} = \frac{\text{Total length}}{\text{Number of parts}} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+   \think
+2. **Calculate the length of each cut part after dividing each part into 5 equal parts:**
+   Each cut part is divided into 5 equal parts. Therefore, the length of each cut part after this process is calculated as follows:
+   \[
+   \text{Length of each cut part after dividing} = \frac{\text{Length of each cut part}}{\text{Number of parts}} = \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+   \think
+3. **Conclusion:**
+   Each final cut will be \boxed{5 cm} long.','5 cm',1,'equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,0,'Let''s break down the problem step by step:
+
+1. First, we need to determine the total number of students in the school. We know that 40% of the school population is made up of 240 boys. Let''s denote the total number of students as \( N \). We can set up the following equation:
+   \[
+   0.4N = 240
+   \]
+
+2. To find \( N \), we need to solve the equation by dividing both sides by 0.4:
+   \[
+   N = \frac{240}{0.4} = 600
+   \]
+
+   So, the total number of students in the school is 600.
+
+3. Next, we need to determine how many girls are in the school. We know that 40% of the school population is made up of girls. Let''s denote the number of girls as \( G \). We can set up the following equation:
+   \[
+   0.4G = 600
+   \]
+
+4. To find \( G \), we need to solve the equation by dividing both sides by 0.4:
+   \[
+   G = \frac{600}{0.4} = 1500
+   \]
+
+   So, the number of girls in the school is 1500.
+
+</think>
+
+Therefore, the final answer is \(\boxed{1500}\).','1500',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,1,'1. **Determine the total population of the school:**
+   Let \( P \) be the total population of the school. According to the problem, 40% of the school''s population is made up of 240 boys. Therefore, we can write the equation:
+   \[
+   0.4P = 240
+   \]
+   To solve for \( P \), we divide both sides of the equation by 0.4:
+   \[
+   P = \frac{240}{0.4} = 600
+   \]
+   So, the total population of the school is 600.
+
+2. **Determine the number of girls in the school:**
+   Let \( G \) be the number of girls in the school. According to the problem, 40% of the school''s population is made up of 240 boys. Therefore, we can write the equation:
+   \[
+   0.4G = 240
+   \]
+   To solve for \( G \), we divide both sides of the equation by 0.4:
+   \[
+   G = \frac{240}{0.4} = 600
+   \]
+   So, the number of girls in the school is 600.
+
+3. **Conclusion:**
+   The final answer is \(\boxed{600}\).','600',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,2,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Calculate the total number of people in the school.
+2. Determine the number of girls in the school based on the percentage of students made up of girls.
+
+Step 1: Calculate the total number of people in the school.
+The total number of people in the school is given as 240 boys. However, the problem states that 40% of the school population is made up of 240 boys. To find out how many girls are in the school, we need to calculate 40% of 240 and then subtract this from 240.
+
+\[
+\text{Number of girls} = 40\% \times 240 = \frac{40}{100} \times 240 = 0.4 \times 240 = 96
+\]
+
+Therefore, the total number of people in the school is 96.
+
+Step 2: Determine the number of girls in the school.
+We know that 96 is 40% of the total number of people in the school. This can be expressed as:
+
+\[
+\text{Number of girls} = 40\% \times 96 = 0.4 \times 96 = 38.4
+\]
+
+Since the number of girls must be a whole number, we take the integer part of the division, which is 38.
+
+Therefore, the number of girls in the school is \boxed{38}.','38',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,3,'To determine the number of girls in the school, we start by understanding the given information. We know that 40% of the school population is made up of 240 boys. This can be expressed mathematically as:
+
+\[ \text{Number of girls} = 0.40 \times \text{Number of boys} \]
+
+Substituting the given values, we get:
+
+\[ \text{Number of girls} = 0.40 \times 240 \]
+
+Next, we perform the multiplication:
+
+\[ 0.40 \times 240 = 112 \]
+
+Therefore, the number of girls in the school is \(\boxed{112}\).','112',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(180,4,'To determine the number of girls in the school, we can use the following reasoning:
+
+1. Let''s denote the total number of students in the school by \( N \).
+2. According to the problem, 40% of the school is made up of 240 boys. This can be expressed mathematically as:
+   \[
+   0.4N = 240
+   \]
+3. To find the total number of students \( N \), we need to solve the equation by dividing both sides of the equation by 0.4:
+   \[
+   N = \frac{240}{0.4} = 600
+   \]
+4. Since the problem does not specify the number of girls, we will assume that there are no girls in the school. If the problem is asking for the number of girls, we would need to clarify the context or provide additional information.
+5. However, if we assume that there are no girls in the school, the number of girls would be \(\boxed{0}\).','0',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,5,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Identify the total number of people in the school. According to the problem, 240 boys are made up of 40% of the total population.
+2. Calculate 40% of the total population. This can be done by multiplying 240 by 0.40:
+   \[
+   0.40 \times 240 = 96
+   \]
+   So, there are 96 boys in the school.
+3. Determine the number of girls in the school. Since the total population of the school is 240 boys, the number of girls is the total population minus the number of boys:
+   \[
+   240 - 96 = 144
+   \]
+   Therefore, there are 144 girls in the school.
+</think>
+
+After </think>, the final answer is \boxed{144}.','144',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,6,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine how many students are girls based on the percentage of boys in the school.
+3. Calculate the number of girls in the school.
+
+Step 1: Calculate the total number of students in the school.
+The total number of students in the school is given by the population of the school multiplied by the number of boys in the school:
+\[ \text{Total number of students} = 240 \times 40 = 9600. \]
+
+Step 2: Determine how many students are girls based on the percentage of boys in the school.
+The percentage of boys in the school is given as 40%. To find the number of girls, we multiply the total number of students by the percentage of boys:
+\[ \text{Number of girls} = 9600 \times \frac{40}{100} = 9600 \times 0.40 = 3840. \]
+
+Step 3: Calculate the number of girls in the school.
+The number of girls in the school is 3840. Therefore, the final answer is:
+\boxed{3840}.','3840',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,7,'To determine how many girls are in the school, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine how many girls are made up of the total number of students.
+
+Step 1: Calculate the total number of students in the school.
+We know that 40% of the school population is made up of 240 boys. We can find the total number of students by multiplying the number of boys by the percentage of boys:
+\[
+\text{Total number of students} = 240 \times 0.40 = 96
+\]
+
+Step 2: Determine how many girls are made up of the total number of students.
+We know that 240 boys are divided into 40% of the total number of students. To find the number of girls, we multiply the number of boys by the percentage of boys:
+\[
+\text{Number of girls} = 240 \times 0.20 = 48
+\]
+
+Therefore, the number of girls in the school is \boxed{48}.','48',0,'not_equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,0,'1. First, we need to determine how many kg of apples Peter wants. Since Peter wants a quarter of the 12 kg of apples, we calculate:
+   \[
+   \text{Peter''s apples} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we need to determine how many kg of apples Paul wants. Since Paul wants 1/3 of the 12 kg of apples, we calculate:
+   \[
+   \text{Paul''s apples} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, we need to find out how many kg of apples Jacques has. Since Jacques bought 12 kg of apples and he wants a quarter of it, we calculate:
+   \[
+   \text{Jacques''s apples} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+4. Finally, we need to determine how many kg of apples James has left. Since Jacques bought 12 kg of apples and he wants a quarter of it, we calculate:
+   \[
+   \text{James''s apples left} = 12 - 3 = 9 \text{ kg}
+   \]
+
+</think>
+The final answer is \boxed{9}.','9',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,1,'1. First, let''s determine how many kilograms Pierre wants.
+   - Pierre wants a quarter of 12 kg.
+   \[
+   \text{Pierre''s weight} = \frac{12}{4} = 3 \text{ kg}
+   \]
+
+2. Next, let''s determine how many kilograms Paul wants.
+   - Paul wants 1/3 of 12 kg.
+   \[
+   \text{Paul''s weight} = \frac{12}{3} = 4 \text{ kg}
+   \]
+
+3. Now, let''s calculate how many kilograms James will have left after buying 3 kg from Pierre and 4 kg from Paul.
+   \[
+   \text{James''s weight} = 3 + 4 = 7 \text{ kg}
+   \]
+
+</think>
+The final answer is \boxed{7} kg.','7',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,2,'1. First, we calculate how many kilograms Pierre wants.
+   Pierre wants a quarter of the 12 kg that Pierre bought. This can be done as follows:
+   \[
+   \text{Pierre''s kilograms} = \frac{1}{4} \times 12
+   \]
+   \[
+   \text{Pierre''s kilograms} = 3 \text{ kg}
+   \]
+
+2. Next, we calculate how many kilograms Paul wants.
+   Paul wants 1/3 of the 12 kg that Paul bought. This can be done as follows:
+   \[
+   \text{Paul''s kilograms} = \frac{1}{3} \times 12
+   \]
+   \[
+   \text{Paul''s kilograms} = 4 \text{ kg}
+   \]
+
+3. Now, we calculate how many kilograms Pierre and Paul have together.
+   \[
+   \text{Total kilograms} = \text{Pierre''s kilograms} + \text{Paul''s kilograms}
+   \]
+   \[
+   \text{Total kilograms} = 3 \text{ kg} + 4 \text{ kg}
+   \]
+   \[
+   \text{Total kilograms} = 7 \text{ kg}
+   \]
+
+4. Finally, we determine how many kilograms James will have left.
+   James wants to have the remaining kilograms after Pierre and Paul have contributed together.
+   \[
+   \text{James''s kilograms} = \text{Total kilograms} - \text{Total kilograms of Pierre and Paul}
+   \]
+   \[
+   \text{James''s kilograms} = 7 \text{ kg} - 7 \text{ kg}
+   \]
+   \[
+   \text{James''s kilograms} = 0 \text{ kg}
+   \]
+
+</think>
+The final answer is: \boxed{0}','0',0,'not_equivalent',395,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,3,'1. First, we determine the weight of apples Peter wants. Since Peter wants a quarter of the 12 kg of apples, we perform the following calculation:
+   \[
+   \text{Weight of apples Peter wants} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, we determine the weight of apples Paul wants. Since Paul wants 1/3 of the 12 kg of apples, we perform the following calculation:
+   \[
+   \text{Weight of apples Paul wants} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, we need to find out how many kilograms James will have left after buying the apples Peter and Paul want. We subtract the weight of the apples Peter wants from the weight of the apples Paul wants:
+   \[
+   \text{Weight of apples left} = 4 \text{ kg} - 3 \text{ kg} = 1 \text{ kg}
+   \]
+
+</think>
+Therefore, James will have \boxed{1} kg left.','1',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,4,'1. First, determine the weight of the apples Pierre wants. Since Pierre wants a quarter of 12 kg:
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. Next, determine the weight of the apples Paul wants. Since Paul wants 1/3 of 12 kg:
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. Now, calculate the total weight of the apples bought by Pierre and Paul:
+   \[
+   \text{Total weight} = 3 + 4 = 7 \text{ kg}
+   \]
+
+4. Subtract the total weight of the apples bought from the original weight of the apples to find out how many kilograms James will have left:
+   \[
+   \text{James''s weight} = 12 - 7 = 5 \text{ kg}
+   \]
+
+</think>
+
+The final answer is \boxed{5}.','5',1,'equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(181,5,'1. We start by calculating the total weight of the apples Pierre, Paul, and Jacques bought together.
+   \[
+   \text{Total weight} = 12 \text{ kg}
+   \]
+
+2. Pierre wants a quarter of the total weight. To find out how much this is, we calculate:
+   \[
+   \text{Pierre''s weight} = \frac{1}{4} \times 12 \text{ kg} = 3 \text{ kg}
+   \]
+
+3. Paul wants 1/3 of the total weight. To find out how much this is, we calculate:
+   \[
+   \text{Paul''s weight} = \frac{1}{3} \times 12 \text{ kg} = 4 \text{ kg}
+   \]
+
+4. Now, we add the weights of Pierre and Paul to find out how much they already have together:
+   \[
+   \text{Total weight already has} = 3 \text{ kg} + 4 \text{ kg} = 7 \text{ kg}
+   \]
+
+5. To find out how many kilograms James will have left after buying the apples, we subtract the total weight already has from the total weight of the apples:
+   \[
+   \text{James''s weight} = 12 \text{ kg} - 7 \text{ kg} = 5 \text{ kg}
+   \]
+
+</think>
+
+< think>
+James will have \boxed{5} kilograms left after buying the apples.','5',1,'equivalent',324,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,6,'1. First, we calculate how much Peter wants in kilograms:
+   \[
+   \text{Peter wants} = \frac{1}{4} \times 12 \text{ kg} = 3 \text{ kg}
+   \]
+2. Next, we calculate how much Paul wants in kilograms:
+   \[
+   \text{Paul wants} = \frac{1}{3} \times 12 \text{ kg} = 4 \text{ kg}
+   \]
+3. Finally, we find out how much James wants to have left by subtracting his shares from the total weight of the apples:
+   \[
+   \text{James wants} = 12 \text{ kg} - (3 \text{ kg} + 4 \text{ kg}) = 6 \text{ kg}
+   \]
+</think>
+Therefore, James will have \boxed{6} kilograms left.','6',0,'not_equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,7,'12 kg of apples will be divided into three equal parts.
+2. Pierre wants a quarter of the apples, which is:
+   \[
+   \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+3. Paul wants 1/3 of the apples, which is:
+   \[
+   \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+4. To find out how many kilograms James will have left, we subtract the weights of Pierre and Paul from the total weight of the apples:
+   \[
+   12 - 3 - 4 = 5 \text{ kg}
+   \]
+</think>
+Therefore, James will have \boxed{5} kilograms left.','5',1,'equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,0,'John visits his parents twice a month, so he drives twice the number of miles a month when visiting his parents. 
+To find out how many miles a month John drives when visiting his parents, we need to calculate twice the number of miles a month when visiting his parents. Since he drives twice the number of miles a month when visiting his parents, we can use the following formula:
+2 × 70 miles per hour = 140 miles per month
+</think>
+To verify this calculation, we can calculate the total number of miles John drives when visiting his parents by multiplying the number of miles he drives twice a month by 2:
+2 × 70 miles per hour × 2 = 140 miles per month
+Therefore, the final answer is \boxed{140}.','140',0,'not_equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,1,'Let''s break down the problem step by step.
+
+1. **Calculate the total number of miles John drives during a round trip:**
+   - John visits his parents twice a month.
+   - Since each round trip requires driving to and from his parents, the total number of miles is twice the number of trips:
+     \[
+     2 \text{ trips} \times 2 \text{ miles per trip} = 4 \text{ miles}
+     \]
+
+2. **Determine the speed of John''s car:**
+   - John drives at a speed of 70 mph.
+
+3. **Calculate the time it takes to drive 4 miles at the given speed:**
+   - Time = Distance / Speed
+   \[
+   \text{Time to drive 4 miles} = \frac{4 \text{ miles}}{70 \text{ mph}} \approx 0.5714 \text{ hours}
+   \]
+
+4. **Calculate the total time for the round trip:**
+   - Multiply the time to drive one round trip by 2:
+     \[
+     \text{Total time for round trip} = 0.5714 \text{ hours} \times 2 = 1.1428 \text{ hours}
+     \]
+
+5. **Convert the total time from hours to minutes:**
+   - Since there are 60 minutes in an hour:
+     \[
+     \text{Total time in minutes} = 1.1428 \text{ hours} \times 60 \text{ minutes per hour} \approx 70.624 \text{ minutes}
+     \]
+
+Therefore, John drives \(\boxed{70.624}\) miles per month when visiting his parents during a round trip.','70.624',0,'not_equivalent',380,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,2,'Let''s break down the problem step by step.
+
+1. First, we need to calculate the total number of hours John drives when visiting his parents twice a month.
+   John visits his parents twice a month, so the number of trips in a month is \(2 \times 2 = 4\).
+   For each trip, John drives at a speed of 70 mph. Therefore, the total time spent driving in a month is \(4 \times 70 = 280\) hours.
+
+2. Next, we need to determine how many miles John drives in that time. We know that it takes him 2 hours to drive there at a speed of 70 mph, so we can calculate the distance using the formula:
+   \[
+   \text{Distance} = \text{Speed} \times \text{Time}
+   \]
+   Substituting the values we have:
+   \[
+   \text{Distance} = 70 \times 280 = 19600
+   \]
+   Therefore, John drives 19600 miles in that time when visiting his parents.
+
+</think>
+
+The final answer is \boxed{19600}.','19600',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,3,'To determine how many miles John drives in one month when visiting his parents, we need to break down the problem step by step.
+
+1. **Calculate the total distance John drives to his parents twice a month:**
+   John visits his parents twice a month, so he drives:
+   \[
+   2 \text{ trips} \times 70 \text{ mph/trip} = 140 \text{ miles}
+   \]
+
+2. **Determine the time it takes John to drive one mile:**
+   The problem states that it takes John 2 hours to drive one mile. This information does not affect the calculation of the total miles he drives.
+
+3. **Calculate the total miles driven in one month:**
+   Since John drives 140 miles in one month, we can conclude:
+   \[
+   \boxed{140}
+   \]','140',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,4,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total number of miles John drives in one round trip.
+2. Determine how many round trips he makes in a month.
+3. Calculate the total number of miles driven in a month by multiplying the total miles driven in one round trip by the number of round trips he makes in a month.
+
+Step 1: Calculate the total number of miles John drives in one round trip.
+John visits his parents twice a month, and it takes him 2 hours to drive there at a speed of 70 mph. Therefore, the total number of miles driven in one round trip is:
+\[ 2 \text{ hours} \times 70 \text{ mph} = 140 \text{ miles} \]
+
+Step 2: Determine how many round trips he makes in a month.
+Since John visits his parents twice a month, he makes 2 round trips in a month.
+
+Step 3: Calculate the total number of miles driven in a month by multiplying the total miles driven in one round trip by the number of round trips he makes in a month:
+\[ 140 \text{ miles round trip} \times 2 \text{ round trips month} = 280 \text{ miles month} \]
+
+Therefore, the final answer is:
+\boxed{280}','280',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(182,5,'1. First, we calculate the total distance John drives when visiting his parents twice a month. Since he visits his parents twice a month, the total distance he travels in a month is:
+   \[
+   2 \text{ visits} \times 1 \text{ month visit} = 2 \text{ miles}
+   \]
+
+2. Next, we need to determine how long it takes John to drive this total distance at a speed of 70 mph. The formula to calculate time is:
+   \[
+   \text{time} = \frac{\text{distance}}{\text{speed}}
+   \]
+   Substituting the given values, we get:
+   \[
+   \text{time} = \frac{2 \text{ miles}}{70 \text{ mph}} = \frac{1 \text{ mile}} 35 \text{ hours}
+   \]
+
+3. To convert the time from hours to minutes, we multiply by 60:
+   \[
+   \frac{1 \text{ hour}} 35 \text{ hours} \times 60 = 2 \text{ minutes}
+   \]
+
+Therefore, the final answer is:
+\boxed{2}','2',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,6,'1. First, we need to calculate the total time John spends driving to and from his parents during one month.
+2. Since John visits his parents twice a month, he drives to and from his parents twice a month.
+3. Therefore, the total time spent driving to and from his parents in one month is \(2 \text{ trips} \times 2 \text{ hours/trip} = 4 \text{ hours}\).
+4. Next, we need to determine how many miles John drives in one month when traveling to and from his parents. We know that John drives at a speed of 70 mph.
+5. To find out how many miles John drives in one month, we use the formula for distance: \(\text{distance} = \text{speed} \times \text{time}\).
+6. Substituting the given values, we get \(\text{distance} = 70 \text{ mph} \times 4 \text{ hours} = 280 \text{ miles}\).
+</think>
+Therefore, John drives \(\boxed{280}\) miles a month when visiting his parents.','280',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,7,'1. First, we need to calculate the total number of trips John makes in a month. Since John visits his parents twice a month, the total number of trips is:
+   \[
+   2 \text{ trips/month} \times 2 \text{ trips/month} = 4 \text{ trips/month}
+   \]
+
+2. Next, we need to calculate the total time John spends driving these trips. Since each trip takes him 2 hours, the total time is:
+   \[
+   4 \text{ trips/month} \times 2 \text{ hours/trip} = 8 \text{ hours/month}
+   \]
+
+3. Now, we need to calculate the distance John drives in one round trip. Since John drives at a speed of 70 mph, the distance he drives in one round trip is:
+   \[
+   70 \text{ mph} \times 2 \text{ hours} = 140 \text{ miles}
+   \]
+
+4. Since John drives a round trip twice a month, the total distance he drives in one month is:
+   \[
+   8 \text{ hours/month} \times 140 \text{ miles/round trip} = 1120 \text{ miles/month}
+   \]
+
+5. Finally, we need to calculate the total distance John drives when visiting his parents during one month. Since John drives a round trip twice a month and visits his parents twice a month, the total distance is:
+   \[
+   2 \text{ trips/month} \times 1120 \text{ miles/round trip} = 2240 \text{ miles/month}
+   \]
+
+Therefore, the final answer is \boxed{2240}.','2240',0,'not_equivalent',371,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,0,'Let''s break down the problem step by step.
+
+1. First, we need to determine how far Sofie will walk in seven days. According to the problem, Sofie will walk twice as far as Brian in seven days. Since Sofie walks 10 miles every day, we can calculate the distance Brian walks in seven days as follows:
+   \[
+   \text{Distance Brian walks in seven days} = 2 \times \text{Distance Sofie walks in seven days} = 2 \times 10 = 20 \text{ miles}
+   \]
+
+2. Next, we need to calculate how far Brian will walk in seven days. We know that Brian walks 10 miles every day. Therefore, in seven days, Brian will walk:
+   \[
+   \text{Distance Brian walks in seven days} = 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+</think>
+
+The final answer is:
+\[
+\boxed{70}
+\]','70',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,1,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Calculate the distance Sofie walks in seven days.
+2. Determine the distance Sofie walks in one day (since she walks twice as far as Brian).
+3. Calculate the distance Brian walks in seven days.
+</think>
+
+Step 1: Calculate the distance Sofie walks in seven days.
+Sofie plans to walk 10 miles every day. Therefore, in seven days, she will walk:
+\[ 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Step 2: Determine the distance Sofie walks in one day (since she walks twice as far as Brian).
+Brian walks twice as far as Sofie. Therefore, in one day, he will walk:
+\[ 2 \times 70 \text{ miles/day} = 140 \text{ miles} \]
+
+Step 3: Calculate the distance Brian walks in seven days.
+Brian will walk in seven days, so the number of miles he will walk is:
+\[ \boxed{140} \]','140',0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,2,'1. First, determine how far Brian walks in one day.
+   Sofie walks 10 miles every day. Therefore, Brian walks:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles/day}
+   \]
+
+2. Next, calculate how far Sofie walks in seven days.
+   Sofie plans to walk twice as far as Brian in seven days. Therefore, Sofie walks:
+   \[
+   2 \times 70 \text{ miles/day} = 140 \text{ miles/day}
+   \]
+
+3. Calculate how far Brian walks in seven days.
+   Brian walks 70 miles every day. Therefore, Brian walks:
+   \[
+   70 \text{ miles/day} \times 7 \text{ days} = 490 \text{ miles/day}
+   \]
+
+</think>
+The final answer is:
+\boxed{490}','490',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,3,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Calculate the distance Sofie will walk in seven days.
+   - Sofie plans to walk 10 miles every day.
+   - In 7 days, she will walk \( 10 \, \text{miles/day} \times 7 \, \text{days} = 70 \, \text{miles} \).
+
+2. Determine the distance Brian will walk in 7 days.
+   - According to the problem, Sofie will walk twice as far as Brian in seven days.
+   - So, Brian will walk \( 2 \times 70 \, \text{miles} = 140 \, \text{miles} \).
+
+3. Verify the calculation.
+   - To ensure the calculation is correct, we can walk 140 miles in 7 days.
+   - If Sofie walks 10 miles per day and walks 7 days, she will walk \( 10 \, \text{miles/day} \times 7 \, \text{days} = 70 \, \text{miles} \).
+   - If Brian walks 140 miles and walks 7 days, she will walk \( 140 \, \text{miles/day} \times 7 \, \text{days} = 980 \, \text{miles} \).
+   - Since 70 miles is indeed twice 980 miles, our calculation is correct.
+
+Therefore, Brian will walk \boxed{140} miles in seven days.','140',0,'not_equivalent',350,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,4,'1. We start by setting up the relationship between the distances Sofie and Brian walk. We know that Sofie plans to walk 10 miles every day.
+2. We also know that Sofie will walk twice as far as Brian. Since Sofie walks 10 miles every day, we can calculate the distance Brian walks in seven days by multiplying the distance Sofie walks by 2.
+3. To find out how far Brian walks in seven days, we multiply 10 miles by 2:
+   \[
+   \text{Distance Brian walks in seven days} = 10 \text{ miles/day} \times 2 \text{ days} = 20 \text{ miles}
+   \]
+</think>
+
+Therefore, Brian will walk \boxed{20} miles in seven days.','20',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,5,'1. Let''s define the number of miles Brian walks in seven days as \( B \).
+2. According to the problem, Sofie walks twice as far as Brian in seven days. Therefore, the number of miles Sofie walks in seven days is \( 2B \).
+3. If Sofie walks 10 miles every day, then in seven days, Sofie will walk \( 10 \times 7 = 70 \) miles.
+4. Since Sofie walks twice as far as Brian in seven days, we can set up the equation \( 2B = 70 \).
+5. Solving for \( B \), we divide both sides of the equation by 2: \( B = \frac{70}{2} = 35 \).
+</think>
+Thus, Brian will walk \(\boxed{35}\) miles in seven days.','35',1,'equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(183,6,'1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days, she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to determine how far Brian will walk in seven days. The problem states that Sofie will walk twice as far as Brian. Therefore, we can set up the following proportion:
+   \[
+   \frac{70 \text{ miles}}{2} = B \text{ miles}
+   \]
+
+3. To find out how far Brian will walk, we simply divide both sides of the proportion by 2:
+   \[
+   B = \frac{70 \text{ miles}}{2} = 35 \text{ miles}
+   \]
+
+</think>
+
+Therefore, Brian will walk \boxed{35} miles in seven days.','35',1,'equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,7,'Let''s break down the problem step by step and use reasoning to arrive at the final answer.
+
+1. First, we need to determine how far Sofie will walk in 7 days. Since Sofie plans to walk 10 miles every day, in 7 days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. According to the problem, Sofie will walk twice as far as Brian in 7 days. Let''s denote the distance Brian walks in 7 days as \( B \). Therefore, the distance Sofie walks in 7 days is:
+   \[
+   2B
+   \]
+
+3. We know that the distance Sofie will walk in 7 days is 70 miles, so we can set up the equation:
+   \[
+   2B = 70
+   \]
+
+4. To find the value of \( B \), we need to isolate \( B \) by dividing both sides of the equation by 2:
+   \[
+   B = \frac{70}{2} = 35
+   \]
+
+5. Now that we know Brian walks 35 miles in 7 days, we can conclude that Brian will walk \(\boxed{35}\) miles in seven days.','35',1,'equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,0,'To determine the weight of Elijah and Kory''s dogs altogether, we need to follow these steps:
+
+1. Calculate the weight of Kory''s dog.
+2. Determine the weight of Elijah''s dog based on the weight of Kory''s dog.
+3. Calculate the weight of Kory''s dog based on the weight of Elijah''s dog.
+4. Sum the weights of Elijah and Kory''s dogs to find the total weight.
+
+Let''s start with the weight of Kory''s dog. We are given that Kory''s dog weighs 60 pounds.
+
+Next, we calculate the weight of Elijah''s dog. According to the problem, Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate:
+\[
+\text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+\]
+
+Now, we calculate the weight of Kory''s dog based on the weight of Elijah''s dog. According to the problem, Kory''s dog is half the weight of Kory''s dog. Therefore, we calculate:
+\[
+\text{Weight of Kory''s dog} = \frac{1}{2} \times \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+\]
+
+Finally, we sum the weights of Elijah and Kory''s dogs to find the total weight. We add the weights of Elijah''s dog and Kory''s dog:
+\[
+\text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog} = 15 + 30 = 45 \text{ pounds}
+\]
+
+Therefore, the final answer is:
+\boxed{45}','45',0,'not_equivalent',399,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(184,1,'1. First, we need to determine the weight of the Kory''s dog.
+   - Kory''s dog is given as 60 pounds.
+   - The weight of one-fourth of the Kory''s dog is calculated as follows:
+     \[
+     \text{Weight of one-fourth of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+     \]
+   - Therefore, the weight of the Kory''s dog is 15 pounds.
+
+2. Next, we need to determine the weight of the Elijah''s dog.
+   - The problem states that Elijah has one dog that is half the weight of Kory''s dog.
+   - Thus, the weight of the Elijah''s dog is calculated as follows:
+     \[
+     \text{Weight of the Elijah''s dog} = \frac{1}{2} \times 15 = 7.5 \text{ pounds}
+     \]
+
+3. Finally, we need to find the total weight of Elijah and Kory''s dogs.
+   - To do this, we add the weight of the Kory''s dog to the weight of the Elijah''s dog:
+     \[
+     \text{Total weight} = 15 + 7.5 = 22.5 \text{ pounds}
+     \]
+</think>
+
+The final answer is \boxed{22.5}.','22.5',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,2,'1. First, we need to determine the weight of Kory''s dog. According to the problem, Kory''s dog is 60 pounds.
+2. Elijah has one-fourth the weight of Kory''s dog. So, we calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+3. Elijah has another dog that is half the weight of Kory''s dog. So, we calculate the weight of the second dog as follows:
+   \[
+   \text{Weight of the second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+4. Now, we add the weights of both dogs to find the total weight of Elijah and Kory''s dogs:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of the second dog} = 15 + 30 = 45 \text{ pounds}
+   \]
+</think>
+The final answer is \boxed{45}.','45',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,3,'1. First, we need to determine the weight of Kory''s dog. We know that Kory''s dog is 60 pounds.
+   \[
+   \text{Weight of Kory''s dog} = 60 \text{ pounds}
+   \]
+2. Elijah''s dog is one-fourth the weight of Kory''s dog. To find the weight of Elijah''s dog, we multiply the weight of Kory''s dog by \(\frac{1}{4}\):
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 \text{ pounds} = 15 \text{ pounds}
+   \]
+3. Elijah''s second dog is half the weight of Kory''s dog. To find the weight of Elijah''s second dog, we multiply the weight of Kory''s dog by \(\frac{1}{2}\):
+   \[
+   \text{Weight of Elijah''s second dog} = \frac{1}{2} \times 60 \text{ pounds} = 30 \text{ pounds}
+   \]
+4. Now, we need to find the total weight of Elijah''s dogs and Kory''s dog. We add the weights of Elijah''s dog and Kory''s dog together:
+   \[
+   \text{Total weight of Elijah''s dogs and Kory''s dog} = 15 \text{ pounds} + 60 \text{ pounds} = 75 \text{ pounds}
+   \]
+</think>
+Therefore, the final answer is \boxed{75} pounds.','75',0,'not_equivalent',335,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,4,'1. First, we determine the weight of Kory''s dog. Given that Kory''s dog weighs 60 pounds, we can calculate the weight of Kory''s dog as follows:
+   \[
+   \text{Weight of Kory''s dog} = \frac{60}{4} = 15 \text{ pounds}
+   \]
+
+2. Next, we calculate the weight of Elijah''s dog. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we can calculate the weight of Elijah''s dog as follows:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 15 = 3.75 \text{ pounds}
+   \]
+
+3. Finally, we calculate the total weight of Elijah and Kory''s dogs by adding their individual weights together:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog} = 3.75 + 15 = 18.75 \text{ pounds}
+   \]
+</think>
+
+Therefore, the final answer is \boxed{18.75} pounds.','18.75',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,5,'To determine the total weight of Elijah and Kory''s dogs, we need to calculate the weight of each of them step by step and then sum them up.
+
+1. **Calculate the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+   \[
+   \text{Weight of Kory''s dog} = 60 \text{ pounds}
+   \]
+
+2. **Calculate the weight of Elijah''s dog:**
+   Elijah''s dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Calculate the weight of Kory''s dog''s second dog:**
+   Kory''s dog''s second dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of Kory''s dog''s second dog} = \frac{1}{2} \times \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Calculate the total weight of Elijah''s and Kory''s dogs:**
+   Add the weight of Elijah''s dog and the weight of Kory''s dog''s second dog.
+   \[
+   \text{Total weight of Elijah and Kory''s dogs} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog''s second dog} = 15 \text{ pounds} + 30 \text{ pounds} = 45 \text{ pounds}
+   \]
+
+</think>
+
+The final answer is \(\boxed{45}\) pounds.','45',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,6,'1. First, we calculate the weight of Kory''s dog. Since Kory''s dog is 60 pounds, we can find the weight of Kory''s dog by multiplying 60 by 2:
+   \[
+   \text{Weight of Kory''s dog} = 60 \times 2 = 120 \text{ pounds}
+   \]
+2. Next, we determine the weight of Elijah''s dog. Elijah''s dog is one-fourth of the weight of Kory''s dog:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 120 = 30 \text{ pounds}
+   \]
+3. Finally, we determine the weight of Kory''s dog''s dog. Kory''s dog''s dog is half the weight of Kory''s dog:
+   \[
+   \text{Weight of Kory''s dog''s dog} = \frac{1}{2} \times 120 = 60 \text{ pounds}
+   \]
+4. Now, we add the weights of Elijah''s dog, Kory''s dog''s dog, and Kory''s dog''s dog together to find the total weight of all three dogs:
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog''s dog} + \text{Weight of Kory''s dog''s dog} = 30 + 60 + 60 = 150 \text{ pounds}
+   \]
+</think>
+Therefore, the final answer is \(\boxed{150}\).','150',0,'not_equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,7,'1. First, determine the weight of Kory''s dog. We know that Kory''s dog weighs 60 pounds.
+   \[
+   \text{Weight of Kory''s dog} = 60 \text{ pounds}
+   \]
+
+2. Next, find the weight of Elijah''s dog. Elijah''s dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 \text{ pounds} = 15 \text{ pounds}
+   \]
+
+3. Finally, find the weight of Kory''s dog''s second dog. Kory''s dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of Kory''s dog''s second dog} = \frac{1}{2} \times 60 \text{ pounds} = 30 \text{ pounds}
+   \]
+
+4. Now, calculate the total weight of Elijah and Kory''s dogs together.
+   \[
+   \text{Total weight} = \text{Weight of Elijah''s dog} + \text{Weight of Kory''s dog''s second dog} + \text{Weight of Kory''s dog} = 15 \text{ pounds} + 30 \text{ pounds} + 60 \text{ pounds} = 145 \text{ pounds}
+   \]
+
+</think>
+The final answer is \boxed{145}.','145',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,0,'1. Let''s break down the problem step by step.
+   - Liam''s current age is 16 years.
+   - Two years ago, Liam''s age was 16 - 2 = 14 years.
+   - According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, we can write the equation:
+     \[
+     14 = 2 \times \text{Vince''s age}
+     \]
+2. To find Vince''s age, we need to isolate it on one side of the equation. We do this by dividing both sides of the equation by 2:
+     \[
+     \text{Vince''s age} = \frac{14}{2} = 7
+     \]
+</think>
+Therefore, Vince is currently \boxed{7} years old.','7',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(185,1,'Let''s break down the problem step by step.
+
+1. Liam is 16 years old now.
+2. Two years ago, Liam''s age was twice the age of Vince. Let''s denote Vince''s current age as \( x \).
+3. According to the problem, two years ago Liam''s age was \( 16 - 2 = 14 \).
+4. Therefore, we can set up the equation \( 14 = 2x \).
+5. To find \( x \), we need to solve for \( x \) by dividing both sides of the equation by 2.
+6. \( x = \frac{14}{2} = 7 \).
+</think>
+
+So, Vince is currently \(\boxed{7}\) years old.','7',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,2,'1. Let''s start by setting up the equations based on the information given.
+   - Let \( V \) represent Vince''s current age.
+   - Let \( L \) represent Liam''s current age.
+   - Let \( T \) represent the number of years ago two years ago.
+
+   According to the problem, two years ago, Liam''s age was twice the age of Vince. This gives us the equation:
+   \[
+   L - T = 2(V - T)
+   \]
+   Simplifying this equation, we get:
+   \[
+   L - T = 2V - 2T
+   \]
+   \[
+   L - T = 2V - T
+   \]
+   \[
+   L = 2V
+   \]
+
+   According to the problem, three years ago, Liam''s age was 16 years. So, we can use this information to find his current age \( L \):
+   \[
+   L - 3 = 16
+   \]
+   Adding 3 to both sides, we get:
+   \[
+   L = 20
+   \]
+
+   Now we know that Vince''s current age \( V \) is 20. To find out who Vince was two years ago, we use the equation \( L = 2V \):
+   \[
+   20 = 2V
+   \]
+   Dividing both sides by 2, we get:
+   \[
+   V = 10
+   \]
+
+   So, Vince was currently 10 years old.
+</think>
+
+Final answer: Vince was currently \boxed{10} years old.','10',0,'not_equivalent',346,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,3,'Let''s break down the problem step by step.
+
+1. First, we need to determine Liam''s current age. According to the problem, Liam is 16 years old now.
+2. The problem states that two years ago, Liam''s age was twice the age of Vince. Let''s denote Vince''s current age by \( x \). Therefore, two years ago, Liam''s age was \( 16 - 2 = 14 \).
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. This can be written as: \( 14 = 2x \).
+4. To find \( x \), we need to solve the equation \( 14 = 2x \) by dividing both sides of the equation by 2:
+   \[
+   x = \frac{14}{2} = 7
+   \]
+So, Vince is currently 7 years old.
+</think>
+
+The final answer is \boxed{7}.','7',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,4,'Let''s start by setting up the equation based on the information given. We know that Liam is currently 16 years old and two years ago, Liam''s age was twice the age of Vince. Therefore, we can write the following equation:
+
+\[ 16 - 2 = 2v \]
+
+To find Vince''s current age, we need to solve for \( v \) by isolating it on one side of the equation. We do this by dividing both sides of the equation by 2:
+
+\[ v = \frac{16 - 2}{2} \]
+\[ v = \frac{14}{2} \]
+\[ v = 7 \]
+
+So, Vince is currently \boxed{7} years old.','7',0,'not_equivalent',153,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,5,'1. Let''s start by defining the variables for Liam''s current age and Vince''s current age.
+   - Let \( L \) be Liam''s current age.
+   - Let \( V \) be Vince''s current age.
+
+2. According to the problem, two years ago, Liam''s age was twice the age of Vince. This can be expressed mathematically as:
+   \[
+   L - 2 = 2V
+   \]
+   Simplifying the equation, we get:
+   \[
+   L - 2V = 0
+   \]
+   Adding \( 2V \) to both sides of the equation, we obtain:
+   \[
+   L = 2V
+   \]
+
+3. Now we have a new equation with two variables:
+   \[
+   L = 2V
+   \]
+
+4. To find Vince''s current age, we need to solve for \( V \) in terms of \( L \). We do this by dividing both sides of the equation by 2:
+   \[
+   V = \frac{L}{2}
+   \]
+
+5. We know from the problem statement that Liam is currently 16 years old. Substituting \( L = 16 \) into the equation \( V = \frac{L}{2} \), we get:
+   \[
+   V = \frac{16}{2} = 8
+   \]
+
+Therefore, Vince is currently \boxed{8}.','8',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,6,'1. Let''s denote the current age of Vince as \( V \).
+2. Two years ago, Liam''s age was \( 16 - 2 = 14 \).
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, we can write the equation:
+   \[
+   14 = 2V
+   \]
+4. To solve for \( V \), we need to isolate \( V \) by dividing both sides of the equation by 2:
+   \[
+   V = \frac{14}{2} = 7
+   \]
+</think>
+
+After </think>, we can write the final answer as \boxed{7}.','7',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,7,'1. Let''s start by defining the variables:
+   - Let \( V \) be the age of Vince now.
+   - Let \( L \) be the age of Liam now.
+
+2. From the problem statement, we know that Liam is currently 16 years old. Therefore, we can write the equation:
+   \[
+   L = 16
+   \]
+
+3. Two years ago, Liam''s age was twice the age of Vince. Let''s denote two years ago by \( T \). Therefore, we can write the equation:
+   \[
+   L - T = 2(V - T)
+   \]
+
+4. We know from the equation \( L = 16 \) that \( L - T = 16 - T \). So, the equation becomes:
+   \[
+   16 - T = 2(V - T)
+   \]
+
+5. Simplify the right side of the equation:
+   \[
+   16 - T = 2V - 2T
+   \]
+   \[
+   16 - T = 2V - T
+   \]
+
+6. Subtract \( T \) from both sides of the equation:
+   \[
+   16 = 2V
+   \]
+
+7. Divide both sides by 2:
+   \[
+   V = 8
+   \]
+
+</think>
+Now that we have determined that Vince is currently 8 years old, we can use this information to find out how old Vince was two years ago.
+As we said earlier, two years ago, Vince''s age was twice the age of Liam. Therefore, two years ago, Liam''s age was:
+\[
+2 \times 16 = 32
+\]
+
+So, two years ago, Vince''s age was \(\boxed{32}\) years old.','32',0,'not_equivalent',384,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,0,'1. First, we calculate how many logs John can cut out of the original 80-foot tree.
+   \[
+   \text{Number of logs} = 0.80 \times 80 = 64 \text{ logs}
+   \]
+2. Next, we determine how many of these logs can be cut into 4-foot logs.
+   \[
+   \text{Number of 4-foot logs} = \frac{64}{4} = 16 \text{ logs}
+   \]
+3. From each of these 16 logs, John cuts 5 planks.
+   \[
+   \text{Number of planks} = 16 \times 5 = 80 \text{ planks}
+   \]
+4. Finally, John sells each plank for $1.2.
+   \[
+   \text{Total revenue} = 80 \times 1.2 = 96 \text{ dollars}
+   \]
+</think>
+Therefore, the final answer is \boxed{96}.','96',1,'equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(186,1,'1. John starts with a 80-foot tree.
+2. He cuts it into 4-foot logs.
+   - Number of logs = 80 / 4 = 20
+   - Number of planks per log = 5
+   - Total planks = 20 * 5 = 100
+3. He then sells each plank for $1.2.
+   - Total revenue = 100 * $1.2 = $120
+</think>
+The final answer is: $120.','$120',0,'not_equivalent',117,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,2,'1. John starts with an 80-foot tree.
+2. He can make logs out of 80% of it, so he can make \(0.80 \times 80 = 64\) logs.
+3. He cuts the tree into 4-foot logs, so he has \(4 \div 4 = 1\) log.
+4. From each of those logs, he cuts 5 planks. So, he has \(1 \times 5 = 5\) planks.
+5. He then sells each plank for $1.2. So, he makes \(5 \times 1.2 = 6\) dollars.
+</think>
+
+Therefore, John makes \(\boxed{6}\) dollars.','6',0,'not_equivalent',155,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,3,'1. John starts by cutting down an 80-foot tree and making logs out of 80% of it. This means he cuts out 0.80 * 80 = 64 feet of tree.
+2. He then cuts this 64-foot tree into 4-foot logs. This means he cuts out 4 * 4 = 16 feet of tree.
+3. From each of those 16 feet logs, he cuts 5 planks. This means he cuts out 16 * 5 = 80 feet of tree.
+4. He then sells each plank for $1.2. So, he sells 80 feet of tree for $1.2.
+5. To find out how much John makes, we multiply the number of feet of tree he sells by the price per foot: $1.2 * 80 = $96.
+</think>
+Therefore, John makes \boxed{96} dollars.','96',1,'equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,4,'1. John has an original 80-foot tree.
+2. He can make logs out of 80% of the tree.
+   \[
+   \text{Number of logs} = 0.8 \times 80 = 64
+   \]
+3. He cuts the tree into 4-foot logs.
+   \[
+   \text{Number of logs} = 4
+   \]
+4. From each of those logs, he cuts 5 planks.
+   \[
+   \text{Number of planks} = 4 \times 5 = 20
+   \]
+5. He then sells each plank for $1.2.
+   \[
+   \text{Total revenue} = 20 \times 1.2 = 24
+   \]
+</think>
+Therefore, John makes \boxed{24} dollars.','24',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,5,'1. First, we calculate the total number of logs John can make from the original 80-foot tree. Since he can make logs out of 80% of the tree, we calculate:
+   \[
+   80\% \text{ of } 80 \text{ feet} = 0.80 \times 80 = 64 \text{ logs}
+   \]
+
+2. Next, we divide the total number of logs into 4-foot logs. So, we calculate:
+   \[
+   \frac{64 \text{ logs}}{4} = 16 \text{ logs}
+   \]
+
+3. John then cuts each of those 16 logs into 5 planks. So, we calculate:
+   \[
+   16 \text{ logs} \times 5 \text{ planks/log} = 80 \text{ planks}
+   \]
+
+4. Finally, John then sells each plank for $1.2. So, we calculate:
+   \[
+   80 \text{ planks} \times \$1.2/\text{plank} = \$96
+   \]
+
+Therefore, the final answer is:
+\boxed{ \$96}','\$96',1,'equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,6,'1. First, we need to calculate how many logs John can cut from the 80-foot tree.
+   \[
+   \text{Number of logs} = \frac{80}{80\%} = \frac{80}{0.8} = 100
+   \]
+
+2. Next, we need to determine how many planks can be cut from each log.
+   \[
+   \text{Planks per log} = \frac{80}{4} = 20
+   \]
+
+3. Then, we need to determine how many planks can be cut from each log.
+   \[
+   \text{Planks per log} = \frac{80}{5} = 16
+   \]
+
+4. Finally, we need to determine how many planks can be sold from each plank.
+   \[
+   \text{Planks per plank} = 1.2 \text{ dollars}
+   \]
+
+5. Now, we need to calculate how many planks can be sold in total.
+   \[
+   \text{Total planks sold} = 20 \text{ planks per log} \times 16 \text{ planks per log} \times 1.2 \text{ dollars per plank} = 384 \text{ dollars}
+   \]
+
+6. Finally, we need to calculate how much John makes.
+   \[
+   \text{Total money made} = 384 \text{ dollars} \times 100 \text{ dollars per tree} = 38400 \text{ dollars}
+   \]
+
+</think>
+
+The final answer is \boxed{38400}.','38400',0,'not_equivalent',365,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,7,'Step 1: Determine the number of logs John can make out of the original 80-foot tree.
+Since he can make logs out of 80% of the tree, we calculate:
+80% of 80 = 0.80 * 80 = 64
+So, John can make 64 logs out of the original 80-foot tree.
+Step 2: Divide the 64 logs into 4-foot logs.
+Since he cuts the tree into 4-foot logs, we divide the 64 logs by 4:
+64 / 4 = 16
+So, John can make 16 logs out of the 4-foot logs.
+Step 3: Calculate the number of planks from each of these 16 logs.
+Since he cuts the logs into 5 planks, we divide the 16 logs by 5:
+16 / 5 = 3.2
+So, John can make 3.2 planks from each of the 16 logs.
+Step 4: Calculate the total number of planks from all the logs.
+Since each log has 3.2 planks, the total number of planks is:
+16 * 3.2 = 49.2
+Step 5: Determine how much money John makes from selling each plank.
+Since he sells each plank for $1.2, the total amount of money he makes is:
+49.2 * 1.2 = 60.8
+Therefore, John makes \boxed{60.8} dollars.','60.8',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,0,'1. First, we need to determine how much money Adam has left after buying and selling his rocks.
+   Adam starts with $100.
+   He buys 60% of his inventory, so we calculate:
+   \[
+   0.60 \times 100 = 60
+   \]
+   After buying the rocks, Adam has:
+   \[
+   100 - 60 = 40
+   \]
+
+2. Next, we need to calculate the total revenue from selling the rocks.
+   Adam sells 60% of his inventory at $7 each.
+   So we calculate:
+   \[
+   0.60 \times 60 \times 7 = 60 \times 49 = 2940
+   \]
+   After selling the rocks, Adam has:
+   \[
+   40 - 2940 = -2800
+   \]
+   Since he can''t have a negative amount of money, he loses:
+   \[
+   -2800 = -2800
+   \]
+
+</think>
+Therefore, Adam loses \boxed{-2800} dollars.','-2800',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(187,1,'1. Adam starts with $100.
+2. He can buy rocks for $5 each, so he can buy 100 / 5 = 20 rocks.
+3. He can sell the rocks for $7 each, so he can sell 20 * 7 = 140 rocks.
+4. The total revenue from selling rocks is $140.
+5. Since Adam invested all his money in the rock stand but only sold 60% of his inventory, he sold 140 * 0.60 = $84.
+6. The money Adam lost is $100 - $84 = $16.
+</think>
+<think>
+Therefore, Adam loses $16.
+</think>','$16',1,'equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,2,'1. Adam starts with $100.
+2. He can buy rocks for $5 each, so he can buy $100 / $5 = 20 rocks.
+3. He can sell rocks for $7 each, so he can sell $20 * $7 = $140 rocks.
+4. After buying and selling 20 rocks, he has $100 - $140 = $60 left.
+5. Adam invests all his money in the rock stand but only sells 60% of his inventory.
+6. To find out how much money he loses, we calculate 60% of $60:
+   \[
+   0.60 \times 60 = 36
+   \]
+7. Therefore, Adam loses $36.
+</think>
+
+Answer: \boxed{36}','36',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,3,'1. Adam starts with $100.
+2. Adam can buy rocks for $5 each, and sell them for $7 each. Therefore, the total revenue from selling rocks is $7 \times 60 = $420.
+3. The total cost of buying rocks is $5 \times 60 = $300.
+4. Adam invests all his money in the rock stand but only sells 60% of his inventory. So, he sells 60% of $100 = $60.
+5. The amount of money Adam loses is $100 - $60 = $40.
+<think>
+The final answer is $40.','$40',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,4,'1. Adam starts with $100 and wants to spend it to open a rock stand. He can buy rocks for $5 each and sell them for $7 each.
+2. First, calculate the total cost of the rocks Adam buys.
+   \[
+   \text{Total cost} = 60 \times 5 = 300
+   \]
+3. Next, calculate the total revenue Adam gets by selling the rocks.
+   \[
+   \text{Total revenue} = 60 \times 7 = 420
+   \]
+4. To find out how much money Adam loses, subtract the total revenue from his initial amount.
+   \[
+   \text{Money lost} = 100 - 420 = -320
+   \]
+</think>
+
+Therefore, Adam loses \(\boxed{-320}\) dollars.','-320',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,5,'1. Adam starts with $100.
+2. He buys rocks at $5 each and sells them at $7 each.
+3. To find out how many rocks he buys, we divide his initial amount by his selling price per rock:
+   \[
+   \frac{100}{7} \approx 14.2857
+   \]
+   Since he can''t buy a fraction of a rock, he buys 15 rocks.
+4. He then sells 60% of his inventory. To find out how many rocks he sells, we multiply his inventory by 60%:
+   \[
+   0.60 \times 15 = 9
+   \]
+5. The total revenue from selling the rocks is:
+   \[
+   9 \times 7 = 63
+   \]
+6. The total cost of buying the rocks is:
+   \[
+   15 \times 5 = 75
+   \]
+7. The loss in money is the difference between the total cost and the total revenue:
+   \[
+   75 - 63 = 12
+   \]
+</think>
+
+<think>
+Adam loses $12.
+</think>','$12',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,6,'1. First, we calculate the total cost of the rocks Adam can buy. Adam can buy 60% of his $100 worth of money, so we calculate:
+   \[
+   0.60 \times 100 = 60
+   \]
+   So, Adam needs to buy 60 rocks.
+2. Next, we calculate the total revenue from selling the rocks. Adam sells each rock for $7, so the total revenue from selling 60 rocks is:
+   \[
+   60 \times 7 = 420
+   \]
+3. Now, we calculate the total cost of the rocks Adam can buy. He can buy 60 rocks, so the total cost is:
+   \[
+   60 \times 5 = 300
+   \]
+4. To find out how much money Adam loses, we subtract the total cost of the rocks he can buy from his initial amount of money:
+   \[
+   100 - 300 = -200
+   \]
+5. Since Adam cannot lose negative money, he loses $200.
+</think>
+Therefore, the final answer is:
+\boxed{-200}','-200',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,7,'1. Adam starts with $100 and wants to open a rock stand.
+2. Adam can buy rocks for $5 each and sell them for $7 each.
+3. If he invests all his money in the rock stand but only sells 60% of his inventory, we need to calculate the total revenue from selling 60% of his inventory.
+4. To determine the total revenue, we multiply the selling price by the number of items sold.
+5. The total revenue will be the amount of money Adam loses.
+
+Let''s calculate this step by step:
+1. Calculate the number of items sold: 60% of 100.
+2. Calculate the total revenue: $7 each sold * 60% of 100 = $360.
+3. Subtract the total revenue from the initial amount to find the loss.
+4. The loss is $100 - $360 = $64.
+
+Therefore, Adam loses $64.
+</think>
+The final answer is \boxed{64}.','64',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,0,'1. First, we need to determine Haley''s age. Since Haley is 26 years old, we can calculate her age as follows:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Next, we need to find out Geb''s age. According to the problem, Geb is 10 less than half the age of Haley. First, we calculate half of Haley''s age:
+   \[
+   \text{Half of Haley''s age} = \frac{26}{2} = 13
+   \]
+
+3. Then, we calculate Geb''s age by subtracting 10 from half of Haley''s age:
+   \[
+   \text{Geb''s age} = 13 - 10 = 3
+   \]
+
+</think>
+
+Therefore, Geb is \boxed{3} years old.','3',1,'equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(188,1,'1. First, we need to determine Haley''s age. Given that Haley is 26 years old.
+2. Next, we calculate half the age of Haley using the formula:
+   \[
+   \text{Half of Haley''s age} = \frac{26}{2} = 13
+   \]
+3. Now, we know that Geb is 10 less than half of Haley''s age. Therefore, we calculate Geb''s age as follows:
+   \[
+   \text{ Geb''s age} = 13 - 10 = 3
+   \]
+</think>
+The final answer is \boxed{3}.','3',1,'equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,2,'Let''s break down the problem step by step.
+
+1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find half the age of Haley. Half of 26 is calculated as follows:
+   \[
+   \frac{26}{2} = 13
+   \]
+3. Now, we need to determine how much Geb is 10 less than half the age of Haley. Since half of 13 is 13, Geb is:
+   \[
+   13 - 10 = 3
+   \]
+</think>
+Therefore, Geb is \boxed{3} years old.','3',1,'equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,3,'1. First, we calculate Haley''s age.
+   \[
+   \text{Haley''s age} = 26 \text{ years}
+   \]
+
+2. Next, we need to find the age of Geb. According to the problem, Geb is 10 less than half the age of Haley.
+   \[
+   \text{Geb''s age} = \frac{\text{Haley''s age}}{2} - 10
+   \]
+
+3. Substitute Haley''s age into the equation:
+   \[
+   \text{Geb''s age} = \frac{26}{2} - 10
+   \]
+
+4. Simplify the fraction:
+   \[
+   \text{Geb''s age} = 13 - 10
+   \]
+
+5. Perform the subtraction:
+   \[
+   \text{Geb''s age} = 3
+   \]
+
+</think>
+Therefore, Geb''s age is \boxed{3}.','3',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,4,'1. First, we need to determine the age of Haley. Since Haley is 26 years old, we can calculate her age as follows:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Next, we need to find out how old Geb is. According to the problem, Geb is 10 less than half the age of Haley. Therefore, we can calculate Geb''s age as follows:
+   \[
+   \text{Geb''s age} = \frac{\text{Haley''s age}}{2} - 10
+   \]
+   Substituting Haley''s age into the equation, we get:
+   \[
+   \text{Geb''s age} = \frac{26}{2} - 10 = 13 - 10 = 3
+   \]
+
+</think>
+After </think>, we write the final answer as \boxed{3}.','3',1,'equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,5,'1. Haley is given as 26 years old.
+2. Geb is 10 less than half the age of Haley. To find Geb''s age, we need to follow these steps:
+   a) Calculate half of Haley''s age.
+   b) Subtract 10 from that result.
+</think>
+3. Half of Haley''s age is \(\frac{26}{2} = 13\).
+4. Geb''s age is \(13 - 10 = 3\).
+</think>
+Therefore, Geb is \(\boxed{3}\) years old.','3',1,'equivalent',123,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,6,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine Haley''s age. Since Haley is 26 years old, we can calculate her age as follows:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Next, we know that Geb is 10 less than half the age of Haley. To find Geb''s age, we need to follow these steps:
+   \[
+   \text{Half of Haley''s age} = \frac{26}{2} = 13
+   \]
+   \[
+   \text{Geb''s age} = 13 - 10 = 3
+   \]
+
+Therefore, Geb is \boxed{3} years old.','3',1,'equivalent',162,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,7,'1. First, we need to determine Haley''s age. According to the problem, Haley is 26 years old.
+2. Next, we need to find the age of Geb. According to the problem, Geb is 10 less than half the age of Haley. Let''s denote Geb''s age as \( G \).
+3. First, we calculate half of Haley''s age: \(\frac{26}{2} = 13\).
+4. Then, we subtract 10 from this value: \( 13 - 10 = 3 \).
+5. Therefore, Geb''s age is \(\boxed{3}\).
+</think>','3',1,'equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,0,'To determine how many face masks Johnny bought, we need to follow these steps:
+
+1. Calculate the number of face masks Mike bought.
+2. Determine the number of face masks Johnny bought based on the information given.
+
+First, we calculate the number of face masks Mike bought. Mike bought 5 face masks. Therefore, the number of face masks Mike bought is:
+\[
+\boxed{5}
+\]
+
+Next, we need to determine the number of face masks Johnny bought. Johnny bought 2 more than thrice as many face masks as Mike. We start by calculating three times the number of face masks Mike bought:
+\[
+3 \times 5 = 15
+\]
+Then, we add 2 to this result:
+\[
+15 + 2 = 17
+\]
+Therefore, the number of face masks Johnny bought is:
+\[
+\boxed{17}
+\]','17',1,'equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(189,1,'To determine how many face masks Johnny bought, we need to follow these steps:
+
+1. Calculate the number of face masks Mike bought.
+   Mike bought 5 face masks.
+
+2. Determine how many face masks Johnny bought. Johnny bought 2 more than thrice as many face masks as Mike.
+   First, we calculate thrice as many face masks as Mike:
+   \[
+   3 \times 5 = 15
+   \]
+   Then, we add 2 to this result:
+   \[
+   15 + 2 = 17
+   \]
+   Therefore, Johnny bought 17 face masks.
+</think>
+
+The final answer is \boxed{17}.','17',1,'equivalent',146,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,2,'1. First, let''s determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. Therefore, we can express this relationship mathematically as:
+   \[
+   \text{Johnny''s face masks} = 3 \times \text{Mike''s face masks} + 2
+   \]
+   Substituting the number of Mike''s face masks into the equation, we get:
+   \[
+   \text{Johnny''s face masks} = 3 \times 5 + 2 = 15 + 2 = 17
+   \]
+</think>
+Therefore, Johnny bought \boxed{17} face masks.','17',1,'equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,3,'1. First, let''s determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. First, we calculate thrice as many face masks as Mike:
+   \[
+   3 \times 5 = 15
+   \]
+3. Then, we add 2 to this number of face masks:
+   \[
+   15 + 2 = 17
+   \]
+   Therefore, Johnny bought 17 face masks.
+</think>
+
+The final answer is: \boxed{17}','17',1,'equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,4,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, we need to find out how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. To find this, we calculate thrice the number of face masks Mike bought:
+   \[
+   3 \times 5 = 15
+   \]
+   Then, we add 2 to this result:
+   \[
+   15 + 2 = 17
+   \]
+   So, Johnny bought \boxed{17} face masks.
+</think>
+The final answer is \boxed{17}.','17',1,'equivalent',153,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,5,'1. First, let''s determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+2. Next, let''s calculate how many face masks Johnny bought. The problem states that Johnny bought 2 more than thrice as many face masks as Mike. We can express this mathematically as:
+   \[
+   \text{Johnny''s face masks} = 3 \times \text{Mike''s face masks} + 2
+   \]
+   Substituting the number of Mike''s face masks (5) into the equation:
+   \[
+   \text{Johnny''s face masks} = 3 \times 5 + 2
+   \]
+   Simplifying the right-hand side:
+   \[
+   \text{Johnny''s face masks} = 15 + 2
+   \]
+   \[
+   \text{Johnny''s face masks} = 17
+   \]
+   \think
+3. The final answer is that Johnny bought \boxed{17} face masks.','17',1,'equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,6,'1. First, we need to determine how many face masks Mike bought. According to the problem, Mike bought 5 face masks.
+   \[
+   \text{Number of face masks Mike bought} = 5
+   \]
+
+2. Next, we need to find out how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many face masks as Mike. We can express the number of face masks Johnny bought in terms of the number of face masks Mike bought:
+   \[
+   \text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2
+   \]
+
+   Substituting the number of face masks Mike bought into the equation, we get:
+   \[
+   \text{Number of face masks Johnny bought} = 3 \times 5 + 2
+   \]
+
+   Now, we perform the multiplication and addition:
+   \[
+   3 \times 5 = 15
+   \]
+   \[
+   15 + 2 = 17
+   \]
+
+   Therefore, the number of face masks Johnny bought is:
+   \[
+   \boxed{17}
+   \]','17',1,'equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,7,'Let''s break down the problem step by step.
+
+1. First, we need to determine how many face masks Mike bought. Mike bought 5 face masks.
+2. Next, we need to find out how many face masks Johnny bought. Johnny bought 2 more than thrice as many face masks as Mike. To find this, we calculate:
+   \[
+   3 \times 5 + 2 = 15 + 2 = 17
+   \]
+   So, Johnny bought 17 face masks.
+</think>
+
+Therefore, the final answer is \boxed{17}.','17',1,'equivalent',125,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,0,'1. First, we need to determine the blood volume of a whale. According to the problem, each whale in the sea has 40 gallons of blood.
+   \[
+   \text{Blood volume of a whale} = 40 \text{ gallons}
+   \]
+
+2. Next, we need to determine the blood volume of a shark. According to the problem, a shark has three times as much blood as a whale.
+   \[
+   \text{Blood volume of a shark} = 3 \times \text{Blood volume of a whale} = 3 \times 40 \text{ gallons} = 120 \text{ gallons}
+   \]
+
+3. Now, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We do this by multiplying the blood volume of a shark by 10.
+   \[
+   \text{Total blood volume of ten sharks} = 120 \text{ gallons} \times 10 = 1200 \text{ gallons}
+   \]
+
+</think>
+
+The final answer is \boxed{1200}.','1200',1,'equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(190,1,'To calculate the number of gallons of blood that ten sharks swimming in the sea have, we need to follow these steps:
+
+1. Determine the number of gallons of blood in one whale.
+2. Calculate the number of gallons of blood in one shark.
+3. Determine the total number of gallons of blood in ten sharks.
+4. Verify the result by comparing it to the number of gallons of blood in one whale.
+
+Step 1: The number of gallons of blood in one whale is given as 40 gallons.
+
+Step 2: The number of gallons of blood in one shark is three times the number of gallons of blood in one whale. So, we calculate:
+\[ 3 \times 40 = 120 \text{ gallons} \]
+
+Step 3: To find the total number of gallons of blood in ten sharks, we multiply the number of gallons of blood in one shark by 10:
+\[ 120 \times 10 = 1200 \text{ gallons} \]
+
+Step 4: To verify, we compare the total number of gallons of blood in ten sharks to the number of gallons of blood in one whale. According to the problem, each whale has 40 gallons of blood, and each shark has 120 gallons of blood. Therefore, the total number of gallons of blood in ten sharks is:
+\[ 40 \times 100 + 120 \times 10 = 4000 + 1200 = 5200 \text{ gallons} \]
+
+Thus, the final answer is:
+\[
+\boxed{5200}
+\]','5200',0,'not_equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,2,'First, we need to determine how many gallons of blood one whale has. According to the science class, each whale has 40 gallons of blood. Therefore, ten whales have:
+\[ 10 \times 40 = 400 \text{ gallons of blood} \]
+
+Next, we need to determine how many gallons of blood one shark has. According to the science class, a shark has three times as much blood as a whale. Therefore, one shark has:
+\[ 3 \times 400 = 1200 \text{ gallons of blood} \]
+
+Now, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We do this by multiplying the number of gallons of blood one whale has by the number of sharks:
+\[ 400 \times 10 = 4000 \text{ gallons} \]
+
+Therefore, the final answer is:
+\[
+\boxed{4000}
+\]','4000',0,'not_equivalent',207,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,3,'1. We need to determine the number of gallons of blood each shark has.
+2. According to the problem, a shark has three times as much blood as a whale.
+3. Since each whale has 40 gallons of blood, a shark has \(3 \times 40 = 120\) gallons of blood.
+4. Brady learned that ten sharks swimming in the sea have the same number of gallons of blood.
+5. Therefore, the total number of gallons of blood that ten sharks have is \(120 \times 10 = 1200\) gallons.
+</think>
+The final answer is \boxed{1200}.','1200',1,'equivalent',138,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,4,'1. First, we need to determine how much blood a whale has. According to the study, each whale has 40 gallons of blood.
+   \[
+   \text{Blood per whale} = 40 \text{ gallons}
+   \]
+
+2. Next, we need to determine how much blood a shark has. According to the study, a shark has three times as much blood as a whale.
+   \[
+   \text{Blood per shark} = 3 \times \text{Blood per whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+
+3. Now, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We do this by multiplying the number of sharks by the blood per shark.
+   \[
+   \text{Total blood from 10 sharks} = 10 \text{ sharks} \times 120 \text{ gallons per shark} = 1200 \text{ gallons}
+   \]
+
+</think>
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','1200',1,'equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,5,'1. First, we need to determine the number of gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine the number of gallons of blood a shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, we calculate the number of gallons of blood a shark has as follows:
+   \[
+   \text{Number of gallons of blood in a shark} = 3 \times \text{Number of gallons of blood in a whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+3. Now, we need to calculate the total number of gallons of blood that ten sharks swimming in the sea have. We do this by multiplying the number of gallons of blood in one shark by the number of sharks:
+   \[
+   \text{Total number of gallons of blood in ten sharks} = \text{Number of gallons of blood in one shark} \times \text{Number of sharks} = 120 \text{ gallons} \times 10 = 1200 \text{ gallons}
+   \]
+</think>
+The final answer is \boxed{1200}.','1200',1,'equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,6,'To solve this problem, we need to calculate the total amount of blood that ten sharks swimming in the sea have. We can break this down step by step.
+
+1. **Calculate the number of gallons of blood in one whale:**
+   Since Brady learned that each whale in the sea has 40 gallons of blood, one whale has:
+   \[
+   40 \text{ gallons}
+   \]
+
+2. **Calculate the number of gallons of blood in one shark:**
+   A shark has three times as much blood as a whale. Therefore, one shark has:
+   \[
+   3 \times 40 = 120 \text{ gallons}
+   \]
+
+3. **Calculate the total number of gallons of blood in ten sharks:**
+   Since there are ten sharks swimming in the sea, the total number of gallons of blood is:
+   \[
+   120 \text{ gallons/whale} \times 10 \text{ sharks} = 1200 \text{ gallons}
+   \]
+
+</think>
+
+Thus, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','1200',1,'equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,7,'1. First, we need to determine the number of gallons of blood a whale has. According to the problem, each whale has 40 gallons of blood.
+2. Next, we need to determine the number of gallons of blood a shark has. The problem states that a shark has three times as much blood as a whale. Therefore, we calculate:
+   \[
+   \text{Blood of a shark} = 3 \times \text{Blood of a whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+3. Now, we need to find out how many gallons of blood ten sharks swimming in the sea have. Since there are ten sharks, we multiply the number of gallons of blood a shark has by 10:
+   \[
+   \text{Total blood of ten sharks} = 10 \times 120 = 1200 \text{ gallons}
+   \]
+</think>
+The final answer is \boxed{1200}.','1200',1,'equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(191,0,'1. First, we need to determine the height of Mattison''s house. The problem states that Mattison''s house is 7 times his height. We know Mattison is 60 inches tall, so we calculate the height of the house as follows:
+   \[
+   \text{Height of the house} = 7 \times 60 = 420 \text{ inches}
+   \]
+2. Next, we need to find the height of the floor to the ceiling on the first floor. The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison is. We know Mattison is 60 inches tall, so we calculate the height of the floor as follows:
+   \[
+   \text{Height of the floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+3. Now, we need to determine the height of the roof from the second floor''s floor. The problem states that the roof from the second floor''s floor is 7 times the height of the second floor''s floor. However, we don''t have the height of the second floor''s floor directly. Instead, we need to calculate the height of the second floor''s floor in terms of the given heights.
+
+Since we don''t have the height of the second floor''s floor, we can''t determine the height of the roof directly. Instead, we can use the information provided to find the height of the second floor''s floor in terms of the given heights.
+
+The final answer is \boxed{70} inches.','70',0,'not_equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(191,1,'1. First, we need to calculate the height of Mattison''s two-story house. Since the two-story house is 7 times as high as Mattison is, we can calculate the height of the house as follows:
+   \[
+   \text{Height of the house} = 7 \times \text{Height of Mattison} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The floor to the ceiling on the first floor is thrice as high as Mattison is, so we can calculate the height of the floor as follows:
+   \[
+   \text{Height of the floor} = 3 \times \text{Height of Mattison} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Now, we need to calculate the height of the roof from the second floor''s floor. Since the second floor has 2 floors, the total height of the second floor is:
+   \[
+   \text{Total height of the second floor} = 2 \times \text{Height of the floor} = 2 \times 180 = 360 \text{ inches}
+   \]
+
+4. Finally, we need to determine the height of the roof. The roof is the difference between the total height of the second floor and the height of the floor to the ceiling on the first floor:
+   \[
+   \text{Height of the roof} = \text{Total height of the second floor} - \text{Height of the floor to the ceiling on the first floor} = 360 - 180 = 180 \text{ inches}
+   \]
+
+Therefore, the height of the roof from the second floor''s floor is \boxed{180} inches.','180',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(191,2,'1. Mattison''s house is 7 times as high as he is. Since Mattison is 60 inches tall, the height of the house is:
+   \[
+   7 \times 60 = 420 \text{ inches}
+   \]
+
+2. The floor to the ceiling on the first floor is thrice as high as he is. Since the height of the house is 420 inches, the height of the floor to the ceiling on the first floor is:
+   \[
+   3 \times 420 = 1260 \text{ inches}
+   \]
+
+3. Mattison''s two-story house is 7 times as high as he is. Since the height of the house is 420 inches, the height of the two-story house is:
+   \[
+   7 \times 420 = 2940 \text{ inches}
+   \]
+
+4. The floor to the ceiling on the second floor is thrice as high as he is. Since the height of the house is 2940 inches, the height of the floor to the ceiling on the second floor is:
+   \[
+   3 \times 2940 = 8780 \text{ inches}
+   \]
+
+Therefore, the height of the roof from the second floor''s floor is \boxed{8780} inches.','8780',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(191,3,'1. First, we need to determine the height of the two-story house. The problem states that the two-story house is 7 times as high as Mattison''s house. Since Mattison is 60 inches tall, we calculate the height of the two-story house as follows:
+   \[
+   \text{Height of two-story house} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. Next, we need to determine the height of the floor to the ceiling on the first floor. The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison''s house. Since Mattison is 60 inches tall, we calculate the height of the floor to the ceiling on the first floor as follows:
+   \[
+   \text{Height of the floor to the ceiling} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Now, we need to determine the height of the roof from the second floor''s floor. The problem states that the roof from the second floor''s floor is the same as the height of the second-story house. Since the height of the two-story house is 420 inches, we calculate the height of the roof from the second floor''s floor as follows:
+   \[
+   \text{Height of the roof from the second floor''s floor} = 420 \text{ inches}
+   \]
+
+</think>
+
+Therefore, the final answer is \boxed{420}.','420',0,'not_equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(191,4,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of the second floor''s house.
+2. Determine the height of the floor to the ceiling on the first floor.
+3. Calculate the height of the roof from the second floor''s floor.
+
+### Step 1: Calculate the height of the second floor''s house
+The problem states that the second floor''s house is 7 times as high as Mattison''s house. Since Mattison''s house is 60 inches tall, we can calculate the height of the second floor''s house as follows:
+\[
+\text{Height of the second floor''s house} = 7 \times \text{Height of Mattison''s house} = 7 \times 60 = 420 \text{ inches}
+\]
+
+### Step 2: Determine the height of the floor to the ceiling on the first floor
+The problem states that the floor to the ceiling on the first floor is thrice as high as Mattison''s house. Since Mattison''s house is 60 inches tall, we can calculate the height of the floor to the ceiling on the first floor as follows:
+\[
+\text{Height of the floor to the ceiling on the first floor} = 3 \times \text{Height of Mattison''s house} = 3 \times 60 = 180 \text{ inches}
+\]
+
+### Step 3: Calculate the height of the roof from the second floor''s floor
+Now that we have the height of the second floor''s house, we can calculate the height of the roof from the second floor''s floor by subtracting the height of the second floor''s house from the height of the floor to the ceiling on the first floor:
+\[
+\text{Height of the roof from the second floor''s floor} = \text{Height of the second floor''s house} - \text{Height of the floor to the ceiling on the first floor} = 420 - 180 = 240 \text{ inches}
+\]
+</think>
+
+The final answer is \boxed{240}.','240',1,'equivalent',450,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(191,5,'1. Mattison''s two-story house is 7 times as high as he is.
+   - Given Mattison''s height:
+     \[
+     \text{Height of house} = 7 \times \text{Mattison''s height} = 7 \times 60 = 420 \text{ inches}
+     \]
+
+2. The floor to the ceiling on the first floor is thrice as high as he is.
+   - Given Mattison''s height:
+     \[
+     \text{Height of first floor} = 3 \times \text{Mattison''s height} = 3 \times 60 = 180 \text{ inches}
+     \]
+
+3. The roof from the second floor''s floor is thrice as high as the floor to the ceiling on the first floor.
+   - Given Mattison''s height:
+     \[
+     \text{Height of second floor} = 3 \times \text{Height of first floor} = 3 \times 180 = 540 \text{ inches}
+     \]
+
+</think>
+
+The final answer is \(\boxed{540}\) inches.','540',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(191,6,'1. Mattison''s height is given as 60 inches.
+2. The two-story house is 7 times as tall as Mattison''s height:
+   \[
+   \text{Height of the second floor} = 7 \times 60 = 420 \text{ inches}
+   \]
+3. The floor to the ceiling on the first floor is thrice as high as Mattison''s height:
+   \[
+   \text{Height of the first floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+4. The height of the roof from the second floor''s floor is calculated by finding half the difference between the height of the second floor and the height of the first floor:
+   \[
+   \text{Height of the roof} = \frac{420 - 180}{2} = \frac{240}{2} = 120 \text{ inches}
+   \]
+</think>
+The final answer is \boxed{120}.','120',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(191,7,'First, we need to determine Mattison''s height on each floor.
+1. Mattison''s height on the first floor is given as 60 inches.
+2. Mattison''s height on the second floor is 7 times Mattison''s height on the first floor.
+   \[
+   \text{Mattison''s height on the second floor} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+Next, we need to determine the height of the first floor''s floor in inches.
+1. The floor to the ceiling on the first floor is thrice as high as Mattison''s height on the first floor.
+   \[
+   \text{Height of the first floor''s floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+Now, we need to determine the height of the second floor''s floor in inches.
+1. The floor to the ceiling on the second floor is thrice as high as the height of the first floor.
+   \[
+   \text{Height of the second floor''s floor} = 3 \times 180 = 540 \text{ inches}
+   \]
+
+Therefore, the final answer is:
+\boxed{540}','540',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(192,0,'1. Eve originally had 20 pomelos.
+2. Eve is left with \(\frac{1}{4}\) of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to subtract \(\frac{1}{4}\) from the original number of pomelos.
+4. \(\frac{1}{4}\) of 20 is calculated as:
+   \[
+   \frac{1}{4} \times 20 = 5
+   \]
+5. Therefore, Eve gave away \boxed{5} pomelos.','5',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(192,1,'1. Eve initially had 20 pieces of pomelos.
+2. Eve is left with 1/4 of the pomelos she originally had, so we calculate 1/4 of 20.
+   \[
+   \frac{1}{4} \times 20 = 5
+   \]
+   Therefore, Eve is left with 5 pieces of pomelos.
+3. Eve is left with 20 pieces of pomelos, which means she originally had 20 - 5 = 15 pieces of pomelos.
+4. Eve gave away 15 pieces of pomelos to her friend.
+</think>
+
+The final answer is \boxed{15}.','15',1,'equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(192,2,'1. Let''s start by defining the initial number of pomelos Eve had. According to the problem, Eve originally had 20 pieces of pomelos.
+2. Eve is left with 1/4 of the pomelos she originally had. This can be calculated by dividing the original number of pomelos by 4.
+   \[
+   \text{Number of pomelos given away} = \frac{20}{4} = 5
+   \]
+</think>
+To verify this, we can write a small Python code snippet to perform the calculation.
+```python
+# Initial number of pomelos Eve had
+initial_pomelos = 20
+
+# Calculate the number of pomelos Eve gives away
+pomelos_given_away = initial_pomelos / 4
+print(pomelos_given_away)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5}\).','5',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(192,3,'Let''s break down the problem step by step.
+
+1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with \(\frac{1}{4}\) of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we can set up an equation based on the given information.
+
+The equation can be written as:
+\[ 20 - \frac{1}{4} \times 20 = x \]
+where \( x \) is the number of pomelos Eve gave away.
+
+First, we calculate \(\frac{1}{4} \times 20\):
+\[ \frac{1}{4} \times 20 = 5 \]
+
+Now, we substitute this value back into the equation:
+\[ 20 - 5 = x \]
+\[ x = 15 \]
+
+Therefore, Eve gave away \(\boxed{15}\) pomelos.','15',1,'equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(192,4,'1. Start with the initial number of pomelos Eve had. She originally had 20 pieces.
+   \[
+   \text{Initial pomelos} = 20
+   \]
+
+2. Eve is left with \(\frac{1}{4}\) of the pomelos she originally had. First, calculate \(\frac{1}{4}\) of 20:
+   \[
+   \frac{1}{4} \times 20 = 5
+   \]
+
+3. Subtract the number of pomelos left with Eve from the initial number of pomelos to determine how many pomelos Eve gave away:
+   \[
+   \text{Pomelos given away} = 20 - 5 = 15
+   \]
+
+</think>
+Therefore, Eve gave away \(\boxed{15}\) pomelos.','15',1,'equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(192,5,'Let''s break down the problem step by step.
+
+1. Eve initially has 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with \(\frac{1}{4}\) of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to subtract the number of pomelos left from the number of pomelos she originally had.
+
+First, we calculate the number of pomelos left:
+\[
+\frac{1}{4} \times 20 = 5
+\]
+
+Now, we subtract the number of pomelos left from the original number of pomelos:
+\[
+20 - 5 = 15
+\]
+
+Therefore, Eve gave away \(\boxed{15}\) pomelos.','15',1,'equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(192,6,'1. Eve originally had 20 pieces of pomelos.
+2. Eve is left with \(\frac{1}{4}\) of the pomelos she originally had.
+3. To find out how many pomelos Eve gave away, we need to calculate \(\frac{1}{4}\) of 20.
+4. We can do this by dividing 20 by \(\frac{1}{4}\):
+   \[
+   20 \div \frac{1}{4} = 20 \times 4 = 80
+   \]
+5. Therefore, Eve gave away \(\boxed{80}\) pomelos.','80',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(192,7,'1. First, we need to determine how many pomelos Eve is left with after giving some to her friend.
+   - Eve originally had 20 pieces of pomelos.
+   - Eve is left with \(\frac{1}{4}\) of her original pieces.
+   - \(\frac{1}{4} \times 20 = 5\) pieces of pomelos.
+   - Therefore, after giving away some, Eve is left with 5 pieces of pomelos.
+</think>
+
+The final answer is \(\boxed{5}\).','5',0,'not_equivalent',119,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(193,0,'1. First, we need to determine how many pounds of ground beef Aiden uses for each pound of meat.
+   \[
+   \text{Number of pounds of ground beef per pound of meat} = \frac{16 \text{ meatballs}}{1 \text{ pound of meat}} = 16 \text{ pounds per pound of meat}
+   \]
+
+2. Next, we need to calculate how many tablespoons of secret steakhouse seasoning Aiden uses for each pound of ground beef.
+   \[
+   \text{Number of tablespoons of secret steakhouse seasoning per pound of ground beef} = 2 \text{ tablespoons per pound of ground beef}
+   \]
+
+3. Now, we need to find out how many tablespoons of secret steakhouse seasoning Aiden needs for 80 pounds of ground beef.
+   \[
+   \text{Number of tablespoons of secret steakhouse seasoning needed} = 80 \text{ pounds} \times 2 \text{ tablespoons per pound of ground beef} = 160 \text{ tablespoons}
+   \]
+
+</think>
+
+After </think>, the final answer is \boxed{160}.','160',0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(193,1,'To determine how much of the secret steakhouse seasoning Aiden needs, we''ll follow these steps:
+
+1. Calculate the total number of pounds of ground beef Aiden gets from each pound of meat.
+2. Determine how many pounds of meatballs Aiden needs to make 80 meatballs.
+3. Calculate how much of the secret steakhouse seasoning Aiden will need based on the total pounds of meatballs he needs.
+
+Step 1: Calculate the total number of pounds of ground beef Aiden gets from each pound of meat.
+Aiden uses two tablespoons of his secret steakhouse seasoning for every pound of ground beef.
+Given that he gets sixteen meatballs from each pound of meat, we can calculate the total number of pounds of ground beef as follows:
+\[
+\text{Total pounds of ground beef} = 16 \text{ meatballs/pound} \times 16 \text{ pounds/pound} = 256 \text{ pounds}
+\]
+
+Step 2: Determine how many pounds of meatballs Aiden needs to make 80 meatballs.
+Given that Aiden needs to make 80 meatballs, we can calculate the total number of pounds of meatballs he needs to make as follows:
+\[
+\text{Total pounds of meatballs needed} = 80 \text{ meatballs} \times 16 \text{ pounds/pound} = 1280 \text{ pounds}
+\]
+
+Step 3: Calculate how much of the secret steakhouse seasoning Aiden will need based on the total pounds of meatballs he needs.
+We know that Aiden uses two tablespoons of his secret steakhouse seasoning for every pound of ground beef.
+To find out how much of the secret steakhouse seasoning Aiden will need for 1280 pounds of meatballs, we can calculate the amount of steakhouse seasoning needed for each pound of meat as follows:
+\[
+\text{Steakhouse seasoning needed per pound} = \frac{1280 \text{ pounds}}{2 \text{ tablespoons/pound}} = 640 \text{ tablespoons}
+\]
+Since Aiden uses two tablespoons of the secret steakhouse seasoning for every pound of ground beef, we can calculate the total amount of steakhouse seasoning needed for 1280 pounds of meatballs as follows:
+\[
+\text{Total steakhouse seasoning needed} = 640 \text{ tablespoons/pound} \times 12','12',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(193,2,'1. First, we need to determine how many pounds of ground beef Aiden uses in 80 meatballs.
+   \[
+   \text{Pounds of ground beef} = \frac{80 \text{ meatballs}}{16 \text{ meatballs per pound}} = 5 \text{ pounds}
+   \]
+   
+2. Next, we calculate how many tablespoons of the secret steakhouse seasoning Aiden adds to each pound of ground beef.
+   \[
+   \text{Tablespoons of seasoning per pound} = 2 \text{ tablespoons}
+   \]
+   
+3. Now, we find the total tablespoons of seasoning needed for 5 pounds of ground beef.
+   \[
+   \text{Total tablespoons of seasoning} = 5 \text{ pounds} \times 2 \text{ tablespoons per pound} = 10 \text{ tablespoons}
+   \]
+
+</think>
+
+Therefore, Aiden will need \boxed{10} tablespoons of his secret seasoning to make 80 meatballs for the cookout.','10',1,'equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(193,3,'To determine how much of Aiden''s secret steakhouse seasoning he will need to make 80 meatballs, we need to follow these steps:
+
+1. Calculate the total amount of ground beef Aiden uses to make 80 meatballs.
+2. Determine how much of his secret steakhouse seasoning is needed for that amount of ground beef.
+
+Step 1: Calculate the total amount of ground beef Aiden uses to make 80 meatballs.
+Aiden uses 16 meatballs per pound of meat and wants to make 80 meatballs. Therefore, the total amount of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+Step 2: Determine how much of his secret steakhouse seasoning is needed for 1280 pounds of ground beef.
+Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, for 1280 pounds, the total amount of secret steakhouse seasoning needed is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+So, the final answer is:
+\boxed{2560}','2560',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(193,4,'To determine how much of aiden''s secret seasoning will be needed, we need to follow these steps:
+
+1. Calculate the total number of pounds of ground beef Aiden uses.
+2. Determine how much of the secret steakhouse seasoning is used per pound.
+3. Calculate how much of the secret steakhouse seasoning is needed to make 80 meatballs.
+
+Step 1: Calculate the total number of pounds of ground beef Aiden uses.
+Aiden gets sixteen meatballs per pound of meat. Therefore, the total number of pounds of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+Step 2: Determine how much of the secret steakhouse seasoning is used per pound.
+Aiden uses two tablespoons of the secret steakhouse seasoning per pound of ground beef. Therefore, the total amount of the secret steakhouse seasoning used is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+Step 3: Calculate how much of the secret steakhouse seasoning is needed to make 80 meatballs.
+To find out how many tablespoons of the secret steakhouse seasoning are needed to make 80 meatballs, we divide the total amount of the secret steakhouse seasoning used by the number of meatballs needed:
+\[ \frac{2560 \text{ tablespoons}}{80 \text{ meatballs}} = 32 \text{ tablespoons} \]
+
+Therefore, the final answer is:
+\boxed{32}','32',0,'not_equivalent',344,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(193,5,'1. First, we need to determine how many pounds of meat are in 80 meatballs.
+   - Each pound of meat is given as 16 meatballs.
+   - Therefore, 80 meatballs is equal to \(80 \times 16 = 1280\) pounds.
+2. Next, we need to calculate how much meat is in two tablespoons of the secret steakhouse seasoning for every pound of meat.
+   - The secret steakhouse seasoning is given as 2 tablespoons per pound of ground beef.
+   - Therefore, two tablespoons of the secret steakhouse seasoning is equal to \(2 \times 16 = 32\) tablespoons of the secret steakhouse seasoning per pound of meat.
+3. To find out how much of the secret steakhouse seasoning is needed for 1280 pounds of meat, we divide the total amount of the secret steakhouse seasoning per pound by the total number of pounds of meat:
+   \[
+   \frac{32}{1280} = \frac{1}{40}
+   \]
+   So, Aiden will need \(\boxed{\frac{1}{40}}\) of his secret seasoning for 80 meatballs.
+</think>','\frac{1}{40}',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(193,6,'1. First, we need to calculate the total amount of ground beef that Aiden will use. Since he gets sixteen meatballs from each pound of meat, we multiply the number of meatballs by the number of pounds of meat:
+   \[
+   16 \text{ meatballs} \times 1 \text{ pound of meat} = 16 \text{ pounds of ground beef}
+   \]
+
+2. Next, we need to calculate the amount of secret steakhouse seasoning Aiden uses. According to the problem, for every pound of ground beef, he adds two tablespoons of his secret steakhouse seasoning. Therefore, for 16 pounds of ground beef, the total amount of secret steakhouse seasoning needed is:
+   \[
+   16 \text{ pounds of ground beef} \times 2 \text{ tablespoons per pound} = 32 \text{ tablespoons of secret steakhouse seasoning}
+   \]
+
+3. Finally, we need to determine how much secret steakhouse seasoning Aiden will need to make 80 meatballs. To do this, we divide the total amount of secret steakhouse seasoning needed by the number of meatballs Aiden wants to make:
+   \[
+   \frac{32 \text{ tablespoons of secret steakhouse seasoning}}{80 \text{ meatballs}} = \frac{8}{20} = \frac{2}{5}
+   \]
+
+Therefore, the final answer is:
+\boxed{\frac{2}{5}}
+\]','\frac{2}{5}',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(193,7,'1. First, we need to determine how many pounds of meataid has for the cookout.
+   - Aiden gets sixteen meatballs from each pound of meat.
+   - Therefore, for 80 meatballs, the total number of pounds of meataid has is:
+     \[
+     \frac{80 \text{ meatballs}}{16 \text{ meatballs/pound}} = 5 \text{ pounds}
+     \]
+
+2. Next, we need to calculate how many tablespoons of secret steakhouse seasoning aid uses for each pound of meat.
+   - Aid adds two tablespoons of secret steakhouse seasoning for every pound of ground beef he uses.
+   - Therefore, for 5 pounds of meat, the total amount of secret steakhouse seasoning used is:
+     \[
+     5 \text{ pounds} \times 2 \text{ tablespoons/pound} = 10 \text{ tablespoons}
+     \]
+
+3. Now, we need to determine how many tablespoons of secret steakhouse seasoning Aid needs for 80 meatballs.
+   - Since he uses 10 tablespoons of secret steakhouse seasoning per pound of meat, for 80 pounds of meat, the total amount of secret steakhouse seasoning needed is:
+     \[
+     80 \text{ pounds} \times 10 \text{ tablespoons/pound} = 800 \text{ tablespoons}
+     \]
+
+</think>
+<answer>800 tablespoons</answer>','800',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(194,0,'Let''s break down the problem step by step.
+
+1. **Calculate the total distance Michael needs to travel on the interstate:**
+   Michael travels for 3 days at an average speed of 50 km/hr.
+   \[
+   \text{Total distance} = \text{Speed} \times \text{Number of days} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+   \]
+
+2. **Calculate the distance between Alaska and Texas:**
+   The distance between Alaska and Texas is given as 6000 km.
+
+3. **Determine the percentage of the total distance that has been covered:**
+   To find the percentage of the total distance that has been covered, we use the formula:
+   \[
+   \text{Percentage} = \left( \frac{\text{Covered distance}}{\text{Total distance}} \right) \times 100
+   \]
+   Substituting the values we have:
+   \[
+   \text{Percentage} = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100
+   \]
+
+4. **Perform the division:**
+   \[
+   \frac{150}{6000} = \frac{1}{40}
+   \]
+
+5. **Multiply by 100 to get the percentage:**
+   \[
+   \left( \frac{1}{40} \right) \times 100 = 2.5\%
+   \]
+
+Therefore, the percentage of the distance Michael has covered is \boxed{2.5\%}.','2.5\%',0,'not_equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(194,1,'1. First, we need to calculate the total distance Michael travels on his international trip.
+   - Michael travels at an average speed of 50 km/hr for 3 days.
+   - Distance covered per day = Speed × Time = 50 km/hr × 3 days = 1500 km
+   - Total distance traveled = Daily distance × Number of days = 1500 km × 3 days = 4500 km
+
+2. Next, we need to determine how much of the total distance Michael has covered so far.
+   - The distance between Alaska and Texas is 6000 km.
+   - Percentage covered = (Distance covered / Total distance) × 100
+   - Percentage covered = (4500 km / 6000 km) × 100 = 0.75 × 100 = 75%
+
+</think>
+
+Therefore, the final answer is \boxed{75}.','75',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(194,2,'Let''s break down the problem step by step.
+
+1. **Calculate the distance Michael travels in 3 days:**
+   Michael travels at an average speed of 50 km/hr. The time taken for 3 days is \(3 \times 6000 \text{ km/hr} = 18000 \text{ hours}\). Therefore, the distance traveled in 3 days is \(18000 \text{ km/hr} \times 50 \text{ km/hr} = 900000 \text{ km}\).
+
+2. **Determine the percentage of the distance Michael covered in 3 days:**
+   The percentage of the total distance covered is given by \(\left(\frac{\text{Distance covered in 3 days}}{\text{Total distance}}\right) \times 100\). Substituting the values we have, we get:
+   \[
+   \left(\frac{900000 \text{ km}}{6000 \text{ km}}\right) \times 100 = 150\%
+   \]
+
+</think>
+
+The final answer is \(\boxed{150}\).','150',0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(194,3,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. **Calculate the total distance Michael has traveled in one day:**
+   Michael travels at an average speed of 50 km/hr for 3 days.
+   \[
+   \text{Distance traveled in one day} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+   \]
+
+2. **Calculate the total distance Michael has traveled in three days:**
+   Since Michael travels for 3 days, we multiply the daily distance by 3.
+   \[
+   \text{Total distance traveled in three days} = 150 \, \text{km} \times 3 \, \text{days} = 450 \, \text{km}
+   \]
+
+3. **Determine the percentage of the total distance that Michael has covered:**
+   To find the percentage, we use the formula:
+   \[
+   \text{Percentage covered} = \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100
+   \]
+   Substituting the values we have:
+   \[
+   \text{Percentage covered} = \left( \frac{450 \, \text{km}}{450 \, \text{km}} \right) \times 100 = 100\%
+   \]
+
+</think>
+Therefore, the final answer is \boxed{100}.','100',0,'not_equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(194,4,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael has traveled in 3 days.
+2. Determine the fraction of the total distance that has been traveled.
+3. Calculate the percentage of the total distance that has been traveled.
+
+Step 1: Calculate the total distance Michael has traveled in 3 days.
+The average speed is 50 km/hr, and he travels for 3 days. Therefore, the total distance traveled is:
+\[
+\text{Total Distance} = \text{Speed} \times \text{Time} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+\]
+
+Step 2: Determine the fraction of the total distance that has been traveled.
+The fraction of the total distance that has been traveled is the ratio of the total distance to the total distance traveled:
+\[
+\text{Fraction} = \frac{\text{Total Distance}}{\text{Total Distance}} = 1
+\]
+
+Step 3: Calculate the percentage of the total distance that has been traveled.
+The percentage of the total distance that has been traveled is given by the formula:
+\[
+\text{Percentage} = \left( \frac{\text{Fraction}}{\text{Total Distance}} \right) \times 100 = 1 \times 100 = 100\%
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{100}
+\]','100',0,'not_equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(194,5,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine how many kilometers he has covered.
+3. Calculate the percentage of the total distance he has covered.
+
+**Step 1: Calculate the total distance Michael travels in 3 days.**
+
+Michael travels at an average speed of 50 km/hr for 3 days. The formula to calculate distance is:
+\[ \text{Distance} = \text{Speed} \times \text{Time} \]
+Substituting the given values:
+\[ \text{Total Distance} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km} \]
+
+**Step 2: Determine how many kilometers he has covered.**
+
+Michael covers the distance between Alaska and Texas, which is 6000 km. Therefore, the number of kilometers he has covered is:
+\[ \text{Distance Covered} = 6000 \, \text{km} \]
+
+**Step 3: Calculate the percentage of the total distance he has covered.**
+
+The percentage of the total distance that has been covered is given by:
+\[ \text{Percentage Covered} = \left( \frac{\text{Distance Covered}}{\text{Total Distance}} \right) \times 100 \]
+Substituting the values we have calculated:
+\[ \text{Percentage Covered} = \left( \frac{6000 \, \text{km}}{150 \, \text{km}} \right) \times 100 = \frac{6000}{150} \times 100 = 40\% \]
+
+Therefore, the final answer is:
+\[\boxed{40\%}\]','40\%',0,'not_equivalent',398,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(194,6,'To determine what percentage of the distance Michael has covered, we need to calculate the total distance he has traveled over 3 days. Here''s a step-by-step breakdown of the problem:
+
+1. **Calculate the total distance traveled in one day:**
+   Michael travels at an average speed of 50 km/hr. For 3 days, the total distance is:
+   \[
+   50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. **Calculate the total distance traveled over 3 days:**
+   Over 3 days, the total distance is the sum of the distances traveled in one day:
+   \[
+   150 \text{ km} + 150 \text{ km} = 300 \text{ km}
+   \]
+
+3. **Determine the percentage of the total distance that has been covered:**
+   To find out what percentage of the total distance Michael has covered, we use the formula:
+   \[
+   \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100
+   \]
+   Substituting the values we have:
+   \[
+   \left( \frac{300 \text{ km}}{300 \text{ km}} \right) \times 100 = 100\%
+   \]
+
+Therefore, the final answer is:
+\boxed{100\%}','100\%',0,'not_equivalent',321,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(194,7,'To determine what percentage of the distance Michael has covered, we need to calculate the total distance he has traveled over the 3 days and then find the percentage of that distance covered relative to the total distance between Alaska and Texas.
+
+1. Calculate the total distance traveled:
+   Michael travels at an average speed of 50 km/hr for 3 days. The total distance can be calculated as follows:
+   \[
+   \text{Total distance} = \text{Average speed} \times \text{Number of days} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+   \]
+
+2. Calculate the percentage of the total distance that has been covered:
+   The percentage of the total distance that has been covered is found by dividing the distance covered by the total distance and then multiplying by 100. In this case, the distance covered is 150 km and the total distance is 150 km:
+   \[
+   \text{Percentage covered} = \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100 = \left( \frac{150 \, \text{km}}{150 \, \text{km}} \right) \times 100 = 100\%
+   \]
+
+Therefore, the final answer is \boxed{100}.','100',0,'not_equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(195,0,'The Rubik''s cube has 6 sides, and the first side takes 5 minutes. The second side takes twice that long, so it takes \(2 \times 5 = 10\) minutes. The third side takes twice as long as the second side, so it takes \(2 \times 10 = 20\) minutes. The fourth side takes half as long as the first, so it takes \(\frac{5}{2} = 2.5\) minutes. The fifth side takes 5 minutes and you have all 6 sides.
+
+To find the total time the Rubik''s cube takes, we add up the times for all the sides:
+\[5 + 10 + 20 + 2.5 + 5 = 50 \text{ minutes}\]
+
+</think>
+Therefore, the Rubik''s cube takes \(\boxed{50}\) minutes.','50',0,'not_equivalent',189,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(195,1,'To determine the total time it takes for John to get all 6 sides of the Rubik''s cube, we will first calculate the time for each side individually and then sum them up.
+
+1. **Calculate the time for the first side:**
+   The first side takes 5 minutes.
+   \[
+   \text{Time for the first side} = 5 \text{ minutes}
+   \]
+
+2. **Calculate the time for the second side:**
+   The second side takes twice the time of the first side.
+   \[
+   \text{Time for the second side} = 2 \times 5 \text{ minutes} = 10 \text{ minutes}
+   \]
+
+3. **Calculate the time for the third side:**
+   The third side takes twice the time of the second side.
+   \[
+   \text{Time for the third side} = 2 \times 10 \text{ minutes} = 20 \text{ minutes}
+   \]
+
+4. **Calculate the time for the last 2 sides:**
+   Each of these sides takes half as long as the first side.
+   \[
+   \text{Time for the last 2 sides} = \frac{5}{2} \text{ minutes} = 2.5 \text{ minutes}
+   \]
+
+5. **Sum the times for all 6 sides:**
+   Add the time for the first side, the second side, the third side, the last 2 sides, and the fifth side.
+   \[
+   \text{Total time} = 5 \text{ minutes} + 10 \text{ minutes} + 20 \text{ minutes} + 2.5 \text{ minutes} + 5 \text{ minutes}
+   \]
+   \[
+   \text{Total time} = 50 \text{ minutes}
+   \]
+
+Therefore, the total time it takes John to get all 6 sides of the Rubik''s cube is \boxed{50} minutes.','50',0,'not_equivalent',427,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(195,2,'To determine the total time John takes to get all six sides of the Rubik''s cube, we need to calculate the time required for each side step by step and then sum them up.
+<think>
+1. The first side takes 5 minutes to get to.
+   <think>
+  2. The second side takes twice as long as the first side, so it takes \(2 \times 5 = 10\) minutes to get to.
+   <think>
+   3. The third side takes twice as long as the second side, so it takes \(2 \times 10 = 20\) minutes to get to.
+   <think>
+   4. The last side takes half as long as the first side, so it takes \(\frac{5}{2} = 2.5\) minutes to get to.
+   <think>
+   5. The last 2 sides take half as long as the first side, so it takes \(\frac{5}{2} = 2.5\) minutes to get to.
+   <think>
+   6. The fifth side takes all 6 sides.
+   </think>
+   <think>
+   Now, we add up all the times:
+   \(5 + 10 + 20 + 2.5 + 2.5 + 2.5 = 80\) minutes.
+   <think>
+   Therefore, the total time John takes to get all six sides of the Rubik''s cube is \(\boxed{80}\) minutes.','80',0,'not_equivalent',321,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(195,3,'1. Let''s denote the time it takes John to get to the first side of the Rubik''s cube as \( t_1 = 5 \) minutes.
+2. The second and third sides each take twice the time it takes to get to the first side, so they take \( 2 \times 5 = 10 \) minutes.
+3. The last 2 sides each take half as long as the first, so they take \( \frac{10}{2} = 5 \) minutes.
+4. Once we get the 5th side, we have all 6 sides, so we need to find the total time taken to get all 6 sides.
+5. The total time taken to get all 6 sides is the sum of the time it takes to get to the first side, the time to get the second and third sides, the time to get the last 2 sides, and the time it takes to get the 5th side.
+   \[
+   t_1 + 10 + 5 + 5 = 25
+   \]
+</think>
+Therefore, the total time John takes to get all 6 sides of the Rubik''s cube is \(\boxed{25}\) minutes.','25',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(195,4,'To determine the total time John takes to get all six sides of the Rubik''s cube, we need to consider the time required for each side individually and then sum these times.
+
+1. **Time to get to the first side:**
+   John takes 5 minutes to get to the first side of the Rubik''s cube.
+
+2. **Time to get to the second and third sides:**
+   Each of the second and third sides takes twice the time it takes to get to the first side. Therefore, the time to get to the second side is \(2 \times 5 = 10\) minutes, and the time to get to the third side is \(2 \times 10 = 20\) minutes. So, the total time for the second and third sides is \(10 + 20 = 30\) minutes.
+
+3. **Time to get to the last 2 sides:**
+   Each of the last two sides takes half as long as the first side. Therefore, the time to get to the last side is \(\frac{5}{2} = 2.5\) minutes.
+
+4. **Total time to get all six sides:**
+   The total time for all six sides is the sum of the times for the second and third sides and the time for the last 2 sides. So, the total time is \(30 + 2.5 = 32.5\) minutes.
+
+</think>
+
+Therefore, the total time the Rubik''s cube takes to get all six sides is \(\boxed{32.5}\) minutes.','32.5',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(195,5,'Let''s break down the problem step by step.
+
+1. **Identify the time to get to the first side:**
+   - John takes 5 minutes to get to the first side.
+
+2. **Determine the time to get to the second and third sides:**
+   - Each side takes twice the time it takes to get to the first side.
+   - Therefore, the time to get to the second side is \(2 \times 5 = 10\) minutes, and the time to get to the third side is \(2 \times 10 = 20\) minutes.
+
+3. **Determine the time to get to the last 2 sides:**
+   - Each side takes half the time it takes to get to the first side.
+   - Therefore, the time to get to the second side is \(\frac{5}{2} = 2.5\) minutes, and the time to get to the third side is \(\frac{5}{2} = 2.5\) minutes.
+   - The time to get to the last 2 sides is \(2.5 + 2.5 = 5\) minutes.
+
+4. **Calculate the time to get to the 5th side:**
+   - Once you get the 5th side, you have all 6 sides.
+   - The time to get to the 5th side is \(5\) minutes.
+
+Therefore, the Rubik''s cube takes \(\boxed{5}\) minutes to get to the 5th side.','5',0,'not_equivalent',318,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(195,6,'To determine the total time it takes John to get to the fifth side of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side of the cube.
+   \[
+   \text{Time for the first side} = 5 \text{ minutes}
+   \]
+
+2. **Second and third sides:**
+   - Each side takes twice the time it takes to get to the first side.
+   \[
+   \text{Time for the second side} = 2 \times 5 = 10 \text{ minutes}
+   \]
+   \[
+   \text{Time for the third side} = 2 \times 10 = 20 \text{ minutes}
+   \]
+
+3. **Last 2 sides:**
+   - Each side takes half the time it takes to get to the first side.
+   \[
+   \text{Time for the second side} = \frac{5}{2} = 2.5 \text{ minutes}
+   \]
+   \[
+   \text{Time for the third side} = \frac{10}{2} = 5 \text{ minutes}
+   \]
+   \[
+   \text{Time for the last 2 sides} = \frac{2.5}{2} = 1.25 \text{ minutes}
+   \]
+
+Now, we sum up the times for all the sides:
+\[
+\text{Total time} = 5 \text{ minutes} + 10 \text{ minutes} + 20 \text{ minutes} + 1.25 \text{ minutes}
+\]
+\[
+\text{Total time} = 55.25 \text{ minutes}
+\]
+
+Therefore, the total time it takes the Rubik''s cube to get to the fifth side is \boxed{55.25} minutes.','55.25',0,'not_equivalent',417,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(195,7,'1. Identify the time taken to get to the first side of the Rubik''s cube.
+   \[
+   \text{Time to get to the first side} = 5 \text{ minutes}
+   \]
+
+2. Determine the time taken for the second and third sides each to take twice that long.
+   \[
+   \text{Time for second and third sides} = 2 \times 5 \text{ minutes} = 10 \text{ minutes}
+   \]
+
+3. Determine the time taken for the last 2 sides each to take half as long as the first side.
+   \[
+   \text{Time for last two sides} = \frac{1}{2} \times 5 \text{ minutes} = 2.5 \text{ minutes}
+   \]
+
+4. Add up the times from all the sides to get the total time for the entire cube.
+   \[
+   \text{Total time} = \text{Time to get to the first side} + \text{Time for second and third sides} + \text{Time for last two sides} = 5 \text{ minutes} + 10 \text{ minutes} + 2.5 \text{ minutes} = 17.5 \text{ minutes}
+   \]
+
+</think>
+
+The final answer is \boxed{17.5}.','17.5',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(196,0,'First, we need to calculate how many hours Tim spends answering phones during his work week. He spends 6 hours each day at work, so in 5 days he would spend:
+\[ 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Next, we need to determine how many minutes it takes Tim to deal with a call. It takes him 15 minutes to deal with a call. Since there are 60 minutes in an hour, we can convert 15 minutes to hours by dividing by 60:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = \frac{1}{4} \text{ hours} \]
+
+Now, we need to find out how many calls Tim deals with during his 30 hours of work. We can do this by dividing the total number of hours by the number of minutes it takes to deal with a call:
+\[ \frac{30 \text{ hours}}{\frac{1}{4} \text{ hours/call}} = 30 \times 4 = 120 \text{ calls} \]
+
+</think>
+The final answer is \(\boxed{120}\).','120',1,'equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(196,1,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during his 5-day work week.
+2. Convert the total number of hours into minutes.
+3. Determine how many minutes it takes Tim to deal with a call.
+4. Calculate the number of calls Tim deals with based on the total number of minutes he deals with a call.
+
+Step 1: Calculate the total number of hours Tim spends answering phones during his 5-day work week.
+Tim spends 6 hours each day at work answering phones.
+5 days work week = 5 days × 6 hours/day = 30 hours
+
+Step 2: Convert the total number of hours into minutes.
+Since there are 60 minutes in an hour, 30 hours = 30 × 60 = 1800 minutes
+
+Step 3: Determine how many minutes it takes Tim to deal with a call.
+It takes Tim 15 minutes to deal with a call.
+
+Step 4: Calculate the number of calls Tim deals with based on the total number of minutes he deals with a call.
+Since 15 minutes is equal to 15 calls, 1800 minutes is equal to 1800 calls.
+
+Therefore, Tim deals with \boxed{1800} calls during his 5 day work week.','1800',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(196,2,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends working each day.
+2. Determine how many hours Tim spends dealing with a call in one day.
+3. Calculate the total number of hours Tim spends working during the 5-day work week.
+4. Determine how many calls Tim spends dealing with a call in the 5-day work week.
+
+Step 1: Calculate the total number of hours Tim spends working each day.
+Tim spends 6 hours each day answering phones, so he spends:
+\[ 6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours/day} \]
+
+Step 2: Determine how many hours Tim spends dealing with a call in one day.
+It takes him 15 minutes to deal with a call. Since there are 60 minutes in an hour, we can convert 15 minutes to hours by dividing by 60:
+\[ 15 \text{ minutes} \div 60 \text{ minutes/hour} = 0.25 \text{ hours/day} \]
+
+Step 3: Calculate the total number of hours Tim spends working during the 5-day work week.
+Since Tim works 12 hours each day, the total number of hours he spends working during the 5-day work week is:
+\[ 12 \text{ hours/day} \times 5 \text{ days} = 60 \text{ hours} \]
+
+Step 4: Determine how many calls Tim spends dealing with a call in the 5-day work week.
+Since Tim deals with a call in 0.25 hours/day, the total number of calls he spends dealing with a call in the 5-day work week is:
+\[ \frac{60 \text{ hours}}{0.25 \text{ hours/day}} = 240 \text{ calls} \]
+
+Therefore, Tim deals with \boxed{240} calls during his 5 day work week.','240',0,'not_equivalent',436,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(196,3,'1. First, we need to calculate how many hours Tim spends working each day.
+   Tim spends 6 hours each day at work answering phones.
+   Therefore, the total hours he spends working in a day is:
+   \[
+   6 \text{ hours/day} \times 2 \text{ days/day} = 12 \text{ hours/day}
+   \]
+
+2. Next, we need to determine how many calls Tim makes in 12 hours.
+   It takes him 15 minutes to deal with a call.
+   Since there are 60 minutes in an hour, we convert 15 minutes to hours by dividing by 60:
+   \[
+   15 \text{ minutes} \div 60 \text{ minutes/hour} = 0.25 \text{ hours}
+   \]
+   Therefore, Tim makes 0.25 calls in 12 hours.
+
+3. Now, we need to find out how many calls Tim makes in 5 days.
+   We multiply the number of calls he makes in one day by the number of days:
+   \[
+   0.25 \text{ calls/day} \times 5 \text{ days} = 1.25 \text{ calls}
+   \]
+
+4. Finally, we need to determine how many calls Tim makes in 5 days.
+   Since each day has 24 hours, we multiply the number of calls he makes in one day by 24 hours:
+   \[
+   1.25 \text{ calls/day} \times 24 \text{ hours/day} = 30 \text{ calls}
+   \]
+
+Therefore, Tim deals with \boxed{30} calls during his 5 day work week.','30',0,'not_equivalent',373,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(196,4,'1. First, we need to calculate the total number of hours Tim spends working each day. Since Tim spends 6 hours each day answering phones, we multiply this by 7 to find the total number of hours in a week:
+   \[
+   6 \text{ hours/day} \times 7 \text{ days/week} = 42 \text{ hours/week}
+   \]
+
+2. Next, we know that it takes Tim 15 minutes to deal with a call. To convert this into hours, we divide 15 minutes by 60 (since there are 60 minutes in an hour):
+   \[
+   \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = 0.25 \text{ hours/call}
+   \]
+
+3. Now, we need to find out how many calls Tim deals with during his 42 hours of work week. To do this, we divide the total number of hours in a week by the number of hours spent dealing with a call:
+   \[
+   \frac{42 \text{ hours/week}}{0.25 \text{ hours/call}} = 168 \text{ calls/week}
+   \]
+
+</think>
+
+Therefore, the final answer is:
+\boxed{168}','168',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(196,5,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends at work during his 5-day work week.
+2. Determine how many calls Tim makes per hour at work.
+3. Calculate the total number of calls Tim makes during his 5-day work week.
+4. Convert the number of calls from minutes to hours.
+
+Step 1: Calculate the total number of hours Tim spends at work during his 5-day work week.
+Tim spends 6 hours each day at work. Therefore, the total number of hours he spends at work in 5 days is:
+\[ 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Step 2: Determine how many calls Tim makes per hour at work.
+Tim takes 15 minutes to deal with a call. Since there are 60 minutes in an hour, the number of calls he makes per hour is:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = 0.25 \text{ calls/hour} \]
+
+Step 3: Calculate the total number of calls Tim makes during his 5-day work week.
+Since Tim makes 0.25 calls per hour and he spends 30 hours at work, the total number of calls is:
+\[ 0.25 \text{ calls/hour} \times 30 \text{ hours} = 7.5 \text{ calls} \]
+
+Step 4: Convert the number of calls from minutes to hours.
+Since there are 60 minutes in an hour, the total number of calls in 5 days is:
+\[ 7.5 \text{ calls} \times 60 \text{ minutes/hour} = 450 \text{ hours} \]
+
+Therefore, the final answer is:
+\boxed{450}','450',0,'not_equivalent',416,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(196,6,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones each day.
+2. Determine the total number of calls Tim makes during his work week by multiplying the number of hours he spends answering phones by the time it takes to deal with each call.
+
+Step 1: Calculate the total number of hours Tim spends answering phones each day.
+Since Tim spends 6 hours answering phones each day, we multiply 6 by 1:
+\[ 6 \text{ hours/day} \times 1 \text{ hour/day} = 6 \text{ hours/day} \]
+
+Step 2: Determine the total number of calls Tim makes during his work week.
+Since it takes him 15 minutes to deal with each call, we convert the time from minutes to hours by dividing 15 by 60:
+\[ \frac{15 \text{ minutes}}{60 \text{ minutes/hour}} = \frac{1}{4} \text{ hours} \]
+Since Tim makes calls at a rate of 6 hours per day, the number of calls he makes in a day is:
+\[ 6 \text{ hours/day} \times \frac{1}{4} \text{ hours/day} = \frac{3}{2} \text{ calls/day} \]
+Therefore, the total number of calls Tim makes in his 5 day work week is:
+\[ 5 \text{ days} \times \frac{3}{2} \text{ calls/day} = \frac{15}{2} \text{ calls} \]
+
+</think>
+The final answer is \boxed{\frac{15}{2}}.','\frac{15}{2}',0,'not_equivalent',365,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(196,7,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones during the 5-day work week.
+2. Convert the total number of hours from hours to minutes.
+3. Determine how many calls Tim can make with the total number of minutes in the 5-day work week.
+
+Let''s break it down step-by-step:
+
+1. **Calculate the total number of hours Tim spends answering phones during the 5-day work week:**
+   - Tim spends 6 hours each day at work answering phones.
+   - Therefore, the total number of hours is:
+     \[
+     6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours}
+     \]
+
+2. **Convert the total number of hours from hours to minutes:**
+   - Since there are 60 minutes in an hour, we multiply the total number of hours by 60:
+     \[
+     30 \text{ hours} \times 60 \text{ minutes/hour} = 1800 \text{ minutes}
+     \]
+
+3. **Determine how many calls Tim can make with the total number of minutes in the 5-day work week:**
+   - It takes Tim 15 minutes to deal with a call.
+   - To find out how many calls he can make with 1800 minutes, we divide the total number of minutes by the time it takes to deal with one call:
+     \[
+     \frac{1800 \text{ minutes}}{15 \text{ minutes/call}} = 120 \text{ calls}
+     \]
+
+Therefore, the final answer is:
+\boxed{120}','120',1,'equivalent',378,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(197,0,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish, we need to follow these steps:
+
+1. Calculate the drying time for 6 paintings using the old varnish.
+2. Calculate the drying time for 6 paintings using the new varnish.
+3. Find the difference between the drying times.
+
+Step 1: Calculate the drying time for 6 paintings using the old varnish.
+- The drying time for the old varnish is 7 minutes per painting.
+- Therefore, the drying time for 6 paintings is:
+  \[
+  7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes}
+  \]
+
+Step 2: Calculate the drying time for 6 paintings using the new varnish.
+- The drying time for the new varnish is 12 minutes per painting.
+- Therefore, the drying time for 6 paintings is:
+  \[
+  12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes}
+  \]
+
+Step 3: Find the difference between the drying times.
+- The difference in drying time between the old varnish and the new varnish is:
+  \[
+  72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}
+  \]
+
+Therefore, it will take the coat of varnish on 6 paintings with the new varnish \boxed{30} minutes longer than it would with the old varnish.','30',1,'equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(197,1,'1. Louise has 6 paintings with the new varnish to dry.
+2. It takes 12 minutes for the coat to dry on one painting.
+3. To find out how long it would take for the coat to dry on 6 paintings, we divide the drying time by the number of paintings:
+   12 minutes / 6 paintings = 2 minutes
+</think>
+Therefore, it will take Louise 2 minutes longer for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish.','6',0,'not_equivalent',115,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(197,2,'Louise''s current coat of varnish is taking 7 minutes to dry on one painting. To apply it to 6 paintings, it would take:
+
+\[ 7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes} \]
+
+However, today Louise is using a new varnish and it takes 12 minutes to dry. To apply it to the same 6 paintings, it would take:
+
+\[ 12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes} \]
+
+So, it will take 72 minutes longer for the coat of varnish to dry on the 6 paintings with the new varnish than it would with the old varnish. </think>
+
+The final answer is: \boxed{72}','72',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(197,3,'To determine how much longer the coat of varnish will take on 6 paintings with the new varnish compared to the old varnish, we need to calculate the drying time for each painting and then find the difference between the two times.
+</think>
+
+First, let''s calculate the drying time for each painting with the new varnish:
+- The drying time for 6 paintings with the new varnish is 12 minutes per painting.
+- Therefore, the total drying time for 6 paintings with the new varnish is \(12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes}\).
+
+Next, let''s calculate the drying time for each painting with the old varnish:
+- The drying time for 6 paintings with the old varnish is 7 minutes per painting.
+- Therefore, the total drying time for 6 paintings with the old varnish is \(7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes}\).
+
+Now, we need to find the difference between the drying time for the new varnish and the old varnish:
+- The difference in drying time is \(72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}\).
+
+So, it will take \(\boxed{30}\) minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','30',1,'equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(197,4,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish to dry as it would with the old varnish, we need to calculate the drying time for each painting separately and then find the difference between the two drying times.
+
+First, let''s calculate the drying time for one painting with the new varnish:
+- The drying time for one painting with the new varnish is 12 minutes.
+
+Next, let''s calculate the drying time for one painting with the old varnish:
+- The drying time for one painting with the old varnish is 7 minutes.
+
+Now, we find the difference between the drying times for one painting with the new varnish and the drying time for one painting with the old varnish:
+\[ 12 \text{ minutes} - 7 \text{ minutes} = 5 \text{ minutes} \]
+
+Since Louise is applying the varnish to 6 paintings with the new varnish, we need to multiply the drying time for one painting with the new varnish by 6:
+\[ 5 \text{ minutes/painting} \times 6 \text{ paintings} = 30 \text{ minutes} \]
+
+Therefore, it will take 30 minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish. \boxed{30}','30',1,'equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(197,5,'To determine how much longer it will take for the coat of varnish on 6 paintings to dry as it would with the old varnish, we need to calculate the drying time for 6 paintings with the new varnish and then subtract the drying time for the 6 paintings with the old varnish.
+
+First, we calculate the drying time for 6 paintings with the new varnish:
+- The drying time for one painting with the new varnish is 12 minutes.
+- Therefore, the drying time for 6 paintings with the new varnish is:
+  \[
+  6 \text{ paintings} \times 12 \text{ minutes per painting} = 72 \text{ minutes}
+  \]
+
+Next, we calculate the drying time for 6 paintings with the old varnish:
+- The drying time for one painting with the old varnish is 7 minutes.
+- Therefore, the drying time for 6 paintings with the old varnish is:
+  \[
+  6 \text{ paintings} \times 7 \text{ minutes per painting} = 42 \text{ minutes}
+  \]
+
+To find out how much longer it will take for the coat of varnish on 6 paintings to dry as it would with the old varnish, we subtract the drying time for the 6 paintings with the old varnish from the drying time for the 6 paintings with the new varnish:
+\[
+72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}
+\]
+
+</think>
+The final answer is \boxed{30}.','30',1,'equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(197,6,'Let''s break down the problem step by step.
+
+1. First, we need to determine the drying time for the coat of varnish on one painting using the old varnish.
+   - The drying time for the old varnish is 7 minutes.
+   - Therefore, the drying time for the coat of varnish on one painting is:
+     \[
+     7 \text{ minutes}
+     \]
+
+2. Next, we need to determine the drying time for the coat of varnish on 6 paintings using the new varnish.
+   - The drying time for the new varnish is 12 minutes.
+   - Therefore, the drying time for the coat of varnish on 6 paintings is:
+     \[
+     12 \text{ minutes}
+     \]
+
+3. To find out how much longer it will take for the coat of varnish on 6 paintings to dry, we subtract the drying time of one painting from the drying time of 6 paintings:
+     \[
+     12 \text{ minutes} - 7 \text{ minutes} = 5 \text{ minutes}
+     \]
+
+</think>
+
+Therefore, it will take \boxed{5} minutes longer for the coat of varnish on 6 paintings to dry as it would with the old varnish.','5',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(197,7,'Louise needs to apply a coat of varnish to 6 paintings to dry.
+To determine how long it will take for the coat of varnish on all 6 paintings to dry, we need to calculate the total time required for all 6 paintings.
+First, we calculate the time it takes for all 6 paintings to dry without the new varnish. Since it takes 7 minutes per painting, the total time for 6 paintings without the new varnish is:
+\[ 6 \text{ paintings} \times 7 \text{ minutes per painting} = 42 \text{ minutes} \]
+
+Next, we need to calculate the time it takes for all 6 paintings to dry with the new varnish. Since it takes 12 minutes per painting, the total time for 6 paintings with the new varnish is:
+\[ 6 \text{ paintings} \times 12 \text{ minutes per painting} = 72 \text{ minutes} \]
+
+To find out how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish, we subtract the time it takes for the new varnish from the time it takes for all 6 paintings without the new varnish:
+\[ 72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes} \]
+
+</think>
+Therefore, it will take Louise \boxed{30} minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','30',1,'equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(198,0,'1. First, we need to determine how long it took Steve to complete the puzzle.
+   Steve put together a puzzle that took 10 hours of hard work. Therefore, the time it took Steve to complete the puzzle is:
+   \[
+   \boxed{10 \text{ hours}}
+   \]
+
+2. Next, we need to find out how much time Anna took to complete the puzzle in 2 hours more than half Steve''s time.
+   Anna put together the same puzzle in 2 hours more than half Steve''s time. Half Steve''s time is:
+   \[
+   \frac{10 \text{ hours}}{2} = 5 \text{ hours}
+   \]
+   Adding 2 hours to 5 hours gives:
+   \[
+   \boxed{7 \text{ hours}}
+   \]
+
+3. Finally, we need to find out how long it took Anna to finish the puzzle by subtracting the time Steve took from the time Anna took:
+   \[
+   7 \text{ hours} - 10 \text{ hours} = -3 \text{ hours}
+   \]
+   This negative time indicates that Anna took 3 hours longer than Steve to complete the puzzle.
+
+Therefore, the final answer is:
+\boxed{-3 \text{ hours}}
+\]','-3 \text{ hours}',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(198,1,'1. We need to determine how long it took Steve to complete the puzzle.
+   - Steve spent 10 hours to complete the puzzle.
+   - Therefore, Steve''s time is \( \frac{10}{10} = 1 \) hour.
+
+2. Next, we need to determine how long it took Anna to complete the puzzle.
+   - Anna spent 2 hours more than half Steve''s time.
+   - First, we calculate half Steve''s time, which is \( \frac{1}{2} \) hour.
+   - Then, we add 2 hours to this value, resulting in \( \frac{1}{2} + 2 = \frac{5}{2} \) hour.
+
+Therefore, Anna took \(\boxed{\frac{5}{2}}\) hours to complete the difficult puzzle.','\frac{5}{2}',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(198,2,'1. First, we need to determine the time Steve put together the puzzle. Steve put together the puzzle in 10 hours of hard work.
+2. Next, we know that Anna put together the puzzle in 2 hours more than half Steve''s time. To find half Steve''s time, we perform the division:
+   \[
+   \frac{10}{2} = 5
+   \]
+   Now, we add 2 to this result:
+   \[
+   5 + 2 = 7
+   \]
+   Therefore, Anna put together the puzzle in \boxed{7} hours.
+3. To find out how long it took Anna to finish the puzzle, we need to calculate the difference between the time Anna put together the puzzle and the time Steve put together the puzzle:
+   \[
+   7 - 10 = -3
+   \]
+   Since Anna put together the puzzle for \boxed{-3} hours, which is more than the time Steve put together the puzzle (10 hours), Anna did not finish the puzzle within the given time constraints.','-3',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(198,3,'1. Let''s break down the problem step by step.
+   - Steve put together a puzzle that took 10 hours of hard work.
+   - Anna put together the same puzzle in 2 hours more than half Steve''s time.
+   - To find Anna''s time, we first calculate half Steve''s time and then add 2 hours to it.
+   - Finally, we calculate Anna''s total time to finish the puzzle.
+</think>
+Let''s solve the problem mathematically.
+1. Half Steve''s time = Steve''s time / 2 = 10 / 2 = 5 hours
+2. Anna''s time = 2 hours + 5 hours = 7 hours
+3. Anna''s total time to finish the puzzle = 7 hours
+Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(198,4,'1. Steve put together the puzzle in 10 hours.
+2. Anna put together the puzzle in 2 hours more than half Steve''s time. First, we calculate half of Steve''s time:
+   \[
+   \frac{10}{2} = 5 \text{ hours}
+   \]
+3. Then, we add 2 to this value:
+   \[
+   5 + 2 = 7 \text{ hours}
+   \]
+Therefore, it took Anna 7 hours to finish the difficult puzzle.
+</think>
+
+The final answer is \boxed{7}.','7',1,'equivalent',123,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(198,5,'To determine how long it took Anna to finish the difficult puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+   Steve put together the puzzle in 10 hours of hard work.
+   Therefore, Steve''s time is:
+   \[
+   \text{Steve''s time} = 10 \text{ hours}
+   \]
+
+2. Determine Anna''s time to complete the puzzle.
+   Anna put together the puzzle in 2 hours more than half Steve''s time.
+   First, we calculate half of Steve''s time:
+   \[
+   \text{Half of Steve''s time} = \frac{10 \text{ hours}}{2} = 5 \text{ hours}
+   \]
+   Then, we add 2 hours to this value:
+   \[
+   \text{Anna''s time} = 5 \text{ hours} + 2 \text{ hours} = 7 \text{ hours}
+   \]
+
+Therefore, it took Anna \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(198,6,'1. **Steve''s Time Calculation:**
+   Steve took 10 hours to complete the puzzle.
+
+2. **Anna''s Time Calculation:**
+   Anna took 2 hours more than half Steve''s time. First, we calculate half Steve''s time:
+   \[
+   \frac{10}{2} = 5 \text{ hours}
+   \]
+   Next, we add 2 hours to this value:
+   \[
+   5 + 2 = 7 \text{ hours}
+   \]
+
+3. **Final Answer:**
+   It took Anna \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(198,7,'1. First, we need to determine how much time Steve spent in the puzzle. Steve put together the puzzle in 10 hours of hard work.
+   \[
+   \text{Steve''s time} = 10 \text{ hours}
+   \]
+
+2. Next, we calculate how much time Anna spent in the puzzle. Anna put together the puzzle in 2 hours more than half Steve''s time.
+   \[
+   \text{Half Steve''s time} = \frac{10}{2} = 5 \text{ hours}
+   \]
+   \[
+   \text{Anna''s time} = 5 + 2 = 7 \text{ hours}
+   \]
+
+3. Therefore, Anna took \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',164,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(199,0,'1. First, we need to determine the total amount of dog food consumed by the German Shepherds in a day.
+2. Each German Shepherd consumes 5 kilograms of dog food per day.
+3. There are 3 German Shepherds in the kennel house.
+4. Therefore, the total amount of dog food consumed by the German Shepherds in a day is \(3 \text{ German Shepherds} \times 5 \text{ kilograms/day} = 15 \text{ kilograms/day}\).
+5. Next, we need to determine the total amount of dog food consumed by the Bulldogs in a day.
+6. Each Bulldog consumes 3 kilograms of dog food per day.
+7. There are 2 Bulldogs in the kennel house.
+8. Therefore, the total amount of dog food consumed by the Bulldogs in a day is \(2 \text{ Bulldogs} \times 3 \text{ kilograms/day} = 6 \text{ kilograms/day}\).
+9. To find the total amount of dog food consumed by the kennel house in a week, we need to multiply the daily dog food consumption by 7.
+10. Therefore, the total amount of dog food consumed by the kennel house in a week is \(15 \text{ kilograms/day} \times 7 \text{ days/week} = 105 \text{ kilograms/week}\).
+</think>
+
+The final answer is \boxed{105}.','105',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(199,1,'To determine how many kilograms of dog food the Kennel house needs in a week, we need to calculate the total amount of dog food consumed per day and then multiply that by 7.
+</think>
+
+First, we calculate the total amount of dog food consumed by the German Shepherds per day. There are 3 German Shepherds and each consumes 5 kilograms of dog food per day:
+\[
+3 \text{ German Shepherds} \times 5 \text{ kg/kg} = 15 \text{ kg/day}
+\]
+
+Next, we calculate the total amount of dog food consumed by the Bulldogs per day. There are 2 Bulldogs and each consumes 3 kilograms of dog food per day:
+\[
+2 \text{ Bulldogs} \times 3 \text{ kg/kg} = 6 \text{ kg/day}
+\]
+
+Now, we add the total dog food consumed by the German Shepherds and the Bulldogs to find the total amount of dog food consumed per day:
+\[
+15 \text{ kg/day} + 6 \text{ kg/day} = 21 \text{ kg/day}
+\]
+
+Finally, we multiply the total dog food consumed per day by 7 to find the total amount of dog food needed in a week:
+\[
+21 \text{ kg/day} \times 7 \text{ days/week} = 147 \text{ kg/week}
+\]
+
+Therefore, the Kennel house will need \boxed{147} kilograms of dog food in a week.','147',1,'equivalent',324,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(199,2,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the total amount of dog food consumed by the German Shepherds and the Bulldogs over the course of a week.
+
+1. Calculate the total amount of dog food consumed by the German Shepherds over a week:
+   - There are 3 German Shepherds.
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - Therefore, the total amount of dog food consumed by the German Shepherds in a week is:
+     \[
+     3 \text{ German Shepherds} \times 5 \text{ kilograms/day} = 15 \text{ kilograms/week}
+     \]
+
+2. Calculate the total amount of dog food consumed by the Bulldogs over a week:
+   - There are 2 Bulldogs.
+   - Each Bulldog consumes 3 kilograms of dog food per day.
+   - Therefore, the total amount of dog food consumed by the Bulldogs in a week is:
+     \[
+     2 \text{ Bulldogs} \times 3 \text{ kilograms/day} = 6 \text{ kilograms/week}
+     \]
+
+3. Calculate the total amount of dog food consumed by both the German Shepherds and the Bulldogs in a week:
+   - The total amount of dog food consumed by both is the sum of the dog food consumed by the German Shepherds and the dog food consumed by the Bulldogs:
+     \[
+     15 \text{ kilograms/week} + 6 \text{ kilograms/week} = 21 \text{ kilograms/week}
+     \]
+
+Therefore, the Kennel house will need \boxed{21} kilograms of dog food in a week.','21',0,'not_equivalent',363,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(199,3,'To determine the total amount of dog food needed in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs, and then multiply by 7 (the number of days in a week).
+<think>
+First, we calculate the daily consumption of dog food for the German Shepherds:
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- There are 3 German Shepherds.
+Therefore, the daily consumption for German Shepherds is:
+5 kg/day/herder × 3 shepherds = 15 kg/day
+Next, we calculate the daily consumption of dog food for the Bulldogs:
+- Each Bulldog consumes 3 kilograms of dog food per day.
+- There are 2 Bulldogs.
+Therefore, the daily consumption for Bulldogs is:
+3 kg/day/bulldog = 3 kg/day
+Now, we add the daily consumption of dog food for both breeds:
+15 kg/day (for German Shepherds) + 3 kg/day (for Bulldogs) = 18 kg/day
+<think>
+To find the total amount of dog food needed in a week, we multiply the daily consumption by 7:
+18 kg/day × 7 days/week = 126 kg/week
+<think>
+Therefore, the total amount of dog food needed in a week is \boxed{126} kilograms.','126',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(199,4,'To determine the total kilograms of dog food needed in a week, we need to follow these steps:
+
+1. Calculate the weekly consumption of dog food for each type of dog.
+2. Sum the weekly consumption of dog food for all dogs.
+3. Convert the total weekly consumption from kilograms to kilograms per day.
+
+Step 1: Calculate the weekly consumption of dog food for each type of dog.
+- A German Shepherd consumes 5 kilograms of dog food per day.
+- A bulldog consumes 3 kilograms of dog food per day.
+
+Step 2: Sum the weekly consumption of dog food for all dogs.
+- German Shepherds: 3 German Shepherds * 5 kilograms/day = 15 kilograms/day
+- Bulldogs: 2 Bulldogs * 3 kilograms/day = 6 kilograms/day
+- Total weekly consumption = 15 kilograms/day + 6 kilograms/day = 21 kilograms/day
+
+Step 3: Convert the total weekly consumption from kilograms to kilograms per day.
+- 1 kilogram = 1000 kilograms
+- Therefore, the total weekly consumption in kilograms per day = 21 kilograms/day * 1000 kilograms/day = 21000 kilograms/day
+
+The final answer is \boxed{21000}.','21000',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(199,5,'1. First, we need to calculate the daily dog food consumption for both the German Shepherds and the Bulldogs.
+   - German Shepherds: The Kennel house has 3 German Shepherds, and each German Shepherd consumes 5 kilograms of dog food per day.
+   - Bulldogs: The Kennel house has 2 Bulldogs, and each Bulldog consumes 3 kilograms of dog food per day.
+   - Therefore, the total daily dog food consumption for both German Shepherds and the Bulldogs is:
+     \[
+     3 \text{ German Shepherds} \times 5 \text{ kg/day} + 2 \text{ Bulldogs} \times 3 \text{ kg/day} = 15 \text{ kg/day} + 6 \text{ kg/day} = 21 \text{ kg/day}
+     \]
+
+2. Next, we need to calculate the weekly dog food consumption.
+   - There are 7 days in a week.
+   - Therefore, the total weekly dog food consumption is:
+     \[
+     21 \text{ kg/day} \times 7 \text{ days} = 147 \text{ kg}
+     \]
+
+</think>
+The final answer is \boxed{147}.','147',1,'equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(199,6,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both the German Shepherds and the Bulldogs, and then multiply that by 7 to find the weekly consumption.
+</think>
+
+Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for the German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption for the German Shepherds is:
+     \[
+     3 \text{ German Shepherds} \times 5 \text{ kilograms per day} = 15 \text{ kilograms per day}
+     \]
+
+2. Calculate the daily consumption of dog food for the Bulldogs:
+   - Each Bulldog consumes 3 kilograms of dog food per day.
+   - There are 2 Bulldogs.
+   - Therefore, the daily consumption for the Bulldogs is:
+     \[
+     2 \text{ Bulldogs} \times 3 \text{ kilograms per day} = 6 \text{ kilograms per day}
+     \]
+
+3. Calculate the weekly consumption of dog food:
+   - Multiply the daily consumption of the German Shepherds by 7:
+     \[
+     15 \text{ kilograms per day} \times 7 \text{ days per week} = 105 \text{ kilograms per week}
+     \]
+
+Therefore, the Kennel house will need \boxed{105} kilograms of dog food in a week.','105',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(199,7,'To determine the total amount of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both the German Shepherds and the Bulldogs, and then multiply these amounts by 7.
+</think>
+Let''s break this down step by step:
+
+1. **Calculate the daily consumption of dog food for the German Shepherds:**
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds in the kennel house.
+   - Therefore, the daily consumption of dog food for the German Shepherds is:
+     \[
+     3 \text{ German Shepherds} \times 5 \text{ kilograms per day} = 15 \text{ kilograms per day}
+     \]
+
+2. **Calculate the daily consumption of dog food for the Bulldogs:**
+   - Each Bulldogs consumes 3 kilograms of dog food per day.
+   - There are 2 Bulldogs in the kennel house.
+   - Therefore, the daily consumption of dog food for the Bulldogs is:
+     \[
+     2 \text{ Bulldogs} \times 3 \text{ kilograms per day} = 6 \text{ kilograms per day}
+     \]
+
+3. **Calculate the total daily consumption of dog food for both the German Shepherds and the Bulldogs:**
+   - Add the daily consumption of dog food for the German Shepherds and the Bulldogs:
+     \[
+     15 \text{ kilograms per day} + 6 \text{ kilograms per day} = 21 \text{ kilograms per day}
+     \]
+
+4. **Calculate the total consumption of dog food for the week:**
+   - There are 7 days in a week.
+   - Therefore, the total consumption of dog food for the week is:
+     \[
+     21 \text{ kilograms per day} \times 7 \text{ days} = 147 \text{ kilograms per week}
+     \]
+
+<think>
+The total amount of dog food the Kennel house will need in a week is \boxed{147} kilograms.','147',1,'equivalent',446,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(200,0,'To determine how many feet of line the caretaker needs to buy in total, we can break down the problem into a few steps:
+
+1. Calculate the number of feet of line already available.
+2. Calculate the total number of feet of line needed by adding the new line to the available line.
+3. Sum the calculated number of feet of line already available and the total number of feet of line needed.
+</think>
+
+Step 1: Calculate the number of feet of line already available.
+The caretaker currently has 6 feet of new line and 200 feet of dock.
+\[
+\text{Feet of line already available} = 6 + 200 = 206 \text{ feet}
+\]
+
+Step 2: Calculate the total number of feet of line needed by adding the new line to the available line.
+The caretaker wants 3 feet of line for every foot of dock.
+\[
+\text{Total number of feet of line needed} = 3 \times 206 = 618 \text{ feet}
+\]
+
+Step 3: Sum the calculated number of feet of line already available and the total number of feet of line needed.
+\[
+\text{Total feet of line needed} = 206 + 618 = 824 \text{ feet}
+\]
+
+Therefore, the caretaker needs to buy a total of \boxed{824} feet of line.','824',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(200,1,'Let''s break down the problem step-by-step:
+
+1. Determine the total number of feet of dock needed.
+2. Calculate the total number of new line needed.
+3. Determine how many more feet of line are needed to reach the total number of feet of dock.
+
+Step 1: The total number of feet of dock needed is given by the formula:
+\[ \text{Total feet of dock} = \text{Number of feet of dock} + \text{Number of new lines} \]
+\[ \text{Total feet of dock} = 200 + 6 \]
+\[ \text{Total feet of dock} = 206 \]
+
+Step 2: Calculate the total number of new lines needed. The problem states that the caretaker needs 3 feet of new line for every foot of dock. Therefore, the total number of new lines needed is:
+\[ \text{Total new lines} = \frac{\text{Total feet of dock}}{3} \]
+\[ \text{Total new lines} = \frac{206}{3} \]
+\[ \text{Total new lines} = 68 \]
+
+Step 3: Determine how many more feet of line are needed to reach the total number of feet of dock. The caretaker currently has 6 feet of new line and needs to buy a total of 206 feet of line. Therefore, the number of additional feet of line needed is:
+\[ \text{Additional feet of line} = \text{Total feet of dock} - \text{Total new lines} \]
+\[ \text{Additional feet of line} = 206 - 68 \]
+\[ \text{Additional feet of line} = 138 \]
+
+Therefore, the final answer is:
+\[\boxed{138}\]','138',0,'not_equivalent',381,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(200,2,'First, let''s determine how many feet of line there are already on the docks. Since there are 200 feet of dock and the caretaker wants 3 feet of line for every foot of dock, we can calculate the number of feet of line already on the docks as follows:
+\[ \text{Feet of line already on docks} = 200 \text{ feet} \times 3 \text{ feet/foot} = 600 \text{ feet} \]
+
+Next, we need to find out how many more feet of line are needed to reach the total of 6 feet of new line. We do this by subtracting the number of feet already on the docks from the total number of feet of new line:
+\[ \text{Feet of line needed} = 6 \text{ feet of new line} - 600 \text{ feet of line already on docks} = -594 \text{ feet} \]
+
+Since the caretaker can''t buy a negative number of feet of line, it means he already has enough line to reach the total of 6 feet of new line. Therefore, the final answer is:
+\[ \boxed{600} \]','600',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(200,3,'To determine how many feet of line the caretaker needs to buy in total, we can follow these steps:
+
+1. Calculate the current amount of line available:
+   - The caretaker currently has 6 feet of new line.
+   - There are 200 feet of dock.
+   - Therefore, the current amount of line is:
+     \[
+     6 + 200 = 206 \text{ feet}
+     \]
+
+2. Determine how much line is needed to fill the 3 feet of line available:
+   - The caretaker wants 3 feet of line for every foot of dock.
+   - To find out how much line is needed, we divide the total amount of line by the number of feet per foot of dock:
+     \[
+     \frac{206}{3} = 68 \text{ feet}
+     \]
+
+3. Add the line needed to the current amount of line to find the total amount of line needed:
+   - The caretaker has 206 feet available.
+   - The line needed is 68 feet.
+   - Therefore, the total amount of line needed is:
+     \[
+     206 + 68 = 274 \text{ feet}
+     \]
+
+</think>
+
+The final answer is \boxed{274}.','274',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(200,4,'The caretaker needs to buy enough new line to cover the remaining dock space and add the new line he has. Let''s break this down step by step:
+1. Calculate the total number of feet that the current dock has.
+   \[
+   \text{Total dock feet} = 200 \text{ feet} - 6 \text{ feet} = 194 \text{ feet}
+   \]
+2. Determine the total number of new feet needed to cover the remaining dock space.
+   Since the caretaker needs 3 feet of new line for every foot of dock, the total number of new feet needed is:
+   \[
+   \text{Total new feet needed} = \frac{194 \text{ feet}}{3 \text{ feet per foot of dock}} = 64 \text{ feet}
+   \]
+3. Calculate the total number of feet of line needed to cover the total dock space.
+   Since the caretaker already has 6 feet of new line, the total number of feet of line needed is:
+   \[
+   \text{Total feet of line needed} = 6 \text{ feet} + 64 \text{ feet} = 70 \text{ feet}
+   \]
+</think>
+Therefore, the caretaker needs to buy \boxed{70} feet of line in total.','70',0,'not_equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(200,5,'The caretaker needs to buy a total of 3 feet of line for every foot of dock, and he has 6 feet of new line. Since there are 200 feet of dock, we can calculate the total number of feet of line needed by multiplying the number of feet of new line by the number of feet of dock:
+3 feet/new line * 6 feet/dock = 18 feet
+</think>
+Therefore, the caretaker needs to buy \boxed{18} feet of line in total.','18',0,'not_equivalent',109,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(200,6,'To determine the total number of feet of line the caretaker needs to buy, we will follow these steps:
+
+1. Calculate the total number of feet of dock needed.
+2. Determine the total number of feet of new line required.
+3. Sum the total number of feet of dock needed and the total number of feet of new line required to find the total number of feet of line to be bought.
+
+Step 1: Calculate the total number of feet of dock needed.
+The caretaker wants 3 feet of line for every foot of dock. Therefore, the total number of feet of dock needed is:
+\[ 3 \text{ feet/dock} \times 200 \text{ feet} = 600 \text{ feet} \]
+
+Step 2: Determine the total number of feet of new line required.
+The caretaker already has 6 feet of new line. Therefore, the total number of feet of new line required is:
+\[ 6 \text{ feet} \]
+
+Step 3: Sum the total number of feet of dock needed and the total number of feet of new line required to find the total number of feet of line to be bought.
+The total number of feet of line to be bought is:
+\[ 600 \text{ feet} + 6 \text{ feet} = 606 \text{ feet} \]
+
+Therefore, the final answer is:
+\[\boxed{606}\]','606',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(200,7,'1. First, we need to determine the total number of feet in the dock. The caretaker has 6 feet of new line and 200 feet of dock. So, the total number of feet in the dock is:
+   \[
+   6 + 200 = 206 \text{ feet}
+   \]
+2. Next, we need to calculate how many feet of line are needed to cover the total number of feet in the dock. Since the caretaker wants 3 feet of line for every foot of dock, we divide the total number of feet in the dock by the number of feet per foot of dock:
+   \[
+   \frac{206}{6} = 35 \text{ feet}
+   \]
+3. Therefore, the caretaker needs to buy a total of \boxed{35} feet of line to cover the dock.','35',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(201,0,'To determine how much profit Josh made, we need to follow these steps:
+
+1. Calculate the total value of the house after buying it and putting in repairs.
+2. Determine the profit by subtracting the total value of the house from the initial investment.
+
+Step 1: Calculate the total value of the house after buying it and putting in repairs.
+The initial investment is $80,000, and after buying it and putting in repairs, the value of the house becomes:
+\[ 80,000 + 50,000 = 130,000 \]
+
+Step 2: Determine the profit by subtracting the total value of the house from the initial investment.
+The profit is:
+\[ 130,000 - 80,000 = 50,000 \]
+
+Therefore, Josh made a profit of \(\boxed{50000}\).','50000',0,'not_equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(202,0,'To determine how many miles Henry traveled between his first and second stops, we need to follow these steps:
+
+1. Identify the distance of the first stop.
+2. Identify the distance of the second stop.
+3. Subtract the distance of the second stop from the distance of the first stop to find the distance between the two stops.
+
+Step 1: Identify the distance of the first stop.
+Henry first stopped after 20 miles. Therefore, the distance of the first stop is:
+\[ 20 \text{ miles} \]
+
+Step 2: Identify the distance of the second stop.
+Henry''s second stop was 15 miles before the end of the trip. Therefore, the distance of the second stop is:
+\[ 15 \text{ miles} \]
+
+Step 3: Subtract the distance of the second stop from the distance of the first stop.
+\[ 20 \text{ miles} - 15 \text{ miles} = 5 \text{ miles} \]
+
+Therefore, the number of miles Henry traveled between his first and second stops is \(\boxed{5}\).','5',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(203,0,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Calculate the original cost of the dog.
+2. Apply the 30% discount to the original cost.
+
+Step 1: Calculate the original cost of the dog.
+The cost of the dog is $100.
+
+Step 2: Apply the 30% discount to the original cost.
+To find the discount amount, we calculate 30% of $100:
+\[ 30\% \text{ of } \$100 = 0.30 \times \$100 = \$30 \]
+
+Now, subtract the discount amount from the original cost to find the cost of the grooming:
+\[ \$100 - \$30 = \$70 \]
+
+Therefore, the grooming cost is \(\boxed{70}\).','70',1,'equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(204,0,'To determine the number of gems in the chest, we need to follow these steps:
+
+1. Identify the number of diamonds.
+2. Calculate the number of rubies.
+3. Determine the number of emeralds.
+4. Sum the number of diamonds, rubies, and emeralds to find the total number of gems.
+
+Let''s start with the number of diamonds:
+\[ \text{Number of diamonds} = 175 \]
+
+Next, we calculate the number of rubies. According to the problem, there are 35 fewer rubies than diamonds:
+\[ \text{Number of rubies} = 175 - 35 = 140 \]
+
+Now, we determine the number of emeralds. The problem states that there are twice the number of emeralds than the rubies:
+\[ \text{Number of emeralds} = 2 \times 140 = 280 \]
+
+Finally, we sum the number of diamonds, rubies, and emeralds to find the total number of gems:
+\[ \text{Total number of gems} = 175 + 140 + 280 = 695 \]
+
+Therefore, the number of gems in the chest is \(\boxed{695}\).','695',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(205,0,'Let''s break down the problem step by step:
+
+1. Grace''s weight is given as 125 pounds.
+2. Alex''s weight is 2 pounds less than 4 times Grace''s weight.
+3. We need to find their combined weight in pounds.
+
+First, we calculate 4 times Grace''s weight:
+\[ 4 \times 125 = 500 \]
+
+Next, we subtract 2 pounds from this result:
+\[ 500 - 2 = 498 \]
+
+So, Alex''s weight is 498 pounds.
+
+Now, we add Grace''s weight and Alex''s weight together:
+\[ 125 + 498 = 623 \]
+
+Therefore, their combined weight in pounds is \(\boxed{623}\).','623',1,'equivalent',167,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(206,0,'Let''s break down the problem step by step:
+
+1. We know that Lily made 50 friends.
+2. Amy made 20 more friends than Lily.
+3. To find out how many friends Amy made, we add 20 to the number of friends Lily made: \(50 + 20 = 70\).
+4. Now, we need to find out how many friends Lily and Amy have together. We add the number of friends Lily made to the number of friends Amy made: \(50 + 70 = 120\).
+
+Therefore, the final answer is \(\boxed{120}\).','120',1,'equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79655557820381450652e+09,1.79655882479667425161e+09,'thinkscale eval --config docs/results/rl/sweep-think-0.5b.toml --out runs/gsm8k-think-0.5b --workers 2 --quiet','running',153,3245.571861339,3.24557035128100142165e+03);
+INSERT INTO "sessions" VALUES(1,1.79655557820381450652e+09,1.79656092162572383888e+09,'thinkscale eval --config docs/results/rl/sweep-think-0.5b.toml --out runs/gsm8k-think-0.5b --workers 2 --quiet','running',206,5.34146945171200059109e+03,5.34145732000900170513e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -21292,5 +36256,105 @@ INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistenc
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-666',0,152,'120',1.0,1,1,0,104.0,37.0,2712.0,0.0,9.98017229639990546309e+01,3492387863808.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-676',0,153,'240',0.25,1,8,1,104.0,37.0,228.5,0.0,1.48138276348749968751e+01,3.70856688174674377442e+11);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-676',0,153,'240',0.5,1,1,0,104.0,37.0,1828.0,0.0,1.18510621078999974994e+02,2378251858176.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-682',0,154,'140',0.375,0,8,1,120.0,38.0,243.625,0.0,8.94732205987497763999e+00,4.08780004954327941908e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-682',0,154,'80',1.0,1,1,0,120.0,38.0,1949.0,0.0,7.15785764789998211208e+01,2549657397504.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-681',0,155,'80',0.0,0,8,1,99.0,37.0,328.75,0.0,1.46936565805001464468e+01,4.9101231780887963866e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-681',0,155,'90',0.0,0,1,0,99.0,37.0,2630.0,0.0,1.17549252644001171578e+02,3382738732032.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-733',0,156,'6.67',0.0,0,8,1,87.0,37.0,173.625,0.0,7.59950255087505865958e+00,2.80275501271371826183e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-733',0,156,'6.67',0.0,0,1,0,87.0,37.0,1389.0,0.0,6.07960204070004692775e+01,1803539167488.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-724',0,157,'10',0.0,0,8,1,102.0,37.0,336.0,0.0,1.11492835214999104205e+01,5.03925638307940490729e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-724',0,157,'19',0.0,0,1,0,102.0,37.0,2688.0,0.0,8.91942681719992833642e+01,3459619157760.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-788',0,158,'-150',0.125,0,8,1,96.0,37.0,165.625,0.0,5.62355457012495207891e+00,2.81466283352046264653e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-788',0,158,'-100',0.0,0,1,0,96.0,37.0,1325.0,0.0,4.49884365609996166295e+01,1734220750848.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-801',0,159,'1000',0.0,0,8,1,107.0,37.0,267.75,0.0,9.20892101300000831543e+00,4.24138571964759521475e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-801',0,159,'1006',0.0,0,1,0,107.0,37.0,2142.0,0.0,7.36713681040000665243e+01,2777778004992.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-816',0,160,'18000',0.875,0,8,1,81.0,38.0,189.875,0.0,6.25551847325004928279e+00,2.91997274256921875001e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-816',0,160,'4500',1.0,1,1,0,81.0,38.0,1519.0,0.0,5.00441477860003942641e+01,1958560353792.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-829',0,161,'56000',0.0,0,8,1,123.0,38.0,293.5,0.0,7.68995137987485577468e+00,4.75468185130456237781e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-829',0,161,'150000',0.0,0,1,0,123.0,38.0,2348.0,0.0,6.15196110389988461966e+01,3056312006400.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-861',0,162,'\frac{A}{2} - 1',0.0,0,8,1,106.0,37.0,319.375,0.0,1.35079802736249803278e+01,4.87990221754829284683e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-861',0,162,'12',0.0,0,1,0,106.0,37.0,2555.0,0.0,1.08063842188999842614e+02,3297035962368.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-889',0,163,'15',0.875,1,8,1,98.0,37.0,279.875,0.0,1.26771101707502111823e+01,4.28122322559610412598e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-889',0,163,'15',1.0,1,1,0,98.0,37.0,2239.0,0.0,1.01416881366001689459e+02,2888687471616.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-906',0,164,'4',0.125,0,8,1,98.0,37.0,282.0,0.0,1.20313693801249428356e+01,4.30802250868785522458e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-906',0,164,'7',0.0,0,1,0,98.0,37.0,2256.0,0.0,9.62509550409995426854e+01,2910113164032.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-911',0,165,'64',0.5,1,8,1,105.0,37.0,271.0,0.0,8.41459041262487517087e+00,4.25724878361187805166e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-911',0,165,'64',1.0,1,1,0,105.0,37.0,2168.0,0.0,67.316723300999,2808026041344.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-917',0,166,'12',1.0,1,8,1,79.0,37.0,172.875,0.0,6.46539789962503164133e+00,2.69294088636833679208e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-917',0,166,'12',1.0,1,1,0,79.0,37.0,1383.0,0.0,5.17231831970002531306e+01,1785894479616.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-966',0,167,'6',0.0,0,8,1,153.0,37.0,349.5,0.0,1.30016053322499374193e+01,5.85074097371076904316e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-966',0,167,'3',0.0,0,1,0,153.0,37.0,2796.0,0.0,1.04012842657999499346e+02,3660012398592.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-975',0,168,'-20',0.125,0,8,1,90.0,37.0,260.375,0.0,8.31784006375005446898e+00,3.93478191669932617184e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-975',0,168,'-10',0.0,0,1,0,90.0,37.0,2083.0,0.0,6.65427205100004357527e+01,2681992556544.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-976',0,169,'492',0.0,0,8,1,132.0,37.0,391.375,0.0,1.15635795057501127307e+01,6.11475224407231201162e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-976',0,169,'521',0.0,0,1,0,132.0,37.0,3131.0,0.0,92.5086360460009,4055757540864.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-995',0,170,'18',0.125,0,8,1,87.0,37.0,184.875,0.0,1.19134110678749038925e+01,2.94472312120277282705e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-995',0,170,'18',0.0,0,1,0,87.0,37.0,1479.0,0.0,9.53072885429992311401e+01,1916969303808.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1002',0,171,'\frac{16}{3}',0.375,0,8,1,94.0,37.0,271.0,0.0,1.06831276906250423048e+01,4.11903484687302429189e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1002',0,171,'8',1.0,1,1,0,94.0,37.0,2168.0,0.0,8.54650215250003384391e+01,2794162358016.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1010',0,172,'5',0.5,1,8,1,109.0,37.0,303.5,0.0,12.0961141411251,4.71741317070643188455e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1010',0,172,'5',1.0,1,1,0,109.0,37.0,2428.0,0.0,96.7689131290008,3140754441216.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1040',0,173,'3280',0.125,0,8,1,103.0,37.0,313.125,0.0,1.34727351703750173326e+01,4.76337636492658142092e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1040',0,173,'664',0.125,0,1,0,103.0,37.0,2505.0,0.0,1.07781881363000138658e+02,3230238215424.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1033',0,174,'21.25',0.0,0,8,1,103.0,37.0,339.75,0.0,1.59919039152500772615e+01,5.09911379332965576183e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1033',0,174,'324',0.0,0,1,0,103.0,37.0,2718.0,0.0,1.2793523132200061809e+02,3498689538048.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1067',0,175,'28000',0.125,0,8,1,106.0,37.0,264.875,0.0,1.2786597736499970779e+01,4.19255744186325439437e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1067',0,175,'24500',0.0,0,1,0,106.0,37.0,2119.0,0.0,1.02292781891999766234e+02,2747529968640.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1047',0,176,'46',0.125,0,8,1,120.0,37.0,386.125,0.0,1.7637466282124933059e+01,5.89763401241220703132e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1047',0,176,'16',0.125,0,1,0,120.0,37.0,3089.0,0.0,1.4109973025699946447e+02,3987699459072.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1074',0,177,'500',0.375,0,8,1,86.0,37.0,244.5,0.0,1.05565398527498928156e+01,3.68432334634581542978e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1074',0,177,'500',0.5,0,1,0,86.0,37.0,1956.0,0.0,8.4452318821999142525e+01,2516888691456.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1090',0,178,'6',0.0,0,8,1,114.0,37.0,231.5,0.0,8.34986119987479469273e+00,3.87200803767738708496e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1090',0,178,'6',0.0,0,1,0,114.0,37.0,1852.0,0.0,6.67988895989983575427e+01,2421103243008.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1106',0,179,'1 cm',0.5,0,8,1,88.0,37.0,188.0,0.0,1.0585382865374867833e+01,2.99670343637031494138e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1106',0,179,'5',1.0,1,1,0,88.0,37.0,1504.0,0.0,8.46830629229989426641e+01,1949738009856.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1107',0,180,'1500',0.0,0,8,1,71.0,37.0,254.25,0.0,1.01646917595001013974e+01,3.61886136880154724113e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1107',0,180,'112',0.0,0,1,0,71.0,37.0,2034.0,0.0,8.13175340760008111794e+01,2596289786880.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1112',0,181,'9',0.375,0,8,1,84.0,37.0,253.875,0.0,9.90183235375002368527e+00,3.7774336963495666504e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1112',0,181,'5',1.0,1,1,0,84.0,37.0,2031.0,0.0,7.92146588300001894831e+01,2608893135360.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1120',0,182,'140',0.0,0,8,1,91.0,37.0,267.625,0.0,1.25682317047501328492e+01,4.03877818921301147457e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1120',0,182,'280',0.0,0,1,0,91.0,37.0,2141.0,0.0,1.00545853638001062794e+02,2756352312576.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1121',0,183,'70',0.375,0,8,1,83.0,37.0,235.0,0.0,9.33311417287495714845e+00,3.52683047252535827637e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1121',0,183,'35',1.0,1,1,0,83.0,37.0,1880.0,0.0,7.46649133829996571867e+01,2417322238464.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1123',0,184,'45',0.0,0,8,1,102.0,37.0,324.625,0.0,1.37968051051248039582e+01,4.8958220868272277833e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1123',0,184,'45',0.0,0,1,0,102.0,37.0,2597.0,0.0,1.10374440840998431665e+02,3344928686592.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1128',0,185,'7',0.0,0,8,1,75.0,37.0,235.875,0.0,1.32128793558749748628e+01,3.43739716287185485842e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1128',0,185,'7',0.0,0,1,0,75.0,37.0,1887.0,0.0,1.057030348469997989e+02,2416061903616.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1131',0,186,'96',0.375,1,8,1,111.0,38.0,231.0,0.0,1.04263144986248335044e+01,3.81546200689274353024e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1131',0,186,'96',1.0,1,1,0,111.0,38.0,1848.0,0.0,8.34105159889986680354e+01,2411020564224.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1146',0,187,'-2800',0.125,0,8,1,107.0,37.0,209.125,0.0,7.25355294124983629444e+00,3.50176318598554199221e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1146',0,187,'-2800',0.125,0,1,0,107.0,37.0,1673.0,0.0,5.80284235299986903564e+01,2186680961280.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1162',0,188,'3',1.0,1,8,1,73.0,37.0,163.0,0.0,5.47939999200025340542e+00,2.49309281708704467777e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1162',0,188,'3',1.0,1,1,0,73.0,37.0,1304.0,0.0,4.38351999360020272433e+01,1678766017536.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1178',0,189,'17',1.0,1,8,1,73.0,37.0,176.625,0.0,7.89706187337469600606e+00,2.66499173538782623297e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1178',0,189,'17',1.0,1,1,0,73.0,37.0,1413.0,0.0,6.31764949869975680476e+01,1816142515968.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1194',0,190,'1200',0.75,1,8,1,99.0,37.0,238.5,0.0,1.18963043595003910009e+01,3.77192629451110656747e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1194',0,190,'1200',1.0,1,1,0,99.0,37.0,1908.0,0.0,9.51704348760031280073e+01,2472776971776.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1203',0,191,'70',0.125,0,8,1,100.0,37.0,316.625,0.0,1.39681366758750300503e+01,4.76980180256986144998e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1203',0,191,'540',0.0,0,1,0,100.0,37.0,2533.0,0.0,1.11745093407000240404e+02,3261746586624.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1232',0,192,'5',0.5,0,8,1,93.0,37.0,165.75,0.0,6.9683929967500262137e+00,2.77861427637811828615e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1232',0,192,'15',1.0,1,1,0,93.0,37.0,1326.0,0.0,5.57471439740002097087e+01,1731700081152.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1221',0,193,'160',0.125,0,8,1,118.0,37.0,309.125,0.0,1.37392605577497306512e+01,4.9014799747004547119e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1221',0,193,'32',0.125,0,1,0,118.0,37.0,2473.0,0.0,1.09914084461997845214e+02,3208812523008.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1235',0,194,'2.5\%',0.0,0,8,1,111.0,37.0,317.75,0.0,1.43172300006249315624e+01,4.92226280139155944817e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1235',0,194,'100',0.0,0,1,0,111.0,37.0,2542.0,0.0,1.14537840004999452508e+02,3286953283584.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1251',0,195,'50',0.0,0,8,1,118.0,37.0,319.0,0.0,1.50791773992500566237e+01,5.02602199164451232931e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1251',0,195,'50',0.0,0,1,0,118.0,37.0,2552.0,0.0,1.20633419194000452985e+02,3308378976000.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1253',0,196,'120',0.25,1,8,1,87.0,37.0,351.875,0.0,1.52092308443748152062e+01,5.05082764584041870106e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1253',0,196,'120',1.0,1,1,0,87.0,37.0,2815.0,0.0,1.21673846754998521641e+02,3600776660736.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1254',0,197,'30',0.625,1,8,1,137.0,37.0,273.625,0.0,1.40428684132498347025e+01,4.6924684923508258056e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1254',0,197,'30',1.0,1,1,0,137.0,37.0,2189.0,0.0,1.12342947305998677623e+02,2874823788288.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1280',0,198,'-3 \text{ hours}',0.625,0,8,1,91.0,37.0,185.5,0.0,8.66706059824991825735e+00,3.00280104048686584481e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1280',0,198,'7',1.0,1,1,0,91.0,37.0,1484.0,0.0,6.93364847859993460588e+01,1928312317440.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1266',0,199,'105',0.375,0,8,1,99.0,37.0,323.625,0.0,1.29459780685001533127e+01,4.84549959216778564465e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1266',0,199,'147',1.0,1,1,0,99.0,37.0,2589.0,0.0,1.03567824548001226499e+02,3331065003264.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',1,'gsm8k_test-1311',0,200,'824',0.0,0,8,1,107.0,38.0,262.5,0.0,6.65225686387520909192e+00,4.16260011786091308578e+11);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model.gguf','self-consistency:prefill=<think>\n',8,'gsm8k_test-1311',0,200,'70',0.0,0,1,0,107.0,38.0,2100.0,0.0,5.32180549110016727371e+01,2723583606528.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-2',0,201,'50000',0.0,0,1,0,102.0,37.0,196.0,0.0,1.18701800650014774872e+01,327687060480.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-28',0,202,'5',0.0,0,1,0,95.0,0.0,227.0,0.0,1.35961909920006291936e+01,404567486208.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-79',0,203,'70',1.0,1,1,0,93.0,37.0,177.0,0.0,1.05923617240005114577e+01,292397684736.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-67',0,204,'695',0.0,0,1,0,99.0,37.0,272.0,0.0,1.64924077430005127102e+01,419691504384.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-82',0,205,'623',1.0,1,1,0,75.0,37.0,167.0,0.0,1.0214621171002363553e+01,257108308992.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-127',0,206,'120',1.0,1,1,0,80.0,37.0,135.0,0.0,8.51332020799964,223079268096.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
