@@ -20,7 +20,7 @@ from typing import ClassVar
 from thinkscale.answers.extract import extract_answer
 from thinkscale.strategies.base import check_int, check_top_p, register
 from thinkscale.strategies.events import event
-from thinkscale.strategies.run import Run
+from thinkscale.strategies.run import Run, require_continue_final
 from thinkscale.types import Candidate, Event, GenRequest, Message, Result, Role, StopReason
 
 
@@ -187,10 +187,7 @@ class BudgetForcing:
             return None
 
     def run(self, ctx: Run) -> Result:
-        if not ctx.backend.capabilities.continue_final:
-            # every "Wait" and every forced answer continues the assistant turn: refuse before spending anything
-            raise NotImplementedError(f"budget forcing continues the model's own turn (continue_final), which "
-                                      f"{type(ctx.backend).__name__} cannot do; use the embedded llama.cpp backend")
+        require_continue_final(ctx, "budget forcing")  # every "Wait" and every forced answer continues the turn
         if not ctx.fits(completion_tokens=1 + self.answer_max_tokens, calls=2):
             ctx.stop("budget", "budget cannot pay for one thinking token and the answer")
             return ctx.result((), stop_reason="budget")

@@ -19,8 +19,7 @@ class Greedy:
         prefill: the reply's opening, continued by the model (``<think>\\n`` for a model trained to open its reply
             with a thinking block; default none).
 
-    Budget: one call of at most ``max_tokens`` (fewer
-    when the token budget has less left); none when no call fits.
+    Budget: one call of at most ``max_tokens`` (fewer when the token budget has less left); none when no call fits.
 
     >>> execute(Greedy(max_tokens=256), problem, backend, Budget(), rng=random.Random(0)).answer  # doctest: +SKIP
     """

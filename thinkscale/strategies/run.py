@@ -403,10 +403,15 @@ def opened_reply(ctx: Run, prefill: str) -> tuple[tuple[Message, ...], bool]:
     The candidates' texts are what the model wrote after the prefill."""
     if not prefill:
         return ctx.problem.messages, False
-    if not ctx.backend.capabilities.continue_final:
-        raise NotImplementedError(f"a prefilled reply continues the model's own turn (continue_final), which "
-                                  f"{type(ctx.backend).__name__} cannot do; use the embedded llama.cpp backend")
+    require_continue_final(ctx, "a prefilled reply")
     return (*ctx.problem.messages, Message("assistant", prefill)), True
+
+
+def require_continue_final(ctx: Run, what: str) -> None:
+    """Refuse, before anything is spent, a run that must continue the model's own turn on a backend that cannot."""
+    if not ctx.backend.capabilities.continue_final:
+        raise NotImplementedError(f"{what} continues the model's own turn (continue_final), which "
+                                  f"{type(ctx.backend).__name__} cannot do; use the embedded llama.cpp backend")
 
 
 def candidates_from(completion: Completion) -> list[Candidate]:
