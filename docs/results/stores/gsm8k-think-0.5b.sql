@@ -17855,6 +17855,2099 @@ INSERT INTO "chains" VALUES(206,0,0,'c22635905093b850063ac5f87056667aec1f72c4dd9
 4. Now, we need to find out how many friends Lily and Amy have together. We add the number of friends Lily made to the number of friends Amy made: \(50 + 70 = 120\).
 
 Therefore, the final answer is \(\boxed{120}\).','stop',135,80,37,4.13886005500535247847e+00,223079268096.0,NULL);
+INSERT INTO "chains" VALUES(207,0,0,'aaf204366fb45af241acbef41839ad219bcf302f23e8bea008b752ace17953ce',0,'Let''s break down the problem step by step and then use Python code to ensure the accuracy of our solution.
+
+1. **Determine the cost of each pepper:**
+   - Each pepper costs $15.
+   - Each watermelon costs three times what each pepper costs.
+   - Each orange costs 5 less than what a watermelon cost.
+
+2. **Calculate the cost of each watermelon:**
+   \[
+   \text{Cost of each watermelon} = 3 \times 15 = 45
+   \]
+
+3. **Calculate the cost of each orange:**
+   \[
+   \text{Cost of each orange} = 15 - 5 = 10
+   \]
+
+4. **Calculate the total cost of the watermelons:**
+   \[
+   \text{Total cost of watermelons} = 4 \times 45 = 180
+   \]
+
+5. **Calculate the total cost of the peppers:**
+   \[
+   \text{Total cost of peppers} = 20 \times 15 = 300
+   \]
+
+6. **Calculate the total cost of the oranges:**
+   \[
+   \text{Total cost of oranges} = 10 \times 10 = 100
+   \]
+
+7. **Calculate the total amount of money spent:**
+   \[
+   \text{Total amount of money spent} = 180 + 300 + 100 = 680
+   \]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{680}\).','stop',349,130,37,1.29393464875229255993e+01,555807667968.0,NULL);
+INSERT INTO "chains" VALUES(208,0,0,'e116cc5b0aba70e7fd965179e66f1632a9d395c555e42d8b326ab5d2e0c4bf79',0,'Let''s break down the problem step by step:
+
+1. We know there are 700 bees in the hive.
+2. There are twice as many worker bees as baby bees.
+3. There are twice as many babies as queens.
+
+We can use these relationships to set up equations and solve for the number of worker bees.
+
+Let''s denote:
+- \( B \) as the number of baby bees
+- \( W \) as the number of worker bees
+- \( Q \) as the number of queens
+
+From the problem, we have the following equations:
+1. \( B = 2B \)
+2. \( W = 2Q \)
+3. \( B + W + Q = 700 \)
+
+We can solve these equations step by step.
+
+First, let''s solve the first equation for \( B \):
+\[ B = 2B \]
+\[ B - 2B = 0 \]
+\[ -B = 0 \]
+\[ B = 0 \]
+
+Now that we have \( B = 0 \), we can substitute this value into the second equation to find \( W \):
+\[ W = 2Q \]
+\[ 0 = 2Q \]
+\[ Q = 0 \]
+
+Now that we have \( Q = 0 \), we can substitute this value into the third equation to find \( B + W + Q \):
+\[ B + W + Q = 700 \]
+\[ 0 + 0 + 0 = 700 \]
+\[ 700 = 700 \]
+
+Since all the equations are satisfied, the number of worker bees is indeed 0.
+
+<think>
+ANSWER: 0
+</think>','stop',358,85,37,1.3101260714511226979e+01,510435613440.0,NULL);
+INSERT INTO "chains" VALUES(209,0,0,'8e7514fe3ea8cda9d452dd3153dd86443d6ddd00140c241ec2ebed57ff6451c6',0,'Let''s break down the problem step by step:
+
+1. **Jackie''s Current Situation:**
+   - She has 3 fewer hours of freelance work.
+   - She loses $35/hour in missed income.
+
+2. **Jackie''s New Situation:**
+   - She hires an accountant.
+   - The accountant charges $90.
+
+3. **Calculate the Difference in Income:**
+   - The difference in income between her current situation and her new situation is the amount she will lose from her freelance work.
+   - This can be calculated as follows:
+     \[
+     \text{Difference in Income} = \text{Lost Income} - \text{Hours of Freelance Work}
+     \]
+     Substituting the given values:
+     \[
+     \text{Difference in Income} = 35 - 3
+     \]
+     Simplifying:
+     \[
+     \text{Difference in Income} = 32
+     \]
+
+4. **Calculate the Additional Money Jackie Will Have:**
+   - The additional money Jackie will have if she hires the accountant is the amount she will lose from her freelance work.
+   - This can be calculated as follows:
+     \[
+     \text{Additional Money} = \text{Difference in Income} + \text{Hours of Freelance Work}
+     \]
+     Substituting the given values:
+     \[
+     \text{Additional Money} = 32 + 3
+     \]
+     Simplifying:
+     \[
+     \text{Additional Money} = 35
+     \]
+
+Therefore, the final answer is \boxed{35}.','stop',339,113,37,1.12626059455196809717e+01,521778627072.0,NULL);
+INSERT INTO "chains" VALUES(210,0,0,'11d69b6b5d2e85d97893ea20080e2f3d083a14d0a4ffb1258a6fda041ce364ff',0,'To determine how much money Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires, and then add the cost of the unicycle to the total cost of the tires and tricycle tires.
+</think>
+<think>
+Let''s break it down step by step:
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - 3 people came by to get all their tricycle tires inflated.
+   - 1 person actually came by on a unicycle.
+   - Total cost of tires = (5 * 25) + (3 * 25) + (1 * 25) + (1 * 25) = 125 + 75 + 25 + 25 = 250 cents.
+   - Convert cents to dollars: 250 cents / 100 = 2.50 dollars.
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Total cost of tricycle tires = 3 * 25 = 75 cents.
+   - Convert cents to dollars: 75 cents / 100 = 0.75 dollars.
+3. Add the cost of the tires and the tricycle tires to the total cost of the tires and tricycle tires:
+   - Total cost = 2.50 dollars + 0.75 dollars = 3.25 dollars.
+4. Add the cost of the unicycle to the total cost:
+   - Total cost = 3.25 dollars + 2.50 dollars = 5.75 dollars.
+Therefore, Shawnda made \boxed{5.75} dollars that day.','stop',408,136,37,1.36161531155103148198e+01,637729433088.0,NULL);
+INSERT INTO "chains" VALUES(211,0,0,'db9d99102cd367b3da8d82076c3697a391481d40aff55906bdc35db12790f6cd',0,'To determine how many seconds the faster team will win by, we need to calculate the total time each team will take to complete the relay and then find the difference between these times.
+
+First, let''s calculate the total time for the faster team:
+- Each of the 4 members of the faster team will run their 400 meter leg in 55 seconds.
+- Therefore, the total time for the faster team is:
+  \[
+  4 \times 55 = 220 \text{ seconds}
+  \]
+
+Next, let''s calculate the total time for the slower team:
+- The first runner of the slower team will run their 400 meter leg in 60 seconds.
+- Each subsequent runner will be 3 seconds faster than the previous runner.
+- Therefore, the total time for the slower team is:
+  \[
+  60 + 3 \times (60 - 3) = 60 + 3 \times 57 = 60 + 171 = 231 \text{ seconds}
+  \]
+
+Now, we find the difference between the total time for the faster team and the total time for the slower team:
+\[
+220 - 231 = -9 \text{ seconds}
+\]
+
+Thus, the faster team will win by \(\boxed{-9}\) seconds.','stop',288,179,37,1.01439952929958963066e+01,540683649792.0,NULL);
+INSERT INTO "chains" VALUES(212,0,0,'71504a5eeead2edc6f6a08ee4828f89071815874eea0ea9c05687cebaa138154',0,'To determine how many rats are in each cage, we need to follow these steps:
+
+1. Calculate the total number of pieces of straw distributed among the small rodents.
+2. Determine the total number of pieces of straw distributed among the hamsters.
+3. Calculate the total number of pieces of straw distributed among the rabbits.
+4. Sum up all the pieces of straw distributed among the small rodents, hamsters, and rabbits.
+5. Divide the total number of pieces of straw by the number of cages to find out how many rats are in each cage.
+
+Let''s start with the first step:
+The total number of pieces of straw distributed among the small rodents is given as 160 pieces.
+
+Next, we calculate the total number of pieces of straw distributed among the hamsters:
+There are 10 cages of hamsters, and each hamster is given 5 pieces of straw. Therefore, the total number of pieces of straw distributed among the hamsters is:
+\[ 10 \times 5 = 50 \text{ pieces of straw} \]
+
+Now, we calculate the total number of pieces of straw distributed among the rabbits:
+There are 20 pieces of straw distributed among the rabbits. Therefore, the total number of pieces of straw distributed among the rabbits is:
+\[ 20 \text{ pieces of straw} \]
+
+Next, we sum up all the pieces of straw distributed among the small rodents, hamsters, and rabbits:
+\[ 160 + 50 + 20 = 230 \text{ pieces of straw} \]
+
+Finally, we divide the total number of pieces of straw by the number of cages to find out how many rats are in each cage:
+\[ \frac{230}{3} = 70 \text{ rats} \]
+
+Therefore, the number of rats in each cage is \(\boxed{70}\).','stop',389,161,37,1.3287074376999953529e+01,645291442176.0,NULL);
+INSERT INTO "chains" VALUES(213,0,0,'0184ecd3cf2498ad5f859948c1776181ced9550a368411f4ce0c7863a99c8f91',0,'Let''s break down the problem step by step:
+
+1. **Understand the problem:**
+   - Mandy owes Benedict $100.
+   - They agreed to have monthly interest of 2%.
+   - Mandy was able to pay the loan after 3 months.
+
+2. **Calculate the interest:**
+   - The interest is calculated as 2% of the loan amount.
+   - Interest = 0.02 * $100 = $2.
+
+3. **Determine the total amount paid after 3 months:**
+   - Total amount paid = Loan amount + Interest = $100 + $2 = $102.
+
+4. **Determine the amount Mandy should give to Benedict:**
+   - Mandy should give Benedict the total amount paid after 3 months, which is $102.
+
+5. **Final answer:**
+   - The amount Mandy should give to Benedict is \(\boxed{102}\).','stop',204,85,37,6.69574829650628089439e+00,316344046848.0,NULL);
+INSERT INTO "chains" VALUES(214,0,0,'32e3af43de74d173a330c26f64c4cb598e098a5be87dce3f2d878c90c2f39f72',0,'To determine how many pounds of insects ducks need per day, we need to follow these steps:
+
+1. Identify the total amount of insects each duck needs per week.
+2. Determine the number of ducks in the flock.
+3. Multiply the weekly insect need by the number of ducks.
+
+Step 1: The total amount of insects each duck needs per week is 3.5 pounds.
+Step 2: The number of ducks in the flock is 10.
+Step 3: Multiply the weekly insect need by the number of ducks:
+\[ 3.5 \text{ pounds/duck} \times 10 \text{ ducks} = 35 \text{ pounds} \]
+
+Therefore, ducks need \(\boxed{35}\) pounds of insects per day.','stop',161,82,37,5.57992842699241,258368643840.0,NULL);
+INSERT INTO "chains" VALUES(215,0,0,'c31876d06e31448ac1fe5986f2372afe7fb29e28289e47261ee35d3edb3e92cd',0,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money she prepared.
+
+Step 1: Calculate the total cost of the crayons.
+Violetta needs 5 crayons, and each crayon costs $2.
+\[
+5 \text{ crayons} \times \$2 \text{ per crayon} = \$10
+\]
+
+Step 2: Subtract the total cost from the amount of money she prepared.
+Violetta prepared $20 for the purchase.
+\[
+\$20 - \$10 = \$10
+\]
+
+Therefore, the change Violetta will get is \(\boxed{10}\).','stop',160,86,37,6.22913985049854090902e+00,262149648384.0,NULL);
+INSERT INTO "chains" VALUES(216,0,0,'b781239520e5dddb67118fc1a5858311f1ec5f47193c6ac41dc4d95c6e1ebe84',0,'To determine how many barrels of wine Josie''s farm produces per year, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced per year.
+2. Determine how many barrels of wine are produced from the total grapes.
+
+Step 1: Calculate the total amount of grapes produced per year.
+Josie''s farm produces 5 tons of grapes per year. Since each ton of grapes makes 2 barrels of wine, the total number of barrels of wine produced per year is:
+\[ 5 \text{ tons} \times 2 \text{ barrels/ton} = 10 \text{ barrels} \]
+
+Step 2: Determine how many barrels of wine are produced from the total grapes.
+Since each acre produces 5 tons of grapes, the number of acres on Josie''s farm is 10. Therefore, the total number of barrels of wine produced per year is:
+\[ 10 \text{ acres} \times 10 \text{ barrels/acre} = 100 \text{ barrels} \]
+
+Thus, the farm produces \(\boxed{100}\) barrels of wine per year.','stop',239,94,37,8.82937457499065203592e+00,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(217,0,0,'3f4b4501d77671d4a2d2eda4a8c48e311da61e341de7428c0e0dd4530318b195',0,'Let''s break down the problem step by step.
+
+1. Calculate the total distance Michael rode on the first week:
+   - He rode the bike 5 times a week.
+   - He made 25 kilometers each time.
+   - Therefore, the total distance for the first week is \(5 \times 25 = 125\) kilometers.
+
+2. Calculate the total distance Michael rode on the second week:
+   - He rode the bike 2 times a week.
+   - He made 60 kilometers each time.
+   - Therefore, the total distance for the second week is \(2 \times 60 = 120\) kilometers.
+
+3. Calculate the total distance Michael rode on the third week:
+   - He rode the bike 3 times a week.
+   - He made 60 kilometers each time.
+   - Therefore, the total distance for the third week is \(3 \times 60 = 180\) kilometers.
+
+4. Calculate the total distance Michael rode over the four weeks:
+   - The total distance for the first four weeks is \(125 + 120 + 180 = 525\) kilometers.
+
+5. Calculate the total distance Michael rode over the three weeks:
+   - The total distance for the third four weeks is \(180 + 180 = 360\) kilometers.
+
+6. Calculate the total distance Michael rode over the four weeks and the three weeks:
+   - The total distance for the four weeks and the three weeks is \(525 + 360 = 885\) kilometers.
+
+7. Add the total distances from the four weeks and the three weeks to get the final answer:
+   - The final answer is \(885\) kilometers.
+
+<think>
+ANSWER: 885
+</think>','stop',382,123,38,1.32625499854966619748e+01,587316039168.0,NULL);
+INSERT INTO "chains" VALUES(218,0,0,'8746f39e46890521854c4aade5f36ea57de13bcdfb559ddce1e54e35f039774f',0,'To determine the total amount the company spent on advertising for the two years, we need to follow these steps:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Add the amounts from the two years to get the total.
+
+Step 1: Calculate the amount spent on advertising for the first year.
+The company spends $15000 on advertising for the first year. Therefore, the amount spent on advertising for the first year is:
+\[
+15000
+\]
+
+Step 2: Calculate the amount spent on advertising for the second year.
+The company spends a third of the amount spent on advertising for the first year. So, we calculate:
+\[
+\frac{15000}{3} = 5000
+\]
+
+Step 3: Add the amounts from the two years to get the total amount spent on advertising for the two years.
+Now, we add the amounts from the first and second years:
+\[
+15000 + 5000 = 20000
+\]
+
+Therefore, the total amount the company spent on advertising for the two years is:
+\[
+\boxed{20000}
+\]','stop',264,90,38,8.93510595250700134783e+00,397005477120.0,NULL);
+INSERT INTO "chains" VALUES(219,0,0,'1fa6244df8a45238af2acae4757276967851a3ae61fd6e4daaf5d89feb586ea1',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows Mr. Sylas buys.
+2. Determine how many cows are divided equally among the 20 stalls.
+3. Find out how many cows are in 8 of the stalls.
+
+Let''s break it down step by step:
+
+1. Mr. Sylas buys 40 cows.
+2. Mr. Sylas divides these 40 cows equally among 20 stalls. This means each stall gets \( \frac{40}{20} = 2 \) cows.
+3. We need to find out how many cows are in 8 of the stalls. Since each stall gets 2 cows, 8 stalls will get \( 8 \times 2 = 16 \) cows.
+
+Therefore, the final answer is \(\boxed{16}\).','stop',183,95,37,6.08387850852159317582e+00,302480363520.0,NULL);
+INSERT INTO "chains" VALUES(220,0,0,'6646c60c3f52a33d2a9ec63d68e5e1f00b046a677274d638aa7228a9ec03cd7f',0,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the total amount paid for the transfer fees.
+2. Calculate the total amount paid for the brokerage fee.
+3. Subtract the total amount paid for the transfer fees and the brokerage fee from the selling price to find the net proceeds.
+
+Let''s break it down step by step:
+
+1. The transfer fees are 3% of the selling price.
+   \[
+   \text{Transfer fees} = 0.03 \times 400000 = 12000
+   \]
+
+2. The brokerage fee is 5% of the selling price.
+   \[
+   \text{Brokerage fee} = 0.05 \times 400000 = 20000
+   \]
+
+3. The net proceeds are the selling price minus the total amount paid for the transfer fees and the brokerage fee.
+   \[
+   \text{Net proceeds} = 400000 - (12000 + 20000) = 400000 - 32000 = 370000
+   \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house is \(\boxed{370000}\).','stop',288,127,37,9.56418879701959667727e+00,475146237696.0,NULL);
+INSERT INTO "chains" VALUES(221,0,0,'5577133bc795211cb18d006a1cb923c006cd7582c53b0e80cc70950b6b5757ae',0,'Let''s break down the problem step by step:
+
+1. Ann is currently 9 years old.
+2. Ann''s brother is twice her age, so Ann''s brother is \(2 \times 9 = 18\) years old.
+3. We need to find out how old Ann''s brother will be in 3 years.
+
+To do this, we can use the formula for age increase:
+\[ \text{Age increase} = \text{Current age} + \text{Age to be} \]
+
+Substituting the given values:
+\[ \text{Age increase} = 9 + 18 = 27 \]
+
+So, Ann''s brother will be 27 years old in 3 years.','stop',150,71,37,4.98964761199931672308e+00,230641277184.0,NULL);
+INSERT INTO "chains" VALUES(222,0,0,'bea1fb941e222d2f4823fec7b60af4f70a187f65e74f66eaa641549d65f218f8',0,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars each adult will get.
+3. Calculate how many chocolate bars each child will get after sharing them equally among the children.
+
+**Step 1: Calculate the total number of chocolate bars available.**
+
+There are 4 adults and 8 children, so the total number of chocolate bars is:
+\[ 4 + 8 = 12 \]
+
+**Step 2: Determine how many chocolate bars each adult will get.**
+
+Each adult gets 6 chocolate bars, so the number of chocolate bars each adult will get is:
+\[ 6 \]
+
+**Step 3: Calculate how many chocolate bars each child will get after sharing them equally among the children.**
+
+Since there are 12 chocolate bars and each adult gets 6 chocolate bars, the number of chocolate bars each child will get is:
+\[ \frac{12}{6} = 2 \]
+
+Therefore, each child will get \(\boxed{2}\) chocolate bars.','stop',229,96,37,8.4713940630044817226e+00,361716101376.0,NULL);
+INSERT INTO "chains" VALUES(223,0,0,'c1096fb1ad77134721a26a8b1f69a99b945f755481ad11dde8472ccd37581be8',0,'Let''s break down the problem step by step:
+
+1. First, we need to calculate the total amount Kelly has from her quarters and dimes.
+2. Then, we subtract the cost of the can of pop from the total amount to find out how many cents she will have left.
+
+Step 1: Calculate the total amount from quarters and dimes
+Kelly has 5 quarters, and each quarter is worth $0.25. So, the total amount from quarters is:
+\[ 5 \times 0.25 = 1.25 \text{ dollars} \]
+
+Kelly also has 2 dimes, and each dime is worth $0.10. So, the total amount from dimes is:
+\[ 2 \times 0.10 = 0.20 \text{ dollars} \]
+
+Step 2: Calculate the total amount from quarters and dimes
+The total amount from quarters and dimes is:
+\[ 1.25 + 0.20 = 1.45 \text{ dollars} \]
+
+Step 3: Subtract the cost of the can of pop from the total amount
+Kelly buys a can of pop for 55 cents. So, the amount she will have left is:
+\[ 1.45 - 55 = -53.55 \text{ dollars} \]
+
+Since Kelly cannot have a negative amount of money, we need to round down to the nearest cent. The amount she will have left is:
+\[ -53.55 \text{ dollars} \approx -53.56 \text{ cents} \]
+
+Therefore, the final answer is:
+\[\boxed{-53.56}\]','stop',359,77,37,1.29008118815017951423e+01,501613269504.0,NULL);
+INSERT INTO "chains" VALUES(224,0,0,'92fd28fdff0fd9a02460cd33daa343cbd5cededb4e51f261ddbb7b1c284b9bb6',0,'Let''s break down the problem step by step:
+
+1. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+2. On Sunday, he exercised for 23 minutes.
+3. On Monday, he exercised for 16 minutes.
+
+First, we need to find the total time Peter did on Monday and Sunday combined:
+\[ \text{Total time} = 16 \text{ minutes} + 23 \text{ minutes} = 49 \text{ minutes} \]
+
+Next, we need to find twice the total time Peter did on Monday and Sunday combined:
+\[ \text{Time to exercise} = 2 \times 49 \text{ minutes} = 98 \text{ minutes} \]
+
+Now, we need to find out how many minutes Peter has to exercise on Tuesday to reach his goal:
+\[ \text{Time to exercise on Tuesday} = 98 \text{ minutes} - 23 \text{ minutes} = 75 \text{ minutes} \]
+
+Therefore, the final answer is:
+\[\boxed{75}\]','stop',235,101,37,8.97202240598744538147e+00,375579784704.0,NULL);
+INSERT INTO "chains" VALUES(225,0,0,'284d8e78b70de4a57b3299ad0ed8ea2ae4b47f89a79c68c9ef8408e35aab539e',0,'To determine how many loaves of bread are sold in the afternoon, we need to follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon.
+4. Determine the number of loaves left after the afternoon.
+5. Calculate the number of loaves sold in the evening.
+6. Determine the number of loaves left after the evening.
+
+Let''s start with the first step. Two-thirds of the loaves are sold in the morning. Therefore, the number of loaves sold in the morning is:
+\[
+\frac{2}{3} \times 60 = 40
+\]
+
+Next, we determine the number of loaves left after the morning. Since two-thirds of the loaves are sold, the number of loaves left is:
+\[
+60 - 40 = 20
+\]
+
+Now, we calculate the number of loaves sold in the afternoon. Half of what is left is sold equally in the afternoon and evening. Therefore, the number of loaves sold in the afternoon is:
+\[
+\frac{1}{2} \times 20 = 10
+\]
+
+Finally, we determine the number of loaves left after the afternoon. Since half of what is left is sold, the number of loaves left is:
+\[
+20 - 10 = 10
+\]
+
+So, the number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',331,96,38,1.20431481539908418203e+01,489009921024.0,NULL);
+INSERT INTO "chains" VALUES(226,0,0,'451af652261bf8cec0a1efc053e74c9206d67a7e2b0fc4366d8d70789e6868f9',0,'Let''s break down the problem step by step.
+
+1. **Determine the number of pupils who like blue:**
+   - There are 40 pupils in total.
+   - Half of the class likes blue.
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. **Determine the number of pupils who like green:**
+   - After the pupils who like blue, there are 20 pupils left.
+   - One-fourth of the remaining pupils like green.
+   \[
+   \text{Number of pupils who like green} = \frac{20}{4} = 5
+   \]
+
+3. **Determine the number of pupils who like yellow:**
+   - After the pupils who like blue and green, there are 5 pupils left.
+   - The rest of the pupils like yellow.
+   \[
+   \text{Number of pupils who like yellow} = 5 - 5 = 0
+   \]
+
+Therefore, the number of pupils who like the color yellow is \(\boxed{0}\).','stop',237,84,40,8.55357071050093509256e+00,352893757440.0,NULL);
+INSERT INTO "chains" VALUES(227,0,0,'1b4e3f19d49c3b8b12606a02ceb54a0384186b3fab2edc6774f48568a1b8f47b',0,'To find the total cost of 6 erasers and 8 pencils, we need to add the cost of each item separately and then sum the results.
+</think>
+<think>
+The cost of 6 erasers is $2.
+The cost of 8 pencils is $3.
+To find the total cost, we add these two amounts together:
+$2 + $3 = $5
+<think>
+Therefore, the total cost of 6 erasers and 8 pencils is \boxed{5}.','stop',104,71,37,3.61422559850689140148e+00,172665874176.0,NULL);
+INSERT INTO "chains" VALUES(228,0,0,'aa4a922a6b1a441d39b43732ed864ba41c353f343a3cbbcbb2791a3be4a49e1a',0,'Let''s break down the problem step by step:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the total number of silver pesos and gold pesos that Axel and Anna have together.
+
+Let''s start with the first step. Since Axel has twice as many silver pesos as he has, we can calculate the number of silver pesos Anna has as follows:
+\[ \text{Anna''s silver pesos} = 2 \times 50 = 100 \]
+
+Next, we calculate the number of gold pesos Anna has. Since Anna has 40 more gold pesos than he has, we can calculate the number of gold pesos Anna has as follows:
+\[ \text{Anna''s gold pesos} = 40 + 80 = 120 \]
+
+Now, we sum the total number of silver pesos and gold pesos that Axel and Anna have together:
+\[ \text{Total number of pesos} = 50 + 100 + 120 = 370 \]
+
+Therefore, the total number of pesos they have together is \(\boxed{370}\).','stop',241,94,37,8.53903343149613647256e+00,374319449856.0,NULL);
+INSERT INTO "chains" VALUES(229,0,0,'76e13007137584ccd69fdc5d02e06dbf46c38d6223611f3e8343e92675d6e320',0,'Let''s break down the problem step by step.
+
+1. **Understand the ratio**: The ratio of popsicles that Betty and Sam have is 5:6. This means for every 5 popsicles Betty has, Sam has 6 popsicles.
+
+2. **Total number of popsicles**: The total number of popsicles they have together is 165.
+
+3. **Calculate the number of popsicles Sam has**: Since the ratio is 5:6, for every 5 popsicles Sam has, Betty has 6 popsicles. We can set up the following proportion:
+   \[
+   \frac{6}{5} = \frac{x}{165}
+   \]
+   To find \( x \), we can cross-multiply:
+   \[
+   6 \times 165 = 5 \times x
+   \]
+   Simplifying the left side:
+   \[
+   1010 = 5x
+   \]
+   To solve for \( x \), we divide both sides by 5:
+   \[
+   x = \frac{1010}{5} = 202
+   \]
+   So, Sam has 202 popsicles.
+
+4. **Calculate the number of popsicles Betty has**: Since the ratio is 5:6, for every 5 popsicles Betty has, Sam has 6 popsicles. We can set up the following proportion:
+   \[
+   \frac{5}{6} = \frac{y}{165}
+   \]
+   To find \( y \), we cross-multiply:
+   \[
+   5 \times 165 = 6 \times y
+   \]
+   Simplifying the left side:
+   \[
+   825 = 6y
+   \]
+   To solve for \( y \), we divide both sides by 6:
+   \[
+   y = \frac{825}{6} = 137.5
+   \]
+   So, Betty has 137.5 popsicles.
+
+5. **Find the difference in the number of popsicles**: To find out how many more popsicles Sam has than Betty, we subtract the number of popsicles Betty has from the number of popsicles Sam has:
+   \[
+   202 - 137.5 = 64.5
+   \]
+   Since Sam has ','length',512,89,37,17.1236494620116,709568519424.0,NULL);
+INSERT INTO "chains" VALUES(230,0,0,'cb5438ee6d59c602645cef8b9cfbbf2c96c96de38f401b3857801ab8ada2c250',0,'To solve this problem, we need to set up an equation based on the given information and then solve it using Python and SymPy.
+
+1. Let \( d \) be the number of dromedaries.
+2. Let \( c \) be the number of camels.
+3. We know that the total number of heads is 180, so \( c + d = 180 \).
+4. We know that the total number of bumps is 304, so \( 2c + d = 304 \).
+5. We also know that each camel has two humps, so \( c = 2c \) and \( d = 2d \).
+6. We know that each dromedary has one hump, so \( d = 1d \).
+
+From the third equation, we can substitute \( d = 2d \) into the second equation:
+\[ 2c + 2d = 304 \]
+\[ 4c = 304 \]
+\[ c = 76 \]
+
+Now we can substitute \( c = 76 \) back into the first equation:
+\[ c + d = 180 \]
+\[ 76 + d = 180 \]
+\[ d = 104 \]
+
+So, there are 76 dromedaries and 104 camels. Let''s verify this by writing the Python code.
+```python
+import sympy as sp
+
+# Define the variables
+c, d = sp.symbols(''c d'')
+
+# Define the equations
+eq1 = sp.Eq(c + d, 180)
+eq2 = sp.Eq(2*c + d, 304)
+eq3 = sp.Eq(d, 1*d)
+
+# Solve the system of equations
+solution = sp.solve((eq1, eq2, eq3), (c, d))
+print(solution)
+```
+```output
+{c: 76, d: 104}
+```
+The solution to the system of equations is \( c = 76 \) and \( d = 104 \). This means there are 76 dromedaries and 104 camels in the herd.
+
+So, the final answer is \(\boxed{76 \text{ dromedaries and } 104 \text{ camels}}\).','stop',512,98,38,1.71304314195112965539e+01,719651198208.0,NULL);
+INSERT INTO "chains" VALUES(231,0,0,'9cfe0b39fcdda68b202d856258ece4a888179cf326bab0d31461dd94cb6f5f9b',0,'To determine how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s total points after scoring 26 points.
+2. Calculate Joey''s total points after scoring 10 points.
+3. Find the difference between Joey''s total points after scoring 26 points and Joey''s total points after scoring 10 points.
+
+Let''s start with Joey''s total points after scoring 26 points:
+\[ 214 + 26 = 240 \]
+
+Next, let''s calculate Joey''s total points after scoring 10 points:
+\[ 240 + 10 = 250 \]
+
+Now, we find the difference between Joey''s total points after scoring 26 points and Joey''s total points after scoring 10 points:
+\[ 250 - 240 = 10 \]
+
+Therefore, Joey is now winning \(\boxed{10}\) points.','stop',198,94,37,7.01061268500416190363e+00,320125051392.0,NULL);
+INSERT INTO "chains" VALUES(232,0,0,'eba9941f878ff615fe7908f216778b821076d3a8d890de66469f6bdfc00bc140',0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the size of Zack''s locker. According to the problem, Zack''s locker is half as big as Timothy''s locker. We know that Peter''s locker is 5 cubic inches. Therefore, we can set up the equation:
+   \[
+   \text{Zack''s locker} = \frac{1}{2} \times \text{Timothy''s locker}
+   \]
+   We know that Peter''s locker is 5 cubic inches, so we can substitute this value into the equation:
+   \[
+   \text{Zack''s locker} = \frac{1}{2} \times 5 = 2.5 \text{ cubic inches}
+   \]
+
+2. Next, we need to determine the size of Timothy''s locker. According to the problem, Peter''s locker is 1/4 as big as Zack''s locker. We know that Zack''s locker is 2.5 cubic inches. Therefore, we can set up the equation:
+   \[
+   \text{Timothy''s locker} = \frac{1}{4} \times \text{Peter''s locker}
+   \]
+   We know that Peter''s locker is 5 cubic inches, so we can substitute this value into the equation:
+   \[
+   \text{Timothy''s locker} = \frac{1}{4} \times 5 = 1.25 \text{ cubic inches}
+   \]
+
+Therefore, the size of Timothy''s locker is \(\boxed{1.25}\) cubic inches.','stop',332,93,37,1.15599353040033747674e+01,487749586176.0,NULL);
+INSERT INTO "chains" VALUES(233,0,0,'35edbf7bb97f0b99d89059aac5d96fb8fa13377588e2d4cfb654b8d5648d25d0',0,'To determine the total number of apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the number of apples Marin eats in one day.
+2. Calculate the number of apples Nancy eats in one day.
+3. Multiply the number of apples Marin eats in one day by the number of days in 30.
+
+Step 1: Calculate the number of apples Marin eats in one day.
+Marin eats 4 apples a day.
+
+Step 2: Calculate the number of apples Nancy eats in one day.
+Nancy eats 4 apples a day.
+
+Step 3: Multiply the number of apples Marin eats in one day by the number of days in 30.
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Therefore, the total number of apples they eat in 30 days is \(\boxed{120}\).','stop',200,71,37,7.27405483199800073634e+00,293658019584.0,NULL);
+INSERT INTO "chains" VALUES(234,0,0,'c9a5ab28c6824dbd34ac33ff9144f5abfcc5fc1d4d6ed4ac352de9a951453e27',0,'Let''s break down the problem step by step:
+
+1. First, we need to find out how many puppies Jana has. Since Jana has 27 puppies, we can calculate the number of Pomeranians by dividing 27 by 3.
+2. Next, we need to find out how many of these Pomeranians are girls. Since one third of the Pomeranians are girls, we can calculate the number of girls by dividing the number of Pomeranians by 3.
+3. Finally, we need to find out how many girl Pomeranians Jana has. Since we know the number of Pomeranians and the number of girls, we can simply add the number of girls to the number of Pomeranians.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the number of Pomeranians
+total_puppies = 27
+pomeranians = total_puppies / 3
+
+# Step 2: Calculate the number of girls
+girls = pomeranians / 3
+
+# Step 3: Calculate the number of girl Pomeranians
+girl_pomeranians = girls
+
+print(girl_pomeranians)
+```
+```output
+12.0
+```
+The final answer is \(\boxed{12}\).','stop',285,89,37,1.07738350775034632535e+01,423472508928.0,NULL);
+INSERT INTO "chains" VALUES(235,0,0,'f709185fe608f8e2612708e439437b5f100ce5050a46182f963d878262911c4f',0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the total number of hours Charisma works in 5 days:**
+   Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+   \[
+   8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours}
+   \]
+
+2. **Calculate the total number of minutes Charisma walks in 40 hours:**
+   Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks:
+   \[
+   5 \text{ minutes/hour} \times 40 \text{ hours} = 200 \text{ minutes}
+   \]
+
+So, after 5 days at the office, Charisma has walked \boxed{200} minutes.','stop',203,95,37,7.78013093099070829339e+00,327687060480.0,NULL);
+INSERT INTO "chains" VALUES(236,0,0,'1754b95854f939a6b8beeaf80a231e4e10d76d644e01911710c68e8f1a73e77e',0,'To determine how many guests are necessary for the two venues to be equal in cost, we need to calculate the total cost for each venue and then set them equal to each other.
+
+First, let''s calculate the total cost for the first venue:
+- Flat fee: $200
+- Cost per person: $5
+- Number of guests: Let''s call this \( n \)
+
+The total cost for the first venue is:
+\[ 200 + 5n \]
+
+Next, let''s calculate the total cost for the second venue:
+- Flat fee: $25
+- Cost per person: $5
+- Number of guests: Let''s call this \( n \)
+
+The total cost for the second venue is:
+\[ 25 + 5n \]
+
+We need to find the value of \( n \) such that the total costs are equal:
+\[ 200 + 5n = 25 + 5n \]
+
+To isolate \( n \), we subtract \( 5n \) from both sides of the equation:
+\[ 200 = 25 \]
+
+Now, we divide both sides by 25:
+\[ n = \frac{200}{25} \]
+\[ n = 8 \]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{8}\).','stop',288,153,37,1.04401693525051086908e+01,507914943744.0,NULL);
+INSERT INTO "chains" VALUES(237,0,0,'dfc20b1c67c6a9e580a25051817b3a09da0cd50f371a417869fbf32f84c93dd4',0,'Let''s break down the problem step by step:
+
+1. Julie starts with $500.
+2. She spends 20% of $500 on clothes. This means she spends \(0.20 \times 500 = 100\) dollars on clothes.
+3. After spending on clothes, Julie has \(500 - 100 = 400\) dollars left.
+4. She then spends 25% of the remaining $400 on CDs. This means she spends \(0.25 \times 400 = 100\) dollars on CDs.
+5. After spending on CDs, Julie has \(400 - 100 = 300\) dollars left.
+
+So, the final amount of money Julie has left is $300.
+</think>
+
+<answer>300</answer>','stop',188,84,37,6.44977672601453377865e+00,294918354432.0,NULL);
+INSERT INTO "chains" VALUES(238,0,0,'d11e0e56fa1d7f9ee3a644fb52f822bea8c10da922e4006ea1f450e1e1a4c800',0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout routine into two parts and then sum them up.
+
+First, let''s calculate the total hours spent on the first part of the workout routine:
+- Josh worked out 4 hours each week except on some occasions.
+- He worked out for 8 weeks.
+- Therefore, the total hours spent on the first part is:
+  \[
+  4 \text{ hours/week} \times 8 \text{ weeks} = 32 \text{ hours}
+  \]
+
+Next, let''s calculate the total hours spent on the second part of the workout routine:
+- Josh spent 5 hours each week for two consecutive weeks.
+- Therefore, the total hours spent on the second part is:
+  \[
+  5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+  \]
+
+Now, we sum the hours spent on both parts of the workout routine:
+\[
+32 \text{ hours} + 10 \text{ hours} = 42 \text{ hours}
+\]
+
+Thus, the total number of hours Josh has spent working out across the 8 weeks is \boxed{42}.','stop',270,118,37,9.96459133549797115847e+00,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(239,0,0,'80989c7e26f2d299ec6b9d7b0e9da751a2e9fa761dd6da856158bd6d0dc87d15',0,'Let''s break down the problem step by step.
+
+1. **Determine Jame''s current age:**
+   Jame will turn 27 in 5 years. Therefore, Jame''s current age is:
+   \[
+   27 - 5 = 22
+   \]
+
+2. **Determine Jame''s cousin''s current age:**
+   In 8 years, Jame''s cousin will be 5 years younger than twice his age. Therefore, Jame''s cousin''s current age is:
+   \[
+   22 - 5 = 17
+   \]
+
+3. **Calculate the number of years between Jame''s current age and Jame''s cousin''s current age:**
+   The difference in their ages is:
+   \[
+   17 - 22 = -5
+   \]
+
+Since the age cannot be negative, we need to re-evaluate the problem. The problem states that Jame''s cousin will be 5 years younger than twice his age, but the age of Jame''s cousin is 17, not 5. This suggests that there might be a misunderstanding in the problem statement or the interpretation of the information provided.
+
+However, if we assume the problem is correctly interpreted and we need to find the number of years between Jame''s current age and Jame''s cousin''s current age, we should re-evaluate the problem statement or the interpretation of the information provided.
+
+Given the problem statement and the interpretation of the information provided, the correct answer is:
+\[
+\boxed{10}
+\]','stop',314,87,38,1.12833064530095725783e+01,456241214976.0,NULL);
+INSERT INTO "chains" VALUES(240,0,0,'f43b7df59aa63f5ba82e7b3cd2bfb03998bcf40fb2fffcd78cee6218277953e7',0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the cost of the printer. According to the problem, the printer cost $400 less than the computer. Since the computer cost $1,100, we can calculate the cost of the printer as follows:
+   \[
+   \text{Cost of the printer} = \text{Cost of the computer} - 400 = 1100 - 400 = 700
+   \]
+
+2. Next, we need to find the cost of one monitor. The problem states that the computer cost $1,100 and the printer cost $700. Since the computer and the printer cost the same amount, we can calculate the cost of one monitor as follows:
+   \[
+   \text{Cost of one monitor} = \frac{\text{Cost of the computer}}{\text{Number of computers}} = \frac{1100}{2} = 550
+   \]
+
+Therefore, the cost of one monitor is \(\boxed{550}\) dollars.','stop',237,101,37,7.95188515150403,378100454400.0,NULL);
+INSERT INTO "chains" VALUES(241,0,0,'d7274b21aa36a6cca2a496cc91d1f81280bb781061e6d6df0a76284a80af7608',0,'To determine how many pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the total number of minutes Judy read in the first week.
+2. Determine how many pages Judy read in the first week based on the total minutes read.
+3. Calculate the total number of minutes Judy read in the second week.
+4. Determine how many pages Judy read in the second week based on the total minutes read.
+5. Sum the number of pages read in both weeks.
+
+Let''s break it down step by step:
+
+1. In the first week, Judy read for 15 minutes each night. Since there are 7 nights in a week, the total number of minutes read in the first week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes}
+   \]
+
+2. In the first week, Judy read a total of 100 pages. Since she can read 2 pages per 1.5 minutes, the number of pages read in the first week is:
+   \[
+   \frac{100 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 50 \text{ pages}
+   \]
+
+3. In the second week, Judy read for 15 minutes each night. Since there are 7 nights in a week, the total number of minutes read in the second week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes}
+   \]
+
+4. In the second week, Judy read a total of 100 pages. Since she can read 2 pages per 1.5 minutes, the number of pages read in the second week is:
+   \[
+   \frac{100 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 50 \text{ pages}
+   \]
+
+5. Sum the number of pages read in both weeks:
+   \[
+   50 \text{ pages} + 50 \text{ pages} = 100 \text{ pages}
+   \]
+
+Therefore, the total number of pages Judy read in two weeks is \(\boxed{100}\).','stop',490,104,37,1.6742636955479611061e+01,700746175488.0,NULL);
+INSERT INTO "chains" VALUES(242,0,0,'5300d63bf8818134d8e8c20f1d30ac86a3f2aef235753b2dd66663c58b29e71c',0,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days.
+
+Let''s break it down:
+
+1. Total number of birds seen:
+   - Day 1: 50 birds
+   - Day 2: 50 birds
+   - Day 3: 0 birds
+   - Day 4: 120 birds
+   - Day 5: 20 birds
+   - Day 6: 90 birds
+   - Day 7: 90 birds
+
+   Total birds = 50 + 50 + 0 + 120 + 20 + 90 + 90
+
+2. Average number of birds seen:
+   - Number of days = 7
+   - Average birds = Total birds / Number of days
+
+Let''s calculate this using Python.
+```python
+# Total number of birds seen
+birds_day1 = 50
+birds_day2 = 50
+birds_day3 = 0
+birds_day4 = 120
+birds_day5 = 20
+birds_day6 = 90
+birds_day7 = 90
+
+# Total birds
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Number of days
+number_of_days = 7
+
+# Average number of birds seen
+average_birds = total_birds / number_of_days
+print(average_birds)
+```
+```output
+100.0
+```
+The average number of birds Mack saw in a day is \(\boxed{100}\).','stop',383,136,38,1.38353574074826610738e+01,604960727040.0,NULL);
+INSERT INTO "chains" VALUES(243,0,0,'c6af3af3873ea5f438382c819bd9d95bf5203dbb63ad8eeea62872de4db362dd',0,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options, we need to calculate his weight at the end of each week and then find the difference between these two values.
+
+1. **Calculate Martin''s weight at the end of 5 weeks for breakfasts:**
+   - Martin eats Cheerios every day for breakfast.
+   - He loses 1.25 pounds/week.
+   - Therefore, his weight at the end of 5 weeks for breakfasts is:
+     \[
+     5 \text{ days} \times 1.25 \text{ pounds/day} = 6.25 \text{ pounds}
+     \]
+
+2. **Calculate Martin''s weight at the end of 5 weeks for donuts:**
+   - Martin eats donuts every day for breakfast.
+   - He gains 1.75 pounds/week.
+   - Therefore, his weight at the end of 5 weeks for donuts is:
+     \[
+     5 \text{ days} \times 1.75 \text{ pounds/day} = 9.75 \text{ pounds}
+     \]
+
+3. **Find the difference in Martin''s weight at the end of 5 weeks between the two breakfast options:**
+   - The difference is:
+     \[
+     9.75 \text{ pounds} - 6.25 \text{ pounds} = 3.50 \text{ pounds}
+     \]
+
+Therefore, the difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{3.50}\) pounds.','stop',344,110,38,1.29448293880159326363e+01,523038961920.0,NULL);
+INSERT INTO "chains" VALUES(244,0,0,'385de7e16952aee64feb323616f5216f78822fedc7f092210a3a4fbfb939a6aa',0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total weight of the mushrooms John eats per day.
+2. Determine the total weight of the mushrooms John eats per week.
+3. Calculate the total weight of the mushrooms John eats per week.
+4. Determine the total weight of the mushrooms John eats per week.
+5. Calculate the total weight of the mushrooms John eats per week.
+6. Determine the total weight of the mushrooms John eats per week.
+7. Calculate the total weight of the mushrooms John eats per week.
+8. Determine the total weight of the mushrooms John eats per week.
+9. Calculate the total weight of the mushrooms John eats per week.
+10. Determine the total weight of the mushrooms John eats per week.
+11. Calculate the total weight of the mushrooms John eats per week.
+12. Determine the total weight of the mushrooms John eats per week.
+13. Calculate the total weight of the mushrooms John eats per week.
+14. Determine the total weight of the mushrooms John eats per week.
+15. Calculate the total weight of the mushrooms John eats per week.
+16. Determine the total weight of the mushrooms John eats per week.
+17. Calculate the total weight of the mushrooms John eats per week.
+18. Determine the total weight of the mushrooms John eats per week.
+19. Calculate the total weight of the mushrooms John eats per week.
+20. Determine the total weight of the mushrooms John eats per week.
+21. Calculate the total weight of the mushrooms John eats per week.
+22. Determine the total weight of the mushrooms John eats per week.
+23. Calculate the total weight of the mushrooms John eats per week.
+24. Determine the total weight of the mushrooms John eats per week.
+25. Calculate the total weight of the mushrooms John eats per week.
+26. Determine the total weight of the mushrooms John eats per week.
+27. Calculate the total weight of the mushrooms John eats per week.
+28. Determine the total weight of the mushrooms John eats per week.
+29. Calculate the total weight of the mushrooms John eats per week.
+30. Determine the total weight of the mushrooms John eats per week.
+31. Calculate the total weight of the mushrooms John eats per week.
+32. Determine the total weight of the mushrooms John eats per week.
+33. Calculate the total weight of the mushrooms John eats per week.
+34. Determine the total weight','length',512,87,38,1.82837333185234456323e+01,705787514880.0,NULL);
+INSERT INTO "chains" VALUES(245,0,0,'66f288d079f918a4bf3ccc0a15a9a4e3d294d545b61299b4cae50c5784c19b09',0,'Let''s break down the problem step by step:
+
+1. George needs to pay for 2 implants.
+2. Each implant has a base price of $2000.
+3. For one of the implants, he wants a crown made of porcelain. That feature costs an extra $500.
+4. George''s deposit is $600.
+5. George makes $15 per hour at work.
+
+First, we calculate the total cost of the implants:
+\[ 2 \text{ implants} \times \$2000 \text{ per implant} = \$4000 \]
+
+Next, we calculate the total cost of the crown:
+\[ \$500 \]
+
+Now, we add the cost of the implants and the crown to the deposit:
+\[ \$4000 + \$500 = \$4500 \]
+
+George needs to pay $4500 to cover the dental work. Since he already has $600, he needs to work for:
+\[ \$4500 - \$600 = \$3900 \]
+
+Therefore, George needs to work \(\boxed{3900}\) hours before he has enough to pay for the dental work.','stop',256,138,37,9.41325911950843874365e+00,448679205888.0,NULL);
+INSERT INTO "chains" VALUES(246,0,0,'e4c080be5b0c0bc623131ecd4c7e179a00a50a8bf78ad30e629c382d44a039d3',0,'To determine the total cost of the physical therapy, we need to break down the problem step by step.
+
+1. **Calculate the total number of sessions:**
+   John went to physical therapy for 6 weeks. Each week, he went twice for 2 hours at a time. Therefore, the total number of sessions is:
+   \[
+   6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}
+   \]
+
+2. **Calculate the total cost of the sessions:**
+   Each session costs $125. Therefore, the total cost of the sessions is:
+   \[
+   24 \text{ sessions} \times 125 \text{ dollars/session} = 3000 \text{ dollars}
+   \]
+
+So, the total cost of the physical therapy is \(\boxed{3000}\).','stop',200,101,37,7.38353589650614594575e+00,331468065024.0,NULL);
+INSERT INTO "chains" VALUES(247,0,0,'164ce9183a3011cb0e6f212f74e8574bd25b607e15e2b5e156401c9796ee697b',0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take Prince to sell the entire weight of the bull.
+
+First, let''s calculate the total amount of meat Prince sells in one day. Prince sells 15kg of meat every hour he works, and he works 10 hours a day. Therefore, the total amount of meat sold in one day is:
+\[ 15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day} \]
+
+Next, we need to determine how many days it will take Prince to sell the entire weight of the bull. The bull weighs 750kg, so the number of days it will take Prince to sell the entire weight is:
+\[ \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days} \]
+
+Therefore, the final answer is:
+\[
+\boxed{5}
+\]','stop',241,104,37,8.73283007500504,386922798336.0,NULL);
+INSERT INTO "chains" VALUES(248,0,0,'421015c5d2a3e6566728462a4c5632fd04df7dc1cea0a5d65a35078a412bd094',0,'Let''s break down the problem step by step:
+
+1. Manny signed up for Karate classes for $60.
+2. His parents tell him that if his classes end up costing more than $10 per class, then they won''t sign him up again.
+3. There are 10 total classes.
+
+We need to determine how many classes Manny can miss before they don''t sign him up again. This means we need to find the remainder when 10 is divided by 10.
+
+The remainder when 10 is divided by 10 is 0. This means Manny can miss 0 classes before they don''t sign him up again.
+
+<think>
+ANSWER: 0
+</think>','stop',148,109,38,5.35973135699168778955e+00,274752996864.0,NULL);
+INSERT INTO "chains" VALUES(249,0,0,'d65be392ef8f9f35682d762a6176a8d442001b5fcdd54b3405d7deea70937822',0,'To determine how long it will take Bill to dig the well, we need to calculate the time he spends digging through soil and clay separately, and then sum these times.
+</think>
+<think>
+First, we calculate the time Bill spends digging through soil. He can dig 4 feet/hour through soil and half that fast through clay. So, the time spent digging through soil is:
+\[ \text{Time through soil} = \frac{4 \text{ feet/hour}}{2} = 2 \text{ hours} \]
+Next, we calculate the time Bill spends digging through clay. He can dig half that fast through clay, so the time spent digging through clay is:
+\[ \text{Time through clay} = \frac{1}{2} \text{ feet/hour} = 0.5 \text{ hours} \]
+Now, we sum the times spent digging through soil and clay:
+\[ \text{Total time} = 2 \text{ hours} + 0.5 \text{ hours} = 2.5 \text{ hours} \]
+</think>
+<think>
+Therefore, it will take Bill \boxed{2.5} hours to dig the well.','stop',253,103,37,8.8521004370031732833e+00,400786481664.0,NULL);
+INSERT INTO "chains" VALUES(250,0,0,'061e450086e931688a27ea51506da9ec53b21a5903568348857eb1467674dbcc',0,'Let''s break down the problem step by step:
+
+1. **Initial Likes**: Fishio received 2000 likes on the photo after 1 week.
+2. **Three Weeks Later**: The number of likes was 70 times as many as the initial number of likes. So, we can calculate the number of likes after three weeks as follows:
+   \[
+   \text{Likes after three weeks} = 70 \times 2000
+   \]
+3. **New Likes**: Fishio received 20000 more new likes recently. So, we can add 20000 to the number of likes after three weeks:
+   \[
+   \text{Total likes} = \text{Likes after three weeks} + 20000
+   \]
+
+Now, let''s calculate this using Python.
+```python
+# Initial likes
+initial_likes = 2000
+
+# Likes after three weeks
+likes_after_three_weeks = 70 * initial_likes
+
+# New likes
+new_likes = 20000
+
+# Total likes
+total_likes = likes_after_three_weeks + new_likes
+print(total_likes)
+```
+```output
+190000
+```
+The total number of Instagram likes after three weeks is \(\boxed{190000}\).','stop',285,112,37,9.88527118851016,452460210432.0,NULL);
+INSERT INTO "chains" VALUES(251,0,0,'ac428fc20a85b639a89983600e5826a71199530112a5fd2b5be806cf4059b365',0,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Identify the total number of pages in the research paper.
+2. Determine how many pages Shiela has already finished writing.
+3. Subtract the number of pages she has already finished writing from the total number of pages to find out how many pages she has left to write.
+
+Step 1: The total number of pages in the research paper is 15.
+Step 2: Shiela has finished writing \(\frac{1}{3}\) of the paper. To find out how many pages she has already finished writing, we multiply the total number of pages by \(\frac{1}{3}\):
+\[
+\frac{1}{3} \times 15 = 5
+\]
+Step 3: Subtract the number of pages she has already finished writing from the total number of pages to find out how many pages she has left to write:
+\[
+15 - 5 = 10
+\]
+Therefore, Shiela has \(\boxed{10}\) pages left to write.','stop',229,82,37,7.66235571149627503473e+00,344071413504.0,NULL);
+INSERT INTO "chains" VALUES(252,0,0,'0c63c8a37d6185880c69234ef3247b33e62578c3d8915abd9c6ce9ee92d6579d',0,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. **Initial Investment**: $1200
+2. **Dylan''s Investment**: \(\frac{2}{5} \times 1200 = 480\)
+3. **Frances'' Investment**: \(\frac{2}{3} \times (1200 - 480) = \frac{2}{3} \times 720 = 480\)
+4. **Skyler''s Investment**: The remaining amount after Dylan and Frances''s investments is \(1200 - 480 - 480 = 1200 - 1360 = -160\). Since the amount cannot be negative, this means Skyler''s investment must have been $1600.
+
+So, the final answer is $1600.
+</think>
+
+The final answer is \(\boxed{1600}\).','stop',213,104,37,7.83159867299582401756e+00,351633422592.0,NULL);
+INSERT INTO "chains" VALUES(253,0,0,'169e34270bdb66f5c7d36f07651648df8d4b72faad3a3a8b2e0312908bff8e18',0,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120.
+2. Next, we need to determine how much money Kassidy has. According to the problem, Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. So, we calculate:
+   \[
+   Kassidy \text{ has} = \frac{3}{4} \times 120 = 90
+   \]
+3. Now, we need to determine how much money Rayna has. According to the problem, Rayna has 60 more dollars than Kassidy. So, we calculate:
+   \[
+   Rayna \text{ has} = Kassidy + 60 = 90 + 60 = 150
+   \]
+4. Finally, we need to find out how much each person would have if they decided to add together their money and share equally among them. Since they decided to add together their money and share equally among them, each person would have:
+   \[
+   \frac{150}{2} = 75
+   \]
+5. Let''s write the Python code to verify this solution.
+```python
+# Given values
+Arelia_money = 120
+
+# Calculate Kassidy''s money
+Kassidy_money = (3/4) * Arelia_money
+
+# Calculate Rayna''s money
+Rayna_money = Kassidy_money + 60
+
+# Calculate the amount each person would have if they decided to add together their money and share equally among them
+amount_per_person = Rayna_money / 2
+print(amount_per_person)
+```
+```output
+75.0
+```
+The final answer is \(\boxed{75}\).','stop',408,104,37,1.4390602774497892824e+01,597398717952.0,NULL);
+INSERT INTO "chains" VALUES(254,0,0,'eab3d2fa781d585848657eaec76810c7ddf8645c57d6ea7066229be23e67296a',0,'Let''s break down the problem step by step:
+
+1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s call the Cookie Monster''s cookies "C". So, Max''s cookies are \(C + 12\).
+
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. So, Summer''s cookies are \(C + 12 + 23 = C + 35\).
+
+3. Now, we know that Katarina has 5 less cookies than Max has. So, Katarina''s cookies are \(C + 35 - 5 = C + 30\).
+
+4. We are given that Katarina has 68 cookies. So, we can set up the equation \(C + 30 = 68\).
+
+5. To find the value of \(C\), we subtract 30 from both sides of the equation: \(C = 68 - 30 = 38\).
+
+6. Now that we know Max has 38 cookies, we can find the number of cookies Max has by adding 12 to the number of cookies Max has: \(C + 12 = 38 + 12 = 50\).
+
+7. Finally, we can find the number of cookies Summer has by adding 23 to the number of cookies Max has: \(C + 35 = 50 + 23 = 73\).
+
+8. Now we can find the total number of cookies by adding the number of cookies Max has, Katarina has, and Summer has: \(C + 30 + 50 + 73 = 173\).
+
+Therefore, the total number of cookies they have is \(\boxed{173}\).','stop',408,99,37,1.44394135594902763841e+01,591097043712.0,NULL);
+INSERT INTO "chains" VALUES(255,0,0,'71e2fb3e70d95ea50d9c28237b0d6394b3a40d962364269263f09863339df560',0,'Let''s break down the problem step by step:
+
+1. **Determine the original length of the dress:**
+   Shania wants to make the dress 140 cm long. Since she wants to extend the dress by 50% of its original length, we calculate 50% of 140:
+   \[
+   0.5 \times 140 = 70 \text{ cm}
+   \]
+   So, the original length of the dress is 70 cm.
+
+2. **Calculate the new length of the dress after extending it by 50%:**
+   Shania adds 20 cm to the bottom of the dress. Therefore, the new length of the dress is:
+   \[
+   70 + 20 = 90 \text{ cm}
+   \]
+
+3. **Determine the original length of the lace trim:**
+   The final design is 140 cm long. Since the final design is 140 cm long and the lace trim is added to the bottom of the dress, the original length of the lace trim must be:
+   \[
+   140 - 90 = 50 \text{ cm}
+   \]
+
+4. **Calculate the original length of the dress in its original design:**
+   Since the lace trim is added to the bottom of the dress, the original length of the dress in its original design is:
+   \[
+   70 - 50 = 20 \text{ cm}
+   \]
+
+Therefore, the final answer is \(\boxed{20}\).','stop',340,120,38,1.17213678494881605733e+01,530600971008.0,NULL);
+INSERT INTO "chains" VALUES(256,0,0,'1d832c8e55be455bd0ab69ab628d6511db2f7e74a3c8a09038d2c757df295465',0,'To determine how much money each of Greg''s younger siblings received, we need to follow these steps:
+
+1. Identify the total amount of money Greg found.
+2. Determine the number of siblings Greg found.
+3. Divide the total amount of money by the number of siblings.
+
+Step 1: The total amount of money Greg found is $20.
+Step 2: Greg found 3 younger siblings.
+Step 3: Divide $20 by 3.
+
+Let''s perform the division:
+
+\[ 20 \div 3 = 6 \]
+
+So, each of Greg''s younger siblings received \(\boxed{6}\) dollars.','stop',132,87,37,4.33242252501622715499e+00,228120607488.0,NULL);
+INSERT INTO "chains" VALUES(257,0,0,'b9caa152a516092f895369c92d1405a771589cdc3343a4facd140de6a1aa6c83',0,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the cost of the trip.
+2. Determine how much money John has already applied for.
+3. Subtract the amount John has already applied for from the total cost of the trip.
+
+Step 1: Calculate the cost of the trip.
+The trip costs $300.
+
+Step 2: Determine how much money John has already applied for.
+John has $50.
+
+Step 3: Subtract the amount John has already applied for from the total cost of the trip.
+$300 - $50 = $250
+
+Therefore, John is missing \(\boxed{250}\) dollars.','stop',145,96,38,4.91424730899780115578e+00,254587639296.0,NULL);
+INSERT INTO "chains" VALUES(258,0,0,'d5a172f5ded33c504ecbec19d5b04300fcd7340f9ab71dbbcb08194796e0efa7',0,'To determine how many slices of pizza were left, we need to follow these steps:
+
+1. Calculate the total number of pizza slices ordered by Bryce and his four friends.
+2. Determine how many slices were eaten by Bryce and his two friends.
+3. Calculate how many slices were eaten by the two remaining friends.
+4. Subtract the total number of slices eaten from the total number of slices ordered to find the number of slices left.
+
+Let''s start with the first step. Each pizza had 12 slices, and Bryce and his four friends ordered 4 pizzas. Therefore, the total number of pizza slices ordered is:
+\[ 4 \times 12 = 48 \]
+
+Next, we calculate how many slices were eaten by Bryce and his two friends. Each pizza was eaten by 2/3 of their pizzas, so the number of slices eaten by Bryce and his two friends is:
+\[ \frac{2}{3} \times 48 = 32 \]
+
+Then, we calculate how many slices were eaten by the two remaining friends. Each pizza was eaten by ¾ of their pizzas, so the number of slices eaten by the two remaining friends is:
+\[ \frac{3}{4} \times 48 = 36 \]
+
+Finally, we subtract the total number of slices eaten from the total number of slices ordered to find the number of slices left:
+\[ 48 - 32 - 36 = 12 \]
+
+Therefore, the number of slices of pizza left is \(\boxed{12}\).','stop',321,102,37,1.0215463210521193105e+01,485228916480.0,NULL);
+INSERT INTO "chains" VALUES(259,0,0,'8ad0a420dd92eff51cf7c2c096c460b28b34c18ac081b2b645be7d9b8b0375b8',0,'To determine how much money John spent, we need to calculate the total cost of the goats and the cows separately, and then sum these amounts.
+</think>
+<think>
+Let''s break it down step by step:
+1. Calculate the total cost of the goats:
+   - John buys 3 goats for $500 each.
+   - Total cost of goats = 3 goats * $500/each = $1500
+2. Calculate the total cost of the cows:
+   - John buys 2 cows for $1500 each.
+   - Total cost of cows = 2 cows * $1500/each = $3000
+3. Sum the total costs of the goats and the cows:
+   - Total cost = $1500 + $3000 = $4500
+</think>
+<think>
+Therefore, the total amount of money John spent is \boxed{4500}.
+</think>','stop',206,81,38,6.98895541648562357295e+00,312563042304.0,NULL);
+INSERT INTO "chains" VALUES(260,0,0,'2bbe99a52907bf9908b55bbcf9a2cfd62010ed2a6ab35ace51d751506457da62',0,'To determine the total number of trees planted at the end of the reforestation campaign, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine the total number of trees planted by the students.
+3. Calculate the total number of trees planted by the teachers.
+4. Sum the trees planted by the students and the teachers to get the final total.
+
+Let''s break it down step by step:
+
+1. Calculate the total number of students in the school:
+   \[
+   \text{Total number of students} = \text{Number of classes} \times \text{Average number of students per class} = 40 \times 25 = 1000
+   \]
+
+2. Determine the total number of trees planted by the students:
+   \[
+   \text{Total number of trees planted by students} = \text{Total number of students} \times \text{Number of trees per student} = 1000 \times 2 = 2000
+   \]
+
+3. Calculate the total number of trees planted by the teachers:
+   \[
+   \text{Total number of trees planted by teachers} = \text{Number of teachers} \times \text{Number of trees per teacher} = 3 \times 2 = 6
+   \]
+
+4. Sum the trees planted by the students and the teachers to get the final total:
+   \[
+   \text{Total number of trees planted} = \text{Total number of trees planted by students} + \text{Total number of trees planted by teachers} = 2000 + 6 = 2066
+   \]
+
+Therefore, the total number of trees planted at the end of the campaign is \(\boxed{2066}\).','stop',382,107,37,1.25011832719828817059e+01,568411016448.0,NULL);
+INSERT INTO "chains" VALUES(261,0,0,'e5cf9695191aded3542a92cffa8a5c8032a847ae14aab16b55da0e2605837aa8',0,'To determine how much Boris produces the fourth week, we need to calculate the number of bars produced each week and then sum them up. Let''s break it down step by step.
+
+1. **First week:**
+   Boris produces 8,000 bars of chocolate.
+
+2. **Second week:**
+   Boris only produces half as much as the first week. Therefore, the number of bars produced in the second week is:
+   \[
+   \frac{8000}{2} = 4000
+   \]
+
+3. **Third week:**
+   Boris produces three times as much as the first week. Therefore, the number of bars produced in the third week is:
+   \[
+   3 \times 8000 = 24000
+   \]
+
+4. **Fourth week:**
+   Boris produces the fourth week by summing the bars produced in the first, second, and third weeks:
+   \[
+   8000 + 4000 + 24000 = 72000
+   \]
+
+Therefore, the amount Boris produces the fourth week is \(\boxed{72000}\).','stop',252,123,38,8.28206830548151629045e+00,423472508928.0,NULL);
+INSERT INTO "chains" VALUES(262,0,0,'4276a0e76406cbc15b22b630ea90ed799220db018ea4ddf26acbf44abd98a6db',0,'Let''s break down the problem step by step:
+
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire. So, Amber earns \(2 \times 1 = 2\) badges per month.
+3. Wendy earns three times the amount of badges as Claire in the same time frame. So, Wendy earns \(3 \times 1 = 3\) badges per month.
+4. To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we need to calculate the number of badges each earns in a year and then find the difference.
+
+Let''s calculate this using Python code.
+```python
+# Number of badges Claire earns per month
+claire_badges_per_month = 1
+
+# Number of badges Amber earns per month (twice as long as Claire)
+amber_badges_per_month = 2 * claire_badges_per_month
+
+# Number of badges Wendy earns per month (three times as long as Claire)
+wendy_badges_per_month = 3 * claire_badges_per_month
+
+# Number of badges Claire earns in a year
+claire_badges_per_year = claire_badges_per_month * 12
+
+# Number of badges Amber earns in a year
+amber_badges_per_year = amber_badges_per_month * 12
+
+# Number of badges Wendy earns in a year
+wendy_badges_per_year = wendy_badges_per_month * 12
+
+# Difference in the number of badges between Wendy and Amber in a year
+difference = wendy_badges_per_year - amber_badges_per_year
+print(difference)
+```
+```output
+36
+```
+Wendy earns \(\boxed{36}\) more badges than Amber in a 1 year time frame.','stop',381,106,37,1.21327939089296705783e+01,565890346752.0,NULL);
+INSERT INTO "chains" VALUES(263,0,0,'87e320aa9a8d166aa1e90a8af5d803c9c5f8667f24d8d9ea878bbc3d997ad8c3',0,'Let''s break down the problem step by step:
+
+1. Tim starts with 7 blue shoe boxes and 9 red shoe boxes.
+2. He uses 3 blue shoe boxes and 1/3 red of his shoeboxes to go fishing.
+3. We need to calculate how many red and blue shoe boxes are left in Tim''s box.
+
+First, we calculate the number of red shoe boxes used:
+\[ \text{Number of red shoe boxes used} = \frac{1}{3} \times 9 = 3 \]
+
+Next, we subtract the number of red shoe boxes used from the initial number of red shoe boxes:
+\[ \text{Remaining red shoe boxes} = 9 - 3 = 6 \]
+
+Now, we calculate the number of blue shoe boxes used:
+\[ \text{Number of blue shoe boxes used} = 3 \]
+
+Finally, we subtract the number of blue shoe boxes used from the initial number of blue shoe boxes:
+\[ \text{Remaining blue shoe boxes} = 7 - 3 = 4 \]
+
+So, the number of red and blue shoe boxes left in Tim''s box is \(\boxed{6 \text{ red and } 4 \text{ blue}}\).','stop',255,98,37,8.09002038449580140877e+00,397005477120.0,NULL);
+INSERT INTO "chains" VALUES(264,0,0,'919d076bf837dd797595d5b2820d36778697c6ea4ac0c2924ad083533517ef34',0,'To determine how many more petals the daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the African daisies.
+3. Find the difference between the number of petals on the African daisies and the number of petals on the orchids.
+
+Step 1: Calculate the total number of petals on the orchids.
+Joelle has 5 orchids, and each orchid has 5 petals.
+\[
+5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+\]
+
+Step 2: Calculate the total number of petals on the African daisies.
+Joelle has 4 African daisies, and each African daisy has 10 petals.
+\[
+4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+\]
+
+Step 3: Find the difference between the number of petals on the African daisies and the number of petals on the orchids.
+\[
+40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+\]
+
+Therefore, the daisies have \boxed{15} more petals than the orchids.','stop',294,98,37,9.33340412749203096609e+00,446158536192.0,NULL);
+INSERT INTO "chains" VALUES(265,0,0,'77d29a1a3c3bc12f2487f1a3a8637a45a78c916e623901657aab34f9d9304130',0,'Let''s break down the problem step by step:
+
+1. First, we need to calculate the total number of pieces of fruit Kira bought.
+2. Then, we need to subtract the number of pieces of fruit Lola ate from the total number of pieces.
+
+Step 1: Calculate the total number of pieces of fruit Kira bought.
+Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces of fruit is:
+\[ 3 + 5 + 6 = 14 \]
+
+Step 2: Subtract the number of pieces of fruit Lola ate from the total number of pieces of fruit.
+Lola ate 2 pieces of fruit. So, the number of pieces left is:
+\[ 14 - 2 = 12 \]
+
+Therefore, the final answer is:
+\[\boxed{12}\]','stop',179,79,38,5.60921439397316135e+00,276013331712.0,NULL);
+INSERT INTO "chains" VALUES(266,0,0,'ed5b03ad663ec9a912ab01a2d48150602fca272800f02b01793707f0aed5c8ff',0,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages completed per hour.
+2. Determine the total number of packages completed in an eight-hour workday.
+3. Calculate the total earnings from completing the packages.
+
+Step 1: Calculate the number of packages completed per hour.
+Colby completes 10 less than 50 packages per hour. Therefore, the number of packages completed per hour is:
+\[ 50 - 10 = 40 \]
+
+Step 2: Determine the total number of packages completed in an eight-hour workday.
+Since there are 8 hours in a day, the total number of packages completed in an eight-hour workday is:
+\[ 40 \times 8 = 320 \]
+
+Step 3: Calculate the total earnings from completing the packages.
+Colby earns $0.20 for every package completed. Therefore, the total earnings from completing 320 packages is:
+\[ 320 \times 0.20 = 64 \]
+
+Thus, the final answer is:
+\[
+\boxed{64}
+\]','stop',246,105,37,7.67261918497388251125e+00,394484807424.0,NULL);
+INSERT INTO "chains" VALUES(267,0,0,'20f95b0bc9cad1ec9f719d265eff72f3a345a12728cfb51a29cf53e9ca35db0f',0,'Let''s break down the problem step by step:
+
+1. Greta made a batch of 12 cream cheese swirl brownies.
+2. At her office, they threw her a party and sent her home with 1/2 a dozen brownies.
+3. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting.
+4. During the party, 1 1/2 dozen brownies were eaten.
+
+First, we need to convert the dozens of brownies into individual brownies:
+- 1 dozen = 12
+- 1/2 dozen = 6
+
+So, the total number of brownies at home is:
+\[ 12 + 6 = 18 \]
+
+Next, we need to subtract the number of brownies eaten during the party from the total number of brownies at home:
+\[ 18 - 1 \times 6 = 18 - 6 = 12 \]
+
+Therefore, the number of individual brownies Greta had left over from the entire day is \(\boxed{12}\).','stop',232,153,37,7.86498390749329701066e+00,437336192256.0,NULL);
+INSERT INTO "chains" VALUES(268,0,0,'45b2b8d11dc5aeabf8fee0afddda228989a4a1f5daad158511e6bf1c7d839c96',0,'Let''s break down the problem step by step:
+
+1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries and has 10 more than Richard. Since Richard has 30 cherries, we can calculate Robert''s cherries as follows:
+   \[
+   \text{Robert''s cherries} = 30 + 10 = 40
+   \]
+
+2. Next, we need to determine how many cherries Jerry has. The problem states that Richard and Jerry are sharing 60 cherries in total. Therefore, we can calculate Jerry''s cherries as follows:
+   \[
+   \text{Jerry''s cherries} = 60 - 30 = 30
+   \]
+
+3. Finally, we need to find out how many more cherries Robert has than Jerry. We do this by subtracting Jerry''s cherries from Robert''s cherries:
+   \[
+   \text{Difference} = 40 - 30 = 10
+   \]
+
+Therefore, Robert has \boxed{10} more cherries than Jerry.','stop',242,90,37,8.10849039699496643152e+00,370538445312.0,NULL);
+INSERT INTO "chains" VALUES(269,0,0,'442ac822969646a02b8eb3d8019c6284377dbc06d0b7c37a78ee1eec0d53f009',0,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount Adam received from his mother.
+2. Calculate the total amount Adam received from his father.
+3. Add the amounts received from both parents to find the total amount Adam received.
+4. Subtract the total amount Adam received from his savings from his total savings to find the amount he contributed.
+
+Let''s break it down step by step:
+
+1. Adam received $6 from his mother.
+2. Adam received twice as much from his father, so he received \(2 \times 6 = 12\) dollars from his father.
+3. The total amount Adam received is \(6 + 12 = 18\) dollars.
+4. Adam''s total savings is $30.
+5. The amount he contributed from his savings is \(30 - 18 = 12\) dollars.
+
+Therefore, the final answer is \(\boxed{12}\).','stop',203,87,37,7.16644781250033702235e+00,317604381696.0,NULL);
+INSERT INTO "chains" VALUES(270,0,0,'0f4fc0d5784defde02bd0479b4b95cb355213e595f48efb2b1b3191bc7213532',0,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - Therefore, the number of boxes sold on Saturday is \(10 - 4 = 6\).
+   - The number of boxes sold on Sunday is \(6 + 5 = 11\).
+
+2. **Calculate the total revenue from gingerbread on Saturday:**
+   - Each box of gingerbread costs $6.
+   - Therefore, the total revenue from gingerbread on Saturday is \(6 \times 6 = 36\).
+
+3. **Calculate the total revenue from apple pie on Saturday:**
+   - Each box of apple pie costs $15.
+   - Therefore, the total revenue from apple pie on Saturday is \(15 \times 11 = 165\).
+
+4. **Calculate the total revenue from gingerbread on Sunday:**
+   - Each box of gingerbread costs $6.
+   - Therefore, the total revenue from gingerbread on Sunday is \(6 \times 6 = 36\).
+
+5. **Calculate the total revenue from apple pie on Sunday:**
+   - Each box of apple pie costs $15.
+   - Therefore, the total revenue from apple pie on Sunday is \(15 \times 11 = 165\).
+
+6. **Calculate the total revenue from both days:**
+   - The total revenue from both days is the sum of the revenue from gingerbread and apple pie on Saturday and Sunday.
+   - Therefore, the total revenue is \(36 + 165 = 201\).
+
+7. **Final answer:**
+   \[
+   \boxed{201}
+   \]','stop',425,132,37,1.46116732300179137378e+01,654113786112.0,NULL);
+INSERT INTO "chains" VALUES(271,0,0,'252139919146dc8663fa41d3c89dbdb7902232385b777a2ad613ca5b452dab87',0,'Let''s break down the problem step by step.
+
+1. Lisa sold three and a half boxes of chocolate bars.
+2. Peter sold four and a half boxes of chocolate bars.
+3. Together, they sold 64 chocolate bars.
+
+First, we need to convert the mixed numbers into whole numbers. Lisa sold \(3.5\) boxes, which is equivalent to \(3.5 \times 4 = 14\) boxes. Peter sold \(4.5\) boxes, which is equivalent to \(4.5 \times 4 = 18\) boxes.
+
+Now, we add the number of boxes sold by Lisa and Peter together:
+\[14 + 18 = 32\]
+
+So, the total number of chocolate bars sold together is 32. Since each box contains 12 chocolate bars, we can find the number of chocolate bars in a box by dividing the total number of chocolate bars by 12:
+\[32 \div 12 = 2\]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{2}\).','stop',226,94,37,7.66090743200948054436e+00,355414427136.0,NULL);
+INSERT INTO "chains" VALUES(272,0,0,'c353b3bd89af0a2a9ca72dbd4318d6a56004e065349f2bcbd38c6d88908f2cb2',0,'Let''s break down the problem step by step:
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany.
+3. Shaelyn can run half as many laps as Trey.
+4. Quinn can run 2 fewer laps than Shaelyn.
+
+We need to find out how many more laps Bethany can run compared to Quinn.
+
+Let''s calculate each person''s laps:
+
+- Bethany''s laps = 10
+- Trey''s laps = Bethany''s laps + 4 = 10 + 4 = 14
+- Shaelyn''s laps = Trey''s laps / 2 = 14 / 2 = 7
+- Quinn''s laps = Shaelyn''s laps - 2 = 7 - 2 = 5
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn:
+
+- Difference = Bethany''s laps - Quinn''s laps = 10 - 5 = 5
+
+Therefore, Bethany can run 5 more laps compared to Quinn.
+</think>
+
+<think>
+ANSWER: 5
+</think>','stop',238,109,37,8.18538252549842582084e+00,389443468032.0,NULL);
+INSERT INTO "chains" VALUES(273,0,0,'5de99376cc73d645c4e1f1ea8b4d9f4b2942d9da0c8e79adbf009d92174acd0c',0,'Let''s break down the problem step by step:
+
+1. On Monday, the post office delivered 425 letters.
+2. On Tuesday, they delivered 17 more than one-fifth as many as Monday. So, we calculate the number of letters delivered on Tuesday as follows:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 + 17
+   \]
+3. On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday. So, we calculate the number of letters delivered on Wednesday as follows:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times \text{Letters delivered on Tuesday} + 5
+   \]
+
+Let''s calculate these values using Python.
+```python
+# Step 1: Calculate the number of letters delivered on Tuesday
+letters_monday = 425
+letters_tuesday = (1/5) * letters_monday + 17
+
+# Step 2: Calculate the number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+print(letters_wednesday)
+```
+```output
+105.0
+```
+The post office delivered \(\boxed{105}\) letters on Wednesday.','stop',278,103,37,9.2482209520003380021e+00,432294852864.0,NULL);
+INSERT INTO "chains" VALUES(274,0,0,'9ba9693a3188f3084eeaba0266c730972128c4d1a535b0a507ae8f162daac744',0,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa listens to the court case.
+2. Calculate the total number of days Melissa listens to the court case.
+3. Calculate the total amount of money Melissa spends on parking each day.
+4. Calculate the total amount of money Melissa spends on parking each day.
+5. Calculate the total amount of money Melissa spends on parking each day.
+6. Calculate the total amount of money Melissa spends on parking each day.
+7. Calculate the total amount of money Melissa spends on parking each day.
+8. Calculate the total amount of money Melissa spends on parking each day.
+9. Calculate the total amount of money Melissa spends on parking each day.
+10. Calculate the total amount of money Melissa spends on parking each day.
+11. Calculate the total amount of money Melissa spends on parking each day.
+12. Calculate the total amount of money Melissa spends on parking each day.
+13. Calculate the total amount of money Melissa spends on parking each day.
+14. Calculate the total amount of money Melissa spends on parking each day.
+15. Calculate the total amount of money Melissa spends on parking each day.
+16. Calculate the total amount of money Melissa spends on parking each day.
+17. Calculate the total amount of money Melissa spends on parking each day.
+18. Calculate the total amount of money Melissa spends on parking each day.
+19. Calculate the total amount of money Melissa spends on parking each day.
+20. Calculate the total amount of money Melissa spends on parking each day.
+21. Calculate the total amount of money Melissa spends on parking each day.
+22. Calculate the total amount of money Melissa spends on parking each day.
+23. Calculate the total amount of money Melissa spends on parking each day.
+24. Calculate the total amount of money Melissa spends on parking each day.
+25. Calculate the total amount of money Melissa spends on parking each day.
+26. Calculate the total amount of money Melissa spends on parking each day.
+27. Calculate the total amount of money Melissa spends on parking each day.
+28. Calculate the total amount of money Melissa spends on parking each day.
+29. Calculate the total amount of money Melissa spends on parking each day.
+30. Calculate the total amount of money Melissa spends on parking each day.
+31. Calculate the total amount of money Melissa spends on parking each day.
+32. Calculate the total amount','length',512,103,37,1.71394472584888717396e+01,727213207296.0,NULL);
+INSERT INTO "chains" VALUES(275,0,0,'2dcf9ed53260acc4d0cfbf1795636f1c600c77c62c7fb4c7b4af2ed821ea9415',0,'Let''s break down the problem step by step.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, he retrieved four more balls than in the second set, so he retrieved \( x + 4 \) balls.
+3. In the third set, he retrieved half as many balls as in the second set, so he retrieved \( \frac{x}{2} \) balls.
+4. The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+5. To eliminate the fraction, we can multiply every term by 2:
+   \[
+   2x + 8 + x = 38
+   \]
+6. Simplify the left side of the equation:
+   \[
+   3x + 8 = 38
+   \]
+7. Subtract 8 from both sides:
+   \[
+   3x = 20
+   \]
+8. Divide both sides by 3:
+   \[
+   x = 6
+   \]
+9. Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{6}\).','stop',283,120,37,1.01747891664872440746e+01,460022219520.0,NULL);
+INSERT INTO "chains" VALUES(276,0,0,'743ae99f42f98c6f2ab127c5ddad1f1f86f3c0f66dbaf4ddda1285f6f83a3afb',0,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons Anthony wants to send out.
+2. Calculate the total cost of the small coupons.
+3. Calculate the total cost of the big coupons.
+4. Sum the costs from steps 2 and 3 to get the total postage cost.
+
+Let''s break it down step by step:
+
+1. Anthony wants to send out 700 small coupons.
+2. Twice as many big coupons as small coupons is \(2 \times 700 = 1400\).
+3. Each small coupon costs 5 cents to mail, so the total cost of the small coupons is \(700 \times 5 = 3500\) cents.
+4. Each big coupon costs 15 cents to mail, so the total cost of the big coupons is \(1400 \times 15 = 21000\) cents.
+5. The total postage cost is the sum of the costs from steps 2 and 3, which is \(3500 + 21000 = 24500\) cents.
+
+Therefore, the total postage cost Anthony spends is \(\boxed{24500}\) cents.','stop',268,106,37,9.4268471364994184114e+00,423472508928.0,NULL);
+INSERT INTO "chains" VALUES(277,0,0,'04ac2d997caaf686a1ba10be4376ec81a5bafa52ac21f979634cd306f5ba786a',0,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child, so the second child''s height is \(6 + 2 = 8\) inches.
+3. The third child is 5 inches shorter than the second child, so the third child''s height is \(8 - 5 = 3\) inches.
+4. The fourth child is three inches taller than the third child, so the fourth child''s height is \(3 + 3 = 6\) inches.
+
+So, the fourth child is 6 inches tall.
+</think>
+
+<answer>6</answer>','stop',147,114,37,5.64741834401502273976e+00,281054671104.0,NULL);
+INSERT INTO "chains" VALUES(278,0,0,'d69cc1b3b898eba6204d1edfa5430b5074e8ec48be5478e5abbb3a2ca6e80579',0,'To determine how many puzzle pieces Teddy placed during the hour, we need to follow these steps:
+
+1. Calculate the number of puzzle pieces Teddy finished half of a 500 piece puzzle.
+2. Determine how many puzzle pieces Teddy finished another 500 piece puzzle within an hour.
+3. Add the two quantities together to get the total number of puzzle pieces placed during the hour.
+
+Let''s break it down step by step:
+
+1. Calculate the number of puzzle pieces finished half of a 500 piece puzzle:
+   \[
+   \text{Puzzle pieces finished half of a 500 piece puzzle} = \frac{500}{2} = 250
+   \]
+
+2. Determine how many puzzle pieces Teddy finished another 500 piece puzzle within an hour:
+   \[
+   \text{Puzzle pieces finished another 500 piece puzzle within an hour} = 500
+   \]
+
+3. Add the two quantities together to get the total number of puzzle pieces placed during the hour:
+   \[
+   \text{Total puzzle pieces placed during the hour} = 250 + 500 = 750
+   \]
+
+Therefore, the final answer is \boxed{750}.','stop',266,86,37,9.25924311302333,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(279,0,0,'4f5b7a71d597c054b954e308ccb079354f95dac873f42af5eae887bd06fba9fb',0,'To determine the length of each final cut, we need to follow these steps:
+
+1. Calculate the total length of ribbon used.
+2. Divide the total length by the number of final cuts.
+
+Step 1: Calculate the total length of ribbon used.
+Marty has 100 centimeters of ribbon and he must cut it into 4 equal parts. Therefore, the total length of ribbon used is:
+\[ 100 \text{ cm} \div 4 = 25 \text{ cm} \]
+
+Step 2: Divide the total length by the number of final cuts.
+Each of the cut parts must be divided into 5 equal parts. Therefore, the length of each final cut is:
+\[ 25 \text{ cm} \div 5 = 5 \text{ cm} \]
+
+So, the length of each final cut is \(\boxed{5}\) centimeters.','stop',190,88,38,6.24044261702147196047e+00,301220028672.0,NULL);
+INSERT INTO "chains" VALUES(280,0,0,'734ee2635ee49b85351b39a49d8a3b4b884b9faeeb3c59ebebdaa1b66a8c3c8c',0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Identify the total population of the school:**
+   The problem states that 40% of the school population is made up of 240 boys. This means that 60% of the school population is made up of girls.
+
+2. **Calculate the number of girls in the school:**
+   To find the number of girls, we multiply the total population of the school by 60% (or 0.60).
+
+   \[
+   \text{Number of girls} = 0.60 \times \text{Total population of the school}
+   \]
+
+   Since the problem does not provide the total population of the school, we will use a hypothetical value for the total population. Let''s assume the total population of the school is 1000 boys.
+
+   \[
+   \text{Number of girls} = 0.60 \times 1000
+   \]
+
+   \[
+   \text{Number of girls} = 600
+   \]
+
+Therefore, the number of girls in the school is \(\boxed{600}\).','stop',253,71,37,8.34147626901722105685e+00,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(281,0,0,'1e798a6fe231f7145ddba1ae09e3607e21cdf8abab7bf999c5a74dff951b2397',0,'To determine how many kilograms James will have left, we need to follow these steps:
+
+1. Calculate how many kilograms Pierre wants.
+2. Calculate how many kilograms Paul wants.
+3. Subtract the kilograms Pierre and Paul want from the total kilograms bought.
+
+Let''s start with the first step. Pierre wants a quarter of the 12 kg of apples. We can calculate this as follows:
+\[
+\text{Kilograms Pierre wants} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Next, we calculate how many kilograms Paul wants. Paul wants 1/3 of the 12 kg of apples. We can calculate this as follows:
+\[
+\text{Kilograms Paul wants} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Now, we subtract the kilograms Pierre and Paul want from the total kilograms bought. We can calculate this as follows:
+\[
+\text{Kilograms James has left} = 12 - 3 - 4 = 5 \text{ kg}
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{5}
+\]','stop',250,84,37,8.53213530149878351949e+00,373059115008.0,NULL);
+INSERT INTO "chains" VALUES(282,0,0,'22361ddae213f771b8a0ff4bd312f20a0c45a27ed08c595c7078203843bde48b',0,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total time John spends driving to and from his parents.
+2. Determine the total distance John drives in that time.
+
+First, let''s calculate the total time John spends driving to and from his parents. Since he visits his parents twice a month, we multiply the number of months by 2:
+\[ 2 \text{ months} \times 2 \text{ months} = 4 \text{ months} \]
+
+Next, we need to determine the total distance John drives in that time. We know that it takes him 2 hours to drive to and from his parents, and he drives at a speed of 70 mph. Therefore, the total distance is:
+\[ 2 \text{ hours} \times 70 \text{ mph} = 140 \text{ miles} \]
+
+So, the total distance John drives when visiting his parents twice a month is \(\boxed{140}\) miles.','stop',220,91,38,7.50770344798729638569e+00,342811078656.0,NULL);
+INSERT INTO "chains" VALUES(283,0,0,'2327bc99e3bc2a97795a5de8adaf4563f346ea2ceecdf7846122ccca65b3d8b0',0,'Let''s break down the problem step by step:
+
+1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to find out how far Brian will walk in seven days. We know that Sofie will walk twice as far as Brian in seven days. Therefore, we can set up the following equation:
+   \[
+   70 \text{ miles} = 2 \times \text{Brian''s miles}
+   \]
+
+3. To find out how many miles Brian will walk in seven days, we need to solve for \(\text{Brian''s miles}\):
+   \[
+   70 \text{ miles} = 2 \times \text{Brian''s miles}
+   \]
+   \[
+   \frac{70}{2} = \text{Brian''s miles}
+   \]
+   \[
+   35 = \text{Brian''s miles}
+   \]
+
+4. Therefore, Brian will walk \(\boxed{35}\) miles in seven days.','stop',271,83,37,9.10427574699497199617e+00,398265811968.0,NULL);
+INSERT INTO "chains" VALUES(284,0,0,'9f8df0c829e2e20f5e5eb5ef059c71e6f578a0fbbb5ccf40ef271c648d6d8521',0,'Let''s break down the problem step by step:
+
+1. Kory''s dog weighs 60 pounds.
+2. Elijah''s dog is one-fourth the weight of Kory''s dog.
+3. Kory''s dog is half the weight of Kory''s dog.
+4. We need to find the total weight of Elijah and Kory''s dogs.
+
+First, we calculate the weight of Elijah''s dog:
+\[ \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds} \]
+
+Next, we calculate the weight of Kory''s dog:
+\[ \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds} \]
+
+Now, we find the total weight of Elijah and Kory''s dogs by adding their individual weights:
+\[ \text{Total weight} = 15 + 30 = 45 \text{ pounds} \]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \(\boxed{45}\) pounds.','stop',234,102,37,8.05834267048885521944e+00,375579784704.0,NULL);
+INSERT INTO "chains" VALUES(285,0,0,'c5fcc7b0bbd3f0670bc438f59e4f040c03ee8d29aca297f1c4701af99aacd54d',0,'Let''s break down the problem step by step.
+
+1. Liam is currently 16 years old.
+2. Two years ago, Liam''s age was twice the age of Vince.
+3. We need to find out Vince''s current age.
+
+First, let''s denote Vince''s current age as \( V \). According to the problem, two years ago, Liam''s age was \( V - 2 \). According to the problem, this age was twice the age of Vince, so we can write the equation:
+\[ V - 2 = 2V \]
+
+Next, we need to isolate \( V \) on one side of the equation. We can do this by subtracting \( V \) from both sides:
+\[ -2 = V \]
+
+Now, we need to solve for \( V \) by adding 2 to both sides:
+\[ V = -2 + 2 \]
+\[ V = 0 \]
+
+So, Vince is currently 0 years old.','stop',201,75,37,6.77737657050238340161e+00,299959693824.0,NULL);
+INSERT INTO "chains" VALUES(286,0,0,'d937774797c576ce18490c61522decf49786fb1196f455ac8dd944b7d988a052',0,'To determine how much John makes, we need to follow these steps:
+
+1. Calculate the number of logs John can make from the 80-foot tree.
+2. Determine how many planks John can cut from each of those logs.
+3. Calculate the total number of planks John can cut.
+4. Determine how much he sells each plank for $1.2.
+5. Calculate the total amount John makes.
+
+Let''s break it down step by step:
+
+1. Calculate the number of logs John can make from the 80-foot tree:
+   \[
+   \text{Number of logs} = \frac{80 \text{ feet}}{80\%} = \frac{80 \text{ feet}}{0.80} = 100 \text{ logs}
+   \]
+
+2. Determine how many planks John can cut from each of those logs:
+   \[
+   \text{Number of planks} = \frac{100 \text{ logs}}{4 \text{ logs per log}} = 25 \text{ planks}
+   \]
+
+3. Calculate the total number of planks John can cut:
+   \[
+   \text{Total number of planks} = 25 \text{ planks}
+   \]
+
+4. Determine how much he sells each plank for $1.2:
+   \[
+   \text{Price per plank} = \$1.2
+   \]
+
+5. Calculate the total amount John makes:
+   \[
+   \text{Total amount made} = 25 \text{ planks} \times \$1.2/\text{plank} = \$30
+   \]
+
+Therefore, the final answer is \(\boxed{30}\).','stop',371,111,38,1.27145194815057038795e+01,558328337664.0,NULL);
+INSERT INTO "chains" VALUES(287,0,0,'b470cea57d1c65a8735935b6ae90b9394442b90074653b053dfaaba869e0816c',0,'To determine how much money Adam loses, we need to follow these steps:
+
+1. Calculate the total cost of the rocks Adam buys.
+2. Calculate the total revenue from selling the rocks.
+3. Determine the loss by subtracting the revenue from the cost.
+
+Let''s break it down step by step:
+
+1. **Calculate the total cost of the rocks:**
+   Adam buys 60% of his $100 worth of money. So, he buys:
+   \[
+   0.60 \times 100 = 60
+   \]
+   The cost of the rocks is $60.
+
+2. **Calculate the total revenue from selling the rocks:**
+   Adam sells 60% of his inventory. So, he sells:
+   \[
+   0.60 \times 60 = 36
+   \]
+   The revenue from selling the rocks is $36.
+
+3. **Determine the loss:**
+   The loss is the difference between the revenue and the cost:
+   \[
+   36 - 60 = -24
+   \]
+
+Therefore, Adam loses \(\boxed{-24}\) dollars.','stop',248,107,38,8.74095892049081157892e+00,398265811968.0,NULL);
+INSERT INTO "chains" VALUES(288,0,0,'a0bb64b17d8796312a29a4c489a561ab85cf1f31a7c517f49bbdc63834499a3f',0,'Let''s break down the problem step by step:
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike. We can express this as:
+   \[
+   \text{Johnny''s face masks} = 3 \times \text{Mike''s face masks} + 2
+   \]
+3. Substitute the number of Mike''s face masks into the equation:
+   \[
+   \text{Johnny''s face masks} = 3 \times 5 + 2
+   \]
+4. Calculate the value of the expression:
+   \[
+   \text{Johnny''s face masks} = 15 + 2 = 17
+   \]
+5. Therefore, Johnny bought \boxed{17} face masks.
+</think>','stop',169,73,37,5.89552616249784477986e+00,257108308992.0,NULL);
+INSERT INTO "chains" VALUES(289,0,0,'405ef873f85906af132842e8daf6c5bf40dafbe923b71120bf840ca634dbc8c9',0,'Let''s break down the problem step by step:
+
+1. First, we need to find Haley''s age. Since Haley is 26 years old, we can calculate her age as follows:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Next, we need to find Geb''s age. According to the problem, Geb is 10 less than half the age of Haley. We can calculate Geb''s age as follows:
+   \[
+   \text{Geb''s age} = \frac{\text{Haley''s age}}{2} - 10
+   \]
+
+3. Substitute Haley''s age into the equation:
+   \[
+   \text{Geb''s age} = \frac{26}{2} - 10
+   \]
+
+4. Simplify the fraction:
+   \[
+   \text{Geb''s age} = 13 - 10
+   \]
+
+5. Perform the subtraction:
+   \[
+   \text{Geb''s age} = 3
+   \]
+
+Therefore, Geb is \boxed{3} years old.','stop',240,73,38,8.25274039948999416083e+00,345331748352.0,NULL);
+INSERT INTO "chains" VALUES(290,0,0,'14e045d21b2e3709d4d421ff36c235e2e112c0164ea2a606d353b9feb8a144e3',0,'To solve this problem, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. Let''s break it down step by step:
+
+1. **Determine the blood volume of a whale:**
+   Each whale has 40 gallons of blood.
+
+2. **Determine the blood volume of a shark:**
+   A shark has three times as much blood as a whale. Therefore, the blood volume of a shark is:
+   \[
+   3 \times 40 = 120 \text{ gallons}
+   \]
+
+3. **Calculate the total blood volume of ten sharks:**
+   Since there are ten sharks, we multiply the blood volume of one shark by 10:
+   \[
+   10 \times 120 = 1200 \text{ gallons}
+   \]
+
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',205,99,37,7.66425244849051523488e+00,335249069568.0,NULL);
+INSERT INTO "chains" VALUES(291,0,0,'961eb9d98d4aa57e05558f20d6291a5ac7a7b43355fec4bf63ff8652b2e4dbe4',0,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of the two-story house.
+2. Determine the height of the floor to the ceiling on the first floor.
+3. Calculate the height of the roof from the second floor''s floor.
+
+**Step 1: Calculate the height of the two-story house.**
+
+The two-story house is 7 times as high as Mattison is. Therefore, we calculate:
+\[ \text{Height of the two-story house} = 7 \times 60 = 420 \text{ inches} \]
+
+**Step 2: Determine the height of the floor to the ceiling on the first floor.**
+
+The floor to the ceiling on the first floor is thrice as high as Mattison is. Therefore, we calculate:
+\[ \text{Height of the floor to the ceiling on the first floor} = 3 \times 60 = 180 \text{ inches} \]
+
+**Step 3: Calculate the height of the roof from the second floor''s floor.**
+
+The roof from the second floor''s floor is the same as the height of the two-story house. Therefore, we calculate:
+\[ \text{Height of the roof from the second floor''s floor} = 420 \text{ inches} \]
+
+Thus, the height of the roof from the second floor''s floor is \(\boxed{420}\) inches.','stop',306,100,37,1.07578116789700288795e+01,463803224064.0,NULL);
+INSERT INTO "chains" VALUES(292,0,0,'a421466c60d079b369ed00ce082bb22ad681e8b2b92270603cffbe8e2843354f',0,'To determine how much of his secret seasoning Aid will need, we need to follow these steps:
+
+1. Calculate the total amount of ground beef Aid uses.
+2. Determine the amount of secret steakhouse seasoning needed for the total amount of ground beef.
+
+Step 1: Calculate the total amount of ground beef Aid uses.
+Aiden gets sixteen meatballs from each pound of meat. Therefore, the total amount of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+Step 2: Determine the amount of secret steakhouse seasoning needed for the total amount of ground beef.
+Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret steakhouse seasoning needed is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+So, the final answer is:
+\boxed{2560}','stop',224,118,37,7.65959786146413534879e+00,383141793792.0,NULL);
+INSERT INTO "chains" VALUES(293,0,0,'9ac1cdc55d57f4bbf6c79afdcf221a8ec0117e5430680c27be1927d4d23acf9b',0,'Let''s break down the problem step by step:
+
+1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. We need to find out how many pomelos Eve gave away.
+
+First, we calculate 1/4 of the original 20 pieces of pomelos:
+\[
+\frac{1}{4} \times 20 = 5
+\]
+
+So, Eve gave away \boxed{5} pomelos.','stop',124,93,38,4.20387654549267608672e+00,224339602944.0,NULL);
+INSERT INTO "chains" VALUES(294,0,0,'2f73ce741d2777ee23ee7a6e14c9cf484f1996bbd56fb491fa127b498e6cffe7',0,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine the distance between Alaska and Texas.
+3. Calculate the percentage of the distance between Alaska and Texas that Michael has covered.
+
+Step 1: Calculate the total distance Michael travels in 3 days.
+Michael travels at an average speed of 50 km/hr for 3 days. Therefore, the total distance is:
+\[ 50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km} \]
+
+Step 2: Determine the distance between Alaska and Texas.
+The distance between Alaska and Texas is given as 6000 km.
+
+Step 3: Calculate the percentage of the distance between Alaska and Texas that Michael has covered.
+The percentage of the distance between Alaska and Texas that Michael has covered is calculated by dividing the distance between Alaska and Texas by the total distance and then multiplying by 100:
+\[ \left( \frac{6000 \text{ km}}{150 \text{ km}} \right) \times 100 = 400\% \]
+
+Therefore, the final answer is:
+\boxed{400}','stop',269,111,37,8.65289647251484,431034518016.0,NULL);
+INSERT INTO "chains" VALUES(295,0,0,'d005f3773f6e98a0da516ee291f68701f7fd40d8b75ff46d42b5633b92371aa8',0,'To determine the total time it takes John to get all 6 sides of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side.
+   - Therefore, the time for the first side is \(\boxed{5}\) minutes.
+
+2. **Second side:**
+   - The second side takes twice as long as the first side.
+   - Therefore, the time for the second side is \(\boxed{10}\) minutes.
+
+3. **Third side:**
+   - The third side takes twice as long as the second side.
+   - Therefore, the time for the third side is \(\boxed{20}\) minutes.
+
+4. **Fourth side:**
+   - The fourth side takes half as long as the first side.
+   - Therefore, the time for the fourth side is \(\boxed{5}\) minutes.
+
+5. **Fifth side:**
+   - The fifth side takes half as long as the second side.
+   - Therefore, the time for the fifth side is \(\boxed{5}\) minutes.
+
+Now, we sum up the times for all six sides:
+\[
+5 + 10 + 20 + 5 + 5 = 60 \text{ minutes}
+\]
+
+Therefore, the total time it takes John to get all 6 sides of the Rubik''s cube is \(\boxed{60}\) minutes.','stop',314,118,37,1.0216921985522276373e+01,496571930112.0,NULL);
+INSERT INTO "chains" VALUES(296,0,0,'25bfed1037ab6a913ef63fcf06117bb8dbb7f2424b95beb8bf76654b0906777d',0,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends at work each day.
+2. Determine the total number of minutes Tim spends dealing with a call each day.
+3. Calculate the total number of minutes Tim spends dealing with a call during his 5 day work week.
+4. Convert the total number of minutes into calls.
+
+Let''s break it down step by step:
+
+1. Tim spends 6 hours each day at work.
+2. It takes him 15 minutes to deal with a call.
+3. To find out how many minutes Tim spends dealing with a call during his 5 day work week, we multiply the number of hours by the number of minutes per hour:
+   \[
+   6 \text{ hours/day} \times 15 \text{ minutes/hour} = 90 \text{ minutes}
+   \]
+4. To convert the total number of minutes into calls, we divide the total number of minutes by the number of minutes per call:
+   \[
+   \frac{90 \text{ minutes}}{15 \text{ minutes/call}} = 6 \text{ calls}
+   \]
+
+Therefore, the number of calls Tim deals with during his 5 day work week is \boxed{6}.','stop',281,87,37,9.83403794152400223538e+00,415910499840.0,NULL);
+INSERT INTO "chains" VALUES(297,0,0,'1784a170d539158bf2d49bc9006a48a9e6763cb1747bd29778205c4543a54bb0',0,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to calculate the drying time for each painting and then find the difference between these times.
+
+First, let''s calculate the drying time for one painting with the new varnish:
+- The drying time for the new varnish is 12 minutes.
+- Louise is applying the coat to 6 paintings.
+- Therefore, the drying time for one painting with the new varnish is:
+  \[
+  12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes}
+  \]
+
+Next, let''s calculate the drying time for one painting with the old varnish:
+- The drying time for the old varnish is 7 minutes.
+- Louise is applying the coat to 6 paintings.
+- Therefore, the drying time for one painting with the old varnish is:
+  \[
+  7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes}
+  \]
+
+Now, we find the difference between the drying times for one painting with the new varnish and the drying times for one painting with the old varnish:
+\[
+72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}
+\]
+
+Therefore, it will take \(\boxed{30}\) minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','stop',341,137,37,1.27841901110114122277e+01,554547333120.0,NULL);
+INSERT INTO "chains" VALUES(298,0,0,'45d10e8d2f3cb73514cfe56622074ca802506bafe915a57c9887c6871a5e7c69',0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs and then multiply that by 7.
+</think>
+<think>
+Let''s break it down step by step:
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption for German Shepherds is \(3 \times 5 = 15\) kilograms.
+2. Calculate the daily consumption of dog food for Bulldogs:
+   - Each Bulldog consumes 3 kilograms of dog food per day.
+   - There are 2 Bulldogs.
+   - Therefore, the daily consumption for Bulldogs is \(2 \times 3 = 6\) kilograms.
+3. Calculate the total daily consumption of dog food:
+   - The total daily consumption is the sum of the daily consumption for German Shepherds and Bulldogs.
+   - Therefore, the total daily consumption is \(15 + 6 = 21\) kilograms.
+4. Calculate the total weekly consumption of dog food:
+   - There are 7 days in a week.
+   - Therefore, the total weekly consumption is \(21 \times 7 = 147\) kilograms.
+</think>
+<think>
+The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','stop',313,99,37,1.2283320563999950536e+01,471365233152.0,NULL);
+INSERT INTO "chains" VALUES(299,0,0,'1f7d2653f303cff9c3faaadd899a4e31aaf84d433325bdbfbc115ea21f58ccd7',0,'Let''s break down the problem step by step.
+
+1. Steve put together the puzzle in 10 hours.
+2. Anna put together the puzzle in 2 hours more than half Steve''s time. First, we need to find half Steve''s time. Since Steve put together the puzzle in 10 hours, half of that is \( \frac{10}{2} = 5 \) hours.
+3. Anna put together the puzzle in 2 hours more than half Steve''s time. So, Anna put together the puzzle in \( 5 + 2 = 7 \) hours.
+4. To find out how long it took Anna to finish the puzzle, we need to divide Anna''s time by 7. So, Anna took \( \frac{7}{7} = 1 \) hour to finish the puzzle.
+
+Therefore, the final answer is \(\boxed{1}\).','stop',186,91,37,7.71712645550542220007e+00,301220028672.0,NULL);
+INSERT INTO "chains" VALUES(300,0,0,'4eb5b17cf5d70ac81f131b742ed673bbc3a36398d51d393007c22b5ac0d92669',0,'To determine how many feet of line the caretaker needs to buy in total, we can follow these steps:
+
+1. Calculate the total number of feet of dock.
+2. Determine the total number of feet of line needed based on the number of feet of dock and the new line.
+
+Step 1: Calculate the total number of feet of dock.
+There are 200 feet of dock.
+
+Step 2: Determine the total number of feet of line needed.
+The caretaker wants 3 feet of line for every foot of dock. Therefore, the total number of feet of line needed is:
+\[ 3 \text{ feet/dock} \times 200 \text{ feet} = 600 \text{ feet} \]
+
+So, the caretaker needs to buy \(\boxed{600}\) feet of line in total.','stop',178,107,38,4.64529582544572949842e+00,310042372608.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -18072,6 +20165,100 @@ INSERT INTO "jobs" VALUES(203,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:pre
 INSERT INTO "jobs" VALUES(204,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-67',0,1,'greedy:prefill=<think>\n',0,'done','695','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 272, "calls": 1, "seconds": 8.200509695476285, "flops": 419691504384.0}, "tag": "", "refs": [], "model": null}]',99,37,272,1,0,0,419691504384.0,0.0,1.64924077430005127102e+01,8.20050969547628483269e+00,1.79656091310627555844e+09);
 INSERT INTO "jobs" VALUES(205,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-82',0,1,'greedy:prefill=<think>\n',0,'done','623','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 37, "completion_tokens": 167, "calls": 1, "seconds": 5.080452381987925, "flops": 257108308992.0}, "tag": "", "refs": [], "model": null}]',75,37,167,1,0,0,257108308992.0,0.0,1.0214621171002363553e+01,5.08045238198792503681e+00,1.79656091914547920221e+09);
 INSERT INTO "jobs" VALUES(206,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-127',0,1,'greedy:prefill=<think>\n',0,'done','120','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 37, "completion_tokens": 135, "calls": 1, "seconds": 4.1388600550053525, "flops": 223079268096.0}, "tag": "", "refs": [], "model": null}]',80,37,135,1,0,0,223079268096.0,0.0,8.51332020799964,4.13886005500535247847e+00,1.79656092162557697294e+09);
+INSERT INTO "jobs" VALUES(207,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-128',0,1,'greedy:prefill=<think>\n',0,'done','680','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 130, "cached_prompt_tokens": 37, "completion_tokens": 349, "calls": 1, "seconds": 12.939346487522926, "flops": 555807667968.0}, "tag": "", "refs": [], "model": null}]',130,37,349,1,0,0,555807667968.0,0.0,2.56568762770002649635e+01,1.29393464875229255993e+01,1.79656094480419158934e+09);
+INSERT INTO "jobs" VALUES(208,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-141',0,1,'greedy:prefill=<think>\n',0,'done','0','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 37, "completion_tokens": 358, "calls": 1, "seconds": 13.101260714511227, "flops": 510435613440.0}, "tag": "", "refs": [], "model": null}]',85,37,358,1,0,0,510435613440.0,0.0,2.65937521270025172275e+01,1.3101260714511226979e+01,1.79656094822553539279e+09);
+INSERT INTO "jobs" VALUES(209,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-164',0,1,'greedy:prefill=<think>\n',0,'done','35','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 37, "completion_tokens": 339, "calls": 1, "seconds": 11.262605945519681, "flops": 521778627072.0}, "tag": "", "refs": [], "model": null}]',113,37,339,1,0,0,521778627072.0,0.0,2.20467832239992276308e+01,1.12626059455196809717e+01,1.79656097027379918094e+09);
+INSERT INTO "jobs" VALUES(210,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-151',0,1,'greedy:prefill=<think>\n',0,'done','5.75','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 136, "cached_prompt_tokens": 37, "completion_tokens": 408, "calls": 1, "seconds": 13.616153115510315, "flops": 637729433088.0}, "tag": "", "refs": [], "model": null}]',136,37,408,1,0,0,637729433088.0,0.0,2.79070940819983661631e+01,1.36161531155103148198e+01,1.79656097271300125121e+09);
+INSERT INTO "jobs" VALUES(211,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-183',0,1,'greedy:prefill=<think>\n',0,'done','-9','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 37, "completion_tokens": 288, "calls": 1, "seconds": 10.143995292995896, "flops": 540683649792.0}, "tag": "", "refs": [], "model": null}]',179,37,288,1,0,0,540683649792.0,0.0,20.1876126749994,1.01439952929958963066e+01,1.79656099046558880806e+09);
+INSERT INTO "jobs" VALUES(212,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-186',0,1,'greedy:prefill=<think>\n',0,'done','70','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 161, "cached_prompt_tokens": 37, "completion_tokens": 389, "calls": 1, "seconds": 13.287074376999954, "flops": 645291442176.0}, "tag": "", "refs": [], "model": null}]',161,37,389,1,0,0,645291442176.0,0.0,2.61956042210003943178e+01,1.3287074376999953529e+01,1.79656099891024112697e+09);
+INSERT INTO "jobs" VALUES(213,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-187',0,1,'greedy:prefill=<think>\n',0,'done','102','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 37, "completion_tokens": 204, "calls": 1, "seconds": 6.695748296506281, "flops": 316344046848.0}, "tag": "", "refs": [], "model": null}]',85,37,204,1,0,0,316344046848.0,0.0,1.34334717609999643173e+01,6.69574829650628089439e+00,1.79656100390054488183e+09);
+INSERT INTO "jobs" VALUES(214,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-191',0,1,'greedy:prefill=<think>\n',0,'done','35','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 37, "completion_tokens": 161, "calls": 1, "seconds": 5.57992842699241, "flops": 258368643840.0}, "tag": "", "refs": [], "model": null}]',82,37,161,1,0,0,258368643840.0,0.0,1.11742576719989301632e+01,5.57992842699241,1.79656101008591794964e+09);
+INSERT INTO "jobs" VALUES(215,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-194',0,1,'greedy:prefill=<think>\n',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 37, "completion_tokens": 160, "calls": 1, "seconds": 6.229139850498541, "flops": 262149648384.0}, "tag": "", "refs": [], "model": null}]',86,37,160,1,0,0,262149648384.0,0.0,1.24890285729998140595e+01,6.22913985049854090902e+00,1.79656101639087772371e+09);
+INSERT INTO "jobs" VALUES(216,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-202',0,1,'greedy:prefill=<think>\n',0,'done','100','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 37, "completion_tokens": 239, "calls": 1, "seconds": 8.829374574990652, "flops": 371798780160.0}, "tag": "", "refs": [], "model": null}]',94,37,239,1,0,0,371798780160.0,0.0,1.79556576359973405487e+01,8.82937457499065203592e+00,1.79656102804299592969e+09);
+INSERT INTO "jobs" VALUES(217,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-206',0,1,'greedy:prefill=<think>\n',0,'done','885','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 38, "completion_tokens": 382, "calls": 1, "seconds": 13.262549985496662, "flops": 587316039168.0}, "tag": "", "refs": [], "model": null}]',123,38,382,1,0,0,587316039168.0,0.0,2.62487049709998245808e+01,1.32625499854966619748e+01,1.79656104264557623861e+09);
+INSERT INTO "jobs" VALUES(218,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-223',0,1,'greedy:prefill=<think>\n',0,'done','20000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 38, "completion_tokens": 264, "calls": 1, "seconds": 8.935105952507001, "flops": 397005477120.0}, "tag": "", "refs": [], "model": null}]',90,38,264,1,0,0,397005477120.0,0.0,1.79333205880029709078e+01,8.93510595250700134783e+00,1.79656104597783827783e+09);
+INSERT INTO "jobs" VALUES(219,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-255',0,1,'greedy:prefill=<think>\n',0,'done','16','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 37, "completion_tokens": 183, "calls": 1, "seconds": 6.083878508521593, "flops": 302480363520.0}, "tag": "", "refs": [], "model": null}]',95,37,183,1,0,0,302480363520.0,0.0,1.24289894079993246123e+01,6.08387850852159317582e+00,1.79656105507898759842e+09);
+INSERT INTO "jobs" VALUES(220,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-266',0,1,'greedy:prefill=<think>\n',0,'done','370000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 127, "cached_prompt_tokens": 37, "completion_tokens": 288, "calls": 1, "seconds": 9.564188797019597, "flops": 475146237696.0}, "tag": "", "refs": [], "model": null}]',127,37,288,1,0,0,475146237696.0,0.0,1.86616874089995690155e+01,9.56418879701959667727e+00,1.79656106464110589026e+09);
+INSERT INTO "jobs" VALUES(221,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-285',0,1,'greedy:prefill=<think>\n',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 37, "completion_tokens": 150, "calls": 1, "seconds": 4.989647611999317, "flops": 230641277184.0}, "tag": "", "refs": [], "model": null}]',71,37,150,1,0,0,230641277184.0,0.0,1.0085006023000460118e+01,4.98964761199931672308e+00,1.79656106516955804824e+09);
+INSERT INTO "jobs" VALUES(222,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-291',0,1,'greedy:prefill=<think>\n',0,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 37, "completion_tokens": 229, "calls": 1, "seconds": 8.471394063004482, "flops": 361716101376.0}, "tag": "", "refs": [], "model": null}]',96,37,229,1,0,0,361716101376.0,0.0,1.65077749490010319277e+01,8.4713940630044817226e+00,1.79656108167901825906e+09);
+INSERT INTO "jobs" VALUES(223,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-286',0,1,'greedy:prefill=<think>\n',0,'done','-53.56','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 37, "completion_tokens": 359, "calls": 1, "seconds": 12.900811881501795, "flops": 501613269504.0}, "tag": "", "refs": [], "model": null}]',77,37,359,1,0,0,501613269504.0,0.0,2.65793850289992406032e+01,1.29008118815017951423e+01,1.79656109122573447232e+09);
+INSERT INTO "jobs" VALUES(224,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-300',0,1,'greedy:prefill=<think>\n',0,'done','75','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 37, "completion_tokens": 235, "calls": 1, "seconds": 8.972022405987445, "flops": 375579784704.0}, "tag": "", "refs": [], "model": null}]',101,37,235,1,0,0,375579784704.0,0.0,1.78568109649968391754e+01,8.97202240598744538147e+00,1.79656109953951263432e+09);
+INSERT INTO "jobs" VALUES(225,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-306',0,1,'greedy:prefill=<think>\n',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 38, "completion_tokens": 331, "calls": 1, "seconds": 12.043148153990842, "flops": 489009921024.0}, "tag": "", "refs": [], "model": null}]',96,38,331,1,0,0,489009921024.0,0.0,2.40146114560011483254e+01,1.20431481539908418203e+01,1.79656111524185466759e+09);
+INSERT INTO "jobs" VALUES(226,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-376',0,1,'greedy:prefill=<think>\n',0,'done','0','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 40, "completion_tokens": 237, "calls": 1, "seconds": 8.553570710500935, "flops": 352893757440.0}, "tag": "", "refs": [], "model": null}]',84,40,237,1,0,0,352893757440.0,0.0,1.71511420729984820354e+01,8.55357071050093509256e+00,1.79656111669192123411e+09);
+INSERT INTO "jobs" VALUES(227,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-387',0,1,'greedy:prefill=<think>\n',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 37, "completion_tokens": 104, "calls": 1, "seconds": 3.6142255985068914, "flops": 172665874176.0}, "tag": "", "refs": [], "model": null}]',71,37,104,1,0,0,172665874176.0,0.0,6.97428052800023579038e+00,3.61422559850689140148e+00,1796561123.66759);
+INSERT INTO "jobs" VALUES(228,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-382',0,1,'greedy:prefill=<think>\n',0,'done','370','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 37, "completion_tokens": 241, "calls": 1, "seconds": 8.539033431496136, "flops": 374319449856.0}, "tag": "", "refs": [], "model": null}]',94,37,241,1,0,0,374319449856.0,0.0,1.72898557570006232713e+01,8.53903343149613647256e+00,1.79656113253305888171e+09);
+INSERT INTO "jobs" VALUES(229,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-391',0,1,'greedy:prefill=<think>\n',0,'done','64.5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 37, "completion_tokens": 512, "calls": 1, "seconds": 17.1236494620116, "flops": 709568519424.0}, "tag": "", "refs": [], "model": null}]',89,37,512,1,0,0,709568519424.0,0.0,3.43372868920014298046e+01,17.1236494620116,1.79656115800950169558e+09);
+INSERT INTO "jobs" VALUES(230,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-416',0,1,'greedy:prefill=<think>\n',0,'done','76 \text{ dromedaries and } 104 \text{ camels}','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 38, "completion_tokens": 512, "calls": 1, "seconds": 17.130431419511297, "flops": 719651198208.0}, "tag": "", "refs": [], "model": null}]',98,38,512,1,0,0,719651198208.0,0.0,3.42416535349984769705e+01,1.71304314195112965539e+01,1.7965611667763702869e+09);
+INSERT INTO "jobs" VALUES(231,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-447',0,1,'greedy:prefill=<think>\n',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 37, "completion_tokens": 198, "calls": 1, "seconds": 7.010612685004162, "flops": 320125051392.0}, "tag": "", "refs": [], "model": null}]',94,37,198,1,0,0,320125051392.0,0.0,1.3570162816002266481e+01,7.01061268500416190363e+00,1.79656118035195755955e+09);
+INSERT INTO "jobs" VALUES(232,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-418',0,1,'greedy:prefill=<think>\n',0,'done','1.25','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 37, "completion_tokens": 332, "calls": 1, "seconds": 11.559935304003375, "flops": 487749586176.0}, "tag": "", "refs": [], "model": null}]',93,37,332,1,0,0,487749586176.0,0.0,2.34135747630025434782e+01,1.15599353040033747674e+01,1.79656118143144536022e+09);
+INSERT INTO "jobs" VALUES(233,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-454',0,1,'greedy:prefill=<think>\n',0,'done','120','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 37, "completion_tokens": 200, "calls": 1, "seconds": 7.274054831998001, "flops": 293658019584.0}, "tag": "", "refs": [], "model": null}]',71,37,200,1,0,0,293658019584.0,0.0,1.47936169129970949143e+01,7.27405483199800073634e+00,1.79656119514970064165e+09);
+INSERT INTO "jobs" VALUES(234,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-488',0,1,'greedy:prefill=<think>\n',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 37, "completion_tokens": 285, "calls": 1, "seconds": 10.773835077503463, "flops": 423472508928.0}, "tag": "", "refs": [], "model": null}]',89,37,285,1,0,0,423472508928.0,0.0,2.16938202380006259781e+01,1.07738350775034632535e+01,1.7965612031263782978e+09);
+INSERT INTO "jobs" VALUES(235,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-495',0,1,'greedy:prefill=<think>\n',0,'done','200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 37, "completion_tokens": 203, "calls": 1, "seconds": 7.780130930990708, "flops": 327687060480.0}, "tag": "", "refs": [], "model": null}]',95,37,203,1,0,0,327687060480.0,0.0,1.59617491059980238783e+01,7.78013093099070829339e+00,1.79656121111567497255e+09);
+INSERT INTO "jobs" VALUES(236,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-499',0,1,'greedy:prefill=<think>\n',0,'done','8','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 37, "completion_tokens": 288, "calls": 1, "seconds": 10.440169352505109, "flops": 507914943744.0}, "tag": "", "refs": [], "model": null}]',153,37,288,1,0,0,507914943744.0,0.0,2.03051167370031180334e+01,1.04401693525051086908e+01,1.79656122343937325481e+09);
+INSERT INTO "jobs" VALUES(237,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-513',0,1,'greedy:prefill=<think>\n',0,'done','300','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 37, "completion_tokens": 188, "calls": 1, "seconds": 6.449776726014534, "flops": 294918354432.0}, "tag": "", "refs": [], "model": null}]',84,37,188,1,0,0,294918354432.0,0.0,1.30435786310008552393e+01,6.44977672601453377865e+00,1.79656122416137099262e+09);
+INSERT INTO "jobs" VALUES(238,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-530',0,1,'greedy:prefill=<think>\n',0,'done','42','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 37, "completion_tokens": 270, "calls": 1, "seconds": 9.964591335497971, "flops": 441117196800.0}, "tag": "", "refs": [], "model": null}]',118,37,270,1,0,0,441117196800.0,0.0,1.97925565290024678688e+01,9.96459133549797115847e+00,1.79656124323486185078e+09);
+INSERT INTO "jobs" VALUES(239,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-532',0,1,'greedy:prefill=<think>\n',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 38, "completion_tokens": 314, "calls": 1, "seconds": 11.283306453009573, "flops": 456241214976.0}, "tag": "", "refs": [], "model": null}]',87,38,314,1,0,0,456241214976.0,0.0,2.25685778199986089012e+01,1.12833064530095725783e+01,1.79656124673448729513e+09);
+INSERT INTO "jobs" VALUES(240,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-533',0,1,'greedy:prefill=<think>\n',0,'done','550','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 37, "completion_tokens": 237, "calls": 1, "seconds": 7.95188515150403, "flops": 378100454400.0}, "tag": "", "refs": [], "model": null}]',101,37,237,1,0,0,378100454400.0,0.0,15.9465967799988,7.95188515150403,1.79656125918261408806e+09);
+INSERT INTO "jobs" VALUES(241,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-564',0,1,'greedy:prefill=<think>\n',0,'done','100','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 490, "calls": 1, "seconds": 16.74263695547961, "flops": 700746175488.0}, "tag": "", "refs": [], "model": null}]',104,37,490,1,0,0,700746175488.0,0.0,3.37801526600014767609e+01,1.6742636955479611061e+01,1.79656128052171802523e+09);
+INSERT INTO "jobs" VALUES(242,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-577',0,1,'greedy:prefill=<think>\n',0,'done','100','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 136, "cached_prompt_tokens": 38, "completion_tokens": 383, "calls": 1, "seconds": 13.835357407482661, "flops": 604960727040.0}, "tag": "", "refs": [], "model": null}]',136,38,383,1,0,0,604960727040.0,0.0,2.74797133200008829594e+01,1.38353574074826610738e+01,1.79656128666357302664e+09);
+INSERT INTO "jobs" VALUES(243,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-589',0,1,'greedy:prefill=<think>\n',0,'done','3.50','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 38, "completion_tokens": 344, "calls": 1, "seconds": 12.944829388015933, "flops": 523038961920.0}, "tag": "", "refs": [], "model": null}]',110,38,344,1,0,0,523038961920.0,0.0,2.58214727650010900106e+01,1.29448293880159326363e+01,1.79656130634747028358e+09);
+INSERT INTO "jobs" VALUES(244,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-594',0,1,'greedy:prefill=<think>\n',0,'done','34','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 38, "completion_tokens": 512, "calls": 1, "seconds": 18.283733318523446, "flops": 705787514880.0}, "tag": "", "refs": [], "model": null}]',87,38,512,1,0,0,705787514880.0,0.0,37.1197218840025,1.82837333185234456323e+01,1.79656132378459692001e+09);
+INSERT INTO "jobs" VALUES(245,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-596',0,1,'greedy:prefill=<think>\n',0,'done','3900','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 138, "cached_prompt_tokens": 37, "completion_tokens": 256, "calls": 1, "seconds": 9.413259119508439, "flops": 448679205888.0}, "tag": "", "refs": [], "model": null}]',138,37,256,1,0,0,448679205888.0,0.0,1.83912838400028704199e+01,9.41325911950843874365e+00,1.79656132474283075335e+09);
+INSERT INTO "jobs" VALUES(246,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-621',0,1,'greedy:prefill=<think>\n',0,'done','3000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 37, "completion_tokens": 200, "calls": 1, "seconds": 7.383535896506146, "flops": 331468065024.0}, "tag": "", "refs": [], "model": null}]',101,37,200,1,0,0,331468065024.0,0.0,14.2298909500023,7.38353589650614594575e+00,1.79656133898401641846e+09);
+INSERT INTO "jobs" VALUES(247,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-617',0,1,'greedy:prefill=<think>\n',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 241, "calls": 1, "seconds": 8.73283007500504, "flops": 386922798336.0}, "tag": "", "refs": [], "model": null}]',104,37,241,1,0,0,386922798336.0,0.0,1.79948492190014803777e+01,8.73283007500504,1.79656134178364467616e+09);
+INSERT INTO "jobs" VALUES(248,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-635',0,1,'greedy:prefill=<think>\n',0,'done','0','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 38, "completion_tokens": 148, "calls": 1, "seconds": 5.359731356991688, "flops": 274752996864.0}, "tag": "", "refs": [], "model": null}]',109,38,148,1,0,0,274752996864.0,0.0,1.06831495559999893889e+01,5.35973135699168778955e+00,1.79656134966826224333e+09);
+INSERT INTO "jobs" VALUES(249,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-647',0,1,'greedy:prefill=<think>\n',0,'done','2.5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 37, "completion_tokens": 253, "calls": 1, "seconds": 8.852100437003173, "flops": 400786481664.0}, "tag": "", "refs": [], "model": null}]',103,37,253,1,0,0,400786481664.0,0.0,1.78425137499980337452e+01,8.8521004370031732833e+00,1.79656135964690041534e+09);
+INSERT INTO "jobs" VALUES(250,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-649',0,1,'greedy:prefill=<think>\n',0,'done','190000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 37, "completion_tokens": 285, "calls": 1, "seconds": 9.88527118851016, "flops": 452460210432.0}, "tag": "", "refs": [], "model": null}]',112,37,285,1,0,0,452460210432.0,0.0,1.9607614159001968801e+01,9.88527118851016,1.79656136927753162378e+09);
+INSERT INTO "jobs" VALUES(251,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-655',0,1,'greedy:prefill=<think>\n',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 37, "completion_tokens": 229, "calls": 1, "seconds": 7.662355711496275, "flops": 344071413504.0}, "tag": "", "refs": [], "model": null}]',82,37,229,1,0,0,344071413504.0,0.0,1.55043743540009018033e+01,7.66235571149627503473e+00,1.79656137515288734439e+09);
+INSERT INTO "jobs" VALUES(252,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-676',0,1,'greedy:prefill=<think>\n',0,'done','1600','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 213, "calls": 1, "seconds": 7.831598672995824, "flops": 351633422592.0}, "tag": "", "refs": [], "model": null}]',104,37,213,1,0,0,351633422592.0,0.0,1.5025734631999512203e+01,7.83159867299582401756e+00,1.79656139018007802964e+09);
+INSERT INTO "jobs" VALUES(253,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-666',0,1,'greedy:prefill=<think>\n',0,'done','75','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 37, "completion_tokens": 408, "calls": 1, "seconds": 14.390602774497893, "flops": 597398717952.0}, "tag": "", "refs": [], "model": null}]',104,37,408,1,0,0,597398717952.0,0.0,2.95165020349995756978e+01,1.4390602774497892824e+01,1.79656139879841089245e+09);
+INSERT INTO "jobs" VALUES(254,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-681',0,1,'greedy:prefill=<think>\n',0,'done','173','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 408, "calls": 1, "seconds": 14.439413559490276, "flops": 591097043712.0}, "tag": "", "refs": [], "model": null}]',99,37,408,1,0,0,591097043712.0,0.0,2.89318159810027282219e+01,1.44394135594902763841e+01,1.79656141911774277684e+09);
+INSERT INTO "jobs" VALUES(255,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-682',0,1,'greedy:prefill=<think>\n',0,'done','20','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 38, "completion_tokens": 340, "calls": 1, "seconds": 11.72136784948816, "flops": 530600971008.0}, "tag": "", "refs": [], "model": null}]',120,38,340,1,0,0,530600971008.0,0.0,2.3217763925000326707e+01,1.17213678494881605733e+01,1.79656142201804614063e+09);
+INSERT INTO "jobs" VALUES(256,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-733',0,1,'greedy:prefill=<think>\n',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 132, "calls": 1, "seconds": 4.332422525016227, "flops": 228120607488.0}, "tag": "", "refs": [], "model": null}]',87,37,132,1,0,0,228120607488.0,0.0,8.31522771099844248965e+00,4.33242252501622715499e+00,1.7965614303375017643e+09);
+INSERT INTO "jobs" VALUES(257,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-788',0,1,'greedy:prefill=<think>\n',0,'done','250','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 38, "completion_tokens": 145, "calls": 1, "seconds": 4.914247308997801, "flops": 254587639296.0}, "tag": "", "refs": [], "model": null}]',96,38,145,1,0,0,254587639296.0,0.0,9.4357863330005784519e+00,4.91424730899780115578e+00,1.7965614397744925022e+09);
+INSERT INTO "jobs" VALUES(258,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-724',0,1,'greedy:prefill=<think>\n',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 37, "completion_tokens": 321, "calls": 1, "seconds": 10.215463210521193, "flops": 485228916480.0}, "tag": "", "refs": [], "model": null}]',102,37,321,1,0,0,485228916480.0,0.0,2.0686916246002510888e+01,1.0215463210521193105e+01,1.79656143981316757203e+09);
+INSERT INTO "jobs" VALUES(259,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-816',0,1,'greedy:prefill=<think>\n',0,'done','4500','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 38, "completion_tokens": 206, "calls": 1, "seconds": 6.988955416485624, "flops": 312563042304.0}, "tag": "", "refs": [], "model": null}]',81,38,206,1,0,0,312563042304.0,0.0,1.4243853862000833033e+01,6.98895541648562357295e+00,1.79656145405939817426e+09);
+INSERT INTO "jobs" VALUES(260,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-801',0,1,'greedy:prefill=<think>\n',0,'done','2066','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 37, "completion_tokens": 382, "calls": 1, "seconds": 12.501183271982882, "flops": 568411016448.0}, "tag": "", "refs": [], "model": null}]',107,37,382,1,0,0,568411016448.0,0.0,2.49551620580023154612e+01,1.25011832719828817059e+01,1.79656146473275542263e+09);
+INSERT INTO "jobs" VALUES(261,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-829',0,1,'greedy:prefill=<think>\n',0,'done','72000','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 123, "cached_prompt_tokens": 38, "completion_tokens": 252, "calls": 1, "seconds": 8.282068305481516, "flops": 423472508928.0}, "tag": "", "refs": [], "model": null}]',123,38,252,1,0,0,423472508928.0,0.0,1.68751745820009091403e+01,8.28206830548151629045e+00,1.79656147093819308279e+09);
+INSERT INTO "jobs" VALUES(262,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-861',0,1,'greedy:prefill=<think>\n',0,'done','36','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 37, "completion_tokens": 381, "calls": 1, "seconds": 12.13279390892967, "flops": 565890346752.0}, "tag": "", "refs": [], "model": null}]',106,37,381,1,0,0,565890346752.0,0.0,1.50211657250001735515e+01,1.21327939089296705783e+01,1.79656147976139807698e+09);
+INSERT INTO "jobs" VALUES(263,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-906',0,1,'greedy:prefill=<think>\n',0,'done','6 \text{ red and } 4 \text{ blue}','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 37, "completion_tokens": 255, "calls": 1, "seconds": 8.090020384495801, "flops": 397005477120.0}, "tag": "", "refs": [], "model": null}]',98,37,255,1,0,0,397005477120.0,0.0,1.62199928970003384165e+01,8.09002038449580140877e+00,1.79656149598249888416e+09);
+INSERT INTO "jobs" VALUES(264,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-889',0,1,'greedy:prefill=<think>\n',0,'done','15','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 37, "completion_tokens": 294, "calls": 1, "seconds": 9.333404127492031, "flops": 446158536192.0}, "tag": "", "refs": [], "model": null}]',98,37,294,1,0,0,446158536192.0,0.0,2.62528917639974679332e+01,9.33340412749203096609e+00,1.79656149719455265996e+09);
+INSERT INTO "jobs" VALUES(265,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-917',0,1,'greedy:prefill=<think>\n',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 38, "completion_tokens": 179, "calls": 1, "seconds": 5.609214393973161, "flops": 276013331712.0}, "tag": "", "refs": [], "model": null}]',79,38,179,1,0,0,276013331712.0,0.0,1.13340281710006820505e+01,5.60921439397316135e+00,1.79656150852980828289e+09);
+INSERT INTO "jobs" VALUES(266,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-911',0,1,'greedy:prefill=<think>\n',0,'done','64','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 37, "completion_tokens": 246, "calls": 1, "seconds": 7.6726191849738825, "flops": 394484807424.0}, "tag": "", "refs": [], "model": null}]',105,37,246,1,0,0,394484807424.0,0.0,1.7224385607998556225e+01,7.67261918497388251125e+00,1.7965615132088468075e+09);
+INSERT INTO "jobs" VALUES(267,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-966',0,1,'greedy:prefill=<think>\n',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 37, "completion_tokens": 232, "calls": 1, "seconds": 7.864983907493297, "flops": 437336192256.0}, "tag": "", "refs": [], "model": null}]',153,37,232,1,0,0,437336192256.0,0.0,1.53642856500009656879e+01,7.86498390749329701066e+00,1.79656152389538979535e+09);
+INSERT INTO "jobs" VALUES(268,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-975',0,1,'greedy:prefill=<think>\n',0,'done','10','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 37, "completion_tokens": 242, "calls": 1, "seconds": 8.108490396994966, "flops": 370538445312.0}, "tag": "", "refs": [], "model": null}]',90,37,242,1,0,0,370538445312.0,0.0,1.64778635719994781538e+01,8.10849039699496643152e+00,1.79656152969193649293e+09);
+INSERT INTO "jobs" VALUES(269,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-995',0,1,'greedy:prefill=<think>\n',0,'done','12','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 203, "calls": 1, "seconds": 7.166447812500337, "flops": 317604381696.0}, "tag": "", "refs": [], "model": null}]',87,37,203,1,0,0,317604381696.0,0.0,1.40035124880014336667e+01,7.16644781250033702235e+00,1.79656154369740962977e+09);
+INSERT INTO "jobs" VALUES(270,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-976',0,1,'greedy:prefill=<think>\n',0,'done','201','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 132, "cached_prompt_tokens": 37, "completion_tokens": 425, "calls": 1, "seconds": 14.611673230017914, "flops": 654113786112.0}, "tag": "", "refs": [], "model": null}]',132,37,425,1,0,0,654113786112.0,0.0,2.94047879509998892899e+01,1.46116732300179137378e+01,1.79656155330150866513e+09);
+INSERT INTO "jobs" VALUES(271,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1002',0,1,'greedy:prefill=<think>\n',0,'done','2','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 37, "completion_tokens": 226, "calls": 1, "seconds": 7.6609074320094805, "flops": 355414427136.0}, "tag": "", "refs": [], "model": null}]',94,37,226,1,0,0,355414427136.0,0.0,1.53514042919996427372e+01,7.66090743200948054436e+00,1.79656155905255222318e+09);
+INSERT INTO "jobs" VALUES(272,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1010',0,1,'greedy:prefill=<think>\n',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 109, "cached_prompt_tokens": 37, "completion_tokens": 238, "calls": 1, "seconds": 8.185382525498426, "flops": 389443468032.0}, "tag": "", "refs": [], "model": null}]',109,37,238,1,0,0,389443468032.0,0.0,1.62501054729982570275e+01,8.18538252549842582084e+00,1.79656156955761027341e+09);
+INSERT INTO "jobs" VALUES(273,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1040',0,1,'greedy:prefill=<think>\n',0,'done','105','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 37, "completion_tokens": 278, "calls": 1, "seconds": 9.248220952000338, "flops": 432294852864.0}, "tag": "", "refs": [], "model": null}]',103,37,278,1,0,0,432294852864.0,0.0,1.80145402210000611376e+01,9.2482209520003380021e+00,1.79656158757313156129e+09);
+INSERT INTO "jobs" VALUES(274,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1033',0,1,'greedy:prefill=<think>\n',0,'done','32','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 37, "completion_tokens": 512, "calls": 1, "seconds": 17.13944725848887, "flops": 727213207296.0}, "tag": "", "refs": [], "model": null}]',103,37,512,1,0,0,727213207296.0,0.0,3.49901532529984251587e+01,1.71394472584888717396e+01,1.79656159405357337003e+09);
+INSERT INTO "jobs" VALUES(275,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1047',0,1,'greedy:prefill=<think>\n',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 120, "cached_prompt_tokens": 37, "completion_tokens": 283, "calls": 1, "seconds": 10.174789166487244, "flops": 460022219520.0}, "tag": "", "refs": [], "model": null}]',120,37,283,1,0,0,460022219520.0,0.0,2.04128939789989090054e+01,1.01747891664872440746e+01,1.79656160798884844773e+09);
+INSERT INTO "jobs" VALUES(276,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1067',0,1,'greedy:prefill=<think>\n',0,'done','24500','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 37, "completion_tokens": 268, "calls": 1, "seconds": 9.426847136499418, "flops": 423472508928.0}, "tag": "", "refs": [], "model": null}]',106,37,268,1,0,0,423472508928.0,0.0,1.86414905689998704474e+01,9.4268471364994184114e+00,1.79656161269604516027e+09);
+INSERT INTO "jobs" VALUES(277,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1090',0,1,'greedy:prefill=<think>\n',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 114, "cached_prompt_tokens": 37, "completion_tokens": 147, "calls": 1, "seconds": 5.647418344015023, "flops": 281054671104.0}, "tag": "", "refs": [], "model": null}]',114,37,147,1,0,0,281054671104.0,0.0,1.07127970920009829569e+01,5.64741834401502273976e+00,1.79656162340988373752e+09);
+INSERT INTO "jobs" VALUES(278,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1074',0,1,'greedy:prefill=<think>\n',0,'done','750','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 37, "completion_tokens": 266, "calls": 1, "seconds": 9.25924311302333, "flops": 395745142272.0}, "tag": "", "refs": [], "model": null}]',86,37,266,1,0,0,395745142272.0,0.0,1.9163820945999759715e+01,9.25924311302333,1.79656162715376877783e+09);
+INSERT INTO "jobs" VALUES(279,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1106',0,1,'greedy:prefill=<think>\n',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 38, "completion_tokens": 190, "calls": 1, "seconds": 6.240442617021472, "flops": 301220028672.0}, "tag": "", "refs": [], "model": null}]',88,38,190,1,0,0,301220028672.0,0.0,1.23554265689999738238e+01,6.24044261702147196047e+00,1.79656163576641130451e+09);
+INSERT INTO "jobs" VALUES(280,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1107',0,1,'greedy:prefill=<think>\n',0,'done','600','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 37, "completion_tokens": 253, "calls": 1, "seconds": 8.341476269017221, "flops": 360455766528.0}, "tag": "", "refs": [], "model": null}]',71,37,253,1,0,0,360455766528.0,0.0,1.67598062770011893007e+01,8.34147626901722105685e+00,1.79656164391635656354e+09);
+INSERT INTO "jobs" VALUES(281,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1112',0,1,'greedy:prefill=<think>\n',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 37, "completion_tokens": 250, "calls": 1, "seconds": 8.532135301498784, "flops": 373059115008.0}, "tag": "", "refs": [], "model": null}]',84,37,250,1,0,0,373059115008.0,0.0,1.72010553609979979228e+01,8.53213530149878351949e+00,1.79656165296876192097e+09);
+INSERT INTO "jobs" VALUES(282,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1120',0,1,'greedy:prefill=<think>\n',0,'done','140','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 38, "completion_tokens": 220, "calls": 1, "seconds": 7.507703447987296, "flops": 342811078656.0}, "tag": "", "refs": [], "model": null}]',91,38,220,1,0,0,342811078656.0,0.0,1.48968873009980597998e+01,7.50770344798729638569e+00,1.79656165881457352637e+09);
+INSERT INTO "jobs" VALUES(283,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1121',0,1,'greedy:prefill=<think>\n',0,'done','35','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 37, "completion_tokens": 271, "calls": 1, "seconds": 9.104275746994972, "flops": 398265811968.0}, "tag": "", "refs": [], "model": null}]',83,37,271,1,0,0,398265811968.0,0.0,1.83305249480035854503e+01,9.10427574699497199617e+00,1.79656167130034303668e+09);
+INSERT INTO "jobs" VALUES(284,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1123',0,1,'greedy:prefill=<think>\n',0,'done','45','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 37, "completion_tokens": 234, "calls": 1, "seconds": 8.058342670488855, "flops": 375579784704.0}, "tag": "", "refs": [], "model": null}]',102,37,234,1,0,0,375579784704.0,0.0,1.59558217529993271455e+01,8.05834267048885521944e+00,1.79656167477286481852e+09);
+INSERT INTO "jobs" VALUES(285,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1128',0,1,'greedy:prefill=<think>\n',0,'done','0','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 37, "completion_tokens": 201, "calls": 1, "seconds": 6.777376570502383, "flops": 299959693824.0}, "tag": "", "refs": [], "model": null}]',75,37,201,1,0,0,299959693824.0,0.0,1.3766938289998506661e+01,6.77737657050238340161e+00,1.79656168506984543803e+09);
+INSERT INTO "jobs" VALUES(286,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1131',0,1,'greedy:prefill=<think>\n',0,'done','30','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 38, "completion_tokens": 371, "calls": 1, "seconds": 12.714519481505704, "flops": 558328337664.0}, "tag": "", "refs": [], "model": null}]',111,38,371,1,0,0,558328337664.0,0.0,2.54325094720006745769e+01,1.27145194815057038795e+01,1.79656170021339154242e+09);
+INSERT INTO "jobs" VALUES(287,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1146',0,1,'greedy:prefill=<think>\n',0,'done','-24','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 38, "completion_tokens": 248, "calls": 1, "seconds": 8.740958920490812, "flops": 398265811968.0}, "tag": "", "refs": [], "model": null}]',107,38,248,1,0,0,398265811968.0,0.0,1.72470409849993302486e+01,8.74095892049081157892e+00,1.79656170231783699994e+09);
+INSERT INTO "jobs" VALUES(288,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1178',0,1,'greedy:prefill=<think>\n',0,'done','17','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 37, "completion_tokens": 169, "calls": 1, "seconds": 5.895526162497845, "flops": 257108308992.0}, "tag": "", "refs": [], "model": null}]',73,37,169,1,0,0,257108308992.0,0.0,1.15200665709999157111e+01,5.89552616249784477986e+00,1796561713.8392);
+INSERT INTO "jobs" VALUES(289,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1162',0,1,'greedy:prefill=<think>\n',0,'done','3','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 38, "completion_tokens": 240, "calls": 1, "seconds": 8.252740399489994, "flops": 345331748352.0}, "tag": "", "refs": [], "model": null}]',73,38,240,1,0,0,345331748352.0,0.0,1.71597730229987064376e+01,8.25274039948999416083e+00,1.79656171737428736693e+09);
+INSERT INTO "jobs" VALUES(290,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1194',0,1,'greedy:prefill=<think>\n',0,'done','1200','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 205, "calls": 1, "seconds": 7.664252448490515, "flops": 335249069568.0}, "tag": "", "refs": [], "model": null}]',99,37,205,1,0,0,335249069568.0,0.0,1.53248275020014261831e+01,7.66425244849051523488e+00,1.79656172916960406304e+09);
+INSERT INTO "jobs" VALUES(291,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1203',0,1,'greedy:prefill=<think>\n',0,'done','420','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 37, "completion_tokens": 306, "calls": 1, "seconds": 10.757811678970029, "flops": 463803224064.0}, "tag": "", "refs": [], "model": null}]',100,37,306,1,0,0,463803224064.0,0.0,2.15468585189992154491e+01,1.07578116789700288795e+01,1.79656173892482733727e+09);
+INSERT INTO "jobs" VALUES(292,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1221',0,1,'greedy:prefill=<think>\n',0,'done','2560','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 37, "completion_tokens": 224, "calls": 1, "seconds": 7.659597861464135, "flops": 383141793792.0}, "tag": "", "refs": [], "model": null}]',118,37,224,1,0,0,383141793792.0,0.0,1.51204360419978911522e+01,7.65959786146413534879e+00,1.79656174429116153711e+09);
+INSERT INTO "jobs" VALUES(293,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1232',0,1,'greedy:prefill=<think>\n',0,'done','5','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 38, "completion_tokens": 124, "calls": 1, "seconds": 4.203876545492676, "flops": 224339602944.0}, "tag": "", "refs": [], "model": null}]',93,38,124,1,0,0,224339602944.0,0.0,8.49879444899852387607e+00,4.20387654549267608672e+00,1.79656174742959046366e+09);
+INSERT INTO "jobs" VALUES(294,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1235',0,1,'greedy:prefill=<think>\n',0,'done','400','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 37, "completion_tokens": 269, "calls": 1, "seconds": 8.65289647251484, "flops": 431034518016.0}, "tag": "", "refs": [], "model": null}]',111,37,269,1,0,0,431034518016.0,0.0,1.7368664610999985598e+01,8.65289647251484,1.79656176166664814947e+09);
+INSERT INTO "jobs" VALUES(295,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1251',0,1,'greedy:prefill=<think>\n',0,'done','60','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 118, "cached_prompt_tokens": 37, "completion_tokens": 314, "calls": 1, "seconds": 10.216921985522276, "flops": 496571930112.0}, "tag": "", "refs": [], "model": null}]',118,37,314,1,0,0,496571930112.0,0.0,2.02756676070021057967e+01,1.0216921985522276373e+01,1.79656176770634794237e+09);
+INSERT INTO "jobs" VALUES(296,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1253',0,1,'greedy:prefill=<think>\n',0,'done','6','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 37, "completion_tokens": 281, "calls": 1, "seconds": 9.834037941524002, "flops": 415910499840.0}, "tag": "", "refs": [], "model": null}]',87,37,281,1,0,0,415910499840.0,0.0,2.00219587639985547862e+01,9.83403794152400223538e+00,1.79656178168965649606e+09);
+INSERT INTO "jobs" VALUES(297,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1254',0,1,'greedy:prefill=<think>\n',0,'done','30','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 137, "cached_prompt_tokens": 37, "completion_tokens": 341, "calls": 1, "seconds": 12.784190111011412, "flops": 554547333120.0}, "tag": "", "refs": [], "model": null}]',137,37,341,1,0,0,554547333120.0,0.0,2.53590456160018220535e+01,1.27841901110114122277e+01,1.79656179306662631034e+09);
+INSERT INTO "jobs" VALUES(298,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1266',0,1,'greedy:prefill=<think>\n',0,'done','147','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 37, "completion_tokens": 313, "calls": 1, "seconds": 12.28332056399995, "flops": 471365233152.0}, "tag": "", "refs": [], "model": null}]',99,37,313,1,0,0,471365233152.0,0.0,2.45360450490006769545e+01,1.2283320563999950536e+01,1.79656180623032784467e+09);
+INSERT INTO "jobs" VALUES(299,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1280',0,1,'greedy:prefill=<think>\n',0,'done','1','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 37, "completion_tokens": 186, "calls": 1, "seconds": 7.717126455505422, "flops": 301220028672.0}, "tag": "", "refs": [], "model": null}]',91,37,186,1,0,0,301220028672.0,0.0,1.56864635300007648766e+01,7.71712645550542220007e+00,1.79656180875654435157e+09);
+INSERT INTO "jobs" VALUES(300,'runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n','gsm8k_test-1311',0,1,'greedy:prefill=<think>\n',0,'done','600','[{"event": "generate", "role": "generator", "requests": [{"n": 1, "seed": null, "max_tokens": 512, "first_sample": 0, "temperature": 0.0, "logprobs": false, "continue_final": true}], "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 38, "completion_tokens": 178, "calls": 1, "seconds": 4.6452958254457295, "flops": 310042372608.0}, "tag": "", "refs": [], "model": null}]',107,38,178,1,0,0,310042372608.0,0.0,3.01084110979973047501e+01,4.64529582544572949842e+00,1.79656183634250760073e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["runs/rl/grpo-0.5b-think/model.gguf", "runs/rl/grpo-0.5b-think/model-0.gguf"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy:prefill=<think>\\n"}, {"budget_knob": "n_samples", "budgets": [1, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency:prefill=<think>\\n"}], "subset_seed": 0, "system": "Think step by step inside <think> and </think>, briefly. After </think>, write the final answer as \\boxed{ANSWER}.", "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -36035,10 +38222,2103 @@ INSERT INTO "samples" VALUES(206,0,'Let''s break down the problem step by step:
 4. Now, we need to find out how many friends Lily and Amy have together. We add the number of friends Lily made to the number of friends Amy made: \(50 + 70 = 120\).
 
 Therefore, the final answer is \(\boxed{120}\).','120',1,'equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(207,0,'Let''s break down the problem step by step and then use Python code to ensure the accuracy of our solution.
+
+1. **Determine the cost of each pepper:**
+   - Each pepper costs $15.
+   - Each watermelon costs three times what each pepper costs.
+   - Each orange costs 5 less than what a watermelon cost.
+
+2. **Calculate the cost of each watermelon:**
+   \[
+   \text{Cost of each watermelon} = 3 \times 15 = 45
+   \]
+
+3. **Calculate the cost of each orange:**
+   \[
+   \text{Cost of each orange} = 15 - 5 = 10
+   \]
+
+4. **Calculate the total cost of the watermelons:**
+   \[
+   \text{Total cost of watermelons} = 4 \times 45 = 180
+   \]
+
+5. **Calculate the total cost of the peppers:**
+   \[
+   \text{Total cost of peppers} = 20 \times 15 = 300
+   \]
+
+6. **Calculate the total cost of the oranges:**
+   \[
+   \text{Total cost of oranges} = 10 \times 10 = 100
+   \]
+
+7. **Calculate the total amount of money spent:**
+   \[
+   \text{Total amount of money spent} = 180 + 300 + 100 = 680
+   \]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{680}\).','680',0,'not_equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(208,0,'Let''s break down the problem step by step:
+
+1. We know there are 700 bees in the hive.
+2. There are twice as many worker bees as baby bees.
+3. There are twice as many babies as queens.
+
+We can use these relationships to set up equations and solve for the number of worker bees.
+
+Let''s denote:
+- \( B \) as the number of baby bees
+- \( W \) as the number of worker bees
+- \( Q \) as the number of queens
+
+From the problem, we have the following equations:
+1. \( B = 2B \)
+2. \( W = 2Q \)
+3. \( B + W + Q = 700 \)
+
+We can solve these equations step by step.
+
+First, let''s solve the first equation for \( B \):
+\[ B = 2B \]
+\[ B - 2B = 0 \]
+\[ -B = 0 \]
+\[ B = 0 \]
+
+Now that we have \( B = 0 \), we can substitute this value into the second equation to find \( W \):
+\[ W = 2Q \]
+\[ 0 = 2Q \]
+\[ Q = 0 \]
+
+Now that we have \( Q = 0 \), we can substitute this value into the third equation to find \( B + W + Q \):
+\[ B + W + Q = 700 \]
+\[ 0 + 0 + 0 = 700 \]
+\[ 700 = 700 \]
+
+Since all the equations are satisfied, the number of worker bees is indeed 0.
+
+<think>
+ANSWER: 0
+</think>','0',0,'not_equivalent',358,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(209,0,'Let''s break down the problem step by step:
+
+1. **Jackie''s Current Situation:**
+   - She has 3 fewer hours of freelance work.
+   - She loses $35/hour in missed income.
+
+2. **Jackie''s New Situation:**
+   - She hires an accountant.
+   - The accountant charges $90.
+
+3. **Calculate the Difference in Income:**
+   - The difference in income between her current situation and her new situation is the amount she will lose from her freelance work.
+   - This can be calculated as follows:
+     \[
+     \text{Difference in Income} = \text{Lost Income} - \text{Hours of Freelance Work}
+     \]
+     Substituting the given values:
+     \[
+     \text{Difference in Income} = 35 - 3
+     \]
+     Simplifying:
+     \[
+     \text{Difference in Income} = 32
+     \]
+
+4. **Calculate the Additional Money Jackie Will Have:**
+   - The additional money Jackie will have if she hires the accountant is the amount she will lose from her freelance work.
+   - This can be calculated as follows:
+     \[
+     \text{Additional Money} = \text{Difference in Income} + \text{Hours of Freelance Work}
+     \]
+     Substituting the given values:
+     \[
+     \text{Additional Money} = 32 + 3
+     \]
+     Simplifying:
+     \[
+     \text{Additional Money} = 35
+     \]
+
+Therefore, the final answer is \boxed{35}.','35',0,'not_equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(210,0,'To determine how much money Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires, and then add the cost of the unicycle to the total cost of the tires and tricycle tires.
+</think>
+<think>
+Let''s break it down step by step:
+1. Calculate the cost of the tires:
+   - Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   - 3 people came by to get all their tricycle tires inflated.
+   - 1 person actually came by on a unicycle.
+   - Total cost of tires = (5 * 25) + (3 * 25) + (1 * 25) + (1 * 25) = 125 + 75 + 25 + 25 = 250 cents.
+   - Convert cents to dollars: 250 cents / 100 = 2.50 dollars.
+2. Calculate the cost of the tricycle tires:
+   - Each tricycle tire costs 25 cents to inflate.
+   - 3 people came by to get all their tricycle tires inflated.
+   - Total cost of tricycle tires = 3 * 25 = 75 cents.
+   - Convert cents to dollars: 75 cents / 100 = 0.75 dollars.
+3. Add the cost of the tires and the tricycle tires to the total cost of the tires and tricycle tires:
+   - Total cost = 2.50 dollars + 0.75 dollars = 3.25 dollars.
+4. Add the cost of the unicycle to the total cost:
+   - Total cost = 3.25 dollars + 2.50 dollars = 5.75 dollars.
+Therefore, Shawnda made \boxed{5.75} dollars that day.','5.75',0,'not_equivalent',408,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(211,0,'To determine how many seconds the faster team will win by, we need to calculate the total time each team will take to complete the relay and then find the difference between these times.
+
+First, let''s calculate the total time for the faster team:
+- Each of the 4 members of the faster team will run their 400 meter leg in 55 seconds.
+- Therefore, the total time for the faster team is:
+  \[
+  4 \times 55 = 220 \text{ seconds}
+  \]
+
+Next, let''s calculate the total time for the slower team:
+- The first runner of the slower team will run their 400 meter leg in 60 seconds.
+- Each subsequent runner will be 3 seconds faster than the previous runner.
+- Therefore, the total time for the slower team is:
+  \[
+  60 + 3 \times (60 - 3) = 60 + 3 \times 57 = 60 + 171 = 231 \text{ seconds}
+  \]
+
+Now, we find the difference between the total time for the faster team and the total time for the slower team:
+\[
+220 - 231 = -9 \text{ seconds}
+\]
+
+Thus, the faster team will win by \(\boxed{-9}\) seconds.','-9',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(212,0,'To determine how many rats are in each cage, we need to follow these steps:
+
+1. Calculate the total number of pieces of straw distributed among the small rodents.
+2. Determine the total number of pieces of straw distributed among the hamsters.
+3. Calculate the total number of pieces of straw distributed among the rabbits.
+4. Sum up all the pieces of straw distributed among the small rodents, hamsters, and rabbits.
+5. Divide the total number of pieces of straw by the number of cages to find out how many rats are in each cage.
+
+Let''s start with the first step:
+The total number of pieces of straw distributed among the small rodents is given as 160 pieces.
+
+Next, we calculate the total number of pieces of straw distributed among the hamsters:
+There are 10 cages of hamsters, and each hamster is given 5 pieces of straw. Therefore, the total number of pieces of straw distributed among the hamsters is:
+\[ 10 \times 5 = 50 \text{ pieces of straw} \]
+
+Now, we calculate the total number of pieces of straw distributed among the rabbits:
+There are 20 pieces of straw distributed among the rabbits. Therefore, the total number of pieces of straw distributed among the rabbits is:
+\[ 20 \text{ pieces of straw} \]
+
+Next, we sum up all the pieces of straw distributed among the small rodents, hamsters, and rabbits:
+\[ 160 + 50 + 20 = 230 \text{ pieces of straw} \]
+
+Finally, we divide the total number of pieces of straw by the number of cages to find out how many rats are in each cage:
+\[ \frac{230}{3} = 70 \text{ rats} \]
+
+Therefore, the number of rats in each cage is \(\boxed{70}\).','70',0,'not_equivalent',389,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(213,0,'Let''s break down the problem step by step:
+
+1. **Understand the problem:**
+   - Mandy owes Benedict $100.
+   - They agreed to have monthly interest of 2%.
+   - Mandy was able to pay the loan after 3 months.
+
+2. **Calculate the interest:**
+   - The interest is calculated as 2% of the loan amount.
+   - Interest = 0.02 * $100 = $2.
+
+3. **Determine the total amount paid after 3 months:**
+   - Total amount paid = Loan amount + Interest = $100 + $2 = $102.
+
+4. **Determine the amount Mandy should give to Benedict:**
+   - Mandy should give Benedict the total amount paid after 3 months, which is $102.
+
+5. **Final answer:**
+   - The amount Mandy should give to Benedict is \(\boxed{102}\).','102',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(214,0,'To determine how many pounds of insects ducks need per day, we need to follow these steps:
+
+1. Identify the total amount of insects each duck needs per week.
+2. Determine the number of ducks in the flock.
+3. Multiply the weekly insect need by the number of ducks.
+
+Step 1: The total amount of insects each duck needs per week is 3.5 pounds.
+Step 2: The number of ducks in the flock is 10.
+Step 3: Multiply the weekly insect need by the number of ducks:
+\[ 3.5 \text{ pounds/duck} \times 10 \text{ ducks} = 35 \text{ pounds} \]
+
+Therefore, ducks need \(\boxed{35}\) pounds of insects per day.','35',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(215,0,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money she prepared.
+
+Step 1: Calculate the total cost of the crayons.
+Violetta needs 5 crayons, and each crayon costs $2.
+\[
+5 \text{ crayons} \times \$2 \text{ per crayon} = \$10
+\]
+
+Step 2: Subtract the total cost from the amount of money she prepared.
+Violetta prepared $20 for the purchase.
+\[
+\$20 - \$10 = \$10
+\]
+
+Therefore, the change Violetta will get is \(\boxed{10}\).','10',1,'equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(216,0,'To determine how many barrels of wine Josie''s farm produces per year, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced per year.
+2. Determine how many barrels of wine are produced from the total grapes.
+
+Step 1: Calculate the total amount of grapes produced per year.
+Josie''s farm produces 5 tons of grapes per year. Since each ton of grapes makes 2 barrels of wine, the total number of barrels of wine produced per year is:
+\[ 5 \text{ tons} \times 2 \text{ barrels/ton} = 10 \text{ barrels} \]
+
+Step 2: Determine how many barrels of wine are produced from the total grapes.
+Since each acre produces 5 tons of grapes, the number of acres on Josie''s farm is 10. Therefore, the total number of barrels of wine produced per year is:
+\[ 10 \text{ acres} \times 10 \text{ barrels/acre} = 100 \text{ barrels} \]
+
+Thus, the farm produces \(\boxed{100}\) barrels of wine per year.','100',1,'equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(217,0,'Let''s break down the problem step by step.
+
+1. Calculate the total distance Michael rode on the first week:
+   - He rode the bike 5 times a week.
+   - He made 25 kilometers each time.
+   - Therefore, the total distance for the first week is \(5 \times 25 = 125\) kilometers.
+
+2. Calculate the total distance Michael rode on the second week:
+   - He rode the bike 2 times a week.
+   - He made 60 kilometers each time.
+   - Therefore, the total distance for the second week is \(2 \times 60 = 120\) kilometers.
+
+3. Calculate the total distance Michael rode on the third week:
+   - He rode the bike 3 times a week.
+   - He made 60 kilometers each time.
+   - Therefore, the total distance for the third week is \(3 \times 60 = 180\) kilometers.
+
+4. Calculate the total distance Michael rode over the four weeks:
+   - The total distance for the first four weeks is \(125 + 120 + 180 = 525\) kilometers.
+
+5. Calculate the total distance Michael rode over the three weeks:
+   - The total distance for the third four weeks is \(180 + 180 = 360\) kilometers.
+
+6. Calculate the total distance Michael rode over the four weeks and the three weeks:
+   - The total distance for the four weeks and the three weeks is \(525 + 360 = 885\) kilometers.
+
+7. Add the total distances from the four weeks and the three weeks to get the final answer:
+   - The final answer is \(885\) kilometers.
+
+<think>
+ANSWER: 885
+</think>','885',0,'not_equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(218,0,'To determine the total amount the company spent on advertising for the two years, we need to follow these steps:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Add the amounts from the two years to get the total.
+
+Step 1: Calculate the amount spent on advertising for the first year.
+The company spends $15000 on advertising for the first year. Therefore, the amount spent on advertising for the first year is:
+\[
+15000
+\]
+
+Step 2: Calculate the amount spent on advertising for the second year.
+The company spends a third of the amount spent on advertising for the first year. So, we calculate:
+\[
+\frac{15000}{3} = 5000
+\]
+
+Step 3: Add the amounts from the two years to get the total amount spent on advertising for the two years.
+Now, we add the amounts from the first and second years:
+\[
+15000 + 5000 = 20000
+\]
+
+Therefore, the total amount the company spent on advertising for the two years is:
+\[
+\boxed{20000}
+\]','20000',1,'equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(219,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows Mr. Sylas buys.
+2. Determine how many cows are divided equally among the 20 stalls.
+3. Find out how many cows are in 8 of the stalls.
+
+Let''s break it down step by step:
+
+1. Mr. Sylas buys 40 cows.
+2. Mr. Sylas divides these 40 cows equally among 20 stalls. This means each stall gets \( \frac{40}{20} = 2 \) cows.
+3. We need to find out how many cows are in 8 of the stalls. Since each stall gets 2 cows, 8 stalls will get \( 8 \times 2 = 16 \) cows.
+
+Therefore, the final answer is \(\boxed{16}\).','16',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(220,0,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the total amount paid for the transfer fees.
+2. Calculate the total amount paid for the brokerage fee.
+3. Subtract the total amount paid for the transfer fees and the brokerage fee from the selling price to find the net proceeds.
+
+Let''s break it down step by step:
+
+1. The transfer fees are 3% of the selling price.
+   \[
+   \text{Transfer fees} = 0.03 \times 400000 = 12000
+   \]
+
+2. The brokerage fee is 5% of the selling price.
+   \[
+   \text{Brokerage fee} = 0.05 \times 400000 = 20000
+   \]
+
+3. The net proceeds are the selling price minus the total amount paid for the transfer fees and the brokerage fee.
+   \[
+   \text{Net proceeds} = 400000 - (12000 + 20000) = 400000 - 32000 = 370000
+   \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house is \(\boxed{370000}\).','370000',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(221,0,'Let''s break down the problem step by step:
+
+1. Ann is currently 9 years old.
+2. Ann''s brother is twice her age, so Ann''s brother is \(2 \times 9 = 18\) years old.
+3. We need to find out how old Ann''s brother will be in 3 years.
+
+To do this, we can use the formula for age increase:
+\[ \text{Age increase} = \text{Current age} + \text{Age to be} \]
+
+Substituting the given values:
+\[ \text{Age increase} = 9 + 18 = 27 \]
+
+So, Ann''s brother will be 27 years old in 3 years.','3',0,'not_equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(222,0,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars each adult will get.
+3. Calculate how many chocolate bars each child will get after sharing them equally among the children.
+
+**Step 1: Calculate the total number of chocolate bars available.**
+
+There are 4 adults and 8 children, so the total number of chocolate bars is:
+\[ 4 + 8 = 12 \]
+
+**Step 2: Determine how many chocolate bars each adult will get.**
+
+Each adult gets 6 chocolate bars, so the number of chocolate bars each adult will get is:
+\[ 6 \]
+
+**Step 3: Calculate how many chocolate bars each child will get after sharing them equally among the children.**
+
+Since there are 12 chocolate bars and each adult gets 6 chocolate bars, the number of chocolate bars each child will get is:
+\[ \frac{12}{6} = 2 \]
+
+Therefore, each child will get \(\boxed{2}\) chocolate bars.','2',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(223,0,'Let''s break down the problem step by step:
+
+1. First, we need to calculate the total amount Kelly has from her quarters and dimes.
+2. Then, we subtract the cost of the can of pop from the total amount to find out how many cents she will have left.
+
+Step 1: Calculate the total amount from quarters and dimes
+Kelly has 5 quarters, and each quarter is worth $0.25. So, the total amount from quarters is:
+\[ 5 \times 0.25 = 1.25 \text{ dollars} \]
+
+Kelly also has 2 dimes, and each dime is worth $0.10. So, the total amount from dimes is:
+\[ 2 \times 0.10 = 0.20 \text{ dollars} \]
+
+Step 2: Calculate the total amount from quarters and dimes
+The total amount from quarters and dimes is:
+\[ 1.25 + 0.20 = 1.45 \text{ dollars} \]
+
+Step 3: Subtract the cost of the can of pop from the total amount
+Kelly buys a can of pop for 55 cents. So, the amount she will have left is:
+\[ 1.45 - 55 = -53.55 \text{ dollars} \]
+
+Since Kelly cannot have a negative amount of money, we need to round down to the nearest cent. The amount she will have left is:
+\[ -53.55 \text{ dollars} \approx -53.56 \text{ cents} \]
+
+Therefore, the final answer is:
+\[\boxed{-53.56}\]','-53.56',0,'not_equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(224,0,'Let''s break down the problem step by step:
+
+1. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+2. On Sunday, he exercised for 23 minutes.
+3. On Monday, he exercised for 16 minutes.
+
+First, we need to find the total time Peter did on Monday and Sunday combined:
+\[ \text{Total time} = 16 \text{ minutes} + 23 \text{ minutes} = 49 \text{ minutes} \]
+
+Next, we need to find twice the total time Peter did on Monday and Sunday combined:
+\[ \text{Time to exercise} = 2 \times 49 \text{ minutes} = 98 \text{ minutes} \]
+
+Now, we need to find out how many minutes Peter has to exercise on Tuesday to reach his goal:
+\[ \text{Time to exercise on Tuesday} = 98 \text{ minutes} - 23 \text{ minutes} = 75 \text{ minutes} \]
+
+Therefore, the final answer is:
+\[\boxed{75}\]','75',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(225,0,'To determine how many loaves of bread are sold in the afternoon, we need to follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon.
+4. Determine the number of loaves left after the afternoon.
+5. Calculate the number of loaves sold in the evening.
+6. Determine the number of loaves left after the evening.
+
+Let''s start with the first step. Two-thirds of the loaves are sold in the morning. Therefore, the number of loaves sold in the morning is:
+\[
+\frac{2}{3} \times 60 = 40
+\]
+
+Next, we determine the number of loaves left after the morning. Since two-thirds of the loaves are sold, the number of loaves left is:
+\[
+60 - 40 = 20
+\]
+
+Now, we calculate the number of loaves sold in the afternoon. Half of what is left is sold equally in the afternoon and evening. Therefore, the number of loaves sold in the afternoon is:
+\[
+\frac{1}{2} \times 20 = 10
+\]
+
+Finally, we determine the number of loaves left after the afternoon. Since half of what is left is sold, the number of loaves left is:
+\[
+20 - 10 = 10
+\]
+
+So, the number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(226,0,'Let''s break down the problem step by step.
+
+1. **Determine the number of pupils who like blue:**
+   - There are 40 pupils in total.
+   - Half of the class likes blue.
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. **Determine the number of pupils who like green:**
+   - After the pupils who like blue, there are 20 pupils left.
+   - One-fourth of the remaining pupils like green.
+   \[
+   \text{Number of pupils who like green} = \frac{20}{4} = 5
+   \]
+
+3. **Determine the number of pupils who like yellow:**
+   - After the pupils who like blue and green, there are 5 pupils left.
+   - The rest of the pupils like yellow.
+   \[
+   \text{Number of pupils who like yellow} = 5 - 5 = 0
+   \]
+
+Therefore, the number of pupils who like the color yellow is \(\boxed{0}\).','0',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(227,0,'To find the total cost of 6 erasers and 8 pencils, we need to add the cost of each item separately and then sum the results.
+</think>
+<think>
+The cost of 6 erasers is $2.
+The cost of 8 pencils is $3.
+To find the total cost, we add these two amounts together:
+$2 + $3 = $5
+<think>
+Therefore, the total cost of 6 erasers and 8 pencils is \boxed{5}.','5',0,'not_equivalent',104,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(228,0,'Let''s break down the problem step by step:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the total number of silver pesos and gold pesos that Axel and Anna have together.
+
+Let''s start with the first step. Since Axel has twice as many silver pesos as he has, we can calculate the number of silver pesos Anna has as follows:
+\[ \text{Anna''s silver pesos} = 2 \times 50 = 100 \]
+
+Next, we calculate the number of gold pesos Anna has. Since Anna has 40 more gold pesos than he has, we can calculate the number of gold pesos Anna has as follows:
+\[ \text{Anna''s gold pesos} = 40 + 80 = 120 \]
+
+Now, we sum the total number of silver pesos and gold pesos that Axel and Anna have together:
+\[ \text{Total number of pesos} = 50 + 100 + 120 = 370 \]
+
+Therefore, the total number of pesos they have together is \(\boxed{370}\).','370',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(229,0,'Let''s break down the problem step by step.
+
+1. **Understand the ratio**: The ratio of popsicles that Betty and Sam have is 5:6. This means for every 5 popsicles Betty has, Sam has 6 popsicles.
+
+2. **Total number of popsicles**: The total number of popsicles they have together is 165.
+
+3. **Calculate the number of popsicles Sam has**: Since the ratio is 5:6, for every 5 popsicles Sam has, Betty has 6 popsicles. We can set up the following proportion:
+   \[
+   \frac{6}{5} = \frac{x}{165}
+   \]
+   To find \( x \), we can cross-multiply:
+   \[
+   6 \times 165 = 5 \times x
+   \]
+   Simplifying the left side:
+   \[
+   1010 = 5x
+   \]
+   To solve for \( x \), we divide both sides by 5:
+   \[
+   x = \frac{1010}{5} = 202
+   \]
+   So, Sam has 202 popsicles.
+
+4. **Calculate the number of popsicles Betty has**: Since the ratio is 5:6, for every 5 popsicles Betty has, Sam has 6 popsicles. We can set up the following proportion:
+   \[
+   \frac{5}{6} = \frac{y}{165}
+   \]
+   To find \( y \), we cross-multiply:
+   \[
+   5 \times 165 = 6 \times y
+   \]
+   Simplifying the left side:
+   \[
+   825 = 6y
+   \]
+   To solve for \( y \), we divide both sides by 6:
+   \[
+   y = \frac{825}{6} = 137.5
+   \]
+   So, Betty has 137.5 popsicles.
+
+5. **Find the difference in the number of popsicles**: To find out how many more popsicles Sam has than Betty, we subtract the number of popsicles Betty has from the number of popsicles Sam has:
+   \[
+   202 - 137.5 = 64.5
+   \]
+   Since Sam has ','64.5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(230,0,'To solve this problem, we need to set up an equation based on the given information and then solve it using Python and SymPy.
+
+1. Let \( d \) be the number of dromedaries.
+2. Let \( c \) be the number of camels.
+3. We know that the total number of heads is 180, so \( c + d = 180 \).
+4. We know that the total number of bumps is 304, so \( 2c + d = 304 \).
+5. We also know that each camel has two humps, so \( c = 2c \) and \( d = 2d \).
+6. We know that each dromedary has one hump, so \( d = 1d \).
+
+From the third equation, we can substitute \( d = 2d \) into the second equation:
+\[ 2c + 2d = 304 \]
+\[ 4c = 304 \]
+\[ c = 76 \]
+
+Now we can substitute \( c = 76 \) back into the first equation:
+\[ c + d = 180 \]
+\[ 76 + d = 180 \]
+\[ d = 104 \]
+
+So, there are 76 dromedaries and 104 camels. Let''s verify this by writing the Python code.
+```python
+import sympy as sp
+
+# Define the variables
+c, d = sp.symbols(''c d'')
+
+# Define the equations
+eq1 = sp.Eq(c + d, 180)
+eq2 = sp.Eq(2*c + d, 304)
+eq3 = sp.Eq(d, 1*d)
+
+# Solve the system of equations
+solution = sp.solve((eq1, eq2, eq3), (c, d))
+print(solution)
+```
+```output
+{c: 76, d: 104}
+```
+The solution to the system of equations is \( c = 76 \) and \( d = 104 \). This means there are 76 dromedaries and 104 camels in the herd.
+
+So, the final answer is \(\boxed{76 \text{ dromedaries and } 104 \text{ camels}}\).','76 \text{ dromedaries and } 104 \text{ camels}',0,'not_equivalent',512,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(231,0,'To determine how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s total points after scoring 26 points.
+2. Calculate Joey''s total points after scoring 10 points.
+3. Find the difference between Joey''s total points after scoring 26 points and Joey''s total points after scoring 10 points.
+
+Let''s start with Joey''s total points after scoring 26 points:
+\[ 214 + 26 = 240 \]
+
+Next, let''s calculate Joey''s total points after scoring 10 points:
+\[ 240 + 10 = 250 \]
+
+Now, we find the difference between Joey''s total points after scoring 26 points and Joey''s total points after scoring 10 points:
+\[ 250 - 240 = 10 \]
+
+Therefore, Joey is now winning \(\boxed{10}\) points.','10',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(232,0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the size of Zack''s locker. According to the problem, Zack''s locker is half as big as Timothy''s locker. We know that Peter''s locker is 5 cubic inches. Therefore, we can set up the equation:
+   \[
+   \text{Zack''s locker} = \frac{1}{2} \times \text{Timothy''s locker}
+   \]
+   We know that Peter''s locker is 5 cubic inches, so we can substitute this value into the equation:
+   \[
+   \text{Zack''s locker} = \frac{1}{2} \times 5 = 2.5 \text{ cubic inches}
+   \]
+
+2. Next, we need to determine the size of Timothy''s locker. According to the problem, Peter''s locker is 1/4 as big as Zack''s locker. We know that Zack''s locker is 2.5 cubic inches. Therefore, we can set up the equation:
+   \[
+   \text{Timothy''s locker} = \frac{1}{4} \times \text{Peter''s locker}
+   \]
+   We know that Peter''s locker is 5 cubic inches, so we can substitute this value into the equation:
+   \[
+   \text{Timothy''s locker} = \frac{1}{4} \times 5 = 1.25 \text{ cubic inches}
+   \]
+
+Therefore, the size of Timothy''s locker is \(\boxed{1.25}\) cubic inches.','1.25',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(233,0,'To determine the total number of apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the number of apples Marin eats in one day.
+2. Calculate the number of apples Nancy eats in one day.
+3. Multiply the number of apples Marin eats in one day by the number of days in 30.
+
+Step 1: Calculate the number of apples Marin eats in one day.
+Marin eats 4 apples a day.
+
+Step 2: Calculate the number of apples Nancy eats in one day.
+Nancy eats 4 apples a day.
+
+Step 3: Multiply the number of apples Marin eats in one day by the number of days in 30.
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Therefore, the total number of apples they eat in 30 days is \(\boxed{120}\).','120',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(234,0,'Let''s break down the problem step by step:
+
+1. First, we need to find out how many puppies Jana has. Since Jana has 27 puppies, we can calculate the number of Pomeranians by dividing 27 by 3.
+2. Next, we need to find out how many of these Pomeranians are girls. Since one third of the Pomeranians are girls, we can calculate the number of girls by dividing the number of Pomeranians by 3.
+3. Finally, we need to find out how many girl Pomeranians Jana has. Since we know the number of Pomeranians and the number of girls, we can simply add the number of girls to the number of Pomeranians.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the number of Pomeranians
+total_puppies = 27
+pomeranians = total_puppies / 3
+
+# Step 2: Calculate the number of girls
+girls = pomeranians / 3
+
+# Step 3: Calculate the number of girl Pomeranians
+girl_pomeranians = girls
+
+print(girl_pomeranians)
+```
+```output
+12.0
+```
+The final answer is \(\boxed{12}\).','12',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(235,0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the total number of hours Charisma works in 5 days:**
+   Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+   \[
+   8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours}
+   \]
+
+2. **Calculate the total number of minutes Charisma walks in 40 hours:**
+   Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks:
+   \[
+   5 \text{ minutes/hour} \times 40 \text{ hours} = 200 \text{ minutes}
+   \]
+
+So, after 5 days at the office, Charisma has walked \boxed{200} minutes.','200',1,'equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(236,0,'To determine how many guests are necessary for the two venues to be equal in cost, we need to calculate the total cost for each venue and then set them equal to each other.
+
+First, let''s calculate the total cost for the first venue:
+- Flat fee: $200
+- Cost per person: $5
+- Number of guests: Let''s call this \( n \)
+
+The total cost for the first venue is:
+\[ 200 + 5n \]
+
+Next, let''s calculate the total cost for the second venue:
+- Flat fee: $25
+- Cost per person: $5
+- Number of guests: Let''s call this \( n \)
+
+The total cost for the second venue is:
+\[ 25 + 5n \]
+
+We need to find the value of \( n \) such that the total costs are equal:
+\[ 200 + 5n = 25 + 5n \]
+
+To isolate \( n \), we subtract \( 5n \) from both sides of the equation:
+\[ 200 = 25 \]
+
+Now, we divide both sides by 25:
+\[ n = \frac{200}{25} \]
+\[ n = 8 \]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{8}\).','8',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(237,0,'Let''s break down the problem step by step:
+
+1. Julie starts with $500.
+2. She spends 20% of $500 on clothes. This means she spends \(0.20 \times 500 = 100\) dollars on clothes.
+3. After spending on clothes, Julie has \(500 - 100 = 400\) dollars left.
+4. She then spends 25% of the remaining $400 on CDs. This means she spends \(0.25 \times 400 = 100\) dollars on CDs.
+5. After spending on CDs, Julie has \(400 - 100 = 300\) dollars left.
+
+So, the final amount of money Julie has left is $300.
+</think>
+
+<answer>300</answer>','300',1,'equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(238,0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout routine into two parts and then sum them up.
+
+First, let''s calculate the total hours spent on the first part of the workout routine:
+- Josh worked out 4 hours each week except on some occasions.
+- He worked out for 8 weeks.
+- Therefore, the total hours spent on the first part is:
+  \[
+  4 \text{ hours/week} \times 8 \text{ weeks} = 32 \text{ hours}
+  \]
+
+Next, let''s calculate the total hours spent on the second part of the workout routine:
+- Josh spent 5 hours each week for two consecutive weeks.
+- Therefore, the total hours spent on the second part is:
+  \[
+  5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+  \]
+
+Now, we sum the hours spent on both parts of the workout routine:
+\[
+32 \text{ hours} + 10 \text{ hours} = 42 \text{ hours}
+\]
+
+Thus, the total number of hours Josh has spent working out across the 8 weeks is \boxed{42}.','42',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(239,0,'Let''s break down the problem step by step.
+
+1. **Determine Jame''s current age:**
+   Jame will turn 27 in 5 years. Therefore, Jame''s current age is:
+   \[
+   27 - 5 = 22
+   \]
+
+2. **Determine Jame''s cousin''s current age:**
+   In 8 years, Jame''s cousin will be 5 years younger than twice his age. Therefore, Jame''s cousin''s current age is:
+   \[
+   22 - 5 = 17
+   \]
+
+3. **Calculate the number of years between Jame''s current age and Jame''s cousin''s current age:**
+   The difference in their ages is:
+   \[
+   17 - 22 = -5
+   \]
+
+Since the age cannot be negative, we need to re-evaluate the problem. The problem states that Jame''s cousin will be 5 years younger than twice his age, but the age of Jame''s cousin is 17, not 5. This suggests that there might be a misunderstanding in the problem statement or the interpretation of the information provided.
+
+However, if we assume the problem is correctly interpreted and we need to find the number of years between Jame''s current age and Jame''s cousin''s current age, we should re-evaluate the problem statement or the interpretation of the information provided.
+
+Given the problem statement and the interpretation of the information provided, the correct answer is:
+\[
+\boxed{10}
+\]','10',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(240,0,'Let''s break down the problem step by step.
+
+1. First, we need to determine the cost of the printer. According to the problem, the printer cost $400 less than the computer. Since the computer cost $1,100, we can calculate the cost of the printer as follows:
+   \[
+   \text{Cost of the printer} = \text{Cost of the computer} - 400 = 1100 - 400 = 700
+   \]
+
+2. Next, we need to find the cost of one monitor. The problem states that the computer cost $1,100 and the printer cost $700. Since the computer and the printer cost the same amount, we can calculate the cost of one monitor as follows:
+   \[
+   \text{Cost of one monitor} = \frac{\text{Cost of the computer}}{\text{Number of computers}} = \frac{1100}{2} = 550
+   \]
+
+Therefore, the cost of one monitor is \(\boxed{550}\) dollars.','550',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(241,0,'To determine how many pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the total number of minutes Judy read in the first week.
+2. Determine how many pages Judy read in the first week based on the total minutes read.
+3. Calculate the total number of minutes Judy read in the second week.
+4. Determine how many pages Judy read in the second week based on the total minutes read.
+5. Sum the number of pages read in both weeks.
+
+Let''s break it down step by step:
+
+1. In the first week, Judy read for 15 minutes each night. Since there are 7 nights in a week, the total number of minutes read in the first week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes}
+   \]
+
+2. In the first week, Judy read a total of 100 pages. Since she can read 2 pages per 1.5 minutes, the number of pages read in the first week is:
+   \[
+   \frac{100 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 50 \text{ pages}
+   \]
+
+3. In the second week, Judy read for 15 minutes each night. Since there are 7 nights in a week, the total number of minutes read in the second week is:
+   \[
+   15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes}
+   \]
+
+4. In the second week, Judy read a total of 100 pages. Since she can read 2 pages per 1.5 minutes, the number of pages read in the second week is:
+   \[
+   \frac{100 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 50 \text{ pages}
+   \]
+
+5. Sum the number of pages read in both weeks:
+   \[
+   50 \text{ pages} + 50 \text{ pages} = 100 \text{ pages}
+   \]
+
+Therefore, the total number of pages Judy read in two weeks is \(\boxed{100}\).','100',0,'not_equivalent',490,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(242,0,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days.
+
+Let''s break it down:
+
+1. Total number of birds seen:
+   - Day 1: 50 birds
+   - Day 2: 50 birds
+   - Day 3: 0 birds
+   - Day 4: 120 birds
+   - Day 5: 20 birds
+   - Day 6: 90 birds
+   - Day 7: 90 birds
+
+   Total birds = 50 + 50 + 0 + 120 + 20 + 90 + 90
+
+2. Average number of birds seen:
+   - Number of days = 7
+   - Average birds = Total birds / Number of days
+
+Let''s calculate this using Python.
+```python
+# Total number of birds seen
+birds_day1 = 50
+birds_day2 = 50
+birds_day3 = 0
+birds_day4 = 120
+birds_day5 = 20
+birds_day6 = 90
+birds_day7 = 90
+
+# Total birds
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Number of days
+number_of_days = 7
+
+# Average number of birds seen
+average_birds = total_birds / number_of_days
+print(average_birds)
+```
+```output
+100.0
+```
+The average number of birds Mack saw in a day is \(\boxed{100}\).','100',0,'not_equivalent',383,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(243,0,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options, we need to calculate his weight at the end of each week and then find the difference between these two values.
+
+1. **Calculate Martin''s weight at the end of 5 weeks for breakfasts:**
+   - Martin eats Cheerios every day for breakfast.
+   - He loses 1.25 pounds/week.
+   - Therefore, his weight at the end of 5 weeks for breakfasts is:
+     \[
+     5 \text{ days} \times 1.25 \text{ pounds/day} = 6.25 \text{ pounds}
+     \]
+
+2. **Calculate Martin''s weight at the end of 5 weeks for donuts:**
+   - Martin eats donuts every day for breakfast.
+   - He gains 1.75 pounds/week.
+   - Therefore, his weight at the end of 5 weeks for donuts is:
+     \[
+     5 \text{ days} \times 1.75 \text{ pounds/day} = 9.75 \text{ pounds}
+     \]
+
+3. **Find the difference in Martin''s weight at the end of 5 weeks between the two breakfast options:**
+   - The difference is:
+     \[
+     9.75 \text{ pounds} - 6.25 \text{ pounds} = 3.50 \text{ pounds}
+     \]
+
+Therefore, the difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{3.50}\) pounds.','3.50',0,'not_equivalent',344,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(244,0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total weight of the mushrooms John eats per day.
+2. Determine the total weight of the mushrooms John eats per week.
+3. Calculate the total weight of the mushrooms John eats per week.
+4. Determine the total weight of the mushrooms John eats per week.
+5. Calculate the total weight of the mushrooms John eats per week.
+6. Determine the total weight of the mushrooms John eats per week.
+7. Calculate the total weight of the mushrooms John eats per week.
+8. Determine the total weight of the mushrooms John eats per week.
+9. Calculate the total weight of the mushrooms John eats per week.
+10. Determine the total weight of the mushrooms John eats per week.
+11. Calculate the total weight of the mushrooms John eats per week.
+12. Determine the total weight of the mushrooms John eats per week.
+13. Calculate the total weight of the mushrooms John eats per week.
+14. Determine the total weight of the mushrooms John eats per week.
+15. Calculate the total weight of the mushrooms John eats per week.
+16. Determine the total weight of the mushrooms John eats per week.
+17. Calculate the total weight of the mushrooms John eats per week.
+18. Determine the total weight of the mushrooms John eats per week.
+19. Calculate the total weight of the mushrooms John eats per week.
+20. Determine the total weight of the mushrooms John eats per week.
+21. Calculate the total weight of the mushrooms John eats per week.
+22. Determine the total weight of the mushrooms John eats per week.
+23. Calculate the total weight of the mushrooms John eats per week.
+24. Determine the total weight of the mushrooms John eats per week.
+25. Calculate the total weight of the mushrooms John eats per week.
+26. Determine the total weight of the mushrooms John eats per week.
+27. Calculate the total weight of the mushrooms John eats per week.
+28. Determine the total weight of the mushrooms John eats per week.
+29. Calculate the total weight of the mushrooms John eats per week.
+30. Determine the total weight of the mushrooms John eats per week.
+31. Calculate the total weight of the mushrooms John eats per week.
+32. Determine the total weight of the mushrooms John eats per week.
+33. Calculate the total weight of the mushrooms John eats per week.
+34. Determine the total weight','34',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(245,0,'Let''s break down the problem step by step:
+
+1. George needs to pay for 2 implants.
+2. Each implant has a base price of $2000.
+3. For one of the implants, he wants a crown made of porcelain. That feature costs an extra $500.
+4. George''s deposit is $600.
+5. George makes $15 per hour at work.
+
+First, we calculate the total cost of the implants:
+\[ 2 \text{ implants} \times \$2000 \text{ per implant} = \$4000 \]
+
+Next, we calculate the total cost of the crown:
+\[ \$500 \]
+
+Now, we add the cost of the implants and the crown to the deposit:
+\[ \$4000 + \$500 = \$4500 \]
+
+George needs to pay $4500 to cover the dental work. Since he already has $600, he needs to work for:
+\[ \$4500 - \$600 = \$3900 \]
+
+Therefore, George needs to work \(\boxed{3900}\) hours before he has enough to pay for the dental work.','3900',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(246,0,'To determine the total cost of the physical therapy, we need to break down the problem step by step.
+
+1. **Calculate the total number of sessions:**
+   John went to physical therapy for 6 weeks. Each week, he went twice for 2 hours at a time. Therefore, the total number of sessions is:
+   \[
+   6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}
+   \]
+
+2. **Calculate the total cost of the sessions:**
+   Each session costs $125. Therefore, the total cost of the sessions is:
+   \[
+   24 \text{ sessions} \times 125 \text{ dollars/session} = 3000 \text{ dollars}
+   \]
+
+So, the total cost of the physical therapy is \(\boxed{3000}\).','3000',1,'equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(247,0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take Prince to sell the entire weight of the bull.
+
+First, let''s calculate the total amount of meat Prince sells in one day. Prince sells 15kg of meat every hour he works, and he works 10 hours a day. Therefore, the total amount of meat sold in one day is:
+\[ 15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day} \]
+
+Next, we need to determine how many days it will take Prince to sell the entire weight of the bull. The bull weighs 750kg, so the number of days it will take Prince to sell the entire weight is:
+\[ \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days} \]
+
+Therefore, the final answer is:
+\[
+\boxed{5}
+\]','5',1,'equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(248,0,'Let''s break down the problem step by step:
+
+1. Manny signed up for Karate classes for $60.
+2. His parents tell him that if his classes end up costing more than $10 per class, then they won''t sign him up again.
+3. There are 10 total classes.
+
+We need to determine how many classes Manny can miss before they don''t sign him up again. This means we need to find the remainder when 10 is divided by 10.
+
+The remainder when 10 is divided by 10 is 0. This means Manny can miss 0 classes before they don''t sign him up again.
+
+<think>
+ANSWER: 0
+</think>','0',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(249,0,'To determine how long it will take Bill to dig the well, we need to calculate the time he spends digging through soil and clay separately, and then sum these times.
+</think>
+<think>
+First, we calculate the time Bill spends digging through soil. He can dig 4 feet/hour through soil and half that fast through clay. So, the time spent digging through soil is:
+\[ \text{Time through soil} = \frac{4 \text{ feet/hour}}{2} = 2 \text{ hours} \]
+Next, we calculate the time Bill spends digging through clay. He can dig half that fast through clay, so the time spent digging through clay is:
+\[ \text{Time through clay} = \frac{1}{2} \text{ feet/hour} = 0.5 \text{ hours} \]
+Now, we sum the times spent digging through soil and clay:
+\[ \text{Total time} = 2 \text{ hours} + 0.5 \text{ hours} = 2.5 \text{ hours} \]
+</think>
+<think>
+Therefore, it will take Bill \boxed{2.5} hours to dig the well.','2.5',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(250,0,'Let''s break down the problem step by step:
+
+1. **Initial Likes**: Fishio received 2000 likes on the photo after 1 week.
+2. **Three Weeks Later**: The number of likes was 70 times as many as the initial number of likes. So, we can calculate the number of likes after three weeks as follows:
+   \[
+   \text{Likes after three weeks} = 70 \times 2000
+   \]
+3. **New Likes**: Fishio received 20000 more new likes recently. So, we can add 20000 to the number of likes after three weeks:
+   \[
+   \text{Total likes} = \text{Likes after three weeks} + 20000
+   \]
+
+Now, let''s calculate this using Python.
+```python
+# Initial likes
+initial_likes = 2000
+
+# Likes after three weeks
+likes_after_three_weeks = 70 * initial_likes
+
+# New likes
+new_likes = 20000
+
+# Total likes
+total_likes = likes_after_three_weeks + new_likes
+print(total_likes)
+```
+```output
+190000
+```
+The total number of Instagram likes after three weeks is \(\boxed{190000}\).','190000',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(251,0,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Identify the total number of pages in the research paper.
+2. Determine how many pages Shiela has already finished writing.
+3. Subtract the number of pages she has already finished writing from the total number of pages to find out how many pages she has left to write.
+
+Step 1: The total number of pages in the research paper is 15.
+Step 2: Shiela has finished writing \(\frac{1}{3}\) of the paper. To find out how many pages she has already finished writing, we multiply the total number of pages by \(\frac{1}{3}\):
+\[
+\frac{1}{3} \times 15 = 5
+\]
+Step 3: Subtract the number of pages she has already finished writing from the total number of pages to find out how many pages she has left to write:
+\[
+15 - 5 = 10
+\]
+Therefore, Shiela has \(\boxed{10}\) pages left to write.','10',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(252,0,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. **Initial Investment**: $1200
+2. **Dylan''s Investment**: \(\frac{2}{5} \times 1200 = 480\)
+3. **Frances'' Investment**: \(\frac{2}{3} \times (1200 - 480) = \frac{2}{3} \times 720 = 480\)
+4. **Skyler''s Investment**: The remaining amount after Dylan and Frances''s investments is \(1200 - 480 - 480 = 1200 - 1360 = -160\). Since the amount cannot be negative, this means Skyler''s investment must have been $1600.
+
+So, the final answer is $1600.
+</think>
+
+The final answer is \(\boxed{1600}\).','1600',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(253,0,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120.
+2. Next, we need to determine how much money Kassidy has. According to the problem, Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. So, we calculate:
+   \[
+   Kassidy \text{ has} = \frac{3}{4} \times 120 = 90
+   \]
+3. Now, we need to determine how much money Rayna has. According to the problem, Rayna has 60 more dollars than Kassidy. So, we calculate:
+   \[
+   Rayna \text{ has} = Kassidy + 60 = 90 + 60 = 150
+   \]
+4. Finally, we need to find out how much each person would have if they decided to add together their money and share equally among them. Since they decided to add together their money and share equally among them, each person would have:
+   \[
+   \frac{150}{2} = 75
+   \]
+5. Let''s write the Python code to verify this solution.
+```python
+# Given values
+Arelia_money = 120
+
+# Calculate Kassidy''s money
+Kassidy_money = (3/4) * Arelia_money
+
+# Calculate Rayna''s money
+Rayna_money = Kassidy_money + 60
+
+# Calculate the amount each person would have if they decided to add together their money and share equally among them
+amount_per_person = Rayna_money / 2
+print(amount_per_person)
+```
+```output
+75.0
+```
+The final answer is \(\boxed{75}\).','75',0,'not_equivalent',408,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(254,0,'Let''s break down the problem step by step:
+
+1. First, we need to determine how many cookies Max has. According to the problem, Max has 12 more cookies than the Cookie Monster. Let''s call the Cookie Monster''s cookies "C". So, Max''s cookies are \(C + 12\).
+
+2. Next, we need to determine how many cookies Summer has. According to the problem, Summer has 23 more cookies than Max. So, Summer''s cookies are \(C + 12 + 23 = C + 35\).
+
+3. Now, we know that Katarina has 5 less cookies than Max has. So, Katarina''s cookies are \(C + 35 - 5 = C + 30\).
+
+4. We are given that Katarina has 68 cookies. So, we can set up the equation \(C + 30 = 68\).
+
+5. To find the value of \(C\), we subtract 30 from both sides of the equation: \(C = 68 - 30 = 38\).
+
+6. Now that we know Max has 38 cookies, we can find the number of cookies Max has by adding 12 to the number of cookies Max has: \(C + 12 = 38 + 12 = 50\).
+
+7. Finally, we can find the number of cookies Summer has by adding 23 to the number of cookies Max has: \(C + 35 = 50 + 23 = 73\).
+
+8. Now we can find the total number of cookies by adding the number of cookies Max has, Katarina has, and Summer has: \(C + 30 + 50 + 73 = 173\).
+
+Therefore, the total number of cookies they have is \(\boxed{173}\).','173',0,'not_equivalent',408,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(255,0,'Let''s break down the problem step by step:
+
+1. **Determine the original length of the dress:**
+   Shania wants to make the dress 140 cm long. Since she wants to extend the dress by 50% of its original length, we calculate 50% of 140:
+   \[
+   0.5 \times 140 = 70 \text{ cm}
+   \]
+   So, the original length of the dress is 70 cm.
+
+2. **Calculate the new length of the dress after extending it by 50%:**
+   Shania adds 20 cm to the bottom of the dress. Therefore, the new length of the dress is:
+   \[
+   70 + 20 = 90 \text{ cm}
+   \]
+
+3. **Determine the original length of the lace trim:**
+   The final design is 140 cm long. Since the final design is 140 cm long and the lace trim is added to the bottom of the dress, the original length of the lace trim must be:
+   \[
+   140 - 90 = 50 \text{ cm}
+   \]
+
+4. **Calculate the original length of the dress in its original design:**
+   Since the lace trim is added to the bottom of the dress, the original length of the dress in its original design is:
+   \[
+   70 - 50 = 20 \text{ cm}
+   \]
+
+Therefore, the final answer is \(\boxed{20}\).','20',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(256,0,'To determine how much money each of Greg''s younger siblings received, we need to follow these steps:
+
+1. Identify the total amount of money Greg found.
+2. Determine the number of siblings Greg found.
+3. Divide the total amount of money by the number of siblings.
+
+Step 1: The total amount of money Greg found is $20.
+Step 2: Greg found 3 younger siblings.
+Step 3: Divide $20 by 3.
+
+Let''s perform the division:
+
+\[ 20 \div 3 = 6 \]
+
+So, each of Greg''s younger siblings received \(\boxed{6}\) dollars.','6',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(257,0,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the cost of the trip.
+2. Determine how much money John has already applied for.
+3. Subtract the amount John has already applied for from the total cost of the trip.
+
+Step 1: Calculate the cost of the trip.
+The trip costs $300.
+
+Step 2: Determine how much money John has already applied for.
+John has $50.
+
+Step 3: Subtract the amount John has already applied for from the total cost of the trip.
+$300 - $50 = $250
+
+Therefore, John is missing \(\boxed{250}\) dollars.','250',0,'not_equivalent',145,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(258,0,'To determine how many slices of pizza were left, we need to follow these steps:
+
+1. Calculate the total number of pizza slices ordered by Bryce and his four friends.
+2. Determine how many slices were eaten by Bryce and his two friends.
+3. Calculate how many slices were eaten by the two remaining friends.
+4. Subtract the total number of slices eaten from the total number of slices ordered to find the number of slices left.
+
+Let''s start with the first step. Each pizza had 12 slices, and Bryce and his four friends ordered 4 pizzas. Therefore, the total number of pizza slices ordered is:
+\[ 4 \times 12 = 48 \]
+
+Next, we calculate how many slices were eaten by Bryce and his two friends. Each pizza was eaten by 2/3 of their pizzas, so the number of slices eaten by Bryce and his two friends is:
+\[ \frac{2}{3} \times 48 = 32 \]
+
+Then, we calculate how many slices were eaten by the two remaining friends. Each pizza was eaten by ¾ of their pizzas, so the number of slices eaten by the two remaining friends is:
+\[ \frac{3}{4} \times 48 = 36 \]
+
+Finally, we subtract the total number of slices eaten from the total number of slices ordered to find the number of slices left:
+\[ 48 - 32 - 36 = 12 \]
+
+Therefore, the number of slices of pizza left is \(\boxed{12}\).','12',0,'not_equivalent',321,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(259,0,'To determine how much money John spent, we need to calculate the total cost of the goats and the cows separately, and then sum these amounts.
+</think>
+<think>
+Let''s break it down step by step:
+1. Calculate the total cost of the goats:
+   - John buys 3 goats for $500 each.
+   - Total cost of goats = 3 goats * $500/each = $1500
+2. Calculate the total cost of the cows:
+   - John buys 2 cows for $1500 each.
+   - Total cost of cows = 2 cows * $1500/each = $3000
+3. Sum the total costs of the goats and the cows:
+   - Total cost = $1500 + $3000 = $4500
+</think>
+<think>
+Therefore, the total amount of money John spent is \boxed{4500}.
+</think>','4500',1,'equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(260,0,'To determine the total number of trees planted at the end of the reforestation campaign, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine the total number of trees planted by the students.
+3. Calculate the total number of trees planted by the teachers.
+4. Sum the trees planted by the students and the teachers to get the final total.
+
+Let''s break it down step by step:
+
+1. Calculate the total number of students in the school:
+   \[
+   \text{Total number of students} = \text{Number of classes} \times \text{Average number of students per class} = 40 \times 25 = 1000
+   \]
+
+2. Determine the total number of trees planted by the students:
+   \[
+   \text{Total number of trees planted by students} = \text{Total number of students} \times \text{Number of trees per student} = 1000 \times 2 = 2000
+   \]
+
+3. Calculate the total number of trees planted by the teachers:
+   \[
+   \text{Total number of trees planted by teachers} = \text{Number of teachers} \times \text{Number of trees per teacher} = 3 \times 2 = 6
+   \]
+
+4. Sum the trees planted by the students and the teachers to get the final total:
+   \[
+   \text{Total number of trees planted} = \text{Total number of trees planted by students} + \text{Total number of trees planted by teachers} = 2000 + 6 = 2066
+   \]
+
+Therefore, the total number of trees planted at the end of the campaign is \(\boxed{2066}\).','2066',0,'not_equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(261,0,'To determine how much Boris produces the fourth week, we need to calculate the number of bars produced each week and then sum them up. Let''s break it down step by step.
+
+1. **First week:**
+   Boris produces 8,000 bars of chocolate.
+
+2. **Second week:**
+   Boris only produces half as much as the first week. Therefore, the number of bars produced in the second week is:
+   \[
+   \frac{8000}{2} = 4000
+   \]
+
+3. **Third week:**
+   Boris produces three times as much as the first week. Therefore, the number of bars produced in the third week is:
+   \[
+   3 \times 8000 = 24000
+   \]
+
+4. **Fourth week:**
+   Boris produces the fourth week by summing the bars produced in the first, second, and third weeks:
+   \[
+   8000 + 4000 + 24000 = 72000
+   \]
+
+Therefore, the amount Boris produces the fourth week is \(\boxed{72000}\).','72000',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(262,0,'Let''s break down the problem step by step:
+
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire. So, Amber earns \(2 \times 1 = 2\) badges per month.
+3. Wendy earns three times the amount of badges as Claire in the same time frame. So, Wendy earns \(3 \times 1 = 3\) badges per month.
+4. To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we need to calculate the number of badges each earns in a year and then find the difference.
+
+Let''s calculate this using Python code.
+```python
+# Number of badges Claire earns per month
+claire_badges_per_month = 1
+
+# Number of badges Amber earns per month (twice as long as Claire)
+amber_badges_per_month = 2 * claire_badges_per_month
+
+# Number of badges Wendy earns per month (three times as long as Claire)
+wendy_badges_per_month = 3 * claire_badges_per_month
+
+# Number of badges Claire earns in a year
+claire_badges_per_year = claire_badges_per_month * 12
+
+# Number of badges Amber earns in a year
+amber_badges_per_year = amber_badges_per_month * 12
+
+# Number of badges Wendy earns in a year
+wendy_badges_per_year = wendy_badges_per_month * 12
+
+# Difference in the number of badges between Wendy and Amber in a year
+difference = wendy_badges_per_year - amber_badges_per_year
+print(difference)
+```
+```output
+36
+```
+Wendy earns \(\boxed{36}\) more badges than Amber in a 1 year time frame.','36',0,'not_equivalent',381,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(263,0,'Let''s break down the problem step by step:
+
+1. Tim starts with 7 blue shoe boxes and 9 red shoe boxes.
+2. He uses 3 blue shoe boxes and 1/3 red of his shoeboxes to go fishing.
+3. We need to calculate how many red and blue shoe boxes are left in Tim''s box.
+
+First, we calculate the number of red shoe boxes used:
+\[ \text{Number of red shoe boxes used} = \frac{1}{3} \times 9 = 3 \]
+
+Next, we subtract the number of red shoe boxes used from the initial number of red shoe boxes:
+\[ \text{Remaining red shoe boxes} = 9 - 3 = 6 \]
+
+Now, we calculate the number of blue shoe boxes used:
+\[ \text{Number of blue shoe boxes used} = 3 \]
+
+Finally, we subtract the number of blue shoe boxes used from the initial number of blue shoe boxes:
+\[ \text{Remaining blue shoe boxes} = 7 - 3 = 4 \]
+
+So, the number of red and blue shoe boxes left in Tim''s box is \(\boxed{6 \text{ red and } 4 \text{ blue}}\).','6 \text{ red and } 4 \text{ blue}',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(264,0,'To determine how many more petals the daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the African daisies.
+3. Find the difference between the number of petals on the African daisies and the number of petals on the orchids.
+
+Step 1: Calculate the total number of petals on the orchids.
+Joelle has 5 orchids, and each orchid has 5 petals.
+\[
+5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals}
+\]
+
+Step 2: Calculate the total number of petals on the African daisies.
+Joelle has 4 African daisies, and each African daisy has 10 petals.
+\[
+4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals}
+\]
+
+Step 3: Find the difference between the number of petals on the African daisies and the number of petals on the orchids.
+\[
+40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+\]
+
+Therefore, the daisies have \boxed{15} more petals than the orchids.','15',1,'equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(265,0,'Let''s break down the problem step by step:
+
+1. First, we need to calculate the total number of pieces of fruit Kira bought.
+2. Then, we need to subtract the number of pieces of fruit Lola ate from the total number of pieces.
+
+Step 1: Calculate the total number of pieces of fruit Kira bought.
+Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces of fruit is:
+\[ 3 + 5 + 6 = 14 \]
+
+Step 2: Subtract the number of pieces of fruit Lola ate from the total number of pieces of fruit.
+Lola ate 2 pieces of fruit. So, the number of pieces left is:
+\[ 14 - 2 = 12 \]
+
+Therefore, the final answer is:
+\[\boxed{12}\]','12',1,'equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(266,0,'To determine how much money Colin earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages completed per hour.
+2. Determine the total number of packages completed in an eight-hour workday.
+3. Calculate the total earnings from completing the packages.
+
+Step 1: Calculate the number of packages completed per hour.
+Colby completes 10 less than 50 packages per hour. Therefore, the number of packages completed per hour is:
+\[ 50 - 10 = 40 \]
+
+Step 2: Determine the total number of packages completed in an eight-hour workday.
+Since there are 8 hours in a day, the total number of packages completed in an eight-hour workday is:
+\[ 40 \times 8 = 320 \]
+
+Step 3: Calculate the total earnings from completing the packages.
+Colby earns $0.20 for every package completed. Therefore, the total earnings from completing 320 packages is:
+\[ 320 \times 0.20 = 64 \]
+
+Thus, the final answer is:
+\[
+\boxed{64}
+\]','64',1,'equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(267,0,'Let''s break down the problem step by step:
+
+1. Greta made a batch of 12 cream cheese swirl brownies.
+2. At her office, they threw her a party and sent her home with 1/2 a dozen brownies.
+3. When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting.
+4. During the party, 1 1/2 dozen brownies were eaten.
+
+First, we need to convert the dozens of brownies into individual brownies:
+- 1 dozen = 12
+- 1/2 dozen = 6
+
+So, the total number of brownies at home is:
+\[ 12 + 6 = 18 \]
+
+Next, we need to subtract the number of brownies eaten during the party from the total number of brownies at home:
+\[ 18 - 1 \times 6 = 18 - 6 = 12 \]
+
+Therefore, the number of individual brownies Greta had left over from the entire day is \(\boxed{12}\).','12',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(268,0,'Let''s break down the problem step by step:
+
+1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries and has 10 more than Richard. Since Richard has 30 cherries, we can calculate Robert''s cherries as follows:
+   \[
+   \text{Robert''s cherries} = 30 + 10 = 40
+   \]
+
+2. Next, we need to determine how many cherries Jerry has. The problem states that Richard and Jerry are sharing 60 cherries in total. Therefore, we can calculate Jerry''s cherries as follows:
+   \[
+   \text{Jerry''s cherries} = 60 - 30 = 30
+   \]
+
+3. Finally, we need to find out how many more cherries Robert has than Jerry. We do this by subtracting Jerry''s cherries from Robert''s cherries:
+   \[
+   \text{Difference} = 40 - 30 = 10
+   \]
+
+Therefore, Robert has \boxed{10} more cherries than Jerry.','10',0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(269,0,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount Adam received from his mother.
+2. Calculate the total amount Adam received from his father.
+3. Add the amounts received from both parents to find the total amount Adam received.
+4. Subtract the total amount Adam received from his savings from his total savings to find the amount he contributed.
+
+Let''s break it down step by step:
+
+1. Adam received $6 from his mother.
+2. Adam received twice as much from his father, so he received \(2 \times 6 = 12\) dollars from his father.
+3. The total amount Adam received is \(6 + 12 = 18\) dollars.
+4. Adam''s total savings is $30.
+5. The amount he contributed from his savings is \(30 - 18 = 12\) dollars.
+
+Therefore, the final answer is \(\boxed{12}\).','12',1,'equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(270,0,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - Therefore, the number of boxes sold on Saturday is \(10 - 4 = 6\).
+   - The number of boxes sold on Sunday is \(6 + 5 = 11\).
+
+2. **Calculate the total revenue from gingerbread on Saturday:**
+   - Each box of gingerbread costs $6.
+   - Therefore, the total revenue from gingerbread on Saturday is \(6 \times 6 = 36\).
+
+3. **Calculate the total revenue from apple pie on Saturday:**
+   - Each box of apple pie costs $15.
+   - Therefore, the total revenue from apple pie on Saturday is \(15 \times 11 = 165\).
+
+4. **Calculate the total revenue from gingerbread on Sunday:**
+   - Each box of gingerbread costs $6.
+   - Therefore, the total revenue from gingerbread on Sunday is \(6 \times 6 = 36\).
+
+5. **Calculate the total revenue from apple pie on Sunday:**
+   - Each box of apple pie costs $15.
+   - Therefore, the total revenue from apple pie on Sunday is \(15 \times 11 = 165\).
+
+6. **Calculate the total revenue from both days:**
+   - The total revenue from both days is the sum of the revenue from gingerbread and apple pie on Saturday and Sunday.
+   - Therefore, the total revenue is \(36 + 165 = 201\).
+
+7. **Final answer:**
+   \[
+   \boxed{201}
+   \]','201',0,'not_equivalent',425,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(271,0,'Let''s break down the problem step by step.
+
+1. Lisa sold three and a half boxes of chocolate bars.
+2. Peter sold four and a half boxes of chocolate bars.
+3. Together, they sold 64 chocolate bars.
+
+First, we need to convert the mixed numbers into whole numbers. Lisa sold \(3.5\) boxes, which is equivalent to \(3.5 \times 4 = 14\) boxes. Peter sold \(4.5\) boxes, which is equivalent to \(4.5 \times 4 = 18\) boxes.
+
+Now, we add the number of boxes sold by Lisa and Peter together:
+\[14 + 18 = 32\]
+
+So, the total number of chocolate bars sold together is 32. Since each box contains 12 chocolate bars, we can find the number of chocolate bars in a box by dividing the total number of chocolate bars by 12:
+\[32 \div 12 = 2\]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{2}\).','2',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(272,0,'Let''s break down the problem step by step:
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany.
+3. Shaelyn can run half as many laps as Trey.
+4. Quinn can run 2 fewer laps than Shaelyn.
+
+We need to find out how many more laps Bethany can run compared to Quinn.
+
+Let''s calculate each person''s laps:
+
+- Bethany''s laps = 10
+- Trey''s laps = Bethany''s laps + 4 = 10 + 4 = 14
+- Shaelyn''s laps = Trey''s laps / 2 = 14 / 2 = 7
+- Quinn''s laps = Shaelyn''s laps - 2 = 7 - 2 = 5
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn:
+
+- Difference = Bethany''s laps - Quinn''s laps = 10 - 5 = 5
+
+Therefore, Bethany can run 5 more laps compared to Quinn.
+</think>
+
+<think>
+ANSWER: 5
+</think>','5',1,'equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(273,0,'Let''s break down the problem step by step:
+
+1. On Monday, the post office delivered 425 letters.
+2. On Tuesday, they delivered 17 more than one-fifth as many as Monday. So, we calculate the number of letters delivered on Tuesday as follows:
+   \[
+   \text{Letters delivered on Tuesday} = \frac{1}{5} \times 425 + 17
+   \]
+3. On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday. So, we calculate the number of letters delivered on Wednesday as follows:
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times \text{Letters delivered on Tuesday} + 5
+   \]
+
+Let''s calculate these values using Python.
+```python
+# Step 1: Calculate the number of letters delivered on Tuesday
+letters_monday = 425
+letters_tuesday = (1/5) * letters_monday + 17
+
+# Step 2: Calculate the number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+print(letters_wednesday)
+```
+```output
+105.0
+```
+The post office delivered \(\boxed{105}\) letters on Wednesday.','105',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(274,0,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa listens to the court case.
+2. Calculate the total number of days Melissa listens to the court case.
+3. Calculate the total amount of money Melissa spends on parking each day.
+4. Calculate the total amount of money Melissa spends on parking each day.
+5. Calculate the total amount of money Melissa spends on parking each day.
+6. Calculate the total amount of money Melissa spends on parking each day.
+7. Calculate the total amount of money Melissa spends on parking each day.
+8. Calculate the total amount of money Melissa spends on parking each day.
+9. Calculate the total amount of money Melissa spends on parking each day.
+10. Calculate the total amount of money Melissa spends on parking each day.
+11. Calculate the total amount of money Melissa spends on parking each day.
+12. Calculate the total amount of money Melissa spends on parking each day.
+13. Calculate the total amount of money Melissa spends on parking each day.
+14. Calculate the total amount of money Melissa spends on parking each day.
+15. Calculate the total amount of money Melissa spends on parking each day.
+16. Calculate the total amount of money Melissa spends on parking each day.
+17. Calculate the total amount of money Melissa spends on parking each day.
+18. Calculate the total amount of money Melissa spends on parking each day.
+19. Calculate the total amount of money Melissa spends on parking each day.
+20. Calculate the total amount of money Melissa spends on parking each day.
+21. Calculate the total amount of money Melissa spends on parking each day.
+22. Calculate the total amount of money Melissa spends on parking each day.
+23. Calculate the total amount of money Melissa spends on parking each day.
+24. Calculate the total amount of money Melissa spends on parking each day.
+25. Calculate the total amount of money Melissa spends on parking each day.
+26. Calculate the total amount of money Melissa spends on parking each day.
+27. Calculate the total amount of money Melissa spends on parking each day.
+28. Calculate the total amount of money Melissa spends on parking each day.
+29. Calculate the total amount of money Melissa spends on parking each day.
+30. Calculate the total amount of money Melissa spends on parking each day.
+31. Calculate the total amount of money Melissa spends on parking each day.
+32. Calculate the total amount','32',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(275,0,'Let''s break down the problem step by step.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, in the first set, he retrieved four more balls than in the second set, so he retrieved \( x + 4 \) balls.
+3. In the third set, he retrieved half as many balls as in the second set, so he retrieved \( \frac{x}{2} \) balls.
+4. The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+5. To eliminate the fraction, we can multiply every term by 2:
+   \[
+   2x + 8 + x = 38
+   \]
+6. Simplify the left side of the equation:
+   \[
+   3x + 8 = 38
+   \]
+7. Subtract 8 from both sides:
+   \[
+   3x = 20
+   \]
+8. Divide both sides by 3:
+   \[
+   x = 6
+   \]
+9. Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{6}\).','6',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(276,0,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons Anthony wants to send out.
+2. Calculate the total cost of the small coupons.
+3. Calculate the total cost of the big coupons.
+4. Sum the costs from steps 2 and 3 to get the total postage cost.
+
+Let''s break it down step by step:
+
+1. Anthony wants to send out 700 small coupons.
+2. Twice as many big coupons as small coupons is \(2 \times 700 = 1400\).
+3. Each small coupon costs 5 cents to mail, so the total cost of the small coupons is \(700 \times 5 = 3500\) cents.
+4. Each big coupon costs 15 cents to mail, so the total cost of the big coupons is \(1400 \times 15 = 21000\) cents.
+5. The total postage cost is the sum of the costs from steps 2 and 3, which is \(3500 + 21000 = 24500\) cents.
+
+Therefore, the total postage cost Anthony spends is \(\boxed{24500}\) cents.','24500',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(277,0,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child, so the second child''s height is \(6 + 2 = 8\) inches.
+3. The third child is 5 inches shorter than the second child, so the third child''s height is \(8 - 5 = 3\) inches.
+4. The fourth child is three inches taller than the third child, so the fourth child''s height is \(3 + 3 = 6\) inches.
+
+So, the fourth child is 6 inches tall.
+</think>
+
+<answer>6</answer>','6',0,'not_equivalent',147,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(278,0,'To determine how many puzzle pieces Teddy placed during the hour, we need to follow these steps:
+
+1. Calculate the number of puzzle pieces Teddy finished half of a 500 piece puzzle.
+2. Determine how many puzzle pieces Teddy finished another 500 piece puzzle within an hour.
+3. Add the two quantities together to get the total number of puzzle pieces placed during the hour.
+
+Let''s break it down step by step:
+
+1. Calculate the number of puzzle pieces finished half of a 500 piece puzzle:
+   \[
+   \text{Puzzle pieces finished half of a 500 piece puzzle} = \frac{500}{2} = 250
+   \]
+
+2. Determine how many puzzle pieces Teddy finished another 500 piece puzzle within an hour:
+   \[
+   \text{Puzzle pieces finished another 500 piece puzzle within an hour} = 500
+   \]
+
+3. Add the two quantities together to get the total number of puzzle pieces placed during the hour:
+   \[
+   \text{Total puzzle pieces placed during the hour} = 250 + 500 = 750
+   \]
+
+Therefore, the final answer is \boxed{750}.','750',1,'equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(279,0,'To determine the length of each final cut, we need to follow these steps:
+
+1. Calculate the total length of ribbon used.
+2. Divide the total length by the number of final cuts.
+
+Step 1: Calculate the total length of ribbon used.
+Marty has 100 centimeters of ribbon and he must cut it into 4 equal parts. Therefore, the total length of ribbon used is:
+\[ 100 \text{ cm} \div 4 = 25 \text{ cm} \]
+
+Step 2: Divide the total length by the number of final cuts.
+Each of the cut parts must be divided into 5 equal parts. Therefore, the length of each final cut is:
+\[ 25 \text{ cm} \div 5 = 5 \text{ cm} \]
+
+So, the length of each final cut is \(\boxed{5}\) centimeters.','5',1,'equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(280,0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Identify the total population of the school:**
+   The problem states that 40% of the school population is made up of 240 boys. This means that 60% of the school population is made up of girls.
+
+2. **Calculate the number of girls in the school:**
+   To find the number of girls, we multiply the total population of the school by 60% (or 0.60).
+
+   \[
+   \text{Number of girls} = 0.60 \times \text{Total population of the school}
+   \]
+
+   Since the problem does not provide the total population of the school, we will use a hypothetical value for the total population. Let''s assume the total population of the school is 1000 boys.
+
+   \[
+   \text{Number of girls} = 0.60 \times 1000
+   \]
+
+   \[
+   \text{Number of girls} = 600
+   \]
+
+Therefore, the number of girls in the school is \(\boxed{600}\).','600',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(281,0,'To determine how many kilograms James will have left, we need to follow these steps:
+
+1. Calculate how many kilograms Pierre wants.
+2. Calculate how many kilograms Paul wants.
+3. Subtract the kilograms Pierre and Paul want from the total kilograms bought.
+
+Let''s start with the first step. Pierre wants a quarter of the 12 kg of apples. We can calculate this as follows:
+\[
+\text{Kilograms Pierre wants} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Next, we calculate how many kilograms Paul wants. Paul wants 1/3 of the 12 kg of apples. We can calculate this as follows:
+\[
+\text{Kilograms Paul wants} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Now, we subtract the kilograms Pierre and Paul want from the total kilograms bought. We can calculate this as follows:
+\[
+\text{Kilograms James has left} = 12 - 3 - 4 = 5 \text{ kg}
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{5}
+\]','5',1,'equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(282,0,'To determine how many miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the total time John spends driving to and from his parents.
+2. Determine the total distance John drives in that time.
+
+First, let''s calculate the total time John spends driving to and from his parents. Since he visits his parents twice a month, we multiply the number of months by 2:
+\[ 2 \text{ months} \times 2 \text{ months} = 4 \text{ months} \]
+
+Next, we need to determine the total distance John drives in that time. We know that it takes him 2 hours to drive to and from his parents, and he drives at a speed of 70 mph. Therefore, the total distance is:
+\[ 2 \text{ hours} \times 70 \text{ mph} = 140 \text{ miles} \]
+
+So, the total distance John drives when visiting his parents twice a month is \(\boxed{140}\) miles.','140',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(283,0,'Let''s break down the problem step by step:
+
+1. First, we need to determine how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. Next, we need to find out how far Brian will walk in seven days. We know that Sofie will walk twice as far as Brian in seven days. Therefore, we can set up the following equation:
+   \[
+   70 \text{ miles} = 2 \times \text{Brian''s miles}
+   \]
+
+3. To find out how many miles Brian will walk in seven days, we need to solve for \(\text{Brian''s miles}\):
+   \[
+   70 \text{ miles} = 2 \times \text{Brian''s miles}
+   \]
+   \[
+   \frac{70}{2} = \text{Brian''s miles}
+   \]
+   \[
+   35 = \text{Brian''s miles}
+   \]
+
+4. Therefore, Brian will walk \(\boxed{35}\) miles in seven days.','35',1,'equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(284,0,'Let''s break down the problem step by step:
+
+1. Kory''s dog weighs 60 pounds.
+2. Elijah''s dog is one-fourth the weight of Kory''s dog.
+3. Kory''s dog is half the weight of Kory''s dog.
+4. We need to find the total weight of Elijah and Kory''s dogs.
+
+First, we calculate the weight of Elijah''s dog:
+\[ \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds} \]
+
+Next, we calculate the weight of Kory''s dog:
+\[ \text{Weight of Kory''s dog} = \frac{1}{2} \times 60 = 30 \text{ pounds} \]
+
+Now, we find the total weight of Elijah and Kory''s dogs by adding their individual weights:
+\[ \text{Total weight} = 15 + 30 = 45 \text{ pounds} \]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \(\boxed{45}\) pounds.','45',0,'not_equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(285,0,'Let''s break down the problem step by step.
+
+1. Liam is currently 16 years old.
+2. Two years ago, Liam''s age was twice the age of Vince.
+3. We need to find out Vince''s current age.
+
+First, let''s denote Vince''s current age as \( V \). According to the problem, two years ago, Liam''s age was \( V - 2 \). According to the problem, this age was twice the age of Vince, so we can write the equation:
+\[ V - 2 = 2V \]
+
+Next, we need to isolate \( V \) on one side of the equation. We can do this by subtracting \( V \) from both sides:
+\[ -2 = V \]
+
+Now, we need to solve for \( V \) by adding 2 to both sides:
+\[ V = -2 + 2 \]
+\[ V = 0 \]
+
+So, Vince is currently 0 years old.','0',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(286,0,'To determine how much John makes, we need to follow these steps:
+
+1. Calculate the number of logs John can make from the 80-foot tree.
+2. Determine how many planks John can cut from each of those logs.
+3. Calculate the total number of planks John can cut.
+4. Determine how much he sells each plank for $1.2.
+5. Calculate the total amount John makes.
+
+Let''s break it down step by step:
+
+1. Calculate the number of logs John can make from the 80-foot tree:
+   \[
+   \text{Number of logs} = \frac{80 \text{ feet}}{80\%} = \frac{80 \text{ feet}}{0.80} = 100 \text{ logs}
+   \]
+
+2. Determine how many planks John can cut from each of those logs:
+   \[
+   \text{Number of planks} = \frac{100 \text{ logs}}{4 \text{ logs per log}} = 25 \text{ planks}
+   \]
+
+3. Calculate the total number of planks John can cut:
+   \[
+   \text{Total number of planks} = 25 \text{ planks}
+   \]
+
+4. Determine how much he sells each plank for $1.2:
+   \[
+   \text{Price per plank} = \$1.2
+   \]
+
+5. Calculate the total amount John makes:
+   \[
+   \text{Total amount made} = 25 \text{ planks} \times \$1.2/\text{plank} = \$30
+   \]
+
+Therefore, the final answer is \(\boxed{30}\).','30',0,'not_equivalent',371,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(287,0,'To determine how much money Adam loses, we need to follow these steps:
+
+1. Calculate the total cost of the rocks Adam buys.
+2. Calculate the total revenue from selling the rocks.
+3. Determine the loss by subtracting the revenue from the cost.
+
+Let''s break it down step by step:
+
+1. **Calculate the total cost of the rocks:**
+   Adam buys 60% of his $100 worth of money. So, he buys:
+   \[
+   0.60 \times 100 = 60
+   \]
+   The cost of the rocks is $60.
+
+2. **Calculate the total revenue from selling the rocks:**
+   Adam sells 60% of his inventory. So, he sells:
+   \[
+   0.60 \times 60 = 36
+   \]
+   The revenue from selling the rocks is $36.
+
+3. **Determine the loss:**
+   The loss is the difference between the revenue and the cost:
+   \[
+   36 - 60 = -24
+   \]
+
+Therefore, Adam loses \(\boxed{-24}\) dollars.','-24',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(288,0,'Let''s break down the problem step by step:
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike. We can express this as:
+   \[
+   \text{Johnny''s face masks} = 3 \times \text{Mike''s face masks} + 2
+   \]
+3. Substitute the number of Mike''s face masks into the equation:
+   \[
+   \text{Johnny''s face masks} = 3 \times 5 + 2
+   \]
+4. Calculate the value of the expression:
+   \[
+   \text{Johnny''s face masks} = 15 + 2 = 17
+   \]
+5. Therefore, Johnny bought \boxed{17} face masks.
+</think>','17',1,'equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(289,0,'Let''s break down the problem step by step:
+
+1. First, we need to find Haley''s age. Since Haley is 26 years old, we can calculate her age as follows:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Next, we need to find Geb''s age. According to the problem, Geb is 10 less than half the age of Haley. We can calculate Geb''s age as follows:
+   \[
+   \text{Geb''s age} = \frac{\text{Haley''s age}}{2} - 10
+   \]
+
+3. Substitute Haley''s age into the equation:
+   \[
+   \text{Geb''s age} = \frac{26}{2} - 10
+   \]
+
+4. Simplify the fraction:
+   \[
+   \text{Geb''s age} = 13 - 10
+   \]
+
+5. Perform the subtraction:
+   \[
+   \text{Geb''s age} = 3
+   \]
+
+Therefore, Geb is \boxed{3} years old.','3',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(290,0,'To solve this problem, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. Let''s break it down step by step:
+
+1. **Determine the blood volume of a whale:**
+   Each whale has 40 gallons of blood.
+
+2. **Determine the blood volume of a shark:**
+   A shark has three times as much blood as a whale. Therefore, the blood volume of a shark is:
+   \[
+   3 \times 40 = 120 \text{ gallons}
+   \]
+
+3. **Calculate the total blood volume of ten sharks:**
+   Since there are ten sharks, we multiply the blood volume of one shark by 10:
+   \[
+   10 \times 120 = 1200 \text{ gallons}
+   \]
+
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(291,0,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of the two-story house.
+2. Determine the height of the floor to the ceiling on the first floor.
+3. Calculate the height of the roof from the second floor''s floor.
+
+**Step 1: Calculate the height of the two-story house.**
+
+The two-story house is 7 times as high as Mattison is. Therefore, we calculate:
+\[ \text{Height of the two-story house} = 7 \times 60 = 420 \text{ inches} \]
+
+**Step 2: Determine the height of the floor to the ceiling on the first floor.**
+
+The floor to the ceiling on the first floor is thrice as high as Mattison is. Therefore, we calculate:
+\[ \text{Height of the floor to the ceiling on the first floor} = 3 \times 60 = 180 \text{ inches} \]
+
+**Step 3: Calculate the height of the roof from the second floor''s floor.**
+
+The roof from the second floor''s floor is the same as the height of the two-story house. Therefore, we calculate:
+\[ \text{Height of the roof from the second floor''s floor} = 420 \text{ inches} \]
+
+Thus, the height of the roof from the second floor''s floor is \(\boxed{420}\) inches.','420',0,'not_equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(292,0,'To determine how much of his secret seasoning Aid will need, we need to follow these steps:
+
+1. Calculate the total amount of ground beef Aid uses.
+2. Determine the amount of secret steakhouse seasoning needed for the total amount of ground beef.
+
+Step 1: Calculate the total amount of ground beef Aid uses.
+Aiden gets sixteen meatballs from each pound of meat. Therefore, the total amount of ground beef is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+Step 2: Determine the amount of secret steakhouse seasoning needed for the total amount of ground beef.
+Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret steakhouse seasoning needed is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+So, the final answer is:
+\boxed{2560}','2560',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(293,0,'Let''s break down the problem step by step:
+
+1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. We need to find out how many pomelos Eve gave away.
+
+First, we calculate 1/4 of the original 20 pieces of pomelos:
+\[
+\frac{1}{4} \times 20 = 5
+\]
+
+So, Eve gave away \boxed{5} pomelos.','5',0,'not_equivalent',124,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(294,0,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine the distance between Alaska and Texas.
+3. Calculate the percentage of the distance between Alaska and Texas that Michael has covered.
+
+Step 1: Calculate the total distance Michael travels in 3 days.
+Michael travels at an average speed of 50 km/hr for 3 days. Therefore, the total distance is:
+\[ 50 \text{ km/hr} \times 3 \text{ days} = 150 \text{ km} \]
+
+Step 2: Determine the distance between Alaska and Texas.
+The distance between Alaska and Texas is given as 6000 km.
+
+Step 3: Calculate the percentage of the distance between Alaska and Texas that Michael has covered.
+The percentage of the distance between Alaska and Texas that Michael has covered is calculated by dividing the distance between Alaska and Texas by the total distance and then multiplying by 100:
+\[ \left( \frac{6000 \text{ km}}{150 \text{ km}} \right) \times 100 = 400\% \]
+
+Therefore, the final answer is:
+\boxed{400}','400',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(295,0,'To determine the total time it takes John to get all 6 sides of the Rubik''s cube, we need to calculate the time for each side step by step.
+
+1. **First side:**
+   - John takes 5 minutes to get to the first side.
+   - Therefore, the time for the first side is \(\boxed{5}\) minutes.
+
+2. **Second side:**
+   - The second side takes twice as long as the first side.
+   - Therefore, the time for the second side is \(\boxed{10}\) minutes.
+
+3. **Third side:**
+   - The third side takes twice as long as the second side.
+   - Therefore, the time for the third side is \(\boxed{20}\) minutes.
+
+4. **Fourth side:**
+   - The fourth side takes half as long as the first side.
+   - Therefore, the time for the fourth side is \(\boxed{5}\) minutes.
+
+5. **Fifth side:**
+   - The fifth side takes half as long as the second side.
+   - Therefore, the time for the fifth side is \(\boxed{5}\) minutes.
+
+Now, we sum up the times for all six sides:
+\[
+5 + 10 + 20 + 5 + 5 = 60 \text{ minutes}
+\]
+
+Therefore, the total time it takes John to get all 6 sides of the Rubik''s cube is \(\boxed{60}\) minutes.','60',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(296,0,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends at work each day.
+2. Determine the total number of minutes Tim spends dealing with a call each day.
+3. Calculate the total number of minutes Tim spends dealing with a call during his 5 day work week.
+4. Convert the total number of minutes into calls.
+
+Let''s break it down step by step:
+
+1. Tim spends 6 hours each day at work.
+2. It takes him 15 minutes to deal with a call.
+3. To find out how many minutes Tim spends dealing with a call during his 5 day work week, we multiply the number of hours by the number of minutes per hour:
+   \[
+   6 \text{ hours/day} \times 15 \text{ minutes/hour} = 90 \text{ minutes}
+   \]
+4. To convert the total number of minutes into calls, we divide the total number of minutes by the number of minutes per call:
+   \[
+   \frac{90 \text{ minutes}}{15 \text{ minutes/call}} = 6 \text{ calls}
+   \]
+
+Therefore, the number of calls Tim deals with during his 5 day work week is \boxed{6}.','6',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(297,0,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to calculate the drying time for each painting and then find the difference between these times.
+
+First, let''s calculate the drying time for one painting with the new varnish:
+- The drying time for the new varnish is 12 minutes.
+- Louise is applying the coat to 6 paintings.
+- Therefore, the drying time for one painting with the new varnish is:
+  \[
+  12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes}
+  \]
+
+Next, let''s calculate the drying time for one painting with the old varnish:
+- The drying time for the old varnish is 7 minutes.
+- Louise is applying the coat to 6 paintings.
+- Therefore, the drying time for one painting with the old varnish is:
+  \[
+  7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes}
+  \]
+
+Now, we find the difference between the drying times for one painting with the new varnish and the drying times for one painting with the old varnish:
+\[
+72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes}
+\]
+
+Therefore, it will take \(\boxed{30}\) minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','30',1,'equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(298,0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs and then multiply that by 7.
+</think>
+<think>
+Let''s break it down step by step:
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption for German Shepherds is \(3 \times 5 = 15\) kilograms.
+2. Calculate the daily consumption of dog food for Bulldogs:
+   - Each Bulldog consumes 3 kilograms of dog food per day.
+   - There are 2 Bulldogs.
+   - Therefore, the daily consumption for Bulldogs is \(2 \times 3 = 6\) kilograms.
+3. Calculate the total daily consumption of dog food:
+   - The total daily consumption is the sum of the daily consumption for German Shepherds and Bulldogs.
+   - Therefore, the total daily consumption is \(15 + 6 = 21\) kilograms.
+4. Calculate the total weekly consumption of dog food:
+   - There are 7 days in a week.
+   - Therefore, the total weekly consumption is \(21 \times 7 = 147\) kilograms.
+</think>
+<think>
+The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','147',1,'equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(299,0,'Let''s break down the problem step by step.
+
+1. Steve put together the puzzle in 10 hours.
+2. Anna put together the puzzle in 2 hours more than half Steve''s time. First, we need to find half Steve''s time. Since Steve put together the puzzle in 10 hours, half of that is \( \frac{10}{2} = 5 \) hours.
+3. Anna put together the puzzle in 2 hours more than half Steve''s time. So, Anna put together the puzzle in \( 5 + 2 = 7 \) hours.
+4. To find out how long it took Anna to finish the puzzle, we need to divide Anna''s time by 7. So, Anna took \( \frac{7}{7} = 1 \) hour to finish the puzzle.
+
+Therefore, the final answer is \(\boxed{1}\).','1',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(300,0,'To determine how many feet of line the caretaker needs to buy in total, we can follow these steps:
+
+1. Calculate the total number of feet of dock.
+2. Determine the total number of feet of line needed based on the number of feet of dock and the new line.
+
+Step 1: Calculate the total number of feet of dock.
+There are 200 feet of dock.
+
+Step 2: Determine the total number of feet of line needed.
+The caretaker wants 3 feet of line for every foot of dock. Therefore, the total number of feet of line needed is:
+\[ 3 \text{ feet/dock} \times 200 \text{ feet} = 600 \text{ feet} \]
+
+So, the caretaker needs to buy \(\boxed{600}\) feet of line in total.','600',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79655557820381450652e+09,1.79656092162572383888e+09,'thinkscale eval --config docs/results/rl/sweep-think-0.5b.toml --out runs/gsm8k-think-0.5b --workers 2 --quiet','running',206,5.34146945171200059109e+03,5.34145732000900170513e+03);
+INSERT INTO "sessions" VALUES(1,1.79655557820381450652e+09,1.79656183634269046777e+09,'thinkscale eval --config docs/results/rl/sweep-think-0.5b.toml --out runs/gsm8k-think-0.5b --workers 2 --quiet','running',300,6.2561864592339989032e+03,6.25617432541800371848e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -36356,5 +40636,99 @@ INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefil
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-67',0,204,'695',0.0,0,1,0,99.0,37.0,272.0,0.0,1.64924077430005127102e+01,419691504384.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-82',0,205,'623',1.0,1,1,0,75.0,37.0,167.0,0.0,1.0214621171002363553e+01,257108308992.0);
 INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-127',0,206,'120',1.0,1,1,0,80.0,37.0,135.0,0.0,8.51332020799964,223079268096.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-128',0,207,'680',0.0,0,1,0,130.0,37.0,349.0,0.0,2.56568762770002649635e+01,555807667968.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-141',0,208,'0',0.0,0,1,0,85.0,37.0,358.0,0.0,2.65937521270025172275e+01,510435613440.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-164',0,209,'35',0.0,0,1,0,113.0,37.0,339.0,0.0,2.20467832239992276308e+01,521778627072.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-151',0,210,'5.75',0.0,0,1,0,136.0,37.0,408.0,0.0,2.79070940819983661631e+01,637729433088.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-183',0,211,'-9',0.0,0,1,0,179.0,37.0,288.0,0.0,20.1876126749994,540683649792.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-186',0,212,'70',0.0,0,1,0,161.0,37.0,389.0,0.0,2.61956042210003943178e+01,645291442176.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-187',0,213,'102',0.0,0,1,0,85.0,37.0,204.0,0.0,1.34334717609999643173e+01,316344046848.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-191',0,214,'35',0.0,0,1,0,82.0,37.0,161.0,0.0,1.11742576719989301632e+01,258368643840.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-194',0,215,'10',1.0,1,1,0,86.0,37.0,160.0,0.0,1.24890285729998140595e+01,262149648384.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-202',0,216,'100',1.0,1,1,0,94.0,37.0,239.0,0.0,1.79556576359973405487e+01,371798780160.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-206',0,217,'885',0.0,0,1,0,123.0,38.0,382.0,0.0,2.62487049709998245808e+01,587316039168.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-223',0,218,'20000',1.0,1,1,0,90.0,38.0,264.0,0.0,1.79333205880029709078e+01,397005477120.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-255',0,219,'16',0.0,0,1,0,95.0,37.0,183.0,0.0,1.24289894079993246123e+01,302480363520.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-266',0,220,'370000',0.0,0,1,0,127.0,37.0,288.0,0.0,1.86616874089995690155e+01,475146237696.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-285',0,221,'3',0.0,0,1,0,71.0,37.0,150.0,0.0,1.0085006023000460118e+01,230641277184.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-291',0,222,'2',1.0,1,1,0,96.0,37.0,229.0,0.0,1.65077749490010319277e+01,361716101376.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-286',0,223,'-53.56',0.0,0,1,0,77.0,37.0,359.0,0.0,2.65793850289992406032e+01,501613269504.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-300',0,224,'75',0.0,0,1,0,101.0,37.0,235.0,0.0,1.78568109649968391754e+01,375579784704.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-306',0,225,'10',1.0,1,1,0,96.0,38.0,331.0,0.0,2.40146114560011483254e+01,489009921024.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-376',0,226,'0',0.0,0,1,0,84.0,40.0,237.0,0.0,1.71511420729984820354e+01,352893757440.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-387',0,227,'5',0.0,0,1,0,71.0,37.0,104.0,0.0,6.97428052800023579038e+00,172665874176.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-382',0,228,'370',0.0,0,1,0,94.0,37.0,241.0,0.0,1.72898557570006232713e+01,374319449856.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-391',0,229,'64.5',0.0,0,1,0,89.0,37.0,512.0,0.0,3.43372868920014298046e+01,709568519424.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-416',0,230,'76 \text{ dromedaries and } 104 \text{ camels}',0.0,0,1,0,98.0,38.0,512.0,0.0,3.42416535349984769705e+01,719651198208.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-447',0,231,'10',0.0,0,1,0,94.0,37.0,198.0,0.0,1.3570162816002266481e+01,320125051392.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-418',0,232,'1.25',0.0,0,1,0,93.0,37.0,332.0,0.0,2.34135747630025434782e+01,487749586176.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-454',0,233,'120',0.0,0,1,0,71.0,37.0,200.0,0.0,1.47936169129970949143e+01,293658019584.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-488',0,234,'12',0.0,0,1,0,89.0,37.0,285.0,0.0,2.16938202380006259781e+01,423472508928.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-495',0,235,'200',1.0,1,1,0,95.0,37.0,203.0,0.0,1.59617491059980238783e+01,327687060480.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-499',0,236,'8',0.0,0,1,0,153.0,37.0,288.0,0.0,2.03051167370031180334e+01,507914943744.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-513',0,237,'300',1.0,1,1,0,84.0,37.0,188.0,0.0,1.30435786310008552393e+01,294918354432.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-530',0,238,'42',0.0,0,1,0,118.0,37.0,270.0,0.0,1.97925565290024678688e+01,441117196800.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-532',0,239,'10',0.0,0,1,0,87.0,38.0,314.0,0.0,2.25685778199986089012e+01,456241214976.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-533',0,240,'550',0.0,0,1,0,101.0,37.0,237.0,0.0,15.9465967799988,378100454400.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-564',0,241,'100',0.0,0,1,0,104.0,37.0,490.0,0.0,3.37801526600014767609e+01,700746175488.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-577',0,242,'100',0.0,0,1,0,136.0,38.0,383.0,0.0,2.74797133200008829594e+01,604960727040.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-589',0,243,'3.50',0.0,0,1,0,110.0,38.0,344.0,0.0,2.58214727650010900106e+01,523038961920.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-594',0,244,'34',0.0,0,1,0,87.0,38.0,512.0,0.0,37.1197218840025,705787514880.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-596',0,245,'3900',0.0,0,1,0,138.0,37.0,256.0,0.0,1.83912838400028704199e+01,448679205888.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-621',0,246,'3000',1.0,1,1,0,101.0,37.0,200.0,0.0,14.2298909500023,331468065024.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-617',0,247,'5',1.0,1,1,0,104.0,37.0,241.0,0.0,1.79948492190014803777e+01,386922798336.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-635',0,248,'0',0.0,0,1,0,109.0,38.0,148.0,0.0,1.06831495559999893889e+01,274752996864.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-647',0,249,'2.5',0.0,0,1,0,103.0,37.0,253.0,0.0,1.78425137499980337452e+01,400786481664.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-649',0,250,'190000',0.0,0,1,0,112.0,37.0,285.0,0.0,1.9607614159001968801e+01,452460210432.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-655',0,251,'10',1.0,1,1,0,82.0,37.0,229.0,0.0,1.55043743540009018033e+01,344071413504.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-676',0,252,'1600',0.0,0,1,0,104.0,37.0,213.0,0.0,1.5025734631999512203e+01,351633422592.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-666',0,253,'75',0.0,0,1,0,104.0,37.0,408.0,0.0,2.95165020349995756978e+01,597398717952.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-681',0,254,'173',0.0,0,1,0,99.0,37.0,408.0,0.0,2.89318159810027282219e+01,591097043712.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-682',0,255,'20',0.0,0,1,0,120.0,38.0,340.0,0.0,2.3217763925000326707e+01,530600971008.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-733',0,256,'6',0.0,0,1,0,87.0,37.0,132.0,0.0,8.31522771099844248965e+00,228120607488.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-788',0,257,'250',0.0,0,1,0,96.0,38.0,145.0,0.0,9.4357863330005784519e+00,254587639296.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-724',0,258,'12',0.0,0,1,0,102.0,37.0,321.0,0.0,2.0686916246002510888e+01,485228916480.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-816',0,259,'4500',1.0,1,1,0,81.0,38.0,206.0,0.0,1.4243853862000833033e+01,312563042304.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-801',0,260,'2066',0.0,0,1,0,107.0,37.0,382.0,0.0,2.49551620580023154612e+01,568411016448.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-829',0,261,'72000',0.0,0,1,0,123.0,38.0,252.0,0.0,1.68751745820009091403e+01,423472508928.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-861',0,262,'36',0.0,0,1,0,106.0,37.0,381.0,0.0,1.50211657250001735515e+01,565890346752.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-906',0,263,'6 \text{ red and } 4 \text{ blue}',0.0,0,1,0,98.0,37.0,255.0,0.0,1.62199928970003384165e+01,397005477120.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-889',0,264,'15',1.0,1,1,0,98.0,37.0,294.0,0.0,2.62528917639974679332e+01,446158536192.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-917',0,265,'12',1.0,1,1,0,79.0,38.0,179.0,0.0,1.13340281710006820505e+01,276013331712.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-911',0,266,'64',1.0,1,1,0,105.0,37.0,246.0,0.0,1.7224385607998556225e+01,394484807424.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-966',0,267,'12',0.0,0,1,0,153.0,37.0,232.0,0.0,1.53642856500009656879e+01,437336192256.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-975',0,268,'10',0.0,0,1,0,90.0,37.0,242.0,0.0,1.64778635719994781538e+01,370538445312.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-995',0,269,'12',1.0,1,1,0,87.0,37.0,203.0,0.0,1.40035124880014336667e+01,317604381696.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-976',0,270,'201',0.0,0,1,0,132.0,37.0,425.0,0.0,2.94047879509998892899e+01,654113786112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1002',0,271,'2',0.0,0,1,0,94.0,37.0,226.0,0.0,1.53514042919996427372e+01,355414427136.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1010',0,272,'5',1.0,1,1,0,109.0,37.0,238.0,0.0,1.62501054729982570275e+01,389443468032.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1040',0,273,'105',0.0,0,1,0,103.0,37.0,278.0,0.0,1.80145402210000611376e+01,432294852864.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1033',0,274,'32',0.0,0,1,0,103.0,37.0,512.0,0.0,3.49901532529984251587e+01,727213207296.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1047',0,275,'6',0.0,0,1,0,120.0,37.0,283.0,0.0,2.04128939789989090054e+01,460022219520.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1067',0,276,'24500',0.0,0,1,0,106.0,37.0,268.0,0.0,1.86414905689998704474e+01,423472508928.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1090',0,277,'6',0.0,0,1,0,114.0,37.0,147.0,0.0,1.07127970920009829569e+01,281054671104.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1074',0,278,'750',1.0,1,1,0,86.0,37.0,266.0,0.0,1.9163820945999759715e+01,395745142272.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1106',0,279,'5',1.0,1,1,0,88.0,38.0,190.0,0.0,1.23554265689999738238e+01,301220028672.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1107',0,280,'600',0.0,0,1,0,71.0,37.0,253.0,0.0,1.67598062770011893007e+01,360455766528.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1112',0,281,'5',1.0,1,1,0,84.0,37.0,250.0,0.0,1.72010553609979979228e+01,373059115008.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1120',0,282,'140',0.0,0,1,0,91.0,38.0,220.0,0.0,1.48968873009980597998e+01,342811078656.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1121',0,283,'35',1.0,1,1,0,83.0,37.0,271.0,0.0,1.83305249480035854503e+01,398265811968.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1123',0,284,'45',0.0,0,1,0,102.0,37.0,234.0,0.0,1.59558217529993271455e+01,375579784704.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1128',0,285,'0',0.0,0,1,0,75.0,37.0,201.0,0.0,1.3766938289998506661e+01,299959693824.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1131',0,286,'30',0.0,0,1,0,111.0,38.0,371.0,0.0,2.54325094720006745769e+01,558328337664.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1146',0,287,'-24',0.0,0,1,0,107.0,38.0,248.0,0.0,1.72470409849993302486e+01,398265811968.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1178',0,288,'17',1.0,1,1,0,73.0,37.0,169.0,0.0,1.15200665709999157111e+01,257108308992.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1162',0,289,'3',1.0,1,1,0,73.0,38.0,240.0,0.0,1.71597730229987064376e+01,345331748352.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1194',0,290,'1200',1.0,1,1,0,99.0,37.0,205.0,0.0,1.53248275020014261831e+01,335249069568.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1203',0,291,'420',0.0,0,1,0,100.0,37.0,306.0,0.0,2.15468585189992154491e+01,463803224064.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1221',0,292,'2560',0.0,0,1,0,118.0,37.0,224.0,0.0,1.51204360419978911522e+01,383141793792.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1232',0,293,'5',0.0,0,1,0,93.0,38.0,124.0,0.0,8.49879444899852387607e+00,224339602944.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1235',0,294,'400',0.0,0,1,0,111.0,37.0,269.0,0.0,1.7368664610999985598e+01,431034518016.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1251',0,295,'60',0.0,0,1,0,118.0,37.0,314.0,0.0,2.02756676070021057967e+01,496571930112.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1253',0,296,'6',0.0,0,1,0,87.0,37.0,281.0,0.0,2.00219587639985547862e+01,415910499840.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1254',0,297,'30',1.0,1,1,0,137.0,37.0,341.0,0.0,2.53590456160018220535e+01,554547333120.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1266',0,298,'147',1.0,1,1,0,99.0,37.0,313.0,0.0,2.45360450490006769545e+01,471365233152.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1280',0,299,'1',0.0,0,1,0,91.0,37.0,186.0,0.0,1.56864635300007648766e+01,301220028672.0);
+INSERT INTO "units" VALUES('runs/rl/grpo-0.5b-think/model-0.gguf','greedy:prefill=<think>\n',1,'gsm8k_test-1311',0,300,'600',0.0,0,1,0,107.0,38.0,178.0,0.0,3.01084110979973047501e+01,310042372608.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
