@@ -133,6 +133,29 @@ def test_analysis_numbers_match_the_store(run_dir: Path) -> None:
     assert a.frontier["fake-small"][-1].accuracy == max(r.accuracy.mean for r in a.rows if r.model == "fake-small")
 
 
+def test_report_md_holds_every_config_as_the_analysis_has_it(run_dir: Path, tmp_path: Path) -> None:
+    """report.md: one row per config with the analysis's accuracy, interval and costs, the frontier, and the
+    command that wrote it (so a docs table built from it is checkable)."""
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(out), "--reps", "200"])
+    assert r.exit_code == 0, r.output
+    md = (out / "report.md").read_text()
+    assert f"`thinkscale report {run_dir} --out {out} --reps 200`" in md
+    store = open_existing(run_dir)
+    a = analyze([store], reps=200)
+    store.close()
+    config_part = md.split("## Every strategy config")[1].split("## Pareto frontier")[0]
+    table = [line for line in config_part.splitlines() if line.startswith("| fake-")]
+    assert len(table) == len(a.rows) == 2 * (1 + 3 + 3)
+    for row in a.rows:
+        cells = next(c for c in (line.strip("| ").split(" | ") for line in table)
+                     if c[:3] == [row.model, row.strategy, str(row.budget)])
+        assert cells[3].startswith(f"{row.accuracy.mean:.3f} [")  # the interval is the same bootstrap's
+        assert cells[4] == str(row.accuracy.n) and cells[5] == f"{row.costs['completion_tokens']:.0f}"
+    frontier = md.split("## Pareto frontier")[1].split("##")[0]
+    assert sum(line.startswith("| fake-") for line in frontier.splitlines()) == sum(map(len, a.frontier.values()))
+
+
 def _render(page: Path, shot: Path) -> list[str]:
     """Screenshot ``page`` in headless Chromium; return the console messages it logged."""
     assert CHROMIUM is not None

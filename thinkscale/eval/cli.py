@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from thinkscale.eval.config import SweepConfig
     from thinkscale.eval.runner import SweepSummary
 
+DEFAULT_REPS = 2000  # bootstrap resamples of `report` and `select` unless --reps says otherwise
+
 
 def _ints(text: str, what: str) -> list[int]:
     try:
@@ -244,10 +246,12 @@ def _print_summary(summary: SweepSummary, run_dir: Path) -> None:
 
 def report_command(
     runs: Annotated[list[Path], typer.Argument(help="Run folder(s); several runs on one dataset share a report.")],
-    out: Annotated[Path | None, typer.Option(help="Where plots and report.html go (default RUN/report).")] = None,
-    reps: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 2000,
+    out: Annotated[Path | None, typer.Option(
+        help="Where plots, report.html and report.md go (default RUN/report).")] = None,
+    reps: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = DEFAULT_REPS,
 ) -> None:
-    """Write PNG plots and a self-contained report.html for a run, and print its tables."""
+    """Write PNG plots, a self-contained report.html and report.md (the tables, for docs) for a run, and print
+    its tables."""
     from thinkscale.eval.analysis import analyze
     from thinkscale.eval.report import print_tables, write_report
     from thinkscale.eval.store import Store, StoreError, open_existing
@@ -273,10 +277,20 @@ def report_command(
         fail(f"the tables are above; the plots and report.html were not written: {target} {unwritable}; give "
              "--out DIR", 1)
     try:
-        page, images = write_report(a, target)
+        page, images = write_report(a, target, report_invocation(runs, out, reps))
     except OSError as e:
         fail(f"the tables are above; writing the report in {target} failed: {os_reason(e)}", 1)
-    err.print(f"wrote {page} and {len(images)} plots in {target}", highlight=False, soft_wrap=True)
+    err.print(f"wrote {page}, report.md and {len(images)} plots in {target}", highlight=False, soft_wrap=True)
+
+
+def report_invocation(runs: list[Path], out: Path | None, reps: int) -> str:
+    """The ``thinkscale report`` command line that writes this report, as report.md quotes it."""
+    words = ["thinkscale", "report", *map(str, runs)]
+    if out is not None:
+        words += ["--out", str(out)]
+    if reps != DEFAULT_REPS:
+        words += ["--reps", str(reps)]
+    return shlex.join(words)
 
 
 class ExportFormat(enum.StrEnum):
@@ -358,7 +372,7 @@ def select_command(
     sampler: Annotated[str | None, typer.Option(help="Which self-consistency spec, when the run has several.")]
     = None,
     threads: Annotated[int | None, typer.Option(help="llama.cpp threads for verifier scoring.")] = None,
-    reps: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 2000,
+    reps: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = DEFAULT_REPS,
 ) -> None:
     """Rescore a stored run's self-consistency chains with other selectors, without generating: accuracy, the paired
     difference against majority and pass@k per selector and k (verifier scores computed once per chain)."""

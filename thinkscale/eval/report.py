@@ -202,6 +202,49 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
     return path
 
 
-def write_report(a: Analysis, out_dir: Path) -> tuple[Path, list[Path]]:
+def _table_md(headers: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
+
+
+MD_HEADERS = ["model", "strategy", "budget", "accuracy [95% CI]", "problems", "generated tok", "verifier tok",
+              "FLOPs", "wall s", "cost"]
+
+
+def write_markdown(a: Analysis, path: Path, command: str) -> Path:
+    """The report's tables as Markdown (every config, what the comparisons leave out, the Pareto frontier, the
+    compute-optimal table, the crossovers), to paste into docs; ``command`` is what wrote it."""
+    wall, busy, frac = a.overhead()
+    rows = [[r.model, r.strategy, str(r.budget),
+             f"{r.accuracy.mean:.3f} [{r.accuracy.low:.2f}, {r.accuracy.high:.2f}]", str(r.accuracy.n),
+             _num(r.costs["completion_tokens"], "{:.0f}"), _num(r.costs["verifier_tokens"], "{:.0f}"),
+             _num(r.costs["flops"], "{:.2g}"), _num(r.costs["wall_seconds"], "{:.1f}"),
+             "k/N share" if r.estimated_cost else "measured"]
+            for r in sorted(a.rows, key=lambda r: (r.model, r.strategy, r.budget))]
+    heads, optimal = optimal_rows(a)
+    parts = [f"# thinkscale eval: {a.dataset}, {a.n_problems} problems",
+             f"Written by `{command}` on {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; models "
+             f"{', '.join(a.models)}. Accuracy: mean over problems, 95% percentile-bootstrap interval; costs: means "
+             "per problem (generated and verifier tokens as the backends counted them, FLOPs, wall seconds of a job "
+             "as it ran); *k/N share*: a budget scored from a subset of a larger run's samples.",
+             "## Every strategy config", _table_md(MD_HEADERS, rows), *not_compared_lines(a),
+             "## Pareto frontier (generated tokens vs accuracy)",
+             _table_md(["model", "strategy", "budget", "generated tok", "accuracy"], frontier_rows(a)),
+             "## Compute-optimal strategy per difficulty and budget", _table_md(heads, optimal)]
+    cross = crossover_rows(a)
+    if cross:
+        parts += [f"## {CROSSOVER_TITLE[0].upper() + CROSSOVER_TITLE[1:]}", _table_md(CROSSOVER_HEADERS, cross)]
+    parts.append(f"Harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
+                 f"was outside backend calls ({busy:.1f} s inside).")
+    if a.sharing is not None:
+        parts.append(a.sharing.describe() + ".")
+    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+def write_report(a: Analysis, out_dir: Path, command: str = "thinkscale report") -> tuple[Path, list[Path]]:
+    """Plots, report.html and report.md (the tables, for docs) in ``out_dir``."""
     images = all_plots(a, out_dir)
+    write_markdown(a, out_dir / "report.md", command)
     return write_html(a, images, out_dir / "report.html"), images
