@@ -21,6 +21,7 @@ from thinkscale.cli import app
 from thinkscale.eval.analysis import Analysis, ConfigRow, analyze, crossovers
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.metrics import Estimate
+from thinkscale.eval.report import markdown_table
 from thinkscale.eval.runner import run_sweep
 from thinkscale.eval.store import open_existing
 
@@ -145,15 +146,25 @@ def test_report_md_holds_every_config_as_the_analysis_has_it(run_dir: Path, tmp_
     a = analyze([store], reps=200)
     store.close()
     config_part = md.split("## Every strategy config")[1].split("## Pareto frontier")[0]
-    table = [line for line in config_part.splitlines() if line.startswith("| fake-")]
+    table = [line for line in config_part.splitlines() if line.startswith("| `fake-")]  # specs as code spans
     assert len(table) == len(a.rows) == 2 * (1 + 3 + 3)
     for row in a.rows:
         cells = next(c for c in (line.strip("| ").split(" | ") for line in table)
-                     if c[:3] == [row.model, row.strategy, str(row.budget)])
+                     if c[:3] == [f"`{row.model}`", f"`{row.strategy}`", str(row.budget)])
         assert cells[3].startswith(f"{row.accuracy.mean:.3f} [")  # the interval is the same bootstrap's
         assert cells[4] == str(row.accuracy.n) and cells[5] == f"{row.costs['completion_tokens']:.0f}"
     frontier = md.split("## Pareto frontier")[1].split("##")[0]
-    assert sum(line.startswith("| fake-") for line in frontier.splitlines()) == sum(map(len, a.frontier.values()))
+    assert sum(line.startswith("| `fake-") for line in frontier.splitlines()) == sum(map(len, a.frontier.values()))
+
+
+def test_markdown_cells_keep_pipes_and_tags_literal() -> None:
+    """A spec's `|` (moa's temperatures) does not split the row; `<think>` is code, not an HTML tag."""
+    md = markdown_table(["strategy", "n"], [["moa:temperatures=0.3|0.7", "1"], ["greedy:prefill=<think>", "2"],
+                                        ["odd`name", "a|b"]], code_columns=1)
+    rows = md.splitlines()[2:]
+    assert rows[0] == "| `moa:temperatures=0.3\\|0.7` | 1 |"
+    assert rows[1] == "| `greedy:prefill=<think>` | 2 |"
+    assert rows[2] == "| odd`name | a\\|b |"
 
 
 def _render(page: Path, shot: Path) -> list[str]:

@@ -202,10 +202,18 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
     return path
 
 
-def _table_md(headers: list[str], rows: list[list[str]]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
+def markdown_table(headers: list[str], rows: list[list[str]], code_columns: int = 0) -> str:
+    """A Markdown table; the first ``code_columns`` cells of a row (model, strategy spec) as code spans, so that a
+    spec such as ``greedy:prefill=<think>\\n`` is not read as HTML."""
+    def cell(c: str, code: bool) -> str:
+        c = c.replace("|", "\\|")
+        if not code:
+            return c
+        return f"`{c}`" if "`" not in c else html.escape(c)
+
+    def line(cells: list[str], code: int) -> str:
+        return "| " + " | ".join(cell(c, i < code) for i, c in enumerate(cells)) + " |"
+    return "\n".join([line(headers, 0), line(["---"] * len(headers), 0), *(line(r, code_columns) for r in rows)])
 
 
 MD_HEADERS = ["model", "strategy", "budget", "accuracy [95% CI]", "problems", "generated tok", "verifier tok",
@@ -228,13 +236,13 @@ def write_markdown(a: Analysis, path: Path, command: str) -> Path:
              f"{', '.join(a.models)}. Accuracy: mean over problems, 95% percentile-bootstrap interval; costs: means "
              "per problem (generated and verifier tokens as the backends counted them, FLOPs, wall seconds of a job "
              "as it ran); *k/N share*: a budget scored from a subset of a larger run's samples.",
-             "## Every strategy config", _table_md(MD_HEADERS, rows), *not_compared_lines(a),
+             "## Every strategy config", markdown_table(MD_HEADERS, rows, 2), *not_compared_lines(a),
              "## Pareto frontier (generated tokens vs accuracy)",
-             _table_md(["model", "strategy", "budget", "generated tok", "accuracy"], frontier_rows(a)),
-             "## Compute-optimal strategy per difficulty and budget", _table_md(heads, optimal)]
+             markdown_table(["model", "strategy", "budget", "generated tok", "accuracy"], frontier_rows(a), 2),
+             "## Compute-optimal strategy per difficulty and budget", markdown_table(heads, optimal)]
     cross = crossover_rows(a)
     if cross:
-        parts += [f"## {CROSSOVER_TITLE[0].upper() + CROSSOVER_TITLE[1:]}", _table_md(CROSSOVER_HEADERS, cross)]
+        parts += [f"## {CROSSOVER_TITLE[0].upper() + CROSSOVER_TITLE[1:]}", markdown_table(CROSSOVER_HEADERS, cross)]
     parts.append(f"Harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
                  f"was outside backend calls ({busy:.1f} s inside).")
     if a.sharing is not None:
