@@ -16,7 +16,7 @@ from thinkscale.eval.config import SweepConfig, load_sweep_file
 from thinkscale.eval.datasets import load_dataset
 from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import Job, Outcome, plan_strategy, record, run_sweep
-from thinkscale.eval.store import Store, StoreError
+from thinkscale.eval.store import Store, StoreError, open_existing
 from thinkscale.types import Candidate, Ledger, Result, Role, Usage
 
 
@@ -165,6 +165,29 @@ def test_resume_refuses_a_different_config(table: Path, tmp_path: Path, change: 
     base = {"limit": 5} if field != "limit" else {}
     with pytest.raises(StoreError, match=rf"different config(.|\n)*{field}: stored"):
         run_sweep(cfg_for(table, **{**base, **change}), out)
+
+
+def test_a_config_that_adds_strategies_grows_the_run(table: Path, tmp_path: Path) -> None:
+    """Adding a strategy to a run's config resumes it: its finished jobs are kept, the new strategy runs, and the
+    result is the run the grown config would have made from scratch; the growth is recorded."""
+    full, grown = tmp_path / "full", tmp_path / "grown"
+    both = ["greedy", "self-consistency", "best-of-n:verifier=confidence-mean"]
+    run_sweep(cfg_for(table, strategies=both), full)
+    run_sweep(cfg_for(table, strategies=["greedy", "self-consistency"]), grown)
+    s = run_sweep(cfg_for(table, strategies=both), grown)
+    assert (s.jobs_run, s.jobs_skipped) == (12, 24)
+    assert db_rows(full, UNIT_RESULT) == db_rows(grown, UNIT_RESULT)
+    store = open_existing(grown, read_only=True)
+    assert [e["spec"] for e in store.config()["strategies"]] == both
+    assert [g["added"] for g in store.info()["grown"]] == [["best-of-n:verifier=confidence-mean"]]
+    store.close()
+    s = run_sweep(cfg_for(table, strategies=list(reversed(both))), grown)  # another order: the same run
+    assert (s.jobs_run, s.jobs_skipped) == (0, 36)
+    with pytest.raises(StoreError, match="different config(.|\n)*limit: stored"):  # adding while changing more
+        run_sweep(cfg_for(table, strategies=[*both, "self-refine"], limit=5), grown)
+    with pytest.raises(StoreError, match="different config(.|\n)*strategies: stored"):  # an entry changed
+        run_sweep(cfg_for(table, strategies=["greedy", "self-consistency:temperature=0.5",
+                                             "best-of-n:verifier=confidence-mean"]), grown)
 
 
 def test_a_changed_backend_table_is_a_different_run(table: Path, tmp_path: Path) -> None:

@@ -227,6 +227,24 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
     }
 
 
+def added_strategies(stored: dict[str, Any], now: dict[str, Any]) -> list[str] | None:
+    """The specs ``now`` adds to the ``stored`` run identity, when that is all it changes (None when it changes
+    more; empty when it only lists the same strategies in another order): every stored strategy entry is still
+    there unchanged, with the same files behind its knobs, and nothing else differs. A job's results depend on its
+    own strategy, problem, seed and model only (``Job.rng``; sample sharing serves a chain only to a request that
+    asks for exactly it), so the stored jobs are what the grown config would have run."""
+    rest = ("strategies", "knob_files")
+    if {k: v for k, v in stored.items() if k not in rest} != {k: v for k, v in now.items() if k not in rest}:
+        return None
+    old_files, new_files = stored.get("knob_files", {}), now.get("knob_files", {})
+    if any(new_files.get(spec) != files for spec, files in old_files.items()):
+        return None
+    old, new = stored["strategies"], now["strategies"]
+    if any(entry not in new for entry in old):
+        return None
+    return [entry["spec"] for entry in new if entry not in old]
+
+
 def knob_files(plans: list[StrategyPlan]) -> dict[str, dict[str, str]]:
     """sha256 of every file a strategy spec names (a PRM head, an auto policy): a run resumed after the file changed
     would mix two verifiers' results under one name, so the content is part of the run's identity."""
@@ -606,7 +624,11 @@ def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyP
             del ident["share_samples"]
         if stored is not None and "knob_files" not in json.loads(stored):
             del ident["knob_files"]  # a run begun before file contents were part of the identity
-        store.bind_config(ident, {"git_commit": git_commit(), "versions": versions(), "created_at": time.time()})
+        added = store.bind_config(ident, {"git_commit": git_commit(), "versions": versions(),
+                                          "created_at": time.time()}, grows=added_strategies)
+        if added:
+            log.warning("%s: strategies added to the stored run: %s (its finished jobs are kept)", out,
+                        ", ".join(added))
         store.add_problems(ds.name, [(p.id, p.task.value, p.reference, p.level, p.problem.messages[-1].content)
                                      for p in ds.problems])
     except BaseException:

@@ -20,7 +20,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -256,21 +256,35 @@ class Store:
         self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
                         "excluded.value", (key, value))
 
-    def bind_config(self, config: dict[str, Any], info: dict[str, Any]) -> None:
-        """Record ``config`` on first use; afterwards refuse any other. ``info`` (command, git commit, start time)
-        is kept as recorded first and never compared."""
+    def bind_config(self, config: dict[str, Any], info: dict[str, Any],
+                    grows: Callable[[dict[str, Any], dict[str, Any]], list[str] | None] | None = None) -> list[str]:
+        """Record ``config`` on first use; afterwards refuse any other, except one that ``grows`` the stored one:
+        ``grows(stored, config)`` names what ``config`` adds to it (None: it changes more than that; empty: the same
+        run written another way). Such a config replaces the stored one, an addition is appended to
+        ``info["grown"]``, and what was added is returned. ``info`` (command, git commit, start time) is otherwise
+        kept as recorded first and never compared."""
         with self.transaction():
             stored = self.get_meta("config")
             if stored is None:
                 self.set_meta("config", json.dumps(config, sort_keys=True))
                 self.set_meta("info", json.dumps(info, sort_keys=True))
-                return
-        old = json.loads(stored)
-        if old != config:
-            diffs = [f"  {k}: stored {json.dumps(old.get(k))} vs now {json.dumps(config.get(k))}"
-                     for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
-            raise StoreError(f"{self.path} holds a run with a different config, so it cannot be resumed with this "
-                             "one:\n" + "\n".join(diffs) + "\nuse another --out folder, or the run's own config")
+                return []
+            old = json.loads(stored)
+            if old == config:
+                return []
+            added = grows(old, config) if grows is not None else None
+            if added is not None:
+                if added:
+                    first = json.loads(self.get_meta("info") or "{}")
+                    first.setdefault("grown", []).append({**info, "added": added})
+                    self.set_meta("info", json.dumps(first, sort_keys=True))
+                self.set_meta("config", json.dumps(config, sort_keys=True))
+                return added
+        diffs = [f"  {k}: stored {json.dumps(old.get(k))} vs now {json.dumps(config.get(k))}"
+                 for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
+        raise StoreError(f"{self.path} holds a run with a different config, so it cannot be resumed with this "
+                         "one:\n" + "\n".join(diffs) + "\nuse another --out folder, or the run's own config (a "
+                         "config may add strategies to a run, nothing else)")
 
     def bind_model(self, model: str, identity: dict[str, Any]) -> None:
         """Like ``bind_config`` for what is only known once a model is loaded (its file fingerprint, parameters)."""
