@@ -151,8 +151,8 @@ def test_report_md_holds_every_config_as_the_analysis_has_it(run_dir: Path, tmp_
     for row in a.rows:
         cells = next(c for c in (line.strip("| ").split(" | ") for line in table)
                      if c[:3] == [f"`{row.model}`", f"`{row.strategy}`", str(row.budget)])
-        assert cells[3].startswith(f"{row.accuracy.mean:.3f} [")  # the interval is the same bootstrap's
-        assert cells[4] == str(row.accuracy.n) and cells[5] == f"{row.costs['completion_tokens']:.0f}"
+        assert cells[4].startswith(f"{row.accuracy.mean:.3f} [")  # the interval is the same bootstrap's
+        assert cells[3] == str(row.accuracy.n) and cells[5] == f"{row.costs['completion_tokens']:.0f}"
     frontier = md.split("## Pareto frontier")[1].split("##")[0]
     assert sum(line.startswith("| `fake-") for line in frontier.splitlines()) == sum(map(len, a.frontier.values()))
 

@@ -98,6 +98,20 @@ def not_compared_lines(a: Analysis) -> list[str]:
     return out
 
 
+def summary_cells(r: ConfigRow) -> list[str]:
+    """A config's accuracy [95% CI], generated and verifier tokens, wall seconds and FLOPs as the summary tables
+    (terminal, report.md) print them."""
+    return [f"{r.accuracy.mean:.3f} [{r.accuracy.low:.2f}, {r.accuracy.high:.2f}]",
+            _num(r.costs["completion_tokens"], "{:.0f}"), _num(r.costs["verifier_tokens"], "{:.0f}"),
+            _num(r.costs["wall_seconds"], "{:.1f}"), _num(r.costs["flops"], "{:.2g}")]
+
+
+def overhead_sentence(a: Analysis) -> str:
+    wall, busy, frac = a.overhead()
+    return (f"Harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time was "
+            f"outside backend calls ({busy:.1f} s inside).")
+
+
 def print_tables(a: Analysis, console: Console) -> None:
     """The report's tables, narrower than the HTML's: prompt and cached tokens are in the page and the export."""
     t = Table(title=f"{a.dataset}: {a.n_problems} problems (accuracy: mean over problems; costs: mean per problem; "
@@ -106,11 +120,9 @@ def print_tables(a: Analysis, console: Console) -> None:
         t.add_column(h, justify="left" if h in ("model", "strategy") else "right",
                      no_wrap=h not in ("model", "strategy"), min_width=12 if h in ("model", "strategy") else None)
     for r in sorted(a.rows, key=lambda r: (r.model, r.strategy, r.budget)):
+        accuracy, *costs = summary_cells(r)
         t.add_row(r.model, r.strategy, f"{r.budget}{'*' if r.estimated_cost else ''}",
-                  f"{r.accuracy.mean:.3f} [{r.accuracy.low:.2f}, {r.accuracy.high:.2f}]"
-                  + (f" n={r.accuracy.n}" if r.accuracy.n != a.n_problems else ""),
-                  _num(r.costs["completion_tokens"], "{:.0f}"), _num(r.costs["verifier_tokens"], "{:.0f}"),
-                  _num(r.costs["wall_seconds"], "{:.1f}"), _num(r.costs["flops"], "{:.2g}"))
+                  accuracy + (f" n={r.accuracy.n}" if r.accuracy.n != a.n_problems else ""), *costs)
     console.print(t)
     for line in not_compared_lines(a):
         console.print(line, highlight=False)
@@ -156,7 +168,6 @@ font-size:12px}h2{margin-top:1.6em;border-bottom:1px solid #ddd}"""
 
 
 def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
-    wall, busy, frac = a.overhead()
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>thinkscale report: "
              f"{html.escape(a.dataset)}</title><style>{CSS}</style></head><body>",
              f"<h1>thinkscale eval: {html.escape(a.dataset)}</h1>",
@@ -188,8 +199,7 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
     worked = [s for s in a.sessions if s["jobs_done"] or s["status"] != "finished"]
     idle = len(a.sessions) - len(worked)
     parts += ["<h2>Runs</h2>",
-              f"<p>Harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
-              f"was outside backend calls ({busy:.1f} s inside).</p>",
+              f"<p>{html.escape(overhead_sentence(a))}</p>",
               "" if a.sharing is None else f"<p>{html.escape(a.sharing.describe())}.</p>",
               _table_html(["session", "status", "jobs", "wall s", "backend s", "command"],
                           [[str(s["session_id"]), s["status"], str(s["jobs_done"]), _num(s["wall_seconds"], "{:.1f}"),
@@ -216,18 +226,14 @@ def markdown_table(headers: list[str], rows: list[list[str]], code_columns: int 
     return "\n".join([line(headers, 0), line(["---"] * len(headers), 0), *(line(r, code_columns) for r in rows)])
 
 
-MD_HEADERS = ["model", "strategy", "budget", "accuracy [95% CI]", "problems", "generated tok", "verifier tok",
-              "FLOPs", "wall s", "cost"]
+MD_HEADERS = ["model", "strategy", "budget", "problems", "accuracy [95% CI]", "generated tok", "verifier tok",
+              "wall s", "FLOPs", "cost"]
 
 
 def write_markdown(a: Analysis, path: Path, command: str) -> Path:
     """The report's tables as Markdown (every config, what the comparisons leave out, the Pareto frontier, the
     compute-optimal table, the crossovers), to paste into docs; ``command`` is what wrote it."""
-    wall, busy, frac = a.overhead()
-    rows = [[r.model, r.strategy, str(r.budget),
-             f"{r.accuracy.mean:.3f} [{r.accuracy.low:.2f}, {r.accuracy.high:.2f}]", str(r.accuracy.n),
-             _num(r.costs["completion_tokens"], "{:.0f}"), _num(r.costs["verifier_tokens"], "{:.0f}"),
-             _num(r.costs["flops"], "{:.2g}"), _num(r.costs["wall_seconds"], "{:.1f}"),
+    rows = [[r.model, r.strategy, str(r.budget), str(r.accuracy.n), *summary_cells(r),
              "k/N share" if r.estimated_cost else "measured"]
             for r in sorted(a.rows, key=lambda r: (r.model, r.strategy, r.budget))]
     heads, optimal = optimal_rows(a)
@@ -243,16 +249,16 @@ def write_markdown(a: Analysis, path: Path, command: str) -> Path:
     cross = crossover_rows(a)
     if cross:
         parts += [f"## {CROSSOVER_TITLE[0].upper() + CROSSOVER_TITLE[1:]}", markdown_table(CROSSOVER_HEADERS, cross)]
-    parts.append(f"Harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
-                 f"was outside backend calls ({busy:.1f} s inside).")
+    parts.append(overhead_sentence(a))
     if a.sharing is not None:
         parts.append(a.sharing.describe() + ".")
     path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return path
 
 
-def write_report(a: Analysis, out_dir: Path, command: str = "thinkscale report") -> tuple[Path, list[Path]]:
-    """Plots, report.html and report.md (the tables, for docs) in ``out_dir``."""
+def write_report(a: Analysis, out_dir: Path, command: str) -> tuple[Path, list[Path]]:
+    """Plots, report.html and report.md (the tables, for docs; ``command`` is the command line that wrote them) in
+    ``out_dir``."""
     images = all_plots(a, out_dir)
     write_markdown(a, out_dir / "report.md", command)
     return write_html(a, images, out_dir / "report.html"), images
