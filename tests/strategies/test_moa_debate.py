@@ -76,13 +76,30 @@ def test_moa_whole_layers_and_the_aggregation_fit_every_budget(budget: Budget) -
     assert budget.max_calls is None or total.calls <= budget.max_calls
     assert total.calls == len(b.requests) and len(result.candidates) % 3 in (0, 1)
     if result.candidates:
-        assert result.chosen_index == len(result.candidates) - 1 and result.stop_reason == "budget"
+        aggregated = result.candidates[-1].answer is not None or len(result.candidates) % 3 == 0
+        assert result.stop_reason == "budget" and (result.chosen_index == len(result.candidates) - 1) == aggregated
     else:
         assert result.stop_reason == "budget" and b.calls == 0
 
 
+def test_moa_falls_back_to_the_last_layers_vote_when_the_aggregator_gives_no_answer() -> None:
+    """The aggregator writes no answer (the 0.5B once wrote a bare "ANSWER"): by default the last layer's majority
+    answers and the trace says so; with fallback=none the run has no answer, as the aggregator wrote."""
+    texts = ["a \\boxed{7}", "b \\boxed{5}", "c \\boxed{7}", "ANSWER"]
+    voted = execute(MixtureOfAgents(n_proposers=3, layers=1, max_tokens=20), PROBLEM, ScriptedBackend(texts),
+                    Budget(), rng=random.Random(0))
+    assert voted.answer == "7" and voted.chosen_index == 0 and voted.stop_reason == "done"
+    (agg,) = [e for e in algo_trace(voted) if e["event"] == "moa_aggregate"]
+    assert agg["wrote"] == 3 and agg["fell_back"] is True
+    assert [e["counts"] for e in algo_trace(voted) if e["event"] == "vote"] == [{"7": 2.0, "5": 1.0}]
+    bare = execute(MixtureOfAgents(n_proposers=3, layers=1, max_tokens=20, fallback="none"), PROBLEM,
+                   ScriptedBackend(texts), Budget(), rng=random.Random(0))
+    assert bare.answer is None and bare.chosen_index == 3
+    assert [e["fell_back"] for e in algo_trace(bare) if e["event"] == "moa_aggregate"] == [False]
+
+
 def test_moa_knobs_are_checked() -> None:
-    for spec, needle in [("moa:temperatures=hot", "not a number"), ("moa:models=a||b", "empty entry"),
+    for spec, needle in [("moa:fallback=random", "fallback must be one of vote, none"), ("moa:temperatures=hot", "not a number"), ("moa:models=a||b", "empty entry"),
                          ("moa:n_proposers=0", "n_proposers"), ("moa:temperatures=-1", ">= 0")]:
         with pytest.raises(ValueError, match=needle):
             build_strategy(spec)

@@ -19,14 +19,15 @@ from thinkscale.strategies.voting import vote_result
 from thinkscale.types import Candidate, Event, GenRequest, Message, Problem, Result
 from thinkscale.verifiers.base import problem_text
 
-# Wang et al.'s aggregate-and-synthesize prompt (their appendix), with the problem restated for small models.
+# Wang et al.'s aggregate-and-synthesize prompt (their appendix), with the problem restated for small models and
+# the answer format of Qwen's math prompt (an earlier "\boxed{ANSWER}" was copied verbatim by the 0.5B).
 DEFAULT_AGGREGATE_PROMPT = (
     "You have been provided with a set of responses from various models to the latest user query. Your task is to "
     "synthesize these responses into a single, high-quality response. It is crucial to critically evaluate the "
     "information provided in these responses, recognizing that some of it may be biased or incorrect. Your "
     "response should not simply replicate the given answers but should offer a refined, accurate, and "
     "comprehensive reply to the instruction.\n\nQuery:\n{problem}\n\nResponses from models:\n{responses}\n\n"
-    "Write the final answer as \\boxed{{ANSWER}}.")
+    "Reason step by step, and put your final answer within \\boxed{{}}.")
 
 
 @event("moa_layer")
@@ -46,11 +47,16 @@ class MoaLayer(Event):
 @dataclass(frozen=True)
 class MoaAggregate(Event):
     """The aggregator's call: its model, the candidates it read and the candidate it wrote (None: the budget left
-    no room for it and the last layer's answers were voted on instead)."""
+    no room for it and the last layer's answers were voted on instead). ``fell_back``: the aggregator wrote no
+    answer and the last layer's majority answered (``fallback="vote"``)."""
 
     model: str
     read: tuple[int, ...]
     wrote: int | None
+    fell_back: bool = False
+
+
+FALLBACKS = ("vote", "none")
 
 
 def _names(text: str, knob: str) -> tuple[str, ...]:
@@ -85,6 +91,8 @@ class MixtureOfAgents:
         max_tokens: completion tokens per proposal and for the aggregation. top_p: sampling knob.
         aggregate_prompt: the user turn of layers after the first and of the aggregator; ``{problem}`` and
             ``{responses}`` are replaced, ``{{``/``}}`` are literal braces.
+        fallback: what answers when the aggregator's text has no answer: "vote" (the last layer's majority; the
+            trace's ``moa_aggregate`` says ``fell_back``) or "none" (no answer, as the aggregator wrote).
 
     The proposers of one layer that share a model go in one batched call. Budget: a layer starts only if the whole
     layer and the aggregation fit in the worst case (``max_tokens`` each, one call per request); otherwise the
@@ -106,6 +114,7 @@ class MixtureOfAgents:
     max_tokens: int = 512
     top_p: float = 0.95
     aggregate_prompt: str = DEFAULT_AGGREGATE_PROMPT
+    fallback: str = "vote"
 
     def __post_init__(self) -> None:
         check_int("n_proposers", self.n_proposers)
@@ -127,6 +136,8 @@ class MixtureOfAgents:
             raise ValueError(f"aggregator_temperature must be a finite number >= 0, got {self.aggregator_temperature}")
         if "{responses}" not in self.aggregate_prompt:
             raise ValueError("aggregate_prompt must contain {responses}")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
 
     def _proposers(self) -> list[tuple[str, float]]:
         models = _names(self.models, "models") or ("",)
@@ -180,7 +191,10 @@ class MixtureOfAgents:
                          seed=ctx.seed())
         (final,) = candidates_from(ctx.generate([req], tag="aggregate", model=self.aggregator_model or None)[0])
         cands.append(final)
-        ctx.note(MoaAggregate(self.aggregator_model, tuple(last), len(cands) - 1))
+        fell_back = final.answer is None and self.fallback == "vote"
+        ctx.note(MoaAggregate(self.aggregator_model, tuple(last), len(cands) - 1, fell_back))
         if budget_hit:
             ctx.stop("budget", f"{layers_done} of {self.layers} layers fit with the aggregation")
+        if fell_back:
+            return vote_result(ctx, cands, budget_hit=budget_hit, voters=last)
         return ctx.result(cands, chosen_index=len(cands) - 1, stop_reason="budget" if budget_hit else "done")
