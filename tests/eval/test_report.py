@@ -110,11 +110,52 @@ def test_a_config_short_of_problems_is_left_out_of_the_comparisons(table: Path, 
     assert any(s == wsc for (m, s, _, _) in a.by_bin if m == "fake-small")  # measured per bin, not a candidate
     assert all(p.label != wsc for p in a.frontier["fake-small"]) and a.frontier["fake-small"]
     assert not any(name.startswith(wsc) for name, _ in a.optimal["fake-small"].values())
+    assert all(p.label != wsc for p in a.frontier_flops["fake-small"]) and a.frontier_flops["fake-small"]
+    assert all(p.row.strategy != wsc for p in a.paired) and a.paired
     r = CliRunner().invoke(app, ["report", str(run_dir), str(part), "--reps", "50", "--out", str(tmp_path / "rep")],
                            terminal_width=250)
     assert r.exit_code == 0, r.output
     said = f"fake-small {wsc}@1,2 (3 of 6 problems)"
     assert said in r.output and said in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_paired_comparisons_and_the_flops_frontier_match_the_store(run_dir: Path) -> None:
+    """Each config other than the baselines, against greedy and self-consistency at its budget: the mean of the
+    per-problem differences read straight from the units table, an interval around it, the FLOPs ratio of the two
+    rows; the FLOPs frontier holds the configs no other beats on FLOPs and accuracy (one of exact ties). report.md
+    has both."""
+    store = open_existing(run_dir)
+    a = analyze([store], reps=200)
+    units = store.rows("SELECT model, strategy, budget, problem_id, correct FROM units")
+    store.close()
+    acc = {(u["model"], u["strategy"], u["budget"], u["problem_id"]): u["correct"] for u in units}
+    rows = {(r.model, r.strategy, r.budget): r for r in a.rows}
+    bon = "best-of-n:verifier=confidence-mean"
+    assert {(p.row.model, p.row.strategy, p.row.budget) for p in a.paired} == {
+        (m, bon, b) for m in ("fake-small", "fake-large") for b in (1, 2, 4)}
+    problems = sorted({pid for (_, _, _, pid) in acc})
+    for p in a.paired:
+        m, b = p.row.model, p.row.budget
+        for est, base in ((p.vs_greedy, (m, "greedy", 1)), (p.vs_sc, (m, "self-consistency", b))):
+            want = sum(acc[(m, bon, b, pid)] - acc[(*base, pid)] for pid in problems) / len(problems)
+            assert est is not None and est.mean == pytest.approx(want) and est.low <= want <= est.high
+        assert p.flops_vs_sc == pytest.approx(rows[(m, bon, b)].costs["flops"]
+                                              / rows[(m, "self-consistency", b)].costs["flops"])
+    for model, front in a.frontier_flops.items():
+        mine = [r for r in a.rows if r.model == model]
+        beaten = {(r.strategy, r.budget) for r in mine for o in mine
+                  if o.costs["flops"] <= r.costs["flops"] and o.accuracy.mean >= r.accuracy.mean
+                  and (o.costs["flops"] < r.costs["flops"] or o.accuracy.mean > r.accuracy.mean)}
+        kept = {(q.label, q.budget) for q in front}
+        assert kept <= {(r.strategy, r.budget) for r in mine} - beaten
+        for r in mine:  # the others: beaten, or tied exactly (same FLOPs and accuracy) with one that is kept
+            assert (r.strategy, r.budget) in kept | beaten or any(
+                (q.cost, q.accuracy) == (r.costs["flops"], r.accuracy.mean) for q in front)
+    r = CliRunner().invoke(app, ["report", str(run_dir), "--reps", "50"])
+    assert r.exit_code == 0, r.output
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "## Pareto frontier (FLOPs per problem, the verifier's included, vs accuracy)" in md
+    assert "## Paired on the same problems" in md and f"| `fake-small` | `{bon}` | 2 |" in md
 
 
 def _png(data: bytes, path: Path) -> Path:

@@ -1,5 +1,6 @@
 """From a run store to the numbers a report shows: per-config accuracy with intervals and costs, pass@k and maj@k
-curves, difficulty bins, the Pareto frontier and the compute-optimal table. Reads the store; computes with
+curves, difficulty bins, the Pareto frontiers (generated tokens; FLOPs with the verifier's), the compute-optimal table
+and the paired comparisons against greedy and self-consistency. Reads the store; computes with
 ``thinkscale.eval.metrics``.
 
 Each problem counts once per (model, strategy config, budget): its units over seeds are averaged first. The views
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,6 +60,50 @@ class Sharing:
                 f"({self.served_seconds:.1f} s), the sweep's wall and backend seconds do not include them")
 
 
+@dataclass(frozen=True)
+class Paired:
+    """A config against the run's baselines on the same problems: its accuracy minus greedy's (``vs_greedy``) and
+    minus self-consistency's at the same budget (``vs_sc``), per problem, with 95% bootstrap intervals over problems;
+    ``flops_vs_sc``: its mean FLOPs per problem (verifier's included) over self-consistency's. None where the run has
+    no such baseline with every problem finished."""
+
+    row: ConfigRow
+    vs_greedy: Estimate | None
+    vs_sc: Estimate | None
+    flops_vs_sc: float | None
+
+
+GREEDY, SELF_CONSISTENCY = "greedy", "self-consistency"  # the baselines' strategy labels (default knobs)
+
+
+def paired_comparisons(rows: Sequence[ConfigRow], per_problem: dict[tuple[str, str, int], dict[str, float]],
+                       complete: Callable[[ConfigRow], bool], *, reps: int) -> list[Paired]:
+    """Every complete config other than the baselines themselves, against greedy (at budget 1) and against
+    self-consistency at the same budget, when the run has them complete (see ``Paired``)."""
+    whole = {(r.model, r.strategy, r.budget): r for r in rows if complete(r)}
+
+    def diff(r: ConfigRow, base: ConfigRow | None) -> Estimate | None:
+        if base is None:
+            return None
+        mine, theirs = per_problem[(r.model, r.strategy, r.budget)], per_problem[(base.model, base.strategy,
+                                                                                  base.budget)]
+        if mine.keys() != theirs.keys():
+            return None  # complete configs of one model share their problems; kept safe all the same
+        return metrics.bootstrap_ci([mine[p] - theirs[p] for p in sorted(mine)], reps=reps)
+
+    out = []
+    for _, r in sorted(whole.items()):
+        if r.strategy in (GREEDY, SELF_CONSISTENCY):
+            continue
+        greedy = whole.get((r.model, GREEDY, 1))
+        sc = whole.get((r.model, SELF_CONSISTENCY, r.budget))
+        ratio = None
+        if sc is not None and r.costs["flops"] is not None and sc.costs["flops"]:
+            ratio = r.costs["flops"] / sc.costs["flops"]
+        out.append(Paired(r, diff(r, greedy), diff(r, sc), ratio))
+    return out
+
+
 @dataclass
 class Analysis:
     config: dict[str, Any]
@@ -77,6 +122,9 @@ class Analysis:
     sharing: Sharing | None = None  # None: the runs stored no chains (made before sample sharing existed)
     n_params: dict[str, int | None] = field(default_factory=dict)  # model -> parameters, as its backend reported
     model_problems: dict[str, int] = field(default_factory=dict)  # model -> problems any of its configs finished
+    frontier_flops: dict[str, list[Point]] = field(default_factory=dict)  # model -> Pareto points (FLOPs, verifier's
+    #                                                                        included, vs accuracy)
+    paired: list[Paired] = field(default_factory=list)  # each config against greedy and self-consistency
 
     @property
     def models(self) -> list[str]:
@@ -136,8 +184,11 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
     for u in units:
         per[(u["model"], u["strategy"], u["budget"])][u["problem_id"]].append(u)
     rows = []
+    per_problem: dict[tuple[str, str, int], dict[str, float]] = {}
     for (model, strat, budget), by_problem in sorted(per.items()):
-        accs = [metrics.mean([u["correct"] for u in us]) for _, us in sorted(by_problem.items())]
+        per_problem[(model, strat, budget)] = {pid: metrics.mean([u["correct"] for u in us])
+                                               for pid, us in by_problem.items()}
+        accs = [v for _, v in sorted(per_problem[(model, strat, budget)].items())]
         costs = {f: _mean_opt([_mean_opt([u[f] for u in us]) for us in by_problem.values()]) for f in COST_FIELDS}
         est = any(u["estimated_cost"] for us in by_problem.values() for u in us)
         rows.append(ConfigRow(model, strat, budget, metrics.bootstrap_ci(accs, reps=reps), costs, est))
@@ -170,13 +221,13 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
     model_problems = {m: len({pid for (mm, _, _), by_problem in per.items() if mm == m for pid in by_problem})
                       for m in {r.model for r in rows}}
     whole = {(r.model, r.strategy, r.budget) for r in rows if r.accuracy.n >= model_problems[r.model]}
-    frontier = {}
+    frontier, frontier_flops = {}, {}
     optimal = {}
     for model in sorted({r.model for r in rows}):
-        pts = [Point(r.strategy, r.budget, r.costs["completion_tokens"], r.accuracy.mean)  # type: ignore[arg-type]
-               for r in rows if r.model == model and r.costs["completion_tokens"] is not None
-               and (r.model, r.strategy, r.budget) in whole]
-        frontier[model] = metrics.pareto_frontier(pts)
+        frontier[model] = _frontier([r for r in rows if r.model == model and (model, r.strategy, r.budget) in whole],
+                                    "completion_tokens")
+        frontier_flops[model] = _frontier([r for r in rows if r.model == model and (model, r.strategy, r.budget)
+                                           in whole], "flops")
         optimal[model] = metrics.compute_optimal({(b, budget, strat): e.mean
                                                   for (m, strat, budget, b), e in by_bin.items()
                                                   if m == model and (m, strat, budget) in whole})
@@ -185,8 +236,17 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
     dataset = next(iter(problems.values()))["dataset"]
     info = stores[0].info() if len(stores) == 1 else {str(s.dir): s.info() for s in stores}
     n_params = {m: ident.get("n_params") for s in stores for m, ident in (s.info().get("models") or {}).items()}
+    paired = paired_comparisons(rows, per_problem, lambda r: (r.model, r.strategy, r.budget) in whole, reps=reps)
     return Analysis(cfg, info, dataset, rows, pass_at, maj_at, bins, source, by_bin, frontier, optimal,
-                    sessions, len({u["problem_id"] for u in units}), _sharing(stores), n_params, model_problems)
+                    sessions, len({u["problem_id"] for u in units}), _sharing(stores), n_params, model_problems,
+                    frontier_flops, paired)
+
+
+def _frontier(rows: Sequence[ConfigRow], cost: str) -> list[Point]:
+    """The Pareto frontier of ``rows`` with ``costs[cost]`` per problem on the x-axis (rows with it unknown left
+    out)."""
+    return metrics.pareto_frontier([Point(r.strategy, r.budget, r.costs[cost], r.accuracy.mean)  # type: ignore[arg-type]
+                                    for r in rows if r.costs[cost] is not None])
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thinkscale.eval.analysis import Analysis, ConfigRow, crossovers
+from thinkscale.eval.metrics import Estimate
 from thinkscale.eval.plot import all_plots
 
 
@@ -70,9 +71,37 @@ def crossover_rows(a: Analysis) -> list[list[str]]:
     return out
 
 
+FRONTIER_TITLE = "Pareto frontier (generated tokens vs accuracy)"
+FRONTIER_HEADERS = ["model", "strategy", "budget", "generated tok", "accuracy"]
+FLOPS_FRONTIER_TITLE = "Pareto frontier (FLOPs per problem, the verifier's included, vs accuracy)"
+FLOPS_FRONTIER_HEADERS = ["model", "strategy", "budget", "FLOPs", "accuracy"]
+
+
 def frontier_rows(a: Analysis) -> list[list[str]]:
     return [[m, p.label, str(p.budget), f"{p.cost:.1f}", f"{p.accuracy:.3f}"]
             for m, front in sorted(a.frontier.items()) for p in front]
+
+
+def flops_frontier_rows(a: Analysis) -> list[list[str]]:
+    return [[m, p.label, str(p.budget), f"{p.cost:.3g}", f"{p.accuracy:.3f}"]
+            for m, front in sorted(a.frontier_flops.items()) for p in front]
+
+
+PAIRED_TITLE = ("Paired on the same problems: each config's accuracy minus greedy's and minus self-consistency's at "
+                "the same budget (95% bootstrap interval over problems), and its FLOPs over self-consistency's")
+PAIRED_HEADERS = ["model", "strategy", "budget", "accuracy", "vs greedy", "vs self-consistency", "FLOPs vs SC"]
+
+
+def _delta(e: Estimate | None) -> str:
+    return "" if e is None else f"{e.mean:+.3f} [{e.low:+.2f}, {e.high:+.2f}]"
+
+
+def paired_rows(a: Analysis) -> list[list[str]]:
+    """One row per compared config (see ``analysis.Paired``); none when the run has neither baseline."""
+    if all(p.vs_greedy is None and p.vs_sc is None for p in a.paired):
+        return []
+    return [[p.row.model, p.row.strategy, str(p.row.budget), f"{p.row.accuracy.mean:.3f}", _delta(p.vs_greedy),
+             _delta(p.vs_sc), _num(p.flops_vs_sc, "{:.2f}x")] for p in a.paired]
 
 
 def not_compared_lines(a: Analysis) -> list[str]:
@@ -89,8 +118,9 @@ def not_compared_lines(a: Analysis) -> list[str]:
 
     out = []
     if short:
-        out.append("Left out of the Pareto frontier, the compute-optimal table and the crossovers until their model's "
-                   "other problems are finished (compared on fewer problems they would win or lose on others): "
+        out.append("Left out of the Pareto frontiers, the paired comparisons, the compute-optimal table and the "
+                   "crossovers until their model's other problems are finished (compared on fewer problems they would "
+                   "win or lose on others): "
                    + grouped(short, lambda m: a.model_problems[m]) + ".")
     if cross:
         out.append(f"Left out of the crossovers until all {a.n_problems} problems of the report are finished: "
@@ -133,18 +163,16 @@ def print_tables(a: Analysis, console: Console) -> None:
     for row in rows:
         t.add_row(*row)
     console.print(t)
-    t = Table(title="Pareto frontier (generated tokens vs accuracy)", header_style="bold")
-    for h in ("model", "strategy", "budget", "generated tok", "accuracy"):
-        t.add_column(h)
-    for row in frontier_rows(a):
-        t.add_row(*row)
-    console.print(t)
-    cross = crossover_rows(a)
-    if cross:
-        t = Table(title=CROSSOVER_TITLE, header_style="bold")
-        for h in CROSSOVER_HEADERS:
+    for title, heads, rows in [(FRONTIER_TITLE, FRONTIER_HEADERS, frontier_rows(a)),
+                               (FLOPS_FRONTIER_TITLE, FLOPS_FRONTIER_HEADERS, flops_frontier_rows(a)),
+                               (PAIRED_TITLE, PAIRED_HEADERS, paired_rows(a)),
+                               (CROSSOVER_TITLE, CROSSOVER_HEADERS, crossover_rows(a))]:
+        if not rows and title != FRONTIER_TITLE:
+            continue
+        t = Table(title=title, header_style="bold")
+        for h in heads:
             t.add_column(h)
-        for row in cross:
+        for row in rows:
             t.add_row(*row)
         console.print(t)
     wall, busy, frac = a.overhead()
@@ -152,6 +180,10 @@ def print_tables(a: Analysis, console: Console) -> None:
                   f"outside backend calls ({busy:.1f} s inside)", highlight=False)
     if a.sharing is not None:
         console.print(a.sharing.describe(), highlight=False)
+
+
+def _sentence(title: str) -> str:
+    return title[0].upper() + title[1:]
 
 
 def _table_html(headers: list[str], rows: list[list[str]]) -> str:
@@ -184,12 +216,12 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
               *[f"<p>{html.escape(line)}</p>" for line in not_compared_lines(a)]]
     heads, rows = optimal_rows(a)
     parts += ["<h2>Compute-optimal strategy per difficulty and budget</h2>", _table_html(heads, rows),
-              "<h2>Pareto frontier</h2>",
-              _table_html(["model", "strategy", "budget", "generated tok", "accuracy"], frontier_rows(a))]
-    cross = crossover_rows(a)
-    if cross:
-        parts += [f"<h2>{html.escape(CROSSOVER_TITLE[0].upper() + CROSSOVER_TITLE[1:])}</h2>",
-                  _table_html(CROSSOVER_HEADERS, cross)]
+              f"<h2>{FRONTIER_TITLE}</h2>", _table_html(FRONTIER_HEADERS, frontier_rows(a)),
+              f"<h2>{FLOPS_FRONTIER_TITLE}</h2>", _table_html(FLOPS_FRONTIER_HEADERS, flops_frontier_rows(a))]
+    for title, heads, rows in [(PAIRED_TITLE, PAIRED_HEADERS, paired_rows(a)),
+                               (CROSSOVER_TITLE, CROSSOVER_HEADERS, crossover_rows(a))]:
+        if rows:
+            parts += [f"<h2>{html.escape(_sentence(title))}</h2>", _table_html(heads, rows)]
     if a.pass_at_k:
         ks = sorted({k for c in a.pass_at_k.values() for k in c})
         parts += ["<h2>pass@k</h2>", _table_html(
@@ -231,8 +263,9 @@ MD_HEADERS = ["model", "strategy", "budget", "problems", "accuracy [95% CI]", "g
 
 
 def write_markdown(a: Analysis, path: Path, command: str) -> Path:
-    """The report's tables as Markdown (every config, what the comparisons leave out, the Pareto frontier, the
-    compute-optimal table, the crossovers), to paste into docs; ``command`` is what wrote it."""
+    """The report's tables as Markdown (every config, what the comparisons leave out, the Pareto frontiers, the
+    paired comparisons, the compute-optimal table, the crossovers), to paste into docs; ``command`` is what wrote
+    it."""
     rows = [[r.model, r.strategy, str(r.budget), str(r.accuracy.n), *summary_cells(r),
              "k/N share" if r.estimated_cost else "measured"]
             for r in sorted(a.rows, key=lambda r: (r.model, r.strategy, r.budget))]
@@ -243,12 +276,15 @@ def write_markdown(a: Analysis, path: Path, command: str) -> Path:
              "per problem (generated and verifier tokens as the backends counted them, FLOPs, wall seconds of a job "
              "as it ran); *k/N share*: a budget scored from a subset of a larger run's samples.",
              "## Every strategy config", markdown_table(MD_HEADERS, rows, 2), *not_compared_lines(a),
-             "## Pareto frontier (generated tokens vs accuracy)",
-             markdown_table(["model", "strategy", "budget", "generated tok", "accuracy"], frontier_rows(a), 2),
-             "## Compute-optimal strategy per difficulty and budget", markdown_table(heads, optimal)]
+             f"## {FRONTIER_TITLE}", markdown_table(FRONTIER_HEADERS, frontier_rows(a), 2),
+             f"## {FLOPS_FRONTIER_TITLE}", markdown_table(FLOPS_FRONTIER_HEADERS, flops_frontier_rows(a), 2)]
+    paired = paired_rows(a)
+    if paired:
+        parts += [f"## {PAIRED_TITLE}", markdown_table(PAIRED_HEADERS, paired, 2)]
+    parts += ["## Compute-optimal strategy per difficulty and budget", markdown_table(heads, optimal)]
     cross = crossover_rows(a)
     if cross:
-        parts += [f"## {CROSSOVER_TITLE[0].upper() + CROSSOVER_TITLE[1:]}", markdown_table(CROSSOVER_HEADERS, cross)]
+        parts += [f"## {_sentence(CROSSOVER_TITLE)}", markdown_table(CROSSOVER_HEADERS, cross)]
     parts.append(overhead_sentence(a))
     if a.sharing is not None:
         parts.append(a.sharing.describe() + ".")
