@@ -15,7 +15,7 @@ from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.cli import app
 from thinkscale.eval.analysis import analyze
 from thinkscale.eval.chains import ChainIndex, SharingBackend, StoredChain, request_id
-from thinkscale.eval.config import SweepConfig
+from thinkscale.eval.config import SweepConfig, load_sweep_file
 from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import run_sweep
 from thinkscale.eval.store import Store, StoreError, open_existing
@@ -239,3 +239,87 @@ def test_a_request_that_may_stop_chains_early_is_neither_served_nor_recorded(tab
     sharing = SharingBackend(scripted_backend(table), None)
     sharing.generate([req])
     assert sharing.rows == []
+
+
+# ------------------------------------------------------------------ chains of other runs (share_chains_from)
+
+
+def test_another_runs_chains_serve_a_new_run_and_say_where_they_came_from(tmp_path: Path) -> None:
+    """Run A draws self-consistency at 4 (12 requests); run B, a new folder with self-consistency and best-of-N and
+    A named in share_chains_from, generates nothing: every chain is served from A's store, each row naming A and the
+    A job that drew it on the same problem and seed (source_job stays NULL: that column is B's own jobs). B's units
+    equal an unshared run's; its meta records A; the report counts the chains as A's."""
+    table = write_table(tmp_path / "table.json", limit=6, seconds_per_token=0.0002)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    run_sweep(cfg_for(table, strategies=["self-consistency"]), a, backend_factory=Counting(table))
+    count = Counting(table)
+    s = run_sweep(cfg_for(table, share_chains_from=[str(a)]), b, backend_factory=count)
+    assert count.requests == [] and s.reused_chains == 96
+    served = rows(b, "SELECT c.source_job, c.source_run, c.source_run_job, j.problem_id, j.seed FROM chains c "
+                     "JOIN jobs j USING (job_id)")
+    assert len(served) == 96 and {(sj, run) for sj, run, *_ in served} == {(None, str(a))}
+    with sqlite3.connect(a / "results.sqlite") as db:
+        drew = {job: (pid, seed) for job, pid, seed in db.execute("SELECT job_id, problem_id, seed FROM jobs")}
+    assert all(drew[rj] == (pid, seed) for _, _, rj, pid, seed in served)
+    run_sweep(cfg_for(table, share_samples=False), c, backend_factory=Counting(table))
+    assert rows(b, RESULT) == rows(c, RESULT)
+    assert json.loads(rows(b, "SELECT value FROM meta WHERE key = 'chain_sources'")[0][0])[str(a)]["jobs"] == 12
+    store = open_existing(b, read_only=True)
+    try:
+        sharing = analyze([store], reps=10).sharing
+    finally:
+        store.close()
+    assert sharing is not None and sharing.other_runs == {str(a): 96} and f"96 from {a}" in sharing.describe()
+
+
+def test_chains_of_another_model_file_or_folder_are_refused(table: Path, tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    run_sweep(cfg_for(table, strategies=["self-consistency"], sample_seeds=[0]), a)
+    with sqlite3.connect(a / "results.sqlite") as db:
+        db.execute("UPDATE meta SET value = '{\"fingerprint\": \"other\"}' WHERE key = 'model:fake'")
+    with pytest.raises(StoreError, match="its 'fake' is .*other.*another model file"):
+        run_sweep(cfg_for(table, share_chains_from=[str(a)]), tmp_path / "b")
+    with pytest.raises(StoreError, match="share_chains_from: .*nowhere is not a run folder"):
+        run_sweep(cfg_for(table, share_chains_from=[str(tmp_path / "nowhere")]), tmp_path / "c")
+    with pytest.raises(ValueError, match="the run's own folder"):
+        run_sweep(cfg_for(table, share_chains_from=[str(tmp_path / "d")]), tmp_path / "d")
+    with pytest.raises(ValueError, match="needs share_samples on"):
+        run_sweep(cfg_for(table, share_samples=False, share_chains_from=[str(a)]), tmp_path / "e")
+
+
+def test_a_store_from_before_the_source_run_columns_reads_and_is_brought_up_to_date(table: Path,
+                                                                                    tmp_path: Path) -> None:
+    """A store whose chains table lacks source_run/source_run_job: read-only it reads them as NULL (a TEMP view);
+    opened to write, they are added; either way its chains are the same."""
+    out = tmp_path / "old"
+    run_sweep(cfg_for(table, strategies=["self-consistency", BON], sample_seeds=[0]), out,
+              backend_factory=Counting(table))
+    with sqlite3.connect(out / "results.sqlite") as db:
+        db.execute("ALTER TABLE chains DROP COLUMN source_run_job")
+        db.execute("ALTER TABLE chains DROP COLUMN source_run")
+    ro = open_existing(out, read_only=True)
+    try:
+        chains = ro.chains()
+        assert len(chains) == 48 and all(c.source_run is None and c.source_run_job is None for _, c in chains)
+        assert sum(c.served for _, c in chains) == 24 and len(ro.chains(generated=True)) == 24
+    finally:
+        ro.close()
+    assert rows(out, "SELECT COUNT(*) FROM pragma_table_info('chains') WHERE name LIKE 'source_run%'") == [(0,)]
+    Store(out).close()
+    assert rows(out, "SELECT COUNT(*) FROM pragma_table_info('chains') WHERE name LIKE 'source_run%'") == [(2,)]
+    assert run_sweep(cfg_for(table, strategies=["self-consistency", BON], sample_seeds=[0]), out,
+                     backend_factory=Counting(table)).jobs_skipped == 12
+
+
+def test_share_chains_from_in_a_sweep_file_is_relative_to_it_and_the_option_replaces_it(table: Path,
+                                                                                       tmp_path: Path) -> None:
+    (tmp_path / "sweeps").mkdir()
+    sweep = tmp_path / "sweeps" / "s.toml"
+    sweep.write_text(f'dataset = "gsm8k"\nlimit = 6\nmodels = ["fake"]\nbackend = "scripted:{table}"\n'
+                     'strategies = ["self-consistency"]\nbudgets = [4]\nshare_chains_from = ["../a"]\n')
+    assert load_sweep_file(sweep).share_chains_from == (str(tmp_path / "a"),)
+    run_sweep(cfg_for(table, strategies=["self-consistency"], budgets=[4], sample_seeds=[0]), tmp_path / "b")
+    r = CliRunner().invoke(app, ["eval", "--config", str(sweep), "--share-chains-from", str(tmp_path / "b"),
+                                 "--out", str(tmp_path / "c"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert rows(tmp_path / "c", "SELECT DISTINCT source_run FROM chains") == [(str(tmp_path / "b"),)]

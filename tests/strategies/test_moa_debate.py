@@ -99,7 +99,8 @@ def test_moa_falls_back_to_the_last_layers_vote_when_the_aggregator_gives_no_ans
 
 
 def test_moa_knobs_are_checked() -> None:
-    for spec, needle in [("moa:fallback=random", "fallback must be one of vote, none"), ("moa:temperatures=hot", "not a number"), ("moa:models=a||b", "empty entry"),
+    for spec, needle in [("moa:fallback=random", "fallback must be one of vote, none"),
+                         ("moa:temperatures=hot", "not a number"), ("moa:models=a||b", "empty entry"),
                          ("moa:n_proposers=0", "n_proposers"), ("moa:temperatures=-1", ">= 0")]:
         with pytest.raises(ValueError, match=needle):
             build_strategy(spec)

@@ -51,11 +51,16 @@ class Sharing:
     generated_tokens: int
     served_tokens: int
     served_seconds: float
+    other_runs: dict[str, int] = field(default_factory=dict)  # of ``served``: from other runs' stores, per run
 
     def describe(self) -> str:
         total = self.generated + self.served
+        where = "the run's store"
+        if self.other_runs:
+            where += (" (" + ", ".join(f"{n} from {run}" for run, n in sorted(self.other_runs.items()))
+                      + ": another run's store, share_chains_from)")
         return (f"{self.served} of {total} chains ({self.served_tokens} of "
-                f"{self.generated_tokens + self.served_tokens} completion tokens) were served from the run's store "
+                f"{self.generated_tokens + self.served_tokens} completion tokens) were served from {where} "
                 f"instead of generated again (sample sharing); strategy costs charge them as first generated "
                 f"({self.served_seconds:.1f} s), the sweep's wall and backend seconds do not include them")
 
@@ -291,8 +296,10 @@ def crossovers(a: Analysis) -> list[Crossover]:
 def _sharing(stores: Sequence[Store]) -> Sharing | None:
     out = Sharing(0, 0, 0, 0, 0.0)
     for s in stores:
-        for r in s.rows("SELECT source_job IS NOT NULL AS served, COUNT(*) AS n, TOTAL(completion_tokens) AS tokens, "
-                        "TOTAL(seconds) AS seconds FROM chains GROUP BY 1"):
+        for r in s.rows("SELECT source_run, COUNT(*) AS n FROM chains WHERE source_run IS NOT NULL GROUP BY 1"):
+            out.other_runs[r["source_run"]] = out.other_runs.get(r["source_run"], 0) + r["n"]
+        for r in s.rows("SELECT source_job IS NOT NULL OR source_run IS NOT NULL AS served, COUNT(*) AS n, "
+                        "TOTAL(completion_tokens) AS tokens, TOTAL(seconds) AS seconds FROM chains GROUP BY 1"):
             if r["served"]:
                 out = replace(out, served=out.served + r["n"], served_tokens=out.served_tokens + int(r["tokens"]),
                               served_seconds=out.served_seconds + r["seconds"])

@@ -1,4 +1,5 @@
-"""Stored chains: which generate request a stored sample answers, and serving requests from a run's own chains.
+"""Stored chains: which generate request a stored sample answers, and serving requests from a run's own chains (and
+from other runs' stores of the same model: ``SweepConfig.share_chains_from``).
 
 One matcher for everything that serves stored chains (``thinkscale.eval.replay`` and the sweep runner's sample
 sharing). Sample ``j`` of a seeded request is sample ``first_sample + j`` of one seeded draw (``GenRequest
@@ -9,7 +10,8 @@ ones that drew it and the chain's place in the draw is one the request asks for.
 
 ``SharingBackend`` is what a sweep job sees when sample sharing is on (``SweepConfig.share_samples``): it records
 every keyed request's chains (``ChainRow``, stored with the job) and serves a request from ``ChainIndex``, which
-holds only chains of jobs already committed to the store. A request is served when every chain it asks for is
+holds only chains of jobs already committed to the store (this run's, then those of the runs named in
+``share_chains_from``). A request is served when every chain it asks for is
 stored; when only its first chains are, those are served and the rest generated with ``first_sample`` set (exact,
 by the above); otherwise, or when it asks for logprobs (the store keeps only a summary of them), the model
 generates it. A served request is charged as the chains cost when they were generated: their completion tokens,
@@ -86,6 +88,11 @@ class ChainIndex(Generic[T]):
         with self._lock:
             return dict(self._chains.get(rid, {}))
 
+    def items(self) -> list[tuple[str, int, T]]:
+        """Every (request id, place, chain) held."""
+        with self._lock:
+            return [(rid, place, c) for rid, held in self._chains.items() for place, c in held.items()]
+
     def prefix(self, req: GenRequest) -> list[T]:
         """The chains ``req`` asks for (places ``first_sample``, ``first_sample + 1``, ...) up to the first one not
         held: all ``req.n`` of them when the request can be served whole."""
@@ -100,10 +107,13 @@ class ChainIndex(Generic[T]):
 
 @dataclass(frozen=True)
 class StoredChain:
-    """A chain a committed job generated (its stored row, with what its request cost), and that job."""
+    """A chain a committed job generated (its stored row, with what its request cost), and that job: of this run, or
+    of the run ``run`` (another store, ``SweepConfig.share_chains_from``), on problem ``problem_id``."""
 
     row: ChainRow
     job_id: int
+    run: str | None = None
+    problem_id: str | None = None
 
 
 def _total(values: Sequence[Any]) -> Any:
@@ -164,8 +174,10 @@ class SharingBackend(BackendProxy):
         call = self._calls
         self._calls += 1
         for j, c in enumerate(got):
-            self.rows.append(dataclasses.replace(c.row, call=call, pos=j, request_key=rid,
-                                                 place=req.first_sample + j, source_job=c.job_id))
+            self.rows.append(dataclasses.replace(
+                c.row, call=call, pos=j, request_key=rid, place=req.first_sample + j,
+                source_job=c.job_id if c.run is None else None, source_run=c.run,
+                source_run_job=None if c.run is None else c.job_id))
         if fresh is None:
             return
         u, k = fresh.usage, len(fresh.samples)

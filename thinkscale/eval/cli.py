@@ -12,7 +12,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -71,6 +71,9 @@ def eval_command(
         "--share-samples/--no-share-samples", help="Serve a job's chains from those finished jobs already drew "
         "with the same prompt, knobs and seeds (default), or let every job draw its own.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (results.sqlite); re-running resumes.")] = None,
+    share_chains_from: Annotated[list[str] | None, typer.Option(
+        "--share-chains-from", metavar="RUN", help="Another run's folder whose stored chains of the same model file "
+        "also serve this sweep's requests (repeatable; replaces the sweep file's share_chains_from).")] = None,
     workers: Annotated[int, typer.Option(help="Jobs in flight at once (the llama.cpp backend batches them); with "
                                          "--executor ray, per replica.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -101,7 +104,7 @@ def eval_command(
         "budgets": None if budgets is None else _ints(budgets, "--budgets"),
         "sample_seeds": None if sample_seeds is None else _ints(sample_seeds, "--sample-seeds"),
         "max_tokens": max_tokens, "max_subsets": max_subsets, "share_samples": share_samples}
-    cfg = _sweep_config(config, {k: v for k, v in flags.items() if v is not None})
+    cfg = _sweep_config(config, {k: v for k, v in flags.items() if v is not None}, share_chains_from)
     run_dir = out or cfg.out
     if run_dir is None:
         fail("give --out RUN_FOLDER (or `out` in the sweep file)")
@@ -109,15 +112,7 @@ def eval_command(
     # The runner warns about plans the user should know of (e.g. a strategy that cannot reuse samples).
     logging.getLogger("thinkscale.eval").setLevel(logging.WARNING)
     command = shlex.join(["thinkscale", *sys.argv[1:]])
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=err, disable=quiet)
-    task_id = bar.add_task("eval", total=None, stats="")
-
-    def on_progress(p: Any) -> None:
-        acc = "?" if p.accuracy is None else f"{p.accuracy:.3f}"
-        bar.update(task_id, completed=p.done, total=p.total,
-                   stats=f"acc {acc}  {p.tokens_per_second:.0f} tok/s  ({p.skipped} done before)")
-
+    bar, on_progress = _progress_bar(quiet)
     runner = _executor(executor, address, replicas, cpus_per_replica, workers)
     stop = threading.Event()
     try:
@@ -142,6 +137,20 @@ def eval_command(
     if summary.interrupted:
         _interrupted(run_dir)
         raise typer.Exit(130)
+
+
+def _progress_bar(quiet: bool) -> tuple[Progress, Callable[[Any], None]]:
+    """The sweep's progress bar on stderr (disabled by ``quiet``) and the callback that updates it."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=err, disable=quiet)
+    task_id = bar.add_task("eval", total=None, stats="")
+
+    def on_progress(p: Any) -> None:
+        acc = "?" if p.accuracy is None else f"{p.accuracy:.3f}"
+        bar.update(task_id, completed=p.done, total=p.total,
+                   stats=f"acc {acc}  {p.tokens_per_second:.0f} tok/s  ({p.skipped} done before)")
+
+    return bar, on_progress
 
 
 def _pool_backend(backend: str | None, urls: list[str] | None, url_file: Path | None) -> str | None:
@@ -186,18 +195,24 @@ def _check_run_folder(run_dir: Path) -> None:
              "(`thinkscale report` and `export` read a finished run from a read-only folder)")
 
 
-def _sweep_config(config: Path | None, given: dict[str, Any]) -> SweepConfig:
-    """The SweepConfig of ``--config FILE`` or of the sweep options ``given`` (never both)."""
+def _sweep_config(config: Path | None, given: dict[str, Any], chains_from: list[str] | None) -> SweepConfig:
+    """The SweepConfig of ``--config FILE`` or of the sweep options ``given`` (never both); ``--share-chains-from``
+    (``chains_from``) goes with either and replaces the file's."""
     from thinkscale.eval.config import SweepConfig, format_validation_error, load_sweep_file
 
     try:
         if config is not None:
             if given:
                 fail(f"--config {config} sets the sweep; do not also give {', '.join(sorted(given))}")
-            return load_sweep_file(config)
+            cfg = load_sweep_file(config)
+            if chains_from is None:
+                return cfg
+            return SweepConfig(**(cfg.model_dump() | {"share_chains_from": chains_from}))
         if "dataset" not in given or "strategies" not in given:
             fail("give --dataset and at least one --strategy (or --config FILE)")
         given.setdefault("models", ["qwen2.5-coder-0.5b"])
+        if chains_from is not None:
+            given["share_chains_from"] = chains_from
         return SweepConfig(**given)
     except ValidationError as e:
         fail(format_validation_error(e, "options"))

@@ -11,6 +11,8 @@
     max_tokens = 512                                  # per chain, for strategies with a max_tokens knob
     out = "runs/gsm8k-0.5b"                           # optional, relative to this file; --out wins
     share_samples = true                              # serve chains a finished job already drew (default)
+    share_chains_from = ["../runs/gsm8k-0.5b-tir"]    # and chains other runs of the same model stored (relative
+                                                      # to this file; --share-chains-from wins)
     deterministic = false                             # same command + seeds -> same stored answers (slower)
     # also: task (for a dataset file), system, backend ("llamacpp", "openai:URL", "scripted:FILE"), max_subsets
 
@@ -19,6 +21,7 @@ Unknown keys are errors, as are budgets that are not strictly increasing positiv
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -49,6 +52,9 @@ class SweepConfig(BaseModel):
     # a job's generate request is served from chains finished jobs already stored (thinkscale.eval.chains);
     # false: every job draws its own chains
     share_samples: bool = True
+    # other runs' folders whose stores also serve chains (same model file only; thinkscale.eval.chains): a request
+    # another run already drew is not generated again
+    share_chains_from: tuple[str, ...] = ()
     # every backend call runs alone from an empty KV cache, so the stored answers are a function of the command and
     # its seeds (llama.cpp's numbers depend on batching: thinkscale.backends.llamacpp); costs batching and reuse
     deterministic: bool = False
@@ -70,7 +76,7 @@ class SweepConfig(BaseModel):
             raise ValueError(f"levels must be a non-empty, strictly increasing list, got {list(v)}")
         return v
 
-    @field_validator("models", "strategies", "sample_seeds")
+    @field_validator("models", "strategies", "sample_seeds", "share_chains_from")
     @classmethod
     def _unique(cls, v: tuple) -> tuple:  # type: ignore[type-arg]
         if len(set(v)) != len(v):
@@ -98,6 +104,9 @@ def load_sweep_file(path: str | Path) -> SweepConfig:
         raise ValueError(f"{p}: not valid TOML: {e}") from None
     if isinstance(data.get("out"), str) and not Path(data["out"]).is_absolute():
         data["out"] = str(p.parent / data["out"])
+    if isinstance(data.get("share_chains_from"), list):
+        data["share_chains_from"] = [os.path.normpath(p.parent / x) if isinstance(x, str)
+                                     and not Path(x).is_absolute() else x for x in data["share_chains_from"]]
     try:
         return SweepConfig(**data)
     except ValidationError as e:

@@ -230,7 +230,7 @@ def _chain_problems(store: Store, model: str) -> dict[str, set[str]]:
     """The request ids of the chains ``model``'s committed jobs generated, by the jobs' problem."""
     out: dict[str, set[str]] = collections.defaultdict(set)
     for r in store.rows("SELECT DISTINCT j.problem_id, c.request_key FROM chains c JOIN jobs j USING (job_id) "
-                        "WHERE j.model = ? AND c.source_job IS NULL", (model,)):
+                        "WHERE j.model = ? AND c.source_job IS NULL AND c.source_run IS NULL", (model,)):
         out[r[0]].add(r[1])
     return out
 
@@ -375,6 +375,9 @@ class RayRun:
                  shared: ChainIndex[StoredChain] | None) -> Iterator[Outcome]:
         queue = collections.deque(jobs)
         flying: dict[Any, tuple[_Slot, Job]] = {}
+        for rid, _, chain in shared.items() if shared is not None else ():  # other runs' chains, by their problem
+            if chain.run is not None and chain.problem_id is not None:
+                self._rids.setdefault(chain.problem_id, set()).add(rid)
         while True:
             while queue and not (stop is not None and stop.is_set()):
                 slot = min((s for s in self._slots if s.ready and s.in_flight < self._o.workers),

@@ -63,7 +63,16 @@ from thinkscale.eval.chains import ChainIndex, SharingBackend, StoredChain
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
-from thinkscale.eval.store import ChainRow, JobRecord, SampleRow, SessionProgress, Store, StoreError, UnitRow
+from thinkscale.eval.store import (
+    ChainRow,
+    JobRecord,
+    SampleRow,
+    SessionProgress,
+    Store,
+    StoreError,
+    UnitRow,
+    open_existing,
+)
 from thinkscale.strategies.base import (
     FILE_KNOBS,
     Strategy,
@@ -366,7 +375,7 @@ class Outcome:
     @property
     def reused_seconds(self) -> float:
         """Generation seconds the chains served from the store took when first generated (unknown counts 0)."""
-        return sum(c.seconds or 0.0 for c in self.chains if c.source_job is not None)
+        return sum(c.seconds or 0.0 for c in self.chains if c.served)
 
 
 class TimedSandbox(Sandbox):
@@ -682,6 +691,11 @@ def _lock(out: Path) -> Any:
 def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: Executor, command: str,
                 on_progress: Callable[[Progress], None] | None, stop: threading.Event | None) -> SweepSummary:
     store, _ds, _plans, jobs = prepare(cfg, out)
+    try:
+        sources = open_chain_sources(cfg, out, store)
+    except BaseException:
+        store.close()
+        raise
     session = store.start_session(command)
     done = store.done_jobs()
     pending = [j for j in jobs if j.key not in done]
@@ -702,7 +716,7 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: 
             t1: float | None = None
             try:
                 store.bind_model(model, run.identity)
-                shared = _stored_chains(store, model) if cfg.share_samples else None
+                shared = _stored_chains(store, model, sources, run.identity) if cfg.share_samples else None
                 t1 = time.perf_counter()
                 wall0, busy0 = wall, busy  # this model's time is added in the finally below, even on an error
                 for outcome in run.outcomes(todo, stop, shared):
@@ -711,9 +725,9 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: 
                                                                   busy0 + run.busy_now()))
                     if shared is not None:  # committed: later jobs may be served its chains
                         for c in rec.chains:
-                            if c.source_job is None:
+                            if not c.served:
                                 shared.add(c.request_key, c.place, StoredChain(c, job_id))
-                    served = [c for c in rec.chains if c.source_job is not None]
+                    served = [c for c in rec.chains if c.served]
                     served_tokens = sum(c.completion_tokens or 0 for c in served)
                     reused_chains += len(served)
                     reused_tokens += served_tokens
@@ -743,15 +757,65 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: 
     finally:
         store.end_session(SessionProgress(session, ran, wall, busy), status=status)
         store.close()
+        for source in sources.values():
+            source.close()
     return SweepSummary(len(jobs), len(jobs) - len(pending), ran, wall, busy, load, status == "interrupted",
                         reused_chains, reused_tokens, reused_seconds)
 
 
-def _stored_chains(store: Store, model: str) -> ChainIndex[StoredChain]:
-    """The chains ``model``'s committed jobs generated, first stored first."""
+def open_chain_sources(cfg: SweepConfig, out: Path, store: Store) -> dict[str, Store]:
+    """The stores of ``cfg.share_chains_from`` (read-only, by the folder as named), checked: each a run folder other
+    than ``out``, reproducible when this run must be (``deterministic``); recorded in the run's meta
+    (``chain_sources``: each one's config digest and jobs, as last opened)."""
+    if cfg.share_chains_from and not cfg.share_samples:
+        raise ValueError("share_chains_from serves chains through sample sharing: it needs share_samples on")
+    sources: dict[str, Store] = {}
+    try:
+        for name in cfg.share_chains_from:
+            if Path(name).resolve() == out.resolve():
+                raise ValueError(f"share_chains_from names the run's own folder {name}: its chains are shared "
+                                 "anyway")
+            try:
+                src = sources[name] = open_existing(name, read_only=True)
+            except StoreError as e:
+                raise StoreError(f"share_chains_from: {e}; give run folders whose chains should serve this sweep, "
+                                 "or leave it out") from None
+            if cfg.deterministic and not src.config().get("deterministic"):
+                raise StoreError(f"share_chains_from {name}: that run was not deterministic, this one is (its "
+                                 "chains depend on how its calls were batched); leave it out")
+        record = {name: {"config_sha256": hashlib.sha256(json.dumps(src.config(), sort_keys=True).encode())
+                         .hexdigest(), "jobs": len(src.done_jobs())} for name, src in sources.items()}
+        if record:
+            known = json.loads(store.get_meta("chain_sources") or "{}")
+            store.set_meta("chain_sources", json.dumps(known | record, sort_keys=True))
+    except BaseException:
+        for src in sources.values():
+            src.close()
+        raise
+    return sources
+
+
+def _stored_chains(store: Store, model: str, sources: dict[str, Store] | None = None,
+                   identity: dict[str, Any] | None = None) -> ChainIndex[StoredChain]:
+    """The chains ``model``'s committed jobs generated, first stored first: this run's, then each of ``sources``'
+    whose stored identity of ``model`` is ``identity`` (a source with another model file under that name is refused;
+    one without the model serves nothing, with a warning)."""
     index: ChainIndex[StoredChain] = ChainIndex()
     for job_id, c in store.chains(model=model, generated=True):
         index.add(c.request_key, c.place, StoredChain(c, job_id))
+    for name, src in (sources or {}).items():
+        theirs = src.get_meta(f"model:{model}")
+        if theirs is None:
+            log.warning("share_chains_from %s: that run has no chains of %s; it serves none of this run's", name,
+                        model)
+            continue
+        if json.loads(theirs) != identity:
+            raise StoreError(f"share_chains_from {name}: its {model!r} is {theirs}, this run's is "
+                             f"{json.dumps(identity, sort_keys=True)}: chains of another model file cannot be served")
+        problems = {r[0]: r[1] for r in src.db.execute("SELECT job_id, problem_id FROM jobs WHERE model = ?",
+                                                       (model,))}
+        for job_id, c in src.chains(model=model, generated=True):
+            index.add(c.request_key, c.place, StoredChain(c, job_id, run=name, problem_id=problems[job_id]))
     return index
 
 
@@ -771,8 +835,6 @@ def rescore(out: str | Path) -> int:
     """Grade every stored sample again and recompute every unit from the stored samples and usage, without a model:
     for a fixed grader, or a changed estimator. Each job is rewritten in its own transaction; jobs and samples keep
     their text and usage. Returns the number of jobs rescored."""
-    from thinkscale.eval.store import open_existing
-
     store = open_existing(out)
     try:
         cfg = store.config()
