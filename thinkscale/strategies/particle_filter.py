@@ -24,6 +24,15 @@ from thinkscale.types import Event, Result
 from thinkscale.verifiers.aggregate import Selection
 
 
+class Weighting(enum.StrEnum):
+    LOGIT = "logit"  # log weight = logit(score): the score read as a probability (Puri et al., its_hub)
+    SCORE = "score"  # log weight = the score itself (any scale)
+
+
+# a probability is clipped this far from 0 and 1 before its logit (a PRM that says exactly 0 or 1)
+LOGIT_CLIP = 1e-7
+
+
 class FinalPick(enum.StrEnum):
     BEST = "best"  # the finished particle of the highest weight
     WEIGHTED_VOTE = "weighted_vote"  # the answer with the largest summed score over the finished particles
@@ -56,11 +65,31 @@ def softmax_weights(scores: Sequence[float], temperature: float) -> list[float]:
     return [e / total for e in exps]
 
 
-def resample(particles: Sequence[int], scores: Sequence[float], temperature: float,
-             rng: random.Random) -> tuple[list[float], list[int]]:
-    """Multinomial resampling: N draws with replacement, particle i with probability softmax(scores / T)_i, from
-    ``rng`` (``rng.choices``, so a fixed rng replays the draw). Returns (the probabilities, the drawn particles)."""
-    probs = softmax_weights(scores, temperature)
+def log_weights(scores: Sequence[float], weighting: Weighting) -> list[float]:
+    """The particles' log weights: ``logit(score)`` (``Weighting.LOGIT``; a score must be a probability in [0, 1],
+    clipped to ``LOGIT_CLIP`` from either end) or the scores as they are (``Weighting.SCORE``).
+
+    >>> [round(w, 4) for w in log_weights([0.5, 0.75], Weighting.LOGIT)]
+    [0.0, 1.0986]
+    """
+    if weighting is Weighting.SCORE:
+        return list(scores)
+    out = []
+    for s in scores:
+        if not 0.0 <= s <= 1.0:
+            raise ValueError(f"particle-filter weighting=logit reads step scores as probabilities, got {s!r}: use a "
+                             "verifier whose scores are in [0, 1] (a PRM), or weighting=score")
+        p = min(max(s, LOGIT_CLIP), 1 - LOGIT_CLIP)
+        out.append(math.log(p / (1 - p)))
+    return out
+
+
+def resample(particles: Sequence[int], scores: Sequence[float], temperature: float, rng: random.Random,
+             weighting: Weighting = Weighting.LOGIT) -> tuple[list[float], list[int]]:
+    """Multinomial resampling: N draws with replacement, particle i with probability softmax(log weights / T)_i
+    (``log_weights``), from ``rng`` (``rng.choices``, so a fixed rng replays the draw). Returns (the probabilities,
+    the drawn particles)."""
+    probs = softmax_weights(log_weights(scores, weighting), temperature)
     return probs, rng.choices(list(particles), weights=probs, k=len(particles))
 
 
@@ -71,14 +100,18 @@ class ParticleFilter(StepKnobs):
     """Args (besides the step knobs of ``StepKnobs``: verifier, step_aggregation, step_delimiter, max_step_tokens,
     max_steps, temperature, top_p):
         n_particles: N, the particles. The budget knob.
-        resample_temperature: T of the softmax that turns scores into resampling weights (lower = greedier).
+        weighting: ``logit`` (a particle's log weight is the logit of its score, a probability: weights are the
+            odds r / (1 - r), as in Puri et al. and its_hub) or ``score`` (the score itself is the log weight: for
+            scorers not on [0, 1]; on a probability it resamples almost uniformly, e^1 at most between particles).
+        resample_temperature: T of the softmax that turns log weights into resampling probabilities (lower =
+            greedier).
         final: ``best`` (the finished particle of the highest score) or ``weighted_vote`` (the answer with the
             largest summed score over the finished particles, a particle counted as often as it was drawn).
 
     Each step extends every unfinished particle by one sampled step (particles on the same node share one request,
     ``n`` = how many; all in one batched call that continues the cached prefix), scores the new steps with the
     verifier (a PRM's step score; an outcome verifier scores the partial solution), and resamples all N particles
-    (finished ones included, which stay as they are) with probabilities softmax(score / T). The search ends when
+    (finished ones included, which stay as they are) with probabilities softmax(log weight / T). The search ends when
     every particle is finished. The weight of a particle is its aggregated step score (``step_aggregation``, the
     last step's by default, as in Puri et al.).
 
@@ -93,6 +126,7 @@ class ParticleFilter(StepKnobs):
     budget_knob: ClassVar[str] = "n_particles"
 
     n_particles: int = 4
+    weighting: Weighting = Weighting.LOGIT
     resample_temperature: float = 1.0
     final: FinalPick = FinalPick.BEST
 
@@ -103,6 +137,7 @@ class ParticleFilter(StepKnobs):
         if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"resample_temperature must be a finite number > 0, got {t!r}")
         object.__setattr__(self, "final", enum_knob("final", FinalPick, self.final))
+        object.__setattr__(self, "weighting", enum_knob("weighting", Weighting, self.weighting))
 
     def run(self, ctx: Run) -> Result:
         tree = StepTree(ctx, self, ctx.verifier(self.verifier, self.verifier_path))
@@ -132,7 +167,7 @@ class ParticleFilter(StepKnobs):
         if len(plan) < len(wanted) or any(n < wanted[i] for i, n in plan):
             tree.budget_hit = True  # some particles could not advance this step: they keep their node
         scores = [p.score(self.step_aggregation) for p in advanced]
-        probs, drawn = resample(range(len(advanced)), scores, self.resample_temperature, tree.ctx.rng)
+        probs, drawn = resample(range(len(advanced)), scores, self.resample_temperature, tree.ctx.rng, self.weighting)
         particles[:] = [advanced[i] for i in drawn]
         tree.ctx.note(ParticleStep(step, tuple(p.index for p in advanced), tuple(scores), tuple(probs),
                                    tuple(advanced[i].index for i in drawn)))
