@@ -26,10 +26,13 @@ ordered model by model: greedy first (its temperature-0 chain matches no sampled
 has every problem's baseline), then the prefix-consistent strategies that draw all their chains in one request (run
 once at the largest budget), in config order, then the others, each largest budget first. A job in flight is never
 read from: with several workers, a job that starts before its provider is committed draws its chains itself.
+``SweepConfig.share_chains_from`` adds other runs' stores of the same model file to what serves (after this run's
+own chains): a request another run already drew is not generated again.
 
 Cost accounting with sharing. A job's ledger (tokens, calls, FLOPs, ``backend_seconds``) charges every chain it
 used as the chain cost when generated: a strategy's cost does not depend on what ran before it. What was served
-rather than computed is recorded per chain (``chains.source_job``; summed per run in ``SweepSummary.reused_*`` and
+rather than computed is recorded per chain (``chains.source_job``, or ``source_run`` and ``source_run_job`` for
+another run's; summed per run in ``SweepSummary.reused_*`` and
 the report). A job's ``wall_seconds`` is the time it took now; its units' ``wall_seconds`` add the generation
 seconds the served chains took when first generated (their 1/n shares of their requests' seconds), so a reused
 chain is neither free nor counted twice in real time. The harness overhead (``SweepSummary.overhead_fraction``)
