@@ -120,7 +120,7 @@ def test_a_config_short_of_problems_is_left_out_of_the_comparisons(table: Path, 
 
 
 def test_paired_comparisons_and_the_flops_frontier_match_the_store(run_dir: Path) -> None:
-    """Each config other than the baselines, against greedy and self-consistency at its budget: the mean of the
+    """Each config but greedy, against greedy and (but self-consistency) self-consistency at its budget: the mean of the
     per-problem differences read straight from the units table, an interval around it, the FLOPs ratio of the two
     rows; the FLOPs frontier holds the configs no other beats on FLOPs and accuracy (one of exact ties). report.md
     has both."""
@@ -132,10 +132,15 @@ def test_paired_comparisons_and_the_flops_frontier_match_the_store(run_dir: Path
     rows = {(r.model, r.strategy, r.budget): r for r in a.rows}
     bon = "best-of-n:verifier=confidence-mean"
     assert {(p.row.model, p.row.strategy, p.row.budget) for p in a.paired} == {
-        (m, bon, b) for m in ("fake-small", "fake-large") for b in (1, 2, 4)}
+        (m, s, b) for m in ("fake-small", "fake-large") for s in (bon, "self-consistency") for b in (1, 2, 4)}
     problems = sorted({pid for (_, _, _, pid) in acc})
     for p in a.paired:
         m, b = p.row.model, p.row.budget
+        if p.row.strategy == "self-consistency":  # against greedy only
+            want = sum(acc[(m, "self-consistency", b, pid)] - acc[(m, "greedy", 1, pid)] for pid in problems)
+            assert p.vs_sc is None and p.flops_vs_sc is None and p.vs_greedy is not None
+            assert p.vs_greedy.mean == pytest.approx(want / len(problems))
+            continue
         for est, base in ((p.vs_greedy, (m, "greedy", 1)), (p.vs_sc, (m, "self-consistency", b))):
             want = sum(acc[(m, bon, b, pid)] - acc[(*base, pid)] for pid in problems) / len(problems)
             assert est is not None and est.mean == pytest.approx(want) and est.low <= want <= est.high

@@ -83,8 +83,8 @@ GREEDY, SELF_CONSISTENCY = "greedy", "self-consistency"  # the baselines' strate
 
 def paired_comparisons(rows: Sequence[ConfigRow], per_problem: dict[tuple[str, str, int], dict[str, float]],
                        complete: Callable[[ConfigRow], bool], *, reps: int) -> list[Paired]:
-    """Every complete config other than the baselines themselves, against greedy (at budget 1) and against
-    self-consistency at the same budget, when the run has them complete (see ``Paired``)."""
+    """Every complete config but greedy, against greedy (at budget 1) and, other than self-consistency itself,
+    against self-consistency at the same budget, when the run has them complete (see ``Paired``)."""
     whole = {(r.model, r.strategy, r.budget): r for r in rows if complete(r)}
 
     def diff(r: ConfigRow, base: ConfigRow | None) -> Estimate | None:
@@ -98,10 +98,10 @@ def paired_comparisons(rows: Sequence[ConfigRow], per_problem: dict[tuple[str, s
 
     out = []
     for _, r in sorted(whole.items()):
-        if r.strategy in (GREEDY, SELF_CONSISTENCY):
+        if r.strategy == GREEDY:
             continue
         greedy = whole.get((r.model, GREEDY, 1))
-        sc = whole.get((r.model, SELF_CONSISTENCY, r.budget))
+        sc = None if r.strategy == SELF_CONSISTENCY else whole.get((r.model, SELF_CONSISTENCY, r.budget))
         ratio = None
         if sc is not None and r.costs["flops"] is not None and sc.costs["flops"]:
             ratio = r.costs["flops"] / sc.costs["flops"]
