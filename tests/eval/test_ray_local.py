@@ -116,6 +116,22 @@ def test_ray_sweep_gives_the_local_executors_units_and_shares_samples(
     assert run_sweep(sweep_cfg(table), tmp_path / "ray", executor=ex).jobs_run == 0  # resumes: nothing left
 
 
+def test_ray_replicas_are_served_another_runs_chains(cluster: str, reference: tuple[Path, list[tuple[Any, ...]]],
+                                                     tmp_path: Path) -> None:
+    """A new run on Ray with the reference's local run named in share_chains_from: the replicas are shipped that
+    run's chains of each job's problem, so every chain is served from it (greedy's too: a temperature-0 request is
+    keyed), none generated and none from the new run's own jobs, and the units equal the reference's."""
+    table, expected = reference
+    ex = RayExecutor(RayOptions(replicas=2, cpus_per_replica=0.5))
+    local = table.parent / "local"
+    s = run_sweep(sweep_cfg(table).model_copy(update={"share_chains_from": (str(local),)}), tmp_path / "ray",
+                  executor=ex)
+    assert units(tmp_path / "ray") == expected
+    with sqlite3.connect(tmp_path / "ray" / "results.sqlite") as db:
+        rows = db.execute("SELECT source_run, source_job, COUNT(*) FROM chains GROUP BY 1, 2").fetchall()
+    assert rows == [(str(local), None, s.reused_chains)] and s.reused_chains > 0
+
+
 def test_a_replica_killed_with_a_job_in_flight_loses_and_duplicates_nothing(
         cluster: str, reference: tuple[Path, list[tuple[Any, ...]]], tmp_path: Path) -> None:
     table, expected = reference
