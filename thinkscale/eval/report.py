@@ -101,7 +101,8 @@ def paired_rows(a: Analysis) -> list[list[str]]:
     if all(p.vs_greedy is None and p.vs_sc is None for p in a.paired):
         return []
     return [[p.row.model, p.row.strategy, str(p.row.budget), f"{p.row.accuracy.mean:.3f}", _delta(p.vs_greedy),
-             _delta(p.vs_sc), _num(p.flops_vs_sc, "{:.2f}x")] for p in a.paired]
+             _delta(p.vs_sc), "" if p.vs_sc is None and p.flops_vs_sc is None else _num(p.flops_vs_sc, "{:.2f}x")]
+            for p in a.paired]
 
 
 def not_compared_lines(a: Analysis) -> list[str]:
