@@ -90,10 +90,9 @@ def paired_comparisons(rows: Sequence[ConfigRow], per_problem: dict[tuple[str, s
     def diff(r: ConfigRow, base: ConfigRow | None) -> Estimate | None:
         if base is None:
             return None
+        # complete configs of one model have the same problems
         mine, theirs = per_problem[(r.model, r.strategy, r.budget)], per_problem[(base.model, base.strategy,
                                                                                   base.budget)]
-        if mine.keys() != theirs.keys():
-            return None  # complete configs of one model share their problems; kept safe all the same
         return metrics.bootstrap_ci([mine[p] - theirs[p] for p in sorted(mine)], reps=reps)
 
     out = []
@@ -229,10 +228,8 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
     frontier, frontier_flops = {}, {}
     optimal = {}
     for model in sorted({r.model for r in rows}):
-        frontier[model] = _frontier([r for r in rows if r.model == model and (model, r.strategy, r.budget) in whole],
-                                    "completion_tokens")
-        frontier_flops[model] = _frontier([r for r in rows if r.model == model and (model, r.strategy, r.budget)
-                                           in whole], "flops")
+        mine = [r for r in rows if r.model == model and (model, r.strategy, r.budget) in whole]
+        frontier[model], frontier_flops[model] = _frontier(mine, "completion_tokens"), _frontier(mine, "flops")
         optimal[model] = metrics.compute_optimal({(b, budget, strat): e.mean
                                                   for (m, strat, budget, b), e in by_bin.items()
                                                   if m == model and (m, strat, budget) in whole})
@@ -296,10 +293,11 @@ def crossovers(a: Analysis) -> list[Crossover]:
 def _sharing(stores: Sequence[Store]) -> Sharing | None:
     out = Sharing(0, 0, 0, 0, 0.0)
     for s in stores:
-        for r in s.rows("SELECT source_run, COUNT(*) AS n FROM chains WHERE source_run IS NOT NULL GROUP BY 1"):
-            out.other_runs[r["source_run"]] = out.other_runs.get(r["source_run"], 0) + r["n"]
-        for r in s.rows("SELECT source_job IS NOT NULL OR source_run IS NOT NULL AS served, COUNT(*) AS n, "
-                        "TOTAL(completion_tokens) AS tokens, TOTAL(seconds) AS seconds FROM chains GROUP BY 1"):
+        for r in s.rows("SELECT source_job IS NOT NULL OR source_run IS NOT NULL AS served, source_run, "
+                        "COUNT(*) AS n, TOTAL(completion_tokens) AS tokens, TOTAL(seconds) AS seconds FROM chains "
+                        "GROUP BY 1, 2"):
+            if r["source_run"] is not None:
+                out.other_runs[r["source_run"]] = out.other_runs.get(r["source_run"], 0) + r["n"]
             if r["served"]:
                 out = replace(out, served=out.served + r["n"], served_tokens=out.served_tokens + int(r["tokens"]),
                               served_seconds=out.served_seconds + r["seconds"])

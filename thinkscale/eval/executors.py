@@ -47,7 +47,6 @@ from thinkscale.eval.runner import (
     model_identity,
     run_job,
 )
-from thinkscale.eval.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,9 @@ class Executor(Protocol):
     # threads of each embedded llama.cpp backend the sweep's default factory makes (None: all cores it may use)
     backend_threads: int | None
 
-    def start(self, model: str, factory: BackendFactory, *, serialize: bool, store: Store) -> ModelRun:
+    def start(self, model: str, factory: BackendFactory, *, serialize: bool) -> ModelRun:
         """Load ``model`` (with ``factory``; ``serialize``: one call at a time, for backends that are not
-        thread-safe) and return the run of its jobs. ``store`` is the sweep's, for reading only."""
+        thread-safe) and return the run of its jobs."""
         ...
 
     def close(self) -> None: ...
@@ -99,7 +98,7 @@ class LocalExecutor:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
 
-    def start(self, model: str, factory: BackendFactory, *, serialize: bool, store: Store) -> LocalRun:
+    def start(self, model: str, factory: BackendFactory, *, serialize: bool) -> LocalRun:
         inner = factory(model)
         try:
             return LocalRun(model, inner, factory, serialize, self.workers)
@@ -215,24 +214,15 @@ class RayExecutor:
             self._owns_ray = True
         return ray
 
-    def start(self, model: str, factory: BackendFactory, *, serialize: bool, store: Store) -> RayRun:
+    def start(self, model: str, factory: BackendFactory, *, serialize: bool) -> RayRun:
         ray = self._connect()
-        self.current = RayRun(ray, self.options, model, factory, serialize, _chain_problems(store, model))
+        self.current = RayRun(ray, self.options, model, factory, serialize)
         return self.current
 
     def close(self) -> None:
         if self._owns_ray:
             import_ray().shutdown()
             self._owns_ray = False
-
-
-def _chain_problems(store: Store, model: str) -> dict[str, set[str]]:
-    """The request ids of the chains ``model``'s committed jobs generated, by the jobs' problem."""
-    out: dict[str, set[str]] = collections.defaultdict(set)
-    for r in store.rows("SELECT DISTINCT j.problem_id, c.request_key FROM chains c JOIN jobs j USING (job_id) "
-                        "WHERE j.model = ? AND c.source_job IS NULL AND c.source_run IS NULL", (model,)):
-        out[r[0]].add(r[1])
-    return out
 
 
 class Replica:
@@ -296,14 +286,13 @@ class _Slot:
 class RayRun:
     """One model's replicas on the cluster and the driver's side of running jobs on them."""
 
-    def __init__(self, ray: Any, options: RayOptions, model: str, factory: BackendFactory, serialize: bool,
-                 rids: dict[str, set[str]]) -> None:
+    def __init__(self, ray: Any, options: RayOptions, model: str, factory: BackendFactory, serialize: bool) -> None:
         self._ray, self._o, self._model = ray, options, model
         self._actor_class = ray.remote(Replica).options(
             num_cpus=options.cpus_per_replica, max_concurrency=options.workers, max_restarts=0,
             scheduling_strategy="SPREAD")
         self._factory, self._serialize = factory, serialize
-        self._rids = rids
+        self._rids: dict[str, set[str]] = {}  # problem id -> request ids of the stored chains on it
         self._busy: dict[int, float] = {}  # per replica (ever started), its last reported busy seconds
         self._loading: dict[Any, _Slot] = {}
         self._slots: list[_Slot] = []
@@ -375,8 +364,8 @@ class RayRun:
                  shared: ChainIndex[StoredChain] | None) -> Iterator[Outcome]:
         queue = collections.deque(jobs)
         flying: dict[Any, tuple[_Slot, Job]] = {}
-        for rid, _, chain in shared.items() if shared is not None else ():  # other runs' chains, by their problem
-            if chain.run is not None and chain.problem_id is not None:
+        for rid, _, chain in shared.items() if shared is not None else ():  # the stored chains, by their problem
+            if chain.problem_id is not None:
                 self._rids.setdefault(chain.problem_id, set()).add(rid)
         while True:
             while queue and not (stop is not None and stop.is_set()):

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thinkscale.eval.analysis import Analysis, ConfigRow, crossovers
-from thinkscale.eval.metrics import Estimate
+from thinkscale.eval.metrics import Estimate, Point
 from thinkscale.eval.plot import all_plots
 
 
@@ -77,14 +77,10 @@ FLOPS_FRONTIER_TITLE = "Pareto frontier (FLOPs per problem, the verifier's inclu
 FLOPS_FRONTIER_HEADERS = ["model", "strategy", "budget", "FLOPs", "accuracy"]
 
 
-def frontier_rows(a: Analysis) -> list[list[str]]:
-    return [[m, p.label, str(p.budget), f"{p.cost:.1f}", f"{p.accuracy:.3f}"]
-            for m, front in sorted(a.frontier.items()) for p in front]
-
-
-def flops_frontier_rows(a: Analysis) -> list[list[str]]:
-    return [[m, p.label, str(p.budget), f"{p.cost:.3g}", f"{p.accuracy:.3f}"]
-            for m, front in sorted(a.frontier_flops.items()) for p in front]
+def frontier_rows(frontiers: dict[str, list[Point]], cost_format: str) -> list[list[str]]:
+    """One row per point of each model's frontier, its cost written with ``cost_format``."""
+    return [[m, p.label, str(p.budget), cost_format.format(p.cost), f"{p.accuracy:.3f}"]
+            for m, front in sorted(frontiers.items()) for p in front]
 
 
 PAIRED_TITLE = ("Paired on the same problems: each config's accuracy minus greedy's and minus self-consistency's at "
@@ -103,6 +99,20 @@ def paired_rows(a: Analysis) -> list[list[str]]:
     return [[p.row.model, p.row.strategy, str(p.row.budget), f"{p.row.accuracy.mean:.3f}", _delta(p.vs_greedy),
              _delta(p.vs_sc), "" if p.vs_sc is None and p.flops_vs_sc is None else _num(p.flops_vs_sc, "{:.2f}x")]
             for p in a.paired]
+
+
+def comparison_tables(a: Analysis) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows) of the tables that compare configs, as every rendering prints them after the
+    compute-optimal table: the Pareto frontier on generated tokens (always), then the FLOPs frontier, the paired
+    comparisons and the crossovers (each only when it has rows)."""
+    out = [(FRONTIER_TITLE, FRONTIER_HEADERS, frontier_rows(a.frontier, "{:.1f}"))]
+    flops = frontier_rows(a.frontier_flops, "{:.3g}")
+    for title, heads, rows in [(FLOPS_FRONTIER_TITLE, FLOPS_FRONTIER_HEADERS, flops),
+                               (PAIRED_TITLE, PAIRED_HEADERS, paired_rows(a)),
+                               (CROSSOVER_TITLE, CROSSOVER_HEADERS, crossover_rows(a))]:
+        if rows:
+            out.append((title, heads, rows))
+    return out
 
 
 def not_compared_lines(a: Analysis) -> list[str]:
@@ -164,12 +174,7 @@ def print_tables(a: Analysis, console: Console) -> None:
     for row in rows:
         t.add_row(*row)
     console.print(t)
-    for title, heads, rows in [(FRONTIER_TITLE, FRONTIER_HEADERS, frontier_rows(a)),
-                               (FLOPS_FRONTIER_TITLE, FLOPS_FRONTIER_HEADERS, flops_frontier_rows(a)),
-                               (PAIRED_TITLE, PAIRED_HEADERS, paired_rows(a)),
-                               (CROSSOVER_TITLE, CROSSOVER_HEADERS, crossover_rows(a))]:
-        if not rows and title != FRONTIER_TITLE:
-            continue
+    for title, heads, rows in comparison_tables(a):
         t = Table(title=title, header_style="bold")
         for h in heads:
             t.add_column(h)
@@ -216,13 +221,9 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
     parts += ["<h2>Every strategy config</h2>", _table_html(CONFIG_HEADERS, config_table_rows(a)),
               *[f"<p>{html.escape(line)}</p>" for line in not_compared_lines(a)]]
     heads, rows = optimal_rows(a)
-    parts += ["<h2>Compute-optimal strategy per difficulty and budget</h2>", _table_html(heads, rows),
-              f"<h2>{FRONTIER_TITLE}</h2>", _table_html(FRONTIER_HEADERS, frontier_rows(a)),
-              f"<h2>{FLOPS_FRONTIER_TITLE}</h2>", _table_html(FLOPS_FRONTIER_HEADERS, flops_frontier_rows(a))]
-    for title, heads, rows in [(PAIRED_TITLE, PAIRED_HEADERS, paired_rows(a)),
-                               (CROSSOVER_TITLE, CROSSOVER_HEADERS, crossover_rows(a))]:
-        if rows:
-            parts += [f"<h2>{html.escape(_sentence(title))}</h2>", _table_html(heads, rows)]
+    parts += ["<h2>Compute-optimal strategy per difficulty and budget</h2>", _table_html(heads, rows)]
+    for title, heads, rows in comparison_tables(a):
+        parts += [f"<h2>{html.escape(_sentence(title))}</h2>", _table_html(heads, rows)]
     if a.pass_at_k:
         ks = sorted({k for c in a.pass_at_k.values() for k in c})
         parts += ["<h2>pass@k</h2>", _table_html(
@@ -264,9 +265,8 @@ MD_HEADERS = ["model", "strategy", "budget", "problems", "accuracy [95% CI]", "g
 
 
 def write_markdown(a: Analysis, path: Path, command: str) -> Path:
-    """The report's tables as Markdown (every config, what the comparisons leave out, the Pareto frontiers, the
-    paired comparisons, the compute-optimal table, the crossovers), to paste into docs; ``command`` is what wrote
-    it."""
+    """The report's tables as Markdown (every config, what the comparisons leave out, the compute-optimal table and
+    ``comparison_tables``), to paste into docs; ``command`` is what wrote it."""
     rows = [[r.model, r.strategy, str(r.budget), str(r.accuracy.n), *summary_cells(r),
              "k/N share" if r.estimated_cost else "measured"]
             for r in sorted(a.rows, key=lambda r: (r.model, r.strategy, r.budget))]
@@ -277,15 +277,10 @@ def write_markdown(a: Analysis, path: Path, command: str) -> Path:
              "per problem (generated and verifier tokens as the backends counted them, FLOPs, wall seconds of a job "
              "as it ran); *k/N share*: a budget scored from a subset of a larger run's samples.",
              "## Every strategy config", markdown_table(MD_HEADERS, rows, 2), *not_compared_lines(a),
-             f"## {FRONTIER_TITLE}", markdown_table(FRONTIER_HEADERS, frontier_rows(a), 2),
-             f"## {FLOPS_FRONTIER_TITLE}", markdown_table(FLOPS_FRONTIER_HEADERS, flops_frontier_rows(a), 2)]
-    paired = paired_rows(a)
-    if paired:
-        parts += [f"## {PAIRED_TITLE}", markdown_table(PAIRED_HEADERS, paired, 2)]
-    parts += ["## Compute-optimal strategy per difficulty and budget", markdown_table(heads, optimal)]
-    cross = crossover_rows(a)
-    if cross:
-        parts += [f"## {_sentence(CROSSOVER_TITLE)}", markdown_table(CROSSOVER_HEADERS, cross)]
+             "## Compute-optimal strategy per difficulty and budget", markdown_table(heads, optimal)]
+    for title, heads, table in comparison_tables(a):
+        # model and spec cells as code spans (the crossovers' cells stay plain, as they were)
+        parts += [f"## {_sentence(title)}", markdown_table(heads, table, 0 if title == CROSSOVER_TITLE else 2)]
     parts.append(overhead_sentence(a))
     if a.sharing is not None:
         parts.append(a.sharing.describe() + ".")

@@ -714,7 +714,7 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: 
             if not todo:
                 continue
             t0 = time.perf_counter()
-            run = executor.start(model, factory, serialize=cfg.backend.startswith("scripted:"), store=store)
+            run = executor.start(model, factory, serialize=cfg.backend.startswith("scripted:"))
             load += time.perf_counter() - t0
             t1: float | None = None
             try:
@@ -729,7 +729,7 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: 
                     if shared is not None:  # committed: later jobs may be served its chains
                         for c in rec.chains:
                             if not c.served:
-                                shared.add(c.request_key, c.place, StoredChain(c, job_id))
+                                shared.add(c.request_key, c.place, StoredChain(c, job_id, problem_id=rec.problem_id))
                     served = [c for c in rec.chains if c.served]
                     served_tokens = sum(c.completion_tokens or 0 for c in served)
                     reused_chains += len(served)
@@ -773,6 +773,7 @@ def open_chain_sources(cfg: SweepConfig, out: Path, store: Store) -> dict[str, S
     if cfg.share_chains_from and not cfg.share_samples:
         raise ValueError("share_chains_from serves chains through sample sharing: it needs share_samples on")
     sources: dict[str, Store] = {}
+    record: dict[str, dict[str, Any]] = {}
     try:
         for name in cfg.share_chains_from:
             if Path(name).resolve() == out.resolve():
@@ -783,11 +784,12 @@ def open_chain_sources(cfg: SweepConfig, out: Path, store: Store) -> dict[str, S
             except StoreError as e:
                 raise StoreError(f"share_chains_from: {e}; give run folders whose chains should serve this sweep, "
                                  "or leave it out") from None
-            if cfg.deterministic and not src.config().get("deterministic"):
+            theirs = src.config()
+            if cfg.deterministic and not theirs.get("deterministic"):
                 raise StoreError(f"share_chains_from {name}: that run was not deterministic, this one is (its "
                                  "chains depend on how its calls were batched); leave it out")
-        record = {name: {"config_sha256": hashlib.sha256(json.dumps(src.config(), sort_keys=True).encode())
-                         .hexdigest(), "jobs": len(src.done_jobs())} for name, src in sources.items()}
+            record[name] = {"config_sha256": hashlib.sha256(json.dumps(theirs, sort_keys=True).encode()).hexdigest(),
+                            "jobs": src.rows("SELECT COUNT(*) FROM jobs")[0][0]}
         if record:
             known = json.loads(store.get_meta("chain_sources") or "{}")
             store.set_meta("chain_sources", json.dumps(known | record, sort_keys=True))
@@ -804,8 +806,7 @@ def _stored_chains(store: Store, model: str, sources: dict[str, Store] | None = 
     whose stored identity of ``model`` is ``identity`` (a source with another model file under that name is refused;
     one without the model serves nothing, with a warning)."""
     index: ChainIndex[StoredChain] = ChainIndex()
-    for job_id, c in store.chains(model=model, generated=True):
-        index.add(c.request_key, c.place, StoredChain(c, job_id))
+    _add_generated(index, store, model, None)
     for name, src in (sources or {}).items():
         theirs = src.get_meta(f"model:{model}")
         if theirs is None:
@@ -815,11 +816,17 @@ def _stored_chains(store: Store, model: str, sources: dict[str, Store] | None = 
         if json.loads(theirs) != identity:
             raise StoreError(f"share_chains_from {name}: its {model!r} is {theirs}, this run's is "
                              f"{json.dumps(identity, sort_keys=True)}: chains of another model file cannot be served")
-        problems = {r[0]: r[1] for r in src.db.execute("SELECT job_id, problem_id FROM jobs WHERE model = ?",
-                                                       (model,))}
-        for job_id, c in src.chains(model=model, generated=True):
-            index.add(c.request_key, c.place, StoredChain(c, job_id, run=name, problem_id=problems[job_id]))
+        _add_generated(index, src, model, name)
     return index
+
+
+def _add_generated(index: ChainIndex[StoredChain], store: Store, model: str, run: str | None) -> None:
+    """Add the chains ``model``'s jobs in ``store`` generated (of the run ``run``; None: this one), with their
+    problems."""
+    problems = {r["job_id"]: r["problem_id"] for r in store.rows("SELECT job_id, problem_id FROM jobs WHERE model = ?",
+                                                                  (model,))}
+    for job_id, c in store.chains(model=model, generated=True):
+        index.add(c.request_key, c.place, StoredChain(c, job_id, run=run, problem_id=problems[job_id]))
 
 
 def units_per_job(plan: StrategyPlan) -> int:
