@@ -285,6 +285,7 @@ def test_chains_of_another_model_file_or_folder_are_refused(table: Path, tmp_pat
         run_sweep(cfg_for(table, share_chains_from=[str(tmp_path / "d")]), tmp_path / "d")
     with pytest.raises(ValueError, match="needs share_samples on"):
         run_sweep(cfg_for(table, share_samples=False, share_chains_from=[str(a)]), tmp_path / "e")
+    assert not any((tmp_path / d).exists() for d in "cde")  # refused before a run folder is made (b: once loaded)
 
 
 def test_a_store_from_before_the_source_run_columns_reads_and_is_brought_up_to_date(table: Path,

@@ -666,15 +666,20 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
     executor = executor if executor is not None else LocalExecutor(workers)
     factory = backend_factory or default_backend_factory(cfg.backend, deterministic=cfg.deterministic,
                                                          n_threads=executor.backend_threads)
-    # a bad dataset or spec is refused before the run folder (and its lock file) is made
+    # a bad dataset, spec or chain source is refused before the run folder (and its lock file) is made
     sweep_problems(cfg)
     for spec in cfg.strategies:
         plan_strategy(spec, cfg)
-    lock = _lock(Path(out))
+    sources = open_chain_sources(cfg, Path(out))
     try:
-        return _run_locked(cfg, Path(out), factory, executor, command, on_progress, stop)
+        lock = _lock(Path(out))
+        try:
+            return _run_locked(cfg, Path(out), factory, executor, command, on_progress, stop, sources)
+        finally:
+            lock.close()  # also released by the OS if the process is killed
     finally:
-        lock.close()  # also released by the OS if the process is killed
+        for source in sources.values():
+            source.close()
 
 
 def _lock(out: Path) -> Any:
@@ -692,13 +697,15 @@ def _lock(out: Path) -> Any:
 
 
 def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: Executor, command: str,
-                on_progress: Callable[[Progress], None] | None, stop: threading.Event | None) -> SweepSummary:
+                on_progress: Callable[[Progress], None] | None, stop: threading.Event | None,
+                sources: dict[str, Store]) -> SweepSummary:
     store, _ds, _plans, jobs = prepare(cfg, out)
-    try:
-        sources = open_chain_sources(cfg, out, store)
-    except BaseException:
-        store.close()
-        raise
+    if sources:  # where this session's chains may come from: each source's config digest and jobs, as last opened
+        digests = {name: {"config_sha256": hashlib.sha256(json.dumps(src.config(), sort_keys=True).encode())
+                         .hexdigest(), "jobs": src.rows("SELECT COUNT(*) FROM jobs")[0][0]}
+                  for name, src in sources.items()}
+        store.set_meta("chain_sources", json.dumps(json.loads(store.get_meta("chain_sources") or "{}") | digests,
+                                                   sort_keys=True))
     session = store.start_session(command)
     done = store.done_jobs()
     pending = [j for j in jobs if j.key not in done]
@@ -760,20 +767,16 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: 
     finally:
         store.end_session(SessionProgress(session, ran, wall, busy), status=status)
         store.close()
-        for source in sources.values():
-            source.close()
     return SweepSummary(len(jobs), len(jobs) - len(pending), ran, wall, busy, load, status == "interrupted",
                         reused_chains, reused_tokens, reused_seconds)
 
 
-def open_chain_sources(cfg: SweepConfig, out: Path, store: Store) -> dict[str, Store]:
+def open_chain_sources(cfg: SweepConfig, out: Path) -> dict[str, Store]:
     """The stores of ``cfg.share_chains_from`` (read-only, by the folder as named), checked: each a run folder other
-    than ``out``, reproducible when this run must be (``deterministic``); recorded in the run's meta
-    (``chain_sources``: each one's config digest and jobs, as last opened)."""
+    than ``out``, reproducible when this run must be (``deterministic``). The caller closes them."""
     if cfg.share_chains_from and not cfg.share_samples:
         raise ValueError("share_chains_from serves chains through sample sharing: it needs share_samples on")
     sources: dict[str, Store] = {}
-    record: dict[str, dict[str, Any]] = {}
     try:
         for name in cfg.share_chains_from:
             if Path(name).resolve() == out.resolve():
@@ -784,15 +787,9 @@ def open_chain_sources(cfg: SweepConfig, out: Path, store: Store) -> dict[str, S
             except StoreError as e:
                 raise StoreError(f"share_chains_from: {e}; give run folders whose chains should serve this sweep, "
                                  "or leave it out") from None
-            theirs = src.config()
-            if cfg.deterministic and not theirs.get("deterministic"):
+            if cfg.deterministic and not src.config().get("deterministic"):
                 raise StoreError(f"share_chains_from {name}: that run was not deterministic, this one is (its "
                                  "chains depend on how its calls were batched); leave it out")
-            record[name] = {"config_sha256": hashlib.sha256(json.dumps(theirs, sort_keys=True).encode()).hexdigest(),
-                            "jobs": src.rows("SELECT COUNT(*) FROM jobs")[0][0]}
-        if record:
-            known = json.loads(store.get_meta("chain_sources") or "{}")
-            store.set_meta("chain_sources", json.dumps(known | record, sort_keys=True))
     except BaseException:
         for src in sources.values():
             src.close()
