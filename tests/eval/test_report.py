@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from tests.eval.conftest import stop_after
 from thinkscale.cli import app
-from thinkscale.eval.analysis import Analysis, ConfigRow, analyze, crossovers
+from thinkscale.eval.analysis import Analysis, ConfigRow, Paired, analyze, crossovers, verdicts
 from thinkscale.eval.config import SweepConfig
-from thinkscale.eval.metrics import Estimate
-from thinkscale.eval.report import markdown_table
+from thinkscale.eval.metrics import Estimate, Point, pareto_frontier
+from thinkscale.eval.report import markdown_table, verdict_rows
 from thinkscale.eval.runner import run_sweep
 from thinkscale.eval.store import open_existing
 
@@ -161,6 +161,14 @@ def test_paired_comparisons_and_the_flops_frontier_match_the_store(run_dir: Path
     md = (run_dir / "report" / "report.md").read_text()
     assert "## Pareto frontier (FLOPs per problem, the verifier's included, vs accuracy)" in md
     assert "## Paired on the same problems" in md and f"| `fake-small` | `{bon}` | 2 |" in md
+    # every strategy of each model has a verdict, and "pays" is exactly "some config is a frontier point"
+    assert {(v.model, v.strategy) for v in a.verdicts} == {(r.model, r.strategy) for r in a.rows}
+    for v in a.verdicts:
+        mine = [r for r in a.rows if (r.model, r.strategy) == (v.model, v.strategy)]
+        assert v.pays == any((r.costs[c], r.accuracy.mean) in {(q.cost, q.accuracy) for q in front[v.model]}
+                             for r in mine for c, front in (("completion_tokens", a.frontier),
+                                                            ("flops", a.frontier_flops)))
+    assert "## Which strategies pay" in md
 
 
 def _png(data: bytes, path: Path) -> Path:
@@ -302,6 +310,41 @@ def test_crossover_picks_the_cheapest_config_that_reaches_each_larger_one() -> N
         ("1.5b", "greedy@1", "0.5b", "sc@8", "sc@16", 0.6),
         ("1.5b", "sc@4", "0.1b", None, "greedy@1", None),
         ("1.5b", "sc@4", "0.5b", None, "sc@16", None)]
+
+
+def test_verdicts_name_the_frontiers_each_strategy_sits_on_and_what_beats_it() -> None:
+    """Hand-made rows (generated tokens, FLOPs, accuracy): greedy (100, 1, .24); SC@4 (400, 4, .27), SC@8 (800, 8,
+    .32); best-of-N and weighted SC at SC's tokens and twice its FLOPs (a verifier reads every chain): BoN .28 at
+    both budgets, WSC .31 and .37; "twin" tied exactly with SC@4; "short" unfinished. Tokens frontier: greedy,
+    WSC@4, WSC@8; FLOPs frontier: greedy, SC@4 (or its twin), SC@8, WSC@8. So best-of-N never pays and is beaten on
+    FLOPs by SC@8 at both budgets; the twin pays as SC@4 does; WSC@4 is above SC, BoN@8 below (paired intervals)."""
+    def row(strategy: str, budget: int, acc: float, tokens: float, flops: float, n: int = 100) -> ConfigRow:
+        return ConfigRow("m", strategy, budget, Estimate(acc, acc, acc, n),
+                         {"completion_tokens": tokens, "flops": flops}, False)
+
+    rows = [row("greedy", 1, .24, 100, 1), row("sc", 4, .27, 400, 4), row("sc", 8, .32, 800, 8),
+            row("bon", 4, .28, 400, 8), row("bon", 8, .28, 800, 16), row("wsc", 4, .31, 400, 8),
+            row("wsc", 8, .37, 800, 16), row("twin", 4, .27, 400, 4), row("short", 4, .9, 10, 0.1, n=50)]
+    whole = [r for r in rows if r.accuracy.n == 100]
+    fronts = {cost: {"m": pareto_frontier([Point(r.strategy, r.budget, r.costs[cost], r.accuracy.mean)  # type: ignore[arg-type]
+                                          for r in whole])} for cost in ("completion_tokens", "flops")}
+    by = {(r.strategy, r.budget): r for r in rows}
+    paired = [Paired(by[("wsc", 4)], None, Estimate(.04, .02, .06, 100), 2.0),
+              Paired(by[("bon", 8)], None, Estimate(-.04, -.10, -.01, 100), 2.0),
+              Paired(by[("wsc", 8)], None, Estimate(.05, -.01, .11, 100), 2.0)]
+    got = {v.strategy: v for v in verdicts(rows, fronts["completion_tokens"], fronts["flops"], paired,
+                                           lambda r: r.accuracy.n == 100)}
+    assert set(got) == {"greedy", "sc", "bon", "wsc", "twin"}
+    assert [(v.tokens_frontier, v.flops_frontier, v.above_sc, v.below_sc, v.beaten_by, v.pays)
+            for v in (got["greedy"], got["sc"], got["bon"], got["wsc"], got["twin"])] == [
+        ((1,), (1,), (), (), (), True),
+        ((), (4, 8), (), (), (), True),
+        ((), (), (), (8,), ((4, "sc@8"), (8, "sc@8")), False),
+        ((4, 8), (8,), (4,), (), ((4, "sc@8"),), True),
+        ((), (4,), (), (), (), True)]
+    assert got["bon"].budgets == (4, 8)
+    a = Analysis({}, {}, "d", rows, {}, {}, {}, "", {}, fronts["completion_tokens"], {}, verdicts=list(got.values()))
+    assert ["m", "bon", "4, 8", "-", "-", "-", "8", "@4: sc@8; @8: sc@8", "never"] in verdict_rows(a)
 
 
 def test_crossovers_compare_only_configs_with_every_problem() -> None:

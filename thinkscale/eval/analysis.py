@@ -1,7 +1,7 @@
 """From a run store to the numbers a report shows: per-config accuracy with intervals and costs, pass@k and maj@k
-curves, difficulty bins, the Pareto frontiers (generated tokens; FLOPs with the verifier's), the compute-optimal table
-and the paired comparisons against greedy and self-consistency. Reads the store; computes with
-``thinkscale.eval.metrics``.
+curves, difficulty bins, the Pareto frontiers (generated tokens; FLOPs with the verifier's), the compute-optimal table,
+the paired comparisons against greedy and self-consistency, and per strategy whether it pays (``Verdict``).
+Reads the store; computes with ``thinkscale.eval.metrics``.
 
 Each problem counts once per (model, strategy config, budget): its units over seeds are averaged first. The views
 that compare configs (the Pareto frontier, the compute-optimal table, the cross-model crossovers) take only configs
@@ -108,6 +108,60 @@ def paired_comparisons(rows: Sequence[ConfigRow], per_problem: dict[tuple[str, s
     return out
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a strategy pays on a model, from its complete configs: the budgets at which it sits on the Pareto
+    frontier of generated tokens and of FLOPs (the verifier's included; a config tied exactly with a frontier point
+    counts as on it), the budgets at which it beats or trails self-consistency at the same budget with the paired 95%
+    interval clear of 0, and for each budget off the FLOPs frontier the config that beats it there (the cheapest
+    frontier config at least as accurate, as ``"strategy@budget"``). It pays when some config is on a frontier."""
+
+    model: str
+    strategy: str
+    budgets: tuple[int, ...]
+    tokens_frontier: tuple[int, ...]
+    flops_frontier: tuple[int, ...]
+    above_sc: tuple[int, ...]
+    below_sc: tuple[int, ...]
+    beaten_by: tuple[tuple[int, str], ...]
+
+    @property
+    def pays(self) -> bool:
+        return bool(self.tokens_frontier or self.flops_frontier)
+
+
+def verdicts(rows: Sequence[ConfigRow], frontier: dict[str, list[Point]], frontier_flops: dict[str, list[Point]],
+             paired: Sequence[Paired], complete: Callable[[ConfigRow], bool]) -> list[Verdict]:
+    """One ``Verdict`` per (model, strategy) with a complete config, ordered by model and strategy."""
+    vs_sc = {(p.row.model, p.row.strategy, p.row.budget): p.vs_sc for p in paired}
+
+    def on(front: list[Point], r: ConfigRow, cost: str) -> bool:
+        return any((q.cost, q.accuracy) == (r.costs[cost], r.accuracy.mean) for q in front)
+
+    groups: dict[tuple[str, str], list[ConfigRow]] = defaultdict(list)
+    for r in rows:
+        if complete(r):
+            groups[(r.model, r.strategy)].append(r)
+    out = []
+    for (model, strategy), mine in sorted(groups.items()):
+        mine.sort(key=lambda r: r.budget)
+        tok, fl = frontier.get(model, []), frontier_flops.get(model, [])
+        diffs = [(r.budget, vs_sc.get((model, strategy, r.budget))) for r in mine]
+        beaten = []
+        for r in mine:
+            if r.costs["flops"] is None or on(fl, r, "flops"):
+                continue
+            better = next((q for q in fl if q.accuracy >= r.accuracy.mean), None)
+            if better is not None:
+                beaten.append((r.budget, f"{better.label}@{better.budget}"))
+        out.append(Verdict(model, strategy, tuple(r.budget for r in mine),
+                           tuple(r.budget for r in mine if on(tok, r, "completion_tokens")),
+                           tuple(r.budget for r in mine if on(fl, r, "flops")),
+                           tuple(b for b, d in diffs if d is not None and d.low > 0),
+                           tuple(b for b, d in diffs if d is not None and d.high < 0), tuple(beaten)))
+    return out
+
+
 @dataclass
 class Analysis:
     config: dict[str, Any]
@@ -129,6 +183,7 @@ class Analysis:
     frontier_flops: dict[str, list[Point]] = field(default_factory=dict)  # model -> Pareto points (FLOPs, verifier's
     #                                                                        included, vs accuracy)
     paired: list[Paired] = field(default_factory=list)  # each config against greedy and self-consistency
+    verdicts: list[Verdict] = field(default_factory=list)  # each strategy: on a frontier or never paying
 
     @property
     def models(self) -> list[str]:
@@ -238,10 +293,13 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
     dataset = next(iter(problems.values()))["dataset"]
     info = stores[0].info() if len(stores) == 1 else {str(s.dir): s.info() for s in stores}
     n_params = {m: ident.get("n_params") for s in stores for m, ident in (s.info().get("models") or {}).items()}
-    paired = paired_comparisons(rows, per_problem, lambda r: (r.model, r.strategy, r.budget) in whole, reps=reps)
+    def complete(r: ConfigRow) -> bool:
+        return (r.model, r.strategy, r.budget) in whole
+
+    paired = paired_comparisons(rows, per_problem, complete, reps=reps)
     return Analysis(cfg, info, dataset, rows, pass_at, maj_at, bins, source, by_bin, frontier, optimal,
                     sessions, len({u["problem_id"] for u in units}), _sharing(stores), n_params, model_problems,
-                    frontier_flops, paired)
+                    frontier_flops, paired, verdicts(rows, frontier, frontier_flops, paired, complete))
 
 
 def _frontier(rows: Sequence[ConfigRow], cost: str) -> list[Point]:

@@ -101,14 +101,32 @@ def paired_rows(a: Analysis) -> list[list[str]]:
             for p in a.paired]
 
 
+VERDICT_TITLE = ("Which strategies pay: the budgets at which each sits on a Pareto frontier, beats or trails "
+                 "self-consistency at its budget (paired 95% interval clear of 0), and what beats it off the FLOPs "
+                 "frontier")
+VERDICT_HEADERS = ["model", "strategy", "budgets", "tokens frontier", "FLOPs frontier", "above SC", "below SC",
+                   "beaten on FLOPs by", "pays"]
+
+
+def verdict_rows(a: Analysis) -> list[list[str]]:
+    """One row per strategy (see ``analysis.Verdict``): budgets listed, "-" for none."""
+    def budgets(bs: tuple[int, ...]) -> str:
+        return ", ".join(map(str, bs)) or "-"
+
+    return [[v.model, v.strategy, budgets(v.budgets), budgets(v.tokens_frontier), budgets(v.flops_frontier),
+             budgets(v.above_sc), budgets(v.below_sc), "; ".join(f"@{b}: {by}" for b, by in v.beaten_by) or "-",
+             "yes" if v.pays else "never"] for v in a.verdicts]
+
+
 def comparison_tables(a: Analysis) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headers, rows) of the tables that compare configs, as every rendering prints them after the
     compute-optimal table: the Pareto frontier on generated tokens (always), then the FLOPs frontier, the paired
-    comparisons and the crossovers (each only when it has rows)."""
+    comparisons, which strategies pay and the crossovers (each only when it has rows)."""
     out = [(FRONTIER_TITLE, FRONTIER_HEADERS, frontier_rows(a.frontier, "{:.1f}"))]
     flops = frontier_rows(a.frontier_flops, "{:.3g}")
     for title, heads, rows in [(FLOPS_FRONTIER_TITLE, FLOPS_FRONTIER_HEADERS, flops),
                                (PAIRED_TITLE, PAIRED_HEADERS, paired_rows(a)),
+                               (VERDICT_TITLE, VERDICT_HEADERS, verdict_rows(a)),
                                (CROSSOVER_TITLE, CROSSOVER_HEADERS, crossover_rows(a))]:
         if rows:
             out.append((title, heads, rows))
