@@ -108,6 +108,12 @@ def paired_comparisons(rows: Sequence[ConfigRow], per_problem: dict[tuple[str, s
     return out
 
 
+def has_every_problem(r: ConfigRow, model_problems: dict[str, int]) -> bool:
+    """Whether ``r`` has every problem its model's configs finished (``model_problems``: model -> that count), so it
+    can be compared with them."""
+    return r.accuracy.n >= model_problems.get(r.model, 0)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether a strategy pays on a model, from its complete configs: the budgets at which it sits on the Pareto
@@ -190,8 +196,7 @@ class Analysis:
         return sorted({r.model for r in self.rows})
 
     def complete(self, r: ConfigRow) -> bool:
-        """Whether ``r`` has every problem its model's configs finished (so it can be compared with them)."""
-        return r.accuracy.n >= self.model_problems.get(r.model, 0)
+        return has_every_problem(r, self.model_problems)
 
     def bin_size(self, model: str, b: str) -> int:
         """Problems of ``model`` in difficulty bin ``b`` (0 if none): its configs' largest count there (a config
@@ -279,11 +284,15 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
 
     model_problems = {m: len({pid for (mm, _, _), by_problem in per.items() if mm == m for pid in by_problem})
                       for m in {r.model for r in rows}}
-    whole = {(r.model, r.strategy, r.budget) for r in rows if r.accuracy.n >= model_problems[r.model]}
+
+    def complete(r: ConfigRow) -> bool:
+        return has_every_problem(r, model_problems)
+
+    whole = {(r.model, r.strategy, r.budget) for r in rows if complete(r)}
     frontier, frontier_flops = {}, {}
     optimal = {}
     for model in sorted({r.model for r in rows}):
-        mine = [r for r in rows if r.model == model and (model, r.strategy, r.budget) in whole]
+        mine = [r for r in rows if r.model == model and complete(r)]
         frontier[model], frontier_flops[model] = _frontier(mine, "completion_tokens"), _frontier(mine, "flops")
         optimal[model] = metrics.compute_optimal({(b, budget, strat): e.mean
                                                   for (m, strat, budget, b), e in by_bin.items()
@@ -293,9 +302,6 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
     dataset = next(iter(problems.values()))["dataset"]
     info = stores[0].info() if len(stores) == 1 else {str(s.dir): s.info() for s in stores}
     n_params = {m: ident.get("n_params") for s in stores for m, ident in (s.info().get("models") or {}).items()}
-    def complete(r: ConfigRow) -> bool:
-        return (r.model, r.strategy, r.budget) in whole
-
     paired = paired_comparisons(rows, per_problem, complete, reps=reps)
     return Analysis(cfg, info, dataset, rows, pass_at, maj_at, bins, source, by_bin, frontier, optimal,
                     sessions, len({u["problem_id"] for u in units}), _sharing(stores), n_params, model_problems,
