@@ -128,6 +128,8 @@ def test_debate_rounds_show_each_agent_the_others_answers_once_and_its_own_once(
             assert own == [r0[i], r1[i]][:rnd]  # its own answers, each once
             text = "\n".join(m.content for m in req.messages)
             assert all(text.count(t) <= 1 for t in everything)
+            # Qwen's words for the answer format: no "\boxed{ANSWER}" placeholder for the model to copy
+            assert req.messages[-1].content.endswith("put your final answer within \\boxed{}.")
     assert result.answer == "2" and result.votes == {"2": 3.0} and result.chosen_index == 6
     assert result.candidates[6].parent == 3 and result.candidates[3].parent == 0
 

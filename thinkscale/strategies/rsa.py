@@ -30,11 +30,13 @@ class Aggregate(Event):
     round: int
     members: tuple[tuple[int, ...], ...]
 
+# The answer format in the words of Qwen's math prompt (the house "\boxed{ANSWER}" is copied verbatim by the 0.5B
+# in long aggregation prompts: see debate.py and moa.py).
 DEFAULT_AGGREGATION_PROMPT = (
     "Problem:\n{problem}\n\nHere are {k} candidate solutions to this problem. Some of them may be wrong, and they "
     "may disagree.\n\n{solutions}\n\nCheck them against each other and against the problem, keep the correct "
-    "reasoning and fix the mistakes, and write one complete, correct solution. End with the final answer in the "
-    "form \\boxed{{ANSWER}}.")
+    "reasoning and fix the mistakes, and write one complete, correct solution. Put your final answer within "
+    "\\boxed{{}}.")
 
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{problem\}|\{solutions\}|\{k\}")
