@@ -190,6 +190,52 @@ def test_a_config_that_adds_strategies_grows_the_run(table: Path, tmp_path: Path
                                              "best-of-n:verifier=confidence-mean"]), grown)
 
 
+def test_redo_runs_a_strategys_jobs_again_once_per_code_version(table: Path, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """--redo SPEC deletes SPEC's stored jobs (samples, units, chains with them) and the sweep runs them again; the
+    redo is recorded with the code it is for. Refused, deleting nothing: a second redo with the same code, a config
+    whose chains other configs' jobs were served (adaptive-sc asks for self-consistency's), a spec the sweep
+    does not list (before any folder is made)."""
+    out = tmp_path / "run"
+    three = ["greedy", "self-consistency", "adaptive-sc"]
+    cfg = cfg_for(table, strategies=three, budgets=[4])
+    run_sweep(cfg, out)
+    before = db_rows(out, UNIT_RESULT)
+    asc = "SELECT job_id, finished_at FROM jobs WHERE strategy = 'adaptive-sc'"
+    old_ids = set(db_rows(out, asc))
+    counts = "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM samples), (SELECT COUNT(*) FROM chains)"
+    stored = db_rows(out, counts)
+    assert db_rows(out, "SELECT COUNT(*) FROM chains c JOIN jobs j USING (job_id) WHERE j.strategy = 'adaptive-sc' AND "
+                        "c.source_job IS NOT NULL")[0][0] > 0  # served from self-consistency's jobs
+
+    s = run_sweep(cfg, out, redo=["adaptive-sc"])
+    assert (s.jobs_run, s.jobs_skipped) == (12, 24)
+    assert db_rows(out, UNIT_RESULT) == before  # the same code gives the same units
+    new_ids = set(db_rows(out, asc))
+    assert len(new_ids) == 12 and not new_ids & old_ids  # run again (finished anew), not kept
+    assert db_rows(out, counts) == stored  # no orphaned samples or chains
+    store = open_existing(out, read_only=True)
+    (entry,) = store.info()["redone"]
+    assert entry["spec"] == "adaptive-sc" and entry["jobs"] == 12 and "git_commit" in entry
+    store.close()
+
+    with pytest.raises(StoreError, match="already redone with this code"):
+        run_sweep(cfg, out, redo=["adaptive-sc"])
+    with pytest.raises(StoreError, match="'adaptive-sc' were served chains"):
+        run_sweep(cfg, out, redo=["self-consistency"])
+    assert db_rows(out, counts) == stored and set(db_rows(out, asc)) == new_ids
+    with pytest.raises(ValueError, match="redo names 'self-refine', not a strategy config of this sweep"):
+        run_sweep(cfg, tmp_path / "fresh", redo=["self-refine"])
+    assert not (tmp_path / "fresh").exists()
+    r = CliRunner().invoke(app, ["eval", "--dataset", "gsm8k", "--limit", "6", "--model", "fake", "--backend",
+                                 f"scripted:{table}", *(a for spec in three for a in ("--strategy", spec)),
+                                 "--budgets", "4", "--sample-seeds", "0,1", "--out", str(out), "--quiet",
+                                 "--redo", "greedy"])
+    assert r.exit_code == 0, r.output
+    assert "12 jobs run, 24 already stored" in r.output
+    assert "12 stored jobs of greedy deleted, to be run again (--redo)" in caplog.text
+
+
 def test_a_changed_backend_table_is_a_different_run(table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     run_sweep(cfg_for(table), out)

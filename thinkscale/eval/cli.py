@@ -74,6 +74,10 @@ def eval_command(
     share_chains_from: Annotated[list[str] | None, typer.Option(
         "--share-chains-from", metavar="RUN", help="Another run's folder whose stored chains of the same model file "
         "also serve this sweep's requests (repeatable; replaces the sweep file's share_chains_from).")] = None,
+    redo: Annotated[list[str] | None, typer.Option(
+        "--redo", metavar="SPEC", help="Delete the stored jobs of this strategy config (as the sweep lists it; "
+        "repeatable) and run them again: after a change to the strategy's code, which a resume does not see. Once "
+        "per code version: keep it out of the resume command.")] = None,
     workers: Annotated[int, typer.Option(help="Jobs in flight at once (the llama.cpp backend batches them); with "
                                          "--executor ray, per replica.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -118,7 +122,7 @@ def eval_command(
     try:
         with _stop_on_signals(stop), bar, contextlib.closing(runner):
             summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress, stop=stop,
-                                executor=runner)
+                                executor=runner, redo=redo or ())
     except KeyboardInterrupt:
         _interrupted(run_dir)
         raise typer.Exit(130) from None

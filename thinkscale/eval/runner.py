@@ -651,13 +651,15 @@ def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyP
 
 def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFactory | None = None,
               workers: int = 1, command: str = "", on_progress: Callable[[Progress], None] | None = None,
-              stop: threading.Event | None = None, executor: Executor | None = None) -> SweepSummary:
+              stop: threading.Event | None = None, executor: Executor | None = None,
+              redo: Sequence[str] = ()) -> SweepSummary:
     """Run (or resume) the sweep ``cfg`` into the store under ``out``.
 
     ``backend_factory(model)`` builds each model's backend (default: from ``cfg.backend``). ``stop``, when set,
     makes the sweep finish the jobs in flight, store them, and return with ``interrupted=True``. ``executor``
     runs the jobs (``thinkscale.eval.executors``; default: ``workers`` threads of this process); this thread
-    grades and stores them whatever it is.
+    grades and stores them whatever it is. ``redo``: strategy configs of ``cfg`` (as listed) whose stored jobs are
+    deleted first and run again, after a change to their code (``Store.drop_strategy`` says when that is refused).
     """
     from thinkscale.eval.executors import LocalExecutor
 
@@ -668,13 +670,16 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
                                                          n_threads=executor.backend_threads)
     # a bad dataset, spec or chain source is refused before the run folder (and its lock file) is made
     sweep_problems(cfg)
-    for spec in cfg.strategies:
-        plan_strategy(spec, cfg)
+    labels = [plan_strategy(spec, cfg).label for spec in cfg.strategies]
+    unknown = [spec for spec in redo if spec not in labels]
+    if unknown:
+        raise ValueError(f"redo names {', '.join(map(repr, unknown))}, not a strategy config of this sweep: give one "
+                         f"of {', '.join(map(repr, labels))} as written there")
     sources = open_chain_sources(cfg, Path(out))
     try:
         lock = _lock(Path(out))
         try:
-            return _run_locked(cfg, Path(out), factory, executor, command, on_progress, stop, sources)
+            return _run_locked(cfg, Path(out), factory, executor, command, on_progress, stop, sources, redo)
         finally:
             lock.close()  # also released by the OS if the process is killed
     finally:
@@ -698,8 +703,16 @@ def _lock(out: Path) -> Any:
 
 def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: Executor, command: str,
                 on_progress: Callable[[Progress], None] | None, stop: threading.Event | None,
-                sources: dict[str, Store]) -> SweepSummary:
+                sources: dict[str, Store], redo: Sequence[str]) -> SweepSummary:
     store, _ds, _plans, jobs = prepare(cfg, out)
+    for spec in dict.fromkeys(redo):
+        try:
+            dropped = store.drop_strategy(spec, {"git_commit": git_commit(), "versions": versions(),
+                                                 "at": time.time()})
+        except BaseException:
+            store.close()
+            raise
+        log.warning("%s: %d stored jobs of %s deleted, to be run again (--redo)", out, dropped, spec)
     if sources:  # where this session's chains may come from: each source's config digest and jobs, as last opened
         digests = {name: {"config_sha256": hashlib.sha256(json.dumps(src.config(), sort_keys=True).encode())
                          .hexdigest(), "jobs": src.rows("SELECT COUNT(*) FROM jobs")[0][0]}
