@@ -166,3 +166,28 @@ def test_the_job_in_flight_at_a_stop_is_finished_and_stored_and_a_second_signal_
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert _check(out)[0] == stored
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_a_second_signal_abandons_the_jobs_in_flight_of_several_workers_at_once(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    """Two workers, jobs of ~50 s (0.5 s a token): a second signal does not wait for the jobs in flight (the pool
+    is not joined; closing the backend fails their calls): the sweep exits within seconds, nothing stored, the
+    session recorded as interrupted."""
+    table = write_table(tmp_path / "table.json", limit=LIMIT, seconds_per_token=0.5)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([*_cmd(table, out), "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    _wait_for_jobs(out, -1, proc)  # the store is made: the jobs start
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 15, "the sweep waited for the jobs in flight"
+    assert proc.returncode == 130, stderr
+    assert _check(out)[0] == 0
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("SELECT status FROM sessions").fetchall() == [("interrupted",)]

@@ -4,19 +4,21 @@ It implements the real protocol: it honours ``n``, ``max_tokens``, ``stop`` and 
 request, and reports usage from a simple, documented tokenizer: one token per whitespace-separated word. Its prefix
 cache mirrors the embedded backend's: a prompt's longest common word prefix with any earlier prompt counts as cached.
 When the script runs out it raises ``ScriptExhausted``: a strategy that asks for more than the test planned is a bug
-the test must see, never something to paper over by cycling the script.
+the test must see, never something to paper over by cycling the script. With ``seconds_per_token`` it sleeps as long
+as the tokens would take, and like the embedded backend, ``close`` fails the calls in flight at once
+(``BackendError``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from thinkscale.backends.base import BaseBackend, Capabilities, HiddenStates, ModelInfo, check_requests
+from thinkscale.backends.base import BackendError, BaseBackend, Capabilities, HiddenStates, ModelInfo, check_requests
 from thinkscale.types import Completion, GenRequest, Message, Sample, Scored, ScoreRequest, Usage
 
 
@@ -65,6 +67,7 @@ class ScriptedBackend(BaseBackend):
         self._hidden_fn = hidden_fn
         self.n_embd = n_embd
         self.hidden_requests: list[ScoreRequest] = []
+        self._closed = threading.Event()
 
     def enqueue(self, *entries: ScriptEntry) -> None:
         self._script.extend(entries)
@@ -115,9 +118,12 @@ class ScriptedBackend(BaseBackend):
                 samples.append(_cut(item, req))
             ctoks = sum(s.completion_tokens or 0 for s in samples)
             out.append(Completion(tuple(samples), self._prompt_usage(render(req.messages, req.prompt), ctoks)))
-        if self._seconds_per_token:
-            time.sleep(sum((c.usage.seconds or 0.0) for c in out))
+        if self._seconds_per_token and self._closed.wait(sum((c.usage.seconds or 0.0) for c in out)):
+            raise BackendError("the backend was closed while generating")
         return out
+
+    def close(self) -> None:
+        self._closed.set()
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
         if self._score_fn is None:

@@ -131,8 +131,9 @@ class LocalRun:
                 yield run_job(job, *args)
             return
         it = iter(jobs)
-        with cf.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="eval") as pool:
-            running: set[cf.Future[Outcome]] = set()
+        pool = cf.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="eval")
+        running: set[cf.Future[Outcome]] = set()
+        try:
             while True:
                 while len(running) < self._workers and not (stop is not None and stop.is_set()):
                     nxt = next(it, None)
@@ -140,10 +141,17 @@ class LocalRun:
                         break
                     running.add(pool.submit(run_job, nxt, *args))
                 if not running:
-                    return
+                    break
                 finished, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for f in finished:
                     yield f.result()
+        except BaseException:
+            # Abandoned (a second Ctrl-C, a job that raised, a caller that stopped reading): the jobs in flight are
+            # not waited for. Their results would be dropped anyway; closing the run (the caller's next step) closes
+            # the backend, which fails their calls, so their threads end at once.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def close(self) -> None:
         try:
