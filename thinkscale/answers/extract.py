@@ -54,7 +54,7 @@ def extract_answer(text: str) -> str | None:
         if nums:
             return nums[0]
         tail = tail.split("\n")[0].strip().rstrip(".").strip()
-        if tail:
+        if any(c.isalnum() for c in tail):  # "the final answer is:" and the text ends (or "**", "\["): not said
             return tail
     nums = _NUMBER.findall(text)
     return nums[-1] if nums else None
