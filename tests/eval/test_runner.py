@@ -193,37 +193,40 @@ def test_a_config_that_adds_strategies_grows_the_run(table: Path, tmp_path: Path
 def test_redo_runs_a_strategys_jobs_again_once_per_code_version(table: Path, tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """--redo SPEC deletes SPEC's stored jobs (samples, units, chains with them) and the sweep runs them again; the
-    redo is recorded with the code it is for. Refused, deleting nothing: a second redo with the same code, a config
-    whose chains other configs' jobs were served (adaptive-sc asks for self-consistency's), a spec the sweep
-    does not list (before any folder is made)."""
+    redo is recorded with the code it is for. Refused, deleting nothing: a config whose chains another config's jobs
+    were served, alone (adaptive-sc asks for self-consistency's; the two together are fine), a second redo with the
+    same code, a spec the sweep does not list (before any folder is made)."""
     out = tmp_path / "run"
     three = ["greedy", "self-consistency", "adaptive-sc"]
     cfg = cfg_for(table, strategies=three, budgets=[4])
     run_sweep(cfg, out)
     before = db_rows(out, UNIT_RESULT)
-    asc = "SELECT job_id, finished_at FROM jobs WHERE strategy = 'adaptive-sc'"
-    old_ids = set(db_rows(out, asc))
+    redone_jobs = "SELECT job_id, finished_at FROM jobs WHERE strategy != 'greedy'"
+    old_jobs = set(db_rows(out, redone_jobs))
     counts = "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM samples), (SELECT COUNT(*) FROM chains)"
     stored = db_rows(out, counts)
     assert db_rows(out, "SELECT COUNT(*) FROM chains c JOIN jobs j USING (job_id) WHERE j.strategy = 'adaptive-sc' AND "
                         "c.source_job IS NOT NULL")[0][0] > 0  # served from self-consistency's jobs
 
-    s = run_sweep(cfg, out, redo=["adaptive-sc"])
-    assert (s.jobs_run, s.jobs_skipped) == (12, 24)
+    with pytest.raises(StoreError, match="jobs of 'adaptive-sc' were served chains that jobs of 'self-consistency'"):
+        run_sweep(cfg, out, redo=["self-consistency"])
+    assert db_rows(out, counts) == stored and set(db_rows(out, redone_jobs)) == old_jobs
+
+    s = run_sweep(cfg, out, redo=["self-consistency", "adaptive-sc"])
+    assert (s.jobs_run, s.jobs_skipped) == (24, 12)
     assert db_rows(out, UNIT_RESULT) == before  # the same code gives the same units
-    new_ids = set(db_rows(out, asc))
-    assert len(new_ids) == 12 and not new_ids & old_ids  # run again (finished anew), not kept
+    new_jobs = set(db_rows(out, redone_jobs))
+    assert len(new_jobs) == 24 and not new_jobs & old_jobs  # run again (finished anew), not kept
     assert db_rows(out, counts) == stored  # no orphaned samples or chains
     store = open_existing(out, read_only=True)
-    (entry,) = store.info()["redone"]
-    assert entry["spec"] == "adaptive-sc" and entry["jobs"] == 12 and "git_commit" in entry
+    redone = store.info()["redone"]
+    assert [(e["spec"], e["jobs"]) for e in redone] == [("self-consistency", 12), ("adaptive-sc", 12)]
+    assert all("git_commit" in e and "versions" in e for e in redone)
     store.close()
 
-    with pytest.raises(StoreError, match="already redone with this code"):
+    with pytest.raises(StoreError, match="'adaptive-sc' already redone with this code"):
         run_sweep(cfg, out, redo=["adaptive-sc"])
-    with pytest.raises(StoreError, match="'adaptive-sc' were served chains"):
-        run_sweep(cfg, out, redo=["self-consistency"])
-    assert db_rows(out, counts) == stored and set(db_rows(out, asc)) == new_ids
+    assert db_rows(out, counts) == stored and set(db_rows(out, redone_jobs)) == new_jobs
     with pytest.raises(ValueError, match="redo names 'self-refine', not a strategy config of this sweep"):
         run_sweep(cfg, tmp_path / "fresh", redo=["self-refine"])
     assert not (tmp_path / "fresh").exists()

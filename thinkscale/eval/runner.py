@@ -659,7 +659,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
     makes the sweep finish the jobs in flight, store them, and return with ``interrupted=True``. ``executor``
     runs the jobs (``thinkscale.eval.executors``; default: ``workers`` threads of this process); this thread
     grades and stores them whatever it is. ``redo``: strategy configs of ``cfg`` (as listed) whose stored jobs are
-    deleted first and run again, after a change to their code (``Store.drop_strategy`` says when that is refused).
+    deleted first and run again, after a change to their code (``Store.drop_strategies`` says when that is refused).
     """
     from thinkscale.eval.executors import LocalExecutor
 
@@ -705,14 +705,15 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, executor: 
                 on_progress: Callable[[Progress], None] | None, stop: threading.Event | None,
                 sources: dict[str, Store], redo: Sequence[str]) -> SweepSummary:
     store, _ds, _plans, jobs = prepare(cfg, out)
-    for spec in dict.fromkeys(redo):
+    if redo:
         try:
-            dropped = store.drop_strategy(spec, {"git_commit": git_commit(), "versions": versions(),
-                                                 "at": time.time()})
+            dropped = store.drop_strategies(redo, {"git_commit": git_commit(), "versions": versions(),
+                                                   "at": time.time()})
         except BaseException:
             store.close()
             raise
-        log.warning("%s: %d stored jobs of %s deleted, to be run again (--redo)", out, dropped, spec)
+        for spec, n in dropped.items():
+            log.warning("%s: %d stored jobs of %s deleted, to be run again (--redo)", out, n, spec)
     if sources:  # where this session's chains may come from: each source's config digest and jobs, as last opened
         digests = {name: {"config_sha256": hashlib.sha256(json.dumps(src.config(), sort_keys=True).encode())
                          .hexdigest(), "jobs": src.rows("SELECT COUNT(*) FROM jobs")[0][0]}

@@ -339,43 +339,45 @@ class Store:
                 elif tuple(old) != (dataset, task, ref, level, text):
                     raise StoreError(f"{self.path}: problem {pid!r} differs from the one stored")
 
-    def drop_strategy(self, spec: str, info: dict[str, Any]) -> int:
-        """Delete every stored job of the strategy config ``spec`` (with its samples, units and chains) in one
-        transaction, so that the sweep runs them again: after a fix to the strategy's code, which the run's identity
-        (its spec) does not see. ``info`` says what code the redo is for (``git_commit``, ``versions``) and when;
-        ``{**info, "spec": spec, "jobs": n}`` is appended to the run's ``info["redone"]`` (when there were jobs).
+    def drop_strategies(self, specs: Sequence[str], info: dict[str, Any]) -> dict[str, int]:
+        """Delete every stored job of the strategy configs ``specs`` (with their samples, units and chains) in one
+        transaction, so that the sweep runs them again: after a fix to a strategy's code, which the run's identity
+        (its specs) does not see. ``info`` says what code the redo is for (``git_commit``, ``versions``) and when;
+        ``{**info, "spec": spec, "jobs": n}`` is appended to the run's ``info["redone"]`` for each spec that had jobs.
 
-        Refused (StoreError, nothing deleted) when jobs of another config were served chains that ``spec``'s jobs
-        generated (their rows would name jobs that are gone: redo those configs too, or neither), and when ``spec``
-        was already redone with the same code (``git_commit`` and ``versions`` equal): its jobs since then are what
-        this code gives, and a resume command that kept the redo would throw them away each time. Returns the
-        number of jobs deleted."""
+        Refused (StoreError, nothing deleted) when jobs of another config were served chains that the jobs deleted
+        generated (their rows would name jobs that are gone: redo those configs too, or none), and when a spec was
+        already redone with the same code (``git_commit`` and ``versions`` equal): its jobs since then are what this
+        code gives, and a resume command that kept the redo would throw them away each time. Returns the number of
+        jobs deleted per spec."""
+        specs = list(dict.fromkeys(specs))
+        marks = ", ".join("?" * len(specs))
+        gone = f"SELECT job_id FROM jobs WHERE strategy IN ({marks})"
         with self.transaction() as db:
             first = json.loads(self.get_meta("info") or "{}")
             code = {k: info.get(k) for k in ("git_commit", "versions")}
-            again = [r for r in first.get("redone", []) if r.get("spec") == spec
-                     and {k: r.get(k) for k in code} == code]
+            again = sorted({r["spec"] for r in first.get("redone", []) if r.get("spec") in specs
+                            and {k: r.get(k) for k in code} == code})
             if again:
-                raise StoreError(f"{self.path}: {spec!r} was already redone with this code (commit "
+                raise StoreError(f"{self.path}: {', '.join(map(repr, again))} already redone with this code (commit "
                                  f"{code['git_commit'] or 'unknown'}); its jobs since then are what this code gives. "
                                  "Leave the redo out to resume (a redo is for a changed strategy).")
-            ids = [r[0] for r in db.execute("SELECT job_id FROM jobs WHERE strategy = ?", (spec,))]
-            served = db.execute(
-                "SELECT DISTINCT j.strategy FROM chains c JOIN jobs j ON j.job_id = c.job_id "
-                "WHERE j.strategy != ? AND c.source_job IN (SELECT job_id FROM jobs WHERE strategy = ?) "
-                "ORDER BY j.strategy", (spec, spec)).fetchall()
+            served = [r[0] for r in db.execute(
+                f"SELECT DISTINCT j.strategy FROM chains c JOIN jobs j ON j.job_id = c.job_id WHERE j.strategy NOT IN "
+                f"({marks}) AND c.source_job IN ({gone}) ORDER BY j.strategy", (*specs, *specs))]
             if served:
-                raise StoreError(f"{self.path}: jobs of {', '.join(repr(r[0]) for r in served)} were served chains "
-                                 f"that {spec!r} generated; redoing it alone would leave them naming jobs that are "
-                                 "gone: redo those too")
-            if not ids:
-                return 0
+                raise StoreError(f"{self.path}: jobs of {', '.join(map(repr, served))} were served chains that jobs "
+                                 f"of {', '.join(map(repr, specs))} generated; deleting these alone would leave them "
+                                 "naming jobs that are gone: redo those too")
+            counts = {s: int(db.execute("SELECT COUNT(*) FROM jobs WHERE strategy = ?", (s,)).fetchone()[0])
+                      for s in specs}
             for table in ("chains", "units", "samples", "jobs"):
-                db.execute(f"DELETE FROM {table} WHERE job_id IN (SELECT job_id FROM jobs WHERE strategy = ?)",
-                           (spec,))
-            first.setdefault("redone", []).append({**info, "spec": spec, "jobs": len(ids)})
-            self.set_meta("info", json.dumps(first, sort_keys=True))
-        return len(ids)
+                db.execute(f"DELETE FROM {table} WHERE job_id IN ({gone})", specs)
+            redone = [{**info, "spec": s, "jobs": n} for s, n in counts.items() if n]
+            if redone:
+                first.setdefault("redone", []).extend(redone)
+                self.set_meta("info", json.dumps(first, sort_keys=True))
+        return counts
 
     def done_jobs(self) -> set[tuple[str, str, str, int, int]]:
         return {tuple(r) for r in self.db.execute(  # type: ignore[misc]
