@@ -132,6 +132,58 @@ def test_prompts_that_fit_the_context_only_one_at_a_time_take_turns(smollm2_path
         b.close()
 
 
+def test_a_chain_of_continued_steps_does_not_use_up_the_sequence_ids(smollm2_path):
+    """Each step continues the last one's sample (a search or particle step): every sequence has a copy, so none
+    is a leaf to evict. With 4 ids the third step once failed with "all 4 sequences are busy"; now the least
+    recently used ancestor goes (its copies keep the cells), the chain goes on and the cache stays consistent."""
+    b = LlamaCppBackend(smollm2_path, n_ctx=512, n_seq_max=4)
+    try:
+        text = "Count: one,"
+        for step in range(5):
+            (c,) = b.generate([GenRequest(prompt=text, temperature=0.0, max_tokens=6)])
+            assert step == 0 or c.usage.cached_prompt_tokens  # continued from the last step's sequence
+            text += c.samples[0].text
+        assert b.counters["evictions"] >= 2
+        for s in b._seqs.values():
+            assert s.exclusive == len(s.tokens) - s.base
+            assert (s.parent is None) == (s.base == 0)
+            assert s.parent is None or s in s.parent.children
+    finally:
+        b.close()
+
+
+def test_a_request_that_fails_to_start_fails_its_call_instead_of_hanging(smollm2_path):
+    """A failure while a request's prompt is being started (here injected; in a sweep it was "all sequences are
+    busy") reaches the caller: the request was already off the pending queue, so the engine's failure handling did
+    not see its call and the caller waited forever. The backend then works again."""
+    import threading
+
+    b = LlamaCppBackend(smollm2_path, n_ctx=256, n_seq_max=4)
+    got: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            b.generate([GenRequest(messages=Q, temperature=0.0, max_tokens=4)])
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            got.append(e)
+
+    def fail(*args: object) -> int:
+        raise BackendError("injected start failure")
+
+    try:
+        b._start_job = fail  # type: ignore[method-assign]
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        t.join(timeout=60)
+        assert not t.is_alive(), "the call hung"
+        assert len(got) == 1 and "injected start failure" in str(got[0])
+        del b._start_job
+        (c,) = b.generate([GenRequest(messages=Q, temperature=0.0, max_tokens=4)])
+        assert c.samples[0].completion_tokens
+    finally:
+        b.close()
+
+
 def test_request_larger_than_context_is_refused(smollm2_path):
     b = LlamaCppBackend(smollm2_path, n_ctx=128, n_seq_max=4)
     try:

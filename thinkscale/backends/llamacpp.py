@@ -333,10 +333,15 @@ class LlamaCppBackend(BaseBackend):
     def _estimated_cells(self) -> int:
         return sum(s.exclusive for s in self._seqs.values())
 
-    def _evict_one(self) -> bool:
+    def _evict_one(self, *, for_id: bool = False) -> bool:
         """Drop the least recently used idle sequence that nothing was copied from (dropping one that has copies
-        would free none of the cells they share with it)."""
+        would free none of the cells they share with it). ``for_id``: a sequence id is what is short, so when every
+        idle sequence has copies, the least recently used of those goes (its copies keep the cells they share):
+        a search's or a particle's steps leave a chain of idle ancestors above each active leaf, which once used up
+        all ``n_seq_max`` ids ("all sequences are busy") in a two-worker particle-filter sweep."""
         idle = [s for s in self._seqs.values() if not s.pinned and not s.children]
+        if not idle and for_id:
+            idle = [s for s in self._seqs.values() if not s.pinned]
         if not idle:
             return False
         victim = min(idle, key=lambda s: s.last_used)
@@ -364,7 +369,7 @@ class LlamaCppBackend(BaseBackend):
             source.pinned += 1  # keep it from being evicted while we make room
         try:
             while not self._free_ids:
-                if not self._evict_one():
+                if not self._evict_one(for_id=True):
                     raise BackendError(f"all {self.n_seq_max} sequences are busy")
         finally:
             if source is not None:
@@ -655,7 +660,6 @@ class LlamaCppBackend(BaseBackend):
                     f"request {job.index} needs {len(job.prompt)} prompt + {job.req.max_tokens} new tokens of KV "
                     f"cache; n_ctx={self.n_ctx} is too small"))
                 continue
-            self._pending.popleft()
             t0 = time.perf_counter()
             idx = self._start_job(job, src, k)
             self._start_sample(job, idx, active)
@@ -663,6 +667,7 @@ class LlamaCppBackend(BaseBackend):
                     and self._make_room(job.req.max_tokens):
                 self._start_sample(job, idx, active)
             job.seconds += time.perf_counter() - t0
+            self._pending.popleft()  # only now: a start that raises leaves it pending, so _fail_all fails its call
             if job.started < job.req.n:
                 self._waiting.append(job)
             else:
