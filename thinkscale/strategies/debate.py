@@ -19,7 +19,7 @@ from thinkscale.types import Candidate, Event, GenRequest, Message, Result
 
 # Du et al.'s arithmetic/GSM8K debate prompt (their released code), asking for the boxed answer in the words of
 # Qwen's math prompt: an earlier "Write the final answer as \boxed{ANSWER}" was copied verbatim by the 0.5B in 2 of
-# the first 52 round-1 answers of the strategies sweep (MoA's aggregator had done the same).
+# the first 80 round-1 answers of the strategies sweep, both at 4 agents (MoA's aggregator had done the same).
 DEFAULT_DEBATE_PROMPT = (
     "These are the solutions to the problem from other agents:\n\n{others}\n\nUsing the reasoning from other agents "
     "as additional advice, can you give an updated answer? Examine your solution and that of the other agents step "
