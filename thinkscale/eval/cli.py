@@ -81,6 +81,10 @@ def eval_command(
     workers: Annotated[int, typer.Option(help="Jobs in flight at once (the llama.cpp backend batches them); with "
                                          "--executor ray, per replica.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    status: Annotated[bool, typer.Option(
+        "--status", help="Run nothing: print the sweep's jobs planned and stored per strategy config and budget, "
+        "the stored jobs' mean wall seconds and the time the rest would take at that pace with --workers jobs at "
+        "a time. Only reads the store, so it may be run while the sweep runs.")] = False,
     base_url: Annotated[list[str] | None, typer.Option(
         "--base-url", help="An OpenAI-compatible server of the model, e.g. http://10.0.0.2:8000/v1 (repeatable: a "
         "pool, load-balanced with health checks and failover); the same as --backend openai:URL,URL,...")] = None,
@@ -112,6 +116,8 @@ def eval_command(
     run_dir = out or cfg.out
     if run_dir is None:
         fail("give --out RUN_FOLDER (or `out` in the sweep file)")
+    if status:
+        return _print_status(cfg, run_dir, workers, redo)
     _check_run_folder(run_dir)
     # The runner warns about plans the user should know of (e.g. a strategy that cannot reuse samples).
     logging.getLogger("thinkscale.eval").setLevel(logging.WARNING)
@@ -126,17 +132,12 @@ def eval_command(
     except KeyboardInterrupt:
         _interrupted(run_dir)
         raise typer.Exit(130) from None
-    except StoreError as e:
-        fail(str(e))
     except (BackendError, ModelError, NotImplementedError) as e:
         fail(f"{e} (finished units are stored; fix this and run the same command to resume)", 1)
-    except ValueError as e:
+    except (StoreError, ValueError) as e:
         fail(str(e))
     except OSError as e:  # a path the checks above could not foresee (/proc/x, a folder removed meanwhile)
-        where = str(e.filename or "")  # the run folder, a parent it needed, or a file in it
-        ours = bool(where) and (where.startswith(str(run_dir)) or str(run_dir).startswith(where))
-        fail(f"--out {run_dir}: {os_reason(e)}; give a folder that can be created and written" if ours else
-             f"{os_reason(e)}")
+        _fail_os(e, run_dir)
     _print_summary(summary, run_dir)
     if summary.interrupted:
         _interrupted(run_dir)
@@ -250,6 +251,56 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def _interrupted(run_dir: Path) -> None:
     err.print(f"interrupted: finished units are stored in {run_dir}; run the same command again to resume",
               highlight=False, soft_wrap=True)
+
+
+def _fail_os(e: OSError, run_dir: Path) -> None:
+    """Exit naming an OS error of a sweep: as the run folder's when the path is in it (or one of its parents)."""
+    where = str(e.filename or "")  # the run folder, a parent it needed, or a file in it
+    ours = bool(where) and (where.startswith(str(run_dir)) or str(run_dir).startswith(where))
+    fail(f"--out {run_dir}: {os_reason(e)}; give a folder that can be created and written" if ours else
+         f"{os_reason(e)}")
+
+
+def _print_status(cfg: SweepConfig, run_dir: Path, workers: int, redo: list[str] | None) -> None:
+    """``eval --status``: the table of ``thinkscale.eval.status`` on stdout, the totals and the estimate below it."""
+    from rich.table import Table
+
+    from thinkscale.eval.status import sweep_status
+    from thinkscale.eval.store import StoreError
+
+    if redo:
+        fail("--status runs nothing: give --redo to the command that runs the sweep")
+    if workers < 1:
+        fail(f"--workers must be >= 1, got {workers}")
+    try:
+        st = sweep_status(cfg, run_dir)
+    except (StoreError, ValueError) as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"--out {run_dir}: {os_reason(e)}")
+    table = Table("model", "strategy", "budget", "stored", "planned", "wall s / job", "hours left", box=None)
+    for c in st.configs:
+        left = c.seconds_left_one_at_a_time
+        table.add_row(c.model, c.spec, str(c.budget), str(c.stored), str(c.planned),
+                      "-" if c.mean_wall_seconds is None else f"{c.mean_wall_seconds:.1f}",
+                      "no pace yet" if left is None else f"{left / workers / 3600:.2f}")
+    out = Console(soft_wrap=True)
+    out.print(table)
+    where = f"{run_dir}" if st.stored_run else f"{run_dir} (no store yet: nothing has run)"
+    out.print(f"{st.stored} of {st.planned} jobs stored in {where}; {st.planned - st.stored} left.", highlight=False)
+    if st.added:
+        out.print(f"The sweep adds {', '.join(st.added)} to the stored run (it grows the run when it resumes).",
+                  highlight=False)
+    if st.planned > st.stored and len(st.unpaced) == len([c for c in st.configs if c.left]):
+        out.print("No estimate yet: no config with jobs left has a stored job to pace it.", highlight=False)
+    elif st.planned > st.stored:
+        estimate = (f"~{st.seconds_left(workers) / 3600:.1f} h at the stored jobs' pace with {workers} "
+                    f"job{'s' if workers > 1 else ''} at a time (each job's wall seconds as it ran beside the others "
+                    "in flight)")
+        unpaced = st.unpaced
+        rest = (f", plus {len(unpaced)} config{'s' if len(unpaced) > 1 else ''} ({sum(c.left for c in unpaced)} "
+                "jobs) with no stored job to pace them (\"no pace yet\" above)") if unpaced else ""
+        out.print(f"{estimate}{rest}.", highlight=False)
 
 
 def _print_summary(summary: SweepSummary, run_dir: Path) -> None:

@@ -625,17 +625,7 @@ def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyP
         raise ValueError(f"strategy specs name the same config twice: {labels}")
     store = Store(out)
     try:
-        ident = identity(cfg, ds, plans)
-        stored = store.get_meta("config")
-        if stored is not None and "share_samples" not in json.loads(stored):
-            # A run begun before sample sharing existed drew every chain itself: it resumes only that way.
-            if cfg.share_samples:
-                raise StoreError(f"{store.path} holds a run started before sample sharing existed, where every job "
-                                 "drew its own chains; resume it with --no-share-samples (share_samples = false), "
-                                 "or use another --out folder")
-            del ident["share_samples"]
-        if stored is not None and "knob_files" not in json.loads(stored):
-            del ident["knob_files"]  # a run begun before file contents were part of the identity
+        ident = resume_identity(store, cfg, ds, plans)
         added = store.bind_config(ident, {"git_commit": git_commit(), "versions": versions(),
                                           "created_at": time.time()}, grows=added_strategies)
         if added:
@@ -647,6 +637,24 @@ def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyP
         store.close()
         raise
     return store, ds, plans, plan_jobs(cfg, ds, plans)
+
+
+def resume_identity(store: Store, cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[str, Any]:
+    """The identity ``cfg`` must match to resume the run in ``store`` (``identity``, less what a run begun by an
+    older thinkscale did not record). A StoreError when the stored run can never be resumed with ``cfg``."""
+    ident = identity(cfg, ds, plans)
+    stored_text = store.get_meta("config")
+    stored = None if stored_text is None else json.loads(stored_text)
+    if stored is not None and "share_samples" not in stored:
+        # A run begun before sample sharing existed drew every chain itself: it resumes only that way.
+        if cfg.share_samples:
+            raise StoreError(f"{store.path} holds a run started before sample sharing existed, where every job "
+                             "drew its own chains; resume it with --no-share-samples (share_samples = false), "
+                             "or use another --out folder")
+        del ident["share_samples"]
+    if stored is not None and "knob_files" not in stored:
+        del ident["knob_files"]  # a run begun before file contents were part of the identity
+    return ident
 
 
 def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFactory | None = None,

@@ -291,11 +291,7 @@ class Store:
                     self.set_meta("info", json.dumps(first, sort_keys=True))
                 self.set_meta("config", json.dumps(config, sort_keys=True))
                 return added
-        diffs = [f"  {k}: stored {json.dumps(old.get(k))} vs now {json.dumps(config.get(k))}"
-                 for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
-        raise StoreError(f"{self.path} holds a run with a different config, so it cannot be resumed with this "
-                         "one:\n" + "\n".join(diffs) + "\nuse another --out folder, or the run's own config (a "
-                         "config may add strategies to a run, nothing else)")
+        raise different_config(self.path, old, config)
 
     def bind_model(self, model: str, identity: dict[str, Any]) -> None:
         """Like ``bind_config`` for what is only known once a model is loaded (its file fingerprint, parameters)."""
@@ -461,6 +457,16 @@ class Store:
         cur = self.db.cursor()
         cur.row_factory = sqlite3.Row
         return list(cur.execute(sql, params))
+
+
+def different_config(path: Path, stored: dict[str, Any], config: dict[str, Any]) -> StoreError:
+    """The error for a run identity ``config`` that cannot resume the run ``stored`` at ``path``: every field that
+    differs, with both values."""
+    diffs = [f"  {k}: stored {json.dumps(stored.get(k))} vs now {json.dumps(config.get(k))}"
+             for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
+    return StoreError(f"{path} holds a run with a different config, so it cannot be resumed with this one:\n"
+                      + "\n".join(diffs) + "\nuse another --out folder, or the run's own config (a config may add "
+                      "strategies to a run, nothing else)")
 
 
 def _insert_units(db: sqlite3.Connection, job_id: int, job: JobRecord) -> None:
