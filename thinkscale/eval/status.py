@@ -10,13 +10,12 @@ is listed as such, never guessed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.runner import added_strategies, plan_jobs, plan_strategy, resume_identity, sweep_problems
-from thinkscale.eval.store import DB_NAME, Store, different_config
+from thinkscale.eval.store import DB_NAME, Store
 
 
 @dataclass(frozen=True)
@@ -81,14 +80,8 @@ def sweep_status(cfg: SweepConfig, out: str | Path) -> SweepStatus:
     if stored_run:
         store = Store.reader(out)
         try:
-            stored_text = store.get_meta("config")  # None: a store made by a sweep that stopped before binding
-            stored_config = None if stored_text is None else json.loads(stored_text)
-            ident = resume_identity(store, cfg, ds, plans)
-            if stored_config is not None and stored_config != ident:
-                grown = added_strategies(stored_config, ident)
-                if grown is None:
-                    raise different_config(store.path, stored_config, ident)
-                added = grown
+            # None: a store made by a sweep that stopped before recording its config
+            added = store.resumes(resume_identity(store, cfg, ds, plans), added_strategies) or []
             done = store.done_jobs()
             walls = {(r[0], r[1], r[2]): float(r[3]) for r in store.rows(
                 "SELECT model, strategy, budget, AVG(wall_seconds) FROM jobs GROUP BY 1, 2, 3")}

@@ -269,29 +269,45 @@ class Store:
 
     def bind_config(self, config: dict[str, Any], info: dict[str, Any],
                     grows: Callable[[dict[str, Any], dict[str, Any]], list[str] | None] | None = None) -> list[str]:
-        """Record ``config`` on first use; afterwards refuse any other, except one that ``grows`` the stored one:
-        ``grows(stored, config)`` names what ``config`` adds to it (None: it changes more than that; empty: the same
-        run written another way). Such a config replaces the stored one, an addition is appended to
-        ``info["grown"]``, and what was added is returned. ``info`` (command, git commit, start time) is otherwise
-        kept as recorded first and never compared."""
+        """Record ``config`` on first use; afterwards refuse any other, except one that ``grows`` the stored one
+        (``resumes``). Such a config replaces the stored one, an addition is appended to ``info["grown"]``, and
+        what was added is returned. ``info`` (command, git commit, start time) is otherwise kept as recorded first
+        and never compared."""
         with self.transaction():
-            stored = self.get_meta("config")
-            if stored is None:
-                self.set_meta("config", json.dumps(config, sort_keys=True))
+            added = self.resumes(config, grows)
+            text = json.dumps(config, sort_keys=True)
+            if added is None:
+                self.set_meta("config", text)
                 self.set_meta("info", json.dumps(info, sort_keys=True))
                 return []
-            old = json.loads(stored)
-            if old == config:
-                return []
-            added = grows(old, config) if grows is not None else None
-            if added is not None:
-                if added:
-                    first = json.loads(self.get_meta("info") or "{}")
-                    first.setdefault("grown", []).append({**info, "added": added})
-                    self.set_meta("info", json.dumps(first, sort_keys=True))
-                self.set_meta("config", json.dumps(config, sort_keys=True))
-                return added
-        raise different_config(self.path, old, config)
+            if added:
+                first = json.loads(self.get_meta("info") or "{}")
+                first.setdefault("grown", []).append({**info, "added": added})
+                self.set_meta("info", json.dumps(first, sort_keys=True))
+            if self.get_meta("config") != text:  # grown, or the same run written another way
+                self.set_meta("config", text)
+            return added
+
+    def resumes(self, config: dict[str, Any],
+                grows: Callable[[dict[str, Any], dict[str, Any]], list[str] | None] | None = None) -> list[str] | None:
+        """Whether ``config`` may resume the run recorded here, reading only: None when none is recorded yet; else
+        what it adds to the stored one, as ``grows(stored, config)`` names it (None from ``grows``: it changes more
+        than that; empty: the same run, perhaps written another way). A StoreError naming every field that differs
+        when it may not."""
+        stored = self.get_meta("config")
+        if stored is None:
+            return None
+        old = json.loads(stored)
+        if old == config:
+            return []
+        added = grows(old, config) if grows is not None else None
+        if added is None:
+            diffs = [f"  {k}: stored {json.dumps(old.get(k))} vs now {json.dumps(config.get(k))}"
+                     for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
+            raise StoreError(f"{self.path} holds a run with a different config, so it cannot be resumed with this "
+                             "one:\n" + "\n".join(diffs) + "\nuse another --out folder, or the run's own config (a "
+                             "config may add strategies to a run, nothing else)")
+        return added
 
     def bind_model(self, model: str, identity: dict[str, Any]) -> None:
         """Like ``bind_config`` for what is only known once a model is loaded (its file fingerprint, parameters)."""
@@ -457,16 +473,6 @@ class Store:
         cur = self.db.cursor()
         cur.row_factory = sqlite3.Row
         return list(cur.execute(sql, params))
-
-
-def different_config(path: Path, stored: dict[str, Any], config: dict[str, Any]) -> StoreError:
-    """The error for a run identity ``config`` that cannot resume the run ``stored`` at ``path``: every field that
-    differs, with both values."""
-    diffs = [f"  {k}: stored {json.dumps(stored.get(k))} vs now {json.dumps(config.get(k))}"
-             for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
-    return StoreError(f"{path} holds a run with a different config, so it cannot be resumed with this one:\n"
-                      + "\n".join(diffs) + "\nuse another --out folder, or the run's own config (a config may add "
-                      "strategies to a run, nothing else)")
 
 
 def _insert_units(db: sqlite3.Connection, job_id: int, job: JobRecord) -> None:
