@@ -109,7 +109,8 @@ def strategies(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "beam": BeamSearch(beam_width=args.width, expansions_per_beam=args.k, **common),
         "dvts": DVTS(n_subtrees=args.width, expansions_per_step=args.k, **common),
-        "mcts": MCTS(n_simulations=args.simulations, expansions_per_node=args.k, value=ValueSource.PRM, **common),
+        "mcts": MCTS(n_simulations=args.simulations, expansions_per_node=args.k, value=ValueSource.PRM,
+                     simulation=args.mcts_simulation, **common),
     }
 
 
@@ -122,6 +123,9 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=2, help="beam width / DVTS subtrees")
     ap.add_argument("--k", type=int, default=2, help="expansions per beam / step / node")
     ap.add_argument("--simulations", type=int, default=6)
+    ap.add_argument("--mcts-simulation", choices=["path", "step"], default="path",
+                    help="MCTS's simulation knob (bench/results/search_qwen0.5b.json was measured with 'step', the "
+                         "only kind before 2026-12-07)")
     ap.add_argument("--step-tokens", type=int, default=64)
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--budget-tokens", type=int, default=1500, help="completion-token budget per problem")

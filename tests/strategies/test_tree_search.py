@@ -277,7 +277,8 @@ def test_select_and_backpropagate_on_a_hand_built_tree():
 
 
 def test_mcts_episode_visits_and_values_match_hand_computation(table):
-    """PRM values (last step), k=2, PUCT c=1, 3 simulations.
+    """Classic simulations (``simulation=step``: one expansion each). PRM values (last step), k=2, PUCT c=1, 3
+    simulations.
     sim 0: expand root -> c1 (0.6), c2 (0.2); root N=2 W=0.8.
     sim 1: root: c1 0.6 + 0.5 sqrt(2)/2 = 0.954 > c2 0.554 -> expand c1 -> d1 (0.9, boxed: terminal), d2 (0.3);
            root N=4 W=2.0; c1 N=3 W=1.8.
@@ -287,7 +288,8 @@ def test_mcts_episode_visits_and_values_match_hand_computation(table):
     table({"c1": 0.6, "c2": 0.2, "d1 \\boxed{7}": 0.9, "d2": 0.3})
     script = by_prefill({"": ["c1", "c2"], "c1\n\n": ["d1 \\boxed{7}", "d2"]})
     backend = ScriptedBackend([script] * 4)
-    result = execute(MCTS(verifier="table", n_simulations=3, expansions_per_node=2, rule="puct", c_explore=1.0),
+    result = execute(MCTS(verifier="table", n_simulations=3, expansions_per_node=2, rule="puct", c_explore=1.0,
+                          simulation="step"),
         PROBLEM, backend, Budget(), rng=random.Random(0))
     stats = next(e for e in algo_trace(result) if e["event"] == "mcts_stats")
     # node indices: 0 root, 1 c1, 2 c2, 3 d1, 4 d2
@@ -296,6 +298,56 @@ def test_mcts_episode_visits_and_values_match_hand_computation(table):
     sims = [e for e in algo_trace(result) if e["event"] == "simulation"]
     assert [s["path"] for s in sims] == [[0], [0, 1], [0, 1, 3]] and sims[2]["revisit"] == 3
     assert backend.calls == 2 and result.answer == "7" and result.stop_reason == "done"
+
+
+def test_mcts_path_simulation_goes_down_to_a_solution_by_hand(table):
+    """The default ``simulation=path``, the same tree as above (PUCT c=1, P=1/2, k=2).
+    sim 0: expand root -> c1 (0.6), c2 (0.2); root N=2 W=0.8. It goes on from the root: c1 0.6 + 0.5 sqrt(2)/2 =
+           0.954 > c2 0.554 -> expand c1 -> d1 (0.9, boxed: terminal), d2 (0.3); root N=4 W=2.0, c1 N=3 W=1.8. On
+           from c1: d1 0.9 + 0.5 sqrt(3)/2 = 1.333 > d2 0.733 -> d1 is terminal: the simulation ends there, its
+           value already backed up when d1 was made (no second backup).
+    sim 1: root: c1 0.6 + 0.5 x 2/4 = 0.85 > c2 0.2 + 0.5 x 2/2 = 0.7; c1: d1 1.333 -> terminal, nothing expanded:
+           a revisit backs 0.9 up again. root N=5 W=2.9; c1 N=4 W=2.7; d1 N=2 W=1.8 (= three classic simulations).
+    """
+    table({"c1": 0.6, "c2": 0.2, "d1 \\boxed{7}": 0.9, "d2": 0.3})
+    def script():
+        return by_prefill({"": ["c1", "c2"], "c1\n\n": ["d1 \\boxed{7}", "d2"]})
+
+    one = execute(MCTS(verifier="table", n_simulations=1, expansions_per_node=2, rule="puct", c_explore=1.0),
+                  PROBLEM, ScriptedBackend([script()] * 4), Budget(), rng=random.Random(0))
+    stats = next(e for e in algo_trace(one) if e["event"] == "mcts_stats")
+    assert stats["visits"] == [4, 3, 1, 1, 1] and stats["value_sum"] == pytest.approx([2.0, 1.8, 0.2, 0.9, 0.3])
+    sims = [e for e in algo_trace(one) if e["event"] == "simulation"]
+    assert [(s["i"], s["path"], s["expanded"]) for s in sims] == [(0, [0], 0), (0, [0, 1], 1)]
+    assert one.answer == "7" and one.ledger.total(Role.GENERATOR).calls == 2
+
+    backend = ScriptedBackend([script()] * 4)
+    two = execute(MCTS(verifier="table", n_simulations=2, expansions_per_node=2, rule="puct", c_explore=1.0),
+                  PROBLEM, backend, Budget(), rng=random.Random(0))
+    stats = next(e for e in algo_trace(two) if e["event"] == "mcts_stats")
+    assert stats["visits"] == [5, 4, 1, 2, 1] and stats["value_sum"] == pytest.approx([2.9, 2.7, 0.2, 1.8, 0.3])
+    sims = [e for e in algo_trace(two) if e["event"] == "simulation"]
+    assert [(s["i"], s["path"], s["revisit"]) for s in sims] == [(0, [0], None), (0, [0, 1], None), (1, [0, 1, 3], 3)]
+    assert backend.calls == 2 and two.answer == "7" and two.stop_reason == "done"
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_every_path_simulation_ends_at_a_complete_solution_and_a_step_one_may_not(n, table):
+    """Solutions three steps deep (``wordy``): with n path simulations the tree holds at least n terminal nodes'
+    worth of finished paths (every simulation ends at one; a revisit adds none but costs nothing) and the answer is
+    a stated one; n classic simulations of one step each cannot get three steps down from the root when n < 3."""
+    table({})
+    path = execute(MCTS(verifier="table", n_simulations=n, expansions_per_node=2),
+                   PROBLEM, ScriptedBackend([wordy] * 40), Budget(), rng=random.Random(0))
+    sims = [e for e in algo_trace(path) if e["event"] == "simulation"]
+    nodes = next(e for e in algo_trace(path) if e["event"] == "tree")["nodes"]
+    ends = {s["i"] for s in sims if s["revisit"] is not None} | {
+        s["i"] for s in sims for c in s["children"] if nodes[c]["terminal"] == "answer"}
+    assert sorted(ends) == list(range(n))
+    assert path.chosen is not None and path.chosen.text.endswith(f"\\boxed{{{path.answer}}}")
+    step = execute(MCTS(verifier="table", n_simulations=min(n, 2), expansions_per_node=2, simulation="step"),
+                   PROBLEM, ScriptedBackend([wordy] * 40), Budget(), rng=random.Random(0))
+    assert not any(c["terminal"] for c in next(e for e in algo_trace(step) if e["event"] == "tree")["nodes"])
 
 
 def test_mcts_best_value_picks_the_best_complete_solution(table):
@@ -463,6 +515,8 @@ def test_knobs_are_checked(table):
         MCTS(verifier="table", c_explore=-1)
     with pytest.raises(ValueError, match="rule must be one of uct, puct"):
         MCTS(verifier="table", rule="bogus")
+    with pytest.raises(ValueError, match="simulation must be one of path, step; got 'rollout'"):
+        MCTS(verifier="table", simulation="rollout")
     with pytest.raises(ValueError, match="temperature"):
         DVTS(verifier="table", temperature=0)
 

@@ -1,5 +1,8 @@
 """Monte Carlo tree search over reasoning steps: select by UCT/PUCT, expand k sampled next steps, evaluate them with
-the verifier (a PRM on the partial solution, or an outcome verifier on a rollout to a final answer), back up.
+the verifier (a PRM on the partial solution, or an outcome verifier on a rollout to a final answer), back up. With PRM
+values a simulation goes on down, expanding, until it reaches a complete solution (as OpenR's ``vanilla_mcts`` draws
+one path per simulation), so n simulations leave about n solutions, as n chains would; ``simulation=step`` is the
+classic one expansion per simulation.
 
 Kocsis & Szepesvari, "Bandit based Monte-Carlo Planning" (UCT), https://doi.org/10.1007/11871842_29;
 Silver et al., "Mastering the game of Go without human knowledge" (PUCT); over LLM reasoning steps:
@@ -26,8 +29,9 @@ from thinkscale.verifiers.base import VerifierKind
 @event("simulation")
 @dataclass(frozen=True)
 class Simulation(Event):
-    """One MCTS simulation: the path from the root (node indices), and either the leaf it expanded with the new
-    children and their values, or the terminal node it revisited with the value backed up again."""
+    """One expansion of MCTS simulation ``i`` (a ``path`` simulation notes one per step it adds): the path from the
+    root (node indices), and either the leaf it expanded with the new children and their values, or the terminal
+    node it revisited with the value backed up again."""
 
     i: int
     path: tuple[int, ...]
@@ -57,6 +61,11 @@ class ValueSource(enum.StrEnum):
     AUTO = "auto"  # prm for a process verifier, rollout for an outcome verifier
     PRM = "prm"  # the verifier scores the new partial solution
     ROLLOUT = "rollout"  # sample on to the end and score the complete solution
+
+
+class SimulationKind(enum.StrEnum):
+    PATH = "path"  # descend, expanding every leaf met, until a terminal node: each simulation ends in a solution
+    STEP = "step"  # one expansion per simulation (classic MCTS); back to the root after it
 
 
 class FinalChoice(enum.StrEnum):
@@ -126,16 +135,25 @@ class MCTS(StepKnobs):
             the child, the whole sample a complete solution whose outcome-verifier score is the child's value; it
             needs an outcome verifier), or ``auto`` (prm for a process verifier, rollout for an outcome verifier
             such as P(yes)).
+        simulation: ``path`` (the default: after an expansion the simulation goes on from the expanded node, by the
+            rule, expanding each unexpanded leaf it meets, until it reaches a terminal node, so every simulation ends
+            at a complete solution, as one chain would; with ``prm`` values and a handful of simulations a search of
+            single expansions ends deep inside unfinished solutions) or ``step`` (one expansion per simulation, the
+            classic algorithm). With rollout values each expansion's samples already run to the end, so a simulation
+            is one expansion either way.
         final: ``most_visited`` (descend by visits; if that ends at an unfinished node, its best complete
             descendant) or ``best_value`` (the best-valued complete solution anywhere).
 
     A simulation descends from the root by the rule to a leaf. An unexpanded, non-terminal leaf is expanded; each new
-    child is evaluated once (visits 1, value_sum v) and every node on the path to the leaf gets +1 visit and +v. A
-    terminal leaf costs nothing: its value is backed up again along its path.
+    child is evaluated once (visits 1, value_sum v) and every node on the path to the leaf gets +1 visit and +v
+    (``path``: then the descent goes on from that leaf). A terminal leaf costs nothing: when the simulation has
+    expanded nothing, its value is backed up again along its path (a revisit); when it got there by expanding, the
+    value was already backed up as the node was made.
 
-    Budget: a simulation's worst case is k x ``max_step_tokens`` (prm) or k x ``rollout_max_tokens`` (rollout)
-    completion tokens, one call and the verifier's calls; if all k do not fit, fewer children are sampled; when none
-    fits the search stops with ``stop_reason="budget"``.
+    Budget: an expansion's worst case is k x ``max_step_tokens`` (prm) or k x ``rollout_max_tokens`` (rollout)
+    completion tokens, one call and the verifier's calls (a ``path`` simulation makes one expansion per step it
+    adds); if all k do not fit, fewer children are sampled; when none fits the search stops with
+    ``stop_reason="budget"`` and answers from the tree it has.
 
     >>> execute(MCTS(n_simulations=16, verifier="prm", verifier_path="prm.json"),  # doctest: +SKIP
     ...         problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))
@@ -149,6 +167,7 @@ class MCTS(StepKnobs):
     c_explore: float = 1.0
     value: ValueSource = ValueSource.AUTO
     rollout_max_tokens: int = 512
+    simulation: SimulationKind = SimulationKind.PATH
     final: FinalChoice = FinalChoice.MOST_VISITED
 
     def __post_init__(self) -> None:
@@ -158,7 +177,8 @@ class MCTS(StepKnobs):
         check_int("rollout_max_tokens", self.rollout_max_tokens)
         if not (isinstance(self.c_explore, (int, float)) and math.isfinite(self.c_explore) and self.c_explore >= 0):
             raise ValueError(f"c_explore must be a finite number >= 0, got {self.c_explore!r}")
-        for name, kind in (("rule", Rule), ("value", ValueSource), ("final", FinalChoice)):
+        for name, kind in (("rule", Rule), ("value", ValueSource), ("simulation", SimulationKind),
+                           ("final", FinalChoice)):
             object.__setattr__(self, name, enum_knob(name, kind, getattr(self, name)))
 
     def run(self, ctx: Run) -> Result:
@@ -184,16 +204,29 @@ class MCTS(StepKnobs):
         return tree.result(chosen)
 
     def _simulate(self, tree: StepTree, stats: Stats, values: dict[int, float], sim: int, rollout: bool) -> bool:
-        """One select-expand-evaluate-backup round; False when the budget allows no expansion."""
-        stats.grow(len(tree.nodes))
-        path, node = [0], 0
-        while stats.children[node] and tree.nodes[node].terminal is None:
-            node, _ = select_child(stats, node, self.rule, self.c_explore, tree.ctx.rng)
-            path.append(node)
-        if tree.nodes[node].terminal is not None:
-            backpropagate(stats, path, values[node])
-            tree.ctx.note(Simulation(sim, tuple(path), revisit=node, value=values[node]))
-            return True
+        """One simulation (see the class docstring); False when the budget allows no expansion."""
+        path, node, expanded = [0], 0, False
+        while True:
+            stats.grow(len(tree.nodes))
+            while stats.children[node] and tree.nodes[node].terminal is None:
+                node, _ = select_child(stats, node, self.rule, self.c_explore, tree.ctx.rng)
+                path.append(node)
+            if tree.nodes[node].terminal is not None:
+                if not expanded:
+                    backpropagate(stats, path, values[node])
+                    tree.ctx.note(Simulation(sim, tuple(path), revisit=node, value=values[node]))
+                return True
+            if not self._expand(tree, stats, values, sim, path, rollout):
+                return False
+            expanded = True
+            if rollout or self.simulation is SimulationKind.STEP:
+                return True
+
+    def _expand(self, tree: StepTree, stats: Stats, values: dict[int, float], sim: int, path: list[int],
+                rollout: bool) -> bool:
+        """Expand the leaf ``path[-1]``, evaluate its children and back each one up along ``path``; False (and the
+        budget stop noted) when no child fits."""
+        node = path[-1]
         max_tokens = self.rollout_max_tokens if rollout else self.max_step_tokens
         plan = tree.affordable([(node, self.expansions_per_node)], max_tokens)
         if not plan:
