@@ -67,6 +67,21 @@ def test_every_call_extends_the_previous_conversation():
         assert u["cached_prompt_tokens"] >= prev_words - 1
 
 
+def test_stop_at_repeat_ends_the_loop_at_the_first_verbatim_copy():
+    """A revision identical to the draft before it is a fixed point: with stop_at_repeat the run stops there (5
+    calls instead of 7) with its answer; off (the default) the loop goes on to max_rounds. A revision that differs
+    only in its answer is no repeat."""
+    script = ["d0 \\boxed{40}", "VERDICT: INCORRECT", "d1 \\boxed{41}", "VERDICT: INCORRECT", "d1 \\boxed{41}",
+              "VERDICT: INCORRECT", "d1 \\boxed{41}"]
+    result, b = run(script, max_rounds=3, stop_at_repeat=True)
+    assert b.calls == 5 and result.answer == "41" and result.stop_reason == "done"
+    stop = [e for e in algo_trace(result) if e["event"] == "stop"]
+    assert [(e["reason"], e["detail"]) for e in stop] == [
+        ("fixed_point", "the revision of round 2 repeats the draft before it word for word")]
+    result, b = run(script, max_rounds=3)
+    assert b.calls == 7 and result.answer == "41" and not [e for e in algo_trace(result) if e["event"] == "stop"]
+
+
 def test_a_round_starts_only_if_critique_and_revision_both_fit():
     """Draft 10 tokens max; a round needs 4 + 10 = 14. Budget 30: draft (10 used) + one round (24) fits,
     a second round would need 38 > 30: stop with "budget" after 3 calls."""
@@ -112,6 +127,7 @@ def test_a_marker_inside_the_other_does_not_count():
     (dict(critique_prompt="Is it right?"), "{correct}"),
     (dict(verdict_correct="ok", verdict_incorrect="OK"), "same"),
     (dict(temperature=float("nan")), "temperature"),
+    (dict(stop_at_repeat="yes"), "stop_at_repeat must be true or false, got 'yes'"),
 ])
 def test_bad_knobs(knobs, needle):
     with pytest.raises(ValueError, match=needle):
