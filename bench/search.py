@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=2, help="expansions per beam / step / node")
     ap.add_argument("--simulations", type=int, default=6)
     ap.add_argument("--mcts-simulation", choices=["path", "step"], default="path",
-                    help="MCTS's simulation knob (bench/results/search_qwen0.5b.json was measured with 'step', the "
+                    help="MCTS's simulation knob (bench/results/search*.json were measured with 'step', the "
                          "only kind before 2026-12-07)")
     ap.add_argument("--step-tokens", type=int, default=64)
     ap.add_argument("--max-steps", type=int, default=6)
