@@ -69,8 +69,8 @@ def test_every_call_extends_the_previous_conversation():
 
 def test_stop_at_repeat_ends_the_loop_at_the_first_verbatim_copy():
     """A revision identical to the draft before it is a fixed point: with stop_at_repeat the run stops there (5
-    calls instead of 7) with its answer; off (the default) the loop goes on to max_rounds. A revision that differs
-    only in its answer is no repeat."""
+    calls instead of 7) with its answer; off (the default) the loop goes on to max_rounds. The first revision (d1
+    after d0) differs from its draft: no repeat."""
     script = ["d0 \\boxed{40}", "VERDICT: INCORRECT", "d1 \\boxed{41}", "VERDICT: INCORRECT", "d1 \\boxed{41}",
               "VERDICT: INCORRECT", "d1 \\boxed{41}"]
     result, b = run(script, max_rounds=3, stop_at_repeat=True)

@@ -206,8 +206,8 @@ class MCTS(StepKnobs):
     def _simulate(self, tree: StepTree, stats: Stats, values: dict[int, float], sim: int, rollout: bool) -> bool:
         """One simulation (see the class docstring); False when the budget allows no expansion."""
         path, node, expanded = [0], 0, False
+        stats.grow(len(tree.nodes))  # the root, on the first simulation; _expand grows it for the nodes it adds
         while True:
-            stats.grow(len(tree.nodes))
             while stats.children[node] and tree.nodes[node].terminal is None:
                 node, _ = select_child(stats, node, self.rule, self.c_explore, tree.ctx.rng)
                 path.append(node)
