@@ -1,0 +1,206 @@
+"""What the strategies of a stored run did, counted from its store: the numbers docs/results/strategies/README.md
+gives beside the report's table (why self-refine, MoA and budget forcing score as they do, how PAL's programs ran).
+
+Reads only the store (jobs' traces, samples with their grades, per-call chains); no model runs. Each section covers
+every config of its strategy in the run, at every budget stored:
+
+- self-refine: first drafts and final answers right, the critiques' verdicts (and how many "correct" verdicts were
+  on a right draft), rounds run, revisions that copy the draft before them verbatim, and what stopping at the first
+  verbatim repeat (``stop_at_repeat=true``) would have changed: final answers and generated tokens.
+- moa: the proposers' plurality answer (normalised; the first listed wins a tie) and any proposer right, against the
+  aggregator's answer; how often the vote fallback answered.
+- budget-forcing: "Wait"s, answers forced at the thinking cap, and accuracy on the forced and the other problems.
+- pal: samples that wrote no program (PAL takes its answer only from a program's output), programs run, their exits
+  (error, timeout, no output), samples and problems with no answer.
+
+    .venv/bin/python bench/strategy_anatomy.py runs/strategies-all-qwen0.5b \\
+        --out docs/results/strategies/anatomy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from thinkscale.answers.extract import normalize_answer
+from thinkscale.eval.store import Store, StoreError, open_existing
+
+Section = Callable[[Store, "Config"], dict[str, Any]]
+
+
+class Config(NamedTuple):
+    model: str
+    spec: str
+    budget: int
+
+
+def _jobs(store: Store, cfg: Config) -> list[Any]:
+    return store.rows("SELECT job_id, trace, completion_tokens FROM jobs WHERE model = ? AND strategy = ? "
+                      "AND budget = ? ORDER BY job_id", (cfg.model, cfg.spec, cfg.budget))
+
+
+def _samples(store: Store, job_id: int) -> list[Any]:
+    return store.rows("SELECT idx, text, answer, correct, chosen FROM samples WHERE job_id = ? ORDER BY idx",
+                      (job_id,))
+
+
+def _events(trace: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in json.loads(trace) if e["event"] == name]
+
+
+def first_repeat(texts: Sequence[str]) -> int | None:
+    """The index of the first revision that is a verbatim copy of the text before it (None: no such revision)."""
+    return next((i for i in range(1, len(texts)) if texts[i] == texts[i - 1]), None)
+
+
+def self_refine(store: Store, cfg: Config) -> dict[str, Any]:
+    """Drafts are samples 0, 1, ... in order (the first draft, then each revision); the chosen one answers. Calls
+    alternate: the draft is call 0, round i's critique call 2i - 1 and its revision call 2i."""
+    c: Counter[str] = Counter()
+    rounds: Counter[int] = Counter()
+    verdicts: Counter[str] = Counter()
+    for job in _jobs(store, cfg):
+        samples = _samples(store, job["job_id"])
+        final = next(s for s in samples if s["chosen"])
+        critiques = _events(job["trace"], "critique")
+        rounds[len(critiques)] += 1
+        c["jobs"] += 1
+        c["first_draft_right"] += samples[0]["correct"]
+        c["final_right"] += final["correct"]
+        c["final_right_first_wrong"] += final["correct"] and not samples[0]["correct"]
+        c["final_wrong_first_right"] += samples[0]["correct"] and not final["correct"]
+        for i, e in enumerate(critiques):
+            verdicts[str(e.get("verdict"))] += 1
+            c["verdict_correct_on_right_draft"] += e.get("verdict") == "correct" and samples[i]["correct"]
+        texts = [s["text"] for s in samples]
+        c["revisions"] += len(texts) - 1
+        c["verbatim_revisions"] += sum(a == b for a, b in zip(texts, texts[1:], strict=False))
+        c["generated_tokens"] += job["completion_tokens"]
+        at = first_repeat(texts)
+        if at is None:
+            c["right_if_stopped_at_repeat"] += final["correct"]
+            continue
+        calls = store.rows("SELECT call, completion_tokens FROM chains WHERE job_id = ?", (job["job_id"],))
+        c["jobs_with_a_repeat"] += 1
+        c["answer_at_repeat_differs"] += samples[at]["answer"] != final["answer"]
+        c["right_if_stopped_at_repeat"] += samples[at]["correct"]
+        c["tokens_saved_by_stopping_at_repeat"] += job["completion_tokens"] - sum(
+            r["completion_tokens"] for r in calls if r["call"] <= 2 * at)
+    return {**c, "verdicts": dict(verdicts), "critiques_per_job": {str(k): v for k, v in sorted(rounds.items())}}
+
+
+def plurality(keys: Sequence[str | None]) -> str | None:
+    """The most frequent non-empty key, the first listed on a tie (None when no key is set)."""
+    counts = Counter(k for k in keys if k is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(k for k in keys if k is not None and counts[k] == top)
+
+
+def moa(store: Store, cfg: Config) -> dict[str, Any]:
+    """Proposers are the candidates the aggregate event read; the aggregator's is the one it wrote (chosen)."""
+    c: Counter[str] = Counter()
+    for job in _jobs(store, cfg):
+        samples = _samples(store, job["job_id"])
+        (agg,) = _events(job["trace"], "moa_aggregate")
+        proposers = [samples[i] for i in agg["read"]]
+        keys = [None if s["answer"] is None else normalize_answer(s["answer"]) for s in proposers]
+        top = plurality(keys)
+        c["jobs"] += 1
+        c["plurality_right"] += any(s["correct"] for s, k in zip(proposers, keys, strict=True) if top and k == top)
+        c["some_proposer_right"] += any(s["correct"] for s in proposers)
+        c["aggregator_right"] += next(s for s in samples if s["chosen"])["correct"]
+        c["fell_back_to_vote"] += bool(agg.get("fell_back"))
+        c["no_aggregator"] += agg["wrote"] is None
+    return dict(c)
+
+
+def budget_forcing(store: Store, cfg: Config) -> dict[str, Any]:
+    c: Counter[str] = Counter()
+    for job in _jobs(store, cfg):
+        forced = _events(job["trace"], "force_answer")
+        right = next(s for s in _samples(store, job["job_id"]) if s["chosen"])["correct"]
+        waits = _events(job["trace"], "wait")
+        c["jobs"] += 1
+        c["jobs_with_a_wait"] += bool(waits)
+        c["waits"] += len(waits)
+        c["max_waits_reached"] += bool(_events(job["trace"], "max_waits_reached"))
+        for e in forced:
+            c[f"forced_{e['reason']}"] += 1
+        c["right_forced" if forced else "right_not_forced"] += right
+        c["jobs_forced" if forced else "jobs_not_forced"] += 1
+        c["generated_tokens"] += job["completion_tokens"]
+    return dict(c)
+
+
+def pal(store: Store, cfg: Config) -> dict[str, Any]:
+    c: Counter[str] = Counter()
+    for job in _jobs(store, cfg):
+        tools = _events(job["trace"], "tool")
+        samples = _samples(store, job["job_id"])
+        c["jobs"] += 1
+        c["programs"] += len(tools)
+        c["exit_nonzero"] += sum(t["exit_code"] not in (0, None) for t in tools)
+        c["timed_out"] += sum(bool(t["timed_out"]) for t in tools)
+        c["killed"] += sum(t["killed_reason"] is not None for t in tools)
+        c["no_stdout"] += sum(not t["stdout_bytes"] for t in tools)
+        c["samples"] += len(samples)
+        c["samples_right"] += sum(s["correct"] for s in samples)
+        c["samples_without_program"] += len(samples) - len({t["ref"] for t in tools})
+        c["samples_without_answer"] += sum(s["answer"] is None for s in samples)
+        c["jobs_without_answer"] += all(s["answer"] is None for s in samples)
+    return dict(c)
+
+
+SECTIONS: dict[str, Section] = {"self-refine": self_refine, "moa": moa, "budget-forcing": budget_forcing,
+                                "pal": pal}
+
+
+def anatomy(store: Store) -> dict[str, Any]:
+    """Every config of a covered strategy, per model and budget (``jobs``: its problems so far)."""
+    out: dict[str, Any] = {}
+    configs = store.rows("SELECT model, strategy, budget FROM jobs GROUP BY model, strategy, budget "
+                         "ORDER BY model, strategy, budget")
+    for row in configs:
+        cfg = Config(row["model"], row["strategy"], row["budget"])
+        name = cfg.spec.partition(":")[0]
+        if name in SECTIONS:
+            out.setdefault(cfg.model, {}).setdefault(cfg.spec, {})[str(cfg.budget)] = SECTIONS[name](store, cfg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="a run folder (thinkscale eval --out)")
+    ap.add_argument("--out", help="write the JSON here (default: print it)")
+    args = ap.parse_args(argv)
+    try:
+        store = open_existing(args.run, read_only=True)
+    except (StoreError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        configs = anatomy(store)
+    finally:
+        store.close()
+    if not configs:
+        print(f"error: {args.run} holds no job of {', '.join(SECTIONS)}: nothing to count", file=sys.stderr)
+        return 1
+    result = {"command": "python bench/strategy_anatomy.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "run": Path(args.run).name, "configs": configs}
+    text = json.dumps(result, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
