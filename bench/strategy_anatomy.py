@@ -10,6 +10,10 @@ every config of its strategy in the run, at every budget stored:
 - moa: the proposers' plurality answer (normalised; the first listed wins a tie) and any proposer right, against the
   aggregator's answer; how often the vote fallback answered.
 - budget-forcing: "Wait"s, answers forced at the thinking cap, and accuracy on the forced and the other problems.
+- debate, rsa: per round, the population's members right, problems whose plurality is right (ties split), with
+  some member right, unanimous; for debate, each agent's answer from one round to the next (right to wrong, ...).
+- beam, dvts, mcts, particle-filter: nodes, finished nodes (terminal with an answer), problems with some finished
+  node right against the chosen node right (what the scorer's choice lost), and with no finished node at all.
 - pal: samples that wrote no program (PAL takes its answer only from a program's output), programs run, their exits
   (error, timeout, no output), samples and problems with no answer.
 
@@ -158,8 +162,95 @@ def pal(store: Store, cfg: Config) -> dict[str, Any]:
     return dict(c)
 
 
+def _key(answer: str | None) -> str | None:
+    return None if answer is None else normalize_answer(answer)
+
+
+def plurality_value(samples: Sequence[Any]) -> float:
+    """The vote's expected correctness over ``samples``: the share of the most frequent normalised answers (ties
+    split) that are right; 0 when no sample answers."""
+    counts = Counter(k for k in (_key(s["answer"]) for s in samples) if k is not None)
+    if not counts:
+        return 0.0
+    top = max(counts.values())
+    winners = {k for k, v in counts.items() if v == top}
+    right = {_key(s["answer"]) for s in samples if s["correct"]}
+    return len(winners & right) / len(winners)
+
+
+def _round_count(trace: str, name: str) -> int:
+    """Debate notes round 0 too (``debate_round``); RSA notes only its aggregation rounds (``aggregate``)."""
+    return sum(1 for e in _events(trace, "debate_round" if name == "debate" else "aggregate")
+               if name != "debate" or e["round"] > 0)
+
+
+def rounds(store: Store, cfg: Config) -> dict[str, Any]:
+    """Debate and RSA keep a population of N per round, stored in order (round 0's N samples, then each round's).
+    Per round: members right, problems whose plurality is right (ties split), with some member right, unanimous.
+    Debate's agents keep their place, so each agent's answer is followed from one round to the next."""
+    name = cfg.spec.partition(":")[0]
+    per_round: dict[int, Counter[str]] = {}
+    moves: Counter[str] = Counter()
+    c: Counter[str] = Counter()
+    for job in _jobs(store, cfg):
+        samples = _samples(store, job["job_id"])
+        n_rounds = _round_count(job["trace"], name) + 1
+        n, rest = divmod(len(samples), n_rounds)
+        if rest or not n:
+            raise ValueError(f"job {job['job_id']} ({cfg.spec}): {len(samples)} samples do not split into "
+                             f"{n_rounds} rounds")
+        c["jobs"] += 1
+        c["final_right"] += next(s for s in samples if s["chosen"])["correct"]
+        pops = [samples[r * n:(r + 1) * n] for r in range(n_rounds)]
+        for r, pop in enumerate(pops):
+            rc = per_round.setdefault(r, Counter())
+            rc["jobs"] += 1
+            rc["members"] += n
+            rc["members_right"] += sum(s["correct"] for s in pop)
+            rc["plurality_right"] += plurality_value(pop)
+            rc["some_member_right"] += any(s["correct"] for s in pop)
+            rc["unanimous"] += len({_key(s["answer"]) for s in pop}) == 1
+        if name == "debate":
+            for before, after in zip(pops, pops[1:], strict=False):
+                for a, b in zip(before, after, strict=True):
+                    same = _key(a["answer"]) == _key(b["answer"])
+                    moves[("right" if a["correct"] else "wrong") + "_to_" + ("right" if b["correct"] else "wrong")
+                          + ("" if a["correct"] or b["correct"] else "_same" if same else "_other")] += 1
+    out: dict[str, Any] = {**c, "rounds": {str(r): dict(v) for r, v in sorted(per_round.items())}}
+    if name == "debate":
+        out["agent_moves"] = dict(sorted(moves.items()))
+    return out
+
+
+def tree(store: Store, cfg: Config) -> dict[str, Any]:
+    """Step searches store every node after the root as a candidate (node i is sample i - 1) and the tree in their
+    trace. Finished nodes are the terminal ones that end in an answer; "some finished right" against the chosen
+    node's answer is what the scorer's choice lost."""
+    c: Counter[str] = Counter()
+    terminals: Counter[str] = Counter()
+    for job in _jobs(store, cfg):
+        samples = _samples(store, job["job_id"])
+        (tree_event,) = _events(job["trace"], "tree")
+        nodes = tree_event["nodes"][1:]
+        if len(nodes) != len(samples):
+            raise ValueError(f"job {job['job_id']} ({cfg.spec}): {len(nodes)} tree nodes, {len(samples)} samples")
+        finished = [samples[n["index"] - 1] for n in nodes if n["terminal"] == "answer"]
+        chosen = next((s for s in samples if s["chosen"]), None)
+        for n in nodes:
+            terminals[n["terminal"] or "open"] += 1
+        c["jobs"] += 1
+        c["nodes"] += len(nodes)
+        c["no_finished_node"] += not finished
+        c["some_finished_right"] += any(s["correct"] for s in finished)
+        c["finished_plurality_right"] += plurality_value(finished)
+        c["chosen_right"] += bool(chosen and chosen["correct"])
+        c["chosen_finished"] += bool(chosen and nodes[chosen["idx"]]["terminal"] == "answer")
+    return {**c, "nodes_by_terminal": dict(terminals)}
+
+
 SECTIONS: dict[str, Section] = {"self-refine": self_refine, "moa": moa, "budget-forcing": budget_forcing,
-                                "pal": pal}
+                                "pal": pal, "debate": rounds, "rsa": rounds, "beam": tree, "dvts": tree,
+                                "mcts": tree, "particle-filter": tree}
 
 
 def anatomy(store: Store) -> dict[str, Any]:
@@ -187,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         configs = anatomy(store)
+    except ValueError as e:  # a job whose samples do not match its trace
+        print(f"error: {args.run}: {e}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     if not configs:

@@ -80,6 +80,25 @@ def write_run(out: Path) -> None:
     tool = {"event": "tool", "exit_code": 0, "timed_out": False, "killed_reason": None, "stdout_bytes": 2}
     w.job("pal", 3, [{**tool, "ref": 0}, {**tool, "ref": 2, "exit_code": 1, "stdout_bytes": 0}],
           [("p", "1", 1, 1), ("prose", None, 0, 0), ("q", None, 0, 0)])
+    # debate, 2 agents, 1 round: a 1-1 split (one agent right) where the wrong agent moves to the right answer
+    rnd = [{"event": "debate_round", "round": 0}, {"event": "debate_round", "round": 1}]
+    w.job("debate:rounds=1", 2, rnd, [("d", "5", 0, 0), ("e", "7", 1, 0), ("f", "7", 1, 1), ("g", "7", 1, 0)])
+    # both wrong, and they swap their wrong answers
+    w.job("debate:rounds=1", 2, rnd, [("d", "3", 0, 0), ("e", "4", 0, 0), ("f", "4", 0, 1), ("g", "3", 0, 0)])
+    # RSA, population 2, 1 round: the aggregation makes the population unanimous on the right answer
+    w.job("rsa", 2, [{"event": "aggregate", "round": 1, "members": [[0, 1], [1, 0]]}],
+          [("r", "1", 1, 0), ("s", "2", 0, 0), ("t", "1", 1, 1), ("u", "1.0", 1, 0)])
+    # a step search: an open node, a right finished node and the wrong finished node the scorer chose
+    node = {"kind": "step", "parent": 0, "terminal": None, "answer": None}
+    w.job("beam:x=1", 4, [{"event": "tree", "nodes": [{**node, "index": 0, "parent": None},
+                                                       {**node, "index": 1, "answer": "2"},
+                                                       {**node, "index": 2, "terminal": "answer", "answer": "5"},
+                                                       {**node, "index": 3, "terminal": "answer", "answer": "6"}]}],
+          [("a", "2", 0, 0), ("b", "5", 1, 0), ("c", "6", 0, 1)])
+    # a search that finished nothing and chose nothing
+    w.job("beam:x=1", 4, [{"event": "tree", "nodes": [{**node, "index": 0, "parent": None},
+                                                       {**node, "index": 1, "terminal": "max_steps"}]}],
+          [("a", None, 0, 0)])
     # a strategy the script does not cover is left out
     w.job("greedy", 1, [], [("g", "1", 1, 1)])
     w.store.close()
@@ -91,7 +110,8 @@ def test_every_section_counts_what_the_jobs_hold(tmp_path: Path) -> None:
     assert bench().main([str(run), "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     configs = data["configs"][MODEL]
-    assert set(configs) == {SR, "moa:layers=1", "budget-forcing:min_thinking_tokens=4", "pal"}
+    assert set(configs) == {SR, "moa:layers=1", "budget-forcing:min_thinking_tokens=4", "pal", "debate:rounds=1",
+                            "rsa", "beam:x=1"}
     assert configs[SR]["3"] == {
         "jobs": 3, "first_draft_right": 2, "final_right": 2, "final_right_first_wrong": 1,
         "final_wrong_first_right": 1, "verdict_correct_on_right_draft": 2, "revisions": 4, "verbatim_revisions": 2,
@@ -106,6 +126,21 @@ def test_every_section_counts_what_the_jobs_hold(tmp_path: Path) -> None:
     assert configs["pal"]["3"] == {
         "jobs": 1, "programs": 2, "exit_nonzero": 1, "timed_out": 0, "killed": 0, "no_stdout": 1, "samples": 3,
         "samples_right": 1, "samples_without_program": 1, "samples_without_answer": 2, "jobs_without_answer": 0}
+    round0 = {"jobs": 2, "members": 4, "members_right": 1, "plurality_right": 0.5, "some_member_right": 1,
+              "unanimous": 0}
+    assert configs["debate:rounds=1"]["2"] == {
+        "jobs": 2, "final_right": 1,
+        "rounds": {"0": round0, "1": {**round0, "members_right": 2, "plurality_right": 1.0, "unanimous": 1}},
+        "agent_moves": {"right_to_right": 1, "wrong_to_right": 1, "wrong_to_wrong_other": 2}}
+    assert configs["rsa"]["2"] == {
+        "jobs": 1, "final_right": 1,
+        "rounds": {"0": {"jobs": 1, "members": 2, "members_right": 1, "plurality_right": 0.5, "some_member_right": 1,
+                         "unanimous": 0},
+                   "1": {"jobs": 1, "members": 2, "members_right": 2, "plurality_right": 1.0, "some_member_right": 1,
+                         "unanimous": 1}}}
+    assert configs["beam:x=1"]["4"] == {
+        "jobs": 2, "nodes": 4, "no_finished_node": 1, "some_finished_right": 1, "finished_plurality_right": 0.5,
+        "chosen_right": 0, "chosen_finished": 1, "nodes_by_terminal": {"open": 1, "answer": 2, "max_steps": 1}}
     assert data["command"].endswith(f"{run} --out {out}")
 
 
@@ -115,6 +150,10 @@ def test_first_repeat_and_plurality_by_hand() -> None:
     assert mod.first_repeat(["a", "b", "a"]) is None
     assert mod.plurality(["5", None, "6", "6", "5"]) == "5"  # a tie: the first listed
     assert mod.plurality([None, None]) is None
+    rows = [{"answer": a, "correct": c} for a, c in [("5", 1), ("6", 0), ("5.0", 1), ("6", 0), ("7", 0), (None, 0)]]
+    assert mod.plurality_value(rows) == 0.5  # "5" and "6" tie at two: one of the two is right
+    assert mod.plurality_value(rows[:3]) == 1.0
+    assert mod.plurality_value(rows[5:]) == 0.0
 
 
 def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,4 +164,10 @@ def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     w.job("greedy", 1, [], [("g", "1", 1, 1)])
     w.store.close()
     assert mod.main([str(tmp_path / "greedy-only")]) == 1
-    assert "holds no job of self-refine, moa, budget-forcing, pal" in capsys.readouterr().err
+    assert "holds no job of self-refine, moa, budget-forcing, pal, debate" in capsys.readouterr().err
+    w = Writer(tmp_path / "torn")  # 3 samples cannot be 2 rounds of one population
+    w.job("rsa", 2, [{"event": "aggregate", "round": 1, "members": [[0]]}], [("a", "1", 1, 0), ("b", "1", 1, 1),
+                                                                            ("c", "1", 1, 0)])
+    w.store.close()
+    assert mod.main([str(tmp_path / "torn")]) == 1
+    assert "job 1 (rsa): 3 samples do not split into 2 rounds" in capsys.readouterr().err
