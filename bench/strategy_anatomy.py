@@ -57,6 +57,10 @@ def _events(trace: str, name: str) -> list[dict[str, Any]]:
     return [e for e in json.loads(trace) if e["event"] == name]
 
 
+def _key(answer: str | None) -> str | None:
+    return None if answer is None else normalize_answer(answer)
+
+
 def first_repeat(texts: Sequence[str]) -> int | None:
     """The index of the first revision that is a verbatim copy of the text before it (None: no such revision)."""
     return next((i for i in range(1, len(texts)) if texts[i] == texts[i - 1]), None)
@@ -114,7 +118,7 @@ def moa(store: Store, cfg: Config) -> dict[str, Any]:
         samples = _samples(store, job["job_id"])
         (agg,) = _events(job["trace"], "moa_aggregate")
         proposers = [samples[i] for i in agg["read"]]
-        keys = [None if s["answer"] is None else normalize_answer(s["answer"]) for s in proposers]
+        keys = [_key(s["answer"]) for s in proposers]
         top = plurality(keys)
         c["jobs"] += 1
         c["plurality_right"] += any(s["correct"] for s, k in zip(proposers, keys, strict=True) if top and k == top)
@@ -160,10 +164,6 @@ def pal(store: Store, cfg: Config) -> dict[str, Any]:
         c["samples_without_answer"] += sum(s["answer"] is None for s in samples)
         c["jobs_without_answer"] += all(s["answer"] is None for s in samples)
     return dict(c)
-
-
-def _key(answer: str | None) -> str | None:
-    return None if answer is None else normalize_answer(answer)
 
 
 def plurality_value(samples: Sequence[Any]) -> float:
