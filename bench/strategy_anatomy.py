@@ -290,7 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "run": Path(args.run).name, "configs": configs}
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text)
+        except OSError as e:
+            print(f"error: cannot write --out {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
     return 0

@@ -171,3 +171,7 @@ def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     w.store.close()
     assert mod.main([str(tmp_path / "torn")]) == 1
     assert "job 1 (rsa): 3 samples do not split into 2 rounds" in capsys.readouterr().err
+    run = tmp_path / "run"
+    write_run(run)
+    assert mod.main([str(run), "--out", str(tmp_path / "no-such-dir" / "a.json")]) == 2
+    assert "cannot write --out" in capsys.readouterr().err
