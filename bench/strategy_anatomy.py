@@ -11,7 +11,8 @@ every config of its strategy in the run, at every budget stored:
   aggregator's answer; how often the vote fallback answered.
 - budget-forcing: "Wait"s, answers forced at the thinking cap, and accuracy on the forced and the other problems.
 - debate, rsa: per round, the population's members right, problems whose plurality is right (ties split), with
-  some member right, unanimous; for debate, each agent's answer from one round to the next (right to wrong, ...).
+  some member right, unanimous, members too short to hold a solution; for debate, each agent's answer from one
+  round to the next (right to wrong, ...).
 - beam, dvts, mcts, particle-filter: nodes, finished nodes (terminal with an answer), problems with some finished
   node right against the chosen node right (what the scorer's choice lost), and with no finished node at all.
 - pal: samples that wrote no program (PAL takes its answer only from a program's output), programs run, their exits
@@ -36,6 +37,8 @@ from thinkscale.eval.store import Store, StoreError, open_existing
 
 Section = Callable[[Store, "Config"], dict[str, Any]]
 
+SHORT = 32  # a population member this short states an answer with no solution (RSA's 0.5B writes "\\boxed{55}")
+
 
 class Config(NamedTuple):
     model: str
@@ -49,8 +52,8 @@ def _jobs(store: Store, cfg: Config) -> list[Any]:
 
 
 def _samples(store: Store, job_id: int) -> list[Any]:
-    return store.rows("SELECT idx, text, answer, correct, chosen FROM samples WHERE job_id = ? ORDER BY idx",
-                      (job_id,))
+    return store.rows("SELECT idx, text, answer, correct, chosen, completion_tokens FROM samples WHERE job_id = ? "
+                      "ORDER BY idx", (job_id,))
 
 
 def _events(trace: str, name: str) -> list[dict[str, Any]]:
@@ -186,7 +189,8 @@ def _round_count(trace: str, name: str) -> int:
 
 def rounds(store: Store, cfg: Config) -> dict[str, Any]:
     """Debate and RSA keep a population of N per round, stored in order (round 0's N samples, then each round's).
-    Per round: members right, problems whose plurality is right (ties split), with some member right, unanimous.
+    Per round: members right, problems whose plurality is right (ties split), with some member right, unanimous,
+    and members under ``SHORT`` generated tokens (an answer with no solution).
     Debate's agents keep their place, so each agent's answer is followed from one round to the next."""
     name = cfg.spec.partition(":")[0]
     per_round: dict[int, Counter[str]] = {}
@@ -210,6 +214,7 @@ def rounds(store: Store, cfg: Config) -> dict[str, Any]:
             rc["plurality_right"] += plurality_value(pop)
             rc["some_member_right"] += any(s["correct"] for s in pop)
             rc["unanimous"] += len({_key(s["answer"]) for s in pop}) == 1
+            rc[f"members_under_{SHORT}_tokens"] += sum((s["completion_tokens"] or 0) < SHORT for s in pop)
         if name == "debate":
             for before, after in zip(pops, pops[1:], strict=False):
                 for a, b in zip(before, after, strict=True):

@@ -30,7 +30,8 @@ class Writer:
 
     def job(self, strategy: str, budget: int, events: list[dict[str, Any]],
             samples: list[tuple[str, str | None, int, int]], calls: list[int] | None = None) -> None:
-        """``samples``: (text, answer, correct, chosen) in order; ``calls``: each call's completion tokens."""
+        """``samples``: (text, answer, correct, chosen) in order, a word a token; ``calls``: each call's completion
+        tokens."""
         job_id, calls = self.next_id, calls or []
         self.next_id += 1
         with self.store.transaction() as db:
@@ -40,8 +41,9 @@ class Writer:
                        (job_id, MODEL, strategy, job_id, budget, strategy, json.dumps(events), sum(calls),
                         len(calls)))
             for i, (text, answer, correct, chosen) in enumerate(samples):
-                db.execute("INSERT INTO samples (job_id, idx, text, answer, correct, verdict, scores, chosen) "
-                           "VALUES (?, ?, ?, ?, ?, '', '[]', ?)", (job_id, i, text, answer, correct, chosen))
+                db.execute("INSERT INTO samples (job_id, idx, text, answer, correct, verdict, scores, chosen, "
+                           "completion_tokens) VALUES (?, ?, ?, ?, ?, '', '[]', ?, ?)",
+                           (job_id, i, text, answer, correct, chosen, len(text.split())))
             for call, tokens in enumerate(calls):
                 db.execute("INSERT INTO chains (job_id, call, pos, request_key, place, text, finish_reason, "
                            "completion_tokens) VALUES (?, ?, 0, ?, 0, '', 'stop', ?)",
@@ -82,7 +84,7 @@ def write_run(out: Path) -> None:
           [("p", "1", 1, 1), ("prose", None, 0, 0), ("q", None, 0, 0)])
     # debate, 2 agents, 1 round: a 1-1 split (one agent right) where the wrong agent moves to the right answer
     rnd = [{"event": "debate_round", "round": 0}, {"event": "debate_round", "round": 1}]
-    w.job("debate:rounds=1", 2, rnd, [("d", "5", 0, 0), ("e", "7", 1, 0), ("f", "7", 1, 1), ("g", "7", 1, 0)])
+    w.job("debate:rounds=1", 2, rnd, [("d", "5", 0, 0), ("e", "7", 1, 0), ("f " * 40, "7", 1, 1), ("g", "7", 1, 0)])
     # both wrong, and they swap their wrong answers
     w.job("debate:rounds=1", 2, rnd, [("d", "3", 0, 0), ("e", "4", 0, 0), ("f", "4", 0, 1), ("g", "3", 0, 0)])
     # RSA, population 2, 1 round: the aggregation makes the population unanimous on the right answer
@@ -127,17 +129,18 @@ def test_every_section_counts_what_the_jobs_hold(tmp_path: Path) -> None:
         "jobs": 1, "programs": 2, "exit_nonzero": 1, "timed_out": 0, "killed": 0, "no_stdout": 1, "samples": 3,
         "samples_right": 1, "samples_without_program": 1, "samples_without_answer": 2, "jobs_without_answer": 0}
     round0 = {"jobs": 2, "members": 4, "members_right": 1, "plurality_right": 0.5, "some_member_right": 1,
-              "unanimous": 0}
+              "unanimous": 0, "members_under_32_tokens": 4}
     assert configs["debate:rounds=1"]["2"] == {
         "jobs": 2, "final_right": 1,
-        "rounds": {"0": round0, "1": {**round0, "members_right": 2, "plurality_right": 1.0, "unanimous": 1}},
+        "rounds": {"0": round0, "1": {**round0, "members_right": 2, "plurality_right": 1.0, "unanimous": 1,
+                                      "members_under_32_tokens": 3}},
         "agent_moves": {"right_to_right": 1, "wrong_to_right": 1, "wrong_to_wrong_other": 2}}
     assert configs["rsa"]["2"] == {
         "jobs": 1, "final_right": 1,
         "rounds": {"0": {"jobs": 1, "members": 2, "members_right": 1, "plurality_right": 0.5, "some_member_right": 1,
-                         "unanimous": 0},
+                         "unanimous": 0, "members_under_32_tokens": 2},
                    "1": {"jobs": 1, "members": 2, "members_right": 2, "plurality_right": 1.0, "some_member_right": 1,
-                         "unanimous": 1}}}
+                         "unanimous": 1, "members_under_32_tokens": 2}}}
     assert configs["beam:x=1"]["4"] == {
         "jobs": 2, "nodes": 4, "no_finished_node": 1, "some_finished_right": 1, "finished_plurality_right": 0.5,
         "chosen_right": 0, "chosen_finished": 1, "nodes_by_terminal": {"open": 1, "answer": 2, "max_steps": 1}}
