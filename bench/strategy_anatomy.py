@@ -37,7 +37,7 @@ from thinkscale.eval.store import Store, StoreError, open_existing
 
 Section = Callable[[Store, "Config"], dict[str, Any]]
 
-SHORT = 32  # a population member this short states an answer with no solution (RSA's 0.5B writes "\\boxed{55}")
+SHORT = 32  # a population member this short states an answer with no solution (RSA's 0.5B writes "\boxed{55}")
 
 
 class Config(NamedTuple):
