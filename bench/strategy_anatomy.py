@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from thinkscale.answers.extract import normalize_answer
+from thinkscale.eval.metrics import selection_value
 from thinkscale.eval.store import Store, StoreError, open_existing
+from thinkscale.verifiers.aggregate import Selection
 
 Section = Callable[[Store, "Config"], dict[str, Any]]
 
@@ -44,6 +46,10 @@ class Config(NamedTuple):
     model: str
     spec: str
     budget: int
+
+    @property
+    def strategy(self) -> str:
+        return self.spec.partition(":")[0]
 
 
 def _jobs(store: Store, cfg: Config) -> list[Any]:
@@ -170,15 +176,9 @@ def pal(store: Store, cfg: Config) -> dict[str, Any]:
 
 
 def plurality_value(samples: Sequence[Any]) -> float:
-    """The vote's expected correctness over ``samples``: the share of the most frequent normalised answers (ties
-    split) that are right; 0 when no sample answers."""
-    counts = Counter(k for k in (_key(s["answer"]) for s in samples) if k is not None)
-    if not counts:
-        return 0.0
-    top = max(counts.values())
-    winners = {k for k, v in counts.items() if v == top}
-    right = {_key(s["answer"]) for s in samples if s["correct"]}
-    return len(winners & right) / len(winners)
+    """The majority vote's expected correctness over ``samples``, ties split (0 when no sample answers)."""
+    return selection_value([_key(s["answer"]) for s in samples], [bool(s["correct"]) for s in samples], None,
+                           Selection.MAJORITY)
 
 
 def _round_count(trace: str, name: str) -> int:
@@ -192,7 +192,7 @@ def rounds(store: Store, cfg: Config) -> dict[str, Any]:
     Per round: members right, problems whose plurality is right (ties split), with some member right, unanimous,
     and members under ``SHORT`` generated tokens (an answer with no solution).
     Debate's agents keep their place, so each agent's answer is followed from one round to the next."""
-    name = cfg.spec.partition(":")[0]
+    name = cfg.strategy
     per_round: dict[int, Counter[str]] = {}
     moves: Counter[str] = Counter()
     c: Counter[str] = Counter()
@@ -265,9 +265,9 @@ def anatomy(store: Store) -> dict[str, Any]:
                          "ORDER BY model, strategy, budget")
     for row in configs:
         cfg = Config(row["model"], row["strategy"], row["budget"])
-        name = cfg.spec.partition(":")[0]
-        if name in SECTIONS:
-            out.setdefault(cfg.model, {}).setdefault(cfg.spec, {})[str(cfg.budget)] = SECTIONS[name](store, cfg)
+        section = SECTIONS.get(cfg.strategy)
+        if section is not None:
+            out.setdefault(cfg.model, {}).setdefault(cfg.spec, {})[str(cfg.budget)] = section(store, cfg)
     return out
 
 
