@@ -12,7 +12,8 @@ every config of its strategy in the run, at every budget stored:
 - budget-forcing: "Wait"s, answers forced at the thinking cap, and accuracy on the forced and the other problems.
 - debate, rsa: per round, the population's members right, problems whose plurality is right (ties split), with
   some member right, unanimous, members too short to hold a solution; for debate, each agent's answer from one
-  round to the next (right to wrong, ...).
+  round to the next (right to wrong, ...); for RSA, each aggregation against the members it was shown (all right,
+  mixed, all wrong; came out right; its answer one of theirs or new).
 - beam, dvts, mcts, particle-filter: nodes, finished nodes (terminal with an answer), problems with some finished
   node right against the chosen node right (what the scorer's choice lost), and with no finished node at all.
 - pal: samples that wrote no program (PAL takes its answer only from a program's output), programs run, their exits
@@ -195,6 +196,7 @@ def rounds(store: Store, cfg: Config) -> dict[str, Any]:
     name = cfg.strategy
     per_round: dict[int, Counter[str]] = {}
     moves: Counter[str] = Counter()
+    aggregations: Counter[str] = Counter()
     c: Counter[str] = Counter()
     for job in _jobs(store, cfg):
         samples = _samples(store, job["job_id"])
@@ -215,6 +217,8 @@ def rounds(store: Store, cfg: Config) -> dict[str, Any]:
             rc["some_member_right"] += any(s["correct"] for s in pop)
             rc["unanimous"] += len({_key(s["answer"]) for s in pop}) == 1
             rc[f"members_under_{SHORT}_tokens"] += sum((s["completion_tokens"] or 0) < SHORT for s in pop)
+        if name == "rsa":
+            aggregations.update(rsa_aggregations(job, pops))
         if name == "debate":
             for before, after in zip(pops, pops[1:], strict=False):
                 for a, b in zip(before, after, strict=True):
@@ -224,7 +228,29 @@ def rounds(store: Store, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {**c, "rounds": {str(r): dict(v) for r, v in sorted(per_round.items())}}
     if name == "debate":
         out["agent_moves"] = dict(sorted(moves.items()))
+    if name == "rsa":
+        out["aggregations"] = dict(sorted(aggregations.items()))
     return out
+
+
+def rsa_aggregations(job: Any, pops: Sequence[Sequence[Any]]) -> Counter[str]:
+    """Each RSA aggregation against the members it was shown (the ``aggregate`` event's indices into the population
+    before): shown all right / one right and one wrong ("mixed") / all wrong, and whether it came out right; whether
+    its answer is one a shown member gave, a new one, or none. With two members shown, a mixed pair resolved at
+    random comes out right half the time."""
+    c: Counter[str] = Counter({k: 0 for k in ("answer_among_shown", "answer_new", "no_answer")})
+    for agg in _events(job["trace"], "aggregate"):
+        r = agg["round"]
+        for shown_idx, new in zip(agg["members"], pops[r], strict=True):
+            shown = [pops[r - 1][j] for j in shown_idx]
+            right = sum(bool(s["correct"]) for s in shown)
+            kind = "shown_all_right" if right == len(shown) else "shown_all_wrong" if not right else "shown_mixed"
+            c[kind] += 1
+            c[kind + "_came_out_right"] += bool(new["correct"])
+            key = _key(new["answer"])
+            c["no_answer" if key is None else "answer_among_shown" if key in {_key(s["answer"]) for s in shown}
+              else "answer_new"] += 1
+    return c
 
 
 def tree(store: Store, cfg: Config) -> dict[str, Any]:

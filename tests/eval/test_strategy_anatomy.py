@@ -87,9 +87,16 @@ def write_run(out: Path) -> None:
     w.job("debate:rounds=1", 2, rnd, [("d", "5", 0, 0), ("e", "7", 1, 0), ("f " * 40, "7", 1, 1), ("g", "7", 1, 0)])
     # both wrong, and they swap their wrong answers
     w.job("debate:rounds=1", 2, rnd, [("d", "3", 0, 0), ("e", "4", 0, 0), ("f", "4", 0, 1), ("g", "3", 0, 0)])
-    # RSA, population 2, 1 round: the aggregation makes the population unanimous on the right answer
+    # RSA, population 2, 1 round: both aggregations see the mixed pair and keep the right answer, written otherwise
+    # ("1.00", "1", "1.0": one answer once normalised), so the population turns unanimous on it
     w.job("rsa", 2, [{"event": "aggregate", "round": 1, "members": [[0, 1], [1, 0]]}],
-          [("r", "1", 1, 0), ("s", "2", 0, 0), ("t", "1", 1, 1), ("u", "1.0", 1, 0)])
+          [("r", "1.00", 1, 0), ("s", "2", 0, 0), ("t", "1", 1, 1), ("u", "1.0", 1, 0)])
+    # both shown wrong twice: one aggregation writes a new, right answer, the other none
+    w.job("rsa", 2, [{"event": "aggregate", "round": 1, "members": [[0, 1], [1, 0]]}],
+          [("v", "3", 0, 0), ("w", "4", 0, 0), ("x", "5", 1, 1), ("y", None, 0, 0)])
+    # one member shown each: the right one turns into a new, wrong answer; the wrong one is kept
+    w.job("rsa", 2, [{"event": "aggregate", "round": 1, "members": [[0], [1]]}],
+          [("a", "7", 1, 0), ("b", "8", 0, 0), ("c", "8", 0, 1), ("d", "8", 0, 0)])
     # a step search: an open node, a right finished node and the wrong finished node the scorer chose
     node = {"kind": "step", "parent": 0, "terminal": None, "answer": None}
     w.job("beam:x=1", 4, [{"event": "tree", "nodes": [{**node, "index": 0, "parent": None},
@@ -136,11 +143,15 @@ def test_every_section_counts_what_the_jobs_hold(tmp_path: Path) -> None:
                                       "members_under_32_tokens": 3}},
         "agent_moves": {"right_to_right": 1, "wrong_to_right": 1, "wrong_to_wrong_other": 2}}
     assert configs["rsa"]["2"] == {
-        "jobs": 1, "final_right": 1,
-        "rounds": {"0": {"jobs": 1, "members": 2, "members_right": 1, "plurality_right": 0.5, "some_member_right": 1,
-                         "unanimous": 0, "members_under_32_tokens": 2},
-                   "1": {"jobs": 1, "members": 2, "members_right": 2, "plurality_right": 1.0, "some_member_right": 1,
-                         "unanimous": 1, "members_under_32_tokens": 2}}}
+        "jobs": 3, "final_right": 2,
+        "rounds": {"0": {"jobs": 3, "members": 6, "members_right": 2, "plurality_right": 1.0, "some_member_right": 2,
+                         "unanimous": 0, "members_under_32_tokens": 6},
+                   "1": {"jobs": 3, "members": 6, "members_right": 3, "plurality_right": 2.0, "some_member_right": 2,
+                         "unanimous": 2, "members_under_32_tokens": 6}},
+        "aggregations": {"shown_mixed": 2, "shown_mixed_came_out_right": 2, "shown_all_wrong": 3,
+                         "shown_all_wrong_came_out_right": 1, "shown_all_right": 1,
+                         "shown_all_right_came_out_right": 0, "answer_among_shown": 3, "answer_new": 2,
+                         "no_answer": 1}}
     assert configs["beam:x=1"]["4"] == {
         "jobs": 2, "nodes": 4, "no_finished_node": 1, "some_finished_right": 1, "finished_plurality_right": 0.5,
         "chosen_right": 0, "chosen_finished": 1, "nodes_by_terminal": {"open": 1, "answer": 2, "max_steps": 1}}
