@@ -182,10 +182,11 @@ def plurality_value(samples: Sequence[Any]) -> float:
                            Selection.MAJORITY)
 
 
-def _round_count(trace: str, name: str) -> int:
-    """Debate notes round 0 too (``debate_round``); RSA notes only its aggregation rounds (``aggregate``)."""
-    return sum(1 for e in _events(trace, "debate_round" if name == "debate" else "aggregate")
-               if name != "debate" or e["round"] > 0)
+def _later_rounds(trace: str, name: str) -> list[dict[str, Any]]:
+    """The events of the rounds after round 0: debate notes round 0 too (``debate_round``), RSA only its aggregation
+    rounds (``aggregate``)."""
+    return [e for e in _events(trace, "debate_round" if name == "debate" else "aggregate")
+            if name != "debate" or e["round"] > 0]
 
 
 def rounds(store: Store, cfg: Config) -> dict[str, Any]:
@@ -200,7 +201,8 @@ def rounds(store: Store, cfg: Config) -> dict[str, Any]:
     c: Counter[str] = Counter()
     for job in _jobs(store, cfg):
         samples = _samples(store, job["job_id"])
-        n_rounds = _round_count(job["trace"], name) + 1
+        later = _later_rounds(job["trace"], name)
+        n_rounds = len(later) + 1
         n, rest = divmod(len(samples), n_rounds)
         if rest or not n:
             raise ValueError(f"job {job['job_id']} ({cfg.spec}): {len(samples)} samples do not split into "
@@ -218,7 +220,7 @@ def rounds(store: Store, cfg: Config) -> dict[str, Any]:
             rc["unanimous"] += len({_key(s["answer"]) for s in pop}) == 1
             rc[f"members_under_{SHORT}_tokens"] += sum((s["completion_tokens"] or 0) < SHORT for s in pop)
         if name == "rsa":
-            aggregations.update(rsa_aggregations(job, pops))
+            aggregations.update(rsa_aggregations(later, pops))
         if name == "debate":
             for before, after in zip(pops, pops[1:], strict=False):
                 for a, b in zip(before, after, strict=True):
@@ -233,13 +235,13 @@ def rounds(store: Store, cfg: Config) -> dict[str, Any]:
     return out
 
 
-def rsa_aggregations(job: Any, pops: Sequence[Sequence[Any]]) -> Counter[str]:
-    """Each RSA aggregation against the members it was shown (the ``aggregate`` event's indices into the population
-    before): shown all right / one right and one wrong ("mixed") / all wrong, and whether it came out right; whether
-    its answer is one a shown member gave, a new one, or none. With two members shown, a mixed pair resolved at
-    random comes out right half the time."""
+def rsa_aggregations(aggregates: Sequence[dict[str, Any]], pops: Sequence[Sequence[Any]]) -> Counter[str]:
+    """Each RSA aggregation against the members it was shown (its round's ``aggregate`` event's indices into the
+    population before): shown all right / one right and one wrong ("mixed") / all wrong, and whether it came out
+    right; whether its answer is one a shown member gave, a new one, or none. With two members shown, a mixed pair
+    resolved at random comes out right half the time."""
     c: Counter[str] = Counter({k: 0 for k in ("answer_among_shown", "answer_new", "no_answer")})
-    for agg in _events(job["trace"], "aggregate"):
+    for agg in aggregates:
         r = agg["round"]
         for shown_idx, new in zip(agg["members"], pops[r], strict=True):
             shown = [pops[r - 1][j] for j in shown_idx]
