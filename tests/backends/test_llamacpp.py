@@ -219,34 +219,77 @@ def test_common_prefix_len():
     assert common_prefix_len([5], [6]) == 0
 
 
-def test_concurrent_callers_decode_in_the_same_batch(llama_backend):
-    """4 threads each ask for one 64-token greedy sample. Run one after another, every sampled token costs its own
-    llama_decode (1 prefill + n-1 decode steps per caller); sharing the running batch, the callers' tokens ride in
-    the same steps. The bound leaves room for callers that arrive late on a loaded machine (a caller that joins
-    after k steps of the others still shares the rest): it fails only if the callers take turns."""
-    import threading
+def _count_to(i: int) -> GenRequest:
+    return GenRequest(messages=(Message("user", f"List the numbers from {i} to {i + 200}, separated by commas."),),
+                      temperature=0.0, max_tokens=64)
 
-    before = dict(llama_backend.counters)
-    barrier = threading.Barrier(4)
-    results: dict[int, object] = {}
 
-    def worker(i: int) -> None:
-        req = GenRequest(messages=(Message("user", f"List the numbers from {i} to {i + 200}, separated by commas."),),
-                         temperature=0.0, max_tokens=64)
-        barrier.wait()
-        results[i] = llama_backend.generate([req])[0]
+def _queue_behind(backend: LlamaCppBackend, threads: list) -> None:
+    """Start ``threads`` (each calls generate) while the test holds the backend's lock, and return once every one
+    of them is in line for it: the lock is first come first served, so they get it, in turn, before the engine's next
+    step (the engine, woken by the first, queues behind the rest)."""
+    import time
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
+        end = time.monotonic() + 60
+        while t.ident not in backend._lock.queued():
+            assert time.monotonic() < end and t.is_alive(), "caller never reached the backend's lock"
+            time.sleep(0.001)
+
+
+def test_concurrent_callers_decode_in_the_same_batch(llama_backend):
+    """4 callers each ask for one 64-token greedy sample at once. One after another, every sampled token would cost
+    its own llama_decode (a prefill + 63 steps per caller, 4 x 64 calls); sharing the running batch, their tokens
+    ride in the same steps: 4 prefills and one step per token of the longest sample. The callers are all in line for
+    the lock before any of them submits, so the bound does not depend on how fast threads start on a loaded machine."""
+    import threading
+
+    results: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, llama_backend.generate([_count_to(i)])[0]))
+               for i in range(4)]
+    with llama_backend._lock:
+        before = dict(llama_backend.counters)
+        llama_backend.peak_active = 0
+        _queue_behind(llama_backend, threads)
     for t in threads:
         t.join(120)
     d = delta(llama_backend, before)
     assert len(results) == 4
-    sampled = sum(c.usage.completion_tokens for c in results.values())
-    assert sampled >= 4 * 48, sampled  # long enough that taking turns and sharing differ by far
-    one_after_another = sampled  # one llama_decode per sampled token (the first comes from the prefill)
-    assert d["decode_calls"] < 0.6 * one_after_another, (d, sampled)
+    lengths = [c.usage.completion_tokens for c in results.values()]
+    assert min(lengths) >= 48, lengths  # long enough that taking turns and sharing differ by far
+    assert llama_backend.peak_active == 4
+    assert d["decode_calls"] <= 4 + max(lengths) - 1, (d, lengths)
+
+
+def test_a_caller_joins_the_running_batch_at_the_next_step(llama_backend):
+    """Caller B asks while A's sample is decoding: B's tokens ride in A's steps from the step after it got the lock
+    (the engine asks for the lock again after every step and queues behind B), not once A's batch has drained."""
+    import threading
+    import time
+
+    results: dict[str, object] = {}
+    a = threading.Thread(target=lambda: results.__setitem__("a", llama_backend.generate([_count_to(7)])[0]))
+    b = threading.Thread(target=lambda: results.__setitem__("b", llama_backend.generate([_count_to(77)])[0]))
+    before = dict(llama_backend.counters)
+    llama_backend.peak_active = 0
+    a.start()
+    while llama_backend.counters["sample_tokens_decoded"] - before["sample_tokens_decoded"] < 8:
+        assert a.is_alive(), "A finished before it decoded 8 tokens"
+        time.sleep(0.001)
+    with llama_backend._lock:  # between two of A's steps
+        steps_alone = llama_backend.counters["decode_calls"] - before["decode_calls"]
+        _queue_behind(llama_backend, [b])
+    a.join(120)
+    b.join(120)
+    d = delta(llama_backend, before)
+    la, lb = results["a"].usage.completion_tokens, results["b"].usage.completion_tokens
+    assert la >= 48 and lb >= 48, (la, lb)
+    assert llama_backend.peak_active == 2
+    # A alone until B got the lock, plus at most one more step (the engine may have got in line while the test held
+    # the lock, ahead of B); then B's prefill; then one step for each token left to A or to B, whichever is longer.
+    # Taking turns would cost B's whole sample after A's: steps_alone + 1 + (la - steps_alone) + lb decode calls.
+    assert d["decode_calls"] <= steps_alone + 2 + max(la - steps_alone, lb - 1), (d, steps_alone, la, lb)
 
 
 def test_cancel_stops_the_call_and_frees_its_sequences(llama_backend):

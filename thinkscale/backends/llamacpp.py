@@ -53,6 +53,7 @@ from thinkscale.backends.base import (
     check_requests,
 )
 from thinkscale.backends.chat_template import ChatTemplate
+from thinkscale.backends.fair_lock import FairLock
 from thinkscale.types import Completion, GenRequest, Message, Sample, Scored, ScoreRequest, Usage
 
 log = logging.getLogger(__name__)
@@ -231,8 +232,10 @@ class LlamaCppBackend(BaseBackend):
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
         self.n_embd = int(L.llama_model_n_embd_out(self._model))  # size of a hidden_states() row
         self._batch = L.llama_batch_init(n_batch, 0, 1)
-        self._lock = threading.RLock()
-        self._cv = threading.Condition(self._lock)
+        # first come first served: the engine asks for the lock again after every step, and a caller that wants to
+        # submit, score or cancel gets it before the engine's next step rather than when the running batch drains
+        self._lock = FairLock()
+        self._cv = threading.Condition(self._lock)  # type: ignore[arg-type]  # RLock's protocol (fair_lock.py)
         self.deterministic = deterministic
         self._call_lock = threading.Lock()  # held for a whole call in deterministic mode
         self._pending: deque[_Job] = deque()  # submitted, prompt not computed yet
@@ -571,8 +574,9 @@ class LlamaCppBackend(BaseBackend):
 
     def generate(self, requests: Sequence[GenRequest], *, cancel: threading.Event | None = None) -> list[Completion]:
         """Sample every request. Thread-safe: concurrent callers' requests join the same running batch (continuous
-        batching), so 8 callers decode together rather than one after another (in deterministic mode they take
-        turns). Setting ``cancel`` stops this call's remaining work at the next step and raises ``Cancelled``."""
+        batching) at the engine's next step, so 8 callers decode together rather than one after another (in
+        deterministic mode they take turns). Setting ``cancel`` stops this call's remaining work at the next step
+        and raises ``Cancelled``."""
         with self._alone():
             return self._generate(requests, cancel)
 
