@@ -233,7 +233,7 @@ class LlamaCppBackend(BaseBackend):
         self.n_embd = int(L.llama_model_n_embd_out(self._model))  # size of a hidden_states() row
         self._batch = L.llama_batch_init(n_batch, 0, 1)
         # first come first served: the engine asks for the lock again after every step, and a caller that wants to
-        # submit, score or cancel gets it before the engine's next step rather than when the running batch drains
+        # submit, score or cancel gets it before the engine's next step, not whenever it wins it back from the engine
         self._lock = FairLock()
         self._cv = threading.Condition(self._lock)  # type: ignore[arg-type]  # RLock's protocol (fair_lock.py)
         self.deterministic = deterministic
