@@ -1,7 +1,7 @@
 """A reentrant lock granted in the order it was asked for.
 
 The embedded backend's engine thread holds its lock for one decode step at a time and asks for it again at once.
-``threading.RLock`` makes no promise of order: the engine, already running, usually wins the lock back before a
+``threading.RLock`` makes no promise of order: the engine, already running, can win the lock back before a
 woken caller is scheduled, so how many steps a caller that wants to submit work (or score, or read hidden states)
 waits depends on the OS scheduler: on a quiet 2-core VM a caller asking mid-run joined within about 2 steps, but
 nothing bounds it. This lock hands itself to the longest waiter on release, so a caller waits at most for the step
@@ -58,14 +58,17 @@ class FairLock:
             if self._owner != threading.get_ident():
                 raise RuntimeError("release of a FairLock this thread does not hold")
             self._depth -= 1
-            if self._depth:
-                return
-            if self._queue:
-                self._owner, gate = self._queue.popleft()
-                self._depth = 1
-                gate.release()
-            else:
-                self._owner = None
+            if not self._depth:
+                self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Give the lock to the first in line, or free it (caller holds ``_mutex`` and has let go of every level)."""
+        if self._queue:
+            self._owner, gate = self._queue.popleft()
+            self._depth = 1
+            gate.release()
+        else:
+            self._owner, self._depth = None, 0
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -87,8 +90,8 @@ class FairLock:
         with self._mutex:
             if self._owner != threading.get_ident():
                 raise RuntimeError("wait on a Condition whose FairLock this thread does not hold")
-            depth, self._depth = self._depth, 1
-        self.release()
+            depth = self._depth
+            self._pass_on()
         return depth
 
     def _acquire_restore(self, depth: int) -> None:
